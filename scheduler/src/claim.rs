@@ -1,0 +1,130 @@
+//! Reading what is due and claiming it, atomically, in PostgreSQL.
+//!
+//! A claim moves recipients `pending → queued` and bumps their `dispatch_seq` (the fencing
+//! token the message carries) in one statement with `FOR UPDATE SKIP LOCKED`, and commits
+//! before anything is published: a worker never sees a message whose claim is not visible.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A running campaign and how many of its recipients are due now (capped at its batch size).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ActiveCampaign {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub tenant_weight: i32,
+    pub provider_id: Uuid,
+    pub channel: String,
+    pub template: String,
+    pub due: i64,
+}
+
+/// One claimed recipient, ready to become a message.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: i64,
+    pub dispatch_seq: i32,
+    pub address: String,
+    pub variables: sqlx::types::Json<Map<String, Value>>,
+}
+
+/// Makes `scheduled` campaigns whose start time has come `running`; returns their ids.
+pub async fn activate_due_campaigns(pool: &PgPool) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE campaigns SET status = 'running', started_at = coalesce(started_at, now())
+         WHERE status = 'scheduled' AND start_at <= now()
+         RETURNING id, tenant_id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Running campaigns with due recipients. The counts stop at the batch size, so each costs at
+/// most one batch of index entries however large the campaign.
+pub async fn active_campaigns(pool: &PgPool) -> Result<Vec<ActiveCampaign>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM (
+             SELECT c.id, c.tenant_id, t.weight AS tenant_weight, c.provider_id, c.channel, c.template,
+                    least(c.batch_size,
+                          (SELECT count(*) FROM (SELECT 1 FROM recipients r
+                                                 WHERE r.campaign_id = c.id AND r.state = 'pending'
+                                                   AND r.attempts > 0 AND r.next_attempt_at <= now()
+                                                 LIMIT c.batch_size) due_retries)
+                        + (SELECT count(*) FROM (SELECT 1 FROM recipients r
+                                                 WHERE r.campaign_id = c.id AND r.state = 'pending'
+                                                   AND r.attempts = 0
+                                                 LIMIT c.batch_size) fresh)) AS due
+             FROM campaigns c JOIN tenants t ON t.id = c.tenant_id
+             WHERE c.status = 'running'
+         ) a
+         WHERE due > 0
+         ORDER BY tenant_id, id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Claims up to `limit` due recipients of one campaign: retries whose time has come first,
+/// then first attempts in id order.
+pub async fn claim(pool: &PgPool, campaign_id: Uuid, limit: i64) -> Result<Vec<Claimed>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH retries AS (
+             SELECT id FROM recipients
+             WHERE campaign_id = $1 AND state = 'pending' AND attempts > 0 AND next_attempt_at <= now()
+             ORDER BY next_attempt_at LIMIT $2
+             FOR UPDATE SKIP LOCKED
+         ), fresh AS (
+             SELECT id FROM recipients
+             WHERE campaign_id = $1 AND state = 'pending' AND attempts = 0
+             ORDER BY id LIMIT greatest(0, $2 - (SELECT count(*) FROM retries))
+             FOR UPDATE SKIP LOCKED
+         )
+         UPDATE recipients r
+         SET state = 'queued', dispatch_seq = r.dispatch_seq + 1, queued_at = now(), updated_at = now()
+         FROM (SELECT id FROM retries UNION ALL SELECT id FROM fresh) picked
+         WHERE r.id = picked.id
+         RETURNING r.id, r.dispatch_seq, r.address, r.variables",
+    )
+    .bind(campaign_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Hands claimed recipients back to `pending` when their publish was not confirmed. Only rows
+/// still holding the given dispatch are touched.
+pub async fn release(pool: &PgPool, claims: &[(i64, i32)]) -> Result<u64, sqlx::Error> {
+    let (ids, seqs): (Vec<i64>, Vec<i32>) = claims.iter().copied().unzip();
+    let done = sqlx::query(
+        "UPDATE recipients r SET state = 'pending', queued_at = NULL, updated_at = now()
+         FROM unnest($1::bigint[], $2::int[]) AS c(id, seq)
+         WHERE r.id = c.id AND r.dispatch_seq = c.seq AND r.state = 'queued'",
+    )
+    .bind(&ids)
+    .bind(&seqs)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Fails a claimed recipient whose message cannot be built (its variables do not fit the
+/// template); retrying would not help.
+pub async fn fail_unrenderable(pool: &PgPool, id: i64, seq: i32, error: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE recipients SET state = 'failed', last_error = $3, queued_at = NULL, updated_at = now()
+         WHERE id = $1 AND dispatch_seq = $2 AND state = 'queued'",
+    )
+    .bind(id)
+    .bind(seq)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The database's clock, so every process measures time against one source.
+pub async fn now(pool: &PgPool) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar("SELECT now()").fetch_one(pool).await
+}

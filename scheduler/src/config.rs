@@ -1,0 +1,49 @@
+//! The scheduler's settings, from flags or `HERALD_*` environment variables.
+
+use herald_shared::config::Connections;
+use std::time::Duration;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SchedulerConfig {
+    #[command(flatten)]
+    pub connections: Connections,
+
+    /// Milliseconds between ticks; each tick publishes one fair batch.
+    #[arg(long, env = "HERALD_TICK_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub tick_ms: u64,
+
+    /// Target depth of the dispatch queue, in ticks of measured worker drain.
+    #[arg(long, env = "HERALD_SCHEDULER_QUEUE_DEPTH_TICKS", default_value_t = 1.0, value_parser = parse_depth_ticks)]
+    pub queue_depth_ticks: f64,
+
+    /// Messages a tick may publish before the drain rate is known (and the floor after).
+    #[arg(long, env = "HERALD_SCHEDULER_MIN_BUDGET", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub min_budget: u32,
+
+    /// Most messages one tick publishes.
+    #[arg(long, env = "HERALD_SCHEDULER_MAX_BUDGET", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_budget: u32,
+
+    /// A recipient queued for longer than this (ms) is assumed to have lost its message and
+    /// is dispatched again (the old message, if any, is then dropped as stale).
+    #[arg(long, env = "HERALD_SCHEDULER_REQUEUE_AFTER_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1_000..=86_400_000))]
+    pub requeue_after_ms: u64,
+
+    /// How long to wait for RabbitMQ to confirm a tick's publishes (ms).
+    #[arg(long, env = "HERALD_SCHEDULER_CONFIRM_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub confirm_timeout_ms: u64,
+}
+
+impl SchedulerConfig {
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.tick_ms)
+    }
+}
+
+fn parse_depth_ticks(value: &str) -> Result<f64, String> {
+    let ticks: f64 = value.parse().map_err(|_| format!("`{value}` is not a number"))?;
+    if !(0.1..=10.0).contains(&ticks) {
+        return Err("must be between 0.1 and 10".into());
+    }
+    Ok(ticks)
+}

@@ -1,0 +1,223 @@
+//! The fair batch plan: how a tick's budget is split and in what order it is published.
+//!
+//! Fairness is first across tenants (weighted), then across each tenant's campaigns (equal),
+//! so a tenant with 20 campaigns does not get 20 shares. It is work-conserving: a share a
+//! tenant cannot use goes to those that can (max-min fair "water filling").
+//! The publish order interleaves tenants by weighted virtual time (A1 B1 C1 A2 B2 …), so a
+//! tenant's first message is near the front of the tick's batch whatever the others hold.
+
+use uuid::Uuid;
+
+/// What one running campaign could send this tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Demand {
+    pub campaign_id: Uuid,
+    pub tenant_id: Uuid,
+    pub tenant_weight: u32,
+    /// Due recipients, already capped at the campaign's batch size.
+    pub due: u32,
+}
+
+/// The plan for one tick.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    /// Recipients to claim per campaign, indexed like the demands.
+    pub counts: Vec<u32>,
+    /// The publish order: each entry is a demand index, one per message.
+    pub order: Vec<usize>,
+}
+
+/// Splits `budget` among the demands and orders the result. `rotation` shifts which tenant
+/// goes first among equals, so ties do not always favour the same tenant.
+pub fn plan(demands: &[Demand], budget: u32, rotation: usize) -> Plan {
+    // Tenants in first-seen order, each with the indices of its campaigns.
+    let mut tenants: Vec<(Uuid, u32, Vec<usize>)> = Vec::new();
+    for (index, d) in demands.iter().enumerate() {
+        match tenants.iter_mut().find(|(id, _, _)| *id == d.tenant_id) {
+            Some((_, _, campaigns)) => campaigns.push(index),
+            None => tenants.push((d.tenant_id, d.tenant_weight.max(1), vec![index])),
+        }
+    }
+    if !tenants.is_empty() {
+        let shift = rotation % tenants.len();
+        tenants.rotate_left(shift);
+    }
+
+    let tenant_demand: Vec<u64> =
+        tenants.iter().map(|(_, _, cs)| cs.iter().map(|&i| u64::from(demands[i].due)).sum()).collect();
+    let tenant_weight: Vec<u64> = tenants.iter().map(|(_, w, _)| u64::from(*w)).collect();
+    let tenant_share = water_fill(&tenant_demand, &tenant_weight, u64::from(budget));
+
+    let mut counts = vec![0u32; demands.len()];
+    // Per tenant, the sequence of its campaigns' slots, round-robin across its campaigns.
+    let mut sequences: Vec<Vec<usize>> = Vec::with_capacity(tenants.len());
+    for ((_, _, campaigns), share) in tenants.iter().zip(&tenant_share) {
+        let due: Vec<u64> = campaigns.iter().map(|&i| u64::from(demands[i].due)).collect();
+        let split = water_fill(&due, &vec![1; due.len()], *share);
+        for (&i, &n) in campaigns.iter().zip(&split) {
+            counts[i] = u32::try_from(n).unwrap_or(u32::MAX);
+        }
+        sequences.push(round_robin(campaigns, &split));
+    }
+
+    Plan { counts, order: interleave(&sequences, &tenant_weight) }
+}
+
+/// Weighted max-min fair split of `budget` among `demands`: nobody gets more than it asks,
+/// and what one cannot use is shared among the rest in proportion to their weights.
+/// Every unit is handed out while any demand is unmet.
+pub fn water_fill(demands: &[u64], weights: &[u64], budget: u64) -> Vec<u64> {
+    let mut alloc = vec![0u64; demands.len()];
+    let mut remaining = budget;
+    let mut open: Vec<usize> = (0..demands.len()).filter(|&i| demands[i] > 0).collect();
+    while remaining > 0 && !open.is_empty() {
+        let total_weight: u64 = open.iter().map(|&i| weights[i].max(1)).sum();
+        // Anyone whose whole remaining need fits in its fair share is satisfied outright,
+        // and the round starts again with the rest.
+        let satisfied: Vec<usize> = open
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let need = demands[i] - alloc[i];
+                u128::from(need) * u128::from(total_weight) <= u128::from(remaining) * u128::from(weights[i].max(1))
+            })
+            .collect();
+        if !satisfied.is_empty() {
+            for &i in &satisfied {
+                remaining -= demands[i] - alloc[i];
+                alloc[i] = demands[i];
+            }
+            open.retain(|i| !satisfied.contains(i));
+            continue;
+        }
+        // Everyone wants more than its share: hand out the shares, then the remainder one
+        // unit at a time, largest weight first (ties: earlier first).
+        let mut handed = 0;
+        for &i in &open {
+            let share = u64::try_from(u128::from(remaining) * u128::from(weights[i].max(1)) / u128::from(total_weight))
+                .unwrap_or(0);
+            alloc[i] += share;
+            handed += share;
+        }
+        let mut leftover = remaining - handed;
+        let mut by_weight = open.clone();
+        by_weight.sort_by_key(|&i| std::cmp::Reverse(weights[i]));
+        for &i in by_weight.iter().cycle() {
+            if leftover == 0 {
+                break;
+            }
+            if alloc[i] < demands[i] {
+                alloc[i] += 1;
+                leftover -= 1;
+            }
+        }
+        remaining = 0;
+    }
+    alloc
+}
+
+/// `campaigns[k]` repeated `counts[k]` times, interleaved: c1 c2 c3 c1 c2 c1 …
+fn round_robin(campaigns: &[usize], counts: &[u64]) -> Vec<usize> {
+    let total: u64 = counts.iter().sum();
+    let mut left = counts.to_vec();
+    let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    while out.len() as u64 != total {
+        for (k, &campaign) in campaigns.iter().enumerate() {
+            if left[k] > 0 {
+                left[k] -= 1;
+                out.push(campaign);
+            }
+        }
+    }
+    out
+}
+
+/// Merges the tenants' sequences by weighted virtual time: the k-th message of a tenant of
+/// weight w goes at time (k+1)/w, ties in tenant order.
+fn interleave(sequences: &[Vec<usize>], weights: &[u64]) -> Vec<usize> {
+    let mut slots: Vec<(f64, usize, usize)> = Vec::new();
+    for (t, seq) in sequences.iter().enumerate() {
+        let w = weights[t].max(1) as f64;
+        slots.extend(seq.iter().enumerate().map(|(k, &campaign)| ((k as f64 + 1.0) / w, t, campaign)));
+    }
+    slots.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    slots.into_iter().map(|(_, _, campaign)| campaign).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demand(campaign: u128, tenant: u128, weight: u32, due: u32) -> Demand {
+        Demand { campaign_id: Uuid::from_u128(campaign), tenant_id: Uuid::from_u128(tenant), tenant_weight: weight, due }
+    }
+
+    #[test]
+    fn water_fill_is_max_min_fair_and_work_conserving() {
+        assert_eq!(water_fill(&[100, 100], &[1, 1], 100), vec![50, 50]);
+        assert_eq!(water_fill(&[10, 100], &[1, 1], 100), vec![10, 90]);
+        assert_eq!(water_fill(&[100, 100], &[1, 2], 90), vec![30, 60]);
+        assert_eq!(water_fill(&[5, 5], &[1, 1], 100), vec![5, 5]);
+        assert_eq!(water_fill(&[0, 7], &[1, 1], 100), vec![0, 7]);
+        assert_eq!(water_fill(&[], &[], 100), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn water_fill_hands_out_every_unit_of_an_odd_budget() {
+        let split = water_fill(&[100, 100, 100], &[1, 1, 1], 100);
+        assert_eq!(split.iter().sum::<u64>(), 100);
+        assert!(split.iter().all(|&n| n == 33 || n == 34));
+    }
+
+    #[test]
+    fn tenants_share_first_then_their_campaigns() {
+        // Tenant 1 has three campaigns, tenant 2 has one: tenant 2 still gets half.
+        let demands = [demand(1, 1, 1, 1000), demand(2, 1, 1, 1000), demand(3, 1, 1, 1000), demand(4, 2, 1, 1000)];
+        let plan = plan(&demands, 600, 0);
+        assert_eq!(plan.counts[3], 300);
+        assert_eq!(plan.counts[..3].iter().sum::<u32>(), 300);
+        assert_eq!(&plan.counts[..3], &[100, 100, 100]);
+        assert_eq!(plan.order.len(), 600);
+    }
+
+    #[test]
+    fn weights_scale_the_share() {
+        let demands = [demand(1, 1, 1, 1000), demand(2, 2, 2, 1000)];
+        assert_eq!(plan(&demands, 300, 0).counts, vec![100, 200]);
+    }
+
+    #[test]
+    fn a_small_newcomer_is_served_in_full_and_near_the_front() {
+        let demands = [demand(1, 1, 1, 5000), demand(2, 2, 1, 10)];
+        let plan = plan(&demands, 1000, 0);
+        assert_eq!(plan.counts, vec![990, 10]);
+        let first_b = plan.order.iter().position(|&i| i == 1).unwrap();
+        assert!(first_b <= 1, "newcomer's first message at position {first_b}");
+    }
+
+    #[test]
+    fn order_interleaves_tenants_and_campaigns() {
+        let demands = [demand(1, 1, 1, 3), demand(2, 2, 1, 3), demand(3, 3, 1, 3)];
+        assert_eq!(plan(&demands, 9, 0).order, vec![0, 1, 2, 0, 1, 2, 0, 1, 2]);
+        // Two campaigns of one tenant alternate within that tenant's slots.
+        let demands = [demand(1, 1, 1, 2), demand(2, 1, 1, 2), demand(3, 2, 1, 4)];
+        assert_eq!(plan(&demands, 8, 0).order, vec![0, 2, 1, 2, 0, 2, 1, 2]);
+        // Weight 2 gets two slots per round.
+        let demands = [demand(1, 1, 1, 2), demand(2, 2, 2, 4)];
+        assert_eq!(plan(&demands, 6, 0).order, vec![1, 0, 1, 1, 0, 1]);
+    }
+
+    #[test]
+    fn rotation_changes_who_goes_first_among_equals() {
+        let demands = [demand(1, 1, 1, 2), demand(2, 2, 1, 2)];
+        assert_eq!(plan(&demands, 4, 0).order[0], 0);
+        assert_eq!(plan(&demands, 4, 1).order[0], 1);
+    }
+
+    #[test]
+    fn nothing_is_planned_without_budget_or_demand() {
+        let demands = [demand(1, 1, 1, 10)];
+        assert_eq!(plan(&demands, 0, 0).order, Vec::<usize>::new());
+        assert_eq!(plan(&[], 100, 0), Plan::default());
+    }
+}

@@ -1,0 +1,80 @@
+//! Leader election through a PostgreSQL advisory lock.
+//!
+//! The lock lives on one dedicated connection: if the leader dies, PostgreSQL drops the
+//! connection and frees the lock, and a standby's next attempt (every tick) takes over. The
+//! leader checks its connection every tick and steps down the moment it is lost.
+
+use sqlx::{Connection, PgConnection};
+use std::time::Duration;
+
+/// The advisory lock key: "herald-scheduler" in a fixed 64-bit form. Advisory locks are per
+/// database, so each Herald database has its own leader.
+const LOCK_KEY: i64 = 0x6865_7261_6c64_5343;
+
+pub struct Leadership {
+    url: String,
+    connection: Option<PgConnection>,
+    leading: bool,
+}
+
+impl Leadership {
+    pub fn new(url: &str) -> Self {
+        Self { url: url.to_owned(), connection: None, leading: false }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leading
+    }
+
+    /// Confirms or tries to gain leadership; returns whether this process leads now.
+    pub async fn refresh(&mut self) -> bool {
+        let was_leading = self.leading;
+        self.leading = match tokio::time::timeout(Duration::from_secs(5), self.try_lead()).await {
+            Ok(Ok(leading)) => leading,
+            Ok(Err(error)) => {
+                if was_leading {
+                    tracing::warn!(%error, "lost the leader connection; stepping down");
+                } else {
+                    tracing::debug!(%error, "cannot reach the database to contend for leadership");
+                }
+                self.connection = None;
+                false
+            }
+            Err(_) => {
+                tracing::warn!("leadership check timed out; stepping down");
+                self.connection = None;
+                false
+            }
+        };
+        match (was_leading, self.leading) {
+            (false, true) => tracing::info!("became the leader scheduler"),
+            (true, false) => tracing::warn!("no longer the leader scheduler"),
+            _ => {}
+        }
+        self.leading
+    }
+
+    async fn try_lead(&mut self) -> Result<bool, sqlx::Error> {
+        if self.connection.is_none() {
+            self.connection = Some(PgConnection::connect(&self.url).await?);
+        }
+        let Some(connection) = self.connection.as_mut() else { return Ok(false) };
+        if self.leading {
+            // The lock is ours as long as this session lives.
+            sqlx::query("SELECT 1").execute(&mut *connection).await?;
+            return Ok(true);
+        }
+        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LOCK_KEY).fetch_one(&mut *connection).await
+    }
+
+    /// Releases the lock at shutdown so a standby need not wait for the connection to drop.
+    pub async fn resign(&mut self) {
+        if let Some(mut connection) = self.connection.take() {
+            if self.leading {
+                let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(LOCK_KEY).execute(&mut connection).await;
+            }
+            let _ = connection.close().await;
+        }
+        self.leading = false;
+    }
+}

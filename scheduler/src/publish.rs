@@ -1,0 +1,114 @@
+//! Publishing dispatch messages with publisher confirms.
+//!
+//! Messages are persistent and `mandatory`; a tick's batch is published back to back and the
+//! confirms awaited together (never one publish at a time, which is fsync-bound). A message
+//! counts as published only on a positive, routed confirm within the timeout.
+
+use deadpool_lapin::{Pool, Runtime};
+use futures::future::join_all;
+use herald_shared::queue::message::DispatchMessage;
+use herald_shared::queue::topology;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::Confirmation;
+use lapin::{BasicProperties, Channel, ConnectionProperties};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot reach RabbitMQ: {0}")]
+    Pool(String),
+    #[error("RabbitMQ: {0}")]
+    Amqp(#[from] lapin::Error),
+}
+
+pub struct Publisher {
+    pool: Pool,
+    channel: Option<Channel>,
+    confirm_timeout: Duration,
+}
+
+impl Publisher {
+    pub fn new(amqp_url: &str, confirm_timeout: Duration) -> Result<Self, PublishError> {
+        let config = deadpool_lapin::Config { url: Some(amqp_url.to_owned()), ..Default::default() };
+        let pool = config
+            .create_pool(
+                || ConnectionProperties::default().with_connection_name("herald-scheduler".into()),
+                Runtime::Tokio1,
+            )
+            .map_err(|e| PublishError::Pool(e.to_string()))?;
+        Ok(Self { pool, channel: None, confirm_timeout })
+    }
+
+    /// A confirm-mode channel with the topology declared, reused across ticks and replaced
+    /// after any error.
+    async fn channel(&mut self) -> Result<Channel, PublishError> {
+        if let Some(channel) = &self.channel
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
+        }
+        self.channel = None;
+        let connection = self.pool.get().await.map_err(|e| PublishError::Pool(e.to_string()))?;
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        topology::declare(&channel).await?;
+        self.channel = Some(channel.clone());
+        Ok(channel)
+    }
+
+    /// Ready messages in the dispatch queue.
+    pub async fn queue_depth(&mut self) -> Result<u32, PublishError> {
+        let channel = self.channel().await?;
+        topology::ready_messages(&channel, topology::DISPATCH_QUEUE).await.inspect_err(|_| self.channel = None).map_err(Into::into)
+    }
+
+    /// Publishes `messages` in order; returns, per message, whether the broker confirmed it.
+    pub async fn publish(&mut self, messages: &[DispatchMessage]) -> Result<Vec<bool>, PublishError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let channel = self.channel().await?;
+        let options = BasicPublishOptions { mandatory: true, ..Default::default() };
+        let mut pending = Vec::with_capacity(messages.len());
+        for message in messages {
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(message.message_id().into());
+            let published = channel
+                .basic_publish(
+                    topology::DISPATCH_EXCHANGE.into(),
+                    topology::DISPATCH_ROUTING_KEY.into(),
+                    options,
+                    &message.encode(),
+                    properties,
+                )
+                .await;
+            match published {
+                Ok(confirm) => pending.push(Some(confirm)),
+                Err(error) => {
+                    // The channel is gone: nothing after this can be published on it.
+                    tracing::warn!(%error, "publish failed; the rest of this batch goes back to pending");
+                    self.channel = None;
+                    pending.resize_with(messages.len(), || None);
+                    break;
+                }
+            }
+        }
+        let timeout = self.confirm_timeout;
+        let confirms = join_all(pending.into_iter().map(|confirm| async move {
+            let confirm = confirm?;
+            match tokio::time::timeout(timeout, confirm).await {
+                Ok(Ok(Confirmation::Ack(None))) => Some(()),
+                // Returned as unroutable, nacked, or not confirmed at all.
+                Ok(Ok(_)) | Ok(Err(_)) | Err(_) => None,
+            }
+        }))
+        .await;
+        let confirmed: Vec<bool> = confirms.iter().map(Option::is_some).collect();
+        if confirmed.iter().any(|ok| !ok) {
+            self.channel = None;
+        }
+        Ok(confirmed)
+    }
+}

@@ -1,0 +1,179 @@
+//! One scheduler tick: activate, recover, measure, plan, claim, publish, complete.
+
+use crate::backpressure::DrainEstimator;
+use crate::claim::{self, ActiveCampaign, Claimed};
+use crate::fairness::{self, Demand};
+use crate::publish::{PublishError, Publisher};
+use crate::sweeper;
+use herald_shared::domain::Channel;
+use herald_shared::queue::message::{DispatchMessage, FORMAT_VERSION};
+use herald_shared::template;
+use sqlx::PgPool;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TickError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+/// What a tick did, for logs and tests.
+#[derive(Debug, Default, Clone)]
+pub struct TickReport {
+    pub depth: u64,
+    pub budget: u32,
+    pub campaigns: usize,
+    pub published: usize,
+    pub unconfirmed: usize,
+    pub requeued: u64,
+    pub recovered: u64,
+}
+
+pub struct Ticker {
+    pool: PgPool,
+    publisher: Publisher,
+    estimator: DrainEstimator,
+    requeue_after: Duration,
+    count: usize,
+    last_publish: Instant,
+}
+
+impl Ticker {
+    pub fn new(pool: PgPool, publisher: Publisher, estimator: DrainEstimator, requeue_after: Duration) -> Self {
+        Self { pool, publisher, estimator, requeue_after, count: 0, last_publish: Instant::now() }
+    }
+
+    #[tracing::instrument(name = "tick", skip_all, fields(tick = self.count))]
+    pub async fn run(&mut self) -> Result<TickReport, TickError> {
+        self.count += 1;
+        let pool = &self.pool.clone();
+        for (campaign_id, tenant_id) in claim::activate_due_campaigns(pool).await? {
+            tracing::info!(%campaign_id, %tenant_id, "campaign started");
+        }
+        let mut report = TickReport {
+            requeued: sweeper::requeue_stale_claims(pool, self.requeue_after).await?,
+            recovered: sweeper::recover_expired_leases(pool).await?,
+            ..Default::default()
+        };
+        if report.requeued + report.recovered > 0 {
+            tracing::warn!(requeued = report.requeued, recovered = report.recovered, "recovered lost dispatches");
+        }
+
+        report.depth = u64::from(self.publisher.queue_depth().await?);
+        report.budget = self.estimator.budget(report.depth, self.last_publish.elapsed());
+        let campaigns = claim::active_campaigns(pool).await?;
+        report.campaigns = campaigns.len();
+        let (messages, claims) = self.claim_plan(&campaigns, report.budget).await?;
+
+        let confirmed = match self.publisher.publish(&messages).await {
+            Ok(confirmed) => confirmed,
+            Err(error) => {
+                release_or_log(pool, &claims).await;
+                self.estimator.published(report.depth, 0, report.budget);
+                return Err(error.into());
+            }
+        };
+        let unconfirmed: Vec<(i64, i32)> =
+            claims.iter().zip(&confirmed).filter(|(_, ok)| !**ok).map(|(claim, _)| *claim).collect();
+        release_or_log(pool, &unconfirmed).await;
+        report.published = messages.len() - unconfirmed.len();
+        report.unconfirmed = unconfirmed.len();
+        self.estimator.published(report.depth, u32::try_from(report.published).unwrap_or(u32::MAX), report.budget);
+        self.last_publish = Instant::now();
+
+        for (campaign_id, tenant_id) in sweeper::complete_finished_campaigns(pool).await? {
+            tracing::info!(%campaign_id, %tenant_id, "campaign completed");
+        }
+        tracing::debug!(
+            depth = report.depth,
+            budget = report.budget,
+            campaigns = report.campaigns,
+            published = report.published,
+            drain_rate = self.estimator.rate() as u64,
+            "tick"
+        );
+        Ok(report)
+    }
+
+    /// Plans the fair split, claims each campaign's share and builds the messages in the
+    /// plan's interleaved order. Returns the messages and, for each, its (recipient, seq).
+    async fn claim_plan(
+        &self,
+        campaigns: &[ActiveCampaign],
+        budget: u32,
+    ) -> Result<(Vec<DispatchMessage>, Vec<(i64, i32)>), TickError> {
+        let demands: Vec<Demand> = campaigns
+            .iter()
+            .map(|c| Demand {
+                campaign_id: c.id,
+                tenant_id: c.tenant_id,
+                tenant_weight: u32::try_from(c.tenant_weight).unwrap_or(1),
+                due: u32::try_from(c.due).unwrap_or(u32::MAX),
+            })
+            .collect();
+        let plan = fairness::plan(&demands, budget, self.count);
+
+        let mut claimed: Vec<VecDeque<Claimed>> = vec![VecDeque::new(); campaigns.len()];
+        for (index, &count) in plan.counts.iter().enumerate() {
+            if count == 0 {
+                continue;
+            }
+            match claim::claim(&self.pool, campaigns[index].id, i64::from(count)).await {
+                Ok(rows) => claimed[index] = rows.into(),
+                Err(error) => {
+                    let taken: Vec<(i64, i32)> = claimed.iter().flatten().map(|c| (c.id, c.dispatch_seq)).collect();
+                    release_or_log(&self.pool, &taken).await;
+                    return Err(error.into());
+                }
+            }
+        }
+
+        let mut messages = Vec::with_capacity(plan.order.len());
+        let mut claims = Vec::with_capacity(plan.order.len());
+        for &index in &plan.order {
+            let Some(row) = claimed[index].pop_front() else { continue };
+            let campaign = &campaigns[index];
+            match build_message(campaign, &row) {
+                Ok(message) => {
+                    claims.push((row.id, row.dispatch_seq));
+                    messages.push(message);
+                }
+                Err(reason) => {
+                    tracing::warn!(campaign_id = %campaign.id, recipient_id = row.id, %reason, "recipient cannot be dispatched");
+                    claim::fail_unrenderable(&self.pool, row.id, row.dispatch_seq, &reason).await?;
+                }
+            }
+        }
+        Ok((messages, claims))
+    }
+}
+
+fn build_message(campaign: &ActiveCampaign, row: &Claimed) -> Result<DispatchMessage, String> {
+    let channel: Channel = campaign.channel.parse().map_err(|e| format!("{e}"))?;
+    let body = template::render(&campaign.template, &row.variables).map_err(|e| e.to_string())?;
+    Ok(DispatchMessage {
+        v: FORMAT_VERSION,
+        recipient_id: row.id,
+        seq: row.dispatch_seq,
+        tenant_id: campaign.tenant_id,
+        campaign_id: campaign.id,
+        provider_id: campaign.provider_id,
+        channel,
+        to: row.address.clone(),
+        body,
+    })
+}
+
+/// Best effort: if the database is unreachable, the sweeper hands these back later.
+async fn release_or_log(pool: &PgPool, claims: &[(i64, i32)]) {
+    if claims.is_empty() {
+        return;
+    }
+    match claim::release(pool, claims).await {
+        Ok(released) => tracing::warn!(released, "unpublished claims returned to pending"),
+        Err(error) => tracing::warn!(%error, count = claims.len(), "cannot release claims now; the sweeper will"),
+    }
+}

@@ -1,0 +1,127 @@
+//! The vocabulary every part of Herald shares: channels, campaign states and recipient states.
+//!
+//! States are stored as lowercase text in PostgreSQL (checked by constraints in the migrations);
+//! these enums are the typed side of those columns.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The text stored in PostgreSQL.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownValue;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(UnknownValue { kind: stringify!($name), value: other.to_owned() }),
+                }
+            }
+        }
+    };
+}
+
+/// A text value that names no known variant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} `{value}`")]
+pub struct UnknownValue {
+    pub kind: &'static str,
+    pub value: String,
+}
+
+text_enum!(
+    /// How a message reaches its recipient.
+    Channel {
+        Sms => "sms",
+        Whatsapp => "whatsapp",
+        Voice => "voice",
+        Chat => "chat",
+    }
+);
+
+text_enum!(
+    /// A campaign's life cycle. Only `running` campaigns are dispatched.
+    CampaignStatus {
+        /// Being prepared; never dispatched.
+        Draft => "draft",
+        /// Waits for its start time, then the scheduler makes it `running`.
+        Scheduled => "scheduled",
+        Running => "running",
+        Paused => "paused",
+        /// Every recipient reached a terminal state.
+        Completed => "completed",
+        Cancelled => "cancelled",
+    }
+);
+
+text_enum!(
+    /// Where one recipient is in the pipeline.
+    ///
+    /// `pending → queued → sending → sent | failed`, with `sending → pending` for a retry that
+    /// waits for `next_attempt_at`. `cancelled` and `expired` come from campaign operations.
+    RecipientState {
+        /// Waiting for the scheduler (first attempt or a retry whose time has come).
+        Pending => "pending",
+        /// Claimed by the scheduler and published to the dispatch queue.
+        Queued => "queued",
+        /// A worker holds a lease on it and is calling the provider.
+        Sending => "sending",
+        Sent => "sent",
+        Failed => "failed",
+        Cancelled => "cancelled",
+        Expired => "expired",
+    }
+);
+
+impl RecipientState {
+    /// Terminal states never change again; a redelivered message for one is acked unsent.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Sent | Self::Failed | Self::Cancelled | Self::Expired)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_text() {
+        for state in RecipientState::ALL {
+            assert_eq!(state.as_str().parse::<RecipientState>().unwrap(), *state);
+        }
+        for status in CampaignStatus::ALL {
+            assert_eq!(status.to_string().parse::<CampaignStatus>().unwrap(), *status);
+        }
+        assert!("telegram".parse::<Channel>().is_err());
+    }
+
+    #[test]
+    fn only_final_states_are_terminal() {
+        let terminal: Vec<_> = RecipientState::ALL.iter().filter(|s| s.is_terminal()).collect();
+        assert_eq!(
+            terminal,
+            [&RecipientState::Sent, &RecipientState::Failed, &RecipientState::Cancelled, &RecipientState::Expired]
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! The dispatch message: one dispatch of one recipient, self-contained so a worker needs no
+//! extra lookup before calling the provider.
+
+use crate::domain::Channel;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Bumped when the format changes incompatibly; workers reject versions they do not know.
+pub const FORMAT_VERSION: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatchMessage {
+    pub v: u8,
+    pub recipient_id: i64,
+    /// The recipient's `dispatch_seq` at claim time: a message whose seq no longer matches the
+    /// row is stale (the recipient was re-dispatched or finished) and is dropped unsent.
+    pub seq: i32,
+    pub tenant_id: Uuid,
+    pub campaign_id: Uuid,
+    pub provider_id: Uuid,
+    pub channel: Channel,
+    pub to: String,
+    /// Rendered from the campaign's template and the recipient's variables.
+    pub body: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a dispatch message: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("unsupported message format version {0}")]
+    Version(u8),
+}
+
+impl DispatchMessage {
+    /// The AMQP `message-id`: unique per dispatch, stable across redeliveries.
+    pub fn message_id(&self) -> String {
+        format!("{}:{}", self.recipient_id, self.seq)
+    }
+
+    /// The idempotency key sent to the provider: stable across every retry of one recipient,
+    /// so a provider that honours keys never delivers the same recipient twice.
+    pub fn idempotency_key(&self) -> String {
+        format!("herald-{}-{}", self.campaign_id.simple(), self.recipient_id)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising plain strings and numbers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let message: Self = serde_json::from_slice(bytes)?;
+        if message.v != FORMAT_VERSION {
+            return Err(DecodeError::Version(message.v));
+        }
+        Ok(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> DispatchMessage {
+        DispatchMessage {
+            v: FORMAT_VERSION,
+            recipient_id: 42,
+            seq: 3,
+            tenant_id: Uuid::nil(),
+            campaign_id: Uuid::from_u128(7),
+            provider_id: Uuid::nil(),
+            channel: Channel::Sms,
+            to: "+15551234567".into(),
+            body: "Hi Ada".into(),
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let message = sample();
+        assert_eq!(DispatchMessage::decode(&message.encode()).unwrap(), message);
+    }
+
+    #[test]
+    fn rejects_garbage_and_unknown_versions() {
+        assert!(matches!(DispatchMessage::decode(b"not json"), Err(DecodeError::Malformed(_))));
+        let mut message = sample();
+        message.v = 9;
+        assert!(matches!(DispatchMessage::decode(&message.encode()), Err(DecodeError::Version(9))));
+    }
+
+    #[test]
+    fn idempotency_key_ignores_the_dispatch_seq() {
+        let first = sample();
+        let retry = DispatchMessage { seq: 9, ..sample() };
+        assert_eq!(first.idempotency_key(), retry.idempotency_key());
+        assert_ne!(first.message_id(), retry.message_id());
+    }
+}

@@ -1,0 +1,36 @@
+//! The worker's settings, from flags or `HERALD_*` environment variables.
+
+use herald_shared::config::Connections;
+use std::time::Duration;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerConfig {
+    #[command(flatten)]
+    pub connections: Connections,
+
+    /// Deliveries this worker holds at once; each is one provider request in flight, so this
+    /// is the worker's concurrency.
+    #[arg(long, env = "HERALD_WORKER_PREFETCH", default_value_t = 300, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    pub prefetch: u16,
+
+    /// On SIGTERM, how long (ms) in-flight work may take to finish before the worker exits
+    /// anyway (unfinished deliveries go back to the queue).
+    #[arg(long, env = "HERALD_WORKER_DRAIN_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub drain_timeout_ms: u64,
+
+    /// Added to a provider's timeout to form the lease on a recipient being sent (ms). Past
+    /// the lease the scheduler assumes the worker died and dispatches the recipient again.
+    #[arg(long, env = "HERALD_WORKER_LEASE_GRACE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub lease_grace_ms: u64,
+
+    /// How long (ms) to keep retrying to record an outcome while the database is unreachable,
+    /// before handing the delivery back to the queue.
+    #[arg(long, env = "HERALD_WORKER_RECORD_RETRY_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub record_retry_ms: u64,
+}
+
+impl WorkerConfig {
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}

@@ -1,0 +1,102 @@
+//! One delivery, from decode to ack: the per-message path.
+//!
+//! decode → begin (lease, batched) → provider call (bounded by the provider's in-flight cap,
+//! with its timeout) → decide → record (batched) → ack. Acks only after the outcome is
+//! committed; if it cannot be recorded the delivery goes back to the queue.
+
+use crate::attempts::{Dispatch, Outcome};
+use crate::batch::Batcher;
+use crate::outcome::{self, Decision};
+use crate::provider_call;
+use crate::providers::Providers;
+use herald_shared::queue::message::DispatchMessage;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use std::time::Duration;
+
+/// What every delivery task shares.
+#[derive(Clone)]
+pub struct Context {
+    pub begin: Batcher<Dispatch, Result<Option<u32>, String>>,
+    pub record: Batcher<Outcome, Result<(), String>>,
+    pub providers: Providers,
+    pub http: reqwest::Client,
+}
+
+pub async fn handle(ctx: Context, delivery: Delivery) {
+    let message = match DispatchMessage::decode(&delivery.data) {
+        Ok(message) => message,
+        Err(error) => {
+            tracing::error!(%error, delivery_tag = delivery.delivery_tag, "undecodable message; dead-lettering it");
+            settle(delivery.reject(BasicRejectOptions { requeue: false }).await);
+            return;
+        }
+    };
+    let span = tracing::info_span!(
+        "delivery",
+        tenant_id = %message.tenant_id,
+        campaign_id = %message.campaign_id,
+        recipient_id = message.recipient_id,
+        seq = message.seq,
+    );
+    let _enter = span.enter();
+    drop(_enter);
+    tracing::Instrument::instrument(process(ctx, delivery, message), span).await;
+}
+
+async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
+    let dispatch = Dispatch { recipient_id: message.recipient_id, seq: message.seq };
+    let attempt = match ctx.begin.call(dispatch).await {
+        Ok(Ok(Some(attempt))) => attempt,
+        Ok(Ok(None)) => {
+            // Finished, re-dispatched, paused or cancelled: never a second send.
+            tracing::debug!(redelivered = delivery.redelivered, "message no longer current; acked unsent");
+            settle(delivery.ack(BasicAckOptions::default()).await);
+            return;
+        }
+        Ok(Err(error)) => return requeue(delivery, &format!("cannot begin attempt: {error}")).await,
+        Err(stopped) => return requeue(delivery, &stopped.to_string()).await,
+    };
+
+    let decision = match ctx.providers.get(message.provider_id).await {
+        Ok(provider) => {
+            let result = {
+                // Closed only if the semaphore is dropped, which it never is while cached.
+                let _permit = provider.in_flight.acquire().await;
+                provider_call::send(&ctx.http, &provider, &message).await
+            };
+            outcome::decide(result, attempt, &provider.retry, rand::random::<f64>())
+        }
+        Err(error) => {
+            // Without its provider's policy the attempt cannot be made; try again later.
+            Decision::Retry { error: error.to_string(), delay: Duration::from_secs(30) }
+        }
+    };
+    match &decision {
+        Decision::Sent { .. } => tracing::debug!(attempt, "sent"),
+        Decision::Retry { error, delay } => tracing::info!(attempt, %error, ?delay, "transient failure; will retry"),
+        Decision::Failed { error } => tracing::info!(attempt, %error, "failed"),
+    }
+
+    match ctx.record.call(Outcome { dispatch, decision }).await {
+        Ok(Ok(())) => settle(delivery.ack(BasicAckOptions::default()).await),
+        Ok(Err(error)) => requeue(delivery, &format!("cannot record outcome: {error}")).await,
+        Err(stopped) => requeue(delivery, &stopped.to_string()).await,
+    }
+}
+
+/// Hands a delivery back to the queue, so another attempt (here or elsewhere) picks it up.
+async fn requeue(delivery: Delivery, why: &str) {
+    tracing::warn!(why, "returning delivery to the queue");
+    // A short pause keeps a database outage from becoming a hot redelivery loop.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    settle(delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await);
+}
+
+/// Acks on a channel that has since closed fail; the broker has requeued those deliveries,
+/// and their redelivery is recognised as finished work.
+fn settle(result: Result<bool, lapin::Error>) {
+    if let Err(error) = result {
+        tracing::debug!(%error, "could not settle delivery (channel closed?)");
+    }
+}

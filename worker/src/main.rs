@@ -1,0 +1,22 @@
+use clap::Parser;
+use herald_worker::config::WorkerConfig;
+use tokio_util::sync::CancellationToken;
+
+/// Herald's worker: consumes the dispatch queue and calls providers, many requests in flight.
+/// Stateless; run as many replicas as needed. SIGTERM drains in-flight work, then exits 0.
+#[derive(Debug, Parser)]
+#[command(name = "herald-worker", version)]
+struct Cli {
+    #[command(flatten)]
+    config: WorkerConfig,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli: Cli = herald_shared::config::parse();
+    herald_shared::telemetry::init("herald-worker");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(herald_shared::shutdown::on_signal(shutdown.clone()));
+    herald_worker::run(cli.config, shutdown).await?;
+    Ok(())
+}

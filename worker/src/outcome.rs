@@ -1,0 +1,106 @@
+//! What a provider's answer means for the recipient: a pure decision, no I/O.
+
+use herald_shared::backoff::RetryPolicy;
+use std::time::Duration;
+
+/// The provider call's result, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallResult {
+    Accepted { provider_message_id: Option<String> },
+    /// Timeout, connection error, 5xx, 429: the same request may succeed later.
+    Transient { reason: String, retry_after: Option<Duration> },
+    /// Any other 4xx: this request will never succeed.
+    Permanent { reason: String },
+}
+
+/// What to record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Sent { provider_message_id: Option<String> },
+    Retry { error: String, delay: Duration },
+    Failed { error: String },
+}
+
+/// Classifies an HTTP status (`None` when the request never got an answer).
+pub fn classify_status(status: u16) -> StatusClass {
+    match status {
+        200..=299 => StatusClass::Success,
+        408 | 425 | 429 => StatusClass::Transient,
+        400..=499 => StatusClass::Permanent,
+        _ => StatusClass::Transient,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusClass {
+    Success,
+    Transient,
+    Permanent,
+}
+
+/// Decides the recipient's next state after its `attempts`-th attempt. `unit` is a random
+/// number in `[0, 1)` for the backoff's jitter.
+pub fn decide(result: CallResult, attempts: u32, policy: &RetryPolicy, unit: f64) -> Decision {
+    match result {
+        CallResult::Accepted { provider_message_id } => Decision::Sent { provider_message_id },
+        CallResult::Permanent { reason } => Decision::Failed { error: reason },
+        CallResult::Transient { reason, retry_after } => {
+            if policy.allows_another(attempts) {
+                let delay = policy.delay(attempts, unit).max(retry_after.unwrap_or_default());
+                Decision::Retry { error: reason, delay }
+            } else {
+                Decision::Failed { error: format!("{reason} (gave up after {attempts} attempts)") }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy { max_attempts: 4, base: Duration::from_millis(100), cap: Duration::from_secs(5) }
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        assert_eq!(classify_status(200), StatusClass::Success);
+        assert_eq!(classify_status(201), StatusClass::Success);
+        assert_eq!(classify_status(429), StatusClass::Transient);
+        assert_eq!(classify_status(500), StatusClass::Transient);
+        assert_eq!(classify_status(503), StatusClass::Transient);
+        assert_eq!(classify_status(400), StatusClass::Permanent);
+        assert_eq!(classify_status(404), StatusClass::Permanent);
+        assert_eq!(classify_status(408), StatusClass::Transient);
+    }
+
+    #[test]
+    fn transient_failures_retry_until_the_last_attempt() {
+        let transient = || CallResult::Transient { reason: "HTTP 500".into(), retry_after: None };
+        assert!(matches!(decide(transient(), 1, &policy(), 0.0), Decision::Retry { delay, .. } if delay == Duration::from_millis(50)));
+        assert!(matches!(decide(transient(), 3, &policy(), 1.0), Decision::Retry { delay, .. } if delay == Duration::from_millis(400)));
+        assert!(matches!(decide(transient(), 4, &policy(), 0.0), Decision::Failed { .. }));
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_on_the_delay() {
+        let throttled = CallResult::Transient { reason: "HTTP 429".into(), retry_after: Some(Duration::from_secs(3)) };
+        assert_eq!(
+            decide(throttled, 1, &policy(), 0.0),
+            Decision::Retry { error: "HTTP 429".into(), delay: Duration::from_secs(3) }
+        );
+    }
+
+    #[test]
+    fn permanent_failures_and_successes_are_final() {
+        assert_eq!(
+            decide(CallResult::Permanent { reason: "HTTP 400".into() }, 1, &policy(), 0.5),
+            Decision::Failed { error: "HTTP 400".into() }
+        );
+        assert_eq!(
+            decide(CallResult::Accepted { provider_message_id: Some("x".into()) }, 2, &policy(), 0.5),
+            Decision::Sent { provider_message_id: Some("x".into()) }
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! Provider settings, cached per worker, each with its in-flight cap.
+
+use herald_shared::backoff::RetryPolicy;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, Semaphore};
+use uuid::Uuid;
+
+/// How long settings are trusted before they are read again.
+const REFRESH: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+pub struct Provider {
+    pub id: Uuid,
+    pub endpoint: String,
+    pub bearer_token: Option<String>,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    /// Caps this worker's requests in flight to the provider.
+    pub in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
+    loaded: Instant,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    endpoint: String,
+    bearer_token: Option<String>,
+    timeout_ms: i32,
+    max_in_flight: i32,
+    max_attempts: i32,
+    retry_base_ms: i32,
+    retry_max_ms: i32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("provider {0} does not exist")]
+    Unknown(Uuid),
+    #[error("loading provider: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+#[derive(Clone)]
+pub struct Providers {
+    pool: PgPool,
+    cache: Arc<Mutex<HashMap<Uuid, Arc<Provider>>>>,
+}
+
+impl Providers {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool, cache: Arc::default() }
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Arc<Provider>, ProviderError> {
+        let mut cache = self.cache.lock().await;
+        if let Some(provider) = cache.get(&id)
+            && provider.loaded.elapsed() < REFRESH
+        {
+            return Ok(provider.clone());
+        }
+        let row: Row = sqlx::query_as(
+            "SELECT id, endpoint, credentials->>'bearer_token' AS bearer_token, timeout_ms, max_in_flight,
+                    max_attempts, retry_base_ms, retry_max_ms
+             FROM providers WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(ProviderError::Unknown(id))?;
+        let max_in_flight = usize::try_from(row.max_in_flight).unwrap_or(1).max(1);
+        // Keep the semaphore across refreshes so requests in flight stay counted.
+        let in_flight = match cache.get(&id) {
+            Some(old) if old.max_in_flight == max_in_flight => old.in_flight.clone(),
+            _ => Arc::new(Semaphore::new(max_in_flight)),
+        };
+        let millis = |ms: i32| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+        let provider = Arc::new(Provider {
+            id: row.id,
+            endpoint: row.endpoint,
+            bearer_token: row.bearer_token,
+            timeout: millis(row.timeout_ms),
+            retry: RetryPolicy {
+                max_attempts: u32::try_from(row.max_attempts).unwrap_or(1),
+                base: millis(row.retry_base_ms),
+                cap: millis(row.retry_max_ms),
+            },
+            in_flight,
+            max_in_flight,
+            loaded: Instant::now(),
+        });
+        cache.insert(id, provider.clone());
+        Ok(provider)
+    }
+}
