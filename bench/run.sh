@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# End-to-end throughput of one worker at provider latencies of 0 ms and 200 ms.
+# Usage: bench/run.sh [RECIPIENTS]   (default 60000). Results go to stdout; record them in
+# BENCHMARKS.md. Release build; everything on this machine.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
+cd "$ROOT"
+require_cargo
+scripts/services.sh
+RECIPIENTS="${1:-60000}"
+
+cargo build --release --quiet --bin herald-scheduler --bin herald-worker --bin herald-simulator --bin herald-demo
+BIN="$CARGO_TARGET_DIR/release"
+LOGS="$ROOT/.demo/bench"
+mkdir -p "$LOGS"
+
+pids=()
+stop() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  pids=()
+}
+trap stop EXIT
+
+run_one() {
+  local latency="$1"
+  export HERALD_DATABASE_URL="postgres://herald:herald@127.0.0.1:5432/herald_bench"
+  su postgres -c "psql -qAt" >/dev/null <<'SQL'
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'herald_bench';
+DROP DATABASE IF EXISTS herald_bench;
+CREATE DATABASE herald_bench OWNER herald;
+SQL
+  curl -fsS -u guest:guest -X DELETE http://127.0.0.1:15672/api/vhosts/herald-bench >/dev/null 2>&1 || true
+  curl -fsS -u guest:guest -X PUT http://127.0.0.1:15672/api/vhosts/herald-bench >/dev/null
+  curl -fsS -u guest:guest -X PUT -H 'content-type: application/json' \
+    -d '{"configure":".*","write":".*","read":".*"}' http://127.0.0.1:15672/api/permissions/herald-bench/guest >/dev/null
+  export HERALD_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/herald-bench"
+  "$BIN/herald-scheduler" migrate
+  export HERALD_SIMULATOR_URL="http://127.0.0.1:9191"
+  "$BIN/herald-simulator" --listen 127.0.0.1:9191 --latency "fixed:$latency" >"$LOGS/simulator-$latency.log" 2>&1 & pids+=($!)
+  HERALD_SCHEDULER_MAX_BUDGET=50000 "$BIN/herald-scheduler" >"$LOGS/scheduler-$latency.log" 2>&1 & pids+=($!)
+  "$BIN/herald-worker" >"$LOGS/worker-$latency.log" 2>&1 & pids+=($!)
+  for _ in $(seq 1 50); do curl -fsS "$HERALD_SIMULATOR_URL/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
+  "$BIN/herald-demo" bench --recipients "$RECIPIENTS" --label "1 worker, prefetch 300, latency ${latency} ms"
+  stop
+}
+
+echo "== Herald end-to-end benchmark: $RECIPIENTS recipients, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
+run_one 0
+run_one 200

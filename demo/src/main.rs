@@ -1,0 +1,243 @@
+//! Herald's demo and benchmark driver: seeds tenants and campaigns into a running Herald,
+//! shows live progress, and summarises. The services themselves are started by
+//! `scripts/demo.sh` / `bench/run.sh`.
+#![allow(clippy::print_stdout)]
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use clap::{Parser, Subcommand};
+use herald_shared::catalog::{self, NewCampaign, NewProvider, NewRecipient};
+use herald_shared::domain::Channel;
+use herald_shared::progress::{self, CampaignProgress};
+use serde_json::{Map, Value};
+use sqlx::PgPool;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+#[derive(Debug, Parser)]
+#[command(name = "herald-demo", version, about = "Seeds campaigns into a running Herald and reports on them")]
+struct Cli {
+    /// PostgreSQL URL of the running Herald.
+    #[arg(long, env = "HERALD_DATABASE_URL", global = true, default_value = "postgres://herald:herald@127.0.0.1:5432/herald")]
+    database_url: String,
+    /// Base URL of the provider simulator the campaigns send through.
+    #[arg(long, env = "HERALD_SIMULATOR_URL", global = true, default_value = "http://127.0.0.1:9090")]
+    simulator_url: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Three tenants, campaigns started a few seconds apart, live progress and a summary.
+    Run {
+        /// Recipients per campaign, one tenant each.
+        #[arg(long, value_delimiter = ',', default_value = "10000,10000,1000")]
+        sizes: Vec<usize>,
+        /// Seconds between campaign starts.
+        #[arg(long, default_value_t = 3)]
+        stagger_secs: u64,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
+    /// One campaign of N recipients as fast as Herald goes; prints messages per second.
+    Bench {
+        #[arg(long, default_value_t = 50_000)]
+        recipients: usize,
+        /// A label for the result line (e.g. the simulator latency).
+        #[arg(long, default_value = "bench")]
+        label: String,
+        #[arg(long, default_value_t = 900)]
+        timeout_secs: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let pool = herald_shared::db::connect(&cli.database_url, 4).await.context("connecting to PostgreSQL")?;
+    match cli.command {
+        Command::Run { sizes, stagger_secs, timeout_secs } => {
+            demo(&pool, &cli.simulator_url, &sizes, stagger_secs, Duration::from_secs(timeout_secs)).await
+        }
+        Command::Bench { recipients, label, timeout_secs } => {
+            bench(&pool, &cli.simulator_url, recipients, &label, Duration::from_secs(timeout_secs)).await
+        }
+    }
+}
+
+async fn provider(pool: &PgPool, simulator_url: &str, name: &str) -> anyhow::Result<Uuid> {
+    let mut provider = NewProvider::http(name, &format!("{simulator_url}/v1/messages"));
+    provider.max_in_flight = 10_000;
+    Ok(catalog::create_provider(pool, &provider).await?)
+}
+
+async fn seed(pool: &PgPool, tenant: Uuid, provider: Uuid, name: &str, size: usize, batch: i32, offset: usize) -> anyhow::Result<Uuid> {
+    let first_names = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken"];
+    let recipients: Vec<NewRecipient> = (0..size)
+        .map(|i| {
+            let mut variables = Map::new();
+            variables.insert("first_name".into(), Value::String(first_names[i % first_names.len()].into()));
+            NewRecipient { address: format!("+1555{:07}", offset + i), variables }
+        })
+        .collect();
+    let campaign = NewCampaign {
+        tenant_id: tenant,
+        provider_id: provider,
+        name: name.to_owned(),
+        channel: Channel::Sms,
+        template: "Hi {{first_name}}, your order has shipped.".into(),
+        batch_size: batch,
+    };
+    Ok(catalog::create_campaign(pool, &campaign, &recipients).await?)
+}
+
+async fn demo(pool: &PgPool, simulator_url: &str, sizes: &[usize], stagger_secs: u64, timeout: Duration) -> anyhow::Result<()> {
+    let run = Utc::now().format("%H%M%S").to_string();
+    let provider = provider(pool, simulator_url, &format!("simulator-{run}")).await?;
+    let tenant_names = ["acme", "globex", "initech", "umbrella", "hooli", "soylent"];
+    let mut campaigns = Vec::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        let tenant_name = format!("{}-{run}", tenant_names[i % tenant_names.len()]);
+        let tenant = catalog::create_tenant(pool, &tenant_name, 1).await?;
+        let campaign = seed(pool, tenant, provider, &format!("spring-sale-{}", i + 1), size, 2_000, i * 1_000_000).await?;
+        println!("created campaign {campaign} for tenant {tenant_name} with {size} recipients");
+        campaigns.push(campaign);
+    }
+
+    let started = Instant::now();
+    let mut to_start = campaigns.clone().into_iter().enumerate().peekable();
+    let mut drawn = 0;
+    loop {
+        while let Some((i, campaign)) = to_start.peek().copied() {
+            if started.elapsed() < Duration::from_secs(stagger_secs * i as u64) {
+                break;
+            }
+            catalog::start_campaign(pool, campaign, None).await?;
+            to_start.next();
+        }
+        let rows = progress::campaigns(pool, &campaigns).await?;
+        drawn = draw(&rows, drawn);
+        if to_start.peek().is_none() && rows.iter().all(|r| r.status == "completed") {
+            break;
+        }
+        if started.elapsed() > timeout {
+            bail!("campaigns did not complete within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    summary(&progress::campaigns(pool, &campaigns).await?);
+    if let Ok(stats) = simulator_stats(simulator_url).await {
+        println!(
+            "provider simulator: {} requests, {} accepted, {} duplicates",
+            stats["requests"], stats["accepted"], stats["duplicates"]
+        );
+    }
+    Ok(())
+}
+
+/// Redraws the progress block in place on a terminal; prints plain lines otherwise.
+fn draw(rows: &[CampaignProgress], previous_lines: usize) -> usize {
+    let tty = std::io::stdout().is_terminal();
+    let mut out = String::new();
+    if tty && previous_lines > 0 {
+        out.push_str(&format!("\x1b[{previous_lines}A"));
+    }
+    for row in rows {
+        let done = row.finished() as f64 / row.total.max(1) as f64;
+        let width = 30;
+        let filled = (done * width as f64).round() as usize;
+        out.push_str(&format!(
+            "{:<22} {:<16} [{}{}] {:>5.1}%  sent {:>6}  failed {:>4}  in flight {:>5}  {:<9}\x1b[K\n",
+            row.tenant,
+            row.name,
+            "#".repeat(filled),
+            "-".repeat(width - filled),
+            done * 100.0,
+            row.sent,
+            row.failed,
+            row.queued + row.sending,
+            row.status,
+        ));
+    }
+    if tty {
+        print!("{out}");
+    } else {
+        println!("{}", out.trim_end().replace('\n', " | "));
+    }
+    let _ = std::io::stdout().flush();
+    rows.len()
+}
+
+fn summary(rows: &[CampaignProgress]) {
+    println!("\nSummary");
+    println!("{:<22} {:<16} {:>8} {:>8} {:>7} {:>16} {:>10} {:>12}", "tenant", "campaign", "total", "sent", "failed", "first send (ms)", "took (s)", "msg/s");
+    for row in rows {
+        let first = row.time_to_first_send().map_or("-".into(), |d| d.num_milliseconds().to_string());
+        let took = match (row.started_at, row.last_sent_at) {
+            (Some(start), Some(end)) => (end - start).num_milliseconds() as f64 / 1000.0,
+            _ => 0.0,
+        };
+        let rate = if took > 0.0 { row.sent as f64 / took } else { 0.0 };
+        println!("{:<22} {:<16} {:>8} {:>8} {:>7} {:>16} {:>10.1} {:>12.0}", row.tenant, row.name, row.total, row.sent, row.failed, first, took, rate);
+    }
+    let start = rows.iter().filter_map(|r| r.started_at).min();
+    let end = rows.iter().filter_map(|r| r.last_sent_at).max();
+    if let (Some(start), Some(end)) = (start, end) {
+        let secs = (end - start).num_milliseconds() as f64 / 1000.0;
+        let sent: i64 = rows.iter().map(|r| r.sent).sum();
+        println!("overall: {sent} sent in {secs:.1} s = {:.0} msg/s", sent as f64 / secs.max(0.001));
+    }
+}
+
+async fn bench(pool: &PgPool, simulator_url: &str, recipients: usize, label: &str, timeout: Duration) -> anyhow::Result<()> {
+    let run = Utc::now().format("%H%M%S%3f").to_string();
+    let provider = provider(pool, simulator_url, &format!("bench-{run}")).await?;
+    let tenant = catalog::create_tenant(pool, &format!("bench-{run}"), 1).await?;
+    let campaign = seed(pool, tenant, provider, "bench", recipients, 100_000, 0).await?;
+    let started = Instant::now();
+    catalog::start_campaign(pool, campaign, None).await?;
+    let mut last_print = Instant::now();
+    loop {
+        let row = progress::campaigns(pool, &[campaign]).await?.pop().context("bench campaign vanished")?;
+        if row.status == "completed" {
+            break;
+        }
+        if last_print.elapsed() > Duration::from_secs(2) {
+            eprintln!("  {label}: {} / {} sent", row.sent, row.total);
+            last_print = Instant::now();
+        }
+        if started.elapsed() > timeout {
+            bail!("bench did not complete within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Throughput from the database's own timestamps: campaign start to last send, and the
+    // steady state (the middle 80% of sends, leaving out ramp-up and tail).
+    let (total_secs, steady_rate): (f64, f64) = sqlx::query_as(
+        "WITH s AS (SELECT sent_at, row_number() OVER (ORDER BY sent_at) AS n, count(*) OVER () AS total
+                    FROM recipients WHERE campaign_id = $1 AND state = 'sent')
+         SELECT extract(epoch FROM (SELECT max(sent_at) FROM s) - (SELECT started_at FROM campaigns WHERE id = $1))::float8,
+                (SELECT (max(n) - min(n))::float8 / greatest(extract(epoch FROM max(sent_at) - min(sent_at))::float8, 0.001)
+                 FROM s WHERE n BETWEEN total * 0.1 AND total * 0.9)",
+    )
+    .bind(campaign)
+    .fetch_one(pool)
+    .await?;
+    let row = progress::campaigns(pool, &[campaign]).await?.pop().context("bench campaign vanished")?;
+    println!(
+        "{label}: {} sent, {} failed in {:.1} s: {:.0} msg/s end to end, {:.0} msg/s steady state",
+        row.sent,
+        row.failed,
+        total_secs,
+        row.sent as f64 / total_secs.max(0.001),
+        steady_rate
+    );
+    Ok(())
+}
+
+async fn simulator_stats(simulator_url: &str) -> anyhow::Result<Value> {
+    Ok(reqwest::get(format!("{simulator_url}/control/stats")).await?.json().await?)
+}

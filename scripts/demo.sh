@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Herald's demo on one machine: installs and starts PostgreSQL and RabbitMQ where missing,
+# builds Herald, starts the provider simulator (200 ms latency), a scheduler and two workers,
+# then runs three tenants' campaigns (10,000, 10,000 and 1,000 recipients, started a few
+# seconds apart) with live progress and a summary. Services stop when the demo ends.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$ROOT"
+require_cargo
+scripts/services.sh
+
+echo "==> building Herald (release)"
+cargo build --release --quiet --bin herald-scheduler --bin herald-worker --bin herald-simulator --bin herald-demo
+BIN="$CARGO_TARGET_DIR/release"
+LOGS="$ROOT/.demo"
+mkdir -p "$LOGS"
+
+# A fresh demo database each run, so the summary shows only this run.
+export HERALD_DATABASE_URL="postgres://herald:herald@127.0.0.1:5432/herald_demo"
+su postgres -c "psql -qAt" >/dev/null <<'SQL'
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'herald_demo';
+DROP DATABASE IF EXISTS herald_demo;
+CREATE DATABASE herald_demo OWNER herald;
+SQL
+# A vhost of its own keeps the demo's queues apart from anything else on the broker.
+curl -fsS -u guest:guest -X DELETE http://127.0.0.1:15672/api/vhosts/herald-demo >/dev/null 2>&1 || true
+curl -fsS -u guest:guest -X PUT http://127.0.0.1:15672/api/vhosts/herald-demo >/dev/null
+curl -fsS -u guest:guest -X PUT -H 'content-type: application/json' \
+  -d '{"configure":".*","write":".*","read":".*"}' http://127.0.0.1:15672/api/permissions/herald-demo/guest >/dev/null
+export HERALD_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/herald-demo"
+
+echo "==> migrating"
+"$BIN/herald-scheduler" migrate
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+PORT="${HERALD_DEMO_SIMULATOR_PORT:-9090}"
+export HERALD_SIMULATOR_URL="http://127.0.0.1:$PORT"
+"$BIN/herald-simulator" --listen "127.0.0.1:$PORT" --latency fixed:200 >"$LOGS/simulator.log" 2>&1 & pids+=($!)
+"$BIN/herald-scheduler" >"$LOGS/scheduler.log" 2>&1 & pids+=($!)
+"$BIN/herald-worker" >"$LOGS/worker-1.log" 2>&1 & pids+=($!)
+"$BIN/herald-worker" >"$LOGS/worker-2.log" 2>&1 & pids+=($!)
+for _ in $(seq 1 50); do curl -fsS "$HERALD_SIMULATOR_URL/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
+echo "==> simulator (200 ms latency), scheduler and two workers running; logs in $LOGS/"
+
+"$BIN/herald-demo" run "$@"

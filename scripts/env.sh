@@ -1,0 +1,14 @@
+# Sourced by the other scripts: where builds go and how services are reached.
+# shellcheck shell=bash
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# One build shared by every checkout on this machine (CI's fresh clone reuses it).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/herald/target}"
+export HERALD_DATABASE_URL="${HERALD_DATABASE_URL:-postgres://herald:herald@127.0.0.1:5432/herald}"
+export HERALD_AMQP_URL="${HERALD_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+
+require_cargo() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  command -v cargo >/dev/null 2>&1 || { echo "error: Rust (cargo ≥ 1.94) is needed: https://rustup.rs" >&2; exit 1; }
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs Herald's whole test suite against real PostgreSQL, RabbitMQ and the provider simulator:
+# formatting, lints, unit tests and the integration tests.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$ROOT"
+require_cargo
+scripts/services.sh
+
+# Leftovers of earlier runs: one database and one vhost per integration test.
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+$SUDO su postgres -c "psql -qAt" <<'SQL' >/dev/null 2>&1 || true
+SELECT format('DROP DATABASE %I', datname) FROM pg_database WHERE datname LIKE 'herald\_t\_%'\gexec
+SQL
+for vhost in $(curl -fsS -u guest:guest http://127.0.0.1:15672/api/vhosts | grep -o '"name":"herald_t_[0-9a-f]*"' | cut -d'"' -f4); do
+  curl -fsS -u guest:guest -X DELETE "http://127.0.0.1:15672/api/vhosts/$vhost" >/dev/null || true
+done
+
+echo "==> cargo fmt --check"; cargo fmt --all -- --check
+echo "==> cargo clippy"; cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The integration tests run the built binaries, so build them first.
+echo "==> cargo build"; cargo build --workspace --quiet
+echo "==> cargo test"
+# Each integration test runs its own simulator, scheduler and workers: two at a time suit a
+# 2-core machine.
+cargo test --workspace --quiet -- --test-threads "${HERALD_TEST_THREADS:-2}"

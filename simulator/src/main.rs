@@ -1,0 +1,162 @@
+//! Herald's provider simulator: a configurable stand-in for an SMS/WhatsApp/voice
+//! provider's HTTP API, with a control API for tests and benchmarks.
+
+mod behaviour;
+mod config;
+mod rate_limit;
+mod routes;
+mod stats;
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::{CommandFactory, Parser, error::ErrorKind};
+
+use crate::config::{BehaviourConfig, Latency, RateLimit};
+
+// Aliases so that clap treats these as single values with a "none" default rather than
+// as optional flags.
+type MaybeRateLimit = Option<RateLimit>;
+type MaybePrefix = Option<String>;
+
+/// A simulated messaging provider for Herald's demo, tests and benchmarks.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "HERALD_SIMULATOR_LISTEN",
+        default_value = "127.0.0.1:9090"
+    )]
+    listen: SocketAddr,
+
+    /// Latency before answering, in ms: fixed:MS, uniform:MIN-MAX, normal:MEAN,STDDEV
+    /// (clamped at 0) or exp:MEAN.
+    #[arg(long, env = "HERALD_SIMULATOR_LATENCY", default_value = "fixed:0",
+          value_parser = config::parse_latency)]
+    latency: Latency,
+
+    /// Fraction of requests (0.0-1.0) answered 500 with a JSON error.
+    #[arg(long, env = "HERALD_SIMULATOR_ERROR_RATE", default_value = "0",
+          value_parser = config::parse_rate)]
+    error_rate: f64,
+
+    /// Fraction of requests (0.0-1.0) that hang for --timeout-hold-ms, then get 504.
+    #[arg(long, env = "HERALD_SIMULATOR_TIMEOUT_RATE", default_value = "0",
+          value_parser = config::parse_rate)]
+    timeout_rate: f64,
+
+    /// How long a "timed out" request hangs before its 504, in ms (at most 3600000).
+    #[arg(long, env = "HERALD_SIMULATOR_TIMEOUT_HOLD_MS", default_value = "60000",
+          value_parser = config::parse_hold_ms)]
+    timeout_hold_ms: u64,
+
+    /// Rate limit N/WINDOW (e.g. 100/1s, 500/100ms, 10000/1h; units ms, s, m, h) over a
+    /// sliding window; excess requests get 429 with Retry-After. "none" disables it.
+    #[arg(long, env = "HERALD_SIMULATOR_RATE_LIMIT", default_value = "none",
+          value_parser = config::parse_rate_limit)]
+    rate_limit: MaybeRateLimit,
+
+    /// For each Idempotency-Key, answer the first N requests with --fail-status.
+    #[arg(long, env = "HERALD_SIMULATOR_FAIL_FIRST", default_value = "0",
+          value_parser = config::parse_fail_first)]
+    fail_first: u32,
+
+    /// Status (400-599) used for the --fail-first answers.
+    #[arg(long, env = "HERALD_SIMULATOR_FAIL_STATUS", default_value = "500",
+          value_parser = config::parse_fail_status)]
+    fail_status: u16,
+
+    /// Answer 400 invalid_number to every `to` starting with this prefix (e.g. +1999).
+    /// "none" disables it.
+    #[arg(long, env = "HERALD_SIMULATOR_REJECT_PREFIX", default_value = "none",
+          value_parser = config::parse_reject_prefix)]
+    reject_prefix: MaybePrefix,
+}
+
+impl Args {
+    fn behaviour(&self) -> BehaviourConfig {
+        BehaviourConfig {
+            latency: self.latency,
+            error_rate: self.error_rate,
+            timeout_rate: self.timeout_rate,
+            timeout_hold_ms: self.timeout_hold_ms,
+            rate_limit: self.rate_limit,
+            fail_first: self.fail_first,
+            fail_status: self.fail_status,
+            reject_prefix: self.reject_prefix.clone(),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let behaviour = args.behaviour();
+    if behaviour.validate().is_err() {
+        Args::command()
+            .error(
+                ErrorKind::ArgumentConflict,
+                "--error-rate + --timeout-rate must not exceed 1.0",
+            )
+            .exit();
+    }
+    herald_shared::telemetry::init("herald-simulator");
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr().unwrap_or(args.listen),
+        latency = %behaviour.latency,
+        error_rate = behaviour.error_rate,
+        timeout_rate = behaviour.timeout_rate,
+        timeout_hold_ms = behaviour.timeout_hold_ms,
+        rate_limit = %behaviour.rate_limit.map_or_else(|| "none".to_owned(), |r| r.to_string()),
+        fail_first = behaviour.fail_first,
+        fail_status = behaviour.fail_status,
+        reject_prefix = behaviour.reject_prefix.as_deref().unwrap_or("none"),
+        "provider simulator listening"
+    );
+
+    let state = routes::AppState::new(behaviour);
+    let app = routes::router(state.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            state.begin_shutdown();
+        })
+        .await
+        .context("server error")?;
+    tracing::info!("stopped");
+    Ok(())
+}

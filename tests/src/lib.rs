@@ -1,0 +1,324 @@
+//! The integration-test harness: real PostgreSQL, real RabbitMQ, the real binaries.
+//!
+//! Each [`TestEnv`] gets its own database (migrated) and its own RabbitMQ vhost, so tests run
+//! in parallel without seeing each other. Services run as child processes of the built
+//! binaries (build them first: `cargo build --workspace`), with their logs under
+//! `target/test-logs/`.
+//!
+//! Settings: `HERALD_TEST_ADMIN_URL` (a PostgreSQL URL whose user may create databases,
+//! default `postgres://herald:herald@127.0.0.1:5432/postgres`) and `HERALD_TEST_RABBIT_API`
+//! (RabbitMQ's management API, default `http://guest:guest@127.0.0.1:15672`).
+
+use herald_shared::catalog::{self, NewCampaign, NewProvider, NewRecipient};
+use herald_shared::domain::Channel;
+use serde_json::{Map, Value, json};
+use sqlx::{Connection, PgConnection, PgPool};
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+pub use anyhow::Result;
+
+const DB_HOST: &str = "herald:herald@127.0.0.1:5432";
+
+fn admin_url() -> String {
+    std::env::var("HERALD_TEST_ADMIN_URL").unwrap_or_else(|_| format!("postgres://{DB_HOST}/postgres"))
+}
+
+fn rabbit_api() -> String {
+    std::env::var("HERALD_TEST_RABBIT_API").unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".into())
+}
+
+/// The directory holding the workspace's built binaries (next to this test's own executable).
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target directory").to_path_buf();
+    assert!(
+        dir.join("herald-worker").exists(),
+        "binaries not built in {}: run `cargo build --workspace` before the integration tests",
+        dir.display()
+    );
+    dir
+}
+
+/// A running child service. Killed when dropped.
+pub struct Service {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Service {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM: asks for a graceful stop.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub async fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One test's private world: a database, a vhost, a simulator, and the services it starts.
+pub struct TestEnv {
+    pub name: String,
+    pub pool: PgPool,
+    pub database_url: String,
+    pub amqp_url: String,
+    pub simulator_url: String,
+    pub http: reqwest::Client,
+    log_dir: PathBuf,
+    simulator: Option<Service>,
+}
+
+impl TestEnv {
+    /// Creates the database and vhost and starts a simulator with `simulator_args`.
+    pub async fn new(simulator_args: &[&str]) -> Result<Self> {
+        let name = format!("herald_t_{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let mut admin = PgConnection::connect(&admin_url()).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
+        admin.close().await?;
+        let database_url = format!("postgres://{DB_HOST}/{name}");
+        let pool = herald_shared::db::connect(&database_url, 5).await?;
+        herald_shared::db::migrate(&pool).await?;
+
+        let http = reqwest::Client::new();
+        let api = rabbit_api();
+        http.put(format!("{api}/api/vhosts/{name}")).send().await?.error_for_status()?;
+        http.put(format!("{api}/api/permissions/{name}/guest"))
+            .json(&json!({"configure": ".*", "write": ".*", "read": ".*"}))
+            .send()
+            .await?
+            .error_for_status()?;
+        let amqp_url = format!("amqp://guest:guest@127.0.0.1:5672/{name}");
+
+        let log_dir = bin_dir().join("test-logs");
+        std::fs::create_dir_all(&log_dir)?;
+        let port = free_port()?;
+        let simulator_url = format!("http://127.0.0.1:{port}");
+        let mut env = Self { name, pool, database_url, amqp_url, simulator_url, http, log_dir, simulator: None };
+        let mut args = vec!["--listen".to_owned(), format!("127.0.0.1:{port}")];
+        args.extend(simulator_args.iter().map(|s| (*s).to_owned()));
+        let simulator = env.spawn("herald-simulator", &args, &[])?;
+        env.simulator = Some(simulator);
+        let health = format!("{}/healthz", env.simulator_url);
+        let http = env.http.clone();
+        wait_until(Duration::from_secs(10), || {
+            let (http, health) = (http.clone(), health.clone());
+            async move { http.get(&health).send().await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("simulator did not start"))?;
+        Ok(env)
+    }
+
+    fn spawn(&self, binary: &str, args: &[String], env: &[(&str, String)]) -> Result<Service> {
+        let log = self.log_dir.join(format!("{}-{}-{}.log", self.name, binary, Uuid::new_v4().simple()));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(bin_dir().join(binary))
+            .args(args)
+            .env("HERALD_DATABASE_URL", &self.database_url)
+            .env("HERALD_AMQP_URL", &self.amqp_url)
+            .env("HERALD_LOG", "info,herald_worker=debug,herald_scheduler=debug")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()?;
+        Ok(Service { name: binary.to_owned(), child, log })
+    }
+
+    /// Starts a scheduler with `tick_ms` and extra `HERALD_*` settings.
+    pub fn scheduler(&self, tick_ms: u64, env: &[(&str, &str)]) -> Result<Service> {
+        let mut all: Vec<(&str, String)> = vec![("HERALD_TICK_MS", tick_ms.to_string())];
+        all.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        self.spawn("herald-scheduler", &[], &all)
+    }
+
+    /// Starts a worker with extra `HERALD_*` settings.
+    pub fn worker(&self, env: &[(&str, &str)]) -> Result<Service> {
+        let all: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        self.spawn("herald-worker", &[], &all)
+    }
+
+    /// Runs a binary to completion with `env`, returning its exit status and output.
+    pub fn run_binary(&self, binary: &str, args: &[&str], env: &[(&str, &str)]) -> Result<std::process::Output> {
+        Ok(Command::new(bin_dir().join(binary))
+            .args(args)
+            .env_remove("HERALD_DATABASE_URL")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()?)
+    }
+
+    /// A generic HTTP provider pointing at this test's simulator.
+    pub fn provider(&self) -> NewProvider {
+        let mut provider = NewProvider::http("simulator", &format!("{}/v1/messages", self.simulator_url));
+        provider.max_in_flight = 10_000;
+        provider.timeout_ms = 5_000;
+        provider
+    }
+
+    pub async fn create_provider(&self, provider: &NewProvider) -> Result<Uuid> {
+        Ok(catalog::create_provider(&self.pool, provider).await?)
+    }
+
+    pub async fn tenant(&self, name: &str, weight: i32) -> Result<Uuid> {
+        Ok(catalog::create_tenant(&self.pool, name, weight).await?)
+    }
+
+    /// A draft campaign of `addresses`, with a `{{first_name}}` template.
+    pub async fn campaign(&self, tenant: Uuid, provider: Uuid, name: &str, addresses: &[String], batch_size: i32) -> Result<Uuid> {
+        let recipients: Vec<NewRecipient> = addresses
+            .iter()
+            .enumerate()
+            .map(|(i, address)| {
+                let mut variables = Map::new();
+                variables.insert("first_name".into(), Value::String(format!("R{i}")));
+                NewRecipient { address: address.clone(), variables }
+            })
+            .collect();
+        let campaign = NewCampaign {
+            tenant_id: tenant,
+            provider_id: provider,
+            name: name.to_owned(),
+            channel: Channel::Sms,
+            template: "Hello {{first_name}}".into(),
+            batch_size,
+        };
+        Ok(catalog::create_campaign(&self.pool, &campaign, &recipients).await?)
+    }
+
+    pub async fn start(&self, campaign: Uuid) -> Result<()> {
+        Ok(catalog::start_campaign(&self.pool, campaign, None).await?)
+    }
+
+    /// Recipient counts by state for one campaign.
+    pub async fn states(&self, campaign: Uuid) -> Result<std::collections::BTreeMap<String, i64>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, count(*) FROM recipients WHERE campaign_id = $1 GROUP BY state")
+                .bind(campaign)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    pub async fn campaign_status(&self, campaign: Uuid) -> Result<String> {
+        Ok(sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1").bind(campaign).fetch_one(&self.pool).await?)
+    }
+
+    /// Waits until every listed campaign is completed.
+    pub async fn wait_completed(&self, campaigns: &[Uuid], timeout: Duration) -> Result<()> {
+        let pool = self.pool.clone();
+        let ids = campaigns.to_vec();
+        wait_until(timeout, || {
+            let (pool, ids) = (pool.clone(), ids.clone());
+            async move {
+                let done: Result<i64, _> =
+                    sqlx::query_scalar("SELECT count(*) FROM campaigns WHERE id = ANY($1) AND status = 'completed'")
+                        .bind(&ids)
+                        .fetch_one(&pool)
+                        .await;
+                done.is_ok_and(|n| n == ids.len() as i64)
+            }
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("campaigns not completed within {timeout:?}"))
+    }
+
+    pub async fn simulator_stats(&self) -> Result<Value> {
+        Ok(self.http.get(format!("{}/control/stats", self.simulator_url)).send().await?.error_for_status()?.json().await?)
+    }
+
+    pub async fn simulator_requests(&self, key: &str) -> Result<Value> {
+        Ok(self
+            .http
+            // Idempotency keys are plain ASCII (letters, digits, dashes): no escaping needed.
+            .get(format!("{}/control/requests?key={key}", self.simulator_url))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    pub async fn simulator_config(&self, config: Value) -> Result<()> {
+        self.http.put(format!("{}/control/config", self.simulator_url)).json(&config).send().await?.error_for_status()?;
+        Ok(())
+    }
+
+    /// The database's clock in unix milliseconds (the simulator stamps with the same clock).
+    pub async fn now_ms(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint").fetch_one(&self.pool).await?)
+    }
+
+    /// Opens an AMQP connection to this test's vhost.
+    pub async fn amqp(&self) -> Result<lapin::Connection> {
+        Ok(herald_shared::queue::connect(&self.amqp_url, "herald-tests").await?)
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // Databases and vhosts are left for inspection; scripts/test.sh removes old ones.
+        self.simulator.take();
+    }
+}
+
+/// `n` distinct E.164 numbers, `prefix` then zero-padded digits.
+pub fn numbers(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i:07}")).collect()
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut condition: F) -> std::result::Result<(), ()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
