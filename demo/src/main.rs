@@ -16,13 +16,27 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 #[derive(Debug, Parser)]
-#[command(name = "herald-demo", version, about = "Seeds campaigns into a running Herald and reports on them")]
+#[command(
+    name = "herald-demo",
+    version,
+    about = "Seeds campaigns into a running Herald and reports on them"
+)]
 struct Cli {
     /// PostgreSQL URL of the running Herald.
-    #[arg(long, env = "HERALD_DATABASE_URL", global = true, default_value = "postgres://herald:herald@127.0.0.1:5432/herald")]
+    #[arg(
+        long,
+        env = "HERALD_DATABASE_URL",
+        global = true,
+        default_value = "postgres://herald:herald@127.0.0.1:5432/herald"
+    )]
     database_url: String,
     /// Base URL of the provider simulator the campaigns send through.
-    #[arg(long, env = "HERALD_SIMULATOR_URL", global = true, default_value = "http://127.0.0.1:9090")]
+    #[arg(
+        long,
+        env = "HERALD_SIMULATOR_URL",
+        global = true,
+        default_value = "http://127.0.0.1:9090"
+    )]
     simulator_url: String,
     #[command(subcommand)]
     command: Command,
@@ -57,13 +71,37 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let pool = herald_shared::db::connect(&cli.database_url, 4).await.context("connecting to PostgreSQL")?;
+    let pool = herald_shared::db::connect(&cli.database_url, 4)
+        .await
+        .context("connecting to PostgreSQL")?;
     match cli.command {
-        Command::Run { sizes, stagger_secs, timeout_secs } => {
-            demo(&pool, &cli.simulator_url, &sizes, stagger_secs, Duration::from_secs(timeout_secs)).await
+        Command::Run {
+            sizes,
+            stagger_secs,
+            timeout_secs,
+        } => {
+            demo(
+                &pool,
+                &cli.simulator_url,
+                &sizes,
+                stagger_secs,
+                Duration::from_secs(timeout_secs),
+            )
+            .await
         }
-        Command::Bench { recipients, label, timeout_secs } => {
-            bench(&pool, &cli.simulator_url, recipients, &label, Duration::from_secs(timeout_secs)).await
+        Command::Bench {
+            recipients,
+            label,
+            timeout_secs,
+        } => {
+            bench(
+                &pool,
+                &cli.simulator_url,
+                recipients,
+                &label,
+                Duration::from_secs(timeout_secs),
+            )
+            .await
         }
     }
 }
@@ -74,13 +112,29 @@ async fn provider(pool: &PgPool, simulator_url: &str, name: &str) -> anyhow::Res
     Ok(catalog::create_provider(pool, &provider).await?)
 }
 
-async fn seed(pool: &PgPool, tenant: Uuid, provider: Uuid, name: &str, size: usize, batch: i32, offset: usize) -> anyhow::Result<Uuid> {
-    let first_names = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken"];
+async fn seed(
+    pool: &PgPool,
+    tenant: Uuid,
+    provider: Uuid,
+    name: &str,
+    size: usize,
+    batch: i32,
+    offset: usize,
+) -> anyhow::Result<Uuid> {
+    let first_names = [
+        "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken",
+    ];
     let recipients: Vec<NewRecipient> = (0..size)
         .map(|i| {
             let mut variables = Map::new();
-            variables.insert("first_name".into(), Value::String(first_names[i % first_names.len()].into()));
-            NewRecipient { address: format!("+1555{:07}", offset + i), variables }
+            variables.insert(
+                "first_name".into(),
+                Value::String(first_names[i % first_names.len()].into()),
+            );
+            NewRecipient {
+                address: format!("+1555{:07}", offset + i),
+                variables,
+            }
         })
         .collect();
     let campaign = NewCampaign {
@@ -94,7 +148,13 @@ async fn seed(pool: &PgPool, tenant: Uuid, provider: Uuid, name: &str, size: usi
     Ok(catalog::create_campaign(pool, &campaign, &recipients).await?)
 }
 
-async fn demo(pool: &PgPool, simulator_url: &str, sizes: &[usize], stagger_secs: u64, timeout: Duration) -> anyhow::Result<()> {
+async fn demo(
+    pool: &PgPool,
+    simulator_url: &str,
+    sizes: &[usize],
+    stagger_secs: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let run = Utc::now().format("%H%M%S").to_string();
     let provider = provider(pool, simulator_url, &format!("simulator-{run}")).await?;
     let tenant_names = ["acme", "globex", "initech", "umbrella", "hooli", "soylent"];
@@ -102,7 +162,16 @@ async fn demo(pool: &PgPool, simulator_url: &str, sizes: &[usize], stagger_secs:
     for (i, &size) in sizes.iter().enumerate() {
         let tenant_name = format!("{}-{run}", tenant_names[i % tenant_names.len()]);
         let tenant = catalog::create_tenant(pool, &tenant_name, 1).await?;
-        let campaign = seed(pool, tenant, provider, &format!("spring-sale-{}", i + 1), size, 2_000, i * 1_000_000).await?;
+        let campaign = seed(
+            pool,
+            tenant,
+            provider,
+            &format!("spring-sale-{}", i + 1),
+            size,
+            5_000,
+            i * 1_000_000,
+        )
+        .await?;
         println!("created campaign {campaign} for tenant {tenant_name} with {size} recipients");
         campaigns.push(campaign);
     }
@@ -150,7 +219,7 @@ fn draw(rows: &[CampaignProgress], previous_lines: usize) -> usize {
         let width = 30;
         let filled = (done * width as f64).round() as usize;
         out.push_str(&format!(
-            "{:<22} {:<16} [{}{}] {:>5.1}%  sent {:>6}  failed {:>4}  in flight {:>5}  {:<9}\x1b[K\n",
+            "{:<22} {:<16} [{}{}] {:>5.1}%  sent {:>6}  failed {:>4}  in flight {:>5}  {:<9}{}\n",
             row.tenant,
             row.name,
             "#".repeat(filled),
@@ -160,6 +229,7 @@ fn draw(rows: &[CampaignProgress], previous_lines: usize) -> usize {
             row.failed,
             row.queued + row.sending,
             row.status,
+            if tty { "\x1b[K" } else { "" },
         ));
     }
     if tty {
@@ -173,26 +243,47 @@ fn draw(rows: &[CampaignProgress], previous_lines: usize) -> usize {
 
 fn summary(rows: &[CampaignProgress]) {
     println!("\nSummary");
-    println!("{:<22} {:<16} {:>8} {:>8} {:>7} {:>16} {:>10} {:>12}", "tenant", "campaign", "total", "sent", "failed", "first send (ms)", "took (s)", "msg/s");
+    println!(
+        "{:<22} {:<16} {:>8} {:>8} {:>7} {:>16} {:>10} {:>12}",
+        "tenant", "campaign", "total", "sent", "failed", "first send (ms)", "took (s)", "msg/s"
+    );
     for row in rows {
-        let first = row.time_to_first_send().map_or("-".into(), |d| d.num_milliseconds().to_string());
+        let first = row
+            .time_to_first_send()
+            .map_or("-".into(), |d| d.num_milliseconds().to_string());
         let took = match (row.started_at, row.last_sent_at) {
             (Some(start), Some(end)) => (end - start).num_milliseconds() as f64 / 1000.0,
             _ => 0.0,
         };
-        let rate = if took > 0.0 { row.sent as f64 / took } else { 0.0 };
-        println!("{:<22} {:<16} {:>8} {:>8} {:>7} {:>16} {:>10.1} {:>12.0}", row.tenant, row.name, row.total, row.sent, row.failed, first, took, rate);
+        let rate = if took > 0.0 {
+            row.sent as f64 / took
+        } else {
+            0.0
+        };
+        println!(
+            "{:<22} {:<16} {:>8} {:>8} {:>7} {:>16} {:>10.1} {:>12.0}",
+            row.tenant, row.name, row.total, row.sent, row.failed, first, took, rate
+        );
     }
     let start = rows.iter().filter_map(|r| r.started_at).min();
     let end = rows.iter().filter_map(|r| r.last_sent_at).max();
     if let (Some(start), Some(end)) = (start, end) {
         let secs = (end - start).num_milliseconds() as f64 / 1000.0;
         let sent: i64 = rows.iter().map(|r| r.sent).sum();
-        println!("overall: {sent} sent in {secs:.1} s = {:.0} msg/s", sent as f64 / secs.max(0.001));
+        println!(
+            "overall: {sent} sent in {secs:.1} s = {:.0} msg/s",
+            sent as f64 / secs.max(0.001)
+        );
     }
 }
 
-async fn bench(pool: &PgPool, simulator_url: &str, recipients: usize, label: &str, timeout: Duration) -> anyhow::Result<()> {
+async fn bench(
+    pool: &PgPool,
+    simulator_url: &str,
+    recipients: usize,
+    label: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let run = Utc::now().format("%H%M%S%3f").to_string();
     let provider = provider(pool, simulator_url, &format!("bench-{run}")).await?;
     let tenant = catalog::create_tenant(pool, &format!("bench-{run}"), 1).await?;
@@ -201,7 +292,10 @@ async fn bench(pool: &PgPool, simulator_url: &str, recipients: usize, label: &st
     catalog::start_campaign(pool, campaign, None).await?;
     let mut last_print = Instant::now();
     loop {
-        let row = progress::campaigns(pool, &[campaign]).await?.pop().context("bench campaign vanished")?;
+        let row = progress::campaigns(pool, &[campaign])
+            .await?
+            .pop()
+            .context("bench campaign vanished")?;
         if row.status == "completed" {
             break;
         }
@@ -226,7 +320,10 @@ async fn bench(pool: &PgPool, simulator_url: &str, recipients: usize, label: &st
     .bind(campaign)
     .fetch_one(pool)
     .await?;
-    let row = progress::campaigns(pool, &[campaign]).await?.pop().context("bench campaign vanished")?;
+    let row = progress::campaigns(pool, &[campaign])
+        .await?
+        .pop()
+        .context("bench campaign vanished")?;
     println!(
         "{label}: {} sent, {} failed in {:.1} s: {:.0} msg/s end to end, {:.0} msg/s steady state",
         row.sent,
@@ -239,5 +336,8 @@ async fn bench(pool: &PgPool, simulator_url: &str, recipients: usize, label: &st
 }
 
 async fn simulator_stats(simulator_url: &str) -> anyhow::Result<Value> {
-    Ok(reqwest::get(format!("{simulator_url}/control/stats")).await?.json().await?)
+    Ok(reqwest::get(format!("{simulator_url}/control/stats"))
+        .await?
+        .json()
+        .await?)
 }

@@ -21,7 +21,7 @@ pub struct Limits {
 }
 
 /// Growth factor when the queue ran dry under a budget-limited tick.
-const PROBE_GROWTH: f64 = 1.5;
+const PROBE_GROWTH: f64 = 2.0;
 /// Weight of the newest drain measurement in the moving average.
 const EWMA_ALPHA: f64 = 0.5;
 
@@ -36,7 +36,11 @@ pub struct DrainEstimator {
 
 impl DrainEstimator {
     pub fn new(limits: Limits) -> Self {
-        Self { limits, rate: 0.0, last: None }
+        Self {
+            limits,
+            rate: 0.0,
+            last: None,
+        }
     }
 
     /// Estimated drain rate in messages per second.
@@ -59,7 +63,8 @@ impl DrainEstimator {
             } else {
                 self.rate = EWMA_ALPHA * observed + (1.0 - EWMA_ALPHA) * self.rate;
             }
-            let ceiling = f64::from(self.limits.max_budget) / self.limits.tick.as_secs_f64().max(0.001);
+            let ceiling =
+                f64::from(self.limits.max_budget) / self.limits.tick.as_secs_f64().max(0.001);
             self.rate = self.rate.min(ceiling);
         }
         let target = (self.rate * self.limits.tick.as_secs_f64() * self.limits.depth_ticks)
@@ -70,7 +75,10 @@ impl DrainEstimator {
 
     /// Records what was published after [`budget`](Self::budget) returned `budget`.
     pub fn published(&mut self, depth_before: u64, published: u32, budget: u32) {
-        self.last = Some((depth_before + u64::from(published), budget > 0 && published >= budget));
+        self.last = Some((
+            depth_before + u64::from(published),
+            budget > 0 && published >= budget,
+        ));
     }
 
     fn floor_rate(&self) -> f64 {
@@ -85,7 +93,12 @@ mod tests {
     const TICK: Duration = Duration::from_secs(1);
 
     fn estimator() -> DrainEstimator {
-        DrainEstimator::new(Limits { tick: TICK, depth_ticks: 1.0, min_budget: 100, max_budget: 10_000 })
+        DrainEstimator::new(Limits {
+            tick: TICK,
+            depth_ticks: 1.0,
+            min_budget: 100,
+            max_budget: 10_000,
+        })
     }
 
     /// Simulates workers draining `capacity` messages per tick against a steady backlog.
@@ -109,13 +122,16 @@ mod tests {
     #[test]
     fn probes_up_to_the_drain_rate_and_keeps_the_queue_shallow() {
         let mut est = estimator();
-        let trace = run(&mut est, 2_000, 30);
-        // After ramping up, every tick publishes about what one tick drains...
-        let (_, late_budget) = trace[29];
-        assert!((1_500..=3_000).contains(&late_budget), "budget {late_budget}");
-        // ...and the queue never holds more than ~1.5 ticks of work.
-        assert!(trace.iter().all(|&(depth, _)| depth <= 3_000), "{trace:?}");
-        assert!((est.rate() - 2_000.0).abs() < 1_000.0, "rate {}", est.rate());
+        let trace = run(&mut est, 2_000, 40);
+        // After ramping up, ticks publish on average what one tick drains (the probe above
+        // capacity when the queue runs dry is paid back by the ticks after it)...
+        let late: u32 = trace[20..].iter().map(|&(_, budget)| budget).sum::<u32>() / 20;
+        assert!(
+            (1_800..=2_400).contains(&late),
+            "average budget {late}: {trace:?}"
+        );
+        // ...and what is left in the queue at a tick never exceeds about one tick of work.
+        assert!(trace.iter().all(|&(depth, _)| depth <= 2_100), "{trace:?}");
     }
 
     #[test]

@@ -68,7 +68,11 @@ pub async fn active_campaigns(pool: &PgPool) -> Result<Vec<ActiveCampaign>, sqlx
 
 /// Claims up to `limit` due recipients of one campaign: retries whose time has come first,
 /// then first attempts in id order.
-pub async fn claim(pool: &PgPool, campaign_id: Uuid, limit: i64) -> Result<Vec<Claimed>, sqlx::Error> {
+pub async fn claim(
+    pool: &PgPool,
+    campaign_id: Uuid,
+    limit: i64,
+) -> Result<Vec<Claimed>, sqlx::Error> {
     sqlx::query_as(
         "WITH retries AS (
              SELECT id FROM recipients
@@ -111,7 +115,12 @@ pub async fn release(pool: &PgPool, claims: &[(i64, i32)]) -> Result<u64, sqlx::
 
 /// Fails a claimed recipient whose message cannot be built (its variables do not fit the
 /// template); retrying would not help.
-pub async fn fail_unrenderable(pool: &PgPool, id: i64, seq: i32, error: &str) -> Result<(), sqlx::Error> {
+pub async fn fail_unrenderable(
+    pool: &PgPool,
+    id: i64,
+    seq: i32,
+    error: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE recipients SET state = 'failed', last_error = $3, queued_at = NULL, updated_at = now()
          WHERE id = $1 AND dispatch_seq = $2 AND state = 'queued'",

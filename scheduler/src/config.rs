@@ -41,7 +41,9 @@ impl SchedulerConfig {
 }
 
 fn parse_depth_ticks(value: &str) -> Result<f64, String> {
-    let ticks: f64 = value.parse().map_err(|_| format!("`{value}` is not a number"))?;
+    let ticks: f64 = value
+        .parse()
+        .map_err(|_| format!("`{value}` is not a number"))?;
     if !(0.1..=10.0).contains(&ticks) {
         return Err("must be between 0.1 and 10".into());
     }

@@ -43,8 +43,10 @@ pub fn plan(demands: &[Demand], budget: u32, rotation: usize) -> Plan {
         tenants.rotate_left(shift);
     }
 
-    let tenant_demand: Vec<u64> =
-        tenants.iter().map(|(_, _, cs)| cs.iter().map(|&i| u64::from(demands[i].due)).sum()).collect();
+    let tenant_demand: Vec<u64> = tenants
+        .iter()
+        .map(|(_, _, cs)| cs.iter().map(|&i| u64::from(demands[i].due)).sum())
+        .collect();
     let tenant_weight: Vec<u64> = tenants.iter().map(|(_, w, _)| u64::from(*w)).collect();
     let tenant_share = water_fill(&tenant_demand, &tenant_weight, u64::from(budget));
 
@@ -52,7 +54,10 @@ pub fn plan(demands: &[Demand], budget: u32, rotation: usize) -> Plan {
     // Per tenant, the sequence of its campaigns' slots, round-robin across its campaigns.
     let mut sequences: Vec<Vec<usize>> = Vec::with_capacity(tenants.len());
     for ((_, _, campaigns), share) in tenants.iter().zip(&tenant_share) {
-        let due: Vec<u64> = campaigns.iter().map(|&i| u64::from(demands[i].due)).collect();
+        let due: Vec<u64> = campaigns
+            .iter()
+            .map(|&i| u64::from(demands[i].due))
+            .collect();
         let split = water_fill(&due, &vec![1; due.len()], *share);
         for (&i, &n) in campaigns.iter().zip(&split) {
             counts[i] = u32::try_from(n).unwrap_or(u32::MAX);
@@ -60,7 +65,10 @@ pub fn plan(demands: &[Demand], budget: u32, rotation: usize) -> Plan {
         sequences.push(round_robin(campaigns, &split));
     }
 
-    Plan { counts, order: interleave(&sequences, &tenant_weight) }
+    Plan {
+        counts,
+        order: interleave(&sequences, &tenant_weight),
+    }
 }
 
 /// Weighted max-min fair split of `budget` among `demands`: nobody gets more than it asks,
@@ -79,7 +87,8 @@ pub fn water_fill(demands: &[u64], weights: &[u64], budget: u64) -> Vec<u64> {
             .copied()
             .filter(|&i| {
                 let need = demands[i] - alloc[i];
-                u128::from(need) * u128::from(total_weight) <= u128::from(remaining) * u128::from(weights[i].max(1))
+                u128::from(need) * u128::from(total_weight)
+                    <= u128::from(remaining) * u128::from(weights[i].max(1))
             })
             .collect();
         if !satisfied.is_empty() {
@@ -94,8 +103,10 @@ pub fn water_fill(demands: &[u64], weights: &[u64], budget: u64) -> Vec<u64> {
         // unit at a time, largest weight first (ties: earlier first).
         let mut handed = 0;
         for &i in &open {
-            let share = u64::try_from(u128::from(remaining) * u128::from(weights[i].max(1)) / u128::from(total_weight))
-                .unwrap_or(0);
+            let share = u64::try_from(
+                u128::from(remaining) * u128::from(weights[i].max(1)) / u128::from(total_weight),
+            )
+            .unwrap_or(0);
             alloc[i] += share;
             handed += share;
         }
@@ -138,7 +149,11 @@ fn interleave(sequences: &[Vec<usize>], weights: &[u64]) -> Vec<usize> {
     let mut slots: Vec<(f64, usize, usize)> = Vec::new();
     for (t, seq) in sequences.iter().enumerate() {
         let w = weights[t].max(1) as f64;
-        slots.extend(seq.iter().enumerate().map(|(k, &campaign)| ((k as f64 + 1.0) / w, t, campaign)));
+        slots.extend(
+            seq.iter()
+                .enumerate()
+                .map(|(k, &campaign)| ((k as f64 + 1.0) / w, t, campaign)),
+        );
     }
     slots.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     slots.into_iter().map(|(_, _, campaign)| campaign).collect()
@@ -149,7 +164,12 @@ mod tests {
     use super::*;
 
     fn demand(campaign: u128, tenant: u128, weight: u32, due: u32) -> Demand {
-        Demand { campaign_id: Uuid::from_u128(campaign), tenant_id: Uuid::from_u128(tenant), tenant_weight: weight, due }
+        Demand {
+            campaign_id: Uuid::from_u128(campaign),
+            tenant_id: Uuid::from_u128(tenant),
+            tenant_weight: weight,
+            due,
+        }
     }
 
     #[test]
@@ -172,7 +192,12 @@ mod tests {
     #[test]
     fn tenants_share_first_then_their_campaigns() {
         // Tenant 1 has three campaigns, tenant 2 has one: tenant 2 still gets half.
-        let demands = [demand(1, 1, 1, 1000), demand(2, 1, 1, 1000), demand(3, 1, 1, 1000), demand(4, 2, 1, 1000)];
+        let demands = [
+            demand(1, 1, 1, 1000),
+            demand(2, 1, 1, 1000),
+            demand(3, 1, 1, 1000),
+            demand(4, 2, 1, 1000),
+        ];
         let plan = plan(&demands, 600, 0);
         assert_eq!(plan.counts[3], 300);
         assert_eq!(plan.counts[..3].iter().sum::<u32>(), 300);
@@ -192,7 +217,10 @@ mod tests {
         let plan = plan(&demands, 1000, 0);
         assert_eq!(plan.counts, vec![990, 10]);
         let first_b = plan.order.iter().position(|&i| i == 1).unwrap();
-        assert!(first_b <= 1, "newcomer's first message at position {first_b}");
+        assert!(
+            first_b <= 1,
+            "newcomer's first message at position {first_b}"
+        );
     }
 
     #[test]

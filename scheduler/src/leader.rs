@@ -19,7 +19,11 @@ pub struct Leadership {
 
 impl Leadership {
     pub fn new(url: &str) -> Self {
-        Self { url: url.to_owned(), connection: None, leading: false }
+        Self {
+            url: url.to_owned(),
+            connection: None,
+            leading: false,
+        }
     }
 
     pub fn is_leader(&self) -> bool {
@@ -58,20 +62,28 @@ impl Leadership {
         if self.connection.is_none() {
             self.connection = Some(PgConnection::connect(&self.url).await?);
         }
-        let Some(connection) = self.connection.as_mut() else { return Ok(false) };
+        let Some(connection) = self.connection.as_mut() else {
+            return Ok(false);
+        };
         if self.leading {
             // The lock is ours as long as this session lives.
             sqlx::query("SELECT 1").execute(&mut *connection).await?;
             return Ok(true);
         }
-        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LOCK_KEY).fetch_one(&mut *connection).await
+        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LOCK_KEY)
+            .fetch_one(&mut *connection)
+            .await
     }
 
     /// Releases the lock at shutdown so a standby need not wait for the connection to drop.
     pub async fn resign(&mut self) {
         if let Some(mut connection) = self.connection.take() {
             if self.leading {
-                let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(LOCK_KEY).execute(&mut connection).await;
+                let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                    .bind(LOCK_KEY)
+                    .execute(&mut connection)
+                    .await;
             }
             let _ = connection.close().await;
         }

@@ -36,17 +36,32 @@ pub enum StartError {
 
 /// Runs until `shutdown` is cancelled; a tick in progress is finished first.
 pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result<(), StartError> {
-    let pool = herald_shared::db::connect(&config.connections.database_url, config.connections.db_pool_size).await?;
-    let publisher = Publisher::new(&config.connections.amqp_url, Duration::from_millis(config.confirm_timeout_ms))?;
+    let pool = herald_shared::db::connect(
+        &config.connections.database_url,
+        config.connections.db_pool_size,
+    )
+    .await?;
+    let publisher = Publisher::new(
+        &config.connections.amqp_url,
+        Duration::from_millis(config.confirm_timeout_ms),
+    )?;
     let estimator = DrainEstimator::new(Limits {
         tick: config.tick(),
         depth_ticks: config.queue_depth_ticks,
         min_budget: config.min_budget,
         max_budget: config.max_budget,
     });
-    let mut ticker = Ticker::new(pool.clone(), publisher, estimator, Duration::from_millis(config.requeue_after_ms));
+    let mut ticker = Ticker::new(
+        pool.clone(),
+        publisher,
+        estimator,
+        Duration::from_millis(config.requeue_after_ms),
+    );
     let mut leadership = Leadership::new(&config.connections.database_url);
-    tracing::info!(tick_ms = config.tick_ms, "scheduler started; contending for leadership");
+    tracing::info!(
+        tick_ms = config.tick_ms,
+        "scheduler started; contending for leadership"
+    );
 
     let mut interval = tokio::time::interval(config.tick());
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -8,8 +8,8 @@ use deadpool_lapin::{Pool, Runtime};
 use futures::future::join_all;
 use herald_shared::queue::message::DispatchMessage;
 use herald_shared::queue::topology;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::Confirmation;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, ConnectionProperties};
 use std::time::Duration;
 
@@ -29,14 +29,21 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(amqp_url: &str, confirm_timeout: Duration) -> Result<Self, PublishError> {
-        let config = deadpool_lapin::Config { url: Some(amqp_url.to_owned()), ..Default::default() };
+        let config = deadpool_lapin::Config {
+            url: Some(amqp_url.to_owned()),
+            ..Default::default()
+        };
         let pool = config
             .create_pool(
                 || ConnectionProperties::default().with_connection_name("herald-scheduler".into()),
                 Runtime::Tokio1,
             )
             .map_err(|e| PublishError::Pool(e.to_string()))?;
-        Ok(Self { pool, channel: None, confirm_timeout })
+        Ok(Self {
+            pool,
+            channel: None,
+            confirm_timeout,
+        })
     }
 
     /// A confirm-mode channel with the topology declared, reused across ticks and replaced
@@ -48,9 +55,15 @@ impl Publisher {
             return Ok(channel.clone());
         }
         self.channel = None;
-        let connection = self.pool.get().await.map_err(|e| PublishError::Pool(e.to_string()))?;
+        let connection = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| PublishError::Pool(e.to_string()))?;
         let channel = connection.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         topology::declare(&channel).await?;
         self.channel = Some(channel.clone());
         Ok(channel)
@@ -59,16 +72,25 @@ impl Publisher {
     /// Ready messages in the dispatch queue.
     pub async fn queue_depth(&mut self) -> Result<u32, PublishError> {
         let channel = self.channel().await?;
-        topology::ready_messages(&channel, topology::DISPATCH_QUEUE).await.inspect_err(|_| self.channel = None).map_err(Into::into)
+        topology::ready_messages(&channel, topology::DISPATCH_QUEUE)
+            .await
+            .inspect_err(|_| self.channel = None)
+            .map_err(Into::into)
     }
 
     /// Publishes `messages` in order; returns, per message, whether the broker confirmed it.
-    pub async fn publish(&mut self, messages: &[DispatchMessage]) -> Result<Vec<bool>, PublishError> {
+    pub async fn publish(
+        &mut self,
+        messages: &[DispatchMessage],
+    ) -> Result<Vec<bool>, PublishError> {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
         let channel = self.channel().await?;
-        let options = BasicPublishOptions { mandatory: true, ..Default::default() };
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
         let mut pending = Vec::with_capacity(messages.len());
         for message in messages {
             let properties = BasicProperties::default()

@@ -16,7 +16,10 @@ use uuid::Uuid;
 /// instead of in one long transaction.
 const SWEEP_LIMIT: i64 = 10_000;
 
-pub async fn requeue_stale_claims(pool: &PgPool, requeue_after: Duration) -> Result<u64, sqlx::Error> {
+pub async fn requeue_stale_claims(
+    pool: &PgPool,
+    requeue_after: Duration,
+) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE recipients r SET state = 'pending', queued_at = NULL, updated_at = now()
          FROM (SELECT id FROM recipients

@@ -42,8 +42,20 @@ pub struct Ticker {
 }
 
 impl Ticker {
-    pub fn new(pool: PgPool, publisher: Publisher, estimator: DrainEstimator, requeue_after: Duration) -> Self {
-        Self { pool, publisher, estimator, requeue_after, count: 0, last_publish: Instant::now() }
+    pub fn new(
+        pool: PgPool,
+        publisher: Publisher,
+        estimator: DrainEstimator,
+        requeue_after: Duration,
+    ) -> Self {
+        Self {
+            pool,
+            publisher,
+            estimator,
+            requeue_after,
+            count: 0,
+            last_publish: Instant::now(),
+        }
     }
 
     #[tracing::instrument(name = "tick", skip_all, fields(tick = self.count))]
@@ -59,11 +71,17 @@ impl Ticker {
             ..Default::default()
         };
         if report.requeued + report.recovered > 0 {
-            tracing::warn!(requeued = report.requeued, recovered = report.recovered, "recovered lost dispatches");
+            tracing::warn!(
+                requeued = report.requeued,
+                recovered = report.recovered,
+                "recovered lost dispatches"
+            );
         }
 
         report.depth = u64::from(self.publisher.queue_depth().await?);
-        report.budget = self.estimator.budget(report.depth, self.last_publish.elapsed());
+        report.budget = self
+            .estimator
+            .budget(report.depth, self.last_publish.elapsed());
         let campaigns = claim::active_campaigns(pool).await?;
         report.campaigns = campaigns.len();
         let (messages, claims) = self.claim_plan(&campaigns, report.budget).await?;
@@ -76,12 +94,20 @@ impl Ticker {
                 return Err(error.into());
             }
         };
-        let unconfirmed: Vec<(i64, i32)> =
-            claims.iter().zip(&confirmed).filter(|(_, ok)| !**ok).map(|(claim, _)| *claim).collect();
+        let unconfirmed: Vec<(i64, i32)> = claims
+            .iter()
+            .zip(&confirmed)
+            .filter(|(_, ok)| !**ok)
+            .map(|(claim, _)| *claim)
+            .collect();
         release_or_log(pool, &unconfirmed).await;
         report.published = messages.len() - unconfirmed.len();
         report.unconfirmed = unconfirmed.len();
-        self.estimator.published(report.depth, u32::try_from(report.published).unwrap_or(u32::MAX), report.budget);
+        self.estimator.published(
+            report.depth,
+            u32::try_from(report.published).unwrap_or(u32::MAX),
+            report.budget,
+        );
         self.last_publish = Instant::now();
 
         for (campaign_id, tenant_id) in sweeper::complete_finished_campaigns(pool).await? {
@@ -124,7 +150,11 @@ impl Ticker {
             match claim::claim(&self.pool, campaigns[index].id, i64::from(count)).await {
                 Ok(rows) => claimed[index] = rows.into(),
                 Err(error) => {
-                    let taken: Vec<(i64, i32)> = claimed.iter().flatten().map(|c| (c.id, c.dispatch_seq)).collect();
+                    let taken: Vec<(i64, i32)> = claimed
+                        .iter()
+                        .flatten()
+                        .map(|c| (c.id, c.dispatch_seq))
+                        .collect();
                     release_or_log(&self.pool, &taken).await;
                     return Err(error.into());
                 }
@@ -134,7 +164,9 @@ impl Ticker {
         let mut messages = Vec::with_capacity(plan.order.len());
         let mut claims = Vec::with_capacity(plan.order.len());
         for &index in &plan.order {
-            let Some(row) = claimed[index].pop_front() else { continue };
+            let Some(row) = claimed[index].pop_front() else {
+                continue;
+            };
             let campaign = &campaigns[index];
             match build_message(campaign, &row) {
                 Ok(message) => {
@@ -174,6 +206,8 @@ async fn release_or_log(pool: &PgPool, claims: &[(i64, i32)]) {
     }
     match claim::release(pool, claims).await {
         Ok(released) => tracing::warn!(released, "unpublished claims returned to pending"),
-        Err(error) => tracing::warn!(%error, count = claims.len(), "cannot release claims now; the sweeper will"),
+        Err(error) => {
+            tracing::warn!(%error, count = claims.len(), "cannot release claims now; the sweeper will")
+        }
     }
 }

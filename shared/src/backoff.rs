@@ -37,7 +37,11 @@ mod tests {
     use super::*;
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { max_attempts: 5, base: Duration::from_millis(500), cap: Duration::from_secs(10) }
+        RetryPolicy {
+            max_attempts: 5,
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(10),
+        }
     }
 
     #[test]

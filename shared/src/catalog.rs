@@ -115,7 +115,10 @@ pub async fn create_campaign(
 ) -> Result<Uuid, CatalogError> {
     let needed = template::variables(&campaign.template)?;
     for (index, r) in recipients.iter().enumerate() {
-        if let Some(missing) = needed.iter().find(|name| r.variables.get(*name).is_none_or(Value::is_null)) {
+        if let Some(missing) = needed
+            .iter()
+            .find(|name| r.variables.get(*name).is_none_or(Value::is_null))
+        {
             return Err(CatalogError::Recipient {
                 index,
                 address: r.address.clone(),
@@ -140,7 +143,10 @@ pub async fn create_campaign(
 
     for chunk in recipients.chunks(INSERT_CHUNK) {
         let addresses: Vec<&str> = chunk.iter().map(|r| r.address.as_str()).collect();
-        let variables: Vec<Value> = chunk.iter().map(|r| Value::Object(r.variables.clone())).collect();
+        let variables: Vec<Value> = chunk
+            .iter()
+            .map(|r| Value::Object(r.variables.clone()))
+            .collect();
         sqlx::query(
             "INSERT INTO recipients (campaign_id, address, variables)
              SELECT $1, a, v FROM unnest($2::text[], $3::jsonb[]) AS u(a, v)
@@ -158,7 +164,11 @@ pub async fn create_campaign(
 
 /// Schedules a draft campaign to start at `at` (now if `None`); the scheduler makes it
 /// `running` at its first tick after that time.
-pub async fn start_campaign(pool: &PgPool, id: Uuid, at: Option<DateTime<Utc>>) -> Result<(), CatalogError> {
+pub async fn start_campaign(
+    pool: &PgPool,
+    id: Uuid,
+    at: Option<DateTime<Utc>>,
+) -> Result<(), CatalogError> {
     let updated = sqlx::query(
         "UPDATE campaigns SET status = 'scheduled', start_at = coalesce($2, now())
          WHERE id = $1 AND status = 'draft'",

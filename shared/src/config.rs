@@ -62,13 +62,18 @@ where
     A: Into<std::ffi::OsString> + Clone,
 {
     let mut command = T::command();
-    match command.try_get_matches_from_mut(args).and_then(|mut m| T::from_arg_matches_mut(&mut m)) {
+    match command
+        .try_get_matches_from_mut(args)
+        .and_then(|mut m| T::from_arg_matches_mut(&mut m))
+    {
         Ok(parsed) => parsed,
         Err(error) => {
             use clap::error::ErrorKind;
             let explain = matches!(
                 error.kind(),
-                ErrorKind::MissingRequiredArgument | ErrorKind::ValueValidation | ErrorKind::InvalidValue
+                ErrorKind::MissingRequiredArgument
+                    | ErrorKind::ValueValidation
+                    | ErrorKind::InvalidValue
             );
             let error = error.format(&mut command);
             let mut message = error.render().to_string();
@@ -78,7 +83,9 @@ where
                     .filter_map(|arg| {
                         let env = arg.get_env()?.to_string_lossy().into_owned();
                         let long = arg.get_long()?;
-                        message.contains(&format!("--{long}")).then(|| format!("  --{long} is read from {env}"))
+                        message
+                            .contains(&format!("--{long}"))
+                            .then(|| format!("  --{long} is read from {env}"))
                     })
                     .collect();
                 if !hints.is_empty() {

@@ -97,7 +97,10 @@ text_enum!(
 impl RecipientState {
     /// Terminal states never change again; a redelivered message for one is acked unsent.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Sent | Self::Failed | Self::Cancelled | Self::Expired)
+        matches!(
+            self,
+            Self::Sent | Self::Failed | Self::Cancelled | Self::Expired
+        )
     }
 }
 
@@ -111,17 +114,28 @@ mod tests {
             assert_eq!(state.as_str().parse::<RecipientState>().unwrap(), *state);
         }
         for status in CampaignStatus::ALL {
-            assert_eq!(status.to_string().parse::<CampaignStatus>().unwrap(), *status);
+            assert_eq!(
+                status.to_string().parse::<CampaignStatus>().unwrap(),
+                *status
+            );
         }
         assert!("telegram".parse::<Channel>().is_err());
     }
 
     #[test]
     fn only_final_states_are_terminal() {
-        let terminal: Vec<_> = RecipientState::ALL.iter().filter(|s| s.is_terminal()).collect();
+        let terminal: Vec<_> = RecipientState::ALL
+            .iter()
+            .filter(|s| s.is_terminal())
+            .collect();
         assert_eq!(
             terminal,
-            [&RecipientState::Sent, &RecipientState::Failed, &RecipientState::Cancelled, &RecipientState::Expired]
+            [
+                &RecipientState::Sent,
+                &RecipientState::Failed,
+                &RecipientState::Cancelled,
+                &RecipientState::Expired
+            ]
         );
     }
 }

@@ -5,7 +5,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Cancels `token` at the first SIGTERM or SIGINT.
 pub async fn on_signal(token: CancellationToken) {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return;
     };

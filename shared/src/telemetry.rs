@@ -11,7 +11,10 @@ pub fn init(service: &'static str) {
         EnvFilter::new("info,sqlx=warn,lapin=warn,amq_protocol=warn,hyper=warn,reqwest=warn")
     });
     let json = std::env::var("HERALD_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
     if json {
         builder.json().init();
     } else {

@@ -37,7 +37,9 @@ pub fn render(template: &str, vars: &Map<String, Value>) -> Result<String, Templ
             Piece::Text(text) => out.push_str(text),
             Piece::Var(name) => match vars.get(name) {
                 Some(Value::String(s)) => out.push_str(s),
-                Some(Value::Null) | None => return Err(TemplateError::MissingVariable(name.to_owned())),
+                Some(Value::Null) | None => {
+                    return Err(TemplateError::MissingVariable(name.to_owned()));
+                }
                 Some(other) => out.push_str(&other.to_string()),
             },
         }
@@ -60,9 +62,14 @@ fn walk<'a>(
     while let Some(open) = rest.find("{{") {
         visit(Piece::Text(&rest[..open]))?;
         let after = &rest[open + 2..];
-        let close = after.find("}}").ok_or(TemplateError::Unclosed(offset + open))?;
+        let close = after
+            .find("}}")
+            .ok_or(TemplateError::Unclosed(offset + open))?;
         let name = after[..close].trim();
-        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
         if !valid {
             return Err(TemplateError::BadName(offset + open));
         }
@@ -86,15 +93,24 @@ mod tests {
     #[test]
     fn renders_variables_and_keeps_text() {
         let v = vars(json!({"first_name": "Ada", "points": 42}));
-        assert_eq!(render("Hi {{ first_name }}, you have {{points}} points.", &v).unwrap(), "Hi Ada, you have 42 points.");
+        assert_eq!(
+            render("Hi {{ first_name }}, you have {{points}} points.", &v).unwrap(),
+            "Hi Ada, you have 42 points."
+        );
         assert_eq!(render("no variables", &v).unwrap(), "no variables");
     }
 
     #[test]
     fn a_missing_variable_is_an_error_not_a_blank() {
         let v = vars(json!({"first_name": "Ada"}));
-        assert_eq!(render("Hi {{last_name}}", &v), Err(TemplateError::MissingVariable("last_name".into())));
-        assert_eq!(render("Hi {{first_name}}", &vars(json!({"first_name": null}))), Err(TemplateError::MissingVariable("first_name".into())));
+        assert_eq!(
+            render("Hi {{last_name}}", &v),
+            Err(TemplateError::MissingVariable("last_name".into()))
+        );
+        assert_eq!(
+            render("Hi {{first_name}}", &vars(json!({"first_name": null}))),
+            Err(TemplateError::MissingVariable("first_name".into()))
+        );
     }
 
     #[test]

@@ -24,17 +24,23 @@ pub use anyhow::Result;
 const DB_HOST: &str = "herald:herald@127.0.0.1:5432";
 
 fn admin_url() -> String {
-    std::env::var("HERALD_TEST_ADMIN_URL").unwrap_or_else(|_| format!("postgres://{DB_HOST}/postgres"))
+    std::env::var("HERALD_TEST_ADMIN_URL")
+        .unwrap_or_else(|_| format!("postgres://{DB_HOST}/postgres"))
 }
 
 fn rabbit_api() -> String {
-    std::env::var("HERALD_TEST_RABBIT_API").unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".into())
+    std::env::var("HERALD_TEST_RABBIT_API")
+        .unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".into())
 }
 
 /// The directory holding the workspace's built binaries (next to this test's own executable).
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target directory").to_path_buf();
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory")
+        .to_path_buf();
     assert!(
         dir.join("herald-worker").exists(),
         "binaries not built in {}: run `cargo build --workspace` before the integration tests",
@@ -63,7 +69,10 @@ impl Service {
 
     /// SIGTERM: asks for a graceful stop.
     pub fn terminate(&self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
     }
 
     /// Waits for the process to exit, up to `timeout`.
@@ -107,7 +116,9 @@ impl TestEnv {
     pub async fn new(simulator_args: &[&str]) -> Result<Self> {
         let name = format!("herald_t_{}", &Uuid::new_v4().simple().to_string()[..12]);
         let mut admin = PgConnection::connect(&admin_url()).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await?;
         admin.close().await?;
         let database_url = format!("postgres://{DB_HOST}/{name}");
         let pool = herald_shared::db::connect(&database_url, 5).await?;
@@ -115,7 +126,10 @@ impl TestEnv {
 
         let http = reqwest::Client::new();
         let api = rabbit_api();
-        http.put(format!("{api}/api/vhosts/{name}")).send().await?.error_for_status()?;
+        http.put(format!("{api}/api/vhosts/{name}"))
+            .send()
+            .await?
+            .error_for_status()?;
         http.put(format!("{api}/api/permissions/{name}/guest"))
             .json(&json!({"configure": ".*", "write": ".*", "read": ".*"}))
             .send()
@@ -127,7 +141,16 @@ impl TestEnv {
         std::fs::create_dir_all(&log_dir)?;
         let port = free_port()?;
         let simulator_url = format!("http://127.0.0.1:{port}");
-        let mut env = Self { name, pool, database_url, amqp_url, simulator_url, http, log_dir, simulator: None };
+        let mut env = Self {
+            name,
+            pool,
+            database_url,
+            amqp_url,
+            simulator_url,
+            http,
+            log_dir,
+            simulator: None,
+        };
         let mut args = vec!["--listen".to_owned(), format!("127.0.0.1:{port}")];
         args.extend(simulator_args.iter().map(|s| (*s).to_owned()));
         let simulator = env.spawn("herald-simulator", &args, &[])?;
@@ -136,7 +159,12 @@ impl TestEnv {
         let http = env.http.clone();
         wait_until(Duration::from_secs(10), || {
             let (http, health) = (http.clone(), health.clone());
-            async move { http.get(&health).send().await.is_ok_and(|r| r.status().is_success()) }
+            async move {
+                http.get(&health)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
         })
         .await
         .map_err(|_| anyhow::anyhow!("simulator did not start"))?;
@@ -144,19 +172,31 @@ impl TestEnv {
     }
 
     fn spawn(&self, binary: &str, args: &[String], env: &[(&str, String)]) -> Result<Service> {
-        let log = self.log_dir.join(format!("{}-{}-{}.log", self.name, binary, Uuid::new_v4().simple()));
+        let log = self.log_dir.join(format!(
+            "{}-{}-{}.log",
+            self.name,
+            binary,
+            Uuid::new_v4().simple()
+        ));
         let file = std::fs::File::create(&log)?;
         let child = Command::new(bin_dir().join(binary))
             .args(args)
             .env("HERALD_DATABASE_URL", &self.database_url)
             .env("HERALD_AMQP_URL", &self.amqp_url)
-            .env("HERALD_LOG", "info,herald_worker=debug,herald_scheduler=debug")
+            .env(
+                "HERALD_LOG",
+                "info,herald_worker=debug,herald_scheduler=debug",
+            )
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()?;
-        Ok(Service { name: binary.to_owned(), child, log })
+        Ok(Service {
+            name: binary.to_owned(),
+            child,
+            log,
+        })
     }
 
     /// Starts a scheduler with `tick_ms` and extra `HERALD_*` settings.
@@ -173,7 +213,12 @@ impl TestEnv {
     }
 
     /// Runs a binary to completion with `env`, returning its exit status and output.
-    pub fn run_binary(&self, binary: &str, args: &[&str], env: &[(&str, &str)]) -> Result<std::process::Output> {
+    pub fn run_binary(
+        &self,
+        binary: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<std::process::Output> {
         Ok(Command::new(bin_dir().join(binary))
             .args(args)
             .env_remove("HERALD_DATABASE_URL")
@@ -184,7 +229,8 @@ impl TestEnv {
 
     /// A generic HTTP provider pointing at this test's simulator.
     pub fn provider(&self) -> NewProvider {
-        let mut provider = NewProvider::http("simulator", &format!("{}/v1/messages", self.simulator_url));
+        let mut provider =
+            NewProvider::http("simulator", &format!("{}/v1/messages", self.simulator_url));
         provider.max_in_flight = 10_000;
         provider.timeout_ms = 5_000;
         provider
@@ -199,14 +245,24 @@ impl TestEnv {
     }
 
     /// A draft campaign of `addresses`, with a `{{first_name}}` template.
-    pub async fn campaign(&self, tenant: Uuid, provider: Uuid, name: &str, addresses: &[String], batch_size: i32) -> Result<Uuid> {
+    pub async fn campaign(
+        &self,
+        tenant: Uuid,
+        provider: Uuid,
+        name: &str,
+        addresses: &[String],
+        batch_size: i32,
+    ) -> Result<Uuid> {
         let recipients: Vec<NewRecipient> = addresses
             .iter()
             .enumerate()
             .map(|(i, address)| {
                 let mut variables = Map::new();
                 variables.insert("first_name".into(), Value::String(format!("R{i}")));
-                NewRecipient { address: address.clone(), variables }
+                NewRecipient {
+                    address: address.clone(),
+                    variables,
+                }
             })
             .collect();
         let campaign = NewCampaign {
@@ -226,16 +282,22 @@ impl TestEnv {
 
     /// Recipient counts by state for one campaign.
     pub async fn states(&self, campaign: Uuid) -> Result<std::collections::BTreeMap<String, i64>> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT state, count(*) FROM recipients WHERE campaign_id = $1 GROUP BY state")
-                .bind(campaign)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT state, count(*) FROM recipients WHERE campaign_id = $1 GROUP BY state",
+        )
+        .bind(campaign)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.into_iter().collect())
     }
 
     pub async fn campaign_status(&self, campaign: Uuid) -> Result<String> {
-        Ok(sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1").bind(campaign).fetch_one(&self.pool).await?)
+        Ok(
+            sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1")
+                .bind(campaign)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// Waits until every listed campaign is completed.
@@ -245,11 +307,12 @@ impl TestEnv {
         wait_until(timeout, || {
             let (pool, ids) = (pool.clone(), ids.clone());
             async move {
-                let done: Result<i64, _> =
-                    sqlx::query_scalar("SELECT count(*) FROM campaigns WHERE id = ANY($1) AND status = 'completed'")
-                        .bind(&ids)
-                        .fetch_one(&pool)
-                        .await;
+                let done: Result<i64, _> = sqlx::query_scalar(
+                    "SELECT count(*) FROM campaigns WHERE id = ANY($1) AND status = 'completed'",
+                )
+                .bind(&ids)
+                .fetch_one(&pool)
+                .await;
                 done.is_ok_and(|n| n == ids.len() as i64)
             }
         })
@@ -258,7 +321,14 @@ impl TestEnv {
     }
 
     pub async fn simulator_stats(&self) -> Result<Value> {
-        Ok(self.http.get(format!("{}/control/stats", self.simulator_url)).send().await?.error_for_status()?.json().await?)
+        Ok(self
+            .http
+            .get(format!("{}/control/stats", self.simulator_url))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
     }
 
     pub async fn simulator_requests(&self, key: &str) -> Result<Value> {
@@ -274,13 +344,22 @@ impl TestEnv {
     }
 
     pub async fn simulator_config(&self, config: Value) -> Result<()> {
-        self.http.put(format!("{}/control/config", self.simulator_url)).json(&config).send().await?.error_for_status()?;
+        self.http
+            .put(format!("{}/control/config", self.simulator_url))
+            .json(&config)
+            .send()
+            .await?
+            .error_for_status()?;
         Ok(())
     }
 
     /// The database's clock in unix milliseconds (the simulator stamps with the same clock).
     pub async fn now_ms(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint").fetch_one(&self.pool).await?)
+        Ok(
+            sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// Opens an AMQP connection to this test's vhost.
@@ -302,7 +381,9 @@ pub fn numbers(prefix: &str, n: usize) -> Vec<String> {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Polls `condition` every 50 ms until it holds or `timeout` passes.

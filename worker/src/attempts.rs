@@ -20,7 +20,11 @@ pub struct Dispatch {
 
 /// Begins attempts; answers, per dispatch, the attempt number if this worker now holds the
 /// lease, or `None` if the message must not be sent.
-pub async fn begin(pool: &PgPool, dispatches: &[Dispatch], lease_grace: Duration) -> Result<Vec<Option<u32>>, sqlx::Error> {
+pub async fn begin(
+    pool: &PgPool,
+    dispatches: &[Dispatch],
+    lease_grace: Duration,
+) -> Result<Vec<Option<u32>>, sqlx::Error> {
     let ids: Vec<i64> = dispatches.iter().map(|d| d.recipient_id).collect();
     let seqs: Vec<i32> = dispatches.iter().map(|d| d.seq).collect();
     let rows: Vec<(i64, i32, i32)> = sqlx::query_as(
@@ -51,10 +55,17 @@ pub async fn begin(pool: &PgPool, dispatches: &[Dispatch], lease_grace: Duration
     .bind(lease_grace.as_secs_f64())
     .fetch_all(pool)
     .await?;
-    let begun: HashMap<(i64, i32), i32> = rows.into_iter().map(|(id, seq, attempts)| ((id, seq), attempts)).collect();
+    let begun: HashMap<(i64, i32), i32> = rows
+        .into_iter()
+        .map(|(id, seq, attempts)| ((id, seq), attempts))
+        .collect();
     Ok(dispatches
         .iter()
-        .map(|d| begun.get(&(d.recipient_id, d.seq)).map(|&a| u32::try_from(a).unwrap_or(0)))
+        .map(|d| {
+            begun
+                .get(&(d.recipient_id, d.seq))
+                .map(|&a| u32::try_from(a).unwrap_or(0))
+        })
         .collect())
 }
 
@@ -78,8 +89,15 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
         ids.push(outcome.dispatch.recipient_id);
         seqs.push(outcome.dispatch.seq);
         let (state, message_id, error, delay) = match &outcome.decision {
-            Decision::Sent { provider_message_id } => ("sent", provider_message_id.clone(), None, None),
-            Decision::Retry { error, delay } => ("pending", None, Some(error.clone()), Some(delay.as_secs_f64())),
+            Decision::Sent {
+                provider_message_id,
+            } => ("sent", provider_message_id.clone(), None, None),
+            Decision::Retry { error, delay } => (
+                "pending",
+                None,
+                Some(error.clone()),
+                Some(delay.as_secs_f64()),
+            ),
             Decision::Failed { error } => ("failed", None, Some(error.clone()), None),
         };
         states.push(state);

@@ -17,7 +17,9 @@ pub struct Batcher<Req, Resp> {
 
 impl<Req, Resp> Clone for Batcher<Req, Resp> {
     fn clone(&self) -> Self {
-        Self { sender: self.sender.clone() }
+        Self {
+            sender: self.sender.clone(),
+        }
     }
 }
 
@@ -37,7 +39,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
         tokio::spawn(async move {
             let mut jobs = Vec::with_capacity(max_batch);
             while receiver.recv_many(&mut jobs, max_batch).await > 0 {
-                let (requests, replies): (Vec<Req>, Vec<oneshot::Sender<Resp>>) = jobs.drain(..).unzip();
+                let (requests, replies): (Vec<Req>, Vec<oneshot::Sender<Resp>>) =
+                    jobs.drain(..).unzip();
                 let answers = handle(requests).await;
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     // The caller may have gone away (shutdown); nothing to do then.
@@ -51,7 +54,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
     /// Submits one request and waits for its answer.
     pub async fn call(&self, request: Req) -> Result<Resp, Stopped> {
         let (reply, answer) = oneshot::channel();
-        self.sender.send((request, reply)).await.map_err(|_| Stopped)?;
+        self.sender
+            .send((request, reply))
+            .await
+            .map_err(|_| Stopped)?;
         answer.await.map_err(|_| Stopped)
     }
 }
@@ -73,10 +79,12 @@ mod tests {
                 requests.into_iter().map(|n| n * 2).collect()
             }
         });
-        let calls: Vec<_> = (0..200u32).map(|n| {
-            let b = batcher.clone();
-            tokio::spawn(async move { (n, b.call(n).await.unwrap()) })
-        }).collect();
+        let calls: Vec<_> = (0..200u32)
+            .map(|n| {
+                let b = batcher.clone();
+                tokio::spawn(async move { (n, b.call(n).await.unwrap()) })
+            })
+            .collect();
         for call in calls {
             let (n, doubled) = call.await.unwrap();
             assert_eq!(doubled, n * 2);

@@ -29,12 +29,19 @@ pub struct Settings<'a> {
 }
 
 /// Consumes until `shutdown`; each delivery runs as a task on `tracker`.
-pub async fn run(ctx: Context, settings: Settings<'_>, tracker: &TaskTracker, shutdown: &CancellationToken) {
+pub async fn run(
+    ctx: Context,
+    settings: Settings<'_>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
     let mut backoff = BACKOFF_START;
     loop {
         match session(&ctx, &settings, tracker, shutdown, &mut backoff).await {
             Ok(()) => return,
-            Err(error) => tracing::warn!(%error, retry_in = ?backoff, "broker connection lost; reconnecting"),
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?backoff, "broker connection lost; reconnecting")
+            }
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -55,10 +62,17 @@ async fn session(
     let prefetch = settings.prefetch;
     let connection = queue::connect(settings.amqp_url, "herald-worker").await?;
     let channel = connection.create_channel().await?;
-    channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
     topology::declare(&channel).await?;
     let mut consumer = channel
-        .basic_consume(topology::DISPATCH_QUEUE.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            topology::DISPATCH_QUEUE.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     tracing::info!(prefetch, "consuming");
     *backoff = BACKOFF_START;
@@ -89,6 +103,9 @@ async fn wait_for_drain(tracker: &TaskTracker, timeout: Duration) {
     let in_flight = tracker.len();
     tracing::info!(in_flight, ?timeout, "draining in-flight deliveries");
     if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
-        tracing::warn!(left = tracker.len(), "drain timeout; unfinished deliveries return to the queue");
+        tracing::warn!(
+            left = tracker.len(),
+            "drain timeout; unfinished deliveries return to the queue"
+        );
     }
 }

@@ -39,22 +39,28 @@ pub async fn handle(ctx: Context, delivery: Delivery) {
         recipient_id = message.recipient_id,
         seq = message.seq,
     );
-    let _enter = span.enter();
-    drop(_enter);
     tracing::Instrument::instrument(process(ctx, delivery, message), span).await;
 }
 
 async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
-    let dispatch = Dispatch { recipient_id: message.recipient_id, seq: message.seq };
+    let dispatch = Dispatch {
+        recipient_id: message.recipient_id,
+        seq: message.seq,
+    };
     let attempt = match ctx.begin.call(dispatch).await {
         Ok(Ok(Some(attempt))) => attempt,
         Ok(Ok(None)) => {
             // Finished, re-dispatched, paused or cancelled: never a second send.
-            tracing::debug!(redelivered = delivery.redelivered, "message no longer current; acked unsent");
+            tracing::debug!(
+                redelivered = delivery.redelivered,
+                "message no longer current; acked unsent"
+            );
             settle(delivery.ack(BasicAckOptions::default()).await);
             return;
         }
-        Ok(Err(error)) => return requeue(delivery, &format!("cannot begin attempt: {error}")).await,
+        Ok(Err(error)) => {
+            return requeue(delivery, &format!("cannot begin attempt: {error}")).await;
+        }
         Err(stopped) => return requeue(delivery, &stopped.to_string()).await,
     };
 
@@ -69,12 +75,17 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
         }
         Err(error) => {
             // Without its provider's policy the attempt cannot be made; try again later.
-            Decision::Retry { error: error.to_string(), delay: Duration::from_secs(30) }
+            Decision::Retry {
+                error: error.to_string(),
+                delay: Duration::from_secs(30),
+            }
         }
     };
     match &decision {
         Decision::Sent { .. } => tracing::debug!(attempt, "sent"),
-        Decision::Retry { error, delay } => tracing::info!(attempt, %error, ?delay, "transient failure; will retry"),
+        Decision::Retry { error, delay } => {
+            tracing::info!(attempt, %error, ?delay, "transient failure; will retry")
+        }
         Decision::Failed { error } => tracing::info!(attempt, %error, "failed"),
     }
 
@@ -90,7 +101,14 @@ async fn requeue(delivery: Delivery, why: &str) {
     tracing::warn!(why, "returning delivery to the queue");
     // A short pause keeps a database outage from becoming a hot redelivery loop.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    settle(delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await);
+    settle(
+        delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                multiple: false,
+            })
+            .await,
+    );
 }
 
 /// Acks on a channel that has since closed fail; the broker has requeued those deliveries,

@@ -37,7 +37,11 @@ pub enum StartError {
 
 /// Runs until `shutdown` is cancelled and in-flight work is drained (or the drain times out).
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), StartError> {
-    let pool = herald_shared::db::connect(&config.connections.database_url, config.connections.db_pool_size).await?;
+    let pool = herald_shared::db::connect(
+        &config.connections.database_url,
+        config.connections.db_pool_size,
+    )
+    .await?;
     let lease_grace = Duration::from_millis(config.lease_grace_ms);
     let record_retry = Duration::from_millis(config.record_retry_ms);
 
@@ -78,7 +82,12 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         .tcp_nodelay(true)
         .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
         .build()?;
-    let ctx = Context { begin, record, providers: Providers::new(pool.clone()), http };
+    let ctx = Context {
+        begin,
+        record,
+        providers: Providers::new(pool.clone()),
+        http,
+    };
 
     let tracker = TaskTracker::new();
     let settings = consume::Settings {

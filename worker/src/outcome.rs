@@ -6,11 +6,18 @@ use std::time::Duration;
 /// The provider call's result, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallResult {
-    Accepted { provider_message_id: Option<String> },
+    Accepted {
+        provider_message_id: Option<String>,
+    },
     /// Timeout, connection error, 5xx, 429: the same request may succeed later.
-    Transient { reason: String, retry_after: Option<Duration> },
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
     /// Any other 4xx: this request will never succeed.
-    Permanent { reason: String },
+    Permanent {
+        reason: String,
+    },
 }
 
 /// What to record.
@@ -42,14 +49,28 @@ pub enum StatusClass {
 /// number in `[0, 1)` for the backoff's jitter.
 pub fn decide(result: CallResult, attempts: u32, policy: &RetryPolicy, unit: f64) -> Decision {
     match result {
-        CallResult::Accepted { provider_message_id } => Decision::Sent { provider_message_id },
+        CallResult::Accepted {
+            provider_message_id,
+        } => Decision::Sent {
+            provider_message_id,
+        },
         CallResult::Permanent { reason } => Decision::Failed { error: reason },
-        CallResult::Transient { reason, retry_after } => {
+        CallResult::Transient {
+            reason,
+            retry_after,
+        } => {
             if policy.allows_another(attempts) {
-                let delay = policy.delay(attempts, unit).max(retry_after.unwrap_or_default());
-                Decision::Retry { error: reason, delay }
+                let delay = policy
+                    .delay(attempts, unit)
+                    .max(retry_after.unwrap_or_default());
+                Decision::Retry {
+                    error: reason,
+                    delay,
+                }
             } else {
-                Decision::Failed { error: format!("{reason} (gave up after {attempts} attempts)") }
+                Decision::Failed {
+                    error: format!("{reason} (gave up after {attempts} attempts)"),
+                }
             }
         }
     }
@@ -60,7 +81,11 @@ mod tests {
     use super::*;
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { max_attempts: 4, base: Duration::from_millis(100), cap: Duration::from_secs(5) }
+        RetryPolicy {
+            max_attempts: 4,
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(5),
+        }
     }
 
     #[test]
@@ -77,30 +102,64 @@ mod tests {
 
     #[test]
     fn transient_failures_retry_until_the_last_attempt() {
-        let transient = || CallResult::Transient { reason: "HTTP 500".into(), retry_after: None };
-        assert!(matches!(decide(transient(), 1, &policy(), 0.0), Decision::Retry { delay, .. } if delay == Duration::from_millis(50)));
-        assert!(matches!(decide(transient(), 3, &policy(), 1.0), Decision::Retry { delay, .. } if delay == Duration::from_millis(400)));
-        assert!(matches!(decide(transient(), 4, &policy(), 0.0), Decision::Failed { .. }));
+        let transient = || CallResult::Transient {
+            reason: "HTTP 500".into(),
+            retry_after: None,
+        };
+        assert!(
+            matches!(decide(transient(), 1, &policy(), 0.0), Decision::Retry { delay, .. } if delay == Duration::from_millis(50))
+        );
+        assert!(
+            matches!(decide(transient(), 3, &policy(), 1.0), Decision::Retry { delay, .. } if delay == Duration::from_millis(400))
+        );
+        assert!(matches!(
+            decide(transient(), 4, &policy(), 0.0),
+            Decision::Failed { .. }
+        ));
     }
 
     #[test]
     fn retry_after_is_a_floor_on_the_delay() {
-        let throttled = CallResult::Transient { reason: "HTTP 429".into(), retry_after: Some(Duration::from_secs(3)) };
+        let throttled = CallResult::Transient {
+            reason: "HTTP 429".into(),
+            retry_after: Some(Duration::from_secs(3)),
+        };
         assert_eq!(
             decide(throttled, 1, &policy(), 0.0),
-            Decision::Retry { error: "HTTP 429".into(), delay: Duration::from_secs(3) }
+            Decision::Retry {
+                error: "HTTP 429".into(),
+                delay: Duration::from_secs(3)
+            }
         );
     }
 
     #[test]
     fn permanent_failures_and_successes_are_final() {
         assert_eq!(
-            decide(CallResult::Permanent { reason: "HTTP 400".into() }, 1, &policy(), 0.5),
-            Decision::Failed { error: "HTTP 400".into() }
+            decide(
+                CallResult::Permanent {
+                    reason: "HTTP 400".into()
+                },
+                1,
+                &policy(),
+                0.5
+            ),
+            Decision::Failed {
+                error: "HTTP 400".into()
+            }
         );
         assert_eq!(
-            decide(CallResult::Accepted { provider_message_id: Some("x".into()) }, 2, &policy(), 0.5),
-            Decision::Sent { provider_message_id: Some("x".into()) }
+            decide(
+                CallResult::Accepted {
+                    provider_message_id: Some("x".into())
+                },
+                2,
+                &policy(),
+                0.5
+            ),
+            Decision::Sent {
+                provider_message_id: Some("x".into())
+            }
         );
     }
 }

@@ -35,10 +35,16 @@ pub async fn send(client: &Client, provider: &Provider, message: &DispatchMessag
     let response = match request.send().await {
         Ok(response) => response,
         Err(error) if error.is_timeout() => {
-            return CallResult::Transient { reason: format!("timed out after {:?}", provider.timeout), retry_after: None };
+            return CallResult::Transient {
+                reason: format!("timed out after {:?}", provider.timeout),
+                retry_after: None,
+            };
         }
         Err(error) => {
-            return CallResult::Transient { reason: format!("request failed: {}", without_url(&error)), retry_after: None };
+            return CallResult::Transient {
+                reason: format!("request failed: {}", without_url(&error)),
+                retry_after: None,
+            };
         }
     };
     let status = response.status().as_u16();
@@ -51,19 +57,37 @@ pub async fn send(client: &Client, provider: &Provider, message: &DispatchMessag
     let body = match response.bytes().await {
         Ok(body) => body,
         Err(error) if error.is_timeout() => {
-            return CallResult::Transient { reason: format!("timed out after {:?}", provider.timeout), retry_after: None };
+            return CallResult::Transient {
+                reason: format!("timed out after {:?}", provider.timeout),
+                retry_after: None,
+            };
         }
-        Err(error) => return CallResult::Transient { reason: format!("reading response: {}", without_url(&error)), retry_after: None },
+        Err(error) => {
+            return CallResult::Transient {
+                reason: format!("reading response: {}", without_url(&error)),
+                retry_after: None,
+            };
+        }
     };
     match classify_status(status) {
         StatusClass::Success => {
             let id = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
-                v.get("id").or_else(|| v.get("message_id")).and_then(Value::as_str).map(str::to_owned)
+                v.get("id")
+                    .or_else(|| v.get("message_id"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
             });
-            CallResult::Accepted { provider_message_id: id }
+            CallResult::Accepted {
+                provider_message_id: id,
+            }
         }
-        StatusClass::Transient => CallResult::Transient { reason: describe(status, &body), retry_after },
-        StatusClass::Permanent => CallResult::Permanent { reason: describe(status, &body) },
+        StatusClass::Transient => CallResult::Transient {
+            reason: describe(status, &body),
+            retry_after,
+        },
+        StatusClass::Permanent => CallResult::Permanent {
+            reason: describe(status, &body),
+        },
     }
 }
 

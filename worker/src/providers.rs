@@ -52,7 +52,10 @@ pub struct Providers {
 
 impl Providers {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, cache: Arc::default() }
+        Self {
+            pool,
+            cache: Arc::default(),
+        }
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Arc<Provider>, ProviderError> {

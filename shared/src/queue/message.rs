@@ -84,10 +84,16 @@ mod tests {
 
     #[test]
     fn rejects_garbage_and_unknown_versions() {
-        assert!(matches!(DispatchMessage::decode(b"not json"), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            DispatchMessage::decode(b"not json"),
+            Err(DecodeError::Malformed(_))
+        ));
         let mut message = sample();
         message.v = 9;
-        assert!(matches!(DispatchMessage::decode(&message.encode()), Err(DecodeError::Version(9))));
+        assert!(matches!(
+            DispatchMessage::decode(&message.encode()),
+            Err(DecodeError::Version(9))
+        ));
     }
 
     #[test]

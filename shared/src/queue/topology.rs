@@ -24,12 +24,24 @@ pub const DELIVERY_LIMIT: i64 = 20;
 
 /// Declares everything; safe to call any number of times from any service.
 pub async fn declare(channel: &Channel) -> Result<(), lapin::Error> {
-    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
     channel
-        .exchange_declare(DEAD_LETTER_EXCHANGE.into(), ExchangeKind::Fanout, durable, FieldTable::default())
+        .exchange_declare(
+            DEAD_LETTER_EXCHANGE.into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
         .await?;
     channel
-        .queue_declare(DEAD_LETTER_QUEUE.into(), QueueDeclareOptions::durable(), FieldTable::default())
+        .queue_declare(
+            DEAD_LETTER_QUEUE.into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
         .await?;
     channel
         .queue_bind(
@@ -42,10 +54,19 @@ pub async fn declare(channel: &Channel) -> Result<(), lapin::Error> {
         .await?;
 
     channel
-        .exchange_declare(DISPATCH_EXCHANGE.into(), ExchangeKind::Direct, durable, FieldTable::default())
+        .exchange_declare(
+            DISPATCH_EXCHANGE.into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
         .await?;
     channel
-        .queue_declare(DISPATCH_QUEUE.into(), QueueDeclareOptions::durable(), dispatch_queue_arguments())
+        .queue_declare(
+            DISPATCH_QUEUE.into(),
+            QueueDeclareOptions::durable(),
+            dispatch_queue_arguments(),
+        )
         .await?;
     channel
         .queue_bind(
@@ -61,15 +82,29 @@ pub async fn declare(channel: &Channel) -> Result<(), lapin::Error> {
 
 fn dispatch_queue_arguments() -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
-    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(DEAD_LETTER_EXCHANGE.into()));
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(DELIVERY_LIMIT),
+    );
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(DEAD_LETTER_EXCHANGE.into()),
+    );
     args
 }
 
 /// Ready (not yet delivered) messages in a queue, from a passive declare.
 pub async fn ready_messages(channel: &Channel, queue: &str) -> Result<u32, lapin::Error> {
-    let options = QueueDeclareOptions { passive: true, ..Default::default() };
-    let queue = channel.queue_declare(queue.into(), options, FieldTable::default()).await?;
+    let options = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let queue = channel
+        .queue_declare(queue.into(), options, FieldTable::default())
+        .await?;
     Ok(queue.message_count())
 }

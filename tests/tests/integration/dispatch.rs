@@ -11,15 +11,22 @@ use std::time::Duration;
 async fn three_tenants_every_recipient_ends_once() -> Result<()> {
     let env = TestEnv::new(&["--latency", "uniform:5-30", "--reject-prefix", "+1999"]).await?;
     let provider = env.create_provider(&env.provider()).await?;
-    let (a, b, c) = (env.tenant("acme", 1).await?, env.tenant("globex", 1).await?, env.tenant("initech", 2).await?);
+    let (a, b, c) = (
+        env.tenant("acme", 1).await?,
+        env.tenant("globex", 1).await?,
+        env.tenant("initech", 2).await?,
+    );
     // One campaign has 20 numbers the provider rejects with 400: they must fail, once.
     let mut mixed = numbers("+1555100", 180);
     mixed.extend(numbers("+1999000", 20));
     let campaigns = vec![
-        env.campaign(a, provider, "a-1", &numbers("+1555000", 400), 100).await?,
-        env.campaign(a, provider, "a-2", &numbers("+1555001", 150), 100).await?,
+        env.campaign(a, provider, "a-1", &numbers("+1555000", 400), 100)
+            .await?,
+        env.campaign(a, provider, "a-2", &numbers("+1555001", 150), 100)
+            .await?,
         env.campaign(b, provider, "b-1", &mixed, 100).await?,
-        env.campaign(c, provider, "c-1", &numbers("+1555200", 250), 100).await?,
+        env.campaign(c, provider, "c-1", &numbers("+1555200", 250), 100)
+            .await?,
     ];
     let _scheduler = env.scheduler(500, &[])?;
     let _w1 = env.worker(&[("HERALD_WORKER_PREFETCH", "50")])?;
@@ -27,7 +34,8 @@ async fn three_tenants_every_recipient_ends_once() -> Result<()> {
     for &campaign in &campaigns {
         env.start(campaign).await?;
     }
-    env.wait_completed(&campaigns, Duration::from_secs(90)).await?;
+    env.wait_completed(&campaigns, Duration::from_secs(90))
+        .await?;
 
     let (sent, failed, other): (i64, i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE state = 'sent'), count(*) FILTER (WHERE state = 'failed'),
@@ -42,12 +50,19 @@ async fn three_tenants_every_recipient_ends_once() -> Result<()> {
     )
     .fetch_one(&env.pool)
     .await?;
-    assert_eq!(wrong_failures, 0, "only the rejected numbers fail, each after one attempt");
-    let without_id: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM recipients WHERE state = 'sent' AND provider_message_id IS NULL")
-            .fetch_one(&env.pool)
-            .await?;
-    assert_eq!(without_id, 0, "every sent recipient records the provider's message id");
+    assert_eq!(
+        wrong_failures, 0,
+        "only the rejected numbers fail, each after one attempt"
+    );
+    let without_id: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM recipients WHERE state = 'sent' AND provider_message_id IS NULL",
+    )
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(
+        without_id, 0,
+        "every sent recipient records the provider's message id"
+    );
 
     let stats = env.simulator_stats().await?;
     assert_eq!(stats["by_status"]["200"], 980, "{stats}");
@@ -62,11 +77,14 @@ async fn redelivered_finished_work_is_acked_without_a_provider_call() -> Result<
     let env = TestEnv::new(&[]).await?;
     let provider = env.create_provider(&env.provider()).await?;
     let tenant = env.tenant("acme", 1).await?;
-    let campaign = env.campaign(tenant, provider, "once", &numbers("+1555300", 20), 100).await?;
+    let campaign = env
+        .campaign(tenant, provider, "once", &numbers("+1555300", 20), 100)
+        .await?;
     let _scheduler = env.scheduler(300, &[])?;
     let _worker = env.worker(&[])?;
     env.start(campaign).await?;
-    env.wait_completed(&[campaign], Duration::from_secs(30)).await?;
+    env.wait_completed(&[campaign], Duration::from_secs(30))
+        .await?;
     assert_eq!(env.simulator_stats().await?["requests"], 20);
 
     // Publish every finished recipient's message again, exactly as the scheduler did.
@@ -77,7 +95,9 @@ async fn redelivered_finished_work_is_acked_without_a_provider_call() -> Result<
             .await?;
     let connection = env.amqp().await?;
     let channel = connection.create_channel().await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     for (id, seq, address) in &rows {
         let message = DispatchMessage {
             v: FORMAT_VERSION,
@@ -105,7 +125,11 @@ async fn redelivered_finished_work_is_acked_without_a_provider_call() -> Result<
     // The worker consumes them all (the queue empties)...
     let drained = herald_tests::wait_until(Duration::from_secs(20), || {
         let channel = channel.clone();
-        async move { topology::ready_messages(&channel, topology::DISPATCH_QUEUE).await.is_ok_and(|n| n == 0) }
+        async move {
+            topology::ready_messages(&channel, topology::DISPATCH_QUEUE)
+                .await
+                .is_ok_and(|n| n == 0)
+        }
     })
     .await;
     assert!(drained.is_ok(), "redelivered messages were not consumed");

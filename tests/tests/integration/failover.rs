@@ -5,7 +5,10 @@ use herald_tests::{Result, TestEnv, numbers, wait_until};
 use std::time::{Duration, Instant};
 
 async fn sent(env: &TestEnv) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM recipients WHERE state = 'sent'").fetch_one(&env.pool).await.unwrap_or(0)
+    sqlx::query_scalar("SELECT count(*) FROM recipients WHERE state = 'sent'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,9 +20,14 @@ async fn killed_and_terminated_workers_lose_nothing() -> Result<()> {
     let provider = env.create_provider(&provider).await?;
     let tenant = env.tenant("acme", 1).await?;
     let total = 6_000;
-    let campaign = env.campaign(tenant, provider, "c", &numbers("+1555900", total), 1_000).await?;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers("+1555900", total), 1_000)
+        .await?;
     let _scheduler = env.scheduler(500, &[])?;
-    let worker_env = [("HERALD_WORKER_PREFETCH", "50"), ("HERALD_WORKER_LEASE_GRACE_MS", "1000")];
+    let worker_env = [
+        ("HERALD_WORKER_PREFETCH", "50"),
+        ("HERALD_WORKER_LEASE_GRACE_MS", "1000"),
+    ];
     let mut killed = env.worker(&worker_env)?;
     let mut terminated = env.worker(&worker_env)?;
     env.start(campaign).await?;
@@ -28,28 +36,54 @@ async fn killed_and_terminated_workers_lose_nothing() -> Result<()> {
         let env = &env;
         move || async move { sent(env).await >= n }
     };
-    wait_until(Duration::from_secs(30), progress(300)).await.map_err(|_| anyhow::anyhow!("no progress"))?;
+    wait_until(Duration::from_secs(30), progress(300))
+        .await
+        .map_err(|_| anyhow::anyhow!("no progress"))?;
     killed.kill();
     // Past the killed worker's leases (2 s timeout + 1 s grace), the other keeps going.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let before_term = sent(&env).await;
-    wait_until(Duration::from_secs(30), progress(before_term + 300)).await.map_err(|_| anyhow::anyhow!("stalled"))?;
+    wait_until(Duration::from_secs(30), progress(before_term + 300))
+        .await
+        .map_err(|_| anyhow::anyhow!("stalled"))?;
 
     let asked = Instant::now();
     terminated.terminate();
-    let status = terminated.wait(Duration::from_secs(35)).await.expect("worker exits after SIGTERM");
-    assert_eq!(status.code(), Some(0), "SIGTERM exits 0\n{}", terminated.log_text());
-    assert!(asked.elapsed() < Duration::from_secs(30), "drained within the drain timeout");
-    assert!(terminated.log_text().contains("draining"), "the worker drained before exiting");
+    let status = terminated
+        .wait(Duration::from_secs(35))
+        .await
+        .expect("worker exits after SIGTERM");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM exits 0\n{}",
+        terminated.log_text()
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "drained within the drain timeout"
+    );
+    assert!(
+        terminated.log_text().contains("draining"),
+        "the worker drained before exiting"
+    );
     // It finished what it held: nothing of it is left mid-send.
-    let sending: i64 = sqlx::query_scalar("SELECT count(*) FROM recipients WHERE state = 'sending'")
-        .fetch_one(&env.pool)
-        .await?;
-    assert_eq!(sending, 0, "a terminated worker leaves no recipient mid-send");
-    assert!(sent(&env).await < total as i64, "work remained for a new worker");
+    let sending: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM recipients WHERE state = 'sending'")
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(
+        sending, 0,
+        "a terminated worker leaves no recipient mid-send"
+    );
+    assert!(
+        sent(&env).await < total as i64,
+        "work remained for a new worker"
+    );
 
     let _fresh = env.worker(&[])?;
-    env.wait_completed(&[campaign], Duration::from_secs(60)).await?;
+    env.wait_completed(&[campaign], Duration::from_secs(60))
+        .await?;
     let states = env.states(campaign).await?;
     assert_eq!(states.get("sent"), Some(&(total as i64)), "{states:?}");
     let stats = env.simulator_stats().await?;
@@ -74,33 +108,51 @@ async fn a_standby_scheduler_takes_over_within_two_ticks_without_double_sends() 
     let provider = env.create_provider(&env.provider()).await?;
     let tenant = env.tenant("acme", 1).await?;
     let total = 6_000;
-    let campaign = env.campaign(tenant, provider, "c", &numbers("+1555950", total), 300).await?;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers("+1555950", total), 300)
+        .await?;
     let requeue = [("HERALD_SCHEDULER_REQUEUE_AFTER_MS", "5000")];
     let mut first = env.scheduler(TICK_MS, &requeue)?;
-    wait_until(Duration::from_secs(10), || async { leader_lock_holders(&env).await == 1 })
-        .await
-        .map_err(|_| anyhow::anyhow!("no leader"))?;
+    wait_until(Duration::from_secs(10), || async {
+        leader_lock_holders(&env).await == 1
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no leader"))?;
     let mut second = env.scheduler(TICK_MS, &requeue)?;
     let _worker = env.worker(&[("HERALD_WORKER_PREFETCH", "50")])?;
     env.start(campaign).await?;
 
-    wait_until(Duration::from_secs(30), || async { sent(&env).await >= 1_000 })
-        .await
-        .map_err(|_| anyhow::anyhow!("no progress"))?;
+    wait_until(Duration::from_secs(30), || async {
+        sent(&env).await >= 1_000
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no progress"))?;
     assert!(first.log_text().contains("became the leader"));
-    assert!(!second.log_text().contains("became the leader"), "only one scheduler leads");
+    assert!(
+        !second.log_text().contains("became the leader"),
+        "only one scheduler leads"
+    );
     assert_eq!(leader_lock_holders(&env).await, 1);
 
     first.kill();
     let killed_at = Instant::now();
-    wait_until(Duration::from_millis(5 * TICK_MS), || async { second.log_text().contains("became the leader") })
-        .await
-        .map_err(|_| anyhow::anyhow!("the standby never took over"))?;
+    wait_until(Duration::from_millis(5 * TICK_MS), || async {
+        second.log_text().contains("became the leader")
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the standby never took over"))?;
     let takeover = killed_at.elapsed();
-    assert!(takeover <= Duration::from_millis(2 * TICK_MS + 200), "takeover took {takeover:?}");
+    assert!(
+        takeover <= Duration::from_millis(2 * TICK_MS + 200),
+        "takeover took {takeover:?}"
+    );
 
-    env.wait_completed(&[campaign], Duration::from_secs(90)).await?;
-    assert_eq!(env.states(campaign).await?.get("sent"), Some(&(total as i64)));
+    env.wait_completed(&[campaign], Duration::from_secs(90))
+        .await?;
+    assert_eq!(
+        env.states(campaign).await?.get("sent"),
+        Some(&(total as i64))
+    );
     let stats = env.simulator_stats().await?;
     assert_eq!(stats["duplicates"], 0, "no recipient sent twice: {stats}");
     assert_eq!(stats["requests"], total, "one request per recipient");

@@ -9,7 +9,15 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_500s_then_success_is_sent_after_four_attempts_with_backoff() -> Result<()> {
-    let env = TestEnv::new(&["--fail-first", "3", "--fail-status", "500", "--reject-prefix", "+1999"]).await?;
+    let env = TestEnv::new(&[
+        "--fail-first",
+        "3",
+        "--fail-status",
+        "500",
+        "--reject-prefix",
+        "+1999",
+    ])
+    .await?;
     let mut provider = env.provider();
     provider.max_attempts = 5;
     provider.retry_base_ms = 400;
@@ -17,11 +25,14 @@ async fn three_500s_then_success_is_sent_after_four_attempts_with_backoff() -> R
     let tenant = env.tenant("acme", 1).await?;
     let mut addresses = numbers("+1555400", 3);
     addresses.push("+19990000001".into());
-    let campaign = env.campaign(tenant, provider, "flaky", &addresses, 100).await?;
+    let campaign = env
+        .campaign(tenant, provider, "flaky", &addresses, 100)
+        .await?;
     let _scheduler = env.scheduler(250, &[])?;
     let _worker = env.worker(&[])?;
     env.start(campaign).await?;
-    env.wait_completed(&[campaign], Duration::from_secs(60)).await?;
+    env.wait_completed(&[campaign], Duration::from_secs(60))
+        .await?;
 
     let rows: Vec<(i64, String, String, i32, Option<String>)> = sqlx::query_as(
         "SELECT id, address, state, attempts, last_error FROM recipients WHERE campaign_id = $1 ORDER BY id",
@@ -33,7 +44,10 @@ async fn three_500s_then_success_is_sent_after_four_attempts_with_backoff() -> R
         let key = format!("herald-{}-{id}", campaign.simple());
         let history = env.simulator_requests(&key).await?;
         let history = history.as_array().cloned().unwrap_or_default();
-        let statuses: Vec<i64> = history.iter().filter_map(|r| r["status"].as_i64()).collect();
+        let statuses: Vec<i64> = history
+            .iter()
+            .filter_map(|r| r["status"].as_i64())
+            .collect();
         if address.starts_with("+1999") {
             // 400: permanent, failed at once, one request, the provider's error kept.
             assert_eq!((state.as_str(), attempts), ("failed", 1));
@@ -44,10 +58,18 @@ async fn three_500s_then_success_is_sent_after_four_attempts_with_backoff() -> R
         assert_eq!((state.as_str(), attempts), ("sent", 4), "{address}");
         assert_eq!(statuses, vec![500, 500, 500, 200], "{address}");
         // Each retry waited at least the lower edge of its jittered backoff (base·2^(k-1)/2).
-        let arrivals: Vec<i64> = history.iter().filter_map(|r: &Value| r["arrived_ms"].as_i64()).collect();
+        let arrivals: Vec<i64> = history
+            .iter()
+            .filter_map(|r: &Value| r["arrived_ms"].as_i64())
+            .collect();
         for (k, pair) in arrivals.windows(2).enumerate() {
             let min_gap = 400 * (1 << k) / 2;
-            assert!(pair[1] - pair[0] >= min_gap, "retry {} of {address} came after {} ms", k + 1, pair[1] - pair[0]);
+            assert!(
+                pair[1] - pair[0] >= min_gap,
+                "retry {} of {address} came after {} ms",
+                k + 1,
+                pair[1] - pair[0]
+            );
         }
     }
     Ok(())
@@ -60,7 +82,9 @@ async fn an_undecodable_message_lands_in_the_dead_letter_queue() -> Result<()> {
     let connection = env.amqp().await?;
     let channel = connection.create_channel().await?;
     topology::declare(&channel).await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     let confirm = channel
         .basic_publish(
             topology::DISPATCH_EXCHANGE.into(),
@@ -74,12 +98,26 @@ async fn an_undecodable_message_lands_in_the_dead_letter_queue() -> Result<()> {
     assert!(confirm.is_ack());
     let dead_lettered = herald_tests::wait_until(Duration::from_secs(20), || {
         let channel = channel.clone();
-        async move { topology::ready_messages(&channel, topology::DEAD_LETTER_QUEUE).await.is_ok_and(|n| n == 1) }
+        async move {
+            topology::ready_messages(&channel, topology::DEAD_LETTER_QUEUE)
+                .await
+                .is_ok_and(|n| n == 1)
+        }
     })
     .await;
-    assert!(dead_lettered.is_ok(), "the message did not reach {}", topology::DEAD_LETTER_QUEUE);
-    assert_eq!(topology::ready_messages(&channel, topology::DISPATCH_QUEUE).await?, 0);
+    assert!(
+        dead_lettered.is_ok(),
+        "the message did not reach {}",
+        topology::DEAD_LETTER_QUEUE
+    );
+    assert_eq!(
+        topology::ready_messages(&channel, topology::DISPATCH_QUEUE).await?,
+        0
+    );
     assert_eq!(env.simulator_stats().await?["requests"], 0);
-    assert!(worker.wait(Duration::from_millis(10)).await.is_none(), "the worker survives a poison message");
+    assert!(
+        worker.wait(Duration::from_millis(10)).await.is_none(),
+        "the worker survives a poison message"
+    );
     Ok(())
 }
