@@ -41,9 +41,13 @@ pub async fn activate_due_campaigns(pool: &PgPool) -> Result<Vec<(Uuid, Uuid)>, 
     .await
 }
 
-/// Running campaigns with due recipients. The counts stop at the batch size, so each costs at
-/// most one batch of index entries however large the campaign.
-pub async fn active_campaigns(pool: &PgPool) -> Result<Vec<ActiveCampaign>, sqlx::Error> {
+/// Running campaigns with due recipients. The counts stop at the batch size or the tick's
+/// budget, whichever is smaller, so each costs at most that many index entries however large
+/// the campaign.
+pub async fn active_campaigns(
+    pool: &PgPool,
+    budget: u32,
+) -> Result<Vec<ActiveCampaign>, sqlx::Error> {
     sqlx::query_as(
         "SELECT * FROM (
              SELECT c.id, c.tenant_id, t.weight AS tenant_weight, c.provider_id, c.channel, c.template,
@@ -51,17 +55,18 @@ pub async fn active_campaigns(pool: &PgPool) -> Result<Vec<ActiveCampaign>, sqlx
                           (SELECT count(*) FROM (SELECT 1 FROM recipients r
                                                  WHERE r.campaign_id = c.id AND r.state = 'pending'
                                                    AND r.attempts > 0 AND r.next_attempt_at <= now()
-                                                 LIMIT c.batch_size) due_retries)
+                                                 LIMIT least(c.batch_size, $1)) due_retries)
                         + (SELECT count(*) FROM (SELECT 1 FROM recipients r
                                                  WHERE r.campaign_id = c.id AND r.state = 'pending'
                                                    AND r.attempts = 0
-                                                 LIMIT c.batch_size) fresh)) AS due
+                                                 LIMIT least(c.batch_size, $1)) fresh)) AS due
              FROM campaigns c JOIN tenants t ON t.id = c.tenant_id
              WHERE c.status = 'running'
          ) a
          WHERE due > 0
          ORDER BY tenant_id, id",
     )
+    .bind(i64::from(budget))
     .fetch_all(pool)
     .await
 }

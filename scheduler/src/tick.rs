@@ -82,7 +82,7 @@ impl Ticker {
         report.budget = self
             .estimator
             .budget(report.depth, self.last_publish.elapsed());
-        let campaigns = claim::active_campaigns(pool).await?;
+        let campaigns = claim::active_campaigns(pool, report.budget).await?;
         report.campaigns = campaigns.len();
         let (messages, claims) = self.claim_plan(&campaigns, report.budget).await?;
 
