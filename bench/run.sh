@@ -24,17 +24,7 @@ trap stop EXIT
 
 run_one() {
   local latency="$1"
-  export HERALD_DATABASE_URL="postgres://herald:herald@127.0.0.1:5432/herald_bench"
-  su postgres -c "psql -qAt" >/dev/null <<'SQL'
-SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'herald_bench';
-DROP DATABASE IF EXISTS herald_bench;
-CREATE DATABASE herald_bench OWNER herald;
-SQL
-  curl -fsS -u guest:guest -X DELETE http://127.0.0.1:15672/api/vhosts/herald-bench >/dev/null 2>&1 || true
-  curl -fsS -u guest:guest -X PUT http://127.0.0.1:15672/api/vhosts/herald-bench >/dev/null
-  curl -fsS -u guest:guest -X PUT -H 'content-type: application/json' \
-    -d '{"configure":".*","write":".*","read":".*"}' http://127.0.0.1:15672/api/permissions/herald-bench/guest >/dev/null
-  export HERALD_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/herald-bench"
+  fresh_database_and_vhost herald_bench
   "$BIN/herald-scheduler" migrate
   export HERALD_SIMULATOR_URL="http://127.0.0.1:9191"
   "$BIN/herald-simulator" --listen 127.0.0.1:9191 --latency "fixed:$latency" >"$LOGS/simulator-$latency.log" 2>&1 & pids+=($!)

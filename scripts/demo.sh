@@ -15,19 +15,9 @@ BIN="$CARGO_TARGET_DIR/release"
 LOGS="$ROOT/.demo"
 mkdir -p "$LOGS"
 
-# A fresh demo database each run, so the summary shows only this run.
-export HERALD_DATABASE_URL="postgres://herald:herald@127.0.0.1:5432/herald_demo"
-su postgres -c "psql -qAt" >/dev/null <<'SQL'
-SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'herald_demo';
-DROP DATABASE IF EXISTS herald_demo;
-CREATE DATABASE herald_demo OWNER herald;
-SQL
-# A vhost of its own keeps the demo's queues apart from anything else on the broker.
-curl -fsS -u guest:guest -X DELETE http://127.0.0.1:15672/api/vhosts/herald-demo >/dev/null 2>&1 || true
-curl -fsS -u guest:guest -X PUT http://127.0.0.1:15672/api/vhosts/herald-demo >/dev/null
-curl -fsS -u guest:guest -X PUT -H 'content-type: application/json' \
-  -d '{"configure":".*","write":".*","read":".*"}' http://127.0.0.1:15672/api/permissions/herald-demo/guest >/dev/null
-export HERALD_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/herald-demo"
+# A fresh database and vhost each run, so the summary shows only this run and the demo's
+# queues stay apart from anything else on the broker.
+fresh_database_and_vhost herald_demo
 
 echo "==> migrating"
 "$BIN/herald-scheduler" migrate

@@ -12,3 +12,22 @@ require_cargo() {
   fi
   command -v cargo >/dev/null 2>&1 || { echo "error: Rust (cargo ≥ 1.94) is needed: https://rustup.rs" >&2; exit 1; }
 }
+
+# Gives a run a database and a vhost of its own, both named $1, empty, and points
+# HERALD_DATABASE_URL / HERALD_AMQP_URL at them.
+fresh_database_and_vhost() {
+  local name="$1" sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo su postgres -c "psql -qAt" >/dev/null <<SQL
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$name';
+DROP DATABASE IF EXISTS "$name";
+CREATE DATABASE "$name" OWNER herald;
+SQL
+  local api="http://127.0.0.1:15672/api"
+  curl -fsS -u guest:guest -X DELETE "$api/vhosts/$name" >/dev/null 2>&1 || true
+  curl -fsS -u guest:guest -X PUT "$api/vhosts/$name" >/dev/null
+  curl -fsS -u guest:guest -X PUT -H 'content-type: application/json' \
+    -d '{"configure":".*","write":".*","read":".*"}' "$api/permissions/$name/guest" >/dev/null
+  export HERALD_DATABASE_URL="postgres://herald:herald@127.0.0.1:5432/$name"
+  export HERALD_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$name"
+}
