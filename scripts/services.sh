@@ -49,7 +49,18 @@ SQL
 if ! $SUDO rabbitmqctl -q status >/dev/null 2>&1; then
   log "starting RabbitMQ"
   $SUDO rabbitmq-server -detached >/dev/null 2>&1 || true
-  $SUDO rabbitmqctl -q await_startup --timeout 60 >/dev/null
+  # `-detached` returns before the node registers with epmd, and `await_startup` fails at
+  # once on a node that is not registered yet: poll until the node answers, then wait for
+  # its boot to finish (restoring many vhosts and quorum queues can take a while).
+  for i in $(seq 1 120); do
+    $SUDO rabbitmqctl -q ping >/dev/null 2>&1 && break
+    if [ "$i" -eq 120 ]; then
+      echo "error: RabbitMQ did not start within 60 s; see /var/log/rabbitmq/" >&2
+      exit 1
+    fi
+    sleep 0.5
+  done
+  $SUDO rabbitmqctl -q await_startup --timeout 120 >/dev/null
 fi
 if ! curl -fsS -u guest:guest http://127.0.0.1:15672/api/overview >/dev/null 2>&1; then
   log "enabling the RabbitMQ management API"
