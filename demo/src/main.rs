@@ -324,13 +324,18 @@ async fn bench(
         .await?
         .pop()
         .context("bench campaign vanished")?;
+    // The provider's own count is the check that speed did not cost correctness.
+    let stats = simulator_stats(simulator_url).await?;
     println!(
-        "{label}: {} sent, {} failed in {:.1} s: {:.0} msg/s end to end, {:.0} msg/s steady state",
+        "{label}: {} sent, {} failed in {:.1} s: {:.0} msg/s end to end, {:.0} msg/s steady state; \
+         provider saw {} requests, {} duplicates",
         row.sent,
         row.failed,
         total_secs,
         row.sent as f64 / total_secs.max(0.001),
-        steady_rate
+        steady_rate,
+        stats["requests"],
+        stats["duplicates"],
     );
     Ok(())
 }

@@ -109,7 +109,7 @@ pub async fn release(pool: &PgPool, claims: &[(i64, i32)]) -> Result<u64, sqlx::
     let done = sqlx::query(
         "UPDATE recipients r SET state = 'pending', queued_at = NULL, updated_at = now()
          FROM unnest($1::bigint[], $2::int[]) AS c(id, seq)
-         WHERE r.id = c.id AND r.dispatch_seq = c.seq AND r.state = 'queued'",
+         WHERE r.id = ANY($1) AND r.id = c.id AND r.dispatch_seq = c.seq AND r.state = 'queued'",
     )
     .bind(&ids)
     .bind(&seqs)

@@ -65,10 +65,15 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
 
     let mut interval = tokio::time::interval(config.tick());
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let starvation_poll = (config.tick() / 8).max(Duration::from_millis(50));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = interval.tick() => {}
+            () = ticker.starved(starvation_poll) => {
+                tracing::debug!("queue ran dry with work waiting; ticking early");
+                interval.reset();
+            }
         }
         if !leadership.refresh().await {
             continue;

@@ -39,6 +39,8 @@ pub struct Ticker {
     requeue_after: Duration,
     count: usize,
     last_publish: Instant,
+    /// Whether the last tick published its whole budget (so more work was waiting).
+    budget_limited: bool,
 }
 
 impl Ticker {
@@ -55,6 +57,26 @@ impl Ticker {
             requeue_after,
             count: 0,
             last_publish: Instant::now(),
+            budget_limited: false,
+        }
+    }
+
+    /// Resolves when the workers are starved: the last tick published its whole budget (work
+    /// is waiting) and the queue has run dry since. Checked every `poll`; pending forever when
+    /// the last tick was not budget-limited, so an idle scheduler does not poll the broker.
+    ///
+    /// Ticking again at once, rather than at the next tick, lets the drain estimate ramp up in
+    /// a fraction of the tick (a cold start reaches full speed in about a second, not ten)
+    /// and keeps fast workers fed between ticks, without ever filling the queue deeper.
+    pub async fn starved(&mut self, poll: Duration) {
+        if !self.budget_limited {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(poll).await;
+            if matches!(self.publisher.queue_depth().await, Ok(0)) {
+                return;
+            }
         }
     }
 
@@ -91,6 +113,7 @@ impl Ticker {
             Err(error) => {
                 release_or_log(pool, &claims).await;
                 self.estimator.published(report.depth, 0, report.budget);
+                self.budget_limited = false;
                 return Err(error.into());
             }
         };
@@ -109,6 +132,7 @@ impl Ticker {
             report.budget,
         );
         self.last_publish = Instant::now();
+        self.budget_limited = report.budget > 0 && report.published >= report.budget as usize;
 
         for (campaign_id, tenant_id) in sweeper::complete_finished_campaigns(pool).await? {
             tracing::info!(%campaign_id, %tenant_id, "campaign completed");

@@ -5,6 +5,11 @@
 //! stale, re-dispatched) is answered `None` and its message is acked unsent. Messages of a
 //! paused campaign hand their recipient back to `pending`, of a cancelled one to `cancelled`.
 //! `record` writes the outcome, again only while the lease is ours.
+//!
+//! Every statement that joins `recipients` to an `unnest` of ids also says `r.id = ANY($1)`:
+//! without it the planner, blind to the array's size, may hash-join against a partial index
+//! full of dead entries from finished recipients and scan it whole (measured: 83 ms per
+//! statement instead of about 1 ms), while `= ANY` pins it to primary-key lookups.
 
 use crate::outcome::Decision;
 use sqlx::PgPool;
@@ -34,7 +39,7 @@ pub async fn begin(
              SET state = 'sending', attempts = r.attempts + 1, updated_at = now(),
                  lease_until = now() + make_interval(secs => p.timeout_ms / 1000.0 + $3)
              FROM m, campaigns c, providers p
-             WHERE r.id = m.id AND r.dispatch_seq = m.seq
+             WHERE r.id = ANY($1) AND r.id = m.id AND r.dispatch_seq = m.seq
                AND c.id = r.campaign_id AND p.id = c.provider_id AND c.status = 'running'
                AND (r.state = 'queued' OR (r.state = 'sending' AND r.lease_until < now()))
              RETURNING r.id, r.dispatch_seq, r.attempts
@@ -44,7 +49,7 @@ pub async fn begin(
              SET state = CASE WHEN c.status = 'cancelled' THEN 'cancelled' ELSE 'pending' END,
                  queued_at = NULL, updated_at = now()
              FROM m, campaigns c
-             WHERE r.id = m.id AND r.dispatch_seq = m.seq AND r.state = 'queued'
+             WHERE r.id = ANY($1) AND r.id = m.id AND r.dispatch_seq = m.seq AND r.state = 'queued'
                AND c.id = r.campaign_id AND c.status IN ('paused', 'cancelled')
              RETURNING r.id
          )
@@ -117,7 +122,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
                  lease_until = NULL, queued_at = NULL, updated_at = now()
              FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[])
                   AS o(id, seq, state, message_id, error, delay)
-             WHERE r.id = o.id AND r.dispatch_seq = o.seq AND r.state = 'sending'
+             WHERE r.id = ANY($1) AND r.id = o.id AND r.dispatch_seq = o.seq AND r.state = 'sending'
              RETURNING r.campaign_id, r.state
          )
          UPDATE campaigns c SET first_sent_at = now()
