@@ -4,7 +4,7 @@
 #![allow(clippy::print_stdout)]
 
 use anyhow::{Context, bail};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use herald_shared::catalog::{self, NewCampaign, NewProvider, NewRecipient};
 use herald_shared::domain::Channel;
@@ -197,7 +197,10 @@ async fn demo(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    summary(&progress::campaigns(pool, &campaigns).await?);
+    summary(
+        &progress::campaigns(pool, &campaigns).await?,
+        &last_sends(pool, &campaigns).await?,
+    );
     if let Ok(stats) = simulator_stats(simulator_url).await {
         println!(
             "provider simulator: {} requests, {} accepted, {} duplicates",
@@ -241,7 +244,25 @@ fn draw(rows: &[CampaignProgress], previous_lines: usize) -> usize {
     rows.len()
 }
 
-fn summary(rows: &[CampaignProgress]) {
+/// When each campaign's last send happened: read once for the summary, straight from the
+/// recipients (progress counters do not keep it).
+async fn last_sends(
+    pool: &PgPool,
+    ids: &[Uuid],
+) -> anyhow::Result<std::collections::HashMap<Uuid, DateTime<Utc>>> {
+    let rows: Vec<(Uuid, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT campaign_id, max(sent_at) FROM recipients WHERE campaign_id = ANY($1) GROUP BY campaign_id",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, at)| Some((id, at?)))
+        .collect())
+}
+
+fn summary(rows: &[CampaignProgress], last_sent: &std::collections::HashMap<Uuid, DateTime<Utc>>) {
     println!("\nSummary");
     println!(
         "{:<22} {:<16} {:>8} {:>8} {:>7} {:>16} {:>10} {:>12}",
@@ -251,7 +272,7 @@ fn summary(rows: &[CampaignProgress]) {
         let first = row
             .time_to_first_send()
             .map_or("-".into(), |d| d.num_milliseconds().to_string());
-        let took = match (row.started_at, row.last_sent_at) {
+        let took = match (row.started_at, last_sent.get(&row.id).copied()) {
             (Some(start), Some(end)) => (end - start).num_milliseconds() as f64 / 1000.0,
             _ => 0.0,
         };
@@ -266,7 +287,7 @@ fn summary(rows: &[CampaignProgress]) {
         );
     }
     let start = rows.iter().filter_map(|r| r.started_at).min();
-    let end = rows.iter().filter_map(|r| r.last_sent_at).max();
+    let end = last_sent.values().copied().max();
     if let (Some(start), Some(end)) = (start, end) {
         let secs = (end - start).num_milliseconds() as f64 / 1000.0;
         let sent: i64 = rows.iter().map(|r| r.sent).sum();

@@ -2,9 +2,15 @@
 //!
 //! A deep queue is what makes a newcomer wait: its first message lands behind everything
 //! already queued. So the scheduler measures how fast the workers drain the queue and only
-//! tops it up to `drain rate × tick × depth_ticks`. When the queue ran dry while the last tick
-//! was budget-limited, the workers may have been starved, so the estimate probes upwards
-//! (like TCP slow start) until the queue stops running dry.
+//! tops it up to `drain rate × tick × depth_ticks`. When the queue ran dry while work was
+//! waiting, the workers may have been starved, so the estimate probes upwards (like TCP slow
+//! start) until the queue stops running dry.
+//!
+//! The rate is measured only over whole ticks. Between ticks, the scheduler may top the
+//! queue up when it sees it empty ([`DrainEstimator::top_up`]): that keeps fast workers fed
+//! and makes a cold start quick, but it never changes the estimate, because a measurement
+//! over a fraction of a tick is dominated by the messages the workers' prefetch buffers
+//! swallow at once, and would overshoot.
 
 use std::time::Duration;
 
@@ -20,18 +26,28 @@ pub struct Limits {
     pub max_budget: u32,
 }
 
-/// Growth factor when the queue ran dry under a budget-limited tick.
+/// Growth factor when the queue ran dry with work waiting.
 const PROBE_GROWTH: f64 = 2.0;
 /// Weight of the newest drain measurement in the moving average.
 const EWMA_ALPHA: f64 = 0.5;
+
+/// What happened since the last measurement.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    depth_at_start: u64,
+    published: u64,
+    /// A publish used its whole budget: more work was waiting.
+    budget_limited: bool,
+    /// The queue was seen empty between ticks (and topped up).
+    ran_dry: bool,
+}
 
 #[derive(Debug, Clone)]
 pub struct DrainEstimator {
     limits: Limits,
     /// Messages per second the workers drain, as estimated.
     rate: f64,
-    /// Queue depth right after the last publish, and whether that publish used all its budget.
-    last: Option<(u64, bool)>,
+    window: Option<Window>,
 }
 
 impl DrainEstimator {
@@ -39,7 +55,7 @@ impl DrainEstimator {
         Self {
             limits,
             rate: 0.0,
-            last: None,
+            window: None,
         }
     }
 
@@ -48,16 +64,23 @@ impl DrainEstimator {
         self.rate
     }
 
-    /// Takes in the queue depth seen at the start of a tick, `elapsed` after the last publish,
-    /// and returns how many messages may be published now.
+    /// At a tick: takes in the queue depth now, `elapsed` since the previous tick, updates
+    /// the estimate and returns how many messages may be published.
     pub fn budget(&mut self, depth: u64, elapsed: Duration) -> u32 {
-        if let Some((after_publish, budget_limited)) = self.last.take() {
+        if let Some(window) = self.window.take() {
             let secs = elapsed.as_secs_f64().max(0.001);
-            let observed = after_publish.saturating_sub(depth) as f64 / secs;
-            if depth == 0 {
-                // Everything was drained: `observed` is only a lower bound on the capacity.
+            let drained = (window.depth_at_start + window.published).saturating_sub(depth);
+            let observed = drained as f64 / secs;
+            if window.ran_dry {
+                // Topped up whenever it ran dry, the workers were kept busy all tick long:
+                // `observed` is close to what they can do (each top-up brought a whole
+                // target's worth, so a faster fleet shows up in the next measurement).
                 self.rate = self.rate.max(observed);
-                if budget_limited {
+            } else if depth == 0 {
+                // Idle at some point with nobody topping up: `observed` is only a lower
+                // bound, so probe upwards if work was waiting.
+                self.rate = self.rate.max(observed);
+                if window.budget_limited {
                     self.rate = self.rate.max(self.floor_rate()) * PROBE_GROWTH;
                 }
             } else {
@@ -67,18 +90,39 @@ impl DrainEstimator {
                 f64::from(self.limits.max_budget) / self.limits.tick.as_secs_f64().max(0.001);
             self.rate = self.rate.min(ceiling);
         }
+        self.window = Some(Window {
+            depth_at_start: depth,
+            published: 0,
+            budget_limited: false,
+            ran_dry: false,
+        });
+        self.room(depth)
+    }
+
+    /// Between ticks, when the queue was seen at `depth` (normally 0) while work is waiting:
+    /// how many messages may be published to bring it back to the target depth. The
+    /// estimate is left alone.
+    pub fn top_up(&mut self, depth: u64) -> u32 {
+        if let Some(window) = self.window.as_mut() {
+            window.ran_dry |= depth == 0;
+        }
+        self.room(depth)
+    }
+
+    /// Records what was published after [`budget`](Self::budget) or
+    /// [`top_up`](Self::top_up) returned `budget`.
+    pub fn published(&mut self, published: u32, budget: u32) {
+        if let Some(window) = self.window.as_mut() {
+            window.published += u64::from(published);
+            window.budget_limited |= budget > 0 && published >= budget;
+        }
+    }
+
+    fn room(&self, depth: u64) -> u32 {
         let target = (self.rate * self.limits.tick.as_secs_f64() * self.limits.depth_ticks)
             .max(f64::from(self.limits.min_budget));
         let room = (target - depth as f64).max(0.0);
         (room as u32).min(self.limits.max_budget)
-    }
-
-    /// Records what was published after [`budget`](Self::budget) returned `budget`.
-    pub fn published(&mut self, depth_before: u64, published: u32, budget: u32) {
-        self.last = Some((
-            depth_before + u64::from(published),
-            budget > 0 && published >= budget,
-        ));
     }
 
     fn floor_rate(&self) -> f64 {
@@ -108,7 +152,7 @@ mod tests {
         for _ in 0..ticks {
             let budget = est.budget(depth, TICK);
             trace.push((depth, budget));
-            est.published(depth, budget, budget);
+            est.published(budget, budget);
             depth = (depth + u64::from(budget)).saturating_sub(capacity);
         }
         trace
@@ -147,7 +191,7 @@ mod tests {
         let mut est = estimator();
         for _ in 0..10 {
             let budget = est.budget(0, TICK);
-            est.published(0, 0, budget);
+            est.published(0, budget);
         }
         assert_eq!(est.budget(0, TICK), 100);
     }
@@ -158,5 +202,67 @@ mod tests {
         let trace = run(&mut est, 1_000_000, 40);
         assert!(trace.iter().all(|&(_, budget)| budget <= 10_000));
         assert_eq!(trace[39].1, 10_000);
+    }
+
+    /// Workers that drain `capacity` per tick, with a prefetch buffer that swallows up to
+    /// `prefetch` messages the moment they are published; the scheduler tops up whenever it
+    /// sees the queue empty, `polls` times per tick.
+    fn run_with_top_ups(
+        est: &mut DrainEstimator,
+        capacity: u64,
+        prefetch: u64,
+        polls: u64,
+        ticks: usize,
+    ) -> u64 {
+        let (mut depth, mut buffered, mut deepest) = (0u64, 0u64, 0u64);
+        let publish = |depth: &mut u64, buffered: &mut u64, n: u32| {
+            *depth += u64::from(n);
+            let moved = (*depth).min(prefetch - *buffered);
+            *depth -= moved;
+            *buffered += moved;
+        };
+        for _ in 0..ticks {
+            let budget = est.budget(depth, TICK);
+            publish(&mut depth, &mut buffered, budget);
+            est.published(budget, budget);
+            deepest = deepest.max(depth);
+            for _ in 0..polls {
+                // Drain a slice of a tick, then refill the prefetch buffer from the queue.
+                buffered = buffered.saturating_sub(capacity / polls);
+                publish(&mut depth, &mut buffered, 0);
+                if depth == 0 {
+                    let budget = est.top_up(0);
+                    publish(&mut depth, &mut buffered, budget);
+                    est.published(budget, budget);
+                    deepest = deepest.max(depth);
+                }
+            }
+        }
+        deepest
+    }
+
+    #[test]
+    fn top_ups_feed_fast_workers_without_inflating_the_estimate() {
+        let mut est = estimator();
+        // 300 per tick with a 60-message prefetch: top-ups every eighth of a tick must not
+        // make the estimate run away (the queue stays about one tick of work deep).
+        let deepest = run_with_top_ups(&mut est, 300, 60, 8, 30);
+        assert!(deepest <= 700, "queue reached {deepest}");
+        assert!(
+            (250.0..=700.0).contains(&est.rate()),
+            "estimate {} for 300/tick",
+            est.rate()
+        );
+    }
+
+    #[test]
+    fn top_ups_reach_a_fast_drain_rate_within_a_few_ticks() {
+        let mut est = estimator();
+        run_with_top_ups(&mut est, 8_000, 2_000, 8, 4);
+        assert!(
+            est.rate() >= 4_000.0,
+            "estimate {} after 4 ticks",
+            est.rate()
+        );
     }
 }

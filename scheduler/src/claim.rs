@@ -15,6 +15,7 @@ pub struct ActiveCampaign {
     pub id: Uuid,
     pub tenant_id: Uuid,
     pub tenant_weight: i32,
+    pub campaign_weight: i32,
     pub provider_id: Uuid,
     pub channel: String,
     pub template: String,
@@ -41,16 +42,17 @@ pub async fn activate_due_campaigns(pool: &PgPool) -> Result<Vec<(Uuid, Uuid)>, 
     .await
 }
 
-/// Running campaigns with due recipients. The counts stop at the batch size or the tick's
-/// budget, whichever is smaller, so each costs at most that many index entries however large
-/// the campaign.
+/// Running campaigns with due recipients, leaving out those inside their quiet hours or past
+/// their expiry. The counts stop at the batch size or the tick's budget, whichever is
+/// smaller, so each costs at most that many index entries however large the campaign.
 pub async fn active_campaigns(
     pool: &PgPool,
     budget: u32,
 ) -> Result<Vec<ActiveCampaign>, sqlx::Error> {
     sqlx::query_as(
         "SELECT * FROM (
-             SELECT c.id, c.tenant_id, t.weight AS tenant_weight, c.provider_id, c.channel, c.template,
+             SELECT c.id, c.tenant_id, t.weight AS tenant_weight, c.weight AS campaign_weight,
+                    c.provider_id, c.channel, c.template,
                     least(c.batch_size,
                           (SELECT count(*) FROM (SELECT 1 FROM recipients r
                                                  WHERE r.campaign_id = c.id AND r.state = 'pending'
@@ -62,6 +64,8 @@ pub async fn active_campaigns(
                                                  LIMIT least(c.batch_size, $1)) fresh)) AS due
              FROM campaigns c JOIN tenants t ON t.id = c.tenant_id
              WHERE c.status = 'running'
+               AND (c.expires_at IS NULL OR c.expires_at > now())
+               AND NOT herald_in_quiet_hours(c.quiet_start, c.quiet_end, c.time_zone, now())
          ) a
          WHERE due > 0
          ORDER BY tenant_id, id",

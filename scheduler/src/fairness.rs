@@ -1,7 +1,7 @@
 //! The fair batch plan: how a tick's budget is split and in what order it is published.
 //!
-//! Fairness is first across tenants (weighted), then across each tenant's campaigns (equal),
-//! so a tenant with 20 campaigns does not get 20 shares. It is work-conserving: a share a
+//! Fairness is first across tenants (by tenant weight), then across each tenant's campaigns
+//! (by campaign weight), so a tenant with 20 campaigns does not get 20 shares. It is work-conserving: a share a
 //! tenant cannot use goes to those that can (max-min fair "water filling").
 //! The publish order interleaves tenants by weighted virtual time (A1 B1 C1 A2 B2 …), so a
 //! tenant's first message is near the front of the tick's batch whatever the others hold.
@@ -14,6 +14,8 @@ pub struct Demand {
     pub campaign_id: Uuid,
     pub tenant_id: Uuid,
     pub tenant_weight: u32,
+    /// Share among the same tenant's campaigns.
+    pub campaign_weight: u32,
     /// Due recipients, already capped at the campaign's batch size.
     pub due: u32,
 }
@@ -58,7 +60,11 @@ pub fn plan(demands: &[Demand], budget: u32, rotation: usize) -> Plan {
             .iter()
             .map(|&i| u64::from(demands[i].due))
             .collect();
-        let split = water_fill(&due, &vec![1; due.len()], *share);
+        let weights: Vec<u64> = campaigns
+            .iter()
+            .map(|&i| u64::from(demands[i].campaign_weight.max(1)))
+            .collect();
+        let split = water_fill(&due, &weights, *share);
         for (&i, &n) in campaigns.iter().zip(&split) {
             counts[i] = u32::try_from(n).unwrap_or(u32::MAX);
         }
@@ -168,6 +174,7 @@ mod tests {
             campaign_id: Uuid::from_u128(campaign),
             tenant_id: Uuid::from_u128(tenant),
             tenant_weight: weight,
+            campaign_weight: 1,
             due,
         }
     }
@@ -247,5 +254,15 @@ mod tests {
         let demands = [demand(1, 1, 1, 10)];
         assert_eq!(plan(&demands, 0, 0).order, Vec::<usize>::new());
         assert_eq!(plan(&[], 100, 0), Plan::default());
+    }
+
+    #[test]
+    fn campaign_weights_split_only_their_tenants_share() {
+        let mut heavy = demand(1, 1, 1, 1000);
+        heavy.campaign_weight = 3;
+        let demands = [heavy, demand(2, 1, 1, 1000), demand(3, 2, 1, 1000)];
+        let plan = plan(&demands, 800, 0);
+        // Tenant 2 keeps half; tenant 1's half is split 3:1 between its campaigns.
+        assert_eq!(plan.counts, vec![300, 100, 400]);
     }
 }

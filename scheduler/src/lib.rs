@@ -71,8 +71,12 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
             () = shutdown.cancelled() => break,
             _ = interval.tick() => {}
             () = ticker.starved(starvation_poll) => {
-                tracing::debug!("queue ran dry with work waiting; ticking early");
-                interval.reset();
+                if leadership.refresh().await
+                    && let Err(error) = ticker.top_up().await
+                {
+                    tracing::warn!(%error, "top-up failed");
+                }
+                continue;
             }
         }
         if !leadership.refresh().await {

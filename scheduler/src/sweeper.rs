@@ -6,7 +6,10 @@
 //!   makes it stale, and workers drop it unsent.
 //! - A recipient `sending` past its lease lost its worker mid-call: it goes back to `pending`
 //!   (retried with the same idempotency key), or `failed` if that was its last attempt.
-//! - A running campaign with no recipient left in a non-terminal state is `completed`.
+//! - Past a campaign's expiry, its recipients still waiting become `expired`.
+//! - A cancelled campaign's recipients still waiting become `cancelled`.
+//! - A running (or paused) campaign with no recipient left in a non-terminal state is
+//!   `completed`.
 
 use sqlx::PgPool;
 use std::time::Duration;
@@ -52,12 +55,44 @@ pub async fn recover_expired_leases(pool: &PgPool) -> Result<u64, sqlx::Error> {
     Ok(done.rows_affected())
 }
 
-/// Completes running campaigns whose recipients are all terminal; returns their ids.
+/// Ends the waiting recipients (`pending`, first attempts or retries) of campaigns that
+/// are past their expiry (→ `expired`) or cancelled (→ `cancelled`). Recipients already
+/// queued are ended by the worker that receives their message; those in flight finish.
+pub async fn end_waiting_recipients(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE recipients r
+         SET state = w.final_state, queued_at = NULL, updated_at = now()
+         FROM (SELECT r.id, CASE WHEN c.status = 'cancelled' THEN 'cancelled' ELSE 'expired' END AS final_state
+               FROM campaigns c JOIN recipients r ON r.campaign_id = c.id AND r.state = 'pending'
+               WHERE c.status = 'cancelled'
+                  OR (c.status IN ('scheduled', 'running', 'paused') AND c.expires_at <= now())
+               LIMIT $1 FOR UPDATE OF r SKIP LOCKED) w
+         WHERE r.id = w.id",
+    )
+    .bind(SWEEP_LIMIT)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Drops send-rate samples nobody reads any more (the rate looks back a minute at most).
+pub async fn trim_send_rate(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM campaign_sends_per_second WHERE second < now() - interval '10 minutes'",
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Completes running or paused campaigns whose recipients are all terminal, and scheduled
+/// ones that expired before they started; returns their ids.
 /// Each NOT EXISTS matches one partial index, so this reads only in-flight rows.
 pub async fn complete_finished_campaigns(pool: &PgPool) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
     sqlx::query_as(
         "UPDATE campaigns c SET status = 'completed', completed_at = now()
-         WHERE c.status = 'running'
+         WHERE (c.status IN ('running', 'paused')
+                OR (c.status = 'scheduled' AND c.expires_at <= now()))
            AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.campaign_id = c.id AND r.state = 'pending' AND r.attempts = 0)
            AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.campaign_id = c.id AND r.state = 'pending' AND r.attempts > 0)
            AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.campaign_id = c.id AND r.state IN ('queued', 'sending'))

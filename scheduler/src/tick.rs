@@ -30,6 +30,8 @@ pub struct TickReport {
     pub unconfirmed: usize,
     pub requeued: u64,
     pub recovered: u64,
+    /// Waiting recipients of expired or cancelled campaigns that were ended.
+    pub ended: u64,
 }
 
 pub struct Ticker {
@@ -65,9 +67,9 @@ impl Ticker {
     /// is waiting) and the queue has run dry since. Checked every `poll`; pending forever when
     /// the last tick was not budget-limited, so an idle scheduler does not poll the broker.
     ///
-    /// Ticking again at once, rather than at the next tick, lets the drain estimate ramp up in
-    /// a fraction of the tick (a cold start reaches full speed in about a second, not ten)
-    /// and keeps fast workers fed between ticks, without ever filling the queue deeper.
+    /// Topping the queue up at once, rather than at the next tick, keeps fast workers fed
+    /// between ticks and shortens a cold start, without ever filling the queue deeper than
+    /// the target.
     pub async fn starved(&mut self, poll: Duration) {
         if !self.budget_limited {
             return std::future::pending().await;
@@ -90,8 +92,12 @@ impl Ticker {
         let mut report = TickReport {
             requeued: sweeper::requeue_stale_claims(pool, self.requeue_after).await?,
             recovered: sweeper::recover_expired_leases(pool).await?,
+            ended: sweeper::end_waiting_recipients(pool).await?,
             ..Default::default()
         };
+        if self.count % 30 == 1 {
+            sweeper::trim_send_rate(pool).await?;
+        }
         if report.requeued + report.recovered > 0 {
             tracing::warn!(
                 requeued = report.requeued,
@@ -104,35 +110,8 @@ impl Ticker {
         report.budget = self
             .estimator
             .budget(report.depth, self.last_publish.elapsed());
-        let campaigns = claim::active_campaigns(pool, report.budget).await?;
-        report.campaigns = campaigns.len();
-        let (messages, claims) = self.claim_plan(&campaigns, report.budget).await?;
-
-        let confirmed = match self.publisher.publish(&messages).await {
-            Ok(confirmed) => confirmed,
-            Err(error) => {
-                release_or_log(pool, &claims).await;
-                self.estimator.published(report.depth, 0, report.budget);
-                self.budget_limited = false;
-                return Err(error.into());
-            }
-        };
-        let unconfirmed: Vec<(i64, i32)> = claims
-            .iter()
-            .zip(&confirmed)
-            .filter(|(_, ok)| !**ok)
-            .map(|(claim, _)| *claim)
-            .collect();
-        release_or_log(pool, &unconfirmed).await;
-        report.published = messages.len() - unconfirmed.len();
-        report.unconfirmed = unconfirmed.len();
-        self.estimator.published(
-            report.depth,
-            u32::try_from(report.published).unwrap_or(u32::MAX),
-            report.budget,
-        );
         self.last_publish = Instant::now();
-        self.budget_limited = report.budget > 0 && report.published >= report.budget as usize;
+        self.dispatch(&mut report).await?;
 
         for (campaign_id, tenant_id) in sweeper::complete_finished_campaigns(pool).await? {
             tracing::info!(%campaign_id, %tenant_id, "campaign completed");
@@ -148,6 +127,52 @@ impl Ticker {
         Ok(report)
     }
 
+    /// Between ticks, after [`starved`](Self::starved): refills the empty queue up to the
+    /// target depth, without the tick's sweeps or a new drain measurement.
+    #[tracing::instrument(name = "top_up", skip_all, fields(tick = self.count))]
+    pub async fn top_up(&mut self) -> Result<TickReport, TickError> {
+        let mut report = TickReport {
+            depth: u64::from(self.publisher.queue_depth().await?),
+            ..Default::default()
+        };
+        report.budget = self.estimator.top_up(report.depth);
+        self.dispatch(&mut report).await?;
+        Ok(report)
+    }
+
+    /// Claims and publishes up to `report.budget` messages, fairly.
+    async fn dispatch(&mut self, report: &mut TickReport) -> Result<(), TickError> {
+        let pool = &self.pool.clone();
+        let campaigns = claim::active_campaigns(pool, report.budget).await?;
+        report.campaigns = campaigns.len();
+        let (messages, claims) = self.claim_plan(&campaigns, report.budget).await?;
+
+        let confirmed = match self.publisher.publish(&messages).await {
+            Ok(confirmed) => confirmed,
+            Err(error) => {
+                release_or_log(pool, &claims).await;
+                self.estimator.published(0, report.budget);
+                self.budget_limited = false;
+                return Err(error.into());
+            }
+        };
+        let unconfirmed: Vec<(i64, i32)> = claims
+            .iter()
+            .zip(&confirmed)
+            .filter(|(_, ok)| !**ok)
+            .map(|(claim, _)| *claim)
+            .collect();
+        release_or_log(pool, &unconfirmed).await;
+        report.published = messages.len() - unconfirmed.len();
+        report.unconfirmed = unconfirmed.len();
+        self.estimator.published(
+            u32::try_from(report.published).unwrap_or(u32::MAX),
+            report.budget,
+        );
+        self.budget_limited = report.budget > 0 && report.published >= report.budget as usize;
+        Ok(())
+    }
+
     /// Plans the fair split, claims each campaign's share and builds the messages in the
     /// plan's interleaved order. Returns the messages and, for each, its (recipient, seq).
     async fn claim_plan(
@@ -161,6 +186,7 @@ impl Ticker {
                 campaign_id: c.id,
                 tenant_id: c.tenant_id,
                 tenant_weight: u32::try_from(c.tenant_weight).unwrap_or(1),
+                campaign_weight: u32::try_from(c.campaign_weight).unwrap_or(1),
                 due: u32::try_from(c.due).unwrap_or(u32::MAX),
             })
             .collect();

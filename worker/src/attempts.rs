@@ -3,7 +3,10 @@
 //! `begin` takes a lease on recipients (`queued → sending`, attempts + 1) only if the message
 //! still matches the row's `dispatch_seq` and the campaign is running; anything else (finished,
 //! stale, re-dispatched) is answered `None` and its message is acked unsent. Messages of a
-//! paused campaign hand their recipient back to `pending`, of a cancelled one to `cancelled`.
+//! paused campaign, or of one inside its quiet hours, hand their recipient back to `pending`
+//! (the scheduler releases it again later, with no attempt spent); of a cancelled one to
+//! `cancelled`; of one past its expiry to `expired`. So a message already in the queue when
+//! a campaign is paused, reaches its quiet hours or expires is never sent.
 //! `record` writes the outcome, again only while the lease is ours.
 //!
 //! Every statement that joins `recipients` to an `unnest` of ids also says `r.id = ANY($1)`:
@@ -41,16 +44,23 @@ pub async fn begin(
              FROM m, campaigns c, providers p
              WHERE r.id = ANY($1) AND r.id = m.id AND r.dispatch_seq = m.seq
                AND c.id = r.campaign_id AND p.id = c.provider_id AND c.status = 'running'
+               AND (c.expires_at IS NULL OR c.expires_at > now())
+               AND NOT herald_in_quiet_hours(c.quiet_start, c.quiet_end, c.time_zone, now())
                AND (r.state = 'queued' OR (r.state = 'sending' AND r.lease_until < now()))
              RETURNING r.id, r.dispatch_seq, r.attempts
          ),
          parked AS (
              UPDATE recipients r
-             SET state = CASE WHEN c.status = 'cancelled' THEN 'cancelled' ELSE 'pending' END,
+             SET state = CASE WHEN c.status = 'cancelled' THEN 'cancelled'
+                              WHEN c.expires_at <= now() THEN 'expired'
+                              ELSE 'pending' END,
                  queued_at = NULL, updated_at = now()
              FROM m, campaigns c
              WHERE r.id = ANY($1) AND r.id = m.id AND r.dispatch_seq = m.seq AND r.state = 'queued'
-               AND c.id = r.campaign_id AND c.status IN ('paused', 'cancelled')
+               AND c.id = r.campaign_id
+               AND (c.status IN ('paused', 'cancelled')
+                    OR c.expires_at <= now()
+                    OR herald_in_quiet_hours(c.quiet_start, c.quiet_end, c.time_zone, now()))
              RETURNING r.id
          )
          SELECT id, dispatch_seq, attempts FROM begun",
