@@ -227,6 +227,47 @@ impl TestEnv {
             .output()?)
     }
 
+    /// Starts an admin server on a free port and makes an operator key for it.
+    pub async fn admin(&self) -> Result<Admin> {
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let service = self.spawn(
+            "herald-admin",
+            &["serve".to_owned()],
+            &[("HERALD_ADMIN_LISTEN", format!("127.0.0.1:{port}"))],
+        )?;
+        let output = Command::new(bin_dir().join("herald-admin"))
+            .args(["keys", "create", "--operator", "--name", "tests"])
+            .env("HERALD_DATABASE_URL", &self.database_url)
+            .stdin(Stdio::null())
+            .output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "cannot create an operator key: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let operator_key = String::from_utf8(output.stdout)?.trim().to_owned();
+        let health = format!("{url}/healthz");
+        let http = self.http.clone();
+        wait_until(Duration::from_secs(10), || {
+            let (http, health) = (http.clone(), health.clone());
+            async move {
+                http.get(&health)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("admin server did not start"))?;
+        Ok(Admin {
+            url,
+            operator_key,
+            http: self.http.clone(),
+            service,
+        })
+    }
+
     /// A generic HTTP provider pointing at this test's simulator.
     pub fn provider(&self) -> NewProvider {
         let mut provider =
@@ -401,5 +442,82 @@ where
             return Err(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A running admin server and an operator key for it.
+pub struct Admin {
+    pub url: String,
+    pub operator_key: String,
+    pub http: reqwest::Client,
+    service: Service,
+}
+
+impl Admin {
+    /// What the server has logged so far.
+    pub fn log_text(&self) -> String {
+        self.service.log_text()
+    }
+
+    /// `method path` under `/api/v1` with `key`, an optional JSON body; returns status and JSON.
+    pub async fn call(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
+        let mut request = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.url))
+            .bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)?
+        };
+        Ok((status, json))
+    }
+
+    /// POSTs a raw body (an upload) with `content_type`.
+    pub async fn upload(
+        &self,
+        key: &str,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Result<(u16, Value)> {
+        let response = self
+            .http
+            .post(format!("{}/api/v1{path}", self.url))
+            .bearer_auth(key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await?))
+    }
+
+    /// Like [`call`](Self::call) but fails unless the status is 2xx; returns the JSON.
+    pub async fn ok(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
+        let (status, json) = self.call(key, method.clone(), path, body).await?;
+        anyhow::ensure!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {json}"
+        );
+        Ok(json)
     }
 }

@@ -1,6 +1,8 @@
 //! Integration tests on real RabbitMQ, PostgreSQL and the provider simulator.
 //! One binary, a module per capability; each test has its own database and vhost.
 
+mod admin_api;
+mod admin_control;
 mod config;
 mod dispatch;
 mod failover;

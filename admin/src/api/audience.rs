@@ -1,0 +1,155 @@
+//! A campaign's recipients: the streamed, all-or-nothing upload and the listing.
+
+use crate::api::campaigns::ensure_visible;
+use crate::auth::Caller;
+use crate::error::{ApiError, RowError};
+use crate::staging;
+use crate::state::AppState;
+use crate::upload::Format;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::http::header::CONTENT_TYPE;
+use chrono::{DateTime, Utc};
+use herald_shared::template;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadResult {
+    /// Data rows in the upload.
+    pub received: u64,
+    /// Recipients added.
+    pub inserted: u64,
+    /// Rows dropped because their address was already in the upload or the campaign.
+    pub duplicates: u64,
+}
+
+#[utoipa::path(post, path = "/campaigns/{id}/recipients", tag = "recipients",
+    request_body(content = String, description = "CSV with an `address` column, NDJSON or a JSON array of {address, variables}",
+                 content_type = "text/csv"),
+    responses((status = 200, body = UploadResult), (status = 409, body = crate::error::ErrorBody),
+              (status = 415, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<UploadResult>, ApiError> {
+    let format = Format::from_content_type(
+        headers
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok()),
+    )?;
+    let pool = &state.pool;
+    ensure_visible(pool, caller, id).await?;
+    let mut tx = pool.begin().await?;
+    // Locked for the whole upload, so a concurrent start waits for it (never starts on half
+    // an audience).
+    let (status, template_text): (String, String) =
+        sqlx::query_as("SELECT status, template FROM campaigns WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+    if !matches!(status.as_str(), "draft" | "scheduled") {
+        return Err(ApiError::Conflict(format!(
+            "recipients can be added to draft or scheduled campaigns; this one is {status}"
+        )));
+    }
+    let needed = template::variables(&template_text)
+        .map_err(|e| ApiError::field("template", e.to_string()))?;
+
+    let received = staging::stage(&mut tx, body, format, |row| {
+        needed
+            .iter()
+            .find(|name| row.fields.get(*name).is_none_or(is_blank))
+            .map(|name| RowError {
+                row: row.number,
+                field: Some(name.clone()),
+                reason: format!("the template uses `{{{{{name}}}}}` but this row has no `{name}`"),
+            })
+    })
+    .await?;
+    // First occurrence of an address wins; addresses already in the campaign are kept.
+    let inserted = sqlx::query(
+        "INSERT INTO recipients (campaign_id, address, variables)
+         SELECT DISTINCT ON (address) $1, address, fields FROM upload_rows ORDER BY address, n
+         ON CONFLICT (campaign_id, address) DO NOTHING",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    tracing::info!(campaign_id = %id, received, inserted, "recipients uploaded");
+    Ok(Json(UploadResult {
+        received,
+        inserted,
+        duplicates: received - inserted,
+    }))
+}
+
+/// An empty CSV cell is a missing variable: sending "Hi !" is exactly what the check is for.
+fn is_blank(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(s) => s.trim().is_empty(),
+        _ => false,
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Only recipients in this state.
+    pub state: Option<String>,
+    /// Page after this recipient id.
+    #[serde(default)]
+    pub after_id: i64,
+    /// At most this many (1–1000, default 100).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Recipient {
+    pub id: i64,
+    pub address: String,
+    #[schema(value_type = Object)]
+    pub variables: Value,
+    pub state: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+#[utoipa::path(get, path = "/campaigns/{id}/recipients", tag = "recipients", params(ListQuery),
+    responses((status = 200, body = Vec<Recipient>), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<Recipient>>, ApiError> {
+    ensure_visible(&state.pool, caller, id).await?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::field("limit", "must be between 1 and 1000"));
+    }
+    let rows = sqlx::query_as(
+        "SELECT id, address, variables, state, attempts, last_error, provider_message_id, sent_at
+         FROM recipients
+         WHERE campaign_id = $1 AND ($2::text IS NULL OR state = $2) AND id > $3
+         ORDER BY id LIMIT $4",
+    )
+    .bind(id)
+    .bind(&query.state)
+    .bind(query.after_id)
+    .bind(limit)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(rows))
+}

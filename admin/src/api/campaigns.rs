@@ -1,0 +1,659 @@
+//! Campaigns: create, read, the start / pause / resume / cancel actions, progress and errors.
+//!
+//! Status changes are single conditional UPDATEs (`WHERE status IN (…)`), so two operators
+//! racing on the same campaign cannot both win; the scheduler and the workers read the new
+//! status at their next statement (pause takes effect within a tick: the scheduler stops
+//! releasing and the workers hand back whatever is still queued).
+
+use super::JsonBody;
+use crate::auth::Caller;
+use crate::error::{ApiError, FieldError, from_constraint};
+use crate::filter::Filter;
+use crate::state::AppState;
+use crate::validate;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, NaiveTime, Utc};
+use herald_shared::domain::Channel;
+use herald_shared::template;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema, Clone, PartialEq, Eq)]
+pub struct QuietHours {
+    /// Local time the window opens, `HH:MM`.
+    pub start: String,
+    /// Local time it closes, `HH:MM` (before `start`: the window spans midnight).
+    pub end: String,
+    /// IANA zone; defaults to the tenant's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Progress {
+    pub status: String,
+    pub total: i64,
+    pub pending: i64,
+    pub queued: i64,
+    pub sending: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub expired: i64,
+    /// Sends per second over the last 10 seconds.
+    pub send_rate: f64,
+    pub eta_seconds: Option<f64>,
+    pub time_to_first_send_ms: Option<i64>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub first_sent_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Campaign {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub provider_id: Uuid,
+    pub channel: String,
+    pub template: String,
+    pub status: String,
+    pub batch_size: i32,
+    pub weight: i32,
+    pub start_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub quiet_hours: Option<QuietHours>,
+    pub segment_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub progress: Progress,
+}
+
+/// A campaign row joined with its counters.
+#[derive(Debug, sqlx::FromRow)]
+struct CampaignRow {
+    id: Uuid,
+    tenant_id: Uuid,
+    name: String,
+    provider_id: Uuid,
+    channel: String,
+    template: String,
+    status: String,
+    batch_size: i32,
+    weight: i32,
+    start_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+    quiet_start: Option<NaiveTime>,
+    quiet_end: Option<NaiveTime>,
+    time_zone: String,
+    segment_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    first_sent_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    total: i64,
+    pending: i64,
+    queued: i64,
+    sending: i64,
+    sent: i64,
+    failed: i64,
+    cancelled: i64,
+    expired: i64,
+    send_rate: f64,
+}
+
+impl From<CampaignRow> for Campaign {
+    fn from(r: CampaignRow) -> Self {
+        let finished = r.sent + r.failed + r.cancelled + r.expired;
+        let moving = matches!(r.status.as_str(), "running");
+        let progress = Progress {
+            status: r.status.clone(),
+            total: r.total,
+            pending: r.pending,
+            queued: r.queued,
+            sending: r.sending,
+            sent: r.sent,
+            failed: r.failed,
+            cancelled: r.cancelled,
+            expired: r.expired,
+            send_rate: r.send_rate,
+            eta_seconds: if moving {
+                herald_shared::progress::eta_seconds(r.total - finished, r.send_rate)
+            } else {
+                None
+            },
+            time_to_first_send_ms: match (r.started_at, r.first_sent_at) {
+                (Some(start), Some(first)) => Some((first - start).num_milliseconds()),
+                _ => None,
+            },
+            started_at: r.started_at,
+            first_sent_at: r.first_sent_at,
+            completed_at: r.completed_at,
+        };
+        let quiet_hours = match (r.quiet_start, r.quiet_end) {
+            (Some(start), Some(end)) => Some(QuietHours {
+                start: start.format("%H:%M").to_string(),
+                end: end.format("%H:%M").to_string(),
+                time_zone: Some(r.time_zone),
+            }),
+            _ => None,
+        };
+        Campaign {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            name: r.name,
+            provider_id: r.provider_id,
+            channel: r.channel,
+            template: r.template,
+            status: r.status,
+            batch_size: r.batch_size,
+            weight: r.weight,
+            start_at: r.start_at,
+            expires_at: r.expires_at,
+            quiet_hours,
+            segment_id: r.segment_id,
+            created_at: r.created_at,
+            progress,
+        }
+    }
+}
+
+/// Campaigns with their counters, filtered by the caller's scope; callers append `AND …`.
+fn select_campaigns(scope: Option<Uuid>) -> QueryBuilder<Postgres> {
+    let mut qb = QueryBuilder::new(
+        "SELECT c.id, c.tenant_id, c.name, c.provider_id, c.channel, c.template, c.status,
+                c.batch_size, c.weight, c.start_at, c.expires_at, c.quiet_start, c.quiet_end,
+                c.time_zone, c.segment_id, c.created_at, c.started_at, c.first_sent_at, c.completed_at,
+                coalesce(k.total, 0)::int8 AS total, coalesce(k.pending, 0)::int8 AS pending,
+                coalesce(k.queued, 0)::int8 AS queued, coalesce(k.sending, 0)::int8 AS sending,
+                coalesce(k.sent, 0)::int8 AS sent, coalesce(k.failed, 0)::int8 AS failed,
+                coalesce(k.cancelled, 0)::int8 AS cancelled, coalesce(k.expired, 0)::int8 AS expired,
+                (SELECT coalesce(sum(s.sent), 0)::float8 FROM campaign_sends_per_second s
+                 WHERE s.campaign_id = c.id AND s.second >= date_trunc('second', now()) - interval '10 seconds'
+                ) / 10.0 AS send_rate
+         FROM campaigns c
+         LEFT JOIN LATERAL (
+             SELECT sum(n) AS total,
+                    sum(n) FILTER (WHERE state = 'pending') AS pending,
+                    sum(n) FILTER (WHERE state = 'queued') AS queued,
+                    sum(n) FILTER (WHERE state = 'sending') AS sending,
+                    sum(n) FILTER (WHERE state = 'sent') AS sent,
+                    sum(n) FILTER (WHERE state = 'failed') AS failed,
+                    sum(n) FILTER (WHERE state = 'cancelled') AS cancelled,
+                    sum(n) FILTER (WHERE state = 'expired') AS expired
+             FROM campaign_counters WHERE campaign_id = c.id
+         ) k ON true
+         WHERE (",
+    );
+    qb.push_bind(scope)
+        .push("::uuid IS NULL OR c.tenant_id = ")
+        .push_bind(scope)
+        .push(")");
+    qb
+}
+
+async fn fetch_one(pool: &PgPool, scope: Option<Uuid>, id: Uuid) -> Result<Campaign, ApiError> {
+    let mut qb = select_campaigns(scope);
+    qb.push(" AND c.id = ").push_bind(id);
+    let row: Option<CampaignRow> = qb.build_query_as().fetch_optional(pool).await?;
+    row.map(Campaign::from)
+        .ok_or(ApiError::NotFound("campaign"))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCampaign {
+    /// Operators only (required for them); ignored for tenant keys.
+    pub tenant_id: Option<Uuid>,
+    pub name: String,
+    pub provider_id: Uuid,
+    /// sms, whatsapp, voice or chat.
+    pub channel: String,
+    /// Message text with `{{variable}}` placeholders filled per recipient.
+    pub template: String,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: i32,
+    #[serde(default = "one")]
+    pub weight: i32,
+    pub start_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub quiet_hours: Option<QuietHours>,
+    pub segment_id: Option<Uuid>,
+}
+
+fn default_batch_size() -> i32 {
+    1_000
+}
+
+fn one() -> i32 {
+    1
+}
+
+#[utoipa::path(post, path = "/campaigns", tag = "campaigns", request_body = NewCampaign,
+    responses((status = 201, body = Campaign), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<NewCampaign>,
+) -> Result<(StatusCode, Json<Campaign>), ApiError> {
+    let tenant = caller.owning_tenant(body.tenant_id)?;
+    let pool = &state.pool;
+    let tenant_zone: Option<String> =
+        sqlx::query_scalar("SELECT time_zone FROM tenants WHERE id = $1")
+            .bind(tenant)
+            .fetch_optional(pool)
+            .await?;
+    let Some(tenant_zone) = tenant_zone else {
+        return Err(ApiError::field("tenant_id", "no such tenant"));
+    };
+
+    let mut fields = Vec::new();
+    let mut bad = |field: &str, reason: String| {
+        fields.push(FieldError {
+            field: field.to_owned(),
+            reason,
+        })
+    };
+    if let Err(reason) = validate::name(&body.name) {
+        bad("name", reason);
+    }
+    if body.channel.parse::<Channel>().is_err() {
+        bad(
+            "channel",
+            format!(
+                "unknown channel `{}`; one of sms, whatsapp, voice, chat",
+                body.channel
+            ),
+        );
+    }
+    if body.template.trim().is_empty() {
+        bad("template", "must not be empty".into());
+    } else if let Err(error) = template::variables(&body.template) {
+        bad("template", error.to_string());
+    }
+    if !(1..=100_000).contains(&body.batch_size) {
+        bad("batch_size", "must be between 1 and 100000".into());
+    }
+    if !(1..=1000).contains(&body.weight) {
+        bad("weight", "must be between 1 and 1000".into());
+    }
+    if let Some(expires) = body.expires_at {
+        if expires <= Utc::now() {
+            bad("expires_at", "must be in the future".into());
+        } else if body.start_at.is_some_and(|start| start >= expires) {
+            bad("expires_at", "must be after start_at".into());
+        }
+    }
+    let mut quiet: Option<(NaiveTime, NaiveTime)> = None;
+    let mut zone = tenant_zone;
+    if let Some(q) = &body.quiet_hours {
+        match (validate::clock_time(&q.start), validate::clock_time(&q.end)) {
+            (Ok(start), Ok(end)) if start == end => bad(
+                "quiet_hours.end",
+                "must differ from quiet_hours.start".into(),
+            ),
+            (Ok(start), Ok(end)) => quiet = Some((start, end)),
+            (start, end) => {
+                if let Err(reason) = start {
+                    bad("quiet_hours.start", reason);
+                }
+                if let Err(reason) = end {
+                    bad("quiet_hours.end", reason);
+                }
+            }
+        }
+        if let Some(z) = &q.time_zone {
+            zone = z.clone();
+        }
+    }
+    if !crate::api::tenants::known_time_zone(pool, &zone).await? {
+        bad(
+            "quiet_hours.time_zone",
+            format!("`{zone}` is not an IANA time zone"),
+        );
+    }
+    let provider_ok: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM providers WHERE id = $1 AND (tenant_id = $2 OR tenant_id IS NULL))",
+    )
+    .bind(body.provider_id)
+    .bind(tenant)
+    .fetch_one(pool)
+    .await?;
+    if !provider_ok {
+        bad("provider_id", "no such provider".into());
+    }
+    if let Some(segment) = body.segment_id {
+        let segment_ok: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM segments WHERE id = $1 AND tenant_id = $2)",
+        )
+        .bind(segment)
+        .bind(tenant)
+        .fetch_one(pool)
+        .await?;
+        if !segment_ok {
+            bad("segment_id", "no such segment".into());
+        }
+    }
+    if !fields.is_empty() {
+        return Err(ApiError::fields("campaign", fields));
+    }
+
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO campaigns (tenant_id, provider_id, name, channel, template, batch_size, weight,
+                                start_at, expires_at, quiet_start, quiet_end, time_zone, segment_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+    )
+    .bind(tenant)
+    .bind(body.provider_id)
+    .bind(body.name.trim())
+    .bind(&body.channel)
+    .bind(&body.template)
+    .bind(body.batch_size)
+    .bind(body.weight)
+    .bind(body.start_at)
+    .bind(body.expires_at)
+    .bind(quiet.map(|q| q.0))
+    .bind(quiet.map(|q| q.1))
+    .bind(&zone)
+    .bind(body.segment_id)
+    .fetch_one(pool)
+    .await
+    .map_err(|e| from_constraint(e, "campaign"))?;
+    tracing::info!(campaign_id = %id, tenant_id = %tenant, "campaign created");
+    Ok((
+        StatusCode::CREATED,
+        Json(fetch_one(pool, caller.scope(), id).await?),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Only campaigns in this status.
+    pub status: Option<String>,
+}
+
+#[utoipa::path(get, path = "/campaigns", tag = "campaigns", params(ListQuery),
+    responses((status = 200, body = Vec<Campaign>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<Campaign>>, ApiError> {
+    let mut qb = select_campaigns(caller.scope());
+    if let Some(status) = &query.status {
+        qb.push(" AND c.status = ").push_bind(status.clone());
+    }
+    qb.push(" ORDER BY c.created_at DESC, c.id LIMIT 500");
+    let rows: Vec<CampaignRow> = qb.build_query_as().fetch_all(&state.pool).await?;
+    Ok(Json(rows.into_iter().map(Campaign::from).collect()))
+}
+
+#[utoipa::path(get, path = "/campaigns/{id}", tag = "campaigns",
+    responses((status = 200, body = Campaign), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Campaign>, ApiError> {
+    Ok(Json(fetch_one(&state.pool, caller.scope(), id).await?))
+}
+
+#[utoipa::path(get, path = "/campaigns/{id}/progress", tag = "campaigns",
+    responses((status = 200, body = Progress), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn progress(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Progress>, ApiError> {
+    Ok(Json(
+        fetch_one(&state.pool, caller.scope(), id).await?.progress,
+    ))
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct ErrorCount {
+    pub reason: String,
+    pub count: i64,
+}
+
+#[utoipa::path(get, path = "/campaigns/{id}/errors", tag = "campaigns",
+    responses((status = 200, body = Vec<ErrorCount>), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn errors(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Vec<ErrorCount>>, ApiError> {
+    ensure_visible(&state.pool, caller, id).await?;
+    let rows = sqlx::query_as(
+        "SELECT coalesce(last_error, 'unknown') AS reason, count(*) AS count
+         FROM recipients WHERE campaign_id = $1 AND state = 'failed'
+         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 50",
+    )
+    .bind(id)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(rows))
+}
+
+/// 404 unless the campaign exists and the caller may see it.
+pub async fn ensure_visible(pool: &PgPool, caller: Caller, id: Uuid) -> Result<(), ApiError> {
+    let visible: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM campaigns WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2))",
+    )
+    .bind(id)
+    .bind(caller.scope())
+    .fetch_one(pool)
+    .await?;
+    if visible {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound("campaign"))
+    }
+}
+
+/// Runs a conditional status change; a campaign in another status is a 409 naming it.
+async fn transition(
+    pool: &PgPool,
+    caller: Caller,
+    id: Uuid,
+    action: &str,
+    sql: &'static str,
+) -> Result<Json<Campaign>, ApiError> {
+    ensure_visible(pool, caller, id).await?;
+    let changed = sqlx::query(sql).bind(id).execute(pool).await?;
+    if changed.rows_affected() == 0 {
+        let status: String = sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await?;
+        return Err(ApiError::Conflict(format!(
+            "cannot {action} a campaign that is {status}"
+        )));
+    }
+    tracing::info!(campaign_id = %id, action, "campaign status changed");
+    Ok(Json(fetch_one(pool, caller.scope(), id).await?))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    /// When to start (default: the campaign's `start_at`, or now).
+    pub start_at: Option<DateTime<Utc>>,
+}
+
+#[utoipa::path(post, path = "/campaigns/{id}/start", tag = "campaigns", request_body(content = StartRequest, description = "optional"),
+    responses((status = 200, body = Campaign), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn start(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    body: axum::body::Bytes,
+) -> Result<Json<Campaign>, ApiError> {
+    // The body is optional: `start` alone means "now, or at the campaign's start_at".
+    let request: StartRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        StartRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::field("body", e.to_string()))?
+    };
+    let pool = &state.pool;
+    ensure_visible(pool, caller, id).await?;
+    let mut tx = pool.begin().await?;
+    let (status, tenant, template_text, segment, expires_at): (
+        String,
+        Uuid,
+        String,
+        Option<Uuid>,
+        Option<DateTime<Utc>>,
+    ) = sqlx::query_as(
+        "SELECT status, tenant_id, template, segment_id, expires_at FROM campaigns WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if status != "draft" {
+        return Err(ApiError::Conflict(format!(
+            "cannot start a campaign that is {status}"
+        )));
+    }
+    if expires_at.is_some_and(|e| e <= Utc::now()) {
+        return Err(ApiError::field(
+            "expires_at",
+            "the campaign has already expired",
+        ));
+    }
+    if let Some(segment) = segment {
+        materialize_segment(&mut tx, id, tenant, segment, &template_text).await?;
+    }
+    let recipients: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign_id = $1)")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+    if !recipients {
+        return Err(ApiError::field(
+            "recipients",
+            "the campaign has no recipients: upload some or give it a segment that matches contacts",
+        ));
+    }
+    sqlx::query(
+        "UPDATE campaigns SET status = 'scheduled', start_at = coalesce($2, start_at, now()) WHERE id = $1",
+    )
+    .bind(id)
+    .bind(request.start_at)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(campaign_id = %id, tenant_id = %tenant, "campaign scheduled to start");
+    Ok(Json(fetch_one(pool, caller.scope(), id).await?))
+}
+
+/// Copies the segment's matching contacts into the campaign's recipients (inside the start
+/// transaction). Every matching contact must have every variable the template uses.
+async fn materialize_segment(
+    tx: &mut sqlx::PgConnection,
+    campaign: Uuid,
+    tenant: Uuid,
+    segment: Uuid,
+    template_text: &str,
+) -> Result<(), ApiError> {
+    let filter_text: String = sqlx::query_scalar("SELECT filter FROM segments WHERE id = $1")
+        .bind(segment)
+        .fetch_one(&mut *tx)
+        .await?;
+    let filter = Filter::parse(&filter_text)
+        .map_err(|e| ApiError::field("segment_id", format!("the segment's filter: {e}")))?;
+    let needed = template::variables(template_text)
+        .map_err(|e| ApiError::field("template", e.to_string()))?;
+
+    let mut missing =
+        QueryBuilder::<Postgres>::new("SELECT c.address FROM contacts c WHERE c.tenant_id = ");
+    missing.push_bind(tenant).push(" AND ");
+    filter.push_sql("c", &mut missing);
+    missing
+        .push(" AND NOT (c.attributes ?& ")
+        .push_bind(needed.clone())
+        .push(") LIMIT 5");
+    let lacking: Vec<String> = missing.build_query_scalar().fetch_all(&mut *tx).await?;
+    if !lacking.is_empty() {
+        return Err(ApiError::field(
+            "template",
+            format!(
+                "contacts of the segment lack a variable the template uses ({}), e.g. {}",
+                needed.join(", "),
+                lacking.join(", ")
+            ),
+        ));
+    }
+
+    let mut insert = QueryBuilder::<Postgres>::new(
+        "INSERT INTO recipients (campaign_id, address, variables) SELECT ",
+    );
+    insert
+        .push_bind(campaign)
+        .push(", c.address, c.attributes FROM contacts c WHERE c.tenant_id = ")
+        .push_bind(tenant)
+        .push(" AND ");
+    filter.push_sql("c", &mut insert);
+    insert.push(" ON CONFLICT (campaign_id, address) DO NOTHING");
+    let inserted = insert.build().execute(&mut *tx).await?.rows_affected();
+    tracing::info!(campaign_id = %campaign, %segment, inserted, "segment materialized");
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/campaigns/{id}/pause", tag = "campaigns",
+    responses((status = 200, body = Campaign), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn pause(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Campaign>, ApiError> {
+    transition(
+        &state.pool,
+        caller,
+        id,
+        "pause",
+        "UPDATE campaigns SET status = 'paused' WHERE id = $1 AND status IN ('running', 'scheduled')",
+    )
+    .await
+}
+
+#[utoipa::path(post, path = "/campaigns/{id}/resume", tag = "campaigns",
+    responses((status = 200, body = Campaign), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn resume(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Campaign>, ApiError> {
+    transition(
+        &state.pool,
+        caller,
+        id,
+        "resume",
+        "UPDATE campaigns
+         SET status = CASE WHEN start_at > now() THEN 'scheduled' ELSE 'running' END,
+             started_at = CASE WHEN start_at > now() THEN started_at ELSE coalesce(started_at, now()) END
+         WHERE id = $1 AND status = 'paused'",
+    )
+    .await
+}
+
+#[utoipa::path(post, path = "/campaigns/{id}/cancel", tag = "campaigns",
+    responses((status = 200, body = Campaign), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Campaign>, ApiError> {
+    transition(
+        &state.pool,
+        caller,
+        id,
+        "cancel",
+        "UPDATE campaigns SET status = 'cancelled', completed_at = now()
+         WHERE id = $1 AND status IN ('draft', 'scheduled', 'running', 'paused')",
+    )
+    .await
+}

@@ -1,0 +1,125 @@
+//! A tenant's contacts (the address book segments select from): streamed upsert and listing.
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::staging;
+use crate::state::AppState;
+use crate::upload::Format;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::http::header::CONTENT_TYPE;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct UploadQuery {
+    /// The tenant (operator keys only).
+    pub tenant_id: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContactUploadResult {
+    pub received: u64,
+    pub inserted: u64,
+    pub updated: u64,
+}
+
+#[utoipa::path(post, path = "/contacts", tag = "contacts", params(UploadQuery),
+    request_body(content = String, description = "CSV with an `address` column (other columns become attributes; numbers stay numbers), NDJSON or a JSON array of {address, attributes}",
+                 content_type = "text/csv"),
+    responses((status = 200, body = ContactUploadResult), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ContactUploadResult>, ApiError> {
+    let format = Format::from_content_type(
+        headers
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok()),
+    )?;
+    let tenant = caller.owning_tenant(query.tenant_id)?;
+    let mut tx = state.pool.begin().await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)")
+        .bind(tenant)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !exists {
+        return Err(ApiError::field("tenant_id", "no such tenant"));
+    }
+    let received = staging::stage(&mut tx, body, format, |_| None).await?;
+    // CSV cells arrive as text; a cell that reads as a number is stored as one, so that
+    // segment filters can compare it numerically. The last row of an address wins.
+    let inserted: Vec<bool> = sqlx::query_scalar(
+        "INSERT INTO contacts AS c (tenant_id, address, attributes)
+         SELECT DISTINCT ON (address) $1, address,
+                coalesce((SELECT jsonb_object_agg(key,
+                              CASE WHEN $2 AND jsonb_typeof(value) = 'string'
+                                        AND value #>> '{}' ~ '^-?[0-9]+(\\.[0-9]+)?$'
+                                   THEN to_jsonb((value #>> '{}')::numeric) ELSE value END)
+                          FROM jsonb_each(fields)), '{}'::jsonb)
+         FROM upload_rows ORDER BY address, n DESC
+         ON CONFLICT (tenant_id, address)
+         DO UPDATE SET attributes = c.attributes || excluded.attributes, updated_at = now()
+         RETURNING (xmax = 0)",
+    )
+    .bind(tenant)
+    .bind(format == Format::Csv)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let new = inserted.iter().filter(|&&fresh| fresh).count() as u64;
+    tracing::info!(tenant_id = %tenant, received, inserted = new, "contacts uploaded");
+    Ok(Json(ContactUploadResult {
+        received,
+        inserted: new,
+        updated: inserted.len() as u64 - new,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    #[serde(default)]
+    pub after_id: i64,
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Contact {
+    pub id: i64,
+    pub tenant_id: Uuid,
+    pub address: String,
+    #[schema(value_type = Object)]
+    pub attributes: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+#[utoipa::path(get, path = "/contacts", tag = "contacts", params(ListQuery),
+    responses((status = 200, body = Vec<Contact>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<Contact>>, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::field("limit", "must be between 1 and 1000"));
+    }
+    let rows = sqlx::query_as(
+        "SELECT id, tenant_id, address, attributes, created_at FROM contacts
+         WHERE ($1::uuid IS NULL OR tenant_id = $1) AND id > $2 ORDER BY id LIMIT $3",
+    )
+    .bind(caller.scope())
+    .bind(query.after_id)
+    .bind(limit)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(rows))
+}

@@ -1,0 +1,136 @@
+//! The versioned JSON API (`/api/v1`) and its OpenAPI document.
+//!
+//! One module per resource. Every handler takes the [`Caller`](crate::auth::Caller) and
+//! scopes its queries by it; every write that makes or changes several rows is one
+//! transaction.
+
+pub mod audience;
+pub mod campaigns;
+pub mod contacts;
+pub mod providers;
+pub mod segments;
+pub mod tenants;
+
+use crate::error::{ApiError, ErrorBody, FieldError, RowError};
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+/// A JSON body whose rejection (malformed JSON, wrong field type, missing field) is an
+/// [`ApiError`] naming the problem, like every other error.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(JsonBody(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::UnsupportedMediaType("expected Content-Type: application/json".to_owned())
+        }
+        JsonRejection::JsonDataError(error) => {
+            // serde's message names the field (e.g. "batch_size: invalid type: string").
+            let text = error.body_text();
+            let detail = text
+                .split_once(": ")
+                .map_or(text.as_str(), |(_, rest)| rest)
+                .to_owned();
+            let field = detail
+                .split_once(": ")
+                .map(|(path, _)| path.to_owned())
+                .filter(|p| !p.contains(' '))
+                .unwrap_or_else(|| "body".to_owned());
+            ApiError::fields(
+                "request body",
+                vec![FieldError {
+                    field,
+                    reason: detail,
+                }],
+            )
+        }
+        other => ApiError::field("body", other.body_text()),
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(openapi_json))
+        .route("/tenants", post(tenants::create).get(tenants::list))
+        .route("/tenants/{id}", get(tenants::show))
+        .route("/tenants/{id}/keys", post(tenants::create_key))
+        .route("/providers", post(providers::create).get(providers::list))
+        .route("/providers/{id}", get(providers::show))
+        .route("/campaigns", post(campaigns::create).get(campaigns::list))
+        .route("/campaigns/{id}", get(campaigns::show))
+        .route("/campaigns/{id}/start", post(campaigns::start))
+        .route("/campaigns/{id}/pause", post(campaigns::pause))
+        .route("/campaigns/{id}/resume", post(campaigns::resume))
+        .route("/campaigns/{id}/cancel", post(campaigns::cancel))
+        .route("/campaigns/{id}/progress", get(campaigns::progress))
+        .route("/campaigns/{id}/errors", get(campaigns::errors))
+        .route(
+            "/campaigns/{id}/recipients",
+            post(audience::upload).get(audience::list),
+        )
+        .route("/contacts", post(contacts::upload).get(contacts::list))
+        .route("/segments", post(segments::create).get(segments::list))
+        .route("/segments/{id}", get(segments::show))
+        .route("/segments/{id}/count", get(segments::count))
+}
+
+async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(ApiDoc::openapi())
+}
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An operator key (hk_op_…) or a tenant key (hk_tn_…)"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Herald admin API",
+        description = "Create, target, schedule and control campaigns. See admin/API.md."
+    ),
+    servers((url = "/api/v1")),
+    modifiers(&BearerAuth),
+    security(("api_key" = [])),
+    paths(
+        tenants::create, tenants::list, tenants::show, tenants::create_key,
+        providers::create, providers::list, providers::show,
+        campaigns::create, campaigns::list, campaigns::show,
+        campaigns::start, campaigns::pause, campaigns::resume, campaigns::cancel,
+        campaigns::progress, campaigns::errors,
+        audience::upload, audience::list,
+        contacts::upload, contacts::list,
+        segments::create, segments::list, segments::show, segments::count,
+    ),
+    components(schemas(ErrorBody, FieldError, RowError))
+)]
+pub struct ApiDoc;

@@ -1,0 +1,133 @@
+//! Segments: a named filter over a tenant's contacts (see [`crate::filter`]), validated when
+//! saved and compiled to parameterized SQL whenever it is used.
+
+use super::JsonBody;
+use crate::auth::Caller;
+use crate::error::{ApiError, FieldError, from_constraint};
+use crate::filter::Filter;
+use crate::state::AppState;
+use crate::validate;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, QueryBuilder};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Segment {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub filter: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSegment {
+    /// Operators only; ignored for tenant keys.
+    pub tenant_id: Option<Uuid>,
+    pub name: String,
+    /// e.g. `lifetime_value > 10000 and last_purchase < 365 days ago`
+    pub filter: String,
+}
+
+#[utoipa::path(post, path = "/segments", tag = "segments", request_body = NewSegment,
+    responses((status = 201, body = Segment), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<NewSegment>,
+) -> Result<(StatusCode, Json<Segment>), ApiError> {
+    let tenant = caller.owning_tenant(body.tenant_id)?;
+    let mut fields = Vec::new();
+    if let Err(reason) = validate::name(&body.name) {
+        fields.push(FieldError {
+            field: "name".into(),
+            reason,
+        });
+    }
+    if let Err(error) = Filter::parse(&body.filter) {
+        fields.push(FieldError {
+            field: "filter".into(),
+            reason: error.to_string(),
+        });
+    }
+    if !fields.is_empty() {
+        return Err(ApiError::fields("segment", fields));
+    }
+    let segment: Segment = sqlx::query_as(
+        "INSERT INTO segments (tenant_id, name, filter) VALUES ($1, $2, $3)
+         RETURNING id, tenant_id, name, filter, created_at",
+    )
+    .bind(tenant)
+    .bind(body.name.trim())
+    .bind(&body.filter)
+    .fetch_one(&state.pool)
+    .await
+    .map_err(|e| from_constraint(e, "segment"))?;
+    Ok((StatusCode::CREATED, Json(segment)))
+}
+
+#[utoipa::path(get, path = "/segments", tag = "segments", responses((status = 200, body = Vec<Segment>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<Segment>>, ApiError> {
+    let rows = sqlx::query_as(
+        "SELECT id, tenant_id, name, filter, created_at FROM segments
+         WHERE $1::uuid IS NULL OR tenant_id = $1 ORDER BY name",
+    )
+    .bind(caller.scope())
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(rows))
+}
+
+async fn fetch(state: &AppState, caller: Caller, id: Uuid) -> Result<Segment, ApiError> {
+    sqlx::query_as(
+        "SELECT id, tenant_id, name, filter, created_at FROM segments
+         WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)",
+    )
+    .bind(id)
+    .bind(caller.scope())
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or(ApiError::NotFound("segment"))
+}
+
+#[utoipa::path(get, path = "/segments/{id}", tag = "segments",
+    responses((status = 200, body = Segment), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Segment>, ApiError> {
+    Ok(Json(fetch(&state, caller, id).await?))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SegmentCount {
+    pub contacts: i64,
+}
+
+#[utoipa::path(get, path = "/segments/{id}/count", tag = "segments",
+    responses((status = 200, body = SegmentCount), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn count(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<SegmentCount>, ApiError> {
+    let segment = fetch(&state, caller, id).await?;
+    let filter =
+        Filter::parse(&segment.filter).map_err(|e| ApiError::field("filter", e.to_string()))?;
+    let mut qb =
+        QueryBuilder::<Postgres>::new("SELECT count(*) FROM contacts c WHERE c.tenant_id = ");
+    qb.push_bind(segment.tenant_id).push(" AND ");
+    filter.push_sql("c", &mut qb);
+    let contacts: i64 = qb.build_query_scalar().fetch_one(&state.pool).await?;
+    Ok(Json(SegmentCount { contacts }))
+}

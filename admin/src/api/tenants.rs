@@ -1,0 +1,173 @@
+//! Tenants and their API keys. Creating either needs an operator key.
+
+use super::JsonBody;
+use crate::auth::{self, Caller};
+use crate::error::{ApiError, FieldError, from_constraint};
+use crate::state::AppState;
+use crate::validate;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub name: String,
+    pub weight: i32,
+    pub time_zone: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    pub name: String,
+    /// Share of dispatch capacity relative to other tenants (1–1000).
+    #[serde(default = "one")]
+    pub weight: i32,
+    /// IANA time zone used by default for the quiet hours of this tenant's campaigns.
+    #[serde(default = "utc")]
+    pub time_zone: String,
+}
+
+fn one() -> i32 {
+    1
+}
+
+fn utc() -> String {
+    "UTC".to_owned()
+}
+
+/// Whether PostgreSQL (which evaluates quiet hours) knows this IANA zone.
+pub async fn known_time_zone(pool: &PgPool, zone: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)")
+        .bind(zone)
+        .fetch_one(pool)
+        .await
+}
+
+#[utoipa::path(post, path = "/tenants", tag = "tenants", request_body = NewTenant,
+    responses((status = 201, body = Tenant), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<NewTenant>,
+) -> Result<(StatusCode, Json<Tenant>), ApiError> {
+    caller.require_operator()?;
+    let mut fields = Vec::new();
+    if let Err(reason) = validate::name(&body.name) {
+        fields.push(FieldError {
+            field: "name".into(),
+            reason,
+        });
+    }
+    if !(1..=1000).contains(&body.weight) {
+        fields.push(FieldError {
+            field: "weight".into(),
+            reason: "must be between 1 and 1000".into(),
+        });
+    }
+    if !known_time_zone(&state.pool, &body.time_zone).await? {
+        fields.push(FieldError {
+            field: "time_zone".into(),
+            reason: format!("`{}` is not an IANA time zone", body.time_zone),
+        });
+    }
+    if !fields.is_empty() {
+        return Err(ApiError::fields("tenant", fields));
+    }
+    let tenant: Tenant = sqlx::query_as(
+        "INSERT INTO tenants (name, weight, time_zone) VALUES ($1, $2, $3)
+         RETURNING id, name, weight, time_zone, created_at",
+    )
+    .bind(body.name.trim())
+    .bind(body.weight)
+    .bind(&body.time_zone)
+    .fetch_one(&state.pool)
+    .await
+    .map_err(|e| from_constraint(e, "tenant"))?;
+    tracing::info!(tenant_id = %tenant.id, "tenant created");
+    Ok((StatusCode::CREATED, Json(tenant)))
+}
+
+#[utoipa::path(get, path = "/tenants", tag = "tenants", responses((status = 200, body = Vec<Tenant>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<Tenant>>, ApiError> {
+    let tenants = sqlx::query_as(
+        "SELECT id, name, weight, time_zone, created_at FROM tenants
+         WHERE $1::uuid IS NULL OR id = $1 ORDER BY name",
+    )
+    .bind(caller.scope())
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(tenants))
+}
+
+#[utoipa::path(get, path = "/tenants/{id}", tag = "tenants",
+    responses((status = 200, body = Tenant), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Tenant>, ApiError> {
+    sqlx::query_as(
+        "SELECT id, name, weight, time_zone, created_at FROM tenants
+         WHERE id = $1 AND ($2::uuid IS NULL OR id = $2)",
+    )
+    .bind(id)
+    .bind(caller.scope())
+    .fetch_optional(&state.pool)
+    .await?
+    .map(Json)
+    .ok_or(ApiError::NotFound("tenant"))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    pub name: String,
+}
+
+/// A key, shown once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKey {
+    pub id: Uuid,
+    pub name: String,
+    pub key: String,
+}
+
+#[utoipa::path(post, path = "/tenants/{id}/keys", tag = "tenants", request_body = NewKey,
+    responses((status = 201, body = CreatedKey), (status = 403, body = crate::error::ErrorBody)))]
+pub async fn create_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    JsonBody(body): JsonBody<NewKey>,
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    caller.require_operator()?;
+    validate::name(&body.name).map_err(|reason| ApiError::field("name", reason))?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)")
+        .bind(id)
+        .fetch_one(&state.pool)
+        .await?;
+    if !exists {
+        return Err(ApiError::NotFound("tenant"));
+    }
+    let (key_id, key) = auth::create_key(&state.pool, Some(id), body.name.trim()).await?;
+    tracing::info!(tenant_id = %id, key_id = %key_id, "tenant key created");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            id: key_id,
+            name: body.name,
+            key,
+        }),
+    ))
+}

@@ -1,0 +1,71 @@
+//! Herald's admin server: the JSON API, its OpenAPI document and the web page, over the same
+//! PostgreSQL the scheduler and the workers use.
+//!
+//! - [`api`]: the `/api/v1` resources, one module each.
+//! - [`auth`]: API keys and the caller's tenant scope.
+//! - [`error`]: every failure as a JSON error naming the field or row.
+//! - [`upload`] and [`staging`]: streamed, all-or-nothing audience uploads.
+//! - [`filter`]: the segment filter language, compiled to parameterized SQL.
+//! - [`validate`]: single-value checks (E.164, names, times).
+//! - [`web`]: the page.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod filter;
+pub mod staging;
+pub mod state;
+pub mod upload;
+pub mod validate;
+pub mod web;
+
+use axum::Router;
+use axum::routing::get;
+use config::AdminConfig;
+use state::AppState;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Db(#[from] herald_shared::db::DbError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// The whole application, given its state.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .nest("/api/v1", api::router())
+        .merge(web::router())
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+/// Serves until `shutdown`, then finishes the requests in progress.
+pub async fn serve(config: AdminConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let pool = herald_shared::db::connect(
+        &config.connections.database_url,
+        config.connections.db_pool_size,
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    tracing::info!(listen = %config.listen, "admin server listening");
+    axum::serve(listener, app(AppState { pool }))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(ServeError::Serve)?;
+    tracing::info!("admin server stopped");
+    Ok(())
+}

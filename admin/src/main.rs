@@ -1,0 +1,72 @@
+use clap::{Parser, Subcommand};
+use herald_admin::config::AdminConfig;
+use herald_shared::config::Connections;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Herald's admin server: the JSON API (/api/v1, OpenAPI at /api/v1/openapi.json) and the web
+/// page (/), over Herald's PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "herald-admin", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API and the web page.
+    Serve(AdminConfig),
+    /// Manage API keys directly in the database (the way to get the first operator key).
+    #[command(subcommand)]
+    Keys(Keys),
+}
+
+#[derive(Debug, Subcommand)]
+enum Keys {
+    /// Create a key and print it (it is shown only this once).
+    ///
+    /// Example: herald-admin keys create --operator --name ops
+    Create {
+        /// An operator key (manages every tenant).
+        #[arg(long, conflicts_with = "tenant", required_unless_present = "tenant")]
+        operator: bool,
+        /// A key for this tenant only.
+        #[arg(long)]
+        tenant: Option<Uuid>,
+        /// A label to tell keys apart.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        connections: Connections,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli: Cli = herald_shared::config::parse();
+    match cli.command {
+        Command::Serve(config) => {
+            herald_shared::telemetry::init("herald-admin");
+            let shutdown = CancellationToken::new();
+            tokio::spawn(herald_shared::shutdown::on_signal(shutdown.clone()));
+            herald_admin::serve(config, shutdown).await?;
+        }
+        Command::Keys(Keys::Create {
+            operator: _,
+            tenant,
+            name,
+            connections,
+        }) => {
+            herald_admin::validate::name(&name)
+                .map_err(|reason| anyhow::anyhow!("--name: {reason}"))?;
+            let pool = herald_shared::db::connect(&connections.database_url, 1).await?;
+            let (_, key) = herald_admin::auth::create_key(&pool, tenant, &name).await?;
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{key}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! Loading an upload, all-or-nothing, into a temporary table of the caller's transaction.
+//!
+//! Rows stream from the parser into `upload_rows` (dropped at commit) in chunks; the whole
+//! body is read even after the first bad row, so the report counts every bad row; if there
+//! is any, nothing is kept. The caller then moves the staged rows into their real table with
+//! one set-based statement (deduplicating there).
+
+use crate::error::{ApiError, RowError};
+use crate::upload::{self, Format, Item, Row};
+use crate::validate;
+use axum::body::Body;
+use serde_json::Value;
+use sqlx::PgConnection;
+
+/// Rows per INSERT into the staging table.
+const CHUNK: usize = 5_000;
+/// Row errors listed in a report (all are counted).
+const MAX_LISTED: usize = 100;
+
+/// Streams `body` into `upload_rows (n, address, fields)` on `tx`. `check` adds
+/// caller-specific row errors (e.g. missing template variables). Returns how many rows were
+/// received.
+pub async fn stage(
+    tx: &mut PgConnection,
+    body: Body,
+    format: Format,
+    check: impl Fn(&Row) -> Option<RowError>,
+) -> Result<u64, ApiError> {
+    sqlx::query(
+        "CREATE TEMP TABLE upload_rows (n bigint NOT NULL, address text NOT NULL, fields jsonb NOT NULL)
+         ON COMMIT DROP",
+    )
+    .execute(&mut *tx)
+    .await?;
+
+    let mut rows = upload::rows(body, format);
+    let mut chunk: Vec<Row> = Vec::with_capacity(CHUNK);
+    let mut listed: Vec<RowError> = Vec::new();
+    let mut error_rows = 0u64;
+    let mut received = 0u64;
+    while let Some(item) = rows.recv().await {
+        let error = match item {
+            Item::Row(row) => {
+                received += 1;
+                let error = validate::e164(&row.address)
+                    .err()
+                    .map(|reason| RowError {
+                        row: row.number,
+                        field: Some("address".to_owned()),
+                        reason,
+                    })
+                    .or_else(|| check(&row));
+                if error.is_none() && error_rows == 0 {
+                    chunk.push(row);
+                    if chunk.len() == CHUNK {
+                        insert(tx, &mut chunk).await?;
+                    }
+                }
+                error
+            }
+            Item::Invalid(error) => {
+                received += 1;
+                Some(error)
+            }
+            Item::Fatal(message) => {
+                return Err(ApiError::InvalidRows {
+                    message: format!("{message}; nothing was imported"),
+                    error_rows: error_rows + 1,
+                    rows: listed,
+                });
+            }
+        };
+        if let Some(error) = error {
+            error_rows += 1;
+            if listed.len() < MAX_LISTED {
+                listed.push(error);
+            }
+        }
+    }
+    if error_rows > 0 {
+        return Err(ApiError::InvalidRows {
+            message: format!("{error_rows} of {received} rows are invalid; nothing was imported"),
+            rows: listed,
+            error_rows,
+        });
+    }
+    if received == 0 {
+        return Err(ApiError::field("body", "the upload has no rows"));
+    }
+    insert(tx, &mut chunk).await?;
+    Ok(received)
+}
+
+async fn insert(tx: &mut PgConnection, chunk: &mut Vec<Row>) -> Result<(), sqlx::Error> {
+    if chunk.is_empty() {
+        return Ok(());
+    }
+    let numbers: Vec<i64> = chunk
+        .iter()
+        .map(|r| i64::try_from(r.number).unwrap_or(i64::MAX))
+        .collect();
+    let addresses: Vec<&str> = chunk.iter().map(|r| r.address.as_str()).collect();
+    let fields: Vec<Value> = chunk
+        .iter()
+        .map(|r| Value::Object(r.fields.clone()))
+        .collect();
+    sqlx::query(
+        "INSERT INTO upload_rows (n, address, fields)
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::jsonb[])",
+    )
+    .bind(&numbers)
+    .bind(&addresses)
+    .bind(&fields)
+    .execute(&mut *tx)
+    .await?;
+    chunk.clear();
+    Ok(())
+}

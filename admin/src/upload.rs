@@ -1,0 +1,331 @@
+//! Reading an uploaded audience (CSV, NDJSON or a JSON array) as a stream of rows.
+//!
+//! The body is never held in memory: a parser task turns it into rows and sends them over a
+//! bounded channel, so a 1,000,000-row upload costs a few thousand rows of memory and the
+//! database writes pace the reading. A row that cannot be parsed becomes a row error (the
+//! caller keeps going to report them all); a body that cannot be read any further ends the
+//! stream with a fatal error.
+
+use crate::error::{ApiError, RowError};
+use axum::body::Body;
+use futures::TryStreamExt;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::mpsc;
+use tokio_util::io::StreamReader;
+
+/// Rows in flight between the parser and the database writer.
+const CHANNEL_ROWS: usize = 2_000;
+
+/// How an upload is encoded, from its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    NdJson,
+    JsonArray,
+}
+
+impl Format {
+    pub fn from_content_type(value: Option<&str>) -> Result<Format, ApiError> {
+        let essence = value
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "text/csv" => Ok(Format::Csv),
+            "application/x-ndjson" | "application/jsonl" | "application/jsonlines" => {
+                Ok(Format::NdJson)
+            }
+            "application/json" => Ok(Format::JsonArray),
+            other => Err(ApiError::UnsupportedMediaType(format!(
+                "Content-Type `{other}` is not an upload format: use text/csv, application/x-ndjson or application/json"
+            ))),
+        }
+    }
+}
+
+/// One parsed row: its 1-based number, its address and its other fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub number: u64,
+    pub address: String,
+    pub fields: Map<String, Value>,
+}
+
+#[derive(Debug)]
+pub enum Item {
+    Row(Row),
+    Invalid(RowError),
+    /// The body cannot be read further; nothing after this.
+    Fatal(String),
+}
+
+/// Starts parsing `body`; rows arrive on the returned channel in order.
+pub fn rows(body: Body, format: Format) -> mpsc::Receiver<Item> {
+    let (sender, receiver) = mpsc::channel(CHANNEL_ROWS);
+    let reader = StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
+    match format {
+        Format::Csv => {
+            tokio::spawn(read_csv(reader, sender));
+        }
+        Format::NdJson => {
+            tokio::spawn(read_ndjson(reader, sender));
+        }
+        Format::JsonArray => {
+            // serde_json's streaming reader is synchronous: run it on a blocking thread over a
+            // bridge, element by element.
+            let bridge = tokio_util::io::SyncIoBridge::new(reader);
+            tokio::task::spawn_blocking(move || read_json_array(bridge, sender));
+        }
+    }
+    receiver
+}
+
+async fn read_csv<R>(reader: R, sender: mpsc::Sender<Item>)
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    let mut csv = csv_async::AsyncReaderBuilder::new()
+        .trim(csv_async::Trim::All)
+        .flexible(false)
+        .create_reader(reader);
+    let headers = match csv.headers().await {
+        Ok(headers) => headers.clone(),
+        Err(error) => {
+            let _ = sender
+                .send(Item::Fatal(format!("cannot read the CSV header: {error}")))
+                .await;
+            return;
+        }
+    };
+    let Some(address_column) = headers
+        .iter()
+        .position(|h| h.eq_ignore_ascii_case("address") || h.eq_ignore_ascii_case("phone"))
+    else {
+        let _ = sender
+            .send(Item::Fatal(
+                "the CSV header has no `address` column".to_owned(),
+            ))
+            .await;
+        return;
+    };
+    let mut records = csv.records();
+    let mut number = 0u64;
+    while let Some(record) = futures::StreamExt::next(&mut records).await {
+        number += 1;
+        let item = match record {
+            Ok(record) => {
+                let mut fields = Map::new();
+                for (index, (header, value)) in headers.iter().zip(record.iter()).enumerate() {
+                    if index != address_column && !header.is_empty() {
+                        fields.insert(header.to_owned(), Value::String(value.to_owned()));
+                    }
+                }
+                Item::Row(Row {
+                    number,
+                    address: record.get(address_column).unwrap_or("").to_owned(),
+                    fields,
+                })
+            }
+            Err(error) => match error.kind() {
+                csv_async::ErrorKind::UnequalLengths { .. } | csv_async::ErrorKind::Utf8 { .. } => {
+                    Item::Invalid(RowError {
+                        row: number,
+                        field: None,
+                        reason: csv_reason(&error),
+                    })
+                }
+                _ => Item::Fatal(format!("cannot read the CSV body: {error}")),
+            },
+        };
+        let fatal = matches!(item, Item::Fatal(_));
+        if sender.send(item).await.is_err() || fatal {
+            return;
+        }
+    }
+}
+
+fn csv_reason(error: &csv_async::Error) -> String {
+    match error.kind() {
+        csv_async::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!("has {len} fields where the header has {expected_len}"),
+        csv_async::ErrorKind::Utf8 { .. } => "is not valid UTF-8".to_owned(),
+        _ => error.to_string(),
+    }
+}
+
+/// A JSON row: an address and its variables (recipients) or attributes (contacts).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRow {
+    address: String,
+    #[serde(default, alias = "attributes")]
+    variables: Map<String, Value>,
+}
+
+fn json_item(number: u64, parsed: Result<JsonRow, serde_json::Error>) -> Item {
+    match parsed {
+        Ok(row) => Item::Row(Row {
+            number,
+            address: row.address,
+            fields: row.variables,
+        }),
+        Err(error) => Item::Invalid(RowError {
+            row: number,
+            field: None,
+            reason: format!("is not a valid row object: {error}"),
+        }),
+    }
+}
+
+async fn read_ndjson<R>(reader: R, sender: mpsc::Sender<Item>)
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    let mut lines = tokio::io::BufReader::new(reader).lines();
+    let mut number = 0u64;
+    loop {
+        let line = match lines.next_line().await {
+            Ok(Some(line)) => line,
+            Ok(None) => return,
+            Err(error) => {
+                let _ = sender
+                    .send(Item::Fatal(format!("cannot read the body: {error}")))
+                    .await;
+                return;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        number += 1;
+        if sender
+            .send(json_item(number, serde_json::from_str(&line)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn read_json_array<R: std::io::Read>(reader: R, sender: mpsc::Sender<Item>) {
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+
+    struct Rows<'a> {
+        sender: &'a mpsc::Sender<Item>,
+    }
+    impl<'de> Visitor<'de> for Rows<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of {\"address\": …, \"variables\": {…}} objects")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut number = 0u64;
+            // Each element is read as a generic value first so that one bad row is a row
+            // error, not the end of the upload.
+            while let Some(value) = seq.next_element::<Value>()? {
+                number += 1;
+                let item = json_item(number, serde_json::from_value(value));
+                if self.sender.blocking_send(item).is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        }
+    }
+
+    let mut deserializer = serde_json::Deserializer::from_reader(reader);
+    if let Err(error) = deserializer.deserialize_seq(Rows { sender: &sender }) {
+        let _ = sender.blocking_send(Item::Fatal(format!("the JSON body is malformed: {error}")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn collect(body: &str, format: Format) -> Vec<Item> {
+        let mut receiver = rows(Body::from(body.to_owned()), format);
+        let mut items = Vec::new();
+        while let Some(item) = receiver.recv().await {
+            items.push(item);
+        }
+        items
+    }
+
+    fn row(item: &Item) -> &Row {
+        match item {
+            Item::Row(row) => row,
+            other => panic!("expected a row, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn csv_rows_carry_the_other_columns_as_fields() {
+        let items = collect(
+            "address,first_name\n+33612345678,Ada\n+33612345679, Bob \n",
+            Format::Csv,
+        )
+        .await;
+        assert_eq!(items.len(), 2);
+        assert_eq!(row(&items[0]).address, "+33612345678");
+        assert_eq!(row(&items[1]).fields["first_name"], "Bob");
+        assert_eq!(row(&items[1]).number, 2);
+    }
+
+    #[tokio::test]
+    async fn csv_without_address_column_or_with_ragged_rows() {
+        let items = collect("phone_number,x\n1,2\n", Format::Csv).await;
+        assert!(matches!(&items[0], Item::Fatal(m) if m.contains("address")));
+        let items = collect("address,x\n+3361,1\n+3362\n+3363,3\n", Format::Csv).await;
+        assert_eq!(items.len(), 3);
+        assert!(matches!(&items[1], Item::Invalid(e) if e.row == 2 && e.reason.contains("fields")));
+        assert_eq!(row(&items[2]).address, "+3363");
+    }
+
+    #[tokio::test]
+    async fn ndjson_and_json_arrays() {
+        let items = collect(
+            "{\"address\":\"+1555\",\"variables\":{\"a\":1}}\n\nnot json\n{\"address\":\"+1556\"}\n",
+            Format::NdJson,
+        )
+        .await;
+        assert_eq!(items.len(), 3);
+        assert!(matches!(&items[1], Item::Invalid(e) if e.row == 2));
+        assert_eq!(row(&items[2]).address, "+1556");
+
+        let items = collect(
+            "[{\"address\":\"+1555\"}, {\"adress\":\"+1\"}, {\"address\":\"+1557\",\"attributes\":{\"ltv\":5}}]",
+            Format::JsonArray,
+        )
+        .await;
+        assert_eq!(items.len(), 3);
+        assert!(matches!(&items[1], Item::Invalid(e) if e.row == 2));
+        assert_eq!(row(&items[2]).fields["ltv"], 5);
+
+        let items = collect("[{\"address\":\"+1555\"}, {", Format::JsonArray).await;
+        assert!(matches!(items.last(), Some(Item::Fatal(_))));
+        let items = collect("{\"address\":\"+1555\"}", Format::JsonArray).await;
+        assert!(matches!(items.last(), Some(Item::Fatal(_))));
+    }
+
+    #[test]
+    fn formats_from_content_type() {
+        assert_eq!(
+            Format::from_content_type(Some("text/csv; charset=utf-8")).unwrap(),
+            Format::Csv
+        );
+        assert_eq!(
+            Format::from_content_type(Some("application/x-ndjson")).unwrap(),
+            Format::NdJson
+        );
+        assert!(Format::from_content_type(Some("text/plain")).is_err());
+        assert!(Format::from_content_type(None).is_err());
+    }
+}

@@ -1,0 +1,104 @@
+//! Checks on single values, shared by the handlers. Pure functions; the caller turns a
+//! failure into a field error.
+
+/// An E.164 phone number: `+`, a non-zero country digit, 2 to 15 digits in all.
+pub fn e164(address: &str) -> Result<(), String> {
+    let digits = address.strip_prefix('+').ok_or_else(|| {
+        format!(
+            "`{}` is not an E.164 number (it must start with +)",
+            clip(address)
+        )
+    })?;
+    let valid = (2..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not an E.164 number (+ then 2 to 15 digits, not starting with 0)",
+            clip(address)
+        ))
+    }
+}
+
+/// A display name: 1 to 200 characters, not only spaces, no control characters.
+pub fn name(value: &str) -> Result<(), String> {
+    if value.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if value.chars().count() > 200 {
+        return Err("must be at most 200 characters".into());
+    }
+    if value.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// A wall-clock time `HH:MM` (24 h).
+pub fn clock_time(value: &str) -> Result<chrono::NaiveTime, String> {
+    chrono::NaiveTime::parse_from_str(value, "%H:%M")
+        .map_err(|_| format!("`{}` is not a time of day like 21:00", clip(value)))
+}
+
+/// An http(s) URL.
+pub fn endpoint(value: &str) -> Result<(), String> {
+    let ok = (value.starts_with("http://") || value.starts_with("https://"))
+        && value.len() > "https://".len()
+        && !value.chars().any(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err("must be an http:// or https:// URL".into())
+    }
+}
+
+/// Echoing user input in an error is helpful; echoing a megabyte of it is not.
+fn clip(value: &str) -> String {
+    const MAX: usize = 40;
+    if value.chars().count() <= MAX {
+        value.to_owned()
+    } else {
+        format!("{}…", value.chars().take(MAX).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e164_accepts_international_numbers_only() {
+        assert!(e164("+33612345678").is_ok());
+        assert!(e164("+15555550100").is_ok());
+        assert!(e164("33612345678").is_err());
+        assert!(e164("+0612345678").is_err());
+        assert!(e164("+1").is_err());
+        assert!(e164("+1234567890123456").is_err());
+        assert!(e164("+1 555 555").is_err());
+        assert!(e164("+1555'; DROP TABLE recipients; --").is_err());
+    }
+
+    #[test]
+    fn names_and_times() {
+        assert!(name("spring sale").is_ok());
+        assert!(name("  ").is_err());
+        assert!(name(&"x".repeat(201)).is_err());
+        assert!(name("a\u{0}b").is_err());
+        assert_eq!(
+            clock_time("21:00").unwrap(),
+            chrono::NaiveTime::from_hms_opt(21, 0, 0).unwrap()
+        );
+        assert!(clock_time("25:00").is_err());
+        assert!(clock_time("9pm").is_err());
+        assert!(endpoint("https://api.example.com/send").is_ok());
+        assert!(endpoint("ftp://x").is_err());
+    }
+
+    #[test]
+    fn long_input_is_clipped_in_messages() {
+        let message = e164(&"9".repeat(10_000)).unwrap_err();
+        assert!(message.len() < 200, "{message}");
+    }
+}

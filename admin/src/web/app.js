@@ -1,0 +1,594 @@
+'use strict';
+/*
+ * Herald admin page: plain ES2020, no framework. API data reaches the DOM only through
+ * textContent / attributes, never innerHTML (campaign names are user input).
+ *
+ *   helpers ....... $(), el(), setText(), setAttr(), notice()
+ *   api() ......... fetch wrapper: Bearer key, JSON, throws ApiError; a 401 signs out
+ *   session ....... signIn(), signOut(), showKeyForm(), takeKeyFromUrl() (?key=)
+ *   list .......... pollCampaigns() every 1 s -> renderCampaigns() -> createRow()/updateRow()
+ *   actions ....... runAction(): POST /campaigns/{id}/{start|pause|resume|cancel}
+ *   detail ........ openDetail(), pollDetail() every 1 s -> renderDetail(), closeDetail()
+ *   create form ... loadFormOptions(), fillTenants(), fillProviders(), readForm(),
+ *                   submitCampaign() (create, then upload the file), showFormErrors()
+ *   formatting .... formatEta(), formatMs(), formatRate(), formatTime(), shortId()
+ *
+ * Polls chain setTimeouts, so requests never overlap; state.session / state.detailGen are
+ * bumped on sign-out or panel change, and answers that arrive later are dropped.
+ */
+
+const API = '/api/v1';
+const KEY_STORAGE = 'herald.apiKey';
+const REFRESH_MS = 1000;
+const ACTIONS = [ // [action, label, statuses that allow it, past tense]
+  ['start', 'Start', ['draft'], 'started'],
+  ['pause', 'Pause', ['running', 'scheduled'], 'paused'],
+  ['resume', 'Resume', ['paused'], 'resumed'],
+  ['cancel', 'Cancel', ['draft', 'scheduled', 'running', 'paused'], 'cancelled'],
+];
+const COUNTS = ['total', 'pending', 'queued', 'sending', 'sent', 'failed', 'cancelled', 'expired'];
+const UPLOAD_TYPES = {
+  csv: 'text/csv', ndjson: 'application/x-ndjson', jsonl: 'application/x-ndjson', json: 'application/json',
+};
+
+const state = {
+  session: 0, rows: new Map(), campaigns: new Map(),
+  listTimer: 0, listBusy: false, listAgain: false, listFailing: false,
+  detailId: null, shownId: null, detailGen: 0, detailTimer: 0, detailErrors: '',
+  tenants: [], providers: [], providersError: '', retryDraft: null, noticeTimer: 0,
+};
+
+/* ---------- helpers ---------- */
+
+const $ = (sel) => document.querySelector(sel);
+const enc = encodeURIComponent;
+const num = (v) => (Number.isFinite(v) ? v : 0);
+const finished = (p) => num(p.sent) + num(p.failed) + num(p.cancelled) + num(p.expired);
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function setText(node, text) {
+  if (node.textContent !== String(text)) node.textContent = text;
+}
+
+function setAttr(node, name, value) {
+  if (node.getAttribute(name) !== String(value)) node.setAttribute(name, value);
+}
+
+function notice(message, kind = 'info') {
+  const box = $('#notice');
+  clearTimeout(state.noticeTimer);
+  box.textContent = message || '';
+  box.className = `notice notice-${kind}`;
+  box.hidden = !message;
+  if (message && kind === 'ok') state.noticeTimer = setTimeout(() => notice(''), 8000);
+}
+
+/* ---------- api ---------- */
+
+class ApiError extends Error {
+  constructor(status, message, detail) {
+    super(message);
+    const d = detail || {};
+    this.status = status;
+    this.fields = Array.isArray(d.fields) ? d.fields : [];
+    this.rows = Array.isArray(d.rows) ? d.rows : [];
+    this.errorRows = Number.isFinite(d.error_rows) ? d.error_rows : this.rows.length;
+  }
+}
+
+// api('GET', '/campaigns'); api('POST', path, {json}) or api('POST', path, {body, type}).
+async function api(method, path, { json, body, type } = {}) {
+  const gen = state.session;
+  const headers = { Authorization: `Bearer ${localStorage.getItem(KEY_STORAGE) || ''}` };
+  if (json !== undefined) { body = JSON.stringify(json); type = 'application/json'; }
+  if (type) headers['Content-Type'] = type;
+  let res;
+  try {
+    res = await fetch(API + path, { method, headers, body, cache: 'no-store' });
+  } catch (e) {
+    throw new ApiError(0, 'Network error: the admin server could not be reached.');
+  }
+  const text = await res.text().catch(() => '');
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (e) { /* not JSON */ }
+  if (res.ok) return data;
+  const err = data && typeof data.error === 'object' ? data.error : null;
+  const message = (err && err.message)
+    || `HTTP ${res.status} ${res.statusText}${text && !data ? `: ${text.slice(0, 200)}` : ''}`.trim();
+  if (res.status === 401 && gen === state.session) {
+    signOut(`The API key was rejected (${message}). Enter a valid key.`);
+  }
+  throw new ApiError(res.status, message, err);
+}
+
+/* ---------- session ---------- */
+
+function takeKeyFromUrl() {
+  const url = new URL(location.href);
+  const key = url.searchParams.get('key');
+  if (key === null) return;
+  if (key.trim()) localStorage.setItem(KEY_STORAGE, key.trim());
+  url.searchParams.delete('key');
+  history.replaceState(history.state, '', url.pathname + url.search + url.hash);
+}
+
+function signIn() {
+  state.session++;
+  state.listBusy = false;
+  $('#key-section').hidden = true;
+  $('#app').hidden = false;
+  $('#sign-out').hidden = false;
+  pollCampaigns();
+  loadFormOptions();
+}
+
+function signOut(message) {
+  localStorage.removeItem(KEY_STORAGE);
+  state.session++;
+  clearTimeout(state.listTimer);
+  closeDetail();
+  state.rows.clear();
+  state.retryDraft = null;
+  $('#campaigns tbody').replaceChildren();
+  $('#app').hidden = true;
+  $('#sign-out').hidden = true;
+  notice('');
+  showKeyForm(message);
+}
+
+function showKeyForm(message) {
+  $('#key-section').hidden = false;
+  const msg = $('#key-message');
+  msg.textContent = message || '';
+  msg.hidden = !message;
+  $('#api-key').value = '';
+  $('#api-key').focus();
+}
+
+/* ---------- campaign list ---------- */
+
+function refreshCampaigns() {
+  if (state.listBusy) { state.listAgain = true; return; }
+  pollCampaigns();
+}
+
+async function pollCampaigns() {
+  const gen = state.session;
+  clearTimeout(state.listTimer);
+  state.listBusy = true;
+  state.listAgain = false;
+  try {
+    const list = await api('GET', '/campaigns');
+    if (gen !== state.session) return;
+    renderCampaigns(Array.isArray(list) ? list : []);
+    if (state.listFailing && $('#notice').textContent.startsWith('Could not refresh')) notice('');
+    state.listFailing = false;
+  } catch (e) {
+    if (gen !== state.session || e.status === 401) return;
+    state.listFailing = true;
+    notice(`Could not refresh the campaigns: ${e.message} (retrying)`, 'error');
+  } finally {
+    if (gen === state.session) state.listBusy = false;
+  }
+  if (gen === state.session) state.listTimer = setTimeout(pollCampaigns, state.listAgain ? 0 : REFRESH_MS);
+}
+
+// Updates rows in place, keyed by id, in the API's order (newest first): no flicker.
+function renderCampaigns(list) {
+  const tbody = $('#campaigns tbody');
+  state.campaigns = new Map();
+  let prev = null;
+  for (const c of list) {
+    if (!c || !c.id || state.campaigns.has(c.id)) continue;
+    state.campaigns.set(c.id, c);
+    let tr = state.rows.get(c.id);
+    if (!tr) state.rows.set(c.id, (tr = createRow(c.id)));
+    updateRow(tr, c);
+    const expected = prev ? prev.nextSibling : tbody.firstChild;
+    if (expected !== tr) tbody.insertBefore(tr, expected);
+    prev = tr;
+  }
+  for (const [id, tr] of state.rows) {
+    if (!state.campaigns.has(id)) { tr.remove(); state.rows.delete(id); }
+  }
+  $('#campaigns-empty').hidden = state.campaigns.size > 0;
+}
+
+function createRow(id) {
+  const tr = el('tr');
+  tr.dataset.campaignId = id;
+  const c = {
+    link: el('a', 'campaign-link'), tenant: el('span', 'tenant mono'), channel: el('td', 'channel'),
+    status: el('span', 'status'), bar: el('progress', 'campaign-progress'), counts: el('span', 'counts'),
+    rate: el('td', 'rate num'), actions: el('td', 'actions'),
+  };
+  c.link.href = `#campaign-${id}`;
+  const td = (cls, ...kids) => { const n = el('td', cls); n.append(...kids); return n; };
+  tr.append(td('name', c.link), td('', c.tenant), c.channel, td('', c.status),
+    td('progress-cell', c.bar, c.counts), c.rate, c.actions);
+  tr.cells_ = c;
+  return tr;
+}
+
+function updateRow(tr, c) {
+  const cells = tr.cells_;
+  const p = c.progress || {};
+  const status = c.status || p.status || 'unknown';
+  const total = num(p.total);
+  setText(cells.link, c.name || '(unnamed)');
+  setText(cells.tenant, shortId(c.tenant_id));
+  setAttr(cells.tenant, 'title', tenantLabel(c.tenant_id));
+  setText(cells.channel, c.channel || '');
+  setText(cells.status, status);
+  setAttr(cells.status, 'class', `status status-${status}`);
+  setAttr(cells.bar, 'max', total);
+  setAttr(cells.bar, 'value', finished(p));
+  setAttr(cells.bar, 'aria-label', `${finished(p)} of ${total} finished`);
+  setText(cells.counts, `sent ${num(p.sent)} / ${total}`);
+  setAttr(cells.counts, 'title', `${num(p.failed)} failed, ${num(p.expired)} expired`);
+  setText(cells.rate, formatRate(p.send_rate));
+  tr.classList.toggle('selected', c.id === state.detailId);
+  if (tr.dataset.status !== status) { // rebuild the buttons only when the status changes
+    tr.dataset.status = status;
+    cells.actions.replaceChildren(...ACTIONS.filter((a) => a[2].includes(status)).map(([action, label]) => {
+      const b = el('button', `action-${action}`, label);
+      b.type = 'button';
+      b.dataset.action = action;
+      return b;
+    }));
+  }
+}
+
+function onListClick(ev) {
+  const tr = ev.target.closest('tr[data-campaign-id]');
+  if (!tr) return;
+  if (ev.target.closest('a.campaign-link')) {
+    ev.preventDefault();
+    openDetail(tr.dataset.campaignId);
+  }
+  const button = ev.target.closest('button[data-action]');
+  if (button && !button.disabled) runAction(tr.dataset.campaignId, button.dataset.action);
+}
+
+/* ---------- actions ---------- */
+
+async function runAction(id, action) {
+  const row = state.rows.get(id);
+  const buttons = row ? [...row.querySelectorAll('.actions button')] : [];
+  const name = (state.campaigns.get(id) || {}).name || id;
+  buttons.forEach((b) => { b.disabled = true; });
+  try {
+    const c = await api('POST', `/campaigns/${enc(id)}/${action}`, { json: {} });
+    if (c && c.progress && row && row.isConnected) updateRow(row, c);
+    const done = ACTIONS.find((a) => a[0] === action)[3];
+    notice(`Campaign “${name}” ${done}${c && c.status && c.status !== done ? ` (now ${c.status})` : ''}.`, 'ok');
+  } catch (e) {
+    if (e.status !== 401) notice(`Could not ${action} campaign “${name}”: ${e.message}`, 'error');
+  } finally {
+    buttons.forEach((b) => { b.disabled = false; });
+  }
+  refreshCampaigns();
+  if (state.detailId === id) refreshDetail();
+}
+
+/* ---------- detail panel ---------- */
+
+function openDetail(id) {
+  state.detailId = id;
+  state.detailErrors = '';
+  for (const [rid, tr] of state.rows) tr.classList.toggle('selected', rid === id);
+  setText($('#detail-title'), (state.campaigns.get(id) || {}).name || 'Campaign');
+  $('#detail-error').hidden = true;
+  if (id !== state.shownId) { // another campaign: no stale values while loading
+    document.querySelectorAll('#detail dl [id]').forEach((n) => { n.textContent = ''; });
+    $('#detail-errors tbody').replaceChildren();
+  }
+  $('#detail').hidden = false;
+  $('#detail').scrollIntoView({ block: 'nearest' });
+  refreshDetail();
+}
+
+function closeDetail() {
+  state.detailId = null;
+  state.detailGen++;
+  clearTimeout(state.detailTimer);
+  $('#detail').hidden = true;
+  for (const tr of state.rows.values()) tr.classList.remove('selected');
+}
+
+function refreshDetail() {
+  state.detailGen++; // drops the answer of a poll still in flight
+  pollDetail();
+}
+
+async function pollDetail() {
+  const gen = state.detailGen;
+  const id = state.detailId;
+  clearTimeout(state.detailTimer);
+  if (!id) return;
+  try {
+    const [c, errors] = await Promise.all([
+      api('GET', `/campaigns/${enc(id)}`), api('GET', `/campaigns/${enc(id)}/errors`),
+    ]);
+    if (gen !== state.detailGen) return;
+    renderDetail(c || {}, Array.isArray(errors) ? errors : []);
+    $('#detail-error').hidden = true;
+  } catch (e) {
+    if (gen !== state.detailGen || e.status === 401) return;
+    if (e.status === 404) {
+      closeDetail();
+      notice('That campaign no longer exists (or is not visible to this key).', 'error');
+      return;
+    }
+    $('#detail-error').textContent = `Could not refresh: ${e.message}`;
+    $('#detail-error').hidden = false;
+  }
+  if (gen === state.detailGen) state.detailTimer = setTimeout(pollDetail, REFRESH_MS);
+}
+
+function renderDetail(c, errors) {
+  const p = c.progress || {};
+  const status = c.status || p.status || 'unknown';
+  const provider = state.providers.find((x) => x.id === c.provider_id);
+  state.shownId = c.id;
+  setText($('#detail-title'), c.name || '(unnamed)');
+  setText($('#d-id'), c.id || '');
+  setText($('#d-status'), status);
+  setAttr($('#d-status'), 'class', `status status-${status}`);
+  setText($('#d-channel'), c.channel || '—');
+  setText($('#d-provider'), provider ? provider.name : shortId(c.provider_id));
+  for (const k of COUNTS) setText($(`#d-${k}`), num(p[k]));
+  setAttr($('#d-progress'), 'max', num(p.total));
+  setAttr($('#d-progress'), 'value', finished(p));
+  setText($('#d-rate'), formatRate(p.send_rate));
+  setText($('#d-eta'), ['completed', 'cancelled'].includes(status) ? '—' : formatEta(p.eta_seconds));
+  setText($('#d-ttfs'), formatMs(p.time_to_first_send_ms));
+  setTime('#d-start', c.start_at, status === 'draft' ? 'when started' : '—');
+  setTime('#d-started', p.started_at || c.started_at, '—');
+  setTime('#d-expires', c.expires_at, 'never');
+  const q = c.quiet_hours;
+  setText($('#d-quiet'), q && q.start ? `${q.start}–${q.end}${q.time_zone ? ` (${q.time_zone})` : ''}` : 'none');
+  setTime('#d-completed', p.completed_at || c.completed_at, '—');
+  const json = JSON.stringify(errors);
+  if (json === state.detailErrors) return; // errors table unchanged
+  state.detailErrors = json;
+  $('#detail-errors tbody').replaceChildren(...errors.map((e) => {
+    const tr = el('tr');
+    tr.append(el('td', 'reason', String(e.reason ?? '')), el('td', 'num', num(e.count)));
+    return tr;
+  }));
+  $('#detail-errors').hidden = !errors.length;
+  $('#detail-errors-empty').hidden = errors.length > 0;
+}
+
+function setTime(sel, iso, fallback) {
+  setText($(sel), iso ? formatTime(iso) : fallback);
+  setAttr($(sel), 'title', iso || '');
+}
+
+/* ---------- create form ---------- */
+
+async function loadFormOptions() {
+  const gen = state.session;
+  const [tenants, providers] = await Promise.allSettled([api('GET', '/tenants'), api('GET', '/providers')]);
+  if (gen !== state.session) return;
+  fillTenants(tenants.status === 'fulfilled' && Array.isArray(tenants.value) ? tenants.value : null);
+  const ok = providers.status === 'fulfilled';
+  state.providers = ok && Array.isArray(providers.value) ? providers.value : [];
+  state.providersError = ok ? '' : `Could not load providers: ${providers.reason.message}`;
+  fillProviders();
+}
+
+function option(value, text) {
+  const o = el('option', '', text);
+  o.value = value;
+  return o;
+}
+
+// Shown unless the key sees exactly one tenant (a tenant key). list === null: unreadable.
+function fillTenants(list) {
+  state.tenants = list || [];
+  const sel = $('#c-tenant');
+  const prev = sel.value;
+  sel.replaceChildren(...state.tenants.map((t) => option(t.id, `${t.name} (${shortId(t.id)})`)));
+  if (list && !list.length) sel.append(option('', 'No tenants yet (POST /api/v1/tenants)'));
+  if (state.tenants.some((t) => t.id === prev)) sel.value = prev;
+  $('#c-tenant-field').hidden = !list || list.length === 1;
+}
+
+function currentTenantId() {
+  if (!$('#c-tenant-field').hidden) return $('#c-tenant').value;
+  return state.tenants.length === 1 ? state.tenants[0].id : '';
+}
+
+// Providers of the chosen tenant.
+function fillProviders() {
+  const sel = $('#c-provider');
+  const prev = sel.value;
+  const tenant = currentTenantId();
+  const list = state.providers.filter((p) => !tenant || !p.tenant_id || p.tenant_id === tenant);
+  sel.replaceChildren(...list.map((p) => option(p.id, `${p.name}${p.kind ? ` (${p.kind})` : ''}`)));
+  if (!list.length) sel.append(option('', state.providersError || 'No providers yet (POST /api/v1/providers)'));
+  if (list.some((p) => p.id === prev)) sel.value = prev;
+}
+
+function tenantLabel(id) {
+  const t = state.tenants.find((x) => x.id === id);
+  return t ? `${t.name} (${id})` : (id || '');
+}
+
+// Reads and checks the form: {body, file, type}, or throws an ApiError listing the fields.
+function readForm() {
+  const val = (sel) => $(sel).value.trim();
+  const fields = [];
+  const bad = (field, reason) => fields.push({ field, reason });
+  const tenant = currentTenantId();
+  if (!$('#c-tenant-field').hidden && !tenant) bad('tenant', 'choose a tenant');
+  const body = {
+    name: val('#c-name'), provider_id: val('#c-provider'), channel: val('#c-channel'),
+    template: $('#c-template').value,
+  };
+  if (tenant) body.tenant_id = tenant;
+  if (!body.name) bad('name', 'required');
+  if (!body.provider_id) bad('provider', 'choose a provider');
+  if (!body.template.trim()) bad('template', 'required');
+  const batch = $('#c-batch-size');
+  body.batch_size = batch.value.trim() === '' ? 1000 : Number(batch.value);
+  if (batch.validity.badInput || !Number.isInteger(body.batch_size) || body.batch_size < 1) {
+    bad('batch_size', 'must be a whole number ≥ 1');
+  }
+  for (const [sel, key] of [['#c-start', 'start_at'], ['#c-expires', 'expires_at']]) {
+    if (!val(sel)) continue;
+    const d = new Date(val(sel)); // datetime-local: local time -> RFC 3339 UTC
+    if (Number.isNaN(d.getTime())) bad(key, 'not a valid date and time');
+    else body[key] = d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+  }
+  const [start, end, tz] = [val('#c-quiet-start'), val('#c-quiet-end'), val('#c-time-zone')];
+  if (start || end) {
+    if (!start || !end) bad('quiet hours', 'give both a start and an end');
+    body.quiet_hours = tz ? { start, end, time_zone: tz } : { start, end };
+  } else if (tz) {
+    bad('time zone', 'only used with quiet hours: set them or clear it');
+  }
+  const file = $('#c-file').files[0] || null;
+  const type = file ? UPLOAD_TYPES[(file.name.split('.').pop() || '').toLowerCase()] : '';
+  if (file && !type) bad('recipients file', 'must end in .csv, .ndjson, .jsonl or .json');
+  if (fields.length) throw new ApiError(0, 'Please fix the form:', { fields });
+  return { body, file, type };
+}
+
+async function submitCampaign(ev) {
+  ev.preventDefault();
+  const form = ev.currentTarget;
+  showFormErrors(null);
+  setFormStatus('');
+  let input;
+  try { input = readForm(); } catch (e) { showFormErrors(e); return; }
+  const { body, file, type } = input;
+  const gen = state.session;
+  const bodyJson = JSON.stringify(body);
+  const retry = state.retryDraft;
+  let campaign = null;
+  $('#c-submit').disabled = true;
+  try {
+    if (file && retry && retry.bodyJson === bodyJson) {
+      campaign = retry.campaign; // the upload was rejected: send the new file to that draft
+    } else {
+      setFormStatus('Creating the campaign…');
+      campaign = await api('POST', '/campaigns', { json: body });
+      state.retryDraft = null;
+      refreshCampaigns();
+    }
+    let result = null;
+    if (file) {
+      setFormStatus(`Uploading ${file.name} (${Math.ceil(file.size / 1024)} KB)…`);
+      // The File itself is the body: the browser streams it.
+      result = await api('POST', `/campaigns/${enc(campaign.id)}/recipients`, { body: file, type });
+    }
+    if (gen !== state.session) return;
+    state.retryDraft = null;
+    const n = num(result && result.inserted);
+    const dup = num(result && result.duplicates);
+    form.reset();
+    fillProviders();
+    setFormStatus(`Campaign created (${n} recipient${n === 1 ? '' : 's'}).`
+      + (dup ? ` ${dup} duplicate${dup === 1 ? '' : 's'} dropped.` : ''), 'ok');
+    refreshCampaigns();
+  } catch (e) {
+    if (e.status === 401 || gen !== state.session) return;
+    const keep = campaign && e.status !== 404 && e.status !== 409; // can still take recipients
+    state.retryDraft = keep ? { bodyJson, campaign } : null;
+    setFormStatus(keep ? `Campaign “${campaign.name || body.name}” was saved as a draft without `
+      + 'recipients. Fix the file and submit again to upload it to that draft (or cancel it).' : '', 'warn');
+    showFormErrors(e);
+  } finally {
+    $('#c-submit').disabled = false;
+  }
+}
+
+function setFormStatus(text, kind = 'info') {
+  $('#form-status').textContent = text;
+  $('#form-status').className = `form-status form-status-${kind}`;
+}
+
+// err: an ApiError (message, fields, rows, errorRows), or null to clear.
+function showFormErrors(err) {
+  const box = $('#form-errors');
+  box.replaceChildren();
+  box.hidden = !err;
+  if (!err) return;
+  box.append(el('p', 'error-message', `${err.message || 'Request failed'}${err.status ? ` (HTTP ${err.status})` : ''}`));
+  const rows = err.rows || [];
+  const items = (err.fields || []).map((f) => `${f.field}: ${f.reason}`).concat(rows.map((r) =>
+    `row ${r.row}${r.field ? `, ${r.field}` : ''}: ${r.reason}`));
+  if (err.errorRows > rows.length) {
+    items.push(`… and ${err.errorRows - rows.length} more invalid rows (${err.errorRows} in total)`);
+  }
+  if (!items.length) return;
+  const ul = el('ul', 'error-details');
+  ul.append(...items.map((t) => el('li', '', t)));
+  box.append(ul);
+}
+
+/* ---------- formatting ---------- */
+
+function formatEta(seconds) {
+  if (!Number.isFinite(seconds)) return '—';
+  const s = Math.max(0, Math.round(seconds));
+  const [d, h, m] = [Math.floor(s / 86400), Math.floor((s % 86400) / 3600), Math.floor((s % 3600) / 60)];
+  if (d) return `${d} d ${h} h`;
+  if (h) return `${h} h ${m} min`;
+  return m ? `${m} min ${s % 60} s` : `${s} s`;
+}
+
+function formatMs(ms) {
+  if (!Number.isFinite(ms)) return '—';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  return ms < 60000 ? `${(ms / 1000).toFixed(1)} s` : formatEta(ms / 1000);
+}
+
+function formatRate(rate) {
+  if (!Number.isFinite(rate)) return '—';
+  return `${rate === 0 ? 0 : rate >= 100 ? Math.round(rate) : rate.toFixed(1)}/s`;
+}
+
+function formatTime(iso) {
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? String(iso) : d.toLocaleString();
+}
+
+function shortId(id) {
+  return id ? String(id).slice(0, 8) : '—';
+}
+
+/* ---------- start ---------- */
+
+function init() {
+  $('#key-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const key = $('#api-key').value.trim();
+    if (!key) { showKeyForm('Enter an API key.'); return; }
+    localStorage.setItem(KEY_STORAGE, key);
+    signIn();
+  });
+  $('#sign-out').addEventListener('click', (ev) => { ev.preventDefault(); signOut('Signed out.'); });
+  $('#campaigns tbody').addEventListener('click', onListClick);
+  $('#detail-close').addEventListener('click', closeDetail);
+  document.addEventListener('keydown', (ev) => { if (ev.key === 'Escape' && state.detailId) closeDetail(); });
+  $('#create-campaign').addEventListener('submit', submitCampaign);
+  $('#c-tenant').addEventListener('change', fillProviders);
+  $('#c-reload').addEventListener('click', loadFormOptions);
+  if (typeof Intl.supportedValuesOf === 'function') { // time zone suggestions, offline
+    $('#time-zones').append(...Intl.supportedValuesOf('timeZone').map((z) => option(z, '')));
+  }
+  takeKeyFromUrl();
+  if (localStorage.getItem(KEY_STORAGE)) signIn(); else showKeyForm('');
+}
+
+init();
