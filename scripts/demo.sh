@@ -2,7 +2,9 @@
 # Herald's demo on one machine: installs and starts PostgreSQL and RabbitMQ where missing,
 # builds Herald, starts the provider simulator (200 ms latency), a scheduler and two workers,
 # then runs three tenants' campaigns (10,000, 10,000 and 1,000 recipients, started a few
-# seconds apart) with live progress and a summary. Services stop when the demo ends.
+# seconds apart) with live progress and a summary, and serves the admin web page (its URL and
+# an operator key are printed). Services stop when the demo ends (interactive runs keep the
+# admin page up until Ctrl-C, to look around).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ROOT"
@@ -10,7 +12,7 @@ require_cargo
 scripts/services.sh
 
 echo "==> building Herald (release)"
-cargo build --release --quiet --bin herald-scheduler --bin herald-worker --bin herald-simulator --bin herald-demo
+cargo build --release --quiet --bin herald-scheduler --bin herald-worker --bin herald-simulator --bin herald-demo --bin herald-admin --bin herald
 BIN="$CARGO_TARGET_DIR/release"
 LOGS="$ROOT/.demo"
 mkdir -p "$LOGS"
@@ -35,7 +37,22 @@ export HERALD_SIMULATOR_URL="http://127.0.0.1:$PORT"
 "$BIN/herald-scheduler" >"$LOGS/scheduler.log" 2>&1 & pids+=($!)
 "$BIN/herald-worker" >"$LOGS/worker-1.log" 2>&1 & pids+=($!)
 "$BIN/herald-worker" >"$LOGS/worker-2.log" 2>&1 & pids+=($!)
+ADMIN_PORT="${HERALD_DEMO_ADMIN_PORT:-8080}"
+HERALD_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" "$BIN/herald-admin" serve >"$LOGS/admin.log" 2>&1 & pids+=($!)
+OPERATOR_KEY="$("$BIN/herald-admin" keys create --operator --name demo)"
 for _ in $(seq 1 50); do curl -fsS "$HERALD_SIMULATOR_URL/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
-echo "==> simulator (200 ms latency), scheduler and two workers running; logs in $LOGS/"
+for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$ADMIN_PORT/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
+echo "==> simulator (200 ms latency), scheduler, two workers and the admin server running; logs in $LOGS/"
+echo
+echo "    Admin web page: http://127.0.0.1:$ADMIN_PORT/?key=$OPERATOR_KEY"
+echo "    Operator key:   $OPERATOR_KEY"
+echo "    CLI:            HERALD_API_KEY=$OPERATOR_KEY $BIN/herald campaign list"
+echo
 
 "$BIN/herald-demo" run "$@"
+
+if [ -t 0 ] && [ -t 1 ]; then
+  echo
+  echo "The admin page stays up at http://127.0.0.1:$ADMIN_PORT/?key=$OPERATOR_KEY — press Ctrl-C to stop."
+  wait
+fi

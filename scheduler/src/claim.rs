@@ -19,6 +19,7 @@ pub struct ActiveCampaign {
     pub provider_id: Uuid,
     pub channel: String,
     pub template: String,
+    pub expires_at: Option<DateTime<Utc>>,
     pub due: i64,
 }
 
@@ -52,7 +53,7 @@ pub async fn active_campaigns(
     sqlx::query_as(
         "SELECT * FROM (
              SELECT c.id, c.tenant_id, t.weight AS tenant_weight, c.weight AS campaign_weight,
-                    c.provider_id, c.channel, c.template,
+                    c.provider_id, c.channel, c.template, c.expires_at,
                     least(c.batch_size,
                           (SELECT count(*) FROM (SELECT 1 FROM recipients r
                                                  WHERE r.campaign_id = c.id AND r.state = 'pending'

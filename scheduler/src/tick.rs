@@ -246,6 +246,7 @@ fn build_message(campaign: &ActiveCampaign, row: &Claimed) -> Result<DispatchMes
         channel,
         to: row.address.clone(),
         body,
+        expires_at: campaign.expires_at,
     })
 }
 

@@ -114,6 +114,12 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
                 Some(delay.as_secs_f64()),
             ),
             Decision::Failed { error } => ("failed", None, Some(error.clone()), None),
+            Decision::Expired => (
+                "expired",
+                None,
+                Some("the campaign expired before it could be sent".to_owned()),
+                None,
+            ),
         };
         states.push(state);
         message_ids.push(message_id);

@@ -66,12 +66,19 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
 
     let decision = match ctx.providers.get(message.provider_id).await {
         Ok(provider) => {
-            let result = {
-                // Closed only if the semaphore is dropped, which it never is while cached.
-                let _permit = provider.in_flight.acquire().await;
-                provider_call::send(&ctx.http, &provider, &message).await
-            };
-            outcome::decide(result, attempt, &provider.retry, rand::random::<f64>())
+            // Closed only if the semaphore is dropped, which it never is while cached.
+            let _permit = provider.in_flight.acquire().await;
+            // The wait for a slot can be long with a slow provider: check the expiry again
+            // right before sending, not only when the lease was taken.
+            if message
+                .expires_at
+                .is_some_and(|at| at <= chrono::Utc::now())
+            {
+                Decision::Expired
+            } else {
+                let result = provider_call::send(&ctx.http, &provider, &message).await;
+                outcome::decide(result, attempt, &provider.retry, rand::random::<f64>())
+            }
         }
         Err(error) => {
             // Without its provider's policy the attempt cannot be made; try again later.
@@ -87,6 +94,7 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
             tracing::info!(attempt, %error, ?delay, "transient failure; will retry")
         }
         Decision::Failed { error } => tracing::info!(attempt, %error, "failed"),
+        Decision::Expired => tracing::info!(attempt, "campaign expired before sending"),
     }
 
     match ctx.record.call(Outcome { dispatch, decision }).await {

@@ -23,9 +23,18 @@ pub enum CallResult {
 /// What to record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    Sent { provider_message_id: Option<String> },
-    Retry { error: String, delay: Duration },
-    Failed { error: String },
+    Sent {
+        provider_message_id: Option<String>,
+    },
+    Retry {
+        error: String,
+        delay: Duration,
+    },
+    Failed {
+        error: String,
+    },
+    /// The campaign expired before the provider call could be made: never sent late.
+    Expired,
 }
 
 /// Classifies an HTTP status (`None` when the request never got an answer).

@@ -22,6 +22,11 @@ pub struct DispatchMessage {
     pub to: String,
     /// Rendered from the campaign's template and the recipient's variables.
     pub body: String,
+    /// The campaign's expiry: a worker that gets to the provider call only after it (say,
+    /// after waiting for the provider's in-flight cap) does not send. Absent in messages of
+    /// campaigns without one (and in messages from before the field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +78,7 @@ mod tests {
             channel: Channel::Sms,
             to: "+15551234567".into(),
             body: "Hi Ada".into(),
+            expires_at: None,
         }
     }
 
@@ -80,6 +86,23 @@ mod tests {
     fn round_trips() {
         let message = sample();
         assert_eq!(DispatchMessage::decode(&message.encode()).unwrap(), message);
+    }
+
+    #[test]
+    fn expiry_is_optional_on_the_wire() {
+        let encoded = String::from_utf8(sample().encode()).unwrap();
+        assert!(
+            !encoded.contains("expires_at"),
+            "absent when unset: {encoded}"
+        );
+        let expiring = DispatchMessage {
+            expires_at: Some(chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap()),
+            ..sample()
+        };
+        assert_eq!(
+            DispatchMessage::decode(&expiring.encode()).unwrap(),
+            expiring
+        );
     }
 
     #[test]

@@ -579,6 +579,25 @@ async fn segments_filter_contacts_safely_and_become_the_audience() -> Result<()>
     .await?;
     addresses.sort();
     assert_eq!(addresses, vec!["+33600000001", "+33600000005"]);
+    let shown = admin
+        .ok(&w.key_a, GET, &format!("/segments/{segment}"), None)
+        .await?;
+    assert_eq!(shown["name"], "lapsed big spenders");
+    let listed = admin.ok(&w.key_a, GET, "/contacts?limit=10", None).await?;
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(5),
+        "A's contacts only"
+    );
+    assert_eq!(
+        listed[0]["attributes"]["lifetime_value"], 20000,
+        "CSV numbers stay numbers"
+    );
+    assert_eq!(listed[3]["attributes"]["lifetime_value"], "n/a");
+    let errors = admin
+        .ok(&w.key_a, GET, &format!("/campaigns/{id}/errors"), None)
+        .await?;
+    assert_eq!(errors, json!([]));
     let theirs = admin.ok(&w.key_b, GET, "/segments", None).await?;
     assert_eq!(
         theirs.as_array().map(Vec::len),

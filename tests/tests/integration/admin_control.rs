@@ -267,8 +267,8 @@ async fn expiry_ends_unsent_recipients_and_nothing_is_sent_late() -> Result<()> 
     let last = stats["per_campaign"][&id]["last_request_ms"]
         .as_i64()
         .unwrap_or(i64::MAX);
-    // The worker checks expiry when it takes the lease, a few milliseconds before the
-    // request reaches the provider; the margin covers that hop, not a late release.
+    // The worker checks expiry right before the call; the margin covers the hop from that
+    // check to the provider's clock reading, not a late release.
     assert!(
         last <= expires.timestamp_millis() + 100,
         "a request arrived {} ms after expiry",

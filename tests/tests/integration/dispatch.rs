@@ -109,6 +109,7 @@ async fn redelivered_finished_work_is_acked_without_a_provider_call() -> Result<
             channel: herald_shared::domain::Channel::Sms,
             to: address.clone(),
             body: "again".into(),
+            expires_at: None,
         };
         let confirm = channel
             .basic_publish(

@@ -3,6 +3,7 @@
 
 mod admin_api;
 mod admin_control;
+mod cli;
 mod config;
 mod dispatch;
 mod failover;

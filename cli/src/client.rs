@@ -1,0 +1,561 @@
+//! A typed client for the admin API (`/api/v1`, see `admin/API.md`): one method per endpoint.
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use reqwest::{Body, RequestBuilder, StatusCode, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::model::{
+    Campaign, Contact, ErrorBody, ErrorCount, NewCampaign, NewKey, NewProvider, NewSegment,
+    NewTenant, Progress, Provider, Recipient, Segment, SegmentCount, Tenant, UploadSummary,
+};
+
+/// Bounds a hung server rather than a slow action: starting a segment campaign materializes
+/// its whole audience within the request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Progress polls are cheap on the server; a slow one is better retried than waited for.
+const POLL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A 4xx: the server understood and said no. Nothing was written.
+    #[error("{}", refused_message(*.status, .body))]
+    Refused { status: u16, body: ErrorBody },
+    #[error("cannot reach the admin server at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// A 5xx.
+    #[error("the admin server failed (HTTP {status}): {message}")]
+    Server { status: u16, message: String },
+    /// A success status whose body is not the JSON the API documents.
+    #[error("unexpected response from the admin server: {0}")]
+    UnexpectedResponse(String),
+}
+
+impl ApiError {
+    /// The process exit code for this error: 1 when the API refused, 3 when it could not
+    /// answer properly (network, 5xx, garbage).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Refused { .. } => 1,
+            Self::Unreachable { .. } | Self::Server { .. } | Self::UnexpectedResponse(_) => 3,
+        }
+    }
+
+    /// Whether trying the same request again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unreachable { .. } | Self::Server { .. })
+    }
+}
+
+fn refused_message(status: u16, body: &ErrorBody) -> String {
+    let hint = match status {
+        401 => " — check --key / HERALD_API_KEY",
+        403 => " — this needs an operator key",
+        _ => "",
+    };
+    format!("{} (HTTP {status}){hint}", body.message)
+}
+
+/// A successful answer: the JSON as the server sent it (for `--json`), read as `T` on demand.
+#[derive(Debug)]
+pub struct Reply<T> {
+    raw: Value,
+    kind: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Reply<T> {
+    fn new(raw: Value) -> Self {
+        Self {
+            raw,
+            kind: PhantomData,
+        }
+    }
+
+    pub fn raw(&self) -> &Value {
+        &self.raw
+    }
+
+    pub fn parse(&self) -> Result<T, ApiError> {
+        T::deserialize(&self.raw).map_err(|e| ApiError::UnexpectedResponse(e.to_string()))
+    }
+}
+
+/// Filters of `GET /campaigns/{id}/recipients`.
+#[derive(Debug, Clone, Default)]
+pub struct RecipientQuery {
+    pub state: Option<String>,
+    pub after_id: Option<i64>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    key: String,
+}
+
+impl Client {
+    /// `base` is the server's root (`http://host:8080`, or with a path prefix behind a proxy).
+    pub fn new(base: Url, key: String) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("herald-cli/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| ApiError::Unreachable {
+                url: base.to_string(),
+                reason: error_chain(&e),
+            })?;
+        Ok(Self { http, base, key })
+    }
+
+    // --- tenants (operator) ---
+
+    pub async fn create_tenant(&self, tenant: &NewTenant) -> Result<Reply<Tenant>, ApiError> {
+        self.post(&["tenants"], tenant).await
+    }
+
+    pub async fn list_tenants(&self) -> Result<Reply<Vec<Tenant>>, ApiError> {
+        self.get(&["tenants"], &[]).await
+    }
+
+    pub async fn get_tenant(&self, id: Uuid) -> Result<Reply<Tenant>, ApiError> {
+        self.get(&["tenants", &id.to_string()], &[]).await
+    }
+
+    pub async fn create_tenant_key(&self, id: Uuid, name: &str) -> Result<Reply<NewKey>, ApiError> {
+        let body = serde_json::json!({ "name": name });
+        self.post(&["tenants", &id.to_string(), "keys"], &body)
+            .await
+    }
+
+    // --- providers ---
+
+    pub async fn create_provider(
+        &self,
+        provider: &NewProvider,
+    ) -> Result<Reply<Provider>, ApiError> {
+        self.post(&["providers"], provider).await
+    }
+
+    pub async fn list_providers(&self) -> Result<Reply<Vec<Provider>>, ApiError> {
+        self.get(&["providers"], &[]).await
+    }
+
+    pub async fn get_provider(&self, id: Uuid) -> Result<Reply<Provider>, ApiError> {
+        self.get(&["providers", &id.to_string()], &[]).await
+    }
+
+    // --- campaigns ---
+
+    pub async fn create_campaign(
+        &self,
+        campaign: &NewCampaign,
+    ) -> Result<Reply<Campaign>, ApiError> {
+        self.post(&["campaigns"], campaign).await
+    }
+
+    pub async fn list_campaigns(
+        &self,
+        status: Option<&str>,
+    ) -> Result<Reply<Vec<Campaign>>, ApiError> {
+        let query: Vec<_> = status
+            .map(|s| ("status", s.to_owned()))
+            .into_iter()
+            .collect();
+        self.get(&["campaigns"], &query).await
+    }
+
+    pub async fn get_campaign(&self, id: Uuid) -> Result<Reply<Campaign>, ApiError> {
+        self.get(&["campaigns", &id.to_string()], &[]).await
+    }
+
+    pub async fn start_campaign(
+        &self,
+        id: Uuid,
+        start_at: Option<chrono::DateTime<chrono::FixedOffset>>,
+    ) -> Result<Reply<Campaign>, ApiError> {
+        let body = match start_at {
+            Some(at) => serde_json::json!({ "start_at": at }),
+            None => serde_json::json!({}),
+        };
+        self.post(&["campaigns", &id.to_string(), "start"], &body)
+            .await
+    }
+
+    pub async fn pause_campaign(&self, id: Uuid) -> Result<Reply<Campaign>, ApiError> {
+        self.campaign_action(id, "pause").await
+    }
+
+    pub async fn resume_campaign(&self, id: Uuid) -> Result<Reply<Campaign>, ApiError> {
+        self.campaign_action(id, "resume").await
+    }
+
+    pub async fn cancel_campaign(&self, id: Uuid) -> Result<Reply<Campaign>, ApiError> {
+        self.campaign_action(id, "cancel").await
+    }
+
+    async fn campaign_action(&self, id: Uuid, action: &str) -> Result<Reply<Campaign>, ApiError> {
+        // An empty object rather than no body, so a server reading optional JSON options
+        // for every action accepts it.
+        self.post(
+            &["campaigns", &id.to_string(), action],
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn campaign_progress(&self, id: Uuid) -> Result<Reply<Progress>, ApiError> {
+        let url = self.url(&["campaigns", &id.to_string(), "progress"], &[]);
+        self.send(self.http.get(url), Some(POLL_TIMEOUT)).await
+    }
+
+    pub async fn campaign_errors(&self, id: Uuid) -> Result<Reply<Vec<ErrorCount>>, ApiError> {
+        self.get(&["campaigns", &id.to_string(), "errors"], &[])
+            .await
+    }
+
+    /// Streams `body` as the campaign's audience; `content_type` says its format.
+    pub async fn upload_recipients(
+        &self,
+        id: Uuid,
+        content_type: &str,
+        body: Body,
+    ) -> Result<Reply<UploadSummary>, ApiError> {
+        let url = self.url(&["campaigns", &id.to_string(), "recipients"], &[]);
+        self.upload(url, content_type, body).await
+    }
+
+    pub async fn list_recipients(
+        &self,
+        id: Uuid,
+        query: &RecipientQuery,
+    ) -> Result<Reply<Vec<Recipient>>, ApiError> {
+        let mut pairs = Vec::new();
+        if let Some(state) = &query.state {
+            pairs.push(("state", state.clone()));
+        }
+        if let Some(after) = query.after_id {
+            pairs.push(("after_id", after.to_string()));
+        }
+        if let Some(limit) = query.limit {
+            pairs.push(("limit", limit.to_string()));
+        }
+        self.get(&["campaigns", &id.to_string(), "recipients"], &pairs)
+            .await
+    }
+
+    // --- contacts and segments ---
+
+    /// Streams `body` into the tenant's contacts (upsert by address).
+    pub async fn upload_contacts(
+        &self,
+        tenant_id: Option<Uuid>,
+        content_type: &str,
+        body: Body,
+    ) -> Result<Reply<UploadSummary>, ApiError> {
+        let query: Vec<_> = tenant_id
+            .map(|t| ("tenant_id", t.to_string()))
+            .into_iter()
+            .collect();
+        let url = self.url(&["contacts"], &query);
+        self.upload(url, content_type, body).await
+    }
+
+    pub async fn list_contacts(
+        &self,
+        after_id: Option<i64>,
+        limit: Option<u32>,
+    ) -> Result<Reply<Vec<Contact>>, ApiError> {
+        let mut pairs = Vec::new();
+        if let Some(after) = after_id {
+            pairs.push(("after_id", after.to_string()));
+        }
+        if let Some(limit) = limit {
+            pairs.push(("limit", limit.to_string()));
+        }
+        self.get(&["contacts"], &pairs).await
+    }
+
+    pub async fn create_segment(&self, segment: &NewSegment) -> Result<Reply<Segment>, ApiError> {
+        self.post(&["segments"], segment).await
+    }
+
+    pub async fn list_segments(&self) -> Result<Reply<Vec<Segment>>, ApiError> {
+        self.get(&["segments"], &[]).await
+    }
+
+    pub async fn get_segment(&self, id: Uuid) -> Result<Reply<Segment>, ApiError> {
+        self.get(&["segments", &id.to_string()], &[]).await
+    }
+
+    pub async fn segment_count(&self, id: Uuid) -> Result<Reply<SegmentCount>, ApiError> {
+        self.get(&["segments", &id.to_string(), "count"], &[]).await
+    }
+
+    // --- plumbing ---
+
+    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
+        api_url(&self.base, segments, query)
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<Reply<T>, ApiError> {
+        let url = self.url(segments, query);
+        self.send(self.http.get(url), Some(REQUEST_TIMEOUT)).await
+    }
+
+    async fn post<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        segments: &[&str],
+        body: &B,
+    ) -> Result<Reply<T>, ApiError> {
+        let url = self.url(segments, &[]);
+        self.send(self.http.post(url).json(body), Some(REQUEST_TIMEOUT))
+            .await
+    }
+
+    async fn upload<T: DeserializeOwned>(
+        &self,
+        url: Url,
+        content_type: &str,
+        body: Body,
+    ) -> Result<Reply<T>, ApiError> {
+        let request = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        // No overall timeout: a million-row upload legitimately takes minutes.
+        self.send(request, None).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: RequestBuilder,
+        timeout: Option<Duration>,
+    ) -> Result<Reply<T>, ApiError> {
+        let mut request = request
+            .bearer_auth(&self.key)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
+        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
+        classify(status, &bytes).map(Reply::new)
+    }
+
+    fn unreachable(&self, error: &reqwest::Error) -> ApiError {
+        ApiError::Unreachable {
+            url: self.base.to_string(),
+            reason: error_chain(error),
+        }
+    }
+}
+
+/// `base` + `/api/v1/` + `segments`, keeping any path prefix `base` has.
+fn api_url(base: &Url, segments: &[&str], query: &[(&str, String)]) -> Url {
+    let mut url = base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(["api", "v1"]).extend(segments);
+    }
+    if !query.is_empty() {
+        url.query_pairs_mut()
+            .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+    }
+    url
+}
+
+/// Turns a status and body into the reply JSON or the API's error.
+fn classify(status: StatusCode, bytes: &[u8]) -> Result<Value, ApiError> {
+    if status.is_success() {
+        // Some endpoints may answer 204/empty; treat that as JSON null rather than an error.
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        return serde_json::from_slice(bytes).map_err(|e| {
+            ApiError::UnexpectedResponse(format!(
+                "HTTP {status} with a body that is not JSON ({e})"
+            ))
+        });
+    }
+    let body = parse_error_body(status, bytes);
+    if status.is_client_error() {
+        Err(ApiError::Refused {
+            status: status.as_u16(),
+            body,
+        })
+    } else {
+        Err(ApiError::Server {
+            status: status.as_u16(),
+            message: body.message,
+        })
+    }
+}
+
+/// Reads the API's `{"error": {...}}`, falling back to the body's text (a proxy's page, a
+/// framework's plain-text rejection) or the status's name so there is always a message.
+pub fn parse_error_body(status: StatusCode, bytes: &[u8]) -> ErrorBody {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        error: ErrorBody,
+    }
+    let fallback = || {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_lowercase()
+    };
+    if let Ok(Envelope { mut error }) = serde_json::from_slice::<Envelope>(bytes) {
+        if error.message.trim().is_empty() {
+            error.message = fallback();
+        }
+        return error;
+    }
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim();
+    const MAX: usize = 300;
+    let message = if text.is_empty() {
+        fallback()
+    } else if text.chars().count() > MAX {
+        format!("{}…", text.chars().take(MAX).collect::<String>())
+    } else {
+        text.to_owned()
+    };
+    ErrorBody {
+        message,
+        ..ErrorBody::default()
+    }
+}
+
+/// An error and its causes, because reqwest's own message ("error sending request") hides
+/// the useful part ("Connection refused").
+fn error_chain(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "timed out".to_owned();
+    }
+    let mut parts = Vec::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.contains(&text) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    if parts.is_empty() {
+        error.to_string()
+    } else {
+        parts.join(": ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_the_base_path_and_encode_queries() {
+        let base = Url::parse("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            api_url(&base, &["campaigns", "abc", "start"], &[]).as_str(),
+            "http://127.0.0.1:8080/api/v1/campaigns/abc/start"
+        );
+        let prefixed = Url::parse("https://ops.example/herald/").unwrap();
+        assert_eq!(
+            api_url(&prefixed, &["campaigns"], &[("status", "running".into())]).as_str(),
+            "https://ops.example/herald/api/v1/campaigns?status=running"
+        );
+        assert_eq!(
+            api_url(&base, &["contacts"], &[("tenant_id", "a b&c".into())]).as_str(),
+            "http://127.0.0.1:8080/api/v1/contacts?tenant_id=a+b%26c"
+        );
+    }
+
+    #[test]
+    fn an_api_error_body_is_read_in_full() {
+        let body = br#"{"error": {"status": 422, "message": "invalid upload",
+            "fields": [{"field": "template", "reason": "bad"}],
+            "rows": [{"row": 3, "field": "address", "reason": "not E.164"}, {"row": 9, "reason": "not JSON"}],
+            "error_rows": 7}}"#;
+        let err = classify(StatusCode::UNPROCESSABLE_ENTITY, body).unwrap_err();
+        let ApiError::Refused { status, body } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(*status, 422);
+        assert_eq!(body.message, "invalid upload");
+        assert_eq!(body.fields.len(), 1);
+        assert_eq!(body.rows[1].field, None);
+        assert_eq!(body.error_rows, Some(7));
+        assert_eq!(err.exit_code(), 1);
+        assert_eq!(err.to_string(), "invalid upload (HTTP 422)");
+    }
+
+    #[test]
+    fn errors_that_are_not_api_json_still_have_a_message() {
+        let err = classify(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>").unwrap_err();
+        assert!(
+            matches!(&err, ApiError::Server { status: 502, message } if message == "<html>bad gateway</html>")
+        );
+        assert_eq!(err.exit_code(), 3);
+
+        let body = parse_error_body(StatusCode::NOT_FOUND, b"");
+        assert_eq!(body.message, "not found");
+        let body = parse_error_body(StatusCode::UNAUTHORIZED, br#"{"error": {"status": 401}}"#);
+        assert_eq!(body.message, "unauthorized");
+
+        let long = "x".repeat(1000);
+        let body = parse_error_body(StatusCode::BAD_REQUEST, long.as_bytes());
+        assert_eq!(body.message.chars().count(), 301);
+    }
+
+    #[test]
+    fn auth_refusals_carry_a_hint() {
+        let err = classify(
+            StatusCode::UNAUTHORIZED,
+            br#"{"error": {"status": 401, "message": "unknown key"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown key (HTTP 401) — check --key / HERALD_API_KEY"
+        );
+    }
+
+    #[test]
+    fn success_bodies_must_be_json() {
+        assert_eq!(
+            classify(StatusCode::OK, br#"{"contacts": 3}"#).unwrap(),
+            serde_json::json!({"contacts": 3})
+        );
+        assert_eq!(classify(StatusCode::NO_CONTENT, b"").unwrap(), Value::Null);
+        let err = classify(StatusCode::OK, b"hello").unwrap_err();
+        assert!(matches!(err, ApiError::UnexpectedResponse(_)));
+        assert_eq!(err.exit_code(), 3);
+    }
+
+    #[test]
+    fn replies_parse_leniently_and_keep_the_raw_json() {
+        let raw = serde_json::json!({"status": "running", "total": 10, "sent": 4, "extra": true});
+        let reply: Reply<Progress> = Reply::new(raw.clone());
+        assert_eq!(reply.raw(), &raw);
+        let progress = reply.parse().unwrap();
+        assert_eq!((progress.total, progress.sent, progress.failed), (10, 4, 0));
+        assert_eq!(progress.eta_seconds, None);
+
+        let bad: Reply<SegmentCount> = Reply::new(serde_json::json!({"contacts": "many"}));
+        assert!(matches!(bad.parse(), Err(ApiError::UnexpectedResponse(_))));
+    }
+}

@@ -1,0 +1,81 @@
+//! `herald tenant …` (operator key).
+
+use clap::Subcommand;
+use uuid::Uuid;
+
+use super::{CliError, Ctx, note};
+use crate::model::NewTenant;
+use crate::output;
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant (operator key)
+    #[command(
+        after_help = "Example:\n  herald tenant create acme --weight 2 --time-zone Europe/Paris"
+    )]
+    Create {
+        /// Tenant name (unique)
+        name: String,
+        /// Share of dispatch capacity relative to other tenants, 1–1000 [server default: 1]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        weight: Option<u32>,
+        /// IANA zone for the quiet hours of its campaigns [server default: UTC]
+        #[arg(long, value_name = "TZ")]
+        time_zone: Option<String>,
+    },
+    /// List tenants (a tenant key sees only its own)
+    List,
+    /// Show one tenant
+    Show {
+        /// Tenant id
+        id: Uuid,
+    },
+    /// Create an API key for a tenant and print it (it is shown only this once)
+    #[command(after_help = "Example:\n  TENANT_KEY=$(herald tenant key \"$TENANT_ID\" --name ci)")]
+    Key {
+        /// Tenant id
+        tenant_id: Uuid,
+        /// A label to tell keys apart
+        #[arg(long)]
+        name: String,
+    },
+}
+
+pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
+    match command {
+        TenantCommand::Create {
+            name,
+            weight,
+            time_zone,
+        } => {
+            let body = NewTenant {
+                name,
+                weight,
+                time_zone,
+            };
+            let reply = ctx.client.create_tenant(&body).await?;
+            ctx.show(&reply, output::tenant)
+        }
+        TenantCommand::List => {
+            let reply = ctx.client.list_tenants().await?;
+            ctx.show(&reply, |list| output::tenants(list))
+        }
+        TenantCommand::Show { id } => {
+            let reply = ctx.client.get_tenant(id).await?;
+            ctx.show(&reply, output::tenant)
+        }
+        TenantCommand::Key { tenant_id, name } => {
+            let reply = ctx.client.create_tenant_key(tenant_id, &name).await?;
+            ctx.show(&reply, output::new_key)?;
+            if !ctx.json
+                && let Ok(key) = reply.parse()
+            {
+                note(&format!(
+                    "created key `{}` ({}) for tenant {tenant_id}; store it now, it cannot be shown again",
+                    key.name, key.id
+                ));
+            }
+            Ok(())
+        }
+    }
+}

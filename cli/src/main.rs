@@ -1,0 +1,258 @@
+//! `herald`: the command-line client of Herald's admin API (`admin/API.md`).
+#![allow(clippy::print_stdout)]
+
+mod client;
+mod commands;
+mod model;
+mod output;
+mod upload;
+
+use std::io::{ErrorKind, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use reqwest::Url;
+
+use client::Client;
+use commands::campaign::CampaignCommand;
+use commands::contact::ContactCommand;
+use commands::provider::ProviderCommand;
+use commands::segment::SegmentCommand;
+use commands::tenant::TenantCommand;
+use commands::{CliError, Ctx};
+
+/// The API refused the request (4xx).
+const EXIT_REFUSED: u8 = 1;
+/// Bad usage or local input (clap exits with the same code for its own checks).
+const EXIT_USAGE: u8 = 2;
+/// Heading of the options every subcommand takes, so they stand apart from its own.
+const GLOBAL: &str = "Global options";
+
+/// Ctrl-C, as shells report a process ended by SIGINT.
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Manage Herald tenants, providers, campaigns, contacts and segments",
+    propagate_version = true,
+    after_help = "Examples:
+  export HERALD_ADMIN_URL=http://127.0.0.1:8080 HERALD_API_KEY=…
+  herald campaign list --status running
+  herald campaign progress $CAMPAIGN --watch
+  herald --json campaign show $CAMPAIGN | jq .progress
+
+Exit codes: 0 success, 1 the API refused the request (4xx), 2 usage or input error,
+3 server unreachable or failing (network, 5xx), 130 interrupted."
+)]
+struct Cli {
+    /// Admin server URL
+    #[arg(
+        long,
+        global = true,
+        help_heading = GLOBAL,
+        env = "HERALD_ADMIN_URL",
+        default_value = "http://127.0.0.1:8080",
+        value_parser = parse_base_url
+    )]
+    url: Url,
+
+    /// API key, operator's or tenant's (the variable keeps it out of `ps`)
+    // Not `required`: clap forbids required global args, and `--help` must work without it.
+    #[arg(
+        long,
+        global = true,
+        help_heading = GLOBAL,
+        env = "HERALD_API_KEY",
+        hide_env_values = true
+    )]
+    key: Option<String>,
+
+    /// Print the API's JSON response (pretty) instead of tables, for scripts
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Tenants and their API keys (operator key)
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// HTTP providers that messages are sent through
+    #[command(subcommand)]
+    Provider(ProviderCommand),
+    /// Campaigns: create, upload the audience, start, follow
+    #[command(subcommand)]
+    Campaign(CampaignCommand),
+    /// The address book that segments select from
+    #[command(subcommand)]
+    Contact(ContactCommand),
+    /// Saved contact filters, usable as a campaign's audience
+    #[command(subcommand)]
+    Segment(SegmentCommand),
+}
+
+fn parse_base_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| format!("{e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return Err("expected an http:// or https:// URL".to_owned());
+    }
+    Ok(url)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let (code, message) = report(&error);
+            if let Some(message) = message {
+                let _ = std::io::stderr().lock().write_all(message.as_bytes());
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    // One request at a time (or a poll loop): a single thread is plenty.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(dispatch(cli))?;
+    Ok(())
+}
+
+async fn dispatch(cli: Cli) -> Result<(), CliError> {
+    let key = cli
+        .key
+        .filter(|k| !k.trim().is_empty())
+        .ok_or_else(|| CliError::Input("no API key: pass --key or set HERALD_API_KEY".into()))?;
+    let ctx = Ctx {
+        client: Client::new(cli.url, key)?,
+        json: cli.json,
+    };
+    match cli.command {
+        Command::Tenant(command) => commands::tenant::run(&ctx, command).await,
+        Command::Provider(command) => commands::provider::run(&ctx, command).await,
+        Command::Campaign(command) => commands::campaign::run(&ctx, command).await,
+        Command::Contact(command) => commands::contact::run(&ctx, command).await,
+        Command::Segment(command) => commands::segment::run(&ctx, command).await,
+    }
+}
+
+/// The exit code for `error` and what to tell the user, if anything.
+fn report(error: &anyhow::Error) -> (u8, Option<String>) {
+    let Some(error) = error.downcast_ref::<CliError>() else {
+        // Only the runtime failing to start lands here: nothing was sent.
+        return (EXIT_REFUSED, Some(format!("error: {error:#}\n")));
+    };
+    match error {
+        CliError::Api(api) => (api.exit_code(), Some(output::render_error(api))),
+        CliError::Input(message) => (EXIT_USAGE, Some(format!("error: {message}\n"))),
+        CliError::Interrupted => (EXIT_INTERRUPTED, None),
+        // The reader went away (`herald … | head`): that is how pipes end, not a failure.
+        CliError::Output(e) if e.kind() == ErrorKind::BrokenPipe => (0, None),
+        CliError::Output(_) => (EXIT_REFUSED, Some(format!("error: {error}\n"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn urls_must_be_http() {
+        assert!(parse_base_url("http://127.0.0.1:8080").is_ok());
+        assert!(parse_base_url("https://ops.example/herald/").is_ok());
+        assert!(parse_base_url("ftp://x").is_err());
+        assert!(parse_base_url("127.0.0.1:8080").is_err());
+    }
+
+    #[test]
+    fn arguments_parse_where_documented() {
+        let cli = Cli::try_parse_from([
+            "herald",
+            "campaign",
+            "create",
+            "spring",
+            "--provider",
+            "6f1c2a9e-4d1b-4c55-9a57-1d0b3e6f9a21",
+            "--channel",
+            "sms",
+            "--template",
+            "Hi",
+            "--quiet-hours",
+            "21:00-07:00",
+            "--time-zone",
+            "Europe/Paris",
+            "--json",
+            "--key",
+            "k",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.key.as_deref(), Some("k"));
+
+        // A zone without a window means nothing: refuse rather than drop it.
+        let err = Cli::try_parse_from([
+            "herald",
+            "campaign",
+            "create",
+            "spring",
+            "--provider",
+            "6f1c2a9e-4d1b-4c55-9a57-1d0b3e6f9a21",
+            "--channel",
+            "sms",
+            "--template",
+            "Hi",
+            "--time-zone",
+            "Europe/Paris",
+        ])
+        .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+
+        let err = Cli::try_parse_from(["herald", "campaign", "show", "not-a-uuid"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let err = Cli::try_parse_from(["herald", "tenant", "create", "acme", "--weight", "0"])
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn exit_codes_follow_the_kind_of_failure() {
+        let code = |e: CliError| report(&anyhow::Error::new(e)).0;
+        let refused = client::ApiError::Refused {
+            status: 409,
+            body: model::ErrorBody::default(),
+        };
+        assert_eq!(code(CliError::Api(refused)), 1);
+        let unreachable = client::ApiError::Unreachable {
+            url: "http://x/".into(),
+            reason: "refused".into(),
+        };
+        assert_eq!(code(CliError::Api(unreachable)), 3);
+        let server = client::ApiError::Server {
+            status: 503,
+            message: "down".into(),
+        };
+        assert_eq!(code(CliError::Api(server)), 3);
+        assert_eq!(code(CliError::Input("bad".into())), 2);
+        assert_eq!(code(CliError::Interrupted), 130);
+        let pipe = std::io::Error::from(ErrorKind::BrokenPipe);
+        assert_eq!(
+            report(&anyhow::Error::new(CliError::Output(pipe))),
+            (0, None)
+        );
+    }
+}

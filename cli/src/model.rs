@@ -1,0 +1,255 @@
+//! The admin API's resources as the CLI reads and writes them (see `admin/API.md`).
+//!
+//! Responses are read leniently (`default`, `Option`) so that a field the server leaves out
+//! degrades the human output instead of failing the command; `--json` prints the server's own
+//! JSON and never goes through these types.
+
+use chrono::{DateTime, FixedOffset, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub type Timestamp = DateTime<Utc>;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(default)]
+    pub weight: i64,
+    #[serde(default)]
+    pub time_zone: String,
+    pub created_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NewTenant {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NewKey {
+    pub id: Uuid,
+    pub name: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Provider {
+    pub id: Uuid,
+    pub tenant_id: Option<Uuid>,
+    pub name: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub endpoint: String,
+    #[serde(default)]
+    pub has_credentials: bool,
+    pub timeout_ms: Option<i64>,
+    pub max_in_flight: Option<i64>,
+    pub max_attempts: Option<i64>,
+    pub retry_base_ms: Option<i64>,
+    pub retry_max_ms: Option<i64>,
+    pub created_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NewProvider {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<Uuid>,
+    pub name: String,
+    pub kind: &'static str,
+    pub endpoint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_base_ms: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_max_ms: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuietHours {
+    pub start: String,
+    pub end: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Campaign {
+    pub id: Uuid,
+    pub tenant_id: Option<Uuid>,
+    pub name: String,
+    pub provider_id: Option<Uuid>,
+    #[serde(default)]
+    pub channel: String,
+    #[serde(default)]
+    pub template: String,
+    #[serde(default)]
+    pub status: String,
+    pub batch_size: Option<i64>,
+    pub weight: Option<i64>,
+    pub start_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    pub quiet_hours: Option<QuietHours>,
+    pub segment_id: Option<Uuid>,
+    pub created_at: Option<Timestamp>,
+    pub started_at: Option<Timestamp>,
+    pub first_sent_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+    pub progress: Option<Progress>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NewCampaign {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<Uuid>,
+    pub name: String,
+    pub provider_id: Uuid,
+    pub channel: &'static str,
+    pub template: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<DateTime<FixedOffset>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<FixedOffset>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<QuietHours>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Progress {
+    pub status: String,
+    pub total: i64,
+    pub pending: i64,
+    pub queued: i64,
+    pub sending: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub expired: i64,
+    pub send_rate: f64,
+    pub eta_seconds: Option<f64>,
+    // f64 so that either an integer or a fractional millisecond count reads.
+    pub time_to_first_send_ms: Option<f64>,
+    pub started_at: Option<Timestamp>,
+    pub first_sent_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+}
+
+impl Progress {
+    /// Recipients in a final state (nothing more will happen to them).
+    pub fn finished(&self) -> i64 {
+        self.sent + self.failed + self.cancelled + self.expired
+    }
+
+    /// Whether the campaign can no longer change: watching it further is pointless.
+    pub fn is_final(&self) -> bool {
+        matches!(self.status.as_str(), "completed" | "cancelled")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ErrorCount {
+    pub reason: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct UploadSummary {
+    pub received: i64,
+    pub inserted: i64,
+    /// Audience uploads only.
+    pub duplicates: Option<i64>,
+    /// Contact uploads only.
+    pub updated: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Recipient {
+    pub id: i64,
+    pub address: String,
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub sent_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Contact {
+    pub id: i64,
+    pub address: String,
+    #[serde(default)]
+    pub attributes: Value,
+    pub created_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Segment {
+    pub id: Uuid,
+    pub tenant_id: Option<Uuid>,
+    pub name: String,
+    #[serde(default)]
+    pub filter: String,
+    pub created_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NewSegment {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<Uuid>,
+    pub name: String,
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SegmentCount {
+    pub contacts: i64,
+}
+
+/// The `error` object of every error response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ErrorBody {
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub fields: Vec<FieldError>,
+    #[serde(default)]
+    pub rows: Vec<RowError>,
+    /// All invalid rows, of which `rows` lists the first ones.
+    pub error_rows: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RowError {
+    pub row: u64,
+    // A row may be rejected as a whole (unparseable line), with no one field to blame.
+    pub field: Option<String>,
+    pub reason: String,
+}

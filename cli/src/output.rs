@@ -1,0 +1,832 @@
+//! What the CLI shows a person: tables, `key: value` blocks, error reports and the progress
+//! bar's text. Everything here renders to a `String` so it is testable without a terminal;
+//! writing it out is `main`'s job.
+#![allow(clippy::print_stdout)]
+
+use std::fmt::Display;
+
+use chrono::SecondsFormat;
+use serde_json::Value;
+
+use crate::client::ApiError;
+use crate::model::{
+    Campaign, Contact, ErrorBody, ErrorCount, NewKey, Progress, Provider, QuietHours, Recipient,
+    Segment, SegmentCount, Tenant, Timestamp, UploadSummary,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Building blocks
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
+}
+
+/// A plain-text table: columns padded to their widest cell, two spaces apart.
+#[derive(Debug, Clone)]
+pub struct Table {
+    columns: Vec<(&'static str, Align)>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(columns: &[(&'static str, Align)]) -> Self {
+        Self {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) -> &mut Self {
+        self.rows.push(cells);
+        self
+    }
+
+    pub fn render(&self) -> String {
+        let width = |s: &str| s.chars().count();
+        let mut widths: Vec<usize> = self.columns.iter().map(|(h, _)| width(h)).collect();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate().take(widths.len()) {
+                widths[i] = widths[i].max(width(cell));
+            }
+        }
+        let mut out = String::new();
+        let header: Vec<String> = self.columns.iter().map(|(h, _)| (*h).to_owned()).collect();
+        for cells in std::iter::once(&header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, ((_, align), w)) in self.columns.iter().zip(&widths).enumerate() {
+                let cell = cells.get(i).map_or("", String::as_str);
+                // Cells are one line each; a stray newline would break the columns.
+                let cell = cell.replace(['\n', '\r'], " ");
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                let pad = w.saturating_sub(width(&cell));
+                match align {
+                    Align::Left => {
+                        line.push_str(&cell);
+                        line.extend(std::iter::repeat_n(' ', pad));
+                    }
+                    Align::Right => {
+                        line.extend(std::iter::repeat_n(' ', pad));
+                        line.push_str(&cell);
+                    }
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// `key: value` lines with the values aligned; a multi-line value continues under itself.
+pub fn key_values(pairs: &[(&str, String)]) -> String {
+    let key_width = pairs
+        .iter()
+        .map(|(k, _)| k.chars().count() + 1)
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for (key, value) in pairs {
+        let label = format!("{key}:");
+        let mut lines = value.lines();
+        let first = lines.next().unwrap_or("");
+        out.push_str(format!("{label:<key_width$}  {first}").trim_end());
+        out.push('\n');
+        for line in lines {
+            out.push_str(format!("{:key_width$}  {line}", "").trim_end());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn indent(text: &str, prefix: &str) -> String {
+    text.lines().map(|l| format!("{prefix}{l}\n")).collect()
+}
+
+/// `1234567` → `1,234,567`.
+pub fn format_count(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+/// A human duration: `850 ms`, `4.2s`, `45s`, `3m 12s`, `2h 05m`, `3d 04h`.
+pub fn format_duration(seconds: f64) -> String {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return "-".to_owned();
+    }
+    if seconds < 1.0 {
+        return format!("{:.0} ms", seconds * 1000.0);
+    }
+    if seconds < 10.0 {
+        return format!("{seconds:.1}s");
+    }
+    let total = seconds.round() as u64;
+    let (d, h, m, s) = (
+        total / 86_400,
+        total % 86_400 / 3600,
+        total % 3600 / 60,
+        total % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s:02}s"),
+        (0, _, _) => format!("{h}h {m:02}m"),
+        _ => format!("{d}d {h:02}h"),
+    }
+}
+
+/// Sends per second, with a decimal only while it means something.
+pub fn format_rate(per_second: f64) -> String {
+    if per_second <= 0.0 || !per_second.is_finite() {
+        "0/s".to_owned()
+    } else if per_second < 100.0 {
+        format!("{per_second:.1}/s")
+    } else {
+        format!("{}/s", format_count(per_second.round() as i64))
+    }
+}
+
+/// RFC 3339 to the second, so it can be pasted back into `--start-at`.
+pub fn format_time(at: Option<Timestamp>) -> String {
+    at.map_or_else(
+        || "-".to_owned(),
+        |t| t.to_rfc3339_opts(SecondsFormat::Secs, true),
+    )
+}
+
+fn or_dash<T: Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn percent(part: i64, total: i64) -> String {
+    if total <= 0 {
+        "-".to_owned()
+    } else {
+        format!("{:.1}%", part as f64 * 100.0 / total as f64)
+    }
+}
+
+pub fn pretty_json(value: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    text.push('\n');
+    text
+}
+
+fn compact_json(value: &Value) -> String {
+    match value {
+        Value::Null => "-".to_owned(),
+        Value::Object(map) if map.is_empty() => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// `error: <message>` and, for a refusal, the API's per-field and per-row details.
+pub fn render_error(error: &ApiError) -> String {
+    let mut out = format!("error: {error}\n");
+    if let ApiError::Refused { body, .. } = error {
+        out.push_str(&render_error_details(body));
+    }
+    out
+}
+
+fn render_error_details(body: &ErrorBody) -> String {
+    let mut out = String::new();
+    for field in &body.fields {
+        out.push_str(&format!("  {}: {}\n", field.field, field.reason));
+    }
+    if body.rows.is_empty() {
+        return out;
+    }
+    let listed = body.rows.len() as u64;
+    let all = body.error_rows.unwrap_or(listed).max(listed);
+    out.push_str(&format!(
+        "  {} invalid {}; nothing was written:\n",
+        format_count(all as i64),
+        if all == 1 { "row" } else { "rows" }
+    ));
+    let mut table = Table::new(&[
+        ("ROW", Align::Right),
+        ("FIELD", Align::Left),
+        ("REASON", Align::Left),
+    ]);
+    for row in &body.rows {
+        table.row(vec![
+            row.row.to_string(),
+            or_dash(row.field.as_deref()),
+            row.reason.clone(),
+        ]);
+    }
+    out.push_str(&indent(&table.render(), "    "));
+    if all > listed {
+        out.push_str(&format!(
+            "    … and {} more\n",
+            format_count((all - listed) as i64)
+        ));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tenants and keys
+
+pub fn tenants(list: &[Tenant]) -> String {
+    if list.is_empty() {
+        return "no tenants\n".to_owned();
+    }
+    let mut table = Table::new(&[
+        ("ID", Align::Left),
+        ("NAME", Align::Left),
+        ("WEIGHT", Align::Right),
+        ("TIME ZONE", Align::Left),
+        ("CREATED", Align::Left),
+    ]);
+    for t in list {
+        table.row(vec![
+            t.id.to_string(),
+            t.name.clone(),
+            t.weight.to_string(),
+            t.time_zone.clone(),
+            format_time(t.created_at),
+        ]);
+    }
+    table.render()
+}
+
+pub fn tenant(t: &Tenant) -> String {
+    key_values(&[
+        ("id", t.id.to_string()),
+        ("name", t.name.clone()),
+        ("weight", t.weight.to_string()),
+        ("time zone", t.time_zone.clone()),
+        ("created", format_time(t.created_at)),
+    ])
+}
+
+/// Only the key, so `KEY=$(herald tenant key …)` works.
+pub fn new_key(key: &NewKey) -> String {
+    format!("{}\n", key.key)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Providers
+
+fn provider_owner(p: &Provider) -> String {
+    // Operator-owned providers are usable by every tenant.
+    p.tenant_id
+        .map_or_else(|| "shared".to_owned(), |t| t.to_string())
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_owned()
+}
+
+pub fn providers(list: &[Provider]) -> String {
+    if list.is_empty() {
+        return "no providers\n".to_owned();
+    }
+    let mut table = Table::new(&[
+        ("ID", Align::Left),
+        ("NAME", Align::Left),
+        ("TENANT", Align::Left),
+        ("CREDENTIALS", Align::Left),
+        ("ENDPOINT", Align::Left),
+    ]);
+    for p in list {
+        table.row(vec![
+            p.id.to_string(),
+            p.name.clone(),
+            provider_owner(p),
+            yes_no(p.has_credentials),
+            p.endpoint.clone(),
+        ]);
+    }
+    table.render()
+}
+
+pub fn provider(p: &Provider) -> String {
+    let ms = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v} ms"));
+    key_values(&[
+        ("id", p.id.to_string()),
+        ("name", p.name.clone()),
+        ("tenant", provider_owner(p)),
+        ("kind", p.kind.clone()),
+        ("endpoint", p.endpoint.clone()),
+        ("credentials", yes_no(p.has_credentials)),
+        ("timeout", ms(p.timeout_ms)),
+        ("max in flight", or_dash(p.max_in_flight)),
+        ("max attempts", or_dash(p.max_attempts)),
+        ("retry base", ms(p.retry_base_ms)),
+        ("retry max", ms(p.retry_max_ms)),
+        ("created", format_time(p.created_at)),
+    ])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Campaigns
+
+fn quiet_hours(q: Option<&QuietHours>) -> String {
+    match q {
+        None => "-".to_owned(),
+        Some(q) => {
+            let zone = q
+                .time_zone
+                .as_deref()
+                .map_or_else(String::new, |z| format!(" ({z})"));
+            format!("{}-{}{zone}", short_time(&q.start), short_time(&q.end))
+        }
+    }
+}
+
+/// `21:00:00` → `21:00`: the API may echo times with seconds that are always zero here.
+fn short_time(t: &str) -> &str {
+    t.strip_suffix(":00").filter(|s| s.len() == 5).unwrap_or(t)
+}
+
+fn finished_of_total(p: Option<&Progress>) -> String {
+    p.map_or_else(
+        || "-".to_owned(),
+        |p| format!("{}/{}", format_count(p.finished()), format_count(p.total)),
+    )
+}
+
+pub fn campaigns(list: &[Campaign]) -> String {
+    if list.is_empty() {
+        return "no campaigns\n".to_owned();
+    }
+    let mut table = Table::new(&[
+        ("ID", Align::Left),
+        ("NAME", Align::Left),
+        ("STATUS", Align::Left),
+        ("CHANNEL", Align::Left),
+        ("FINISHED", Align::Right),
+        ("CREATED", Align::Left),
+    ]);
+    for c in list {
+        table.row(vec![
+            c.id.to_string(),
+            c.name.clone(),
+            c.status.clone(),
+            c.channel.clone(),
+            finished_of_total(c.progress.as_ref()),
+            format_time(c.created_at),
+        ]);
+    }
+    table.render()
+}
+
+pub fn campaign(c: &Campaign) -> String {
+    let progress = c.progress.as_ref().map_or_else(
+        || "-".to_owned(),
+        |p| {
+            format!(
+                "{} finished of {} ({} sent, {} failed)",
+                format_count(p.finished()),
+                format_count(p.total),
+                format_count(p.sent),
+                format_count(p.failed)
+            )
+        },
+    );
+    key_values(&[
+        ("id", c.id.to_string()),
+        ("name", c.name.clone()),
+        ("status", c.status.clone()),
+        ("tenant", or_dash(c.tenant_id)),
+        ("provider", or_dash(c.provider_id)),
+        ("channel", c.channel.clone()),
+        ("template", c.template.clone()),
+        ("batch size", or_dash(c.batch_size)),
+        ("weight", or_dash(c.weight)),
+        ("segment", or_dash(c.segment_id)),
+        ("quiet hours", quiet_hours(c.quiet_hours.as_ref())),
+        ("start at", format_time(c.start_at)),
+        ("expires at", format_time(c.expires_at)),
+        ("created", format_time(c.created_at)),
+        ("started", format_time(c.started_at)),
+        ("first sent", format_time(c.first_sent_at)),
+        ("completed", format_time(c.completed_at)),
+        ("progress", progress),
+    ])
+}
+
+/// The one line an action (start, pause, …) answers with.
+pub fn campaign_status(c: &Campaign) -> String {
+    let when = match (c.status.as_str(), c.start_at) {
+        ("scheduled", Some(at)) => format!(", starts at {}", format_time(Some(at))),
+        _ => String::new(),
+    };
+    format!("campaign {} ({}): {}{when}\n", c.name, c.id, c.status)
+}
+
+pub fn progress(p: &Progress) -> String {
+    let mut out = key_values(&[("status", p.status.clone())]);
+    out.push('\n');
+    let mut table = Table::new(&[
+        ("STATE", Align::Left),
+        ("COUNT", Align::Right),
+        ("SHARE", Align::Right),
+    ]);
+    for (state, n) in [
+        ("pending", p.pending),
+        ("queued", p.queued),
+        ("sending", p.sending),
+        ("sent", p.sent),
+        ("failed", p.failed),
+        ("cancelled", p.cancelled),
+        ("expired", p.expired),
+    ] {
+        table.row(vec![state.to_owned(), format_count(n), percent(n, p.total)]);
+    }
+    table.row(vec![
+        "total".to_owned(),
+        format_count(p.total),
+        String::new(),
+    ]);
+    out.push_str(&table.render());
+    out.push('\n');
+    out.push_str(&key_values(&[
+        ("send rate", format_rate(p.send_rate)),
+        ("ETA", eta(p)),
+        (
+            "time to first send",
+            p.time_to_first_send_ms
+                .map_or_else(|| "-".to_owned(), |ms| format_duration(ms / 1000.0)),
+        ),
+        ("started", format_time(p.started_at)),
+        ("first sent", format_time(p.first_sent_at)),
+        ("completed", format_time(p.completed_at)),
+    ]));
+    out
+}
+
+fn eta(p: &Progress) -> String {
+    if p.is_final() {
+        return "done".to_owned();
+    }
+    p.eta_seconds.map_or_else(
+        // The API gives no ETA when nothing is moving (paused, quiet hours, not started).
+        || "-".to_owned(),
+        format_duration,
+    )
+}
+
+/// The text beside the `--watch` progress bar.
+pub fn watch_message(p: &Progress) -> String {
+    let mut parts = vec![p.status.clone()];
+    if !p.is_final() {
+        parts.push(format_rate(p.send_rate));
+        if let Some(eta) = p.eta_seconds {
+            parts.push(format!("ETA {}", format_duration(eta)));
+        }
+    }
+    if p.failed > 0 {
+        parts.push(format!("{} failed", format_count(p.failed)));
+    }
+    if p.expired > 0 {
+        parts.push(format!("{} expired", format_count(p.expired)));
+    }
+    parts.join(" · ")
+}
+
+pub fn error_counts(list: &[ErrorCount]) -> String {
+    if list.is_empty() {
+        return "no failed recipients\n".to_owned();
+    }
+    let mut table = Table::new(&[("COUNT", Align::Right), ("REASON", Align::Left)]);
+    for e in list {
+        table.row(vec![format_count(e.count), e.reason.clone()]);
+    }
+    table.render()
+}
+
+pub fn upload_summary(s: &UploadSummary) -> String {
+    let mut pairs = vec![
+        ("received", format_count(s.received)),
+        ("inserted", format_count(s.inserted)),
+    ];
+    if let Some(updated) = s.updated {
+        pairs.push(("updated", format_count(updated)));
+    }
+    if let Some(duplicates) = s.duplicates {
+        pairs.push(("duplicates", format_count(duplicates)));
+    }
+    key_values(&pairs)
+}
+
+pub fn recipients(list: &[Recipient]) -> String {
+    if list.is_empty() {
+        return "no recipients\n".to_owned();
+    }
+    let mut table = Table::new(&[
+        ("ID", Align::Right),
+        ("ADDRESS", Align::Left),
+        ("STATE", Align::Left),
+        ("ATTEMPTS", Align::Right),
+        ("SENT", Align::Left),
+        ("LAST ERROR", Align::Left),
+    ]);
+    for r in list {
+        table.row(vec![
+            r.id.to_string(),
+            r.address.clone(),
+            r.state.clone(),
+            r.attempts.to_string(),
+            format_time(r.sent_at),
+            or_dash(r.last_error.as_deref()),
+        ]);
+    }
+    table.render()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contacts and segments
+
+pub fn contacts(list: &[Contact]) -> String {
+    if list.is_empty() {
+        return "no contacts\n".to_owned();
+    }
+    let mut table = Table::new(&[
+        ("ID", Align::Right),
+        ("ADDRESS", Align::Left),
+        ("CREATED", Align::Left),
+        ("ATTRIBUTES", Align::Left),
+    ]);
+    for c in list {
+        table.row(vec![
+            c.id.to_string(),
+            c.address.clone(),
+            format_time(c.created_at),
+            compact_json(&c.attributes),
+        ]);
+    }
+    table.render()
+}
+
+pub fn segments(list: &[Segment]) -> String {
+    if list.is_empty() {
+        return "no segments\n".to_owned();
+    }
+    let mut table = Table::new(&[
+        ("ID", Align::Left),
+        ("NAME", Align::Left),
+        ("TENANT", Align::Left),
+        ("FILTER", Align::Left),
+    ]);
+    for s in list {
+        table.row(vec![
+            s.id.to_string(),
+            s.name.clone(),
+            or_dash(s.tenant_id),
+            s.filter.clone(),
+        ]);
+    }
+    table.render()
+}
+
+pub fn segment(s: &Segment) -> String {
+    key_values(&[
+        ("id", s.id.to_string()),
+        ("name", s.name.clone()),
+        ("tenant", or_dash(s.tenant_id)),
+        ("filter", s.filter.clone()),
+        ("created", format_time(s.created_at)),
+    ])
+}
+
+pub fn segment_count(c: &SegmentCount) -> String {
+    key_values(&[("contacts", format_count(c.contacts))])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{FieldError, RowError};
+
+    #[test]
+    fn tables_align_columns_without_trailing_spaces() {
+        let mut table = Table::new(&[
+            ("NAME", Align::Left),
+            ("COUNT", Align::Right),
+            ("NOTE", Align::Left),
+        ]);
+        table.row(vec!["a".into(), "1".into(), "x".into()]);
+        table.row(vec!["longer-name".into(), "12,345".into(), String::new()]);
+        assert_eq!(
+            table.render(),
+            "NAME          COUNT  NOTE\n\
+             a                 1  x\n\
+             longer-name  12,345\n"
+        );
+    }
+
+    #[test]
+    fn tables_count_characters_not_bytes_and_flatten_newlines() {
+        let mut table = Table::new(&[("A", Align::Left), ("B", Align::Left)]);
+        table.row(vec!["été".into(), "two\nlines".into()]);
+        table.row(vec!["x".into(), "y".into()]);
+        assert_eq!(table.render(), "A    B\nété  two lines\nx    y\n");
+    }
+
+    #[test]
+    fn key_values_align_and_continue_multiline_values() {
+        assert_eq!(
+            key_values(&[
+                ("id", "42".into()),
+                ("template", "Hi {{name}},\nsee you".into()),
+                ("segment", String::new()),
+            ]),
+            "id:        42\ntemplate:  Hi {{name}},\n           see you\nsegment:\n"
+        );
+    }
+
+    #[test]
+    fn numbers_and_durations_read_well() {
+        assert_eq!(format_count(0), "0");
+        assert_eq!(format_count(999), "999");
+        assert_eq!(format_count(1000), "1,000");
+        assert_eq!(format_count(1_234_567), "1,234,567");
+        assert_eq!(format_count(-1234), "-1,234");
+
+        assert_eq!(format_duration(0.85), "850 ms");
+        assert_eq!(format_duration(4.25), "4.2s");
+        assert_eq!(format_duration(45.0), "45s");
+        assert_eq!(format_duration(192.0), "3m 12s");
+        assert_eq!(format_duration(7500.0), "2h 05m");
+        assert_eq!(format_duration(3.0 * 86_400.0 + 4.0 * 3600.0), "3d 04h");
+        assert_eq!(format_duration(f64::NAN), "-");
+
+        assert_eq!(format_rate(0.0), "0/s");
+        assert_eq!(format_rate(12.34), "12.3/s");
+        assert_eq!(format_rate(1512.4), "1,512/s");
+    }
+
+    fn progress_fixture() -> Progress {
+        Progress {
+            status: "running".into(),
+            total: 10_000,
+            pending: 4_000,
+            queued: 500,
+            sending: 100,
+            sent: 5_300,
+            failed: 100,
+            send_rate: 512.4,
+            eta_seconds: Some(192.0),
+            time_to_first_send_ms: Some(850.0),
+            ..Progress::default()
+        }
+    }
+
+    #[test]
+    fn progress_report_shows_counts_rate_eta_and_first_send() {
+        assert_eq!(
+            progress(&progress_fixture()),
+            "status:  running\n\
+             \n\
+             STATE       COUNT  SHARE\n\
+             pending     4,000  40.0%\n\
+             queued        500   5.0%\n\
+             sending       100   1.0%\n\
+             sent        5,300  53.0%\n\
+             failed        100   1.0%\n\
+             cancelled       0   0.0%\n\
+             expired         0   0.0%\n\
+             total      10,000\n\
+             \n\
+             send rate:           512/s\n\
+             ETA:                 3m 12s\n\
+             time to first send:  850 ms\n\
+             started:             -\n\
+             first sent:          -\n\
+             completed:           -\n"
+        );
+    }
+
+    #[test]
+    fn progress_of_an_empty_or_finished_campaign() {
+        let text = progress(&Progress {
+            status: "draft".into(),
+            ..Progress::default()
+        });
+        assert!(text.contains("\npending        0      -\n"), "{text}");
+        assert!(text.contains("ETA:                 -\n"), "{text}");
+        let done = Progress {
+            status: "completed".into(),
+            eta_seconds: None,
+            ..progress_fixture()
+        };
+        assert!(progress(&done).contains("ETA:                 done\n"));
+    }
+
+    #[test]
+    fn watch_message_summarizes_the_state() {
+        assert_eq!(
+            watch_message(&progress_fixture()),
+            "running · 512/s · ETA 3m 12s · 100 failed"
+        );
+        let done = Progress {
+            status: "completed".into(),
+            failed: 0,
+            ..progress_fixture()
+        };
+        assert_eq!(watch_message(&done), "completed");
+    }
+
+    fn refused(body: ErrorBody) -> ApiError {
+        ApiError::Refused { status: 422, body }
+    }
+
+    #[test]
+    fn row_reports_list_rows_and_how_many_more() {
+        let error = refused(ErrorBody {
+            message: "invalid upload".into(),
+            fields: vec![],
+            rows: vec![
+                RowError {
+                    row: 3,
+                    field: Some("address".into()),
+                    reason: "`12345` is not an E.164 number".into(),
+                },
+                RowError {
+                    row: 12,
+                    field: None,
+                    reason: "not a JSON object".into(),
+                },
+            ],
+            error_rows: Some(1502),
+        });
+        assert_eq!(
+            render_error(&error),
+            "error: invalid upload (HTTP 422)\n\
+             \x20 1,502 invalid rows; nothing was written:\n\
+             \x20   ROW  FIELD    REASON\n\
+             \x20     3  address  `12345` is not an E.164 number\n\
+             \x20    12  -        not a JSON object\n\
+             \x20   … and 1,500 more\n"
+        );
+    }
+
+    #[test]
+    fn field_errors_are_listed_and_complete_reports_say_no_more() {
+        let error = refused(ErrorBody {
+            message: "invalid campaign".into(),
+            fields: vec![FieldError {
+                field: "template".into(),
+                reason: "unterminated `{{`".into(),
+            }],
+            rows: vec![RowError {
+                row: 1,
+                field: Some("first_name".into()),
+                reason: "missing".into(),
+            }],
+            error_rows: Some(1),
+        });
+        let text = render_error(&error);
+        assert!(text.starts_with(
+            "error: invalid campaign (HTTP 422)\n  template: unterminated `{{`\n  1 invalid row;"
+        ));
+        assert!(!text.contains("more"), "{text}");
+    }
+
+    #[test]
+    fn network_errors_are_one_line() {
+        let error = ApiError::Unreachable {
+            url: "http://127.0.0.1:8080/".into(),
+            reason: "Connection refused (os error 111)".into(),
+        };
+        assert_eq!(
+            render_error(&error),
+            "error: cannot reach the admin server at http://127.0.0.1:8080/: Connection refused (os error 111)\n"
+        );
+    }
+
+    #[test]
+    fn quiet_hours_display_drops_zero_seconds() {
+        let q = QuietHours {
+            start: "21:00:00".into(),
+            end: "07:30".into(),
+            time_zone: Some("Europe/Paris".into()),
+        };
+        assert_eq!(quiet_hours(Some(&q)), "21:00-07:30 (Europe/Paris)");
+        assert_eq!(quiet_hours(None), "-");
+    }
+
+    #[test]
+    fn empty_lists_say_so() {
+        assert_eq!(campaigns(&[]), "no campaigns\n");
+        assert_eq!(error_counts(&[]), "no failed recipients\n");
+    }
+}

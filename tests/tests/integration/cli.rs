@@ -1,0 +1,160 @@
+//! The `herald` CLI against a real admin server: scripts can drive a campaign from creation to
+//! progress, and failures exit non-zero with the API's explanation.
+
+use herald_tests::{Result, TestEnv};
+use serde_json::Value;
+use std::process::Output;
+
+struct Cli<'a> {
+    env: &'a TestEnv,
+    url: String,
+}
+
+impl Cli<'_> {
+    fn run(&self, key: &str, args: &[&str]) -> Result<Output> {
+        let mut all = vec!["--url", self.url.as_str(), "--key", key];
+        all.extend_from_slice(args);
+        self.env.run_binary("herald", &all, &[])
+    }
+
+    /// Runs with `--json`, expects success, returns the JSON.
+    fn json(&self, key: &str, args: &[&str]) -> Result<Value> {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let output = self.run(key, &all)?;
+        anyhow::ensure!(
+            output.status.success(),
+            "herald {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(serde_json::from_slice(&output.stdout)?)
+    }
+}
+
+fn id(value: &Value) -> String {
+    value["id"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_drives_a_campaign_and_failures_exit_non_zero() -> Result<()> {
+    let env = TestEnv::new(&["--latency", "fixed:0"]).await?;
+    let admin = env.admin().await?;
+    let cli = Cli {
+        env: &env,
+        url: admin.url.clone(),
+    };
+    let op = admin.operator_key.as_str();
+
+    let tenant = cli.json(
+        op,
+        &["tenant", "create", "acme", "--time-zone", "Europe/Paris"],
+    )?;
+    let tenant_id = id(&tenant);
+    let key_out = cli.run(op, &["tenant", "key", &tenant_id, "--name", "ci"])?;
+    assert!(key_out.status.success());
+    let key = String::from_utf8(key_out.stdout)?.trim().to_owned();
+    assert!(key.starts_with("hk_tn_"), "the key alone on stdout: {key}");
+
+    let endpoint = format!("{}/v1/messages", env.simulator_url);
+    let provider = cli.json(
+        &key,
+        &["provider", "create", "sim", "--endpoint", &endpoint],
+    )?;
+    let campaign = cli.json(
+        &key,
+        &[
+            "campaign",
+            "create",
+            "spring",
+            "--provider",
+            &id(&provider),
+            "--channel",
+            "sms",
+            "--template",
+            "Hi {{first_name}}",
+            "--quiet-hours",
+            "21:00-07:00",
+        ],
+    )?;
+    let campaign_id = id(&campaign);
+    assert_eq!(campaign["quiet_hours"]["time_zone"], "Europe/Paris");
+
+    let dir = std::env::temp_dir().join(format!("herald-cli-{}", env.name));
+    std::fs::create_dir_all(&dir)?;
+    let good = dir.join("audience.csv");
+    let mut csv = String::from("address,first_name\n");
+    for i in 0..300 {
+        csv.push_str(&format!("+1555{i:07},R{i}\n"));
+    }
+    std::fs::write(&good, csv)?;
+    let bad = dir.join("bad.csv");
+    std::fs::write(
+        &bad,
+        "address,first_name\n+15550000001,Ann\nnot-a-number,Bob\n",
+    )?;
+
+    // A rejected upload: exit 1, the row named on stderr, nothing imported.
+    let refused = cli.run(
+        &key,
+        &[
+            "campaign",
+            "upload",
+            &campaign_id,
+            bad.to_str().unwrap_or(""),
+        ],
+    )?;
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("not-a-number") && stderr.contains('2'),
+        "{stderr}"
+    );
+
+    let uploaded = cli.json(
+        &key,
+        &[
+            "campaign",
+            "upload",
+            &campaign_id,
+            good.to_str().unwrap_or(""),
+        ],
+    )?;
+    assert_eq!(uploaded["inserted"], 300);
+
+    // Quiet hours were set for the evening; drop them so this test can send now.
+    sqlx::query("UPDATE campaigns SET quiet_start = NULL, quiet_end = NULL WHERE id = $1::uuid")
+        .bind(&campaign_id)
+        .execute(&env.pool)
+        .await?;
+    let _scheduler = env.scheduler(500, &[])?;
+    let _worker = env.worker(&[])?;
+    let started = cli.json(&key, &["campaign", "start", &campaign_id])?;
+    assert_eq!(started["status"], "scheduled");
+    // --watch returns once the campaign is completed.
+    let watched = cli.json(&key, &["campaign", "progress", &campaign_id, "--watch"])?;
+    assert_eq!(watched["status"], "completed", "{watched}");
+    assert_eq!(watched["sent"], 300);
+
+    // A state that does not allow the action: exit 1 with the API's reason.
+    let conflict = cli.run(&key, &["campaign", "pause", &campaign_id])?;
+    assert_eq!(conflict.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&conflict.stderr).contains("completed"));
+    // Another tenant's view of it, and no server at all.
+    let other = cli.json(op, &["tenant", "create", "globex"])?;
+    let other_key = String::from_utf8(
+        cli.run(op, &["tenant", "key", &id(&other), "--name", "x"])?
+            .stdout,
+    )?;
+    let hidden = cli.run(other_key.trim(), &["campaign", "show", &campaign_id])?;
+    assert_eq!(hidden.status.code(), Some(1));
+    let nowhere = Cli {
+        env: &env,
+        url: "http://127.0.0.1:9".to_owned(),
+    };
+    assert_eq!(
+        nowhere.run(&key, &["campaign", "list"])?.status.code(),
+        Some(3)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
