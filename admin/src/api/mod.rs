@@ -89,6 +89,44 @@ pub fn router() -> Router<AppState> {
         .route("/segments", post(segments::create).get(segments::list))
         .route("/segments/{id}", get(segments::show))
         .route("/segments/{id}/count", get(segments::count))
+        .fallback(|| async { ApiError::NotFound("resource") })
+        .layer(axum::middleware::map_response(json_errors))
+}
+
+/// Rejections produced by axum itself (a malformed id in the path, a wrong method) are plain
+/// text; API callers get every error in the same JSON shape.
+async fn json_errors(response: axum::response::Response) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), 64 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_owned()
+    } else {
+        text
+    };
+    let body = ErrorBody {
+        error: crate::error::ErrorDetail {
+            status: status.as_u16(),
+            message,
+            fields: Vec::new(),
+            rows: Vec::new(),
+            error_rows: None,
+        },
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {

@@ -199,6 +199,13 @@ async fn keys_scope_every_resource_to_its_tenant() -> Result<()> {
         "keys are stored hashed"
     );
 
+    // axum's own rejections come in the same JSON shape.
+    let (status, body) = admin.call(op, GET, "/campaigns/not-a-uuid", None).await?;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    let (status, body) = admin.call(op, GET, "/no-such-thing", None).await?;
+    assert_eq!((status, body["error"]["status"].as_u64()), (404, Some(404)));
+
     // The OpenAPI document lists the resources.
     let doc: Value = admin
         .http
