@@ -42,18 +42,6 @@ pub fn clock_time(value: &str) -> Result<chrono::NaiveTime, String> {
         .map_err(|_| format!("`{}` is not a time of day like 21:00", clip(value)))
 }
 
-/// An http(s) URL.
-pub fn endpoint(value: &str) -> Result<(), String> {
-    let ok = (value.starts_with("http://") || value.starts_with("https://"))
-        && value.len() > "https://".len()
-        && !value.chars().any(char::is_whitespace);
-    if ok {
-        Ok(())
-    } else {
-        Err("must be an http:// or https:// URL".into())
-    }
-}
-
 /// Echoing user input in an error is helpful; echoing a megabyte of it is not.
 fn clip(value: &str) -> String {
     const MAX: usize = 40;
@@ -92,8 +80,6 @@ mod tests {
         );
         assert!(clock_time("25:00").is_err());
         assert!(clock_time("9pm").is_err());
-        assert!(endpoint("https://api.example.com/send").is_ok());
-        assert!(endpoint("ftp://x").is_err());
     }
 
     #[test]

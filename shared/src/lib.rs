@@ -9,6 +9,7 @@
 //! - [`template`]: rendering a message template with a recipient's variables.
 //! - [`catalog`]: creating tenants, providers, campaigns and their recipients.
 //! - [`progress`]: per-campaign progress.
+//! - [`provider_config`]: provider kinds and their typed, validated settings and credentials.
 
 pub mod backoff;
 pub mod catalog;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod progress;
+pub mod provider_config;
 pub mod queue;
 pub mod shutdown;
 pub mod telemetry;

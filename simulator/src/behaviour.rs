@@ -49,6 +49,9 @@ pub struct Request<'a> {
     pub key: Option<KeyHistory>,
     /// Arrival time in milliseconds (only compared with other arrival times).
     pub arrived_ms: u64,
+    /// Whether the request carried the credentials its API requires (always true for the
+    /// generic API, which has none).
+    pub authorized: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +64,8 @@ pub enum InvalidNumber {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// 401: missing or wrong credentials (decided before anything else).
+    Unauthorized,
     /// 400 `bad_request`: the body is not a valid message request.
     BadRequest,
     /// 400 `invalid_number`: a permanent failure for this recipient.
@@ -82,6 +87,7 @@ pub enum Outcome {
 impl Outcome {
     pub fn status(&self) -> u16 {
         match self {
+            Outcome::Unauthorized => 401,
             Outcome::BadRequest | Outcome::InvalidNumber(_) => 400,
             Outcome::FailFirst { status, .. } => *status,
             Outcome::RateLimited { .. } => 429,
@@ -128,9 +134,9 @@ pub fn sample_latency(latency: &Latency, u: [f64; 2]) -> Duration {
     Duration::from_micros((ms * 1_000.0).round() as u64)
 }
 
-/// Decides the answer to one `POST /v1/messages`.
+/// Decides the answer to one message request (of any of the simulated APIs).
 ///
-/// Order: malformed body → invalid/rejected number → fail-first → rate limit → random
+/// Order: missing credentials → malformed body → invalid/rejected number → fail-first → rate limit → random
 /// server error → random timeout → success (a duplicate when the key was already
 /// accepted). When a rate limit is configured, every request that is not answered 429 is
 /// recorded in `limiter` (the ones decided before the rate-limit step included).
@@ -180,6 +186,9 @@ fn outcome(
 
 /// The outcomes decided before the rate limit.
 fn early_outcome(cfg: &BehaviourConfig, req: &Request<'_>) -> Option<Outcome> {
+    if !req.authorized {
+        return Some(Outcome::Unauthorized);
+    }
     let Some(to) = req.to else {
         return Some(Outcome::BadRequest);
     };
@@ -220,6 +229,7 @@ mod tests {
             to: Some(to),
             key: None,
             arrived_ms: 10_000,
+            authorized: true,
         }
     }
 
@@ -288,6 +298,24 @@ mod tests {
             Outcome::InvalidNumber(InvalidNumber::Rejected)
         );
         assert_eq!(Outcome::BadRequest.status(), 400);
+    }
+
+    #[test]
+    fn missing_credentials_come_first() {
+        let cfg = BehaviourConfig {
+            fail_first: 5,
+            ..Default::default()
+        };
+        let anonymous = Request {
+            to: None,
+            authorized: false,
+            ..with_key("+15551234567", 0, false)
+        };
+        assert_eq!(
+            decide_once(&cfg, &anonymous, &NO_LUCK),
+            Outcome::Unauthorized
+        );
+        assert_eq!(Outcome::Unauthorized.status(), 401);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Herald's provider simulator: a configurable stand-in for an SMS/WhatsApp/voice
 //! provider's HTTP API, with a control API for tests and benchmarks.
 
+mod apis;
 mod behaviour;
 mod config;
 mod rate_limit;

@@ -1,12 +1,13 @@
-//! HTTP handlers: the provider API (`POST /v1/messages`) and the control API.
+//! HTTP handlers: the provider APIs (generic, Twilio, WhatsApp; see [`crate::apis`]) and
+//! the control API.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rand::Rng;
@@ -15,12 +16,12 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::behaviour::{self, Draws, InvalidNumber, Outcome, Request};
+use crate::apis::{self, Parsed};
+use crate::behaviour::{self, Draws, Outcome, Request};
 use crate::config::BehaviourConfig;
 use crate::rate_limit::SlidingLog;
 use crate::stats::{Arrival, Clock, Stats};
 
-const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
@@ -75,7 +76,19 @@ impl AppState {
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/v1/messages", post(send_message))
+        .route("/v1/messages", post(generic_message))
+        .route(
+            "/2010-04-01/Accounts/{account_sid}/Messages.json",
+            post(twilio_message),
+        )
+        .route(
+            "/2010-04-01/Accounts/{account_sid}/Calls.json",
+            post(twilio_call),
+        )
+        .route(
+            "/{version}/{phone_number_id}/messages",
+            post(whatsapp_message),
+        )
         .route("/control/stats", get(stats))
         .route("/control/requests", get(key_requests))
         .route("/control/config", get(get_config).put(put_config))
@@ -92,79 +105,105 @@ fn error_body(code: &str, message: &str) -> String {
     json!({"error": {"code": code, "message": message}}).to_string()
 }
 
-#[derive(Deserialize)]
-struct MessageRequest {
-    to: String,
-    #[allow(dead_code)] // required by the API, otherwise unused
-    body: String,
-    #[serde(default)]
-    channel: Option<String>,
-    #[serde(default)]
-    metadata: Option<Metadata>,
-}
-
-#[derive(Deserialize)]
-struct Metadata {
-    #[serde(default)]
-    tenant_id: Option<String>,
-    #[serde(default)]
-    campaign_id: Option<String>,
-}
-
 fn new_message_id() -> Uuid {
     uuid::Builder::from_random_bytes(rand::rng().random()).into_uuid()
 }
 
 /// `POST /v1/messages`
-async fn send_message(
+async fn generic_message(
     State(app): State<Arc<AppState>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let arrived_ms = app.clock.now_ms();
-    let key = match headers.get(IDEMPOTENCY_KEY).map(HeaderValue::to_str) {
-        None => Ok(None),
-        Some(Ok(k)) if k.trim().is_empty() => Ok(None),
-        Some(Ok(k)) => Ok(Some(k.trim().to_owned())),
-        Some(Err(_)) => Err("the Idempotency-Key header must be visible ASCII".to_owned()),
-    };
-    let parsed = key.and_then(|key| {
-        serde_json::from_slice::<MessageRequest>(&body)
-            .map(|msg| (key, msg))
-            .map_err(|e| format!("invalid message request: {e}"))
-    });
-    let draws = Draws::sample(&mut rand::rng());
+    let parsed = apis::parse_generic(&headers, &body);
+    serve(app, arrived_ms, &uri, &headers, parsed).await
+}
 
+/// `POST /2010-04-01/Accounts/{sid}/Messages.json`
+async fn twilio_message(
+    State(app): State<Arc<AppState>>,
+    Path(account_sid): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let arrived_ms = app.clock.now_ms();
+    let parsed = apis::parse_twilio(false, &account_sid, &headers, &body);
+    serve(app, arrived_ms, &uri, &headers, parsed).await
+}
+
+/// `POST /2010-04-01/Accounts/{sid}/Calls.json`
+async fn twilio_call(
+    State(app): State<Arc<AppState>>,
+    Path(account_sid): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let arrived_ms = app.clock.now_ms();
+    let parsed = apis::parse_twilio(true, &account_sid, &headers, &body);
+    serve(app, arrived_ms, &uri, &headers, parsed).await
+}
+
+/// `POST /{version}/{phone_number_id}/messages`
+async fn whatsapp_message(
+    State(app): State<Arc<AppState>>,
+    Path((version, phone_number_id)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let arrived_ms = app.clock.now_ms();
+    let parsed = apis::parse_whatsapp(&version, &phone_number_id, &headers, &body);
+    serve(app, arrived_ms, &uri, &headers, parsed).await
+}
+
+/// Decides, records and answers one message request, whatever its API.
+async fn serve(
+    app: Arc<AppState>,
+    arrived_ms: u64,
+    uri: &Uri,
+    headers: &HeaderMap,
+    parsed: Parsed,
+) -> Response {
+    let draws = Draws::sample(&mut rand::rng());
+    let detail = parsed
+        .key
+        .as_ref()
+        .map(|_| apis::detail(parsed.api, "POST", uri.path(), headers, &parsed.fields));
     let (decision, id) = {
         let mut guard = app.lock();
         let inner = &mut *guard;
-        let (key, msg) = match &parsed {
-            Ok((key, msg)) => (key.as_deref(), Some(msg)),
-            Err(_) => (None, None),
-        };
+        let key = parsed.key.as_deref();
         let request = Request {
-            to: msg.map(|m| m.to.as_str()),
+            to: parsed.to.as_deref(),
             key: key.map(|k| inner.stats.key_history(k)),
             arrived_ms,
+            authorized: parsed.authorized,
         };
         let decision = behaviour::decide(&inner.config, &request, &mut inner.limiter, &draws);
-        let meta = msg.and_then(|m| m.metadata.as_ref());
         let arrival = Arrival {
             arrived_ms,
-            tenant_id: meta.and_then(|m| m.tenant_id.as_deref()),
-            campaign_id: meta.and_then(|m| m.campaign_id.as_deref()),
+            tenant_id: parsed.tenant_id.as_deref(),
+            campaign_id: parsed.campaign_id.as_deref(),
         };
-        let id = inner.stats.record(
+        let id = inner.stats.record_as(
             &arrival,
             key.map(str::to_owned),
             decision.outcome,
+            apis::status(parsed.api, decision.outcome).as_u16(),
             new_message_id,
         );
+        if let (Some(key), Some(detail)) = (key, detail) {
+            inner.stats.attach_detail(key, detail);
+        }
         (decision, id)
     };
     tracing::debug!(
-        to = parsed.as_ref().ok().map(|(_, m)| m.to.as_str()),
-        channel = parsed.as_ref().ok().and_then(|(_, m)| m.channel.as_deref()),
+        api = parsed.api.name(),
+        to = parsed.raw_to.as_deref(),
         status = decision.outcome.status(),
         delay_ms = decision.delay.as_millis() as u64,
         "message request"
@@ -172,58 +211,16 @@ async fn send_message(
 
     app.pause(decision.delay).await;
 
-    let status = StatusCode::from_u16(decision.outcome.status())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    match decision.outcome {
-        Outcome::Accepted | Outcome::Duplicate => {
-            let id = id.unwrap_or_else(new_message_id);
-            let body = format!(r#"{{"id":"sim_{}","status":"accepted"}}"#, id.simple());
-            let mut response = json_response(status, body);
-            if decision.outcome == Outcome::Duplicate {
-                response
-                    .headers_mut()
-                    .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-            }
-            response
-        }
-        Outcome::BadRequest => {
-            let message = parsed.err().unwrap_or_default();
-            json_response(status, error_body("bad_request", &message))
-        }
-        Outcome::InvalidNumber(why) => {
-            let to = parsed.map(|(_, m)| m.to).unwrap_or_default();
-            let message = match why {
-                InvalidNumber::NotE164 => format!("{to:?} is not an E.164 phone number"),
-                InvalidNumber::Rejected => format!("{to:?} is not a reachable number"),
-            };
-            json_response(status, error_body("invalid_number", &message))
-        }
-        Outcome::FailFirst { attempt, of, .. } => {
-            let message = format!("simulated failure {attempt} of {of} for this idempotency key");
-            let mut response = json_response(status, error_body("simulated_failure", &message));
-            if matches!(status.as_u16(), 429 | 503) {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            response
-        }
-        Outcome::RateLimited { retry_after_secs } => {
-            let message = format!("rate limit exceeded; retry after {retry_after_secs} s");
-            let mut response = json_response(status, error_body("rate_limited", &message));
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-            response
-        }
-        Outcome::ServerError => json_response(
-            status,
-            error_body("internal_error", "simulated provider error"),
-        ),
-        Outcome::Timeout => {
-            json_response(status, error_body("timeout", "simulated upstream timeout"))
-        }
+    let id = id.unwrap_or_else(new_message_id);
+    let (status, extra, body) = apis::respond(&parsed, decision.outcome, id, app.clock.now_ms());
+    let mut response = json_response(status, body);
+    response.headers_mut().extend(extra);
+    if decision.outcome == Outcome::Duplicate {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
+    response
 }
 
 /// `GET /control/stats`

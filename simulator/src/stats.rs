@@ -16,6 +16,9 @@ pub const PER_SECOND_KEPT: usize = 3_600;
 pub const DUPLICATE_KEYS_KEPT: usize = 100;
 /// How many answers are kept in one key's history (later ones are still counted).
 pub const KEY_HISTORY_KEPT: usize = 10_000;
+/// How many of the latest requests keep their [`RequestDetail`] (a benchmark's million
+/// requests must not keep a million bodies).
+pub const DETAILS_KEPT: usize = 10_000;
 
 /// Unix milliseconds that never go backwards: the wall clock read once at start, advanced
 /// by a monotonic clock.
@@ -65,10 +68,28 @@ pub struct SecondStats {
 }
 
 /// One answer given for an idempotency key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KeyEvent {
     pub arrived_ms: u64,
     pub status: u16,
+    /// What was received, for the latest [`DETAILS_KEPT`] requests.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Box<RequestDetail>>,
+}
+
+/// A request as received, so tests can check exactly what a client sent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestDetail {
+    /// `generic`, `twilio_messages`, `twilio_calls` or `whatsapp`.
+    pub api: &'static str,
+    pub method: String,
+    pub path: String,
+    pub content_type: Option<String>,
+    /// Lower-case names; repeated headers joined with `, `.
+    pub headers: BTreeMap<String, String>,
+    /// The decoded body: the JSON document, or the form's fields (name → value, or a list
+    /// of values for a repeated name); `null` when it could not be decoded.
+    pub fields: serde_json::Value,
 }
 
 #[derive(Debug, Default)]
@@ -101,6 +122,8 @@ pub struct Stats {
     last_second: SlidingLog,
     max_in_1s: u64,
     keys: HashMap<String, KeyState>,
+    /// Which key events hold a detail, oldest first: (key, index in its history).
+    details: VecDeque<(String, usize)>,
 }
 
 /// The `/control/stats` document.
@@ -159,6 +182,34 @@ impl Stats {
             last_second: SlidingLog::new(),
             max_in_1s: 0,
             keys: HashMap::new(),
+            details: VecDeque::new(),
+        }
+    }
+
+    /// Attaches what was received to the latest answer recorded for `key`, dropping the
+    /// detail of the oldest request once [`DETAILS_KEPT`] are held.
+    pub fn attach_detail(&mut self, key: &str, detail: RequestDetail) {
+        let Some(state) = self.keys.get_mut(key) else {
+            return;
+        };
+        // A history that is full no longer records events, so there is nothing to attach to.
+        if state.history.len() as u64 != state.requests {
+            return;
+        }
+        let Some(last) = state.history.last_mut() else {
+            return;
+        };
+        last.detail = Some(Box::new(detail));
+        self.details
+            .push_back((key.to_owned(), state.history.len() - 1));
+        if self.details.len() > DETAILS_KEPT
+            && let Some((old_key, index)) = self.details.pop_front()
+            && let Some(event) = self
+                .keys
+                .get_mut(&old_key)
+                .and_then(|k| k.history.get_mut(index))
+        {
+            event.detail = None;
         }
     }
 
@@ -181,6 +232,7 @@ impl Stats {
     /// a new one from `new_id` for [`Outcome::Accepted`], the key's earlier one for
     /// [`Outcome::Duplicate`] (`None` for a duplicate without a key, which the decision
     /// never produces).
+    #[cfg(test)]
     pub fn record(
         &mut self,
         arrival: &Arrival<'_>,
@@ -188,8 +240,20 @@ impl Stats {
         outcome: Outcome,
         new_id: impl FnOnce() -> Uuid,
     ) -> Option<Uuid> {
+        self.record_as(arrival, key, outcome, outcome.status(), new_id)
+    }
+
+    /// [`record`](Self::record) with the HTTP status the API answers the outcome with
+    /// (Twilio answers a success 201, not 200).
+    pub fn record_as(
+        &mut self,
+        arrival: &Arrival<'_>,
+        key: Option<String>,
+        outcome: Outcome,
+        status: u16,
+        new_id: impl FnOnce() -> Uuid,
+    ) -> Option<Uuid> {
         let at = arrival.arrived_ms;
-        let status = outcome.status();
         let first_success = outcome == Outcome::Accepted;
 
         self.requests += 1;
@@ -249,6 +313,7 @@ impl Stats {
             state.history.push(KeyEvent {
                 arrived_ms: at,
                 status,
+                detail: None,
             });
         }
         match outcome {
@@ -388,23 +453,67 @@ mod tests {
             &[
                 KeyEvent {
                     arrived_ms: 1_000,
-                    status: 500
+                    status: 500,
+                    detail: None
                 },
                 KeyEvent {
                     arrived_ms: 1_100,
-                    status: 200
+                    status: 200,
+                    detail: None
                 },
                 KeyEvent {
                     arrived_ms: 1_200,
-                    status: 200
+                    status: 200,
+                    detail: None
                 },
                 KeyEvent {
                     arrived_ms: 1_300,
-                    status: 200
+                    status: 200,
+                    detail: None
                 },
             ]
         );
         assert!(s.key_events("unknown").is_empty());
+    }
+
+    fn detail(n: u64) -> RequestDetail {
+        RequestDetail {
+            api: "generic",
+            method: "POST".into(),
+            path: format!("/v1/messages/{n}"),
+            content_type: Some("application/json".into()),
+            headers: BTreeMap::new(),
+            fields: json!({"n": n}),
+        }
+    }
+
+    #[test]
+    fn details_are_kept_for_the_latest_requests_only() {
+        let mut s = Stats::new(0);
+        let total = DETAILS_KEPT as u64 + 2;
+        for n in 0..total {
+            let key = format!("k{}", n % 3);
+            s.record(&arrival(n), Some(key.clone()), Outcome::ServerError, id(1));
+            s.attach_detail(&key, detail(n));
+        }
+        s.attach_detail("unknown", detail(0));
+        let kept: Vec<u64> = ["k0", "k1", "k2"]
+            .iter()
+            .flat_map(|k| s.key_events(k))
+            .filter_map(|e| e.detail.as_ref())
+            .filter_map(|d| d.fields["n"].as_u64())
+            .collect();
+        assert_eq!(kept.len(), DETAILS_KEPT);
+        assert!(!kept.contains(&0) && !kept.contains(&1));
+        let last = s
+            .key_events(&format!("k{}", (total - 1) % 3))
+            .last()
+            .cloned();
+        let shown = serde_json::to_value(last.unwrap()).unwrap();
+        assert_eq!(shown["path"], json!(format!("/v1/messages/{}", total - 1)));
+        assert_eq!(shown["status"], json!(500));
+        let bare = serde_json::to_value(&s.key_events("k0")[0]).unwrap();
+        assert_eq!(bare, json!({"arrived_ms": 0, "status": 500}));
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! - [`consume`]: the supervised RabbitMQ consumer (reconnects, drains on shutdown).
 //! - [`delivery`]: one delivery's path, decode to ack.
 //! - [`attempts`]: the lease and outcome writes, batched by [`batch`].
-//! - [`providers`]: provider settings and in-flight caps; [`provider_call`]: the HTTP call.
+//! - [`providers`]: provider settings and in-flight caps; [`adapters`]: each provider API's
+//!   requests and answers; [`provider_call`]: the HTTP call.
 //! - [`outcome`]: what an answer means (sent, retry with backoff, failed).
 
+pub mod adapters;
 pub mod attempts;
 pub mod batch;
 pub mod config;

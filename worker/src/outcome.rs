@@ -9,15 +9,55 @@ pub enum CallResult {
     Accepted {
         provider_message_id: Option<String>,
     },
-    /// Timeout, connection error, 5xx, 429: the same request may succeed later.
+    /// The provider asks to slow down (HTTP 429, Twilio 20429, WhatsApp 130429, …): the
+    /// request was not processed and says nothing about the recipient. Kept apart from
+    /// [`CallResult::Transient`] so that a provider-wide rate limiter can back off without
+    /// spending the recipient's attempts; until then it is retried like a transient error.
+    Throttled {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Timeout, connection error, 5xx: the same request may succeed later.
     Transient {
         reason: String,
         retry_after: Option<Duration>,
+    },
+    /// The provider refuses our credentials or configuration (HTTP 401, Twilio 20003,
+    /// WhatsApp 190): no recipient can succeed until an operator fixes the provider. Final
+    /// for now, like [`CallResult::Permanent`]; kept apart so that a breaker can hold the
+    /// provider's recipients instead.
+    Misconfigured {
+        reason: String,
     },
     /// Any other 4xx: this request will never succeed.
     Permanent {
         reason: String,
     },
+}
+
+impl CallResult {
+    /// The same result with its reason rewritten (say, scrubbed of secrets).
+    pub fn map_reason(self, f: impl FnOnce(String) -> String) -> Self {
+        match self {
+            CallResult::Accepted { .. } => self,
+            CallResult::Throttled {
+                reason,
+                retry_after,
+            } => CallResult::Throttled {
+                reason: f(reason),
+                retry_after,
+            },
+            CallResult::Transient {
+                reason,
+                retry_after,
+            } => CallResult::Transient {
+                reason: f(reason),
+                retry_after,
+            },
+            CallResult::Misconfigured { reason } => CallResult::Misconfigured { reason: f(reason) },
+            CallResult::Permanent { reason } => CallResult::Permanent { reason: f(reason) },
+        }
+    }
 }
 
 /// What to record.
@@ -63,8 +103,14 @@ pub fn decide(result: CallResult, attempts: u32, policy: &RetryPolicy, unit: f64
         } => Decision::Sent {
             provider_message_id,
         },
-        CallResult::Permanent { reason } => Decision::Failed { error: reason },
+        CallResult::Permanent { reason } | CallResult::Misconfigured { reason } => {
+            Decision::Failed { error: reason }
+        }
         CallResult::Transient {
+            reason,
+            retry_after,
+        }
+        | CallResult::Throttled {
             reason,
             retry_after,
         } => {
@@ -138,6 +184,38 @@ mod tests {
             Decision::Retry {
                 error: "HTTP 429".into(),
                 delay: Duration::from_secs(3)
+            }
+        );
+    }
+
+    #[test]
+    fn throttling_retries_like_a_transient_error_for_now() {
+        let throttled = |retry_after| CallResult::Throttled {
+            reason: "twilio 20429 (HTTP 429): Too Many Requests".into(),
+            retry_after,
+        };
+        assert_eq!(
+            decide(throttled(Some(Duration::from_secs(2))), 1, &policy(), 0.0),
+            Decision::Retry {
+                error: "twilio 20429 (HTTP 429): Too Many Requests".into(),
+                delay: Duration::from_secs(2)
+            }
+        );
+        assert!(matches!(
+            decide(throttled(None), 4, &policy(), 0.0),
+            Decision::Failed { .. }
+        ));
+        assert_eq!(
+            decide(
+                CallResult::Misconfigured {
+                    reason: "twilio 20003 (HTTP 401): Authenticate".into()
+                },
+                1,
+                &policy(),
+                0.0
+            ),
+            Decision::Failed {
+                error: "twilio 20003 (HTTP 401): Authenticate".into()
             }
         );
     }

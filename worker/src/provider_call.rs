@@ -1,103 +1,87 @@
-//! The HTTP call to a generic JSON provider.
-//!
-//! `POST {endpoint}` with `{"to", "body", "channel", "metadata"}`, an `Idempotency-Key` header
-//! stable across retries of one recipient, and a bearer token if the provider has one.
+//! The HTTP call to a provider: the adapter of the provider's kind builds the request and
+//! reads the answer ([`crate::adapters`]); this module only does the I/O, with the
+//! provider's timeout, and turns transport failures into transient results.
 
-use crate::outcome::{CallResult, StatusClass, classify_status};
+use crate::adapters::{self, Answer, HttpRequest};
+use crate::outcome::CallResult;
 use crate::providers::Provider;
 use herald_shared::queue::message::DispatchMessage;
 use reqwest::Client;
-use serde_json::{Value, json};
-use std::time::Duration;
-
-/// Most characters of a provider's error body kept in `last_error`.
-const ERROR_BODY_LIMIT: usize = 300;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 pub async fn send(client: &Client, provider: &Provider, message: &DispatchMessage) -> CallResult {
-    let payload = json!({
-        "to": message.to,
-        "body": message.body,
-        "channel": message.channel,
-        "metadata": {
-            "tenant_id": message.tenant_id.to_string(),
-            "campaign_id": message.campaign_id.to_string(),
-            "recipient_id": message.recipient_id.to_string(),
-        },
-    });
-    let mut request = client
-        .post(&provider.endpoint)
+    let span = tracing::debug_span!(
+        "provider_call",
+        provider_id = %provider.id,
+        kind = %provider.config.kind(),
+    );
+    tracing::Instrument::instrument(call(client, provider, message), span).await
+}
+
+async fn call(client: &Client, provider: &Provider, message: &DispatchMessage) -> CallResult {
+    let request = match adapters::build(&provider.config, message) {
+        Ok(request) => request,
+        Err(result) => return result,
+    };
+    let headers = match header_map(&request) {
+        Ok(headers) => headers,
+        // Settings are validated when loaded, so this is a bug rather than bad input.
+        Err(reason) => return CallResult::Misconfigured { reason },
+    };
+    let transient = |reason: String| CallResult::Transient {
+        reason,
+        retry_after: None,
+    };
+    let response = match client
+        .request(request.method, &request.url)
         .timeout(provider.timeout)
-        .header("Idempotency-Key", message.idempotency_key())
-        .json(&payload);
-    if let Some(token) = &provider.bearer_token {
-        request = request.bearer_auth(token);
-    }
-    let response = match request.send().await {
+        .headers(headers)
+        .body(request.body)
+        .send()
+        .await
+    {
         Ok(response) => response,
         Err(error) if error.is_timeout() => {
-            return CallResult::Transient {
-                reason: format!("timed out after {:?}", provider.timeout),
-                retry_after: None,
-            };
+            return transient(format!("timed out after {:?}", provider.timeout));
         }
-        Err(error) => {
-            return CallResult::Transient {
-                reason: format!("request failed: {}", without_url(&error)),
-                retry_after: None,
-            };
-        }
+        Err(error) => return transient(format!("request failed: {}", without_url(&error))),
     };
     let status = response.status().as_u16();
     let retry_after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(|v| adapters::parse_retry_after(v, chrono::Utc::now()));
     let body = match response.bytes().await {
         Ok(body) => body,
         Err(error) if error.is_timeout() => {
-            return CallResult::Transient {
-                reason: format!("timed out after {:?}", provider.timeout),
-                retry_after: None,
-            };
+            return transient(format!("timed out after {:?}", provider.timeout));
         }
-        Err(error) => {
-            return CallResult::Transient {
-                reason: format!("reading response: {}", without_url(&error)),
-                retry_after: None,
-            };
-        }
+        Err(error) => return transient(format!("reading response: {}", without_url(&error))),
     };
-    match classify_status(status) {
-        StatusClass::Success => {
-            let id = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
-                v.get("id")
-                    .or_else(|| v.get("message_id"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            });
-            CallResult::Accepted {
-                provider_message_id: id,
-            }
-        }
-        StatusClass::Transient => CallResult::Transient {
-            reason: describe(status, &body),
+    adapters::interpret(
+        &provider.config,
+        &Answer {
+            status,
             retry_after,
+            body: &body,
         },
-        StatusClass::Permanent => CallResult::Permanent {
-            reason: describe(status, &body),
-        },
-    }
+    )
 }
 
-fn describe(status: u16, body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let mut text: String = text.chars().take(ERROR_BODY_LIMIT).collect();
-    if text.len() < body.len() {
-        text.push('…');
+/// The request's headers for reqwest, secrets marked sensitive (kept out of its `Debug`).
+/// Errors name the header, never its value.
+fn header_map(request: &HttpRequest) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::with_capacity(request.headers.len());
+    for header in &request.headers {
+        let name = HeaderName::from_bytes(header.name.as_bytes())
+            .map_err(|_| format!("invalid header name {:?}", header.name))?;
+        let mut value = HeaderValue::from_str(&header.value)
+            .map_err(|_| format!("invalid value for header {:?}", header.name))?;
+        value.set_sensitive(header.sensitive);
+        map.append(name, value);
     }
-    format!("HTTP {status}: {text}")
+    Ok(map)
 }
 
 /// reqwest errors print the URL, which may carry credentials in query strings.
@@ -109,4 +93,32 @@ fn without_url(error: &reqwest::Error) -> String {
         source = s.source();
     }
     deepest.unwrap_or_else(|| "connection error".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::Header;
+
+    #[test]
+    fn secret_headers_are_sensitive_and_bad_ones_are_named_not_shown() {
+        let request = HttpRequest::post(
+            "http://x".into(),
+            vec![
+                Header::secret("Authorization", "Bearer t"),
+                Header::new("X-A", "1"),
+            ],
+            Vec::new(),
+        );
+        let map = header_map(&request).unwrap();
+        assert!(map["authorization"].is_sensitive());
+        assert!(!map["x-a"].is_sensitive());
+        let bad = HttpRequest::post(
+            "http://x".into(),
+            vec![Header::secret("X-Key", "line\nbreak s3cr3t")],
+            Vec::new(),
+        );
+        let error = header_map(&bad).unwrap_err();
+        assert_eq!(error, r#"invalid value for header "X-Key""#);
+    }
 }

@@ -1,6 +1,12 @@
 //! Provider settings, cached per worker, each with its in-flight cap.
+//!
+//! A provider's kind, settings and credentials are parsed into its typed configuration
+//! ([`ProviderConfig`]) when loaded: a provider with bad settings is an error for its
+//! recipients (retried later), never a panic or a malformed request.
 
 use herald_shared::backoff::RetryPolicy;
+use herald_shared::provider_config::{self, ProviderConfig};
+use serde_json::Value;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,8 +20,8 @@ const REFRESH: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Provider {
     pub id: Uuid,
-    pub endpoint: String,
-    pub bearer_token: Option<String>,
+    /// What the adapters need: the API's kind, endpoint, settings and credentials.
+    pub config: ProviderConfig,
     pub timeout: Duration,
     pub retry: RetryPolicy,
     /// Caps this worker's requests in flight to the provider.
@@ -27,8 +33,10 @@ pub struct Provider {
 #[derive(sqlx::FromRow)]
 struct Row {
     id: Uuid,
+    kind: String,
     endpoint: String,
-    bearer_token: Option<String>,
+    settings: Value,
+    credentials: Value,
     timeout_ms: i32,
     max_in_flight: i32,
     max_attempts: i32,
@@ -40,6 +48,12 @@ struct Row {
 pub enum ProviderError {
     #[error("provider {0} does not exist")]
     Unknown(Uuid),
+    /// The reason names fields, never credential values.
+    #[error("provider {id} is misconfigured: {problems}")]
+    Invalid {
+        id: Uuid,
+        problems: provider_config::Problems,
+    },
     #[error("loading provider: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -66,7 +80,7 @@ impl Providers {
             return Ok(provider.clone());
         }
         let row: Row = sqlx::query_as(
-            "SELECT id, endpoint, credentials->>'bearer_token' AS bearer_token, timeout_ms, max_in_flight,
+            "SELECT id, kind, endpoint, settings, credentials, timeout_ms, max_in_flight,
                     max_attempts, retry_base_ms, retry_max_ms
              FROM providers WHERE id = $1",
         )
@@ -74,6 +88,9 @@ impl Providers {
         .fetch_optional(&self.pool)
         .await?
         .ok_or(ProviderError::Unknown(id))?;
+        let config =
+            provider_config::parse(&row.kind, &row.endpoint, &row.settings, &row.credentials)
+                .map_err(|problems| ProviderError::Invalid { id, problems })?;
         let max_in_flight = usize::try_from(row.max_in_flight).unwrap_or(1).max(1);
         // Keep the semaphore across refreshes so requests in flight stay counted.
         let in_flight = match cache.get(&id) {
@@ -83,8 +100,7 @@ impl Providers {
         let millis = |ms: i32| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
         let provider = Arc::new(Provider {
             id: row.id,
-            endpoint: row.endpoint,
-            bearer_token: row.bearer_token,
+            config,
             timeout: millis(row.timeout_ms),
             retry: RetryPolicy {
                 max_attempts: u32::try_from(row.max_attempts).unwrap_or(1),

@@ -1,5 +1,7 @@
 //! Providers. Credentials are write-only: stored, used by the workers, never returned or
-//! logged (the response only says whether there are any).
+//! logged (the response only says whether there are any). Kind, endpoint, settings and
+//! credentials are validated by `herald_shared::provider_config`, the same parser the
+//! workers use, so a provider the admin accepts is one the workers can call.
 
 use super::JsonBody;
 use crate::auth::Caller;
@@ -10,6 +12,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
+use herald_shared::provider_config::{self, Kind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -22,7 +25,11 @@ pub struct Provider {
     pub tenant_id: Option<Uuid>,
     pub name: String,
     pub kind: String,
+    /// The whole URL for `http`; the API's base URL for the other kinds.
     pub endpoint: String,
+    /// Non-secret, per-kind settings (see API.md).
+    #[schema(value_type = Object)]
+    pub settings: Value,
     pub has_credentials: bool,
     pub timeout_ms: i32,
     pub max_in_flight: i32,
@@ -39,9 +46,17 @@ pub struct NewProvider {
     /// Operators only; omitted = a shared provider. Ignored for tenant keys.
     pub tenant_id: Option<Uuid>,
     pub name: String,
+    /// `http` (default), `twilio_sms`, `twilio_voice` or `whatsapp`.
     #[serde(default = "http")]
     pub kind: String,
-    pub endpoint: String,
+    /// Required for `http` (the whole URL). For the other kinds, the API's base URL,
+    /// defaulting to the real one (`https://api.twilio.com`, `https://graph.facebook.com`).
+    pub endpoint: Option<String>,
+    /// Non-secret, per-kind settings (see API.md).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub settings: Map<String, Value>,
+    /// Secrets, per kind (see API.md); write-only.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub credentials: Map<String, Value>,
@@ -61,7 +76,9 @@ impl std::fmt::Debug for NewProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NewProvider")
             .field("name", &self.name)
+            .field("kind", &self.kind)
             .field("endpoint", &self.endpoint)
+            .field("settings", &self.settings)
             .field("credentials", &"<redacted>")
             .finish_non_exhaustive()
     }
@@ -89,6 +106,15 @@ mod defaults {
     }
 }
 
+/// The endpoint to store: the one given, or the kind's real API (`None` when neither).
+fn endpoint(body: &NewProvider) -> Option<String> {
+    body.endpoint.clone().or_else(|| {
+        Kind::parse(&body.kind)
+            .and_then(Kind::default_endpoint)
+            .map(str::to_owned)
+    })
+}
+
 fn check(body: &NewProvider) -> Vec<FieldError> {
     let mut fields = Vec::new();
     let mut bad = |field: &str, reason: String| {
@@ -100,14 +126,25 @@ fn check(body: &NewProvider) -> Vec<FieldError> {
     if let Err(reason) = validate::name(&body.name) {
         bad("name", reason);
     }
-    if body.kind != "http" {
-        bad(
-            "kind",
-            format!("unknown provider kind `{}`; known: http", body.kind),
-        );
+    let endpoint = endpoint(body);
+    if endpoint.is_none() && Kind::parse(&body.kind).is_some() {
+        bad("endpoint", "required".into());
     }
-    if let Err(reason) = validate::endpoint(&body.endpoint) {
-        bad("endpoint", reason);
+    let settings = Value::Object(body.settings.clone());
+    let credentials = Value::Object(body.credentials.clone());
+    let parsed = provider_config::parse(
+        &body.kind,
+        endpoint.as_deref().unwrap_or_default(),
+        &settings,
+        &credentials,
+    );
+    if let Err(problems) = parsed {
+        for problem in problems.0 {
+            // A missing endpoint was reported above as missing, not as malformed.
+            if !(problem.field == "endpoint" && endpoint.is_none()) {
+                bad(&problem.field, problem.reason);
+            }
+        }
     }
     let ranges = [
         ("timeout_ms", body.timeout_ms, 10, 300_000),
@@ -125,7 +162,7 @@ fn check(body: &NewProvider) -> Vec<FieldError> {
 }
 
 const COLUMNS: &str =
-    "id, tenant_id, name, kind, endpoint, credentials <> '{}'::jsonb AS has_credentials,
+    "id, tenant_id, name, kind, endpoint, settings, credentials <> '{}'::jsonb AS has_credentials,
      timeout_ms, max_in_flight, max_attempts, retry_base_ms, retry_max_ms, created_at";
 
 #[utoipa::path(post, path = "/providers", tag = "providers", request_body = NewProvider,
@@ -144,14 +181,15 @@ pub async fn create(
         Caller::Operator => body.tenant_id,
     };
     let provider: Provider = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO providers (tenant_id, name, kind, endpoint, credentials, timeout_ms, max_in_flight,
-                                max_attempts, retry_base_ms, retry_max_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
+        "INSERT INTO providers (tenant_id, name, kind, endpoint, settings, credentials, timeout_ms,
+                                max_in_flight, max_attempts, retry_base_ms, retry_max_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
     )))
     .bind(tenant)
     .bind(body.name.trim())
     .bind(&body.kind)
-    .bind(&body.endpoint)
+    .bind(endpoint(&body))
+    .bind(Value::Object(body.settings))
     .bind(Value::Object(body.credentials))
     .bind(body.timeout_ms)
     .bind(body.max_in_flight)
@@ -197,4 +235,62 @@ pub async fn show(
     .await?
     .map(Json)
     .ok_or(ApiError::NotFound("provider"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(value: Value) -> NewProvider {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn fields(value: Value) -> Vec<String> {
+        let mut fields: Vec<String> = check(&body(value)).into_iter().map(|f| f.field).collect();
+        fields.sort();
+        fields
+    }
+
+    #[test]
+    fn generic_providers_need_an_endpoint() {
+        assert!(fields(json!({"name": "p", "endpoint": "https://sms.example/send"})).is_empty());
+        assert_eq!(fields(json!({"name": "p"})), ["endpoint"]);
+        assert_eq!(
+            fields(json!({"name": "p", "endpoint": "ftp://x", "timeout_ms": 1})),
+            ["endpoint", "timeout_ms"]
+        );
+    }
+
+    #[test]
+    fn each_kind_names_what_it_is_missing() {
+        assert_eq!(
+            fields(json!({"name": "p", "kind": "twilio_sms"})),
+            [
+                "credentials.account_sid",
+                "credentials.auth_token",
+                "settings.from"
+            ]
+        );
+        assert_eq!(
+            fields(
+                json!({"name": "p", "kind": "whatsapp", "settings": {"template": {"name": "x"}}})
+            ),
+            [
+                "credentials.access_token",
+                "settings.phone_number_id",
+                "settings.template.language"
+            ]
+        );
+        assert_eq!(fields(json!({"name": "p", "kind": "smtp"})), ["kind"]);
+        let ok = body(
+            json!({"name": "p", "kind": "twilio_voice", "settings": {"from": "+15005550006"},
+                             "credentials": {"account_sid": "AC0123456789abcdef0123456789abcdef",
+                                             "auth_token": "s3cr3t"}}),
+        );
+        assert!(check(&ok).is_empty());
+        assert_eq!(endpoint(&ok).as_deref(), Some("https://api.twilio.com"));
+        let shown = format!("{ok:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
 }

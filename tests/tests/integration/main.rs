@@ -1,6 +1,7 @@
 //! Integration tests on real RabbitMQ, PostgreSQL and the provider simulator.
 //! One binary, a module per capability; each test has its own database and vhost.
 
+mod adapters;
 mod admin_api;
 mod admin_control;
 mod cli;

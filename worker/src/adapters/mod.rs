@@ -1,0 +1,285 @@
+//! Provider APIs. Each adapter turns a dispatch message into the exact HTTP request its API
+//! documents ([`build`]) and the API's answer into a [`CallResult`] ([`interpret`]). Both
+//! are pure functions of the provider's configuration and their input; the I/O (and the
+//! timeout) is in [`crate::provider_call`].
+//!
+//! - [`generic`]: a generic HTTP JSON API (`kind = "http"`), optionally with a body template
+//!   and extra headers.
+//! - [`twilio`]: Twilio Programmable Messaging and Voice (`twilio_sms`, `twilio_voice`).
+//! - [`whatsapp`]: Meta's WhatsApp Cloud API (`whatsapp`).
+
+pub mod generic;
+pub mod twilio;
+pub mod whatsapp;
+
+use crate::outcome::CallResult;
+use chrono::{DateTime, Utc};
+use herald_shared::provider_config::ProviderConfig;
+use herald_shared::queue::message::DispatchMessage;
+use std::fmt;
+use std::time::Duration;
+
+/// Most characters of a provider's error text kept in `last_error`.
+pub const ERROR_TEXT_LIMIT: usize = 300;
+
+/// One request, fully described: every adapter's requests are POSTs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    pub method: reqwest::Method,
+    pub url: String,
+    /// In the order they are sent.
+    pub headers: Vec<Header>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Header {
+    pub name: String,
+    pub value: String,
+    /// Carries a secret: never printed, and marked sensitive for the HTTP stack.
+    pub sensitive: bool,
+}
+
+impl Header {
+    pub fn new(name: &str, value: impl Into<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            value: value.into(),
+            sensitive: false,
+        }
+    }
+
+    pub fn secret(name: &str, value: impl Into<String>) -> Self {
+        Self {
+            sensitive: true,
+            ..Self::new(name, value)
+        }
+    }
+}
+
+impl HttpRequest {
+    pub fn post(url: String, headers: Vec<Header>, body: Vec<u8>) -> Self {
+        Self {
+            method: reqwest::Method::POST,
+            url,
+            headers,
+            body,
+        }
+    }
+
+    /// The value of the first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
+    }
+}
+
+// By hand, so that an Authorization header never reaches a log line.
+impl fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|h| {
+                let value = if h.sensitive {
+                    "<redacted>"
+                } else {
+                    h.value.as_str()
+                };
+                (h.name.as_str(), value)
+            })
+            .collect();
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("headers", &headers)
+            .field("body", &String::from_utf8_lossy(&self.body))
+            .finish()
+    }
+}
+
+/// What came back, as far as the adapters care.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    pub status: u16,
+    /// `Retry-After`, if the provider sent one.
+    pub retry_after: Option<Duration>,
+    pub body: &'a [u8],
+}
+
+/// How an error answer is to be treated: each adapter maps its API's codes to one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The provider asks to slow down; nothing is wrong with the recipient.
+    Throttled,
+    /// The same request may succeed later.
+    Transient,
+    /// The provider refuses our credentials or configuration: no recipient can succeed.
+    Misconfigured,
+    /// This request will never succeed.
+    Permanent,
+}
+
+impl ErrorClass {
+    pub fn into_result(self, reason: String, retry_after: Option<Duration>) -> CallResult {
+        match self {
+            ErrorClass::Throttled => CallResult::Throttled {
+                reason,
+                retry_after,
+            },
+            ErrorClass::Transient => CallResult::Transient {
+                reason,
+                retry_after,
+            },
+            ErrorClass::Misconfigured => CallResult::Misconfigured { reason },
+            ErrorClass::Permanent => CallResult::Permanent { reason },
+        }
+    }
+}
+
+/// The request for `message`, or the final result when the message cannot be sent through
+/// this API at all (say, inline TwiML over Twilio's size limit).
+pub fn build(
+    config: &ProviderConfig,
+    message: &DispatchMessage,
+) -> Result<HttpRequest, CallResult> {
+    match config {
+        ProviderConfig::Http(c) => Ok(generic::build(c, message)),
+        ProviderConfig::TwilioSms(c) => Ok(twilio::build_message(c, message)),
+        ProviderConfig::TwilioVoice(c) => twilio::build_call(c, message),
+        ProviderConfig::WhatsApp(c) => Ok(whatsapp::build(c, message)),
+    }
+}
+
+/// What the provider's answer means. Reasons are scrubbed of the provider's secrets, in
+/// case an API echoes one back.
+pub fn interpret(config: &ProviderConfig, answer: &Answer<'_>) -> CallResult {
+    let result = match config {
+        ProviderConfig::Http(_) => generic::interpret(answer),
+        ProviderConfig::TwilioSms(_) | ProviderConfig::TwilioVoice(_) => twilio::interpret(answer),
+        ProviderConfig::WhatsApp(_) => whatsapp::interpret(answer),
+    };
+    let secrets = config.secrets();
+    result.map_reason(|reason| scrub(reason, &secrets))
+}
+
+/// Replaces every occurrence of a secret in `text`.
+pub fn scrub(text: String, secrets: &[&str]) -> String {
+    secrets
+        .iter()
+        // Very short secrets would blank out ordinary words; no real credential is that short.
+        .filter(|s| s.len() >= 4)
+        .fold(text, |text, secret| {
+            if text.contains(secret) {
+                text.replace(secret, "<redacted>")
+            } else {
+                text
+            }
+        })
+}
+
+/// At most [`ERROR_TEXT_LIMIT`] characters of `text`, marked when cut.
+pub fn clip(text: &str) -> String {
+    let mut clipped: String = text.chars().take(ERROR_TEXT_LIMIT).collect();
+    if clipped.len() < text.len() {
+        clipped.push('…');
+    }
+    clipped
+}
+
+/// `Retry-After` as seconds or as an HTTP date (RFC 9110 §10.2.3), relative to `now`.
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = DateTime::parse_from_rfc2822(value).ok()?;
+    // A date in the past means "now".
+    Some((at.with_timezone(&Utc) - now).to_std().unwrap_or_default())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use herald_shared::domain::Channel;
+    use herald_shared::queue::message::FORMAT_VERSION;
+    use uuid::Uuid;
+
+    /// The message every adapter test sends: recipient 42 of campaign …07.
+    pub fn message() -> DispatchMessage {
+        DispatchMessage {
+            v: FORMAT_VERSION,
+            recipient_id: 42,
+            seq: 3,
+            tenant_id: Uuid::from_u128(1),
+            campaign_id: Uuid::from_u128(7),
+            provider_id: Uuid::from_u128(9),
+            channel: Channel::Sms,
+            to: "+15551234567".into(),
+            body: "Hi Ada & <Bob>, 100% \"ready\"?".into(),
+            expires_at: None,
+        }
+    }
+
+    pub const KEY: &str = "herald-00000000000000000000000000000007-42";
+
+    pub fn answer(status: u16, body: &str) -> Answer<'_> {
+        Answer {
+            status,
+            retry_after: None,
+            body: body.as_bytes(),
+        }
+    }
+
+    #[test]
+    fn the_key_is_what_the_tests_expect() {
+        assert_eq!(message().idempotency_key(), KEY);
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        let now = DateTime::parse_from_rfc2822("Wed, 21 Oct 2015 07:28:00 GMT")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(parse_retry_after(" 3 ", now), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn secrets_are_scrubbed_and_never_debug_printed() {
+        assert_eq!(
+            scrub("bad token s3cr3t!".into(), &["s3cr3t", "ab"]),
+            "bad token <redacted>!"
+        );
+        let request = HttpRequest::post(
+            "https://x.example".into(),
+            vec![
+                Header::secret("Authorization", "Bearer s3cr3t"),
+                Header::new("Accept", "application/json"),
+            ],
+            b"{}".to_vec(),
+        );
+        let shown = format!("{request:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("application/json"));
+    }
+
+    #[test]
+    fn long_error_texts_are_clipped() {
+        let long = "x".repeat(ERROR_TEXT_LIMIT + 10);
+        let clipped = clip(&long);
+        assert_eq!(clipped.chars().count(), ERROR_TEXT_LIMIT + 1);
+        assert!(clipped.ends_with('…'));
+        assert_eq!(clip("short"), "short");
+    }
+}

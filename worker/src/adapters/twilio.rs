@@ -1,0 +1,404 @@
+//! Twilio's REST API (2010-04-01): Programmable Messaging and Voice.
+//!
+//! `POST {base}/2010-04-01/Accounts/{AccountSid}/Messages.json` (or `Calls.json`), body
+//! `application/x-www-form-urlencoded`, HTTP Basic auth `AccountSid:AuthToken`; the `.json`
+//! suffix selects JSON answers. Success is 201 with the resource (`sid` is the id); errors
+//! are `{"code", "message", "more_info", "status"}`.
+
+use super::{Answer, ErrorClass, Header, HttpRequest, clip};
+use crate::outcome::CallResult;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use herald_shared::domain::Channel;
+use herald_shared::provider_config::{TwilioAccount, TwilioSmsConfig, TwilioVoiceConfig};
+use herald_shared::queue::message::DispatchMessage;
+use serde::Deserialize;
+
+/// Twilio ignores `Twiml` longer than this (4,000 characters).
+pub const TWIML_LIMIT: usize = 4_000;
+
+/// `POST …/Messages.json`: To, From and/or MessagingServiceSid, Body, StatusCallback.
+pub fn build_message(config: &TwilioSmsConfig, message: &DispatchMessage) -> HttpRequest {
+    let mut form = vec![("To", message_address(message))];
+    if let Some(from) = &config.from {
+        form.push(("From", from.clone()));
+    }
+    if let Some(service) = &config.messaging_service_sid {
+        form.push(("MessagingServiceSid", service.clone()));
+    }
+    form.push(("Body", message.body.clone()));
+    if let Some(callback) = &config.status_callback {
+        form.push(("StatusCallback", callback.clone()));
+    }
+    request(&config.account, "Messages.json", &form, message)
+}
+
+/// `POST …/Calls.json`: To, From, then `Url` or inline `Twiml` speaking the body.
+pub fn build_call(
+    config: &TwilioVoiceConfig,
+    message: &DispatchMessage,
+) -> Result<HttpRequest, CallResult> {
+    let mut form = vec![("To", message.to.clone()), ("From", config.from.clone())];
+    match &config.url {
+        Some(url) => form.push(("Url", url.clone())),
+        None => {
+            let twiml = twiml_say(&message.body);
+            let length = twiml.chars().count();
+            if length > TWIML_LIMIT {
+                // Twilio would reject it; say why here, where the fix (a `url`) is known.
+                return Err(CallResult::Permanent {
+                    reason: format!(
+                        "inline TwiML is {length} characters, Twilio takes at most {TWIML_LIMIT}; \
+                         shorten the message or set the provider's settings.url"
+                    ),
+                });
+            }
+            form.push(("Twiml", twiml));
+        }
+    }
+    if let Some(callback) = &config.status_callback {
+        form.push(("StatusCallback", callback.clone()));
+    }
+    Ok(request(&config.account, "Calls.json", &form, message))
+}
+
+/// Twilio sends WhatsApp through the Messages API with `whatsapp:`-prefixed addresses; a
+/// campaign on the WhatsApp channel gets the prefix unless its address has a channel already.
+fn message_address(message: &DispatchMessage) -> String {
+    if message.channel == Channel::Whatsapp && !message.to.contains(':') {
+        format!("whatsapp:{}", message.to)
+    } else {
+        message.to.clone()
+    }
+}
+
+fn request(
+    account: &TwilioAccount,
+    resource: &str,
+    form: &[(&str, String)],
+    message: &DispatchMessage,
+) -> HttpRequest {
+    let url = format!(
+        "{}/2010-04-01/Accounts/{}/{resource}",
+        account.base_url, account.account_sid
+    );
+    let credentials = format!("{}:{}", account.account_sid, account.auth_token.expose());
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
+        .finish();
+    let headers = vec![
+        Header::secret(
+            "Authorization",
+            format!("Basic {}", STANDARD.encode(credentials)),
+        ),
+        Header::new("Content-Type", "application/x-www-form-urlencoded"),
+        Header::new("Accept", "application/json"),
+        // Twilio documents this header on the webhooks it sends, not as a REST API feature;
+        // it is sent anyway so that a retry carries the recipient's stable key (Twilio
+        // ignores unknown headers, and the simulator deduplicates on it).
+        Header::new("I-Twilio-Idempotency-Token", message.idempotency_key()),
+    ];
+    HttpRequest::post(url, headers, body.into_bytes())
+}
+
+/// `<Response><Say>{text}</Say></Response>`, the text XML-escaped.
+pub fn twiml_say(text: &str) -> String {
+    format!("<Response><Say>{}</Say></Response>", xml_escape(text))
+}
+
+/// Escapes XML's five special characters and drops the characters XML 1.0 forbids (C0
+/// controls other than tab, newline and carriage return; U+FFFE, U+FFFF). Five replacements
+/// do not justify an XML crate.
+pub fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if c < ' ' || c == '\u{fffe}' || c == '\u{ffff}' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct Resource {
+    sid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TwilioError {
+    code: Option<i64>,
+    message: Option<String>,
+}
+
+/// How Twilio's error codes are treated (see the provider reference).
+pub fn class(status: u16, code: Option<i64>) -> ErrorClass {
+    match (code, status) {
+        // Too many concurrent requests; the sender's queue holds more than 10 h of messages.
+        (Some(20429 | 21611), _) | (_, 429) => ErrorClass::Throttled,
+        // Authentication failed: the account's credentials are wrong.
+        (Some(20003), _) | (_, 401) => ErrorClass::Misconfigured,
+        // Invalid number, not a mobile number, unsubscribed (STOP).
+        (Some(21211 | 21614 | 21610), _) => ErrorClass::Permanent,
+        (_, 500..) | (_, 408) => ErrorClass::Transient,
+        _ => ErrorClass::Permanent,
+    }
+}
+
+pub fn interpret(answer: &Answer<'_>) -> CallResult {
+    if (200..300).contains(&answer.status) {
+        // A 2xx means the resource exists even if its body cannot be read.
+        let sid = serde_json::from_slice::<Resource>(answer.body)
+            .ok()
+            .and_then(|r| r.sid);
+        return CallResult::Accepted {
+            provider_message_id: sid,
+        };
+    }
+    let error = serde_json::from_slice::<TwilioError>(answer.body).ok();
+    let code = error.as_ref().and_then(|e| e.code);
+    let reason = match (code, error.and_then(|e| e.message)) {
+        (Some(code), Some(message)) => {
+            format!("twilio {code} (HTTP {}): {}", answer.status, clip(&message))
+        }
+        (Some(code), None) => format!("twilio {code} (HTTP {})", answer.status),
+        // Not Twilio's JSON (a proxy's error page, say): keep what came.
+        (None, _) => format!(
+            "twilio HTTP {}: {}",
+            answer.status,
+            clip(&String::from_utf8_lossy(answer.body))
+        ),
+    };
+    class(answer.status, code).into_result(reason, answer.retry_after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::tests::{KEY, answer, message};
+    use herald_shared::provider_config::{ProviderConfig, parse};
+    use serde_json::{Value, json};
+    use std::time::Duration;
+
+    const SID: &str = "AC0123456789abcdef0123456789abcdef";
+    const MG: &str = "MG0123456789abcdef0123456789abcdef";
+
+    fn credentials() -> Value {
+        json!({"account_sid": SID, "auth_token": "t0k3n"})
+    }
+
+    fn sms(settings: Value) -> TwilioSmsConfig {
+        match parse(
+            "twilio_sms",
+            "http://127.0.0.1:9/",
+            &settings,
+            &credentials(),
+        )
+        .unwrap()
+        {
+            ProviderConfig::TwilioSms(c) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn voice(settings: Value) -> TwilioVoiceConfig {
+        match parse(
+            "twilio_voice",
+            "http://127.0.0.1:9",
+            &settings,
+            &credentials(),
+        )
+        .unwrap()
+        {
+            ProviderConfig::TwilioVoice(c) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn headers(request: &HttpRequest) -> Vec<(&str, &str)> {
+        request
+            .headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_message_is_form_encoded_with_basic_auth() {
+        let request = build_message(
+            &sms(json!({"from": "+15005550006", "messaging_service_sid": MG,
+                        "status_callback": "https://hooks.example/twilio?x=1"})),
+            &message(),
+        );
+        assert_eq!(request.method, reqwest::Method::POST);
+        assert_eq!(
+            request.url,
+            format!("http://127.0.0.1:9/2010-04-01/Accounts/{SID}/Messages.json")
+        );
+        // base64("AC0123456789abcdef0123456789abcdef:t0k3n")
+        let auth = format!("Basic {}", STANDARD.encode(format!("{SID}:t0k3n")));
+        assert_eq!(
+            auth,
+            "Basic QUMwMTIzNDU2Nzg5YWJjZGVmMDEyMzQ1Njc4OWFiY2RlZjp0MGszbg=="
+        );
+        assert_eq!(
+            headers(&request),
+            [
+                ("Authorization", auth.as_str()),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Accept", "application/json"),
+                ("I-Twilio-Idempotency-Token", KEY),
+            ]
+        );
+        assert!(request.headers[0].sensitive);
+        assert_eq!(
+            String::from_utf8(request.body).unwrap(),
+            format!(
+                "To=%2B15551234567&From=%2B15005550006&MessagingServiceSid={MG}\
+                 &Body=Hi+Ada+%26+%3CBob%3E%2C+100%25+%22ready%22%3F\
+                 &StatusCallback=https%3A%2F%2Fhooks.example%2Ftwilio%3Fx%3D1"
+            )
+        );
+    }
+
+    #[test]
+    fn whatsapp_through_twilio_gets_the_channel_prefix() {
+        let mut m = message();
+        m.channel = Channel::Whatsapp;
+        let request = build_message(&sms(json!({"from": "whatsapp:+15005550006"})), &m);
+        let body = String::from_utf8(request.body).unwrap();
+        assert!(
+            body.starts_with("To=whatsapp%3A%2B15551234567&From=whatsapp%3A%2B15005550006&Body="),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn a_call_speaks_the_body_through_inline_twiml_or_fetches_a_url() {
+        let request = build_call(&voice(json!({"from": "+15005550006"})), &message()).unwrap();
+        assert_eq!(
+            request.url,
+            format!("http://127.0.0.1:9/2010-04-01/Accounts/{SID}/Calls.json")
+        );
+        assert_eq!(request.header("I-Twilio-Idempotency-Token"), Some(KEY));
+        let form: Vec<(String, String)> =
+            form_urlencoded::parse(&request.body).into_owned().collect();
+        assert_eq!(
+            form,
+            [
+                ("To".into(), "+15551234567".into()),
+                ("From".into(), "+15005550006".into()),
+                (
+                    "Twiml".into(),
+                    "<Response><Say>Hi Ada &amp; &lt;Bob&gt;, 100% &quot;ready&quot;?</Say></Response>"
+                        .into()
+                ),
+            ]
+        );
+        let with_url = build_call(
+            &voice(
+                json!({"from": "+15005550006", "url": "https://twiml.example/say",
+                          "status_callback": "https://hooks.example/calls"}),
+            ),
+            &message(),
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(with_url.body).unwrap(),
+            "To=%2B15551234567&From=%2B15005550006&Url=https%3A%2F%2Ftwiml.example%2Fsay\
+             &StatusCallback=https%3A%2F%2Fhooks.example%2Fcalls"
+        );
+    }
+
+    #[test]
+    fn oversized_twiml_is_refused_before_calling() {
+        let mut m = message();
+        m.body = "&".repeat(1_000); // 5,000 characters once escaped
+        let result = build_call(&voice(json!({"from": "+15005550006"})), &m).unwrap_err();
+        assert!(
+            matches!(&result, CallResult::Permanent { reason } if reason.contains("settings.url")),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn xml_escaping_drops_forbidden_characters() {
+        assert_eq!(xml_escape("a'b\u{1}\nc\u{ffff}"), "a&apos;b\nc");
+    }
+
+    #[test]
+    fn success_yields_the_sid() {
+        assert_eq!(
+            interpret(&answer(
+                201,
+                r#"{"sid":"SM0123456789abcdef0123456789abcdef","status":"queued"}"#
+            )),
+            CallResult::Accepted {
+                provider_message_id: Some("SM0123456789abcdef0123456789abcdef".into())
+            }
+        );
+    }
+
+    fn error(status: u16, code: i64, message: &str) -> String {
+        json!({"code": code, "message": message,
+               "more_info": format!("https://www.twilio.com/docs/errors/{code}"), "status": status})
+        .to_string()
+    }
+
+    #[test]
+    fn error_codes_map_to_classes() {
+        let invalid = error(
+            400,
+            21211,
+            "The 'To' number +1555 is not a valid phone number.",
+        );
+        assert_eq!(
+            interpret(&answer(400, &invalid)),
+            CallResult::Permanent {
+                reason:
+                    "twilio 21211 (HTTP 400): The 'To' number +1555 is not a valid phone number."
+                        .into()
+            }
+        );
+        let throttled = error(429, 20429, "Too Many Requests");
+        let with_retry_after = Answer {
+            retry_after: Some(Duration::from_secs(1)),
+            ..answer(429, &throttled)
+        };
+        assert_eq!(
+            interpret(&with_retry_after),
+            CallResult::Throttled {
+                reason: "twilio 20429 (HTTP 429): Too Many Requests".into(),
+                retry_after: Some(Duration::from_secs(1))
+            }
+        );
+        let cases = [
+            (401, Some(20003), ErrorClass::Misconfigured),
+            (401, None, ErrorClass::Misconfigured),
+            (400, Some(21614), ErrorClass::Permanent),
+            (400, Some(21610), ErrorClass::Permanent),
+            (400, Some(21611), ErrorClass::Throttled),
+            (429, None, ErrorClass::Throttled),
+            (500, Some(20500), ErrorClass::Transient),
+            (503, None, ErrorClass::Transient),
+            (404, Some(20404), ErrorClass::Permanent),
+            (400, Some(21602), ErrorClass::Permanent),
+        ];
+        for (status, code, expected) in cases {
+            assert_eq!(class(status, code), expected, "{status} {code:?}");
+        }
+        assert_eq!(
+            interpret(&answer(502, "<html>bad gateway</html>")),
+            CallResult::Transient {
+                reason: "twilio HTTP 502: <html>bad gateway</html>".into(),
+                retry_after: None
+            }
+        );
+    }
+}
