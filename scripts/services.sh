@@ -12,13 +12,16 @@ missing=()
 command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql)
 command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# Headless Chromium and its WebDriver, for the admin web page's browser test.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   $SUDO apt-get update -qq
   # The rabbitmq-server package tries to start itself through systemd; without systemd that
   # step fails harmlessly, and we start the broker ourselves below.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null || true
-  for tool in pg_ctlcluster rabbitmq-server curl; do
+  for tool in pg_ctlcluster rabbitmq-server curl chromium chromedriver; do
     command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool is still missing after apt-get install" >&2; exit 1; }
   done
 fi

@@ -505,6 +505,47 @@ impl Admin {
         Ok((status, response.json().await?))
     }
 
+    /// Through the API: a tenant named `name`, a key for it, and a provider of that tenant
+    /// pointing at `simulator_url`. Returns (tenant id, tenant key, provider id).
+    pub async fn tenant_with_provider(
+        &self,
+        name: &str,
+        simulator_url: &str,
+    ) -> Result<(String, String, String)> {
+        let op = self.operator_key.clone();
+        let text = |v: &Value, field: &str| v[field].as_str().unwrap_or_default().to_owned();
+        let tenant = self
+            .ok(
+                &op,
+                reqwest::Method::POST,
+                "/tenants",
+                Some(json!({"name": name})),
+            )
+            .await?;
+        let tenant_id = text(&tenant, "id");
+        let key = self
+            .ok(
+                &op,
+                reqwest::Method::POST,
+                &format!("/tenants/{tenant_id}/keys"),
+                Some(json!({"name": "tests"})),
+            )
+            .await?;
+        let key = text(&key, "key");
+        let provider = self
+            .ok(
+                &key,
+                reqwest::Method::POST,
+                "/providers",
+                Some(
+                    json!({"name": "sim", "endpoint": format!("{simulator_url}/v1/messages"),
+                            "max_in_flight": 10000}),
+                ),
+            )
+            .await?;
+        Ok((tenant_id, key, text(&provider, "id")))
+    }
+
     /// Like [`call`](Self::call) but fails unless the status is 2xx; returns the JSON.
     pub async fn ok(
         &self,

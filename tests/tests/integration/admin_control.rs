@@ -18,35 +18,9 @@ struct Setup {
 async fn setup(latency: &str) -> Result<Setup> {
     let env = TestEnv::new(&["--latency", latency]).await?;
     let admin = env.admin().await?;
-    let op = admin.operator_key.clone();
-    let tenant = admin
-        .ok(&op, Method::POST, "/tenants", Some(json!({"name": "acme"})))
+    let (_, key, provider) = admin
+        .tenant_with_provider("acme", &env.simulator_url)
         .await?;
-    let key = admin
-        .ok(
-            &op,
-            Method::POST,
-            &format!("/tenants/{}/keys", tenant["id"].as_str().unwrap_or("")),
-            Some(json!({"name": "k"})),
-        )
-        .await?["key"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let provider = admin
-        .ok(
-            &key,
-            Method::POST,
-            "/providers",
-            Some(
-                json!({"name": "sim", "endpoint": format!("{}/v1/messages", env.simulator_url),
-                        "max_in_flight": 10000}),
-            ),
-        )
-        .await?["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
     Ok(Setup {
         env,
         admin,

@@ -10,3 +10,4 @@ mod dispatch;
 mod failover;
 mod fairness;
 mod retries;
+mod web;

@@ -1,0 +1,463 @@
+//! The admin web page in a real browser: headless Chromium driven over WebDriver
+//! (chromedriver, both from Debian's `chromium` / `chromium-driver` packages, which
+//! `scripts/services.sh` installs). A person's path through the page: create a campaign with
+//! a recipients file, start it and watch its progress bar move, pause it and watch it stop,
+//! resume it and watch it finish — checked against the provider (the simulator) too.
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use herald_tests::{Result, TestEnv, wait_until};
+use serde_json::{Value, json};
+use std::future::Future;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `assert_eq!` that fails the test with an error instead of a panic, so that the page's
+/// screenshot is taken and the browser closed.
+macro_rules! ensure_eq {
+    ($left:expr, $right:expr) => {
+        ensure_eq!($left, $right, "values differ")
+    };
+    ($left:expr, $right:expr, $($msg:tt)+) => {{
+        let (left, right) = (&$left, &$right);
+        anyhow::ensure!(
+            *left == *right,
+            "{}: {:?} != {:?}",
+            format!($($msg)+),
+            left,
+            right
+        );
+    }};
+}
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const RECIPIENTS: usize = 3_000;
+
+/// chromedriver and the browser it starts, plus a scratch directory (the browser profile and
+/// the recipients file). Dropping it kills them all and removes the directory, also when the
+/// test fails.
+struct Browser {
+    driver: Child,
+    dir: PathBuf,
+    webdriver_url: String,
+}
+
+impl Browser {
+    /// Starts chromedriver on a free port and waits until it is ready.
+    async fn start(http: &reqwest::Client) -> Result<Self> {
+        for tool in [CHROMIUM, CHROMEDRIVER] {
+            anyhow::ensure!(
+                Path::new(tool).exists(),
+                "{tool} is missing: run scripts/services.sh (it installs chromium and chromium-driver)"
+            );
+        }
+        let dir =
+            std::env::temp_dir().join(format!("herald-web-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(dir.join("profile"))?;
+        let log = log_dir()?.join(format!(
+            "chromedriver-{}.log",
+            dir.file_name().and_then(|n| n.to_str()).unwrap_or("web")
+        ));
+        let file = std::fs::File::create(&log)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            // Its own process group, so that Drop can kill the browser it starts as well.
+            .process_group(0)
+            .spawn()?;
+        let browser = Self {
+            driver,
+            dir,
+            webdriver_url: format!("http://127.0.0.1:{port}"),
+        };
+        let status = format!("{}/status", browser.webdriver_url);
+        wait_until(Duration::from_secs(20), || {
+            let (http, status) = (http.clone(), status.clone());
+            async move {
+                match http.get(&status).send().await {
+                    Ok(r) => r
+                        .json::<Value>()
+                        .await
+                        .is_ok_and(|v| v["value"]["ready"] == true),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("chromedriver did not start; see {}", log.display()))?;
+        Ok(browser)
+    }
+
+    /// A WebDriver session on a fresh headless Chromium profile.
+    async fn session(&self) -> Result<Client> {
+        let profile = self.dir.join("profile");
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1400,1000",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
+        });
+        let Value::Object(capabilities) = capabilities else {
+            unreachable!("a JSON object literal")
+        };
+        let client = ClientBuilder::rustls()?
+            .capabilities(capabilities)
+            .connect(&self.webdriver_url)
+            .await?;
+        Ok(client)
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // chromedriver's process group holds the browser and its helpers; anything that left
+        // it is still marked by our unique profile directory.
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        let marker = self.dir.to_string_lossy().into_owned();
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for entry in entries.flatten() {
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|p| p.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmdline).contains(&marker) {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Where the harness keeps the services' logs (`target/<profile>/test-logs`).
+fn log_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .ok_or_else(|| anyhow::anyhow!("no target directory"))?
+        .join("test-logs");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Polls `probe` every 100 ms until it yields a value, or fails after `timeout` with `what`
+/// and the last thing seen.
+async fn poll<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<std::result::Result<T, String>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let seen = match probe().await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(seen)) => seen,
+            Err(e) => format!("error: {e:#}"),
+        };
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "gave up after {timeout:?} waiting for {what}; last seen: {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The text of the first element matching `css`, or `None` when there is none.
+async fn text_of(page: &Client, css: &str) -> Result<Option<String>> {
+    match page.find_all(Locator::Css(css)).await?.first() {
+        Some(element) => Ok(Some(element.text().await?)),
+        None => Ok(None),
+    }
+}
+
+/// One campaign's row in the list.
+struct Row<'a> {
+    page: &'a Client,
+    selector: String,
+}
+
+impl Row<'_> {
+    async fn status(&self) -> Result<String> {
+        Ok(text_of(self.page, &format!("{} .status", self.selector))
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// The progress bar's `value` (finished recipients).
+    async fn progress(&self) -> Result<i64> {
+        let bar = self
+            .page
+            .find(Locator::Css(&format!(
+                "{} progress.campaign-progress",
+                self.selector
+            )))
+            .await?;
+        let value = bar.attr("value").await?.unwrap_or_default();
+        Ok(value.trim().parse::<f64>().unwrap_or(0.0) as i64)
+    }
+
+    async fn click(&self, action: &str) -> Result<()> {
+        let css = format!("{} button.action-{action}", self.selector);
+        let button = poll(Duration::from_secs(10), &css, || async {
+            let found = self.page.find_all(Locator::Css(&css)).await?;
+            Ok(found
+                .into_iter()
+                .next()
+                .ok_or_else(|| "no such button".to_owned()))
+        })
+        .await?;
+        button.click().await?;
+        Ok(())
+    }
+
+    async fn wait_status(&self, status: &str, timeout: Duration) -> Result<()> {
+        poll(timeout, &format!("status `{status}`"), || async {
+            let shown = self.status().await?;
+            Ok(if shown == status { Ok(()) } else { Err(shown) })
+        })
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_creates_starts_pauses_and_resumes_a_campaign() -> Result<()> {
+    // 20 in flight at 100 ms: about 200 msg/s, so 3,000 recipients take ~15 s.
+    let env = TestEnv::new(&["--latency", "fixed:100"]).await?;
+    let admin = env.admin().await?;
+    let (_, key, provider) = admin
+        .tenant_with_provider("acme", &env.simulator_url)
+        .await?;
+    let _scheduler = env.scheduler(500, &[])?;
+    let _worker = env.worker(&[("HERALD_WORKER_PREFETCH", "20")])?;
+
+    let browser = Browser::start(&env.http).await?;
+    let file = browser.dir.join("recipients.csv");
+    let mut csv = String::from("address,first_name\n");
+    for i in 0..RECIPIENTS {
+        csv.push_str(&format!("+1555{i:07},R{i}\n"));
+    }
+    std::fs::write(&file, csv)?;
+    let page = browser.session().await?;
+    let outcome = drive(&env, &page, &admin.url, &key, &provider, &file).await;
+    if outcome.is_err() {
+        // What the page showed when it went wrong, next to the services' logs.
+        if let Ok(png) = page.screenshot().await {
+            let shot = log_dir()?.join(format!("{}-web-failure.png", env.name));
+            if std::fs::write(&shot, png).is_ok() {
+                eprintln!("screenshot of the page: {}", shot.display());
+            }
+        }
+    }
+    let _ = page.close().await;
+    outcome
+}
+
+async fn drive(
+    env: &TestEnv,
+    page: &Client,
+    admin_url: &str,
+    key: &str,
+    provider: &str,
+    file: &Path,
+) -> Result<()> {
+    let started = Instant::now();
+    page.goto(&format!("{admin_url}/?key={key}")).await?;
+
+    // The create form, as a person fills it.
+    page.find(Locator::Css("#c-name"))
+        .await?
+        .send_keys("spring-sale")
+        .await?;
+    let provider_css = format!("#c-provider option[value=\"{provider}\"]");
+    poll(
+        Duration::from_secs(10),
+        "the provider in the form",
+        || async {
+            let found = page.find_all(Locator::Css(&provider_css)).await?;
+            Ok(if found.is_empty() {
+                Err("not listed".to_owned())
+            } else {
+                Ok(())
+            })
+        },
+    )
+    .await?;
+    page.find(Locator::Css("#c-provider"))
+        .await?
+        .select_by_value(provider)
+        .await?;
+    page.find(Locator::Css("#c-channel"))
+        .await?
+        .select_by_value("sms")
+        .await?;
+    page.find(Locator::Css("#c-template"))
+        .await?
+        .send_keys("Hi {{first_name}}")
+        .await?;
+    page.find(Locator::Css("#c-file"))
+        .await?
+        .send_keys(&file.canonicalize()?.to_string_lossy())
+        .await?;
+    page.find(Locator::Css("#c-submit")).await?.click().await?;
+    let created = poll(
+        Duration::from_secs(30),
+        "the form to report success",
+        || async {
+            let status = page.find(Locator::Css("#form-status")).await?;
+            let (text, class) = (status.text().await?, status.attr("class").await?);
+            let errors = text_of(page, "#form-errors").await?.unwrap_or_default();
+            anyhow::ensure!(
+                errors.trim().is_empty(),
+                "the form reports errors: {errors}"
+            );
+            Ok(
+                if class.is_some_and(|c| c.contains("form-status-ok")) && !text.is_empty() {
+                    Ok(text)
+                } else {
+                    Err(format!("{text:?}"))
+                },
+            )
+        },
+    )
+    .await?;
+    anyhow::ensure!(
+        created.contains(&format!("{RECIPIENTS} recipients")),
+        "form status: {created}"
+    );
+
+    // The new campaign's row.
+    let id = poll(Duration::from_secs(10), "the campaign's row", || async {
+        let rows = page
+            .find_all(Locator::Css("#campaigns tbody tr[data-campaign-id]"))
+            .await?;
+        Ok(match rows.first() {
+            Some(row) => row
+                .attr("data-campaign-id")
+                .await?
+                .ok_or_else(|| "no id".to_owned()),
+            None => Err("no rows".to_owned()),
+        })
+    })
+    .await?;
+    let campaign = env
+        .http
+        .get(format!("{admin_url}/api/v1/campaigns/{id}"))
+        .bearer_auth(key)
+        .send()
+        .await?
+        .error_for_status()?
+        .json::<Value>()
+        .await?;
+    ensure_eq!(campaign["name"], "spring-sale", "{campaign}");
+    ensure_eq!(campaign["template"], "Hi {{first_name}}", "{campaign}");
+    ensure_eq!(campaign["channel"], "sms", "{campaign}");
+    ensure_eq!(campaign["provider_id"], provider, "{campaign}");
+    ensure_eq!(campaign["progress"]["total"], RECIPIENTS, "{campaign}");
+    let row = Row {
+        page,
+        selector: format!("#campaigns tbody tr[data-campaign-id=\"{id}\"]"),
+    };
+    ensure_eq!(row.status().await?, "draft");
+    ensure_eq!(row.progress().await?, 0);
+    let requests = || async {
+        Ok::<_, anyhow::Error>(
+            env.simulator_stats().await?["per_campaign"][&id]["requests"]
+                .as_i64()
+                .unwrap_or(0),
+        )
+    };
+
+    // Start: it runs, and the bar moves.
+    row.click("start").await?;
+    row.wait_status("running", Duration::from_secs(15)).await?;
+    let first = poll(Duration::from_secs(20), "the bar to move", || async {
+        let value = row.progress().await?;
+        Ok(if value > 0 {
+            Ok(value)
+        } else {
+            Err("0".into())
+        })
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second = row.progress().await?;
+    anyhow::ensure!(
+        second > first,
+        "the bar does not move while running: {first} then {second}"
+    );
+    anyhow::ensure!(
+        second < RECIPIENTS as i64 * 3 / 4,
+        "finished too fast to pause: {second}"
+    );
+
+    // Pause: the bar stops, and so do the sends.
+    row.click("pause").await?;
+    row.wait_status("paused", Duration::from_secs(10)).await?;
+    // In-flight requests finish, and the page refreshes once a second.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let (bar_at_pause, sent_at_pause) = (row.progress().await?, requests().await?);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (bar_later, sent_later) = (row.progress().await?, requests().await?);
+    ensure_eq!(bar_at_pause, bar_later, "the bar moved while paused");
+    ensure_eq!(sent_at_pause, sent_later, "sends while paused");
+    ensure_eq!(
+        bar_later,
+        sent_later,
+        "the bar shows what the provider received"
+    );
+    anyhow::ensure!(
+        bar_later < RECIPIENTS as i64,
+        "nothing left to resume: {bar_later}"
+    );
+    ensure_eq!(row.status().await?, "paused");
+
+    // Resume: it finishes, every recipient sent exactly once.
+    row.click("resume").await?;
+    row.wait_status("completed", Duration::from_secs(60))
+        .await?;
+    ensure_eq!(row.progress().await?, RECIPIENTS as i64);
+    let stats = env.simulator_stats().await?;
+    ensure_eq!(
+        stats["per_campaign"][&id]["requests"],
+        RECIPIENTS,
+        "each recipient exactly once"
+    );
+    ensure_eq!(stats["duplicates"], 0);
+    eprintln!("web: the page's part took {:?}", started.elapsed());
+    Ok(())
+}
