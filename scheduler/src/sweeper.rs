@@ -40,7 +40,7 @@ pub async fn requeue_stale_claims(
 pub async fn recover_expired_leases(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE recipients r
-         SET state = CASE WHEN r.attempts >= p.max_attempts THEN 'failed' ELSE 'pending' END,
+         SET state = CASE WHEN r.attempts - r.throttles >= p.max_attempts THEN 'failed' ELSE 'pending' END,
              last_error = 'worker lease expired during attempt ' || r.attempts || ' (outcome unknown)',
              next_attempt_at = now(), lease_until = NULL, updated_at = now()
          FROM (SELECT id FROM recipients

@@ -47,7 +47,7 @@ pub async fn begin(
                AND (c.expires_at IS NULL OR c.expires_at > now())
                AND NOT herald_in_quiet_hours(c.quiet_start, c.quiet_end, c.time_zone, now())
                AND (r.state = 'queued' OR (r.state = 'sending' AND r.lease_until < now()))
-             RETURNING r.id, r.dispatch_seq, r.attempts
+             RETURNING r.id, r.dispatch_seq, r.attempts - r.throttles AS attempts
          ),
          parked AS (
              UPDATE recipients r
@@ -100,6 +100,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
     let mut message_ids: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
     let mut errors: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
     let mut delays: Vec<Option<f64>> = Vec::with_capacity(outcomes.len());
+    let mut throttles: Vec<i32> = Vec::with_capacity(outcomes.len());
     for outcome in outcomes {
         ids.push(outcome.dispatch.recipient_id);
         seqs.push(outcome.dispatch.seq);
@@ -120,7 +121,17 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
                 Some("the campaign expired before it could be sent".to_owned()),
                 None,
             ),
+            Decision::Throttled { error, delay } => (
+                "pending",
+                None,
+                Some(error.clone()),
+                Some(delay.as_secs_f64()),
+            ),
         };
+        throttles.push(i32::from(matches!(
+            outcome.decision,
+            Decision::Throttled { .. }
+        )));
         states.push(state);
         message_ids.push(message_id);
         errors.push(error);
@@ -131,13 +142,14 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
              UPDATE recipients r
              SET state = o.state,
                  provider_message_id = coalesce(o.message_id, r.provider_message_id),
+                 throttles = r.throttles + o.throttled,
                  last_error = o.error,
                  next_attempt_at = CASE WHEN o.delay IS NULL THEN r.next_attempt_at
                                         ELSE now() + make_interval(secs => o.delay) END,
                  sent_at = CASE WHEN o.state = 'sent' THEN now() ELSE r.sent_at END,
                  lease_until = NULL, queued_at = NULL, updated_at = now()
-             FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[])
-                  AS o(id, seq, state, message_id, error, delay)
+             FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[])
+                  AS o(id, seq, state, message_id, error, delay, throttled)
              WHERE r.id = ANY($1) AND r.id = o.id AND r.dispatch_seq = o.seq AND r.state = 'sending'
              RETURNING r.campaign_id, r.state
          )
@@ -151,6 +163,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
     .bind(&message_ids)
     .bind(&errors)
     .bind(&delays)
+    .bind(&throttles)
     .execute(pool)
     .await?;
     Ok(())

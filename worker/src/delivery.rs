@@ -7,6 +7,7 @@
 use crate::attempts::{Dispatch, Outcome};
 use crate::batch::Batcher;
 use crate::outcome::{self, Decision};
+use crate::pacing::{Pacer, Reservation};
 use crate::provider_call;
 use crate::providers::Providers;
 use herald_shared::queue::message::DispatchMessage;
@@ -20,6 +21,7 @@ pub struct Context {
     pub begin: Batcher<Dispatch, Result<Option<u32>, String>>,
     pub record: Batcher<Outcome, Result<(), String>>,
     pub providers: Providers,
+    pub pacer: Pacer,
     pub http: reqwest::Client,
 }
 
@@ -47,6 +49,22 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
         recipient_id: message.recipient_id,
         seq: message.seq,
     };
+    // A rate-limited provider's send slot is reserved before the lease is taken (the wait
+    // for a free slot holds no lease), and the request goes out right at its slot, after the
+    // lease: a slow lease statement then only delays it, never bunches it with later ones.
+    let mut slot = None;
+    if let Ok(provider) = ctx.providers.get(message.provider_id).await
+        && let Some(spacing) = provider.pacing
+    {
+        let reservation = Reservation {
+            provider: provider.id,
+            spacing,
+        };
+        match ctx.pacer.slot(reservation).await {
+            Ok(at) => slot = Some(at),
+            Err(error) => return requeue(delivery, &error).await,
+        }
+    }
     let attempt = match ctx.begin.call(dispatch).await {
         Ok(Ok(Some(attempt))) => attempt,
         Ok(Ok(None)) => {
@@ -68,6 +86,11 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
         Ok(provider) => {
             // Closed only if the semaphore is dropped, which it never is while cached.
             let _permit = provider.in_flight.acquire().await;
+            if let Some(at) = slot
+                && let Err(error) = ctx.pacer.send_on_slot(&provider, at).await
+            {
+                return requeue(delivery, &error).await;
+            }
             // The wait for a slot can be long with a slow provider: check the expiry again
             // right before sending, not only when the lease was taken.
             if message
@@ -95,6 +118,12 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
         }
         Decision::Failed { error } => tracing::info!(attempt, %error, "failed"),
         Decision::Expired => tracing::info!(attempt, "campaign expired before sending"),
+        Decision::Throttled { error, delay } => {
+            tracing::info!(attempt, %error, ?delay, "provider throttled us; slowing it down");
+            if let Err(error) = ctx.pacer.throttled(message.provider_id, Some(*delay)).await {
+                tracing::warn!(%error, "could not record the throttle");
+            }
+        }
     }
 
     match ctx.record.call(Outcome { dispatch, decision }).await {

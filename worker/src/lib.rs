@@ -14,6 +14,7 @@ pub mod config;
 pub mod consume;
 pub mod delivery;
 pub mod outcome;
+pub mod pacing;
 pub mod provider_call;
 pub mod providers;
 
@@ -88,6 +89,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         begin,
         record,
         providers: Providers::new(pool.clone()),
+        pacer: pacing::Pacer::new(pool.clone()),
         http,
     };
 

@@ -75,6 +75,12 @@ pub enum Decision {
     },
     /// The campaign expired before the provider call could be made: never sent late.
     Expired,
+    /// The provider said "too fast": the recipient waits and tries again without spending
+    /// an attempt (the provider's pace is slowed down separately).
+    Throttled {
+        error: String,
+        delay: Duration,
+    },
 }
 
 /// Classifies an HTTP status (`None` when the request never got an answer).
@@ -106,11 +112,15 @@ pub fn decide(result: CallResult, attempts: u32, policy: &RetryPolicy, unit: f64
         CallResult::Permanent { reason } | CallResult::Misconfigured { reason } => {
             Decision::Failed { error: reason }
         }
-        CallResult::Transient {
+        CallResult::Throttled {
             reason,
             retry_after,
-        }
-        | CallResult::Throttled {
+        } => Decision::Throttled {
+            error: reason,
+            // Without a Retry-After, the first backoff step is a reasonable pause.
+            delay: retry_after.unwrap_or_else(|| policy.delay(1, unit)),
+        },
+        CallResult::Transient {
             reason,
             retry_after,
         } => {
@@ -189,21 +199,22 @@ mod tests {
     }
 
     #[test]
-    fn throttling_retries_like_a_transient_error_for_now() {
+    fn throttling_waits_without_spending_attempts() {
         let throttled = |retry_after| CallResult::Throttled {
             reason: "twilio 20429 (HTTP 429): Too Many Requests".into(),
             retry_after,
         };
         assert_eq!(
             decide(throttled(Some(Duration::from_secs(2))), 1, &policy(), 0.0),
-            Decision::Retry {
+            Decision::Throttled {
                 error: "twilio 20429 (HTTP 429): Too Many Requests".into(),
                 delay: Duration::from_secs(2)
             }
         );
+        // Even on what would be the last attempt: a throttle is not the recipient's failure.
         assert!(matches!(
             decide(throttled(None), 4, &policy(), 0.0),
-            Decision::Failed { .. }
+            Decision::Throttled { .. }
         ));
         assert_eq!(
             decide(

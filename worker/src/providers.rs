@@ -24,6 +24,8 @@ pub struct Provider {
     pub config: ProviderConfig,
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// Time between two requests across the whole fleet, when the provider has a rate limit.
+    pub pacing: Option<Duration>,
     /// Caps this worker's requests in flight to the provider.
     pub in_flight: Arc<Semaphore>,
     max_in_flight: usize,
@@ -42,6 +44,8 @@ struct Row {
     max_attempts: i32,
     retry_base_ms: i32,
     retry_max_ms: i32,
+    rate_limit: Option<i32>,
+    rate_window_ms: i32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +85,7 @@ impl Providers {
         }
         let row: Row = sqlx::query_as(
             "SELECT id, kind, endpoint, settings, credentials, timeout_ms, max_in_flight,
-                    max_attempts, retry_base_ms, retry_max_ms
+                    max_attempts, retry_base_ms, retry_max_ms, rate_limit, rate_window_ms
              FROM providers WHERE id = $1",
         )
         .bind(id)
@@ -102,6 +106,12 @@ impl Providers {
             id: row.id,
             config,
             timeout: millis(row.timeout_ms),
+            pacing: row.rate_limit.map(|limit| {
+                crate::pacing::spacing(
+                    u32::try_from(limit).unwrap_or(1),
+                    millis(row.rate_window_ms),
+                )
+            }),
             retry: RetryPolicy {
                 max_attempts: u32::try_from(row.max_attempts).unwrap_or(1),
                 base: millis(row.retry_base_ms),

@@ -9,5 +9,6 @@ mod config;
 mod dispatch;
 mod failover;
 mod fairness;
+mod rate_limit;
 mod retries;
 mod web;
