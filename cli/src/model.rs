@@ -54,6 +54,8 @@ pub struct Provider {
     pub max_attempts: Option<i64>,
     pub retry_base_ms: Option<i64>,
     pub retry_max_ms: Option<i64>,
+    pub rate_limit: Option<i64>,
+    pub rate_window_ms: Option<i64>,
     pub created_at: Option<Timestamp>,
 }
 
@@ -76,6 +78,10 @@ pub struct NewProvider {
     pub retry_base_ms: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_max_ms: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_window_ms: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

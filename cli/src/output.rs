@@ -331,6 +331,13 @@ pub fn provider(p: &Provider) -> String {
         ("max attempts", or_dash(p.max_attempts)),
         ("retry base", ms(p.retry_base_ms)),
         ("retry max", ms(p.retry_max_ms)),
+        (
+            "rate limit",
+            match p.rate_limit {
+                Some(limit) => format!("{limit} per {}", ms(p.rate_window_ms)),
+                None => "none".to_owned(),
+            },
+        ),
         ("created", format_time(p.created_at)),
     ])
 }

@@ -36,6 +36,9 @@ pub struct Provider {
     pub max_attempts: i32,
     pub retry_base_ms: i32,
     pub retry_max_ms: i32,
+    /// Requests allowed per `rate_window_ms` across all workers; `null`: unlimited.
+    pub rate_limit: Option<i32>,
+    pub rate_window_ms: i32,
     pub created_at: DateTime<Utc>,
 }
 
@@ -70,6 +73,10 @@ pub struct NewProvider {
     pub retry_base_ms: i32,
     #[serde(default = "defaults::retry_max_ms")]
     pub retry_max_ms: i32,
+    /// Requests allowed per `rate_window_ms`, across the whole worker fleet (omit: no limit).
+    pub rate_limit: Option<i32>,
+    #[serde(default = "defaults::rate_window_ms")]
+    pub rate_window_ms: i32,
 }
 
 impl std::fmt::Debug for NewProvider {
@@ -99,6 +106,9 @@ mod defaults {
         5
     }
     pub fn retry_base_ms() -> i32 {
+        1_000
+    }
+    pub fn rate_window_ms() -> i32 {
         1_000
     }
     pub fn retry_max_ms() -> i32 {
@@ -152,6 +162,8 @@ fn check(body: &NewProvider) -> Vec<FieldError> {
         ("max_attempts", body.max_attempts, 1, 100),
         ("retry_base_ms", body.retry_base_ms, 1, 86_400_000),
         ("retry_max_ms", body.retry_max_ms, 1, 86_400_000),
+        ("rate_limit", body.rate_limit.unwrap_or(1), 1, 1_000_000),
+        ("rate_window_ms", body.rate_window_ms, 1, 86_400_000),
     ];
     for (field, value, min, max) in ranges {
         if !(min..=max).contains(&value) {
@@ -163,7 +175,8 @@ fn check(body: &NewProvider) -> Vec<FieldError> {
 
 const COLUMNS: &str =
     "id, tenant_id, name, kind, endpoint, settings, credentials <> '{}'::jsonb AS has_credentials,
-     timeout_ms, max_in_flight, max_attempts, retry_base_ms, retry_max_ms, created_at";
+     timeout_ms, max_in_flight, max_attempts, retry_base_ms, retry_max_ms, rate_limit,
+     rate_window_ms, created_at";
 
 #[utoipa::path(post, path = "/providers", tag = "providers", request_body = NewProvider,
     responses((status = 201, body = Provider), (status = 422, body = crate::error::ErrorBody)))]
@@ -182,8 +195,9 @@ pub async fn create(
     };
     let provider: Provider = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO providers (tenant_id, name, kind, endpoint, settings, credentials, timeout_ms,
-                                max_in_flight, max_attempts, retry_base_ms, retry_max_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
+                                max_in_flight, max_attempts, retry_base_ms, retry_max_ms,
+                                rate_limit, rate_window_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {COLUMNS}"
     )))
     .bind(tenant)
     .bind(body.name.trim())
@@ -196,6 +210,8 @@ pub async fn create(
     .bind(body.max_attempts)
     .bind(body.retry_base_ms)
     .bind(body.retry_max_ms)
+    .bind(body.rate_limit)
+    .bind(body.rate_window_ms)
     .fetch_one(&state.pool)
     .await
     .map_err(|e| from_constraint(e, "provider"))?;

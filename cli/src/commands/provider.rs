@@ -46,6 +46,12 @@ Without --tenant an operator key creates a shared provider every tenant may use.
         /// Longest retry delay in milliseconds
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         retry_max_ms: Option<u32>,
+        /// Requests allowed per --rate-window-ms across all workers (default: no limit)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        rate_limit: Option<u32>,
+        /// The rate limit's window in milliseconds (default 1000)
+        #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..=86_400_000))]
+        rate_window_ms: Option<u32>,
     },
     /// List providers
     List,
@@ -68,6 +74,8 @@ pub async fn run(ctx: &Ctx, command: ProviderCommand) -> Result<(), CliError> {
             max_attempts,
             retry_base_ms,
             retry_max_ms,
+            rate_limit,
+            rate_window_ms,
         } => {
             let credentials = credentials.map(|arg| read_credentials(&arg)).transpose()?;
             let body = NewProvider {
@@ -81,6 +89,8 @@ pub async fn run(ctx: &Ctx, command: ProviderCommand) -> Result<(), CliError> {
                 max_attempts,
                 retry_base_ms,
                 retry_max_ms,
+                rate_limit,
+                rate_window_ms,
             };
             let reply = ctx.client.create_provider(&body).await?;
             ctx.show(&reply, output::provider)

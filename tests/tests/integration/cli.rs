@@ -58,8 +58,23 @@ async fn a_script_drives_a_campaign_and_failures_exit_non_zero() -> Result<()> {
     let endpoint = format!("{}/v1/messages", env.simulator_url);
     let provider = cli.json(
         &key,
-        &["provider", "create", "sim", "--endpoint", &endpoint],
+        &[
+            "provider",
+            "create",
+            "sim",
+            "--endpoint",
+            &endpoint,
+            "--rate-limit",
+            "1000",
+        ],
     )?;
+    assert_eq!(
+        (
+            provider["rate_limit"].as_i64(),
+            provider["rate_window_ms"].as_i64()
+        ),
+        (Some(1000), Some(1000))
+    );
     let campaign = cli.json(
         &key,
         &[
