@@ -29,7 +29,7 @@ pub const HORIZON: Duration = Duration::from_secs(4);
 /// A request that missed its slot by more than this (a busy machine, a slow lease statement)
 /// takes a new one instead of going out late: late requests would bunch with the next ones
 /// and break the limit in some window, so any request is sent within this of its slot.
-const LATE: Duration = Duration::from_millis(20);
+const LATE: Duration = Duration::from_millis(10);
 /// No slot is granted sooner than this: time for the lease statement to finish before the
 /// slot comes, so that requests leave on their slots rather than late and bunched.
 const LEAD: Duration = Duration::from_millis(150);

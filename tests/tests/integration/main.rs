@@ -9,6 +9,5 @@ mod config;
 mod dispatch;
 mod failover;
 mod fairness;
-mod rate_limit;
 mod retries;
 mod web;
