@@ -30,24 +30,45 @@ pub struct Stopped;
 impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
     /// Spawns the task. `handle` gets up to `max_batch` requests and returns one answer per
     /// request, in order.
-    pub fn spawn<F, Fut>(max_batch: usize, mut handle: F) -> Self
+    pub fn spawn<F, Fut>(max_batch: usize, handle: F) -> Self
     where
-        F: FnMut(Vec<Req>) -> Fut + Send + 'static,
+        F: FnMut(Vec<Req>) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Vec<Resp>> + Send,
     {
-        let (sender, mut receiver) = mpsc::channel::<Job<Req, Resp>>(max_batch * 4);
-        tokio::spawn(async move {
-            let mut jobs = Vec::with_capacity(max_batch);
-            while receiver.recv_many(&mut jobs, max_batch).await > 0 {
-                let (requests, replies): (Vec<Req>, Vec<oneshot::Sender<Resp>>) =
-                    jobs.drain(..).unzip();
-                let answers = handle(requests).await;
-                for (reply, answer) in replies.into_iter().zip(answers) {
-                    // The caller may have gone away (shutdown); nothing to do then.
-                    let _ = reply.send(answer);
+        Self::spawn_parallel(max_batch, 1, handle)
+    }
+
+    /// Like [`spawn`](Self::spawn), with up to `lanes` batches in progress at once: while one
+    /// statement runs, the next batch gathers and can start on another connection, so a
+    /// database with more than one core is not left waiting on a single statement.
+    pub fn spawn_parallel<F, Fut>(max_batch: usize, lanes: usize, handle: F) -> Self
+    where
+        F: FnMut(Vec<Req>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Vec<Resp>> + Send,
+    {
+        let (sender, receiver) = mpsc::channel::<Job<Req, Resp>>(max_batch * 4);
+        let receiver = std::sync::Arc::new(tokio::sync::Mutex::new(receiver));
+        for _ in 0..lanes.max(1) {
+            let receiver = receiver.clone();
+            let mut handle = handle.clone();
+            tokio::spawn(async move {
+                let mut jobs = Vec::with_capacity(max_batch);
+                loop {
+                    // Only gathering is exclusive; the statements of different lanes overlap.
+                    let got = receiver.lock().await.recv_many(&mut jobs, max_batch).await;
+                    if got == 0 {
+                        return;
+                    }
+                    let (requests, replies): (Vec<Req>, Vec<oneshot::Sender<Resp>>) =
+                        jobs.drain(..).unzip();
+                    let answers = handle(requests).await;
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        // The caller may have gone away (shutdown); nothing to do then.
+                        let _ = reply.send(answer);
+                    }
                 }
-            }
-        });
+            });
+        }
         Self { sender }
     }
 
@@ -91,5 +112,37 @@ mod tests {
         }
         let used = statements.load(Ordering::SeqCst);
         assert!(used < 200, "200 requests took {used} statements");
+    }
+
+    #[tokio::test]
+    async fn parallel_lanes_overlap_statements_and_answer_each_request() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let overlapped = Arc::new(AtomicUsize::new(0));
+        let (r, o) = (running.clone(), overlapped.clone());
+        let batcher = Batcher::spawn_parallel(8, 2, move |requests: Vec<u32>| {
+            let (r, o) = (r.clone(), o.clone());
+            async move {
+                if r.fetch_add(1, Ordering::SeqCst) > 0 {
+                    o.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                r.fetch_sub(1, Ordering::SeqCst);
+                requests.into_iter().map(|n| n + 1).collect()
+            }
+        });
+        let calls: Vec<_> = (0..100u32)
+            .map(|n| {
+                let b = batcher.clone();
+                tokio::spawn(async move { (n, b.call(n).await.unwrap()) })
+            })
+            .collect();
+        for call in calls {
+            let (n, answer) = call.await.unwrap();
+            assert_eq!(answer, n + 1);
+        }
+        assert!(
+            overlapped.load(Ordering::SeqCst) > 0,
+            "two batches ran at once"
+        );
     }
 }

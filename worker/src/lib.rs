@@ -29,6 +29,9 @@ use tokio_util::task::TaskTracker;
 
 /// Most recipients one begin/record statement covers.
 const MAX_BATCH: usize = 500;
+/// Lease and outcome statements each in flight at once: two keep a multi-core PostgreSQL
+/// busy while the next batch gathers (measured: more throughput at 0 ms provider latency).
+const DB_LANES: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -49,7 +52,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     let record_retry = Duration::from_millis(config.record_retry_ms);
 
     let begin_pool = pool.clone();
-    let begin = Batcher::spawn(MAX_BATCH, move |dispatches: Vec<Dispatch>| {
+    let begin = Batcher::spawn_parallel(MAX_BATCH, DB_LANES, move |dispatches: Vec<Dispatch>| {
         let pool = begin_pool.clone();
         async move {
             match attempts::begin(&pool, &dispatches, lease_grace).await {
@@ -59,7 +62,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         }
     });
     let record_pool = pool.clone();
-    let record = Batcher::spawn(MAX_BATCH, move |outcomes: Vec<Outcome>| {
+    let record = Batcher::spawn_parallel(MAX_BATCH, DB_LANES, move |outcomes: Vec<Outcome>| {
         let pool = record_pool.clone();
         async move {
             // An outcome is only acked once committed; ride out a short database outage.
