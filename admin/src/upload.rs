@@ -27,6 +27,15 @@ pub enum Format {
 }
 
 impl Format {
+    /// The format of a request, from its `Content-Type` header.
+    pub fn of_request(headers: &axum::http::HeaderMap) -> Result<Format, ApiError> {
+        Self::from_content_type(
+            headers
+                .get(axum::http::header::CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok()),
+        )
+    }
+
     pub fn from_content_type(value: Option<&str>) -> Result<Format, ApiError> {
         let essence = value
             .unwrap_or("")

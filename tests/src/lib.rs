@@ -155,19 +155,7 @@ impl TestEnv {
         args.extend(simulator_args.iter().map(|s| (*s).to_owned()));
         let simulator = env.spawn("herald-simulator", &args, &[])?;
         env.simulator = Some(simulator);
-        let health = format!("{}/healthz", env.simulator_url);
-        let http = env.http.clone();
-        wait_until(Duration::from_secs(10), || {
-            let (http, health) = (http.clone(), health.clone());
-            async move {
-                http.get(&health)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        })
-        .await
-        .map_err(|_| anyhow::anyhow!("simulator did not start"))?;
+        wait_healthy(&env.http, &env.simulator_url, "simulator").await?;
         Ok(env)
     }
 
@@ -247,19 +235,7 @@ impl TestEnv {
             String::from_utf8_lossy(&output.stderr)
         );
         let operator_key = String::from_utf8(output.stdout)?.trim().to_owned();
-        let health = format!("{url}/healthz");
-        let http = self.http.clone();
-        wait_until(Duration::from_secs(10), || {
-            let (http, health) = (http.clone(), health.clone());
-            async move {
-                http.get(&health)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        })
-        .await
-        .map_err(|_| anyhow::anyhow!("admin server did not start"))?;
+        wait_healthy(&self.http, &url, "admin server").await?;
         Ok(Admin {
             url,
             operator_key,
@@ -561,4 +537,20 @@ impl Admin {
         );
         Ok(json)
     }
+}
+
+/// Waits (10 s at most) until `{base}/healthz` answers 2xx.
+async fn wait_healthy(http: &reqwest::Client, base: &str, what: &str) -> Result<()> {
+    let health = format!("{base}/healthz");
+    wait_until(Duration::from_secs(10), || {
+        let (http, health) = (http.clone(), health.clone());
+        async move {
+            http.get(&health)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("{what} did not start"))
 }

@@ -10,7 +10,6 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::http::header::CONTENT_TYPE;
 use chrono::{DateTime, Utc};
 use herald_shared::template;
 use serde::{Deserialize, Serialize};
@@ -40,11 +39,7 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<UploadResult>, ApiError> {
-    let format = Format::from_content_type(
-        headers
-            .get(CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok()),
-    )?;
+    let format = Format::of_request(&headers)?;
     let pool = &state.pool;
     ensure_visible(pool, caller, id).await?;
     let mut tx = pool.begin().await?;

@@ -9,7 +9,6 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::http::header::CONTENT_TYPE;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -40,11 +39,7 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<ContactUploadResult>, ApiError> {
-    let format = Format::from_content_type(
-        headers
-            .get(CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok()),
-    )?;
+    let format = Format::of_request(&headers)?;
     let tenant = caller.owning_tenant(query.tenant_id)?;
     let mut tx = state.pool.begin().await?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)")
