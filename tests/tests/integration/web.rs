@@ -338,20 +338,26 @@ async fn drive(
         Duration::from_secs(30),
         "the form to report success",
         || async {
-            let status = page.find(Locator::Css("#form-status")).await?;
-            let (text, class) = (status.text().await?, status.attr("class").await?);
-            let errors = text_of(page, "#form-errors").await?.unwrap_or_default();
+            // One snapshot: read one by one, the text could predate the class.
+            let seen = page
+                .execute(
+                    "const s = document.querySelector('#form-status');
+                     return [s.textContent, s.className,
+                             document.querySelector('#form-errors').textContent];",
+                    vec![],
+                )
+                .await?;
+            let [text, class, errors] =
+                [0, 1, 2].map(|i| seen[i].as_str().unwrap_or_default().to_owned());
             anyhow::ensure!(
                 errors.trim().is_empty(),
                 "the form reports errors: {errors}"
             );
-            Ok(
-                if class.is_some_and(|c| c.contains("form-status-ok")) && !text.is_empty() {
-                    Ok(text)
-                } else {
-                    Err(format!("{text:?}"))
-                },
-            )
+            Ok(if class.contains("form-status-ok") && !text.is_empty() {
+                Ok(text)
+            } else {
+                Err(format!("{text:?} ({class})"))
+            })
         },
     )
     .await?;
