@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end throughput of one worker at provider latencies of 0 ms and 200 ms.
-# Usage: bench/run.sh [RECIPIENTS]   (default 60000). Results go to stdout; record them in
+# Usage: bench/run.sh [RECIPIENTS]   (default 60000; LATENCIES="0" runs one latency only). Results go to stdout; record them in
 # BENCHMARKS.md. Release build; everything on this machine.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
@@ -36,5 +36,4 @@ run_one() {
 }
 
 echo "== Herald end-to-end benchmark: $RECIPIENTS recipients, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
-run_one 0
-run_one 200
+for latency in ${LATENCIES:-0 200}; do run_one "$latency"; done

@@ -12,7 +12,7 @@
 //! over a fraction of a tick is dominated by the messages the workers' prefetch buffers
 //! swallow at once, and would overshoot.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Bounds and shape of the budget.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +40,8 @@ struct Window {
     budget_limited: bool,
     /// The queue was seen empty between ticks (and topped up).
     ran_dry: bool,
+    /// The last top-up: when, and how much it allowed.
+    last_top_up: Option<(Instant, u32)>,
 }
 
 #[derive(Debug, Clone)]
@@ -95,18 +97,34 @@ impl DrainEstimator {
             published: 0,
             budget_limited: false,
             ran_dry: false,
+            last_top_up: None,
         });
         self.room(depth)
     }
 
-    /// Between ticks, when the queue was seen at `depth` (normally 0) while work is waiting:
-    /// how many messages may be published to bring it back to the target depth. The
+    /// Between ticks, when the queue was seen at `depth` (normally 0) at `now` while work is
+    /// waiting: how many messages may be published to bring it back to the target depth. The
     /// estimate is left alone.
-    pub fn top_up(&mut self, depth: u64) -> u32 {
-        if let Some(window) = self.window.as_mut() {
-            window.ran_dry |= depth == 0;
-        }
-        self.room(depth)
+    ///
+    /// A queue found empty again soon after the last top-up (within a quarter tick) was
+    /// drained faster than the estimate says, as at a cold start: each such top-up may be
+    /// twice the last (slow start within the tick). What it adds is at most twice what the
+    /// workers just drained in a quarter tick, so the queue still stays under a tick deep.
+    pub fn top_up(&mut self, depth: u64, now: Instant) -> u32 {
+        let room = self.room(depth);
+        let quick = self.limits.tick / 4;
+        let Some(window) = self.window.as_mut() else {
+            return room;
+        };
+        window.ran_dry |= depth == 0;
+        let room = match window.last_top_up {
+            Some((at, last)) if depth == 0 && now.saturating_duration_since(at) <= quick => {
+                room.max(last.saturating_mul(2)).min(self.limits.max_budget)
+            }
+            _ => room,
+        };
+        window.last_top_up = Some((now, room));
+        room
     }
 
     /// Records what was published after [`budget`](Self::budget) or
@@ -215,23 +233,25 @@ mod tests {
         ticks: usize,
     ) -> u64 {
         let (mut depth, mut buffered, mut deepest) = (0u64, 0u64, 0u64);
+        let start = Instant::now();
         let publish = |depth: &mut u64, buffered: &mut u64, n: u32| {
             *depth += u64::from(n);
             let moved = (*depth).min(prefetch - *buffered);
             *depth -= moved;
             *buffered += moved;
         };
-        for _ in 0..ticks {
+        for tick in 0..ticks {
             let budget = est.budget(depth, TICK);
             publish(&mut depth, &mut buffered, budget);
             est.published(budget, budget);
             deepest = deepest.max(depth);
-            for _ in 0..polls {
+            for poll in 0..polls {
+                let now = start + TICK * tick as u32 + TICK * (poll as u32 + 1) / polls as u32;
                 // Drain a slice of a tick, then refill the prefetch buffer from the queue.
                 buffered = buffered.saturating_sub(capacity / polls);
                 publish(&mut depth, &mut buffered, 0);
                 if depth == 0 {
-                    let budget = est.top_up(0);
+                    let budget = est.top_up(0, now);
                     publish(&mut depth, &mut buffered, budget);
                     est.published(budget, budget);
                     deepest = deepest.max(depth);

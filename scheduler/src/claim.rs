@@ -118,6 +118,8 @@ pub async fn release(pool: &PgPool, claims: &[(i64, i32)]) -> Result<u64, sqlx::
     )
     .bind(&ids)
     .bind(&seqs)
+    // Planned with the array in hand, like the worker's statements (see worker `attempts`).
+    .persistent(false)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())

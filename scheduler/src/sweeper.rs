@@ -87,7 +87,8 @@ pub async fn trim_send_rate(pool: &PgPool) -> Result<u64, sqlx::Error> {
 
 /// Completes running or paused campaigns whose recipients are all terminal, and scheduled
 /// ones that expired before they started; returns their ids.
-/// Each NOT EXISTS matches one partial index, so this reads only in-flight rows.
+/// Each NOT EXISTS on recipients matches one partial index; recipients in flight are read
+/// from the progress counters.
 pub async fn complete_finished_campaigns(pool: &PgPool) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
     sqlx::query_as(
         "UPDATE campaigns c SET status = 'completed', completed_at = now()
@@ -95,7 +96,8 @@ pub async fn complete_finished_campaigns(pool: &PgPool) -> Result<Vec<(Uuid, Uui
                 OR (c.status = 'scheduled' AND c.expires_at <= now()))
            AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.campaign_id = c.id AND r.state = 'pending' AND r.attempts = 0)
            AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.campaign_id = c.id AND r.state = 'pending' AND r.attempts > 0)
-           AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.campaign_id = c.id AND r.state IN ('queued', 'sending'))
+           AND coalesce((SELECT sum(k.n) FROM campaign_counters k
+                         WHERE k.campaign_id = c.id AND k.state = 'in_flight'), 0) = 0
          RETURNING c.id, c.tenant_id",
     )
     .fetch_all(pool)

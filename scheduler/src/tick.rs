@@ -135,7 +135,7 @@ impl Ticker {
             depth: u64::from(self.publisher.queue_depth().await?),
             ..Default::default()
         };
-        report.budget = self.estimator.top_up(report.depth);
+        report.budget = self.estimator.top_up(report.depth, Instant::now());
         self.dispatch(&mut report).await?;
         Ok(report)
     }

@@ -54,29 +54,24 @@ const RATE_WINDOW_SECS: f64 = 10.0;
 
 /// Progress of the given campaigns (all campaigns if `ids` is empty), oldest first.
 ///
-/// Served from the counters that triggers maintain as recipients change state (migration
-/// `..._admin.sql`), so it costs a few index lookups per campaign however many recipients
-/// it has.
+/// Served from the counters that triggers maintain as recipients change state (view
+/// `campaign_state_counts`), so it costs a few index lookups per campaign however many
+/// recipients it has.
 pub async fn campaigns(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<CampaignProgress>, sqlx::Error> {
     sqlx::query_as(
         "SELECT c.id, c.name, t.name AS tenant, c.status,
-                coalesce(sum(k.n), 0)::int8 AS total,
-                coalesce(sum(k.n) FILTER (WHERE k.state = 'pending'), 0)::int8 AS pending,
-                coalesce(sum(k.n) FILTER (WHERE k.state = 'queued'), 0)::int8 AS queued,
-                coalesce(sum(k.n) FILTER (WHERE k.state = 'sending'), 0)::int8 AS sending,
-                coalesce(sum(k.n) FILTER (WHERE k.state = 'sent'), 0)::int8 AS sent,
-                coalesce(sum(k.n) FILTER (WHERE k.state = 'failed'), 0)::int8 AS failed,
-                coalesce(sum(k.n) FILTER (WHERE k.state = 'cancelled'), 0)::int8 AS cancelled,
-                coalesce(sum(k.n) FILTER (WHERE k.state = 'expired'), 0)::int8 AS expired,
+                coalesce(k.total, 0) AS total, coalesce(k.pending, 0) AS pending,
+                coalesce(k.queued, 0) AS queued, coalesce(k.sending, 0) AS sending,
+                coalesce(k.sent, 0) AS sent, coalesce(k.failed, 0) AS failed,
+                coalesce(k.cancelled, 0) AS cancelled, coalesce(k.expired, 0) AS expired,
                 (SELECT coalesce(sum(s.sent), 0)::float8 FROM campaign_sends_per_second s
                  WHERE s.campaign_id = c.id AND s.second >= date_trunc('second', now()) - make_interval(secs => $2)
                 ) / $2 AS send_rate,
                 c.started_at, c.first_sent_at, c.completed_at
          FROM campaigns c
          JOIN tenants t ON t.id = c.tenant_id
-         LEFT JOIN campaign_counters k ON k.campaign_id = c.id
+         LEFT JOIN campaign_state_counts k ON k.campaign_id = c.id
          WHERE cardinality($1::uuid[]) = 0 OR c.id = ANY($1)
-         GROUP BY c.id, t.name
          ORDER BY c.created_at, c.name",
     )
     .bind(ids)

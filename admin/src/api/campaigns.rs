@@ -176,15 +176,7 @@ fn select_campaigns(scope: Option<Uuid>) -> QueryBuilder<Postgres> {
                 ) / 10.0 AS send_rate
          FROM campaigns c
          LEFT JOIN LATERAL (
-             SELECT sum(n) AS total,
-                    sum(n) FILTER (WHERE state = 'pending') AS pending,
-                    sum(n) FILTER (WHERE state = 'queued') AS queued,
-                    sum(n) FILTER (WHERE state = 'sending') AS sending,
-                    sum(n) FILTER (WHERE state = 'sent') AS sent,
-                    sum(n) FILTER (WHERE state = 'failed') AS failed,
-                    sum(n) FILTER (WHERE state = 'cancelled') AS cancelled,
-                    sum(n) FILTER (WHERE state = 'expired') AS expired
-             FROM campaign_counters WHERE campaign_id = c.id
+             SELECT * FROM campaign_state_counts WHERE campaign_id = c.id
          ) k ON true
          WHERE (",
     );
