@@ -61,6 +61,12 @@ impl DrainEstimator {
         }
     }
 
+    /// Drops the measurement in progress: the next [`budget`](Self::budget) starts a new one
+    /// and keeps the estimate as it is.
+    pub fn restart(&mut self) {
+        self.window = None;
+    }
+
     /// Estimated drain rate in messages per second.
     pub fn rate(&self) -> f64 {
         self.rate

@@ -1,7 +1,9 @@
-//! Herald's scheduler: every tick, one fair batch per active campaign into the dispatch queue.
+//! Herald's scheduler: every tick, one fair batch per active campaign into its provider's
+//! lane (dispatch queue).
 //!
 //! - [`leader`]: only one scheduler acts at a time (PostgreSQL advisory lock).
-//! - [`backpressure`]: how much to publish so the queue stays about one tick deep.
+//! - [`lanes`]: each provider's lane, budgeted apart; [`backpressure`]: how much to publish
+//!   so a lane stays about one tick deep.
 //! - [`fairness`]: how a tick's budget is split across tenants and campaigns, and the order.
 //! - [`claim`]: claiming due recipients atomically.
 //! - [`publish`]: publishing with confirms.
@@ -12,13 +14,15 @@ pub mod backpressure;
 pub mod claim;
 pub mod config;
 pub mod fairness;
+pub mod lanes;
 pub mod leader;
 pub mod publish;
 pub mod sweeper;
 pub mod tick;
 
-use backpressure::{DrainEstimator, Limits};
+use backpressure::Limits;
 use config::SchedulerConfig;
+use lanes::Lanes;
 use leader::Leadership;
 use publish::Publisher;
 use std::time::Duration;
@@ -45,7 +49,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
         &config.connections.amqp_url,
         Duration::from_millis(config.confirm_timeout_ms),
     )?;
-    let estimator = DrainEstimator::new(Limits {
+    let lanes = Lanes::new(Limits {
         tick: config.tick(),
         depth_ticks: config.queue_depth_ticks,
         min_budget: config.min_budget,
@@ -54,7 +58,8 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
     let mut ticker = Ticker::new(
         pool.clone(),
         publisher,
-        estimator,
+        lanes,
+        config.max_budget,
         Duration::from_millis(config.requeue_after_ms),
     );
     let mut leadership = Leadership::new(&config.connections.database_url);

@@ -12,6 +12,7 @@ use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, ConnectionProperties};
 use std::time::Duration;
+use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -69,16 +70,17 @@ impl Publisher {
         Ok(channel)
     }
 
-    /// Ready messages in the dispatch queue.
-    pub async fn queue_depth(&mut self) -> Result<u32, PublishError> {
+    /// Ready messages in a provider's lane (declared first if it is new).
+    pub async fn lane_depth(&mut self, provider_id: Uuid) -> Result<u32, PublishError> {
         let channel = self.channel().await?;
-        topology::ready_messages(&channel, topology::DISPATCH_QUEUE)
+        topology::declare_lane(&channel, provider_id)
             .await
             .inspect_err(|_| self.channel = None)
             .map_err(Into::into)
     }
 
-    /// Publishes `messages` in order; returns, per message, whether the broker confirmed it.
+    /// Publishes `messages` in order, each to its provider's lane (which must have been
+    /// declared, by [`lane_depth`](Self::lane_depth)); returns, per message, whether the broker confirmed it.
     pub async fn publish(
         &mut self,
         messages: &[DispatchMessage],
@@ -100,7 +102,9 @@ impl Publisher {
             let published = channel
                 .basic_publish(
                     topology::DISPATCH_EXCHANGE.into(),
-                    topology::DISPATCH_ROUTING_KEY.into(),
+                    topology::lane_routing_key(message.provider_id)
+                        .as_str()
+                        .into(),
                     options,
                     &message.encode(),
                     properties,

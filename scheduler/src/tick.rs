@@ -1,16 +1,18 @@
-//! One scheduler tick: activate, recover, measure, plan, claim, publish, complete.
+//! One scheduler tick: activate, recover, then per provider lane measure, plan and claim;
+//! publish; complete.
 
-use crate::backpressure::DrainEstimator;
 use crate::claim::{self, ActiveCampaign, Claimed};
 use crate::fairness::{self, Demand};
+use crate::lanes::Lanes;
 use crate::publish::{PublishError, Publisher};
 use crate::sweeper;
 use herald_shared::domain::Channel;
 use herald_shared::queue::message::{DispatchMessage, FORMAT_VERSION};
 use herald_shared::template;
 use sqlx::PgPool;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TickError {
@@ -37,47 +39,56 @@ pub struct TickReport {
 pub struct Ticker {
     pool: PgPool,
     publisher: Publisher,
-    estimator: DrainEstimator,
+    lanes: Lanes,
+    /// Most due recipients counted per campaign (no lane may publish more in one go).
+    max_budget: u32,
     requeue_after: Duration,
     count: usize,
-    last_publish: Instant,
-    /// Whether the last tick published its whole budget (so more work was waiting).
-    budget_limited: bool,
+}
+
+/// Whether a dispatch measures every lane (a tick) or refills the hungry ones (a top-up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Tick,
+    TopUp,
 }
 
 impl Ticker {
     pub fn new(
         pool: PgPool,
         publisher: Publisher,
-        estimator: DrainEstimator,
+        lanes: Lanes,
+        max_budget: u32,
         requeue_after: Duration,
     ) -> Self {
         Self {
             pool,
             publisher,
-            estimator,
+            lanes,
+            max_budget,
             requeue_after,
             count: 0,
-            last_publish: Instant::now(),
-            budget_limited: false,
         }
     }
 
-    /// Resolves when the workers are starved: the last tick published its whole budget (work
-    /// is waiting) and the queue has run dry since. Checked every `poll`; pending forever when
-    /// the last tick was not budget-limited, so an idle scheduler does not poll the broker.
+    /// Resolves when workers are starved: a lane's last publish used its whole budget (work
+    /// is waiting) and the lane has run dry since. Checked every `poll`; pending forever when
+    /// no lane is hungry, so an idle scheduler does not poll the broker.
     ///
-    /// Topping the queue up at once, rather than at the next tick, keeps fast workers fed
-    /// between ticks and shortens a cold start, without ever filling the queue deeper than
-    /// the target.
+    /// Topping a lane up at once, rather than at the next tick, keeps fast workers fed
+    /// between ticks and shortens a cold start, without ever filling it deeper than its
+    /// target.
     pub async fn starved(&mut self, poll: Duration) {
-        if !self.budget_limited {
+        let hungry = self.lanes.hungry();
+        if hungry.is_empty() {
             return std::future::pending().await;
         }
         loop {
             tokio::time::sleep(poll).await;
-            if matches!(self.publisher.queue_depth().await, Ok(0)) {
-                return;
+            for &provider in &hungry {
+                if matches!(self.publisher.lane_depth(provider).await, Ok(0)) {
+                    return;
+                }
             }
         }
     }
@@ -106,12 +117,7 @@ impl Ticker {
             );
         }
 
-        report.depth = u64::from(self.publisher.queue_depth().await?);
-        report.budget = self
-            .estimator
-            .budget(report.depth, self.last_publish.elapsed());
-        self.last_publish = Instant::now();
-        self.dispatch(&mut report).await?;
+        self.dispatch(Pass::Tick, &mut report).await?;
 
         for (campaign_id, tenant_id) in sweeper::complete_finished_campaigns(pool).await? {
             tracing::info!(%campaign_id, %tenant_id, "campaign completed");
@@ -121,38 +127,75 @@ impl Ticker {
             budget = report.budget,
             campaigns = report.campaigns,
             published = report.published,
-            drain_rate = self.estimator.rate() as u64,
             "tick"
         );
         Ok(report)
     }
 
-    /// Between ticks, after [`starved`](Self::starved): refills the empty queue up to the
-    /// target depth, without the tick's sweeps or a new drain measurement.
+    /// Between ticks, after [`starved`](Self::starved): refills the hungry lanes up to their
+    /// target depth, without the tick's sweeps or new drain measurements.
     #[tracing::instrument(name = "top_up", skip_all, fields(tick = self.count))]
     pub async fn top_up(&mut self) -> Result<TickReport, TickError> {
-        let mut report = TickReport {
-            depth: u64::from(self.publisher.queue_depth().await?),
-            ..Default::default()
-        };
-        report.budget = self.estimator.top_up(report.depth, Instant::now());
-        self.dispatch(&mut report).await?;
+        let mut report = TickReport::default();
+        self.dispatch(Pass::TopUp, &mut report).await?;
         Ok(report)
     }
 
-    /// Claims and publishes up to `report.budget` messages, fairly.
-    async fn dispatch(&mut self, report: &mut TickReport) -> Result<(), TickError> {
+    /// Claims and publishes, lane by lane, each lane's budget, fairly across the tenants and
+    /// campaigns in it.
+    async fn dispatch(&mut self, pass: Pass, report: &mut TickReport) -> Result<(), TickError> {
         let pool = &self.pool.clone();
-        let campaigns = claim::active_campaigns(pool, report.budget).await?;
+        let campaigns = claim::active_campaigns(pool, self.max_budget).await?;
         report.campaigns = campaigns.len();
-        let (messages, claims) = self.claim_plan(&campaigns, report.budget).await?;
+        let mut by_lane: BTreeMap<Uuid, Vec<ActiveCampaign>> = BTreeMap::new();
+        for campaign in campaigns {
+            by_lane
+                .entry(campaign.provider_id)
+                .or_default()
+                .push(campaign);
+        }
+
+        // (lane, budget, how many of `messages` are its)
+        let mut lanes: Vec<(Uuid, u32, usize)> = Vec::new();
+        let mut messages = Vec::new();
+        let mut claims = Vec::new();
+        for (provider, campaigns) in &by_lane {
+            if pass == Pass::TopUp && !self.lanes.needs_top_up(*provider) {
+                continue;
+            }
+            let depth = match self.publisher.lane_depth(*provider).await {
+                Ok(depth) => u64::from(depth),
+                Err(error) => {
+                    release_or_log(pool, &claims).await;
+                    return Err(error.into());
+                }
+            };
+            let budget = match pass {
+                Pass::Tick => self.lanes.budget(*provider, depth),
+                Pass::TopUp => self.lanes.top_up(*provider, depth, Instant::now()),
+            };
+            report.depth += depth;
+            report.budget += budget;
+            match self.claim_plan(campaigns, budget).await {
+                Ok((lane_messages, lane_claims)) => {
+                    lanes.push((*provider, budget, lane_messages.len()));
+                    messages.extend(lane_messages);
+                    claims.extend(lane_claims);
+                }
+                Err(error) => {
+                    release_or_log(pool, &claims).await;
+                    return Err(error);
+                }
+            }
+        }
 
         let confirmed = match self.publisher.publish(&messages).await {
             Ok(confirmed) => confirmed,
             Err(error) => {
                 release_or_log(pool, &claims).await;
-                self.estimator.published(0, report.budget);
-                self.budget_limited = false;
+                for &(provider, budget, _) in &lanes {
+                    self.lanes.published(provider, 0, budget);
+                }
                 return Err(error.into());
             }
         };
@@ -163,13 +206,22 @@ impl Ticker {
             .map(|(claim, _)| *claim)
             .collect();
         release_or_log(pool, &unconfirmed).await;
+        let mut offset = 0;
+        for &(provider, budget, count) in &lanes {
+            let published = confirmed[offset..offset + count]
+                .iter()
+                .filter(|ok| **ok)
+                .count();
+            offset += count;
+            self.lanes.published(
+                provider,
+                u32::try_from(published).unwrap_or(u32::MAX),
+                budget,
+            );
+            tracing::debug!(%provider, budget, published, drain_rate = self.lanes.rate(provider) as u64, "lane");
+        }
         report.published = messages.len() - unconfirmed.len();
         report.unconfirmed = unconfirmed.len();
-        self.estimator.published(
-            u32::try_from(report.published).unwrap_or(u32::MAX),
-            report.budget,
-        );
-        self.budget_limited = report.budget > 0 && report.published >= report.budget as usize;
         Ok(())
     }
 

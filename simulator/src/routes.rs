@@ -160,6 +160,15 @@ async fn whatsapp_message(
     serve(app, arrived_ms, &uri, &headers, parsed).await
 }
 
+/// Marks a request answered when dropped.
+struct Answering<'a>(&'a AppState);
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.lock().stats.answered();
+    }
+}
+
 /// Decides, records and answers one message request, whatever its API.
 async fn serve(
     app: Arc<AppState>,
@@ -199,8 +208,11 @@ async fn serve(
         if let (Some(key), Some(detail)) = (key, detail) {
             inner.stats.attach_detail(key, detail);
         }
+        inner.stats.answering();
         (decision, id)
     };
+    // Counted out however the request ends, a client that gave up included.
+    let _answering = Answering(&app);
     tracing::debug!(
         api = parsed.api.name(),
         to = parsed.raw_to.as_deref(),
@@ -316,7 +328,8 @@ async fn reset(State(app): State<Arc<AppState>>) -> Response {
     let (started_ms, old) = {
         let mut inner = app.lock();
         let now = app.clock.now_ms();
-        let old = std::mem::replace(&mut inner.stats, Stats::new(now));
+        let fresh = inner.stats.restart(now);
+        let old = std::mem::replace(&mut inner.stats, fresh);
         inner.limiter.clear();
         (now, old)
     };

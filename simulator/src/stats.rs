@@ -121,6 +121,8 @@ pub struct Stats {
     per_second: VecDeque<SecondStats>,
     last_second: SlidingLog,
     max_in_1s: u64,
+    in_flight: u64,
+    max_in_flight: u64,
     keys: HashMap<String, KeyState>,
     /// Which key events hold a detail, oldest first: (key, index in its history).
     details: VecDeque<(String, usize)>,
@@ -138,6 +140,10 @@ pub struct StatsReport<'a> {
     pub per_campaign: BTreeMap<&'a str, &'a GroupStats>,
     pub per_second: &'a VecDeque<SecondStats>,
     pub max_requests_in_any_1s_window: u64,
+    /// Requests being answered now, and the most at any moment: what a client's in-flight
+    /// cap is checked against.
+    pub in_flight: u64,
+    pub max_in_flight: u64,
     pub started_ms: u64,
 }
 
@@ -168,6 +174,24 @@ fn bump_group(
 }
 
 impl Stats {
+    /// A request is being answered (until [`answered`](Self::answered)).
+    pub fn answering(&mut self) {
+        self.in_flight += 1;
+        self.max_in_flight = self.max_in_flight.max(self.in_flight);
+    }
+
+    pub fn answered(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
+    /// Empty statistics from `started_ms` on, still counting the requests being answered.
+    pub fn restart(&self, started_ms: u64) -> Self {
+        let mut fresh = Self::new(started_ms);
+        fresh.in_flight = self.in_flight;
+        fresh.max_in_flight = self.in_flight;
+        fresh
+    }
+
     pub fn new(started_ms: u64) -> Self {
         Self {
             started_ms,
@@ -181,6 +205,8 @@ impl Stats {
             per_second: VecDeque::new(),
             last_second: SlidingLog::new(),
             max_in_1s: 0,
+            in_flight: 0,
+            max_in_flight: 0,
             keys: HashMap::new(),
             details: VecDeque::new(),
         }
@@ -361,6 +387,8 @@ impl Stats {
                 .collect(),
             per_second: &self.per_second,
             max_requests_in_any_1s_window: self.max_in_1s,
+            in_flight: self.in_flight,
+            max_in_flight: self.max_in_flight,
             started_ms: self.started_ms,
         }
     }
@@ -445,6 +473,8 @@ mod tests {
                     {"second": 2, "requests": 3, "accepted": 1}
                 ],
                 "max_requests_in_any_1s_window": 4,
+                "in_flight": 0,
+                "max_in_flight": 0,
                 "started_ms": 1000
             })
         );

@@ -109,6 +109,8 @@ pub struct TestEnv {
     pub http: reqwest::Client,
     log_dir: PathBuf,
     simulator: Option<Service>,
+    /// Simulators started by [`extra_simulator`](Self::extra_simulator).
+    others: Vec<Service>,
 }
 
 impl TestEnv {
@@ -150,6 +152,7 @@ impl TestEnv {
             http,
             log_dir,
             simulator: None,
+            others: Vec::new(),
         };
         let mut args = vec!["--listen".to_owned(), format!("127.0.0.1:{port}")];
         args.extend(simulator_args.iter().map(|s| (*s).to_owned()));
@@ -337,10 +340,27 @@ impl TestEnv {
         .map_err(|_| anyhow::anyhow!("campaigns not completed within {timeout:?}"))
     }
 
+    /// Starts another simulator (a second provider with its own behaviour); returns its URL.
+    pub async fn extra_simulator(&mut self, args: &[&str]) -> Result<String> {
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let mut all = vec!["--listen".to_owned(), format!("127.0.0.1:{port}")];
+        all.extend(args.iter().map(|s| (*s).to_owned()));
+        let simulator = self.spawn("herald-simulator", &all, &[])?;
+        self.others.push(simulator);
+        wait_healthy(&self.http, &url, "simulator").await?;
+        Ok(url)
+    }
+
     pub async fn simulator_stats(&self) -> Result<Value> {
+        self.simulator_stats_at(&self.simulator_url).await
+    }
+
+    /// The statistics of the simulator at `url`.
+    pub async fn simulator_stats_at(&self, url: &str) -> Result<Value> {
         Ok(self
             .http
-            .get(format!("{}/control/stats", self.simulator_url))
+            .get(format!("{url}/control/stats"))
             .send()
             .await?
             .error_for_status()?
@@ -389,6 +409,7 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         // Databases and vhosts are left for inspection; scripts/test.sh removes old ones.
         self.simulator.take();
+        self.others.clear();
     }
 }
 

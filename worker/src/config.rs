@@ -8,8 +8,9 @@ pub struct WorkerConfig {
     #[command(flatten)]
     pub connections: Connections,
 
-    /// Deliveries this worker holds at once; each is one provider request in flight, so this
-    /// is the worker's concurrency.
+    /// Deliveries this worker holds at once per provider lane; each is one provider request
+    /// in flight, so this is the worker's concurrency per provider (a provider's fleet-wide
+    /// in-flight cap, shared among the live workers, may lower it).
     #[arg(long, env = "HERALD_WORKER_PREFETCH", default_value_t = 300, value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub prefetch: u16,
 

@@ -6,6 +6,7 @@
 
 use crate::attempts::{Dispatch, Outcome};
 use crate::batch::Batcher;
+use crate::in_flight::InFlight;
 use crate::outcome::{self, Decision};
 use crate::pacing::{Pacer, Reservation};
 use crate::provider_call;
@@ -22,6 +23,7 @@ pub struct Context {
     pub record: Batcher<Outcome, Result<(), String>>,
     pub providers: Providers,
     pub pacer: Pacer,
+    pub in_flight: InFlight,
     pub http: reqwest::Client,
 }
 
@@ -84,8 +86,7 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
 
     let decision = match ctx.providers.get(message.provider_id).await {
         Ok(provider) => {
-            // Closed only if the semaphore is dropped, which it never is while cached.
-            let _permit = provider.in_flight.acquire().await;
+            let _permit = ctx.in_flight.acquire(provider.id).await;
             if let Some(at) = slot
                 && let Err(error) = ctx.pacer.send_on_slot(&provider, at).await
             {

@@ -1,6 +1,7 @@
 //! Herald's worker: consumes dispatch messages and calls providers, many requests in flight.
 //!
-//! - [`consume`]: the supervised RabbitMQ consumer (reconnects, drains on shutdown).
+//! - [`consume`]: the supervised RabbitMQ consumer of every provider's lane (reconnects,
+//!   drains on shutdown); [`fleet`]: the heartbeat that shares in-flight caps across workers.
 //! - [`delivery`]: one delivery's path, decode to ack.
 //! - [`attempts`]: the lease and outcome writes, batched by [`batch`].
 //! - [`providers`]: provider settings and in-flight caps; [`adapters`]: each provider API's
@@ -13,6 +14,8 @@ pub mod batch;
 pub mod config;
 pub mod consume;
 pub mod delivery;
+pub mod fleet;
+pub mod in_flight;
 pub mod outcome;
 pub mod pacing;
 pub mod provider_call;
@@ -93,12 +96,15 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         record,
         providers: Providers::new(pool.clone()),
         pacer: pacing::Pacer::new(pool.clone()),
+        in_flight: in_flight::InFlight::default(),
         http,
     };
 
     let tracker = TaskTracker::new();
     let settings = consume::Settings {
         amqp_url: &config.connections.amqp_url,
+        pool: pool.clone(),
+        id: uuid::Uuid::new_v4(),
         prefetch: config.prefetch,
         drain_timeout: config.drain_timeout(),
     };

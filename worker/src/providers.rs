@@ -1,4 +1,4 @@
-//! Provider settings, cached per worker, each with its in-flight cap.
+//! Provider settings, cached per worker (in-flight caps are [`crate::in_flight`]'s).
 //!
 //! A provider's kind, settings and credentials are parsed into its typed configuration
 //! ([`ProviderConfig`]) when loaded: a provider with bad settings is an error for its
@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
 use uuid::Uuid;
 
 /// How long settings are trusted before they are read again.
@@ -26,9 +26,6 @@ pub struct Provider {
     pub retry: RetryPolicy,
     /// Time between two requests across the whole fleet, when the provider has a rate limit.
     pub pacing: Option<Duration>,
-    /// Caps this worker's requests in flight to the provider.
-    pub in_flight: Arc<Semaphore>,
-    max_in_flight: usize,
     loaded: Instant,
 }
 
@@ -40,7 +37,6 @@ struct Row {
     settings: Value,
     credentials: Value,
     timeout_ms: i32,
-    max_in_flight: i32,
     max_attempts: i32,
     retry_base_ms: i32,
     retry_max_ms: i32,
@@ -84,7 +80,7 @@ impl Providers {
             return Ok(provider.clone());
         }
         let row: Row = sqlx::query_as(
-            "SELECT id, kind, endpoint, settings, credentials, timeout_ms, max_in_flight,
+            "SELECT id, kind, endpoint, settings, credentials, timeout_ms,
                     max_attempts, retry_base_ms, retry_max_ms, rate_limit, rate_window_ms
              FROM providers WHERE id = $1",
         )
@@ -95,12 +91,6 @@ impl Providers {
         let config =
             provider_config::parse(&row.kind, &row.endpoint, &row.settings, &row.credentials)
                 .map_err(|problems| ProviderError::Invalid { id, problems })?;
-        let max_in_flight = usize::try_from(row.max_in_flight).unwrap_or(1).max(1);
-        // Keep the semaphore across refreshes so requests in flight stay counted.
-        let in_flight = match cache.get(&id) {
-            Some(old) if old.max_in_flight == max_in_flight => old.in_flight.clone(),
-            _ => Arc::new(Semaphore::new(max_in_flight)),
-        };
         let millis = |ms: i32| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
         let provider = Arc::new(Provider {
             id: row.id,
@@ -117,8 +107,6 @@ impl Providers {
                 base: millis(row.retry_base_ms),
                 cap: millis(row.retry_max_ms),
             },
-            in_flight,
-            max_in_flight,
             loaded: Instant::now(),
         });
         cache.insert(id, provider.clone());

@@ -1,28 +1,43 @@
 //! Exchanges and queues, declared idempotently by every service at (re)connection.
 //!
 //! ```text
-//! scheduler ──publish──▶ [herald.dispatch] ──"dispatch"──▶ (herald.dispatch, quorum) ──▶ workers
+//!                                  ┌─"<provider A id>"─▶ (herald.dispatch.<A>, quorum) ──▶ workers
+//! scheduler ──publish──▶ [herald.dispatch]
+//!                                  └─"<provider B id>"─▶ (herald.dispatch.<B>, quorum) ──▶ workers
 //!                                                                │ reject / delivery limit
 //!                                                                ▼
 //!                         [herald.dead-letter] ──▶ (herald.dead-letter): undecodable messages
 //! ```
-//! The dispatch queue is a quorum queue (replicated when RabbitMQ runs as a cluster, and it
-//! counts redeliveries so a poison message cannot loop forever).
+//! One dispatch queue per provider: a *lane*. A slow or failing provider fills only its own
+//! lane, and workers consume each lane with its own prefetch, so its messages can never
+//! occupy the prefetch that another provider's messages need (one shared queue cannot give
+//! that: a worker's prefetch would fill with the slow provider's messages). Lanes are quorum
+//! queues (replicated when RabbitMQ runs as a cluster, and they count redeliveries so a
+//! poison message cannot loop forever).
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
+use uuid::Uuid;
 
 pub const DISPATCH_EXCHANGE: &str = "herald.dispatch";
-pub const DISPATCH_QUEUE: &str = "herald.dispatch";
-pub const DISPATCH_ROUTING_KEY: &str = "dispatch";
 pub const DEAD_LETTER_EXCHANGE: &str = "herald.dead-letter";
 pub const DEAD_LETTER_QUEUE: &str = "herald.dead-letter";
 
+/// The lane (queue) of one provider's dispatch messages.
+pub fn lane_queue(provider_id: Uuid) -> String {
+    format!("herald.dispatch.{provider_id}")
+}
+
+/// The routing key that reaches a provider's lane.
+pub fn lane_routing_key(provider_id: Uuid) -> String {
+    provider_id.to_string()
+}
 /// Redeliveries after which RabbitMQ dead-letters a message. RabbitMQ 3.10 has no default.
 pub const DELIVERY_LIMIT: i64 = 20;
 
-/// Declares everything; safe to call any number of times from any service.
+/// Declares the exchanges and the dead-letter queue; safe to call any number of times from
+/// any service. Lanes are declared by [`declare_lane`] as providers come into use.
 pub async fn declare(channel: &Channel) -> Result<(), lapin::Error> {
     let durable = ExchangeDeclareOptions {
         durable: true,
@@ -61,23 +76,30 @@ pub async fn declare(channel: &Channel) -> Result<(), lapin::Error> {
             FieldTable::default(),
         )
         .await?;
-    channel
+    Ok(())
+}
+
+/// Declares a provider's lane and answers how many messages are ready in it (the scheduler
+/// measures each lane's depth with this every tick). Idempotent.
+pub async fn declare_lane(channel: &Channel, provider_id: Uuid) -> Result<u32, lapin::Error> {
+    let queue = lane_queue(provider_id);
+    let declared = channel
         .queue_declare(
-            DISPATCH_QUEUE.into(),
+            queue.as_str().into(),
             QueueDeclareOptions::durable(),
             dispatch_queue_arguments(),
         )
         .await?;
     channel
         .queue_bind(
-            DISPATCH_QUEUE.into(),
+            queue.as_str().into(),
             DISPATCH_EXCHANGE.into(),
-            DISPATCH_ROUTING_KEY.into(),
+            lane_routing_key(provider_id).as_str().into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
         .await?;
-    Ok(())
+    Ok(declared.message_count())
 }
 
 fn dispatch_queue_arguments() -> FieldTable {

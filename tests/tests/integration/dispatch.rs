@@ -114,20 +114,26 @@ async fn redelivered_finished_work_is_acked_without_a_provider_call() -> Result<
         let confirm = channel
             .basic_publish(
                 topology::DISPATCH_EXCHANGE.into(),
-                topology::DISPATCH_ROUTING_KEY.into(),
-                BasicPublishOptions::default(),
+                topology::lane_routing_key(provider).as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
                 &message.encode(),
                 BasicProperties::default().with_delivery_mode(2),
             )
             .await?
             .await?;
-        assert!(confirm.is_ack());
+        assert!(
+            confirm.is_ack() && confirm.take_message().is_none(),
+            "routed to the lane"
+        );
     }
     // The worker consumes them all (the queue empties)...
     let drained = herald_tests::wait_until(Duration::from_secs(20), || {
         let channel = channel.clone();
         async move {
-            topology::ready_messages(&channel, topology::DISPATCH_QUEUE)
+            topology::ready_messages(&channel, &topology::lane_queue(provider))
                 .await
                 .is_ok_and(|n| n == 0)
         }

@@ -9,5 +9,6 @@ mod config;
 mod dispatch;
 mod failover;
 mod fairness;
+mod isolation;
 mod retries;
 mod web;

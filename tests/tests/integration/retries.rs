@@ -78,24 +78,32 @@ async fn three_500s_then_success_is_sent_after_four_attempts_with_backoff() -> R
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_message_lands_in_the_dead_letter_queue() -> Result<()> {
     let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
     let mut worker = env.worker(&[])?;
     let connection = env.amqp().await?;
     let channel = connection.create_channel().await?;
     topology::declare(&channel).await?;
+    topology::declare_lane(&channel, provider).await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let confirm = channel
         .basic_publish(
             topology::DISPATCH_EXCHANGE.into(),
-            topology::DISPATCH_ROUTING_KEY.into(),
-            BasicPublishOptions::default(),
+            topology::lane_routing_key(provider).as_str().into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
             b"{this is not a dispatch message",
             BasicProperties::default().with_delivery_mode(2),
         )
         .await?
         .await?;
-    assert!(confirm.is_ack());
+    assert!(
+        confirm.is_ack() && confirm.take_message().is_none(),
+        "routed to the lane"
+    );
     let dead_lettered = herald_tests::wait_until(Duration::from_secs(20), || {
         let channel = channel.clone();
         async move {
@@ -111,7 +119,7 @@ async fn an_undecodable_message_lands_in_the_dead_letter_queue() -> Result<()> {
         topology::DEAD_LETTER_QUEUE
     );
     assert_eq!(
-        topology::ready_messages(&channel, topology::DISPATCH_QUEUE).await?,
+        topology::ready_messages(&channel, &topology::lane_queue(provider)).await?,
         0
     );
     assert_eq!(env.simulator_stats().await?["requests"], 0);

@@ -1,0 +1,155 @@
+//! Each provider's lane (its own dispatch queue), as the scheduler sees it: how fast the
+//! workers drain it, and so how much to publish into it.
+//!
+//! Lanes are measured and budgeted independently: a provider that answers in 2 s drains its
+//! lane slowly and gets a small budget, while a fast provider's lane is kept full. Neither
+//! queue grows deeper than about a tick of its own drain, so a new campaign on either waits
+//! at most about a tick for its first send.
+
+use crate::backpressure::{DrainEstimator, Limits};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+struct Lane {
+    estimator: DrainEstimator,
+    measured_at: Instant,
+    /// The last publish used the lane's whole budget: more work was waiting for it.
+    budget_limited: bool,
+}
+
+pub struct Lanes {
+    limits: Limits,
+    lanes: HashMap<Uuid, Lane>,
+}
+
+impl Lanes {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            lanes: HashMap::new(),
+        }
+    }
+
+    /// At a tick: takes in the lane's depth, updates its drain estimate and returns how many
+    /// messages may be published into it.
+    pub fn budget(&mut self, provider: Uuid, depth: u64) -> u32 {
+        let limits = self.limits;
+        let lane = self.lanes.entry(provider).or_insert_with(|| Lane {
+            estimator: DrainEstimator::new(limits),
+            measured_at: Instant::now(),
+            budget_limited: false,
+        });
+        // A lane that sat out ticks (no due work) was not watched meanwhile: what drained
+        // then says nothing about the rate, so start a new measurement.
+        if lane.measured_at.elapsed() > stale_after(limits.tick) {
+            lane.estimator.restart();
+        }
+        let budget = lane.estimator.budget(depth, lane.measured_at.elapsed());
+        lane.measured_at = Instant::now();
+        budget
+    }
+
+    /// Between ticks, for a lane that [`needs_top_up`](Self::needs_top_up) and was seen at
+    /// `depth`: how many messages bring it back to its target depth.
+    pub fn top_up(&mut self, provider: Uuid, depth: u64, now: Instant) -> u32 {
+        self.lanes
+            .get_mut(&provider)
+            .map_or(0, |lane| lane.estimator.top_up(depth, now))
+    }
+
+    /// Records what was published into a lane after `budget` was granted.
+    pub fn published(&mut self, provider: Uuid, published: u32, budget: u32) {
+        if let Some(lane) = self.lanes.get_mut(&provider) {
+            lane.estimator.published(published, budget);
+            lane.budget_limited = budget > 0 && published >= budget;
+        }
+    }
+
+    /// Lanes whose last publish used their whole budget: work waits for them, so they are
+    /// topped up as soon as the workers empty them.
+    pub fn hungry(&self) -> Vec<Uuid> {
+        let mut hungry: Vec<Uuid> = self
+            .lanes
+            .iter()
+            .filter(|(_, lane)| lane.budget_limited)
+            .map(|(id, _)| *id)
+            .collect();
+        hungry.sort();
+        hungry
+    }
+
+    pub fn needs_top_up(&self, provider: Uuid) -> bool {
+        self.lanes.get(&provider).is_some_and(|l| l.budget_limited)
+    }
+
+    /// The drain estimate of a lane, in messages per second.
+    pub fn rate(&self, provider: Uuid) -> f64 {
+        self.lanes
+            .get(&provider)
+            .map_or(0.0, |l| l.estimator.rate())
+    }
+
+    /// Forgets that lanes were hungry (their work was not published after all).
+    pub fn not_hungry(&mut self, providers: impl IntoIterator<Item = Uuid>) {
+        for provider in providers {
+            if let Some(lane) = self.lanes.get_mut(&provider) {
+                lane.budget_limited = false;
+            }
+        }
+    }
+}
+
+fn stale_after(tick: Duration) -> Duration {
+    tick * 3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lanes() -> Lanes {
+        Lanes::new(Limits {
+            tick: Duration::from_secs(1),
+            depth_ticks: 1.0,
+            min_budget: 100,
+            max_budget: 10_000,
+        })
+    }
+
+    #[test]
+    fn lanes_are_budgeted_apart() {
+        let (fast, slow) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let mut lanes = lanes();
+        assert_eq!(lanes.budget(fast, 0), 100);
+        assert_eq!(lanes.budget(slow, 0), 100);
+        lanes.published(fast, 100, 100);
+        lanes.published(slow, 10, 100);
+        assert_eq!(lanes.hungry(), vec![fast]);
+        assert!(lanes.needs_top_up(fast) && !lanes.needs_top_up(slow));
+        // The fast lane drained everything and ran dry: its estimate grows; the slow lane's
+        // backlog leaves its budget alone.
+        std::thread::sleep(Duration::from_millis(20));
+        let fast_budget = lanes.budget(fast, 0);
+        let slow_budget = lanes.budget(slow, 500);
+        assert!(fast_budget > 100, "fast lane budget {fast_budget}");
+        assert_eq!(slow_budget, 0);
+    }
+
+    #[test]
+    fn unknown_lanes_get_no_top_up() {
+        let mut lanes = lanes();
+        assert_eq!(lanes.top_up(Uuid::from_u128(9), 0, Instant::now()), 0);
+        assert!(lanes.hungry().is_empty());
+    }
+
+    #[test]
+    fn publish_failures_clear_hunger() {
+        let lane = Uuid::from_u128(1);
+        let mut lanes = lanes();
+        lanes.budget(lane, 0);
+        lanes.published(lane, 100, 100);
+        lanes.not_hungry([lane]);
+        assert!(lanes.hungry().is_empty());
+    }
+}

@@ -1,0 +1,147 @@
+//! This worker's cap on requests in flight to each provider: its share of the provider's
+//! fleet-wide cap (see [`fleet`](crate::fleet)), resized as workers join and leave.
+//!
+//! A lane's prefetch is set to the same share, but a new prefetch only applies to
+//! deliveries taken after it: when a worker joins and the others' shares shrink, deliveries
+//! they already hold would overshoot the cap. The cap is therefore enforced where the
+//! request is made, by a semaphore that shrinks by retiring permits as requests finish.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use uuid::Uuid;
+
+#[derive(Clone, Default)]
+pub struct InFlight {
+    caps: Arc<Mutex<HashMap<Uuid, Cap>>>,
+}
+
+struct Cap {
+    semaphore: Arc<Semaphore>,
+    size: u32,
+    /// Permits still to be taken out of circulation after a shrink: requests in flight
+    /// that, as they finish, do not hand their room back.
+    owed: Arc<AtomicU32>,
+}
+
+impl Cap {
+    fn new(size: u32) -> Self {
+        Self {
+            semaphore: Arc::new(Semaphore::new(size as usize)),
+            size,
+            owed: Arc::default(),
+        }
+    }
+}
+
+/// Room for one request; given back (or retired, after a shrink) when dropped.
+pub struct Permit {
+    permit: Option<OwnedSemaphorePermit>,
+    owed: Arc<AtomicU32>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let retire = self
+            .owed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        if let (true, Some(permit)) = (retire, self.permit.take()) {
+            permit.forget();
+        }
+    }
+}
+
+impl InFlight {
+    /// Sets this worker's cap for `provider` to `size` (at least 1).
+    pub fn set(&self, provider: Uuid, size: u32) {
+        let size = size.max(1);
+        let mut caps = self.caps.lock().unwrap_or_else(PoisonError::into_inner);
+        let cap = caps.entry(provider).or_insert_with(|| Cap::new(size));
+        if size > cap.size {
+            // Growing first cancels what a shrink still owed, then adds room.
+            let mut grow = size - cap.size;
+            let owed = cap.owed.load(Ordering::Acquire);
+            let cancelled = owed.min(grow);
+            cap.owed.fetch_sub(cancelled, Ordering::AcqRel);
+            grow -= cancelled;
+            cap.semaphore.add_permits(grow as usize);
+        } else if size < cap.size {
+            // Free room goes at once; the rest as requests in flight finish.
+            let surplus = (cap.size - size) as usize;
+            let owed = surplus - cap.semaphore.forget_permits(surplus);
+            cap.owed.fetch_add(owed as u32, Ordering::AcqRel);
+        }
+        cap.size = size;
+    }
+
+    /// Waits for room to send one request to `provider`. A provider whose cap was never
+    /// set gets a cap of one.
+    pub async fn acquire(&self, provider: Uuid) -> Permit {
+        let (semaphore, owed) = {
+            let mut caps = self.caps.lock().unwrap_or_else(PoisonError::into_inner);
+            let cap = caps.entry(provider).or_insert_with(|| Cap::new(1));
+            (cap.semaphore.clone(), cap.owed.clone())
+        };
+        // The semaphore is never closed, so acquiring cannot fail.
+        let permit = semaphore.acquire_owned().await.ok();
+        Permit { permit, owed }
+    }
+
+    /// The cap now set for `provider`.
+    pub fn size(&self, provider: Uuid) -> Option<u32> {
+        let caps = self.caps.lock().unwrap_or_else(PoisonError::into_inner);
+        caps.get(&provider).map(|cap| cap.size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn shrinking_waits_for_requests_in_flight() {
+        let caps = InFlight::default();
+        let provider = Uuid::from_u128(1);
+        caps.set(provider, 3);
+        let held: Vec<_> = futures::future::join_all((0..3).map(|_| caps.acquire(provider))).await;
+        caps.set(provider, 1);
+        // Two of the three must come back before anyone may start: the cap is now one.
+        drop(held);
+        let first = caps.acquire(provider).await;
+        let second = tokio::time::timeout(Duration::from_millis(50), caps.acquire(provider)).await;
+        assert!(
+            second.is_err(),
+            "a second request started under a cap of one"
+        );
+        drop(first);
+        assert_eq!(caps.size(provider), Some(1));
+    }
+
+    #[tokio::test]
+    async fn growing_after_a_shrink_cancels_what_was_owed() {
+        let caps = InFlight::default();
+        let provider = Uuid::from_u128(1);
+        caps.set(provider, 2);
+        let held = [caps.acquire(provider).await, caps.acquire(provider).await];
+        caps.set(provider, 1);
+        caps.set(provider, 2);
+        drop(held);
+        let _both = [caps.acquire(provider).await, caps.acquire(provider).await];
+        let third = tokio::time::timeout(Duration::from_millis(50), caps.acquire(provider)).await;
+        assert!(third.is_err(), "a cap of two admitted three");
+    }
+
+    #[tokio::test]
+    async fn growing_admits_more_at_once() {
+        let caps = InFlight::default();
+        let provider = Uuid::from_u128(1);
+        caps.set(provider, 1);
+        let _first = caps.acquire(provider).await;
+        caps.set(provider, 2);
+        let second = tokio::time::timeout(Duration::from_millis(50), caps.acquire(provider)).await;
+        assert!(second.is_ok());
+    }
+}
