@@ -65,6 +65,17 @@ enum Command {
         label: String,
         #[arg(long, default_value_t = 900)]
         timeout_secs: u64,
+        /// Also run, for another tenant, a large campaign through a second provider at this
+        /// simulator URL (started just before the measured one, cancelled after it): the
+        /// isolation benchmark's slow, failing neighbour.
+        #[arg(long)]
+        neighbour_url: Option<String>,
+        /// The neighbour provider's fleet-wide in-flight cap.
+        #[arg(long, default_value_t = 100)]
+        neighbour_in_flight: i32,
+        /// The neighbour provider's timeout (ms).
+        #[arg(long, default_value_t = 3_000)]
+        neighbour_timeout_ms: i32,
     },
 }
 
@@ -93,7 +104,16 @@ async fn main() -> anyhow::Result<()> {
             recipients,
             label,
             timeout_secs,
+            neighbour_url,
+            neighbour_in_flight,
+            neighbour_timeout_ms,
         } => {
+            let neighbour = match neighbour_url {
+                Some(url) => Some(
+                    start_neighbour(&pool, &url, neighbour_in_flight, neighbour_timeout_ms).await?,
+                ),
+                None => None,
+            };
             bench(
                 &pool,
                 &cli.simulator_url,
@@ -101,7 +121,11 @@ async fn main() -> anyhow::Result<()> {
                 &label,
                 Duration::from_secs(timeout_secs),
             )
-            .await
+            .await?;
+            if let Some(campaign) = neighbour {
+                stop_neighbour(&pool, campaign).await?;
+            }
+            Ok(())
         }
     }
 }
@@ -358,6 +382,59 @@ async fn bench(
         stats["requests"],
         stats["duplicates"],
     );
+    Ok(())
+}
+
+/// Starts the neighbour's campaign: far more recipients than it can send during the bench.
+async fn start_neighbour(
+    pool: &PgPool,
+    url: &str,
+    in_flight: i32,
+    timeout_ms: i32,
+) -> anyhow::Result<Uuid> {
+    let run = Utc::now().format("%H%M%S%3f").to_string();
+    let mut provider =
+        NewProvider::http(&format!("neighbour-{run}"), &format!("{url}/v1/messages"));
+    provider.max_in_flight = in_flight;
+    provider.timeout_ms = timeout_ms;
+    let provider = catalog::create_provider(pool, &provider).await?;
+    let tenant = catalog::create_tenant(pool, &format!("neighbour-{run}"), 1).await?;
+    let campaign = seed(
+        pool,
+        tenant,
+        provider,
+        "neighbour",
+        100_000,
+        100_000,
+        50_000_000,
+    )
+    .await?;
+    catalog::start_campaign(pool, campaign, None).await?;
+    Ok(campaign)
+}
+
+/// Reports what the neighbour did meanwhile, then cancels its campaign.
+async fn stop_neighbour(pool: &PgPool, campaign: Uuid) -> anyhow::Result<()> {
+    let row = progress::campaigns(pool, &[campaign])
+        .await?
+        .pop()
+        .context("neighbour campaign vanished")?;
+    let retries: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM recipients WHERE campaign_id = $1 AND state = 'pending' AND attempts > 0",
+    )
+    .bind(campaign)
+    .fetch_one(pool)
+    .await?;
+    println!(
+        "  neighbour meanwhile: {} sent, {} waiting to retry after a timeout, {} in flight",
+        row.sent,
+        retries,
+        row.queued + row.sending
+    );
+    sqlx::query("UPDATE campaigns SET status = 'cancelled' WHERE id = $1")
+        .bind(campaign)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 

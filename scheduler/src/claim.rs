@@ -43,8 +43,8 @@ pub async fn activate_due_campaigns(pool: &PgPool) -> Result<Vec<(Uuid, Uuid)>, 
     .await
 }
 
-/// Running campaigns with due recipients, leaving out those inside their quiet hours or past
-/// their expiry. The counts stop at the batch size or the tick's budget, whichever is
+/// Running campaigns with due recipients, leaving out those inside their quiet hours, past
+/// their expiry, or whose provider's circuit breaker is open. The counts stop at the batch size or the tick's budget, whichever is
 /// smaller, so each costs at most that many index entries however large the campaign.
 pub async fn active_campaigns(
     pool: &PgPool,
@@ -67,6 +67,9 @@ pub async fn active_campaigns(
              WHERE c.status = 'running'
                AND (c.expires_at IS NULL OR c.expires_at > now())
                AND NOT herald_in_quiet_hours(c.quiet_start, c.quiet_end, c.time_zone, now())
+               -- A provider whose circuit breaker is open is left alone until it closes.
+               AND NOT EXISTS (SELECT 1 FROM provider_pacing pp
+                               WHERE pp.provider_id = c.provider_id AND pp.open_until > now())
          ) a
          WHERE due > 0
          ORDER BY tenant_id, id",

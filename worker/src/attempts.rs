@@ -143,16 +143,17 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
                 Some("the campaign expired before it could be sent".to_owned()),
                 None,
             ),
-            Decision::Throttled { error, delay } => (
+            Decision::Throttled { error, delay } | Decision::Deferred { error, delay } => (
                 "pending",
                 None,
                 Some(error.clone()),
                 Some(delay.as_secs_f64()),
             ),
         };
+        // Attempts that say nothing about the recipient are not counted against it.
         throttles.push(i32::from(matches!(
             outcome.decision,
-            Decision::Throttled { .. }
+            Decision::Throttled { .. } | Decision::Deferred { .. }
         )));
         states.push(state);
         message_ids.push(message_id);

@@ -158,6 +158,9 @@ async fn session(
             }
             _ = refresh.tick() => {
                 let wanted = wanted_lanes(settings).await?;
+                if let Err(error) = ctx.breakers.sync().await {
+                    tracing::warn!(%error, "cannot read the fleet's circuit breakers");
+                }
                 for (provider, prefetch) in &wanted {
                     ctx.in_flight.set(*provider, u32::from(*prefetch));
                     let current = lanes.get(provider).map(|lane| lane.prefetch);

@@ -6,6 +6,7 @@
 
 use crate::attempts::{Dispatch, Outcome};
 use crate::batch::Batcher;
+use crate::breaker::{Admission, Breakers, Health};
 use crate::in_flight::InFlight;
 use crate::outcome::{self, Decision};
 use crate::pacing::{Pacer, Reservation};
@@ -24,6 +25,7 @@ pub struct Context {
     pub providers: Providers,
     pub pacer: Pacer,
     pub in_flight: InFlight,
+    pub breakers: Breakers,
     pub http: reqwest::Client,
 }
 
@@ -100,8 +102,26 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
             {
                 Decision::Expired
             } else {
-                let result = provider_call::send(&ctx.http, &provider, &message).await;
-                outcome::decide(result, attempt, &provider.retry, rand::random::<f64>())
+                match ctx.breakers.admit(provider.id) {
+                    Admission::Wait(until) => deferred(until),
+                    admission => {
+                        let probe = admission == Admission::Probe;
+                        let result = provider_call::send(&ctx.http, &provider, &message).await;
+                        let health = result.health();
+                        ctx.breakers.record(provider.id, health, probe).await;
+                        match ctx.breakers.open_until(provider.id) {
+                            // Failing while the provider is known to be down says nothing
+                            // about the recipient: it waits, its attempt not counted.
+                            Some(until) if health == Health::Failing => deferred(until),
+                            _ => outcome::decide(
+                                result,
+                                attempt,
+                                &provider.retry,
+                                rand::random::<f64>(),
+                            ),
+                        }
+                    }
+                }
             }
         }
         Err(error) => {
@@ -119,6 +139,9 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
         }
         Decision::Failed { error } => tracing::info!(attempt, %error, "failed"),
         Decision::Expired => tracing::info!(attempt, "campaign expired before sending"),
+        Decision::Deferred { delay, .. } => {
+            tracing::debug!(?delay, "provider's breaker is open; recipient waits")
+        }
         Decision::Throttled { error, delay } => {
             tracing::info!(attempt, %error, ?delay, "provider throttled us; slowing it down");
             if let Err(error) = ctx.pacer.throttled(message.provider_id, Some(*delay)).await {
@@ -131,6 +154,14 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
         Ok(Ok(())) => settle(delivery.ack(BasicAckOptions::default()).await),
         Ok(Err(error)) => requeue(delivery, &format!("cannot record outcome: {error}")).await,
         Err(stopped) => requeue(delivery, &stopped.to_string()).await,
+    }
+}
+
+/// The recipient waits for the provider's cool-down to end.
+fn deferred(until: std::time::Instant) -> Decision {
+    Decision::Deferred {
+        error: "the provider is failing; its circuit breaker is open".into(),
+        delay: until.saturating_duration_since(std::time::Instant::now()),
     }
 }
 

@@ -7,10 +7,13 @@
 //! - [`providers`]: provider settings and in-flight caps; [`adapters`]: each provider API's
 //!   requests and answers; [`provider_call`]: the HTTP call.
 //! - [`outcome`]: what an answer means (sent, retry with backoff, failed).
+//! - [`pacing`]: fleet-wide rate limits; [`in_flight`]: per-provider in-flight caps;
+//!   [`breaker`]: circuit breakers for failing providers.
 
 pub mod adapters;
 pub mod attempts;
 pub mod batch;
+pub mod breaker;
 pub mod config;
 pub mod consume;
 pub mod delivery;
@@ -97,6 +100,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         providers: Providers::new(pool.clone()),
         pacer: pacing::Pacer::new(pool.clone()),
         in_flight: in_flight::InFlight::default(),
+        breakers: breaker::Breakers::new(pool.clone()),
         http,
     };
 

@@ -81,6 +81,22 @@ pub enum Decision {
         error: String,
         delay: Duration,
     },
+    /// The provider's circuit breaker is open: the recipient waits for the cool-down
+    /// without spending an attempt.
+    Deferred {
+        error: String,
+        delay: Duration,
+    },
+}
+
+impl CallResult {
+    /// What this answer says about the provider's health, for its circuit breaker.
+    pub fn health(&self) -> crate::breaker::Health {
+        match self {
+            CallResult::Transient { .. } => crate::breaker::Health::Failing,
+            _ => crate::breaker::Health::Up,
+        }
+    }
 }
 
 /// Classifies an HTTP status (`None` when the request never got an answer).

@@ -4,6 +4,7 @@
 mod adapters;
 mod admin_api;
 mod admin_control;
+mod breaker;
 mod cli;
 mod config;
 mod dispatch;

@@ -1,0 +1,319 @@
+//! Circuit breakers: a provider answering mostly errors or timeouts is left alone for a
+//! cool-down, then probed, instead of burning every recipient's attempts.
+//!
+//! Each worker keeps a breaker per provider over its own recent calls (this module: pure
+//! decisions, no I/O). When one opens, the worker also tells the fleet (`provider_pacing.
+//! open_until`, see [`crate::pacing`]): the scheduler stops releasing that provider's
+//! recipients until then, and the recipients already queued wait, with no attempt spent.
+//!
+//! ```text
+//!  closed ──(≥ MIN_CALLS of the last WINDOW calls, ≥ 60% failed)──▶ open (cool-down)
+//!    ▲                                                                  │ cool-down over
+//!    └──────────── probe succeeds ──── half-open (one probe) ◀──────────┘
+//!                                        │ probe fails: open again, cool-down doubled
+//! ```
+
+use sqlx::PgPool;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Calls remembered.
+const WINDOW: usize = 50;
+/// Calls needed before the breaker may judge.
+const MIN_CALLS: usize = 20;
+/// Share of failures among the remembered calls that opens the breaker: "mostly". A
+/// provider failing 30% of requests is slow and costly but up; at 30%, 60 of 100 in a
+/// window of 50 happens about once in 100,000 windows.
+const TRIP_RATIO: f64 = 0.6;
+pub const COOLDOWN_START: Duration = Duration::from_secs(2);
+pub const COOLDOWN_MAX: Duration = Duration::from_secs(60);
+/// How long a request waits while another one probes a half-open provider.
+const PROBE_WAIT: Duration = Duration::from_secs(1);
+
+/// What the provider's answer says about the provider's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// It answered (success, or a refusal about this request: the provider is up).
+    Up,
+    /// Timeout, connection error, 5xx.
+    Failing,
+}
+
+/// Whether a request may go out now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Send,
+    /// The provider is half-open: this request is the probe.
+    Probe,
+    /// Hold the recipient until then (no attempt spent).
+    Wait(Instant),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Closed,
+    Open { until: Instant },
+    HalfOpen { probing: bool },
+}
+
+#[derive(Debug, Clone)]
+pub struct Breaker {
+    state: State,
+    /// Recent calls: `true` for a failure.
+    calls: VecDeque<bool>,
+    /// The next cool-down: doubles with each failed probe, back to the start on success.
+    cooldown: Duration,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Self {
+            state: State::Closed,
+            calls: VecDeque::with_capacity(WINDOW),
+            cooldown: COOLDOWN_START,
+        }
+    }
+}
+
+impl Breaker {
+    /// May a request go out at `now`?
+    pub fn admit(&mut self, now: Instant) -> Admission {
+        match self.state {
+            State::Closed => Admission::Send,
+            State::Open { until } if now < until => Admission::Wait(until),
+            State::Open { .. } | State::HalfOpen { probing: false } => {
+                self.state = State::HalfOpen { probing: true };
+                Admission::Probe
+            }
+            State::HalfOpen { probing: true } => Admission::Wait(now + PROBE_WAIT),
+        }
+    }
+
+    /// Takes in a call's result at `now`; returns `Some(until)` when this call opened the
+    /// breaker (so the fleet can be told).
+    pub fn record(&mut self, health: Health, probe: bool, now: Instant) -> Option<Instant> {
+        match (self.state, probe) {
+            (State::HalfOpen { .. }, true) => {
+                if health == Health::Up {
+                    self.state = State::Closed;
+                    self.calls.clear();
+                    self.cooldown = COOLDOWN_START;
+                    None
+                } else {
+                    self.cooldown = (self.cooldown * 2).min(COOLDOWN_MAX);
+                    Some(self.open(now))
+                }
+            }
+            (State::Closed, _) => {
+                if self.calls.len() == WINDOW {
+                    self.calls.pop_front();
+                }
+                self.calls.push_back(health == Health::Failing);
+                let failures = self.calls.iter().filter(|failed| **failed).count();
+                let tripped = self.calls.len() >= MIN_CALLS
+                    && failures as f64 >= TRIP_RATIO * self.calls.len() as f64;
+                tripped.then(|| self.open(now))
+            }
+            // Answers to requests sent before the breaker opened change nothing.
+            _ => None,
+        }
+    }
+
+    /// Whether requests are being held back (open, or half-open with a probe out).
+    pub fn is_open(&self, now: Instant) -> bool {
+        match self.state {
+            State::Closed => false,
+            State::Open { until } => now < until,
+            State::HalfOpen { probing } => probing,
+        }
+    }
+
+    /// When the current cool-down ends, if open.
+    pub fn open_until(&self) -> Option<Instant> {
+        match self.state {
+            State::Open { until } => Some(until),
+            _ => None,
+        }
+    }
+
+    /// Another worker opened the provider's breaker until `until`: follow it.
+    pub fn opened_elsewhere(&mut self, until: Instant, now: Instant) {
+        if until > now && self.state == State::Closed {
+            self.state = State::Open { until };
+            self.calls.clear();
+        }
+    }
+
+    fn open(&mut self, now: Instant) -> Instant {
+        let until = now + self.cooldown;
+        self.state = State::Open { until };
+        self.calls.clear();
+        until
+    }
+}
+
+/// This worker's breakers, one per provider, and the fleet's view of them in PostgreSQL.
+#[derive(Clone)]
+pub struct Breakers {
+    pool: PgPool,
+    breakers: Arc<Mutex<HashMap<Uuid, Breaker>>>,
+}
+
+impl Breakers {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            breakers: Arc::default(),
+        }
+    }
+
+    fn with<T>(&self, provider: Uuid, f: impl FnOnce(&mut Breaker) -> T) -> T {
+        let mut breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        f(breakers.entry(provider).or_default())
+    }
+
+    pub fn admit(&self, provider: Uuid) -> Admission {
+        self.with(provider, |b| b.admit(Instant::now()))
+    }
+
+    /// Takes in a call's result. If it opened the breaker, tells the fleet, and answers
+    /// until when the provider is left alone.
+    pub async fn record(&self, provider: Uuid, health: Health, probe: bool) -> Option<Instant> {
+        let opened = self.with(provider, |b| b.record(health, probe, Instant::now()))?;
+        let secs = opened
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64();
+        tracing::warn!(%provider, cool_down_s = secs, "provider failing: circuit breaker open");
+        let told = sqlx::query(
+            "INSERT INTO provider_pacing AS p (provider_id, open_until)
+             VALUES ($1, clock_timestamp() + make_interval(secs => $2))
+             ON CONFLICT (provider_id) DO UPDATE SET
+                 open_until = greatest(p.open_until, excluded.open_until), updated_at = clock_timestamp()",
+        )
+        .bind(provider)
+        .bind(secs)
+        .execute(&self.pool)
+        .await;
+        if let Err(error) = told {
+            tracing::warn!(%error, "could not tell the fleet about the open breaker");
+        }
+        Some(opened)
+    }
+
+    /// Until when the provider's breaker holds requests back, if it does.
+    pub fn open_until(&self, provider: Uuid) -> Option<Instant> {
+        self.with(provider, |b| {
+            b.is_open(Instant::now()).then(|| b.open_until()).flatten()
+        })
+    }
+
+    /// Follows breakers other workers opened (read every refresh).
+    pub async fn sync(&self) -> Result<(), sqlx::Error> {
+        let open: Vec<(Uuid, f64)> = sqlx::query_as(
+            "SELECT provider_id, extract(epoch FROM open_until - clock_timestamp())::float8
+             FROM provider_pacing WHERE open_until > clock_timestamp()",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let now = Instant::now();
+        for (provider, secs) in open {
+            let until = now + Duration::from_secs_f64(secs.max(0.0));
+            self.with(provider, |b| b.opened_elsewhere(until, now));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failing(breaker: &mut Breaker, n: usize, now: Instant) -> Option<Instant> {
+        let mut opened = None;
+        for _ in 0..n {
+            opened = opened.or(breaker.record(Health::Failing, false, now));
+        }
+        opened
+    }
+
+    #[test]
+    fn a_few_failures_do_not_open_it() {
+        let now = Instant::now();
+        let mut breaker = Breaker::default();
+        assert_eq!(failing(&mut breaker, MIN_CALLS - 1, now), None);
+        assert_eq!(breaker.admit(now), Admission::Send);
+        // Half the calls failing amid successes neither.
+        for _ in 0..WINDOW {
+            breaker.record(Health::Up, false, now);
+            assert_eq!(breaker.record(Health::Failing, false, now), None);
+        }
+    }
+
+    #[test]
+    fn mostly_failures_open_it_for_a_cool_down_then_one_probe_goes() {
+        let now = Instant::now();
+        let mut breaker = Breaker::default();
+        let until = failing(&mut breaker, MIN_CALLS, now).expect("opened");
+        assert_eq!(until, now + COOLDOWN_START);
+        assert_eq!(breaker.admit(now), Admission::Wait(until));
+        assert!(breaker.is_open(now));
+        assert_eq!(breaker.admit(until), Admission::Probe);
+        assert!(
+            matches!(breaker.admit(until), Admission::Wait(_)),
+            "one probe at a time"
+        );
+        assert_eq!(breaker.record(Health::Up, true, until), None);
+        assert_eq!(breaker.admit(until), Admission::Send);
+        assert!(!breaker.is_open(until));
+    }
+
+    #[test]
+    fn failed_probes_double_the_cool_down_up_to_the_cap() {
+        let mut now = Instant::now();
+        let mut breaker = Breaker::default();
+        failing(&mut breaker, MIN_CALLS, now);
+        let mut cooldown = COOLDOWN_START;
+        for _ in 0..10 {
+            now = breaker.open_until().expect("open");
+            assert_eq!(breaker.admit(now), Admission::Probe);
+            cooldown = (cooldown * 2).min(COOLDOWN_MAX);
+            assert_eq!(
+                breaker.record(Health::Failing, true, now),
+                Some(now + cooldown)
+            );
+        }
+        assert_eq!(cooldown, COOLDOWN_MAX);
+        // A successful probe closes it and resets the cool-down.
+        now = breaker.open_until().expect("open");
+        breaker.admit(now);
+        breaker.record(Health::Up, true, now);
+        assert_eq!(
+            failing(&mut breaker, MIN_CALLS, now),
+            Some(now + COOLDOWN_START)
+        );
+    }
+
+    #[test]
+    fn late_answers_while_open_change_nothing() {
+        let now = Instant::now();
+        let mut breaker = Breaker::default();
+        let until = failing(&mut breaker, MIN_CALLS, now).expect("opened");
+        assert_eq!(breaker.record(Health::Up, false, now), None);
+        assert_eq!(breaker.record(Health::Failing, false, now), None);
+        assert_eq!(breaker.open_until(), Some(until));
+    }
+
+    #[test]
+    fn follows_a_breaker_opened_elsewhere() {
+        let now = Instant::now();
+        let mut breaker = Breaker::default();
+        breaker.opened_elsewhere(now + Duration::from_secs(5), now);
+        assert!(matches!(breaker.admit(now), Admission::Wait(_)));
+        assert_eq!(
+            breaker.admit(now + Duration::from_secs(5)),
+            Admission::Probe
+        );
+    }
+}
