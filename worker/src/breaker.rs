@@ -7,7 +7,7 @@
 //! recipients until then, and the recipients already queued wait, with no attempt spent.
 //!
 //! ```text
-//!  closed ──(≥ MIN_CALLS of the last WINDOW calls, ≥ 60% failed)──▶ open (cool-down)
+//!  closed ──(≥ MIN_CALLS calls in the last 10 s, ≥ 60% failed)──▶ open (cool-down)
 //!    ▲                                                                  │ cool-down over
 //!    └──────────── probe succeeds ──── half-open (one probe) ◀──────────┘
 //!                                        │ probe fails: open again, cool-down doubled
@@ -19,13 +19,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// Calls remembered.
-const WINDOW: usize = 50;
+/// How far back calls are remembered. A time window, not the last N calls: answers arrive
+/// sorted by how long they took, so the last N calls over-represent timeouts (the slowest
+/// answers of all) and would open the breaker of a provider that is merely slow at times.
+const WINDOW: Duration = Duration::from_secs(10);
+/// Most calls remembered (the oldest go first).
+const MAX_CALLS: usize = 2_000;
 /// Calls needed before the breaker may judge.
 const MIN_CALLS: usize = 20;
 /// Share of failures among the remembered calls that opens the breaker: "mostly". A
-/// provider failing 30% of requests is slow and costly but up; at 30%, 60 of 100 in a
-/// window of 50 happens about once in 100,000 windows.
+/// provider failing 30% of requests is slow and costly, but up.
 const TRIP_RATIO: f64 = 0.6;
 pub const COOLDOWN_START: Duration = Duration::from_secs(2);
 pub const COOLDOWN_MAX: Duration = Duration::from_secs(60);
@@ -61,8 +64,8 @@ enum State {
 #[derive(Debug, Clone)]
 pub struct Breaker {
     state: State,
-    /// Recent calls: `true` for a failure.
-    calls: VecDeque<bool>,
+    /// Recent calls: when, and `true` for a failure.
+    calls: VecDeque<(Instant, bool)>,
     /// The next cool-down: doubles with each failed probe, back to the start on success.
     cooldown: Duration,
 }
@@ -71,7 +74,7 @@ impl Default for Breaker {
     fn default() -> Self {
         Self {
             state: State::Closed,
-            calls: VecDeque::with_capacity(WINDOW),
+            calls: VecDeque::new(),
             cooldown: COOLDOWN_START,
         }
     }
@@ -107,11 +110,16 @@ impl Breaker {
                 }
             }
             (State::Closed, _) => {
-                if self.calls.len() == WINDOW {
+                while self.calls.len() >= MAX_CALLS
+                    || self
+                        .calls
+                        .front()
+                        .is_some_and(|(at, _)| now.saturating_duration_since(*at) > WINDOW)
+                {
                     self.calls.pop_front();
                 }
-                self.calls.push_back(health == Health::Failing);
-                let failures = self.calls.iter().filter(|failed| **failed).count();
+                self.calls.push_back((now, health == Health::Failing));
+                let failures = self.calls.iter().filter(|(_, failed)| *failed).count();
                 let tripped = self.calls.len() >= MIN_CALLS
                     && failures as f64 >= TRIP_RATIO * self.calls.len() as f64;
                 tripped.then(|| self.open(now))
@@ -245,7 +253,7 @@ mod tests {
         assert_eq!(failing(&mut breaker, MIN_CALLS - 1, now), None);
         assert_eq!(breaker.admit(now), Admission::Send);
         // Half the calls failing amid successes neither.
-        for _ in 0..WINDOW {
+        for _ in 0..MAX_CALLS {
             breaker.record(Health::Up, false, now);
             assert_eq!(breaker.record(Health::Failing, false, now), None);
         }
@@ -293,6 +301,16 @@ mod tests {
             failing(&mut breaker, MIN_CALLS, now),
             Some(now + COOLDOWN_START)
         );
+    }
+
+    #[test]
+    fn old_failures_are_forgotten() {
+        let now = Instant::now();
+        let mut breaker = Breaker::default();
+        assert_eq!(failing(&mut breaker, MIN_CALLS - 1, now), None);
+        let later = now + WINDOW + Duration::from_secs(1);
+        assert_eq!(breaker.record(Health::Failing, false, later), None);
+        assert_eq!(breaker.admit(later), Admission::Send);
     }
 
     #[test]
