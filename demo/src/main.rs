@@ -164,6 +164,7 @@ async fn seed(
     let campaign = NewCampaign {
         tenant_id: tenant,
         provider_id: provider,
+        overflow_provider_id: None,
         name: name.to_owned(),
         channel: Channel::Sms,
         template: "Hi {{first_name}}, your order has shipped.".into(),

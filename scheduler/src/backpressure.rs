@@ -112,10 +112,9 @@ impl DrainEstimator {
     /// waiting: how many messages may be published to bring it back to the target depth. The
     /// estimate is left alone.
     ///
-    /// A queue found empty again soon after the last top-up (within a quarter tick) was
-    /// drained faster than the estimate says, as at a cold start: each such top-up may be
-    /// twice the last (slow start within the tick). What it adds is at most twice what the
-    /// workers just drained in a quarter tick, so the queue still stays under a tick deep.
+    /// At a cold start (no drain measured yet), a queue found empty again soon after the last
+    /// top-up (within a quarter tick) was drained faster than anything known: each such
+    /// top-up may be twice the last (slow start within the first tick).
     pub fn top_up(&mut self, depth: u64, now: Instant) -> u32 {
         let room = self.room(depth);
         let quick = self.limits.tick / 4;
@@ -123,8 +122,14 @@ impl DrainEstimator {
             return room;
         };
         window.ran_dry |= depth == 0;
+        // Only while nothing is measured yet (a cold start): later, a queue found empty may
+        // only mean the workers' prefetch swallowed the last top-up, and doubling on that
+        // would fill the queue deeper than a newcomer can afford to wait behind.
+        let cold = self.rate == 0.0;
         let room = match window.last_top_up {
-            Some((at, last)) if depth == 0 && now.saturating_duration_since(at) <= quick => {
+            Some((at, last))
+                if cold && depth == 0 && now.saturating_duration_since(at) <= quick =>
+            {
                 room.max(last.saturating_mul(2)).min(self.limits.max_budget)
             }
             _ => room,

@@ -17,6 +17,10 @@ pub struct ActiveCampaign {
     pub tenant_weight: i32,
     pub campaign_weight: i32,
     pub provider_id: Uuid,
+    /// Takes what the primary provider's lane cannot (see the scheduler's tick).
+    pub overflow_provider_id: Option<Uuid>,
+    /// The primary provider's circuit breaker is open: everything goes to the overflow.
+    pub primary_open: bool,
     pub channel: String,
     pub template: String,
     pub expires_at: Option<DateTime<Utc>>,
@@ -44,7 +48,7 @@ pub async fn activate_due_campaigns(pool: &PgPool) -> Result<Vec<(Uuid, Uuid)>, 
 }
 
 /// Running campaigns with due recipients, leaving out those inside their quiet hours, past
-/// their expiry, or whose provider's circuit breaker is open. The counts stop at the batch size or the tick's budget, whichever is
+/// their expiry, or whose providers' circuit breakers are all open. The counts stop at the batch size or the tick's budget, whichever is
 /// smaller, so each costs at most that many index entries however large the campaign.
 pub async fn active_campaigns(
     pool: &PgPool,
@@ -53,7 +57,8 @@ pub async fn active_campaigns(
     sqlx::query_as(
         "SELECT * FROM (
              SELECT c.id, c.tenant_id, t.weight AS tenant_weight, c.weight AS campaign_weight,
-                    c.provider_id, c.channel, c.template, c.expires_at,
+                    c.provider_id, c.overflow_provider_id, c.channel, c.template, c.expires_at,
+                    herald_breaker_open(c.provider_id) AS primary_open,
                     least(c.batch_size,
                           (SELECT count(*) FROM (SELECT 1 FROM recipients r
                                                  WHERE r.campaign_id = c.id AND r.state = 'pending'
@@ -68,8 +73,8 @@ pub async fn active_campaigns(
                AND (c.expires_at IS NULL OR c.expires_at > now())
                AND NOT herald_in_quiet_hours(c.quiet_start, c.quiet_end, c.time_zone, now())
                -- A provider whose circuit breaker is open is left alone until it closes.
-               AND NOT EXISTS (SELECT 1 FROM provider_pacing pp
-                               WHERE pp.provider_id = c.provider_id AND pp.open_until > now())
+               AND (NOT herald_breaker_open(c.provider_id)
+                    OR (c.overflow_provider_id IS NOT NULL AND NOT herald_breaker_open(c.overflow_provider_id)))
          ) a
          WHERE due > 0
          ORDER BY tenant_id, id",
@@ -77,6 +82,30 @@ pub async fn active_campaigns(
     .bind(i64::from(budget))
     .fetch_all(pool)
     .await
+}
+
+/// The pace (requests per second) of each of `providers` that has a rate limit.
+pub async fn provider_paces(
+    pool: &PgPool,
+    providers: &[Uuid],
+) -> Result<Vec<(Uuid, f64)>, sqlx::Error> {
+    let rows: Vec<(Uuid, i32, i32)> = sqlx::query_as(
+        "SELECT id, rate_limit, rate_window_ms FROM providers
+         WHERE id = ANY($1) AND rate_limit IS NOT NULL",
+    )
+    .bind(providers)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, limit, window_ms)| {
+            let window = std::time::Duration::from_millis(u64::try_from(window_ms).unwrap_or(1000));
+            (
+                id,
+                herald_shared::rate_limit::per_second(u32::try_from(limit).unwrap_or(1), window),
+            )
+        })
+        .collect())
 }
 
 /// Claims up to `limit` due recipients of one campaign: retries whose time has come first,

@@ -16,6 +16,20 @@ struct Lane {
     measured_at: Instant,
     /// The last publish used the lane's whole budget: more work was waiting for it.
     budget_limited: bool,
+    /// For a rate-limited provider: releases into the lane follow its pace.
+    pace: Option<Pace>,
+}
+
+/// A token bucket at the provider's pace. The drain estimate alone cannot see a rate limit:
+/// workers take a lane's messages into their prefetch as fast as they come and then wait
+/// for send slots, so the lane always looks drained. Releasing no faster than the pace
+/// keeps what a rate-limited provider cannot send in time out of its lane, where an
+/// overflow provider can take it.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    per_second: f64,
+    tokens: f64,
+    refilled_at: Instant,
 }
 
 pub struct Lanes {
@@ -39,6 +53,7 @@ impl Lanes {
             estimator: DrainEstimator::new(limits),
             measured_at: Instant::now(),
             budget_limited: false,
+            pace: None,
         });
         // A lane that sat out ticks (no due work) was not watched meanwhile: what drained
         // then says nothing about the rate, so start a new measurement.
@@ -47,15 +62,39 @@ impl Lanes {
         }
         let budget = lane.estimator.budget(depth, lane.measured_at.elapsed());
         lane.measured_at = Instant::now();
-        budget
+        lane.paced(budget, limits.tick)
+    }
+
+    /// Sets (or clears) the pace of a provider's lane: the requests per second its rate
+    /// limit allows. Call before [`budget`](Self::budget) or [`top_up`](Self::top_up).
+    pub fn set_pace(&mut self, provider: Uuid, per_second: Option<f64>) {
+        let limits = self.limits;
+        let lane = self.lanes.entry(provider).or_insert_with(|| Lane {
+            estimator: DrainEstimator::new(limits),
+            measured_at: Instant::now(),
+            budget_limited: false,
+            pace: None,
+        });
+        lane.pace = match (per_second, lane.pace) {
+            (None, _) => None,
+            (Some(per_second), Some(pace)) => Some(Pace { per_second, ..pace }),
+            // A new lane may start with its target depth's worth at once.
+            (Some(per_second), None) => Some(Pace {
+                per_second,
+                tokens: per_second * limits.tick.as_secs_f64() * 2.0,
+                refilled_at: Instant::now(),
+            }),
+        };
     }
 
     /// Between ticks, for a lane that [`needs_top_up`](Self::needs_top_up) and was seen at
     /// `depth`: how many messages bring it back to its target depth.
     pub fn top_up(&mut self, provider: Uuid, depth: u64, now: Instant) -> u32 {
-        self.lanes
-            .get_mut(&provider)
-            .map_or(0, |lane| lane.estimator.top_up(depth, now))
+        let tick = self.limits.tick;
+        self.lanes.get_mut(&provider).map_or(0, |lane| {
+            let room = lane.estimator.top_up(depth, now);
+            lane.paced(room, tick)
+        })
     }
 
     /// Records what was published into a lane after `budget` was granted.
@@ -63,6 +102,9 @@ impl Lanes {
         if let Some(lane) = self.lanes.get_mut(&provider) {
             lane.estimator.published(published, budget);
             lane.budget_limited = budget > 0 && published >= budget;
+            if let Some(pace) = lane.pace.as_mut() {
+                pace.tokens = (pace.tokens - f64::from(published)).max(0.0);
+            }
         }
     }
 
@@ -100,6 +142,25 @@ impl Lanes {
     }
 }
 
+impl Lane {
+    /// `budget`, capped by the pace's tokens (refilled up to two ticks' worth).
+    fn paced(&mut self, budget: u32, tick: Duration) -> u32 {
+        let Some(pace) = self.pace.as_mut() else {
+            return budget;
+        };
+        let now = Instant::now();
+        let most = pace.per_second * tick.as_secs_f64() * 2.0;
+        pace.tokens = (pace.tokens
+            + pace.per_second
+                * now
+                    .saturating_duration_since(pace.refilled_at)
+                    .as_secs_f64())
+        .min(most);
+        pace.refilled_at = now;
+        budget.min(pace.tokens as u32)
+    }
+}
+
 fn stale_after(tick: Duration) -> Duration {
     tick * 3
 }
@@ -134,6 +195,21 @@ mod tests {
         let slow_budget = lanes.budget(slow, 500);
         assert!(fast_budget > 100, "fast lane budget {fast_budget}");
         assert_eq!(slow_budget, 0);
+    }
+
+    #[test]
+    fn a_paced_lane_gets_no_more_than_its_pace() {
+        let lane = Uuid::from_u128(1);
+        let mut lanes = lanes();
+        lanes.set_pace(lane, Some(20.0));
+        // Two ticks' worth to start with, then what the pace adds.
+        assert_eq!(lanes.budget(lane, 0), 40);
+        lanes.published(lane, 40, 40);
+        std::thread::sleep(Duration::from_millis(100));
+        let next = lanes.budget(lane, 0);
+        assert!((1..=3).contains(&next), "after 0.1 s at 20/s: {next}");
+        lanes.set_pace(lane, None);
+        assert!(lanes.budget(lane, 0) >= 100);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use herald_shared::domain::Channel;
 use herald_shared::queue::message::{DispatchMessage, FORMAT_VERSION};
 use herald_shared::template;
 use sqlx::PgPool;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -143,76 +143,130 @@ impl Ticker {
 
     /// Claims and publishes, lane by lane, each lane's budget, fairly across the tenants and
     /// campaigns in it.
+    ///
+    /// Overflow: a campaign with an overflow provider is planned in its primary's lane first.
+    /// Only if that lane's budget ran out with the campaign's due work left over (the primary
+    /// drains no faster: it is at its rate limit, or slow) does the rest go to the overflow's
+    /// lane, after that lane's own campaigns; if the primary's breaker is open, all of it
+    /// does. A lane's budget follows its measured drain, so one 429 does not send traffic to
+    /// the costlier provider.
     async fn dispatch(&mut self, pass: Pass, report: &mut TickReport) -> Result<(), TickError> {
         let pool = &self.pool.clone();
         let campaigns = claim::active_campaigns(pool, self.max_budget).await?;
         report.campaigns = campaigns.len();
-        let mut by_lane: BTreeMap<Uuid, Vec<ActiveCampaign>> = BTreeMap::new();
-        for campaign in campaigns {
-            by_lane
-                .entry(campaign.provider_id)
-                .or_default()
-                .push(campaign);
+        let mut primaries: BTreeMap<Uuid, Vec<ActiveCampaign>> = BTreeMap::new();
+        let mut involved: BTreeSet<Uuid> = BTreeSet::new();
+        for campaign in &campaigns {
+            if !campaign.primary_open {
+                involved.insert(campaign.provider_id);
+                primaries
+                    .entry(campaign.provider_id)
+                    .or_default()
+                    .push(campaign.clone());
+            }
+            involved.extend(campaign.overflow_provider_id);
         }
 
-        // (lane, budget, how many of `messages` are its)
-        let mut lanes: Vec<(Uuid, u32, usize)> = Vec::new();
-        let mut messages = Vec::new();
-        let mut claims = Vec::new();
-        for (provider, campaigns) in &by_lane {
-            if pass == Pass::TopUp && !self.lanes.needs_top_up(*provider) {
+        let ids: Vec<Uuid> = involved.iter().copied().collect();
+        let paces: BTreeMap<Uuid, f64> = claim::provider_paces(pool, &ids)
+            .await?
+            .into_iter()
+            .collect();
+        let mut budgets: BTreeMap<Uuid, u32> = BTreeMap::new();
+        for &provider in &involved {
+            self.lanes.set_pace(provider, paces.get(&provider).copied());
+            if pass == Pass::TopUp && !self.lanes.needs_top_up(provider) {
                 continue;
             }
-            let depth = match self.publisher.lane_depth(*provider).await {
-                Ok(depth) => u64::from(depth),
-                Err(error) => {
-                    release_or_log(pool, &claims).await;
-                    return Err(error.into());
-                }
-            };
+            let depth = u64::from(self.publisher.lane_depth(provider).await?);
             let budget = match pass {
-                Pass::Tick => self.lanes.budget(*provider, depth),
-                Pass::TopUp => self.lanes.top_up(*provider, depth, Instant::now()),
+                Pass::Tick => self.lanes.budget(provider, depth),
+                Pass::TopUp => self.lanes.top_up(provider, depth, Instant::now()),
             };
             report.depth += depth;
             report.budget += budget;
-            match self.claim_plan(campaigns, budget).await {
-                Ok((lane_messages, lane_claims)) => {
-                    lanes.push((*provider, budget, lane_messages.len()));
-                    messages.extend(lane_messages);
-                    claims.extend(lane_claims);
-                }
-                Err(error) => {
-                    release_or_log(pool, &claims).await;
-                    return Err(error);
+            budgets.insert(provider, budget);
+        }
+
+        let mut batch = Batch::default();
+        let mut spill: BTreeMap<Uuid, Vec<ActiveCampaign>> = BTreeMap::new();
+        for (provider, lane_campaigns) in &primaries {
+            let Some(&budget) = budgets.get(provider) else {
+                continue;
+            };
+            let before = batch.messages.len();
+            if let Err(error) = self
+                .claim_plan(lane_campaigns, budget, *provider, &mut batch)
+                .await
+            {
+                release_or_log(pool, &batch.claims).await;
+                return Err(error);
+            }
+            let used = batch.messages.len() - before;
+            if used < budget as usize {
+                continue;
+            }
+            // The lane is saturated: what its campaigns could not place may overflow.
+            for campaign in lane_campaigns {
+                let Some(overflow) = campaign.overflow_provider_id else {
+                    continue;
+                };
+                let placed = batch.messages[before..]
+                    .iter()
+                    .filter(|m| m.campaign_id == campaign.id)
+                    .count() as i64;
+                if campaign.due > placed {
+                    let mut rest = campaign.clone();
+                    rest.due = campaign.due - placed;
+                    spill.entry(overflow).or_default().push(rest);
                 }
             }
         }
+        for campaign in campaigns.iter().filter(|c| c.primary_open) {
+            if let Some(overflow) = campaign.overflow_provider_id {
+                spill.entry(overflow).or_default().push(campaign.clone());
+            }
+        }
+        for (provider, lane_campaigns) in &spill {
+            let Some(&budget) = budgets.get(provider) else {
+                continue;
+            };
+            let used = batch.lanes.iter().filter(|lane| *lane == provider).count();
+            let left = budget.saturating_sub(u32::try_from(used).unwrap_or(u32::MAX));
+            if let Err(error) = self
+                .claim_plan(lane_campaigns, left, *provider, &mut batch)
+                .await
+            {
+                release_or_log(pool, &batch.claims).await;
+                return Err(error);
+            }
+        }
 
-        let confirmed = match self.publisher.publish(&messages).await {
+        let confirmed = match self.publisher.publish(&batch.messages).await {
             Ok(confirmed) => confirmed,
             Err(error) => {
-                release_or_log(pool, &claims).await;
-                for &(provider, budget, _) in &lanes {
+                release_or_log(pool, &batch.claims).await;
+                for (&provider, &budget) in &budgets {
                     self.lanes.published(provider, 0, budget);
                 }
                 return Err(error.into());
             }
         };
-        let unconfirmed: Vec<(i64, i32)> = claims
+        let unconfirmed: Vec<(i64, i32)> = batch
+            .claims
             .iter()
             .zip(&confirmed)
             .filter(|(_, ok)| !**ok)
             .map(|(claim, _)| *claim)
             .collect();
         release_or_log(pool, &unconfirmed).await;
-        let mut offset = 0;
-        for &(provider, budget, count) in &lanes {
-            let published = confirmed[offset..offset + count]
+        for (&provider, &budget) in &budgets {
+            let published = batch
+                .lanes
                 .iter()
-                .filter(|ok| **ok)
+                .zip(&confirmed)
+                .filter(|(lane, ok)| **lane == provider && **ok)
                 .count();
-            offset += count;
             self.lanes.published(
                 provider,
                 u32::try_from(published).unwrap_or(u32::MAX),
@@ -220,18 +274,21 @@ impl Ticker {
             );
             tracing::debug!(%provider, budget, published, drain_rate = self.lanes.rate(provider) as u64, "lane");
         }
-        report.published = messages.len() - unconfirmed.len();
+        report.published = batch.messages.len() - unconfirmed.len();
         report.unconfirmed = unconfirmed.len();
         Ok(())
     }
 
-    /// Plans the fair split, claims each campaign's share and builds the messages in the
-    /// plan's interleaved order. Returns the messages and, for each, its (recipient, seq).
+    /// Plans the fair split of `budget` over `campaigns`, claims each campaign's share and
+    /// appends the messages (to provider `via`'s lane) to `batch` in the plan's interleaved
+    /// order.
     async fn claim_plan(
         &self,
         campaigns: &[ActiveCampaign],
         budget: u32,
-    ) -> Result<(Vec<DispatchMessage>, Vec<(i64, i32)>), TickError> {
+        via: Uuid,
+        batch: &mut Batch,
+    ) -> Result<(), TickError> {
         let demands: Vec<Demand> = campaigns
             .iter()
             .map(|c| Demand {
@@ -263,17 +320,16 @@ impl Ticker {
             }
         }
 
-        let mut messages = Vec::with_capacity(plan.order.len());
-        let mut claims = Vec::with_capacity(plan.order.len());
         for &index in &plan.order {
             let Some(row) = claimed[index].pop_front() else {
                 continue;
             };
             let campaign = &campaigns[index];
-            match build_message(campaign, &row) {
+            match build_message(campaign, via, &row) {
                 Ok(message) => {
-                    claims.push((row.id, row.dispatch_seq));
-                    messages.push(message);
+                    batch.claims.push((row.id, row.dispatch_seq));
+                    batch.lanes.push(via);
+                    batch.messages.push(message);
                 }
                 Err(reason) => {
                     tracing::warn!(campaign_id = %campaign.id, recipient_id = row.id, %reason, "recipient cannot be dispatched");
@@ -281,11 +337,23 @@ impl Ticker {
                 }
             }
         }
-        Ok((messages, claims))
+        Ok(())
     }
 }
 
-fn build_message(campaign: &ActiveCampaign, row: &Claimed) -> Result<DispatchMessage, String> {
+/// What a dispatch publishes: per message, its claim and its lane.
+#[derive(Default)]
+struct Batch {
+    messages: Vec<DispatchMessage>,
+    claims: Vec<(i64, i32)>,
+    lanes: Vec<Uuid>,
+}
+
+fn build_message(
+    campaign: &ActiveCampaign,
+    via: Uuid,
+    row: &Claimed,
+) -> Result<DispatchMessage, String> {
     let channel: Channel = campaign.channel.parse().map_err(|e| format!("{e}"))?;
     let body = template::render(&campaign.template, &row.variables).map_err(|e| e.to_string())?;
     Ok(DispatchMessage {
@@ -294,7 +362,7 @@ fn build_message(campaign: &ActiveCampaign, row: &Claimed) -> Result<DispatchMes
         seq: row.dispatch_seq,
         tenant_id: campaign.tenant_id,
         campaign_id: campaign.id,
-        provider_id: campaign.provider_id,
+        provider_id: via,
         channel,
         to: row.address.clone(),
         body,

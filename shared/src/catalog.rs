@@ -49,6 +49,8 @@ pub struct NewProvider {
     pub max_attempts: i32,
     pub retry_base_ms: i32,
     pub retry_max_ms: i32,
+    /// What one message costs through this provider (any currency; shown with progress).
+    pub cost_per_message: Option<f64>,
 }
 
 impl NewProvider {
@@ -63,6 +65,7 @@ impl NewProvider {
             max_attempts: 5,
             retry_base_ms: 1_000,
             retry_max_ms: 300_000,
+            cost_per_message: None,
         }
     }
 }
@@ -70,8 +73,9 @@ impl NewProvider {
 pub async fn create_provider(pool: &PgPool, p: &NewProvider) -> Result<Uuid, CatalogError> {
     let id = sqlx::query_scalar(
         "INSERT INTO providers
-             (tenant_id, name, endpoint, timeout_ms, max_in_flight, max_attempts, retry_base_ms, retry_max_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+             (tenant_id, name, endpoint, timeout_ms, max_in_flight, max_attempts, retry_base_ms,
+              retry_max_ms, cost_per_message)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::float8) RETURNING id",
     )
     .bind(p.tenant_id)
     .bind(&p.name)
@@ -81,6 +85,7 @@ pub async fn create_provider(pool: &PgPool, p: &NewProvider) -> Result<Uuid, Cat
     .bind(p.max_attempts)
     .bind(p.retry_base_ms)
     .bind(p.retry_max_ms)
+    .bind(p.cost_per_message)
     .fetch_one(pool)
     .await?;
     Ok(id)
@@ -90,6 +95,9 @@ pub async fn create_provider(pool: &PgPool, p: &NewProvider) -> Result<Uuid, Cat
 pub struct NewCampaign {
     pub tenant_id: Uuid,
     pub provider_id: Uuid,
+    /// Takes what the primary provider cannot (at its rate limit, or while its breaker is
+    /// open).
+    pub overflow_provider_id: Option<Uuid>,
     pub name: String,
     pub channel: Channel,
     pub template: String,
@@ -129,11 +137,12 @@ pub async fn create_campaign(
 
     let mut tx = pool.begin().await?;
     let id: Uuid = sqlx::query_scalar(
-        "INSERT INTO campaigns (tenant_id, provider_id, name, channel, template, batch_size)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        "INSERT INTO campaigns (tenant_id, provider_id, overflow_provider_id, name, channel, template, batch_size)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
     .bind(campaign.tenant_id)
     .bind(campaign.provider_id)
+    .bind(campaign.overflow_provider_id)
     .bind(&campaign.name)
     .bind(campaign.channel.as_str())
     .bind(&campaign.template)

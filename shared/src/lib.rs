@@ -19,6 +19,7 @@ pub mod domain;
 pub mod progress;
 pub mod provider_config;
 pub mod queue;
+pub mod rate_limit;
 pub mod shutdown;
 pub mod telemetry;
 pub mod template;

@@ -80,6 +80,35 @@ pub async fn campaigns(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<CampaignProgre
     .await
 }
 
+/// Sends of one campaign through one provider, and what they cost.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ProviderSends {
+    pub campaign_id: Uuid,
+    pub provider_id: Uuid,
+    pub provider: String,
+    pub sent: i64,
+    /// `sent × the provider's cost per message`, when it has one.
+    pub cost: Option<f64>,
+}
+
+/// Sends per provider of the given campaigns (from counters, like [`campaigns`]).
+pub async fn provider_sends(
+    pool: &PgPool,
+    ids: &[Uuid],
+) -> Result<Vec<ProviderSends>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT s.campaign_id, s.provider_id, p.name AS provider, sum(s.sent)::int8 AS sent,
+                (sum(s.sent) * p.cost_per_message)::float8 AS cost
+         FROM campaign_provider_sends s JOIN providers p ON p.id = s.provider_id
+         WHERE s.campaign_id = ANY($1)
+         GROUP BY s.campaign_id, s.provider_id, p.name, p.cost_per_message
+         ORDER BY s.campaign_id, sent DESC",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -288,6 +288,7 @@ impl TestEnv {
         let campaign = NewCampaign {
             tenant_id: tenant,
             provider_id: provider,
+            overflow_provider_id: None,
             name: name.to_owned(),
             channel: Channel::Sms,
             template: "Hello {{first_name}}".into(),

@@ -20,6 +20,7 @@ use crate::outcome::Decision;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::time::Duration;
+use uuid::Uuid;
 
 /// One message's claim on a recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -110,6 +111,8 @@ pub async fn begin(
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub dispatch: Dispatch,
+    /// The provider the message went to (a campaign's primary or its overflow).
+    pub provider: Uuid,
     pub decision: Decision,
 }
 
@@ -123,6 +126,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
     let mut errors: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
     let mut delays: Vec<Option<f64>> = Vec::with_capacity(outcomes.len());
     let mut throttles: Vec<i32> = Vec::with_capacity(outcomes.len());
+    let providers: Vec<Uuid> = outcomes.iter().map(|o| o.provider).collect();
     for outcome in outcomes {
         ids.push(outcome.dispatch.recipient_id);
         seqs.push(outcome.dispatch.seq);
@@ -162,8 +166,8 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
     }
     sqlx::query(
         "WITH o AS (
-             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[])
-                 AS o(id, seq, state, message_id, error, delay, throttled)
+             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[], $8::uuid[])
+                 AS o(id, seq, state, message_id, error, delay, throttled, provider)
          ),
          -- As in `begin`: primary-key lookups the planner cannot reorder, and the state
          -- compared with the row as read, never with a constant.
@@ -182,6 +186,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
                  next_attempt_at = CASE WHEN o.delay IS NULL THEN r.next_attempt_at
                                         ELSE now() + make_interval(secs => o.delay) END,
                  sent_at = CASE WHEN o.state = 'sent' THEN now() ELSE r.sent_at END,
+                 sent_via = CASE WHEN o.state = 'sent' THEN o.provider ELSE r.sent_via END,
                  lease_until = NULL, queued_at = NULL, updated_at = now()
              FROM leased o
              WHERE r.id = o.id AND r.dispatch_seq = o.seq AND r.state = o.was
@@ -198,6 +203,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
     .bind(&errors)
     .bind(&delays)
     .bind(&throttles)
+    .bind(&providers)
     .execute(pool)
     .await?;
     Ok(())

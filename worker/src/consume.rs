@@ -103,9 +103,17 @@ async fn join_fleet(settings: &Settings<'_>, shutdown: &CancellationToken) {
         ?wait,
         "joining a running fleet: waiting for the others to shrink their in-flight shares"
     );
-    tokio::select! {
-        () = shutdown.cancelled() => {}
-        () = tokio::time::sleep(wait) => {}
+    // Beat the heartbeat meanwhile: a silent worker would soon count as gone, and the
+    // others would grow their shares back.
+    let until = tokio::time::Instant::now() + wait;
+    while tokio::time::Instant::now() < until {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep_until(until.min(tokio::time::Instant::now() + REFRESH)) => {}
+        }
+        if let Err(error) = fleet::heartbeat(&settings.pool, settings.id, &worker_name()).await {
+            tracing::warn!(%error, "heartbeat failed while joining");
+        }
     }
 }
 

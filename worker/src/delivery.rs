@@ -27,7 +27,12 @@ pub struct Context {
     pub in_flight: InFlight,
     pub breakers: Breakers,
     pub http: reqwest::Client,
+    /// The part of a lease beyond the provider's timeout (see the worker's config).
+    pub lease_grace: Duration,
 }
+
+/// Kept between the latest start of a request and the end of its lease's grace.
+const LEASE_MARGIN: Duration = Duration::from_secs(1);
 
 pub async fn handle(ctx: Context, delivery: Delivery) {
     let message = match DispatchMessage::decode(&delivery.data) {
@@ -86,14 +91,43 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
         Err(stopped) => return requeue(delivery, &stopped.to_string()).await,
     };
 
+    let leased_at = std::time::Instant::now();
     let decision = match ctx.providers.get(message.provider_id).await {
         Ok(provider) => {
-            let _permit = ctx.in_flight.acquire(provider.id).await;
-            if let Some(at) = slot
-                && let Err(error) = ctx.pacer.send_on_slot(&provider, at).await
-            {
-                return requeue(delivery, &error).await;
-            }
+            // Waiting for room under the in-flight cap or for a send slot must not outlast
+            // the lease: past it the recipient may be dispatched again, and a request sent
+            // then would be a second send. Missing the deadline hands the recipient back.
+            let deadline = leased_at + ctx.lease_grace.saturating_sub(LEASE_MARGIN);
+            let ready = tokio::time::timeout_at(deadline.into(), async {
+                let permit = ctx.in_flight.acquire(provider.id).await;
+                if let Some(at) = slot {
+                    ctx.pacer.send_on_slot(&provider, at).await?;
+                }
+                Ok::<_, String>(permit)
+            })
+            .await;
+            let _permit = match ready {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(error)) => return requeue(delivery, &error).await,
+                Err(_) => {
+                    let outcome = Outcome {
+                        dispatch,
+                        provider: message.provider_id,
+                        decision: Decision::Deferred {
+                            error: "no room to send before the lease ran out".into(),
+                            delay: Duration::ZERO,
+                        },
+                    };
+                    tracing::info!("waited too long for a send slot; recipient handed back");
+                    return match ctx.record.call(outcome).await {
+                        Ok(Ok(())) => settle(delivery.ack(BasicAckOptions::default()).await),
+                        Ok(Err(error)) => {
+                            requeue(delivery, &format!("cannot record outcome: {error}")).await
+                        }
+                        Err(stopped) => requeue(delivery, &stopped.to_string()).await,
+                    };
+                }
+            };
             // The wait for a slot can be long with a slow provider: check the expiry again
             // right before sending, not only when the lease was taken.
             if message
@@ -150,7 +184,12 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
         }
     }
 
-    match ctx.record.call(Outcome { dispatch, decision }).await {
+    let outcome = Outcome {
+        dispatch,
+        provider: message.provider_id,
+        decision,
+    };
+    match ctx.record.call(outcome).await {
         Ok(Ok(())) => settle(delivery.ack(BasicAckOptions::default()).await),
         Ok(Err(error)) => requeue(delivery, &format!("cannot record outcome: {error}")).await,
         Err(stopped) => requeue(delivery, &stopped.to_string()).await,

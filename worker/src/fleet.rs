@@ -12,21 +12,32 @@ pub const LIVE_FOR: Duration = Duration::from_secs(10);
 /// Rows of workers long gone are removed on the way.
 pub async fn heartbeat(pool: &PgPool, id: Uuid, name: &str) -> Result<u32, sqlx::Error> {
     let live_for = LIVE_FOR.as_secs_f64();
-    let (live,): (i64,) = sqlx::query_as(
-        "WITH beat AS (
-             INSERT INTO workers (id, name) VALUES ($1, $2)
-             ON CONFLICT (id) DO UPDATE SET seen_at = now()
-         ), gone AS (
-             DELETE FROM workers WHERE seen_at < now() - make_interval(secs => $3 * 6)
-         )
-         SELECT 1 + count(*) FROM workers
-         WHERE id <> $1 AND seen_at >= now() - make_interval(secs => $3)",
+    // One heartbeat at a time, and the count in a statement after the lock: two workers
+    // starting together must see each other, or both would take a whole share.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('herald.workers'))")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO workers (id, name) VALUES ($1, $2)
+         ON CONFLICT (id) DO UPDATE SET seen_at = now()",
     )
     .bind(id)
     .bind(name)
-    .bind(live_for)
-    .fetch_one(pool)
+    .execute(&mut *tx)
     .await?;
+    let (live,): (i64,) = sqlx::query_as(
+        "WITH gone AS (
+             DELETE FROM workers WHERE seen_at < now() - make_interval(secs => $2 * 6)
+         )
+         SELECT 1 + count(*) FROM workers
+         WHERE id <> $1 AND seen_at >= now() - make_interval(secs => $2)",
+    )
+    .bind(id)
+    .bind(live_for)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
     Ok(u32::try_from(live).unwrap_or(1).max(1))
 }
 

@@ -101,6 +101,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         pacer: pacing::Pacer::new(pool.clone()),
         in_flight: in_flight::InFlight::default(),
         breakers: breaker::Breakers::new(pool.clone()),
+        lease_grace,
         http,
     };
 

@@ -229,15 +229,6 @@ fn slots(
         .collect()
 }
 
-/// The spacing between requests for a provider allowing `limit` per `window`: a little
-/// wider than the exact quotient: a request may leave up to [`LATE`] after its slot and
-/// cross the network with some jitter, which could otherwise put one request too many into
-/// some window at the provider's end.
-pub fn spacing(limit: u32, window: Duration) -> Duration {
-    const SAFETY: f64 = 0.95;
-    window.div_f64(f64::from(limit.max(1)) * SAFETY)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,12 +263,5 @@ mod tests {
             Slot::Full(t) => assert_eq!((t - now).as_millis(), 500),
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn spacing_keeps_a_margin_under_the_limit() {
-        let s = spacing(50, Duration::from_secs(1));
-        assert!(s > Duration::from_millis(21) && s < Duration::from_micros(21_100));
-        assert_eq!(spacing(10_000, Duration::from_secs(3600)).as_millis(), 378);
     }
 }

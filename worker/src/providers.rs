@@ -97,7 +97,7 @@ impl Providers {
             config,
             timeout: millis(row.timeout_ms),
             pacing: row.rate_limit.map(|limit| {
-                crate::pacing::spacing(
+                herald_shared::rate_limit::spacing(
                     u32::try_from(limit).unwrap_or(1),
                     millis(row.rate_window_ms),
                 )
