@@ -45,16 +45,21 @@ impl Lanes {
         }
     }
 
-    /// At a tick: takes in the lane's depth, updates its drain estimate and returns how many
-    /// messages may be published into it.
-    pub fn budget(&mut self, provider: Uuid, depth: u64) -> u32 {
+    fn lane(&mut self, provider: Uuid) -> &mut Lane {
         let limits = self.limits;
-        let lane = self.lanes.entry(provider).or_insert_with(|| Lane {
+        self.lanes.entry(provider).or_insert_with(|| Lane {
             estimator: DrainEstimator::new(limits),
             measured_at: Instant::now(),
             budget_limited: false,
             pace: None,
-        });
+        })
+    }
+
+    /// At a tick: takes in the lane's depth, updates its drain estimate and returns how many
+    /// messages may be published into it.
+    pub fn budget(&mut self, provider: Uuid, depth: u64) -> u32 {
+        let limits = self.limits;
+        let lane = self.lane(provider);
         // A lane that sat out ticks (no due work) was not watched meanwhile: what drained
         // then says nothing about the rate, so start a new measurement.
         if lane.measured_at.elapsed() > stale_after(limits.tick) {
@@ -69,12 +74,7 @@ impl Lanes {
     /// limit allows. Call before [`budget`](Self::budget) or [`top_up`](Self::top_up).
     pub fn set_pace(&mut self, provider: Uuid, per_second: Option<f64>) {
         let limits = self.limits;
-        let lane = self.lanes.entry(provider).or_insert_with(|| Lane {
-            estimator: DrainEstimator::new(limits),
-            measured_at: Instant::now(),
-            budget_limited: false,
-            pace: None,
-        });
+        let lane = self.lane(provider);
         lane.pace = match (per_second, lane.pace) {
             (None, _) => None,
             (Some(per_second), Some(pace)) => Some(Pace { per_second, ..pace }),
