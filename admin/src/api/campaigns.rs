@@ -59,6 +59,8 @@ pub struct Campaign {
     pub tenant_id: Uuid,
     pub name: String,
     pub provider_id: Uuid,
+    /// Takes what the primary provider cannot (at its rate limit, or while it is failing).
+    pub overflow_provider_id: Option<Uuid>,
     pub channel: String,
     pub template: String,
     pub status: String,
@@ -70,6 +72,39 @@ pub struct Campaign {
     pub segment_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub progress: Progress,
+    /// Sends and their cost per provider that sent them.
+    pub by_provider: Vec<ProviderSends>,
+}
+
+/// A campaign's sends through one provider.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderSends {
+    pub provider_id: Uuid,
+    pub provider: String,
+    pub sent: i64,
+    /// `sent × cost_per_message`; `null` when the provider has no cost.
+    pub cost: Option<f64>,
+}
+
+/// Fills in each campaign's sends per provider.
+async fn with_sends(
+    pool: &PgPool,
+    mut campaigns: Vec<Campaign>,
+) -> Result<Vec<Campaign>, ApiError> {
+    let ids: Vec<Uuid> = campaigns.iter().map(|c| c.id).collect();
+    let mut sends = herald_shared::progress::provider_sends(pool, &ids).await?;
+    for campaign in &mut campaigns {
+        campaign.by_provider = sends
+            .extract_if(.., |s| s.campaign_id == campaign.id)
+            .map(|s| ProviderSends {
+                provider_id: s.provider_id,
+                provider: s.provider,
+                sent: s.sent,
+                cost: s.cost,
+            })
+            .collect();
+    }
+    Ok(campaigns)
 }
 
 /// A campaign row joined with its counters.
@@ -79,6 +114,7 @@ struct CampaignRow {
     tenant_id: Uuid,
     name: String,
     provider_id: Uuid,
+    overflow_provider_id: Option<Uuid>,
     channel: String,
     template: String,
     status: String,
@@ -146,6 +182,7 @@ impl From<CampaignRow> for Campaign {
             tenant_id: r.tenant_id,
             name: r.name,
             provider_id: r.provider_id,
+            overflow_provider_id: r.overflow_provider_id,
             channel: r.channel,
             template: r.template,
             status: r.status,
@@ -157,6 +194,7 @@ impl From<CampaignRow> for Campaign {
             segment_id: r.segment_id,
             created_at: r.created_at,
             progress,
+            by_provider: Vec::new(),
         }
     }
 }
@@ -164,7 +202,7 @@ impl From<CampaignRow> for Campaign {
 /// Campaigns with their counters, filtered by the caller's scope; callers append `AND …`.
 fn select_campaigns(scope: Option<Uuid>) -> QueryBuilder<Postgres> {
     let mut qb = QueryBuilder::new(
-        "SELECT c.id, c.tenant_id, c.name, c.provider_id, c.channel, c.template, c.status,
+        "SELECT c.id, c.tenant_id, c.name, c.provider_id, c.overflow_provider_id, c.channel, c.template, c.status,
                 c.batch_size, c.weight, c.start_at, c.expires_at, c.quiet_start, c.quiet_end,
                 c.time_zone, c.segment_id, c.created_at, c.started_at, c.first_sent_at, c.completed_at,
                 coalesce(k.total, 0)::int8 AS total, coalesce(k.pending, 0)::int8 AS pending,
@@ -191,8 +229,11 @@ async fn fetch_one(pool: &PgPool, scope: Option<Uuid>, id: Uuid) -> Result<Campa
     let mut qb = select_campaigns(scope);
     qb.push(" AND c.id = ").push_bind(id);
     let row: Option<CampaignRow> = qb.build_query_as().fetch_optional(pool).await?;
-    row.map(Campaign::from)
-        .ok_or(ApiError::NotFound("campaign"))
+    let campaign = row
+        .map(Campaign::from)
+        .ok_or(ApiError::NotFound("campaign"))?;
+    let mut campaigns = with_sends(pool, vec![campaign]).await?;
+    campaigns.pop().ok_or(ApiError::NotFound("campaign"))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -202,6 +243,9 @@ pub struct NewCampaign {
     pub tenant_id: Option<Uuid>,
     pub name: String,
     pub provider_id: Uuid,
+    /// Optional second provider: it takes only what `provider_id` cannot (its rate limit
+    /// reached, or its circuit breaker open), never because of a single 429.
+    pub overflow_provider_id: Option<Uuid>,
     /// sms, whatsapp, voice or chat.
     pub channel: String,
     /// Message text with `{{variable}}` placeholders filled per recipient.
@@ -317,6 +361,23 @@ pub async fn create(
     if !provider_ok {
         bad("provider_id", "no such provider".into());
     }
+    if let Some(overflow) = body.overflow_provider_id {
+        let overflow_ok: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM providers WHERE id = $1 AND (tenant_id = $2 OR tenant_id IS NULL))",
+        )
+        .bind(overflow)
+        .bind(tenant)
+        .fetch_one(pool)
+        .await?;
+        if overflow == body.provider_id {
+            bad(
+                "overflow_provider_id",
+                "must differ from provider_id".into(),
+            );
+        } else if !overflow_ok {
+            bad("overflow_provider_id", "no such provider".into());
+        }
+    }
     if let Some(segment) = body.segment_id {
         let segment_ok: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM segments WHERE id = $1 AND tenant_id = $2)",
@@ -335,8 +396,9 @@ pub async fn create(
 
     let id: Uuid = sqlx::query_scalar(
         "INSERT INTO campaigns (tenant_id, provider_id, name, channel, template, batch_size, weight,
-                                start_at, expires_at, quiet_start, quiet_end, time_zone, segment_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+                                start_at, expires_at, quiet_start, quiet_end, time_zone, segment_id,
+                                overflow_provider_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
     )
     .bind(tenant)
     .bind(body.provider_id)
@@ -351,6 +413,7 @@ pub async fn create(
     .bind(quiet.map(|q| q.1))
     .bind(&zone)
     .bind(body.segment_id)
+    .bind(body.overflow_provider_id)
     .fetch_one(pool)
     .await
     .map_err(|e| from_constraint(e, "campaign"))?;
@@ -380,7 +443,8 @@ pub async fn list(
     }
     qb.push(" ORDER BY c.created_at DESC, c.id LIMIT 500");
     let rows: Vec<CampaignRow> = qb.build_query_as().fetch_all(&state.pool).await?;
-    Ok(Json(rows.into_iter().map(Campaign::from).collect()))
+    let campaigns = rows.into_iter().map(Campaign::from).collect();
+    Ok(Json(with_sends(&state.pool, campaigns).await?))
 }
 
 #[utoipa::path(get, path = "/campaigns/{id}", tag = "campaigns",

@@ -38,6 +38,8 @@ pub struct Provider {
     pub retry_max_ms: i32,
     /// Requests allowed per `rate_window_ms` across all workers; `null`: unlimited.
     pub rate_limit: Option<i32>,
+    /// What one message costs through this provider (any currency); `null`: not given.
+    pub cost_per_message: Option<f64>,
     pub rate_window_ms: i32,
     pub created_at: DateTime<Utc>,
 }
@@ -77,6 +79,8 @@ pub struct NewProvider {
     pub rate_limit: Option<i32>,
     #[serde(default = "defaults::rate_window_ms")]
     pub rate_window_ms: i32,
+    /// What one message costs through this provider (any currency; shown with progress).
+    pub cost_per_message: Option<f64>,
 }
 
 impl std::fmt::Debug for NewProvider {
@@ -170,13 +174,19 @@ fn check(body: &NewProvider) -> Vec<FieldError> {
             bad(field, format!("must be between {min} and {max}"));
         }
     }
+    if body
+        .cost_per_message
+        .is_some_and(|cost| !(0.0..=1_000_000.0).contains(&cost))
+    {
+        bad("cost_per_message", "must be between 0 and 1000000".into());
+    }
     fields
 }
 
 const COLUMNS: &str =
     "id, tenant_id, name, kind, endpoint, settings, credentials <> '{}'::jsonb AS has_credentials,
      timeout_ms, max_in_flight, max_attempts, retry_base_ms, retry_max_ms, rate_limit,
-     rate_window_ms, created_at";
+     rate_window_ms, cost_per_message::float8 AS cost_per_message, created_at";
 
 #[utoipa::path(post, path = "/providers", tag = "providers", request_body = NewProvider,
     responses((status = 201, body = Provider), (status = 422, body = crate::error::ErrorBody)))]
@@ -196,8 +206,9 @@ pub async fn create(
     let provider: Provider = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO providers (tenant_id, name, kind, endpoint, settings, credentials, timeout_ms,
                                 max_in_flight, max_attempts, retry_base_ms, retry_max_ms,
-                                rate_limit, rate_window_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {COLUMNS}"
+                                rate_limit, rate_window_ms, cost_per_message)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::float8)
+         RETURNING {COLUMNS}"
     )))
     .bind(tenant)
     .bind(body.name.trim())
@@ -212,6 +223,7 @@ pub async fn create(
     .bind(body.retry_max_ms)
     .bind(body.rate_limit)
     .bind(body.rate_window_ms)
+    .bind(body.cost_per_message)
     .fetch_one(&state.pool)
     .await
     .map_err(|e| from_constraint(e, "provider"))?;

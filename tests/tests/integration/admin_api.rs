@@ -678,3 +678,73 @@ fn futures_stream(rows: usize) -> reqwest::Body {
     });
     reqwest::Body::wrap_stream(futures::stream::iter(chunks))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_names_an_overflow_provider_of_its_own_tenant() -> Result<()> {
+    let w = world().await?;
+    let admin = &w.admin;
+    let overflow = admin
+        .ok(
+            &w.key_a,
+            POST,
+            "/providers",
+            Some(
+                json!({"name": "backup", "endpoint": format!("{}/v1/messages", w.env.simulator_url),
+                        "cost_per_message": 0.05}),
+            ),
+        )
+        .await?;
+    assert_eq!(overflow["cost_per_message"], 0.05);
+    let overflow_id = overflow["id"].as_str().unwrap_or_default().to_owned();
+    let (status, body) = admin
+        .call(
+            &w.key_a,
+            POST,
+            "/providers",
+            Some(json!({"name": "x", "endpoint": "http://127.0.0.1:1/v1", "cost_per_message": -1})),
+        )
+        .await?;
+    assert_eq!(status, 422);
+    assert_eq!(field_errors(&body), vec!["cost_per_message"]);
+
+    let campaign = |overflow: &str| {
+        json!({"name": "c", "provider_id": w.provider_a, "overflow_provider_id": overflow,
+               "channel": "sms", "template": "Hi"})
+    };
+    let created = admin
+        .ok(&w.key_a, POST, "/campaigns", Some(campaign(&overflow_id)))
+        .await?;
+    assert_eq!(created["overflow_provider_id"], overflow_id.as_str());
+    assert_eq!(created["by_provider"], json!([]));
+    // The same provider twice, or another tenant's provider: refused, nothing written.
+    let (status, body) = admin
+        .call(&w.key_a, POST, "/campaigns", Some(campaign(&w.provider_a)))
+        .await?;
+    assert_eq!(
+        (status, field_errors(&body)),
+        (422, vec!["overflow_provider_id".to_owned()])
+    );
+    let other = admin
+        .ok(
+            &w.key_b,
+            POST,
+            "/providers",
+            Some(json!({"name": "b's", "endpoint": "http://127.0.0.1:1/v1"})),
+        )
+        .await?;
+    let (status, body) = admin
+        .call(
+            &w.key_a,
+            POST,
+            "/campaigns",
+            Some(campaign(other["id"].as_str().unwrap_or_default())),
+        )
+        .await?;
+    assert_eq!(
+        (status, field_errors(&body)),
+        (422, vec!["overflow_provider_id".to_owned()])
+    );
+    let listed = admin.ok(&w.key_a, GET, "/campaigns", None).await?;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    Ok(())
+}
