@@ -351,30 +351,16 @@ pub async fn create(
             format!("`{zone}` is not an IANA time zone"),
         );
     }
-    let provider_ok: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM providers WHERE id = $1 AND (tenant_id = $2 OR tenant_id IS NULL))",
-    )
-    .bind(body.provider_id)
-    .bind(tenant)
-    .fetch_one(pool)
-    .await?;
-    if !provider_ok {
+    if !usable_provider(pool, body.provider_id, tenant).await? {
         bad("provider_id", "no such provider".into());
     }
     if let Some(overflow) = body.overflow_provider_id {
-        let overflow_ok: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM providers WHERE id = $1 AND (tenant_id = $2 OR tenant_id IS NULL))",
-        )
-        .bind(overflow)
-        .bind(tenant)
-        .fetch_one(pool)
-        .await?;
         if overflow == body.provider_id {
             bad(
                 "overflow_provider_id",
                 "must differ from provider_id".into(),
             );
-        } else if !overflow_ok {
+        } else if !usable_provider(pool, overflow, tenant).await? {
             bad("overflow_provider_id", "no such provider".into());
         }
     }
@@ -422,6 +408,17 @@ pub async fn create(
         StatusCode::CREATED,
         Json(fetch_one(pool, caller.scope(), id).await?),
     ))
+}
+
+/// Whether `tenant` may send through `provider`: its own, or an operator's shared one.
+async fn usable_provider(pool: &PgPool, provider: Uuid, tenant: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM providers WHERE id = $1 AND (tenant_id = $2 OR tenant_id IS NULL))",
+    )
+    .bind(provider)
+    .bind(tenant)
+    .fetch_one(pool)
+    .await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
