@@ -18,18 +18,7 @@ BIN="$CARGO_TARGET_DIR/release"
 LOGS="$ROOT/.demo/bench"
 mkdir -p "$LOGS"
 
-pids=()
-stop() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  pids=()
-}
-trap stop EXIT
-
-wait_healthy() {
-  for _ in $(seq 1 50); do curl -fsS "$1/healthz" >/dev/null 2>&1 && return; sleep 0.2; done
-  echo "simulator at $1 did not start" >&2; exit 1
-}
+trap stop_services EXIT
 
 # run_one alone|beside: prints A's end-to-end msg/s on the last line.
 run_one() {
@@ -48,7 +37,7 @@ run_one() {
   HERALD_SCHEDULER_MAX_BUDGET=50000 "$BIN/herald-scheduler" >"$LOGS/iso-scheduler.log" 2>&1 & pids+=($!)
   "$BIN/herald-worker" >"$LOGS/iso-worker.log" 2>&1 & pids+=($!)
   "$BIN/herald-demo" bench --recipients "$RECIPIENTS" --label "A $mode, latency ${LATENCY} ms" "${neighbour[@]}" 2>/dev/null
-  stop
+  stop_services
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }

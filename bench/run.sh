@@ -14,13 +14,7 @@ BIN="$CARGO_TARGET_DIR/release"
 LOGS="$ROOT/.demo/bench"
 mkdir -p "$LOGS"
 
-pids=()
-stop() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  pids=()
-}
-trap stop EXIT
+trap stop_services EXIT
 
 run_one() {
   local latency="$1"
@@ -30,9 +24,9 @@ run_one() {
   "$BIN/herald-simulator" --listen 127.0.0.1:9191 --latency "fixed:$latency" >"$LOGS/simulator-$latency.log" 2>&1 & pids+=($!)
   HERALD_SCHEDULER_MAX_BUDGET=50000 "$BIN/herald-scheduler" >"$LOGS/scheduler-$latency.log" 2>&1 & pids+=($!)
   "$BIN/herald-worker" >"$LOGS/worker-$latency.log" 2>&1 & pids+=($!)
-  for _ in $(seq 1 50); do curl -fsS "$HERALD_SIMULATOR_URL/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
+  wait_healthy "$HERALD_SIMULATOR_URL"
   "$BIN/herald-demo" bench --recipients "$RECIPIENTS" --label "1 worker, prefetch 300, latency ${latency} ms"
-  stop
+  stop_services
 }
 
 echo "== Herald end-to-end benchmark: $RECIPIENTS recipients, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"

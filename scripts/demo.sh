@@ -24,12 +24,7 @@ fresh_database_and_vhost herald_demo
 echo "==> migrating"
 "$BIN/herald-scheduler" migrate
 
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
+trap stop_services EXIT
 
 PORT="${HERALD_DEMO_SIMULATOR_PORT:-9090}"
 export HERALD_SIMULATOR_URL="http://127.0.0.1:$PORT"
@@ -40,8 +35,8 @@ export HERALD_SIMULATOR_URL="http://127.0.0.1:$PORT"
 ADMIN_PORT="${HERALD_DEMO_ADMIN_PORT:-8080}"
 HERALD_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" "$BIN/herald-admin" serve >"$LOGS/admin.log" 2>&1 & pids+=($!)
 OPERATOR_KEY="$("$BIN/herald-admin" keys create --operator --name demo)"
-for _ in $(seq 1 50); do curl -fsS "$HERALD_SIMULATOR_URL/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
-for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$ADMIN_PORT/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
+wait_healthy "$HERALD_SIMULATOR_URL"
+wait_healthy "http://127.0.0.1:$ADMIN_PORT"
 echo "==> simulator (200 ms latency), scheduler, two workers and the admin server running; logs in $LOGS/"
 echo
 echo "    Admin web page: http://127.0.0.1:$ADMIN_PORT/?key=$OPERATOR_KEY"

@@ -31,3 +31,19 @@ SQL
   export HERALD_DATABASE_URL="postgres://herald:herald@127.0.0.1:5432/$name"
   export HERALD_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$name"
 }
+
+# Background services of a script: start with `… & pids+=($!)`, stop all with stop_services
+# (also on exit: `trap stop_services EXIT`).
+pids=()
+stop_services() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  pids=()
+}
+
+# Waits (up to 10 s) for a Herald HTTP service at $1 to answer /healthz.
+wait_healthy() {
+  for _ in $(seq 1 50); do curl -fsS "$1/healthz" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  echo "no answer from $1/healthz" >&2
+  return 1
+}

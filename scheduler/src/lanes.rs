@@ -131,15 +131,6 @@ impl Lanes {
             .get(&provider)
             .map_or(0.0, |l| l.estimator.rate())
     }
-
-    /// Forgets that lanes were hungry (their work was not published after all).
-    pub fn not_hungry(&mut self, providers: impl IntoIterator<Item = Uuid>) {
-        for provider in providers {
-            if let Some(lane) = self.lanes.get_mut(&provider) {
-                lane.budget_limited = false;
-            }
-        }
-    }
 }
 
 impl Lane {
@@ -216,16 +207,6 @@ mod tests {
     fn unknown_lanes_get_no_top_up() {
         let mut lanes = lanes();
         assert_eq!(lanes.top_up(Uuid::from_u128(9), 0, Instant::now()), 0);
-        assert!(lanes.hungry().is_empty());
-    }
-
-    #[test]
-    fn publish_failures_clear_hunger() {
-        let lane = Uuid::from_u128(1);
-        let mut lanes = lanes();
-        lanes.budget(lane, 0);
-        lanes.published(lane, 100, 100);
-        lanes.not_hungry([lane]);
         assert!(lanes.hungry().is_empty());
     }
 }

@@ -167,14 +167,20 @@ impl Ticker {
             involved.extend(campaign.overflow_provider_id);
         }
 
-        let ids: Vec<Uuid> = involved.iter().copied().collect();
-        let paces: BTreeMap<Uuid, f64> = claim::provider_paces(pool, &ids)
-            .await?
-            .into_iter()
-            .collect();
+        // Rate limits are read once a tick; top-ups (only of lanes a tick has seen) keep the
+        // lanes' paces.
+        if pass == Pass::Tick {
+            let ids: Vec<Uuid> = involved.iter().copied().collect();
+            let paces: BTreeMap<Uuid, f64> = claim::provider_paces(pool, &ids)
+                .await?
+                .into_iter()
+                .collect();
+            for &provider in &involved {
+                self.lanes.set_pace(provider, paces.get(&provider).copied());
+            }
+        }
         let mut budgets: BTreeMap<Uuid, u32> = BTreeMap::new();
         for &provider in &involved {
-            self.lanes.set_pace(provider, paces.get(&provider).copied());
             if pass == Pass::TopUp && !self.lanes.needs_top_up(provider) {
                 continue;
             }

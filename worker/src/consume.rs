@@ -126,6 +126,18 @@ struct Lane {
     generation: u64,
 }
 
+impl Lane {
+    /// Stops new deliveries; those in hand finish on the same channel.
+    async fn cancel(&self) -> Result<(), lapin::Error> {
+        self.channel
+            .basic_cancel(
+                self.consumer_tag.as_str().into(),
+                BasicCancelOptions::default(),
+            )
+            .await
+    }
+}
+
 /// A lane's forwarding task ended: the broker cancelled or the channel failed.
 struct Ended {
     provider: Uuid,
@@ -156,9 +168,7 @@ async fn session(
             () = shutdown.cancelled() => {
                 // Stop new deliveries; those in hand finish (or are requeued when we close).
                 for lane in lanes.values() {
-                    let _ = lane.channel
-                        .basic_cancel(lane.consumer_tag.as_str().into(), BasicCancelOptions::default())
-                        .await;
+                    let _ = lane.cancel().await;
                 }
                 wait_for_drain(tracker, settings.drain_timeout).await;
                 let _ = connection.close(200, "worker shutting down".into()).await;
@@ -175,25 +185,24 @@ async fn session(
                     if current == Some(*prefetch) {
                         continue;
                     }
-                    if let Some(old) = lanes.remove(provider) {
-                        // Deliveries in hand stay acknowledgeable on the same channel.
-                        old.channel
-                            .basic_cancel(old.consumer_tag.as_str().into(), BasicCancelOptions::default())
-                            .await?;
-                        generation += 1;
-                        lanes.insert(*provider, open_lane(&connection, Some(old.channel), *provider, *prefetch, generation, ctx, tracker, &ended_tx).await?);
-                    } else {
-                        generation += 1;
-                        lanes.insert(*provider, open_lane(&connection, None, *provider, *prefetch, generation, ctx, tracker, &ended_tx).await?);
-                    }
+                    // A resized lane keeps its channel: deliveries in hand stay
+                    // acknowledgeable on it.
+                    let channel = match lanes.remove(provider) {
+                        Some(old) => {
+                            old.cancel().await?;
+                            Some(old.channel)
+                        }
+                        None => None,
+                    };
+                    generation += 1;
+                    let lane = open_lane(&connection, channel, *provider, *prefetch, generation, ctx, tracker, &ended_tx).await?;
+                    lanes.insert(*provider, lane);
                     tracing::info!(%provider, prefetch, "consuming lane");
                 }
                 let gone: Vec<Uuid> = lanes.keys().filter(|p| !wanted.contains_key(p)).copied().collect();
                 for provider in gone {
                     if let Some(lane) = lanes.remove(&provider) {
-                        lane.channel
-                            .basic_cancel(lane.consumer_tag.as_str().into(), BasicCancelOptions::default())
-                            .await?;
+                        lane.cancel().await?;
                         tracing::info!(%provider, "lane closed: provider removed");
                     }
                 }

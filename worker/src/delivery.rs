@@ -11,7 +11,7 @@ use crate::in_flight::InFlight;
 use crate::outcome::{self, Decision};
 use crate::pacing::{Pacer, Reservation};
 use crate::provider_call;
-use crate::providers::Providers;
+use crate::providers::{Provider, Providers};
 use herald_shared::queue::message::DispatchMessage;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
@@ -106,56 +106,13 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
                 Ok::<_, String>(permit)
             })
             .await;
-            let _permit = match ready {
-                Ok(Ok(permit)) => permit,
+            match ready {
+                Ok(Ok(_permit)) => send(&ctx, &provider, &message, attempt).await,
                 Ok(Err(error)) => return requeue(delivery, &error).await,
-                Err(_) => {
-                    let outcome = Outcome {
-                        dispatch,
-                        provider: message.provider_id,
-                        decision: Decision::Deferred {
-                            error: "no room to send before the lease ran out".into(),
-                            delay: Duration::ZERO,
-                        },
-                    };
-                    tracing::info!("waited too long for a send slot; recipient handed back");
-                    return match ctx.record.call(outcome).await {
-                        Ok(Ok(())) => settle(delivery.ack(BasicAckOptions::default()).await),
-                        Ok(Err(error)) => {
-                            requeue(delivery, &format!("cannot record outcome: {error}")).await
-                        }
-                        Err(stopped) => requeue(delivery, &stopped.to_string()).await,
-                    };
-                }
-            };
-            // The wait for a slot can be long with a slow provider: check the expiry again
-            // right before sending, not only when the lease was taken.
-            if message
-                .expires_at
-                .is_some_and(|at| at <= chrono::Utc::now())
-            {
-                Decision::Expired
-            } else {
-                match ctx.breakers.admit(provider.id) {
-                    Admission::Wait(until) => deferred(until),
-                    admission => {
-                        let probe = admission == Admission::Probe;
-                        let result = provider_call::send(&ctx.http, &provider, &message).await;
-                        let health = result.health();
-                        ctx.breakers.record(provider.id, health, probe).await;
-                        match ctx.breakers.open_until(provider.id) {
-                            // Failing while the provider is known to be down says nothing
-                            // about the recipient: it waits, its attempt not counted.
-                            Some(until) if health == Health::Failing => deferred(until),
-                            _ => outcome::decide(
-                                result,
-                                attempt,
-                                &provider.retry,
-                                rand::random::<f64>(),
-                            ),
-                        }
-                    }
-                }
+                Err(_) => Decision::Deferred {
+                    error: "no room to send before the lease ran out".into(),
+                    delay: Duration::ZERO,
+                },
             }
         }
         Err(error) => {
@@ -173,8 +130,8 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
         }
         Decision::Failed { error } => tracing::info!(attempt, %error, "failed"),
         Decision::Expired => tracing::info!(attempt, "campaign expired before sending"),
-        Decision::Deferred { delay, .. } => {
-            tracing::debug!(?delay, "provider's breaker is open; recipient waits")
+        Decision::Deferred { error, delay } => {
+            tracing::debug!(%error, ?delay, "recipient waits; no attempt spent")
         }
         Decision::Throttled { error, delay } => {
             tracing::info!(attempt, %error, ?delay, "provider throttled us; slowing it down");
@@ -193,6 +150,37 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
         Ok(Ok(())) => settle(delivery.ack(BasicAckOptions::default()).await),
         Ok(Err(error)) => requeue(delivery, &format!("cannot record outcome: {error}")).await,
         Err(stopped) => requeue(delivery, &stopped.to_string()).await,
+    }
+}
+
+/// The request itself, under the in-flight permit the caller holds: unless the campaign
+/// has expired meanwhile or the provider's breaker holds requests back.
+async fn send(
+    ctx: &Context,
+    provider: &Provider,
+    message: &DispatchMessage,
+    attempt: u32,
+) -> Decision {
+    // The wait for a slot can be long with a slow provider: check the expiry again right
+    // before sending, not only when the lease was taken.
+    if message
+        .expires_at
+        .is_some_and(|at| at <= chrono::Utc::now())
+    {
+        return Decision::Expired;
+    }
+    let probe = match ctx.breakers.admit(provider.id) {
+        Admission::Wait(until) => return deferred(until),
+        admission => admission == Admission::Probe,
+    };
+    let result = provider_call::send(&ctx.http, provider, message).await;
+    let health = result.health();
+    ctx.breakers.record(provider.id, health, probe).await;
+    match ctx.breakers.open_until(provider.id) {
+        // Failing while the provider is known to be down says nothing about the recipient:
+        // it waits, its attempt not counted.
+        Some(until) if health == Health::Failing => deferred(until),
+        _ => outcome::decide(result, attempt, &provider.retry, rand::random::<f64>()),
     }
 }
 
