@@ -1,21 +1,23 @@
 //! One delivery, from decode to ack: the per-message path.
 //!
 //! decode → begin (lease, batched) → provider call (bounded by the provider's in-flight cap,
-//! with its timeout) → decide → record (batched) → ack. Acks only after the outcome is
+//! with its timeout; on a send slot if the provider is rate-limited) → decide → record (batched) → ack. Acks only after the outcome is
 //! committed; if it cannot be recorded the delivery goes back to the queue.
 
 use crate::attempts::{Dispatch, Outcome};
 use crate::batch::Batcher;
 use crate::breaker::{Admission, Breakers, Health};
 use crate::in_flight::InFlight;
-use crate::outcome::{self, Decision};
+use crate::on_time::OnTime;
+use crate::outcome::{self, CallResult, Decision};
 use crate::pacing::{Pacer, Reservation};
 use crate::provider_call;
 use crate::providers::{Provider, Providers};
 use herald_shared::queue::message::DispatchMessage;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// What every delivery task shares.
 #[derive(Clone)]
@@ -24,6 +26,7 @@ pub struct Context {
     pub record: Batcher<Outcome, Result<(), String>>,
     pub providers: Providers,
     pub pacer: Pacer,
+    pub on_time: OnTime,
     pub in_flight: InFlight,
     pub breakers: Breakers,
     pub http: reqwest::Client,
@@ -58,22 +61,6 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
         recipient_id: message.recipient_id,
         seq: message.seq,
     };
-    // A rate-limited provider's send slot is reserved before the lease is taken (the wait
-    // for a free slot holds no lease), and the request goes out right at its slot, after the
-    // lease: a slow lease statement then only delays it, never bunches it with later ones.
-    let mut slot = None;
-    if let Ok(provider) = ctx.providers.get(message.provider_id).await
-        && let Some(spacing) = provider.pacing
-    {
-        let reservation = Reservation {
-            provider: provider.id,
-            spacing,
-        };
-        match ctx.pacer.slot(reservation).await {
-            Ok(at) => slot = Some(at),
-            Err(error) => return requeue(delivery, &error).await,
-        }
-    }
     let attempt = match ctx.begin.call(dispatch).await {
         Ok(Ok(Some(attempt))) => attempt,
         Ok(Ok(None)) => {
@@ -91,24 +78,17 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
         Err(stopped) => return requeue(delivery, &stopped.to_string()).await,
     };
 
-    let leased_at = std::time::Instant::now();
+    let leased_at = Instant::now();
     let decision = match ctx.providers.get(message.provider_id).await {
         Ok(provider) => {
             // Waiting for room under the in-flight cap or for a send slot must not outlast
             // the lease: past it the recipient may be dispatched again, and a request sent
             // then would be a second send. Missing the deadline hands the recipient back.
             let deadline = leased_at + ctx.lease_grace.saturating_sub(LEASE_MARGIN);
-            let ready = tokio::time::timeout_at(deadline.into(), async {
-                let permit = ctx.in_flight.acquire(provider.id).await;
-                if let Some(at) = slot {
-                    ctx.pacer.send_on_slot(&provider, at).await?;
-                }
-                Ok::<_, String>(permit)
-            })
-            .await;
+            let ready =
+                tokio::time::timeout_at(deadline.into(), ctx.in_flight.acquire(provider.id)).await;
             match ready {
-                Ok(Ok(_permit)) => send(&ctx, &provider, &message, attempt).await,
-                Ok(Err(error)) => return requeue(delivery, &error).await,
+                Ok(_permit) => send(&ctx, &provider, &message, attempt, deadline).await,
                 Err(_) => Decision::Deferred {
                     error: "no room to send before the lease ran out".into(),
                     delay: Duration::ZERO,
@@ -157,9 +137,10 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
 /// has expired meanwhile or the provider's breaker holds requests back.
 async fn send(
     ctx: &Context,
-    provider: &Provider,
+    provider: &Arc<Provider>,
     message: &DispatchMessage,
     attempt: u32,
+    deadline: Instant,
 ) -> Decision {
     // The wait for a slot can be long with a slow provider: check the expiry again right
     // before sending, not only when the lease was taken.
@@ -173,7 +154,18 @@ async fn send(
         Admission::Wait(until) => return deferred(until),
         admission => admission == Admission::Probe,
     };
-    let result = provider_call::send(&ctx.http, provider, message).await;
+    let result = match provider.pacing {
+        None => provider_call::send(&ctx.http, provider, message).await,
+        Some(spacing) => match on_a_slot(ctx, provider, message, spacing, deadline).await {
+            Ok(result) => result,
+            Err(error) => {
+                return Decision::Deferred {
+                    error,
+                    delay: Duration::ZERO,
+                };
+            }
+        },
+    };
     let health = result.health();
     ctx.breakers.record(provider.id, health, probe).await;
     match ctx.breakers.open_until(provider.id) {
@@ -181,6 +173,40 @@ async fn send(
         // it waits, its attempt not counted.
         Some(until) if health == Health::Failing => deferred(until),
         _ => outcome::decide(result, attempt, &provider.retry, rand::random::<f64>()),
+    }
+}
+
+/// A rate-limited provider's request, made on a send slot: reserved only now, with the
+/// lease held, so that nothing but the wait stands between reservation and slot (reserved
+/// before the lease, slots were missed whenever the lease statement took longer than the
+/// pacer's lead time). The wait must end before `deadline`, the end of the lease less a
+/// margin; an error means nothing was sent.
+async fn on_a_slot(
+    ctx: &Context,
+    provider: &Arc<Provider>,
+    message: &DispatchMessage,
+    spacing: Duration,
+    deadline: Instant,
+) -> Result<CallResult, String> {
+    let reservation = Reservation {
+        provider: provider.id,
+        spacing,
+    };
+    loop {
+        let slot = tokio::time::timeout_at(deadline.into(), ctx.pacer.slot(reservation))
+            .await
+            .map_err(|_| "no send slot before the lease ran out".to_owned())??;
+        if slot > deadline {
+            return Err("no send slot before the lease ran out".into());
+        }
+        if let Some(result) = ctx
+            .on_time
+            .send_at(slot, provider.clone(), message.clone())
+            .await
+        {
+            return Ok(result);
+        }
+        tracing::debug!("missed a send slot; taking another");
     }
 }
 

@@ -19,6 +19,7 @@ pub mod consume;
 pub mod delivery;
 pub mod fleet;
 pub mod in_flight;
+pub mod on_time;
 pub mod outcome;
 pub mod pacing;
 pub mod provider_call;
@@ -45,6 +46,8 @@ pub enum StartError {
     Db(#[from] herald_shared::db::DbError),
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("the thread for paced requests: {0}")]
+    PacedThread(#[from] std::io::Error),
 }
 
 /// Runs until `shutdown` is cancelled and in-flight work is drained (or the drain times out).
@@ -89,20 +92,22 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
             }
         }
     });
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(usize::from(config.prefetch))
-        .tcp_nodelay(true)
-        .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let http = || {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(usize::from(config.prefetch))
+            .tcp_nodelay(true)
+            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+    };
     let ctx = Context {
         begin,
         record,
         providers: Providers::new(pool.clone()),
         pacer: pacing::Pacer::new(pool.clone()),
+        on_time: on_time::OnTime::start(http())?,
         in_flight: in_flight::InFlight::default(),
         breakers: breaker::Breakers::new(pool.clone()),
         lease_grace,
-        http,
+        http: http().build()?,
     };
 
     let tracker = TaskTracker::new();

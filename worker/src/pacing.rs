@@ -4,10 +4,19 @@
 //! all workers: each worker reserves send times from the provider's row in
 //! `provider_pacing` (GCRA: the next free time moves forward one spacing per request), many
 //! reservations per statement, then waits for its slots. A slot is granted only within
-//! [`HORIZON`] of now: the worker reserves it before taking the recipient's lease and sends
-//! right when it comes (so a slow lease statement cannot bunch requests together), and the
-//! lease (provider timeout + grace) always outlasts the wait. A request that finds every slot
-//! within the horizon taken waits, holding nothing but its delivery, and asks again.
+//! [`HORIZON`] of now: the worker reserves it once it holds the recipient's lease, right
+//! before the request, and sends when it comes ([`crate::on_time`]); the wait is bounded by the lease (the
+//! delivery defers the recipient when the lease would run out first). A request that finds
+//! every slot within the horizon taken waits and asks again. The scheduler releases no more
+//! into a paced lane than the pace allows, so these waits stay short.
+//!
+//! Slots are times on the database's clock, the one clock the whole fleet shares: each
+//! worker maps them onto its own monotonic clock through [`DbClock`], an estimate of the
+//! offset between the two taken from the reservations themselves (the database's time is
+//! read during the statement, so it falls within the round trip). Reading a slot as "so
+//! long after the statement's answer arrived" instead would shift each batch of slots later
+//! by a varying part of its round trip (up to 13 ms measured), and two workers' slots one
+//! window apart could then both land in one window at the provider.
 //!
 //! When the provider throttles anyway (429 or its throttle error), [`Pacer::throttled`]
 //! doubles the provider's slowdown (at most once per second, however many requests in flight
@@ -17,6 +26,7 @@
 use crate::batch::Batcher;
 use sqlx::PgPool;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -26,12 +36,9 @@ const MAX_SLOWDOWN: f64 = 64.0;
 const MAX_BATCH: usize = 500;
 /// How far ahead a send slot may be granted. Well under the lease grace (10 s by default).
 pub const HORIZON: Duration = Duration::from_secs(4);
-/// A request that missed its slot by more than this (a busy machine, a slow lease statement)
-/// takes a new one instead of going out late: late requests would bunch with the next ones
-/// and break the limit in some window, so any request is sent within this of its slot.
-const LATE: Duration = Duration::from_millis(10);
-/// No slot is granted sooner than this: time for the lease statement to finish before the
-/// slot comes, so that requests leave on their slots rather than late and bunched.
+/// No slot is granted sooner than this: time for the reservation's answer to arrive and for
+/// the request to be made ready before the slot comes, so that requests leave on their
+/// slots rather than late and bunched.
 const LEAD: Duration = Duration::from_millis(150);
 
 /// The answer to a reservation.
@@ -59,9 +66,10 @@ pub struct Pacer {
 impl Pacer {
     pub fn new(pool: PgPool) -> Self {
         let db = pool.clone();
+        let clock = Arc::new(Mutex::new(DbClock::default()));
         let reserve = Batcher::spawn(MAX_BATCH, move |requests: Vec<Reservation>| {
-            let db = db.clone();
-            async move { reserve_all(&db, &requests).await }
+            let (db, clock) = (db.clone(), clock.clone());
+            async move { reserve_all(&db, &clock, &requests).await }
         });
         Self { pool, reserve }
     }
@@ -78,30 +86,6 @@ impl Pacer {
                 Slot::At(at) => return Ok(at),
                 Slot::Full(retry_at) => tokio::time::sleep_until(retry_at.into()).await,
             }
-        }
-    }
-
-    /// Waits for `slot`, then returns when the request may go: at its slot, or at a new one
-    /// if it missed that by more than [`LATE`].
-    pub async fn send_on_slot(
-        &self,
-        provider: &crate::providers::Provider,
-        mut slot: Instant,
-    ) -> Result<(), String> {
-        let Some(spacing) = provider.pacing else {
-            return Ok(());
-        };
-        loop {
-            tokio::time::sleep_until(slot.into()).await;
-            if Instant::now() <= slot + LATE {
-                return Ok(());
-            }
-            slot = self
-                .slot(Reservation {
-                    provider: provider.id,
-                    spacing,
-                })
-                .await?;
         }
     }
 
@@ -131,7 +115,11 @@ impl Pacer {
 }
 
 /// Answers every reservation of a batch: one statement per provider in it.
-async fn reserve_all(pool: &PgPool, requests: &[Reservation]) -> Vec<Result<Slot, String>> {
+async fn reserve_all(
+    pool: &PgPool,
+    clock: &Mutex<DbClock>,
+    requests: &[Reservation],
+) -> Vec<Result<Slot, String>> {
     let mut by_provider: HashMap<Uuid, (Duration, Vec<usize>)> = HashMap::new();
     for (index, r) in requests.iter().enumerate() {
         by_provider
@@ -143,7 +131,7 @@ async fn reserve_all(pool: &PgPool, requests: &[Reservation]) -> Vec<Result<Slot
     let mut answers: Vec<Result<Slot, String>> =
         vec![Err("not reserved".to_owned()); requests.len()];
     for (provider, (spacing, indices)) in by_provider {
-        match reserve(pool, provider, spacing, indices.len()).await {
+        match reserve(pool, clock, provider, spacing, indices.len()).await {
             Ok(slots) => {
                 for (index, slot) in indices.into_iter().zip(slots) {
                     answers[index] = Ok(slot);
@@ -163,6 +151,7 @@ async fn reserve_all(pool: &PgPool, requests: &[Reservation]) -> Vec<Result<Slot
 /// ask again.
 async fn reserve(
     pool: &PgPool,
+    clock: &Mutex<DbClock>,
     provider: Uuid,
     spacing: Duration,
     count: usize,
@@ -173,7 +162,9 @@ async fn reserve(
         .await?;
     // The slowdown decays with the time since the last reservation, so that a provider
     // that stopped throttling is probed back up to its configured rate.
-    let (granted, first_secs, spacing_secs): (i32, f64, f64) = sqlx::query_as(
+    sync_clock(pool, clock).await?;
+    let sent_at = Instant::now();
+    let (granted, db_now, first_at, spacing_secs): (i32, f64, f64, f64) = sqlx::query_as(
         "WITH cur AS (
              SELECT clock_timestamp() AS now,
                     greatest(next_at, clock_timestamp() + make_interval(secs => $5)) AS free_at,
@@ -189,7 +180,8 @@ async fn reserve(
          SET next_at = g.free_at + g.n * make_interval(secs => g.spacing),
              slowdown = g.slowdown, updated_at = g.now
          FROM grant_ g WHERE p.provider_id = $1
-         RETURNING g.n, extract(epoch FROM g.free_at - g.now)::float8, g.spacing",
+         RETURNING g.n, extract(epoch FROM g.now)::float8, extract(epoch FROM g.free_at)::float8,
+                   g.spacing",
     )
     .bind(provider)
     .bind(i32::try_from(count).unwrap_or(i32::MAX))
@@ -198,33 +190,165 @@ async fn reserve(
     .bind(LEAD.as_secs_f64())
     .fetch_one(pool)
     .await?;
+    let now = Instant::now();
+    let first = {
+        let mut clock = clock.lock().unwrap_or_else(|e| e.into_inner());
+        clock.observe(db_now, sent_at, now);
+        clock.local(first_at, now)
+    };
     Ok(slots(
-        Instant::now(),
-        first_secs,
+        now,
+        first,
         Duration::from_secs_f64(spacing_secs),
         usize::try_from(granted).unwrap_or(0),
         count,
     ))
 }
 
-/// `granted` slots one `spacing` apart from `first_secs` after `now`, then, for the rest,
-/// when to ask again (once the horizon has moved past the last granted slot).
+/// How far two clocks may drift apart per second of elapsed time (100 ppm; quartz clocks
+/// keep within a few tens).
+const DRIFT: f64 = 1e-4;
+/// How uncertain the database's clock may be before slots are placed with it. Two workers
+/// each this far off in opposite directions take 4 ms of the pace's margin.
+const CLOCK_TOLERANCE: Duration = Duration::from_millis(2);
+/// Readings made at most to bring the clock within [`CLOCK_TOLERANCE`] before a reservation.
+const SYNC_READINGS: usize = 3;
+
+/// Reads the database's clock with a statement of its own while the estimate is too
+/// uncertain: at start, when only slow round trips were seen (the first reservation on a
+/// new connection took 166 ms, and its slots were placed up to 55 ms off), or after long
+/// without a reading.
+async fn sync_clock(pool: &PgPool, clock: &Mutex<DbClock>) -> Result<(), sqlx::Error> {
+    let uncertain = || {
+        clock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .uncertainty(Instant::now())
+            .is_none_or(|u| u > CLOCK_TOLERANCE)
+    };
+    for _ in 0..SYNC_READINGS {
+        if !uncertain() {
+            break;
+        }
+        let sent = Instant::now();
+        let db_now: f64 =
+            sqlx::query_scalar("SELECT extract(epoch FROM clock_timestamp())::float8")
+                .fetch_one(pool)
+                .await?;
+        let answered = Instant::now();
+        clock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(db_now, sent, answered);
+    }
+    Ok(())
+}
+
+/// The database's clock as seen from this process: one reading of it (unix seconds) paired
+/// with the local instant it most likely corresponds to, the midpoint of the round trip it
+/// was read in. The reading with the least uncertainty (half its round trip, plus drift
+/// since) is kept.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DbClock {
+    best: Option<Reading>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    db_secs: f64,
+    local: Instant,
+    half_round_trip: Duration,
+}
+
+impl Reading {
+    fn uncertainty(&self, now: Instant) -> f64 {
+        self.half_round_trip.as_secs_f64()
+            + DRIFT * now.saturating_duration_since(self.local).as_secs_f64()
+    }
+}
+
+impl Reading {
+    /// Seconds by which this reading places the database time `db_secs` after `local`.
+    fn offset_from(&self, db_secs: f64, local: Instant) -> f64 {
+        let since = if local >= self.local {
+            (local - self.local).as_secs_f64()
+        } else {
+            -(self.local - local).as_secs_f64()
+        };
+        (db_secs - self.db_secs) - since
+    }
+}
+
+impl DbClock {
+    /// Takes in a reading `db_secs` of the database's clock made by a statement sent at
+    /// `sent` and answered at `answered`.
+    pub fn observe(&mut self, db_secs: f64, sent: Instant, answered: Instant) {
+        let half_round_trip = answered.saturating_duration_since(sent) / 2;
+        let reading = Reading {
+            db_secs,
+            local: sent + half_round_trip,
+            half_round_trip,
+        };
+        self.best = Some(match self.best {
+            Some(best) => {
+                let (old, new) = (best.uncertainty(answered), reading.uncertainty(answered));
+                // A reading that the kept one cannot explain means a clock was stepped:
+                // start again from it.
+                let disagreement = best.offset_from(db_secs, reading.local).abs();
+                if new < old || disagreement > old + new {
+                    reading
+                } else {
+                    best
+                }
+            }
+            None => reading,
+        });
+    }
+
+    /// How far off the estimate may be now (`None` before the first reading).
+    pub fn uncertainty(&self, now: Instant) -> Option<Duration> {
+        self.best
+            .map(|best| Duration::from_secs_f64(best.uncertainty(now)))
+    }
+
+    /// The local instant of the database time `db_secs` (`now` before the first reading).
+    pub fn local(&self, db_secs: f64, now: Instant) -> Instant {
+        let Some(best) = self.best else {
+            return now;
+        };
+        let offset = db_secs - best.db_secs;
+        if offset >= 0.0 {
+            best.local + Duration::from_secs_f64(offset)
+        } else {
+            best.local
+                .checked_sub(Duration::from_secs_f64(-offset))
+                .unwrap_or(now)
+        }
+    }
+}
+
+/// `granted` slots one `spacing` apart from `first`, then, for the rest, when to ask again
+/// (once the horizon has moved past the last granted slot).
+///
+/// A slot is where the database put it, even if that is already past (a reservation
+/// answered later than the pacer's lead): the request then misses it and takes another.
+/// Moving such slots to `now` would put them next to slots already given to other workers.
 fn slots(
     now: Instant,
-    first_secs: f64,
+    first: Instant,
     spacing: Duration,
     granted: usize,
     count: usize,
 ) -> Vec<Slot> {
-    let at = |secs: f64| now + Duration::from_secs_f64(secs.max(0.0));
-    let retry_secs = first_secs + spacing.as_secs_f64() * granted as f64 - HORIZON.as_secs_f64();
+    let after_last = first + spacing * u32::try_from(granted).unwrap_or(u32::MAX);
+    let retry = after_last
+        .checked_sub(HORIZON)
+        .unwrap_or(now)
+        .max(now + spacing);
     (0..count)
-        .map(|i| {
-            if i < granted {
-                Slot::At(at(first_secs + spacing.as_secs_f64() * i as f64))
-            } else {
-                Slot::Full(at(retry_secs.max(spacing.as_secs_f64())))
-            }
+        .map(|i| match u32::try_from(i) {
+            Ok(i) if (i as usize) < granted => Slot::At(first + spacing * i),
+            _ => Slot::Full(retry),
         })
         .collect()
 }
@@ -234,22 +358,60 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_are_one_spacing_apart_and_never_in_the_past() {
-        let now = Instant::now();
+    fn slots_are_one_spacing_apart_even_when_the_first_has_passed() {
+        let now = Instant::now() + Duration::from_secs(10);
+        // Milliseconds from now to a granted slot, negative if it has passed.
         let ms = |slot: &Slot| match slot {
-            Slot::At(t) => (*t - now).as_millis() as i64,
-            Slot::Full(t) => -((*t - now).as_millis() as i64),
+            Slot::At(t) if *t >= now => (*t - now).as_millis() as i64,
+            Slot::At(t) => -((now - *t).as_millis() as i64),
+            Slot::Full(_) => panic!("not granted"),
         };
-        let got: Vec<i64> = slots(now, 0.25, Duration::from_millis(250), 4, 4)
-            .iter()
-            .map(ms)
-            .collect();
+        let got: Vec<i64> = slots(
+            now,
+            now + Duration::from_millis(250),
+            Duration::from_millis(250),
+            4,
+            4,
+        )
+        .iter()
+        .map(ms)
+        .collect();
         assert_eq!(got, vec![250, 500, 750, 1000]);
-        let got: Vec<i64> = slots(now, 0.0, Duration::from_millis(10), 2, 2)
+        // Answered 30 ms after its first slot: that one is past, the next keeps its place.
+        let first = now - Duration::from_millis(30);
+        let got: Vec<i64> = slots(now, first, Duration::from_millis(20), 3, 3)
             .iter()
             .map(ms)
             .collect();
-        assert_eq!(got, vec![0, 10]);
+        assert_eq!(got, vec![-30, -10, 10]);
+    }
+
+    #[test]
+    fn database_times_map_through_the_reading_with_the_shortest_round_trip() {
+        let t0 = Instant::now();
+        let ms = |n: u64| Duration::from_millis(n);
+        let mut clock = DbClock::default();
+        // Read at db 100.000 during a 20 ms round trip: placed at its midpoint, t0 + 10 ms.
+        assert_eq!(clock.uncertainty(t0), None);
+        clock.observe(100.0, t0, t0 + ms(20));
+        assert_eq!(clock.local(100.5, t0 + ms(20)), t0 + ms(510));
+        assert_eq!(clock.uncertainty(t0 + ms(10)), Some(ms(10)));
+        // A 2 ms round trip later pins the clock better (the first reading was 4 ms off).
+        clock.observe(100.995, t0 + ms(1_000), t0 + ms(1_002));
+        assert_eq!(clock.local(101.995, t0 + ms(1_002)), t0 + ms(2_001));
+        // A slower reading that agrees within its uncertainty changes nothing.
+        clock.observe(103.0, t0 + ms(2_990), t0 + ms(3_030));
+        assert_eq!(clock.local(101.995, t0 + ms(3_030)), t0 + ms(2_001));
+        // One that cannot be reconciled (the database's clock was stepped a second ahead)
+        // replaces it.
+        clock.observe(105.0, t0 + ms(4_000), t0 + ms(4_010));
+        assert_eq!(clock.local(105.5, t0 + ms(4_010)), t0 + ms(4_505));
+    }
+
+    #[test]
+    fn without_a_reading_database_times_are_now() {
+        let now = Instant::now();
+        assert_eq!(DbClock::default().local(1e9, now), now);
     }
 
     #[test]
@@ -257,7 +419,13 @@ mod tests {
         let now = Instant::now();
         // Two granted at 3.5 s and 4.0 s; the horizon (4 s) moves past the last granted
         // slot 0.5 s from now.
-        let got = slots(now, 3.5, Duration::from_millis(500), 2, 3);
+        let got = slots(
+            now,
+            now + Duration::from_millis(3_500),
+            Duration::from_millis(500),
+            2,
+            3,
+        );
         assert!(matches!(got[1], Slot::At(_)));
         match got[2] {
             Slot::Full(t) => assert_eq!((t - now).as_millis(), 500),
