@@ -408,9 +408,25 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        // Databases and vhosts are left for inspection; scripts/test.sh removes old ones.
+        // Databases are left for inspection (scripts/test.sh removes old ones). The vhost
+        // goes now: its quorum queues keep RabbitMQ busy while they exist, and dozens of
+        // them made the timing of the tests that follow noisy.
         self.simulator.take();
         self.others.clear();
+        let url = format!("{}/api/vhosts/{}", rabbit_api(), self.name);
+        // Drop cannot await, and a runtime cannot start inside the test's: a thread of its
+        // own, joined, so the vhost is gone before the next test starts.
+        let deleted = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async { reqwest::Client::new().delete(url).send().await.ok() })
+        })
+        .join();
+        if !matches!(deleted, Ok(Some(ref r)) if r.status().is_success()) {
+            eprintln!("could not delete vhost {}", self.name);
+        }
     }
 }
 

@@ -8,10 +8,15 @@ use herald_shared::progress;
 use herald_tests::{TestEnv, numbers};
 use std::time::Duration;
 
+const RECIPIENTS: usize = 10_000;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_primary_runs_at_its_limit_and_the_overflow_takes_the_rest() -> Result<()> {
+    let _alone = crate::ALONE.lock().await;
     let mut env = TestEnv::new(&["--latency", "fixed:5"]).await?;
-    let overflow_url = env.extra_simulator(&["--latency", "fixed:5"]).await?;
+    // The overflow has no rate limit; 100 ms a request under a cap of 100 in flight makes
+    // about 1,000/s, so the 10,000 take long enough to watch the primary.
+    let overflow_url = env.extra_simulator(&["--latency", "fixed:100"]).await?;
     let mut primary = env.provider();
     primary.cost_per_message = Some(0.01);
     let primary = env.create_provider(&primary).await?;
@@ -23,11 +28,11 @@ async fn the_primary_runs_at_its_limit_and_the_overflow_takes_the_rest() -> Resu
         "overflow",
         &format!("{overflow_url}/v1/messages"),
     );
-    overflow.max_in_flight = 1_000;
+    overflow.max_in_flight = 100;
     overflow.cost_per_message = Some(0.05);
     let overflow = env.create_provider(&overflow).await?;
     let tenant = env.tenant("acme", 1).await?;
-    let recipients: Vec<NewRecipient> = numbers("+1555600", 2_000)
+    let recipients: Vec<NewRecipient> = numbers("+1555600", RECIPIENTS)
         .into_iter()
         .map(|address| NewRecipient {
             address,
@@ -48,46 +53,51 @@ async fn the_primary_runs_at_its_limit_and_the_overflow_takes_the_rest() -> Resu
         &recipients,
     )
     .await?;
-    // A slow trickle of overflow work at a time (the overflow lane is budgeted too), so the
-    // run lasts long enough to measure the primary's rate.
-    let _scheduler = env.scheduler(1_000, &[("HERALD_SCHEDULER_MAX_BUDGET", "100")])?;
+    let _scheduler = env.scheduler(1_000, &[])?;
     let _worker = env.worker(&[])?;
     env.start(campaign).await?;
     env.wait_completed(&[campaign], Duration::from_secs(120))
         .await?;
 
     let states = env.states(campaign).await?;
-    assert_eq!(states.get("sent"), Some(&2_000), "{states:?}");
+    assert_eq!(states.get("sent"), Some(&(RECIPIENTS as i64)), "{states:?}");
     let primary_stats = env.simulator_stats().await?;
     let overflow_stats = env.simulator_stats_at(&overflow_url).await?;
     let (on_primary, on_overflow) = (
         primary_stats["accepted"].as_u64().unwrap_or(0),
         overflow_stats["accepted"].as_u64().unwrap_or(0),
     );
-    assert_eq!(on_primary + on_overflow, 2_000);
+    assert_eq!(on_primary + on_overflow, RECIPIENTS as u64);
     assert_eq!(primary_stats["duplicates"], 0);
     assert_eq!(overflow_stats["duplicates"], 0);
-    // (Whether the primary's limit holds in every 1-second window is the rate-limit test's
-    // question: rate_limit.rs.)
+    let busiest = primary_stats["max_requests_in_any_1s_window"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    assert!(
+        busiest <= 20,
+        "{busiest} requests in one 1-second window (limit 20)"
+    );
     // The primary kept busy all along: over the whole seconds of the run (the first and the
-    // last are partial), near its 20/s. Herald paces 5% under a provider's limit, so 19/s is
-    // full use; the bound leaves a little room for a noisy machine.
-    let per_second: Vec<(u64, u64)> = primary_stats["per_second"]
+    // last are partial). Herald paces at 19.3/s, so a second sees 19 or 20 requests, and
+    // one a little late sometimes 18; the mean is a benchmark figure (bench/rate_limits.sh,
+    // BENCHMARKS.md), the floors here catch a primary left idle. The first whole second may
+    // still be starting up (the first leases, on a cold database, beside the overflow's
+    // first hundreds).
+    let per_second: Vec<u64> = primary_stats["per_second"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| Some((s["second"].as_u64()?, s["accepted"].as_u64()?)))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|s| s["accepted"].as_u64()).collect())
         .unwrap_or_default();
+    eprintln!("primary per second: {per_second:?}; {on_overflow} on the overflow");
     let whole = &per_second[1..per_second.len().saturating_sub(1).max(1)];
-    let (seconds, sent) = (
-        whole.len() as f64,
-        whole.iter().map(|(_, n)| n).sum::<u64>() as f64,
+    let mean = whole.iter().sum::<u64>() as f64 / whole.len() as f64;
+    let least = whole.iter().skip(1).copied().min().unwrap_or(0);
+    eprintln!(
+        "overflow: primary {on_primary}, overflow {on_overflow}, busiest 1-s window {busiest}, primary {mean:.2}/s over whole seconds, least {least}"
     );
     assert!(
-        seconds >= 5.0 && sent / seconds >= 0.85 * 20.0,
-        "the primary carried {sent} in {seconds} whole seconds beside {on_overflow} on the overflow: {per_second:?}"
+        whole.len() >= 10 && mean >= 0.9 * 20.0 && least >= 15,
+        "the primary carried {mean:.2}/s (least {least}) in {} whole seconds beside {on_overflow} on the overflow: {per_second:?}",
+        whole.len()
     );
     assert!(on_overflow > 0, "nothing overflowed");
 

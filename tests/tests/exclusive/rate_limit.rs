@@ -5,8 +5,8 @@ use herald_tests::{Result, TestEnv, numbers};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "timing-sensitive (about 1 run in 6 saw a burst above the limit): run it with `cargo test -p herald-tests --test exclusive -- --ignored --nocapture`"]
 async fn four_workers_stay_under_fifty_per_second_and_use_the_limit() -> Result<()> {
+    let _alone = crate::ALONE.lock().await;
     let env = TestEnv::new(&["--latency", "fixed:20"]).await?;
     let provider = env.create_provider(&env.provider()).await?;
     sqlx::query("UPDATE providers SET rate_limit = 50, rate_window_ms = 1000 WHERE id = $1")
@@ -61,9 +61,13 @@ async fn four_workers_stay_under_fifty_per_second_and_use_the_limit() -> Result<
         .unwrap_or(0.0);
     let rate = (RECIPIENTS as f64 - 1.0) / ((last - first) / 1000.0);
     eprintln!("rate limit 50/s, 4 workers: busiest 1-s window {busiest}, average {rate:.1}/s");
-    // How much of the limit is used is a benchmark figure (BENCHMARKS.md: about 95% when the
-    // machine is otherwise quiet); this floor only catches a limiter that serializes or
-    // stalls, without making the suite depend on how busy the CI machine is.
-    assert!(rate >= 40.0, "only {rate:.1}/s of the 50/s limit used");
+    // Herald paces at 96.5% of the limit (shared/src/rate_limit.rs). How much of it is used
+    // is a benchmark figure (bench/rate_limits.sh, recorded in BENCHMARKS.md); this floor
+    // catches a limiter that wastes slots without making the suite hang on how busy the CI
+    // machine is.
+    assert!(
+        rate >= 0.9 * 50.0,
+        "only {rate:.1}/s of the 50/s limit used: {seconds:?}"
+    );
     Ok(())
 }
