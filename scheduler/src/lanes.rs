@@ -18,6 +18,9 @@ struct Lane {
     budget_limited: bool,
     /// For a rate-limited provider: releases into the lane follow its pace.
     pace: Option<Pace>,
+    /// The last budget was cut by the pace, not by the drain: the provider is at its rate
+    /// limit, and what it cannot take may overflow.
+    at_pace: bool,
 }
 
 /// A token bucket at the provider's pace. The drain estimate alone cannot see a rate limit:
@@ -52,6 +55,7 @@ impl Lanes {
             measured_at: Instant::now(),
             budget_limited: false,
             pace: None,
+            at_pace: false,
         })
     }
 
@@ -121,6 +125,13 @@ impl Lanes {
         hungry
     }
 
+    /// Whether the lane's last budget was set by its provider's rate limit rather than by
+    /// how fast the workers drain it. Only then is the provider saturated: workers that
+    /// cannot keep up are no reason to pay a costlier provider.
+    pub fn at_pace(&self, provider: Uuid) -> bool {
+        self.lanes.get(&provider).is_some_and(|l| l.at_pace)
+    }
+
     pub fn needs_top_up(&self, provider: Uuid) -> bool {
         self.lanes.get(&provider).is_some_and(|l| l.budget_limited)
     }
@@ -137,6 +148,7 @@ impl Lane {
     /// `budget`, capped by the pace's tokens (refilled up to two ticks' worth).
     fn paced(&mut self, budget: u32, tick: Duration) -> u32 {
         let Some(pace) = self.pace.as_mut() else {
+            self.at_pace = false;
             return budget;
         };
         let now = Instant::now();
@@ -148,7 +160,9 @@ impl Lane {
                     .as_secs_f64())
         .min(most);
         pace.refilled_at = now;
-        budget.min(pace.tokens as u32)
+        let allowed = pace.tokens as u32;
+        self.at_pace = allowed < budget;
+        budget.min(allowed)
     }
 }
 
@@ -199,8 +213,20 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         let next = lanes.budget(lane, 0);
         assert!((1..=3).contains(&next), "after 0.1 s at 20/s: {next}");
+        assert!(lanes.at_pace(lane), "the pace, not the drain, cut the budget");
         lanes.set_pace(lane, None);
         assert!(lanes.budget(lane, 0) >= 100);
+        assert!(!lanes.at_pace(lane), "no rate limit: never at its pace");
+    }
+
+    #[test]
+    fn a_paced_lane_that_drains_slowly_is_not_at_its_pace() {
+        let lane = Uuid::from_u128(1);
+        let mut lanes = lanes();
+        lanes.set_pace(lane, Some(1_000.0));
+        // Workers have not taken the last messages: the drain, not the pace, sets the budget.
+        assert_eq!(lanes.budget(lane, 5_000), 0);
+        assert!(!lanes.at_pace(lane));
     }
 
     #[test]

@@ -145,11 +145,11 @@ impl Ticker {
     /// campaigns in it.
     ///
     /// Overflow: a campaign with an overflow provider is planned in its primary's lane first.
-    /// Only if that lane's budget ran out with the campaign's due work left over (the primary
-    /// drains no faster: it is at its rate limit, or slow) does the rest go to the overflow's
-    /// lane, after that lane's own campaigns; if the primary's breaker is open, all of it
-    /// does. A lane's budget follows its measured drain, so one 429 does not send traffic to
-    /// the costlier provider.
+    /// Only if that lane's budget ran out with the campaign's due work left over, and it was
+    /// the primary's rate limit that set the budget (not workers draining the lane slowly),
+    /// does the rest go to the overflow's lane, after that lane's own campaigns; if the
+    /// primary's breaker is open, all of it does. The pace is the configured rate limit, so
+    /// one 429 does not send traffic to the costlier provider.
     async fn dispatch(&mut self, pass: Pass, report: &mut TickReport) -> Result<(), TickError> {
         let pool = &self.pool.clone();
         let campaigns = claim::active_campaigns(pool, self.max_budget).await?;
@@ -209,7 +209,7 @@ impl Ticker {
                 return Err(error);
             }
             let used = batch.messages.len() - before;
-            if used < budget as usize {
+            if used < budget as usize || !self.lanes.at_pace(*provider) {
                 continue;
             }
             // The lane is saturated: what its campaigns could not place may overflow.
