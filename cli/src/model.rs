@@ -56,6 +56,10 @@ pub struct Provider {
     pub retry_max_ms: Option<i64>,
     pub rate_limit: Option<i64>,
     pub rate_window_ms: Option<i64>,
+    /// Non-secret, per-kind settings (a Twilio `from`, a WhatsApp `phone_number_id`, …).
+    #[serde(default)]
+    pub settings: Option<Value>,
+    pub cost_per_message: Option<f64>,
     pub created_at: Option<Timestamp>,
 }
 
@@ -65,7 +69,10 @@ pub struct NewProvider {
     pub tenant_id: Option<Uuid>,
     pub name: String,
     pub kind: &'static str,
-    pub endpoint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub settings: serde_json::Map<String, Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credentials: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,6 +89,8 @@ pub struct NewProvider {
     pub rate_limit: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_window_ms: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_per_message: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +107,7 @@ pub struct Campaign {
     pub tenant_id: Option<Uuid>,
     pub name: String,
     pub provider_id: Option<Uuid>,
+    pub overflow_provider_id: Option<Uuid>,
     #[serde(default)]
     pub channel: String,
     #[serde(default)]
@@ -115,6 +125,19 @@ pub struct Campaign {
     pub first_sent_at: Option<Timestamp>,
     pub completed_at: Option<Timestamp>,
     pub progress: Option<Progress>,
+    /// Sends and their cost per provider that carried them.
+    #[serde(default)]
+    pub by_provider: Vec<ProviderSends>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProviderSends {
+    pub provider_id: Uuid,
+    #[serde(default)]
+    pub provider: String,
+    #[serde(default)]
+    pub sent: i64,
+    pub cost: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -123,6 +146,8 @@ pub struct NewCampaign {
     pub tenant_id: Option<Uuid>,
     pub name: String,
     pub provider_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overflow_provider_id: Option<Uuid>,
     pub channel: &'static str,
     pub template: String,
     #[serde(skip_serializing_if = "Option::is_none")]

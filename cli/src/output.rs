@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use crate::client::ApiError;
 use crate::model::{
-    Campaign, Contact, ErrorBody, ErrorCount, NewKey, Progress, Provider, QuietHours, Recipient,
-    Segment, SegmentCount, Tenant, Timestamp, UploadSummary,
+    Campaign, Contact, ErrorBody, ErrorCount, NewKey, Progress, Provider, ProviderSends,
+    QuietHours, Recipient, Segment, SegmentCount, Tenant, Timestamp, UploadSummary,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -338,6 +338,14 @@ pub fn provider(p: &Provider) -> String {
                 None => "none".to_owned(),
             },
         ),
+        (
+            "settings",
+            match &p.settings {
+                Some(Value::Object(m)) if !m.is_empty() => Value::Object(m.clone()).to_string(),
+                _ => "-".to_owned(),
+            },
+        ),
+        ("cost per message", or_dash(p.cost_per_message)),
         ("created", format_time(p.created_at)),
     ])
 }
@@ -414,6 +422,7 @@ pub fn campaign(c: &Campaign) -> String {
         ("status", c.status.clone()),
         ("tenant", or_dash(c.tenant_id)),
         ("provider", or_dash(c.provider_id)),
+        ("overflow provider", or_dash(c.overflow_provider_id)),
         ("channel", c.channel.clone()),
         ("template", c.template.clone()),
         ("batch size", or_dash(c.batch_size)),
@@ -427,7 +436,30 @@ pub fn campaign(c: &Campaign) -> String {
         ("first sent", format_time(c.first_sent_at)),
         ("completed", format_time(c.completed_at)),
         ("progress", progress),
+        ("sent via", sent_via(&c.by_provider)),
     ])
+}
+
+/// Sends and cost per provider on one line: `twilio-eu 9,612 (75.93), backup 388 (19.40)`.
+fn sent_via(sends: &[ProviderSends]) -> String {
+    if sends.is_empty() {
+        return "-".to_owned();
+    }
+    sends
+        .iter()
+        .map(|s| {
+            let name = if s.provider.is_empty() {
+                s.provider_id.to_string()
+            } else {
+                s.provider.clone()
+            };
+            match s.cost {
+                Some(cost) => format!("{name} {} ({cost:.2})", format_count(s.sent)),
+                None => format!("{name} {}", format_count(s.sent)),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The one line an action (start, pause, …) answers with.

@@ -343,6 +343,9 @@ function renderDetail(c, errors) {
   setAttr($('#d-status'), 'class', `status status-${status}`);
   setText($('#d-channel'), c.channel || '—');
   setText($('#d-provider'), provider ? provider.name : shortId(c.provider_id));
+  const overflow = state.providers.find((x) => x.id === c.overflow_provider_id);
+  setText($('#d-overflow'), c.overflow_provider_id ? (overflow ? overflow.name : shortId(c.overflow_provider_id)) : 'none');
+  setText($('#d-sent-via'), sentVia(c.by_provider));
   for (const k of COUNTS) setText($(`#d-${k}`), num(p[k]));
   setAttr($('#d-progress'), 'max', num(p.total));
   setAttr($('#d-progress'), 'value', finished(p));
@@ -365,6 +368,15 @@ function renderDetail(c, errors) {
   }));
   $('#detail-errors').hidden = !errors.length;
   $('#detail-errors-empty').hidden = errors.length > 0;
+}
+
+// Sends and cost per provider: "twilio-eu 9612 (75.93) · backup 388 (19.40)".
+function sentVia(list) {
+  if (!Array.isArray(list) || !list.length) return '—';
+  return list.map((s) => {
+    const cost = typeof s.cost === 'number' ? ` (${s.cost.toFixed(2)})` : '';
+    return `${s.provider || shortId(s.provider_id)} ${num(s.sent)}${cost}`;
+  }).join(' · ');
 }
 
 function setTime(sel, iso, fallback) {
@@ -413,9 +425,25 @@ function fillProviders() {
   const prev = sel.value;
   const tenant = currentTenantId();
   const list = state.providers.filter((p) => !tenant || !p.tenant_id || p.tenant_id === tenant);
-  sel.replaceChildren(...list.map((p) => option(p.id, `${p.name}${p.kind ? ` (${p.kind})` : ''}`)));
+  sel.replaceChildren(...list.map((p) => option(p.id, providerLabel(p))));
   if (!list.length) sel.append(option('', state.providersError || 'No providers yet (POST /api/v1/providers)'));
   if (list.some((p) => p.id === prev)) sel.value = prev;
+  fillOverflow(list);
+}
+
+function providerLabel(p) {
+  const cost = typeof p.cost_per_message === 'number' ? `, ${p.cost_per_message} per message` : '';
+  return `${p.name}${p.kind ? ` (${p.kind}${cost})` : ''}`;
+}
+
+// Any of the tenant's providers but the primary, or none.
+function fillOverflow(list) {
+  const sel = $('#c-overflow');
+  const prev = sel.value;
+  const primary = $('#c-provider').value;
+  const others = list.filter((p) => p.id !== primary);
+  sel.replaceChildren(option('', 'None'), ...others.map((p) => option(p.id, providerLabel(p))));
+  if (others.some((p) => p.id === prev)) sel.value = prev;
 }
 
 function tenantLabel(id) {
@@ -435,6 +463,8 @@ function readForm() {
     template: $('#c-template').value,
   };
   if (tenant) body.tenant_id = tenant;
+  const overflow = val('#c-overflow');
+  if (overflow) body.overflow_provider_id = overflow;
   if (!body.name) bad('name', 'required');
   if (!body.provider_id) bad('provider', 'choose a provider');
   if (!body.template.trim()) bad('template', 'required');
@@ -583,6 +613,7 @@ function init() {
   document.addEventListener('keydown', (ev) => { if (ev.key === 'Escape' && state.detailId) closeDetail(); });
   $('#create-campaign').addEventListener('submit', submitCampaign);
   $('#c-tenant').addEventListener('change', fillProviders);
+  $('#c-provider').addEventListener('change', fillProviders);
   $('#c-reload').addEventListener('click', loadFormOptions);
   if (typeof Intl.supportedValuesOf === 'function') { // time zone suggestions, offline
     $('#time-zones').append(...Intl.supportedValuesOf('timeZone').map((z) => option(z, '')));

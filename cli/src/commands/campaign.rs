@@ -102,6 +102,8 @@ pub enum CampaignCommand {
       --template 'Hi {{first_name}}, 20% off until Sunday' --quiet-hours 21:00-07:00
   herald campaign create vip --provider $PROVIDER --channel whatsapp --template 'Hello!' \\
       --segment $SEGMENT --start-at 2026-11-22T10:00:00+01:00
+  herald campaign create black-friday --provider $TWILIO --overflow-provider $BACKUP \\
+      --channel sms --template 'Doors open at 8'
 
 Then: `herald campaign upload ID FILE` (unless --segment) and `herald campaign start ID`.")]
     Create {
@@ -110,6 +112,10 @@ Then: `herald campaign upload ID FILE` (unless --segment) and `herald campaign s
         /// Provider to send through
         #[arg(long, value_name = "ID")]
         provider: Uuid,
+        /// Provider that takes what --provider cannot: sends beyond its rate limit, or while
+        /// its circuit breaker is open (never because of a single refusal)
+        #[arg(long, value_name = "ID")]
+        overflow_provider: Option<Uuid>,
         /// Channel the messages go out on
         #[arg(long, value_enum)]
         channel: Channel,
@@ -229,6 +235,7 @@ pub async fn run(ctx: &Ctx, command: CampaignCommand) -> Result<(), CliError> {
         CampaignCommand::Create {
             name,
             provider,
+            overflow_provider,
             channel,
             template,
             tenant,
@@ -244,6 +251,7 @@ pub async fn run(ctx: &Ctx, command: CampaignCommand) -> Result<(), CliError> {
                 tenant_id: tenant,
                 name,
                 provider_id: provider,
+                overflow_provider_id: overflow_provider,
                 channel: channel.as_str(),
                 template,
                 batch_size,

@@ -2,28 +2,65 @@
 
 use std::path::Path;
 
-use clap::Subcommand;
-use serde_json::Value;
+use clap::{Subcommand, ValueEnum};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{CliError, Ctx};
 use crate::model::NewProvider;
 use crate::output;
 
+/// Which API a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// A generic HTTP JSON API (body and headers templated by --setting)
+    Http,
+    /// Twilio Programmable Messaging
+    TwilioSms,
+    /// Twilio Voice (calls)
+    TwilioVoice,
+    /// WhatsApp Cloud API
+    Whatsapp,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::TwilioSms => "twilio_sms",
+            Self::TwilioVoice => "twilio_voice",
+            Self::Whatsapp => "whatsapp",
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ProviderCommand {
-    /// Register an HTTP provider that campaigns send through
+    /// Register a provider that campaigns send through
     #[command(after_help = "Examples:
-  herald provider create twilio-eu --endpoint https://sms.example/send --credentials @creds.json
+  herald provider create acme-http --endpoint https://sms.example/send --credentials @creds.json
+  herald provider create twilio-eu --kind twilio-sms --setting from=+15005550006 \
+      --credentials '{\"account_sid\": \"AC…\", \"auth_token\": \"…\"}' --rate-limit 100 --cost-per-message 0.0079
+  herald provider create wa --kind whatsapp --setting phone_number_id=106540352242922 \
+      --credentials @wa.json
   herald provider create shared-sms --endpoint https://sms.example/send --timeout-ms 5000 --max-in-flight 200
 
-Without --tenant an operator key creates a shared provider every tenant may use.")]
+Settings and credentials per kind are listed in admin/API.md (Providers). Without --tenant an
+operator key creates a shared provider every tenant may use.")]
     Create {
         /// Provider name
         name: String,
-        /// The provider's send URL (http or https)
+        /// Which API the provider speaks
+        #[arg(long, value_enum, default_value_t = Kind::Http)]
+        kind: Kind,
+        /// For http: the URL requests are POSTed to (required). For the other kinds: the
+        /// API's base URL [default: the real API's]
         #[arg(long, value_name = "URL")]
-        endpoint: String,
+        endpoint: Option<String>,
+        /// A non-secret setting of the kind, e.g. from=+15005550006 or preview_url=true
+        /// (a value that parses as JSON is taken as JSON); repeat for more
+        #[arg(long = "setting", value_name = "KEY=VALUE", value_parser = parse_setting)]
+        settings: Vec<(String, Value)>,
         /// Owning tenant (operator key only; a tenant key always creates its own)
         #[arg(long, value_name = "ID")]
         tenant: Option<Uuid>,
@@ -52,6 +89,10 @@ Without --tenant an operator key creates a shared provider every tenant may use.
         /// The rate limit's window in milliseconds (default 1000)
         #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..=86_400_000))]
         rate_window_ms: Option<u32>,
+        /// What one message costs through this provider (any currency), for the sends and
+        /// cost per provider a campaign shows
+        #[arg(long, value_name = "AMOUNT")]
+        cost_per_message: Option<f64>,
     },
     /// List providers
     List,
@@ -66,7 +107,9 @@ pub async fn run(ctx: &Ctx, command: ProviderCommand) -> Result<(), CliError> {
     match command {
         ProviderCommand::Create {
             name,
+            kind,
             endpoint,
+            settings,
             tenant,
             credentials,
             timeout_ms,
@@ -76,13 +119,15 @@ pub async fn run(ctx: &Ctx, command: ProviderCommand) -> Result<(), CliError> {
             retry_max_ms,
             rate_limit,
             rate_window_ms,
+            cost_per_message,
         } => {
             let credentials = credentials.map(|arg| read_credentials(&arg)).transpose()?;
             let body = NewProvider {
                 tenant_id: tenant,
                 name,
-                kind: "http",
+                kind: kind.as_str(),
                 endpoint,
+                settings: settings.into_iter().collect::<Map<String, Value>>(),
                 credentials,
                 timeout_ms,
                 max_in_flight,
@@ -91,6 +136,7 @@ pub async fn run(ctx: &Ctx, command: ProviderCommand) -> Result<(), CliError> {
                 retry_max_ms,
                 rate_limit,
                 rate_window_ms,
+                cost_per_message,
             };
             let reply = ctx.client.create_provider(&body).await?;
             ctx.show(&reply, output::provider)
@@ -104,6 +150,28 @@ pub async fn run(ctx: &Ctx, command: ProviderCommand) -> Result<(), CliError> {
             ctx.show(&reply, output::provider)
         }
     }
+}
+
+/// `--setting KEY=VALUE`: `true`, `false`, a JSON object or array as JSON; anything else as
+/// text, digits included (no setting is a number, and a WhatsApp phone number id is a
+/// string of digits).
+fn parse_setting(arg: &str) -> Result<(String, Value), String> {
+    let (key, value) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got `{arg}`"))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(format!("the key is empty in `{arg}`"));
+    }
+    let value = match value.trim_start().chars().next() {
+        Some('{' | '[') => {
+            serde_json::from_str(value).map_err(|e| format!("{key}: not valid JSON ({e})"))?
+        }
+        _ if value == "true" => Value::Bool(true),
+        _ if value == "false" => Value::Bool(false),
+        _ => Value::String(value.to_owned()),
+    };
+    Ok((key.to_owned(), value))
 }
 
 /// `--credentials`: inline JSON, or `@FILE`.
@@ -147,6 +215,36 @@ mod tests {
                 .unwrap_err()
                 .starts_with("not valid JSON")
         );
+    }
+
+    #[test]
+    fn settings_are_text_unless_they_are_json() {
+        assert_eq!(
+            parse_setting("from=+15005550006").unwrap(),
+            ("from".to_owned(), serde_json::json!("+15005550006"))
+        );
+        assert_eq!(
+            parse_setting("preview_url=true").unwrap().1,
+            serde_json::json!(true)
+        );
+        assert_eq!(
+            parse_setting(r#"template={"name": "promo", "language": "en"}"#)
+                .unwrap()
+                .1["name"],
+            "promo"
+        );
+        // A phone number id is a string of digits, not a number.
+        assert_eq!(
+            parse_setting("phone_number_id=106540352242922").unwrap().1,
+            serde_json::json!("106540352242922")
+        );
+        assert!(
+            parse_setting("template={name:")
+                .unwrap_err()
+                .starts_with("template: not valid JSON")
+        );
+        assert!(parse_setting("from").unwrap_err().contains("KEY=VALUE"));
+        assert!(parse_setting("=x").unwrap_err().contains("key is empty"));
     }
 
     #[test]

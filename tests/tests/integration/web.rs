@@ -262,6 +262,22 @@ async fn the_page_creates_starts_pauses_and_resumes_a_campaign() -> Result<()> {
     let (_, key, provider) = admin
         .tenant_with_provider("acme", &env.simulator_url)
         .await?;
+    // An overflow provider to pick in the form. The primary has no rate limit, so it carries
+    // everything.
+    let backup = admin
+        .ok(
+            &key,
+            reqwest::Method::POST,
+            "/providers",
+            Some(
+                json!({"name": "backup", "endpoint": format!("{}/v1/messages", env.simulator_url),
+                        "cost_per_message": 0.05}),
+            ),
+        )
+        .await?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let _scheduler = env.scheduler(500, &[])?;
     let _worker = env.worker(&[("HERALD_WORKER_PREFETCH", "20")])?;
 
@@ -273,7 +289,11 @@ async fn the_page_creates_starts_pauses_and_resumes_a_campaign() -> Result<()> {
     }
     std::fs::write(&file, csv)?;
     let page = browser.session().await?;
-    let outcome = drive(&env, &page, &admin.url, &key, &provider, &file).await;
+    let providers = Providers {
+        primary: &provider,
+        overflow: &backup,
+    };
+    let outcome = drive(&env, &page, &admin.url, &key, &providers, &file).await;
     if outcome.is_err() {
         // What the page showed when it went wrong, next to the services' logs.
         if let Ok(png) = page.screenshot().await {
@@ -287,14 +307,21 @@ async fn the_page_creates_starts_pauses_and_resumes_a_campaign() -> Result<()> {
     outcome
 }
 
+/// The providers the form offers: the one chosen, and the one chosen as overflow.
+struct Providers<'a> {
+    primary: &'a str,
+    overflow: &'a str,
+}
+
 async fn drive(
     env: &TestEnv,
     page: &Client,
     admin_url: &str,
     key: &str,
-    provider: &str,
+    providers: &Providers<'_>,
     file: &Path,
 ) -> Result<()> {
+    let provider = providers.primary;
     let started = Instant::now();
     page.goto(&format!("{admin_url}/?key={key}")).await?;
 
@@ -320,6 +347,10 @@ async fn drive(
     page.find(Locator::Css("#c-provider"))
         .await?
         .select_by_value(provider)
+        .await?;
+    page.find(Locator::Css("#c-overflow"))
+        .await?
+        .select_by_value(providers.overflow)
         .await?;
     page.find(Locator::Css("#c-channel"))
         .await?
@@ -393,6 +424,11 @@ async fn drive(
     ensure_eq!(campaign["template"], "Hi {{first_name}}", "{campaign}");
     ensure_eq!(campaign["channel"], "sms", "{campaign}");
     ensure_eq!(campaign["provider_id"], provider, "{campaign}");
+    ensure_eq!(
+        campaign["overflow_provider_id"],
+        providers.overflow,
+        "{campaign}"
+    );
     ensure_eq!(campaign["progress"]["total"], RECIPIENTS, "{campaign}");
     let row = Row {
         page,
@@ -464,6 +500,28 @@ async fn drive(
         "each recipient exactly once"
     );
     ensure_eq!(stats["duplicates"], 0);
+
+    // The campaign's details: what went through which provider.
+    page.find(Locator::Css(&format!("{} a.campaign-link", row.selector)))
+        .await?
+        .click()
+        .await?;
+    let sent_via = poll(
+        Duration::from_secs(10),
+        "the sends per provider",
+        || async {
+            let text = page.find(Locator::Css("#d-sent-via")).await?.text().await?;
+            Ok(if text.starts_with("sim ") {
+                Ok(text)
+            } else {
+                Err(text)
+            })
+        },
+    )
+    .await?;
+    ensure_eq!(sent_via, format!("sim {RECIPIENTS}"));
+    let overflow = page.find(Locator::Css("#d-overflow")).await?.text().await?;
+    ensure_eq!(overflow, "backup");
     eprintln!("web: the page's part took {:?}", started.elapsed());
     Ok(())
 }
