@@ -173,3 +173,103 @@ async fn a_script_drives_a_campaign_and_failures_exit_non_zero() -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_of_each_kind_and_an_overflow_campaign() -> Result<()> {
+    let env = TestEnv::new(&["--latency", "fixed:0"]).await?;
+    let admin = env.admin().await?;
+    let cli = Cli {
+        env: &env,
+        url: admin.url.clone(),
+    };
+    let (_, key, primary) = admin
+        .tenant_with_provider("acme", &env.simulator_url)
+        .await?;
+
+    let twilio = cli.json(
+        &key,
+        &[
+            "provider",
+            "create",
+            "twilio-eu",
+            "--kind",
+            "twilio-sms",
+            "--endpoint",
+            &env.simulator_url,
+            "--setting",
+            "from=+15005550006",
+            "--credentials",
+            r#"{"account_sid": "AC0123456789abcdef0123456789abcdef", "auth_token": "s3cr3t"}"#,
+            "--cost-per-message",
+            "0.0079",
+        ],
+    )?;
+    assert_eq!(twilio["kind"], "twilio_sms", "{twilio}");
+    assert_eq!(twilio["settings"]["from"], "+15005550006", "{twilio}");
+    assert_eq!(twilio["has_credentials"], true, "{twilio}");
+    assert_eq!(twilio["cost_per_message"], 0.0079, "{twilio}");
+    assert!(!twilio.to_string().contains("s3cr3t"), "{twilio}");
+
+    // A WhatsApp provider without its phone number id: exit 1, the field named.
+    let refused = cli.run(
+        &key,
+        &[
+            "provider",
+            "create",
+            "wa",
+            "--kind",
+            "whatsapp",
+            "--credentials",
+            r#"{"access_token": "t"}"#,
+        ],
+    )?;
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("settings.phone_number_id"), "{stderr}");
+    let whatsapp = cli.json(
+        &key,
+        &[
+            "provider",
+            "create",
+            "wa",
+            "--kind",
+            "whatsapp",
+            "--setting",
+            "phone_number_id=106540352242922",
+            "--setting",
+            "preview_url=true",
+            "--credentials",
+            r#"{"access_token": "t"}"#,
+        ],
+    )?;
+    assert_eq!(whatsapp["settings"]["phone_number_id"], "106540352242922");
+    assert_eq!(whatsapp["settings"]["preview_url"], true);
+
+    let campaign = cli.json(
+        &key,
+        &[
+            "campaign",
+            "create",
+            "black-friday",
+            "--provider",
+            &primary,
+            "--overflow-provider",
+            &id(&twilio),
+            "--channel",
+            "sms",
+            "--template",
+            "Doors open at 8",
+        ],
+    )?;
+    assert_eq!(campaign["overflow_provider_id"], twilio["id"], "{campaign}");
+    let shown = cli.run(&key, &["campaign", "show", &id(&campaign)])?;
+    assert!(shown.status.success());
+    let text = String::from_utf8_lossy(&shown.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("overflow provider"))
+        .unwrap_or_default();
+    assert!(line.ends_with(&id(&twilio)), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("sent via")), "{text}");
+    Ok(())
+}
