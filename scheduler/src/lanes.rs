@@ -213,7 +213,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         let next = lanes.budget(lane, 0);
         assert!((1..=3).contains(&next), "after 0.1 s at 20/s: {next}");
-        assert!(lanes.at_pace(lane), "the pace, not the drain, cut the budget");
+        assert!(
+            lanes.at_pace(lane),
+            "the pace, not the drain, cut the budget"
+        );
         lanes.set_pace(lane, None);
         assert!(lanes.budget(lane, 0) >= 100);
         assert!(!lanes.at_pace(lane), "no rate limit: never at its pace");
