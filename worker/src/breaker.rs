@@ -129,6 +129,15 @@ impl Breaker {
         }
     }
 
+    /// The probe was admitted but never sent (it found no send slot in time): the next
+    /// request probes instead, rather than every request waiting for an answer that will
+    /// not come.
+    pub fn probe_not_sent(&mut self) {
+        if self.state == (State::HalfOpen { probing: true }) {
+            self.state = State::HalfOpen { probing: false };
+        }
+    }
+
     /// Whether requests are being held back (open, or half-open with a probe out).
     pub fn is_open(&self, now: Instant) -> bool {
         match self.state {
@@ -184,6 +193,11 @@ impl Breakers {
 
     pub fn admit(&self, provider: Uuid) -> Admission {
         self.with(provider, |b| b.admit(Instant::now()))
+    }
+
+    /// See [`Breaker::probe_not_sent`].
+    pub fn probe_not_sent(&self, provider: Uuid) {
+        self.with(provider, Breaker::probe_not_sent);
     }
 
     /// Takes in a call's result. If it opened the breaker, tells the fleet, and answers
@@ -275,6 +289,19 @@ mod tests {
         assert_eq!(breaker.record(Health::Up, true, until), None);
         assert_eq!(breaker.admit(until), Admission::Send);
         assert!(!breaker.is_open(until));
+    }
+
+    #[test]
+    fn a_probe_that_was_not_sent_lets_the_next_request_probe() {
+        let t0 = Instant::now();
+        let mut b = Breaker {
+            state: State::Open { until: t0 },
+            ..Breaker::default()
+        };
+        assert_eq!(b.admit(t0), Admission::Probe);
+        assert!(matches!(b.admit(t0), Admission::Wait(_)));
+        b.probe_not_sent();
+        assert_eq!(b.admit(t0), Admission::Probe);
     }
 
     #[test]

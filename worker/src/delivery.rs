@@ -159,6 +159,9 @@ async fn send(
         Some(spacing) => match on_a_slot(ctx, provider, message, spacing, deadline).await {
             Ok(result) => result,
             Err(error) => {
+                if probe {
+                    ctx.breakers.probe_not_sent(provider.id);
+                }
                 return Decision::Deferred {
                     error,
                     delay: Duration::ZERO,
