@@ -1,8 +1,9 @@
 //! One delivery, from decode to ack: the per-message path.
 //!
 //! decode → begin (lease, batched) → provider call (bounded by the provider's in-flight cap,
-//! with its timeout; on a send slot if the provider is rate-limited) → decide → record (batched) → ack. Acks only after the outcome is
-//! committed; if it cannot be recorded the delivery goes back to the queue.
+//! with its timeout; on a send slot if the provider is rate-limited) → decide → record
+//! (batched) → ack. Acks only after the outcome is committed; if it cannot be recorded the
+//! delivery goes back to the queue.
 
 use crate::attempts::{Dispatch, Outcome};
 use crate::batch::Batcher;
@@ -142,8 +143,9 @@ async fn send(
     attempt: u32,
     deadline: Instant,
 ) -> Decision {
-    // The wait for a slot can be long with a slow provider: check the expiry again right
-    // before sending, not only when the lease was taken.
+    // The wait for room under the in-flight cap can be long with a slow provider: check the
+    // expiry again now, not only when the lease was taken. (A send slot comes at most a few
+    // seconds later.)
     if message
         .expires_at
         .is_some_and(|at| at <= chrono::Utc::now())
