@@ -7,7 +7,7 @@
 //! at most about a tick for its first send.
 
 use crate::backpressure::{DrainEstimator, Limits};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -108,6 +108,17 @@ impl Lanes {
             lane.budget_limited = budget > 0 && published >= budget;
             if let Some(pace) = lane.pace.as_mut() {
                 pace.tokens = (pace.tokens - f64::from(published)).max(0.0);
+            }
+        }
+    }
+
+    /// At a tick: lanes with no due work this tick are not hungry, whatever their last
+    /// publish was (their campaigns finished, paused, or their provider's breaker opened);
+    /// left hungry, they would be polled for top-ups that publish nothing, for good.
+    pub fn only_due(&mut self, due: &BTreeSet<Uuid>) {
+        for (provider, lane) in &mut self.lanes {
+            if !due.contains(provider) {
+                lane.budget_limited = false;
             }
         }
     }
@@ -230,6 +241,19 @@ mod tests {
         // Workers have not taken the last messages: the drain, not the pace, sets the budget.
         assert_eq!(lanes.budget(lane, 5_000), 0);
         assert!(!lanes.at_pace(lane));
+    }
+
+    #[test]
+    fn a_lane_without_due_work_stops_being_hungry() {
+        let (busy, done) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let mut lanes = lanes();
+        for lane in [busy, done] {
+            let budget = lanes.budget(lane, 0);
+            lanes.published(lane, budget, budget);
+        }
+        assert_eq!(lanes.hungry(), vec![busy, done]);
+        lanes.only_due(&BTreeSet::from([busy]));
+        assert_eq!(lanes.hungry(), vec![busy]);
     }
 
     #[test]

@@ -170,6 +170,7 @@ impl Ticker {
         // Rate limits are read once a tick; top-ups (only of lanes a tick has seen) keep the
         // lanes' paces.
         if pass == Pass::Tick {
+            self.lanes.only_due(&involved);
             let ids: Vec<Uuid> = involved.iter().copied().collect();
             let paces: BTreeMap<Uuid, f64> = claim::provider_paces(pool, &ids)
                 .await?

@@ -27,6 +27,9 @@ use uuid::Uuid;
 pub struct Dispatch {
     pub recipient_id: i64,
     pub seq: i32,
+    /// The provider the message goes to (the campaign's primary or its overflow): its
+    /// timeout sizes the lease.
+    pub provider: Uuid,
 }
 
 /// Begins attempts; answers, per dispatch, the attempt number if this worker now holds the
@@ -38,19 +41,23 @@ pub async fn begin(
 ) -> Result<Vec<Option<u32>>, sqlx::Error> {
     let ids: Vec<i64> = dispatches.iter().map(|d| d.recipient_id).collect();
     let seqs: Vec<i32> = dispatches.iter().map(|d| d.seq).collect();
+    let providers: Vec<Uuid> = dispatches.iter().map(|d| d.provider).collect();
     let rows: Vec<(i64, i32, i32)> = sqlx::query_as(
-        "WITH m AS (SELECT * FROM unnest($1::bigint[], $2::int[]) AS m(id, seq)),
+        "WITH m AS (SELECT * FROM unnest($1::bigint[], $2::int[], $4::uuid[]) AS m(id, seq, provider)),
          -- One primary-key lookup per message, whatever the statistics say (OFFSET 0 keeps
          -- the planner from merging it into a join that walks a campaign's index instead).
          current AS MATERIALIZED (
              SELECT x.* FROM m CROSS JOIN LATERAL (
-                 SELECT r.id, r.dispatch_seq AS seq, r.state, r.lease_until, r.campaign_id
+                 SELECT r.id, r.dispatch_seq AS seq, r.state, r.lease_until, r.campaign_id,
+                        m.provider
                  FROM recipients r WHERE r.id = m.id AND r.dispatch_seq = m.seq OFFSET 0
              ) x
          ),
+         -- The lease covers the provider the message goes to: an overflow provider's
+         -- timeout may be longer than the primary's.
          startable AS MATERIALIZED (
              SELECT k.id, k.seq, k.state, p.timeout_ms
-             FROM current k JOIN campaigns c ON c.id = k.campaign_id JOIN providers p ON p.id = c.provider_id
+             FROM current k JOIN campaigns c ON c.id = k.campaign_id JOIN providers p ON p.id = k.provider
              WHERE c.status = 'running'
                AND (c.expires_at IS NULL OR c.expires_at > now())
                AND NOT herald_in_quiet_hours(c.quiet_start, c.quiet_end, c.time_zone, now())
@@ -91,6 +98,7 @@ pub async fn begin(
     .bind(&ids)
     .bind(&seqs)
     .bind(lease_grace.as_secs_f64())
+    .bind(&providers)
     .fetch_all(pool)
     .await?;
     let begun: HashMap<(i64, i32), i32> = rows

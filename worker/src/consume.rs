@@ -175,7 +175,15 @@ async fn session(
                 return Ok(());
             }
             _ = refresh.tick() => {
-                let wanted = wanted_lanes(settings).await?;
+                // A database blip keeps the lanes as they are: reconnecting to the broker
+                // for it would hand back every delivery in hand.
+                let wanted = match wanted_lanes(settings).await {
+                    Ok(wanted) => wanted,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot refresh the lanes; keeping them");
+                        continue;
+                    }
+                };
                 if let Err(error) = ctx.breakers.sync().await {
                     tracing::warn!(%error, "cannot read the fleet's circuit breakers");
                 }

@@ -61,6 +61,7 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
     let dispatch = Dispatch {
         recipient_id: message.recipient_id,
         seq: message.seq,
+        provider: message.provider_id,
     };
     let attempt = match ctx.begin.call(dispatch).await {
         Ok(Ok(Some(attempt))) => attempt,

@@ -61,10 +61,16 @@ impl InFlight {
         let cap = caps.entry(provider).or_insert_with(|| Cap::new(size));
         if size > cap.size {
             // Growing first cancels what a shrink still owed, then adds room.
+            // One atomic update: a permit dropped meanwhile may pay off some of the debt,
+            // and a separate read and subtract would then wrap it round.
             let mut grow = size - cap.size;
-            let owed = cap.owed.load(Ordering::Acquire);
+            let owed = cap
+                .owed
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    Some(n.saturating_sub(grow))
+                })
+                .unwrap_or_else(|n| n);
             let cancelled = owed.min(grow);
-            cap.owed.fetch_sub(cancelled, Ordering::AcqRel);
             grow -= cancelled;
             cap.semaphore.add_permits(grow as usize);
         } else if size < cap.size {

@@ -160,9 +160,9 @@ async fn reserve(
         .bind(provider)
         .execute(pool)
         .await?;
+    sync_clock(pool, clock).await?;
     // The slowdown decays with the time since the last reservation, so that a provider
     // that stopped throttling is probed back up to its configured rate.
-    sync_clock(pool, clock).await?;
     let sent_at = Instant::now();
     let (granted, db_now, first_at, spacing_secs): (i32, f64, f64, f64) = sqlx::query_as(
         "WITH cur AS (
@@ -213,21 +213,25 @@ const DRIFT: f64 = 1e-4;
 const CLOCK_TOLERANCE: Duration = Duration::from_millis(2);
 /// Readings made at most to bring the clock within [`CLOCK_TOLERANCE`] before a reservation.
 const SYNC_READINGS: usize = 3;
+/// At most one round of such readings this often: a database farther than about 4 ms away
+/// never gets within the tolerance, and must not cost extra statements on every reservation.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// Reads the database's clock with a statement of its own while the estimate is too
 /// uncertain: at start, when only slow round trips were seen (the first reservation on a
 /// new connection took 166 ms, and its slots were placed up to 55 ms off), or after long
 /// without a reading.
 async fn sync_clock(pool: &PgPool, clock: &Mutex<DbClock>) -> Result<(), sqlx::Error> {
-    let uncertain = || {
-        clock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .uncertainty(Instant::now())
-            .is_none_or(|u| u > CLOCK_TOLERANCE)
-    };
+    let lock = || clock.lock().unwrap_or_else(|e| e.into_inner());
+    if !lock().wants_readings(Instant::now()) {
+        return Ok(());
+    }
+    lock().synced_at = Some(Instant::now());
     for _ in 0..SYNC_READINGS {
-        if !uncertain() {
+        if lock()
+            .uncertainty(Instant::now())
+            .is_some_and(|u| u <= CLOCK_TOLERANCE)
+        {
             break;
         }
         let sent = Instant::now();
@@ -236,10 +240,7 @@ async fn sync_clock(pool: &PgPool, clock: &Mutex<DbClock>) -> Result<(), sqlx::E
                 .fetch_one(pool)
                 .await?;
         let answered = Instant::now();
-        clock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .observe(db_now, sent, answered);
+        lock().observe(db_now, sent, answered);
     }
     Ok(())
 }
@@ -251,6 +252,8 @@ async fn sync_clock(pool: &PgPool, clock: &Mutex<DbClock>) -> Result<(), sqlx::E
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DbClock {
     best: Option<Reading>,
+    /// When the last round of readings of its own was made.
+    synced_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -265,9 +268,7 @@ impl Reading {
         self.half_round_trip.as_secs_f64()
             + DRIFT * now.saturating_duration_since(self.local).as_secs_f64()
     }
-}
 
-impl Reading {
     /// Seconds by which this reading places the database time `db_secs` after `local`.
     fn offset_from(&self, db_secs: f64, local: Instant) -> f64 {
         let since = if local >= self.local {
@@ -303,6 +304,19 @@ impl DbClock {
             }
             None => reading,
         });
+    }
+
+    /// Whether to read the clock with statements of its own before placing slots: always
+    /// before the first reading, and, while it is more uncertain than [`CLOCK_TOLERANCE`],
+    /// at most every [`SYNC_EVERY`].
+    fn wants_readings(&self, now: Instant) -> bool {
+        match self.uncertainty(now) {
+            None => true,
+            Some(u) if u > CLOCK_TOLERANCE => self
+                .synced_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= SYNC_EVERY),
+            Some(_) => false,
+        }
     }
 
     /// How far off the estimate may be now (`None` before the first reading).
@@ -406,6 +420,23 @@ mod tests {
         // replaces it.
         clock.observe(105.0, t0 + ms(4_000), t0 + ms(4_010));
         assert_eq!(clock.local(105.5, t0 + ms(4_010)), t0 + ms(4_505));
+    }
+
+    #[test]
+    fn an_uncertain_clock_is_read_again_at_most_once_a_second() {
+        let t0 = Instant::now();
+        let ms = |n: u64| Duration::from_millis(n);
+        let mut clock = DbClock::default();
+        assert!(clock.wants_readings(t0));
+        // A far database: 10 ms round trips, never within the tolerance.
+        clock.observe(100.0, t0, t0 + ms(10));
+        assert!(clock.wants_readings(t0 + ms(10)));
+        clock.synced_at = Some(t0 + ms(10));
+        assert!(!clock.wants_readings(t0 + ms(500)));
+        assert!(clock.wants_readings(t0 + ms(1_010)));
+        // A near one: within the tolerance, no readings of its own.
+        clock.observe(101.0005, t0 + ms(1_000), t0 + ms(1_001));
+        assert!(!clock.wants_readings(t0 + ms(1_001)));
     }
 
     #[test]
