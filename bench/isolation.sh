@@ -13,10 +13,7 @@ RECIPIENTS="${1:-60000}"
 LATENCY="${LATENCY:-0}"
 RUNS="${RUNS:-3}"
 
-cargo build --release --quiet --bin herald-scheduler --bin herald-worker --bin herald-simulator --bin herald-demo
-BIN="$CARGO_TARGET_DIR/release"
-LOGS="$ROOT/.demo/bench"
-mkdir -p "$LOGS"
+build_bench_binaries
 
 trap stop_services EXIT
 

@@ -9,10 +9,7 @@ require_cargo
 scripts/services.sh
 RECIPIENTS="${1:-60000}"
 
-cargo build --release --quiet --bin herald-scheduler --bin herald-worker --bin herald-simulator --bin herald-demo
-BIN="$CARGO_TARGET_DIR/release"
-LOGS="$ROOT/.demo/bench"
-mkdir -p "$LOGS"
+build_bench_binaries
 
 trap stop_services EXIT
 

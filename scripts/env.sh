@@ -13,6 +13,15 @@ require_cargo() {
   command -v cargo >/dev/null 2>&1 || { echo "error: Rust (cargo ≥ 1.94) is needed: https://rustup.rs" >&2; exit 1; }
 }
 
+# Builds the release binaries a bench runs and sets BIN (where they are) and LOGS (where
+# the bench's services write, created).
+build_bench_binaries() {
+  cargo build --release --quiet --bin herald-scheduler --bin herald-worker --bin herald-simulator --bin herald-demo
+  BIN="$CARGO_TARGET_DIR/release"
+  LOGS="$ROOT/.demo/bench"
+  mkdir -p "$LOGS"
+}
+
 # Gives a run a database and a vhost of its own, both named $1, empty, and points
 # HERALD_DATABASE_URL / HERALD_AMQP_URL at them.
 fresh_database_and_vhost() {

@@ -48,8 +48,9 @@ pub async fn activate_due_campaigns(pool: &PgPool) -> Result<Vec<(Uuid, Uuid)>, 
 }
 
 /// Running campaigns with due recipients, leaving out those inside their quiet hours, past
-/// their expiry, or whose providers' circuit breakers are all open. The counts stop at the batch size or the tick's budget, whichever is
-/// smaller, so each costs at most that many index entries however large the campaign.
+/// their expiry, or whose providers' circuit breakers are all open. The counts stop at the
+/// batch size or `budget` (the scheduler's most per tick), whichever is smaller, so each
+/// costs at most that many index entries however large the campaign.
 pub async fn active_campaigns(
     pool: &PgPool,
     budget: u32,

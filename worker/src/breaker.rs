@@ -3,7 +3,7 @@
 //!
 //! Each worker keeps a breaker per provider over its own recent calls (this module: pure
 //! decisions, no I/O). When one opens, the worker also tells the fleet (`provider_pacing.
-//! open_until`, see [`crate::pacing`]): the scheduler stops releasing that provider's
+//! open_until`, written by [`Breakers::record`]): the scheduler stops releasing that provider's
 //! recipients until then, and the recipients already queued wait, with no attempt spent.
 //!
 //! ```text

@@ -4,10 +4,11 @@
 //!   drains on shutdown); [`fleet`]: the heartbeat that shares in-flight caps across workers.
 //! - [`delivery`]: one delivery's path, decode to ack.
 //! - [`attempts`]: the lease and outcome writes, batched by [`batch`].
-//! - [`providers`]: provider settings and in-flight caps; [`adapters`]: each provider API's
+//! - [`providers`]: provider settings, cached; [`adapters`]: each provider API's
 //!   requests and answers; [`provider_call`]: the HTTP call.
 //! - [`outcome`]: what an answer means (sent, retry with backoff, failed).
-//! - [`pacing`]: fleet-wide rate limits; [`in_flight`]: per-provider in-flight caps;
+//! - [`pacing`]: fleet-wide rate limits, and [`on_time`]: the paced requests' own thread;
+//!   [`in_flight`]: per-provider in-flight caps;
 //!   [`breaker`]: circuit breakers for failing providers.
 
 pub mod adapters;

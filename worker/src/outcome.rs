@@ -81,8 +81,9 @@ pub enum Decision {
         error: String,
         delay: Duration,
     },
-    /// The provider's circuit breaker is open: the recipient waits for the cool-down
-    /// without spending an attempt.
+    /// Nothing was sent, through no fault of the recipient: the provider's circuit breaker
+    /// is open, or no room or send slot came before the lease ran out. The recipient waits
+    /// (for the cool-down, if any) without spending an attempt.
     Deferred {
         error: String,
         delay: Duration,

@@ -8,3 +8,16 @@ mod rate_limit;
 
 /// Held for the whole of each test here, so that they run one at a time.
 pub static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The busiest 1-second window the simulator saw (its `/control/stats`), asserted to be at
+/// most `limit`.
+pub fn busiest_within(stats: &serde_json::Value, limit: u64) -> u64 {
+    let busiest = stats["max_requests_in_any_1s_window"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    assert!(
+        busiest <= limit,
+        "{busiest} requests in one 1-second window (limit {limit})"
+    );
+    busiest
+}

@@ -10,7 +10,14 @@ struct Cli<'a> {
     url: String,
 }
 
-impl Cli<'_> {
+impl<'a> Cli<'a> {
+    fn new(env: &'a TestEnv, admin: &herald_tests::Admin) -> Self {
+        Self {
+            env,
+            url: admin.url.clone(),
+        }
+    }
+
     fn run(&self, key: &str, args: &[&str]) -> Result<Output> {
         let mut all = vec!["--url", self.url.as_str(), "--key", key];
         all.extend_from_slice(args);
@@ -39,10 +46,7 @@ fn id(value: &Value) -> String {
 async fn a_script_drives_a_campaign_and_failures_exit_non_zero() -> Result<()> {
     let env = TestEnv::new(&["--latency", "fixed:0"]).await?;
     let admin = env.admin().await?;
-    let cli = Cli {
-        env: &env,
-        url: admin.url.clone(),
-    };
+    let cli = Cli::new(&env, &admin);
     let op = admin.operator_key.as_str();
 
     let tenant = cli.json(
@@ -178,10 +182,7 @@ async fn a_script_drives_a_campaign_and_failures_exit_non_zero() -> Result<()> {
 async fn providers_of_each_kind_and_an_overflow_campaign() -> Result<()> {
     let env = TestEnv::new(&["--latency", "fixed:0"]).await?;
     let admin = env.admin().await?;
-    let cli = Cli {
-        env: &env,
-        url: admin.url.clone(),
-    };
+    let cli = Cli::new(&env, &admin);
     let (_, key, primary) = admin
         .tenant_with_provider("acme", &env.simulator_url)
         .await?;
