@@ -61,6 +61,12 @@ pub async fn active_campaigns(
                     c.provider_id, c.overflow_provider_id, c.channel, c.template, c.expires_at,
                     herald_breaker_open(c.provider_id) AS primary_open,
                     least(c.batch_size,
+                          -- A tenant with a cap on live calls: no more calls than free lines.
+                          CASE WHEN c.channel = 'voice' AND t.max_live_calls IS NOT NULL THEN
+                              greatest(0, t.max_live_calls - (
+                                  SELECT count(*) FROM recipients r JOIN campaigns lc ON lc.id = r.campaign_id
+                                  WHERE r.live_until > now() AND lc.tenant_id = t.id))
+                          END,
                           (SELECT count(*) FROM (SELECT 1 FROM recipients r
                                                  WHERE r.campaign_id = c.id AND r.state = 'pending'
                                                    AND r.attempts > 0 AND r.next_attempt_at <= now()
@@ -107,6 +113,22 @@ pub async fn provider_paces(
             )
         })
         .collect())
+}
+
+/// Lines still free of each of `providers` that caps its live calls (calls placed and not
+/// yet ended, fleet-wide).
+pub async fn free_lines(
+    pool: &PgPool,
+    providers: &[Uuid],
+) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT p.id, p.max_live_calls - (SELECT count(*) FROM recipients r
+                                          WHERE r.live_until > now() AND r.sent_via = p.id)
+         FROM providers p WHERE p.id = ANY($1) AND p.max_live_calls IS NOT NULL",
+    )
+    .bind(providers)
+    .fetch_all(pool)
+    .await
 }
 
 /// Claims up to `limit` due recipients of one campaign: retries whose time has come first,

@@ -32,6 +32,16 @@ pub struct SchedulerConfig {
     /// How long to wait for RabbitMQ to confirm a tick's publishes (ms).
     #[arg(long, env = "HERALD_SCHEDULER_CONFIRM_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub confirm_timeout_ms: u64,
+
+    /// Receipts are deleted after this many days (they are the audit trail of what providers
+    /// reported; recipients keep their latest status regardless).
+    #[arg(long, env = "HERALD_RECEIPT_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub receipt_retention_days: u32,
+
+    /// A receipt that has matched no recipient for this long (ms) is reported as orphaned:
+    /// logged, and listed by the admin API (`GET /api/v1/receipts/orphans`).
+    #[arg(long, env = "HERALD_RECEIPT_ORPHAN_AFTER_MS", default_value_t = 3_600_000, value_parser = clap::value_parser!(u64).range(1_000..=604_800_000))]
+    pub receipt_orphan_after_ms: u64,
 }
 
 impl SchedulerConfig {

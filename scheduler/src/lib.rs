@@ -61,6 +61,10 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
         lanes,
         config.max_budget,
         Duration::from_millis(config.requeue_after_ms),
+        tick::ReceiptKeeping {
+            retention: Duration::from_secs(u64::from(config.receipt_retention_days) * 86_400),
+            orphan_after: Duration::from_millis(config.receipt_orphan_after_ms),
+        },
     );
     let mut leadership = Leadership::new(&config.connections.database_url);
     tracing::info!(

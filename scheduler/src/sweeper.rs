@@ -4,8 +4,12 @@
 //!   scheduler died between claim and publish, or the broker lost it): it goes back to
 //!   `pending`. If its old message still exists, the bumped `dispatch_seq` at the next claim
 //!   makes it stale, and workers drop it unsent.
-//! - A recipient `sending` past its lease lost its worker mid-call: it goes back to `pending`
-//!   (retried with the same idempotency key), or `failed` if that was its last attempt.
+//! - A recipient `sending` past its lease lost its worker mid-call, maybe after the provider
+//!   took the request: it waits in `unknown` for a receipt, as if the answer had been lost
+//!   (`pending` or `failed` at once only for a provider whose policy is `retry`). The
+//!   provider is the one the attempt went to (`sent_via`), not the campaign's primary.
+//! - A recipient `unknown` past its provider's window goes back to `pending`: the worker
+//!   that gets it looks the earlier request up (where the API can) before sending again.
 //! - Past a campaign's expiry, its recipients still waiting become `expired`.
 //! - A cancelled campaign's recipients still waiting become `cancelled`.
 //! - A running (or paused) campaign with no recipient left in a non-terminal state is
@@ -40,14 +44,52 @@ pub async fn requeue_stale_claims(
 pub async fn recover_expired_leases(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE recipients r
-         SET state = CASE WHEN r.attempts - r.throttles >= p.max_attempts THEN 'failed' ELSE 'pending' END,
+         SET state = CASE WHEN p.unknown_outcome <> 'retry' THEN 'unknown'
+                          WHEN r.attempts - r.throttles >= p.max_attempts THEN 'failed'
+                          ELSE 'pending' END,
              last_error = 'worker lease expired during attempt ' || r.attempts || ' (outcome unknown)',
-             next_attempt_at = now(), lease_until = NULL, updated_at = now()
+             next_attempt_at = CASE WHEN p.unknown_outcome <> 'retry'
+                                    THEN now() + make_interval(secs => p.unknown_window_ms / 1000.0)
+                                    ELSE now() END,
+             outcome_unknown_at = CASE WHEN p.unknown_outcome <> 'retry'
+                                       THEN coalesce(r.outcome_unknown_at, now()) END,
+             lease_until = NULL, updated_at = now()
          FROM (SELECT id FROM recipients
                WHERE state = 'sending' AND lease_until < now()
                LIMIT $1 FOR UPDATE SKIP LOCKED) expired,
               campaigns c, providers p
-         WHERE r.id = expired.id AND c.id = r.campaign_id AND p.id = c.provider_id",
+         WHERE r.id = expired.id AND c.id = r.campaign_id
+           AND p.id = coalesce(r.sent_via, c.provider_id)",
+    )
+    .bind(SWEEP_LIMIT)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Recipients whose outcome stayed unknown through their provider's window: due again now.
+pub async fn retry_unknown_outcomes(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE recipients r SET state = 'pending', next_attempt_at = now(), updated_at = now()
+         FROM (SELECT id FROM recipients
+               WHERE state = 'unknown' AND next_attempt_at <= now()
+               LIMIT $1 FOR UPDATE SKIP LOCKED) due
+         WHERE r.id = due.id",
+    )
+    .bind(SWEEP_LIMIT)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Calls whose final status never came stop holding a line once their timeout passes
+/// (the caps already ignore them; this keeps the index of live calls small).
+pub async fn free_stale_lines(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE recipients r SET live_until = NULL
+         FROM (SELECT id FROM recipients WHERE live_until < now()
+               LIMIT $1 FOR UPDATE SKIP LOCKED) stale
+         WHERE r.id = stale.id",
     )
     .bind(SWEEP_LIMIT)
     .execute(pool)
@@ -97,7 +139,7 @@ pub async fn complete_finished_campaigns(pool: &PgPool) -> Result<Vec<(Uuid, Uui
            AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.campaign_id = c.id AND r.state = 'pending' AND r.attempts = 0)
            AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.campaign_id = c.id AND r.state = 'pending' AND r.attempts > 0)
            AND coalesce((SELECT sum(k.n) FROM campaign_counters k
-                         WHERE k.campaign_id = c.id AND k.state = 'in_flight'), 0) = 0
+                         WHERE k.campaign_id = c.id AND k.state IN ('in_flight', 'unknown')), 0) = 0
          RETURNING c.id, c.tenant_id",
     )
     .fetch_all(pool)

@@ -8,6 +8,7 @@ use crate::publish::{PublishError, Publisher};
 use crate::sweeper;
 use herald_shared::domain::Channel;
 use herald_shared::queue::message::{DispatchMessage, FORMAT_VERSION};
+use herald_shared::receipts;
 use herald_shared::template;
 use sqlx::PgPool;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -34,6 +35,15 @@ pub struct TickReport {
     pub recovered: u64,
     /// Waiting recipients of expired or cancelled campaigns that were ended.
     pub ended: u64,
+    /// Recipients whose unknown outcome's window passed (due again, after a lookup).
+    pub unknown_due: u64,
+}
+
+/// The scheduler's housekeeping of receipts.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiptKeeping {
+    pub retention: Duration,
+    pub orphan_after: Duration,
 }
 
 pub struct Ticker {
@@ -43,6 +53,7 @@ pub struct Ticker {
     /// Most due recipients counted per campaign (no lane may publish more in one go).
     max_budget: u32,
     requeue_after: Duration,
+    receipts: ReceiptKeeping,
     count: usize,
 }
 
@@ -60,6 +71,7 @@ impl Ticker {
         lanes: Lanes,
         max_budget: u32,
         requeue_after: Duration,
+        receipts: ReceiptKeeping,
     ) -> Self {
         Self {
             pool,
@@ -67,6 +79,7 @@ impl Ticker {
             lanes,
             max_budget,
             requeue_after,
+            receipts,
             count: 0,
         }
     }
@@ -103,17 +116,30 @@ impl Ticker {
         let mut report = TickReport {
             requeued: sweeper::requeue_stale_claims(pool, self.requeue_after).await?,
             recovered: sweeper::recover_expired_leases(pool).await?,
+            unknown_due: sweeper::retry_unknown_outcomes(pool).await?,
             ended: sweeper::end_waiting_recipients(pool).await?,
             ..Default::default()
         };
+        let adopted = receipts::adopt_parked(pool).await?;
+        if adopted > 0 {
+            tracing::info!(adopted, "parked receipts applied to their sends");
+        }
+        sweeper::free_stale_lines(pool).await?;
         if self.count % 30 == 1 {
             sweeper::trim_send_rate(pool).await?;
+            self.keep_receipts().await?;
         }
         if report.requeued + report.recovered > 0 {
             tracing::warn!(
                 requeued = report.requeued,
                 recovered = report.recovered,
                 "recovered lost dispatches"
+            );
+        }
+        if report.unknown_due > 0 {
+            tracing::info!(
+                due = report.unknown_due,
+                "no receipt within the window for unknown outcomes; due again after a lookup"
             );
         }
 
@@ -130,6 +156,25 @@ impl Ticker {
             "tick"
         );
         Ok(report)
+    }
+
+    /// Reports receipts that never found their recipient, and prunes old ones.
+    async fn keep_receipts(&self) -> Result<(), TickError> {
+        let orphans = receipts::orphan_parked(&self.pool, self.receipts.orphan_after).await?;
+        if let Some(first) = orphans.first() {
+            tracing::warn!(
+                count = orphans.len(),
+                provider_id = %first.provider_id,
+                message_id = %first.message_id,
+                status = %first.status,
+                "receipts for messages Herald never recorded (see GET /api/v1/receipts/orphans)"
+            );
+        }
+        let pruned = receipts::prune(&self.pool, self.receipts.retention).await?;
+        if pruned > 0 {
+            tracing::info!(pruned, "old receipts deleted");
+        }
+        Ok(())
     }
 
     /// Between ticks, after [`starved`](Self::starved): refills the hungry lanes up to their
@@ -180,16 +225,25 @@ impl Ticker {
                 self.lanes.set_pace(provider, paces.get(&provider).copied());
             }
         }
+        let ids: Vec<Uuid> = involved.iter().copied().collect();
+        let free_lines: BTreeMap<Uuid, i64> =
+            claim::free_lines(pool, &ids).await?.into_iter().collect();
         let mut budgets: BTreeMap<Uuid, u32> = BTreeMap::new();
         for &provider in &involved {
             if pass == Pass::TopUp && !self.lanes.needs_top_up(provider) {
                 continue;
             }
             let depth = u64::from(self.publisher.lane_depth(provider).await?);
-            let budget = match pass {
+            let mut budget = match pass {
                 Pass::Tick => self.lanes.budget(provider, depth),
                 Pass::TopUp => self.lanes.top_up(provider, depth, Instant::now()),
             };
+            // A provider with a cap on live calls gets no more calls than it has free lines,
+            // counting the calls already waiting in its lane.
+            if let Some(&free) = free_lines.get(&provider) {
+                let free = u64::try_from(free).unwrap_or(0).saturating_sub(depth);
+                budget = budget.min(u32::try_from(free).unwrap_or(u32::MAX));
+            }
             report.depth += depth;
             report.budget += budget;
             budgets.insert(provider, budget);

@@ -51,6 +51,11 @@ pub struct NewProvider {
     pub retry_max_ms: i32,
     /// What one message costs through this provider (any currency; shown with progress).
     pub cost_per_message: Option<f64>,
+    /// Secrets (write-only): for a generic provider, `bearer_token`, `headers` and the
+    /// `webhook_secret` that signs its receipts.
+    pub credentials: Value,
+    /// How long a recipient whose request got no answer waits for a receipt.
+    pub unknown_window_ms: i32,
 }
 
 impl NewProvider {
@@ -66,6 +71,8 @@ impl NewProvider {
             retry_base_ms: 1_000,
             retry_max_ms: 300_000,
             cost_per_message: None,
+            credentials: Value::Object(Map::new()),
+            unknown_window_ms: 120_000,
         }
     }
 }
@@ -74,8 +81,8 @@ pub async fn create_provider(pool: &PgPool, p: &NewProvider) -> Result<Uuid, Cat
     let id = sqlx::query_scalar(
         "INSERT INTO providers
              (tenant_id, name, endpoint, timeout_ms, max_in_flight, max_attempts, retry_base_ms,
-              retry_max_ms, cost_per_message)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::float8) RETURNING id",
+              retry_max_ms, cost_per_message, credentials, unknown_window_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::float8, $10, $11) RETURNING id",
     )
     .bind(p.tenant_id)
     .bind(&p.name)
@@ -86,6 +93,8 @@ pub async fn create_provider(pool: &PgPool, p: &NewProvider) -> Result<Uuid, Cat
     .bind(p.retry_base_ms)
     .bind(p.retry_max_ms)
     .bind(p.cost_per_message)
+    .bind(&p.credentials)
+    .bind(p.unknown_window_ms)
     .fetch_one(pool)
     .await?;
     Ok(id)

@@ -39,6 +39,19 @@ fn parse_database_url(value: &str) -> Result<String, String> {
     Ok(value.to_owned())
 }
 
+/// A public base URL (the receipt receiver's, as providers reach it): http(s), a host, no
+/// query or fragment; returned without a trailing slash.
+pub fn parse_public_url(value: &str) -> Result<String, String> {
+    let url = url::Url::parse(value).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("must be an http:// or https:// URL".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must have no query or fragment".into());
+    }
+    Ok(value.trim_end_matches('/').to_owned())
+}
+
 fn parse_amqp_url(value: &str) -> Result<String, String> {
     if !(value.starts_with("amqp://") || value.starts_with("amqps://")) {
         return Err("must start with amqp:// (or amqps://)".into());

@@ -79,7 +79,10 @@ text_enum!(
     /// Where one recipient is in the pipeline.
     ///
     /// `pending → queued → sending → sent | failed`, with `sending → pending` for a retry that
-    /// waits for `next_attempt_at`. `cancelled` and `expired` come from campaign operations.
+    /// waits for `next_attempt_at`, and `sending → unknown` when the provider's answer never
+    /// came: the recipient then waits for a receipt (→ `sent`) or for the provider's window
+    /// to pass (→ `pending`, reconciled before any second request). `cancelled` and
+    /// `expired` come from campaign operations.
     RecipientState {
         /// Waiting for the scheduler (first attempt or a retry whose time has come).
         Pending => "pending",
@@ -87,10 +90,30 @@ text_enum!(
         Queued => "queued",
         /// A worker holds a lease on it and is calling the provider.
         Sending => "sending",
+        /// The request went out but no answer came (timeout, reset, a worker that died
+        /// mid-call): it may have been sent. Waits for a receipt or the provider's window.
+        Unknown => "unknown",
         Sent => "sent",
         Failed => "failed",
         Cancelled => "cancelled",
         Expired => "expired",
+    }
+);
+
+text_enum!(
+    /// What a provider does with a request whose answer never came (a timeout, a connection
+    /// reset after the request was written, a worker that died mid-call): it may have been
+    /// sent, and no API Herald speaks, but a generic one that honours the idempotency key,
+    /// would refuse a second copy.
+    UnknownOutcome {
+        /// Retry at once, with the same idempotency key: for a provider that deduplicates.
+        Retry => "retry",
+        /// Wait the provider's window for a receipt (which settles it as sent); without one,
+        /// look the message up where the API allows it, then retry.
+        AwaitReceipt => "await_receipt",
+        /// Wait the window likewise; without a receipt or a lookup that finds the message,
+        /// fail the recipient rather than risk a second message.
+        Fail => "fail",
     }
 );
 

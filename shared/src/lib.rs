@@ -5,21 +5,29 @@
 //! - [`domain`]: channels, campaign and recipient states, and which states are terminal.
 //! - [`db`]: connecting to PostgreSQL and running the migrations.
 //! - [`queue`]: RabbitMQ topology and the dispatch message format.
-//! - [`backoff`]: the retry schedule.
+//! - [`backoff`]: the retry schedule; [`batch`]: many small database requests coalesced into
+//!   one statement.
 //! - [`template`]: rendering a message template with a recipient's variables.
 //! - [`catalog`]: creating tenants, providers, campaigns and their recipients.
 //! - [`progress`]: per-campaign progress.
+//! - [`delivery`]: receipts' statuses and their ranking; [`receipts`]: storing receipts and
+//!   applying them to recipients; [`signature`]: how providers sign the webhooks that carry
+//!   them.
 //! - [`provider_config`]: provider kinds and their typed, validated settings and credentials.
 
 pub mod backoff;
+pub mod batch;
 pub mod catalog;
 pub mod config;
 pub mod db;
+pub mod delivery;
 pub mod domain;
 pub mod progress;
 pub mod provider_config;
 pub mod queue;
 pub mod rate_limit;
+pub mod receipts;
 pub mod shutdown;
+pub mod signature;
 pub mod telemetry;
 pub mod template;

@@ -1,8 +1,10 @@
-//! Per-campaign progress: counts by recipient state and timings.
+//! Per-campaign progress: counts by recipient state and timings, and what receipts say.
 
+use crate::delivery::DeliveryStatus;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -15,10 +17,14 @@ pub struct CampaignProgress {
     pub pending: i64,
     pub queued: i64,
     pub sending: i64,
+    /// Requests whose answer never came, waiting for a receipt.
+    pub unknown: i64,
     pub sent: i64,
     pub failed: i64,
     pub cancelled: i64,
     pub expired: i64,
+    /// Calls placed and not yet ended.
+    pub live_calls: i64,
     /// Sends per second over the last 10 seconds.
     pub send_rate: f64,
     pub started_at: Option<DateTime<Utc>>,
@@ -27,7 +33,7 @@ pub struct CampaignProgress {
 }
 
 impl CampaignProgress {
-    /// Recipients in a terminal state.
+    /// Recipients in a terminal state (not `unknown`: that one may still be sent).
     pub fn finished(&self) -> i64 {
         self.sent + self.failed + self.cancelled + self.expired
     }
@@ -62,8 +68,11 @@ pub async fn campaigns(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<CampaignProgre
         "SELECT c.id, c.name, t.name AS tenant, c.status,
                 coalesce(k.total, 0) AS total, coalesce(k.pending, 0) AS pending,
                 coalesce(k.queued, 0) AS queued, coalesce(k.sending, 0) AS sending,
+                coalesce(k.unknown, 0) AS unknown,
                 coalesce(k.sent, 0) AS sent, coalesce(k.failed, 0) AS failed,
                 coalesce(k.cancelled, 0) AS cancelled, coalesce(k.expired, 0) AS expired,
+                (SELECT count(*) FROM recipients r
+                 WHERE r.live_until > now() AND r.campaign_id = c.id) AS live_calls,
                 (SELECT coalesce(sum(s.sent), 0)::float8 FROM campaign_sends_per_second s
                  WHERE s.campaign_id = c.id AND s.second >= date_trunc('second', now()) - make_interval(secs => $2)
                 ) / $2 AS send_rate,
@@ -109,9 +118,120 @@ pub async fn provider_sends(
     .await
 }
 
+/// What receipts say of a set of sends (a campaign's, or one provider's part of it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DeliverySummary {
+    /// Recipients by the latest status their receipts reported.
+    pub statuses: BTreeMap<String, i64>,
+    /// Reached the recipient: delivered, read (a call: completed).
+    pub delivered: i64,
+    /// Of those, read.
+    pub read: i64,
+    /// Did not reach them after the provider took it: undelivered (a call: busy, no
+    /// answer, canceled).
+    pub undelivered: i64,
+    /// The provider took it, then reported it failed.
+    pub failed: i64,
+    /// `delivered / sent` and `read / sent`; `None` before the first send.
+    pub delivered_rate: Option<f64>,
+    pub read_rate: Option<f64>,
+}
+
+impl DeliverySummary {
+    /// Sums `statuses` (recipients per latest status) over `sent` sends.
+    pub fn of<'a>(statuses: impl IntoIterator<Item = (&'a str, i64)>, sent: i64) -> Self {
+        let mut summary = DeliverySummary::default();
+        for (status, n) in statuses {
+            if n == 0 {
+                continue;
+            }
+            *summary.statuses.entry(status.to_owned()).or_default() += n;
+            match status.parse::<DeliveryStatus>() {
+                Ok(DeliveryStatus::Read) => {
+                    summary.delivered += n;
+                    summary.read += n;
+                }
+                Ok(
+                    DeliveryStatus::Delivered
+                    | DeliveryStatus::PartiallyDelivered
+                    | DeliveryStatus::Completed,
+                ) => summary.delivered += n,
+                Ok(
+                    DeliveryStatus::Undelivered
+                    | DeliveryStatus::NoAnswer
+                    | DeliveryStatus::Busy
+                    | DeliveryStatus::Canceled,
+                ) => summary.undelivered += n,
+                Ok(DeliveryStatus::Failed) => summary.failed += n,
+                _ => {}
+            }
+        }
+        let rate = |n: i64| (sent > 0).then(|| n as f64 / sent as f64);
+        summary.delivered_rate = rate(summary.delivered);
+        summary.read_rate = rate(summary.read);
+        summary
+    }
+}
+
+/// Recipients of one campaign, sent through one provider, whose latest receipt said
+/// `status`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeliveryCount {
+    pub campaign_id: Uuid,
+    pub provider_id: Uuid,
+    pub status: String,
+    pub n: i64,
+}
+
+/// Delivery statuses per campaign and provider of the given campaigns (from counters the
+/// triggers keep, like [`campaigns`]).
+pub async fn delivery_counts(
+    pool: &PgPool,
+    ids: &[Uuid],
+) -> Result<Vec<DeliveryCount>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT campaign_id, provider_id, status, sum(n)::int8 AS n
+         FROM campaign_delivery_counts WHERE campaign_id = ANY($1)
+         GROUP BY 1, 2, 3 HAVING sum(n) <> 0",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivery_summaries_count_what_reached_and_what_did_not() {
+        let summary = DeliverySummary::of(
+            [
+                ("delivered", 60),
+                ("read", 20),
+                ("undelivered", 10),
+                ("failed", 5),
+                ("sent", 5),
+                ("completed", 0),
+            ],
+            100,
+        );
+        assert_eq!(
+            (
+                summary.delivered,
+                summary.read,
+                summary.undelivered,
+                summary.failed
+            ),
+            (80, 20, 10, 5)
+        );
+        assert_eq!(summary.delivered_rate, Some(0.8));
+        assert_eq!(summary.read_rate, Some(0.2));
+        assert_eq!(summary.statuses.len(), 5, "zero counts are left out");
+        let calls = DeliverySummary::of([("completed", 3), ("busy", 1), ("no-answer", 1)], 5);
+        assert_eq!((calls.delivered, calls.undelivered), (3, 2));
+        assert_eq!(DeliverySummary::of([], 0).delivered_rate, None);
+    }
 
     #[test]
     fn eta_needs_work_left_and_a_rate() {

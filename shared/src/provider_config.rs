@@ -66,7 +66,7 @@ pub const GRAPH_API: &str = "https://graph.facebook.com";
 pub const DEFAULT_GRAPH_VERSION: &str = "v21.0";
 
 /// The variables a generic provider's body template may use.
-pub const BODY_TEMPLATE_VARIABLES: [&str; 7] = [
+pub const BODY_TEMPLATE_VARIABLES: [&str; 8] = [
     "to",
     "body",
     "channel",
@@ -74,6 +74,7 @@ pub const BODY_TEMPLATE_VARIABLES: [&str; 7] = [
     "recipient_id",
     "campaign_id",
     "tenant_id",
+    "callback_url",
 ];
 
 /// A secret string: usable, but never printed by `Debug` or `Display`.
@@ -122,14 +123,50 @@ impl ProviderConfig {
             ProviderConfig::Http(c) => c
                 .bearer_token
                 .iter()
+                .chain(&c.webhook_secret)
                 .map(Secret::expose)
                 .chain(c.secret_headers.iter().map(|(_, v)| v.expose()))
                 .collect(),
             ProviderConfig::TwilioSms(c) => vec![c.account.auth_token.expose()],
             ProviderConfig::TwilioVoice(c) => vec![c.account.auth_token.expose()],
-            ProviderConfig::WhatsApp(c) => vec![c.access_token.expose()],
+            ProviderConfig::WhatsApp(c) => [&c.access_token]
+                .into_iter()
+                .chain(&c.app_secret)
+                .chain(&c.verify_token)
+                .map(Secret::expose)
+                .collect(),
         }
     }
+
+    /// How this provider's receipts are signed, if Herald can check them.
+    pub fn receipts(&self) -> Option<ReceiptKey<'_>> {
+        match self {
+            ProviderConfig::Http(c) => c.webhook_secret.as_ref().map(ReceiptKey::Herald),
+            ProviderConfig::TwilioSms(c) => Some(ReceiptKey::Twilio(&c.account.auth_token)),
+            ProviderConfig::TwilioVoice(c) => Some(ReceiptKey::Twilio(&c.account.auth_token)),
+            ProviderConfig::WhatsApp(c) => {
+                c.app_secret.as_ref().map(|app_secret| ReceiptKey::Meta {
+                    app_secret,
+                    verify_token: c.verify_token.as_ref(),
+                })
+            }
+        }
+    }
+}
+
+/// The secret a provider's receipts are signed with (see `herald_shared::signature`).
+#[derive(Debug, Clone, Copy)]
+pub enum ReceiptKey<'a> {
+    /// `X-Twilio-Signature`, keyed with the account's auth token.
+    Twilio(&'a Secret),
+    /// `X-Hub-Signature-256`, keyed with the Meta app's secret; the verify token answers
+    /// Meta's subscription check.
+    Meta {
+        app_secret: &'a Secret,
+        verify_token: Option<&'a Secret>,
+    },
+    /// `X-Herald-Signature`, keyed with the generic provider's webhook secret.
+    Herald(&'a Secret),
 }
 
 /// `kind = "http"`.
@@ -146,6 +183,8 @@ pub struct HttpConfig {
     pub secret_headers: Vec<(String, Secret)>,
     /// `credentials.bearer_token`, sent as `Authorization: Bearer …`.
     pub bearer_token: Option<Secret>,
+    /// `credentials.webhook_secret`: signs the provider's receipts (`X-Herald-Signature`).
+    pub webhook_secret: Option<Secret>,
 }
 
 /// A Twilio account: where the API is and how to authenticate.
@@ -189,6 +228,10 @@ pub struct WhatsAppConfig {
     pub phone_number_id: String,
     pub access_token: Secret,
     pub message: WhatsAppMessage,
+    /// `credentials.app_secret`: the Meta app's secret, which signs its webhooks.
+    pub app_secret: Option<Secret>,
+    /// `credentials.verify_token`: answers Meta's webhook subscription check.
+    pub verify_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -352,6 +395,10 @@ fn http(
             None
         }
     };
+    let webhook_secret = p.opt_secret(
+        "credentials.webhook_secret",
+        credentials.get("webhook_secret"),
+    );
     Some(ProviderConfig::Http(HttpConfig {
         endpoint: endpoint.to_owned(),
         body_template,
@@ -361,6 +408,7 @@ fn http(
             .map(|(name, value)| (name, Secret::new(value)))
             .collect(),
         bearer_token,
+        webhook_secret,
     }))
 }
 
@@ -397,7 +445,11 @@ fn whatsapp(
         settings,
         &["phone_number_id", "api_version", "template", "preview_url"],
     );
-    p.only("credentials", credentials, &["access_token"]);
+    p.only(
+        "credentials",
+        credentials,
+        &["access_token", "app_secret", "verify_token"],
+    );
     let phone_number_id = match settings.get("phone_number_id") {
         Some(Value::String(id))
             if (1..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit()) =>
@@ -472,12 +524,16 @@ fn whatsapp(
         }
     };
     let access_token = p.secret("credentials.access_token", credentials.get("access_token"));
+    let app_secret = p.opt_secret("credentials.app_secret", credentials.get("app_secret"));
+    let verify_token = p.opt_secret("credentials.verify_token", credentials.get("verify_token"));
     Some(ProviderConfig::WhatsApp(WhatsAppConfig {
         base_url: base_url?.to_owned(),
         api_version: api_version?,
         phone_number_id: phone_number_id?,
         access_token: access_token?,
         message: message?,
+        app_secret,
+        verify_token,
     }))
 }
 
@@ -646,6 +702,14 @@ impl Checker {
                 self.bad(field, "must be a non-empty string of visible ASCII".into());
                 None
             }
+        }
+    }
+
+    /// An optional secret: absent or null is `None`.
+    fn opt_secret(&mut self, field: &str, value: Option<&Value>) -> Option<Secret> {
+        match value {
+            None | Some(Value::Null) => None,
+            value => self.secret(field, value),
         }
     }
 

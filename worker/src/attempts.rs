@@ -1,13 +1,14 @@
 //! The worker's two writes around each provider call, batched.
 //!
-//! `begin` takes a lease on recipients (`queued → sending`, attempts + 1) only if the message
-//! still matches the row's `dispatch_seq` and the campaign is running; anything else (finished,
-//! stale, re-dispatched) is answered `None` and its message is acked unsent. Messages of a
+//! `begin` takes a lease on recipients (`queued → sending`, attempts + 1, `sent_via` = the
+//! message's provider) only if the message still matches the row's `dispatch_seq` and the
+//! campaign is running; anything else (finished, stale, re-dispatched) is answered `None` and
+//! its message is acked unsent. Messages of a
 //! paused campaign, or of one inside its quiet hours, hand their recipient back to `pending`
 //! (the scheduler releases it again later, with no attempt spent); of a cancelled one to
 //! `cancelled`; of one past its expiry to `expired`. So a message already in the queue when
 //! a campaign is paused, reaches its quiet hours or expires is never sent.
-//! `record` writes the outcome, again only while the lease is ours.
+//! `record` writes the outcome, only while the dispatch is still the recipient's (see [`record`]).
 //!
 //! These statements must look recipients up by primary key, and the planner does not always
 //! see it: a generic plan is blind to the array's size (it guesses 10 rows), and statistics
@@ -17,6 +18,7 @@
 //! rows through a lookup the planner cannot reorder.
 
 use crate::outcome::Decision;
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -32,48 +34,60 @@ pub struct Dispatch {
     pub provider: Uuid,
 }
 
-/// Begins attempts; answers, per dispatch, the attempt number if this worker now holds the
-/// lease, or `None` if the message must not be sent.
+/// A lease this worker now holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Begun {
+    /// The attempt's number, attempts that said nothing about the recipient not counted.
+    pub attempts: u32,
+    /// Since when an earlier attempt's outcome has been unknown: that request may have been
+    /// sent, so the worker looks it up before sending again.
+    pub unknown_since: Option<DateTime<Utc>>,
+}
+
+/// Begins attempts; answers, per dispatch, the lease if this worker now holds it, or `None`
+/// if the message must not be sent.
+///
+/// Only a `queued` recipient is leased. One still `sending` under an expired lease is the
+/// sweeper's to judge (its request may have been sent): its message is acked unsent.
 pub async fn begin(
     pool: &PgPool,
     dispatches: &[Dispatch],
     lease_grace: Duration,
-) -> Result<Vec<Option<u32>>, sqlx::Error> {
-    let ids: Vec<i64> = dispatches.iter().map(|d| d.recipient_id).collect();
-    let seqs: Vec<i32> = dispatches.iter().map(|d| d.seq).collect();
-    let providers: Vec<Uuid> = dispatches.iter().map(|d| d.provider).collect();
-    let rows: Vec<(i64, i32, i32)> = sqlx::query_as(
+) -> Result<Vec<Option<Begun>>, sqlx::Error> {
+    let sorted = by_recipient(dispatches, |d| d.recipient_id);
+    let ids: Vec<i64> = sorted.iter().map(|d| d.recipient_id).collect();
+    let seqs: Vec<i32> = sorted.iter().map(|d| d.seq).collect();
+    let providers: Vec<Uuid> = sorted.iter().map(|d| d.provider).collect();
+    let rows: Vec<(i64, i32, i32, Option<DateTime<Utc>>)> = sqlx::query_as(
         "WITH m AS (SELECT * FROM unnest($1::bigint[], $2::int[], $4::uuid[]) AS m(id, seq, provider)),
          -- One primary-key lookup per message, whatever the statistics say (OFFSET 0 keeps
          -- the planner from merging it into a join that walks a campaign's index instead).
          current AS MATERIALIZED (
              SELECT x.* FROM m CROSS JOIN LATERAL (
-                 SELECT r.id, r.dispatch_seq AS seq, r.state, r.lease_until, r.campaign_id,
-                        m.provider
-                 FROM recipients r WHERE r.id = m.id AND r.dispatch_seq = m.seq OFFSET 0
+                 SELECT r.id, r.dispatch_seq AS seq, r.state, r.campaign_id, m.provider
+                 FROM recipients r WHERE r.id = m.id AND r.dispatch_seq = m.seq OFFSET 0 FOR UPDATE
              ) x
          ),
          -- The lease covers the provider the message goes to: an overflow provider's
          -- timeout may be longer than the primary's.
          startable AS MATERIALIZED (
-             SELECT k.id, k.seq, k.state, p.timeout_ms
+             SELECT k.id, k.seq, k.state, k.provider, p.timeout_ms
              FROM current k JOIN campaigns c ON c.id = k.campaign_id JOIN providers p ON p.id = k.provider
              WHERE c.status = 'running'
                AND (c.expires_at IS NULL OR c.expires_at > now())
                AND NOT herald_in_quiet_hours(c.quiet_start, c.quiet_end, c.time_zone, now())
-               AND (k.state = 'queued' OR (k.state = 'sending' AND k.lease_until < now()))
+               AND k.state = 'queued'
          ),
          -- The state is compared with the row as read above, not with a constant, so no
          -- partial index on state looks like a shortcut to the planner; the comparison is
          -- re-checked against any newer version of the row, so a concurrent change wins.
          begun AS (
              UPDATE recipients r
-             SET state = 'sending', attempts = r.attempts + 1, updated_at = now(),
+             SET state = 'sending', attempts = r.attempts + 1, updated_at = now(), sent_via = s.provider,
                  lease_until = now() + make_interval(secs => s.timeout_ms / 1000.0 + $3)
              FROM startable s
              WHERE r.id = s.id AND r.dispatch_seq = s.seq AND r.state = s.state
-               AND (s.state = 'queued' OR r.lease_until < now())
-             RETURNING r.id, r.dispatch_seq, r.attempts - r.throttles AS attempts
+             RETURNING r.id, r.dispatch_seq, r.attempts - r.throttles AS attempts, r.outcome_unknown_at
          ),
          parkable AS MATERIALIZED (
              SELECT k.id, k.seq, k.state,
@@ -93,7 +107,7 @@ pub async fn begin(
              WHERE r.id = p.id AND r.dispatch_seq = p.seq AND r.state = p.state
              RETURNING r.id
          )
-         SELECT id, dispatch_seq, attempts FROM begun",
+         SELECT id, dispatch_seq, attempts, outcome_unknown_at FROM begun",
     )
     .bind(&ids)
     .bind(&seqs)
@@ -101,17 +115,19 @@ pub async fn begin(
     .bind(&providers)
     .fetch_all(pool)
     .await?;
-    let begun: HashMap<(i64, i32), i32> = rows
+    let begun: HashMap<(i64, i32), Begun> = rows
         .into_iter()
-        .map(|(id, seq, attempts)| ((id, seq), attempts))
+        .map(|(id, seq, attempts, unknown_since)| {
+            let lease = Begun {
+                attempts: u32::try_from(attempts).unwrap_or(0),
+                unknown_since,
+            };
+            ((id, seq), lease)
+        })
         .collect();
     Ok(dispatches
         .iter()
-        .map(|d| {
-            begun
-                .get(&(d.recipient_id, d.seq))
-                .map(|&a| u32::try_from(a).unwrap_or(0))
-        })
+        .map(|d| begun.get(&(d.recipient_id, d.seq)).copied())
         .collect())
 }
 
@@ -124,9 +140,18 @@ pub struct Outcome {
     pub decision: Decision,
 }
 
-/// Records outcomes in one statement (and marks each campaign's first send). Outcomes for
-/// leases this worker no longer holds are ignored: someone else owns that recipient now.
+/// Records outcomes in one statement (and marks each campaign's first send).
+///
+/// An outcome lands while its dispatch is the recipient's current one and the recipient is
+/// still `sending`, or was taken back by the sweeper while this outcome could not be written
+/// (`unknown`, or `pending` for a provider that retries): what this worker learnt is newer
+/// than the sweeper's guess. Anything else means someone else owns the recipient now, or a
+/// receipt already settled it as sent: the outcome is ignored.
+///
+/// A send whose receipts arrived first, under a message id not yet recorded (parked), takes
+/// their status here.
 pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Error> {
+    let outcomes = by_recipient(outcomes, |o| o.dispatch.recipient_id);
     let mut ids = Vec::with_capacity(outcomes.len());
     let mut seqs = Vec::with_capacity(outcomes.len());
     let mut states = Vec::with_capacity(outcomes.len());
@@ -138,39 +163,16 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
     for outcome in outcomes {
         ids.push(outcome.dispatch.recipient_id);
         seqs.push(outcome.dispatch.seq);
-        let (state, message_id, error, delay) = match &outcome.decision {
-            Decision::Sent {
-                provider_message_id,
-            } => ("sent", provider_message_id.clone(), None, None),
-            Decision::Retry { error, delay } => (
-                "pending",
-                None,
-                Some(error.clone()),
-                Some(delay.as_secs_f64()),
-            ),
-            Decision::Failed { error } => ("failed", None, Some(error.clone()), None),
-            Decision::Expired => (
-                "expired",
-                None,
-                Some("the campaign expired before it could be sent".to_owned()),
-                None,
-            ),
-            Decision::Throttled { error, delay } | Decision::Deferred { error, delay } => (
-                "pending",
-                None,
-                Some(error.clone()),
-                Some(delay.as_secs_f64()),
-            ),
-        };
+        let row = Row::of(&outcome.decision);
         // Attempts that say nothing about the recipient are not counted against it.
         throttles.push(i32::from(matches!(
             outcome.decision,
             Decision::Throttled { .. } | Decision::Deferred { .. }
         )));
-        states.push(state);
-        message_ids.push(message_id);
-        errors.push(error);
-        delays.push(delay);
+        states.push(row.state);
+        message_ids.push(row.message_id);
+        errors.push(row.error);
+        delays.push(row.delay.map(|d| d.as_secs_f64()));
     }
     sqlx::query(
         "WITH o AS (
@@ -181,9 +183,26 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
          -- compared with the row as read, never with a constant.
          leased AS MATERIALIZED (
              SELECT o.*, x.state AS was FROM o CROSS JOIN LATERAL (
-                 SELECT r.state FROM recipients r WHERE r.id = o.id AND r.dispatch_seq = o.seq OFFSET 0
+                 SELECT r.state FROM recipients r WHERE r.id = o.id AND r.dispatch_seq = o.seq OFFSET 0 FOR UPDATE
              ) x
-             WHERE x.state = 'sending'
+             WHERE x.state IN ('sending', 'unknown', 'pending')
+         ),
+         -- Receipts parked under this send's message id (served by a partial index that
+         -- holds only parked receipts, so this costs next to nothing when there are none).
+         parked AS MATERIALIZED (
+             SELECT l.id, p.status, p.rank, p.error_code FROM leased l CROSS JOIN LATERAL (
+                 SELECT p.status, p.rank, p.error_code FROM receipts p
+                 WHERE l.state = 'sent' AND l.message_id IS NOT NULL
+                   AND p.provider_id = l.provider AND p.message_id = l.message_id
+                   AND p.recipient_id IS NULL AND p.orphaned_at IS NULL
+                 ORDER BY p.rank DESC LIMIT 1
+             ) p
+         ),
+         adopted AS (
+             UPDATE receipts p SET recipient_id = l.id
+             FROM parked k JOIN leased l ON l.id = k.id
+             WHERE p.provider_id = l.provider AND p.message_id = l.message_id
+               AND p.recipient_id IS NULL AND p.orphaned_at IS NULL
          ),
          recorded AS (
              UPDATE recipients r
@@ -193,10 +212,18 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
                  last_error = o.error,
                  next_attempt_at = CASE WHEN o.delay IS NULL THEN r.next_attempt_at
                                         ELSE now() + make_interval(secs => o.delay) END,
+                 outcome_unknown_at = CASE WHEN o.state = 'unknown' THEN coalesce(r.outcome_unknown_at, now())
+                                           WHEN o.state = 'pending' THEN r.outcome_unknown_at END,
                  sent_at = CASE WHEN o.state = 'sent' THEN now() ELSE r.sent_at END,
-                 sent_via = CASE WHEN o.state = 'sent' THEN o.provider ELSE r.sent_via END,
+                 sent_via = o.provider,
+                 delivery_status = CASE WHEN k.rank > r.delivery_rank THEN k.status ELSE r.delivery_status END,
+                 delivery_error = CASE WHEN k.rank > r.delivery_rank THEN k.error_code ELSE r.delivery_error END,
+                 delivery_updated_at = CASE WHEN k.rank > r.delivery_rank THEN now() ELSE r.delivery_updated_at END,
+                 delivery_rank = greatest(r.delivery_rank, k.rank),
+                 -- A call that was not placed holds no line.
+                 live_until = CASE WHEN o.state IN ('sent', 'unknown') THEN r.live_until END,
                  lease_until = NULL, queued_at = NULL, updated_at = now()
-             FROM leased o
+             FROM leased o LEFT JOIN parked k ON k.id = o.id
              WHERE r.id = o.id AND r.dispatch_seq = o.seq AND r.state = o.was
              RETURNING r.campaign_id, r.state
          )
@@ -215,4 +242,56 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// `items` in recipient order. Every statement that updates several recipients (these, the
+/// receipts') locks them in that order, up front (`FOR UPDATE` in the lookups), so two of
+/// them never wait on each other in a cycle, whatever join the planner picks for the update.
+fn by_recipient<T>(items: &[T], id: impl Fn(&T) -> i64) -> Vec<&T> {
+    let mut sorted: Vec<&T> = items.iter().collect();
+    sorted.sort_by_key(|item| id(item));
+    sorted
+}
+
+/// What a decision writes: the state, the provider's message id, the error, and when the
+/// recipient is next due (a retry's backoff, or the end of an unknown outcome's window).
+struct Row {
+    state: &'static str,
+    message_id: Option<String>,
+    error: Option<String>,
+    delay: Option<Duration>,
+}
+
+impl Row {
+    fn of(decision: &Decision) -> Self {
+        let row = |state, message_id, error: Option<&str>, delay| Row {
+            state,
+            message_id,
+            error: error.map(str::to_owned),
+            delay,
+        };
+        match decision {
+            Decision::Sent {
+                provider_message_id,
+            } => row("sent", provider_message_id.clone(), None, None),
+            Decision::Retry { error, delay }
+            | Decision::Throttled { error, delay }
+            | Decision::Deferred { error, delay } => {
+                row("pending", None, Some(error), Some(*delay))
+            }
+            Decision::Failed { error } => row("failed", None, Some(error), None),
+            Decision::Expired => row(
+                "expired",
+                None,
+                Some("the campaign expired before it could be sent"),
+                None,
+            ),
+            Decision::Unknown { error, window } => row(
+                "unknown",
+                None,
+                Some(&format!("{error}; outcome unknown, waiting for a receipt")),
+                Some(*window),
+            ),
+        }
+    }
 }

@@ -24,10 +24,12 @@ pub struct WorkerConfig {
     #[arg(long, env = "HERALD_WORKER_LEASE_GRACE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub lease_grace_ms: u64,
 
-    /// How long (ms) to keep retrying to record an outcome while the database is unreachable,
-    /// before handing the delivery back to the queue.
-    #[arg(long, env = "HERALD_WORKER_RECORD_RETRY_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
-    pub record_retry_ms: u64,
+    /// The receipt receiver's public URL (what providers reach, e.g.
+    /// https://hooks.example.com): requests of APIs that take a callback per request (Twilio,
+    /// generic providers with a webhook secret) name it, so every receipt maps to its
+    /// recipient. Unset: no receipts are asked for.
+    #[arg(long, env = "HERALD_RECEIVER_URL", value_parser = herald_shared::config::parse_public_url)]
+    pub receiver_url: Option<String>,
 }
 
 impl WorkerConfig {

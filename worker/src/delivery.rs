@@ -1,19 +1,24 @@
 //! One delivery, from decode to ack: the per-message path.
 //!
-//! decode → begin (lease, batched) → provider call (bounded by the provider's in-flight cap,
-//! with its timeout; on a send slot if the provider is rate-limited) → decide → record
-//! (batched) → ack. Acks only after the outcome is committed; if it cannot be recorded the
-//! delivery goes back to the queue.
+//! decode → begin (lease, batched) → [look up an earlier request whose outcome is unknown] →
+//! provider call (bounded by the provider's in-flight cap, with its timeout; holding a line
+//! if it is a call; on a send slot if the provider is rate-limited) → decide → record
+//! (batched) → ack. Acks only after the outcome is committed, and never hands back a
+//! delivery whose request was made: while the database is away the outcome (and the
+//! delivery) is held until it can be written.
 
-use crate::attempts::{Dispatch, Outcome};
-use crate::batch::Batcher;
+use crate::attempts::{Begun, Dispatch, Outcome};
 use crate::breaker::{Admission, Breakers, Health};
 use crate::in_flight::InFlight;
+use crate::live_calls;
 use crate::on_time::OnTime;
 use crate::outcome::{self, CallResult, Decision};
 use crate::pacing::{Pacer, Reservation};
 use crate::provider_call;
 use crate::providers::{Provider, Providers};
+use crate::reconcile::{self, Verdict};
+use herald_shared::batch::Batcher;
+use herald_shared::domain::UnknownOutcome;
 use herald_shared::queue::message::DispatchMessage;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
@@ -23,8 +28,9 @@ use std::time::{Duration, Instant};
 /// What every delivery task shares.
 #[derive(Clone)]
 pub struct Context {
-    pub begin: Batcher<Dispatch, Result<Option<u32>, String>>,
-    pub record: Batcher<Outcome, Result<(), String>>,
+    pub pool: sqlx::PgPool,
+    pub begin: Batcher<Dispatch, Option<Begun>>,
+    pub record: Batcher<Outcome, ()>,
     pub providers: Providers,
     pub pacer: Pacer,
     pub on_time: OnTime,
@@ -37,6 +43,10 @@ pub struct Context {
 
 /// Kept between the latest start of a request and the end of its lease's grace.
 const LEASE_MARGIN: Duration = Duration::from_secs(1);
+/// How long a call waits for a free line before its recipient goes back to wait.
+const NO_LINE_DELAY: Duration = Duration::from_secs(1);
+/// How long to wait before asking again when a reconciliation lookup failed.
+const LOOKUP_RETRY: Duration = Duration::from_secs(30);
 
 pub async fn handle(ctx: Context, delivery: Delivery) {
     let message = match DispatchMessage::decode(&delivery.data) {
@@ -63,9 +73,9 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
         seq: message.seq,
         provider: message.provider_id,
     };
-    let attempt = match ctx.begin.call(dispatch).await {
-        Ok(Ok(Some(attempt))) => attempt,
-        Ok(Ok(None)) => {
+    let lease = match ctx.begin.call(dispatch).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => {
             // Finished, re-dispatched, paused or cancelled: never a second send.
             tracing::debug!(
                 redelivered = delivery.redelivered,
@@ -74,23 +84,21 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
             settle(delivery.ack(BasicAckOptions::default()).await);
             return;
         }
-        Ok(Err(error)) => {
-            return requeue(delivery, &format!("cannot begin attempt: {error}")).await;
-        }
         Err(stopped) => return requeue(delivery, &stopped.to_string()).await,
     };
 
     let leased_at = Instant::now();
+    let attempt = lease.attempts;
     let decision = match ctx.providers.get(message.provider_id).await {
         Ok(provider) => {
             // Waiting for room under the in-flight cap or for a send slot must not outlast
-            // the lease: past it the recipient may be dispatched again, and a request sent
-            // then would be a second send. Missing the deadline hands the recipient back.
+            // the lease: past it the sweeper takes the recipient back, and a request sent
+            // then would race its judgement. Missing the deadline hands the recipient back.
             let deadline = leased_at + ctx.lease_grace.saturating_sub(LEASE_MARGIN);
             let ready =
                 tokio::time::timeout_at(deadline.into(), ctx.in_flight.acquire(provider.id)).await;
             match ready {
-                Ok(_permit) => send(&ctx, &provider, &message, attempt, deadline).await,
+                Ok(_permit) => attempt_send(&ctx, &provider, &message, lease, deadline).await,
                 Err(_) => Decision::Deferred {
                     error: "no room to send before the lease ran out".into(),
                     delay: Duration::ZERO,
@@ -98,8 +106,8 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
             }
         }
         Err(error) => {
-            // Without its provider's policy the attempt cannot be made; try again later.
-            Decision::Retry {
+            // Without its provider's policy the attempt cannot be made; nothing was sent.
+            Decision::Deferred {
                 error: error.to_string(),
                 delay: Duration::from_secs(30),
             }
@@ -115,6 +123,9 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
         Decision::Deferred { error, delay } => {
             tracing::debug!(%error, ?delay, "recipient waits; no attempt spent")
         }
+        Decision::Unknown { error, window } => {
+            tracing::info!(attempt, %error, ?window, "outcome unknown; waiting for a receipt")
+        }
         Decision::Throttled { error, delay } => {
             tracing::info!(attempt, %error, ?delay, "provider throttled us; slowing it down");
             if let Err(error) = ctx.pacer.throttled(message.provider_id, Some(*delay)).await {
@@ -129,19 +140,22 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
         decision,
     };
     match ctx.record.call(outcome).await {
-        Ok(Ok(())) => settle(delivery.ack(BasicAckOptions::default()).await),
-        Ok(Err(error)) => requeue(delivery, &format!("cannot record outcome: {error}")).await,
-        Err(stopped) => requeue(delivery, &stopped.to_string()).await,
+        Ok(()) => settle(delivery.ack(BasicAckOptions::default()).await),
+        // Only when the worker stops: the delivery stays unacked and goes back to the queue
+        // with the channel; its recipient is still `sending`, which the sweeper judges when
+        // the lease runs out (a redelivery is acked unsent).
+        Err(stopped) => tracing::warn!(%stopped, "stopping before the outcome was written"),
     }
 }
 
-/// The request itself, under the in-flight permit the caller holds: unless the campaign
-/// has expired meanwhile or the provider's breaker holds requests back.
-async fn send(
+/// The attempt, under the in-flight permit the caller holds: unless the campaign has
+/// expired meanwhile, an earlier request turns out to have been sent, the provider's breaker
+/// holds requests back or (a call) no line is free.
+async fn attempt_send(
     ctx: &Context,
     provider: &Arc<Provider>,
     message: &DispatchMessage,
-    attempt: u32,
+    lease: Begun,
     deadline: Instant,
 ) -> Decision {
     // The wait for room under the in-flight cap can be long with a slow provider: check the
@@ -153,10 +167,31 @@ async fn send(
     {
         return Decision::Expired;
     }
+    if let Some(since) = lease.unknown_since
+        && let Some(settled) = settle_unknown(ctx, provider, message, lease.attempts, since).await
+    {
+        return settled;
+    }
     let probe = match ctx.breakers.admit(provider.id) {
         Admission::Wait(until) => return deferred(until),
         admission => admission == Admission::Probe,
     };
+    if live_calls::is_call(provider, message) {
+        let line = live_calls::take(&ctx.pool, provider, message).await;
+        if !matches!(line, Ok(true)) {
+            if probe {
+                ctx.breakers.probe_not_sent(provider.id);
+            }
+            let error = match line {
+                Err(error) => format!("cannot take a line: {error}"),
+                _ => "every line of the provider or the tenant is busy".to_owned(),
+            };
+            return Decision::Deferred {
+                error,
+                delay: NO_LINE_DELAY,
+            };
+        }
+    }
     let result = match provider.pacing {
         None => provider_call::send(&ctx.http, provider, message).await,
         Some(spacing) => match on_a_slot(ctx, provider, message, spacing, deadline).await {
@@ -176,10 +211,68 @@ async fn send(
     ctx.breakers.record(provider.id, health, probe).await;
     match ctx.breakers.open_until(provider.id) {
         // Failing while the provider is known to be down says nothing about the recipient:
-        // it waits, its attempt not counted.
-        Some(until) if health == Health::Failing => deferred(until),
-        _ => outcome::decide(result, attempt, &provider.retry, rand::random::<f64>()),
+        // it waits, its attempt not counted. Not so a request that may have been sent: that
+        // one waits for the truth like any other.
+        Some(until)
+            if health == Health::Failing && !matches!(result, CallResult::Unknown { .. }) =>
+        {
+            deferred(until)
+        }
+        _ => outcome::decide(
+            result,
+            lease.attempts,
+            &provider.policy,
+            rand::random::<f64>(),
+        ),
     }
+}
+
+/// An earlier request of this recipient may have been sent and no receipt said so within
+/// the provider's window. Asks the provider where it can tell; `Some` is the decision
+/// (sent after all, failed by policy, or ask again later), `None` means send again.
+async fn settle_unknown(
+    ctx: &Context,
+    provider: &Provider,
+    message: &DispatchMessage,
+    attempts: u32,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Option<Decision> {
+    let verdict =
+        match reconcile::look_up(&ctx.http, provider, message, since, ctx.lease_grace).await {
+            Ok(verdict) => verdict,
+            Err(error) => {
+                return Some(Decision::Deferred {
+                    error,
+                    delay: LOOKUP_RETRY,
+                });
+            }
+        };
+    tracing::info!(
+        ?verdict,
+        "looked up an earlier request whose outcome was unknown"
+    );
+    if let Verdict::Sent(provider_message_id) = verdict {
+        return Some(Decision::Sent {
+            provider_message_id,
+        });
+    }
+    let policy = &provider.policy;
+    if policy.unknown == UnknownOutcome::Fail {
+        return Some(Decision::Failed {
+            error: "an earlier request may have been sent and no receipt came within the \
+                    provider's window; not sent again (unknown_outcome = fail)"
+                .into(),
+        });
+    }
+    if attempts > policy.retry.max_attempts {
+        return Some(Decision::Failed {
+            error: format!(
+                "the outcome of attempt {} is unknown and no attempts are left",
+                attempts - 1
+            ),
+        });
+    }
+    None
 }
 
 /// A rate-limited provider's request, made on a send slot: reserved only now, with the

@@ -3,34 +3,38 @@
 //! - [`consume`]: the supervised RabbitMQ consumer of every provider's lane (reconnects,
 //!   drains on shutdown); [`fleet`]: the heartbeat that shares in-flight caps across workers.
 //! - [`delivery`]: one delivery's path, decode to ack.
-//! - [`attempts`]: the lease and outcome writes, batched by [`batch`].
+//! - [`attempts`]: the lease and outcome writes, batched (`herald_shared::batch`).
 //! - [`providers`]: provider settings, cached; [`adapters`]: each provider API's
 //!   requests and answers; [`provider_call`]: the HTTP call.
-//! - [`outcome`]: what an answer means (sent, retry with backoff, failed).
+//! - [`outcome`]: what an answer means (sent, retry with backoff, failed, unknown);
+//!   [`reconcile`]: asking the provider about a request whose answer was lost.
+//! - [`live_calls`]: the lines a call holds until its final status.
 //! - [`pacing`]: fleet-wide rate limits, and [`on_time`]: the paced requests' own thread;
 //!   [`in_flight`]: per-provider in-flight caps;
 //!   [`breaker`]: circuit breakers for failing providers.
 
 pub mod adapters;
 pub mod attempts;
-pub mod batch;
 pub mod breaker;
 pub mod config;
 pub mod consume;
 pub mod delivery;
 pub mod fleet;
 pub mod in_flight;
+pub mod live_calls;
 pub mod on_time;
 pub mod outcome;
 pub mod pacing;
 pub mod provider_call;
 pub mod providers;
+pub mod reconcile;
 
 use attempts::{Dispatch, Outcome};
-use batch::Batcher;
 use config::WorkerConfig;
 use delivery::Context;
+use herald_shared::batch::Batcher;
 use providers::Providers;
+use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -59,38 +63,27 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     )
     .await?;
     let lease_grace = Duration::from_millis(config.lease_grace_ms);
-    let record_retry = Duration::from_millis(config.record_retry_ms);
 
+    // Both writes wait out a database outage, however long, holding their deliveries: an
+    // outcome whose request was made must never go back to the queue (it would be sent
+    // again), and a delivery handed back while the database is away would only come back
+    // at once, again and again, until the queue's delivery limit dead-letters it.
     let begin_pool = pool.clone();
     let begin = Batcher::spawn_parallel(MAX_BATCH, DB_LANES, move |dispatches: Vec<Dispatch>| {
         let pool = begin_pool.clone();
         async move {
-            match attempts::begin(&pool, &dispatches, lease_grace).await {
-                Ok(begun) => begun.into_iter().map(Ok).collect(),
-                Err(error) => vec![Err(error.to_string()); dispatches.len()],
-            }
+            until_written("begin attempts", || {
+                attempts::begin(&pool, &dispatches, lease_grace)
+            })
+            .await
         }
     });
     let record_pool = pool.clone();
     let record = Batcher::spawn_parallel(MAX_BATCH, DB_LANES, move |outcomes: Vec<Outcome>| {
         let pool = record_pool.clone();
         async move {
-            // An outcome is only acked once committed; ride out a short database outage.
-            let started = Instant::now();
-            let mut pause = Duration::from_millis(100);
-            loop {
-                match attempts::record(&pool, &outcomes).await {
-                    Ok(()) => return vec![Ok(()); outcomes.len()],
-                    Err(error) if started.elapsed() + pause > record_retry => {
-                        return vec![Err(error.to_string()); outcomes.len()];
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot record outcomes yet; retrying");
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
+            until_written("record outcomes", || attempts::record(&pool, &outcomes)).await;
+            vec![(); outcomes.len()]
         }
     });
     let http = || {
@@ -100,9 +93,10 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
     };
     let ctx = Context {
+        pool: pool.clone(),
         begin,
         record,
-        providers: Providers::new(pool.clone()),
+        providers: Providers::new(pool.clone(), config.receiver_url.as_deref()),
         pacer: pacing::Pacer::new(pool.clone()),
         on_time: on_time::OnTime::start(http())?,
         in_flight: in_flight::InFlight::default(),
@@ -123,4 +117,30 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     pool.close().await;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Runs a write until it commits, pausing (100 ms, doubling to 5 s) after each failure.
+async fn until_written<T, F, Fut>(what: &str, mut write: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut pause = Duration::from_millis(100);
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        match write().await {
+            Ok(done) => {
+                if let Some(since) = failing_since {
+                    tracing::info!(what, after = ?since.elapsed(), "database writes resumed");
+                }
+                return done;
+            }
+            Err(error) => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                tracing::warn!(what, %error, failing_for = ?since.elapsed(), "cannot write yet; holding the deliveries and retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }

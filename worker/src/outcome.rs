@@ -1,7 +1,17 @@
 //! What a provider's answer means for the recipient: a pure decision, no I/O.
 
 use herald_shared::backoff::RetryPolicy;
+use herald_shared::domain::UnknownOutcome;
 use std::time::Duration;
+
+/// A provider's policy for what comes back: retries, and what an unknown outcome means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub retry: RetryPolicy,
+    pub unknown: UnknownOutcome,
+    /// How long a recipient whose outcome is unknown waits for a receipt.
+    pub window: Duration,
+}
 
 /// The provider call's result, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,10 +27,22 @@ pub enum CallResult {
         reason: String,
         retry_after: Option<Duration>,
     },
-    /// Timeout, connection error, 5xx: the same request may succeed later.
+    /// An error answer (500, 408, …): the same request may succeed later.
     Transient {
         reason: String,
         retry_after: Option<Duration>,
+    },
+    /// The provider is down or unreachable (503, 502, 504, connection refused): nothing was
+    /// sent and nothing is wrong with the recipient, so no attempt is charged.
+    Unavailable {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The request went out and no answer came (a timeout, a connection reset after the
+    /// request was written): the provider may have taken it. Never retried blindly, since
+    /// no API Herald speaks honours an idempotency key; see [`UnknownOutcome`].
+    Unknown {
+        reason: String,
     },
     /// The provider refuses our credentials or configuration (HTTP 401, Twilio 20003,
     /// WhatsApp 190): no recipient can succeed until an operator fixes the provider. Final
@@ -54,6 +76,14 @@ impl CallResult {
                 reason: f(reason),
                 retry_after,
             },
+            CallResult::Unavailable {
+                reason,
+                retry_after,
+            } => CallResult::Unavailable {
+                reason: f(reason),
+                retry_after,
+            },
+            CallResult::Unknown { reason } => CallResult::Unknown { reason: f(reason) },
             CallResult::Misconfigured { reason } => CallResult::Misconfigured { reason: f(reason) },
             CallResult::Permanent { reason } => CallResult::Permanent { reason: f(reason) },
         }
@@ -81,12 +111,19 @@ pub enum Decision {
         error: String,
         delay: Duration,
     },
-    /// Nothing was sent, through no fault of the recipient: the provider's circuit breaker
-    /// is open, or no room or send slot came before the lease ran out. The recipient waits
-    /// (for the cool-down, if any) without spending an attempt.
+    /// Nothing was sent, through no fault of the recipient: the provider is down (its
+    /// circuit breaker is open, or it answered that it is unavailable), or no room, send
+    /// slot or live-call line came before the lease ran out. The recipient waits (for the
+    /// cool-down, if any) without spending an attempt.
     Deferred {
         error: String,
         delay: Duration,
+    },
+    /// The provider may have taken the request: the recipient waits `window` for a receipt
+    /// before anything is sent again.
+    Unknown {
+        error: String,
+        window: Duration,
     },
 }
 
@@ -94,18 +131,21 @@ impl CallResult {
     /// What this answer says about the provider's health, for its circuit breaker.
     pub fn health(&self) -> crate::breaker::Health {
         match self {
-            CallResult::Transient { .. } => crate::breaker::Health::Failing,
+            CallResult::Transient { .. }
+            | CallResult::Unavailable { .. }
+            | CallResult::Unknown { .. } => crate::breaker::Health::Failing,
             _ => crate::breaker::Health::Up,
         }
     }
 }
 
-/// Classifies an HTTP status (`None` when the request never got an answer).
+/// Classifies an HTTP status.
 pub fn classify_status(status: u16) -> StatusClass {
     match status {
         200..=299 => StatusClass::Success,
         408 | 425 | 429 => StatusClass::Transient,
         400..=499 => StatusClass::Permanent,
+        502..=504 => StatusClass::Unavailable,
         _ => StatusClass::Transient,
     }
 }
@@ -114,12 +154,15 @@ pub fn classify_status(status: u16) -> StatusClass {
 pub enum StatusClass {
     Success,
     Transient,
+    /// The provider (or the gateway in front of it) says it cannot serve now.
+    Unavailable,
     Permanent,
 }
 
 /// Decides the recipient's next state after its `attempts`-th attempt. `unit` is a random
 /// number in `[0, 1)` for the backoff's jitter.
-pub fn decide(result: CallResult, attempts: u32, policy: &RetryPolicy, unit: f64) -> Decision {
+pub fn decide(result: CallResult, attempts: u32, policy: &Policy, unit: f64) -> Decision {
+    let retry = &policy.retry;
     match result {
         CallResult::Accepted {
             provider_message_id,
@@ -135,25 +178,48 @@ pub fn decide(result: CallResult, attempts: u32, policy: &RetryPolicy, unit: f64
         } => Decision::Throttled {
             error: reason,
             // Without a Retry-After, the first backoff step is a reasonable pause.
-            delay: retry_after.unwrap_or_else(|| policy.delay(1, unit)),
+            delay: retry_after.unwrap_or_else(|| retry.delay(1, unit)),
         },
+        CallResult::Unavailable {
+            reason,
+            retry_after,
+        } => Decision::Deferred {
+            error: reason,
+            delay: retry.delay(1, unit).max(retry_after.unwrap_or_default()),
+        },
+        CallResult::Unknown { reason } if policy.unknown != UnknownOutcome::Retry => {
+            Decision::Unknown {
+                error: reason,
+                window: policy.window,
+            }
+        }
         CallResult::Transient {
             reason,
             retry_after,
-        } => {
-            if policy.allows_another(attempts) {
-                let delay = policy
-                    .delay(attempts, unit)
-                    .max(retry_after.unwrap_or_default());
-                Decision::Retry {
-                    error: reason,
-                    delay,
-                }
-            } else {
-                Decision::Failed {
-                    error: format!("{reason} (gave up after {attempts} attempts)"),
-                }
-            }
+        } => transient(reason, retry_after, attempts, retry, unit),
+        CallResult::Unknown { reason } => transient(reason, None, attempts, retry, unit),
+    }
+}
+
+/// A failure that may pass: another attempt after a backoff, unless this was the last.
+fn transient(
+    reason: String,
+    retry_after: Option<Duration>,
+    attempts: u32,
+    policy: &RetryPolicy,
+    unit: f64,
+) -> Decision {
+    if policy.allows_another(attempts) {
+        let delay = policy
+            .delay(attempts, unit)
+            .max(retry_after.unwrap_or_default());
+        Decision::Retry {
+            error: reason,
+            delay,
+        }
+    } else {
+        Decision::Failed {
+            error: format!("{reason} (gave up after {attempts} attempts)"),
         }
     }
 }
@@ -162,11 +228,15 @@ pub fn decide(result: CallResult, attempts: u32, policy: &RetryPolicy, unit: f64
 mod tests {
     use super::*;
 
-    fn policy() -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: 4,
-            base: Duration::from_millis(100),
-            cap: Duration::from_secs(5),
+    fn policy() -> Policy {
+        Policy {
+            retry: RetryPolicy {
+                max_attempts: 4,
+                base: Duration::from_millis(100),
+                cap: Duration::from_secs(5),
+            },
+            unknown: UnknownOutcome::AwaitReceipt,
+            window: Duration::from_secs(120),
         }
     }
 
@@ -176,7 +246,9 @@ mod tests {
         assert_eq!(classify_status(201), StatusClass::Success);
         assert_eq!(classify_status(429), StatusClass::Transient);
         assert_eq!(classify_status(500), StatusClass::Transient);
-        assert_eq!(classify_status(503), StatusClass::Transient);
+        assert_eq!(classify_status(503), StatusClass::Unavailable);
+        assert_eq!(classify_status(502), StatusClass::Unavailable);
+        assert_eq!(classify_status(504), StatusClass::Unavailable);
         assert_eq!(classify_status(400), StatusClass::Permanent);
         assert_eq!(classify_status(404), StatusClass::Permanent);
         assert_eq!(classify_status(408), StatusClass::Transient);
@@ -246,6 +318,56 @@ mod tests {
                 error: "twilio 20003 (HTTP 401): Authenticate".into()
             }
         );
+    }
+
+    #[test]
+    fn an_unavailable_provider_costs_no_attempt() {
+        let down = CallResult::Unavailable {
+            reason: "HTTP 503".into(),
+            retry_after: Some(Duration::from_secs(7)),
+        };
+        // Even on the last attempt: the provider being down is not the recipient's failure.
+        assert_eq!(
+            decide(down, 4, &policy(), 0.0),
+            Decision::Deferred {
+                error: "HTTP 503".into(),
+                delay: Duration::from_secs(7)
+            }
+        );
+    }
+
+    #[test]
+    fn an_unknown_outcome_waits_for_a_receipt_unless_the_provider_deduplicates() {
+        let lost = || CallResult::Unknown {
+            reason: "no answer within 5s".into(),
+        };
+        assert_eq!(
+            decide(lost(), 4, &policy(), 0.0),
+            Decision::Unknown {
+                error: "no answer within 5s".into(),
+                window: Duration::from_secs(120)
+            }
+        );
+        let fail = Policy {
+            unknown: UnknownOutcome::Fail,
+            ..policy()
+        };
+        assert!(matches!(
+            decide(lost(), 1, &fail, 0.0),
+            Decision::Unknown { .. }
+        ));
+        let retry = Policy {
+            unknown: UnknownOutcome::Retry,
+            ..policy()
+        };
+        assert!(matches!(
+            decide(lost(), 1, &retry, 0.0),
+            Decision::Retry { .. }
+        ));
+        assert!(matches!(
+            decide(lost(), 4, &retry, 0.0),
+            Decision::Failed { .. }
+        ));
     }
 
     #[test]

@@ -23,7 +23,7 @@
 //! are refused together) and pushes the next free time past any `Retry-After`; the slowdown
 //! then decays back towards the configured rate (×0.8 per second), probing back up.
 
-use crate::batch::Batcher;
+use herald_shared::batch::Batcher;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

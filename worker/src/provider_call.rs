@@ -1,6 +1,8 @@
 //! The HTTP call to a provider: the adapter of the provider's kind builds the request and
 //! reads the answer ([`crate::adapters`]); this module only does the I/O, with the
-//! provider's timeout, and turns transport failures into transient results.
+//! provider's timeout, and says what a transport failure means: a connection that could
+//! not be made sent nothing ([`CallResult::Unavailable`]); a timeout or a connection lost
+//! once the request was on its way may have been sent ([`CallResult::Unknown`]).
 
 use crate::adapters::{self, Answer, HttpRequest};
 use crate::outcome::CallResult;
@@ -19,7 +21,8 @@ pub async fn send(client: &Client, provider: &Provider, message: &DispatchMessag
 }
 
 async fn call(client: &Client, provider: &Provider, message: &DispatchMessage) -> CallResult {
-    let request = match adapters::build(&provider.config, message) {
+    let request = match adapters::build(&provider.config, message, provider.callback_url.as_deref())
+    {
         Ok(request) => request,
         Err(result) => return result,
     };
@@ -27,10 +30,6 @@ async fn call(client: &Client, provider: &Provider, message: &DispatchMessage) -
         Ok(headers) => headers,
         // Settings are validated when loaded, so this is a bug rather than bad input.
         Err(reason) => return CallResult::Misconfigured { reason },
-    };
-    let transient = |reason: String| CallResult::Transient {
-        reason,
-        retry_after: None,
     };
     let response = match client
         .request(request.method, &request.url)
@@ -41,10 +40,7 @@ async fn call(client: &Client, provider: &Provider, message: &DispatchMessage) -
         .await
     {
         Ok(response) => response,
-        Err(error) if error.is_timeout() => {
-            return transient(format!("timed out after {:?}", provider.timeout));
-        }
-        Err(error) => return transient(format!("request failed: {}", without_url(&error))),
+        Err(error) => return failed(&error, provider),
     };
     let status = response.status().as_u16();
     let retry_after = response
@@ -52,12 +48,14 @@ async fn call(client: &Client, provider: &Provider, message: &DispatchMessage) -
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| adapters::parse_retry_after(v, chrono::Utc::now()));
+    // The status has come: it decides, even if the body is cut off (a 2xx without its body
+    // still means the provider took the request, just without telling its id).
     let body = match response.bytes().await {
         Ok(body) => body,
-        Err(error) if error.is_timeout() => {
-            return transient(format!("timed out after {:?}", provider.timeout));
+        Err(error) => {
+            tracing::debug!(status, error = %without_url(&error), "answer's body lost");
+            Default::default()
         }
-        Err(error) => return transient(format!("reading response: {}", without_url(&error))),
     };
     adapters::interpret(
         &provider.config,
@@ -69,9 +67,31 @@ async fn call(client: &Client, provider: &Provider, message: &DispatchMessage) -
     )
 }
 
+/// What a request that got no answer means.
+pub fn failed(error: &reqwest::Error, provider: &Provider) -> CallResult {
+    if error.is_connect() {
+        // Refused, unreachable, DNS or TLS failure: no byte of the request reached the provider.
+        return CallResult::Unavailable {
+            reason: format!("cannot connect: {}", without_url(error)),
+            retry_after: None,
+        };
+    }
+    if error.is_builder() {
+        return CallResult::Misconfigured {
+            reason: format!("cannot build the request: {}", without_url(error)),
+        };
+    }
+    let reason = if error.is_timeout() {
+        format!("no answer within {:?}", provider.timeout)
+    } else {
+        format!("connection lost before the answer: {}", without_url(error))
+    };
+    CallResult::Unknown { reason }
+}
+
 /// The request's headers for reqwest, secrets marked sensitive (kept out of its `Debug`).
 /// Errors name the header, never its value.
-fn header_map(request: &HttpRequest) -> Result<HeaderMap, String> {
+pub(crate) fn header_map(request: &HttpRequest) -> Result<HeaderMap, String> {
     let mut map = HeaderMap::with_capacity(request.headers.len());
     for header in &request.headers {
         let name = HeaderName::from_bytes(header.name.as_bytes())
@@ -85,7 +105,7 @@ fn header_map(request: &HttpRequest) -> Result<HeaderMap, String> {
 }
 
 /// reqwest errors print the URL, which may carry credentials in query strings.
-fn without_url(error: &reqwest::Error) -> String {
+pub(crate) fn without_url(error: &reqwest::Error) -> String {
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
     let mut deepest = None;
     while let Some(s) = source {

@@ -4,6 +4,7 @@
 //! ([`ProviderConfig`]) when loaded: a provider with bad settings is an error for its
 //! recipients (retried later), never a panic or a malformed request.
 
+use crate::outcome::Policy;
 use herald_shared::backoff::RetryPolicy;
 use herald_shared::provider_config::{self, ProviderConfig};
 use serde_json::Value;
@@ -23,9 +24,15 @@ pub struct Provider {
     /// What the adapters need: the API's kind, endpoint, settings and credentials.
     pub config: ProviderConfig,
     pub timeout: Duration,
-    pub retry: RetryPolicy,
+    /// Retries, and what a request without an answer means.
+    pub policy: Policy,
     /// Time between two requests across the whole fleet, when the provider has a rate limit.
     pub pacing: Option<Duration>,
+    /// Where this provider posts receipts, for APIs that take a callback URL per request:
+    /// Twilio's `settings.status_callback`, else the receiver's URL for this provider.
+    pub callback_url: Option<String>,
+    /// How long a call counts as live without its final status callback.
+    pub live_call_hold: Duration,
     loaded: Instant,
 }
 
@@ -42,6 +49,9 @@ struct Row {
     retry_max_ms: i32,
     rate_limit: Option<i32>,
     rate_window_ms: i32,
+    unknown_outcome: String,
+    unknown_window_ms: i32,
+    live_call_timeout_ms: i32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,14 +71,37 @@ pub enum ProviderError {
 #[derive(Clone)]
 pub struct Providers {
     pool: PgPool,
+    /// The receiver's public URL (`HERALD_RECEIVER_URL`), if Herald takes receipts.
+    receiver_url: Option<Arc<str>>,
     cache: Arc<Mutex<HashMap<Uuid, Arc<Provider>>>>,
 }
 
 impl Providers {
-    pub fn new(pool: PgPool) -> Self {
+    pub fn new(pool: PgPool, receiver_url: Option<&str>) -> Self {
         Self {
             pool,
+            receiver_url: receiver_url.map(|url| Arc::from(url.trim_end_matches('/'))),
             cache: Arc::default(),
+        }
+    }
+
+    /// Where `provider`'s receipts go, for the APIs that name a callback per request.
+    fn callback_url(&self, id: Uuid, config: &ProviderConfig) -> Option<String> {
+        let receiver = |path: &str| {
+            self.receiver_url
+                .as_ref()
+                .map(|base| format!("{base}/webhooks/{path}/{id}"))
+        };
+        match config {
+            ProviderConfig::TwilioSms(c) => {
+                c.status_callback.clone().or_else(|| receiver("twilio"))
+            }
+            ProviderConfig::TwilioVoice(c) => {
+                c.status_callback.clone().or_else(|| receiver("twilio"))
+            }
+            // Without a webhook secret, receipts could not be trusted: none are asked for.
+            ProviderConfig::Http(c) => c.webhook_secret.as_ref().and_then(|_| receiver("http")),
+            ProviderConfig::WhatsApp(_) => None,
         }
     }
 
@@ -81,7 +114,8 @@ impl Providers {
         }
         let row: Row = sqlx::query_as(
             "SELECT id, kind, endpoint, settings, credentials, timeout_ms,
-                    max_attempts, retry_base_ms, retry_max_ms, rate_limit, rate_window_ms
+                    max_attempts, retry_base_ms, retry_max_ms, rate_limit, rate_window_ms,
+                    unknown_outcome, unknown_window_ms, live_call_timeout_ms
              FROM providers WHERE id = $1",
         )
         .bind(id)
@@ -92,20 +126,36 @@ impl Providers {
             provider_config::parse(&row.kind, &row.endpoint, &row.settings, &row.credentials)
                 .map_err(|problems| ProviderError::Invalid { id, problems })?;
         let millis = |ms: i32| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+        let unknown = row
+            .unknown_outcome
+            .parse()
+            .map_err(|_| ProviderError::Invalid {
+                id,
+                problems: provider_config::Problems(vec![provider_config::Problem {
+                    field: "unknown_outcome".into(),
+                    reason: format!("unknown value `{}`", row.unknown_outcome),
+                }]),
+            })?;
         let provider = Arc::new(Provider {
             id: row.id,
+            callback_url: self.callback_url(row.id, &config),
             config,
             timeout: millis(row.timeout_ms),
+            live_call_hold: millis(row.live_call_timeout_ms),
             pacing: row.rate_limit.map(|limit| {
                 herald_shared::rate_limit::spacing(
                     u32::try_from(limit).unwrap_or(1),
                     millis(row.rate_window_ms),
                 )
             }),
-            retry: RetryPolicy {
-                max_attempts: u32::try_from(row.max_attempts).unwrap_or(1),
-                base: millis(row.retry_base_ms),
-                cap: millis(row.retry_max_ms),
+            policy: Policy {
+                retry: RetryPolicy {
+                    max_attempts: u32::try_from(row.max_attempts).unwrap_or(1),
+                    base: millis(row.retry_base_ms),
+                    cap: millis(row.retry_max_ms),
+                },
+                unknown,
+                window: millis(row.unknown_window_ms),
             },
             loaded: Instant::now(),
         });

@@ -44,9 +44,10 @@ impl DispatchMessage {
     }
 
     /// The idempotency key sent to the provider: stable across every retry of one recipient,
-    /// so a provider that honours keys never delivers the same recipient twice.
+    /// so a provider that honours keys never delivers the same recipient twice. It is also
+    /// the reference a provider echoes back in its receipts (see [`parse_reference`]).
     pub fn idempotency_key(&self) -> String {
-        format!("herald-{}-{}", self.campaign_id.simple(), self.recipient_id)
+        reference(self.campaign_id, self.recipient_id)
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -61,6 +62,22 @@ impl DispatchMessage {
         }
         Ok(message)
     }
+}
+
+/// `herald-{campaign}-{recipient}`: names one recipient in requests and receipts.
+pub fn reference(campaign_id: Uuid, recipient_id: i64) -> String {
+    format!("herald-{}-{}", campaign_id.simple(), recipient_id)
+}
+
+/// The campaign and recipient a [`reference`] names; `None` for anything else.
+pub fn parse_reference(text: &str) -> Option<(Uuid, i64)> {
+    let rest = text.strip_prefix("herald-")?;
+    let (campaign, recipient) = rest.split_once('-')?;
+    if campaign.len() != 32 {
+        return None;
+    }
+    let recipient: i64 = recipient.parse().ok().filter(|&id| id > 0)?;
+    Some((Uuid::try_parse(campaign).ok()?, recipient))
 }
 
 #[cfg(test)]
@@ -117,6 +134,23 @@ mod tests {
             DispatchMessage::decode(&message.encode()),
             Err(DecodeError::Version(9))
         ));
+    }
+
+    #[test]
+    fn references_round_trip_and_nothing_else_parses() {
+        let key = sample().idempotency_key();
+        assert_eq!(parse_reference(&key), Some((Uuid::from_u128(7), 42)));
+        for bad in [
+            "",
+            "herald-",
+            "herald-00000000000000000000000000000007",
+            "herald-00000000000000000000000000000007-x",
+            "herald-00000000000000000000000000000007--4",
+            "herald-0000000000000000000000000000007-42",
+            "sim-00000000000000000000000000000007-42",
+        ] {
+            assert_eq!(parse_reference(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -2,30 +2,42 @@
 //! header stable across retries of one recipient, and a bearer token if the provider has one.
 //!
 //! Without a body template the body is Herald's original one:
-//! `{"body", "channel", "metadata": {"campaign_id", "recipient_id", "tenant_id"}, "to"}`.
+//! `{"body", "channel", "metadata": {"campaign_id", "recipient_id", "tenant_id"}, "to"}`, and
+//! `callback_url` (where to post this message's receipts) when Herald takes receipts.
 //! With `settings.body_template`, every string in the template is rendered with the message's
 //! variables; the values land inside JSON strings, so serialising escapes them.
 
-use super::{Answer, ErrorClass, Header, HttpRequest, clip};
+use super::{Answer, ErrorClass, Header, HttpRequest, callback_with_reference, clip};
 use crate::outcome::{CallResult, StatusClass, classify_status};
 use herald_shared::provider_config::HttpConfig;
 use herald_shared::queue::message::DispatchMessage;
 use herald_shared::template;
 use serde_json::{Map, Value, json};
 
-pub fn build(config: &HttpConfig, message: &DispatchMessage) -> HttpRequest {
+pub fn build(
+    config: &HttpConfig,
+    message: &DispatchMessage,
+    callback: Option<&str>,
+) -> HttpRequest {
+    let callback = callback.map(|url| callback_with_reference(url, message));
     let body = match &config.body_template {
-        None => json!({
-            "to": message.to,
-            "body": message.body,
-            "channel": message.channel,
-            "metadata": {
-                "tenant_id": message.tenant_id.to_string(),
-                "campaign_id": message.campaign_id.to_string(),
-                "recipient_id": message.recipient_id.to_string(),
-            },
-        }),
-        Some(template) => render(template, &variables(message)),
+        None => {
+            let mut body = json!({
+                "to": message.to,
+                "body": message.body,
+                "channel": message.channel,
+                "metadata": {
+                    "tenant_id": message.tenant_id.to_string(),
+                    "campaign_id": message.campaign_id.to_string(),
+                    "recipient_id": message.recipient_id.to_string(),
+                },
+            });
+            if let Some(callback) = &callback {
+                body["callback_url"] = Value::String(callback.clone());
+            }
+            body
+        }
+        Some(template) => render(template, &variables(message, callback.as_deref())),
     };
     let mut headers = vec![
         Header::new("Content-Type", "application/json"),
@@ -55,7 +67,7 @@ pub fn build(config: &HttpConfig, message: &DispatchMessage) -> HttpRequest {
 }
 
 /// The variables a body template may use (`BODY_TEMPLATE_VARIABLES`).
-fn variables(message: &DispatchMessage) -> Map<String, Value> {
+fn variables(message: &DispatchMessage, callback: Option<&str>) -> Map<String, Value> {
     let mut vars = Map::new();
     let mut set = |name: &str, value: String| {
         vars.insert(name.to_owned(), Value::String(value));
@@ -67,6 +79,7 @@ fn variables(message: &DispatchMessage) -> Map<String, Value> {
     set("recipient_id", message.recipient_id.to_string());
     set("campaign_id", message.campaign_id.to_string());
     set("tenant_id", message.tenant_id.to_string());
+    set("callback_url", callback.unwrap_or_default().to_owned());
     vars
 }
 
@@ -104,6 +117,7 @@ pub fn interpret(answer: &Answer<'_>) -> CallResult {
         _ if answer.status == 429 => ErrorClass::Throttled,
         _ if answer.status == 401 => ErrorClass::Misconfigured,
         StatusClass::Transient => ErrorClass::Transient,
+        StatusClass::Unavailable => ErrorClass::Unavailable,
         StatusClass::Permanent => ErrorClass::Permanent,
     };
     let reason = format!(
@@ -140,6 +154,7 @@ mod tests {
         let request = build(
             &config(json!({}), json!({"bearer_token": "tok"})),
             &message(),
+            None,
         );
         assert_eq!(request.method, reqwest::Method::POST);
         assert_eq!(request.url, "http://127.0.0.1:9/v1/messages");
@@ -165,6 +180,17 @@ mod tests {
                 r#""to":"+15551234567"}"#
             )
         );
+        // With receipts, the body says where to post them, naming the recipient.
+        let with_receipts = build(
+            &config(json!({}), json!({})),
+            &message(),
+            Some("https://hooks.example/webhooks/http/9"),
+        );
+        let body: Value = serde_json::from_slice(&with_receipts.body).unwrap();
+        assert_eq!(
+            body["callback_url"],
+            format!("https://hooks.example/webhooks/http/9?ref={KEY}&seq=3")
+        );
     }
 
     #[test]
@@ -172,16 +198,17 @@ mod tests {
         let c = config(
             json!({
                 "body_template": {"phone": "{{to}}", "text": "{{ body }}", "ref": "{{idempotency_key}}",
-                                  "n": 1, "tags": ["{{channel}}", "r{{recipient_id}}"]},
+                                  "n": 1, "tags": ["{{channel}}", "r{{recipient_id}}"],
+                                  "hook": "{{callback_url}}"},
                 "headers": {"X-Tenant": "acme"},
             }),
             json!({"headers": {"X-Api-Key": "k3y"}}),
         );
-        let request = build(&c, &message());
+        let request = build(&c, &message(), Some("https://h.example/cb"));
         assert_eq!(
             String::from_utf8(request.body.clone()).unwrap(),
             format!(
-                r#"{{"n":1,"phone":"+15551234567","ref":"{KEY}","tags":["sms","r42"],"text":"Hi Ada & <Bob>, 100% \"ready\"?"}}"#
+                r#"{{"hook":"https://h.example/cb?ref={KEY}&seq=3","n":1,"phone":"+15551234567","ref":"{KEY}","tags":["sms","r42"],"text":"Hi Ada & <Bob>, 100% \"ready\"?"}}"#
             )
         );
         assert_eq!(request.header("X-Tenant"), Some("acme"));
@@ -222,6 +249,10 @@ mod tests {
         );
         assert!(matches!(
             interpret(&answer(503, "")),
+            CallResult::Unavailable { .. }
+        ));
+        assert!(matches!(
+            interpret(&answer(500, "")),
             CallResult::Transient { .. }
         ));
         assert!(matches!(

@@ -116,6 +116,8 @@ pub enum ErrorClass {
     Throttled,
     /// The same request may succeed later.
     Transient,
+    /// The provider says it is down or overloaded: nothing was sent, no attempt charged.
+    Unavailable,
     /// The provider refuses our credentials or configuration: no recipient can succeed.
     Misconfigured,
     /// This request will never succeed.
@@ -133,6 +135,10 @@ impl ErrorClass {
                 reason,
                 retry_after,
             },
+            ErrorClass::Unavailable => CallResult::Unavailable {
+                reason,
+                retry_after,
+            },
             ErrorClass::Misconfigured => CallResult::Misconfigured { reason },
             ErrorClass::Permanent => CallResult::Permanent { reason },
         }
@@ -140,17 +146,58 @@ impl ErrorClass {
 }
 
 /// The request for `message`, or the final result when the message cannot be sent through
-/// this API at all (say, inline TwiML over Twilio's size limit).
+/// this API at all (say, inline TwiML over Twilio's size limit). `callback` is where the
+/// provider should post this message's receipts, where its API takes a URL per request
+/// (WhatsApp's webhook is set once per app; its receipts echo the reference instead).
 pub fn build(
     config: &ProviderConfig,
     message: &DispatchMessage,
+    callback: Option<&str>,
 ) -> Result<HttpRequest, CallResult> {
     match config {
-        ProviderConfig::Http(c) => Ok(generic::build(c, message)),
-        ProviderConfig::TwilioSms(c) => Ok(twilio::build_message(c, message)),
-        ProviderConfig::TwilioVoice(c) => twilio::build_call(c, message),
+        ProviderConfig::Http(c) => Ok(generic::build(c, message, callback)),
+        ProviderConfig::TwilioSms(c) => Ok(twilio::build_message(c, message, callback)),
+        ProviderConfig::TwilioVoice(c) => twilio::build_call(c, message, callback),
         ProviderConfig::WhatsApp(c) => Ok(whatsapp::build(c, message)),
     }
+}
+
+/// How to find out whether a request whose answer was lost created a message: the request
+/// that lists it, for the APIs that can (Twilio). `None`: this API cannot tell.
+pub fn lookup(config: &ProviderConfig, message: &DispatchMessage) -> Option<HttpRequest> {
+    match config {
+        ProviderConfig::TwilioSms(c) => Some(twilio::lookup_message(c, message)),
+        ProviderConfig::TwilioVoice(c) => Some(twilio::lookup_call(c, message)),
+        ProviderConfig::Http(_) | ProviderConfig::WhatsApp(_) => None,
+    }
+}
+
+/// The provider's id of this recipient's message in a [`lookup`]'s answer, if it is there.
+pub fn found_in_lookup(
+    config: &ProviderConfig,
+    answer: &Answer<'_>,
+    message: &DispatchMessage,
+    since: DateTime<Utc>,
+) -> Result<Option<String>, String> {
+    let found = match config {
+        ProviderConfig::TwilioSms(_) | ProviderConfig::TwilioVoice(_) => {
+            twilio::find_in_lookup(answer, message, since)
+        }
+        ProviderConfig::Http(_) | ProviderConfig::WhatsApp(_) => Ok(None),
+    };
+    let secrets = config.secrets();
+    found.map_err(|reason| scrub(reason, &secrets))
+}
+
+/// `callback` with the message's reference (and dispatch) added to its query, so a receipt
+/// names its recipient even when it arrives before the send's answer.
+pub fn callback_with_reference(callback: &str, message: &DispatchMessage) -> String {
+    let separator = if callback.contains('?') { '&' } else { '?' };
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("ref", &message.idempotency_key())
+        .append_pair("seq", &message.seq.to_string())
+        .finish();
+    format!("{callback}{separator}{query}")
 }
 
 /// What the provider's answer means. Reasons are scrubbed of the provider's secrets, in

@@ -5,7 +5,7 @@
 //! suffix selects JSON answers. Success is 201 with the resource (`sid` is the id); errors
 //! are `{"code", "message", "more_info", "status"}`.
 
-use super::{Answer, ErrorClass, Header, HttpRequest, clip};
+use super::{Answer, ErrorClass, Header, HttpRequest, callback_with_reference, clip};
 use crate::outcome::CallResult;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -18,7 +18,11 @@ use serde::Deserialize;
 pub const TWIML_LIMIT: usize = 4_000;
 
 /// `POST …/Messages.json`: To, From and/or MessagingServiceSid, Body, StatusCallback.
-pub fn build_message(config: &TwilioSmsConfig, message: &DispatchMessage) -> HttpRequest {
+pub fn build_message(
+    config: &TwilioSmsConfig,
+    message: &DispatchMessage,
+    callback: Option<&str>,
+) -> HttpRequest {
     let mut form = vec![("To", message_address(message))];
     if let Some(from) = &config.from {
         form.push(("From", from.clone()));
@@ -27,16 +31,23 @@ pub fn build_message(config: &TwilioSmsConfig, message: &DispatchMessage) -> Htt
         form.push(("MessagingServiceSid", service.clone()));
     }
     form.push(("Body", message.body.clone()));
-    if let Some(callback) = &config.status_callback {
-        form.push(("StatusCallback", callback.clone()));
+    if let Some(callback) = callback {
+        form.push(("StatusCallback", callback_with_reference(callback, message)));
     }
     request(&config.account, "Messages.json", &form, message)
 }
 
-/// `POST …/Calls.json`: To, From, then `Url` or inline `Twiml` speaking the body.
+/// The call progress events a call's status callback reports: every one, so that a call
+/// whose placing timed out is known to exist from its first event, and the final one frees
+/// its line.
+pub const CALL_EVENTS: [&str; 4] = ["initiated", "ringing", "answered", "completed"];
+
+/// `POST …/Calls.json`: To, From, then `Url` or inline `Twiml` speaking the body, and the
+/// status callback with every progress event.
 pub fn build_call(
     config: &TwilioVoiceConfig,
     message: &DispatchMessage,
+    callback: Option<&str>,
 ) -> Result<HttpRequest, CallResult> {
     let mut form = vec![("To", message.to.clone()), ("From", config.from.clone())];
     match &config.url {
@@ -56,8 +67,13 @@ pub fn build_call(
             form.push(("Twiml", twiml));
         }
     }
-    if let Some(callback) = &config.status_callback {
-        form.push(("StatusCallback", callback.clone()));
+    if let Some(callback) = callback {
+        form.push(("StatusCallback", callback_with_reference(callback, message)));
+        form.extend(
+            CALL_EVENTS
+                .iter()
+                .map(|event| ("StatusCallbackEvent", (*event).to_owned())),
+        );
     }
     Ok(request(&config.account, "Calls.json", &form, message))
 }
@@ -93,9 +109,9 @@ fn request(
         ),
         Header::new("Content-Type", "application/x-www-form-urlencoded"),
         Header::new("Accept", "application/json"),
-        // Twilio documents this header on the webhooks it sends, not as a REST API feature;
-        // it is sent anyway so that a retry carries the recipient's stable key (Twilio
-        // ignores unknown headers, and the simulator deduplicates on it).
+        // Twilio documents this header on the webhooks it sends, not as a REST API feature:
+        // it does not stop a second message. It is sent anyway so that every request names
+        // its recipient (Twilio ignores unknown headers; the simulator counts duplicates by it).
         Header::new("I-Twilio-Idempotency-Token", message.idempotency_key()),
     ];
     HttpRequest::post(url, headers, body.into_bytes())
@@ -146,6 +162,8 @@ pub fn class(status: u16, code: Option<i64>) -> ErrorClass {
         (Some(20003), _) | (_, 401) => ErrorClass::Misconfigured,
         // Invalid number, not a mobile number, unsubscribed (STOP).
         (Some(21211 | 21614 | 21610), _) => ErrorClass::Permanent,
+        // Service unavailable, or a gateway in front of Twilio that could not reach it.
+        (Some(20503), _) | (_, 502..=504) => ErrorClass::Unavailable,
         (_, 500..) | (_, 408) => ErrorClass::Transient,
         _ => ErrorClass::Permanent,
     }
@@ -176,6 +194,109 @@ pub fn interpret(answer: &Answer<'_>) -> CallResult {
         ),
     };
     class(answer.status, code).into_result(reason, answer.retry_after)
+}
+
+/// Twilio's list of the account's messages (or calls) to the recipient, newest first: how
+/// Herald finds out whether a request whose answer was lost created a message after all.
+/// `GET …/Messages.json?To=…&From=…&PageSize=50` (`DateSent` is a whole day, and a message
+/// still queued has none, so the date is compared here instead).
+pub fn build_lookup(
+    account: &TwilioAccount,
+    calls: bool,
+    to: &str,
+    from: Option<&str>,
+) -> HttpRequest {
+    let resource = if calls { "Calls.json" } else { "Messages.json" };
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("To", to);
+    if let Some(from) = from {
+        query.append_pair("From", from);
+    }
+    query.append_pair("PageSize", "50");
+    let url = format!(
+        "{}/2010-04-01/Accounts/{}/{resource}?{}",
+        account.base_url,
+        account.account_sid,
+        query.finish()
+    );
+    let credentials = format!("{}:{}", account.account_sid, account.auth_token.expose());
+    HttpRequest {
+        method: reqwest::Method::GET,
+        url,
+        headers: vec![
+            Header::secret(
+                "Authorization",
+                format!("Basic {}", STANDARD.encode(credentials)),
+            ),
+            Header::new("Accept", "application/json"),
+        ],
+        body: Vec::new(),
+    }
+}
+
+/// The lookup for one message of a Messaging (`calls = false`) or Voice provider.
+pub fn lookup_message(config: &TwilioSmsConfig, message: &DispatchMessage) -> HttpRequest {
+    build_lookup(
+        &config.account,
+        false,
+        &message_address(message),
+        config.from.as_deref(),
+    )
+}
+
+pub fn lookup_call(config: &TwilioVoiceConfig, message: &DispatchMessage) -> HttpRequest {
+    build_lookup(&config.account, true, &message.to, Some(&config.from))
+}
+
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    messages: Vec<Listed>,
+    #[serde(default)]
+    calls: Vec<Listed>,
+}
+
+#[derive(Deserialize)]
+struct Listed {
+    sid: Option<String>,
+    to: Option<String>,
+    body: Option<String>,
+    date_created: Option<String>,
+}
+
+/// The SID of the message (or call) in a lookup's answer that is this recipient's: to the
+/// same address, created at or after `since`, and (a message) with the same text. `Err`
+/// when the answer is not a list.
+pub fn find_in_lookup(
+    answer: &Answer<'_>,
+    message: &DispatchMessage,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<String>, String> {
+    if !(200..300).contains(&answer.status) {
+        return Err(format!(
+            "lookup answered HTTP {}: {}",
+            answer.status,
+            clip(&String::from_utf8_lossy(answer.body))
+        ));
+    }
+    let page: Page = serde_json::from_slice(answer.body)
+        .map_err(|e| format!("lookup answer is not a list: {e}"))?;
+    let calls = page.messages.is_empty();
+    let to = if calls {
+        message.to.clone()
+    } else {
+        message_address(message)
+    };
+    let found = page.messages.into_iter().chain(page.calls).find(|item| {
+        let created = item
+            .date_created
+            .as_deref()
+            .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok());
+        item.to.as_deref() == Some(to.as_str())
+            && created.is_some_and(|at| at >= since)
+            && (calls || item.body.as_deref() == Some(message.body.as_str()))
+    });
+    Ok(found.map(|item| item.sid.unwrap_or_default()))
 }
 
 #[cfg(test)]
@@ -232,9 +353,9 @@ mod tests {
     #[test]
     fn a_message_is_form_encoded_with_basic_auth() {
         let request = build_message(
-            &sms(json!({"from": "+15005550006", "messaging_service_sid": MG,
-                        "status_callback": "https://hooks.example/twilio?x=1"})),
+            &sms(json!({"from": "+15005550006", "messaging_service_sid": MG})),
             &message(),
+            Some("https://hooks.example/twilio?x=1"),
         );
         assert_eq!(request.method, reqwest::Method::POST);
         assert_eq!(
@@ -262,7 +383,7 @@ mod tests {
             format!(
                 "To=%2B15551234567&From=%2B15005550006&MessagingServiceSid={MG}\
                  &Body=Hi+Ada+%26+%3CBob%3E%2C+100%25+%22ready%22%3F\
-                 &StatusCallback=https%3A%2F%2Fhooks.example%2Ftwilio%3Fx%3D1"
+                 &StatusCallback=https%3A%2F%2Fhooks.example%2Ftwilio%3Fx%3D1%26ref%3D{KEY}%26seq%3D3"
             )
         );
     }
@@ -271,7 +392,7 @@ mod tests {
     fn whatsapp_through_twilio_gets_the_channel_prefix() {
         let mut m = message();
         m.channel = Channel::Whatsapp;
-        let request = build_message(&sms(json!({"from": "whatsapp:+15005550006"})), &m);
+        let request = build_message(&sms(json!({"from": "whatsapp:+15005550006"})), &m, None);
         let body = String::from_utf8(request.body).unwrap();
         assert!(
             body.starts_with("To=whatsapp%3A%2B15551234567&From=whatsapp%3A%2B15005550006&Body="),
@@ -281,7 +402,8 @@ mod tests {
 
     #[test]
     fn a_call_speaks_the_body_through_inline_twiml_or_fetches_a_url() {
-        let request = build_call(&voice(json!({"from": "+15005550006"})), &message()).unwrap();
+        let request =
+            build_call(&voice(json!({"from": "+15005550006"})), &message(), None).unwrap();
         assert_eq!(
             request.url,
             format!("http://127.0.0.1:9/2010-04-01/Accounts/{SID}/Calls.json")
@@ -302,17 +424,19 @@ mod tests {
             ]
         );
         let with_url = build_call(
-            &voice(
-                json!({"from": "+15005550006", "url": "https://twiml.example/say",
-                          "status_callback": "https://hooks.example/calls"}),
-            ),
+            &voice(json!({"from": "+15005550006", "url": "https://twiml.example/say"})),
             &message(),
+            Some("https://hooks.example/calls"),
         )
         .unwrap();
         assert_eq!(
             String::from_utf8(with_url.body).unwrap(),
-            "To=%2B15551234567&From=%2B15005550006&Url=https%3A%2F%2Ftwiml.example%2Fsay\
-             &StatusCallback=https%3A%2F%2Fhooks.example%2Fcalls"
+            format!(
+                "To=%2B15551234567&From=%2B15005550006&Url=https%3A%2F%2Ftwiml.example%2Fsay\
+                 &StatusCallback=https%3A%2F%2Fhooks.example%2Fcalls%3Fref%3D{KEY}%26seq%3D3\
+                 &StatusCallbackEvent=initiated&StatusCallbackEvent=ringing\
+                 &StatusCallbackEvent=answered&StatusCallbackEvent=completed"
+            )
         );
     }
 
@@ -320,10 +444,58 @@ mod tests {
     fn oversized_twiml_is_refused_before_calling() {
         let mut m = message();
         m.body = "&".repeat(1_000); // 5,000 characters once escaped
-        let result = build_call(&voice(json!({"from": "+15005550006"})), &m).unwrap_err();
+        let result = build_call(&voice(json!({"from": "+15005550006"})), &m, None).unwrap_err();
         assert!(
             matches!(&result, CallResult::Permanent { reason } if reason.contains("settings.url")),
             "{result:?}"
+        );
+    }
+
+    #[test]
+    fn a_lost_answer_is_looked_up_by_recipient_sender_time_and_text() {
+        let config = sms(json!({"from": "+15005550006"}));
+        let request = lookup_message(&config, &message());
+        assert_eq!(request.method, reqwest::Method::GET);
+        assert_eq!(
+            request.url,
+            format!(
+                "http://127.0.0.1:9/2010-04-01/Accounts/{SID}/Messages.json\
+                 ?To=%2B15551234567&From=%2B15005550006&PageSize=50"
+            )
+        );
+        assert!(request.headers[0].sensitive);
+        let since = chrono::DateTime::parse_from_rfc2822("Thu, 30 Jul 2015 20:12:00 +0000")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let page = |items: Value| json!({"messages": items, "page": 0}).to_string();
+        let item = |sid: &str, body: &str, created: &str| json!({"sid": sid, "to": "+15551234567", "body": body, "date_created": created});
+        let text = "Hi Ada & <Bob>, 100% \"ready\"?";
+        let found = page(json!([
+            item("SMnew", "another text", "Thu, 30 Jul 2015 20:13:00 +0000"),
+            item("SMours", text, "Thu, 30 Jul 2015 20:12:31 +0000"),
+        ]));
+        assert_eq!(
+            find_in_lookup(&answer(200, &found), &message(), since),
+            Ok(Some("SMours".into()))
+        );
+        // The same text, but sent before this attempt: not it.
+        let older = page(json!([item(
+            "SMold",
+            text,
+            "Thu, 30 Jul 2015 20:11:00 +0000"
+        )]));
+        assert_eq!(
+            find_in_lookup(&answer(200, &older), &message(), since),
+            Ok(None)
+        );
+        assert!(find_in_lookup(&answer(401, "{}"), &message(), since).is_err());
+        assert!(find_in_lookup(&answer(200, "<html>"), &message(), since).is_err());
+        let calls = json!({"calls": [{"sid": "CA1", "to": "+15551234567",
+                                      "date_created": "Thu, 30 Jul 2015 20:12:31 +0000"}]})
+        .to_string();
+        assert_eq!(
+            find_in_lookup(&answer(200, &calls), &message(), since),
+            Ok(Some("CA1".into()))
         );
     }
 
@@ -386,7 +558,9 @@ mod tests {
             (400, Some(21611), ErrorClass::Throttled),
             (429, None, ErrorClass::Throttled),
             (500, Some(20500), ErrorClass::Transient),
-            (503, None, ErrorClass::Transient),
+            (503, None, ErrorClass::Unavailable),
+            (503, Some(20503), ErrorClass::Unavailable),
+            (502, None, ErrorClass::Unavailable),
             (404, Some(20404), ErrorClass::Permanent),
             (400, Some(21602), ErrorClass::Permanent),
         ];
@@ -395,7 +569,7 @@ mod tests {
         }
         assert_eq!(
             interpret(&answer(502, "<html>bad gateway</html>")),
-            CallResult::Transient {
+            CallResult::Unavailable {
                 reason: "twilio HTTP 502: <html>bad gateway</html>".into(),
                 retry_after: None
             }

@@ -163,8 +163,10 @@ pub fn class(status: u16, code: Option<i64>) -> ErrorClass {
         (Some(190), _) | (_, 401) => ErrorClass::Misconfigured,
         // Undeliverable, re-engagement window closed, unsupported type, invalid parameter.
         (Some(131026 | 131047 | 131051 | 100), _) => ErrorClass::Permanent,
-        // Unknown/service errors, something went wrong, account upgrade in progress.
-        (Some(1 | 2 | 131000 | 131057), _) | (_, 500..) | (_, 408) => ErrorClass::Transient,
+        // Service temporarily down or overloaded, account upgrade in progress: nothing sent.
+        (Some(2 | 131057), _) | (_, 502..=504) => ErrorClass::Unavailable,
+        // Unknown API error, something went wrong.
+        (Some(1 | 131000), _) | (_, 500..) | (_, 408) => ErrorClass::Transient,
         _ => ErrorClass::Permanent,
     }
 }
@@ -316,9 +318,10 @@ mod tests {
             (400, Some(131051), ErrorClass::Permanent),
             (400, Some(100), ErrorClass::Permanent),
             (500, Some(131000), ErrorClass::Transient),
-            (503, Some(2), ErrorClass::Transient),
+            (503, Some(2), ErrorClass::Unavailable),
+            (400, Some(131057), ErrorClass::Unavailable),
             (400, Some(1), ErrorClass::Transient),
-            (502, None, ErrorClass::Transient),
+            (502, None, ErrorClass::Unavailable),
             (403, Some(10), ErrorClass::Permanent),
         ];
         for (status, code, expected) in cases {

@@ -1,0 +1,66 @@
+//! Herald's receipt receiver: the webhooks providers call with the fate of each message or
+//! call. A process of its own, so it scales apart from the admin server (providers'
+//! callbacks come at up to a few times the send rate), and stateless like the workers.
+//!
+//! - [`routes`]: one endpoint per API, each naming the provider whose secret signs it;
+//! - [`twilio`], [`whatsapp`], [`generic`]: reading each API's receipts;
+//! - [`intake`]: why a webhook is refused, and the batched store behind each `2xx`;
+//! - [`providers`]: the providers' secrets, cached.
+//!
+//! Signatures are checked by `herald_shared::signature`; receipts are stored and applied to
+//! their recipients by `herald_shared::receipts`.
+
+pub mod config;
+pub mod generic;
+pub mod intake;
+pub mod providers;
+pub mod routes;
+pub mod twilio;
+pub mod whatsapp;
+
+use config::ReceiverConfig;
+use std::net::SocketAddr;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Db(#[from] herald_shared::db::DbError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Serves until `shutdown` is cancelled.
+pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let pool = herald_shared::db::connect(
+        &config.connections.database_url,
+        config.connections.db_pool_size,
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let public_url = config.public_url();
+    tracing::info!(listen = %config.listen, %public_url, "receipt receiver listening");
+    let state = routes::AppState {
+        providers: providers::Providers::new(pool.clone()),
+        intake: intake::Intake::start(pool.clone()),
+        public_url: public_url.into(),
+        pool: pool.clone(),
+    };
+    axum::serve(listener, routes::router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(ServeError::Serve)?;
+    pool.close().await;
+    tracing::info!("receipt receiver stopped");
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! The webhook endpoints, one per API, each naming the Herald provider whose secret signs
+//! its receipts:
+//!
+//! - `POST /webhooks/twilio/{provider}`: Twilio message and call status callbacks;
+//! - `GET /webhooks/whatsapp/{provider}`: Meta's subscription check;
+//!   `POST /webhooks/whatsapp/{provider}`: WhatsApp status notifications;
+//! - `POST /webhooks/http/{provider}`: a generic provider's receipts;
+//! - `GET /healthz` (the process answers), `GET /readyz` (and reaches PostgreSQL).
+
+use crate::generic;
+use crate::intake::{Intake, Refusal};
+use crate::providers::Providers;
+use crate::twilio;
+use crate::whatsapp;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::routing::{get, post};
+use herald_shared::provider_config::{ProviderConfig, ReceiptKey};
+use herald_shared::signature;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub providers: Providers,
+    pub intake: Intake,
+    /// What providers call this receiver (no trailing slash): Twilio signs the full URL.
+    pub public_url: Arc<str>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/webhooks/twilio/{provider}", post(twilio_status))
+        .route(
+            "/webhooks/whatsapp/{provider}",
+            get(whatsapp_verify).post(whatsapp_status),
+        )
+        .route("/webhooks/http/{provider}", post(generic_receipts))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(state)
+}
+
+impl AppState {
+    async fn provider(&self, id: &str) -> Result<(Uuid, Arc<ProviderConfig>), Refusal> {
+        let id = Uuid::try_parse(id).map_err(|_| Refusal::NotFound)?;
+        match self.providers.get(id).await {
+            Ok(Some(config)) => Ok((id, config)),
+            Ok(None) => Err(Refusal::NotFound),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the provider");
+                Err(Refusal::Unavailable)
+            }
+        }
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn twilio_status(
+    State(app): State<AppState>,
+    Path(provider): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Refusal> {
+    let (provider_id, config) = app.provider(&provider).await?;
+    let Some(ReceiptKey::Twilio(token)) = config.receipts() else {
+        return Err(Refusal::NotFound);
+    };
+    let signature = header(&headers, "x-twilio-signature")
+        .ok_or(Refusal::Unauthorized("X-Twilio-Signature is missing"))?;
+    let params = twilio::form(&body);
+    let path = uri.path_and_query().map_or("", |p| p.as_str());
+    let url = format!("{}{path}", app.public_url);
+    if !signature::verify_twilio(token.expose(), &url, &params, signature) {
+        tracing::warn!(%provider_id, "Twilio callback with a bad signature refused");
+        return Err(Refusal::Forbidden("X-Twilio-Signature does not match"));
+    }
+    let reference = uri.query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "ref")
+            .map(|(_, v)| v.into_owned())
+    });
+    if let Some(receipt) = twilio::receipt(provider_id, &params, reference.as_deref())? {
+        app.intake.store(vec![receipt]).await?;
+    }
+    Ok(StatusCode::OK)
+}
+
+async fn whatsapp_verify(
+    State(app): State<AppState>,
+    Path(provider): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<String, Refusal> {
+    let (_, config) = app.provider(&provider).await?;
+    let Some(ReceiptKey::Meta { verify_token, .. }) = config.receipts() else {
+        return Err(Refusal::NotFound);
+    };
+    let field = |name: &str| {
+        query
+            .get(name)
+            .ok_or_else(|| Refusal::BadRequest(format!("{name} is required")))
+    };
+    let (mode, token, challenge) = (
+        field("hub.mode")?,
+        field("hub.verify_token")?,
+        field("hub.challenge")?,
+    );
+    let matches =
+        verify_token.is_some_and(|expected| signature::same_secret(expected.expose(), token));
+    if mode != "subscribe" || !matches {
+        return Err(Refusal::Forbidden("hub.verify_token does not match"));
+    }
+    Ok(challenge.clone())
+}
+
+async fn whatsapp_status(
+    State(app): State<AppState>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Refusal> {
+    let (provider_id, config) = app.provider(&provider).await?;
+    let (Some(ReceiptKey::Meta { app_secret, .. }), ProviderConfig::WhatsApp(whatsapp)) =
+        (config.receipts(), config.as_ref())
+    else {
+        return Err(Refusal::NotFound);
+    };
+    let signature = header(&headers, "x-hub-signature-256")
+        .ok_or(Refusal::Unauthorized("X-Hub-Signature-256 is missing"))?;
+    if !signature::verify_hub(app_secret.expose(), &body, signature) {
+        tracing::warn!(%provider_id, "WhatsApp notification with a bad signature refused");
+        return Err(Refusal::Forbidden("X-Hub-Signature-256 does not match"));
+    }
+    let mut receipts = Vec::new();
+    let mut numbers: HashMap<String, Uuid> = HashMap::new();
+    for numbered in whatsapp::statuses(provider_id, &body)? {
+        let mut receipt = numbered.receipt;
+        if let Some(number) = numbered.phone_number_id
+            && number != whatsapp.phone_number_id
+        {
+            // Another number of the same Meta app: its own provider, if Herald has one
+            // signed by this app's secret.
+            if !numbers.contains_key(&number) {
+                let sibling = app.sibling(&number, app_secret.expose()).await?;
+                numbers.insert(number.clone(), sibling.unwrap_or(provider_id));
+            }
+            receipt.provider_id = numbers[&number];
+        }
+        receipts.push(receipt);
+    }
+    app.intake.store(receipts).await?;
+    Ok(StatusCode::OK)
+}
+
+impl AppState {
+    /// The WhatsApp provider of phone number `number` whose app secret is `app_secret`.
+    async fn sibling(&self, number: &str, app_secret: &str) -> Result<Option<Uuid>, Refusal> {
+        let candidates = self
+            .providers
+            .whatsapp_by_number(number)
+            .await
+            .map_err(|_| Refusal::Unavailable)?;
+        Ok(candidates.into_iter().find_map(|(id, config)| {
+            matches!(config.receipts(), Some(ReceiptKey::Meta { app_secret: secret, .. })
+                if signature::same_secret(secret.expose(), app_secret))
+            .then_some(id)
+        }))
+    }
+}
+
+async fn generic_receipts(
+    State(app): State<AppState>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Refusal> {
+    let (provider_id, config) = app.provider(&provider).await?;
+    let Some(ReceiptKey::Herald(secret)) = config.receipts() else {
+        return Err(Refusal::NotFound);
+    };
+    let signature = header(&headers, signature::HERALD_SIGNATURE_HEADER)
+        .ok_or(Refusal::Unauthorized("X-Herald-Signature is missing"))?;
+    if !signature::verify_hub(secret.expose(), &body, signature) {
+        tracing::warn!(%provider_id, "receipt with a bad signature refused");
+        return Err(Refusal::Forbidden("X-Herald-Signature does not match"));
+    }
+    let receipts = generic::receipts(provider_id, &body)?;
+    app.intake.store(receipts).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn ready(State(app): State<AppState>) -> Result<&'static str, Refusal> {
+    sqlx::query("SELECT 1")
+        .execute(&app.pool)
+        .await
+        .map_err(|_| Refusal::Unavailable)?;
+    Ok("ready")
+}

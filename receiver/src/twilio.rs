@@ -1,0 +1,151 @@
+//! Twilio's status callbacks: form posts for messages (`MessageSid`, `MessageStatus`,
+//! `ErrorCode`, …) and calls (`CallSid`, `CallStatus`, `Timestamp`, `SequenceNumber`, …),
+//! signed with `X-Twilio-Signature`. The callback URL Herald gave with each request carries
+//! the recipient's reference (`?ref=herald-{campaign}-{recipient}&seq=…`), and Twilio signs
+//! the URL with its query, so the reference is as trustworthy as the status.
+
+use crate::intake::{Refusal, clip, text};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use herald_shared::delivery::DeliveryStatus;
+use herald_shared::queue::message::parse_reference;
+use herald_shared::receipts::Receipt;
+use uuid::Uuid;
+
+/// The form's fields, in order (repeated names kept: they are all signed).
+pub fn form(body: &[u8]) -> Vec<(String, String)> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// The receipt a callback carries; `Ok(None)` for a status Herald does not track (an
+/// inbound message's `received`, say), which is acknowledged and dropped.
+pub fn receipt(
+    provider_id: Uuid,
+    params: &[(String, String)],
+    reference: Option<&str>,
+) -> Result<Option<Receipt>, Refusal> {
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    };
+    let missing = |field: &str| Refusal::BadRequest(format!("{field} is required"));
+    let (message_id, raw_status, status, provider_time) = if let Some(raw) = get("CallStatus") {
+        let sid = get("CallSid").ok_or_else(|| missing("CallSid"))?;
+        let time = get("Timestamp")
+            .and_then(|t| DateTime::parse_from_rfc2822(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        (sid, raw, DeliveryStatus::from_twilio_call(raw), time)
+    } else {
+        let raw = get("MessageStatus")
+            .or_else(|| get("SmsStatus"))
+            .ok_or_else(|| missing("MessageStatus"))?;
+        let sid = get("MessageSid")
+            .or_else(|| get("SmsSid"))
+            .ok_or_else(|| missing("MessageSid"))?;
+        let time = get("RawDlrDoneDate").and_then(dlr_done_date);
+        (sid, raw, DeliveryStatus::from_twilio_message(raw), time)
+    };
+    let Some(status) = status else {
+        return Ok(None);
+    };
+    Ok(Some(Receipt {
+        provider_id,
+        message_id: text("MessageSid", message_id, 64)?,
+        reference: reference.and_then(parse_reference),
+        status,
+        raw_status: text("MessageStatus", raw_status, 64)?,
+        error_code: get("ErrorCode").map(|c| clip(c, 32)),
+        error_message: get("ErrorMessage")
+            .or_else(|| get("ChannelStatusMessage"))
+            .map(|m| clip(m, 500)),
+        provider_time,
+    }))
+}
+
+/// The carrier's DLR done date, `YYMMDDhhmm` (UTC).
+fn dlr_done_date(text: &str) -> Option<DateTime<Utc>> {
+    NaiveDateTime::parse_from_str(&format!("{text}00"), "%y%m%d%H%M%S")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    const REF: &str = "herald-00000000000000000000000000000007-42";
+
+    #[test]
+    fn a_message_callback() {
+        let p = params(&[
+            ("MessageSid", "SM123"),
+            ("SmsSid", "SM123"),
+            ("MessageStatus", "undelivered"),
+            ("SmsStatus", "undelivered"),
+            ("ErrorCode", "30003"),
+            ("RawDlrDoneDate", "2607301212"),
+            ("AccountSid", "AC1"),
+        ]);
+        let receipt = receipt(Uuid::nil(), &p, Some(REF)).unwrap().unwrap();
+        assert_eq!(receipt.message_id, "SM123");
+        assert_eq!(receipt.status, DeliveryStatus::Undelivered);
+        assert_eq!(receipt.reference, Some((Uuid::from_u128(7), 42)));
+        assert_eq!(receipt.error_code.as_deref(), Some("30003"));
+        assert_eq!(
+            receipt.provider_time.unwrap().to_rfc3339(),
+            "2026-07-30T12:12:00+00:00"
+        );
+    }
+
+    #[test]
+    fn a_call_callback() {
+        let p = params(&[
+            ("CallSid", "CA9"),
+            ("CallStatus", "no-answer"),
+            ("Timestamp", "Thu, 30 Jul 2015 20:12:31 +0000"),
+            ("SequenceNumber", "3"),
+        ]);
+        let receipt = receipt(Uuid::nil(), &p, None).unwrap().unwrap();
+        assert_eq!(receipt.status, DeliveryStatus::NoAnswer);
+        assert_eq!(receipt.reference, None);
+        assert!(receipt.provider_time.is_some());
+    }
+
+    #[test]
+    fn malformed_and_untracked_callbacks() {
+        assert!(matches!(
+            receipt(Uuid::nil(), &params(&[("MessageStatus", "sent")]), None),
+            Err(Refusal::BadRequest(_))
+        ));
+        assert!(matches!(
+            receipt(Uuid::nil(), &params(&[("MessageSid", "SM1")]), None),
+            Err(Refusal::BadRequest(_))
+        ));
+        assert_eq!(
+            receipt(
+                Uuid::nil(),
+                &params(&[("MessageSid", "SM1"), ("MessageStatus", "received")]),
+                None
+            ),
+            Ok(None)
+        );
+        // A reference that is not Herald's names nobody.
+        let p = params(&[("MessageSid", "SM1"), ("MessageStatus", "sent")]);
+        assert_eq!(
+            receipt(Uuid::nil(), &p, Some("elsewhere-1"))
+                .unwrap()
+                .unwrap()
+                .reference,
+            None
+        );
+    }
+}

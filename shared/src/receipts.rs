@@ -1,0 +1,285 @@
+//! Storing receipts and applying them to recipients.
+//!
+//! A receipt belongs to the recipient named by the reference the provider echoed
+//! (`herald-{campaign}-{recipient}`, in Twilio's per-request callback URL, WhatsApp's
+//! `biz_opaque_callback_data` or a generic provider's receipt), provided that recipient's
+//! campaign may use the provider; otherwise to the recipient whose send recorded the
+//! provider's message id. A receipt that matches neither is parked: it is applied when the
+//! send is recorded (the worker's outcome statement adopts it), or reported as orphaned
+//! after `orphan_after`.
+//!
+//! Applying a receipt:
+//! - raises the recipient's delivery status to the receipt's if its rank is higher
+//!   ([`crate::delivery`]); a lower or equal one changes nothing, so order and duplicates do
+//!   not matter;
+//! - makes the recipient `sent` whatever Herald thought (`unknown`, waiting for a retry,
+//!   even `failed` after a lost answer): the provider took a message for it;
+//! - frees the call's line when the status is final.
+//!
+//! Every receipt is also appended to `receipts`, duplicates (same provider, message and
+//! status as an earlier one, exactly: a unique index decides between concurrent copies)
+//! flagged and never applied twice.
+
+use crate::delivery::DeliveryStatus;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// One status report from a provider, verified and read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub provider_id: Uuid,
+    /// The provider's id of the message or call.
+    pub message_id: String,
+    /// The campaign and recipient the provider's echo of Herald's reference names.
+    pub reference: Option<(Uuid, i64)>,
+    pub status: DeliveryStatus,
+    /// As the provider spelled it.
+    pub raw_status: String,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub provider_time: Option<DateTime<Utc>>,
+}
+
+/// What storing a batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct Stored {
+    pub received: i64,
+    pub duplicates: i64,
+    /// Matched no recipient (yet).
+    pub parked: i64,
+    /// Recipients whose status or state changed.
+    pub applied: i64,
+}
+
+/// The recipients' side of applying receipts, shared by both statements below: `best` holds
+/// one row per recipient (its highest-ranked receipt in the batch); `$1` is the first rank
+/// that is final. Defines the CTEs `applied` (the recipients changed) and `first_sends` (a
+/// campaign whose first send a receipt revealed).
+macro_rules! apply_best {
+    () => {
+        "UPDATE recipients r
+         SET delivery_status = CASE WHEN b.rank > r.delivery_rank THEN b.status ELSE r.delivery_status END,
+             delivery_error = CASE WHEN b.rank > r.delivery_rank THEN b.error_code ELSE r.delivery_error END,
+             delivery_updated_at = CASE WHEN b.rank > r.delivery_rank THEN now() ELSE r.delivery_updated_at END,
+             delivery_rank = greatest(r.delivery_rank, b.rank),
+             state = 'sent',
+             provider_message_id = coalesce(r.provider_message_id, b.message_id),
+             sent_at = coalesce(r.sent_at, now()),
+             sent_via = CASE WHEN r.state = 'sent' THEN r.sent_via ELSE b.provider_id END,
+             last_error = CASE WHEN r.state = 'sent' THEN r.last_error END,
+             outcome_unknown_at = NULL, lease_until = NULL, queued_at = NULL,
+             live_until = CASE WHEN b.rank >= $1 THEN NULL ELSE r.live_until END,
+             updated_at = now()
+         FROM best b
+         WHERE r.id = b.recipient_id
+           AND (r.state <> 'sent' OR b.rank > r.delivery_rank
+                OR (b.rank >= $1 AND r.live_until IS NOT NULL))
+         RETURNING r.id, r.campaign_id
+     ),
+     first_sends AS (
+         UPDATE campaigns c SET first_sent_at = now()
+         WHERE c.first_sent_at IS NULL AND c.id IN (SELECT campaign_id FROM applied)"
+    };
+}
+
+/// The first rank that is final (see [`DeliveryStatus::is_final`]).
+fn final_rank() -> i16 {
+    DeliveryStatus::ALL
+        .iter()
+        .filter(|s| s.is_final())
+        .map(|s| s.rank())
+        .min()
+        .unwrap_or(i16::MAX)
+}
+
+/// Stores and applies `receipts` in one statement: when it returns, they are durable.
+pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::Error> {
+    let providers: Vec<Uuid> = receipts.iter().map(|r| r.provider_id).collect();
+    let message_ids: Vec<&str> = receipts.iter().map(|r| r.message_id.as_str()).collect();
+    let ref_campaigns: Vec<Option<Uuid>> = receipts
+        .iter()
+        .map(|r| r.reference.map(|(c, _)| c))
+        .collect();
+    let ref_recipients: Vec<Option<i64>> = receipts
+        .iter()
+        .map(|r| r.reference.map(|(_, id)| id))
+        .collect();
+    let statuses: Vec<&str> = receipts.iter().map(|r| r.status.as_str()).collect();
+    let raw: Vec<&str> = receipts.iter().map(|r| r.raw_status.as_str()).collect();
+    let ranks: Vec<i16> = receipts.iter().map(|r| r.status.rank()).collect();
+    let codes: Vec<Option<&str>> = receipts.iter().map(|r| r.error_code.as_deref()).collect();
+    let messages: Vec<Option<&str>> = receipts
+        .iter()
+        .map(|r| r.error_message.as_deref())
+        .collect();
+    let times: Vec<Option<DateTime<Utc>>> = receipts.iter().map(|r| r.provider_time).collect();
+    // Copies within the batch are told apart here; copies of stored ones by the unique index.
+    let mut seen = std::collections::HashSet::with_capacity(receipts.len());
+    let repeats: Vec<bool> = receipts
+        .iter()
+        .map(|r| !seen.insert((r.provider_id, r.message_id.as_str(), r.status)))
+        .collect();
+    sqlx::query_as(concat!(
+        "WITH i AS (
+             SELECT * FROM unnest($2::uuid[], $3::text[], $4::uuid[], $5::bigint[], $6::text[],
+                                  $7::text[], $8::int2[], $9::text[], $10::text[], $11::timestamptz[],
+                                  $12::bool[])
+                 AS i(provider_id, message_id, ref_campaign, ref_recipient, status,
+                      raw_status, rank, error_code, error_message, provider_time, repeat)
+         ),
+         -- Primary-key and index lookups the planner cannot reorder (OFFSET 0).
+         m AS MATERIALIZED (
+             SELECT i.*, coalesce(by_ref.id, by_id.id) AS recipient_id
+             FROM i
+             LEFT JOIN LATERAL (
+                 SELECT r.id FROM recipients r JOIN campaigns c ON c.id = r.campaign_id
+                 WHERE r.id = i.ref_recipient AND r.campaign_id = i.ref_campaign
+                   AND i.provider_id IN (c.provider_id, c.overflow_provider_id)
+                 OFFSET 0
+             ) by_ref ON true
+             LEFT JOIN LATERAL (
+                 SELECT r.id FROM recipients r
+                 WHERE i.ref_recipient IS NULL AND r.provider_message_id = i.message_id
+                   AND r.sent_via = i.provider_id
+                 LIMIT 1
+             ) by_id ON true
+         ),
+         -- The first of each (provider, message, status) is applied; a copy (of one stored
+         -- before, by whichever statement, or earlier in this batch) is only kept.
+         firsts AS (
+             INSERT INTO receipts (provider_id, message_id, recipient_id, status, raw_status, rank,
+                                   error_code, error_message, provider_time)
+             SELECT provider_id, message_id, recipient_id, status, raw_status, rank,
+                    error_code, error_message, provider_time
+             FROM m WHERE NOT m.repeat
+             ON CONFLICT (provider_id, message_id, status) WHERE NOT duplicate DO NOTHING
+             RETURNING provider_id, message_id, recipient_id, status, rank, error_code
+         ),
+         copies AS (
+             INSERT INTO receipts (provider_id, message_id, recipient_id, status, raw_status, rank,
+                                   error_code, error_message, provider_time, duplicate)
+             SELECT m.provider_id, m.message_id, m.recipient_id, m.status, m.raw_status, m.rank,
+                    m.error_code, m.error_message, m.provider_time, true
+             FROM m
+             WHERE m.repeat OR NOT EXISTS (
+                 SELECT 1 FROM firsts f WHERE f.provider_id = m.provider_id
+                   AND f.message_id = m.message_id AND f.status = m.status)
+             RETURNING recipient_id
+         ),
+         -- Locked in recipient order, like every statement that updates several recipients,
+         -- so that two of them never wait on each other in a cycle.
+         best AS MATERIALIZED (
+             SELECT b.* FROM (
+                 SELECT DISTINCT ON (recipient_id) recipient_id, provider_id, message_id, status, rank, error_code
+                 FROM firsts WHERE recipient_id IS NOT NULL
+                 ORDER BY recipient_id, rank DESC
+             ) b CROSS JOIN LATERAL (SELECT 1 FROM recipients r WHERE r.id = b.recipient_id FOR UPDATE) locked
+         ),
+         applied AS (",
+        apply_best!(),
+        ")
+         SELECT (SELECT count(*) FROM firsts) + (SELECT count(*) FROM copies) AS received,
+                (SELECT count(*) FROM copies) AS duplicates,
+                (SELECT count(*) FROM firsts WHERE recipient_id IS NULL) AS parked,
+                (SELECT count(*) FROM applied) AS applied"
+    ))
+    .bind(final_rank())
+    .bind(&providers)
+    .bind(&message_ids)
+    .bind(&ref_campaigns)
+    .bind(&ref_recipients)
+    .bind(&statuses)
+    .bind(&raw)
+    .bind(&ranks)
+    .bind(&codes)
+    .bind(&messages)
+    .bind(&times)
+    .bind(&repeats)
+    .persistent(false)
+    .fetch_one(pool)
+    .await
+}
+
+/// Applies parked receipts whose message id a send has recorded since (the worker's outcome
+/// statement adopts them as it records; this catches the ones that raced it). Returns how
+/// many recipients changed.
+pub async fn adopt_parked(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let applied: i64 = sqlx::query_scalar(concat!(
+        "WITH adopted AS (
+             UPDATE receipts p SET recipient_id = r.id
+             FROM recipients r
+             WHERE p.recipient_id IS NULL AND p.orphaned_at IS NULL
+               AND r.provider_message_id = p.message_id AND r.sent_via = p.provider_id
+             RETURNING p.recipient_id, p.provider_id, p.message_id, p.status, p.rank, p.error_code
+         ),
+         best AS MATERIALIZED (
+             SELECT b.* FROM (
+                 SELECT DISTINCT ON (recipient_id) * FROM adopted ORDER BY recipient_id, rank DESC
+             ) b CROSS JOIN LATERAL (SELECT 1 FROM recipients r WHERE r.id = b.recipient_id FOR UPDATE) locked
+         ),
+         applied AS (",
+        apply_best!(),
+        ") SELECT count(*) FROM applied"
+    ))
+    .bind(final_rank())
+    .fetch_one(pool)
+    .await?;
+    Ok(u64::try_from(applied).unwrap_or(0))
+}
+
+/// A receipt that never found its recipient.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Orphan {
+    pub provider_id: Uuid,
+    pub message_id: String,
+    pub status: String,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Marks the receipts parked for longer than `after` as orphaned (reported once) and returns
+/// them.
+pub async fn orphan_parked(pool: &PgPool, after: Duration) -> Result<Vec<Orphan>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE receipts SET orphaned_at = now()
+         WHERE recipient_id IS NULL AND orphaned_at IS NULL
+           AND received_at < now() - make_interval(secs => $1)
+         RETURNING provider_id, message_id, status, received_at",
+    )
+    .bind(after.as_secs_f64())
+    .fetch_all(pool)
+    .await
+}
+
+/// Most receipts one prune statement deletes, so a large backlog goes over a few ticks.
+const PRUNE_LIMIT: i64 = 50_000;
+
+/// Deletes receipts older than `retention`; returns how many.
+pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM receipts WHERE id IN (
+             SELECT id FROM receipts WHERE received_at < now() - make_interval(secs => $1)
+             LIMIT $2)",
+    )
+    .bind(retention.as_secs_f64())
+    .bind(PRUNE_LIMIT)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_final_rank_is_the_lowest_final_status() {
+        assert_eq!(final_rank(), DeliveryStatus::Failed.rank());
+        assert!(
+            DeliveryStatus::ALL
+                .iter()
+                .all(|s| s.is_final() == (s.rank() >= final_rank()))
+        );
+    }
+}
