@@ -20,6 +20,8 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::behaviour::{InvalidNumber, Outcome};
+use crate::config::BehaviourConfig;
+use crate::receipts::{Destination, Sent};
 use crate::stats::RequestDetail;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +69,11 @@ pub struct Parsed {
     pub fields: Value,
     /// Twilio's AccountSid from the path.
     pub account_sid: Option<String>,
+    /// Twilio: the password of the request's Basic credentials (the auth token receipts are
+    /// signed with).
+    pub auth_token: Option<String>,
+    /// WhatsApp: the phone number id of the path.
+    pub phone_number_id: Option<String>,
 }
 
 impl Parsed {
@@ -82,6 +89,8 @@ impl Parsed {
             campaign_id: None,
             fields,
             account_sid: None,
+            auth_token: None,
+            phone_number_id: None,
         }
     }
 
@@ -251,8 +260,11 @@ pub fn parse_twilio(calls: bool, account_sid: &str, headers: &HeaderMap, body: &
     };
     let mut parsed = Parsed::new(api, fields);
     parsed.account_sid = Some(account_sid.to_owned());
-    parsed.authorized = basic_auth(headers)
+    let credentials = basic_auth(headers);
+    parsed.authorized = credentials
+        .as_ref()
         .is_some_and(|(user, password)| user == account_sid && !password.is_empty());
+    parsed.auth_token = credentials.map(|(_, password)| password);
     parsed.key = key_header(headers, "i-twilio-idempotency-token").unwrap_or(None);
     parsed.campaign_id = parsed.key.as_deref().and_then(campaign_from_key);
     parsed.raw_to = parsed.field("To").map(str::to_owned);
@@ -307,6 +319,7 @@ pub fn parse_whatsapp(
         Value::Null
     };
     let mut parsed = Parsed::new(Api::WhatsApp, fields);
+    parsed.phone_number_id = Some(phone_number_id.to_owned());
     parsed.authorized = header_str(headers, header::AUTHORIZATION.as_str())
         .and_then(|v| v.trim().split_once(' '))
         .is_some_and(|(scheme, token)| {
@@ -357,6 +370,138 @@ pub fn parse_whatsapp(
         parsed.reject(code, message);
     }
     parsed
+}
+
+/// The provider's id of a message or call, as its API writes ids.
+pub fn message_id(api: Api, id: Uuid) -> String {
+    match api {
+        Api::Generic => format!("sim_{}", id.simple()),
+        Api::TwilioMessages => format!("SM{}", id.simple()),
+        Api::TwilioCalls => format!("CA{}", id.simple()),
+        Api::WhatsApp => format!("wamid.{}", id.simple()),
+    }
+}
+
+/// The message a taken request became, for its receipts: where they go comes from the
+/// request (Twilio's `StatusCallback`, the generic `callback_url`) or, for WhatsApp, the
+/// app's webhook in `cfg`.
+pub fn sent(parsed: &Parsed, cfg: &BehaviourConfig, id: Uuid) -> Sent {
+    let field = |name: &str| {
+        parsed
+            .field(name)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let destination = match parsed.api {
+        Api::TwilioMessages | Api::TwilioCalls => field("StatusCallback")
+            .zip(parsed.auth_token.clone())
+            .map(|(url, auth_token)| Destination::Twilio { url, auth_token }),
+        Api::WhatsApp => cfg
+            .whatsapp_webhook_url
+            .clone()
+            .map(|url| Destination::WhatsApp {
+                url,
+                app_secret: cfg.whatsapp_app_secret.clone(),
+            }),
+        Api::Generic => field("callback_url").map(|url| Destination::Herald {
+            url,
+            secret: cfg.webhook_secret.clone(),
+        }),
+    };
+    let call_events = match parsed.fields.get("StatusCallbackEvent") {
+        Some(Value::String(one)) => one.split_whitespace().map(str::to_owned).collect(),
+        Some(Value::Array(many)) => many
+            .iter()
+            .filter_map(Value::as_str)
+            .flat_map(str::split_whitespace)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    };
+    Sent {
+        api: parsed.api,
+        message_id: message_id(parsed.api, id),
+        key: parsed.key.clone(),
+        to: parsed.raw_to.clone().unwrap_or_default(),
+        from: field("From").unwrap_or_else(|| "+15005550006".to_owned()),
+        account_sid: parsed.account_sid.clone().unwrap_or_default(),
+        phone_number_id: parsed.phone_number_id.clone().unwrap_or_default(),
+        destination,
+        call_events,
+    }
+}
+
+/// One message or call as Twilio's list endpoints show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Listed {
+    pub sid: String,
+    pub to: String,
+    pub from: String,
+    pub body: Option<String>,
+    pub date_created: String,
+    pub status: &'static str,
+}
+
+impl Listed {
+    pub fn of(sent: &Sent, body: Option<String>, now_ms: u64) -> Self {
+        Self {
+            sid: sent.message_id.clone(),
+            to: sent.to.clone(),
+            from: sent.from.clone(),
+            body,
+            date_created: rfc2822(now_ms),
+            status: if sent.api == Api::TwilioCalls {
+                "queued"
+            } else {
+                "sent"
+            },
+        }
+    }
+}
+
+/// `GET …/Messages.json` or `Calls.json`: the page of `listed` (newest first) filtered by
+/// `To` and `From`, or 401 without the account's credentials.
+pub fn twilio_list(
+    calls: bool,
+    account_sid: &str,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+    listed: impl Iterator<Item = Listed>,
+) -> (StatusCode, String) {
+    let authorized = basic_auth(headers)
+        .is_some_and(|(user, password)| user == account_sid && !password.is_empty());
+    if !authorized {
+        return (
+            StatusCode::UNAUTHORIZED,
+            json!({"code": 20003, "message": "Authenticate",
+                   "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401})
+            .to_string(),
+        );
+    }
+    let get = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let page_size = get("PageSize")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(50)
+        .clamp(1, 1000);
+    let items: Vec<Listed> = listed
+        .filter(|item| get("From").is_none_or(|from| item.from == from))
+        .take(page_size)
+        .collect();
+    let resource = if calls { "Calls" } else { "Messages" };
+    let uri = format!("/2010-04-01/Accounts/{account_sid}/{resource}.json");
+    let list = if calls { "calls" } else { "messages" };
+    (
+        StatusCode::OK,
+        json!({list: items, "page": 0, "page_size": page_size, "start": 0, "end": items.len(),
+               "uri": uri, "first_page_uri": uri, "next_page_uri": null,
+               "previous_page_uri": null})
+        .to_string(),
+    )
 }
 
 /// An answer: status, extra headers, JSON body.
@@ -422,7 +567,10 @@ fn generic_body(parsed: &Parsed, outcome: Outcome, id: Uuid) -> String {
     };
     match outcome {
         Outcome::Accepted | Outcome::Duplicate => {
-            format!(r#"{{"id":"sim_{}","status":"accepted"}}"#, id.simple())
+            format!(
+                r#"{{"id":"{}","status":"accepted"}}"#,
+                message_id(Api::Generic, id)
+            )
         }
         Outcome::Unauthorized => error("unauthorized", "missing credentials"),
         Outcome::BadRequest => error(
@@ -521,7 +669,7 @@ fn twilio_resource(parsed: &Parsed, id: Uuid, now_ms: u64) -> String {
     let date = rfc2822(now_ms);
     let from = parsed.field("From");
     if parsed.api == Api::TwilioCalls {
-        let sid = format!("CA{}", id.simple());
+        let sid = message_id(Api::TwilioCalls, id);
         let uri = format!("/2010-04-01/Accounts/{account}/Calls/{sid}");
         return json!({
             "account_sid": account, "annotation": null, "answered_by": null,
@@ -538,7 +686,7 @@ fn twilio_resource(parsed: &Parsed, id: Uuid, now_ms: u64) -> String {
         })
         .to_string();
     }
-    let sid = format!("SM{}", id.simple());
+    let sid = message_id(Api::TwilioMessages, id);
     let service = parsed.field("MessagingServiceSid");
     let uri = format!("/2010-04-01/Accounts/{account}/Messages/{sid}");
     json!({
@@ -578,7 +726,7 @@ fn whatsapp_body(parsed: &Parsed, outcome: Outcome, id: Uuid) -> String {
             let to = to_shown(parsed);
             json!({"messaging_product": "whatsapp",
                    "contacts": [{"input": to, "wa_id": to.trim_start_matches('+')}],
-                   "messages": [{"id": format!("wamid.{}", id.simple())}]})
+                   "messages": [{"id": message_id(Api::WhatsApp, id)}]})
             .to_string()
         }
         Outcome::Unauthorized => error(

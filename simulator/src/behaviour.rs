@@ -80,7 +80,8 @@ pub enum Outcome {
     Timeout,
     /// 200 with a new message id.
     Accepted,
-    /// 200 with the id of the key's earlier success.
+    /// A key accepted before, accepted again: a second message with an id of its own, or
+    /// (honouring idempotency keys) the first answer replayed and nothing sent.
     Duplicate,
 }
 
@@ -103,6 +104,8 @@ pub struct Decision {
     pub outcome: Outcome,
     /// How long to wait before answering.
     pub delay: Duration,
+    /// The request is taken, but its answer is lost (`lose_rate`): the connection drops.
+    pub answer_lost: bool,
 }
 
 /// `^\+[1-9]\d{1,14}$`
@@ -138,7 +141,7 @@ pub fn sample_latency(latency: &Latency, u: [f64; 2]) -> Duration {
 ///
 /// Order: missing credentials → malformed body → invalid/rejected number → fail-first → rate limit → random
 /// server error → random timeout → success (a duplicate when the key was already
-/// accepted). When a rate limit is configured, every request that is not answered 429 is
+/// accepted), whose answer is lost for a further `lose_rate` of the draws. When a rate limit is configured, every request that is not answered 429 is
 /// recorded in `limiter` (the ones decided before the rate-limit step included).
 pub fn decide(
     cfg: &BehaviourConfig,
@@ -151,7 +154,14 @@ pub fn decide(
         Outcome::Timeout => Duration::from_millis(cfg.timeout_hold_ms),
         _ => sample_latency(&cfg.latency, draws.latency),
     };
-    Decision { outcome, delay }
+    // A success's draw is past the error and timeout bands; the next band loses its answer.
+    let answer_lost = matches!(outcome, Outcome::Accepted | Outcome::Duplicate)
+        && draws.outcome < cfg.error_rate + cfg.timeout_rate + cfg.lose_rate;
+    Decision {
+        outcome,
+        delay,
+        answer_lost,
+    }
 }
 
 fn outcome(
@@ -386,6 +396,29 @@ mod tests {
         );
         let never = BehaviourConfig::default();
         assert_eq!(decide_once(&never, &r, &at(0.0)), Outcome::Accepted);
+    }
+
+    #[test]
+    fn lost_answers_are_successes_in_the_band_after_timeouts() {
+        let cfg = BehaviourConfig {
+            error_rate: 0.1,
+            timeout_rate: 0.1,
+            lose_rate: 0.3,
+            ..Default::default()
+        };
+        let at = |u| Draws {
+            outcome: u,
+            latency: [0.0, 0.0],
+        };
+        let r = req("+15551234567");
+        let d = |u| decide(&cfg, &r, &mut SlidingLog::new(), &at(u));
+        assert!(!d(0.05).answer_lost);
+        assert_eq!(d(0.15).outcome, Outcome::Timeout);
+        assert!(!d(0.15).answer_lost);
+        assert_eq!(d(0.2).outcome, Outcome::Accepted);
+        assert!(d(0.2).answer_lost);
+        assert!(d(0.499).answer_lost);
+        assert!(!d(0.5).answer_lost);
     }
 
     #[test]

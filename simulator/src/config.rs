@@ -28,8 +28,12 @@ pub enum ConfigError {
     LatencyValue(&'static str),
     #[error("expected a number between 0.0 and 1.0")]
     Rate,
-    #[error("error_rate + timeout_rate must not exceed 1.0")]
+    #[error("error_rate + timeout_rate + lose_rate must not exceed 1.0")]
     RateSum,
+    #[error("expected an http:// or https:// URL (or null)")]
+    Url,
+    #[error("expected a non-empty string of visible ASCII")]
+    Secret,
     #[error("expected a whole number of milliseconds between 0 and 3600000")]
     HoldMs,
     #[error(
@@ -280,6 +284,31 @@ fn check_fail_status(v: u16) -> Result<u16, ConfigError> {
     }
 }
 
+/// Parses an optional webhook URL: `none`, `off` or empty mean none.
+pub fn parse_webhook_url(s: &str) -> Result<Option<String>, ConfigError> {
+    if is_none_word(s) {
+        return Ok(None);
+    }
+    let s = s.trim();
+    let ok = (s.starts_with("http://") || s.starts_with("https://"))
+        && s.len() > "https://".len()
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(Some(s.to_owned()))
+    } else {
+        Err(ConfigError::Url)
+    }
+}
+
+/// Parses a signing secret.
+pub fn parse_secret(s: &str) -> Result<String, ConfigError> {
+    if !s.is_empty() && s.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+        Ok(s.to_owned())
+    } else {
+        Err(ConfigError::Secret)
+    }
+}
+
 /// The complete behaviour of the simulated provider.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BehaviourConfig {
@@ -288,11 +317,40 @@ pub struct BehaviourConfig {
     pub error_rate: f64,
     pub timeout_rate: f64,
     pub timeout_hold_ms: u64,
+    /// Fraction of requests accepted (sent, with their receipts) whose answer is lost: the
+    /// connection is dropped after the latency, without a response.
+    pub lose_rate: f64,
     #[serde(serialize_with = "display_opt")]
     pub rate_limit: Option<RateLimit>,
     pub fail_first: u32,
     pub fail_status: u16,
     pub reject_prefix: Option<String>,
+    /// Replay the first answer to a repeated idempotency key instead of sending a second
+    /// message (the generic API's contract, if the provider offers it; Twilio and Meta
+    /// do not, so it is off by default).
+    pub honour_idempotency_keys: bool,
+    /// Delay before each receipt (after the previous one, or after the send if shuffled).
+    #[serde(serialize_with = "display")]
+    pub receipt_delay: Latency,
+    /// Each receipt's delay counts from the send rather than from the previous receipt,
+    /// so receipts arrive in any order.
+    pub receipt_shuffle: bool,
+    /// Fraction of receipts sent twice.
+    pub receipt_duplicate_rate: f64,
+    /// Fraction of sends whose first receipt is delivered before the send is answered.
+    pub receipt_early_rate: f64,
+    /// Fraction of messages that end undelivered (calls: no-answer) instead of delivered.
+    pub delivery_failure_rate: f64,
+    /// Fraction of delivered WhatsApp messages that are then read.
+    pub read_rate: f64,
+    /// How long a call lasts from its answer to its final status.
+    pub call_duration_ms: u64,
+    /// Where WhatsApp status notifications go (set per Meta app, not per request).
+    pub whatsapp_webhook_url: Option<String>,
+    /// The Meta app's secret that signs them (`X-Hub-Signature-256`).
+    pub whatsapp_app_secret: String,
+    /// The generic API's receipt secret (`X-Herald-Signature`).
+    pub webhook_secret: String,
 }
 
 fn display<T: fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -306,6 +364,10 @@ fn display_opt<T: fmt::Display, S: Serializer>(v: &Option<T>, s: S) -> Result<S:
     }
 }
 
+/// The simulator's default secrets; tests and the demo give their providers the same.
+pub const DEFAULT_APP_SECRET: &str = "simulator-app-secret";
+pub const DEFAULT_WEBHOOK_SECRET: &str = "simulator-webhook-secret";
+
 impl Default for BehaviourConfig {
     fn default() -> Self {
         Self {
@@ -313,10 +375,22 @@ impl Default for BehaviourConfig {
             error_rate: 0.0,
             timeout_rate: 0.0,
             timeout_hold_ms: 60_000,
+            lose_rate: 0.0,
             rate_limit: None,
             fail_first: 0,
             fail_status: 500,
             reject_prefix: None,
+            honour_idempotency_keys: false,
+            receipt_delay: Latency::Fixed(50.0),
+            receipt_shuffle: false,
+            receipt_duplicate_rate: 0.0,
+            receipt_early_rate: 0.0,
+            delivery_failure_rate: 0.0,
+            read_rate: 0.0,
+            call_duration_ms: 1_000,
+            whatsapp_webhook_url: None,
+            whatsapp_app_secret: DEFAULT_APP_SECRET.to_owned(),
+            webhook_secret: DEFAULT_WEBHOOK_SECRET.to_owned(),
         }
     }
 }
@@ -324,7 +398,7 @@ impl Default for BehaviourConfig {
 impl BehaviourConfig {
     /// Checks the constraints that involve more than one field.
     pub fn validate(&self) -> Result<(), FieldError> {
-        if self.error_rate + self.timeout_rate > 1.0 + 1e-9 {
+        if self.error_rate + self.timeout_rate + self.lose_rate > 1.0 + 1e-9 {
             return Err(FieldError::new("timeout_rate", ConfigError::RateSum));
         }
         Ok(())
@@ -343,6 +417,48 @@ impl BehaviourConfig {
                 }
                 "error_rate" => next.error_rate = json_rate(value).map_err(f)?,
                 "timeout_rate" => next.timeout_rate = json_rate(value).map_err(f)?,
+                "lose_rate" => next.lose_rate = json_rate(value).map_err(f)?,
+                "receipt_duplicate_rate" => {
+                    next.receipt_duplicate_rate = json_rate(value).map_err(f)?
+                }
+                "receipt_early_rate" => next.receipt_early_rate = json_rate(value).map_err(f)?,
+                "delivery_failure_rate" => {
+                    next.delivery_failure_rate = json_rate(value).map_err(f)?
+                }
+                "read_rate" => next.read_rate = json_rate(value).map_err(f)?,
+                "receipt_delay" => {
+                    let s = value.as_str().ok_or(f(ConfigError::JsonType("a string")))?;
+                    next.receipt_delay = s.parse().map_err(f)?;
+                }
+                "receipt_shuffle" => {
+                    next.receipt_shuffle = value
+                        .as_bool()
+                        .ok_or(f(ConfigError::JsonType("true or false")))?;
+                }
+                "honour_idempotency_keys" => {
+                    next.honour_idempotency_keys = value
+                        .as_bool()
+                        .ok_or(f(ConfigError::JsonType("true or false")))?;
+                }
+                "call_duration_ms" => {
+                    let v = value.as_u64().ok_or(f(ConfigError::HoldMs))?;
+                    next.call_duration_ms = check_hold_ms(v).map_err(f)?;
+                }
+                "whatsapp_webhook_url" => {
+                    next.whatsapp_webhook_url = match value {
+                        Value::Null => None,
+                        Value::String(s) => parse_webhook_url(s).map_err(f)?,
+                        _ => return Err(f(ConfigError::JsonType("a string or null"))),
+                    }
+                }
+                "whatsapp_app_secret" => {
+                    let s = value.as_str().ok_or(f(ConfigError::Secret))?;
+                    next.whatsapp_app_secret = parse_secret(s).map_err(f)?;
+                }
+                "webhook_secret" => {
+                    let s = value.as_str().ok_or(f(ConfigError::Secret))?;
+                    next.webhook_secret = parse_secret(s).map_err(f)?;
+                }
                 "timeout_hold_ms" => {
                     let v = value.as_u64().ok_or(f(ConfigError::HoldMs))?;
                     next.timeout_hold_ms = check_hold_ms(v).map_err(f)?;
@@ -378,9 +494,12 @@ impl BehaviourConfig {
             }
         }
         next.validate().map_err(|mut e| {
-            // Blame the rate the caller actually changed.
-            if patch.contains_key("error_rate") && !patch.contains_key("timeout_rate") {
-                e.field = "error_rate".to_owned();
+            // Blame a rate the caller actually changed.
+            if let Some(changed) = ["timeout_rate", "lose_rate", "error_rate"]
+                .into_iter()
+                .find(|rate| patch.contains_key(*rate))
+            {
+                e.field = changed.to_owned();
             }
             e
         })?;
@@ -557,10 +676,22 @@ mod tests {
                 "error_rate": 0.0,
                 "timeout_rate": 0.0,
                 "timeout_hold_ms": 60000,
+                "lose_rate": 0.0,
                 "rate_limit": "100/1s",
                 "fail_first": 0,
                 "fail_status": 500,
-                "reject_prefix": null
+                "reject_prefix": null,
+                "honour_idempotency_keys": false,
+                "receipt_delay": "fixed:50",
+                "receipt_shuffle": false,
+                "receipt_duplicate_rate": 0.0,
+                "receipt_early_rate": 0.0,
+                "delivery_failure_rate": 0.0,
+                "read_rate": 0.0,
+                "call_duration_ms": 1000,
+                "whatsapp_webhook_url": null,
+                "whatsapp_app_secret": "simulator-app-secret",
+                "webhook_secret": "simulator-webhook-secret"
             })
         );
     }

@@ -5,7 +5,9 @@ mod apis;
 mod behaviour;
 mod config;
 mod rate_limit;
+mod receipts;
 mod routes;
+mod server;
 mod stats;
 
 use std::net::SocketAddr;
@@ -19,6 +21,7 @@ use crate::config::{BehaviourConfig, Latency, RateLimit};
 // as optional flags.
 type MaybeRateLimit = Option<RateLimit>;
 type MaybePrefix = Option<String>;
+type MaybeUrl = Option<String>;
 
 /// A simulated messaging provider for Herald's demo, tests and benchmarks.
 #[derive(Debug, Parser)]
@@ -74,6 +77,68 @@ struct Args {
     #[arg(long, env = "HERALD_SIMULATOR_REJECT_PREFIX", default_value = "none",
           value_parser = config::parse_reject_prefix)]
     reject_prefix: MaybePrefix,
+
+    /// Fraction of requests (0.0-1.0) accepted (sent, receipts and all) whose answer is
+    /// lost: the connection is dropped after the latency, without a response.
+    #[arg(long, env = "HERALD_SIMULATOR_LOSE_RATE", default_value = "0",
+          value_parser = config::parse_rate)]
+    lose_rate: f64,
+
+    /// Replay the first answer to a repeated idempotency key instead of sending a second
+    /// message. Off by default: Twilio and Meta honour no client key.
+    #[arg(long, env = "HERALD_SIMULATOR_HONOUR_IDEMPOTENCY_KEYS")]
+    honour_idempotency_keys: bool,
+
+    /// Delay before each receipt, in ms (same forms as --latency): after the previous
+    /// receipt, or after the send with --receipt-shuffle.
+    #[arg(long, env = "HERALD_SIMULATOR_RECEIPT_DELAY", default_value = "fixed:50",
+          value_parser = config::parse_latency)]
+    receipt_delay: Latency,
+
+    /// Count each receipt's delay from the send, so receipts arrive in any order.
+    #[arg(long, env = "HERALD_SIMULATOR_RECEIPT_SHUFFLE")]
+    receipt_shuffle: bool,
+
+    /// Fraction of receipts (0.0-1.0) sent twice.
+    #[arg(long, env = "HERALD_SIMULATOR_RECEIPT_DUPLICATE_RATE", default_value = "0",
+          value_parser = config::parse_rate)]
+    receipt_duplicate_rate: f64,
+
+    /// Fraction of sends (0.0-1.0) whose first receipt is delivered before the send is
+    /// answered.
+    #[arg(long, env = "HERALD_SIMULATOR_RECEIPT_EARLY_RATE", default_value = "0",
+          value_parser = config::parse_rate)]
+    receipt_early_rate: f64,
+
+    /// Fraction of messages (0.0-1.0) that end undelivered (calls: no-answer).
+    #[arg(long, env = "HERALD_SIMULATOR_DELIVERY_FAILURE_RATE", default_value = "0",
+          value_parser = config::parse_rate)]
+    delivery_failure_rate: f64,
+
+    /// Fraction of delivered WhatsApp messages (0.0-1.0) that are then read.
+    #[arg(long, env = "HERALD_SIMULATOR_READ_RATE", default_value = "0",
+          value_parser = config::parse_rate)]
+    read_rate: f64,
+
+    /// How long an answered call lasts before its final status, in ms.
+    #[arg(long, env = "HERALD_SIMULATOR_CALL_DURATION_MS", default_value = "1000",
+          value_parser = config::parse_hold_ms)]
+    call_duration_ms: u64,
+
+    /// Where WhatsApp status notifications go (a Meta app's webhook URL); "none": nowhere.
+    #[arg(long, env = "HERALD_SIMULATOR_WHATSAPP_WEBHOOK_URL", default_value = "none",
+          value_parser = config::parse_webhook_url)]
+    whatsapp_webhook_url: MaybeUrl,
+
+    /// The Meta app secret that signs WhatsApp notifications.
+    #[arg(long, env = "HERALD_SIMULATOR_WHATSAPP_APP_SECRET",
+          default_value = config::DEFAULT_APP_SECRET, value_parser = config::parse_secret)]
+    whatsapp_app_secret: String,
+
+    /// The secret that signs the generic API's receipts (X-Herald-Signature).
+    #[arg(long, env = "HERALD_SIMULATOR_WEBHOOK_SECRET",
+          default_value = config::DEFAULT_WEBHOOK_SECRET, value_parser = config::parse_secret)]
+    webhook_secret: String,
 }
 
 impl Args {
@@ -87,6 +152,18 @@ impl Args {
             fail_first: self.fail_first,
             fail_status: self.fail_status,
             reject_prefix: self.reject_prefix.clone(),
+            lose_rate: self.lose_rate,
+            honour_idempotency_keys: self.honour_idempotency_keys,
+            receipt_delay: self.receipt_delay,
+            receipt_shuffle: self.receipt_shuffle,
+            receipt_duplicate_rate: self.receipt_duplicate_rate,
+            receipt_early_rate: self.receipt_early_rate,
+            delivery_failure_rate: self.delivery_failure_rate,
+            read_rate: self.read_rate,
+            call_duration_ms: self.call_duration_ms,
+            whatsapp_webhook_url: self.whatsapp_webhook_url.clone(),
+            whatsapp_app_secret: self.whatsapp_app_secret.clone(),
+            webhook_secret: self.webhook_secret.clone(),
         }
     }
 }
@@ -126,7 +203,7 @@ async fn main() -> anyhow::Result<()> {
         Args::command()
             .error(
                 ErrorKind::ArgumentConflict,
-                "--error-rate + --timeout-rate must not exceed 1.0",
+                "--error-rate + --timeout-rate + --lose-rate must not exceed 1.0",
             )
             .exit();
     }
@@ -150,14 +227,12 @@ async fn main() -> anyhow::Result<()> {
 
     let state = routes::AppState::new(behaviour);
     let app = routes::router(state.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            state.begin_shutdown();
-        })
-        .await
-        .context("server error")?;
+    server::serve(listener, app, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        state.begin_shutdown();
+    })
+    .await;
     tracing::info!("stopped");
     Ok(())
 }

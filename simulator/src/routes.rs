@@ -1,12 +1,13 @@
 //! HTTP handlers: the provider APIs (generic, Twilio, WhatsApp; see [`crate::apis`]) and
 //! the control API.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,10 +17,12 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::apis::{self, Parsed};
+use crate::apis::{self, Api, Listed, Parsed};
 use crate::behaviour::{self, Draws, Outcome, Request};
 use crate::config::BehaviourConfig;
 use crate::rate_limit::SlidingLog;
+use crate::receipts::{self, Courier, ReceiptResult};
+use crate::server::Connection;
 use crate::stats::{Arrival, Clock, Stats};
 
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -30,12 +33,36 @@ pub struct AppState {
     clock: Clock,
     inner: Mutex<Inner>,
     shutdown: watch::Sender<bool>,
+    courier: Courier,
 }
 
 struct Inner {
     config: BehaviourConfig,
     limiter: SlidingLog,
     stats: Stats,
+    /// Twilio messages and calls taken, by recipient, newest first: what the list
+    /// endpoints show.
+    ledger: Ledger,
+}
+
+/// How many messages the list endpoints remember per recipient, and recipients in all.
+const LISTED_PER_NUMBER: usize = 20;
+const LISTED_NUMBERS: usize = 1_000_000;
+
+#[derive(Default)]
+struct Ledger {
+    by_number: HashMap<String, VecDeque<Listed>>,
+}
+
+impl Ledger {
+    fn record(&mut self, listed: Listed) {
+        if self.by_number.len() >= LISTED_NUMBERS && !self.by_number.contains_key(&listed.to) {
+            return;
+        }
+        let entries = self.by_number.entry(listed.to.clone()).or_default();
+        entries.push_front(listed);
+        entries.truncate(LISTED_PER_NUMBER);
+    }
 }
 
 impl AppState {
@@ -48,9 +75,27 @@ impl AppState {
                 config,
                 limiter: SlidingLog::new(),
                 stats,
+                ledger: Ledger::default(),
             }),
             shutdown: watch::Sender::new(false),
+            courier: Courier::default(),
         })
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    pub fn call_started(&self) {
+        self.lock().stats.call_started();
+    }
+
+    pub fn call_ended(&self) {
+        self.lock().stats.call_ended();
+    }
+
+    pub fn receipt_posted(&self, result: ReceiptResult) {
+        self.lock().stats.receipt(result);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -79,11 +124,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/messages", post(generic_message))
         .route(
             "/2010-04-01/Accounts/{account_sid}/Messages.json",
-            post(twilio_message),
+            post(twilio_message).get(twilio_messages_list),
         )
         .route(
             "/2010-04-01/Accounts/{account_sid}/Calls.json",
-            post(twilio_call),
+            post(twilio_call).get(twilio_calls_list),
         )
         .route(
             "/{version}/{phone_number_id}/messages",
@@ -112,18 +157,20 @@ fn new_message_id() -> Uuid {
 /// `POST /v1/messages`
 async fn generic_message(
     State(app): State<Arc<AppState>>,
+    connection: Option<Extension<Connection>>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let arrived_ms = app.clock.now_ms();
     let parsed = apis::parse_generic(&headers, &body);
-    serve(app, arrived_ms, &uri, &headers, parsed).await
+    serve(app, arrived_ms, &uri, &headers, parsed, connection).await
 }
 
 /// `POST /2010-04-01/Accounts/{sid}/Messages.json`
 async fn twilio_message(
     State(app): State<Arc<AppState>>,
+    connection: Option<Extension<Connection>>,
     Path(account_sid): Path<String>,
     uri: Uri,
     headers: HeaderMap,
@@ -131,12 +178,13 @@ async fn twilio_message(
 ) -> Response {
     let arrived_ms = app.clock.now_ms();
     let parsed = apis::parse_twilio(false, &account_sid, &headers, &body);
-    serve(app, arrived_ms, &uri, &headers, parsed).await
+    serve(app, arrived_ms, &uri, &headers, parsed, connection).await
 }
 
 /// `POST /2010-04-01/Accounts/{sid}/Calls.json`
 async fn twilio_call(
     State(app): State<Arc<AppState>>,
+    connection: Option<Extension<Connection>>,
     Path(account_sid): Path<String>,
     uri: Uri,
     headers: HeaderMap,
@@ -144,12 +192,13 @@ async fn twilio_call(
 ) -> Response {
     let arrived_ms = app.clock.now_ms();
     let parsed = apis::parse_twilio(true, &account_sid, &headers, &body);
-    serve(app, arrived_ms, &uri, &headers, parsed).await
+    serve(app, arrived_ms, &uri, &headers, parsed, connection).await
 }
 
 /// `POST /{version}/{phone_number_id}/messages`
 async fn whatsapp_message(
     State(app): State<Arc<AppState>>,
+    connection: Option<Extension<Connection>>,
     Path((version, phone_number_id)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
@@ -157,7 +206,7 @@ async fn whatsapp_message(
 ) -> Response {
     let arrived_ms = app.clock.now_ms();
     let parsed = apis::parse_whatsapp(&version, &phone_number_id, &headers, &body);
-    serve(app, arrived_ms, &uri, &headers, parsed).await
+    serve(app, arrived_ms, &uri, &headers, parsed, connection).await
 }
 
 /// Marks a request answered when dropped.
@@ -176,13 +225,14 @@ async fn serve(
     uri: &Uri,
     headers: &HeaderMap,
     parsed: Parsed,
+    connection: Option<Extension<Connection>>,
 ) -> Response {
     let draws = Draws::sample(&mut rand::rng());
     let detail = parsed
         .key
         .as_ref()
         .map(|_| apis::detail(parsed.api, "POST", uri.path(), headers, &parsed.fields));
-    let (decision, id) = {
+    let (decision, id, config) = {
         let mut guard = app.lock();
         let inner = &mut *guard;
         let key = parsed.key.as_deref();
@@ -209,7 +259,10 @@ async fn serve(
             inner.stats.attach_detail(key, detail);
         }
         inner.stats.answering();
-        (decision, id)
+        if decision.answer_lost {
+            inner.stats.answer_lost();
+        }
+        (decision, id, inner.config.clone())
     };
     // Counted out however the request ends, a client that gave up included.
     let _answering = Answering(&app);
@@ -221,18 +274,122 @@ async fn serve(
         "message request"
     );
 
-    app.pause(decision.delay).await;
+    // A message is sent unless the request failed, or repeats a key the provider honours.
+    let replayed = decision.outcome == Outcome::Duplicate && config.honour_idempotency_keys;
+    let sends = matches!(decision.outcome, Outcome::Accepted | Outcome::Duplicate) && !replayed;
+    let id = match id {
+        Some(first) if replayed => first,
+        _ => new_message_id(),
+    };
+    let early = sends
+        .then(|| send_receipts(&app, &parsed, &config, id))
+        .flatten();
 
-    let id = id.unwrap_or_else(new_message_id);
+    app.pause(decision.delay).await;
+    if let Some(first_receipt) = early {
+        let _ = first_receipt.await;
+    }
+    if decision.answer_lost
+        && let Some(Extension(connection)) = connection
+    {
+        connection.drop_without_answer();
+        return std::future::pending().await;
+    }
+
     let (status, extra, body) = apis::respond(&parsed, decision.outcome, id, app.clock.now_ms());
     let mut response = json_response(status, body);
     response.headers_mut().extend(extra);
-    if decision.outcome == Outcome::Duplicate {
+    if replayed {
         response
             .headers_mut()
             .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
     response
+}
+
+/// Plans and starts the receipts of a message just taken (and lists a Twilio one). Returns,
+/// for a send whose first receipt is to come before its answer, when that receipt is out.
+fn send_receipts(
+    app: &Arc<AppState>,
+    parsed: &Parsed,
+    config: &BehaviourConfig,
+    id: uuid::Uuid,
+) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    let sent = apis::sent(parsed, config, id);
+    if matches!(sent.api, Api::TwilioMessages | Api::TwilioCalls) {
+        let body = parsed
+            .fields
+            .get("Body")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        app.lock()
+            .ledger
+            .record(Listed::of(&sent, body, app.now_ms()));
+    }
+    let mut rng = rand::rng();
+    let (fails, read, early) = (rng.random(), rng.random(), rng.random::<f64>());
+    let mut each = || receipts::receipt_draws(&mut rand::rng());
+    let plan = receipts::plan(
+        &sent,
+        config,
+        receipts::Draws {
+            fails,
+            read,
+            each: &mut each,
+        },
+    );
+    let early =
+        (early < config.receipt_early_rate && sent.destination.is_some() && !plan.is_empty())
+            .then(tokio::sync::oneshot::channel);
+    let (tell, told) = early.map_or((None, None), |(tx, rx)| (Some(tx), Some(rx)));
+    app.courier.deliver(app.clone(), sent, plan, tell);
+    told
+}
+
+/// `GET /2010-04-01/Accounts/{sid}/Messages.json`
+async fn twilio_messages_list(
+    State(app): State<Arc<AppState>>,
+    Path(account_sid): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    twilio_list(&app, false, &account_sid, &headers, query.as_deref())
+}
+
+/// `GET /2010-04-01/Accounts/{sid}/Calls.json`
+async fn twilio_calls_list(
+    State(app): State<Arc<AppState>>,
+    Path(account_sid): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    twilio_list(&app, true, &account_sid, &headers, query.as_deref())
+}
+
+fn twilio_list(
+    app: &AppState,
+    calls: bool,
+    account_sid: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Response {
+    let query: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    let to = query
+        .iter()
+        .find(|(k, _)| k == "To")
+        .map(|(_, v)| v.clone());
+    let listed: Vec<Listed> = {
+        let inner = app.lock();
+        to.and_then(|to| inner.ledger.by_number.get(&to).cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|item| item.sid.starts_with(if calls { "CA" } else { "SM" }))
+            .collect()
+    };
+    let (status, body) = apis::twilio_list(calls, account_sid, headers, &query, listed.into_iter());
+    json_response(status, body)
 }
 
 /// `GET /control/stats`
@@ -331,6 +488,7 @@ async fn reset(State(app): State<Arc<AppState>>) -> Response {
         let fresh = inner.stats.restart(now);
         let old = std::mem::replace(&mut inner.stats, fresh);
         inner.limiter.clear();
+        inner.ledger = Ledger::default();
         (now, old)
     };
     // Free the old histories outside the lock.

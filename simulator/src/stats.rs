@@ -123,9 +123,26 @@ pub struct Stats {
     max_in_1s: u64,
     in_flight: u64,
     max_in_flight: u64,
+    answers_lost: u64,
+    receipts: ReceiptStats,
+    calls_live: u64,
+    max_calls_live: u64,
     keys: HashMap<String, KeyState>,
     /// Which key events hold a detail, oldest first: (key, index in its history).
     details: VecDeque<(String, usize)>,
+}
+
+/// What became of the receipts posted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReceiptStats {
+    /// Answered 2xx.
+    pub accepted: u64,
+    /// Answered 4xx (a bad signature, say): not sent again.
+    pub refused: u64,
+    /// Posts that failed and were tried again.
+    pub retried: u64,
+    /// Given up on after the last attempt.
+    pub failed: u64,
 }
 
 /// The `/control/stats` document.
@@ -144,6 +161,12 @@ pub struct StatsReport<'a> {
     /// cap is checked against.
     pub in_flight: u64,
     pub max_in_flight: u64,
+    /// Requests taken whose answer was dropped (`lose_rate`).
+    pub answers_lost: u64,
+    pub receipts: ReceiptStats,
+    /// Calls from their acceptance to their final status callback, now and at most.
+    pub calls_live: u64,
+    pub max_calls_live: u64,
     pub started_ms: u64,
 }
 
@@ -184,11 +207,37 @@ impl Stats {
         self.in_flight = self.in_flight.saturating_sub(1);
     }
 
+    pub fn answer_lost(&mut self) {
+        self.answers_lost += 1;
+    }
+
+    pub fn receipt(&mut self, result: crate::receipts::ReceiptResult) {
+        use crate::receipts::ReceiptResult;
+        let n = match result {
+            ReceiptResult::Accepted => &mut self.receipts.accepted,
+            ReceiptResult::Refused => &mut self.receipts.refused,
+            ReceiptResult::Retried => &mut self.receipts.retried,
+            ReceiptResult::Failed => &mut self.receipts.failed,
+        };
+        *n += 1;
+    }
+
+    pub fn call_started(&mut self) {
+        self.calls_live += 1;
+        self.max_calls_live = self.max_calls_live.max(self.calls_live);
+    }
+
+    pub fn call_ended(&mut self) {
+        self.calls_live = self.calls_live.saturating_sub(1);
+    }
+
     /// Empty statistics from `started_ms` on, still counting the requests being answered.
     pub fn restart(&self, started_ms: u64) -> Self {
         let mut fresh = Self::new(started_ms);
         fresh.in_flight = self.in_flight;
         fresh.max_in_flight = self.in_flight;
+        fresh.calls_live = self.calls_live;
+        fresh.max_calls_live = self.calls_live;
         fresh
     }
 
@@ -207,6 +256,10 @@ impl Stats {
             max_in_1s: 0,
             in_flight: 0,
             max_in_flight: 0,
+            answers_lost: 0,
+            receipts: ReceiptStats::default(),
+            calls_live: 0,
+            max_calls_live: 0,
             keys: HashMap::new(),
             details: VecDeque::new(),
         }
@@ -389,6 +442,10 @@ impl Stats {
             max_requests_in_any_1s_window: self.max_in_1s,
             in_flight: self.in_flight,
             max_in_flight: self.max_in_flight,
+            answers_lost: self.answers_lost,
+            receipts: self.receipts,
+            calls_live: self.calls_live,
+            max_calls_live: self.max_calls_live,
             started_ms: self.started_ms,
         }
     }
@@ -475,6 +532,10 @@ mod tests {
                 "max_requests_in_any_1s_window": 4,
                 "in_flight": 0,
                 "max_in_flight": 0,
+                "answers_lost": 0,
+                "receipts": {"accepted": 0, "refused": 0, "retried": 0, "failed": 0},
+                "calls_live": 0,
+                "max_calls_live": 0,
                 "started_ms": 1000
             })
         );
