@@ -19,6 +19,7 @@ pub struct Tenant {
     pub weight: i64,
     #[serde(default)]
     pub time_zone: String,
+    pub max_live_calls: Option<i64>,
     pub created_at: Option<Timestamp>,
 }
 
@@ -29,6 +30,8 @@ pub struct NewTenant {
     pub weight: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_live_calls: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -60,6 +63,12 @@ pub struct Provider {
     #[serde(default)]
     pub settings: Option<Value>,
     pub cost_per_message: Option<f64>,
+    pub unknown_outcome: Option<String>,
+    pub unknown_window_ms: Option<i64>,
+    pub max_live_calls: Option<i64>,
+    pub live_call_timeout_ms: Option<i64>,
+    /// The receiver's path for this provider's receipts.
+    pub receipt_path: Option<String>,
     pub created_at: Option<Timestamp>,
 }
 
@@ -91,6 +100,14 @@ pub struct NewProvider {
     pub rate_window_ms: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_per_message: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown_outcome: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown_window_ms: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_live_calls: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_call_timeout_ms: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +155,20 @@ pub struct ProviderSends {
     #[serde(default)]
     pub sent: i64,
     pub cost: Option<f64>,
+    #[serde(default)]
+    pub delivery: Delivery,
+}
+
+/// What the providers' receipts say of a set of sends.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Delivery {
+    pub delivered: i64,
+    pub read: i64,
+    pub undelivered: i64,
+    pub failed: i64,
+    pub delivered_rate: Option<f64>,
+    pub read_rate: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -172,10 +203,13 @@ pub struct Progress {
     pub pending: i64,
     pub queued: i64,
     pub sending: i64,
+    pub unknown: i64,
     pub sent: i64,
     pub failed: i64,
     pub cancelled: i64,
     pub expired: i64,
+    pub live_calls: i64,
+    pub delivery: Delivery,
     pub send_rate: f64,
     pub eta_seconds: Option<f64>,
     // f64 so that either an integer or a fractional millisecond count reads.

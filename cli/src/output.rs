@@ -272,6 +272,11 @@ pub fn tenant(t: &Tenant) -> String {
         ("name", t.name.clone()),
         ("weight", t.weight.to_string()),
         ("time zone", t.time_zone.clone()),
+        (
+            "live calls",
+            t.max_live_calls
+                .map_or_else(|| "no cap".to_owned(), |n| format!("at most {n}")),
+        ),
         ("created", format_time(t.created_at)),
     ])
 }
@@ -346,6 +351,25 @@ pub fn provider(p: &Provider) -> String {
             },
         ),
         ("cost per message", or_dash(p.cost_per_message)),
+        (
+            "unknown outcome",
+            match (&p.unknown_outcome, p.unknown_window_ms) {
+                (Some(policy), Some(window)) => format!("{policy} (window {window} ms)"),
+                (Some(policy), None) => policy.clone(),
+                _ => "-".to_owned(),
+            },
+        ),
+        (
+            "live calls",
+            match p.max_live_calls {
+                Some(cap) => format!(
+                    "at most {cap} ({} each without a final status)",
+                    ms(p.live_call_timeout_ms)
+                ),
+                None => "no cap".to_owned(),
+            },
+        ),
+        ("receipts", or_dash(p.receipt_path.as_ref())),
         ("created", format_time(p.created_at)),
     ])
 }
@@ -407,8 +431,13 @@ pub fn campaign(c: &Campaign) -> String {
     let progress = c.progress.as_ref().map_or_else(
         || "-".to_owned(),
         |p| {
+            let delivered = if p.delivery.delivered > 0 {
+                format!(", {} delivered", format_count(p.delivery.delivered))
+            } else {
+                String::new()
+            };
             format!(
-                "{} finished of {} ({} sent, {} failed)",
+                "{} finished of {} ({} sent{delivered}, {} failed)",
                 format_count(p.finished()),
                 format_count(p.total),
                 format_count(p.sent),
@@ -440,7 +469,8 @@ pub fn campaign(c: &Campaign) -> String {
     ])
 }
 
-/// Sends and cost per provider on one line: `twilio-eu 9,612 (75.93), backup 388 (19.40)`.
+/// Sends, cost and delivery per provider on one line:
+/// `twilio-eu 9,612 (75.93, 98.2% delivered), backup 388 (19.40)`.
 fn sent_via(sends: &[ProviderSends]) -> String {
     if sends.is_empty() {
         return "-".to_owned();
@@ -453,9 +483,21 @@ fn sent_via(sends: &[ProviderSends]) -> String {
             } else {
                 s.provider.clone()
             };
-            match s.cost {
-                Some(cost) => format!("{name} {} ({cost:.2})", format_count(s.sent)),
-                None => format!("{name} {}", format_count(s.sent)),
+            let mut notes = Vec::new();
+            if let Some(cost) = s.cost {
+                notes.push(format!("{cost:.2}"));
+            }
+            if let Some(rate) = s
+                .delivery
+                .delivered_rate
+                .filter(|_| s.delivery.delivered > 0)
+            {
+                notes.push(format!("{:.1}% delivered", rate * 100.0));
+            }
+            if notes.is_empty() {
+                format!("{name} {}", format_count(s.sent))
+            } else {
+                format!("{name} {} ({})", format_count(s.sent), notes.join(", "))
             }
         })
         .collect::<Vec<_>>()
@@ -483,11 +525,16 @@ pub fn progress(p: &Progress) -> String {
         ("pending", p.pending),
         ("queued", p.queued),
         ("sending", p.sending),
+        ("unknown", p.unknown),
         ("sent", p.sent),
         ("failed", p.failed),
         ("cancelled", p.cancelled),
         ("expired", p.expired),
     ] {
+        // An outcome that never went unknown is not worth a line.
+        if state == "unknown" && n == 0 {
+            continue;
+        }
         table.row(vec![state.to_owned(), format_count(n), percent(n, p.total)]);
     }
     table.row(vec![
@@ -497,6 +544,24 @@ pub fn progress(p: &Progress) -> String {
     ]);
     out.push_str(&table.render());
     out.push('\n');
+    let d = &p.delivery;
+    if d.delivered + d.undelivered + d.failed + d.read > 0 {
+        let mut receipts = Table::new(&[
+            ("RECEIPTS", Align::Left),
+            ("COUNT", Align::Right),
+            ("OF SENT", Align::Right),
+        ]);
+        for (status, n) in [
+            ("delivered", d.delivered),
+            ("read", d.read),
+            ("undelivered", d.undelivered),
+            ("failed", d.failed),
+        ] {
+            receipts.row(vec![status.to_owned(), format_count(n), percent(n, p.sent)]);
+        }
+        out.push_str(&receipts.render());
+        out.push('\n');
+    }
     out.push_str(&key_values(&[
         ("send rate", format_rate(p.send_rate)),
         ("ETA", eta(p)),
@@ -509,6 +574,9 @@ pub fn progress(p: &Progress) -> String {
         ("first sent", format_time(p.first_sent_at)),
         ("completed", format_time(p.completed_at)),
     ]));
+    if p.live_calls > 0 {
+        out.push_str(&key_values(&[("calls live", format_count(p.live_calls))]));
+    }
     out
 }
 
@@ -531,6 +599,9 @@ pub fn watch_message(p: &Progress) -> String {
         if let Some(eta) = p.eta_seconds {
             parts.push(format!("ETA {}", format_duration(eta)));
         }
+    }
+    if p.delivery.delivered > 0 {
+        parts.push(format!("{} delivered", format_count(p.delivery.delivered)));
     }
     if p.failed > 0 {
         parts.push(format!("{} failed", format_count(p.failed)));
@@ -752,6 +823,28 @@ mod tests {
              first sent:          -\n\
              completed:           -\n"
         );
+    }
+
+    #[test]
+    fn receipts_and_unknown_outcomes_show_when_there_are_any() {
+        let mut p = progress_fixture();
+        p.unknown = 12;
+        p.delivery.delivered = 5_000;
+        p.delivery.read = 1_000;
+        p.delivery.undelivered = 200;
+        let shown = progress(&p);
+        assert!(shown.contains("unknown        12   0.1%\n"), "{shown}");
+        assert!(
+            shown.contains(
+                "RECEIPTS     COUNT  OF SENT\n\
+                 delivered    5,000    94.3%\n\
+                 read         1,000    18.9%\n\
+                 undelivered    200     3.8%\n\
+                 failed           0     0.0%\n"
+            ),
+            "{shown}"
+        );
+        assert!(!progress(&progress_fixture()).contains("RECEIPTS"));
     }
 
     #[test]

@@ -119,6 +119,10 @@ pub struct Recipient {
     pub last_error: Option<String>,
     pub provider_message_id: Option<String>,
     pub sent_at: Option<DateTime<Utc>>,
+    /// The provider's latest word on the message (its receipts), e.g. `delivered`.
+    pub delivery_status: Option<String>,
+    /// The provider's error code with a failed or undelivered status.
+    pub delivery_error: Option<String>,
 }
 
 #[utoipa::path(get, path = "/campaigns/{id}/recipients", tag = "recipients", params(ListQuery),
@@ -135,7 +139,8 @@ pub async fn list(
         return Err(ApiError::field("limit", "must be between 1 and 1000"));
     }
     let rows = sqlx::query_as(
-        "SELECT id, address, variables, state, attempts, last_error, provider_message_id, sent_at
+        "SELECT id, address, variables, state, attempts, last_error, provider_message_id, sent_at,
+                delivery_status, delivery_error
          FROM recipients
          WHERE campaign_id = $1 AND ($2::text IS NULL OR state = $2) AND id > $3
          ORDER BY id LIMIT $4",

@@ -40,10 +40,17 @@ pub struct Progress {
     pub pending: i64,
     pub queued: i64,
     pub sending: i64,
+    /// Requests whose answer never came: waiting for a receipt (or the provider's window)
+    /// before anything is sent again.
+    pub unknown: i64,
     pub sent: i64,
     pub failed: i64,
     pub cancelled: i64,
     pub expired: i64,
+    /// Calls placed and not yet ended (voice campaigns).
+    pub live_calls: i64,
+    /// What the providers' receipts say of the sends.
+    pub delivery: Delivery,
     /// Sends per second over the last 10 seconds.
     pub send_rate: f64,
     pub eta_seconds: Option<f64>,
@@ -84,19 +91,71 @@ pub struct ProviderSends {
     pub sent: i64,
     /// `sent × cost_per_message`; `null` when the provider has no cost.
     pub cost: Option<f64>,
+    /// What this provider's receipts say of its sends.
+    pub delivery: Delivery,
 }
 
-/// Fills in each campaign's sends per provider.
+/// What receipts say of a set of sends, by each recipient's latest status.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct Delivery {
+    /// Recipients by latest status (`delivered`, `read`, `undelivered`, `failed`, `sent`,
+    /// the call statuses `completed`, `busy`, `no-answer`, …).
+    pub statuses: std::collections::BTreeMap<String, i64>,
+    /// Reached the recipient: delivered or read (a call: completed).
+    pub delivered: i64,
+    /// Of those, read.
+    pub read: i64,
+    /// Taken by the provider but not delivered (a call: busy, no answer, canceled).
+    pub undelivered: i64,
+    /// Taken by the provider, then reported failed.
+    pub failed: i64,
+    /// `delivered / sent`; `null` before the first send.
+    pub delivered_rate: Option<f64>,
+    /// `read / sent`.
+    pub read_rate: Option<f64>,
+}
+
+impl From<herald_shared::progress::DeliverySummary> for Delivery {
+    fn from(s: herald_shared::progress::DeliverySummary) -> Self {
+        Self {
+            statuses: s.statuses,
+            delivered: s.delivered,
+            read: s.read,
+            undelivered: s.undelivered,
+            failed: s.failed,
+            delivered_rate: s.delivered_rate,
+            read_rate: s.read_rate,
+        }
+    }
+}
+
+/// Fills in each campaign's sends per provider, and what the receipts say, overall and per
+/// provider.
 async fn with_sends(
     pool: &PgPool,
     mut campaigns: Vec<Campaign>,
 ) -> Result<Vec<Campaign>, ApiError> {
+    use herald_shared::progress::DeliverySummary;
     let ids: Vec<Uuid> = campaigns.iter().map(|c| c.id).collect();
     let mut sends = herald_shared::progress::provider_sends(pool, &ids).await?;
+    let deliveries = herald_shared::progress::delivery_counts(pool, &ids).await?;
     for campaign in &mut campaigns {
+        let counts = || deliveries.iter().filter(|d| d.campaign_id == campaign.id);
+        campaign.progress.delivery = DeliverySummary::of(
+            counts().map(|d| (d.status.as_str(), d.n)),
+            campaign.progress.sent,
+        )
+        .into();
         campaign.by_provider = sends
             .extract_if(.., |s| s.campaign_id == campaign.id)
             .map(|s| ProviderSends {
+                delivery: DeliverySummary::of(
+                    counts()
+                        .filter(|d| d.provider_id == s.provider_id)
+                        .map(|d| (d.status.as_str(), d.n)),
+                    s.sent,
+                )
+                .into(),
                 provider_id: s.provider_id,
                 provider: s.provider,
                 sent: s.sent,
@@ -134,10 +193,12 @@ struct CampaignRow {
     pending: i64,
     queued: i64,
     sending: i64,
+    unknown: i64,
     sent: i64,
     failed: i64,
     cancelled: i64,
     expired: i64,
+    live_calls: i64,
     send_rate: f64,
 }
 
@@ -151,10 +212,13 @@ impl From<CampaignRow> for Campaign {
             pending: r.pending,
             queued: r.queued,
             sending: r.sending,
+            unknown: r.unknown,
             sent: r.sent,
             failed: r.failed,
             cancelled: r.cancelled,
             expired: r.expired,
+            live_calls: r.live_calls,
+            delivery: Delivery::default(),
             send_rate: r.send_rate,
             eta_seconds: if moving {
                 herald_shared::progress::eta_seconds(r.total - finished, r.send_rate)
@@ -207,8 +271,11 @@ fn select_campaigns(scope: Option<Uuid>) -> QueryBuilder<Postgres> {
                 c.time_zone, c.segment_id, c.created_at, c.started_at, c.first_sent_at, c.completed_at,
                 coalesce(k.total, 0)::int8 AS total, coalesce(k.pending, 0)::int8 AS pending,
                 coalesce(k.queued, 0)::int8 AS queued, coalesce(k.sending, 0)::int8 AS sending,
+                coalesce(k.unknown, 0)::int8 AS unknown,
                 coalesce(k.sent, 0)::int8 AS sent, coalesce(k.failed, 0)::int8 AS failed,
                 coalesce(k.cancelled, 0)::int8 AS cancelled, coalesce(k.expired, 0)::int8 AS expired,
+                (SELECT count(*) FROM recipients r
+                 WHERE r.live_until > now() AND r.campaign_id = c.id) AS live_calls,
                 (SELECT coalesce(sum(s.sent), 0)::float8 FROM campaign_sends_per_second s
                  WHERE s.campaign_id = c.id AND s.second >= date_trunc('second', now()) - interval '10 seconds'
                 ) / 10.0 AS send_rate

@@ -8,6 +8,7 @@ pub mod audience;
 pub mod campaigns;
 pub mod contacts;
 pub mod providers;
+pub mod receipts;
 pub mod segments;
 pub mod tenants;
 
@@ -89,6 +90,7 @@ pub fn router() -> Router<AppState> {
         .route("/segments", post(segments::create).get(segments::list))
         .route("/segments/{id}", get(segments::show))
         .route("/segments/{id}/count", get(segments::count))
+        .route("/receipts/orphans", get(receipts::orphans))
         .fallback(|| async { ApiError::NotFound("resource") })
         .layer(axum::middleware::map_response(json_errors))
 }
@@ -168,6 +170,7 @@ impl utoipa::Modify for BearerAuth {
         audience::upload, audience::list,
         contacts::upload, contacts::list,
         segments::create, segments::list, segments::show, segments::count,
+        receipts::orphans,
     ),
     components(schemas(ErrorBody, FieldError, RowError))
 )]

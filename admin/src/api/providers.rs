@@ -12,6 +12,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
+use herald_shared::domain::UnknownOutcome;
 use herald_shared::provider_config::{self, Kind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -41,6 +42,19 @@ pub struct Provider {
     /// What one message costs through this provider (any currency); `null`: not given.
     pub cost_per_message: Option<f64>,
     pub rate_window_ms: i32,
+    /// What a request whose answer never came leads to: `await_receipt` (wait
+    /// `unknown_window_ms` for a receipt, then look the message up where the API can and
+    /// retry), `retry` (at once: only for a provider that honours the idempotency key) or
+    /// `fail` (after the window).
+    pub unknown_outcome: String,
+    pub unknown_window_ms: i32,
+    /// Calls live at once through this provider, fleet-wide; `null`: no cap.
+    pub max_live_calls: Option<i32>,
+    /// A call without a final status callback stops holding a line after this long.
+    pub live_call_timeout_ms: i32,
+    /// Where this provider's receipts go: set it as the provider's webhook (WhatsApp: the
+    /// Meta app's callback URL); Twilio and generic providers are told per request.
+    pub receipt_path: String,
     pub created_at: DateTime<Utc>,
 }
 
@@ -81,6 +95,15 @@ pub struct NewProvider {
     pub rate_window_ms: i32,
     /// What one message costs through this provider (any currency; shown with progress).
     pub cost_per_message: Option<f64>,
+    /// `await_receipt` (default), `retry` or `fail`: see [`Provider::unknown_outcome`].
+    #[serde(default = "defaults::unknown_outcome")]
+    pub unknown_outcome: String,
+    #[serde(default = "defaults::unknown_window_ms")]
+    pub unknown_window_ms: i32,
+    /// Calls live at once through this provider, fleet-wide (omit: no cap).
+    pub max_live_calls: Option<i32>,
+    #[serde(default = "defaults::live_call_timeout_ms")]
+    pub live_call_timeout_ms: i32,
 }
 
 impl std::fmt::Debug for NewProvider {
@@ -117,6 +140,15 @@ mod defaults {
     }
     pub fn retry_max_ms() -> i32 {
         300_000
+    }
+    pub fn unknown_outcome() -> String {
+        "await_receipt".to_owned()
+    }
+    pub fn unknown_window_ms() -> i32 {
+        120_000
+    }
+    pub fn live_call_timeout_ms() -> i32 {
+        600_000
     }
 }
 
@@ -168,6 +200,19 @@ fn check(body: &NewProvider) -> Vec<FieldError> {
         ("retry_max_ms", body.retry_max_ms, 1, 86_400_000),
         ("rate_limit", body.rate_limit.unwrap_or(1), 1, 1_000_000),
         ("rate_window_ms", body.rate_window_ms, 1, 86_400_000),
+        ("unknown_window_ms", body.unknown_window_ms, 0, 86_400_000),
+        (
+            "max_live_calls",
+            body.max_live_calls.unwrap_or(1),
+            1,
+            100_000,
+        ),
+        (
+            "live_call_timeout_ms",
+            body.live_call_timeout_ms,
+            1_000,
+            86_400_000,
+        ),
     ];
     for (field, value, min, max) in ranges {
         if !(min..=max).contains(&value) {
@@ -180,13 +225,23 @@ fn check(body: &NewProvider) -> Vec<FieldError> {
     {
         bad("cost_per_message", "must be between 0 and 1000000".into());
     }
+    if body.unknown_outcome.parse::<UnknownOutcome>().is_err() {
+        bad(
+            "unknown_outcome",
+            "must be await_receipt, retry or fail".into(),
+        );
+    }
     fields
 }
 
 const COLUMNS: &str =
     "id, tenant_id, name, kind, endpoint, settings, credentials <> '{}'::jsonb AS has_credentials,
      timeout_ms, max_in_flight, max_attempts, retry_base_ms, retry_max_ms, rate_limit,
-     rate_window_ms, cost_per_message::float8 AS cost_per_message, created_at";
+     rate_window_ms, cost_per_message::float8 AS cost_per_message, unknown_outcome,
+     unknown_window_ms, max_live_calls, live_call_timeout_ms,
+     '/webhooks/' || CASE kind WHEN 'http' THEN 'http' WHEN 'whatsapp' THEN 'whatsapp'
+                               ELSE 'twilio' END || '/' || id AS receipt_path,
+     created_at";
 
 #[utoipa::path(post, path = "/providers", tag = "providers", request_body = NewProvider,
     responses((status = 201, body = Provider), (status = 422, body = crate::error::ErrorBody)))]
@@ -206,8 +261,10 @@ pub async fn create(
     let provider: Provider = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO providers (tenant_id, name, kind, endpoint, settings, credentials, timeout_ms,
                                 max_in_flight, max_attempts, retry_base_ms, retry_max_ms,
-                                rate_limit, rate_window_ms, cost_per_message)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::float8)
+                                rate_limit, rate_window_ms, cost_per_message, unknown_outcome,
+                                unknown_window_ms, max_live_calls, live_call_timeout_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::float8, $15, $16,
+                 $17, $18)
          RETURNING {COLUMNS}"
     )))
     .bind(tenant)
@@ -224,6 +281,10 @@ pub async fn create(
     .bind(body.rate_limit)
     .bind(body.rate_window_ms)
     .bind(body.cost_per_message)
+    .bind(&body.unknown_outcome)
+    .bind(body.unknown_window_ms)
+    .bind(body.max_live_calls)
+    .bind(body.live_call_timeout_ms)
     .fetch_one(&state.pool)
     .await
     .map_err(|e| from_constraint(e, "provider"))?;
@@ -311,6 +372,12 @@ mod tests {
             ]
         );
         assert_eq!(fields(json!({"name": "p", "kind": "smtp"})), ["kind"]);
+        assert_eq!(
+            fields(json!({"name": "p", "endpoint": "https://sms.example/send",
+                          "unknown_outcome": "guess", "unknown_window_ms": -1,
+                          "max_live_calls": 0})),
+            ["max_live_calls", "unknown_outcome", "unknown_window_ms"]
+        );
         let ok = body(
             json!({"name": "p", "kind": "twilio_voice", "settings": {"from": "+15005550006"},
                              "credentials": {"account_sid": "AC0123456789abcdef0123456789abcdef",

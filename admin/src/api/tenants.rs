@@ -20,6 +20,8 @@ pub struct Tenant {
     pub name: String,
     pub weight: i32,
     pub time_zone: String,
+    /// Calls this tenant may have live at once across its providers; `null`: no cap.
+    pub max_live_calls: Option<i32>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -33,6 +35,8 @@ pub struct NewTenant {
     /// IANA time zone used by default for the quiet hours of this tenant's campaigns.
     #[serde(default = "utc")]
     pub time_zone: String,
+    /// Calls this tenant may have live at once (1–100000; omit: no cap).
+    pub max_live_calls: Option<i32>,
 }
 
 fn one() -> i32 {
@@ -72,6 +76,15 @@ pub async fn create(
             reason: "must be between 1 and 1000".into(),
         });
     }
+    if body
+        .max_live_calls
+        .is_some_and(|n| !(1..=100_000).contains(&n))
+    {
+        fields.push(FieldError {
+            field: "max_live_calls".into(),
+            reason: "must be between 1 and 100000".into(),
+        });
+    }
     if !known_time_zone(&state.pool, &body.time_zone).await? {
         fields.push(FieldError {
             field: "time_zone".into(),
@@ -82,12 +95,13 @@ pub async fn create(
         return Err(ApiError::fields("tenant", fields));
     }
     let tenant: Tenant = sqlx::query_as(
-        "INSERT INTO tenants (name, weight, time_zone) VALUES ($1, $2, $3)
-         RETURNING id, name, weight, time_zone, created_at",
+        "INSERT INTO tenants (name, weight, time_zone, max_live_calls) VALUES ($1, $2, $3, $4)
+         RETURNING id, name, weight, time_zone, max_live_calls, created_at",
     )
     .bind(body.name.trim())
     .bind(body.weight)
     .bind(&body.time_zone)
+    .bind(body.max_live_calls)
     .fetch_one(&state.pool)
     .await
     .map_err(|e| from_constraint(e, "tenant"))?;
@@ -101,7 +115,7 @@ pub async fn list(
     caller: Caller,
 ) -> Result<Json<Vec<Tenant>>, ApiError> {
     let tenants = sqlx::query_as(
-        "SELECT id, name, weight, time_zone, created_at FROM tenants
+        "SELECT id, name, weight, time_zone, max_live_calls, created_at FROM tenants
          WHERE $1::uuid IS NULL OR id = $1 ORDER BY name",
     )
     .bind(caller.scope())
@@ -118,7 +132,7 @@ pub async fn show(
     Path(id): Path<Uuid>,
 ) -> Result<Json<Tenant>, ApiError> {
     sqlx::query_as(
-        "SELECT id, name, weight, time_zone, created_at FROM tenants
+        "SELECT id, name, weight, time_zone, max_live_calls, created_at FROM tenants
          WHERE id = $1 AND ($2::uuid IS NULL OR id = $2)",
     )
     .bind(id)

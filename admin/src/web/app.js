@@ -26,7 +26,7 @@ const ACTIONS = [ // [action, label, statuses that allow it, past tense]
   ['resume', 'Resume', ['paused'], 'resumed'],
   ['cancel', 'Cancel', ['draft', 'scheduled', 'running', 'paused'], 'cancelled'],
 ];
-const COUNTS = ['total', 'pending', 'queued', 'sending', 'sent', 'failed', 'cancelled', 'expired'];
+const COUNTS = ['total', 'pending', 'queued', 'sending', 'unknown', 'sent', 'failed', 'cancelled', 'expired'];
 const UPLOAD_TYPES = {
   csv: 'text/csv', ndjson: 'application/x-ndjson', jsonl: 'application/x-ndjson', json: 'application/json',
 };
@@ -230,8 +230,9 @@ function updateRow(tr, c) {
   setAttr(cells.bar, 'max', total);
   setAttr(cells.bar, 'value', finished(p));
   setAttr(cells.bar, 'aria-label', `${finished(p)} of ${total} finished`);
-  setText(cells.counts, `sent ${num(p.sent)} / ${total}`);
-  setAttr(cells.counts, 'title', `${num(p.failed)} failed, ${num(p.expired)} expired`);
+  const d = p.delivery || {};
+  setText(cells.counts, `sent ${num(p.sent)} / ${total}${num(d.delivered) ? ` · ${num(d.delivered)} delivered` : ''}`);
+  setAttr(cells.counts, 'title', `${num(p.failed)} failed, ${num(p.expired)} expired, ${num(d.undelivered)} undelivered`);
   setText(cells.rate, formatRate(p.send_rate));
   tr.classList.toggle('selected', c.id === state.detailId);
   if (tr.dataset.status !== status) { // rebuild the buttons only when the status changes
@@ -347,6 +348,13 @@ function renderDetail(c, errors) {
   setText($('#d-overflow'), c.overflow_provider_id ? (overflow ? overflow.name : shortId(c.overflow_provider_id)) : 'none');
   setText($('#d-sent-via'), sentVia(c.by_provider));
   for (const k of COUNTS) setText($(`#d-${k}`), num(p[k]));
+  const d = p.delivery || {};
+  const share = (n) => (num(p.sent) ? ` (${((100 * num(n)) / num(p.sent)).toFixed(1)}%)` : '');
+  setText($('#d-delivered'), `${num(d.delivered)}${share(d.delivered)}`);
+  setText($('#d-read'), `${num(d.read)}${share(d.read)}`);
+  setText($('#d-undelivered'), `${num(d.undelivered)}${share(d.undelivered)}`);
+  setText($('#d-delivery-failed'), `${num(d.failed)}${share(d.failed)}`);
+  setText($('#d-live-calls'), num(p.live_calls));
   setAttr($('#d-progress'), 'max', num(p.total));
   setAttr($('#d-progress'), 'value', finished(p));
   setText($('#d-rate'), formatRate(p.send_rate));
@@ -370,12 +378,15 @@ function renderDetail(c, errors) {
   $('#detail-errors-empty').hidden = errors.length > 0;
 }
 
-// Sends and cost per provider: "twilio-eu 9612 (75.93) · backup 388 (19.40)".
+// Sends, cost and delivery per provider: "twilio-eu 9612 (75.93, 98.2% delivered) · backup 388 (19.40)".
 function sentVia(list) {
   if (!Array.isArray(list) || !list.length) return '—';
   return list.map((s) => {
-    const cost = typeof s.cost === 'number' ? ` (${s.cost.toFixed(2)})` : '';
-    return `${s.provider || shortId(s.provider_id)} ${num(s.sent)}${cost}`;
+    const notes = [];
+    if (typeof s.cost === 'number') notes.push(s.cost.toFixed(2));
+    const d = s.delivery || {};
+    if (num(d.delivered) && typeof d.delivered_rate === 'number') notes.push(`${(100 * d.delivered_rate).toFixed(1)}% delivered`);
+    return `${s.provider || shortId(s.provider_id)} ${num(s.sent)}${notes.length ? ` (${notes.join(', ')})` : ''}`;
   }).join(' · ');
 }
 

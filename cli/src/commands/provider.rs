@@ -34,6 +34,27 @@ impl Kind {
     }
 }
 
+/// What a request whose answer never came leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UnknownOutcome {
+    /// Wait for a receipt; then look the message up where the API can, and retry
+    AwaitReceipt,
+    /// Retry at once (only for a provider that honours the idempotency key)
+    Retry,
+    /// Wait for a receipt; then fail rather than risk a second message
+    Fail,
+}
+
+impl UnknownOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::AwaitReceipt => "await_receipt",
+            Self::Retry => "retry",
+            Self::Fail => "fail",
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ProviderCommand {
     /// Register a provider that campaigns send through
@@ -93,6 +114,19 @@ operator key creates a shared provider every tenant may use.")]
         /// cost per provider a campaign shows
         #[arg(long, value_name = "AMOUNT")]
         cost_per_message: Option<f64>,
+        /// What a request whose answer never came leads to [default: await-receipt]
+        #[arg(long, value_enum)]
+        unknown_outcome: Option<UnknownOutcome>,
+        /// How long such a request waits for a receipt, in milliseconds [default: 120000]
+        #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(0..=86_400_000))]
+        unknown_window_ms: Option<u32>,
+        /// Calls live at once through this provider, fleet-wide (default: no cap)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        max_live_calls: Option<u32>,
+        /// A call without a final status stops holding a line after this many ms
+        /// [default: 600000]
+        #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(1_000..=86_400_000))]
+        live_call_timeout_ms: Option<u32>,
     },
     /// List providers
     List,
@@ -120,6 +154,10 @@ pub async fn run(ctx: &Ctx, command: ProviderCommand) -> Result<(), CliError> {
             rate_limit,
             rate_window_ms,
             cost_per_message,
+            unknown_outcome,
+            unknown_window_ms,
+            max_live_calls,
+            live_call_timeout_ms,
         } => {
             let credentials = credentials.map(|arg| read_credentials(&arg)).transpose()?;
             let body = NewProvider {
@@ -137,6 +175,10 @@ pub async fn run(ctx: &Ctx, command: ProviderCommand) -> Result<(), CliError> {
                 rate_limit,
                 rate_window_ms,
                 cost_per_message,
+                unknown_outcome: unknown_outcome.map(UnknownOutcome::as_str),
+                unknown_window_ms,
+                max_live_calls,
+                live_call_timeout_ms,
             };
             let reply = ctx.client.create_provider(&body).await?;
             ctx.show(&reply, output::provider)

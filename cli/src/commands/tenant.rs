@@ -22,6 +22,9 @@ pub enum TenantCommand {
         /// IANA zone for the quiet hours of its campaigns [server default: UTC]
         #[arg(long, value_name = "TZ")]
         time_zone: Option<String>,
+        /// Calls the tenant may have live at once across its providers (default: no cap)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        max_live_calls: Option<u32>,
     },
     /// List tenants (a tenant key sees only its own)
     List,
@@ -47,11 +50,13 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
             name,
             weight,
             time_zone,
+            max_live_calls,
         } => {
             let body = NewTenant {
                 name,
                 weight,
                 time_zone,
+                max_live_calls,
             };
             let reply = ctx.client.create_tenant(&body).await?;
             ctx.show(&reply, output::tenant)
