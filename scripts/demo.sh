@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Herald's demo on one machine: installs and starts PostgreSQL and RabbitMQ where missing,
-# builds Herald, starts the provider simulator (200 ms latency), a scheduler and two workers,
-# then runs three tenants' campaigns (10,000, 10,000 and 1,000 recipients, started a few
-# seconds apart) with live progress and a summary, and serves the admin web page (its URL and
+# builds Herald, starts the provider simulator (200 ms latency, delivery receipts 0.2–1.5 s
+# later, 2% undelivered), the receipt receiver, a scheduler and two workers, then runs three
+# tenants' campaigns (10,000, 10,000 and 1,000 recipients, started a few seconds apart) with
+# live progress (sent and delivered) and a summary, and serves the admin web page (its URL and
 # an operator key are printed). Services stop when the demo ends (interactive runs keep the
 # admin page up until Ctrl-C, to look around).
 set -euo pipefail
@@ -12,7 +13,7 @@ require_cargo
 scripts/services.sh
 
 echo "==> building Herald (release)"
-cargo build --release --quiet --bin herald-scheduler --bin herald-worker --bin herald-simulator --bin herald-demo --bin herald-admin --bin herald
+cargo build --release --quiet --bin herald-scheduler --bin herald-worker --bin herald-receiver --bin herald-simulator --bin herald-demo --bin herald-admin --bin herald
 BIN="$CARGO_TARGET_DIR/release"
 LOGS="$ROOT/.demo"
 mkdir -p "$LOGS"
@@ -28,7 +29,15 @@ trap stop_services EXIT
 
 PORT="${HERALD_DEMO_SIMULATOR_PORT:-9090}"
 export HERALD_SIMULATOR_URL="http://127.0.0.1:$PORT"
-"$BIN/herald-simulator" --listen "127.0.0.1:$PORT" --latency fixed:200 >"$LOGS/simulator.log" 2>&1 & pids+=($!)
+RECEIVER_PORT="${HERALD_DEMO_RECEIVER_PORT:-8090}"
+# Where providers post receipts: the receiver, and the workers name it in every request.
+export HERALD_RECEIVER_LISTEN="127.0.0.1:$RECEIVER_PORT"
+export HERALD_RECEIVER_URL="http://127.0.0.1:$RECEIVER_PORT"
+# The simulator signs its receipts with this; the demo's provider gets it as its secret.
+export HERALD_SIMULATOR_WEBHOOK_SECRET="demo-$(date +%s%N)"
+"$BIN/herald-simulator" --listen "127.0.0.1:$PORT" --latency fixed:200 \
+  --receipt-delay uniform:200-1500 --delivery-failure-rate 0.02 >"$LOGS/simulator.log" 2>&1 & pids+=($!)
+"$BIN/herald-receiver" >"$LOGS/receiver.log" 2>&1 & pids+=($!)
 "$BIN/herald-scheduler" >"$LOGS/scheduler.log" 2>&1 & pids+=($!)
 "$BIN/herald-worker" >"$LOGS/worker-1.log" 2>&1 & pids+=($!)
 "$BIN/herald-worker" >"$LOGS/worker-2.log" 2>&1 & pids+=($!)
@@ -36,8 +45,9 @@ ADMIN_PORT="${HERALD_DEMO_ADMIN_PORT:-8080}"
 HERALD_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" "$BIN/herald-admin" serve >"$LOGS/admin.log" 2>&1 & pids+=($!)
 OPERATOR_KEY="$("$BIN/herald-admin" keys create --operator --name demo)"
 wait_healthy "$HERALD_SIMULATOR_URL"
+wait_healthy "$HERALD_RECEIVER_URL"
 wait_healthy "http://127.0.0.1:$ADMIN_PORT"
-echo "==> simulator (200 ms latency), scheduler, two workers and the admin server running; logs in $LOGS/"
+echo "==> simulator (200 ms latency), receipt receiver, scheduler, two workers and the admin server running; logs in $LOGS/"
 echo
 echo "    Admin web page: http://127.0.0.1:$ADMIN_PORT/?key=$OPERATOR_KEY"
 echo "    Operator key:   $OPERATOR_KEY"

@@ -38,6 +38,15 @@ struct Cli {
         default_value = "http://127.0.0.1:9090"
     )]
     simulator_url: String,
+    /// The secret the simulator signs its receipts with (its `--webhook-secret`): providers
+    /// get it as their webhook secret, so workers ask for receipts (given a receiver).
+    #[arg(
+        long,
+        env = "HERALD_SIMULATOR_WEBHOOK_SECRET",
+        global = true,
+        default_value = "simulator-webhook-secret"
+    )]
+    webhook_secret: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -94,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
             demo(
                 &pool,
                 &cli.simulator_url,
+                &cli.webhook_secret,
                 &sizes,
                 stagger_secs,
                 Duration::from_secs(timeout_secs),
@@ -117,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
             bench(
                 &pool,
                 &cli.simulator_url,
+                &cli.webhook_secret,
                 recipients,
                 &label,
                 Duration::from_secs(timeout_secs),
@@ -130,9 +141,15 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn provider(pool: &PgPool, simulator_url: &str, name: &str) -> anyhow::Result<Uuid> {
+async fn provider(
+    pool: &PgPool,
+    simulator_url: &str,
+    webhook_secret: &str,
+    name: &str,
+) -> anyhow::Result<Uuid> {
     let mut provider = NewProvider::http(name, &format!("{simulator_url}/v1/messages"));
     provider.max_in_flight = 10_000;
+    provider.credentials = serde_json::json!({ "webhook_secret": webhook_secret });
     Ok(catalog::create_provider(pool, &provider).await?)
 }
 
@@ -176,12 +193,19 @@ async fn seed(
 async fn demo(
     pool: &PgPool,
     simulator_url: &str,
+    webhook_secret: &str,
     sizes: &[usize],
     stagger_secs: u64,
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let run = Utc::now().format("%H%M%S").to_string();
-    let provider = provider(pool, simulator_url, &format!("simulator-{run}")).await?;
+    let provider = provider(
+        pool,
+        simulator_url,
+        webhook_secret,
+        &format!("simulator-{run}"),
+    )
+    .await?;
     let tenant_names = ["acme", "globex", "initech", "umbrella", "hooli", "soylent"];
     let mut campaigns = Vec::new();
     for (i, &size) in sizes.iter().enumerate() {
@@ -213,7 +237,7 @@ async fn demo(
             to_start.next();
         }
         let rows = progress::campaigns(pool, &campaigns).await?;
-        drawn = draw(&rows, drawn);
+        drawn = draw(&rows, &delivered(pool, &campaigns).await?, drawn);
         if to_start.peek().is_none() && rows.iter().all(|r| r.status == "completed") {
             break;
         }
@@ -222,21 +246,40 @@ async fn demo(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // Receipts trail the sends: give the last ones a few seconds.
+    let waited = Instant::now();
+    loop {
+        let receipts = final_receipts(pool, &campaigns).await?;
+        let rows = progress::campaigns(pool, &campaigns).await?;
+        let sent: i64 = rows.iter().map(|r| r.sent).sum();
+        if receipts.values().sum::<i64>() >= sent || waited.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     summary(
         &progress::campaigns(pool, &campaigns).await?,
         &last_sends(pool, &campaigns).await?,
+        &delivered(pool, &campaigns).await?,
     );
     if let Ok(stats) = simulator_stats(simulator_url).await {
         println!(
-            "provider simulator: {} requests, {} accepted, {} duplicates",
-            stats["requests"], stats["accepted"], stats["duplicates"]
+            "provider simulator: {} requests, {} accepted, {} duplicates, {} receipts posted",
+            stats["requests"],
+            stats["accepted"],
+            stats["duplicates"],
+            stats["receipts"]["accepted"]
         );
     }
     Ok(())
 }
 
 /// Redraws the progress block in place on a terminal; prints plain lines otherwise.
-fn draw(rows: &[CampaignProgress], previous_lines: usize) -> usize {
+fn draw(
+    rows: &[CampaignProgress],
+    delivered: &std::collections::HashMap<Uuid, i64>,
+    previous_lines: usize,
+) -> usize {
     let tty = std::io::stdout().is_terminal();
     let mut out = String::new();
     if tty && previous_lines > 0 {
@@ -247,13 +290,14 @@ fn draw(rows: &[CampaignProgress], previous_lines: usize) -> usize {
         let width = 30;
         let filled = (done * width as f64).round() as usize;
         out.push_str(&format!(
-            "{:<22} {:<16} [{}{}] {:>5.1}%  sent {:>6}  failed {:>4}  in flight {:>5}  {:<9}{}\n",
+            "{:<22} {:<16} [{}{}] {:>5.1}%  sent {:>6}  delivered {:>6}  failed {:>4}  in flight {:>5}  {:<9}{}\n",
             row.tenant,
             row.name,
             "#".repeat(filled),
             "-".repeat(width - filled),
             done * 100.0,
             row.sent,
+            delivered.get(&row.id).copied().unwrap_or(0),
             row.failed,
             row.queued + row.sending,
             row.status,
@@ -267,6 +311,35 @@ fn draw(rows: &[CampaignProgress], previous_lines: usize) -> usize {
     }
     let _ = std::io::stdout().flush();
     rows.len()
+}
+
+/// Recipients of each campaign with a final receipt (delivered, undelivered, failed…).
+async fn final_receipts(
+    pool: &PgPool,
+    ids: &[Uuid],
+) -> anyhow::Result<std::collections::HashMap<Uuid, i64>> {
+    let counts = progress::delivery_counts(pool, ids).await?;
+    let mut finals = std::collections::HashMap::new();
+    for count in counts {
+        let summary = progress::DeliverySummary::of([(count.status.as_str(), count.n)], 0);
+        *finals.entry(count.campaign_id).or_insert(0) +=
+            summary.delivered + summary.undelivered + summary.failed;
+    }
+    Ok(finals)
+}
+
+/// Recipients of each campaign whose receipts say the message was delivered.
+async fn delivered(
+    pool: &PgPool,
+    ids: &[Uuid],
+) -> anyhow::Result<std::collections::HashMap<Uuid, i64>> {
+    let counts = progress::delivery_counts(pool, ids).await?;
+    let mut delivered = std::collections::HashMap::new();
+    for count in counts {
+        let summary = progress::DeliverySummary::of([(count.status.as_str(), count.n)], 0);
+        *delivered.entry(count.campaign_id).or_insert(0) += summary.delivered;
+    }
+    Ok(delivered)
 }
 
 /// When each campaign's last send happened: read once for the summary, straight from the
@@ -287,11 +360,23 @@ async fn last_sends(
         .collect())
 }
 
-fn summary(rows: &[CampaignProgress], last_sent: &std::collections::HashMap<Uuid, DateTime<Utc>>) {
+fn summary(
+    rows: &[CampaignProgress],
+    last_sent: &std::collections::HashMap<Uuid, DateTime<Utc>>,
+    delivered: &std::collections::HashMap<Uuid, i64>,
+) {
     println!("\nSummary");
     println!(
-        "{:<22} {:<16} {:>8} {:>8} {:>7} {:>16} {:>10} {:>12}",
-        "tenant", "campaign", "total", "sent", "failed", "first send (ms)", "took (s)", "msg/s"
+        "{:<22} {:<16} {:>8} {:>8} {:>10} {:>7} {:>16} {:>10} {:>12}",
+        "tenant",
+        "campaign",
+        "total",
+        "sent",
+        "delivered",
+        "failed",
+        "first send (ms)",
+        "took (s)",
+        "msg/s"
     );
     for row in rows {
         let first = row
@@ -307,8 +392,16 @@ fn summary(rows: &[CampaignProgress], last_sent: &std::collections::HashMap<Uuid
             0.0
         };
         println!(
-            "{:<22} {:<16} {:>8} {:>8} {:>7} {:>16} {:>10.1} {:>12.0}",
-            row.tenant, row.name, row.total, row.sent, row.failed, first, took, rate
+            "{:<22} {:<16} {:>8} {:>8} {:>10} {:>7} {:>16} {:>10.1} {:>12.0}",
+            row.tenant,
+            row.name,
+            row.total,
+            row.sent,
+            delivered.get(&row.id).copied().unwrap_or(0),
+            row.failed,
+            first,
+            took,
+            rate
         );
     }
     let start = rows.iter().filter_map(|r| r.started_at).min();
@@ -326,12 +419,13 @@ fn summary(rows: &[CampaignProgress], last_sent: &std::collections::HashMap<Uuid
 async fn bench(
     pool: &PgPool,
     simulator_url: &str,
+    webhook_secret: &str,
     recipients: usize,
     label: &str,
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let run = Utc::now().format("%H%M%S%3f").to_string();
-    let provider = provider(pool, simulator_url, &format!("bench-{run}")).await?;
+    let provider = provider(pool, simulator_url, webhook_secret, &format!("bench-{run}")).await?;
     let tenant = catalog::create_tenant(pool, &format!("bench-{run}"), 1).await?;
     let campaign = seed(pool, tenant, provider, "bench", recipients, 100_000, 0).await?;
     let started = Instant::now();
