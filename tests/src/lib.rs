@@ -23,6 +23,15 @@ pub use anyhow::Result;
 
 const DB_HOST: &str = "herald:herald@127.0.0.1:5432";
 
+/// The secrets the simulator signs receipts with by default (its `--webhook-secret` and
+/// `--whatsapp-app-secret`).
+pub const SIMULATOR_WEBHOOK_SECRET: &str = "simulator-webhook-secret";
+pub const SIMULATOR_APP_SECRET: &str = "simulator-app-secret";
+/// The Twilio account of [`TestEnv::twilio_provider`]: the simulator signs its callbacks
+/// with the token the requests carry.
+pub const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub const TWILIO_TOKEN: &str = "twilio-auth-t0ken";
+
 fn admin_url() -> String {
     std::env::var("HERALD_TEST_ADMIN_URL")
         .unwrap_or_else(|_| format!("postgres://{DB_HOST}/postgres"))
@@ -111,6 +120,10 @@ pub struct TestEnv {
     simulator: Option<Service>,
     /// Simulators started by [`extra_simulator`](Self::extra_simulator).
     others: Vec<Service>,
+    /// The receipt receiver's URL once [`receiver`](Self::receiver) started it: workers
+    /// started after that ask providers to post receipts there.
+    pub receiver_url: Option<String>,
+    receiver: Option<Service>,
 }
 
 impl TestEnv {
@@ -153,6 +166,8 @@ impl TestEnv {
             log_dir,
             simulator: None,
             others: Vec::new(),
+            receiver_url: None,
+            receiver: None,
         };
         let mut args = vec!["--listen".to_owned(), format!("127.0.0.1:{port}")];
         args.extend(simulator_args.iter().map(|s| (*s).to_owned()));
@@ -197,10 +212,41 @@ impl TestEnv {
         self.spawn("herald-scheduler", &[], &all)
     }
 
-    /// Starts a worker with extra `HERALD_*` settings.
+    /// Starts a worker with extra `HERALD_*` settings (and the receiver's URL, if one runs).
     pub fn worker(&self, env: &[(&str, &str)]) -> Result<Service> {
-        let all: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        let mut all: Vec<(&str, String)> = Vec::new();
+        if let Some(url) = &self.receiver_url {
+            all.push(("HERALD_RECEIVER_URL", url.clone()));
+        }
+        all.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
         self.spawn("herald-worker", &[], &all)
+    }
+
+    /// Starts the receipt receiver on a free port; returns its URL. The simulators are told
+    /// where WhatsApp notifications go.
+    pub async fn receiver(&mut self) -> Result<String> {
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let service = self.spawn(
+            "herald-receiver",
+            &[],
+            &[
+                ("HERALD_RECEIVER_LISTEN", format!("127.0.0.1:{port}")),
+                ("HERALD_RECEIVER_URL", url.clone()),
+            ],
+        )?;
+        wait_healthy(&self.http, &url, "receiver").await?;
+        self.receiver = Some(service);
+        self.receiver_url = Some(url.clone());
+        Ok(url)
+    }
+
+    /// The receiver's log so far.
+    pub fn receiver_log(&self) -> String {
+        self.receiver
+            .as_ref()
+            .map(Service::log_text)
+            .unwrap_or_default()
     }
 
     /// Runs a binary to completion with `env`, returning its exit status and output.
@@ -247,13 +293,32 @@ impl TestEnv {
         })
     }
 
-    /// A generic HTTP provider pointing at this test's simulator.
+    /// A generic HTTP provider pointing at this test's simulator, whose receipts (signed
+    /// with the simulator's default secret) Herald takes when a receiver runs.
     pub fn provider(&self) -> NewProvider {
         let mut provider =
             NewProvider::http("simulator", &format!("{}/v1/messages", self.simulator_url));
         provider.max_in_flight = 10_000;
         provider.timeout_ms = 5_000;
+        provider.credentials = json!({"webhook_secret": SIMULATOR_WEBHOOK_SECRET});
         provider
+    }
+
+    /// A Twilio provider of `kind` (`twilio_sms`, `twilio_voice`) at this test's simulator,
+    /// with fast retries and a 5 s window for unknown outcomes.
+    pub async fn twilio_provider(&self, kind: &str) -> Result<Uuid> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO providers (name, kind, endpoint, settings, credentials, timeout_ms,
+                                    max_in_flight, max_attempts, retry_base_ms, retry_max_ms,
+                                    unknown_window_ms)
+             VALUES ($1, $1, $2, $3, $4, 2000, 10000, 5, 100, 2000, 5000) RETURNING id",
+        )
+        .bind(kind)
+        .bind(&self.simulator_url)
+        .bind(json!({"from": "+15005550006"}))
+        .bind(json!({"account_sid": TWILIO_SID, "auth_token": TWILIO_TOKEN}))
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     pub async fn create_provider(&self, provider: &NewProvider) -> Result<Uuid> {
@@ -310,6 +375,23 @@ impl TestEnv {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().collect())
+    }
+
+    /// Recipients of one campaign by their latest delivery status (`none`: no receipt yet).
+    pub async fn deliveries(
+        &self,
+        campaign: Uuid,
+    ) -> Result<std::collections::BTreeMap<String, i64>> {
+        let rows: Vec<(Option<String>, i64)> = sqlx::query_as(
+            "SELECT delivery_status, count(*) FROM recipients WHERE campaign_id = $1 GROUP BY 1",
+        )
+        .bind(campaign)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(status, n)| (status.unwrap_or_else(|| "none".into()), n))
+            .collect())
     }
 
     pub async fn campaign_status(&self, campaign: Uuid) -> Result<String> {
@@ -413,6 +495,7 @@ impl Drop for TestEnv {
         // them made the timing of the tests that follow noisy.
         self.simulator.take();
         self.others.clear();
+        self.receiver.take();
         let url = format!("{}/api/vhosts/{}", rabbit_api(), self.name);
         // Drop cannot await, and a runtime cannot start inside the test's: a thread of its
         // own, joined, so the vhost is gone before the next test starts.

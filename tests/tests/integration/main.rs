@@ -11,5 +11,6 @@ mod dispatch;
 mod failover;
 mod fairness;
 mod isolation;
+mod receipts;
 mod retries;
 mod web;

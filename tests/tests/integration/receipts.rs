@@ -1,0 +1,682 @@
+//! Receipts: providers' status callbacks, verified, stored and applied by rank, whatever
+//! their order, copies or timing; and what they settle: a request whose answer was lost is
+//! never sent again once a receipt says it went out.
+
+use herald_shared::signature;
+use herald_tests::{
+    Result, SIMULATOR_APP_SECRET, SIMULATOR_WEBHOOK_SECRET, TWILIO_SID, TWILIO_TOKEN, TestEnv,
+    numbers,
+};
+use herald_worker::attempts::{Dispatch, Outcome};
+use herald_worker::outcome::Decision;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A provider of `kind` at the simulator, straight into the database.
+async fn provider(env: &TestEnv, kind: &str, settings: Value, credentials: Value) -> Result<Uuid> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO providers (name, kind, endpoint, settings, credentials, timeout_ms,
+                                max_in_flight)
+         VALUES ($1, $1, $2, $3, $4, 2000, 10000) RETURNING id",
+    )
+    .bind(kind)
+    .bind(&env.simulator_url)
+    .bind(settings)
+    .bind(credentials)
+    .fetch_one(&env.pool)
+    .await?)
+}
+
+/// Recipients by state, and by delivery status, of `campaign`.
+async fn tally(
+    env: &TestEnv,
+    campaign: Uuid,
+) -> Result<(BTreeMap<String, i64>, BTreeMap<String, i64>)> {
+    Ok((env.states(campaign).await?, env.deliveries(campaign).await?))
+}
+
+/// Waits until every recipient of `campaign` has a final delivery status.
+async fn wait_final_receipts(env: &TestEnv, campaign: Uuid, timeout: Duration) -> Result<()> {
+    herald_tests::wait_until(timeout, || async {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM recipients WHERE campaign_id = $1 AND delivery_rank < 40",
+        )
+        .bind(campaign)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap_or(-1);
+        open == 0
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("receipts did not all arrive within {timeout:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shuffled_duplicated_and_early_receipts_end_in_one_status() -> Result<()> {
+    let mut env = TestEnv::new(&[
+        "--latency",
+        "uniform:5-40",
+        "--receipt-delay",
+        "uniform:0-400",
+        "--receipt-shuffle",
+        "--receipt-duplicate-rate",
+        "0.5",
+        "--receipt-early-rate",
+        "0.2",
+        "--delivery-failure-rate",
+        "0.2",
+    ])
+    .await?;
+    env.receiver().await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let total = 400;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers("+1555700", total), 200)
+        .await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
+    env.start(campaign).await?;
+    env.wait_completed(&[campaign], Duration::from_secs(60))
+        .await?;
+    wait_final_receipts(&env, campaign, Duration::from_secs(30)).await?;
+
+    let (states, deliveries) = tally(&env, campaign).await?;
+    assert_eq!(states.get("sent"), Some(&(total as i64)), "{states:?}");
+    // A `sent` that arrived after `delivered` did not undo it: only final statuses remain.
+    let delivered = deliveries.get("delivered").copied().unwrap_or(0);
+    let undelivered = deliveries.get("undelivered").copied().unwrap_or(0);
+    assert_eq!(delivered + undelivered, total as i64, "{deliveries:?}");
+    assert!(
+        (20..=160).contains(&undelivered),
+        "about 20% undelivered: {deliveries:?}"
+    );
+
+    // Every receipt the receiver accepted is kept (once the last copies have come in);
+    // copies are flagged, not applied twice.
+    let kept_all = herald_tests::wait_until(Duration::from_secs(10), || async {
+        let accepted = env
+            .simulator_stats()
+            .await
+            .map(|s| s["receipts"]["accepted"].as_i64().unwrap_or(-1))
+            .unwrap_or(-1);
+        let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap_or(-2);
+        let planned = 2 * total as i64;
+        kept == accepted && kept > planned
+    })
+    .await;
+    let stats = env.simulator_stats().await?;
+    let (kept, duplicates, distinct): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE duplicate),
+                count(DISTINCT (message_id, status)) FROM receipts",
+    )
+    .fetch_one(&env.pool)
+    .await?;
+    assert!(
+        kept_all.is_ok(),
+        "kept {kept}, simulator: {}",
+        stats["receipts"]
+    );
+    assert_eq!(
+        kept - duplicates,
+        distinct,
+        "one receipt of each status is not a copy"
+    );
+    assert!(duplicates > 0, "the simulator sent copies");
+    assert_eq!(stats["duplicates"], 0, "nobody got a second message");
+
+    // The progress counters agree with the rows.
+    let counted: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status, sum(n)::int8 FROM campaign_delivery_counts WHERE campaign_id = $1
+         GROUP BY status HAVING sum(n) <> 0",
+    )
+    .bind(campaign)
+    .fetch_all(&env.pool)
+    .await?;
+    let counted: BTreeMap<String, i64> = counted.into_iter().collect();
+    assert_eq!(
+        counted,
+        deliveries
+            .into_iter()
+            .filter(|(s, _)| s != "none")
+            .collect()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_that_arrives_before_the_answer_settles_the_recipient() -> Result<()> {
+    // Every send's first receipt is posted, and taken, before the send is answered.
+    let mut env = TestEnv::new(&[
+        "--latency",
+        "fixed:300",
+        "--receipt-early-rate",
+        "1",
+        "--receipt-delay",
+        "fixed:20",
+    ])
+    .await?;
+    env.receiver().await?;
+    let provider = env.twilio_provider("twilio_sms").await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers("+1555710", 60), 100)
+        .await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
+    env.start(campaign).await?;
+    env.wait_completed(&[campaign], Duration::from_secs(60))
+        .await?;
+    wait_final_receipts(&env, campaign, Duration::from_secs(20)).await?;
+
+    let (states, deliveries) = tally(&env, campaign).await?;
+    assert_eq!(states.get("sent"), Some(&60), "{states:?}");
+    assert_eq!(deliveries.get("delivered"), Some(&60), "{deliveries:?}");
+    // Each early receipt found its recipient by the reference in its callback URL, while
+    // the send was still unanswered.
+    let matched: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM receipts WHERE status = 'sent' AND recipient_id IS NOT NULL",
+    )
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(matched, 60);
+    let ids_match: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM recipients r WHERE r.campaign_id = $1 AND r.provider_message_id
+         = (SELECT x.message_id FROM receipts x WHERE x.recipient_id = r.id LIMIT 1)",
+    )
+    .bind(campaign)
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(
+        ids_match, 60,
+        "the recipient carries the SID the receipts name"
+    );
+    let first: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT first_sent_at FROM campaigns WHERE id = $1")
+            .bind(campaign)
+            .fetch_one(&env.pool)
+            .await?;
+    assert!(first.is_some(), "the campaign's first send is known");
+    assert_eq!(env.simulator_stats().await?["duplicates"], 0);
+    Ok(())
+}
+
+/// Posts a generic receipt body signed with `secret` to the receiver.
+async fn post_generic(env: &TestEnv, provider: Uuid, body: &Value, secret: &str) -> Result<u16> {
+    let body = body.to_string();
+    let url = format!(
+        "{}/webhooks/http/{provider}",
+        env.receiver_url.as_deref().unwrap_or_default()
+    );
+    Ok(env
+        .http
+        .post(url)
+        .header("content-type", "application/json")
+        .header(
+            "x-herald-signature",
+            signature::hub(secret, body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await?
+        .status()
+        .as_u16())
+}
+
+/// A draft campaign of one recipient, leased as a worker would (`sending`, seq 1, via
+/// `provider`); returns (campaign, recipient).
+async fn leased_recipient(env: &TestEnv, provider: Uuid, address: &str) -> Result<(Uuid, i64)> {
+    let tenant = env.tenant(&format!("t-{address}"), 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, address, &[address.to_owned()], 10)
+        .await?;
+    let id: i64 = sqlx::query_scalar(
+        "UPDATE recipients SET state = 'sending', dispatch_seq = 1, attempts = 1, sent_via = $2,
+                lease_until = now() + interval '1 minute'
+         WHERE campaign_id = $1 RETURNING id",
+    )
+    .bind(campaign)
+    .bind(provider)
+    .fetch_one(&env.pool)
+    .await?;
+    Ok((campaign, id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_parked_under_its_message_id_is_applied_when_the_send_is_recorded() -> Result<()>
+{
+    let mut env = TestEnv::new(&[]).await?;
+    env.receiver().await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let (_, recipient) = leased_recipient(&env, provider, "+15557200001").await?;
+
+    // A receipt without Herald's reference, for a message id no send has recorded yet.
+    let early = json!({"id": "msg-early", "status": "delivered"});
+    assert_eq!(
+        post_generic(&env, provider, &early, SIMULATOR_WEBHOOK_SECRET).await?,
+        200
+    );
+    let parked: (Option<i64>, String) =
+        sqlx::query_as("SELECT recipient_id, status FROM receipts WHERE message_id = 'msg-early'")
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(parked, (None, "delivered".into()));
+    let row: (String, Option<String>) =
+        sqlx::query_as("SELECT state, delivery_status FROM recipients WHERE id = $1")
+            .bind(recipient)
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(row, ("sending".into(), None), "nothing applied yet");
+
+    // The worker records the send: the parked receipt is adopted in the same statement.
+    let dispatch = Dispatch {
+        recipient_id: recipient,
+        seq: 1,
+        provider,
+    };
+    herald_worker::attempts::record(
+        &env.pool,
+        &[Outcome {
+            dispatch,
+            provider,
+            decision: Decision::Sent {
+                provider_message_id: Some("msg-early".into()),
+            },
+        }],
+    )
+    .await?;
+    let row: (String, Option<String>, Option<i64>) = sqlx::query_as(
+        "SELECT r.state, r.delivery_status, x.recipient_id
+         FROM recipients r, receipts x WHERE r.id = $1 AND x.message_id = 'msg-early'",
+    )
+    .bind(recipient)
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(
+        row,
+        ("sent".into(), Some("delivered".into()), Some(recipient))
+    );
+
+    // Later receipts find it by its message id at once; a lower rank changes nothing.
+    let read =
+        json!([{"id": "msg-early", "status": "read"}, {"id": "msg-early", "status": "sent"}]);
+    assert_eq!(
+        post_generic(&env, provider, &read, SIMULATOR_WEBHOOK_SECRET).await?,
+        200
+    );
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT delivery_status FROM recipients WHERE id = $1")
+            .bind(recipient)
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(status.as_deref(), Some("read"));
+
+    // A receipt that raced its send's record (parked after the send was written) is picked
+    // up by the scheduler's sweep.
+    let (_, other) = leased_recipient(&env, provider, "+15557200002").await?;
+    sqlx::query(
+        "UPDATE recipients SET state = 'sent', provider_message_id = 'msg-raced' WHERE id = $1",
+    )
+    .bind(other)
+    .execute(&env.pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO receipts (provider_id, message_id, status, raw_status, rank)
+         VALUES ($1, 'msg-raced', 'undelivered', 'undelivered', 42)",
+    )
+    .bind(provider)
+    .execute(&env.pool)
+    .await?;
+    assert_eq!(herald_shared::receipts::adopt_parked(&env.pool).await?, 1);
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT delivery_status FROM recipients WHERE id = $1")
+            .bind(other)
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(status.as_deref(), Some("undelivered"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_signatures_and_malformed_receipts_change_nothing() -> Result<()> {
+    let mut env = TestEnv::new(&[]).await?;
+    let receiver = env.receiver().await?;
+    let generic = env.create_provider(&env.provider()).await?;
+    let sms = env.twilio_provider("twilio_sms").await?;
+    let whatsapp = provider(
+        &env,
+        "whatsapp",
+        json!({"phone_number_id": "1055"}),
+        json!({"access_token": "EAAG", "app_secret": SIMULATOR_APP_SECRET, "verify_token": "v3rify"}),
+    )
+    .await?;
+    let (campaign, recipient) = leased_recipient(&env, sms, "+15557300001").await?;
+    let reference = format!("herald-{}-{recipient}", campaign.simple());
+    let unchanged = || async {
+        let receipts: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap_or(-1);
+        let state: String = sqlx::query_scalar("SELECT state FROM recipients WHERE id = $1")
+            .bind(recipient)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap_or_default();
+        (receipts, state)
+    };
+    let before = unchanged().await;
+    assert_eq!(before, (0, "sending".into()));
+
+    // Twilio: the signature covers the full URL (reference included) and every parameter.
+    let url = format!("{receiver}/webhooks/twilio/{sms}?ref={reference}&seq=1");
+    let params: Vec<(String, String)> = [
+        ("MessageSid", "SM1"),
+        ("MessageStatus", "delivered"),
+        ("AccountSid", TWILIO_SID),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let form = |params: &[(String, String)]| {
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .finish()
+    };
+    let post_twilio = |url: String, body: String, signature: Option<String>| {
+        let mut request = env
+            .http
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("x-twilio-signature", signature);
+        }
+        async move { Ok::<u16, anyhow::Error>(request.send().await?.status().as_u16()) }
+    };
+    let good = signature::twilio(TWILIO_TOKEN, &url, &params);
+    assert_eq!(post_twilio(url.clone(), form(&params), None).await?, 401);
+    let wrong_key = signature::twilio("not-the-token", &url, &params);
+    assert_eq!(
+        post_twilio(url.clone(), form(&params), Some(wrong_key)).await?,
+        403
+    );
+    // The same signature with the reference pointed at another recipient.
+    let moved = url.replace(&format!("-{recipient}&"), &format!("-{}&", recipient + 1));
+    assert_eq!(
+        post_twilio(moved, form(&params), Some(good.clone())).await?,
+        403
+    );
+    let mut tampered = params.clone();
+    tampered[1].1 = "undelivered".into();
+    assert_eq!(
+        post_twilio(url.clone(), form(&tampered), Some(good.clone())).await?,
+        403
+    );
+    // Signed, but not a status callback.
+    let junk = vec![("Hello".to_owned(), "world".to_owned())];
+    let signed_junk = signature::twilio(TWILIO_TOKEN, &url, &junk);
+    assert_eq!(
+        post_twilio(url.clone(), form(&junk), Some(signed_junk)).await?,
+        400
+    );
+
+    // WhatsApp: the subscription check, then notifications signed over the raw body.
+    let verify = |token: &str| {
+        let url = format!(
+            "{receiver}/webhooks/whatsapp/{whatsapp}?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1158201444"
+        );
+        let http = env.http.clone();
+        async move {
+            let response = http.get(url).send().await?;
+            Ok::<(u16, String), anyhow::Error>((response.status().as_u16(), response.text().await?))
+        }
+    };
+    assert_eq!(verify("v3rify").await?, (200, "1158201444".into()));
+    assert_eq!(verify("guess").await?.0, 403);
+    let notification = json!({"object": "whatsapp_business_account", "entry": [{"changes": [
+        {"field": "messages", "value": {"metadata": {"phone_number_id": "1055"},
+         "statuses": [{"id": "wamid.X", "status": "read", "timestamp": "1785000000"}]}}]}]})
+    .to_string();
+    let post_meta = |body: String, signature: Option<String>| {
+        let mut request = env
+            .http
+            .post(format!("{receiver}/webhooks/whatsapp/{whatsapp}"))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("x-hub-signature-256", signature);
+        }
+        async move { Ok::<u16, anyhow::Error>(request.send().await?.status().as_u16()) }
+    };
+    let meta_signature = signature::hub(SIMULATOR_APP_SECRET, notification.as_bytes());
+    assert_eq!(post_meta(notification.clone(), None).await?, 401);
+    assert_eq!(
+        post_meta(
+            notification.replace("read", "sent"),
+            Some(meta_signature.clone())
+        )
+        .await?,
+        403
+    );
+    assert_eq!(
+        post_meta(
+            notification.clone(),
+            Some(signature::hub("other-app", notification.as_bytes()))
+        )
+        .await?,
+        403
+    );
+    let not_json = "{\"object\":";
+    assert_eq!(
+        post_meta(
+            not_json.into(),
+            Some(signature::hub(SIMULATOR_APP_SECRET, not_json.as_bytes()))
+        )
+        .await?,
+        400
+    );
+
+    // Generic: HMAC-SHA256 of the body with the provider's webhook secret.
+    let receipt = json!({"id": "m1", "status": "delivered", "reference": reference});
+    assert_eq!(
+        post_generic(&env, generic, &receipt, "wrong-secret").await?,
+        403
+    );
+    let malformed = json!({"id": "m1", "status": "teleported"});
+    assert_eq!(
+        post_generic(&env, generic, &malformed, SIMULATOR_WEBHOOK_SECRET).await?,
+        400
+    );
+    // A receipt for a provider id that does not exist.
+    assert_eq!(
+        post_generic(&env, Uuid::new_v4(), &receipt, SIMULATOR_WEBHOOK_SECRET).await?,
+        404
+    );
+
+    assert_eq!(
+        unchanged().await,
+        before,
+        "no refused webhook stored or changed anything"
+    );
+
+    // The genuine ones are taken: Twilio's settles the recipient by its reference, Meta's
+    // is kept (parked: no send has that wamid).
+    assert_eq!(post_twilio(url, form(&params), Some(good)).await?, 200);
+    assert_eq!(post_meta(notification, Some(meta_signature)).await?, 200);
+    let settled: (String, Option<String>) =
+        sqlx::query_as("SELECT state, delivery_status FROM recipients WHERE id = $1")
+            .bind(recipient)
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(settled, ("sent".into(), Some("delivered".into())));
+    assert_eq!(unchanged().await.0, 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_never_exceed_their_lines() -> Result<()> {
+    let mut env =
+        TestEnv::new(&["--call-duration-ms", "3000", "--receipt-delay", "fixed:20"]).await?;
+    env.receiver().await?;
+    let provider = env.twilio_provider("twilio_voice").await?;
+    sqlx::query("UPDATE providers SET max_live_calls = 5 WHERE id = $1")
+        .bind(provider)
+        .execute(&env.pool)
+        .await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let calls = 20;
+    let campaign = env
+        .campaign(tenant, provider, "calls", &numbers("+1555900", calls), 100)
+        .await?;
+    sqlx::query("UPDATE campaigns SET channel = 'voice' WHERE id = $1")
+        .bind(campaign)
+        .execute(&env.pool)
+        .await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let _w1 = env.worker(&[])?;
+    let _w2 = env.worker(&[])?;
+    env.start(campaign).await?;
+    env.wait_completed(&[campaign], Duration::from_secs(90))
+        .await?;
+    wait_final_receipts(&env, campaign, Duration::from_secs(20)).await?;
+
+    let stats = env.simulator_stats().await?;
+    let most = stats["max_calls_live"].as_i64().unwrap_or(-1);
+    assert!(
+        (1..=5).contains(&most),
+        "at most 5 calls live at the provider: {stats}"
+    );
+    assert_eq!(stats["accepted"], calls, "each call placed once: {stats}");
+    let (states, deliveries) = tally(&env, campaign).await?;
+    assert_eq!(states.get("sent"), Some(&(calls as i64)), "{states:?}");
+    assert_eq!(
+        deliveries.get("completed"),
+        Some(&(calls as i64)),
+        "{deliveries:?}"
+    );
+    let live: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM recipients WHERE live_until IS NOT NULL")
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(live, 0, "every final status freed its line");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_receipt_the_lost_answers_message_is_looked_up_not_resent() -> Result<()> {
+    // No receiver: nothing reports on the messages whose answer was lost, so each waits out
+    // its window and is then looked up in Twilio's message list before any second request.
+    let env = TestEnv::new(&["--lose-rate", "0.3"]).await?;
+    let provider = env.twilio_provider("twilio_sms").await?;
+    sqlx::query("UPDATE providers SET unknown_window_ms = 1000 WHERE id = $1")
+        .bind(provider)
+        .execute(&env.pool)
+        .await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let total = 200;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers("+1555920", total), 100)
+        .await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let worker = env.worker(&[])?;
+    env.start(campaign).await?;
+    env.wait_completed(&[campaign], Duration::from_secs(60))
+        .await?;
+
+    let stats = env.simulator_stats().await?;
+    let lost = stats["answers_lost"].as_i64().unwrap_or(0);
+    assert!(lost > 20, "answers were lost: {stats}");
+    assert_eq!(
+        stats["requests"], total,
+        "no message was requested twice: {stats}"
+    );
+    assert_eq!(stats["duplicates"], 0, "{stats}");
+    let (states, _) = tally(&env, campaign).await?;
+    assert_eq!(states.get("sent"), Some(&(total as i64)), "{states:?}");
+    // The looked-up ones carry the SID the list gave.
+    let without_sid: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM recipients WHERE campaign_id = $1 AND provider_message_id IS NULL",
+    )
+    .bind(campaign)
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(without_sid, 0);
+    assert!(
+        worker
+            .log_text()
+            .contains("looked up an earlier request whose outcome was unknown"),
+        "the worker looked them up"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_cannot_tell_fails_unknown_outcomes_when_its_policy_says_so() -> Result<()>
+{
+    // Every answer lost, no receipts, no lookup (a generic API): `fail` never risks a
+    // second message, `retry` sends again at once (for a provider that honours the key).
+    let env = TestEnv::new(&["--lose-rate", "1", "--honour-idempotency-keys"]).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let mut created = Vec::new();
+    for policy in ["fail", "retry"] {
+        let mut p = env.provider();
+        p.name = policy.into();
+        p.max_attempts = 2;
+        p.retry_base_ms = 50;
+        p.unknown_window_ms = 500;
+        let provider = env.create_provider(&p).await?;
+        sqlx::query("UPDATE providers SET unknown_outcome = $2 WHERE id = $1")
+            .bind(provider)
+            .bind(policy)
+            .execute(&env.pool)
+            .await?;
+        let prefix = if policy == "fail" {
+            "+1555930"
+        } else {
+            "+1555931"
+        };
+        created.push(
+            env.campaign(tenant, provider, policy, &numbers(prefix, 5), 100)
+                .await?,
+        );
+    }
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
+    for &campaign in &created {
+        env.start(campaign).await?;
+    }
+    env.wait_completed(&created, Duration::from_secs(60))
+        .await?;
+
+    let fail = env.states(created[0]).await?;
+    assert_eq!(fail.get("failed"), Some(&5), "{fail:?}");
+    let reasons: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT last_error FROM recipients WHERE campaign_id = $1")
+            .bind(created[0])
+            .fetch_all(&env.pool)
+            .await?;
+    assert!(
+        reasons.iter().all(|r| r.contains("not sent again")),
+        "{reasons:?}"
+    );
+    // `retry` tried each twice at once (max_attempts), and gave up not knowing.
+    let retry = env.states(created[1]).await?;
+    assert_eq!(retry.get("failed"), Some(&5), "{retry:?}");
+    let attempts: Vec<i32> =
+        sqlx::query_scalar("SELECT DISTINCT attempts FROM recipients WHERE campaign_id = $1")
+            .bind(created[1])
+            .fetch_all(&env.pool)
+            .await?;
+    assert_eq!(attempts, [2]);
+    let stats = env.simulator_stats().await?;
+    assert_eq!(
+        stats["requests"], 15,
+        "5 once for `fail`, 5 twice for `retry`: {stats}"
+    );
+    Ok(())
+}
