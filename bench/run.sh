@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # End-to-end throughput of one worker at provider latencies of 0 ms and 200 ms.
-# Usage: bench/run.sh [RECIPIENTS]   (default 60000; LATENCIES="0" runs one latency only). Results go to stdout; record them in
-# BENCHMARKS.md. Release build; everything on this machine.
+# Usage: bench/run.sh [RECIPIENTS]   (default 60000)
+#   LATENCIES="0"     runs one latency only
+#   RECEIPTS=on       the simulator posts a `sent` and a `delivered` receipt for every message
+#                     to a running receiver (receipts at twice the send rate); `both` runs
+#                     without and with, alternately; default off
+#   RUNS=3            repeats each (latency, receipts) run
+# Results go to stdout; record them in BENCHMARKS.md. Release build; everything on this machine.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$ROOT"
@@ -14,17 +19,34 @@ build_bench_binaries
 trap stop_services EXIT
 
 run_one() {
-  local latency="$1"
+  local latency="$1" receipts="$2"
   fresh_database_and_vhost herald_bench
   "$BIN/herald-scheduler" migrate
   export HERALD_SIMULATOR_URL="http://127.0.0.1:9191"
+  local worker_env=() label="1 worker, prefetch 300, latency ${latency} ms"
   "$BIN/herald-simulator" --listen 127.0.0.1:9191 --latency "fixed:$latency" >"$LOGS/simulator-$latency.log" 2>&1 & pids+=($!)
+  if [ "$receipts" = on ]; then
+    HERALD_RECEIVER_LISTEN=127.0.0.1:8191 "$BIN/herald-receiver" >"$LOGS/receiver-$latency.log" 2>&1 & pids+=($!)
+    worker_env=(HERALD_RECEIVER_URL=http://127.0.0.1:8191)
+    label="$label, receipts"
+    wait_healthy http://127.0.0.1:8191
+  fi
   HERALD_SCHEDULER_MAX_BUDGET=50000 "$BIN/herald-scheduler" >"$LOGS/scheduler-$latency.log" 2>&1 & pids+=($!)
-  "$BIN/herald-worker" >"$LOGS/worker-$latency.log" 2>&1 & pids+=($!)
+  env "${worker_env[@]}" "$BIN/herald-worker" >"$LOGS/worker-$latency.log" 2>&1 & pids+=($!)
   wait_healthy "$HERALD_SIMULATOR_URL"
-  "$BIN/herald-demo" bench --recipients "$RECIPIENTS" --label "1 worker, prefetch 300, latency ${latency} ms"
+  "$BIN/herald-demo" bench --recipients "$RECIPIENTS" --label "$label"
   stop_services
 }
 
+case "${RECEIPTS:-off}" in
+  off) modes="off" ;;
+  on) modes="on" ;;
+  both) modes="off on" ;;
+  *) echo "RECEIPTS must be off, on or both" >&2; exit 2 ;;
+esac
 echo "== Herald end-to-end benchmark: $RECIPIENTS recipients, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
-for latency in ${LATENCIES:-0 200}; do run_one "$latency"; done
+for latency in ${LATENCIES:-0 200}; do
+  for _ in $(seq 1 "${RUNS:-1}"); do
+    for mode in $modes; do run_one "$latency" "$mode"; done
+  done
+done

@@ -74,7 +74,6 @@ CREATE TABLE receipts (
 -- The first of each (provider, message, status); later copies are kept with `duplicate`.
 CREATE UNIQUE INDEX receipts_first ON receipts (provider_id, message_id, status) WHERE NOT duplicate;
 CREATE INDEX receipts_parked ON receipts (provider_id, message_id) WHERE recipient_id IS NULL AND orphaned_at IS NULL;
-CREATE INDEX receipts_recipient ON receipts (recipient_id) WHERE recipient_id IS NOT NULL;
 -- Pruning by age: rows arrive in time order, so a BRIN index stays tiny.
 CREATE INDEX receipts_received ON receipts USING brin (received_at);
 

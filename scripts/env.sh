@@ -16,7 +16,7 @@ require_cargo() {
 # Builds the release binaries a bench runs and sets BIN (where they are) and LOGS (where
 # the bench's services write, created).
 build_bench_binaries() {
-  cargo build --release --quiet --bin herald-scheduler --bin herald-worker --bin herald-simulator --bin herald-demo
+  cargo build --release --quiet --bin herald-scheduler --bin herald-worker --bin herald-receiver --bin herald-simulator --bin herald-demo
   BIN="$CARGO_TARGET_DIR/release"
   LOGS="$ROOT/.demo/bench"
   mkdir -p "$LOGS"

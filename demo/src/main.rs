@@ -86,6 +86,23 @@ enum Command {
         #[arg(long, default_value_t = 3_000)]
         neighbour_timeout_ms: i32,
     },
+    /// The receipt receiver alone: N recipients already sent, and a `sent` then a
+    /// `delivered` receipt for each, signed, posted by C concurrent clients; prints
+    /// receipts per second and answer times.
+    Receipts {
+        #[arg(long, default_value_t = 50_000)]
+        recipients: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Where the receiver listens.
+        #[arg(
+            long,
+            env = "HERALD_RECEIVER_URL",
+            default_value = "http://127.0.0.1:8090"
+        )]
+        receiver_url: String,
+    },
 }
 
 #[tokio::main]
@@ -138,7 +155,128 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Receipts {
+            recipients,
+            concurrency,
+            receiver_url,
+        } => {
+            receipts_bench(
+                &pool,
+                &cli.simulator_url,
+                &cli.webhook_secret,
+                &receiver_url,
+                recipients,
+                concurrency.max(1),
+            )
+            .await
+        }
     }
+}
+
+/// Posts `sent` and `delivered` receipts for `recipients` sent messages to the receiver.
+async fn receipts_bench(
+    pool: &PgPool,
+    simulator_url: &str,
+    secret: &str,
+    receiver_url: &str,
+    recipients: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let run = Utc::now().format("%H%M%S%3f").to_string();
+    let provider = provider(pool, simulator_url, secret, &format!("receipts-{run}")).await?;
+    let tenant = catalog::create_tenant(pool, &format!("receipts-{run}"), 1).await?;
+    let campaign = seed(pool, tenant, provider, "receipts", recipients, 1_000, 0).await?;
+    // As if every message had just been sent through the provider.
+    sqlx::query(
+        "UPDATE recipients SET state = 'sent', sent_at = now(), sent_via = $2,
+                provider_message_id = 'bench-' || id
+         WHERE campaign_id = $1",
+    )
+    .bind(campaign)
+    .bind(provider)
+    .execute(pool)
+    .await?;
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM recipients WHERE campaign_id = $1")
+        .bind(campaign)
+        .fetch_all(pool)
+        .await?;
+    let url = format!("{receiver_url}/webhooks/http/{provider}");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .tcp_nodelay(true)
+        .build()?;
+    let bodies: Vec<(String, String)> = ["sent", "delivered"]
+        .iter()
+        .flat_map(|status| {
+            ids.iter().map(move |id| {
+                let body = serde_json::json!({
+                    "id": format!("bench-{id}"), "status": status,
+                    "reference": herald_shared::queue::message::reference(campaign, *id),
+                })
+                .to_string();
+                let signature = herald_shared::signature::hub(secret, body.as_bytes());
+                (body, signature)
+            })
+        })
+        .collect();
+    let bodies = std::sync::Arc::new(bodies);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (http, url, bodies, next) =
+                (http.clone(), url.clone(), bodies.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut times = Vec::new();
+                let mut refused = 0usize;
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((body, signature)) = bodies.get(i) else {
+                        break;
+                    };
+                    let sent = Instant::now();
+                    let answer = http
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header(herald_shared::signature::HERALD_SIGNATURE_HEADER, signature)
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    times.push(sent.elapsed());
+                    if !answer.is_ok_and(|a| a.status().is_success()) {
+                        refused += 1;
+                    }
+                }
+                (times, refused)
+            })
+        })
+        .collect();
+    let mut times = Vec::with_capacity(bodies.len());
+    let mut refused = 0;
+    for task in tasks {
+        let (t, r) = task.await?;
+        times.extend(t);
+        refused += r;
+    }
+    let took = started.elapsed().as_secs_f64();
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize].as_secs_f64() * 1_000.0;
+    let delivered: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM recipients WHERE campaign_id = $1 AND delivery_status = 'delivered'",
+    )
+    .bind(campaign)
+    .fetch_one(pool)
+    .await?;
+    println!(
+        "receiver: {} receipts in {took:.1} s = {:.0} receipts/s with {concurrency} in flight; \
+         answered in {:.1} ms (median), {:.1} ms (p99); {refused} not 2xx; {delivered} of {} recipients delivered",
+        bodies.len(),
+        bodies.len() as f64 / took,
+        at(0.5),
+        at(0.99),
+        ids.len()
+    );
+    Ok(())
 }
 
 async fn provider(

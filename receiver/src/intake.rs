@@ -64,8 +64,11 @@ pub fn clip(value: &str, max: usize) -> String {
 
 /// Most receipts one statement stores.
 const MAX_BATCH: usize = 500;
-/// Statements in flight at once (as in the worker: while one runs, the next batch gathers).
-const DB_LANES: usize = 2;
+/// One statement at a time: receipts that come while it runs make the next batch. (Two at a
+/// time, as the worker does, left the second with a receipt or two each time: more, smaller
+/// statements, and fewer receipts a second — measured 5,300 against 6,500 a second with 64
+/// in flight.)
+const DB_LANES: usize = 1;
 
 #[derive(Clone)]
 pub struct Intake {

@@ -197,7 +197,6 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
     .bind(&messages)
     .bind(&times)
     .bind(&repeats)
-    .persistent(false)
     .fetch_one(pool)
     .await
 }

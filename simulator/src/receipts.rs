@@ -338,33 +338,31 @@ impl Courier {
             let mut order: Vec<(usize, Planned)> = plan.into_iter().enumerate().collect();
             order.sort_by_key(|(_, p)| p.at);
             let started = tokio::time::Instant::now();
-            let mut tasks = Vec::with_capacity(order.len());
             let mut call_ended = false;
+            // One message's receipts go one after another, each at its time (or as soon as
+            // the one before it is through, when the receiver is slow).
             for (sequence, planned) in order {
                 if first_sent.is_none() {
                     tokio::time::sleep_until(started + planned.at).await;
                 }
                 let ends_call = planned.ends_call;
-                let post = courier
-                    .clone()
-                    .post(app.clone(), sent.clone(), planned, sequence);
-                if let Some(told) = first_sent.take() {
-                    // The early receipt: delivered before anything else happens.
-                    post.await;
-                    let _ = told.send(());
-                } else {
-                    tasks.push(tokio::spawn(post));
-                }
                 if ends_call && !call_ended {
+                    // Counted as ended once its final status is on its way: before Herald
+                    // can have taken it, so the simulator never counts fewer live calls
+                    // than Herald holds lines for.
                     call_ended = true;
                     app.call_ended();
+                }
+                courier
+                    .clone()
+                    .post(app.clone(), sent.clone(), planned, sequence)
+                    .await;
+                if let Some(told) = first_sent.take() {
+                    let _ = told.send(());
                 }
             }
             if is_call && !call_ended {
                 app.call_ended();
-            }
-            for task in tasks {
-                let _ = task.await;
             }
         });
     }

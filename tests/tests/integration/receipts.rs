@@ -507,7 +507,10 @@ async fn bad_signatures_and_malformed_receipts_change_nothing() -> Result<()> {
     // The genuine ones are taken: Twilio's settles the recipient by its reference, Meta's
     // is kept (parked: no send has that wamid).
     assert_eq!(post_twilio(url, form(&params), Some(good)).await?, 200);
-    assert_eq!(post_meta(notification, Some(meta_signature)).await?, 200);
+    assert_eq!(
+        post_meta(notification.clone(), Some(meta_signature)).await?,
+        200
+    );
     let settled: (String, Option<String>) =
         sqlx::query_as("SELECT state, delivery_status FROM recipients WHERE id = $1")
             .bind(recipient)
@@ -515,6 +518,26 @@ async fn bad_signatures_and_malformed_receipts_change_nothing() -> Result<()> {
             .await?;
     assert_eq!(settled, ("sent".into(), Some("delivered".into())));
     assert_eq!(unchanged().await.0, 2);
+
+    // One Meta app, two numbers, two providers: a status of the other number, posted to the
+    // first one's URL, is kept as the other provider's.
+    let sibling = provider(
+        &env,
+        "whatsapp",
+        json!({"phone_number_id": "2077"}),
+        json!({"access_token": "EAAG", "app_secret": SIMULATOR_APP_SECRET}),
+    )
+    .await?;
+    let other_number = notification
+        .replace("1055", "2077")
+        .replace("wamid.X", "wamid.Y");
+    let signature = signature::hub(SIMULATOR_APP_SECRET, other_number.as_bytes());
+    assert_eq!(post_meta(other_number, Some(signature)).await?, 200);
+    let owner: Uuid =
+        sqlx::query_scalar("SELECT provider_id FROM receipts WHERE message_id = 'wamid.Y'")
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(owner, sibling);
     Ok(())
 }
 
