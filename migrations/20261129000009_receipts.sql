@@ -10,9 +10,13 @@ ALTER TABLE recipients ADD CONSTRAINT recipients_state_check
     CHECK (state IN ('pending', 'queued', 'sending', 'unknown', 'sent', 'failed', 'cancelled', 'expired'));
 
 ALTER TABLE recipients
-    -- When an attempt's outcome became unknown; set until a receipt, a reconciliation or a
-    -- later answer settles it (the worker then looks the message up before sending again).
+    -- When the latest attempt's lease was taken: when its request was made, at the latest.
+    ADD COLUMN attempted_at timestamptz,
+    -- When the attempt whose outcome is unknown began, and the provider it went to; set
+    -- until a receipt, a lookup or a later answer settles it (the worker looks the message
+    -- up there, from that time on, before sending again).
     ADD COLUMN outcome_unknown_at timestamptz,
+    ADD COLUMN unknown_via uuid,
     -- The provider's latest word on the message or call (herald_shared::delivery) and its
     -- rank; receipts only ever raise the rank.
     ADD COLUMN delivery_status text,
@@ -73,7 +77,8 @@ CREATE TABLE receipts (
 
 -- The first of each (provider, message, status); later copies are kept with `duplicate`.
 CREATE UNIQUE INDEX receipts_first ON receipts (provider_id, message_id, status) WHERE NOT duplicate;
-CREATE INDEX receipts_parked ON receipts (provider_id, message_id) WHERE recipient_id IS NULL AND orphaned_at IS NULL;
+-- Receipts waiting for their send (orphans included: a send recorded late still adopts them).
+CREATE INDEX receipts_parked ON receipts (provider_id, message_id) WHERE recipient_id IS NULL;
 -- Pruning by age: rows arrive in time order, so a BRIN index stays tiny.
 CREATE INDEX receipts_received ON receipts USING brin (received_at);
 

@@ -61,6 +61,7 @@ pub fn receipts(provider_id: Uuid, body: &[u8]) -> Result<Vec<Receipt>, Refusal>
                 provider_id,
                 message_id: text("id", &item.id, 256)?,
                 reference: item.reference.as_deref().and_then(parse_reference),
+                seq: None,
                 status,
                 raw_status: item.status,
                 error_code: item.error_code.map(|c| match c {

@@ -1,5 +1,7 @@
-//! The providers whose receipts this receiver checks: each one's parsed configuration (the
-//! secrets its receipts are signed with), cached for a short while.
+//! The providers whose receipts this receiver checks: each one's owner and parsed
+//! configuration (the secrets its receipts are signed with), cached for a short while. Ids
+//! that name no provider are not remembered: anyone may send them, and the cache must not
+//! grow with them.
 
 use herald_shared::provider_config::{self, ProviderConfig};
 use serde_json::Value;
@@ -12,12 +14,16 @@ use uuid::Uuid;
 /// How long a provider's secrets are trusted before they are read again (a rotated token
 /// takes effect within this).
 const REFRESH: Duration = Duration::from_secs(30);
-/// How long an id that names no provider is remembered, so a flood of bad ids costs one
-/// query each per period rather than one per request.
-const MISSING: Duration = Duration::from_secs(5);
+/// A provider as the receiver knows it.
+#[derive(Debug)]
+pub struct Known {
+    /// `None`: an operator's provider.
+    pub tenant_id: Option<Uuid>,
+    pub config: ProviderConfig,
+}
 
-/// When each provider was read, and what it was (`None`: no such provider).
-type Cache = HashMap<Uuid, (Instant, Option<Arc<ProviderConfig>>)>;
+/// When each provider was read, and what it is.
+type Cache = HashMap<Uuid, (Instant, Arc<Known>)>;
 
 #[derive(Clone)]
 pub struct Providers {
@@ -28,6 +34,7 @@ pub struct Providers {
 #[derive(sqlx::FromRow)]
 struct Row {
     id: Uuid,
+    tenant_id: Option<Uuid>,
     kind: String,
     endpoint: String,
     settings: Value,
@@ -42,42 +49,49 @@ impl Providers {
         }
     }
 
-    /// The provider's configuration; `None` if there is no such provider (or its stored
-    /// configuration no longer parses, which the admin never lets happen).
-    pub async fn get(&self, id: Uuid) -> Result<Option<Arc<ProviderConfig>>, sqlx::Error> {
-        if let Some((at, config)) = self.lock().get(&id).cloned() {
-            let fresh = if config.is_some() { REFRESH } else { MISSING };
-            if at.elapsed() < fresh {
-                return Ok(config);
-            }
+    /// The provider; `None` if there is no such provider (or its stored configuration no
+    /// longer parses, which the admin never lets happen).
+    pub async fn get(&self, id: Uuid) -> Result<Option<Arc<Known>>, sqlx::Error> {
+        if let Some((at, known)) = self.lock().get(&id).cloned()
+            && at.elapsed() < REFRESH
+        {
+            return Ok(Some(known));
         }
         let row: Option<Row> = sqlx::query_as(
-            "SELECT id, kind, endpoint, settings, credentials FROM providers WHERE id = $1",
+            "SELECT id, tenant_id, kind, endpoint, settings, credentials FROM providers
+             WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        let config = row.and_then(|row| parse(&row)).map(Arc::new);
-        self.lock().insert(id, (Instant::now(), config.clone()));
-        Ok(config)
+        let Some(known) = row.and_then(|row| parse(&row)).map(Arc::new) else {
+            self.lock().remove(&id);
+            return Ok(None);
+        };
+        self.lock().insert(id, (Instant::now(), known.clone()));
+        Ok(Some(known))
     }
 
-    /// WhatsApp providers of the phone number `phone_number_id`: one Meta app (one webhook
-    /// URL) may serve several numbers, each a provider of its own.
+    /// WhatsApp providers of `tenant` (`None`: the operator's) for the phone number
+    /// `phone_number_id`: one Meta app (one webhook URL) may serve several numbers, each a
+    /// provider of its own.
     pub async fn whatsapp_by_number(
         &self,
         phone_number_id: &str,
-    ) -> Result<Vec<(Uuid, Arc<ProviderConfig>)>, sqlx::Error> {
+        tenant: Option<Uuid>,
+    ) -> Result<Vec<(Uuid, ProviderConfig)>, sqlx::Error> {
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, kind, endpoint, settings, credentials FROM providers
-             WHERE kind = 'whatsapp' AND settings->>'phone_number_id' = $1",
+            "SELECT id, tenant_id, kind, endpoint, settings, credentials FROM providers
+             WHERE kind = 'whatsapp' AND settings->>'phone_number_id' = $1
+               AND tenant_id IS NOT DISTINCT FROM $2",
         )
         .bind(phone_number_id)
+        .bind(tenant)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .iter()
-            .filter_map(|row| parse(row).map(|config| (row.id, Arc::new(config))))
+            .filter_map(|row| parse(row).map(|known| (row.id, known.config)))
             .collect())
     }
 
@@ -86,9 +100,12 @@ impl Providers {
     }
 }
 
-fn parse(row: &Row) -> Option<ProviderConfig> {
+fn parse(row: &Row) -> Option<Known> {
     match provider_config::parse(&row.kind, &row.endpoint, &row.settings, &row.credentials) {
-        Ok(config) => Some(config),
+        Ok(config) => Some(Known {
+            tenant_id: row.tenant_id,
+            config,
+        }),
         Err(problems) => {
             tracing::warn!(provider_id = %row.id, %problems, "provider's configuration does not parse; its receipts are refused");
             None

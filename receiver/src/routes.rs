@@ -9,7 +9,7 @@
 
 use crate::generic;
 use crate::intake::{Intake, Refusal};
-use crate::providers::Providers;
+use crate::providers::{Known, Providers};
 use crate::twilio;
 use crate::whatsapp;
 use axum::Router;
@@ -47,10 +47,10 @@ pub fn router(state: AppState) -> Router {
 }
 
 impl AppState {
-    async fn provider(&self, id: &str) -> Result<(Uuid, Arc<ProviderConfig>), Refusal> {
+    async fn provider(&self, id: &str) -> Result<(Uuid, Arc<Known>), Refusal> {
         let id = Uuid::try_parse(id).map_err(|_| Refusal::NotFound)?;
         match self.providers.get(id).await {
-            Ok(Some(config)) => Ok((id, config)),
+            Ok(Some(known)) => Ok((id, known)),
             Ok(None) => Err(Refusal::NotFound),
             Err(error) => {
                 tracing::warn!(%error, "cannot read the provider");
@@ -71,8 +71,8 @@ async fn twilio_status(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, Refusal> {
-    let (provider_id, config) = app.provider(&provider).await?;
-    let Some(ReceiptKey::Twilio(token)) = config.receipts() else {
+    let (provider_id, known) = app.provider(&provider).await?;
+    let Some(ReceiptKey::Twilio(token)) = known.config.receipts() else {
         return Err(Refusal::NotFound);
     };
     let signature = header(&headers, "x-twilio-signature")
@@ -84,12 +84,16 @@ async fn twilio_status(
         tracing::warn!(%provider_id, "Twilio callback with a bad signature refused");
         return Err(Refusal::Forbidden("X-Twilio-Signature does not match"));
     }
-    let reference = uri.query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "ref")
-            .map(|(_, v)| v.into_owned())
-    });
-    if let Some(receipt) = twilio::receipt(provider_id, &params, reference.as_deref())? {
+    let query = |name: &str| {
+        uri.query().and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        })
+    };
+    let reference = query("ref");
+    let seq = query("seq").and_then(|s| s.parse().ok());
+    if let Some(receipt) = twilio::receipt(provider_id, &params, reference.as_deref(), seq)? {
         app.intake.store(vec![receipt]).await?;
     }
     Ok(StatusCode::OK)
@@ -100,8 +104,8 @@ async fn whatsapp_verify(
     Path(provider): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<String, Refusal> {
-    let (_, config) = app.provider(&provider).await?;
-    let Some(ReceiptKey::Meta { verify_token, .. }) = config.receipts() else {
+    let (_, known) = app.provider(&provider).await?;
+    let Some(ReceiptKey::Meta { verify_token, .. }) = known.config.receipts() else {
         return Err(Refusal::NotFound);
     };
     let field = |name: &str| {
@@ -128,9 +132,9 @@ async fn whatsapp_status(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, Refusal> {
-    let (provider_id, config) = app.provider(&provider).await?;
+    let (provider_id, known) = app.provider(&provider).await?;
     let (Some(ReceiptKey::Meta { app_secret, .. }), ProviderConfig::WhatsApp(whatsapp)) =
-        (config.receipts(), config.as_ref())
+        (known.config.receipts(), &known.config)
     else {
         return Err(Refusal::NotFound);
     };
@@ -147,10 +151,12 @@ async fn whatsapp_status(
         if let Some(number) = numbered.phone_number_id
             && number != whatsapp.phone_number_id
         {
-            // Another number of the same Meta app: its own provider, if Herald has one
-            // signed by this app's secret.
+            // Another number of the same Meta app: its own provider, if the same tenant
+            // has one signed by this app's secret.
             if !numbers.contains_key(&number) {
-                let sibling = app.sibling(&number, app_secret.expose()).await?;
+                let sibling = app
+                    .sibling(&number, known.tenant_id, app_secret.expose())
+                    .await?;
                 numbers.insert(number.clone(), sibling.unwrap_or(provider_id));
             }
             receipt.provider_id = numbers[&number];
@@ -162,11 +168,17 @@ async fn whatsapp_status(
 }
 
 impl AppState {
-    /// The WhatsApp provider of phone number `number` whose app secret is `app_secret`.
-    async fn sibling(&self, number: &str, app_secret: &str) -> Result<Option<Uuid>, Refusal> {
+    /// The WhatsApp provider of phone number `number`, of the same owner (`tenant`, or the
+    /// operator), whose app secret is `app_secret`.
+    async fn sibling(
+        &self,
+        number: &str,
+        tenant: Option<Uuid>,
+        app_secret: &str,
+    ) -> Result<Option<Uuid>, Refusal> {
         let candidates = self
             .providers
-            .whatsapp_by_number(number)
+            .whatsapp_by_number(number, tenant)
             .await
             .map_err(|_| Refusal::Unavailable)?;
         Ok(candidates.into_iter().find_map(|(id, config)| {
@@ -183,8 +195,8 @@ async fn generic_receipts(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, Refusal> {
-    let (provider_id, config) = app.provider(&provider).await?;
-    let Some(ReceiptKey::Herald(secret)) = config.receipts() else {
+    let (provider_id, known) = app.provider(&provider).await?;
+    let Some(ReceiptKey::Herald(secret)) = known.config.receipts() else {
         return Err(Refusal::NotFound);
     };
     let signature = header(&headers, signature::HERALD_SIGNATURE_HEADER)

@@ -22,6 +22,7 @@ pub fn receipt(
     provider_id: Uuid,
     params: &[(String, String)],
     reference: Option<&str>,
+    seq: Option<i32>,
 ) -> Result<Option<Receipt>, Refusal> {
     let get = |name: &str| {
         params
@@ -54,6 +55,7 @@ pub fn receipt(
         provider_id,
         message_id: text("MessageSid", message_id, 64)?,
         reference: reference.and_then(parse_reference),
+        seq,
         status,
         raw_status: text("MessageStatus", raw_status, 64)?,
         error_code: get("ErrorCode").map(|c| clip(c, 32)),
@@ -95,7 +97,9 @@ mod tests {
             ("RawDlrDoneDate", "2607301212"),
             ("AccountSid", "AC1"),
         ]);
-        let receipt = receipt(Uuid::nil(), &p, Some(REF)).unwrap().unwrap();
+        let receipt = receipt(Uuid::nil(), &p, Some(REF), Some(3))
+            .unwrap()
+            .unwrap();
         assert_eq!(receipt.message_id, "SM123");
         assert_eq!(receipt.status, DeliveryStatus::Undelivered);
         assert_eq!(receipt.reference, Some((Uuid::from_u128(7), 42)));
@@ -114,7 +118,7 @@ mod tests {
             ("Timestamp", "Thu, 30 Jul 2015 20:12:31 +0000"),
             ("SequenceNumber", "3"),
         ]);
-        let receipt = receipt(Uuid::nil(), &p, None).unwrap().unwrap();
+        let receipt = receipt(Uuid::nil(), &p, None, None).unwrap().unwrap();
         assert_eq!(receipt.status, DeliveryStatus::NoAnswer);
         assert_eq!(receipt.reference, None);
         assert!(receipt.provider_time.is_some());
@@ -123,17 +127,23 @@ mod tests {
     #[test]
     fn malformed_and_untracked_callbacks() {
         assert!(matches!(
-            receipt(Uuid::nil(), &params(&[("MessageStatus", "sent")]), None),
+            receipt(
+                Uuid::nil(),
+                &params(&[("MessageStatus", "sent")]),
+                None,
+                None
+            ),
             Err(Refusal::BadRequest(_))
         ));
         assert!(matches!(
-            receipt(Uuid::nil(), &params(&[("MessageSid", "SM1")]), None),
+            receipt(Uuid::nil(), &params(&[("MessageSid", "SM1")]), None, None),
             Err(Refusal::BadRequest(_))
         ));
         assert_eq!(
             receipt(
                 Uuid::nil(),
                 &params(&[("MessageSid", "SM1"), ("MessageStatus", "received")]),
+                None,
                 None
             ),
             Ok(None)
@@ -141,7 +151,7 @@ mod tests {
         // A reference that is not Herald's names nobody.
         let p = params(&[("MessageSid", "SM1"), ("MessageStatus", "sent")]);
         assert_eq!(
-            receipt(Uuid::nil(), &p, Some("elsewhere-1"))
+            receipt(Uuid::nil(), &p, Some("elsewhere-1"), None)
                 .unwrap()
                 .unwrap()
                 .reference,

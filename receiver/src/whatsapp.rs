@@ -105,6 +105,7 @@ pub fn statuses(provider_id: Uuid, body: &[u8]) -> Result<Vec<NumberedReceipt>, 
                         .biz_opaque_callback_data
                         .as_deref()
                         .and_then(parse_reference),
+                    seq: None,
                     status: normalised,
                     raw_status: text("statuses[].status", &status.status, 64)?,
                     error_code: error.as_ref().and_then(|e| {

@@ -51,8 +51,12 @@ pub async fn recover_expired_leases(pool: &PgPool) -> Result<u64, sqlx::Error> {
              next_attempt_at = CASE WHEN p.unknown_outcome <> 'retry'
                                     THEN now() + make_interval(secs => p.unknown_window_ms / 1000.0)
                                     ELSE now() END,
+             -- Dated from when the attempt began, at the provider it went to: the lookup
+             -- before any resend searches there, from then.
              outcome_unknown_at = CASE WHEN p.unknown_outcome <> 'retry'
-                                       THEN coalesce(r.outcome_unknown_at, now()) END,
+                                       THEN coalesce(r.outcome_unknown_at, r.attempted_at, now()) END,
+             unknown_via = CASE WHEN p.unknown_outcome <> 'retry'
+                                THEN coalesce(r.unknown_via, r.sent_via, c.provider_id) END,
              lease_until = NULL, updated_at = now()
          FROM (SELECT id FROM recipients
                WHERE state = 'sending' AND lease_until < now()

@@ -120,14 +120,18 @@ impl Ticker {
             ended: sweeper::end_waiting_recipients(pool).await?,
             ..Default::default()
         };
-        let adopted = receipts::adopt_parked(pool).await?;
-        if adopted > 0 {
-            tracing::info!(adopted, "parked receipts applied to their sends");
+        // Housekeeping: a failure here is logged, not allowed to stop the tick's dispatch.
+        match receipts::adopt_parked(pool).await {
+            Ok(0) => {}
+            Ok(adopted) => tracing::info!(adopted, "parked receipts applied to their sends"),
+            Err(error) => tracing::warn!(%error, "cannot adopt parked receipts now"),
         }
         sweeper::free_stale_lines(pool).await?;
         if self.count % 30 == 1 {
             sweeper::trim_send_rate(pool).await?;
-            self.keep_receipts().await?;
+            if let Err(error) = self.keep_receipts().await {
+                tracing::warn!(%error, "cannot keep receipts now");
+            }
         }
         if report.requeued + report.recovered > 0 {
             tracing::warn!(

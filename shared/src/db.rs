@@ -31,3 +31,27 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     MIGRATOR.run(pool).await?;
     Ok(())
 }
+
+/// Whether `error` may pass if the same statement is run again: the database was out of
+/// reach, restarting, overloaded, or chose this transaction to break a deadlock. Anything
+/// else (bad data, a bug) will fail the same way every time.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 53: insufficient resources; 57P: operator
+            // intervention (shutdown, crash, not accepting connections yet); 40001/40P01:
+            // serialisation failure, deadlock; 55P03: lock not available.
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+                || matches!(code.as_ref(), "40001" | "40P01" | "55P03")
+        }),
+        _ => false,
+    }
+}

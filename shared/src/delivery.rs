@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+/// The lowest rank of a final status (where SQL compares ranks).
+pub const FINAL_RANK: i16 = 40;
+
 /// A provider's report on one message or call, in Herald's vocabulary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DeliveryStatus {
@@ -105,7 +108,7 @@ impl DeliveryStatus {
 
     /// The provider has finished with it (a message may still be read later).
     pub fn is_final(self) -> bool {
-        self.rank() >= 40
+        self.rank() >= FINAL_RANK
     }
 
     /// A final status of a call: the line is free again.

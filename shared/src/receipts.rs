@@ -20,7 +20,7 @@
 //! status as an earlier one, exactly: a unique index decides between concurrent copies)
 //! flagged and never applied twice.
 
-use crate::delivery::DeliveryStatus;
+use crate::delivery::{DeliveryStatus, FINAL_RANK};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::time::Duration;
@@ -34,6 +34,9 @@ pub struct Receipt {
     pub message_id: String,
     /// The campaign and recipient the provider's echo of Herald's reference names.
     pub reference: Option<(Uuid, i64)>,
+    /// The dispatch the receipt is about, where the callback URL says (Twilio): a late
+    /// final status of an earlier call must not free the line of the call now live.
+    pub seq: Option<i32>,
     pub status: DeliveryStatus,
     /// As the provider spelled it.
     pub raw_status: String,
@@ -54,8 +57,8 @@ pub struct Stored {
 }
 
 /// The recipients' side of applying receipts, shared by both statements below: `best` holds
-/// one row per recipient (its highest-ranked receipt in the batch); `$1` is the first rank
-/// that is final. Defines the CTEs `applied` (the recipients changed) and `first_sends` (a
+/// one row per recipient (its highest-ranked receipt in the batch, with the dispatch `seq`
+/// it names, if any); `$1` is the first rank that is final. Defines the CTEs `applied` (the recipients changed) and `first_sends` (a
 /// campaign whose first send a receipt revealed).
 macro_rules! apply_best {
     () => {
@@ -69,29 +72,20 @@ macro_rules! apply_best {
              sent_at = coalesce(r.sent_at, now()),
              sent_via = CASE WHEN r.state = 'sent' THEN r.sent_via ELSE b.provider_id END,
              last_error = CASE WHEN r.state = 'sent' THEN r.last_error END,
-             outcome_unknown_at = NULL, lease_until = NULL, queued_at = NULL,
-             live_until = CASE WHEN b.rank >= $1 THEN NULL ELSE r.live_until END,
+             outcome_unknown_at = NULL, unknown_via = NULL, lease_until = NULL, queued_at = NULL,
+             live_until = CASE WHEN b.rank >= $1 AND (b.seq IS NULL OR b.seq = r.dispatch_seq)
+                               THEN NULL ELSE r.live_until END,
              updated_at = now()
          FROM best b
          WHERE r.id = b.recipient_id
            AND (r.state <> 'sent' OR b.rank > r.delivery_rank
-                OR (b.rank >= $1 AND r.live_until IS NOT NULL))
+                OR (b.rank >= $1 AND r.live_until IS NOT NULL AND (b.seq IS NULL OR b.seq = r.dispatch_seq)))
          RETURNING r.id, r.campaign_id
      ),
      first_sends AS (
          UPDATE campaigns c SET first_sent_at = now()
          WHERE c.first_sent_at IS NULL AND c.id IN (SELECT campaign_id FROM applied)"
     };
-}
-
-/// The first rank that is final (see [`DeliveryStatus::is_final`]).
-fn final_rank() -> i16 {
-    DeliveryStatus::ALL
-        .iter()
-        .filter(|s| s.is_final())
-        .map(|s| s.rank())
-        .min()
-        .unwrap_or(i16::MAX)
 }
 
 /// Stores and applies `receipts` in one statement: when it returns, they are durable.
@@ -121,13 +115,14 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
         .iter()
         .map(|r| !seen.insert((r.provider_id, r.message_id.as_str(), r.status)))
         .collect();
+    let seqs: Vec<Option<i32>> = receipts.iter().map(|r| r.seq).collect();
     sqlx::query_as(concat!(
         "WITH i AS (
              SELECT * FROM unnest($2::uuid[], $3::text[], $4::uuid[], $5::bigint[], $6::text[],
                                   $7::text[], $8::int2[], $9::text[], $10::text[], $11::timestamptz[],
-                                  $12::bool[])
+                                  $12::bool[], $13::int[])
                  AS i(provider_id, message_id, ref_campaign, ref_recipient, status,
-                      raw_status, rank, error_code, error_message, provider_time, repeat)
+                      raw_status, rank, error_code, error_message, provider_time, repeat, seq)
          ),
          -- Primary-key and index lookups the planner cannot reorder (OFFSET 0).
          m AS MATERIALIZED (
@@ -157,6 +152,12 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
              ON CONFLICT (provider_id, message_id, status) WHERE NOT duplicate DO NOTHING
              RETURNING provider_id, message_id, recipient_id, status, rank, error_code
          ),
+         -- What was applied, with the dispatch each receipt named (not stored).
+         fresh AS (
+             SELECT f.*, m.seq FROM firsts f
+             JOIN m ON m.provider_id = f.provider_id AND m.message_id = f.message_id
+                   AND m.status = f.status AND NOT m.repeat
+         ),
          copies AS (
              INSERT INTO receipts (provider_id, message_id, recipient_id, status, raw_status, rank,
                                    error_code, error_message, provider_time, duplicate)
@@ -172,8 +173,9 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
          -- so that two of them never wait on each other in a cycle.
          best AS MATERIALIZED (
              SELECT b.* FROM (
-                 SELECT DISTINCT ON (recipient_id) recipient_id, provider_id, message_id, status, rank, error_code
-                 FROM firsts WHERE recipient_id IS NOT NULL
+                 SELECT DISTINCT ON (recipient_id) recipient_id, provider_id, message_id, status, rank,
+                        error_code, seq
+                 FROM fresh WHERE recipient_id IS NOT NULL
                  ORDER BY recipient_id, rank DESC
              ) b CROSS JOIN LATERAL (SELECT 1 FROM recipients r WHERE r.id = b.recipient_id FOR UPDATE) locked
          ),
@@ -185,7 +187,7 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
                 (SELECT count(*) FROM firsts WHERE recipient_id IS NULL) AS parked,
                 (SELECT count(*) FROM applied) AS applied"
     ))
-    .bind(final_rank())
+    .bind(FINAL_RANK)
     .bind(&providers)
     .bind(&message_ids)
     .bind(&ref_campaigns)
@@ -197,32 +199,45 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
     .bind(&messages)
     .bind(&times)
     .bind(&repeats)
+    .bind(&seqs)
     .fetch_one(pool)
     .await
 }
 
+/// Most parked receipts one sweep adopts.
+const ADOPT_LIMIT: i64 = 1_000;
+
 /// Applies parked receipts whose message id a send has recorded since (the worker's outcome
-/// statement adopts them as it records; this catches the ones that raced it). Returns how
-/// many recipients changed.
+/// statement adopts them as it records; this catches the ones that raced it, and orphans
+/// whose send was recorded very late). Recipients another statement holds are skipped (and
+/// adopted at the next sweep), so this never waits on the worker or the receiver. Returns
+/// how many recipients changed.
 pub async fn adopt_parked(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let applied: i64 = sqlx::query_scalar(concat!(
-        "WITH adopted AS (
-             UPDATE receipts p SET recipient_id = r.id
-             FROM recipients r
-             WHERE p.recipient_id IS NULL AND p.orphaned_at IS NULL
-               AND r.provider_message_id = p.message_id AND r.sent_via = p.provider_id
-             RETURNING p.recipient_id, p.provider_id, p.message_id, p.status, p.rank, p.error_code
+        "WITH candidates AS MATERIALIZED (
+             SELECT p.id AS receipt_id, r.id AS recipient_id, p.provider_id, p.message_id,
+                    p.status, p.rank, p.error_code, NULL::int AS seq
+             FROM receipts p CROSS JOIN LATERAL (
+                 SELECT r.id FROM recipients r
+                 WHERE r.provider_message_id = p.message_id AND r.sent_via = p.provider_id
+                 LIMIT 1 FOR UPDATE SKIP LOCKED
+             ) r
+             WHERE p.recipient_id IS NULL
+             LIMIT $2
+         ),
+         adopted AS (
+             UPDATE receipts p SET recipient_id = c.recipient_id
+             FROM candidates c WHERE p.id = c.receipt_id
          ),
          best AS MATERIALIZED (
-             SELECT b.* FROM (
-                 SELECT DISTINCT ON (recipient_id) * FROM adopted ORDER BY recipient_id, rank DESC
-             ) b CROSS JOIN LATERAL (SELECT 1 FROM recipients r WHERE r.id = b.recipient_id FOR UPDATE) locked
+             SELECT DISTINCT ON (recipient_id) * FROM candidates ORDER BY recipient_id, rank DESC
          ),
          applied AS (",
         apply_best!(),
         ") SELECT count(*) FROM applied"
     ))
-    .bind(final_rank())
+    .bind(FINAL_RANK)
+    .bind(ADOPT_LIMIT)
     .fetch_one(pool)
     .await?;
     Ok(u64::try_from(applied).unwrap_or(0))
@@ -274,11 +289,12 @@ mod tests {
 
     #[test]
     fn the_final_rank_is_the_lowest_final_status() {
-        assert_eq!(final_rank(), DeliveryStatus::Failed.rank());
-        assert!(
-            DeliveryStatus::ALL
-                .iter()
-                .all(|s| s.is_final() == (s.rank() >= final_rank()))
-        );
+        let lowest = DeliveryStatus::ALL
+            .iter()
+            .filter(|s| s.is_final())
+            .map(|s| s.rank())
+            .min();
+        assert_eq!(Some(FINAL_RANK), lowest);
+        assert_eq!(FINAL_RANK, DeliveryStatus::Failed.rank());
     }
 }

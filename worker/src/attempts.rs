@@ -39,9 +39,18 @@ pub struct Dispatch {
 pub struct Begun {
     /// The attempt's number, attempts that said nothing about the recipient not counted.
     pub attempts: u32,
-    /// Since when an earlier attempt's outcome has been unknown: that request may have been
-    /// sent, so the worker looks it up before sending again.
-    pub unknown_since: Option<DateTime<Utc>>,
+    /// An earlier attempt whose outcome is unknown: that request may have been sent, so the
+    /// worker looks it up before sending again.
+    pub unknown: Option<UnknownAttempt>,
+}
+
+/// An attempt whose request may have been sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownAttempt {
+    /// When it began (its request was made after).
+    pub since: DateTime<Utc>,
+    /// The provider it went to.
+    pub via: Uuid,
 }
 
 /// Begins attempts; answers, per dispatch, the lease if this worker now holds it, or `None`
@@ -58,7 +67,8 @@ pub async fn begin(
     let ids: Vec<i64> = sorted.iter().map(|d| d.recipient_id).collect();
     let seqs: Vec<i32> = sorted.iter().map(|d| d.seq).collect();
     let providers: Vec<Uuid> = sorted.iter().map(|d| d.provider).collect();
-    let rows: Vec<(i64, i32, i32, Option<DateTime<Utc>>)> = sqlx::query_as(
+    #[allow(clippy::type_complexity)]
+    let rows: Vec<(i64, i32, i32, Option<DateTime<Utc>>, Option<Uuid>)> = sqlx::query_as(
         "WITH m AS (SELECT * FROM unnest($1::bigint[], $2::int[], $4::uuid[]) AS m(id, seq, provider)),
          -- One primary-key lookup per message, whatever the statistics say (OFFSET 0 keeps
          -- the planner from merging it into a join that walks a campaign's index instead).
@@ -84,10 +94,12 @@ pub async fn begin(
          begun AS (
              UPDATE recipients r
              SET state = 'sending', attempts = r.attempts + 1, updated_at = now(), sent_via = s.provider,
+                 attempted_at = now(),
                  lease_until = now() + make_interval(secs => s.timeout_ms / 1000.0 + $3)
              FROM startable s
              WHERE r.id = s.id AND r.dispatch_seq = s.seq AND r.state = s.state
-             RETURNING r.id, r.dispatch_seq, r.attempts - r.throttles AS attempts, r.outcome_unknown_at
+             RETURNING r.id, r.dispatch_seq, r.attempts - r.throttles AS attempts,
+                       r.outcome_unknown_at, r.unknown_via
          ),
          parkable AS MATERIALIZED (
              SELECT k.id, k.seq, k.state,
@@ -107,7 +119,7 @@ pub async fn begin(
              WHERE r.id = p.id AND r.dispatch_seq = p.seq AND r.state = p.state
              RETURNING r.id
          )
-         SELECT id, dispatch_seq, attempts, outcome_unknown_at FROM begun",
+         SELECT id, dispatch_seq, attempts, outcome_unknown_at, unknown_via FROM begun",
     )
     .bind(&ids)
     .bind(&seqs)
@@ -117,10 +129,12 @@ pub async fn begin(
     .await?;
     let begun: HashMap<(i64, i32), Begun> = rows
         .into_iter()
-        .map(|(id, seq, attempts, unknown_since)| {
+        .map(|(id, seq, attempts, since, via)| {
             let lease = Begun {
                 attempts: u32::try_from(attempts).unwrap_or(0),
-                unknown_since,
+                unknown: since
+                    .zip(via)
+                    .map(|(since, via)| UnknownAttempt { since, via }),
             };
             ((id, seq), lease)
         })
@@ -194,7 +208,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
                  SELECT p.status, p.rank, p.error_code FROM receipts p
                  WHERE l.state = 'sent' AND l.message_id IS NOT NULL
                    AND p.provider_id = l.provider AND p.message_id = l.message_id
-                   AND p.recipient_id IS NULL AND p.orphaned_at IS NULL
+                   AND p.recipient_id IS NULL
                  ORDER BY p.rank DESC LIMIT 1
              ) p
          ),
@@ -202,7 +216,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
              UPDATE receipts p SET recipient_id = l.id
              FROM parked k JOIN leased l ON l.id = k.id
              WHERE p.provider_id = l.provider AND p.message_id = l.message_id
-               AND p.recipient_id IS NULL AND p.orphaned_at IS NULL
+               AND p.recipient_id IS NULL
          ),
          recorded AS (
              UPDATE recipients r
@@ -212,16 +226,22 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
                  last_error = o.error,
                  next_attempt_at = CASE WHEN o.delay IS NULL THEN r.next_attempt_at
                                         ELSE now() + make_interval(secs => o.delay) END,
-                 outcome_unknown_at = CASE WHEN o.state = 'unknown' THEN coalesce(r.outcome_unknown_at, now())
+                 -- An unknown outcome is dated from when its attempt began: the lookup
+                 -- before any resend searches from then (the outcome may be written long
+                 -- after, once a database outage is over).
+                 outcome_unknown_at = CASE WHEN o.state = 'unknown' THEN coalesce(r.outcome_unknown_at, r.attempted_at, now())
                                            WHEN o.state = 'pending' THEN r.outcome_unknown_at END,
+                 unknown_via = CASE WHEN o.state = 'unknown' THEN coalesce(r.unknown_via, o.provider)
+                                    WHEN o.state = 'pending' THEN r.unknown_via END,
                  sent_at = CASE WHEN o.state = 'sent' THEN now() ELSE r.sent_at END,
                  sent_via = o.provider,
                  delivery_status = CASE WHEN k.rank > r.delivery_rank THEN k.status ELSE r.delivery_status END,
                  delivery_error = CASE WHEN k.rank > r.delivery_rank THEN k.error_code ELSE r.delivery_error END,
                  delivery_updated_at = CASE WHEN k.rank > r.delivery_rank THEN now() ELSE r.delivery_updated_at END,
                  delivery_rank = greatest(r.delivery_rank, k.rank),
-                 -- A call that was not placed holds no line.
-                 live_until = CASE WHEN o.state IN ('sent', 'unknown') THEN r.live_until END,
+                 -- A call that was not placed holds no line, nor one whose final status came.
+                 live_until = CASE WHEN o.state IN ('sent', 'unknown') AND coalesce(k.rank, 0) < $9
+                                   THEN r.live_until END,
                  lease_until = NULL, queued_at = NULL, updated_at = now()
              FROM leased o LEFT JOIN parked k ON k.id = o.id
              WHERE r.id = o.id AND r.dispatch_seq = o.seq AND r.state = o.was
@@ -239,6 +259,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
     .bind(&delays)
     .bind(&throttles)
     .bind(&providers)
+    .bind(herald_shared::delivery::FINAL_RANK)
     .execute(pool)
     .await?;
     Ok(())

@@ -7,7 +7,7 @@
 //! delivery whose request was made: while the database is away the outcome (and the
 //! delivery) is held until it can be written.
 
-use crate::attempts::{Begun, Dispatch, Outcome};
+use crate::attempts::{Begun, Dispatch, Outcome, UnknownAttempt};
 use crate::breaker::{Admission, Breakers, Health};
 use crate::in_flight::InFlight;
 use crate::live_calls;
@@ -167,8 +167,9 @@ async fn attempt_send(
     {
         return Decision::Expired;
     }
-    if let Some(since) = lease.unknown_since
-        && let Some(settled) = settle_unknown(ctx, provider, message, lease.attempts, since).await
+    if let Some(unknown) = lease.unknown
+        && let Some(settled) =
+            settle_unknown(ctx, provider, message, lease.attempts, unknown, deadline).await
     {
         return settled;
     }
@@ -228,35 +229,63 @@ async fn attempt_send(
 }
 
 /// An earlier request of this recipient may have been sent and no receipt said so within
-/// the provider's window. Asks the provider where it can tell; `Some` is the decision
-/// (sent after all, failed by policy, or ask again later), `None` means send again.
+/// the provider's window. Asks the provider it went to (which may not be the one this
+/// dispatch goes to: an overflow) where it can tell, and applies that provider's policy.
+/// `Some` is the decision (sent after all, failed, or try again later), `None` means send
+/// again now.
 async fn settle_unknown(
     ctx: &Context,
-    provider: &Provider,
+    current: &Arc<Provider>,
     message: &DispatchMessage,
     attempts: u32,
-    since: chrono::DateTime<chrono::Utc>,
+    unknown: UnknownAttempt,
+    deadline: Instant,
 ) -> Option<Decision> {
-    let verdict =
-        match reconcile::look_up(&ctx.http, provider, message, since, ctx.lease_grace).await {
-            Ok(verdict) => verdict,
+    let earlier = if unknown.via == current.id {
+        current.clone()
+    } else {
+        match ctx.providers.get(unknown.via).await {
+            Ok(provider) => provider,
             Err(error) => {
                 return Some(Decision::Deferred {
-                    error,
+                    error: error.to_string(),
                     delay: LOOKUP_RETRY,
                 });
             }
-        };
+        }
+    };
+    let policy = &earlier.policy;
+    let looked_up = tokio::time::timeout_at(
+        deadline.into(),
+        reconcile::look_up(&ctx.http, &ctx.pool, &earlier, message, unknown.since),
+    )
+    .await
+    .unwrap_or_else(|_| Err("the lookup did not answer in time".into()));
+    let verdict = match looked_up {
+        Ok(verdict) => verdict,
+        // Asking costs an attempt, so a lookup that keeps failing (revoked credentials, an
+        // endpoint without the list) ends the recipient rather than loop for ever.
+        Err(error) => {
+            let error = format!("cannot tell whether an earlier request was sent: {error}");
+            return Some(if policy.retry.allows_another(attempts) {
+                Decision::Retry {
+                    error,
+                    delay: policy.retry.delay(attempts, rand::random::<f64>()),
+                }
+            } else {
+                Decision::Failed { error }
+            });
+        }
+    };
     tracing::info!(
         ?verdict,
         "looked up an earlier request whose outcome was unknown"
     );
     if let Verdict::Sent(provider_message_id) = verdict {
         return Some(Decision::Sent {
-            provider_message_id,
+            provider_message_id: Some(provider_message_id),
         });
     }
-    let policy = &provider.policy;
     if policy.unknown == UnknownOutcome::Fail {
         return Some(Decision::Failed {
             error: "an earlier request may have been sent and no receipt came within the \
@@ -270,6 +299,14 @@ async fn settle_unknown(
                 "the outcome of attempt {} is unknown and no attempts are left",
                 attempts - 1
             ),
+        });
+    }
+    // The lookup took time from the lease: a request started past this point could outlive
+    // it, and the sweeper would judge the recipient while it is in flight.
+    if Instant::now() >= deadline {
+        return Some(Decision::Deferred {
+            error: "the lookup took the time left to send".into(),
+            delay: Duration::ZERO,
         });
     }
     None

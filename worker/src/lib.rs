@@ -67,22 +67,50 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     // Both writes wait out a database outage, however long, holding their deliveries: an
     // outcome whose request was made must never go back to the queue (it would be sent
     // again), and a delivery handed back while the database is away would only come back
-    // at once, again and again, until the queue's delivery limit dead-letters it.
+    // at once, again and again, until the queue's delivery limit dead-letters it. A write
+    // that fails for any other reason is tried again one by one, so that one bad row holds
+    // up nothing else.
     let begin_pool = pool.clone();
     let begin = Batcher::spawn_parallel(MAX_BATCH, DB_LANES, move |dispatches: Vec<Dispatch>| {
         let pool = begin_pool.clone();
         async move {
-            until_written("begin attempts", || {
+            match until_written("begin attempts", || {
                 attempts::begin(&pool, &dispatches, lease_grace)
             })
             .await
+            {
+                Ok(begun) => begun,
+                // Acked unsent: the recipient stays queued and the sweeper dispatches it
+                // again (a new dispatch, a new attempt at writing).
+                Err(()) => vec![None; dispatches.len()],
+            }
         }
     });
     let record_pool = pool.clone();
     let record = Batcher::spawn_parallel(MAX_BATCH, DB_LANES, move |outcomes: Vec<Outcome>| {
         let pool = record_pool.clone();
         async move {
-            until_written("record outcomes", || attempts::record(&pool, &outcomes)).await;
+            if until_written("record outcomes", || attempts::record(&pool, &outcomes))
+                .await
+                .is_ok()
+            {
+                return vec![(); outcomes.len()];
+            }
+            for outcome in &outcomes {
+                let one = std::slice::from_ref(outcome);
+                if until_written("record an outcome", || attempts::record(&pool, one))
+                    .await
+                    .is_err()
+                {
+                    // Never sent again for this: the recipient stays `sending`, and once
+                    // its lease runs out the sweeper judges it like a lost answer.
+                    tracing::error!(
+                        recipient_id = outcome.dispatch.recipient_id,
+                        decision = ?outcome.decision,
+                        "this outcome cannot be written; leaving the recipient to the sweeper"
+                    );
+                }
+            }
             vec![(); outcomes.len()]
         }
     });
@@ -119,8 +147,9 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     Ok(())
 }
 
-/// Runs a write until it commits, pausing (100 ms, doubling to 5 s) after each failure.
-async fn until_written<T, F, Fut>(what: &str, mut write: F) -> T
+/// Runs a write until it commits, pausing (100 ms, doubling to 5 s) after each failure that
+/// may pass ([`herald_shared::db::is_transient`]); `Err` at once for any other.
+async fn until_written<T, F, Fut>(what: &str, mut write: F) -> Result<T, ()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, sqlx::Error>>,
@@ -133,7 +162,11 @@ where
                 if let Some(since) = failing_since {
                     tracing::info!(what, after = ?since.elapsed(), "database writes resumed");
                 }
-                return done;
+                return Ok(done);
+            }
+            Err(error) if !herald_shared::db::is_transient(&error) => {
+                tracing::error!(what, %error, "write failed, and would again");
+                return Err(());
             }
             Err(error) => {
                 let since = *failing_since.get_or_insert_with(Instant::now);

@@ -32,15 +32,16 @@ pub enum CallResult {
         reason: String,
         retry_after: Option<Duration>,
     },
-    /// The provider is down or unreachable (503, 502, 504, connection refused): nothing was
-    /// sent and nothing is wrong with the recipient, so no attempt is charged.
+    /// The provider is down or unreachable (503, connection refused): nothing was sent and
+    /// nothing is wrong with the recipient, so no attempt is charged.
     Unavailable {
         reason: String,
         retry_after: Option<Duration>,
     },
     /// The request went out and no answer came (a timeout, a connection reset after the
-    /// request was written): the provider may have taken it. Never retried blindly, since
-    /// no API Herald speaks honours an idempotency key; see [`UnknownOutcome`].
+    /// request was written, a gateway's 502 or 504): the provider may have taken it. Never
+    /// retried blindly, since no API Herald speaks honours an idempotency key; see
+    /// [`UnknownOutcome`].
     Unknown {
         reason: String,
     },
@@ -145,7 +146,8 @@ pub fn classify_status(status: u16) -> StatusClass {
         200..=299 => StatusClass::Success,
         408 | 425 | 429 => StatusClass::Transient,
         400..=499 => StatusClass::Permanent,
-        502..=504 => StatusClass::Unavailable,
+        503 => StatusClass::Unavailable,
+        502 | 504 => StatusClass::Ambiguous,
         _ => StatusClass::Transient,
     }
 }
@@ -154,8 +156,11 @@ pub fn classify_status(status: u16) -> StatusClass {
 pub enum StatusClass {
     Success,
     Transient,
-    /// The provider (or the gateway in front of it) says it cannot serve now.
+    /// The provider says it cannot serve now: nothing was done.
     Unavailable,
+    /// A gateway in front of the provider lost its answer (502) or gave up waiting for it
+    /// (504): the provider may have taken the request.
+    Ambiguous,
     Permanent,
 }
 
@@ -247,8 +252,8 @@ mod tests {
         assert_eq!(classify_status(429), StatusClass::Transient);
         assert_eq!(classify_status(500), StatusClass::Transient);
         assert_eq!(classify_status(503), StatusClass::Unavailable);
-        assert_eq!(classify_status(502), StatusClass::Unavailable);
-        assert_eq!(classify_status(504), StatusClass::Unavailable);
+        assert_eq!(classify_status(502), StatusClass::Ambiguous);
+        assert_eq!(classify_status(504), StatusClass::Ambiguous);
         assert_eq!(classify_status(400), StatusClass::Permanent);
         assert_eq!(classify_status(404), StatusClass::Permanent);
         assert_eq!(classify_status(408), StatusClass::Transient);

@@ -118,6 +118,7 @@ pub fn interpret(answer: &Answer<'_>) -> CallResult {
         _ if answer.status == 401 => ErrorClass::Misconfigured,
         StatusClass::Transient => ErrorClass::Transient,
         StatusClass::Unavailable => ErrorClass::Unavailable,
+        StatusClass::Ambiguous => ErrorClass::Ambiguous,
         StatusClass::Permanent => ErrorClass::Permanent,
     };
     let reason = format!(

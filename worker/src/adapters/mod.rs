@@ -118,6 +118,8 @@ pub enum ErrorClass {
     Transient,
     /// The provider says it is down or overloaded: nothing was sent, no attempt charged.
     Unavailable,
+    /// A gateway lost the provider's answer (502, 504): it may have been sent.
+    Ambiguous,
     /// The provider refuses our credentials or configuration: no recipient can succeed.
     Misconfigured,
     /// This request will never succeed.
@@ -139,6 +141,7 @@ impl ErrorClass {
                 reason,
                 retry_after,
             },
+            ErrorClass::Ambiguous => CallResult::Unknown { reason },
             ErrorClass::Misconfigured => CallResult::Misconfigured { reason },
             ErrorClass::Permanent => CallResult::Permanent { reason },
         }
@@ -172,21 +175,42 @@ pub fn lookup(config: &ProviderConfig, message: &DispatchMessage) -> Option<Http
     }
 }
 
-/// The provider's id of this recipient's message in a [`lookup`]'s answer, if it is there.
+/// A message in a [`lookup`]'s answer that may be this recipient's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The provider's id of it.
+    pub sid: String,
+    /// Its text is the recipient's (always, for a call).
+    pub same_text: bool,
+}
+
+/// The messages in a [`lookup`]'s answer to this recipient, created within `window`.
 pub fn found_in_lookup(
     config: &ProviderConfig,
     answer: &Answer<'_>,
     message: &DispatchMessage,
-    since: DateTime<Utc>,
-) -> Result<Option<String>, String> {
+    window: &std::ops::RangeInclusive<DateTime<Utc>>,
+) -> Result<Vec<Candidate>, String> {
     let found = match config {
         ProviderConfig::TwilioSms(_) | ProviderConfig::TwilioVoice(_) => {
-            twilio::find_in_lookup(answer, message, since)
+            twilio::find_in_lookup(answer, message, window)
         }
-        ProviderConfig::Http(_) | ProviderConfig::WhatsApp(_) => Ok(None),
+        ProviderConfig::Http(_) | ProviderConfig::WhatsApp(_) => Ok(Vec::new()),
     };
     let secrets = config.secrets();
-    found.map_err(|reason| scrub(reason, &secrets))
+    found
+        .map(|candidates| {
+            candidates
+                .into_iter()
+                .filter_map(|c| {
+                    Some(Candidate {
+                        sid: message_id(&c.sid)?,
+                        ..c
+                    })
+                })
+                .collect()
+        })
+        .map_err(|reason| printable(&scrub(reason, &secrets)))
 }
 
 /// `callback` with the message's reference (and dispatch) added to its query, so a receipt
@@ -201,7 +225,9 @@ pub fn callback_with_reference(callback: &str, message: &DispatchMessage) -> Str
 }
 
 /// What the provider's answer means. Reasons are scrubbed of the provider's secrets, in
-/// case an API echoes one back.
+/// case an API echoes one back; what the provider wrote is kept only as far as it is
+/// printable (PostgreSQL refuses a NUL, and a provider, perhaps a tenant's own endpoint,
+/// must not be able to make an outcome unwritable).
 pub fn interpret(config: &ProviderConfig, answer: &Answer<'_>) -> CallResult {
     let result = match config {
         ProviderConfig::Http(_) => generic::interpret(answer),
@@ -209,7 +235,29 @@ pub fn interpret(config: &ProviderConfig, answer: &Answer<'_>) -> CallResult {
         ProviderConfig::WhatsApp(_) => whatsapp::interpret(answer),
     };
     let secrets = config.secrets();
-    result.map_reason(|reason| scrub(reason, &secrets))
+    match result.map_reason(|reason| printable(&scrub(reason, &secrets))) {
+        CallResult::Accepted {
+            provider_message_id,
+        } => CallResult::Accepted {
+            provider_message_id: provider_message_id.as_deref().and_then(message_id),
+        },
+        other => other,
+    }
+}
+
+/// A provider's message id as Herald keeps it: visible ASCII, at most 128 characters;
+/// anything else is no usable id.
+pub fn message_id(id: &str) -> Option<String> {
+    let id = id.trim();
+    (!id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| id.to_owned())
+}
+
+/// `text` with control characters turned into spaces.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Replaces every occurrence of a secret in `text`.
@@ -319,6 +367,33 @@ pub(crate) mod tests {
         let shown = format!("{request:?}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
         assert!(shown.contains("application/json"));
+    }
+
+    #[test]
+    fn what_a_provider_writes_cannot_make_an_outcome_unwritable() {
+        let config = herald_shared::provider_config::parse(
+            "http",
+            "http://127.0.0.1:9/v1",
+            &serde_json::json!({}),
+            &serde_json::json!({}),
+        )
+        .unwrap();
+        let error = interpret(&config, &tests::answer(400, "bad\u{0}number\r\n"));
+        assert_eq!(
+            error,
+            CallResult::Permanent {
+                reason: "HTTP 400: bad number  ".into()
+            }
+        );
+        let accepted = interpret(&config, &tests::answer(200, r#"{"id":"ok\u0000id"}"#));
+        assert_eq!(
+            accepted,
+            CallResult::Accepted {
+                provider_message_id: None
+            }
+        );
+        assert_eq!(message_id(" sim_1 ").as_deref(), Some("sim_1"));
+        assert_eq!(message_id(&"x".repeat(129)), None);
     }
 
     #[test]

@@ -5,14 +5,16 @@
 //! suffix selects JSON answers. Success is 201 with the resource (`sid` is the id); errors
 //! are `{"code", "message", "more_info", "status"}`.
 
-use super::{Answer, ErrorClass, Header, HttpRequest, callback_with_reference, clip};
+use super::{Answer, Candidate, ErrorClass, Header, HttpRequest, callback_with_reference, clip};
 use crate::outcome::CallResult;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Utc};
 use herald_shared::domain::Channel;
 use herald_shared::provider_config::{TwilioAccount, TwilioSmsConfig, TwilioVoiceConfig};
 use herald_shared::queue::message::DispatchMessage;
 use serde::Deserialize;
+use std::ops::RangeInclusive;
 
 /// Twilio ignores `Twiml` longer than this (4,000 characters).
 pub const TWIML_LIMIT: usize = 4_000;
@@ -162,8 +164,10 @@ pub fn class(status: u16, code: Option<i64>) -> ErrorClass {
         (Some(20003), _) | (_, 401) => ErrorClass::Misconfigured,
         // Invalid number, not a mobile number, unsubscribed (STOP).
         (Some(21211 | 21614 | 21610), _) => ErrorClass::Permanent,
-        // Service unavailable, or a gateway in front of Twilio that could not reach it.
-        (Some(20503), _) | (_, 502..=504) => ErrorClass::Unavailable,
+        // Service unavailable: nothing was done.
+        (Some(20503), _) | (_, 503) => ErrorClass::Unavailable,
+        // A gateway in front of Twilio lost its answer: the message may exist.
+        (_, 502 | 504) => ErrorClass::Ambiguous,
         (_, 500..) | (_, 408) => ErrorClass::Transient,
         _ => ErrorClass::Permanent,
     }
@@ -264,14 +268,14 @@ struct Listed {
     date_created: Option<String>,
 }
 
-/// The SID of the message (or call) in a lookup's answer that is this recipient's: to the
-/// same address, created at or after `since`, and (a message) with the same text. `Err`
-/// when the answer is not a list.
+/// The messages (or calls) in a lookup's answer that may be this recipient's: to the same
+/// address, created within `window`; each says whether its text is the recipient's too (a
+/// call has none to compare). `Err` when the answer is not a list.
 pub fn find_in_lookup(
     answer: &Answer<'_>,
     message: &DispatchMessage,
-    since: chrono::DateTime<chrono::Utc>,
-) -> Result<Option<String>, String> {
+    window: &RangeInclusive<DateTime<Utc>>,
+) -> Result<Vec<Candidate>, String> {
     if !(200..300).contains(&answer.status) {
         return Err(format!(
             "lookup answered HTTP {}: {}",
@@ -287,16 +291,26 @@ pub fn find_in_lookup(
     } else {
         message_address(message)
     };
-    let found = page.messages.into_iter().chain(page.calls).find(|item| {
-        let created = item
-            .date_created
-            .as_deref()
-            .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok());
-        item.to.as_deref() == Some(to.as_str())
-            && created.is_some_and(|at| at >= since)
-            && (calls || item.body.as_deref() == Some(message.body.as_str()))
-    });
-    Ok(found.map(|item| item.sid.unwrap_or_default()))
+    Ok(page
+        .messages
+        .into_iter()
+        .chain(page.calls)
+        .filter(|item| {
+            let created = item
+                .date_created
+                .as_deref()
+                .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
+                .map(|d| d.with_timezone(&Utc));
+            item.to.as_deref() == Some(to.as_str())
+                && created.is_some_and(|at| window.contains(&at))
+        })
+        .filter_map(|item| {
+            Some(Candidate {
+                same_text: calls || item.body.as_deref() == Some(message.body.as_str()),
+                sid: item.sid?,
+            })
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -464,38 +478,42 @@ mod tests {
             )
         );
         assert!(request.headers[0].sensitive);
-        let since = chrono::DateTime::parse_from_rfc2822("Thu, 30 Jul 2015 20:12:00 +0000")
-            .unwrap()
-            .with_timezone(&chrono::Utc);
+        let at = |t: &str| DateTime::parse_from_rfc2822(t).unwrap().with_timezone(&Utc);
+        let window = at("Thu, 30 Jul 2015 20:12:00 +0000")..=at("Thu, 30 Jul 2015 20:13:00 +0000");
         let page = |items: Value| json!({"messages": items, "page": 0}).to_string();
         let item = |sid: &str, body: &str, created: &str| json!({"sid": sid, "to": "+15551234567", "body": body, "date_created": created});
         let text = "Hi Ada & <Bob>, 100% \"ready\"?";
-        let found = page(json!([
-            item("SMnew", "another text", "Thu, 30 Jul 2015 20:13:00 +0000"),
+        let listed = page(json!([
+            item("SMlater", text, "Thu, 30 Jul 2015 20:14:00 +0000"),
+            item("SMother", "another text", "Thu, 30 Jul 2015 20:12:50 +0000"),
             item("SMours", text, "Thu, 30 Jul 2015 20:12:31 +0000"),
+            item("SMolder", text, "Thu, 30 Jul 2015 20:11:00 +0000"),
         ]));
+        // Within the window: ours (same text) and another one; before and after it, none.
         assert_eq!(
-            find_in_lookup(&answer(200, &found), &message(), since),
-            Ok(Some("SMours".into()))
+            find_in_lookup(&answer(200, &listed), &message(), &window),
+            Ok(vec![
+                Candidate {
+                    sid: "SMother".into(),
+                    same_text: false
+                },
+                Candidate {
+                    sid: "SMours".into(),
+                    same_text: true
+                },
+            ])
         );
-        // The same text, but sent before this attempt: not it.
-        let older = page(json!([item(
-            "SMold",
-            text,
-            "Thu, 30 Jul 2015 20:11:00 +0000"
-        )]));
-        assert_eq!(
-            find_in_lookup(&answer(200, &older), &message(), since),
-            Ok(None)
-        );
-        assert!(find_in_lookup(&answer(401, "{}"), &message(), since).is_err());
-        assert!(find_in_lookup(&answer(200, "<html>"), &message(), since).is_err());
+        assert!(find_in_lookup(&answer(401, "{}"), &message(), &window).is_err());
+        assert!(find_in_lookup(&answer(200, "<html>"), &message(), &window).is_err());
         let calls = json!({"calls": [{"sid": "CA1", "to": "+15551234567",
                                       "date_created": "Thu, 30 Jul 2015 20:12:31 +0000"}]})
         .to_string();
         assert_eq!(
-            find_in_lookup(&answer(200, &calls), &message(), since),
-            Ok(Some("CA1".into()))
+            find_in_lookup(&answer(200, &calls), &message(), &window),
+            Ok(vec![Candidate {
+                sid: "CA1".into(),
+                same_text: true
+            }])
         );
     }
 
@@ -560,7 +578,8 @@ mod tests {
             (500, Some(20500), ErrorClass::Transient),
             (503, None, ErrorClass::Unavailable),
             (503, Some(20503), ErrorClass::Unavailable),
-            (502, None, ErrorClass::Unavailable),
+            (502, None, ErrorClass::Ambiguous),
+            (504, None, ErrorClass::Ambiguous),
             (404, Some(20404), ErrorClass::Permanent),
             (400, Some(21602), ErrorClass::Permanent),
         ];
@@ -569,9 +588,8 @@ mod tests {
         }
         assert_eq!(
             interpret(&answer(502, "<html>bad gateway</html>")),
-            CallResult::Unavailable {
+            CallResult::Unknown {
                 reason: "twilio HTTP 502: <html>bad gateway</html>".into(),
-                retry_after: None
             }
         );
     }

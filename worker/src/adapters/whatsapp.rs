@@ -164,7 +164,9 @@ pub fn class(status: u16, code: Option<i64>) -> ErrorClass {
         // Undeliverable, re-engagement window closed, unsupported type, invalid parameter.
         (Some(131026 | 131047 | 131051 | 100), _) => ErrorClass::Permanent,
         // Service temporarily down or overloaded, account upgrade in progress: nothing sent.
-        (Some(2 | 131057), _) | (_, 502..=504) => ErrorClass::Unavailable,
+        (Some(2 | 131057), _) | (_, 503) => ErrorClass::Unavailable,
+        // A gateway lost Meta's answer: the message may exist.
+        (_, 502 | 504) => ErrorClass::Ambiguous,
         // Unknown API error, something went wrong.
         (Some(1 | 131000), _) | (_, 500..) | (_, 408) => ErrorClass::Transient,
         _ => ErrorClass::Permanent,
@@ -321,7 +323,7 @@ mod tests {
             (503, Some(2), ErrorClass::Unavailable),
             (400, Some(131057), ErrorClass::Unavailable),
             (400, Some(1), ErrorClass::Transient),
-            (502, None, ErrorClass::Unavailable),
+            (502, None, ErrorClass::Ambiguous),
             (403, Some(10), ErrorClass::Permanent),
         ];
         for (status, code, expected) in cases {
