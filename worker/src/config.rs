@@ -21,7 +21,7 @@ pub struct WorkerConfig {
 
     /// Added to a provider's timeout to form the lease on a recipient being sent (ms). Past
     /// the lease the scheduler assumes the worker died and dispatches the recipient again.
-    #[arg(long, env = "HERALD_WORKER_LEASE_GRACE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    #[arg(long, env = "HERALD_WORKER_LEASE_GRACE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1_000..=3_600_000))]
     pub lease_grace_ms: u64,
 
     /// The receipt receiver's public URL (what providers reach, e.g.

@@ -13,7 +13,7 @@ use crate::in_flight::InFlight;
 use crate::live_calls;
 use crate::on_time::OnTime;
 use crate::outcome::{self, CallResult, Decision};
-use crate::pacing::{Pacer, Reservation};
+use crate::pacing::{self, Pacer, Reservation};
 use crate::provider_call;
 use crate::providers::{Provider, Providers};
 use crate::reconcile::{self, Verdict};
@@ -41,8 +41,15 @@ pub struct Context {
     pub lease_grace: Duration,
 }
 
-/// Kept between the latest start of a request and the end of its lease's grace.
+/// Kept between the latest start of a request and the end of its lease's grace (half the
+/// grace where that is shorter, so that a short grace still leaves time to send).
 const LEASE_MARGIN: Duration = Duration::from_secs(1);
+/// How long after its lease begins a recipient's request may still start: the lease's grace
+/// less a margin. Waiting for room under the in-flight cap or for a send slot must end by then.
+pub fn send_window(lease_grace: Duration) -> Duration {
+    lease_grace - LEASE_MARGIN.min(lease_grace / 2)
+}
+
 /// How long a call waits for a free line before its recipient goes back to wait.
 const NO_LINE_DELAY: Duration = Duration::from_secs(1);
 /// How long to wait before asking again when a reconciliation lookup failed.
@@ -94,7 +101,7 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
             // Waiting for room under the in-flight cap or for a send slot must not outlast
             // the lease: past it the sweeper takes the recipient back, and a request sent
             // then would race its judgement. Missing the deadline hands the recipient back.
-            let deadline = leased_at + ctx.lease_grace.saturating_sub(LEASE_MARGIN);
+            let deadline = leased_at + send_window(ctx.lease_grace);
             let ready =
                 tokio::time::timeout_at(deadline.into(), ctx.in_flight.acquire(provider.id)).await;
             match ready {
@@ -255,8 +262,11 @@ async fn settle_unknown(
         }
     };
     let policy = &earlier.policy;
+    // The lookup may take the lease up to its end less the margin (`deadline` is the latest
+    // start of a request that may last the provider's timeout); a new request is then made
+    // only if there is still time for it (below).
     let looked_up = tokio::time::timeout_at(
-        deadline.into(),
+        (deadline + current.timeout).into(),
         reconcile::look_up(&ctx.http, &ctx.pool, &earlier, message, unknown.since),
     )
     .await
@@ -327,13 +337,14 @@ async fn on_a_slot(
     let reservation = Reservation {
         provider: provider.id,
         spacing,
+        until: deadline,
     };
     loop {
         let slot = tokio::time::timeout_at(deadline.into(), ctx.pacer.slot(reservation))
             .await
-            .map_err(|_| "no send slot before the lease ran out".to_owned())??;
+            .map_err(|_| pacing::TOO_LATE.to_owned())??;
         if slot > deadline {
-            return Err("no send slot before the lease ran out".into());
+            return Err(pacing::TOO_LATE.into());
         }
         if let Some(result) = ctx
             .on_time

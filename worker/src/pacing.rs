@@ -34,7 +34,8 @@ use uuid::Uuid;
 const MAX_SLOWDOWN: f64 = 64.0;
 /// Reservations answered by one statement at most.
 const MAX_BATCH: usize = 500;
-/// How far ahead a send slot may be granted. Well under the lease grace (10 s by default).
+/// How far ahead a send slot may be granted, at most; never past the reservation's own
+/// deadline (see [`Reservation::until`]).
 pub const HORIZON: Duration = Duration::from_secs(4);
 /// No slot is granted sooner than this: time for the reservation's answer to arrive and for
 /// the request to be made ready before the slot comes, so that requests leave on their
@@ -55,6 +56,10 @@ pub enum Slot {
 pub struct Reservation {
     pub provider: Uuid,
     pub spacing: Duration,
+    /// The latest slot of use: the recipient's lease runs out after it. A slot granted past
+    /// it would be missed, a send the provider's rate allowed and nobody made; when many
+    /// recipients wait, such slots would spend the whole rate on nothing.
+    pub until: Instant,
 }
 
 #[derive(Clone)]
@@ -120,20 +125,31 @@ async fn reserve_all(
     clock: &Mutex<DbClock>,
     requests: &[Reservation],
 ) -> Vec<Result<Slot, String>> {
+    let now = Instant::now();
+    let mut answers: Vec<Result<Slot, String>> =
+        vec![Err("not reserved".to_owned()); requests.len()];
     let mut by_provider: HashMap<Uuid, (Duration, Vec<usize>)> = HashMap::new();
     for (index, r) in requests.iter().enumerate() {
+        // No slot can come in time (the earliest is `LEAD` away): none is taken for it.
+        if r.until < now + LEAD {
+            answers[index] = Err(TOO_LATE.to_owned());
+            continue;
+        }
         by_provider
             .entry(r.provider)
             .or_insert_with(|| (r.spacing, Vec::new()))
             .1
             .push(index);
     }
-    let mut answers: Vec<Result<Slot, String>> =
-        vec![Err("not reserved".to_owned()); requests.len()];
-    for (provider, (spacing, indices)) in by_provider {
-        match reserve(pool, clock, provider, spacing, indices.len()).await {
+    for (provider, (spacing, mut indices)) in by_provider {
+        // Earliest deadlines first: they take the earliest slots.
+        indices.sort_by_key(|&i| requests[i].until);
+        let latest = indices.last().map_or(now, |&i| requests[i].until);
+        let horizon = latest.saturating_duration_since(now).min(HORIZON);
+        match reserve(pool, clock, horizon, provider, spacing, indices.len()).await {
             Ok(slots) => {
-                for (index, slot) in indices.into_iter().zip(slots) {
+                let untils: Vec<Instant> = indices.iter().map(|&i| requests[i].until).collect();
+                for (index, slot) in indices.into_iter().zip(assign(&slots, &untils)) {
                     answers[index] = Ok(slot);
                 }
             }
@@ -152,6 +168,7 @@ async fn reserve_all(
 async fn reserve(
     pool: &PgPool,
     clock: &Mutex<DbClock>,
+    horizon: Duration,
     provider: Uuid,
     spacing: Duration,
     count: usize,
@@ -186,7 +203,7 @@ async fn reserve(
     .bind(provider)
     .bind(i32::try_from(count).unwrap_or(i32::MAX))
     .bind(spacing.as_secs_f64())
-    .bind(HORIZON.as_secs_f64())
+    .bind(horizon.as_secs_f64())
     .bind(LEAD.as_secs_f64())
     .fetch_one(pool)
     .await?;
@@ -202,6 +219,7 @@ async fn reserve(
         Duration::from_secs_f64(spacing_secs),
         usize::try_from(granted).unwrap_or(0),
         count,
+        horizon,
     ))
 }
 
@@ -341,6 +359,37 @@ impl DbClock {
     }
 }
 
+/// What a reservation gets when no slot can come before its deadline.
+pub const TOO_LATE: &str = "no send slot before the lease ran out";
+
+/// Gives the granted slots (`At`, ascending, then `Full`) to reservations sorted by
+/// deadline: each slot to the earliest reservation that can still use it. A reservation
+/// passed over, or left without a slot, is told to ask again when the others were.
+fn assign(slots: &[Slot], untils: &[Instant]) -> Vec<Slot> {
+    let retry = slots
+        .iter()
+        .find_map(|s| match s {
+            Slot::Full(at) => Some(*at),
+            Slot::At(_) => None,
+        })
+        .or_else(|| untils.last().copied())
+        .unwrap_or_else(Instant::now);
+    let mut out = vec![Slot::Full(retry); untils.len()];
+    let mut next = 0;
+    for slot in slots {
+        let Slot::At(at) = slot else { break };
+        while next < untils.len() && untils[next] < *at {
+            next += 1;
+        }
+        if next == untils.len() {
+            break;
+        }
+        out[next] = *slot;
+        next += 1;
+    }
+    out
+}
+
 /// `granted` slots one `spacing` apart from `first`, then, for the rest, when to ask again
 /// (once the horizon has moved past the last granted slot).
 ///
@@ -353,10 +402,11 @@ fn slots(
     spacing: Duration,
     granted: usize,
     count: usize,
+    horizon: Duration,
 ) -> Vec<Slot> {
     let after_last = first + spacing * u32::try_from(granted).unwrap_or(u32::MAX);
     let retry = after_last
-        .checked_sub(HORIZON)
+        .checked_sub(horizon)
         .unwrap_or(now)
         .max(now + spacing);
     (0..count)
@@ -370,6 +420,30 @@ fn slots(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_go_to_the_earliest_deadline_that_can_use_them() {
+        let now = Instant::now();
+        let ms = |n: u64| now + Duration::from_millis(n);
+        let slots = [Slot::At(ms(200)), Slot::At(ms(300)), Slot::At(ms(400))];
+        // The first cannot use any slot; the others take them in order.
+        let got = assign(&slots, &[ms(150), ms(250), ms(500)]);
+        assert_eq!(got[0], Slot::Full(ms(500)));
+        assert_eq!(got[1], Slot::At(ms(200)));
+        assert_eq!(got[2], Slot::At(ms(300)));
+    }
+
+    #[test]
+    fn reservations_without_a_slot_ask_again_when_told() {
+        let now = Instant::now();
+        let ms = |n: u64| now + Duration::from_millis(n);
+        let slots = [Slot::At(ms(200)), Slot::Full(ms(900)), Slot::Full(ms(900))];
+        let got = assign(&slots, &[ms(300), ms(400), ms(500)]);
+        assert_eq!(
+            got,
+            vec![Slot::At(ms(200)), Slot::Full(ms(900)), Slot::Full(ms(900))]
+        );
+    }
 
     #[test]
     fn slots_are_one_spacing_apart_even_when_the_first_has_passed() {
@@ -386,6 +460,7 @@ mod tests {
             Duration::from_millis(250),
             4,
             4,
+            HORIZON,
         )
         .iter()
         .map(ms)
@@ -393,7 +468,7 @@ mod tests {
         assert_eq!(got, vec![250, 500, 750, 1000]);
         // Answered 30 ms after its first slot: that one is past, the next keeps its place.
         let first = now - Duration::from_millis(30);
-        let got: Vec<i64> = slots(now, first, Duration::from_millis(20), 3, 3)
+        let got: Vec<i64> = slots(now, first, Duration::from_millis(20), 3, 3, HORIZON)
             .iter()
             .map(ms)
             .collect();
@@ -456,6 +531,7 @@ mod tests {
             Duration::from_millis(500),
             2,
             3,
+            HORIZON,
         );
         assert!(matches!(got[1], Slot::At(_)));
         match got[2] {
