@@ -5,10 +5,12 @@
 //! this worker's share of the provider's fleet-wide in-flight cap. So a slow provider's
 //! deliveries can only fill its own lane's prefetch, never the prefetch another provider's
 //! messages need. Every `REFRESH` the worker beats its heartbeat, reads the providers and
-//! opens, resizes or closes lanes to match.
+//! opens, resizes or closes lanes to match. A worker joining the fleet starts at once with
+//! what the others leave of each cap, and grows as they shrink.
 
 use crate::delivery::{self, Context};
 use crate::fleet;
+use crate::in_flight::InFlight;
 use futures::StreamExt;
 use herald_shared::queue::{self, topology};
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
@@ -22,12 +24,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-const BACKOFF_START: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+// Reconnecting is cheap and a worker not consuming is costly: when the broker comes back,
+// the workers are too within a second.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How often lanes and the heartbeat are refreshed.
 const REFRESH: Duration = Duration::from_secs(2);
-/// Longest wait for the fleet's old requests when joining it.
-const JOIN_WAIT_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumeError {
@@ -57,7 +59,6 @@ pub async fn run(
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) {
-    join_fleet(&settings, shutdown).await;
     let mut backoff = BACKOFF_START;
     loop {
         match session(&ctx, &settings, tracker, shutdown, &mut backoff).await {
@@ -74,46 +75,6 @@ pub async fn run(
     }
     if let Err(error) = fleet::leave(&settings.pool, settings.id).await {
         tracing::debug!(%error, "could not leave the fleet; the heartbeat will expire");
-    }
-}
-
-/// Registers this worker with the fleet. When others are already running, waits until they
-/// have seen it and shrunk their shares of every in-flight cap (their next refresh), and
-/// until the requests they started on their old shares are over (a provider timeout at
-/// most): only then does this worker send, so the fleet never exceeds a cap as it grows.
-async fn join_fleet(settings: &Settings<'_>, shutdown: &CancellationToken) {
-    let others = match fleet::heartbeat(&settings.pool, settings.id, &worker_name()).await {
-        Ok(live) => live - 1,
-        Err(error) => {
-            tracing::warn!(%error, "cannot register with the fleet yet");
-            return;
-        }
-    };
-    if others == 0 {
-        return;
-    }
-    let longest: Option<i32> = sqlx::query_scalar("SELECT max(timeout_ms) FROM providers")
-        .fetch_one(&settings.pool)
-        .await
-        .unwrap_or(None);
-    let longest = Duration::from_millis(u64::try_from(longest.unwrap_or(0)).unwrap_or(0));
-    let wait = REFRESH + longest.min(JOIN_WAIT_MAX);
-    tracing::info!(
-        others,
-        ?wait,
-        "joining a running fleet: waiting for the others to shrink their in-flight shares"
-    );
-    // Beat the heartbeat meanwhile: a silent worker would soon count as gone, and the
-    // others would grow their shares back.
-    let until = tokio::time::Instant::now() + wait;
-    while tokio::time::Instant::now() < until {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep_until(until.min(tokio::time::Instant::now() + REFRESH)) => {}
-        }
-        if let Err(error) = fleet::heartbeat(&settings.pool, settings.id, &worker_name()).await {
-            tracing::warn!(%error, "heartbeat failed while joining");
-        }
     }
 }
 
@@ -162,6 +123,8 @@ async fn session(
     let mut refresh = tokio::time::interval(REFRESH);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reset_backoff = true;
+    let mut steadiness = fleet::Steadiness::default();
+    let mut last_beat = std::time::Instant::now();
 
     loop {
         tokio::select! {
@@ -177,9 +140,31 @@ async fn session(
             _ = refresh.tick() => {
                 // A database blip keeps the lanes as they are: reconnecting to the broker
                 // for it would hand back every delivery in hand.
-                let wanted = match wanted_lanes(settings).await {
-                    Ok(wanted) => wanted,
+                // Bounded: a database cut off without a reset would hold the heartbeat (and
+                // the share below) for as long as TCP takes to notice.
+                let refreshed = match tokio::time::timeout(
+                    REFRESH,
+                    wanted_lanes(settings, &ctx.in_flight, &mut steadiness),
+                )
+                .await
+                {
+                    Ok(result) => result.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("no answer from the database within {REFRESH:?}")),
+                };
+                let wanted = match refreshed {
+                    Ok(wanted) => {
+                        last_beat = std::time::Instant::now();
+                        wanted
+                    }
                     Err(error) => {
+                        // Before the others count this worker gone (and take its share), it
+                        // gives its share up: when the database comes back, what it holds
+                        // must not go out beside their grown shares.
+                        if last_beat.elapsed() + REFRESH >= fleet::LIVE_FOR {
+                            for provider in lanes.keys() {
+                                ctx.in_flight.set(*provider, 0);
+                            }
+                        }
                         tracing::warn!(%error, "cannot refresh the lanes; keeping them");
                         continue;
                     }
@@ -187,10 +172,13 @@ async fn session(
                 if let Err(error) = ctx.breakers.sync().await {
                     tracing::warn!(%error, "cannot read the fleet's circuit breakers");
                 }
-                for (provider, prefetch) in &wanted {
-                    ctx.in_flight.set(*provider, u32::from(*prefetch));
+                for (provider, &allowed) in &wanted {
+                    ctx.in_flight.set(*provider, allowed);
+                    // A lane takes deliveries even at a cap of zero: they wait (at most
+                    // until their lease's end) for the cap to grow.
+                    let prefetch = u16::try_from(allowed).unwrap_or(u16::MAX).max(1);
                     let current = lanes.get(provider).map(|lane| lane.prefetch);
-                    if current == Some(*prefetch) {
+                    if current == Some(prefetch) {
                         continue;
                     }
                     // A resized lane keeps its channel: deliveries in hand stay
@@ -203,7 +191,7 @@ async fn session(
                         None => None,
                     };
                     generation += 1;
-                    let lane = open_lane(&connection, channel, *provider, *prefetch, generation, ctx, tracker, &ended_tx).await?;
+                    let lane = open_lane(&connection, channel, *provider, prefetch, generation, ctx, tracker, &ended_tx).await?;
                     lanes.insert(*provider, lane);
                     tracing::info!(%provider, prefetch, "consuming lane");
                 }
@@ -229,9 +217,16 @@ async fn session(
     }
 }
 
-/// The lanes this worker should consume now, with their prefetch.
-async fn wanted_lanes(settings: &Settings<'_>) -> Result<HashMap<Uuid, u16>, sqlx::Error> {
-    let live = fleet::heartbeat(&settings.pool, settings.id, &worker_name()).await?;
+/// The lanes this worker should consume now, with this worker's cap on requests in flight
+/// to each (see [`fleet`]).
+async fn wanted_lanes(
+    settings: &Settings<'_>,
+    in_flight: &InFlight,
+    steadiness: &mut fleet::Steadiness,
+) -> Result<HashMap<Uuid, u32>, sqlx::Error> {
+    let mine = in_flight.in_use_at_most();
+    let view = fleet::heartbeat(&settings.pool, settings.id, &worker_name(), &mine).await?;
+    let may_grow = steadiness.beat(view.live, std::time::Instant::now(), REFRESH);
     let caps: Vec<(Uuid, i32)> = sqlx::query_as("SELECT id, max_in_flight FROM providers")
         .fetch_all(&settings.pool)
         .await?;
@@ -239,7 +234,10 @@ async fn wanted_lanes(settings: &Settings<'_>) -> Result<HashMap<Uuid, u16>, sql
         .into_iter()
         .map(|(id, cap)| {
             let cap = u32::try_from(cap).unwrap_or(1);
-            (id, fleet::share(cap, live, settings.prefetch))
+            let share = fleet::share(cap, view.live, settings.prefetch);
+            let others = view.others.get(&id).copied().unwrap_or(0);
+            let current = in_flight.size(id).unwrap_or(0);
+            (id, fleet::allowed(share, cap, others, current, may_grow))
         })
         .collect())
 }

@@ -1,44 +1,82 @@
-//! The worker fleet, as seen from one worker: a heartbeat row per live worker, so each can
-//! take its share of every provider's fleet-wide in-flight cap.
+//! The worker fleet, as seen from one worker: a heartbeat row per live worker, carrying how
+//! many requests that worker may have in flight to each provider, so that each worker can
+//! take its share of every provider's fleet-wide in-flight cap without the fleet ever
+//! exceeding it.
+//!
+//! A worker's share is `cap / live workers`, but it only takes what the others leave: the
+//! cap less what they report they may be using (their caps, plus requests still in flight
+//! from a larger cap they have given up). It shrinks at once; it grows only when its view of
+//! the fleet has held for two heartbeats in a row, so that a worker coming back from a
+//! database outage (during which every heartbeat went stale) does not take the whole cap
+//! before the others have beaten again. A joining worker therefore starts at once with what
+//! is free and grows as the others shrink; a killed worker's share is taken up once its
+//! heartbeat is older than [`LIVE_FOR`].
 
 use sqlx::PgPool;
-use std::time::Duration;
+use sqlx::types::Json;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// A worker not seen for this long no longer counts (killed, or cut off).
-pub const LIVE_FOR: Duration = Duration::from_secs(10);
+/// A worker not seen for this long no longer counts (killed, or cut off): three heartbeats.
+pub const LIVE_FOR: Duration = Duration::from_secs(6);
 
-/// Records that worker `id` is alive and answers how many workers are (itself included).
-/// Rows of workers long gone are removed on the way.
-pub async fn heartbeat(pool: &PgPool, id: Uuid, name: &str) -> Result<u32, sqlx::Error> {
+/// What a heartbeat learnt of the rest of the fleet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    /// Live workers, this one included.
+    pub live: u32,
+    /// Per provider, the requests the other live workers may have in flight.
+    pub others: HashMap<Uuid, u32>,
+}
+
+/// Records that worker `id` is alive with `caps` (per provider, the requests it may have in
+/// flight) and answers how the rest of the fleet stands. Rows of workers long gone are
+/// removed on the way.
+pub async fn heartbeat(
+    pool: &PgPool,
+    id: Uuid,
+    name: &str,
+    caps: &HashMap<Uuid, u32>,
+) -> Result<View, sqlx::Error> {
     let live_for = LIVE_FOR.as_secs_f64();
-    // One heartbeat at a time, and the count in a statement after the lock: two workers
-    // starting together must see each other, or both would take a whole share.
+    // One heartbeat at a time, and the others read in a statement after the lock: two
+    // workers starting together must see each other.
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('herald.workers'))")
         .execute(&mut *tx)
         .await?;
     sqlx::query(
-        "INSERT INTO workers (id, name) VALUES ($1, $2)
-         ON CONFLICT (id) DO UPDATE SET seen_at = now()",
+        "INSERT INTO workers (id, name, caps) VALUES ($1, $2, $3)
+         ON CONFLICT (id) DO UPDATE SET seen_at = now(), caps = excluded.caps",
     )
     .bind(id)
     .bind(name)
+    .bind(Json(caps))
     .execute(&mut *tx)
     .await?;
-    let (live,): (i64,) = sqlx::query_as(
+    let others: Vec<(Json<HashMap<Uuid, u32>>,)> = sqlx::query_as(
         "WITH gone AS (
              DELETE FROM workers WHERE seen_at < now() - make_interval(secs => $2 * 6)
          )
-         SELECT 1 + count(*) FROM workers
+         SELECT caps FROM workers
          WHERE id <> $1 AND seen_at >= now() - make_interval(secs => $2)",
     )
     .bind(id)
     .bind(live_for)
-    .fetch_one(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(u32::try_from(live).unwrap_or(1).max(1))
+    let mut view = View {
+        live: 1 + u32::try_from(others.len()).unwrap_or(u32::MAX - 1),
+        others: HashMap::new(),
+    };
+    for (Json(caps),) in others {
+        for (provider, n) in caps {
+            *view.others.entry(provider).or_default() += n;
+        }
+    }
+    Ok(view)
 }
 
 /// Leaves the fleet at shutdown, so the others take up its share at once.
@@ -50,11 +88,41 @@ pub async fn leave(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// This worker's share of a fleet-wide cap: an equal part, at least one, never more than
-/// the worker's own prefetch.
+/// This worker's fair share of a fleet-wide cap: an equal part, at least one, never more
+/// than the worker's own prefetch.
 pub fn share(cap: u32, live_workers: u32, worker_prefetch: u16) -> u16 {
     let part = (cap / live_workers.max(1)).max(1);
     u16::try_from(part).unwrap_or(u16::MAX).min(worker_prefetch)
+}
+
+/// The cap this worker takes for one provider: its fair share, within what the others
+/// leave; more than it has now only if `may_grow`.
+pub fn allowed(share: u16, cap: u32, others: u32, current: u32, may_grow: bool) -> u32 {
+    let next = u32::from(share).min(cap.saturating_sub(others));
+    if next > current && !may_grow {
+        current
+    } else {
+        next
+    }
+}
+
+/// How steady this worker's view of the fleet is, heartbeat to heartbeat.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Steadiness {
+    last: Option<(Instant, u32)>,
+}
+
+impl Steadiness {
+    /// Notes a successful heartbeat that saw `live` workers at `now`, `every` apart;
+    /// answers whether this worker may grow its caps: the previous heartbeat came on time
+    /// (no outage in between) and saw no more workers than this one.
+    pub fn beat(&mut self, live: u32, now: Instant, every: Duration) -> bool {
+        let steady = self
+            .last
+            .is_some_and(|(at, seen)| now.duration_since(at) <= every * 2 && seen == live);
+        self.last = Some((now, live));
+        steady
+    }
 }
 
 #[cfg(test)]
@@ -79,5 +147,36 @@ mod tests {
         assert_eq!(share(10_000, 1, 300), 300);
         assert_eq!(share(100, 4, 300), 25);
         assert_eq!(share(3, 4, 300), 1);
+    }
+
+    #[test]
+    fn a_worker_takes_only_what_the_others_leave() {
+        // Joining beside two workers holding 50 each of 100: nothing yet, then a third as
+        // they shrink.
+        assert_eq!(allowed(33, 100, 100, 0, false), 0);
+        assert_eq!(allowed(33, 100, 66, 0, true), 33);
+        // Shrinking is at once, whatever the view.
+        assert_eq!(allowed(33, 100, 66, 50, false), 33);
+        assert_eq!(allowed(50, 100, 80, 50, false), 20);
+        // Growing waits for a steady view.
+        assert_eq!(allowed(100, 100, 0, 50, false), 50);
+        assert_eq!(allowed(100, 100, 0, 50, true), 100);
+        // A cap below the worker count: the last to come gets none.
+        assert_eq!(allowed(1, 3, 3, 0, true), 0);
+    }
+
+    #[test]
+    fn growing_needs_two_steady_heartbeats_in_a_row() {
+        let every = Duration::from_secs(2);
+        let t = Instant::now();
+        let mut view = Steadiness::default();
+        assert!(!view.beat(2, t, every), "a first heartbeat");
+        assert!(view.beat(2, t + every, every));
+        assert!(!view.beat(1, t + every * 2, every), "a worker just went");
+        assert!(view.beat(1, t + every * 3, every));
+        // After an outage the others' heartbeats are stale: no growth on the first beat.
+        assert!(!view.beat(1, t + every * 20, every));
+        assert!(view.beat(1, t + every * 21, every));
+        assert!(!view.beat(2, t + every * 22, every), "a worker joined");
     }
 }

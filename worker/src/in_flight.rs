@@ -54,9 +54,8 @@ impl Drop for Permit {
 }
 
 impl InFlight {
-    /// Sets this worker's cap for `provider` to `size` (at least 1).
+    /// Sets this worker's cap for `provider` to `size` (0: no request until it grows).
     pub fn set(&self, provider: Uuid, size: u32) {
-        let size = size.max(1);
         let mut caps = self.caps.lock().unwrap_or_else(PoisonError::into_inner);
         let cap = caps.entry(provider).or_insert_with(|| Cap::new(size));
         if size > cap.size {
@@ -100,6 +99,19 @@ impl InFlight {
         let caps = self.caps.lock().unwrap_or_else(PoisonError::into_inner);
         caps.get(&provider).map(|cap| cap.size)
     }
+
+    /// Per provider, the requests this worker may have in flight: its cap, plus requests
+    /// still running from a larger cap it has since given up (what the rest of the fleet
+    /// must leave it).
+    pub fn in_use_at_most(&self) -> HashMap<Uuid, u32> {
+        let caps = self.caps.lock().unwrap_or_else(PoisonError::into_inner);
+        caps.iter()
+            .map(|(provider, cap)| {
+                let owed = cap.owed.load(Ordering::Acquire);
+                (*provider, cap.size.saturating_add(owed))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -138,6 +150,23 @@ mod tests {
         let _both = [caps.acquire(provider).await, caps.acquire(provider).await];
         let third = tokio::time::timeout(Duration::from_millis(50), caps.acquire(provider)).await;
         assert!(third.is_err(), "a cap of two admitted three");
+    }
+
+    #[tokio::test]
+    async fn what_may_be_in_use_counts_requests_running_past_a_shrink() {
+        let caps = InFlight::default();
+        let provider = Uuid::from_u128(1);
+        caps.set(provider, 4);
+        let held: Vec<_> = futures::future::join_all((0..3).map(|_| caps.acquire(provider))).await;
+        caps.set(provider, 1);
+        // One free permit went at once; two of the three running still owe theirs.
+        assert_eq!(caps.in_use_at_most()[&provider], 3);
+        drop(held);
+        assert_eq!(caps.in_use_at_most()[&provider], 1);
+        caps.set(provider, 0);
+        assert_eq!(caps.in_use_at_most()[&provider], 0);
+        let none = tokio::time::timeout(Duration::from_millis(20), caps.acquire(provider)).await;
+        assert!(none.is_err(), "a cap of zero admits nothing");
     }
 
     #[tokio::test]
