@@ -23,28 +23,59 @@ pub enum PublishError {
 }
 
 pub struct Publisher {
-    pool: Pool,
+    /// A pool per node of the cluster (one, without a cluster), in the order tried.
+    pools: Vec<Pool>,
+    /// The node that answered last: tried first next time.
+    current: usize,
     channel: Option<Channel>,
     confirm_timeout: Duration,
 }
 
 impl Publisher {
-    pub fn new(amqp_url: &str, confirm_timeout: Duration) -> Result<Self, PublishError> {
-        let config = deadpool_lapin::Config {
-            url: Some(amqp_url.to_owned()),
-            ..Default::default()
-        };
-        let pool = config
-            .create_pool(
-                || ConnectionProperties::default().with_connection_name("herald-scheduler".into()),
-                Runtime::Tokio1,
-            )
-            .map_err(|e| PublishError::Pool(e.to_string()))?;
+    pub fn new(amqp_urls: &str, confirm_timeout: Duration) -> Result<Self, PublishError> {
+        let pools = herald_shared::queue::nodes(amqp_urls)
+            .into_iter()
+            .map(|url| {
+                let config = deadpool_lapin::Config {
+                    url: Some(url.to_owned()),
+                    ..Default::default()
+                };
+                config
+                    .create_pool(
+                        || {
+                            ConnectionProperties::default()
+                                .with_connection_name("herald-scheduler".into())
+                        },
+                        Runtime::Tokio1,
+                    )
+                    .map_err(|e| PublishError::Pool(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if pools.is_empty() {
+            return Err(PublishError::Pool("no RabbitMQ URL".into()));
+        }
         Ok(Self {
-            pool,
+            pools,
+            current: 0,
             channel: None,
             confirm_timeout,
         })
+    }
+
+    /// A connection from the first node that answers, starting with the last one that did.
+    async fn connection(&mut self) -> Result<deadpool_lapin::Object, PublishError> {
+        let mut last = String::new();
+        for step in 0..self.pools.len() {
+            let index = (self.current + step) % self.pools.len();
+            match self.pools[index].get().await {
+                Ok(connection) => {
+                    self.current = index;
+                    return Ok(connection);
+                }
+                Err(error) => last = error.to_string(),
+            }
+        }
+        Err(PublishError::Pool(last))
     }
 
     /// A confirm-mode channel with the topology declared, reused across ticks and replaced
@@ -56,11 +87,7 @@ impl Publisher {
             return Ok(channel.clone());
         }
         self.channel = None;
-        let connection = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| PublishError::Pool(e.to_string()))?;
+        let connection = self.connection().await?;
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())

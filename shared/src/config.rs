@@ -14,7 +14,9 @@ pub struct Connections {
     #[arg(long, env = "HERALD_DATABASE_URL", value_parser = parse_database_url)]
     pub database_url: String,
 
-    /// RabbitMQ URL; the path is the vhost (`%2f` for the default one).
+    /// RabbitMQ URL; the path is the vhost (`%2f` for the default one). A cluster: the URL
+    /// of each node, separated by commas (a connection goes to the first that answers,
+    /// starting from a different one in each process).
     #[arg(
         long,
         env = "HERALD_AMQP_URL",
@@ -53,8 +55,10 @@ pub fn parse_public_url(value: &str) -> Result<String, String> {
 }
 
 fn parse_amqp_url(value: &str) -> Result<String, String> {
-    if !(value.starts_with("amqp://") || value.starts_with("amqps://")) {
-        return Err("must start with amqp:// (or amqps://)".into());
+    for node in value.split(',').map(str::trim) {
+        if !(node.starts_with("amqp://") || node.starts_with("amqps://")) {
+            return Err("each URL must start with amqp:// (or amqps://)".into());
+        }
     }
     Ok(value.to_owned())
 }
@@ -137,5 +141,7 @@ mod tests {
     fn amqp_url_scheme_is_checked() {
         assert!(parse_amqp_url("http://localhost").is_err());
         assert!(parse_amqp_url("amqp://guest:guest@127.0.0.1:5672/%2f").is_ok());
+        assert!(parse_amqp_url("amqp://a:5672/%2f, amqp://b:5673/%2f").is_ok());
+        assert!(parse_amqp_url("amqp://a:5672/%2f,http://b").is_err());
     }
 }

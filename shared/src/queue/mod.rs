@@ -8,9 +8,51 @@ pub mod topology;
 
 use lapin::{Connection, ConnectionProperties};
 
-/// Opens a connection named after the service, so `rabbitmqctl list_connections` tells them apart.
-pub async fn connect(url: &str, service: &str) -> Result<Connection, lapin::Error> {
-    let properties = ConnectionProperties::default()
-        .with_connection_name(format!("{service}@{}", std::process::id()).into());
-    Connection::connect(url, properties).await
+/// The nodes of `urls` (one URL, or a cluster's, separated by commas), in the order this
+/// process tries them: each process starts from a different one, so a fleet spreads over
+/// the cluster, and moves on to the next when a node does not answer.
+pub fn nodes(urls: &str) -> Vec<&str> {
+    let all: Vec<&str> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    if all.is_empty() {
+        return all;
+    }
+    let start = std::process::id() as usize % all.len();
+    all[start..].iter().chain(&all[..start]).copied().collect()
+}
+
+/// Opens a connection to the first node of `urls` that answers, named after the service, so
+/// `rabbitmqctl list_connections` tells them apart.
+pub async fn connect(urls: &str, service: &str) -> Result<Connection, lapin::Error> {
+    let properties = || {
+        ConnectionProperties::default()
+            .with_connection_name(format!("{service}@{}", std::process::id()).into())
+    };
+    let mut nodes = nodes(urls);
+    // The last node's error is the one reported (with no node at all, the URL's own).
+    let last = nodes.pop().unwrap_or(urls);
+    for url in nodes {
+        match Connection::connect(url, properties()).await {
+            Ok(connection) => return Ok(connection),
+            Err(error) => tracing::debug!(%error, "RabbitMQ node did not answer; trying the next"),
+        }
+    }
+    Connection::connect(last, properties()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_node_is_tried_once_from_a_process_dependent_start() {
+        let mut tried = nodes("amqp://a, amqp://b,amqp://c");
+        assert_eq!(tried.len(), 3);
+        tried.sort();
+        assert_eq!(tried, ["amqp://a", "amqp://b", "amqp://c"]);
+        assert_eq!(nodes("amqp://only"), ["amqp://only"]);
+    }
 }
