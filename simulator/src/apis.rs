@@ -595,6 +595,7 @@ fn generic_body(parsed: &Parsed, outcome: Outcome, id: Uuid) -> String {
             &format!("rate limit exceeded; retry after {retry_after_secs} s"),
         ),
         Outcome::ServerError => error("internal_error", "simulated provider error"),
+        Outcome::Unavailable => error("service_unavailable", "simulated outage"),
         Outcome::Timeout => error("timeout", "simulated upstream timeout"),
     }
 }
@@ -659,6 +660,7 @@ fn twilio_body(parsed: &Parsed, outcome: Outcome, id: Uuid, now_ms: u64) -> Stri
         }
         Outcome::RateLimited { .. } => error(429, 20429, "Too Many Requests"),
         Outcome::ServerError => error(500, 20500, "An internal server error has occurred"),
+        Outcome::Unavailable => error(503, 20503, "Service Unavailable (simulated outage)"),
         Outcome::Timeout => error(504, 20500, "Gateway timeout (simulated)"),
     }
 }
@@ -766,6 +768,7 @@ fn whatsapp_body(parsed: &Parsed, outcome: Outcome, id: Uuid) -> String {
             "Cloud API message throughput has been reached.",
         ),
         Outcome::ServerError => error(131000, "Something went wrong", "simulated provider error"),
+        Outcome::Unavailable => error(2, "Service temporarily unavailable", "simulated outage"),
         Outcome::Timeout => error(
             2,
             "Service temporarily unavailable",

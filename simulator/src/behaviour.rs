@@ -76,6 +76,8 @@ pub enum Outcome {
     RateLimited { retry_after_secs: u64 },
     /// 500 `internal_error` (random, `error_rate`).
     ServerError,
+    /// 503: the provider is down (`outage`).
+    Unavailable,
     /// Hold then 504 `timeout` (random, `timeout_rate`).
     Timeout,
     /// 200 with a new message id.
@@ -93,6 +95,7 @@ impl Outcome {
             Outcome::FailFirst { status, .. } => *status,
             Outcome::RateLimited { .. } => 429,
             Outcome::ServerError => 500,
+            Outcome::Unavailable => 503,
             Outcome::Timeout => 504,
             Outcome::Accepted | Outcome::Duplicate => 200,
         }
@@ -139,7 +142,7 @@ pub fn sample_latency(latency: &Latency, u: [f64; 2]) -> Duration {
 
 /// Decides the answer to one message request (of any of the simulated APIs).
 ///
-/// Order: missing credentials → malformed body → invalid/rejected number → fail-first → rate limit → random
+/// Order: an outage (everything 503) → missing credentials → malformed body → invalid/rejected number → fail-first → rate limit → random
 /// server error → random timeout → success (a duplicate when the key was already
 /// accepted), whose answer is lost for a further `lose_rate` of the draws. When a rate limit is configured, every request that is not answered 429 is
 /// recorded in `limiter` (the ones decided before the rate-limit step included).
@@ -196,6 +199,9 @@ fn outcome(
 
 /// The outcomes decided before the rate limit.
 fn early_outcome(cfg: &BehaviourConfig, req: &Request<'_>) -> Option<Outcome> {
+    if cfg.outage {
+        return Some(Outcome::Unavailable);
+    }
     if !req.authorized {
         return Some(Outcome::Unauthorized);
     }
@@ -308,6 +314,23 @@ mod tests {
             Outcome::InvalidNumber(InvalidNumber::Rejected)
         );
         assert_eq!(Outcome::BadRequest.status(), 400);
+    }
+
+    #[test]
+    fn an_outage_answers_everything_503() {
+        let cfg = BehaviourConfig {
+            outage: true,
+            ..Default::default()
+        };
+        let anonymous = Request {
+            authorized: false,
+            ..req("+15551234567")
+        };
+        assert_eq!(
+            decide_once(&cfg, &anonymous, &NO_LUCK),
+            Outcome::Unavailable
+        );
+        assert_eq!(Outcome::Unavailable.status(), 503);
     }
 
     #[test]

@@ -320,6 +320,8 @@ pub struct BehaviourConfig {
     /// Fraction of requests accepted (sent, with their receipts) whose answer is lost: the
     /// connection is dropped after the latency, without a response.
     pub lose_rate: f64,
+    /// The provider is down: every request is answered 503 (its API's "unavailable").
+    pub outage: bool,
     #[serde(serialize_with = "display_opt")]
     pub rate_limit: Option<RateLimit>,
     pub fail_first: u32,
@@ -376,6 +378,7 @@ impl Default for BehaviourConfig {
             timeout_rate: 0.0,
             timeout_hold_ms: 60_000,
             lose_rate: 0.0,
+            outage: false,
             rate_limit: None,
             fail_first: 0,
             fail_status: 500,
@@ -429,6 +432,11 @@ impl BehaviourConfig {
                 "receipt_delay" => {
                     let s = value.as_str().ok_or(f(ConfigError::JsonType("a string")))?;
                     next.receipt_delay = s.parse().map_err(f)?;
+                }
+                "outage" => {
+                    next.outage = value
+                        .as_bool()
+                        .ok_or(f(ConfigError::JsonType("true or false")))?;
                 }
                 "receipt_shuffle" => {
                     next.receipt_shuffle = value
@@ -677,6 +685,7 @@ mod tests {
                 "timeout_rate": 0.0,
                 "timeout_hold_ms": 60000,
                 "lose_rate": 0.0,
+                "outage": false,
                 "rate_limit": "100/1s",
                 "fail_first": 0,
                 "fail_status": 500,

@@ -84,6 +84,10 @@ struct Args {
           value_parser = config::parse_rate)]
     lose_rate: f64,
 
+    /// Start down: every request answered 503 until `PUT /control/config {"outage": false}`.
+    #[arg(long, env = "HERALD_SIMULATOR_OUTAGE")]
+    outage: bool,
+
     /// Replay the first answer to a repeated idempotency key instead of sending a second
     /// message. Off by default: Twilio and Meta honour no client key.
     #[arg(long, env = "HERALD_SIMULATOR_HONOUR_IDEMPOTENCY_KEYS")]
@@ -153,6 +157,7 @@ impl Args {
             fail_status: self.fail_status,
             reject_prefix: self.reject_prefix.clone(),
             lose_rate: self.lose_rate,
+            outage: self.outage,
             honour_idempotency_keys: self.honour_idempotency_keys,
             receipt_delay: self.receipt_delay,
             receipt_shuffle: self.receipt_shuffle,

@@ -292,8 +292,11 @@ pub fn render(sent: &Sent, planned: &Planned, sequence: usize, now_ms: u64) -> O
 /// Receipts posted at once, at most: a receiver that is slow makes receipts queue here
 /// rather than opening ever more connections.
 const POSTS_IN_FLIGHT: usize = 256;
-/// Attempts per receipt (the first included).
-const ATTEMPTS: u32 = 5;
+/// How long a receipt that is not answered 2xx is posted again (backing off from 200 ms to
+/// 5 s between tries), as providers do: Meta retries for hours, Twilio per its settings.
+/// Long enough to outlast the fault suite's outages.
+const RETRY_FOR: Duration = Duration::from_secs(180);
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(5);
 
 /// Sends receipts in the background.
 #[derive(Clone)]
@@ -381,7 +384,8 @@ impl Courier {
             return;
         };
         let mut pause = Duration::from_millis(200);
-        for attempt in 1..=ATTEMPTS {
+        let started = tokio::time::Instant::now();
+        loop {
             let answer = self
                 .http
                 .post(&url)
@@ -400,15 +404,17 @@ impl Courier {
                     app.receipt_posted(ReceiptResult::Refused);
                     return;
                 }
-                Ok(_) | Err(_) if attempt < ATTEMPTS => {
+                Ok(_) | Err(_) if started.elapsed() + pause < RETRY_FOR => {
                     app.receipt_posted(ReceiptResult::Retried);
                     tokio::time::sleep(pause).await;
-                    pause *= 2;
+                    pause = (pause * 2).min(RETRY_PAUSE_MAX);
                 }
-                _ => {}
+                _ => {
+                    app.receipt_posted(ReceiptResult::Failed);
+                    return;
+                }
             }
         }
-        app.receipt_posted(ReceiptResult::Failed);
     }
 }
 

@@ -136,6 +136,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/control/stats", get(stats))
         .route("/control/requests", get(key_requests))
+        .route("/control/accepted", get(accepted))
         .route("/control/config", get(get_config).put(put_config))
         .route("/control/reset", post(reset))
         .route("/healthz", get(healthz))
@@ -405,6 +406,16 @@ async fn stats(State(app): State<Arc<AppState>>) -> Response {
             error_body("internal_error", &e.to_string()),
         ),
     }
+}
+
+/// `GET /control/accepted`: `{"<key>": <messages sent for it>}`, for every key sent once
+/// or more.
+async fn accepted(State(app): State<Arc<AppState>>) -> Response {
+    let body = {
+        let inner = app.lock();
+        serde_json::to_string(&inner.stats.accepted_counts())
+    };
+    json_response(StatusCode::OK, body.unwrap_or_else(|_| "{}".to_owned()))
 }
 
 #[derive(Deserialize)]

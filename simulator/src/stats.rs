@@ -302,6 +302,16 @@ impl Stats {
             })
     }
 
+    /// How many messages each key was sent as (keys sent at least once): a second one is a
+    /// duplicate the recipient received.
+    pub fn accepted_counts(&self) -> BTreeMap<&str, u64> {
+        self.keys
+            .iter()
+            .filter(|(_, k)| k.accepted_count > 0)
+            .map(|(key, k)| (key.as_str(), k.accepted_count))
+            .collect()
+    }
+
     /// The answers given for `key`, in arrival order.
     pub fn key_events(&self, key: &str) -> &[KeyEvent] {
         self.keys.get(key).map_or(&[], |k| &k.history)
