@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Herald's whole test suite against real PostgreSQL, RabbitMQ and the provider simulator:
-# formatting, lints, unit tests and the integration tests.
+# formatting, lints, unit tests, the integration tests and the fault suite (scripts/faults.sh).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ROOT"
@@ -23,4 +23,12 @@ echo "==> cargo build"; cargo build --workspace --quiet
 echo "==> cargo test"
 # Each integration test runs its own simulator, scheduler and workers: two at a time suit a
 # 2-core machine.
-cargo test --workspace --quiet -- --test-threads "${HERALD_TEST_THREADS:-2}"
+threads="${HERALD_TEST_THREADS:-2}"
+cargo test --workspace --exclude herald-tests --quiet -- --test-threads "$threads"
+cargo test -p herald-tests --quiet --lib --test integration --test exclusive -- --test-threads "$threads"
+# The fault suite runs on release binaries, after everything else.
+if [ "${HERALD_SKIP_FAULTS:-0}" = 1 ]; then
+  echo "==> fault suite skipped (HERALD_SKIP_FAULTS=1)"
+else
+  scripts/faults.sh
+fi

@@ -21,6 +21,9 @@ use uuid::Uuid;
 
 pub use anyhow::Result;
 
+pub mod proxy;
+pub mod services;
+
 const DB_HOST: &str = "herald:herald@127.0.0.1:5432";
 
 /// The secrets the simulator signs receipts with by default (its `--webhook-secret` and
@@ -108,12 +111,29 @@ impl Drop for Service {
     }
 }
 
+/// Where a test's database and broker live: the machine's, which every test shares (a
+/// database and a vhost of the test's own), or services of the test's own ([`services`]).
+#[derive(Debug, Clone, Default)]
+pub struct Backends {
+    /// A PostgreSQL cluster of the test's own: a URL to its `postgres` database as a user
+    /// that may create databases.
+    pub postgres: Option<String>,
+    /// RabbitMQ nodes of the test's own, whose default vhost the test uses (one URL, or a
+    /// cluster's).
+    pub rabbitmq: Option<Vec<String>>,
+}
+
 /// One test's private world: a database, a vhost, a simulator, and the services it starts.
 pub struct TestEnv {
     pub name: String,
     pub pool: PgPool,
     pub database_url: String,
     pub amqp_url: String,
+    /// What the services this test starts connect to: the database and broker by default,
+    /// a [`proxy`] in front of them where a test cuts them off ([`TestEnv::route`]).
+    pub process_database_url: String,
+    pub process_amqp_url: String,
+    backends: Backends,
     pub simulator_url: String,
     pub http: reqwest::Client,
     log_dir: PathBuf,
@@ -129,28 +149,41 @@ pub struct TestEnv {
 impl TestEnv {
     /// Creates the database and vhost and starts a simulator with `simulator_args`.
     pub async fn new(simulator_args: &[&str]) -> Result<Self> {
+        Self::with(Backends::default(), simulator_args).await
+    }
+
+    /// Like [`new`](Self::new), on `backends`.
+    pub async fn with(backends: Backends, simulator_args: &[&str]) -> Result<Self> {
         let name = format!("herald_t_{}", &Uuid::new_v4().simple().to_string()[..12]);
-        let mut admin = PgConnection::connect(&admin_url()).await?;
+        let admin_db_url = backends.postgres.clone().unwrap_or_else(admin_url);
+        let mut admin = PgConnection::connect(&admin_db_url).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
             .await?;
         admin.close().await?;
-        let database_url = format!("postgres://{DB_HOST}/{name}");
+        let mut database_url = url::Url::parse(&admin_db_url)?;
+        database_url.set_path(&name);
+        let database_url = database_url.to_string();
         let pool = herald_shared::db::connect(&database_url, 5).await?;
         herald_shared::db::migrate(&pool).await?;
 
         let http = reqwest::Client::new();
-        let api = rabbit_api();
-        http.put(format!("{api}/api/vhosts/{name}"))
-            .send()
-            .await?
-            .error_for_status()?;
-        http.put(format!("{api}/api/permissions/{name}/guest"))
-            .json(&json!({"configure": ".*", "write": ".*", "read": ".*"}))
-            .send()
-            .await?
-            .error_for_status()?;
-        let amqp_url = format!("amqp://guest:guest@127.0.0.1:5672/{name}");
+        let amqp_url = match &backends.rabbitmq {
+            None => {
+                let api = rabbit_api();
+                http.put(format!("{api}/api/vhosts/{name}"))
+                    .send()
+                    .await?
+                    .error_for_status()?;
+                http.put(format!("{api}/api/permissions/{name}/guest"))
+                    .json(&json!({"configure": ".*", "write": ".*", "read": ".*"}))
+                    .send()
+                    .await?
+                    .error_for_status()?;
+                format!("amqp://guest:guest@127.0.0.1:5672/{name}")
+            }
+            Some(nodes) => nodes.join(","),
+        };
 
         let log_dir = bin_dir().join("test-logs");
         std::fs::create_dir_all(&log_dir)?;
@@ -159,8 +192,11 @@ impl TestEnv {
         let mut env = Self {
             name,
             pool,
+            process_database_url: database_url.clone(),
+            process_amqp_url: amqp_url.clone(),
             database_url,
             amqp_url,
+            backends,
             simulator_url,
             http,
             log_dir,
@@ -187,8 +223,8 @@ impl TestEnv {
         let file = std::fs::File::create(&log)?;
         let child = Command::new(bin_dir().join(binary))
             .args(args)
-            .env("HERALD_DATABASE_URL", &self.database_url)
-            .env("HERALD_AMQP_URL", &self.amqp_url)
+            .env("HERALD_DATABASE_URL", &self.process_database_url)
+            .env("HERALD_AMQP_URL", &self.process_amqp_url)
             .env(
                 "HERALD_LOG",
                 "info,herald_worker=debug,herald_scheduler=debug",
@@ -203,6 +239,17 @@ impl TestEnv {
             child,
             log,
         })
+    }
+
+    /// Services started from now on connect to the database and the broker through these
+    /// URLs (a [`proxy`]'s, say); `None` keeps what they are.
+    pub fn route(&mut self, database_url: Option<String>, amqp_url: Option<String>) {
+        if let Some(url) = database_url {
+            self.process_database_url = url;
+        }
+        if let Some(url) = amqp_url {
+            self.process_amqp_url = url;
+        }
     }
 
     /// Starts a scheduler with `tick_ms` and extra `HERALD_*` settings.
@@ -239,6 +286,23 @@ impl TestEnv {
         self.receiver = Some(service);
         self.receiver_url = Some(url.clone());
         Ok(url)
+    }
+
+    /// The receiver's process id, once started.
+    pub fn receiver_pid(&self) -> Option<u32> {
+        self.receiver.as_ref().map(Service::pid)
+    }
+
+    /// Messages (ready and unacknowledged) in each queue of this test's vhost on the
+    /// machine's RabbitMQ, from its management API.
+    pub async fn queue_depths(&self) -> Result<std::collections::BTreeMap<String, i64>> {
+        let queues: Vec<Value> = self
+            .get_json(&format!("{}/api/queues/{}", rabbit_api(), self.name))
+            .await?;
+        Ok(queues
+            .iter()
+            .filter_map(|q| Some((q["name"].as_str()?.to_owned(), q["messages"].as_i64()?)))
+            .collect())
     }
 
     /// The receiver's log so far.
@@ -307,14 +371,22 @@ impl TestEnv {
     /// A Twilio provider of `kind` (`twilio_sms`, `twilio_voice`) at this test's simulator,
     /// with fast retries and a 5 s window for unknown outcomes.
     pub async fn twilio_provider(&self, kind: &str) -> Result<Uuid> {
+        self.twilio_provider_at(kind, kind, &self.simulator_url)
+            .await
+    }
+
+    /// Like [`twilio_provider`](Self::twilio_provider), named `name`, at `endpoint` (an
+    /// [`extra_simulator`](Self::extra_simulator), say).
+    pub async fn twilio_provider_at(&self, name: &str, kind: &str, endpoint: &str) -> Result<Uuid> {
         Ok(sqlx::query_scalar(
             "INSERT INTO providers (name, kind, endpoint, settings, credentials, timeout_ms,
                                     max_in_flight, max_attempts, retry_base_ms, retry_max_ms,
                                     unknown_window_ms)
-             VALUES ($1, $1, $2, $3, $4, 2000, 10000, 5, 100, 2000, 5000) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, 2000, 10000, 5, 100, 2000, 5000) RETURNING id",
         )
+        .bind(name)
         .bind(kind)
-        .bind(&self.simulator_url)
+        .bind(endpoint)
         .bind(json!({"from": "+15005550006"}))
         .bind(json!({"account_sid": TWILIO_SID, "auth_token": TWILIO_TOKEN}))
         .fetch_one(&self.pool)
@@ -441,21 +513,29 @@ impl TestEnv {
 
     /// The statistics of the simulator at `url`.
     pub async fn simulator_stats_at(&self, url: &str) -> Result<Value> {
-        Ok(self
-            .http
-            .get(format!("{url}/control/stats"))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
+        self.get_json(&format!("{url}/control/stats")).await
     }
 
     pub async fn simulator_requests(&self, key: &str) -> Result<Value> {
+        // Idempotency keys are plain ASCII (letters, digits, dashes): no escaping needed.
+        self.get_json(&format!(
+            "{}/control/requests?key={key}",
+            self.simulator_url
+        ))
+        .await
+    }
+
+    /// Per idempotency key, how many messages the simulator sent for it.
+    pub async fn simulator_accepted(&self) -> Result<std::collections::HashMap<String, u64>> {
+        self.get_json(&format!("{}/control/accepted", self.simulator_url))
+            .await
+    }
+
+    /// GETs `url` and decodes its JSON answer (an error for any non-2xx).
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T> {
         Ok(self
             .http
-            // Idempotency keys are plain ASCII (letters, digits, dashes): no escaping needed.
-            .get(format!("{}/control/requests?key={key}", self.simulator_url))
+            .get(url)
             .send()
             .await?
             .error_for_status()?
@@ -496,6 +576,9 @@ impl Drop for TestEnv {
         self.simulator.take();
         self.others.clear();
         self.receiver.take();
+        if self.backends.rabbitmq.is_some() {
+            return;
+        }
         let url = format!("{}/api/vhosts/{}", rabbit_api(), self.name);
         // Drop cannot await, and a runtime cannot start inside the test's: a thread of its
         // own, joined, so the vhost is gone before the next test starts.

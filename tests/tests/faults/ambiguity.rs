@@ -34,6 +34,7 @@ async fn report(env: &TestEnv, campaign: Uuid, what: &str) -> Result<Value> {
 /// 10,000 recipients through a Twilio-shaped provider that honours no idempotency key;
 /// the simulator takes every request but drops 5% of the answers.
 async fn ambiguity_run(kills: usize) -> Result<()> {
+    let _alone = crate::suite::ALONE.lock().await;
     let total = 10_000;
     let mut env = TestEnv::new(&["--latency", "fixed:20", "--lose-rate", "0.05"]).await?;
     env.receiver().await?;

@@ -1,12 +1,13 @@
-//! Circuit breaker: a provider that is down is left alone and probed; its recipients wait
-//! instead of burning their attempts, and are all sent once it is back.
+//! A provider that is down (answering 503) costs no recipient an attempt, breaker open or
+//! not; the breaker leaves it alone and probes it every few seconds, and its recipients are
+//! all sent soon after it is back.
 
 use anyhow::Result;
 use herald_tests::{TestEnv, numbers};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_provider_down_for_20_s_fails_no_recipient() -> Result<()> {
+async fn a_provider_down_for_20_s_costs_no_attempt() -> Result<()> {
     let env = TestEnv::new(&["--latency", "fixed:5"]).await?;
     let mut provider = env.provider();
     // Three attempts, close together: without a breaker, every recipient would fail within
@@ -19,7 +20,7 @@ async fn a_provider_down_for_20_s_fails_no_recipient() -> Result<()> {
     let campaign = env
         .campaign(tenant, provider, "outage", &numbers("+1555400", 500), 1_000)
         .await?;
-    env.simulator_config(serde_json::json!({"error_rate": 1.0}))
+    env.simulator_config(serde_json::json!({"outage": true}))
         .await?;
     let _scheduler = env.scheduler(500, &[])?;
     let _worker = env.worker(&[])?;
@@ -49,8 +50,22 @@ async fn a_provider_down_for_20_s_fails_no_recipient() -> Result<()> {
     .await?;
     assert!(breaker_open, "the fleet was told the breaker opened");
 
-    env.simulator_config(serde_json::json!({"error_rate": 0.0}))
+    env.simulator_config(serde_json::json!({"outage": false}))
         .await?;
+    let back = Instant::now();
+    herald_tests::wait_until(Duration::from_secs(30), || async {
+        env.states(campaign)
+            .await
+            .is_ok_and(|s| s.contains_key("sent"))
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("nothing sent after the outage"))?;
+    let recovery = back.elapsed();
+    // A probe goes out every 5 s at most, and the scheduler releases at its next tick.
+    assert!(
+        recovery < Duration::from_secs(8),
+        "first send {recovery:?} after the provider was back"
+    );
     env.wait_completed(&[campaign], Duration::from_secs(120))
         .await?;
     let states = env.states(campaign).await?;
@@ -59,5 +74,13 @@ async fn a_provider_down_for_20_s_fails_no_recipient() -> Result<()> {
     let stats = env.simulator_stats().await?;
     assert_eq!(stats["accepted"], 500);
     assert_eq!(stats["duplicates"], 0);
+    // Hundreds of 503s, and not one attempt charged for them: each recipient's counted
+    // attempts are its one send.
+    let charged: (i32, i32) = sqlx::query_as(
+        "SELECT min(attempts - throttles), max(attempts - throttles) FROM recipients",
+    )
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(charged, (1, 1), "attempts charged: {stats}");
     Ok(())
 }

@@ -1,0 +1,431 @@
+//! The fault suite's scenarios: one fault (or one kind of fault, repeated) each, struck while
+//! a [`Scenario`]'s 20,000 recipients are being sent, then every recipient classified. The
+//! promise is the same for all: each recipient sent exactly once, none lost, none stuck,
+//! nothing dead-lettered but what was poisoned, and no process restarted by hand.
+//!
+//! Faults that take a service away from every process (a broker or database restart) run
+//! on services of the scenario's own ([`herald_tests::services`]); faults that cut one
+//! process off run through a [`Proxy`] in front of the machine's services.
+
+use crate::suite::{ALONE, RECIPIENTS, Scenario, stat};
+use herald_shared::queue::topology;
+use herald_tests::proxy::{Mode, Proxy};
+use herald_tests::services::{PrivatePostgres, RabbitNode};
+use herald_tests::{Backends, Result, TestEnv};
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
+use std::time::{Duration, Instant};
+
+/// The provider answers in 20–200 ms: requests are in flight whenever a fault strikes.
+const PROVIDER: [&str; 2] = ["--latency", "uniform:20-200"];
+
+/// Runs a blocking call (starting or stopping a service) without stalling the test's other
+/// tasks (its proxies).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+async fn sleep_ms(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// Workers SIGKILLed at random moments (before, during and after their requests, between
+/// the database write and the ack), four times, each replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_killed_repeatedly() -> Result<()> {
+    let _alone = ALONE.lock().await;
+    let mut s = Scenario::start(TestEnv::new(&PROVIDER).await?).await?;
+    for at in [0.1, 0.25, 0.4, 0.55] {
+        s.wait_progress(at).await?;
+        sleep_ms(rand::random_range(0..500)).await;
+        let victim = rand::random_range(0..s.workers.len());
+        s.replace_worker(victim)?;
+        // The replacement takes work at once, with what the others leave of the cap.
+        let started = Instant::now();
+        let consuming = herald_tests::wait_until(Duration::from_secs(3), || async {
+            s.workers[victim].log_text().contains("consuming lane")
+        })
+        .await;
+        assert!(
+            consuming.is_ok(),
+            "the replacement was not consuming within 3 s: {}",
+            s.workers[victim].log_text()
+        );
+        eprintln!("replacement consuming after {:?}", started.elapsed());
+    }
+    let report = s.finish("workers killed repeatedly").await?;
+    report.assert_clean(0);
+    report.assert_within_cap();
+    Ok(())
+}
+
+/// SIGTERM: the worker stops taking deliveries, finishes and acks what it holds, exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_terminated_drains() -> Result<()> {
+    let _alone = ALONE.lock().await;
+    let mut s = Scenario::start(TestEnv::new(&PROVIDER).await?).await?;
+    s.wait_progress(0.3).await?;
+    s.workers[0].terminate();
+    let status = s.workers[0].wait(Duration::from_secs(40)).await;
+    let log = s.workers[0].log_text();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?}\n{log}"
+    );
+    assert!(log.contains("draining"), "{log}");
+    let report = s.finish("worker terminated").await?;
+    report.assert_clean(0);
+    report.assert_within_cap();
+    Ok(())
+}
+
+/// The leading scheduler SIGKILLed three times; a new scheduler joins after each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leading_scheduler_killed() -> Result<()> {
+    let _alone = ALONE.lock().await;
+    let mut s = Scenario::start(TestEnv::new(&PROVIDER).await?).await?;
+    for at in [0.15, 0.35, 0.55] {
+        s.wait_progress(at).await?;
+        let leader = s.leader().expect("a scheduler leads");
+        s.schedulers[leader].kill();
+        s.add_scheduler()?;
+    }
+    s.finish("leading scheduler killed").await?.assert_clean(0);
+    Ok(())
+}
+
+/// The leader claims a batch and cannot publish it (its broker raised a memory alarm, which
+/// blocks every publishing connection mid-publish), then is SIGKILLed: the standby takes over,
+/// the sweeper requeues the claimed recipients, and whatever the dead leader had half-written
+/// to its socket is fenced off by the recipients' dispatch sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler_killed_between_claim_and_publish() -> Result<()> {
+    let _alone = ALONE.lock().await;
+    // A broker of its own: the alarm blocks everyone who publishes to it.
+    let (node, env) = on_private_broker("claim").await?;
+    let mut s = Scenario::start_with(env, 1, 3).await?;
+    herald_tests::wait_until(Duration::from_secs(30), || async { s.leader() == Some(0) })
+        .await
+        .map_err(|_| anyhow::anyhow!("the first scheduler did not lead"))?;
+    s.add_scheduler()?;
+    s.wait_progress(0.2).await?;
+    let claimed = claimed(&s).await?;
+    blocking(|| node.block_publishers(true))?;
+    // Several ticks: the leader claims and hangs publishing.
+    sleep_ms(1_500).await;
+    let claimed_unpublished = claimed_since(&s, claimed).await;
+    s.schedulers[0].kill();
+    sleep_ms(2_000).await;
+    blocking(|| node.block_publishers(false))?;
+    assert!(
+        claimed_unpublished?,
+        "the leader claimed recipients while it could not publish"
+    );
+    s.finish("scheduler killed between claim and publish")
+        .await?
+        .assert_clean(0);
+    Ok(())
+}
+
+/// Recipients claimed (queued) so far, by their claim times.
+async fn claimed(s: &Scenario) -> Result<chrono::DateTime<chrono::Utc>> {
+    Ok(sqlx::query_scalar(
+        "SELECT coalesce(max(queued_at), now()) FROM recipients WHERE campaign_id = $1",
+    )
+    .bind(s.campaign)
+    .fetch_one(&s.env.pool)
+    .await?)
+}
+
+async fn claimed_since(s: &Scenario, since: chrono::DateTime<chrono::Utc>) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT exists (SELECT 1 FROM recipients WHERE campaign_id = $1 AND queued_at > $2)",
+    )
+    .bind(s.campaign)
+    .bind(since)
+    .fetch_one(&s.env.pool)
+    .await?)
+}
+
+/// One worker's connection to the broker cut (no byte through, no reset) for 15 s, three
+/// heartbeat timeouts: the broker requeues its deliveries, the worker reconnects by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_cut_from_broker() -> Result<()> {
+    let _alone = ALONE.lock().await;
+    let mut s = Scenario::start_with(TestEnv::new(&PROVIDER).await?, 2, 2).await?;
+    let proxy = Proxy::start("127.0.0.1:5672".parse()?).await?;
+    let direct = s.env.amqp_url.clone();
+    s.env
+        .route(None, Some(format!("{}?heartbeat=5", proxy.url(&direct))));
+    s.add_worker()?;
+    s.wait_progress(0.3).await?;
+    let consuming = s.workers[2].log_text().matches("consuming lane").count();
+    proxy.set(Mode::Cut);
+    sleep_ms(15_000).await;
+    proxy.set(Mode::Open);
+    let cut_off = &mut s.workers[2];
+    assert!(cut_off.wait(Duration::from_millis(10)).await.is_none());
+    let reconnected = herald_tests::wait_until(Duration::from_secs(20), || async {
+        cut_off.log_text().matches("consuming lane").count() > consuming
+    })
+    .await;
+    assert!(reconnected.is_ok(), "{}", cut_off.log_text());
+    s.finish("worker cut from the broker")
+        .await?
+        .assert_clean(0);
+    Ok(())
+}
+
+/// One worker's connections to PostgreSQL cut for 20 s, longer than every lease: the worker
+/// holds what it sent until the outcome is written; its unsent recipients go elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_cut_from_postgres() -> Result<()> {
+    let _alone = ALONE.lock().await;
+    let mut s = Scenario::start_with(TestEnv::new(&PROVIDER).await?, 2, 2).await?;
+    let proxy = Proxy::start("127.0.0.1:5432".parse()?).await?;
+    let direct = s.env.database_url.clone();
+    s.env.route(Some(proxy.url(&direct)), None);
+    s.add_worker()?;
+    s.wait_progress(0.3).await?;
+    proxy.set(Mode::Cut);
+    sleep_ms(20_000).await;
+    proxy.set(Mode::Open);
+    assert!(s.workers[2].wait(Duration::from_millis(10)).await.is_none());
+    let report = s.finish("worker cut from PostgreSQL").await?;
+    report.assert_clean(0);
+    report.assert_within_cap();
+    Ok(())
+}
+
+/// A scenario on a PostgreSQL cluster of its own (and the machine's RabbitMQ).
+/// A test environment on a RabbitMQ node of its own (one a scenario may kill or block).
+async fn on_private_broker(label: &str) -> Result<(RabbitNode, TestEnv)> {
+    let node = blocking(|| RabbitNode::start(label))?;
+    let backends = Backends {
+        postgres: None,
+        rabbitmq: Some(vec![node.amqp_url()]),
+    };
+    let env = TestEnv::with(backends, &PROVIDER).await?;
+    Ok((node, env))
+}
+
+async fn on_private_postgres() -> Result<(PrivatePostgres, Scenario)> {
+    let pg = blocking(PrivatePostgres::start)?;
+    let backends = Backends {
+        postgres: Some(pg.url("postgres")),
+        rabbitmq: None,
+    };
+    let s = Scenario::start(TestEnv::with(backends, &PROVIDER).await?).await?;
+    Ok((pg, s))
+}
+
+/// PostgreSQL restarted (fast shutdown, started again at once) mid-run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted() -> Result<()> {
+    let _alone = ALONE.lock().await;
+    let (pg, s) = on_private_postgres().await?;
+    s.wait_progress(0.3).await?;
+    blocking(|| pg.stop("fast").and_then(|()| pg.start_again()))?;
+    let report = s.finish("PostgreSQL restarted").await?;
+    report.assert_clean(0);
+    report.assert_within_cap();
+    Ok(())
+}
+
+/// PostgreSQL down for 70 s mid-run, far past every lease and write retry: requests the
+/// provider accepted are held (unacked) until their outcomes are written, never sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_70_s() -> Result<()> {
+    let _alone = ALONE.lock().await;
+    let (pg, s) = on_private_postgres().await?;
+    s.wait_progress(0.3).await?;
+    blocking(|| pg.stop("fast"))?;
+    sleep_ms(70_000).await;
+    blocking(|| pg.start_again())?;
+    let report = s.finish("PostgreSQL down 70 s").await?;
+    report.assert_clean(0);
+    report.assert_within_cap();
+    Ok(())
+}
+
+/// The RabbitMQ node SIGKILLed mid-run and started again 5 s later: quorum queues keep
+/// their messages, and requests reach the provider again within 2 s of the node being back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_killed_and_restarted() -> Result<()> {
+    let _alone = ALONE.lock().await;
+    let (node, env) = on_private_broker("killed").await?;
+    let s = Scenario::start(env).await?;
+    s.wait_progress(0.3).await?;
+    blocking(|| node.kill())?;
+    sleep_ms(5_000).await;
+    blocking(|| node.start_again())?;
+    let back = Instant::now();
+    let resumed = s.requests_resume(back, Duration::from_secs(30)).await?;
+    eprintln!("requests resumed {resumed:?} after the broker was back");
+    s.finish("RabbitMQ killed and restarted")
+        .await?
+        .assert_clean(0);
+    assert!(
+        resumed < Duration::from_secs(2),
+        "requests resumed {resumed:?} after the broker was back"
+    );
+    Ok(())
+}
+
+/// A three-node RabbitMQ cluster; Herald is given the list of nodes. The node leading the
+/// lane's quorum queue is stopped mid-run: dispatch goes on through the other two, nothing is
+/// lost, and the node rejoins when started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_cluster_node_stopped() -> Result<()> {
+    let _alone = ALONE.lock().await;
+    let nodes = blocking(|| {
+        std::thread::scope(|scope| {
+            let starting: Vec<_> = ["a", "b", "c"]
+                .map(|label| scope.spawn(move || RabbitNode::start(label)))
+                .into_iter()
+                .collect();
+            starting
+                .into_iter()
+                .map(|s| s.join().expect("node start thread"))
+                .collect::<Result<Vec<_>>>()
+        })
+    })?;
+    blocking(|| {
+        nodes[1]
+            .join(&nodes[0])
+            .and_then(|()| nodes[2].join(&nodes[0]))
+    })?;
+    assert_eq!(blocking(|| nodes[0].running_nodes())?.len(), 3);
+    let backends = Backends {
+        postgres: None,
+        rabbitmq: Some(nodes.iter().map(RabbitNode::amqp_url).collect()),
+    };
+    let s = Scenario::start(TestEnv::with(backends, &PROVIDER).await?).await?;
+    s.wait_progress(0.15).await?;
+    let lane = topology::lane_queue(s.provider);
+    let leader = blocking(|| nodes[0].queue_leader(&lane))?;
+    let stopped = nodes
+        .iter()
+        .position(|n| n.name == leader)
+        .expect("the lane's leader is a node of the cluster");
+    blocking(|| nodes[stopped].stop())?;
+    // A clean stop hands the lane's leadership over first, so sending goes on while it runs;
+    // count from the moment the node is gone.
+    let stopped_at = s.sent().await;
+    assert!(
+        stopped_at < RECIPIENTS as i64 - 2_000,
+        "the node stopped too late to prove anything ({stopped_at} sent)"
+    );
+    // Dispatch goes on without the node.
+    herald_tests::wait_until(Duration::from_secs(60), || async {
+        s.sent().await >= stopped_at + 2_000
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("dispatch stalled with a node of the cluster stopped"))?;
+    blocking(|| nodes[stopped].start_again())?;
+    let other = (stopped + 1) % nodes.len();
+    let rejoined = herald_tests::wait_until(Duration::from_secs(30), || async {
+        blocking(|| nodes[other].running_nodes()).is_ok_and(|n| n.len() == 3)
+    })
+    .await;
+    assert!(rejoined.is_ok(), "the stopped node rejoined its cluster");
+    s.finish("RabbitMQ cluster node stopped")
+        .await?
+        .assert_clean(0);
+    Ok(())
+}
+
+/// The provider fails 5% of requests (500), holds 1% past the timeout and loses 3% of its
+/// answers after accepting: retries, unknown outcomes settled by receipts, no second message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_errors_timeouts_and_lost_answers() -> Result<()> {
+    let _alone = ALONE.lock().await;
+    let env = TestEnv::new(&[
+        "--latency",
+        "uniform:20-200",
+        "--error-rate",
+        "0.05",
+        "--timeout-rate",
+        "0.01",
+        "--timeout-hold-ms",
+        "3000",
+        "--lose-rate",
+        "0.03",
+    ])
+    .await?;
+    let report = Scenario::start(env)
+        .await?
+        .finish("provider errors, timeouts, lost answers")
+        .await?;
+    report.assert_clean(0);
+    assert!(report.answers(500) > 0, "{report:?}");
+    assert!(stat(&report.provider, "answers_lost") > 0, "{report:?}");
+    Ok(())
+}
+
+/// The provider answers 503 to everything for 20 s mid-run: no recipient is charged an
+/// attempt for it, breaker open or not, and all are sent once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_outage_20_s() -> Result<()> {
+    let _alone = ALONE.lock().await;
+    let s = Scenario::start(TestEnv::new(&PROVIDER).await?).await?;
+    s.wait_progress(0.3).await?;
+    s.env
+        .simulator_config(serde_json::json!({"outage": true}))
+        .await?;
+    sleep_ms(20_000).await;
+    s.env
+        .simulator_config(serde_json::json!({"outage": false}))
+        .await?;
+    let campaign = s.campaign;
+    let pool = s.env.pool.clone();
+    let report = s.finish("provider outage 20 s").await?;
+    report.assert_clean(0);
+    let outage_answers = report.answers(503);
+    let charged: (i32, i32) = sqlx::query_as(
+        "SELECT min(attempts - throttles), max(attempts - throttles)
+         FROM recipients WHERE campaign_id = $1",
+    )
+    .bind(campaign)
+    .fetch_one(&pool)
+    .await?;
+    assert!(outage_answers > 0, "the provider answered 503s");
+    assert_eq!(
+        charged,
+        (1, 1),
+        "attempts charged beyond the one send ({outage_answers} outage answers)"
+    );
+    Ok(())
+}
+
+/// Undecodable messages published into the lane mid-run go to the dead-letter queue, one
+/// each, and disturb nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages() -> Result<()> {
+    const POISONED: i64 = 25;
+    let _alone = ALONE.lock().await;
+    let s = Scenario::start(TestEnv::new(&PROVIDER).await?).await?;
+    s.wait_progress(0.2).await?;
+    let connection = s.env.amqp().await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
+    let lane = topology::lane_queue(s.provider);
+    for i in 0..POISONED {
+        let body = format!("not a dispatch message {i}");
+        channel
+            .basic_publish(
+                "".into(),
+                lane.as_str().into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await?
+            .await?;
+    }
+    let _ = connection.close(200, "poisoned".into()).await;
+    s.finish("poison messages").await?.assert_clean(POISONED);
+    Ok(())
+}
