@@ -119,22 +119,16 @@ impl Pacer {
     }
 }
 
-/// Answers every reservation of a batch: one statement per provider in it.
+/// Answers every reservation of a batch: one transaction per provider in it.
 async fn reserve_all(
     pool: &PgPool,
     clock: &Mutex<DbClock>,
     requests: &[Reservation],
 ) -> Vec<Result<Slot, String>> {
-    let now = Instant::now();
     let mut answers: Vec<Result<Slot, String>> =
         vec![Err("not reserved".to_owned()); requests.len()];
     let mut by_provider: HashMap<Uuid, (Duration, Vec<usize>)> = HashMap::new();
     for (index, r) in requests.iter().enumerate() {
-        // No slot can come in time (the earliest is `LEAD` away): none is taken for it.
-        if r.until < now + LEAD {
-            answers[index] = Err(TOO_LATE.to_owned());
-            continue;
-        }
         by_provider
             .entry(r.provider)
             .or_insert_with(|| (r.spacing, Vec::new()))
@@ -144,13 +138,11 @@ async fn reserve_all(
     for (provider, (spacing, mut indices)) in by_provider {
         // Earliest deadlines first: they take the earliest slots.
         indices.sort_by_key(|&i| requests[i].until);
-        let latest = indices.last().map_or(now, |&i| requests[i].until);
-        let horizon = latest.saturating_duration_since(now).min(HORIZON);
-        match reserve(pool, clock, horizon, provider, spacing, indices.len()).await {
+        let untils: Vec<Instant> = indices.iter().map(|&i| requests[i].until).collect();
+        match reserve(pool, clock, provider, spacing, &untils).await {
             Ok(slots) => {
-                let untils: Vec<Instant> = indices.iter().map(|&i| requests[i].until).collect();
-                for (index, slot) in indices.into_iter().zip(assign(&slots, &untils)) {
-                    answers[index] = Ok(slot);
+                for (index, slot) in indices.into_iter().zip(slots) {
+                    answers[index] = slot;
                 }
             }
             Err(error) => {
@@ -163,64 +155,114 @@ async fn reserve_all(
     answers
 }
 
-/// Reserves up to `count` consecutive slots within the horizon; the rest are told when to
-/// ask again.
+/// Reserves for reservations sorted by deadline (`untils`) the consecutive slots they can
+/// use: only those, so that no slot is granted that nobody can use. A reservation beyond the
+/// horizon is told when to ask again; one no slot can reach in time is refused at once.
 async fn reserve(
     pool: &PgPool,
     clock: &Mutex<DbClock>,
-    horizon: Duration,
     provider: Uuid,
     spacing: Duration,
-    count: usize,
-) -> Result<Vec<Slot>, sqlx::Error> {
+    untils: &[Instant],
+) -> Result<Vec<Result<Slot, String>>, sqlx::Error> {
     sqlx::query("INSERT INTO provider_pacing (provider_id) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(provider)
         .execute(pool)
         .await?;
     sync_clock(pool, clock).await?;
+    let mut tx = pool.begin().await?;
     // The slowdown decays with the time since the last reservation, so that a provider
     // that stopped throttling is probed back up to its configured rate.
     let sent_at = Instant::now();
-    let (granted, db_now, first_at, spacing_secs): (i32, f64, f64, f64) = sqlx::query_as(
-        "WITH cur AS (
-             SELECT clock_timestamp() AS now,
-                    greatest(next_at, clock_timestamp() + make_interval(secs => $5)) AS free_at,
-                    greatest(1.0, slowdown * power(0.8, extract(epoch FROM clock_timestamp() - updated_at)::float8)) AS slowdown
-             FROM provider_pacing WHERE provider_id = $1 FOR UPDATE
-         ), grant_ AS (
-             SELECT cur.*, $3 * cur.slowdown AS spacing,
-                    least($2, greatest(0, floor(extract(epoch FROM cur.now + make_interval(secs => $4) - cur.free_at)::float8
-                                               / ($3 * cur.slowdown))::int + 1)) AS n
-             FROM cur
-         )
-         UPDATE provider_pacing p
-         SET next_at = g.free_at + g.n * make_interval(secs => g.spacing),
-             slowdown = g.slowdown, updated_at = g.now
-         FROM grant_ g WHERE p.provider_id = $1
-         RETURNING g.n, extract(epoch FROM g.now)::float8, extract(epoch FROM g.free_at)::float8,
-                   g.spacing",
+    let (db_now, free_at, slowdown): (f64, f64, f64) = sqlx::query_as(
+        "SELECT extract(epoch FROM clock_timestamp())::float8,
+                extract(epoch FROM greatest(next_at, clock_timestamp() + make_interval(secs => $2)))::float8,
+                greatest(1.0, slowdown * power(0.8, extract(epoch FROM clock_timestamp() - updated_at)::float8))
+         FROM provider_pacing WHERE provider_id = $1 FOR UPDATE",
     )
     .bind(provider)
-    .bind(i32::try_from(count).unwrap_or(i32::MAX))
-    .bind(spacing.as_secs_f64())
-    .bind(horizon.as_secs_f64())
     .bind(LEAD.as_secs_f64())
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    let answered = Instant::now();
+    let spacing = spacing.mul_f64(slowdown);
+    // Deadlines on the database's clock, as if `db_now` were read as late as `answered`:
+    // if anything, early.
+    let deadlines: Vec<f64> = untils
+        .iter()
+        .map(|&until| db_now + signed_secs(answered, until) - free_at)
+        .collect();
+    let planned = plan(
+        &deadlines,
+        spacing.as_secs_f64(),
+        db_now + HORIZON.as_secs_f64() - free_at,
+    );
+    let granted = planned
+        .iter()
+        .filter(|p| matches!(p, Planned::Slot(_)))
+        .count();
+    sqlx::query(
+        "UPDATE provider_pacing
+         SET next_at = to_timestamp($2) + make_interval(secs => $3),
+             slowdown = $4, updated_at = clock_timestamp()
+         WHERE provider_id = $1",
+    )
+    .bind(provider)
+    .bind(free_at)
+    .bind(spacing.as_secs_f64() * granted as f64)
+    .bind(slowdown)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
     let now = Instant::now();
     let first = {
         let mut clock = clock.lock().unwrap_or_else(|e| e.into_inner());
-        clock.observe(db_now, sent_at, now);
-        clock.local(first_at, now)
+        clock.observe(db_now, sent_at, answered);
+        clock.local(free_at, now)
     };
-    Ok(slots(
-        now,
-        first,
-        Duration::from_secs_f64(spacing_secs),
-        usize::try_from(granted).unwrap_or(0),
-        count,
-        horizon,
-    ))
+    Ok(slots(now, first, spacing, &planned, untils))
+}
+
+/// `to − from` in seconds, negative if `to` comes first.
+fn signed_secs(from: Instant, to: Instant) -> f64 {
+    if to >= from {
+        (to - from).as_secs_f64()
+    } else {
+        -(from - to).as_secs_f64()
+    }
+}
+
+/// What one reservation of a batch gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Planned {
+    /// The n-th slot from the first free one.
+    Slot(u32),
+    /// None within the horizon: ask again.
+    Later,
+    /// None before its deadline.
+    TooLate,
+}
+
+/// Plans a batch of reservations sorted by deadline, `deadlines` and `horizon` in seconds
+/// after the first free slot, slots `spacing` seconds apart: each takes the next slot if
+/// that comes by its deadline and within the horizon. Giving the earliest slots to the
+/// earliest deadlines serves as many as any assignment could.
+fn plan(deadlines: &[f64], spacing: f64, horizon: f64) -> Vec<Planned> {
+    let mut next = 0u32;
+    deadlines
+        .iter()
+        .map(|&deadline| {
+            let at = f64::from(next) * spacing;
+            if at > deadline {
+                Planned::TooLate
+            } else if at > horizon {
+                Planned::Later
+            } else {
+                next += 1;
+                Planned::Slot(next - 1)
+            }
+        })
+        .collect()
 }
 
 /// How far two clocks may drift apart per second of elapsed time (100 ppm; quartz clocks
@@ -362,36 +404,9 @@ impl DbClock {
 /// What a reservation gets when no slot can come before its deadline.
 pub const TOO_LATE: &str = "no send slot before the lease ran out";
 
-/// Gives the granted slots (`At`, ascending, then `Full`) to reservations sorted by
-/// deadline: each slot to the earliest reservation that can still use it. A reservation
-/// passed over, or left without a slot, is told to ask again when the others were.
-fn assign(slots: &[Slot], untils: &[Instant]) -> Vec<Slot> {
-    let retry = slots
-        .iter()
-        .find_map(|s| match s {
-            Slot::Full(at) => Some(*at),
-            Slot::At(_) => None,
-        })
-        .or_else(|| untils.last().copied())
-        .unwrap_or_else(Instant::now);
-    let mut out = vec![Slot::Full(retry); untils.len()];
-    let mut next = 0;
-    for slot in slots {
-        let Slot::At(at) = slot else { break };
-        while next < untils.len() && untils[next] < *at {
-            next += 1;
-        }
-        if next == untils.len() {
-            break;
-        }
-        out[next] = *slot;
-        next += 1;
-    }
-    out
-}
-
-/// `granted` slots one `spacing` apart from `first`, then, for the rest, when to ask again
-/// (once the horizon has moved past the last granted slot).
+/// The planned slots, one `spacing` apart from `first`; for the reservations beyond the
+/// horizon, when to ask again (once it has moved past the last granted slot), unless that is
+/// past their deadline (`untils`).
 ///
 /// A slot is where the database put it, even if that is already past (a reservation
 /// answered later than the pacer's lead): the request then misses it and takes another.
@@ -400,19 +415,25 @@ fn slots(
     now: Instant,
     first: Instant,
     spacing: Duration,
-    granted: usize,
-    count: usize,
-    horizon: Duration,
-) -> Vec<Slot> {
+    planned: &[Planned],
+    untils: &[Instant],
+) -> Vec<Result<Slot, String>> {
+    let granted = planned
+        .iter()
+        .filter(|p| matches!(p, Planned::Slot(_)))
+        .count();
     let after_last = first + spacing * u32::try_from(granted).unwrap_or(u32::MAX);
     let retry = after_last
-        .checked_sub(horizon)
+        .checked_sub(HORIZON)
         .unwrap_or(now)
         .max(now + spacing);
-    (0..count)
-        .map(|i| match u32::try_from(i) {
-            Ok(i) if (i as usize) < granted => Slot::At(first + spacing * i),
-            _ => Slot::Full(retry),
+    planned
+        .iter()
+        .zip(untils)
+        .map(|(planned, &until)| match planned {
+            Planned::Slot(n) => Ok(Slot::At(first + spacing * *n)),
+            Planned::Later if retry < until => Ok(Slot::Full(retry)),
+            Planned::Later | Planned::TooLate => Err(TOO_LATE.to_owned()),
         })
         .collect()
 }
@@ -422,45 +443,67 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_go_to_the_earliest_deadline_that_can_use_them() {
-        let now = Instant::now();
-        let ms = |n: u64| now + Duration::from_millis(n);
-        let slots = [Slot::At(ms(200)), Slot::At(ms(300)), Slot::At(ms(400))];
-        // The first cannot use any slot; the others take them in order.
-        let got = assign(&slots, &[ms(150), ms(250), ms(500)]);
-        assert_eq!(got[0], Slot::Full(ms(500)));
-        assert_eq!(got[1], Slot::At(ms(200)));
-        assert_eq!(got[2], Slot::At(ms(300)));
+    fn slots_go_to_the_earliest_deadlines_that_can_use_them_and_no_more() {
+        use Planned::TooLate;
+        // Slots 0.1 s apart from the first free one; horizon 10 s.
+        let got = plan(&[-0.05, 0.15, 0.15, 0.15, 5.0], 0.1, 10.0);
+        // The first has passed its deadline; the next two fit; the fourth would need the
+        // slot at 0.2 s; the last takes the slot at 0.2 s. Three slots, all used.
+        assert_eq!(
+            got,
+            vec![
+                TooLate,
+                Planned::Slot(0),
+                Planned::Slot(1),
+                TooLate,
+                Planned::Slot(2)
+            ]
+        );
     }
 
     #[test]
-    fn reservations_without_a_slot_ask_again_when_told() {
+    fn reservations_beyond_the_horizon_ask_again_unless_their_deadline_comes_first() {
+        use Planned::Later;
+        let got = plan(&[1.0, 2.0, 2.0], 1.0, 1.5);
+        assert_eq!(got, vec![Planned::Slot(0), Planned::Slot(1), Later]);
         let now = Instant::now();
         let ms = |n: u64| now + Duration::from_millis(n);
-        let slots = [Slot::At(ms(200)), Slot::Full(ms(900)), Slot::Full(ms(900))];
-        let got = assign(&slots, &[ms(300), ms(400), ms(500)]);
-        assert_eq!(
-            got,
-            vec![Slot::At(ms(200)), Slot::Full(ms(900)), Slot::Full(ms(900))]
+        // The horizon (4 s) moves past the last granted slot (at 5 s) 1 s from now.
+        let got = slots(
+            now,
+            ms(4_000),
+            Duration::from_millis(1_000),
+            &[Planned::Slot(0), Planned::Slot(1), Later, Later],
+            &[ms(4_500), ms(5_500), ms(6_000), ms(900)],
         );
+        assert_eq!(got[0], Ok(Slot::At(ms(4_000))));
+        assert_eq!(got[1], Ok(Slot::At(ms(5_000))));
+        assert_eq!(got[2], Ok(Slot::Full(ms(2_000))));
+        assert_eq!(got[3], Err(TOO_LATE.to_owned()), "its deadline comes first");
     }
 
     #[test]
     fn slots_are_one_spacing_apart_even_when_the_first_has_passed() {
         let now = Instant::now() + Duration::from_secs(10);
         // Milliseconds from now to a granted slot, negative if it has passed.
-        let ms = |slot: &Slot| match slot {
-            Slot::At(t) if *t >= now => (*t - now).as_millis() as i64,
-            Slot::At(t) => -((now - *t).as_millis() as i64),
-            Slot::Full(_) => panic!("not granted"),
+        let ms = |slot: &Result<Slot, String>| match slot {
+            Ok(Slot::At(t)) if *t >= now => (*t - now).as_millis() as i64,
+            Ok(Slot::At(t)) => -((now - *t).as_millis() as i64),
+            other => panic!("not granted: {other:?}"),
         };
+        let far = [now + Duration::from_secs(60); 4];
+        let planned = [
+            Planned::Slot(0),
+            Planned::Slot(1),
+            Planned::Slot(2),
+            Planned::Slot(3),
+        ];
         let got: Vec<i64> = slots(
             now,
             now + Duration::from_millis(250),
             Duration::from_millis(250),
-            4,
-            4,
-            HORIZON,
+            &planned,
+            &far,
         )
         .iter()
         .map(ms)
@@ -468,10 +511,16 @@ mod tests {
         assert_eq!(got, vec![250, 500, 750, 1000]);
         // Answered 30 ms after its first slot: that one is past, the next keeps its place.
         let first = now - Duration::from_millis(30);
-        let got: Vec<i64> = slots(now, first, Duration::from_millis(20), 3, 3, HORIZON)
-            .iter()
-            .map(ms)
-            .collect();
+        let got: Vec<i64> = slots(
+            now,
+            first,
+            Duration::from_millis(20),
+            &planned[..3],
+            &far[..3],
+        )
+        .iter()
+        .map(ms)
+        .collect();
         assert_eq!(got, vec![-30, -10, 10]);
     }
 
@@ -518,25 +567,5 @@ mod tests {
     fn without_a_reading_database_times_are_now() {
         let now = Instant::now();
         assert_eq!(DbClock::default().local(1e9, now), now);
-    }
-
-    #[test]
-    fn requests_beyond_the_horizon_are_told_when_to_ask_again() {
-        let now = Instant::now();
-        // Two granted at 3.5 s and 4.0 s; the horizon (4 s) moves past the last granted
-        // slot 0.5 s from now.
-        let got = slots(
-            now,
-            now + Duration::from_millis(3_500),
-            Duration::from_millis(500),
-            2,
-            3,
-            HORIZON,
-        );
-        assert!(matches!(got[1], Slot::At(_)));
-        match got[2] {
-            Slot::Full(t) => assert_eq!((t - now).as_millis(), 500),
-            other => panic!("{other:?}"),
-        }
     }
 }
