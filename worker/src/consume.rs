@@ -142,6 +142,8 @@ async fn session(
                 // for it would hand back every delivery in hand.
                 // Bounded: a database cut off without a reset would hold the heartbeat (and
                 // the share below) for as long as TCP takes to notice.
+                // The others date this worker's beat by when it reached the database.
+                let beat_sent = std::time::Instant::now();
                 let refreshed = match tokio::time::timeout(
                     REFRESH,
                     wanted_lanes(settings, &ctx.in_flight, &mut steadiness),
@@ -153,7 +155,7 @@ async fn session(
                 };
                 let wanted = match refreshed {
                     Ok(wanted) => {
-                        last_beat = std::time::Instant::now();
+                        last_beat = beat_sent;
                         wanted
                     }
                     Err(error) => {
@@ -224,22 +226,30 @@ async fn wanted_lanes(
     in_flight: &InFlight,
     steadiness: &mut fleet::Steadiness,
 ) -> Result<HashMap<Uuid, u32>, sqlx::Error> {
-    let mine = in_flight.in_use_at_most();
-    let view = fleet::heartbeat(&settings.pool, settings.id, &worker_name(), &mine).await?;
-    let may_grow = steadiness.beat(view.live, std::time::Instant::now(), REFRESH);
     let caps: Vec<(Uuid, i32)> = sqlx::query_as("SELECT id, max_in_flight FROM providers")
         .fetch_all(&settings.pool)
         .await?;
-    Ok(caps
-        .into_iter()
-        .map(|(id, cap)| {
-            let cap = u32::try_from(cap).unwrap_or(1);
-            let share = fleet::share(cap, view.live, settings.prefetch);
-            let others = view.others.get(&id).copied().unwrap_or(0);
-            let current = in_flight.size(id).unwrap_or(0);
-            (id, fleet::allowed(share, cap, others, current, may_grow))
-        })
-        .collect())
+    let in_use = in_flight.in_use_at_most();
+    fleet::heartbeat(&settings.pool, settings.id, &worker_name(), |view| {
+        let may_grow = steadiness.beat(view.live, std::time::Instant::now(), REFRESH);
+        let wanted: HashMap<Uuid, u32> = caps
+            .iter()
+            .map(|&(id, cap)| {
+                let cap = u32::try_from(cap).unwrap_or(1);
+                let share = fleet::share(cap, view.live, settings.prefetch);
+                let others = view.others.get(&id).copied().unwrap_or(0);
+                let current = in_flight.size(id).unwrap_or(0);
+                (id, fleet::allowed(share, cap, others, current, may_grow))
+            })
+            .collect();
+        // Requests still running from a larger cap count until they finish.
+        let published = wanted
+            .iter()
+            .map(|(id, &n)| (*id, n.max(in_use.get(id).copied().unwrap_or(0))))
+            .collect();
+        (published, wanted)
+    })
+    .await
 }
 
 fn worker_name() -> String {

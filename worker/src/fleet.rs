@@ -30,31 +30,22 @@ pub struct View {
     pub others: HashMap<Uuid, u32>,
 }
 
-/// Records that worker `id` is alive with `caps` (per provider, the requests it may have in
-/// flight) and answers how the rest of the fleet stands. Rows of workers long gone are
-/// removed on the way.
-pub async fn heartbeat(
+/// Records that worker `id` is alive, reads how the rest of the fleet stands, and lets
+/// `decide` choose this worker's caps from that, all under one lock: `decide` answers the
+/// caps to publish (per provider, the requests this worker may have in flight) and what to
+/// hand back to the caller. Deciding under the lock means two workers never grow at once
+/// on each other's stale caps. Rows of workers long gone are removed on the way.
+pub async fn heartbeat<T>(
     pool: &PgPool,
     id: Uuid,
     name: &str,
-    caps: &HashMap<Uuid, u32>,
-) -> Result<View, sqlx::Error> {
+    decide: impl FnOnce(&View) -> (HashMap<Uuid, u32>, T),
+) -> Result<T, sqlx::Error> {
     let live_for = LIVE_FOR.as_secs_f64();
-    // One heartbeat at a time, and the others read in a statement after the lock: two
-    // workers starting together must see each other.
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('herald.workers'))")
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "INSERT INTO workers (id, name, caps) VALUES ($1, $2, $3)
-         ON CONFLICT (id) DO UPDATE SET seen_at = now(), caps = excluded.caps",
-    )
-    .bind(id)
-    .bind(name)
-    .bind(Json(caps))
-    .execute(&mut *tx)
-    .await?;
     let others: Vec<(Json<HashMap<Uuid, u32>>,)> = sqlx::query_as(
         "WITH gone AS (
              DELETE FROM workers WHERE seen_at < now() - make_interval(secs => $2 * 6)
@@ -66,7 +57,6 @@ pub async fn heartbeat(
     .bind(live_for)
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
     let mut view = View {
         live: 1 + u32::try_from(others.len()).unwrap_or(u32::MAX - 1),
         others: HashMap::new(),
@@ -76,7 +66,19 @@ pub async fn heartbeat(
             *view.others.entry(provider).or_default() += n;
         }
     }
-    Ok(view)
+    let (caps, decided) = decide(&view);
+    // Dated by the clock, not the transaction's start: the lock may have taken a while.
+    sqlx::query(
+        "INSERT INTO workers (id, name, caps, seen_at) VALUES ($1, $2, $3, clock_timestamp())
+         ON CONFLICT (id) DO UPDATE SET seen_at = clock_timestamp(), caps = excluded.caps",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(Json(&caps))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(decided)
 }
 
 /// Leaves the fleet at shutdown, so the others take up its share at once.
