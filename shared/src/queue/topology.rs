@@ -6,7 +6,7 @@
 //!                                  └─"<provider B id>"─▶ (herald.dispatch.<B>, quorum) ──▶ workers
 //!                                                                │ reject / delivery limit
 //!                                                                ▼
-//!                         [herald.dead-letter] ──▶ (herald.dead-letter): undecodable messages
+//!                         [herald.dead-letter] ──▶ (herald.dead-letters, quorum): undecodable messages
 //! ```
 //! One dispatch queue per provider: a *lane*. A slow or failing provider fills only its own
 //! lane, and workers consume each lane with its own prefetch, so its messages can never
@@ -22,7 +22,10 @@ use uuid::Uuid;
 
 pub const DISPATCH_EXCHANGE: &str = "herald.dispatch";
 pub const DEAD_LETTER_EXCHANGE: &str = "herald.dead-letter";
-pub const DEAD_LETTER_QUEUE: &str = "herald.dead-letter";
+/// A quorum queue like the lanes: a classic queue lives on one node, and while that node is
+/// down no service could declare its topology. (Versions before 2026-11-30 declared a
+/// classic `herald.dead-letter`; see the README on upgrading.)
+pub const DEAD_LETTER_QUEUE: &str = "herald.dead-letters";
 
 /// The lane (queue) of one provider's dispatch messages.
 pub fn lane_queue(provider_id: Uuid) -> String {
@@ -51,11 +54,16 @@ pub async fn declare(channel: &Channel) -> Result<(), lapin::Error> {
             FieldTable::default(),
         )
         .await?;
+    let mut quorum = FieldTable::default();
+    quorum.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     channel
         .queue_declare(
             DEAD_LETTER_QUEUE.into(),
             QueueDeclareOptions::durable(),
-            FieldTable::default(),
+            quorum,
         )
         .await?;
     channel
