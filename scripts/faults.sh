@@ -4,7 +4,7 @@
 # failing provider, poison messages, a RabbitMQ cluster losing a node), each classifying every
 # recipient as sent once, lost, duplicated, unexpected or stuck. Runs on release binaries (the
 # runs are load) as root or with password-less sudo (it starts PostgreSQL clusters and
-# RabbitMQ nodes of its own); about 20 minutes on 2 cores.
+# RabbitMQ nodes of its own); about 12 minutes on 2 cores, after the release build.
 #
 #   scripts/faults.sh             every scenario
 #   scripts/faults.sh broker      the scenarios whose name contains "broker"
@@ -20,6 +20,7 @@ scripts/services.sh
 # Private services a killed earlier run left behind.
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 pkill -9 -f 'RABBITMQ_NODENAME herald-|-sname herald-|-name herald-' 2>/dev/null || true
+pkill -9 -f 'postgres -D /tmp/herald-pg-' 2>/dev/null || true
 $SUDO rm -rf /tmp/herald-rmq-* /tmp/herald-pg-* 2>/dev/null || true
 
 echo "==> cargo build --release"

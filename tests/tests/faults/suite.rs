@@ -140,13 +140,31 @@ impl Scenario {
             .unwrap_or(0)
     }
 
-    /// How long until the provider sees requests again (after `since`).
-    pub async fn requests_resume(&self, since: Instant, timeout: Duration) -> Result<Duration> {
-        let before = self.requests().await;
+    /// How long after `since` the provider has seen more requests than `before`.
+    pub async fn requests_resume(
+        &self,
+        before: u64,
+        since: Instant,
+        timeout: Duration,
+    ) -> Result<Duration> {
         herald_tests::wait_until(timeout, || async { self.requests().await > before })
             .await
             .map_err(|_| anyhow::anyhow!("no request reached the provider within {timeout:?}"))?;
         Ok(since.elapsed())
+    }
+
+    /// SIGKILLs the leading scheduler (dropping it from [`Self::schedulers`]), and waits
+    /// until another leads.
+    pub async fn kill_leader(&mut self) -> Result<()> {
+        let leader = self
+            .leader()
+            .ok_or_else(|| anyhow::anyhow!("no scheduler leads"))?;
+        self.schedulers.remove(leader).kill();
+        herald_tests::wait_until(Duration::from_secs(30), || async {
+            self.leader().is_some()
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("no scheduler took the lead"))
     }
 
     /// Which of the scheduler processes leads now.
