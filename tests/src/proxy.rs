@@ -99,8 +99,8 @@ async fn wait_open(watch: &mut watch::Receiver<Mode>) -> bool {
     }
 }
 
-/// Copies `from` to `to` while the proxy is open; holds the bytes while it is cut; stops when
-/// it goes down or either side closes.
+/// Copies `from` to `to` while the proxy is open; holds the bytes (and a close) while it is
+/// cut; stops when it goes down or either side closes.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
@@ -118,7 +118,12 @@ async fn pump(
             }
         };
         let n = match read {
-            Ok(0) | Err(_) => return,
+            // A cut network carries no goodbye either: the close reaches the other side only
+            // once the cut ends.
+            Ok(0) | Err(_) => {
+                wait_open(&mut watch).await;
+                return;
+            }
             Ok(n) => n,
         };
         if !wait_open(&mut watch).await {
