@@ -5,6 +5,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/herald/target}"
 export HERALD_DATABASE_URL="${HERALD_DATABASE_URL:-postgres://herald:herald@127.0.0.1:5432/herald}"
 export HERALD_AMQP_URL="${HERALD_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+# Root commands (the services, private test clusters) go through sudo unless we are root.
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
 require_cargo() {
   if ! command -v cargo >/dev/null 2>&1; then
@@ -25,9 +27,8 @@ build_bench_binaries() {
 # Gives a run a database and a vhost of its own, both named $1, empty, and points
 # HERALD_DATABASE_URL / HERALD_AMQP_URL at them.
 fresh_database_and_vhost() {
-  local name="$1" sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo su postgres -c "psql -qAt" >/dev/null <<SQL
+  local name="$1"
+  $SUDO su postgres -c "psql -qAt" >/dev/null <<SQL
 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$name';
 DROP DATABASE IF EXISTS "$name";
 CREATE DATABASE "$name" OWNER herald;

@@ -18,7 +18,6 @@ require_cargo
 scripts/services.sh
 
 # Private services a killed earlier run left behind.
-SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 pkill -9 -f 'RABBITMQ_NODENAME herald-|-sname herald-|-name herald-' 2>/dev/null || true
 pkill -9 -f 'postgres -D /tmp/herald-pg-' 2>/dev/null || true
 $SUDO rm -rf /tmp/herald-rmq-* /tmp/herald-pg-* 2>/dev/null || true

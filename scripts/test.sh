@@ -8,7 +8,6 @@ require_cargo
 scripts/services.sh
 
 # Leftovers of earlier runs: one database and one vhost per integration test.
-SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 $SUDO su postgres -c "psql -qAt" <<'SQL' >/dev/null 2>&1 || true
 SELECT format('DROP DATABASE %I', datname) FROM pg_database WHERE datname LIKE 'herald\_t\_%'\gexec
 SQL

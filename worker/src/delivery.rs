@@ -46,7 +46,7 @@ pub struct Context {
 const LEASE_MARGIN: Duration = Duration::from_secs(1);
 /// How long after its lease begins a recipient's request may still start: the lease's grace
 /// less a margin. Waiting for room under the in-flight cap or for a send slot must end by then.
-pub fn send_window(lease_grace: Duration) -> Duration {
+fn send_window(lease_grace: Duration) -> Duration {
     lease_grace - LEASE_MARGIN.min(lease_grace / 2)
 }
 
