@@ -214,14 +214,15 @@ async fn quiet_hours_hold_everything_until_the_window_closes() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_ends_unsent_recipients_and_nothing_is_sent_late() -> Result<()> {
-    // ~100 msg/s: 5,000 recipients cannot all go out before the 3 s expiry.
+    // ~100 msg/s: 5,000 recipients cannot all go out before the 6 s expiry. The services start
+    // first so that a loaded CI machine's start-up does not eat the window before any send.
     let s = setup("fixed:100").await?;
-    let expires = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let _scheduler = s.env.scheduler(TICK_MS, &[])?;
+    let _worker = s.env.worker(&[("HERALD_WORKER_PREFETCH", "10")])?;
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(6);
     let id = s
         .campaign(5_000, json!({"expires_at": expires.to_rfc3339()}))
         .await?;
-    let _scheduler = s.env.scheduler(TICK_MS, &[])?;
-    let _worker = s.env.worker(&[("HERALD_WORKER_PREFETCH", "10")])?;
     s.action(&id, "start").await?;
 
     let done = s
