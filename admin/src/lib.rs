@@ -23,13 +23,20 @@ pub mod web;
 use axum::Router;
 use axum::routing::get;
 use config::AdminConfig;
+use herald_shared::ops;
 use state::AppState;
 use tokio_util::sync::CancellationToken;
+
+/// Where metrics and health are served unless `HERALD_OPS_LISTEN` says otherwise.
+const DEFAULT_OPS_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9413);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
     Db(#[from] herald_shared::db::DbError),
+    #[error(transparent)]
+    Ops(#[from] ops::OpsError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -50,11 +57,14 @@ pub fn app(state: AppState) -> Router {
 
 /// Serves until `shutdown`, then finishes the requests in progress.
 pub async fn serve(config: AdminConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let health = ops::start(&config.ops, DEFAULT_OPS_LISTEN, &["database"]).await?;
     let pool = herald_shared::db::connect(
-        &config.connections.database_url,
+        config.connections.database_url.expose(),
         config.connections.db_pool_size,
+        &config.connections.tls(),
     )
     .await?;
+    ops::watch_database(&health, pool.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -62,7 +72,8 @@ pub async fn serve(config: AdminConfig, shutdown: CancellationToken) -> Result<(
             source,
         })?;
     tracing::info!(listen = %config.listen, "admin server listening");
-    axum::serve(listener, app(AppState { pool }))
+    let app = app(AppState { pool }).layer(axum::middleware::from_fn(ops::http_metrics));
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .map_err(ServeError::Serve)?;

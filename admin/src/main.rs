@@ -60,7 +60,12 @@ async fn main() -> anyhow::Result<()> {
         }) => {
             herald_admin::validate::name(&name)
                 .map_err(|reason| anyhow::anyhow!("--name: {reason}"))?;
-            let pool = herald_shared::db::connect(&connections.database_url, 1).await?;
+            let pool = herald_shared::db::connect(
+                connections.database_url.expose(),
+                1,
+                &connections.tls(),
+            )
+            .await?;
             let (_, key) = herald_admin::auth::create_key(&pool, tenant, &name).await?;
             #[allow(clippy::print_stdout)]
             {

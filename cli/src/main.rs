@@ -94,6 +94,13 @@ enum Command {
     /// Saved contact filters, usable as a campaign's audience
     #[command(subcommand)]
     Segment(SegmentCommand),
+    /// Check a Herald service's health endpoint: exit 0 if it answers 2xx within 2 s, 1
+    /// otherwise (container healthchecks; needs no API key)
+    Probe {
+        /// e.g. http://127.0.0.1:9410/readyz
+        #[arg(value_parser = parse_base_url)]
+        url: Url,
+    },
 }
 
 fn parse_base_url(s: &str) -> Result<Url, String> {
@@ -128,6 +135,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn dispatch(cli: Cli) -> Result<(), CliError> {
+    if let Command::Probe { url } = &cli.command {
+        return commands::probe::run(url).await;
+    }
     let key = cli
         .key
         .filter(|k| !k.trim().is_empty())
@@ -142,6 +152,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Campaign(command) => commands::campaign::run(&ctx, command).await,
         Command::Contact(command) => commands::contact::run(&ctx, command).await,
         Command::Segment(command) => commands::segment::run(&ctx, command).await,
+        Command::Probe { .. } => unreachable!("answered above"),
     }
 }
 
@@ -155,6 +166,7 @@ fn report(error: &anyhow::Error) -> (u8, Option<String>) {
         CliError::Api(api) => (api.exit_code(), Some(output::render_error(api))),
         CliError::Input(message) => (EXIT_USAGE, Some(format!("error: {message}\n"))),
         CliError::Interrupted => (EXIT_INTERRUPTED, None),
+        CliError::Unhealthy(_) => (EXIT_REFUSED, Some(format!("{error}\n"))),
         // The reader went away (`herald … | head`): that is how pipes end, not a failure.
         CliError::Output(e) if e.kind() == ErrorKind::BrokenPipe => (0, None),
         CliError::Output(_) => (EXIT_REFUSED, Some(format!("error: {error}\n"))),

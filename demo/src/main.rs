@@ -108,7 +108,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let pool = herald_shared::db::connect(&cli.database_url, 4)
+    let pool = herald_shared::db::connect(&cli.database_url, 4, &Default::default())
         .await
         .context("connecting to PostgreSQL")?;
     match cli.command {

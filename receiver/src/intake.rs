@@ -7,6 +7,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use herald_shared::batch::Batcher;
+use herald_shared::ops::metrics::{RECEIPTS, RECEIPTS_REFUSED};
 use herald_shared::receipts::{self, Receipt};
 use serde_json::json;
 use sqlx::PgPool;
@@ -28,16 +29,22 @@ pub enum Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let (status, error) = match self {
-            Refusal::Unauthorized(why) => (StatusCode::UNAUTHORIZED, why.to_owned()),
-            Refusal::Forbidden(why) => (StatusCode::FORBIDDEN, why.to_owned()),
-            Refusal::NotFound => (StatusCode::NOT_FOUND, "no such provider".to_owned()),
-            Refusal::BadRequest(why) => (StatusCode::BAD_REQUEST, why),
+        let (status, reason, error) = match self {
+            Refusal::Unauthorized(why) => (StatusCode::UNAUTHORIZED, "unsigned", why.to_owned()),
+            Refusal::Forbidden(why) => (StatusCode::FORBIDDEN, "bad_signature", why.to_owned()),
+            Refusal::NotFound => (
+                StatusCode::NOT_FOUND,
+                "no_provider",
+                "no such provider".to_owned(),
+            ),
+            Refusal::BadRequest(why) => (StatusCode::BAD_REQUEST, "malformed", why),
             Refusal::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
+                "not_stored",
                 "cannot store receipts now; retry later".to_owned(),
             ),
         };
+        metrics::counter!(RECEIPTS_REFUSED, "reason" => reason).increment(1);
         (status, Json(json!({ "error": error }))).into_response()
     }
 }
@@ -104,11 +111,26 @@ impl Intake {
     /// Stores `receipts` durably (each in whatever batch it joins); `Err` if any could not
     /// be, so the provider sends them again (what was stored is then a duplicate).
     pub async fn store(&self, receipts: Vec<Receipt>) -> Result<(), Refusal> {
+        let labels: Vec<(String, String)> = receipts
+            .iter()
+            .map(|r| (r.provider_id.to_string(), r.status.to_string()))
+            .collect();
         let calls = receipts.into_iter().map(|r| self.batcher.call(r));
-        for result in futures::future::join_all(calls).await {
-            if !matches!(result, Ok(Ok(()))) {
-                return Err(Refusal::Unavailable);
+        let mut refused = false;
+        for (result, (provider, status)) in futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .zip(labels)
+        {
+            if matches!(result, Ok(Ok(()))) {
+                metrics::counter!(RECEIPTS, "provider" => provider, "status" => status)
+                    .increment(1);
+            } else {
+                refused = true;
             }
+        }
+        if refused {
+            return Err(Refusal::Unavailable);
         }
         Ok(())
     }

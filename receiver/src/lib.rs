@@ -19,13 +19,20 @@ pub mod twilio;
 pub mod whatsapp;
 
 use config::ReceiverConfig;
+use herald_shared::ops;
 use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
+
+/// Where metrics and health are served unless `HERALD_OPS_LISTEN` says otherwise.
+const DEFAULT_OPS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9412);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
     Db(#[from] herald_shared::db::DbError),
+    #[error(transparent)]
+    Ops(#[from] ops::OpsError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -37,11 +44,14 @@ pub enum ServeError {
 
 /// Serves until `shutdown` is cancelled.
 pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let health = ops::start(&config.ops, DEFAULT_OPS_LISTEN, &["database"]).await?;
     let pool = herald_shared::db::connect(
-        &config.connections.database_url,
+        config.connections.database_url.expose(),
         config.connections.db_pool_size,
+        &config.connections.tls(),
     )
     .await?;
+    ops::watch_database(&health, pool.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -56,7 +66,8 @@ pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Resul
         public_url: public_url.into(),
         pool: pool.clone(),
     };
-    axum::serve(listener, routes::router(state))
+    let app = routes::router(state).layer(axum::middleware::from_fn(ops::http_metrics));
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .map_err(ServeError::Serve)?;

@@ -159,9 +159,28 @@ impl DrainEstimator {
     }
 }
 
+/// How long workers draining at `rate` (messages per second) take to empty a lane `depth`
+/// deep: 0 for an empty lane, infinite for a lane nothing drains.
+pub fn drain_seconds(depth: u64, rate: f64) -> f64 {
+    if depth == 0 {
+        0.0
+    } else if rate > 0.0 {
+        depth as f64 / rate
+    } else {
+        f64::INFINITY
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drain_time_is_depth_over_rate() {
+        assert_eq!(drain_seconds(0, 0.0), 0.0);
+        assert_eq!(drain_seconds(500, 250.0), 2.0);
+        assert!(drain_seconds(1, 0.0).is_infinite());
+    }
 
     const TICK: Duration = Duration::from_secs(1);
 

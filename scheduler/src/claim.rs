@@ -36,10 +36,12 @@ pub struct Claimed {
     pub variables: sqlx::types::Json<Map<String, Value>>,
 }
 
-/// Makes `scheduled` campaigns whose start time has come `running`; returns their ids.
+/// Makes `scheduled` campaigns whose start time has come `running`; returns their ids. A
+/// campaign started for later counts as started at its start time (one started now already
+/// has its `started_at`, from the start request).
 pub async fn activate_due_campaigns(pool: &PgPool) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
     sqlx::query_as(
-        "UPDATE campaigns SET status = 'running', started_at = coalesce(started_at, now())
+        "UPDATE campaigns SET status = 'running', started_at = coalesce(started_at, start_at)
          WHERE status = 'scheduled' AND start_at <= now()
          RETURNING id, tenant_id",
     )

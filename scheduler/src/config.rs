@@ -1,12 +1,16 @@
 //! The scheduler's settings, from flags or `HERALD_*` environment variables.
 
 use herald_shared::config::Connections;
+use herald_shared::ops::OpsConfig;
 use std::time::Duration;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SchedulerConfig {
     #[command(flatten)]
     pub connections: Connections,
+
+    #[command(flatten)]
+    pub ops: OpsConfig,
 
     /// Milliseconds between ticks; each tick publishes one fair batch.
     #[arg(long, env = "HERALD_TICK_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(50..=60_000))]

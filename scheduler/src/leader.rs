@@ -4,6 +4,7 @@
 //! connection and frees the lock, and a standby's next attempt (every tick) takes over. The
 //! leader checks its connection every tick and steps down the moment it is lost.
 
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use std::time::Duration;
 
@@ -12,15 +13,15 @@ use std::time::Duration;
 const LOCK_KEY: i64 = 0x6865_7261_6c64_5343;
 
 pub struct Leadership {
-    url: String,
+    options: PgConnectOptions,
     connection: Option<PgConnection>,
     leading: bool,
 }
 
 impl Leadership {
-    pub fn new(url: &str) -> Self {
+    pub fn new(options: PgConnectOptions) -> Self {
         Self {
-            url: url.to_owned(),
+            options,
             connection: None,
             leading: false,
         }
@@ -60,7 +61,7 @@ impl Leadership {
 
     async fn try_lead(&mut self) -> Result<bool, sqlx::Error> {
         if self.connection.is_none() {
-            self.connection = Some(PgConnection::connect(&self.url).await?);
+            self.connection = Some(PgConnection::connect_with(&self.options).await?);
         }
         let Some(connection) = self.connection.as_mut() else {
             return Ok(false);

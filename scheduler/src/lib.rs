@@ -9,7 +9,9 @@
 //! - [`publish`]: publishing with confirms.
 //! - [`sweeper`]: recovering lost claims and leases; completing campaigns.
 //! - [`tick`]: one tick, end to end.
+//! - [`backlog`]: the work left, per provider and tenant (the autoscaling metric).
 
+pub mod backlog;
 pub mod backpressure;
 pub mod claim;
 pub mod config;
@@ -20,8 +22,10 @@ pub mod publish;
 pub mod sweeper;
 pub mod tick;
 
+use backlog::Backlog;
 use backpressure::Limits;
 use config::SchedulerConfig;
+use herald_shared::ops::{self, health::Role, metrics as metrics_names};
 use lanes::Lanes;
 use leader::Leadership;
 use publish::Publisher;
@@ -30,23 +34,39 @@ use tick::Ticker;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+/// Where metrics and health are served unless `HERALD_OPS_LISTEN` says otherwise.
+const DEFAULT_OPS_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9410);
+/// How long the broker may take to answer the readiness check.
+const BROKER_CHECK: Duration = Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     Db(#[from] herald_shared::db::DbError),
     #[error(transparent)]
     Publish(#[from] publish::PublishError),
+    #[error(transparent)]
+    Ops(#[from] herald_shared::ops::OpsError),
 }
 
 /// Runs until `shutdown` is cancelled; a tick in progress is finished first.
 pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result<(), StartError> {
-    let pool = herald_shared::db::connect(
-        &config.connections.database_url,
-        config.connections.db_pool_size,
+    // `leadership`: not ready until it knows whether it leads or stands by.
+    let health = ops::start(
+        &config.ops,
+        DEFAULT_OPS_LISTEN,
+        &["database", "broker", "leadership"],
     )
     .await?;
+    let tls = config.connections.tls();
+    let database_url = config.connections.database_url.expose();
+    let pool =
+        herald_shared::db::connect(database_url, config.connections.db_pool_size, &tls).await?;
+    ops::watch_database(&health, pool.clone());
     let publisher = Publisher::new(
-        &config.connections.amqp_url,
+        config.connections.amqp_url.expose(),
+        &tls,
         Duration::from_millis(config.confirm_timeout_ms),
     )?;
     let lanes = Lanes::new(Limits {
@@ -66,7 +86,8 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
             orphan_after: Duration::from_millis(config.receipt_orphan_after_ms),
         },
     );
-    let mut leadership = Leadership::new(&config.connections.database_url);
+    let mut leadership = Leadership::new(herald_shared::db::options(database_url, &tls)?);
+    let mut backlog = Backlog::default();
     tracing::info!(
         tick_ms = config.tick_ms,
         "scheduler started; contending for leadership"
@@ -88,11 +109,32 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
                 continue;
             }
         }
-        if !leadership.refresh().await {
+        // Leader or standby, a scheduler that cannot reach the broker is not ready: a
+        // standby could not take over.
+        let broker = tokio::time::timeout(BROKER_CHECK, ticker.check_broker()).await;
+        health.report(
+            "broker",
+            match broker {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err(format!("no answer within {BROKER_CHECK:?}")),
+            },
+        );
+        let leading = leadership.refresh().await;
+        health.set_role(if leading { Role::Leader } else { Role::Standby });
+        health.report("leadership", Ok(()));
+        metrics::gauge!(metrics_names::LEADER).set(if leading { 1.0 } else { 0.0 });
+        if !leading {
+            backlog.clear();
             continue;
         }
+        let started = std::time::Instant::now();
         if let Err(error) = ticker.run().await {
             tracing::warn!(%error, "tick failed; retrying next tick");
+        }
+        metrics::histogram!(metrics_names::TICK_DURATION).record(started.elapsed().as_secs_f64());
+        if let Err(error) = backlog.measure(&pool).await {
+            tracing::warn!(%error, "cannot measure the backlog now");
         }
     }
     leadership.resign().await;

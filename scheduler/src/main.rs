@@ -27,7 +27,13 @@ async fn main() -> anyhow::Result<()> {
     herald_shared::telemetry::init("herald-scheduler");
     match cli.command.unwrap_or(Command::Run) {
         Command::Migrate => {
-            let pool = herald_shared::db::connect(&cli.config.connections.database_url, 2).await?;
+            let connections = &cli.config.connections;
+            let pool = herald_shared::db::connect(
+                connections.database_url.expose(),
+                2,
+                &connections.tls(),
+            )
+            .await?;
             herald_shared::db::migrate(&pool).await?;
             tracing::info!("migrations applied");
         }

@@ -4,13 +4,15 @@
 //! confirms awaited together (never one publish at a time, which is fsync-bound). A message
 //! counts as published only on a positive, routed confirm within the timeout.
 
-use deadpool_lapin::{Pool, Runtime};
 use futures::future::join_all;
+use herald_shared::config::Tls;
+use herald_shared::ops::metrics as metrics_names;
 use herald_shared::queue::message::DispatchMessage;
+use herald_shared::queue::pool::{Pool, PooledConnection};
 use herald_shared::queue::topology;
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Channel, ConnectionProperties};
+use lapin::{BasicProperties, Channel};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -32,25 +34,17 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(amqp_urls: &str, confirm_timeout: Duration) -> Result<Self, PublishError> {
+    pub fn new(
+        amqp_urls: &str,
+        tls: &Tls,
+        confirm_timeout: Duration,
+    ) -> Result<Self, PublishError> {
         let pools = herald_shared::queue::nodes(amqp_urls)
             .into_iter()
-            .map(|url| {
-                let config = deadpool_lapin::Config {
-                    url: Some(url.to_owned()),
-                    ..Default::default()
-                };
-                config
-                    .create_pool(
-                        || {
-                            ConnectionProperties::default()
-                                .with_connection_name("herald-scheduler".into())
-                        },
-                        Runtime::Tokio1,
-                    )
-                    .map_err(|e| PublishError::Pool(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            // One channel is used at a time; a second connection covers a replacement.
+            .map(|url| herald_shared::queue::pool::node_pool(url, "herald-scheduler", tls, 2))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PublishError::Pool(e.to_string()))?;
         if pools.is_empty() {
             return Err(PublishError::Pool("no RabbitMQ URL".into()));
         }
@@ -63,7 +57,7 @@ impl Publisher {
     }
 
     /// A connection from the first node that answers, starting with the last one that did.
-    async fn connection(&mut self) -> Result<deadpool_lapin::Object, PublishError> {
+    async fn connection(&mut self) -> Result<PooledConnection, PublishError> {
         let mut last = String::new();
         for step in 0..self.pools.len() {
             let index = (self.current + step) % self.pools.len();
@@ -100,10 +94,20 @@ impl Publisher {
     /// Ready messages in a provider's lane (declared first if it is new).
     pub async fn lane_depth(&mut self, provider_id: Uuid) -> Result<u32, PublishError> {
         let channel = self.channel().await?;
-        topology::declare_lane(&channel, provider_id)
+        let state = topology::declare_lane(&channel, provider_id)
             .await
-            .inspect_err(|_| self.channel = None)
-            .map_err(Into::into)
+            .inspect_err(|_| self.channel = None)?;
+        let lane = provider_id.to_string();
+        metrics::gauge!(metrics_names::LANE_QUEUE_DEPTH, "lane" => lane.clone())
+            .set(f64::from(state.ready));
+        metrics::gauge!(metrics_names::LANE_CONSUMERS, "lane" => lane)
+            .set(f64::from(state.consumers));
+        Ok(state.ready)
+    }
+
+    /// Whether the broker can be reached: a channel is open or can be opened.
+    pub async fn check(&mut self) -> Result<(), PublishError> {
+        self.channel().await.map(|_| ())
     }
 
     /// Publishes `messages` in order, each to its provider's lane (which must have been

@@ -5,8 +5,9 @@ use crate::claim::{self, ActiveCampaign, Claimed};
 use crate::fairness::{self, Demand};
 use crate::lanes::Lanes;
 use crate::publish::{PublishError, Publisher};
-use crate::sweeper;
+use crate::{backpressure, sweeper};
 use herald_shared::domain::Channel;
+use herald_shared::ops::metrics as metrics_names;
 use herald_shared::queue::message::{DispatchMessage, FORMAT_VERSION};
 use herald_shared::receipts;
 use herald_shared::template;
@@ -104,6 +105,11 @@ impl Ticker {
                 }
             }
         }
+    }
+
+    /// Whether the broker can be reached (the readiness check).
+    pub async fn check_broker(&mut self) -> Result<(), PublishError> {
+        self.publisher.check().await
     }
 
     #[tracing::instrument(name = "tick", skip_all, fields(tick = self.count))]
@@ -233,6 +239,7 @@ impl Ticker {
         let free_lines: BTreeMap<Uuid, i64> =
             claim::free_lines(pool, &ids).await?.into_iter().collect();
         let mut budgets: BTreeMap<Uuid, u32> = BTreeMap::new();
+        let mut depths: BTreeMap<Uuid, u64> = BTreeMap::new();
         for &provider in &involved {
             if pass == Pass::TopUp && !self.lanes.needs_top_up(provider) {
                 continue;
@@ -248,6 +255,7 @@ impl Ticker {
                 let free = u64::try_from(free).unwrap_or(0).saturating_sub(depth);
                 budget = budget.min(u32::try_from(free).unwrap_or(u32::MAX));
             }
+            depths.insert(provider, depth);
             report.depth += depth;
             report.budget += budget;
             budgets.insert(provider, budget);
@@ -337,7 +345,16 @@ impl Ticker {
                 u32::try_from(published).unwrap_or(u32::MAX),
                 budget,
             );
-            tracing::debug!(%provider, budget, published, drain_rate = self.lanes.rate(provider) as u64, "lane");
+            let rate = self.lanes.rate(provider);
+            let lane = provider.to_string();
+            metrics::counter!(metrics_names::LANE_PUBLISHED, "lane" => lane.clone())
+                .increment(published as u64);
+            metrics::gauge!(metrics_names::LANE_DRAIN_RATE, "lane" => lane.clone()).set(rate);
+            if let Some(&depth) = depths.get(&provider) {
+                metrics::gauge!(metrics_names::LANE_DRAIN, "lane" => lane)
+                    .set(backpressure::drain_seconds(depth, rate));
+            }
+            tracing::debug!(%provider, budget, published, drain_rate = rate as u64, "lane");
         }
         report.published = batch.messages.len() - unconfirmed.len();
         report.unconfirmed = unconfirmed.len();
@@ -372,7 +389,11 @@ impl Ticker {
                 continue;
             }
             match claim::claim(&self.pool, campaigns[index].id, i64::from(count)).await {
-                Ok(rows) => claimed[index] = rows.into(),
+                Ok(rows) => {
+                    metrics::histogram!(metrics_names::BATCH_SIZE).record(rows.len() as f64);
+                    metrics::counter!(metrics_names::CLAIMED).increment(rows.len() as u64);
+                    claimed[index] = rows.into();
+                }
                 Err(error) => {
                     let taken: Vec<(i64, i32)> = claimed
                         .iter()

@@ -188,7 +188,8 @@ pub async fn start_campaign(
     at: Option<DateTime<Utc>>,
 ) -> Result<(), CatalogError> {
     let updated = sqlx::query(
-        "UPDATE campaigns SET status = 'scheduled', start_at = coalesce($2, now())
+        "UPDATE campaigns SET status = 'scheduled', start_at = coalesce($2, now()),
+                started_at = CASE WHEN coalesce($2, now()) <= now() THEN now() END
          WHERE id = $1 AND status = 'draft'",
     )
     .bind(id)

@@ -6,16 +6,21 @@
 //! and exits non-zero without a panic.
 
 use clap::Parser;
+use secrecy::{ExposeSecret, SecretString};
+use std::path::PathBuf;
 
 /// Connection settings every service needs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Connections {
     /// PostgreSQL URL, with an explicit user, e.g. postgres://herald:herald@127.0.0.1:5432/herald
+    /// (TLS: add ?sslmode=require, or verify-full to check the server's name and
+    /// certificate against the system's roots and HERALD_TLS_CA_FILE).
     #[arg(long, env = "HERALD_DATABASE_URL", value_parser = parse_database_url)]
-    pub database_url: String,
+    pub database_url: SecretUrl,
 
-    /// RabbitMQ URL; the path is the vhost (`%2f` for the default one). A cluster: the URL
-    /// of each node, separated by commas (a connection goes to the first that answers,
+    /// RabbitMQ URL; the path is the vhost (`%2f` for the default one); amqps:// for TLS,
+    /// verified against the system's roots and HERALD_TLS_CA_FILE. A cluster: the URL of
+    /// each node, separated by commas (a connection goes to the first that answers,
     /// starting from a different one in each process).
     #[arg(
         long,
@@ -23,14 +28,71 @@ pub struct Connections {
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
         value_parser = parse_amqp_url
     )]
-    pub amqp_url: String,
+    pub amqp_url: SecretUrl,
+
+    /// A PEM file of CA certificates trusted, besides the system's, for TLS to PostgreSQL
+    /// and RabbitMQ (a managed service's private CA).
+    #[arg(long, env = "HERALD_TLS_CA_FILE", value_parser = parse_ca_file)]
+    pub tls_ca_file: Option<PathBuf>,
 
     /// Maximum PostgreSQL connections in this process's pool.
     #[arg(long, env = "HERALD_DB_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=200))]
     pub db_pool_size: u32,
 }
 
-fn parse_database_url(value: &str) -> Result<String, String> {
+impl Connections {
+    /// The TLS trust settings for both connections.
+    pub fn tls(&self) -> Tls {
+        Tls {
+            ca_file: self.tls_ca_file.clone(),
+        }
+    }
+}
+
+/// What TLS connections trust beyond the system's roots.
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A URL that may carry a password: usable, but shown with the password masked (by
+/// `Debug` and [`SecretUrl::redacted`]), and wiped from memory when dropped.
+#[derive(Clone)]
+pub struct SecretUrl(SecretString);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(SecretString::from(url.into()))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The URL (or comma-separated URLs) with every password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        self.expose()
+            .split(',')
+            .map(|one| match url::Url::parse(one.trim()) {
+                Ok(mut url) if url.password().is_some() => {
+                    let _ = url.set_password(Some("***"));
+                    url.to_string()
+                }
+                Ok(url) => url.to_string(),
+                Err(_) => "<unparsable URL>".to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+fn parse_database_url(value: &str) -> Result<SecretUrl, String> {
     if !(value.starts_with("postgres://") || value.starts_with("postgresql://")) {
         return Err("must start with postgres:// or postgresql://".into());
     }
@@ -38,7 +100,18 @@ fn parse_database_url(value: &str) -> Result<String, String> {
     if !rest.contains('@') {
         return Err("must name the user explicitly (postgres://USER:PASSWORD@HOST/DB)".into());
     }
-    Ok(value.to_owned())
+    value
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+    Ok(SecretUrl::new(value))
+}
+
+fn parse_ca_file(value: &str) -> Result<PathBuf, String> {
+    let text = std::fs::read_to_string(value).map_err(|e| format!("cannot read {value}: {e}"))?;
+    if !text.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!("{value} holds no PEM certificate"));
+    }
+    Ok(PathBuf::from(value))
 }
 
 /// A public base URL (the receipt receiver's, as providers reach it): http(s), a host, no
@@ -54,13 +127,14 @@ pub fn parse_public_url(value: &str) -> Result<String, String> {
     Ok(value.trim_end_matches('/').to_owned())
 }
 
-fn parse_amqp_url(value: &str) -> Result<String, String> {
+fn parse_amqp_url(value: &str) -> Result<SecretUrl, String> {
     for node in value.split(',').map(str::trim) {
         if !(node.starts_with("amqp://") || node.starts_with("amqps://")) {
             return Err("each URL must start with amqp:// (or amqps://)".into());
         }
+        url::Url::parse(node).map_err(|e| format!("not a URL: {e}"))?;
     }
-    Ok(value.to_owned())
+    Ok(SecretUrl::new(value))
 }
 
 /// Parses the process's arguments and environment into `T`.
@@ -143,5 +217,39 @@ mod tests {
         assert!(parse_amqp_url("amqp://guest:guest@127.0.0.1:5672/%2f").is_ok());
         assert!(parse_amqp_url("amqp://a:5672/%2f, amqp://b:5673/%2f").is_ok());
         assert!(parse_amqp_url("amqp://a:5672/%2f,http://b").is_err());
+    }
+
+    #[test]
+    fn passwords_never_show_in_debug_output() {
+        let db =
+            parse_database_url("postgres://herald:hunter2@db:5432/herald?sslmode=require").unwrap();
+        let amqp =
+            parse_amqp_url("amqps://u:s3cret@a:5671/%2f,amqps://u:s3cret@b:5671/%2f").unwrap();
+        let shown = format!("{db:?} {amqp:?} {}", amqp.redacted());
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        assert!(shown.contains("postgres://herald:***@db:5432/herald?sslmode=require"));
+        assert!(shown.contains("amqps://u:***@b:5671/%2f"));
+        assert_eq!(
+            db.expose(),
+            "postgres://herald:hunter2@db:5432/herald?sslmode=require"
+        );
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_a_certificate() {
+        assert!(parse_ca_file("/nonexistent/ca.pem").is_err());
+        let path = std::env::temp_dir().join(format!("herald-ca-{}.pem", std::process::id()));
+        std::fs::write(&path, "not a certificate").unwrap();
+        assert!(parse_ca_file(path.to_str().unwrap()).is_err());
+        std::fs::write(
+            &path,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        assert!(parse_ca_file(path.to_str().unwrap()).is_ok());
+        let _ = std::fs::remove_file(path);
     }
 }

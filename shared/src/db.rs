@@ -1,7 +1,9 @@
 //! PostgreSQL: the pool and the migrations.
 
+use crate::config::Tls;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::str::FromStr;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -15,12 +17,24 @@ pub enum DbError {
 /// The migrations in `migrations/`, embedded in every binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
+/// The connection options of `url`, trusting `tls`'s CA file besides the system's roots
+/// (the URL's own `sslrootcert` wins). Whether TLS is used, and how strictly, is the URL's
+/// `sslmode`.
+pub fn options(url: &str, tls: &Tls) -> Result<PgConnectOptions, DbError> {
+    let options = PgConnectOptions::from_str(url).map_err(DbError::Connect)?;
+    let has_root = url.contains("sslrootcert=");
+    Ok(match &tls.ca_file {
+        Some(ca_file) if !has_root => options.ssl_root_cert(ca_file),
+        _ => options,
+    })
+}
+
 /// Opens a pool; fails fast (5 s) if the database cannot be reached at start.
-pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DbError> {
+pub async fn connect(url: &str, max_connections: u32, tls: &Tls) -> Result<PgPool, DbError> {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect_with(options(url, tls)?)
         .await
         .map_err(DbError::Connect)
 }

@@ -1,7 +1,7 @@
 //! Herald's shared library: what the scheduler, the workers and the tools agree on.
 //!
 //! - [`config`]: command-line / environment configuration common to every service.
-//! - [`telemetry`]: tracing set-up.
+//! - [`telemetry`]: tracing set-up; [`ops`]: metrics, liveness and readiness.
 //! - [`domain`]: channels, campaign and recipient states, and which states are terminal.
 //! - [`db`]: connecting to PostgreSQL and running the migrations.
 //! - [`queue`]: RabbitMQ topology and the dispatch message format.
@@ -22,6 +22,7 @@ pub mod config;
 pub mod db;
 pub mod delivery;
 pub mod domain;
+pub mod ops;
 pub mod progress;
 pub mod provider_config;
 pub mod queue;

@@ -23,6 +23,7 @@ pub use anyhow::Result;
 
 pub mod proxy;
 pub mod services;
+pub mod tls;
 
 const DB_HOST: &str = "herald:herald@127.0.0.1:5432";
 
@@ -43,6 +44,11 @@ fn admin_url() -> String {
 fn rabbit_api() -> String {
     std::env::var("HERALD_TEST_RABBIT_API")
         .unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".into())
+}
+
+/// The path of a built binary of the workspace.
+pub fn binary(name: &str) -> PathBuf {
+    bin_dir().join(name)
 }
 
 /// The directory holding the workspace's built binaries (next to this test's own executable).
@@ -66,6 +72,8 @@ pub struct Service {
     pub name: String,
     child: Child,
     pub log: PathBuf,
+    /// Its ops listener: /metrics, /livez, /readyz.
+    pub ops_url: String,
 }
 
 impl Service {
@@ -164,7 +172,7 @@ impl TestEnv {
         let mut database_url = url::Url::parse(&admin_db_url)?;
         database_url.set_path(&name);
         let database_url = database_url.to_string();
-        let pool = herald_shared::db::connect(&database_url, 5).await?;
+        let pool = herald_shared::db::connect(&database_url, 5, &Default::default()).await?;
         herald_shared::db::migrate(&pool).await?;
 
         let http = reqwest::Client::new();
@@ -221,8 +229,14 @@ impl TestEnv {
             Uuid::new_v4().simple()
         ));
         let file = std::fs::File::create(&log)?;
+        // Every service gets an ops listener of its own: the defaults would collide.
+        let ops_listen = match env.iter().find(|(k, _)| *k == "HERALD_OPS_LISTEN") {
+            Some((_, listen)) => listen.clone(),
+            None => format!("127.0.0.1:{}", free_port()?),
+        };
         let child = Command::new(bin_dir().join(binary))
             .args(args)
+            .env("HERALD_OPS_LISTEN", &ops_listen)
             .env("HERALD_DATABASE_URL", &self.process_database_url)
             .env("HERALD_AMQP_URL", &self.process_amqp_url)
             .env(
@@ -238,6 +252,7 @@ impl TestEnv {
             name: binary.to_owned(),
             child,
             log,
+            ops_url: format!("http://{ops_listen}"),
         })
     }
 
@@ -286,6 +301,11 @@ impl TestEnv {
         self.receiver = Some(service);
         self.receiver_url = Some(url.clone());
         Ok(url)
+    }
+
+    /// The receiver's process, once started.
+    pub fn receiver_service(&self) -> Option<&Service> {
+        self.receiver.as_ref()
     }
 
     /// The receiver's process id, once started.
@@ -531,6 +551,30 @@ impl TestEnv {
             .await
     }
 
+    /// A service's metrics, as Prometheus scrapes them.
+    pub async fn scrape(&self, service: &Service) -> Result<String> {
+        Ok(self
+            .http
+            .get(format!("{}/metrics", service.ops_url))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?)
+    }
+
+    /// A service's readiness: the HTTP status and the body.
+    pub async fn readiness(&self, service: &Service) -> Result<(u16, Value)> {
+        let response = self
+            .http
+            .get(format!("{}/readyz", service.ops_url))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
     /// GETs `url` and decodes its JSON answer (an error for any non-2xx).
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T> {
         Ok(self
@@ -564,7 +608,10 @@ impl TestEnv {
 
     /// Opens an AMQP connection to this test's vhost.
     pub async fn amqp(&self) -> Result<lapin::Connection> {
-        Ok(herald_shared::queue::connect(&self.amqp_url, "herald-tests").await?)
+        Ok(
+            herald_shared::queue::connect(&self.amqp_url, "herald-tests", &Default::default())
+                .await?,
+        )
     }
 }
 
@@ -605,6 +652,41 @@ fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// The sum of metric `name`'s samples in Prometheus text `text` whose labels include every
+/// `name="value"` of `labels`; `None` when no sample matches.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut total = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (metric, tags) = match series.split_once('{') {
+            Some((metric, tags)) => (metric, tags.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric != name
+            || !labels
+                .iter()
+                .all(|(k, v)| tags.split(',').any(|t| t == format!("{k}=\"{v}\"")))
+        {
+            continue;
+        }
+        if let Ok(value) = value.parse::<f64>() {
+            *total.get_or_insert(0.0) += value;
+        }
+    }
+    total
+}
+
+/// The metric names a Prometheus text exposes (histograms by their base name).
+pub fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Polls `condition` every 50 ms until it holds or `timeout` passes.

@@ -92,10 +92,21 @@ pub struct PrivatePostgres {
     bin: PathBuf,
     dir: PathBuf,
     pub port: u16,
+    /// Takes TLS connections only (`hostssl`), with the certificate in its data directory.
+    tls: bool,
 }
 
 impl PrivatePostgres {
     pub fn start() -> Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// One that takes only TLS connections, with `certs`' server certificate.
+    pub fn start_tls(certs: &crate::tls::Certificates) -> Result<Self> {
+        Self::start_with(Some(certs))
+    }
+
+    fn start_with(certs: Option<&crate::tls::Certificates>) -> Result<Self> {
         let bin = postgres_bin()?;
         let dir = scratch("herald-pg", "postgres")?;
         let data = dir.join("data");
@@ -115,10 +126,34 @@ impl PrivatePostgres {
                 &[],
             )?,
         )?;
+        if let Some(certs) = certs {
+            certs.install(&data)?;
+            // Loopback TCP only over TLS: a plain connection is refused, so one that works
+            // is encrypted.
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )?;
+            check(
+                "chown",
+                as_root(
+                    "chown",
+                    &["-R", "postgres:postgres", &data.to_string_lossy()],
+                )?,
+            )?;
+            check(
+                "chmod",
+                as_root(
+                    "chmod",
+                    &["600", &data.join("server.key").to_string_lossy()],
+                )?,
+            )?;
+        }
         let pg = Self {
             bin,
             dir,
             port: free_port()?,
+            tls: certs.is_some(),
         };
         pg.start_again()?;
         Ok(pg)
@@ -135,12 +170,15 @@ impl PrivatePostgres {
 
     /// Starts it (again), and waits until it takes connections.
     pub fn start_again(&self) -> Result<()> {
-        let options = format!(
+        let mut options = format!(
             "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} \
              -c max_connections=300 -c shared_buffers=64MB",
             self.port,
             self.dir.to_string_lossy()
         );
+        if self.tls {
+            options.push_str(" -c ssl=on -c ssl_cert_file=server.pem -c ssl_key_file=server.key");
+        }
         let log = self.dir.join("postgres.log");
         check(
             "pg_ctl start",
@@ -207,14 +245,48 @@ fn postgres_bin() -> Result<PathBuf> {
 pub struct RabbitNode {
     pub name: String,
     pub port: u16,
+    /// Its TLS listener, where it has one.
+    pub tls_port: Option<u16>,
     dist_port: u16,
     dir: PathBuf,
 }
 
 impl RabbitNode {
     pub fn start(label: &str) -> Result<Self> {
+        Self::start_with(label, None)
+    }
+
+    /// One with a TLS listener too, with `certs`' server certificate.
+    pub fn start_tls(label: &str, certs: &crate::tls::Certificates) -> Result<Self> {
+        Self::start_with(label, Some(certs))
+    }
+
+    fn start_with(label: &str, certs: Option<&crate::tls::Certificates>) -> Result<Self> {
         let dir = scratch(&format!("herald-rmq-{label}"), "rabbitmq")?;
         std::fs::write(dir.join("enabled_plugins"), "[].\n")?;
+        let tls_port = match certs {
+            Some(certs) => {
+                certs.install(&dir)?;
+                let port = free_port()?;
+                let d = |f: &str| dir.join(f).to_string_lossy().into_owned();
+                std::fs::write(
+                    dir.join("rabbitmq.conf"),
+                    format!(
+                        "listeners.ssl.default = {port}\n\
+                         ssl_options.cacertfile = {}\n\
+                         ssl_options.certfile = {}\n\
+                         ssl_options.keyfile = {}\n\
+                         ssl_options.verify = verify_none\n\
+                         ssl_options.fail_if_no_peer_cert = false\n",
+                        d("ca.pem"),
+                        d("server.pem"),
+                        d("server.key")
+                    ),
+                )?;
+                Some(port)
+            }
+            None => None,
+        };
         std::fs::create_dir_all(dir.join("log"))?;
         check(
             "chown",
@@ -229,6 +301,7 @@ impl RabbitNode {
                 &uuid::Uuid::new_v4().simple().to_string()[..6]
             ),
             port: free_port()?,
+            tls_port,
             dist_port: free_port()?,
             dir,
         };
@@ -372,6 +445,12 @@ impl RabbitNode {
     /// The AMQP URL of the node's default vhost.
     pub fn amqp_url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// The same over TLS, where the node has a TLS listener.
+    pub fn amqps_url(&self) -> Option<String> {
+        self.tls_port
+            .map(|port| format!("amqps://guest:guest@127.0.0.1:{port}/%2f"))
     }
 }
 

@@ -188,7 +188,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
         errors.push(row.error);
         delays.push(row.delay.map(|d| d.as_secs_f64()));
     }
-    sqlx::query(
+    let first_sends: Vec<Option<f64>> = sqlx::query_scalar(
         "WITH o AS (
              SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[], $8::uuid[])
                  AS o(id, seq, state, message_id, error, delay, throttled, provider)
@@ -249,7 +249,8 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
          )
          UPDATE campaigns c SET first_sent_at = now()
          WHERE c.first_sent_at IS NULL
-           AND c.id IN (SELECT campaign_id FROM recorded WHERE state = 'sent')",
+           AND c.id IN (SELECT campaign_id FROM recorded WHERE state = 'sent')
+         RETURNING extract(epoch FROM c.first_sent_at - c.started_at)::float8",
     )
     .bind(&ids)
     .bind(&seqs)
@@ -260,8 +261,13 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
     .bind(&throttles)
     .bind(&providers)
     .bind(herald_shared::delivery::FINAL_RANK)
-    .execute(pool)
+    .fetch_all(pool)
     .await?;
+    // The statement that records a campaign's first send is the one place that knows it.
+    for seconds in first_sends.into_iter().flatten() {
+        metrics::histogram!(herald_shared::ops::metrics::TIME_TO_FIRST_SEND)
+            .record(seconds.max(0.0));
+    }
     Ok(())
 }
 

@@ -1,12 +1,16 @@
 //! The worker's settings, from flags or `HERALD_*` environment variables.
 
 use herald_shared::config::Connections;
+use herald_shared::ops::OpsConfig;
 use std::time::Duration;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerConfig {
     #[command(flatten)]
     pub connections: Connections,
+
+    #[command(flatten)]
+    pub ops: OpsConfig,
 
     /// Deliveries this worker holds at once per provider lane; each is one provider request
     /// in flight, so this is the worker's concurrency per provider (a provider's fleet-wide

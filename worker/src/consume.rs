@@ -12,6 +12,9 @@ use crate::delivery::{self, Context};
 use crate::fleet;
 use crate::in_flight::InFlight;
 use futures::StreamExt;
+use herald_shared::config::Tls;
+use herald_shared::ops::health::Health;
+use herald_shared::ops::metrics::BREAKER_OPEN;
 use herald_shared::queue::{self, topology};
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -50,6 +53,9 @@ pub struct Settings<'a> {
     /// Most deliveries held per lane.
     pub prefetch: u16,
     pub drain_timeout: Duration,
+    pub tls: Tls,
+    /// Where the broker's state is reported (readiness).
+    pub health: Health,
 }
 
 /// Consumes until `shutdown`; each delivery runs as a task on `tracker`.
@@ -64,6 +70,7 @@ pub async fn run(
         match session(&ctx, &settings, tracker, shutdown, &mut backoff).await {
             Ok(()) => break,
             Err(error) => {
+                settings.health.report("broker", Err(error.to_string()));
                 tracing::warn!(%error, retry_in = ?backoff, "broker connection lost; reconnecting")
             }
         }
@@ -114,9 +121,10 @@ async fn session(
     shutdown: &CancellationToken,
     backoff: &mut Duration,
 ) -> Result<(), ConsumeError> {
-    let connection = queue::connect(settings.amqp_url, "herald-worker").await?;
+    let connection = queue::connect(settings.amqp_url, "herald-worker", &settings.tls).await?;
     let control = connection.create_channel().await?;
     topology::declare(&control).await?;
+    settings.health.report("broker", Ok(()));
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<Ended>();
     let mut lanes: HashMap<Uuid, Lane> = HashMap::new();
     let mut generation = 0u64;
@@ -174,6 +182,19 @@ async fn session(
                 if let Err(error) = ctx.breakers.sync().await {
                     tracing::warn!(%error, "cannot read the fleet's circuit breakers");
                 }
+                for provider in wanted.keys() {
+                    let open = ctx.breakers.open_until(*provider).is_some();
+                    metrics::gauge!(BREAKER_OPEN, "provider" => provider.to_string())
+                        .set(if open { 1.0 } else { 0.0 });
+                }
+                settings.health.report(
+                    "broker",
+                    if connection.status().connected() {
+                        Ok(())
+                    } else {
+                        Err("the connection is closed".into())
+                    },
+                );
                 for (provider, &allowed) in &wanted {
                     ctx.in_flight.set(*provider, allowed);
                     // A lane takes deliveries even at a cap of zero: they wait (at most

@@ -19,6 +19,7 @@ use crate::providers::{Provider, Providers};
 use crate::reconcile::{self, Verdict};
 use herald_shared::batch::Batcher;
 use herald_shared::domain::UnknownOutcome;
+use herald_shared::ops::metrics::PACING_SLOTS;
 use herald_shared::queue::message::DispatchMessage;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
@@ -141,13 +142,23 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
         }
     }
 
+    let label = decision.metric_label();
     let outcome = Outcome {
         dispatch,
         provider: message.provider_id,
         decision,
     };
     match ctx.record.call(outcome).await {
-        Ok(()) => settle(delivery.ack(BasicAckOptions::default()).await),
+        Ok(()) => {
+            // Counted once written: the counters agree with the database.
+            herald_shared::ops::metrics::message(
+                &message.tenant_id,
+                &message.campaign_id,
+                &message.provider_id,
+                label,
+            );
+            settle(delivery.ack(BasicAckOptions::default()).await)
+        }
         // Only when the worker stops: the delivery stays unacked and goes back to the queue
         // with the channel; its recipient is still `sending`, which the sweeper judges when
         // the lease runs out (a redelivery is acked unsent).
@@ -340,12 +351,17 @@ async fn on_a_slot(
         until: deadline,
     };
     loop {
+        let slots = |result: &'static str| metrics::counter!(PACING_SLOTS, "provider" => provider.id.to_string(), "result" => result);
         let slot = tokio::time::timeout_at(deadline.into(), ctx.pacer.slot(reservation))
             .await
-            .map_err(|_| pacing::TOO_LATE.to_owned())??;
+            .map_err(|_| pacing::TOO_LATE.to_owned())
+            .flatten()
+            .inspect_err(|_| slots("late").increment(1))?;
         if slot > deadline {
+            slots("late").increment(1);
             return Err(pacing::TOO_LATE.into());
         }
+        slots("reserved").increment(1);
         if let Some(result) = ctx
             .on_time
             .send_at(slot, provider.clone(), message.clone())
@@ -353,6 +369,7 @@ async fn on_a_slot(
         {
             return Ok(result);
         }
+        slots("missed").increment(1);
         tracing::debug!("missed a send slot; taking another");
     }
 }

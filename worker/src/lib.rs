@@ -33,6 +33,7 @@ use attempts::{Dispatch, Outcome};
 use config::WorkerConfig;
 use delivery::Context;
 use herald_shared::batch::Batcher;
+use herald_shared::ops;
 use providers::Providers;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -44,6 +45,9 @@ const MAX_BATCH: usize = 500;
 /// Lease and outcome statements each in flight at once: two keep a multi-core PostgreSQL
 /// busy while the next batch gathers (measured: more throughput at 0 ms provider latency).
 const DB_LANES: usize = 2;
+/// Where metrics and health are served unless `HERALD_OPS_LISTEN` says otherwise.
+const DEFAULT_OPS_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9411);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -51,17 +55,30 @@ pub enum StartError {
     Db(#[from] herald_shared::db::DbError),
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Ops(#[from] ops::OpsError),
     #[error("the thread for paced requests: {0}")]
     PacedThread(#[from] std::io::Error),
 }
 
 /// Runs until `shutdown` is cancelled and in-flight work is drained (or the drain times out).
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), StartError> {
+    let health = ops::start(&config.ops, DEFAULT_OPS_LISTEN, &["database", "broker"]).await?;
     let pool = herald_shared::db::connect(
-        &config.connections.database_url,
+        config.connections.database_url.expose(),
         config.connections.db_pool_size,
+        &config.connections.tls(),
     )
     .await?;
+    ops::watch_database(&health, pool.clone());
+    {
+        // Not ready from the first moment of the drain: no new work is sent this way.
+        let (health, shutdown) = (health.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            health.drain();
+        });
+    }
     let lease_grace = Duration::from_millis(config.lease_grace_ms);
 
     // Both writes wait out a database outage, however long, holding their deliveries: an
@@ -135,11 +152,13 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
 
     let tracker = TaskTracker::new();
     let settings = consume::Settings {
-        amqp_url: &config.connections.amqp_url,
+        amqp_url: config.connections.amqp_url.expose(),
         pool: pool.clone(),
         id: uuid::Uuid::new_v4(),
         prefetch: config.prefetch,
         drain_timeout: config.drain_timeout(),
+        tls: config.connections.tls(),
+        health,
     };
     consume::run(ctx, settings, &tracker, &shutdown).await;
     pool.close().await;

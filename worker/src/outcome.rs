@@ -164,6 +164,21 @@ pub enum StatusClass {
     Permanent,
 }
 
+impl Decision {
+    /// The `outcome` label of `herald_messages_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Decision::Sent { .. } => "sent",
+            Decision::Retry { .. } => "retried",
+            Decision::Failed { .. } => "failed",
+            Decision::Expired => "expired",
+            Decision::Throttled { .. } => "throttled",
+            Decision::Deferred { .. } => "deferred",
+            Decision::Unknown { .. } => "unknown",
+        }
+    }
+}
+
 /// Decides the recipient's next state after its `attempts`-th attempt. `unit` is a random
 /// number in `[0, 1)` for the backoff's jitter.
 pub fn decide(result: CallResult, attempts: u32, policy: &Policy, unit: f64) -> Decision {

@@ -7,6 +7,7 @@
 use crate::adapters::{self, Answer, HttpRequest};
 use crate::outcome::CallResult;
 use crate::providers::Provider;
+use herald_shared::ops::metrics as metrics_names;
 use herald_shared::queue::message::DispatchMessage;
 use reqwest::Client;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -17,7 +18,16 @@ pub async fn send(client: &Client, provider: &Provider, message: &DispatchMessag
         provider_id = %provider.id,
         kind = %provider.config.kind(),
     );
-    tracing::Instrument::instrument(call(client, provider, message), span).await
+    let label = provider.id.to_string();
+    let in_flight = metrics::gauge!(metrics_names::PROVIDER_IN_FLIGHT, "provider" => label.clone());
+    in_flight.increment(1.0);
+    // Decremented however the call ends (a dropped future included).
+    let _in_flight = scopeguard::guard((), move |()| in_flight.decrement(1.0));
+    let started = std::time::Instant::now();
+    let result = tracing::Instrument::instrument(call(client, provider, message), span).await;
+    metrics::histogram!(metrics_names::PROVIDER_REQUEST_DURATION, "provider" => label)
+        .record(started.elapsed().as_secs_f64());
+    result
 }
 
 async fn call(client: &Client, provider: &Provider, message: &DispatchMessage) -> CallResult {

@@ -659,7 +659,10 @@ pub async fn start(
         ));
     }
     sqlx::query(
-        "UPDATE campaigns SET status = 'scheduled', start_at = coalesce($2, start_at, now()) WHERE id = $1",
+        // Started now (not at the scheduler's next tick): time to first send counts from here.
+        "UPDATE campaigns SET status = 'scheduled', start_at = coalesce($2, start_at, now()),
+                started_at = CASE WHEN coalesce($2, start_at, now()) <= now() THEN now() END
+         WHERE id = $1",
     )
     .bind(id)
     .bind(request.start_at)

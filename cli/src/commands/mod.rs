@@ -2,6 +2,7 @@
 
 pub mod campaign;
 pub mod contact;
+pub mod probe;
 pub mod provider;
 pub mod segment;
 pub mod tenant;
@@ -26,6 +27,9 @@ pub enum CliError {
     /// credentials that are not JSON): the user's to fix, like a usage error.
     #[error("{0}")]
     Input(String),
+    /// `herald probe`: the service is not healthy (or not there).
+    #[error("unhealthy: {0}")]
+    Unhealthy(String),
     /// Ctrl-C during `--watch`.
     #[error("interrupted")]
     Interrupted,

@@ -4,9 +4,12 @@
 //! claim ticket for one dispatch of one recipient (see [`message::DispatchMessage`]).
 
 pub mod message;
+pub mod pool;
 pub mod topology;
 
-use lapin::{Connection, ConnectionProperties};
+use crate::config::Tls;
+use lapin::tcp::OwnedTLSConfig;
+use lapin::{Connection, ConnectionProperties, DefaultConnectionBuilder};
 
 /// The nodes of `urls` (one URL, or a cluster's, separated by commas), in the order this
 /// process tries them: each process starts from a different one, so a fleet spreads over
@@ -25,22 +28,38 @@ pub fn nodes(urls: &str) -> Vec<&str> {
 }
 
 /// Opens a connection to the first node of `urls` that answers, named after the service, so
-/// `rabbitmqctl list_connections` tells them apart.
-pub async fn connect(urls: &str, service: &str) -> Result<Connection, lapin::Error> {
-    let properties = || {
-        ConnectionProperties::default()
-            .with_connection_name(format!("{service}@{}", std::process::id()).into())
-    };
+/// `rabbitmqctl list_connections` tells them apart. `amqps://` nodes are reached over TLS,
+/// trusting `tls`'s CA file besides the system's roots.
+pub async fn connect(urls: &str, service: &str, tls: &Tls) -> Result<Connection, lapin::Error> {
     let mut nodes = nodes(urls);
     // The last node's error is the one reported (with no node at all, the URL's own).
     let last = nodes.pop().unwrap_or(urls);
     for url in nodes {
-        match Connection::connect(url, properties()).await {
+        match connect_node(url, service, tls).await {
             Ok(connection) => return Ok(connection),
             Err(error) => tracing::debug!(%error, "RabbitMQ node did not answer; trying the next"),
         }
     }
-    Connection::connect(last, properties()).await
+    connect_node(last, service, tls).await
+}
+
+/// One node's connection.
+pub async fn connect_node(url: &str, service: &str, tls: &Tls) -> Result<Connection, lapin::Error> {
+    let properties = ConnectionProperties::default()
+        .with_connection_name(format!("{service}@{}", std::process::id()).into());
+    let cert_chain = match &tls.ca_file {
+        Some(path) => Some(std::fs::read_to_string(path)?),
+        None => None,
+    };
+    DefaultConnectionBuilder::new()?
+        .with_uri_str(url.to_owned())
+        .with_properties(properties)
+        .with_tls_config(OwnedTLSConfig {
+            identity: None,
+            cert_chain,
+        })
+        .connect()
+        .await
 }
 
 #[cfg(test)]

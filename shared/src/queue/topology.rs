@@ -89,7 +89,7 @@ pub async fn declare(channel: &Channel) -> Result<(), lapin::Error> {
 
 /// Declares a provider's lane and answers how many messages are ready in it (the scheduler
 /// measures each lane's depth with this every tick). Idempotent.
-pub async fn declare_lane(channel: &Channel, provider_id: Uuid) -> Result<u32, lapin::Error> {
+pub async fn declare_lane(channel: &Channel, provider_id: Uuid) -> Result<LaneState, lapin::Error> {
     let queue = lane_queue(provider_id);
     let declared = channel
         .queue_declare(
@@ -107,7 +107,18 @@ pub async fn declare_lane(channel: &Channel, provider_id: Uuid) -> Result<u32, l
             FieldTable::default(),
         )
         .await?;
-    Ok(declared.message_count())
+    Ok(LaneState {
+        ready: declared.message_count(),
+        consumers: declared.consumer_count(),
+    })
+}
+
+/// A lane's queue as the broker reported it when declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaneState {
+    /// Messages ready (not yet delivered to a consumer).
+    pub ready: u32,
+    pub consumers: u32,
 }
 
 fn dispatch_queue_arguments() -> FieldTable {

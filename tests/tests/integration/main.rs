@@ -11,6 +11,7 @@ mod dispatch;
 mod failover;
 mod fairness;
 mod isolation;
+mod ops;
 mod receipts;
 mod retries;
 mod web;

@@ -1,0 +1,211 @@
+//! Herald's Prometheus metrics: every name in one place, with its help text and unit.
+//!
+//! Recorded with the `metrics` facade where things happen; rendered by
+//! `metrics-exporter-prometheus` on the ops listener's `/metrics`. Labels stay bounded:
+//! tenants, providers and lanes are few and long-lived; campaign ids (many, short-lived)
+//! label messages only when the operator asks for them (`HERALD_METRICS_CAMPAIGN_LABELS`).
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Messages by outcome: labels `tenant`, `provider`, `outcome` (sent, failed, retried,
+/// throttled, deferred, expired, unknown), and `campaign` where enabled.
+pub const MESSAGES: &str = "herald_messages_total";
+/// Receipts stored, by `provider` and `status`.
+pub const RECEIPTS: &str = "herald_receipts_total";
+/// Webhooks refused, by `reason` (unsigned, bad_signature, no_provider, malformed,
+/// not_stored).
+pub const RECEIPTS_REFUSED: &str = "herald_receipts_refused_total";
+/// Provider requests' duration, by `provider`.
+pub const PROVIDER_REQUEST_DURATION: &str = "herald_provider_request_duration_seconds";
+/// Provider requests in flight in this worker, by `provider`.
+pub const PROVIDER_IN_FLIGHT: &str = "herald_provider_in_flight";
+/// 1 while the provider's circuit breaker is open (requests held back), by `provider`.
+pub const BREAKER_OPEN: &str = "herald_breaker_open";
+/// Send slots of rate-limited providers, by `provider` and `result` (reserved; late: no
+/// slot before the lease's deadline; missed: the request could not start on its slot).
+pub const PACING_SLOTS: &str = "herald_pacing_slots_total";
+/// Messages published into a provider's lane (confirmed), by `lane`.
+pub const LANE_PUBLISHED: &str = "herald_lane_published_total";
+/// Messages ready in a lane's queue at the last tick, by `lane`.
+pub const LANE_QUEUE_DEPTH: &str = "herald_lane_queue_depth_messages";
+/// Consumers (worker lanes) of a lane's queue at the last tick, by `lane`.
+pub const LANE_CONSUMERS: &str = "herald_lane_consumers";
+/// The scheduler's estimate of how fast workers drain a lane, by `lane`.
+pub const LANE_DRAIN_RATE: &str = "herald_lane_drain_rate_messages_per_second";
+/// How long the workers take to drain the lane's current depth at that rate, by `lane`.
+pub const LANE_DRAIN: &str = "herald_lane_drain_seconds";
+/// Duration of each scheduler tick (the leader's).
+pub const TICK_DURATION: &str = "herald_scheduler_tick_duration_seconds";
+/// Recipients claimed per campaign batch.
+pub const BATCH_SIZE: &str = "herald_scheduler_batch_size_recipients";
+/// Recipients claimed for dispatch.
+pub const CLAIMED: &str = "herald_scheduler_claimed_total";
+/// 1 on the leader scheduler, 0 on a standby.
+pub const LEADER: &str = "herald_scheduler_leader";
+/// From a campaign's start (the start request, or its scheduled time) to its first send.
+pub const TIME_TO_FIRST_SEND: &str = "herald_campaign_time_to_first_send_seconds";
+/// The backlog: recipients of running campaigns not yet sent (waiting or in a lane), by
+/// `provider` (a campaign's primary). What worker autoscaling follows.
+pub const RECIPIENTS_DUE: &str = "herald_recipients_due";
+/// The same backlog, by `tenant`.
+pub const TENANT_RECIPIENTS_DUE: &str = "herald_tenant_recipients_due";
+/// HTTP requests served (admin API, receipt receiver), by `route` and `status`.
+pub const HTTP_REQUESTS: &str = "herald_http_requests_total";
+/// HTTP requests' duration, by `route`.
+pub const HTTP_REQUEST_DURATION: &str = "herald_http_request_duration_seconds";
+
+const SECONDS_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+const RECIPIENT_BUCKETS: &[f64] = &[
+    1.0, 10.0, 50.0, 100.0, 200.0, 500.0, 1_000.0, 2_000.0, 5_000.0, 10_000.0, 20_000.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static CAMPAIGN_LABELS: AtomicBool = AtomicBool::new(false);
+
+/// Installs the process-wide recorder (once; later calls return the same handle).
+pub fn install(campaign_labels: bool) -> Result<PrometheusHandle, String> {
+    CAMPAIGN_LABELS.store(campaign_labels, Ordering::Relaxed);
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), RECIPIENT_BUCKETS))
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    describe();
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Whether messages carry a `campaign` label.
+pub fn campaign_labels() -> bool {
+    CAMPAIGN_LABELS.load(Ordering::Relaxed)
+}
+
+/// Counts one message's outcome.
+pub fn message(
+    tenant: &uuid::Uuid,
+    campaign: &uuid::Uuid,
+    provider: &uuid::Uuid,
+    outcome: &'static str,
+) {
+    let mut labels = vec![
+        ("tenant", tenant.to_string()),
+        ("provider", provider.to_string()),
+        ("outcome", outcome.to_owned()),
+    ];
+    if campaign_labels() {
+        labels.push(("campaign", campaign.to_string()));
+    }
+    metrics::counter!(MESSAGES, &labels).increment(1);
+}
+
+fn describe() {
+    describe_counter!(
+        MESSAGES,
+        Unit::Count,
+        "Messages by outcome (sent, failed, retried, throttled, deferred, expired, unknown)"
+    );
+    describe_counter!(
+        RECEIPTS,
+        Unit::Count,
+        "Delivery receipts stored, by provider and status"
+    );
+    describe_counter!(
+        RECEIPTS_REFUSED,
+        Unit::Count,
+        "Receipts refused (bad signature, malformed body)"
+    );
+    describe_histogram!(
+        PROVIDER_REQUEST_DURATION,
+        Unit::Seconds,
+        "Provider API requests' duration"
+    );
+    describe_gauge!(
+        PROVIDER_IN_FLIGHT,
+        Unit::Count,
+        "Provider requests in flight in this worker"
+    );
+    describe_gauge!(
+        BREAKER_OPEN,
+        Unit::Count,
+        "1 while the provider's circuit breaker is open"
+    );
+    describe_counter!(
+        PACING_SLOTS,
+        Unit::Count,
+        "Send slots of rate-limited providers: reserved, late, missed"
+    );
+    describe_counter!(
+        LANE_PUBLISHED,
+        Unit::Count,
+        "Messages published (confirmed) into each provider's lane"
+    );
+    describe_gauge!(
+        LANE_QUEUE_DEPTH,
+        Unit::Count,
+        "Messages ready in each lane's queue at the last tick"
+    );
+    describe_gauge!(
+        LANE_CONSUMERS,
+        Unit::Count,
+        "Consumers of each lane's queue at the last tick"
+    );
+    describe_gauge!(
+        LANE_DRAIN_RATE,
+        Unit::CountPerSecond,
+        "Estimated rate at which workers drain each lane"
+    );
+    describe_gauge!(
+        LANE_DRAIN,
+        Unit::Seconds,
+        "Estimated time for workers to drain each lane's depth"
+    );
+    describe_histogram!(
+        TICK_DURATION,
+        Unit::Seconds,
+        "Duration of the leader scheduler's ticks"
+    );
+    describe_histogram!(
+        BATCH_SIZE,
+        Unit::Count,
+        "Recipients claimed per campaign batch"
+    );
+    describe_counter!(CLAIMED, Unit::Count, "Recipients claimed for dispatch");
+    describe_gauge!(
+        LEADER,
+        Unit::Count,
+        "1 on the leader scheduler, 0 on a standby"
+    );
+    describe_histogram!(
+        TIME_TO_FIRST_SEND,
+        Unit::Seconds,
+        "From a campaign's start request to its first send"
+    );
+    describe_gauge!(
+        RECIPIENTS_DUE,
+        Unit::Count,
+        "Recipients of running campaigns not yet sent, by provider"
+    );
+    describe_gauge!(
+        TENANT_RECIPIENTS_DUE,
+        Unit::Count,
+        "Recipients of running campaigns not yet sent, by tenant"
+    );
+    describe_counter!(
+        HTTP_REQUESTS,
+        Unit::Count,
+        "HTTP requests served, by route and status"
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION,
+        Unit::Seconds,
+        "HTTP requests' duration, by route"
+    );
+}

@@ -1,0 +1,191 @@
+//! What operators reach on every long-running service: Prometheus metrics, liveness and
+//! readiness, on a listener of its own (`HERALD_OPS_LISTEN`), apart from any public port.
+//!
+//! - [`metrics`]: every metric's name, help and unit; the recorder.
+//! - [`health`]: the readiness decision and the state the service's tasks report into.
+
+pub mod health;
+pub mod metrics;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use health::Health;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// The ops listener's settings, shared by every long-running binary.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OpsConfig {
+    /// Address of the ops listener (GET /metrics, /livez, /readyz), or `off`. Defaults:
+    /// scheduler 127.0.0.1:9410, worker 127.0.0.1:9411, receiver 127.0.0.1:9412, admin
+    /// 127.0.0.1:9413 (use 0.0.0.0:PORT in a container).
+    #[arg(long, env = "HERALD_OPS_LISTEN", value_parser = parse_listen)]
+    pub ops_listen: Option<Listen>,
+
+    /// Label message counters with their campaign id too: one series per campaign, so only
+    /// where campaigns are few (tenant, provider and outcome are always labels).
+    #[arg(long, env = "HERALD_METRICS_CAMPAIGN_LABELS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub metrics_campaign_labels: bool,
+}
+
+/// Where the ops listener listens, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    At(SocketAddr),
+    Off,
+}
+
+fn parse_listen(value: &str) -> Result<Listen, String> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(Listen::Off);
+    }
+    value
+        .parse()
+        .map(Listen::At)
+        .map_err(|_| "must be HOST:PORT (an IP address and a port) or `off`".into())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error("metrics: {0}")]
+    Metrics(String),
+    #[error("cannot listen on {addr} for metrics and health (HERALD_OPS_LISTEN): {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Installs the metrics recorder and starts the ops listener (unless `off`); returns the
+/// health the service's tasks report into, with `checks` failing until first reported.
+pub async fn start(
+    config: &OpsConfig,
+    default_listen: SocketAddr,
+    checks: &[&'static str],
+) -> Result<Health, OpsError> {
+    let handle = metrics::install(config.metrics_campaign_labels).map_err(OpsError::Metrics)?;
+    let health = Health::new(checks);
+    let addr = match config.ops_listen.unwrap_or(Listen::At(default_listen)) {
+        Listen::At(addr) => addr,
+        Listen::Off => return Ok(health),
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| OpsError::Bind { addr, source })?;
+    let addr = listener.local_addr().unwrap_or(addr);
+    let process = metrics_process::Collector::default();
+    process.describe();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        // Histograms keep their samples until upkeep folds them in.
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let app = Router::new()
+        .route("/metrics", get(render))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(Scrape {
+            handle,
+            process: std::sync::Arc::new(process),
+            health: health.clone(),
+        });
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the ops listener stopped");
+        }
+    });
+    tracing::info!(%addr, "metrics at /metrics, health at /livez and /readyz");
+    Ok(health)
+}
+
+#[derive(Clone)]
+struct Scrape {
+    handle: PrometheusHandle,
+    process: std::sync::Arc<metrics_process::Collector>,
+    health: Health,
+}
+
+async fn render(State(scrape): State<Scrape>) -> Response {
+    scrape.process.collect();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        scrape.handle.render(),
+    )
+        .into_response()
+}
+
+async fn ready(State(scrape): State<Scrape>) -> Response {
+    let readiness = scrape.health.readiness();
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(readiness)).into_response()
+}
+
+/// Keeps the `database` check current: a `SELECT 1` every second, failing after 2 s.
+pub fn watch_database(health: &Health, pool: sqlx::PgPool) {
+    let health = health.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let result = tokio::time::timeout(
+                Duration::from_secs(2),
+                sqlx::query("SELECT 1").execute(&pool),
+            )
+            .await;
+            health.report(
+                "database",
+                match result {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Err(_) => Err("no answer within 2 s".into()),
+                },
+            );
+        }
+    });
+}
+
+/// An axum middleware counting requests and their duration by route (the matched path
+/// pattern, so ids in paths do not multiply the series).
+pub async fn http_metrics(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    ::metrics::histogram!(metrics::HTTP_REQUEST_DURATION, "route" => route.clone())
+        .record(started.elapsed().as_secs_f64());
+    ::metrics::counter!(metrics::HTTP_REQUESTS, "route" => route, "status" => status).increment(1);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_is_an_address_or_off() {
+        assert_eq!(parse_listen("off"), Ok(Listen::Off));
+        assert_eq!(
+            parse_listen("0.0.0.0:9400"),
+            Ok(Listen::At("0.0.0.0:9400".parse().unwrap()))
+        );
+        assert!(parse_listen("localhost").is_err());
+    }
+}
