@@ -40,7 +40,9 @@ export HERALD_SIMULATOR_WEBHOOK_SECRET="demo-$(date +%s%N)"
 "$BIN/herald-receiver" >"$LOGS/receiver.log" 2>&1 & pids+=($!)
 "$BIN/herald-scheduler" >"$LOGS/scheduler.log" 2>&1 & pids+=($!)
 "$BIN/herald-worker" >"$LOGS/worker-1.log" 2>&1 & pids+=($!)
-"$BIN/herald-worker" >"$LOGS/worker-2.log" 2>&1 & pids+=($!)
+# Each service serves /metrics, /livez and /readyz on its own port (HERALD_OPS_LISTEN); the
+# second worker on this machine needs one other than the worker's default.
+HERALD_OPS_LISTEN=127.0.0.1:9421 "$BIN/herald-worker" >"$LOGS/worker-2.log" 2>&1 & pids+=($!)
 ADMIN_PORT="${HERALD_DEMO_ADMIN_PORT:-8080}"
 HERALD_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" "$BIN/herald-admin" serve >"$LOGS/admin.log" 2>&1 & pids+=($!)
 OPERATOR_KEY="$("$BIN/herald-admin" keys create --operator --name demo)"
@@ -52,6 +54,8 @@ echo
 echo "    Admin web page: http://127.0.0.1:$ADMIN_PORT/?key=$OPERATOR_KEY"
 echo "    Operator key:   $OPERATOR_KEY"
 echo "    CLI:            HERALD_API_KEY=$OPERATOR_KEY $BIN/herald campaign list"
+echo "    Metrics:        http://127.0.0.1:9410/metrics (scheduler), :9411 and :9421 (workers),"
+echo "                    :9412 (receiver), :9413 (admin); health at /livez and /readyz on each"
 echo
 
 "$BIN/herald-demo" run "$@"

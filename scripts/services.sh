@@ -12,6 +12,10 @@ missing=()
 command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql)
 command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# The TLS tests make their own certificates; the deployment lint runs Python tools in a venv.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 # Headless Chromium and its WebDriver, for the admin web page's browser test.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
@@ -21,7 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # The rabbitmq-server package tries to start itself through systemd; without systemd that
   # step fails harmlessly, and we start the broker ourselves below.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null || true
-  for tool in pg_ctlcluster rabbitmq-server curl chromium chromedriver; do
+  for tool in pg_ctlcluster rabbitmq-server curl openssl python3 chromium chromedriver; do
     command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool is still missing after apt-get install" >&2; exit 1; }
   done
 fi

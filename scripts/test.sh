@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Herald's whole test suite against real PostgreSQL, RabbitMQ and the provider simulator:
-# formatting, lints, unit tests, the integration tests and the fault suite (scripts/faults.sh).
+# the deployment files' lint, formatting, lints, unit tests, the integration tests and the
+# fault suite (scripts/faults.sh).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ROOT"
@@ -15,6 +16,8 @@ for vhost in $(curl -fsS -u guest:guest http://127.0.0.1:15672/api/vhosts | grep
   curl -fsS -u guest:guest -X DELETE "http://127.0.0.1:15672/api/vhosts/$vhost" >/dev/null || true
 done
 
+echo "==> deployment files (hadolint, docker-compose config, kubernetes-validate, KEDA schema)"
+scripts/lint-deploy.sh
 echo "==> cargo fmt --check"; cargo fmt --all -- --check
 echo "==> cargo clippy"; cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The integration tests run the built binaries, so build them first.
