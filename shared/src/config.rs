@@ -15,7 +15,7 @@ pub struct Connections {
     /// PostgreSQL URL, with an explicit user, e.g. postgres://herald:herald@127.0.0.1:5432/herald
     /// (TLS: add ?sslmode=require, or verify-full to check the server's name and
     /// certificate against the system's roots and HERALD_TLS_CA_FILE).
-    #[arg(long, env = "HERALD_DATABASE_URL", value_parser = parse_database_url)]
+    #[arg(long, env = "HERALD_DATABASE_URL", hide_env_values = true, value_parser = parse_database_url)]
     pub database_url: SecretUrl,
 
     /// RabbitMQ URL; the path is the vhost (`%2f` for the default one); amqps:// for TLS,
@@ -25,6 +25,7 @@ pub struct Connections {
     #[arg(
         long,
         env = "HERALD_AMQP_URL",
+        hide_env_values = true,
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
         value_parser = parse_amqp_url
     )]

@@ -61,3 +61,54 @@ async fn bad_or_missing_settings_name_the_variable_and_exit_non_zero() -> Result
     }
     Ok(())
 }
+
+/// docs/configuration.md is every binary's `--help`, and the README's configuration table
+/// names only variables some binary reads: neither can drift from the code.
+#[test]
+fn the_configuration_reference_matches_the_binaries() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let reference = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
+    let mut documented = String::new();
+    for command in [
+        "herald-scheduler",
+        "herald-worker",
+        "herald-receiver",
+        "herald-admin serve",
+        "herald-simulator",
+        "herald",
+    ] {
+        let mut words = command.split(' ');
+        let binary = words.next().unwrap_or_default();
+        let output = std::process::Command::new(herald_tests::binary(binary))
+            .args(words)
+            .arg("--help")
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{command} --help");
+        let help = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            reference.contains(&format!("```text\n{help}```")),
+            "docs/configuration.md is out of date for `{command}`: run scripts/config-reference.sh"
+        );
+        documented.push_str(&help);
+    }
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    for row in readme.lines().filter(|l| l.starts_with("| `HERALD_")) {
+        for variable in row
+            .split('`')
+            .filter(|word| word.starts_with("HERALD_") && !word.contains(' '))
+        {
+            // Read by the tracing set-up of every binary, not by clap (listed at the top of
+            // docs/configuration.md).
+            if ["HERALD_LOG", "HERALD_LOG_FORMAT"].contains(&variable) {
+                assert!(reference.contains(&format!("`{variable}`")), "{variable}");
+                continue;
+            }
+            assert!(
+                documented.contains(&format!("[env: {variable}")),
+                "the README's configuration table names {variable}, which no binary reads"
+            );
+        }
+    }
+}
