@@ -15,4 +15,32 @@ pub struct AdminConfig {
     /// Address the HTTP server listens on.
     #[arg(long, env = "HERALD_ADMIN_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// An upload whose body sends nothing for this long (ms) is ended (408) and its
+    /// transaction rolled back.
+    #[arg(long, env = "HERALD_ADMIN_UPLOAD_IDLE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1_000..=600_000))]
+    pub upload_idle_timeout_ms: u64,
+
+    /// Uploads running at once, in all (each holds a database connection while it streams).
+    /// Default: the pool's size less two, so other requests always find a connection.
+    #[arg(long, env = "HERALD_ADMIN_MAX_UPLOADS", value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub max_uploads: Option<u32>,
+
+    /// Uploads one tenant may run at once (operators count as one tenant); past it, 429.
+    #[arg(long, env = "HERALD_ADMIN_MAX_UPLOADS_PER_TENANT", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub max_uploads_per_tenant: u32,
+
+    /// PostgreSQL's `statement_timeout` on the admin's connections (ms): no request's
+    /// statement holds a connection longer.
+    #[arg(long, env = "HERALD_ADMIN_STATEMENT_TIMEOUT_MS", default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1_000..=3_600_000))]
+    pub statement_timeout_ms: u64,
+}
+
+impl AdminConfig {
+    pub fn max_uploads(&self) -> usize {
+        self.max_uploads.map_or_else(
+            || self.connections.db_pool_size.saturating_sub(2).max(1) as usize,
+            |n| n as usize,
+        )
+    }
 }

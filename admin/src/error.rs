@@ -46,6 +46,15 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A body, row or value past its size limit (`crate::limits`).
+    #[error("{0}")]
+    TooLarge(String),
+    /// The client stopped sending its body.
+    #[error("{0}")]
+    Timeout(String),
+    /// Too many uploads at once, from this key or in all; try again after `retry_after` s.
+    #[error("{message}")]
+    Busy { message: String, retry_after: u32 },
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -78,7 +87,14 @@ impl ApiError {
             Self::Invalid { .. } | Self::InvalidRows { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Db(error) => match db_class(error) {
+                DbClass::BadValue => StatusCode::UNPROCESSABLE_ENTITY,
+                DbClass::TooSlow => StatusCode::SERVICE_UNAVAILABLE,
+                DbClass::Other => StatusCode::INTERNAL_SERVER_ERROR,
+            },
         }
     }
 }
@@ -101,16 +117,53 @@ pub struct ErrorDetail {
     pub error_rows: Option<u64>,
 }
 
+/// What a database error says about the request.
+enum DbClass {
+    /// A value the checks let through but PostgreSQL refused (SQLSTATE class 22: out of
+    /// range, invalid encoding): the caller's input, so a 4xx, never a 500.
+    BadValue,
+    /// Cancelled by `statement_timeout` or a lock wait: the server is busy, try again.
+    TooSlow,
+    Other,
+}
+
+fn db_class(error: &sqlx::Error) -> DbClass {
+    match error {
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some(code) if code.starts_with("22") => DbClass::BadValue,
+            Some("57014" | "55P03" | "25P03") => DbClass::TooSlow,
+            _ => DbClass::Other,
+        },
+        sqlx::Error::PoolTimedOut => DbClass::TooSlow,
+        _ => DbClass::Other,
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let message = match &self {
             // Never leak SQL or connection details to callers; the log has them.
-            Self::Db(error) => {
-                tracing::error!(%error, "database error while serving a request");
-                "internal error".to_owned()
-            }
+            Self::Db(error) => match db_class(error) {
+                DbClass::BadValue => {
+                    tracing::info!(%error, "a value PostgreSQL refused");
+                    "a value in the request is out of range or cannot be stored".to_owned()
+                }
+                DbClass::TooSlow => {
+                    tracing::warn!(%error, "a request ran out of time in the database");
+                    "the server is busy; try again shortly".to_owned()
+                }
+                DbClass::Other => {
+                    tracing::error!(%error, "database error while serving a request");
+                    "internal error".to_owned()
+                }
+            },
             other => other.to_string(),
+        };
+        let retry_after = match &self {
+            Self::Busy { retry_after, .. } => Some(*retry_after),
+            Self::Db(error) if matches!(db_class(error), DbClass::TooSlow) => Some(1),
+            _ => None,
         };
         let (fields, rows, error_rows) = match self {
             Self::Invalid { fields, .. } => (fields, Vec::new(), None),
@@ -128,7 +181,13 @@ impl IntoResponse for ApiError {
                 error_rows,
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

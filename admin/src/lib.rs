@@ -4,7 +4,8 @@
 //! - [`api`]: the `/api/v1` resources, one module each.
 //! - [`auth`]: API keys and the caller's tenant scope.
 //! - [`error`]: every failure as a JSON error naming the field or row.
-//! - [`upload`] and [`staging`]: streamed, all-or-nothing audience uploads.
+//! - [`upload`] and [`staging`]: streamed, all-or-nothing audience uploads;
+//!   [`upload_slots`]: how many run at once; [`limits`]: what input may hold.
 //! - [`filter`]: the segment filter language, compiled to parameterized SQL.
 //! - [`validate`]: single-value checks (E.164, names, times).
 //! - [`web`]: the page.
@@ -14,9 +15,11 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod filter;
+pub mod limits;
 pub mod staging;
 pub mod state;
 pub mod upload;
+pub mod upload_slots;
 pub mod validate;
 pub mod web;
 
@@ -58,12 +61,24 @@ pub fn app(state: AppState) -> Router {
 /// Serves until `shutdown`, then finishes the requests in progress.
 pub async fn serve(config: AdminConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
     let health = ops::start(&config.ops, DEFAULT_OPS_LISTEN, &["database"]).await?;
-    let pool = herald_shared::db::connect(
+    // A statement, or a transaction left idle (an upload whose client went quiet), never
+    // holds a connection for long: the pool is shared by every tenant's requests.
+    let idle_in_transaction = config.upload_idle_timeout_ms + 20_000;
+    let options = herald_shared::db::options(
         config.connections.database_url.expose(),
-        config.connections.db_pool_size,
         &config.connections.tls(),
-    )
-    .await?;
+    )?
+    .options([
+        (
+            "statement_timeout",
+            format!("{}ms", config.statement_timeout_ms),
+        ),
+        (
+            "idle_in_transaction_session_timeout",
+            format!("{idle_in_transaction}ms"),
+        ),
+    ]);
+    let pool = herald_shared::db::connect_with(options, config.connections.db_pool_size).await?;
     ops::watch_database(&health, pool.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -72,7 +87,15 @@ pub async fn serve(config: AdminConfig, shutdown: CancellationToken) -> Result<(
             source,
         })?;
     tracing::info!(listen = %config.listen, "admin server listening");
-    let app = app(AppState { pool }).layer(axum::middleware::from_fn(ops::http_metrics));
+    let state = AppState {
+        pool,
+        uploads: upload_slots::UploadSlots::new(
+            config.max_uploads(),
+            config.max_uploads_per_tenant as usize,
+        ),
+        upload_idle: std::time::Duration::from_millis(config.upload_idle_timeout_ms),
+    };
+    let app = app(state).layer(axum::middleware::from_fn(ops::http_metrics));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -6,11 +6,13 @@
 //! one set-based statement (deduplicating there).
 
 use crate::error::{ApiError, RowError};
+use crate::limits::{self, ValueProblem};
 use crate::upload::{self, Format, Item, Row};
 use crate::validate;
 use axum::body::Body;
 use serde_json::Value;
 use sqlx::PgConnection;
+use std::time::Duration;
 
 /// Rows per INSERT into the staging table.
 const CHUNK: usize = 5_000;
@@ -24,6 +26,7 @@ pub async fn stage(
     tx: &mut PgConnection,
     body: Body,
     format: Format,
+    idle: Duration,
     check: impl Fn(&Row) -> Option<RowError>,
 ) -> Result<u64, ApiError> {
     sqlx::query(
@@ -33,7 +36,7 @@ pub async fn stage(
     .execute(&mut *tx)
     .await?;
 
-    let mut rows = upload::rows(body, format);
+    let mut rows = upload::rows(body, format, idle);
     let mut chunk: Vec<Row> = Vec::with_capacity(CHUNK);
     let mut listed: Vec<RowError> = Vec::new();
     let mut error_rows = 0u64;
@@ -42,12 +45,13 @@ pub async fn stage(
         let error = match item {
             Item::Row(row) => {
                 received += 1;
-                let error = validate::e164(&row.address)
-                    .err()
-                    .map(|reason| RowError {
-                        row: row.number,
-                        field: Some("address".to_owned()),
-                        reason,
+                let error = values(&row)?
+                    .or_else(|| {
+                        validate::e164(&row.address).err().map(|reason| RowError {
+                            row: row.number,
+                            field: Some("address".to_owned()),
+                            reason,
+                        })
                     })
                     .or_else(|| check(&row));
                 if error.is_none() && error_rows == 0 {
@@ -61,6 +65,17 @@ pub async fn stage(
             Item::Invalid(error) => {
                 received += 1;
                 Some(error)
+            }
+            Item::TooLarge(message) => {
+                return Err(ApiError::TooLarge(format!(
+                    "{message}; nothing was imported"
+                )));
+            }
+            Item::Stalled => {
+                return Err(ApiError::Timeout(format!(
+                    "the upload sent nothing for {} s; nothing was imported",
+                    idle.as_secs()
+                )));
             }
             Item::Fatal(message) => {
                 return Err(ApiError::InvalidRows {
@@ -89,6 +104,35 @@ pub async fn stage(
     }
     insert(tx, &mut chunk).await?;
     Ok(received)
+}
+
+/// A row's values as PostgreSQL and the messages can take them: a value past its size
+/// limit ends the upload (413); a NUL or an out-of-range number is the row's error.
+fn values(row: &Row) -> Result<Option<RowError>, ApiError> {
+    let address = Value::String(row.address.clone());
+    let fields = std::iter::once(("address", &address))
+        .chain(row.fields.iter().map(|(k, v)| (k.as_str(), v)));
+    for (field, value) in fields {
+        let named = |reason: String| RowError {
+            row: row.number,
+            field: Some(field.to_owned()),
+            reason,
+        };
+        if field.contains('\0') {
+            return Ok(Some(named("a column name has a NUL character".into())));
+        }
+        match limits::check_value(value) {
+            Ok(()) => {}
+            Err(ValueProblem::TooLarge(reason)) => {
+                return Err(ApiError::TooLarge(format!(
+                    "row {}: `{field}` {reason}; nothing was imported",
+                    row.number
+                )));
+            }
+            Err(ValueProblem::Invalid(reason)) => return Ok(Some(named(reason))),
+        }
+    }
+    Ok(None)
 }
 
 async fn insert(tx: &mut PgConnection, chunk: &mut Vec<Row>) -> Result<(), sqlx::Error> {

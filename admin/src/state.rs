@@ -1,8 +1,13 @@
 //! What every request handler shares.
 
+use crate::upload_slots::UploadSlots;
 use sqlx::PgPool;
+use std::time::Duration;
 
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    pub uploads: UploadSlots,
+    /// How long an upload's body may send nothing before it is ended.
+    pub upload_idle: Duration,
 }

@@ -7,10 +7,14 @@
 //! stream with a fatal error.
 
 use crate::error::{ApiError, RowError};
-use axum::body::Body;
-use futures::TryStreamExt;
+use crate::limits::{self, RowScanner};
+use axum::body::{Body, Bytes};
+use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 use tokio_util::io::StreamReader;
@@ -71,30 +75,107 @@ pub enum Item {
     Invalid(RowError),
     /// The body cannot be read further; nothing after this.
     Fatal(String),
+    /// A row (or the CSV header) is past a size limit; nothing after this.
+    TooLarge(String),
+    /// No byte of the body came for the idle timeout; nothing after this.
+    Stalled,
 }
 
-/// Starts parsing `body`; rows arrive on the returned channel in order.
-pub fn rows(body: Body, format: Format) -> mpsc::Receiver<Item> {
+/// Why the body stopped, when it was the guard that stopped it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// At this row (0: a CSV's header).
+    TooLarge(u64),
+    Stalled,
+}
+
+type StopCell = Arc<Mutex<Option<Stop>>>;
+
+/// Starts parsing `body`; rows arrive on the returned channel in order. A body that sends
+/// nothing for `idle` ends the upload (a stalled client must not hold its transaction and
+/// connection), and so does a row past [`limits::MAX_ROW_BYTES`].
+pub fn rows(body: Body, format: Format, idle: Duration) -> mpsc::Receiver<Item> {
     let (sender, receiver) = mpsc::channel(CHANNEL_ROWS);
-    let reader = StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
+    let stop: StopCell = Arc::default();
+    let scanner: Box<dyn RowScanner> = match format {
+        Format::Csv => Box::new(limits::CsvRecords::default()),
+        Format::NdJson => Box::new(limits::Lines::default()),
+        Format::JsonArray => Box::new(limits::JsonElements::default()),
+    };
+    let reader = StreamReader::new(guarded(body, scanner, idle, stop.clone()));
+    let ended = Ended { stop };
     match format {
         Format::Csv => {
-            tokio::spawn(read_csv(reader, sender));
+            tokio::spawn(read_csv(reader, sender, ended));
         }
         Format::NdJson => {
-            tokio::spawn(read_ndjson(reader, sender));
+            tokio::spawn(read_ndjson(reader, sender, ended));
         }
         Format::JsonArray => {
             // serde_json's streaming reader is synchronous: run it on a blocking thread over a
             // bridge, element by element.
             let bridge = tokio_util::io::SyncIoBridge::new(reader);
-            tokio::task::spawn_blocking(move || read_json_array(bridge, sender));
+            tokio::task::spawn_blocking(move || read_json_array(bridge, sender, ended));
         }
     }
     receiver
 }
 
-async fn read_csv<R>(reader: R, sender: mpsc::Sender<Item>)
+/// The body's bytes, cut off (with an error the parser sees as a failed read) at the first
+/// row past the limit or the first silence longer than `idle`.
+fn guarded(
+    body: Body,
+    scanner: Box<dyn RowScanner>,
+    idle: Duration,
+    stop: StopCell,
+) -> Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send>> {
+    let chunks = body.into_data_stream().map_err(std::io::Error::other);
+    Box::pin(futures::stream::unfold(
+        (chunks, scanner, stop, false),
+        move |(mut chunks, mut scanner, stop, done)| async move {
+            if done {
+                return None;
+            }
+            let cut = |why: Stop, stop: &StopCell| {
+                *stop.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
+                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{why:?}"))
+            };
+            let next = match tokio::time::timeout(idle, chunks.next()).await {
+                Err(_) => Err(cut(Stop::Stalled, &stop)),
+                Ok(None) => return None,
+                Ok(Some(Err(error))) => Err(error),
+                Ok(Some(Ok(bytes))) if scanner.feed(&bytes) => Ok(bytes),
+                Ok(Some(Ok(_))) => Err(cut(Stop::TooLarge(scanner.row()), &stop)),
+            };
+            let done = next.is_err();
+            Some((next, (chunks, scanner, stop, done)))
+        },
+    ))
+}
+
+/// Turns a failed read into the item that says why.
+struct Ended {
+    stop: StopCell,
+}
+
+impl Ended {
+    fn item(&self, message: String) -> Item {
+        match *self.stop.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(Stop::TooLarge(0)) => Item::TooLarge(format!(
+                "the CSV header is longer than {} bytes",
+                limits::MAX_ROW_BYTES
+            )),
+            Some(Stop::TooLarge(row)) => Item::TooLarge(format!(
+                "row {row} is longer than {} bytes",
+                limits::MAX_ROW_BYTES
+            )),
+            Some(Stop::Stalled) => Item::Stalled,
+            None => Item::Fatal(message),
+        }
+    }
+}
+
+async fn read_csv<R>(reader: R, sender: mpsc::Sender<Item>, ended: Ended)
 where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
 {
@@ -106,11 +187,21 @@ where
         Ok(headers) => headers.clone(),
         Err(error) => {
             let _ = sender
-                .send(Item::Fatal(format!("cannot read the CSV header: {error}")))
+                .send(ended.item(format!("cannot read the CSV header: {error}")))
                 .await;
             return;
         }
     };
+    if headers.len() > limits::MAX_COLUMNS {
+        let _ = sender
+            .send(Item::TooLarge(format!(
+                "the CSV has {} columns; at most {} are taken",
+                headers.len(),
+                limits::MAX_COLUMNS
+            )))
+            .await;
+        return;
+    }
     let Some(address_column) = headers
         .iter()
         .position(|h| h.eq_ignore_ascii_case("address") || h.eq_ignore_ascii_case("phone"))
@@ -148,10 +239,10 @@ where
                         reason: csv_reason(&error),
                     })
                 }
-                _ => Item::Fatal(format!("cannot read the CSV body: {error}")),
+                _ => ended.item(format!("cannot read the CSV body: {error}")),
             },
         };
-        let fatal = matches!(item, Item::Fatal(_));
+        let fatal = matches!(item, Item::Fatal(_) | Item::TooLarge(_) | Item::Stalled);
         if sender.send(item).await.is_err() || fatal {
             return;
         }
@@ -192,7 +283,7 @@ fn json_item(number: u64, parsed: Result<JsonRow, serde_json::Error>) -> Item {
     }
 }
 
-async fn read_ndjson<R>(reader: R, sender: mpsc::Sender<Item>)
+async fn read_ndjson<R>(reader: R, sender: mpsc::Sender<Item>, ended: Ended)
 where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
 {
@@ -204,7 +295,7 @@ where
             Ok(None) => return,
             Err(error) => {
                 let _ = sender
-                    .send(Item::Fatal(format!("cannot read the body: {error}")))
+                    .send(ended.item(format!("cannot read the body: {error}")))
                     .await;
                 return;
             }
@@ -223,7 +314,7 @@ where
     }
 }
 
-fn read_json_array<R: std::io::Read>(reader: R, sender: mpsc::Sender<Item>) {
+fn read_json_array<R: std::io::Read>(reader: R, sender: mpsc::Sender<Item>, ended: Ended) {
     use serde::de::{Deserializer, SeqAccess, Visitor};
 
     struct Rows<'a> {
@@ -250,8 +341,17 @@ fn read_json_array<R: std::io::Read>(reader: R, sender: mpsc::Sender<Item>) {
     }
 
     let mut deserializer = serde_json::Deserializer::from_reader(reader);
-    if let Err(error) = deserializer.deserialize_seq(Rows { sender: &sender }) {
-        let _ = sender.blocking_send(Item::Fatal(format!("the JSON body is malformed: {error}")));
+    let read = deserializer
+        .deserialize_seq(Rows { sender: &sender })
+        // Nothing but whitespace may follow the array.
+        .and_then(|()| deserializer.end());
+    if let Err(error) = read {
+        let item = if error.is_io() {
+            ended.item(format!("cannot read the body: {error}"))
+        } else {
+            Item::Fatal(format!("the JSON body is malformed: {error}"))
+        };
+        let _ = sender.blocking_send(item);
     }
 }
 
@@ -260,7 +360,7 @@ mod tests {
     use super::*;
 
     async fn collect(body: &str, format: Format) -> Vec<Item> {
-        let mut receiver = rows(Body::from(body.to_owned()), format);
+        let mut receiver = rows(Body::from(body.to_owned()), format, Duration::from_secs(5));
         let mut items = Vec::new();
         while let Some(item) = receiver.recv().await {
             items.push(item);
@@ -322,6 +422,53 @@ mod tests {
         assert!(matches!(items.last(), Some(Item::Fatal(_))));
         let items = collect("{\"address\":\"+1555\"}", Format::JsonArray).await;
         assert!(matches!(items.last(), Some(Item::Fatal(_))));
+        let items = collect("[{\"address\":\"+1555\"}] trailing", Format::JsonArray).await;
+        assert!(matches!(items.last(), Some(Item::Fatal(m)) if m.contains("trailing")));
+    }
+
+    #[tokio::test]
+    async fn rows_past_the_limit_and_too_many_columns_stop_the_upload() {
+        let long = "x".repeat(limits::MAX_ROW_BYTES + 1);
+        for (body, format) in [
+            (format!("address,a\n+1555,ok\n+1556,{long}\n"), Format::Csv),
+            (
+                format!("{{\"address\":\"+1555\"}}\n{{\"address\":\"{long}\"}}\n"),
+                Format::NdJson,
+            ),
+            (
+                format!("[{{\"address\":\"+1555\"}},{{\"address\":\"{long}\"}}]"),
+                Format::JsonArray,
+            ),
+        ] {
+            let items = collect(&body, format).await;
+            assert!(
+                matches!(items.last(), Some(Item::TooLarge(m)) if m.contains("row 2")),
+                "{format:?}: {:?}",
+                items.last()
+            );
+        }
+        let header: Vec<String> = (0..=limits::MAX_COLUMNS).map(|i| format!("c{i}")).collect();
+        let items = collect(&format!("address,{}\n", header.join(",")), Format::Csv).await;
+        assert!(matches!(items.last(), Some(Item::TooLarge(m)) if m.contains("columns")));
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stops_arriving_ends_the_upload() {
+        let (mut tx, body) = futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        tx.try_send(Ok(Bytes::from_static(b"address,a\n+1555,x\n")))
+            .unwrap();
+        let mut receiver = rows(
+            Body::from_stream(body),
+            Format::Csv,
+            Duration::from_millis(200),
+        );
+        let mut items = Vec::new();
+        while let Some(item) = receiver.recv().await {
+            items.push(item);
+        }
+        drop(tx);
+        assert!(matches!(items.first(), Some(Item::Row(_))), "{items:?}");
+        assert!(matches!(items.last(), Some(Item::Stalled)), "{items:?}");
     }
 
     #[test]

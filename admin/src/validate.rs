@@ -42,6 +42,17 @@ pub fn clock_time(value: &str) -> Result<chrono::NaiveTime, String> {
         .map_err(|_| format!("`{}` is not a time of day like 21:00", clip(value)))
 }
 
+/// A moment a campaign may start or expire at: between the years 2000 and 9999 (PostgreSQL
+/// refuses some of what JSON can say, such as years before 4713 BC).
+pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> Result<(), String> {
+    use chrono::Datelike;
+    if (2000..=9999).contains(&at.year()) {
+        Ok(())
+    } else {
+        Err("must be a time between the years 2000 and 9999".into())
+    }
+}
+
 /// Echoing user input in an error is helpful; echoing a megabyte of it is not.
 fn clip(value: &str) -> String {
     const MAX: usize = 40;
@@ -80,6 +91,14 @@ mod tests {
         );
         assert!(clock_time("25:00").is_err());
         assert!(clock_time("9pm").is_err());
+    }
+
+    #[test]
+    fn timestamps_stay_in_a_sane_range() {
+        let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+        assert!(timestamp(at("2026-12-01T10:00:00Z")).is_ok());
+        assert!(timestamp(at("-5000-01-01T00:00:00Z")).is_err());
+        assert!(timestamp(at("1999-12-31T23:59:59Z")).is_err());
     }
 
     #[test]

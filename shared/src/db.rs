@@ -31,10 +31,18 @@ pub fn options(url: &str, tls: &Tls) -> Result<PgConnectOptions, DbError> {
 
 /// Opens a pool; fails fast (5 s) if the database cannot be reached at start.
 pub async fn connect(url: &str, max_connections: u32, tls: &Tls) -> Result<PgPool, DbError> {
+    connect_with(options(url, tls)?, max_connections).await
+}
+
+/// [`connect`] with options of the caller's (session settings, say).
+pub async fn connect_with(
+    options: PgConnectOptions,
+    max_connections: u32,
+) -> Result<PgPool, DbError> {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options(url, tls)?)
+        .connect_with(options)
         .await
         .map_err(DbError::Connect)
 }

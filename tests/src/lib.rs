@@ -350,13 +350,16 @@ impl TestEnv {
 
     /// Starts an admin server on a free port and makes an operator key for it.
     pub async fn admin(&self) -> Result<Admin> {
+        self.admin_with(&[]).await
+    }
+
+    /// [`admin`](Self::admin) with extra `HERALD_*` settings.
+    pub async fn admin_with(&self, env: &[(&str, &str)]) -> Result<Admin> {
         let port = free_port()?;
         let url = format!("http://127.0.0.1:{port}");
-        let service = self.spawn(
-            "herald-admin",
-            &["serve".to_owned()],
-            &[("HERALD_ADMIN_LISTEN", format!("127.0.0.1:{port}"))],
-        )?;
+        let mut all = vec![("HERALD_ADMIN_LISTEN", format!("127.0.0.1:{port}"))];
+        all.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        let service = self.spawn("herald-admin", &["serve".to_owned()], &all)?;
         let output = Command::new(bin_dir().join("herald-admin"))
             .args(["keys", "create", "--operator", "--name", "tests"])
             .env("HERALD_DATABASE_URL", &self.database_url)
@@ -715,7 +718,24 @@ pub struct Admin {
     service: Service,
 }
 
+/// A process's peak resident memory so far (`VmHWM`), in bytes.
+pub fn peak_memory(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM for process {pid}"))?;
+    Ok(kib * 1024)
+}
+
 impl Admin {
+    /// The admin server's process id.
+    pub fn pid(&self) -> u32 {
+        self.service.pid()
+    }
+
     /// What the server has logged so far.
     pub fn log_text(&self) -> String {
         self.service.log_text()
@@ -764,7 +784,11 @@ impl Admin {
             .send()
             .await?;
         let status = response.status().as_u16();
-        Ok((status, response.json().await?))
+        let text = response.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
     }
 
     /// Through the API: a tenant named `name`, a key for it, and a provider of that tenant

@@ -30,8 +30,10 @@ pub struct UploadResult {
 #[utoipa::path(post, path = "/campaigns/{id}/recipients", tag = "recipients",
     request_body(content = String, description = "CSV with an `address` column, NDJSON or a JSON array of {address, variables}",
                  content_type = "text/csv"),
-    responses((status = 200, body = UploadResult), (status = 409, body = crate::error::ErrorBody),
-              (status = 415, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = UploadResult), (status = 408, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
+              (status = 415, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),
+              (status = 429, body = crate::error::ErrorBody)))]
 pub async fn upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -42,6 +44,7 @@ pub async fn upload(
     let format = Format::of_request(&headers)?;
     let pool = &state.pool;
     ensure_visible(pool, caller, id).await?;
+    let _slot = state.uploads.take(caller.scope())?;
     let mut tx = pool.begin().await?;
     // Locked for the whole upload, so a concurrent start waits for it (never starts on half
     // an audience).
@@ -58,7 +61,7 @@ pub async fn upload(
     let needed = template::variables(&template_text)
         .map_err(|e| ApiError::field("template", e.to_string()))?;
 
-    let received = staging::stage(&mut tx, body, format, |row| {
+    let received = staging::stage(&mut tx, body, format, state.upload_idle, |row| {
         needed
             .iter()
             .find(|name| row.fields.get(*name).is_none_or(is_blank))

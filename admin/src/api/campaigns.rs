@@ -10,7 +10,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, FieldError, from_constraint};
 use crate::filter::Filter;
 use crate::state::AppState;
-use crate::validate;
+use crate::{limits, validate};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -353,6 +353,12 @@ pub async fn create(
         return Err(ApiError::field("tenant_id", "no such tenant"));
     };
 
+    if body.template.chars().count() > limits::MAX_TEMPLATE_CHARS {
+        return Err(ApiError::TooLarge(format!(
+            "`template` is longer than {} characters",
+            limits::MAX_TEMPLATE_CHARS
+        )));
+    }
     let mut fields = Vec::new();
     let mut bad = |field: &str, reason: String| {
         fields.push(FieldError {
@@ -360,6 +366,11 @@ pub async fn create(
             reason,
         })
     };
+    for (field, at) in [("start_at", body.start_at), ("expires_at", body.expires_at)] {
+        if let Some(Err(reason)) = at.map(validate::timestamp) {
+            bad(field, reason);
+        }
+    }
     if let Err(reason) = validate::name(&body.name) {
         bad("name", reason);
     }
@@ -643,6 +654,15 @@ pub async fn start(
             "expires_at",
             "the campaign has already expired",
         ));
+    }
+    if let Some(start) = request.start_at {
+        validate::timestamp(start).map_err(|reason| ApiError::field("start_at", reason))?;
+        if expires_at.is_some_and(|expires| start >= expires) {
+            return Err(ApiError::field(
+                "start_at",
+                "must be before the campaign's expires_at",
+            ));
+        }
     }
     if let Some(segment) = segment {
         materialize_segment(&mut tx, id, tenant, segment, &template_text).await?;

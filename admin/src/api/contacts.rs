@@ -31,7 +31,9 @@ pub struct ContactUploadResult {
 #[utoipa::path(post, path = "/contacts", tag = "contacts", params(UploadQuery),
     request_body(content = String, description = "CSV with an `address` column (other columns become attributes; numbers stay numbers), NDJSON or a JSON array of {address, attributes}",
                  content_type = "text/csv"),
-    responses((status = 200, body = ContactUploadResult), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = ContactUploadResult), (status = 408, body = crate::error::ErrorBody),
+              (status = 413, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
 pub async fn upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -41,6 +43,7 @@ pub async fn upload(
 ) -> Result<Json<ContactUploadResult>, ApiError> {
     let format = Format::of_request(&headers)?;
     let tenant = caller.owning_tenant(query.tenant_id)?;
+    let _slot = state.uploads.take(caller.scope())?;
     let mut tx = state.pool.begin().await?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)")
         .bind(tenant)
@@ -49,7 +52,7 @@ pub async fn upload(
     if !exists {
         return Err(ApiError::field("tenant_id", "no such tenant"));
     }
-    let received = staging::stage(&mut tx, body, format, |_| None).await?;
+    let received = staging::stage(&mut tx, body, format, state.upload_idle, |_| None).await?;
     // CSV cells arrive as text; a cell that reads as a number is stored as one, so that
     // segment filters can compare it numerically. The last row of an address wins.
     let inserted: Vec<bool> = sqlx::query_scalar(

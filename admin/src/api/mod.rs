@@ -13,6 +13,7 @@ pub mod segments;
 pub mod tenants;
 
 use crate::error::{ApiError, ErrorBody, FieldError, RowError};
+use crate::limits;
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
@@ -29,8 +30,36 @@ pub struct JsonBody<T>(pub T);
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
+    async fn from_request(req: Request, _state: &AppState) -> Result<Self, ApiError> {
+        let json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                let essence = v.split(';').next().unwrap_or("").trim();
+                essence == "application/json" || essence.ends_with("+json")
+            });
+        if !json {
+            return Err(ApiError::UnsupportedMediaType(
+                "expected Content-Type: application/json".to_owned(),
+            ));
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), limits::MAX_JSON_BODY)
+            .await
+            .map_err(|_| {
+                ApiError::TooLarge(format!(
+                    "the body is larger than {} bytes (or could not be read)",
+                    limits::MAX_JSON_BODY
+                ))
+            })?;
+        // What PostgreSQL cannot store is refused here, naming the field, before any of it
+        // reaches a query.
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            && let Some(flaw) = limits::flaw(&value, "")
+        {
+            return Err(ApiError::field(&flaw.path, flaw.reason));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(JsonBody(value)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
@@ -92,7 +121,25 @@ pub fn router() -> Router<AppState> {
         .route("/segments/{id}/count", get(segments::count))
         .route("/receipts/orphans", get(receipts::orphans))
         .fallback(|| async { ApiError::NotFound("resource") })
+        .layer(axum::middleware::from_fn(refuse_nul_in_query))
         .layer(axum::middleware::map_response(json_errors))
+}
+
+/// A NUL in a query parameter (`?state=%00`) is refused, naming the parameter, before any
+/// handler passes it to PostgreSQL (which cannot store or compare it).
+async fn refuse_nul_in_query(
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let query = request.uri().query().unwrap_or("");
+    if let Some((name, _)) = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(name, value)| name.contains('\0') || value.contains('\0'))
+    {
+        return ApiError::field(&name.replace('\0', ""), "must not contain a NUL character")
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// Rejections produced by axum itself (a malformed id in the path, a wrong method) are plain

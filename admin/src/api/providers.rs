@@ -221,9 +221,13 @@ fn check(body: &NewProvider) -> Vec<FieldError> {
     }
     if body
         .cost_per_message
-        .is_some_and(|cost| !(0.0..=1_000_000.0).contains(&cost))
+        // The column is numeric(12, 6): below a million, to the millionth.
+        .is_some_and(|cost| !(0.0..1_000_000.0).contains(&cost))
     {
-        bad("cost_per_message", "must be between 0 and 1000000".into());
+        bad(
+            "cost_per_message",
+            "must be at least 0 and below 1000000".into(),
+        );
     }
     if body.unknown_outcome.parse::<UnknownOutcome>().is_err() {
         bad(

@@ -10,6 +10,7 @@ mod config;
 mod dispatch;
 mod failover;
 mod fairness;
+mod hostile;
 mod isolation;
 mod ops;
 mod receipts;

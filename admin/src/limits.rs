@@ -1,0 +1,307 @@
+//! What outside input may hold, checked where it enters: sizes (past them, 413), characters
+//! PostgreSQL cannot store (NUL) and numbers beyond what it can (422, naming the field).
+//!
+//! Upload bodies are streamed, so their limits are enforced on the bytes as they arrive by
+//! the scanners here: a row can never grow past [`MAX_ROW_BYTES`] in memory, whatever its
+//! format.
+
+use serde_json::Value;
+
+/// Most bytes of a JSON request body (uploads excepted: they stream).
+pub const MAX_JSON_BODY: usize = 1024 * 1024;
+/// Most bytes of one uploaded row: a CSV record, an NDJSON line or a JSON array element.
+pub const MAX_ROW_BYTES: usize = 64 * 1024;
+/// Most columns of a CSV upload (the address included).
+pub const MAX_COLUMNS: usize = 100;
+/// Most bytes of one variable or attribute value, and of an address.
+pub const MAX_VALUE_BYTES: usize = 4 * 1024;
+/// Most characters of a message template (WhatsApp's text limit; a long SMS is far less).
+pub const MAX_TEMPLATE_CHARS: usize = 4_096;
+
+/// Where in a JSON value something is wrong (`variables.first_name`, `items[2]`), and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flaw {
+    pub path: String,
+    pub reason: String,
+}
+
+/// The first string or key holding a NUL character, or number PostgreSQL cannot store, in
+/// `value` (whose own path is `path`; empty for a whole body).
+pub fn flaw(value: &Value, path: &str) -> Option<Flaw> {
+    let at = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        Value::String(s) if s.contains('\0') => Some(Flaw {
+            path: path_or_body(path),
+            reason: "must not contain a NUL character".into(),
+        }),
+        // PostgreSQL's numeric holds far more than an f64; what JSON gives beyond an f64
+        // (1e400) is the only out-of-range case.
+        Value::Number(n) if !n.as_f64().is_some_and(f64::is_finite) => Some(Flaw {
+            path: path_or_body(path),
+            reason: "is a number out of range".into(),
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| flaw(item, &format!("{}[{i}]", path_or_body(path)))),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            if key.contains('\0') {
+                Some(Flaw {
+                    path: path_or_body(path),
+                    reason: "has a key with a NUL character".into(),
+                })
+            } else {
+                flaw(item, &at(key))
+            }
+        }),
+        _ => None,
+    }
+}
+
+fn path_or_body(path: &str) -> String {
+    if path.is_empty() {
+        "body".to_owned()
+    } else {
+        path.to_owned()
+    }
+}
+
+/// What is wrong with one uploaded value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueProblem {
+    /// Past [`MAX_VALUE_BYTES`]: the upload ends (413).
+    TooLarge(String),
+    /// A NUL or an out-of-range number: the row's error (422).
+    Invalid(String),
+}
+
+/// The first problem with one uploaded value, if any.
+pub fn check_value(value: &Value) -> Result<(), ValueProblem> {
+    let too_large = || ValueProblem::TooLarge(format!("is longer than {MAX_VALUE_BYTES} bytes"));
+    if let Value::String(s) = value
+        && s.len() > MAX_VALUE_BYTES
+    {
+        return Err(too_large());
+    }
+    if serde_json::to_string(value).map_or(0, |s| s.len()) > MAX_VALUE_BYTES {
+        return Err(too_large());
+    }
+    match flaw(value, "") {
+        Some(flaw) => Err(ValueProblem::Invalid(flaw.reason)),
+        None => Ok(()),
+    }
+}
+
+/// Bounds the bytes of one row as an upload streams through, whatever the chunking.
+pub trait RowScanner: Send {
+    /// Takes in the next bytes; `false` once a row has grown past the limit.
+    fn feed(&mut self, bytes: &[u8]) -> bool;
+    /// The data row being read, counting from 1 (0: a CSV's header).
+    fn row(&self) -> u64;
+}
+
+/// NDJSON: a row is a line.
+#[derive(Debug, Default)]
+pub struct Lines {
+    since: usize,
+    ended: u64,
+}
+
+impl RowScanner for Lines {
+    fn row(&self) -> u64 {
+        self.ended + 1
+    }
+
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        for &b in bytes {
+            if b == b'\n' {
+                self.ended += 1;
+            }
+            self.since = if b == b'\n' { 0 } else { self.since + 1 };
+            if self.since > MAX_ROW_BYTES {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// CSV: a row is a record, which may span lines inside quotes.
+#[derive(Debug, Default)]
+pub struct CsvRecords {
+    since: usize,
+    quoted: bool,
+    /// Records ended, the header included.
+    ended: u64,
+}
+
+impl RowScanner for CsvRecords {
+    fn row(&self) -> u64 {
+        self.ended
+    }
+
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        for &b in bytes {
+            // `""` inside quotes toggles twice: still quoted, as it should be.
+            if b == b'"' {
+                self.quoted = !self.quoted;
+            }
+            self.since = if b == b'\n' && !self.quoted {
+                self.ended += 1;
+                0
+            } else {
+                self.since + 1
+            };
+            if self.since > MAX_ROW_BYTES {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// A JSON array: a row is an element, however it is laid out over lines.
+#[derive(Debug, Default)]
+pub struct JsonElements {
+    since: usize,
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+    ended: u64,
+}
+
+impl RowScanner for JsonElements {
+    fn row(&self) -> u64 {
+        self.ended + 1
+    }
+
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        for &b in bytes {
+            self.since += 1;
+            if self.in_string {
+                match (self.escaped, b) {
+                    (true, _) => self.escaped = false,
+                    (false, b'\\') => self.escaped = true,
+                    (false, b'"') => self.in_string = false,
+                    _ => {}
+                }
+            } else {
+                match b {
+                    b'"' => self.in_string = true,
+                    b'[' | b'{' => self.depth += 1,
+                    b']' | b'}' => self.depth = self.depth.saturating_sub(1),
+                    // Between the array's elements.
+                    b',' if self.depth == 1 => {
+                        self.since = 0;
+                        self.ended += 1;
+                    }
+                    _ => {}
+                }
+                if self.depth <= 1 && matches!(b, b'[' | b']') {
+                    self.since = 0;
+                }
+            }
+            if self.since > MAX_ROW_BYTES {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nul_characters_and_huge_numbers_are_found_with_their_path() {
+        assert_eq!(flaw(&json!({"a": "ok", "b": [1, "x"]}), ""), None);
+        let found = flaw(&json!({"variables": {"first_name": "A\u{0}"}}), "").unwrap();
+        assert_eq!(found.path, "variables.first_name");
+        let found = flaw(&json!({"items": [{"k": 1}, {"k": "\u{0}"}]}), "").unwrap();
+        assert_eq!(found.path, "items[1].k");
+        let found = flaw(&json!("\u{0}"), "").unwrap();
+        assert_eq!(found.path, "body");
+        let key = flaw(&json!({"settings": {"a\u{0}": 1}}), "").unwrap();
+        assert_eq!(key.path, "settings");
+    }
+
+    #[test]
+    fn values_past_the_limit_are_a_size_problem() {
+        assert!(check_value(&json!("Ada")).is_ok());
+        let long = "x".repeat(MAX_VALUE_BYTES + 1);
+        assert!(matches!(
+            check_value(&json!(long)),
+            Err(ValueProblem::TooLarge(_))
+        ));
+        let nested = json!({"nested": "x".repeat(MAX_VALUE_BYTES)});
+        assert!(matches!(
+            check_value(&nested),
+            Err(ValueProblem::TooLarge(_))
+        ));
+        assert!(matches!(
+            check_value(&json!("a\u{0}")),
+            Err(ValueProblem::Invalid(_))
+        ));
+    }
+
+    fn fits(scanner: &mut dyn RowScanner, text: &[u8], chunk: usize) -> bool {
+        text.chunks(chunk).all(|c| scanner.feed(c))
+    }
+
+    #[test]
+    fn rows_are_bounded_however_the_bytes_arrive() {
+        let row = "x".repeat(MAX_ROW_BYTES - 10);
+        let ok = format!("address,a\n+1555,{row}\n+1556,{row}\n");
+        let long = format!("address,a\n+1555,ok\n+1555,{row}{row}\n");
+        for chunk in [1, 7, 4096, 1 << 20] {
+            assert!(fits(&mut Lines::default(), ok.as_bytes(), chunk));
+            let mut lines = Lines::default();
+            assert!(!fits(&mut lines, long.as_bytes(), chunk));
+            assert_eq!(lines.row(), 3, "the third line");
+            assert!(fits(&mut CsvRecords::default(), ok.as_bytes(), chunk));
+            let mut csv = CsvRecords::default();
+            assert!(!fits(&mut csv, long.as_bytes(), chunk));
+            assert_eq!(csv.row(), 2, "the second data row");
+        }
+        // A quoted field's newlines do not end its record.
+        let quoted = format!(
+            "address,a\n+1555,\"{}\"\n",
+            "line\n".repeat(MAX_ROW_BYTES / 4)
+        );
+        assert!(fits(&mut Lines::default(), quoted.as_bytes(), 64));
+        assert!(!fits(&mut CsvRecords::default(), quoted.as_bytes(), 64));
+    }
+
+    #[test]
+    fn json_elements_are_bounded_not_the_array() {
+        let element = format!(
+            "{{\"address\":\"+1555\",\"variables\":{{\"a\":\"{}\"}}}}",
+            "y".repeat(MAX_ROW_BYTES - 100)
+        );
+        let many = format!("[{}]", [element.as_str(); 5].join(","));
+        assert!(fits(&mut JsonElements::default(), many.as_bytes(), 333));
+        // Commas and brackets inside strings are text, not boundaries.
+        let sneaky = format!(
+            "[{{\"address\":\"{}\"}}]",
+            "a,],[".repeat(MAX_ROW_BYTES / 4)
+        );
+        assert!(!fits(&mut JsonElements::default(), sneaky.as_bytes(), 1000));
+        let escaped = format!(
+            "[{{\"address\":\"{}\"}}]",
+            "\\\",".repeat(MAX_ROW_BYTES / 2)
+        );
+        assert!(!fits(
+            &mut JsonElements::default(),
+            escaped.as_bytes(),
+            1000
+        ));
+    }
+}

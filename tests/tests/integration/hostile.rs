@@ -1,0 +1,388 @@
+//! Hostile input: what a tenant (or a broken client) sends on purpose or by accident must
+//! get a clear 4xx and hurt nobody else. Each case replays a finding of the hardening review.
+
+use anyhow::{Result, ensure};
+use herald_tests::{Admin, TestEnv};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+struct Setup {
+    _env: TestEnv,
+    admin: Admin,
+    key: String,
+    provider: String,
+}
+
+async fn setup(admin_env: &[(&str, &str)]) -> Result<Setup> {
+    let env = TestEnv::new(&[]).await?;
+    let admin = env.admin_with(admin_env).await?;
+    let (_, key, provider) = admin
+        .tenant_with_provider("acme", &env.simulator_url)
+        .await?;
+    Ok(Setup {
+        _env: env,
+        admin,
+        key,
+        provider,
+    })
+}
+
+impl Setup {
+    async fn campaign(&self, extra: Value) -> Result<String> {
+        let mut body = json!({"name": "c", "provider_id": self.provider, "channel": "sms",
+                              "template": "Hi {{first_name}}"});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        let created = self
+            .admin
+            .ok(&self.key, Method::POST, "/campaigns", Some(body))
+            .await?;
+        Ok(created["id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Result<(u16, Value)> {
+        self.admin
+            .call(&self.key, Method::POST, path, Some(body))
+            .await
+    }
+}
+
+/// The answer is `status` and names `field` among its field or row errors.
+fn refused(answer: &(u16, Value), status: u16, field: &str) -> Result<()> {
+    let (got, body) = answer;
+    ensure!(*got == status, "expected {status}, got {got}: {body}");
+    let text = body.to_string();
+    ensure!(
+        text.contains(field),
+        "the answer does not name `{field}`: {body}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_uploads_cannot_starve_other_tenants() -> Result<()> {
+    let s = setup(&[("HERALD_ADMIN_UPLOAD_IDLE_TIMEOUT_MS", "3000")]).await?;
+    let campaign = s.campaign(json!({})).await?;
+    // Eight uploads whose body stops after the header, as the review's attack did.
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        let (http, url, key) = (
+            s.admin.http.clone(),
+            format!("{}/api/v1/campaigns/{campaign}/recipients", s.admin.url),
+            s.key.clone(),
+        );
+        stalled.push(tokio::spawn(async move {
+            let head = futures::stream::once(async {
+                Ok::<_, std::io::Error>(b"address,first_name\n".to_vec())
+            });
+            let body = futures::StreamExt::chain(head, futures::stream::pending());
+            let started = Instant::now();
+            let response = http
+                .post(url)
+                .bearer_auth(key)
+                .header("content-type", "text/csv")
+                .body(reqwest::Body::wrap_stream(body))
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await;
+            (response.map(|r| r.status().as_u16()), started.elapsed())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Meanwhile another tenant works as usual.
+    let (_, other_key, other_provider) = s
+        .admin
+        .tenant_with_provider("bystander", &s._env.simulator_url)
+        .await?;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let (status, body) = s
+            .admin
+            .call(&other_key, Method::GET, "/campaigns", None)
+            .await?;
+        ensure!(status == 200, "the other tenant got {status}: {body}");
+        ensure!(
+            started.elapsed() < Duration::from_secs(2),
+            "the other tenant waited {:?}",
+            started.elapsed()
+        );
+    }
+    let other = s
+        .admin
+        .ok(
+            &other_key,
+            Method::POST,
+            "/campaigns",
+            Some(json!({"name": "b", "provider_id": other_provider, "channel": "sms", "template": "Hi"})),
+        )
+        .await?;
+    let (status, body) = s
+        .admin
+        .upload(
+            &other_key,
+            &format!(
+                "/campaigns/{}/recipients",
+                other["id"].as_str().unwrap_or_default()
+            ),
+            "text/csv",
+            "address\n+15550001111\n",
+        )
+        .await?;
+    ensure!(status == 200, "the other tenant's upload: {status} {body}");
+
+    // The attacker's uploads: two at a time are taken and ended when they stall; the rest
+    // are refused at once with 429.
+    let mut statuses = Vec::new();
+    for handle in stalled {
+        let (status, took) = handle.await?;
+        let status = status?;
+        if status == 408 {
+            ensure!(
+                took < Duration::from_secs(15),
+                "a stalled upload lasted {took:?}"
+            );
+        }
+        statuses.push(status);
+    }
+    statuses.sort_unstable();
+    ensure!(
+        statuses == [408, 408, 429, 429, 429, 429, 429, 429],
+        "stalled uploads answered {statuses:?}"
+    );
+    // Nothing of them was kept, and the campaign can take an upload again.
+    let (status, body) = s
+        .admin
+        .upload(
+            &s.key,
+            &format!("/campaigns/{campaign}/recipients"),
+            "text/csv",
+            "address,first_name\n+15550002222,Ada\n",
+        )
+        .await?;
+    ensure!(status == 200 && body["inserted"] == 1, "{status} {body}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_characters_get_a_4xx_naming_the_field() -> Result<()> {
+    let s = setup(&[]).await?;
+    let nul = "a\u{0}b";
+    refused(
+        &s.post(
+            "/campaigns",
+            json!({"name": "c", "provider_id": s.provider, "channel": "sms",
+                                      "template": format!("Hi {nul}")}),
+        )
+        .await?,
+        422,
+        "template",
+    )?;
+    refused(
+        &s.admin
+            .call(
+                &s.admin.operator_key,
+                Method::POST,
+                "/tenants",
+                Some(json!({"name": "t", "time_zone": nul})),
+            )
+            .await?,
+        422,
+        "time_zone",
+    )?;
+    refused(
+        &s.post(
+            "/providers",
+            json!({"name": "p", "endpoint": "https://sms.example/send", "settings": {"from": nul}}),
+        )
+        .await?,
+        422,
+        "settings.from",
+    )?;
+    refused(
+        &s.admin
+            .call(&s.key, Method::GET, "/campaigns?status=%00", None)
+            .await?,
+        422,
+        "status",
+    )?;
+    let campaign = s.campaign(json!({})).await?;
+    let path = format!("/campaigns/{campaign}/recipients");
+    for (content_type, body) in [
+        (
+            "text/csv",
+            "address,first_name\n+15550001111,A\u{0}da\n".to_owned(),
+        ),
+        (
+            "application/x-ndjson",
+            "{\"address\":\"+15550001111\",\"variables\":{\"first_name\":\"A\\u0000da\"}}\n"
+                .to_owned(),
+        ),
+        (
+            "application/json",
+            "[{\"address\":\"+15550001111\",\"variables\":{\"first_name\":\"A\\u0000da\"}}]"
+                .to_owned(),
+        ),
+    ] {
+        let answer = s.admin.upload(&s.key, &path, content_type, body).await?;
+        refused(&answer, 422, "first_name").map_err(|e| e.context(content_type))?;
+    }
+    let answer = s
+        .admin
+        .upload(
+            &s.key,
+            "/contacts",
+            "text/csv",
+            "address,city\n+15550001111,Pa\u{0}ris\n",
+        )
+        .await?;
+    refused(&answer, 422, "city")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_beyond_what_postgresql_stores_get_a_4xx() -> Result<()> {
+    let s = setup(&[]).await?;
+    refused(
+        &s.post(
+            "/providers",
+            json!({"name": "p", "endpoint": "https://sms.example/send", "cost_per_message": 1_000_000}),
+        )
+        .await?,
+        422,
+        "cost_per_message",
+    )?;
+    refused(
+        &s.post(
+            "/campaigns",
+            json!({"name": "c", "provider_id": s.provider, "channel": "sms",
+                                      "template": "Hi", "start_at": "-5000-01-01T00:00:00Z"}),
+        )
+        .await?,
+        422,
+        "start_at",
+    )?;
+    // A start after the campaign's expiry.
+    let expires = chrono::Utc::now() + chrono::Duration::hours(1);
+    let campaign = s
+        .campaign(json!({"expires_at": expires.to_rfc3339()}))
+        .await?;
+    let path = format!("/campaigns/{campaign}/recipients");
+    let (status, body) = s
+        .admin
+        .upload(
+            &s.key,
+            &path,
+            "text/csv",
+            "address,first_name\n+15550001111,Ada\n",
+        )
+        .await?;
+    ensure!(status == 200, "{status} {body}");
+    let late = (expires + chrono::Duration::hours(1)).to_rfc3339();
+    refused(
+        &s.post(
+            &format!("/campaigns/{campaign}/start"),
+            json!({"start_at": late}),
+        )
+        .await?,
+        422,
+        "start_at",
+    )?;
+    // A number beyond an f64, and trailing garbage after a JSON array.
+    let answer = s
+        .admin
+        .upload(
+            &s.key,
+            &path,
+            "application/x-ndjson",
+            "{\"address\":\"+15550003333\",\"variables\":{\"first_name\":\"A\",\"n\":1e400}}\n",
+        )
+        .await?;
+    ensure!(answer.0 == 422, "{answer:?}");
+    let answer = s
+        .admin
+        .upload(
+            &s.key,
+            &path,
+            "application/json",
+            "[{\"address\":\"+15550003333\",\"variables\":{\"first_name\":\"A\"}}] {\"and\": \"more\"}",
+        )
+        .await?;
+    refused(&answer, 422, "trailing")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_input_gets_413_before_it_costs_memory() -> Result<()> {
+    let s = setup(&[]).await?;
+    let campaign = s.campaign(json!({})).await?;
+    let path = format!("/campaigns/{campaign}/recipients");
+    // A 150 MB field: refused after the first 64 KiB of its row, not read to the end.
+    let big = futures::stream::iter(
+        std::iter::once(Ok::<_, std::io::Error>(
+            b"address,first_name\n+15550001111,".to_vec(),
+        ))
+        .chain((0..150).map(|_| Ok(vec![b'x'; 1024 * 1024]))),
+    );
+    let peak_before = herald_tests::peak_memory(s.admin.pid())?;
+    let started = Instant::now();
+    let answer = s
+        .admin
+        .upload(&s.key, &path, "text/csv", reqwest::Body::wrap_stream(big))
+        .await;
+    // The server answers as soon as the row is too long; the client may then fail to send
+    // the rest rather than read the answer. Either way the server kept none of it.
+    if let Ok(answer) = &answer {
+        refused(answer, 413, "row 1")?;
+    }
+    ensure!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    let grew = herald_tests::peak_memory(s.admin.pid())?.saturating_sub(peak_before);
+    ensure!(
+        grew < 32 * 1024 * 1024,
+        "the admin's peak memory grew by {} MB reading a 150 MB field ({answer:?})",
+        grew / (1024 * 1024)
+    );
+    let value = "x".repeat(5_000);
+    let answer = s
+        .admin
+        .upload(
+            &s.key,
+            &path,
+            "text/csv",
+            format!("address,first_name\n+15550001111,{value}\n"),
+        )
+        .await?;
+    refused(&answer, 413, "first_name")?;
+    let columns: Vec<String> = (0..120).map(|i| format!("c{i}")).collect();
+    let answer = s
+        .admin
+        .upload(
+            &s.key,
+            &path,
+            "text/csv",
+            format!("address,{}\n", columns.join(",")),
+        )
+        .await?;
+    refused(&answer, 413, "columns")?;
+    refused(
+        &s.post(
+            "/campaigns",
+            json!({"name": "c", "provider_id": s.provider, "channel": "sms",
+                                      "template": "x".repeat(5_000)}),
+        )
+        .await?,
+        413,
+        "template",
+    )?;
+    let huge = json!({"name": "c", "provider_id": s.provider, "channel": "sms",
+                      "template": "Hi", "padding": "x".repeat(2 * 1024 * 1024)});
+    let (status, body) = s.post("/campaigns", huge).await?;
+    ensure!(status == 413, "a 2 MB JSON body: {status} {body}");
+    Ok(())
+}
