@@ -47,6 +47,15 @@ impl Setup {
             .call(&self.key, Method::POST, path, Some(body))
             .await
     }
+
+    async fn upload(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Result<(u16, Value)> {
+        self.admin.upload(&self.key, path, content_type, body).await
+    }
 }
 
 /// The answer is `status` and names `field` among its field or row errors.
@@ -154,9 +163,7 @@ async fn stalled_uploads_cannot_starve_other_tenants() -> Result<()> {
     );
     // Nothing of them was kept, and the campaign can take an upload again.
     let (status, body) = s
-        .admin
         .upload(
-            &s.key,
             &format!("/campaigns/{campaign}/recipients"),
             "text/csv",
             "address,first_name\n+15550002222,Ada\n",
@@ -226,13 +233,11 @@ async fn nul_characters_get_a_4xx_naming_the_field() -> Result<()> {
                 .to_owned(),
         ),
     ] {
-        let answer = s.admin.upload(&s.key, &path, content_type, body).await?;
+        let answer = s.upload(&path, content_type, body).await?;
         refused(&answer, 422, "first_name").map_err(|e| e.context(content_type))?;
     }
     let answer = s
-        .admin
         .upload(
-            &s.key,
             "/contacts",
             "text/csv",
             "address,city\n+15550001111,Pa\u{0}ris\n",
@@ -271,13 +276,7 @@ async fn values_beyond_what_postgresql_stores_get_a_4xx() -> Result<()> {
         .await?;
     let path = format!("/campaigns/{campaign}/recipients");
     let (status, body) = s
-        .admin
-        .upload(
-            &s.key,
-            &path,
-            "text/csv",
-            "address,first_name\n+15550001111,Ada\n",
-        )
+        .upload(&path, "text/csv", "address,first_name\n+15550001111,Ada\n")
         .await?;
     ensure!(status == 200, "{status} {body}");
     let late = (expires + chrono::Duration::hours(1)).to_rfc3339();
@@ -292,20 +291,14 @@ async fn values_beyond_what_postgresql_stores_get_a_4xx() -> Result<()> {
     )?;
     // A number beyond an f64, and trailing garbage after a JSON array.
     let answer = s
-        .admin
         .upload(
-            &s.key,
             &path,
             "application/x-ndjson",
             "{\"address\":\"+15550003333\",\"variables\":{\"first_name\":\"A\",\"n\":1e400}}\n",
         )
         .await?;
     ensure!(answer.0 == 422, "{answer:?}");
-    let answer = s
-        .admin
-        .upload(
-            &s.key,
-            &path,
+    let answer = s.upload(&path,
             "application/json",
             "[{\"address\":\"+15550003333\",\"variables\":{\"first_name\":\"A\"}}] {\"and\": \"more\"}",
         )
@@ -329,8 +322,7 @@ async fn oversized_input_gets_413_before_it_costs_memory() -> Result<()> {
     let peak_before = herald_tests::peak_memory(s.admin.pid())?;
     let started = Instant::now();
     let answer = s
-        .admin
-        .upload(&s.key, &path, "text/csv", reqwest::Body::wrap_stream(big))
+        .upload(&path, "text/csv", reqwest::Body::wrap_stream(big))
         .await;
     // The server answers as soon as the row is too long; the client may then fail to send
     // the rest rather than read the answer. Either way the server kept none of it.
@@ -350,9 +342,7 @@ async fn oversized_input_gets_413_before_it_costs_memory() -> Result<()> {
     );
     let value = "x".repeat(5_000);
     let answer = s
-        .admin
         .upload(
-            &s.key,
             &path,
             "text/csv",
             format!("address,first_name\n+15550001111,{value}\n"),
@@ -361,9 +351,7 @@ async fn oversized_input_gets_413_before_it_costs_memory() -> Result<()> {
     refused(&answer, 413, "first_name")?;
     let columns: Vec<String> = (0..120).map(|i| format!("c{i}")).collect();
     let answer = s
-        .admin
         .upload(
-            &s.key,
             &path,
             "text/csv",
             format!("address,{}\n", columns.join(",")),
