@@ -34,6 +34,20 @@ pub struct AdminConfig {
     /// statement holds a connection longer.
     #[arg(long, env = "HERALD_ADMIN_STATEMENT_TIMEOUT_MS", default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1_000..=3_600_000))]
     pub statement_timeout_ms: u64,
+
+    /// Networks a tenant's provider endpoint may reach besides public addresses, comma-
+    /// separated CIDRs (e.g. 10.20.0.0/16 for an internal gateway); http is allowed there.
+    /// Default: none (public https only). Operators' shared providers are not restricted.
+    #[arg(long, env = "HERALD_PROVIDER_ALLOWED_NETWORKS", value_parser = parse_allowed)]
+    pub provider_allowed_networks: Option<Networks>,
+}
+
+/// Networks (CIDR) besides the public internet that tenants' provider endpoints may reach.
+#[derive(Debug, Clone, Default)]
+pub struct Networks(pub Vec<ipnet::IpNet>);
+
+fn parse_allowed(value: &str) -> Result<Networks, String> {
+    crate::endpoints::parse_networks(value).map(Networks)
 }
 
 impl AdminConfig {

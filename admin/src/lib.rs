@@ -7,12 +7,14 @@
 //! - [`upload`] and [`staging`]: streamed, all-or-nothing audience uploads;
 //!   [`upload_slots`]: how many run at once; [`limits`]: what input may hold.
 //! - [`filter`]: the segment filter language, compiled to parameterized SQL.
-//! - [`validate`]: single-value checks (E.164, names, times).
+//! - [`validate`]: single-value checks (E.164, names, times); [`endpoints`]: where tenants'
+//!   providers may point.
 //! - [`web`]: the page.
 
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod endpoints;
 pub mod error;
 pub mod filter;
 pub mod limits;
@@ -94,6 +96,13 @@ pub async fn serve(config: AdminConfig, shutdown: CancellationToken) -> Result<(
             config.max_uploads_per_tenant as usize,
         ),
         upload_idle: std::time::Duration::from_millis(config.upload_idle_timeout_ms),
+        endpoints: endpoints::EndpointPolicy {
+            allowed: config
+                .provider_allowed_networks
+                .clone()
+                .map(|n| n.0)
+                .unwrap_or_default(),
+        },
     };
     let app = app(state).layer(axum::middleware::from_fn(ops::http_metrics));
     axum::serve(listener, app)

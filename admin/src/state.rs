@@ -1,5 +1,6 @@
 //! What every request handler shares.
 
+use crate::endpoints::EndpointPolicy;
 use crate::upload_slots::UploadSlots;
 use sqlx::PgPool;
 use std::time::Duration;
@@ -10,4 +11,6 @@ pub struct AppState {
     pub uploads: UploadSlots,
     /// How long an upload's body may send nothing before it is ended.
     pub upload_idle: Duration,
+    /// Where tenants' provider endpoints may point.
+    pub endpoints: EndpointPolicy,
 }

@@ -48,8 +48,9 @@ pub struct Provider {
     pub name: String,
     #[serde(default)]
     pub kind: String,
+    /// `None` for a shared provider seen with a tenant key.
     #[serde(default)]
-    pub endpoint: String,
+    pub endpoint: Option<String>,
     #[serde(default)]
     pub has_credentials: bool,
     pub timeout_ms: Option<i64>,

@@ -316,10 +316,15 @@ pub fn providers(list: &[Provider]) -> String {
             p.name.clone(),
             provider_owner(p),
             yes_no(p.has_credentials),
-            p.endpoint.clone(),
+            endpoint(p),
         ]);
     }
     table.render()
+}
+
+/// A shared provider's endpoint is not shown to tenants.
+fn endpoint(p: &Provider) -> String {
+    p.endpoint.clone().unwrap_or_else(|| "(shared)".to_owned())
 }
 
 pub fn provider(p: &Provider) -> String {
@@ -329,7 +334,7 @@ pub fn provider(p: &Provider) -> String {
         ("name", p.name.clone()),
         ("tenant", provider_owner(p)),
         ("kind", p.kind.clone()),
-        ("endpoint", p.endpoint.clone()),
+        ("endpoint", endpoint(p)),
         ("credentials", yes_no(p.has_credentials)),
         ("timeout", ms(p.timeout_ms)),
         ("max in flight", or_dash(p.max_in_flight)),

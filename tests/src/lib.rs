@@ -237,6 +237,8 @@ impl TestEnv {
         let child = Command::new(bin_dir().join(binary))
             .args(args)
             .env("HERALD_OPS_LISTEN", &ops_listen)
+            // Tenants' providers in tests point at simulators on loopback.
+            .env("HERALD_PROVIDER_ALLOWED_NETWORKS", "127.0.0.0/8")
             .env("HERALD_DATABASE_URL", &self.process_database_url)
             .env("HERALD_AMQP_URL", &self.process_amqp_url)
             .env(
@@ -576,6 +578,31 @@ impl TestEnv {
             .await?;
         let status = response.status().as_u16();
         Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Waits until `service`'s readiness answers `status` (HTTP); returns the body and when.
+    pub async fn wait_readiness(
+        &self,
+        service: &Service,
+        status: u16,
+        timeout: Duration,
+    ) -> Result<(Value, Instant)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let answer = self.readiness(service).await;
+            if let Ok((got, body)) = &answer
+                && *got == status
+            {
+                return Ok((body.clone(), Instant::now()));
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{} did not answer {status} on /readyz within {timeout:?} (last: {answer:?}); log:\n{}",
+                service.name,
+                service.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// GETs `url` and decodes its JSON answer (an error for any non-2xx).

@@ -135,6 +135,9 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         reqwest::Client::builder()
             .pool_max_idle_per_host(usize::from(config.prefetch))
             .tcp_nodelay(true)
+            // A provider API answers where it was asked; following a redirect could take a
+            // request (and its credentials) anywhere, inside the network included.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
     };
     let ctx = Context {

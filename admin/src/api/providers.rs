@@ -26,8 +26,9 @@ pub struct Provider {
     pub tenant_id: Option<Uuid>,
     pub name: String,
     pub kind: String,
-    /// The whole URL for `http`; the API's base URL for the other kinds.
-    pub endpoint: String,
+    /// The whole URL for `http`; the API's base URL for the other kinds. `null` for a tenant
+    /// looking at a shared provider: where the operator's providers live is not theirs to see.
+    pub endpoint: Option<String>,
     /// Non-secret, per-kind settings (see API.md).
     #[schema(value_type = Object)]
     pub settings: Value,
@@ -258,6 +259,13 @@ pub async fn create(
     if !fields.is_empty() {
         return Err(ApiError::fields("provider", fields));
     }
+    // A tenant's own endpoint must be a public https one (the kinds' default API URLs are
+    // the real providers' and need no check).
+    if let (Caller::Tenant(_), Some(given)) = (caller, &body.endpoint)
+        && let Err(reason) = state.endpoints.check(given).await
+    {
+        return Err(ApiError::field("endpoint", reason));
+    }
     let tenant = match caller {
         Caller::Tenant(id) => Some(id),
         Caller::Operator => body.tenant_id,
@@ -308,7 +316,17 @@ pub async fn list(
     .bind(caller.scope())
     .fetch_all(&state.pool)
     .await?;
-    Ok(Json(providers))
+    Ok(Json(
+        providers.into_iter().map(|p| seen_by(caller, p)).collect(),
+    ))
+}
+
+/// A provider as `caller` may see it.
+fn seen_by(caller: Caller, mut provider: Provider) -> Provider {
+    if matches!(caller, Caller::Tenant(_)) && provider.tenant_id.is_none() {
+        provider.endpoint = None;
+    }
+    provider
 }
 
 #[utoipa::path(get, path = "/providers/{id}", tag = "providers",
@@ -326,7 +344,7 @@ pub async fn show(
     .bind(caller.scope())
     .fetch_optional(&state.pool)
     .await?
-    .map(Json)
+    .map(|p| Json(seen_by(caller, p)))
     .ok_or(ApiError::NotFound("provider"))
 }
 

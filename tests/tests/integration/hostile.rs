@@ -374,3 +374,77 @@ async fn oversized_input_gets_413_before_it_costs_memory() -> Result<()> {
     ensure!(status == 413, "a 2 MB JSON body: {status} {body}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_provider_cannot_point_inside_the_network() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    // As deployed: no extra networks allowed (the harness allows loopback by default).
+    let admin = env
+        .admin_with(&[("HERALD_PROVIDER_ALLOWED_NETWORKS", "")])
+        .await?;
+    let op = admin.operator_key.clone();
+    let tenant = admin
+        .ok(&op, Method::POST, "/tenants", Some(json!({"name": "acme"})))
+        .await?;
+    let tenant_id = tenant["id"].as_str().unwrap_or_default().to_owned();
+    let key = admin
+        .ok(
+            &op,
+            Method::POST,
+            &format!("/tenants/{tenant_id}/keys"),
+            Some(json!({"name": "t"})),
+        )
+        .await?["key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for (endpoint, why) in [
+        ("https://127.0.0.1:9/send", "public"),
+        ("https://localhost/send", "public"),
+        ("http://169.254.169.254/latest/meta-data/", "public"),
+        ("https://[::1]/send", "public"),
+        ("https://10.0.0.7/send", "public"),
+        ("https://user:secret@sms.example.com/send", "password"),
+    ] {
+        let answer = admin
+            .call(
+                &key,
+                Method::POST,
+                "/providers",
+                Some(json!({"name": "p", "endpoint": endpoint})),
+            )
+            .await?;
+        refused(&answer, 422, "endpoint").map_err(|e| e.context(endpoint))?;
+        ensure!(
+            answer.1.to_string().contains(why),
+            "{endpoint}: {}",
+            answer.1
+        );
+    }
+    // The operator's shared providers may live inside; tenants use them without seeing where.
+    let shared = admin
+        .ok(
+            &op,
+            Method::POST,
+            "/providers",
+            Some(json!({"name": "gateway", "endpoint": format!("{}/v1/messages", env.simulator_url)})),
+        )
+        .await?;
+    let id = shared["id"].as_str().unwrap_or_default();
+    let seen = admin
+        .ok(&key, Method::GET, &format!("/providers/{id}"), None)
+        .await?;
+    ensure!(seen["endpoint"].is_null(), "a tenant sees {seen}");
+    let listed = admin.ok(&key, Method::GET, "/providers", None).await?;
+    ensure!(
+        listed
+            .as_array()
+            .is_some_and(|all| all.iter().all(|p| p["endpoint"].is_null())),
+        "{listed}"
+    );
+    let operator_view = admin
+        .ok(&op, Method::GET, &format!("/providers/{id}"), None)
+        .await?;
+    ensure!(operator_view["endpoint"].is_string(), "{operator_view}");
+    Ok(())
+}

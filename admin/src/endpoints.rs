@@ -1,0 +1,164 @@
+//! Where a tenant's provider may send Herald's workers: public https endpoints only.
+//!
+//! A tenant key could otherwise point a provider at `127.0.0.1`, the cloud's metadata
+//! service (`169.254.169.254`) or anything else inside the network, and read parts of the
+//! answers back in recipient errors. Operators' shared providers are trusted; the operator
+//! may also allow tenants more networks (an internal gateway; loopback for the demo and the
+//! tests) with `HERALD_PROVIDER_ALLOWED_NETWORKS`, where plain http is then allowed too.
+
+use ipnet::IpNet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// How long the endpoint's name may take to resolve.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The operator's extra networks.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointPolicy {
+    pub allowed: Vec<IpNet>,
+}
+
+/// Whether `ip` is an address on the public internet: not loopback, private, link-local,
+/// shared (CGNAT), documentation, benchmarking, multicast, reserved or unspecified.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+        }
+    }
+}
+
+impl EndpointPolicy {
+    fn allows(&self, ip: IpAddr) -> bool {
+        self.allowed.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Checks a tenant's endpoint: https, no credentials in it, and every address its host
+    /// resolves to public (or in the operator's networks, where http is allowed too).
+    pub async fn check(&self, endpoint: &str) -> Result<(), String> {
+        let url = url::Url::parse(endpoint).map_err(|e| format!("not a URL: {e}"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("must not carry a user or password: put secrets in `credentials`".into());
+        }
+        let host = url.host_str().ok_or("must name a host")?.to_owned();
+        let port = url.port_or_known_default().ok_or("must have a port")?;
+        let addresses: Vec<IpAddr> = match url.host() {
+            Some(url::Host::Ipv4(ip)) => vec![IpAddr::V4(ip)],
+            Some(url::Host::Ipv6(ip)) => vec![IpAddr::V6(ip)],
+            _ => tokio::time::timeout(
+                RESOLVE_TIMEOUT,
+                tokio::net::lookup_host((host.as_str(), port)),
+            )
+            .await
+            .map_err(|_| format!("`{host}` did not resolve in time"))?
+            .map_err(|_| format!("`{host}` does not resolve"))?
+            .map(|socket| socket.ip())
+            .collect(),
+        };
+        if addresses.is_empty() {
+            return Err(format!("`{host}` does not resolve"));
+        }
+        let all_allowed = addresses.iter().all(|ip| self.allows(*ip));
+        if let Some(inside) = addresses
+            .iter()
+            .find(|ip| !is_public(**ip) && !self.allows(**ip))
+        {
+            return Err(format!(
+                "`{host}` is {inside}, not a public address: providers of tenants reach the internet only"
+            ));
+        }
+        if url.scheme() != "https" && !all_allowed {
+            return Err("must be https".into());
+        }
+        Ok(())
+    }
+}
+
+/// `HERALD_PROVIDER_ALLOWED_NETWORKS`: comma-separated CIDR networks.
+pub fn parse_networks(value: &str) -> Result<Vec<IpNet>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .map_err(|_| format!("`{s}` is not a network like 10.0.0.0/8"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inside_addresses_are_not_public() {
+        for inside in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "224.0.0.1",
+        ] {
+            assert!(!is_public(inside.parse().unwrap()), "{inside}");
+        }
+        for public in ["8.8.8.8", "52.1.2.3", "2606:4700::1111"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[tokio::test]
+    async fn tenant_endpoints_are_public_https_without_credentials() {
+        let strict = EndpointPolicy::default();
+        assert!(strict.check("https://8.8.8.8/send").await.is_ok());
+        for (endpoint, why) in [
+            ("http://8.8.8.8/send", "https"),
+            ("https://127.0.0.1/send", "public"),
+            ("https://localhost:9090/send", "public"),
+            ("http://169.254.169.254/latest/meta-data", "public"),
+            ("https://[::1]/send", "public"),
+            ("https://user:pass@8.8.8.8/send", "password"),
+        ] {
+            let error = strict.check(endpoint).await.unwrap_err();
+            assert!(error.contains(why), "{endpoint}: {error}");
+        }
+        let loopback = EndpointPolicy {
+            allowed: parse_networks("127.0.0.0/8, ::1/128").unwrap(),
+        };
+        assert!(loopback.check("http://127.0.0.1:9090/send").await.is_ok());
+        assert!(loopback.check("http://169.254.169.254/").await.is_err());
+        assert!(parse_networks("10.0.0.0/8,nonsense").is_err());
+    }
+}

@@ -1,0 +1,146 @@
+//! Tests on RabbitMQ nodes and PostgreSQL clusters of their own (TLS listeners, a broker
+//! stopped and started): a binary of its own, because booting those services takes seconds
+//! of CPU that would disturb the timing-sensitive integration tests (cargo runs test
+//! binaries one after another).
+
+use anyhow::{Context, Result, ensure};
+use herald_tests::services::{PrivatePostgres, RabbitNode};
+use herald_tests::tls::Certificates;
+use herald_tests::{Backends, TestEnv};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_broker_and_says_standby() -> Result<()> {
+    let node = blocking(|| RabbitNode::start("ready")).await?;
+    let backends = Backends {
+        postgres: None,
+        rabbitmq: Some(vec![node.amqp_url()]),
+    };
+    let env = TestEnv::with(backends, &[]).await?;
+    // A provider, so the worker consumes a lane.
+    env.create_provider(&env.provider()).await?;
+    let scheduler = env.scheduler(500, &[])?;
+    let worker = env.worker(&[])?;
+    let (body, _) = env
+        .wait_readiness(&scheduler, 200, Duration::from_secs(30))
+        .await?;
+    ensure!(body["status"] == "ready", "the leader says {body}");
+    env.wait_readiness(&worker, 200, Duration::from_secs(30))
+        .await?;
+    let standby = env.scheduler(500, &[])?;
+    let (body, _) = env
+        .wait_readiness(&standby, 200, Duration::from_secs(30))
+        .await?;
+    ensure!(
+        body["status"] == "standby",
+        "the second scheduler says {body}"
+    );
+
+    let stopped = Instant::now();
+    tokio::task::block_in_place(|| node.stop())?;
+    for service in [&scheduler, &worker, &standby] {
+        let (body, when) = env
+            .wait_readiness(service, 503, Duration::from_secs(10))
+            .await?;
+        let after = when - stopped;
+        ensure!(
+            after <= Duration::from_secs(5),
+            "{} still ready {after:?} after the broker stopped",
+            service.name
+        );
+        ensure!(body["checks"]["broker"].is_string(), "{body}");
+    }
+    tokio::task::block_in_place(|| node.start_again())?;
+    for service in [&scheduler, &worker, &standby] {
+        env.wait_readiness(service, 200, Duration::from_secs(30))
+            .await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_is_verified_against_the_ca_file() -> Result<()> {
+    let certs = Arc::new(blocking(Certificates::generate).await?);
+    let ca = certs.ca_file();
+    let pg = blocking({
+        let certs = certs.clone();
+        move || PrivatePostgres::start_tls(&certs)
+    })
+    .await?;
+    let migrate = |url: String, ca: Option<std::path::PathBuf>| {
+        let mut command = std::process::Command::new(herald_tests::binary("herald-scheduler"));
+        command
+            .arg("migrate")
+            .env("HERALD_DATABASE_URL", url)
+            .env("HERALD_OPS_LISTEN", "off");
+        if let Some(ca) = ca {
+            command.env("HERALD_TLS_CA_FILE", ca);
+        }
+        command.output()
+    };
+    let verified = format!("{}?sslmode=verify-full", pg.url("postgres"));
+    let ok = migrate(verified.clone(), Some(ca.clone()))?;
+    ensure!(
+        ok.status.success(),
+        "verify-full with the right CA failed: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let wrong = migrate(verified, Some(certs.other_ca_file()))?;
+    ensure!(
+        !wrong.status.success(),
+        "a server signed by another CA was accepted"
+    );
+    let stderr = String::from_utf8_lossy(&wrong.stderr).to_lowercase();
+    ensure!(
+        stderr.contains("certificate") || stderr.contains("issuer"),
+        "{stderr}"
+    );
+    // The server takes TLS only: without it, nothing connects.
+    let plain = migrate(format!("{}?sslmode=disable", pg.url("postgres")), None)?;
+    ensure!(!plain.status.success(), "a plain connection was accepted");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_over_tls_is_verified_against_the_ca_file() -> Result<()> {
+    let certs = Arc::new(blocking(Certificates::generate).await?);
+    let node = blocking({
+        let certs = certs.clone();
+        move || RabbitNode::start_tls("tls", &certs)
+    })
+    .await?;
+    let amqps = node.amqps_url().context("no TLS listener")?;
+    let backends = Backends {
+        postgres: None,
+        rabbitmq: Some(vec![node.amqp_url()]),
+    };
+    let mut env = TestEnv::with(backends, &[]).await?;
+    env.create_provider(&env.provider()).await?;
+    env.route(None, Some(amqps));
+    let ca = certs.ca_file().to_string_lossy().into_owned();
+    let other = certs.other_ca_file().to_string_lossy().into_owned();
+    let trusted = env.worker(&[("HERALD_TLS_CA_FILE", &ca)])?;
+    let distrustful = env.worker(&[("HERALD_TLS_CA_FILE", &other)])?;
+    env.wait_readiness(&trusted, 200, Duration::from_secs(30))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, body) = env.readiness(&distrustful).await?;
+    ensure!(
+        status == 503,
+        "a broker signed by another CA was trusted: {body}"
+    );
+    let why = body["checks"]["broker"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    ensure!(
+        why.contains("certificate") || why.contains("issuer"),
+        "{body}"
+    );
+    Ok(())
+}
