@@ -1,8 +1,9 @@
-//! Integration tests whose assertions depend on timing at the provider (requests per
-//! 1-second window, a provider kept at its rate limit): a test binary of their own, because
+//! Integration tests whose assertions depend on timing (requests per 1-second window, a
+//! provider kept at its rate limit, a newcomer's first send within two ticks): a test binary of their own, because
 //! cargo runs test binaries one after another, so nothing else competes for this 2-core
 //! machine while they run. Within the binary they take turns too, through [`ALONE`].
 
+mod newcomer;
 mod overflow;
 mod rate_limit;
 
