@@ -33,8 +33,7 @@ use state::AppState;
 use tokio_util::sync::CancellationToken;
 
 /// Where metrics and health are served unless `HERALD_OPS_LISTEN` says otherwise.
-const DEFAULT_OPS_LISTEN: std::net::SocketAddr =
-    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9413);
+const DEFAULT_OPS_LISTEN: std::net::SocketAddr = herald_shared::ops::loopback(9413);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

@@ -24,8 +24,7 @@ use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 
 /// Where metrics and health are served unless `HERALD_OPS_LISTEN` says otherwise.
-const DEFAULT_OPS_LISTEN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9412);
+const DEFAULT_OPS_LISTEN: std::net::SocketAddr = herald_shared::ops::loopback(9412);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

@@ -35,8 +35,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 /// Where metrics and health are served unless `HERALD_OPS_LISTEN` says otherwise.
-const DEFAULT_OPS_LISTEN: std::net::SocketAddr =
-    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9410);
+const DEFAULT_OPS_LISTEN: std::net::SocketAddr = herald_shared::ops::loopback(9410);
 /// How long the broker may take to answer the readiness check.
 const BROKER_CHECK: Duration = Duration::from_secs(2);
 

@@ -100,14 +100,6 @@ impl Certificates {
         self.dir.join("other-ca.pem")
     }
 
-    pub fn server_cert(&self) -> PathBuf {
-        self.dir.join("server.pem")
-    }
-
-    pub fn server_key(&self) -> PathBuf {
-        self.dir.join("server.key")
-    }
-
     /// Copies the server's certificate, key and CA into `dir` (a service's own directory).
     pub fn install(&self, dir: &Path) -> Result<()> {
         for file in ["server.pem", "server.key", "ca.pem"] {

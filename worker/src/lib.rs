@@ -46,8 +46,7 @@ const MAX_BATCH: usize = 500;
 /// busy while the next batch gathers (measured: more throughput at 0 ms provider latency).
 const DB_LANES: usize = 2;
 /// Where metrics and health are served unless `HERALD_OPS_LISTEN` says otherwise.
-const DEFAULT_OPS_LISTEN: std::net::SocketAddr =
-    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9411);
+const DEFAULT_OPS_LISTEN: std::net::SocketAddr = herald_shared::ops::loopback(9411);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -33,6 +33,11 @@ pub struct OpsConfig {
     pub metrics_campaign_labels: bool,
 }
 
+/// A service's default ops address: loopback, on its own port.
+pub const fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), port)
+}
+
 /// Where the ops listener listens, if anywhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listen {
