@@ -74,6 +74,9 @@ pub struct Parsed {
     pub auth_token: Option<String>,
     /// WhatsApp: the phone number id of the path.
     pub phone_number_id: Option<String>,
+    /// The secret the request authenticated with (Twilio's auth token, Meta's access
+    /// token), to refuse a revoked one.
+    pub credential: Option<String>,
 }
 
 impl Parsed {
@@ -91,6 +94,7 @@ impl Parsed {
             account_sid: None,
             auth_token: None,
             phone_number_id: None,
+            credential: None,
         }
     }
 
@@ -217,6 +221,13 @@ pub fn parse_generic(headers: &HeaderMap, body: &[u8]) -> Parsed {
     parsed
 }
 
+/// A Twilio API key's SID: `SK` and 32 hex digits.
+fn is_api_key_sid(user: &str) -> bool {
+    user.len() == 34
+        && user.starts_with("SK")
+        && user[2..].bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 /// `user:password` of a Basic Authorization header.
 fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
     let value = header_str(headers, header::AUTHORIZATION.as_str())?;
@@ -261,10 +272,21 @@ pub fn parse_twilio(calls: bool, account_sid: &str, headers: &HeaderMap, body: &
     let mut parsed = Parsed::new(api, fields);
     parsed.account_sid = Some(account_sid.to_owned());
     let credentials = basic_auth(headers);
-    parsed.authorized = credentials
+    // The account and its auth token, or one of its API keys (`SK…`) and the key's secret.
+    let api_key = credentials
         .as_ref()
-        .is_some_and(|(user, password)| user == account_sid && !password.is_empty());
-    parsed.auth_token = credentials.map(|(_, password)| password);
+        .is_some_and(|(user, _)| is_api_key_sid(user));
+    parsed.authorized = credentials.as_ref().is_some_and(|(user, password)| {
+        (user == account_sid || is_api_key_sid(user)) && !password.is_empty()
+    });
+    parsed.credential = credentials.map(|(_, password)| password);
+    // Twilio signs callbacks with the account's auth token, which a request made with an API
+    // key does not carry: those are signed with the one configured, if any (see `sent`).
+    parsed.auth_token = if api_key {
+        None
+    } else {
+        parsed.credential.clone()
+    };
     parsed.key = key_header(headers, "i-twilio-idempotency-token").unwrap_or(None);
     parsed.campaign_id = parsed.key.as_deref().and_then(campaign_from_key);
     parsed.raw_to = parsed.field("To").map(str::to_owned);
@@ -320,11 +342,11 @@ pub fn parse_whatsapp(
     };
     let mut parsed = Parsed::new(Api::WhatsApp, fields);
     parsed.phone_number_id = Some(phone_number_id.to_owned());
-    parsed.authorized = header_str(headers, header::AUTHORIZATION.as_str())
+    parsed.credential = header_str(headers, header::AUTHORIZATION.as_str())
         .and_then(|v| v.trim().split_once(' '))
-        .is_some_and(|(scheme, token)| {
-            scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()
-        });
+        .filter(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+        .map(|(_, token)| token.trim().to_owned());
+    parsed.authorized = parsed.credential.is_some();
     parsed.key = parsed
         .field("biz_opaque_callback_data")
         .filter(|k| !k.trim().is_empty())
@@ -394,7 +416,12 @@ pub fn sent(parsed: &Parsed, cfg: &BehaviourConfig, id: Uuid) -> Sent {
     };
     let destination = match parsed.api {
         Api::TwilioMessages | Api::TwilioCalls => field("StatusCallback")
-            .zip(parsed.auth_token.clone())
+            .zip(
+                parsed
+                    .auth_token
+                    .clone()
+                    .or_else(|| cfg.twilio_auth_token.clone()),
+            )
             .map(|(url, auth_token)| Destination::Twilio { url, auth_token }),
         Api::WhatsApp => cfg
             .whatsapp_webhook_url

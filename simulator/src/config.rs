@@ -353,6 +353,23 @@ pub struct BehaviourConfig {
     pub whatsapp_app_secret: String,
     /// The generic API's receipt secret (`X-Herald-Signature`).
     pub webhook_secret: String,
+    /// A credential the provider no longer accepts (a rotated Twilio auth token, an expired
+    /// Meta access token): requests that present it are answered 401 (Twilio 20003, Meta
+    /// 190), like requests without credentials.
+    #[serde(serialize_with = "redacted")]
+    pub revoked_credential: Option<String>,
+    /// The Twilio account's auth token, which signs the callbacks of requests made with an
+    /// API key (`SK…`), as Twilio does; unset, those requests get no callbacks. (A request
+    /// made with the auth token has its callbacks signed with it.)
+    #[serde(serialize_with = "redacted")]
+    pub twilio_auth_token: Option<String>,
+}
+
+fn redacted<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("<set>"),
+        None => s.serialize_none(),
+    }
 }
 
 fn display<T: fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -394,6 +411,8 @@ impl Default for BehaviourConfig {
             whatsapp_webhook_url: None,
             whatsapp_app_secret: DEFAULT_APP_SECRET.to_owned(),
             webhook_secret: DEFAULT_WEBHOOK_SECRET.to_owned(),
+            revoked_credential: None,
+            twilio_auth_token: None,
         }
     }
 }
@@ -490,6 +509,20 @@ impl BehaviourConfig {
                         .and_then(|v| u16::try_from(v).ok())
                         .ok_or(f(ConfigError::FailStatus))?;
                     next.fail_status = check_fail_status(v).map_err(f)?;
+                }
+                "twilio_auth_token" => {
+                    next.twilio_auth_token = match value {
+                        Value::Null => None,
+                        Value::String(s) if !s.is_empty() => Some(s.clone()),
+                        _ => return Err(f(ConfigError::JsonType("a non-empty string or null"))),
+                    }
+                }
+                "revoked_credential" => {
+                    next.revoked_credential = match value {
+                        Value::Null => None,
+                        Value::String(s) if !s.is_empty() => Some(s.clone()),
+                        _ => return Err(f(ConfigError::JsonType("a non-empty string or null"))),
+                    }
                 }
                 "reject_prefix" => {
                     next.reject_prefix = match value {
@@ -700,9 +733,20 @@ mod tests {
                 "call_duration_ms": 1000,
                 "whatsapp_webhook_url": null,
                 "whatsapp_app_secret": "simulator-app-secret",
-                "webhook_secret": "simulator-webhook-secret"
+                "webhook_secret": "simulator-webhook-secret",
+                "revoked_credential": null,
+                "twilio_auth_token": null
             })
         );
+        // Credentials the provider checks are never shown.
+        let set = BehaviourConfig {
+            revoked_credential: Some("t0k3n".into()),
+            twilio_auth_token: Some("s3cr3t".into()),
+            ..Default::default()
+        };
+        let shown = serde_json::to_value(&set).unwrap();
+        assert_eq!(shown["revoked_credential"], "<set>");
+        assert_eq!(shown["twilio_auth_token"], "<set>");
     }
 
     fn patch(v: Value) -> Map<String, Value> {

@@ -139,6 +139,11 @@ struct Args {
           default_value = config::DEFAULT_APP_SECRET, value_parser = config::parse_secret)]
     whatsapp_app_secret: String,
 
+    /// The Twilio account's auth token: signs the callbacks of requests made with an API key
+    /// (SK…), as Twilio does; unset, those get no callbacks
+    #[arg(long, env = "HERALD_SIMULATOR_TWILIO_AUTH_TOKEN", value_parser = config::parse_secret)]
+    twilio_auth_token: Option<String>,
+
     /// The secret that signs the generic API's receipts (X-Herald-Signature).
     #[arg(long, env = "HERALD_SIMULATOR_WEBHOOK_SECRET",
           default_value = config::DEFAULT_WEBHOOK_SECRET, value_parser = config::parse_secret)]
@@ -169,6 +174,9 @@ impl Args {
             whatsapp_webhook_url: self.whatsapp_webhook_url.clone(),
             whatsapp_app_secret: self.whatsapp_app_secret.clone(),
             webhook_secret: self.webhook_secret.clone(),
+            // Set at run time (PUT /control/config), to revoke a credential mid-run.
+            revoked_credential: None,
+            twilio_auth_token: self.twilio_auth_token.clone(),
         }
     }
 }

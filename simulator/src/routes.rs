@@ -237,11 +237,17 @@ async fn serve(
         let mut guard = app.lock();
         let inner = &mut *guard;
         let key = parsed.key.as_deref();
+        // A revoked credential is refused like a missing one (Twilio 20003, Meta 190).
+        let revoked = inner
+            .config
+            .revoked_credential
+            .as_ref()
+            .is_some_and(|revoked| parsed.credential.as_ref() == Some(revoked));
         let request = Request {
             to: parsed.to.as_deref(),
             key: key.map(|k| inner.stats.key_history(k)),
             arrived_ms,
-            authorized: parsed.authorized,
+            authorized: parsed.authorized && !revoked,
         };
         let decision = behaviour::decide(&inner.config, &request, &mut inner.limiter, &draws);
         let arrival = Arrival {

@@ -8,7 +8,8 @@
 //! (the scheduler releases it again later, with no attempt spent); of a cancelled one to
 //! `cancelled`; of one past its expiry to `expired`. So a message already in the queue when
 //! a campaign is paused, reaches its quiet hours or expires is never sent.
-//! `record` writes the outcome, only while the dispatch is still the recipient's (see [`record`]).
+//! `record` writes the outcome, only while the dispatch is still the recipient's (see [`record`]),
+//! and pauses a campaign whose provider refused the account (see [`Decision::Halted`]).
 //!
 //! These statements must look recipients up by primary key, and the planner does not always
 //! see it: a generic plan is blind to the array's size (it guesses 10 rows), and statistics
@@ -42,6 +43,9 @@ pub struct Begun {
     /// An earlier attempt whose outcome is unknown: that request may have been sent, so the
     /// worker looks it up before sending again.
     pub unknown: Option<UnknownAttempt>,
+    /// The revision of the message's provider when the lease was taken: a cached copy of
+    /// the provider older than this is read again (its credentials were rotated).
+    pub provider_revision: i32,
 }
 
 /// An attempt whose request may have been sent.
@@ -68,7 +72,7 @@ pub async fn begin(
     let seqs: Vec<i32> = sorted.iter().map(|d| d.seq).collect();
     let providers: Vec<Uuid> = sorted.iter().map(|d| d.provider).collect();
     #[allow(clippy::type_complexity)]
-    let rows: Vec<(i64, i32, i32, Option<DateTime<Utc>>, Option<Uuid>)> = sqlx::query_as(
+    let rows: Vec<(i64, i32, i32, Option<DateTime<Utc>>, Option<Uuid>, i32)> = sqlx::query_as(
         "WITH m AS (SELECT * FROM unnest($1::bigint[], $2::int[], $4::uuid[]) AS m(id, seq, provider)),
          -- One primary-key lookup per message, whatever the statistics say (OFFSET 0 keeps
          -- the planner from merging it into a join that walks a campaign's index instead).
@@ -81,7 +85,7 @@ pub async fn begin(
          -- The lease covers the provider the message goes to: an overflow provider's
          -- timeout may be longer than the primary's.
          startable AS MATERIALIZED (
-             SELECT k.id, k.seq, k.state, k.provider, p.timeout_ms
+             SELECT k.id, k.seq, k.state, k.provider, p.timeout_ms, p.revision
              FROM current k JOIN campaigns c ON c.id = k.campaign_id JOIN providers p ON p.id = k.provider
              WHERE c.status = 'running'
                AND (c.expires_at IS NULL OR c.expires_at > now())
@@ -99,7 +103,7 @@ pub async fn begin(
              FROM startable s
              WHERE r.id = s.id AND r.dispatch_seq = s.seq AND r.state = s.state
              RETURNING r.id, r.dispatch_seq, r.attempts - r.throttles AS attempts,
-                       r.outcome_unknown_at, r.unknown_via
+                       r.outcome_unknown_at, r.unknown_via, s.revision
          ),
          parkable AS MATERIALIZED (
              SELECT k.id, k.seq, k.state,
@@ -119,7 +123,7 @@ pub async fn begin(
              WHERE r.id = p.id AND r.dispatch_seq = p.seq AND r.state = p.state
              RETURNING r.id
          )
-         SELECT id, dispatch_seq, attempts, outcome_unknown_at, unknown_via FROM begun",
+         SELECT id, dispatch_seq, attempts, outcome_unknown_at, unknown_via, revision FROM begun",
     )
     .bind(&ids)
     .bind(&seqs)
@@ -129,12 +133,13 @@ pub async fn begin(
     .await?;
     let begun: HashMap<(i64, i32), Begun> = rows
         .into_iter()
-        .map(|(id, seq, attempts, since, via)| {
+        .map(|(id, seq, attempts, since, via, revision)| {
             let lease = Begun {
                 attempts: u32::try_from(attempts).unwrap_or(0),
                 unknown: since
                     .zip(via)
                     .map(|(since, via)| UnknownAttempt { since, via }),
+                provider_revision: revision,
             };
             ((id, seq), lease)
         })
@@ -163,7 +168,8 @@ pub struct Outcome {
 /// receipt already settled it as sent: the outcome is ignored.
 ///
 /// A send whose receipts arrived first, under a message id not yet recorded (parked), takes
-/// their status here.
+/// their status here. A [`Decision::Halted`] outcome pauses its campaign, if it is running,
+/// with the provider's answer as the reason.
 pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Error> {
     let outcomes = by_recipient(outcomes, |o| o.dispatch.recipient_id);
     let mut ids = Vec::with_capacity(outcomes.len());
@@ -173,6 +179,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
     let mut errors: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
     let mut delays: Vec<Option<f64>> = Vec::with_capacity(outcomes.len());
     let mut throttles: Vec<i32> = Vec::with_capacity(outcomes.len());
+    let mut pauses: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
     let providers: Vec<Uuid> = outcomes.iter().map(|o| o.provider).collect();
     for outcome in outcomes {
         ids.push(outcome.dispatch.recipient_id);
@@ -181,8 +188,12 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
         // Attempts that say nothing about the recipient are not counted against it.
         throttles.push(i32::from(matches!(
             outcome.decision,
-            Decision::Throttled { .. } | Decision::Deferred { .. }
+            Decision::Throttled { .. } | Decision::Deferred { .. } | Decision::Halted { .. }
         )));
+        pauses.push(match &outcome.decision {
+            Decision::Halted { error } => Some(error.clone()),
+            _ => None,
+        });
         states.push(row.state);
         message_ids.push(row.message_id);
         errors.push(row.error);
@@ -190,8 +201,8 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
     }
     let first_sends: Vec<Option<f64>> = sqlx::query_scalar(
         "WITH o AS (
-             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[], $8::uuid[])
-                 AS o(id, seq, state, message_id, error, delay, throttled, provider)
+             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[], $8::uuid[], $10::text[])
+                 AS o(id, seq, state, message_id, error, delay, throttled, provider, pause)
          ),
          -- As in `begin`: primary-key lookups the planner cannot reorder, and the state
          -- compared with the row as read, never with a constant.
@@ -245,12 +256,25 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
                  lease_until = NULL, queued_at = NULL, updated_at = now()
              FROM leased o LEFT JOIN parked k ON k.id = o.id
              WHERE r.id = o.id AND r.dispatch_seq = o.seq AND r.state = o.was
-             RETURNING r.campaign_id, r.state
+             RETURNING r.id, r.campaign_id, r.state
+         ),
+         touched AS (
+             SELECT d.campaign_id, bool_or(d.state = 'sent') AS sent, max(o.pause) AS pause
+             FROM recorded d JOIN o ON o.id = d.id
+             GROUP BY d.campaign_id
          )
-         UPDATE campaigns c SET first_sent_at = now()
-         WHERE c.first_sent_at IS NULL
-           AND c.id IN (SELECT campaign_id FROM recorded WHERE state = 'sent')
-         RETURNING extract(epoch FROM c.first_sent_at - c.started_at)::float8",
+         -- One update per campaign, for its first send and for a pause: two updates of one
+         -- row in a statement would keep only one of them.
+         UPDATE campaigns c
+         SET first_sent_at = CASE WHEN c.first_sent_at IS NULL AND t.sent THEN now() ELSE c.first_sent_at END,
+             status = CASE WHEN t.pause IS NOT NULL AND c.status = 'running' THEN 'paused' ELSE c.status END,
+             pause_reason = CASE WHEN t.pause IS NOT NULL AND c.status = 'running' THEN t.pause ELSE c.pause_reason END
+         FROM touched t
+         WHERE c.id = t.campaign_id
+           AND ((c.first_sent_at IS NULL AND t.sent) OR (t.pause IS NOT NULL AND c.status = 'running'))
+         -- now() is the statement's transaction's time: equal only for a first send set here.
+         RETURNING CASE WHEN t.sent AND c.first_sent_at = now()
+                        THEN extract(epoch FROM c.first_sent_at - c.started_at)::float8 END",
     )
     .bind(&ids)
     .bind(&seqs)
@@ -261,6 +285,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
     .bind(&throttles)
     .bind(&providers)
     .bind(herald_shared::delivery::FINAL_RANK)
+    .bind(&pauses)
     .fetch_all(pool)
     .await?;
     // The statement that records a campaign's first send is the one place that knows it.
@@ -306,6 +331,8 @@ impl Row {
             | Decision::Deferred { error, delay } => {
                 row("pending", None, Some(error), Some(*delay))
             }
+            // Due again at once: its campaign is paused, so nothing claims it before resume.
+            Decision::Halted { error } => row("pending", None, Some(error), Some(Duration::ZERO)),
             Decision::Failed { error } => row("failed", None, Some(error), None),
             Decision::Expired => row(
                 "expired",

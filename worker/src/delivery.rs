@@ -97,7 +97,11 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
 
     let leased_at = Instant::now();
     let attempt = lease.attempts;
-    let decision = match ctx.providers.get(message.provider_id).await {
+    let decision = match ctx
+        .providers
+        .get_at_least(message.provider_id, lease.provider_revision)
+        .await
+    {
         Ok(provider) => {
             // Waiting for room under the in-flight cap or for a send slot must not outlast
             // the lease: past it the sweeper takes the recipient back, and a request sent
@@ -134,6 +138,11 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
         Decision::Unknown { error, window } => {
             tracing::info!(attempt, %error, ?window, "outcome unknown; waiting for a receipt")
         }
+        Decision::Halted { error } => tracing::warn!(
+            provider_id = %message.provider_id,
+            %error,
+            "the provider refused the account; pausing the campaign"
+        ),
         Decision::Throttled { error, delay } => {
             tracing::info!(attempt, %error, ?delay, "provider throttled us; slowing it down");
             if let Err(error) = ctx.pacer.throttled(message.provider_id, Some(*delay)).await {
@@ -231,9 +240,14 @@ async fn attempt_send(
     match ctx.breakers.open_until(provider.id) {
         // Failing while the provider is known to be down says nothing about the recipient:
         // it waits, its attempt not counted. Not so a request that may have been sent: that
-        // one waits for the truth like any other.
+        // one waits for the truth like any other; nor a refused account, which must pause
+        // the campaign whatever the breaker says.
         Some(until)
-            if health == Health::Failing && !matches!(result, CallResult::Unknown { .. }) =>
+            if health == Health::Failing
+                && !matches!(
+                    result,
+                    CallResult::Unknown { .. } | CallResult::Misconfigured { .. }
+                ) =>
         {
             deferred(until)
         }

@@ -46,9 +46,8 @@ pub enum CallResult {
         reason: String,
     },
     /// The provider refuses our credentials or configuration (HTTP 401, Twilio 20003,
-    /// WhatsApp 190): no recipient can succeed until an operator fixes the provider. Final
-    /// for now, like [`CallResult::Permanent`]; kept apart so that a breaker can hold the
-    /// provider's recipients instead.
+    /// WhatsApp 190): no recipient can succeed until an operator fixes the provider, so the
+    /// campaign stops rather than its audience failing (see [`Decision::Halted`]).
     Misconfigured {
         reason: String,
     },
@@ -126,15 +125,25 @@ pub enum Decision {
         error: String,
         window: Duration,
     },
+    /// The provider refused the account, not the recipient (its credentials, its sender):
+    /// every recipient would fail the same way. The campaign is paused with `error` as the
+    /// reason and the recipient waits, no attempt spent, for an operator to fix the provider
+    /// and resume it.
+    Halted {
+        error: String,
+    },
 }
 
 impl CallResult {
     /// What this answer says about the provider's health, for its circuit breaker.
     pub fn health(&self) -> crate::breaker::Health {
         match self {
+            // A refused account counts against the provider too: its breaker holds back the
+            // other campaigns' requests that would be refused the same way.
             CallResult::Transient { .. }
             | CallResult::Unavailable { .. }
-            | CallResult::Unknown { .. } => crate::breaker::Health::Failing,
+            | CallResult::Unknown { .. }
+            | CallResult::Misconfigured { .. } => crate::breaker::Health::Failing,
             _ => crate::breaker::Health::Up,
         }
     }
@@ -175,6 +184,7 @@ impl Decision {
             Decision::Throttled { .. } => "throttled",
             Decision::Deferred { .. } => "deferred",
             Decision::Unknown { .. } => "unknown",
+            Decision::Halted { .. } => "halted",
         }
     }
 }
@@ -189,9 +199,8 @@ pub fn decide(result: CallResult, attempts: u32, policy: &Policy, unit: f64) -> 
         } => Decision::Sent {
             provider_message_id,
         },
-        CallResult::Permanent { reason } | CallResult::Misconfigured { reason } => {
-            Decision::Failed { error: reason }
-        }
+        CallResult::Permanent { reason } => Decision::Failed { error: reason },
+        CallResult::Misconfigured { reason } => Decision::Halted { error: reason },
         CallResult::Throttled {
             reason,
             retry_after,
@@ -325,18 +334,29 @@ mod tests {
             decide(throttled(None), 4, &policy(), 0.0),
             Decision::Throttled { .. }
         ));
+    }
+
+    #[test]
+    fn a_refused_account_halts_the_campaign_and_spends_no_attempt() {
+        let refused = || CallResult::Misconfigured {
+            reason: "twilio 20003 (HTTP 401): Authenticate".into(),
+        };
+        // On any attempt, the last included: the account, not the recipient, is at fault.
+        for attempt in [1, 4, 9] {
+            assert_eq!(
+                decide(refused(), attempt, &policy(), 0.0),
+                Decision::Halted {
+                    error: "twilio 20003 (HTTP 401): Authenticate".into()
+                }
+            );
+        }
+        assert_eq!(refused().health(), crate::breaker::Health::Failing);
         assert_eq!(
-            decide(
-                CallResult::Misconfigured {
-                    reason: "twilio 20003 (HTTP 401): Authenticate".into()
-                },
-                1,
-                &policy(),
-                0.0
-            ),
-            Decision::Failed {
-                error: "twilio 20003 (HTTP 401): Authenticate".into()
+            CallResult::Permanent {
+                reason: "twilio 21211".into()
             }
+            .health(),
+            crate::breaker::Health::Up
         );
     }
 

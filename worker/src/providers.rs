@@ -7,6 +7,7 @@
 use crate::outcome::Policy;
 use herald_shared::backoff::RetryPolicy;
 use herald_shared::provider_config::{self, ProviderConfig};
+use herald_shared::sealed::Keyring;
 use serde_json::Value;
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -33,6 +34,8 @@ pub struct Provider {
     pub callback_url: Option<String>,
     /// How long a call counts as live without its final status callback.
     pub live_call_hold: Duration,
+    /// Bumped by each credential rotation (see [`Providers::get_at_least`]).
+    pub revision: i32,
     loaded: Instant,
 }
 
@@ -52,6 +55,7 @@ struct Row {
     unknown_outcome: String,
     unknown_window_ms: i32,
     live_call_timeout_ms: i32,
+    revision: i32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +68,11 @@ pub enum ProviderError {
         id: Uuid,
         problems: provider_config::Problems,
     },
+    #[error("provider {id}'s credentials cannot be opened: {error}")]
+    Sealed {
+        id: Uuid,
+        error: herald_shared::sealed::SealError,
+    },
     #[error("loading provider: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -73,14 +82,17 @@ pub struct Providers {
     pool: PgPool,
     /// The receiver's public URL (`HERALD_RECEIVER_URL`), if Herald takes receipts.
     receiver_url: Option<Arc<str>>,
+    /// Opens credentials sealed at rest.
+    keyring: Keyring,
     cache: Arc<Mutex<HashMap<Uuid, Arc<Provider>>>>,
 }
 
 impl Providers {
-    pub fn new(pool: PgPool, receiver_url: Option<&str>) -> Self {
+    pub fn new(pool: PgPool, receiver_url: Option<&str>, keyring: Keyring) -> Self {
         Self {
             pool,
             receiver_url: receiver_url.map(|url| Arc::from(url.trim_end_matches('/'))),
+            keyring,
             cache: Arc::default(),
         }
     }
@@ -93,12 +105,20 @@ impl Providers {
                 .map(|base| format!("{base}/webhooks/{path}/{id}"))
         };
         match config {
-            ProviderConfig::TwilioSms(c) => {
-                c.status_callback.clone().or_else(|| receiver("twilio"))
-            }
-            ProviderConfig::TwilioVoice(c) => {
-                c.status_callback.clone().or_else(|| receiver("twilio"))
-            }
+            // Twilio signs its callbacks with the account's auth token: without it (an API
+            // key alone), the receiver could not trust them, so none are asked for.
+            ProviderConfig::TwilioSms(c) => c.status_callback.clone().or_else(|| {
+                c.account
+                    .auth_token
+                    .as_ref()
+                    .and_then(|_| receiver("twilio"))
+            }),
+            ProviderConfig::TwilioVoice(c) => c.status_callback.clone().or_else(|| {
+                c.account
+                    .auth_token
+                    .as_ref()
+                    .and_then(|_| receiver("twilio"))
+            }),
             // Without a webhook secret, receipts could not be trusted: none are asked for.
             ProviderConfig::Http(c) => c.webhook_secret.as_ref().and_then(|_| receiver("http")),
             ProviderConfig::WhatsApp(_) => None,
@@ -106,25 +126,39 @@ impl Providers {
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Arc<Provider>, ProviderError> {
+        self.get_at_least(id, 0).await
+    }
+
+    /// The provider, read again if the cached copy is older than `revision` (a lease's
+    /// view of it): rotated credentials are used from the first lease after the rotation.
+    pub async fn get_at_least(
+        &self,
+        id: Uuid,
+        revision: i32,
+    ) -> Result<Arc<Provider>, ProviderError> {
         let mut cache = self.cache.lock().await;
         if let Some(provider) = cache.get(&id)
             && provider.loaded.elapsed() < REFRESH
+            && provider.revision >= revision
         {
             return Ok(provider.clone());
         }
         let row: Row = sqlx::query_as(
             "SELECT id, kind, endpoint, settings, credentials, timeout_ms,
                     max_attempts, retry_base_ms, retry_max_ms, rate_limit, rate_window_ms,
-                    unknown_outcome, unknown_window_ms, live_call_timeout_ms
+                    unknown_outcome, unknown_window_ms, live_call_timeout_ms, revision
              FROM providers WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await?
         .ok_or(ProviderError::Unknown(id))?;
-        let config =
-            provider_config::parse(&row.kind, &row.endpoint, &row.settings, &row.credentials)
-                .map_err(|problems| ProviderError::Invalid { id, problems })?;
+        let credentials = self
+            .keyring
+            .open(id, &row.credentials)
+            .map_err(|error| ProviderError::Sealed { id, error })?;
+        let config = provider_config::parse(&row.kind, &row.endpoint, &row.settings, &credentials)
+            .map_err(|problems| ProviderError::Invalid { id, problems })?;
         let millis = |ms: i32| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
         let unknown = row
             .unknown_outcome
@@ -157,6 +191,7 @@ impl Providers {
                 unknown,
                 window: millis(row.unknown_window_ms),
             },
+            revision: row.revision,
             loaded: Instant::now(),
         });
         cache.insert(id, provider.clone());

@@ -36,6 +36,9 @@ pub struct QuietHours {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Progress {
     pub status: String,
+    /// Why Herald paused the campaign itself: its provider refused the account (credentials,
+    /// sender). Fix the provider (say, rotate its credentials) and resume. `null` otherwise.
+    pub pause_reason: Option<String>,
     pub total: i64,
     pub pending: i64,
     pub queued: i64,
@@ -189,6 +192,7 @@ struct CampaignRow {
     started_at: Option<DateTime<Utc>>,
     first_sent_at: Option<DateTime<Utc>>,
     completed_at: Option<DateTime<Utc>>,
+    pause_reason: Option<String>,
     total: i64,
     pending: i64,
     queued: i64,
@@ -208,6 +212,7 @@ impl From<CampaignRow> for Campaign {
         let moving = matches!(r.status.as_str(), "running");
         let progress = Progress {
             status: r.status.clone(),
+            pause_reason: r.pause_reason,
             total: r.total,
             pending: r.pending,
             queued: r.queued,
@@ -269,7 +274,7 @@ fn select_campaigns(scope: Option<Uuid>) -> QueryBuilder<Postgres> {
         "SELECT c.id, c.tenant_id, c.name, c.provider_id, c.overflow_provider_id, c.channel, c.template, c.status,
                 c.batch_size, c.weight, c.start_at, c.expires_at, c.quiet_start, c.quiet_end,
                 c.time_zone, c.segment_id, c.created_at, c.started_at, c.first_sent_at, c.completed_at,
-                coalesce(k.total, 0)::int8 AS total, coalesce(k.pending, 0)::int8 AS pending,
+                c.pause_reason, coalesce(k.total, 0)::int8 AS total, coalesce(k.pending, 0)::int8 AS pending,
                 coalesce(k.queued, 0)::int8 AS queued, coalesce(k.sending, 0)::int8 AS sending,
                 coalesce(k.unknown, 0)::int8 AS unknown,
                 coalesce(k.sent, 0)::int8 AS sent, coalesce(k.failed, 0)::int8 AS failed,
@@ -758,7 +763,8 @@ pub async fn pause(
         caller,
         id,
         "pause",
-        "UPDATE campaigns SET status = 'paused' WHERE id = $1 AND status IN ('running', 'scheduled')",
+        "UPDATE campaigns SET status = 'paused', pause_reason = NULL
+         WHERE id = $1 AND status IN ('running', 'scheduled')",
     )
     .await
 }
@@ -777,6 +783,7 @@ pub async fn resume(
         "resume",
         "UPDATE campaigns
          SET status = CASE WHEN start_at > now() THEN 'scheduled' ELSE 'running' END,
+             pause_reason = NULL,
              started_at = CASE WHEN start_at > now() THEN started_at ELSE coalesce(started_at, now()) END
          WHERE id = $1 AND status = 'paused'",
     )

@@ -119,6 +119,21 @@ impl std::fmt::Debug for NewProvider {
     }
 }
 
+/// A provider's new credentials, replacing all of the old ones (a rotation).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCredentials {
+    /// Secrets, per kind (see API.md); write-only.
+    #[schema(value_type = Object)]
+    pub credentials: Map<String, Value>,
+}
+
+impl std::fmt::Debug for NewCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NewCredentials { credentials: <redacted> }")
+    }
+}
+
 fn http() -> String {
     "http".to_owned()
 }
@@ -270,13 +285,16 @@ pub async fn create(
         Caller::Tenant(id) => Some(id),
         Caller::Operator => body.tenant_id,
     };
+    // The id is chosen here: sealed credentials are bound to it.
+    let id = Uuid::new_v4();
+    let credentials = state.keyring.seal(id, &body.credentials);
     let provider: Provider = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO providers (tenant_id, name, kind, endpoint, settings, credentials, timeout_ms,
                                 max_in_flight, max_attempts, retry_base_ms, retry_max_ms,
                                 rate_limit, rate_window_ms, cost_per_message, unknown_outcome,
-                                unknown_window_ms, max_live_calls, live_call_timeout_ms)
+                                unknown_window_ms, max_live_calls, live_call_timeout_ms, id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::float8, $15, $16,
-                 $17, $18)
+                 $17, $18, $19)
          RETURNING {COLUMNS}"
     )))
     .bind(tenant)
@@ -284,7 +302,7 @@ pub async fn create(
     .bind(&body.kind)
     .bind(endpoint(&body))
     .bind(Value::Object(body.settings))
-    .bind(Value::Object(body.credentials))
+    .bind(credentials)
     .bind(body.timeout_ms)
     .bind(body.max_in_flight)
     .bind(body.max_attempts)
@@ -297,6 +315,7 @@ pub async fn create(
     .bind(body.unknown_window_ms)
     .bind(body.max_live_calls)
     .bind(body.live_call_timeout_ms)
+    .bind(id)
     .fetch_one(&state.pool)
     .await
     .map_err(|e| from_constraint(e, "provider"))?;
@@ -346,6 +365,67 @@ pub async fn show(
     .await?
     .map(|p| Json(seen_by(caller, p)))
     .ok_or(ApiError::NotFound("provider"))
+}
+
+#[utoipa::path(put, path = "/providers/{id}/credentials", tag = "providers",
+    request_body = NewCredentials,
+    params(("id" = Uuid, Path, description = "The provider's id")),
+    responses((status = 200, body = Provider), (status = 401, body = crate::error::ErrorBody),
+              (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)))]
+pub async fn rotate_credentials(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    JsonBody(body): JsonBody<NewCredentials>,
+) -> Result<Json<Provider>, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let row: Option<(Option<Uuid>, String, String, Value)> = sqlx::query_as(
+        "SELECT tenant_id, kind, endpoint, settings FROM providers
+         WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2 OR tenant_id IS NULL)
+         FOR UPDATE",
+    )
+    .bind(id)
+    .bind(caller.scope())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (owner, kind, endpoint, settings) = row.ok_or(ApiError::NotFound("provider"))?;
+    if owner.is_none() {
+        caller.require_operator().map_err(|_| {
+            ApiError::Forbidden("a shared provider's credentials are the operator's to change")
+        })?;
+    }
+    // The same parser the workers use, so what is stored is what they can send with.
+    let given = Value::Object(body.credentials);
+    if let Err(problems) = provider_config::parse(&kind, &endpoint, &settings, &given) {
+        return Err(ApiError::fields(
+            "credentials",
+            problems
+                .0
+                .into_iter()
+                .map(|p| FieldError {
+                    field: p.field,
+                    reason: p.reason,
+                })
+                .collect(),
+        ));
+    }
+    // The revision tells workers their cached copy is stale (see the worker's providers).
+    let provider: Provider = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE providers SET credentials = $2, revision = revision + 1
+         WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(
+        state
+            .keyring
+            .seal(id, given.as_object().unwrap_or(&Map::new())),
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(provider_id = %id, "provider credentials rotated");
+    Ok(Json(seen_by(caller, provider)))
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
  *
  *   helpers ....... $(), el(), setText(), setAttr(), notice()
  *   api() ......... fetch wrapper: Bearer key, JSON, throws ApiError; a 401 signs out
- *   session ....... signIn(), signOut(), showKeyForm(), takeKeyFromUrl() (?key=)
+ *   session ....... signIn(), signOut(), showKeyForm(), refuseKeyInUrl(); the key lives in
+ *                   sessionStorage (this tab only), entered in the form
  *   list .......... pollCampaigns() every 1 s -> renderCampaigns() -> createRow()/updateRow()
  *   actions ....... runAction(): POST /campaigns/{id}/{start|pause|resume|cancel}
  *   detail ........ openDetail(), pollDetail() every 1 s -> renderDetail(), closeDetail()
@@ -85,7 +86,7 @@ class ApiError extends Error {
 // api('GET', '/campaigns'); api('POST', path, {json}) or api('POST', path, {body, type}).
 async function api(method, path, { json, body, type } = {}) {
   const gen = state.session;
-  const headers = { Authorization: `Bearer ${localStorage.getItem(KEY_STORAGE) || ''}` };
+  const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY_STORAGE) || ''}` };
   if (json !== undefined) { body = JSON.stringify(json); type = 'application/json'; }
   if (type) headers['Content-Type'] = type;
   let res;
@@ -109,13 +110,14 @@ async function api(method, path, { json, body, type } = {}) {
 
 /* ---------- session ---------- */
 
-function takeKeyFromUrl() {
+// A key in a link ends up in browser history, bookmarks and proxies' logs: it is never
+// used, only removed from the address bar, and the form asks for it instead.
+function refuseKeyInUrl() {
   const url = new URL(location.href);
-  const key = url.searchParams.get('key');
-  if (key === null) return;
-  if (key.trim()) localStorage.setItem(KEY_STORAGE, key.trim());
+  if (!url.searchParams.has('key')) return false;
   url.searchParams.delete('key');
   history.replaceState(history.state, '', url.pathname + url.search + url.hash);
+  return true;
 }
 
 function signIn() {
@@ -129,7 +131,7 @@ function signIn() {
 }
 
 function signOut(message) {
-  localStorage.removeItem(KEY_STORAGE);
+  sessionStorage.removeItem(KEY_STORAGE);
   state.session++;
   clearTimeout(state.listTimer);
   closeDetail();
@@ -227,6 +229,7 @@ function updateRow(tr, c) {
   setText(cells.channel, c.channel || '');
   setText(cells.status, status);
   setAttr(cells.status, 'class', `status status-${status}`);
+  setAttr(cells.status, 'title', p.pause_reason ? `Paused by Herald: ${p.pause_reason}` : status);
   setAttr(cells.bar, 'max', total);
   setAttr(cells.bar, 'value', finished(p));
   setAttr(cells.bar, 'aria-label', `${finished(p)} of ${total} finished`);
@@ -342,6 +345,9 @@ function renderDetail(c, errors) {
   setText($('#d-id'), c.id || '');
   setText($('#d-status'), status);
   setAttr($('#d-status'), 'class', `status status-${status}`);
+  const why = $('#d-pause-reason');
+  why.hidden = !p.pause_reason;
+  setText(why, p.pause_reason ? `Paused by Herald: ${p.pause_reason}. Fix the provider, then resume.` : '');
   setText($('#d-channel'), c.channel || '—');
   setText($('#d-provider'), provider ? provider.name : shortId(c.provider_id));
   const overflow = state.providers.find((x) => x.id === c.overflow_provider_id);
@@ -615,7 +621,7 @@ function init() {
     ev.preventDefault();
     const key = $('#api-key').value.trim();
     if (!key) { showKeyForm('Enter an API key.'); return; }
-    localStorage.setItem(KEY_STORAGE, key);
+    sessionStorage.setItem(KEY_STORAGE, key);
     signIn();
   });
   $('#sign-out').addEventListener('click', (ev) => { ev.preventDefault(); signOut('Signed out.'); });
@@ -629,8 +635,10 @@ function init() {
   if (typeof Intl.supportedValuesOf === 'function') { // time zone suggestions, offline
     $('#time-zones').append(...Intl.supportedValuesOf('timeZone').map((z) => option(z, '')));
   }
-  takeKeyFromUrl();
-  if (localStorage.getItem(KEY_STORAGE)) signIn(); else showKeyForm('');
+  if (refuseKeyInUrl()) {
+    sessionStorage.removeItem(KEY_STORAGE);
+    showKeyForm('Keys in links are not accepted (they stay in browser history). Enter the key here.');
+  } else if (sessionStorage.getItem(KEY_STORAGE)) signIn(); else showKeyForm('');
 }
 
 init();

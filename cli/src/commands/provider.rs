@@ -135,6 +135,18 @@ operator key creates a shared provider every tenant may use.")]
         /// Provider id
         id: Uuid,
     },
+    /// Replace a provider's credentials (all of them); workers use the new ones from their
+    /// next request. Resume any campaign Herald paused because the old ones were refused.
+    #[command(
+        after_help = "Example:\n  herald provider rotate-credentials 5f0c… --credentials @new-creds.json\n  herald campaign resume 9a1b…"
+    )]
+    RotateCredentials {
+        /// Provider id
+        id: Uuid,
+        /// The new credentials: inline JSON or @FILE (kept out of shell history)
+        #[arg(long, value_name = "JSON|@FILE")]
+        credentials: String,
+    },
 }
 
 pub async fn run(ctx: &Ctx, command: ProviderCommand) -> Result<(), CliError> {
@@ -189,6 +201,14 @@ pub async fn run(ctx: &Ctx, command: ProviderCommand) -> Result<(), CliError> {
         }
         ProviderCommand::Show { id } => {
             let reply = ctx.client.get_provider(id).await?;
+            ctx.show(&reply, output::provider)
+        }
+        ProviderCommand::RotateCredentials { id, credentials } => {
+            let credentials = read_credentials(&credentials)?;
+            let reply = ctx
+                .client
+                .rotate_provider_credentials(id, &credentials)
+                .await?;
             ctx.show(&reply, output::provider)
         }
     }
