@@ -51,7 +51,7 @@ wait_healthy "$HERALD_RECEIVER_URL"
 wait_healthy "http://127.0.0.1:$ADMIN_PORT"
 echo "==> simulator (200 ms latency), receipt receiver, scheduler, two workers and the admin server running; logs in $LOGS/"
 echo
-echo "    Admin web page: http://127.0.0.1:$ADMIN_PORT/?key=$OPERATOR_KEY"
+echo "    Admin web page: http://127.0.0.1:$ADMIN_PORT/ (sign in with the operator key)"
 echo "    Operator key:   $OPERATOR_KEY"
 echo "    CLI:            HERALD_API_KEY=$OPERATOR_KEY $BIN/herald campaign list"
 echo "    Metrics:        http://127.0.0.1:9410/metrics (scheduler), :9411 and :9421 (workers),"
@@ -62,6 +62,6 @@ echo
 
 if [ -t 0 ] && [ -t 1 ]; then
   echo
-  echo "The admin page stays up at http://127.0.0.1:$ADMIN_PORT/?key=$OPERATOR_KEY — press Ctrl-C to stop."
+  echo "The admin page stays up at http://127.0.0.1:$ADMIN_PORT/ (key $OPERATOR_KEY) — press Ctrl-C to stop."
   wait
 fi

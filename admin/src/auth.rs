@@ -120,7 +120,9 @@ impl FromRequestParts<AppState> for Caller {
             return Err(ApiError::Unauthorized);
         }
         let row: Option<(Option<Uuid>,)> = sqlx::query_as(
-            "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            // A rotated key works until the end of its grace period.
+            "SELECT tenant_id FROM api_keys
+             WHERE key_hash = $1 AND (revoked_at IS NULL OR revoked_at > now())",
         )
         .bind(hash(secret))
         .fetch_optional(&state.pool)

@@ -10,8 +10,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::model::{
-    Campaign, Contact, ErrorBody, ErrorCount, NewCampaign, NewKey, NewProvider, NewSegment,
-    NewTenant, Progress, Provider, Recipient, Segment, SegmentCount, Tenant, UploadSummary,
+    Campaign, Contact, ErrorBody, ErrorCount, Key, NewCampaign, NewKey, NewProvider, NewSegment,
+    NewTenant, Progress, Provider, Recipient, RotatedKey, Segment, SegmentCount, Tenant,
+    UploadSummary,
 };
 
 /// Bounds a hung server rather than a slow action: starting a segment campaign materializes
@@ -134,7 +135,36 @@ impl Client {
             .await
     }
 
+    pub async fn list_keys(&self) -> Result<Reply<Vec<Key>>, ApiError> {
+        self.get(&["keys"], &[]).await
+    }
+
+    pub async fn revoke_key(&self, id: Uuid) -> Result<Reply<Key>, ApiError> {
+        self.post(&["keys", &id.to_string(), "revoke"], &serde_json::json!({}))
+            .await
+    }
+
+    pub async fn rotate_key(
+        &self,
+        id: Uuid,
+        grace_seconds: u64,
+    ) -> Result<Reply<RotatedKey>, ApiError> {
+        let body = serde_json::json!({ "grace_seconds": grace_seconds });
+        self.post(&["keys", &id.to_string(), "rotate"], &body).await
+    }
+
     // --- providers ---
+
+    pub async fn rotate_provider_credentials(
+        &self,
+        id: Uuid,
+        credentials: &Value,
+    ) -> Result<Reply<Provider>, ApiError> {
+        let body = serde_json::json!({ "credentials": credentials });
+        let url = self.url(&["providers", &id.to_string(), "credentials"], &[]);
+        self.send(self.http.put(url).json(&body), Some(REQUEST_TIMEOUT))
+            .await
+    }
 
     pub async fn create_provider(
         &self,

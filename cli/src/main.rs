@@ -16,6 +16,7 @@ use reqwest::Url;
 use client::Client;
 use commands::campaign::CampaignCommand;
 use commands::contact::ContactCommand;
+use commands::key::KeyCommand;
 use commands::provider::ProviderCommand;
 use commands::segment::SegmentCommand;
 use commands::tenant::TenantCommand;
@@ -82,6 +83,9 @@ enum Command {
     /// Tenants and their API keys (operator key)
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// API keys: list, revoke, rotate
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// HTTP providers that messages are sent through
     #[command(subcommand)]
     Provider(ProviderCommand),
@@ -148,6 +152,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
     };
     match cli.command {
         Command::Tenant(command) => commands::tenant::run(&ctx, command).await,
+        Command::Key(command) => commands::key::run(&ctx, command).await,
         Command::Provider(command) => commands::provider::run(&ctx, command).await,
         Command::Campaign(command) => commands::campaign::run(&ctx, command).await,
         Command::Contact(command) => commands::contact::run(&ctx, command).await,

@@ -20,6 +20,7 @@ pub struct Tenant {
     #[serde(default)]
     pub time_zone: String,
     pub max_live_calls: Option<i64>,
+    pub default_region: Option<String>,
     pub created_at: Option<Timestamp>,
 }
 
@@ -32,6 +33,8 @@ pub struct NewTenant {
     pub time_zone: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_live_calls: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_region: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -39,6 +42,30 @@ pub struct NewKey {
     pub id: Uuid,
     pub name: String,
     pub key: String,
+}
+
+/// A key as listed (never its secret).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Key {
+    pub id: Uuid,
+    pub tenant_id: Option<Uuid>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub prefix: String,
+    pub created_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+    #[serde(default)]
+    pub active: bool,
+}
+
+/// A rotation's answer: the new secret and the key it replaces.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RotatedKey {
+    pub id: Uuid,
+    pub name: String,
+    pub key: String,
+    pub replaced: Key,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -200,6 +227,8 @@ pub struct NewCampaign {
 #[serde(default)]
 pub struct Progress {
     pub status: String,
+    /// Why Herald paused the campaign (its provider refused the account).
+    pub pause_reason: Option<String>,
     pub total: i64,
     pub pending: i64,
     pub queued: i64,

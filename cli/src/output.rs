@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use crate::client::ApiError;
 use crate::model::{
-    Campaign, Contact, ErrorBody, ErrorCount, NewKey, Progress, Provider, ProviderSends,
-    QuietHours, Recipient, Segment, SegmentCount, Tenant, Timestamp, UploadSummary,
+    Campaign, Contact, ErrorBody, ErrorCount, Key, NewKey, Progress, Provider, ProviderSends,
+    QuietHours, Recipient, RotatedKey, Segment, SegmentCount, Tenant, Timestamp, UploadSummary,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -273,6 +273,12 @@ pub fn tenant(t: &Tenant) -> String {
         ("weight", t.weight.to_string()),
         ("time zone", t.time_zone.clone()),
         (
+            "default region",
+            t.default_region
+                .clone()
+                .unwrap_or_else(|| "none (numbers need their country code)".to_owned()),
+        ),
+        (
             "live calls",
             t.max_live_calls
                 .map_or_else(|| "no cap".to_owned(), |n| format!("at most {n}")),
@@ -284,6 +290,55 @@ pub fn tenant(t: &Tenant) -> String {
 /// Only the key, so `KEY=$(herald tenant key …)` works.
 pub fn new_key(key: &NewKey) -> String {
     format!("{}\n", key.key)
+}
+
+/// The new secret alone on stdout, like a new key, so it can be captured.
+pub fn rotated_key(key: &RotatedKey) -> String {
+    format!("{}\n", key.key)
+}
+
+pub fn keys(list: &[Key]) -> String {
+    if list.is_empty() {
+        return "no keys\n".to_owned();
+    }
+    let mut table = Table::new(&[
+        ("ID", Align::Left),
+        ("TENANT", Align::Left),
+        ("NAME", Align::Left),
+        ("PREFIX", Align::Left),
+        ("CREATED", Align::Left),
+        ("STATE", Align::Left),
+    ]);
+    for k in list {
+        table.row(vec![
+            k.id.to_string(),
+            k.tenant_id
+                .map_or_else(|| "operator".to_owned(), |t| t.to_string()),
+            k.name.clone(),
+            k.prefix.clone(),
+            format_time(k.created_at),
+            key_state(k),
+        ]);
+    }
+    table.render()
+}
+
+pub fn key(k: &Key) -> String {
+    format!(
+        "key {} ({}, {}): {}\n",
+        k.name,
+        k.prefix,
+        k.id,
+        key_state(k)
+    )
+}
+
+fn key_state(k: &Key) -> String {
+    match (k.active, k.revoked_at) {
+        (true, None) => "active".to_owned(),
+        (true, Some(at)) => format!("active until {}", format_time(Some(at))),
+        (false, at) => format!("revoked {}", format_time(at)),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -515,11 +570,21 @@ pub fn campaign_status(c: &Campaign) -> String {
         ("scheduled", Some(at)) => format!(", starts at {}", format_time(Some(at))),
         _ => String::new(),
     };
-    format!("campaign {} ({}): {}{when}\n", c.name, c.id, c.status)
+    let why = match c.progress.as_ref().and_then(|p| p.pause_reason.as_deref()) {
+        Some(reason) if c.status == "paused" => format!(" by Herald: {reason}"),
+        _ => String::new(),
+    };
+    format!("campaign {} ({}): {}{when}{why}\n", c.name, c.id, c.status)
 }
 
 pub fn progress(p: &Progress) -> String {
     let mut out = key_values(&[("status", p.status.clone())]);
+    if let Some(reason) = &p.pause_reason {
+        out.push_str(&key_values(&[(
+            "paused because",
+            format!("{reason} (fix the provider, then resume)"),
+        )]));
+    }
     out.push('\n');
     let mut table = Table::new(&[
         ("STATE", Align::Left),
@@ -599,6 +664,9 @@ fn eta(p: &Progress) -> String {
 /// The text beside the `--watch` progress bar.
 pub fn watch_message(p: &Progress) -> String {
     let mut parts = vec![p.status.clone()];
+    if let Some(reason) = &p.pause_reason {
+        parts.push(format!("paused by Herald: {reason}"));
+    }
     if !p.is_final() {
         parts.push(format_rate(p.send_rate));
         if let Some(eta) = p.eta_seconds {
@@ -880,6 +948,28 @@ mod tests {
             ..progress_fixture()
         };
         assert_eq!(watch_message(&done), "completed");
+    }
+
+    #[test]
+    fn a_campaign_herald_paused_says_why() {
+        let paused = Progress {
+            status: "paused".into(),
+            pause_reason: Some("twilio 20003 (HTTP 401): Authenticate".into()),
+            eta_seconds: None,
+            ..progress_fixture()
+        };
+        let shown = progress(&paused);
+        assert!(
+            shown.starts_with(
+                "status:  paused\n\
+                 paused because:  twilio 20003 (HTTP 401): Authenticate (fix the provider, then resume)\n"
+            ),
+            "{shown}"
+        );
+        assert_eq!(
+            watch_message(&paused),
+            "paused · paused by Herald: twilio 20003 (HTTP 401): Authenticate · 512/s · 100 failed"
+        );
     }
 
     fn refused(body: ErrorBody) -> ApiError {

@@ -7,6 +7,7 @@
 pub mod audience;
 pub mod campaigns;
 pub mod contacts;
+pub mod keys;
 pub mod providers;
 pub mod receipts;
 pub mod segments;
@@ -18,7 +19,7 @@ use crate::state::AppState;
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -101,8 +102,15 @@ pub fn router() -> Router<AppState> {
         .route("/tenants", post(tenants::create).get(tenants::list))
         .route("/tenants/{id}", get(tenants::show))
         .route("/tenants/{id}/keys", post(tenants::create_key))
+        .route("/keys", get(keys::list))
+        .route("/keys/{id}/revoke", post(keys::revoke))
+        .route("/keys/{id}/rotate", post(keys::rotate))
         .route("/providers", post(providers::create).get(providers::list))
         .route("/providers/{id}", get(providers::show))
+        .route(
+            "/providers/{id}/credentials",
+            put(providers::rotate_credentials),
+        )
         .route("/campaigns", post(campaigns::create).get(campaigns::list))
         .route("/campaigns/{id}", get(campaigns::show))
         .route("/campaigns/{id}/start", post(campaigns::start))
@@ -210,7 +218,8 @@ impl utoipa::Modify for BearerAuth {
     security(("api_key" = [])),
     paths(
         tenants::create, tenants::list, tenants::show, tenants::create_key,
-        providers::create, providers::list, providers::show,
+        keys::list, keys::revoke, keys::rotate,
+        providers::create, providers::list, providers::show, providers::rotate_credentials,
         campaigns::create, campaigns::list, campaigns::show,
         campaigns::start, campaigns::pause, campaigns::resume, campaigns::cancel,
         campaigns::progress, campaigns::errors,

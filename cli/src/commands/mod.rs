@@ -2,6 +2,7 @@
 
 pub mod campaign;
 pub mod contact;
+pub mod key;
 pub mod probe;
 pub mod provider;
 pub mod segment;

@@ -448,3 +448,47 @@ async fn a_tenants_provider_cannot_point_inside_the_network() -> Result<()> {
     ensure!(operator_view["endpoint"].is_string(), "{operator_view}");
     Ok(())
 }
+
+/// The page and the API answer with headers that keep a browser holding a key safe: only
+/// the page's own script runs, nothing frames it, nothing is sniffed, cached or referred.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_the_security_headers() -> Result<()> {
+    let s = setup(&[]).await?;
+    let http = reqwest::Client::new();
+    for (path, key) in [
+        ("/", None),
+        ("/app.js", None),
+        ("/style.css", None),
+        ("/api/v1/campaigns", Some(s.key.as_str())),
+        ("/api/v1/campaigns", None),
+        ("/api/v1/no-such-thing", Some(s.key.as_str())),
+    ] {
+        let mut request = http.get(format!("{}{path}", s.admin.url));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let headers = response.headers();
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let csp = header("content-security-policy");
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            ensure!(csp.contains(directive), "{path} ({status}): CSP {csp:?}");
+        }
+        ensure!(header("x-content-type-options") == "nosniff", "{path}");
+        ensure!(header("x-frame-options") == "DENY", "{path}");
+        ensure!(header("referrer-policy") == "no-referrer", "{path}");
+        ensure!(header("cache-control") == "no-store", "{path}");
+    }
+    Ok(())
+}

@@ -323,7 +323,28 @@ async fn drive(
 ) -> Result<()> {
     let provider = providers.primary;
     let started = Instant::now();
+    // A key in a link is never used: it leaves the address bar and the form asks for it.
     page.goto(&format!("{admin_url}/?key={key}")).await?;
+    let address = page.current_url().await?;
+    anyhow::ensure!(
+        address.query().is_none_or(|q| !q.contains("key")),
+        "the key stayed in the address bar: {address}"
+    );
+    let message = page
+        .find(Locator::Css("#key-message"))
+        .await?
+        .text()
+        .await?;
+    anyhow::ensure!(
+        message.contains("not accepted"),
+        "no word on the refused link: {message:?}"
+    );
+    // Signing in is the form's job.
+    page.find(Locator::Css("#api-key"))
+        .await?
+        .send_keys(key)
+        .await?;
+    page.find(Locator::Css("#use-key")).await?.click().await?;
 
     // The create form, as a person fills it.
     page.find(Locator::Css("#c-name"))

@@ -1,0 +1,190 @@
+//! API keys after they are made: list, revoke, rotate. (Keys are made per tenant, see
+//! [`super::tenants::create_key`].)
+//!
+//! A tenant key manages its own tenant's keys; an operator key manages every key, and is the
+//! only one that may touch operator keys. A key another caller may not manage looks like a
+//! key that does not exist. Rotation makes the new key and revokes the old one in one
+//! transaction; the old one may be kept working for a grace period, so that the services
+//! using it can be moved to the new one without a gap.
+
+use crate::auth::{self, Caller};
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Longest grace a rotated key may keep working: a week.
+pub const MAX_GRACE_SECONDS: i64 = 7 * 86_400;
+
+/// A key as listed: never its secret, only the first characters that tell keys apart.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Key {
+    pub id: Uuid,
+    /// `null`: an operator key.
+    pub tenant_id: Option<Uuid>,
+    pub name: String,
+    /// The secret's first characters (`hk_tn_1a2b3c`), as shown when it was made.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    /// When the key stopped (or stops, after a rotation's grace) being accepted.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Accepted now.
+    pub active: bool,
+}
+
+/// What a rotation answers: the new key's secret, shown this once, and the old key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Rotated {
+    pub id: Uuid,
+    pub name: String,
+    /// The new secret: store it now, it cannot be shown again.
+    pub key: String,
+    /// The key it replaces, with the time it stops working.
+    pub replaced: Key,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rotation {
+    /// How long the old key keeps working, 0 (the default: at once) to 604800 (a week).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 604800)]
+    pub grace_seconds: i64,
+}
+
+const COLUMNS: &str = "id, tenant_id, name, prefix, created_at, revoked_at,
+                       (revoked_at IS NULL OR revoked_at > now()) AS active";
+
+/// The caller's keys, `$2` being its scope: operators see every key, a tenant key only its
+/// own tenant's.
+const MANAGEABLE: &str = "($2::uuid IS NULL OR tenant_id = $2)";
+
+#[utoipa::path(get, path = "/keys", tag = "keys",
+    responses((status = 200, body = Vec<Key>), (status = 401, body = crate::error::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<Key>>, ApiError> {
+    let keys = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM api_keys
+         WHERE ($1::uuid IS NULL OR tenant_id = $1)
+         ORDER BY created_at, id"
+    )))
+    .bind(caller.scope())
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(keys))
+}
+
+#[utoipa::path(post, path = "/keys/{id}/revoke", tag = "keys",
+    params(("id" = Uuid, Path, description = "The key's id")),
+    responses((status = 200, body = Key), (status = 401, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Key>, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let key = manageable(&mut tx, caller, id).await?;
+    if !key.active {
+        return Err(ApiError::Conflict("the key is already revoked".into()));
+    }
+    let key: Key = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE api_keys SET revoked_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(key_id = %id, tenant_id = ?key.tenant_id, "API key revoked");
+    Ok(Json(key))
+}
+
+#[utoipa::path(post, path = "/keys/{id}/rotate", tag = "keys", request_body(content = Option<Rotation>),
+    params(("id" = Uuid, Path, description = "The key's id")),
+    responses((status = 201, body = Rotated), (status = 401, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)))]
+pub async fn rotate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Rotated>), ApiError> {
+    // The body is optional: none means no grace.
+    let rotation = if body.iter().all(u8::is_ascii_whitespace) {
+        Rotation::default()
+    } else {
+        axum::Json::<Rotation>::from_bytes(&body)
+            .map_err(super::json_rejection)?
+            .0
+    };
+    if !(0..=MAX_GRACE_SECONDS).contains(&rotation.grace_seconds) {
+        return Err(ApiError::field(
+            "grace_seconds",
+            format!("must be between 0 and {MAX_GRACE_SECONDS}"),
+        ));
+    }
+    let mut tx = state.pool.begin().await?;
+    let old = manageable(&mut tx, caller, id).await?;
+    if !old.active {
+        return Err(ApiError::Conflict(
+            "the key is revoked; make a new one instead".into(),
+        ));
+    }
+    let new = auth::generate(old.tenant_id);
+    let new_id: Uuid = sqlx::query_scalar(
+        "INSERT INTO api_keys (tenant_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(old.tenant_id)
+    .bind(&old.name)
+    .bind(&new.prefix)
+    .bind(&new.hash)
+    .fetch_one(&mut *tx)
+    .await?;
+    // A key already due to stop keeps its earlier end.
+    let replaced: Key = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE api_keys
+         SET revoked_at = least(coalesce(revoked_at, 'infinity'), now() + make_interval(secs => $2))
+         WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(rotation.grace_seconds as f64)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(key_id = %id, new_key_id = %new_id, tenant_id = ?old.tenant_id,
+        grace_seconds = rotation.grace_seconds, "API key rotated");
+    Ok((
+        StatusCode::CREATED,
+        Json(Rotated {
+            id: new_id,
+            name: old.name,
+            key: new.secret,
+            replaced,
+        }),
+    ))
+}
+
+/// The key `id`, locked, if `caller` may manage it; otherwise as if it did not exist.
+async fn manageable(
+    tx: &mut sqlx::PgConnection,
+    caller: Caller,
+    id: Uuid,
+) -> Result<Key, ApiError> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM api_keys WHERE id = $1 AND {MANAGEABLE} FOR UPDATE"
+    )))
+    .bind(id)
+    .bind(caller.scope())
+    .fetch_optional(tx)
+    .await?
+    .ok_or(ApiError::NotFound("key"))
+}

@@ -1,0 +1,160 @@
+//! API keys are revoked and rotated through the API and the CLI: a revoked key stops working
+//! at once, a rotated one after its grace, and a tenant manages only its own keys.
+
+use anyhow::Result;
+use herald_tests::TestEnv;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+async fn tenant_key(admin: &herald_tests::Admin, tenant: &str, name: &str) -> Result<Value> {
+    admin
+        .ok(
+            &admin.operator_key,
+            Method::POST,
+            &format!("/tenants/{tenant}/keys"),
+            Some(json!({"name": name})),
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_revoked_and_rotated() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let admin = env.admin().await?;
+    let op = admin.operator_key.clone();
+    let (acme, acme_key, _) = admin
+        .tenant_with_provider("acme", &env.simulator_url)
+        .await?;
+    let (_, globex_key, _) = admin
+        .tenant_with_provider("globex", &env.simulator_url)
+        .await?;
+    let spare = tenant_key(&admin, &acme, "spare").await?;
+    let spare_id = spare["id"].as_str().unwrap_or_default().to_owned();
+    let spare_key = spare["key"].as_str().unwrap_or_default().to_owned();
+    let works = |key: &str| {
+        let key = key.to_owned();
+        let admin = &admin;
+        async move {
+            admin
+                .call(&key, Method::GET, "/campaigns", None)
+                .await
+                .map(|(status, _)| status)
+        }
+    };
+    assert_eq!(works(&spare_key).await?, 200);
+
+    // A tenant lists only its own keys, never a secret.
+    let listed = admin.ok(&acme_key, Method::GET, "/keys", None).await?;
+    let listed = listed.as_array().cloned().unwrap_or_default();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().all(|k| k["tenant_id"] == json!(acme)));
+    assert!(
+        !Value::Array(listed.clone())
+            .to_string()
+            .contains(&spare_key)
+    );
+    // Another tenant's key looks like one that does not exist.
+    let (status, body) = admin
+        .call(
+            &globex_key,
+            Method::POST,
+            &format!("/keys/{spare_id}/revoke"),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 404, "{body}");
+
+    // Revoked: refused at once; revoking again is a conflict.
+    let revoked = admin
+        .ok(
+            &acme_key,
+            Method::POST,
+            &format!("/keys/{spare_id}/revoke"),
+            None,
+        )
+        .await?;
+    assert_eq!(revoked["active"], false, "{revoked}");
+    assert_eq!(works(&spare_key).await?, 401);
+    let (status, _) = admin
+        .call(
+            &acme_key,
+            Method::POST,
+            &format!("/keys/{spare_id}/revoke"),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 409);
+
+    // Rotation with a grace: both keys work until the grace ends, then only the new one.
+    let acme_id = listed
+        .iter()
+        .find(|k| k["name"] == "tests")
+        .and_then(|k| k["id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let (status, body) = admin
+        .call(
+            &acme_key,
+            Method::POST,
+            &format!("/keys/{acme_id}/rotate"),
+            Some(json!({"grace_seconds": 604801})),
+        )
+        .await?;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["error"]["fields"][0]["field"], "grace_seconds",
+        "{body}"
+    );
+    let rotated = admin
+        .ok(
+            &acme_key,
+            Method::POST,
+            &format!("/keys/{acme_id}/rotate"),
+            Some(json!({"grace_seconds": 2})),
+        )
+        .await?;
+    let new_key = rotated["key"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(rotated["name"], "tests");
+    assert_eq!(rotated["replaced"]["active"], true, "{rotated}");
+    assert_eq!(works(&new_key).await?, 200);
+    assert_eq!(
+        works(&acme_key).await?,
+        200,
+        "the old key works in its grace"
+    );
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        works(&acme_key).await?,
+        401,
+        "the old key outlived its grace"
+    );
+    assert_eq!(works(&new_key).await?, 200);
+
+    // The CLI: rotate at once prints only the new secret on stdout.
+    let cli = |key: &str, args: &[&str]| {
+        let mut all = vec!["--url", admin.url.as_str(), "--key", key];
+        all.extend_from_slice(args);
+        env.run_binary("herald", &all, &[])
+    };
+    let new_id = rotated["id"].as_str().unwrap_or_default().to_owned();
+    let out = cli(&op, &["key", "rotate", &new_id])?;
+    assert!(out.status.success(), "{out:?}");
+    let newest = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(newest.starts_with("hk_tn_"), "{newest}");
+    assert_eq!(works(&new_key).await?, 401);
+    assert_eq!(works(&newest).await?, 200);
+    let out = cli(&newest, &["key", "list"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("revoked") && text.contains("active"),
+        "{text}"
+    );
+    let out = cli(&newest, &["key", "revoke", &spare_id])?;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already revoked"),
+        "{out:?}"
+    );
+    Ok(())
+}
