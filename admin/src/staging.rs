@@ -7,8 +7,8 @@
 
 use crate::error::{ApiError, RowError};
 use crate::limits::{self, ValueProblem};
+use crate::phone;
 use crate::upload::{self, Format, Item, Row};
-use crate::validate;
 use axum::body::Body;
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -19,14 +19,15 @@ const CHUNK: usize = 5_000;
 /// Row errors listed in a report (all are counted).
 const MAX_LISTED: usize = 100;
 
-/// Streams `body` into `upload_rows (n, address, fields)` on `tx`. `check` adds
-/// caller-specific row errors (e.g. missing template variables). Returns how many rows were
-/// received.
+/// Streams `body` into `upload_rows (n, address, fields)` on `tx`, each address in E.164
+/// (read with `region` when written without a country code). `check` adds caller-specific
+/// row errors (e.g. missing template variables). Returns how many rows were received.
 pub async fn stage(
     tx: &mut PgConnection,
     body: Body,
     format: Format,
     idle: Duration,
+    region: Option<phonenumber::country::Id>,
     check: impl Fn(&Row) -> Option<RowError>,
 ) -> Result<u64, ApiError> {
     sqlx::query(
@@ -43,15 +44,19 @@ pub async fn stage(
     let mut received = 0u64;
     while let Some(item) = rows.recv().await {
         let error = match item {
-            Item::Row(row) => {
+            Item::Row(mut row) => {
                 received += 1;
                 let error = values(&row)?
-                    .or_else(|| {
-                        validate::e164(&row.address).err().map(|reason| RowError {
+                    .or_else(|| match phone::normalize(&row.address, region) {
+                        Ok(number) => {
+                            row.address = number;
+                            None
+                        }
+                        Err(reason) => Some(RowError {
                             row: row.number,
                             field: Some("address".to_owned()),
                             reason,
-                        })
+                        }),
                     })
                     .or_else(|| check(&row));
                 if error.is_none() && error_rows == 0 {

@@ -3,6 +3,7 @@
 use crate::api::campaigns::ensure_visible;
 use crate::auth::Caller;
 use crate::error::{ApiError, RowError};
+use crate::phone;
 use crate::staging;
 use crate::state::AppState;
 use crate::upload::Format;
@@ -48,11 +49,15 @@ pub async fn upload(
     let mut tx = pool.begin().await?;
     // Locked for the whole upload, so a concurrent start waits for it (never starts on half
     // an audience).
-    let (status, template_text): (String, String) =
-        sqlx::query_as("SELECT status, template FROM campaigns WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let (status, template_text, region): (String, String, Option<String>) = sqlx::query_as(
+        "SELECT c.status, c.template, t.default_region
+         FROM campaigns c JOIN tenants t ON t.id = c.tenant_id
+         WHERE c.id = $1 FOR UPDATE OF c",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let region = region.as_deref().and_then(|r| phone::region(r).ok());
     if !matches!(status.as_str(), "draft" | "scheduled") {
         return Err(ApiError::Conflict(format!(
             "recipients can be added to draft or scheduled campaigns; this one is {status}"
@@ -61,7 +66,7 @@ pub async fn upload(
     let needed = template::variables(&template_text)
         .map_err(|e| ApiError::field("template", e.to_string()))?;
 
-    let received = staging::stage(&mut tx, body, format, state.upload_idle, |row| {
+    let received = staging::stage(&mut tx, body, format, state.upload_idle, region, |row| {
         needed
             .iter()
             .find(|name| row.fields.get(*name).is_none_or(is_blank))

@@ -2,6 +2,7 @@
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::phone;
 use crate::staging;
 use crate::state::AppState;
 use crate::upload::Format;
@@ -45,14 +46,17 @@ pub async fn upload(
     let tenant = caller.owning_tenant(query.tenant_id)?;
     let _slot = state.uploads.take(caller.scope())?;
     let mut tx = state.pool.begin().await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)")
-        .bind(tenant)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !exists {
+    let region: Option<Option<String>> =
+        sqlx::query_scalar("SELECT default_region FROM tenants WHERE id = $1")
+            .bind(tenant)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(region) = region else {
         return Err(ApiError::field("tenant_id", "no such tenant"));
-    }
-    let received = staging::stage(&mut tx, body, format, state.upload_idle, |_| None).await?;
+    };
+    let region = region.as_deref().and_then(|r| phone::region(r).ok());
+    let received =
+        staging::stage(&mut tx, body, format, state.upload_idle, region, |_| None).await?;
     // CSV cells arrive as text; a cell that reads as a number is stored as one, so that
     // segment filters can compare it numerically. The last row of an address wins.
     let inserted: Vec<bool> = sqlx::query_scalar(

@@ -3,6 +3,7 @@
 use super::JsonBody;
 use crate::auth::{self, Caller};
 use crate::error::{ApiError, FieldError, from_constraint};
+use crate::phone;
 use crate::state::AppState;
 use crate::validate;
 use axum::Json;
@@ -22,6 +23,9 @@ pub struct Tenant {
     pub time_zone: String,
     /// Calls this tenant may have live at once across its providers; `null`: no cap.
     pub max_live_calls: Option<i32>,
+    /// Region of numbers uploaded without a country code (ISO 3166-1 alpha-2); `null`:
+    /// every number needs its `+` and country code.
+    pub default_region: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -37,6 +41,10 @@ pub struct NewTenant {
     pub time_zone: String,
     /// Calls this tenant may have live at once (1–100000; omit: no cap).
     pub max_live_calls: Option<i32>,
+    /// Region of numbers uploaded without a country code (ISO 3166-1 alpha-2, `FR`, `US`):
+    /// `06 12 34 56 78` is then read as +33612345678. Omit: numbers need their country code.
+    #[schema(pattern = "^[A-Z]{2}$")]
+    pub default_region: Option<String>,
 }
 
 fn one() -> i32 {
@@ -85,6 +93,12 @@ pub async fn create(
             reason: "must be between 1 and 100000".into(),
         });
     }
+    if let Some(Err(reason)) = body.default_region.as_deref().map(phone::region) {
+        fields.push(FieldError {
+            field: "default_region".into(),
+            reason,
+        });
+    }
     if !known_time_zone(&state.pool, &body.time_zone).await? {
         fields.push(FieldError {
             field: "time_zone".into(),
@@ -95,13 +109,15 @@ pub async fn create(
         return Err(ApiError::fields("tenant", fields));
     }
     let tenant: Tenant = sqlx::query_as(
-        "INSERT INTO tenants (name, weight, time_zone, max_live_calls) VALUES ($1, $2, $3, $4)
-         RETURNING id, name, weight, time_zone, max_live_calls, created_at",
+        "INSERT INTO tenants (name, weight, time_zone, max_live_calls, default_region)
+         VALUES ($1, $2, $3, $4, $5)
+         RETURNING id, name, weight, time_zone, max_live_calls, default_region, created_at",
     )
     .bind(body.name.trim())
     .bind(body.weight)
     .bind(&body.time_zone)
     .bind(body.max_live_calls)
+    .bind(&body.default_region)
     .fetch_one(&state.pool)
     .await
     .map_err(|e| from_constraint(e, "tenant"))?;
@@ -115,7 +131,7 @@ pub async fn list(
     caller: Caller,
 ) -> Result<Json<Vec<Tenant>>, ApiError> {
     let tenants = sqlx::query_as(
-        "SELECT id, name, weight, time_zone, max_live_calls, created_at FROM tenants
+        "SELECT id, name, weight, time_zone, max_live_calls, default_region, created_at FROM tenants
          WHERE $1::uuid IS NULL OR id = $1 ORDER BY name",
     )
     .bind(caller.scope())
@@ -132,7 +148,7 @@ pub async fn show(
     Path(id): Path<Uuid>,
 ) -> Result<Json<Tenant>, ApiError> {
     sqlx::query_as(
-        "SELECT id, name, weight, time_zone, max_live_calls, created_at FROM tenants
+        "SELECT id, name, weight, time_zone, max_live_calls, default_region, created_at FROM tenants
          WHERE id = $1 AND ($2::uuid IS NULL OR id = $2)",
     )
     .bind(id)

@@ -25,6 +25,10 @@ pub enum TenantCommand {
         /// Calls the tenant may have live at once across its providers (default: no cap)
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
         max_live_calls: Option<u32>,
+        /// Region of uploaded numbers written without a country code (ISO 3166-1, e.g. FR):
+        /// `06 12 34 56 78` is then +33612345678 [default: none, numbers need their +code]
+        #[arg(long, value_name = "CC")]
+        default_region: Option<String>,
     },
     /// List tenants (a tenant key sees only its own)
     List,
@@ -51,12 +55,14 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
             weight,
             time_zone,
             max_live_calls,
+            default_region,
         } => {
             let body = NewTenant {
                 name,
                 weight,
                 time_zone,
                 max_live_calls,
+                default_region,
             };
             let reply = ctx.client.create_tenant(&body).await?;
             ctx.show(&reply, output::tenant)

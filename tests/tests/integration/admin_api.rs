@@ -748,3 +748,115 @@ async fn a_campaign_names_an_overflow_provider_of_its_own_tenant() -> Result<()>
     assert_eq!(listed.as_array().map(Vec::len), Some(1));
     Ok(())
 }
+
+/// Numbers are read as people write them and stored in E.164, so one person written two
+/// ways is one recipient; a tenant's default region reads numbers without a country code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_are_read_as_people_write_them() -> Result<()> {
+    let w = world().await?;
+    let admin = &w.admin;
+    let op = admin.operator_key.clone();
+    let (status, body) = admin
+        .call(
+            &op,
+            POST,
+            "/tenants",
+            Some(json!({"name": "bad-region", "default_region": "France"})),
+        )
+        .await?;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(field_errors(&body), ["default_region"]);
+    let tenant = admin
+        .ok(
+            &op,
+            POST,
+            "/tenants",
+            Some(json!({"name": "paris", "default_region": "FR"})),
+        )
+        .await?;
+    assert_eq!(tenant["default_region"], "FR");
+    let id = tenant["id"].as_str().unwrap_or_default();
+    let key = admin
+        .ok(
+            &op,
+            POST,
+            &format!("/tenants/{id}/keys"),
+            Some(json!({"name": "k"})),
+        )
+        .await?;
+    let key = key["key"].as_str().unwrap_or_default().to_owned();
+    let provider = admin
+        .ok(
+            &key,
+            POST,
+            "/providers",
+            Some(
+                json!({"name": "sim", "endpoint": format!("{}/v1/messages", w.env.simulator_url)}),
+            ),
+        )
+        .await?;
+    let campaign = admin
+        .ok(
+            &key,
+            POST,
+            "/campaigns",
+            Some(
+                json!({"name": "c", "provider_id": provider["id"], "channel": "sms",
+                        "template": "Hi {{first_name}}"}),
+            ),
+        )
+        .await?;
+    let path = format!(
+        "/campaigns/{}/recipients",
+        campaign["id"].as_str().unwrap_or_default()
+    );
+
+    // One bad number refuses the upload, naming its row and why.
+    let (status, body) = admin
+        .upload(
+            &key,
+            &path,
+            "text/csv",
+            "address,first_name\n06 12 34 56 78,Ada\n+999 1234,Bob\n",
+        )
+        .await?;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["rows"][0]["row"], 2, "{body}");
+    assert_eq!(body["error"]["rows"][0]["field"], "address", "{body}");
+    assert!(
+        body["error"]["rows"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("+999 1234") && r.contains("country code")),
+        "{body}"
+    );
+
+    let uploaded = admin
+        .upload(
+            &key,
+            &path,
+            "text/csv",
+            "address,first_name\n\
+             06 12 34 56 78,Ada\n\
+             +33 6 12 34 56 79,Bob\n\
+             \"+1 (555) 123-4567\",Cy\n\
+             +33612345678,Ada again\n",
+        )
+        .await?;
+    assert_eq!(uploaded.0, 200, "{}", uploaded.1);
+    assert_eq!(uploaded.1["inserted"], 3, "{}", uploaded.1);
+    assert_eq!(uploaded.1["duplicates"], 1, "{}", uploaded.1);
+    let listed = admin.ok(&key, GET, &path, None).await?;
+    let mut addresses: Vec<String> = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["address"].as_str().map(str::to_owned))
+        .collect();
+    addresses.sort();
+    assert_eq!(
+        addresses,
+        ["+15551234567", "+33612345678", "+33612345679"],
+        "{listed}"
+    );
+    Ok(())
+}
