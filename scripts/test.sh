@@ -27,6 +27,7 @@ echo "==> cargo test"
 # 2-core machine.
 threads="${HERALD_TEST_THREADS:-2}"
 cargo test --workspace --exclude herald-tests --quiet -- --test-threads "$threads"
+scripts/contract.sh
 cargo test -p herald-tests --quiet --lib --test integration --test exclusive --test backends -- --test-threads "$threads"
 # The fault suite runs on release binaries, after everything else.
 if [ "${HERALD_SKIP_FAULTS:-0}" = 1 ]; then

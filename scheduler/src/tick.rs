@@ -453,6 +453,7 @@ fn build_message(
         to: row.address.clone(),
         body,
         expires_at: campaign.expires_at,
+        variables: row.variables.0.clone(),
     })
 }
 

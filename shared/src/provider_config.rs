@@ -62,8 +62,9 @@ impl fmt::Display for Kind {
 
 pub const TWILIO_API: &str = "https://api.twilio.com";
 pub const GRAPH_API: &str = "https://graph.facebook.com";
-/// The Graph API version used when the settings name none.
-pub const DEFAULT_GRAPH_VERSION: &str = "v21.0";
+/// The Graph API version used when the settings name none: Meta's: v24.0 (October 2025), available until about October 2027 (Meta
+/// keeps a version two years). Providers may name another in `settings.api_version`.
+pub const DEFAULT_GRAPH_VERSION: &str = "v24.0";
 
 /// The variables a generic provider's body template may use.
 pub const BODY_TEMPLATE_VARIABLES: [&str; 8] = [
@@ -137,8 +138,8 @@ impl ProviderConfig {
                 .map(Secret::expose)
                 .chain(c.secret_headers.iter().map(|(_, v)| v.expose()))
                 .collect(),
-            ProviderConfig::TwilioSms(c) => vec![c.account.auth_token.expose()],
-            ProviderConfig::TwilioVoice(c) => vec![c.account.auth_token.expose()],
+            ProviderConfig::TwilioSms(c) => c.account.secrets(),
+            ProviderConfig::TwilioVoice(c) => c.account.secrets(),
             ProviderConfig::WhatsApp(c) => [&c.access_token]
                 .into_iter()
                 .chain(&c.app_secret)
@@ -152,8 +153,8 @@ impl ProviderConfig {
     pub fn receipts(&self) -> Option<ReceiptKey<'_>> {
         match self {
             ProviderConfig::Http(c) => c.webhook_secret.as_ref().map(ReceiptKey::Herald),
-            ProviderConfig::TwilioSms(c) => Some(ReceiptKey::Twilio(&c.account.auth_token)),
-            ProviderConfig::TwilioVoice(c) => Some(ReceiptKey::Twilio(&c.account.auth_token)),
+            ProviderConfig::TwilioSms(c) => c.account.auth_token.as_ref().map(ReceiptKey::Twilio),
+            ProviderConfig::TwilioVoice(c) => c.account.auth_token.as_ref().map(ReceiptKey::Twilio),
             ProviderConfig::WhatsApp(c) => {
                 c.app_secret.as_ref().map(|app_secret| ReceiptKey::Meta {
                     app_secret,
@@ -202,9 +203,42 @@ pub struct HttpConfig {
 pub struct TwilioAccount {
     /// Without a trailing slash, e.g. `https://api.twilio.com`.
     pub base_url: String,
-    /// `AC…`; also the Basic auth user name.
+    /// `AC…`: in every request's path.
     pub account_sid: String,
-    pub auth_token: Secret,
+    /// The account's auth token. It authenticates requests when no API key is given, and it
+    /// is what Twilio signs its callbacks with whatever authenticated the request: without
+    /// it, no receipts are asked for.
+    pub auth_token: Option<Secret>,
+    /// An API key (`SK…` and its secret), which Twilio recommends over the auth token for
+    /// requests: it can be revoked on its own.
+    pub api_key: Option<TwilioApiKey>,
+}
+
+/// `credentials.api_key_sid` and `credentials.api_key_secret`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TwilioApiKey {
+    pub sid: String,
+    pub secret: Secret,
+}
+
+impl TwilioAccount {
+    /// HTTP Basic's user and password: the API key if there is one, else the account and
+    /// its auth token (one of the two is always there: the parser requires it).
+    pub fn basic_auth(&self) -> (&str, &str) {
+        match (&self.api_key, &self.auth_token) {
+            (Some(key), _) => (&key.sid, key.secret.expose()),
+            (None, Some(token)) => (&self.account_sid, token.expose()),
+            (None, None) => (&self.account_sid, ""),
+        }
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        self.auth_token
+            .iter()
+            .chain(self.api_key.as_ref().map(|k| &k.secret))
+            .map(Secret::expose)
+            .collect()
+    }
 }
 
 /// `kind = "twilio_sms"`.
@@ -233,7 +267,7 @@ pub struct TwilioVoiceConfig {
 pub struct WhatsAppConfig {
     /// Without a trailing slash, e.g. `https://graph.facebook.com`.
     pub base_url: String,
-    /// `v21.0`.
+    /// `v24.0`.
     pub api_version: String,
     pub phone_number_id: String,
     pub access_token: Secret,
@@ -248,14 +282,58 @@ pub struct WhatsAppConfig {
 pub enum WhatsAppMessage {
     /// A free-form text message (only inside the 24-hour customer service window).
     Text { preview_url: bool },
-    /// An approved template; with `body_parameter` the rendered body is its single body
-    /// parameter (`{{1}}`), otherwise the template is sent without parameters.
-    Template {
-        name: String,
-        language: String,
-        body_parameter: bool,
-    },
+    /// An approved template and what fills its variables.
+    Template(WhatsAppTemplate),
 }
+
+/// An approved template (`settings.template`). Each parameter is a Herald template
+/// (`{{order_id}}`, `Dear {{first_name}}`) rendered with the recipient's variables at send
+/// time, in Meta's order: `{{1}}`, `{{2}}`, … of its component.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WhatsAppTemplate {
+    pub name: String,
+    pub language: String,
+    /// The header's text parameter, if the header has one.
+    pub header: Vec<String>,
+    /// The body's parameters. Without any, `body_parameter` makes the campaign's rendered
+    /// message the single body parameter (`{{1}}`).
+    pub body: Vec<String>,
+    pub body_parameter: bool,
+    pub buttons: Vec<TemplateButton>,
+}
+
+/// A button of a template that takes a parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateButton {
+    pub kind: ButtonKind,
+    /// Its position among the template's buttons, from 0.
+    pub index: u8,
+    pub parameter: String,
+}
+
+/// What a button's parameter is: Meta's `sub_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ButtonKind {
+    /// The suffix of a dynamic URL (a `text` parameter).
+    Url,
+    /// What comes back when it is tapped (a `payload` parameter).
+    QuickReply,
+    /// A coupon code to copy (a `coupon_code` parameter).
+    CopyCode,
+}
+
+impl ButtonKind {
+    pub fn sub_type(self) -> &'static str {
+        match self {
+            ButtonKind::Url => "url",
+            ButtonKind::QuickReply => "quick_reply",
+            ButtonKind::CopyCode => "copy_code",
+        }
+    }
+}
+
+/// Most parameters of one template component Herald takes (Meta's bodies take fewer).
+pub const MAX_TEMPLATE_PARAMETERS: usize = 100;
 
 /// One thing wrong with a provider's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -427,7 +505,11 @@ fn twilio_account(
     base_url: Option<&str>,
     credentials: &Map<String, Value>,
 ) -> Option<TwilioAccount> {
-    p.only("credentials", credentials, &["account_sid", "auth_token"]);
+    p.only(
+        "credentials",
+        credentials,
+        &["account_sid", "auth_token", "api_key_sid", "api_key_secret"],
+    );
     let account_sid = p.sid(
         "credentials.account_sid",
         credentials.get("account_sid"),
@@ -436,11 +518,51 @@ fn twilio_account(
     if account_sid.is_none() && !p.has("credentials.account_sid") {
         p.bad("credentials.account_sid", "required".into());
     }
-    let auth_token = p.secret("credentials.auth_token", credentials.get("auth_token"));
+    let key_sid = p.sid(
+        "credentials.api_key_sid",
+        credentials.get("api_key_sid"),
+        "SK",
+    );
+    let key_secret = p.opt_secret(
+        "credentials.api_key_secret",
+        credentials.get("api_key_secret"),
+    );
+    let keyed = credentials.get("api_key_sid").is_some_and(|v| !v.is_null());
+    let key_secret_given = credentials
+        .get("api_key_secret")
+        .is_some_and(|v| !v.is_null());
+    if keyed && !key_secret_given {
+        p.bad(
+            "credentials.api_key_secret",
+            "required with api_key_sid".into(),
+        );
+    }
+    if key_secret_given && !keyed {
+        p.bad(
+            "credentials.api_key_sid",
+            "required with api_key_secret".into(),
+        );
+    }
+    // Without an API key, the auth token authenticates the requests and is required.
+    let auth_token = if keyed || key_secret_given {
+        p.opt_secret("credentials.auth_token", credentials.get("auth_token"))
+    } else {
+        p.secret("credentials.auth_token", credentials.get("auth_token"))
+    };
+    let api_key = key_sid
+        .zip(key_secret)
+        .map(|(sid, secret)| TwilioApiKey { sid, secret });
+    if (keyed || key_secret_given) && api_key.is_none() {
+        return None;
+    }
+    if !(keyed || key_secret_given) && auth_token.is_none() {
+        return None;
+    }
     Some(TwilioAccount {
         base_url: base_url?.to_owned(),
         account_sid: account_sid?,
-        auth_token: auth_token?,
+        auth_token,
+        api_key,
     })
 }
 
@@ -484,7 +606,7 @@ fn whatsapp(
         Some(_) => {
             p.bad(
                 "settings.api_version",
-                "must look like v21.0 (v, digits, optionally . and digits)".into(),
+                "must look like v24.0 (v, digits, optionally . and digits)".into(),
             );
             None
         }
@@ -499,36 +621,12 @@ fn whatsapp(
     };
     let message = match settings.get("template") {
         None | Some(Value::Null) => Some(WhatsAppMessage::Text { preview_url }),
-        Some(Value::Object(t)) => {
-            p.only(
-                "settings.template",
-                t,
-                &["name", "language", "body_parameter"],
-            );
-            let name = p.required_text("settings.template.name", t.get("name"), 512);
-            let language = p.required_text("settings.template.language", t.get("language"), 16);
-            let body_parameter = match t.get("body_parameter") {
-                None | Some(Value::Null) => true,
-                Some(Value::Bool(b)) => *b,
-                Some(_) => {
-                    p.bad(
-                        "settings.template.body_parameter",
-                        "must be true or false".into(),
-                    );
-                    true
-                }
-            };
-            name.zip(language)
-                .map(|(name, language)| WhatsAppMessage::Template {
-                    name,
-                    language,
-                    body_parameter,
-                })
-        }
+        Some(Value::Object(t)) => whatsapp_template(p, t).map(WhatsAppMessage::Template),
         Some(_) => {
             p.bad(
                 "settings.template",
-                "must be an object {\"name\", \"language\", \"body_parameter\"?}".into(),
+                "must be an object {\"name\", \"language\", \"header\"?, \"body\"?, \"buttons\"?}"
+                    .into(),
             );
             None
         }
@@ -545,6 +643,76 @@ fn whatsapp(
         app_secret,
         verify_token,
     }))
+}
+
+/// `settings.template`: `{"name", "language", "header"?: [P], "body"?: [P, …],
+/// "body_parameter"?: bool, "buttons"?: [{"sub_type": "url" | "quick_reply" | "copy_code",
+/// "index": 0–9, "parameter": P}]}`, each `P` a Herald template.
+fn whatsapp_template(p: &mut Checker, t: &Map<String, Value>) -> Option<WhatsAppTemplate> {
+    p.only(
+        "settings.template",
+        t,
+        &[
+            "name",
+            "language",
+            "header",
+            "body",
+            "body_parameter",
+            "buttons",
+        ],
+    );
+    let name = p.required_text("settings.template.name", t.get("name"), 512);
+    let language = p.required_text("settings.template.language", t.get("language"), 16);
+    let header = p.parameters("settings.template.header", t.get("header"), 1);
+    let body = p.parameters(
+        "settings.template.body",
+        t.get("body"),
+        MAX_TEMPLATE_PARAMETERS,
+    );
+    let body_parameter = match t.get("body_parameter") {
+        // The campaign's message is the body's parameter unless the body lists its own.
+        None | Some(Value::Null) => body.as_ref().is_none_or(Vec::is_empty),
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            p.bad(
+                "settings.template.body_parameter",
+                "must be true or false".into(),
+            );
+            false
+        }
+    };
+    if body_parameter && body.as_ref().is_some_and(|b| !b.is_empty()) {
+        p.bad(
+            "settings.template.body_parameter",
+            "cannot be true when settings.template.body lists the parameters".into(),
+        );
+    }
+    let buttons = match t.get("buttons") {
+        None | Some(Value::Null) => Some(Vec::new()),
+        Some(Value::Array(list)) if list.len() <= 10 => {
+            let buttons: Vec<Option<TemplateButton>> = list
+                .iter()
+                .enumerate()
+                .map(|(i, b)| p.template_button(&format!("settings.template.buttons[{i}]"), b))
+                .collect();
+            buttons.into_iter().collect()
+        }
+        Some(_) => {
+            p.bad(
+                "settings.template.buttons",
+                "must be a list of at most 10 buttons".into(),
+            );
+            None
+        }
+    };
+    Some(WhatsAppTemplate {
+        name: name?,
+        language: language?,
+        header: header?,
+        body: body?,
+        body_parameter,
+        buttons: buttons?,
+    })
 }
 
 fn graph_version_ok(v: &str) -> bool {
@@ -666,6 +834,94 @@ impl Checker {
                 None
             }
         }
+    }
+
+    /// A list of at most `max` template parameters, each a Herald template of at most 1,024
+    /// characters (Meta's limit for a text parameter); absent is an empty list.
+    fn parameters(
+        &mut self,
+        field: &str,
+        value: Option<&Value>,
+        max: usize,
+    ) -> Option<Vec<String>> {
+        match value {
+            None | Some(Value::Null) => Some(Vec::new()),
+            Some(Value::Array(list)) if list.len() <= max => list
+                .iter()
+                .enumerate()
+                .map(|(i, v)| self.parameter(&format!("{field}[{i}]"), v))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .collect(),
+            Some(_) => {
+                self.bad(
+                    field,
+                    format!("must be a list of at most {max} parameters (strings)"),
+                );
+                None
+            }
+        }
+    }
+
+    /// One template parameter: a Herald template such as `{{first_name}}`.
+    fn parameter(&mut self, field: &str, value: &Value) -> Option<String> {
+        let text = self.text(field, Some(value), 1024);
+        if value.is_null() {
+            self.bad(field, "must be a string".into());
+        }
+        let text = text?;
+        match crate::template::variables(&text) {
+            Ok(_) => Some(text),
+            Err(e) => {
+                self.bad(field, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn template_button(&mut self, field: &str, value: &Value) -> Option<TemplateButton> {
+        let Value::Object(b) = value else {
+            self.bad(
+                field,
+                "must be an object {\"sub_type\", \"index\", \"parameter\"}".into(),
+            );
+            return None;
+        };
+        self.only(field, b, &["sub_type", "index", "parameter"]);
+        let kind = match b.get("sub_type").and_then(Value::as_str) {
+            Some("url") => Some(ButtonKind::Url),
+            Some("quick_reply") => Some(ButtonKind::QuickReply),
+            Some("copy_code") => Some(ButtonKind::CopyCode),
+            _ => {
+                self.bad(
+                    &format!("{field}.sub_type"),
+                    "must be url, quick_reply or copy_code".into(),
+                );
+                None
+            }
+        };
+        let index = match b.get("index").and_then(Value::as_u64) {
+            Some(i) if i <= 9 => u8::try_from(i).ok(),
+            _ => {
+                self.bad(
+                    &format!("{field}.index"),
+                    "must be a whole number from 0 to 9".into(),
+                );
+                None
+            }
+        };
+        let parameter = match b.get("parameter") {
+            Some(v) => self.parameter(&format!("{field}.parameter"), v),
+            None => {
+                self.bad(&format!("{field}.parameter"), "required".into());
+                None
+            }
+        };
+        Some(TemplateButton {
+            kind: kind?,
+            index: index?,
+            parameter: parameter?,
+        })
     }
 
     fn required_text(&mut self, field: &str, value: Option<&Value>, max: usize) -> Option<String> {
@@ -942,11 +1198,14 @@ mod tests {
         assert_eq!(wa.api_version, DEFAULT_GRAPH_VERSION);
         assert_eq!(
             wa.message,
-            WhatsAppMessage::Template {
+            WhatsAppMessage::Template(WhatsAppTemplate {
                 name: "promo".into(),
                 language: "en_US".into(),
-                body_parameter: true
-            }
+                header: Vec::new(),
+                body: Vec::new(),
+                body_parameter: true,
+                buttons: Vec::new(),
+            })
         );
         let mut got = fields(parse(
             "whatsapp",
@@ -973,5 +1232,57 @@ mod tests {
         assert_eq!(Kind::parse("whatsapp"), Some(Kind::WhatsApp));
         assert_eq!(Kind::WhatsApp.default_endpoint(), Some(GRAPH_API));
         assert_eq!(Kind::Http.default_endpoint(), None);
+    }
+
+    #[test]
+    fn whatsapp_template_parameters_are_checked_naming_each() {
+        let template = |t: Value| {
+            parse(
+                "whatsapp",
+                GRAPH_API,
+                &json!({"phone_number_id": "1055", "template": t}),
+                &json!({"access_token": "EAAG"}),
+            )
+        };
+        let ok = template(json!({"name": "order", "language": "en_US",
+            "header": ["{{first_name}}"], "body": ["{{a}}", "{{b}}", "c"],
+            "buttons": [{"sub_type": "copy_code", "index": 2, "parameter": "{{code}}"}]}))
+        .unwrap();
+        let ProviderConfig::WhatsApp(WhatsAppConfig {
+            message: WhatsAppMessage::Template(t),
+            ..
+        }) = ok
+        else {
+            panic!("{ok:?}")
+        };
+        assert_eq!(t.body.len(), 3);
+        assert!(!t.body_parameter, "a body of its own replaces the message");
+        assert_eq!(t.buttons[0].kind, ButtonKind::CopyCode);
+        assert_eq!(t.buttons[0].index, 2);
+
+        let mut got = fields(template(json!({"name": "order", "language": "en_US",
+            "header": ["{{a}}", "{{b}}"],
+            "body": ["{{unclosed", 3],
+            "body_parameter": true,
+            "buttons": [{"sub_type": "call", "index": 10, "parameter": null},
+                        {"sub_type": "url", "index": 0, "parameter": "{{id}}", "extra": 1}]})));
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "settings.template.body[0]",
+                "settings.template.body[1]",
+                "settings.template.buttons[0].index",
+                "settings.template.buttons[0].parameter",
+                "settings.template.buttons[0].sub_type",
+                "settings.template.buttons[1].extra",
+                "settings.template.header",
+            ]
+        );
+        assert_eq!(
+            fields(template(json!({"name": "order", "language": "en_US",
+                "body": ["{{a}}"], "body_parameter": true}))),
+            ["settings.template.body_parameter"]
+        );
     }
 }

@@ -27,6 +27,10 @@ pub struct DispatchMessage {
     /// campaigns without one (and in messages from before the field existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The recipient's variables, for what a provider fills in at send time beside the body
+    /// (a WhatsApp template's header, body and button parameters). Absent when empty.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub variables: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +100,7 @@ mod tests {
             to: "+15551234567".into(),
             body: "Hi Ada".into(),
             expires_at: None,
+            variables: serde_json::Map::new(),
         }
     }
 

@@ -249,7 +249,8 @@ async fn whatsapp_messages_are_json_with_a_bearer_token_and_130429_is_retried() 
         &env,
         "whatsapp",
         &env.simulator_url,
-        json!({"phone_number_id": "106540352242922", "api_version": "v21.0"}),
+        // No api_version: the default, a Graph API version Meta still serves.
+        json!({"phone_number_id": "106540352242922"}),
         json!({"access_token": WA_TOKEN}),
     )
     .await?;
@@ -270,7 +271,7 @@ async fn whatsapp_messages_are_json_with_a_bearer_token_and_130429_is_retried() 
     for request in &seen {
         assert_eq!(request["api"], "whatsapp");
         assert_eq!(request["method"], "POST");
-        assert_eq!(request["path"], "/v21.0/106540352242922/messages");
+        assert_eq!(request["path"], "/v24.0/106540352242922/messages");
         assert_eq!(request["content_type"], "application/json");
         assert_eq!(
             request["headers"]["authorization"],

@@ -110,6 +110,7 @@ async fn redelivered_finished_work_is_acked_without_a_provider_call() -> Result<
             to: address.clone(),
             body: "again".into(),
             expires_at: None,
+            variables: serde_json::Map::new(),
         };
         let confirm = channel
             .basic_publish(

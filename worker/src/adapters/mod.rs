@@ -161,7 +161,7 @@ pub fn build(
         ProviderConfig::Http(c) => Ok(generic::build(c, message, callback)),
         ProviderConfig::TwilioSms(c) => Ok(twilio::build_message(c, message, callback)),
         ProviderConfig::TwilioVoice(c) => twilio::build_call(c, message, callback),
-        ProviderConfig::WhatsApp(c) => Ok(whatsapp::build(c, message)),
+        ProviderConfig::WhatsApp(c) => whatsapp::build(c, message),
     }
 }
 
@@ -315,6 +315,7 @@ pub(crate) mod tests {
             to: "+15551234567".into(),
             body: "Hi Ada & <Bob>, 100% \"ready\"?".into(),
             expires_at: None,
+            variables: serde_json::Map::new(),
         }
     }
 

@@ -100,7 +100,8 @@ fn request(
         "{}/2010-04-01/Accounts/{}/{resource}",
         account.base_url, account.account_sid
     );
-    let credentials = format!("{}:{}", account.account_sid, account.auth_token.expose());
+    let (user, password) = account.basic_auth();
+    let credentials = format!("{user}:{password}");
     let body = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
         .finish();
@@ -223,7 +224,8 @@ pub fn build_lookup(
         account.account_sid,
         query.finish()
     );
-    let credentials = format!("{}:{}", account.account_sid, account.auth_token.expose());
+    let (user, password) = account.basic_auth();
+    let credentials = format!("{user}:{password}");
     HttpRequest {
         method: reqwest::Method::GET,
         url,
@@ -399,6 +401,72 @@ mod tests {
                  &Body=Hi+Ada+%26+%3CBob%3E%2C+100%25+%22ready%22%3F\
                  &StatusCallback=https%3A%2F%2Fhooks.example%2Ftwilio%3Fx%3D1%26ref%3D{KEY}%26seq%3D3"
             )
+        );
+    }
+
+    #[test]
+    fn an_api_key_authenticates_instead_of_the_auth_token() {
+        const SK: &str = "SK0123456789abcdef0123456789abcdef";
+        let config = |credentials: Value| {
+            parse(
+                "twilio_sms",
+                "http://127.0.0.1:9",
+                &json!({"from": "+15005550006"}),
+                &credentials,
+            )
+        };
+        let Ok(ProviderConfig::TwilioSms(keyed)) =
+            config(json!({"account_sid": SID, "api_key_sid": SK, "api_key_secret": "k3y-s3cr3t"}))
+        else {
+            panic!("an API key without an auth token is enough to send")
+        };
+        let request = build_message(&keyed, &message(), None);
+        // The account stays in the path; the key and its secret are the Basic credentials.
+        assert_eq!(
+            request.url,
+            format!("http://127.0.0.1:9/2010-04-01/Accounts/{SID}/Messages.json")
+        );
+        let auth = format!("Basic {}", STANDARD.encode(format!("{SK}:k3y-s3cr3t")));
+        assert_eq!(request.header("Authorization"), Some(auth.as_str()));
+        let lookup = lookup_message(&keyed, &message());
+        assert_eq!(lookup.header("Authorization"), Some(auth.as_str()));
+        // Receipts are signed with the auth token: without one, none can be checked.
+        assert!(
+            ProviderConfig::TwilioSms(keyed.clone())
+                .receipts()
+                .is_none()
+        );
+        let with_token = config(json!({"account_sid": SID, "auth_token": "t0k3n",
+                                       "api_key_sid": SK, "api_key_secret": "k3y-s3cr3t"}))
+        .unwrap();
+        assert!(with_token.receipts().is_some());
+        assert_eq!(with_token.secrets().len(), 2);
+
+        let refused = |credentials: Value| {
+            let mut fields: Vec<String> = config(credentials)
+                .unwrap_err()
+                .0
+                .into_iter()
+                .map(|p| p.field)
+                .collect();
+            fields.sort();
+            fields
+        };
+        assert_eq!(
+            refused(json!({"account_sid": SID, "api_key_sid": SK})),
+            ["credentials.api_key_secret"]
+        );
+        assert_eq!(
+            refused(json!({"account_sid": SID, "api_key_secret": "x"})),
+            ["credentials.api_key_sid"]
+        );
+        assert_eq!(
+            refused(json!({"account_sid": SID, "api_key_sid": "AC0123", "api_key_secret": "x"})),
+            ["credentials.api_key_sid"]
+        );
+        assert_eq!(
+            refused(json!({"account_sid": SID})),
+            ["credentials.auth_token"]
         );
     }
 

@@ -9,10 +9,22 @@
 //! back to the recipient (and lets the simulator count duplicates).
 
 use super::{Answer, ErrorClass, Header, HttpRequest, clip};
+
+/// At most `max` characters of an identifier Meta sends, printable ASCII only.
+fn clip_to(text: &str, max: usize) -> String {
+    text.chars()
+        .filter(char::is_ascii_graphic)
+        .take(max)
+        .collect()
+}
 use crate::outcome::CallResult;
-use herald_shared::provider_config::{WhatsAppConfig, WhatsAppMessage};
+use herald_shared::provider_config::{
+    ButtonKind, WhatsAppConfig, WhatsAppMessage, WhatsAppTemplate,
+};
 use herald_shared::queue::message::DispatchMessage;
+use herald_shared::template;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 // The request's shape, field order as in Meta's documentation.
 #[derive(Serialize)]
@@ -52,17 +64,29 @@ struct Language<'a> {
 struct Component<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub_type: Option<&'static str>,
+    /// A button's position, as a string (as Meta's examples write it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<String>,
     parameters: Vec<Parameter<'a>>,
 }
 
+/// A parameter, tagged by `type` as the Cloud API reads it.
 #[derive(Serialize)]
-struct Parameter<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    text: &'a str,
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Parameter<'a> {
+    Text { text: Cow<'a, str> },
+    Payload { payload: String },
+    CouponCode { coupon_code: String },
 }
 
-pub fn build(config: &WhatsAppConfig, message: &DispatchMessage) -> HttpRequest {
+/// The request for `message`, or a permanent failure when a template parameter cannot be
+/// rendered from the recipient's variables.
+pub fn build(
+    config: &WhatsAppConfig,
+    message: &DispatchMessage,
+) -> Result<HttpRequest, CallResult> {
     // WhatsApp ids are the E.164 digits without the `+`.
     let to = message.to.strip_prefix('+').unwrap_or(&message.to);
     let (kind, text, template) = match &config.message {
@@ -74,32 +98,15 @@ pub fn build(config: &WhatsAppConfig, message: &DispatchMessage) -> HttpRequest 
             }),
             None,
         ),
-        WhatsAppMessage::Template {
-            name,
-            language,
-            body_parameter,
-        } => {
-            let components = if *body_parameter {
-                vec![Component {
-                    kind: "body",
-                    parameters: vec![Parameter {
-                        kind: "text",
-                        text: &message.body,
-                    }],
-                }]
-            } else {
-                Vec::new()
-            };
-            (
-                "template",
-                None,
-                Some(Template {
-                    name,
-                    language: Language { code: language },
-                    components,
-                }),
-            )
-        }
+        WhatsAppMessage::Template(t) => (
+            "template",
+            None,
+            Some(Template {
+                name: &t.name,
+                language: Language { code: &t.language },
+                components: components(t, message)?,
+            }),
+        ),
     };
     let send = Send {
         messaging_product: "whatsapp",
@@ -122,7 +129,68 @@ pub fn build(config: &WhatsAppConfig, message: &DispatchMessage) -> HttpRequest 
         Header::new("Content-Type", "application/json"),
     ];
     // Serialising strings and booleans cannot fail.
-    HttpRequest::post(url, headers, serde_json::to_vec(&send).unwrap_or_default())
+    Ok(HttpRequest::post(
+        url,
+        headers,
+        serde_json::to_vec(&send).unwrap_or_default(),
+    ))
+}
+
+/// The template's components in Meta's order: header, body, then each button.
+fn components<'a>(
+    t: &'a WhatsAppTemplate,
+    message: &'a DispatchMessage,
+) -> Result<Vec<Component<'a>>, CallResult> {
+    let render = |part: &str, parameter: &str| {
+        template::render(parameter, &message.variables).map_err(|e| CallResult::Permanent {
+            reason: format!("whatsapp template {part}: {e}"),
+        })
+    };
+    let texts = |part: &str, parameters: &[String]| -> Result<Vec<Parameter<'a>>, CallResult> {
+        parameters
+            .iter()
+            .map(|p| render(part, p).map(|text| Parameter::Text { text: text.into() }))
+            .collect()
+    };
+    let mut components = Vec::new();
+    if !t.header.is_empty() {
+        components.push(Component {
+            kind: "header",
+            sub_type: None,
+            index: None,
+            parameters: texts("header", &t.header)?,
+        });
+    }
+    let body = if t.body_parameter {
+        vec![Parameter::Text {
+            text: Cow::Borrowed(&message.body),
+        }]
+    } else {
+        texts("body", &t.body)?
+    };
+    if !body.is_empty() {
+        components.push(Component {
+            kind: "body",
+            sub_type: None,
+            index: None,
+            parameters: body,
+        });
+    }
+    for button in &t.buttons {
+        let value = render("button", &button.parameter)?;
+        let parameter = match button.kind {
+            ButtonKind::Url => Parameter::Text { text: value.into() },
+            ButtonKind::QuickReply => Parameter::Payload { payload: value },
+            ButtonKind::CopyCode => Parameter::CouponCode { coupon_code: value },
+        };
+        components.push(Component {
+            kind: "button",
+            sub_type: Some(button.kind.sub_type()),
+            index: Some(button.index.to_string()),
+            parameters: vec![parameter],
+        });
+    }
+    Ok(components)
 }
 
 #[derive(Deserialize)]
@@ -146,6 +214,10 @@ struct GraphError {
     code: Option<i64>,
     message: Option<String>,
     error_data: Option<ErrorData>,
+    /// Refines `code` (190's 463: the token expired; 460: the password changed).
+    error_subcode: Option<i64>,
+    /// What Meta's support asks for to trace the request.
+    fbtrace_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -193,9 +265,26 @@ pub fn interpret(answer: &Answer<'_>) -> CallResult {
             if let Some(details) = error.error_data.and_then(|d| d.details) {
                 text = format!("{text} ({details})");
             }
+            let subcode = error
+                .error_subcode
+                .map(|s| format!(", subcode {s}"))
+                .unwrap_or_default();
+            let trace = error
+                .fbtrace_id
+                .filter(|t| !t.is_empty())
+                .map(|t| format!(" [fbtrace_id {}]", clip_to(&t, 64)))
+                .unwrap_or_default();
             match code {
-                Some(code) => format!("whatsapp {code} (HTTP {}): {}", answer.status, clip(&text)),
-                None => format!("whatsapp HTTP {}: {}", answer.status, clip(&text)),
+                Some(code) => format!(
+                    "whatsapp {code} (HTTP {}{subcode}): {}{trace}",
+                    answer.status,
+                    clip(&text)
+                ),
+                None => format!(
+                    "whatsapp HTTP {}{subcode}: {}{trace}",
+                    answer.status,
+                    clip(&text)
+                ),
             }
         }
         None => format!(
@@ -227,11 +316,12 @@ mod tests {
         let request = build(
             &config(json!({"phone_number_id": "106540352242922"})),
             &message(),
-        );
+        )
+        .unwrap();
         assert_eq!(request.method, reqwest::Method::POST);
         assert_eq!(
             request.url,
-            "http://127.0.0.1:9/v21.0/106540352242922/messages"
+            "http://127.0.0.1:9/v24.0/106540352242922/messages"
         );
         let headers: Vec<(&str, &str, bool)> = request
             .headers
@@ -259,7 +349,8 @@ mod tests {
             &config(json!({"phone_number_id": "1055", "api_version": "v19.0",
                            "template": {"name": "spring_sale", "language": "en_US"}})),
             &message(),
-        );
+        )
+        .unwrap();
         assert_eq!(request.url, "http://127.0.0.1:9/v19.0/1055/messages");
         assert_eq!(
             String::from_utf8(request.body).unwrap(),
@@ -271,11 +362,68 @@ mod tests {
             &config(json!({"phone_number_id": "1055",
                            "template": {"name": "hello_world", "language": "en_US", "body_parameter": false}})),
             &message(),
-        );
+        )
+        .unwrap();
         assert!(
             String::from_utf8(bare.body)
                 .unwrap()
                 .contains(r#""template":{"name":"hello_world","language":{"code":"en_US"}},"#)
+        );
+    }
+
+    /// Three body parameters, a header parameter and two buttons: Meta's documented shape
+    /// ("Send template messages": components in header, body, button order; each button with
+    /// `sub_type`, its `index` as a string, and a `text` or `payload` parameter).
+    #[test]
+    fn a_template_with_parameters_is_the_documented_json() {
+        let settings = json!({"phone_number_id": "106540352242922", "template": {
+        "name": "order_update", "language": "en_US",
+        "header": ["{{first_name}}"],
+        "body": ["{{first_name}}", "{{order_id}}", "arrives {{date}}"],
+        "buttons": [
+            {"sub_type": "url", "index": 0, "parameter": "{{order_id}}"},
+            {"sub_type": "quick_reply", "index": 1, "parameter": "STOP-{{order_id}}"}
+        ]}});
+        let mut m = message();
+        m.variables = json!({"first_name": "Ada", "order_id": "A-12345", "date": "Friday"})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let request = build(&config(settings.clone()), &m).unwrap();
+        assert_eq!(
+            String::from_utf8(request.body).unwrap(),
+            format!(
+                concat!(
+                    r#"{{"messaging_product":"whatsapp","recipient_type":"individual","to":"15551234567","type":"template","#,
+                    r#""template":{{"name":"order_update","language":{{"code":"en_US"}},"components":["#,
+                    r#"{{"type":"header","parameters":[{{"type":"text","text":"Ada"}}]}},"#,
+                    r#"{{"type":"body","parameters":[{{"type":"text","text":"Ada"}},{{"type":"text","text":"A-12345"}},{{"type":"text","text":"arrives Friday"}}]}},"#,
+                    r#"{{"type":"button","sub_type":"url","index":"0","parameters":[{{"type":"text","text":"A-12345"}}]}},"#,
+                    r#"{{"type":"button","sub_type":"quick_reply","index":"1","parameters":[{{"type":"payload","payload":"STOP-A-12345"}}]}}]}},"#,
+                    r#""biz_opaque_callback_data":"{KEY}"}}"#
+                ),
+                KEY = KEY
+            )
+        );
+        // A recipient without a variable a parameter needs cannot be sent this template.
+        m.variables.remove("order_id");
+        let Err(CallResult::Permanent { reason }) = build(&config(settings), &m) else {
+            panic!("built without order_id")
+        };
+        assert!(reason.contains("order_id"), "{reason}");
+    }
+
+    #[test]
+    fn meta_error_subcodes_and_trace_ids_are_kept() {
+        let body = json!({"error": {"message": "Error validating access token: Session has expired",
+            "type": "OAuthException", "code": 190, "error_subcode": 463, "fbtrace_id": "AbC123xyz"}});
+        assert_eq!(
+            interpret(&answer(401, &body.to_string())),
+            CallResult::Misconfigured {
+                reason: "whatsapp 190 (HTTP 401, subcode 463): Error validating access token: \
+                         Session has expired [fbtrace_id AbC123xyz]"
+                    .into()
+            }
         );
     }
 
@@ -300,14 +448,16 @@ mod tests {
         assert_eq!(
             interpret(&answer(429, &error(130429, "(#130429) Rate limit hit"))),
             CallResult::Throttled {
-                reason: "whatsapp 130429 (HTTP 429): (#130429) Rate limit hit (more)".into(),
+                reason: "whatsapp 130429 (HTTP 429): (#130429) Rate limit hit (more) [fbtrace_id Az8or2]".into(),
                 retry_after: None
             }
         );
         assert_eq!(
             interpret(&answer(400, &error(131026, "Message Undeliverable"))),
             CallResult::Permanent {
-                reason: "whatsapp 131026 (HTTP 400): Message Undeliverable (more)".into()
+                reason:
+                    "whatsapp 131026 (HTTP 400): Message Undeliverable (more) [fbtrace_id Az8or2]"
+                        .into()
             }
         );
         let cases = [
