@@ -1,6 +1,6 @@
 //! The admin server's settings, from `HERALD_*` environment variables or flags.
 
-use herald_shared::config::Connections;
+use herald_shared::config::{Connections, CredentialKeys};
 use herald_shared::ops::OpsConfig;
 use std::net::SocketAddr;
 
@@ -11,6 +11,9 @@ pub struct AdminConfig {
 
     #[command(flatten)]
     pub ops: OpsConfig,
+
+    #[command(flatten)]
+    pub credential_keys: CredentialKeys,
 
     /// Address the HTTP server listens on.
     #[arg(long, env = "HERALD_ADMIN_LISTEN", default_value = "127.0.0.1:8080")]

@@ -18,6 +18,9 @@ pub mod endpoints;
 pub mod error;
 pub mod filter;
 pub mod limits;
+pub mod phone;
+pub mod reseal;
+pub mod security_headers;
 pub mod staging;
 pub mod state;
 pub mod upload;
@@ -52,11 +55,11 @@ pub enum ServeError {
 
 /// The whole application, given its state.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .nest("/api/v1", api::router())
         .merge(web::router())
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(state)
+        .route("/healthz", get(|| async { "ok" }));
+    security_headers::apply(router).with_state(state)
 }
 
 /// Serves until `shutdown`, then finishes the requests in progress.
@@ -95,6 +98,7 @@ pub async fn serve(config: AdminConfig, shutdown: CancellationToken) -> Result<(
             config.max_uploads_per_tenant as usize,
         ),
         upload_idle: std::time::Duration::from_millis(config.upload_idle_timeout_ms),
+        keyring: config.credential_keys.keyring(),
         endpoints: endpoints::EndpointPolicy {
             allowed: config
                 .provider_allowed_networks

@@ -1,6 +1,6 @@
 use clap::{Parser, Subcommand};
 use herald_admin::config::AdminConfig;
-use herald_shared::config::Connections;
+use herald_shared::config::{Connections, CredentialKeys};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -20,6 +20,24 @@ enum Command {
     /// Manage API keys directly in the database (the way to get the first operator key).
     #[command(subcommand)]
     Keys(Keys),
+    /// Providers' stored credentials.
+    #[command(subcommand)]
+    Credentials(Credentials),
+}
+
+#[derive(Debug, Subcommand)]
+enum Credentials {
+    /// Seal every provider's credentials with HERALD_CREDENTIALS_KEY (opening them with it or
+    /// HERALD_CREDENTIALS_OLD_KEYS): the middle step of a key rotation, and how credentials
+    /// stored before a key was set get sealed. Safe to run again and beside running services.
+    ///
+    /// Example: HERALD_CREDENTIALS_KEY=<new> HERALD_CREDENTIALS_OLD_KEYS=<old> herald-admin credentials reseal
+    Reseal {
+        #[command(flatten)]
+        connections: Connections,
+        #[command(flatten)]
+        keys: CredentialKeys,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +88,29 @@ async fn main() -> anyhow::Result<()> {
             #[allow(clippy::print_stdout)]
             {
                 println!("{key}");
+            }
+        }
+        Command::Credentials(Credentials::Reseal { connections, keys }) => {
+            herald_shared::telemetry::init("herald-admin");
+            anyhow::ensure!(
+                keys.credentials_key.is_some(),
+                "HERALD_CREDENTIALS_KEY is not set: there is no key to seal with"
+            );
+            let pool = herald_shared::db::connect(
+                connections.database_url.expose(),
+                1,
+                &connections.tls(),
+            )
+            .await?;
+            let done = herald_admin::reseal::reseal(&pool, &keys.keyring()).await?;
+            #[allow(clippy::print_stdout)]
+            {
+                println!(
+                    "{} providers, {} resealed with key {}",
+                    done.providers,
+                    done.resealed,
+                    keys.keyring().current_id().unwrap_or("-")
+                );
             }
         }
     }

@@ -13,4 +13,6 @@ pub struct AppState {
     pub upload_idle: Duration,
     /// Where tenants' provider endpoints may point.
     pub endpoints: EndpointPolicy,
+    /// Seals providers' credentials at rest.
+    pub keyring: herald_shared::sealed::Keyring,
 }

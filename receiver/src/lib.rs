@@ -60,7 +60,7 @@ pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Resul
     let public_url = config.public_url();
     tracing::info!(listen = %config.listen, %public_url, "receipt receiver listening");
     let state = routes::AppState {
-        providers: providers::Providers::new(pool.clone()),
+        providers: providers::Providers::new(pool.clone(), config.credential_keys.keyring()),
         intake: intake::Intake::start(pool.clone()),
         public_url: public_url.into(),
         pool: pool.clone(),

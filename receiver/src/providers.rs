@@ -4,6 +4,7 @@
 //! grow with them.
 
 use herald_shared::provider_config::{self, ProviderConfig};
+use herald_shared::sealed::Keyring;
 use serde_json::Value;
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -28,6 +29,8 @@ type Cache = HashMap<Uuid, (Instant, Arc<Known>)>;
 #[derive(Clone)]
 pub struct Providers {
     pool: PgPool,
+    /// Opens credentials sealed at rest.
+    keyring: Keyring,
     cache: Arc<Mutex<Cache>>,
 }
 
@@ -42,9 +45,10 @@ struct Row {
 }
 
 impl Providers {
-    pub fn new(pool: PgPool) -> Self {
+    pub fn new(pool: PgPool, keyring: Keyring) -> Self {
         Self {
             pool,
+            keyring,
             cache: Arc::default(),
         }
     }
@@ -64,7 +68,7 @@ impl Providers {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(known) = row.and_then(|row| parse(&row)).map(Arc::new) else {
+        let Some(known) = row.and_then(|row| parse(&self.keyring, &row)).map(Arc::new) else {
             self.lock().remove(&id);
             return Ok(None);
         };
@@ -91,7 +95,7 @@ impl Providers {
         .await?;
         Ok(rows
             .iter()
-            .filter_map(|row| parse(row).map(|known| (row.id, known.config)))
+            .filter_map(|row| parse(&self.keyring, row).map(|known| (row.id, known.config)))
             .collect())
     }
 
@@ -100,8 +104,15 @@ impl Providers {
     }
 }
 
-fn parse(row: &Row) -> Option<Known> {
-    match provider_config::parse(&row.kind, &row.endpoint, &row.settings, &row.credentials) {
+fn parse(keyring: &Keyring, row: &Row) -> Option<Known> {
+    let credentials = match keyring.open(row.id, &row.credentials) {
+        Ok(credentials) => credentials,
+        Err(error) => {
+            tracing::warn!(provider_id = %row.id, %error, "provider's credentials cannot be opened; its receipts are refused");
+            return None;
+        }
+    };
+    match provider_config::parse(&row.kind, &row.endpoint, &row.settings, &credentials) {
         Ok(config) => Some(Known {
             tenant_id: row.tenant_id,
             config,

@@ -50,6 +50,45 @@ impl Connections {
     }
 }
 
+/// The keys provider credentials are sealed with at rest (see [`crate::sealed`]): every
+/// process that reads or writes them (admin, workers, receiver) has the same.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CredentialKeys {
+    /// 32 random bytes in base64 (`openssl rand -base64 32`) that seal providers'
+    /// credentials in the database; unset, they are stored as given. The admin, the workers
+    /// and the receiver need the same key.
+    #[arg(long, env = "HERALD_CREDENTIALS_KEY", hide_env_values = true, value_parser = parse_seal_key)]
+    pub credentials_key: Option<SecretString>,
+
+    /// Earlier keys, comma-separated, still accepted to open credentials during a rotation
+    /// (until `herald-admin credentials reseal` has sealed them all with the new key).
+    #[arg(long, env = "HERALD_CREDENTIALS_OLD_KEYS", hide_env_values = true, value_parser = parse_seal_keys)]
+    pub credentials_old_keys: Option<SecretString>,
+}
+
+impl CredentialKeys {
+    pub fn keyring(&self) -> crate::sealed::Keyring {
+        // Both were checked when parsed.
+        crate::sealed::Keyring::new(
+            self.credentials_key.as_ref(),
+            self.credentials_old_keys.as_ref(),
+        )
+        .unwrap_or_default()
+    }
+}
+
+fn parse_seal_key(value: &str) -> Result<SecretString, String> {
+    let key = SecretString::from(value.to_owned());
+    crate::sealed::Keyring::new(Some(&key), None).map_err(|e| e.to_string())?;
+    Ok(key)
+}
+
+fn parse_seal_keys(value: &str) -> Result<SecretString, String> {
+    let keys = SecretString::from(value.to_owned());
+    crate::sealed::Keyring::new(None, Some(&keys)).map_err(|e| e.to_string())?;
+    Ok(keys)
+}
+
 /// What TLS connections trust beyond the system's roots.
 #[derive(Debug, Clone, Default)]
 pub struct Tls {
@@ -170,13 +209,20 @@ where
             let error = error.format(&mut command);
             let mut message = error.render().to_string();
             if explain {
-                let hints: Vec<String> = command
-                    .get_arguments()
+                // The arguments of the command and of its subcommands (`herald-admin serve`).
+                fn all_arguments(command: &clap::Command) -> Vec<&clap::Arg> {
+                    command
+                        .get_arguments()
+                        .chain(command.get_subcommands().flat_map(all_arguments))
+                        .collect()
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                let hints: Vec<String> = all_arguments(&command)
+                    .into_iter()
                     .filter_map(|arg| {
                         let env = arg.get_env()?.to_string_lossy().into_owned();
                         let long = arg.get_long()?;
-                        message
-                            .contains(&format!("--{long}"))
+                        (message.contains(&format!("--{long}")) && seen.insert(long))
                             .then(|| format!("  --{long} is read from {env}"))
                     })
                     .collect();

@@ -28,6 +28,7 @@ pub mod provider_config;
 pub mod queue;
 pub mod rate_limit;
 pub mod receipts;
+pub mod sealed;
 pub mod shutdown;
 pub mod signature;
 pub mod telemetry;

@@ -1,6 +1,6 @@
 //! The worker's settings, from flags or `HERALD_*` environment variables.
 
-use herald_shared::config::Connections;
+use herald_shared::config::{Connections, CredentialKeys};
 use herald_shared::ops::OpsConfig;
 use std::time::Duration;
 
@@ -11,6 +11,9 @@ pub struct WorkerConfig {
 
     #[command(flatten)]
     pub ops: OpsConfig,
+
+    #[command(flatten)]
+    pub credential_keys: CredentialKeys,
 
     /// Deliveries this worker holds at once per provider lane; each is one provider request
     /// in flight, so this is the worker's concurrency per provider (a provider's fleet-wide

@@ -143,7 +143,11 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         pool: pool.clone(),
         begin,
         record,
-        providers: Providers::new(pool.clone(), config.receiver_url.as_deref()),
+        providers: Providers::new(
+            pool.clone(),
+            config.receiver_url.as_deref(),
+            config.credential_keys.keyring(),
+        ),
         pacer: pacing::Pacer::new(pool.clone()),
         on_time: on_time::OnTime::start(http())?,
         in_flight: in_flight::InFlight::default(),

@@ -1,0 +1,62 @@
+//! `herald-admin credentials reseal`: seals every provider's stored credentials with the
+//! current `HERALD_CREDENTIALS_KEY`, the step of a key rotation between "new key set, old key
+//! kept as HERALD_CREDENTIALS_OLD_KEYS" and "old key dropped" (and how credentials stored
+//! before any key get sealed). Safe to run again, and beside running services: each provider
+//! is rewritten in a transaction of its own, and every process opens both keys meanwhile.
+
+use herald_shared::sealed::{Keyring, SealError};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResealError {
+    #[error("provider {id}: {error}")]
+    Open { id: Uuid, error: SealError },
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// How many providers were looked at, and how many of them rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resealed {
+    pub providers: usize,
+    pub resealed: usize,
+}
+
+pub async fn reseal(pool: &PgPool, keyring: &Keyring) -> Result<Resealed, ResealError> {
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM providers ORDER BY id")
+        .fetch_all(pool)
+        .await?;
+    let mut resealed = 0;
+    for &id in &ids {
+        let mut tx = pool.begin().await?;
+        let stored: Option<Value> =
+            sqlx::query_scalar("SELECT credentials FROM providers WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(stored) = stored else { continue };
+        if keyring.is_current(&stored) {
+            continue;
+        }
+        let opened = keyring
+            .open(id, &stored)
+            .map_err(|error| ResealError::Open { id, error })?;
+        let Value::Object(credentials) = opened else {
+            continue;
+        };
+        sqlx::query("UPDATE providers SET credentials = $2 WHERE id = $1")
+            .bind(id)
+            .bind(keyring.seal(id, &credentials))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        resealed += 1;
+    }
+    tracing::info!(providers = ids.len(), resealed, key = ?keyring.current_id(), "credentials resealed");
+    Ok(Resealed {
+        providers: ids.len(),
+        resealed,
+    })
+}
