@@ -2,6 +2,7 @@
 
 use herald_shared::config::{Connections, CredentialKeys};
 use herald_shared::ops::OpsConfig;
+use herald_shared::public_address::{Networks, parse_networks as parse_allowed};
 use std::net::SocketAddr;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -43,14 +44,6 @@ pub struct AdminConfig {
     /// Default: none (public https only). Operators' shared providers are not restricted.
     #[arg(long, env = "HERALD_PROVIDER_ALLOWED_NETWORKS", value_parser = parse_allowed)]
     pub provider_allowed_networks: Option<Networks>,
-}
-
-/// Networks (CIDR) besides the public internet that tenants' provider endpoints may reach.
-#[derive(Debug, Clone, Default)]
-pub struct Networks(pub Vec<ipnet::IpNet>);
-
-fn parse_allowed(value: &str) -> Result<Networks, String> {
-    crate::endpoints::parse_networks(value).map(Networks)
 }
 
 impl AdminConfig {

@@ -6,7 +6,7 @@
 //! may also allow tenants more networks (an internal gateway; loopback for the demo and the
 //! tests) with `HERALD_PROVIDER_ALLOWED_NETWORKS`, where plain http is then allowed too.
 
-use ipnet::IpNet;
+use herald_shared::public_address::{Networks, is_public};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -16,46 +16,12 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The operator's extra networks.
 #[derive(Debug, Clone, Default)]
 pub struct EndpointPolicy {
-    pub allowed: Vec<IpNet>,
-}
-
-/// Whether `ip` is an address on the public internet: not loopback, private, link-local,
-/// shared (CGNAT), documentation, benchmarking, multicast, reserved or unspecified.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 192 && b == 0 && c == 0)
-                || (a == 198 && (18..20).contains(&b))
-                || a >= 240)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8)
-        }
-    }
+    pub allowed: Networks,
 }
 
 impl EndpointPolicy {
     fn allows(&self, ip: IpAddr) -> bool {
-        self.allowed.iter().any(|net| net.contains(&ip))
+        self.allowed.contains(ip)
     }
 
     /// Checks a tenant's endpoint: https, no credentials in it, and every address its host
@@ -99,45 +65,9 @@ impl EndpointPolicy {
     }
 }
 
-/// `HERALD_PROVIDER_ALLOWED_NETWORKS`: comma-separated CIDR networks.
-pub fn parse_networks(value: &str) -> Result<Vec<IpNet>, String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<IpNet>()
-                .map_err(|_| format!("`{s}` is not a network like 10.0.0.0/8"))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn inside_addresses_are_not_public() {
-        for inside in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "100.64.0.1",
-            "::1",
-            "fe80::1",
-            "fd00::1",
-            "::ffff:127.0.0.1",
-            "224.0.0.1",
-        ] {
-            assert!(!is_public(inside.parse().unwrap()), "{inside}");
-        }
-        for public in ["8.8.8.8", "52.1.2.3", "2606:4700::1111"] {
-            assert!(is_public(public.parse().unwrap()), "{public}");
-        }
-    }
 
     #[tokio::test]
     async fn tenant_endpoints_are_public_https_without_credentials() {
@@ -155,10 +85,9 @@ mod tests {
             assert!(error.contains(why), "{endpoint}: {error}");
         }
         let loopback = EndpointPolicy {
-            allowed: parse_networks("127.0.0.0/8, ::1/128").unwrap(),
+            allowed: herald_shared::public_address::parse_networks("127.0.0.0/8, ::1/128").unwrap(),
         };
         assert!(loopback.check("http://127.0.0.1:9090/send").await.is_ok());
         assert!(loopback.check("http://169.254.169.254/").await.is_err());
-        assert!(parse_networks("10.0.0.0/8,nonsense").is_err());
     }
 }

@@ -100,11 +100,7 @@ pub async fn serve(config: AdminConfig, shutdown: CancellationToken) -> Result<(
         upload_idle: std::time::Duration::from_millis(config.upload_idle_timeout_ms),
         keyring: config.credential_keys.keyring(),
         endpoints: endpoints::EndpointPolicy {
-            allowed: config
-                .provider_allowed_networks
-                .clone()
-                .map(|n| n.0)
-                .unwrap_or_default(),
+            allowed: config.provider_allowed_networks.clone().unwrap_or_default(),
         },
     };
     let app = app(state).layer(axum::middleware::from_fn(ops::http_metrics));

@@ -25,6 +25,7 @@ pub mod domain;
 pub mod ops;
 pub mod progress;
 pub mod provider_config;
+pub mod public_address;
 pub mod queue;
 pub mod rate_limit;
 pub mod receipts;

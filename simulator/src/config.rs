@@ -363,6 +363,9 @@ pub struct BehaviourConfig {
     /// made with the auth token has its callbacks signed with it.)
     #[serde(serialize_with = "redacted")]
     pub twilio_auth_token: Option<String>,
+    /// The provider has moved: every message request is answered 307 with a `Location`
+    /// under this base URL, and nothing is sent.
+    pub redirect_to: Option<String>,
 }
 
 fn redacted<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -413,6 +416,7 @@ impl Default for BehaviourConfig {
             webhook_secret: DEFAULT_WEBHOOK_SECRET.to_owned(),
             revoked_credential: None,
             twilio_auth_token: None,
+            redirect_to: None,
         }
     }
 }
@@ -509,6 +513,17 @@ impl BehaviourConfig {
                         .and_then(|v| u16::try_from(v).ok())
                         .ok_or(f(ConfigError::FailStatus))?;
                     next.fail_status = check_fail_status(v).map_err(f)?;
+                }
+                "redirect_to" => {
+                    next.redirect_to = match value {
+                        Value::Null => None,
+                        Value::String(s)
+                            if s.starts_with("http://") || s.starts_with("https://") =>
+                        {
+                            Some(s.clone())
+                        }
+                        _ => return Err(f(ConfigError::JsonType("an http(s) URL or null"))),
+                    }
                 }
                 "twilio_auth_token" => {
                     next.twilio_auth_token = match value {
@@ -735,7 +750,8 @@ mod tests {
                 "whatsapp_app_secret": "simulator-app-secret",
                 "webhook_secret": "simulator-webhook-secret",
                 "revoked_credential": null,
-                "twilio_auth_token": null
+                "twilio_auth_token": null,
+                "redirect_to": null
             })
         );
         // Credentials the provider checks are never shown.

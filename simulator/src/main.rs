@@ -177,6 +177,7 @@ impl Args {
             // Set at run time (PUT /control/config), to revoke a credential mid-run.
             revoked_credential: None,
             twilio_auth_token: self.twilio_auth_token.clone(),
+            redirect_to: None,
         }
     }
 }

@@ -228,6 +228,17 @@ async fn serve(
     parsed: Parsed,
     connection: Option<Extension<Connection>>,
 ) -> Response {
+    // A provider that has moved: every request is sent elsewhere, and nothing is taken.
+    let moved = app.lock().config.redirect_to.clone();
+    if let Some(to) = moved {
+        let location = format!("{}{}", to.trim_end_matches('/'), uri.path());
+        return (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, location)],
+            "moved",
+        )
+            .into_response();
+    }
     let draws = Draws::sample(&mut rand::rng());
     let detail = parsed
         .key

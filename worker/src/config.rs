@@ -2,6 +2,7 @@
 
 use herald_shared::config::{Connections, CredentialKeys};
 use herald_shared::ops::OpsConfig;
+use herald_shared::public_address::{Networks, parse_networks};
 use std::time::Duration;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -14,6 +15,13 @@ pub struct WorkerConfig {
 
     #[command(flatten)]
     pub credential_keys: CredentialKeys,
+
+    /// Networks a tenant's provider may reach besides public addresses, comma-separated
+    /// CIDRs, checked on every connection (the admin's setting of the same name checks the
+    /// endpoint when it is given). Default: none. Operators' shared providers are not
+    /// restricted.
+    #[arg(long, env = "HERALD_PROVIDER_ALLOWED_NETWORKS", value_parser = parse_networks)]
+    pub provider_allowed_networks: Option<Networks>,
 
     /// Deliveries this worker holds at once per provider lane; each is one provider request
     /// in flight, so this is the worker's concurrency per provider (a provider's fleet-wide

@@ -37,7 +37,8 @@ pub struct Context {
     pub on_time: OnTime,
     pub in_flight: InFlight,
     pub breakers: Breakers,
-    pub http: reqwest::Client,
+    /// The HTTP clients for provider requests (see [`crate::egress`]).
+    pub egress: crate::egress::Egress,
     /// The part of a lease beyond the provider's timeout (see the worker's config).
     pub lease_grace: Duration,
 }
@@ -221,7 +222,7 @@ async fn attempt_send(
         }
     }
     let result = match provider.pacing {
-        None => provider_call::send(&ctx.http, provider, message).await,
+        None => provider_call::send(&ctx.egress, provider, message).await,
         Some(spacing) => match on_a_slot(ctx, provider, message, spacing, deadline).await {
             Ok(result) => result,
             Err(error) => {
@@ -292,7 +293,7 @@ async fn settle_unknown(
     // only if there is still time for it (below).
     let looked_up = tokio::time::timeout_at(
         (deadline + current.timeout).into(),
-        reconcile::look_up(&ctx.http, &ctx.pool, &earlier, message, unknown.since),
+        reconcile::look_up(&ctx.egress, &ctx.pool, &earlier, message, unknown.since),
     )
     .await
     .unwrap_or_else(|_| Err("the lookup did not answer in time".into()));

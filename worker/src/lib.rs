@@ -19,6 +19,7 @@ pub mod breaker;
 pub mod config;
 pub mod consume;
 pub mod delivery;
+pub mod egress;
 pub mod fleet;
 pub mod in_flight;
 pub mod live_calls;
@@ -139,6 +140,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
     };
+    let allowed = config.provider_allowed_networks.clone().unwrap_or_default();
     let ctx = Context {
         pool: pool.clone(),
         begin,
@@ -149,11 +151,11 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
             config.credential_keys.keyring(),
         ),
         pacer: pacing::Pacer::new(pool.clone()),
-        on_time: on_time::OnTime::start(http())?,
+        on_time: on_time::OnTime::start(http, allowed.clone())?,
         in_flight: in_flight::InFlight::default(),
         breakers: breaker::Breakers::new(pool.clone()),
         lease_grace,
-        http: http().build()?,
+        egress: egress::Egress::build(http, allowed)?,
     };
 
     let tracker = TaskTracker::new();

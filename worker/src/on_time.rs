@@ -8,9 +8,11 @@
 //! slots and make those requests, with its own HTTP client (a connection is served by the
 //! runtime that opened it), so the operating system wakes it on time.
 
+use crate::egress::Egress;
 use crate::outcome::CallResult;
 use crate::provider_call;
 use crate::providers::Provider;
+use herald_shared::public_address::Networks;
 use herald_shared::queue::message::DispatchMessage;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,13 +32,16 @@ pub struct OnTime {
 
 struct Inner {
     runtime: tokio::runtime::Handle,
-    client: reqwest::Client,
+    egress: Egress,
     /// Dropped with the last clone, which lets the thread's runtime stop.
     _stop: oneshot::Sender<()>,
 }
 
 impl OnTime {
-    pub fn start(client: reqwest::ClientBuilder) -> std::io::Result<Self> {
+    pub fn start(
+        client: impl Fn() -> reqwest::ClientBuilder,
+        allowed: Networks,
+    ) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -49,15 +54,15 @@ impl OnTime {
                     let _ = stopped.await;
                 });
             })?;
-        let client = {
-            // The client's connections must belong to the paced runtime.
+        let egress = {
+            // The clients' connections must belong to the paced runtime.
             let _guard = handle.enter();
-            client.build().map_err(std::io::Error::other)?
+            Egress::build(client, allowed).map_err(std::io::Error::other)?
         };
         Ok(Self {
             inner: Arc::new(Inner {
                 runtime: handle,
-                client,
+                egress,
                 _stop: stop,
             }),
         })
@@ -71,14 +76,14 @@ impl OnTime {
         provider: Arc<Provider>,
         message: DispatchMessage,
     ) -> Option<CallResult> {
-        let client = self.inner.client.clone();
+        let egress = self.inner.egress.clone();
         // Should the delivery give up waiting, the request must not go out behind its back.
         let task = AbortOnDropHandle::new(self.inner.runtime.spawn(async move {
             tokio::time::sleep_until(slot.into()).await;
             if Instant::now() > slot + LATE {
                 return None;
             }
-            Some(provider_call::send(&client, &provider, &message).await)
+            Some(provider_call::send(&egress, &provider, &message).await)
         }));
         match task.await {
             Ok(result) => result,

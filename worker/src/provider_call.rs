@@ -5,14 +5,14 @@
 //! once the request was on its way may have been sent ([`CallResult::Unknown`]).
 
 use crate::adapters::{self, Answer, HttpRequest};
+use crate::egress::{self, Egress};
 use crate::outcome::CallResult;
 use crate::providers::Provider;
 use herald_shared::ops::metrics as metrics_names;
 use herald_shared::queue::message::DispatchMessage;
-use reqwest::Client;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-pub async fn send(client: &Client, provider: &Provider, message: &DispatchMessage) -> CallResult {
+pub async fn send(egress: &Egress, provider: &Provider, message: &DispatchMessage) -> CallResult {
     let span = tracing::debug_span!(
         "provider_call",
         provider_id = %provider.id,
@@ -24,13 +24,13 @@ pub async fn send(client: &Client, provider: &Provider, message: &DispatchMessag
     // Decremented however the call ends (a dropped future included).
     let _in_flight = scopeguard::guard((), move |()| in_flight.decrement(1.0));
     let started = std::time::Instant::now();
-    let result = tracing::Instrument::instrument(call(client, provider, message), span).await;
+    let result = tracing::Instrument::instrument(call(egress, provider, message), span).await;
     metrics::histogram!(metrics_names::PROVIDER_REQUEST_DURATION, "provider" => label)
         .record(started.elapsed().as_secs_f64());
     result
 }
 
-async fn call(client: &Client, provider: &Provider, message: &DispatchMessage) -> CallResult {
+async fn call(egress: &Egress, provider: &Provider, message: &DispatchMessage) -> CallResult {
     let request = match adapters::build(&provider.config, message, provider.callback_url.as_deref())
     {
         Ok(request) => request,
@@ -40,6 +40,10 @@ async fn call(client: &Client, provider: &Provider, message: &DispatchMessage) -
         Ok(headers) => headers,
         // Settings are validated when loaded, so this is a bug rather than bad input.
         Err(reason) => return CallResult::Misconfigured { reason },
+    };
+    let client = match egress.client(provider, &request.url) {
+        Ok(client) => client,
+        Err(refused) => return refused,
     };
     let response = match client
         .request(request.method, &request.url)
@@ -53,6 +57,22 @@ async fn call(client: &Client, provider: &Provider, message: &DispatchMessage) -
         Err(error) => return failed(&error, provider),
     };
     let status = response.status().as_u16();
+    if (300..400).contains(&status) {
+        // Redirects are not followed (see `egress`): the provider's endpoint is not its API's.
+        let to = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| url::Url::parse(v).ok())
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "elsewhere".to_owned());
+        return CallResult::Misconfigured {
+            reason: format!(
+                "the provider answered a redirect (HTTP {status} to {to}); Herald does not \
+                 follow redirects: give the provider the URL its API answers at"
+            ),
+        };
+    }
     let retry_after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
@@ -79,6 +99,11 @@ async fn call(client: &Client, provider: &Provider, message: &DispatchMessage) -
 
 /// What a request that got no answer means.
 pub fn failed(error: &reqwest::Error, provider: &Provider) -> CallResult {
+    // A tenant's provider whose name resolves inside the network: nothing was sent, and no
+    // retry will change that until its endpoint does.
+    if let Some(reason) = egress::refusal(error) {
+        return CallResult::Misconfigured { reason };
+    }
     if error.is_connect() {
         // Refused, unreachable, DNS or TLS failure: no byte of the request reached the provider.
         return CallResult::Unavailable {

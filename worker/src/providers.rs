@@ -36,6 +36,8 @@ pub struct Provider {
     pub live_call_hold: Duration,
     /// Bumped by each credential rotation (see [`Providers::get_at_least`]).
     pub revision: i32,
+    /// A tenant's provider: it may reach only public addresses (see [`crate::egress`]).
+    pub restricted: bool,
     loaded: Instant,
 }
 
@@ -56,6 +58,7 @@ struct Row {
     unknown_window_ms: i32,
     live_call_timeout_ms: i32,
     revision: i32,
+    restricted: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +149,8 @@ impl Providers {
         let row: Row = sqlx::query_as(
             "SELECT id, kind, endpoint, settings, credentials, timeout_ms,
                     max_attempts, retry_base_ms, retry_max_ms, rate_limit, rate_window_ms,
-                    unknown_outcome, unknown_window_ms, live_call_timeout_ms, revision
+                    unknown_outcome, unknown_window_ms, live_call_timeout_ms, revision,
+                    tenant_id IS NOT NULL AS restricted
              FROM providers WHERE id = $1",
         )
         .bind(id)
@@ -192,6 +196,7 @@ impl Providers {
                 window: millis(row.unknown_window_ms),
             },
             revision: row.revision,
+            restricted: row.restricted,
             loaded: Instant::now(),
         });
         cache.insert(id, provider.clone());

@@ -31,7 +31,7 @@ const CLOCK_MARGIN: Duration = Duration::from_secs(60);
 /// `since` (its request was made then or within the provider's timeout after). `Err` when
 /// the lookup itself failed.
 pub async fn look_up(
-    client: &reqwest::Client,
+    egress: &crate::egress::Egress,
     pool: &PgPool,
     provider: &Provider,
     message: &DispatchMessage,
@@ -44,6 +44,9 @@ pub async fn look_up(
     let timeout = chrono::Duration::from_std(provider.timeout).unwrap_or_default();
     let window = (since - margin)..=(since + timeout + margin);
     let headers = provider_call::header_map(&request)?;
+    let client = egress
+        .client(provider, &request.url)
+        .map_err(|_| "the provider's address may not be reached".to_owned())?;
     let response = client
         .request(request.method, &request.url)
         .headers(headers)

@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod credentials;
 mod dispatch;
+mod egress;
 mod failover;
 mod fairness;
 mod hostile;

@@ -1,0 +1,145 @@
+//! Where provider requests may go. Operators' shared providers are trusted; a tenant's
+//! provider reaches only public addresses and the operator's allowed networks
+//! (`HERALD_PROVIDER_ALLOWED_NETWORKS`), checked on every connection, not only when the admin
+//! took the endpoint: a name whose DNS record is switched afterwards to `127.0.0.1` or the
+//! cloud's metadata service still cannot lead inside. No client follows redirects.
+//!
+//! Such a request is refused before any byte is sent, as a misconfigured provider (its
+//! campaign pauses with the reason), never as a provider that is down.
+
+use crate::outcome::CallResult;
+use crate::providers::Provider;
+use herald_shared::public_address::Networks;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// The HTTP clients provider requests leave through.
+#[derive(Clone)]
+pub struct Egress {
+    /// For operators' providers.
+    open: reqwest::Client,
+    /// For tenants' providers: resolves names to reachable addresses only.
+    restricted: reqwest::Client,
+    allowed: Arc<Networks>,
+}
+
+/// Why a tenant's provider was not connected to.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`{host}` is {address}, not a public address: providers of tenants reach the internet only"
+)]
+pub struct InsideAddress {
+    host: String,
+    address: IpAddr,
+}
+
+impl Egress {
+    /// Both clients from `builder` (which must not follow redirects), built on the calling
+    /// runtime (a connection belongs to the runtime that opened it).
+    pub fn build(
+        builder: impl Fn() -> reqwest::ClientBuilder,
+        allowed: Networks,
+    ) -> reqwest::Result<Self> {
+        let allowed = Arc::new(allowed);
+        Ok(Self {
+            open: builder().build()?,
+            restricted: builder()
+                .dns_resolver(Arc::new(Reachable {
+                    allowed: allowed.clone(),
+                }))
+                .build()?,
+            allowed,
+        })
+    }
+
+    /// The client for `provider`'s request to `url`; a refusal if `provider` is a tenant's and
+    /// `url` names an address it may not reach (addresses in URLs skip the resolver).
+    pub fn client(&self, provider: &Provider, url: &str) -> Result<&reqwest::Client, CallResult> {
+        if !provider.restricted {
+            return Ok(&self.open);
+        }
+        let address = match url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host().map(|h| h.to_owned()))
+        {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            _ => None,
+        };
+        match address {
+            Some(address) if !self.allowed.reachable(address) => Err(CallResult::Misconfigured {
+                reason: InsideAddress {
+                    host: address.to_string(),
+                    address,
+                }
+                .to_string(),
+            }),
+            _ => Ok(&self.restricted),
+        }
+    }
+}
+
+/// What a failed request means if the resolver refused it: the refusal's text.
+pub fn refusal(error: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if let Some(inside) = error.downcast_ref::<InsideAddress>() {
+            return Some(inside.to_string());
+        }
+        source = error.source();
+    }
+    None
+}
+
+/// A resolver that answers only with addresses a tenant's provider may reach, and refuses
+/// a name with any other among its addresses (so no fallback can lead inside).
+struct Reachable {
+    allowed: Arc<Networks>,
+}
+
+impl Resolve for Reachable {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allowed = self.allowed.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addresses: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(inside) = addresses.iter().find(|a| !allowed.reachable(a.ip())) {
+                return Err(Box::new(InsideAddress {
+                    host,
+                    address: inside.ip(),
+                })
+                    as Box<dyn std::error::Error + Send + Sync>);
+            }
+            let addrs: Addrs = Box::new(addresses.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn names_that_resolve_inside_are_refused_before_connecting() {
+        let strict = Reachable {
+            allowed: Arc::new(Networks::default()),
+        };
+        let refused = strict.resolve("localhost".parse().unwrap()).await;
+        let Err(error) = refused else {
+            panic!("localhost resolved for a tenant's provider")
+        };
+        assert!(
+            error.to_string().contains("not a public address"),
+            "{error}"
+        );
+        let loopback = Reachable {
+            allowed: Arc::new(
+                herald_shared::public_address::parse_networks("127.0.0.0/8, ::1/128").unwrap(),
+            ),
+        };
+        assert!(loopback.resolve("localhost".parse().unwrap()).await.is_ok());
+    }
+}
