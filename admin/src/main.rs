@@ -102,14 +102,15 @@ async fn main() -> anyhow::Result<()> {
                 &connections.tls(),
             )
             .await?;
-            let done = herald_admin::reseal::reseal(&pool, &keys.keyring()).await?;
+            let keyring = keys.keyring();
+            let done = herald_admin::reseal::reseal(&pool, &keyring).await?;
             #[allow(clippy::print_stdout)]
             {
                 println!(
                     "{} providers, {} resealed with key {}",
                     done.providers,
                     done.resealed,
-                    keys.keyring().current_id().unwrap_or("-")
+                    keyring.current_id().unwrap_or("-")
                 );
             }
         }

@@ -7,6 +7,7 @@
 //! country's numbers can have; whether the number is assigned today is the provider's to say
 //! (tests and fiction use the unassigned 555 numbers, which must still be accepted).
 
+use crate::validate::clip;
 use phonenumber::country::Id;
 use phonenumber::metadata::DATABASE;
 use phonenumber::{Mode, PhoneNumber};
@@ -123,14 +124,6 @@ fn e164(number: &str, digits: &str) -> Result<(), String> {
         return refuse("the number has the wrong length for its country");
     }
     Ok(())
-}
-
-/// At most 40 characters of `text`, for messages.
-fn clip(text: &str) -> String {
-    match text.char_indices().nth(40) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
 }
 
 #[cfg(test)]

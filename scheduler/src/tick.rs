@@ -407,11 +407,11 @@ impl Ticker {
         }
 
         for &index in &plan.order {
-            let Some(row) = claimed[index].pop_front() else {
+            let Some(mut row) = claimed[index].pop_front() else {
                 continue;
             };
             let campaign = &campaigns[index];
-            match build_message(campaign, via, &row) {
+            match build_message(campaign, via, &mut row) {
                 Ok(message) => {
                     batch.claims.push((row.id, row.dispatch_seq));
                     batch.lanes.push(via);
@@ -438,7 +438,7 @@ struct Batch {
 fn build_message(
     campaign: &ActiveCampaign,
     via: Uuid,
-    row: &Claimed,
+    row: &mut Claimed,
 ) -> Result<DispatchMessage, String> {
     let channel: Channel = campaign.channel.parse().map_err(|e| format!("{e}"))?;
     let body = template::render(&campaign.template, &row.variables).map_err(|e| e.to_string())?;
@@ -450,10 +450,11 @@ fn build_message(
         campaign_id: campaign.id,
         provider_id: via,
         channel,
-        to: row.address.clone(),
+        // Taken, not copied: the row is done with once its message is built.
+        to: std::mem::take(&mut row.address),
         body,
         expires_at: campaign.expires_at,
-        variables: row.variables.0.clone(),
+        variables: std::mem::take(&mut row.variables.0),
     })
 }
 

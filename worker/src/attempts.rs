@@ -256,12 +256,13 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
                  lease_until = NULL, queued_at = NULL, updated_at = now()
              FROM leased o LEFT JOIN parked k ON k.id = o.id
              WHERE r.id = o.id AND r.dispatch_seq = o.seq AND r.state = o.was
-             RETURNING r.id, r.campaign_id, r.state
+             RETURNING r.campaign_id, r.state, o.pause
          ),
+         -- Only the campaigns a send or a pause may change.
          touched AS (
-             SELECT d.campaign_id, bool_or(d.state = 'sent') AS sent, max(o.pause) AS pause
-             FROM recorded d JOIN o ON o.id = d.id
-             GROUP BY d.campaign_id
+             SELECT campaign_id, bool_or(state = 'sent') AS sent, max(pause) AS pause
+             FROM recorded WHERE state = 'sent' OR pause IS NOT NULL
+             GROUP BY campaign_id
          )
          -- One update per campaign, for its first send and for a pause: two updates of one
          -- row in a statement would keep only one of them.
