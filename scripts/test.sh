@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Herald's whole test suite against real PostgreSQL, RabbitMQ and the provider simulator:
-# the deployment files' lint, formatting, lints, unit tests, the integration tests and the
-# fault suite (scripts/faults.sh).
+# the deployment files' lint, formatting, lints, unit tests, the Twilio contract check, the
+# admin API against its OpenAPI document, the integration tests and the fault suite
+# (scripts/faults.sh).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ROOT"
@@ -28,6 +29,7 @@ echo "==> cargo test"
 threads="${HERALD_TEST_THREADS:-2}"
 cargo test --workspace --exclude herald-tests --quiet -- --test-threads "$threads"
 scripts/contract.sh
+scripts/api-schema.sh
 cargo test -p herald-tests --quiet --lib --test integration --test exclusive --test backends -- --test-threads "$threads"
 # The fault suite runs on release binaries, after everything else.
 if [ "${HERALD_SKIP_FAULTS:-0}" = 1 ]; then

@@ -28,6 +28,15 @@ pub fn region(code: &str) -> Result<Id, String> {
         })
 }
 
+/// Every region code [`region`] accepts, in order (for the API's document).
+pub fn regions() -> Vec<String> {
+    let letters = || b'A'..=b'Z';
+    letters()
+        .flat_map(|a| letters().map(move |b| String::from_utf8_lossy(&[a, b]).into_owned()))
+        .filter(|code| region(code).is_ok())
+        .collect()
+}
+
 /// `text` in E.164, or why it is not a phone number. Numbers without a country code are
 /// read as numbers of `region`, and refused without one.
 pub fn normalize(text: &str, region: Option<Id>) -> Result<String, String> {
@@ -194,6 +203,9 @@ mod tests {
 
     #[test]
     fn regions_are_iso_codes_the_metadata_knows() {
+        let all = regions();
+        assert!(all.len() > 200, "{}", all.len());
+        assert!(all.iter().any(|r| r == "FR") && !all.iter().any(|r| r == "XX"));
         assert_eq!(region("FR").unwrap(), Id::FR);
         assert!(region("fr").is_err());
         assert!(region("XX").is_err());

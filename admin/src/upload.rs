@@ -260,11 +260,15 @@ fn csv_reason(error: &csv_async::Error) -> String {
 }
 
 /// A JSON row: an address and its variables (recipients) or attributes (contacts).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct JsonRow {
+pub struct JsonRow {
+    /// A phone number as people write it (`+1 (555) 123-4567`; without a country code with
+    /// the tenant's `default_region`), stored in E.164; or a chat address.
     address: String,
+    /// The row's values for templates (`attributes` for contacts, also accepted here).
     #[serde(default, alias = "attributes")]
+    #[schema(value_type = Object)]
     variables: Map<String, Value>,
 }
 

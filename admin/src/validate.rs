@@ -17,8 +17,12 @@ pub fn name(value: &str) -> Result<(), String> {
 
 /// A wall-clock time `HH:MM` (24 h).
 pub fn clock_time(value: &str) -> Result<chrono::NaiveTime, String> {
+    // Exactly two digits each, as the API's document says (chrono alone would take `9:00`).
+    let shaped = value.len() == 5 && value.as_bytes()[2] == b':';
     chrono::NaiveTime::parse_from_str(value, "%H:%M")
-        .map_err(|_| format!("`{}` is not a time of day like 21:00", clip(value)))
+        .ok()
+        .filter(|_| shaped && value.bytes().filter(u8::is_ascii_digit).count() == 4)
+        .ok_or_else(|| format!("`{}` is not a time of day like 21:00", clip(value)))
 }
 
 /// A moment a campaign may start or expire at: between the years 2000 and 9999 (PostgreSQL
@@ -59,6 +63,8 @@ mod tests {
         );
         assert!(clock_time("25:00").is_err());
         assert!(clock_time("9pm").is_err());
+        assert!(clock_time("9:00").is_err());
+        assert!(clock_time("+9:00").is_err());
     }
 
     #[test]

@@ -742,7 +742,7 @@ fn header_value_ok(value: &str) -> bool {
 }
 
 /// Headers Herald sets itself (or the HTTP stack does) and settings may not replace.
-const RESERVED_HEADERS: [&str; 5] = [
+pub const RESERVED_HEADERS: [&str; 5] = [
     "content-type",
     "content-length",
     "host",

@@ -29,8 +29,9 @@ pub struct UploadResult {
 }
 
 #[utoipa::path(post, path = "/campaigns/{id}/recipients", tag = "recipients",
-    request_body(content = String, description = "CSV with an `address` column, NDJSON or a JSON array of {address, variables}",
-                 content_type = "text/csv"),
+    request_body(description = "CSV with an `address` (or `phone`) column, other columns becoming the recipient's variables; NDJSON or a JSON array of {address, variables}. Rows are checked one by one: an invalid row is named in the 422's `rows` and nothing is added.",
+        content((String = "text/csv"), (String = "application/x-ndjson"),
+                (Vec<crate::upload::JsonRow> = "application/json"))),
     responses((status = 200, body = UploadResult), (status = 408, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
               (status = 415, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),
@@ -108,11 +109,13 @@ fn is_blank(value: &Value) -> bool {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ListQuery {
     /// Only recipients in this state.
+    #[param(schema_with = crate::api::openapi::rules::recipient_state)]
     pub state: Option<String>,
     /// Page after this recipient id.
     #[serde(default)]
     pub after_id: i64,
-    /// At most this many (1–1000, default 100).
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -122,6 +125,7 @@ pub struct Recipient {
     pub address: String,
     #[schema(value_type = Object)]
     pub variables: Value,
+    #[schema(schema_with = crate::api::openapi::rules::recipient_state)]
     pub state: String,
     pub attempts: i32,
     pub last_error: Option<String>,
@@ -142,6 +146,16 @@ pub async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Vec<Recipient>>, ApiError> {
     ensure_visible(&state.pool, caller, id).await?;
+    if let Some(name) = &query.state
+        && name
+            .parse::<herald_shared::domain::RecipientState>()
+            .is_err()
+    {
+        return Err(ApiError::field(
+            "state",
+            format!("unknown state `{}`", crate::validate::clip(name)),
+        ));
+    }
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::field("limit", "must be between 1 and 1000"));

@@ -5,7 +5,7 @@
 //! status at their next statement (pause takes effect within a tick: the scheduler stops
 //! releasing and the workers hand back whatever is still queued).
 
-use super::JsonBody;
+use super::{JsonBody, OptionalJsonBody};
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError, from_constraint};
 use crate::filter::Filter;
@@ -15,7 +15,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, NaiveTime, Utc};
-use herald_shared::domain::Channel;
+use herald_shared::domain::{CampaignStatus, Channel};
 use herald_shared::template;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder};
@@ -25,16 +25,20 @@ use uuid::Uuid;
 #[derive(Debug, Serialize, Deserialize, ToSchema, Clone, PartialEq, Eq)]
 pub struct QuietHours {
     /// Local time the window opens, `HH:MM`.
+    #[schema(schema_with = crate::api::openapi::rules::clock_time)]
     pub start: String,
-    /// Local time it closes, `HH:MM` (before `start`: the window spans midnight).
+    /// Local time it closes, `HH:MM` (before `start`: the window spans midnight; not equal
+    /// to `start`).
+    #[schema(schema_with = crate::api::openapi::rules::clock_time)]
     pub end: String,
-    /// IANA zone; defaults to the tenant's.
+    /// IANA zone PostgreSQL knows; defaults to the tenant's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Progress {
+    #[schema(schema_with = crate::api::openapi::rules::campaign_status)]
     pub status: String,
     /// Why Herald paused the campaign itself: its provider refused the account (credentials,
     /// sender). Fix the provider (say, rotate its credentials) and resume. `null` otherwise.
@@ -71,8 +75,10 @@ pub struct Campaign {
     pub provider_id: Uuid,
     /// Takes what the primary provider cannot (at its rate limit, or while it is failing).
     pub overflow_provider_id: Option<Uuid>,
+    #[schema(schema_with = crate::api::openapi::rules::channel)]
     pub channel: String,
     pub template: String,
+    #[schema(schema_with = crate::api::openapi::rules::campaign_status)]
     pub status: String,
     pub batch_size: i32,
     pub weight: i32,
@@ -313,20 +319,28 @@ async fn fetch_one(pool: &PgPool, scope: Option<Uuid>, id: Uuid) -> Result<Campa
 pub struct NewCampaign {
     /// Operators only (required for them); ignored for tenant keys.
     pub tenant_id: Option<Uuid>,
+    #[schema(schema_with = crate::api::openapi::rules::name)]
     pub name: String,
+    /// A provider the tenant may use: its own or a shared one.
     pub provider_id: Uuid,
-    /// Optional second provider: it takes only what `provider_id` cannot (its rate limit
-    /// reached, or its circuit breaker open), never because of a single 429.
+    /// Optional second provider (not `provider_id`): it takes only what `provider_id` cannot
+    /// (its rate limit reached, or its circuit breaker open), never because of a single 429.
     pub overflow_provider_id: Option<Uuid>,
-    /// sms, whatsapp, voice or chat.
+    #[schema(schema_with = crate::api::openapi::rules::channel)]
     pub channel: String,
-    /// Message text with `{{variable}}` placeholders filled per recipient.
+    /// Message text with `{{variable}}` placeholders filled per recipient (not blank; past
+    /// the length limit: 413).
+    #[schema(schema_with = crate::api::openapi::rules::template)]
     pub template: String,
     #[serde(default = "default_batch_size")]
+    #[schema(minimum = 1, maximum = 100000, default = 1000)]
     pub batch_size: i32,
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 1000, default = 1)]
     pub weight: i32,
+    /// Not before it is started (default: at once).
     pub start_at: Option<DateTime<Utc>>,
+    /// In the future, and after `start_at`.
     pub expires_at: Option<DateTime<Utc>>,
     pub quiet_hours: Option<QuietHours>,
     pub segment_id: Option<Uuid>,
@@ -341,7 +355,7 @@ fn one() -> i32 {
 }
 
 #[utoipa::path(post, path = "/campaigns", tag = "campaigns", request_body = NewCampaign,
-    responses((status = 201, body = Campaign), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = Campaign), (status = 409, description = "One of the same name exists already", body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -507,6 +521,7 @@ async fn usable_provider(pool: &PgPool, provider: Uuid, tenant: Uuid) -> Result<
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ListQuery {
     /// Only campaigns in this status.
+    #[param(schema_with = crate::api::openapi::rules::campaign_status)]
     pub status: Option<String>,
 }
 
@@ -517,6 +532,14 @@ pub async fn list(
     caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Vec<Campaign>>, ApiError> {
+    if let Some(status) = &query.status
+        && status.parse::<CampaignStatus>().is_err()
+    {
+        return Err(ApiError::field(
+            "status",
+            format!("unknown status `{}`", validate::clip(status)),
+        ));
+    }
     let mut qb = select_campaigns(caller.scope());
     if let Some(status) = &query.status {
         qb.push(" AND c.status = ").push_bind(status.clone());
@@ -626,14 +649,9 @@ pub async fn start(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
-    body: axum::body::Bytes,
+    // Optional: `start` alone means "now, or at the campaign's start_at".
+    OptionalJsonBody(request): OptionalJsonBody<StartRequest>,
 ) -> Result<Json<Campaign>, ApiError> {
-    // The body is optional: `start` alone means "now, or at the campaign's start_at".
-    let request: StartRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        StartRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::field("body", e.to_string()))?
-    };
     let pool = &state.pool;
     ensure_visible(pool, caller, id).await?;
     let mut tx = pool.begin().await?;

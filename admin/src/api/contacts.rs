@@ -30,8 +30,9 @@ pub struct ContactUploadResult {
 }
 
 #[utoipa::path(post, path = "/contacts", tag = "contacts", params(UploadQuery),
-    request_body(content = String, description = "CSV with an `address` column (other columns become attributes; numbers stay numbers), NDJSON or a JSON array of {address, attributes}",
-                 content_type = "text/csv"),
+    request_body(description = "CSV with an `address` (or `phone`) column, other columns becoming attributes (numbers stay numbers); NDJSON or a JSON array of {address, attributes}. Rows are checked one by one: an invalid row is named in the 422's `rows` and nothing is imported.",
+        content((String = "text/csv"), (String = "application/x-ndjson"),
+                (Vec<crate::upload::JsonRow> = "application/json"))),
     responses((status = 200, body = ContactUploadResult), (status = 408, body = crate::error::ErrorBody),
               (status = 413, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody),
               (status = 422, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
@@ -88,8 +89,11 @@ pub async fn upload(
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ListQuery {
+    /// Page after this contact id.
     #[serde(default)]
     pub after_id: i64,
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

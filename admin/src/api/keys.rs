@@ -7,11 +7,11 @@
 //! transaction; the old one may be kept working for a grace period, so that the services
 //! using it can be moved to the new one without a gap.
 
+use super::OptionalJsonBody;
 use crate::auth::{self, Caller};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -116,16 +116,9 @@ pub async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
-    body: Bytes,
+    OptionalJsonBody(rotation): OptionalJsonBody<Rotation>,
 ) -> Result<(StatusCode, Json<Rotated>), ApiError> {
-    // The body is optional: none means no grace.
-    let rotation = if body.iter().all(u8::is_ascii_whitespace) {
-        Rotation::default()
-    } else {
-        axum::Json::<Rotation>::from_bytes(&body)
-            .map_err(super::json_rejection)?
-            .0
-    };
+    // No body means no grace.
     if !(0..=MAX_GRACE_SECONDS).contains(&rotation.grace_seconds) {
         return Err(ApiError::field(
             "grace_seconds",

@@ -8,21 +8,20 @@ pub mod audience;
 pub mod campaigns;
 pub mod contacts;
 pub mod keys;
+mod openapi;
+mod provider_kinds;
 pub mod providers;
 pub mod receipts;
 pub mod segments;
 pub mod tenants;
 
-use crate::error::{ApiError, ErrorBody, FieldError, RowError};
+use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::limits;
 use crate::state::AppState;
 use axum::Router;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::routing::{get, post, put};
 use serde::de::DeserializeOwned;
-use utoipa::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 /// A JSON body whose rejection (malformed JSON, wrong field type, missing field) is an
 /// [`ApiError`] naming the problem, like every other error.
@@ -32,73 +31,123 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &AppState) -> Result<Self, ApiError> {
-        let json = req
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                let essence = v.split(';').next().unwrap_or("").trim();
-                essence == "application/json" || essence.ends_with("+json")
-            });
-        if !json {
+        require_json(&req)?;
+        let bytes = read_body(req).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// An optional JSON body (`POST …/start` alone, or with `{"start_at": …}`): nothing, or only
+/// whitespace, is `T::default()`.
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &AppState) -> Result<Self, ApiError> {
+        let content_type = req.headers().contains_key(axum::http::header::CONTENT_TYPE);
+        if content_type {
+            require_json(&req)?;
+        }
+        let bytes = read_body(req).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        if !content_type {
             return Err(ApiError::UnsupportedMediaType(
                 "expected Content-Type: application/json".to_owned(),
             ));
         }
-        let bytes = axum::body::to_bytes(req.into_body(), limits::MAX_JSON_BODY)
-            .await
-            .map_err(|_| {
-                ApiError::TooLarge(format!(
-                    "the body is larger than {} bytes (or could not be read)",
-                    limits::MAX_JSON_BODY
-                ))
-            })?;
-        // What PostgreSQL cannot store is refused here, naming the field, before any of it
-        // reaches a query.
-        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes)
-            && let Some(flaw) = limits::flaw(&value, "")
-        {
-            return Err(ApiError::field(&flaw.path, flaw.reason));
-        }
-        match axum::Json::<T>::from_bytes(&bytes) {
-            Ok(axum::Json(value)) => Ok(JsonBody(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
+        parse_json(&bytes).map(OptionalJsonBody)
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::UnsupportedMediaType("expected Content-Type: application/json".to_owned())
-        }
-        JsonRejection::JsonDataError(error) => {
-            // serde's message names the field (e.g. "batch_size: invalid type: string").
-            let text = error.body_text();
-            let detail = text
-                .split_once(": ")
-                .map_or(text.as_str(), |(_, rest)| rest)
-                .to_owned();
-            let field = detail
-                .split_once(": ")
-                .map(|(path, _)| path.to_owned())
-                .filter(|p| !p.contains(' '))
-                .unwrap_or_else(|| "body".to_owned());
-            ApiError::fields(
-                "request body",
-                vec![FieldError {
-                    field,
-                    reason: detail,
-                }],
-            )
-        }
-        other => ApiError::field("body", other.body_text()),
+fn require_json(req: &Request) -> Result<(), ApiError> {
+    let json = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let essence = v.split(';').next().unwrap_or("").trim();
+            essence == "application/json" || essence.ends_with("+json")
+        });
+    if json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(
+            "expected Content-Type: application/json".to_owned(),
+        ))
     }
+}
+
+async fn read_body(req: Request) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(req.into_body(), limits::MAX_JSON_BODY)
+        .await
+        .map_err(|_| {
+            ApiError::TooLarge(format!(
+                "the body is larger than {} bytes (or could not be read)",
+                limits::MAX_JSON_BODY
+            ))
+        })
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::field("body", format!("not valid JSON: {e}")))?;
+    // What PostgreSQL cannot store is refused here, naming the field, before any of it
+    // reaches a query.
+    if let Some(flaw) = limits::flaw(&value, "") {
+        return Err(ApiError::field(&flaw.path, flaw.reason));
+    }
+    // JSON has one number type: `1000.0` is the integer 1000 (as JSON Schema, and so the
+    // OpenAPI document, reads it), not a type error.
+    integral_numbers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(data_error)
+}
+
+/// Numbers without a fractional part, written as floats, become integers.
+fn integral_numbers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64()
+                && !n.is_i64()
+                && !n.is_u64()
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                // Below 2^53 every integral f64 is exact.
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        Value::Object(map) => map.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
+}
+
+/// A body of the wrong shape (a missing field, a wrong type, an unknown field), naming the
+/// field by its path.
+fn data_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = error.path().to_string();
+    let reason = error.into_inner().to_string();
+    // serde reports a missing field at its parent; the caller wants the field itself.
+    let missing = reason
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name.to_owned());
+    let field = match (path.as_str(), missing) {
+        ("." | "", Some(name)) => name,
+        (parent, Some(name)) => format!("{parent}.{name}"),
+        ("." | "", None) => "body".to_owned(),
+        (_, None) => path,
+    };
+    ApiError::fields("request body", vec![FieldError { field, reason }])
 }
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/openapi.json", get(openapi_json))
+        .route("/openapi.json", get(openapi::document))
         .route("/tenants", post(tenants::create).get(tenants::list))
         .route("/tenants/{id}", get(tenants::show))
         .route("/tenants/{id}/keys", post(tenants::create_key))
@@ -185,49 +234,3 @@ async fn json_errors(response: axum::response::Response) -> axum::response::Resp
     };
     (status, axum::Json(body)).into_response()
 }
-
-async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
-    axum::Json(ApiDoc::openapi())
-}
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An operator key (hk_op_…) or a tenant key (hk_tn_…)"))
-                    .build(),
-            ),
-        );
-    }
-}
-
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Herald admin API",
-        description = "Create, target, schedule and control campaigns. See admin/API.md."
-    ),
-    servers((url = "/api/v1")),
-    modifiers(&BearerAuth),
-    security(("api_key" = [])),
-    paths(
-        tenants::create, tenants::list, tenants::show, tenants::create_key,
-        keys::list, keys::revoke, keys::rotate,
-        providers::create, providers::list, providers::show, providers::rotate_credentials,
-        campaigns::create, campaigns::list, campaigns::show,
-        campaigns::start, campaigns::pause, campaigns::resume, campaigns::cancel,
-        campaigns::progress, campaigns::errors,
-        audience::upload, audience::list,
-        contacts::upload, contacts::list,
-        segments::create, segments::list, segments::show, segments::count,
-        receipts::orphans,
-    ),
-    components(schemas(ErrorBody, FieldError, RowError))
-)]
-pub struct ApiDoc;

@@ -30,7 +30,8 @@ pub struct OrphanReceipt {
 pub struct OrphanQuery {
     /// Only this provider's.
     pub provider_id: Option<Uuid>,
-    /// At most this many, newest first (1–1000, default 100).
+    /// At most this many, newest first (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

@@ -30,13 +30,16 @@ pub struct Segment {
 pub struct NewSegment {
     /// Operators only; ignored for tenant keys.
     pub tenant_id: Option<Uuid>,
+    #[schema(schema_with = crate::api::openapi::rules::name)]
     pub name: String,
-    /// e.g. `lifetime_value > 10000 and last_purchase < 365 days ago`
+    /// In the filter language (API.md), e.g.
+    /// `lifetime_value > 10000 and last_purchase < 365 days ago`.
+    #[schema(min_length = 1)]
     pub filter: String,
 }
 
 #[utoipa::path(post, path = "/segments", tag = "segments", request_body = NewSegment,
-    responses((status = 201, body = Segment), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = Segment), (status = 409, description = "One of the same name exists already", body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,

@@ -32,18 +32,23 @@ pub struct Tenant {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
+    #[schema(schema_with = crate::api::openapi::rules::name)]
     pub name: String,
     /// Share of dispatch capacity relative to other tenants (1–1000).
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 1000, default = 1)]
     pub weight: i32,
-    /// IANA time zone used by default for the quiet hours of this tenant's campaigns.
+    /// IANA time zone (one PostgreSQL knows, `Europe/Paris`) used by default for the quiet
+    /// hours of this tenant's campaigns.
     #[serde(default = "utc")]
+    #[schema(default = "UTC")]
     pub time_zone: String,
     /// Calls this tenant may have live at once (1–100000; omit: no cap).
+    #[schema(minimum = 1, maximum = 100000)]
     pub max_live_calls: Option<i32>,
     /// Region of numbers uploaded without a country code (ISO 3166-1 alpha-2, `FR`, `US`):
     /// `06 12 34 56 78` is then read as +33612345678. Omit: numbers need their country code.
-    #[schema(pattern = "^[A-Z]{2}$")]
+    #[schema(schema_with = crate::api::openapi::rules::optional_region)]
     pub default_region: Option<String>,
 }
 
@@ -64,7 +69,8 @@ pub async fn known_time_zone(pool: &PgPool, zone: &str) -> Result<bool, sqlx::Er
 }
 
 #[utoipa::path(post, path = "/tenants", tag = "tenants", request_body = NewTenant,
-    responses((status = 201, body = Tenant), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = Tenant), (status = 403, body = crate::error::ErrorBody),
+              (status = 409, description = "One of the same name exists already", body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -162,6 +168,7 @@ pub async fn show(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
+    #[schema(schema_with = crate::api::openapi::rules::name)]
     pub name: String,
 }
 

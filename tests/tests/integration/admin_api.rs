@@ -267,8 +267,9 @@ async fn invalid_requests_name_the_field_and_write_nothing() -> Result<()> {
             "batch_size",
         ),
         (
+            // A missing field is named itself.
             json!({"name": "c", "provider_id": w.provider_a, "channel": "sms"}),
-            "body",
+            "template",
         ),
     ];
     for (body, field) in bad {
