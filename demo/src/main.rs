@@ -15,6 +15,8 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+mod many;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "herald-demo",
@@ -86,6 +88,24 @@ enum Command {
         #[arg(long, default_value_t = 3_000)]
         neighbour_timeout_ms: i32,
     },
+    /// Many tenants' small campaigns at once (by default 1,000 tenants × 10 campaigns × 20
+    /// recipients, all due at the same moment); prints messages per second and how long the
+    /// scheduler's ticks took meanwhile (from its metrics).
+    Many {
+        #[arg(long, default_value_t = 1_000)]
+        tenants: usize,
+        #[arg(long, default_value_t = 10)]
+        campaigns_per_tenant: usize,
+        #[arg(long, default_value_t = 20)]
+        recipients: usize,
+        /// The scheduler's metrics endpoint (its HERALD_OPS_LISTEN).
+        #[arg(long, default_value = "http://127.0.0.1:9410/metrics")]
+        scheduler_metrics: String,
+        #[arg(long, default_value = "many")]
+        label: String,
+        #[arg(long, default_value_t = 1_800)]
+        timeout_secs: u64,
+    },
     /// The receipt receiver alone: N recipients already sent, and a `sent` then a
     /// `delivered` receipt for each, signed, posted by C concurrent clients; prints
     /// receipts per second and answer times.
@@ -154,6 +174,37 @@ async fn main() -> anyhow::Result<()> {
                 stop_neighbour(&pool, campaign).await?;
             }
             Ok(())
+        }
+        Command::Many {
+            tenants,
+            campaigns_per_tenant,
+            recipients,
+            scheduler_metrics,
+            label,
+            timeout_secs,
+        } => {
+            let run = Utc::now().format("%H%M%S%3f").to_string();
+            let provider = provider(
+                &pool,
+                &cli.simulator_url,
+                &cli.webhook_secret,
+                &format!("many-{run}"),
+            )
+            .await?;
+            let shape = many::Shape {
+                tenants,
+                campaigns_per_tenant,
+                recipients,
+            };
+            many::run(
+                &pool,
+                provider,
+                &shape,
+                &scheduler_metrics,
+                &label,
+                Duration::from_secs(timeout_secs),
+            )
+            .await
         }
         Command::Receipts {
             recipients,

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Many small campaigns at once: by default 1,000 tenants × 10 campaigns × 20 recipients
+# (200,000 messages), all due at the same moment, provider latency 0 ms, two workers. Prints
+# the messages per second and how long the scheduler's ticks took meanwhile; compare with
+# bench/run.sh's one-campaign rate. Release build; everything on this machine.
+# Usage: bench/many_campaigns.sh [TENANTS] [CAMPAIGNS_PER_TENANT] [RECIPIENTS]
+#   RUNS=3 repeats the run; WORKERS=1 runs one worker.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
+cd "$ROOT"
+require_cargo
+scripts/services.sh
+TENANTS="${1:-1000}"
+PER_TENANT="${2:-10}"
+RECIPIENTS="${3:-20}"
+
+build_bench_binaries
+trap stop_services EXIT
+
+run_one() {
+  fresh_database_and_vhost herald_bench
+  "$BIN/herald-scheduler" migrate
+  export HERALD_SIMULATOR_URL="http://127.0.0.1:9191"
+  "$BIN/herald-simulator" --listen 127.0.0.1:9191 --latency fixed:0 >"$LOGS/simulator-many.log" 2>&1 & pids+=($!)
+  HERALD_OPS_LISTEN=127.0.0.1:9510 "$BIN/herald-scheduler" >"$LOGS/scheduler-many.log" 2>&1 & pids+=($!)
+  for n in $(seq 1 "${WORKERS:-2}"); do
+    HERALD_OPS_LISTEN="127.0.0.1:$((9510 + n))" "$BIN/herald-worker" >"$LOGS/worker-many-$n.log" 2>&1 & pids+=($!)
+  done
+  wait_healthy "$HERALD_SIMULATOR_URL"
+  "$BIN/herald-demo" many --tenants "$TENANTS" --campaigns-per-tenant "$PER_TENANT" \
+    --recipients "$RECIPIENTS" --scheduler-metrics http://127.0.0.1:9510/metrics \
+    --label "${WORKERS:-2} workers, latency 0 ms"
+  stop_services
+}
+
+echo "== Herald many-campaigns benchmark: $TENANTS tenants × $PER_TENANT campaigns × $RECIPIENTS recipients, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
+for _ in $(seq 1 "${RUNS:-1}"); do run_one; done

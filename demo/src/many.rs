@@ -1,0 +1,201 @@
+//! The many-campaigns benchmark: a platform's ordinary day, many tenants each running a few
+//! small campaigns at once. What it measures is the scheduler's cost per campaign: how long
+//! its ticks take with every campaign running, and how much of the one-campaign rate is left.
+
+use anyhow::{Context, bail};
+use herald_shared::catalog;
+use sqlx::PgPool;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+pub struct Shape {
+    pub tenants: usize,
+    pub campaigns_per_tenant: usize,
+    pub recipients: usize,
+}
+
+pub async fn run(
+    pool: &PgPool,
+    provider: Uuid,
+    shape: &Shape,
+    scheduler_metrics: &str,
+    label: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let run = chrono::Utc::now().format("%H%M%S%3f").to_string();
+    let seeding = Instant::now();
+    let mut campaigns = Vec::with_capacity(shape.tenants * shape.campaigns_per_tenant);
+    for t in 0..shape.tenants {
+        let tenant = catalog::create_tenant(pool, &format!("many-{run}-{t}"), 1).await?;
+        for c in 0..shape.campaigns_per_tenant {
+            let offset = campaigns.len() * shape.recipients;
+            let name = format!("c{c}");
+            campaigns.push(
+                super::seed(
+                    pool,
+                    tenant,
+                    provider,
+                    &name,
+                    shape.recipients,
+                    1_000,
+                    offset,
+                )
+                .await?,
+            );
+        }
+    }
+    let total = (campaigns.len() * shape.recipients) as i64;
+    eprintln!(
+        "  {label}: seeded {} campaigns of {} recipients in {:.0} s",
+        campaigns.len(),
+        shape.recipients,
+        seeding.elapsed().as_secs_f64()
+    );
+
+    // Every campaign due at the same moment, a little ahead, so that all start together.
+    let start_at: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT now() + interval '3 seconds'")
+            .fetch_one(pool)
+            .await?;
+    for &campaign in &campaigns {
+        catalog::start_campaign(pool, campaign, Some(start_at)).await?;
+    }
+    let before = tick_histogram(scheduler_metrics).await?;
+    let started = Instant::now();
+    let mut last_print = Instant::now();
+    loop {
+        let sent: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM recipients WHERE campaign_id = ANY($1) AND state IN ('sent', 'failed')",
+        )
+        .bind(&campaigns)
+        .fetch_one(pool)
+        .await?;
+        if sent >= total {
+            break;
+        }
+        if last_print.elapsed() > Duration::from_secs(5) {
+            eprintln!("  {label}: {sent} / {total} done");
+            last_print = Instant::now();
+        }
+        if started.elapsed() > timeout {
+            bail!("the campaigns did not finish within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let after = tick_histogram(scheduler_metrics).await?;
+    let (secs, sent): (f64, i64) = sqlx::query_as(
+        "SELECT extract(epoch FROM max(sent_at) - $2)::float8, count(*) FILTER (WHERE state = 'sent')
+         FROM recipients WHERE campaign_id = ANY($1)",
+    )
+    .bind(&campaigns)
+    .bind(start_at)
+    .fetch_one(pool)
+    .await?;
+    let ticks = after.delta(&before);
+    println!(
+        "{label}: {} campaigns × {} recipients: {sent} sent in {secs:.1} s: {:.0} msg/s; \
+         {} ticks, mean {:.0} ms, {:.0}% within 100 ms, {:.0}% within 250 ms, {:.0}% within 1 s, \
+         slowest bucket ≤ {}",
+        campaigns.len(),
+        shape.recipients,
+        sent as f64 / secs.max(0.001),
+        ticks.count,
+        ticks.mean_ms(),
+        ticks.share_within(0.1) * 100.0,
+        ticks.share_within(0.25) * 100.0,
+        ticks.share_within(1.0) * 100.0,
+        ticks.slowest_bucket(),
+    );
+    Ok(())
+}
+
+/// The scheduler's tick-duration histogram, as its metrics endpoint shows it.
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    /// (upper bound in seconds, cumulative count); `+Inf` last.
+    buckets: Vec<(f64, f64)>,
+    sum: f64,
+    count: f64,
+}
+
+impl Histogram {
+    fn delta(&self, before: &Histogram) -> Histogram {
+        let buckets = self
+            .buckets
+            .iter()
+            .map(|&(le, n)| {
+                let was = before
+                    .buckets
+                    .iter()
+                    .find(|(b, _)| *b == le)
+                    .map_or(0.0, |(_, n)| *n);
+                (le, n - was)
+            })
+            .collect();
+        Histogram {
+            buckets,
+            sum: self.sum - before.sum,
+            count: self.count - before.count,
+        }
+    }
+
+    fn mean_ms(&self) -> f64 {
+        self.sum / self.count.max(1.0) * 1000.0
+    }
+
+    fn share_within(&self, seconds: f64) -> f64 {
+        let within = self
+            .buckets
+            .iter()
+            .find(|(le, _)| (*le - seconds).abs() < 1e-9)
+            .map_or(0.0, |(_, n)| *n);
+        within / self.count.max(1.0)
+    }
+
+    /// The smallest bucket holding every tick.
+    fn slowest_bucket(&self) -> String {
+        self.buckets
+            .iter()
+            .find(|(_, n)| *n >= self.count)
+            .map_or("?".to_owned(), |(le, _)| {
+                if le.is_infinite() {
+                    "∞".to_owned()
+                } else {
+                    format!("{:.0} ms", le * 1000.0)
+                }
+            })
+    }
+}
+
+async fn tick_histogram(url: &str) -> anyhow::Result<Histogram> {
+    let text = reqwest::get(url)
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("reading the scheduler's metrics at {url}"))?
+        .text()
+        .await?;
+    let name = herald_shared::ops::metrics::TICK_DURATION;
+    let mut histogram = Histogram::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        if let Some(rest) = key.strip_prefix(&format!("{name}_bucket{{le=\"")) {
+            let le = rest.trim_end_matches("\"}");
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap_or(f64::NAN)
+            };
+            histogram.buckets.push((le, value));
+        } else if key == format!("{name}_sum") {
+            histogram.sum = value;
+        } else if key == format!("{name}_count") {
+            histogram.count = value;
+        }
+    }
+    Ok(histogram)
+}
