@@ -30,6 +30,7 @@ pub struct ActiveCampaign {
 /// One claimed recipient, ready to become a message.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claimed {
+    pub campaign_id: Uuid,
     pub id: i64,
     pub dispatch_seq: i32,
     pub address: String,
@@ -58,11 +59,12 @@ pub async fn active_campaigns(
     budget: u32,
 ) -> Result<Vec<ActiveCampaign>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT * FROM (
-             SELECT c.id, c.tenant_id, t.weight AS tenant_weight, c.weight AS campaign_weight,
-                    c.provider_id, c.overflow_provider_id, c.channel, c.template, c.expires_at,
-                    herald_breaker_open(c.provider_id) AS primary_open,
-                    least(c.batch_size,
+        "SELECT c.id, c.tenant_id, t.weight AS tenant_weight, c.weight AS campaign_weight,
+                c.provider_id, c.overflow_provider_id, c.channel, c.template, c.expires_at,
+                herald_breaker_open(c.provider_id) AS primary_open, d.due
+         FROM campaigns c JOIN tenants t ON t.id = c.tenant_id
+         CROSS JOIN LATERAL (
+             SELECT least(c.batch_size,
                           -- A tenant with a cap on live calls: no more calls than free lines.
                           CASE WHEN c.channel = 'voice' AND t.max_live_calls IS NOT NULL THEN
                               greatest(0, t.max_live_calls - (
@@ -77,16 +79,18 @@ pub async fn active_campaigns(
                                                  WHERE r.campaign_id = c.id AND r.state = 'pending'
                                                    AND r.attempts = 0
                                                  LIMIT least(c.batch_size, $1)) fresh)) AS due
-             FROM campaigns c JOIN tenants t ON t.id = c.tenant_id
-             WHERE c.status = 'running'
-               AND (c.expires_at IS NULL OR c.expires_at > now())
-               AND NOT herald_in_quiet_hours(c.quiet_start, c.quiet_end, c.time_zone, now())
-               -- A provider whose circuit breaker is open is left alone until it closes.
-               AND (NOT herald_breaker_open(c.provider_id)
-                    OR (c.overflow_provider_id IS NOT NULL AND NOT herald_breaker_open(c.overflow_provider_id)))
-         ) a
-         WHERE due > 0
-         ORDER BY tenant_id, id",
+             -- Counted once per campaign: without the fence the planner repeats the counts
+             -- for the `due > 0` filter (with 10,000 campaigns, 40,000 index scans a tick).
+             OFFSET 0
+         ) d
+         WHERE c.status = 'running'
+           AND (c.expires_at IS NULL OR c.expires_at > now())
+           AND NOT herald_in_quiet_hours(c.quiet_start, c.quiet_end, c.time_zone, now())
+           -- A provider whose circuit breaker is open is left alone until it closes.
+           AND (NOT herald_breaker_open(c.provider_id)
+                OR (c.overflow_provider_id IS NOT NULL AND NOT herald_breaker_open(c.overflow_provider_id)))
+           AND d.due > 0
+         ORDER BY c.tenant_id, c.id",
     )
     .bind(i64::from(budget))
     .fetch_all(pool)
@@ -133,33 +137,47 @@ pub async fn free_lines(
     .await
 }
 
-/// Claims up to `limit` due recipients of one campaign: retries whose time has come first,
-/// then first attempts in id order.
-pub async fn claim(
-    pool: &PgPool,
-    campaign_id: Uuid,
-    limit: i64,
-) -> Result<Vec<Claimed>, sqlx::Error> {
+/// Claims, in one statement, up to `count` due recipients of each `(campaign, count)` of
+/// `plan`: per campaign, retries whose time has come first, then first attempts in id order.
+/// One statement for a whole lane's plan, however many campaigns it spans: a tick with ten
+/// thousand small campaigns costs a few statements, not ten thousand.
+pub async fn claim(pool: &PgPool, plan: &[(Uuid, i64)]) -> Result<Vec<Claimed>, sqlx::Error> {
+    if plan.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (campaigns, counts): (Vec<Uuid>, Vec<i64>) = plan.iter().copied().unzip();
     sqlx::query_as(
-        "WITH retries AS (
-             SELECT id FROM recipients
-             WHERE campaign_id = $1 AND state = 'pending' AND attempts > 0 AND next_attempt_at <= now()
-             ORDER BY next_attempt_at LIMIT $2
-             FOR UPDATE SKIP LOCKED
+        "WITH plan AS (
+             SELECT * FROM unnest($1::uuid[], $2::bigint[]) AS p(campaign_id, n)
+         ), retries AS (
+             SELECT picked.id, p.campaign_id
+             FROM plan p CROSS JOIN LATERAL (
+                 SELECT id FROM recipients
+                 WHERE campaign_id = p.campaign_id AND state = 'pending' AND attempts > 0
+                   AND next_attempt_at <= now()
+                 ORDER BY next_attempt_at LIMIT p.n
+                 FOR UPDATE SKIP LOCKED) picked
          ), fresh AS (
-             SELECT id FROM recipients
-             WHERE campaign_id = $1 AND state = 'pending' AND attempts = 0
-             ORDER BY id LIMIT greatest(0, $2 - (SELECT count(*) FROM retries))
-             FOR UPDATE SKIP LOCKED
+             SELECT picked.id
+             FROM plan p
+             LEFT JOIN (SELECT campaign_id, count(*) AS taken FROM retries GROUP BY campaign_id) t
+                    USING (campaign_id)
+             CROSS JOIN LATERAL (
+                 SELECT id FROM recipients
+                 WHERE campaign_id = p.campaign_id AND state = 'pending' AND attempts = 0
+                 ORDER BY id LIMIT greatest(0, p.n - coalesce(t.taken, 0))
+                 FOR UPDATE SKIP LOCKED) picked
          )
          UPDATE recipients r
          SET state = 'queued', dispatch_seq = r.dispatch_seq + 1, queued_at = now(), updated_at = now()
          FROM (SELECT id FROM retries UNION ALL SELECT id FROM fresh) picked
          WHERE r.id = picked.id
-         RETURNING r.id, r.dispatch_seq, r.address, r.variables",
+         RETURNING r.campaign_id, r.id, r.dispatch_seq, r.address, r.variables",
     )
-    .bind(campaign_id)
-    .bind(limit)
+    .bind(&campaigns)
+    .bind(&counts)
+    // Planned with the arrays in hand (see `release`).
+    .persistent(false)
     .fetch_all(pool)
     .await
 }

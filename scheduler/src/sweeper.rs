@@ -133,17 +133,22 @@ pub async fn trim_send_rate(pool: &PgPool) -> Result<u64, sqlx::Error> {
 
 /// Completes running or paused campaigns whose recipients are all terminal, and scheduled
 /// ones that expired before they started; returns their ids.
-/// Each NOT EXISTS on recipients matches one partial index; recipients in flight are read
-/// from the progress counters.
 pub async fn complete_finished_campaigns(pool: &PgPool) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
     sqlx::query_as(
+        // From the counters (kept in the same transactions as the recipients' states), in
+        // one join: probing each campaign's recipients took most of a second a tick with
+        // 10,000 running campaigns.
         "UPDATE campaigns c SET status = 'completed', completed_at = now()
-         WHERE (c.status IN ('running', 'paused')
-                OR (c.status = 'scheduled' AND c.expires_at <= now()))
-           AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.campaign_id = c.id AND r.state = 'pending' AND r.attempts = 0)
-           AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.campaign_id = c.id AND r.state = 'pending' AND r.attempts > 0)
-           AND coalesce((SELECT sum(k.n) FROM campaign_counters k
-                         WHERE k.campaign_id = c.id AND k.state IN ('in_flight', 'unknown')), 0) = 0
+         FROM (SELECT c.id FROM campaigns c
+               LEFT JOIN campaign_counters k
+                      ON k.campaign_id = c.id AND k.state IN ('pending', 'in_flight', 'unknown')
+               WHERE c.status IN ('running', 'paused')
+                  OR (c.status = 'scheduled' AND c.expires_at <= now())
+               GROUP BY c.id
+               HAVING coalesce(sum(k.n), 0) = 0) done
+         -- Again here: a campaign cancelled meanwhile is re-read, and stays cancelled.
+         WHERE c.id = done.id
+           AND (c.status IN ('running', 'paused') OR (c.status = 'scheduled' AND c.expires_at <= now()))
          RETURNING c.id, c.tenant_id",
     )
     .fetch_all(pool)

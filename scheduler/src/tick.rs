@@ -383,27 +383,28 @@ impl Ticker {
             .collect();
         let plan = fairness::plan(&demands, budget, self.count);
 
+        let wanted: Vec<(Uuid, i64)> = plan
+            .counts
+            .iter()
+            .enumerate()
+            .filter(|&(_, &count)| count > 0)
+            .map(|(index, &count)| (campaigns[index].id, i64::from(count)))
+            .collect();
+        let rows = claim::claim(&self.pool, &wanted).await?;
+        metrics::counter!(metrics_names::CLAIMED).increment(rows.len() as u64);
+        let position: BTreeMap<Uuid, usize> = campaigns
+            .iter()
+            .enumerate()
+            .map(|(index, c)| (c.id, index))
+            .collect();
         let mut claimed: Vec<VecDeque<Claimed>> = vec![VecDeque::new(); campaigns.len()];
-        for (index, &count) in plan.counts.iter().enumerate() {
-            if count == 0 {
-                continue;
+        for row in rows {
+            if let Some(&index) = position.get(&row.campaign_id) {
+                claimed[index].push_back(row);
             }
-            match claim::claim(&self.pool, campaigns[index].id, i64::from(count)).await {
-                Ok(rows) => {
-                    metrics::histogram!(metrics_names::BATCH_SIZE).record(rows.len() as f64);
-                    metrics::counter!(metrics_names::CLAIMED).increment(rows.len() as u64);
-                    claimed[index] = rows.into();
-                }
-                Err(error) => {
-                    let taken: Vec<(i64, i32)> = claimed
-                        .iter()
-                        .flatten()
-                        .map(|c| (c.id, c.dispatch_seq))
-                        .collect();
-                    release_or_log(&self.pool, &taken).await;
-                    return Err(error.into());
-                }
-            }
+        }
+        for queue in claimed.iter().filter(|q| !q.is_empty()) {
+            metrics::histogram!(metrics_names::BATCH_SIZE).record(queue.len() as f64);
         }
 
         for &index in &plan.order {
