@@ -45,19 +45,14 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &AppState) -> Result<Self, ApiError> {
-        let content_type = req.headers().contains_key(axum::http::header::CONTENT_TYPE);
-        if content_type {
-            require_json(&req)?;
-        }
+        // No body needs no type; a type given must be JSON, body or not.
+        let declared = req.headers().contains_key(axum::http::header::CONTENT_TYPE);
+        let json = require_json(&req);
         let bytes = read_body(req).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        if bytes.iter().all(u8::is_ascii_whitespace) && (!declared || json.is_ok()) {
             return Ok(OptionalJsonBody(T::default()));
         }
-        if !content_type {
-            return Err(ApiError::UnsupportedMediaType(
-                "expected Content-Type: application/json".to_owned(),
-            ));
-        }
+        json?;
         parse_json(&bytes).map(OptionalJsonBody)
     }
 }
