@@ -46,7 +46,7 @@ pub struct Receipt {
 }
 
 /// What storing a batch did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow)]
 pub struct Stored {
     pub received: i64,
     pub duplicates: i64,
@@ -54,6 +54,9 @@ pub struct Stored {
     pub parked: i64,
     /// Recipients whose status or state changed.
     pub applied: i64,
+    /// Seconds from start to first send of each campaign whose first send a receipt
+    /// revealed (it came before the worker recorded the send).
+    pub first_sends: Vec<f64>,
 }
 
 /// The recipients' side of applying receipts, shared by both statements below: `best` holds
@@ -84,7 +87,8 @@ macro_rules! apply_best {
      ),
      first_sends AS (
          UPDATE campaigns c SET first_sent_at = now()
-         WHERE c.first_sent_at IS NULL AND c.id IN (SELECT campaign_id FROM applied)"
+         WHERE c.first_sent_at IS NULL AND c.id IN (SELECT campaign_id FROM applied)
+         RETURNING extract(epoch FROM c.first_sent_at - c.started_at)::float8 AS seconds"
     };
 }
 
@@ -116,7 +120,7 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
         .map(|r| !seen.insert((r.provider_id, r.message_id.as_str(), r.status)))
         .collect();
     let seqs: Vec<Option<i32>> = receipts.iter().map(|r| r.seq).collect();
-    sqlx::query_as(concat!(
+    let stored: Stored = sqlx::query_as(concat!(
         "WITH i AS (
              SELECT * FROM unnest($2::uuid[], $3::text[], $4::uuid[], $5::bigint[], $6::text[],
                                   $7::text[], $8::int2[], $9::text[], $10::text[], $11::timestamptz[],
@@ -185,7 +189,9 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
          SELECT (SELECT count(*) FROM firsts) + (SELECT count(*) FROM copies) AS received,
                 (SELECT count(*) FROM copies) AS duplicates,
                 (SELECT count(*) FROM firsts WHERE recipient_id IS NULL) AS parked,
-                (SELECT count(*) FROM applied) AS applied"
+                (SELECT count(*) FROM applied) AS applied,
+                (SELECT coalesce(array_agg(seconds) FILTER (WHERE seconds IS NOT NULL), '{}')
+                 FROM first_sends) AS first_sends"
     ))
     .bind(FINAL_RANK)
     .bind(&providers)
@@ -201,7 +207,13 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
     .bind(&repeats)
     .bind(&seqs)
     .fetch_one(pool)
-    .await
+    .await?;
+    // Whichever statement sets a campaign's first send records it: here when a receipt
+    // came before the worker's outcome (the worker's statement then finds it set).
+    for seconds in &stored.first_sends {
+        metrics::histogram!(crate::ops::metrics::TIME_TO_FIRST_SEND).record(seconds.max(0.0));
+    }
+    Ok(stored)
 }
 
 /// Most parked receipts one sweep adopts.
