@@ -17,7 +17,9 @@ use utoipa::openapi::{
 };
 
 pub async fn document() -> axum::Json<serde_json::Value> {
-    axum::Json(document_json())
+    // Built once: it never changes while the server runs.
+    static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    axum::Json(DOCUMENT.get_or_init(document_json).clone())
 }
 
 /// The document as served: utoipa's, with the provider schemas whose rules utoipa's types
