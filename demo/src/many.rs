@@ -65,7 +65,10 @@ pub async fn run(
     let mut last_print = Instant::now();
     loop {
         let sent: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM recipients WHERE campaign_id = ANY($1) AND state IN ('sent', 'failed')",
+            // From the counters, not the recipients: counting 200,000 rows every half second
+            // took a quarter of a core from what the bench measures.
+            "SELECT coalesce(sum(n), 0)::int8 FROM campaign_counters
+             WHERE campaign_id = ANY($1) AND state IN ('sent', 'failed')",
         )
         .bind(&campaigns)
         .fetch_one(pool)
@@ -80,7 +83,7 @@ pub async fn run(
         if started.elapsed() > timeout {
             bail!("the campaigns did not finish within {timeout:?}");
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let after = tick_histogram(scheduler_metrics).await?;
     let (secs, sent): (f64, i64) = sqlx::query_as(

@@ -383,12 +383,16 @@ impl Ticker {
             .collect();
         let plan = fairness::plan(&demands, budget, self.count);
 
-        let wanted: Vec<(Uuid, i64)> = plan
+        let wanted: Vec<claim::Wanted> = plan
             .counts
             .iter()
             .enumerate()
             .filter(|&(_, &count)| count > 0)
-            .map(|(index, &count)| (campaigns[index].id, i64::from(count)))
+            .map(|(index, &count)| claim::Wanted {
+                campaign_id: campaigns[index].id,
+                count: i64::from(count),
+                retries: campaigns[index].retries,
+            })
             .collect();
         let rows = claim::claim(&self.pool, &wanted).await?;
         metrics::counter!(metrics_names::CLAIMED).increment(rows.len() as u64);

@@ -82,15 +82,25 @@ pub async fn begin(
                  FROM recipients r WHERE r.id = m.id AND r.dispatch_seq = m.seq OFFSET 0 FOR UPDATE
              ) x
          ),
+         -- Each message's campaign by its primary key, whatever the statistics say: joined
+         -- plainly, a plan made while few campaigns were running walks every running
+         -- campaign (`campaigns_active`) once per message, seen after ten thousand started.
+         with_campaign AS MATERIALIZED (
+             SELECT k.*, c.status, c.expires_at, c.quiet_start, c.quiet_end, c.time_zone
+             FROM current k CROSS JOIN LATERAL (
+                 SELECT c.status, c.expires_at, c.quiet_start, c.quiet_end, c.time_zone
+                 FROM campaigns c WHERE c.id = k.campaign_id OFFSET 0
+             ) c
+             WHERE k.state = 'queued'
+         ),
          -- The lease covers the provider the message goes to: an overflow provider's
          -- timeout may be longer than the primary's.
          startable AS MATERIALIZED (
              SELECT k.id, k.seq, k.state, k.provider, p.timeout_ms, p.revision
-             FROM current k JOIN campaigns c ON c.id = k.campaign_id JOIN providers p ON p.id = k.provider
-             WHERE c.status = 'running'
-               AND (c.expires_at IS NULL OR c.expires_at > now())
-               AND NOT herald_in_quiet_hours(c.quiet_start, c.quiet_end, c.time_zone, now())
-               AND k.state = 'queued'
+             FROM with_campaign k JOIN providers p ON p.id = k.provider
+             WHERE k.status = 'running'
+               AND (k.expires_at IS NULL OR k.expires_at > now())
+               AND NOT herald_in_quiet_hours(k.quiet_start, k.quiet_end, k.time_zone, now())
          ),
          -- The state is compared with the row as read above, not with a constant, so no
          -- partial index on state looks like a shortcut to the planner; the comparison is
@@ -107,14 +117,13 @@ pub async fn begin(
          ),
          parkable AS MATERIALIZED (
              SELECT k.id, k.seq, k.state,
-                    CASE WHEN c.status = 'cancelled' THEN 'cancelled'
-                         WHEN c.expires_at <= now() THEN 'expired'
+                    CASE WHEN k.status = 'cancelled' THEN 'cancelled'
+                         WHEN k.expires_at <= now() THEN 'expired'
                          ELSE 'pending' END AS final_state
-             FROM current k JOIN campaigns c ON c.id = k.campaign_id
-             WHERE k.state = 'queued'
-               AND (c.status IN ('paused', 'cancelled')
-                    OR c.expires_at <= now()
-                    OR herald_in_quiet_hours(c.quiet_start, c.quiet_end, c.time_zone, now()))
+             FROM with_campaign k
+             WHERE (k.status IN ('paused', 'cancelled')
+                    OR k.expires_at <= now()
+                    OR herald_in_quiet_hours(k.quiet_start, k.quiet_end, k.time_zone, now()))
          ),
          parked AS (
              UPDATE recipients r
