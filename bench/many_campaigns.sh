@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Many small campaigns at once: by default 1,000 tenants × 10 campaigns × 20 recipients
 # (200,000 messages), all due at the same moment, provider latency 0 ms, two workers. Prints
-# the messages per second and how long the scheduler's ticks took meanwhile; compare with
-# bench/run.sh's one-campaign rate. Release build; everything on this machine.
+# the messages per second, how long the scheduler's ticks took meanwhile (compare with
+# bench/run.sh's one-campaign rate) and the CPU time each part of the system spent per
+# message. Release build; everything on this machine.
 # Usage: bench/many_campaigns.sh [TENANTS] [CAMPAIGNS_PER_TENANT] [RECIPIENTS]
 #   RUNS=3 repeats the run; WORKERS=1 runs one worker.
 set -euo pipefail
@@ -22,14 +23,19 @@ run_one() {
   "$BIN/herald-scheduler" migrate
   export HERALD_SIMULATOR_URL="http://127.0.0.1:9191"
   "$BIN/herald-simulator" --listen 127.0.0.1:9191 --latency fixed:0 >"$LOGS/simulator-many.log" 2>&1 & pids+=($!)
+  local cpu=(--cpu "simulator=$!") workers=()
   HERALD_OPS_LISTEN=127.0.0.1:9510 "$BIN/herald-scheduler" >"$LOGS/scheduler-many.log" 2>&1 & pids+=($!)
+  cpu+=(--cpu "scheduler=$!")
   for n in $(seq 1 "${WORKERS:-2}"); do
     HERALD_OPS_LISTEN="127.0.0.1:$((9510 + n))" "$BIN/herald-worker" >"$LOGS/worker-many-$n.log" 2>&1 & pids+=($!)
+    workers+=($!)
   done
+  cpu+=(--cpu "workers=$(IFS=,; echo "${workers[*]}")")
   wait_healthy "$HERALD_SIMULATOR_URL"
+  # shellcheck disable=SC2046 # one word per argument
   "$BIN/herald-demo" many --tenants "$TENANTS" --campaigns-per-tenant "$PER_TENANT" \
     --recipients "$RECIPIENTS" --scheduler-metrics http://127.0.0.1:9510/metrics \
-    --label "${WORKERS:-2} workers, latency 0 ms"
+    --label "${WORKERS:-2} workers, latency 0 ms" "${cpu[@]}" $(service_cpu_parts)
   stop_services
 }
 

@@ -6,7 +6,8 @@
 #                     to a running receiver (receipts at twice the send rate); `both` runs
 #                     without and with, alternately; default off
 #   RUNS=3            repeats each (latency, receipts) run
-# Results go to stdout; record them in BENCHMARKS.md. Release build; everything on this machine.
+# Results go to stdout, with the CPU time each part of the system spent per message
+# (simulator, receiver, scheduler, worker, PostgreSQL, RabbitMQ); record them in BENCHMARKS.md. Release build; everything on this machine.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$ROOT"
@@ -25,16 +26,21 @@ run_one() {
   export HERALD_SIMULATOR_URL="http://127.0.0.1:9191"
   local worker_env=() label="1 worker, prefetch 300, latency ${latency} ms"
   "$BIN/herald-simulator" --listen 127.0.0.1:9191 --latency "fixed:$latency" >"$LOGS/simulator-$latency.log" 2>&1 & pids+=($!)
+  local cpu=(--cpu "simulator=$!")
   if [ "$receipts" = on ]; then
     HERALD_RECEIVER_LISTEN=127.0.0.1:8191 "$BIN/herald-receiver" >"$LOGS/receiver-$latency.log" 2>&1 & pids+=($!)
+    cpu+=(--cpu "receiver=$!")
     worker_env=(HERALD_RECEIVER_URL=http://127.0.0.1:8191)
     label="$label, receipts"
     wait_healthy http://127.0.0.1:8191
   fi
   HERALD_SCHEDULER_MAX_BUDGET=50000 "$BIN/herald-scheduler" >"$LOGS/scheduler-$latency.log" 2>&1 & pids+=($!)
+  cpu+=(--cpu "scheduler=$!")
   env "${worker_env[@]}" "$BIN/herald-worker" >"$LOGS/worker-$latency.log" 2>&1 & pids+=($!)
+  cpu+=(--cpu "worker=$!")
   wait_healthy "$HERALD_SIMULATOR_URL"
-  "$BIN/herald-demo" bench --recipients "$RECIPIENTS" --label "$label"
+  # shellcheck disable=SC2046 # one word per argument
+  "$BIN/herald-demo" bench --recipients "$RECIPIENTS" --label "$label" "${cpu[@]}" $(service_cpu_parts)
   stop_services
 }
 

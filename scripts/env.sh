@@ -26,6 +26,12 @@ build_bench_binaries() {
   mkdir -p "$LOGS"
 }
 
+# `herald-demo --cpu` arguments for the services every bench shares: PostgreSQL and RabbitMQ,
+# each as every process of its user.
+service_cpu_parts() {
+  echo "--cpu postgres=uid:$(id -u postgres) --cpu rabbitmq=uid:$(id -u rabbitmq)"
+}
+
 # Gives a run a database and a vhost of its own, both named $1, empty, and points
 # HERALD_DATABASE_URL / HERALD_AMQP_URL at them.
 fresh_database_and_vhost() {

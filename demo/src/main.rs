@@ -15,6 +15,7 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+mod cpu;
 mod many;
 
 #[derive(Debug, Parser)]
@@ -87,6 +88,10 @@ enum Command {
         /// The neighbour provider's timeout (ms).
         #[arg(long, default_value_t = 3_000)]
         neighbour_timeout_ms: i32,
+        /// Parts of the system whose CPU time to report, per message: NAME=PID[,PID…] or
+        /// NAME=uid:N (every process of that user); repeat for each part.
+        #[arg(long = "cpu", value_name = "NAME=WHO")]
+        cpu: Vec<cpu::Part>,
     },
     /// Many tenants' small campaigns at once (by default 1,000 tenants × 10 campaigns × 20
     /// recipients, all due at the same moment); prints messages per second and how long the
@@ -105,6 +110,10 @@ enum Command {
         label: String,
         #[arg(long, default_value_t = 1_800)]
         timeout_secs: u64,
+        /// Parts of the system whose CPU time to report, per message: NAME=PID[,PID…] or
+        /// NAME=uid:N (every process of that user); repeat for each part.
+        #[arg(long = "cpu", value_name = "NAME=WHO")]
+        cpu: Vec<cpu::Part>,
     },
     /// The receipt receiver alone: N recipients already sent, and a `sent` then a
     /// `delivered` receipt for each, signed, posted by C concurrent clients; prints
@@ -154,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
             neighbour_url,
             neighbour_in_flight,
             neighbour_timeout_ms,
+            cpu,
         } => {
             let neighbour = match neighbour_url {
                 Some(url) => Some(
@@ -168,6 +178,7 @@ async fn main() -> anyhow::Result<()> {
                 recipients,
                 &label,
                 Duration::from_secs(timeout_secs),
+                &cpu,
             )
             .await?;
             if let Some(campaign) = neighbour {
@@ -182,6 +193,7 @@ async fn main() -> anyhow::Result<()> {
             scheduler_metrics,
             label,
             timeout_secs,
+            cpu,
         } => {
             let run = Utc::now().format("%H%M%S%3f").to_string();
             let provider = provider(
@@ -203,6 +215,7 @@ async fn main() -> anyhow::Result<()> {
                 &scheduler_metrics,
                 &label,
                 Duration::from_secs(timeout_secs),
+                &cpu,
             )
             .await
         }
@@ -612,12 +625,14 @@ async fn bench(
     recipients: usize,
     label: &str,
     timeout: Duration,
+    cpu: &[cpu::Part],
 ) -> anyhow::Result<()> {
     let run = Utc::now().format("%H%M%S%3f").to_string();
     let provider = provider(pool, simulator_url, webhook_secret, &format!("bench-{run}")).await?;
     let tenant = catalog::create_tenant(pool, &format!("bench-{run}"), 1).await?;
     let campaign = seed(pool, tenant, provider, "bench", recipients, 100_000, 0).await?;
     let started = Instant::now();
+    let cpu_before = cpu::Snapshot::take(cpu);
     catalog::start_campaign(pool, campaign, None).await?;
     let mut last_print = Instant::now();
     loop {
@@ -637,6 +652,7 @@ async fn bench(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let cpu_after = cpu::Snapshot::take(cpu);
     // Throughput from the database's own timestamps: campaign start to last send, and the
     // steady state (the middle 80% of sends, leaving out ramp-up and tail).
     let (total_secs, steady_rate): (f64, f64) = sqlx::query_as(
@@ -666,6 +682,9 @@ async fn bench(
         stats["requests"],
         stats["duplicates"],
     );
+    if !cpu.is_empty() {
+        println!("{label}: {}", cpu_after.report(&cpu_before, row.sent));
+    }
     Ok(())
 }
 

@@ -21,6 +21,7 @@ pub async fn run(
     scheduler_metrics: &str,
     label: &str,
     timeout: Duration,
+    cpu: &[super::cpu::Part],
 ) -> anyhow::Result<()> {
     let run = chrono::Utc::now().format("%H%M%S%3f").to_string();
     let seeding = Instant::now();
@@ -60,6 +61,7 @@ pub async fn run(
     for &campaign in &campaigns {
         catalog::start_campaign(pool, campaign, Some(start_at)).await?;
     }
+    let cpu_before = super::cpu::Snapshot::take(cpu);
     let before = tick_histogram(scheduler_metrics).await?;
     let started = Instant::now();
     let mut last_print = Instant::now();
@@ -86,6 +88,7 @@ pub async fn run(
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let after = tick_histogram(scheduler_metrics).await?;
+    let cpu_after = super::cpu::Snapshot::take(cpu);
     let (secs, sent): (f64, i64) = sqlx::query_as(
         "SELECT extract(epoch FROM max(sent_at) - $2)::float8, count(*) FILTER (WHERE state = 'sent')
          FROM recipients WHERE campaign_id = ANY($1)",
@@ -109,6 +112,9 @@ pub async fn run(
         ticks.share_within(1.0) * 100.0,
         ticks.slowest_bucket(),
     );
+    if !cpu.is_empty() {
+        println!("{label}: {}", cpu_after.report(&cpu_before, sent));
+    }
     Ok(())
 }
 
