@@ -7,7 +7,8 @@
 #                     without and with, alternately; default off
 #   RUNS=3            repeats each (latency, receipts) run
 # Results go to stdout, with the CPU time each part of the system spent per message
-# (simulator, receiver, scheduler, worker, PostgreSQL, RabbitMQ); record them in BENCHMARKS.md. Release build; everything on this machine.
+# (simulator, receiver, scheduler, worker, PostgreSQL, RabbitMQ); record them in
+# BENCHMARKS.md. Release build; everything on this machine.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$ROOT"

@@ -8,6 +8,15 @@
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 
+/// The parts of the system a bench reports the CPU time of.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Parts {
+    /// Parts of the system whose CPU time to report, per message: NAME=PID[,PID…] or
+    /// NAME=uid:N (every process of that user); repeat for each part.
+    #[arg(long = "cpu", value_name = "NAME=WHO")]
+    pub parts: Vec<Part>,
+}
+
 /// What to measure: `name=pid[,pid…]` for processes, `name=uid:N` for every process of user N.
 #[derive(Debug, Clone)]
 pub struct Part {

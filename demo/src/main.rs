@@ -88,10 +88,8 @@ enum Command {
         /// The neighbour provider's timeout (ms).
         #[arg(long, default_value_t = 3_000)]
         neighbour_timeout_ms: i32,
-        /// Parts of the system whose CPU time to report, per message: NAME=PID[,PID…] or
-        /// NAME=uid:N (every process of that user); repeat for each part.
-        #[arg(long = "cpu", value_name = "NAME=WHO")]
-        cpu: Vec<cpu::Part>,
+        #[command(flatten)]
+        cpu: cpu::Parts,
     },
     /// Many tenants' small campaigns at once (by default 1,000 tenants × 10 campaigns × 20
     /// recipients, all due at the same moment); prints messages per second and how long the
@@ -110,10 +108,8 @@ enum Command {
         label: String,
         #[arg(long, default_value_t = 1_800)]
         timeout_secs: u64,
-        /// Parts of the system whose CPU time to report, per message: NAME=PID[,PID…] or
-        /// NAME=uid:N (every process of that user); repeat for each part.
-        #[arg(long = "cpu", value_name = "NAME=WHO")]
-        cpu: Vec<cpu::Part>,
+        #[command(flatten)]
+        cpu: cpu::Parts,
     },
     /// The receipt receiver alone: N recipients already sent, and a `sent` then a
     /// `delivered` receipt for each, signed, posted by C concurrent clients; prints
@@ -178,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
                 recipients,
                 &label,
                 Duration::from_secs(timeout_secs),
-                &cpu,
+                &cpu.parts,
             )
             .await?;
             if let Some(campaign) = neighbour {
@@ -215,7 +211,7 @@ async fn main() -> anyhow::Result<()> {
                 &scheduler_metrics,
                 &label,
                 Duration::from_secs(timeout_secs),
-                &cpu,
+                &cpu.parts,
             )
             .await
         }
