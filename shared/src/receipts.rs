@@ -210,9 +210,7 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
     .await?;
     // Whichever statement sets a campaign's first send records it: here when a receipt
     // came before the worker's outcome (the worker's statement then finds it set).
-    for seconds in &stored.first_sends {
-        metrics::histogram!(crate::ops::metrics::TIME_TO_FIRST_SEND).record(seconds.max(0.0));
-    }
+    crate::ops::metrics::first_sends(stored.first_sends.iter().copied());
     Ok(stored)
 }
 

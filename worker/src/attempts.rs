@@ -299,10 +299,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
     .fetch_all(pool)
     .await?;
     // The statement that records a campaign's first send is the one place that knows it.
-    for seconds in first_sends.into_iter().flatten() {
-        metrics::histogram!(herald_shared::ops::metrics::TIME_TO_FIRST_SEND)
-            .record(seconds.max(0.0));
-    }
+    herald_shared::ops::metrics::first_sends(first_sends.into_iter().flatten());
     Ok(())
 }
 

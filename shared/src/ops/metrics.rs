@@ -83,6 +83,15 @@ pub fn install(campaign_labels: bool) -> Result<PrometheusHandle, String> {
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
+/// Records campaigns' times to first send, in seconds. Whichever statement sets a campaign's
+/// first send calls this (the worker's outcome, or a receipt that came before it), so each
+/// campaign is observed once.
+pub fn first_sends(seconds: impl IntoIterator<Item = f64>) {
+    for seconds in seconds {
+        metrics::histogram!(TIME_TO_FIRST_SEND).record(seconds.max(0.0));
+    }
+}
+
 /// Whether messages carry a `campaign` label.
 pub fn campaign_labels() -> bool {
     CAMPAIGN_LABELS.load(Ordering::Relaxed)
