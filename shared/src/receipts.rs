@@ -223,7 +223,7 @@ const ADOPT_LIMIT: i64 = 1_000;
 /// adopted at the next sweep), so this never waits on the worker or the receiver. Returns
 /// how many recipients changed.
 pub async fn adopt_parked(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let applied: i64 = sqlx::query_scalar(concat!(
+    let (applied, first_sends): (i64, Vec<f64>) = sqlx::query_as(concat!(
         "WITH candidates AS MATERIALIZED (
              SELECT p.id AS receipt_id, r.id AS recipient_id, p.provider_id, p.message_id,
                     p.status, p.rank, p.error_code, NULL::int AS seq
@@ -244,12 +244,16 @@ pub async fn adopt_parked(pool: &PgPool) -> Result<u64, sqlx::Error> {
          ),
          applied AS (",
         apply_best!(),
-        ") SELECT count(*) FROM applied"
+        ") SELECT (SELECT count(*) FROM applied),
+                  (SELECT coalesce(array_agg(seconds) FILTER (WHERE seconds IS NOT NULL), '{}')
+                   FROM first_sends)"
     ))
     .bind(FINAL_RANK)
     .bind(ADOPT_LIMIT)
     .fetch_one(pool)
     .await?;
+    // A campaign whose only sends so far were recorded by receipts adopted here.
+    crate::ops::metrics::first_sends(first_sends);
     Ok(u64::try_from(applied).unwrap_or(0))
 }
 
