@@ -16,7 +16,24 @@ PER_TENANT="${2:-10}"
 RECIPIENTS="${3:-20}"
 
 build_bench_binaries
+cargo build --release --quiet --bin herald-admin --bin herald
 trap stop_services EXIT
+
+# The admin at this scale, once the campaigns have run: the campaign list's first page as the
+# web page asks for it, and every page of it through the CLI.
+measure_lists() {
+  local url=http://127.0.0.1:9520 key first started count
+  HERALD_ADMIN_LISTEN=127.0.0.1:9520 "$BIN/herald-admin" serve >"$LOGS/admin-many.log" 2>&1 & pids+=($!)
+  wait_healthy "$url"
+  key="$("$BIN/herald-admin" keys create --operator --name bench)"
+  first="$(curl -fsS -o /dev/null -w '%{size_download} bytes in %{time_total} s' \
+    -H "Authorization: Bearer $key" "$url/api/v1/campaigns?limit=50")"
+  started="$(date +%s%N)"
+  count="$("$BIN/herald" --url "$url" --key "$key" --json campaign list --all --limit 1000 \
+    | grep -c '"tenant_name"')"
+  echo "  admin: the campaign list's first page (50): $first; all $count campaigns" \
+    "in pages of 1,000 (herald campaign list --all): $(( ($(date +%s%N) - started) / 1000000 )) ms"
+}
 
 run_one() {
   fresh_database_and_vhost herald_bench
@@ -36,6 +53,7 @@ run_one() {
   "$BIN/herald-demo" many --tenants "$TENANTS" --campaigns-per-tenant "$PER_TENANT" \
     --recipients "$RECIPIENTS" --scheduler-metrics http://127.0.0.1:9510/metrics \
     --label "${WORKERS:-2} workers, latency 0 ms" "${cpu[@]}" $(service_cpu_parts)
+  measure_lists
   stop_services
 }
 

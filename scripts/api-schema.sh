@@ -60,6 +60,14 @@ OVERFLOW="$(api "$OPERATOR_KEY" -X POST "$BASE/api/v1/providers" \
 HERALD_SCHEMA_SPARE_KEY="$(api "$OPERATOR_KEY" -X POST "$BASE/api/v1/tenants/$TENANT/keys" -d '{"name":"spare"}' | field id)"
 export HERALD_SCHEMA_SPARE_KEY
 SEGMENT="$(api "$TENANT_KEY" -X POST "$BASE/api/v1/segments" -d '{"name":"all","filter":"city = '"'"'Paris'"'"'"}' | field id)"
+# Two of each listed thing, so that a page of one hands out a real cursor for each list.
+api "$TENANT_KEY" -X POST "$BASE/api/v1/campaigns" \
+  -d "{\"name\":\"st2\",\"provider_id\":\"$PROVIDER\",\"channel\":\"sms\",\"template\":\"hi\"}" >/dev/null
+api "$TENANT_KEY" -X POST "$BASE/api/v1/contacts" \
+  -d '[{"address":"+15551230001"},{"address":"+15551230002"}]' >/dev/null
+CAMPAIGNS_CURSOR="$(api "$TENANT_KEY" "$BASE/api/v1/campaigns?limit=1" | field next_cursor)"
+RECIPIENTS_CURSOR="$(api "$TENANT_KEY" "$BASE/api/v1/campaigns/$CAMPAIGN/recipients?limit=1" | field next_cursor)"
+CONTACTS_CURSOR="$(api "$TENANT_KEY" "$BASE/api/v1/contacts?limit=1" | field next_cursor)"
 
 # What JSON Schema cannot say comes from these dictionaries: ids that must name existing
 # objects, the filter language, time zones PostgreSQL knows, a tenant's public endpoint,
@@ -84,6 +92,9 @@ zone = { values = ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata"] }
 filter = { values = ["lifetime_value > 10000", "city = 'Paris' and last_purchase < 30 days ago", "not (plan in ('free', 'trial'))"] }
 start = { values = ["2030-01-01T09:00:00Z", "2030-06-01T00:00:00+02:00"] }
 expiry = { values = ["2031-01-01T00:00:00Z"] }
+campaigns_cursor = { values = ["$CAMPAIGNS_CURSOR"] }
+recipients_cursor = { values = ["$RECIPIENTS_CURSOR"] }
+contacts_cursor = { values = ["$CONTACTS_CURSOR"] }
 opens = { values = ["21:00", "22:30"] }
 closes = { values = ["08:00", "07:15"] }
 
@@ -144,6 +155,27 @@ parameters = { "body.tenant_id" = { dictionary = "tenant" }, "body.endpoint" = {
 include-path = "/contacts"
 include-method = "POST"
 parameters = { "query.tenant_id" = { dictionary = "tenant" } }
+
+# A cursor is opaque: only one a page handed out is valid (a forged one is 422), which no
+# schema can say. The lists draw theirs from pages read above; the phases that do not use
+# dictionaries still send made-up ones, so 422 counts as an answer to a valid request there.
+[[operations]]
+include-path = "/campaigns"
+include-method = "GET"
+parameters = { "query.cursor" = { dictionary = "campaigns_cursor" } }
+checks = { positive_data_acceptance = { expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"] } }
+
+[[operations]]
+include-path-regex = "^/campaigns/[^/]+/recipients$"
+include-method = "GET"
+parameters = { "query.cursor" = { dictionary = "recipients_cursor" } }
+checks = { positive_data_acceptance = { expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"] } }
+
+[[operations]]
+include-path = "/contacts"
+include-method = "GET"
+parameters = { "query.cursor" = { dictionary = "contacts_cursor" } }
+checks = { positive_data_acceptance = { expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"] } }
 TOML
 
 EXAMPLES="${HERALD_SCHEMA_EXAMPLES:-40}"

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::model::{
     Campaign, Contact, ErrorBody, ErrorCount, Key, NewCampaign, NewKey, NewProvider, NewSegment,
-    NewTenant, Progress, Provider, Recipient, RotatedKey, Segment, SegmentCount, Tenant,
+    NewTenant, Page, Progress, Provider, Recipient, RotatedKey, Segment, SegmentCount, Tenant,
     UploadSummary,
 };
 
@@ -86,13 +86,16 @@ impl<T: DeserializeOwned> Reply<T> {
     }
 }
 
-/// Filters of `GET /campaigns/{id}/recipients`.
-#[derive(Debug, Clone, Default)]
-pub struct RecipientQuery {
-    pub state: Option<String>,
-    pub after_id: Option<i64>,
-    pub limit: Option<u32>,
+/// Which page of a list to fetch: after `cursor` (the previous page's `next_cursor`; none for
+/// the first), at most `limit` items.
+#[derive(Debug, Clone)]
+pub struct PageAt {
+    pub cursor: Option<String>,
+    pub limit: u32,
 }
+
+/// A list's filters, as query parameters (`("status", "running")`).
+pub type Filters = Vec<(&'static str, String)>;
 
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -192,13 +195,10 @@ impl Client {
 
     pub async fn list_campaigns(
         &self,
-        status: Option<&str>,
-    ) -> Result<Reply<Vec<Campaign>>, ApiError> {
-        let query: Vec<_> = status
-            .map(|s| ("status", s.to_owned()))
-            .into_iter()
-            .collect();
-        self.get(&["campaigns"], &query).await
+        filters: &Filters,
+        at: &PageAt,
+    ) -> Result<Reply<Page<Campaign>>, ApiError> {
+        self.page(&["campaigns"], filters, at).await
     }
 
     pub async fn get_campaign(&self, id: Uuid) -> Result<Reply<Campaign>, ApiError> {
@@ -264,19 +264,10 @@ impl Client {
     pub async fn list_recipients(
         &self,
         id: Uuid,
-        query: &RecipientQuery,
-    ) -> Result<Reply<Vec<Recipient>>, ApiError> {
-        let mut pairs = Vec::new();
-        if let Some(state) = &query.state {
-            pairs.push(("state", state.clone()));
-        }
-        if let Some(after) = query.after_id {
-            pairs.push(("after_id", after.to_string()));
-        }
-        if let Some(limit) = query.limit {
-            pairs.push(("limit", limit.to_string()));
-        }
-        self.get(&["campaigns", &id.to_string(), "recipients"], &pairs)
+        filters: &Filters,
+        at: &PageAt,
+    ) -> Result<Reply<Page<Recipient>>, ApiError> {
+        self.page(&["campaigns", &id.to_string(), "recipients"], filters, at)
             .await
     }
 
@@ -299,17 +290,10 @@ impl Client {
 
     pub async fn list_contacts(
         &self,
-        after_id: Option<i64>,
-        limit: Option<u32>,
-    ) -> Result<Reply<Vec<Contact>>, ApiError> {
-        let mut pairs = Vec::new();
-        if let Some(after) = after_id {
-            pairs.push(("after_id", after.to_string()));
-        }
-        if let Some(limit) = limit {
-            pairs.push(("limit", limit.to_string()));
-        }
-        self.get(&["contacts"], &pairs).await
+        filters: &Filters,
+        at: &PageAt,
+    ) -> Result<Reply<Page<Contact>>, ApiError> {
+        self.page(&["contacts"], filters, at).await
     }
 
     pub async fn create_segment(&self, segment: &NewSegment) -> Result<Reply<Segment>, ApiError> {
@@ -329,6 +313,21 @@ impl Client {
     }
 
     // --- plumbing ---
+
+    /// One page of a cursor-paginated list.
+    async fn page<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        filters: &Filters,
+        at: &PageAt,
+    ) -> Result<Reply<Page<T>>, ApiError> {
+        let mut query = filters.clone();
+        if let Some(cursor) = &at.cursor {
+            query.push(("cursor", cursor.clone()));
+        }
+        query.push(("limit", at.limit.to_string()));
+        self.get(segments, &query).await
+    }
 
     fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
         api_url(&self.base, segments, query)

@@ -146,10 +146,19 @@ pub struct QuietHours {
     pub time_zone: Option<String>,
 }
 
+/// One page of a list (`GET /campaigns`, `…/recipients`, `/contacts`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Where the next page starts; `None` on the last.
+    pub next_cursor: Option<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Campaign {
     pub id: Uuid,
     pub tenant_id: Option<Uuid>,
+    pub tenant_name: Option<String>,
     pub name: String,
     pub provider_id: Option<Uuid>,
     pub overflow_provider_id: Option<Uuid>,

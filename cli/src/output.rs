@@ -469,6 +469,7 @@ pub fn campaigns(list: &[Campaign]) -> String {
     let mut table = Table::new(&[
         ("ID", Align::Left),
         ("NAME", Align::Left),
+        ("TENANT", Align::Left),
         ("STATUS", Align::Left),
         ("CHANNEL", Align::Left),
         ("FINISHED", Align::Right),
@@ -478,6 +479,7 @@ pub fn campaigns(list: &[Campaign]) -> String {
         table.row(vec![
             c.id.to_string(),
             c.name.clone(),
+            or_dash(c.tenant_name.as_deref()),
             c.status.clone(),
             c.channel.clone(),
             finished_of_total(c.progress.as_ref()),

@@ -5,6 +5,7 @@
 //! status at their next statement (pause takes effect within a tick: the scheduler stops
 //! releasing and the workers hand back whatever is still queued).
 
+use super::page::{self, Page};
 use super::{JsonBody, OptionalJsonBody};
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError, from_constraint};
@@ -71,6 +72,8 @@ pub struct Progress {
 pub struct Campaign {
     pub id: Uuid,
     pub tenant_id: Uuid,
+    /// The tenant's name, so that an operator's listing reads without a lookup.
+    pub tenant_name: String,
     pub name: String,
     pub provider_id: Uuid,
     /// Takes what the primary provider cannot (at its rate limit, or while it is failing).
@@ -180,6 +183,7 @@ async fn with_sends(
 struct CampaignRow {
     id: Uuid,
     tenant_id: Uuid,
+    tenant_name: String,
     name: String,
     provider_id: Uuid,
     overflow_provider_id: Option<Uuid>,
@@ -255,6 +259,7 @@ impl From<CampaignRow> for Campaign {
         Campaign {
             id: r.id,
             tenant_id: r.tenant_id,
+            tenant_name: r.tenant_name,
             name: r.name,
             provider_id: r.provider_id,
             overflow_provider_id: r.overflow_provider_id,
@@ -277,7 +282,7 @@ impl From<CampaignRow> for Campaign {
 /// Campaigns with their counters, filtered by the caller's scope; callers append `AND …`.
 fn select_campaigns(scope: Option<Uuid>) -> QueryBuilder<Postgres> {
     let mut qb = QueryBuilder::new(
-        "SELECT c.id, c.tenant_id, c.name, c.provider_id, c.overflow_provider_id, c.channel, c.template, c.status,
+        "SELECT c.id, c.tenant_id, t.name AS tenant_name, c.name, c.provider_id, c.overflow_provider_id, c.channel, c.template, c.status,
                 c.batch_size, c.weight, c.start_at, c.expires_at, c.quiet_start, c.quiet_end,
                 c.time_zone, c.segment_id, c.created_at, c.started_at, c.first_sent_at, c.completed_at,
                 c.pause_reason, coalesce(k.total, 0)::int8 AS total, coalesce(k.pending, 0)::int8 AS pending,
@@ -291,6 +296,7 @@ fn select_campaigns(scope: Option<Uuid>) -> QueryBuilder<Postgres> {
                  WHERE s.campaign_id = c.id AND s.second >= date_trunc('second', now()) - interval '10 seconds'
                 ) / 10.0 AS send_rate
          FROM campaigns c
+         JOIN tenants t ON t.id = c.tenant_id
          LEFT JOIN LATERAL (
              SELECT * FROM campaign_state_counts WHERE campaign_id = c.id
          ) k ON true
@@ -523,15 +529,27 @@ pub struct ListQuery {
     /// Only campaigns in this status.
     #[param(schema_with = crate::api::openapi::rules::campaign_status)]
     pub status: Option<String>,
+    /// Only this tenant's campaigns (a tenant key sees only its own anyway).
+    pub tenant_id: Option<Uuid>,
+    /// Only campaigns whose name contains this text (case-insensitive).
+    pub name: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
 }
 
+/// Newest first; the id breaks ties between campaigns created in the same microsecond.
+type CampaignKey = (DateTime<Utc>, Uuid);
+
 #[utoipa::path(get, path = "/campaigns", tag = "campaigns", params(ListQuery),
-    responses((status = 200, body = Vec<Campaign>)))]
+    responses((status = 200, body = Page<Campaign>)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Vec<Campaign>>, ApiError> {
+) -> Result<Json<Page<Campaign>>, ApiError> {
     if let Some(status) = &query.status
         && status.parse::<CampaignStatus>().is_err()
     {
@@ -540,14 +558,41 @@ pub async fn list(
             format!("unknown status `{}`", validate::clip(status)),
         ));
     }
+    let limit = page::limit(query.limit)?;
+    let after: Option<CampaignKey> = page::decode(query.cursor.as_deref())?;
     let mut qb = select_campaigns(caller.scope());
     if let Some(status) = &query.status {
         qb.push(" AND c.status = ").push_bind(status.clone());
     }
-    qb.push(" ORDER BY c.created_at DESC, c.id LIMIT 500");
+    if let Some(tenant) = query.tenant_id {
+        qb.push(" AND c.tenant_id = ").push_bind(tenant);
+    }
+    if let Some(name) = query
+        .name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        // strpos, not LIKE: the text is matched as typed, `%` and `_` included.
+        qb.push(" AND strpos(lower(c.name), lower(")
+            .push_bind(name.to_owned())
+            .push(")) > 0");
+    }
+    if let Some((created_at, id)) = after {
+        qb.push(" AND (c.created_at, c.id) < (")
+            .push_bind(created_at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    qb.push(" ORDER BY c.created_at DESC, c.id DESC LIMIT ")
+        .push_bind(page::fetch_limit(limit));
     let rows: Vec<CampaignRow> = qb.build_query_as().fetch_all(&state.pool).await?;
-    let campaigns = rows.into_iter().map(Campaign::from).collect();
-    Ok(Json(with_sends(&state.pool, campaigns).await?))
+    let mut page = Page::of(rows.into_iter().map(Campaign::from).collect(), limit, |c| {
+        (c.created_at, c.id)
+    });
+    page.items = with_sends(&state.pool, page.items).await?;
+    Ok(Json(page))
 }
 
 #[utoipa::path(get, path = "/campaigns/{id}", tag = "campaigns",

@@ -1,5 +1,6 @@
 //! A tenant's contacts (the address book segments select from): streamed upsert and listing.
 
+use super::page::{self, Page};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::phone;
@@ -89,9 +90,12 @@ pub async fn upload(
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ListQuery {
-    /// Page after this contact id.
-    #[serde(default)]
-    pub after_id: i64,
+    /// Only this tenant's contacts (a tenant key sees only its own anyway).
+    pub tenant_id: Option<Uuid>,
+    /// Only the contact with this address, exactly as stored (phone numbers in E.164).
+    pub address: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
     /// At most this many (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
@@ -108,24 +112,31 @@ pub struct Contact {
 }
 
 #[utoipa::path(get, path = "/contacts", tag = "contacts", params(ListQuery),
-    responses((status = 200, body = Vec<Contact>)))]
+    responses((status = 200, body = Page<Contact>)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Vec<Contact>>, ApiError> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::field("limit", "must be between 1 and 1000"));
-    }
+) -> Result<Json<Page<Contact>>, ApiError> {
+    let limit = page::limit(query.limit)?;
+    let after: i64 = page::decode(query.cursor.as_deref())?.unwrap_or(0);
+    let address = query
+        .address
+        .as_deref()
+        .map(str::trim)
+        .filter(|a| !a.is_empty());
     let rows = sqlx::query_as(
         "SELECT id, tenant_id, address, attributes, created_at FROM contacts
-         WHERE ($1::uuid IS NULL OR tenant_id = $1) AND id > $2 ORDER BY id LIMIT $3",
+         WHERE ($1::uuid IS NULL OR tenant_id = $1) AND ($2::uuid IS NULL OR tenant_id = $2)
+           AND ($3::text IS NULL OR address = $3) AND id > $4
+         ORDER BY id LIMIT $5",
     )
     .bind(caller.scope())
-    .bind(query.after_id)
-    .bind(limit)
+    .bind(query.tenant_id)
+    .bind(address)
+    .bind(after)
+    .bind(page::fetch_limit(limit))
     .fetch_all(&state.pool)
     .await?;
-    Ok(Json(rows))
+    Ok(Json(Page::of(rows, limit, |c: &Contact| c.id)))
 }

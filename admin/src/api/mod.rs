@@ -9,6 +9,7 @@ pub mod campaigns;
 pub mod contacts;
 pub mod keys;
 mod openapi;
+pub mod page;
 mod provider_kinds;
 pub mod providers;
 pub mod receipts;

@@ -7,9 +7,15 @@
  *   api() ......... fetch wrapper: Bearer key, JSON, throws ApiError; a 401 signs out
  *   session ....... signIn(), signOut(), showKeyForm(), refuseKeyInUrl(); the key lives in
  *                   sessionStorage (this tab only), entered in the form
- *   list .......... pollCampaigns() every 1 s -> renderCampaigns() -> createRow()/updateRow()
+ *   pages ......... newPager(), pageQuery(), pagerForward()/pagerBack(), showPager(): the
+ *                   API's cursor pages (`{items, next_cursor}`), Previous going back to a
+ *                   cursor already seen
+ *   list .......... pollCampaigns() every 1 s (filters: status, tenant, name) ->
+ *                   renderCampaigns() -> createRow()/updateRow()
  *   actions ....... runAction(): POST /campaigns/{id}/{start|pause|resume|cancel}
- *   detail ........ openDetail(), pollDetail() every 1 s -> renderDetail(), closeDetail()
+ *   detail ........ openDetail(), pollDetail() every 1 s -> renderDetail() and
+ *                   renderRecipients() (filters: state, address), closeDetail()
+ *   contacts ...... loadContacts() when the section is opened or its filters change
  *   create form ... loadFormOptions(), fillTenants(), fillProviders(), readForm(),
  *                   submitCampaign() (create, then upload the file), showFormErrors()
  *   formatting .... formatEta(), formatMs(), formatRate(), formatTime(), shortId()
@@ -21,6 +27,10 @@
 const API = '/api/v1';
 const KEY_STORAGE = 'herald.apiKey';
 const REFRESH_MS = 1000;
+const CAMPAIGNS_PER_PAGE = 50;
+const RECIPIENTS_PER_PAGE = 20;
+const CONTACTS_PER_PAGE = 25;
+const TYPING_MS = 300; // a search box is read once typing pauses
 const ACTIONS = [ // [action, label, statuses that allow it, past tense]
   ['start', 'Start', ['draft'], 'started'],
   ['pause', 'Pause', ['running', 'scheduled'], 'paused'],
@@ -37,6 +47,8 @@ const state = {
   listTimer: 0, listBusy: false, listAgain: false, listFailing: false,
   detailId: null, shownId: null, detailGen: 0, detailTimer: 0, detailErrors: '',
   tenants: [], providers: [], providersError: '', retryDraft: null, noticeTimer: 0,
+  campaignPages: newPager(), recipientPages: newPager(), recipientsShown: '',
+  contactPages: newPager(), contactsGen: 0, typing: new Map(),
 };
 
 /* ---------- helpers ---------- */
@@ -137,6 +149,12 @@ function signOut(message) {
   closeDetail();
   state.rows.clear();
   state.retryDraft = null;
+  // The next key may see other tenants: its lists start unfiltered, on their first page.
+  for (const sel of ['#f-status', '#f-tenant', '#f-name', '#k-tenant', '#k-address']) $(sel).value = '';
+  pagerReset(state.campaignPages);
+  pagerReset(state.contactPages);
+  $('#contacts').open = false;
+  $('#contact-list tbody').replaceChildren();
   $('#campaigns tbody').replaceChildren();
   $('#app').hidden = true;
   $('#sign-out').hidden = true;
@@ -153,7 +171,75 @@ function showKeyForm(message) {
   $('#api-key').focus();
 }
 
+/* ---------- cursor pages ---------- */
+
+// cursors[i] starts page i (null: the first page); `next` is what the shown page handed out.
+function newPager() {
+  return { cursors: [null], index: 0, next: null };
+}
+
+function pagerReset(p) {
+  p.cursors = [null];
+  p.index = 0;
+  p.next = null;
+}
+
+function pagerForward(p) {
+  if (!p.next) return false;
+  p.cursors = p.cursors.slice(0, p.index + 1);
+  p.cursors.push(p.next);
+  p.index += 1;
+  return true;
+}
+
+function pagerBack(p) {
+  if (!p.index) return false;
+  p.index -= 1;
+  return true;
+}
+
+// `?filter=…&cursor=…&limit=…` for the pager's current page; empty filters are left out.
+function pageQuery(filters, p, limit) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(filters)) if (v) q.set(k, v);
+  const cursor = p.cursors[p.index];
+  if (cursor) q.set('cursor', cursor);
+  q.set('limit', String(limit));
+  return `?${q}`;
+}
+
+function showPager(p, prefix) {
+  $(`#${prefix}-prev`).disabled = !p.index;
+  $(`#${prefix}-next`).disabled = !p.next;
+  setText($(`#${prefix}-page`), `Page ${p.index + 1}`);
+  $(`#${prefix}-pager`).hidden = !p.index && !p.next;
+}
+
+// A page arrived: remember where the next one starts. A page emptied under us (its items
+// finished or were filtered away) steps back, so the list never strands on a blank page.
+function pageArrived(p, page) {
+  const items = page && Array.isArray(page.items) ? page.items : [];
+  p.next = (page && page.next_cursor) || null;
+  if (!items.length && p.index) { pagerBack(p); return null; }
+  return items;
+}
+
+// Runs `fn` once typing in the search box `box` pauses.
+function afterTyping(box, fn) {
+  clearTimeout(state.typing.get(box));
+  state.typing.set(box, setTimeout(fn, TYPING_MS));
+}
+
 /* ---------- campaign list ---------- */
+
+function campaignFilters() {
+  return { status: $('#f-status').value, tenant_id: $('#f-tenant').value, name: $('#f-name').value.trim() };
+}
+
+function filtersChanged() {
+  pagerReset(state.campaignPages);
+  refreshCampaigns();
+}
 
 function refreshCampaigns() {
   if (state.listBusy) { state.listAgain = true; return; }
@@ -166,9 +252,16 @@ async function pollCampaigns() {
   state.listBusy = true;
   state.listAgain = false;
   try {
-    const list = await api('GET', '/campaigns');
+    const pages = state.campaignPages;
+    const page = await api('GET', `/campaigns${pageQuery(campaignFilters(), pages, CAMPAIGNS_PER_PAGE)}`);
     if (gen !== state.session) return;
-    renderCampaigns(Array.isArray(list) ? list : []);
+    const list = pageArrived(pages, page);
+    if (list === null) {
+      state.listAgain = true; // stepped back a page: read it at once
+    } else {
+      renderCampaigns(list);
+      showPager(pages, 'campaigns');
+    }
     if (state.listFailing && $('#notice').textContent.startsWith('Could not refresh')) notice('');
     state.listFailing = false;
   } catch (e) {
@@ -200,13 +293,15 @@ function renderCampaigns(list) {
     if (!state.campaigns.has(id)) { tr.remove(); state.rows.delete(id); }
   }
   $('#campaigns-empty').hidden = state.campaigns.size > 0;
+  const filtered = Object.values(campaignFilters()).some(Boolean);
+  setText($('#campaigns-empty'), filtered ? 'No campaigns match these filters.' : 'No campaigns yet. Create one with the form.');
 }
 
 function createRow(id) {
   const tr = el('tr');
   tr.dataset.campaignId = id;
   const c = {
-    link: el('a', 'campaign-link'), tenant: el('span', 'tenant mono'), channel: el('td', 'channel'),
+    link: el('a', 'campaign-link'), tenant: el('span', 'tenant'), channel: el('td', 'channel'),
     status: el('span', 'status'), bar: el('progress', 'campaign-progress'), counts: el('span', 'counts'),
     rate: el('td', 'rate num'), actions: el('td', 'actions'),
   };
@@ -224,8 +319,8 @@ function updateRow(tr, c) {
   const status = c.status || p.status || 'unknown';
   const total = num(p.total);
   setText(cells.link, c.name || '(unnamed)');
-  setText(cells.tenant, shortId(c.tenant_id));
-  setAttr(cells.tenant, 'title', tenantLabel(c.tenant_id));
+  setText(cells.tenant, c.tenant_name || shortId(c.tenant_id));
+  setAttr(cells.tenant, 'title', c.tenant_id || '');
   setText(cells.channel, c.channel || '');
   setText(cells.status, status);
   setAttr(cells.status, 'class', `status status-${status}`);
@@ -292,6 +387,11 @@ function openDetail(id) {
   if (id !== state.shownId) { // another campaign: no stale values while loading
     document.querySelectorAll('#detail dl [id]').forEach((n) => { n.textContent = ''; });
     $('#detail-errors tbody').replaceChildren();
+    $('#recipients tbody').replaceChildren();
+    state.recipientsShown = '';
+    $('#r-state').value = '';
+    $('#r-address').value = '';
+    pagerReset(state.recipientPages);
   }
   $('#detail').hidden = false;
   $('#detail').scrollIntoView({ block: 'nearest' });
@@ -316,12 +416,23 @@ async function pollDetail() {
   const id = state.detailId;
   clearTimeout(state.detailTimer);
   if (!id) return;
+  let again = false;
   try {
-    const [c, errors] = await Promise.all([
+    const pages = state.recipientPages;
+    const filters = { state: $('#r-state').value, address: $('#r-address').value.trim() };
+    const [c, errors, recipients] = await Promise.all([
       api('GET', `/campaigns/${enc(id)}`), api('GET', `/campaigns/${enc(id)}/errors`),
+      api('GET', `/campaigns/${enc(id)}/recipients${pageQuery(filters, pages, RECIPIENTS_PER_PAGE)}`),
     ]);
     if (gen !== state.detailGen) return;
     renderDetail(c || {}, Array.isArray(errors) ? errors : []);
+    const list = pageArrived(pages, recipients);
+    if (list === null) {
+      again = true;
+    } else {
+      renderRecipients(list);
+      showPager(pages, 'recipients');
+    }
     $('#detail-error').hidden = true;
   } catch (e) {
     if (gen !== state.detailGen || e.status === 401) return;
@@ -333,7 +444,7 @@ async function pollDetail() {
     $('#detail-error').textContent = `Could not refresh: ${e.message}`;
     $('#detail-error').hidden = false;
   }
-  if (gen === state.detailGen) state.detailTimer = setTimeout(pollDetail, REFRESH_MS);
+  if (gen === state.detailGen) state.detailTimer = setTimeout(pollDetail, again ? 0 : REFRESH_MS);
 }
 
 function renderDetail(c, errors) {
@@ -384,6 +495,66 @@ function renderDetail(c, errors) {
   $('#detail-errors-empty').hidden = errors.length > 0;
 }
 
+function renderRecipients(list) {
+  const json = JSON.stringify(list);
+  if (json === state.recipientsShown) return; // unchanged since the last poll
+  state.recipientsShown = json;
+  $('#recipients tbody').replaceChildren(...list.map((r) => {
+    const tr = el('tr');
+    const delivery = r.delivery_status ? `${r.delivery_status}${r.delivery_error ? ` (${r.delivery_error})` : ''}` : '—';
+    const stateCell = el('td');
+    stateCell.append(el('span', `status status-${r.state}`, String(r.state ?? '')));
+    tr.append(el('td', 'mono', String(r.address ?? '')), stateCell, el('td', 'num', num(r.attempts)),
+      el('td', '', delivery), el('td', 'reason', r.last_error || '—'));
+    return tr;
+  }));
+  $('#recipients-empty').hidden = list.length > 0;
+}
+
+function recipientFiltersChanged() {
+  pagerReset(state.recipientPages);
+  if (state.detailId) refreshDetail();
+}
+
+function turnRecipientPage(forward) {
+  const p = state.recipientPages;
+  if (forward ? pagerForward(p) : pagerBack(p)) refreshDetail();
+}
+
+/* ---------- contacts ---------- */
+
+async function loadContacts() {
+  if (!$('#contacts').open) return;
+  const gen = ++state.contactsGen;
+  const pages = state.contactPages;
+  const filters = { tenant_id: $('#k-tenant').value, address: $('#k-address').value.trim() };
+  try {
+    const page = await api('GET', `/contacts${pageQuery(filters, pages, CONTACTS_PER_PAGE)}`);
+    if (gen !== state.contactsGen) return;
+    const list = pageArrived(pages, page);
+    if (list === null) { loadContacts(); return; }
+    const tenantName = (id) => (state.tenants.find((t) => t.id === id) || {}).name || shortId(id);
+    $('#contact-list tbody').replaceChildren(...list.map((k) => {
+      const tr = el('tr');
+      tr.append(el('td', 'mono', String(k.address ?? '')), el('td', '', tenantName(k.tenant_id)),
+        el('td', 'attributes mono', JSON.stringify(k.attributes || {})));
+      return tr;
+    }));
+    $('#contacts-empty').hidden = list.length > 0;
+    $('#contacts-error').hidden = true;
+    showPager(pages, 'contacts');
+  } catch (e) {
+    if (gen !== state.contactsGen || e.status === 401) return;
+    $('#contacts-error').textContent = `Could not load the contacts: ${e.message}`;
+    $('#contacts-error').hidden = false;
+  }
+}
+
+function contactFiltersChanged() {
+  pagerReset(state.contactPages);
+  loadContacts();
+}
+
 // Sends, cost and delivery per provider: "twilio-eu 9612 (75.93, 98.2% delivered) · backup 388 (19.40)".
 function sentVia(list) {
   if (!Array.isArray(list) || !list.length) return '—';
@@ -429,6 +600,15 @@ function fillTenants(list) {
   if (list && !list.length) sel.append(option('', 'No tenants yet (POST /api/v1/tenants)'));
   if (state.tenants.some((t) => t.id === prev)) sel.value = prev;
   $('#c-tenant-field').hidden = !list || list.length === 1;
+  // The list filters offer the same tenants (an operator's key; a tenant key sees only its own).
+  for (const id of ['#f-tenant', '#k-tenant']) {
+    const filter = $(id);
+    const chosen = filter.value;
+    filter.replaceChildren(option('', 'All tenants'), ...state.tenants.map((t) => option(t.id, t.name)));
+    if (state.tenants.some((t) => t.id === chosen)) filter.value = chosen;
+  }
+  $('#f-tenant-field').hidden = $('#c-tenant-field').hidden;
+  $('#k-tenant-field').hidden = $('#c-tenant-field').hidden;
 }
 
 function currentTenantId() {
@@ -461,11 +641,6 @@ function fillOverflow(list) {
   const others = list.filter((p) => p.id !== primary);
   sel.replaceChildren(option('', 'None'), ...others.map((p) => option(p.id, providerLabel(p))));
   if (others.some((p) => p.id === prev)) sel.value = prev;
-}
-
-function tenantLabel(id) {
-  const t = state.tenants.find((x) => x.id === id);
-  return t ? `${t.name} (${id})` : (id || '');
 }
 
 // Reads and checks the form: {body, file, type}, or throws an ApiError listing the fields.
@@ -632,6 +807,23 @@ function init() {
   $('#c-tenant').addEventListener('change', fillProviders);
   $('#c-provider').addEventListener('change', fillProviders);
   $('#c-reload').addEventListener('click', loadFormOptions);
+  for (const form of ['#campaign-filters', '#recipient-filters', '#contact-filters']) {
+    $(form).addEventListener('submit', (ev) => ev.preventDefault()); // Enter in a search box
+  }
+  $('#f-status').addEventListener('change', filtersChanged);
+  $('#f-tenant').addEventListener('change', filtersChanged);
+  $('#f-name').addEventListener('input', () => afterTyping('campaigns', filtersChanged));
+  $('#campaigns-next').addEventListener('click', () => { if (pagerForward(state.campaignPages)) refreshCampaigns(); });
+  $('#campaigns-prev').addEventListener('click', () => { if (pagerBack(state.campaignPages)) refreshCampaigns(); });
+  $('#r-state').addEventListener('change', recipientFiltersChanged);
+  $('#r-address').addEventListener('input', () => afterTyping('recipients', recipientFiltersChanged));
+  $('#recipients-next').addEventListener('click', () => turnRecipientPage(true));
+  $('#recipients-prev').addEventListener('click', () => turnRecipientPage(false));
+  $('#contacts').addEventListener('toggle', loadContacts);
+  $('#k-tenant').addEventListener('change', contactFiltersChanged);
+  $('#k-address').addEventListener('input', () => afterTyping('contacts', contactFiltersChanged));
+  $('#contacts-next').addEventListener('click', () => { if (pagerForward(state.contactPages)) loadContacts(); });
+  $('#contacts-prev').addEventListener('click', () => { if (pagerBack(state.contactPages)) loadContacts(); });
   if (typeof Intl.supportedValuesOf === 'function') { // time zone suggestions, offline
     $('#time-zones').append(...Intl.supportedValuesOf('timeZone').map((z) => option(z, '')));
   }

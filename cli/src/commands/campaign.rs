@@ -8,8 +8,8 @@ use clap::{Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use uuid::Uuid;
 
-use super::{CliError, Ctx, open_upload};
-use crate::client::{RecipientQuery, Reply};
+use super::{CliError, Ctx, PageArgs, open_upload, show_pages};
+use crate::client::{Filters, Reply};
 use crate::model::{NewCampaign, Progress, QuietHours};
 use crate::output;
 use crate::upload::Format;
@@ -148,9 +148,21 @@ Then: `herald campaign upload ID FILE` (unless --segment) and `herald campaign s
         segment: Option<Uuid>,
     },
     /// List campaigns, newest first
+    #[command(after_help = "Examples:
+  herald campaign list --status running
+  herald campaign list --name spring --limit 20
+  herald campaign list --tenant $TENANT --all")]
     List {
         #[arg(long, value_enum)]
         status: Option<Status>,
+        /// Only this tenant's campaigns (operator key)
+        #[arg(long, value_name = "ID")]
+        tenant: Option<Uuid>,
+        /// Only campaigns whose name contains this text (any case)
+        #[arg(long, value_name = "TEXT")]
+        name: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
     },
     /// Show a campaign's settings and progress
     Show {
@@ -213,20 +225,20 @@ Examples:
         /// Campaign id
         id: Uuid,
     },
-    /// List a campaign's recipients, by id
+    /// List a campaign's recipients, by address
     #[command(
-        after_help = "Example:\n  herald campaign recipients $CAMPAIGN --state failed --limit 20"
+        after_help = "Examples:\n  herald campaign recipients $CAMPAIGN --state failed --limit 20\n  herald campaign recipients $CAMPAIGN --address +33612345678"
     )]
     Recipients {
         /// Campaign id
         id: Uuid,
         #[arg(long, value_enum)]
         state: Option<RecipientState>,
-        /// Continue after this recipient id (paging)
-        #[arg(long, value_name = "ID")]
-        after_id: Option<i64>,
-        #[arg(long, value_name = "N", default_value_t = 100)]
-        limit: u32,
+        /// Only the recipient with this address, as stored (phone numbers in E.164)
+        #[arg(long)]
+        address: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
     },
 }
 
@@ -264,12 +276,23 @@ pub async fn run(ctx: &Ctx, command: CampaignCommand) -> Result<(), CliError> {
             let reply = ctx.client.create_campaign(&body).await?;
             ctx.show(&reply, output::campaign)
         }
-        CampaignCommand::List { status } => {
-            let reply = ctx
-                .client
-                .list_campaigns(status.map(Status::as_str))
-                .await?;
-            ctx.show(&reply, |list| output::campaigns(list))
+        CampaignCommand::List {
+            status,
+            tenant,
+            name,
+            page,
+        } => {
+            let mut filters = Filters::new();
+            filters.extend(status.map(|s| ("status", s.as_str().to_owned())));
+            filters.extend(tenant.map(|t| ("tenant_id", t.to_string())));
+            filters.extend(name.map(|n| ("name", n)));
+            show_pages(
+                ctx,
+                page,
+                async |at| ctx.client.list_campaigns(&filters, at).await,
+                output::campaigns,
+            )
+            .await
         }
         CampaignCommand::Show { id } => {
             let reply = ctx.client.get_campaign(id).await?;
@@ -312,24 +335,19 @@ pub async fn run(ctx: &Ctx, command: CampaignCommand) -> Result<(), CliError> {
         CampaignCommand::Recipients {
             id,
             state,
-            after_id,
-            limit,
+            address,
+            page,
         } => {
-            let query = RecipientQuery {
-                state: state.map(|s| s.as_str().to_owned()),
-                after_id,
-                limit: Some(limit),
-            };
-            let reply = ctx.client.list_recipients(id, &query).await?;
-            ctx.show(&reply, |list| output::recipients(list))?;
-            if !ctx.json
-                && let Ok(list) = reply.parse()
-                && list.len() >= limit as usize
-                && let Some(last) = list.last()
-            {
-                super::note(&format!("more: --after-id {}", last.id));
-            }
-            Ok(())
+            let mut filters = Filters::new();
+            filters.extend(state.map(|s| ("state", s.as_str().to_owned())));
+            filters.extend(address.map(|a| ("address", a)));
+            show_pages(
+                ctx,
+                page,
+                async |at| ctx.client.list_recipients(id, &filters, at).await,
+                output::recipients,
+            )
+            .await
         }
     }
 }

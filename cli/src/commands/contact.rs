@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use uuid::Uuid;
 
-use super::{CliError, Ctx, note, open_upload};
+use super::{CliError, Ctx, PageArgs, open_upload, show_pages};
+use crate::client::Filters;
 use crate::output;
 use crate::upload::Format;
 
@@ -31,13 +32,19 @@ Example:
         format: Option<Format>,
     },
     /// List contacts, by id
-    #[command(after_help = "Example:\n  herald contact list --limit 50 --after-id 1200")]
+    #[command(after_help = "Examples:
+  herald contact list --limit 50
+  herald contact list --address +33612345678
+  herald --json contact list --all > contacts.json")]
     List {
-        /// Continue after this contact id (paging)
+        /// Only this tenant's contacts (operator key)
         #[arg(long, value_name = "ID")]
-        after_id: Option<i64>,
-        #[arg(long, value_name = "N", default_value_t = 100)]
-        limit: u32,
+        tenant: Option<Uuid>,
+        /// Only the contact with this address, as stored (phone numbers in E.164)
+        #[arg(long)]
+        address: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
     },
 }
 
@@ -56,17 +63,21 @@ pub async fn run(ctx: &Ctx, command: ContactCommand) -> Result<(), CliError> {
             upload.bar.finish_and_clear();
             ctx.show(&result?, output::upload_summary)
         }
-        ContactCommand::List { after_id, limit } => {
-            let reply = ctx.client.list_contacts(after_id, Some(limit)).await?;
-            ctx.show(&reply, |list| output::contacts(list))?;
-            if !ctx.json
-                && let Ok(list) = reply.parse()
-                && list.len() >= limit as usize
-                && let Some(last) = list.last()
-            {
-                note(&format!("more: --after-id {}", last.id));
-            }
-            Ok(())
+        ContactCommand::List {
+            tenant,
+            address,
+            page,
+        } => {
+            let mut filters = Filters::new();
+            filters.extend(tenant.map(|t| ("tenant_id", t.to_string())));
+            filters.extend(address.map(|a| ("address", a)));
+            show_pages(
+                ctx,
+                page,
+                async |at| ctx.client.list_contacts(&filters, at).await,
+                output::contacts,
+            )
+            .await
         }
     }
 }

@@ -15,7 +15,8 @@ use indicatif::ProgressBar;
 use reqwest::Body;
 use serde::de::DeserializeOwned;
 
-use crate::client::{ApiError, Client, Reply};
+use crate::client::{ApiError, Client, PageAt, Reply};
+use crate::model::Page;
 use crate::output;
 use crate::upload::{self, Format};
 
@@ -67,6 +68,64 @@ pub fn write_stdout(text: &str) -> Result<(), CliError> {
     out.write_all(text.as_bytes())?;
     out.flush()?;
     Ok(())
+}
+
+/// Where a listing starts and how far it goes; every list command takes these.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PageArgs {
+    /// Items per page
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+    /// Start where a previous page ended (it printed `more: --cursor …`)
+    #[arg(long, value_name = "CURSOR", conflicts_with = "all")]
+    pub cursor: Option<String>,
+    /// Follow the pages to the end and print them as one list
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// Prints one page (and, on stderr, how to ask for the next), or with `--all` every page as
+/// one list (`--json`: one `{items, next_cursor: null}` object).
+pub async fn show_pages<T: DeserializeOwned>(
+    ctx: &Ctx,
+    args: PageArgs,
+    mut fetch: impl AsyncFnMut(&PageAt) -> Result<Reply<Page<T>>, ApiError>,
+    render: impl Fn(&[T]) -> String,
+) -> Result<(), CliError> {
+    let mut at = PageAt {
+        cursor: args.cursor,
+        limit: args.limit,
+    };
+    if !args.all {
+        let reply = fetch(&at).await?;
+        ctx.show(&reply, |page| render(&page.items))?;
+        if !ctx.json
+            && let Some(next) = reply.parse()?.next_cursor
+        {
+            note(&format!("more: --cursor {next}"));
+        }
+        return Ok(());
+    }
+    let (mut items, mut raw) = (Vec::new(), Vec::new());
+    loop {
+        let reply = fetch(&at).await?;
+        let page = reply.parse()?;
+        if let Some(list) = reply.raw()["items"].as_array() {
+            raw.extend(list.iter().cloned());
+        }
+        items.extend(page.items);
+        match page.next_cursor {
+            Some(next) => at.cursor = Some(next),
+            None => break,
+        }
+    }
+    let text = if ctx.json {
+        output::pretty_json(&serde_json::json!({ "items": raw, "next_cursor": null }))
+    } else {
+        render(&items)
+    };
+    write_stdout(&text)
 }
 
 /// A remark for the person at the terminal, kept off stdout so pipes see only the result.

@@ -165,9 +165,9 @@ async fn keys_scope_every_resource_to_its_tenant() -> Result<()> {
 
     // Listings: each tenant sees its own; the operator sees all.
     let listed = admin.ok(&w.key_b, GET, "/campaigns", None).await?;
-    assert_eq!(listed.as_array().map(Vec::len), Some(0));
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(0));
     let listed = admin.ok(&w.key_a, GET, "/campaigns", None).await?;
-    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
     let tenants = admin.ok(&w.key_b, GET, "/tenants", None).await?;
     assert_eq!(tenants.as_array().map(Vec::len), Some(1));
     let tenants = admin.ok(op, GET, "/tenants", None).await?;
@@ -418,8 +418,8 @@ async fn invalid_requests_name_the_field_and_write_nothing() -> Result<()> {
     let listed = admin
         .ok(&w.key_a, GET, &format!("{path}?limit=2"), None)
         .await?;
-    assert_eq!(listed.as_array().map(Vec::len), Some(2));
-    assert_eq!(listed[0]["variables"]["first_name"], "Ada");
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(2));
+    assert_eq!(listed["items"][0]["variables"]["first_name"], "Ada");
 
     // Actions that the status does not allow are 409; start on an empty campaign is 422.
     let (status, _) = admin
@@ -592,6 +592,7 @@ async fn segments_filter_contacts_safely_and_become_the_audience() -> Result<()>
         .await?;
     assert_eq!(shown["name"], "lapsed big spenders");
     let listed = admin.ok(&w.key_a, GET, "/contacts?limit=10", None).await?;
+    let listed = &listed["items"];
     assert_eq!(
         listed.as_array().map(Vec::len),
         Some(5),
@@ -746,7 +747,7 @@ async fn a_campaign_names_an_overflow_provider_of_its_own_tenant() -> Result<()>
         (422, vec!["overflow_provider_id".to_owned()])
     );
     let listed = admin.ok(&w.key_a, GET, "/campaigns", None).await?;
-    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
     Ok(())
 }
 
@@ -847,17 +848,273 @@ async fn numbers_are_read_as_people_write_them() -> Result<()> {
     assert_eq!(uploaded.1["inserted"], 3, "{}", uploaded.1);
     assert_eq!(uploaded.1["duplicates"], 1, "{}", uploaded.1);
     let listed = admin.ok(&key, GET, &path, None).await?;
-    let mut addresses: Vec<String> = listed
+    let addresses: Vec<String> = listed["items"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|r| r["address"].as_str().map(str::to_owned))
         .collect();
-    addresses.sort();
     assert_eq!(
         addresses,
         ["+15551234567", "+33612345678", "+33612345679"],
         "{listed}"
     );
+    Ok(())
+}
+
+/// Follows `path`'s cursor pages to the end (the path carries its filters and `limit`),
+/// checking that each page but the last is full and hands out a cursor.
+async fn all_pages(admin: &Admin, key: &str, path: &str, limit: usize) -> Result<Vec<Value>> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..100 {
+        let page_path = match &cursor {
+            Some(c) => format!("{path}&cursor={c}"),
+            None => path.to_owned(),
+        };
+        let page = admin.ok(key, GET, &page_path, None).await?;
+        let list = page["items"].as_array().cloned().unwrap_or_default();
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        if cursor.is_some() {
+            assert_eq!(list.len(), limit, "a page before the last is full: {page}");
+        } else {
+            assert!(list.len() <= limit, "{page}");
+        }
+        items.extend(list);
+        if cursor.is_none() {
+            return Ok(items);
+        }
+    }
+    anyhow::bail!("{path}: still more pages after 100")
+}
+
+fn field_of(items: &[Value], field: &str) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| i[field].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Campaigns, recipients and contacts come in cursor pages that neither repeat nor skip an
+/// item, filter by status, tenant and name (address), and never show another tenant's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_come_in_cursor_pages_and_filter_by_status_tenant_and_name() -> Result<()> {
+    let w = world().await?;
+    let (admin, op) = (&w.admin, w.admin.operator_key.as_str());
+    let provider_b = admin
+        .ok(
+            &w.key_b,
+            POST,
+            "/providers",
+            Some(
+                json!({"name": "b-sms", "endpoint": format!("{}/v1/messages", w.env.simulator_url),
+                        "credentials": {"token": "b-s3cret"}}),
+            ),
+        )
+        .await?;
+    let provider_b = provider_b["id"].as_str().unwrap_or_default().to_owned();
+    let mut mine = Vec::new();
+    for name in [
+        "Spring sale 1",
+        "spring sale 2",
+        "Autumn 100%",
+        "spring sale 3",
+        "winter",
+    ] {
+        let c = admin
+            .ok(
+                &w.key_a,
+                POST,
+                "/campaigns",
+                Some(json!({"name": name, "provider_id": w.provider_a, "channel": "sms", "template": "Hi"})),
+            )
+            .await?;
+        mine.push(c["id"].as_str().unwrap_or_default().to_owned());
+    }
+    for name in ["B spring", "B autumn"] {
+        admin
+            .ok(
+                &w.key_b,
+                POST,
+                "/campaigns",
+                Some(json!({"name": name, "provider_id": provider_b, "channel": "sms", "template": "Hi"})),
+            )
+            .await?;
+    }
+
+    // The operator pages through all seven, newest first, each exactly once.
+    let all = all_pages(admin, op, "/campaigns?limit=3", 3).await?;
+    assert_eq!(all.len(), 7);
+    let ids = field_of(&all, "id");
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), 7, "no campaign twice: {ids:?}");
+    let created = field_of(&all, "created_at");
+    assert!(
+        created.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {created:?}"
+    );
+    assert_eq!(all[0]["name"], "B autumn");
+    assert_eq!(all[0]["tenant_name"], "tenant-b", "rows name their tenant");
+
+    // Filters: tenant, name (any case, taken literally), status; together.
+    let a = all_pages(
+        admin,
+        op,
+        &format!("/campaigns?limit=2&tenant_id={}", w.tenant_a),
+        2,
+    )
+    .await?;
+    assert_eq!(
+        field_of(&a, "id"),
+        mine.iter().rev().cloned().collect::<Vec<_>>()
+    );
+    assert!(a.iter().all(|c| c["tenant_name"] == "tenant-a"));
+    let spring = all_pages(admin, op, "/campaigns?limit=10&name=SPRING", 10).await?;
+    assert_eq!(
+        field_of(&spring, "name"),
+        [
+            "B spring",
+            "spring sale 3",
+            "spring sale 2",
+            "Spring sale 1"
+        ]
+    );
+    let percent = all_pages(admin, op, "/campaigns?limit=10&name=%25", 10).await?;
+    assert_eq!(
+        field_of(&percent, "name"),
+        ["Autumn 100%"],
+        "`%` is no wildcard"
+    );
+    admin
+        .ok(
+            &w.key_a,
+            POST,
+            &format!("/campaigns/{}/cancel", mine[1]),
+            None,
+        )
+        .await?;
+    let drafts = all_pages(
+        admin,
+        op,
+        "/campaigns?limit=10&status=draft&name=spring%20sale",
+        10,
+    )
+    .await?;
+    assert_eq!(
+        field_of(&drafts, "name"),
+        ["spring sale 3", "Spring sale 1"]
+    );
+
+    // A tenant key sees only its own, whatever tenant or cursor it passes.
+    let asked = all_pages(
+        admin,
+        &w.key_b,
+        &format!("/campaigns?limit=10&tenant_id={}", w.tenant_a),
+        10,
+    )
+    .await?;
+    assert!(asked.is_empty(), "{asked:?}");
+    let first = admin.ok(op, GET, "/campaigns?limit=1", None).await?;
+    let cursor = first["next_cursor"].as_str().unwrap_or_default();
+    let rest = admin
+        .ok(
+            &w.key_a,
+            GET,
+            &format!("/campaigns?limit=10&cursor={cursor}"),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        field_of(
+            rest["items"].as_array().map_or(&[][..], Vec::as_slice),
+            "id"
+        ),
+        mine.iter().rev().cloned().collect::<Vec<_>>(),
+        "B's newest campaign's cursor leads A to its own campaigns only"
+    );
+
+    // What is not a cursor, a size or a status is refused, naming the parameter.
+    for (query, field) in [
+        ("cursor=not-a-cursor", "cursor"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("status=finished", "status"),
+    ] {
+        let (status, body) = admin
+            .call(op, GET, &format!("/campaigns?{query}"), None)
+            .await?;
+        assert_eq!(
+            (status, field_errors(&body)),
+            (422, vec![field.to_owned()]),
+            "{query}"
+        );
+    }
+
+    // Recipients: by address, in pages, by state or one address.
+    let recipients = format!("/campaigns/{}/recipients", mine[0]);
+    let csv: String = std::iter::once("address\n".to_owned())
+        .chain((0..7).map(|i| format!("+3361234567{}\n", 6 - i)))
+        .collect();
+    let (status, body) = admin.upload(&w.key_a, &recipients, "text/csv", csv).await?;
+    assert_eq!(status, 200, "{body}");
+    let listed = all_pages(admin, &w.key_a, &format!("{recipients}?limit=3"), 3).await?;
+    let addresses = field_of(&listed, "address");
+    let mut sorted = addresses.clone();
+    sorted.sort();
+    assert_eq!((addresses.len(), &addresses), (7, &sorted));
+    let pending = all_pages(
+        admin,
+        &w.key_a,
+        &format!("{recipients}?limit=5&state=pending"),
+        5,
+    )
+    .await?;
+    assert_eq!(pending.len(), 7);
+    let sent = all_pages(
+        admin,
+        &w.key_a,
+        &format!("{recipients}?limit=5&state=sent"),
+        5,
+    )
+    .await?;
+    assert!(sent.is_empty());
+    let one = all_pages(
+        admin,
+        &w.key_a,
+        &format!("{recipients}?limit=5&address=%2B33612345673"),
+        5,
+    )
+    .await?;
+    assert_eq!(field_of(&one, "address"), ["+33612345673"]);
+    let (status, _) = admin.call(&w.key_b, GET, &recipients, None).await?;
+    assert_eq!(status, 404, "B cannot list A's recipients");
+
+    // Contacts: the operator filters by tenant; each tenant sees only its own.
+    for (key, rows) in [
+        (&w.key_a, "+33600000001\n+33600000002\n+33600000003\n"),
+        (&w.key_b, "+33600000009\n"),
+    ] {
+        let (status, body) = admin
+            .upload(key, "/contacts", "text/csv", format!("address\n{rows}"))
+            .await?;
+        assert_eq!(status, 200, "{body}");
+    }
+    let everyone = all_pages(admin, op, "/contacts?limit=2", 2).await?;
+    assert_eq!(everyone.len(), 4);
+    let of_a = all_pages(
+        admin,
+        op,
+        &format!("/contacts?limit=2&tenant_id={}", w.tenant_a),
+        2,
+    )
+    .await?;
+    assert_eq!(
+        field_of(&of_a, "address"),
+        ["+33600000001", "+33600000002", "+33600000003"]
+    );
+    let seen_by_b = all_pages(admin, &w.key_b, "/contacts?limit=2", 2).await?;
+    assert_eq!(field_of(&seen_by_b, "address"), ["+33600000009"]);
+    let found = all_pages(admin, op, "/contacts?limit=2&address=%2B33600000002", 2).await?;
+    assert_eq!(field_of(&found, "address"), ["+33600000002"]);
     Ok(())
 }

@@ -154,6 +154,49 @@ async fn a_script_drives_a_campaign_and_failures_exit_non_zero() -> Result<()> {
     assert_eq!(watched["status"], "completed", "{watched}");
     assert_eq!(watched["sent"], 300);
 
+    // Lists page: a page and the way to the next on stderr, or every page with --all.
+    let first = cli.run(
+        &key,
+        &["campaign", "recipients", &campaign_id, "--limit", "120"],
+    )?;
+    assert!(first.status.success());
+    let table = String::from_utf8(first.stdout)?;
+    assert_eq!(table.lines().count(), 121, "a header and 120 rows: {table}");
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("+15550000000"))
+    );
+    let stderr = String::from_utf8(first.stderr)?;
+    let cursor = stderr
+        .trim()
+        .strip_prefix("more: --cursor ")
+        .unwrap_or_else(|| panic!("no next page on stderr: {stderr:?}"));
+    let recipients = |more: &[&str]| {
+        let mut args = vec!["campaign", "recipients", &campaign_id, "--limit", "120"];
+        args.extend_from_slice(more);
+        cli.json(&key, &args)
+    };
+    let second = recipients(&["--cursor", cursor])?;
+    assert_eq!(second["items"][0]["address"], "+15550000120");
+    let all = recipients(&["--all", "--state", "sent"])?;
+    assert_eq!(all["items"].as_array().map(Vec::len), Some(300));
+    assert_eq!(all["next_cursor"], Value::Null);
+    let found = recipients(&["--address", "+15550000299"])?;
+    assert_eq!(found["items"][0]["state"], "sent");
+    let listed = cli.run(
+        op,
+        &["campaign", "list", "--name", "SPR", "--tenant", &tenant_id],
+    )?;
+    let listed = String::from_utf8(listed.stdout)?;
+    assert!(
+        listed.contains("spring") && listed.contains("acme"),
+        "the campaign, with its tenant's name: {listed}"
+    );
+    let bad_limit = cli.run(&key, &["campaign", "list", "--limit", "0"])?;
+    assert_eq!(bad_limit.status.code(), Some(2));
+
     // A state that does not allow the action: exit 1 with the API's reason.
     let conflict = cli.run(&key, &["campaign", "pause", &campaign_id])?;
     assert_eq!(conflict.status.code(), Some(1));

@@ -543,6 +543,220 @@ async fn drive(
     ensure_eq!(sent_via, format!("sim {RECIPIENTS}"));
     let overflow = page.find(Locator::Css("#d-overflow")).await?.text().await?;
     ensure_eq!(overflow, "backup");
+    browse_lists(env, page, admin_url, key, &row).await?;
     eprintln!("web: the page's part took {:?}", started.elapsed());
+    Ok(())
+}
+
+/// The texts of the cells of `table`'s rows, row by row.
+async fn table_rows(page: &Client, table: &str) -> Result<Vec<Vec<String>>> {
+    let rows = page
+        .execute(
+            "return [...document.querySelectorAll(arguments[0] + ' tbody tr')]
+                 .map((tr) => [...tr.cells].map((td) => td.textContent.trim()));",
+            vec![json!(table)],
+        )
+        .await?;
+    Ok(serde_json::from_value(rows)?)
+}
+
+/// Waits until `table`'s rows satisfy `check` (which says what it saw otherwise).
+async fn wait_rows(
+    page: &Client,
+    table: &str,
+    what: &str,
+    check: impl Fn(&[Vec<String>]) -> std::result::Result<(), String>,
+) -> Result<Vec<Vec<String>>> {
+    poll(Duration::from_secs(10), what, || async {
+        let rows = table_rows(page, table).await?;
+        Ok(check(&rows).map(|()| rows))
+    })
+    .await
+}
+
+async fn click(page: &Client, css: &str) -> Result<()> {
+    page.find(Locator::Css(css)).await?.click().await?;
+    Ok(())
+}
+
+async fn type_into(page: &Client, css: &str, text: &str) -> Result<()> {
+    let input = page.find(Locator::Css(css)).await?;
+    input.clear().await?;
+    input.send_keys(text).await?;
+    Ok(())
+}
+
+/// The lists at scale: campaign pages, filters and tenant names; the finished campaign's
+/// recipients page by page and by address; the contacts.
+async fn browse_lists(
+    env: &TestEnv,
+    page: &Client,
+    admin_url: &str,
+    key: &str,
+    finished: &Row<'_>,
+) -> Result<()> {
+    // Rows name their tenant.
+    let tenant = text_of(page, &format!("{} .tenant", finished.selector)).await?;
+    ensure_eq!(
+        tenant.as_deref(),
+        Some("acme"),
+        "the tenant's name in the list"
+    );
+
+    // The detail panel lists the campaign's recipients, 20 to a page, by address.
+    let first = wait_rows(page, "#recipients", "the recipients' first page", |rows| {
+        if rows.len() == 20 && rows[0][0] == "+15550000000" {
+            Ok(())
+        } else {
+            Err(format!("{rows:?}"))
+        }
+    })
+    .await?;
+    anyhow::ensure!(
+        first.iter().all(|r| r[1] == "sent"),
+        "every recipient shows sent: {first:?}"
+    );
+    click(page, "#recipients-next").await?;
+    wait_rows(
+        page,
+        "#recipients",
+        "the recipients' second page",
+        |rows| match rows.first() {
+            Some(r) if r[0] == "+15550000020" && rows.len() == 20 => Ok(()),
+            _ => Err(format!("{rows:?}")),
+        },
+    )
+    .await?;
+    let shown = text_of(page, "#recipients-page").await?;
+    ensure_eq!(shown.as_deref(), Some("Page 2"));
+    type_into(page, "#r-address", "+15550001234").await?;
+    wait_rows(
+        page,
+        "#recipients",
+        "one recipient by address",
+        |rows| match rows {
+            [only] if only[0] == "+15550001234" => Ok(()),
+            _ => Err(format!("{rows:?}")),
+        },
+    )
+    .await?;
+
+    // 55 more campaigns: the list shows 50 a page, newest first; the first is a page away.
+    let http = &env.http;
+    let create = |name: String| async move {
+        let provider = http
+            .get(format!("{admin_url}/api/v1/providers"))
+            .bearer_auth(key)
+            .send()
+            .await?
+            .json::<Value>()
+            .await?[0]["id"]
+            .clone();
+        http.post(format!("{admin_url}/api/v1/campaigns"))
+            .bearer_auth(key)
+            .json(
+                &json!({"name": name, "provider_id": provider, "channel": "sms", "template": "Hi"}),
+            )
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok::<_, anyhow::Error>(())
+    };
+    for i in 0..55 {
+        create(format!("bulk-{i:02}")).await?;
+    }
+    let named = |rows: &[Vec<String>]| rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>();
+    wait_rows(page, "#campaigns", "the newest 50 campaigns", |rows| {
+        let names = named(rows);
+        if names.len() == 50 && names[0] == "bulk-54" && names[49] == "bulk-05" {
+            Ok(())
+        } else {
+            Err(format!("{names:?}"))
+        }
+    })
+    .await?;
+    click(page, "#campaigns-next").await?;
+    wait_rows(page, "#campaigns", "the older campaigns' page", |rows| {
+        let names = named(rows);
+        let expected = [
+            "bulk-04",
+            "bulk-03",
+            "bulk-02",
+            "bulk-01",
+            "bulk-00",
+            "spring-sale",
+        ];
+        if names == expected {
+            Ok(())
+        } else {
+            Err(format!("{names:?}"))
+        }
+    })
+    .await?;
+    click(page, "#campaigns-prev").await?;
+    wait_rows(page, "#campaigns", "back to the first page", |rows| {
+        if rows.len() == 50 {
+            Ok(())
+        } else {
+            Err(format!("{} rows", rows.len()))
+        }
+    })
+    .await?;
+
+    // Filters: by name (any case), by status; nothing matching says so.
+    type_into(page, "#f-name", "SPRING").await?;
+    wait_rows(page, "#campaigns", "the name filter", |rows| {
+        let names = named(rows);
+        if names == ["spring-sale"] {
+            Ok(())
+        } else {
+            Err(format!("{names:?}"))
+        }
+    })
+    .await?;
+    page.find(Locator::Css("#f-status"))
+        .await?
+        .select_by_value("draft")
+        .await?;
+    wait_rows(
+        page,
+        "#campaigns",
+        "no completed campaign among drafts",
+        |rows| {
+            if rows.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{rows:?}"))
+            }
+        },
+    )
+    .await?;
+    let empty = text_of(page, "#campaigns-empty").await?.unwrap_or_default();
+    anyhow::ensure!(
+        empty.contains("match"),
+        "the empty list says why: {empty:?}"
+    );
+
+    // Contacts, when the section is opened.
+    let contacts = "address,plan\n+15559990001,gold\n+15559990002,silver\n";
+    http.post(format!("{admin_url}/api/v1/contacts"))
+        .bearer_auth(key)
+        .header("content-type", "text/csv")
+        .body(contacts)
+        .send()
+        .await?
+        .error_for_status()?;
+    click(page, "#contacts summary").await?;
+    let rows = wait_rows(page, "#contact-list", "the contacts", |rows| {
+        if rows.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("{rows:?}"))
+        }
+    })
+    .await?;
+    ensure_eq!(rows[0][0], "+15559990001");
+    ensure_eq!(rows[0][1], "acme");
+    anyhow::ensure!(rows[1][2].contains("silver"), "attributes shown: {rows:?}");
     Ok(())
 }
