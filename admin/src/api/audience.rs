@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use herald_shared::template;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sqlx::{Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -161,28 +162,23 @@ pub async fn list(
     }
     let limit = page::limit(query.limit)?;
     let after: Option<String> = page::decode(query.cursor.as_deref())?;
-    let address = query
-        .address
-        .as_deref()
-        .map(str::trim)
-        .filter(|a| !a.is_empty());
+    if after.as_deref().is_some_and(|a| a.contains('\0')) {
+        return Err(page::forged());
+    }
     // By address, along the UNIQUE (campaign_id, address) index: the hot table keeps no
     // index for listing alone (each would cost every send's update an entry).
-    let rows = sqlx::query_as(
+    let mut qb = QueryBuilder::<Postgres>::new(
         "SELECT id, address, variables, state, attempts, last_error, provider_message_id, sent_at,
                 delivery_status, delivery_error
-         FROM recipients
-         WHERE campaign_id = $1 AND ($2::text IS NULL OR state = $2)
-           AND ($3::text IS NULL OR address = $3) AND ($4::text IS NULL OR address > $4)
-         ORDER BY address LIMIT $5",
-    )
-    .bind(id)
-    .bind(&query.state)
-    .bind(address)
-    .bind(after)
-    .bind(page::fetch_limit(limit))
-    .fetch_all(&state.pool)
-    .await?;
+         FROM recipients WHERE campaign_id = ",
+    );
+    qb.push_bind(id);
+    if let Some(state) = &query.state {
+        qb.push(" AND state = ").push_bind(state.clone());
+    }
+    page::push_exact(&mut qb, "address", query.address.as_deref());
+    page::push_page(&mut qb, "address", after, limit);
+    let rows = qb.build_query_as().fetch_all(&state.pool).await?;
     Ok(Json(Page::of(rows, limit, |r: &Recipient| {
         r.address.clone()
     })))

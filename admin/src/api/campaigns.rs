@@ -15,7 +15,7 @@ use crate::{limits, validate};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, NaiveTime, Utc};
+use chrono::{DateTime, Datelike, NaiveTime, Utc};
 use herald_shared::domain::{CampaignStatus, Channel};
 use herald_shared::template;
 use serde::{Deserialize, Serialize};
@@ -280,6 +280,10 @@ impl From<CampaignRow> for Campaign {
 }
 
 /// Campaigns with their counters, filtered by the caller's scope; callers append `AND …`.
+///
+/// `OFFSET 0` keeps the counters a per-campaign lookup: without it PostgreSQL flattens the
+/// view into a join and sums every campaign's counters before the page's LIMIT (80–110 ms
+/// for a page of 50 among 10,000 campaigns, against 7 ms this way).
 fn select_campaigns(scope: Option<Uuid>) -> QueryBuilder<Postgres> {
     let mut qb = QueryBuilder::new(
         "SELECT c.id, c.tenant_id, t.name AS tenant_name, c.name, c.provider_id, c.overflow_provider_id, c.channel, c.template, c.status,
@@ -298,7 +302,7 @@ fn select_campaigns(scope: Option<Uuid>) -> QueryBuilder<Postgres> {
          FROM campaigns c
          JOIN tenants t ON t.id = c.tenant_id
          LEFT JOIN LATERAL (
-             SELECT * FROM campaign_state_counts WHERE campaign_id = c.id
+             SELECT * FROM campaign_state_counts WHERE campaign_id = c.id OFFSET 0
          ) k ON true
          WHERE (",
     );
@@ -560,6 +564,10 @@ pub async fn list(
     }
     let limit = page::limit(query.limit)?;
     let after: Option<CampaignKey> = page::decode(query.cursor.as_deref())?;
+    // A time chrono reads but PostgreSQL cannot store is refused here, naming the cursor.
+    if after.is_some_and(|(at, _)| !(1..=9999).contains(&at.year())) {
+        return Err(page::forged());
+    }
     let mut qb = select_campaigns(caller.scope());
     if let Some(status) = &query.status {
         qb.push(" AND c.status = ").push_bind(status.clone());

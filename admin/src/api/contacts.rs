@@ -14,6 +14,7 @@ use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sqlx::{Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -119,24 +120,19 @@ pub async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Page<Contact>>, ApiError> {
     let limit = page::limit(query.limit)?;
-    let after: i64 = page::decode(query.cursor.as_deref())?.unwrap_or(0);
-    let address = query
-        .address
-        .as_deref()
-        .map(str::trim)
-        .filter(|a| !a.is_empty());
-    let rows = sqlx::query_as(
-        "SELECT id, tenant_id, address, attributes, created_at FROM contacts
-         WHERE ($1::uuid IS NULL OR tenant_id = $1) AND ($2::uuid IS NULL OR tenant_id = $2)
-           AND ($3::text IS NULL OR address = $3) AND id > $4
-         ORDER BY id LIMIT $5",
-    )
-    .bind(caller.scope())
-    .bind(query.tenant_id)
-    .bind(address)
-    .bind(after)
-    .bind(page::fetch_limit(limit))
-    .fetch_all(&state.pool)
-    .await?;
+    let after: Option<i64> = page::decode(query.cursor.as_deref())?;
+    // Each condition is written only when given, so that it is an index bound in every plan.
+    let mut qb = QueryBuilder::<Postgres>::new(
+        "SELECT id, tenant_id, address, attributes, created_at FROM contacts WHERE true",
+    );
+    if let Some(scope) = caller.scope() {
+        qb.push(" AND tenant_id = ").push_bind(scope);
+    }
+    if let Some(tenant) = query.tenant_id {
+        qb.push(" AND tenant_id = ").push_bind(tenant);
+    }
+    page::push_exact(&mut qb, "address", query.address.as_deref());
+    page::push_page(&mut qb, "id", after, limit);
+    let rows = qb.build_query_as().fetch_all(&state.pool).await?;
     Ok(Json(Page::of(rows, limit, |c: &Contact| c.id)))
 }

@@ -1,17 +1,19 @@
 //! Cursor pagination, shared by the list endpoints (campaigns, recipients, contacts).
 //!
-//! A page is `{items, next_cursor}`. The cursor is opaque to clients: the sort key of the
-//! page's last item, as JSON in URL-safe base64. Keyset paging (`WHERE key > cursor`) costs
-//! the same on the thousandth page as on the first, and rows written meanwhile neither
-//! repeat nor vanish from the pages still to come, which an OFFSET cannot promise. The
-//! caller's scope and filters are applied to every page, so a cursor carries no right to
-//! see anything: one from another tenant's listing only says where to start.
+//! A page is `{items, next_cursor}`. The cursor is the sort key of the page's last item, as
+//! JSON in URL-safe base64; clients pass it back, never build one. Keyset paging (rows
+//! after the cursor's key) costs the same on the thousandth page as on the first, and a walk
+//! through the pages sees each row that existed when it began exactly once, however many are
+//! added meanwhile, which an OFFSET cannot promise. The caller's scope and filters are
+//! applied to every page, so a cursor carries no right to see anything: one from another
+//! tenant's listing only says where to start.
 
 use crate::error::ApiError;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sqlx::{Postgres, QueryBuilder};
 use utoipa::ToSchema;
 
 /// Items per page unless `limit` says otherwise.
@@ -44,6 +46,28 @@ impl<T> Page<T> {
             next_cursor,
         }
     }
+}
+
+/// Appends `AND <column> = <value>` when the filter was given (blank is no filter).
+pub fn push_exact(qb: &mut QueryBuilder<Postgres>, column: &str, value: Option<&str>) {
+    if let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) {
+        qb.push(format_args!(" AND {column} = "))
+            .push_bind(value.to_owned());
+    }
+}
+
+/// Appends the end of every page's query: the rows after the cursor's `key`, in its order,
+/// one more than `limit` ([`Page::of`]). Written only when there is a cursor, so that it is
+/// an index bound in every plan.
+pub fn push_page<K>(qb: &mut QueryBuilder<Postgres>, key: &str, after: Option<K>, limit: i64)
+where
+    K: for<'t> sqlx::Encode<'t, Postgres> + sqlx::Type<Postgres>,
+{
+    if let Some(after) = after {
+        qb.push(format_args!(" AND {key} > ")).push_bind(after);
+    }
+    qb.push(format_args!(" ORDER BY {key} LIMIT "))
+        .push_bind(fetch_limit(limit));
 }
 
 /// The page size asked for: `limit` within 1..=[`MAX_LIMIT`], [`DEFAULT_LIMIT`] if absent.
@@ -81,12 +105,16 @@ pub fn decode<K: DeserializeOwned>(cursor: Option<&str>) -> Result<Option<K>, Ap
         .ok()
         .and_then(|json| serde_json::from_slice(&json).ok())
         .map(Some)
-        .ok_or_else(|| {
-            ApiError::field(
-                "cursor",
-                "not a cursor this list returned (pass `next_cursor` of the previous page)",
-            )
-        })
+        .ok_or_else(forged)
+}
+
+/// The answer to a cursor this list did not hand out (also one that decodes, but to a key
+/// no row can have).
+pub fn forged() -> ApiError {
+    ApiError::field(
+        "cursor",
+        "not a cursor this list returned (pass `next_cursor` of the previous page)",
+    )
 }
 
 #[cfg(test)]

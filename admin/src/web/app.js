@@ -153,6 +153,9 @@ function signOut(message) {
   for (const sel of ['#f-status', '#f-tenant', '#f-name', '#k-tenant', '#k-address']) $(sel).value = '';
   pagerReset(state.campaignPages);
   pagerReset(state.contactPages);
+  for (const timer of state.typing.values()) clearTimeout(timer);
+  state.typing.clear();
+  state.contactsGen++; // drops a contacts answer still on its way
   $('#contacts').open = false;
   $('#contact-list tbody').replaceChildren();
   $('#campaigns tbody').replaceChildren();
@@ -184,17 +187,20 @@ function pagerReset(p) {
   p.next = null;
 }
 
+// `next` is unknown until the new page arrives: a second click meanwhile does nothing.
 function pagerForward(p) {
   if (!p.next) return false;
   p.cursors = p.cursors.slice(0, p.index + 1);
   p.cursors.push(p.next);
   p.index += 1;
+  p.next = null;
   return true;
 }
 
 function pagerBack(p) {
   if (!p.index) return false;
   p.index -= 1;
+  p.next = p.cursors[p.index + 1];
   return true;
 }
 
@@ -241,6 +247,13 @@ function filtersChanged() {
   refreshCampaigns();
 }
 
+function turnCampaignPage(forward) {
+  const p = state.campaignPages;
+  if (!(forward ? pagerForward(p) : pagerBack(p))) return;
+  showPager(p, 'campaigns');
+  refreshCampaigns();
+}
+
 function refreshCampaigns() {
   if (state.listBusy) { state.listAgain = true; return; }
   pollCampaigns();
@@ -253,11 +266,14 @@ async function pollCampaigns() {
   state.listAgain = false;
   try {
     const pages = state.campaignPages;
-    const page = await api('GET', `/campaigns${pageQuery(campaignFilters(), pages, CAMPAIGNS_PER_PAGE)}`);
+    const query = () => pageQuery(campaignFilters(), pages, CAMPAIGNS_PER_PAGE);
+    const asked = query();
+    const page = await api('GET', `/campaigns${asked}`);
     if (gen !== state.session) return;
-    const list = pageArrived(pages, page);
+    // The filters or the page changed while this was on its way: it answers another question.
+    const list = asked === query() ? pageArrived(pages, page) : null;
     if (list === null) {
-      state.listAgain = true; // stepped back a page: read it at once
+      state.listAgain = true; // read the page now shown at once
     } else {
       renderCampaigns(list);
       showPager(pages, 'campaigns');
@@ -518,7 +534,9 @@ function recipientFiltersChanged() {
 
 function turnRecipientPage(forward) {
   const p = state.recipientPages;
-  if (forward ? pagerForward(p) : pagerBack(p)) refreshDetail();
+  if (!(forward ? pagerForward(p) : pagerBack(p))) return;
+  showPager(p, 'recipients');
+  refreshDetail();
 }
 
 /* ---------- contacts ---------- */
@@ -548,6 +566,13 @@ async function loadContacts() {
     $('#contacts-error').textContent = `Could not load the contacts: ${e.message}`;
     $('#contacts-error').hidden = false;
   }
+}
+
+function turnContactPage(forward) {
+  const p = state.contactPages;
+  if (!(forward ? pagerForward(p) : pagerBack(p))) return;
+  showPager(p, 'contacts');
+  loadContacts();
 }
 
 function contactFiltersChanged() {
@@ -813,8 +838,8 @@ function init() {
   $('#f-status').addEventListener('change', filtersChanged);
   $('#f-tenant').addEventListener('change', filtersChanged);
   $('#f-name').addEventListener('input', () => afterTyping('campaigns', filtersChanged));
-  $('#campaigns-next').addEventListener('click', () => { if (pagerForward(state.campaignPages)) refreshCampaigns(); });
-  $('#campaigns-prev').addEventListener('click', () => { if (pagerBack(state.campaignPages)) refreshCampaigns(); });
+  $('#campaigns-next').addEventListener('click', () => turnCampaignPage(true));
+  $('#campaigns-prev').addEventListener('click', () => turnCampaignPage(false));
   $('#r-state').addEventListener('change', recipientFiltersChanged);
   $('#r-address').addEventListener('input', () => afterTyping('recipients', recipientFiltersChanged));
   $('#recipients-next').addEventListener('click', () => turnRecipientPage(true));
@@ -822,8 +847,8 @@ function init() {
   $('#contacts').addEventListener('toggle', loadContacts);
   $('#k-tenant').addEventListener('change', contactFiltersChanged);
   $('#k-address').addEventListener('input', () => afterTyping('contacts', contactFiltersChanged));
-  $('#contacts-next').addEventListener('click', () => { if (pagerForward(state.contactPages)) loadContacts(); });
-  $('#contacts-prev').addEventListener('click', () => { if (pagerBack(state.contactPages)) loadContacts(); });
+  $('#contacts-next').addEventListener('click', () => turnContactPage(true));
+  $('#contacts-prev').addEventListener('click', () => turnContactPage(false));
   if (typeof Intl.supportedValuesOf === 'function') { // time zone suggestions, offline
     $('#time-zones').append(...Intl.supportedValuesOf('timeZone').map((z) => option(z, '')));
   }

@@ -1034,8 +1034,13 @@ async fn lists_come_in_cursor_pages_and_filter_by_status_tenant_and_name() -> Re
     );
 
     // What is not a cursor, a size or a status is refused, naming the parameter.
+    use base64::Engine;
+    let far = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("[\"-10000-01-01T00:00:00Z\",\"{}\"]", mine[0]));
+    let far = format!("cursor={far}");
     for (query, field) in [
         ("cursor=not-a-cursor", "cursor"),
+        (far.as_str(), "cursor"),
         ("limit=0", "limit"),
         ("limit=1001", "limit"),
         ("status=finished", "status"),
