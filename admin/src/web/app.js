@@ -7,7 +7,7 @@
  *   api() ......... fetch wrapper: Bearer key, JSON, throws ApiError; a 401 signs out
  *   session ....... signIn(), signOut(), showKeyForm(), refuseKeyInUrl(); the key lives in
  *                   sessionStorage (this tab only), entered in the form
- *   pages ......... newPager(), pageQuery(), pagerForward()/pagerBack(), showPager(): the
+ *   pages ......... newPager(), pageQuery(), turnPage(), showPager(): the
  *                   API's cursor pages (`{items, next_cursor}`), Previous going back to a
  *                   cursor already seen
  *   list .......... pollCampaigns() every 1 s (filters: status, tenant, name) ->
@@ -230,6 +230,13 @@ function pageArrived(p, page) {
   return items;
 }
 
+// The Older/Newer (Next/Previous) buttons of the list `prefix`: move, then `reload` it.
+function turnPage(p, prefix, forward, reload) {
+  if (!(forward ? pagerForward(p) : pagerBack(p))) return;
+  showPager(p, prefix);
+  reload();
+}
+
 // Runs `fn` once typing in the search box `box` pauses.
 function afterTyping(box, fn) {
   clearTimeout(state.typing.get(box));
@@ -244,13 +251,6 @@ function campaignFilters() {
 
 function filtersChanged() {
   pagerReset(state.campaignPages);
-  refreshCampaigns();
-}
-
-function turnCampaignPage(forward) {
-  const p = state.campaignPages;
-  if (!(forward ? pagerForward(p) : pagerBack(p))) return;
-  showPager(p, 'campaigns');
   refreshCampaigns();
 }
 
@@ -532,12 +532,6 @@ function recipientFiltersChanged() {
   if (state.detailId) refreshDetail();
 }
 
-function turnRecipientPage(forward) {
-  const p = state.recipientPages;
-  if (!(forward ? pagerForward(p) : pagerBack(p))) return;
-  showPager(p, 'recipients');
-  refreshDetail();
-}
 
 /* ---------- contacts ---------- */
 
@@ -566,13 +560,6 @@ async function loadContacts() {
     $('#contacts-error').textContent = `Could not load the contacts: ${e.message}`;
     $('#contacts-error').hidden = false;
   }
-}
-
-function turnContactPage(forward) {
-  const p = state.contactPages;
-  if (!(forward ? pagerForward(p) : pagerBack(p))) return;
-  showPager(p, 'contacts');
-  loadContacts();
 }
 
 function contactFiltersChanged() {
@@ -838,17 +825,17 @@ function init() {
   $('#f-status').addEventListener('change', filtersChanged);
   $('#f-tenant').addEventListener('change', filtersChanged);
   $('#f-name').addEventListener('input', () => afterTyping('campaigns', filtersChanged));
-  $('#campaigns-next').addEventListener('click', () => turnCampaignPage(true));
-  $('#campaigns-prev').addEventListener('click', () => turnCampaignPage(false));
+  $('#campaigns-next').addEventListener('click', () => turnPage(state.campaignPages, 'campaigns', true, refreshCampaigns));
+  $('#campaigns-prev').addEventListener('click', () => turnPage(state.campaignPages, 'campaigns', false, refreshCampaigns));
   $('#r-state').addEventListener('change', recipientFiltersChanged);
   $('#r-address').addEventListener('input', () => afterTyping('recipients', recipientFiltersChanged));
-  $('#recipients-next').addEventListener('click', () => turnRecipientPage(true));
-  $('#recipients-prev').addEventListener('click', () => turnRecipientPage(false));
+  $('#recipients-next').addEventListener('click', () => turnPage(state.recipientPages, 'recipients', true, refreshDetail));
+  $('#recipients-prev').addEventListener('click', () => turnPage(state.recipientPages, 'recipients', false, refreshDetail));
   $('#contacts').addEventListener('toggle', loadContacts);
   $('#k-tenant').addEventListener('change', contactFiltersChanged);
   $('#k-address').addEventListener('input', () => afterTyping('contacts', contactFiltersChanged));
-  $('#contacts-next').addEventListener('click', () => turnContactPage(true));
-  $('#contacts-prev').addEventListener('click', () => turnContactPage(false));
+  $('#contacts-next').addEventListener('click', () => turnPage(state.contactPages, 'contacts', true, loadContacts));
+  $('#contacts-prev').addEventListener('click', () => turnPage(state.contactPages, 'contacts', false, loadContacts));
   if (typeof Intl.supportedValuesOf === 'function') { // time zone suggestions, offline
     $('#time-zones').append(...Intl.supportedValuesOf('timeZone').map((z) => option(z, '')));
   }
