@@ -1,0 +1,103 @@
+//! The worker's two batched database writes: the lease taken before a request
+//! ([`attempts::begin`]) and the outcome after it ([`attempts::record`]), each gathered from
+//! many deliveries into one statement, and each riding out a database outage.
+//!
+//! Both wait out an outage, however long, holding their deliveries: an outcome whose request
+//! was made must never go back to the queue (it would be sent again), and a delivery handed
+//! back while the database is away would only come back at once, again and again, until the
+//! queue's delivery limit dead-letters it. A write that fails for any other reason is tried
+//! again one by one, so that one bad row holds up nothing else.
+
+use crate::attempts::{self, Begun, Dispatch, Outcome};
+use herald_shared::batch::Batcher;
+use sqlx::PgPool;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Most recipients one begin/record statement covers.
+const MAX_BATCH: usize = 500;
+/// Lease and outcome statements each in flight at once: two keep a multi-core PostgreSQL
+/// busy while the next batch gathers (measured: more throughput at 0 ms provider latency).
+const DB_LANES: usize = 2;
+
+/// Leases for dispatches: `None` for one that must not be sent (stale, finished, or its
+/// lease could not be written).
+pub fn begin(pool: PgPool, lease_grace: Duration) -> Batcher<Dispatch, Option<Begun>> {
+    Batcher::spawn_parallel(MAX_BATCH, DB_LANES, move |dispatches: Vec<Dispatch>| {
+        let pool = pool.clone();
+        async move {
+            match until_written("begin attempts", || {
+                attempts::begin(&pool, &dispatches, lease_grace)
+            })
+            .await
+            {
+                Ok(begun) => begun,
+                // Acked unsent: the recipient stays queued and the sweeper dispatches it
+                // again (a new dispatch, a new attempt at writing).
+                Err(()) => vec![None; dispatches.len()],
+            }
+        }
+    })
+}
+
+/// Outcomes of requests made; resolves once each is written (or given up on, logged).
+pub fn record(pool: PgPool) -> Batcher<Outcome, ()> {
+    Batcher::spawn_parallel(MAX_BATCH, DB_LANES, move |outcomes: Vec<Outcome>| {
+        let pool = pool.clone();
+        async move {
+            if until_written("record outcomes", || attempts::record(&pool, &outcomes))
+                .await
+                .is_ok()
+            {
+                return vec![(); outcomes.len()];
+            }
+            for outcome in &outcomes {
+                let one = std::slice::from_ref(outcome);
+                if until_written("record an outcome", || attempts::record(&pool, one))
+                    .await
+                    .is_err()
+                {
+                    // Never sent again for this: the recipient stays `sending`, and once
+                    // its lease runs out the sweeper judges it like a lost answer.
+                    tracing::error!(
+                        recipient_id = outcome.dispatch.recipient_id,
+                        decision = ?outcome.decision,
+                        "this outcome cannot be written; leaving the recipient to the sweeper"
+                    );
+                }
+            }
+            vec![(); outcomes.len()]
+        }
+    })
+}
+
+/// Runs a write until it commits, pausing (100 ms, doubling to 5 s) after each failure that
+/// may pass ([`herald_shared::db::is_transient`]); `Err` at once for any other.
+async fn until_written<T, F, Fut>(what: &str, mut write: F) -> Result<T, ()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut pause = Duration::from_millis(100);
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        match write().await {
+            Ok(done) => {
+                if let Some(since) = failing_since {
+                    tracing::info!(what, after = ?since.elapsed(), "database writes resumed");
+                }
+                return Ok(done);
+            }
+            Err(error) if !herald_shared::db::is_transient(&error) => {
+                tracing::error!(what, %error, "write failed, and would again");
+                return Err(());
+            }
+            Err(error) => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                tracing::warn!(what, %error, failing_for = ?since.elapsed(), "cannot write yet; holding the deliveries and retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
