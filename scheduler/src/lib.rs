@@ -4,7 +4,8 @@
 //! - [`leader`]: only one scheduler acts at a time (PostgreSQL advisory lock).
 //! - [`lanes`]: each provider's lane, budgeted apart; [`backpressure`]: how much to publish
 //!   so a lane stays about one tick deep.
-//! - [`fairness`]: how a tick's budget is split across tenants and campaigns, and the order.
+//! - [`fairness`]: how a tick's budget is split across tenants and campaigns, and the order;
+//!   [`routing`]: which lane (primary or overflow) a campaign's work is claimed into.
 //! - [`claim`]: claiming due recipients atomically.
 //! - [`publish`]: publishing with confirms.
 //! - [`sweeper`]: recovering lost claims and leases; completing campaigns.
@@ -19,6 +20,7 @@ pub mod fairness;
 pub mod lanes;
 pub mod leader;
 pub mod publish;
+pub mod routing;
 pub mod sweeper;
 pub mod tick;
 

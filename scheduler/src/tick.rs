@@ -5,6 +5,7 @@ use crate::claim::{self, ActiveCampaign, Claimed};
 use crate::fairness::{self, Demand};
 use crate::lanes::Lanes;
 use crate::publish::{PublishError, Publisher};
+use crate::routing::{self, Routes, Spill};
 use crate::{backpressure, sweeper};
 use herald_shared::domain::Channel;
 use herald_shared::ops::metrics as metrics_names;
@@ -12,7 +13,7 @@ use herald_shared::queue::message::{DispatchMessage, FORMAT_VERSION};
 use herald_shared::receipts;
 use herald_shared::template;
 use sqlx::PgPool;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -197,30 +198,16 @@ impl Ticker {
     }
 
     /// Claims and publishes, lane by lane, each lane's budget, fairly across the tenants and
-    /// campaigns in it.
-    ///
-    /// Overflow: a campaign with an overflow provider is planned in its primary's lane first.
-    /// Only if that lane's budget ran out with the campaign's due work left over, and it was
-    /// the primary's rate limit that set the budget (not workers draining the lane slowly),
-    /// does the rest go to the overflow's lane, after that lane's own campaigns; if the
-    /// primary's breaker is open, all of it does. The pace is the configured rate limit, so
-    /// one 429 does not send traffic to the costlier provider.
+    /// campaigns in it; then what saturated primaries could not take, into their overflow
+    /// lanes ([`routing`] decides).
     async fn dispatch(&mut self, pass: Pass, report: &mut TickReport) -> Result<(), TickError> {
         let pool = &self.pool.clone();
         let campaigns = claim::active_campaigns(pool, self.max_budget).await?;
         report.campaigns = campaigns.len();
-        let mut primaries: BTreeMap<Uuid, Vec<ActiveCampaign>> = BTreeMap::new();
-        let mut involved: BTreeSet<Uuid> = BTreeSet::new();
-        for campaign in &campaigns {
-            if !campaign.primary_open {
-                involved.insert(campaign.provider_id);
-                primaries
-                    .entry(campaign.provider_id)
-                    .or_default()
-                    .push(campaign.clone());
-            }
-            involved.extend(campaign.overflow_provider_id);
-        }
+        let Routes {
+            primaries,
+            involved,
+        } = routing::routes(&campaigns);
 
         // Rate limits are read once a tick; top-ups (only of lanes a tick has seen) keep the
         // lanes' paces.
@@ -245,16 +232,12 @@ impl Ticker {
                 continue;
             }
             let depth = u64::from(self.publisher.lane_depth(provider).await?);
-            let mut budget = match pass {
+            let budget = match pass {
                 Pass::Tick => self.lanes.budget(provider, depth),
                 Pass::TopUp => self.lanes.top_up(provider, depth, Instant::now()),
             };
-            // A provider with a cap on live calls gets no more calls than it has free lines,
-            // counting the calls already waiting in its lane.
-            if let Some(&free) = free_lines.get(&provider) {
-                let free = u64::try_from(free).unwrap_or(0).saturating_sub(depth);
-                budget = budget.min(u32::try_from(free).unwrap_or(u32::MAX));
-            }
+            let budget =
+                routing::cap_by_free_lines(budget, depth, free_lines.get(&provider).copied());
             depths.insert(provider, depth);
             report.depth += depth;
             report.budget += budget;
@@ -262,7 +245,7 @@ impl Ticker {
         }
 
         let mut batch = Batch::default();
-        let mut spill: BTreeMap<Uuid, Vec<ActiveCampaign>> = BTreeMap::new();
+        let mut spill = Spill::default();
         for (provider, lane_campaigns) in &primaries {
             let Some(&budget) = budgets.get(provider) else {
                 continue;
@@ -275,37 +258,25 @@ impl Ticker {
                 release_or_log(pool, &batch.claims).await;
                 return Err(error);
             }
-            let used = batch.messages.len() - before;
-            if used < budget as usize || !self.lanes.at_pace(*provider) {
-                continue;
+            let mut placed: BTreeMap<Uuid, i64> = BTreeMap::new();
+            for message in &batch.messages[before..] {
+                *placed.entry(message.campaign_id).or_default() += 1;
             }
-            // The lane is saturated: what its campaigns could not place may overflow.
-            for campaign in lane_campaigns {
-                let Some(overflow) = campaign.overflow_provider_id else {
-                    continue;
-                };
-                let placed = batch.messages[before..]
-                    .iter()
-                    .filter(|m| m.campaign_id == campaign.id)
-                    .count() as i64;
-                if campaign.due > placed {
-                    let mut rest = campaign.clone();
-                    rest.due = campaign.due - placed;
-                    spill.entry(overflow).or_default().push(rest);
-                }
-            }
+            spill.after_primary(
+                lane_campaigns,
+                budget,
+                batch.messages.len() - before,
+                self.lanes.at_pace(*provider),
+                &placed,
+            );
         }
-        for campaign in campaigns.iter().filter(|c| c.primary_open) {
-            if let Some(overflow) = campaign.overflow_provider_id {
-                spill.entry(overflow).or_default().push(campaign.clone());
-            }
-        }
-        for (provider, lane_campaigns) in &spill {
+        spill.open_primaries(&campaigns);
+        for (provider, lane_campaigns) in &spill.lanes {
             let Some(&budget) = budgets.get(provider) else {
                 continue;
             };
             let used = batch.lanes.iter().filter(|lane| *lane == provider).count();
-            let left = budget.saturating_sub(u32::try_from(used).unwrap_or(u32::MAX));
+            let left = routing::left_in_lane(budget, used);
             if let Err(error) = self
                 .claim_plan(lane_campaigns, left, *provider, &mut batch)
                 .await
