@@ -52,7 +52,7 @@ impl Backlog {
         }
         let rows: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(
             "SELECT c.provider_id, c.tenant_id, sum(cc.n)::int8
-             FROM campaigns c JOIN campaign_counters cc ON cc.campaign_id = c.id
+             FROM campaigns c JOIN campaign_bucket_counts cc ON cc.campaign_id = c.id
              WHERE c.status = 'running' AND cc.state IN ('pending', 'in_flight')
              GROUP BY c.provider_id, c.tenant_id",
         )

@@ -8,7 +8,8 @@
 //!   [`routing`]: which lane (primary or overflow) a campaign's work is claimed into.
 //! - [`claim`]: claiming due recipients atomically.
 //! - [`publish`]: publishing with confirms.
-//! - [`sweeper`]: recovering lost claims and leases; completing campaigns.
+//! - [`sweeper`]: recovering lost claims and leases; completing campaigns;
+//!   [`counters`]: folding the progress counters' ledger.
 //! - [`tick`]: one tick, end to end.
 //! - [`backlog`]: the work left, per provider and tenant (the autoscaling metric).
 
@@ -16,6 +17,7 @@ pub mod backlog;
 pub mod backpressure;
 pub mod claim;
 pub mod config;
+pub mod counters;
 pub mod fairness;
 pub mod lanes;
 pub mod leader;

@@ -6,7 +6,7 @@ use crate::fairness::{self, Demand};
 use crate::lanes::Lanes;
 use crate::publish::{PublishError, Publisher};
 use crate::routing::{self, Routes, Spill};
-use crate::{backpressure, sweeper};
+use crate::{backpressure, counters, sweeper};
 use herald_shared::domain::Channel;
 use herald_shared::ops::metrics as metrics_names;
 use herald_shared::queue::message::{DispatchMessage, FORMAT_VERSION};
@@ -134,6 +134,11 @@ impl Ticker {
             Err(error) => tracing::warn!(%error, "cannot adopt parked receipts now"),
         }
         sweeper::free_stale_lines(pool).await?;
+        if self.count % counters::FOLD_EVERY_TICKS == 1
+            && let Err(error) = counters::fold(pool).await
+        {
+            tracing::warn!(%error, "cannot fold the counter ledger now");
+        }
         if self.count % 30 == 1 {
             sweeper::trim_send_rate(pool).await?;
             if let Err(error) = self.keep_receipts().await {

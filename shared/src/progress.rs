@@ -73,7 +73,7 @@ pub async fn campaigns(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<CampaignProgre
                 coalesce(k.cancelled, 0) AS cancelled, coalesce(k.expired, 0) AS expired,
                 (SELECT count(*) FROM recipients r
                  WHERE r.live_until > now() AND r.campaign_id = c.id) AS live_calls,
-                (SELECT coalesce(sum(s.sent), 0)::float8 FROM campaign_sends_per_second s
+                (SELECT coalesce(sum(s.sent), 0)::float8 FROM campaign_send_seconds s
                  WHERE s.campaign_id = c.id AND s.second >= date_trunc('second', now()) - make_interval(secs => $2)
                 ) / $2 AS send_rate,
                 c.started_at, c.first_sent_at, c.completed_at
@@ -108,7 +108,7 @@ pub async fn provider_sends(
     sqlx::query_as(
         "SELECT s.campaign_id, s.provider_id, p.name AS provider, sum(s.sent)::int8 AS sent,
                 (sum(s.sent) * p.cost_per_message)::float8 AS cost
-         FROM campaign_provider_sends s JOIN providers p ON p.id = s.provider_id
+         FROM campaign_provider_sent s JOIN providers p ON p.id = s.provider_id
          WHERE s.campaign_id = ANY($1)
          GROUP BY s.campaign_id, s.provider_id, p.name, p.cost_per_message
          ORDER BY s.campaign_id, sent DESC",

@@ -296,7 +296,7 @@ fn select_campaigns(scope: Option<Uuid>) -> QueryBuilder<Postgres> {
                 coalesce(k.cancelled, 0)::int8 AS cancelled, coalesce(k.expired, 0)::int8 AS expired,
                 (SELECT count(*) FROM recipients r
                  WHERE r.live_until > now() AND r.campaign_id = c.id) AS live_calls,
-                (SELECT coalesce(sum(s.sent), 0)::float8 FROM campaign_sends_per_second s
+                (SELECT coalesce(sum(s.sent), 0)::float8 FROM campaign_send_seconds s
                  WHERE s.campaign_id = c.id AND s.second >= date_trunc('second', now()) - interval '10 seconds'
                 ) / 10.0 AS send_rate
          FROM campaigns c

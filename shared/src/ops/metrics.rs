@@ -43,6 +43,10 @@ pub const TICK_DURATION: &str = "herald_scheduler_tick_duration_seconds";
 pub const BATCH_SIZE: &str = "herald_scheduler_batch_size_recipients";
 /// Recipients claimed for dispatch.
 pub const CLAIMED: &str = "herald_scheduler_claimed_total";
+/// Progress-counter deltas folded from the ledger into the counters (the leader's).
+pub const COUNTER_DELTAS_FOLDED: &str = "herald_scheduler_counter_deltas_folded_total";
+/// How long each fold of the counter ledger took.
+pub const COUNTER_FOLD_DURATION: &str = "herald_scheduler_counter_fold_duration_seconds";
 /// 1 on the leader scheduler, 0 on a standby.
 pub const LEADER: &str = "herald_scheduler_leader";
 /// From a campaign's start (the start request, or its scheduled time) to its first send.
@@ -187,6 +191,16 @@ fn describe() {
         "Recipients claimed per campaign batch"
     );
     describe_counter!(CLAIMED, Unit::Count, "Recipients claimed for dispatch");
+    describe_counter!(
+        COUNTER_DELTAS_FOLDED,
+        Unit::Count,
+        "Progress-counter deltas folded from the ledger into the counters"
+    );
+    describe_histogram!(
+        COUNTER_FOLD_DURATION,
+        Unit::Seconds,
+        "Duration of each fold of the progress counters' ledger"
+    );
     describe_gauge!(
         LEADER,
         Unit::Count,

@@ -173,9 +173,9 @@ async fn soak() -> Result<()> {
         .bind(provider)
         .fetch_one(&env.pool)
         .await?;
-        // What the admin's progress shows: the trigger-kept counters.
+        // What the admin's progress shows: the counters, folded or not.
         let counted: i64 = sqlx::query_scalar(
-            "SELECT coalesce(sum(n), 0)::bigint FROM campaign_counters cc
+            "SELECT coalesce(sum(n), 0)::bigint FROM campaign_bucket_counts cc
              JOIN campaigns c ON c.id = cc.campaign_id
              WHERE c.provider_id = $1 AND cc.state = 'sent'",
         )

@@ -7,6 +7,7 @@ mod admin_control;
 mod breaker;
 mod cli;
 mod config;
+mod counters;
 mod credentials;
 mod dispatch;
 mod egress;

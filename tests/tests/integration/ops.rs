@@ -119,6 +119,16 @@ async fn metrics_agree_with_the_provider_and_the_backlog_drains() -> Result<()> 
         metric_sum(&scheduler_text, "herald_scheduler_claimed_total", &[])
     );
     ensure!(metric_sum(&scheduler_text, "herald_scheduler_leader", &[]) == Some(1.0));
+    // The leader's first tick folds at least the deltas the audience's insert left.
+    let folded = metric_sum(
+        &scheduler_text,
+        "herald_scheduler_counter_deltas_folded_total",
+        &[],
+    );
+    ensure!(
+        folded.is_some_and(|n| n >= 1.0),
+        "counter deltas folded: {folded:?}"
+    );
     // Recorded by the worker, or by the receiver when a receipt came first.
     let receiver_text = env
         .scrape(env.receiver_service().context("the receiver runs")?)
