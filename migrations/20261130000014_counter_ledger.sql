@@ -21,6 +21,14 @@ CREATE TABLE recipient_count_deltas (
 -- Progress reads one campaign's unfolded deltas at a time.
 CREATE INDEX recipient_count_deltas_campaign ON recipient_count_deltas (campaign_id);
 
+-- The folded tables' rows come only from recipients' deltas, and a recipient's own foreign
+-- key already says its campaign exists (campaigns are never deleted). Checking it again per
+-- new row cost a fold of 10,000 campaigns 189 ms of its 477 (EXPLAIN ANALYZE: a row per
+-- campaign and second in campaign_sends_per_second, 19 µs a check).
+ALTER TABLE campaign_counters DROP CONSTRAINT campaign_counters_campaign_id_fkey;
+ALTER TABLE campaign_sends_per_second DROP CONSTRAINT campaign_sends_per_second_campaign_id_fkey;
+ALTER TABLE campaign_provider_sends DROP CONSTRAINT campaign_provider_sends_campaign_id_fkey;
+
 CREATE OR REPLACE FUNCTION herald_count_recipients() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     -- Transition tables exist per event: `new_rows` for INSERT and UPDATE, `old_rows` for
