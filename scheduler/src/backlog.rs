@@ -2,8 +2,8 @@
 //! published as gauges for dashboards and for worker autoscaling (KEDA scales on work to
 //! do, not on queue length: the lanes are kept about a tick deep on purpose).
 //!
-//! Read from the progress counters (one row per campaign, state and shard), never by
-//! counting recipients, so it costs the same with ten recipients or ten million.
+//! Read from the progress counters and the ledger's deltas not yet folded into them (view
+//! `campaign_bucket_counts`: a few rows per campaign), never by counting recipients, so it costs the same with ten recipients or ten million.
 
 use herald_shared::ops::metrics::{RECIPIENTS_DUE, TENANT_RECIPIENTS_DUE};
 use sqlx::PgPool;

@@ -134,11 +134,6 @@ impl Ticker {
             Err(error) => tracing::warn!(%error, "cannot adopt parked receipts now"),
         }
         sweeper::free_stale_lines(pool).await?;
-        if self.count % counters::FOLD_EVERY_TICKS == 1
-            && let Err(error) = counters::fold(pool).await
-        {
-            tracing::warn!(%error, "cannot fold the counter ledger now");
-        }
         if self.count % 30 == 1 {
             sweeper::trim_send_rate(pool).await?;
             if let Err(error) = self.keep_receipts().await {
@@ -163,6 +158,13 @@ impl Ticker {
 
         for (campaign_id, tenant_id) in sweeper::complete_finished_campaigns(pool).await? {
             tracing::info!(%campaign_id, %tenant_id, "campaign completed");
+        }
+        // After dispatch: a fold of many campaigns' deltas takes a while, and nothing the
+        // dispatch reads waits for it (the views count unfolded deltas).
+        if (self.count - 1).is_multiple_of(counters::FOLD_EVERY_TICKS)
+            && let Err(error) = counters::fold(pool).await
+        {
+            tracing::warn!(%error, "cannot fold the counter ledger now");
         }
         tracing::debug!(
             depth = report.depth,

@@ -60,9 +60,9 @@ const RATE_WINDOW_SECS: f64 = 10.0;
 
 /// Progress of the given campaigns (all campaigns if `ids` is empty), oldest first.
 ///
-/// Served from the counters that triggers maintain as recipients change state (view
-/// `campaign_state_counts`), so it costs a few index lookups per campaign however many
-/// recipients it has.
+/// Served from the counters and the deltas the trigger on recipients appended since the
+/// scheduler last folded them (view `campaign_state_counts`), so it costs a few index
+/// lookups per campaign however many recipients it has.
 pub async fn campaigns(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<CampaignProgress>, sqlx::Error> {
     sqlx::query_as(
         "SELECT c.id, c.name, t.name AS tenant, c.status,
@@ -100,7 +100,8 @@ pub struct ProviderSends {
     pub cost: Option<f64>,
 }
 
-/// Sends per provider of the given campaigns (from counters, like [`campaigns`]).
+/// Sends per provider of the given campaigns (from counters and unfolded deltas, like
+/// [`campaigns`]).
 pub async fn provider_sends(
     pool: &PgPool,
     ids: &[Uuid],
@@ -183,8 +184,8 @@ pub struct DeliveryCount {
     pub n: i64,
 }
 
-/// Delivery statuses per campaign and provider of the given campaigns (from counters the
-/// triggers keep, like [`campaigns`]).
+/// Delivery statuses per campaign and provider of the given campaigns (from the counters a
+/// trigger keeps directly: receipts touch few campaigns per statement).
 pub async fn delivery_counts(
     pool: &PgPool,
     ids: &[Uuid],
