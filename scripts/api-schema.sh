@@ -96,6 +96,7 @@ campaigns_cursor = { values = ["$CAMPAIGNS_CURSOR"] }
 recipients_cursor = { values = ["$RECIPIENTS_CURSOR"] }
 contacts_cursor = { values = ["$CONTACTS_CURSOR"] }
 opens = { values = ["21:00", "22:30"] }
+numbers = { values = ["+15551230001", "+33612345678", "+442079460958"] }
 closes = { values = ["08:00", "07:15"] }
 
 # A rotation's credentials take the shape of the provider's kind, which the path does not
@@ -155,6 +156,21 @@ parameters = { "body.tenant_id" = { dictionary = "tenant" }, "body.endpoint" = {
 include-path = "/contacts"
 include-method = "POST"
 parameters = { "query.tenant_id" = { dictionary = "tenant" } }
+
+# Messages name a provider and a tenant by id, and their numbers are checked against their
+# country's numbering plan, which no schema can say; the tenant's quota may answer 429.
+[[operations]]
+include-path = "/messages"
+include-method = "POST"
+parameters = { "body.tenant_id" = { dictionary = "tenant" }, "body.provider_id" = { dictionary = "provider" }, "body.overflow_provider_id" = { dictionary = "overflow" }, "body.expires_at" = { dictionary = "expiry" }, "body.to" = { dictionary = "numbers" } }
+phases = { coverage = { generation = { mode = "negative" } } }
+checks = { positive_data_acceptance = { expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"] } }
+
+[[operations]]
+include-path = "/messages/batch"
+include-method = "POST"
+phases = { coverage = { generation = { mode = "negative" } } }
+checks = { positive_data_acceptance = { expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"] } }
 
 # A cursor is opaque: only one a page handed out is valid (a forged one is 422), which no
 # schema can say. The lists draw theirs from pages read above; the phases that do not use

@@ -27,6 +27,8 @@ pub struct ActiveCampaign {
     pub due: i64,
     /// Some of the due recipients are retries (a claim looks for them first).
     pub retries: bool,
+    /// A tenant's stream of transactional messages (served before its campaigns).
+    pub transactional: bool,
 }
 
 /// One claimed recipient, ready to become a message.
@@ -37,6 +39,8 @@ pub struct Claimed {
     pub dispatch_seq: i32,
     pub address: String,
     pub variables: sqlx::types::Json<Map<String, Value>>,
+    /// A transactional message's own expiry.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// Makes `scheduled` campaigns whose start time has come `running`; returns their ids. A
@@ -55,15 +59,19 @@ pub async fn activate_due_campaigns(pool: &PgPool) -> Result<Vec<(Uuid, Uuid)>, 
 /// Running campaigns with due recipients, leaving out those inside their quiet hours, past
 /// their expiry, or whose providers' circuit breakers are all open. The counts stop at the
 /// batch size or `budget` (the scheduler's most per tick), whichever is smaller, so each
-/// costs at most that many index entries however large the campaign.
+/// costs at most that many index entries however large the campaign. With `through`, only
+/// campaigns whose primary or overflow provider is one of those (a wake's lanes): their
+/// counts are all that is paid for.
 pub async fn active_campaigns(
     pool: &PgPool,
     budget: u32,
+    through: Option<&[Uuid]>,
 ) -> Result<Vec<ActiveCampaign>, sqlx::Error> {
     sqlx::query_as(
         "SELECT c.id, c.tenant_id, t.weight AS tenant_weight, c.weight AS campaign_weight,
                 c.provider_id, c.overflow_provider_id, c.channel, c.template, c.expires_at,
-                herald_breaker_open(c.provider_id) AS primary_open, d.due, d.retries > 0 AS retries
+                herald_breaker_open(c.provider_id) AS primary_open, d.due, d.retries > 0 AS retries,
+                c.kind = 'messages' AS transactional
          FROM campaigns c JOIN tenants t ON t.id = c.tenant_id
          CROSS JOIN LATERAL (
              SELECT least(c.batch_size,
@@ -89,6 +97,7 @@ pub async fn active_campaigns(
              OFFSET 0
          ) d
          WHERE c.status = 'running'
+           AND ($2::uuid[] IS NULL OR c.provider_id = ANY($2) OR c.overflow_provider_id = ANY($2))
            AND (c.expires_at IS NULL OR c.expires_at > now())
            AND NOT herald_in_quiet_hours(c.quiet_start, c.quiet_end, c.time_zone, now())
            -- A provider whose circuit breaker is open is left alone until it closes.
@@ -98,6 +107,7 @@ pub async fn active_campaigns(
          ORDER BY c.tenant_id, c.id",
     )
     .bind(i64::from(budget))
+    .bind(through)
     .fetch_all(pool)
     .await
 }
@@ -172,7 +182,7 @@ pub async fn claim(pool: &PgPool, plan: &[Wanted]) -> Result<Vec<Claimed>, sqlx:
                  SELECT id FROM recipients
                  -- Only where retries wait: one index probe fewer per campaign otherwise.
                  WHERE p.retries AND campaign_id = p.campaign_id AND state = 'pending' AND attempts > 0
-                   AND next_attempt_at <= now()
+                   AND next_attempt_at <= now() AND (expires_at IS NULL OR expires_at > now())
                  ORDER BY next_attempt_at LIMIT p.n
                  FOR UPDATE SKIP LOCKED) picked
          ), fresh AS (
@@ -183,6 +193,8 @@ pub async fn claim(pool: &PgPool, plan: &[Wanted]) -> Result<Vec<Claimed>, sqlx:
              CROSS JOIN LATERAL (
                  SELECT id FROM recipients
                  WHERE campaign_id = p.campaign_id AND state = 'pending' AND attempts = 0
+                   -- A transactional message past its own expiry waits for the sweeper.
+                   AND (expires_at IS NULL OR expires_at > now())
                  ORDER BY id LIMIT greatest(0, p.n - coalesce(t.taken, 0))
                  FOR UPDATE SKIP LOCKED) picked
          )
@@ -190,7 +202,7 @@ pub async fn claim(pool: &PgPool, plan: &[Wanted]) -> Result<Vec<Claimed>, sqlx:
          SET state = 'queued', dispatch_seq = r.dispatch_seq + 1, queued_at = now(), updated_at = now()
          FROM (SELECT id FROM retries UNION ALL SELECT id FROM fresh) picked
          WHERE r.id = picked.id
-         RETURNING r.campaign_id, r.id, r.dispatch_seq, r.address, r.variables",
+         RETURNING r.campaign_id, r.id, r.dispatch_seq, r.address, r.variables, r.expires_at",
     )
     .bind(&campaigns)
     .bind(&counts)

@@ -5,6 +5,8 @@
 //! tenant cannot use goes to those that can (max-min fair "water filling").
 //! The publish order interleaves tenants by weighted virtual time (A1 B1 C1 A2 B2 …), so a
 //! tenant's first message is near the front of the tick's batch whatever the others hold.
+//! Within a tenant's share, its transactional messages (urgent demands) go first: they take
+//! from their own tenant's share, never from another tenant's.
 
 use uuid::Uuid;
 
@@ -18,6 +20,8 @@ pub struct Demand {
     pub campaign_weight: u32,
     /// Due recipients, already capped at the campaign's batch size.
     pub due: u32,
+    /// Transactional messages: served before the same tenant's campaigns.
+    pub urgent: bool,
 }
 
 /// The plan for one tick.
@@ -56,19 +60,28 @@ pub fn plan(demands: &[Demand], budget: u32, rotation: usize) -> Plan {
     // Per tenant, the sequence of its campaigns' slots, round-robin across its campaigns.
     let mut sequences: Vec<Vec<usize>> = Vec::with_capacity(tenants.len());
     for ((_, _, campaigns), share) in tenants.iter().zip(&tenant_share) {
-        let due: Vec<u64> = campaigns
-            .iter()
-            .map(|&i| u64::from(demands[i].due))
-            .collect();
-        let weights: Vec<u64> = campaigns
-            .iter()
-            .map(|&i| u64::from(demands[i].campaign_weight.max(1)))
-            .collect();
-        let split = water_fill(&due, &weights, *share);
-        for (&i, &n) in campaigns.iter().zip(&split) {
-            counts[i] = u32::try_from(n).unwrap_or(u32::MAX);
+        // The urgent first, with the whole share; the campaigns split what they leave.
+        let mut sequence = Vec::new();
+        let mut left = *share;
+        for urgent in [true, false] {
+            let group: Vec<usize> = campaigns
+                .iter()
+                .copied()
+                .filter(|&i| demands[i].urgent == urgent)
+                .collect();
+            let due: Vec<u64> = group.iter().map(|&i| u64::from(demands[i].due)).collect();
+            let weights: Vec<u64> = group
+                .iter()
+                .map(|&i| u64::from(demands[i].campaign_weight.max(1)))
+                .collect();
+            let split = water_fill(&due, &weights, left);
+            for (&i, &n) in group.iter().zip(&split) {
+                counts[i] = u32::try_from(n).unwrap_or(u32::MAX);
+                left -= n;
+            }
+            sequence.extend(round_robin(&group, &split));
         }
-        sequences.push(round_robin(campaigns, &split));
+        sequences.push(sequence);
     }
 
     Plan {
@@ -176,6 +189,7 @@ mod tests {
             tenant_weight: weight,
             campaign_weight: 1,
             due,
+            urgent: false,
         }
     }
 
@@ -264,5 +278,23 @@ mod tests {
         let plan = plan(&demands, 800, 0);
         // Tenant 2 keeps half; tenant 1's half is split 3:1 between its campaigns.
         assert_eq!(plan.counts, vec![300, 100, 400]);
+    }
+
+    #[test]
+    fn transactional_messages_go_first_within_their_tenants_share_only() {
+        let mut messages = demand(1, 1, 1, 1000);
+        messages.urgent = true;
+        let demands = [demand(2, 1, 1, 1000), messages, demand(3, 2, 1, 1000)];
+        let burst = plan(&demands, 800, 0);
+        // Tenant 1's burst takes all of tenant 1's half, and nothing of tenant 2's.
+        assert_eq!(burst.counts, vec![0, 400, 400]);
+        // A few messages: served in full and first; the campaign gets the rest of the share.
+        let mut few = demand(1, 1, 1, 30);
+        few.urgent = true;
+        let demands = [demand(2, 1, 1, 1000), few, demand(3, 2, 1, 1000)];
+        let served = plan(&demands, 800, 0);
+        assert_eq!(served.counts, vec![370, 30, 400]);
+        let tenant_one: Vec<usize> = served.order.iter().copied().filter(|&i| i != 2).collect();
+        assert!(tenant_one[..30].iter().all(|&i| i == 1));
     }
 }

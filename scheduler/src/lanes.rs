@@ -143,6 +143,11 @@ impl Lanes {
         self.lanes.get(&provider).is_some_and(|l| l.at_pace)
     }
 
+    /// Whether a pass has seen this lane (measured it, or read its pace).
+    pub fn knows(&self, provider: Uuid) -> bool {
+        self.lanes.contains_key(&provider)
+    }
+
     pub fn needs_top_up(&self, provider: Uuid) -> bool {
         self.lanes.get(&provider).is_some_and(|l| l.budget_limited)
     }

@@ -12,6 +12,7 @@
 //!   [`counters`]: folding the progress counters' ledger.
 //! - [`tick`]: one tick, end to end.
 //! - [`backlog`]: the work left, per provider and tenant (the autoscaling metric).
+//! - [`wake`]: transactional messages dispatched at once, between ticks.
 
 pub mod backlog;
 pub mod backpressure;
@@ -25,6 +26,7 @@ pub mod publish;
 pub mod routing;
 pub mod sweeper;
 pub mod tick;
+pub mod wake;
 
 use backlog::Backlog;
 use backpressure::Limits;
@@ -40,6 +42,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Where metrics and health are served unless `HERALD_OPS_LISTEN` says otherwise.
 const DEFAULT_OPS_LISTEN: std::net::SocketAddr = herald_shared::ops::loopback(9410);
+/// Wake-ups are served at most this often, and never closer than twice the last wake's own
+/// duration: a burst of messages costs a few passes, not one each, and wakes take at most a
+/// third of the scheduler's time however many campaigns each one reads.
+const MIN_WAKE_GAP: Duration = Duration::from_millis(50);
 /// How long the broker may take to answer the readiness check.
 const BROKER_CHECK: Duration = Duration::from_secs(2);
 
@@ -99,10 +105,29 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
     let mut interval = tokio::time::interval(config.tick());
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let starvation_poll = (config.tick() / 8).max(Duration::from_millis(50));
+    let mut wakes = wake::listen(pool.clone());
+    let (mut last_wake, mut wake_cost) = (std::time::Instant::now(), Duration::ZERO);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = interval.tick() => {}
+            Some(provider) = wakes.recv() => {
+                let gap = MIN_WAKE_GAP.max(wake_cost * 2);
+                tokio::time::sleep(gap.saturating_sub(last_wake.elapsed())).await;
+                let mut woken = std::collections::BTreeSet::from([provider]);
+                while let Ok(more) = wakes.try_recv() {
+                    woken.insert(more);
+                }
+                let started = std::time::Instant::now();
+                if leadership.refresh().await
+                    && let Err(error) = ticker.wake(&woken).await
+                {
+                    tracing::warn!(%error, "wake-up dispatch failed; the next tick retries");
+                }
+                last_wake = std::time::Instant::now();
+                wake_cost = last_wake - started;
+                continue;
+            }
             () = ticker.starved(starvation_poll) => {
                 if leadership.refresh().await
                     && let Err(error) = ticker.top_up().await

@@ -122,6 +122,7 @@ mod tests {
             expires_at: None,
             due,
             retries: false,
+            transactional: false,
         }
     }
 

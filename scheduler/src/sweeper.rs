@@ -12,8 +12,9 @@
 //!   that gets it looks the earlier request up (where the API can) before sending again.
 //! - Past a campaign's expiry, its recipients still waiting become `expired`.
 //! - A cancelled campaign's recipients still waiting become `cancelled`.
+//! - A transactional message still waiting past its own expiry becomes `expired`.
 //! - A running (or paused) campaign with no recipient left in a non-terminal state is
-//!   `completed`.
+//!   `completed`; a tenant's stream of transactional messages never is.
 
 use sqlx::PgPool;
 use std::time::Duration;
@@ -121,6 +122,22 @@ pub async fn end_waiting_recipients(pool: &PgPool) -> Result<u64, sqlx::Error> {
     Ok(done.rows_affected())
 }
 
+/// Transactional messages still waiting past their own expiry (a campaign's recipients
+/// expire with their campaign, above).
+pub async fn expire_messages(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE recipients r SET state = 'expired', updated_at = now()
+         FROM (SELECT id FROM recipients
+               WHERE state = 'pending' AND expires_at <= now()
+               LIMIT $1 FOR UPDATE SKIP LOCKED) w
+         WHERE r.id = w.id",
+    )
+    .bind(SWEEP_LIMIT)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Drops send-rate samples nobody reads any more (the rate looks back a minute at most).
 pub async fn trim_send_rate(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
@@ -142,8 +159,9 @@ pub async fn complete_finished_campaigns(pool: &PgPool) -> Result<Vec<(Uuid, Uui
          FROM (SELECT c.id FROM campaigns c
                LEFT JOIN campaign_bucket_counts k
                       ON k.campaign_id = c.id AND k.state IN ('pending', 'in_flight', 'unknown')
-               WHERE c.status IN ('running', 'paused')
-                  OR (c.status = 'scheduled' AND c.expires_at <= now())
+               WHERE c.kind = 'campaign'
+                 AND (c.status IN ('running', 'paused')
+                      OR (c.status = 'scheduled' AND c.expires_at <= now()))
                GROUP BY c.id
                HAVING coalesce(sum(k.n), 0) = 0) done
          -- Again here: a campaign cancelled meanwhile is re-read, and stays cancelled.

@@ -13,7 +13,7 @@ use herald_shared::queue::message::{DispatchMessage, FORMAT_VERSION};
 use herald_shared::receipts;
 use herald_shared::template;
 use sqlx::PgPool;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -59,11 +59,13 @@ pub struct Ticker {
     count: usize,
 }
 
-/// Whether a dispatch measures every lane (a tick) or refills the hungry ones (a top-up).
+/// Whether a dispatch measures every lane (a tick), refills the hungry ones (a top-up), or
+/// refills the lanes of newly accepted transactional messages (a wake).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pass {
+enum Pass<'a> {
     Tick,
     TopUp,
+    Wake(&'a BTreeSet<Uuid>),
 }
 
 impl Ticker {
@@ -124,7 +126,8 @@ impl Ticker {
             requeued: sweeper::requeue_stale_claims(pool, self.requeue_after).await?,
             recovered: sweeper::recover_expired_leases(pool).await?,
             unknown_due: sweeper::retry_unknown_outcomes(pool).await?,
-            ended: sweeper::end_waiting_recipients(pool).await?,
+            ended: sweeper::end_waiting_recipients(pool).await?
+                + sweeper::expire_messages(pool).await?,
             ..Default::default()
         };
         // Housekeeping: a failure here is logged, not allowed to stop the tick's dispatch.
@@ -204,22 +207,45 @@ impl Ticker {
         Ok(report)
     }
 
+    /// For transactional messages just accepted through `providers`: refills those lanes
+    /// now, as a top-up would (the same claim, fair plan and pace), so the messages need
+    /// not wait for the next tick.
+    #[tracing::instrument(name = "wake", skip_all, fields(tick = self.count))]
+    pub async fn wake(&mut self, providers: &BTreeSet<Uuid>) -> Result<TickReport, TickError> {
+        let mut report = TickReport::default();
+        self.dispatch(Pass::Wake(providers), &mut report).await?;
+        metrics::counter!(metrics_names::WAKES).increment(1);
+        Ok(report)
+    }
+
     /// Claims and publishes, lane by lane, each lane's budget, fairly across the tenants and
     /// campaigns in it; then what saturated primaries could not take, into their overflow
     /// lanes ([`routing`] decides).
-    async fn dispatch(&mut self, pass: Pass, report: &mut TickReport) -> Result<(), TickError> {
+    async fn dispatch(&mut self, pass: Pass<'_>, report: &mut TickReport) -> Result<(), TickError> {
         let pool = &self.pool.clone();
-        let campaigns = claim::active_campaigns(pool, self.max_budget).await?;
+        let woken: Option<Vec<Uuid>> = match pass {
+            Pass::Wake(providers) => Some(providers.iter().copied().collect()),
+            Pass::Tick | Pass::TopUp => None,
+        };
+        let campaigns = claim::active_campaigns(pool, self.max_budget, woken.as_deref()).await?;
         report.campaigns = campaigns.len();
         let Routes {
             primaries,
             involved,
         } = routing::routes(&campaigns);
 
-        // Rate limits are read once a tick; top-ups (only of lanes a tick has seen) keep the
-        // lanes' paces.
+        // Lanes no pass has measured yet (reading their pace below creates them).
+        let unmeasured: BTreeSet<Uuid> = involved
+            .iter()
+            .copied()
+            .filter(|&provider| !self.lanes.knows(provider))
+            .collect();
+        // Rate limits are read once a tick (and for a wake, which may be a lane's first
+        // pass); top-ups (only of lanes a tick has seen) keep the lanes' paces.
         if pass == Pass::Tick {
             self.lanes.only_due(&involved);
+        }
+        if matches!(pass, Pass::Tick | Pass::Wake(_)) {
             let ids: Vec<Uuid> = involved.iter().copied().collect();
             let paces: BTreeMap<Uuid, f64> = claim::provider_paces(pool, &ids)
                 .await?
@@ -235,13 +261,20 @@ impl Ticker {
         let mut budgets: BTreeMap<Uuid, u32> = BTreeMap::new();
         let mut depths: BTreeMap<Uuid, u64> = BTreeMap::new();
         for &provider in &involved {
-            if pass == Pass::TopUp && !self.lanes.needs_top_up(provider) {
-                continue;
+            match pass {
+                Pass::TopUp if !self.lanes.needs_top_up(provider) => continue,
+                Pass::Wake(woken) if !woken.contains(&provider) => continue,
+                _ => {}
             }
             let depth = u64::from(self.publisher.lane_depth(provider).await?);
             let budget = match pass {
                 Pass::Tick => self.lanes.budget(provider, depth),
                 Pass::TopUp => self.lanes.top_up(provider, depth, Instant::now()),
+                // A lane no tick has measured yet starts as a tick would start it.
+                Pass::Wake(_) if unmeasured.contains(&provider) => {
+                    self.lanes.budget(provider, depth)
+                }
+                Pass::Wake(_) => self.lanes.top_up(provider, depth, Instant::now()),
             };
             let budget =
                 routing::cap_by_free_lines(budget, depth, free_lines.get(&provider).copied());
@@ -357,6 +390,7 @@ impl Ticker {
                 tenant_weight: u32::try_from(c.tenant_weight).unwrap_or(1),
                 campaign_weight: u32::try_from(c.campaign_weight).unwrap_or(1),
                 due: u32::try_from(c.due).unwrap_or(u32::MAX),
+                urgent: c.transactional,
             })
             .collect();
         let plan = fairness::plan(&demands, budget, self.count);
@@ -436,7 +470,11 @@ fn build_message(
         // Taken, not copied: the row is done with once its message is built.
         to: std::mem::take(&mut row.address),
         body,
-        expires_at: campaign.expires_at,
+        // A transactional message may expire before its stream (which never does).
+        expires_at: match (campaign.expires_at, row.expires_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
         variables: std::mem::take(&mut row.variables.0),
     })
 }

@@ -168,7 +168,7 @@ pub async fn create_campaign(
         sqlx::query(
             "INSERT INTO recipients (campaign_id, address, variables)
              SELECT $1, a, v FROM unnest($2::text[], $3::jsonb[]) AS u(a, v)
-             ON CONFLICT (campaign_id, address) DO NOTHING",
+             ON CONFLICT (campaign_id, address) WHERE NOT transactional DO NOTHING",
         )
         .bind(id)
         .bind(&addresses)

@@ -14,6 +14,7 @@
 //!   applying them to recipients; [`signature`]: how providers sign the webhooks that carry
 //!   them.
 //! - [`provider_config`]: provider kinds and their typed, validated settings and credentials.
+//! - [`wake`]: the notification that dispatches a transactional message before the next tick.
 
 pub mod backoff;
 pub mod batch;
@@ -34,3 +35,4 @@ pub mod shutdown;
 pub mod signature;
 pub mod telemetry;
 pub mod template;
+pub mod wake;

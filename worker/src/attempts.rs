@@ -78,7 +78,8 @@ pub async fn begin(
          -- the planner from merging it into a join that walks a campaign's index instead).
          current AS MATERIALIZED (
              SELECT x.* FROM m CROSS JOIN LATERAL (
-                 SELECT r.id, r.dispatch_seq AS seq, r.state, r.campaign_id, m.provider
+                 SELECT r.id, r.dispatch_seq AS seq, r.state, r.campaign_id, m.provider,
+                        r.expires_at AS own_expiry
                  FROM recipients r WHERE r.id = m.id AND r.dispatch_seq = m.seq OFFSET 0 FOR UPDATE
              ) x
          ),
@@ -86,7 +87,9 @@ pub async fn begin(
          -- plainly, a plan made while few campaigns were running walks every running
          -- campaign (`campaigns_active`) once per message, seen after ten thousand started.
          with_campaign AS MATERIALIZED (
-             SELECT k.*, c.status, c.expires_at, c.quiet_start, c.quiet_end, c.time_zone
+             -- A transactional message's own expiry counts beside its stream's (LEAST skips NULLs).
+             SELECT k.*, c.status, least(c.expires_at, k.own_expiry) AS expires_at,
+                    c.quiet_start, c.quiet_end, c.time_zone
              FROM current k CROSS JOIN LATERAL (
                  SELECT c.status, c.expires_at, c.quiet_start, c.quiet_end, c.time_zone
                  FROM campaigns c WHERE c.id = k.campaign_id OFFSET 0

@@ -84,7 +84,7 @@ pub async fn upload(
     let inserted = sqlx::query(
         "INSERT INTO recipients (campaign_id, address, variables)
          SELECT DISTINCT ON (address) $1, address, fields FROM upload_rows ORDER BY address, n
-         ON CONFLICT (campaign_id, address) DO NOTHING",
+         ON CONFLICT (campaign_id, address) WHERE NOT transactional DO NOTHING",
     )
     .bind(id)
     .execute(&mut *tx)
@@ -165,12 +165,13 @@ pub async fn list(
     if after.as_deref().is_some_and(|a| a.contains('\0')) {
         return Err(page::forged());
     }
-    // By address, along the UNIQUE (campaign_id, address) index: the hot table keeps no
-    // index for listing alone (each would cost every send's update an entry).
+    // By address, along the unique (campaign_id, address) index of campaigns' audiences
+    // (its predicate is repeated so the planner may use it): the hot table keeps no index
+    // for listing alone (each would cost every send's update an entry).
     let mut qb = QueryBuilder::<Postgres>::new(
         "SELECT id, address, variables, state, attempts, last_error, provider_message_id, sent_at,
                 delivery_status, delivery_error
-         FROM recipients WHERE campaign_id = ",
+         FROM recipients WHERE NOT transactional AND campaign_id = ",
     );
     qb.push_bind(id);
     if let Some(state) = &query.state {

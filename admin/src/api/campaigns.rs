@@ -304,7 +304,7 @@ fn select_campaigns(scope: Option<Uuid>) -> QueryBuilder<Postgres> {
          LEFT JOIN LATERAL (
              SELECT * FROM campaign_state_counts WHERE campaign_id = c.id OFFSET 0
          ) k ON true
-         WHERE (",
+         WHERE c.kind = 'campaign' AND (",
     );
     qb.push_bind(scope)
         .push("::uuid IS NULL OR c.tenant_id = ")
@@ -518,7 +518,11 @@ pub async fn create(
 }
 
 /// Whether `tenant` may send through `provider`: its own, or an operator's shared one.
-async fn usable_provider(pool: &PgPool, provider: Uuid, tenant: Uuid) -> Result<bool, sqlx::Error> {
+pub(crate) async fn usable_provider(
+    pool: &PgPool,
+    provider: Uuid,
+    tenant: Uuid,
+) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM providers WHERE id = $1 AND (tenant_id = $2 OR tenant_id IS NULL))",
     )
@@ -653,7 +657,9 @@ pub async fn errors(
 /// 404 unless the campaign exists and the caller may see it.
 pub async fn ensure_visible(pool: &PgPool, caller: Caller, id: Uuid) -> Result<(), ApiError> {
     let visible: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM campaigns WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2))",
+        // A tenant's stream of transactional messages is a campaign only inside Herald.
+        "SELECT EXISTS (SELECT 1 FROM campaigns
+                        WHERE id = $1 AND kind = 'campaign' AND ($2::uuid IS NULL OR tenant_id = $2))",
     )
     .bind(id)
     .bind(caller.scope())
@@ -816,7 +822,7 @@ async fn materialize_segment(
         .push_bind(tenant)
         .push(" AND ");
     filter.push_sql("c", &mut insert);
-    insert.push(" ON CONFLICT (campaign_id, address) DO NOTHING");
+    insert.push(" ON CONFLICT (campaign_id, address) WHERE NOT transactional DO NOTHING");
     let inserted = insert.build().execute(&mut *tx).await?.rows_affected();
     tracing::info!(campaign_id = %campaign, %segment, inserted, "segment materialized");
     Ok(())

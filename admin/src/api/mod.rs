@@ -8,6 +8,7 @@ pub mod audience;
 pub mod campaigns;
 pub mod contacts;
 pub mod keys;
+pub mod messages;
 mod openapi;
 pub mod page;
 mod provider_kinds;
@@ -172,6 +173,9 @@ pub fn router() -> Router<AppState> {
         .route("/segments", post(segments::create).get(segments::list))
         .route("/segments/{id}", get(segments::show))
         .route("/segments/{id}/count", get(segments::count))
+        .route("/messages", post(messages::send).get(messages::list))
+        .route("/messages/batch", post(messages::send_batch))
+        .route("/messages/{id}", get(messages::show))
         .route("/receipts/orphans", get(receipts::orphans))
         .fallback(|| async { ApiError::NotFound("resource") })
         .layer(axum::middleware::from_fn(refuse_nul_in_query))

@@ -7,7 +7,9 @@
 //! rather than repeated on each handler; `scripts/api-schema.sh` checks the result against
 //! the running server with schemathesis.
 
-use super::{audience, campaigns, contacts, keys, providers, receipts, segments, tenants};
+use super::{
+    audience, campaigns, contacts, keys, messages, providers, receipts, segments, tenants,
+};
 use crate::error::{ErrorBody, FieldError, RowError};
 use utoipa::OpenApi;
 use utoipa::openapi::path::Operation;
@@ -54,6 +56,7 @@ pub fn document_json() -> serde_json::Value {
         audience::upload, audience::list,
         contacts::upload, contacts::list,
         segments::create, segments::list, segments::show, segments::count,
+        messages::send, messages::send_batch, messages::show, messages::list,
         receipts::orphans,
     ),
     components(schemas(ErrorBody, FieldError, RowError))
@@ -176,7 +179,10 @@ impl utoipa::Modify for SharedResponses {
             "Busy".to_owned(),
             RefOr::T(
                 ResponseBuilder::new()
-                    .description("Too many uploads at once, from this key or in all.")
+                    .description(
+                        "Too many uploads at once (from this key or in all), or too many \
+                         messages waiting to be sent (`max_queued_messages`).",
+                    )
                     .header("Retry-After", retry_after())
                     .content("application/json", error())
                     .build(),

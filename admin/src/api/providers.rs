@@ -423,8 +423,18 @@ pub async fn rotate_credentials(
     )
     .fetch_one(&mut *tx)
     .await?;
+    // Streams of transactional messages paused by this provider's refusal (bad credentials)
+    // have no resume button of their own: new credentials resume them.
+    let resumed = sqlx::query(
+        "UPDATE campaigns SET status = 'running', pause_reason = NULL
+         WHERE kind = 'messages' AND status = 'paused' AND (provider_id = $1 OR overflow_provider_id = $1)",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     tx.commit().await?;
-    tracing::info!(provider_id = %id, "provider credentials rotated");
+    tracing::info!(provider_id = %id, resumed_message_streams = resumed, "provider credentials rotated");
     Ok(Json(seen_by(caller, provider)))
 }
 

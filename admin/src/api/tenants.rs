@@ -26,6 +26,12 @@ pub struct Tenant {
     /// Region of numbers uploaded without a country code (ISO 3166-1 alpha-2); `null`:
     /// every number needs its `+` and country code.
     pub default_region: Option<String>,
+    /// Transactional messages accepted and not yet finished this tenant may have; past it
+    /// `POST /messages` answers 429 with `Retry-After`.
+    pub max_queued_messages: i32,
+    /// Transactional messages this tenant may send a day (its time zone's day); `null`: no
+    /// cap.
+    pub max_messages_per_day: Option<i32>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -50,6 +56,17 @@ pub struct NewTenant {
     /// `06 12 34 56 78` is then read as +33612345678. Omit: numbers need their country code.
     #[schema(schema_with = crate::api::openapi::rules::optional_region)]
     pub default_region: Option<String>,
+    /// Transactional messages accepted and not yet finished at once (1–10000000).
+    #[serde(default = "ten_thousand")]
+    #[schema(minimum = 1, maximum = 10000000, default = 10000)]
+    pub max_queued_messages: i32,
+    /// Transactional messages a day, in the tenant's time zone (1–100000000; omit: no cap).
+    #[schema(minimum = 1, maximum = 100000000)]
+    pub max_messages_per_day: Option<i32>,
+}
+
+fn ten_thousand() -> i32 {
+    10_000
 }
 
 fn one() -> i32 {
@@ -99,6 +116,21 @@ pub async fn create(
             reason: "must be between 1 and 100000".into(),
         });
     }
+    if !(1..=10_000_000).contains(&body.max_queued_messages) {
+        fields.push(FieldError {
+            field: "max_queued_messages".into(),
+            reason: "must be between 1 and 10000000".into(),
+        });
+    }
+    if body
+        .max_messages_per_day
+        .is_some_and(|n| !(1..=100_000_000).contains(&n))
+    {
+        fields.push(FieldError {
+            field: "max_messages_per_day".into(),
+            reason: "must be between 1 and 100000000".into(),
+        });
+    }
     if let Some(Err(reason)) = body.default_region.as_deref().map(phone::region) {
         fields.push(FieldError {
             field: "default_region".into(),
@@ -115,15 +147,18 @@ pub async fn create(
         return Err(ApiError::fields("tenant", fields));
     }
     let tenant: Tenant = sqlx::query_as(
-        "INSERT INTO tenants (name, weight, time_zone, max_live_calls, default_region)
-         VALUES ($1, $2, $3, $4, $5)
-         RETURNING id, name, weight, time_zone, max_live_calls, default_region, created_at",
+        "INSERT INTO tenants (name, weight, time_zone, max_live_calls, default_region, max_queued_messages,
+                              max_messages_per_day)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         RETURNING id, name, weight, time_zone, max_live_calls, default_region, max_queued_messages, max_messages_per_day, created_at",
     )
     .bind(body.name.trim())
     .bind(body.weight)
     .bind(&body.time_zone)
     .bind(body.max_live_calls)
     .bind(&body.default_region)
+    .bind(body.max_queued_messages)
+    .bind(body.max_messages_per_day)
     .fetch_one(&state.pool)
     .await
     .map_err(|e| from_constraint(e, "tenant"))?;
@@ -137,7 +172,7 @@ pub async fn list(
     caller: Caller,
 ) -> Result<Json<Vec<Tenant>>, ApiError> {
     let tenants = sqlx::query_as(
-        "SELECT id, name, weight, time_zone, max_live_calls, default_region, created_at FROM tenants
+        "SELECT id, name, weight, time_zone, max_live_calls, default_region, max_queued_messages, max_messages_per_day, created_at FROM tenants
          WHERE $1::uuid IS NULL OR id = $1 ORDER BY name",
     )
     .bind(caller.scope())
@@ -154,7 +189,7 @@ pub async fn show(
     Path(id): Path<Uuid>,
 ) -> Result<Json<Tenant>, ApiError> {
     sqlx::query_as(
-        "SELECT id, name, weight, time_zone, max_live_calls, default_region, created_at FROM tenants
+        "SELECT id, name, weight, time_zone, max_live_calls, default_region, max_queued_messages, max_messages_per_day, created_at FROM tenants
          WHERE id = $1 AND ($2::uuid IS NULL OR id = $2)",
     )
     .bind(id)

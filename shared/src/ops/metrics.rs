@@ -47,6 +47,8 @@ pub const CLAIMED: &str = "herald_scheduler_claimed_total";
 pub const COUNTER_DELTAS_FOLDED: &str = "herald_scheduler_counter_deltas_folded_total";
 /// How long each fold of the counter ledger took.
 pub const COUNTER_FOLD_DURATION: &str = "herald_scheduler_counter_fold_duration_seconds";
+/// Lanes topped up at once for newly accepted transactional messages (the fast path).
+pub const WAKES: &str = "herald_scheduler_wakes_total";
 /// 1 on the leader scheduler, 0 on a standby.
 pub const LEADER: &str = "herald_scheduler_leader";
 /// From a campaign's start (the start request, or its scheduled time) to its first send.
@@ -200,6 +202,11 @@ fn describe() {
         COUNTER_FOLD_DURATION,
         Unit::Seconds,
         "Duration of each fold of the progress counters' ledger"
+    );
+    describe_counter!(
+        WAKES,
+        Unit::Count,
+        "Dispatches run between ticks for newly accepted transactional messages"
     );
     describe_gauge!(
         LEADER,

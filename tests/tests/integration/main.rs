@@ -16,6 +16,7 @@ mod fairness;
 mod hostile;
 mod isolation;
 mod keys;
+mod messages;
 mod misconfiguration;
 mod ops;
 mod receipts;

@@ -1,0 +1,897 @@
+//! Transactional messages: single messages (or batches of up to 1,000) that a tenant's own
+//! services send, through the pipeline campaigns use.
+//!
+//! Each message becomes a recipient of its tenant's *stream* for its provider, channel and
+//! overflow provider: a hidden campaign of kind `messages` that is always running
+//! (migration 15). So one claim, one lease, one set of rate limits, caps, breakers and
+//! receipts serve campaigns and messages alike, and the scheduler's fair plan serves a
+//! tenant's stream before that tenant's campaigns, within the tenant's share only.
+//!
+//! A message is answered `202` only once it is committed; the commit wakes the scheduler,
+//! which dispatches it at once rather than at its next tick (`herald_shared::wake`). An `Idempotency-Key` (or a batch
+//! item's `idempotency_key`) seen in the last 24 hours returns the first request's message
+//! and sends nothing; the same key with another request is refused (422). A tenant may have
+//! at most `max_queued_messages` messages accepted and not yet finished, and at most
+//! `max_messages_per_day` (if the operator set one) a day; past either the answer is 429 with
+//! `Retry-After`.
+
+use super::JsonBody;
+use super::page::{self, Page};
+use crate::auth::Caller;
+use crate::error::{ApiError, FieldError};
+use crate::state::AppState;
+use crate::{limits, phone, validate};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Datelike, Utc};
+use herald_shared::domain::{Channel, RecipientState};
+use herald_shared::template;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
+use std::collections::HashMap;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// Most messages one batch request may carry.
+pub const MAX_BATCH: usize = 1_000;
+/// Longest idempotency key accepted.
+const MAX_KEY_LEN: usize = 255;
+/// The template of every stream: the message's text, rendered when it was accepted.
+const STREAM_TEMPLATE: &str = "{{text}}";
+/// Most of a stream's messages one tick releases (the tenant's fair share caps it anyway).
+const STREAM_BATCH: i32 = 10_000;
+
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMessage {
+    /// Operators only (required for them); ignored for tenant keys.
+    pub tenant_id: Option<Uuid>,
+    /// The recipient's phone number (E.164, or national with the tenant's `default_region`).
+    pub to: String,
+    #[schema(schema_with = crate::api::openapi::rules::channel)]
+    pub channel: String,
+    /// A provider the tenant may use: its own or a shared one.
+    pub provider_id: Uuid,
+    /// Optional second provider (not `provider_id`), used only when `provider_id` has no room.
+    pub overflow_provider_id: Option<Uuid>,
+    /// The message as sent. Give either `text`, or `template` with `variables`.
+    #[schema(max_length = 4096)]
+    pub text: Option<String>,
+    /// `{{variable}}` placeholders filled from `variables` when the message is accepted.
+    #[schema(max_length = 4096)]
+    pub template: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub variables: Map<String, Value>,
+    /// Not sent after this time (it ends `expired`); in the future.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// In a batch, this message's own idempotency key (for a single message, the
+    /// `Idempotency-Key` header may carry it instead).
+    #[schema(min_length = 1, max_length = 255)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMessages {
+    /// 1–1000 messages of one tenant, accepted all together or not at all.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub messages: Vec<NewMessage>,
+}
+
+/// A transactional message and what became of it.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Message {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub to: String,
+    #[schema(schema_with = crate::api::openapi::rules::channel)]
+    pub channel: String,
+    pub provider_id: Uuid,
+    pub overflow_provider_id: Option<Uuid>,
+    pub text: Option<String>,
+    /// `pending` and `queued` wait, `sending` and `unknown` are in flight, `sent`,
+    /// `failed`, `expired` and `cancelled` are final.
+    #[schema(schema_with = crate::api::openapi::rules::recipient_state)]
+    pub state: String,
+    /// The provider's latest word (its receipts): `delivered`, `read`, `undelivered`…
+    pub delivery_status: Option<String>,
+    pub delivery_error: Option<String>,
+    pub attempts: i32,
+    /// The provider the latest attempt went to.
+    pub sent_via: Option<Uuid>,
+    pub provider_message_id: Option<String>,
+    /// The price of the provider it was sent through, once sent (`cost_per_message`).
+    pub cost: Option<f64>,
+    pub last_error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The stream is held: its provider refused Herald's credentials (rotating them
+    /// resumes it).
+    pub held: Option<String>,
+}
+
+/// One receipt of a message, as received.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct MessageReceipt {
+    pub status: String,
+    pub raw_status: String,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub provider_time: Option<DateTime<Utc>>,
+    pub received_at: DateTime<Utc>,
+    /// A copy of one received before: kept, not applied again.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageDetail {
+    #[serde(flatten)]
+    pub message: Message,
+    pub receipts: Vec<MessageReceipt>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AcceptedMessages {
+    /// In the order of the request.
+    pub messages: Vec<Message>,
+}
+
+/// A message checked and ready to store.
+#[derive(Debug, Clone)]
+struct Checked {
+    /// Its place in the request (errors name it).
+    index: usize,
+    tenant: Uuid,
+    address: String,
+    channel: String,
+    provider: Uuid,
+    overflow: Option<Uuid>,
+    variables: Map<String, Value>,
+    expires_at: Option<DateTime<Utc>>,
+    key: Option<String>,
+    hash: Vec<u8>,
+}
+
+#[utoipa::path(post, path = "/messages", tag = "messages", request_body = NewMessage,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Seen in the last 24 hours: the first request's message is returned and nothing is sent again; with another request: 422.")),
+    responses((status = 202, description = "Committed; sent as soon as its lane has room", body = Message,
+                headers(("Idempotent-Replayed" = String, description = "`true` when the key was seen before"))),
+              (status = 429, description = "The tenant has `max_queued_messages` waiting", body = crate::error::ErrorBody)))]
+pub async fn send(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(mut body): JsonBody<NewMessage>,
+) -> Result<Response, ApiError> {
+    if let Some(header) = headers.get("idempotency-key") {
+        let key = header
+            .to_str()
+            .map_err(|_| ApiError::field("Idempotency-Key", "must be printable ASCII"))?;
+        match &body.idempotency_key {
+            Some(given) if given != key => {
+                return Err(ApiError::field(
+                    "idempotency_key",
+                    "differs from the Idempotency-Key header",
+                ));
+            }
+            _ => body.idempotency_key = Some(key.to_owned()),
+        }
+    }
+    let (mut messages, replayed) = accept(&state.pool, caller, vec![body], "").await?;
+    let message = messages.pop().ok_or(ApiError::NotFound("message"))?;
+    let mut response = (StatusCode::ACCEPTED, Json(message)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+#[utoipa::path(post, path = "/messages/batch", tag = "messages", request_body = NewMessages,
+    responses((status = 202, description = "All committed", body = AcceptedMessages),
+              (status = 429, description = "The tenant has `max_queued_messages` waiting", body = crate::error::ErrorBody)))]
+pub async fn send_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<NewMessages>,
+) -> Result<(StatusCode, Json<AcceptedMessages>), ApiError> {
+    // Ignored, it would let a retried batch send twice.
+    if headers.contains_key("idempotency-key") {
+        return Err(ApiError::field(
+            "Idempotency-Key",
+            "a batch takes each message's own idempotency_key instead",
+        ));
+    }
+    if body.messages.is_empty() || body.messages.len() > MAX_BATCH {
+        return Err(ApiError::field(
+            "messages",
+            format!("must hold 1 to {MAX_BATCH} messages"),
+        ));
+    }
+    let (messages, _) = accept(&state.pool, caller, body.messages, "messages").await?;
+    Ok((StatusCode::ACCEPTED, Json(AcceptedMessages { messages })))
+}
+
+/// Checks, then stores all of `items` in one transaction (or none); answers each item's
+/// message in order, and whether any was a replay of an earlier request.
+async fn accept(
+    pool: &PgPool,
+    caller: Caller,
+    items: Vec<NewMessage>,
+    prefix: &str,
+) -> Result<(Vec<Message>, bool), ApiError> {
+    let field = |index: usize, name: &str| {
+        if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}[{index}].{name}")
+        }
+    };
+    let mut checked = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    let mut lookups = Lookups::default();
+    for (index, item) in items.into_iter().enumerate() {
+        match check(pool, caller, item, &mut lookups).await? {
+            Ok(message) => checked.push(Checked { index, ..message }),
+            Err(problems) => errors.extend(problems.into_iter().map(|(name, reason)| FieldError {
+                field: field(index, name),
+                reason,
+            })),
+        }
+    }
+    if let Some(first) = checked.first().map(|c| c.tenant) {
+        for message in &checked {
+            if message.tenant != first {
+                errors.push(FieldError {
+                    field: field(message.index, "tenant_id"),
+                    reason: "a batch holds one tenant's messages".into(),
+                });
+            }
+        }
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for message in &checked {
+        if let Some(key) = message.key.as_deref()
+            && seen.insert(key, message.index).is_some()
+        {
+            errors.push(FieldError {
+                field: field(message.index, "idempotency_key"),
+                reason: "repeats an earlier message's key in this batch".into(),
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::fields("messages; none was accepted", errors));
+    }
+    let Some(tenant) = checked.first().map(|c| c.tenant) else {
+        return Ok((Vec::new(), false));
+    };
+
+    let mut tx = pool.begin().await?;
+    // One tenant's accepts, one at a time: the quota and the keys are judged on a state no
+    // concurrent accept of the same tenant is changing. Other tenants never wait.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('herald.messages.' || $1::text, 0))",
+    )
+    .bind(tenant)
+    .execute(&mut *tx)
+    .await?;
+    let keys: Vec<String> = checked.iter().filter_map(|c| c.key.clone()).collect();
+    let earlier = earlier_requests(&mut tx, tenant, &keys).await?;
+    // Per item: the earlier message it replays, if any.
+    let mut ids: Vec<Option<Uuid>> = vec![None; checked.len()];
+    for (position, message) in checked.iter().enumerate() {
+        match message.key.as_ref().and_then(|key| earlier.get(key)) {
+            Some((id, hash)) if *hash == message.hash => ids[position] = Some(*id),
+            Some(_) => errors.push(FieldError {
+                field: field(message.index, "idempotency_key"),
+                reason: "was used in the last 24 hours with another request".into(),
+            }),
+            // A new message (not a replay, whose expiry may have passed since): its expiry
+            // must still be ahead.
+            None if message.expires_at.is_some_and(|at| at <= Utc::now()) => {
+                errors.push(FieldError {
+                    field: field(message.index, "expires_at"),
+                    reason: "must be in the future".into(),
+                })
+            }
+            None => {}
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::fields("messages; none was accepted", errors));
+    }
+    let replayed = ids.iter().any(Option::is_some);
+    let fresh: Vec<usize> = (0..checked.len()).filter(|&i| ids[i].is_none()).collect();
+    if !fresh.is_empty() {
+        admit(&mut tx, tenant, fresh.len()).await?;
+        let new_ids = store(&mut tx, &checked, &fresh).await?;
+        // Delivered at commit: the scheduler dispatches them now rather than at its tick.
+        // Both lanes a message may take: the overflow's serves it when the primary cannot.
+        let providers: Vec<Uuid> = fresh
+            .iter()
+            .flat_map(|&i| std::iter::once(checked[i].provider).chain(checked[i].overflow))
+            .collect();
+        sqlx::query(
+            "SELECT pg_notify($1, p::text) FROM (SELECT DISTINCT unnest($2::uuid[]) AS p) w",
+        )
+        .bind(herald_shared::wake::CHANNEL)
+        .bind(&providers)
+        .execute(&mut *tx)
+        .await?;
+        for (index, id) in fresh.iter().zip(new_ids) {
+            ids[*index] = Some(id);
+        }
+    }
+    tx.commit().await?;
+    if !fresh.is_empty() {
+        tracing::info!(tenant_id = %tenant, accepted = fresh.len(), "transactional messages accepted");
+    }
+    let ids: Vec<Uuid> = ids.into_iter().flatten().collect();
+    let mut found: HashMap<Uuid, Message> = fetch(pool, Some(tenant), &ids)
+        .await?
+        .into_iter()
+        .map(|m| (m.id, m))
+        .collect();
+    let messages = ids.iter().filter_map(|id| found.remove(id)).collect();
+    Ok((messages, replayed))
+}
+
+/// What checking a batch looks up once per batch rather than once per message.
+#[derive(Default)]
+struct Lookups {
+    tenants: HashMap<Uuid, Option<Option<String>>>,
+    providers: HashMap<(Uuid, Uuid), bool>,
+}
+
+/// A message's problems, by field.
+type Problems = Vec<(&'static str, String)>;
+
+/// Checks one message; an `Err` inside is the caller's mistakes, field by field.
+async fn check(
+    pool: &PgPool,
+    caller: Caller,
+    item: NewMessage,
+    lookups: &mut Lookups,
+) -> Result<Result<Checked, Problems>, ApiError> {
+    let tenant = match caller.owning_tenant(item.tenant_id) {
+        Ok(tenant) => tenant,
+        Err(_) => {
+            return Ok(Err(vec![(
+                "tenant_id",
+                "required when using an operator key".into(),
+            )]));
+        }
+    };
+    let region = match lookups.tenants.get(&tenant) {
+        Some(known) => known.clone(),
+        None => {
+            let row: Option<Option<String>> =
+                sqlx::query_scalar("SELECT default_region FROM tenants WHERE id = $1")
+                    .bind(tenant)
+                    .fetch_optional(pool)
+                    .await?;
+            lookups.tenants.insert(tenant, row.clone());
+            row
+        }
+    };
+    let Some(region) = region else {
+        return Ok(Err(vec![("tenant_id", "no such tenant".into())]));
+    };
+    let mut problems: Problems = Vec::new();
+    let address = match phone::normalize(
+        &item.to,
+        region.as_deref().and_then(|r| phone::region(r).ok()),
+    ) {
+        Ok(address) => address,
+        Err(reason) => {
+            problems.push(("to", reason));
+            String::new()
+        }
+    };
+    if item.channel.parse::<Channel>().is_err() {
+        problems.push((
+            "channel",
+            format!(
+                "unknown channel `{}`; one of sms, whatsapp, voice, chat",
+                validate::clip(&item.channel)
+            ),
+        ));
+    }
+    let text = match (&item.text, &item.template) {
+        (Some(_), Some(_)) => {
+            problems.push(("text", "give either text or template, not both".into()));
+            None
+        }
+        (None, None) => {
+            problems.push(("text", "required (or a template with its variables)".into()));
+            None
+        }
+        (Some(text), None) => Some(("text", text.clone())),
+        (None, Some(t)) => match template::render(t, &item.variables) {
+            Ok(text) => Some(("template", text)),
+            Err(error) => {
+                problems.push(("template", error.to_string()));
+                None
+            }
+        },
+    };
+    if let Some((name, text)) = &text {
+        if text.trim().is_empty() {
+            problems.push((*name, "must not be empty".into()));
+        } else if text.chars().count() > limits::MAX_TEMPLATE_CHARS {
+            problems.push((
+                *name,
+                format!("is longer than {} characters", limits::MAX_TEMPLATE_CHARS),
+            ));
+        }
+    }
+    // Whether it is still ahead is judged once replays are known (`accept`).
+    if let Some(Err(reason)) = item.expires_at.map(validate::timestamp) {
+        problems.push(("expires_at", reason));
+    }
+    if let Some(key) = &item.idempotency_key
+        && (key.is_empty()
+            || key.len() > MAX_KEY_LEN
+            || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+    {
+        problems.push((
+            "idempotency_key",
+            format!("must be 1 to {MAX_KEY_LEN} printable ASCII characters"),
+        ));
+    }
+    if !usable(pool, lookups, item.provider_id, tenant).await? {
+        problems.push(("provider_id", "no such provider".into()));
+    }
+    if let Some(overflow) = item.overflow_provider_id {
+        if overflow == item.provider_id {
+            problems.push((
+                "overflow_provider_id",
+                "must differ from provider_id".into(),
+            ));
+        } else if !usable(pool, lookups, overflow, tenant).await? {
+            problems.push(("overflow_provider_id", "no such provider".into()));
+        }
+    }
+    if !problems.is_empty() {
+        return Ok(Err(problems));
+    }
+    let text = text.map(|(_, text)| text).unwrap_or_default();
+    // Two spellings of one number are one request.
+    let mut item = item;
+    item.to.clone_from(&address);
+    let hash = request_hash(tenant, &item);
+    let mut variables = item.variables;
+    variables.insert("text".into(), Value::String(text));
+    Ok(Ok(Checked {
+        index: 0,
+        tenant,
+        address,
+        channel: item.channel,
+        provider: item.provider_id,
+        overflow: item.overflow_provider_id,
+        variables,
+        expires_at: item.expires_at,
+        key: item.idempotency_key,
+        hash,
+    }))
+}
+
+async fn usable(
+    pool: &PgPool,
+    lookups: &mut Lookups,
+    provider: Uuid,
+    tenant: Uuid,
+) -> Result<bool, sqlx::Error> {
+    if let Some(&known) = lookups.providers.get(&(provider, tenant)) {
+        return Ok(known);
+    }
+    let ok = super::campaigns::usable_provider(pool, provider, tenant).await?;
+    lookups.providers.insert((provider, tenant), ok);
+    Ok(ok)
+}
+
+/// What makes two requests the same request: everything but the key itself.
+fn request_hash(tenant: Uuid, item: &NewMessage) -> Vec<u8> {
+    let mut item = item.clone();
+    item.tenant_id = Some(tenant);
+    item.idempotency_key = None;
+    // Serializing plain data cannot fail.
+    Sha256::digest(serde_json::to_vec(&item).unwrap_or_default()).to_vec()
+}
+
+/// The messages of the last 24 hours that used `keys`, with their requests' hashes. Older
+/// uses of the same keys are released first.
+async fn earlier_requests(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: Uuid,
+    keys: &[String],
+) -> Result<HashMap<String, (Uuid, Vec<u8>)>, sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    sqlx::query(
+        "UPDATE messages SET idempotency_key = NULL
+         WHERE tenant_id = $1 AND idempotency_key = ANY($2) AND created_at <= now() - interval '24 hours'",
+    )
+    .bind(tenant)
+    .bind(keys)
+    .execute(&mut **tx)
+    .await?;
+    let rows: Vec<(String, Uuid, Vec<u8>)> = sqlx::query_as(
+        "SELECT idempotency_key, id, request_hash FROM messages
+         WHERE tenant_id = $1 AND idempotency_key = ANY($2)",
+    )
+    .bind(tenant)
+    .bind(keys)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(key, id, hash)| (key, (id, hash)))
+        .collect())
+}
+
+/// Refuses `adding` more messages past the tenant's quota of unfinished ones (with a
+/// `Retry-After` from how fast its messages are going out) or past its daily cap (with one
+/// until its next midnight).
+async fn admit(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: Uuid,
+    adding: usize,
+) -> Result<(), ApiError> {
+    #[allow(clippy::type_complexity)]
+    let (waiting, quota, per_second, daily_cap, today, to_midnight): (
+        i64,
+        i32,
+        f64,
+        Option<i32>,
+        i64,
+        f64,
+    ) = sqlx::query_as(
+        "SELECT (SELECT coalesce(sum(k.n), 0)::int8
+                 FROM campaigns c JOIN campaign_bucket_counts k ON k.campaign_id = c.id
+                 WHERE c.tenant_id = t.id AND c.kind = 'messages'
+                   AND k.state IN ('pending', 'in_flight', 'unknown')),
+                t.max_queued_messages,
+                (SELECT coalesce(sum(s.sent), 0)::float8 / 10
+                 FROM campaigns c JOIN campaign_send_seconds s ON s.campaign_id = c.id
+                 WHERE c.tenant_id = t.id AND c.kind = 'messages'
+                   AND s.second >= date_trunc('second', now()) - interval '10 seconds'),
+                t.max_messages_per_day,
+                -- Only counted for a tenant with a cap (an index range of today's messages).
+                CASE WHEN t.max_messages_per_day IS NOT NULL THEN
+                    (SELECT count(*) FROM messages m
+                     WHERE m.tenant_id = t.id AND m.created_at >= d.midnight)
+                ELSE 0 END,
+                extract(epoch FROM d.next_midnight - now())::float8
+         FROM tenants t
+         CROSS JOIN LATERAL (
+             -- Days are counted in the tenant's zone: a day there may last 23 or 25 hours.
+             SELECT date_trunc('day', now() AT TIME ZONE t.time_zone) AT TIME ZONE t.time_zone AS midnight,
+                    (date_trunc('day', now() AT TIME ZONE t.time_zone) + interval '1 day')
+                        AT TIME ZONE t.time_zone AS next_midnight
+         ) d
+         WHERE t.id = $1",
+    )
+    .bind(tenant)
+    .fetch_one(&mut **tx)
+    .await?;
+    let adding = i64::try_from(adding).unwrap_or(i64::MAX);
+    if adding > i64::from(quota) {
+        return Err(ApiError::field(
+            "messages",
+            format!("holds more than the tenant's max_queued_messages ({quota})"),
+        ));
+    }
+    if let Some(cap) = daily_cap
+        && today + adding > i64::from(cap)
+    {
+        return Err(ApiError::Busy {
+            message: format!(
+                "this tenant has sent {today} of its {cap} messages for today (max_messages_per_day); \
+                 nothing was accepted"
+            ),
+            retry_after: to_midnight.ceil().clamp(1.0, 86_400.0) as u32,
+        });
+    }
+    if waiting + adding <= i64::from(quota) {
+        return Ok(());
+    }
+    Err(ApiError::Busy {
+        message: format!(
+            "{waiting} messages of this tenant are waiting to be sent (max_queued_messages: {quota}); \
+             nothing was accepted"
+        ),
+        retry_after: retry_after(waiting + adding - i64::from(quota), per_second),
+    })
+}
+
+/// Seconds until `excess` messages have gone out at `per_second` (1–60; 5 when nothing
+/// has gone out lately, so there is no rate to go by).
+pub fn retry_after(excess: i64, per_second: f64) -> u32 {
+    if per_second <= 0.0 || !per_second.is_finite() {
+        return 5;
+    }
+    let seconds = (excess.max(1) as f64 / per_second).ceil();
+    seconds.clamp(1.0, 60.0) as u32
+}
+
+/// Stores the `fresh` items of `checked`; answers their new message ids in the same order.
+async fn store(
+    tx: &mut Transaction<'_, Postgres>,
+    checked: &[Checked],
+    fresh: &[usize],
+) -> Result<Vec<Uuid>, ApiError> {
+    let mut streams: HashMap<(Uuid, String, Option<Uuid>), Uuid> = HashMap::new();
+    for &index in fresh {
+        let c = &checked[index];
+        let key = (c.provider, c.channel.clone(), c.overflow);
+        if let std::collections::hash_map::Entry::Vacant(entry) = streams.entry(key) {
+            entry.insert(stream(tx, c).await?);
+        }
+    }
+    let count = i64::try_from(fresh.len()).unwrap_or(i64::MAX);
+    // Recipient ids taken up front, so each message row can name its recipient without
+    // relying on the order of an INSERT's RETURNING.
+    let recipient_ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT nextval(pg_get_serial_sequence('recipients', 'id')) FROM generate_series(1, $1)",
+    )
+    .bind(count)
+    .fetch_all(&mut **tx)
+    .await?;
+    let message_ids: Vec<Uuid> = fresh.iter().map(|_| Uuid::new_v4()).collect();
+    let mut campaigns = Vec::with_capacity(fresh.len());
+    let mut addresses = Vec::with_capacity(fresh.len());
+    let mut variables = Vec::with_capacity(fresh.len());
+    let mut expiries = Vec::with_capacity(fresh.len());
+    let mut keys = Vec::with_capacity(fresh.len());
+    let mut hashes = Vec::with_capacity(fresh.len());
+    for &index in fresh {
+        let c = &checked[index];
+        campaigns.push(streams[&(c.provider, c.channel.clone(), c.overflow)]);
+        addresses.push(c.address.clone());
+        variables.push(Value::Object(c.variables.clone()));
+        expiries.push(c.expires_at);
+        keys.push(c.key.clone());
+        hashes.push(c.hash.clone());
+    }
+    let tenant = checked[fresh[0]].tenant;
+    sqlx::query(
+        "INSERT INTO recipients (id, campaign_id, address, variables, transactional, expires_at)
+         OVERRIDING SYSTEM VALUE
+         SELECT id, campaign_id, address, variables, true, expires_at
+         FROM unnest($1::int8[], $2::uuid[], $3::text[], $4::jsonb[], $5::timestamptz[])
+              AS i(id, campaign_id, address, variables, expires_at)",
+    )
+    .bind(&recipient_ids)
+    .bind(&campaigns)
+    .bind(&addresses)
+    .bind(&variables)
+    .bind(&expiries)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO messages (id, tenant_id, recipient_id, idempotency_key, request_hash)
+         SELECT id, $1, recipient_id, idempotency_key, request_hash
+         FROM unnest($2::uuid[], $3::int8[], $4::text[], $5::bytea[])
+              AS i(id, recipient_id, idempotency_key, request_hash)",
+    )
+    .bind(tenant)
+    .bind(&message_ids)
+    .bind(&recipient_ids)
+    .bind(&keys)
+    .bind(&hashes)
+    .execute(&mut **tx)
+    .await?;
+    Ok(message_ids)
+}
+
+/// The tenant's stream for the message's provider, channel and overflow, made on first use.
+async fn stream(tx: &mut Transaction<'_, Postgres>, c: &Checked) -> Result<Uuid, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO campaigns (tenant_id, provider_id, overflow_provider_id, channel, name, template,
+                                status, kind, started_at, batch_size, time_zone)
+         SELECT $1, $2, $3, $4, left('messages: ' || $4 || ' via ' || p.name, 200), $5,
+                'running', 'messages', now(), $6, t.time_zone
+         FROM tenants t, providers p WHERE t.id = $1 AND p.id = $2
+         ON CONFLICT (tenant_id, provider_id, channel,
+                      coalesce(overflow_provider_id, '00000000-0000-0000-0000-000000000000'))
+            WHERE kind = 'messages'
+         -- A stream is never meant to end; one that did (a scheduler older than streams
+         -- completing it) would swallow every message accepted into it: it runs again.
+         DO UPDATE SET status = 'running', completed_at = NULL
+            WHERE campaigns.status IN ('completed', 'cancelled')",
+    )
+    .bind(c.tenant)
+    .bind(c.provider)
+    .bind(c.overflow)
+    .bind(&c.channel)
+    .bind(STREAM_TEMPLATE)
+    .bind(STREAM_BATCH)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query_scalar(
+        "SELECT id FROM campaigns
+         WHERE kind = 'messages' AND tenant_id = $1 AND provider_id = $2 AND channel = $4
+           AND overflow_provider_id IS NOT DISTINCT FROM $3",
+    )
+    .bind(c.tenant)
+    .bind(c.provider)
+    .bind(c.overflow)
+    .bind(&c.channel)
+    .fetch_one(&mut **tx)
+    .await
+}
+
+const SELECT: &str = "SELECT m.id, m.tenant_id, r.address AS to, c.channel, c.provider_id,
+        c.overflow_provider_id, r.variables->>'text' AS text, r.state, r.delivery_status,
+        r.delivery_error, r.attempts, r.sent_via, r.provider_message_id,
+        CASE WHEN r.state = 'sent' THEN sp.cost_per_message::float8 END AS cost,
+        r.last_error, m.idempotency_key, m.created_at, r.sent_at, r.expires_at,
+        CASE WHEN c.status = 'paused' THEN coalesce(c.pause_reason, 'paused') END AS held
+     FROM messages m
+     JOIN recipients r ON r.id = m.recipient_id
+     JOIN campaigns c ON c.id = r.campaign_id
+     LEFT JOIN providers sp ON sp.id = r.sent_via";
+
+async fn fetch(
+    pool: &PgPool,
+    scope: Option<Uuid>,
+    ids: &[Uuid],
+) -> Result<Vec<Message>, sqlx::Error> {
+    let mut qb = QueryBuilder::<Postgres>::new(SELECT);
+    qb.push(" WHERE m.id = ANY(")
+        .push_bind(ids.to_vec())
+        .push(")");
+    push_scope(&mut qb, scope);
+    qb.build_query_as().fetch_all(pool).await
+}
+
+fn push_scope(qb: &mut QueryBuilder<Postgres>, scope: Option<Uuid>) {
+    if let Some(tenant) = scope {
+        qb.push(" AND m.tenant_id = ").push_bind(tenant);
+    }
+}
+
+#[utoipa::path(get, path = "/messages/{id}", tag = "messages",
+    responses((status = 200, body = MessageDetail), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<MessageDetail>, ApiError> {
+    let message = fetch(&state.pool, caller.scope(), &[id])
+        .await?
+        .pop()
+        .ok_or(ApiError::NotFound("message"))?;
+    let receipts = sqlx::query_as(
+        "SELECT x.status, x.raw_status, x.error_code, x.error_message, x.provider_time,
+                x.received_at, x.duplicate
+         FROM messages m JOIN receipts x ON x.recipient_id = m.recipient_id
+         WHERE m.id = $1 ORDER BY x.received_at, x.id",
+    )
+    .bind(id)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(MessageDetail { message, receipts }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Only messages in this state.
+    #[param(schema_with = crate::api::openapi::rules::recipient_state)]
+    pub state: Option<String>,
+    /// Only messages accepted at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only messages accepted before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Only this tenant's messages (a tenant key sees only its own anyway).
+    pub tenant_id: Option<Uuid>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+}
+
+/// Newest first; the id breaks ties.
+type MessageKey = (DateTime<Utc>, Uuid);
+
+#[utoipa::path(get, path = "/messages", tag = "messages", params(ListQuery),
+    responses((status = 200, body = Page<Message>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Page<Message>>, ApiError> {
+    if let Some(name) = &query.state
+        && name.parse::<RecipientState>().is_err()
+    {
+        return Err(ApiError::field(
+            "state",
+            format!("unknown state `{}`", validate::clip(name)),
+        ));
+    }
+    for (name, at) in [("since", query.since), ("until", query.until)] {
+        if let Some(Err(reason)) = at.map(validate::timestamp) {
+            return Err(ApiError::field(name, reason));
+        }
+    }
+    let limit = page::limit(query.limit)?;
+    let after: Option<MessageKey> = page::decode(query.cursor.as_deref())?;
+    if after.is_some_and(|(at, _)| !(1..=9999).contains(&at.year())) {
+        return Err(page::forged());
+    }
+    let mut qb = QueryBuilder::<Postgres>::new(SELECT);
+    qb.push(" WHERE true");
+    push_scope(&mut qb, caller.scope());
+    if let Some(tenant) = query.tenant_id {
+        qb.push(" AND m.tenant_id = ").push_bind(tenant);
+    }
+    if let Some(state) = &query.state {
+        qb.push(" AND r.state = ").push_bind(state.clone());
+    }
+    if let Some(since) = query.since {
+        qb.push(" AND m.created_at >= ").push_bind(since);
+    }
+    if let Some(until) = query.until {
+        qb.push(" AND m.created_at < ").push_bind(until);
+    }
+    if let Some((created_at, id)) = after {
+        qb.push(" AND (m.created_at, m.id) < (")
+            .push_bind(created_at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    qb.push(" ORDER BY m.created_at DESC, m.id DESC LIMIT ")
+        .push_bind(page::fetch_limit(limit));
+    let rows: Vec<Message> = qb.build_query_as().fetch_all(&state.pool).await?;
+    Ok(Json(Page::of(rows, limit, |m| (m.created_at, m.id))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn message(value: Value) -> NewMessage {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn retry_after_follows_the_rate_and_stays_within_a_minute() {
+        assert_eq!(retry_after(100, 50.0), 2);
+        assert_eq!(retry_after(1, 1000.0), 1);
+        assert_eq!(retry_after(1_000_000, 1.0), 60);
+        assert_eq!(retry_after(10, 0.0), 5);
+    }
+
+    #[test]
+    fn the_key_is_not_part_of_the_request_but_everything_else_is() {
+        let tenant = Uuid::from_u128(1);
+        let base = json!({"to": "+15551230001", "channel": "sms",
+                          "provider_id": Uuid::from_u128(2), "text": "code 1234"});
+        let mut keyed = base.clone();
+        keyed["idempotency_key"] = json!("k1");
+        let mut other = base.clone();
+        other["text"] = json!("code 9999");
+        let hash = |v: &Value| request_hash(tenant, &message(v.clone()));
+        assert_eq!(hash(&base), hash(&keyed));
+        assert_ne!(hash(&base), hash(&other));
+        assert_ne!(
+            hash(&base),
+            request_hash(Uuid::from_u128(3), &message(base.clone()))
+        );
+    }
+}

@@ -1,0 +1,379 @@
+//! Transactional messages (`/api/v1/messages`): accepted durably, sent through the same
+//! pipeline as campaigns, once per idempotency key, all or nothing in a batch, and held back
+//! by the tenant's quota with a `Retry-After`.
+
+use herald_tests::{Admin, Result, TestEnv};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// A tenant (through the API, with `max_queued_messages`) and its key.
+async fn tenant(admin: &Admin, name: &str, quota: u32) -> Result<(String, String)> {
+    let op = admin.operator_key.clone();
+    let tenant = admin
+        .ok(
+            &op,
+            Method::POST,
+            "/tenants",
+            Some(json!({"name": name, "max_queued_messages": quota})),
+        )
+        .await?;
+    let id = tenant["id"].as_str().unwrap_or_default().to_owned();
+    let key = admin
+        .ok(
+            &op,
+            Method::POST,
+            &format!("/tenants/{id}/keys"),
+            Some(json!({"name": "tests"})),
+        )
+        .await?;
+    Ok((id, key["key"].as_str().unwrap_or_default().to_owned()))
+}
+
+/// `POST /messages` with an optional `Idempotency-Key`: status, `Retry-After`, body.
+async fn post(
+    admin: &Admin,
+    key: &str,
+    idempotency: Option<&str>,
+    body: Value,
+) -> Result<(u16, Option<String>, Value)> {
+    let mut request = admin
+        .http
+        .post(format!("{}/api/v1/messages", admin.url))
+        .bearer_auth(key)
+        .json(&body);
+    if let Some(idempotency) = idempotency {
+        request = request.header("Idempotency-Key", idempotency);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok((status, retry_after, response.json().await?))
+}
+
+/// The fields a 422 names, in order.
+fn refused_fields(answer: &Value) -> Vec<&str> {
+    answer["error"]["fields"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|e| e["field"].as_str()).collect())
+        .unwrap_or_default()
+}
+
+/// Waits until message `id` is in `state` (and, if given, has `delivery`); returns it.
+async fn wait_message(
+    admin: &Admin,
+    key: &str,
+    id: &str,
+    state: &str,
+    delivery: Option<&str>,
+) -> Result<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, message) = admin
+            .call(key, Method::GET, &format!("/messages/{id}"), None)
+            .await?;
+        if status == 200
+            && message["state"] == state
+            && delivery.is_none_or(|d| message["delivery_status"] == d)
+        {
+            return Ok(message);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "message {id} did not reach {state}/{delivery:?}: {status} {message}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_is_sent_and_delivered_once_per_idempotency_key() -> Result<()> {
+    let mut env = TestEnv::new(&["--latency", "uniform:5-20"]).await?;
+    env.receiver().await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let admin = env.admin().await?;
+    let (_, key) = tenant(&admin, "acme", 100).await?;
+    let (_, other_key) = tenant(&admin, "globex", 100).await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
+
+    let body = json!({"to": "+15551230001", "channel": "sms", "provider_id": provider,
+                      "text": "Your code is 4821"});
+    let (status, _, first) = post(&admin, &key, Some("otp-4821"), body.clone()).await?;
+    assert_eq!(status, 202, "{first}");
+    let id = first["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(first["to"], "+15551230001");
+    assert_eq!(first["text"], "Your code is 4821");
+
+    // The same key and request: the first message, nothing new.
+    let (status, _, again) = post(&admin, &key, Some("otp-4821"), body.clone()).await?;
+    assert_eq!((status, again["id"].as_str()), (202, Some(id.as_str())));
+    // The same key with another request is refused, naming the key.
+    let mut changed = body.clone();
+    changed["text"] = json!("Your code is 9999");
+    let (status, _, refused) = post(&admin, &key, Some("otp-4821"), changed).await?;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["fields"][0]["field"], "idempotency_key");
+
+    let sent = wait_message(&admin, &key, &id, "sent", Some("delivered")).await?;
+    assert_eq!(sent["attempts"], 1, "{sent}");
+    assert!(sent["provider_message_id"].is_string(), "{sent}");
+    let receipts = sent["receipts"].as_array().cloned().unwrap_or_default();
+    assert!(
+        receipts.iter().any(|r| r["status"] == "delivered"),
+        "{sent}"
+    );
+
+    // Sent once, whatever was asked twice; a key seen after the send still replays.
+    let (status, _, late) = post(&admin, &key, Some("otp-4821"), body).await?;
+    assert_eq!((status, late["id"].as_str()), (202, Some(id.as_str())));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = env.simulator_stats().await?;
+    assert_eq!(stats["accepted"], 1, "{stats}");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(&env.pool)
+        .await?;
+    assert_eq!(rows, 1);
+
+    // Listed for its tenant only; the stream behind it is no campaign of the tenant's.
+    let list = admin.ok(&key, Method::GET, "/messages", None).await?;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+    let (status, _) = admin
+        .call(&other_key, Method::GET, &format!("/messages/{id}"), None)
+        .await?;
+    assert_eq!(status, 404);
+    let theirs = admin.ok(&other_key, Method::GET, "/messages", None).await?;
+    assert_eq!(theirs["items"], json!([]));
+    let campaigns = admin.ok(&key, Method::GET, "/campaigns", None).await?;
+    assert_eq!(campaigns["items"], json!([]), "{campaigns}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_one_bad_message_accepts_none_and_names_it() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let admin = env.admin().await?;
+    let (_, key) = tenant(&admin, "acme", 100).await?;
+    let item = |to: &str, text: &str| json!({"to": to, "channel": "sms", "provider_id": provider, "text": text});
+
+    let bad = json!({"messages": [item("+15551230001", "one"), item("not a number", "two"),
+                                  item("+15551230003", "three")]});
+    let (status, refused) = admin
+        .call(&key, Method::POST, "/messages/batch", Some(bad))
+        .await?;
+    assert_eq!(status, 422, "{refused}");
+    let fields = refused_fields(&refused);
+    assert_eq!(fields, ["messages[1].to"], "{refused}");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM recipients")
+        .fetch_one(&env.pool)
+        .await?;
+    assert_eq!(stored, 0, "nothing of a refused batch is stored");
+
+    // Problems are named by their place in the request, valid items' included.
+    let mut keyed = item("+15551230002", "two");
+    keyed["idempotency_key"] = json!("same");
+    let mixed = json!({"messages": [item("bad", "one"), keyed.clone(), keyed]});
+    let (status, refused) = admin
+        .call(&key, Method::POST, "/messages/batch", Some(mixed))
+        .await?;
+    assert_eq!(status, 422, "{refused}");
+    let fields = refused_fields(&refused);
+    assert_eq!(
+        fields,
+        ["messages[0].to", "messages[2].idempotency_key"],
+        "{refused}"
+    );
+
+    // A template with a variable it lacks is named too.
+    let mut templated = item("+15551230002", "x");
+    templated["text"] = Value::Null;
+    templated["template"] = json!("Hi {{name}}");
+    let (status, refused) = admin
+        .call(
+            &key,
+            Method::POST,
+            "/messages/batch",
+            Some(json!({"messages": [item("+15551230001", "one"), templated.clone()]})),
+        )
+        .await?;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(
+        refused["error"]["fields"][0]["field"],
+        "messages[1].template"
+    );
+
+    templated["variables"] = json!({"name": "Ada"});
+    let good = json!({"messages": [item("+15551230001", "one"), templated,
+                                   item("+1 555 123 0003", "three")]});
+    let accepted = admin
+        .ok(&key, Method::POST, "/messages/batch", Some(good))
+        .await?;
+    let texts: Vec<&str> = accepted["messages"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|x| x["text"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(texts, ["one", "Hi Ada", "three"], "in the request's order");
+    assert_eq!(accepted["messages"][2]["to"], "+15551230003");
+    // Two messages to one address are two messages.
+    admin
+        .ok(
+            &key,
+            Method::POST,
+            "/messages",
+            Some(item("+15551230001", "one again")),
+        )
+        .await?;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM recipients WHERE transactional")
+        .fetch_one(&env.pool)
+        .await?;
+    assert_eq!(stored, 4);
+
+    // A daily cap: two messages today, then 429 until the tenant's midnight; a replay of an
+    // accepted message is no new message.
+    let capped = admin
+        .ok(
+            &admin.operator_key,
+            Method::POST,
+            "/tenants",
+            Some(json!({"name": "capped", "time_zone": "Asia/Kolkata", "max_messages_per_day": 2})),
+        )
+        .await?;
+    let capped_key = admin
+        .ok(
+            &admin.operator_key,
+            Method::POST,
+            &format!(
+                "/tenants/{}/keys",
+                capped["id"].as_str().unwrap_or_default()
+            ),
+            Some(json!({"name": "tests"})),
+        )
+        .await?["key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for n in 0..2 {
+        let (status, _, body) = post(
+            &admin,
+            &capped_key,
+            Some(&format!("k{n}")),
+            item("+15551230001", "hi"),
+        )
+        .await?;
+        assert_eq!(status, 202, "{body}");
+    }
+    let (status, retry_after, refused) =
+        post(&admin, &capped_key, Some("k2"), item("+15551230001", "hi")).await?;
+    assert_eq!(status, 429, "{refused}");
+    let seconds: u32 = retry_after.as_deref().unwrap_or("").parse()?;
+    assert!((1..=86_400).contains(&seconds), "Retry-After: {seconds}");
+    let (status, _, replay) =
+        post(&admin, &capped_key, Some("k0"), item("+15551230001", "hi")).await?;
+    assert_eq!(status, 202, "a replay is not a new message: {replay}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quota_answers_429_until_the_backlog_drains_and_expired_messages_are_not_sent()
+-> Result<()> {
+    let env = TestEnv::new(&["--latency", "uniform:5-20"]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let admin = env.admin().await?;
+    let (_, key) = tenant(&admin, "acme", 5).await?;
+    let message = |n: u32| {
+        json!({"to": format!("+1555123{n:04}"), "channel": "sms", "provider_id": provider,
+               "text": format!("message {n}")})
+    };
+
+    // Nothing sends yet: the first five wait, the sixth is refused with a time to come back.
+    let mut short = message(0);
+    // Far enough ahead to be accepted on a loaded machine.
+    let expiry = chrono::Utc::now() + chrono::Duration::seconds(4);
+    short["expires_at"] = json!(expiry.to_rfc3339());
+    let (status, _, expiring) = post(&admin, &key, Some("short"), short.clone()).await?;
+    assert_eq!(status, 202, "{expiring}");
+    for n in 1..5 {
+        let (status, _, body) = post(&admin, &key, None, message(n)).await?;
+        assert_eq!(status, 202, "{body}");
+    }
+    let (status, retry_after, refused) = post(&admin, &key, None, message(5)).await?;
+    assert_eq!(status, 429, "{refused}");
+    let seconds: u32 = retry_after.as_deref().unwrap_or("").parse()?;
+    assert!((1..=60).contains(&seconds), "Retry-After: {seconds}");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(&env.pool)
+        .await?;
+    assert_eq!(stored, 5, "the refused message was not stored");
+
+    // Past its expiry, the first is never sent; the others go, and room opens again.
+    let left = (expiry - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(left + Duration::from_millis(500)).await;
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
+    let id = expiring["id"].as_str().unwrap_or_default();
+    wait_message(&admin, &key, id, "expired", None).await?;
+    // A client retrying after its expiry gets the first answer, not a refusal of the time.
+    let (status, _, replay) = post(&admin, &key, Some("short"), short).await?;
+    assert_eq!((status, replay["id"].as_str()), (202, Some(id)), "{replay}");
+    let drained = herald_tests::wait_until(Duration::from_secs(30), || async {
+        let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM recipients WHERE state = 'sent'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap_or(0);
+        sent == 4
+    })
+    .await;
+    assert!(drained.is_ok(), "the four others were sent");
+    let (status, _, body) = post(&admin, &key, None, message(5)).await?;
+    assert_eq!(status, 202, "{body}");
+    let stats = env.simulator_stats().await?;
+    assert!(stats["accepted"].as_u64().unwrap_or(0) <= 5, "{stats}");
+    let expired_sends: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM recipients WHERE state = 'expired' AND attempts > 0",
+    )
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(expired_sends, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_message_does_not_wait_for_the_next_tick() -> Result<()> {
+    let env = TestEnv::new(&["--latency", "fixed:0"]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let admin = env.admin().await?;
+    let (_, key) = tenant(&admin, "acme", 100).await?;
+    // Ticks 20 s apart: the first comes at once, the next long after this test is done.
+    let scheduler = env.scheduler(20_000, &[])?;
+    let _worker = env.worker(&[])?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    for n in 0..3 {
+        let started = std::time::Instant::now();
+        let (status, _, message) = post(
+            &admin,
+            &key,
+            None,
+            json!({"to": format!("+155512300{n:02}"), "channel": "sms", "provider_id": provider,
+                   "text": "Your code is 4821"}),
+        )
+        .await?;
+        assert_eq!(status, 202, "{message}");
+        let id = message["id"].as_str().unwrap_or_default();
+        wait_message(&admin, &key, id, "sent", None).await?;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "message {n} took {took:?}: it waited for a tick"
+        );
+    }
+    let metrics = env.scrape(&scheduler).await?;
+    let wakes = herald_tests::metric_sum(&metrics, "herald_scheduler_wakes_total", &[]);
+    assert!(wakes.is_some_and(|n| n >= 1.0), "wakes: {wakes:?}");
+    Ok(())
+}
