@@ -10,9 +10,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::model::{
-    Campaign, Contact, ErrorBody, ErrorCount, Key, NewCampaign, NewKey, NewProvider, NewSegment,
-    NewTenant, Page, Progress, Provider, Recipient, RotatedKey, Segment, SegmentCount, Tenant,
-    UploadSummary,
+    Campaign, Contact, ErrorBody, ErrorCount, Key, Message, NewCampaign, NewKey, NewMessage,
+    NewProvider, NewSegment, NewTenant, Page, Progress, Provider, Recipient, RotatedKey, Segment,
+    SegmentCount, Tenant, UploadSummary,
 };
 
 /// Bounds a hung server rather than a slow action: starting a segment campaign materializes
@@ -310,6 +310,33 @@ impl Client {
 
     pub async fn segment_count(&self, id: Uuid) -> Result<Reply<SegmentCount>, ApiError> {
         self.get(&["segments", &id.to_string(), "count"], &[]).await
+    }
+
+    // --- transactional messages ---
+
+    /// Sends one message; the same `idempotency_key` again returns the first message.
+    pub async fn send_message(
+        &self,
+        message: &NewMessage,
+        idempotency_key: Option<&str>,
+    ) -> Result<Reply<Message>, ApiError> {
+        let mut request = self.http.post(self.url(&["messages"], &[])).json(message);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        self.send(request, Some(REQUEST_TIMEOUT)).await
+    }
+
+    pub async fn get_message(&self, id: Uuid) -> Result<Reply<Message>, ApiError> {
+        self.get(&["messages", &id.to_string()], &[]).await
+    }
+
+    pub async fn list_messages(
+        &self,
+        filters: &Filters,
+        at: &PageAt,
+    ) -> Result<Reply<Page<Message>>, ApiError> {
+        self.page(&["messages"], filters, at).await
     }
 
     // --- plumbing ---

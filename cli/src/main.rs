@@ -17,6 +17,7 @@ use client::Client;
 use commands::campaign::CampaignCommand;
 use commands::contact::ContactCommand;
 use commands::key::KeyCommand;
+use commands::message::MessageCommand;
 use commands::provider::ProviderCommand;
 use commands::segment::SegmentCommand;
 use commands::tenant::TenantCommand;
@@ -36,7 +37,7 @@ const EXIT_INTERRUPTED: u8 = 130;
 #[command(
     name = "herald",
     version,
-    about = "Manage Herald tenants, providers, campaigns, contacts and segments",
+    about = "Manage Herald tenants, providers, campaigns, messages, contacts and segments",
     propagate_version = true,
     after_help = "Examples:
   export HERALD_ADMIN_URL=http://127.0.0.1:8080 HERALD_API_KEY=…
@@ -92,6 +93,9 @@ enum Command {
     /// Campaigns: create, upload the audience, start, follow
     #[command(subcommand)]
     Campaign(CampaignCommand),
+    /// Transactional messages: send one now, follow it
+    #[command(subcommand)]
+    Message(MessageCommand),
     /// The address book that segments select from
     #[command(subcommand)]
     Contact(ContactCommand),
@@ -156,6 +160,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Provider(command) => commands::provider::run(&ctx, command).await,
         Command::Campaign(command) => commands::campaign::run(&ctx, command).await,
         Command::Contact(command) => commands::contact::run(&ctx, command).await,
+        Command::Message(command) => commands::message::run(&ctx, command).await,
         Command::Segment(command) => commands::segment::run(&ctx, command).await,
         Command::Probe { .. } => unreachable!("answered above"),
     }

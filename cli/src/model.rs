@@ -21,6 +21,8 @@ pub struct Tenant {
     pub time_zone: String,
     pub max_live_calls: Option<i64>,
     pub default_region: Option<String>,
+    pub max_queued_messages: Option<i64>,
+    pub max_messages_per_day: Option<i64>,
     pub created_at: Option<Timestamp>,
 }
 
@@ -35,6 +37,10 @@ pub struct NewTenant {
     pub max_live_calls: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_queued_messages: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_messages_per_day: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -356,4 +362,65 @@ pub struct RowError {
     // A row may be rejected as a whole (unparseable line), with no one field to blame.
     pub field: Option<String>,
     pub reason: String,
+}
+
+/// A transactional message to send (`POST /messages`).
+#[derive(Debug, Clone, Serialize)]
+pub struct NewMessage {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<Uuid>,
+    pub to: String,
+    pub channel: String,
+    pub provider_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overflow_provider_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub variables: serde_json::Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<FixedOffset>>,
+}
+
+/// A transactional message and what became of it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Message {
+    pub id: Uuid,
+    #[serde(default)]
+    pub to: String,
+    #[serde(default)]
+    pub channel: String,
+    pub provider_id: Option<Uuid>,
+    pub text: Option<String>,
+    #[serde(default)]
+    pub state: String,
+    pub delivery_status: Option<String>,
+    pub delivery_error: Option<String>,
+    #[serde(default)]
+    pub attempts: i64,
+    pub sent_via: Option<Uuid>,
+    pub provider_message_id: Option<String>,
+    pub cost: Option<f64>,
+    pub last_error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub created_at: Option<Timestamp>,
+    pub sent_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    pub held: Option<String>,
+    #[serde(default)]
+    pub receipts: Vec<MessageReceipt>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MessageReceipt {
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub raw_status: String,
+    pub error_code: Option<String>,
+    pub received_at: Option<Timestamp>,
+    #[serde(default)]
+    pub duplicate: bool,
 }

@@ -10,8 +10,9 @@ use serde_json::Value;
 
 use crate::client::ApiError;
 use crate::model::{
-    Campaign, Contact, ErrorBody, ErrorCount, Key, NewKey, Progress, Provider, ProviderSends,
-    QuietHours, Recipient, RotatedKey, Segment, SegmentCount, Tenant, Timestamp, UploadSummary,
+    Campaign, Contact, ErrorBody, ErrorCount, Key, Message, NewKey, Progress, Provider,
+    ProviderSends, QuietHours, Recipient, RotatedKey, Segment, SegmentCount, Tenant, Timestamp,
+    UploadSummary,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -281,6 +282,15 @@ pub fn tenant(t: &Tenant) -> String {
         (
             "live calls",
             t.max_live_calls
+                .map_or_else(|| "no cap".to_owned(), |n| format!("at most {n}")),
+        ),
+        (
+            "queued messages",
+            or_dash(t.max_queued_messages.map(|n| format!("at most {n}"))),
+        ),
+        (
+            "messages a day",
+            t.max_messages_per_day
                 .map_or_else(|| "no cap".to_owned(), |n| format!("at most {n}")),
         ),
         ("created", format_time(t.created_at)),
@@ -794,6 +804,78 @@ pub fn segment(s: &Segment) -> String {
 
 pub fn segment_count(c: &SegmentCount) -> String {
     key_values(&[("contacts", format_count(c.contacts))])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transactional messages
+
+pub fn messages(list: &[Message]) -> String {
+    if list.is_empty() {
+        return "no messages\n".to_owned();
+    }
+    let mut table = Table::new(&[
+        ("ID", Align::Left),
+        ("TO", Align::Left),
+        ("CHANNEL", Align::Left),
+        ("STATE", Align::Left),
+        ("DELIVERY", Align::Left),
+        ("CREATED", Align::Left),
+    ]);
+    for m in list {
+        table.row(vec![
+            m.id.to_string(),
+            m.to.clone(),
+            m.channel.clone(),
+            m.state.clone(),
+            or_dash(m.delivery_status.as_deref()),
+            format_time(m.created_at),
+        ]);
+    }
+    table.render()
+}
+
+pub fn message(m: &Message) -> String {
+    let mut pairs = vec![
+        ("id", m.id.to_string()),
+        ("to", m.to.clone()),
+        ("channel", m.channel.clone()),
+        ("state", m.state.clone()),
+        ("delivery", or_dash(m.delivery_status.as_deref())),
+        ("attempts", m.attempts.to_string()),
+        ("provider", or_dash(m.provider_id)),
+        ("sent via", or_dash(m.sent_via)),
+        ("provider id", or_dash(m.provider_message_id.as_deref())),
+        ("cost", or_dash(m.cost)),
+        ("created", format_time(m.created_at)),
+        ("sent", format_time(m.sent_at)),
+        ("expires", format_time(m.expires_at)),
+        ("text", or_dash(m.text.as_deref())),
+    ];
+    if let Some(key) = &m.idempotency_key {
+        pairs.push(("idempotency key", key.clone()));
+    }
+    if let Some(error) = m.last_error.as_deref().or(m.delivery_error.as_deref()) {
+        pairs.push(("last error", error.to_owned()));
+    }
+    if let Some(held) = &m.held {
+        pairs.push(("held", held.clone()));
+    }
+    for r in &m.receipts {
+        let mut line = format!(
+            "{} {} ({})",
+            format_time(r.received_at),
+            r.status,
+            r.raw_status
+        );
+        if let Some(code) = &r.error_code {
+            line.push_str(&format!(" error {code}"));
+        }
+        if r.duplicate {
+            line.push_str(" duplicate");
+        }
+        pairs.push(("receipt", line));
+    }
+    key_values(&pairs)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
  *   detail ........ openDetail(), pollDetail() every 1 s -> renderDetail() and
  *                   renderRecipients() (filters: state, address), closeDetail()
  *   contacts ...... loadContacts() when the section is opened or its filters change
+ *   messages ...... loadMessages() (transactional messages) when opened, filtered or refreshed
  *   create form ... loadFormOptions(), fillTenants(), fillProviders(), readForm(),
  *                   submitCampaign() (create, then upload the file), showFormErrors()
  *   formatting .... formatEta(), formatMs(), formatRate(), formatTime(), shortId()
@@ -30,6 +31,7 @@ const REFRESH_MS = 1000;
 const CAMPAIGNS_PER_PAGE = 50;
 const RECIPIENTS_PER_PAGE = 20;
 const CONTACTS_PER_PAGE = 25;
+const MESSAGES_PER_PAGE = 25;
 const TYPING_MS = 300; // a search box is read once typing pauses
 const ACTIONS = [ // [action, label, statuses that allow it, past tense]
   ['start', 'Start', ['draft'], 'started'],
@@ -49,6 +51,7 @@ const state = {
   tenants: [], providers: [], providersError: '', retryDraft: null, noticeTimer: 0,
   campaignPages: newPager(), recipientPages: newPager(), recipientsShown: '',
   contactPages: newPager(), contactsGen: 0, typing: new Map(),
+  messagePages: newPager(), messagesGen: 0,
 };
 
 /* ---------- helpers ---------- */
@@ -150,14 +153,18 @@ function signOut(message) {
   state.rows.clear();
   state.retryDraft = null;
   // The next key may see other tenants: its lists start unfiltered, on their first page.
-  for (const sel of ['#f-status', '#f-tenant', '#f-name', '#k-tenant', '#k-address']) $(sel).value = '';
+  for (const sel of ['#f-status', '#f-tenant', '#f-name', '#k-tenant', '#k-address', '#m-state']) $(sel).value = '';
   pagerReset(state.campaignPages);
   pagerReset(state.contactPages);
+  pagerReset(state.messagePages);
   for (const timer of state.typing.values()) clearTimeout(timer);
   state.typing.clear();
   state.contactsGen++; // drops a contacts answer still on its way
   $('#contacts').open = false;
   $('#contact-list tbody').replaceChildren();
+  state.messagesGen++;
+  $('#messages').open = false;
+  $('#message-list tbody').replaceChildren();
   $('#campaigns tbody').replaceChildren();
   $('#app').hidden = true;
   $('#sign-out').hidden = true;
@@ -567,6 +574,44 @@ function contactFiltersChanged() {
   loadContacts();
 }
 
+/* ---------- messages ---------- */
+
+async function loadMessages() {
+  if (!$('#messages').open) return;
+  const gen = ++state.messagesGen;
+  const pages = state.messagePages;
+  const filters = { state: $('#m-state').value };
+  try {
+    const page = await api('GET', `/messages${pageQuery(filters, pages, MESSAGES_PER_PAGE)}`);
+    if (gen !== state.messagesGen) return;
+    const list = pageArrived(pages, page);
+    if (list === null) { loadMessages(); return; }
+    $('#message-list tbody').replaceChildren(...list.map((m) => {
+      const tr = el('tr');
+      const status = el('span', `status status-${m.state}`, String(m.state ?? ''));
+      const stateCell = el('td');
+      stateCell.append(status);
+      tr.append(el('td', 'mono', String(m.to ?? '')), stateCell,
+        el('td', '', m.delivery_status || '–'), el('td', '', formatTime(m.created_at)),
+        el('td', 'attributes', String(m.text ?? '')));
+      tr.title = m.last_error ? `Last error: ${m.last_error}` : `Message ${m.id}`;
+      return tr;
+    }));
+    $('#messages-empty').hidden = list.length > 0;
+    $('#messages-error').hidden = true;
+    showPager(pages, 'messages');
+  } catch (e) {
+    if (gen !== state.messagesGen || e.status === 401) return;
+    $('#messages-error').textContent = `Could not load the messages: ${e.message}`;
+    $('#messages-error').hidden = false;
+  }
+}
+
+function messageFiltersChanged() {
+  pagerReset(state.messagePages);
+  loadMessages();
+}
+
 // Sends, cost and delivery per provider: "twilio-eu 9612 (75.93, 98.2% delivered) · backup 388 (19.40)".
 function sentVia(list) {
   if (!Array.isArray(list) || !list.length) return '—';
@@ -819,7 +864,7 @@ function init() {
   $('#c-tenant').addEventListener('change', fillProviders);
   $('#c-provider').addEventListener('change', fillProviders);
   $('#c-reload').addEventListener('click', loadFormOptions);
-  for (const form of ['#campaign-filters', '#recipient-filters', '#contact-filters']) {
+  for (const form of ['#campaign-filters', '#recipient-filters', '#contact-filters', '#message-filters']) {
     $(form).addEventListener('submit', (ev) => ev.preventDefault()); // Enter in a search box
   }
   $('#f-status').addEventListener('change', filtersChanged);
@@ -836,6 +881,11 @@ function init() {
   $('#k-address').addEventListener('input', () => afterTyping('contacts', contactFiltersChanged));
   $('#contacts-next').addEventListener('click', () => turnPage(state.contactPages, 'contacts', true, loadContacts));
   $('#contacts-prev').addEventListener('click', () => turnPage(state.contactPages, 'contacts', false, loadContacts));
+  $('#messages').addEventListener('toggle', loadMessages);
+  $('#m-state').addEventListener('change', messageFiltersChanged);
+  $('#m-reload').addEventListener('click', loadMessages);
+  $('#messages-next').addEventListener('click', () => turnPage(state.messagePages, 'messages', true, loadMessages));
+  $('#messages-prev').addEventListener('click', () => turnPage(state.messagePages, 'messages', false, loadMessages));
   if (typeof Intl.supportedValuesOf === 'function') { // time zone suggestions, offline
     $('#time-zones').append(...Intl.supportedValuesOf('timeZone').map((z) => option(z, '')));
   }

@@ -29,7 +29,7 @@ pub enum Channel {
 }
 
 impl Channel {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Sms => "sms",
             Self::Whatsapp => "whatsapp",
@@ -50,7 +50,7 @@ pub enum Status {
 }
 
 impl Status {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Draft => "draft",
             Self::Scheduled => "scheduled",
@@ -74,7 +74,7 @@ pub enum RecipientState {
 }
 
 impl RecipientState {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Queued => "queued",

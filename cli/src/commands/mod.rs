@@ -3,6 +3,7 @@
 pub mod campaign;
 pub mod contact;
 pub mod key;
+pub mod message;
 pub mod probe;
 pub mod provider;
 pub mod segment;

@@ -29,6 +29,13 @@ pub enum TenantCommand {
         /// `06 12 34 56 78` is then +33612345678 [default: none, numbers need their +code]
         #[arg(long, value_name = "CC")]
         default_region: Option<String>,
+        /// Transactional messages accepted and not yet sent at once; past it sends are
+        /// refused with 429 [server default: 10000]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+        max_queued_messages: Option<u32>,
+        /// Transactional messages it may send a day, in its time zone [default: no cap]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+        max_messages_per_day: Option<u32>,
     },
     /// List tenants (a tenant key sees only its own)
     List,
@@ -56,6 +63,8 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
             time_zone,
             max_live_calls,
             default_region,
+            max_queued_messages,
+            max_messages_per_day,
         } => {
             let body = NewTenant {
                 name,
@@ -63,6 +72,8 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
                 time_zone,
                 max_live_calls,
                 default_region,
+                max_queued_messages,
+                max_messages_per_day,
             };
             let reply = ctx.client.create_tenant(&body).await?;
             ctx.show(&reply, output::tenant)

@@ -574,6 +574,18 @@ async fn wait_rows(
     .await
 }
 
+/// The id of the first provider `key` may use.
+async fn first_provider(http: &reqwest::Client, admin_url: &str, key: &str) -> Result<Value> {
+    Ok(http
+        .get(format!("{admin_url}/api/v1/providers"))
+        .bearer_auth(key)
+        .send()
+        .await?
+        .json::<Value>()
+        .await?[0]["id"]
+        .clone())
+}
+
 async fn click(page: &Client, css: &str) -> Result<()> {
     page.find(Locator::Css(css)).await?.click().await?;
     Ok(())
@@ -587,7 +599,7 @@ async fn type_into(page: &Client, css: &str, text: &str) -> Result<()> {
 }
 
 /// The lists at scale: campaign pages, filters and tenant names; the finished campaign's
-/// recipients page by page and by address; the contacts.
+/// recipients page by page and by address; the contacts; a transactional message.
 async fn browse_lists(
     env: &TestEnv,
     page: &Client,
@@ -644,14 +656,7 @@ async fn browse_lists(
     // 55 more campaigns: the list shows 50 a page, newest first; the first is a page away.
     let http = &env.http;
     let create = |name: String| async move {
-        let provider = http
-            .get(format!("{admin_url}/api/v1/providers"))
-            .bearer_auth(key)
-            .send()
-            .await?
-            .json::<Value>()
-            .await?[0]["id"]
-            .clone();
+        let provider = first_provider(http, admin_url, key).await?;
         http.post(format!("{admin_url}/api/v1/campaigns"))
             .bearer_auth(key)
             .json(
@@ -758,5 +763,33 @@ async fn browse_lists(
     ensure_eq!(rows[0][0], "+15559990001");
     ensure_eq!(rows[0][1], "acme");
     anyhow::ensure!(rows[1][2].contains("silver"), "attributes shown: {rows:?}");
+
+    // Transactional messages, when their section is opened: sent through the provider the
+    // campaign used (the scheduler and workers of the test are running).
+    let provider = first_provider(http, admin_url, key).await?;
+    http.post(format!("{admin_url}/api/v1/messages"))
+        .bearer_auth(key)
+        .json(
+            &json!({"to": "+15559990003", "channel": "sms", "provider_id": provider,
+                      "text": "Your code is 4821"}),
+        )
+        .send()
+        .await?
+        .error_for_status()?;
+    click(page, "#messages summary").await?;
+    // The section reads its list when opened, filtered or refreshed.
+    let rows = poll(Duration::from_secs(30), "the message, sent", || async {
+        click(page, "#m-reload").await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let rows = table_rows(page, "#message-list").await?;
+        Ok(if rows.len() == 1 && rows[0][1] == "sent" {
+            Ok(rows)
+        } else {
+            Err(format!("{rows:?}"))
+        })
+    })
+    .await?;
+    ensure_eq!(rows[0][0], "+15559990003");
+    ensure_eq!(rows[0][4], "Your code is 4821");
     Ok(())
 }

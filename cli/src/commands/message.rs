@@ -1,0 +1,141 @@
+//! `herald message …`: transactional messages, one at a time, through the campaigns' pipeline.
+
+use chrono::{DateTime, FixedOffset};
+use clap::Subcommand;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::campaign::Channel;
+use super::{CliError, Ctx, PageArgs, show_pages};
+use crate::client::Filters;
+use crate::model::NewMessage;
+use crate::output;
+
+#[derive(Debug, Subcommand)]
+pub enum MessageCommand {
+    /// Send one message now (answered once it is stored; `show` follows it)
+    #[command(after_help = "Examples:
+  herald message send --to +15551230001 --channel sms --provider $PROVIDER --text 'Your code is 4821'
+  herald message send --to +15551230001 --channel sms --provider $PROVIDER \\
+      --template 'Hi {{name}}, your code is {{code}}' --var name=Ada --var code=4821 \\
+      --idempotency-key otp-ada-4821")]
+    Send {
+        /// The recipient's phone number (E.164, or national with the tenant's default region)
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum)]
+        channel: Channel,
+        /// Provider id
+        #[arg(long, value_name = "ID")]
+        provider: Uuid,
+        /// Provider that takes what `--provider` has no room for
+        #[arg(long, value_name = "ID")]
+        overflow: Option<Uuid>,
+        /// The message text
+        #[arg(
+            long,
+            conflicts_with = "template",
+            required_unless_present = "template"
+        )]
+        text: Option<String>,
+        /// A template whose `{{variable}}`s are filled from `--var`
+        #[arg(long)]
+        template: Option<String>,
+        /// A template variable, `name=value` (repeatable)
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var, requires = "template")]
+        vars: Vec<(String, String)>,
+        /// Not sent after this time (RFC 3339)
+        #[arg(long, value_name = "TIME")]
+        expires_at: Option<DateTime<FixedOffset>>,
+        /// Sending again with the same key (within 24 h) sends nothing and shows the first
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
+        /// Owning tenant (operator key only)
+        #[arg(long, value_name = "ID")]
+        tenant: Option<Uuid>,
+    },
+    /// Show one message: its state, delivery, cost and receipts
+    Show {
+        /// Message id
+        id: Uuid,
+    },
+    /// List messages, newest first
+    List {
+        /// Only messages in this state (pending, queued, sending, unknown, sent, failed,
+        /// cancelled, expired)
+        #[arg(long)]
+        state: Option<String>,
+        /// Only messages accepted at or after this time (RFC 3339)
+        #[arg(long, value_name = "TIME")]
+        since: Option<DateTime<FixedOffset>>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+}
+
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err("expected NAME=VALUE".to_owned()),
+    }
+}
+
+pub async fn run(ctx: &Ctx, command: MessageCommand) -> Result<(), CliError> {
+    match command {
+        MessageCommand::Send {
+            to,
+            channel,
+            provider,
+            overflow,
+            text,
+            template,
+            vars,
+            expires_at,
+            idempotency_key,
+            tenant,
+        } => {
+            let variables: Map<String, Value> = vars
+                .into_iter()
+                .map(|(name, value)| (name, Value::String(value)))
+                .collect();
+            let body = NewMessage {
+                tenant_id: tenant,
+                to,
+                channel: channel.as_str().to_owned(),
+                provider_id: provider,
+                overflow_provider_id: overflow,
+                text,
+                template,
+                variables,
+                expires_at,
+            };
+            let reply = ctx
+                .client
+                .send_message(&body, idempotency_key.as_deref())
+                .await?;
+            ctx.show(&reply, output::message)
+        }
+        MessageCommand::Show { id } => {
+            let reply = ctx.client.get_message(id).await?;
+            ctx.show(&reply, output::message)
+        }
+        MessageCommand::List { state, since, page } => {
+            let mut filters: Filters = Vec::new();
+            if let Some(state) = state {
+                filters.push(("state", state));
+            }
+            if let Some(since) = since {
+                filters.push(("since", since.to_rfc3339()));
+            }
+            show_pages(
+                ctx,
+                page,
+                async |at| ctx.client.list_messages(&filters, at).await,
+                output::messages,
+            )
+            .await
+        }
+    }
+}
