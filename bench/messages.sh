@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Transactional messages' latency: from `POST /api/v1/messages` (answered 202 once the
+# message is committed) to the worker's lease of it (its provider request leaves right after)
+# and to its recorded `sent`, for MESSAGES messages (default 200) sent one at a time,
+# INTERVAL_MS apart (default 50). First on an otherwise idle system; then while another
+# tenant's campaign of CAMPAIGN recipients (default 200,000) saturates the same provider's
+# lane. Then fairness under a burst: two tenants' campaigns (A's and B's, FAIR recipients
+# each, default 150,000) share the provider, and A sends BURST messages (default 50,000, in
+# batches of 1,000): B's campaign should keep its rate, and A's campaign yield to A's
+# messages. Scheduler tick 2 s, provider latency 0 ms (LATENCY=fixed:N), one worker; release
+# build, everything on this machine. Prints median, p90, p99 and max per phase.
+# Usage: bench/messages.sh
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
+cd "$ROOT"
+require_cargo
+scripts/services.sh
+MESSAGES="${MESSAGES:-200}"
+INTERVAL_MS="${INTERVAL_MS:-50}"
+CAMPAIGN="${CAMPAIGN:-200000}"
+FAIR="${FAIR:-150000}"
+BURST="${BURST:-50000}"
+TICK_MS=2000
+
+build_bench_binaries
+cargo build --release --quiet --bin herald-admin
+trap stop_services EXIT
+fresh_database_and_vhost herald_bench_messages
+"$BIN/herald-scheduler" migrate >/dev/null
+
+SIM=http://127.0.0.1:9192
+"$BIN/herald-simulator" --listen 127.0.0.1:9192 --latency "${LATENCY:-fixed:0}" >"$LOGS/simulator-messages.log" 2>&1 & pids+=($!)
+HERALD_TICK_MS=$TICK_MS HERALD_OPS_LISTEN=127.0.0.1:9530 "$BIN/herald-scheduler" >"$LOGS/scheduler-messages.log" 2>&1 & pids+=($!)
+HERALD_OPS_LISTEN=127.0.0.1:9531 "$BIN/herald-worker" >"$LOGS/worker-messages.log" 2>&1 & pids+=($!)
+ADMIN=http://127.0.0.1:9532
+HERALD_ADMIN_LISTEN=127.0.0.1:9532 HERALD_OPS_LISTEN=127.0.0.1:9533 "$BIN/herald-admin" serve >"$LOGS/admin-messages.log" 2>&1 & pids+=($!)
+wait_healthy "$SIM"
+wait_healthy "$ADMIN"
+KEY="$("$BIN/herald-admin" keys create --operator --name bench)"
+
+api() { curl -fsS -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' "$@"; }
+field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+sql() { psql "$HERALD_DATABASE_URL" -qAtX -c "$1"; }
+
+A="$(api -X POST "$ADMIN/api/v1/tenants" -d '{"name":"messages","max_queued_messages":100000}' | field id)"
+B="$(api -X POST "$ADMIN/api/v1/tenants" -d '{"name":"campaigns"}' | field id)"
+# An operator's provider, shared by both tenants: the campaign saturates the messages' lane.
+PROVIDER="$(api -X POST "$ADMIN/api/v1/providers" \
+  -d "{\"name\":\"sim\",\"endpoint\":\"$SIM/v1/messages\",\"max_in_flight\":10000}" | field id)"
+
+# Sends the messages one by one; prints the phase's latencies (ms) once all are sent.
+phase() {
+  local label="$1" since
+  since="$(sql "SELECT now()")"
+  for i in $(seq 1 "$MESSAGES"); do
+    api -X POST "$ADMIN/api/v1/messages" -o /dev/null \
+      -d "{\"tenant_id\":\"$A\",\"to\":\"+1555$(printf '%07d' "$i")\",\"channel\":\"sms\",\"provider_id\":\"$PROVIDER\",\"text\":\"Your code is $i\"}"
+    sleep "$(python3 -c "print($INTERVAL_MS / 1000)")"
+  done
+  for _ in $(seq 1 120); do
+    [ "$(sql "SELECT count(*) FROM messages m JOIN recipients r ON r.id = m.recipient_id
+               WHERE m.created_at >= '$since' AND r.state <> 'sent'")" = 0 ] && break
+    sleep 0.5
+  done
+  sql "SELECT '$label: ' || count(*) || ' messages; accepted → leased (request sent) ms: median '
+              || round(percentile_cont(0.5) WITHIN GROUP (ORDER BY l)::numeric, 1)
+              || ', p90 ' || round(percentile_cont(0.9) WITHIN GROUP (ORDER BY l)::numeric, 1)
+              || ', p99 ' || round(percentile_cont(0.99) WITHIN GROUP (ORDER BY l)::numeric, 1)
+              || ', max ' || round(max(l)::numeric, 1)
+              || '; accepted → sent recorded ms: median '
+              || round(percentile_cont(0.5) WITHIN GROUP (ORDER BY s)::numeric, 1)
+              || ', p99 ' || round(percentile_cont(0.99) WITHIN GROUP (ORDER BY s)::numeric, 1)
+              || ' (tick $TICK_MS ms)'
+       FROM (SELECT extract(epoch FROM r.attempted_at - m.created_at) * 1000 AS l,
+                    extract(epoch FROM r.sent_at - m.created_at) * 1000 AS s
+             FROM messages m JOIN recipients r ON r.id = m.recipient_id
+             WHERE m.created_at >= '$since' AND r.state = 'sent') x"
+}
+
+echo "== Herald transactional messages' latency: $MESSAGES messages ${INTERVAL_MS} ms apart, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
+# Warm-up: the first message makes the tenant's stream and the scheduler's lane.
+api -X POST "$ADMIN/api/v1/messages" -o /dev/null \
+  -d "{\"tenant_id\":\"$A\",\"to\":\"+15559999999\",\"channel\":\"sms\",\"provider_id\":\"$PROVIDER\",\"text\":\"warm-up\"}"
+sleep 3
+phase "idle"
+
+# A started campaign of tenant $1 named $2 with $3 recipients (numbers from prefix $4); prints
+# its id. Its batch size is the largest allowed, so that the lane, not the campaign's own
+# batch, limits it.
+campaign() {
+  local csv="$LOGS/messages-$2.csv" id
+  python3 -c "
+print('address')
+for i in range($3):
+    print(f'+1$4{i:07d}')
+" >"$csv"
+  id="$(api -X POST "$ADMIN/api/v1/campaigns" \
+    -d "{\"tenant_id\":\"$1\",\"name\":\"$2\",\"provider_id\":\"$PROVIDER\",\"channel\":\"sms\",\"template\":\"Sale\",\"batch_size\":100000}" | field id)"
+  curl -fsS -H "Authorization: Bearer $KEY" -H 'Content-Type: text/csv' --data-binary "@$csv" \
+    "$ADMIN/api/v1/campaigns/$id/recipients" -o /dev/null
+  api -X POST "$ADMIN/api/v1/campaigns/$id/start" -o /dev/null
+  echo "$id"
+}
+# Messages per second sent by campaigns matching the SQL condition $1 between $2 and $3.
+rate() {
+  sql "SELECT round(coalesce(sum(s.sent), 0) / extract(epoch FROM '$3'::timestamptz - '$2'::timestamptz))
+       FROM campaign_send_seconds s JOIN campaigns c ON c.id = s.campaign_id
+       WHERE $1 AND s.second >= '$2' AND s.second < '$3'"
+}
+
+CAMPAIGN_ID="$(campaign "$B" saturating "$CAMPAIGN" 666)"
+# Saturating: its first batches are out and its lane is full.
+for _ in $(seq 1 60); do
+  [ "$(sql "SELECT coalesce(sum(n), 0) FROM campaign_bucket_counts WHERE campaign_id = '$CAMPAIGN_ID' AND state = 'sent'")" -gt 5000 ] && break
+  sleep 0.5
+done
+phase "beside a saturating campaign"
+echo "  the campaign: $(sql "SELECT coalesce(sum(n), 0) FROM campaign_bucket_counts WHERE campaign_id = '$CAMPAIGN_ID' AND state = 'sent'") of $CAMPAIGN sent meanwhile"
+# Finished, not cancelled: ending its waiting recipients would load the next phase.
+for _ in $(seq 1 240); do
+  [ "$(sql "SELECT status FROM campaigns WHERE id = '$CAMPAIGN_ID'")" = completed ] && break
+  sleep 0.5
+done
+
+# Fairness under a burst: A's and B's campaigns at once, then A's messages on top.
+FAIR_A="$(campaign "$A" fair-a "$FAIR" 777)"
+FAIR_B="$(campaign "$B" fair-b "$FAIR" 888)"
+sleep 6
+t0="$(sql "SELECT date_trunc('second', now())")"; sleep 10; t1="$(sql "SELECT date_trunc('second', now())")"
+echo "  without a burst: A's campaign $(rate "c.id = '$FAIR_A'" "$t0" "$t1") msg/s, B's campaign $(rate "c.id = '$FAIR_B'" "$t0" "$t1") msg/s"
+python3 - "$LOGS" "$A" "$PROVIDER" "$BURST" <<'PY'
+import json, sys
+logs, tenant, provider, burst = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+for b in range((burst + 999) // 1000):
+    items = [{"tenant_id": tenant, "to": f"+1999{b * 1000 + i:07d}", "channel": "sms",
+              "provider_id": provider, "text": f"Your code is {i}"}
+             for i in range(min(1000, burst - b * 1000))]
+    with open(f"{logs}/messages-burst-{b:03d}.json", "w") as f:
+        json.dump({"messages": items}, f)
+PY
+(for f in "$LOGS"/messages-burst-*.json; do
+   api -X POST "$ADMIN/api/v1/messages/batch" --data-binary "@$f" -o /dev/null
+ done) &
+poster=$!
+sleep 4
+t0="$(sql "SELECT date_trunc('second', now())")"; sleep 10; t1="$(sql "SELECT date_trunc('second', now())")"
+echo "  with $BURST of A's messages: A's messages $(rate "c.tenant_id = '$A' AND c.kind = 'messages'" "$t0" "$t1") msg/s," \
+  "A's campaign $(rate "c.id = '$FAIR_A'" "$t0" "$t1") msg/s, B's campaign $(rate "c.id = '$FAIR_B'" "$t0" "$t1") msg/s"
+wait "$poster"
+api -X POST "$ADMIN/api/v1/campaigns/$FAIR_A/cancel" -o /dev/null || true
+api -X POST "$ADMIN/api/v1/campaigns/$FAIR_B/cancel" -o /dev/null || true
