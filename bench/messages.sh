@@ -7,8 +7,11 @@
 # lane. Then fairness under a burst: two tenants' campaigns (A's and B's, FAIR recipients
 # each, default 150,000) share the provider, and A sends BURST messages (default 50,000, in
 # batches of 1,000): B's campaign should keep its rate, and A's campaign yield to A's
-# messages. Scheduler tick 2 s, provider latency 0 ms (LATENCY=fixed:N), one worker; release
-# build, everything on this machine. Prints median, p90, p99 and max per phase.
+# messages. B's and A's rates are measured while the burst is being posted (its ingestion
+# shares this machine's two cores) and after it, while A's backlog of messages drains, with
+# the CPU seconds each process spent in each window. Scheduler tick 2 s, provider latency
+# 0 ms (LATENCY=fixed:N), one worker; release build, everything on this machine. Prints
+# median, p90, p99 and max per latency phase. PHASES (default "latency burst") picks parts.
 # Usage: bench/messages.sh
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
@@ -20,6 +23,7 @@ INTERVAL_MS="${INTERVAL_MS:-50}"
 CAMPAIGN="${CAMPAIGN:-200000}"
 FAIR="${FAIR:-150000}"
 BURST="${BURST:-50000}"
+PHASES="${PHASES:-latency burst}"
 TICK_MS=2000
 
 build_bench_binaries
@@ -30,10 +34,50 @@ fresh_database_and_vhost herald_bench_messages
 
 SIM=http://127.0.0.1:9192
 "$BIN/herald-simulator" --listen 127.0.0.1:9192 --latency "${LATENCY:-fixed:0}" >"$LOGS/simulator-messages.log" 2>&1 & pids+=($!)
+CPU_PIDS="simulator=$!"
 HERALD_TICK_MS=$TICK_MS HERALD_OPS_LISTEN=127.0.0.1:9530 "$BIN/herald-scheduler" >"$LOGS/scheduler-messages.log" 2>&1 & pids+=($!)
+CPU_PIDS+=" scheduler=$!"
 HERALD_OPS_LISTEN=127.0.0.1:9531 "$BIN/herald-worker" >"$LOGS/worker-messages.log" 2>&1 & pids+=($!)
+CPU_PIDS+=" worker=$!"
 ADMIN=http://127.0.0.1:9532
 HERALD_ADMIN_LISTEN=127.0.0.1:9532 HERALD_OPS_LISTEN=127.0.0.1:9533 "$BIN/herald-admin" serve >"$LOGS/admin-messages.log" 2>&1 & pids+=($!)
+CPU_PIDS+=" admin=$!"
+
+# CPU seconds so far of each process above and of every PostgreSQL and RabbitMQ process, as
+# `name=seconds …`; `cpu_since BEFORE` prints what each spent since snapshot BEFORE.
+cpu_snapshot() {
+  python3 - "$(id -u postgres)" "$(id -u rabbitmq)" $CPU_PIDS <<'PY'
+import os, sys
+tick = os.sysconf("SC_CLK_TCK")
+def seconds(pid):
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+    except OSError:
+        return 0.0
+users = {int(sys.argv[1]): "postgres", int(sys.argv[2]): "rabbitmq"}
+totals = {name: 0.0 for name in users.values()}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        name = users.get(os.stat(f"/proc/{pid}").st_uid)
+    except OSError:
+        continue
+    if name:
+        totals[name] += seconds(pid)
+for part in sys.argv[3:]:
+    name, pid = part.split("=")
+    totals[name] = seconds(pid)
+print(" ".join(f"{k}={v:.2f}" for k, v in totals.items()))
+PY
+}
+cpu_since() {
+  python3 - "$1" "$(cpu_snapshot)" <<'PY'
+import sys
+before = dict(p.split("=") for p in sys.argv[1].split())
+after = dict(p.split("=") for p in sys.argv[2].split())
+print(", ".join(f"{k} {float(after[k]) - float(before.get(k, 0)):.1f}" for k in after))
+PY
+}
 wait_healthy "$SIM"
 wait_healthy "$ADMIN"
 KEY="$("$BIN/herald-admin" keys create --operator --name bench)"
@@ -82,7 +126,6 @@ echo "== Herald transactional messages' latency: $MESSAGES messages ${INTERVAL_M
 api -X POST "$ADMIN/api/v1/messages" -o /dev/null \
   -d "{\"tenant_id\":\"$A\",\"to\":\"+15559999999\",\"channel\":\"sms\",\"provider_id\":\"$PROVIDER\",\"text\":\"warm-up\"}"
 sleep 3
-phase "idle"
 
 # A started campaign of tenant $1 named $2 with $3 recipients (numbers from prefix $4); prints
 # its id. Its batch size is the largest allowed, so that the lane, not the campaign's own
@@ -108,6 +151,8 @@ rate() {
        WHERE $1 AND s.second >= '$2' AND s.second < '$3'"
 }
 
+case " $PHASES " in *" latency "*)
+phase "idle"
 CAMPAIGN_ID="$(campaign "$B" saturating "$CAMPAIGN" 666)"
 # Saturating: its first batches are out and its lane is full.
 for _ in $(seq 1 60); do
@@ -121,13 +166,20 @@ for _ in $(seq 1 240); do
   [ "$(sql "SELECT status FROM campaigns WHERE id = '$CAMPAIGN_ID'")" = completed ] && break
   sleep 0.5
 done
+;; esac
+case " $PHASES " in *" burst "*)
 
 # Fairness under a burst: A's and B's campaigns at once, then A's messages on top.
 FAIR_A="$(campaign "$A" fair-a "$FAIR" 777)"
 FAIR_B="$(campaign "$B" fair-b "$FAIR" 888)"
 sleep 6
+# Rates (msg/s) of A's messages, A's campaign and B's campaign between $1 and $2.
+rates() {
+  echo "A's messages $(rate "c.tenant_id = '$A' AND c.kind = 'messages'" "$1" "$2"), A's campaign $(rate "c.id = '$FAIR_A'" "$1" "$2"), B's campaign $(rate "c.id = '$FAIR_B'" "$1" "$2") msg/s"
+}
+cpu0="$(cpu_snapshot)"
 t0="$(sql "SELECT date_trunc('second', now())")"; sleep 10; t1="$(sql "SELECT date_trunc('second', now())")"
-echo "  without a burst: A's campaign $(rate "c.id = '$FAIR_A'" "$t0" "$t1") msg/s, B's campaign $(rate "c.id = '$FAIR_B'" "$t0" "$t1") msg/s"
+echo "  without a burst ($t0 + 10 s): $(rates "$t0" "$t1"); CPU s: $(cpu_since "$cpu0")"
 python3 - "$LOGS" "$A" "$PROVIDER" "$BURST" <<'PY'
 import json, sys
 logs, tenant, provider, burst = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -138,14 +190,17 @@ for b in range((burst + 999) // 1000):
     with open(f"{logs}/messages-burst-{b:03d}.json", "w") as f:
         json.dump({"messages": items}, f)
 PY
-(for f in "$LOGS"/messages-burst-*.json; do
-   api -X POST "$ADMIN/api/v1/messages/batch" --data-binary "@$f" -o /dev/null
- done) &
-poster=$!
-sleep 4
+cpu0="$(cpu_snapshot)"
+t0="$(sql "SELECT date_trunc('second', now()) + interval '1 second'")"
+for f in "$LOGS"/messages-burst-*.json; do
+  api -X POST "$ADMIN/api/v1/messages/batch" --data-binary "@$f" -o /dev/null
+done
+t1="$(sql "SELECT date_trunc('second', now())")"
+echo "  while $BURST of A's messages were posted ($t0 to $t1): $(rates "$t0" "$t1"); CPU s: $(cpu_since "$cpu0")"
+cpu0="$(cpu_snapshot)"
+sleep 1
 t0="$(sql "SELECT date_trunc('second', now())")"; sleep 10; t1="$(sql "SELECT date_trunc('second', now())")"
-echo "  with $BURST of A's messages: A's messages $(rate "c.tenant_id = '$A' AND c.kind = 'messages'" "$t0" "$t1") msg/s," \
-  "A's campaign $(rate "c.id = '$FAIR_A'" "$t0" "$t1") msg/s, B's campaign $(rate "c.id = '$FAIR_B'" "$t0" "$t1") msg/s"
-wait "$poster"
+echo "  after, while A's messages drain ($t0 + 10 s): $(rates "$t0" "$t1"); CPU s: $(cpu_since "$cpu0")"
 api -X POST "$ADMIN/api/v1/campaigns/$FAIR_A/cancel" -o /dev/null || true
 api -X POST "$ADMIN/api/v1/campaigns/$FAIR_B/cancel" -o /dev/null || true
+;; esac

@@ -98,6 +98,7 @@ contacts_cursor = { values = ["$CONTACTS_CURSOR"] }
 opens = { values = ["21:00", "22:30"] }
 numbers = { values = ["+15551230001", "+33612345678", "+442079460958"] }
 closes = { values = ["08:00", "07:15"] }
+channels = { values = ["sms", "whatsapp", "voice", "chat"] }
 
 # A rotation's credentials take the shape of the provider's kind, which the path does not
 # say: the document lists every kind's shape, and the server refuses the others (422).
@@ -171,6 +172,22 @@ include-path = "/messages/batch"
 include-method = "POST"
 phases = { coverage = { generation = { mode = "negative" } } }
 checks = { positive_data_acceptance = { expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"] } }
+
+# A tenant's default provider per channel names a tenant and providers by id.
+[[operations]]
+include-path-regex = "^/tenants/[^/]+/default-providers/[^/]+$"
+include-method = "PUT"
+parameters = { "path.id" = { dictionary = "tenant", probability = 0.5 }, "path.channel" = { dictionary = "channels" }, "body.provider_id" = { dictionary = "provider" }, "body.overflow_provider_id" = { dictionary = "overflow" } }
+checks = { positive_data_acceptance = { expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"] } }
+
+[[operations]]
+include-path-regex = "^/tenants/[^/]+/default-providers/[^/]+$"
+include-method = "DELETE"
+parameters = { "path.id" = { dictionary = "tenant", probability = 0.5 }, "path.channel" = { dictionary = "channels" } }
+
+[[operations]]
+include-path-regex = "^/providers/[^/]+/commitment$"
+parameters = { "path.id" = { dictionary = "provider", probability = 0.5 } }
 
 # A cursor is opaque: only one a page handed out is valid (a forged one is 422), which no
 # schema can say. The lists draw theirs from pages read above; the phases that do not use

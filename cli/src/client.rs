@@ -10,9 +10,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::model::{
-    Campaign, Contact, ErrorBody, ErrorCount, Key, Message, NewCampaign, NewKey, NewMessage,
-    NewProvider, NewSegment, NewTenant, Page, Progress, Provider, Recipient, RotatedKey, Segment,
-    SegmentCount, Tenant, UploadSummary,
+    Campaign, Contact, DefaultProvider, ErrorBody, ErrorCount, Key, Message, NewCampaign, NewKey,
+    NewMessage, NewProvider, NewSegment, NewTenant, Page, Progress, Provider, Recipient,
+    RotatedKey, Segment, SegmentCount, Tenant, UploadSummary,
 };
 
 /// Bounds a hung server rather than a slow action: starting a segment campaign materializes
@@ -132,6 +132,43 @@ impl Client {
         self.get(&["tenants", &id.to_string()], &[]).await
     }
 
+    pub async fn list_default_providers(
+        &self,
+        tenant: Uuid,
+    ) -> Result<Reply<Vec<DefaultProvider>>, ApiError> {
+        self.get(&["tenants", &tenant.to_string(), "default-providers"], &[])
+            .await
+    }
+
+    pub async fn set_default_provider(
+        &self,
+        tenant: Uuid,
+        channel: &str,
+        provider: Uuid,
+        overflow: Option<Uuid>,
+    ) -> Result<Reply<DefaultProvider>, ApiError> {
+        let body = serde_json::json!({ "provider_id": provider, "overflow_provider_id": overflow });
+        let url = self.url(
+            &["tenants", &tenant.to_string(), "default-providers", channel],
+            &[],
+        );
+        self.send(self.http.put(url).json(&body), Some(REQUEST_TIMEOUT))
+            .await
+    }
+
+    pub async fn remove_default_provider(
+        &self,
+        tenant: Uuid,
+        channel: &str,
+    ) -> Result<Reply<Value>, ApiError> {
+        let url = self.url(
+            &["tenants", &tenant.to_string(), "default-providers", channel],
+            &[],
+        );
+        self.send(self.http.delete(url), Some(REQUEST_TIMEOUT))
+            .await
+    }
+
     pub async fn create_tenant_key(&self, id: Uuid, name: &str) -> Result<Reply<NewKey>, ApiError> {
         let body = serde_json::json!({ "name": name });
         self.post(&["tenants", &id.to_string(), "keys"], &body)
@@ -174,6 +211,17 @@ impl Client {
         provider: &NewProvider,
     ) -> Result<Reply<Provider>, ApiError> {
         self.post(&["providers"], provider).await
+    }
+
+    pub async fn set_provider_commitment(
+        &self,
+        id: Uuid,
+        per_month: Option<u32>,
+    ) -> Result<Reply<Provider>, ApiError> {
+        let body = serde_json::json!({ "monthly_commitment": per_month });
+        let url = self.url(&["providers", &id.to_string(), "commitment"], &[]);
+        self.send(self.http.put(url).json(&body), Some(REQUEST_TIMEOUT))
+            .await
     }
 
     pub async fn list_providers(&self) -> Result<Reply<Vec<Provider>>, ApiError> {

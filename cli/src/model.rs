@@ -103,6 +103,10 @@ pub struct Provider {
     pub live_call_timeout_ms: Option<i64>,
     /// The receiver's path for this provider's receipts.
     pub receipt_path: Option<String>,
+    pub monthly_commitment: Option<i64>,
+    #[serde(default)]
+    pub sent_this_month: Option<i64>,
+    pub commitment_due_by_now: Option<i64>,
     pub created_at: Option<Timestamp>,
 }
 
@@ -142,6 +146,8 @@ pub struct NewProvider {
     pub max_live_calls: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live_call_timeout_ms: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly_commitment: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -371,7 +377,8 @@ pub struct NewMessage {
     pub tenant_id: Option<Uuid>,
     pub to: String,
     pub channel: String,
-    pub provider_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub overflow_provider_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -382,6 +389,8 @@ pub struct NewMessage {
     pub variables: serde_json::Map<String, Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<FixedOffset>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<QuietHours>,
 }
 
 /// A transactional message and what became of it.
@@ -408,6 +417,7 @@ pub struct Message {
     pub created_at: Option<Timestamp>,
     pub sent_at: Option<Timestamp>,
     pub expires_at: Option<Timestamp>,
+    pub quiet_hours: Option<QuietHours>,
     pub held: Option<String>,
     #[serde(default)]
     pub receipts: Vec<MessageReceipt>,
@@ -423,4 +433,12 @@ pub struct MessageReceipt {
     pub received_at: Option<Timestamp>,
     #[serde(default)]
     pub duplicate: bool,
+}
+
+/// A tenant's default provider for a channel (`/tenants/{id}/default-providers`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DefaultProvider {
+    pub channel: String,
+    pub provider_id: Uuid,
+    pub overflow_provider_id: Option<Uuid>,
 }

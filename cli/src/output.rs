@@ -10,9 +10,9 @@ use serde_json::Value;
 
 use crate::client::ApiError;
 use crate::model::{
-    Campaign, Contact, ErrorBody, ErrorCount, Key, Message, NewKey, Progress, Provider,
-    ProviderSends, QuietHours, Recipient, RotatedKey, Segment, SegmentCount, Tenant, Timestamp,
-    UploadSummary,
+    Campaign, Contact, DefaultProvider, ErrorBody, ErrorCount, Key, Message, NewKey, Progress,
+    Provider, ProviderSends, QuietHours, Recipient, RotatedKey, Segment, SegmentCount, Tenant,
+    Timestamp, UploadSummary,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -440,8 +440,44 @@ pub fn provider(p: &Provider) -> String {
             },
         ),
         ("receipts", or_dash(p.receipt_path.as_ref())),
+        ("sent this month", or_dash(p.sent_this_month)),
+        ("commitment", commitment(p)),
         ("created", format_time(p.created_at)),
     ])
+}
+
+/// `1000000 a month: 412000 sent, 450000 due by now (behind)`.
+fn commitment(p: &Provider) -> String {
+    let Some(monthly) = p.monthly_commitment else {
+        return "none".to_owned();
+    };
+    let sent = p.sent_this_month.unwrap_or(0);
+    match p.commitment_due_by_now {
+        Some(due) => format!(
+            "{monthly} a month: {sent} sent, {due} due by now ({})",
+            if sent < due { "behind" } else { "on pace" }
+        ),
+        None => format!("{monthly} a month: {sent} sent"),
+    }
+}
+
+pub fn default_providers(list: &[DefaultProvider]) -> String {
+    if list.is_empty() {
+        return "no default providers (messages must name their provider)\n".to_owned();
+    }
+    let mut table = Table::new(&[
+        ("CHANNEL", Align::Left),
+        ("PROVIDER", Align::Left),
+        ("OVERFLOW", Align::Left),
+    ]);
+    for d in list {
+        table.row(vec![
+            d.channel.clone(),
+            d.provider_id.to_string(),
+            or_dash(d.overflow_provider_id),
+        ]);
+    }
+    table.render()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -849,6 +885,7 @@ pub fn message(m: &Message) -> String {
         ("created", format_time(m.created_at)),
         ("sent", format_time(m.sent_at)),
         ("expires", format_time(m.expires_at)),
+        ("quiet hours", quiet_hours(m.quiet_hours.as_ref())),
         ("text", or_dash(m.text.as_deref())),
     ];
     if let Some(key) = &m.idempotency_key {

@@ -21,6 +21,12 @@ pub struct ActiveCampaign {
     pub overflow_provider_id: Option<Uuid>,
     /// The primary provider's circuit breaker is open: everything goes to the overflow.
     pub primary_open: bool,
+    /// The overflow provider's circuit breaker is open.
+    pub overflow_open: bool,
+    /// Planned in its overflow's lane first, its primary taking the rest: the overflow is
+    /// further behind its committed volume (`commitments`). Never set by the query.
+    #[sqlx(default)]
+    pub overflow_first: bool,
     pub channel: String,
     pub template: String,
     pub expires_at: Option<DateTime<Utc>>,
@@ -70,7 +76,10 @@ pub async fn active_campaigns(
     sqlx::query_as(
         "SELECT c.id, c.tenant_id, t.weight AS tenant_weight, c.weight AS campaign_weight,
                 c.provider_id, c.overflow_provider_id, c.channel, c.template, c.expires_at,
-                herald_breaker_open(c.provider_id) AS primary_open, d.due, d.retries > 0 AS retries,
+                herald_breaker_open(c.provider_id) AS primary_open,
+                (c.overflow_provider_id IS NOT NULL AND herald_breaker_open(c.overflow_provider_id))
+                    AS overflow_open,
+                d.due, d.retries > 0 AS retries,
                 c.kind = 'messages' AS transactional
          FROM campaigns c JOIN tenants t ON t.id = c.tenant_id
          CROSS JOIN LATERAL (
@@ -150,6 +159,33 @@ pub async fn free_lines(
     .bind(providers)
     .fetch_all(pool)
     .await
+}
+
+/// The commitments of those of `providers` that carry one, with this month's sends.
+pub async fn commitments(
+    pool: &PgPool,
+    providers: &[Uuid],
+) -> Result<Vec<(Uuid, crate::commitments::Commitment)>, sqlx::Error> {
+    let rows: Vec<(Uuid, i32, i64, f64)> = sqlx::query_as(
+        "SELECT provider_id, monthly_commitment, sent_this_month, month_elapsed
+         FROM provider_commitments WHERE provider_id = ANY($1)",
+    )
+    .bind(providers)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, monthly, sent, elapsed)| {
+            (
+                id,
+                crate::commitments::Commitment {
+                    monthly: i64::from(monthly),
+                    sent,
+                    elapsed,
+                },
+            )
+        })
+        .collect())
 }
 
 /// What a claim asks of one campaign.

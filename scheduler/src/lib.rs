@@ -5,7 +5,8 @@
 //! - [`lanes`]: each provider's lane, budgeted apart; [`backpressure`]: how much to publish
 //!   so a lane stays about one tick deep.
 //! - [`fairness`]: how a tick's budget is split across tenants and campaigns, and the order;
-//!   [`routing`]: which lane (primary or overflow) a campaign's work is claimed into.
+//!   [`routing`]: which lane (primary or overflow) a campaign's work is claimed into;
+//!   [`commitments`]: which of the two goes first, by committed monthly volumes.
 //! - [`claim`]: claiming due recipients atomically.
 //! - [`publish`]: publishing with confirms.
 //! - [`sweeper`]: recovering lost claims and leases; completing campaigns;
@@ -17,6 +18,7 @@
 pub mod backlog;
 pub mod backpressure;
 pub mod claim;
+pub mod commitments;
 pub mod config;
 pub mod counters;
 pub mod fairness;

@@ -5,7 +5,10 @@
 //! the campaign's due work left over, and it was the primary's rate limit that set the budget
 //! (not workers draining the lane slowly), does the rest go to the overflow's lane, after that
 //! lane's own campaigns; if the primary's breaker is open, all of it does. The pace is the
-//! configured rate limit, so one 429 does not send traffic to the costlier provider.
+//! configured rate limit, so one 429 does not send traffic to the costlier provider. Where
+//! the overflow is further behind its committed volume than the primary, `commitments` swaps
+//! the two first: the campaign is planned in the overflow's lane, and the primary takes the
+//! rest.
 
 use crate::claim::ActiveCampaign;
 use std::collections::{BTreeMap, BTreeSet};
@@ -57,7 +60,8 @@ pub struct Spill {
 impl Spill {
     /// After a primary lane was claimed: `used` of its `budget` went out, `placed` per
     /// campaign. If the lane is saturated at its provider's pace, each of its campaigns with
-    /// an overflow sends what it could not place there.
+    /// an overflow sends what it could not place there (a campaign planned in its overflow
+    /// first does so whatever saturated the lane).
     pub fn after_primary(
         &mut self,
         lane_campaigns: &[ActiveCampaign],
@@ -66,13 +70,18 @@ impl Spill {
         at_pace: bool,
         placed: &BTreeMap<Uuid, i64>,
     ) {
-        if used < budget as usize || !at_pace {
+        if used < budget as usize {
             return;
         }
         for campaign in lane_campaigns {
             let Some(overflow) = campaign.overflow_provider_id else {
                 continue;
             };
+            // A campaign planned in its overflow's lane first (a commitment) falls back to
+            // its primary whatever filled the lane: the primary is its usual provider.
+            if !at_pace && !campaign.overflow_first {
+                continue;
+            }
             let placed = placed.get(&campaign.id).copied().unwrap_or(0);
             if campaign.due > placed {
                 let mut rest = campaign.clone();
@@ -117,6 +126,8 @@ mod tests {
             provider_id: id(provider),
             overflow_provider_id: overflow.map(id),
             primary_open: false,
+            overflow_open: false,
+            overflow_first: false,
             channel: "sms".into(),
             template: "hi".into(),
             expires_at: None,
@@ -174,6 +185,11 @@ mod tests {
         // slow lane does not send traffic to the costlier provider.
         spill.after_primary(&lane, 20, 20, false, &placed);
         assert!(spill.lanes.is_empty());
+        // Planned in its overflow first (a commitment): its primary takes the rest even so.
+        let mut first = campaign(1, 30, Some(10), 50);
+        first.overflow_first = true;
+        spill.after_primary(&[first], 20, 20, false, &placed);
+        assert_eq!(spill.lanes[&id(10)][0].due, 30);
     }
 
     #[test]

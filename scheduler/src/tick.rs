@@ -2,6 +2,7 @@
 //! publish; complete.
 
 use crate::claim::{self, ActiveCampaign, Claimed};
+use crate::commitments::{self, Commitment};
 use crate::fairness::{self, Demand};
 use crate::lanes::Lanes;
 use crate::publish::{PublishError, Publisher};
@@ -227,8 +228,21 @@ impl Ticker {
             Pass::Wake(providers) => Some(providers.iter().copied().collect()),
             Pass::Tick | Pass::TopUp => None,
         };
-        let campaigns = claim::active_campaigns(pool, self.max_budget, woken.as_deref()).await?;
+        let mut campaigns =
+            claim::active_campaigns(pool, self.max_budget, woken.as_deref()).await?;
         report.campaigns = campaigns.len();
+        // Only campaigns with two providers have a choice to make.
+        let choosers: BTreeSet<Uuid> = campaigns
+            .iter()
+            .filter_map(|c| c.overflow_provider_id.map(|o| [c.provider_id, o]))
+            .flatten()
+            .collect();
+        if !choosers.is_empty() {
+            let ids: Vec<Uuid> = choosers.into_iter().collect();
+            let commitments: BTreeMap<Uuid, Commitment> =
+                claim::commitments(pool, &ids).await?.into_iter().collect();
+            commitments::apply(&mut campaigns, &commitments);
+        }
         let Routes {
             primaries,
             involved,

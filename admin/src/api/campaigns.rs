@@ -433,18 +433,11 @@ pub async fn create(
     let mut quiet: Option<(NaiveTime, NaiveTime)> = None;
     let mut zone = tenant_zone;
     if let Some(q) = &body.quiet_hours {
-        match (validate::clock_time(&q.start), validate::clock_time(&q.end)) {
-            (Ok(start), Ok(end)) if start == end => bad(
-                "quiet_hours.end",
-                "must differ from quiet_hours.start".into(),
-            ),
-            (Ok(start), Ok(end)) => quiet = Some((start, end)),
-            (start, end) => {
-                if let Err(reason) = start {
-                    bad("quiet_hours.start", reason);
-                }
-                if let Err(reason) = end {
-                    bad("quiet_hours.end", reason);
+        match quiet_window(q) {
+            Ok(window) => quiet = Some(window),
+            Err(problems) => {
+                for (field, reason) in problems {
+                    bad(field, reason);
                 }
             }
         }
@@ -518,6 +511,23 @@ pub async fn create(
 }
 
 /// Whether `tenant` may send through `provider`: its own, or an operator's shared one.
+/// A daily quiet window's opening and closing times, or what is wrong with them, by field.
+pub(crate) fn quiet_window(
+    q: &QuietHours,
+) -> Result<(NaiveTime, NaiveTime), Vec<(&'static str, String)>> {
+    match (validate::clock_time(&q.start), validate::clock_time(&q.end)) {
+        (Ok(start), Ok(end)) if start == end => Err(vec![(
+            "quiet_hours.end",
+            "must differ from quiet_hours.start".into(),
+        )]),
+        (Ok(start), Ok(end)) => Ok((start, end)),
+        (start, end) => Err([("quiet_hours.start", start), ("quiet_hours.end", end)]
+            .into_iter()
+            .filter_map(|(field, result)| result.err().map(|reason| (field, reason)))
+            .collect()),
+    }
+}
+
 pub(crate) async fn usable_provider(
     pool: &PgPool,
     provider: Uuid,

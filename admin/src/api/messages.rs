@@ -16,6 +16,7 @@
 //! `Retry-After`.
 
 use super::JsonBody;
+use super::campaigns::QuietHours;
 use super::page::{self, Page};
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
@@ -25,7 +26,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, NaiveTime, Utc};
 use herald_shared::domain::{Channel, RecipientState};
 use herald_shared::template;
 use serde::{Deserialize, Serialize};
@@ -54,9 +55,11 @@ pub struct NewMessage {
     pub to: String,
     #[schema(schema_with = crate::api::openapi::rules::channel)]
     pub channel: String,
-    /// A provider the tenant may use: its own or a shared one.
-    pub provider_id: Uuid,
-    /// Optional second provider (not `provider_id`), used only when `provider_id` has no room.
+    /// A provider the tenant may use: its own or a shared one. Omit to use the tenant's
+    /// default provider for the channel (`PUT /tenants/{id}/default-providers/{channel}`).
+    pub provider_id: Option<Uuid>,
+    /// Optional second provider (not `provider_id`), used only when `provider_id` has no
+    /// room (or is behind on its commitment). Omitted with `provider_id`: the default's.
     pub overflow_provider_id: Option<Uuid>,
     /// The message as sent. Give either `text`, or `template` with `variables`.
     #[schema(max_length = 4096)]
@@ -69,6 +72,10 @@ pub struct NewMessage {
     pub variables: Map<String, Value>,
     /// Not sent after this time (it ends `expired`); in the future.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Not sent inside this daily window (a reminder at 3 a.m. waits for the morning); its
+    /// zone defaults to the tenant's. Omit for messages that may go at any hour, such as
+    /// one-time codes.
+    pub quiet_hours: Option<QuietHours>,
     /// In a batch, this message's own idempotency key (for a single message, the
     /// `Idempotency-Key` header may carry it instead).
     #[schema(min_length = 1, max_length = 255)]
@@ -112,6 +119,8 @@ pub struct Message {
     pub created_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<QuietHours>)]
+    pub quiet_hours: Option<sqlx::types::Json<QuietHours>>,
     /// The stream is held: its provider refused Herald's credentials (rotating them
     /// resumes it).
     pub held: Option<String>,
@@ -155,8 +164,32 @@ struct Checked {
     overflow: Option<Uuid>,
     variables: Map<String, Value>,
     expires_at: Option<DateTime<Utc>>,
+    /// Its quiet hours (start, end) and their zone (the tenant's when it has none).
+    quiet: Option<(NaiveTime, NaiveTime)>,
+    zone: String,
     key: Option<String>,
     hash: Vec<u8>,
+}
+
+/// What makes messages share a stream.
+type StreamKey = (
+    Uuid,
+    String,
+    Option<Uuid>,
+    Option<(NaiveTime, NaiveTime)>,
+    String,
+);
+
+impl Checked {
+    fn stream_key(&self) -> StreamKey {
+        (
+            self.provider,
+            self.channel.clone(),
+            self.overflow,
+            self.quiet,
+            self.zone.clone(),
+        )
+    }
 }
 
 #[utoipa::path(post, path = "/messages", tag = "messages", request_body = NewMessage,
@@ -346,11 +379,18 @@ async fn accept(
     Ok((messages, replayed))
 }
 
+/// A provider and its optional overflow.
+type Route = (Uuid, Option<Uuid>);
+
 /// What checking a batch looks up once per batch rather than once per message.
 #[derive(Default)]
 struct Lookups {
-    tenants: HashMap<Uuid, Option<Option<String>>>,
+    /// Per tenant, if it exists: its default region and time zone.
+    tenants: HashMap<Uuid, Option<(Option<String>, String)>>,
     providers: HashMap<(Uuid, Uuid), bool>,
+    /// Per tenant and channel, its default provider and overflow.
+    defaults: HashMap<(Uuid, String), Option<Route>>,
+    zones: HashMap<String, bool>,
 }
 
 /// A message's problems, by field.
@@ -372,11 +412,11 @@ async fn check(
             )]));
         }
     };
-    let region = match lookups.tenants.get(&tenant) {
+    let known = match lookups.tenants.get(&tenant) {
         Some(known) => known.clone(),
         None => {
-            let row: Option<Option<String>> =
-                sqlx::query_scalar("SELECT default_region FROM tenants WHERE id = $1")
+            let row: Option<(Option<String>, String)> =
+                sqlx::query_as("SELECT default_region, time_zone FROM tenants WHERE id = $1")
                     .bind(tenant)
                     .fetch_optional(pool)
                     .await?;
@@ -384,7 +424,7 @@ async fn check(
             row
         }
     };
-    let Some(region) = region else {
+    let Some((region, tenant_zone)) = known else {
         return Ok(Err(vec![("tenant_id", "no such tenant".into())]));
     };
     let mut problems: Problems = Vec::new();
@@ -449,11 +489,72 @@ async fn check(
             format!("must be 1 to {MAX_KEY_LEN} printable ASCII characters"),
         ));
     }
-    if !usable(pool, lookups, item.provider_id, tenant).await? {
+    let mut quiet = None;
+    let mut zone = tenant_zone;
+    if let Some(q) = &item.quiet_hours {
+        match super::campaigns::quiet_window(q) {
+            Ok(window) => quiet = Some(window),
+            Err(found) => problems.extend(found),
+        }
+        if let Some(given) = &q.time_zone {
+            let known = match lookups.zones.get(given) {
+                Some(&known) => known,
+                None => {
+                    let known = super::tenants::known_time_zone(pool, given).await?;
+                    lookups.zones.insert(given.clone(), known);
+                    known
+                }
+            };
+            if known {
+                zone.clone_from(given);
+            } else {
+                problems.push((
+                    "quiet_hours.time_zone",
+                    format!("`{}` is not an IANA time zone", validate::clip(given)),
+                ));
+            }
+        }
+    }
+    // No provider named: the tenant's default for the channel, with its overflow unless
+    // the message names one.
+    let (provider, overflow) = match item.provider_id {
+        Some(provider) => (Some(provider), item.overflow_provider_id),
+        None => {
+            let key = (tenant, item.channel.clone());
+            let default = match lookups.defaults.get(&key) {
+                Some(known) => *known,
+                None => {
+                    let found =
+                        super::default_providers::lookup(pool, tenant, &item.channel).await?;
+                    lookups.defaults.insert(key, found);
+                    found
+                }
+            };
+            match default {
+                Some((provider, overflow)) => {
+                    (Some(provider), item.overflow_provider_id.or(overflow))
+                }
+                None => {
+                    problems.push((
+                        "provider_id",
+                        format!(
+                            "required: the tenant has no default provider for `{}` \
+                             (PUT /tenants/{{id}}/default-providers/{{channel}})",
+                            validate::clip(&item.channel)
+                        ),
+                    ));
+                    (None, None)
+                }
+            }
+        }
+    };
+    if let Some(provider) = provider
+        && !usable(pool, lookups, provider, tenant).await?
+    {
         problems.push(("provider_id", "no such provider".into()));
     }
-    if let Some(overflow) = item.overflow_provider_id {
-        if overflow == item.provider_id {
+    if let (Some(provider), Some(overflow)) = (provider, overflow) {
+        if overflow == provider {
             problems.push((
                 "overflow_provider_id",
                 "must differ from provider_id".into(),
@@ -462,9 +563,9 @@ async fn check(
             problems.push(("overflow_provider_id", "no such provider".into()));
         }
     }
-    if !problems.is_empty() {
+    let Some(provider) = provider.filter(|_| problems.is_empty()) else {
         return Ok(Err(problems));
-    }
+    };
     let text = text.map(|(_, text)| text).unwrap_or_default();
     // Two spellings of one number are one request.
     let mut item = item;
@@ -477,10 +578,12 @@ async fn check(
         tenant,
         address,
         channel: item.channel,
-        provider: item.provider_id,
-        overflow: item.overflow_provider_id,
+        provider,
+        overflow,
         variables,
         expires_at: item.expires_at,
+        quiet,
+        zone,
         key: item.idempotency_key,
         hash,
     }))
@@ -632,11 +735,10 @@ async fn store(
     checked: &[Checked],
     fresh: &[usize],
 ) -> Result<Vec<Uuid>, ApiError> {
-    let mut streams: HashMap<(Uuid, String, Option<Uuid>), Uuid> = HashMap::new();
+    let mut streams: HashMap<StreamKey, Uuid> = HashMap::new();
     for &index in fresh {
         let c = &checked[index];
-        let key = (c.provider, c.channel.clone(), c.overflow);
-        if let std::collections::hash_map::Entry::Vacant(entry) = streams.entry(key) {
+        if let std::collections::hash_map::Entry::Vacant(entry) = streams.entry(c.stream_key()) {
             entry.insert(stream(tx, c).await?);
         }
     }
@@ -658,7 +760,7 @@ async fn store(
     let mut hashes = Vec::with_capacity(fresh.len());
     for &index in fresh {
         let c = &checked[index];
-        campaigns.push(streams[&(c.provider, c.channel.clone(), c.overflow)]);
+        campaigns.push(streams[&c.stream_key()]);
         addresses.push(c.address.clone());
         variables.push(Value::Object(c.variables.clone()));
         expiries.push(c.expires_at);
@@ -696,16 +798,23 @@ async fn store(
     Ok(message_ids)
 }
 
-/// The tenant's stream for the message's provider, channel and overflow, made on first use.
+/// The tenant's stream for the message's provider, channel, overflow and quiet hours, made
+/// on first use.
 async fn stream(tx: &mut Transaction<'_, Postgres>, c: &Checked) -> Result<Uuid, sqlx::Error> {
     sqlx::query(
         "INSERT INTO campaigns (tenant_id, provider_id, overflow_provider_id, channel, name, template,
-                                status, kind, started_at, batch_size, time_zone)
-         SELECT $1, $2, $3, $4, left('messages: ' || $4 || ' via ' || p.name, 200), $5,
-                'running', 'messages', now(), $6, t.time_zone
-         FROM tenants t, providers p WHERE t.id = $1 AND p.id = $2
+                                status, kind, started_at, batch_size, time_zone, quiet_start,
+                                quiet_end)
+         SELECT $1, $2, $3, $4,
+                left('messages: ' || $4 || ' via ' || p.name
+                     || CASE WHEN $8::time IS NULL THEN ''
+                             ELSE ', quiet ' || to_char($8::time, 'HH24:MI') || '–'
+                                  || to_char($9::time, 'HH24:MI') || ' ' || $7 END, 200),
+                $5, 'running', 'messages', now(), $6, $7, $8, $9
+         FROM providers p WHERE p.id = $2
          ON CONFLICT (tenant_id, provider_id, channel,
-                      coalesce(overflow_provider_id, '00000000-0000-0000-0000-000000000000'))
+                      coalesce(overflow_provider_id, '00000000-0000-0000-0000-000000000000'),
+                      coalesce(quiet_start, '00:00'), coalesce(quiet_end, '00:00'), time_zone)
             WHERE kind = 'messages'
          -- A stream is never meant to end; one that did (a scheduler older than streams
          -- completing it) would swallow every message accepted into it: it runs again.
@@ -718,17 +827,24 @@ async fn stream(tx: &mut Transaction<'_, Postgres>, c: &Checked) -> Result<Uuid,
     .bind(&c.channel)
     .bind(STREAM_TEMPLATE)
     .bind(STREAM_BATCH)
+    .bind(&c.zone)
+    .bind(c.quiet.map(|q| q.0))
+    .bind(c.quiet.map(|q| q.1))
     .execute(&mut **tx)
     .await?;
     sqlx::query_scalar(
         "SELECT id FROM campaigns
          WHERE kind = 'messages' AND tenant_id = $1 AND provider_id = $2 AND channel = $4
-           AND overflow_provider_id IS NOT DISTINCT FROM $3",
+           AND overflow_provider_id IS NOT DISTINCT FROM $3 AND time_zone = $5
+           AND quiet_start IS NOT DISTINCT FROM $6 AND quiet_end IS NOT DISTINCT FROM $7",
     )
     .bind(c.tenant)
     .bind(c.provider)
     .bind(c.overflow)
     .bind(&c.channel)
+    .bind(&c.zone)
+    .bind(c.quiet.map(|q| q.0))
+    .bind(c.quiet.map(|q| q.1))
     .fetch_one(&mut **tx)
     .await
 }
@@ -738,6 +854,10 @@ const SELECT: &str = "SELECT m.id, m.tenant_id, r.address AS to, c.channel, c.pr
         r.delivery_error, r.attempts, r.sent_via, r.provider_message_id,
         CASE WHEN r.state = 'sent' THEN sp.cost_per_message::float8 END AS cost,
         r.last_error, m.idempotency_key, m.created_at, r.sent_at, r.expires_at,
+        CASE WHEN c.quiet_start IS NOT NULL THEN
+            json_build_object('start', to_char(c.quiet_start, 'HH24:MI'),
+                              'end', to_char(c.quiet_end, 'HH24:MI'), 'time_zone', c.time_zone)
+        END AS quiet_hours,
         CASE WHEN c.status = 'paused' THEN coalesce(c.pause_reason, 'paused') END AS held
      FROM messages m
      JOIN recipients r ON r.id = m.recipient_id

@@ -7,6 +7,7 @@
 pub mod audience;
 pub mod campaigns;
 pub mod contacts;
+pub mod default_providers;
 pub mod keys;
 pub mod messages;
 mod openapi;
@@ -148,6 +149,14 @@ pub fn router() -> Router<AppState> {
         .route("/tenants", post(tenants::create).get(tenants::list))
         .route("/tenants/{id}", get(tenants::show))
         .route("/tenants/{id}/keys", post(tenants::create_key))
+        .route(
+            "/tenants/{id}/default-providers",
+            get(default_providers::list),
+        )
+        .route(
+            "/tenants/{id}/default-providers/{channel}",
+            put(default_providers::set).delete(default_providers::remove),
+        )
         .route("/keys", get(keys::list))
         .route("/keys/{id}/revoke", post(keys::revoke))
         .route("/keys/{id}/rotate", post(keys::rotate))
@@ -157,6 +166,7 @@ pub fn router() -> Router<AppState> {
             "/providers/{id}/credentials",
             put(providers::rotate_credentials),
         )
+        .route("/providers/{id}/commitment", put(providers::set_commitment))
         .route("/campaigns", post(campaigns::create).get(campaigns::list))
         .route("/campaigns/{id}", get(campaigns::show))
         .route("/campaigns/{id}/start", post(campaigns::start))

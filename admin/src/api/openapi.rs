@@ -8,7 +8,8 @@
 //! the running server with schemathesis.
 
 use super::{
-    audience, campaigns, contacts, keys, messages, providers, receipts, segments, tenants,
+    audience, campaigns, contacts, default_providers, keys, messages, providers, receipts,
+    segments, tenants,
 };
 use crate::error::{ErrorBody, FieldError, RowError};
 use utoipa::OpenApi;
@@ -48,8 +49,10 @@ pub fn document_json() -> serde_json::Value {
     security(("api_key" = [])),
     paths(
         tenants::create, tenants::list, tenants::show, tenants::create_key,
+        default_providers::list, default_providers::set, default_providers::remove,
         keys::list, keys::revoke, keys::rotate,
         providers::create, providers::list, providers::show, providers::rotate_credentials,
+        providers::set_commitment,
         campaigns::create, campaigns::list, campaigns::show,
         campaigns::start, campaigns::pause, campaigns::resume, campaigns::cancel,
         campaigns::progress, campaigns::errors,

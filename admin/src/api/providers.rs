@@ -56,6 +56,14 @@ pub struct Provider {
     /// Where this provider's receipts go: set it as the provider's webhook (WhatsApp: the
     /// Meta app's callback URL); Twilio and generic providers are told per request.
     pub receipt_path: String,
+    /// Messages a calendar month (UTC) agreed with this provider; `null`: none. Routing
+    /// between a primary and its overflow prefers the one further behind its commitment.
+    pub monthly_commitment: Option<i32>,
+    /// Messages sent through this provider this calendar month (UTC).
+    pub sent_this_month: i64,
+    /// What an even pace through the month asks of the commitment by now; `null`: no
+    /// commitment.
+    pub commitment_due_by_now: Option<i64>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -105,6 +113,18 @@ pub struct NewProvider {
     pub max_live_calls: Option<i32>,
     #[serde(default = "defaults::live_call_timeout_ms")]
     pub live_call_timeout_ms: i32,
+    /// Messages a calendar month (UTC) agreed with this provider (omit: none).
+    #[schema(minimum = 1, maximum = 2000000000)]
+    pub monthly_commitment: Option<i32>,
+}
+
+/// A provider's committed volume, replacing the one it had.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCommitment {
+    /// Messages a calendar month (UTC); `null` removes the commitment.
+    #[schema(minimum = 1, maximum = 2000000000)]
+    pub monthly_commitment: Option<i32>,
 }
 
 impl std::fmt::Debug for NewProvider {
@@ -177,6 +197,51 @@ fn endpoint(body: &NewProvider) -> Option<String> {
     })
 }
 
+#[utoipa::path(put, path = "/providers/{id}/commitment", tag = "providers",
+    request_body = NewCommitment,
+    params(("id" = Uuid, Path, description = "The provider's id")),
+    responses((status = 200, body = Provider), (status = 403, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn set_commitment(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    JsonBody(body): JsonBody<NewCommitment>,
+) -> Result<Json<Provider>, ApiError> {
+    if body
+        .monthly_commitment
+        .is_some_and(|n| !(1..=2_000_000_000).contains(&n))
+    {
+        return Err(ApiError::field(
+            "monthly_commitment",
+            "must be between 1 and 2000000000, or null",
+        ));
+    }
+    let owner: Option<Option<Uuid>> = sqlx::query_scalar(
+        "SELECT tenant_id FROM providers
+         WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2 OR tenant_id IS NULL)",
+    )
+    .bind(id)
+    .bind(caller.scope())
+    .fetch_optional(&state.pool)
+    .await?;
+    let owner = owner.ok_or(ApiError::NotFound("provider"))?;
+    if owner.is_none() {
+        caller.require_operator().map_err(|_| {
+            ApiError::Forbidden("a shared provider's commitment is the operator's to change")
+        })?;
+    }
+    let provider: Provider = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE providers SET monthly_commitment = $2 WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(body.monthly_commitment)
+    .fetch_one(&state.pool)
+    .await?;
+    tracing::info!(provider_id = %id, monthly_commitment = ?body.monthly_commitment, "provider commitment set");
+    Ok(Json(seen_by(caller, provider)))
+}
+
 fn check(body: &NewProvider) -> Vec<FieldError> {
     let mut fields = Vec::new();
     let mut bad = |field: &str, reason: String| {
@@ -229,6 +294,12 @@ fn check(body: &NewProvider) -> Vec<FieldError> {
             1_000,
             86_400_000,
         ),
+        (
+            "monthly_commitment",
+            body.monthly_commitment.unwrap_or(1),
+            1,
+            2_000_000_000,
+        ),
     ];
     for (field, value, min, max) in ranges {
         if !(min..=max).contains(&value) {
@@ -261,6 +332,13 @@ const COLUMNS: &str =
      unknown_window_ms, max_live_calls, live_call_timeout_ms,
      '/webhooks/' || CASE kind WHEN 'http' THEN 'http' WHEN 'whatsapp' THEN 'whatsapp'
                                ELSE 'twilio' END || '/' || id AS receipt_path,
+     monthly_commitment,
+     coalesce((SELECT sum(m.sent) FROM provider_month_sent m
+               WHERE m.provider_id = providers.id
+                 AND m.month = date_trunc('month', now() AT TIME ZONE 'UTC')::date), 0)::int8
+         AS sent_this_month,
+     (SELECT round(c.monthly_commitment * c.month_elapsed)::int8 FROM provider_commitments c
+      WHERE c.provider_id = providers.id) AS commitment_due_by_now,
      created_at";
 
 #[utoipa::path(post, path = "/providers", tag = "providers", request_body = NewProvider,
@@ -292,9 +370,10 @@ pub async fn create(
         "INSERT INTO providers (tenant_id, name, kind, endpoint, settings, credentials, timeout_ms,
                                 max_in_flight, max_attempts, retry_base_ms, retry_max_ms,
                                 rate_limit, rate_window_ms, cost_per_message, unknown_outcome,
-                                unknown_window_ms, max_live_calls, live_call_timeout_ms, id)
+                                unknown_window_ms, max_live_calls, live_call_timeout_ms, id,
+                                monthly_commitment)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::float8, $15, $16,
-                 $17, $18, $19)
+                 $17, $18, $19, $20)
          RETURNING {COLUMNS}"
     )))
     .bind(tenant)
@@ -316,6 +395,7 @@ pub async fn create(
     .bind(body.max_live_calls)
     .bind(body.live_call_timeout_ms)
     .bind(id)
+    .bind(body.monthly_commitment)
     .fetch_one(&state.pool)
     .await
     .map_err(|e| from_constraint(e, "provider"))?;

@@ -352,7 +352,7 @@ pub async fn run(ctx: &Ctx, command: CampaignCommand) -> Result<(), CliError> {
     }
 }
 
-fn quiet_hours_body(window: QuietWindow, time_zone: Option<String>) -> QuietHours {
+pub fn quiet_hours_body(window: QuietWindow, time_zone: Option<String>) -> QuietHours {
     QuietHours {
         start: window.start.format("%H:%M").to_string(),
         end: window.end.format("%H:%M").to_string(),

@@ -5,7 +5,7 @@ use clap::Subcommand;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::campaign::Channel;
+use super::campaign::{Channel, QuietWindow, parse_quiet_hours, quiet_hours_body};
 use super::{CliError, Ctx, PageArgs, show_pages};
 use crate::client::Filters;
 use crate::model::NewMessage;
@@ -25,9 +25,9 @@ pub enum MessageCommand {
         to: String,
         #[arg(long, value_enum)]
         channel: Channel,
-        /// Provider id
+        /// Provider id [default: the tenant's default provider for the channel]
         #[arg(long, value_name = "ID")]
-        provider: Uuid,
+        provider: Option<Uuid>,
         /// Provider that takes what `--provider` has no room for
         #[arg(long, value_name = "ID")]
         overflow: Option<Uuid>,
@@ -47,6 +47,12 @@ pub enum MessageCommand {
         /// Not sent after this time (RFC 3339)
         #[arg(long, value_name = "TIME")]
         expires_at: Option<DateTime<FixedOffset>>,
+        /// Not sent inside this daily window, e.g. 21:00-07:00 (leave out for one-time codes)
+        #[arg(long, value_name = "HH:MM-HH:MM", value_parser = parse_quiet_hours)]
+        quiet_hours: Option<QuietWindow>,
+        /// IANA zone of --quiet-hours [default: the tenant's]
+        #[arg(long, value_name = "TZ", requires = "quiet_hours")]
+        time_zone: Option<String>,
         /// Sending again with the same key (within 24 h) sends nothing and shows the first
         #[arg(long, value_name = "KEY")]
         idempotency_key: Option<String>,
@@ -93,6 +99,8 @@ pub async fn run(ctx: &Ctx, command: MessageCommand) -> Result<(), CliError> {
             template,
             vars,
             expires_at,
+            quiet_hours,
+            time_zone,
             idempotency_key,
             tenant,
         } => {
@@ -110,6 +118,7 @@ pub async fn run(ctx: &Ctx, command: MessageCommand) -> Result<(), CliError> {
                 template,
                 variables,
                 expires_at,
+                quiet_hours: quiet_hours.map(|w| quiet_hours_body(w, time_zone)),
             };
             let reply = ctx
                 .client

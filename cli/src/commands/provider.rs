@@ -127,6 +127,10 @@ operator key creates a shared provider every tenant may use.")]
         /// [default: 600000]
         #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(1_000..=86_400_000))]
         live_call_timeout_ms: Option<u32>,
+        /// Messages a calendar month (UTC) agreed with this provider: between a primary and
+        /// its overflow, the one further behind its commitment goes first (default: none)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=2_000_000_000))]
+        monthly_commitment: Option<u32>,
     },
     /// List providers
     List,
@@ -146,6 +150,19 @@ operator key creates a shared provider every tenant may use.")]
         /// The new credentials: inline JSON or @FILE (kept out of shell history)
         #[arg(long, value_name = "JSON|@FILE")]
         credentials: String,
+    },
+    /// Set (or with --none remove) a provider's committed monthly volume
+    #[command(after_help = "Example:\n  herald provider commitment 5f0c… --per-month 1000000")]
+    Commitment {
+        /// Provider id
+        id: Uuid,
+        /// Messages a calendar month (UTC)
+        #[arg(long, value_name = "N", required_unless_present = "none",
+              value_parser = clap::value_parser!(u32).range(1..=2_000_000_000))]
+        per_month: Option<u32>,
+        /// Remove the commitment
+        #[arg(long, conflicts_with = "per_month")]
+        none: bool,
     },
 }
 
@@ -170,6 +187,7 @@ pub async fn run(ctx: &Ctx, command: ProviderCommand) -> Result<(), CliError> {
             unknown_window_ms,
             max_live_calls,
             live_call_timeout_ms,
+            monthly_commitment,
         } => {
             let credentials = credentials.map(|arg| read_credentials(&arg)).transpose()?;
             let body = NewProvider {
@@ -191,6 +209,7 @@ pub async fn run(ctx: &Ctx, command: ProviderCommand) -> Result<(), CliError> {
                 unknown_window_ms,
                 max_live_calls,
                 live_call_timeout_ms,
+                monthly_commitment,
             };
             let reply = ctx.client.create_provider(&body).await?;
             ctx.show(&reply, output::provider)
@@ -209,6 +228,10 @@ pub async fn run(ctx: &Ctx, command: ProviderCommand) -> Result<(), CliError> {
                 .client
                 .rotate_provider_credentials(id, &credentials)
                 .await?;
+            ctx.show(&reply, output::provider)
+        }
+        ProviderCommand::Commitment { id, per_month, .. } => {
+            let reply = ctx.client.set_provider_commitment(id, per_month).await?;
             ctx.show(&reply, output::provider)
         }
     }

@@ -3,6 +3,7 @@
 use clap::Subcommand;
 use uuid::Uuid;
 
+use super::campaign::Channel;
 use super::{CliError, Ctx, note};
 use crate::model::NewTenant;
 use crate::output;
@@ -53,6 +54,27 @@ pub enum TenantCommand {
         #[arg(long)]
         name: String,
     },
+    /// Set, show or remove the provider a tenant's messages of a channel use when they name
+    /// none
+    #[command(after_help = "Examples:
+  herald tenant default-provider $TENANT_ID --channel sms --provider $PROVIDER --overflow-provider $BACKUP
+  herald tenant default-provider $TENANT_ID                   # list them
+  herald tenant default-provider $TENANT_ID --channel sms --remove")]
+    DefaultProvider {
+        /// Tenant id
+        tenant_id: Uuid,
+        #[arg(long, value_enum)]
+        channel: Option<Channel>,
+        /// Provider id
+        #[arg(long, value_name = "ID", requires = "channel")]
+        provider: Option<Uuid>,
+        /// Provider that takes what --provider has no room for
+        #[arg(long, value_name = "ID", requires = "provider")]
+        overflow_provider: Option<Uuid>,
+        /// Remove the channel's default
+        #[arg(long, requires = "channel", conflicts_with = "provider")]
+        remove: bool,
+    },
 }
 
 pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
@@ -99,5 +121,34 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
             }
             Ok(())
         }
+        TenantCommand::DefaultProvider {
+            tenant_id,
+            channel,
+            provider,
+            overflow_provider,
+            remove,
+        } => match (channel, provider) {
+            (Some(channel), Some(provider)) => {
+                ctx.client
+                    .set_default_provider(tenant_id, channel.as_str(), provider, overflow_provider)
+                    .await?;
+                let reply = ctx.client.list_default_providers(tenant_id).await?;
+                ctx.show(&reply, |list| output::default_providers(list))
+            }
+            (Some(channel), None) if remove => {
+                ctx.client
+                    .remove_default_provider(tenant_id, channel.as_str())
+                    .await?;
+                let reply = ctx.client.list_default_providers(tenant_id).await?;
+                ctx.show(&reply, |list| output::default_providers(list))
+            }
+            (Some(_), None) => Err(CliError::Input(
+                "give --provider to set the channel's default, or --remove".into(),
+            )),
+            (None, _) => {
+                let reply = ctx.client.list_default_providers(tenant_id).await?;
+                ctx.show(&reply, |list| output::default_providers(list))
+            }
+        },
     }
 }

@@ -377,3 +377,234 @@ async fn an_accepted_message_does_not_wait_for_the_next_tick() -> Result<()> {
     assert!(wakes.is_some_and(|n| n >= 1.0), "wakes: {wakes:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_without_a_provider_takes_the_tenants_default_and_keeps_its_quiet_hours()
+-> Result<()> {
+    let env = TestEnv::new(&["--latency", "fixed:0"]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let admin = env.admin().await?;
+    let (tenant_id, key) = tenant(&admin, "acme", 100).await?;
+    let (other_id, _) = tenant(&admin, "globex", 100).await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
+    let code = |n: u32| json!({"to": format!("+1555123{n:04}"), "channel": "sms", "text": "code"});
+
+    // No default yet: refused, naming the field to give.
+    let (status, _, refused) = post(&admin, &key, None, code(0)).await?;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused_fields(&refused), ["provider_id"], "{refused}");
+
+    // The tenant sets its own default; another tenant's is out of its reach.
+    let set = admin
+        .ok(
+            &key,
+            Method::PUT,
+            &format!("/tenants/{tenant_id}/default-providers/sms"),
+            Some(json!({"provider_id": provider})),
+        )
+        .await?;
+    assert_eq!(set["provider_id"], provider.to_string(), "{set}");
+    let (status, _) = admin
+        .call(
+            &key,
+            Method::PUT,
+            &format!("/tenants/{other_id}/default-providers/sms"),
+            Some(json!({"provider_id": provider})),
+        )
+        .await?;
+    assert_eq!(status, 404);
+    let (status, bad) = admin
+        .call(
+            &key,
+            Method::PUT,
+            &format!("/tenants/{tenant_id}/default-providers/fax"),
+            Some(json!({"provider_id": provider})),
+        )
+        .await?;
+    assert_eq!(
+        (status, refused_fields(&bad)),
+        (422, vec!["channel"]),
+        "{bad}"
+    );
+
+    let (status, _, message) = post(&admin, &key, None, code(1)).await?;
+    assert_eq!(status, 202, "{message}");
+    assert_eq!(message["provider_id"], provider.to_string(), "{message}");
+    let id = message["id"].as_str().unwrap_or_default().to_owned();
+    // Another channel has no default.
+    let mut whatsapp = code(2);
+    whatsapp["channel"] = json!("whatsapp");
+    let (status, _, refused) = post(&admin, &key, None, whatsapp).await?;
+    assert_eq!(
+        (status, refused_fields(&refused)),
+        (422, vec!["provider_id"])
+    );
+
+    // A reminder inside its quiet hours (an hour either side of now, UTC) waits; a code
+    // sent after it, with none, goes at once.
+    let now = chrono::Utc::now();
+    let hm = |t: chrono::DateTime<chrono::Utc>| t.format("%H:%M").to_string();
+    let mut reminder = code(3);
+    reminder["quiet_hours"] = json!({"start": hm(now - chrono::Duration::hours(1)),
+                                      "end": hm(now + chrono::Duration::hours(1)),
+                                      "time_zone": "UTC"});
+    let (status, _, held) = post(&admin, &key, None, reminder).await?;
+    assert_eq!(status, 202, "{held}");
+    assert_eq!(held["quiet_hours"]["time_zone"], "UTC", "{held}");
+    let (status, _, after) = post(&admin, &key, None, code(4)).await?;
+    assert_eq!(status, 202, "{after}");
+    wait_message(&admin, &key, &id, "sent", None).await?;
+    wait_message(
+        &admin,
+        &key,
+        after["id"].as_str().unwrap_or_default(),
+        "sent",
+        None,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let held_id = held["id"].as_str().unwrap_or_default();
+    let still = admin
+        .ok(&key, Method::GET, &format!("/messages/{held_id}"), None)
+        .await?;
+    assert_eq!(still["state"], "pending", "{still}");
+    let stats = env.simulator_stats().await?;
+    assert_eq!(stats["accepted"], 2, "{stats}");
+
+    // Bad quiet hours name their field.
+    let mut bad = code(5);
+    bad["quiet_hours"] = json!({"start": "25:00", "end": "07:00", "time_zone": "Mars/Olympus"});
+    let (status, _, refused) = post(&admin, &key, None, bad).await?;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(
+        refused_fields(&refused),
+        ["quiet_hours.start", "quiet_hours.time_zone"],
+        "{refused}"
+    );
+
+    // Removed: messages must name their provider again.
+    let (status, _) = admin
+        .call(
+            &key,
+            Method::DELETE,
+            &format!("/tenants/{tenant_id}/default-providers/sms"),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 204);
+    let listed = admin
+        .ok(
+            &key,
+            Method::GET,
+            &format!("/tenants/{tenant_id}/default-providers"),
+            None,
+        )
+        .await?;
+    assert_eq!(listed, json!([]));
+    let (status, _, refused) = post(&admin, &key, None, code(6)).await?;
+    assert_eq!(
+        (status, refused_fields(&refused)),
+        (422, vec!["provider_id"])
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overflow_behind_its_commitment_goes_first_while_both_have_room() -> Result<()> {
+    let env = TestEnv::new(&["--latency", "fixed:0"]).await?;
+    let primary = env.create_provider(&env.provider()).await?;
+    let mut second = env.provider();
+    second.name = "committed".into();
+    let overflow = env.create_provider(&second).await?;
+    let admin = env.admin().await?;
+    let op = admin.operator_key.clone();
+    let committed = admin
+        .ok(
+            &op,
+            Method::PUT,
+            &format!("/providers/{overflow}/commitment"),
+            Some(json!({"monthly_commitment": 1_000_000})),
+        )
+        .await?;
+    assert_eq!(committed["monthly_commitment"], 1_000_000, "{committed}");
+    let (status, refused) = admin
+        .call(
+            &op,
+            Method::PUT,
+            &format!("/providers/{overflow}/commitment"),
+            Some(json!({"monthly_commitment": 0})),
+        )
+        .await?;
+    assert_eq!(
+        (status, refused_fields(&refused)),
+        (422, vec!["monthly_commitment"])
+    );
+    let tenant = env.tenant("acme", 1).await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
+
+    // A campaign of 100 (under one lane budget) sent where `overflow` is behind its pace
+    // (nothing sent this month) and the primary has no commitment: all of it goes there.
+    let via = |campaign: uuid::Uuid| {
+        let pool = env.pool.clone();
+        async move {
+            let rows: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+                "SELECT sent_via, count(*) FROM recipients WHERE campaign_id = $1 GROUP BY 1",
+            )
+            .bind(campaign)
+            .fetch_all(&pool)
+            .await?;
+            anyhow::Ok(rows)
+        }
+    };
+    let run = |name: &'static str, prefix: &'static str| {
+        let env = &env;
+        async move {
+            let campaign = herald_shared::catalog::create_campaign(
+                &env.pool,
+                &herald_shared::catalog::NewCampaign {
+                    tenant_id: tenant,
+                    provider_id: primary,
+                    overflow_provider_id: Some(overflow),
+                    name: name.into(),
+                    channel: herald_shared::domain::Channel::Sms,
+                    template: "Hello".into(),
+                    batch_size: 1_000,
+                },
+                &herald_tests::numbers(prefix, 100)
+                    .into_iter()
+                    .map(|address| herald_shared::catalog::NewRecipient {
+                        address,
+                        variables: Default::default(),
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .await?;
+            env.start(campaign).await?;
+            env.wait_completed(&[campaign], Duration::from_secs(60))
+                .await?;
+            anyhow::Ok(campaign)
+        }
+    };
+    let first = run("behind", "+1555700").await?;
+    assert_eq!(via(first).await?, [(overflow, 100)]);
+    let shown = admin
+        .ok(&op, Method::GET, &format!("/providers/{overflow}"), None)
+        .await?;
+    assert_eq!(shown["sent_this_month"], 100, "{shown}");
+    assert!(shown["commitment_due_by_now"].is_i64(), "{shown}");
+
+    // Without the commitment, the primary is first again.
+    admin
+        .ok(
+            &op,
+            Method::PUT,
+            &format!("/providers/{overflow}/commitment"),
+            Some(json!({"monthly_commitment": null})),
+        )
+        .await?;
+    let second = run("even", "+1555701").await?;
+    assert_eq!(via(second).await?, [(primary, 100)]);
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! A tenant's default provider (and overflow) per channel: what its transactional messages
+//! use when they name no `provider_id`. A tenant key sets its own tenant's; an operator key
+//! any tenant's.
+
+use super::JsonBody;
+use crate::auth::Caller;
+use crate::error::{ApiError, FieldError};
+use crate::state::AppState;
+use crate::validate;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use herald_shared::domain::Channel;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct DefaultProvider {
+    #[schema(schema_with = crate::api::openapi::rules::channel)]
+    pub channel: String,
+    pub provider_id: Uuid,
+    pub overflow_provider_id: Option<Uuid>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDefaultProvider {
+    /// A provider the tenant may use: its own or a shared one.
+    pub provider_id: Uuid,
+    /// Optional second provider (not `provider_id`), used only when `provider_id` has no
+    /// room (or is behind on its commitment).
+    pub overflow_provider_id: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ChannelPath {
+    /// The tenant's id.
+    pub id: Uuid,
+    #[param(schema_with = crate::api::openapi::rules::channel)]
+    pub channel: String,
+}
+
+/// The tenant `id` as `caller` may see it, or 404.
+async fn visible_tenant(pool: &PgPool, caller: Caller, id: Uuid) -> Result<(), ApiError> {
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1 AND ($2::uuid IS NULL OR id = $2))",
+    )
+    .bind(id)
+    .bind(caller.scope())
+    .fetch_one(pool)
+    .await?;
+    if exists {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound("tenant"))
+    }
+}
+
+fn channel(name: &str) -> Result<Channel, ApiError> {
+    name.parse::<Channel>().map_err(|_| {
+        ApiError::field(
+            "channel",
+            format!(
+                "unknown channel `{}`; one of sms, whatsapp, voice, chat",
+                validate::clip(name)
+            ),
+        )
+    })
+}
+
+/// The default of `tenant` for `channel`, if it has one.
+pub async fn lookup(
+    pool: &PgPool,
+    tenant: Uuid,
+    channel: &str,
+) -> Result<Option<(Uuid, Option<Uuid>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT provider_id, overflow_provider_id FROM tenant_default_providers
+         WHERE tenant_id = $1 AND channel = $2",
+    )
+    .bind(tenant)
+    .bind(channel)
+    .fetch_optional(pool)
+    .await
+}
+
+#[utoipa::path(get, path = "/tenants/{id}/default-providers", tag = "tenants",
+    responses((status = 200, body = Vec<DefaultProvider>), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Vec<DefaultProvider>>, ApiError> {
+    visible_tenant(&state.pool, caller, id).await?;
+    let rows = sqlx::query_as(
+        "SELECT channel, provider_id, overflow_provider_id, updated_at
+         FROM tenant_default_providers WHERE tenant_id = $1 ORDER BY channel",
+    )
+    .bind(id)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(rows))
+}
+
+#[utoipa::path(put, path = "/tenants/{id}/default-providers/{channel}", tag = "tenants",
+    request_body = NewDefaultProvider,
+    params(ChannelPath),
+    responses((status = 200, body = DefaultProvider), (status = 404, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)))]
+pub async fn set(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ChannelPath { id, channel: name }): Path<ChannelPath>,
+    JsonBody(body): JsonBody<NewDefaultProvider>,
+) -> Result<Json<DefaultProvider>, ApiError> {
+    visible_tenant(&state.pool, caller, id).await?;
+    let channel = channel(&name)?;
+    let mut fields = Vec::new();
+    if !super::campaigns::usable_provider(&state.pool, body.provider_id, id).await? {
+        fields.push(FieldError {
+            field: "provider_id".into(),
+            reason: "no such provider".into(),
+        });
+    }
+    if let Some(overflow) = body.overflow_provider_id {
+        if overflow == body.provider_id {
+            fields.push(FieldError {
+                field: "overflow_provider_id".into(),
+                reason: "must differ from provider_id".into(),
+            });
+        } else if !super::campaigns::usable_provider(&state.pool, overflow, id).await? {
+            fields.push(FieldError {
+                field: "overflow_provider_id".into(),
+                reason: "no such provider".into(),
+            });
+        }
+    }
+    if !fields.is_empty() {
+        return Err(ApiError::fields("default provider", fields));
+    }
+    let row: DefaultProvider = sqlx::query_as(
+        "INSERT INTO tenant_default_providers (tenant_id, channel, provider_id, overflow_provider_id)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (tenant_id, channel) DO UPDATE
+            SET provider_id = excluded.provider_id,
+                overflow_provider_id = excluded.overflow_provider_id, updated_at = now()
+         RETURNING channel, provider_id, overflow_provider_id, updated_at",
+    )
+    .bind(id)
+    .bind(channel.as_str())
+    .bind(body.provider_id)
+    .bind(body.overflow_provider_id)
+    .fetch_one(&state.pool)
+    .await?;
+    tracing::info!(tenant_id = %id, channel = %row.channel, provider_id = %row.provider_id, "default provider set");
+    Ok(Json(row))
+}
+
+#[utoipa::path(delete, path = "/tenants/{id}/default-providers/{channel}", tag = "tenants",
+    params(ChannelPath),
+    responses((status = 204, description = "Removed (or there was none)"),
+              (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ChannelPath { id, channel: name }): Path<ChannelPath>,
+) -> Result<StatusCode, ApiError> {
+    visible_tenant(&state.pool, caller, id).await?;
+    let channel = channel(&name)?;
+    sqlx::query("DELETE FROM tenant_default_providers WHERE tenant_id = $1 AND channel = $2")
+        .bind(id)
+        .bind(channel.as_str())
+        .execute(&state.pool)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
