@@ -382,5 +382,94 @@ async fn providers_of_each_kind_and_an_overflow_campaign() -> Result<()> {
         .unwrap_or_default();
     assert!(line.ends_with(&id(&twilio)), "{text}");
     assert!(text.lines().any(|l| l.starts_with("sent via")), "{text}");
+
+    // A committed volume on the tenant's own provider, shown by `provider show`.
+    let committed = cli.json(
+        &key,
+        &[
+            "provider",
+            "commitment",
+            &id(&twilio),
+            "--per-month",
+            "500000",
+        ],
+    )?;
+    assert_eq!(committed["monthly_commitment"], 500000, "{committed}");
+    let shown = cli.run(&key, &["provider", "show", &id(&twilio)])?;
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("commitment") && l.contains("500000 a month: 0 sent")),
+        "{text}"
+    );
+    let removed = cli.json(&key, &["provider", "commitment", &id(&twilio), "--none"])?;
+    assert_eq!(removed["monthly_commitment"], Value::Null, "{removed}");
+
+    // The tenant's default for sms, then a message that names no provider.
+    let tenant = campaign["tenant_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let defaults = cli.json(
+        &key,
+        &[
+            "tenant",
+            "default-provider",
+            &tenant,
+            "--channel",
+            "sms",
+            "--provider",
+            &primary,
+            "--overflow-provider",
+            &id(&twilio),
+        ],
+    )?;
+    assert_eq!(defaults[0]["provider_id"], primary.as_str(), "{defaults}");
+    let message = cli.json(
+        &key,
+        &[
+            "message",
+            "send",
+            "--to",
+            "+15551230009",
+            "--channel",
+            "sms",
+            "--text",
+            "hi",
+            "--quiet-hours",
+            "21:00-07:00",
+        ],
+    )?;
+    assert_eq!(message["provider_id"], primary.as_str(), "{message}");
+    assert_eq!(message["overflow_provider_id"], twilio["id"], "{message}");
+    assert_eq!(message["quiet_hours"]["start"], "21:00", "{message}");
+    let cleared = cli.json(
+        &key,
+        &[
+            "tenant",
+            "default-provider",
+            &tenant,
+            "--channel",
+            "sms",
+            "--remove",
+        ],
+    )?;
+    assert_eq!(cleared, serde_json::json!([]));
+    let refused = cli.run(
+        &key,
+        &[
+            "message",
+            "send",
+            "--to",
+            "+15551230009",
+            "--channel",
+            "sms",
+            "--text",
+            "hi",
+        ],
+    )?;
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("provider_id"), "{stderr}");
     Ok(())
 }
