@@ -39,9 +39,10 @@ pub fn prefer_overflow(primary: Option<&Commitment>, overflow: Option<&Commitmen
     behind(overflow) > behind(primary)
 }
 
-/// Puts each campaign's overflow first where its commitment asks for it and its breaker is
-/// closed: the campaign is then planned in the overflow's lane, with its primary taking the
-/// rest.
+/// Puts each campaign's overflow first where its commitment asks for it and both breakers
+/// are closed: the campaign is then planned in the overflow's lane, with its primary taking
+/// the rest. (With the primary's breaker open there is no choice to make: everything goes to
+/// the overflow already.)
 pub fn apply(campaigns: &mut [ActiveCampaign], commitments: &BTreeMap<Uuid, Commitment>) {
     if commitments.is_empty() {
         return;
@@ -50,7 +51,8 @@ pub fn apply(campaigns: &mut [ActiveCampaign], commitments: &BTreeMap<Uuid, Comm
         let Some(overflow) = campaign.overflow_provider_id else {
             continue;
         };
-        if campaign.overflow_open
+        if campaign.primary_open
+            || campaign.overflow_open
             || !prefer_overflow(
                 commitments.get(&campaign.provider_id),
                 commitments.get(&overflow),
@@ -125,11 +127,20 @@ mod tests {
     #[test]
     fn a_campaign_whose_overflow_is_behind_is_planned_there_first_unless_its_breaker_is_open() {
         let commitments = BTreeMap::from([(Uuid::from_u128(30), commitment(1000, 0, 0.5))]);
-        let mut campaigns = vec![campaign(10, Some(30)), campaign(10, None), {
-            let mut open = campaign(10, Some(30));
-            open.overflow_open = true;
-            open
-        }];
+        let mut campaigns = vec![
+            campaign(10, Some(30)),
+            campaign(10, None),
+            {
+                let mut open = campaign(10, Some(30));
+                open.overflow_open = true;
+                open
+            },
+            {
+                let mut open = campaign(10, Some(30));
+                open.primary_open = true;
+                open
+            },
+        ];
         apply(&mut campaigns, &commitments);
         assert_eq!(campaigns[0].provider_id, Uuid::from_u128(30));
         assert_eq!(campaigns[0].overflow_provider_id, Some(Uuid::from_u128(10)));
@@ -138,5 +149,8 @@ mod tests {
         assert!(!campaigns[1].overflow_first);
         assert_eq!(campaigns[2].provider_id, Uuid::from_u128(10));
         assert!(!campaigns[2].overflow_first);
+        // Its primary's breaker open: left as it is, all of it goes to the overflow anyway.
+        assert_eq!(campaigns[3].provider_id, Uuid::from_u128(10));
+        assert!(!campaigns[3].overflow_first);
     }
 }

@@ -82,6 +82,10 @@ impl Spill {
             if !at_pace && !campaign.overflow_first {
                 continue;
             }
+            // Nothing goes into a lane whose breaker is open.
+            if campaign.overflow_open {
+                continue;
+            }
             let placed = placed.get(&campaign.id).copied().unwrap_or(0);
             if campaign.due > placed {
                 let mut rest = campaign.clone();
@@ -190,6 +194,11 @@ mod tests {
         first.overflow_first = true;
         spill.after_primary(&[first], 20, 20, false, &placed);
         assert_eq!(spill.lanes[&id(10)][0].due, 30);
+        // Never into a lane whose breaker is open.
+        let mut shut = campaign(1, 10, Some(40), 50);
+        shut.overflow_open = true;
+        spill.after_primary(&[shut], 20, 20, true, &placed);
+        assert!(!spill.lanes.contains_key(&id(40)));
     }
 
     #[test]

@@ -59,8 +59,9 @@ pub struct Provider {
     /// Messages a calendar month (UTC) agreed with this provider; `null`: none. Routing
     /// between a primary and its overflow prefers the one further behind its commitment.
     pub monthly_commitment: Option<i32>,
-    /// Messages sent through this provider this calendar month (UTC).
-    pub sent_this_month: i64,
+    /// Messages sent through this provider this calendar month (UTC); `null` for a shared
+    /// provider seen with a tenant key (other tenants' volume is not its to see).
+    pub sent_this_month: Option<i64>,
     /// What an even pace through the month asks of the commitment by now; `null`: no
     /// commitment.
     pub commitment_due_by_now: Option<i64>,
@@ -424,6 +425,10 @@ pub async fn list(
 fn seen_by(caller: Caller, mut provider: Provider) -> Provider {
     if matches!(caller, Caller::Tenant(_)) && provider.tenant_id.is_none() {
         provider.endpoint = None;
+        // All tenants' sends and the operator's contract: neither is one tenant's to see.
+        provider.sent_this_month = None;
+        provider.monthly_commitment = None;
+        provider.commitment_due_by_now = None;
     }
     provider
 }

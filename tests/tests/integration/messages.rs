@@ -471,6 +471,20 @@ async fn a_message_without_a_provider_takes_the_tenants_default_and_keeps_its_qu
     assert_eq!(still["state"], "pending", "{still}");
     let stats = env.simulator_stats().await?;
     assert_eq!(stats["accepted"], 2, "{stats}");
+    // A shared provider's monthly volume is all tenants': not this tenant's to see.
+    let shared = admin
+        .ok(&key, Method::GET, &format!("/providers/{provider}"), None)
+        .await?;
+    assert_eq!(shared["sent_this_month"], Value::Null, "{shared}");
+    let seen = admin
+        .ok(
+            &admin.operator_key,
+            Method::GET,
+            &format!("/providers/{provider}"),
+            None,
+        )
+        .await?;
+    assert_eq!(seen["sent_this_month"], 2, "{seen}");
 
     // Bad quiet hours name their field.
     let mut bad = code(5);
