@@ -161,16 +161,14 @@ pub async fn free_lines(
     .await
 }
 
-/// The commitments of those of `providers` that carry one, with this month's sends.
+/// Every provider's commitment (few providers carry one), with this month's sends.
 pub async fn commitments(
     pool: &PgPool,
-    providers: &[Uuid],
 ) -> Result<Vec<(Uuid, crate::commitments::Commitment)>, sqlx::Error> {
     let rows: Vec<(Uuid, i32, i64, f64)> = sqlx::query_as(
         "SELECT provider_id, monthly_commitment, sent_this_month, month_elapsed
-         FROM provider_commitments WHERE provider_id = ANY($1)",
+         FROM provider_commitments",
     )
-    .bind(providers)
     .fetch_all(pool)
     .await?;
     Ok(rows

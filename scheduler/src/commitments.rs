@@ -105,23 +105,7 @@ mod tests {
     }
 
     fn campaign(provider: u128, overflow: Option<u128>) -> ActiveCampaign {
-        ActiveCampaign {
-            id: Uuid::from_u128(1),
-            tenant_id: Uuid::from_u128(2),
-            tenant_weight: 1,
-            campaign_weight: 1,
-            provider_id: Uuid::from_u128(provider),
-            overflow_provider_id: overflow.map(Uuid::from_u128),
-            primary_open: false,
-            overflow_open: false,
-            overflow_first: false,
-            channel: "sms".into(),
-            template: "hi".into(),
-            expires_at: None,
-            due: 10,
-            retries: false,
-            transactional: false,
-        }
+        crate::routing::tests::campaign(1, provider, overflow, 10)
     }
 
     #[test]

@@ -114,14 +114,20 @@ pub fn left_in_lane(budget: u32, used: usize) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn id(n: u128) -> Uuid {
         Uuid::from_u128(n)
     }
 
-    fn campaign(n: u128, provider: u128, overflow: Option<u128>, due: i64) -> ActiveCampaign {
+    /// Campaign `n` of its own tenant, in `provider`'s lane, with `due` recipients.
+    pub(crate) fn campaign(
+        n: u128,
+        provider: u128,
+        overflow: Option<u128>,
+        due: i64,
+    ) -> ActiveCampaign {
         ActiveCampaign {
             id: id(n),
             tenant_id: id(1000 + n),

@@ -58,6 +58,9 @@ pub struct Ticker {
     requeue_after: Duration,
     receipts: ReceiptKeeping,
     count: usize,
+    /// Providers' committed volumes as of the last tick: a month's pace moves too slowly
+    /// for top-ups and wakes to read them again.
+    commitments: BTreeMap<Uuid, Commitment>,
 }
 
 /// Whether a dispatch measures every lane (a tick), refills the hungry ones (a top-up), or
@@ -86,6 +89,7 @@ impl Ticker {
             requeue_after,
             receipts,
             count: 0,
+            commitments: BTreeMap::new(),
         }
     }
 
@@ -231,18 +235,10 @@ impl Ticker {
         let mut campaigns =
             claim::active_campaigns(pool, self.max_budget, woken.as_deref()).await?;
         report.campaigns = campaigns.len();
-        // Only campaigns with two providers have a choice to make.
-        let choosers: BTreeSet<Uuid> = campaigns
-            .iter()
-            .filter_map(|c| c.overflow_provider_id.map(|o| [c.provider_id, o]))
-            .flatten()
-            .collect();
-        if !choosers.is_empty() {
-            let ids: Vec<Uuid> = choosers.into_iter().collect();
-            let commitments: BTreeMap<Uuid, Commitment> =
-                claim::commitments(pool, &ids).await?.into_iter().collect();
-            commitments::apply(&mut campaigns, &commitments);
+        if pass == Pass::Tick {
+            self.commitments = claim::commitments(pool).await?.into_iter().collect();
         }
+        commitments::apply(&mut campaigns, &self.commitments);
         let Routes {
             primaries,
             involved,
