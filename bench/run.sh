@@ -6,6 +6,8 @@
 #                     to a running receiver (receipts at twice the send rate); `both` runs
 #                     without and with, alternately; default off
 #   RUNS=3            repeats each (latency, receipts) run
+#   PREFETCH=2000     the worker's requests in flight per provider lane (default: the
+#                     worker's own default); the worker's peak RSS is printed with each run
 # Results go to stdout, with the CPU time each part of the system spent per message
 # (simulator, receiver, scheduler, worker, PostgreSQL, RabbitMQ); record them in
 # BENCHMARKS.md. Release build; everything on this machine.
@@ -25,13 +27,14 @@ run_one() {
   fresh_database_and_vhost herald_bench
   "$BIN/herald-scheduler" migrate
   export HERALD_SIMULATOR_URL="http://127.0.0.1:9191"
-  local worker_env=() label="1 worker, prefetch 300, latency ${latency} ms"
+  local worker_env=() label="1 worker, prefetch ${PREFETCH:-default}, latency ${latency} ms"
+  [ -n "${PREFETCH:-}" ] && worker_env+=(HERALD_WORKER_PREFETCH="$PREFETCH")
   "$BIN/herald-simulator" --listen 127.0.0.1:9191 --latency "fixed:$latency" >"$LOGS/simulator-$latency.log" 2>&1 & pids+=($!)
   local cpu=(--cpu "simulator=$!")
   if [ "$receipts" = on ]; then
     HERALD_RECEIVER_LISTEN=127.0.0.1:8191 "$BIN/herald-receiver" >"$LOGS/receiver-$latency.log" 2>&1 & pids+=($!)
     cpu+=(--cpu "receiver=$!")
-    worker_env=(HERALD_RECEIVER_URL=http://127.0.0.1:8191)
+    worker_env+=(HERALD_RECEIVER_URL=http://127.0.0.1:8191)
     label="$label, receipts"
     wait_healthy http://127.0.0.1:8191
   fi

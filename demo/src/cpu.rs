@@ -121,6 +121,27 @@ impl Snapshot {
     }
 }
 
+/// One line: the peak resident memory (`VmHWM`) of each part named by pids, summed over its
+/// processes; parts named by user (PostgreSQL, RabbitMQ) are left out, their memory is
+/// mostly shared buffers. `None` when no part is named by pids.
+pub fn peak_memory(parts: &[Part]) -> Option<String> {
+    let shown: Vec<String> = parts
+        .iter()
+        .filter_map(|part| match &part.who {
+            Who::Pids(pids) => {
+                let kib: u64 = pids
+                    .iter()
+                    .filter_map(|&pid| procfs::process::Process::new(pid).ok())
+                    .filter_map(|p| p.status().ok()?.vmhwm)
+                    .sum();
+                Some(format!("{} {:.0} MiB", part.name, kib as f64 / 1024.0))
+            }
+            Who::Uid(_) => None,
+        })
+        .collect();
+    (!shown.is_empty()).then(|| format!("peak RSS: {}", shown.join(", ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,7 +176,10 @@ mod tests {
             x = x.wrapping_mul(31).wrapping_add(i);
         }
         std::hint::black_box(x);
-        let after = Snapshot::take(&[me]);
+        let after = Snapshot::take(std::slice::from_ref(&me));
         assert!(after.0["me"] > before.0["me"], "{after:?} after {before:?}");
+        let memory = peak_memory(&[me]).unwrap();
+        assert!(memory.starts_with("peak RSS: me "), "{memory}");
+        assert!(!memory.contains(" 0 MiB"), "{memory}");
     }
 }

@@ -681,6 +681,9 @@ async fn bench(
     if !cpu.is_empty() {
         println!("{label}: {}", cpu_after.report(&cpu_before, row.sent));
     }
+    if let Some(memory) = cpu::peak_memory(cpu) {
+        println!("{label}: {memory}");
+    }
     Ok(())
 }
 

@@ -25,8 +25,10 @@ pub struct WorkerConfig {
 
     /// Deliveries this worker holds at once per provider lane; each is one provider request
     /// in flight, so this is the worker's concurrency per provider (a provider's fleet-wide
-    /// in-flight cap, shared among the live workers, may lower it).
-    #[arg(long, env = "HERALD_WORKER_PREFETCH", default_value_t = 300, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    /// in-flight cap, shared among the live workers, may lower it). One worker sends at most
+    /// prefetch ÷ latency to a provider (2,000 ÷ 2 s = 1,000 msg/s); each request in flight
+    /// costs about 40 KiB of memory (mostly its HTTP/1.1 connection).
+    #[arg(long, env = "HERALD_WORKER_PREFETCH", default_value_t = 2000, value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub prefetch: u16,
 
     /// On SIGTERM, how long (ms) in-flight work may take to finish before the worker exits
