@@ -149,26 +149,29 @@ pub async fn trim_send_rate(pool: &PgPool) -> Result<u64, sqlx::Error> {
 }
 
 /// Completes running or paused campaigns whose recipients are all terminal, and scheduled
-/// ones that expired before they started; returns their ids.
-pub async fn complete_finished_campaigns(pool: &PgPool) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+/// ones that expired before they started; returns their ids. `due` are campaigns known to
+/// have recipients due (the tick's dispatch found them): they are not finished, and with
+/// 10,000 running campaigns counting each of them again took 300 ms a tick.
+pub async fn complete_finished_campaigns(
+    pool: &PgPool,
+    due: &[Uuid],
+) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
     sqlx::query_as(
         // From the counters and their unfolded deltas (written in the same transactions as
-        // the recipients' states), in one join: probing each campaign's recipients took most
-        // of a second a tick with 10,000 running campaigns.
+        // the recipients' states), a few index entries per campaign: probing each
+        // campaign's recipients took most of a second a tick with 10,000 running campaigns.
+        // A campaign cancelled meanwhile is re-read by the update, and stays cancelled.
         "UPDATE campaigns c SET status = 'completed', completed_at = now()
-         FROM (SELECT c.id FROM campaigns c
-               LEFT JOIN campaign_bucket_counts k
-                      ON k.campaign_id = c.id AND k.state IN ('pending', 'in_flight', 'unknown')
-               WHERE c.kind = 'campaign'
-                 AND (c.status IN ('running', 'paused')
-                      OR (c.status = 'scheduled' AND c.expires_at <= now()))
-               GROUP BY c.id
-               HAVING coalesce(sum(k.n), 0) = 0) done
-         -- Again here: a campaign cancelled meanwhile is re-read, and stays cancelled.
-         WHERE c.id = done.id
+         WHERE c.kind = 'campaign'
            AND (c.status IN ('running', 'paused') OR (c.status = 'scheduled' AND c.expires_at <= now()))
+           AND c.id NOT IN (SELECT unnest($1::uuid[]))
+           AND NOT EXISTS (
+               SELECT 1 FROM campaign_bucket_counts k
+               WHERE k.campaign_id = c.id AND k.state IN ('pending', 'in_flight', 'unknown')
+               HAVING coalesce(sum(k.n), 0) <> 0)
          RETURNING c.id, c.tenant_id",
     )
+    .bind(due)
     .fetch_all(pool)
     .await
 }

@@ -32,6 +32,9 @@ pub struct TickReport {
     pub depth: u64,
     pub budget: u32,
     pub campaigns: usize,
+    /// The campaigns with recipients due when the pass began: not finished, so the tick's
+    /// completion check leaves them out.
+    pub due_campaigns: Vec<Uuid>,
     pub published: usize,
     pub unconfirmed: usize,
     pub requeued: u64,
@@ -164,7 +167,9 @@ impl Ticker {
 
         self.dispatch(Pass::Tick, &mut report).await?;
 
-        for (campaign_id, tenant_id) in sweeper::complete_finished_campaigns(pool).await? {
+        for (campaign_id, tenant_id) in
+            sweeper::complete_finished_campaigns(pool, &report.due_campaigns).await?
+        {
             tracing::info!(%campaign_id, %tenant_id, "campaign completed");
         }
         // After dispatch: a fold of many campaigns' deltas takes a while, and nothing the
@@ -235,6 +240,7 @@ impl Ticker {
         let mut campaigns =
             claim::active_campaigns(pool, self.max_budget, woken.as_deref()).await?;
         report.campaigns = campaigns.len();
+        report.due_campaigns = campaigns.iter().map(|c| c.id).collect();
         if pass == Pass::Tick {
             self.commitments = claim::commitments(pool).await?.into_iter().collect();
         }
