@@ -2,13 +2,10 @@
 //!
 //! Hundreds of deliveries in flight each need a write before and after their provider call.
 //! One statement per delivery would make PostgreSQL commits the bottleneck; a batcher takes
-//! whatever requests have queued up while the previous statement ran and answers each one.
-//! By default it sets no timer, so an idle worker adds no latency; with a linger
-//! ([`Batcher::spawn_lingering`]) a batch that is not full waits a little for more, so that a
-//! slow trickle (a provider answering in 2 s) is not written a few rows per statement.
+//! whatever requests have queued up while the previous statement ran (no timer, so an idle
+//! worker adds no latency) and answers each one.
 
 use std::future::Future;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 type Job<Req, Resp> = (Req, oneshot::Sender<Resp>);
@@ -49,23 +46,6 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
         F: FnMut(Vec<Req>) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Vec<Resp>> + Send,
     {
-        Self::spawn_lingering(max_batch, lanes, Duration::ZERO, handle)
-    }
-
-    /// Like [`spawn_parallel`](Self::spawn_parallel), and a batch smaller than `max_batch`
-    /// waits up to `linger` after its first request for more before it is handled: each
-    /// request waits at most `linger` longer, and statements carry more rows when requests
-    /// come slowly.
-    pub fn spawn_lingering<F, Fut>(
-        max_batch: usize,
-        lanes: usize,
-        linger: Duration,
-        handle: F,
-    ) -> Self
-    where
-        F: FnMut(Vec<Req>) -> Fut + Clone + Send + 'static,
-        Fut: Future<Output = Vec<Resp>> + Send,
-    {
         let (sender, receiver) = mpsc::channel::<Job<Req, Resp>>(max_batch * 4);
         let receiver = std::sync::Arc::new(tokio::sync::Mutex::new(receiver));
         for _ in 0..lanes.max(1) {
@@ -75,25 +55,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
                 let mut jobs = Vec::with_capacity(max_batch);
                 loop {
                     // Only gathering is exclusive; the statements of different lanes overlap.
-                    let mut gathering = receiver.lock().await;
-                    if gathering.recv_many(&mut jobs, max_batch).await == 0 {
+                    let got = receiver.lock().await.recv_many(&mut jobs, max_batch).await;
+                    if got == 0 {
                         return;
                     }
-                    let deadline = tokio::time::Instant::now() + linger;
-                    while jobs.len() < max_batch && !linger.is_zero() {
-                        let room = max_batch - jobs.len();
-                        match tokio::time::timeout_at(
-                            deadline,
-                            gathering.recv_many(&mut jobs, room),
-                        )
-                        .await
-                        {
-                            // Closed: handle what was gathered; the next gather ends the lane.
-                            Ok(0) | Err(_) => break,
-                            Ok(_) => {}
-                        }
-                    }
-                    drop(gathering);
                     let (requests, replies): (Vec<Req>, Vec<oneshot::Sender<Resp>>) =
                         jobs.drain(..).unzip();
                     let answers = handle(requests).await;
@@ -147,43 +112,6 @@ mod tests {
         }
         let used = statements.load(Ordering::SeqCst);
         assert!(used < 200, "200 requests took {used} statements");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_lingering_batch_waits_for_more_but_not_past_its_linger() {
-        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = batches.clone();
-        let linger = std::time::Duration::from_millis(20);
-        let batcher = Batcher::spawn_lingering(4, 1, linger, move |requests: Vec<u32>| {
-            seen.lock().unwrap().push(requests.clone());
-            async move { requests }
-        });
-        let started = tokio::time::Instant::now();
-        // Two requests 5 ms apart share a statement; the first waited for the linger.
-        let first = tokio::spawn({
-            let b = batcher.clone();
-            async move { b.call(1).await.unwrap() }
-        });
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        assert_eq!(batcher.call(2).await.unwrap(), 2);
-        assert_eq!(first.await.unwrap(), 1);
-        assert_eq!(started.elapsed(), linger);
-        // A full batch does not wait.
-        let started = tokio::time::Instant::now();
-        let calls: Vec<_> = (10..14u32)
-            .map(|n| {
-                let b = batcher.clone();
-                tokio::spawn(async move { b.call(n).await.unwrap() })
-            })
-            .collect();
-        for call in calls {
-            call.await.unwrap();
-        }
-        assert!(started.elapsed() < linger, "{:?}", started.elapsed());
-        assert_eq!(
-            *batches.lock().unwrap(),
-            vec![vec![1, 2], vec![10, 11, 12, 13]]
-        );
     }
 
     #[tokio::test]

@@ -15,6 +15,13 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli: Cli = herald_shared::config::parse();
     herald_shared::telemetry::init("herald-worker");
+    // Every request in flight holds a connection (2,000 per lane by default), past the soft
+    // limit of 1,024 open files that systemd and some container runtimes set; past it new
+    // requests would fail and trip the provider's breaker. The soft limit goes up to the hard.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open files allowed"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-files limit"),
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(herald_shared::shutdown::on_signal(shutdown.clone()));
     herald_worker::run(cli.config, shutdown).await?;

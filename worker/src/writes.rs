@@ -19,31 +19,11 @@ const MAX_BATCH: usize = 500;
 /// Lease and outcome statements each in flight at once: two keep a multi-core PostgreSQL
 /// busy while the next batch gathers (measured: more throughput at 0 ms provider latency).
 const DB_LANES: usize = 2;
-/// How long a lease batch that is not full waits for more. Without it, a worker sending
-/// slowly (a provider answering in 2 s) wrote a few rows a statement: PostgreSQL spent 0.35 ms
-/// and RabbitMQ 0.17 ms per message (0.08 and 0.06 with the lingers; BENCHMARKS.md). Every
-/// request leaves up to this much later, so it stays small.
-const BEGIN_LINGER: Duration = Duration::from_millis(5);
-/// How long an outcome batch that is not full waits for more. Nothing waits on an outcome
-/// but its delivery's ack (and slot in the prefetch), so it can wait longer: 1% of a slot's
-/// time at 2 s provider latency.
-const RECORD_LINGER: Duration = Duration::from_millis(20);
-
-/// A batcher of this module's statements, waiting up to `linger` for a fuller batch.
-fn batcher<Req, Resp, F, Fut>(linger: Duration, handle: F) -> Batcher<Req, Resp>
-where
-    Req: Send + 'static,
-    Resp: Send + 'static,
-    F: FnMut(Vec<Req>) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Vec<Resp>> + Send,
-{
-    Batcher::spawn_lingering(MAX_BATCH, DB_LANES, linger, handle)
-}
 
 /// Leases for dispatches: `None` for one that must not be sent (stale, finished, or its
 /// lease could not be written).
 pub fn begin(pool: PgPool, lease_grace: Duration) -> Batcher<Dispatch, Option<Begun>> {
-    batcher(BEGIN_LINGER, move |dispatches: Vec<Dispatch>| {
+    Batcher::spawn_parallel(MAX_BATCH, DB_LANES, move |dispatches: Vec<Dispatch>| {
         let pool = pool.clone();
         async move {
             match until_written("begin attempts", || {
@@ -62,7 +42,7 @@ pub fn begin(pool: PgPool, lease_grace: Duration) -> Batcher<Dispatch, Option<Be
 
 /// Outcomes of requests made; resolves once each is written (or given up on, logged).
 pub fn record(pool: PgPool) -> Batcher<Outcome, ()> {
-    batcher(RECORD_LINGER, move |outcomes: Vec<Outcome>| {
+    Batcher::spawn_parallel(MAX_BATCH, DB_LANES, move |outcomes: Vec<Outcome>| {
         let pool = pool.clone();
         async move {
             if until_written("record outcomes", || attempts::record(&pool, &outcomes))
