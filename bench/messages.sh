@@ -12,7 +12,8 @@
 # last of A's messages is sent, over both, and for 10 s once they are (A's campaign back),
 # with the CPU seconds each process spent in the first three windows. Scheduler tick 2 s,
 # provider latency 0 ms (LATENCY=fixed:N), one worker; release build, everything on this
-# machine. Prints median, p90, p99 and max per latency phase. PHASES (default "latency burst") picks parts.
+# machine. Prints median, p90, p99 and max per latency phase. PHASES (default "latency
+# burst") picks parts.
 # Usage: bench/messages.sh
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"

@@ -32,8 +32,8 @@ pub struct TickReport {
     pub depth: u64,
     pub budget: u32,
     pub campaigns: usize,
-    /// The campaigns with recipients due when the pass began: not finished, so the tick's
-    /// completion check leaves them out.
+    /// The campaigns with recipients due when the tick's dispatch began (a tick's only): not
+    /// finished, so the tick's completion check leaves them out.
     pub due_campaigns: Vec<Uuid>,
     pub published: usize,
     pub unconfirmed: usize,
@@ -240,8 +240,8 @@ impl Ticker {
         let mut campaigns =
             claim::active_campaigns(pool, self.max_budget, woken.as_deref()).await?;
         report.campaigns = campaigns.len();
-        report.due_campaigns = campaigns.iter().map(|c| c.id).collect();
         if pass == Pass::Tick {
+            report.due_campaigns = campaigns.iter().map(|c| c.id).collect();
             self.commitments = claim::commitments(pool).await?.into_iter().collect();
         }
         commitments::apply(&mut campaigns, &self.commitments);
