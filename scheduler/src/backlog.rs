@@ -21,7 +21,7 @@ pub struct Backlog {
     next_at: Option<Instant>,
 }
 
-/// At most a tenth of the scheduler's time goes to the backlog, and it is never older than
+/// At most a twentieth of the scheduler's time goes to the backlog, and it is never older than
 /// `MOST_STALE`: a few campaigns are measured every tick, while ten thousand (about 0.4 s a
 /// read on a 2-core machine, a fifth of the database's time in that bench) every few ticks.
 /// Dashboards and autoscalers poll every 15–30 s.
@@ -29,7 +29,7 @@ const MOST_STALE: Duration = Duration::from_secs(15);
 
 /// When to measure again after a measurement that took `cost` and ended at `ended`.
 pub fn next_measurement(ended: Instant, cost: Duration) -> Instant {
-    ended + (cost * 9).min(MOST_STALE)
+    ended + (cost * 19).min(MOST_STALE)
 }
 
 /// Per provider and per tenant totals of `(provider, tenant, recipients)` rows.
@@ -123,9 +123,9 @@ mod tests {
         let now = Instant::now();
         let after = |cost_ms| next_measurement(now, Duration::from_millis(cost_ms)) - now;
         // A few campaigns: again at the next tick.
-        assert_eq!(after(2), Duration::from_millis(18));
-        // Ten thousand: a tenth of the time.
-        assert_eq!(after(400), Duration::from_millis(3_600));
+        assert_eq!(after(2), Duration::from_millis(38));
+        // Ten thousand: a twentieth of the time.
+        assert_eq!(after(400), Duration::from_millis(7_600));
         assert_eq!(after(10_000), MOST_STALE);
     }
 }

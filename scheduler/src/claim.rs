@@ -76,12 +76,15 @@ pub async fn active_campaigns(
     sqlx::query_as(
         "SELECT c.id, c.tenant_id, t.weight AS tenant_weight, c.weight AS campaign_weight,
                 c.provider_id, c.overflow_provider_id, c.channel, c.template, c.expires_at,
-                herald_breaker_open(c.provider_id) AS primary_open,
-                (c.overflow_provider_id IS NOT NULL AND herald_breaker_open(c.overflow_provider_id))
-                    AS overflow_open,
+                c.provider_id = ANY(b.open) AS primary_open,
+                coalesce(c.overflow_provider_id = ANY(b.open), false) AS overflow_open,
                 d.due, d.retries > 0 AS retries,
                 c.kind = 'messages' AS transactional
          FROM campaigns c JOIN tenants t ON t.id = c.tenant_id
+         -- The providers whose circuit breakers are open, read once: asked per campaign
+         -- (`herald_breaker_open`), a third of the query's 100 ms with 10,000 campaigns.
+         CROSS JOIN (SELECT array(SELECT provider_id FROM provider_pacing
+                                  WHERE open_until > now()) AS open) b
          CROSS JOIN LATERAL (
              SELECT least(c.batch_size,
                           -- A tenant with a cap on live calls: no more calls than free lines.
@@ -110,8 +113,8 @@ pub async fn active_campaigns(
            AND (c.expires_at IS NULL OR c.expires_at > now())
            AND NOT herald_in_quiet_hours(c.quiet_start, c.quiet_end, c.time_zone, now())
            -- A provider whose circuit breaker is open is left alone until it closes.
-           AND (NOT herald_breaker_open(c.provider_id)
-                OR (c.overflow_provider_id IS NOT NULL AND NOT herald_breaker_open(c.overflow_provider_id)))
+           AND (NOT c.provider_id = ANY(b.open)
+                OR (c.overflow_provider_id IS NOT NULL AND NOT c.overflow_provider_id = ANY(b.open)))
            AND d.due > 0
          ORDER BY c.tenant_id, c.id",
     )
@@ -232,10 +235,12 @@ pub async fn claim(pool: &PgPool, plan: &[Wanted]) -> Result<Vec<Claimed>, sqlx:
                  ORDER BY id LIMIT greatest(0, p.n - coalesce(t.taken, 0))
                  FOR UPDATE SKIP LOCKED) picked
          )
+         -- By primary key, as an array: joined to the picked rows instead, a plan of
+         -- thousands of rows hashed the whole table (a sequential scan of every recipient,
+         -- 90 ms of a 190 ms claim with 200,000 in the table, and seconds with millions).
          UPDATE recipients r
          SET state = 'queued', dispatch_seq = r.dispatch_seq + 1, queued_at = now(), updated_at = now()
-         FROM (SELECT id FROM retries UNION ALL SELECT id FROM fresh) picked
-         WHERE r.id = picked.id
+         WHERE r.id = ANY (ARRAY(SELECT id FROM retries UNION ALL SELECT id FROM fresh))
          RETURNING r.campaign_id, r.id, r.dispatch_seq, r.address, r.variables, r.expires_at",
     )
     .bind(&campaigns)
