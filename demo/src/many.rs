@@ -62,7 +62,7 @@ pub async fn run(
         catalog::start_campaign(pool, campaign, Some(start_at)).await?;
     }
     let cpu_before = super::cpu::Snapshot::take(cpu);
-    let before = tick_histogram(scheduler_metrics).await?;
+    let (before, phases_before) = scrape(scheduler_metrics).await?;
     let started = Instant::now();
     let mut last_print = Instant::now();
     loop {
@@ -87,7 +87,7 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let after = tick_histogram(scheduler_metrics).await?;
+    let (after, phases_after) = scrape(scheduler_metrics).await?;
     let cpu_after = super::cpu::Snapshot::take(cpu);
     let (secs, sent): (f64, i64) = sqlx::query_as(
         "SELECT extract(epoch FROM max(sent_at) - $2)::float8, count(*) FILTER (WHERE state = 'sent')
@@ -111,6 +111,21 @@ pub async fn run(
         ticks.share_within(0.25) * 100.0,
         ticks.share_within(1.0) * 100.0,
         ticks.slowest_bucket(),
+    );
+    let phases: Vec<String> = phases_after
+        .iter()
+        .map(|(phase, &(sum, count))| {
+            let (was_sum, was_count) = phases_before.get(phase).copied().unwrap_or_default();
+            let (sum, count) = (sum - was_sum, count - was_count);
+            format!(
+                "{phase} {:.0} ms × {count:.0}",
+                sum / count.max(1.0) * 1000.0
+            )
+        })
+        .collect();
+    println!(
+        "{label}: dispatch phases (mean × times; ticks, top-ups and wakes): {}",
+        phases.join(", ")
     );
     if !cpu.is_empty() {
         println!("{label}: {}", cpu_after.report(&cpu_before, sent));
@@ -176,22 +191,53 @@ impl Histogram {
     }
 }
 
-async fn tick_histogram(url: &str) -> anyhow::Result<Histogram> {
+/// Per phase of the scheduler's dispatches: (seconds in total, dispatches).
+type Phases = std::collections::BTreeMap<String, (f64, f64)>;
+
+/// The scheduler's tick histogram and its phases' totals, as its metrics endpoint shows them.
+async fn scrape(url: &str) -> anyhow::Result<(Histogram, Phases)> {
     let text = reqwest::get(url)
         .await
         .and_then(reqwest::Response::error_for_status)
         .with_context(|| format!("reading the scheduler's metrics at {url}"))?
         .text()
         .await?;
+    Ok((tick_histogram(&text), phases(&text)))
+}
+
+/// The `(key, value)` of each sample line of a Prometheus text exposition.
+fn samples(text: &str) -> impl Iterator<Item = (&str, f64)> {
+    text.lines().filter_map(|line| {
+        let (key, value) = line.rsplit_once(' ')?;
+        Some((key, value.parse::<f64>().ok()?))
+    })
+}
+
+fn phases(text: &str) -> Phases {
+    let name = herald_shared::ops::metrics::TICK_PHASE_DURATION;
+    let mut phases = Phases::new();
+    for (key, value) in samples(text) {
+        for (suffix, sum) in [("_sum", true), ("_count", false)] {
+            if let Some(phase) = key
+                .strip_prefix(&format!("{name}{suffix}{{phase=\""))
+                .and_then(|rest| rest.strip_suffix("\"}"))
+            {
+                let entry = phases.entry(phase.to_owned()).or_default();
+                if sum {
+                    entry.0 = value;
+                } else {
+                    entry.1 = value;
+                }
+            }
+        }
+    }
+    phases
+}
+
+fn tick_histogram(text: &str) -> Histogram {
     let name = herald_shared::ops::metrics::TICK_DURATION;
     let mut histogram = Histogram::default();
-    for line in text.lines() {
-        let Some((key, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Ok(value) = value.parse::<f64>() else {
-            continue;
-        };
+    for (key, value) in samples(text) {
         if let Some(rest) = key.strip_prefix(&format!("{name}_bucket{{le=\"")) {
             let le = rest.trim_end_matches("\"}");
             let le = if le == "+Inf" {
@@ -206,5 +252,5 @@ async fn tick_histogram(url: &str) -> anyhow::Result<Histogram> {
             histogram.count = value;
         }
     }
-    Ok(histogram)
+    histogram
 }

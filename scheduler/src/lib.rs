@@ -12,7 +12,9 @@
 //! - [`sweeper`]: recovering lost claims and leases; completing campaigns;
 //!   [`counters`]: folding the progress counters' ledger.
 //! - [`tick`]: one tick, end to end.
-//! - [`backlog`]: the work left, per provider and tenant (the autoscaling metric).
+//! - [`housekeeping`]: beside the ticks, the leader completes finished campaigns, folds the
+//!   counters, measures the [`backlog`] (the work left per provider and tenant, the
+//!   autoscaling metric) and keeps receipts.
 //! - [`wake`]: transactional messages dispatched at once, between ticks.
 
 pub mod backlog;
@@ -22,6 +24,7 @@ pub mod commitments;
 pub mod config;
 pub mod counters;
 pub mod fairness;
+pub mod housekeeping;
 pub mod lanes;
 pub mod leader;
 pub mod publish;
@@ -30,13 +33,14 @@ pub mod sweeper;
 pub mod tick;
 pub mod wake;
 
-use backlog::Backlog;
 use backpressure::Limits;
 use config::SchedulerConfig;
 use herald_shared::ops::{self, health::Role, metrics as metrics_names};
 use lanes::Lanes;
 use leader::Leadership;
 use publish::Publisher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tick::Ticker;
 use tokio::time::MissedTickBehavior;
@@ -92,13 +96,21 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
         lanes,
         config.max_budget,
         Duration::from_millis(config.requeue_after_ms),
-        tick::ReceiptKeeping {
+    );
+    let mut leadership = Leadership::new(herald_shared::db::options(database_url, &tls)?);
+    let leading = Arc::new(AtomicBool::new(false));
+    let (due_campaigns, due) = tokio::sync::watch::channel(Vec::new());
+    let housekeeping = tokio::spawn(housekeeping::run(
+        pool.clone(),
+        leading.clone(),
+        due,
+        config.tick(),
+        housekeeping::ReceiptKeeping {
             retention: Duration::from_secs(u64::from(config.receipt_retention_days) * 86_400),
             orphan_after: Duration::from_millis(config.receipt_orphan_after_ms),
         },
-    );
-    let mut leadership = Leadership::new(herald_shared::db::options(database_url, &tls)?);
-    let mut backlog = Backlog::default();
+        shutdown.clone(),
+    ));
     tracing::info!(
         tick_ms = config.tick_ms,
         "scheduler started; contending for leadership"
@@ -150,22 +162,26 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
                 Err(_) => Err(format!("no answer within {BROKER_CHECK:?}")),
             },
         );
-        let leading = leadership.refresh().await;
-        health.set_role(if leading { Role::Leader } else { Role::Standby });
+        let leads = leadership.refresh().await;
+        leading.store(leads, Ordering::Relaxed);
+        health.set_role(if leads { Role::Leader } else { Role::Standby });
         health.report("leadership", Ok(()));
-        metrics::gauge!(metrics_names::LEADER).set(if leading { 1.0 } else { 0.0 });
-        if !leading {
-            backlog.clear();
+        metrics::gauge!(metrics_names::LEADER).set(if leads { 1.0 } else { 0.0 });
+        if !leads {
             continue;
         }
         let started = std::time::Instant::now();
-        if let Err(error) = ticker.run().await {
-            tracing::warn!(%error, "tick failed; retrying next tick");
+        match ticker.run().await {
+            Ok(report) => {
+                due_campaigns.send_replace(report.due_campaigns);
+            }
+            Err(error) => tracing::warn!(%error, "tick failed; retrying next tick"),
         }
         metrics::histogram!(metrics_names::TICK_DURATION).record(started.elapsed().as_secs_f64());
-        if let Err(error) = backlog.measure(&pool).await {
-            tracing::warn!(%error, "cannot measure the backlog now");
-        }
+    }
+    leading.store(false, Ordering::Relaxed);
+    if let Err(error) = housekeeping.await {
+        tracing::warn!(%error, "housekeeping ended abnormally");
     }
     leadership.resign().await;
     pool.close().await;

@@ -1,5 +1,5 @@
 //! One scheduler tick: activate, recover, then per provider lane measure, plan and claim;
-//! publish; complete.
+//! publish. Completing campaigns is [`crate::housekeeping`]'s.
 
 use crate::claim::{self, ActiveCampaign, Claimed};
 use crate::commitments::{self, Commitment};
@@ -7,7 +7,7 @@ use crate::fairness::{self, Demand};
 use crate::lanes::Lanes;
 use crate::publish::{PublishError, Publisher};
 use crate::routing::{self, Routes, Spill};
-use crate::{backpressure, counters, sweeper};
+use crate::{backpressure, sweeper};
 use herald_shared::domain::Channel;
 use herald_shared::ops::metrics as metrics_names;
 use herald_shared::queue::message::{DispatchMessage, FORMAT_VERSION};
@@ -33,7 +33,7 @@ pub struct TickReport {
     pub budget: u32,
     pub campaigns: usize,
     /// The campaigns with recipients due when the tick's dispatch began (a tick's only): not
-    /// finished, so the tick's completion check leaves them out.
+    /// finished, so the completion check ([`crate::housekeeping`]) leaves them out.
     pub due_campaigns: Vec<Uuid>,
     pub published: usize,
     pub unconfirmed: usize,
@@ -45,13 +45,6 @@ pub struct TickReport {
     pub unknown_due: u64,
 }
 
-/// The scheduler's housekeeping of receipts.
-#[derive(Debug, Clone, Copy)]
-pub struct ReceiptKeeping {
-    pub retention: Duration,
-    pub orphan_after: Duration,
-}
-
 pub struct Ticker {
     pool: PgPool,
     publisher: Publisher,
@@ -59,7 +52,6 @@ pub struct Ticker {
     /// Most due recipients counted per campaign (no lane may publish more in one go).
     max_budget: u32,
     requeue_after: Duration,
-    receipts: ReceiptKeeping,
     count: usize,
     /// Providers' committed volumes as of the last tick: a month's pace moves too slowly
     /// for top-ups and wakes to read them again.
@@ -82,7 +74,6 @@ impl Ticker {
         lanes: Lanes,
         max_budget: u32,
         requeue_after: Duration,
-        receipts: ReceiptKeeping,
     ) -> Self {
         Self {
             pool,
@@ -90,7 +81,6 @@ impl Ticker {
             lanes,
             max_budget,
             requeue_after,
-            receipts,
             count: 0,
             commitments: BTreeMap::new(),
         }
@@ -127,6 +117,7 @@ impl Ticker {
     pub async fn run(&mut self) -> Result<TickReport, TickError> {
         self.count += 1;
         let pool = &self.pool.clone();
+        let sweep = Instant::now();
         for (campaign_id, tenant_id) in claim::activate_due_campaigns(pool).await? {
             tracing::info!(%campaign_id, %tenant_id, "campaign started");
         }
@@ -145,12 +136,6 @@ impl Ticker {
             Err(error) => tracing::warn!(%error, "cannot adopt parked receipts now"),
         }
         sweeper::free_stale_lines(pool).await?;
-        if self.count % 30 == 1 {
-            sweeper::trim_send_rate(pool).await?;
-            if let Err(error) = self.keep_receipts().await {
-                tracing::warn!(%error, "cannot keep receipts now");
-            }
-        }
         if report.requeued + report.recovered > 0 {
             tracing::warn!(
                 requeued = report.requeued,
@@ -165,20 +150,10 @@ impl Ticker {
             );
         }
 
+        phase_done("sweep", sweep);
+
         self.dispatch(Pass::Tick, &mut report).await?;
 
-        for (campaign_id, tenant_id) in
-            sweeper::complete_finished_campaigns(pool, &report.due_campaigns).await?
-        {
-            tracing::info!(%campaign_id, %tenant_id, "campaign completed");
-        }
-        // After dispatch: a fold of many campaigns' deltas takes a while, and nothing the
-        // dispatch reads waits for it (the views count unfolded deltas).
-        if (self.count - 1).is_multiple_of(counters::FOLD_EVERY_TICKS)
-            && let Err(error) = counters::fold(pool).await
-        {
-            tracing::warn!(%error, "cannot fold the counter ledger now");
-        }
         tracing::debug!(
             depth = report.depth,
             budget = report.budget,
@@ -187,25 +162,6 @@ impl Ticker {
             "tick"
         );
         Ok(report)
-    }
-
-    /// Reports receipts that never found their recipient, and prunes old ones.
-    async fn keep_receipts(&self) -> Result<(), TickError> {
-        let orphans = receipts::orphan_parked(&self.pool, self.receipts.orphan_after).await?;
-        if let Some(first) = orphans.first() {
-            tracing::warn!(
-                count = orphans.len(),
-                provider_id = %first.provider_id,
-                message_id = %first.message_id,
-                status = %first.status,
-                "receipts for messages Herald never recorded (see GET /api/v1/receipts/orphans)"
-            );
-        }
-        let pruned = receipts::prune(&self.pool, self.receipts.retention).await?;
-        if pruned > 0 {
-            tracing::info!(pruned, "old receipts deleted");
-        }
-        Ok(())
     }
 
     /// Between ticks, after [`starved`](Self::starved): refills the hungry lanes up to their
@@ -233,6 +189,7 @@ impl Ticker {
     /// lanes ([`routing`] decides).
     async fn dispatch(&mut self, pass: Pass<'_>, report: &mut TickReport) -> Result<(), TickError> {
         let pool = &self.pool.clone();
+        let measure = Instant::now();
         let woken: Option<Vec<Uuid>> = match pass {
             Pass::Wake(providers) => Some(providers.iter().copied().collect()),
             Pass::Tick | Pass::TopUp => None,
@@ -300,6 +257,9 @@ impl Ticker {
             budgets.insert(provider, budget);
         }
 
+        phase_done("measure", measure);
+
+        let claiming = Instant::now();
         let mut batch = Batch::default();
         let mut spill = Spill::default();
         for (provider, lane_campaigns) in &primaries {
@@ -342,6 +302,9 @@ impl Ticker {
             }
         }
 
+        phase_done("claim", claiming);
+
+        let publishing = Instant::now();
         let confirmed = match self.publisher.publish(&batch.messages).await {
             Ok(confirmed) => confirmed,
             Err(error) => {
@@ -385,6 +348,7 @@ impl Ticker {
         }
         report.published = batch.messages.len() - unconfirmed.len();
         report.unconfirmed = unconfirmed.len();
+        phase_done("publish", publishing);
         Ok(())
     }
 
@@ -493,6 +457,14 @@ fn build_message(
         },
         variables: std::mem::take(&mut row.variables.0),
     })
+}
+
+/// Records how long a phase of a dispatch took since `started`.
+fn phase_done(phase: &'static str, started: Instant) {
+    let took = started.elapsed();
+    metrics::histogram!(metrics_names::TICK_PHASE_DURATION, "phase" => phase)
+        .record(took.as_secs_f64());
+    tracing::debug!(phase, took_ms = took.as_secs_f64() * 1e3, "tick phase");
 }
 
 /// Best effort: if the database is unreachable, the sweeper hands these back later.

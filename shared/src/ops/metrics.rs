@@ -39,6 +39,9 @@ pub const LANE_DRAIN_RATE: &str = "herald_lane_drain_rate_messages_per_second";
 pub const LANE_DRAIN: &str = "herald_lane_drain_seconds";
 /// Duration of each scheduler tick (the leader's).
 pub const TICK_DURATION: &str = "herald_scheduler_tick_duration_seconds";
+/// Duration of each part of a dispatch (ticks, top-ups and wakes), by `phase`: `sweep`
+/// (ticks only), `measure`, `claim`, `publish`.
+pub const TICK_PHASE_DURATION: &str = "herald_scheduler_tick_phase_duration_seconds";
 /// Recipients claimed per campaign batch.
 pub const BATCH_SIZE: &str = "herald_scheduler_batch_size_recipients";
 /// Recipients claimed for dispatch.
@@ -186,6 +189,11 @@ fn describe() {
         TICK_DURATION,
         Unit::Seconds,
         "Duration of the leader scheduler's ticks"
+    );
+    describe_histogram!(
+        TICK_PHASE_DURATION,
+        Unit::Seconds,
+        "Duration of each phase of the scheduler's dispatches"
     );
     describe_histogram!(
         BATCH_SIZE,

@@ -1,0 +1,107 @@
+//! The leader's housekeeping, beside its ticks rather than inside them: completing finished
+//! campaigns, folding the counter ledger, measuring the backlog, trimming send-rate samples,
+//! and keeping receipts.
+//!
+//! None of it decides what is dispatched, and with ten thousand running campaigns a fold
+//! takes most of a second and the completion check a tenth: run inside the tick, they made
+//! ticks that much later, and every campaign's next batch with them. Here they run on their
+//! own connection while the tick claims and publishes.
+
+use crate::backlog::Backlog;
+use crate::counters;
+use crate::sweeper;
+use herald_shared::receipts;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The scheduler's housekeeping of receipts.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiptKeeping {
+    pub retention: Duration,
+    pub orphan_after: Duration,
+}
+
+/// Receipts are kept, and send-rate samples trimmed, every this many rounds (a minute with
+/// the default 2 s tick): both only bound how much old data is kept.
+const KEEP_EVERY_ROUNDS: u64 = 30;
+
+/// Runs a round every `period` (the tick's) while `leading` says this scheduler leads,
+/// until `shutdown`. `due` holds the campaigns the last tick found recipients due in.
+pub async fn run(
+    pool: PgPool,
+    leading: Arc<AtomicBool>,
+    due: watch::Receiver<Vec<Uuid>>,
+    period: Duration,
+    receipts: ReceiptKeeping,
+    shutdown: CancellationToken,
+) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut backlog = Backlog::default();
+    let mut round: u64 = 0;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        if !leading.load(Ordering::Relaxed) {
+            backlog.clear();
+            round = 0;
+            continue;
+        }
+        // Campaigns due at the last tick are not finished; skipping them only ever delays a
+        // completion by a round.
+        let due_campaigns = due.borrow().clone();
+        match sweeper::complete_finished_campaigns(&pool, &due_campaigns).await {
+            Ok(completed) => {
+                for (campaign_id, tenant_id) in completed {
+                    tracing::info!(%campaign_id, %tenant_id, "campaign completed");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot complete finished campaigns now"),
+        }
+        // A new leader folds and keeps at once (the ledger may have grown meanwhile).
+        if round.is_multiple_of(counters::FOLD_EVERY_TICKS as u64)
+            && let Err(error) = counters::fold(&pool).await
+        {
+            tracing::warn!(%error, "cannot fold the counter ledger now");
+        }
+        if let Err(error) = backlog.measure(&pool).await {
+            tracing::warn!(%error, "cannot measure the backlog now");
+        }
+        if round.is_multiple_of(KEEP_EVERY_ROUNDS) {
+            if let Err(error) = sweeper::trim_send_rate(&pool).await {
+                tracing::warn!(%error, "cannot trim the send-rate samples now");
+            }
+            if let Err(error) = keep_receipts(&pool, receipts).await {
+                tracing::warn!(%error, "cannot keep receipts now");
+            }
+        }
+        round += 1;
+    }
+}
+
+/// Reports receipts that never found their recipient, and prunes old ones.
+async fn keep_receipts(pool: &PgPool, keeping: ReceiptKeeping) -> Result<(), sqlx::Error> {
+    let orphans = receipts::orphan_parked(pool, keeping.orphan_after).await?;
+    if let Some(first) = orphans.first() {
+        tracing::warn!(
+            count = orphans.len(),
+            provider_id = %first.provider_id,
+            message_id = %first.message_id,
+            status = %first.status,
+            "receipts for messages Herald never recorded (see GET /api/v1/receipts/orphans)"
+        );
+    }
+    let pruned = receipts::prune(pool, keeping.retention).await?;
+    if pruned > 0 {
+        tracing::info!(pruned, "old receipts deleted");
+    }
+    Ok(())
+}
