@@ -109,14 +109,35 @@ pub async fn free_stale_lines(pool: &PgPool) -> Result<u64, sqlx::Error> {
 /// queued are ended by the worker that receives their message; those in flight finish.
 pub async fn end_waiting_recipients(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE recipients r
-         SET state = w.final_state, queued_at = NULL, updated_at = now()
-         FROM (SELECT r.id, CASE WHEN c.status = 'cancelled' THEN 'cancelled' ELSE 'expired' END AS final_state
-               FROM campaigns c JOIN recipients r ON r.campaign_id = c.id AND r.state = 'pending'
-               WHERE c.status = 'cancelled'
-                  OR (c.status IN ('scheduled', 'running', 'paused') AND c.expires_at <= now())
-               LIMIT $1 FOR UPDATE OF r SKIP LOCKED) w
-         WHERE r.id = w.id",
+        // Each ended campaign's waiting recipients through the two indexes that hold only
+        // waiting ones (first attempts, retries; the orders keep the planner on them):
+        // joined plainly, the planner scanned every recipient in the table for them, every
+        // tick (150 ms with 800,000, to find none), and a campaign's own index would walk
+        // its finished recipients too.
+        "WITH ended AS (
+             SELECT c.id, CASE WHEN c.status = 'cancelled' THEN 'cancelled' ELSE 'expired' END AS final_state
+             FROM campaigns c
+             WHERE c.status = 'cancelled'
+                OR (c.status IN ('scheduled', 'running', 'paused') AND c.expires_at <= now())
+         ), fresh AS (
+             SELECT x.id FROM ended e CROSS JOIN LATERAL (
+                 SELECT id FROM recipients
+                 WHERE campaign_id = e.id AND state = 'pending' AND attempts = 0
+                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) x
+             LIMIT $1
+         ), retries AS (
+             SELECT x.id FROM ended e CROSS JOIN LATERAL (
+                 SELECT id FROM recipients
+                 WHERE campaign_id = e.id AND state = 'pending' AND attempts > 0
+                 ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) x
+             LIMIT $1
+         )
+         UPDATE recipients r
+         SET state = e.final_state, queued_at = NULL, updated_at = now()
+         FROM ended e
+         -- By primary key, as in the claim.
+         WHERE r.id = ANY (ARRAY(SELECT id FROM fresh UNION ALL SELECT id FROM retries))
+           AND e.id = r.campaign_id",
     )
     .bind(SWEEP_LIMIT)
     .execute(pool)
