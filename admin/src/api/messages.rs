@@ -849,7 +849,8 @@ async fn stream(tx: &mut Transaction<'_, Postgres>, c: &Checked) -> Result<Uuid,
     .await
 }
 
-const SELECT: &str = "SELECT m.id, m.tenant_id, r.address AS to, c.channel, c.provider_id,
+/// A message's columns, from `m` (messages) and [`JOINED`].
+const COLUMNS: &str = "SELECT m.id, m.tenant_id, r.address AS to, c.channel, c.provider_id,
         c.overflow_provider_id, r.variables->>'text' AS text, r.state, r.delivery_status,
         r.delivery_error, r.attempts, r.sent_via, r.provider_message_id,
         CASE WHEN r.state = 'sent' THEN sp.cost_per_message::float8 END AS cost,
@@ -858,9 +859,13 @@ const SELECT: &str = "SELECT m.id, m.tenant_id, r.address AS to, c.channel, c.pr
             json_build_object('start', to_char(c.quiet_start, 'HH24:MI'),
                               'end', to_char(c.quiet_end, 'HH24:MI'), 'time_zone', c.time_zone)
         END AS quiet_hours,
-        CASE WHEN c.status = 'paused' THEN coalesce(c.pause_reason, 'paused') END AS held
-     FROM messages m
-     JOIN recipients r ON r.id = m.recipient_id
+        CASE WHEN c.status = 'paused' THEN coalesce(c.pause_reason, 'paused') END AS held";
+
+/// What a message is read with, after `m`. Each message's recipient by its primary key,
+/// whatever the estimates: joined plainly, answering a batch of 1,000 hashed every
+/// recipient in the table.
+const JOINED: &str =
+    "CROSS JOIN LATERAL (SELECT * FROM recipients r WHERE r.id = m.recipient_id OFFSET 0) r
      JOIN campaigns c ON c.id = r.campaign_id
      LEFT JOIN providers sp ON sp.id = r.sent_via";
 
@@ -869,10 +874,15 @@ async fn fetch(
     scope: Option<Uuid>,
     ids: &[Uuid],
 ) -> Result<Vec<Message>, sqlx::Error> {
-    let mut qb = QueryBuilder::<Postgres>::new(SELECT);
-    qb.push(" WHERE m.id = ANY(")
-        .push_bind(ids.to_vec())
-        .push(")");
+    // Driven by the ids, one primary-key lookup each: planned on a young table's
+    // statistics, `m.id = ANY(…)` walked the tenant's index instead, testing every one of its
+    // messages against the 1,000 ids (490 ms a batch by the end of a 50,000-message burst).
+    let mut qb = QueryBuilder::<Postgres>::new(format!("{COLUMNS} FROM unnest("));
+    qb.push_bind(ids.to_vec()).push(format!(
+        "::uuid[]) AS wanted(id)
+         CROSS JOIN LATERAL (SELECT * FROM messages m WHERE m.id = wanted.id OFFSET 0) m
+         {JOINED} WHERE true"
+    ));
     push_scope(&mut qb, scope);
     qb.build_query_as().fetch_all(pool).await
 }
@@ -952,7 +962,7 @@ pub async fn list(
     if after.is_some_and(|(at, _)| !(1..=9999).contains(&at.year())) {
         return Err(page::forged());
     }
-    let mut qb = QueryBuilder::<Postgres>::new(SELECT);
+    let mut qb = QueryBuilder::<Postgres>::new(format!("{COLUMNS} FROM messages m {JOINED}"));
     qb.push(" WHERE true");
     push_scope(&mut qb, caller.scope());
     if let Some(tenant) = query.tenant_id {
