@@ -10,7 +10,9 @@
 # campaign yield to A's messages. The rates are measured over 20 s without the burst, while
 # the burst is posted (its ingestion shares this machine's two cores), after that until the
 # last of A's messages is sent, over both, and for 10 s once they are (A's campaign back),
-# with the CPU seconds each process spent in the first three windows. Scheduler tick 2 s,
+# with the CPU seconds each process spent in the first three windows. BURST=0 with
+# CONTROL_SECONDS=N is the control run of bench/burst.sh: nothing posted, the posting window
+# held open N seconds. Scheduler tick 2 s,
 # provider latency 0 ms (LATENCY=fixed:N), one worker; release build, everything on this
 # machine. Prints median, p90, p99 and max per latency phase. PHASES (default "latency
 # burst") picks parts.
@@ -180,8 +182,9 @@ rates() {
   echo "A's messages $(rate "c.tenant_id = '$A' AND c.kind = 'messages'" "$1" "$2"), A's campaign $(rate "c.id = '$FAIR_A'" "$1" "$2"), B's campaign $(rate "c.id = '$FAIR_B'" "$1" "$2") msg/s"
 }
 cpu0="$(cpu_snapshot)"
-t0="$(sql "SELECT date_trunc('second', now())")"; sleep 20; t1="$(sql "SELECT date_trunc('second', now())")"
-echo "  without a burst ($t0 + 20 s): $(rates "$t0" "$t1"); CPU s: $(cpu_since "$cpu0")"
+t0_before="$(sql "SELECT date_trunc('second', now())")"; sleep 20; t1_before="$(sql "SELECT date_trunc('second', now())")"
+echo "  without a burst ($t0_before + 20 s): $(rates "$t0_before" "$t1_before"); CPU s: $(cpu_since "$cpu0")"
+rm -f "$LOGS"/messages-burst-*.json
 python3 - "$LOGS" "$A" "$PROVIDER" "$BURST" <<'PY'
 import json, sys
 logs, tenant, provider, burst = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -195,8 +198,12 @@ PY
 cpu0="$(cpu_snapshot)"
 t0="$(sql "SELECT date_trunc('second', now()) + interval '1 second'")"
 for f in "$LOGS"/messages-burst-*.json; do
+  [ -e "$f" ] || continue
   api -X POST "$ADMIN/api/v1/messages/batch" --data-binary "@$f" -o /dev/null
 done
+# The control run (BURST=0, bench/burst.sh): nothing posted, and the window lasts as long
+# as the burst run's did, so both measure B's campaign over the same span of its life.
+[ "$BURST" -gt 0 ] || sleep "${CONTROL_SECONDS:-20}"
 t1="$(sql "SELECT date_trunc('second', now())")"
 echo "  while $BURST of A's messages were posted ($t0 to $t1): $(rates "$t0" "$t1"); CPU s: $(cpu_since "$cpu0")"
 cpu0="$(cpu_snapshot)"
@@ -212,6 +219,8 @@ done
 t2="$(sql "SELECT date_trunc('second', now()) + interval '1 second'")"
 echo "  after, while A's messages drain ($t1 to $t2): $(rates "$t1" "$t2"); CPU s: $(cpu_since "$cpu0")"
 echo "  the whole burst, posted and drained ($t0 to $t2): $(rates "$t0" "$t2")"
+# For bench/burst.sh: the window's length and B's campaign's rate without and with the burst.
+echo "BURST-SUMMARY seconds=$(sql "SELECT extract(epoch FROM '$t2'::timestamptz - '$t0'::timestamptz)::int") before=$(rate "c.id = '$FAIR_B'" "$t0_before" "$t1_before") during=$(rate "c.id = '$FAIR_B'" "$t0" "$t2")"
 sleep 1
 t3="$(sql "SELECT date_trunc('second', now())")"; sleep 10; t4="$(sql "SELECT date_trunc('second', now())")"
 echo "  once drained ($t3 + 10 s): $(rates "$t3" "$t4")"
