@@ -4,8 +4,8 @@
 //!
 //! None of it decides what is dispatched, and with ten thousand running campaigns a fold
 //! takes most of a second and the completion check a tenth: run inside the tick, they made
-//! ticks that much later, and every campaign's next batch with them. Here they run on their
-//! own connection while the tick claims and publishes.
+//! ticks that much later, and every campaign's next batch with them. Here they run on
+//! another of the pool's connections while the tick claims and publishes.
 
 use crate::backlog::Backlog;
 use crate::counters;
@@ -66,6 +66,10 @@ pub async fn run(
             }
             Err(error) => tracing::warn!(%error, "cannot complete finished campaigns now"),
         }
+        // Each step may wait on an unreachable database: a shutdown does not wait for all.
+        if shutdown.is_cancelled() {
+            return;
+        }
         // A new leader folds and keeps at once (the ledger may have grown meanwhile).
         if round.is_multiple_of(counters::FOLD_EVERY_TICKS as u64)
             && let Err(error) = counters::fold(&pool).await
@@ -75,7 +79,7 @@ pub async fn run(
         if let Err(error) = backlog.measure(&pool).await {
             tracing::warn!(%error, "cannot measure the backlog now");
         }
-        if round.is_multiple_of(KEEP_EVERY_ROUNDS) {
+        if round.is_multiple_of(KEEP_EVERY_ROUNDS) && !shutdown.is_cancelled() {
             if let Err(error) = sweeper::trim_send_rate(&pool).await {
                 tracing::warn!(%error, "cannot trim the send-rate samples now");
             }

@@ -98,19 +98,25 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
         Duration::from_millis(config.requeue_after_ms),
     );
     let mut leadership = Leadership::new(herald_shared::db::options(database_url, &tls)?);
+    // Whether this scheduler leads, as its last leadership check said: the housekeeping
+    // acts only then.
     let leading = Arc::new(AtomicBool::new(false));
-    let (due_campaigns, due) = tokio::sync::watch::channel(Vec::new());
-    let housekeeping = tokio::spawn(housekeeping::run(
-        pool.clone(),
-        leading.clone(),
-        due,
-        config.tick(),
-        housekeeping::ReceiptKeeping {
-            retention: Duration::from_secs(u64::from(config.receipt_retention_days) * 86_400),
-            orphan_after: Duration::from_millis(config.receipt_orphan_after_ms),
-        },
-        shutdown.clone(),
-    ));
+    let (due_campaigns, _) = tokio::sync::watch::channel(Vec::new());
+    let keeping = housekeeping::ReceiptKeeping {
+        retention: Duration::from_secs(u64::from(config.receipt_retention_days) * 86_400),
+        orphan_after: Duration::from_millis(config.receipt_orphan_after_ms),
+    };
+    let spawn_housekeeping = || {
+        tokio::spawn(housekeeping::run(
+            pool.clone(),
+            leading.clone(),
+            due_campaigns.subscribe(),
+            config.tick(),
+            keeping,
+            shutdown.clone(),
+        ))
+    };
+    let mut housekeeping = spawn_housekeeping();
     tracing::info!(
         tick_ms = config.tick_ms,
         "scheduler started; contending for leadership"
@@ -133,7 +139,9 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
                     woken.insert(more);
                 }
                 let started = std::time::Instant::now();
-                if leadership.refresh().await
+                let leads = leadership.refresh().await;
+                leading.store(leads, Ordering::Relaxed);
+                if leads
                     && let Err(error) = ticker.wake(&woken).await
                 {
                     tracing::warn!(%error, "wake-up dispatch failed; the next tick retries");
@@ -143,7 +151,9 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
                 continue;
             }
             () = ticker.starved(starvation_poll) => {
-                if leadership.refresh().await
+                let leads = leadership.refresh().await;
+                leading.store(leads, Ordering::Relaxed);
+                if leads
                     && let Err(error) = ticker.top_up().await
                 {
                     tracing::warn!(%error, "top-up failed");
@@ -178,6 +188,14 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
             Err(error) => tracing::warn!(%error, "tick failed; retrying next tick"),
         }
         metrics::histogram!(metrics_names::TICK_DURATION).record(started.elapsed().as_secs_f64());
+        // Housekeeping that ended (a panic) is started again: without it campaigns would
+        // never complete and the counters never fold.
+        if housekeeping.is_finished() && !shutdown.is_cancelled() {
+            if let Err(error) = (&mut housekeeping).await {
+                tracing::error!(%error, "housekeeping ended abnormally; starting it again");
+            }
+            housekeeping = spawn_housekeeping();
+        }
     }
     leading.store(false, Ordering::Relaxed);
     if let Err(error) = housekeeping.await {

@@ -130,7 +130,8 @@ pub async fn end_waiting_recipients(pool: &PgPool) -> Result<u64, sqlx::Error> {
                  SELECT id FROM recipients
                  WHERE campaign_id = e.id AND state = 'pending' AND attempts > 0
                  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) x
-             LIMIT $1
+             -- Both together stay within the one limit.
+             LIMIT greatest(0, $1 - (SELECT count(*) FROM fresh))
          )
          UPDATE recipients r
          SET state = e.final_state, queued_at = NULL, updated_at = now()
