@@ -10,9 +10,9 @@
 # campaign yield to A's messages. The rates are measured over 20 s without the burst, while
 # the burst is posted (its ingestion shares this machine's two cores), after that until the
 # last of A's messages is sent, over both, and for 10 s once they are (A's campaign back),
-# with the CPU seconds each process spent in the first three windows. BURST=0 with
-# CONTROL_SECONDS=N is the control run of bench/burst.sh: nothing posted, the posting window
-# held open N seconds. Scheduler tick 2 s,
+# with the CPU seconds each process spent in the first three windows. CONTROL_SECONDS=N
+# makes the burst phase bench/burst.sh's control run: the burst is prepared but not posted,
+# and its window lasts N seconds. Scheduler tick 2 s,
 # provider latency 0 ms (LATENCY=fixed:N), one worker; release build, everything on this
 # machine. Prints median, p90, p99 and max per latency phase. PHASES (default "latency
 # burst") picks parts.
@@ -195,16 +195,23 @@ for b in range((burst + 999) // 1000):
     with open(f"{logs}/messages-burst-{b:03d}.json", "w") as f:
         json.dump({"messages": items}, f)
 PY
+# Until the whole second `$1` is over (and its sends committed): a window's last second is
+# counted only then.
+after() { sql "SELECT pg_sleep(greatest(0, extract(epoch FROM '$1'::timestamptz - now()) + 0.5))" >/dev/null; }
 cpu0="$(cpu_snapshot)"
 t0="$(sql "SELECT date_trunc('second', now()) + interval '1 second'")"
-for f in "$LOGS"/messages-burst-*.json; do
-  [ -e "$f" ] || continue
-  api -X POST "$ADMIN/api/v1/messages/batch" --data-binary "@$f" -o /dev/null
-done
-# The control run (BURST=0, bench/burst.sh): nothing posted, and the window lasts as long
-# as the burst run's did, so both measure B's campaign over the same span of its life.
-[ "$BURST" -gt 0 ] || sleep "${CONTROL_SECONDS:-20}"
-t1="$(sql "SELECT date_trunc('second', now())")"
+if [ -z "${CONTROL_SECONDS:-}" ]; then
+  for f in "$LOGS"/messages-burst-*.json; do
+    [ -e "$f" ] || continue
+    api -X POST "$ADMIN/api/v1/messages/batch" --data-binary "@$f" -o /dev/null
+  done
+  t1="$(sql "SELECT date_trunc('second', now())")"
+else
+  # The control run (bench/burst.sh): nothing posted, over a window as long as the burst
+  # run's, so both measure B's campaign over the same span of its life.
+  t1="$(sql "SELECT '$t0'::timestamptz + make_interval(secs => $CONTROL_SECONDS)")"
+  after "$t1"
+fi
 echo "  while $BURST of A's messages were posted ($t0 to $t1): $(rates "$t0" "$t1"); CPU s: $(cpu_since "$cpu0")"
 cpu0="$(cpu_snapshot)"
 # Until the last of A's messages is out: the burst is served while any waits.
@@ -217,7 +224,10 @@ for _ in $(seq 1 600); do
 done
 [ -n "$drained" ] || echo "  A's messages were not all sent within 300 s; the drain window ends there"
 t2="$(sql "SELECT date_trunc('second', now()) + interval '1 second'")"
-echo "  after, while A's messages drain ($t1 to $t2): $(rates "$t1" "$t2"); CPU s: $(cpu_since "$cpu0")"
+[ -z "${CONTROL_SECONDS:-}" ] || t2="$t1"
+after "$t2"
+[ -n "${CONTROL_SECONDS:-}" ] ||
+  echo "  after, while A's messages drain ($t1 to $t2): $(rates "$t1" "$t2"); CPU s: $(cpu_since "$cpu0")"
 echo "  the whole burst, posted and drained ($t0 to $t2): $(rates "$t0" "$t2")"
 # For bench/burst.sh: the window's length and B's campaign's rate without and with the burst.
 echo "BURST-SUMMARY seconds=$(sql "SELECT extract(epoch FROM '$t2'::timestamptz - '$t0'::timestamptz)::int") before=$(rate "c.id = '$FAIR_B'" "$t0_before" "$t1_before") during=$(rate "c.id = '$FAIR_B'" "$t0" "$t2")"
