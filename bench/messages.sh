@@ -212,7 +212,9 @@ else
   t1="$(sql "SELECT '$t0'::timestamptz + make_interval(secs => $CONTROL_SECONDS)")"
   after "$t1"
 fi
-echo "  while $BURST of A's messages were posted ($t0 to $t1): $(rates "$t0" "$t1"); CPU s: $(cpu_since "$cpu0")"
+posted="while $BURST of A's messages were posted"
+[ -z "${CONTROL_SECONDS:-}" ] || posted="the control run's window, nothing posted"
+echo "  $posted ($t0 to $t1): $(rates "$t0" "$t1"); CPU s: $(cpu_since "$cpu0")"
 cpu0="$(cpu_snapshot)"
 # Until the last of A's messages is out: the burst is served while any waits.
 waiting="SELECT coalesce(sum(k.n), 0) FROM campaign_bucket_counts k JOIN campaigns c ON c.id = k.campaign_id
