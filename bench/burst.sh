@@ -4,9 +4,10 @@
 # burst. One run of `bench/messages.sh`'s burst phase measures B's rate while A's 50,000
 # messages are posted and drained; a control run, identical but with nothing posted (its
 # batches prepared all the same), measures B's rate over a window of the same length at the
-# same point of its campaign's life. Comparing B with its own first 20 s instead (as `bench/messages.sh` prints) mixes
-# the burst's effect with the drift of a long campaign on this machine (B's rate falls
-# 7–17% between those windows even once the burst is gone).
+# same point of its campaign's life. Comparing B with its own first 20 s instead (as
+# `bench/messages.sh` prints) mixes the burst's effect with the drift of a long campaign on
+# this machine (in control runs B's rate fell 1.5–8.4% between those windows with nothing
+# posted).
 # Usage: bench/burst.sh   (RUNS=N pairs, default 1; each pair takes about 4 minutes)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
