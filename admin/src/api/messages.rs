@@ -345,9 +345,13 @@ async fn accept(
     }
     let replayed = ids.iter().any(Option::is_some);
     let fresh: Vec<usize> = (0..checked.len()).filter(|&i| ids[i].is_none()).collect();
+    // What the fresh messages are at commit, known without reading them back.
+    let mut stored: HashMap<Uuid, Message> = HashMap::new();
     if !fresh.is_empty() {
         admit(&mut tx, tenant, fresh.len()).await?;
-        let new_ids = store(&mut tx, &checked, &fresh).await?;
+        let new = store(&mut tx, &checked, &fresh).await?;
+        let new_ids: Vec<Uuid> = new.iter().map(|m| m.id).collect();
+        stored.extend(new.into_iter().map(|m| (m.id, m)));
         // Delivered at commit: the scheduler dispatches them now rather than at its tick.
         // Both lanes a message may take: the overflow's serves it when the primary cannot.
         let providers: Vec<Uuid> = fresh
@@ -370,12 +374,21 @@ async fn accept(
         tracing::info!(tenant_id = %tenant, accepted = fresh.len(), "transactional messages accepted");
     }
     let ids: Vec<Uuid> = ids.into_iter().flatten().collect();
-    let mut found: HashMap<Uuid, Message> = fetch(pool, Some(tenant), &ids)
-        .await?
-        .into_iter()
-        .map(|m| (m.id, m))
+    // Replays answer what became of the first request's message.
+    let earlier: Vec<Uuid> = ids
+        .iter()
+        .filter(|id| !stored.contains_key(id))
+        .copied()
         .collect();
-    let messages = ids.iter().filter_map(|id| found.remove(id)).collect();
+    if !earlier.is_empty() {
+        stored.extend(
+            fetch(pool, Some(tenant), &earlier)
+                .await?
+                .into_iter()
+                .map(|m| (m.id, m)),
+        );
+    }
+    let messages = ids.iter().filter_map(|id| stored.remove(id)).collect();
     Ok((messages, replayed))
 }
 
@@ -729,28 +742,23 @@ pub fn retry_after(excess: i64, per_second: f64) -> u32 {
     seconds.clamp(1.0, 60.0) as u32
 }
 
-/// Stores the `fresh` items of `checked`; answers their new message ids in the same order.
+/// Stores the `fresh` items of `checked`; answers them as they stand at commit, in the same
+/// order.
+///
+/// One statement writes both rows of each message: a burst of 50,000 is 50 of them, and
+/// reading the batch back for the answer cost as much again (it is known here already).
 async fn store(
     tx: &mut Transaction<'_, Postgres>,
     checked: &[Checked],
     fresh: &[usize],
-) -> Result<Vec<Uuid>, ApiError> {
-    let mut streams: HashMap<StreamKey, Uuid> = HashMap::new();
+) -> Result<Vec<Message>, ApiError> {
+    let mut streams: HashMap<StreamKey, Stream> = HashMap::new();
     for &index in fresh {
         let c = &checked[index];
         if let std::collections::hash_map::Entry::Vacant(entry) = streams.entry(c.stream_key()) {
             entry.insert(stream(tx, c).await?);
         }
     }
-    let count = i64::try_from(fresh.len()).unwrap_or(i64::MAX);
-    // Recipient ids taken up front, so each message row can name its recipient without
-    // relying on the order of an INSERT's RETURNING.
-    let recipient_ids: Vec<i64> = sqlx::query_scalar(
-        "SELECT nextval(pg_get_serial_sequence('recipients', 'id')) FROM generate_series(1, $1)",
-    )
-    .bind(count)
-    .fetch_all(&mut **tx)
-    .await?;
     let message_ids: Vec<Uuid> = fresh.iter().map(|_| Uuid::new_v4()).collect();
     let mut campaigns = Vec::with_capacity(fresh.len());
     let mut addresses = Vec::with_capacity(fresh.len());
@@ -760,7 +768,7 @@ async fn store(
     let mut hashes = Vec::with_capacity(fresh.len());
     for &index in fresh {
         let c = &checked[index];
-        campaigns.push(streams[&c.stream_key()]);
+        campaigns.push(streams[&c.stream_key()].id);
         addresses.push(c.address.clone());
         variables.push(Value::Object(c.variables.clone()));
         expiries.push(c.expires_at);
@@ -768,39 +776,93 @@ async fn store(
         hashes.push(c.hash.clone());
     }
     let tenant = checked[fresh[0]].tenant;
-    sqlx::query(
-        "INSERT INTO recipients (id, campaign_id, address, variables, transactional, expires_at)
-         OVERRIDING SYSTEM VALUE
-         SELECT id, campaign_id, address, variables, true, expires_at
-         FROM unnest($1::int8[], $2::uuid[], $3::text[], $4::jsonb[], $5::timestamptz[])
-              AS i(id, campaign_id, address, variables, expires_at)",
+    // `i` is read twice, so it is computed once: each message's recipient id is drawn once
+    // and both rows name it, without relying on the order of an INSERT's RETURNING.
+    let created_at: DateTime<Utc> = sqlx::query_scalar(
+        "WITH i AS (
+             SELECT nextval(pg_get_serial_sequence('recipients', 'id')) AS recipient_id, i.*
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::timestamptz[],
+                         $6::text[], $7::bytea[])
+                  AS i(id, campaign_id, address, variables, expires_at, idempotency_key, request_hash)
+         ), recipients_added AS (
+             INSERT INTO recipients (id, campaign_id, address, variables, transactional, expires_at)
+             OVERRIDING SYSTEM VALUE
+             SELECT recipient_id, campaign_id, address, variables, true, expires_at FROM i
+         ), messages_added AS (
+             INSERT INTO messages (id, tenant_id, recipient_id, idempotency_key, request_hash)
+             SELECT id, $8, recipient_id, idempotency_key, request_hash FROM i
+             RETURNING created_at
+         )
+         SELECT coalesce(max(created_at), now()) FROM messages_added",
     )
-    .bind(&recipient_ids)
+    .bind(&message_ids)
     .bind(&campaigns)
     .bind(&addresses)
     .bind(&variables)
     .bind(&expiries)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO messages (id, tenant_id, recipient_id, idempotency_key, request_hash)
-         SELECT id, $1, recipient_id, idempotency_key, request_hash
-         FROM unnest($2::uuid[], $3::int8[], $4::text[], $5::bytea[])
-              AS i(id, recipient_id, idempotency_key, request_hash)",
-    )
-    .bind(tenant)
-    .bind(&message_ids)
-    .bind(&recipient_ids)
     .bind(&keys)
     .bind(&hashes)
-    .execute(&mut **tx)
+    .bind(tenant)
+    .fetch_one(&mut **tx)
     .await?;
-    Ok(message_ids)
+    Ok(fresh
+        .iter()
+        .zip(message_ids)
+        .map(|(&index, id)| {
+            let c = &checked[index];
+            let held = streams[&c.stream_key()].held.clone();
+            accepted(c, id, created_at, held)
+        })
+        .collect())
+}
+
+/// A message just stored, as [`fetch`] would read it before anything happened to it.
+fn accepted(c: &Checked, id: Uuid, created_at: DateTime<Utc>, held: Option<String>) -> Message {
+    Message {
+        id,
+        tenant_id: c.tenant,
+        to: c.address.clone(),
+        channel: c.channel.clone(),
+        provider_id: c.provider,
+        overflow_provider_id: c.overflow,
+        text: c
+            .variables
+            .get("text")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        state: RecipientState::Pending.as_str().to_owned(),
+        delivery_status: None,
+        delivery_error: None,
+        attempts: 0,
+        sent_via: None,
+        provider_message_id: None,
+        cost: None,
+        last_error: None,
+        idempotency_key: c.key.clone(),
+        created_at,
+        sent_at: None,
+        expires_at: c.expires_at,
+        quiet_hours: c.quiet.map(|(start, end)| {
+            sqlx::types::Json(QuietHours {
+                start: start.format("%H:%M").to_string(),
+                end: end.format("%H:%M").to_string(),
+                time_zone: Some(c.zone.clone()),
+            })
+        }),
+        held,
+    }
+}
+
+/// A tenant's stream, as a message accepted into it sees it.
+struct Stream {
+    id: Uuid,
+    /// Why it is held, if it is (as [`Message::held`]).
+    held: Option<String>,
 }
 
 /// The tenant's stream for the message's provider, channel, overflow and quiet hours, made
 /// on first use.
-async fn stream(tx: &mut Transaction<'_, Postgres>, c: &Checked) -> Result<Uuid, sqlx::Error> {
+async fn stream(tx: &mut Transaction<'_, Postgres>, c: &Checked) -> Result<Stream, sqlx::Error> {
     sqlx::query(
         "INSERT INTO campaigns (tenant_id, provider_id, overflow_provider_id, channel, name, template,
                                 status, kind, started_at, batch_size, time_zone, quiet_start,
@@ -832,8 +894,9 @@ async fn stream(tx: &mut Transaction<'_, Postgres>, c: &Checked) -> Result<Uuid,
     .bind(c.quiet.map(|q| q.1))
     .execute(&mut **tx)
     .await?;
-    sqlx::query_scalar(
-        "SELECT id FROM campaigns
+    let (id, held) = sqlx::query_as(
+        "SELECT id, CASE WHEN status = 'paused' THEN coalesce(pause_reason, 'paused') END
+         FROM campaigns
          WHERE kind = 'messages' AND tenant_id = $1 AND provider_id = $2 AND channel = $4
            AND overflow_provider_id IS NOT DISTINCT FROM $3 AND time_zone = $5
            AND quiet_start IS NOT DISTINCT FROM $6 AND quiet_end IS NOT DISTINCT FROM $7",
@@ -846,7 +909,8 @@ async fn stream(tx: &mut Transaction<'_, Postgres>, c: &Checked) -> Result<Uuid,
     .bind(c.quiet.map(|q| q.0))
     .bind(c.quiet.map(|q| q.1))
     .fetch_one(&mut **tx)
-    .await
+    .await?;
+    Ok(Stream { id, held })
 }
 
 /// A message's columns, from `m` (messages), `r` (its recipient) and [`JOINED`].
