@@ -24,11 +24,14 @@ for run in $(seq 1 "${RUNS:-1}"); do
   seconds="$(value seconds <<<"$burst")"
   CONTROL_SECONDS="$seconds" PHASES=burst bench/messages.sh 2>&1 | tee "$out/control.log"
   control="$(summary "$out/control.log")"
-  python3 - "$run" "$(value during <<<"$burst")" "$(value during <<<"$control")" "$seconds" <<'PY'
+  python3 - "$run" "$(value during <<<"$burst")" "$(value during <<<"$control")" "$seconds" \
+    "$(value before <<<"$burst")" "$(value before <<<"$control")" <<'PY'
 import sys
-run, with_burst, without, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+run, seconds = sys.argv[1], sys.argv[4]
+with_burst, without, before_burst, before_control = map(float, sys.argv[2:4] + sys.argv[5:7])
 change = (with_burst / without - 1) * 100 if without else float("nan")
 print(f"== pair {run}: B's campaign over the burst's {seconds} s: {with_burst:.0f} msg/s with A's burst, "
-      f"{without:.0f} msg/s in the control run without it: {change:+.1f}% (target: within 10%)")
+      f"{without:.0f} msg/s in the control run without it: {change:+.1f}% (target: within 10%); "
+      f"20 s before that window, before anything was posted: {before_burst:.0f} and {before_control:.0f} msg/s")
 PY
 done
