@@ -82,6 +82,7 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
         seq: message.seq,
         provider: message.provider_id,
     };
+    let received = Instant::now();
     let lease = match ctx.begin.call(dispatch).await {
         Ok(Some(lease)) => lease,
         Ok(None) => {
@@ -97,6 +98,7 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
     };
 
     let leased_at = Instant::now();
+    step("lease", received, leased_at);
     let attempt = lease.attempts;
     let decision = match ctx
         .providers
@@ -152,6 +154,8 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
         }
     }
 
+    let answered = Instant::now();
+    step("request", leased_at, answered);
     let label = decision.metric_label();
     let outcome = Outcome {
         dispatch,
@@ -160,6 +164,7 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
     };
     match ctx.record.call(outcome).await {
         Ok(()) => {
+            step("outcome", answered, Instant::now());
             // Counted once written: the counters agree with the database.
             herald_shared::ops::metrics::message(
                 &message.tenant_id,
@@ -174,6 +179,13 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
         // the lease runs out (a redelivery is acked unsent).
         Err(stopped) => tracing::warn!(%stopped, "stopping before the outcome was written"),
     }
+}
+
+/// Records how long a delivery spent in one step (see
+/// [`WORKER_DELIVERY_STEP`](herald_shared::ops::metrics::WORKER_DELIVERY_STEP)).
+fn step(step: &'static str, from: Instant, to: Instant) {
+    metrics::histogram!(herald_shared::ops::metrics::WORKER_DELIVERY_STEP, "step" => step)
+        .record(to.saturating_duration_since(from).as_secs_f64());
 }
 
 /// The attempt, under the in-flight permit the caller holds: unless the campaign has

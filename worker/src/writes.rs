@@ -27,7 +27,11 @@ pub fn begin(pool: PgPool, lease_grace: Duration) -> Batcher<Dispatch, Option<Be
         let pool = pool.clone();
         async move {
             match until_written("begin attempts", || {
-                attempts::begin(&pool, &dispatches, lease_grace)
+                timed(
+                    "lease",
+                    dispatches.len(),
+                    attempts::begin(&pool, &dispatches, lease_grace),
+                )
             })
             .await
             {
@@ -45,9 +49,15 @@ pub fn record(pool: PgPool) -> Batcher<Outcome, ()> {
     Batcher::spawn_parallel(MAX_BATCH, DB_LANES, move |outcomes: Vec<Outcome>| {
         let pool = pool.clone();
         async move {
-            if until_written("record outcomes", || attempts::record(&pool, &outcomes))
-                .await
-                .is_ok()
+            if until_written("record outcomes", || {
+                timed(
+                    "outcome",
+                    outcomes.len(),
+                    attempts::record(&pool, &outcomes),
+                )
+            })
+            .await
+            .is_ok()
             {
                 return vec![(); outcomes.len()];
             }
@@ -69,6 +79,21 @@ pub fn record(pool: PgPool) -> Batcher<Outcome, ()> {
             vec![(); outcomes.len()]
         }
     })
+}
+
+/// Runs one batched write, recording its duration and size.
+async fn timed<T>(
+    write: &'static str,
+    recipients: usize,
+    statement: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    use herald_shared::ops::metrics::{WORKER_WRITE_BATCH, WORKER_WRITE_DURATION};
+    let started = Instant::now();
+    let done = statement.await;
+    metrics::histogram!(WORKER_WRITE_DURATION, "write" => write)
+        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!(WORKER_WRITE_BATCH, "write" => write).record(recipients as f64);
+    done
 }
 
 /// Runs a write until it commits, pausing (100 ms, doubling to 5 s) after each failure that

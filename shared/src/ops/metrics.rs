@@ -61,6 +61,15 @@ pub const TIME_TO_FIRST_SEND: &str = "herald_campaign_time_to_first_send_seconds
 pub const RECIPIENTS_DUE: &str = "herald_recipients_due";
 /// The same backlog, by `tenant`.
 pub const TENANT_RECIPIENTS_DUE: &str = "herald_tenant_recipients_due";
+/// Each of the worker's batched writes, by `write`: `lease` (the attempts begun) and
+/// `outcome` (the outcomes recorded); one statement each.
+pub const WORKER_WRITE_DURATION: &str = "herald_worker_write_duration_seconds";
+/// Recipients per batched write of the worker, by `write` (as above).
+pub const WORKER_WRITE_BATCH: &str = "herald_worker_write_batch_recipients";
+/// Where a delivery's time goes in the worker, by `step`: `lease` (until its lease is
+/// written), `request` (waiting for room under the caps, then the provider's answer) and
+/// `outcome` (until its outcome is written and it can be acked).
+pub const WORKER_DELIVERY_STEP: &str = "herald_worker_delivery_step_seconds";
 /// HTTP requests served (admin API, receipt receiver), by `route` and `status`.
 pub const HTTP_REQUESTS: &str = "herald_http_requests_total";
 /// HTTP requests' duration, by `route`.
@@ -85,6 +94,9 @@ pub fn install(campaign_labels: bool) -> Result<PrometheusHandle, String> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), RECIPIENT_BUCKETS))
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(WORKER_WRITE_BATCH.into()), RECIPIENT_BUCKETS)
+        })
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())?;
@@ -235,6 +247,21 @@ fn describe() {
         TENANT_RECIPIENTS_DUE,
         Unit::Count,
         "Recipients of running campaigns not yet sent, by tenant"
+    );
+    describe_histogram!(
+        WORKER_WRITE_DURATION,
+        Unit::Seconds,
+        "Duration of the worker's batched writes (lease, outcome)"
+    );
+    describe_histogram!(
+        WORKER_WRITE_BATCH,
+        Unit::Count,
+        "Recipients per batched write of the worker (lease, outcome)"
+    );
+    describe_histogram!(
+        WORKER_DELIVERY_STEP,
+        Unit::Seconds,
+        "Time a delivery spends in each step in the worker (lease, request, outcome)"
     );
     describe_counter!(
         HTTP_REQUESTS,

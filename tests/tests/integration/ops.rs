@@ -80,6 +80,27 @@ async fn metrics_agree_with_the_provider_and_the_backlog_drains() -> Result<()> 
         requests == Some(2_000.0),
         "request histogram count {requests:?}"
     );
+    // Every delivery passed through each step once; its recipients through a lease and an
+    // outcome write each.
+    for step in ["lease", "request", "outcome"] {
+        let steps = metric_sum(
+            &worker_text,
+            "herald_worker_delivery_step_seconds_count",
+            &[("step", step)],
+        );
+        ensure!(steps == Some(2_000.0), "{step} steps: {steps:?}");
+    }
+    for write in ["lease", "outcome"] {
+        let written = metric_sum(
+            &worker_text,
+            "herald_worker_write_batch_recipients_sum",
+            &[("write", write)],
+        );
+        ensure!(
+            written == Some(2_000.0),
+            "{write} writes covered {written:?}"
+        );
+    }
     let reserved = metric_sum(
         &worker_text,
         "herald_pacing_slots_total",
