@@ -26,16 +26,16 @@ pub fn begin(pool: PgPool, lease_grace: Duration) -> Batcher<Dispatch, Option<Be
     Batcher::spawn_parallel(MAX_BATCH, DB_LANES, move |dispatches: Vec<Dispatch>| {
         let pool = pool.clone();
         async move {
+            let started = Instant::now();
             match until_written("begin attempts", || {
-                timed(
-                    "lease",
-                    dispatches.len(),
-                    attempts::begin(&pool, &dispatches, lease_grace),
-                )
+                attempts::begin(&pool, &dispatches, lease_grace)
             })
             .await
             {
-                Ok(begun) => begun,
+                Ok(begun) => {
+                    written("lease", started, dispatches.len());
+                    begun
+                }
                 // Acked unsent: the recipient stays queued and the sweeper dispatches it
                 // again (a new dispatch, a new attempt at writing).
                 Err(()) => vec![None; dispatches.len()],
@@ -49,16 +49,12 @@ pub fn record(pool: PgPool) -> Batcher<Outcome, ()> {
     Batcher::spawn_parallel(MAX_BATCH, DB_LANES, move |outcomes: Vec<Outcome>| {
         let pool = pool.clone();
         async move {
-            if until_written("record outcomes", || {
-                timed(
-                    "outcome",
-                    outcomes.len(),
-                    attempts::record(&pool, &outcomes),
-                )
-            })
-            .await
-            .is_ok()
+            let started = Instant::now();
+            if until_written("record outcomes", || attempts::record(&pool, &outcomes))
+                .await
+                .is_ok()
             {
+                written("outcome", started, outcomes.len());
                 return vec![(); outcomes.len()];
             }
             for outcome in &outcomes {
@@ -81,19 +77,13 @@ pub fn record(pool: PgPool) -> Batcher<Outcome, ()> {
     })
 }
 
-/// Runs one batched write, recording its duration and size.
-async fn timed<T>(
-    write: &'static str,
-    recipients: usize,
-    statement: impl Future<Output = Result<T, sqlx::Error>>,
-) -> Result<T, sqlx::Error> {
+/// Records a batched write that committed: how long it took from its first try (an
+/// outage's wait included) and how many recipients it covered.
+fn written(write: &'static str, started: Instant, recipients: usize) {
     use herald_shared::ops::metrics::{WORKER_WRITE_BATCH, WORKER_WRITE_DURATION};
-    let started = Instant::now();
-    let done = statement.await;
     metrics::histogram!(WORKER_WRITE_DURATION, "write" => write)
         .record(started.elapsed().as_secs_f64());
     metrics::histogram!(WORKER_WRITE_BATCH, "write" => write).record(recipients as f64);
-    done
 }
 
 /// Runs a write until it commits, pausing (100 ms, doubling to 5 s) after each failure that

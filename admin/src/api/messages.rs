@@ -26,7 +26,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Datelike, NaiveTime, Utc};
+use chrono::{DateTime, Datelike, NaiveTime, SubsecRound, Utc};
 use herald_shared::domain::{Channel, RecipientState};
 use herald_shared::template;
 use serde::{Deserialize, Serialize};
@@ -841,7 +841,8 @@ fn accepted(c: &Checked, id: Uuid, created_at: DateTime<Utc>, held: Option<Strin
         idempotency_key: c.key.clone(),
         created_at,
         sent_at: None,
-        expires_at: c.expires_at,
+        // As stored: PostgreSQL keeps microseconds.
+        expires_at: c.expires_at.map(|at| at.trunc_subsecs(6)),
         quiet_hours: c.quiet.map(|(start, end)| {
             sqlx::types::Json(QuietHours {
                 start: start.format("%H:%M").to_string(),

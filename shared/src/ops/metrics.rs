@@ -61,8 +61,9 @@ pub const TIME_TO_FIRST_SEND: &str = "herald_campaign_time_to_first_send_seconds
 pub const RECIPIENTS_DUE: &str = "herald_recipients_due";
 /// The same backlog, by `tenant`.
 pub const TENANT_RECIPIENTS_DUE: &str = "herald_tenant_recipients_due";
-/// Each of the worker's batched writes, by `write`: `lease` (the attempts begun) and
-/// `outcome` (the outcomes recorded); one statement each.
+/// Each of the worker's batched writes that committed, by `write`: `lease` (the attempts
+/// begun) and `outcome` (the outcomes recorded); from its first try, a database outage's
+/// wait included.
 pub const WORKER_WRITE_DURATION: &str = "herald_worker_write_duration_seconds";
 /// Recipients per batched write of the worker, by `write` (as above).
 pub const WORKER_WRITE_BATCH: &str = "herald_worker_write_batch_recipients";
