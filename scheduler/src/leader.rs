@@ -6,6 +6,8 @@
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The advisory lock key: "herald-scheduler" in a fixed 64-bit form. Advisory locks are per
@@ -16,6 +18,8 @@ pub struct Leadership {
     options: PgConnectOptions,
     connection: Option<PgConnection>,
     leading: bool,
+    /// `leading` as every check leaves it, for tasks beside the tick (the housekeeping).
+    shared: Arc<AtomicBool>,
 }
 
 impl Leadership {
@@ -24,7 +28,13 @@ impl Leadership {
             options,
             connection: None,
             leading: false,
+            shared: Arc::default(),
         }
+    }
+
+    /// Whether this process leads, as the last check (or [`resign`](Self::resign)) left it.
+    pub fn shared(&self) -> Arc<AtomicBool> {
+        self.shared.clone()
     }
 
     pub fn is_leader(&self) -> bool {
@@ -56,6 +66,7 @@ impl Leadership {
             (true, false) => tracing::warn!("no longer the leader scheduler"),
             _ => {}
         }
+        self.shared.store(self.leading, Ordering::Relaxed);
         self.leading
     }
 
@@ -89,5 +100,6 @@ impl Leadership {
             let _ = connection.close().await;
         }
         self.leading = false;
+        self.shared.store(false, Ordering::Relaxed);
     }
 }

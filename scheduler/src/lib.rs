@@ -39,8 +39,7 @@ use herald_shared::ops::{self, health::Role, metrics as metrics_names};
 use lanes::Lanes;
 use leader::Leadership;
 use publish::Publisher;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tick::Ticker;
 use tokio::time::MissedTickBehavior;
@@ -100,7 +99,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
     let mut leadership = Leadership::new(herald_shared::db::options(database_url, &tls)?);
     // Whether this scheduler leads, as its last leadership check said: the housekeeping
     // acts only then.
-    let leading = Arc::new(AtomicBool::new(false));
+    let leading = leadership.shared();
     let (due_campaigns, _) = tokio::sync::watch::channel(Vec::new());
     let keeping = housekeeping::ReceiptKeeping {
         retention: Duration::from_secs(u64::from(config.receipt_retention_days) * 86_400),
@@ -140,7 +139,6 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
                 }
                 let started = std::time::Instant::now();
                 let leads = leadership.refresh().await;
-                leading.store(leads, Ordering::Relaxed);
                 if leads
                     && let Err(error) = ticker.wake(&woken).await
                 {
@@ -152,7 +150,6 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
             }
             () = ticker.starved(starvation_poll) => {
                 let leads = leadership.refresh().await;
-                leading.store(leads, Ordering::Relaxed);
                 if leads
                     && let Err(error) = ticker.top_up().await
                 {
@@ -173,7 +170,6 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
             },
         );
         let leads = leadership.refresh().await;
-        leading.store(leads, Ordering::Relaxed);
         health.set_role(if leads { Role::Leader } else { Role::Standby });
         health.report("leadership", Ok(()));
         metrics::gauge!(metrics_names::LEADER).set(if leads { 1.0 } else { 0.0 });
