@@ -5,7 +5,7 @@
 //! its pace, or with no commitment, counts as not behind, so with no commitments routing is
 //! as before: the primary first, the overflow only for what the primary cannot take.
 
-use crate::claim::ActiveCampaign;
+use herald_store::campaigns::ActiveCampaign;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -18,6 +18,16 @@ pub struct Commitment {
     pub sent: i64,
     /// Share of the month gone by, 0–1.
     pub elapsed: f64,
+}
+
+impl From<herald_store::providers::CommitmentRow> for Commitment {
+    fn from(row: herald_store::providers::CommitmentRow) -> Self {
+        Self {
+            monthly: i64::from(row.monthly_commitment),
+            sent: row.sent_this_month,
+            elapsed: row.month_elapsed,
+        }
+    }
 }
 
 impl Commitment {

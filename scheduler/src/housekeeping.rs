@@ -9,8 +9,8 @@
 
 use crate::backlog::Backlog;
 use crate::counters;
-use crate::sweeper;
 use herald_shared::receipts;
+use herald_store as store;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,7 +58,7 @@ pub async fn run(
         // Campaigns due at the last tick are not finished; skipping them only ever delays a
         // completion by a round.
         let due_campaigns = due.borrow().clone();
-        match sweeper::complete_finished_campaigns(&pool, &due_campaigns).await {
+        match store::campaigns::complete_finished(&pool, &due_campaigns).await {
             Ok(completed) => {
                 for (campaign_id, tenant_id) in completed {
                     tracing::info!(%campaign_id, %tenant_id, "campaign completed");
@@ -80,7 +80,7 @@ pub async fn run(
             tracing::warn!(%error, "cannot measure the backlog now");
         }
         if round.is_multiple_of(KEEP_EVERY_ROUNDS) && !shutdown.is_cancelled() {
-            if let Err(error) = sweeper::trim_send_rate(&pool).await {
+            if let Err(error) = store::campaigns::trim_send_rate(&pool).await {
                 tracing::warn!(%error, "cannot trim the send-rate samples now");
             }
             if let Err(error) = keep_receipts(&pool, receipts).await {

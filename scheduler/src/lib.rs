@@ -19,7 +19,6 @@
 
 pub mod backlog;
 pub mod backpressure;
-pub mod claim;
 pub mod commitments;
 pub mod config;
 pub mod counters;
@@ -29,7 +28,6 @@ pub mod lanes;
 pub mod leader;
 pub mod publish;
 pub mod routing;
-pub mod sweeper;
 pub mod tick;
 pub mod wake;
 

@@ -10,7 +10,7 @@
 //! the two first: the campaign is planned in the overflow's lane, and the primary takes the
 //! rest.
 
-use crate::claim::ActiveCampaign;
+use herald_store::campaigns::ActiveCampaign;
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 

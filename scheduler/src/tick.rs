@@ -1,18 +1,20 @@
 //! One scheduler tick: activate, recover, then per provider lane measure, plan and claim;
 //! publish. Completing campaigns is [`crate::housekeeping`]'s.
 
-use crate::claim::{self, ActiveCampaign, Claimed};
+use crate::backpressure;
 use crate::commitments::{self, Commitment};
 use crate::fairness::{self, Demand};
 use crate::lanes::Lanes;
 use crate::publish::{PublishError, Publisher};
 use crate::routing::{self, Routes, Spill};
-use crate::{backpressure, sweeper};
 use herald_shared::domain::Channel;
 use herald_shared::ops::metrics as metrics_names;
 use herald_shared::queue::message::{DispatchMessage, FORMAT_VERSION};
 use herald_shared::receipts;
 use herald_shared::template;
+use herald_store as store;
+use herald_store::campaigns::ActiveCampaign;
+use herald_store::recipients::claim::{self, Claimed};
 use sqlx::PgPool;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -118,15 +120,16 @@ impl Ticker {
         self.count += 1;
         let pool = &self.pool.clone();
         let sweep = Instant::now();
-        for (campaign_id, tenant_id) in claim::activate_due_campaigns(pool).await? {
+        for (campaign_id, tenant_id) in store::campaigns::activate_due(pool).await? {
             tracing::info!(%campaign_id, %tenant_id, "campaign started");
         }
         let mut report = TickReport {
-            requeued: sweeper::requeue_stale_claims(pool, self.requeue_after).await?,
-            recovered: sweeper::recover_expired_leases(pool).await?,
-            unknown_due: sweeper::retry_unknown_outcomes(pool).await?,
-            ended: sweeper::end_waiting_recipients(pool).await?
-                + sweeper::expire_messages(pool).await?,
+            requeued: store::recipients::sweep::requeue_stale_claims(pool, self.requeue_after)
+                .await?,
+            recovered: store::recipients::sweep::recover_expired_leases(pool).await?,
+            unknown_due: store::recipients::sweep::retry_unknown_outcomes(pool).await?,
+            ended: store::recipients::sweep::end_waiting_recipients(pool).await?
+                + store::recipients::sweep::expire_messages(pool).await?,
             ..Default::default()
         };
         // Housekeeping: a failure here is logged, not allowed to stop the tick's dispatch.
@@ -135,7 +138,7 @@ impl Ticker {
             Ok(adopted) => tracing::info!(adopted, "parked receipts applied to their sends"),
             Err(error) => tracing::warn!(%error, "cannot adopt parked receipts now"),
         }
-        sweeper::free_stale_lines(pool).await?;
+        store::recipients::sweep::free_stale_lines(pool).await?;
         if report.requeued + report.recovered > 0 {
             tracing::warn!(
                 requeued = report.requeued,
@@ -195,11 +198,15 @@ impl Ticker {
             Pass::Tick | Pass::TopUp => None,
         };
         let mut campaigns =
-            claim::active_campaigns(pool, self.max_budget, woken.as_deref()).await?;
+            store::campaigns::dispatchable(pool, self.max_budget, woken.as_deref()).await?;
         report.campaigns = campaigns.len();
         if pass == Pass::Tick {
             report.due_campaigns = campaigns.iter().map(|c| c.id).collect();
-            self.commitments = claim::commitments(pool).await?.into_iter().collect();
+            self.commitments = store::providers::commitments(pool)
+                .await?
+                .into_iter()
+                .map(|row| (row.provider_id, Commitment::from(row)))
+                .collect();
         }
         commitments::apply(&mut campaigns, &self.commitments);
         let Routes {
@@ -220,7 +227,7 @@ impl Ticker {
         }
         if matches!(pass, Pass::Tick | Pass::Wake(_)) {
             let ids: Vec<Uuid> = involved.iter().copied().collect();
-            let paces: BTreeMap<Uuid, f64> = claim::provider_paces(pool, &ids)
+            let paces: BTreeMap<Uuid, f64> = store::providers::provider_paces(pool, &ids)
                 .await?
                 .into_iter()
                 .collect();
@@ -229,8 +236,10 @@ impl Ticker {
             }
         }
         let ids: Vec<Uuid> = involved.iter().copied().collect();
-        let free_lines: BTreeMap<Uuid, i64> =
-            claim::free_lines(pool, &ids).await?.into_iter().collect();
+        let free_lines: BTreeMap<Uuid, i64> = store::providers::free_lines(pool, &ids)
+            .await?
+            .into_iter()
+            .collect();
         let mut budgets: BTreeMap<Uuid, u32> = BTreeMap::new();
         let mut depths: BTreeMap<Uuid, u64> = BTreeMap::new();
         for &provider in &involved {

@@ -7,7 +7,7 @@
 //! delivery whose request was made: while the database is away the outcome (and the
 //! delivery) is held until it can be written.
 
-use crate::attempts::{Begun, Dispatch, Outcome, UnknownAttempt};
+use crate::attempts::{self, Begun, Dispatch, Outcome, UnknownAttempt};
 use crate::breaker::{Admission, Breakers, Health};
 use crate::in_flight::InFlight;
 use crate::live_calls;
@@ -157,11 +157,7 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
     let answered = Instant::now();
     step("request", leased_at, answered);
     let label = decision.metric_label();
-    let outcome = Outcome {
-        dispatch,
-        provider: message.provider_id,
-        decision,
-    };
+    let outcome = attempts::outcome(dispatch, message.provider_id, &decision);
     match ctx.record.call(outcome).await {
         Ok(()) => {
             step("outcome", answered, Instant::now());

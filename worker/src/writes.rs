@@ -1,5 +1,5 @@
 //! The worker's two batched database writes: the lease taken before a request
-//! ([`attempts::begin`]) and the outcome after it ([`attempts::record`]), each gathered from
+//! ([`lease::begin`]) and the outcome after it ([`record::record`]), each gathered from
 //! many deliveries into one statement, and each riding out a database outage.
 //!
 //! Both wait out an outage, however long, holding their deliveries: an outcome whose request
@@ -8,8 +8,9 @@
 //! queue's delivery limit dead-letters it. A write that fails for any other reason is tried
 //! again one by one, so that one bad row holds up nothing else.
 
-use crate::attempts::{self, Begun, Dispatch, Outcome};
+use crate::attempts::{Begun, Dispatch, Outcome};
 use herald_shared::batch::Batcher;
+use herald_store::recipients::{lease, record};
 use sqlx::PgPool;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -28,7 +29,7 @@ pub fn begin(pool: PgPool, lease_grace: Duration) -> Batcher<Dispatch, Option<Be
         async move {
             let started = Instant::now();
             match until_written("begin attempts", || {
-                attempts::begin(&pool, &dispatches, lease_grace)
+                lease::begin(&pool, &dispatches, lease_grace)
             })
             .await
             {
@@ -50,7 +51,7 @@ pub fn record(pool: PgPool) -> Batcher<Outcome, ()> {
         let pool = pool.clone();
         async move {
             let started = Instant::now();
-            if until_written("record outcomes", || attempts::record(&pool, &outcomes))
+            if until_written("record outcomes", || record::record(&pool, &outcomes))
                 .await
                 .is_ok()
             {
@@ -59,7 +60,7 @@ pub fn record(pool: PgPool) -> Batcher<Outcome, ()> {
             }
             for outcome in &outcomes {
                 let one = std::slice::from_ref(outcome);
-                if until_written("record an outcome", || attempts::record(&pool, one))
+                if until_written("record an outcome", || record::record(&pool, one))
                     .await
                     .is_err()
                 {
@@ -67,7 +68,8 @@ pub fn record(pool: PgPool) -> Batcher<Outcome, ()> {
                     // its lease runs out the sweeper judges it like a lost answer.
                     tracing::error!(
                         recipient_id = outcome.dispatch.recipient_id,
-                        decision = ?outcome.decision,
+                        state = %outcome.state,
+                        error = outcome.error.as_deref().unwrap_or(""),
                         "this outcome cannot be written; leaving the recipient to the sweeper"
                     );
                 }

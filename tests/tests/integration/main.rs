@@ -21,4 +21,5 @@ mod misconfiguration;
 mod ops;
 mod receipts;
 mod retries;
+mod send_rules;
 mod web;

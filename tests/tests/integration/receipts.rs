@@ -7,7 +7,7 @@ use herald_tests::{
     Result, SIMULATOR_APP_SECRET, SIMULATOR_WEBHOOK_SECRET, TWILIO_SID, TWILIO_TOKEN, TestEnv,
     numbers,
 };
-use herald_worker::attempts::{Dispatch, Outcome};
+use herald_worker::attempts::{Dispatch, outcome};
 use herald_worker::outcome::Decision;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -279,15 +279,15 @@ async fn a_receipt_parked_under_its_message_id_is_applied_when_the_send_is_recor
         seq: 1,
         provider,
     };
-    herald_worker::attempts::record(
+    herald_store::recipients::record::record(
         &env.pool,
-        &[Outcome {
+        &[outcome(
             dispatch,
             provider,
-            decision: Decision::Sent {
+            &Decision::Sent {
                 provider_message_id: Some("msg-early".into()),
             },
-        }],
+        )],
     )
     .await?;
     let row: (String, Option<String>, Option<i64>) = sqlx::query_as(

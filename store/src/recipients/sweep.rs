@@ -1,4 +1,5 @@
-//! Recovery and completion: nothing stays claimed, leased or running forever.
+//! The sweeper's side of the state machine, run by the leading scheduler every tick: nothing
+//! stays claimed, leased or waiting forever.
 //!
 //! - A recipient `queued` for longer than `requeue_after` may have lost its message (the
 //!   scheduler died between claim and publish, or the broker lost it): it goes back to
@@ -10,15 +11,12 @@
 //!   provider is the one the attempt went to (`sent_via`), not the campaign's primary.
 //! - A recipient `unknown` past its provider's window goes back to `pending`: the worker
 //!   that gets it looks the earlier request up (where the API can) before sending again.
-//! - Past a campaign's expiry, its recipients still waiting become `expired`.
-//! - A cancelled campaign's recipients still waiting become `cancelled`.
+//! - A waiting recipient of a cancelled or expired campaign ends where `herald_held_state`
+//!   says (`cancelled`, `expired`).
 //! - A transactional message still waiting past its own expiry becomes `expired`.
-//! - A running (or paused) campaign with no recipient left in a non-terminal state is
-//!   `completed`; a tenant's stream of transactional messages never is.
 
 use sqlx::PgPool;
 use std::time::Duration;
-use uuid::Uuid;
 
 /// Most rows one sweep statement touches, so a huge backlog is recovered over a few ticks
 /// instead of in one long transaction.
@@ -115,10 +113,11 @@ pub async fn end_waiting_recipients(pool: &PgPool) -> Result<u64, sqlx::Error> {
         // tick (150 ms with 800,000, to find none), and a campaign's own index would walk
         // its finished recipients too.
         "WITH ended AS (
-             SELECT c.id, CASE WHEN c.status = 'cancelled' THEN 'cancelled' ELSE 'expired' END AS final_state
+             SELECT c.id, herald_held_state(c.status, c.expires_at, now()) AS final_state
              FROM campaigns c
-             WHERE c.status = 'cancelled'
-                OR (c.status IN ('scheduled', 'running', 'paused') AND c.expires_at <= now())
+             -- Not a draft's: its recipients wait for its start, whatever its expiry.
+             WHERE c.status IN ('scheduled', 'running', 'paused', 'cancelled')
+               AND herald_held_state(c.status, c.expires_at, now()) <> 'pending'
          ), fresh AS (
              SELECT x.id FROM ended e CROSS JOIN LATERAL (
                  SELECT id FROM recipients
@@ -160,42 +159,4 @@ pub async fn expire_messages(pool: &PgPool) -> Result<u64, sqlx::Error> {
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
-}
-
-/// Drops send-rate samples nobody reads any more (the rate looks back a minute at most).
-pub async fn trim_send_rate(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "DELETE FROM campaign_sends_per_second WHERE second < now() - interval '10 minutes'",
-    )
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
-}
-
-/// Completes running or paused campaigns whose recipients are all terminal, and scheduled
-/// ones that expired before they started; returns their ids. `due` are campaigns known to
-/// have recipients due (the tick's dispatch found them): they are not finished, and with
-/// 10,000 running campaigns counting each of them again took 300 ms a tick.
-pub async fn complete_finished_campaigns(
-    pool: &PgPool,
-    due: &[Uuid],
-) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
-    sqlx::query_as(
-        // From the counters and their unfolded deltas (written in the same transactions as
-        // the recipients' states), a few index entries per campaign: probing each
-        // campaign's recipients took most of a second a tick with 10,000 running campaigns.
-        // A campaign cancelled meanwhile is re-read by the update, and stays cancelled.
-        "UPDATE campaigns c SET status = 'completed', completed_at = now()
-         WHERE c.kind = 'campaign'
-           AND (c.status IN ('running', 'paused') OR (c.status = 'scheduled' AND c.expires_at <= now()))
-           AND c.id NOT IN (SELECT unnest($1::uuid[]))
-           AND NOT EXISTS (
-               SELECT 1 FROM campaign_bucket_counts k
-               WHERE k.campaign_id = c.id AND k.state IN ('pending', 'in_flight', 'unknown')
-               HAVING coalesce(sum(k.n), 0) <> 0)
-         RETURNING c.id, c.tenant_id",
-    )
-    .bind(due)
-    .fetch_all(pool)
-    .await
 }

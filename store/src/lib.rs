@@ -1,0 +1,28 @@
+//! Herald's store: the statements every process runs on PostgreSQL, grouped by what they
+//! own. The scheduler, the worker and the admin keep orchestration and pure policy (the fair
+//! plan, the retry decision, the HTTP answers) and call in here for every read and write of
+//! these aggregates.
+//!
+//! - [`recipients`]: a recipient's state machine (claim, lease, record, release, sweep,
+//!   expire, park), every transition written once, in one place.
+//! - [`campaigns`]: which campaigns the tick may dispatch from, their start and completion.
+//! - [`providers`]: what the tick reads of providers (paces, free lines, commitments).
+//!
+//! Two decisions the recipients' transitions share live in the schema as SQL functions, so
+//! each is written once however many statements ask it: `herald_may_send` (may a
+//! campaign's recipients be sent now: running, before its expiry, outside its quiet hours)
+//! and `herald_held_state` (where a waiting recipient of a campaign that may not send goes:
+//! `cancelled`, `expired`, or back to `pending`). Both are plain SQL, inlined by the planner
+//! into each statement, so the indexes on the campaign's columns still serve.
+//!
+//! Every function takes a pool and returns `sqlx::Error` as it came: whether a failure is an
+//! outage to ride out or a bad row is the caller's judgement.
+
+pub mod campaigns;
+pub mod providers;
+pub mod recipients;
+
+/// The database's clock, so every process measures time against one source.
+pub async fn now(pool: &sqlx::PgPool) -> Result<chrono::DateTime<chrono::Utc>, sqlx::Error> {
+    sqlx::query_scalar("SELECT now()").fetch_one(pool).await
+}

@@ -1,0 +1,51 @@
+//! A recipient's state machine: every statement that moves a recipient from one state to
+//! another. States are [`RecipientState`]; the transitions, and who makes them:
+//!
+//! | from | to | by | where |
+//! |---|---|---|---|
+//! | `pending` | `queued` | the scheduler's claim (bumps `dispatch_seq`, the fencing token) | [`claim::claim`] |
+//! | `queued` | `pending` | the scheduler, when a publish was not confirmed | [`claim::release`] |
+//! | `queued` | `failed` | the scheduler, when the message cannot be rendered | [`claim::fail_unrenderable`] |
+//! | `queued` | `sending` | the worker's lease, if the campaign may send now | [`lease::begin`] |
+//! | `queued` | `pending` / `cancelled` / `expired` | the worker's lease, parking a message whose campaign may not send | [`lease::begin`] |
+//! | `sending` (or a sweeper's guess) | `sent` / `failed` / `pending` / `unknown` / `expired` | the worker, after the provider's answer | [`record::record`] |
+//! | `queued` | `pending` | the sweeper, a claim whose message may be lost | [`sweep::requeue_stale_claims`] |
+//! | `sending` | `unknown` / `pending` / `failed` | the sweeper, a lease that ran out | [`sweep::recover_expired_leases`] |
+//! | `unknown` | `pending` | the sweeper, a provider's window passed without a receipt | [`sweep::retry_unknown_outcomes`] |
+//! | `pending` | `cancelled` / `expired` | the sweeper, a cancelled or expired campaign | [`sweep::end_waiting_recipients`] |
+//! | `pending` | `expired` | the sweeper, a transactional message past its own expiry | [`sweep::expire_messages`] |
+//!
+//! Receipts (in `herald_shared::receipts`) change a recipient's delivery status and settle
+//! an `unknown` outcome as `sent`. Terminal states (`sent`, `failed`, `cancelled`,
+//! `expired`) never change again.
+//!
+//! Every statement that updates several recipients looks each up by primary key and locks
+//! them in id order, up front ([`by_recipient`]), so two of them never wait on each other in
+//! a cycle, whatever join the planner picks for the update.
+
+pub mod claim;
+pub mod lease;
+pub mod record;
+pub mod sweep;
+
+pub use herald_shared::domain::RecipientState;
+
+/// `items` in recipient order (see the module's note on locks).
+pub(crate) fn by_recipient<T>(items: &[T], id: impl Fn(&T) -> i64) -> Vec<&T> {
+    let mut sorted: Vec<&T> = items.iter().collect();
+    sorted.sort_by_key(|item| id(item));
+    sorted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::by_recipient;
+
+    #[test]
+    fn recipients_are_taken_in_id_order() {
+        let items = [(7_i64, 'a'), (3, 'b'), (5, 'c'), (3, 'd')];
+        let sorted: Vec<char> = by_recipient(&items, |i| i.0).iter().map(|i| i.1).collect();
+        // Stable: equal ids keep their order.
+        assert_eq!(sorted, vec!['b', 'd', 'c', 'a']);
+    }
+}

@@ -1,0 +1,158 @@
+//! The worker's outcome after a provider call: what the provider's answer (or its absence)
+//! makes of the recipient.
+
+use super::by_recipient;
+use super::lease::Dispatch;
+use herald_shared::domain::RecipientState;
+use sqlx::PgPool;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// An outcome to record: what one provider call made of its recipient.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub dispatch: Dispatch,
+    /// The provider the message went to (a campaign's primary or its overflow).
+    pub provider: Uuid,
+    /// `sent`, `failed`, `expired`, `unknown` (the answer never came), or `pending` (due
+    /// again after `due_in`).
+    pub state: RecipientState,
+    /// The provider's id for the message it created.
+    pub message_id: Option<String>,
+    pub error: Option<String>,
+    /// When the recipient is next due: a retry's backoff, or the end of an unknown
+    /// outcome's window. `None` keeps the time it had.
+    pub due_in: Option<Duration>,
+    /// The attempt said nothing about the recipient (throttled, deferred, halted): it is
+    /// not counted against its attempts.
+    pub uncounted: bool,
+    /// The provider refused the account: the campaign is paused with this reason.
+    pub halt: Option<String>,
+}
+
+/// Records outcomes in one statement (and marks each campaign's first send).
+///
+/// An outcome lands while its dispatch is the recipient's current one and the recipient is
+/// still `sending`, or was taken back by the sweeper while this outcome could not be written
+/// (`unknown`, or `pending` for a provider that retries): what this worker learnt is newer
+/// than the sweeper's guess. Anything else means someone else owns the recipient now, or a
+/// receipt already settled it as sent: the outcome is ignored.
+///
+/// A send whose receipts arrived first, under a message id not yet recorded (parked), takes
+/// their status here. An outcome with a `halt` pauses its campaign, if it is running,
+/// with the provider's answer as the reason.
+pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Error> {
+    let outcomes = by_recipient(outcomes, |o| o.dispatch.recipient_id);
+    let mut ids = Vec::with_capacity(outcomes.len());
+    let mut seqs = Vec::with_capacity(outcomes.len());
+    let mut states = Vec::with_capacity(outcomes.len());
+    let mut message_ids: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
+    let mut delays: Vec<Option<f64>> = Vec::with_capacity(outcomes.len());
+    let mut throttles: Vec<i32> = Vec::with_capacity(outcomes.len());
+    let mut pauses: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
+    let providers: Vec<Uuid> = outcomes.iter().map(|o| o.provider).collect();
+    for outcome in outcomes {
+        ids.push(outcome.dispatch.recipient_id);
+        seqs.push(outcome.dispatch.seq);
+        throttles.push(i32::from(outcome.uncounted));
+        pauses.push(outcome.halt.clone());
+        states.push(outcome.state.as_str());
+        message_ids.push(outcome.message_id.clone());
+        errors.push(outcome.error.clone());
+        delays.push(outcome.due_in.map(|d| d.as_secs_f64()));
+    }
+    let first_sends: Vec<Option<f64>> = sqlx::query_scalar(
+        "WITH o AS (
+             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[], $8::uuid[], $10::text[])
+                 AS o(id, seq, state, message_id, error, delay, throttled, provider, pause)
+         ),
+         -- As in `begin`: primary-key lookups the planner cannot reorder, and the state
+         -- compared with the row as read, never with a constant.
+         leased AS MATERIALIZED (
+             SELECT o.*, x.state AS was FROM o CROSS JOIN LATERAL (
+                 SELECT r.state FROM recipients r WHERE r.id = o.id AND r.dispatch_seq = o.seq OFFSET 0 FOR UPDATE
+             ) x
+             WHERE x.state IN ('sending', 'unknown', 'pending')
+         ),
+         -- Receipts parked under this send's message id (served by a partial index that
+         -- holds only parked receipts, so this costs next to nothing when there are none).
+         parked AS MATERIALIZED (
+             SELECT l.id, p.status, p.rank, p.error_code FROM leased l CROSS JOIN LATERAL (
+                 SELECT p.status, p.rank, p.error_code FROM receipts p
+                 WHERE l.state = 'sent' AND l.message_id IS NOT NULL
+                   AND p.provider_id = l.provider AND p.message_id = l.message_id
+                   AND p.recipient_id IS NULL
+                 ORDER BY p.rank DESC LIMIT 1
+             ) p
+         ),
+         adopted AS (
+             UPDATE receipts p SET recipient_id = l.id
+             FROM parked k JOIN leased l ON l.id = k.id
+             WHERE p.provider_id = l.provider AND p.message_id = l.message_id
+               AND p.recipient_id IS NULL
+         ),
+         recorded AS (
+             UPDATE recipients r
+             SET state = o.state,
+                 provider_message_id = coalesce(o.message_id, r.provider_message_id),
+                 throttles = r.throttles + o.throttled,
+                 last_error = o.error,
+                 next_attempt_at = CASE WHEN o.delay IS NULL THEN r.next_attempt_at
+                                        ELSE now() + make_interval(secs => o.delay) END,
+                 -- An unknown outcome is dated from when its attempt began: the lookup
+                 -- before any resend searches from then (the outcome may be written long
+                 -- after, once a database outage is over).
+                 outcome_unknown_at = CASE WHEN o.state = 'unknown' THEN coalesce(r.outcome_unknown_at, r.attempted_at, now())
+                                           WHEN o.state = 'pending' THEN r.outcome_unknown_at END,
+                 unknown_via = CASE WHEN o.state = 'unknown' THEN coalesce(r.unknown_via, o.provider)
+                                    WHEN o.state = 'pending' THEN r.unknown_via END,
+                 sent_at = CASE WHEN o.state = 'sent' THEN now() ELSE r.sent_at END,
+                 sent_via = o.provider,
+                 delivery_status = CASE WHEN k.rank > r.delivery_rank THEN k.status ELSE r.delivery_status END,
+                 delivery_error = CASE WHEN k.rank > r.delivery_rank THEN k.error_code ELSE r.delivery_error END,
+                 delivery_updated_at = CASE WHEN k.rank > r.delivery_rank THEN now() ELSE r.delivery_updated_at END,
+                 delivery_rank = greatest(r.delivery_rank, k.rank),
+                 -- A call that was not placed holds no line, nor one whose final status came.
+                 live_until = CASE WHEN o.state IN ('sent', 'unknown') AND coalesce(k.rank, 0) < $9
+                                   THEN r.live_until END,
+                 lease_until = NULL, queued_at = NULL, updated_at = now()
+             FROM leased o LEFT JOIN parked k ON k.id = o.id
+             WHERE r.id = o.id AND r.dispatch_seq = o.seq AND r.state = o.was
+             RETURNING r.campaign_id, r.state, o.pause
+         ),
+         -- Only the campaigns a send or a pause may change.
+         touched AS (
+             SELECT campaign_id, bool_or(state = 'sent') AS sent, max(pause) AS pause
+             FROM recorded WHERE state = 'sent' OR pause IS NOT NULL
+             GROUP BY campaign_id
+         )
+         -- One update per campaign, for its first send and for a pause: two updates of one
+         -- row in a statement would keep only one of them.
+         UPDATE campaigns c
+         SET first_sent_at = CASE WHEN c.first_sent_at IS NULL AND t.sent THEN now() ELSE c.first_sent_at END,
+             status = CASE WHEN t.pause IS NOT NULL AND c.status = 'running' THEN 'paused' ELSE c.status END,
+             pause_reason = CASE WHEN t.pause IS NOT NULL AND c.status = 'running' THEN t.pause ELSE c.pause_reason END
+         FROM touched t
+         WHERE c.id = t.campaign_id
+           AND ((c.first_sent_at IS NULL AND t.sent) OR (t.pause IS NOT NULL AND c.status = 'running'))
+         -- now() is the statement's transaction's time: equal only for a first send set here.
+         RETURNING CASE WHEN t.sent AND c.first_sent_at = now()
+                        THEN extract(epoch FROM c.first_sent_at - c.started_at)::float8 END",
+    )
+    .bind(&ids)
+    .bind(&seqs)
+    .bind(&states)
+    .bind(&message_ids)
+    .bind(&errors)
+    .bind(&delays)
+    .bind(&throttles)
+    .bind(&providers)
+    .bind(herald_shared::delivery::FINAL_RANK)
+    .bind(&pauses)
+    .fetch_all(pool)
+    .await?;
+    // The statement that records a campaign's first send is the one place that knows it.
+    herald_shared::ops::metrics::first_sends(first_sends.into_iter().flatten());
+    Ok(())
+}
