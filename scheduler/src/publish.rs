@@ -1,18 +1,22 @@
 //! Publishing dispatch messages with publisher confirms.
 //!
-//! Messages are persistent and `mandatory`; a tick's batch is published back to back and the
-//! confirms awaited together (never one publish at a time, which is fsync-bound). A message
-//! counts as published only on a positive, routed confirm within the timeout.
+//! A tick's dispatches go out several to an AMQP message (consecutive ones of one lane, up to
+//! the lane's batch size, [`message::per_message`]): the broker's cost is per AMQP message,
+//! and one per recipient cost it as much CPU as PostgreSQL spent. Messages are persistent and
+//! `mandatory`; a tick's messages are published back to back and the confirms awaited
+//! together (never one publish at a time, which is fsync-bound). A dispatch counts as
+//! published only on a positive, routed confirm of its message within the timeout.
 
 use futures::future::join_all;
 use herald_shared::config::Tls;
 use herald_shared::ops::metrics as metrics_names;
-use herald_shared::queue::message::DispatchMessage;
+use herald_shared::queue::message::{self, DispatchMessage};
 use herald_shared::queue::pool::{Pool, PooledConnection};
 use herald_shared::queue::topology;
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -31,6 +35,10 @@ pub struct Publisher {
     current: usize,
     channel: Option<Channel>,
     confirm_timeout: Duration,
+    /// Per lane, how many dispatches each of the messages last published to it carries,
+    /// newest last: the broker counts a lane's depth in messages, the budget is in
+    /// recipients, and the lane (first in, first out) holds the newest of them.
+    sizes: HashMap<Uuid, VecDeque<u16>>,
 }
 
 impl Publisher {
@@ -53,6 +61,7 @@ impl Publisher {
             current: 0,
             channel: None,
             confirm_timeout,
+            sizes: HashMap::new(),
         })
     }
 
@@ -91,7 +100,9 @@ impl Publisher {
         Ok(channel)
     }
 
-    /// Ready messages in a provider's lane (declared first if it is new).
+    /// Dispatches ready in a provider's lane (declared first if it is new): its ready
+    /// messages times the dispatches its messages carried lately (one each, until this
+    /// scheduler has published to it).
     pub async fn lane_depth(&mut self, provider_id: Uuid) -> Result<u32, PublishError> {
         let channel = self.channel().await?;
         let state = topology::declare_lane(&channel, provider_id)
@@ -102,7 +113,11 @@ impl Publisher {
             .set(f64::from(state.ready));
         metrics::gauge!(metrics_names::LANE_CONSUMERS, "lane" => lane)
             .set(f64::from(state.consumers));
-        Ok(state.ready)
+        let sizes = self.sizes.get(&provider_id);
+        Ok(depth_in_dispatches(
+            state.ready,
+            sizes.unwrap_or(&VecDeque::new()),
+        ))
     }
 
     /// Whether the broker can be reached: a channel is open or can be opened.
@@ -111,10 +126,13 @@ impl Publisher {
     }
 
     /// Publishes `messages` in order, each to its provider's lane (which must have been
-    /// declared, by [`lane_depth`](Self::lane_depth)); returns, per message, whether the broker confirmed it.
+    /// declared, by [`lane_depth`](Self::lane_depth)), consecutive ones of a lane together
+    /// up to `per_message(lane)` to an AMQP message; returns, per dispatch, whether the
+    /// broker confirmed its message.
     pub async fn publish(
         &mut self,
         messages: &[DispatchMessage],
+        per_message: impl Fn(Uuid) -> usize,
     ) -> Result<Vec<bool>, PublishError> {
         if messages.is_empty() {
             return Ok(Vec::new());
@@ -124,20 +142,25 @@ impl Publisher {
             mandatory: true,
             ..Default::default()
         };
-        let mut pending = Vec::with_capacity(messages.len());
-        for message in messages {
+        let chunks = chunks(messages, per_message);
+        let mut pending = Vec::with_capacity(chunks.len());
+        for chunk in &chunks {
+            let provider = chunk[0].provider_id;
+            let sizes = self.sizes.entry(provider).or_default();
+            if sizes.len() == SIZES_KEPT {
+                sizes.pop_front();
+            }
+            sizes.push_back(u16::try_from(chunk.len()).unwrap_or(u16::MAX));
             let properties = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into())
-                .with_message_id(message.message_id().into());
+                .with_message_id(message::batch_message_id(chunk).into());
             let published = channel
                 .basic_publish(
                     topology::DISPATCH_EXCHANGE.into(),
-                    topology::lane_routing_key(message.provider_id)
-                        .as_str()
-                        .into(),
+                    topology::lane_routing_key(provider).as_str().into(),
                     options,
-                    &message.encode(),
+                    &message::encode_batch(chunk),
                     properties,
                 )
                 .await;
@@ -147,7 +170,7 @@ impl Publisher {
                     // The channel is gone: nothing after this can be published on it.
                     tracing::warn!(%error, "publish failed; the rest of this batch goes back to pending");
                     self.channel = None;
-                    pending.resize_with(messages.len(), || None);
+                    pending.resize_with(chunks.len(), || None);
                     break;
                 }
             }
@@ -162,10 +185,116 @@ impl Publisher {
             }
         }))
         .await;
-        let confirmed: Vec<bool> = confirms.iter().map(Option::is_some).collect();
-        if confirmed.iter().any(|ok| !ok) {
+        if confirms.iter().any(Option::is_none) {
             self.channel = None;
         }
-        Ok(confirmed)
+        Ok(chunks
+            .iter()
+            .zip(&confirms)
+            .flat_map(|(chunk, confirm)| std::iter::repeat_n(confirm.is_some(), chunk.len()))
+            .collect())
+    }
+}
+
+/// `messages` cut into AMQP messages: runs of one lane, each at most `per_message(lane)`
+/// long, in order.
+fn chunks(
+    messages: &[DispatchMessage],
+    per_message: impl Fn(Uuid) -> usize,
+) -> Vec<&[DispatchMessage]> {
+    let mut chunks = Vec::new();
+    let mut rest = messages;
+    while let Some(first) = rest.first() {
+        let most = per_message(first.provider_id).max(1);
+        let run = rest
+            .iter()
+            .take(most)
+            .take_while(|m| m.provider_id == first.provider_id)
+            .count();
+        let (chunk, after) = rest.split_at(run);
+        chunks.push(chunk);
+        rest = after;
+    }
+    chunks
+}
+
+/// Message sizes kept per lane: more than any lane holds while this scheduler paces it.
+const SIZES_KEPT: usize = 4096;
+
+/// A lane's depth in dispatches: the sizes of the newest `ready` messages published to it
+/// (`sizes`, newest last). Messages beyond those known (published before this scheduler
+/// started, or redelivered) count as the known ones' average, or one each.
+fn depth_in_dispatches(ready: u32, sizes: &VecDeque<u16>) -> u32 {
+    let ready = usize::try_from(ready).unwrap_or(usize::MAX);
+    let known = ready.min(sizes.len());
+    let counted: u64 = sizes.iter().rev().take(known).map(|&n| u64::from(n)).sum();
+    let unknown = (ready - known) as u64;
+    let average = if sizes.is_empty() {
+        1
+    } else {
+        let all: u64 = sizes.iter().map(|&n| u64::from(n)).sum();
+        all.div_ceil(sizes.len() as u64)
+    };
+    u32::try_from(counted + unknown * average).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_shared::domain::Channel;
+
+    fn dispatch(provider: u128, recipient: i64) -> DispatchMessage {
+        DispatchMessage {
+            v: message::FORMAT_VERSION,
+            recipient_id: recipient,
+            seq: 1,
+            tenant_id: Uuid::nil(),
+            campaign_id: Uuid::nil(),
+            provider_id: Uuid::from_u128(provider),
+            channel: Channel::Sms,
+            to: "+15551234567".into(),
+            body: "hi".into(),
+            expires_at: None,
+            variables: serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn messages_hold_runs_of_one_lane_up_to_its_batch_size() {
+        let messages: Vec<DispatchMessage> = [1, 1, 1, 1, 1, 2, 2, 1]
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| dispatch(p, i as i64))
+            .collect();
+        let sizes = |p: Uuid| if p == Uuid::from_u128(1) { 2 } else { 50 };
+        let cut: Vec<Vec<i64>> = chunks(&messages, sizes)
+            .iter()
+            .map(|c| c.iter().map(|m| m.recipient_id).collect())
+            .collect();
+        assert_eq!(
+            cut,
+            vec![vec![0, 1], vec![2, 3], vec![4], vec![5, 6], vec![7]]
+        );
+        // Order is kept: fairness decided it.
+        assert!(chunks(&[], sizes).is_empty());
+        assert_eq!(
+            chunks(&messages, |_| 0).len(),
+            messages.len(),
+            "at least one each"
+        );
+    }
+
+    #[test]
+    fn depth_counts_the_newest_messages_dispatches() {
+        let sizes: VecDeque<u16> = [50, 50, 3, 1, 20].into_iter().collect();
+        assert_eq!(depth_in_dispatches(0, &sizes), 0);
+        // The lane holds the newest messages: the oldest were consumed first.
+        assert_eq!(depth_in_dispatches(2, &sizes), 21);
+        assert_eq!(depth_in_dispatches(5, &sizes), 124);
+        // Two more than were published since the start: at the average (124 / 5, up).
+        assert_eq!(depth_in_dispatches(7, &sizes), 124 + 2 * 25);
+        // Nothing known: a message is one dispatch.
+        assert_eq!(depth_in_dispatches(3, &VecDeque::new()), 3);
+        assert_eq!(depth_in_dispatches(u32::MAX, &sizes), u32::MAX);
     }
 }

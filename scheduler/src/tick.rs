@@ -9,7 +9,7 @@ use crate::publish::{PublishError, Publisher};
 use crate::routing::{self, Routes, Spill};
 use herald_shared::domain::Channel;
 use herald_shared::ops::metrics as metrics_names;
-use herald_shared::queue::message::{DispatchMessage, FORMAT_VERSION};
+use herald_shared::queue::message::{self, DispatchMessage, FORMAT_VERSION};
 use herald_shared::receipts;
 use herald_shared::template;
 use herald_store as store;
@@ -58,6 +58,9 @@ pub struct Ticker {
     /// Providers' committed volumes as of the last tick: a month's pace moves too slowly
     /// for top-ups and wakes to read them again.
     commitments: BTreeMap<Uuid, Commitment>,
+    /// Lanes with work due that got nothing because no live worker may send to them yet:
+    /// refilled as soon as one may ([`starved`](Self::starved)), not a tick later.
+    withheld: BTreeSet<Uuid>,
 }
 
 /// Whether a dispatch measures every lane (a tick), refills the hungry ones (a top-up), or
@@ -85,6 +88,7 @@ impl Ticker {
             requeue_after,
             count: 0,
             commitments: BTreeMap::new(),
+            withheld: BTreeSet::new(),
         }
     }
 
@@ -95,9 +99,12 @@ impl Ticker {
     /// Topping a lane up at once, rather than at the next tick, keeps fast workers fed
     /// between ticks and shortens a cold start, without ever filling it deeper than its
     /// target.
+    ///
+    /// Also resolves when a lane withheld for want of a worker gets one.
     pub async fn starved(&mut self, poll: Duration) {
         let hungry = self.lanes.hungry();
-        if hungry.is_empty() {
+        let withheld: Vec<Uuid> = self.withheld.iter().copied().collect();
+        if hungry.is_empty() && withheld.is_empty() {
             return std::future::pending().await;
         }
         loop {
@@ -106,6 +113,13 @@ impl Ticker {
                 if matches!(self.publisher.lane_depth(provider).await, Ok(0)) {
                     return;
                 }
+            }
+            if !withheld.is_empty()
+                && store::providers::smallest_allowances(&self.pool, &withheld)
+                    .await
+                    .is_ok_and(|rows| rows.iter().any(|&(_, allowance)| allowance > 0))
+            {
+                return;
             }
         }
     }
@@ -224,6 +238,7 @@ impl Ticker {
         // pass); top-ups (only of lanes a tick has seen) keep the lanes' paces.
         if pass == Pass::Tick {
             self.lanes.only_due(&involved);
+            self.withheld.retain(|provider| involved.contains(provider));
         }
         if matches!(pass, Pass::Tick | Pass::Wake(_)) {
             let ids: Vec<Uuid> = involved.iter().copied().collect();
@@ -240,11 +255,20 @@ impl Ticker {
             .await?
             .into_iter()
             .collect();
+        // Read before anything is claimed: an error after the claims would strand them.
+        let allowances: BTreeMap<Uuid, i32> = store::providers::smallest_allowances(pool, &ids)
+            .await?
+            .into_iter()
+            .collect();
         let mut budgets: BTreeMap<Uuid, u32> = BTreeMap::new();
         let mut depths: BTreeMap<Uuid, u64> = BTreeMap::new();
         for &provider in &involved {
             match pass {
-                Pass::TopUp if !self.lanes.needs_top_up(provider) => continue,
+                Pass::TopUp
+                    if !self.lanes.needs_top_up(provider) && !self.withheld.contains(&provider) =>
+                {
+                    continue;
+                }
                 Pass::Wake(woken) if !woken.contains(&provider) => continue,
                 _ => {}
             }
@@ -260,6 +284,17 @@ impl Ticker {
             };
             let budget =
                 routing::cap_by_free_lines(budget, depth, free_lines.get(&provider).copied());
+            // No live worker may send to it: nothing is published that nobody can take (the
+            // recipients wait in PostgreSQL, and the batches are cut for the first worker).
+            let budget = if allowances.get(&provider).is_some_and(|&a| a > 0) {
+                self.withheld.remove(&provider);
+                budget
+            } else {
+                if budget > 0 {
+                    self.withheld.insert(provider);
+                }
+                0
+            };
             depths.insert(provider, depth);
             report.depth += depth;
             report.budget += budget;
@@ -314,7 +349,12 @@ impl Ticker {
         phase_done("claim", claiming);
 
         let publishing = Instant::now();
-        let confirmed = match self.publisher.publish(&batch.messages).await {
+        let per_message = |provider: Uuid| {
+            allowances.get(&provider).map_or(1, |&allowance| {
+                message::per_message(u32::try_from(allowance).unwrap_or(1))
+            })
+        };
+        let confirmed = match self.publisher.publish(&batch.messages, per_message).await {
             Ok(confirmed) => confirmed,
             Err(error) => {
                 release_or_log(pool, &batch.claims).await;

@@ -5,7 +5,7 @@
 //! `scripts/fuzz.sh`).
 
 use herald_shared::domain::Channel;
-use herald_shared::queue::message::{self, DispatchMessage, FORMAT_VERSION};
+use herald_shared::queue::message::{self, DispatchMessage, FORMAT_VERSION, decode_batch};
 use herald_shared::signature;
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -65,12 +65,30 @@ proptest! {
     #[test]
     fn fuzz_dispatch_message_decoding(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let _ = DispatchMessage::decode(&bytes);
+        let _ = decode_batch(&bytes);
+    }
+
+    #[test]
+    fn fuzz_nearly_valid_batches(items in prop::collection::vec(near_message(), 0..4)) {
+        let items: Vec<serde_json::Value> = items
+            .iter()
+            .map(|bytes| serde_json::from_slice(bytes).expect("near_message writes JSON"))
+            .collect();
+        let bytes = serde_json::to_vec(&serde_json::json!({"v": 2, "messages": items}))
+            .expect("JSON serialises");
+        if let Ok(decoded) = decode_batch(&bytes) {
+            prop_assert!(!decoded.is_empty());
+            prop_assert!(decoded.iter().all(|m| m.v == FORMAT_VERSION));
+        }
     }
 
     #[test]
     fn fuzz_nearly_valid_dispatch_messages(bytes in near_message()) {
         if let Ok(decoded) = DispatchMessage::decode(&bytes) {
             prop_assert_eq!(decoded.v, FORMAT_VERSION);
+        }
+        if let Ok(decoded) = decode_batch(&bytes) {
+            prop_assert!(decoded.iter().all(|m| m.v == FORMAT_VERSION));
         }
     }
 

@@ -64,3 +64,25 @@ pub async fn commitments(pool: &PgPool) -> Result<Vec<CommitmentRow>, sqlx::Erro
     .fetch_all(pool)
     .await
 }
+
+/// For each of `providers`, the fewest requests any live worker may have in flight to it,
+/// among those that may have any (the allowance each worker publishes with its heartbeat,
+/// see the worker's `fleet`); 0 while no live worker may. It sizes the lane's AMQP messages
+/// (`herald_shared::queue::message::per_message`), and a lane at 0 gets nothing: no worker
+/// could take it, and a worker that starts later would take whole batches cut for nobody.
+pub async fn smallest_allowances(
+    pool: &PgPool,
+    providers: &[Uuid],
+) -> Result<Vec<(Uuid, i32)>, sqlx::Error> {
+    sqlx::query_as(
+        // Live: seen within the workers' six seconds (the worker's `fleet::LIVE_FOR`).
+        "SELECT p.id, coalesce((SELECT min((w.caps ->> p.id::text)::int) FROM workers w
+                                WHERE w.seen_at >= now() - interval '6 seconds'
+                                  AND (w.caps ->> p.id::text)::int > 0),
+                               0)
+         FROM providers p WHERE p.id = ANY($1)",
+    )
+    .bind(providers)
+    .fetch_all(pool)
+    .await
+}

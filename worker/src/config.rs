@@ -23,9 +23,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "HERALD_PROVIDER_ALLOWED_NETWORKS", value_parser = parse_networks)]
     pub provider_allowed_networks: Option<Networks>,
 
-    /// Deliveries this worker holds at once per provider lane; each is one provider request
-    /// in flight, so this is the worker's concurrency per provider (a provider's fleet-wide
-    /// in-flight cap, shared among the live workers, may lower it). One worker sends at most
+    /// Provider requests this worker keeps in flight at once per provider lane: its
+    /// concurrency per provider (a provider's fleet-wide in-flight cap, shared among the live
+    /// workers, may lower it). The lane's AMQP prefetch follows from it: messages carry
+    /// batches of up to 50 recipients (an eighth of the smallest worker's share), and the
+    /// worker takes enough of them to fill this, plus one. One worker sends at most
     /// prefetch ÷ latency to a provider (2,000 ÷ 2 s = 1,000 msg/s); each request in flight
     /// costs about 40 KiB of memory (mostly its HTTP/1.1 connection).
     #[arg(long, env = "HERALD_WORKER_PREFETCH", default_value_t = 2000, value_parser = clap::value_parser!(u16).range(1..=10_000))]

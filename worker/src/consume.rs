@@ -199,7 +199,7 @@ async fn session(
                     ctx.in_flight.set(*provider, allowed);
                     // A lane takes deliveries even at a cap of zero: they wait (at most
                     // until their lease's end) for the cap to grow.
-                    let prefetch = u16::try_from(allowed).unwrap_or(u16::MAX).max(1);
+                    let prefetch = fleet::prefetch(allowed);
                     let current = lanes.get(provider).map(|lane| lane.prefetch);
                     if current == Some(prefetch) {
                         continue;

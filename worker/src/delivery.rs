@@ -1,4 +1,6 @@
-//! One delivery, from decode to ack: the per-message path.
+//! One delivery, from decode to ack: the per-message path. A delivery (one AMQP message)
+//! carries one or more dispatches of one lane; each goes this path on its own, and the
+//! delivery is acked once every one is through.
 //!
 //! decode → begin (lease, batched) → [look up an earlier request whose outcome is unknown] →
 //! provider call (bounded by the provider's in-flight cap, with its timeout; holding a line
@@ -17,10 +19,11 @@ use crate::pacing::{self, Pacer, Reservation};
 use crate::provider_call;
 use crate::providers::{Provider, Providers};
 use crate::reconcile::{self, Verdict};
+use futures::future::join_all;
 use herald_shared::batch::Batcher;
 use herald_shared::domain::UnknownOutcome;
 use herald_shared::ops::metrics::PACING_SLOTS;
-use herald_shared::queue::message::DispatchMessage;
+use herald_shared::queue::message::{self, DispatchMessage};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use std::sync::Arc;
@@ -57,26 +60,51 @@ const NO_LINE_DELAY: Duration = Duration::from_secs(1);
 /// How long to wait before asking again when a reconciliation lookup failed.
 const LOOKUP_RETRY: Duration = Duration::from_secs(30);
 
+/// How a delivery ends, decided by each of its dispatches; the delivery is settled by the
+/// least finished of them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Settle {
+    /// Done with (sent, recorded, or not current): acked.
+    Ack,
+    /// Back to the queue (the worker is stopping before its lease was taken): nacked with
+    /// requeue. Its dispatches already done are acked unsent when it comes back.
+    Requeue(String),
+    /// Left unacked (the worker is stopping before an outcome was written): it goes back to
+    /// the queue with the channel, and its recipient, still `sending`, is the sweeper's.
+    Hold,
+}
+
 pub async fn handle(ctx: Context, delivery: Delivery) {
-    let message = match DispatchMessage::decode(&delivery.data) {
-        Ok(message) => message,
+    let messages = match message::decode_batch(&delivery.data) {
+        Ok(messages) => messages,
         Err(error) => {
             tracing::error!(%error, delivery_tag = delivery.delivery_tag, "undecodable message; dead-lettering it");
             settle(delivery.reject(BasicRejectOptions { requeue: false }).await);
             return;
         }
     };
-    let span = tracing::info_span!(
-        "delivery",
-        tenant_id = %message.tenant_id,
-        campaign_id = %message.campaign_id,
-        recipient_id = message.recipient_id,
-        seq = message.seq,
-    );
-    tracing::Instrument::instrument(process(ctx, delivery, message), span).await;
+    let redelivered = delivery.redelivered;
+    // The dispatches of one AMQP message go their own ways (each its lease, its room under
+    // the cap, its request, its outcome); the message is acked once all are through.
+    let settled = join_all(messages.into_iter().map(|message| {
+        let span = tracing::info_span!(
+            "delivery",
+            tenant_id = %message.tenant_id,
+            campaign_id = %message.campaign_id,
+            recipient_id = message.recipient_id,
+            seq = message.seq,
+        );
+        tracing::Instrument::instrument(process(ctx.clone(), message, redelivered), span)
+    }))
+    .await;
+    match settled.into_iter().max() {
+        Some(Settle::Ack) | None => settle(delivery.ack(BasicAckOptions::default()).await),
+        Some(Settle::Requeue(why)) => requeue(delivery, &why).await,
+        Some(Settle::Hold) => {}
+    }
 }
 
-async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
+async fn process(ctx: Context, message: DispatchMessage, redelivered: bool) -> Settle {
     let dispatch = Dispatch {
         recipient_id: message.recipient_id,
         seq: message.seq,
@@ -87,14 +115,10 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
         Ok(Some(lease)) => lease,
         Ok(None) => {
             // Finished, re-dispatched, paused or cancelled: never a second send.
-            tracing::debug!(
-                redelivered = delivery.redelivered,
-                "message no longer current; acked unsent"
-            );
-            settle(delivery.ack(BasicAckOptions::default()).await);
-            return;
+            tracing::debug!(redelivered, "message no longer current; acked unsent");
+            return Settle::Ack;
         }
-        Err(stopped) => return requeue(delivery, &stopped.to_string()).await,
+        Err(stopped) => return Settle::Requeue(stopped.to_string()),
     };
 
     let leased_at = Instant::now();
@@ -168,12 +192,15 @@ async fn process(ctx: Context, delivery: Delivery, message: DispatchMessage) {
                 &message.provider_id,
                 label,
             );
-            settle(delivery.ack(BasicAckOptions::default()).await)
+            Settle::Ack
         }
         // Only when the worker stops: the delivery stays unacked and goes back to the queue
         // with the channel; its recipient is still `sending`, which the sweeper judges when
         // the lease runs out (a redelivery is acked unsent).
-        Err(stopped) => tracing::warn!(%stopped, "stopping before the outcome was written"),
+        Err(stopped) => {
+            tracing::warn!(%stopped, "stopping before the outcome was written");
+            Settle::Hold
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 //! is free and grows as the others shrink; a killed worker's share is taken up once its
 //! heartbeat is older than [`LIVE_FOR`].
 
+use herald_shared::queue::message::per_message;
 use sqlx::PgPool;
 use sqlx::types::Json;
 use std::collections::HashMap;
@@ -108,6 +109,20 @@ pub fn allowed(share: u16, cap: u32, others: u32, current: u32, may_grow: bool) 
     }
 }
 
+/// The lane's prefetch, in AMQP messages, for `allowed` requests in flight: enough of the
+/// batches the scheduler cuts for this allowance ([`per_message`]; it cuts them for the
+/// fleet's smallest) to fill it, and one more, so the next batch's recipients start while
+/// the last of one are still out (a message is acked only once all its recipients are
+/// through). So at most a batch of recipients beyond the allowance waits here for room, and
+/// a newcomer's batch waits behind no more. Messages smaller than a full batch (a pass's
+/// last, a trickle of transactional messages) fill less of it: it is a bound, not a target.
+/// At least one, so a lane at a cap of zero still takes deliveries (they wait for the cap
+/// to grow).
+pub fn prefetch(allowed: u32) -> u16 {
+    let per = u32::try_from(per_message(allowed)).unwrap_or(1);
+    u16::try_from(allowed.div_ceil(per) + 1).unwrap_or(u16::MAX)
+}
+
 /// How steady this worker's view of the fleet is, heartbeat to heartbeat.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Steadiness {
@@ -130,6 +145,19 @@ impl Steadiness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefetch_fills_the_allowance_in_batches_and_one_more() {
+        // Batches of 5 for an allowance of 40: nine messages, 45 recipients at most.
+        assert_eq!(prefetch(40), 9);
+        assert_eq!(prefetch(41), 10);
+        // A large allowance: batches of 50, so 2,000 in flight take 41 messages.
+        assert_eq!(prefetch(2_000), 41);
+        // A small one: a recipient a message, as before batches.
+        assert_eq!(prefetch(3), 4);
+        assert_eq!(prefetch(0), 1);
+        assert_eq!(prefetch(u32::MAX), u16::MAX);
+    }
 
     #[test]
     fn shares_add_up_to_at_most_the_cap() {

@@ -1,9 +1,12 @@
 //! Herald's worker: consumes dispatch messages and calls providers, many requests in flight.
 //!
 //! - [`consume`]: the supervised RabbitMQ consumer of every provider's lane (reconnects,
-//!   drains on shutdown); [`fleet`]: the heartbeat that shares in-flight caps across workers.
-//! - [`delivery`]: one delivery's path, decode to ack.
-//! - [`attempts`]: the lease and outcome statements; [`writes`]: them batched
+//!   drains on shutdown); [`fleet`]: the heartbeat that shares in-flight caps across workers,
+//!   and each lane's prefetch (in messages of several recipients) from its share.
+//! - [`delivery`]: one delivery's path, decode to ack (a delivery carries a batch of
+//!   recipients, each taking the path on its own).
+//! - [`attempts`]: a decision turned into the store's outcome (`herald_store::recipients`
+//!   holds the lease and outcome statements); [`writes`]: them batched
 //!   (`herald_shared::batch`), riding out database outages.
 //! - [`providers`]: provider settings, cached; [`adapters`]: each provider API's
 //!   requests and answers; [`provider_call`]: the HTTP call.

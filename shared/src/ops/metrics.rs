@@ -29,7 +29,7 @@ pub const BREAKER_OPEN: &str = "herald_breaker_open";
 pub const PACING_SLOTS: &str = "herald_pacing_slots_total";
 /// Messages published into a provider's lane (confirmed), by `lane`.
 pub const LANE_PUBLISHED: &str = "herald_lane_published_total";
-/// Messages ready in a lane's queue at the last tick, by `lane`.
+/// Messages ready in a lane's queue at the last tick, by `lane` (each a batch of recipients).
 pub const LANE_QUEUE_DEPTH: &str = "herald_lane_queue_depth_messages";
 /// Consumers (worker lanes) of a lane's queue at the last tick, by `lane`.
 pub const LANE_CONSUMERS: &str = "herald_lane_consumers";
@@ -181,7 +181,7 @@ fn describe() {
     describe_gauge!(
         LANE_QUEUE_DEPTH,
         Unit::Count,
-        "Messages ready in each lane's queue at the last tick"
+        "Messages ready in each lane's queue at the last tick (each a batch of recipients)"
     );
     describe_gauge!(
         LANE_CONSUMERS,

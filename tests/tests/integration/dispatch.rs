@@ -87,7 +87,8 @@ async fn redelivered_finished_work_is_acked_without_a_provider_call() -> Result<
         .await?;
     assert_eq!(env.simulator_stats().await?["requests"], 20);
 
-    // Publish every finished recipient's message again, exactly as the scheduler did.
+    // Publish every finished recipient's message again: half one to an AMQP message, as a
+    // scheduler from before batches did, half in one batch, as the scheduler does now.
     let rows: Vec<(i64, i32, String)> =
         sqlx::query_as("SELECT id, dispatch_seq, address FROM recipients WHERE campaign_id = $1")
             .bind(campaign)
@@ -98,8 +99,9 @@ async fn redelivered_finished_work_is_acked_without_a_provider_call() -> Result<
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    for (id, seq, address) in &rows {
-        let message = DispatchMessage {
+    let messages: Vec<DispatchMessage> = rows
+        .iter()
+        .map(|(id, seq, address)| DispatchMessage {
             v: FORMAT_VERSION,
             recipient_id: *id,
             seq: *seq,
@@ -111,7 +113,12 @@ async fn redelivered_finished_work_is_acked_without_a_provider_call() -> Result<
             body: "again".into(),
             expires_at: None,
             variables: serde_json::Map::new(),
-        };
+        })
+        .collect();
+    let (singles, batched) = messages.split_at(messages.len() / 2);
+    let mut bodies: Vec<Vec<u8>> = singles.iter().map(DispatchMessage::encode).collect();
+    bodies.push(herald_shared::queue::message::encode_batch(batched));
+    for body in &bodies {
         let confirm = channel
             .basic_publish(
                 topology::DISPATCH_EXCHANGE.into(),
@@ -120,7 +127,7 @@ async fn redelivered_finished_work_is_acked_without_a_provider_call() -> Result<
                     mandatory: true,
                     ..Default::default()
                 },
-                &message.encode(),
+                body,
                 BasicProperties::default().with_delivery_mode(2),
             )
             .await?
