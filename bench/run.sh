@@ -6,6 +6,7 @@
 #                     to a running receiver (receipts at twice the send rate); `both` runs
 #                     without and with, alternately; default off
 #   RUNS=3            repeats each (latency, receipts) run
+#   WORKERS=2         runs that many workers (default 1)
 #   PREFETCH=2000     the worker's requests in flight per provider lane (default: the
 #                     worker's own default); the worker's peak RSS is printed with each run
 # Results go to stdout, with the CPU time each part of the system spent per message
@@ -27,7 +28,8 @@ run_one() {
   fresh_database_and_vhost herald_bench
   "$BIN/herald-scheduler" migrate
   export HERALD_SIMULATOR_URL="http://127.0.0.1:9191"
-  local worker_env=() label="1 worker, prefetch ${PREFETCH:-default}, latency ${latency} ms"
+  local workers=${WORKERS:-1} worker_pids=()
+  local worker_env=() label="$workers worker(s), prefetch ${PREFETCH:-default}, latency ${latency} ms"
   [ -n "${PREFETCH:-}" ] && worker_env+=(HERALD_WORKER_PREFETCH="$PREFETCH")
   "$BIN/herald-simulator" --listen 127.0.0.1:9191 --latency "fixed:$latency" >"$LOGS/simulator-$latency.log" 2>&1 & pids+=($!)
   local cpu=(--cpu "simulator=$!")
@@ -40,8 +42,11 @@ run_one() {
   fi
   HERALD_SCHEDULER_MAX_BUDGET=50000 "$BIN/herald-scheduler" >"$LOGS/scheduler-$latency.log" 2>&1 & pids+=($!)
   cpu+=(--cpu "scheduler=$!")
-  env "${worker_env[@]}" "$BIN/herald-worker" >"$LOGS/worker-$latency.log" 2>&1 & pids+=($!)
-  cpu+=(--cpu "worker=$!")
+  for n in $(seq 1 "$workers"); do
+    env "${worker_env[@]}" HERALD_OPS_LISTEN="127.0.0.1:$((9560 + n))" "$BIN/herald-worker" >"$LOGS/worker-$latency-$n.log" 2>&1 & pids+=($!)
+    worker_pids+=($!)
+  done
+  cpu+=(--cpu "worker=$(IFS=,; echo "${worker_pids[*]}")")
   wait_healthy "$HERALD_SIMULATOR_URL"
   # shellcheck disable=SC2046 # one word per argument
   "$BIN/herald-demo" bench --recipients "$RECIPIENTS" --label "$label" "${cpu[@]}" $(service_cpu_parts)

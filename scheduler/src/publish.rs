@@ -100,10 +100,14 @@ impl Publisher {
         Ok(channel)
     }
 
-    /// Dispatches ready in a provider's lane (declared first if it is new): its ready
-    /// messages times the dispatches its messages carried lately (one each, until this
-    /// scheduler has published to it).
-    pub async fn lane_depth(&mut self, provider_id: Uuid) -> Result<u32, PublishError> {
+    /// Dispatches ready in a provider's lane (declared first if it is new): the sizes of the
+    /// newest messages this scheduler published to it, as many as are ready; any more (from
+    /// before this scheduler started) count as `full` each, a full batch.
+    pub async fn lane_depth(
+        &mut self,
+        provider_id: Uuid,
+        full: usize,
+    ) -> Result<u32, PublishError> {
         let channel = self.channel().await?;
         let state = topology::declare_lane(&channel, provider_id)
             .await
@@ -117,6 +121,7 @@ impl Publisher {
         Ok(depth_in_dispatches(
             state.ready,
             sizes.unwrap_or(&VecDeque::new()),
+            full,
         ))
     }
 
@@ -146,11 +151,6 @@ impl Publisher {
         let mut pending = Vec::with_capacity(chunks.len());
         for chunk in &chunks {
             let provider = chunk[0].provider_id;
-            let sizes = self.sizes.entry(provider).or_default();
-            if sizes.len() == SIZES_KEPT {
-                sizes.pop_front();
-            }
-            sizes.push_back(u16::try_from(chunk.len()).unwrap_or(u16::MAX));
             let properties = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into())
@@ -188,6 +188,14 @@ impl Publisher {
         if confirms.iter().any(Option::is_none) {
             self.channel = None;
         }
+        // Only what the broker holds counts toward a lane's depth.
+        for (chunk, _) in chunks.iter().zip(&confirms).filter(|(_, c)| c.is_some()) {
+            let sizes = self.sizes.entry(chunk[0].provider_id).or_default();
+            if sizes.len() == SIZES_KEPT {
+                sizes.pop_front();
+            }
+            sizes.push_back(u16::try_from(chunk.len()).unwrap_or(u16::MAX));
+        }
         Ok(chunks
             .iter()
             .zip(&confirms)
@@ -223,19 +231,15 @@ const SIZES_KEPT: usize = 4096;
 
 /// A lane's depth in dispatches: the sizes of the newest `ready` messages published to it
 /// (`sizes`, newest last). Messages beyond those known (published before this scheduler
-/// started, or redelivered) count as the known ones' average, or one each.
-fn depth_in_dispatches(ready: u32, sizes: &VecDeque<u16>) -> u32 {
+/// started, or handed back by a worker) count as `full` each: a lane taken for shallower
+/// than it is would be filled deeper than a newcomer can wait behind.
+fn depth_in_dispatches(ready: u32, sizes: &VecDeque<u16>, full: usize) -> u32 {
     let ready = usize::try_from(ready).unwrap_or(usize::MAX);
     let known = ready.min(sizes.len());
     let counted: u64 = sizes.iter().rev().take(known).map(|&n| u64::from(n)).sum();
     let unknown = (ready - known) as u64;
-    let average = if sizes.is_empty() {
-        1
-    } else {
-        let all: u64 = sizes.iter().map(|&n| u64::from(n)).sum();
-        all.div_ceil(sizes.len() as u64)
-    };
-    u32::try_from(counted + unknown * average).unwrap_or(u32::MAX)
+    let full = u64::try_from(full.max(1)).unwrap_or(1);
+    u32::try_from(counted.saturating_add(unknown.saturating_mul(full))).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -286,15 +290,15 @@ mod tests {
 
     #[test]
     fn depth_counts_the_newest_messages_dispatches() {
-        let sizes: VecDeque<u16> = [50, 50, 3, 1, 20].into_iter().collect();
-        assert_eq!(depth_in_dispatches(0, &sizes), 0);
+        let sizes: VecDeque<u16> = [20, 20, 3, 1, 20].into_iter().collect();
+        assert_eq!(depth_in_dispatches(0, &sizes, 20), 0);
         // The lane holds the newest messages: the oldest were consumed first.
-        assert_eq!(depth_in_dispatches(2, &sizes), 21);
-        assert_eq!(depth_in_dispatches(5, &sizes), 124);
-        // Two more than were published since the start: at the average (124 / 5, up).
-        assert_eq!(depth_in_dispatches(7, &sizes), 124 + 2 * 25);
-        // Nothing known: a message is one dispatch.
-        assert_eq!(depth_in_dispatches(3, &VecDeque::new()), 3);
-        assert_eq!(depth_in_dispatches(u32::MAX, &sizes), u32::MAX);
+        assert_eq!(depth_in_dispatches(2, &sizes, 20), 21);
+        assert_eq!(depth_in_dispatches(5, &sizes, 20), 64);
+        // Two more than were published since the start: full batches.
+        assert_eq!(depth_in_dispatches(7, &sizes, 20), 64 + 2 * 20);
+        assert_eq!(depth_in_dispatches(3, &VecDeque::new(), 5), 15);
+        assert_eq!(depth_in_dispatches(3, &VecDeque::new(), 0), 3);
+        assert_eq!(depth_in_dispatches(u32::MAX, &sizes, 20), u32::MAX);
     }
 }

@@ -110,7 +110,8 @@ impl Ticker {
         loop {
             tokio::time::sleep(poll).await;
             for &provider in &hungry {
-                if matches!(self.publisher.lane_depth(provider).await, Ok(0)) {
+                // Empty or not is all that is asked: the batch size does not matter.
+                if matches!(self.publisher.lane_depth(provider, 1).await, Ok(0)) {
                     return;
                 }
             }
@@ -272,7 +273,13 @@ impl Ticker {
                 Pass::Wake(woken) if !woken.contains(&provider) => continue,
                 _ => {}
             }
-            let depth = u64::from(self.publisher.lane_depth(provider).await?);
+            let full = message::per_message(
+                allowances
+                    .get(&provider)
+                    .and_then(|&a| u32::try_from(a).ok())
+                    .unwrap_or(0),
+            );
+            let depth = u64::from(self.publisher.lane_depth(provider, full).await?);
             let budget = match pass {
                 Pass::Tick => self.lanes.budget(provider, depth),
                 Pass::TopUp => self.lanes.top_up(provider, depth, Instant::now()),
@@ -290,8 +297,8 @@ impl Ticker {
                 self.withheld.remove(&provider);
                 budget
             } else {
-                if budget > 0 {
-                    self.withheld.insert(provider);
+                if budget > 0 && self.withheld.insert(provider) {
+                    tracing::info!(%provider, "no live worker may send to this lane yet; holding its work back");
                 }
                 0
             };

@@ -113,8 +113,9 @@ pub fn allowed(share: u16, cap: u32, others: u32, current: u32, may_grow: bool) 
 /// batches the scheduler cuts for this allowance ([`per_message`]; it cuts them for the
 /// fleet's smallest) to fill it, and one more, so the next batch's recipients start while
 /// the last of one are still out (a message is acked only once all its recipients are
-/// through). So at most a batch of recipients beyond the allowance waits here for room, and
-/// a newcomer's batch waits behind no more. Messages smaller than a full batch (a pass's
+/// through). So less than two batches of recipients beyond the allowance wait here for
+/// room (one, when the allowance is a whole number of batches), and a newcomer's batch
+/// waits behind no more. Messages smaller than a full batch (a pass's
 /// last, a trickle of transactional messages) fill less of it: it is a bound, not a target.
 /// At least one, so a lane at a cap of zero still takes deliveries (they wait for the cap
 /// to grow).
@@ -151,8 +152,8 @@ mod tests {
         // Batches of 5 for an allowance of 40: nine messages, 45 recipients at most.
         assert_eq!(prefetch(40), 9);
         assert_eq!(prefetch(41), 10);
-        // A large allowance: batches of 50, so 2,000 in flight take 41 messages.
-        assert_eq!(prefetch(2_000), 41);
+        // A large allowance: batches of 20, so 2,000 in flight take 101 messages.
+        assert_eq!(prefetch(2_000), 101);
         // A small one: a recipient a message, as before batches.
         assert_eq!(prefetch(3), 4);
         assert_eq!(prefetch(0), 1);

@@ -27,7 +27,7 @@ pub const BREAKER_OPEN: &str = "herald_breaker_open";
 /// Send slots of rate-limited providers, by `provider` and `result` (reserved; late: no
 /// slot before the lease's deadline; missed: the request could not start on its slot).
 pub const PACING_SLOTS: &str = "herald_pacing_slots_total";
-/// Messages published into a provider's lane (confirmed), by `lane`.
+/// Recipients published into a provider's lane (confirmed), by `lane`.
 pub const LANE_PUBLISHED: &str = "herald_lane_published_total";
 /// Messages ready in a lane's queue at the last tick, by `lane` (each a batch of recipients).
 pub const LANE_QUEUE_DEPTH: &str = "herald_lane_queue_depth_messages";
@@ -176,7 +176,7 @@ fn describe() {
     describe_counter!(
         LANE_PUBLISHED,
         Unit::Count,
-        "Messages published (confirmed) into each provider's lane"
+        "Recipients published (confirmed) into each provider's lane"
     );
     describe_gauge!(
         LANE_QUEUE_DEPTH,

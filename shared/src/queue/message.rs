@@ -76,10 +76,11 @@ impl DispatchMessage {
 pub const BATCH_VERSION: u8 = 2;
 
 /// Most recipients one AMQP message carries. Per recipient, a message of its own cost the
-/// broker about as much CPU as PostgreSQL; fifty to a message make it a rounding error,
-/// while a batch stays small against a lane's prefetch (a newcomer's batch waits behind a
-/// few of them at most).
-pub const MAX_PER_MESSAGE: usize = 50;
+/// broker about as much CPU as PostgreSQL; twenty to a message make it a small share. Not
+/// more: a message is acked only once its last recipient is through, so one slow request
+/// (a timeout) keeps its whole batch's slot in the worker's prefetch, and the waste grows
+/// with the batch.
+pub const MAX_PER_MESSAGE: usize = 20;
 
 /// How many recipients the messages of a lane carry, for workers that may each have
 /// `allowance` requests in flight to its provider (the smallest allowance among them). A
@@ -262,7 +263,7 @@ mod tests {
         assert_eq!(per_message(15), 1);
         assert_eq!(per_message(40), 5);
         assert_eq!(per_message(100), 12);
-        assert_eq!(per_message(400), MAX_PER_MESSAGE);
+        assert_eq!(per_message(160), MAX_PER_MESSAGE);
         assert_eq!(per_message(u32::MAX), MAX_PER_MESSAGE);
     }
 

@@ -4,9 +4,11 @@
 //! message's provider) only if the message still matches the row's `dispatch_seq` and the
 //! campaign may send now (`herald_may_send`); anything else (finished, stale, re-dispatched)
 //! is answered `None` and its message is acked unsent. Messages of a campaign that may not
-//! send are parked where `herald_held_state` says: a paused campaign's, or one inside its
-//! quiet hours, back to `pending` (the scheduler releases it again later, with no attempt
-//! spent); a cancelled one's to `cancelled`; one past its expiry to `expired`. So a message
+//! send are parked where `herald_held_state` says: a paused campaign's, one inside its
+//! quiet hours, or one not running for any other reason (a paused campaign resumed to wait
+//! for a later start is `scheduled` again), back to `pending` (the scheduler releases it
+//! again later, with no attempt spent); a cancelled one's to `cancelled`; one past its
+//! expiry to `expired`. So a message
 //! already in the queue when a campaign is paused, reaches its quiet hours or expires is
 //! never sent.
 //!
