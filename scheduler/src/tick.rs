@@ -239,6 +239,10 @@ impl Ticker {
         // pass); top-ups (only of lanes a tick has seen) keep the lanes' paces.
         if pass == Pass::Tick {
             self.lanes.only_due(&involved);
+        }
+        // A withheld lane with nothing due any more is forgotten (a wake sees only its own
+        // lanes, so it cannot tell).
+        if matches!(pass, Pass::Tick | Pass::TopUp) {
             self.withheld.retain(|provider| involved.contains(provider));
         }
         if matches!(pass, Pass::Tick | Pass::Wake(_)) {

@@ -195,11 +195,11 @@ async fn session(
                         Err("the connection is closed".into())
                     },
                 );
-                for (provider, &allowed) in &wanted {
+                for (provider, &(allowed, basis)) in &wanted {
                     ctx.in_flight.set(*provider, allowed);
                     // A lane takes deliveries even at a cap of zero: they wait (at most
                     // until their lease's end) for the cap to grow.
-                    let prefetch = fleet::prefetch(allowed);
+                    let prefetch = fleet::prefetch(allowed, basis);
                     let current = lanes.get(provider).map(|lane| lane.prefetch);
                     if current == Some(prefetch) {
                         continue;
@@ -241,12 +241,12 @@ async fn session(
 }
 
 /// The lanes this worker should consume now, with this worker's cap on requests in flight
-/// to each (see [`fleet`]).
+/// to each (see [`fleet`]) and the allowance the scheduler cuts the lane's batches for.
 async fn wanted_lanes(
     settings: &Settings<'_>,
     in_flight: &InFlight,
     steadiness: &mut fleet::Steadiness,
-) -> Result<HashMap<Uuid, u32>, sqlx::Error> {
+) -> Result<HashMap<Uuid, (u32, u32)>, sqlx::Error> {
     let caps: Vec<(Uuid, i32)> = sqlx::query_as("SELECT id, max_in_flight FROM providers")
         .fetch_all(&settings.pool)
         .await?;
@@ -264,11 +264,19 @@ async fn wanted_lanes(
             })
             .collect();
         // Requests still running from a larger cap count until they finish.
-        let published = wanted
+        let published: HashMap<Uuid, u32> = wanted
             .iter()
             .map(|(id, &n)| (*id, n.max(in_use.get(id).copied().unwrap_or(0))))
             .collect();
-        (published, wanted)
+        let lanes = wanted
+            .iter()
+            .map(|(id, &n)| {
+                let own = published.get(id).copied().unwrap_or(n);
+                let basis = fleet::batch_basis(own, view.smallest_other.get(id).copied());
+                (*id, (n, basis))
+            })
+            .collect();
+        (published, lanes)
     })
     .await
 }

@@ -29,6 +29,10 @@ pub struct View {
     pub live: u32,
     /// Per provider, the requests the other live workers may have in flight.
     pub others: HashMap<Uuid, u32>,
+    /// Per provider, the fewest requests any other live worker may have in flight, among
+    /// those that may have any: the scheduler cuts the lane's batches for the fleet's
+    /// smallest allowance, and this worker's prefetch counts in those batches.
+    pub smallest_other: HashMap<Uuid, u32>,
 }
 
 /// Records that worker `id` is alive, reads how the rest of the fleet stands, and lets
@@ -61,10 +65,15 @@ pub async fn heartbeat<T>(
     let mut view = View {
         live: 1 + u32::try_from(others.len()).unwrap_or(u32::MAX - 1),
         others: HashMap::new(),
+        smallest_other: HashMap::new(),
     };
     for (Json(caps),) in others {
         for (provider, n) in caps {
             *view.others.entry(provider).or_default() += n;
+            if n > 0 {
+                let smallest = view.smallest_other.entry(provider).or_insert(n);
+                *smallest = (*smallest).min(n);
+            }
         }
     }
     let (caps, decided) = decide(&view);
@@ -109,9 +118,20 @@ pub fn allowed(share: u16, cap: u32, others: u32, current: u32, may_grow: bool) 
     }
 }
 
-/// The lane's prefetch, in AMQP messages, for `allowed` requests in flight: enough of the
-/// batches the scheduler cuts for this allowance ([`per_message`]; it cuts them for the
-/// fleet's smallest) to fill it, and one more, so the next batch's recipients start while
+/// The allowance the scheduler cuts a lane's batches for: the smallest among the live
+/// workers that may send to it ([`per_message`] of it), this one's `own` (as published)
+/// included; 0 if none may.
+pub fn batch_basis(own: u32, smallest_other: Option<u32>) -> u32 {
+    match (own, smallest_other.filter(|&n| n > 0)) {
+        (0, other) => other.unwrap_or(0),
+        (own, Some(other)) => own.min(other),
+        (own, None) => own,
+    }
+}
+
+/// The lane's prefetch, in AMQP messages, for `allowed` requests in flight when the
+/// scheduler cuts batches for the allowance `basis` ([`batch_basis`]): enough of those
+/// batches ([`per_message`]) to fill it, and one more, so the next batch's recipients start while
 /// the last of one are still out (a message is acked only once all its recipients are
 /// through). So less than two batches of recipients beyond the allowance wait here for
 /// room (one, when the allowance is a whole number of batches), and a newcomer's batch
@@ -119,9 +139,9 @@ pub fn allowed(share: u16, cap: u32, others: u32, current: u32, may_grow: bool) 
 /// last, a trickle of transactional messages) fill less of it: it is a bound, not a target.
 /// At least one, so a lane at a cap of zero still takes deliveries (they wait for the cap
 /// to grow).
-pub fn prefetch(allowed: u32) -> u16 {
-    let per = u32::try_from(per_message(allowed)).unwrap_or(1);
-    u16::try_from(allowed.div_ceil(per) + 1).unwrap_or(u16::MAX)
+pub fn prefetch(allowed: u32, basis: u32) -> u16 {
+    let per = u32::try_from(per_message(basis)).unwrap_or(1);
+    u16::try_from(allowed.div_ceil(per).saturating_add(1)).unwrap_or(u16::MAX)
 }
 
 /// How steady this worker's view of the fleet is, heartbeat to heartbeat.
@@ -150,14 +170,27 @@ mod tests {
     #[test]
     fn prefetch_fills_the_allowance_in_batches_and_one_more() {
         // Batches of 5 for an allowance of 40: nine messages, 45 recipients at most.
-        assert_eq!(prefetch(40), 9);
-        assert_eq!(prefetch(41), 10);
+        assert_eq!(prefetch(40, 40), 9);
+        assert_eq!(prefetch(41, 41), 10);
         // A large allowance: batches of 20, so 2,000 in flight take 101 messages.
-        assert_eq!(prefetch(2_000), 101);
+        assert_eq!(prefetch(2_000, 2_000), 101);
+        // Beside a worker allowed 16, batches of 2: a thousand messages fill 2,000.
+        assert_eq!(prefetch(2_000, 16), 1_001);
         // A small one: a recipient a message, as before batches.
-        assert_eq!(prefetch(3), 4);
-        assert_eq!(prefetch(0), 1);
-        assert_eq!(prefetch(u32::MAX), u16::MAX);
+        assert_eq!(prefetch(3, 3), 4);
+        assert_eq!(prefetch(0, 0), 1);
+        assert_eq!(prefetch(u32::MAX, 0), u16::MAX);
+    }
+
+    #[test]
+    fn batches_are_cut_for_the_smallest_worker_that_may_send() {
+        assert_eq!(batch_basis(2_000, Some(16)), 16);
+        assert_eq!(batch_basis(16, Some(2_000)), 16);
+        // Workers that may not send (a joining one at 0) do not count.
+        assert_eq!(batch_basis(2_000, Some(0)), 2_000);
+        assert_eq!(batch_basis(0, Some(40)), 40);
+        assert_eq!(batch_basis(2_000, None), 2_000);
+        assert_eq!(batch_basis(0, None), 0);
     }
 
     #[test]

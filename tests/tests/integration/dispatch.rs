@@ -154,3 +154,34 @@ async fn redelivered_finished_work_is_acked_without_a_provider_call() -> Result<
     assert_eq!(env.states(campaign).await?.get("sent"), Some(&20));
     Ok(())
 }
+
+/// A lane no live worker may send to gets nothing (its batches would be cut for nobody):
+/// the recipients wait in PostgreSQL, and the lane is filled as soon as a worker joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_published_until_a_worker_may_send() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, "early", &numbers("+1555400", 400), 400)
+        .await?;
+    let _scheduler = env.scheduler(300, &[])?;
+    env.start(campaign).await?;
+    // Several ticks without a worker.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let connection = env.amqp().await?;
+    let channel = connection.create_channel().await?;
+    // The scheduler declared the lane (measuring it), and put nothing in it.
+    let ready = topology::ready_messages(&channel, &topology::lane_queue(provider)).await?;
+    assert_eq!(ready, 0, "published to a lane nobody can take");
+    assert_eq!(env.states(campaign).await?.get("pending"), Some(&400));
+
+    let _worker = env.worker(&[])?;
+    env.wait_completed(&[campaign], Duration::from_secs(30))
+        .await?;
+    assert_eq!(env.states(campaign).await?.get("sent"), Some(&400));
+    let stats = env.simulator_stats().await?;
+    assert_eq!(stats["requests"], 400, "{stats}");
+    assert_eq!(stats["duplicates"], 0, "{stats}");
+    Ok(())
+}
