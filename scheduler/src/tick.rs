@@ -261,10 +261,14 @@ impl Ticker {
             .into_iter()
             .collect();
         // Read before anything is claimed: an error after the claims would strand them.
-        let allowances: BTreeMap<Uuid, i32> = store::providers::smallest_allowances(pool, &ids)
+        let allowances: BTreeMap<Uuid, u32> = store::providers::smallest_allowances(pool, &ids)
             .await?
             .into_iter()
+            .map(|(provider, allowance)| (provider, u32::try_from(allowance).unwrap_or(0)))
             .collect();
+        // Recipients per AMQP message in each lane (see `message::per_message`).
+        let per_message =
+            |provider: Uuid| message::per_message(allowances.get(&provider).copied().unwrap_or(0));
         let mut budgets: BTreeMap<Uuid, u32> = BTreeMap::new();
         let mut depths: BTreeMap<Uuid, u64> = BTreeMap::new();
         for &provider in &involved {
@@ -277,13 +281,11 @@ impl Ticker {
                 Pass::Wake(woken) if !woken.contains(&provider) => continue,
                 _ => {}
             }
-            let full = message::per_message(
-                allowances
-                    .get(&provider)
-                    .and_then(|&a| u32::try_from(a).ok())
-                    .unwrap_or(0),
+            let depth = u64::from(
+                self.publisher
+                    .lane_depth(provider, per_message(provider))
+                    .await?,
             );
-            let depth = u64::from(self.publisher.lane_depth(provider, full).await?);
             let budget = match pass {
                 Pass::Tick => self.lanes.budget(provider, depth),
                 Pass::TopUp => self.lanes.top_up(provider, depth, Instant::now()),
@@ -360,11 +362,6 @@ impl Ticker {
         phase_done("claim", claiming);
 
         let publishing = Instant::now();
-        let per_message = |provider: Uuid| {
-            allowances.get(&provider).map_or(1, |&allowance| {
-                message::per_message(u32::try_from(allowance).unwrap_or(1))
-            })
-        };
         let confirmed = match self.publisher.publish(&batch.messages, per_message).await {
             Ok(confirmed) => confirmed,
             Err(error) => {

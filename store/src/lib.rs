@@ -21,8 +21,3 @@
 pub mod campaigns;
 pub mod providers;
 pub mod recipients;
-
-/// The database's clock, so every process measures time against one source.
-pub async fn now(pool: &sqlx::PgPool) -> Result<chrono::DateTime<chrono::Utc>, sqlx::Error> {
-    sqlx::query_scalar("SELECT now()").fetch_one(pool).await
-}

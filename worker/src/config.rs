@@ -26,7 +26,7 @@ pub struct WorkerConfig {
     /// Provider requests this worker keeps in flight at once per provider lane: its
     /// concurrency per provider (a provider's fleet-wide in-flight cap, shared among the live
     /// workers, may lower it). The lane's AMQP prefetch follows from it: messages carry
-    /// batches of up to 50 recipients (an eighth of the smallest worker's share), and the
+    /// batches of up to 20 recipients (an eighth of the smallest worker's share), and the
     /// worker takes enough of them to fill this, plus one. One worker sends at most
     /// prefetch ÷ latency to a provider (2,000 ÷ 2 s = 1,000 msg/s); each request in flight
     /// costs about 40 KiB of memory (mostly its HTTP/1.1 connection).
