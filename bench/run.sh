@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end throughput of one worker at provider latencies of 0 ms and 200 ms.
 # Usage: bench/run.sh [RECIPIENTS]   (default 60000)
-#   LATENCIES="0"     runs one latency only
+#   LATENCIES="0"     runs one latency only; a latency is milliseconds or one of the
+#                     simulator's distributions (LATENCIES="exp:200 uniform:0-400")
 #   RECEIPTS=on       the simulator posts a `sent` and a `delivered` receipt for every message
 #                     to a running receiver (receipts at twice the send rate); `both` runs
 #                     without and with, alternately; default off
@@ -29,9 +30,12 @@ run_one() {
   "$BIN/herald-scheduler" migrate
   export HERALD_SIMULATOR_URL="http://127.0.0.1:9191"
   local workers=${WORKERS:-1} worker_pids=()
-  local worker_env=() label="$workers worker(s), prefetch ${PREFETCH:-default}, latency ${latency} ms"
+  # Plain milliseconds are a fixed latency; anything else is the simulator's own spec.
+  local spec="$latency" shown="$latency"
+  case "$latency" in *:*) ;; *) spec="fixed:$latency" shown="$latency ms" ;; esac
+  local worker_env=() label="$workers worker(s), prefetch ${PREFETCH:-default}, latency $shown"
   [ -n "${PREFETCH:-}" ] && worker_env+=(HERALD_WORKER_PREFETCH="$PREFETCH")
-  "$BIN/herald-simulator" --listen 127.0.0.1:9191 --latency "fixed:$latency" >"$LOGS/simulator-$latency.log" 2>&1 & pids+=($!)
+  "$BIN/herald-simulator" --listen 127.0.0.1:9191 --latency "$spec" >"$LOGS/simulator-$latency.log" 2>&1 & pids+=($!)
   local cpu=(--cpu "simulator=$!")
   if [ "$receipts" = on ]; then
     HERALD_RECEIVER_LISTEN=127.0.0.1:8191 "$BIN/herald-receiver" >"$LOGS/receiver-$latency.log" 2>&1 & pids+=($!)

@@ -26,8 +26,9 @@ pub struct WorkerConfig {
     /// Provider requests this worker keeps in flight at once per provider lane: its
     /// concurrency per provider (a provider's fleet-wide in-flight cap, shared among the live
     /// workers, may lower it). The lane's AMQP prefetch follows from it: messages carry
-    /// batches of up to 20 recipients (an eighth of the smallest worker's share), and the
-    /// worker takes enough of them to fill this, plus one. One worker sends at most
+    /// batches of up to 20 recipients (an eighth of the smallest worker's share), each acked
+    /// once its recipients are leased, and the worker holds a quarter of this in them, plus
+    /// a batch, waiting for room. One worker sends at most
     /// prefetch ÷ latency to a provider (2,000 ÷ 2 s = 1,000 msg/s); each request in flight
     /// costs about 40 KiB of memory (mostly its HTTP/1.1 connection).
     #[arg(long, env = "HERALD_WORKER_PREFETCH", default_value_t = 2000, value_parser = clap::value_parser!(u16).range(1..=10_000))]

@@ -197,8 +197,8 @@ async fn session(
                 );
                 for (provider, &(allowed, basis)) in &wanted {
                     ctx.in_flight.set(*provider, allowed);
-                    // A lane takes deliveries even at a cap of zero: they wait (at most
-                    // until their lease's end) for the cap to grow.
+                    // A lane takes deliveries even at a cap of zero: they wait, not yet
+                    // leased, for the cap to grow.
                     let prefetch = fleet::prefetch(allowed, basis);
                     let current = lanes.get(provider).map(|lane| lane.prefetch);
                     if current == Some(prefetch) {

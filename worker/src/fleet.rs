@@ -130,18 +130,20 @@ pub fn batch_basis(own: u32, smallest_other: Option<u32>) -> u32 {
 }
 
 /// The lane's prefetch, in AMQP messages, for `allowed` requests in flight when the
-/// scheduler cuts batches for the allowance `basis` ([`batch_basis`]): enough of those
-/// batches ([`per_message`]) to fill it, and one more, so the next batch's recipients start while
-/// the last of one are still out (a message is acked only once all its recipients are
-/// through). So less than two batches of recipients beyond the allowance wait here for
-/// room (one, when the allowance is a whole number of batches), and a newcomer's batch
-/// waits behind no more. Messages smaller than a full batch (a pass's
+/// scheduler cuts batches for the allowance `basis` ([`batch_basis`]). A delivery is acked
+/// once its recipients are leased, and a recipient is leased only once it has room under
+/// the cap ([`crate::delivery`]), so the prefetch holds only what waits for room or for its
+/// lease: a quarter of the batches ([`per_message`]) that fill the allowance, and one more.
+/// Fewer starved the lease statements at 0 ms (an eighth: about 9% fewer messages a second, the
+/// statements carrying fewer recipients each); more would make a newcomer's batch wait
+/// behind more of the lane (with a cap binding, about a quarter of the provider's latency,
+/// and a few batches more: BENCHMARKS.md). Messages smaller than a full batch (a pass's
 /// last, a trickle of transactional messages) fill less of it: it is a bound, not a target.
-/// At least one, so a lane at a cap of zero still takes deliveries (they wait for the cap
-/// to grow).
+/// At least one, so a lane at a cap of zero still takes deliveries (they wait, not yet
+/// leased, for the cap to grow).
 pub fn prefetch(allowed: u32, basis: u32) -> u16 {
     let per = u32::try_from(per_message(basis)).unwrap_or(1);
-    u16::try_from(allowed.div_ceil(per).saturating_add(1)).unwrap_or(u16::MAX)
+    u16::try_from(allowed.div_ceil(per).div_ceil(4).saturating_add(1)).unwrap_or(u16::MAX)
 }
 
 /// How steady this worker's view of the fleet is, heartbeat to heartbeat.
@@ -168,16 +170,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prefetch_fills_the_allowance_in_batches_and_one_more() {
-        // Batches of 5 for an allowance of 40: nine messages, 45 recipients at most.
-        assert_eq!(prefetch(40, 40), 9);
-        assert_eq!(prefetch(41, 41), 10);
-        // A large allowance: batches of 20, so 2,000 in flight take 101 messages.
-        assert_eq!(prefetch(2_000, 2_000), 101);
-        // Beside a worker allowed 16, batches of 2: a thousand messages fill 2,000.
-        assert_eq!(prefetch(2_000, 16), 1_001);
-        // A small one: a recipient a message, as before batches.
-        assert_eq!(prefetch(3, 3), 4);
+    fn prefetch_holds_a_quarter_of_the_allowance_in_batches_and_one_more() {
+        // Batches of 5 (40 / 8): 8 fill the allowance; a quarter of them and one more.
+        assert_eq!(prefetch(40, 40), 3);
+        assert_eq!(prefetch(41, 41), 4);
+        // Batches of 20 (the most): 100 fill it.
+        assert_eq!(prefetch(2_000, 2_000), 26);
+        // Cut for a smaller worker beside this one (batches of 2): more of them.
+        assert_eq!(prefetch(2_000, 16), 251);
+        // Batches of one.
+        assert_eq!(prefetch(3, 3), 2);
         assert_eq!(prefetch(0, 0), 1);
         assert_eq!(prefetch(u32::MAX, 0), u16::MAX);
     }

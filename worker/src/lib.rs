@@ -102,6 +102,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         in_flight: in_flight::InFlight::default(),
         breakers: breaker::Breakers::new(pool.clone()),
         lease_grace,
+        stopping: shutdown.clone(),
         egress: egress::Egress::build(http, allowed)?,
     };
 

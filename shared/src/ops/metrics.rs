@@ -67,9 +67,10 @@ pub const TENANT_RECIPIENTS_DUE: &str = "herald_tenant_recipients_due";
 pub const WORKER_WRITE_DURATION: &str = "herald_worker_write_duration_seconds";
 /// Recipients per batched write of the worker, by `write` (as above).
 pub const WORKER_WRITE_BATCH: &str = "herald_worker_write_batch_recipients";
-/// Where a delivery's time goes in the worker, by `step`: `lease` (until its lease is
-/// written), `request` (waiting for room under the caps, then the provider's answer) and
-/// `outcome` (until its outcome is written and it can be acked).
+/// Where a recipient's time goes in the worker, by `step`: `room` (until it has room under
+/// its provider's in-flight cap), `lease` (until its lease is written; its message is acked
+/// once all its recipients are leased), `request` (a send slot if the provider is
+/// rate-limited, then the provider's answer) and `outcome` (until its outcome is written).
 pub const WORKER_DELIVERY_STEP: &str = "herald_worker_delivery_step_seconds";
 /// HTTP requests served (admin API, receipt receiver), by `route` and `status`.
 pub const HTTP_REQUESTS: &str = "herald_http_requests_total";

@@ -77,19 +77,17 @@ pub const BATCH_VERSION: u8 = 2;
 
 /// Most recipients one AMQP message carries. Per recipient, a message of its own cost the
 /// broker about as much CPU as PostgreSQL; twenty to a message make it a small share. Not
-/// more: a message is acked only once its last recipient is through, so one slow request
-/// (a timeout) keeps its whole batch's slot in the worker's prefetch, and the waste grows
-/// with the batch.
+/// more: a message is acked only once its last recipient has room under the worker's cap
+/// and is leased, so a newcomer's batch behind it waits for all of them.
 pub const MAX_PER_MESSAGE: usize = 20;
 
 /// How many recipients the messages of a lane carry, for workers that may each have
 /// `allowance` requests in flight to its provider (the smallest allowance among them). A
-/// worker holds a lane's messages whole, and each recipient in them waits for room under
-/// the worker's allowance before its lease runs out, and a message's slot in the worker's
-/// prefetch is taken until the last of its recipients is through: an eighth of the
-/// allowance keeps both short (a newcomer waits behind at most an eighth of the worker's
-/// requests more). The scheduler cuts batches by it and the worker sizes its prefetch by
-/// it, so both agree.
+/// worker holds a lane's messages whole, each recipient in them waits for room under the
+/// worker's allowance, and a message's slot in the worker's prefetch is taken until the
+/// last of its recipients has room and is leased: an eighth of the allowance keeps that
+/// short (a newcomer waits behind a few batches, each an eighth of the worker's requests).
+/// The scheduler cuts batches by it and the worker sizes its prefetch by it, so both agree.
 pub fn per_message(allowance: u32) -> usize {
     usize::try_from(allowance / 8)
         .unwrap_or(MAX_PER_MESSAGE)

@@ -185,3 +185,45 @@ async fn nothing_is_published_until_a_worker_may_send() -> Result<()> {
     assert_eq!(stats["duplicates"], 0, "{stats}");
     Ok(())
 }
+
+/// A batch's message is acked once its recipients are leased, not once their requests are
+/// answered: a slow request holds up neither its batch's slot in the worker's prefetch nor
+/// the lane behind it (the recipients are `sending`, the sweeper's if the worker dies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_acked_once_its_recipients_are_leased() -> Result<()> {
+    let env = TestEnv::new(&["--latency", "fixed:15000"]).await?;
+    let mut slow = env.provider();
+    slow.timeout_ms = 30_000;
+    let provider = env.create_provider(&slow).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, "slow", &numbers("+1555410", 40), 40)
+        .await?;
+    let _scheduler = env.scheduler(300, &[])?;
+    let _worker = env.worker(&[])?;
+    env.start(campaign).await?;
+    let out = herald_tests::wait_until(Duration::from_secs(8), || async {
+        env.simulator_stats()
+            .await
+            .is_ok_and(|s| s["in_flight"].as_i64() == Some(40))
+    })
+    .await;
+    assert!(out.is_ok(), "the 40 requests never were in flight together");
+    // The management API's counts lag by up to its 5 s statistics interval.
+    let lane = topology::lane_queue(provider);
+    let acked = herald_tests::wait_until(Duration::from_secs(8), || async {
+        env.queue_depths()
+            .await
+            .is_ok_and(|depths| depths.get(&lane) == Some(&0))
+    })
+    .await;
+    let stats = env.simulator_stats().await?;
+    assert!(
+        acked.is_ok(),
+        "the lane still holds messages: {:?}",
+        env.queue_depths().await?
+    );
+    assert_eq!(stats["in_flight"], 40, "answered before the check: {stats}");
+    assert_eq!(env.states(campaign).await?.get("sending"), Some(&40));
+    Ok(())
+}
