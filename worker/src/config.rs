@@ -35,7 +35,7 @@ pub struct WorkerConfig {
     pub prefetch: u16,
 
     /// On SIGTERM, how long (ms) in-flight work may take to finish before the worker exits
-    /// anyway (unfinished deliveries go back to the queue).
+    /// anyway (deliveries still waiting for room go back to the queue; leased recipients whose outcome is not written by then are the sweeper's when their leases run out).
     #[arg(long, env = "HERALD_WORKER_DRAIN_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub drain_timeout_ms: u64,
 

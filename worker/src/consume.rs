@@ -1,8 +1,8 @@
 //! The supervised consumer: connect, declare, consume every provider's lane; on any broker
 //! failure, reconnect with backoff. lapin's own recovery is not relied on.
 //!
-//! Each lane (one provider's queue) is consumed on its own channel with its own prefetch:
-//! this worker's share of the provider's fleet-wide in-flight cap. So a slow provider's
+//! Each lane (one provider's queue) is consumed on its own channel with its own prefetch,
+//! sized from this worker's share of the provider's fleet-wide in-flight cap. So a slow provider's
 //! deliveries can only fill its own lane's prefetch, never the prefetch another provider's
 //! messages need. Every `REFRESH` the worker beats its heartbeat, reads the providers and
 //! opens, resizes or closes lanes to match. A worker joining the fleet starts at once with
@@ -137,7 +137,8 @@ async fn session(
     loop {
         tokio::select! {
             () = shutdown.cancelled() => {
-                // Stop new deliveries; those in hand finish (or are requeued when we close).
+                // Stop new deliveries; those in hand finish (those still waiting for room
+                // hand themselves back).
                 for lane in lanes.values() {
                     let _ = lane.cancel().await;
                 }

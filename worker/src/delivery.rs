@@ -13,8 +13,9 @@
 //! request is back (with an exponential latency of mean 200 ms, a batch of 20 waited 3.6
 //! times the mean for its slowest, and one worker sent half as much). Room under the cap is
 //! taken before the lease, so a recipient is never `sending` while it waits for room, and the
-//! prefetch bounds only the deliveries that wait for it. Never hands back a delivery whose
-//! request was made.
+//! prefetch bounds only the deliveries that wait for it. A delivery handed back (the worker
+//! stopping while some of its recipients wait for room) is acked unsent for those already
+//! leased when it comes back.
 
 use crate::attempts::{self, Begun, Dispatch, Outcome, UnknownAttempt};
 use crate::breaker::{Admission, Breakers, Health};
@@ -62,7 +63,8 @@ pub struct Context {
 /// grace where that is shorter, so that a short grace still leaves time to send).
 const LEASE_MARGIN: Duration = Duration::from_secs(1);
 /// How long after its lease was asked for a recipient's request may still start: the
-/// lease's grace less a margin. Waiting for room under the in-flight cap or for a send slot must end by then.
+/// lease's grace less a margin. Reading the provider's settings, a lookup and waiting for a
+/// send slot must end by then.
 fn send_window(lease_grace: Duration) -> Duration {
     lease_grace - LEASE_MARGIN.min(lease_grace / 2)
 }
@@ -79,7 +81,8 @@ enum Settle {
     /// Leased (this worker, or the sweeper, answers for it now) or not current: acked.
     Ack,
     /// Back to the queue (the worker is stopping before its lease was taken): nacked with
-    /// requeue. Its dispatches already leased are acked unsent when it comes back.
+    /// requeue. Its dispatches already leased are acked unsent when it comes back (each
+    /// hand-back counts towards the queue's delivery limit, like any redelivery).
     Requeue(String),
     /// Left unacked (a dispatch ended without saying how): it goes back to the queue with
     /// the channel.
@@ -143,11 +146,13 @@ async fn process(
     // Room first: the recipient stays `queued` (and its message unacked) while it waits, so
     // a worker that dies meanwhile hands it on whole.
     let permit = tokio::select! {
-        permit = ctx.in_flight.acquire(message.provider_id) => permit,
+        // A stopping worker takes no more leases, even where room is free.
+        biased;
         () = ctx.stopping.cancelled() => {
             let _ = taken.send(Settle::Requeue("the worker is stopping".into()));
             return;
         }
+        permit = ctx.in_flight.acquire(message.provider_id) => permit,
     };
     let roomed = Instant::now();
     step("room", received, roomed);
@@ -159,6 +164,7 @@ async fn process(
             let _ = taken.send(Settle::Ack);
             return;
         }
+        // The batcher's task is gone (it lives as long as the worker): nothing was leased.
         Err(stopped) => {
             let _ = taken.send(Settle::Requeue(stopped.to_string()));
             return;
@@ -236,9 +242,9 @@ async fn process(
                 label,
             );
         }
-        // Only when the worker stops: its recipient is still `sending`, which the sweeper
+        // The batcher's task is gone: the recipient is still `sending`, which the sweeper
         // judges when the lease runs out.
-        Err(stopped) => tracing::warn!(%stopped, "stopping before the outcome was written"),
+        Err(stopped) => tracing::warn!(%stopped, "the outcome cannot be written"),
     }
 }
 

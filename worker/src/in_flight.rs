@@ -1,10 +1,11 @@
 //! This worker's cap on requests in flight to each provider: its share of the provider's
 //! fleet-wide cap (see [`fleet`](crate::fleet)), resized as workers join and leave.
 //!
-//! A lane's prefetch is set to the same share, but a new prefetch only applies to
+//! A lane's prefetch follows from the same share, but a new prefetch only applies to
 //! deliveries taken after it: when a worker joins and the others' shares shrink, deliveries
-//! they already hold would overshoot the cap. The cap is therefore enforced where the
-//! request is made, by a semaphore that shrinks by retiring permits as requests finish.
+//! they already hold would overshoot the cap. The cap is therefore enforced per recipient,
+//! by a semaphore taken before its lease and held until its request is answered, which
+//! shrinks by retiring permits as requests finish.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};

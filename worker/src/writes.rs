@@ -2,10 +2,10 @@
 //! ([`lease::begin`]) and the outcome after it ([`record::record`]), each gathered from
 //! many deliveries into one statement, and each riding out a database outage.
 //!
-//! Both wait out an outage, however long, holding their deliveries: an outcome whose request
-//! was made must never go back to the queue (it would be sent again), and a delivery handed
-//! back while the database is away would only come back at once, again and again, until the
-//! queue's delivery limit dead-letters it. A write that fails for any other reason is tried
+//! Both wait out an outage, however long: a lease holds its delivery meanwhile (a delivery
+//! handed back while the database is away would only come back at once, again and again,
+//! until the queue's delivery limit dead-letters it), and an outcome keeps what this worker
+//! learnt from the provider, which the sweeper could only guess. A write that fails for any other reason is tried
 //! again one by one, so that one bad row holds up nothing else.
 
 use crate::attempts::{Begun, Dispatch, Outcome};
