@@ -6,9 +6,9 @@
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
-use herald_shared::catalog::{self, NewCampaign, NewProvider, NewRecipient};
 use herald_shared::domain::Channel;
-use herald_shared::progress::{self, CampaignProgress};
+use herald_store::catalog::{self, NewCampaign, NewProvider, NewRecipient};
+use herald_store::progress::{self, CampaignProgress};
 use serde_json::{Map, Value};
 use sqlx::PgPool;
 use std::io::{IsTerminal, Write};

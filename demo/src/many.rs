@@ -3,7 +3,7 @@
 //! its ticks take with every campaign running, and how much of the one-campaign rate is left.
 
 use anyhow::{Context, bail};
-use herald_shared::catalog;
+use herald_store::catalog;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 use uuid::Uuid;

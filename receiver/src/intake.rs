@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use herald_shared::batch::Batcher;
 use herald_shared::ops::metrics::{RECEIPTS, RECEIPTS_REFUSED};
-use herald_shared::receipts::{self, Receipt};
+use herald_store::receipts::{self, Receipt};
 use serde_json::json;
 use sqlx::PgPool;
 

@@ -8,7 +8,7 @@
 //! - [`providers`]: the providers' secrets, cached.
 //!
 //! Signatures are checked by `herald_shared::signature`; receipts are stored and applied to
-//! their recipients by `herald_shared::receipts`.
+//! their recipients by `herald_store::receipts`.
 
 pub mod config;
 pub mod generic;

@@ -5,7 +5,7 @@
 
 use herald_shared::provider_config::{self, ProviderConfig};
 use herald_shared::sealed::Keyring;
-use serde_json::Value;
+use herald_store::{self as store, providers::WebhookRow};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,16 +34,6 @@ pub struct Providers {
     cache: Arc<Mutex<Cache>>,
 }
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: Uuid,
-    tenant_id: Option<Uuid>,
-    kind: String,
-    endpoint: String,
-    settings: Value,
-    credentials: Value,
-}
-
 impl Providers {
     pub fn new(pool: PgPool, keyring: Keyring) -> Self {
         Self {
@@ -61,13 +51,7 @@ impl Providers {
         {
             return Ok(Some(known));
         }
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT id, tenant_id, kind, endpoint, settings, credentials FROM providers
-             WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = store::providers::webhook_row(&self.pool, id).await?;
         let Some(known) = row.and_then(|row| parse(&self.keyring, &row)).map(Arc::new) else {
             self.lock().remove(&id);
             return Ok(None);
@@ -84,15 +68,8 @@ impl Providers {
         phone_number_id: &str,
         tenant: Option<Uuid>,
     ) -> Result<Vec<(Uuid, ProviderConfig)>, sqlx::Error> {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, tenant_id, kind, endpoint, settings, credentials FROM providers
-             WHERE kind = 'whatsapp' AND settings->>'phone_number_id' = $1
-               AND tenant_id IS NOT DISTINCT FROM $2",
-        )
-        .bind(phone_number_id)
-        .bind(tenant)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            store::providers::whatsapp_by_number(&self.pool, phone_number_id, tenant).await?;
         Ok(rows
             .iter()
             .filter_map(|row| parse(&self.keyring, row).map(|known| (row.id, known.config)))
@@ -104,7 +81,7 @@ impl Providers {
     }
 }
 
-fn parse(keyring: &Keyring, row: &Row) -> Option<Known> {
+fn parse(keyring: &Keyring, row: &WebhookRow) -> Option<Known> {
     let credentials = match keyring.open(row.id, &row.credentials) {
         Ok(credentials) => credentials,
         Err(error) => {

@@ -8,7 +8,7 @@ use crate::intake::{Refusal, clip, text};
 use chrono::{DateTime, Utc};
 use herald_shared::delivery::DeliveryStatus;
 use herald_shared::queue::message::parse_reference;
-use herald_shared::receipts::Receipt;
+use herald_store::receipts::Receipt;
 use serde::Deserialize;
 use uuid::Uuid;
 

@@ -50,14 +50,7 @@ impl Backlog {
         if self.next_at.is_some_and(|at| started < at) {
             return Ok(());
         }
-        let rows: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(
-            "SELECT c.provider_id, c.tenant_id, sum(cc.n)::int8
-             FROM campaigns c JOIN campaign_bucket_counts cc ON cc.campaign_id = c.id
-             WHERE c.status = 'running' AND cc.state IN ('pending', 'in_flight')
-             GROUP BY c.provider_id, c.tenant_id",
-        )
-        .fetch_all(pool)
-        .await?;
+        let rows = herald_store::campaigns::backlog(pool).await?;
         let (providers, tenants) = totals(&rows);
         publish(RECIPIENTS_DUE, "provider", &providers, &mut self.providers);
         publish(TENANT_RECIPIENTS_DUE, "tenant", &tenants, &mut self.tenants);

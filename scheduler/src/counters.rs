@@ -17,9 +17,7 @@ pub const FOLD_EVERY_TICKS: usize = 5;
 /// Folds every committed delta; returns how many.
 pub async fn fold(pool: &PgPool) -> Result<i64, sqlx::Error> {
     let started = Instant::now();
-    let folded: i64 = sqlx::query_scalar("SELECT herald_fold_counts()")
-        .fetch_one(pool)
-        .await?;
+    let folded = herald_store::campaigns::fold_counts(pool).await?;
     metrics::histogram!(metrics_names::COUNTER_FOLD_DURATION)
         .record(started.elapsed().as_secs_f64());
     metrics::counter!(metrics_names::COUNTER_DELTAS_FOLDED)

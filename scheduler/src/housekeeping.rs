@@ -9,8 +9,8 @@
 
 use crate::backlog::Backlog;
 use crate::counters;
-use herald_shared::receipts;
 use herald_store as store;
+use herald_store::receipts;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,15 +4,12 @@
 //! connection and frees the lock, and a standby's next attempt (every tick) takes over. The
 //! leader checks its connection every tick and steps down the moment it is lost.
 
+use herald_store as store;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-/// The advisory lock key: "herald-scheduler" in a fixed 64-bit form. Advisory locks are per
-/// database, so each Herald database has its own leader.
-const LOCK_KEY: i64 = 0x6865_7261_6c64_5343;
 
 pub struct Leadership {
     options: PgConnectOptions,
@@ -79,23 +76,17 @@ impl Leadership {
         };
         if self.leading {
             // The lock is ours as long as this session lives.
-            sqlx::query("SELECT 1").execute(&mut *connection).await?;
+            store::leadership::still_held(connection).await?;
             return Ok(true);
         }
-        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(LOCK_KEY)
-            .fetch_one(&mut *connection)
-            .await
+        store::leadership::try_lock(connection).await
     }
 
     /// Releases the lock at shutdown so a standby need not wait for the connection to drop.
     pub async fn resign(&mut self) {
         if let Some(mut connection) = self.connection.take() {
             if self.leading {
-                let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-                    .bind(LOCK_KEY)
-                    .execute(&mut connection)
-                    .await;
+                let _ = store::leadership::unlock(&mut connection).await;
             }
             let _ = connection.close().await;
         }

@@ -10,7 +10,7 @@ use crate::routing::{self, Routes, Spill};
 use herald_shared::domain::Channel;
 use herald_shared::ops::metrics as metrics_names;
 use herald_shared::queue::message::{self, DispatchMessage, FORMAT_VERSION};
-use herald_shared::receipts;
+use herald_store::receipts;
 use herald_shared::template;
 use herald_store as store;
 use herald_store::campaigns::ActiveCampaign;

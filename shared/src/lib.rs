@@ -8,28 +8,22 @@
 //! - [`backoff`]: the retry schedule; [`batch`]: many small database requests coalesced into
 //!   one statement.
 //! - [`template`]: rendering a message template with a recipient's variables.
-//! - [`catalog`]: creating tenants, providers, campaigns and their recipients.
-//! - [`progress`]: per-campaign progress.
-//! - [`delivery`]: receipts' statuses and their ranking; [`receipts`]: storing receipts and
-//!   applying them to recipients; [`signature`]: how providers sign the webhooks that carry
-//!   them.
+//! - [`delivery`]: receipts' statuses and their ranking; [`signature`]: how providers sign
+//!   the webhooks that carry them (storing and applying receipts is `herald_store`'s).
 //! - [`provider_config`]: provider kinds and their typed, validated settings and credentials.
 //! - [`wake`]: the notification that dispatches a transactional message before the next tick.
 
 pub mod backoff;
 pub mod batch;
-pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod delivery;
 pub mod domain;
 pub mod ops;
-pub mod progress;
 pub mod provider_config;
 pub mod public_address;
 pub mod queue;
 pub mod rate_limit;
-pub mod receipts;
 pub mod sealed;
 pub mod shutdown;
 pub mod signature;

@@ -1,5 +1,6 @@
-//! What the tick reads and changes of campaigns: which may be dispatched from now (and how
-//! much of each is due), their start, and their completion.
+//! What the scheduler reads and changes of campaigns: which may be dispatched from now (and
+//! how much of each is due), their start and completion, their progress counters' fold and
+//! the backlog.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -149,4 +150,25 @@ pub async fn complete_finished(
     .bind(due)
     .fetch_all(pool)
     .await
+}
+
+/// Per provider and tenant of the running campaigns, the recipients waiting or in flight
+/// (from the progress counters, so a few rows per campaign).
+pub async fn backlog(pool: &PgPool) -> Result<Vec<(Uuid, Uuid, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.provider_id, c.tenant_id, sum(cc.n)::int8
+         FROM campaigns c JOIN campaign_bucket_counts cc ON cc.campaign_id = c.id
+         WHERE c.status = 'running' AND cc.state IN ('pending', 'in_flight')
+         GROUP BY c.provider_id, c.tenant_id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Folds every committed delta of the counter ledger (`recipient_count_deltas`, appended by
+/// the trigger on `recipients`) into the campaigns' counters; returns how many were folded.
+pub async fn fold_counts(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT herald_fold_counts()")
+        .fetch_one(pool)
+        .await
 }

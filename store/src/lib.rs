@@ -5,8 +5,16 @@
 //!
 //! - [`recipients`]: a recipient's state machine (claim, lease, record, release, sweep,
 //!   expire, park), every transition written once, in one place.
-//! - [`campaigns`]: which campaigns the tick may dispatch from, their start and completion.
-//! - [`providers`]: what the tick reads of providers (paces, free lines, commitments).
+//! - [`campaigns`]: which campaigns the tick may dispatch from, their start and completion,
+//!   their counters and the backlog.
+//! - [`providers`]: what the tick reads of providers (paces, free lines, commitments), what
+//!   a worker loads to send through one, and the lines calls hold.
+//! - [`catalog`]: creating tenants, providers, campaigns and their recipients.
+//! - [`progress`]: per-campaign progress, deliveries and sends per provider.
+//! - [`receipts`]: storing receipts and applying them to recipients.
+//! - [`pacing`]: a provider's fleet-wide pace and breaker.
+//! - [`fleet`]: the workers' heartbeats and the caps each may have in flight.
+//! - [`leadership`]: the advisory lock that makes one scheduler the leader.
 //!
 //! Two decisions the recipients' transitions share live in the schema as SQL functions, so
 //! each is written once however many statements ask it: `herald_may_send` (may a
@@ -19,5 +27,11 @@
 //! outage to ride out or a bad row is the caller's judgement.
 
 pub mod campaigns;
+pub mod catalog;
+pub mod fleet;
+pub mod leadership;
+pub mod pacing;
+pub mod progress;
 pub mod providers;
+pub mod receipts;
 pub mod recipients;

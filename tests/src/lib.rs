@@ -9,8 +9,8 @@
 //! default `postgres://herald:herald@127.0.0.1:5432/postgres`) and `HERALD_TEST_RABBIT_API`
 //! (RabbitMQ's management API, default `http://guest:guest@127.0.0.1:15672`).
 
-use herald_shared::catalog::{self, NewCampaign, NewProvider, NewRecipient};
 use herald_shared::domain::Channel;
+use herald_store::catalog::{self, NewCampaign, NewProvider, NewRecipient};
 use serde_json::{Map, Value, json};
 use sqlx::{Connection, PgConnection, PgPool};
 use std::future::Future;

@@ -13,6 +13,7 @@
 //!                                        │ probe fails: open again, cool-down doubled
 //! ```
 
+use herald_store as store;
 use sqlx::PgPool;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -211,16 +212,7 @@ impl Breakers {
             .saturating_duration_since(Instant::now())
             .as_secs_f64();
         tracing::warn!(%provider, cool_down_s = secs, "provider failing: circuit breaker open");
-        let told = sqlx::query(
-            "INSERT INTO provider_pacing AS p (provider_id, open_until)
-             VALUES ($1, clock_timestamp() + make_interval(secs => $2))
-             ON CONFLICT (provider_id) DO UPDATE SET
-                 open_until = greatest(p.open_until, excluded.open_until), updated_at = clock_timestamp()",
-        )
-        .bind(provider)
-        .bind(secs)
-        .execute(&self.pool)
-        .await;
+        let told = store::pacing::open_breaker(&self.pool, provider, secs).await;
         if let Err(error) = told {
             tracing::warn!(%error, "could not tell the fleet about the open breaker");
         }
@@ -236,12 +228,7 @@ impl Breakers {
 
     /// Follows breakers other workers opened (read every refresh).
     pub async fn sync(&self) -> Result<(), sqlx::Error> {
-        let open: Vec<(Uuid, f64)> = sqlx::query_as(
-            "SELECT provider_id, extract(epoch FROM open_until - clock_timestamp())::float8
-             FROM provider_pacing WHERE open_until > clock_timestamp()",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let open = store::pacing::open_breakers(&self.pool).await?;
         let now = Instant::now();
         for (provider, secs) in open {
             let until = now + Duration::from_secs_f64(secs.max(0.0));

@@ -248,9 +248,7 @@ async fn wanted_lanes(
     in_flight: &InFlight,
     steadiness: &mut fleet::Steadiness,
 ) -> Result<HashMap<Uuid, (u32, u32)>, sqlx::Error> {
-    let caps: Vec<(Uuid, i32)> = sqlx::query_as("SELECT id, max_in_flight FROM providers")
-        .fetch_all(&settings.pool)
-        .await?;
+    let caps = herald_store::providers::in_flight_caps(&settings.pool).await?;
     let in_use = in_flight.in_use_at_most();
     fleet::heartbeat(&settings.pool, settings.id, &worker_name(), |view| {
         let may_grow = steadiness.beat(view.live, std::time::Instant::now(), REFRESH);

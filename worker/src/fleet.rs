@@ -13,8 +13,8 @@
 //! heartbeat is older than [`LIVE_FOR`].
 
 use herald_shared::queue::message::per_message;
+use herald_store as store;
 use sqlx::PgPool;
-use sqlx::types::Json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -36,68 +36,45 @@ pub struct View {
 }
 
 /// Records that worker `id` is alive, reads how the rest of the fleet stands, and lets
-/// `decide` choose this worker's caps from that, all under one lock: `decide` answers the
-/// caps to publish (per provider, the requests this worker may have in flight) and what to
-/// hand back to the caller. Deciding under the lock means two workers never grow at once
-/// on each other's stale caps. Rows of workers long gone are removed on the way.
+/// `decide` choose this worker's caps from that, all under the fleet's lock (see
+/// `herald_store::fleet::heartbeat`): `decide` answers the caps to publish (per provider,
+/// the requests this worker may have in flight) and what to hand back to the caller.
 pub async fn heartbeat<T>(
     pool: &PgPool,
     id: Uuid,
     name: &str,
     decide: impl FnOnce(&View) -> (HashMap<Uuid, u32>, T),
 ) -> Result<T, sqlx::Error> {
-    let live_for = LIVE_FOR.as_secs_f64();
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('herald.workers'))")
-        .execute(&mut *tx)
-        .await?;
-    let others: Vec<(Json<HashMap<Uuid, u32>>,)> = sqlx::query_as(
-        "WITH gone AS (
-             DELETE FROM workers WHERE seen_at < now() - make_interval(secs => $2 * 6)
-         )
-         SELECT caps FROM workers
-         WHERE id <> $1 AND seen_at >= now() - make_interval(secs => $2)",
-    )
-    .bind(id)
-    .bind(live_for)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut view = View {
-        live: 1 + u32::try_from(others.len()).unwrap_or(u32::MAX - 1),
-        others: HashMap::new(),
-        smallest_other: HashMap::new(),
-    };
-    for (Json(caps),) in others {
-        for (provider, n) in caps {
-            *view.others.entry(provider).or_default() += n;
-            if n > 0 {
-                let smallest = view.smallest_other.entry(provider).or_insert(n);
-                *smallest = (*smallest).min(n);
-            }
-        }
-    }
-    let (caps, decided) = decide(&view);
-    // Dated by the clock, not the transaction's start: the lock may have taken a while.
-    sqlx::query(
-        "INSERT INTO workers (id, name, caps, seen_at) VALUES ($1, $2, $3, clock_timestamp())
-         ON CONFLICT (id) DO UPDATE SET seen_at = clock_timestamp(), caps = excluded.caps",
-    )
-    .bind(id)
-    .bind(name)
-    .bind(Json(&caps))
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(decided)
+    store::fleet::heartbeat(pool, id, name, LIVE_FOR, |others| {
+        decide(&View::of(&others))
+    })
+    .await
 }
 
 /// Leaves the fleet at shutdown, so the others take up its share at once.
 pub async fn leave(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM workers WHERE id = $1")
-        .bind(id)
-        .execute(pool)
-        .await?;
-    Ok(())
+    store::fleet::leave(pool, id).await
+}
+
+impl View {
+    /// The fleet as this worker sees it, from the other live workers' caps.
+    fn of(others: &[store::fleet::Caps]) -> Self {
+        let mut view = View {
+            live: 1 + u32::try_from(others.len()).unwrap_or(u32::MAX - 1),
+            others: HashMap::new(),
+            smallest_other: HashMap::new(),
+        };
+        for caps in others {
+            for (&provider, &n) in caps {
+                *view.others.entry(provider).or_default() += n;
+                if n > 0 {
+                    let smallest = view.smallest_other.entry(provider).or_insert(n);
+                    *smallest = (*smallest).min(n);
+                }
+            }
+        }
+        view
+    }
 }
 
 /// This worker's fair share of a fleet-wide cap: an equal part, at least one, never more
@@ -168,6 +145,20 @@ impl Steadiness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_view_sums_the_others_caps_and_keeps_their_smallest_nonzero_one() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let others = vec![
+            HashMap::from([(a, 30), (b, 0)]),
+            HashMap::from([(a, 10), (b, 5)]),
+        ];
+        let view = View::of(&others);
+        assert_eq!(view.live, 3);
+        assert_eq!(view.others, HashMap::from([(a, 40), (b, 5)]));
+        assert_eq!(view.smallest_other, HashMap::from([(a, 10), (b, 5)]));
+        assert_eq!(View::of(&[]).live, 1);
+    }
 
     #[test]
     fn prefetch_holds_a_quarter_of_the_allowance_in_batches_and_one_more() {

@@ -21,12 +21,13 @@ pub async fn take(
     provider: &Provider,
     message: &DispatchMessage,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT herald_take_live_call($1, $2, $3, $4, $5)")
-        .bind(message.recipient_id)
-        .bind(message.seq)
-        .bind(provider.id)
-        .bind(message.tenant_id)
-        .bind(i32::try_from(provider.live_call_hold.as_millis()).unwrap_or(i32::MAX))
-        .fetch_one(pool)
-        .await
+    herald_store::providers::take_line(
+        pool,
+        message.recipient_id,
+        message.seq,
+        provider.id,
+        message.tenant_id,
+        i32::try_from(provider.live_call_hold.as_millis()).unwrap_or(i32::MAX),
+    )
+    .await
 }

@@ -24,6 +24,7 @@
 //! then decays back towards the configured rate (×0.8 per second), probing back up.
 
 use herald_shared::batch::Batcher;
+use herald_store as store;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -100,20 +101,12 @@ impl Pacer {
         provider: Uuid,
         retry_after: Option<Duration>,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO provider_pacing AS p (provider_id, next_at, slowdown, throttled_at)
-             VALUES ($1, clock_timestamp() + make_interval(secs => $2), 2.0, clock_timestamp())
-             ON CONFLICT (provider_id) DO UPDATE SET
-                 slowdown = CASE WHEN p.throttled_at > clock_timestamp() - interval '1 second'
-                                 THEN p.slowdown ELSE least(p.slowdown * 2, $3) END,
-                 next_at = greatest(p.next_at, clock_timestamp() + make_interval(secs => $2)),
-                 throttled_at = clock_timestamp(),
-                 updated_at = clock_timestamp()",
+        store::pacing::throttled(
+            &self.pool,
+            provider,
+            retry_after.unwrap_or_default().as_secs_f64(),
+            MAX_SLOWDOWN,
         )
-        .bind(provider)
-        .bind(retry_after.unwrap_or_default().as_secs_f64())
-        .bind(MAX_SLOWDOWN)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -165,25 +158,15 @@ async fn reserve(
     spacing: Duration,
     untils: &[Instant],
 ) -> Result<Vec<Result<Slot, String>>, sqlx::Error> {
-    sqlx::query("INSERT INTO provider_pacing (provider_id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(provider)
-        .execute(pool)
-        .await?;
+    store::pacing::ensure_row(pool, provider).await?;
     sync_clock(pool, clock).await?;
     let mut tx = pool.begin().await?;
-    // The slowdown decays with the time since the last reservation, so that a provider
-    // that stopped throttling is probed back up to its configured rate.
     let sent_at = Instant::now();
-    let (db_now, free_at, slowdown): (f64, f64, f64) = sqlx::query_as(
-        "SELECT extract(epoch FROM clock_timestamp())::float8,
-                extract(epoch FROM greatest(next_at, clock_timestamp() + make_interval(secs => $2)))::float8,
-                greatest(1.0, slowdown * power(0.8, extract(epoch FROM clock_timestamp() - updated_at)::float8))
-         FROM provider_pacing WHERE provider_id = $1 FOR UPDATE",
-    )
-    .bind(provider)
-    .bind(LEAD.as_secs_f64())
-    .fetch_one(&mut *tx)
-    .await?;
+    let store::pacing::Locked {
+        db_now,
+        free_at,
+        slowdown,
+    } = store::pacing::lock(&mut tx, provider, LEAD.as_secs_f64()).await?;
     let answered = Instant::now();
     let spacing = spacing.mul_f64(slowdown);
     // Deadlines on the database's clock, as if `db_now` were read as late as `answered`:
@@ -201,17 +184,13 @@ async fn reserve(
         .iter()
         .filter(|p| matches!(p, Planned::Slot(_)))
         .count();
-    sqlx::query(
-        "UPDATE provider_pacing
-         SET next_at = to_timestamp($2) + make_interval(secs => $3),
-             slowdown = $4, updated_at = clock_timestamp()
-         WHERE provider_id = $1",
+    store::pacing::advance(
+        &mut tx,
+        provider,
+        free_at,
+        spacing.as_secs_f64() * granted as f64,
+        slowdown,
     )
-    .bind(provider)
-    .bind(free_at)
-    .bind(spacing.as_secs_f64() * granted as f64)
-    .bind(slowdown)
-    .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     let now = Instant::now();
@@ -295,10 +274,7 @@ async fn sync_clock(pool: &PgPool, clock: &Mutex<DbClock>) -> Result<(), sqlx::E
             break;
         }
         let sent = Instant::now();
-        let db_now: f64 =
-            sqlx::query_scalar("SELECT extract(epoch FROM clock_timestamp())::float8")
-                .fetch_one(pool)
-                .await?;
+        let db_now = store::pacing::db_clock(pool).await?;
         let answered = Instant::now();
         lock().observe(db_now, sent, answered);
     }

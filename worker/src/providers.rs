@@ -8,7 +8,7 @@ use crate::outcome::Policy;
 use herald_shared::backoff::RetryPolicy;
 use herald_shared::provider_config::{self, ProviderConfig};
 use herald_shared::sealed::Keyring;
-use serde_json::Value;
+use herald_store as store;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,26 +39,6 @@ pub struct Provider {
     /// A tenant's provider: it may reach only public addresses (see [`crate::egress`]).
     pub restricted: bool,
     loaded: Instant,
-}
-
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: Uuid,
-    kind: String,
-    endpoint: String,
-    settings: Value,
-    credentials: Value,
-    timeout_ms: i32,
-    max_attempts: i32,
-    retry_base_ms: i32,
-    retry_max_ms: i32,
-    rate_limit: Option<i32>,
-    rate_window_ms: i32,
-    unknown_outcome: String,
-    unknown_window_ms: i32,
-    live_call_timeout_ms: i32,
-    revision: i32,
-    restricted: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,17 +126,9 @@ impl Providers {
         {
             return Ok(provider.clone());
         }
-        let row: Row = sqlx::query_as(
-            "SELECT id, kind, endpoint, settings, credentials, timeout_ms,
-                    max_attempts, retry_base_ms, retry_max_ms, rate_limit, rate_window_ms,
-                    unknown_outcome, unknown_window_ms, live_call_timeout_ms, revision,
-                    tenant_id IS NOT NULL AS restricted
-             FROM providers WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(ProviderError::Unknown(id))?;
+        let row = store::providers::load(&self.pool, id)
+            .await?
+            .ok_or(ProviderError::Unknown(id))?;
         let credentials = self
             .keyring
             .open(id, &row.credentials)

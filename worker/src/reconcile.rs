@@ -82,14 +82,8 @@ async fn unclaimed(
         return Ok(candidates);
     }
     let sids: Vec<&str> = candidates.iter().map(|c| c.sid.as_str()).collect();
-    let claimed: Vec<String> = sqlx::query_scalar(
-        "SELECT provider_message_id FROM recipients
-         WHERE provider_message_id = ANY($1) AND id <> $2",
-    )
-    .bind(&sids)
-    .bind(recipient)
-    .fetch_all(pool)
-    .await?;
+    let claimed =
+        herald_store::recipients::reconcile::taken_by_others(pool, recipient, &sids).await?;
     Ok(candidates
         .into_iter()
         .filter(|c| !claimed.contains(&c.sid))

@@ -127,8 +127,8 @@ pub struct Delivery {
     pub read_rate: Option<f64>,
 }
 
-impl From<herald_shared::progress::DeliverySummary> for Delivery {
-    fn from(s: herald_shared::progress::DeliverySummary) -> Self {
+impl From<herald_store::progress::DeliverySummary> for Delivery {
+    fn from(s: herald_store::progress::DeliverySummary) -> Self {
         Self {
             statuses: s.statuses,
             delivered: s.delivered,
@@ -147,10 +147,10 @@ async fn with_sends(
     pool: &PgPool,
     mut campaigns: Vec<Campaign>,
 ) -> Result<Vec<Campaign>, ApiError> {
-    use herald_shared::progress::DeliverySummary;
+    use herald_store::progress::DeliverySummary;
     let ids: Vec<Uuid> = campaigns.iter().map(|c| c.id).collect();
-    let mut sends = herald_shared::progress::provider_sends(pool, &ids).await?;
-    let deliveries = herald_shared::progress::delivery_counts(pool, &ids).await?;
+    let mut sends = herald_store::progress::provider_sends(pool, &ids).await?;
+    let deliveries = herald_store::progress::delivery_counts(pool, &ids).await?;
     for campaign in &mut campaigns {
         let counts = || deliveries.iter().filter(|d| d.campaign_id == campaign.id);
         campaign.progress.delivery = DeliverySummary::of(
@@ -236,7 +236,7 @@ impl From<CampaignRow> for Campaign {
             delivery: Delivery::default(),
             send_rate: r.send_rate,
             eta_seconds: if moving {
-                herald_shared::progress::eta_seconds(r.total - finished, r.send_rate)
+                herald_store::progress::eta_seconds(r.total - finished, r.send_rate)
             } else {
                 None
             },

@@ -15,7 +15,7 @@
 //! | `pending` | `cancelled` / `expired` | the sweeper, a cancelled or expired campaign | [`sweep::end_waiting_recipients`] |
 //! | `pending` | `expired` | the sweeper, a transactional message past its own expiry | [`sweep::expire_messages`] |
 //!
-//! Receipts (in `herald_shared::receipts`) change a recipient's delivery status and settle
+//! Receipts (in `herald_store::receipts`) change a recipient's delivery status and settle
 //! an `unknown` outcome as `sent`. Terminal states (`sent`, `failed`, `cancelled`,
 //! `expired`) never change again.
 //!
@@ -25,6 +25,7 @@
 
 pub mod claim;
 pub mod lease;
+pub mod reconcile;
 pub mod record;
 pub mod sweep;
 

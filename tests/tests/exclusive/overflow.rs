@@ -2,9 +2,9 @@
 //! overflow only the rest.
 
 use anyhow::Result;
-use herald_shared::catalog::{self, NewCampaign, NewRecipient};
 use herald_shared::domain::Channel;
-use herald_shared::progress;
+use herald_store::catalog::{self, NewCampaign, NewRecipient};
+use herald_store::progress;
 use herald_tests::{TestEnv, numbers};
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ async fn the_primary_runs_at_its_limit_and_the_overflow_takes_the_rest() -> Resu
         .bind(primary)
         .execute(&env.pool)
         .await?;
-    let mut overflow = herald_shared::catalog::NewProvider::http(
+    let mut overflow = herald_store::catalog::NewProvider::http(
         "overflow",
         &format!("{overflow_url}/v1/messages"),
     );

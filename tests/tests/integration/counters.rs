@@ -1,7 +1,7 @@
 //! Progress counters kept through the ledger: exact before a fold, after it, and across
 //! statements of every kind, checked against the recipients themselves.
 
-use herald_shared::progress;
+use herald_store::progress;
 use herald_tests::{Result, TestEnv, numbers};
 use uuid::Uuid;
 

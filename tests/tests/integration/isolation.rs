@@ -3,7 +3,7 @@
 //! deliveries another provider's campaign needs.
 
 use anyhow::Result;
-use herald_shared::catalog::NewProvider;
+use herald_store::catalog::NewProvider;
 use herald_tests::{TestEnv, numbers};
 use std::time::{Duration, Instant};
 

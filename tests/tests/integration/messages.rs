@@ -584,9 +584,9 @@ async fn an_overflow_behind_its_commitment_goes_first_while_both_have_room() -> 
     let run = |name: &'static str, prefix: &'static str| {
         let env = &env;
         async move {
-            let campaign = herald_shared::catalog::create_campaign(
+            let campaign = herald_store::catalog::create_campaign(
                 &env.pool,
-                &herald_shared::catalog::NewCampaign {
+                &herald_store::catalog::NewCampaign {
                     tenant_id: tenant,
                     provider_id: primary,
                     overflow_provider_id: Some(overflow),
@@ -597,7 +597,7 @@ async fn an_overflow_behind_its_commitment_goes_first_while_both_have_room() -> 
                 },
                 &herald_tests::numbers(prefix, 100)
                     .into_iter()
-                    .map(|address| herald_shared::catalog::NewRecipient {
+                    .map(|address| herald_store::catalog::NewRecipient {
                         address,
                         variables: Default::default(),
                     })

@@ -332,7 +332,7 @@ async fn a_receipt_parked_under_its_message_id_is_applied_when_the_send_is_recor
     .bind(provider)
     .execute(&env.pool)
     .await?;
-    assert_eq!(herald_shared::receipts::adopt_parked(&env.pool).await?, 1);
+    assert_eq!(herald_store::receipts::adopt_parked(&env.pool).await?, 1);
     let status: Option<String> =
         sqlx::query_scalar("SELECT delivery_status FROM recipients WHERE id = $1")
             .bind(other)

@@ -10,7 +10,7 @@
 //!
 //! Applying a receipt:
 //! - raises the recipient's delivery status to the receipt's if its rank is higher
-//!   ([`crate::delivery`]); a lower or equal one changes nothing, so order and duplicates do
+//!   ([`herald_shared::delivery`]); a lower or equal one changes nothing, so order and duplicates do
 //!   not matter;
 //! - makes the recipient `sent` whatever Herald thought (`unknown`, waiting for a retry,
 //!   even `failed` after a lost answer): the provider took a message for it;
@@ -20,8 +20,8 @@
 //! status as an earlier one, exactly: a unique index decides between concurrent copies)
 //! flagged and never applied twice.
 
-use crate::delivery::{DeliveryStatus, FINAL_RANK};
 use chrono::{DateTime, Utc};
+use herald_shared::delivery::{DeliveryStatus, FINAL_RANK};
 use sqlx::PgPool;
 use std::time::Duration;
 use uuid::Uuid;
@@ -210,7 +210,7 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
     .await?;
     // Whichever statement sets a campaign's first send records it: here when a receipt
     // came before the worker's outcome (the worker's statement then finds it set).
-    crate::ops::metrics::first_sends(stored.first_sends.iter().copied());
+    herald_shared::ops::metrics::first_sends(stored.first_sends.iter().copied());
     Ok(stored)
 }
 
@@ -253,7 +253,7 @@ pub async fn adopt_parked(pool: &PgPool) -> Result<u64, sqlx::Error> {
     .fetch_one(pool)
     .await?;
     // A campaign whose only sends so far were recorded by receipts adopted here.
-    crate::ops::metrics::first_sends(first_sends);
+    herald_shared::ops::metrics::first_sends(first_sends);
     Ok(u64::try_from(applied).unwrap_or(0))
 }
 

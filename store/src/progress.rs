@@ -1,7 +1,7 @@
 //! Per-campaign progress: counts by recipient state and timings, and what receipts say.
 
-use crate::delivery::DeliveryStatus;
 use chrono::{DateTime, Utc};
+use herald_shared::delivery::DeliveryStatus;
 use serde::Serialize;
 use sqlx::PgPool;
 use std::collections::BTreeMap;

@@ -3,9 +3,9 @@
 //! Every write that makes one object is one transaction: a campaign whose recipients fail
 //! validation is not created at all.
 
-use crate::domain::{CampaignStatus, Channel};
-use crate::template;
 use chrono::{DateTime, Utc};
+use herald_shared::domain::{CampaignStatus, Channel};
+use herald_shared::template;
 use serde_json::{Map, Value};
 use sqlx::PgPool;
 use uuid::Uuid;

@@ -1,0 +1,139 @@
+//! A provider's fleet-wide pace and breaker: its row in `provider_pacing`, which every
+//! worker reserves send slots from (the worker's `pacing` plans them), slows down after a
+//! throttle, and opens when its own breaker opens (the worker's `breaker` judges). The
+//! scheduler reads `open_until` to release nothing into an open lane.
+//!
+//! Times are the database's clock (`clock_timestamp()`, as unix seconds): the one clock the
+//! whole fleet shares.
+
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// The provider's pacing row as a reservation finds it, locked until the transaction ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Locked {
+    /// The database's clock when it was read.
+    pub db_now: f64,
+    /// The first slot free: the row's next free time, and never sooner than `lead` from now.
+    pub free_at: f64,
+    /// The slowdown a throttle left, decayed by ×0.8 a second since the row last changed, so
+    /// a provider that stopped throttling is probed back up to its configured rate; at least 1.
+    pub slowdown: f64,
+}
+
+/// The database's clock, unix seconds.
+pub async fn db_clock(pool: &PgPool) -> Result<f64, sqlx::Error> {
+    sqlx::query_scalar("SELECT extract(epoch FROM clock_timestamp())::float8")
+        .fetch_one(pool)
+        .await
+}
+
+/// Creates the provider's row if it has none yet (outside the reservation's transaction, so
+/// two first reservations do not wait on each other's insert).
+pub async fn ensure_row(pool: &PgPool, provider: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO provider_pacing (provider_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(provider)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Locks the provider's row for a reservation (see [`Locked`]); [`advance`] in the same
+/// transaction moves its next free time past the slots granted.
+pub async fn lock(
+    tx: &mut PgConnection,
+    provider: Uuid,
+    lead_secs: f64,
+) -> Result<Locked, sqlx::Error> {
+    let (db_now, free_at, slowdown): (f64, f64, f64) = sqlx::query_as(
+        "SELECT extract(epoch FROM clock_timestamp())::float8,
+                extract(epoch FROM greatest(next_at, clock_timestamp() + make_interval(secs => $2)))::float8,
+                greatest(1.0, slowdown * power(0.8, extract(epoch FROM clock_timestamp() - updated_at)::float8))
+         FROM provider_pacing WHERE provider_id = $1 FOR UPDATE",
+    )
+    .bind(provider)
+    .bind(lead_secs)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(Locked {
+        db_now,
+        free_at,
+        slowdown,
+    })
+}
+
+/// The next free time becomes `free_at + granted_secs`, and the decayed slowdown is kept.
+pub async fn advance(
+    tx: &mut PgConnection,
+    provider: Uuid,
+    free_at: f64,
+    granted_secs: f64,
+    slowdown: f64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE provider_pacing
+         SET next_at = to_timestamp($2) + make_interval(secs => $3),
+             slowdown = $4, updated_at = clock_timestamp()
+         WHERE provider_id = $1",
+    )
+    .bind(provider)
+    .bind(free_at)
+    .bind(granted_secs)
+    .bind(slowdown)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// The provider refused a request for being too fast: its slowdown doubles (at most once a
+/// second, however many requests in flight were refused together, and up to
+/// `max_slowdown`), and its next free time moves past `retry_after_secs`.
+pub async fn throttled(
+    pool: &PgPool,
+    provider: Uuid,
+    retry_after_secs: f64,
+    max_slowdown: f64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO provider_pacing AS p (provider_id, next_at, slowdown, throttled_at)
+         VALUES ($1, clock_timestamp() + make_interval(secs => $2), 2.0, clock_timestamp())
+         ON CONFLICT (provider_id) DO UPDATE SET
+             slowdown = CASE WHEN p.throttled_at > clock_timestamp() - interval '1 second'
+                             THEN p.slowdown ELSE least(p.slowdown * 2, $3) END,
+             next_at = greatest(p.next_at, clock_timestamp() + make_interval(secs => $2)),
+             throttled_at = clock_timestamp(),
+             updated_at = clock_timestamp()",
+    )
+    .bind(provider)
+    .bind(retry_after_secs)
+    .bind(max_slowdown)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A worker's breaker opened: the fleet leaves the provider alone for `secs` (an earlier,
+/// longer opening stands).
+pub async fn open_breaker(pool: &PgPool, provider: Uuid, secs: f64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO provider_pacing AS p (provider_id, open_until)
+         VALUES ($1, clock_timestamp() + make_interval(secs => $2))
+         ON CONFLICT (provider_id) DO UPDATE SET
+             open_until = greatest(p.open_until, excluded.open_until), updated_at = clock_timestamp()",
+    )
+    .bind(provider)
+    .bind(secs)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Every provider whose breaker is open somewhere in the fleet, with the seconds left.
+pub async fn open_breakers(pool: &PgPool) -> Result<Vec<(Uuid, f64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT provider_id, extract(epoch FROM open_until - clock_timestamp())::float8
+         FROM provider_pacing WHERE open_until > clock_timestamp()",
+    )
+    .fetch_all(pool)
+    .await
+}
