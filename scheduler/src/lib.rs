@@ -19,6 +19,7 @@
 
 pub mod backlog;
 pub mod backpressure;
+pub mod budget;
 pub mod commitments;
 pub mod config;
 pub mod counters;

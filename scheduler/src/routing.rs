@@ -39,18 +39,6 @@ pub fn routes(campaigns: &[ActiveCampaign]) -> Routes {
     routes
 }
 
-/// A lane's budget, for a provider with a cap on live calls: no more calls than it has free
-/// lines, counting the `depth` calls already waiting in its lane.
-pub fn cap_by_free_lines(budget: u32, depth: u64, free_lines: Option<i64>) -> u32 {
-    match free_lines {
-        None => budget,
-        Some(free) => {
-            let free = u64::try_from(free).unwrap_or(0).saturating_sub(depth);
-            budget.min(u32::try_from(free).unwrap_or(u32::MAX))
-        }
-    }
-}
-
 /// The work that goes to overflow lanes, per overflow provider, in the order it was added.
 #[derive(Debug, Default)]
 pub struct Spill {
@@ -157,16 +145,6 @@ pub(crate) mod tests {
         assert_eq!(lane, [id(1), id(2)]);
         // The open primary is not planned, but its overflow is.
         assert_eq!(routes.involved, BTreeSet::from([id(10), id(30)]));
-    }
-
-    #[test]
-    fn free_lines_cap_a_budget_net_of_the_calls_already_waiting() {
-        assert_eq!(cap_by_free_lines(100, 40, None), 100);
-        assert_eq!(cap_by_free_lines(100, 40, Some(50)), 10);
-        assert_eq!(cap_by_free_lines(5, 0, Some(50)), 5);
-        assert_eq!(cap_by_free_lines(100, 60, Some(50)), 0);
-        // Lines over-counted (more live than allowed) never make a budget.
-        assert_eq!(cap_by_free_lines(100, 0, Some(-3)), 0);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! publish. Completing campaigns is [`crate::housekeeping`]'s.
 
 use crate::backpressure;
+use crate::budget::{self, Budget, LaneState, Measure, PassKind};
 use crate::commitments::{self, Commitment};
 use crate::fairness::{self, Demand};
 use crate::lanes::Lanes;
@@ -10,10 +11,10 @@ use crate::routing::{self, Routes, Spill};
 use herald_shared::domain::Channel;
 use herald_shared::ops::metrics as metrics_names;
 use herald_shared::queue::message::{self, DispatchMessage, FORMAT_VERSION};
-use herald_store::receipts;
 use herald_shared::template;
 use herald_store as store;
 use herald_store::campaigns::ActiveCampaign;
+use herald_store::receipts;
 use herald_store::recipients::claim::{self, Claimed};
 use sqlx::PgPool;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -70,6 +71,18 @@ enum Pass<'a> {
     Tick,
     TopUp,
     Wake(&'a BTreeSet<Uuid>),
+}
+
+impl Pass<'_> {
+    fn kind(self, provider: Uuid) -> PassKind {
+        match self {
+            Pass::Tick => PassKind::Tick,
+            Pass::TopUp => PassKind::TopUp,
+            Pass::Wake(woken) => PassKind::Wake {
+                woken: woken.contains(&provider),
+            },
+        }
+    }
 }
 
 impl Ticker {
@@ -272,42 +285,44 @@ impl Ticker {
         let mut budgets: BTreeMap<Uuid, u32> = BTreeMap::new();
         let mut depths: BTreeMap<Uuid, u64> = BTreeMap::new();
         for &provider in &involved {
-            match pass {
-                Pass::TopUp
-                    if !self.lanes.needs_top_up(provider) && !self.withheld.contains(&provider) =>
-                {
-                    continue;
-                }
-                Pass::Wake(woken) if !woken.contains(&provider) => continue,
-                _ => {}
+            let lane = LaneState {
+                known: !unmeasured.contains(&provider),
+                needs_top_up: self.lanes.needs_top_up(provider),
+                withheld: self.withheld.contains(&provider),
+            };
+            let how = budget::measure(pass.kind(provider), lane);
+            if how == Measure::Skip {
+                continue;
             }
             let depth = u64::from(
                 self.publisher
                     .lane_depth(provider, per_message(provider))
                     .await?,
             );
-            let budget = match pass {
-                Pass::Tick => self.lanes.budget(provider, depth),
-                Pass::TopUp => self.lanes.top_up(provider, depth, Instant::now()),
-                // A lane no tick has measured yet starts as a tick would start it.
-                Pass::Wake(_) if unmeasured.contains(&provider) => {
-                    self.lanes.budget(provider, depth)
+            let measured = match how {
+                Measure::Full => self.lanes.budget(provider, depth),
+                Measure::TopUp | Measure::Skip => {
+                    self.lanes.top_up(provider, depth, Instant::now())
                 }
-                Pass::Wake(_) => self.lanes.top_up(provider, depth, Instant::now()),
             };
-            let budget =
-                routing::cap_by_free_lines(budget, depth, free_lines.get(&provider).copied());
-            // No live worker may send to it: nothing is published that nobody can take (the
-            // recipients wait in PostgreSQL, and the batches are cut for the first worker).
-            let budget = if allowances.get(&provider).is_some_and(|&a| a > 0) {
-                self.withheld.remove(&provider);
-                budget
-            } else {
-                if budget > 0 && self.withheld.insert(provider) {
-                    tracing::info!(%provider, "no live worker may send to this lane yet; holding its work back");
+            let allowance = allowances.get(&provider).copied().unwrap_or(0);
+            let cut = budget::cut(
+                measured,
+                depth,
+                free_lines.get(&provider).copied(),
+                allowance,
+            );
+            match cut {
+                Budget::Open(_) => {
+                    self.withheld.remove(&provider);
                 }
-                0
-            };
+                Budget::Withheld { wanted } => {
+                    if wanted > 0 && self.withheld.insert(provider) {
+                        tracing::info!(%provider, "no live worker may send to this lane yet; holding its work back");
+                    }
+                }
+            }
+            let budget = cut.open();
             depths.insert(provider, depth);
             report.depth += depth;
             report.budget += budget;
