@@ -2,10 +2,13 @@
 //!
 //! Hundreds of deliveries in flight each need a write before and after their provider call.
 //! One statement per delivery would make PostgreSQL commits the bottleneck; a batcher takes
-//! whatever requests have queued up while the previous statement ran (no timer, so an idle
-//! worker adds no latency) and answers each one.
+//! whatever requests have queued up while the previous statement ran and answers each one.
+//! By default it sets no timer, so an idle worker adds no latency; a batcher whose callers
+//! can afford to wait ([`Batcher::spawn_lingering`]) waits a little for a fuller batch, so a
+//! slow trickle of requests does not cost a statement each.
 
 use std::future::Future;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 type Job<Req, Resp> = (Req, oneshot::Sender<Resp>);
@@ -46,6 +49,22 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
         F: FnMut(Vec<Req>) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Vec<Resp>> + Send,
     {
+        Self::spawn_lingering(max_batch, lanes, Duration::ZERO, handle)
+    }
+
+    /// Like [`spawn_parallel`](Self::spawn_parallel), and a batch that is not full when its
+    /// first request arrives waits up to `linger` for more. Only for requests whose callers
+    /// hold nothing scarce while they wait.
+    pub fn spawn_lingering<F, Fut>(
+        max_batch: usize,
+        lanes: usize,
+        linger: Duration,
+        handle: F,
+    ) -> Self
+    where
+        F: FnMut(Vec<Req>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Vec<Resp>> + Send,
+    {
         let (sender, receiver) = mpsc::channel::<Job<Req, Resp>>(max_batch * 4);
         let receiver = std::sync::Arc::new(tokio::sync::Mutex::new(receiver));
         for _ in 0..lanes.max(1) {
@@ -55,8 +74,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
                 let mut jobs = Vec::with_capacity(max_batch);
                 loop {
                     // Only gathering is exclusive; the statements of different lanes overlap.
-                    let got = receiver.lock().await.recv_many(&mut jobs, max_batch).await;
-                    if got == 0 {
+                    if gather(&mut *receiver.lock().await, &mut jobs, max_batch, linger).await == 0
+                    {
                         return;
                     }
                     let (requests, replies): (Vec<Req>, Vec<oneshot::Sender<Resp>>) =
@@ -81,6 +100,28 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
             .map_err(|_| Stopped)?;
         answer.await.map_err(|_| Stopped)
     }
+}
+
+/// Waits for at least one job, then takes what else has queued, after lingering for
+/// `linger` if that is not a full batch; 0 once every sender is gone. The linger is one
+/// sleep, not a wake-up per arriving job: at high rates jobs arrive by the hundred within it.
+async fn gather<T>(
+    receiver: &mut mpsc::Receiver<T>,
+    jobs: &mut Vec<T>,
+    max_batch: usize,
+    linger: Duration,
+) -> usize {
+    if receiver.recv_many(jobs, max_batch).await == 0 {
+        return 0;
+    }
+    if !linger.is_zero() && jobs.len() < max_batch && receiver.len() < max_batch - jobs.len() {
+        tokio::time::sleep(linger).await;
+    }
+    if jobs.len() < max_batch && !receiver.is_empty() {
+        let room = max_batch - jobs.len();
+        receiver.recv_many(jobs, room).await;
+    }
+    jobs.len()
 }
 
 #[cfg(test)]
@@ -144,5 +185,40 @@ mod tests {
             overlapped.load(Ordering::SeqCst) > 0,
             "two batches ran at once"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_batcher_waits_for_a_trickle_but_not_past_its_linger() {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let batcher = Batcher::spawn_lingering(
+            10,
+            1,
+            Duration::from_millis(20),
+            move |requests: Vec<u32>| {
+                seen.lock().unwrap().push(requests.len());
+                async move { requests }
+            },
+        );
+        // One request every 2 ms: without the linger, each would be a statement of its own.
+        let calls: Vec<_> = (0..25u32)
+            .map(|n| {
+                let b = batcher.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(2 * u64::from(n))).await;
+                    b.call(n).await.unwrap()
+                })
+            })
+            .collect();
+        for (n, call) in calls.into_iter().enumerate() {
+            assert_eq!(call.await.unwrap(), n as u32);
+        }
+        let sizes = sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 25);
+        assert!(sizes.len() <= 4, "25 trickling requests took {sizes:?}");
+        // A lone request is answered once the linger is over.
+        let started = tokio::time::Instant::now();
+        batcher.call(99).await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_millis(20));
     }
 }

@@ -20,6 +20,12 @@ const MAX_BATCH: usize = 500;
 /// Lease and outcome statements each in flight at once: two keep a multi-core PostgreSQL
 /// busy while the next batch gathers (measured: more throughput at 0 ms provider latency).
 const DB_LANES: usize = 2;
+/// How long an outcome statement waits for a fuller batch. Outcomes arrive as requests are
+/// answered, a few at a time behind a slow or jittery provider; by then the delivery is
+/// acked and its room under the cap released, so waiting holds nothing scarce, and fewer,
+/// larger statements cost PostgreSQL less per recipient (BENCHMARKS.md). Leases do not
+/// wait: a lease is on the way to the request and to the delivery's ack.
+const OUTCOME_LINGER: Duration = Duration::from_millis(20);
 
 /// Leases for dispatches: `None` for one that must not be sent (stale, finished, or its
 /// lease could not be written).
@@ -47,36 +53,41 @@ pub fn begin(pool: PgPool, lease_grace: Duration) -> Batcher<Dispatch, Option<Be
 
 /// Outcomes of requests made; resolves once each is written (or given up on, logged).
 pub fn record(pool: PgPool) -> Batcher<Outcome, ()> {
-    Batcher::spawn_parallel(MAX_BATCH, DB_LANES, move |outcomes: Vec<Outcome>| {
-        let pool = pool.clone();
-        async move {
-            let started = Instant::now();
-            if until_written("record outcomes", || record::record(&pool, &outcomes))
-                .await
-                .is_ok()
-            {
-                written("outcome", started, outcomes.len());
-                return vec![(); outcomes.len()];
-            }
-            for outcome in &outcomes {
-                let one = std::slice::from_ref(outcome);
-                if until_written("record an outcome", || record::record(&pool, one))
+    Batcher::spawn_lingering(
+        MAX_BATCH,
+        DB_LANES,
+        OUTCOME_LINGER,
+        move |outcomes: Vec<Outcome>| {
+            let pool = pool.clone();
+            async move {
+                let started = Instant::now();
+                if until_written("record outcomes", || record::record(&pool, &outcomes))
                     .await
-                    .is_err()
+                    .is_ok()
                 {
-                    // Never sent again for this: the recipient stays `sending`, and once
-                    // its lease runs out the sweeper judges it like a lost answer.
-                    tracing::error!(
-                        recipient_id = outcome.dispatch.recipient_id,
-                        state = %outcome.state,
-                        error = outcome.error.as_deref().unwrap_or(""),
-                        "this outcome cannot be written; leaving the recipient to the sweeper"
-                    );
+                    written("outcome", started, outcomes.len());
+                    return vec![(); outcomes.len()];
                 }
+                for outcome in &outcomes {
+                    let one = std::slice::from_ref(outcome);
+                    if until_written("record an outcome", || record::record(&pool, one))
+                        .await
+                        .is_err()
+                    {
+                        // Never sent again for this: the recipient stays `sending`, and once
+                        // its lease runs out the sweeper judges it like a lost answer.
+                        tracing::error!(
+                            recipient_id = outcome.dispatch.recipient_id,
+                            state = %outcome.state,
+                            error = outcome.error.as_deref().unwrap_or(""),
+                            "this outcome cannot be written; leaving the recipient to the sweeper"
+                        );
+                    }
+                }
+                vec![(); outcomes.len()]
             }
-            vec![(); outcomes.len()]
-        }
-    })
+        },
+    )
 }
 
 /// Records a batched write that committed: how long it took from its first try (an
