@@ -10,12 +10,7 @@ require_cargo
 scripts/services.sh
 
 # Leftovers of earlier runs: one database and one vhost per integration test.
-$SUDO su postgres -c "psql -qAt" <<'SQL' >/dev/null 2>&1 || true
-SELECT format('DROP DATABASE %I', datname) FROM pg_database WHERE datname LIKE 'herald\_t\_%'\gexec
-SQL
-for vhost in $(curl -fsS -u guest:guest http://127.0.0.1:15672/api/vhosts | grep -o '"name":"herald_t_[0-9a-f]*"' | cut -d'"' -f4); do
-  curl -fsS -u guest:guest -X DELETE "http://127.0.0.1:15672/api/vhosts/$vhost" >/dev/null || true
-done
+drop_test_leftovers
 
 echo "==> deployment files (hadolint, docker-compose config, kubernetes-validate, KEDA schema)"
 scripts/lint-deploy.sh
@@ -37,3 +32,5 @@ if [ "${HERALD_SKIP_FAULTS:-0}" = 1 ]; then
 else
   scripts/faults.sh
 fi
+# Everything passed: nothing to look into, so this run's leftovers go too.
+drop_test_leftovers
