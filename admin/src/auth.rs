@@ -9,6 +9,8 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use herald_store::keys;
+use herald_store::tenants::Scope;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -24,12 +26,12 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// The tenant filter for queries: `None` for operators (everything), the tenant's id
-    /// otherwise.
-    pub fn scope(self) -> Option<Uuid> {
+    /// What the caller's queries may see: everything for operators, one tenant's data for
+    /// a tenant's key.
+    pub fn scope(self) -> Scope {
         match self {
-            Caller::Operator => None,
-            Caller::Tenant(id) => Some(id),
+            Caller::Operator => Scope::All,
+            Caller::Tenant(id) => Scope::Tenant(id),
         }
     }
 
@@ -86,15 +88,8 @@ pub async fn create_key(
     name: &str,
 ) -> Result<(Uuid, String), sqlx::Error> {
     let key = generate(tenant);
-    let id = sqlx::query_scalar(
-        "INSERT INTO api_keys (tenant_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4) RETURNING id",
-    )
-    .bind(tenant)
-    .bind(name)
-    .bind(&key.prefix)
-    .bind(&key.hash)
-    .fetch_one(pool)
-    .await?;
+    let mut connection = pool.acquire().await?;
+    let id = keys::insert(&mut connection, tenant, name, &key.prefix, &key.hash).await?;
     Ok((id, key.secret))
 }
 
@@ -119,18 +114,10 @@ impl FromRequestParts<AppState> for Caller {
         if !(secret.starts_with(OPERATOR_PREFIX) || secret.starts_with(TENANT_PREFIX)) {
             return Err(ApiError::Unauthorized);
         }
-        let row: Option<(Option<Uuid>,)> = sqlx::query_as(
-            // A rotated key works until the end of its grace period.
-            "SELECT tenant_id FROM api_keys
-             WHERE key_hash = $1 AND (revoked_at IS NULL OR revoked_at > now())",
-        )
-        .bind(hash(secret))
-        .fetch_optional(&state.pool)
-        .await?;
-        match row {
+        match keys::holder(&state.pool, &hash(secret)).await? {
             None => Err(ApiError::Unauthorized),
-            Some((None,)) => Ok(Caller::Operator),
-            Some((Some(tenant),)) => Ok(Caller::Tenant(tenant)),
+            Some(None) => Ok(Caller::Operator),
+            Some(Some(tenant)) => Ok(Caller::Tenant(tenant)),
         }
     }
 }

@@ -13,6 +13,8 @@
 //! - [`progress`]: per-campaign progress, deliveries and sends per provider.
 //! - [`receipts`]: storing receipts and applying them to recipients.
 //! - [`pacing`]: a provider's fleet-wide pace and breaker.
+//! - [`tenants`]: tenants, and the [`tenants::Scope`] every query of a tenant's data takes;
+//!   [`keys`]: the admin API's keys, stored hashed.
 //! - [`fleet`]: the workers' heartbeats and the caps each may have in flight.
 //! - [`leadership`]: the advisory lock that makes one scheduler the leader.
 //!
@@ -29,9 +31,11 @@
 pub mod campaigns;
 pub mod catalog;
 pub mod fleet;
+pub mod keys;
 pub mod leadership;
 pub mod pacing;
 pub mod progress;
 pub mod providers;
 pub mod receipts;
 pub mod recipients;
+pub mod tenants;

@@ -48,7 +48,7 @@ pub async fn upload(
     let format = Format::of_request(&headers)?;
     let pool = &state.pool;
     ensure_visible(pool, caller, id).await?;
-    let _slot = state.uploads.take(caller.scope())?;
+    let _slot = state.uploads.take(caller.scope().tenant())?;
     let mut tx = pool.begin().await?;
     // Locked for the whole upload, so a concurrent start waits for it (never starts on half
     // an audience).

@@ -47,7 +47,7 @@ pub async fn upload(
 ) -> Result<Json<ContactUploadResult>, ApiError> {
     let format = Format::of_request(&headers)?;
     let tenant = caller.owning_tenant(query.tenant_id)?;
-    let _slot = state.uploads.take(caller.scope())?;
+    let _slot = state.uploads.take(caller.scope().tenant())?;
     let mut tx = state.pool.begin().await?;
     let region: Option<Option<String>> =
         sqlx::query_scalar("SELECT default_region FROM tenants WHERE id = $1")
@@ -125,7 +125,7 @@ pub async fn list(
     let mut qb = QueryBuilder::<Postgres>::new(
         "SELECT id, tenant_id, address, attributes, created_at FROM contacts WHERE true",
     );
-    if let Some(scope) = caller.scope() {
+    if let Some(scope) = caller.scope().tenant() {
         qb.push(" AND tenant_id = ").push_bind(scope);
     }
     if let Some(tenant) = query.tenant_id {

@@ -14,29 +14,13 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
+use herald_store::keys::{self, Key};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// Longest grace a rotated key may keep working: a week.
 pub const MAX_GRACE_SECONDS: i64 = 7 * 86_400;
-
-/// A key as listed: never its secret, only the first characters that tell keys apart.
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct Key {
-    pub id: Uuid,
-    /// `null`: an operator key.
-    pub tenant_id: Option<Uuid>,
-    pub name: String,
-    /// The secret's first characters (`hk_tn_1a2b3c`), as shown when it was made.
-    pub prefix: String,
-    pub created_at: DateTime<Utc>,
-    /// When the key stopped (or stops, after a rotation's grace) being accepted.
-    pub revoked_at: Option<DateTime<Utc>>,
-    /// Accepted now.
-    pub active: bool,
-}
 
 /// What a rotation answers: the new key's secret, shown this once, and the old key.
 #[derive(Debug, Serialize, ToSchema)]
@@ -58,28 +42,13 @@ pub struct Rotation {
     pub grace_seconds: i64,
 }
 
-const COLUMNS: &str = "id, tenant_id, name, prefix, created_at, revoked_at,
-                       (revoked_at IS NULL OR revoked_at > now()) AS active";
-
-/// The caller's keys, `$2` being its scope: operators see every key, a tenant key only its
-/// own tenant's.
-const MANAGEABLE: &str = "($2::uuid IS NULL OR tenant_id = $2)";
-
 #[utoipa::path(get, path = "/keys", tag = "keys",
     responses((status = 200, body = Vec<Key>), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<Key>>, ApiError> {
-    let keys = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM api_keys
-         WHERE ($1::uuid IS NULL OR tenant_id = $1)
-         ORDER BY created_at, id"
-    )))
-    .bind(caller.scope())
-    .fetch_all(&state.pool)
-    .await?;
-    Ok(Json(keys))
+    Ok(Json(keys::list(&state.pool, caller.scope()).await?))
 }
 
 #[utoipa::path(post, path = "/keys/{id}/revoke", tag = "keys",
@@ -96,12 +65,7 @@ pub async fn revoke(
     if !key.active {
         return Err(ApiError::Conflict("the key is already revoked".into()));
     }
-    let key: Key = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE api_keys SET revoked_at = now() WHERE id = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let key = keys::end(&mut tx, id, 0.0).await?;
     tx.commit().await?;
     tracing::info!(key_id = %id, tenant_id = ?key.tenant_id, "API key revoked");
     Ok(Json(key))
@@ -133,25 +97,9 @@ pub async fn rotate(
         ));
     }
     let new = auth::generate(old.tenant_id);
-    let new_id: Uuid = sqlx::query_scalar(
-        "INSERT INTO api_keys (tenant_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4) RETURNING id",
-    )
-    .bind(old.tenant_id)
-    .bind(&old.name)
-    .bind(&new.prefix)
-    .bind(&new.hash)
-    .fetch_one(&mut *tx)
-    .await?;
+    let new_id = keys::insert(&mut tx, old.tenant_id, &old.name, &new.prefix, &new.hash).await?;
     // A key already due to stop keeps its earlier end.
-    let replaced: Key = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE api_keys
-         SET revoked_at = least(coalesce(revoked_at, 'infinity'), now() + make_interval(secs => $2))
-         WHERE id = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(rotation.grace_seconds as f64)
-    .fetch_one(&mut *tx)
-    .await?;
+    let replaced = keys::end(&mut tx, id, rotation.grace_seconds as f64).await?;
     tx.commit().await?;
     tracing::info!(key_id = %id, new_key_id = %new_id, tenant_id = ?old.tenant_id,
         grace_seconds = rotation.grace_seconds, "API key rotated");
@@ -172,12 +120,7 @@ async fn manageable(
     caller: Caller,
     id: Uuid,
 ) -> Result<Key, ApiError> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM api_keys WHERE id = $1 AND {MANAGEABLE} FOR UPDATE"
-    )))
-    .bind(id)
-    .bind(caller.scope())
-    .fetch_optional(tx)
-    .await?
-    .ok_or(ApiError::NotFound("key"))
+    keys::lock(tx, caller.scope(), id)
+        .await?
+        .ok_or(ApiError::NotFound("key"))
 }

@@ -29,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Datelike, NaiveTime, SubsecRound, Utc};
 use herald_shared::domain::{Channel, RecipientState};
 use herald_shared::template;
+use herald_store::tenants::Scope;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -382,7 +383,7 @@ async fn accept(
         .collect();
     if !earlier.is_empty() {
         stored.extend(
-            fetch(pool, Some(tenant), &earlier)
+            fetch(pool, Scope::Tenant(tenant), &earlier)
                 .await?
                 .into_iter()
                 .map(|m| (m.id, m)),
@@ -930,11 +931,7 @@ const COLUMNS: &str = "SELECT m.id, m.tenant_id, r.address AS to, c.channel, c.p
 const JOINED: &str = "JOIN campaigns c ON c.id = r.campaign_id
      LEFT JOIN providers sp ON sp.id = r.sent_via";
 
-async fn fetch(
-    pool: &PgPool,
-    scope: Option<Uuid>,
-    ids: &[Uuid],
-) -> Result<Vec<Message>, sqlx::Error> {
+async fn fetch(pool: &PgPool, scope: Scope, ids: &[Uuid]) -> Result<Vec<Message>, sqlx::Error> {
     // Driven by the ids, a primary-key lookup each for the message and for its recipient,
     // whatever the estimates: planned on a young table's statistics, `m.id = ANY(…)` walked
     // the tenant's index testing every one of its messages against the 1,000 ids, and the
@@ -950,8 +947,8 @@ async fn fetch(
     qb.build_query_as().fetch_all(pool).await
 }
 
-fn push_scope(qb: &mut QueryBuilder<Postgres>, scope: Option<Uuid>) {
-    if let Some(tenant) = scope {
+fn push_scope(qb: &mut QueryBuilder<Postgres>, scope: Scope) {
+    if let Some(tenant) = scope.tenant() {
         qb.push(" AND m.tenant_id = ").push_bind(tenant);
     }
 }

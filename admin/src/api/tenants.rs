@@ -9,31 +9,11 @@ use crate::validate;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
+use herald_store::tenants::{self, Scope, Tenant, TenantSettings};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
-
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct Tenant {
-    pub id: Uuid,
-    pub name: String,
-    pub weight: i32,
-    pub time_zone: String,
-    /// Calls this tenant may have live at once across its providers; `null`: no cap.
-    pub max_live_calls: Option<i32>,
-    /// Region of numbers uploaded without a country code (ISO 3166-1 alpha-2); `null`:
-    /// every number needs its `+` and country code.
-    pub default_region: Option<String>,
-    /// Transactional messages accepted and not yet finished this tenant may have; past it
-    /// `POST /messages` answers 429 with `Retry-After`.
-    pub max_queued_messages: i32,
-    /// Transactional messages this tenant may send a day (its time zone's day); `null`: no
-    /// cap.
-    pub max_messages_per_day: Option<i32>,
-    pub created_at: DateTime<Utc>,
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -79,10 +59,7 @@ fn utc() -> String {
 
 /// Whether PostgreSQL (which evaluates quiet hours) knows this IANA zone.
 pub async fn known_time_zone(pool: &PgPool, zone: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)")
-        .bind(zone)
-        .fetch_one(pool)
-        .await
+    tenants::known_time_zone(pool, zone).await
 }
 
 #[utoipa::path(post, path = "/tenants", tag = "tenants", request_body = NewTenant,
@@ -146,22 +123,18 @@ pub async fn create(
     if !fields.is_empty() {
         return Err(ApiError::fields("tenant", fields));
     }
-    let tenant: Tenant = sqlx::query_as(
-        "INSERT INTO tenants (name, weight, time_zone, max_live_calls, default_region, max_queued_messages,
-                              max_messages_per_day)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         RETURNING id, name, weight, time_zone, max_live_calls, default_region, max_queued_messages, max_messages_per_day, created_at",
-    )
-    .bind(body.name.trim())
-    .bind(body.weight)
-    .bind(&body.time_zone)
-    .bind(body.max_live_calls)
-    .bind(&body.default_region)
-    .bind(body.max_queued_messages)
-    .bind(body.max_messages_per_day)
-    .fetch_one(&state.pool)
-    .await
-    .map_err(|e| from_constraint(e, "tenant"))?;
+    let settings = TenantSettings {
+        name: body.name.trim(),
+        weight: body.weight,
+        time_zone: &body.time_zone,
+        max_live_calls: body.max_live_calls,
+        default_region: body.default_region.as_deref(),
+        max_queued_messages: body.max_queued_messages,
+        max_messages_per_day: body.max_messages_per_day,
+    };
+    let tenant = tenants::create(&state.pool, &settings)
+        .await
+        .map_err(|e| from_constraint(e, "tenant"))?;
     tracing::info!(tenant_id = %tenant.id, "tenant created");
     Ok((StatusCode::CREATED, Json(tenant)))
 }
@@ -171,14 +144,7 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<Tenant>>, ApiError> {
-    let tenants = sqlx::query_as(
-        "SELECT id, name, weight, time_zone, max_live_calls, default_region, max_queued_messages, max_messages_per_day, created_at FROM tenants
-         WHERE $1::uuid IS NULL OR id = $1 ORDER BY name",
-    )
-    .bind(caller.scope())
-    .fetch_all(&state.pool)
-    .await?;
-    Ok(Json(tenants))
+    Ok(Json(tenants::list(&state.pool, caller.scope()).await?))
 }
 
 #[utoipa::path(get, path = "/tenants/{id}", tag = "tenants",
@@ -188,16 +154,10 @@ pub async fn show(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Tenant>, ApiError> {
-    sqlx::query_as(
-        "SELECT id, name, weight, time_zone, max_live_calls, default_region, max_queued_messages, max_messages_per_day, created_at FROM tenants
-         WHERE id = $1 AND ($2::uuid IS NULL OR id = $2)",
-    )
-    .bind(id)
-    .bind(caller.scope())
-    .fetch_optional(&state.pool)
-    .await?
-    .map(Json)
-    .ok_or(ApiError::NotFound("tenant"))
+    tenants::get(&state.pool, caller.scope(), id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound("tenant"))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -225,11 +185,7 @@ pub async fn create_key(
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     caller.require_operator()?;
     validate::name(&body.name).map_err(|reason| ApiError::field("name", reason))?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)")
-        .bind(id)
-        .fetch_one(&state.pool)
-        .await?;
-    if !exists {
+    if tenants::get(&state.pool, Scope::All, id).await?.is_none() {
         return Err(ApiError::NotFound("tenant"));
     }
     let (key_id, key) = auth::create_key(&state.pool, Some(id), body.name.trim()).await?;

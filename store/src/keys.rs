@@ -1,0 +1,103 @@
+//! API keys as stored: never a secret, only its SHA-256 hash and its first characters
+//! (the admin makes the secrets and hashes them).
+
+use crate::tenants::Scope;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// A key as listed: never its secret, only the first characters that tell keys apart.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Key {
+    pub id: Uuid,
+    /// `null`: an operator key.
+    pub tenant_id: Option<Uuid>,
+    pub name: String,
+    /// The secret's first characters (`hk_tn_1a2b3c`), as shown when it was made.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    /// When the key stopped (or stops, after a rotation's grace) being accepted.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Accepted now.
+    pub active: bool,
+}
+
+const COLUMNS: &str = "id, tenant_id, name, prefix, created_at, revoked_at,
+                       (revoked_at IS NULL OR revoked_at > now()) AS active";
+
+/// Whose key has this hash, if it is accepted now: `Some(None)` an operator's, `Some(Some(t))`
+/// tenant `t`'s. A rotated key is accepted until the end of its grace period.
+pub async fn holder(pool: &PgPool, hash: &[u8]) -> Result<Option<Option<Uuid>>, sqlx::Error> {
+    let row: Option<(Option<Uuid>,)> = sqlx::query_as(
+        "SELECT tenant_id FROM api_keys
+         WHERE key_hash = $1 AND (revoked_at IS NULL OR revoked_at > now())",
+    )
+    .bind(hash)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(tenant,)| tenant))
+}
+
+/// Stores a key of `tenant` (an operator's when `None`); returns its id.
+pub async fn insert(
+    connection: &mut PgConnection,
+    tenant: Option<Uuid>,
+    name: &str,
+    prefix: &str,
+    hash: &[u8],
+) -> Result<Uuid, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO api_keys (tenant_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(tenant)
+    .bind(name)
+    .bind(prefix)
+    .bind(hash)
+    .fetch_one(connection)
+    .await
+}
+
+/// The keys in `scope`: every key for an operator, a tenant's own otherwise.
+pub async fn list(pool: &PgPool, scope: Scope) -> Result<Vec<Key>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM api_keys
+         WHERE ($1::uuid IS NULL OR tenant_id = $1)
+         ORDER BY created_at, id"
+    )))
+    .bind(scope)
+    .fetch_all(pool)
+    .await
+}
+
+/// Key `id`, locked until the transaction ends, if it is in `scope` (operator keys are in
+/// the operators' scope only).
+pub async fn lock(
+    tx: &mut PgConnection,
+    scope: Scope,
+    id: Uuid,
+) -> Result<Option<Key>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM api_keys
+         WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2) FOR UPDATE"
+    )))
+    .bind(id)
+    .bind(scope)
+    .fetch_optional(tx)
+    .await
+}
+
+/// Key `id` stops being accepted after `grace_seconds` (0: now); a key already due to stop
+/// sooner keeps its earlier end.
+pub async fn end(tx: &mut PgConnection, id: Uuid, grace_seconds: f64) -> Result<Key, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE api_keys
+         SET revoked_at = least(coalesce(revoked_at, 'infinity'), now() + make_interval(secs => $2))
+         WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(grace_seconds)
+    .fetch_one(tx)
+    .await
+}

@@ -1,0 +1,129 @@
+//! Tenants, and the scope every query of a tenant's data takes.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo};
+use sqlx::{Encode, PgPool, Postgres, Type};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Whose data a query may see: every tenant's (an operator's key) or one tenant's (a
+/// tenant's key). Every store function that reads or changes a tenant's data takes one, so
+/// a caller cannot forget it; bound into a statement it is the tenant's id, or NULL for all,
+/// and the statements test it as `($n::uuid IS NULL OR tenant_id = $n)`: another tenant's
+/// rows then look exactly like rows that do not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Tenant(Uuid),
+}
+
+impl Scope {
+    /// The one tenant in scope, if it is one.
+    pub fn tenant(self) -> Option<Uuid> {
+        match self {
+            Scope::All => None,
+            Scope::Tenant(id) => Some(id),
+        }
+    }
+}
+
+impl Type<Postgres> for Scope {
+    fn type_info() -> PgTypeInfo {
+        <Uuid as Type<Postgres>>::type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for Scope {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        match self {
+            Scope::All => Ok(IsNull::Yes),
+            Scope::Tenant(id) => <Uuid as Encode<Postgres>>::encode_by_ref(id, buf),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub name: String,
+    pub weight: i32,
+    pub time_zone: String,
+    /// Calls this tenant may have live at once across its providers; `null`: no cap.
+    pub max_live_calls: Option<i32>,
+    /// Region of numbers uploaded without a country code (ISO 3166-1 alpha-2); `null`:
+    /// every number needs its `+` and country code.
+    pub default_region: Option<String>,
+    /// Transactional messages accepted and not yet finished this tenant may have; past it
+    /// `POST /messages` answers 429 with `Retry-After`.
+    pub max_queued_messages: i32,
+    /// Transactional messages this tenant may send a day (its time zone's day); `null`: no
+    /// cap.
+    pub max_messages_per_day: Option<i32>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new tenant's settings, validated by the caller.
+#[derive(Debug, Clone)]
+pub struct TenantSettings<'a> {
+    pub name: &'a str,
+    pub weight: i32,
+    pub time_zone: &'a str,
+    pub max_live_calls: Option<i32>,
+    pub default_region: Option<&'a str>,
+    pub max_queued_messages: i32,
+    pub max_messages_per_day: Option<i32>,
+}
+
+const COLUMNS: &str = "id, name, weight, time_zone, max_live_calls, default_region, \
+                       max_queued_messages, max_messages_per_day, created_at";
+
+/// Creates a tenant; a name already taken is the unique constraint's error.
+pub async fn create(pool: &PgPool, tenant: &TenantSettings<'_>) -> Result<Tenant, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO tenants (name, weight, time_zone, max_live_calls, default_region,
+                              max_queued_messages, max_messages_per_day)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         RETURNING {COLUMNS}"
+    )))
+    .bind(tenant.name)
+    .bind(tenant.weight)
+    .bind(tenant.time_zone)
+    .bind(tenant.max_live_calls)
+    .bind(tenant.default_region)
+    .bind(tenant.max_queued_messages)
+    .bind(tenant.max_messages_per_day)
+    .fetch_one(pool)
+    .await
+}
+
+/// The tenants in `scope`, by name.
+pub async fn list(pool: &PgPool, scope: Scope) -> Result<Vec<Tenant>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM tenants WHERE $1::uuid IS NULL OR id = $1 ORDER BY name"
+    )))
+    .bind(scope)
+    .fetch_all(pool)
+    .await
+}
+
+/// Tenant `id`, if it exists and is in `scope`.
+pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Option<Tenant>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM tenants WHERE id = $1 AND ($2::uuid IS NULL OR id = $2)"
+    )))
+    .bind(id)
+    .bind(scope)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Whether PostgreSQL (which evaluates quiet hours) knows this IANA zone.
+pub async fn known_time_zone(pool: &PgPool, zone: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)")
+        .bind(zone)
+        .fetch_one(pool)
+        .await
+}
