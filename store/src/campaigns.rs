@@ -172,3 +172,19 @@ pub async fn fold_counts(pool: &PgPool) -> Result<i64, sqlx::Error> {
         .fetch_one(pool)
         .await
 }
+
+/// Resumes the streams of transactional messages that provider `provider`'s refusal paused
+/// (they have no resume button of their own: new credentials resume them); returns how many.
+pub async fn resume_message_streams(
+    tx: &mut sqlx::PgConnection,
+    provider: Uuid,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE campaigns SET status = 'running', pause_reason = NULL
+         WHERE kind = 'messages' AND status = 'paused' AND (provider_id = $1 OR overflow_provider_id = $1)",
+    )
+    .bind(provider)
+    .execute(tx)
+    .await?
+    .rows_affected())
+}

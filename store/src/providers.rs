@@ -1,8 +1,14 @@
 //! Providers: what the tick reads of them (paces, free lines, commitments, the fleet's
 //! allowances), what a worker loads to send through one and its lines for calls, and what
-//! the receiver reads to check a provider's receipts.
+//! the receiver reads to check a provider's receipts; and the admin's providers (created,
+//! listed, their commitments and credentials changed).
 
-use sqlx::PgPool;
+use crate::tenants::Scope;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// The pace (requests per second) of each of `providers` that has a rate limit.
@@ -198,5 +204,233 @@ pub async fn whatsapp_by_number(
     .bind(phone_number_id)
     .bind(tenant)
     .fetch_all(pool)
+    .await
+}
+
+// What the admin reads and writes of providers. A tenant's scope sees its own providers and
+// the shared ones (`tenant_id IS NULL`), every statement below the same way:
+// `($n::uuid IS NULL OR tenant_id = $n OR tenant_id IS NULL)`.
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Provider {
+    pub id: Uuid,
+    /// `null`: an operator-owned provider every tenant may use.
+    pub tenant_id: Option<Uuid>,
+    pub name: String,
+    pub kind: String,
+    /// The whole URL for `http`; the API's base URL for the other kinds. `null` for a tenant
+    /// looking at a shared provider: where the operator's providers live is not theirs to see.
+    pub endpoint: Option<String>,
+    /// Non-secret, per-kind settings (see API.md).
+    #[schema(value_type = Object)]
+    pub settings: Value,
+    pub has_credentials: bool,
+    pub timeout_ms: i32,
+    pub max_in_flight: i32,
+    pub max_attempts: i32,
+    pub retry_base_ms: i32,
+    pub retry_max_ms: i32,
+    /// Requests allowed per `rate_window_ms` across all workers; `null`: unlimited.
+    pub rate_limit: Option<i32>,
+    /// What one message costs through this provider (any currency); `null`: not given.
+    pub cost_per_message: Option<f64>,
+    pub rate_window_ms: i32,
+    /// What a request whose answer never came leads to: `await_receipt` (wait
+    /// `unknown_window_ms` for a receipt, then look the message up where the API can and
+    /// retry), `retry` (at once: only for a provider that honours the idempotency key) or
+    /// `fail` (after the window).
+    pub unknown_outcome: String,
+    pub unknown_window_ms: i32,
+    /// Calls live at once through this provider, fleet-wide; `null`: no cap.
+    pub max_live_calls: Option<i32>,
+    /// A call without a final status callback stops holding a line after this long.
+    pub live_call_timeout_ms: i32,
+    /// Where this provider's receipts go: set it as the provider's webhook (WhatsApp: the
+    /// Meta app's callback URL); Twilio and generic providers are told per request.
+    pub receipt_path: String,
+    /// Messages a calendar month (UTC) agreed with this provider; `null`: none. Routing
+    /// between a primary and its overflow prefers the one further behind its commitment.
+    pub monthly_commitment: Option<i32>,
+    /// Messages sent through this provider this calendar month (UTC); `null` for a shared
+    /// provider seen with a tenant key (other tenants' volume is not its to see).
+    pub sent_this_month: Option<i64>,
+    /// What an even pace through the month asks of the commitment by now; `null`: no
+    /// commitment.
+    pub commitment_due_by_now: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str =
+    "id, tenant_id, name, kind, endpoint, settings, credentials <> '{}'::jsonb AS has_credentials,
+     timeout_ms, max_in_flight, max_attempts, retry_base_ms, retry_max_ms, rate_limit,
+     rate_window_ms, cost_per_message::float8 AS cost_per_message, unknown_outcome,
+     unknown_window_ms, max_live_calls, live_call_timeout_ms,
+     '/webhooks/' || CASE kind WHEN 'http' THEN 'http' WHEN 'whatsapp' THEN 'whatsapp'
+                               ELSE 'twilio' END || '/' || id AS receipt_path,
+     monthly_commitment,
+     coalesce((SELECT sum(m.sent) FROM provider_month_sent m
+               WHERE m.provider_id = providers.id
+                 AND m.month = date_trunc('month', now() AT TIME ZONE 'UTC')::date), 0)::int8
+         AS sent_this_month,
+     (SELECT round(c.monthly_commitment * c.month_elapsed)::int8 FROM provider_commitments c
+      WHERE c.provider_id = providers.id) AS commitment_due_by_now,
+     created_at";
+
+/// A new provider, validated by the caller, its credentials sealed for its `id`.
+#[derive(Debug, Clone)]
+pub struct NewProviderRow<'a> {
+    pub id: Uuid,
+    /// `None`: shared by every tenant.
+    pub tenant_id: Option<Uuid>,
+    pub name: &'a str,
+    pub kind: &'a str,
+    pub endpoint: Option<String>,
+    pub settings: serde_json::Value,
+    pub sealed_credentials: serde_json::Value,
+    pub timeout_ms: i32,
+    pub max_in_flight: i32,
+    pub max_attempts: i32,
+    pub retry_base_ms: i32,
+    pub retry_max_ms: i32,
+    pub rate_limit: Option<i32>,
+    pub rate_window_ms: i32,
+    pub cost_per_message: Option<f64>,
+    pub unknown_outcome: &'a str,
+    pub unknown_window_ms: i32,
+    pub max_live_calls: Option<i32>,
+    pub live_call_timeout_ms: i32,
+    pub monthly_commitment: Option<i32>,
+}
+
+/// Creates a provider; a name already taken is the unique constraint's error.
+pub async fn create(pool: &PgPool, p: &NewProviderRow<'_>) -> Result<Provider, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO providers (tenant_id, name, kind, endpoint, settings, credentials, timeout_ms,
+                                max_in_flight, max_attempts, retry_base_ms, retry_max_ms,
+                                rate_limit, rate_window_ms, cost_per_message, unknown_outcome,
+                                unknown_window_ms, max_live_calls, live_call_timeout_ms, id,
+                                monthly_commitment)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::float8, $15, $16,
+                 $17, $18, $19, $20)
+         RETURNING {COLUMNS}"
+    )))
+    .bind(p.tenant_id)
+    .bind(p.name)
+    .bind(p.kind)
+    .bind(&p.endpoint)
+    .bind(&p.settings)
+    .bind(&p.sealed_credentials)
+    .bind(p.timeout_ms)
+    .bind(p.max_in_flight)
+    .bind(p.max_attempts)
+    .bind(p.retry_base_ms)
+    .bind(p.retry_max_ms)
+    .bind(p.rate_limit)
+    .bind(p.rate_window_ms)
+    .bind(p.cost_per_message)
+    .bind(p.unknown_outcome)
+    .bind(p.unknown_window_ms)
+    .bind(p.max_live_calls)
+    .bind(p.live_call_timeout_ms)
+    .bind(p.id)
+    .bind(p.monthly_commitment)
+    .fetch_one(pool)
+    .await
+}
+
+/// The providers `scope` sees, by name.
+pub async fn list(pool: &PgPool, scope: Scope) -> Result<Vec<Provider>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM providers
+         WHERE $1::uuid IS NULL OR tenant_id = $1 OR tenant_id IS NULL ORDER BY name"
+    )))
+    .bind(scope)
+    .fetch_all(pool)
+    .await
+}
+
+/// Provider `id`, if `scope` sees it.
+pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Option<Provider>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM providers
+         WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2 OR tenant_id IS NULL)"
+    )))
+    .bind(id)
+    .bind(scope)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The owner of provider `id` (`Some(None)`: shared), if `scope` sees it.
+pub async fn owner(
+    pool: &PgPool,
+    scope: Scope,
+    id: Uuid,
+) -> Result<Option<Option<Uuid>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT tenant_id FROM providers
+         WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2 OR tenant_id IS NULL)",
+    )
+    .bind(id)
+    .bind(scope)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Sets provider `id`'s monthly commitment (`None`: none).
+pub async fn set_commitment(
+    pool: &PgPool,
+    id: Uuid,
+    monthly_commitment: Option<i32>,
+) -> Result<Provider, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE providers SET monthly_commitment = $2 WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(monthly_commitment)
+    .fetch_one(pool)
+    .await
+}
+
+/// What checking new credentials needs of provider `id`: its owner, kind, endpoint and
+/// settings; locked until the transaction ends, if `scope` sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiShape {
+    pub tenant_id: Option<Uuid>,
+    pub kind: String,
+    pub endpoint: String,
+    pub settings: serde_json::Value,
+}
+
+pub async fn lock_shape(
+    tx: &mut PgConnection,
+    scope: Scope,
+    id: Uuid,
+) -> Result<Option<ApiShape>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT tenant_id, kind, endpoint, settings FROM providers
+         WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2 OR tenant_id IS NULL)
+         FOR UPDATE",
+    )
+    .bind(id)
+    .bind(scope)
+    .fetch_optional(tx)
+    .await
+}
+
+/// Replaces provider `id`'s credentials (sealed) and bumps its revision, which tells the
+/// workers their cached copy is stale.
+pub async fn replace_credentials(
+    tx: &mut PgConnection,
+    id: Uuid,
+    sealed: &serde_json::Value,
+) -> Result<Provider, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE providers SET credentials = $2, revision = revision + 1
+         WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(sealed)
+    .fetch_one(tx)
     .await
 }

@@ -127,3 +127,81 @@ pub async fn known_time_zone(pool: &PgPool, zone: &str) -> Result<bool, sqlx::Er
         .fetch_one(pool)
         .await
 }
+
+/// A tenant's default provider (and overflow) for one channel: what its transactional
+/// messages use when they name no provider.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DefaultProviderRow {
+    pub channel: String,
+    pub provider_id: Uuid,
+    pub overflow_provider_id: Option<Uuid>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Tenant `tenant`'s default provider and overflow for `channel`, if it has one.
+pub async fn default_provider(
+    pool: &PgPool,
+    tenant: Uuid,
+    channel: &str,
+) -> Result<Option<(Uuid, Option<Uuid>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT provider_id, overflow_provider_id FROM tenant_default_providers
+         WHERE tenant_id = $1 AND channel = $2",
+    )
+    .bind(tenant)
+    .bind(channel)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Tenant `tenant`'s default providers, by channel.
+pub async fn default_providers(
+    pool: &PgPool,
+    tenant: Uuid,
+) -> Result<Vec<DefaultProviderRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT channel, provider_id, overflow_provider_id, updated_at
+         FROM tenant_default_providers WHERE tenant_id = $1 ORDER BY channel",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await
+}
+
+/// Sets (or replaces) tenant `tenant`'s default provider for `channel`.
+pub async fn set_default_provider(
+    pool: &PgPool,
+    tenant: Uuid,
+    channel: &str,
+    provider: Uuid,
+    overflow: Option<Uuid>,
+) -> Result<DefaultProviderRow, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO tenant_default_providers (tenant_id, channel, provider_id, overflow_provider_id)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (tenant_id, channel) DO UPDATE
+            SET provider_id = excluded.provider_id,
+                overflow_provider_id = excluded.overflow_provider_id, updated_at = now()
+         RETURNING channel, provider_id, overflow_provider_id, updated_at",
+    )
+    .bind(tenant)
+    .bind(channel)
+    .bind(provider)
+    .bind(overflow)
+    .fetch_one(pool)
+    .await
+}
+
+/// Removes tenant `tenant`'s default provider for `channel`, if it has one.
+pub async fn remove_default_provider(
+    pool: &PgPool,
+    tenant: Uuid,
+    channel: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM tenant_default_providers WHERE tenant_id = $1 AND channel = $2")
+        .bind(tenant)
+        .bind(channel)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -12,18 +12,30 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use herald_shared::domain::Channel;
+use herald_store::tenants::{self, DefaultProviderRow};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DefaultProvider {
     #[schema(schema_with = crate::api::openapi::rules::channel)]
     pub channel: String,
     pub provider_id: Uuid,
     pub overflow_provider_id: Option<Uuid>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl From<DefaultProviderRow> for DefaultProvider {
+    fn from(row: DefaultProviderRow) -> Self {
+        Self {
+            channel: row.channel,
+            provider_id: row.provider_id,
+            overflow_provider_id: row.overflow_provider_id,
+            updated_at: row.updated_at,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -47,14 +59,7 @@ pub struct ChannelPath {
 
 /// The tenant `id` as `caller` may see it, or 404.
 async fn visible_tenant(pool: &PgPool, caller: Caller, id: Uuid) -> Result<(), ApiError> {
-    let exists: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1 AND ($2::uuid IS NULL OR id = $2))",
-    )
-    .bind(id)
-    .bind(caller.scope())
-    .fetch_one(pool)
-    .await?;
-    if exists {
+    if tenants::get(pool, caller.scope(), id).await?.is_some() {
         Ok(())
     } else {
         Err(ApiError::NotFound("tenant"))
@@ -79,14 +84,7 @@ pub async fn lookup(
     tenant: Uuid,
     channel: &str,
 ) -> Result<Option<(Uuid, Option<Uuid>)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT provider_id, overflow_provider_id FROM tenant_default_providers
-         WHERE tenant_id = $1 AND channel = $2",
-    )
-    .bind(tenant)
-    .bind(channel)
-    .fetch_optional(pool)
-    .await
+    tenants::default_provider(pool, tenant, channel).await
 }
 
 #[utoipa::path(get, path = "/tenants/{id}/default-providers", tag = "tenants",
@@ -97,14 +95,8 @@ pub async fn list(
     Path(id): Path<Uuid>,
 ) -> Result<Json<Vec<DefaultProvider>>, ApiError> {
     visible_tenant(&state.pool, caller, id).await?;
-    let rows = sqlx::query_as(
-        "SELECT channel, provider_id, overflow_provider_id, updated_at
-         FROM tenant_default_providers WHERE tenant_id = $1 ORDER BY channel",
-    )
-    .bind(id)
-    .fetch_all(&state.pool)
-    .await?;
-    Ok(Json(rows))
+    let rows = tenants::default_providers(&state.pool, id).await?;
+    Ok(Json(rows.into_iter().map(DefaultProvider::from).collect()))
 }
 
 #[utoipa::path(put, path = "/tenants/{id}/default-providers/{channel}", tag = "tenants",
@@ -143,20 +135,16 @@ pub async fn set(
     if !fields.is_empty() {
         return Err(ApiError::fields("default provider", fields));
     }
-    let row: DefaultProvider = sqlx::query_as(
-        "INSERT INTO tenant_default_providers (tenant_id, channel, provider_id, overflow_provider_id)
-         VALUES ($1, $2, $3, $4)
-         ON CONFLICT (tenant_id, channel) DO UPDATE
-            SET provider_id = excluded.provider_id,
-                overflow_provider_id = excluded.overflow_provider_id, updated_at = now()
-         RETURNING channel, provider_id, overflow_provider_id, updated_at",
-    )
-    .bind(id)
-    .bind(channel.as_str())
-    .bind(body.provider_id)
-    .bind(body.overflow_provider_id)
-    .fetch_one(&state.pool)
-    .await?;
+    let row = DefaultProvider::from(
+        tenants::set_default_provider(
+            &state.pool,
+            id,
+            channel.as_str(),
+            body.provider_id,
+            body.overflow_provider_id,
+        )
+        .await?,
+    );
     tracing::info!(tenant_id = %id, channel = %row.channel, provider_id = %row.provider_id, "default provider set");
     Ok(Json(row))
 }
@@ -172,10 +160,6 @@ pub async fn remove(
 ) -> Result<StatusCode, ApiError> {
     visible_tenant(&state.pool, caller, id).await?;
     let channel = channel(&name)?;
-    sqlx::query("DELETE FROM tenant_default_providers WHERE tenant_id = $1 AND channel = $2")
-        .bind(id)
-        .bind(channel.as_str())
-        .execute(&state.pool)
-        .await?;
+    tenants::remove_default_provider(&state.pool, id, channel.as_str()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

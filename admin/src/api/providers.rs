@@ -11,62 +11,14 @@ use crate::validate;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
 use herald_shared::domain::UnknownOutcome;
 use herald_shared::provider_config::{self, Kind};
-use serde::{Deserialize, Serialize};
+use herald_store as store;
+use herald_store::providers::{self, ApiShape, NewProviderRow, Provider};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
-
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct Provider {
-    pub id: Uuid,
-    /// `null`: an operator-owned provider every tenant may use.
-    pub tenant_id: Option<Uuid>,
-    pub name: String,
-    pub kind: String,
-    /// The whole URL for `http`; the API's base URL for the other kinds. `null` for a tenant
-    /// looking at a shared provider: where the operator's providers live is not theirs to see.
-    pub endpoint: Option<String>,
-    /// Non-secret, per-kind settings (see API.md).
-    #[schema(value_type = Object)]
-    pub settings: Value,
-    pub has_credentials: bool,
-    pub timeout_ms: i32,
-    pub max_in_flight: i32,
-    pub max_attempts: i32,
-    pub retry_base_ms: i32,
-    pub retry_max_ms: i32,
-    /// Requests allowed per `rate_window_ms` across all workers; `null`: unlimited.
-    pub rate_limit: Option<i32>,
-    /// What one message costs through this provider (any currency); `null`: not given.
-    pub cost_per_message: Option<f64>,
-    pub rate_window_ms: i32,
-    /// What a request whose answer never came leads to: `await_receipt` (wait
-    /// `unknown_window_ms` for a receipt, then look the message up where the API can and
-    /// retry), `retry` (at once: only for a provider that honours the idempotency key) or
-    /// `fail` (after the window).
-    pub unknown_outcome: String,
-    pub unknown_window_ms: i32,
-    /// Calls live at once through this provider, fleet-wide; `null`: no cap.
-    pub max_live_calls: Option<i32>,
-    /// A call without a final status callback stops holding a line after this long.
-    pub live_call_timeout_ms: i32,
-    /// Where this provider's receipts go: set it as the provider's webhook (WhatsApp: the
-    /// Meta app's callback URL); Twilio and generic providers are told per request.
-    pub receipt_path: String,
-    /// Messages a calendar month (UTC) agreed with this provider; `null`: none. Routing
-    /// between a primary and its overflow prefers the one further behind its commitment.
-    pub monthly_commitment: Option<i32>,
-    /// Messages sent through this provider this calendar month (UTC); `null` for a shared
-    /// provider seen with a tenant key (other tenants' volume is not its to see).
-    pub sent_this_month: Option<i64>,
-    /// What an even pace through the month asks of the commitment by now; `null`: no
-    /// commitment.
-    pub commitment_due_by_now: Option<i64>,
-    pub created_at: DateTime<Utc>,
-}
 
 // Debug is written by hand below so that credentials never reach a log line.
 #[derive(Deserialize, ToSchema)]
@@ -218,27 +170,15 @@ pub async fn set_commitment(
             "must be between 1 and 2000000000, or null",
         ));
     }
-    let owner: Option<Option<Uuid>> = sqlx::query_scalar(
-        "SELECT tenant_id FROM providers
-         WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2 OR tenant_id IS NULL)",
-    )
-    .bind(id)
-    .bind(caller.scope())
-    .fetch_optional(&state.pool)
-    .await?;
-    let owner = owner.ok_or(ApiError::NotFound("provider"))?;
+    let owner = providers::owner(&state.pool, caller.scope(), id)
+        .await?
+        .ok_or(ApiError::NotFound("provider"))?;
     if owner.is_none() {
         caller.require_operator().map_err(|_| {
             ApiError::Forbidden("a shared provider's commitment is the operator's to change")
         })?;
     }
-    let provider: Provider = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE providers SET monthly_commitment = $2 WHERE id = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(body.monthly_commitment)
-    .fetch_one(&state.pool)
-    .await?;
+    let provider = providers::set_commitment(&state.pool, id, body.monthly_commitment).await?;
     tracing::info!(provider_id = %id, monthly_commitment = ?body.monthly_commitment, "provider commitment set");
     Ok(Json(seen_by(caller, provider)))
 }
@@ -326,22 +266,6 @@ fn check(body: &NewProvider) -> Vec<FieldError> {
     fields
 }
 
-const COLUMNS: &str =
-    "id, tenant_id, name, kind, endpoint, settings, credentials <> '{}'::jsonb AS has_credentials,
-     timeout_ms, max_in_flight, max_attempts, retry_base_ms, retry_max_ms, rate_limit,
-     rate_window_ms, cost_per_message::float8 AS cost_per_message, unknown_outcome,
-     unknown_window_ms, max_live_calls, live_call_timeout_ms,
-     '/webhooks/' || CASE kind WHEN 'http' THEN 'http' WHEN 'whatsapp' THEN 'whatsapp'
-                               ELSE 'twilio' END || '/' || id AS receipt_path,
-     monthly_commitment,
-     coalesce((SELECT sum(m.sent) FROM provider_month_sent m
-               WHERE m.provider_id = providers.id
-                 AND m.month = date_trunc('month', now() AT TIME ZONE 'UTC')::date), 0)::int8
-         AS sent_this_month,
-     (SELECT round(c.monthly_commitment * c.month_elapsed)::int8 FROM provider_commitments c
-      WHERE c.provider_id = providers.id) AS commitment_due_by_now,
-     created_at";
-
 #[utoipa::path(post, path = "/providers", tag = "providers", request_body = NewProvider,
     responses((status = 201, body = Provider), (status = 409, description = "One of the same name exists already", body = crate::error::ErrorBody)))]
 pub async fn create(
@@ -367,39 +291,31 @@ pub async fn create(
     // The id is chosen here: sealed credentials are bound to it.
     let id = Uuid::new_v4();
     let credentials = state.keyring.seal(id, &body.credentials);
-    let provider: Provider = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO providers (tenant_id, name, kind, endpoint, settings, credentials, timeout_ms,
-                                max_in_flight, max_attempts, retry_base_ms, retry_max_ms,
-                                rate_limit, rate_window_ms, cost_per_message, unknown_outcome,
-                                unknown_window_ms, max_live_calls, live_call_timeout_ms, id,
-                                monthly_commitment)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::float8, $15, $16,
-                 $17, $18, $19, $20)
-         RETURNING {COLUMNS}"
-    )))
-    .bind(tenant)
-    .bind(body.name.trim())
-    .bind(&body.kind)
-    .bind(endpoint(&body))
-    .bind(Value::Object(body.settings))
-    .bind(credentials)
-    .bind(body.timeout_ms)
-    .bind(body.max_in_flight)
-    .bind(body.max_attempts)
-    .bind(body.retry_base_ms)
-    .bind(body.retry_max_ms)
-    .bind(body.rate_limit)
-    .bind(body.rate_window_ms)
-    .bind(body.cost_per_message)
-    .bind(&body.unknown_outcome)
-    .bind(body.unknown_window_ms)
-    .bind(body.max_live_calls)
-    .bind(body.live_call_timeout_ms)
-    .bind(id)
-    .bind(body.monthly_commitment)
-    .fetch_one(&state.pool)
-    .await
-    .map_err(|e| from_constraint(e, "provider"))?;
+    let row = NewProviderRow {
+        id,
+        tenant_id: tenant,
+        name: body.name.trim(),
+        kind: &body.kind,
+        endpoint: endpoint(&body),
+        settings: Value::Object(body.settings),
+        sealed_credentials: credentials,
+        timeout_ms: body.timeout_ms,
+        max_in_flight: body.max_in_flight,
+        max_attempts: body.max_attempts,
+        retry_base_ms: body.retry_base_ms,
+        retry_max_ms: body.retry_max_ms,
+        rate_limit: body.rate_limit,
+        rate_window_ms: body.rate_window_ms,
+        cost_per_message: body.cost_per_message,
+        unknown_outcome: &body.unknown_outcome,
+        unknown_window_ms: body.unknown_window_ms,
+        max_live_calls: body.max_live_calls,
+        live_call_timeout_ms: body.live_call_timeout_ms,
+        monthly_commitment: body.monthly_commitment,
+    };
+    let provider = providers::create(&state.pool, &row)
+        .await
+        .map_err(|e| from_constraint(e, "provider"))?;
     tracing::info!(provider_id = %provider.id, tenant_id = ?tenant, "provider created");
     Ok((StatusCode::CREATED, Json(provider)))
 }
@@ -409,13 +325,7 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<Provider>>, ApiError> {
-    let providers = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM providers
-         WHERE $1::uuid IS NULL OR tenant_id = $1 OR tenant_id IS NULL ORDER BY name"
-    )))
-    .bind(caller.scope())
-    .fetch_all(&state.pool)
-    .await?;
+    let providers = providers::list(&state.pool, caller.scope()).await?;
     Ok(Json(
         providers.into_iter().map(|p| seen_by(caller, p)).collect(),
     ))
@@ -440,16 +350,10 @@ pub async fn show(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Provider>, ApiError> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM providers
-         WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2 OR tenant_id IS NULL)"
-    )))
-    .bind(id)
-    .bind(caller.scope())
-    .fetch_optional(&state.pool)
-    .await?
-    .map(|p| Json(seen_by(caller, p)))
-    .ok_or(ApiError::NotFound("provider"))
+    providers::get(&state.pool, caller.scope(), id)
+        .await?
+        .map(|p| Json(seen_by(caller, p)))
+        .ok_or(ApiError::NotFound("provider"))
 }
 
 #[utoipa::path(put, path = "/providers/{id}/credentials", tag = "providers",
@@ -465,16 +369,14 @@ pub async fn rotate_credentials(
     JsonBody(body): JsonBody<NewCredentials>,
 ) -> Result<Json<Provider>, ApiError> {
     let mut tx = state.pool.begin().await?;
-    let row: Option<(Option<Uuid>, String, String, Value)> = sqlx::query_as(
-        "SELECT tenant_id, kind, endpoint, settings FROM providers
-         WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2 OR tenant_id IS NULL)
-         FOR UPDATE",
-    )
-    .bind(id)
-    .bind(caller.scope())
-    .fetch_optional(&mut *tx)
-    .await?;
-    let (owner, kind, endpoint, settings) = row.ok_or(ApiError::NotFound("provider"))?;
+    let ApiShape {
+        tenant_id: owner,
+        kind,
+        endpoint,
+        settings,
+    } = providers::lock_shape(&mut tx, caller.scope(), id)
+        .await?
+        .ok_or(ApiError::NotFound("provider"))?;
     if owner.is_none() {
         caller.require_operator().map_err(|_| {
             ApiError::Forbidden("a shared provider's credentials are the operator's to change")
@@ -496,28 +398,13 @@ pub async fn rotate_credentials(
         ));
     }
     // The revision tells workers their cached copy is stale (see the worker's providers).
-    let provider: Provider = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE providers SET credentials = $2, revision = revision + 1
-         WHERE id = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(
-        state
-            .keyring
-            .seal(id, given.as_object().unwrap_or(&Map::new())),
-    )
-    .fetch_one(&mut *tx)
-    .await?;
+    let sealed = state
+        .keyring
+        .seal(id, given.as_object().unwrap_or(&Map::new()));
+    let provider = providers::replace_credentials(&mut tx, id, &sealed).await?;
     // Streams of transactional messages paused by this provider's refusal (bad credentials)
     // have no resume button of their own: new credentials resume them.
-    let resumed = sqlx::query(
-        "UPDATE campaigns SET status = 'running', pause_reason = NULL
-         WHERE kind = 'messages' AND status = 'paused' AND (provider_id = $1 OR overflow_provider_id = $1)",
-    )
-    .bind(id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    let resumed = store::campaigns::resume_message_streams(&mut tx, id).await?;
     tx.commit().await?;
     tracing::info!(provider_id = %id, resumed_message_streams = resumed, "provider credentials rotated");
     Ok(Json(seen_by(caller, provider)))
