@@ -14,7 +14,7 @@
 //! - [`receipts`]: storing receipts and applying them to recipients.
 //! - [`pacing`]: a provider's fleet-wide pace and breaker.
 //! - [`tenants`]: tenants, and the [`tenants::Scope`] every query of a tenant's data takes;
-//!   [`keys`]: the admin API's keys, stored hashed.
+//!   [`keys`]: the admin API's keys, stored hashed; [`segments`]: tenants' contact filters.
 //! - [`fleet`]: the workers' heartbeats and the caps each may have in flight.
 //! - [`leadership`]: the advisory lock that makes one scheduler the leader.
 //!
@@ -38,4 +38,5 @@ pub mod progress;
 pub mod providers;
 pub mod receipts;
 pub mod recipients;
+pub mod segments;
 pub mod tenants;

@@ -312,3 +312,41 @@ mod tests {
         assert_eq!(FINAL_RANK, DeliveryStatus::Failed.rank());
     }
 }
+
+/// A receipt that never found its message, as the admin lists it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+pub struct OrphanReceipt {
+    pub provider_id: Uuid,
+    /// The provider's id of the message the receipt is about.
+    pub message_id: String,
+    pub status: String,
+    /// As the provider spelled it.
+    pub raw_status: String,
+    pub error_code: Option<String>,
+    pub received_at: DateTime<Utc>,
+    pub orphaned_at: Option<DateTime<Utc>>,
+}
+
+/// The orphaned receipts of the providers `scope` owns (an operator: every provider's),
+/// only `provider`'s if given, newest first, at most `limit`.
+pub async fn orphans(
+    pool: &PgPool,
+    scope: crate::tenants::Scope,
+    provider: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<OrphanReceipt>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT x.provider_id, x.message_id, x.status, x.raw_status, x.error_code, x.received_at,
+                x.orphaned_at
+         FROM receipts x JOIN providers p ON p.id = x.provider_id
+         WHERE x.orphaned_at IS NOT NULL AND x.recipient_id IS NULL
+           AND ($1::uuid IS NULL OR p.tenant_id = $1)
+           AND ($2::uuid IS NULL OR x.provider_id = $2)
+         ORDER BY x.received_at DESC LIMIT $3",
+    )
+    .bind(scope)
+    .bind(provider)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

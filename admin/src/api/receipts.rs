@@ -8,23 +8,10 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Query, State};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use herald_store::receipts::{self, OrphanReceipt};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use uuid::Uuid;
-
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct OrphanReceipt {
-    pub provider_id: Uuid,
-    /// The provider's id of the message the receipt is about.
-    pub message_id: String,
-    pub status: String,
-    /// As the provider spelled it.
-    pub raw_status: String,
-    pub error_code: Option<String>,
-    pub received_at: DateTime<Utc>,
-    pub orphaned_at: Option<DateTime<Utc>>,
-}
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct OrphanQuery {
@@ -47,19 +34,6 @@ pub async fn orphans(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::field("limit", "must be between 1 and 1000"));
     }
-    let rows = sqlx::query_as(
-        "SELECT x.provider_id, x.message_id, x.status, x.raw_status, x.error_code, x.received_at,
-                x.orphaned_at
-         FROM receipts x JOIN providers p ON p.id = x.provider_id
-         WHERE x.orphaned_at IS NOT NULL AND x.recipient_id IS NULL
-           AND ($1::uuid IS NULL OR p.tenant_id = $1)
-           AND ($2::uuid IS NULL OR x.provider_id = $2)
-         ORDER BY x.received_at DESC LIMIT $3",
-    )
-    .bind(caller.scope())
-    .bind(query.provider_id)
-    .bind(limit)
-    .fetch_all(&state.pool)
-    .await?;
+    let rows = receipts::orphans(&state.pool, caller.scope(), query.provider_id, limit).await?;
     Ok(Json(rows))
 }

@@ -10,20 +10,11 @@ use crate::validate;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
+use herald_store::segments::{self, Segment};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use uuid::Uuid;
-
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct Segment {
-    pub id: Uuid,
-    pub tenant_id: Uuid,
-    pub name: String,
-    pub filter: String,
-    pub created_at: DateTime<Utc>,
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -62,16 +53,9 @@ pub async fn create(
     if !fields.is_empty() {
         return Err(ApiError::fields("segment", fields));
     }
-    let segment: Segment = sqlx::query_as(
-        "INSERT INTO segments (tenant_id, name, filter) VALUES ($1, $2, $3)
-         RETURNING id, tenant_id, name, filter, created_at",
-    )
-    .bind(tenant)
-    .bind(body.name.trim())
-    .bind(&body.filter)
-    .fetch_one(&state.pool)
-    .await
-    .map_err(|e| from_constraint(e, "segment"))?;
+    let segment = segments::create(&state.pool, tenant, body.name.trim(), &body.filter)
+        .await
+        .map_err(|e| from_constraint(e, "segment"))?;
     Ok((StatusCode::CREATED, Json(segment)))
 }
 
@@ -80,26 +64,13 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<Segment>>, ApiError> {
-    let rows = sqlx::query_as(
-        "SELECT id, tenant_id, name, filter, created_at FROM segments
-         WHERE $1::uuid IS NULL OR tenant_id = $1 ORDER BY name",
-    )
-    .bind(caller.scope())
-    .fetch_all(&state.pool)
-    .await?;
-    Ok(Json(rows))
+    Ok(Json(segments::list(&state.pool, caller.scope()).await?))
 }
 
 async fn fetch(state: &AppState, caller: Caller, id: Uuid) -> Result<Segment, ApiError> {
-    sqlx::query_as(
-        "SELECT id, tenant_id, name, filter, created_at FROM segments
-         WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)",
-    )
-    .bind(id)
-    .bind(caller.scope())
-    .fetch_optional(&state.pool)
-    .await?
-    .ok_or(ApiError::NotFound("segment"))
+    segments::get(&state.pool, caller.scope(), id)
+        .await?
+        .ok_or(ApiError::NotFound("segment"))
 }
 
 #[utoipa::path(get, path = "/segments/{id}", tag = "segments",

@@ -1,0 +1,59 @@
+//! Segments: a tenant's named filters over its contacts (the admin compiles the filter into
+//! bound SQL; see its `filter`).
+
+use crate::tenants::Scope;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Segment {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub filter: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Creates a segment of `tenant`; a name already taken is the unique constraint's error.
+pub async fn create(
+    pool: &PgPool,
+    tenant: Uuid,
+    name: &str,
+    filter: &str,
+) -> Result<Segment, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO segments (tenant_id, name, filter) VALUES ($1, $2, $3)
+         RETURNING id, tenant_id, name, filter, created_at",
+    )
+    .bind(tenant)
+    .bind(name)
+    .bind(filter)
+    .fetch_one(pool)
+    .await
+}
+
+/// The segments in `scope`, by name.
+pub async fn list(pool: &PgPool, scope: Scope) -> Result<Vec<Segment>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, tenant_id, name, filter, created_at FROM segments
+         WHERE $1::uuid IS NULL OR tenant_id = $1 ORDER BY name",
+    )
+    .bind(scope)
+    .fetch_all(pool)
+    .await
+}
+
+/// Segment `id`, if it is in `scope`.
+pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Option<Segment>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, tenant_id, name, filter, created_at FROM segments
+         WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)",
+    )
+    .bind(id)
+    .bind(scope)
+    .fetch_optional(pool)
+    .await
+}
