@@ -1,9 +1,9 @@
-//! What the scheduler reads and changes of campaigns: which may be dispatched from now (and
-//! how much of each is due), their start and completion, their progress counters' fold and
-//! the backlog.
+//! Campaigns: what the scheduler reads and changes of them (which may be dispatched from now
+//! and how much of each is due, their start and completion, their progress counters' fold,
+//! the backlog), and what the admin does with them (create, start, pause, resume, cancel).
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 /// A running campaign and how many of its recipients are due now (capped at its batch size).
@@ -176,7 +176,7 @@ pub async fn fold_counts(pool: &PgPool) -> Result<i64, sqlx::Error> {
 /// Resumes the streams of transactional messages that provider `provider`'s refusal paused
 /// (they have no resume button of their own: new credentials resume them); returns how many.
 pub async fn resume_message_streams(
-    tx: &mut sqlx::PgConnection,
+    tx: &mut PgConnection,
     provider: Uuid,
 ) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
@@ -187,4 +187,192 @@ pub async fn resume_message_streams(
     .execute(tx)
     .await?
     .rows_affected())
+}
+
+// What the admin does with campaigns (its lists and progress are built in the admin, over
+// the same counters).
+
+/// A change of a campaign's status an operator or a tenant asks for. Each applies only from
+/// the statuses it names; from any other it changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// From `running` or `scheduled`; clears a pause reason (the operator's pause is its own).
+    Pause,
+    /// From `paused`: `scheduled` again if its start is still to come, else `running`.
+    Resume,
+    /// From anything not yet finished.
+    Cancel,
+}
+
+impl Transition {
+    fn statement(self) -> &'static str {
+        match self {
+            Transition::Pause => {
+                "UPDATE campaigns SET status = 'paused', pause_reason = NULL
+                 WHERE id = $1 AND status IN ('running', 'scheduled')"
+            }
+            Transition::Resume => {
+                "UPDATE campaigns
+                 SET status = CASE WHEN start_at > now() THEN 'scheduled' ELSE 'running' END,
+                     pause_reason = NULL,
+                     started_at = CASE WHEN start_at > now() THEN started_at ELSE coalesce(started_at, now()) END
+                 WHERE id = $1 AND status = 'paused'"
+            }
+            Transition::Cancel => {
+                "UPDATE campaigns SET status = 'cancelled', completed_at = now()
+                 WHERE id = $1 AND status IN ('draft', 'scheduled', 'running', 'paused')"
+            }
+        }
+    }
+}
+
+/// Applies `transition` to campaign `id`: `Ok(None)` if it applied, `Ok(Some(status))` with
+/// the campaign's status if that status does not allow it.
+pub async fn transition(
+    pool: &PgPool,
+    id: Uuid,
+    transition: Transition,
+) -> Result<Option<String>, sqlx::Error> {
+    let changed = sqlx::query(transition.statement())
+        .bind(id)
+        .execute(pool)
+        .await?;
+    if changed.rows_affected() > 0 {
+        return Ok(None);
+    }
+    let status = sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await?;
+    Ok(Some(status))
+}
+
+/// Whether campaign `id` exists and `scope` sees it. A tenant's stream of transactional
+/// messages is a campaign only inside Herald: never visible as one.
+pub async fn visible(
+    pool: &PgPool,
+    scope: crate::tenants::Scope,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM campaigns
+                        WHERE id = $1 AND kind = 'campaign' AND ($2::uuid IS NULL OR tenant_id = $2))",
+    )
+    .bind(id)
+    .bind(scope)
+    .fetch_one(pool)
+    .await
+}
+
+/// A reason campaign recipients failed for, and how many did.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+pub struct ErrorCount {
+    pub reason: String,
+    pub count: i64,
+}
+
+/// Campaign `id`'s 50 commonest reasons for failed recipients, commonest first.
+pub async fn failure_reasons(pool: &PgPool, id: Uuid) -> Result<Vec<ErrorCount>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT coalesce(last_error, 'unknown') AS reason, count(*) AS count
+         FROM recipients WHERE campaign_id = $1 AND state = 'failed'
+         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 50",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+}
+
+/// A new campaign, validated by the caller.
+#[derive(Debug, Clone)]
+pub struct NewCampaignRow<'a> {
+    pub tenant_id: Uuid,
+    pub provider_id: Uuid,
+    pub overflow_provider_id: Option<Uuid>,
+    pub name: &'a str,
+    pub channel: &'a str,
+    pub template: &'a str,
+    pub batch_size: i32,
+    pub weight: i32,
+    pub start_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Its quiet hours' opening and closing times, in `time_zone`.
+    pub quiet: Option<(chrono::NaiveTime, chrono::NaiveTime)>,
+    pub time_zone: &'a str,
+    pub segment_id: Option<Uuid>,
+}
+
+/// Creates a draft campaign; returns its id. A name already taken is the unique
+/// constraint's error.
+pub async fn create(pool: &PgPool, c: &NewCampaignRow<'_>) -> Result<Uuid, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO campaigns (tenant_id, provider_id, name, channel, template, batch_size, weight,
+                                start_at, expires_at, quiet_start, quiet_end, time_zone, segment_id,
+                                overflow_provider_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+    )
+    .bind(c.tenant_id)
+    .bind(c.provider_id)
+    .bind(c.name)
+    .bind(c.channel)
+    .bind(c.template)
+    .bind(c.batch_size)
+    .bind(c.weight)
+    .bind(c.start_at)
+    .bind(c.expires_at)
+    .bind(c.quiet.map(|q| q.0))
+    .bind(c.quiet.map(|q| q.1))
+    .bind(c.time_zone)
+    .bind(c.segment_id)
+    .bind(c.overflow_provider_id)
+    .fetch_one(pool)
+    .await
+}
+
+/// What starting a campaign checks, read with the campaign locked until the transaction ends.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Startable {
+    pub status: String,
+    pub tenant_id: Uuid,
+    pub template: String,
+    pub segment_id: Option<Uuid>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+pub async fn lock_for_start(tx: &mut PgConnection, id: Uuid) -> Result<Startable, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT status, tenant_id, template, segment_id, expires_at FROM campaigns
+         WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_one(tx)
+    .await
+}
+
+/// Whether campaign `id` has any recipient.
+pub async fn has_recipients(tx: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign_id = $1)")
+        .bind(id)
+        .fetch_one(tx)
+        .await
+}
+
+/// Schedules draft campaign `id` to start at `start_at` (else its own start, else now). One
+/// started now is `started_at` now, not at the scheduler's next tick: time to first send
+/// counts from here.
+pub async fn schedule(
+    tx: &mut PgConnection,
+    id: Uuid,
+    start_at: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE campaigns SET status = 'scheduled', start_at = coalesce($2, start_at, now()),
+                started_at = CASE WHEN coalesce($2, start_at, now()) <= now() THEN now() END
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(start_at)
+    .execute(tx)
+    .await?;
+    Ok(())
 }

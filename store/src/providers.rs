@@ -434,3 +434,14 @@ pub async fn replace_credentials(
     .fetch_one(tx)
     .await
 }
+
+/// Whether `tenant` may send through `provider`: its own, or an operator's shared one.
+pub async fn usable_by(pool: &PgPool, provider: Uuid, tenant: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM providers WHERE id = $1 AND (tenant_id = $2 OR tenant_id IS NULL))",
+    )
+    .bind(provider)
+    .bind(tenant)
+    .fetch_one(pool)
+    .await
+}

@@ -205,3 +205,11 @@ pub async fn remove_default_provider(
         .await?;
     Ok(())
 }
+
+/// Tenant `id`'s time zone, if the tenant exists.
+pub async fn time_zone(pool: &PgPool, id: Uuid) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT time_zone FROM tenants WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}

@@ -18,6 +18,8 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Datelike, NaiveTime, Utc};
 use herald_shared::domain::{CampaignStatus, Channel};
 use herald_shared::template;
+use herald_store as store;
+use herald_store::campaigns::{ErrorCount, Transition};
 use herald_store::tenants::Scope;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder};
@@ -374,11 +376,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Campaign>), ApiError> {
     let tenant = caller.owning_tenant(body.tenant_id)?;
     let pool = &state.pool;
-    let tenant_zone: Option<String> =
-        sqlx::query_scalar("SELECT time_zone FROM tenants WHERE id = $1")
-            .bind(tenant)
-            .fetch_optional(pool)
-            .await?;
+    let tenant_zone = store::tenants::time_zone(pool, tenant).await?;
     let Some(tenant_zone) = tenant_zone else {
         return Err(ApiError::field("tenant_id", "no such tenant"));
     };
@@ -465,45 +463,33 @@ pub async fn create(
             bad("overflow_provider_id", "no such provider".into());
         }
     }
-    if let Some(segment) = body.segment_id {
-        let segment_ok: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM segments WHERE id = $1 AND tenant_id = $2)",
-        )
-        .bind(segment)
-        .bind(tenant)
-        .fetch_one(pool)
-        .await?;
-        if !segment_ok {
-            bad("segment_id", "no such segment".into());
-        }
+    if let Some(segment) = body.segment_id
+        && !store::segments::owned_by(pool, segment, tenant).await?
+    {
+        bad("segment_id", "no such segment".into());
     }
     if !fields.is_empty() {
         return Err(ApiError::fields("campaign", fields));
     }
 
-    let id: Uuid = sqlx::query_scalar(
-        "INSERT INTO campaigns (tenant_id, provider_id, name, channel, template, batch_size, weight,
-                                start_at, expires_at, quiet_start, quiet_end, time_zone, segment_id,
-                                overflow_provider_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
-    )
-    .bind(tenant)
-    .bind(body.provider_id)
-    .bind(body.name.trim())
-    .bind(&body.channel)
-    .bind(&body.template)
-    .bind(body.batch_size)
-    .bind(body.weight)
-    .bind(body.start_at)
-    .bind(body.expires_at)
-    .bind(quiet.map(|q| q.0))
-    .bind(quiet.map(|q| q.1))
-    .bind(&zone)
-    .bind(body.segment_id)
-    .bind(body.overflow_provider_id)
-    .fetch_one(pool)
-    .await
-    .map_err(|e| from_constraint(e, "campaign"))?;
+    let row = store::campaigns::NewCampaignRow {
+        tenant_id: tenant,
+        provider_id: body.provider_id,
+        overflow_provider_id: body.overflow_provider_id,
+        name: body.name.trim(),
+        channel: &body.channel,
+        template: &body.template,
+        batch_size: body.batch_size,
+        weight: body.weight,
+        start_at: body.start_at,
+        expires_at: body.expires_at,
+        quiet,
+        time_zone: &zone,
+        segment_id: body.segment_id,
+    };
+    let id = store::campaigns::create(pool, &row)
+        .await
+        .map_err(|e| from_constraint(e, "campaign"))?;
     tracing::info!(campaign_id = %id, tenant_id = %tenant, "campaign created");
     Ok((
         StatusCode::CREATED,
@@ -511,7 +497,6 @@ pub async fn create(
     ))
 }
 
-/// Whether `tenant` may send through `provider`: its own, or an operator's shared one.
 /// A daily quiet window's opening and closing times, or what is wrong with them, by field.
 pub(crate) fn quiet_window(
     q: &QuietHours,
@@ -529,18 +514,13 @@ pub(crate) fn quiet_window(
     }
 }
 
+/// Whether `tenant` may send through `provider`: its own, or an operator's shared one.
 pub(crate) async fn usable_provider(
     pool: &PgPool,
     provider: Uuid,
     tenant: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM providers WHERE id = $1 AND (tenant_id = $2 OR tenant_id IS NULL))",
-    )
-    .bind(provider)
-    .bind(tenant)
-    .fetch_one(pool)
-    .await
+    store::providers::usable_by(pool, provider, tenant).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -640,12 +620,6 @@ pub async fn progress(
     ))
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct ErrorCount {
-    pub reason: String,
-    pub count: i64,
-}
-
 #[utoipa::path(get, path = "/campaigns/{id}/errors", tag = "campaigns",
     responses((status = 200, body = Vec<ErrorCount>), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn errors(
@@ -654,29 +628,14 @@ pub async fn errors(
     Path(id): Path<Uuid>,
 ) -> Result<Json<Vec<ErrorCount>>, ApiError> {
     ensure_visible(&state.pool, caller, id).await?;
-    let rows = sqlx::query_as(
-        "SELECT coalesce(last_error, 'unknown') AS reason, count(*) AS count
-         FROM recipients WHERE campaign_id = $1 AND state = 'failed'
-         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 50",
-    )
-    .bind(id)
-    .fetch_all(&state.pool)
-    .await?;
-    Ok(Json(rows))
+    Ok(Json(
+        store::campaigns::failure_reasons(&state.pool, id).await?,
+    ))
 }
 
 /// 404 unless the campaign exists and the caller may see it.
 pub async fn ensure_visible(pool: &PgPool, caller: Caller, id: Uuid) -> Result<(), ApiError> {
-    let visible: bool = sqlx::query_scalar(
-        // A tenant's stream of transactional messages is a campaign only inside Herald.
-        "SELECT EXISTS (SELECT 1 FROM campaigns
-                        WHERE id = $1 AND kind = 'campaign' AND ($2::uuid IS NULL OR tenant_id = $2))",
-    )
-    .bind(id)
-    .bind(caller.scope())
-    .fetch_one(pool)
-    .await?;
-    if visible {
+    if store::campaigns::visible(pool, caller.scope(), id).await? {
         Ok(())
     } else {
         Err(ApiError::NotFound("campaign"))
@@ -689,15 +648,10 @@ async fn transition(
     caller: Caller,
     id: Uuid,
     action: &str,
-    sql: &'static str,
+    change: Transition,
 ) -> Result<Json<Campaign>, ApiError> {
     ensure_visible(pool, caller, id).await?;
-    let changed = sqlx::query(sql).bind(id).execute(pool).await?;
-    if changed.rows_affected() == 0 {
-        let status: String = sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1")
-            .bind(id)
-            .fetch_one(pool)
-            .await?;
+    if let Some(status) = store::campaigns::transition(pool, id, change).await? {
         return Err(ApiError::Conflict(format!(
             "cannot {action} a campaign that is {status}"
         )));
@@ -725,18 +679,13 @@ pub async fn start(
     let pool = &state.pool;
     ensure_visible(pool, caller, id).await?;
     let mut tx = pool.begin().await?;
-    let (status, tenant, template_text, segment, expires_at): (
-        String,
-        Uuid,
-        String,
-        Option<Uuid>,
-        Option<DateTime<Utc>>,
-    ) = sqlx::query_as(
-        "SELECT status, tenant_id, template, segment_id, expires_at FROM campaigns WHERE id = $1 FOR UPDATE",
-    )
-    .bind(id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let store::campaigns::Startable {
+        status,
+        tenant_id: tenant,
+        template: template_text,
+        segment_id: segment,
+        expires_at,
+    } = store::campaigns::lock_for_start(&mut tx, id).await?;
     if status != "draft" {
         return Err(ApiError::Conflict(format!(
             "cannot start a campaign that is {status}"
@@ -760,27 +709,13 @@ pub async fn start(
     if let Some(segment) = segment {
         materialize_segment(&mut tx, id, tenant, segment, &template_text).await?;
     }
-    let recipients: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign_id = $1)")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-    if !recipients {
+    if !store::campaigns::has_recipients(&mut tx, id).await? {
         return Err(ApiError::field(
             "recipients",
             "the campaign has no recipients: upload some or give it a segment that matches contacts",
         ));
     }
-    sqlx::query(
-        // Started now (not at the scheduler's next tick): time to first send counts from here.
-        "UPDATE campaigns SET status = 'scheduled', start_at = coalesce($2, start_at, now()),
-                started_at = CASE WHEN coalesce($2, start_at, now()) <= now() THEN now() END
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(request.start_at)
-    .execute(&mut *tx)
-    .await?;
+    store::campaigns::schedule(&mut tx, id, request.start_at).await?;
     tx.commit().await?;
     tracing::info!(campaign_id = %id, tenant_id = %tenant, "campaign scheduled to start");
     Ok(Json(fetch_one(pool, caller.scope(), id).await?))
@@ -795,10 +730,7 @@ async fn materialize_segment(
     segment: Uuid,
     template_text: &str,
 ) -> Result<(), ApiError> {
-    let filter_text: String = sqlx::query_scalar("SELECT filter FROM segments WHERE id = $1")
-        .bind(segment)
-        .fetch_one(&mut *tx)
-        .await?;
+    let filter_text = store::segments::filter(&mut *tx, segment).await?;
     let filter = Filter::parse(&filter_text)
         .map_err(|e| ApiError::field("segment_id", format!("the segment's filter: {e}")))?;
     let needed = template::variables(template_text)
@@ -846,15 +778,7 @@ pub async fn pause(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Campaign>, ApiError> {
-    transition(
-        &state.pool,
-        caller,
-        id,
-        "pause",
-        "UPDATE campaigns SET status = 'paused', pause_reason = NULL
-         WHERE id = $1 AND status IN ('running', 'scheduled')",
-    )
-    .await
+    transition(&state.pool, caller, id, "pause", Transition::Pause).await
 }
 
 #[utoipa::path(post, path = "/campaigns/{id}/resume", tag = "campaigns",
@@ -864,18 +788,7 @@ pub async fn resume(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Campaign>, ApiError> {
-    transition(
-        &state.pool,
-        caller,
-        id,
-        "resume",
-        "UPDATE campaigns
-         SET status = CASE WHEN start_at > now() THEN 'scheduled' ELSE 'running' END,
-             pause_reason = NULL,
-             started_at = CASE WHEN start_at > now() THEN started_at ELSE coalesce(started_at, now()) END
-         WHERE id = $1 AND status = 'paused'",
-    )
-    .await
+    transition(&state.pool, caller, id, "resume", Transition::Resume).await
 }
 
 #[utoipa::path(post, path = "/campaigns/{id}/cancel", tag = "campaigns",
@@ -885,13 +798,5 @@ pub async fn cancel(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Campaign>, ApiError> {
-    transition(
-        &state.pool,
-        caller,
-        id,
-        "cancel",
-        "UPDATE campaigns SET status = 'cancelled', completed_at = now()
-         WHERE id = $1 AND status IN ('draft', 'scheduled', 'running', 'paused')",
-    )
-    .await
+    transition(&state.pool, caller, id, "cancel", Transition::Cancel).await
 }
