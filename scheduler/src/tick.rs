@@ -299,11 +299,10 @@ impl Ticker {
                     .lane_depth(provider, per_message(provider))
                     .await?,
             );
-            let measured = match how {
-                Measure::Full => self.lanes.budget(provider, depth),
-                Measure::TopUp | Measure::Skip => {
-                    self.lanes.top_up(provider, depth, Instant::now())
-                }
+            let measured = if how == Measure::Full {
+                self.lanes.budget(provider, depth)
+            } else {
+                self.lanes.top_up(provider, depth, Instant::now())
             };
             let allowance = allowances.get(&provider).copied().unwrap_or(0);
             let cut = budget::cut(

@@ -297,22 +297,6 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Erro
     Ok(done.rows_affected())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_final_rank_is_the_lowest_final_status() {
-        let lowest = DeliveryStatus::ALL
-            .iter()
-            .filter(|s| s.is_final())
-            .map(|s| s.rank())
-            .min();
-        assert_eq!(Some(FINAL_RANK), lowest);
-        assert_eq!(FINAL_RANK, DeliveryStatus::Failed.rank());
-    }
-}
-
 /// A receipt that never found its message, as the admin lists it.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct OrphanReceipt {
@@ -349,4 +333,20 @@ pub async fn orphans(
     .bind(limit)
     .fetch_all(pool)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_final_rank_is_the_lowest_final_status() {
+        let lowest = DeliveryStatus::ALL
+            .iter()
+            .filter(|s| s.is_final())
+            .map(|s| s.rank())
+            .min();
+        assert_eq!(Some(FINAL_RANK), lowest);
+        assert_eq!(FINAL_RANK, DeliveryStatus::Failed.rank());
+    }
 }

@@ -10,10 +10,12 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// Whose data a query may see: every tenant's (an operator's key) or one tenant's (a
-/// tenant's key). Every store function that reads or changes a tenant's data takes one, so
-/// a caller cannot forget it; bound into a statement it is the tenant's id, or NULL for all,
-/// and the statements test it as `($n::uuid IS NULL OR tenant_id = $n)`: another tenant's
-/// rows then look exactly like rows that do not exist.
+/// tenant's key). Every store function that lists a tenant's data or looks it up by id takes
+/// one, so a caller cannot forget it; bound into a statement it is the tenant's id, or NULL
+/// for all, and the statements test it as `($n::uuid IS NULL OR tenant_id = $n)`: another
+/// tenant's rows then look exactly like rows that do not exist. The changes that follow such
+/// a lookup (a campaign's transition, a key's end, a provider's credentials) take the id the
+/// caller has just found in its scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     All,
