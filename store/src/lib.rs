@@ -6,14 +6,16 @@
 //! - [`recipients`]: a recipient's state machine (claim, lease, record, release, sweep,
 //!   expire, park), every transition written once, in one place.
 //! - [`campaigns`]: which campaigns the tick may dispatch from, their start and completion,
-//!   their counters and the backlog.
+//!   their counters and the backlog; the admin's creation, start and status changes.
 //! - [`providers`]: what the tick reads of providers (paces, free lines, commitments), what
-//!   a worker loads to send through one, and the lines calls hold.
+//!   a worker loads to send through one, the lines calls hold, what the receiver checks
+//!   receipts with, and the admin's providers.
 //! - [`catalog`]: creating tenants, providers, campaigns and their recipients.
 //! - [`progress`]: per-campaign progress, deliveries and sends per provider.
 //! - [`receipts`]: storing receipts and applying them to recipients.
 //! - [`pacing`]: a provider's fleet-wide pace and breaker.
-//! - [`tenants`]: tenants, and the [`tenants::Scope`] every query of a tenant's data takes;
+//! - [`tenants`]: tenants and their default providers, and the [`tenants::Scope`] every list
+//!   and lookup of a tenant's data takes;
 //!   [`keys`]: the admin API's keys, stored hashed; [`segments`]: tenants' contact filters.
 //! - [`fleet`]: the workers' heartbeats and the caps each may have in flight.
 //! - [`leadership`]: the advisory lock that makes one scheduler the leader.
@@ -25,8 +27,10 @@
 //! `cancelled`, `expired`, or back to `pending`). Both are plain SQL, inlined by the planner
 //! into each statement, so the indexes on the campaign's columns still serve.
 //!
-//! Every function takes a pool and returns `sqlx::Error` as it came: whether a failure is an
-//! outage to ride out or a bad row is the caller's judgement.
+//! Every function takes a pool, or the caller's connection where it is one step of the
+//! caller's transaction, and returns `sqlx::Error` as it came (the catalog wraps it beside its
+//! own validation errors): whether a failure is an outage to ride out or a bad row is the
+//! caller's judgement.
 
 pub mod campaigns;
 pub mod catalog;

@@ -80,7 +80,7 @@ pub async fn run(
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
-    if let Err(error) = fleet::leave(&settings.pool, settings.id).await {
+    if let Err(error) = herald_store::fleet::leave(&settings.pool, settings.id).await {
         tracing::debug!(%error, "could not leave the fleet; the heartbeat will expire");
     }
 }

@@ -51,11 +51,6 @@ pub async fn heartbeat<T>(
     .await
 }
 
-/// Leaves the fleet at shutdown, so the others take up its share at once.
-pub async fn leave(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
-    store::fleet::leave(pool, id).await
-}
-
 impl View {
     /// The fleet as this worker sees it, from the other live workers' caps.
     fn of(others: &[store::fleet::Caps]) -> Self {

@@ -444,13 +444,13 @@ pub async fn create(
             zone = z.clone();
         }
     }
-    if !crate::api::tenants::known_time_zone(pool, &zone).await? {
+    if !store::tenants::known_time_zone(pool, &zone).await? {
         bad(
             "quiet_hours.time_zone",
             format!("`{zone}` is not an IANA time zone"),
         );
     }
-    if !usable_provider(pool, body.provider_id, tenant).await? {
+    if !store::providers::usable_by(pool, body.provider_id, tenant).await? {
         bad("provider_id", "no such provider".into());
     }
     if let Some(overflow) = body.overflow_provider_id {
@@ -459,7 +459,7 @@ pub async fn create(
                 "overflow_provider_id",
                 "must differ from provider_id".into(),
             );
-        } else if !usable_provider(pool, overflow, tenant).await? {
+        } else if !store::providers::usable_by(pool, overflow, tenant).await? {
             bad("overflow_provider_id", "no such provider".into());
         }
     }
@@ -512,15 +512,6 @@ pub(crate) fn quiet_window(
             .filter_map(|(field, result)| result.err().map(|reason| (field, reason)))
             .collect()),
     }
-}
-
-/// Whether `tenant` may send through `provider`: its own, or an operator's shared one.
-pub(crate) async fn usable_provider(
-    pool: &PgPool,
-    provider: Uuid,
-    tenant: Uuid,
-) -> Result<bool, sqlx::Error> {
-    store::providers::usable_by(pool, provider, tenant).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -113,7 +113,7 @@ pub async fn set(
     visible_tenant(&state.pool, caller, id).await?;
     let channel = channel(&name)?;
     let mut fields = Vec::new();
-    if !super::campaigns::usable_provider(&state.pool, body.provider_id, id).await? {
+    if !herald_store::providers::usable_by(&state.pool, body.provider_id, id).await? {
         fields.push(FieldError {
             field: "provider_id".into(),
             reason: "no such provider".into(),
@@ -125,7 +125,7 @@ pub async fn set(
                 field: "overflow_provider_id".into(),
                 reason: "must differ from provider_id".into(),
             });
-        } else if !super::campaigns::usable_provider(&state.pool, overflow, id).await? {
+        } else if !herald_store::providers::usable_by(&state.pool, overflow, id).await? {
             fields.push(FieldError {
                 field: "overflow_provider_id".into(),
                 reason: "no such provider".into(),

@@ -514,7 +514,7 @@ async fn check(
             let known = match lookups.zones.get(given) {
                 Some(&known) => known,
                 None => {
-                    let known = super::tenants::known_time_zone(pool, given).await?;
+                    let known = herald_store::tenants::known_time_zone(pool, given).await?;
                     lookups.zones.insert(given.clone(), known);
                     known
                 }
@@ -612,7 +612,7 @@ async fn usable(
     if let Some(&known) = lookups.providers.get(&(provider, tenant)) {
         return Ok(known);
     }
-    let ok = super::campaigns::usable_provider(pool, provider, tenant).await?;
+    let ok = herald_store::providers::usable_by(pool, provider, tenant).await?;
     lookups.providers.insert((provider, tenant), ok);
     Ok(ok)
 }

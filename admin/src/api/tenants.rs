@@ -11,7 +11,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use herald_store::tenants::{self, Scope, Tenant, TenantSettings};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -55,11 +54,6 @@ fn one() -> i32 {
 
 fn utc() -> String {
     "UTC".to_owned()
-}
-
-/// Whether PostgreSQL (which evaluates quiet hours) knows this IANA zone.
-pub async fn known_time_zone(pool: &PgPool, zone: &str) -> Result<bool, sqlx::Error> {
-    tenants::known_time_zone(pool, zone).await
 }
 
 #[utoipa::path(post, path = "/tenants", tag = "tenants", request_body = NewTenant,
@@ -114,7 +108,7 @@ pub async fn create(
             reason,
         });
     }
-    if !known_time_zone(&state.pool, &body.time_zone).await? {
+    if !tenants::known_time_zone(&state.pool, &body.time_zone).await? {
         fields.push(FieldError {
             field: "time_zone".into(),
             reason: format!("`{}` is not an IANA time zone", body.time_zone),
