@@ -6,7 +6,6 @@
 //! - [`error`]: every failure as a JSON error naming the field or row.
 //! - [`upload`] and [`staging`]: streamed, all-or-nothing audience uploads;
 //!   [`upload_slots`]: how many run at once; [`limits`]: what input may hold.
-//! - [`filter`]: the segment filter language, compiled to parameterized SQL.
 //! - [`validate`]: single-value checks (E.164, names, times); [`endpoints`]: where tenants'
 //!   providers may point.
 //! - [`web`]: the page.
@@ -16,7 +15,6 @@ pub mod auth;
 pub mod config;
 pub mod endpoints;
 pub mod error;
-pub mod filter;
 pub mod limits;
 pub mod phone;
 pub mod reseal;

@@ -5,6 +5,7 @@
 //! is rewritten in a transaction of its own, and every process opens both keys meanwhile.
 
 use herald_shared::sealed::{Keyring, SealError};
+use herald_store::providers;
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -25,18 +26,13 @@ pub struct Resealed {
 }
 
 pub async fn reseal(pool: &PgPool, keyring: &Keyring) -> Result<Resealed, ResealError> {
-    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM providers ORDER BY id")
-        .fetch_all(pool)
-        .await?;
+    let ids = providers::ids(pool).await?;
     let mut resealed = 0;
     for &id in &ids {
         let mut tx = pool.begin().await?;
-        let stored: Option<Value> =
-            sqlx::query_scalar("SELECT credentials FROM providers WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(stored) = stored else { continue };
+        let Some(stored) = providers::lock_credentials(&mut tx, id).await? else {
+            continue;
+        };
         if keyring.is_current(&stored) {
             continue;
         }
@@ -46,11 +42,7 @@ pub async fn reseal(pool: &PgPool, keyring: &Keyring) -> Result<Resealed, Reseal
         let Value::Object(credentials) = opened else {
             continue;
         };
-        sqlx::query("UPDATE providers SET credentials = $2 WHERE id = $1")
-            .bind(id)
-            .bind(keyring.seal(id, &credentials))
-            .execute(&mut *tx)
-            .await?;
+        providers::reseal_credentials(&mut tx, id, &keyring.seal(id, &credentials)).await?;
         tx.commit().await?;
         resealed += 1;
     }

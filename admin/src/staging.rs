@@ -30,12 +30,7 @@ pub async fn stage(
     region: Option<phonenumber::country::Id>,
     check: impl Fn(&Row) -> Option<RowError>,
 ) -> Result<u64, ApiError> {
-    sqlx::query(
-        "CREATE TEMP TABLE upload_rows (n bigint NOT NULL, address text NOT NULL, fields jsonb NOT NULL)
-         ON COMMIT DROP",
-    )
-    .execute(&mut *tx)
-    .await?;
+    herald_store::uploads::create(&mut *tx).await?;
 
     let mut rows = upload::rows(body, format, idle);
     let mut chunk: Vec<Row> = Vec::with_capacity(CHUNK);
@@ -153,15 +148,7 @@ async fn insert(tx: &mut PgConnection, chunk: &mut Vec<Row>) -> Result<(), sqlx:
         .iter()
         .map(|r| Value::Object(r.fields.clone()))
         .collect();
-    sqlx::query(
-        "INSERT INTO upload_rows (n, address, fields)
-         SELECT * FROM unnest($1::bigint[], $2::text[], $3::jsonb[])",
-    )
-    .bind(&numbers)
-    .bind(&addresses)
-    .bind(&fields)
-    .execute(&mut *tx)
-    .await?;
+    herald_store::uploads::append(&mut *tx, &numbers, &addresses, &fields).await?;
     chunk.clear();
     Ok(())
 }

@@ -3,9 +3,9 @@
 //! a value or a clear error: never a panic, never a hang. The test suite runs each target
 //! for proptest's default 256 cases; `scripts/fuzz.sh` runs many more (`PROPTEST_CASES`).
 
-use herald_admin::filter::Filter;
 use herald_admin::phone;
 use herald_admin::upload::{self, Format, Item};
+use herald_store::segments::filter::Filter;
 use proptest::prelude::*;
 use sqlx::{Postgres, QueryBuilder};
 use std::sync::Once;

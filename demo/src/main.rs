@@ -449,7 +449,7 @@ async fn demo(
     loop {
         let receipts = final_receipts(pool, &campaigns).await?;
         let rows = progress::campaigns(pool, &campaigns).await?;
-        let sent: i64 = rows.iter().map(|r| r.sent).sum();
+        let sent: i64 = rows.iter().map(|r| r.counts.sent).sum();
         if receipts.values().sum::<i64>() >= sent || waited.elapsed() > Duration::from_secs(10) {
             break;
         }
@@ -484,7 +484,7 @@ fn draw(
         out.push_str(&format!("\x1b[{previous_lines}A"));
     }
     for row in rows {
-        let done = row.finished() as f64 / row.total.max(1) as f64;
+        let done = row.counts.finished() as f64 / row.counts.total.max(1) as f64;
         let width = 30;
         let filled = (done * width as f64).round() as usize;
         out.push_str(&format!(
@@ -494,10 +494,10 @@ fn draw(
             "#".repeat(filled),
             "-".repeat(width - filled),
             done * 100.0,
-            row.sent,
+            row.counts.sent,
             delivered.get(&row.id).copied().unwrap_or(0),
-            row.failed,
-            row.queued + row.sending,
+            row.counts.failed,
+            row.counts.queued + row.counts.sending,
             row.status,
             if tty { "\x1b[K" } else { "" },
         ));
@@ -578,14 +578,15 @@ fn summary(
     );
     for row in rows {
         let first = row
+            .counts
             .time_to_first_send()
             .map_or("-".into(), |d| d.num_milliseconds().to_string());
-        let took = match (row.started_at, last_sent.get(&row.id).copied()) {
+        let took = match (row.counts.started_at, last_sent.get(&row.id).copied()) {
             (Some(start), Some(end)) => (end - start).num_milliseconds() as f64 / 1000.0,
             _ => 0.0,
         };
         let rate = if took > 0.0 {
-            row.sent as f64 / took
+            row.counts.sent as f64 / took
         } else {
             0.0
         };
@@ -593,20 +594,20 @@ fn summary(
             "{:<22} {:<16} {:>8} {:>8} {:>10} {:>7} {:>16} {:>10.1} {:>12.0}",
             row.tenant,
             row.name,
-            row.total,
-            row.sent,
+            row.counts.total,
+            row.counts.sent,
             delivered.get(&row.id).copied().unwrap_or(0),
-            row.failed,
+            row.counts.failed,
             first,
             took,
             rate
         );
     }
-    let start = rows.iter().filter_map(|r| r.started_at).min();
+    let start = rows.iter().filter_map(|r| r.counts.started_at).min();
     let end = last_sent.values().copied().max();
     if let (Some(start), Some(end)) = (start, end) {
         let secs = (end - start).num_milliseconds() as f64 / 1000.0;
-        let sent: i64 = rows.iter().map(|r| r.sent).sum();
+        let sent: i64 = rows.iter().map(|r| r.counts.sent).sum();
         println!(
             "overall: {sent} sent in {secs:.1} s = {:.0} msg/s",
             sent as f64 / secs.max(0.001)
@@ -640,7 +641,7 @@ async fn bench(
             break;
         }
         if last_print.elapsed() > Duration::from_secs(2) {
-            eprintln!("  {label}: {} / {} sent", row.sent, row.total);
+            eprintln!("  {label}: {} / {} sent", row.counts.sent, row.counts.total);
             last_print = Instant::now();
         }
         if started.elapsed() > timeout {
@@ -670,16 +671,19 @@ async fn bench(
     println!(
         "{label}: {} sent, {} failed in {:.1} s: {:.0} msg/s end to end, {:.0} msg/s steady state; \
          provider saw {} requests, {} duplicates",
-        row.sent,
-        row.failed,
+        row.counts.sent,
+        row.counts.failed,
         total_secs,
-        row.sent as f64 / total_secs.max(0.001),
+        row.counts.sent as f64 / total_secs.max(0.001),
         steady_rate,
         stats["requests"],
         stats["duplicates"],
     );
     if !cpu.is_empty() {
-        println!("{label}: {}", cpu_after.report(&cpu_before, row.sent));
+        println!(
+            "{label}: {}",
+            cpu_after.report(&cpu_before, row.counts.sent)
+        );
     }
     if let Some(memory) = cpu::peak_memory(cpu) {
         println!("{label}: {memory}");
@@ -729,9 +733,9 @@ async fn stop_neighbour(pool: &PgPool, campaign: Uuid) -> anyhow::Result<()> {
     .await?;
     println!(
         "  neighbour meanwhile: {} sent, {} waiting to retry after a timeout, {} in flight",
-        row.sent,
+        row.counts.sent,
         retries,
-        row.queued + row.sending
+        row.counts.queued + row.counts.sending
     );
     sqlx::query("UPDATE campaigns SET status = 'cancelled' WHERE id = $1")
         .bind(campaign)

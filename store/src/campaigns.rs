@@ -2,8 +2,10 @@
 //! and how much of each is due, their start and completion, their progress counters' fold,
 //! the backlog), and what the admin does with them (create, start, pause, resume, cancel).
 
+use crate::progress::{Counts, counts_columns, counts_join};
+use crate::tenants::Scope;
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 /// A running campaign and how many of its recipients are due now (capped at its batch size).
@@ -249,11 +251,7 @@ pub async fn transition(
 
 /// Whether campaign `id` exists and `scope` sees it. A tenant's stream of transactional
 /// messages is a campaign only inside Herald: never visible as one.
-pub async fn visible(
-    pool: &PgPool,
-    scope: crate::tenants::Scope,
-    id: Uuid,
-) -> Result<bool, sqlx::Error> {
+pub async fn visible(pool: &PgPool, scope: Scope, id: Uuid) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM campaigns
                         WHERE id = $1 AND kind = 'campaign' AND ($2::uuid IS NULL OR tenant_id = $2))",
@@ -375,4 +373,124 @@ pub async fn schedule(
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// A campaign as the admin lists it: its definition, its tenant's name and its progress.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Listed {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub tenant_name: String,
+    pub name: String,
+    pub provider_id: Uuid,
+    pub overflow_provider_id: Option<Uuid>,
+    pub channel: String,
+    pub template: String,
+    pub status: String,
+    pub batch_size: i32,
+    pub weight: i32,
+    pub start_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub quiet_start: Option<chrono::NaiveTime>,
+    pub quiet_end: Option<chrono::NaiveTime>,
+    pub time_zone: String,
+    pub segment_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub pause_reason: Option<String>,
+    #[sqlx(flatten)]
+    pub counts: Counts,
+}
+
+/// Which campaigns a listing shows, and where its page starts.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter<'a> {
+    pub status: Option<&'a str>,
+    pub tenant: Option<Uuid>,
+    /// Names containing this text, case-insensitively, matched as typed (`%` and `_` too).
+    pub name: Option<&'a str>,
+    /// The last campaign of the previous page: the list is newest first, the id breaking
+    /// ties between campaigns created in the same microsecond.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    /// At most this many rows.
+    pub limit: i64,
+}
+
+/// Campaigns with their counters, as `scope` sees them; callers append `AND …`. A tenant's
+/// stream of transactional messages is a campaign only inside Herald: never listed as one.
+fn select_listed(scope: Scope) -> QueryBuilder<Postgres> {
+    let mut qb = QueryBuilder::new(concat!(
+        "SELECT c.id, c.tenant_id, t.name AS tenant_name, c.name, c.provider_id,
+                c.overflow_provider_id, c.channel, c.template, c.status, c.batch_size, c.weight,
+                c.start_at, c.expires_at, c.quiet_start, c.quiet_end, c.time_zone, c.segment_id,
+                c.created_at, c.pause_reason, ",
+        counts_columns!(),
+        " FROM campaigns c JOIN tenants t ON t.id = c.tenant_id ",
+        counts_join!(),
+        " WHERE c.kind = 'campaign' AND ("
+    ));
+    qb.push_bind(scope)
+        .push("::uuid IS NULL OR c.tenant_id = ")
+        .push_bind(scope)
+        .push(")");
+    qb
+}
+
+/// A page of the campaigns `scope` sees that pass `filter`, newest first.
+pub async fn list(
+    pool: &PgPool,
+    scope: Scope,
+    filter: &ListFilter<'_>,
+) -> Result<Vec<Listed>, sqlx::Error> {
+    let mut qb = select_listed(scope);
+    if let Some(status) = filter.status {
+        qb.push(" AND c.status = ").push_bind(status.to_owned());
+    }
+    if let Some(tenant) = filter.tenant {
+        qb.push(" AND c.tenant_id = ").push_bind(tenant);
+    }
+    if let Some(name) = filter.name {
+        // strpos, not LIKE: the text is matched as typed.
+        qb.push(" AND strpos(lower(c.name), lower(")
+            .push_bind(name.to_owned())
+            .push(")) > 0");
+    }
+    if let Some((created_at, id)) = filter.after {
+        qb.push(" AND (c.created_at, c.id) < (")
+            .push_bind(created_at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    qb.push(" ORDER BY c.created_at DESC, c.id DESC LIMIT ")
+        .push_bind(filter.limit);
+    qb.build_query_as().fetch_all(pool).await
+}
+
+/// Campaign `id` as [`list`] shows it, if `scope` sees it.
+pub async fn listed(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Option<Listed>, sqlx::Error> {
+    let mut qb = select_listed(scope);
+    qb.push(" AND c.id = ").push_bind(id);
+    qb.build_query_as().fetch_optional(pool).await
+}
+
+/// What adding recipients to a campaign checks, read with the campaign locked until the
+/// caller's transaction ends (so a concurrent start waits for the upload: a campaign never
+/// starts on half an audience).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Uploadable {
+    pub status: String,
+    pub template: String,
+    /// Its tenant's default region for phone numbers.
+    pub default_region: Option<String>,
+}
+
+pub async fn lock_for_upload(tx: &mut PgConnection, id: Uuid) -> Result<Uploadable, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.status, c.template, t.default_region
+         FROM campaigns c JOIN tenants t ON t.id = c.tenant_id
+         WHERE c.id = $1 FOR UPDATE OF c",
+    )
+    .bind(id)
+    .fetch_one(tx)
+    .await
 }

@@ -4,19 +4,26 @@
 //! these aggregates.
 //!
 //! - [`recipients`]: a recipient's state machine (claim, lease, record, release, sweep,
-//!   expire, park), every transition written once, in one place.
+//!   expire, park), every transition written once, in one place; and a campaign's audience
+//!   as the admin adds and lists it.
 //! - [`campaigns`]: which campaigns the tick may dispatch from, their start and completion,
-//!   their counters and the backlog; the admin's creation, start and status changes.
+//!   their counters and the backlog; the admin's creation, start, status changes and lists.
+//! - [`progress`]: the one progress row ([`progress::Counts`]) every view of a campaign
+//!   reads, deliveries and sends per provider.
+//! - [`messages`]: transactional messages (their streams, idempotency keys and quotas).
 //! - [`providers`]: what the tick reads of providers (paces, free lines, commitments), what
 //!   a worker loads to send through one, the lines calls hold, what the receiver checks
-//!   receipts with, and the admin's providers.
-//! - [`catalog`]: creating tenants, providers, campaigns and their recipients.
-//! - [`progress`]: per-campaign progress, deliveries and sends per provider.
+//!   receipts with, and the admin's providers and credentials.
+//! - [`catalog`]: creating tenants, providers, campaigns and their recipients (the demo's
+//!   and the tests' seeding).
 //! - [`receipts`]: storing receipts and applying them to recipients.
 //! - [`pacing`]: a provider's fleet-wide pace and breaker.
 //! - [`tenants`]: tenants and their default providers, and the [`tenants::Scope`] every list
 //!   and lookup of a tenant's data takes;
-//!   [`keys`]: the admin API's keys, stored hashed; [`segments`]: tenants' contact filters.
+//!   [`keys`]: the admin API's keys, stored hashed; [`contacts`]: tenants' address books;
+//!   [`segments`]: tenants' contact filters, and [`segments::filter`], the filter language
+//!   compiled to SQL with every name and value a bound parameter; [`uploads`]: the staging
+//!   table uploads stream into.
 //! - [`fleet`]: the workers' heartbeats and the caps each may have in flight.
 //! - [`leadership`]: the advisory lock that makes one scheduler the leader.
 //!
@@ -34,9 +41,12 @@
 
 pub mod campaigns;
 pub mod catalog;
+pub mod contacts;
 pub mod fleet;
 pub mod keys;
+mod keyset;
 pub mod leadership;
+pub mod messages;
 pub mod pacing;
 pub mod progress;
 pub mod providers;
@@ -44,3 +54,4 @@ pub mod receipts;
 pub mod recipients;
 pub mod segments;
 pub mod tenants;
+pub mod uploads;

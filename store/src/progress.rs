@@ -7,12 +7,10 @@ use sqlx::PgPool;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
+/// A campaign's recipients by state, its send rate and its timings: the one row every view
+/// of a campaign's progress reads (the admin's campaigns, the demo's and the benches' tables).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct CampaignProgress {
-    pub id: Uuid,
-    pub name: String,
-    pub tenant: String,
-    pub status: String,
+pub struct Counts {
     pub total: i64,
     pub pending: i64,
     pub queued: i64,
@@ -32,7 +30,7 @@ pub struct CampaignProgress {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-impl CampaignProgress {
+impl Counts {
     /// Recipients in a terminal state (not `unknown`: that one may still be sent).
     pub fn finished(&self) -> i64 {
         self.sent + self.failed + self.cancelled + self.expired
@@ -55,36 +53,62 @@ pub fn eta_seconds(remaining: i64, rate: f64) -> Option<f64> {
     (remaining > 0 && rate > 0.0).then(|| remaining as f64 / rate)
 }
 
-/// Over how many seconds the send rate is averaged.
-const RATE_WINDOW_SECS: f64 = 10.0;
+/// The columns of [`Counts`] for campaign `c`, joined with [`counts_join!`]. Served from the
+/// counters and the deltas the trigger on recipients appended since the scheduler last folded
+/// them (view `campaign_state_counts`), so they cost a few index lookups per campaign however
+/// many recipients it has.
+macro_rules! counts_columns {
+    () => {
+        "coalesce(k.total, 0)::int8 AS total, coalesce(k.pending, 0)::int8 AS pending,
+         coalesce(k.queued, 0)::int8 AS queued, coalesce(k.sending, 0)::int8 AS sending,
+         coalesce(k.unknown, 0)::int8 AS unknown,
+         coalesce(k.sent, 0)::int8 AS sent, coalesce(k.failed, 0)::int8 AS failed,
+         coalesce(k.cancelled, 0)::int8 AS cancelled, coalesce(k.expired, 0)::int8 AS expired,
+         (SELECT count(*) FROM recipients r
+          WHERE r.live_until > now() AND r.campaign_id = c.id) AS live_calls,
+         (SELECT coalesce(sum(s.sent), 0)::float8 FROM campaign_send_seconds s
+          WHERE s.campaign_id = c.id AND s.second >= date_trunc('second', now()) - interval '10 seconds'
+         ) / 10.0 AS send_rate,
+         c.started_at, c.first_sent_at, c.completed_at"
+    };
+}
+
+/// Joins campaign `c` to its counters for [`counts_columns!`]. `OFFSET 0` keeps them a
+/// per-campaign lookup: without it PostgreSQL flattens the view into a join and sums every
+/// campaign's counters before a page's LIMIT (80–110 ms for a page of 50 among 10,000
+/// campaigns, against 7 ms this way).
+macro_rules! counts_join {
+    () => {
+        "LEFT JOIN LATERAL (
+             SELECT * FROM campaign_state_counts WHERE campaign_id = c.id OFFSET 0
+         ) k ON true"
+    };
+}
+pub(crate) use {counts_columns, counts_join};
+
+/// A campaign's name, tenant and status beside its [`Counts`].
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct CampaignProgress {
+    pub id: Uuid,
+    pub name: String,
+    pub tenant: String,
+    pub status: String,
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub counts: Counts,
+}
 
 /// Progress of the given campaigns (all campaigns if `ids` is empty), oldest first.
-///
-/// Served from the counters and the deltas the trigger on recipients appended since the
-/// scheduler last folded them (view `campaign_state_counts`), so it costs a few index
-/// lookups per campaign however many recipients it has.
 pub async fn campaigns(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<CampaignProgress>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT c.id, c.name, t.name AS tenant, c.status,
-                coalesce(k.total, 0) AS total, coalesce(k.pending, 0) AS pending,
-                coalesce(k.queued, 0) AS queued, coalesce(k.sending, 0) AS sending,
-                coalesce(k.unknown, 0) AS unknown,
-                coalesce(k.sent, 0) AS sent, coalesce(k.failed, 0) AS failed,
-                coalesce(k.cancelled, 0) AS cancelled, coalesce(k.expired, 0) AS expired,
-                (SELECT count(*) FROM recipients r
-                 WHERE r.live_until > now() AND r.campaign_id = c.id) AS live_calls,
-                (SELECT coalesce(sum(s.sent), 0)::float8 FROM campaign_send_seconds s
-                 WHERE s.campaign_id = c.id AND s.second >= date_trunc('second', now()) - make_interval(secs => $2)
-                ) / $2 AS send_rate,
-                c.started_at, c.first_sent_at, c.completed_at
-         FROM campaigns c
-         JOIN tenants t ON t.id = c.tenant_id
-         LEFT JOIN campaign_state_counts k ON k.campaign_id = c.id
-         WHERE cardinality($1::uuid[]) = 0 OR c.id = ANY($1)
-         ORDER BY c.created_at, c.name",
-    )
+    sqlx::query_as(concat!(
+        "SELECT c.id, c.name, t.name AS tenant, c.status, ",
+        counts_columns!(),
+        " FROM campaigns c JOIN tenants t ON t.id = c.tenant_id ",
+        counts_join!(),
+        " WHERE cardinality($1::uuid[]) = 0 OR c.id = ANY($1)
+         ORDER BY c.created_at, c.name"
+    ))
     .bind(ids)
-    .bind(RATE_WINDOW_SECS)
     .fetch_all(pool)
     .await
 }

@@ -445,3 +445,36 @@ pub async fn usable_by(pool: &PgPool, provider: Uuid, tenant: Uuid) -> Result<bo
     .fetch_one(pool)
     .await
 }
+
+/// Every provider's id, in order (what resealing the credentials walks).
+pub async fn ids(pool: &PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM providers ORDER BY id")
+        .fetch_all(pool)
+        .await
+}
+
+/// Provider `id`'s stored (sealed) credentials, locked until the caller's transaction ends.
+pub async fn lock_credentials(
+    tx: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    sqlx::query_scalar("SELECT credentials FROM providers WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(tx)
+        .await
+}
+
+/// Stores provider `id`'s credentials sealed anew (under the current key). They are the
+/// same credentials, so the revision stays: the workers' opened copies are still right.
+pub async fn reseal_credentials(
+    tx: &mut PgConnection,
+    id: Uuid,
+    sealed: &serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE providers SET credentials = $2 WHERE id = $1")
+        .bind(id)
+        .bind(sealed)
+        .execute(tx)
+        .await?;
+    Ok(())
+}

@@ -215,3 +215,27 @@ pub async fn time_zone(pool: &PgPool, id: Uuid) -> Result<Option<String>, sqlx::
         .fetch_optional(pool)
         .await
 }
+
+/// Tenant `id`'s default region for phone numbers written without a country code (`None`
+/// inside: it has none; outside: no such tenant), read in the caller's transaction.
+pub async fn default_region(
+    tx: &mut sqlx::PgConnection,
+    id: Uuid,
+) -> Result<Option<Option<String>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT default_region FROM tenants WHERE id = $1")
+        .bind(id)
+        .fetch_optional(tx)
+        .await
+}
+
+/// Tenant `id`'s default region for phone numbers (if it has one) and its time zone, if
+/// the tenant exists.
+pub async fn region_and_zone(
+    pool: &PgPool,
+    id: Uuid,
+) -> Result<Option<(Option<String>, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT default_region, time_zone FROM tenants WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}

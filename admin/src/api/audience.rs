@@ -12,11 +12,11 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use chrono::{DateTime, Utc};
 use herald_shared::template;
+use herald_store as store;
+use herald_store::recipients::audience::Recipient;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::{Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -52,14 +52,11 @@ pub async fn upload(
     let mut tx = pool.begin().await?;
     // Locked for the whole upload, so a concurrent start waits for it (never starts on half
     // an audience).
-    let (status, template_text, region): (String, String, Option<String>) = sqlx::query_as(
-        "SELECT c.status, c.template, t.default_region
-         FROM campaigns c JOIN tenants t ON t.id = c.tenant_id
-         WHERE c.id = $1 FOR UPDATE OF c",
-    )
-    .bind(id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let store::campaigns::Uploadable {
+        status,
+        template: template_text,
+        default_region: region,
+    } = store::campaigns::lock_for_upload(&mut tx, id).await?;
     let region = region.as_deref().and_then(|r| phone::region(r).ok());
     if !matches!(status.as_str(), "draft" | "scheduled") {
         return Err(ApiError::Conflict(format!(
@@ -81,15 +78,7 @@ pub async fn upload(
     })
     .await?;
     // First occurrence of an address wins; addresses already in the campaign are kept.
-    let inserted = sqlx::query(
-        "INSERT INTO recipients (campaign_id, address, variables)
-         SELECT DISTINCT ON (address) $1, address, fields FROM upload_rows ORDER BY address, n
-         ON CONFLICT (campaign_id, address) WHERE NOT transactional DO NOTHING",
-    )
-    .bind(id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    let inserted = store::recipients::audience::add_staged(&mut tx, id).await?;
     tx.commit().await?;
     tracing::info!(campaign_id = %id, received, inserted, "recipients uploaded");
     Ok(Json(UploadResult {
@@ -123,24 +112,6 @@ pub struct ListQuery {
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct Recipient {
-    pub id: i64,
-    pub address: String,
-    #[schema(value_type = Object)]
-    pub variables: Value,
-    #[schema(schema_with = crate::api::openapi::rules::recipient_state)]
-    pub state: String,
-    pub attempts: i32,
-    pub last_error: Option<String>,
-    pub provider_message_id: Option<String>,
-    pub sent_at: Option<DateTime<Utc>>,
-    /// The provider's latest word on the message (its receipts), e.g. `delivered`.
-    pub delivery_status: Option<String>,
-    /// The provider's error code with a failed or undelivered status.
-    pub delivery_error: Option<String>,
-}
-
 #[utoipa::path(get, path = "/campaigns/{id}/recipients", tag = "recipients", params(ListQuery),
     responses((status = 200, body = Page<Recipient>), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn list(
@@ -165,21 +136,15 @@ pub async fn list(
     if after.as_deref().is_some_and(|a| a.contains('\0')) {
         return Err(page::forged());
     }
-    // By address, along the unique (campaign_id, address) index of campaigns' audiences
-    // (its predicate is repeated so the planner may use it): the hot table keeps no index
-    // for listing alone (each would cost every send's update an entry).
-    let mut qb = QueryBuilder::<Postgres>::new(
-        "SELECT id, address, variables, state, attempts, last_error, provider_message_id, sent_at,
-                delivery_status, delivery_error
-         FROM recipients WHERE NOT transactional AND campaign_id = ",
-    );
-    qb.push_bind(id);
-    if let Some(state) = &query.state {
-        qb.push(" AND state = ").push_bind(state.clone());
-    }
-    page::push_exact(&mut qb, "address", query.address.as_deref());
-    page::push_page(&mut qb, "address", after, limit);
-    let rows = qb.build_query_as().fetch_all(&state.pool).await?;
+    let rows = store::recipients::audience::list(
+        &state.pool,
+        id,
+        query.state.as_deref(),
+        query.address.as_deref(),
+        after,
+        page::fetch_limit(limit),
+    )
+    .await?;
     Ok(Json(Page::of(rows, limit, |r: &Recipient| {
         r.address.clone()
     })))

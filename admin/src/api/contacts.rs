@@ -11,10 +11,9 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use chrono::{DateTime, Utc};
+use herald_store as store;
+use herald_store::contacts::Contact;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use sqlx::{Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -49,43 +48,21 @@ pub async fn upload(
     let tenant = caller.owning_tenant(query.tenant_id)?;
     let _slot = state.uploads.take(caller.scope().tenant())?;
     let mut tx = state.pool.begin().await?;
-    let region: Option<Option<String>> =
-        sqlx::query_scalar("SELECT default_region FROM tenants WHERE id = $1")
-            .bind(tenant)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let region = store::tenants::default_region(&mut tx, tenant).await?;
     let Some(region) = region else {
         return Err(ApiError::field("tenant_id", "no such tenant"));
     };
     let region = region.as_deref().and_then(|r| phone::region(r).ok());
     let received =
         staging::stage(&mut tx, body, format, state.upload_idle, region, |_| None).await?;
-    // CSV cells arrive as text; a cell that reads as a number is stored as one, so that
-    // segment filters can compare it numerically. The last row of an address wins.
-    let inserted: Vec<bool> = sqlx::query_scalar(
-        "INSERT INTO contacts AS c (tenant_id, address, attributes)
-         SELECT DISTINCT ON (address) $1, address,
-                coalesce((SELECT jsonb_object_agg(key,
-                              CASE WHEN $2 AND jsonb_typeof(value) = 'string'
-                                        AND value #>> '{}' ~ '^-?[0-9]+(\\.[0-9]+)?$'
-                                   THEN to_jsonb((value #>> '{}')::numeric) ELSE value END)
-                          FROM jsonb_each(fields)), '{}'::jsonb)
-         FROM upload_rows ORDER BY address, n DESC
-         ON CONFLICT (tenant_id, address)
-         DO UPDATE SET attributes = c.attributes || excluded.attributes, updated_at = now()
-         RETURNING (xmax = 0)",
-    )
-    .bind(tenant)
-    .bind(format == Format::Csv)
-    .fetch_all(&mut *tx)
-    .await?;
+    let (new, updated) =
+        store::contacts::upsert_staged(&mut tx, tenant, format == Format::Csv).await?;
     tx.commit().await?;
-    let new = inserted.iter().filter(|&&fresh| fresh).count() as u64;
     tracing::info!(tenant_id = %tenant, received, inserted = new, "contacts uploaded");
     Ok(Json(ContactUploadResult {
         received,
         inserted: new,
-        updated: inserted.len() as u64 - new,
+        updated,
     }))
 }
 
@@ -102,16 +79,6 @@ pub struct ListQuery {
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct Contact {
-    pub id: i64,
-    pub tenant_id: Uuid,
-    pub address: String,
-    #[schema(value_type = Object)]
-    pub attributes: Value,
-    pub created_at: DateTime<Utc>,
-}
-
 #[utoipa::path(get, path = "/contacts", tag = "contacts", params(ListQuery),
     responses((status = 200, body = Page<Contact>)))]
 pub async fn list(
@@ -121,18 +88,14 @@ pub async fn list(
 ) -> Result<Json<Page<Contact>>, ApiError> {
     let limit = page::limit(query.limit)?;
     let after: Option<i64> = page::decode(query.cursor.as_deref())?;
-    // Each condition is written only when given, so that it is an index bound in every plan.
-    let mut qb = QueryBuilder::<Postgres>::new(
-        "SELECT id, tenant_id, address, attributes, created_at FROM contacts WHERE true",
-    );
-    if let Some(scope) = caller.scope().tenant() {
-        qb.push(" AND tenant_id = ").push_bind(scope);
-    }
-    if let Some(tenant) = query.tenant_id {
-        qb.push(" AND tenant_id = ").push_bind(tenant);
-    }
-    page::push_exact(&mut qb, "address", query.address.as_deref());
-    page::push_page(&mut qb, "id", after, limit);
-    let rows = qb.build_query_as().fetch_all(&state.pool).await?;
+    let rows = store::contacts::list(
+        &state.pool,
+        caller.scope(),
+        query.tenant_id,
+        query.address.as_deref(),
+        after,
+        page::fetch_limit(limit),
+    )
+    .await?;
     Ok(Json(Page::of(rows, limit, |c: &Contact| c.id)))
 }

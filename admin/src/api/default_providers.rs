@@ -78,15 +78,6 @@ fn channel(name: &str) -> Result<Channel, ApiError> {
     })
 }
 
-/// The default of `tenant` for `channel`, if it has one.
-pub async fn lookup(
-    pool: &PgPool,
-    tenant: Uuid,
-    channel: &str,
-) -> Result<Option<(Uuid, Option<Uuid>)>, sqlx::Error> {
-    tenants::default_provider(pool, tenant, channel).await
-}
-
 #[utoipa::path(get, path = "/tenants/{id}/default-providers", tag = "tenants",
     responses((status = 200, body = Vec<DefaultProvider>), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn list(

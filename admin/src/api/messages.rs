@@ -29,11 +29,12 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Datelike, NaiveTime, SubsecRound, Utc};
 use herald_shared::domain::{Channel, RecipientState};
 use herald_shared::template;
+use herald_store::messages::{self, MessageReceipt, MessageRows, Stream, StreamKey};
 use herald_store::tenants::Scope;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
+use sqlx::{PgConnection, PgPool};
 use std::collections::HashMap;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -42,10 +43,6 @@ use uuid::Uuid;
 pub const MAX_BATCH: usize = 1_000;
 /// Longest idempotency key accepted.
 const MAX_KEY_LEN: usize = 255;
-/// The template of every stream: the message's text, rendered when it was accepted.
-const STREAM_TEMPLATE: &str = "{{text}}";
-/// Most of a stream's messages one tick releases (the tenant's fair share caps it anyway).
-const STREAM_BATCH: i32 = 10_000;
 
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -127,19 +124,6 @@ pub struct Message {
     pub held: Option<String>,
 }
 
-/// One receipt of a message, as received.
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct MessageReceipt {
-    pub status: String,
-    pub raw_status: String,
-    pub error_code: Option<String>,
-    pub error_message: Option<String>,
-    pub provider_time: Option<DateTime<Utc>>,
-    pub received_at: DateTime<Utc>,
-    /// A copy of one received before: kept, not applied again.
-    pub duplicate: bool,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessageDetail {
     #[serde(flatten)]
@@ -172,24 +156,16 @@ struct Checked {
     hash: Vec<u8>,
 }
 
-/// What makes messages share a stream.
-type StreamKey = (
-    Uuid,
-    String,
-    Option<Uuid>,
-    Option<(NaiveTime, NaiveTime)>,
-    String,
-);
-
 impl Checked {
     fn stream_key(&self) -> StreamKey {
-        (
-            self.provider,
-            self.channel.clone(),
-            self.overflow,
-            self.quiet,
-            self.zone.clone(),
-        )
+        StreamKey {
+            tenant: self.tenant,
+            provider: self.provider,
+            overflow: self.overflow,
+            channel: self.channel.clone(),
+            quiet: self.quiet,
+            zone: self.zone.clone(),
+        }
     }
 }
 
@@ -311,16 +287,9 @@ async fn accept(
     };
 
     let mut tx = pool.begin().await?;
-    // One tenant's accepts, one at a time: the quota and the keys are judged on a state no
-    // concurrent accept of the same tenant is changing. Other tenants never wait.
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(hashtextextended('herald.messages.' || $1::text, 0))",
-    )
-    .bind(tenant)
-    .execute(&mut *tx)
-    .await?;
+    messages::lock_tenant(&mut tx, tenant).await?;
     let keys: Vec<String> = checked.iter().filter_map(|c| c.key.clone()).collect();
-    let earlier = earlier_requests(&mut tx, tenant, &keys).await?;
+    let earlier = messages::earlier_requests(&mut tx, tenant, &keys).await?;
     // Per item: the earlier message it replays, if any.
     let mut ids: Vec<Option<Uuid>> = vec![None; checked.len()];
     for (position, message) in checked.iter().enumerate() {
@@ -359,13 +328,7 @@ async fn accept(
             .iter()
             .flat_map(|&i| std::iter::once(checked[i].provider).chain(checked[i].overflow))
             .collect();
-        sqlx::query(
-            "SELECT pg_notify($1, p::text) FROM (SELECT DISTINCT unnest($2::uuid[]) AS p) w",
-        )
-        .bind(herald_shared::wake::CHANNEL)
-        .bind(&providers)
-        .execute(&mut *tx)
-        .await?;
+        messages::wake(&mut tx, &providers).await?;
         for (index, id) in fresh.iter().zip(new_ids) {
             ids[*index] = Some(id);
         }
@@ -383,7 +346,7 @@ async fn accept(
         .collect();
     if !earlier.is_empty() {
         stored.extend(
-            fetch(pool, Scope::Tenant(tenant), &earlier)
+            messages::fetch::<Message>(pool, Scope::Tenant(tenant), &earlier)
                 .await?
                 .into_iter()
                 .map(|m| (m.id, m)),
@@ -429,11 +392,7 @@ async fn check(
     let known = match lookups.tenants.get(&tenant) {
         Some(known) => known.clone(),
         None => {
-            let row: Option<(Option<String>, String)> =
-                sqlx::query_as("SELECT default_region, time_zone FROM tenants WHERE id = $1")
-                    .bind(tenant)
-                    .fetch_optional(pool)
-                    .await?;
+            let row = herald_store::tenants::region_and_zone(pool, tenant).await?;
             lookups.tenants.insert(tenant, row.clone());
             row
         }
@@ -539,7 +498,8 @@ async fn check(
                 Some(known) => *known,
                 None => {
                     let found =
-                        super::default_providers::lookup(pool, tenant, &item.channel).await?;
+                        herald_store::tenants::default_provider(pool, tenant, &item.channel)
+                            .await?;
                     lookups.defaults.insert(key, found);
                     found
                 }
@@ -626,83 +586,18 @@ fn request_hash(tenant: Uuid, item: &NewMessage) -> Vec<u8> {
     Sha256::digest(serde_json::to_vec(&item).unwrap_or_default()).to_vec()
 }
 
-/// The messages of the last 24 hours that used `keys`, with their requests' hashes. Older
-/// uses of the same keys are released first.
-async fn earlier_requests(
-    tx: &mut Transaction<'_, Postgres>,
-    tenant: Uuid,
-    keys: &[String],
-) -> Result<HashMap<String, (Uuid, Vec<u8>)>, sqlx::Error> {
-    if keys.is_empty() {
-        return Ok(HashMap::new());
-    }
-    sqlx::query(
-        "UPDATE messages SET idempotency_key = NULL
-         WHERE tenant_id = $1 AND idempotency_key = ANY($2) AND created_at <= now() - interval '24 hours'",
-    )
-    .bind(tenant)
-    .bind(keys)
-    .execute(&mut **tx)
-    .await?;
-    let rows: Vec<(String, Uuid, Vec<u8>)> = sqlx::query_as(
-        "SELECT idempotency_key, id, request_hash FROM messages
-         WHERE tenant_id = $1 AND idempotency_key = ANY($2)",
-    )
-    .bind(tenant)
-    .bind(keys)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(key, id, hash)| (key, (id, hash)))
-        .collect())
-}
-
 /// Refuses `adding` more messages past the tenant's quota of unfinished ones (with a
 /// `Retry-After` from how fast its messages are going out) or past its daily cap (with one
 /// until its next midnight).
-async fn admit(
-    tx: &mut Transaction<'_, Postgres>,
-    tenant: Uuid,
-    adding: usize,
-) -> Result<(), ApiError> {
-    #[allow(clippy::type_complexity)]
-    let (waiting, quota, per_second, daily_cap, today, to_midnight): (
-        i64,
-        i32,
-        f64,
-        Option<i32>,
-        i64,
-        f64,
-    ) = sqlx::query_as(
-        "SELECT (SELECT coalesce(sum(k.n), 0)::int8
-                 FROM campaigns c JOIN campaign_bucket_counts k ON k.campaign_id = c.id
-                 WHERE c.tenant_id = t.id AND c.kind = 'messages'
-                   AND k.state IN ('pending', 'in_flight', 'unknown')),
-                t.max_queued_messages,
-                (SELECT coalesce(sum(s.sent), 0)::float8 / 10
-                 FROM campaigns c JOIN campaign_send_seconds s ON s.campaign_id = c.id
-                 WHERE c.tenant_id = t.id AND c.kind = 'messages'
-                   AND s.second >= date_trunc('second', now()) - interval '10 seconds'),
-                t.max_messages_per_day,
-                -- Only counted for a tenant with a cap (an index range of today's messages).
-                CASE WHEN t.max_messages_per_day IS NOT NULL THEN
-                    (SELECT count(*) FROM messages m
-                     WHERE m.tenant_id = t.id AND m.created_at >= d.midnight)
-                ELSE 0 END,
-                extract(epoch FROM d.next_midnight - now())::float8
-         FROM tenants t
-         CROSS JOIN LATERAL (
-             -- Days are counted in the tenant's zone: a day there may last 23 or 25 hours.
-             SELECT date_trunc('day', now() AT TIME ZONE t.time_zone) AT TIME ZONE t.time_zone AS midnight,
-                    (date_trunc('day', now() AT TIME ZONE t.time_zone) + interval '1 day')
-                        AT TIME ZONE t.time_zone AS next_midnight
-         ) d
-         WHERE t.id = $1",
-    )
-    .bind(tenant)
-    .fetch_one(&mut **tx)
-    .await?;
+async fn admit(tx: &mut PgConnection, tenant: Uuid, adding: usize) -> Result<(), ApiError> {
+    let messages::Admission {
+        waiting,
+        quota,
+        per_second,
+        daily_cap,
+        today,
+        to_midnight,
+    } = messages::admission(tx, tenant).await?;
     let adding = i64::try_from(adding).unwrap_or(i64::MAX);
     if adding > i64::from(quota) {
         return Err(ApiError::field(
@@ -749,63 +644,34 @@ pub fn retry_after(excess: i64, per_second: f64) -> u32 {
 /// One statement writes both rows of each message: a burst of 50,000 is 50 of them, and
 /// reading the batch back for the answer cost as much again (it is known here already).
 async fn store(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     checked: &[Checked],
     fresh: &[usize],
 ) -> Result<Vec<Message>, ApiError> {
     let mut streams: HashMap<StreamKey, Stream> = HashMap::new();
     for &index in fresh {
-        let c = &checked[index];
-        if let std::collections::hash_map::Entry::Vacant(entry) = streams.entry(c.stream_key()) {
-            entry.insert(stream(tx, c).await?);
+        if let std::collections::hash_map::Entry::Vacant(entry) =
+            streams.entry(checked[index].stream_key())
+        {
+            let stream = messages::stream(&mut *tx, entry.key()).await?;
+            entry.insert(stream);
         }
     }
     let message_ids: Vec<Uuid> = fresh.iter().map(|_| Uuid::new_v4()).collect();
-    let mut campaigns = Vec::with_capacity(fresh.len());
-    let mut addresses = Vec::with_capacity(fresh.len());
-    let mut variables = Vec::with_capacity(fresh.len());
-    let mut expiries = Vec::with_capacity(fresh.len());
-    let mut keys = Vec::with_capacity(fresh.len());
-    let mut hashes = Vec::with_capacity(fresh.len());
+    let mut new = MessageRows {
+        ids: message_ids.clone(),
+        ..MessageRows::default()
+    };
     for &index in fresh {
         let c = &checked[index];
-        campaigns.push(streams[&c.stream_key()].id);
-        addresses.push(c.address.clone());
-        variables.push(Value::Object(c.variables.clone()));
-        expiries.push(c.expires_at);
-        keys.push(c.key.clone());
-        hashes.push(c.hash.clone());
+        new.streams.push(streams[&c.stream_key()].id);
+        new.addresses.push(c.address.clone());
+        new.variables.push(Value::Object(c.variables.clone()));
+        new.expiries.push(c.expires_at);
+        new.keys.push(c.key.clone());
+        new.hashes.push(c.hash.clone());
     }
-    let tenant = checked[fresh[0]].tenant;
-    // `i` is read twice, so it is computed once: each message's recipient id is drawn once
-    // and both rows name it, without relying on the order of an INSERT's RETURNING.
-    let created_at: DateTime<Utc> = sqlx::query_scalar(
-        "WITH i AS (
-             SELECT nextval(pg_get_serial_sequence('recipients', 'id')) AS recipient_id, i.*
-             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::timestamptz[],
-                         $6::text[], $7::bytea[])
-                  AS i(id, campaign_id, address, variables, expires_at, idempotency_key, request_hash)
-         ), recipients_added AS (
-             INSERT INTO recipients (id, campaign_id, address, variables, transactional, expires_at)
-             OVERRIDING SYSTEM VALUE
-             SELECT recipient_id, campaign_id, address, variables, true, expires_at FROM i
-         ), messages_added AS (
-             INSERT INTO messages (id, tenant_id, recipient_id, idempotency_key, request_hash)
-             SELECT id, $8, recipient_id, idempotency_key, request_hash FROM i
-             RETURNING created_at
-         )
-         SELECT coalesce(max(created_at), now()) FROM messages_added",
-    )
-    .bind(&message_ids)
-    .bind(&campaigns)
-    .bind(&addresses)
-    .bind(&variables)
-    .bind(&expiries)
-    .bind(&keys)
-    .bind(&hashes)
-    .bind(tenant)
-    .fetch_one(&mut **tx)
-    .await?;
+    let created_at = messages::insert(tx, checked[fresh[0]].tenant, &new).await?;
     Ok(fresh
         .iter()
         .zip(message_ids)
@@ -855,104 +721,6 @@ fn accepted(c: &Checked, id: Uuid, created_at: DateTime<Utc>, held: Option<Strin
     }
 }
 
-/// A tenant's stream, as a message accepted into it sees it.
-struct Stream {
-    id: Uuid,
-    /// Why it is held, if it is (as [`Message::held`]).
-    held: Option<String>,
-}
-
-/// The tenant's stream for the message's provider, channel, overflow and quiet hours, made
-/// on first use.
-async fn stream(tx: &mut Transaction<'_, Postgres>, c: &Checked) -> Result<Stream, sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO campaigns (tenant_id, provider_id, overflow_provider_id, channel, name, template,
-                                status, kind, started_at, batch_size, time_zone, quiet_start,
-                                quiet_end)
-         SELECT $1, $2, $3, $4,
-                left('messages: ' || $4 || ' via ' || p.name
-                     || CASE WHEN $8::time IS NULL THEN ''
-                             ELSE ', quiet ' || to_char($8::time, 'HH24:MI') || '–'
-                                  || to_char($9::time, 'HH24:MI') || ' ' || $7 END, 200),
-                $5, 'running', 'messages', now(), $6, $7, $8, $9
-         FROM providers p WHERE p.id = $2
-         ON CONFLICT (tenant_id, provider_id, channel,
-                      coalesce(overflow_provider_id, '00000000-0000-0000-0000-000000000000'),
-                      coalesce(quiet_start, '00:00'), coalesce(quiet_end, '00:00'), time_zone)
-            WHERE kind = 'messages'
-         -- A stream is never meant to end; one that did (a scheduler older than streams
-         -- completing it) would swallow every message accepted into it: it runs again.
-         DO UPDATE SET status = 'running', completed_at = NULL
-            WHERE campaigns.status IN ('completed', 'cancelled')",
-    )
-    .bind(c.tenant)
-    .bind(c.provider)
-    .bind(c.overflow)
-    .bind(&c.channel)
-    .bind(STREAM_TEMPLATE)
-    .bind(STREAM_BATCH)
-    .bind(&c.zone)
-    .bind(c.quiet.map(|q| q.0))
-    .bind(c.quiet.map(|q| q.1))
-    .execute(&mut **tx)
-    .await?;
-    let (id, held) = sqlx::query_as(
-        "SELECT id, CASE WHEN status = 'paused' THEN coalesce(pause_reason, 'paused') END
-         FROM campaigns
-         WHERE kind = 'messages' AND tenant_id = $1 AND provider_id = $2 AND channel = $4
-           AND overflow_provider_id IS NOT DISTINCT FROM $3 AND time_zone = $5
-           AND quiet_start IS NOT DISTINCT FROM $6 AND quiet_end IS NOT DISTINCT FROM $7",
-    )
-    .bind(c.tenant)
-    .bind(c.provider)
-    .bind(c.overflow)
-    .bind(&c.channel)
-    .bind(&c.zone)
-    .bind(c.quiet.map(|q| q.0))
-    .bind(c.quiet.map(|q| q.1))
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(Stream { id, held })
-}
-
-/// A message's columns, from `m` (messages), `r` (its recipient) and [`JOINED`].
-const COLUMNS: &str = "SELECT m.id, m.tenant_id, r.address AS to, c.channel, c.provider_id,
-        c.overflow_provider_id, r.variables->>'text' AS text, r.state, r.delivery_status,
-        r.delivery_error, r.attempts, r.sent_via, r.provider_message_id,
-        CASE WHEN r.state = 'sent' THEN sp.cost_per_message::float8 END AS cost,
-        r.last_error, m.idempotency_key, m.created_at, r.sent_at, r.expires_at,
-        CASE WHEN c.quiet_start IS NOT NULL THEN
-            json_build_object('start', to_char(c.quiet_start, 'HH24:MI'),
-                              'end', to_char(c.quiet_end, 'HH24:MI'), 'time_zone', c.time_zone)
-        END AS quiet_hours,
-        CASE WHEN c.status = 'paused' THEN coalesce(c.pause_reason, 'paused') END AS held";
-
-/// What a message is read with, after `m` and `r` (its recipient).
-const JOINED: &str = "JOIN campaigns c ON c.id = r.campaign_id
-     LEFT JOIN providers sp ON sp.id = r.sent_via";
-
-async fn fetch(pool: &PgPool, scope: Scope, ids: &[Uuid]) -> Result<Vec<Message>, sqlx::Error> {
-    // Driven by the ids, a primary-key lookup each for the message and for its recipient,
-    // whatever the estimates: planned on a young table's statistics, `m.id = ANY(…)` walked
-    // the tenant's index testing every one of its messages against the 1,000 ids, and the
-    // plain join to `recipients` hashed the whole table (250–490 ms a batch in a burst).
-    let mut qb = QueryBuilder::<Postgres>::new(format!("{COLUMNS} FROM unnest("));
-    qb.push_bind(ids.to_vec()).push(format!(
-        "::uuid[]) AS wanted(id)
-         CROSS JOIN LATERAL (SELECT * FROM messages m WHERE m.id = wanted.id OFFSET 0) m
-         CROSS JOIN LATERAL (SELECT * FROM recipients r WHERE r.id = m.recipient_id OFFSET 0) r
-         {JOINED} WHERE true"
-    ));
-    push_scope(&mut qb, scope);
-    qb.build_query_as().fetch_all(pool).await
-}
-
-fn push_scope(qb: &mut QueryBuilder<Postgres>, scope: Scope) {
-    if let Some(tenant) = scope.tenant() {
-        qb.push(" AND m.tenant_id = ").push_bind(tenant);
-    }
-}
-
 #[utoipa::path(get, path = "/messages/{id}", tag = "messages",
     responses((status = 200, body = MessageDetail), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn show(
@@ -960,19 +728,11 @@ pub async fn show(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<MessageDetail>, ApiError> {
-    let message = fetch(&state.pool, caller.scope(), &[id])
+    let message = messages::fetch::<Message>(&state.pool, caller.scope(), &[id])
         .await?
         .pop()
         .ok_or(ApiError::NotFound("message"))?;
-    let receipts = sqlx::query_as(
-        "SELECT x.status, x.raw_status, x.error_code, x.error_message, x.provider_time,
-                x.received_at, x.duplicate
-         FROM messages m JOIN receipts x ON x.recipient_id = m.recipient_id
-         WHERE m.id = $1 ORDER BY x.received_at, x.id",
-    )
-    .bind(id)
-    .fetch_all(&state.pool)
-    .await?;
+    let receipts = messages::receipts(&state.pool, id).await?;
     Ok(Json(MessageDetail { message, receipts }))
 }
 
@@ -1022,33 +782,15 @@ pub async fn list(
     if after.is_some_and(|(at, _)| !(1..=9999).contains(&at.year())) {
         return Err(page::forged());
     }
-    let mut qb = QueryBuilder::<Postgres>::new(format!(
-        "{COLUMNS} FROM messages m JOIN recipients r ON r.id = m.recipient_id {JOINED}"
-    ));
-    qb.push(" WHERE true");
-    push_scope(&mut qb, caller.scope());
-    if let Some(tenant) = query.tenant_id {
-        qb.push(" AND m.tenant_id = ").push_bind(tenant);
-    }
-    if let Some(state) = &query.state {
-        qb.push(" AND r.state = ").push_bind(state.clone());
-    }
-    if let Some(since) = query.since {
-        qb.push(" AND m.created_at >= ").push_bind(since);
-    }
-    if let Some(until) = query.until {
-        qb.push(" AND m.created_at < ").push_bind(until);
-    }
-    if let Some((created_at, id)) = after {
-        qb.push(" AND (m.created_at, m.id) < (")
-            .push_bind(created_at)
-            .push(", ")
-            .push_bind(id)
-            .push(")");
-    }
-    qb.push(" ORDER BY m.created_at DESC, m.id DESC LIMIT ")
-        .push_bind(page::fetch_limit(limit));
-    let rows: Vec<Message> = qb.build_query_as().fetch_all(&state.pool).await?;
+    let filter = messages::ListFilter {
+        tenant: query.tenant_id,
+        state: query.state.as_deref(),
+        since: query.since,
+        until: query.until,
+        after,
+        limit: page::fetch_limit(limit),
+    };
+    let rows: Vec<Message> = messages::list(&state.pool, caller.scope(), &filter).await?;
     Ok(Json(Page::of(rows, limit, |m| (m.created_at, m.id))))
 }
 

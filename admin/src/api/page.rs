@@ -13,7 +13,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::{Postgres, QueryBuilder};
 use utoipa::ToSchema;
 
 /// Items per page unless `limit` says otherwise.
@@ -46,28 +45,6 @@ impl<T> Page<T> {
             next_cursor,
         }
     }
-}
-
-/// Appends `AND <column> = <value>` when the filter was given (blank is no filter).
-pub fn push_exact(qb: &mut QueryBuilder<Postgres>, column: &str, value: Option<&str>) {
-    if let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) {
-        qb.push(format_args!(" AND {column} = "))
-            .push_bind(value.to_owned());
-    }
-}
-
-/// Appends the end of every page's query: the rows after the cursor's `key`, in its order,
-/// one more than `limit` ([`Page::of`]). Written only when there is a cursor, so that it is
-/// an index bound in every plan.
-pub fn push_page<K>(qb: &mut QueryBuilder<Postgres>, key: &str, after: Option<K>, limit: i64)
-where
-    K: for<'t> sqlx::Encode<'t, Postgres> + sqlx::Type<Postgres>,
-{
-    if let Some(after) = after {
-        qb.push(format_args!(" AND {key} > ")).push_bind(after);
-    }
-    qb.push(format_args!(" ORDER BY {key} LIMIT "))
-        .push_bind(fetch_limit(limit));
 }
 
 /// The page size asked for: `limit` within 1..=[`MAX_LIMIT`], [`DEFAULT_LIMIT`] if absent.

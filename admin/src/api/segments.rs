@@ -1,18 +1,17 @@
-//! Segments: a named filter over a tenant's contacts (see [`crate::filter`]), validated when
+//! Segments: a named filter over a tenant's contacts (see [`herald_store::segments::filter`]), validated when
 //! saved and compiled to parameterized SQL whenever it is used.
 
 use super::JsonBody;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError, from_constraint};
-use crate::filter::Filter;
 use crate::state::AppState;
 use crate::validate;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use herald_store::segments::filter::Filter;
 use herald_store::segments::{self, Segment};
 use serde::{Deserialize, Serialize};
-use sqlx::{Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -98,10 +97,6 @@ pub async fn count(
     let segment = fetch(&state, caller, id).await?;
     let filter =
         Filter::parse(&segment.filter).map_err(|e| ApiError::field("filter", e.to_string()))?;
-    let mut qb =
-        QueryBuilder::<Postgres>::new("SELECT count(*) FROM contacts c WHERE c.tenant_id = ");
-    qb.push_bind(segment.tenant_id).push(" AND ");
-    filter.push_sql("c", &mut qb);
-    let contacts: i64 = qb.build_query_scalar().fetch_one(&state.pool).await?;
+    let contacts = segments::count(&state.pool, segment.tenant_id, &filter).await?;
     Ok(Json(SegmentCount { contacts }))
 }

@@ -20,9 +20,10 @@
 //! `expired`) never change again.
 //!
 //! Every statement that updates several recipients looks each up by primary key and locks
-//! them in id order, up front ([`by_recipient`]), so two of them never wait on each other in
+//! them in id order, up front (`by_recipient`), so two of them never wait on each other in
 //! a cycle, whatever join the planner picks for the update.
 
+pub mod audience;
 pub mod claim;
 pub mod lease;
 pub mod reconcile;
@@ -30,6 +31,14 @@ pub mod record;
 pub mod sweep;
 
 pub use herald_shared::domain::RecipientState;
+
+/// A recipient's state in the OpenAPI document: one of [`RecipientState::ALL`].
+pub fn state_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(RecipientState::ALL.iter().map(|s| s.as_str())))
+        .build()
+}
 
 /// `items` in recipient order (see the module's note on locks).
 pub(crate) fn by_recipient<T>(items: &[T], id: impl Fn(&T) -> i64) -> Vec<&T> {

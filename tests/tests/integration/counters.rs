@@ -13,13 +13,13 @@ async fn check(env: &TestEnv, campaign: Uuid, step: &str) -> Result<()> {
     let of = |state: &str| states.get(state).copied().unwrap_or(0);
     assert_eq!(
         (
-            shown.total,
-            shown.pending,
-            shown.queued + shown.sending,
-            shown.unknown,
-            shown.sent,
-            shown.failed,
-            shown.cancelled
+            shown.counts.total,
+            shown.counts.pending,
+            shown.counts.queued + shown.counts.sending,
+            shown.counts.unknown,
+            shown.counts.sent,
+            shown.counts.failed,
+            shown.counts.cancelled
         ),
         (
             states.values().sum::<i64>(),
@@ -141,9 +141,9 @@ async fn progress_matches_the_recipients_before_and_after_each_fold() -> Result<
     // The counters never lost the untouched campaign either.
     check(&env, other, "end").await?;
     let shown = progress::campaigns(&env.pool, &[campaign]).await?;
-    assert_eq!(shown[0].sent, 12 + 5 + 4);
+    assert_eq!(shown[0].counts.sent, 12 + 5 + 4);
     assert!(
-        shown[0].send_rate > 0.0,
+        shown[0].counts.send_rate > 0.0,
         "the send rate reads the folded seconds"
     );
     Ok(())

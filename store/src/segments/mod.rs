@@ -1,10 +1,13 @@
 //! Segments: a tenant's named filters over its contacts (the admin compiles the filter into
 //! bound SQL; see its `filter`).
 
+pub mod filter;
+
 use crate::tenants::Scope;
 use chrono::{DateTime, Utc};
+use filter::Filter;
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -68,9 +71,57 @@ pub async fn owned_by(pool: &PgPool, id: Uuid, tenant: Uuid) -> Result<bool, sql
 }
 
 /// Segment `id`'s filter, read in the caller's transaction.
-pub async fn filter(tx: &mut sqlx::PgConnection, id: Uuid) -> Result<String, sqlx::Error> {
+pub async fn filter_text(tx: &mut sqlx::PgConnection, id: Uuid) -> Result<String, sqlx::Error> {
     sqlx::query_scalar("SELECT filter FROM segments WHERE id = $1")
         .bind(id)
         .fetch_one(tx)
         .await
+}
+
+/// How many of tenant `tenant`'s contacts `filter` picks.
+pub async fn count(pool: &PgPool, tenant: Uuid, filter: &Filter) -> Result<i64, sqlx::Error> {
+    let mut qb =
+        QueryBuilder::<Postgres>::new("SELECT count(*) FROM contacts c WHERE c.tenant_id = ");
+    qb.push_bind(tenant).push(" AND ");
+    filter.push_sql("c", &mut qb);
+    qb.build_query_scalar().fetch_one(pool).await
+}
+
+/// Up to five addresses of contacts `filter` picks that lack one of the attributes `needed`
+/// (the variables a template uses).
+pub async fn lacking(
+    tx: &mut PgConnection,
+    tenant: Uuid,
+    filter: &Filter,
+    needed: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut qb =
+        QueryBuilder::<Postgres>::new("SELECT c.address FROM contacts c WHERE c.tenant_id = ");
+    qb.push_bind(tenant).push(" AND ");
+    filter.push_sql("c", &mut qb);
+    qb.push(" AND NOT (c.attributes ?& ")
+        .push_bind(needed.to_vec())
+        .push(") LIMIT 5");
+    qb.build_query_scalar().fetch_all(tx).await
+}
+
+/// Copies the contacts `filter` picks into campaign `campaign`'s recipients, their attributes
+/// becoming its variables, in the caller's transaction; returns how many were added (an
+/// address already a recipient stays as it was).
+pub async fn materialize(
+    tx: &mut PgConnection,
+    campaign: Uuid,
+    tenant: Uuid,
+    filter: &Filter,
+) -> Result<u64, sqlx::Error> {
+    let mut qb = QueryBuilder::<Postgres>::new(
+        "INSERT INTO recipients (campaign_id, address, variables) SELECT ",
+    );
+    qb.push_bind(campaign)
+        .push(", c.address, c.attributes FROM contacts c WHERE c.tenant_id = ")
+        .push_bind(tenant)
+        .push(" AND ");
+    filter.push_sql("c", &mut qb);
+    qb.push(" ON CONFLICT (campaign_id, address) WHERE NOT transactional DO NOTHING");
+    Ok(qb.build().execute(tx).await?.rows_affected())
 }
