@@ -16,6 +16,7 @@ echo "==> deployment files (hadolint, docker-compose config, kubernetes-validate
 scripts/lint-deploy.sh
 echo "==> cargo fmt --check"; cargo fmt --all -- --check
 echo "==> cargo clippy"; cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "==> .sqlx/ describes the store's statements"; scripts/sqlx-prepare.sh --check
 # The integration tests run the built binaries, so build them first.
 echo "==> cargo build"; cargo build --workspace --quiet
 echo "==> cargo test"

@@ -118,7 +118,7 @@ pub async fn dispatchable(
 
 /// Drops send-rate samples nobody reads any more (the rate looks back a minute at most).
 pub async fn trim_send_rate(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "DELETE FROM campaign_sends_per_second WHERE second < now() - interval '10 minutes'",
     )
     .execute(pool)
@@ -170,7 +170,7 @@ pub async fn backlog(pool: &PgPool) -> Result<Vec<(Uuid, Uuid, i64)>, sqlx::Erro
 /// Folds every committed delta of the counter ledger (`recipient_count_deltas`, appended by
 /// the trigger on `recipients`) into the campaigns' counters; returns how many were folded.
 pub async fn fold_counts(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT herald_fold_counts()")
+    sqlx::query_scalar!(r#"SELECT herald_fold_counts() AS "folded!""#,)
         .fetch_one(pool)
         .await
 }
@@ -181,11 +181,11 @@ pub async fn resume_message_streams(
     tx: &mut PgConnection,
     provider: Uuid,
 ) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
+    Ok(sqlx::query!(
         "UPDATE campaigns SET status = 'running', pause_reason = NULL
          WHERE kind = 'messages' AND status = 'paused' AND (provider_id = $1 OR overflow_provider_id = $1)",
+        provider,
     )
-    .bind(provider)
     .execute(tx)
     .await?
     .rows_affected())
@@ -242,8 +242,7 @@ pub async fn transition(
     if changed.rows_affected() > 0 {
         return Ok(None);
     }
-    let status = sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1")
-        .bind(id)
+    let status = sqlx::query_scalar!("SELECT status FROM campaigns WHERE id = $1", id,)
         .fetch_one(pool)
         .await?;
     Ok(Some(status))
@@ -252,12 +251,12 @@ pub async fn transition(
 /// Whether campaign `id` exists and `scope` sees it. A tenant's stream of transactional
 /// messages is a campaign only inside Herald: never visible as one.
 pub async fn visible(pool: &PgPool, scope: Scope, id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM campaigns
-                        WHERE id = $1 AND kind = 'campaign' AND ($2::uuid IS NULL OR tenant_id = $2))",
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM campaigns
+                        WHERE id = $1 AND kind = 'campaign' AND ($2::uuid IS NULL OR tenant_id = $2)) AS "exists!""#,
+        id,
+        scope as _,
     )
-    .bind(id)
-    .bind(scope)
     .fetch_one(pool)
     .await
 }
@@ -303,26 +302,26 @@ pub struct NewCampaignRow<'a> {
 /// Creates a draft campaign; returns its id. A name already taken is the unique
 /// constraint's error.
 pub async fn create(pool: &PgPool, c: &NewCampaignRow<'_>) -> Result<Uuid, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "INSERT INTO campaigns (tenant_id, provider_id, name, channel, template, batch_size, weight,
                                 start_at, expires_at, quiet_start, quiet_end, time_zone, segment_id,
                                 overflow_provider_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+        c.tenant_id,
+        c.provider_id,
+        c.name,
+        c.channel,
+        c.template,
+        c.batch_size,
+        c.weight,
+        c.start_at,
+        c.expires_at,
+        c.quiet.map(|q| q.0),
+        c.quiet.map(|q| q.1),
+        c.time_zone,
+        c.segment_id,
+        c.overflow_provider_id,
     )
-    .bind(c.tenant_id)
-    .bind(c.provider_id)
-    .bind(c.name)
-    .bind(c.channel)
-    .bind(c.template)
-    .bind(c.batch_size)
-    .bind(c.weight)
-    .bind(c.start_at)
-    .bind(c.expires_at)
-    .bind(c.quiet.map(|q| q.0))
-    .bind(c.quiet.map(|q| q.1))
-    .bind(c.time_zone)
-    .bind(c.segment_id)
-    .bind(c.overflow_provider_id)
     .fetch_one(pool)
     .await
 }
@@ -349,10 +348,12 @@ pub async fn lock_for_start(tx: &mut PgConnection, id: Uuid) -> Result<Startable
 
 /// Whether campaign `id` has any recipient.
 pub async fn has_recipients(tx: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign_id = $1)")
-        .bind(id)
-        .fetch_one(tx)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign_id = $1) AS "exists!""#,
+        id,
+    )
+    .fetch_one(tx)
+    .await
 }
 
 /// Schedules draft campaign `id` to start at `start_at` (else its own start, else now). One
@@ -363,13 +364,13 @@ pub async fn schedule(
     id: Uuid,
     start_at: Option<DateTime<Utc>>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE campaigns SET status = 'scheduled', start_at = coalesce($2, start_at, now()),
                 started_at = CASE WHEN coalesce($2, start_at, now()) <= now() THEN now() END
          WHERE id = $1",
+        id,
+        start_at,
     )
-    .bind(id)
-    .bind(start_at)
     .execute(tx)
     .await?;
     Ok(())

@@ -30,11 +30,13 @@ pub enum CatalogError {
 }
 
 pub async fn create_tenant(pool: &PgPool, name: &str, weight: i32) -> Result<Uuid, CatalogError> {
-    let id = sqlx::query_scalar("INSERT INTO tenants (name, weight) VALUES ($1, $2) RETURNING id")
-        .bind(name)
-        .bind(weight)
-        .fetch_one(pool)
-        .await?;
+    let id = sqlx::query_scalar!(
+        "INSERT INTO tenants (name, weight) VALUES ($1, $2) RETURNING id",
+        name,
+        weight,
+    )
+    .fetch_one(pool)
+    .await?;
     Ok(id)
 }
 
@@ -78,23 +80,23 @@ impl NewProvider {
 }
 
 pub async fn create_provider(pool: &PgPool, p: &NewProvider) -> Result<Uuid, CatalogError> {
-    let id = sqlx::query_scalar(
+    let id = sqlx::query_scalar!(
         "INSERT INTO providers
              (tenant_id, name, endpoint, timeout_ms, max_in_flight, max_attempts, retry_base_ms,
               retry_max_ms, cost_per_message, credentials, unknown_window_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::float8, $10, $11) RETURNING id",
+        p.tenant_id,
+        &p.name,
+        &p.endpoint,
+        p.timeout_ms,
+        p.max_in_flight,
+        p.max_attempts,
+        p.retry_base_ms,
+        p.retry_max_ms,
+        p.cost_per_message,
+        &p.credentials,
+        p.unknown_window_ms,
     )
-    .bind(p.tenant_id)
-    .bind(&p.name)
-    .bind(&p.endpoint)
-    .bind(p.timeout_ms)
-    .bind(p.max_in_flight)
-    .bind(p.max_attempts)
-    .bind(p.retry_base_ms)
-    .bind(p.retry_max_ms)
-    .bind(p.cost_per_message)
-    .bind(&p.credentials)
-    .bind(p.unknown_window_ms)
     .fetch_one(pool)
     .await?;
     Ok(id)
@@ -145,17 +147,17 @@ pub async fn create_campaign(
     }
 
     let mut tx = pool.begin().await?;
-    let id: Uuid = sqlx::query_scalar(
+    let id: Uuid = sqlx::query_scalar!(
         "INSERT INTO campaigns (tenant_id, provider_id, overflow_provider_id, name, channel, template, batch_size)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        campaign.tenant_id,
+        campaign.provider_id,
+        campaign.overflow_provider_id,
+        &campaign.name,
+        campaign.channel.as_str(),
+        &campaign.template,
+        campaign.batch_size,
     )
-    .bind(campaign.tenant_id)
-    .bind(campaign.provider_id)
-    .bind(campaign.overflow_provider_id)
-    .bind(&campaign.name)
-    .bind(campaign.channel.as_str())
-    .bind(&campaign.template)
-    .bind(campaign.batch_size)
     .fetch_one(&mut *tx)
     .await?;
 
@@ -165,14 +167,14 @@ pub async fn create_campaign(
             .iter()
             .map(|r| Value::Object(r.variables.clone()))
             .collect();
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO recipients (campaign_id, address, variables)
              SELECT $1, a, v FROM unnest($2::text[], $3::jsonb[]) AS u(a, v)
              ON CONFLICT (campaign_id, address) WHERE NOT transactional DO NOTHING",
+            id,
+            &addresses as _,
+            &variables,
         )
-        .bind(id)
-        .bind(&addresses)
-        .bind(&variables)
         .execute(&mut *tx)
         .await?;
     }
@@ -187,22 +189,22 @@ pub async fn start_campaign(
     id: Uuid,
     at: Option<DateTime<Utc>>,
 ) -> Result<(), CatalogError> {
-    let updated = sqlx::query(
+    let updated = sqlx::query!(
         "UPDATE campaigns SET status = 'scheduled', start_at = coalesce($2, now()),
                 started_at = CASE WHEN coalesce($2, now()) <= now() THEN now() END
          WHERE id = $1 AND status = 'draft'",
+        id,
+        at,
     )
-    .bind(id)
-    .bind(at)
     .execute(pool)
     .await?;
     if updated.rows_affected() == 1 {
         return Ok(());
     }
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+    let status: Option<String> =
+        sqlx::query_scalar!("SELECT status FROM campaigns WHERE id = $1", id,)
+            .fetch_optional(pool)
+            .await?;
     match status {
         None => Err(CatalogError::CampaignNotFound(id)),
         Some(status) => Err(CatalogError::NotStartable { id, status }),
@@ -211,10 +213,10 @@ pub async fn start_campaign(
 
 /// A campaign's current status.
 pub async fn campaign_status(pool: &PgPool, id: Uuid) -> Result<CampaignStatus, CatalogError> {
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+    let status: Option<String> =
+        sqlx::query_scalar!("SELECT status FROM campaigns WHERE id = $1", id,)
+            .fetch_optional(pool)
+            .await?;
     let status = status.ok_or(CatalogError::CampaignNotFound(id))?;
     // The column's CHECK constraint admits only known values.
     Ok(status.parse().unwrap_or(CampaignStatus::Draft))

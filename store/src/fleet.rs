@@ -25,7 +25,7 @@ pub async fn heartbeat<T>(
     decide: impl FnOnce(Vec<Caps>) -> (Caps, T),
 ) -> Result<T, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('herald.workers'))")
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('herald.workers'))",)
         .execute(&mut *tx)
         .await?;
     let others: Vec<(Json<Caps>,)> = sqlx::query_as(
@@ -41,13 +41,13 @@ pub async fn heartbeat<T>(
     .await?;
     let (caps, decided) = decide(others.into_iter().map(|(Json(caps),)| caps).collect());
     // Dated by the clock, not the transaction's start: the lock may have taken a while.
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO workers (id, name, caps, seen_at) VALUES ($1, $2, $3, clock_timestamp())
          ON CONFLICT (id) DO UPDATE SET seen_at = clock_timestamp(), caps = excluded.caps",
+        id,
+        name,
+        Json(&caps) as _,
     )
-    .bind(id)
-    .bind(name)
-    .bind(Json(&caps))
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -56,8 +56,7 @@ pub async fn heartbeat<T>(
 
 /// Worker `id` leaves the fleet (at shutdown, so the others take up its share at once).
 pub async fn leave(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM workers WHERE id = $1")
-        .bind(id)
+    sqlx::query!("DELETE FROM workers WHERE id = $1", id,)
         .execute(pool)
         .await?;
     Ok(())

@@ -48,13 +48,13 @@ pub async fn insert(
     prefix: &str,
     hash: &[u8],
 ) -> Result<Uuid, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "INSERT INTO api_keys (tenant_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4) RETURNING id",
+        tenant,
+        name,
+        prefix,
+        hash,
     )
-    .bind(tenant)
-    .bind(name)
-    .bind(prefix)
-    .bind(hash)
     .fetch_one(connection)
     .await
 }

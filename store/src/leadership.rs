@@ -9,8 +9,7 @@ const LOCK_KEY: i64 = 0x6865_7261_6c64_5343;
 
 /// Takes the lock if no other session holds it.
 pub async fn try_lock(connection: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(LOCK_KEY)
+    sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1) AS "locked!""#, LOCK_KEY,)
         .fetch_one(connection)
         .await
 }
@@ -18,15 +17,16 @@ pub async fn try_lock(connection: &mut PgConnection) -> Result<bool, sqlx::Error
 /// A round trip on the session holding the lock: an error means the session, and so the
 /// lock, may be gone.
 pub async fn still_held(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT 1").execute(connection).await?;
+    sqlx::query_scalar!(r#"SELECT 1 AS "alive!""#)
+        .fetch_one(connection)
+        .await?;
     Ok(())
 }
 
 /// Releases the lock, so a standby need not wait for the connection to drop.
 pub async fn unlock(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(LOCK_KEY)
-        .execute(connection)
+    sqlx::query_scalar!("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+        .fetch_one(connection)
         .await?;
     Ok(())
 }

@@ -34,6 +34,14 @@
 //! `cancelled`, `expired`, or back to `pending`). Both are plain SQL, inlined by the planner
 //! into each statement, so the indexes on the campaign's columns still serve.
 //!
+//! Statements whose text is fixed are checked at compile time (`sqlx::query!` and
+//! `query_scalar!`) against the schema as `.sqlx/` at the workspace's root describes it, so
+//! builds need no database; `scripts/sqlx-prepare.sh` regenerates it after a statement or a
+//! migration changes, and the test command fails when it was not. Still checked only when
+//! they run: statements read into `FromRow` types (`query_as`), those built from the
+//! caller's filters (`QueryBuilder`), those on an upload's temporary table, and the claim
+//! (its plan is made with each tick's arrays in hand, which the macros cannot ask for).
+//!
 //! Every function takes a pool, or the caller's connection where it is one step of the
 //! caller's transaction, and returns `sqlx::Error` as it came (the catalog wraps it beside its
 //! own validation errors): whether a failure is an outage to ride out or a bad row is the

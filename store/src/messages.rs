@@ -21,10 +21,10 @@ use uuid::Uuid;
 /// are judged on a state no concurrent accept of the same tenant is changing. Other tenants
 /// never wait.
 pub async fn lock_tenant(tx: &mut PgConnection, tenant: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "SELECT pg_advisory_xact_lock(hashtextextended('herald.messages.' || $1::text, 0))",
+        tenant as _,
     )
-    .bind(tenant)
     .execute(tx)
     .await?;
     Ok(())
@@ -40,12 +40,12 @@ pub async fn earlier_requests(
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
-    sqlx::query(
+    sqlx::query!(
         "UPDATE messages SET idempotency_key = NULL
          WHERE tenant_id = $1 AND idempotency_key = ANY($2) AND created_at <= now() - interval '24 hours'",
+        tenant,
+        keys,
     )
-    .bind(tenant)
-    .bind(keys)
     .execute(&mut *tx)
     .await?;
     let rows: Vec<(String, Uuid, Vec<u8>)> = sqlx::query_as(
@@ -138,7 +138,7 @@ const STREAM_BATCH: i32 = 10_000;
 
 /// The stream `key` names, made on first use.
 pub async fn stream(tx: &mut PgConnection, key: &StreamKey) -> Result<Stream, sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO campaigns (tenant_id, provider_id, overflow_provider_id, channel, name, template,
                                 status, kind, started_at, batch_size, time_zone, quiet_start,
                                 quiet_end)
@@ -157,16 +157,16 @@ pub async fn stream(tx: &mut PgConnection, key: &StreamKey) -> Result<Stream, sq
          -- completing it) would swallow every message accepted into it: it runs again.
          DO UPDATE SET status = 'running', completed_at = NULL
             WHERE campaigns.status IN ('completed', 'cancelled')",
+        key.tenant,
+        key.provider,
+        key.overflow,
+        &key.channel,
+        STREAM_TEMPLATE,
+        STREAM_BATCH,
+        &key.zone,
+        key.quiet.map(|q| q.0),
+        key.quiet.map(|q| q.1),
     )
-    .bind(key.tenant)
-    .bind(key.provider)
-    .bind(key.overflow)
-    .bind(&key.channel)
-    .bind(STREAM_TEMPLATE)
-    .bind(STREAM_BATCH)
-    .bind(&key.zone)
-    .bind(key.quiet.map(|q| q.0))
-    .bind(key.quiet.map(|q| q.1))
     .execute(&mut *tx)
     .await?;
     let (id, held) = sqlx::query_as(
@@ -213,8 +213,8 @@ pub async fn insert(
 ) -> Result<DateTime<Utc>, sqlx::Error> {
     // `i` is read twice, so it is computed once: each message's recipient id is drawn once
     // and both rows name it, without relying on the order of an INSERT's RETURNING.
-    sqlx::query_scalar(
-        "WITH i AS (
+    sqlx::query_scalar!(
+        r#"WITH i AS (
              SELECT nextval(pg_get_serial_sequence('recipients', 'id')) AS recipient_id, i.*
              FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::timestamptz[],
                          $6::text[], $7::bytea[])
@@ -228,16 +228,16 @@ pub async fn insert(
              SELECT id, $8, recipient_id, idempotency_key, request_hash FROM i
              RETURNING created_at
          )
-         SELECT coalesce(max(created_at), now()) FROM messages_added",
+         SELECT coalesce(max(created_at), now()) AS "created_at!" FROM messages_added"#,
+        &new.ids,
+        &new.streams,
+        &new.addresses,
+        &new.variables,
+        &new.expiries as _,
+        &new.keys as _,
+        &new.hashes,
+        tenant,
     )
-    .bind(&new.ids)
-    .bind(&new.streams)
-    .bind(&new.addresses)
-    .bind(&new.variables)
-    .bind(&new.expiries)
-    .bind(&new.keys)
-    .bind(&new.hashes)
-    .bind(tenant)
     .fetch_one(tx)
     .await
 }
@@ -245,11 +245,13 @@ pub async fn insert(
 /// Wakes the scheduler for these providers' lanes at the caller's commit, so it dispatches
 /// what was just accepted rather than at its next tick (`herald_shared::wake`).
 pub async fn wake(tx: &mut PgConnection, providers: &[Uuid]) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, p::text) FROM (SELECT DISTINCT unnest($2::uuid[]) AS p) w")
-        .bind(herald_shared::wake::CHANNEL)
-        .bind(providers)
-        .execute(tx)
-        .await?;
+    sqlx::query!(
+        "SELECT pg_notify($1, p::text) FROM (SELECT DISTINCT unnest($2::uuid[]) AS p) w",
+        herald_shared::wake::CHANNEL,
+        providers,
+    )
+    .execute(tx)
+    .await?;
     Ok(())
 }
 

@@ -23,7 +23,7 @@ pub struct Locked {
 
 /// The database's clock, unix seconds.
 pub async fn db_clock(pool: &PgPool) -> Result<f64, sqlx::Error> {
-    sqlx::query_scalar("SELECT extract(epoch FROM clock_timestamp())::float8")
+    sqlx::query_scalar!(r#"SELECT extract(epoch FROM clock_timestamp())::float8 AS "now!""#,)
         .fetch_one(pool)
         .await
 }
@@ -31,10 +31,12 @@ pub async fn db_clock(pool: &PgPool) -> Result<f64, sqlx::Error> {
 /// Creates the provider's row if it has none yet (outside the reservation's transaction, so
 /// two first reservations do not wait on each other's insert).
 pub async fn ensure_row(pool: &PgPool, provider: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO provider_pacing (provider_id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(provider)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO provider_pacing (provider_id) VALUES ($1) ON CONFLICT DO NOTHING",
+        provider,
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -70,16 +72,16 @@ pub async fn advance(
     granted_secs: f64,
     slowdown: f64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE provider_pacing
          SET next_at = to_timestamp($2) + make_interval(secs => $3),
              slowdown = $4, updated_at = clock_timestamp()
          WHERE provider_id = $1",
+        provider,
+        free_at,
+        granted_secs,
+        slowdown,
     )
-    .bind(provider)
-    .bind(free_at)
-    .bind(granted_secs)
-    .bind(slowdown)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -94,7 +96,7 @@ pub async fn throttled(
     retry_after_secs: f64,
     max_slowdown: f64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO provider_pacing AS p (provider_id, next_at, slowdown, throttled_at)
          VALUES ($1, clock_timestamp() + make_interval(secs => $2), 2.0, clock_timestamp())
          ON CONFLICT (provider_id) DO UPDATE SET
@@ -103,10 +105,10 @@ pub async fn throttled(
              next_at = greatest(p.next_at, clock_timestamp() + make_interval(secs => $2)),
              throttled_at = clock_timestamp(),
              updated_at = clock_timestamp()",
+        provider,
+        retry_after_secs,
+        max_slowdown,
     )
-    .bind(provider)
-    .bind(retry_after_secs)
-    .bind(max_slowdown)
     .execute(pool)
     .await?;
     Ok(())
@@ -115,14 +117,14 @@ pub async fn throttled(
 /// A worker's breaker opened: the fleet leaves the provider alone for `secs` (an earlier,
 /// longer opening stands).
 pub async fn open_breaker(pool: &PgPool, provider: Uuid, secs: f64) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO provider_pacing AS p (provider_id, open_until)
          VALUES ($1, clock_timestamp() + make_interval(secs => $2))
          ON CONFLICT (provider_id) DO UPDATE SET
              open_until = greatest(p.open_until, excluded.open_until), updated_at = clock_timestamp()",
+        provider,
+        secs,
     )
-    .bind(provider)
-    .bind(secs)
     .execute(pool)
     .await?;
     Ok(())

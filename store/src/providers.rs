@@ -155,14 +155,16 @@ pub async fn take_line(
     tenant: Uuid,
     hold_ms: i32,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT herald_take_live_call($1, $2, $3, $4, $5)")
-        .bind(recipient)
-        .bind(seq)
-        .bind(provider)
-        .bind(tenant)
-        .bind(hold_ms)
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT herald_take_live_call($1, $2, $3, $4, $5) AS "taken!""#,
+        recipient,
+        seq,
+        provider,
+        tenant,
+        hold_ms,
+    )
+    .fetch_one(pool)
+    .await
 }
 
 /// A provider as the receiver reads it to check its receipts' signatures: its owner, API and
@@ -367,12 +369,12 @@ pub async fn owner(
     scope: Scope,
     id: Uuid,
 ) -> Result<Option<Option<Uuid>>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT tenant_id FROM providers
          WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2 OR tenant_id IS NULL)",
+        id,
+        scope as _,
     )
-    .bind(id)
-    .bind(scope)
     .fetch_optional(pool)
     .await
 }
@@ -437,18 +439,18 @@ pub async fn replace_credentials(
 
 /// Whether `tenant` may send through `provider`: its own, or an operator's shared one.
 pub async fn usable_by(pool: &PgPool, provider: Uuid, tenant: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM providers WHERE id = $1 AND (tenant_id = $2 OR tenant_id IS NULL))",
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM providers WHERE id = $1 AND (tenant_id = $2 OR tenant_id IS NULL)) AS "exists!""#,
+        provider,
+        tenant,
     )
-    .bind(provider)
-    .bind(tenant)
     .fetch_one(pool)
     .await
 }
 
 /// Every provider's id, in order (what resealing the credentials walks).
 pub async fn ids(pool: &PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM providers ORDER BY id")
+    sqlx::query_scalar!("SELECT id FROM providers ORDER BY id",)
         .fetch_all(pool)
         .await
 }
@@ -458,10 +460,12 @@ pub async fn lock_credentials(
     tx: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<serde_json::Value>, sqlx::Error> {
-    sqlx::query_scalar("SELECT credentials FROM providers WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(tx)
-        .await
+    sqlx::query_scalar!(
+        "SELECT credentials FROM providers WHERE id = $1 FOR UPDATE",
+        id,
+    )
+    .fetch_optional(tx)
+    .await
 }
 
 /// Stores provider `id`'s credentials sealed anew (under the current key). They are the
@@ -471,10 +475,12 @@ pub async fn reseal_credentials(
     id: Uuid,
     sealed: &serde_json::Value,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE providers SET credentials = $2 WHERE id = $1")
-        .bind(id)
-        .bind(sealed)
-        .execute(tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE providers SET credentials = $2 WHERE id = $1",
+        id,
+        sealed,
+    )
+    .execute(tx)
+    .await?;
     Ok(())
 }

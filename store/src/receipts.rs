@@ -285,13 +285,13 @@ const PRUNE_LIMIT: i64 = 50_000;
 
 /// Deletes receipts older than `retention`; returns how many.
 pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "DELETE FROM receipts WHERE id IN (
              SELECT id FROM receipts WHERE received_at < now() - make_interval(secs => $1)
              LIMIT $2)",
+        retention.as_secs_f64(),
+        PRUNE_LIMIT,
     )
-    .bind(retention.as_secs_f64())
-    .bind(PRUNE_LIMIT)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())

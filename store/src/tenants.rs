@@ -124,10 +124,12 @@ pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Option<Tenant>
 
 /// Whether PostgreSQL (which evaluates quiet hours) knows this IANA zone.
 pub async fn known_time_zone(pool: &PgPool, zone: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)")
-        .bind(zone)
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1) AS "exists!""#,
+        zone,
+    )
+    .fetch_one(pool)
+    .await
 }
 
 /// A tenant's default provider (and overflow) for one channel: what its transactional
@@ -200,18 +202,19 @@ pub async fn remove_default_provider(
     tenant: Uuid,
     channel: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM tenant_default_providers WHERE tenant_id = $1 AND channel = $2")
-        .bind(tenant)
-        .bind(channel)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM tenant_default_providers WHERE tenant_id = $1 AND channel = $2",
+        tenant,
+        channel,
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
 /// Tenant `id`'s time zone, if the tenant exists.
 pub async fn time_zone(pool: &PgPool, id: Uuid) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT time_zone FROM tenants WHERE id = $1")
-        .bind(id)
+    sqlx::query_scalar!("SELECT time_zone FROM tenants WHERE id = $1", id,)
         .fetch_optional(pool)
         .await
 }
@@ -222,8 +225,7 @@ pub async fn default_region(
     tx: &mut sqlx::PgConnection,
     id: Uuid,
 ) -> Result<Option<Option<String>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT default_region FROM tenants WHERE id = $1")
-        .bind(id)
+    sqlx::query_scalar!("SELECT default_region FROM tenants WHERE id = $1", id,)
         .fetch_optional(tx)
         .await
 }

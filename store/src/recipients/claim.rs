@@ -89,13 +89,13 @@ pub async fn claim(pool: &PgPool, plan: &[Wanted]) -> Result<Vec<Claimed>, sqlx:
 /// still holding the given dispatch are touched.
 pub async fn release(pool: &PgPool, claims: &[(i64, i32)]) -> Result<u64, sqlx::Error> {
     let (ids, seqs): (Vec<i64>, Vec<i32>) = claims.iter().copied().unzip();
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE recipients r SET state = 'pending', queued_at = NULL, updated_at = now()
          FROM unnest($1::bigint[], $2::int[]) AS c(id, seq)
          WHERE r.id = ANY($1) AND r.id = c.id AND r.dispatch_seq = c.seq AND r.state = 'queued'",
+        &ids,
+        &seqs,
     )
-    .bind(&ids)
-    .bind(&seqs)
     // Planned with the array in hand, like the worker's statements (see `lease`).
     .persistent(false)
     .execute(pool)
@@ -111,13 +111,13 @@ pub async fn fail_unrenderable(
     seq: i32,
     error: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE recipients SET state = 'failed', last_error = $3, queued_at = NULL, updated_at = now()
          WHERE id = $1 AND dispatch_seq = $2 AND state = 'queued'",
+        id,
+        seq,
+        error,
     )
-    .bind(id)
-    .bind(seq)
-    .bind(error)
     .execute(pool)
     .await?;
     Ok(())

@@ -72,9 +72,8 @@ pub async fn begin(
     let ids: Vec<i64> = sorted.iter().map(|d| d.recipient_id).collect();
     let seqs: Vec<i32> = sorted.iter().map(|d| d.seq).collect();
     let providers: Vec<Uuid> = sorted.iter().map(|d| d.provider).collect();
-    #[allow(clippy::type_complexity)]
-    let rows: Vec<(i64, i32, i32, Option<DateTime<Utc>>, Option<Uuid>, i32)> = sqlx::query_as(
-        "WITH m AS (SELECT * FROM unnest($1::bigint[], $2::int[], $4::uuid[]) AS m(id, seq, provider)),
+    let rows = sqlx::query!(
+        r#"WITH m AS (SELECT * FROM unnest($1::bigint[], $2::int[], $4::uuid[]) AS m(id, seq, provider)),
          -- One primary-key lookup per message, whatever the statistics say (OFFSET 0 keeps
          -- the planner from merging it into a join that walks a campaign's index instead).
          current AS MATERIALIZED (
@@ -111,7 +110,7 @@ pub async fn begin(
              UPDATE recipients r
              SET state = 'sending', attempts = r.attempts + 1, updated_at = now(), sent_via = s.provider,
                  attempted_at = now(),
-                 lease_until = now() + make_interval(secs => s.timeout_ms / 1000.0 + $3)
+                 lease_until = now() + make_interval(secs => s.timeout_ms / 1000.0 + $3::float8)
              FROM startable s
              WHERE r.id = s.id AND r.dispatch_seq = s.seq AND r.state = s.state
              RETURNING r.id, r.dispatch_seq, r.attempts - r.throttles AS attempts,
@@ -130,25 +129,29 @@ pub async fn begin(
              WHERE r.id = p.id AND r.dispatch_seq = p.seq AND r.state = p.state
              RETURNING r.id
          )
-         SELECT id, dispatch_seq, attempts, outcome_unknown_at, unknown_via, revision FROM begun",
+         SELECT id AS "id!", dispatch_seq AS "dispatch_seq!", attempts AS "attempts!",
+                outcome_unknown_at AS "outcome_unknown_at?", unknown_via AS "unknown_via?",
+                revision AS "revision!"
+         FROM begun"#,
+        &ids,
+        &seqs,
+        lease_grace.as_secs_f64(),
+        &providers,
     )
-    .bind(&ids)
-    .bind(&seqs)
-    .bind(lease_grace.as_secs_f64())
-    .bind(&providers)
     .fetch_all(pool)
     .await?;
     let begun: HashMap<(i64, i32), Begun> = rows
         .into_iter()
-        .map(|(id, seq, attempts, since, via, revision)| {
+        .map(|row| {
             let lease = Begun {
-                attempts: u32::try_from(attempts).unwrap_or(0),
-                unknown: since
-                    .zip(via)
+                attempts: u32::try_from(row.attempts).unwrap_or(0),
+                unknown: row
+                    .outcome_unknown_at
+                    .zip(row.unknown_via)
                     .map(|(since, via)| UnknownAttempt { since, via }),
-                provider_revision: revision,
+                provider_revision: row.revision,
             };
-            ((id, seq), lease)
+            ((row.id, row.dispatch_seq), lease)
         })
         .collect();
     Ok(dispatches

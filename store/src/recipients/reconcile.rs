@@ -10,12 +10,13 @@ pub async fn taken_by_others(
     recipient: i64,
     provider_ids: &[&str],
 ) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT provider_message_id FROM recipients
-         WHERE provider_message_id = ANY($1) AND id <> $2",
+    sqlx::query_scalar!(
+        // Matched by `= ANY`, so never NULL.
+        r#"SELECT provider_message_id AS "provider_message_id!" FROM recipients
+         WHERE provider_message_id = ANY($1) AND id <> $2"#,
+        provider_ids as _,
+        recipient,
     )
-    .bind(provider_ids)
-    .bind(recipient)
     .fetch_all(pool)
     .await
 }

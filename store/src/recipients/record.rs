@@ -62,7 +62,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
         errors.push(outcome.error.clone());
         delays.push(outcome.due_in.map(|d| d.as_secs_f64()));
     }
-    let first_sends: Vec<Option<f64>> = sqlx::query_scalar(
+    let first_sends: Vec<Option<f64>> = sqlx::query_scalar!(
         "WITH o AS (
              SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[], $8::uuid[], $10::text[])
                  AS o(id, seq, state, message_id, error, delay, throttled, provider, pause)
@@ -139,17 +139,17 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
          -- now() is the statement's transaction's time: equal only for a first send set here.
          RETURNING CASE WHEN t.sent AND c.first_sent_at = now()
                         THEN extract(epoch FROM c.first_sent_at - c.started_at)::float8 END",
+        &ids,
+        &seqs,
+        &states as _,
+        &message_ids as _,
+        &errors as _,
+        &delays as _,
+        &throttles,
+        &providers,
+        herald_shared::delivery::FINAL_RANK as _,
+        &pauses as _,
     )
-    .bind(&ids)
-    .bind(&seqs)
-    .bind(&states)
-    .bind(&message_ids)
-    .bind(&errors)
-    .bind(&delays)
-    .bind(&throttles)
-    .bind(&providers)
-    .bind(herald_shared::delivery::FINAL_RANK)
-    .bind(&pauses)
     .fetch_all(pool)
     .await?;
     // The statement that records a campaign's first send is the one place that knows it.

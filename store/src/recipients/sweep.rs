@@ -26,22 +26,22 @@ pub async fn requeue_stale_claims(
     pool: &PgPool,
     requeue_after: Duration,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE recipients r SET state = 'pending', queued_at = NULL, updated_at = now()
          FROM (SELECT id FROM recipients
                WHERE state = 'queued' AND queued_at < now() - make_interval(secs => $1)
                LIMIT $2 FOR UPDATE SKIP LOCKED) stale
          WHERE r.id = stale.id",
+        requeue_after.as_secs_f64(),
+        SWEEP_LIMIT,
     )
-    .bind(requeue_after.as_secs_f64())
-    .bind(SWEEP_LIMIT)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
 }
 
 pub async fn recover_expired_leases(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE recipients r
          SET state = CASE WHEN p.unknown_outcome <> 'retry' THEN 'unknown'
                           WHEN r.attempts - r.throttles >= p.max_attempts THEN 'failed'
@@ -65,8 +65,8 @@ pub async fn recover_expired_leases(pool: &PgPool) -> Result<u64, sqlx::Error> {
                                  WHERE state = 'sending' AND lease_until < now()
                                  ORDER BY lease_until LIMIT $1 FOR UPDATE SKIP LOCKED))
            AND c.id = r.campaign_id AND p.id = coalesce(r.sent_via, c.provider_id)",
+        SWEEP_LIMIT,
     )
-    .bind(SWEEP_LIMIT)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
@@ -74,14 +74,14 @@ pub async fn recover_expired_leases(pool: &PgPool) -> Result<u64, sqlx::Error> {
 
 /// Recipients whose outcome stayed unknown through their provider's window: due again now.
 pub async fn retry_unknown_outcomes(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE recipients r SET state = 'pending', next_attempt_at = now(), updated_at = now()
          FROM (SELECT id FROM recipients
                WHERE state = 'unknown' AND next_attempt_at <= now()
                LIMIT $1 FOR UPDATE SKIP LOCKED) due
          WHERE r.id = due.id",
+        SWEEP_LIMIT,
     )
-    .bind(SWEEP_LIMIT)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
@@ -90,13 +90,13 @@ pub async fn retry_unknown_outcomes(pool: &PgPool) -> Result<u64, sqlx::Error> {
 /// Calls whose final status never came stop holding a line once their timeout passes
 /// (the caps already ignore them; this keeps the index of live calls small).
 pub async fn free_stale_lines(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE recipients r SET live_until = NULL
          FROM (SELECT id FROM recipients WHERE live_until < now()
                LIMIT $1 FOR UPDATE SKIP LOCKED) stale
          WHERE r.id = stale.id",
+        SWEEP_LIMIT,
     )
-    .bind(SWEEP_LIMIT)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
@@ -106,7 +106,7 @@ pub async fn free_stale_lines(pool: &PgPool) -> Result<u64, sqlx::Error> {
 /// are past their expiry (→ `expired`) or cancelled (→ `cancelled`). Recipients already
 /// queued are ended by the worker that receives their message; those in flight finish.
 pub async fn end_waiting_recipients(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         // Each ended campaign's waiting recipients through the two indexes that hold only
         // waiting ones (first attempts, retries; the orders keep the planner on them):
         // joined plainly, the planner scanned every recipient in the table for them, every
@@ -138,8 +138,8 @@ pub async fn end_waiting_recipients(pool: &PgPool) -> Result<u64, sqlx::Error> {
          -- By primary key, as in the claim.
          WHERE r.id = ANY (ARRAY(SELECT id FROM fresh UNION ALL SELECT id FROM retries))
            AND e.id = r.campaign_id",
+        SWEEP_LIMIT,
     )
-    .bind(SWEEP_LIMIT)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
@@ -148,14 +148,14 @@ pub async fn end_waiting_recipients(pool: &PgPool) -> Result<u64, sqlx::Error> {
 /// Transactional messages still waiting past their own expiry (a campaign's recipients
 /// expire with their campaign, above).
 pub async fn expire_messages(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE recipients r SET state = 'expired', updated_at = now()
          FROM (SELECT id FROM recipients
                WHERE state = 'pending' AND expires_at <= now()
                LIMIT $1 FOR UPDATE SKIP LOCKED) w
          WHERE r.id = w.id",
+        SWEEP_LIMIT,
     )
-    .bind(SWEEP_LIMIT)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())

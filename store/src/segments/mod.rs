@@ -63,17 +63,18 @@ pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Option<Segment
 
 /// Whether segment `id` is tenant `tenant`'s.
 pub async fn owned_by(pool: &PgPool, id: Uuid, tenant: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM segments WHERE id = $1 AND tenant_id = $2)")
-        .bind(id)
-        .bind(tenant)
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM segments WHERE id = $1 AND tenant_id = $2) AS "exists!""#,
+        id,
+        tenant,
+    )
+    .fetch_one(pool)
+    .await
 }
 
 /// Segment `id`'s filter, read in the caller's transaction.
 pub async fn filter_text(tx: &mut sqlx::PgConnection, id: Uuid) -> Result<String, sqlx::Error> {
-    sqlx::query_scalar("SELECT filter FROM segments WHERE id = $1")
-        .bind(id)
+    sqlx::query_scalar!("SELECT filter FROM segments WHERE id = $1", id,)
         .fetch_one(tx)
         .await
 }
