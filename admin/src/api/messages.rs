@@ -3,7 +3,7 @@
 //!
 //! Each message becomes a recipient of its tenant's *stream* for its provider, channel,
 //! overflow provider and quiet hours: a hidden campaign of kind `messages` that is always running
-//! (migration 15). So one claim, one lease, one set of rate limits, caps, breakers and
+//! (`kind = 'messages'` in the schema). So one claim, one lease, one set of rate limits, caps, breakers and
 //! receipts serve campaigns and messages alike, and the scheduler's fair plan serves a
 //! tenant's stream before that tenant's campaigns, within the tenant's share only.
 //!
