@@ -153,7 +153,7 @@ CREATE TABLE contacts (
     UNIQUE (tenant_id, address)
 );
 
--- Keyset pagination of the admin's lists (admin/src/api/page.rs): each list's filter and
+-- Keyset pagination of the admin's lists (store/src/keyset.rs): each list's filter and
 -- order is one index range, so the thousandth page costs what the first does. A tenant's
 -- contacts are listed by id.
 CREATE INDEX contacts_tenant ON contacts (tenant_id, id);
@@ -447,8 +447,9 @@ CREATE INDEX receipts_received ON receipts USING brin (received_at);
 -- campaign exists (campaigns are never deleted). Checking it again per new row would cost
 -- a fold of 10,000 campaigns 189 ms of its 477 (EXPLAIN ANALYZE: a row per campaign and
 -- second in campaign_sends_per_second, 19 µs a check). Only the leading scheduler folds,
--- so these tables have one writer and every row it writes is in shard 0; readers sum over
--- `shard` all the same.
+-- so the three per-campaign tables have one writer: their `shard` is always 0 (a column
+-- kept for spreading the writes of several folders, should there ever be more than one),
+-- and readers sum over it.
 
 -- The counter bucket of a recipient state: queued and sending share one, `in_flight`;
 -- every other state is a bucket of its own. Every lease a worker takes moves a recipient

@@ -1,41 +1,55 @@
 #!/usr/bin/env bash
 # The store's compile-time-checked statements (`sqlx::query!` and friends) are checked against
 # the schema as `.sqlx/` describes it (committed), so builds need no database. This script
-# regenerates `.sqlx/` from a fresh database with every migration applied: run it after
-# changing such a statement or the schema, and commit the result.
+# regenerates `.sqlx/` from a fresh database with the schema applied: run it after changing
+# such a statement or a migration, and commit the result.
 #   --check   regenerates into a temporary directory and fails if `.sqlx/` differs (part of
 #             the test command: a statement or migration changed without it).
+# What sqlx records (parameter types, which columns may be NULL) comes from the server's own
+# answers, so regenerate on the PostgreSQL major the scripts install (Debian's, 15 on
+# bookworm); the check prints the server's version when it fails.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ROOT"
 require_cargo
 scripts/services.sh >/dev/null
 
-fresh_database_and_vhost herald_sqlx_prepare
+# A database of this run's own (two checkouts may run this at once), dropped on exit.
+name="herald_sqlx_$$"
+out="$(mktemp -d)"
+cleanup() {
+  rm -rf "$out"
+  $SUDO su postgres -c "psql -qAt -c 'DROP DATABASE IF EXISTS $name'" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+$SUDO su postgres -c "psql -qAt -c 'CREATE DATABASE $name OWNER herald'" >/dev/null
+url="postgres://herald:herald@127.0.0.1:5432/$name?sslmode=disable"
 # Applied with psql, each in a transaction as sqlx's migrator does: building the binary that
 # migrates would need this very data.
 for migration in migrations/*.sql; do
-  psql "$HERALD_DATABASE_URL" -q -v ON_ERROR_STOP=1 --single-transaction -f "$migration" >/dev/null
+  psql "$url" -q -v ON_ERROR_STOP=1 --single-transaction -f "$migration" >/dev/null
 done
 
-out="$(mktemp -d)"
-trap 'rm -rf "$out"' EXIT
 # Touched so that cargo compiles the store again, expanding every statement's macro against
 # the database (a proc macro's environment is not part of cargo's fingerprint).
 touch store/src/lib.rs
-SQLX_OFFLINE=false DATABASE_URL="$HERALD_DATABASE_URL" SQLX_OFFLINE_DIR="$out" \
-  cargo check --quiet -p herald-store
+SQLX_OFFLINE=false DATABASE_URL="$url" SQLX_OFFLINE_DIR="$out" cargo check --quiet -p herald-store
+count="$(find "$out" -name 'query-*.json' | wc -l)"
+if [ "$count" -eq 0 ]; then
+  echo "error: the store's build described no statement; .sqlx/ left as it was" >&2
+  exit 1
+fi
 
 if [ "${1:-}" = --check ]; then
   if ! diff -r "$out" .sqlx >/dev/null 2>&1; then
     diff -r "$out" .sqlx | head -20 >&2 || true
-    echo "error: .sqlx/ does not describe the store's statements and schema as they are; run scripts/sqlx-prepare.sh and commit .sqlx/" >&2
+    echo "error: .sqlx/ does not describe the store's statements and schema as they are (server: $(psql "$url" -qAt -c 'SHOW server_version')); run scripts/sqlx-prepare.sh and commit .sqlx/" >&2
     exit 1
   fi
-  echo "==> .sqlx/ is up to date ($(find .sqlx -name '*.json' | wc -l) statements)"
+  echo "==> .sqlx/ is up to date ($count statements)"
 else
   rm -rf .sqlx
   mkdir .sqlx
-  cp "$out"/*.json .sqlx/
-  echo "==> .sqlx/ regenerated: $(find .sqlx -name '*.json' | wc -l) statements"
+  cp "$out"/query-*.json .sqlx/
+  echo "==> .sqlx/ regenerated: $count statements"
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Herald's whole test suite against real PostgreSQL, RabbitMQ and the provider simulator:
-# the deployment files' lint, formatting, lints, unit tests, the Twilio contract check, the
+# the deployment files' lint, formatting, that .sqlx/ describes the store's compile-time-checked
+# statements, lints, unit tests, the Twilio contract check, the
 # admin API against its OpenAPI document, the integration tests and the fault suite
 # (scripts/faults.sh).
 set -euo pipefail
@@ -15,8 +16,9 @@ drop_test_leftovers
 echo "==> deployment files (hadolint, docker-compose config, kubernetes-validate, KEDA schema)"
 scripts/lint-deploy.sh
 echo "==> cargo fmt --check"; cargo fmt --all -- --check
-echo "==> cargo clippy"; cargo clippy --workspace --all-targets --quiet -- -D warnings
+# Before clippy: a statement changed without .sqlx/ is named here, not as a compile error.
 echo "==> .sqlx/ describes the store's statements"; scripts/sqlx-prepare.sh --check
+echo "==> cargo clippy"; cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The integration tests run the built binaries, so build them first.
 echo "==> cargo build"; cargo build --workspace --quiet
 echo "==> cargo test"

@@ -1,7 +1,8 @@
-//! Fuzz targets (proptest) for the admin's parsers of outside input: the segment filter
-//! language, phone numbers, and CSV / NDJSON / JSON-array uploads. Whatever comes in ends in
-//! a value or a clear error: never a panic, never a hang. The test suite runs each target
-//! for proptest's default 256 cases; `scripts/fuzz.sh` runs many more (`PROPTEST_CASES`).
+//! Fuzz targets (proptest) for the parsers of the admin's outside input: the segment filter
+//! language (the store's, `herald_store::segments::filter`), phone numbers, and CSV / NDJSON /
+//! JSON-array uploads. Whatever comes in ends in a value or a clear error: never a panic,
+//! never a hang. The test suite runs each target for proptest's default 256 cases;
+//! `scripts/fuzz.sh` runs many more (`PROPTEST_CASES`).
 
 use herald_admin::phone;
 use herald_admin::upload::{self, Format, Item};

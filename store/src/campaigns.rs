@@ -1,6 +1,7 @@
 //! Campaigns: what the scheduler reads and changes of them (which may be dispatched from now
 //! and how much of each is due, their start and completion, their progress counters' fold,
-//! the backlog), and what the admin does with them (create, start, pause, resume, cancel).
+//! the backlog), and what the admin does with them (create, start, pause, resume, cancel,
+//! list them with their progress, lock one for an upload).
 
 use crate::progress::{Counts, counts_columns, counts_join};
 use crate::tenants::Scope;

@@ -39,8 +39,9 @@
 //! builds need no database; `scripts/sqlx-prepare.sh` regenerates it after a statement or a
 //! migration changes, and the test command fails when it was not. Still checked only when
 //! they run: statements read into `FromRow` types (`query_as`), those built from the
-//! caller's filters (`QueryBuilder`), those on an upload's temporary table, and the claim
-//! (its plan is made with each tick's arrays in hand, which the macros cannot ask for).
+//! caller's filters (`QueryBuilder`), those on an upload's temporary table, a campaign's
+//! status changes (each `Transition`'s statement is picked at run time), and the claim (its
+//! plan is made with each tick's arrays in hand, which the macros cannot ask for).
 //!
 //! Every function takes a pool, or the caller's connection where it is one step of the
 //! caller's transaction, and returns `sqlx::Error` as it came (the catalog wraps it beside its

@@ -3,7 +3,7 @@
 //! quiet hours; each message is a recipient of it beside a `messages` row), the idempotency
 //! keys and quotas accepting judges, and reading messages back.
 //!
-//! A message is read through [`COLUMNS`], [`fetch`] and [`list`] into the caller's own row
+//! A message is read through [`fetch`] and [`list`] into the caller's own row
 //! type (the admin's API type), so the store holds the statements and the admin the shape it
 //! answers with.
 
@@ -48,17 +48,18 @@ pub async fn earlier_requests(
     )
     .execute(&mut *tx)
     .await?;
-    let rows: Vec<(String, Uuid, Vec<u8>)> = sqlx::query_as(
-        "SELECT idempotency_key, id, request_hash FROM messages
-         WHERE tenant_id = $1 AND idempotency_key = ANY($2)",
+    let rows = sqlx::query!(
+        // Matched by `= ANY`, so never NULL.
+        r#"SELECT idempotency_key AS "idempotency_key!", id, request_hash FROM messages
+           WHERE tenant_id = $1 AND idempotency_key = ANY($2)"#,
+        tenant,
+        keys,
     )
-    .bind(tenant)
-    .bind(keys)
     .fetch_all(tx)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(key, id, hash)| (key, (id, hash)))
+        .map(|row| (row.idempotency_key, (row.id, row.request_hash)))
         .collect())
 }
 
@@ -169,23 +170,26 @@ pub async fn stream(tx: &mut PgConnection, key: &StreamKey) -> Result<Stream, sq
     )
     .execute(&mut *tx)
     .await?;
-    let (id, held) = sqlx::query_as(
-        "SELECT id, CASE WHEN status = 'paused' THEN coalesce(pause_reason, 'paused') END
+    let row = sqlx::query!(
+        r#"SELECT id, CASE WHEN status = 'paused' THEN coalesce(pause_reason, 'paused') END AS "held?"
          FROM campaigns
          WHERE kind = 'messages' AND tenant_id = $1 AND provider_id = $2 AND channel = $4
            AND overflow_provider_id IS NOT DISTINCT FROM $3 AND time_zone = $5
-           AND quiet_start IS NOT DISTINCT FROM $6 AND quiet_end IS NOT DISTINCT FROM $7",
+           AND quiet_start IS NOT DISTINCT FROM $6 AND quiet_end IS NOT DISTINCT FROM $7"#,
+        key.tenant,
+        key.provider,
+        key.overflow,
+        &key.channel,
+        &key.zone,
+        key.quiet.map(|q| q.0),
+        key.quiet.map(|q| q.1),
     )
-    .bind(key.tenant)
-    .bind(key.provider)
-    .bind(key.overflow)
-    .bind(&key.channel)
-    .bind(&key.zone)
-    .bind(key.quiet.map(|q| q.0))
-    .bind(key.quiet.map(|q| q.1))
     .fetch_one(tx)
     .await?;
-    Ok(Stream { id, held })
+    Ok(Stream {
+        id: row.id,
+        held: row.held,
+    })
 }
 
 /// New messages of one tenant, column by column (the i-th of each is one message).
@@ -257,7 +261,7 @@ pub async fn wake(tx: &mut PgConnection, providers: &[Uuid]) -> Result<(), sqlx:
 
 /// A message's columns, from `m` (messages), `r` (its recipient), `c` (its stream) and `sp` (the
 /// provider it was sent through): what the caller's row type reads.
-pub const COLUMNS: &str = "SELECT m.id, m.tenant_id, r.address AS to, c.channel, c.provider_id,
+const COLUMNS: &str = "SELECT m.id, m.tenant_id, r.address AS to, c.channel, c.provider_id,
         c.overflow_provider_id, r.variables->>'text' AS text, r.state, r.delivery_status,
         r.delivery_error, r.attempts, r.sent_via, r.provider_message_id,
         CASE WHEN r.state = 'sent' THEN sp.cost_per_message::float8 END AS cost,

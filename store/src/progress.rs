@@ -49,7 +49,7 @@ impl Counts {
 }
 
 /// Seconds to finish `remaining` recipients at `rate` per second.
-pub fn eta_seconds(remaining: i64, rate: f64) -> Option<f64> {
+fn eta_seconds(remaining: i64, rate: f64) -> Option<f64> {
     (remaining > 0 && rate > 0.0).then(|| remaining as f64 / rate)
 }
 

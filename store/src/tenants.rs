@@ -236,8 +236,11 @@ pub async fn region_and_zone(
     pool: &PgPool,
     id: Uuid,
 ) -> Result<Option<(Option<String>, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT default_region, time_zone FROM tenants WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    let row = sqlx::query!(
+        "SELECT default_region, time_zone FROM tenants WHERE id = $1",
+        id
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|row| (row.default_region, row.time_zone)))
 }

@@ -683,7 +683,7 @@ async fn store(
         .collect())
 }
 
-/// A message just stored, as [`fetch`] would read it before anything happened to it.
+/// A message just stored, as [`messages::fetch`] would read it before anything happened to it.
 fn accepted(c: &Checked, id: Uuid, created_at: DateTime<Utc>, held: Option<String>) -> Message {
     Message {
         id,

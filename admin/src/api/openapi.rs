@@ -239,7 +239,7 @@ fn add_shared(responses: &mut Responses, shape: &OperationShape) {
 /// Schemas of values whose rules the handlers check in code, written once so that the
 /// document and the checks agree. Used with `#[schema(schema_with = …)]`.
 pub mod rules {
-    use herald_shared::domain::{CampaignStatus, Channel, RecipientState};
+    use herald_shared::domain::{CampaignStatus, Channel};
     use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
     /// Characters no name may hold: C0 and C1 controls (`char::is_control`).
@@ -309,8 +309,9 @@ pub mod rules {
         one_of(CampaignStatus::ALL.iter().map(|c| c.as_str().to_owned()))
     }
 
+    /// The store's, which its recipient rows use too.
     pub fn recipient_state() -> Object {
-        one_of(RecipientState::ALL.iter().map(|c| c.as_str().to_owned()))
+        herald_store::recipients::state_schema()
     }
 }
 

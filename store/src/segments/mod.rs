@@ -1,5 +1,6 @@
-//! Segments: a tenant's named filters over its contacts (the admin compiles the filter into
-//! bound SQL; see its `filter`).
+//! Segments: a tenant's named filters over its contacts. [`filter`] is the language, compiled
+//! into SQL whose every name and value is a bound parameter; [`count`], [`lacking`] and
+//! [`materialize`] run a filter over a tenant's contacts.
 
 pub mod filter;
 
