@@ -12,6 +12,8 @@ missing=()
 command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql)
 command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# The worker's allocator (jemalloc) is built from its C sources with make.
+command -v make >/dev/null 2>&1 || missing+=(make)
 # The TLS tests make their own certificates; the deployment lint runs Python tools in a venv.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
@@ -25,7 +27,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # The rabbitmq-server package tries to start itself through systemd; without systemd that
   # step fails harmlessly, and we start the broker ourselves below.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null || true
-  for tool in pg_ctlcluster rabbitmq-server curl openssl python3 chromium chromedriver; do
+  for tool in pg_ctlcluster rabbitmq-server curl make openssl python3 chromium chromedriver; do
     command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool is still missing after apt-get install" >&2; exit 1; }
   done
 fi
