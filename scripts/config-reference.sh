@@ -18,9 +18,9 @@ BIN="${BIN:-$CARGO_TARGET_DIR/debug}"
   echo "Every service also reads \`HERALD_LOG\` (a tracing filter, default"
   echo "\`info,sqlx=warn,lapin=warn,amq_protocol=warn,hyper=warn,reqwest=warn\`) and"
   echo "\`HERALD_LOG_FORMAT\` (\`json\`: one JSON object per line, for log shippers; otherwise text)."
-  echo "The worker allocates with jemalloc, built with one arena (\`narenas:1\`, which kept its memory"
-  echo "close to glibc's on two cores); \`_RJEM_MALLOC_CONF\` sets jemalloc's options when it starts"
-  echo "(say \`narenas:4\` on a worker with many cores; BENCHMARKS.md has the measurements)."
+  echo "The worker allocates with jemalloc, built with one arena (\`narenas:1\`);"
+  echo "\`_RJEM_MALLOC_CONF\` sets jemalloc's options when it starts (say \`narenas:4\` on a worker"
+  echo "with many cores; BENCHMARKS.md has the measurements)."
   for command in "herald-scheduler" "herald-worker" "herald-receiver" "herald-admin serve" "herald-simulator" "herald"; do
     binary="${command%% *}"
     args=()

@@ -19,7 +19,7 @@ name="herald_sqlx_$$"
 out="$(mktemp -d)"
 cleanup() {
   rm -rf "$out"
-  $SUDO su postgres -c "psql -qAt -c 'DROP DATABASE IF EXISTS $name'" >/dev/null 2>&1 || true
+  $SUDO su postgres -c "psql -qAt -c 'DROP DATABASE IF EXISTS $name WITH (FORCE)'" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 $SUDO su postgres -c "psql -qAt -c 'CREATE DATABASE $name OWNER herald'" >/dev/null

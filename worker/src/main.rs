@@ -2,13 +2,10 @@ use clap::Parser;
 use herald_worker::config::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
-/// glibc's malloc took a fifth of the worker's CPU at 0 ms (perf: every request allocates
-/// and frees its connection's buffers, futures and bodies); with jemalloc the worker spends
-/// 12–22% less CPU per message at the same peak RSS with 2,000 requests in flight
-/// (BENCHMARKS.md, 2026-12-02). One arena (`narenas:1`, set at build time in
-/// `.cargo/config.toml`; `_RJEM_MALLOC_CONF` overrides it at run time) kept its peak RSS
-/// within a sixth of glibc's at 0 ms, where jemalloc's default of four arenas a core took
-/// two fifths more.
+/// jemalloc, one arena (`narenas:1`, set at build time in `.cargo/config.toml`;
+/// `_RJEM_MALLOC_CONF` overrides it at run time): every request allocates and frees its
+/// connection's buffers, futures and bodies, and glibc's malloc spent more CPU on that
+/// (BENCHMARKS.md, "2026-12-02 (later)").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
