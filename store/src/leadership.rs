@@ -5,7 +5,7 @@ use sqlx::PgConnection;
 
 /// The advisory lock key: "herald-scheduler" in a fixed 64-bit form. Advisory locks are per
 /// database, so each Herald database has its own leader.
-const LOCK_KEY: i64 = 0x6865_7261_6c64_5343;
+pub const LOCK_KEY: i64 = 0x6865_7261_6c64_5343;
 
 /// Takes the lock if no other session holds it.
 pub async fn try_lock(connection: &mut PgConnection) -> Result<bool, sqlx::Error> {

@@ -98,12 +98,23 @@ async fn killed_and_terminated_workers_lose_nothing() -> Result<()> {
     Ok(())
 }
 
-/// Which scheduler holds the advisory lock, by OS pid of its database session's client.
+/// How many sessions hold the leader's advisory lock. Only that key: workers take a
+/// transaction's advisory lock of their own at each heartbeat (`store::fleet`), which a count
+/// of every advisory lock caught now and then. pg_locks shows a 64-bit key as its high and
+/// low halves.
 async fn leader_lock_holders(env: &TestEnv) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
-        .fetch_one(&env.pool)
-        .await
-        .unwrap_or(0)
+    let key = herald_store::leadership::LOCK_KEY;
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks
+         WHERE locktype = 'advisory' AND granted AND objsubid = 1
+           AND classid::int8 = $1 AND objid::int8 = $2
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .bind(key >> 32)
+    .bind(key & 0xffff_ffff)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
