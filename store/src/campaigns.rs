@@ -486,6 +486,7 @@ pub struct Uploadable {
     pub default_region: Option<String>,
 }
 
+/// Campaign `id`'s [`Uploadable`], locked until the caller's transaction ends.
 pub async fn lock_for_upload(tx: &mut PgConnection, id: Uuid) -> Result<Uploadable, sqlx::Error> {
     sqlx::query_as(
         "SELECT c.status, c.template, t.default_region
