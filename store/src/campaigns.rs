@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 /// A running campaign and how many of its recipients are due now (capped at its batch size).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ActiveCampaign {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -24,8 +24,7 @@ pub struct ActiveCampaign {
     /// The overflow provider's circuit breaker is open.
     pub overflow_open: bool,
     /// Planned in its overflow's lane first, its primary taking the rest: the overflow is
-    /// further behind its committed volume (`commitments`). Never set by the query.
-    #[sqlx(default)]
+    /// further behind its committed volume (`commitments`). Always false from the query.
     pub overflow_first: bool,
     pub channel: String,
     pub template: String,
@@ -41,13 +40,14 @@ pub struct ActiveCampaign {
 /// campaign started for later counts as started at its start time (one started now already
 /// has its `started_at`, from the start request).
 pub async fn activate_due(pool: &PgPool) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
-    sqlx::query_as(
+    let rows = sqlx::query!(
         "UPDATE campaigns SET status = 'running', started_at = coalesce(started_at, start_at)
          WHERE status = 'scheduled' AND start_at <= now()
          RETURNING id, tenant_id",
     )
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.tenant_id)).collect())
 }
 
 /// Running campaigns with due recipients, leaving out those inside their quiet hours, past
@@ -61,13 +61,15 @@ pub async fn dispatchable(
     budget: u32,
     through: Option<&[Uuid]>,
 ) -> Result<Vec<ActiveCampaign>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT c.id, c.tenant_id, t.weight AS tenant_weight, c.weight AS campaign_weight,
+    sqlx::query_as!(
+        ActiveCampaign,
+        r#"SELECT c.id, c.tenant_id, t.weight AS tenant_weight, c.weight AS campaign_weight,
                 c.provider_id, c.overflow_provider_id, c.channel, c.template, c.expires_at,
-                c.provider_id = ANY(b.open) AS primary_open,
-                coalesce(c.overflow_provider_id = ANY(b.open), false) AS overflow_open,
-                d.due, d.retries > 0 AS retries,
-                c.kind = 'messages' AS transactional
+                c.provider_id = ANY(b.open) AS "primary_open!",
+                coalesce(c.overflow_provider_id = ANY(b.open), false) AS "overflow_open!",
+                false AS "overflow_first!",
+                d.due AS "due!", d.retries > 0 AS "retries!",
+                c.kind = 'messages' AS "transactional!"
          FROM campaigns c JOIN tenants t ON t.id = c.tenant_id
          -- The providers whose circuit breakers are open, read once: asked per campaign
          -- (`herald_breaker_open`), a third of the query's 100 ms with 10,000 campaigns.
@@ -87,7 +89,7 @@ pub async fn dispatchable(
                                                  WHERE r.campaign_id = c.id AND r.state = 'pending'
                                                    AND r.attempts > 0 AND r.next_attempt_at <= now()
                                                  ORDER BY r.next_attempt_at
-                                                 LIMIT least(c.batch_size, $1)) due_retries) AS retries,
+                                                 LIMIT least(c.batch_size, $1::int8)) due_retries) AS retries,
                           (SELECT count(*) FROM (SELECT 1 FROM recipients r
                                                  WHERE r.campaign_id = c.id AND r.state = 'pending'
                                                    AND r.attempts = 0
@@ -97,7 +99,7 @@ pub async fn dispatchable(
                                                  -- a tick, seen beside two 400,000-recipient
                                                  -- campaigns); sorted, only the index pays.
                                                  ORDER BY r.id
-                                                 LIMIT least(c.batch_size, $1)) fresh) AS fresh
+                                                 LIMIT least(c.batch_size, $1::int8)) fresh) AS fresh
                    OFFSET 0) n
              -- Counted once per campaign: without the fence the planner repeats the counts
              -- for the `due > 0` filter (with 10,000 campaigns, 40,000 index scans a tick).
@@ -109,10 +111,10 @@ pub async fn dispatchable(
            AND (NOT c.provider_id = ANY(b.open)
                 OR (c.overflow_provider_id IS NOT NULL AND NOT c.overflow_provider_id = ANY(b.open)))
            AND d.due > 0
-         ORDER BY c.tenant_id, c.id",
+         ORDER BY c.tenant_id, c.id"#,
+        i64::from(budget),
+        through,
     )
-    .bind(i64::from(budget))
-    .bind(through)
     .fetch_all(pool)
     .await
 }
@@ -135,7 +137,7 @@ pub async fn complete_finished(
     pool: &PgPool,
     due: &[Uuid],
 ) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
-    sqlx::query_as(
+    let rows = sqlx::query!(
         // From the counters and their unfolded deltas (written in the same transactions as
         // the recipients' states), a few index entries per campaign: probing each
         // campaign's recipients took most of a second a tick with 10,000 running campaigns.
@@ -149,23 +151,28 @@ pub async fn complete_finished(
                WHERE k.campaign_id = c.id AND k.state IN ('pending', 'in_flight', 'unknown')
                HAVING coalesce(sum(k.n), 0) <> 0)
          RETURNING c.id, c.tenant_id",
+        due,
     )
-    .bind(due)
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.tenant_id)).collect())
 }
 
 /// Per provider and tenant of the running campaigns, the recipients waiting or in flight
 /// (from the progress counters, so a few rows per campaign).
 pub async fn backlog(pool: &PgPool) -> Result<Vec<(Uuid, Uuid, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT c.provider_id, c.tenant_id, sum(cc.n)::int8
+    let rows = sqlx::query!(
+        r#"SELECT c.provider_id, c.tenant_id, sum(cc.n)::int8 AS "waiting!"
          FROM campaigns c JOIN campaign_bucket_counts cc ON cc.campaign_id = c.id
          WHERE c.status = 'running' AND cc.state IN ('pending', 'in_flight')
-         GROUP BY c.provider_id, c.tenant_id",
+         GROUP BY c.provider_id, c.tenant_id"#,
     )
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.provider_id, r.tenant_id, r.waiting))
+        .collect())
 }
 
 /// Folds every committed delta of the counter ledger (`recipient_count_deltas`, appended by
@@ -263,7 +270,7 @@ pub async fn visible(pool: &PgPool, scope: Scope, id: Uuid) -> Result<bool, sqlx
 }
 
 /// A reason campaign recipients failed for, and how many did.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorCount {
     pub reason: String,
     pub count: i64,
@@ -271,12 +278,13 @@ pub struct ErrorCount {
 
 /// Campaign `id`'s 50 commonest reasons for failed recipients, commonest first.
 pub async fn failure_reasons(pool: &PgPool, id: Uuid) -> Result<Vec<ErrorCount>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT coalesce(last_error, 'unknown') AS reason, count(*) AS count
+    sqlx::query_as!(
+        ErrorCount,
+        r#"SELECT coalesce(last_error, 'unknown') AS "reason!", count(*) AS "count!"
          FROM recipients WHERE campaign_id = $1 AND state = 'failed'
-         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 50",
+         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 50"#,
+        id,
     )
-    .bind(id)
     .fetch_all(pool)
     .await
 }
@@ -328,7 +336,7 @@ pub async fn create(pool: &PgPool, c: &NewCampaignRow<'_>) -> Result<Uuid, sqlx:
 }
 
 /// What starting a campaign checks, read with the campaign locked until the transaction ends.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Startable {
     pub status: String,
     pub tenant_id: Uuid,
@@ -338,11 +346,12 @@ pub struct Startable {
 }
 
 pub async fn lock_for_start(tx: &mut PgConnection, id: Uuid) -> Result<Startable, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Startable,
         "SELECT status, tenant_id, template, segment_id, expires_at FROM campaigns
          WHERE id = $1 FOR UPDATE",
+        id,
     )
-    .bind(id)
     .fetch_one(tx)
     .await
 }
@@ -478,7 +487,7 @@ pub async fn listed(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Option<List
 /// What adding recipients to a campaign checks, read with the campaign locked until the
 /// caller's transaction ends (so a concurrent start waits for the upload: a campaign never
 /// starts on half an audience).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Uploadable {
     pub status: String,
     pub template: String,
@@ -488,12 +497,13 @@ pub struct Uploadable {
 
 /// Campaign `id`'s [`Uploadable`], locked until the caller's transaction ends.
 pub async fn lock_for_upload(tx: &mut PgConnection, id: Uuid) -> Result<Uploadable, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Uploadable,
         "SELECT c.status, c.template, t.default_region
          FROM campaigns c JOIN tenants t ON t.id = c.tenant_id
          WHERE c.id = $1 FOR UPDATE OF c",
+        id,
     )
-    .bind(id)
     .fetch_one(tx)
     .await
 }

@@ -28,18 +28,18 @@ pub async fn heartbeat<T>(
     sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('herald.workers'))",)
         .execute(&mut *tx)
         .await?;
-    let others: Vec<(Json<Caps>,)> = sqlx::query_as(
-        "WITH gone AS (
-             DELETE FROM workers WHERE seen_at < now() - make_interval(secs => $2 * 6)
+    let others = sqlx::query_scalar!(
+        r#"WITH gone AS (
+             DELETE FROM workers WHERE seen_at < now() - make_interval(secs => $2::float8 * 6)
          )
-         SELECT caps FROM workers
-         WHERE id <> $1 AND seen_at >= now() - make_interval(secs => $2)",
+         SELECT caps AS "caps: Json<Caps>" FROM workers
+         WHERE id <> $1 AND seen_at >= now() - make_interval(secs => $2)"#,
+        id,
+        live_for.as_secs_f64(),
     )
-    .bind(id)
-    .bind(live_for.as_secs_f64())
     .fetch_all(&mut *tx)
     .await?;
-    let (caps, decided) = decide(others.into_iter().map(|(Json(caps),)| caps).collect());
+    let (caps, decided) = decide(others.into_iter().map(|Json(caps)| caps).collect());
     // Dated by the clock, not the transaction's start: the lock may have taken a while.
     sqlx::query!(
         "INSERT INTO workers (id, name, caps, seen_at) VALUES ($1, $2, $3, clock_timestamp())

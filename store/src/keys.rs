@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// A key as listed: never its secret, only the first characters that tell keys apart.
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Key {
     pub id: Uuid,
     /// `null`: an operator key.
@@ -24,20 +24,31 @@ pub struct Key {
     pub active: bool,
 }
 
-const COLUMNS: &str = "id, tenant_id, name, prefix, created_at, revoked_at,
-                       (revoked_at IS NULL OR revoked_at > now()) AS active";
+/// `sqlx::query_as!` into [`Key`]: the statement is `$before`, [`Key`]'s columns, then
+/// `$after`, so the columns are written once and every statement is still checked.
+macro_rules! query_key {
+    ($before:literal, $after:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Key,
+            $before
+                + r#"id, tenant_id, name, prefix, created_at, revoked_at,
+                     (revoked_at IS NULL OR revoked_at > now()) AS "active!""#
+                + $after
+            $(, $arg)*
+        )
+    };
+}
 
 /// Whose key has this hash, if it is accepted now: `Some(None)` an operator's, `Some(Some(t))`
 /// tenant `t`'s. A rotated key is accepted until the end of its grace period.
 pub async fn holder(pool: &PgPool, hash: &[u8]) -> Result<Option<Option<Uuid>>, sqlx::Error> {
-    let row: Option<(Option<Uuid>,)> = sqlx::query_as(
+    sqlx::query_scalar!(
         "SELECT tenant_id FROM api_keys
          WHERE key_hash = $1 AND (revoked_at IS NULL OR revoked_at > now())",
+        hash,
     )
-    .bind(hash)
     .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|(tenant,)| tenant))
+    .await
 }
 
 /// Stores a key of `tenant` (an operator's when `None`); returns its id.
@@ -61,12 +72,13 @@ pub async fn insert(
 
 /// The keys in `scope`: every key for an operator, a tenant's own otherwise.
 pub async fn list(pool: &PgPool, scope: Scope) -> Result<Vec<Key>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM api_keys
+    query_key!(
+        "SELECT ",
+        " FROM api_keys
          WHERE ($1::uuid IS NULL OR tenant_id = $1)
-         ORDER BY created_at, id"
-    )))
-    .bind(scope)
+         ORDER BY created_at, id",
+        scope as _,
+    )
     .fetch_all(pool)
     .await
 }
@@ -78,12 +90,13 @@ pub async fn lock(
     scope: Scope,
     id: Uuid,
 ) -> Result<Option<Key>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM api_keys
-         WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2) FOR UPDATE"
-    )))
-    .bind(id)
-    .bind(scope)
+    query_key!(
+        "SELECT ",
+        " FROM api_keys
+         WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2) FOR UPDATE",
+        id,
+        scope as _,
+    )
     .fetch_optional(tx)
     .await
 }
@@ -91,13 +104,14 @@ pub async fn lock(
 /// Key `id` stops being accepted after `grace_seconds` (0: now); a key already due to stop
 /// sooner keeps its earlier end.
 pub async fn end(tx: &mut PgConnection, id: Uuid, grace_seconds: f64) -> Result<Key, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    query_key!(
         "UPDATE api_keys
          SET revoked_at = least(coalesce(revoked_at, 'infinity'), now() + make_interval(secs => $2))
-         WHERE id = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(grace_seconds)
+         WHERE id = $1 RETURNING ",
+        "",
+        id,
+        grace_seconds,
+    )
     .fetch_one(tx)
     .await
 }

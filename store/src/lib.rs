@@ -34,14 +34,18 @@
 //! `cancelled`, `expired`, or back to `pending`). Both are plain SQL, inlined by the planner
 //! into each statement, so the indexes on the campaign's columns still serve.
 //!
-//! Statements whose text is fixed are checked at compile time (`sqlx::query!` and
-//! `query_scalar!`) against the schema as `.sqlx/` at the workspace's root describes it, so
-//! builds need no database; `scripts/sqlx-prepare.sh` regenerates it after a statement or a
-//! migration changes, and the test command fails when it was not. Still checked only when
-//! they run: statements read into `FromRow` types (`query_as`), those built from the
-//! caller's filters (`QueryBuilder`), those on an upload's temporary table, a campaign's
-//! status changes (each `Transition`'s statement is picked at run time), and the claim (its
-//! plan is made with each tick's arrays in hand, which the macros cannot ask for).
+//! Statements whose text is fixed are checked at compile time (`sqlx::query!`,
+//! `query_as!` and `query_scalar!`) against the schema as `.sqlx/` at the workspace's root
+//! describes it, so builds need no database; `scripts/sqlx-prepare.sh` regenerates it after a
+//! statement or a migration changes, and the test command fails when it was not. Where
+//! several statements share a column list or a part (a row type's columns, the receipts'
+//! update), a small `macro_rules!` beside them writes it once and joins it to each
+//! statement's own text with `+`, which the macros accept, so each is still checked whole.
+//! Still checked only when they run: those built from the caller's filters (`QueryBuilder`)
+//! and [`progress::campaigns`], whose columns are the lists' (`progress::counts_columns!`);
+//! those on an upload's temporary table; a campaign's status changes (each `Transition`'s
+//! statement is picked at run time); and the claim (its plan is made with each tick's arrays
+//! in hand, which the macros cannot ask for).
 //!
 //! Every function takes a pool, or the caller's connection where it is one step of the
 //! caller's transaction, and returns `sqlx::Error` as it came (the catalog wraps it beside its

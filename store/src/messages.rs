@@ -64,7 +64,7 @@ pub async fn earlier_requests(
 }
 
 /// What admitting more of a tenant's messages is judged on.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct Admission {
     /// Its messages accepted and not yet finished.
     pub waiting: i64,
@@ -81,23 +81,24 @@ pub struct Admission {
 }
 
 pub async fn admission(tx: &mut PgConnection, tenant: Uuid) -> Result<Admission, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT (SELECT coalesce(sum(k.n), 0)::int8
+    sqlx::query_as!(
+        Admission,
+        r#"SELECT (SELECT coalesce(sum(k.n), 0)::int8
                  FROM campaigns c JOIN campaign_bucket_counts k ON k.campaign_id = c.id
                  WHERE c.tenant_id = t.id AND c.kind = 'messages'
-                   AND k.state IN ('pending', 'in_flight', 'unknown')) AS waiting,
+                   AND k.state IN ('pending', 'in_flight', 'unknown')) AS "waiting!",
                 t.max_queued_messages AS quota,
                 (SELECT coalesce(sum(s.sent), 0)::float8 / 10
                  FROM campaigns c JOIN campaign_send_seconds s ON s.campaign_id = c.id
                  WHERE c.tenant_id = t.id AND c.kind = 'messages'
-                   AND s.second >= date_trunc('second', now()) - interval '10 seconds') AS per_second,
+                   AND s.second >= date_trunc('second', now()) - interval '10 seconds') AS "per_second!",
                 t.max_messages_per_day AS daily_cap,
                 -- Only counted for a tenant with a cap (an index range of today's messages).
                 CASE WHEN t.max_messages_per_day IS NOT NULL THEN
                     (SELECT count(*) FROM messages m
                      WHERE m.tenant_id = t.id AND m.created_at >= d.midnight)
-                ELSE 0 END AS today,
-                extract(epoch FROM d.next_midnight - now())::float8 AS to_midnight
+                ELSE 0 END AS "today!",
+                extract(epoch FROM d.next_midnight - now())::float8 AS "to_midnight!"
          FROM tenants t
          CROSS JOIN LATERAL (
              -- Days are counted in the tenant's zone: a day there may last 23 or 25 hours.
@@ -105,9 +106,9 @@ pub async fn admission(tx: &mut PgConnection, tenant: Uuid) -> Result<Admission,
                     (date_trunc('day', now() AT TIME ZONE t.time_zone) + interval '1 day')
                         AT TIME ZONE t.time_zone AS next_midnight
          ) d
-         WHERE t.id = $1",
+         WHERE t.id = $1"#,
+        tenant,
     )
-    .bind(tenant)
     .fetch_one(tx)
     .await
 }
@@ -355,7 +356,7 @@ where
 }
 
 /// One receipt of a message, as received.
-#[derive(Debug, Serialize, ToSchema, FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MessageReceipt {
     pub status: String,
     pub raw_status: String,
@@ -370,13 +371,14 @@ pub struct MessageReceipt {
 /// Message `id`'s receipts in the order they came. The caller has checked the message is
 /// the caller's to see.
 pub async fn receipts(pool: &PgPool, id: Uuid) -> Result<Vec<MessageReceipt>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        MessageReceipt,
         "SELECT x.status, x.raw_status, x.error_code, x.error_message, x.provider_time,
                 x.received_at, x.duplicate
          FROM messages m JOIN receipts x ON x.recipient_id = m.recipient_id
          WHERE m.id = $1 ORDER BY x.received_at, x.id",
+        id,
     )
-    .bind(id)
     .fetch_all(pool)
     .await
 }

@@ -47,21 +47,19 @@ pub async fn lock(
     provider: Uuid,
     lead_secs: f64,
 ) -> Result<Locked, sqlx::Error> {
-    let (db_now, free_at, slowdown): (f64, f64, f64) = sqlx::query_as(
-        "SELECT extract(epoch FROM clock_timestamp())::float8,
-                extract(epoch FROM greatest(next_at, clock_timestamp() + make_interval(secs => $2)))::float8,
+    sqlx::query_as!(
+        Locked,
+        r#"SELECT extract(epoch FROM clock_timestamp())::float8 AS "db_now!",
+                extract(epoch FROM greatest(next_at, clock_timestamp() + make_interval(secs => $2)))::float8
+                    AS "free_at!",
                 greatest(1.0, slowdown * power(0.8, extract(epoch FROM clock_timestamp() - updated_at)::float8))
-         FROM provider_pacing WHERE provider_id = $1 FOR UPDATE",
+                    AS "slowdown!"
+         FROM provider_pacing WHERE provider_id = $1 FOR UPDATE"#,
+        provider,
+        lead_secs,
     )
-    .bind(provider)
-    .bind(lead_secs)
     .fetch_one(&mut *tx)
-    .await?;
-    Ok(Locked {
-        db_now,
-        free_at,
-        slowdown,
-    })
+    .await
 }
 
 /// The next free time becomes `free_at + granted_secs`, and the decayed slowdown is kept.
@@ -132,10 +130,11 @@ pub async fn open_breaker(pool: &PgPool, provider: Uuid, secs: f64) -> Result<()
 
 /// Every provider whose breaker is open somewhere in the fleet, with the seconds left.
 pub async fn open_breakers(pool: &PgPool) -> Result<Vec<(Uuid, f64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT provider_id, extract(epoch FROM open_until - clock_timestamp())::float8
-         FROM provider_pacing WHERE open_until > clock_timestamp()",
+    let rows = sqlx::query!(
+        r#"SELECT provider_id, extract(epoch FROM open_until - clock_timestamp())::float8 AS "secs!"
+         FROM provider_pacing WHERE open_until > clock_timestamp()"#,
     )
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.provider_id, r.secs)).collect())
 }

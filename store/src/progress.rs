@@ -114,7 +114,7 @@ pub async fn campaigns(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<CampaignProgre
 }
 
 /// Sends of one campaign through one provider, and what they cost.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ProviderSends {
     pub campaign_id: Uuid,
     pub provider_id: Uuid,
@@ -130,15 +130,17 @@ pub async fn provider_sends(
     pool: &PgPool,
     ids: &[Uuid],
 ) -> Result<Vec<ProviderSends>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT s.campaign_id, s.provider_id, p.name AS provider, sum(s.sent)::int8 AS sent,
+    sqlx::query_as!(
+        ProviderSends,
+        r#"SELECT s.campaign_id AS "campaign_id!", s.provider_id AS "provider_id!",
+                p.name AS provider, sum(s.sent)::int8 AS "sent!",
                 (sum(s.sent) * p.cost_per_message)::float8 AS cost
          FROM campaign_provider_sent s JOIN providers p ON p.id = s.provider_id
          WHERE s.campaign_id = ANY($1)
          GROUP BY s.campaign_id, s.provider_id, p.name, p.cost_per_message
-         ORDER BY s.campaign_id, sent DESC",
+         ORDER BY s.campaign_id, 4 DESC"#,
+        ids,
     )
-    .bind(ids)
     .fetch_all(pool)
     .await
 }
@@ -200,7 +202,7 @@ impl DeliverySummary {
 
 /// Recipients of one campaign, sent through one provider, whose latest receipt said
 /// `status`.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct DeliveryCount {
     pub campaign_id: Uuid,
     pub provider_id: Uuid,
@@ -214,12 +216,13 @@ pub async fn delivery_counts(
     pool: &PgPool,
     ids: &[Uuid],
 ) -> Result<Vec<DeliveryCount>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT campaign_id, provider_id, status, sum(n)::int8 AS n
+    sqlx::query_as!(
+        DeliveryCount,
+        r#"SELECT campaign_id, provider_id, status, sum(n)::int8 AS "n!"
          FROM campaign_delivery_counts WHERE campaign_id = ANY($1)
-         GROUP BY 1, 2, 3 HAVING sum(n) <> 0",
+         GROUP BY 1, 2, 3 HAVING sum(n) <> 0"#,
+        ids,
     )
-    .bind(ids)
     .fetch_all(pool)
     .await
 }

@@ -16,16 +16,17 @@ pub async fn provider_paces(
     pool: &PgPool,
     providers: &[Uuid],
 ) -> Result<Vec<(Uuid, f64)>, sqlx::Error> {
-    let rows: Vec<(Uuid, i32, i32)> = sqlx::query_as(
-        "SELECT id, rate_limit, rate_window_ms FROM providers
-         WHERE id = ANY($1) AND rate_limit IS NOT NULL",
+    let rows = sqlx::query!(
+        r#"SELECT id, rate_limit AS "rate_limit!", rate_window_ms FROM providers
+         WHERE id = ANY($1) AND rate_limit IS NOT NULL"#,
+        providers,
     )
-    .bind(providers)
     .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, limit, window_ms)| {
+        .map(|row| {
+            let (id, limit, window_ms) = (row.id, row.rate_limit, row.rate_window_ms);
             let window = std::time::Duration::from_millis(u64::try_from(window_ms).unwrap_or(1000));
             (
                 id,
@@ -41,18 +42,20 @@ pub async fn free_lines(
     pool: &PgPool,
     providers: &[Uuid],
 ) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT p.id, p.max_live_calls - (SELECT count(*) FROM recipients r
+    let rows = sqlx::query!(
+        r#"SELECT p.id, p.max_live_calls - (SELECT count(*) FROM recipients r
                                           WHERE r.live_until > now() AND r.sent_via = p.id)
-         FROM providers p WHERE p.id = ANY($1) AND p.max_live_calls IS NOT NULL",
+                AS "free!"
+         FROM providers p WHERE p.id = ANY($1) AND p.max_live_calls IS NOT NULL"#,
+        providers,
     )
-    .bind(providers)
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.free)).collect())
 }
 
 /// One provider's monthly commitment, with this month's sends.
-#[derive(Debug, Clone, Copy, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CommitmentRow {
     pub provider_id: Uuid,
     /// Messages agreed for the month.
@@ -65,9 +68,13 @@ pub struct CommitmentRow {
 
 /// Every provider's commitment (few providers carry one), with this month's sends.
 pub async fn commitments(pool: &PgPool) -> Result<Vec<CommitmentRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT provider_id, monthly_commitment, sent_this_month, month_elapsed
-         FROM provider_commitments",
+    // A view: its columns' nullability is not known to the checker, the view's rows have
+    // all four.
+    sqlx::query_as!(
+        CommitmentRow,
+        r#"SELECT provider_id AS "provider_id!", monthly_commitment AS "monthly_commitment!",
+                sent_this_month AS "sent_this_month!", month_elapsed AS "month_elapsed!"
+         FROM provider_commitments"#,
     )
     .fetch_all(pool)
     .await
@@ -82,23 +89,24 @@ pub async fn smallest_allowances(
     pool: &PgPool,
     providers: &[Uuid],
 ) -> Result<Vec<(Uuid, i32)>, sqlx::Error> {
-    sqlx::query_as(
+    let rows = sqlx::query!(
         // Live: seen within the workers' six seconds (the worker's `fleet::LIVE_FOR`).
-        "SELECT p.id, coalesce((SELECT min((w.caps ->> p.id::text)::int) FROM workers w
+        r#"SELECT p.id, coalesce((SELECT min((w.caps ->> p.id::text)::int) FROM workers w
                                 WHERE w.seen_at >= now() - interval '6 seconds'
                                   AND (w.caps ->> p.id::text)::int > 0),
-                               0)
-         FROM providers p WHERE p.id = ANY($1)",
+                               0) AS "allowance!"
+         FROM providers p WHERE p.id = ANY($1)"#,
+        providers,
     )
-    .bind(providers)
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.allowance)).collect())
 }
 
 /// A provider as a worker loads it to send through it: its API, its credentials (sealed at
 /// rest, as stored), its retry policy and its pace. The worker parses and opens it into its
 /// typed configuration.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ProviderRow {
     pub id: Uuid,
     pub kind: String,
@@ -124,23 +132,25 @@ pub struct ProviderRow {
 
 /// Provider `id`, if it exists.
 pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<ProviderRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, kind, endpoint, settings, credentials, timeout_ms,
+    sqlx::query_as!(
+        ProviderRow,
+        r#"SELECT id, kind, endpoint, settings, credentials, timeout_ms,
                 max_attempts, retry_base_ms, retry_max_ms, rate_limit, rate_window_ms,
                 unknown_outcome, unknown_window_ms, live_call_timeout_ms, revision,
-                tenant_id IS NOT NULL AS restricted
-         FROM providers WHERE id = $1",
+                tenant_id IS NOT NULL AS "restricted!"
+         FROM providers WHERE id = $1"#,
+        id,
     )
-    .bind(id)
     .fetch_optional(pool)
     .await
 }
 
 /// Every provider's fleet-wide cap on requests in flight.
 pub async fn in_flight_caps(pool: &PgPool) -> Result<Vec<(Uuid, i32)>, sqlx::Error> {
-    sqlx::query_as("SELECT id, max_in_flight FROM providers")
+    let rows = sqlx::query!("SELECT id, max_in_flight FROM providers")
         .fetch_all(pool)
-        .await
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.max_in_flight)).collect())
 }
 
 /// Takes one of the provider's lines (and one of its tenant's) for the call to recipient
@@ -169,7 +179,7 @@ pub async fn take_line(
 
 /// A provider as the receiver reads it to check its receipts' signatures: its owner, API and
 /// credentials (sealed at rest, as stored).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct WebhookRow {
     pub id: Uuid,
     /// `None`: an operator's provider.
@@ -182,11 +192,12 @@ pub struct WebhookRow {
 
 /// Provider `id` as the receiver reads it, if it exists.
 pub async fn webhook_row(pool: &PgPool, id: Uuid) -> Result<Option<WebhookRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        WebhookRow,
         "SELECT id, tenant_id, kind, endpoint, settings, credentials FROM providers
          WHERE id = $1",
+        id,
     )
-    .bind(id)
     .fetch_optional(pool)
     .await
 }
@@ -198,13 +209,14 @@ pub async fn whatsapp_by_number(
     phone_number_id: &str,
     tenant: Option<Uuid>,
 ) -> Result<Vec<WebhookRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        WebhookRow,
         "SELECT id, tenant_id, kind, endpoint, settings, credentials FROM providers
          WHERE kind = 'whatsapp' AND settings->>'phone_number_id' = $1
            AND tenant_id IS NOT DISTINCT FROM $2",
+        phone_number_id,
+        tenant,
     )
-    .bind(phone_number_id)
-    .bind(tenant)
     .fetch_all(pool)
     .await
 }
@@ -213,7 +225,7 @@ pub async fn whatsapp_by_number(
 // the shared ones (`tenant_id IS NULL`), every statement below the same way:
 // `($n::uuid IS NULL OR tenant_id = $n OR tenant_id IS NULL)`.
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Provider {
     pub id: Uuid,
     /// `null`: an operator-owned provider every tenant may use.
@@ -262,21 +274,34 @@ pub struct Provider {
     pub created_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str =
-    "id, tenant_id, name, kind, endpoint, settings, credentials <> '{}'::jsonb AS has_credentials,
-     timeout_ms, max_in_flight, max_attempts, retry_base_ms, retry_max_ms, rate_limit,
-     rate_window_ms, cost_per_message::float8 AS cost_per_message, unknown_outcome,
-     unknown_window_ms, max_live_calls, live_call_timeout_ms,
-     '/webhooks/' || CASE kind WHEN 'http' THEN 'http' WHEN 'whatsapp' THEN 'whatsapp'
-                               ELSE 'twilio' END || '/' || id AS receipt_path,
-     monthly_commitment,
-     coalesce((SELECT sum(m.sent) FROM provider_month_sent m
-               WHERE m.provider_id = providers.id
-                 AND m.month = date_trunc('month', now() AT TIME ZONE 'UTC')::date), 0)::int8
-         AS sent_this_month,
-     (SELECT round(c.monthly_commitment * c.month_elapsed)::int8 FROM provider_commitments c
-      WHERE c.provider_id = providers.id) AS commitment_due_by_now,
-     created_at";
+/// `sqlx::query_as!` into [`Provider`]: the statement is `$before`, [`Provider`]'s columns,
+/// then `$after`, so the columns are written once and every statement is still checked.
+macro_rules! query_provider {
+    ($before:literal, $after:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Provider,
+            $before
+                + r#"id, tenant_id, name, kind, endpoint AS "endpoint?", settings,
+                     credentials <> '{}'::jsonb AS "has_credentials!",
+                     timeout_ms, max_in_flight, max_attempts, retry_base_ms, retry_max_ms,
+                     rate_limit, rate_window_ms, cost_per_message::float8 AS cost_per_message,
+                     unknown_outcome, unknown_window_ms, max_live_calls, live_call_timeout_ms,
+                     '/webhooks/' || CASE kind WHEN 'http' THEN 'http' WHEN 'whatsapp' THEN 'whatsapp'
+                                               ELSE 'twilio' END || '/' || id AS "receipt_path!",
+                     monthly_commitment,
+                     coalesce((SELECT sum(m.sent) FROM provider_month_sent m
+                               WHERE m.provider_id = providers.id
+                                 AND m.month = date_trunc('month', now() AT TIME ZONE 'UTC')::date),
+                              0)::int8 AS "sent_this_month?",
+                     (SELECT round(c.monthly_commitment * c.month_elapsed)::int8
+                      FROM provider_commitments c
+                      WHERE c.provider_id = providers.id) AS commitment_due_by_now,
+                     created_at"#
+                + $after
+            $(, $arg)*
+        )
+    };
+}
 
 /// A new provider, validated by the caller, its credentials sealed for its `id`.
 #[derive(Debug, Clone)]
@@ -306,7 +331,7 @@ pub struct NewProviderRow<'a> {
 
 /// Creates a provider; a name already taken is the unique constraint's error.
 pub async fn create(pool: &PgPool, p: &NewProviderRow<'_>) -> Result<Provider, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    query_provider!(
         "INSERT INTO providers (tenant_id, name, kind, endpoint, settings, credentials, timeout_ms,
                                 max_in_flight, max_attempts, retry_base_ms, retry_max_ms,
                                 rate_limit, rate_window_ms, cost_per_message, unknown_outcome,
@@ -314,51 +339,54 @@ pub async fn create(pool: &PgPool, p: &NewProviderRow<'_>) -> Result<Provider, s
                                 monthly_commitment)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::float8, $15, $16,
                  $17, $18, $19, $20)
-         RETURNING {COLUMNS}"
-    )))
-    .bind(p.tenant_id)
-    .bind(p.name)
-    .bind(p.kind)
-    .bind(&p.endpoint)
-    .bind(&p.settings)
-    .bind(&p.sealed_credentials)
-    .bind(p.timeout_ms)
-    .bind(p.max_in_flight)
-    .bind(p.max_attempts)
-    .bind(p.retry_base_ms)
-    .bind(p.retry_max_ms)
-    .bind(p.rate_limit)
-    .bind(p.rate_window_ms)
-    .bind(p.cost_per_message)
-    .bind(p.unknown_outcome)
-    .bind(p.unknown_window_ms)
-    .bind(p.max_live_calls)
-    .bind(p.live_call_timeout_ms)
-    .bind(p.id)
-    .bind(p.monthly_commitment)
+         RETURNING ",
+        "",
+        p.tenant_id,
+        p.name,
+        p.kind,
+        p.endpoint.as_deref(),
+        &p.settings,
+        &p.sealed_credentials,
+        p.timeout_ms,
+        p.max_in_flight,
+        p.max_attempts,
+        p.retry_base_ms,
+        p.retry_max_ms,
+        p.rate_limit,
+        p.rate_window_ms,
+        p.cost_per_message,
+        p.unknown_outcome,
+        p.unknown_window_ms,
+        p.max_live_calls,
+        p.live_call_timeout_ms,
+        p.id,
+        p.monthly_commitment,
+    )
     .fetch_one(pool)
     .await
 }
 
 /// The providers `scope` sees, by name.
 pub async fn list(pool: &PgPool, scope: Scope) -> Result<Vec<Provider>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM providers
-         WHERE $1::uuid IS NULL OR tenant_id = $1 OR tenant_id IS NULL ORDER BY name"
-    )))
-    .bind(scope)
+    query_provider!(
+        "SELECT ",
+        " FROM providers
+         WHERE $1::uuid IS NULL OR tenant_id = $1 OR tenant_id IS NULL ORDER BY name",
+        scope as _,
+    )
     .fetch_all(pool)
     .await
 }
 
 /// Provider `id`, if `scope` sees it.
 pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Option<Provider>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM providers
-         WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2 OR tenant_id IS NULL)"
-    )))
-    .bind(id)
-    .bind(scope)
+    query_provider!(
+        "SELECT ",
+        " FROM providers
+         WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2 OR tenant_id IS NULL)",
+        id,
+        scope as _,
+    )
     .fetch_optional(pool)
     .await
 }
@@ -385,18 +413,19 @@ pub async fn set_commitment(
     id: Uuid,
     monthly_commitment: Option<i32>,
 ) -> Result<Provider, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE providers SET monthly_commitment = $2 WHERE id = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(monthly_commitment)
+    query_provider!(
+        "UPDATE providers SET monthly_commitment = $2 WHERE id = $1 RETURNING ",
+        "",
+        id,
+        monthly_commitment,
+    )
     .fetch_one(pool)
     .await
 }
 
 /// What checking new credentials needs of provider `id`: its owner, kind, endpoint and
 /// settings; locked until the transaction ends, if `scope` sees it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ApiShape {
     pub tenant_id: Option<Uuid>,
     pub kind: String,
@@ -409,13 +438,14 @@ pub async fn lock_shape(
     scope: Scope,
     id: Uuid,
 ) -> Result<Option<ApiShape>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        ApiShape,
         "SELECT tenant_id, kind, endpoint, settings FROM providers
          WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2 OR tenant_id IS NULL)
          FOR UPDATE",
+        id,
+        scope as _,
     )
-    .bind(id)
-    .bind(scope)
     .fetch_optional(tx)
     .await
 }
@@ -427,12 +457,13 @@ pub async fn replace_credentials(
     id: Uuid,
     sealed: &serde_json::Value,
 ) -> Result<Provider, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    query_provider!(
         "UPDATE providers SET credentials = $2, revision = revision + 1
-         WHERE id = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(sealed)
+         WHERE id = $1 RETURNING ",
+        "",
+        id,
+        sealed,
+    )
     .fetch_one(tx)
     .await
 }

@@ -46,7 +46,7 @@ pub struct Receipt {
 }
 
 /// What storing a batch did.
-#[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stored {
     pub received: i64,
     pub duplicates: i64,
@@ -59,13 +59,17 @@ pub struct Stored {
     pub first_sends: Vec<f64>,
 }
 
-/// The recipients' side of applying receipts, shared by both statements below: `best` holds
-/// one row per recipient (its highest-ranked receipt in the batch, with the dispatch `seq`
-/// it names, if any); `$1` is the first rank that is final. Defines the CTEs `applied` (the recipients changed) and `first_sends` (a
+/// `sqlx::query!` of `$before`, the recipients' side of applying receipts, then `$after`:
+/// shared by both statements below, written once and checked in each. `$before` defines
+/// `best`, one row per recipient (its highest-ranked receipt in the batch, with the dispatch
+/// `seq` it names, if any), and opens the CTE `applied`; `$1` is the first rank that is
+/// final. This closes `applied` (the recipients changed) and defines `first_sends` (a
 /// campaign whose first send a receipt revealed).
-macro_rules! apply_best {
-    () => {
-        "UPDATE recipients r
+macro_rules! query_applying_best {
+    ($before:literal, $after:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query!(
+            $before
+                + "UPDATE recipients r
          SET delivery_status = CASE WHEN b.rank > r.delivery_rank THEN b.status ELSE r.delivery_status END,
              delivery_error = CASE WHEN b.rank > r.delivery_rank THEN b.error_code ELSE r.delivery_error END,
              delivery_updated_at = CASE WHEN b.rank > r.delivery_rank THEN now() ELSE r.delivery_updated_at END,
@@ -89,6 +93,9 @@ macro_rules! apply_best {
          UPDATE campaigns c SET first_sent_at = now()
          WHERE c.first_sent_at IS NULL AND c.id IN (SELECT campaign_id FROM applied)
          RETURNING extract(epoch FROM c.first_sent_at - c.started_at)::float8 AS seconds"
+                + $after
+            $(, $arg)*
+        )
     };
 }
 
@@ -120,7 +127,7 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
         .map(|r| !seen.insert((r.provider_id, r.message_id.as_str(), r.status)))
         .collect();
     let seqs: Vec<Option<i32>> = receipts.iter().map(|r| r.seq).collect();
-    let stored: Stored = sqlx::query_as(concat!(
+    let stored = query_applying_best!(
         "WITH i AS (
              SELECT * FROM unnest($2::uuid[], $3::text[], $4::uuid[], $5::bigint[], $6::text[],
                                   $7::text[], $8::int2[], $9::text[], $10::text[], $11::timestamptz[],
@@ -184,30 +191,36 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
              ) b CROSS JOIN LATERAL (SELECT 1 FROM recipients r WHERE r.id = b.recipient_id FOR UPDATE) locked
          ),
          applied AS (",
-        apply_best!(),
-        ")
-         SELECT (SELECT count(*) FROM firsts) + (SELECT count(*) FROM copies) AS received,
-                (SELECT count(*) FROM copies) AS duplicates,
-                (SELECT count(*) FROM firsts WHERE recipient_id IS NULL) AS parked,
-                (SELECT count(*) FROM applied) AS applied,
+        r#")
+         SELECT (SELECT count(*) FROM firsts) + (SELECT count(*) FROM copies) AS "received!",
+                (SELECT count(*) FROM copies) AS "duplicates!",
+                (SELECT count(*) FROM firsts WHERE recipient_id IS NULL) AS "parked!",
+                (SELECT count(*) FROM applied) AS "applied!",
                 (SELECT coalesce(array_agg(seconds) FILTER (WHERE seconds IS NOT NULL), '{}')
-                 FROM first_sends) AS first_sends"
-    ))
-    .bind(FINAL_RANK)
-    .bind(&providers)
-    .bind(&message_ids)
-    .bind(&ref_campaigns)
-    .bind(&ref_recipients)
-    .bind(&statuses)
-    .bind(&raw)
-    .bind(&ranks)
-    .bind(&codes)
-    .bind(&messages)
-    .bind(&times)
-    .bind(&repeats)
-    .bind(&seqs)
+                 FROM first_sends) AS "first_sends!""#,
+        FINAL_RANK,
+        &providers,
+        &message_ids as _,
+        &ref_campaigns as _,
+        &ref_recipients as _,
+        &statuses as _,
+        &raw as _,
+        &ranks,
+        &codes as _,
+        &messages as _,
+        &times as _,
+        &repeats,
+        &seqs as _,
+    )
     .fetch_one(pool)
     .await?;
+    let stored = Stored {
+        received: stored.received,
+        duplicates: stored.duplicates,
+        parked: stored.parked,
+        applied: stored.applied,
+        first_sends: stored.first_sends,
+    };
     // Whichever statement sets a campaign's first send records it: here when a receipt
     // came before the worker's outcome (the worker's statement then finds it set).
     herald_shared::ops::metrics::first_sends(stored.first_sends.iter().copied());
@@ -223,7 +236,7 @@ const ADOPT_LIMIT: i64 = 1_000;
 /// adopted at the next sweep), so this never waits on the worker or the receiver. Returns
 /// how many recipients changed.
 pub async fn adopt_parked(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let (applied, first_sends): (i64, Vec<f64>) = sqlx::query_as(concat!(
+    let adopted = query_applying_best!(
         "WITH candidates AS MATERIALIZED (
              SELECT p.id AS receipt_id, r.id AS recipient_id, p.provider_id, p.message_id,
                     p.status, p.rank, p.error_code, NULL::int AS seq
@@ -243,22 +256,21 @@ pub async fn adopt_parked(pool: &PgPool) -> Result<u64, sqlx::Error> {
              SELECT DISTINCT ON (recipient_id) * FROM candidates ORDER BY recipient_id, rank DESC
          ),
          applied AS (",
-        apply_best!(),
-        ") SELECT (SELECT count(*) FROM applied),
+        r#") SELECT (SELECT count(*) FROM applied) AS "applied!",
                   (SELECT coalesce(array_agg(seconds) FILTER (WHERE seconds IS NOT NULL), '{}')
-                   FROM first_sends)"
-    ))
-    .bind(FINAL_RANK)
-    .bind(ADOPT_LIMIT)
+                   FROM first_sends) AS "first_sends!""#,
+        FINAL_RANK,
+        ADOPT_LIMIT,
+    )
     .fetch_one(pool)
     .await?;
     // A campaign whose only sends so far were recorded by receipts adopted here.
-    herald_shared::ops::metrics::first_sends(first_sends);
-    Ok(u64::try_from(applied).unwrap_or(0))
+    herald_shared::ops::metrics::first_sends(adopted.first_sends);
+    Ok(u64::try_from(adopted.applied).unwrap_or(0))
 }
 
 /// A receipt that never found its recipient.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Orphan {
     pub provider_id: Uuid,
     pub message_id: String,
@@ -269,13 +281,14 @@ pub struct Orphan {
 /// Marks the receipts parked for longer than `after` as orphaned (reported once) and returns
 /// them.
 pub async fn orphan_parked(pool: &PgPool, after: Duration) -> Result<Vec<Orphan>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Orphan,
         "UPDATE receipts SET orphaned_at = now()
          WHERE recipient_id IS NULL AND orphaned_at IS NULL
            AND received_at < now() - make_interval(secs => $1)
          RETURNING provider_id, message_id, status, received_at",
+        after.as_secs_f64(),
     )
-    .bind(after.as_secs_f64())
     .fetch_all(pool)
     .await
 }
@@ -298,7 +311,7 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Erro
 }
 
 /// A receipt that never found its message, as the admin lists it.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct OrphanReceipt {
     pub provider_id: Uuid,
     /// The provider's id of the message the receipt is about.
@@ -319,7 +332,8 @@ pub async fn orphans(
     provider: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<OrphanReceipt>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        OrphanReceipt,
         "SELECT x.provider_id, x.message_id, x.status, x.raw_status, x.error_code, x.received_at,
                 x.orphaned_at
          FROM receipts x JOIN providers p ON p.id = x.provider_id
@@ -327,10 +341,10 @@ pub async fn orphans(
            AND ($1::uuid IS NULL OR p.tenant_id = $1)
            AND ($2::uuid IS NULL OR x.provider_id = $2)
          ORDER BY x.received_at DESC LIMIT $3",
+        scope as _,
+        provider,
+        limit,
     )
-    .bind(scope)
-    .bind(provider)
-    .bind(limit)
     .fetch_all(pool)
     .await
 }

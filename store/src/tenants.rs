@@ -47,7 +47,7 @@ impl Encode<'_, Postgres> for Scope {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Tenant {
     pub id: Uuid,
     pub name: String,
@@ -79,45 +79,60 @@ pub struct TenantSettings<'a> {
     pub max_messages_per_day: Option<i32>,
 }
 
-const COLUMNS: &str = "id, name, weight, time_zone, max_live_calls, default_region, \
-                       max_queued_messages, max_messages_per_day, created_at";
+/// `sqlx::query_as!` into [`Tenant`]: the statement is `$before`, [`Tenant`]'s columns, then
+/// `$after`, so the columns are written once and every statement is still checked.
+macro_rules! query_tenant {
+    ($before:literal, $after:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Tenant,
+            $before
+                + "id, name, weight, time_zone, max_live_calls, default_region,
+                   max_queued_messages, max_messages_per_day, created_at"
+                + $after
+            $(, $arg)*
+        )
+    };
+}
 
 /// Creates a tenant; a name already taken is the unique constraint's error.
 pub async fn create(pool: &PgPool, tenant: &TenantSettings<'_>) -> Result<Tenant, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    query_tenant!(
         "INSERT INTO tenants (name, weight, time_zone, max_live_calls, default_region,
                               max_queued_messages, max_messages_per_day)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
-         RETURNING {COLUMNS}"
-    )))
-    .bind(tenant.name)
-    .bind(tenant.weight)
-    .bind(tenant.time_zone)
-    .bind(tenant.max_live_calls)
-    .bind(tenant.default_region)
-    .bind(tenant.max_queued_messages)
-    .bind(tenant.max_messages_per_day)
+         RETURNING ",
+        "",
+        tenant.name,
+        tenant.weight,
+        tenant.time_zone,
+        tenant.max_live_calls,
+        tenant.default_region,
+        tenant.max_queued_messages,
+        tenant.max_messages_per_day,
+    )
     .fetch_one(pool)
     .await
 }
 
 /// The tenants in `scope`, by name.
 pub async fn list(pool: &PgPool, scope: Scope) -> Result<Vec<Tenant>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM tenants WHERE $1::uuid IS NULL OR id = $1 ORDER BY name"
-    )))
-    .bind(scope)
+    query_tenant!(
+        "SELECT ",
+        " FROM tenants WHERE $1::uuid IS NULL OR id = $1 ORDER BY name",
+        scope as _,
+    )
     .fetch_all(pool)
     .await
 }
 
 /// Tenant `id`, if it exists and is in `scope`.
 pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Option<Tenant>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM tenants WHERE id = $1 AND ($2::uuid IS NULL OR id = $2)"
-    )))
-    .bind(id)
-    .bind(scope)
+    query_tenant!(
+        "SELECT ",
+        " FROM tenants WHERE id = $1 AND ($2::uuid IS NULL OR id = $2)",
+        id,
+        scope as _,
+    )
     .fetch_optional(pool)
     .await
 }
@@ -134,7 +149,7 @@ pub async fn known_time_zone(pool: &PgPool, zone: &str) -> Result<bool, sqlx::Er
 
 /// A tenant's default provider (and overflow) for one channel: what its transactional
 /// messages use when they name no provider.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct DefaultProviderRow {
     pub channel: String,
     pub provider_id: Uuid,
@@ -148,14 +163,15 @@ pub async fn default_provider(
     tenant: Uuid,
     channel: &str,
 ) -> Result<Option<(Uuid, Option<Uuid>)>, sqlx::Error> {
-    sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT provider_id, overflow_provider_id FROM tenant_default_providers
          WHERE tenant_id = $1 AND channel = $2",
+        tenant,
+        channel,
     )
-    .bind(tenant)
-    .bind(channel)
     .fetch_optional(pool)
-    .await
+    .await?;
+    Ok(row.map(|r| (r.provider_id, r.overflow_provider_id)))
 }
 
 /// Tenant `tenant`'s default providers, by channel.
@@ -163,11 +179,12 @@ pub async fn default_providers(
     pool: &PgPool,
     tenant: Uuid,
 ) -> Result<Vec<DefaultProviderRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        DefaultProviderRow,
         "SELECT channel, provider_id, overflow_provider_id, updated_at
          FROM tenant_default_providers WHERE tenant_id = $1 ORDER BY channel",
+        tenant,
     )
-    .bind(tenant)
     .fetch_all(pool)
     .await
 }
@@ -180,18 +197,19 @@ pub async fn set_default_provider(
     provider: Uuid,
     overflow: Option<Uuid>,
 ) -> Result<DefaultProviderRow, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        DefaultProviderRow,
         "INSERT INTO tenant_default_providers (tenant_id, channel, provider_id, overflow_provider_id)
          VALUES ($1, $2, $3, $4)
          ON CONFLICT (tenant_id, channel) DO UPDATE
             SET provider_id = excluded.provider_id,
                 overflow_provider_id = excluded.overflow_provider_id, updated_at = now()
          RETURNING channel, provider_id, overflow_provider_id, updated_at",
+        tenant,
+        channel,
+        provider,
+        overflow,
     )
-    .bind(tenant)
-    .bind(channel)
-    .bind(provider)
-    .bind(overflow)
     .fetch_one(pool)
     .await
 }

@@ -12,7 +12,7 @@ use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Segment {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -28,36 +28,39 @@ pub async fn create(
     name: &str,
     filter: &str,
 ) -> Result<Segment, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Segment,
         "INSERT INTO segments (tenant_id, name, filter) VALUES ($1, $2, $3)
          RETURNING id, tenant_id, name, filter, created_at",
+        tenant,
+        name,
+        filter,
     )
-    .bind(tenant)
-    .bind(name)
-    .bind(filter)
     .fetch_one(pool)
     .await
 }
 
 /// The segments in `scope`, by name.
 pub async fn list(pool: &PgPool, scope: Scope) -> Result<Vec<Segment>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Segment,
         "SELECT id, tenant_id, name, filter, created_at FROM segments
          WHERE $1::uuid IS NULL OR tenant_id = $1 ORDER BY name",
+        scope as _,
     )
-    .bind(scope)
     .fetch_all(pool)
     .await
 }
 
 /// Segment `id`, if it is in `scope`.
 pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Option<Segment>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Segment,
         "SELECT id, tenant_id, name, filter, created_at FROM segments
          WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)",
+        id,
+        scope as _,
     )
-    .bind(id)
-    .bind(scope)
     .fetch_optional(pool)
     .await
 }
