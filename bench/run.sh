@@ -10,6 +10,7 @@
 #   WORKERS=2         runs that many workers (default 1)
 #   PREFETCH=2000     the worker's requests in flight per provider lane (default: the
 #                     worker's own default); the worker's peak RSS is printed with each run
+#   THREADS=1         each worker's runtime threads (default: one per CPU)
 # Results go to stdout, with the CPU time each part of the system spent per message
 # (simulator, receiver, scheduler, worker, PostgreSQL, RabbitMQ); record them in
 # BENCHMARKS.md. Release build; everything on this machine.
@@ -35,6 +36,10 @@ run_one() {
   case "$latency" in *:*) ;; *) spec="fixed:$latency" shown="$latency ms" ;; esac
   local worker_env=() label="$workers worker(s), prefetch ${PREFETCH:-default}, latency $shown"
   [ -n "${PREFETCH:-}" ] && worker_env+=(HERALD_WORKER_PREFETCH="$PREFETCH")
+  if [ -n "${THREADS:-}" ]; then
+    worker_env+=(HERALD_WORKER_THREADS="$THREADS")
+    label="$label, $THREADS thread(s) each"
+  fi
   "$BIN/herald-simulator" --listen 127.0.0.1:9191 --latency "$spec" >"$LOGS/simulator-$latency.log" 2>&1 & pids+=($!)
   local cpu=(--cpu "simulator=$!")
   if [ "$receipts" = on ]; then

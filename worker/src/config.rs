@@ -34,6 +34,14 @@ pub struct WorkerConfig {
     #[arg(long, env = "HERALD_WORKER_PREFETCH", default_value_t = 2000, value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub prefetch: u16,
 
+    /// Threads of the worker's async runtime. Default: one per CPU the worker may use. Each
+    /// replica defaults to every CPU of its machine, so several replicas on one machine
+    /// contend for the same CPUs: give each its share (on two cores shared with everything
+    /// else, two workers of one thread each sent 4% more than one such worker, and 4–8% more
+    /// than two workers of the default two threads; BENCHMARKS.md).
+    #[arg(long, env = "HERALD_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+
     /// On SIGTERM, how long (ms) in-flight work may take to finish before the worker exits
     /// anyway (deliveries still waiting for room go back to the queue; leased recipients whose outcome is not written by then are the sweeper's when their leases run out).
     #[arg(long, env = "HERALD_WORKER_DRAIN_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]

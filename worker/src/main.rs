@@ -18,9 +18,16 @@ struct Cli {
     config: WorkerConfig,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli: Cli = herald_shared::config::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.config.threads {
+        runtime.worker_threads(usize::from(threads));
+    }
+    runtime.enable_all().build()?.block_on(serve(cli))
+}
+
+async fn serve(cli: Cli) -> anyhow::Result<()> {
     herald_shared::telemetry::init("herald-worker");
     // Every request in flight holds a connection (2,000 per lane by default), past the soft
     // limit of 1,024 open files that systemd and some container runtimes set; past it new

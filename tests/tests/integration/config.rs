@@ -21,6 +21,11 @@ async fn bad_or_missing_settings_name_the_variable_and_exit_non_zero() -> Result
             &[("HERALD_DATABASE_URL", db), ("HERALD_WORKER_PREFETCH", "0")],
             "HERALD_WORKER_PREFETCH",
         ),
+        (
+            "herald-worker",
+            &[("HERALD_DATABASE_URL", db), ("HERALD_WORKER_THREADS", "0")],
+            "HERALD_WORKER_THREADS",
+        ),
         ("herald-worker", &[], "HERALD_DATABASE_URL"),
         (
             "herald-scheduler",

@@ -30,7 +30,11 @@ async fn metrics_agree_with_the_provider_and_the_backlog_drains() -> Result<()> 
         )
         .await?;
     let scheduler = env.scheduler(500, &[])?;
-    let worker = env.worker(&[("HERALD_WORKER_PREFETCH", "50")])?;
+    // On one runtime thread, as a replica given its share of a machine's CPUs runs.
+    let worker = env.worker(&[
+        ("HERALD_WORKER_PREFETCH", "50"),
+        ("HERALD_WORKER_THREADS", "1"),
+    ])?;
     env.wait_readiness(&scheduler, 200, Duration::from_secs(20))
         .await?;
     env.wait_readiness(&worker, 200, Duration::from_secs(20))
