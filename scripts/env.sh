@@ -22,9 +22,23 @@ require_cargo() {
 build_bench_binaries() {
   warn_test_leftovers
   cargo build --release --quiet --bin herald-scheduler --bin herald-worker --bin herald-receiver --bin herald-simulator --bin herald-demo
+  refuse_running_services
   BIN="$CARGO_TARGET_DIR/release"
   LOGS="$ROOT/.demo/bench"
   mkdir -p "$LOGS"
+}
+
+# A bench beside Herald services already running (a test suite, another bench, a process left
+# by an interrupted run) measures them too, and one holding a port the bench uses would do
+# its work: one left on a worker's metrics port once made a run count another worker's
+# sends. Stops the bench with their PIDs instead.
+refuse_running_services() {
+  local running
+  running="$(pgrep -f '(^|/)herald-(scheduler|worker|receiver|simulator|admin)( |$)' | paste -sd ' ' || true)"
+  if [ -n "$running" ]; then
+    echo "error: Herald services are already running (PIDs $running); stop them before a bench" >&2
+    exit 1
+  fi
 }
 
 # Integration tests leave a database and a vhost each (kept for a failed test's post-mortem;
