@@ -34,11 +34,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "HERALD_WORKER_PREFETCH", default_value_t = 2000, value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub prefetch: u16,
 
-    /// Threads of the worker's async runtime. Default: one per CPU the worker may use. Each
-    /// replica defaults to every CPU of its machine, so several replicas on one machine
-    /// contend for the same CPUs: give each its share (on two cores shared with everything
-    /// else, two workers of one thread each sent 4% more than one such worker, and 4–8% more
-    /// than two workers of the default two threads; BENCHMARKS.md).
+    /// Threads of the worker's async runtime. Default: one per CPU the worker may use (its
+    /// CPU limit and affinity count). Replicas sharing a machine's CPUs without a limit each
+    /// take all of them and contend: give each its share (on two cores shared with everything
+    /// else, two workers of one thread each sent 4–8% more at 0 ms and 14–16% more at 200 ms
+    /// than two of the default two threads; BENCHMARKS.md).
     #[arg(long, env = "HERALD_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 
