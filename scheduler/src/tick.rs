@@ -1,5 +1,6 @@
-//! One scheduler tick: activate, recover, then per provider lane measure, plan and claim;
-//! publish. Completing campaigns is [`crate::housekeeping`]'s.
+//! One scheduler tick: activate, sweep, then per provider lane measure, plan and claim;
+//! publish. Recovering expired leases and completing campaigns are
+//! [`crate::housekeeping`]'s.
 
 use crate::backpressure;
 use crate::budget::{self, Budget, LaneState, Measure, PassKind};
@@ -41,7 +42,6 @@ pub struct TickReport {
     pub published: usize,
     pub unconfirmed: usize,
     pub requeued: u64,
-    pub recovered: u64,
     /// Waiting recipients of expired or cancelled campaigns that were ended.
     pub ended: u64,
     /// Recipients whose unknown outcome's window passed (due again, after a lookup).
@@ -154,7 +154,6 @@ impl Ticker {
         let mut report = TickReport {
             requeued: store::recipients::sweep::requeue_stale_claims(pool, self.requeue_after)
                 .await?,
-            recovered: store::recipients::sweep::recover_expired_leases(pool).await?,
             unknown_due: store::recipients::sweep::retry_unknown_outcomes(pool).await?,
             ended: store::recipients::sweep::end_waiting_recipients(pool).await?
                 + store::recipients::sweep::expire_messages(pool).await?,
@@ -167,11 +166,10 @@ impl Ticker {
             Err(error) => tracing::warn!(%error, "cannot adopt parked receipts now"),
         }
         store::recipients::sweep::free_stale_lines(pool).await?;
-        if report.requeued + report.recovered > 0 {
+        if report.requeued > 0 {
             tracing::warn!(
                 requeued = report.requeued,
-                recovered = report.recovered,
-                "recovered lost dispatches"
+                "recipients queued too long (their message was lost) returned to pending"
             );
         }
         if report.unknown_due > 0 {

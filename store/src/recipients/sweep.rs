@@ -1,5 +1,6 @@
-//! The sweeper's side of the state machine, run by the leading scheduler every tick: nothing
-//! stays claimed, leased or waiting forever.
+//! The sweeper's side of the state machine, run by the leading scheduler every tick (the
+//! lease recovery beside the tick, in its housekeeping): nothing stays claimed, leased or
+//! waiting forever.
 //!
 //! - A recipient `queued` for longer than `requeue_after` may have lost its message (the
 //!   scheduler died between claim and publish, or the broker lost it): it goes back to
