@@ -9,12 +9,12 @@
 //!   [`commitments`]: which of the two goes first, by committed monthly volumes.
 //! - [`claim`]: claiming due recipients atomically.
 //! - [`publish`]: publishing with confirms.
-//! - [`sweeper`]: recovering lost claims and leases; completing campaigns;
-//!   [`counters`]: folding the progress counters' ledger.
-//! - [`tick`]: one tick, end to end.
-//! - [`housekeeping`]: beside the ticks, the leader completes finished campaigns, folds the
-//!   counters, measures the [`backlog`] (the work left per provider and tenant, the
-//!   autoscaling metric) and keeps receipts.
+//! - [`tick`]: one tick, end to end: it sweeps (lost claims back to `pending`, waiting
+//!   recipients of ended campaigns ended) before it dispatches.
+//! - [`housekeeping`]: beside the ticks, the leader recovers recipients whose lease ran out,
+//!   completes finished campaigns, folds the counters' ledger ([`counters`]), measures the
+//!   [`backlog`] (the work left per provider and tenant, the autoscaling metric) and keeps
+//!   receipts.
 //! - [`wake`]: transactional messages dispatched at once, between ticks.
 
 pub mod backlog;
