@@ -7,7 +7,8 @@
 //! - [`fairness`]: how a tick's budget is split across tenants and campaigns, and the order;
 //!   [`routing`]: which lane (primary or overflow) a campaign's work is claimed into;
 //!   [`commitments`]: which of the two goes first, by committed monthly volumes.
-//! - [`claim`]: claiming due recipients atomically.
+//! - [`budget`]: how much each lane may take this pass; the claim itself is the store's
+//!   (`herald_store::recipients::claim`).
 //! - [`publish`]: publishing with confirms.
 //! - [`tick`]: one tick, end to end: it sweeps (lost claims back to `pending`, waiting
 //!   recipients of ended campaigns ended) before it dispatches.
