@@ -26,12 +26,10 @@ pub async fn provider_paces(
     Ok(rows
         .into_iter()
         .map(|row| {
-            let (id, limit, window_ms) = (row.id, row.rate_limit, row.rate_window_ms);
-            let window = std::time::Duration::from_millis(u64::try_from(window_ms).unwrap_or(1000));
-            (
-                id,
-                herald_shared::rate_limit::per_second(u32::try_from(limit).unwrap_or(1), window),
-            )
+            let window =
+                std::time::Duration::from_millis(u64::try_from(row.rate_window_ms).unwrap_or(1000));
+            let limit = u32::try_from(row.rate_limit).unwrap_or(1);
+            (row.id, herald_shared::rate_limit::per_second(limit, window))
         })
         .collect())
 }
