@@ -28,6 +28,12 @@ pub struct SchedulerConfig {
     #[arg(long, env = "HERALD_SCHEDULER_MAX_BUDGET", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_budget: u32,
 
+    /// Fewest recipients a campaign is claimed at once while it has that many due. When a
+    /// lane's fair share per campaign is smaller (thousands of campaigns), campaigns take
+    /// turns at batches of this size, each staying within one batch of its fair share.
+    #[arg(long, env = "HERALD_SCHEDULER_MIN_BATCH", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub min_batch: u32,
+
     /// A recipient queued for longer than this (ms) is assumed to have lost its message and
     /// is dispatched again (the old message, if any, is then dropped as stale).
     #[arg(long, env = "HERALD_SCHEDULER_REQUEUE_AFTER_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1_000..=86_400_000))]

@@ -8,6 +8,7 @@
 //! Within a tenant's share, its transactional messages (urgent demands) go first: they take
 //! from their own tenant's share, never from another tenant's.
 
+use std::collections::HashMap;
 use uuid::Uuid;
 
 /// What one running campaign could send this tick.
@@ -36,39 +37,55 @@ pub struct Plan {
 /// Splits `budget` among the demands and orders the result. `rotation` shifts which tenant
 /// goes first among equals, so ties do not always favour the same tenant.
 pub fn plan(demands: &[Demand], budget: u32, rotation: usize) -> Plan {
-    // Tenants in first-seen order, each with the indices of its campaigns.
-    let mut tenants: Vec<(Uuid, u32, Vec<usize>)> = Vec::new();
+    let counts = shares(demands, budget, rotation);
+    let order = order(demands, &counts, rotation);
+    Plan { counts, order }
+}
+
+/// Tenants in first-seen order (shifted by `rotation`), each with its weight and the indices
+/// of its demands.
+fn tenants(demands: &[Demand], rotation: usize) -> Vec<(Uuid, u64, Vec<usize>)> {
+    let mut tenants: Vec<(Uuid, u64, Vec<usize>)> = Vec::new();
+    // A lookup, not a scan of the tenants so far: a thousand tenants' ten thousand
+    // campaigns would cost ten million comparisons a plan.
+    let mut position: HashMap<Uuid, usize> = HashMap::new();
     for (index, d) in demands.iter().enumerate() {
-        match tenants.iter_mut().find(|(id, _, _)| *id == d.tenant_id) {
-            Some((_, _, campaigns)) => campaigns.push(index),
-            None => tenants.push((d.tenant_id, d.tenant_weight.max(1), vec![index])),
-        }
+        let at = *position.entry(d.tenant_id).or_insert_with(|| {
+            tenants.push((d.tenant_id, u64::from(d.tenant_weight.max(1)), Vec::new()));
+            tenants.len() - 1
+        });
+        tenants[at].2.push(index);
     }
     if !tenants.is_empty() {
         let shift = rotation % tenants.len();
         tenants.rotate_left(shift);
     }
+    tenants
+}
 
+/// A tenant's demands (`indices` into `demands`) in two groups: the urgent, then the rest.
+fn urgent_first(demands: &[Demand], indices: &[usize]) -> [Vec<usize>; 2] {
+    let (urgent, rest) = indices.iter().partition(|&&i| demands[i].urgent);
+    [urgent, rest]
+}
+
+/// Each demand's fair share of `budget`, indexed like the demands: water-filled across
+/// tenants by weight, then within each tenant to its urgent demands first and its campaigns
+/// (by weight) after.
+pub fn shares(demands: &[Demand], budget: u32, rotation: usize) -> Vec<u32> {
+    let tenants = tenants(demands, rotation);
     let tenant_demand: Vec<u64> = tenants
         .iter()
         .map(|(_, _, cs)| cs.iter().map(|&i| u64::from(demands[i].due)).sum())
         .collect();
-    let tenant_weight: Vec<u64> = tenants.iter().map(|(_, w, _)| u64::from(*w)).collect();
+    let tenant_weight: Vec<u64> = tenants.iter().map(|(_, w, _)| *w).collect();
     let tenant_share = water_fill(&tenant_demand, &tenant_weight, u64::from(budget));
 
     let mut counts = vec![0u32; demands.len()];
-    // Per tenant, the sequence of its campaigns' slots, round-robin across its campaigns.
-    let mut sequences: Vec<Vec<usize>> = Vec::with_capacity(tenants.len());
     for ((_, _, campaigns), share) in tenants.iter().zip(&tenant_share) {
         // The urgent first, with the whole share; the campaigns split what they leave.
-        let mut sequence = Vec::new();
         let mut left = *share;
-        for urgent in [true, false] {
-            let group: Vec<usize> = campaigns
-                .iter()
-                .copied()
-                .filter(|&i| demands[i].urgent == urgent)
-                .collect();
+        for group in urgent_first(demands, campaigns) {
             let due: Vec<u64> = group.iter().map(|&i| u64::from(demands[i].due)).collect();
             let weights: Vec<u64> = group
                 .iter()
@@ -79,15 +96,29 @@ pub fn plan(demands: &[Demand], budget: u32, rotation: usize) -> Plan {
                 counts[i] = u32::try_from(n).unwrap_or(u32::MAX);
                 left -= n;
             }
-            sequence.extend(round_robin(&group, &split));
         }
-        sequences.push(sequence);
     }
+    counts
+}
 
-    Plan {
-        counts,
-        order: interleave(&sequences, &tenant_weight),
-    }
+/// The publish order of `counts` (indexed like the demands): within a tenant its urgent
+/// demands' messages first, then its campaigns' round-robin; tenants interleaved by weighted
+/// virtual time.
+pub fn order(demands: &[Demand], counts: &[u32], rotation: usize) -> Vec<usize> {
+    let tenants = tenants(demands, rotation);
+    let weights: Vec<u64> = tenants.iter().map(|(_, w, _)| *w).collect();
+    let sequences: Vec<Vec<usize>> = tenants
+        .iter()
+        .map(|(_, _, campaigns)| {
+            let mut sequence = Vec::new();
+            for group in urgent_first(demands, campaigns) {
+                let split: Vec<u64> = group.iter().map(|&i| u64::from(counts[i])).collect();
+                sequence.extend(round_robin(&group, &split));
+            }
+            sequence
+        })
+        .collect();
+    interleave(&sequences, &weights)
 }
 
 /// Weighted max-min fair split of `budget` among `demands`: nobody gets more than it asks,

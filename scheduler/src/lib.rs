@@ -5,6 +5,7 @@
 //! - [`lanes`]: each provider's lane, budgeted apart; [`backpressure`]: how much to publish
 //!   so a lane stays about one tick deep.
 //! - [`fairness`]: how a tick's budget is split across tenants and campaigns, and the order;
+//!   [`turns`]: with thousands of campaigns, small shares taken in turns at full batches;
 //!   [`routing`]: which lane (primary or overflow) a campaign's work is claimed into;
 //!   [`commitments`]: which of the two goes first, by committed monthly volumes.
 //! - [`budget`]: how much each lane may take this pass; the claim itself is the store's
@@ -31,6 +32,7 @@ pub mod leader;
 pub mod publish;
 pub mod routing;
 pub mod tick;
+pub mod turns;
 pub mod wake;
 
 use backpressure::Limits;
@@ -95,6 +97,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
         lanes,
         config.max_budget,
         Duration::from_millis(config.requeue_after_ms),
+        config.min_batch,
     );
     let mut leadership = Leadership::new(herald_shared::db::options(database_url, &tls)?);
     // Whether this scheduler leads, as its last leadership check said: the housekeeping

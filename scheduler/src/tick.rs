@@ -9,6 +9,7 @@ use crate::fairness::{self, Demand};
 use crate::lanes::Lanes;
 use crate::publish::{PublishError, Publisher};
 use crate::routing::{self, Routes, Spill};
+use crate::turns::Turns;
 use herald_shared::domain::Channel;
 use herald_shared::ops::metrics as metrics_names;
 use herald_shared::queue::message::{self, DispatchMessage, FORMAT_VERSION};
@@ -62,6 +63,8 @@ pub struct Ticker {
     /// Lanes with work due that got nothing because no live worker may send to them yet:
     /// refilled as soon as one may ([`starved`](Self::starved)), not a tick later.
     withheld: BTreeSet<Uuid>,
+    /// Campaigns' standings against their fair shares, in their primary lanes.
+    turns: Turns,
 }
 
 /// Whether a dispatch measures every lane (a tick), refills the hungry ones (a top-up), or
@@ -92,6 +95,7 @@ impl Ticker {
         lanes: Lanes,
         max_budget: u32,
         requeue_after: Duration,
+        min_batch: u32,
     ) -> Self {
         Self {
             pool,
@@ -102,6 +106,7 @@ impl Ticker {
             count: 0,
             commitments: BTreeMap::new(),
             withheld: BTreeSet::new(),
+            turns: Turns::new(min_batch),
         }
     }
 
@@ -256,6 +261,10 @@ impl Ticker {
         if matches!(pass, Pass::Tick | Pass::TopUp) {
             self.withheld.retain(|provider| involved.contains(provider));
         }
+        if pass == Pass::Tick {
+            self.turns
+                .retain_lanes(|provider| primaries.contains_key(provider));
+        }
         if matches!(pass, Pass::Tick | Pass::Wake(_)) {
             let ids: Vec<Uuid> = involved.iter().copied().collect();
             let paces: BTreeMap<Uuid, f64> = store::providers::provider_paces(pool, &ids)
@@ -337,7 +346,7 @@ impl Ticker {
             };
             let before = batch.messages.len();
             if let Err(error) = self
-                .claim_plan(lane_campaigns, budget, *provider, &mut batch)
+                .claim_plan(lane_campaigns, budget, *provider, Lane::Primary, &mut batch)
                 .await
             {
                 release_or_log(pool, &batch.claims).await;
@@ -363,7 +372,7 @@ impl Ticker {
             let used = batch.lanes.iter().filter(|lane| *lane == provider).count();
             let left = routing::left_in_lane(budget, used);
             if let Err(error) = self
-                .claim_plan(lane_campaigns, left, *provider, &mut batch)
+                .claim_plan(lane_campaigns, left, *provider, Lane::Overflow, &mut batch)
                 .await
             {
                 release_or_log(pool, &batch.claims).await;
@@ -423,12 +432,14 @@ impl Ticker {
 
     /// Plans the fair split of `budget` over `campaigns`, claims each campaign's share and
     /// appends the messages (to provider `via`'s lane) to `batch` in the plan's interleaved
-    /// order.
+    /// order. In a primary lane, where every campaign of the lane is planned, small shares
+    /// become [`crate::turns`]; what spills into an overflow lane is planned as it is.
     async fn claim_plan(
-        &self,
+        &mut self,
         campaigns: &[ActiveCampaign],
         budget: u32,
         via: Uuid,
+        lane: Lane,
         batch: &mut Batch,
     ) -> Result<(), TickError> {
         let demands: Vec<Demand> = campaigns
@@ -442,10 +453,13 @@ impl Ticker {
                 urgent: c.transactional,
             })
             .collect();
-        let plan = fairness::plan(&demands, budget, self.count);
+        let mut counts = fairness::shares(&demands, budget, self.count);
+        if lane == Lane::Primary {
+            counts = self.turns.take(via, &demands, &counts);
+        }
+        let order = fairness::order(&demands, &counts, self.count);
 
-        let wanted: Vec<claim::Wanted> = plan
-            .counts
+        let wanted: Vec<claim::Wanted> = counts
             .iter()
             .enumerate()
             .filter(|&(_, &count)| count > 0)
@@ -472,7 +486,7 @@ impl Ticker {
             metrics::histogram!(metrics_names::BATCH_SIZE).record(queue.len() as f64);
         }
 
-        for &index in &plan.order {
+        for &index in &order {
             let Some(mut row) = claimed[index].pop_front() else {
                 continue;
             };
@@ -491,6 +505,15 @@ impl Ticker {
         }
         Ok(())
     }
+}
+
+/// Which kind of lane a plan is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// The lane campaigns are planned in first: all of the lane's campaigns are in the plan.
+    Primary,
+    /// Work spilled from saturated primaries: only the campaigns that spilled.
+    Overflow,
 }
 
 /// What a dispatch publishes: per message, its claim and its lane.

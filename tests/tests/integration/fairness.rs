@@ -87,3 +87,57 @@ async fn weight_two_gets_twice_the_share() -> Result<()> {
     );
     Ok(())
 }
+
+/// Far more campaigns than a pass's budget (60 campaigns, 30 recipients a pass): instead of
+/// one recipient from half of them each pass, campaigns take turns at full batches (the
+/// minimum batch, 10 by default), and every one of them finishes, each recipient sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_campaigns_take_turns_at_full_batches() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let mut campaigns = Vec::new();
+    for t in 0..6 {
+        let tenant = env.tenant(&format!("t{t}"), 1).await?;
+        for c in 0..10 {
+            let addresses = numbers(&format!("+1556{t}{c}"), 20);
+            campaigns.push(
+                env.campaign(tenant, provider, &format!("t{t}c{c}"), &addresses, 2_000)
+                    .await?,
+            );
+        }
+    }
+    let scheduler = env.scheduler(
+        200,
+        &[
+            ("HERALD_SCHEDULER_MIN_BUDGET", "30"),
+            ("HERALD_SCHEDULER_MAX_BUDGET", "30"),
+        ],
+    )?;
+    let _worker = env.worker(&[])?;
+    for &campaign in &campaigns {
+        env.start(campaign).await?;
+    }
+    env.wait_completed(&campaigns, Duration::from_secs(90))
+        .await?;
+    let stats = env.simulator_stats().await?;
+    assert_eq!(stats["requests"], 1_200, "{stats}");
+    assert_eq!(stats["duplicates"], 0, "{stats}");
+    let metrics = env.scrape(&scheduler).await?;
+    let batch = |part: &str| {
+        herald_tests::metric_sum(
+            &metrics,
+            &format!("herald_scheduler_batch_size_recipients_{part}"),
+            &[],
+        )
+        .unwrap_or(0.0)
+    };
+    let (recipients, claims) = (batch("sum"), batch("count"));
+    assert_eq!(recipients, 1_200.0, "every recipient claimed once");
+    // Shares of half a recipient each would be claimed one recipient at a time (a mean of 1).
+    let mean = recipients / claims;
+    assert!(
+        mean >= 8.0,
+        "{claims} claims of a campaign's batch, {mean:.1} recipients each"
+    );
+    Ok(())
+}
