@@ -15,12 +15,13 @@
 
 use crate::backlog::Backlog;
 use crate::counters;
+use herald_shared::ops::metrics as metrics_names;
 use herald_store as store;
 use herald_store::receipts;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -61,7 +62,10 @@ pub async fn run(
             round = 0;
             continue;
         }
-        match store::recipients::sweep::recover_expired_leases(&pool).await {
+        let started = Instant::now();
+        let recovered = store::recipients::sweep::recover_expired_leases(&pool).await;
+        step_done("lease_recovery", started);
+        match recovered {
             Ok(0) => {}
             Ok(recovered) => tracing::warn!(
                 recovered,
@@ -75,7 +79,10 @@ pub async fn run(
         // Campaigns due at the last tick are not finished; skipping them only ever delays a
         // completion by a round.
         let due_campaigns = due.borrow().clone();
-        match store::campaigns::complete_finished(&pool, &due_campaigns).await {
+        let started = Instant::now();
+        let completed = store::campaigns::complete_finished(&pool, &due_campaigns).await;
+        step_done("completion", started);
+        match completed {
             Ok(completed) => {
                 for (campaign_id, tenant_id) in completed {
                     tracing::info!(%campaign_id, %tenant_id, "campaign completed");
@@ -106,6 +113,13 @@ pub async fn run(
         }
         round += 1;
     }
+}
+
+/// Records how long a housekeeping step took (failed or not: a step that waits on a
+/// database outage shows here too).
+fn step_done(step: &'static str, started: Instant) {
+    metrics::histogram!(metrics_names::HOUSEKEEPING_DURATION, "step" => step)
+        .record(started.elapsed().as_secs_f64());
 }
 
 /// Reports receipts that never found their recipient, and prunes old ones.

@@ -50,6 +50,9 @@ pub const CLAIMED: &str = "herald_scheduler_claimed_total";
 pub const COUNTER_DELTAS_FOLDED: &str = "herald_scheduler_counter_deltas_folded_total";
 /// How long each fold of the counter ledger took.
 pub const COUNTER_FOLD_DURATION: &str = "herald_scheduler_counter_fold_duration_seconds";
+/// Duration of the leader's housekeeping steps beside the ticks, by `step`:
+/// `lease_recovery` (recipients whose lease ran out) and `completion` (finished campaigns).
+pub const HOUSEKEEPING_DURATION: &str = "herald_scheduler_housekeeping_duration_seconds";
 /// Lanes topped up at once for newly accepted transactional messages (the fast path).
 pub const WAKES: &str = "herald_scheduler_wakes_total";
 /// 1 on the leader scheduler, 0 on a standby.
@@ -224,6 +227,11 @@ fn describe() {
         COUNTER_FOLD_DURATION,
         Unit::Seconds,
         "Duration of each fold of the progress counters' ledger"
+    );
+    describe_histogram!(
+        HOUSEKEEPING_DURATION,
+        Unit::Seconds,
+        "Duration of the leader scheduler's housekeeping steps beside its ticks"
     );
     describe_counter!(
         WAKES,
