@@ -154,6 +154,17 @@ async fn metrics_agree_with_the_provider_and_the_backlog_drains() -> Result<()> 
         folded.is_some_and(|n| n >= 1.0),
         "counter deltas folded: {folded:?}"
     );
+    for step in ["lease_recovery", "completion"] {
+        let rounds = metric_sum(
+            &scheduler_text,
+            "herald_scheduler_housekeeping_duration_seconds_count",
+            &[("step", step)],
+        );
+        ensure!(
+            rounds.is_some_and(|n| n >= 1.0),
+            "housekeeping step {step} timed {rounds:?} times"
+        );
+    }
     // Recorded by the worker, or by the receiver when a receipt came first.
     let receiver_text = env
         .scrape(env.receiver_service().context("the receiver runs")?)
