@@ -30,7 +30,7 @@ pub struct SchedulerConfig {
 
     /// Fewest recipients a campaign is claimed at once while it has that many due. When a
     /// lane's fair share per campaign is smaller (thousands of campaigns), campaigns take
-    /// turns at batches of this size, each staying within one batch of its fair share.
+    /// turns at batches of this size, each kept within about one batch of its fair share.
     #[arg(long, env = "HERALD_SCHEDULER_MIN_BATCH", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub min_batch: u32,
 

@@ -47,7 +47,7 @@ pub fn plan(demands: &[Demand], budget: u32, rotation: usize) -> Plan {
 fn tenants(demands: &[Demand], rotation: usize) -> Vec<(Uuid, u64, Vec<usize>)> {
     let mut tenants: Vec<(Uuid, u64, Vec<usize>)> = Vec::new();
     // A lookup, not a scan of the tenants so far: a thousand tenants' ten thousand
-    // campaigns would cost ten million comparisons a plan.
+    // campaigns would cost millions of comparisons a plan.
     let mut position: HashMap<Uuid, usize> = HashMap::new();
     for (index, d) in demands.iter().enumerate() {
         let at = *position.entry(d.tenant_id).or_insert_with(|| {
@@ -85,7 +85,14 @@ pub fn shares(demands: &[Demand], budget: u32, rotation: usize) -> Vec<u32> {
     for ((_, _, campaigns), share) in tenants.iter().zip(&tenant_share) {
         // The urgent first, with the whole share; the campaigns split what they leave.
         let mut left = *share;
-        for group in urgent_first(demands, campaigns) {
+        for mut group in urgent_first(demands, campaigns) {
+            // The units left over after an even split go to the earlier campaigns: shifted
+            // each tick, so with shares below one recipient (a tenant's 8 over its 10
+            // campaigns) the same campaigns are not always the ones that earn nothing.
+            if !group.is_empty() {
+                let shift = rotation % group.len();
+                group.rotate_left(shift);
+            }
             let due: Vec<u64> = group.iter().map(|&i| u64::from(demands[i].due)).collect();
             let weights: Vec<u64> = group
                 .iter()

@@ -455,7 +455,7 @@ impl Ticker {
             .collect();
         let mut counts = fairness::shares(&demands, budget, self.count);
         if lane == Lane::Primary {
-            counts = self.turns.take(via, &demands, &counts);
+            counts = self.turns.take(via, &demands, &counts, self.count);
         }
         let order = fairness::order(&demands, &counts, self.count);
 

@@ -8,23 +8,40 @@
 //! ([`crate::fairness::shares`]) it has been given minus what it was served. A pass hands
 //! its budget out in order of standing, largest first, in batches of at least the minimum
 //! (or all the campaign has due); a campaign whose turn has not come keeps what it earned.
-//! Over any run of passes each campaign's total stays within one minimum batch of its fair
-//! share, and every pass still hands out its whole budget while work is due.
+//! Whatever is left of the budget then goes to whoever has more due, in the same order, so
+//! a pass hands out its whole budget while work is due. In the unit tests' sets of
+//! campaigns (steady, or with budgets that change every pass), no campaign's total strays
+//! more than one minimum batch from its fair total.
 //!
-//! A campaign with no standing (new, or back after having nothing due) goes first, so a
-//! newcomer is served in its first pass; it then owes what it took beyond its share, and
-//! waits until the others have caught up. Urgent demands (transactional messages) are never
-//! made to wait: they keep their share.
+//! A campaign with no standing (new) goes first, so a newcomer is served in its first pass;
+//! it then owes what it took beyond its share, and waits until the others have caught up.
+//! A campaign that has nothing due for a while (its live lines full, only retries left,
+//! quiet hours, paused) keeps a debt for [`DEBT_PASSES`] passes, so coming back does not put
+//! it first again; what others owe it is forgiven when it leaves, as in deficit round-robin.
+//! Urgent demands (transactional messages) are never made to wait: they keep their share.
+//! What spills from a saturated primary into an overflow lane is planned there by plain
+//! fair shares, and the primary's standings do not count it.
 
 use crate::fairness::Demand;
 use std::collections::HashMap;
 use uuid::Uuid;
 
+/// How many passes of its lane a campaign's debt outlives the campaign's last work due
+/// (minutes at the default tick): long enough for a pause, quiet hours or full lines.
+pub const DEBT_PASSES: u64 = 1_000;
+
 /// Campaigns' standings, per lane, across passes.
 #[derive(Debug, Default)]
 pub struct Turns {
     min_batch: u32,
-    lanes: HashMap<Uuid, HashMap<Uuid, i64>>,
+    lanes: HashMap<Uuid, LaneStandings>,
+}
+
+#[derive(Debug, Default)]
+struct LaneStandings {
+    passes: u64,
+    /// Per campaign, its standing and the last pass it had work due in.
+    campaigns: HashMap<Uuid, (i64, u64)>,
 }
 
 impl Turns {
@@ -36,21 +53,31 @@ impl Turns {
     }
 
     /// This pass's counts for `lane`'s `demands` (all the lane's campaigns with work due),
-    /// given their fair `shares`. A campaign of the lane not among the demands has nothing
-    /// due: its standing is forgotten.
-    pub fn take(&mut self, lane: Uuid, demands: &[Demand], shares: &[u32]) -> Vec<u32> {
+    /// given their fair `shares`; `rotation` shifts which tenant goes first among equal
+    /// standings. A campaign of the lane not among the demands has nothing due: what it is
+    /// owed is forgotten, what it owes is kept for [`DEBT_PASSES`].
+    pub fn take(
+        &mut self,
+        lane: Uuid,
+        demands: &[Demand],
+        shares: &[u32],
+        rotation: usize,
+    ) -> Vec<u32> {
         let kept = self.lanes.entry(lane).or_default();
+        kept.passes += 1;
+        let pass = kept.passes;
         let mut standing: Vec<Option<i64>> = demands
             .iter()
-            .map(|d| kept.get(&d.campaign_id).copied())
+            .map(|d| kept.campaigns.get(&d.campaign_id).map(|&(s, _)| s))
             .collect();
-        let counts = take_turns(demands, shares, &mut standing, self.min_batch);
-        kept.clear();
+        let counts = take_turns(demands, shares, &mut standing, self.min_batch, rotation);
         for (d, s) in demands.iter().zip(standing) {
             if let Some(s) = s {
-                kept.insert(d.campaign_id, s);
+                kept.campaigns.insert(d.campaign_id, (s, pass));
             }
         }
+        kept.campaigns
+            .retain(|_, &mut (s, seen)| seen == pass || (s < 0 && pass - seen <= DEBT_PASSES));
         counts
     }
 
@@ -68,14 +95,16 @@ pub fn take_turns(
     shares: &[u32],
     standing: &mut [Option<i64>],
     min_batch: u32,
+    rotation: usize,
 ) -> Vec<u32> {
     let mut counts = shares.to_vec();
     let taking: Vec<usize> = (0..demands.len())
         .filter(|&i| !demands[i].urgent && demands[i].due > 0)
         .collect();
     let mut left: i64 = taking.iter().map(|&i| i64::from(shares[i])).sum();
-    // Ties (equal standings) go by each campaign's rank within its tenant, then by tenant,
-    // so one tenant's many newcomers do not all go before another tenant's first.
+    // Ties (equal standings) go by each campaign's rank within its tenant, then by tenant
+    // (shifted by `rotation`), so one tenant's many newcomers do not all go before another
+    // tenant's first, and the same tenant is not always first.
     let mut rank: HashMap<Uuid, usize> = HashMap::new();
     let mut tenant_order: HashMap<Uuid, usize> = HashMap::new();
     let tie: Vec<(usize, usize)> = demands
@@ -87,6 +116,11 @@ pub fn take_turns(
             *r += 1;
             (*r, tenant)
         })
+        .collect();
+    let tenants = tenant_order.len().max(1);
+    let tie: Vec<(usize, usize)> = tie
+        .into_iter()
+        .map(|(r, t)| (r, (t + tenants - rotation % tenants) % tenants))
         .collect();
     let mut earned: Vec<i64> = vec![0; demands.len()];
     for &i in &taking {
@@ -102,6 +136,18 @@ pub fn take_turns(
         let wanted = i64::from(demands[i].due).min(earned[i].max(i64::from(min_batch)));
         let n = wanted.min(left);
         counts[i] = u32::try_from(n).unwrap_or(0);
+        earned[i] -= n;
+        left -= n;
+    }
+    // Standings need not add up to the budget (a small pass before a big one, a campaign
+    // leaving with something owed): what is left goes to those with more due, so the pass
+    // is never short while work waits.
+    for &i in &queue {
+        if left == 0 {
+            break;
+        }
+        let n = (i64::from(demands[i].due) - i64::from(counts[i])).min(left);
+        counts[i] += u32::try_from(n).unwrap_or(0);
         earned[i] -= n;
         left -= n;
     }
@@ -135,7 +181,7 @@ mod tests {
         let mut total = vec![0u32; demands.len()];
         for pass in 0..passes {
             let fair = shares(demands, budget, pass);
-            let counts = turns.take(lane, demands, &fair);
+            let counts = turns.take(lane, demands, &fair, pass);
             assert_eq!(
                 counts.iter().sum::<u32>(),
                 budget,
@@ -155,7 +201,7 @@ mod tests {
         let lane = Uuid::from_u128(99);
         for pass in 0..5 {
             let fair = shares(&demands, 600, pass);
-            assert_eq!(turns.take(lane, &demands, &fair), fair);
+            assert_eq!(turns.take(lane, &demands, &fair, pass), fair);
         }
     }
 
@@ -165,7 +211,7 @@ mod tests {
         let demands: Vec<Demand> = (0..100).map(|i| demand(i, i, 1000)).collect();
         let lane = Uuid::from_u128(99);
         let mut turns = Turns::new(10);
-        let first = turns.take(lane, &demands, &shares(&demands, 100, 0));
+        let first = turns.take(lane, &demands, &shares(&demands, 100, 0), 0);
         // Ten campaigns are served, ten each.
         assert_eq!(first.iter().filter(|&&n| n > 0).count(), 10);
         assert!(first.iter().all(|&n| n == 0 || n == 10));
@@ -184,7 +230,7 @@ mod tests {
         let mut worst = 0;
         for pass in 0..passes {
             let share = shares(demands, budget, pass);
-            let counts = turns.take(lane, demands, &share);
+            let counts = turns.take(lane, demands, &share, pass);
             assert_eq!(counts.iter().sum::<u32>(), budget);
             for i in 0..demands.len() {
                 served[i] += i64::from(counts[i]);
@@ -213,7 +259,7 @@ mod tests {
         // The many-campaign bench's shape: a thousand tenants of ten campaigns, a share of
         // less than one each.
         let demands: Vec<Demand> = (0..10_000).map(|i| demand(i, i / 10, 20)).collect();
-        check_lag(&demands, 8_000, 10, 12);
+        check_lag(&demands, 8_000, 10, 30);
         // Campaign weights within tenants, and a budget that changes every pass.
         let mut demands: Vec<Demand> = (0..60).map(|i| demand(i, i % 4, 100_000)).collect();
         for (i, d) in demands.iter_mut().enumerate() {
@@ -225,7 +271,7 @@ mod tests {
         for pass in 0..300 {
             let budget = 20 + (pass as u32 * 37) % 90;
             let share = shares(&demands, budget, pass);
-            let counts = turns.take(lane, &demands, &share);
+            let counts = turns.take(lane, &demands, &share, pass);
             assert_eq!(counts.iter().sum::<u32>(), budget);
             for i in 0..60 {
                 served[i] += i64::from(counts[i]);
@@ -244,17 +290,17 @@ mod tests {
         let lane = Uuid::from_u128(99);
         let mut turns = Turns::new(10);
         for pass in 0..7 {
-            turns.take(lane, &demands, &shares(&demands, 50, pass));
+            turns.take(lane, &demands, &shares(&demands, 50, pass), pass);
         }
         demands.push(demand(500, 500, 1000));
-        let counts = turns.take(lane, &demands, &shares(&demands, 50, 7));
+        let counts = turns.take(lane, &demands, &shares(&demands, 50, 7), 7);
         assert_eq!(counts[50], 10);
     }
 
     #[test]
     fn a_campaign_takes_no_more_than_it_has_due() {
         let demands = [demand(1, 1, 3), demand(2, 2, 1000), demand(3, 3, 1000)];
-        let counts = take_turns(&demands, &[1, 1, 1], &mut [None, None, None], 10);
+        let counts = take_turns(&demands, &[1, 1, 1], &mut [None, None, None], 10, 0);
         // The first (due 3) takes its 3; the budget of 3 is then used up.
         assert_eq!(counts, vec![3, 0, 0]);
     }
@@ -265,19 +311,65 @@ mod tests {
         messages.urgent = true;
         let demands = [messages, demand(2, 2, 1000), demand(3, 3, 1000)];
         let mut standing = [None, None, None];
-        let counts = take_turns(&demands, &[2, 1, 1], &mut standing, 10);
+        let counts = take_turns(&demands, &[2, 1, 1], &mut standing, 10, 0);
         assert_eq!(counts, vec![2, 2, 0]);
         assert_eq!(standing, [None, Some(-1), Some(1)]);
     }
 
     #[test]
-    fn a_campaign_with_nothing_due_loses_its_standing() {
+    fn a_pass_is_never_short_while_work_is_due() {
+        let lane = Uuid::from_u128(99);
+        let mut turns = Turns::new(10);
+        let both = [demand(1, 1, 100), demand(2, 2, 100)];
+        // A small top-up: one campaign takes it, and owes for it.
+        assert_eq!(turns.take(lane, &both, &[3, 3], 0).iter().sum::<u32>(), 6);
+        // Then a pass of full shares: the standings add up to less than its budget, and the
+        // rest still goes out.
+        assert_eq!(turns.take(lane, &both, &[100, 100], 0), vec![100, 100]);
+        // Shares of a batch or more are claimed as they come, but for what earlier passes
+        // left owed (campaign 2 was owed 3).
+        assert_eq!(turns.take(lane, &both, &[30, 30], 1), vec![27, 33]);
+        assert_eq!(turns.take(lane, &both, &[30, 30], 2), vec![30, 30]);
+    }
+
+    #[test]
+    fn a_campaign_back_from_a_pause_does_not_go_first_again() {
+        let lane = Uuid::from_u128(99);
+        let mut turns = Turns::new(10);
+        let demands: Vec<Demand> = (0..20).map(|i| demand(i, i, 1000)).collect();
+        let fair = |d: &[Demand], pass| shares(d, 20, pass);
+        // Campaign 0 goes first as a newcomer, and owes for it.
+        assert_eq!(turns.take(lane, &demands, &fair(&demands, 0), 0)[0], 10);
+        // It pauses for a few passes (nothing due), then comes back: the others, who are
+        // owed, go before it.
+        for pass in 1..4 {
+            turns.take(lane, &demands[1..], &fair(&demands[1..], pass), pass);
+        }
+        assert_eq!(turns.take(lane, &demands, &fair(&demands, 4), 4)[0], 0);
+        // A debt is kept only so long.
+        for pass in 5..(6 + DEBT_PASSES as usize) {
+            turns.take(lane, &demands[1..], &fair(&demands[1..], pass), pass);
+        }
+        assert!(
+            !turns.lanes[&lane]
+                .campaigns
+                .contains_key(&Uuid::from_u128(0))
+        );
+    }
+
+    #[test]
+    fn a_campaign_with_nothing_due_loses_what_it_was_owed() {
         let lane = Uuid::from_u128(99);
         let mut turns = Turns::new(10);
         let both = [demand(1, 1, 1000), demand(2, 2, 1000)];
-        turns.take(lane, &both, &[1, 1]);
-        turns.take(lane, &both[1..], &[1]);
-        assert!(!turns.lanes[&lane].contains_key(&Uuid::from_u128(1)));
+        // Campaign 1 takes the whole budget (it owes 1); campaign 2 is owed 1.
+        assert_eq!(turns.take(lane, &both, &[1, 1], 0), vec![2, 0]);
+        turns.take(lane, &both[..1], &[1], 1);
+        assert!(
+            !turns.lanes[&lane]
+                .campaigns
+                .contains_key(&Uuid::from_u128(2))
+        );
         turns.retain_lanes(|_| false);
         assert!(turns.lanes.is_empty());
     }
