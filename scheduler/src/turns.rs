@@ -16,8 +16,9 @@
 //! A campaign with no standing (new) goes first, so a newcomer is served in its first pass;
 //! it then owes what it took beyond its share, and waits until the others have caught up.
 //! A campaign that has nothing due for a while (its live lines full, only retries left,
-//! quiet hours, paused) keeps a debt for [`DEBT_PASSES`] passes, so coming back does not put
-//! it first again; what others owe it is forgiven when it leaves, as in deficit round-robin.
+//! quiet hours, paused) keeps its standing, if it owes, for [`DEBT_PASSES`] passes, so
+//! coming back does not put it first again; what others owe it is forgiven when it leaves,
+//! as in deficit round-robin.
 //! Urgent demands (transactional messages) are never made to wait: they keep their share.
 //! What spills from a saturated primary into an overflow lane is planned there by plain
 //! fair shares, and the primary's standings do not count it.
@@ -26,8 +27,10 @@ use crate::fairness::Demand;
 use std::collections::HashMap;
 use uuid::Uuid;
 
-/// How many passes of its lane a campaign's debt outlives the campaign's last work due
-/// (minutes at the default tick): long enough for a pause, quiet hours or full lines.
+/// How many passes of its lane (ticks, top-ups and wakes: from a few minutes to half an
+/// hour at the default tick) a campaign's debt outlives its last work due: long enough
+/// for a pause or full lines, not always for quiet hours. A lane with nothing due at all
+/// forgets its standings at the next tick.
 pub const DEBT_PASSES: u64 = 1_000;
 
 /// Campaigns' standings, per lane, across passes.
@@ -77,7 +80,7 @@ impl Turns {
             }
         }
         kept.campaigns
-            .retain(|_, &mut (s, seen)| seen == pass || (s < 0 && pass - seen <= DEBT_PASSES));
+            .retain(|_, &mut (s, seen)| seen == pass || (s <= 0 && pass - seen <= DEBT_PASSES));
         counts
     }
 
@@ -122,6 +125,23 @@ pub fn take_turns(
         .into_iter()
         .map(|(r, t)| (r, (t + tenants - rotation % tenants) % tenants))
         .collect();
+    // What campaigns that left were owed is forgiven (as in deficit round-robin): if the
+    // standings of those still here add up below zero, they are raised evenly to zero, or the
+    // gap would be handed from one campaign to the next forever.
+    let known: Vec<usize> = taking
+        .iter()
+        .copied()
+        .filter(|&i| standing[i].is_some())
+        .collect();
+    let total: i64 = known.iter().filter_map(|&i| standing[i]).sum();
+    if total < 0 {
+        let n = i64::try_from(known.len()).unwrap_or(i64::MAX);
+        let (each, extra) = (-total / n, -total % n);
+        for (k, &i) in known.iter().enumerate() {
+            let bump = each + i64::from(i64::try_from(k).unwrap_or(i64::MAX) < extra);
+            standing[i] = standing[i].map(|s| s + bump);
+        }
+    }
     let mut earned: Vec<i64> = vec![0; demands.len()];
     for &i in &taking {
         earned[i] = standing[i].unwrap_or(0) + i64::from(shares[i]);
@@ -330,6 +350,29 @@ mod tests {
         // left owed (campaign 2 was owed 3).
         assert_eq!(turns.take(lane, &both, &[30, 30], 1), vec![27, 33]);
         assert_eq!(turns.take(lane, &both, &[30, 30], 2), vec![30, 30]);
+    }
+
+    #[test]
+    fn what_leavers_were_owed_does_not_circle_among_those_left() {
+        let lane = Uuid::from_u128(99);
+        let mut turns = Turns::new(10);
+        let six: Vec<Demand> = (0..6).map(|i| demand(i, i, 1000)).collect();
+        // A top-up of 3 each: two campaigns take it in batches; the other four are owed.
+        assert_eq!(turns.take(lane, &six, &[3; 6], 0).iter().sum::<u32>(), 18);
+        // The four leave; the two left settle up within a pass and then get their shares.
+        turns.take(lane, &six[..2], &[50, 50], 1);
+        for pass in 2..6 {
+            assert_eq!(turns.take(lane, &six[..2], &[50, 50], pass), vec![50, 50]);
+        }
+    }
+
+    #[test]
+    fn every_campaign_of_a_tenant_earns_its_turn() {
+        // A tenant's share of 8 over its 10 campaigns: the units left over rotate, so its
+        // last campaigns are served too, not only after their siblings finish.
+        let demands: Vec<Demand> = (0..10_000).map(|i| demand(i, i / 10, 1000)).collect();
+        let total = run(&demands, 8_000, 30, 10);
+        assert!(total.iter().all(|&n| n > 0), "a campaign was never served");
     }
 
     #[test]

@@ -134,7 +134,8 @@ async fn many_campaigns_take_turns_at_full_batches() -> Result<()> {
     let (recipients, claims) = (batch("sum"), batch("count"));
     assert_eq!(recipients, 1_200.0, "every recipient claimed once");
     // Shares of half a recipient each would be claimed one recipient at a time (a mean of
-    // 1); turns claim batches of ten, but for a top-up's remainder now and then.
+    // 1). Turns claim batches of ten, but a top-up's remainder, or what standings leave of a
+    // pass handed to whoever has more due, makes a smaller claim now and then.
     let mean = recipients / claims;
     assert!(
         mean >= 5.0,
