@@ -1,4 +1,6 @@
-//! The fair batch plan: how a tick's budget is split and in what order it is published.
+//! The fair batch plan: how a tick's budget is split ([`shares`]) and in what order it is
+//! published ([`order`]); between the two, [`crate::turns`] gathers shares smaller than a
+//! batch into turns.
 //!
 //! Fairness is first across tenants (by tenant weight), then across each tenant's campaigns
 //! (by campaign weight), so a tenant with 20 campaigns does not get 20 shares. It is work-conserving: a share a
@@ -23,23 +25,6 @@ pub struct Demand {
     pub due: u32,
     /// Transactional messages: served before the same tenant's campaigns.
     pub urgent: bool,
-}
-
-/// The plan for one tick.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Plan {
-    /// Recipients to claim per campaign, indexed like the demands.
-    pub counts: Vec<u32>,
-    /// The publish order: each entry is a demand index, one per message.
-    pub order: Vec<usize>,
-}
-
-/// Splits `budget` among the demands and orders the result. `rotation` shifts which tenant
-/// goes first among equals, so ties do not always favour the same tenant.
-pub fn plan(demands: &[Demand], budget: u32, rotation: usize) -> Plan {
-    let counts = shares(demands, budget, rotation);
-    let order = order(demands, &counts, rotation);
-    Plan { counts, order }
 }
 
 /// Tenants in first-seen order (shifted by `rotation`), each with its weight and the indices
@@ -219,6 +204,20 @@ fn interleave(sequences: &[Vec<usize>], weights: &[u64]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tick's plan without turns: the fair shares and their publish order.
+    #[derive(Debug, Clone, PartialEq, Eq, Default)]
+    struct Plan {
+        counts: Vec<u32>,
+        order: Vec<usize>,
+    }
+
+    /// `rotation` shifts which tenant goes first among equals.
+    fn plan(demands: &[Demand], budget: u32, rotation: usize) -> Plan {
+        let counts = shares(demands, budget, rotation);
+        let order = order(demands, &counts, rotation);
+        Plan { counts, order }
+    }
 
     fn demand(campaign: u128, tenant: u128, weight: u32, due: u32) -> Demand {
         Demand {
