@@ -72,11 +72,17 @@ async fn the_primary_runs_at_its_limit_and_the_overflow_takes_the_rest() -> Resu
     assert_eq!(overflow_stats["duplicates"], 0);
     let busiest = crate::busiest_within(&primary_stats, 20);
     // The primary kept busy all along: over the whole seconds of the run (the first and the
-    // last are partial). Herald paces at 19.3/s, so a second sees 19 or 20 requests, and
-    // one a little late sometimes 18; the mean is a benchmark figure (bench/rate_limits.sh,
-    // BENCHMARKS.md), the floors here catch a primary left idle. The first whole second may
-    // still be starting up (the first leases, on a cold database, beside the overflow's
-    // first hundreds).
+    // last are partial). Herald paces at 19.3/s, so a second sees 19 or 20 requests; the
+    // mean is a benchmark figure (bench/rate_limits.sh, BENCHMARKS.md), the floors here
+    // catch a primary left idle. The first whole second may still be starting up (the first
+    // leases, on a cold database, beside the overflow's first hundreds).
+    //
+    // A slot a worker or the scheduler misses while the machine is busy is not made up
+    // later (that would break the provider's window), so on a loaded machine one second
+    // may come out short: seen at 10 and 13 in CI, where PostgreSQL, RabbitMQ, two
+    // simulators, the scheduler and the worker share two cores. A stall is an event, not a
+    // pattern: no second may fall below a quarter of the limit, and no two in a row below
+    // 15. A primary idle for most of a second, or short second after second, fails.
     let per_second: Vec<u64> = primary_stats["per_second"]
         .as_array()
         .map(|a| a.iter().filter_map(|s| s["accepted"].as_u64()).collect())
@@ -84,13 +90,15 @@ async fn the_primary_runs_at_its_limit_and_the_overflow_takes_the_rest() -> Resu
     eprintln!("primary per second: {per_second:?}; {on_overflow} on the overflow");
     let whole = &per_second[1..per_second.len().saturating_sub(1).max(1)];
     let mean = whole.iter().sum::<u64>() as f64 / whole.len() as f64;
-    let least = whole.iter().skip(1).copied().min().unwrap_or(0);
+    let steady = whole.get(1..).unwrap_or_default();
+    let least = steady.iter().copied().min().unwrap_or(0);
+    let short_in_a_row = steady.windows(2).any(|pair| pair.iter().all(|&n| n < 15));
     eprintln!(
         "overflow: primary {on_primary}, overflow {on_overflow}, busiest 1-s window {busiest}, primary {mean:.2}/s over whole seconds, least {least}"
     );
     assert!(
-        whole.len() >= 10 && mean >= 0.9 * 20.0 && least >= 15,
-        "the primary carried {mean:.2}/s (least {least}) in {} whole seconds beside {on_overflow} on the overflow: {per_second:?}",
+        whole.len() >= 10 && mean >= 0.9 * 20.0 && least >= 5 && !short_in_a_row,
+        "the primary carried {mean:.2}/s (least {least}, two short seconds in a row: {short_in_a_row}) in {} whole seconds beside {on_overflow} on the overflow: {per_second:?}",
         whole.len()
     );
     assert!(on_overflow > 0, "nothing overflowed");
