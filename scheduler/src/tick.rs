@@ -349,6 +349,7 @@ impl Ticker {
                 .claim_plan(lane_campaigns, budget, *provider, Lane::Primary, &mut batch)
                 .await
             {
+                self.give_back(&batch, None);
                 release_or_log(pool, &batch.claims).await;
                 return Err(error);
             }
@@ -375,6 +376,7 @@ impl Ticker {
                 .claim_plan(lane_campaigns, left, *provider, Lane::Overflow, &mut batch)
                 .await
             {
+                self.give_back(&batch, None);
                 release_or_log(pool, &batch.claims).await;
                 return Err(error);
             }
@@ -386,6 +388,7 @@ impl Ticker {
         let confirmed = match self.publisher.publish(&batch.messages, per_message).await {
             Ok(confirmed) => confirmed,
             Err(error) => {
+                self.give_back(&batch, None);
                 release_or_log(pool, &batch.claims).await;
                 for (&provider, &budget) in &budgets {
                     self.lanes.published(provider, 0, budget);
@@ -400,6 +403,9 @@ impl Ticker {
             .filter(|(_, ok)| !**ok)
             .map(|(claim, _)| *claim)
             .collect();
+        if !unconfirmed.is_empty() {
+            self.give_back(&batch, Some(&confirmed));
+        }
         release_or_log(pool, &unconfirmed).await;
         for (&provider, &budget) in &budgets {
             let published = batch
@@ -428,6 +434,24 @@ impl Ticker {
         report.unconfirmed = unconfirmed.len();
         phase_done("publish", publishing);
         Ok(())
+    }
+
+    /// Gives back to the campaigns' standings ([`crate::turns`]) the messages of `batch`
+    /// that were charged to them and go back to pending: all of them, or with `confirmed`,
+    /// those the broker did not confirm.
+    fn give_back(&mut self, batch: &Batch, confirmed: Option<&[bool]>) {
+        let mut unserved: BTreeMap<(Uuid, Uuid), u32> = BTreeMap::new();
+        for (i, message) in batch.messages.iter().enumerate() {
+            let published = confirmed.is_some_and(|c| c.get(i).copied().unwrap_or(false));
+            if batch.charged[i] && !published {
+                *unserved
+                    .entry((batch.lanes[i], message.campaign_id))
+                    .or_default() += 1;
+            }
+        }
+        for ((lane, campaign), n) in unserved {
+            self.turns.refund(lane, campaign, n);
+        }
     }
 
     /// Plans the fair split of `budget` over `campaigns`, claims each campaign's share and
@@ -469,7 +493,18 @@ impl Ticker {
                 retries: campaigns[index].retries,
             })
             .collect();
-        let rows = claim::claim(&self.pool, &wanted).await?;
+        let rows = match claim::claim(&self.pool, &wanted).await {
+            Ok(rows) => rows,
+            Err(error) => {
+                if lane == Lane::Primary {
+                    for w in &wanted {
+                        self.turns
+                            .refund(via, w.campaign_id, u32::try_from(w.count).unwrap_or(0));
+                    }
+                }
+                return Err(error.into());
+            }
+        };
         metrics::counter!(metrics_names::CLAIMED).increment(rows.len() as u64);
         let position: BTreeMap<Uuid, usize> = campaigns
             .iter()
@@ -485,6 +520,14 @@ impl Ticker {
         for queue in claimed.iter().filter(|q| !q.is_empty()) {
             metrics::histogram!(metrics_names::BATCH_SIZE).record(queue.len() as f64);
         }
+        if lane == Lane::Primary {
+            for (index, &count) in counts.iter().enumerate() {
+                let short = count.saturating_sub(u32::try_from(claimed[index].len()).unwrap_or(0));
+                if short > 0 {
+                    self.turns.refund(via, campaigns[index].id, short);
+                }
+            }
+        }
 
         for &index in &order {
             let Some(mut row) = claimed[index].pop_front() else {
@@ -495,6 +538,7 @@ impl Ticker {
                 Ok(message) => {
                     batch.claims.push((row.id, row.dispatch_seq));
                     batch.lanes.push(via);
+                    batch.charged.push(lane == Lane::Primary);
                     batch.messages.push(message);
                 }
                 Err(reason) => {
@@ -522,6 +566,9 @@ struct Batch {
     messages: Vec<DispatchMessage>,
     claims: Vec<(i64, i32)>,
     lanes: Vec<Uuid>,
+    /// Whether the message was charged to its campaign's standing ([`crate::turns`]):
+    /// planned in a primary lane.
+    charged: Vec<bool>,
 }
 
 fn build_message(

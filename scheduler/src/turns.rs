@@ -21,7 +21,9 @@
 //! as in deficit round-robin.
 //! Urgent demands (transactional messages) are never made to wait: they keep their share.
 //! What spills from a saturated primary into an overflow lane is planned there by plain
-//! fair shares, and the primary's standings do not count it.
+//! fair shares, and the primary's standings do not count it. A campaign is charged for
+//! what it was served: what its claim did not find, or what could not be published, is
+//! given back ([`Turns::refund`]).
 
 use crate::fairness::Demand;
 use std::collections::HashMap;
@@ -82,6 +84,21 @@ impl Turns {
         kept.campaigns
             .retain(|_, &mut (s, seen)| seen == pass || (s <= 0 && pass - seen <= DEBT_PASSES));
         counts
+    }
+
+    /// Gives back to `campaign`'s standing in `lane` `n` recipients it was planned but not
+    /// served: its claim found fewer due (its count was a moment old, or rows were locked),
+    /// or their publish failed and they went back to pending. A turn spent on nothing would
+    /// otherwise send the campaign to the back of the line. A campaign with no standing in
+    /// the lane (urgent, or not planned there by turns) is left alone.
+    pub fn refund(&mut self, lane: Uuid, campaign: Uuid, n: u32) {
+        if let Some((standing, _)) = self
+            .lanes
+            .get_mut(&lane)
+            .and_then(|kept| kept.campaigns.get_mut(&campaign))
+        {
+            *standing += i64::from(n);
+        }
     }
 
     /// Forgets the lanes for which `keep` is false (no campaign of theirs has work due).
@@ -415,5 +432,28 @@ mod tests {
         );
         turns.retain_lanes(|_| false);
         assert!(turns.lanes.is_empty());
+    }
+
+    #[test]
+    fn what_a_campaign_was_not_served_is_given_back() {
+        let lane = Uuid::from_u128(99);
+        let both = [demand(1, 1, 1000), demand(2, 2, 1000)];
+        let standing = |turns: &Turns, campaign: u128| {
+            turns.lanes[&lane].campaigns[&Uuid::from_u128(campaign)].0
+        };
+        let mut charged = Turns::new(10);
+        assert_eq!(charged.take(lane, &both, &[5, 5], 0), vec![10, 0]);
+        // Served its batch, campaign 1 owes 5 and waits behind campaign 2, owed 5.
+        assert_eq!((standing(&charged, 1), standing(&charged, 2)), (-5, 5));
+        // Its claim found nothing: the batch is given back and the two stand level again.
+        let mut refunded = Turns::new(10);
+        refunded.take(lane, &both, &[5, 5], 0);
+        refunded.refund(lane, Uuid::from_u128(1), 10);
+        assert_eq!((standing(&refunded, 1), standing(&refunded, 2)), (5, 5));
+        // Nothing to give back to a campaign or lane without a standing.
+        refunded.refund(lane, Uuid::from_u128(3), 10);
+        refunded.refund(Uuid::from_u128(98), Uuid::from_u128(1), 10);
+        assert_eq!(refunded.lanes[&lane].campaigns.len(), 2);
+        assert_eq!(refunded.lanes.len(), 1);
     }
 }
