@@ -5,7 +5,8 @@
 # bench/run.sh's one-campaign rate) and the CPU time each part of the system spent per
 # message. Release build; everything on this machine.
 # Usage: bench/many_campaigns.sh [TENANTS] [CAMPAIGNS_PER_TENANT] [RECIPIENTS]
-#   RUNS=3 repeats the run; WORKERS=1 runs one worker.
+#   RUNS=3 repeats the run; WORKERS=1 runs one worker; WORKERS=0 none (the campaigns stay
+#   due until stopped: for looking at the scheduler's queries on a full table).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$ROOT"
@@ -47,7 +48,8 @@ run_one() {
     HERALD_OPS_LISTEN="127.0.0.1:$((9510 + n))" "$BIN/herald-worker" >"$LOGS/worker-many-$n.log" 2>&1 & pids+=($!)
     workers+=($!)
   done
-  cpu+=(--cpu "workers=$(IFS=,; echo "${workers[*]}")")
+  # WORKERS=0 leaves the campaigns running and due, for looking at the scheduler's queries.
+  if [ "${#workers[@]}" -gt 0 ]; then cpu+=(--cpu "workers=$(IFS=,; echo "${workers[*]}")"); fi
   wait_healthy "$HERALD_SIMULATOR_URL"
   # shellcheck disable=SC2046 # one word per argument
   "$BIN/herald-demo" many --tenants "$TENANTS" --campaigns-per-tenant "$PER_TENANT" \
