@@ -131,6 +131,8 @@ pub(crate) mod tests {
             expires_at: None,
             due,
             retries: false,
+            fresh: due,
+            counted: true,
             transactional: false,
         }
     }

@@ -8,6 +8,7 @@ use crate::commitments::{self, Commitment};
 use crate::fairness::{self, Demand};
 use crate::lanes::Lanes;
 use crate::publish::{PublishError, Publisher};
+use crate::recount::Recount;
 use crate::routing::{self, Routes, Spill};
 use crate::turns::Turns;
 use herald_shared::domain::Channel;
@@ -65,6 +66,8 @@ pub struct Ticker {
     withheld: BTreeSet<Uuid>,
     /// Campaigns' standings against their fair shares, in their primary lanes.
     turns: Turns,
+    /// First-attempt counts carried between passes.
+    recount: Recount,
 }
 
 /// Whether a dispatch measures every lane (a tick), refills the hungry ones (a top-up), or
@@ -96,6 +99,7 @@ impl Ticker {
         max_budget: u32,
         requeue_after: Duration,
         min_batch: u32,
+        recount_passes: u32,
     ) -> Self {
         Self {
             pool,
@@ -107,6 +111,7 @@ impl Ticker {
             commitments: BTreeMap::new(),
             withheld: BTreeSet::new(),
             turns: Turns::new(min_batch),
+            recount: Recount::new(recount_passes),
         }
     }
 
@@ -228,8 +233,17 @@ impl Ticker {
             Pass::Wake(providers) => Some(providers.iter().copied().collect()),
             Pass::Tick | Pass::TopUp => None,
         };
-        let mut campaigns =
-            store::campaigns::dispatchable(pool, self.max_budget, woken.as_deref()).await?;
+        let slice = self.recount.slice();
+        let mut campaigns = store::campaigns::dispatchable(
+            pool,
+            self.max_budget,
+            woken.as_deref(),
+            slice,
+            self.recount.known(),
+        )
+        .await?;
+        self.recount.measured(&campaigns, woken.is_none());
+        campaigns.retain(|c| c.due > 0);
         report.campaigns = campaigns.len();
         if pass == Pass::Tick {
             report.due_campaigns = campaigns.iter().map(|c| c.id).collect();
@@ -520,12 +534,12 @@ impl Ticker {
         for queue in claimed.iter().filter(|q| !q.is_empty()) {
             metrics::histogram!(metrics_names::BATCH_SIZE).record(queue.len() as f64);
         }
-        if lane == Lane::Primary {
-            for (index, &count) in counts.iter().enumerate() {
-                let short = count.saturating_sub(u32::try_from(claimed[index].len()).unwrap_or(0));
-                if short > 0 {
-                    self.turns.refund(via, campaigns[index].id, short);
-                }
+        for (index, &count) in counts.iter().enumerate().filter(|&(_, &n)| n > 0) {
+            let found = claimed[index].len();
+            self.recount.claimed(campaigns[index].id, count, found);
+            let short = count.saturating_sub(u32::try_from(found).unwrap_or(u32::MAX));
+            if lane == Lane::Primary && short > 0 {
+                self.turns.refund(via, campaigns[index].id, short);
             }
         }
 

@@ -143,3 +143,65 @@ async fn many_campaigns_take_turns_at_full_batches() -> Result<()> {
     );
     Ok(())
 }
+
+/// Measuring counts each campaign's first attempts in one pass of every `every`, a slice of
+/// the campaigns each pass; the others take the scheduler's carried count, or a full batch
+/// when it has none. Retries are counted every pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_pass_counts_the_first_attempts_of_a_slice_of_the_campaigns() -> Result<()> {
+    use herald_store::campaigns::{CountSlice, dispatchable};
+    use std::collections::{HashMap, HashSet};
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let tenant = env.tenant("sliced", 1).await?;
+    let mut campaigns = HashSet::new();
+    for c in 0..20 {
+        let addresses = numbers(&format!("+1557{c:02}"), 7);
+        let campaign = env
+            .campaign(tenant, provider, &format!("c{c}"), &addresses, 100)
+            .await?;
+        env.start(campaign).await?;
+        campaigns.insert(campaign);
+    }
+    herald_store::campaigns::activate_due(&env.pool).await?;
+    // One campaign has a retry due: counted every pass, whatever its slice.
+    let retrying = *campaigns.iter().next().expect("campaigns");
+    sqlx::query(
+        "UPDATE recipients SET attempts = 1 WHERE id = (SELECT min(id) FROM recipients WHERE campaign_id = $1)",
+    )
+    .bind(retrying)
+    .execute(&env.pool)
+    .await?;
+
+    let carried: HashMap<Uuid, i64> = campaigns.iter().map(|&c| (c, 3)).collect();
+    let mut counted: HashMap<Uuid, u32> = HashMap::new();
+    for pass in 1..=5 {
+        let slice = CountSlice { pass, every: 5 };
+        let unknown = dispatchable(&env.pool, 1_000, None, slice, &HashMap::new()).await?;
+        let known = dispatchable(&env.pool, 1_000, None, slice, &carried).await?;
+        assert_eq!(unknown.len(), 20);
+        for (u, k) in unknown.iter().zip(&known) {
+            assert_eq!((u.id, u.counted), (k.id, k.counted));
+            let retries = i64::from(u.id == retrying);
+            assert_eq!(u.retries, retries == 1);
+            if u.counted {
+                *counted.entry(u.id).or_default() += 1;
+                assert_eq!((u.fresh, u.due), (7 - retries, 7), "counted");
+                assert_eq!((k.fresh, k.due), (7 - retries, 7), "counted");
+            } else {
+                // Not counted: a full batch when nothing is known, else the carried count.
+                assert_eq!((u.fresh, u.due), (100, 100), "taken as a full batch");
+                assert_eq!((k.fresh, k.due), (3, 3 + retries), "carried");
+            }
+        }
+    }
+    assert_eq!(
+        counted.len(),
+        20,
+        "every campaign counted once in five passes"
+    );
+    assert!(counted.values().all(|&n| n == 1), "{counted:?}");
+    let all = dispatchable(&env.pool, 1_000, None, CountSlice::ALL, &carried).await?;
+    assert!(all.iter().all(|c| c.counted && c.due == 7));
+    Ok(())
+}
