@@ -6,7 +6,8 @@
 # message. Release build; everything on this machine.
 # Usage: bench/many_campaigns.sh [TENANTS] [CAMPAIGNS_PER_TENANT] [RECIPIENTS]
 #   RUNS=3 repeats the run; WORKERS=1 runs one worker; WORKERS=0 none (the campaigns stay
-#   due until stopped: for looking at the scheduler's queries on a full table).
+#   due: a full table to look at the scheduler's queries on; the run then fails at its
+#   timeout, and the database stays as it was until the next bench).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$ROOT"

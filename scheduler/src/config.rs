@@ -34,9 +34,9 @@ pub struct SchedulerConfig {
     #[arg(long, env = "HERALD_SCHEDULER_MIN_BATCH", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub min_batch: u32,
 
-    /// Every how many dispatch passes a campaign's first attempts are counted again; in
+    /// Every how many ticks and top-ups a campaign's first attempts are counted again; in
     /// between, the last count is carried forward less what was claimed (a slice of the
-    /// campaigns is counted each pass). Counting is most of a pass's reading with thousands
+    /// campaigns is counted each time). Counting is most of a pass's reading with thousands
     /// of campaigns. 1 counts every campaign every pass.
     #[arg(long, env = "HERALD_SCHEDULER_RECOUNT_PASSES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub recount_passes: u32,

@@ -4,20 +4,22 @@
 //! Measuring the lanes counts each campaign's due recipients. With ten thousand running
 //! campaigns, counting their first attempts was two thirds of the measuring query (about
 //! 120 of 180 ms, BENCHMARKS.md), every pass, though between two passes a campaign's first
-//! attempts mostly fall by what the scheduler itself claimed. So each pass counts a slice
-//! of the campaigns (each campaign every `every` passes; the query picks the slice by a
-//! hash of the id, [`CountSlice`]) and carries the others' last counts forward, less what
-//! was claimed since.
+//! attempts mostly fall by what the scheduler itself claimed. So each tick and top-up
+//! counts a slice of the campaigns (each campaign once in `every` of them; the query picks
+//! the slice by a hash of the id, [`CountSlice`]; a wake counts the slice of the pass
+//! before it) and carries the others' last counts forward, less what was claimed since.
 //!
-//! A carried count can be too high where first attempts left without the scheduler
-//! (cancelled, expired), and too low where some came back (a lost message's recipient
-//! handed back, an audience added to a running campaign). Too high, the campaign's claim
-//! comes up short of its plan: its count is then known to be 0 (the claim took all there
-//! was), and its turn is given back ([`crate::turns`]). Too low, the campaign is planned a
-//! little less until its next count. A campaign not counted yet (new since its slice last
-//! came) is taken to have a full batch, and a short claim corrects that the same way.
-//! Retries are always counted (their index holds only retries, so that costs little), and
-//! so are transactional streams (their messages must not wait).
+//! A count that reached its cap (the batch size or the budget) says only "a full batch or
+//! more": it is not carried, and the campaign is taken to have a full batch until a claim
+//! comes up short or a count finds fewer. So is a campaign not counted yet. A claim short
+//! of its plan took every recipient due: the count is then 0 until the next count, and the
+//! campaign's turn is given back ([`crate::turns`]). Claims handed back unpublished are
+//! added back. What else brings first attempts back (a lost message's recipient handed
+//! back by the sweeper, an audience added to a running campaign) waits for the campaign's
+//! next count, at most `every` passes; what else takes them away (a cancel, an expiry)
+//! makes a claim come up short. Retries are counted every pass (their index holds only
+//! retries, so that costs little), and so are transactional streams (their messages must
+//! not wait).
 
 use herald_store::campaigns::{ActiveCampaign, CountSlice};
 use std::collections::HashMap;
@@ -41,9 +43,14 @@ impl Recount {
         }
     }
 
-    /// Starts a pass: which campaigns it counts.
-    pub fn slice(&mut self) -> CountSlice {
-        self.passes += 1;
+    /// Starts a pass: which campaigns it counts. `advance`: a tick or a top-up moves on to
+    /// the next slice; a wake (which sees only its lanes' campaigns) counts the same slice
+    /// as the pass before, so no campaign's turn to be counted falls on a wake that does
+    /// not see it.
+    pub fn slice(&mut self, advance: bool) -> CountSlice {
+        if advance || self.passes == 0 {
+            self.passes += 1;
+        }
         CountSlice {
             pass: self.passes,
             every: self.every,
@@ -67,7 +74,11 @@ impl Recount {
             self.fresh.retain(|id, _| present.contains(id));
         }
         for campaign in campaigns.iter().filter(|c| c.counted && !c.transactional) {
-            self.fresh.insert(campaign.id, campaign.fresh);
+            if campaign.full {
+                self.fresh.remove(&campaign.id);
+            } else {
+                self.fresh.insert(campaign.id, campaign.fresh);
+            }
         }
     }
 
@@ -81,8 +92,16 @@ impl Recount {
             // The claim took every recipient due: there are no first attempts left.
             self.fresh.insert(campaign, 0);
         } else if let Some(fresh) = self.fresh.get_mut(&campaign) {
-            // Retries claimed are taken from it too: too low is the safe side.
+            // Retries claimed are taken from it too (which they were is not known): a count
+            // too low is corrected at the campaign's next count.
             *fresh = (*fresh - claimed).max(0);
+        }
+    }
+
+    /// `n` recipients of `campaign` claimed this pass went back to pending unpublished.
+    pub fn released(&mut self, campaign: Uuid, n: u32) {
+        if let Some(fresh) = self.fresh.get_mut(&campaign) {
+            *fresh += i64::from(n);
         }
     }
 }
@@ -99,11 +118,36 @@ mod tests {
     }
 
     #[test]
-    fn passes_are_numbered_and_sliced() {
+    fn ticks_and_top_ups_move_on_to_the_next_slice_and_wakes_do_not() {
         let mut recount = Recount::new(5);
-        assert_eq!(recount.slice(), CountSlice { pass: 1, every: 5 });
-        assert_eq!(recount.slice(), CountSlice { pass: 2, every: 5 });
-        assert_eq!(Recount::new(0).slice().every, 1);
+        assert_eq!(recount.slice(false), CountSlice { pass: 1, every: 5 });
+        assert_eq!(recount.slice(true), CountSlice { pass: 2, every: 5 });
+        assert_eq!(recount.slice(false), CountSlice { pass: 2, every: 5 });
+        assert_eq!(recount.slice(true), CountSlice { pass: 3, every: 5 });
+        assert_eq!(Recount::new(0).slice(true).every, 1);
+    }
+
+    #[test]
+    fn a_count_that_reached_its_cap_is_not_carried() {
+        let mut big = campaign(1, 1_000, true);
+        big.full = true;
+        let mut recount = Recount::new(5);
+        recount.measured(&[campaign(1, 30, true)], true);
+        recount.measured(std::slice::from_ref(&big), true);
+        // Unknown again: taken as a full batch each pass, not carried down to nothing.
+        assert!(recount.known().is_empty());
+        recount.claimed(big.id, 1_000, 1_000);
+        assert!(recount.known().is_empty());
+    }
+
+    #[test]
+    fn claims_handed_back_unpublished_are_added_back() {
+        let mut recount = Recount::new(5);
+        recount.measured(&[campaign(1, 30, true)], true);
+        recount.claimed(Uuid::from_u128(1), 10, 10);
+        recount.released(Uuid::from_u128(1), 4);
+        recount.released(Uuid::from_u128(2), 4);
+        assert_eq!(recount.known(), &HashMap::from([(Uuid::from_u128(1), 24)]));
     }
 
     #[test]

@@ -132,6 +132,7 @@ pub(crate) mod tests {
             due,
             retries: false,
             fresh: due,
+            full: false,
             counted: true,
             transactional: false,
         }

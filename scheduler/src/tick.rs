@@ -38,8 +38,9 @@ pub struct TickReport {
     pub depth: u64,
     pub budget: u32,
     pub campaigns: usize,
-    /// The campaigns with recipients due when the tick's dispatch began (a tick's only): not
-    /// finished, so the completion check ([`crate::housekeeping`]) leaves them out.
+    /// The campaigns with recipients due when the tick's dispatch began (a tick's only; due
+    /// as counted, carried or estimated, [`crate::recount`]): taken as not finished, so the
+    /// completion check ([`crate::housekeeping`]) leaves them out.
     pub due_campaigns: Vec<Uuid>,
     pub published: usize,
     pub unconfirmed: usize,
@@ -233,7 +234,7 @@ impl Ticker {
             Pass::Wake(providers) => Some(providers.iter().copied().collect()),
             Pass::Tick | Pass::TopUp => None,
         };
-        let slice = self.recount.slice();
+        let slice = self.recount.slice(!matches!(pass, Pass::Wake(_)));
         let mut campaigns = store::campaigns::dispatchable(
             pool,
             self.max_budget,
@@ -450,21 +451,24 @@ impl Ticker {
         Ok(())
     }
 
-    /// Gives back to the campaigns' standings ([`crate::turns`]) the messages of `batch`
-    /// that were charged to them and go back to pending: all of them, or with `confirmed`,
-    /// those the broker did not confirm.
+    /// The messages of `batch` that go back to pending unpublished (all of them, or with
+    /// `confirmed`, those the broker did not confirm): given back to the campaigns'
+    /// standings ([`crate::turns`]) where they were charged, and to their carried counts
+    /// ([`crate::recount`]).
     fn give_back(&mut self, batch: &Batch, confirmed: Option<&[bool]>) {
-        let mut unserved: BTreeMap<(Uuid, Uuid), u32> = BTreeMap::new();
+        let mut unserved: BTreeMap<(Uuid, Uuid, bool), u32> = BTreeMap::new();
         for (i, message) in batch.messages.iter().enumerate() {
             let published = confirmed.is_some_and(|c| c.get(i).copied().unwrap_or(false));
-            if batch.charged[i] && !published {
-                *unserved
-                    .entry((batch.lanes[i], message.campaign_id))
-                    .or_default() += 1;
+            if !published {
+                let key = (batch.lanes[i], message.campaign_id, batch.charged[i]);
+                *unserved.entry(key).or_default() += 1;
             }
         }
-        for ((lane, campaign), n) in unserved {
-            self.turns.refund(lane, campaign, n);
+        for ((lane, campaign, charged), n) in unserved {
+            self.recount.released(campaign, n);
+            if charged {
+                self.turns.refund(lane, campaign, n);
+            }
         }
     }
 

@@ -10,7 +10,9 @@ use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use std::collections::HashMap;
 use uuid::Uuid;
 
-/// A running campaign and how many of its recipients are due now (capped at its batch size).
+/// A campaign that may send and how many of its recipients are due now: capped at its batch
+/// size, the pass's budget and its tenant's free lines; an estimate where its first attempts
+/// were not counted this pass (see `fresh`), and possibly none.
 #[derive(Debug, Clone)]
 pub struct ActiveCampaign {
     pub id: Uuid,
@@ -33,9 +35,13 @@ pub struct ActiveCampaign {
     pub due: i64,
     /// Some of the due recipients are retries (a claim looks for them first).
     pub retries: bool,
-    /// First attempts due, up to the same cap as `due`: counted this pass (`counted`), or
-    /// else as the caller carried them, or a full batch for a campaign it does not know.
+    /// First attempts due, up to the batch size or the pass's budget: counted this pass
+    /// (`counted`), or else as the caller carried them, or that cap for a campaign the
+    /// caller does not know (an estimate: a claim may find fewer).
     pub fresh: i64,
+    /// `fresh` is the cap: there may be many more (a count stops there).
+    pub full: bool,
+    /// `fresh` was counted this pass ([`CountSlice`]).
     pub counted: bool,
     /// A tenant's stream of transactional messages (served before its campaigns).
     pub transactional: bool,
@@ -82,6 +88,7 @@ struct DispatchableRow {
     template: String,
     expires_at: Option<DateTime<Utc>>,
     cap: i64,
+    lines: Option<i64>,
     retries: i64,
     fresh: Option<i64>,
     transactional: bool,
@@ -113,7 +120,7 @@ pub async fn dispatchable(
                 c.provider_id, c.overflow_provider_id, c.channel, c.template, c.expires_at,
                 c.provider_id = ANY(b.open) AS "primary_open!",
                 coalesce(c.overflow_provider_id = ANY(b.open), false) AS "overflow_open!",
-                d.cap AS "cap!", d.retries AS "retries!", d.fresh,
+                d.cap AS "cap!", d.lines, d.retries AS "retries!", d.fresh,
                 c.kind = 'messages' AS "transactional!"
          FROM campaigns c JOIN tenants t ON t.id = c.tenant_id
          -- The providers whose circuit breakers are open, read once: asked per campaign
@@ -121,13 +128,13 @@ pub async fn dispatchable(
          CROSS JOIN (SELECT array(SELECT provider_id FROM provider_pacing
                                   WHERE open_until > now()) AS open) b
          CROSS JOIN LATERAL (
-             SELECT least(c.batch_size, $1::int8,
-                          -- A tenant with a cap on live calls: no more calls than free lines.
-                          CASE WHEN c.channel = 'voice' AND t.max_live_calls IS NOT NULL THEN
-                              greatest(0, t.max_live_calls - (
-                                  SELECT count(*) FROM recipients r JOIN campaigns lc ON lc.id = r.campaign_id
-                                  WHERE r.live_until > now() AND lc.tenant_id = t.id))
-                          END) AS cap,
+             SELECT least(c.batch_size, $1::int8) AS cap,
+                    -- A tenant with a cap on live calls: no more calls than free lines.
+                    CASE WHEN c.channel = 'voice' AND t.max_live_calls IS NOT NULL THEN
+                        greatest(0, t.max_live_calls - (
+                            SELECT count(*) FROM recipients r JOIN campaigns lc ON lc.id = r.campaign_id
+                            WHERE r.live_until > now() AND lc.tenant_id = t.id))
+                    END AS lines,
                     n.retries, n.fresh
              FROM (SELECT (SELECT count(*) FROM (SELECT 1 FROM recipients r
                                                  WHERE r.campaign_id = c.id AND r.state = 'pending'
@@ -175,6 +182,12 @@ pub async fn dispatchable(
                 .or_else(|| known.get(&row.id).copied())
                 .unwrap_or(row.cap)
                 .clamp(0, row.cap);
+            // Free lines change by the second: they cap what is due now, never a count.
+            let due = row
+                .cap
+                .min(row.retries + fresh)
+                .min(row.lines.unwrap_or(i64::MAX))
+                .max(0);
             ActiveCampaign {
                 id: row.id,
                 tenant_id: row.tenant_id,
@@ -188,9 +201,10 @@ pub async fn dispatchable(
                 channel: row.channel,
                 template: row.template,
                 expires_at: row.expires_at,
-                due: row.cap.min(row.retries + fresh).max(0),
+                due,
                 retries: row.retries > 0,
                 fresh,
+                full: fresh >= row.cap,
                 counted,
                 transactional: row.transactional,
             }

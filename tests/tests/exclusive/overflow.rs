@@ -83,10 +83,22 @@ async fn the_primary_runs_at_its_limit_and_the_overflow_takes_the_rest() -> Resu
     // simulators, the scheduler and the worker share two cores. A stall is an event, not a
     // pattern: no second may fall below a quarter of the limit, and no two in a row below
     // 15. A primary idle for most of a second, or short second after second, fails.
-    let per_second: Vec<u64> = primary_stats["per_second"]
+    // The simulator lists only seconds that saw a request: a second the primary sat idle
+    // is filled in as 0.
+    let seen: Vec<(u64, u64)> = primary_stats["per_second"]
         .as_array()
-        .map(|a| a.iter().filter_map(|s| s["accepted"].as_u64()).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| Some((s["second"].as_u64()?, s["accepted"].as_u64()?)))
+                .collect()
+        })
         .unwrap_or_default();
+    let per_second: Vec<u64> = match (seen.first(), seen.last()) {
+        (Some(&(first, _)), Some(&(last, _))) => (first..=last)
+            .map(|second| seen.iter().find(|s| s.0 == second).map_or(0, |s| s.1))
+            .collect(),
+        _ => Vec::new(),
+    };
     eprintln!("primary per second: {per_second:?}; {on_overflow} on the overflow");
     let whole = &per_second[1..per_second.len().saturating_sub(1).max(1)];
     let mean = whole.iter().sum::<u64>() as f64 / whole.len() as f64;

@@ -186,12 +186,12 @@ async fn each_pass_counts_the_first_attempts_of_a_slice_of_the_campaigns() -> Re
             assert_eq!(u.retries, retries == 1);
             if u.counted {
                 *counted.entry(u.id).or_default() += 1;
-                assert_eq!((u.fresh, u.due), (7 - retries, 7), "counted");
-                assert_eq!((k.fresh, k.due), (7 - retries, 7), "counted");
+                assert_eq!((u.fresh, u.due, u.full), (7 - retries, 7, false), "counted");
+                assert_eq!((k.fresh, k.due, k.full), (7 - retries, 7, false), "counted");
             } else {
                 // Not counted: a full batch when nothing is known, else the carried count.
-                assert_eq!((u.fresh, u.due), (100, 100), "taken as a full batch");
-                assert_eq!((k.fresh, k.due), (3, 3 + retries), "carried");
+                assert_eq!((u.fresh, u.due, u.full), (100, 100, true), "a full batch");
+                assert_eq!((k.fresh, k.due, k.full), (3, 3 + retries, false), "carried");
             }
         }
     }
@@ -203,5 +203,8 @@ async fn each_pass_counts_the_first_attempts_of_a_slice_of_the_campaigns() -> Re
     assert!(counted.values().all(|&n| n == 1), "{counted:?}");
     let all = dispatchable(&env.pool, 1_000, None, CountSlice::ALL, &carried).await?;
     assert!(all.iter().all(|c| c.counted && c.due == 7));
+    // A count that reaches its cap (here a budget of 5) stands for "a full batch or more".
+    let capped = dispatchable(&env.pool, 5, None, CountSlice::ALL, &carried).await?;
+    assert!(capped.iter().all(|c| c.counted && c.full && c.due == 5));
     Ok(())
 }
