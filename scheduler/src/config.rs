@@ -34,13 +34,6 @@ pub struct SchedulerConfig {
     #[arg(long, env = "HERALD_SCHEDULER_MIN_BATCH", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub min_batch: u32,
 
-    /// Every how many ticks and top-ups a campaign's first attempts are counted again; in
-    /// between, the last count is carried forward less what was claimed (a slice of the
-    /// campaigns is counted each time). Counting is most of a pass's reading with thousands
-    /// of campaigns. 1 counts every campaign every pass.
-    #[arg(long, env = "HERALD_SCHEDULER_RECOUNT_PASSES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub recount_passes: u32,
-
     /// A recipient queued for longer than this (ms) is assumed to have lost its message and
     /// is dispatched again (the old message, if any, is then dropped as stale).
     #[arg(long, env = "HERALD_SCHEDULER_REQUEUE_AFTER_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1_000..=86_400_000))]

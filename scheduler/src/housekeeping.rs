@@ -77,8 +77,7 @@ pub async fn run(
             return;
         }
         // Campaigns due at the last tick are not finished; skipping them only ever delays a
-        // completion (by a round, or until an estimated due is found to be none: a short
-        // claim, or the campaign's next count, `crate::recount`).
+        // completion by a round.
         let due_campaigns = due.borrow().clone();
         let started = Instant::now();
         let completed = store::campaigns::complete_finished(&pool, &due_campaigns).await;

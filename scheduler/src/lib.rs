@@ -30,7 +30,6 @@ pub mod housekeeping;
 pub mod lanes;
 pub mod leader;
 pub mod publish;
-pub mod recount;
 pub mod routing;
 pub mod tick;
 pub mod turns;
@@ -99,7 +98,6 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
         config.max_budget,
         Duration::from_millis(config.requeue_after_ms),
         config.min_batch,
-        config.recount_passes,
     );
     let mut leadership = Leadership::new(herald_shared::db::options(database_url, &tls)?);
     // Whether this scheduler leads, as its last leadership check said: the housekeeping

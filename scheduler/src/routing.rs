@@ -131,9 +131,6 @@ pub(crate) mod tests {
             expires_at: None,
             due,
             retries: false,
-            fresh: due,
-            full: false,
-            counted: true,
             transactional: false,
         }
     }

@@ -8,7 +8,6 @@ use crate::commitments::{self, Commitment};
 use crate::fairness::{self, Demand};
 use crate::lanes::Lanes;
 use crate::publish::{PublishError, Publisher};
-use crate::recount::Recount;
 use crate::routing::{self, Routes, Spill};
 use crate::turns::Turns;
 use herald_shared::domain::Channel;
@@ -38,9 +37,8 @@ pub struct TickReport {
     pub depth: u64,
     pub budget: u32,
     pub campaigns: usize,
-    /// The campaigns with recipients due when the tick's dispatch began (a tick's only; due
-    /// as counted, carried or estimated, [`crate::recount`]): taken as not finished, so the
-    /// completion check ([`crate::housekeeping`]) leaves them out.
+    /// The campaigns with recipients due when the tick's dispatch began (a tick's only): not
+    /// finished, so the completion check ([`crate::housekeeping`]) leaves them out.
     pub due_campaigns: Vec<Uuid>,
     pub published: usize,
     pub unconfirmed: usize,
@@ -67,8 +65,6 @@ pub struct Ticker {
     withheld: BTreeSet<Uuid>,
     /// Campaigns' standings against their fair shares, in their primary lanes.
     turns: Turns,
-    /// First-attempt counts carried between passes.
-    recount: Recount,
 }
 
 /// Whether a dispatch measures every lane (a tick), refills the hungry ones (a top-up), or
@@ -100,7 +96,6 @@ impl Ticker {
         max_budget: u32,
         requeue_after: Duration,
         min_batch: u32,
-        recount_passes: u32,
     ) -> Self {
         Self {
             pool,
@@ -112,7 +107,6 @@ impl Ticker {
             commitments: BTreeMap::new(),
             withheld: BTreeSet::new(),
             turns: Turns::new(min_batch),
-            recount: Recount::new(recount_passes),
         }
     }
 
@@ -234,17 +228,8 @@ impl Ticker {
             Pass::Wake(providers) => Some(providers.iter().copied().collect()),
             Pass::Tick | Pass::TopUp => None,
         };
-        let slice = self.recount.slice(!matches!(pass, Pass::Wake(_)));
-        let mut campaigns = store::campaigns::dispatchable(
-            pool,
-            self.max_budget,
-            woken.as_deref(),
-            slice,
-            self.recount.known(),
-        )
-        .await?;
-        self.recount.measured(&campaigns, woken.is_none());
-        campaigns.retain(|c| c.due > 0);
+        let mut campaigns =
+            store::campaigns::dispatchable(pool, self.max_budget, woken.as_deref()).await?;
         report.campaigns = campaigns.len();
         if pass == Pass::Tick {
             report.due_campaigns = campaigns.iter().map(|c| c.id).collect();
@@ -451,24 +436,21 @@ impl Ticker {
         Ok(())
     }
 
-    /// The messages of `batch` that go back to pending unpublished (all of them, or with
-    /// `confirmed`, those the broker did not confirm): given back to the campaigns'
-    /// standings ([`crate::turns`]) where they were charged, and to their carried counts
-    /// ([`crate::recount`]).
+    /// Gives back to the campaigns' standings ([`crate::turns`]) the messages of `batch`
+    /// that were charged to them and go back to pending: all of them, or with `confirmed`,
+    /// those the broker did not confirm.
     fn give_back(&mut self, batch: &Batch, confirmed: Option<&[bool]>) {
-        let mut unserved: BTreeMap<(Uuid, Uuid, bool), u32> = BTreeMap::new();
+        let mut unserved: BTreeMap<(Uuid, Uuid), u32> = BTreeMap::new();
         for (i, message) in batch.messages.iter().enumerate() {
             let published = confirmed.is_some_and(|c| c.get(i).copied().unwrap_or(false));
-            if !published {
-                let key = (batch.lanes[i], message.campaign_id, batch.charged[i]);
-                *unserved.entry(key).or_default() += 1;
+            if batch.charged[i] && !published {
+                *unserved
+                    .entry((batch.lanes[i], message.campaign_id))
+                    .or_default() += 1;
             }
         }
-        for ((lane, campaign, charged), n) in unserved {
-            self.recount.released(campaign, n);
-            if charged {
-                self.turns.refund(lane, campaign, n);
-            }
+        for ((lane, campaign), n) in unserved {
+            self.turns.refund(lane, campaign, n);
         }
     }
 
@@ -538,12 +520,12 @@ impl Ticker {
         for queue in claimed.iter().filter(|q| !q.is_empty()) {
             metrics::histogram!(metrics_names::BATCH_SIZE).record(queue.len() as f64);
         }
-        for (index, &count) in counts.iter().enumerate().filter(|&(_, &n)| n > 0) {
-            let found = claimed[index].len();
-            self.recount.claimed(campaigns[index].id, count, found);
-            let short = count.saturating_sub(u32::try_from(found).unwrap_or(u32::MAX));
-            if lane == Lane::Primary && short > 0 {
-                self.turns.refund(via, campaigns[index].id, short);
+        if lane == Lane::Primary {
+            for (index, &count) in counts.iter().enumerate() {
+                let short = count.saturating_sub(u32::try_from(claimed[index].len()).unwrap_or(0));
+                if short > 0 {
+                    self.turns.refund(via, campaigns[index].id, short);
+                }
             }
         }
 

@@ -7,12 +7,9 @@ use crate::progress::{Counts, counts_columns, counts_join};
 use crate::tenants::Scope;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
-use std::collections::HashMap;
 use uuid::Uuid;
 
-/// A campaign that may send and how many of its recipients are due now: capped at its batch
-/// size, the pass's budget and its tenant's free lines; an estimate where its first attempts
-/// were not counted this pass (see `fresh`), and possibly none.
+/// A running campaign and how many of its recipients are due now (capped at its batch size).
 #[derive(Debug, Clone)]
 pub struct ActiveCampaign {
     pub id: Uuid,
@@ -35,14 +32,6 @@ pub struct ActiveCampaign {
     pub due: i64,
     /// Some of the due recipients are retries (a claim looks for them first).
     pub retries: bool,
-    /// First attempts due, up to the batch size or the pass's budget: counted this pass
-    /// (`counted`), or else as the caller carried them, or that cap for a campaign the
-    /// caller does not know (an estimate: a claim may find fewer).
-    pub fresh: i64,
-    /// `fresh` is the cap: there may be many more (a count stops there).
-    pub full: bool,
-    /// `fresh` was counted this pass ([`CountSlice`]).
-    pub counted: bool,
     /// A tenant's stream of transactional messages (served before its campaigns).
     pub transactional: bool,
 }
@@ -61,66 +50,25 @@ pub async fn activate_due(pool: &PgPool) -> Result<Vec<(Uuid, Uuid)>, sqlx::Erro
     Ok(rows.into_iter().map(|r| (r.id, r.tenant_id)).collect())
 }
 
-/// How a dispatch pass counts campaigns' first attempts: each campaign every `every` passes,
-/// a different slice of them each pass (`pass` numbers the passes). With ten thousand
-/// campaigns, counting their first attempts was two thirds of [`dispatchable`]'s time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CountSlice {
-    pub pass: u64,
-    pub every: u32,
-}
-
-impl CountSlice {
-    /// Every campaign, every pass.
-    pub const ALL: CountSlice = CountSlice { pass: 0, every: 1 };
-}
-
-struct DispatchableRow {
-    id: Uuid,
-    tenant_id: Uuid,
-    tenant_weight: i32,
-    campaign_weight: i32,
-    provider_id: Uuid,
-    overflow_provider_id: Option<Uuid>,
-    primary_open: bool,
-    overflow_open: bool,
-    channel: String,
-    template: String,
-    expires_at: Option<DateTime<Utc>>,
-    cap: i64,
-    lines: Option<i64>,
-    retries: i64,
-    fresh: Option<i64>,
-    transactional: bool,
-}
-
-/// Running campaigns that may send, leaving out those inside their quiet hours, past their
-/// expiry, or whose providers' circuit breakers are all open, each with what it has due
-/// (which may be nothing: the caller drops those). The counts stop at the batch size or
-/// `budget` (the scheduler's most per tick), whichever is smaller, so each costs at most
-/// that many index entries however large the campaign. With `through`, only campaigns
-/// whose primary or overflow provider is one of those (a wake's lanes): their counts are
-/// all that is paid for.
-///
-/// Retries due are always counted (their index holds only retries); first attempts only
-/// in `slice`'s slice of the campaigns and in transactional streams. For the others,
-/// `known` holds the caller's carried count, and a campaign it does not know is taken to
-/// have a full batch (a claim short of it tells the caller otherwise): see
-/// `ActiveCampaign::counted`.
+/// Running campaigns with due recipients, leaving out those inside their quiet hours, past
+/// their expiry, or whose providers' circuit breakers are all open. The counts stop at the
+/// batch size or `budget` (the scheduler's most per tick), whichever is smaller, so each
+/// costs at most that many index entries however large the campaign. With `through`, only
+/// campaigns whose primary or overflow provider is one of those (a wake's lanes): their
+/// counts are all that is paid for.
 pub async fn dispatchable(
     pool: &PgPool,
     budget: u32,
     through: Option<&[Uuid]>,
-    slice: CountSlice,
-    known: &HashMap<Uuid, i64>,
 ) -> Result<Vec<ActiveCampaign>, sqlx::Error> {
-    let rows = sqlx::query_as!(
-        DispatchableRow,
+    sqlx::query_as!(
+        ActiveCampaign,
         r#"SELECT c.id, c.tenant_id, t.weight AS tenant_weight, c.weight AS campaign_weight,
                 c.provider_id, c.overflow_provider_id, c.channel, c.template, c.expires_at,
                 c.provider_id = ANY(b.open) AS "primary_open!",
                 coalesce(c.overflow_provider_id = ANY(b.open), false) AS "overflow_open!",
-                d.cap AS "cap!", d.lines, d.retries AS "retries!", d.fresh,
+                false AS "overflow_first!",
+                d.due AS "due!", d.retries > 0 AS "retries!",
                 c.kind = 'messages' AS "transactional!"
          FROM campaigns c JOIN tenants t ON t.id = c.tenant_id
          -- The providers whose circuit breakers are open, read once: asked per campaign
@@ -128,23 +76,20 @@ pub async fn dispatchable(
          CROSS JOIN (SELECT array(SELECT provider_id FROM provider_pacing
                                   WHERE open_until > now()) AS open) b
          CROSS JOIN LATERAL (
-             SELECT least(c.batch_size, $1::int8) AS cap,
-                    -- A tenant with a cap on live calls: no more calls than free lines.
-                    CASE WHEN c.channel = 'voice' AND t.max_live_calls IS NOT NULL THEN
-                        greatest(0, t.max_live_calls - (
-                            SELECT count(*) FROM recipients r JOIN campaigns lc ON lc.id = r.campaign_id
-                            WHERE r.live_until > now() AND lc.tenant_id = t.id))
-                    END AS lines,
-                    n.retries, n.fresh
+             SELECT least(c.batch_size,
+                          -- A tenant with a cap on live calls: no more calls than free lines.
+                          CASE WHEN c.channel = 'voice' AND t.max_live_calls IS NOT NULL THEN
+                              greatest(0, t.max_live_calls - (
+                                  SELECT count(*) FROM recipients r JOIN campaigns lc ON lc.id = r.campaign_id
+                                  WHERE r.live_until > now() AND lc.tenant_id = t.id))
+                          END,
+                          n.retries + n.fresh) AS due,
+                    n.retries
              FROM (SELECT (SELECT count(*) FROM (SELECT 1 FROM recipients r
                                                  WHERE r.campaign_id = c.id AND r.state = 'pending'
                                                    AND r.attempts > 0 AND r.next_attempt_at <= now()
                                                  ORDER BY r.next_attempt_at
                                                  LIMIT least(c.batch_size, $1::int8)) due_retries) AS retries,
-                          -- CASE evaluates the count only in this pass's slice (a slice by a
-                          -- hash of the id: no list of campaigns to look each one up in).
-                          CASE WHEN c.kind = 'messages' OR $3::int8 <= 1
-                                    OR (hashtext(c.id::text)::int8 + $4::int8) % $3::int8 = 0 THEN
                           (SELECT count(*) FROM (SELECT 1 FROM recipients r
                                                  WHERE r.campaign_id = c.id AND r.state = 'pending'
                                                    AND r.attempts = 0
@@ -154,10 +99,10 @@ pub async fn dispatchable(
                                                  -- a tick, seen beside two 400,000-recipient
                                                  -- campaigns); sorted, only the index pays.
                                                  ORDER BY r.id
-                                                 LIMIT least(c.batch_size, $1::int8)) fresh) END AS fresh
+                                                 LIMIT least(c.batch_size, $1::int8)) fresh) AS fresh
                    OFFSET 0) n
-             -- Counted once per campaign: without the fence the planner may repeat the
-             -- counts (with 10,000 campaigns, 40,000 index scans a tick).
+             -- Counted once per campaign: without the fence the planner repeats the counts
+             -- for the `due > 0` filter (with 10,000 campaigns, 40,000 index scans a tick).
              OFFSET 0
          ) d
          WHERE herald_may_send(c.status, c.expires_at, c.quiet_start, c.quiet_end, c.time_zone, now())
@@ -165,51 +110,13 @@ pub async fn dispatchable(
            -- A provider whose circuit breaker is open is left alone until it closes.
            AND (NOT c.provider_id = ANY(b.open)
                 OR (c.overflow_provider_id IS NOT NULL AND NOT c.overflow_provider_id = ANY(b.open)))
+           AND d.due > 0
          ORDER BY c.tenant_id, c.id"#,
         i64::from(budget),
         through,
-        i64::from(slice.every),
-        i64::try_from(slice.pass % u64::from(slice.every.max(1))).unwrap_or(0),
     )
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let counted = row.fresh.is_some();
-            let fresh = row
-                .fresh
-                .or_else(|| known.get(&row.id).copied())
-                .unwrap_or(row.cap)
-                .clamp(0, row.cap);
-            // Free lines change by the second: they cap what is due now, never a count.
-            let due = row
-                .cap
-                .min(row.retries + fresh)
-                .min(row.lines.unwrap_or(i64::MAX))
-                .max(0);
-            ActiveCampaign {
-                id: row.id,
-                tenant_id: row.tenant_id,
-                tenant_weight: row.tenant_weight,
-                campaign_weight: row.campaign_weight,
-                provider_id: row.provider_id,
-                overflow_provider_id: row.overflow_provider_id,
-                primary_open: row.primary_open,
-                overflow_open: row.overflow_open,
-                overflow_first: false,
-                channel: row.channel,
-                template: row.template,
-                expires_at: row.expires_at,
-                due,
-                retries: row.retries > 0,
-                fresh,
-                full: fresh >= row.cap,
-                counted,
-                transactional: row.transactional,
-            }
-        })
-        .collect())
+    .await
 }
 
 /// Drops send-rate samples nobody reads any more (the rate looks back a minute at most).
