@@ -9,7 +9,7 @@
 //! its budget out in order of standing, largest first, in batches of at least the minimum
 //! (or all the campaign has due); a campaign whose turn has not come keeps what it earned.
 //! Whatever is left of the budget then goes to whoever has more due, in the same order, so
-//! a pass hands out its whole budget while work is due. In the unit tests' sets of
+//! a pass plans its whole budget while work is due. In the unit tests' sets of
 //! campaigns (steady, or with budgets that change every pass), no campaign's total strays
 //! more than one minimum batch from its fair total.
 //!
