@@ -679,10 +679,20 @@ pub fn numbers(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i:07}")).collect()
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// A port nothing listens on, for a service the tests start. It is drawn below the kernel's
+/// ephemeral range (32768 and up): a port the kernel hands out can be taken by any outgoing
+/// connection between this check and the service's bind, which made a RabbitMQ node fail to
+/// boot in CI (`eaddrinuse`).
+pub(crate) fn free_port() -> Result<u16> {
+    use rand::Rng;
+    for _ in 0..200 {
+        let port = rand::rng().random_range(10_000..32_000);
+        let free = |host: &str| std::net::TcpListener::bind((host, port)).is_ok();
+        if free("0.0.0.0") && free("127.0.0.1") {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port between 10000 and 32000")
 }
 
 /// The sum of metric `name`'s samples in Prometheus text `text` whose labels include every

@@ -63,12 +63,6 @@ fn check(what: &str, output: Output) -> Result<Output> {
     Ok(output)
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// A scratch directory owned by `user`.
 fn scratch(prefix: &str, user: &str) -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!(
@@ -152,7 +146,7 @@ impl PrivatePostgres {
         let pg = Self {
             bin,
             dir,
-            port: free_port()?,
+            port: crate::free_port()?,
             tls: certs.is_some(),
         };
         pg.start_again()?;
@@ -261,13 +255,30 @@ impl RabbitNode {
         Self::start_with(label, Some(certs))
     }
 
+    /// A node that fails to boot is started again, with new ports, up to three times: a port
+    /// picked free can be taken (by any outgoing connection) before the node binds it, and
+    /// three nodes booting at once on two cores may fail for reasons that are not Herald's.
     fn start_with(label: &str, certs: Option<&crate::tls::Certificates>) -> Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(label, certs) {
+                Ok(node) => return Ok(node),
+                Err(e) if attempt < 3 => {
+                    eprintln!("RabbitMQ node {label} did not boot (attempt {attempt}): {e:#}");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn start_once(label: &str, certs: Option<&crate::tls::Certificates>) -> Result<Self> {
         let dir = scratch(&format!("herald-rmq-{label}"), "rabbitmq")?;
         std::fs::write(dir.join("enabled_plugins"), "[].\n")?;
         let tls_port = match certs {
             Some(certs) => {
                 certs.install(&dir)?;
-                let port = free_port()?;
+                let port = crate::free_port()?;
                 let d = |f: &str| dir.join(f).to_string_lossy().into_owned();
                 std::fs::write(
                     dir.join("rabbitmq.conf"),
@@ -300,13 +311,24 @@ impl RabbitNode {
                 "herald-{label}-{}@localhost",
                 &uuid::Uuid::new_v4().simple().to_string()[..6]
             ),
-            port: free_port()?,
+            port: crate::free_port()?,
             tls_port,
-            dist_port: free_port()?,
+            dist_port: crate::free_port()?,
             dir,
         };
-        node.start_again()?;
+        if let Err(e) = node.start_again() {
+            // Dropping the node kills it and removes its directory, log included.
+            return Err(e.context(format!("its log ends:\n{}", node.log_tail())));
+        }
         Ok(node)
+    }
+
+    /// The last lines of the node's log, to say why it did not boot.
+    fn log_tail(&self) -> String {
+        let log = self.dir.join("log").join(format!("{}.log", self.name));
+        as_root("tail", &["-n", "30", &log.to_string_lossy()])
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_else(|e| format!("(no log: {e})"))
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
