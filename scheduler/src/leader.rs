@@ -17,6 +17,8 @@ pub struct Leadership {
     leading: bool,
     /// `leading` as every check leaves it, for tasks beside the tick (the housekeeping).
     shared: Arc<AtomicBool>,
+    /// How many times this process has become the leader ([`term`](Self::term)).
+    terms: u64,
 }
 
 impl Leadership {
@@ -26,6 +28,7 @@ impl Leadership {
             connection: None,
             leading: false,
             shared: Arc::default(),
+            terms: 0,
         }
     }
 
@@ -36,6 +39,13 @@ impl Leadership {
 
     pub fn is_leader(&self) -> bool {
         self.leading
+    }
+
+    /// Which of this process's terms as leader the last check is in (0 before the first):
+    /// it changes each time leadership is gained, so what was kept from an earlier term,
+    /// while others led, can be told apart and dropped.
+    pub fn term(&self) -> u64 {
+        self.terms
     }
 
     /// Confirms or tries to gain leadership; returns whether this process leads now.
@@ -59,7 +69,10 @@ impl Leadership {
             }
         };
         match (was_leading, self.leading) {
-            (false, true) => tracing::info!("became the leader scheduler"),
+            (false, true) => {
+                self.terms += 1;
+                tracing::info!(term = self.terms, "became the leader scheduler");
+            }
             (true, false) => tracing::warn!("no longer the leader scheduler"),
             _ => {}
         }

@@ -141,7 +141,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
                     woken.insert(more);
                 }
                 let started = std::time::Instant::now();
-                let leads = leadership.refresh().await;
+                let leads = lead(&mut leadership, &mut ticker).await;
                 if leads
                     && let Err(error) = ticker.wake(&woken).await
                 {
@@ -152,7 +152,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
                 continue;
             }
             () = ticker.starved(starvation_poll) => {
-                let leads = leadership.refresh().await;
+                let leads = lead(&mut leadership, &mut ticker).await;
                 if leads
                     && let Err(error) = ticker.top_up().await
                 {
@@ -172,7 +172,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
                 Err(_) => Err(format!("no answer within {BROKER_CHECK:?}")),
             },
         );
-        let leads = leadership.refresh().await;
+        let leads = lead(&mut leadership, &mut ticker).await;
         health.set_role(if leads { Role::Leader } else { Role::Standby });
         health.report("leadership", Ok(()));
         metrics::gauge!(metrics_names::LEADER).set(if leads { 1.0 } else { 0.0 });
@@ -204,4 +204,14 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
     pool.close().await;
     tracing::info!("scheduler stopped");
     Ok(())
+}
+
+/// Confirms or contends for leadership, and when this process leads, tells the ticker
+/// which term its passes run in.
+async fn lead(leadership: &mut Leadership, ticker: &mut Ticker) -> bool {
+    let leads = leadership.refresh().await;
+    if leads {
+        ticker.serve_term(leadership.term());
+    }
+    leads
 }

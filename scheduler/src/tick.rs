@@ -65,6 +65,8 @@ pub struct Ticker {
     withheld: BTreeSet<Uuid>,
     /// Campaigns' standings against their fair shares, in their primary lanes.
     turns: Turns,
+    /// The leadership term ([`crate::leader::Leadership::term`]) the state above is from.
+    term: u64,
 }
 
 /// Whether a dispatch measures every lane (a tick), refills the hungry ones (a top-up), or
@@ -107,6 +109,18 @@ impl Ticker {
             commitments: BTreeMap::new(),
             withheld: BTreeSet::new(),
             turns: Turns::new(min_batch),
+            term: 0,
+        }
+    }
+
+    /// Called before each pass with the leadership term it runs in. A new term starts with
+    /// level standings: while other schedulers led, campaigns were
+    /// served without this process's standings, so what they say now is stale (a campaign
+    /// that owed when this process stood down would be made to wait for work it never got).
+    pub fn serve_term(&mut self, term: u64) {
+        if term != self.term {
+            self.turns.retain_lanes(|_| false);
+            self.term = term;
         }
     }
 

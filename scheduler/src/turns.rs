@@ -23,7 +23,9 @@
 //! What spills from a saturated primary into an overflow lane is planned there by plain
 //! fair shares, and the primary's standings do not count it. A campaign is charged for
 //! what it was served: what its claim did not find, or what could not be published, is
-//! given back ([`Turns::refund`]).
+//! given back ([`Turns::refund`]). Standings are this process's memory: a scheduler that
+//! leads again after others led starts its new term with none
+//! ([`crate::tick::Ticker::serve_term`]).
 
 use crate::fairness::Demand;
 use std::collections::HashMap;
