@@ -57,8 +57,9 @@ pub struct Ticker {
     max_budget: u32,
     requeue_after: Duration,
     count: usize,
-    /// Providers' committed volumes as of the last tick: a month's pace moves too slowly
-    /// for top-ups and wakes to read them again.
+    /// Providers' committed volumes as of the last tick or wake: a month's pace moves too
+    /// slowly for top-ups to read them again, but a wake (a campaign just started, perhaps
+    /// just after an operator changed a commitment) reads them.
     commitments: BTreeMap<Uuid, Commitment>,
     /// Lanes with work due that got nothing because no live worker may send to them yet:
     /// refilled as soon as one may ([`starved`](Self::starved)), not a tick later.
@@ -70,7 +71,8 @@ pub struct Ticker {
 }
 
 /// Whether a dispatch measures every lane (a tick), refills the hungry ones (a top-up), or
-/// refills the lanes of newly accepted transactional messages (a wake).
+/// refills the lanes of newly accepted transactional messages or campaigns started now (a
+/// wake).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pass<'a> {
     Tick,
@@ -167,9 +169,7 @@ impl Ticker {
         self.count += 1;
         let pool = &self.pool.clone();
         let sweep = Instant::now();
-        for (campaign_id, tenant_id) in store::campaigns::activate_due(pool).await? {
-            tracing::info!(%campaign_id, %tenant_id, "campaign started");
-        }
+        activate_due(pool).await?;
         let mut report = TickReport {
             requeued: store::recipients::sweep::requeue_stale_claims(pool, self.requeue_after)
                 .await?,
@@ -221,12 +221,15 @@ impl Ticker {
         Ok(report)
     }
 
-    /// For transactional messages just accepted through `providers`: refills those lanes
-    /// now, as a top-up would (the same claim, fair plan and pace), so the messages need
-    /// not wait for the next tick.
+    /// For transactional messages just accepted, or campaigns just started, through
+    /// `providers`: refills those lanes now, as a top-up would (the same claim, fair plan
+    /// and pace), so the work need not wait for the next tick.
     #[tracing::instrument(name = "wake", skip_all, fields(tick = self.count))]
     pub async fn wake(&mut self, providers: &BTreeSet<Uuid>) -> Result<TickReport, TickError> {
         let mut report = TickReport::default();
+        // A campaign started now wakes its lanes too: it is made running here, not a tick
+        // later.
+        activate_due(&self.pool).await?;
         self.dispatch(Pass::Wake(providers), &mut report).await?;
         metrics::counter!(metrics_names::WAKES).increment(1);
         Ok(report)
@@ -247,6 +250,8 @@ impl Ticker {
         report.campaigns = campaigns.len();
         if pass == Pass::Tick {
             report.due_campaigns = campaigns.iter().map(|c| c.id).collect();
+        }
+        if matches!(pass, Pass::Tick | Pass::Wake(_)) {
             self.commitments = store::providers::commitments(pool)
                 .await?
                 .into_iter()
@@ -563,6 +568,14 @@ impl Ticker {
         }
         Ok(())
     }
+}
+
+/// Makes the campaigns whose start has come running.
+async fn activate_due(pool: &PgPool) -> Result<(), sqlx::Error> {
+    for (campaign_id, tenant_id) in store::campaigns::activate_due(pool).await? {
+        tracing::info!(%campaign_id, %tenant_id, "campaign started");
+    }
+    Ok(())
 }
 
 /// Which kind of lane a plan is for.

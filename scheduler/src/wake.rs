@@ -1,5 +1,5 @@
 //! Listening for the admin's wake-ups (`herald_shared::wake`): each names a provider whose
-//! lane has new transactional messages waiting.
+//! lane has new work waiting (transactional messages, or a campaign started now).
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;

@@ -248,6 +248,9 @@ pub async fn transition(
         .execute(pool)
         .await?;
     if changed.rows_affected() > 0 {
+        if transition == Transition::Resume {
+            wake_if_due(&mut *pool.acquire().await?, id).await?;
+        }
         return Ok(None);
     }
     let status = sqlx::query_scalar!("SELECT status FROM campaigns WHERE id = $1", id,)
@@ -381,7 +384,25 @@ pub async fn schedule(
         id,
         start_at,
     )
-    .execute(tx)
+    .execute(&mut *tx)
+    .await?;
+    wake_if_due(tx, id).await
+}
+
+/// Wakes the scheduler (`herald_shared::wake`, at the caller's commit) for campaign `id`'s
+/// providers if it may start now, so its first batch goes out at once rather than at the
+/// next tick; a campaign started for later, or paused, wakes nothing.
+pub async fn wake_if_due(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "SELECT pg_notify($1, p::text)
+         FROM campaigns c
+         CROSS JOIN LATERAL (VALUES (c.provider_id), (c.overflow_provider_id)) v(p)
+         WHERE c.id = $2 AND c.start_at <= now() AND c.status IN ('scheduled', 'running')
+           AND p IS NOT NULL",
+        herald_shared::wake::CHANNEL,
+        id,
+    )
+    .execute(conn)
     .await?;
     Ok(())
 }

@@ -199,6 +199,7 @@ pub async fn start_campaign(
     .execute(pool)
     .await?;
     if updated.rows_affected() == 1 {
+        crate::campaigns::wake_if_due(&mut *pool.acquire().await?, id).await?;
         return Ok(());
     }
     let status: Option<String> =
