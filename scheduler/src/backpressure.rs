@@ -89,7 +89,11 @@ impl DrainEstimator {
                 // bound, so probe upwards if work was waiting.
                 self.rate = self.rate.max(observed);
                 if window.budget_limited {
-                    self.rate = self.rate.max(self.floor_rate()) * PROBE_GROWTH;
+                    self.rate = if self.rate > 0.0 {
+                        self.rate * PROBE_GROWTH
+                    } else {
+                        self.floor_rate() * PROBE_GROWTH
+                    };
                 }
             } else {
                 self.rate = EWMA_ALPHA * observed + (1.0 - EWMA_ALPHA) * self.rate;
@@ -148,8 +152,14 @@ impl DrainEstimator {
     }
 
     fn room(&self, depth: u64) -> u32 {
-        let target = (self.rate * self.limits.tick.as_secs_f64() * self.limits.depth_ticks)
-            .max(f64::from(self.limits.min_budget));
+        // The floor is for a lane whose drain is not known yet: once it is, a lane slower
+        // than the floor per tick would otherwise hold several ticks of work, and a newcomer
+        // would wait behind all of it (200 messages are 20 s of a 10/s lane).
+        let target = if self.rate > 0.0 {
+            (self.rate * self.limits.tick.as_secs_f64() * self.limits.depth_ticks).max(1.0)
+        } else {
+            f64::from(self.limits.min_budget)
+        };
         let room = (target - depth as f64).max(0.0);
         (room as u32).min(self.limits.max_budget)
     }
@@ -230,8 +240,9 @@ mod tests {
     fn slow_workers_get_a_shallow_queue() {
         let mut est = estimator();
         let trace = run(&mut est, 50, 20);
-        // Capacity below the floor: the queue stays about one floor deep, not growing.
-        assert!(trace.iter().all(|&(depth, _)| depth <= 150), "{trace:?}");
+        // Capacity below the floor: once the drain is measured, the queue holds about one
+        // tick of it, not one floor.
+        assert!(trace.iter().all(|&(depth, _)| depth <= 60), "{trace:?}");
     }
 
     #[test]
