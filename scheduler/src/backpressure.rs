@@ -49,6 +49,10 @@ pub struct DrainEstimator {
     limits: Limits,
     /// Messages per second the workers drain, as estimated.
     rate: f64,
+    /// Whether the last tick measured what the workers can do (they were kept busy: work
+    /// was left in the lane, or more was waiting than the lane was given), rather than
+    /// only a lower bound (a quiet lane, everything due already given, or nothing measured).
+    capacity_known: bool,
     window: Option<Window>,
 }
 
@@ -57,6 +61,7 @@ impl DrainEstimator {
         Self {
             limits,
             rate: 0.0,
+            capacity_known: false,
             window: None,
         }
     }
@@ -79,6 +84,7 @@ impl DrainEstimator {
             let secs = elapsed.as_secs_f64().max(0.001);
             let drained = (window.depth_at_start + window.published).saturating_sub(depth);
             let observed = drained as f64 / secs;
+            self.capacity_known = window.budget_limited || depth > 0;
             if window.ran_dry {
                 // Topped up whenever it ran dry, the workers were kept busy all tick long:
                 // `observed` is close to what they can do (each top-up brought a whole
@@ -89,6 +95,8 @@ impl DrainEstimator {
                 // bound, so probe upwards if work was waiting.
                 self.rate = self.rate.max(observed);
                 if window.budget_limited {
+                    // From the known rate: from the floor's, a lane slower than the floor
+                    // would be filled with several ticks of work each time it probes.
                     self.rate = if self.rate > 0.0 {
                         self.rate * PROBE_GROWTH
                     } else {
@@ -152,13 +160,16 @@ impl DrainEstimator {
     }
 
     fn room(&self, depth: u64) -> u32 {
-        // The floor is for a lane whose drain is not known yet: once it is, a lane slower
-        // than the floor per tick would otherwise hold several ticks of work, and a newcomer
-        // would wait behind all of it (200 messages are 20 s of a 10/s lane).
-        let target = if self.rate > 0.0 {
-            (self.rate * self.limits.tick.as_secs_f64() * self.limits.depth_ticks).max(1.0)
+        // The floor stands in for a drain only known as a lower bound (a quiet lane, whose
+        // next burst should not go out in dribbles). Where the workers' capacity was
+        // measured, it is no floor: a lane slower than the floor per tick would hold several
+        // ticks of work, and a newcomer would wait behind all of it (200 messages are 20 s
+        // of a 10/s lane).
+        let drain = self.rate * self.limits.tick.as_secs_f64() * self.limits.depth_ticks;
+        let target = if self.capacity_known {
+            drain.max(1.0)
         } else {
-            f64::from(self.limits.min_budget)
+            drain.max(f64::from(self.limits.min_budget))
         };
         let room = (target - depth as f64).max(0.0);
         (room as u32).min(self.limits.max_budget)
@@ -314,6 +325,28 @@ mod tests {
             "estimate {} for 300/tick",
             est.rate()
         );
+    }
+
+    #[test]
+    fn a_busy_lane_slower_than_the_floor_holds_about_one_tick_of_work() {
+        // 30 a tick with a 10-message prefetch, topped up whenever it runs dry: the floor
+        // (100 here) would hold three ticks of work, and a newcomer would wait behind it.
+        let mut est = estimator();
+        run_with_top_ups(&mut est, 30, 10, 8, 10);
+        let deepest = run_with_top_ups(&mut est, 30, 10, 8, 20);
+        assert!(deepest <= 45, "queue reached {deepest}");
+    }
+
+    #[test]
+    fn a_quiet_lane_keeps_the_floor_for_its_next_burst() {
+        // A trickle of 5 messages a tick, each gone by the next: only a lower bound of what
+        // the workers could do, so a burst may still go out a floor at a time.
+        let mut est = estimator();
+        for _ in 0..10 {
+            let budget = est.budget(0, TICK);
+            est.published(budget.min(5), budget);
+        }
+        assert_eq!(est.budget(0, TICK), 100);
     }
 
     #[test]

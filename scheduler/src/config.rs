@@ -20,8 +20,8 @@ pub struct SchedulerConfig {
     #[arg(long, env = "HERALD_SCHEDULER_QUEUE_DEPTH_TICKS", default_value_t = 1.0, value_parser = parse_depth_ticks)]
     pub queue_depth_ticks: f64,
 
-    /// Messages a tick may publish into a lane before its drain rate is known (not a floor
-    /// after: a slow lane would hold several ticks of work).
+    /// The least a tick gives a lane while its workers' capacity is unknown (a new or quiet
+    /// lane); a busy lane holds about one tick of its drain, however small.
     #[arg(long, env = "HERALD_SCHEDULER_MIN_BUDGET", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub min_budget: u32,
 
