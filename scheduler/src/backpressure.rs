@@ -40,6 +40,8 @@ struct Window {
     budget_limited: bool,
     /// The queue was seen empty between ticks (and topped up).
     ran_dry: bool,
+    /// A publish found less work than its budget: the lane had nothing more due.
+    ran_out: bool,
     /// The last top-up: when, and how much it allowed.
     last_top_up: Option<(Instant, u32)>,
 }
@@ -51,7 +53,8 @@ pub struct DrainEstimator {
     rate: f64,
     /// Whether the last tick measured what the workers can do (they were kept busy: work
     /// was left in the lane, or more was waiting than the lane was given), rather than
-    /// only a lower bound (a quiet lane, everything due already given, or nothing measured).
+    /// only a lower bound (a quiet lane that ran out of work, a lane back from sitting out
+    /// ticks, or nothing measured).
     capacity_known: bool,
     window: Option<Window>,
 }
@@ -70,6 +73,9 @@ impl DrainEstimator {
     /// and keeps the estimate as it is.
     pub fn restart(&mut self) {
         self.window = None;
+        // A lane back after sitting out ticks: what its workers could do then says little
+        // about what they can do now.
+        self.capacity_known = false;
     }
 
     /// Estimated drain rate in messages per second.
@@ -84,7 +90,13 @@ impl DrainEstimator {
             let secs = elapsed.as_secs_f64().max(0.001);
             let drained = (window.depth_at_start + window.published).saturating_sub(depth);
             let observed = drained as f64 / secs;
-            self.capacity_known = window.budget_limited || depth > 0;
+            // Busy: work was left in the lane at either tick, or more was waiting than it
+            // was given; not if it ran out of work.
+            self.capacity_known = !window.ran_out
+                && (depth > 0
+                    || window.depth_at_start > 0
+                    || window.budget_limited
+                    || window.ran_dry);
             if window.ran_dry {
                 // Topped up whenever it ran dry, the workers were kept busy all tick long:
                 // `observed` is close to what they can do (each top-up brought a whole
@@ -115,6 +127,7 @@ impl DrainEstimator {
             published: 0,
             budget_limited: false,
             ran_dry: false,
+            ran_out: false,
             last_top_up: None,
         });
         self.room(depth)
@@ -156,6 +169,7 @@ impl DrainEstimator {
         if let Some(window) = self.window.as_mut() {
             window.published += u64::from(published);
             window.budget_limited |= budget > 0 && published >= budget;
+            window.ran_out |= budget > 0 && published < budget;
         }
     }
 
@@ -251,8 +265,8 @@ mod tests {
     fn slow_workers_get_a_shallow_queue() {
         let mut est = estimator();
         let trace = run(&mut est, 50, 20);
-        // Capacity below the floor: once the drain is measured, the queue holds about one
-        // tick of it, not one floor.
+        // Capacity below the floor, no top-ups: the queue left at a tick stays about one
+        // tick of work (see the next tests for the depth after a publish).
         assert!(trace.iter().all(|&(depth, _)| depth <= 60), "{trace:?}");
     }
 

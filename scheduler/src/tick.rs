@@ -66,7 +66,7 @@ pub struct Ticker {
     withheld: BTreeSet<Uuid>,
     /// Campaigns' standings against their fair shares, in their primary lanes.
     turns: Turns,
-    /// The leadership term ([`crate::leader::Leadership::term`]) the state above is from.
+    /// The leadership term ([`crate::leader::Leadership::term`]) the standings are from.
     term: u64,
 }
 

@@ -243,16 +243,20 @@ pub async fn transition(
     id: Uuid,
     transition: Transition,
 ) -> Result<Option<String>, sqlx::Error> {
+    // The wake is sent at the commit, with the change or not at all.
+    let mut tx = pool.begin().await?;
     let changed = sqlx::query(transition.statement())
         .bind(id)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
     if changed.rows_affected() > 0 {
         if transition == Transition::Resume {
-            wake_if_due(&mut *pool.acquire().await?, id).await?;
+            wake_if_due(&mut tx, id).await?;
         }
+        tx.commit().await?;
         return Ok(None);
     }
+    drop(tx);
     let status = sqlx::query_scalar!("SELECT status FROM campaigns WHERE id = $1", id,)
         .fetch_one(pool)
         .await?;

@@ -189,6 +189,8 @@ pub async fn start_campaign(
     id: Uuid,
     at: Option<DateTime<Utc>>,
 ) -> Result<(), CatalogError> {
+    // The wake is sent at the commit, with the start or not at all.
+    let mut tx = pool.begin().await?;
     let updated = sqlx::query!(
         "UPDATE campaigns SET status = 'scheduled', start_at = coalesce($2, now()),
                 started_at = CASE WHEN coalesce($2, now()) <= now() THEN now() END
@@ -196,12 +198,14 @@ pub async fn start_campaign(
         id,
         at,
     )
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
     if updated.rows_affected() == 1 {
-        crate::campaigns::wake_if_due(&mut *pool.acquire().await?, id).await?;
+        crate::campaigns::wake_if_due(&mut tx, id).await?;
+        tx.commit().await?;
         return Ok(());
     }
+    drop(tx);
     let status: Option<String> =
         sqlx::query_scalar!("SELECT status FROM campaigns WHERE id = $1", id,)
             .fetch_optional(pool)

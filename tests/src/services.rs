@@ -255,7 +255,7 @@ impl RabbitNode {
         Self::start_with(label, Some(certs))
     }
 
-    /// A node that fails to boot is started again, with new ports, up to three times: a port
+    /// A node that fails to boot is started again, with new ports (three attempts in all): a port
     /// picked free can be taken (by any outgoing connection) before the node binds it, and
     /// three nodes booting at once on two cores may fail for reasons that are not Herald's.
     fn start_with(label: &str, certs: Option<&crate::tls::Certificates>) -> Result<Self> {
