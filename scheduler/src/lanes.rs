@@ -105,12 +105,7 @@ impl Lanes {
     pub fn published(&mut self, provider: Uuid, published: u32, budget: u32) {
         if let Some(lane) = self.lanes.get_mut(&provider) {
             lane.estimator.published(published, budget);
-            // A lane given nothing (already at its target) keeps what it was: full with
-            // work waiting, it is topped up when it runs dry rather than idling until the
-            // next tick, now that it holds only about one tick of work.
-            if budget > 0 {
-                lane.budget_limited = published >= budget;
-            }
+            lane.budget_limited = budget > 0 && published >= budget;
             if let Some(pace) = lane.pace.as_mut() {
                 pace.tokens = (pace.tokens - f64::from(published)).max(0.0);
             }
@@ -214,10 +209,6 @@ mod tests {
         lanes.published(slow, 10, 100);
         assert_eq!(lanes.hungry(), vec![fast]);
         assert!(lanes.needs_top_up(fast) && !lanes.needs_top_up(slow));
-        // Given nothing at its next pass (already at its target), the fast lane stays
-        // hungry: full with work waiting, it is topped up when it runs dry.
-        lanes.published(fast, 0, 0);
-        assert!(lanes.needs_top_up(fast));
         // The fast lane drained everything and ran dry: its estimate grows; the slow lane's
         // backlog leaves its budget alone.
         std::thread::sleep(Duration::from_millis(20));
