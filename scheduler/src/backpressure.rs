@@ -306,20 +306,24 @@ mod tests {
             *depth -= moved;
             *buffered += moved;
         };
+        // As the scheduler's lanes: topped up only after a publish that used a whole budget
+        // (a pass that gave the lane nothing leaves it not hungry until the next tick).
         for tick in 0..ticks {
             let budget = est.budget(depth, TICK);
             publish(&mut depth, &mut buffered, budget);
             est.published(budget, budget);
+            let mut hungry = budget > 0;
             deepest = deepest.max(depth);
             for poll in 0..polls {
                 let now = start + TICK * tick as u32 + TICK * (poll as u32 + 1) / polls as u32;
                 // Drain a slice of a tick, then refill the prefetch buffer from the queue.
                 buffered = buffered.saturating_sub(capacity / polls);
                 publish(&mut depth, &mut buffered, 0);
-                if depth == 0 {
+                if depth == 0 && hungry {
                     let budget = est.top_up(0, now);
                     publish(&mut depth, &mut buffered, budget);
                     est.published(budget, budget);
+                    hungry = budget > 0;
                     deepest = deepest.max(depth);
                 }
             }
