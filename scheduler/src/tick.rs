@@ -116,9 +116,9 @@ impl Ticker {
     }
 
     /// Called before each pass with the leadership term it runs in. A new term starts with
-    /// level standings: while other schedulers led, campaigns were
-    /// served without this process's standings, so what they say now is stale (a campaign
-    /// that owed when this process stood down would be made to wait for work it never got).
+    /// level standings: while other schedulers led, campaigns were served without this
+    /// process's standings, so what they say now is stale (a campaign that owed when this
+    /// process stood down would be made to wait for work it never got).
     pub fn serve_term(&mut self, term: u64) {
         if term != self.term {
             self.turns.retain_lanes(|_| false);
