@@ -35,8 +35,9 @@ pub struct SchedulerConfig {
     #[arg(long, env = "HERALD_SCHEDULER_MIN_BATCH", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub min_batch: u32,
 
-    /// A recipient queued for longer than this (ms) is assumed to have lost its message and
-    /// is dispatched again (the old message, if any, is then dropped as stale).
+    /// A recipient claimed longer ago than this (ms) and not leased yet is assumed to have
+    /// lost its message and is dispatched again (the old message, if any, then finds it
+    /// taken or stale and is dropped).
     #[arg(long, env = "HERALD_SCHEDULER_REQUEUE_AFTER_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1_000..=86_400_000))]
     pub requeue_after_ms: u64,
 

@@ -43,6 +43,9 @@ pub struct TickReport {
     pub published: usize,
     pub unconfirmed: usize,
     pub requeued: u64,
+    /// Campaigns whose cursor went back below first attempts claimed by range too long ago
+    /// (their message was lost).
+    pub rewound: u64,
     /// Waiting recipients of expired or cancelled campaigns that were ended.
     pub ended: u64,
     /// Recipients whose unknown outcome's window passed (due again, after a lookup).
@@ -173,6 +176,8 @@ impl Ticker {
         let mut report = TickReport {
             requeued: store::recipients::sweep::requeue_stale_claims(pool, self.requeue_after)
                 .await?,
+            rewound: store::recipients::sweep::rewind_stale_first_claims(pool, self.requeue_after)
+                .await?,
             unknown_due: store::recipients::sweep::retry_unknown_outcomes(pool).await?,
             ended: store::recipients::sweep::end_waiting_recipients(pool).await?
                 + store::recipients::sweep::expire_messages(pool).await?,
@@ -189,6 +194,12 @@ impl Ticker {
             tracing::warn!(
                 requeued = report.requeued,
                 "recipients queued too long (their message was lost) returned to pending"
+            );
+        }
+        if report.rewound > 0 {
+            tracing::warn!(
+                campaigns = report.rewound,
+                "first attempts claimed too long ago (their message was lost) handed out again"
             );
         }
         if report.unknown_due > 0 {

@@ -93,6 +93,9 @@ pub async fn dispatchable(
                           (SELECT count(*) FROM (SELECT 1 FROM recipients r
                                                  WHERE r.campaign_id = c.id AND r.state = 'pending'
                                                    AND r.attempts = 0
+                                                   -- Past what was claimed by range (a
+                                                   -- stream's cursor stays at 0).
+                                                   AND r.id > c.claimed_through
                                                  -- The index's order: with few campaigns the
                                                  -- generic plan expects a third of the table
                                                  -- to match and scans all of it (200–300 ms

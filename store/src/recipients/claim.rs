@@ -1,9 +1,20 @@
-//! The scheduler's side of the state machine: claiming due recipients (`pending → queued`)
-//! and handing back what could not be published.
+//! The scheduler's side of the state machine: claiming due recipients and handing back
+//! what could not be published.
 //!
-//! A claim moves recipients `pending → queued` and bumps their `dispatch_seq` (the fencing
-//! token the message carries) in one statement with `FOR UPDATE SKIP LOCKED`, and commits
-//! before anything is published: a worker never sees a message whose claim is not visible.
+//! Two kinds of claim, made in one statement and committed before anything is published (a
+//! worker never sees a message whose claim is not visible):
+//!
+//! - **A campaign's first attempts by range.** Its audience is fixed once it runs, so its
+//!   first attempts are handed out in id order and the campaign's `claimed_through` cursor
+//!   says how far; the recipients themselves are read, not written. One row a campaign is
+//!   written per claim, where a row a recipient used to be (with 10,000 small campaigns
+//!   that was most of a tick). Such a recipient stays `pending` until its lease, and its
+//!   message carries its unchanged `dispatch_seq`: the lease takes a `pending` row only
+//!   while no attempt has been made, so of two messages for it only one is ever sent.
+//! - **Retries, and a transactional stream's messages, row by row** (`pending → queued`,
+//!   `dispatch_seq` bumped: the fencing token the message carries), `FOR UPDATE SKIP
+//!   LOCKED`. A stream gains rows while it runs, so a cursor could pass a message
+//!   committed after a later one.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -55,26 +66,63 @@ pub async fn claim(pool: &PgPool, plan: &[Wanted]) -> Result<Vec<Claimed>, sqlx:
                    AND next_attempt_at <= now() AND (expires_at IS NULL OR expires_at > now())
                  ORDER BY next_attempt_at LIMIT p.n
                  FOR UPDATE SKIP LOCKED) picked
-         ), fresh AS (
-             SELECT picked.id
+         ), first_wanted AS MATERIALIZED (
+             SELECT p.campaign_id, greatest(0, p.n - coalesce(t.taken, 0)) AS n
              FROM plan p
              LEFT JOIN (SELECT campaign_id, count(*) AS taken FROM retries GROUP BY campaign_id) t
                     USING (campaign_id)
+         ),
+         -- Campaigns' cursors, locked (in id order) against a worker or the sweeper rewinding
+         -- one meanwhile: the rewind then applies to the cursor this claim leaves.
+         cursors AS MATERIALIZED (
+             SELECT c.id AS campaign_id, c.claimed_through FROM campaigns c
+             WHERE c.id = ANY($1) AND c.kind = 'campaign'
+             ORDER BY c.id FOR NO KEY UPDATE
+         ),
+         -- A campaign's first attempts past its cursor, read and not written (nor locked:
+         -- skipping a locked row would move the cursor past it).
+         ranged AS MATERIALIZED (
+             SELECT picked.id, k.campaign_id
+             FROM cursors k JOIN first_wanted w USING (campaign_id)
              CROSS JOIN LATERAL (
                  SELECT id FROM recipients
-                 WHERE campaign_id = p.campaign_id AND state = 'pending' AND attempts = 0
+                 WHERE campaign_id = k.campaign_id AND state = 'pending' AND attempts = 0
+                   AND id > k.claimed_through
+                 ORDER BY id LIMIT w.n) picked
+         ), advanced AS (
+             UPDATE campaigns c SET claimed_through = r.through
+             FROM (SELECT campaign_id, max(id) AS through FROM ranged GROUP BY campaign_id) r
+             WHERE c.id = r.campaign_id
+             RETURNING c.id, r.through
+         ), logged AS (
+             INSERT INTO first_claims (campaign_id, through) SELECT id, through FROM advanced
+         ),
+         -- A stream of transactional messages claims its first attempts row by row.
+         fresh AS (
+             SELECT picked.id
+             FROM first_wanted w
+             CROSS JOIN LATERAL (
+                 SELECT id FROM recipients
+                 WHERE campaign_id = w.campaign_id AND state = 'pending' AND attempts = 0
                    -- A transactional message past its own expiry waits for the sweeper.
                    AND (expires_at IS NULL OR expires_at > now())
-                 ORDER BY id LIMIT greatest(0, p.n - coalesce(t.taken, 0))
+                 ORDER BY id LIMIT w.n
                  FOR UPDATE SKIP LOCKED) picked
+             WHERE w.campaign_id NOT IN (SELECT campaign_id FROM cursors)
+         ), queued AS (
+             -- By primary key, as an array: joined to the picked rows instead, a plan of
+             -- thousands of rows hashed the whole table (a sequential scan of every
+             -- recipient, 90 ms of a 190 ms claim with 200,000 in the table, and seconds
+             -- with millions).
+             UPDATE recipients r
+             SET state = 'queued', dispatch_seq = r.dispatch_seq + 1, queued_at = now(), updated_at = now()
+             WHERE r.id = ANY (ARRAY(SELECT id FROM retries UNION ALL SELECT id FROM fresh))
+             RETURNING r.campaign_id, r.id, r.dispatch_seq, r.address, r.variables, r.expires_at
          )
-         -- By primary key, as an array: joined to the picked rows instead, a plan of
-         -- thousands of rows hashed the whole table (a sequential scan of every recipient,
-         -- 90 ms of a 190 ms claim with 200,000 in the table, and seconds with millions).
-         UPDATE recipients r
-         SET state = 'queued', dispatch_seq = r.dispatch_seq + 1, queued_at = now(), updated_at = now()
-         WHERE r.id = ANY (ARRAY(SELECT id FROM retries UNION ALL SELECT id FROM fresh))
-         RETURNING r.campaign_id, r.id, r.dispatch_seq, r.address, r.variables, r.expires_at",
+         SELECT * FROM queued
+         UNION ALL
+         SELECT r.campaign_id, r.id, r.dispatch_seq, r.address, r.variables, r.expires_at
+         FROM recipients r WHERE r.id = ANY (ARRAY(SELECT id FROM ranged))",
     )
     .bind(&campaigns)
     .bind(&counts)
@@ -85,26 +133,42 @@ pub async fn claim(pool: &PgPool, plan: &[Wanted]) -> Result<Vec<Claimed>, sqlx:
     .await
 }
 
-/// Hands claimed recipients back to `pending` when their publish was not confirmed. Only rows
-/// still holding the given dispatch are touched.
+/// Hands claimed recipients back when their publish was not confirmed: a queued one to
+/// `pending` (only while it still holds the given dispatch), and a campaign's first attempts
+/// claimed by range by moving its cursor back below the lowest of them.
 pub async fn release(pool: &PgPool, claims: &[(i64, i32)]) -> Result<u64, sqlx::Error> {
     let (ids, seqs): (Vec<i64>, Vec<i32>) = claims.iter().copied().unzip();
-    let done = sqlx::query!(
-        "UPDATE recipients r SET state = 'pending', queued_at = NULL, updated_at = now()
-         FROM unnest($1::bigint[], $2::int[]) AS c(id, seq)
-         WHERE r.id = ANY($1) AND r.id = c.id AND r.dispatch_seq = c.seq AND r.state = 'queued'",
+    let done = sqlx::query_scalar!(
+        r#"WITH c AS (SELECT * FROM unnest($1::bigint[], $2::int[]) AS c(id, seq)),
+         released AS (
+             UPDATE recipients r SET state = 'pending', queued_at = NULL, updated_at = now()
+             FROM c
+             WHERE r.id = ANY($1) AND r.id = c.id AND r.dispatch_seq = c.seq AND r.state = 'queued'
+             RETURNING r.id
+         ), waiting AS (
+             SELECT r.campaign_id, min(r.id) AS lowest, count(*) AS n
+             FROM recipients r JOIN c ON c.id = r.id AND c.seq = r.dispatch_seq
+             WHERE r.id = ANY($1) AND r.state = 'pending' AND r.attempts = 0
+             GROUP BY r.campaign_id
+         ), rewound AS (
+             UPDATE campaigns k SET claimed_through = w.lowest - 1
+             FROM waiting w
+             WHERE k.id = w.campaign_id AND k.kind = 'campaign' AND k.claimed_through >= w.lowest
+             RETURNING w.n
+         )
+         SELECT ((SELECT count(*) FROM released) + (SELECT coalesce(sum(n), 0) FROM rewound))::int8 AS "released!""#,
         &ids,
         &seqs,
     )
     // Planned with the array in hand, like the worker's statements (see `lease`).
     .persistent(false)
-    .execute(pool)
+    .fetch_one(pool)
     .await?;
-    Ok(done.rows_affected())
+    Ok(u64::try_from(done).unwrap_or(0))
 }
 
 /// Fails a claimed recipient whose message cannot be built (its variables do not fit the
-/// template); retrying would not help.
+/// template); retrying would not help. A first attempt claimed by range is still `pending`.
 pub async fn fail_unrenderable(
     pool: &PgPool,
     id: i64,
@@ -113,7 +177,8 @@ pub async fn fail_unrenderable(
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE recipients SET state = 'failed', last_error = $3, queued_at = NULL, updated_at = now()
-         WHERE id = $1 AND dispatch_seq = $2 AND state = 'queued'",
+         WHERE id = $1 AND dispatch_seq = $2
+           AND (state = 'queued' OR (state = 'pending' AND attempts = 0))",
         id,
         seq,
         error,

@@ -1,13 +1,15 @@
-//! The worker's lease before a provider call: `queued → sending`, or parked.
+//! The worker's lease before a provider call: `queued → sending` (or `pending → sending`
+//! for a first attempt its campaign claimed by range, see [`super::claim`]), or parked.
 //!
-//! [`begin`] takes a lease on recipients (`queued → sending`, attempts + 1, `sent_via` = the
+//! [`begin`] takes a lease on recipients (`→ sending`, attempts + 1, `sent_via` = the
 //! message's provider) only if the message still matches the row's `dispatch_seq` and the
 //! campaign may send now (`herald_may_send`); anything else (finished, stale, re-dispatched)
 //! is answered `None` and its message is acked unsent. Messages of a campaign that may not
 //! send are parked where `herald_held_state` says: a paused campaign's, one inside its
 //! quiet hours, or one not running for any other reason (a paused campaign resumed to wait
 //! for a later start is `scheduled` again), back to `pending` (the scheduler releases it
-//! again later, with no attempt spent); a cancelled one's to `cancelled`; one past its
+//! again later, with no attempt spent; a first attempt claimed by range stays `pending` and
+//! its campaign's cursor moves back below it); a cancelled one's to `cancelled`; one past its
 //! expiry to `expired`. So a message
 //! already in the queue when a campaign is paused, reaches its quiet hours or expires is
 //! never sent.
@@ -62,7 +64,7 @@ pub struct UnknownAttempt {
 /// Begins attempts; answers, per dispatch, the lease if this worker now holds it, or `None`
 /// if the message must not be sent.
 ///
-/// Only a `queued` recipient is leased. One still `sending` under an expired lease is the
+/// Only a `queued` recipient, or a `pending` one with no attempt made, is leased. One still `sending` under an expired lease is the
 /// sweeper's to judge (its request may have been sent): its message is acked unsent.
 pub async fn begin(
     pool: &PgPool,
@@ -79,7 +81,7 @@ pub async fn begin(
          -- the planner from merging it into a join that walks a campaign's index instead).
          current AS MATERIALIZED (
              SELECT x.* FROM m CROSS JOIN LATERAL (
-                 SELECT r.id, r.dispatch_seq AS seq, r.state, r.campaign_id, m.provider,
+                 SELECT r.id, r.dispatch_seq AS seq, r.state, r.attempts, r.campaign_id, m.provider,
                         r.expires_at AS own_expiry
                  FROM recipients r WHERE r.id = m.id AND r.dispatch_seq = m.seq OFFSET 0 FOR UPDATE
              ) x
@@ -95,12 +97,14 @@ pub async fn begin(
                  SELECT c.status, c.expires_at, c.quiet_start, c.quiet_end, c.time_zone
                  FROM campaigns c WHERE c.id = k.campaign_id OFFSET 0
              ) c
-             WHERE k.state = 'queued'
+             -- Queued by a row claim, or a first attempt claimed by range (no attempt made
+             -- yet: a second message for it finds it taken).
+             WHERE k.state = 'queued' OR (k.state = 'pending' AND k.attempts = 0)
          ),
          -- The lease covers the provider the message goes to: an overflow provider's
          -- timeout may be longer than the primary's.
          startable AS MATERIALIZED (
-             SELECT k.id, k.seq, k.state, k.provider, p.timeout_ms, p.revision
+             SELECT k.id, k.seq, k.state, k.attempts, k.provider, p.timeout_ms, p.revision
              FROM with_campaign k JOIN providers p ON p.id = k.provider
              WHERE herald_may_send(k.status, k.expires_at, k.quiet_start, k.quiet_end, k.time_zone, now())
          ),
@@ -113,12 +117,12 @@ pub async fn begin(
                  attempted_at = now(),
                  lease_until = now() + make_interval(secs => s.timeout_ms / 1000.0 + $3::float8)
              FROM startable s
-             WHERE r.id = s.id AND r.dispatch_seq = s.seq AND r.state = s.state
+             WHERE r.id = s.id AND r.dispatch_seq = s.seq AND r.state = s.state AND r.attempts = s.attempts
              RETURNING r.id, r.dispatch_seq, r.attempts - r.throttles AS attempts,
                        r.outcome_unknown_at, r.unknown_via, s.revision
          ),
          parkable AS MATERIALIZED (
-             SELECT k.id, k.seq, k.state,
+             SELECT k.id, k.seq, k.state, k.campaign_id,
                     herald_held_state(k.status, k.expires_at, now()) AS final_state
              FROM with_campaign k
              WHERE NOT herald_may_send(k.status, k.expires_at, k.quiet_start, k.quiet_end, k.time_zone, now())
@@ -127,8 +131,16 @@ pub async fn begin(
              UPDATE recipients r
              SET state = p.final_state, queued_at = NULL, updated_at = now()
              FROM parkable p
-             WHERE r.id = p.id AND r.dispatch_seq = p.seq AND r.state = p.state
+             -- A first attempt claimed by range that goes back to waiting is not written:
+             -- its campaign's cursor moves back below it instead (`rewound`).
+             WHERE r.id = p.id AND r.dispatch_seq = p.seq AND r.state = p.state AND p.state <> p.final_state
              RETURNING r.id
+         ), rewound AS (
+             UPDATE campaigns c SET claimed_through = h.lowest - 1
+             FROM (SELECT campaign_id, min(id) AS lowest FROM parkable
+                   WHERE state = 'pending' AND final_state = 'pending' GROUP BY campaign_id) h
+             WHERE c.id = h.campaign_id AND c.claimed_through >= h.lowest
+             RETURNING c.id
          )
          SELECT id AS "id!", dispatch_seq AS "dispatch_seq!", attempts AS "attempts!",
                 outcome_unknown_at AS "outcome_unknown_at?", unknown_via AS "unknown_via?",

@@ -3,13 +3,15 @@
 //!
 //! | from | to | by | where |
 //! |---|---|---|---|
-//! | `pending` | `queued` | the scheduler's claim (bumps `dispatch_seq`, the fencing token) | [`claim::claim`] |
-//! | `queued` | `pending` | the scheduler, when a publish was not confirmed | [`claim::release`] |
-//! | `queued` | `failed` | the scheduler, when the message cannot be rendered | [`claim::fail_unrenderable`] |
-//! | `queued` | `sending` | the worker's lease, if the campaign may send now | [`lease::begin`] |
-//! | `queued` | `pending` / `cancelled` / `expired` | the worker's lease, parking a message whose campaign may not send | [`lease::begin`] |
+//! | `pending` | `queued` | the scheduler's row claim of retries and transactional messages (bumps `dispatch_seq`, the fencing token) | [`claim::claim`] |
+//! | `pending` (unchanged) | | the scheduler's range claim of a campaign's first attempts: the campaign's `claimed_through` cursor moves past them | [`claim::claim`] |
+//! | `queued` | `pending` | the scheduler, when a publish was not confirmed (a range-claimed first attempt: its cursor moves back) | [`claim::release`] |
+//! | `queued` / range-claimed `pending` | `failed` | the scheduler, when the message cannot be rendered | [`claim::fail_unrenderable`] |
+//! | `queued` / `pending` with no attempt made | `sending` | the worker's lease, if the campaign may send now | [`lease::begin`] |
+//! | `queued` / range-claimed `pending` | `pending` / `cancelled` / `expired` | the worker's lease, parking a message whose campaign may not send (a range-claimed one back to waiting: its cursor moves back) | [`lease::begin`] |
 //! | `sending` (or a sweeper's guess) | `sent` / `failed` / `pending` / `unknown` / `expired` | the worker, after the provider's answer | [`record::record`] |
 //! | `queued` | `pending` | the sweeper, a claim whose message may be lost | [`sweep::requeue_stale_claims`] |
+//! | range-claimed `pending` | `pending` | the sweeper, a range claim whose message may be lost: its cursor moves back | [`sweep::rewind_stale_first_claims`] |
 //! | `sending` | `unknown` / `pending` / `failed` | the sweeper, a lease that ran out | [`sweep::recover_expired_leases`] |
 //! | `unknown` | `pending` | the sweeper, a provider's window passed without a receipt | [`sweep::retry_unknown_outcomes`] |
 //! | `pending` | `cancelled` / `expired` | the sweeper, a cancelled or expired campaign | [`sweep::end_waiting_recipients`] |

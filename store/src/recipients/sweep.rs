@@ -5,7 +5,9 @@
 //! - A recipient `queued` for longer than `requeue_after` may have lost its message (the
 //!   scheduler died between claim and publish, or the broker lost it): it goes back to
 //!   `pending`. If its old message still exists, the bumped `dispatch_seq` at the next claim
-//!   makes it stale, and workers drop it unsent.
+//!   makes it stale, and workers drop it unsent. A campaign's first attempts claimed by
+//!   range (still `pending`) whose claim is that old move the campaign's cursor back below
+//!   them instead.
 //! - A recipient `sending` past its lease lost its worker mid-call, maybe after the provider
 //!   took the request: it waits in `unknown` for a receipt, as if the answer had been lost
 //!   (`pending` or `failed` at once only for a provider whose policy is `retry`). The
@@ -35,6 +37,38 @@ pub async fn requeue_stale_claims(
          WHERE r.id = stale.id",
         requeue_after.as_secs_f64(),
         SWEEP_LIMIT,
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// A campaign's range claims older than `requeue_after` whose first attempts are still
+/// waiting (their message may be lost, as with a stale `queued` row above): the campaign's
+/// cursor goes back below the lowest of them, so the next claims hand them out again (a
+/// message that was not lost after all then finds its recipient taken). Answers how many
+/// campaigns were rewound.
+pub async fn rewind_stale_first_claims(
+    pool: &PgPool,
+    requeue_after: Duration,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "WITH stale AS (
+             DELETE FROM first_claims WHERE claimed_at < now() - make_interval(secs => $1)
+             RETURNING campaign_id, through
+         ), lowest AS (
+             SELECT s.campaign_id, x.id
+             FROM (SELECT campaign_id, max(through) AS through FROM stale GROUP BY campaign_id) s
+             CROSS JOIN LATERAL (
+                 SELECT id FROM recipients
+                 WHERE campaign_id = s.campaign_id AND state = 'pending' AND attempts = 0
+                   AND id <= s.through
+                 ORDER BY id LIMIT 1) x
+         )
+         UPDATE campaigns c SET claimed_through = l.id - 1
+         FROM lowest l
+         WHERE c.id = l.campaign_id AND c.claimed_through >= l.id",
+        requeue_after.as_secs_f64(),
     )
     .execute(pool)
     .await?;

@@ -154,8 +154,13 @@ async fn stranded(s: &Scenario) -> Result<(u32, i64)> {
     let channel = connection.create_channel().await?;
     let ready = topology::ready_messages(&channel, &topology::lane_queue(s.provider)).await?;
     let _ = connection.close(200, "counted".into()).await;
+    // Claimed row by row (`queued`), or by range: a first attempt at or below the campaign's
+    // cursor, not leased yet.
     let queued = sqlx::query_scalar(
-        "SELECT count(*) FROM recipients WHERE campaign_id = $1 AND state = 'queued'",
+        "SELECT count(*) FROM recipients r JOIN campaigns c ON c.id = r.campaign_id
+         WHERE r.campaign_id = $1
+           AND (r.state = 'queued'
+                OR (r.state = 'pending' AND r.attempts = 0 AND r.id <= c.claimed_through))",
     )
     .bind(s.campaign)
     .fetch_one(&s.env.pool)

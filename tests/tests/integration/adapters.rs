@@ -161,10 +161,11 @@ async fn twilio_messages_are_form_encoded_with_basic_auth_and_bad_numbers_fail_w
     assert_eq!(request["headers"]["authorization"], TWILIO_AUTH);
     assert_eq!(request["headers"]["accept"], "application/json");
     assert_eq!(request["headers"]["i-twilio-idempotency-token"], ok.key);
+    // A campaign's first attempt is claimed by range: its dispatch is still the first, 0.
     assert_eq!(
         request["fields"],
         json!({"To": "+15556000001", "From": "+15005550006", "Body": "Hello R0",
-               "StatusCallback": format!("https://hooks.example/twilio?ref={}&seq=1", ok.key)})
+               "StatusCallback": format!("https://hooks.example/twilio?ref={}&seq=0", ok.key)})
     );
 
     // 21211 (not E.164) and 21614 (the simulator's unreachable prefix): permanent at once,

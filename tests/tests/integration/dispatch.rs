@@ -7,6 +7,7 @@ use lapin::BasicProperties;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use std::time::Duration;
+use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_tenants_every_recipient_ends_once() -> Result<()> {
@@ -100,43 +101,12 @@ async fn redelivered_finished_work_is_acked_without_a_provider_call() -> Result<
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    let messages: Vec<DispatchMessage> = rows
-        .iter()
-        .map(|(id, seq, address)| DispatchMessage {
-            v: FORMAT_VERSION,
-            recipient_id: *id,
-            seq: *seq,
-            tenant_id: tenant,
-            campaign_id: campaign,
-            provider_id: provider,
-            channel: herald_shared::domain::Channel::Sms,
-            to: address.clone(),
-            body: "again".into(),
-            expires_at: None,
-            variables: serde_json::Map::new(),
-        })
-        .collect();
+    let messages = copies(&rows, tenant, campaign, provider);
     let (singles, batched) = messages.split_at(messages.len() / 2);
     let mut bodies: Vec<Vec<u8>> = singles.iter().map(DispatchMessage::encode).collect();
     bodies.push(herald_shared::queue::message::encode_batch(batched));
     for body in &bodies {
-        let confirm = channel
-            .basic_publish(
-                topology::DISPATCH_EXCHANGE.into(),
-                topology::lane_routing_key(provider).as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                body,
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await?
-            .await?;
-        assert!(
-            confirm.is_ack() && confirm.take_message().is_none(),
-            "routed to the lane"
-        );
+        publish_to_lane(&channel, provider, body).await?;
     }
     // The worker consumes them all (the queue empties)...
     let drained = herald_tests::wait_until(Duration::from_secs(20), || {
@@ -234,5 +204,152 @@ async fn a_batch_is_acked_once_its_recipients_are_leased() -> Result<()> {
         "the worker held messages of recipients it had leased"
     );
     assert_eq!(env.states(campaign).await?.get("sending"), Some(&40));
+    Ok(())
+}
+
+/// A campaign's first attempts are claimed by id range: the claim writes the campaign's
+/// cursor, not the recipients, which stay `pending` (their `dispatch_seq` unchanged) until a
+/// worker leases them. So two messages for one first attempt carry the same dispatch (a
+/// cursor moved back while the first message was still queued publishes a second): the
+/// lease takes a `pending` recipient only while no attempt has been made, and whichever
+/// message comes second is acked unsent, even while its recipient waits for a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_attempt_with_two_messages_is_sent_once() -> Result<()> {
+    // Fewer than a circuit breaker needs to judge: every failure is a retry, none a deferral.
+    const RECIPIENTS: i64 = 12;
+    // Every recipient's first request fails (500); the retry, 5 s later, is accepted.
+    let env = TestEnv::new(&["--fail-first", "1"]).await?;
+    let mut slow_retries = env.provider();
+    slow_retries.retry_base_ms = 5_000;
+    slow_retries.retry_max_ms = 5_000;
+    let provider = env.create_provider(&slow_retries).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let addresses = numbers("+1555420", RECIPIENTS as usize);
+    let campaign = env
+        .campaign(tenant, provider, "twice", &addresses, 100)
+        .await?;
+    let _scheduler = env.scheduler(300, &[])?;
+    let _worker = env.worker(&[])?;
+    env.start(campaign).await?;
+    // Every first attempt made and failed: all wait for their retry.
+    let waiting = herald_tests::wait_until(Duration::from_secs(20), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM recipients
+             WHERE campaign_id = $1 AND state = 'pending' AND attempts = 1",
+        )
+        .bind(campaign)
+        .fetch_one(&env.pool)
+        .await
+        .is_ok_and(|n| n == RECIPIENTS)
+    })
+    .await;
+    assert!(waiting.is_ok(), "{:?}", env.states(campaign).await?);
+    let rows: Vec<(i64, i32, String)> =
+        sqlx::query_as("SELECT id, dispatch_seq, address FROM recipients WHERE campaign_id = $1")
+            .bind(campaign)
+            .fetch_all(&env.pool)
+            .await?;
+    // Claimed by range: no claim wrote a recipient.
+    assert!(rows.iter().all(|(_, seq, _)| *seq == 0), "{rows:?}");
+    let claimed_through: i64 =
+        sqlx::query_scalar("SELECT claimed_through FROM campaigns WHERE id = $1")
+            .bind(campaign)
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(
+        claimed_through,
+        rows.iter().map(|(id, _, _)| *id).max().unwrap_or(0)
+    );
+
+    // The first attempts' messages again, as a second range claim would publish them.
+    let connection = env.amqp().await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let batch = copies(&rows, tenant, campaign, provider);
+    publish_to_lane(
+        &channel,
+        provider,
+        &herald_shared::queue::message::encode_batch(&batch),
+    )
+    .await?;
+    // The copies are consumed and acked unsent: their recipients still wait for their
+    // retries, the provider asked nothing more.
+    let lane = topology::lane_queue(provider);
+    let consumed = herald_tests::wait_until(Duration::from_secs(3), || async {
+        topology::ready_messages(&channel, &lane)
+            .await
+            .is_ok_and(|n| n == 0)
+    })
+    .await;
+    assert!(consumed.is_ok(), "the copies were not consumed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        env.states(campaign).await?.get("pending"),
+        Some(&RECIPIENTS),
+        "a copy was sent before its recipient's retry was due"
+    );
+    assert_eq!(env.simulator_stats().await?["requests"], RECIPIENTS);
+    env.wait_completed(&[campaign], Duration::from_secs(30))
+        .await?;
+    assert_eq!(env.states(campaign).await?.get("sent"), Some(&RECIPIENTS));
+    // One failed request and one accepted per recipient: the copies sent nothing.
+    let stats = env.simulator_stats().await?;
+    assert_eq!(stats["requests"], 2 * RECIPIENTS, "{stats}");
+    assert_eq!(stats["accepted"], RECIPIENTS, "{stats}");
+    assert_eq!(stats["duplicates"], 0, "{stats}");
+    Ok(())
+}
+
+/// Messages for `rows` (id, dispatch, address) of a campaign, as the scheduler would build
+/// them.
+fn copies(
+    rows: &[(i64, i32, String)],
+    tenant: Uuid,
+    campaign: Uuid,
+    provider: Uuid,
+) -> Vec<DispatchMessage> {
+    rows.iter()
+        .map(|(id, seq, address)| DispatchMessage {
+            v: FORMAT_VERSION,
+            recipient_id: *id,
+            seq: *seq,
+            tenant_id: tenant,
+            campaign_id: campaign,
+            provider_id: provider,
+            channel: herald_shared::domain::Channel::Sms,
+            to: address.clone(),
+            body: "again".into(),
+            expires_at: None,
+            variables: serde_json::Map::new(),
+        })
+        .collect()
+}
+
+/// Publishes `body` to `provider`'s lane on a channel in confirm mode; fails unless the
+/// broker confirms it routed.
+pub(crate) async fn publish_to_lane(
+    channel: &lapin::Channel,
+    provider: Uuid,
+    body: &[u8],
+) -> Result<()> {
+    let confirm = channel
+        .basic_publish(
+            topology::DISPATCH_EXCHANGE.into(),
+            topology::lane_routing_key(provider).as_str().into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await?
+        .await?;
+    anyhow::ensure!(
+        confirm.is_ack() && confirm.take_message().is_none(),
+        "not routed to the lane"
+    );
     Ok(())
 }

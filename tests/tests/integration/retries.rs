@@ -2,8 +2,7 @@
 
 use herald_shared::queue::topology;
 use herald_tests::{Result, TestEnv, numbers};
-use lapin::BasicProperties;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::ConfirmSelectOptions;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -87,23 +86,8 @@ async fn an_undecodable_message_lands_in_the_dead_letter_queue() -> Result<()> {
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    let confirm = channel
-        .basic_publish(
-            topology::DISPATCH_EXCHANGE.into(),
-            topology::lane_routing_key(provider).as_str().into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            b"{this is not a dispatch message",
-            BasicProperties::default().with_delivery_mode(2),
-        )
-        .await?
+    crate::dispatch::publish_to_lane(&channel, provider, b"{this is not a dispatch message")
         .await?;
-    assert!(
-        confirm.is_ack() && confirm.take_message().is_none(),
-        "routed to the lane"
-    );
     let dead_lettered = herald_tests::wait_until(Duration::from_secs(20), || {
         let channel = channel.clone();
         async move {
