@@ -43,8 +43,8 @@ pub fn begin(pool: PgPool, lease_grace: Duration) -> Batcher<Dispatch, Option<Be
                     written("lease", started, dispatches.len());
                     begun
                 }
-                // Acked unsent: the recipient stays queued and the sweeper dispatches it
-                // again (a new dispatch, a new attempt at writing).
+                // Acked unsent: the recipient stays claimed and the sweeper dispatches it
+                // again (a stale claim: a new message, a new attempt at writing).
                 Err(()) => vec![None; dispatches.len()],
             }
         }

@@ -3,7 +3,7 @@
 //! Status changes are single conditional UPDATEs (`WHERE status IN (…)`), so two operators
 //! racing on the same campaign cannot both win; the scheduler and the workers read the new
 //! status at their next statement (pause takes effect within a tick: the scheduler stops
-//! releasing and the workers hand back whatever is still queued).
+//! releasing and the workers hand back whatever is still in the queue).
 
 use super::page::{self, Page};
 use super::{JsonBody, OptionalJsonBody};

@@ -135,7 +135,9 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<DispatchMessage>, DecodeError> {
 }
 
 /// The AMQP `message-id` of a batch: its first dispatch's, and how many follow. Stable across
-/// redeliveries, unique per claim (each claim bumps its recipients' `dispatch_seq`).
+/// redeliveries; a row claim bumps its recipients' `dispatch_seq`, but a campaign's first
+/// attempts claimed by range again (a cursor moved back) repeat their earlier batch's ids.
+/// Nothing deduplicates by it: the lease decides.
 pub fn batch_message_id(messages: &[DispatchMessage]) -> String {
     match messages.first() {
         Some(first) => format!("{}+{}", first.message_id(), messages.len() - 1),

@@ -72,8 +72,10 @@ pub async fn claim(pool: &PgPool, plan: &[Wanted]) -> Result<Vec<Claimed>, sqlx:
              LEFT JOIN (SELECT campaign_id, count(*) AS taken FROM retries GROUP BY campaign_id) t
                     USING (campaign_id)
          ),
-         -- Campaigns' cursors, locked (in id order) against a worker or the sweeper rewinding
-         -- one meanwhile: the rewind then applies to the cursor this claim leaves.
+         -- Campaigns' cursors, locked against a worker or the sweeper rewinding one
+         -- meanwhile (the rewind then applies to the cursor this claim leaves), in id order,
+         -- as by every statement that writes several campaign rows: two never wait on each
+         -- other in a cycle.
          cursors AS MATERIALIZED (
              SELECT c.id AS campaign_id, c.claimed_through FROM campaigns c
              WHERE c.id = ANY($1) AND c.kind = 'campaign'
@@ -101,6 +103,7 @@ pub async fn claim(pool: &PgPool, plan: &[Wanted]) -> Result<Vec<Claimed>, sqlx:
          fresh AS (
              SELECT picked.id
              FROM first_wanted w
+             JOIN campaigns s ON s.id = w.campaign_id AND s.kind = 'messages'
              CROSS JOIN LATERAL (
                  SELECT id FROM recipients
                  WHERE campaign_id = w.campaign_id AND state = 'pending' AND attempts = 0
@@ -108,7 +111,6 @@ pub async fn claim(pool: &PgPool, plan: &[Wanted]) -> Result<Vec<Claimed>, sqlx:
                    AND (expires_at IS NULL OR expires_at > now())
                  ORDER BY id LIMIT w.n
                  FOR UPDATE SKIP LOCKED) picked
-             WHERE w.campaign_id NOT IN (SELECT campaign_id FROM cursors)
          ), queued AS (
              -- By primary key, as an array: joined to the picked rows instead, a plan of
              -- thousands of rows hashed the whole table (a sequential scan of every
@@ -150,10 +152,17 @@ pub async fn release(pool: &PgPool, claims: &[(i64, i32)]) -> Result<u64, sqlx::
              FROM recipients r JOIN c ON c.id = r.id AND c.seq = r.dispatch_seq
              WHERE r.id = ANY($1) AND r.state = 'pending' AND r.attempts = 0
              GROUP BY r.campaign_id
+         ),
+         -- Locked in id order, as by every statement that writes several campaign rows.
+         cursors AS MATERIALIZED (
+             SELECT k.id FROM campaigns k
+             WHERE k.id IN (SELECT campaign_id FROM waiting) AND k.kind = 'campaign'
+             ORDER BY k.id FOR NO KEY UPDATE
          ), rewound AS (
              UPDATE campaigns k SET claimed_through = w.lowest - 1
              FROM waiting w
-             WHERE k.id = w.campaign_id AND k.kind = 'campaign' AND k.claimed_through >= w.lowest
+             WHERE k.id = w.campaign_id AND k.id IN (SELECT id FROM cursors)
+               AND k.claimed_through >= w.lowest
              RETURNING w.n
          )
          SELECT ((SELECT count(*) FROM released) + (SELECT coalesce(sum(n), 0) FROM rewound))::int8 AS "released!""#,

@@ -135,11 +135,20 @@ pub async fn begin(
              -- its campaign's cursor moves back below it instead (`rewound`).
              WHERE r.id = p.id AND r.dispatch_seq = p.seq AND r.state = p.state AND p.state <> p.final_state
              RETURNING r.id
+         ), unclaimed AS MATERIALIZED (
+             SELECT campaign_id, min(id) AS lowest FROM parkable
+             WHERE state = 'pending' AND final_state = 'pending' GROUP BY campaign_id
+         ),
+         -- Campaign rows are locked in id order by every statement that writes several (the
+         -- claim among them), so two never wait on each other in a cycle.
+         cursors AS MATERIALIZED (
+             SELECT c.id FROM campaigns c WHERE c.id IN (SELECT campaign_id FROM unclaimed)
+             ORDER BY c.id FOR NO KEY UPDATE
          ), rewound AS (
              UPDATE campaigns c SET claimed_through = h.lowest - 1
-             FROM (SELECT campaign_id, min(id) AS lowest FROM parkable
-                   WHERE state = 'pending' AND final_state = 'pending' GROUP BY campaign_id) h
-             WHERE c.id = h.campaign_id AND c.claimed_through >= h.lowest
+             FROM unclaimed h
+             WHERE c.id = h.campaign_id AND c.id IN (SELECT id FROM cursors)
+               AND c.claimed_through >= h.lowest
              RETURNING c.id
          )
          SELECT id AS "id!", dispatch_seq AS "dispatch_seq!", attempts AS "attempts!",
@@ -153,7 +162,7 @@ pub async fn begin(
     )
     .fetch_all(pool)
     .await?;
-    let begun: HashMap<(i64, i32), Begun> = rows
+    let mut begun: HashMap<(i64, i32), Begun> = rows
         .into_iter()
         .map(|row| {
             let lease = Begun {
@@ -169,6 +178,8 @@ pub async fn begin(
         .collect();
     Ok(dispatches
         .iter()
-        .map(|d| begun.get(&(d.recipient_id, d.seq)).copied())
+        // Taken, not copied: two messages for one first attempt claimed by range carry the
+        // same dispatch, and the row's one lease goes to the first of them only.
+        .map(|d| begun.remove(&(d.recipient_id, d.seq)))
         .collect())
 }

@@ -126,6 +126,13 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
              SELECT campaign_id, bool_or(state = 'sent') AS sent, max(pause) AS pause
              FROM recorded WHERE state = 'sent' OR pause IS NOT NULL
              GROUP BY campaign_id
+         ),
+         -- Locked in id order, as by every statement that writes several campaign rows (the
+         -- scheduler's claim among them), so two never wait on each other in a cycle.
+         changing AS MATERIALIZED (
+             SELECT c.id FROM campaigns c JOIN touched t ON t.campaign_id = c.id
+             WHERE (c.first_sent_at IS NULL AND t.sent) OR (t.pause IS NOT NULL AND c.status = 'running')
+             ORDER BY c.id FOR NO KEY UPDATE OF c
          )
          -- One update per campaign, for its first send and for a pause: two updates of one
          -- row in a statement would keep only one of them.
@@ -134,7 +141,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
              status = CASE WHEN t.pause IS NOT NULL AND c.status = 'running' THEN 'paused' ELSE c.status END,
              pause_reason = CASE WHEN t.pause IS NOT NULL AND c.status = 'running' THEN t.pause ELSE c.pause_reason END
          FROM touched t
-         WHERE c.id = t.campaign_id
+         WHERE c.id = t.campaign_id AND c.id IN (SELECT id FROM changing)
            AND ((c.first_sent_at IS NULL AND t.sent) OR (t.pause IS NOT NULL AND c.status = 'running'))
          -- now() is the statement's transaction's time: equal only for a first send set here.
          RETURNING CASE WHEN t.sent AND c.first_sent_at = now()

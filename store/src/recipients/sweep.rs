@@ -64,10 +64,15 @@ pub async fn rewind_stale_first_claims(
                  WHERE campaign_id = s.campaign_id AND state = 'pending' AND attempts = 0
                    AND id <= s.through
                  ORDER BY id LIMIT 1) x
+         ),
+         -- Locked in id order, as by every statement that writes several campaign rows.
+         cursors AS MATERIALIZED (
+             SELECT c.id FROM campaigns c WHERE c.id IN (SELECT campaign_id FROM lowest)
+             ORDER BY c.id FOR NO KEY UPDATE
          )
          UPDATE campaigns c SET claimed_through = l.id - 1
          FROM lowest l
-         WHERE c.id = l.campaign_id AND c.claimed_through >= l.id",
+         WHERE c.id = l.campaign_id AND c.id IN (SELECT id FROM cursors) AND c.claimed_through >= l.id",
         requeue_after.as_secs_f64(),
     )
     .execute(pool)
@@ -138,8 +143,9 @@ pub async fn free_stale_lines(pool: &PgPool) -> Result<u64, sqlx::Error> {
 }
 
 /// Ends the waiting recipients (`pending`, first attempts or retries) of campaigns that
-/// are past their expiry (→ `expired`) or cancelled (→ `cancelled`). Recipients already
-/// queued are ended by the worker that receives their message; those in flight finish.
+/// are past their expiry (→ `expired`) or cancelled (→ `cancelled`), a campaign's first
+/// attempts claimed by range among them. Recipients `queued` are ended by the worker that
+/// receives their message; those in flight finish.
 pub async fn end_waiting_recipients(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let done = sqlx::query!(
         // Each ended campaign's waiting recipients through the two indexes that hold only

@@ -115,8 +115,10 @@ async fn leading_scheduler_killed() -> Result<()> {
 
 /// The leader claims a batch and cannot publish it (its broker raised a memory alarm, which
 /// blocks every publishing connection mid-publish), then is SIGKILLed: the standby takes over,
-/// the sweeper requeues the claimed recipients, and whatever the dead leader had half-written
-/// to its socket is fenced off by the recipients' dispatch sequence.
+/// the sweeper hands the claimed recipients out again (requeues retries, moves a campaign's
+/// cursor back below its first attempts), and whatever the dead leader had half-written to
+/// its socket is fenced off: a row claim by the recipients' dispatch sequence, a range claim
+/// by the lease, which takes a first attempt only while no attempt has been made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduler_killed_between_claim_and_publish() -> Result<()> {
     let _alone = ALONE.lock().await;
