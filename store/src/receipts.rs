@@ -89,9 +89,15 @@ macro_rules! query_applying_best {
                 OR (b.rank >= $1 AND r.live_until IS NOT NULL AND (b.seq IS NULL OR b.seq = r.dispatch_seq)))
          RETURNING r.id, r.campaign_id
      ),
+     -- Locked in id order, as by every statement that writes several campaign rows.
+     first_sending AS MATERIALIZED (
+         SELECT c.id FROM campaigns c
+         WHERE c.first_sent_at IS NULL AND c.id IN (SELECT campaign_id FROM applied)
+         ORDER BY c.id FOR NO KEY UPDATE
+     ),
      first_sends AS (
          UPDATE campaigns c SET first_sent_at = now()
-         WHERE c.first_sent_at IS NULL AND c.id IN (SELECT campaign_id FROM applied)
+         WHERE c.first_sent_at IS NULL AND c.id IN (SELECT id FROM first_sending)
          RETURNING extract(epoch FROM c.first_sent_at - c.started_at)::float8 AS seconds"
                 + $after
             $(, $arg)*

@@ -25,7 +25,7 @@
 use super::by_recipient;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -71,7 +71,17 @@ pub async fn begin(
     dispatches: &[Dispatch],
     lease_grace: Duration,
 ) -> Result<Vec<Option<Begun>>, sqlx::Error> {
-    let sorted = by_recipient(dispatches, |d| d.recipient_id);
+    // Two messages for one first attempt claimed by range carry the same dispatch (a cursor
+    // moved back while the first was queued), maybe through different lanes: only the first
+    // of them asks for the lease (the row would take one provider's timeout and `sent_via`,
+    // whichever the update met first); the others are answered `None` below.
+    let mut seen = HashSet::with_capacity(dispatches.len());
+    let unique: Vec<Dispatch> = dispatches
+        .iter()
+        .filter(|d| seen.insert((d.recipient_id, d.seq)))
+        .copied()
+        .collect();
+    let sorted = by_recipient(&unique, |d| d.recipient_id);
     let ids: Vec<i64> = sorted.iter().map(|d| d.recipient_id).collect();
     let seqs: Vec<i32> = sorted.iter().map(|d| d.seq).collect();
     let providers: Vec<Uuid> = sorted.iter().map(|d| d.provider).collect();
@@ -139,11 +149,14 @@ pub async fn begin(
              SELECT campaign_id, min(id) AS lowest FROM parkable
              WHERE state = 'pending' AND final_state = 'pending' GROUP BY campaign_id
          ),
-         -- Campaign rows are locked in id order by every statement that writes several (the
-         -- claim among them), so two never wait on each other in a cycle.
+         -- Campaign rows locked in id order, as by every statement that writes several (the
+         -- claim among them). One locked by someone else is skipped, not waited for (an
+         -- upload to a campaign scheduled again holds its row as long as it streams, and
+         -- the lease must not wait on it): the sweeper moves that cursor back once the
+         -- claim is stale (`sweep::rewind_stale_first_claims`).
          cursors AS MATERIALIZED (
              SELECT c.id FROM campaigns c WHERE c.id IN (SELECT campaign_id FROM unclaimed)
-             ORDER BY c.id FOR NO KEY UPDATE
+             ORDER BY c.id FOR NO KEY UPDATE SKIP LOCKED
          ), rewound AS (
              UPDATE campaigns c SET claimed_through = h.lowest - 1
              FROM unclaimed h
@@ -178,8 +191,7 @@ pub async fn begin(
         .collect();
     Ok(dispatches
         .iter()
-        // Taken, not copied: two messages for one first attempt claimed by range carry the
-        // same dispatch, and the row's one lease goes to the first of them only.
+        // Taken, not copied: the row's one lease goes to the first message for it only.
         .map(|d| begun.remove(&(d.recipient_id, d.seq)))
         .collect())
 }

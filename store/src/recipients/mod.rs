@@ -23,10 +23,12 @@
 //!
 //! Every statement that updates several recipients looks each up by primary key and locks
 //! them in id order, up front (`by_recipient`), so two of them never wait on each other in
-//! a cycle, whatever join the planner picks for the update. Campaign rows are the same:
-//! every statement that writes several (the claim's cursors, the cursor rewinds, a worker's
-//! first sends and pauses) locks them in id order first, and after its recipients (the claim
-//! waits for none of its recipients: it reads a range's, and skips locked retries).
+//! a cycle, whatever join the planner picks for the update. Campaign rows are the same for
+//! the statements that lock several of them while others may: the claim's cursors, the
+//! cursor rewinds, a worker's first sends and pauses, and receipts' first sends lock them in
+//! id order first, and after their recipients (the claim waits for none of its recipients:
+//! it reads a range's, and skips locked retries). The scheduler's activation and completion
+//! of campaigns touch campaigns no claim holds (not yet running, or with nothing due).
 
 pub mod audience;
 pub mod claim;

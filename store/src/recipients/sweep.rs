@@ -53,26 +53,33 @@ pub async fn rewind_stale_first_claims(
     requeue_after: Duration,
 ) -> Result<u64, sqlx::Error> {
     let done = sqlx::query!(
-        "WITH stale AS (
-             DELETE FROM first_claims WHERE claimed_at < now() - make_interval(secs => $1)
-             RETURNING campaign_id, through
+        "WITH stale AS MATERIALIZED (
+             SELECT campaign_id, max(through) AS through FROM first_claims
+             WHERE claimed_at < now() - make_interval(secs => $1)
+             GROUP BY campaign_id
+         ),
+         -- Locked in id order, as by every statement that writes several campaign rows; one
+         -- locked by someone else (an upload holds its campaign's row as long as it streams)
+         -- is left, with its stale claims, for a later sweep rather than waited for.
+         cursors AS MATERIALIZED (
+             SELECT c.id FROM campaigns c WHERE c.id IN (SELECT campaign_id FROM stale)
+             ORDER BY c.id FOR NO KEY UPDATE SKIP LOCKED
+         ), swept AS (
+             DELETE FROM first_claims
+             WHERE campaign_id IN (SELECT id FROM cursors)
+               AND claimed_at < now() - make_interval(secs => $1)
          ), lowest AS (
              SELECT s.campaign_id, x.id
-             FROM (SELECT campaign_id, max(through) AS through FROM stale GROUP BY campaign_id) s
+             FROM stale s JOIN cursors k ON k.id = s.campaign_id
              CROSS JOIN LATERAL (
                  SELECT id FROM recipients
                  WHERE campaign_id = s.campaign_id AND state = 'pending' AND attempts = 0
                    AND id <= s.through
                  ORDER BY id LIMIT 1) x
-         ),
-         -- Locked in id order, as by every statement that writes several campaign rows.
-         cursors AS MATERIALIZED (
-             SELECT c.id FROM campaigns c WHERE c.id IN (SELECT campaign_id FROM lowest)
-             ORDER BY c.id FOR NO KEY UPDATE
          )
          UPDATE campaigns c SET claimed_through = l.id - 1
          FROM lowest l
-         WHERE c.id = l.campaign_id AND c.id IN (SELECT id FROM cursors) AND c.claimed_through >= l.id",
+         WHERE c.id = l.campaign_id AND c.claimed_through >= l.id",
         requeue_after.as_secs_f64(),
     )
     .execute(pool)

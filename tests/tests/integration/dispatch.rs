@@ -2,6 +2,7 @@
 
 use herald_shared::queue::message::{DispatchMessage, FORMAT_VERSION};
 use herald_shared::queue::topology;
+use herald_store::recipients::lease::{self, Dispatch};
 use herald_tests::{Result, TestEnv, numbers};
 use lapin::BasicProperties;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
@@ -415,4 +416,48 @@ async fn confirming_channel(env: &TestEnv) -> Result<(lapin::Connection, lapin::
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     Ok((connection, channel))
+}
+
+/// Two messages for one first attempt through different lanes (a cursor moved back between
+/// them, and the second claim spilled to the overflow) in one lease statement: the first
+/// takes the lease, with its own provider's timeout and `sent_via`; the second, and any
+/// later one, finds the recipient taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_of_two_messages_for_a_first_attempt_takes_the_lease() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let primary = env.create_provider(&env.provider()).await?;
+    let mut overflow = env.provider();
+    overflow.name = "overflow".into();
+    overflow.timeout_ms = 1_000;
+    let overflow = env.create_provider(&overflow).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, primary, "lanes", &numbers("+1555440", 1), 10)
+        .await?;
+    sqlx::query("UPDATE campaigns SET status = 'running', started_at = now() WHERE id = $1")
+        .bind(campaign)
+        .execute(&env.pool)
+        .await?;
+    let (id, seq, _) = dispatches(&env, campaign).await?.remove(0);
+    let via = |provider| Dispatch {
+        recipient_id: id,
+        seq,
+        provider,
+    };
+    let grace = Duration::from_secs(1);
+    let answers = lease::begin(&env.pool, &[via(overflow), via(primary)], grace).await?;
+    assert!(answers[0].is_some() && answers[1].is_none(), "{answers:?}");
+    let (sent_via, lease_s): (Option<Uuid>, f64) = sqlx::query_as(
+        "SELECT sent_via, extract(epoch FROM lease_until - attempted_at)::float8
+         FROM recipients WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(sent_via, Some(overflow));
+    // The overflow's 1 s timeout and the grace: not the primary's 5 s.
+    assert!((1.5..2.5).contains(&lease_s), "lease of {lease_s} s");
+    let again = lease::begin(&env.pool, &[via(primary)], grace).await?;
+    assert_eq!(again, vec![None]);
+    Ok(())
 }
