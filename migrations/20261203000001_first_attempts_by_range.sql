@@ -9,6 +9,10 @@
 -- which takes it `pending → sending` the way it takes a `queued` one. One row a campaign is
 -- written per claim instead of one a recipient.
 --
+-- The lease of such a recipient (`pending → sending`) now changes its counter bucket
+-- (`pending` → `in_flight`, herald_count_bucket), which the claim's row write did before: a
+-- lease statement appends its deltas to the ledger.
+--
 -- Two messages for the same first attempt can exist (a cursor rewound while the first was
 -- still in the queue); the lease takes a row only while it is `pending` with no attempt
 -- made, under a lock, so only one of them is ever sent.

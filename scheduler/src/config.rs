@@ -36,8 +36,8 @@ pub struct SchedulerConfig {
     pub min_batch: u32,
 
     /// A recipient claimed longer ago than this (ms) and not leased yet is assumed to have
-    /// lost its message and is dispatched again (the old message, if any, then finds it
-    /// taken or stale and is dropped).
+    /// lost its message and is dispatched again (of the old message, if any, and the new
+    /// one, whichever comes second is dropped).
     #[arg(long, env = "HERALD_SCHEDULER_REQUEUE_AFTER_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1_000..=86_400_000))]
     pub requeue_after_ms: u64,
 

@@ -81,11 +81,10 @@ text_enum!(
     /// `pending → sending → sent | failed` for a campaign's first attempt (claimed by range:
     /// it stays `pending` while its message is in the queue), `pending → queued → sending`
     /// for retries and transactional messages (claimed row by row), with `sending → pending`
-    /// for a retry that
-    /// waits for `next_attempt_at`, and `sending → unknown` when the provider's answer never
-    /// came: the recipient then waits for a receipt (→ `sent`) or for the provider's window
-    /// to pass (→ `pending`, reconciled before any second request). `cancelled` and
-    /// `expired` come from campaign operations.
+    /// for a retry that waits for `next_attempt_at`, and `sending → unknown` when the
+    /// provider's answer never came: the recipient then waits for a receipt (→ `sent`) or
+    /// for the provider's window to pass (→ `pending`, reconciled before any second
+    /// request). `cancelled` and `expired` come from campaign operations.
     RecipientState {
         /// Waiting for the scheduler (first attempt or a retry whose time has come), or a
         /// campaign's first attempt claimed by range whose message waits for a worker.

@@ -84,10 +84,10 @@ pub async fn claim(pool: &PgPool, plan: &[Wanted]) -> Result<Vec<Claimed>, sqlx:
          -- A campaign's first attempts past its cursor, read and not written (nor locked:
          -- skipping a locked row would move the cursor past it).
          ranged AS MATERIALIZED (
-             SELECT picked.id, k.campaign_id
+             SELECT picked.*
              FROM cursors k JOIN first_wanted w USING (campaign_id)
              CROSS JOIN LATERAL (
-                 SELECT id FROM recipients
+                 SELECT campaign_id, id, dispatch_seq, address, variables, expires_at FROM recipients
                  WHERE campaign_id = k.campaign_id AND state = 'pending' AND attempts = 0
                    AND id > k.claimed_through
                  ORDER BY id LIMIT w.n) picked
@@ -123,8 +123,7 @@ pub async fn claim(pool: &PgPool, plan: &[Wanted]) -> Result<Vec<Claimed>, sqlx:
          )
          SELECT * FROM queued
          UNION ALL
-         SELECT r.campaign_id, r.id, r.dispatch_seq, r.address, r.variables, r.expires_at
-         FROM recipients r WHERE r.id = ANY (ARRAY(SELECT id FROM ranged))",
+         SELECT campaign_id, id, dispatch_seq, address, variables, expires_at FROM ranged",
     )
     .bind(&campaigns)
     .bind(&counts)
@@ -153,11 +152,13 @@ pub async fn release(pool: &PgPool, claims: &[(i64, i32)]) -> Result<u64, sqlx::
              WHERE r.id = ANY($1) AND r.state = 'pending' AND r.attempts = 0
              GROUP BY r.campaign_id
          ),
-         -- Locked in id order, as by every statement that writes several campaign rows.
+         -- Locked in id order, as by every statement that writes several campaign rows; one
+         -- held by someone else is left to the sweeper (`sweep::rewind_stale_first_claims`)
+         -- rather than waited for.
          cursors AS MATERIALIZED (
              SELECT k.id FROM campaigns k
              WHERE k.id IN (SELECT campaign_id FROM waiting) AND k.kind = 'campaign'
-             ORDER BY k.id FOR NO KEY UPDATE
+             ORDER BY k.id FOR NO KEY UPDATE SKIP LOCKED
          ), rewound AS (
              UPDATE campaigns k SET claimed_through = w.lowest - 1
              FROM waiting w

@@ -14,6 +14,10 @@
 //! already in the queue when a campaign is paused, reaches its quiet hours or expires is
 //! never sent.
 //!
+//! A first attempt claimed by range goes `pending → sending` here, so its lease (not its
+//! claim) moves it into the `in_flight` counter bucket: such a lease statement appends a
+//! delta to the counter ledger.
+//!
 //! This statement and [`super::record`]'s must look recipients up by primary key, and the
 //! planner does not always see it: a generic plan is blind to the array's size (it guesses
 //! 10 rows), and statistics taken before a big campaign was loaded make walking that
@@ -25,7 +29,7 @@
 use super::by_recipient;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -75,13 +79,9 @@ pub async fn begin(
     // moved back while the first was queued), maybe through different lanes: only the first
     // of them asks for the lease (the row would take one provider's timeout and `sent_via`,
     // whichever the update met first); the others are answered `None` below.
-    let mut seen = HashSet::with_capacity(dispatches.len());
-    let unique: Vec<Dispatch> = dispatches
-        .iter()
-        .filter(|d| seen.insert((d.recipient_id, d.seq)))
-        .copied()
-        .collect();
-    let sorted = by_recipient(&unique, |d| d.recipient_id);
+    let mut sorted = by_recipient(dispatches, |d| d.recipient_id);
+    // The sort is stable: of equal dispatches the first stays.
+    sorted.dedup_by_key(|d| (d.recipient_id, d.seq));
     let ids: Vec<i64> = sorted.iter().map(|d| d.recipient_id).collect();
     let seqs: Vec<i32> = sorted.iter().map(|d| d.seq).collect();
     let providers: Vec<Uuid> = sorted.iter().map(|d| d.provider).collect();
@@ -162,7 +162,6 @@ pub async fn begin(
              FROM unclaimed h
              WHERE c.id = h.campaign_id AND c.id IN (SELECT id FROM cursors)
                AND c.claimed_through >= h.lowest
-             RETURNING c.id
          )
          SELECT id AS "id!", dispatch_seq AS "dispatch_seq!", attempts AS "attempts!",
                 outcome_unknown_at AS "outcome_unknown_at?", unknown_via AS "unknown_via?",

@@ -58,28 +58,39 @@ pub async fn rewind_stale_first_claims(
              WHERE claimed_at < now() - make_interval(secs => $1)
              GROUP BY campaign_id
          ),
-         -- Locked in id order, as by every statement that writes several campaign rows; one
-         -- locked by someone else (an upload holds its campaign's row as long as it streams)
-         -- is left, with its stale claims, for a later sweep rather than waited for.
-         cursors AS MATERIALIZED (
-             SELECT c.id FROM campaigns c WHERE c.id IN (SELECT campaign_id FROM stale)
-             ORDER BY c.id FOR NO KEY UPDATE SKIP LOCKED
-         ), swept AS (
-             DELETE FROM first_claims
-             WHERE campaign_id IN (SELECT id FROM cursors)
-               AND claimed_at < now() - make_interval(secs => $1)
-         ), lowest AS (
+         -- The lowest first attempt each stale claim left waiting, if any (almost always
+         -- none: its message was taken).
+         lowest AS MATERIALIZED (
              SELECT s.campaign_id, x.id
-             FROM stale s JOIN cursors k ON k.id = s.campaign_id
+             FROM stale s
              CROSS JOIN LATERAL (
                  SELECT id FROM recipients
                  WHERE campaign_id = s.campaign_id AND state = 'pending' AND attempts = 0
                    AND id <= s.through
                  ORDER BY id LIMIT 1) x
+         ),
+         -- Only campaigns to rewind are locked: in id order, as by every statement that
+         -- writes several campaign rows; one held by someone else (an upload holds its
+         -- campaign's row as long as it streams) keeps its stale claims for a later sweep
+         -- rather than being waited for.
+         cursors AS MATERIALIZED (
+             SELECT c.id FROM campaigns c JOIN lowest l ON l.campaign_id = c.id
+             WHERE c.claimed_through >= l.id
+             ORDER BY c.id FOR NO KEY UPDATE OF c SKIP LOCKED
+         ),
+         -- A claim with nothing waiting is done with (no first attempt goes back to
+         -- waiting once made); so is a rewound one.
+         swept AS (
+             DELETE FROM first_claims
+             WHERE claimed_at < now() - make_interval(secs => $1)
+               AND (campaign_id NOT IN (SELECT campaign_id FROM lowest)
+                    OR campaign_id IN (SELECT id FROM cursors)
+                    OR campaign_id IN (SELECT l.campaign_id FROM lowest l JOIN campaigns c
+                                       ON c.id = l.campaign_id WHERE c.claimed_through < l.id))
          )
          UPDATE campaigns c SET claimed_through = l.id - 1
          FROM lowest l
-         WHERE c.id = l.campaign_id AND c.claimed_through >= l.id",
+         WHERE c.id = l.campaign_id AND c.id IN (SELECT id FROM cursors) AND c.claimed_through >= l.id",
         requeue_after.as_secs_f64(),
     )
     .execute(pool)

@@ -461,3 +461,52 @@ async fn the_first_of_two_messages_for_a_first_attempt_takes_the_lease() -> Resu
     assert_eq!(again, vec![None]);
     Ok(())
 }
+
+/// A range claim whose message was lost (the scheduler died between claim and publish, or
+/// the broker lost it) leaves first attempts `pending` below the campaign's cursor, where no
+/// claim looks: once the claim is older than `HERALD_SCHEDULER_REQUEUE_AFTER_MS` the sweeper
+/// moves the cursor back below them and they are sent; stale claims with nothing waiting are
+/// dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_attempts_of_a_lost_range_claim_are_handed_out_again() -> Result<()> {
+    const RECIPIENTS: i64 = 40;
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let addresses = numbers("+1555450", RECIPIENTS as usize);
+    let campaign = env
+        .campaign(tenant, provider, "lost", &addresses, 100)
+        .await?;
+    // Running, every first attempt claimed a minute ago, and no message for any of them.
+    sqlx::query(
+        "WITH c AS (
+             UPDATE campaigns SET status = 'running', started_at = now(),
+                    claimed_through = (SELECT max(id) FROM recipients WHERE campaign_id = $1)
+             WHERE id = $1 RETURNING id, claimed_through
+         )
+         INSERT INTO first_claims (campaign_id, through, claimed_at)
+         SELECT id, claimed_through, now() - interval '1 minute' FROM c",
+    )
+    .bind(campaign)
+    .execute(&env.pool)
+    .await?;
+    let requeue = [("HERALD_SCHEDULER_REQUEUE_AFTER_MS", "1000")];
+    let _scheduler = env.scheduler(300, &requeue)?;
+    let _worker = env.worker(&[])?;
+    env.wait_completed(&[campaign], Duration::from_secs(30))
+        .await?;
+    assert_eq!(env.states(campaign).await?.get("sent"), Some(&RECIPIENTS));
+    let stats = env.simulator_stats().await?;
+    assert_eq!(stats["requests"], RECIPIENTS, "{stats}");
+    // The claims that sent them, stale a second later, are dropped: nothing waits below them.
+    let swept = herald_tests::wait_until(Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM first_claims WHERE campaign_id = $1")
+            .bind(campaign)
+            .fetch_one(&env.pool)
+            .await
+            .is_ok_and(|n| n == 0)
+    })
+    .await;
+    assert!(swept.is_ok(), "stale claims with nothing waiting were kept");
+    Ok(())
+}
