@@ -11,6 +11,10 @@
 //!   that was most of a tick). Such a recipient stays `pending` until its lease, and its
 //!   message carries its unchanged `dispatch_seq`: the lease takes a `pending` row only
 //!   while no attempt has been made, so of two messages for it only one is ever sent.
+//!   The tick plans a campaign's first attempts from its row (`audience_through`, the
+//!   highest id of its audience, less its cursor: a bound, as other audiences' ids may lie
+//!   between); a claim that finds fewer than it asked for has read all there are, and moves
+//!   the cursor to the bound.
 //! - **Retries, and a transactional stream's messages, row by row** (`pending → queued`,
 //!   `dispatch_seq` bumped: the fencing token the message carries), `FOR UPDATE SKIP
 //!   LOCKED`. A stream gains rows while it runs, so a cursor could pass a message
@@ -77,7 +81,7 @@ pub async fn claim(pool: &PgPool, plan: &[Wanted]) -> Result<Vec<Claimed>, sqlx:
          -- as by every statement that writes several campaign rows: two never wait on each
          -- other in a cycle.
          cursors AS MATERIALIZED (
-             SELECT c.id AS campaign_id, c.claimed_through FROM campaigns c
+             SELECT c.id AS campaign_id, c.claimed_through, c.audience_through FROM campaigns c
              WHERE c.id = ANY($1) AND c.kind = 'campaign'
              ORDER BY c.id FOR NO KEY UPDATE
          ),
@@ -91,10 +95,20 @@ pub async fn claim(pool: &PgPool, plan: &[Wanted]) -> Result<Vec<Claimed>, sqlx:
                  WHERE campaign_id = k.campaign_id AND state = 'pending' AND attempts = 0
                    AND id > k.claimed_through
                  ORDER BY id LIMIT w.n) picked
-         ), advanced AS (
+         ),
+         -- Past the last read; past the whole audience when fewer were found than asked
+         -- for (none is left: the tick's bound for the campaign becomes 0, so it is no
+         -- longer planned, and it may complete).
+         advanced AS (
              UPDATE campaigns c SET claimed_through = r.through
-             FROM (SELECT campaign_id, max(id) AS through FROM ranged GROUP BY campaign_id) r
-             WHERE c.id = r.campaign_id
+             FROM (SELECT k.campaign_id,
+                          CASE WHEN coalesce(g.found, 0) < w.n
+                               THEN greatest(g.through, k.audience_through)
+                               ELSE g.through END AS through
+                   FROM cursors k JOIN first_wanted w USING (campaign_id)
+                   LEFT JOIN (SELECT campaign_id, max(id) AS through, count(*) AS found
+                              FROM ranged GROUP BY campaign_id) g USING (campaign_id)) r
+             WHERE c.id = r.campaign_id AND r.through > c.claimed_through
              RETURNING c.id, r.through
          ), logged AS (
              INSERT INTO first_claims (campaign_id, through) SELECT id, through FROM advanced

@@ -510,3 +510,46 @@ async fn first_attempts_of_a_lost_range_claim_are_handed_out_again() -> Result<(
     assert!(swept.is_ok(), "stale claims with nothing waiting were kept");
     Ok(())
 }
+
+/// A tick plans a campaign's first attempts from a bound (its audience's highest id less its
+/// cursor), which overstates them when recipients above the cursor were already attempted
+/// (a cursor moved back, then its first attempts taken by earlier messages). The claim that
+/// finds fewer than it asked for moves the cursor past the whole audience: the campaign
+/// leaves the plan and completes, instead of being planned (and kept from completing) for
+/// ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_planned_for_more_than_it_has_left_still_completes() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, "bound", &numbers("+1555460", 10), 100)
+        .await?;
+    // The upper half already sent, the cursor below all of them.
+    sqlx::query(
+        "UPDATE recipients SET state = 'sent', attempts = 1, sent_at = now()
+         WHERE id IN (SELECT id FROM recipients WHERE campaign_id = $1 ORDER BY id DESC LIMIT 5)",
+    )
+    .bind(campaign)
+    .execute(&env.pool)
+    .await?;
+    let _scheduler = env.scheduler(300, &[])?;
+    let _worker = env.worker(&[])?;
+    env.start(campaign).await?;
+    env.wait_completed(&[campaign], Duration::from_secs(30))
+        .await?;
+    assert_eq!(env.states(campaign).await?.get("sent"), Some(&10));
+    let stats = env.simulator_stats().await?;
+    assert_eq!(stats["requests"], 5, "{stats}");
+    let (through, audience): (i64, i64) =
+        sqlx::query_as("SELECT claimed_through, audience_through FROM campaigns WHERE id = $1")
+            .bind(campaign)
+            .fetch_one(&env.pool)
+            .await?;
+    let highest: i64 = sqlx::query_scalar("SELECT max(id) FROM recipients WHERE campaign_id = $1")
+        .bind(campaign)
+        .fetch_one(&env.pool)
+        .await?;
+    assert_eq!((through, audience), (highest, highest));
+    Ok(())
+}
