@@ -91,9 +91,9 @@ impl Turns {
     /// Gives back to `campaign`'s standing in `lane` `n` recipients it was planned but not
     /// served: its claim found fewer due (its count was a moment old, its first attempts'
     /// bound overstated them, or rows were locked), or their publish failed and they went
-    /// back to pending. A turn spent on nothing would
-    /// otherwise send the campaign to the back of the line. A campaign with no standing in
-    /// the lane (urgent, or not planned there by turns) is left alone.
+    /// back to pending. A turn spent on nothing would otherwise send the campaign to the
+    /// back of the line. A campaign with no standing in the lane (urgent, or not planned
+    /// there by turns) is left alone.
     pub fn refund(&mut self, lane: Uuid, campaign: Uuid, n: u32) {
         if let Some((standing, _)) = self
             .lanes
