@@ -194,6 +194,22 @@ impl DrainEstimator {
     }
 }
 
+/// How often the scheduler looks at hungry lanes between ticks to top them up
+/// ([`DrainEstimator::top_up`]): an eighth of a tick, or a fortieth while one of them is
+/// `cold` (nothing measured yet). At a cold start each top-up found drained within a quarter
+/// tick may double, so the poll sets how fast a new campaign reaches its workers' speed: at
+/// an eighth of a 2 s tick a lane of fast workers took about 0.7 s to go from the floor's 200
+/// messages to full speed, the workers idle between polls (BENCHMARKS.md, "2026-12-07").
+/// Only until the lane's first tick measures it: later polls stay rare, one broker round trip
+/// per hungry lane each.
+pub fn starvation_poll(tick: Duration, cold: bool) -> Duration {
+    if cold {
+        (tick / 40).max(Duration::from_millis(20))
+    } else {
+        (tick / 8).max(Duration::from_millis(50))
+    }
+}
+
 /// How long workers draining at `rate` (messages per second) take to empty a lane `depth`
 /// deep: 0 for an empty lane, infinite for a lane nothing drains.
 pub fn drain_seconds(depth: u64, rate: f64) -> f64 {
@@ -209,6 +225,17 @@ pub fn drain_seconds(depth: u64, rate: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cold_lane_is_polled_more_often() {
+        let tick = Duration::from_secs(2);
+        assert_eq!(starvation_poll(tick, false), Duration::from_millis(250));
+        assert_eq!(starvation_poll(tick, true), Duration::from_millis(50));
+        // Short ticks (the tests') keep a floor under both.
+        let short = Duration::from_millis(200);
+        assert_eq!(starvation_poll(short, false), Duration::from_millis(50));
+        assert_eq!(starvation_poll(short, true), Duration::from_millis(20));
+    }
 
     #[test]
     fn drain_time_is_depth_over_rate() {

@@ -152,6 +152,12 @@ impl Lanes {
         self.lanes.get(&provider).is_some_and(|l| l.budget_limited)
     }
 
+    /// Whether nothing is measured of the lane's drain yet (a cold start: its top-ups may
+    /// double, see [`DrainEstimator::top_up`]).
+    pub fn cold(&self, provider: Uuid) -> bool {
+        self.rate(provider) == 0.0
+    }
+
     /// The drain estimate of a lane, in messages per second.
     pub fn rate(&self, provider: Uuid) -> f64 {
         self.lanes

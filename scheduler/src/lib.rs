@@ -126,7 +126,6 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
 
     let mut interval = tokio::time::interval(config.tick());
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let starvation_poll = (config.tick() / 8).max(Duration::from_millis(50));
     let mut wakes = wake::listen(pool.clone());
     let (mut last_wake, mut wake_cost) = (std::time::Instant::now(), Duration::ZERO);
     loop {
@@ -151,7 +150,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
                 wake_cost = last_wake - started;
                 continue;
             }
-            () = ticker.starved(starvation_poll) => {
+            () = ticker.starved(config.tick()) => {
                 let leads = lead(&mut leadership, &mut ticker).await;
                 if leads
                     && let Err(error) = ticker.top_up().await

@@ -130,20 +130,24 @@ impl Ticker {
     }
 
     /// Resolves when workers are starved: a lane's last publish used its whole budget (work
-    /// is waiting) and the lane has run dry since. Checked every `poll`; pending forever when
-    /// no lane is hungry, so an idle scheduler does not poll the broker.
+    /// is waiting) and the lane has run dry since. Checked every
+    /// [`starvation_poll`](crate::backpressure::starvation_poll) of `tick` (more often while a
+    /// hungry lane is cold); pending forever when no lane is hungry, so an idle scheduler does
+    /// not poll the broker.
     ///
     /// Topping a lane up at once, rather than at the next tick, keeps fast workers fed
     /// between ticks and shortens a cold start, without ever filling it deeper than its
     /// target.
     ///
     /// Also resolves when a lane withheld for want of a worker gets one.
-    pub async fn starved(&mut self, poll: Duration) {
+    pub async fn starved(&mut self, tick: Duration) {
         let hungry = self.lanes.hungry();
         let withheld: Vec<Uuid> = self.withheld.iter().copied().collect();
         if hungry.is_empty() && withheld.is_empty() {
             return std::future::pending().await;
         }
+        let cold = hungry.iter().any(|&provider| self.lanes.cold(provider));
+        let poll = crate::backpressure::starvation_poll(tick, cold);
         loop {
             tokio::time::sleep(poll).await;
             for &provider in &hungry {
