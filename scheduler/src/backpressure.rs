@@ -200,8 +200,9 @@ impl DrainEstimator {
 /// tick may double, so the poll sets how fast a new campaign reaches its workers' speed: at
 /// an eighth of a 2 s tick a lane of fast workers took about 0.7 s to go from the floor's 200
 /// messages to full speed, the workers idle between polls (BENCHMARKS.md, "2026-12-07").
-/// Only until the lane's first tick measures it: later polls stay rare, one broker round trip
-/// per hungry lane each.
+/// Only until a tick measures a drain (on the leader, the lane's first tick after its start;
+/// a standby polls nothing, [`crate::tick::Ticker::stand_down`]): later polls stay rare, one
+/// broker round trip per hungry lane each.
 pub fn starvation_poll(tick: Duration, cold: bool) -> Duration {
     if cold {
         (tick / 40).max(Duration::from_millis(20))

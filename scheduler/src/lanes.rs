@@ -152,8 +152,9 @@ impl Lanes {
         self.lanes.get(&provider).is_some_and(|l| l.budget_limited)
     }
 
-    /// Whether nothing is measured of the lane's drain yet (a cold start: its top-ups may
-    /// double, see [`DrainEstimator::top_up`]).
+    /// Whether the lane's drain estimate is still zero: nothing measured of it yet (a cold
+    /// start, whose top-ups may double, see [`DrainEstimator::top_up`]), or only ticks in which
+    /// nothing drained.
     pub fn cold(&self, provider: Uuid) -> bool {
         self.rate(provider) == 0.0
     }

@@ -211,6 +211,8 @@ async fn lead(leadership: &mut Leadership, ticker: &mut Ticker) -> bool {
     let leads = leadership.refresh().await;
     if leads {
         ticker.serve_term(leadership.term());
+    } else {
+        ticker.stand_down();
     }
     leads
 }

@@ -129,6 +129,14 @@ impl Ticker {
         }
     }
 
+    /// A standby publishes nothing: no lane is hungry or withheld for it, so
+    /// [`starved`](Self::starved) waits for ever instead of polling the broker (at a cold
+    /// lane's quicker pace, for good, had leadership gone during the lane's first tick).
+    pub fn stand_down(&mut self) {
+        self.lanes.only_due(&BTreeSet::new());
+        self.withheld.clear();
+    }
+
     /// Resolves when workers are starved: a lane's last publish used its whole budget (work
     /// is waiting) and the lane has run dry since. Checked every
     /// [`starvation_poll`](crate::backpressure::starvation_poll) of `tick` (more often while a
