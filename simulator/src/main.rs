@@ -18,8 +18,8 @@ use clap::{CommandFactory, Parser, error::ErrorKind};
 use crate::config::{BehaviourConfig, Latency, RateLimit};
 
 /// jemalloc, as the worker's (one arena, `.cargo/config.toml`): the simulator stands in for a
-/// provider on the bench's own two cores, and with glibc's malloc more than a quarter of its CPU went to
-/// allocating and freeing each request's buffers (BENCHMARKS.md, "2026-12-07").
+/// provider on the bench's own two cores, and with glibc's malloc more than a quarter of its
+/// CPU went to allocating and freeing each request's buffers (BENCHMARKS.md, "2026-12-07").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
