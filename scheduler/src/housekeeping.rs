@@ -10,7 +10,8 @@
 //! The lease recovery finds nothing while workers live, yet costs in proportion to the send
 //! rate: every lease finished since the last round leaves an index entry that its scan
 //! visits once (37–89 ms at 5,000–6,000 msg/s with 10,000 campaigns: most of the tick's
-//! sweeps when it ran there). Rounds follow the tick's period, so a lease that ran out is
+//! sweeps when it ran there), and since the index is keyed by campaign first (shared with
+//! progress's count, migration `20261205000001`) the scan reads the leases in flight too. Rounds follow the tick's period, so a lease that ran out is
 //! taken back a round later at most, or later by as long as a slow round (a fold) takes.
 
 use crate::backlog::Backlog;
