@@ -217,8 +217,8 @@ posted="while $BURST of A's messages were posted"
 echo "  $posted ($t0 to $t1): $(rates "$t0" "$t1"); CPU s: $(cpu_since "$cpu0")"
 cpu0="$(cpu_snapshot)"
 # Until the last of A's messages is out: the burst is served while any waits.
-waiting="SELECT coalesce(sum(k.n), 0) FROM campaign_bucket_counts k JOIN campaigns c ON c.id = k.campaign_id
-         WHERE c.tenant_id = '$A' AND c.kind = 'messages' AND k.state IN ('pending', 'in_flight', 'unknown')"
+waiting="SELECT coalesce(sum(herald_unfinished(k.state, k.n, true)), 0) FROM campaign_bucket_counts k
+         JOIN campaigns c ON c.id = k.campaign_id WHERE c.tenant_id = '$A' AND c.kind = 'messages'"
 drained=""
 for _ in $(seq 1 600); do
   [ "$(sql "$waiting")" -eq 0 ] && { drained=yes; break; }

@@ -162,9 +162,8 @@ pub async fn complete_finished(
            AND (c.status IN ('running', 'paused') OR (c.status = 'scheduled' AND c.expires_at <= now()))
            AND c.id NOT IN (SELECT unnest($1::uuid[]))
            AND NOT EXISTS (
-               SELECT 1 FROM campaign_bucket_counts k
-               WHERE k.campaign_id = c.id AND k.state IN ('pending', 'in_flight', 'unknown')
-               HAVING coalesce(sum(k.n), 0) <> 0)
+               SELECT 1 FROM campaign_bucket_counts k WHERE k.campaign_id = c.id
+               HAVING coalesce(sum(herald_unfinished(k.state, k.n, true)), 0) <> 0)
          RETURNING c.id, c.tenant_id",
         due,
     )
@@ -174,12 +173,14 @@ pub async fn complete_finished(
 }
 
 /// Per provider and tenant of the running campaigns, the recipients waiting or in flight
-/// (from the progress counters, so a few rows per campaign).
+/// (from the progress counters, so a few rows per campaign: their total less those in a
+/// final state or unknown).
 pub async fn backlog(pool: &PgPool) -> Result<Vec<(Uuid, Uuid, i64)>, sqlx::Error> {
     let rows = sqlx::query!(
-        r#"SELECT c.provider_id, c.tenant_id, sum(cc.n)::int8 AS "waiting!"
+        r#"SELECT c.provider_id, c.tenant_id,
+                  sum(herald_unfinished(cc.state, cc.n, false))::int8 AS "waiting!"
          FROM campaigns c JOIN campaign_bucket_counts cc ON cc.campaign_id = c.id
-         WHERE c.status = 'running' AND cc.state IN ('pending', 'in_flight')
+         WHERE c.status = 'running'
          GROUP BY c.provider_id, c.tenant_id"#,
     )
     .fetch_all(pool)

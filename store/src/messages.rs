@@ -83,10 +83,9 @@ pub struct Admission {
 pub async fn admission(tx: &mut PgConnection, tenant: Uuid) -> Result<Admission, sqlx::Error> {
     sqlx::query_as!(
         Admission,
-        r#"SELECT (SELECT coalesce(sum(k.n), 0)::int8
+        r#"SELECT (SELECT coalesce(sum(herald_unfinished(k.state, k.n, true)), 0)::int8
                  FROM campaigns c JOIN campaign_bucket_counts k ON k.campaign_id = c.id
-                 WHERE c.tenant_id = t.id AND c.kind = 'messages'
-                   AND k.state IN ('pending', 'in_flight', 'unknown')) AS "waiting!",
+                 WHERE c.tenant_id = t.id AND c.kind = 'messages') AS "waiting!",
                 t.max_queued_messages AS quota,
                 (SELECT coalesce(sum(s.sent), 0)::float8 / 10
                  FROM campaigns c JOIN campaign_send_seconds s ON s.campaign_id = c.id

@@ -14,9 +14,9 @@
 //! already in the queue when a campaign is paused, reaches its quiet hours or expires is
 //! never sent.
 //!
-//! A first attempt claimed by range goes `pending → sending` here, so its lease (not its
-//! claim) moves it into the `in_flight` counter bucket: such a lease statement appends a
-//! delta to the counter ledger.
+//! A first attempt claimed by range goes `pending → sending` here. Neither state has a
+//! counter bucket of its own (both are a campaign's unfinished recipients), so a lease
+//! appends nothing to the counter ledger.
 //!
 //! This statement and [`super::record`]'s must look recipients up by primary key, and the
 //! planner does not always see it: a generic plan is blind to the array's size (it guesses
