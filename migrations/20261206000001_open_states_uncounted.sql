@@ -1,4 +1,4 @@
--- The counter ledger records only what changes a campaign's finished counts.
+-- The counter ledger no longer records moves between unfinished states.
 --
 -- The ledger (`recipient_count_deltas`) took a delta row per campaign and counter bucket
 -- that a statement moved recipients between. With first attempts claimed by range, a
@@ -14,14 +14,19 @@
 -- their own: each recipient is counted once in `total` when inserted (and taken out when
 -- deleted), and once in the bucket of any other state it is in (`unknown`, `sent`,
 -- `failed`, `cancelled`, `expired`). A lease and a claim change no counter, an outcome one
--- per campaign. What is still waiting is `total` less the other buckets; progress splits it
--- into pending, queued and sending by counting the few queued and sending ones from their
--- partial indexes.
+-- per campaign, bucket and second. What is still waiting is `total` less the other
+-- buckets; progress splits it into pending, queued and sending by counting the queued and
+-- sending ones from their partial indexes (what the lanes and the workers hold, not the
+-- campaign's size).
 --
 -- The recipients table is locked for the migration (counters folded and rewritten in one
--- go); Herald is deployed nowhere yet.
+-- go, and an index rebuilt: ACCESS EXCLUSIVE from the start, as its DROP INDEX would take
+-- it anyway, and a weaker lock upgraded later could deadlock). Binaries older than this
+-- migration read the buckets it removes (an old scheduler would complete campaigns still
+-- sending): stop every Herald process before running it, then start the new release.
+-- Herald is deployed nowhere yet.
 
-LOCK TABLE recipients IN SHARE MODE;
+LOCK TABLE recipients IN ACCESS EXCLUSIVE MODE;
 
 -- The counter bucket of a recipient state: NULL for a recipient not finished yet.
 CREATE OR REPLACE FUNCTION herald_count_bucket(state text) RETURNS text

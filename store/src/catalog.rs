@@ -215,11 +215,17 @@ pub async fn start_campaigns(
     // them) go out at the commit, with the starts or not at all.
     let mut tx = pool.begin().await?;
     let row = sqlx::query!(
-        r#"WITH started AS (
-               UPDATE campaigns SET status = 'scheduled', start_at = coalesce($2, now()),
+        r#"WITH drafts AS MATERIALIZED (
+               -- Locked in id order, as by every statement that writes several campaign
+               -- rows (the scheduler's claim among them).
+               SELECT id FROM campaigns WHERE id = ANY($1) AND status = 'draft'
+               ORDER BY id FOR NO KEY UPDATE
+           ), started AS (
+               UPDATE campaigns c SET status = 'scheduled', start_at = coalesce($2, now()),
                       started_at = CASE WHEN coalesce($2, now()) <= now() THEN now() END
-               WHERE id = ANY($1) AND status = 'draft'
-               RETURNING start_at, provider_id, overflow_provider_id
+               FROM drafts d
+               WHERE c.id = d.id AND c.status = 'draft'
+               RETURNING c.start_at, c.provider_id, c.overflow_provider_id
            ), woken AS (
                SELECT pg_notify($3, due.p::text) FROM (
                    SELECT DISTINCT v.p FROM started
