@@ -54,7 +54,7 @@ pub async fn run(
     );
 
     // Every campaign due at the same moment, a little ahead, so that all start together:
-    // started in one statement (one by one, a commit each, starting them took longer than
+    // started in one transaction (one by one, a commit each, starting them took longer than
     // the run: 56 s for 10,000 on a busy two-core machine, and the run measured that pace).
     let start_at: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("SELECT now() + interval '3 seconds'")
@@ -65,7 +65,7 @@ pub async fn run(
     let starting = Instant::now();
     let count = catalog::start_campaigns(pool, &campaigns, Some(start_at)).await?;
     eprintln!(
-        "  {label}: started {count} campaigns in one statement in {:.2} s, all due 3 s after the first",
+        "  {label}: started {count} campaigns in one transaction in {:.2} s, all due 3 s after the first",
         starting.elapsed().as_secs_f64()
     );
     let started = Instant::now();

@@ -267,7 +267,7 @@ pub async fn transition(
         .await?;
     if changed.rows_affected() > 0 {
         if transition == Transition::Resume {
-            wake_if_due(&mut tx, id).await?;
+            wake_if_due(&mut tx, &[id]).await?;
         }
         tx.commit().await?;
         return Ok(None);
@@ -406,21 +406,23 @@ pub async fn schedule(
     )
     .execute(&mut *tx)
     .await?;
-    wake_if_due(tx, id).await
+    wake_if_due(tx, &[id]).await
 }
 
-/// Wakes the scheduler (`herald_shared::wake`, at the caller's commit) for campaign `id`'s
-/// providers if it may start now, so its first batch goes out at once rather than at the
-/// next tick; a campaign started for later, or paused, wakes nothing.
-pub async fn wake_if_due(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+/// Wakes the scheduler (`herald_shared::wake`, at the caller's commit) for the providers of
+/// those of campaigns `ids` that may start now, once per provider, so their first batches
+/// go out at once rather than at the next tick; a campaign started for later, or paused,
+/// wakes nothing.
+pub async fn wake_if_due(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "SELECT pg_notify($1, p::text)
-         FROM campaigns c
-         CROSS JOIN LATERAL (VALUES (c.provider_id), (c.overflow_provider_id)) v(p)
-         WHERE c.id = $2 AND c.start_at <= now() AND c.status IN ('scheduled', 'running')
-           AND p IS NOT NULL",
+        "SELECT pg_notify($1, due.p::text) FROM (
+             SELECT DISTINCT v.p FROM campaigns c
+             CROSS JOIN LATERAL (VALUES (c.provider_id), (c.overflow_provider_id)) v(p)
+             WHERE c.id = ANY($2) AND c.start_at <= now() AND c.status IN ('scheduled', 'running')
+               AND v.p IS NOT NULL
+         ) due",
         herald_shared::wake::CHANNEL,
-        id,
+        ids,
     )
     .execute(conn)
     .await?;

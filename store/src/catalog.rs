@@ -203,7 +203,7 @@ pub async fn start_campaign(
 }
 
 /// Schedules the draft campaigns among `ids` to start at `at` (now if `None`), in one
-/// statement and one commit; returns how many were drafts (the others stay as they were).
+/// transaction (a statement for the starts, one for the scheduler's wakes); returns how many were drafts (the others stay as they were).
 /// Ten thousand campaigns started one by one take a commit each: 56 s on a busy two-core
 /// machine, against well under a second for all of them here.
 pub async fn start_campaigns(
@@ -211,38 +211,28 @@ pub async fn start_campaigns(
     ids: &[Uuid],
     at: Option<DateTime<Utc>>,
 ) -> Result<u64, CatalogError> {
-    // The wakes (one per provider of a campaign due now, as `campaigns::wake_if_due` sends
-    // them) go out at the commit, with the starts or not at all.
+    // The wakes go out at the commit, with the starts or not at all.
     let mut tx = pool.begin().await?;
-    let row = sqlx::query!(
-        r#"WITH drafts AS MATERIALIZED (
-               -- Locked in id order, as by every statement that writes several campaign
-               -- rows (the scheduler's claim among them).
-               SELECT id FROM campaigns WHERE id = ANY($1) AND status = 'draft'
-               ORDER BY id FOR NO KEY UPDATE
-           ), started AS (
-               UPDATE campaigns c SET status = 'scheduled', start_at = coalesce($2, now()),
-                      started_at = CASE WHEN coalesce($2, now()) <= now() THEN now() END
-               FROM drafts d
-               WHERE c.id = d.id AND c.status = 'draft'
-               RETURNING c.start_at, c.provider_id, c.overflow_provider_id
-           ), woken AS (
-               SELECT pg_notify($3, due.p::text) FROM (
-                   SELECT DISTINCT v.p FROM started
-                   CROSS JOIN LATERAL (VALUES (provider_id), (overflow_provider_id)) v(p)
-                   WHERE start_at <= now() AND v.p IS NOT NULL
-               ) due
-           )
-           -- `woken` is read, else its notifications would not be sent.
-           SELECT (SELECT count(*) FROM started) AS "started!", (SELECT count(*) FROM woken) AS "woken!""#,
+    let started: Vec<Uuid> = sqlx::query_scalar!(
+        "WITH drafts AS MATERIALIZED (
+             -- Locked in id order, as by every statement that writes several campaign rows
+             -- (the scheduler's claim among them).
+             SELECT id FROM campaigns WHERE id = ANY($1) AND status = 'draft'
+             ORDER BY id FOR NO KEY UPDATE
+         )
+         UPDATE campaigns c SET status = 'scheduled', start_at = coalesce($2, now()),
+                started_at = CASE WHEN coalesce($2, now()) <= now() THEN now() END
+         FROM drafts d
+         WHERE c.id = d.id AND c.status = 'draft'
+         RETURNING c.id",
         ids,
         at,
-        herald_shared::wake::CHANNEL,
     )
-    .fetch_one(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
+    crate::campaigns::wake_if_due(&mut tx, &started).await?;
     tx.commit().await?;
-    Ok(u64::try_from(row.started).unwrap_or(0))
+    Ok(started.len() as u64)
 }
 
 /// A campaign's current status.
