@@ -164,12 +164,16 @@ impl DrainEstimator {
     }
 
     /// Records what was published after [`budget`](Self::budget) or
-    /// [`top_up`](Self::top_up) returned `budget`.
-    pub fn published(&mut self, published: u32, budget: u32) {
+    /// [`top_up`](Self::top_up) returned `budget`. `held` says campaigns were given a whole
+    /// batch (their `batch_size`, the most one pass gives a campaign) and have more due: a
+    /// publish short of its budget then did not run out of work, and the lane is as hungry as
+    /// one whose budget was used up.
+    pub fn published(&mut self, published: u32, budget: u32, held: bool) {
         if let Some(window) = self.window.as_mut() {
             window.published += u64::from(published);
-            window.budget_limited |= budget > 0 && published >= budget;
-            window.ran_out |= budget > 0 && published < budget;
+            let short = published < budget;
+            window.budget_limited |= budget > 0 && (!short || held);
+            window.ran_out |= budget > 0 && short && !held;
         }
     }
 
@@ -195,16 +199,18 @@ impl DrainEstimator {
 }
 
 /// How often the scheduler looks at hungry lanes between ticks to top them up
-/// ([`DrainEstimator::top_up`]): an eighth of a tick, or a fortieth while one of them is
-/// `cold` (nothing measured yet). At a cold start each top-up found drained within a quarter
+/// ([`DrainEstimator::top_up`]): an eighth of a tick, or a fortieth when `quick`: while one
+/// of them is cold (nothing measured yet), or holds campaigns to their batch size
+/// ([`crate::lanes::Lanes::held`]). At a cold start each top-up found drained within a quarter
 /// tick may double, so the poll sets how fast a new campaign reaches its workers' speed: at
 /// an eighth of a 2 s tick a lane of fast workers took about 0.7 s to go from the floor's 200
 /// messages to full speed, the workers idle between polls (BENCHMARKS.md, "2026-12-07").
-/// Only until a tick measures a drain (on the leader, the lane's first tick after its start;
-/// a standby polls nothing, [`crate::tick::Ticker::stand_down`]): later polls stay rare, one
-/// broker round trip per hungry lane each.
-pub fn starvation_poll(tick: Duration, cold: bool) -> Duration {
-    if cold {
+/// Cold only until a tick measures a drain (on the leader, the lane's first tick after its
+/// start; a standby polls nothing, [`crate::tick::Ticker::stand_down`]); held only while a
+/// campaign's batch is what limits its lane. Otherwise polls stay rare: one broker round trip
+/// per hungry lane each.
+pub fn starvation_poll(tick: Duration, quick: bool) -> Duration {
+    if quick {
         (tick / 40).max(Duration::from_millis(20))
     } else {
         (tick / 8).max(Duration::from_millis(50))
@@ -263,7 +269,7 @@ mod tests {
         for _ in 0..ticks {
             let budget = est.budget(depth, TICK);
             trace.push((depth, budget));
-            est.published(budget, budget);
+            est.published(budget, budget, false);
             depth = (depth + u64::from(budget)).saturating_sub(capacity);
         }
         trace
@@ -303,7 +309,7 @@ mod tests {
         let mut est = estimator();
         for _ in 0..10 {
             let budget = est.budget(0, TICK);
-            est.published(0, budget);
+            est.published(0, budget, false);
         }
         assert_eq!(est.budget(0, TICK), 100);
     }
@@ -339,7 +345,7 @@ mod tests {
         for tick in 0..ticks {
             let budget = est.budget(depth, TICK);
             publish(&mut depth, &mut buffered, budget);
-            est.published(budget, budget);
+            est.published(budget, budget, false);
             let mut hungry = budget > 0;
             deepest = deepest.max(depth);
             for poll in 0..polls {
@@ -350,7 +356,7 @@ mod tests {
                 if depth == 0 && hungry {
                     let budget = est.top_up(0, now);
                     publish(&mut depth, &mut buffered, budget);
-                    est.published(budget, budget);
+                    est.published(budget, budget, false);
                     hungry = budget > 0;
                     deepest = deepest.max(depth);
                 }
@@ -390,7 +396,7 @@ mod tests {
         let mut est = estimator();
         for _ in 0..10 {
             let budget = est.budget(0, TICK);
-            est.published(budget.min(5), budget);
+            est.published(budget.min(5), budget, false);
         }
         assert_eq!(est.budget(0, TICK), 100);
     }

@@ -14,8 +14,11 @@ use uuid::Uuid;
 struct Lane {
     estimator: DrainEstimator,
     measured_at: Instant,
-    /// The last publish used the lane's whole budget: more work was waiting for it.
+    /// The last publish used the lane's whole budget, or gave campaigns whole batches while
+    /// they had more due: more work was waiting for it.
     budget_limited: bool,
+    /// The last publish held campaigns to a batch while they had more due.
+    held: bool,
     /// For a rate-limited provider: releases into the lane follow its pace.
     pace: Option<Pace>,
     /// The last budget was cut by the pace, not by the drain: the provider is at its rate
@@ -54,6 +57,7 @@ impl Lanes {
             estimator: DrainEstimator::new(limits),
             measured_at: Instant::now(),
             budget_limited: false,
+            held: false,
             pace: None,
             at_pace: false,
         })
@@ -101,11 +105,13 @@ impl Lanes {
         })
     }
 
-    /// Records what was published into a lane after `budget` was granted.
-    pub fn published(&mut self, provider: Uuid, published: u32, budget: u32) {
+    /// Records what was published into a lane after `budget` was granted; `held`: campaigns
+    /// got whole batches and have more due (see [`DrainEstimator::published`]).
+    pub fn published(&mut self, provider: Uuid, published: u32, budget: u32, held: bool) {
         if let Some(lane) = self.lanes.get_mut(&provider) {
-            lane.estimator.published(published, budget);
-            lane.budget_limited = budget > 0 && published >= budget;
+            lane.estimator.published(published, budget, held);
+            lane.budget_limited = budget > 0 && (published >= budget || held);
+            lane.held = held;
             if let Some(pace) = lane.pace.as_mut() {
                 pace.tokens = (pace.tokens - f64::from(published)).max(0.0);
             }
@@ -123,8 +129,10 @@ impl Lanes {
         }
     }
 
-    /// Lanes whose last publish used their whole budget: work waits for them, so they are
-    /// topped up as soon as the workers empty them.
+    /// Lanes whose last publish used their whole budget, or held campaigns to a batch while
+    /// they had more due: work waits for them, so they are topped up as soon as the workers
+    /// empty them. (Without the second, a campaign alone in its lane got one batch a tick,
+    /// 500 msg/s at the default batch of 1,000, however fast its workers.)
     pub fn hungry(&self) -> Vec<Uuid> {
         let mut hungry: Vec<Uuid> = self
             .lanes
@@ -146,6 +154,13 @@ impl Lanes {
     /// Whether a pass has seen this lane (measured it, or read its pace).
     pub fn knows(&self, provider: Uuid) -> bool {
         self.lanes.contains_key(&provider)
+    }
+
+    /// Whether the lane's last publish held campaigns to a batch while they had more due:
+    /// such a lane holds about a batch per campaign, which fast workers empty well within
+    /// the usual poll, so it is looked at as often as a cold one.
+    pub fn held(&self, provider: Uuid) -> bool {
+        self.lanes.get(&provider).is_some_and(|l| l.held)
     }
 
     pub fn needs_top_up(&self, provider: Uuid) -> bool {
@@ -212,8 +227,8 @@ mod tests {
         let mut lanes = lanes();
         assert_eq!(lanes.budget(fast, 0), 100);
         assert_eq!(lanes.budget(slow, 0), 100);
-        lanes.published(fast, 100, 100);
-        lanes.published(slow, 10, 100);
+        lanes.published(fast, 100, 100, false);
+        lanes.published(slow, 10, 100, false);
         assert_eq!(lanes.hungry(), vec![fast]);
         assert!(lanes.needs_top_up(fast) && !lanes.needs_top_up(slow));
         // The fast lane drained everything and ran dry: its estimate grows; the slow lane's
@@ -232,7 +247,7 @@ mod tests {
         lanes.set_pace(lane, Some(20.0));
         // Two ticks' worth to start with, then what the pace adds.
         assert_eq!(lanes.budget(lane, 0), 40);
-        lanes.published(lane, 40, 40);
+        lanes.published(lane, 40, 40, false);
         std::thread::sleep(Duration::from_millis(100));
         let next = lanes.budget(lane, 0);
         assert!((1..=3).contains(&next), "after 0.1 s at 20/s: {next}");
@@ -261,11 +276,36 @@ mod tests {
         let mut lanes = lanes();
         for lane in [busy, done] {
             let budget = lanes.budget(lane, 0);
-            lanes.published(lane, budget, budget);
+            lanes.published(lane, budget, budget, false);
         }
         assert_eq!(lanes.hungry(), vec![busy, done]);
         lanes.only_due(&BTreeSet::from([busy]));
         assert_eq!(lanes.hungry(), vec![busy]);
+    }
+
+    #[test]
+    fn a_lane_that_held_campaigns_to_a_batch_is_hungry_and_its_drain_is_measured() {
+        let (held, out) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let mut lanes = lanes();
+        for lane in [held, out] {
+            assert_eq!(lanes.budget(lane, 0), 100);
+        }
+        // Both published 30 of 100: one because its campaigns got whole batches and have
+        // more due, the other because it had nothing more.
+        lanes.published(held, 30, 100, true);
+        lanes.published(out, 30, 100, false);
+        assert_eq!(lanes.hungry(), vec![held]);
+        assert!(lanes.held(held) && !lanes.held(out));
+        // Topped up when it ran dry, the held lane's workers were kept busy: its next budget
+        // follows what they drained.
+        assert!(lanes.top_up(held, 0, Instant::now()) > 0);
+        lanes.published(held, 30, 100, true);
+        std::thread::sleep(Duration::from_millis(50));
+        let next = lanes.budget(held, 0);
+        assert!(next > 100, "60 drained in about 50 ms: {next}");
+        // A later publish that is not held clears it.
+        lanes.published(held, 5, next, false);
+        assert!(!lanes.held(held) && lanes.hungry().is_empty());
     }
 
     #[test]

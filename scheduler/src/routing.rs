@@ -131,6 +131,7 @@ pub(crate) mod tests {
             expires_at: None,
             due,
             retries: false,
+            more_due: false,
             transactional: false,
         }
     }

@@ -154,8 +154,10 @@ impl Ticker {
         if hungry.is_empty() && withheld.is_empty() {
             return std::future::pending().await;
         }
-        let cold = hungry.iter().any(|&provider| self.lanes.cold(provider));
-        let poll = crate::backpressure::starvation_poll(tick, cold);
+        let quick = hungry
+            .iter()
+            .any(|&provider| self.lanes.cold(provider) || self.lanes.held(provider));
+        let poll = crate::backpressure::starvation_poll(tick, quick);
         loop {
             tokio::time::sleep(poll).await;
             for &provider in &hungry {
@@ -382,18 +384,26 @@ impl Ticker {
         let claiming = Instant::now();
         let mut batch = Batch::default();
         let mut spill = Spill::default();
+        // Primary lanes where a campaign got a whole batch and has more due.
+        let mut held: BTreeSet<Uuid> = BTreeSet::new();
         for (provider, lane_campaigns) in &primaries {
             let Some(&budget) = budgets.get(provider) else {
                 continue;
             };
             let before = batch.messages.len();
-            if let Err(error) = self
+            match self
                 .claim_plan(lane_campaigns, budget, *provider, Lane::Primary, &mut batch)
                 .await
             {
-                self.give_back(&batch, None);
-                release_or_log(pool, &batch.claims).await;
-                return Err(error);
+                Ok(true) => {
+                    held.insert(*provider);
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    self.give_back(&batch, None);
+                    release_or_log(pool, &batch.claims).await;
+                    return Err(error);
+                }
             }
             let mut placed: BTreeMap<Uuid, i64> = BTreeMap::new();
             for message in &batch.messages[before..] {
@@ -433,7 +443,7 @@ impl Ticker {
                 self.give_back(&batch, None);
                 release_or_log(pool, &batch.claims).await;
                 for (&provider, &budget) in &budgets {
-                    self.lanes.published(provider, 0, budget);
+                    self.lanes.published(provider, 0, budget, false);
                 }
                 return Err(error.into());
             }
@@ -460,6 +470,7 @@ impl Ticker {
                 provider,
                 u32::try_from(published).unwrap_or(u32::MAX),
                 budget,
+                held.contains(&provider),
             );
             let rate = self.lanes.rate(provider);
             let lane = provider.to_string();
@@ -500,6 +511,9 @@ impl Ticker {
     /// appends the messages (to provider `via`'s lane) to `batch` in the plan's interleaved
     /// order. In a primary lane, where every campaign of the lane is planned, small shares
     /// become [`crate::turns`]; what spills into an overflow lane is planned as it is.
+    ///
+    /// Answers whether a campaign was given, and found, a whole batch while it has more due:
+    /// then the lane is hungry even if the plan left some of its budget unused.
     async fn claim_plan(
         &mut self,
         campaigns: &[ActiveCampaign],
@@ -507,7 +521,7 @@ impl Ticker {
         via: Uuid,
         lane: Lane,
         batch: &mut Batch,
-    ) -> Result<(), TickError> {
+    ) -> Result<bool, TickError> {
         let demands: Vec<Demand> = campaigns
             .iter()
             .map(|c| Demand {
@@ -570,6 +584,13 @@ impl Ticker {
                 }
             }
         }
+        let held = campaigns
+            .iter()
+            .zip(&counts)
+            .zip(&claimed)
+            .any(|((c, &count), found)| {
+                c.more_due && i64::from(count) >= c.due && found.len() >= count as usize
+            });
 
         for &index in &order {
             let Some(mut row) = claimed[index].pop_front() else {
@@ -589,7 +610,7 @@ impl Ticker {
                 }
             }
         }
-        Ok(())
+        Ok(held)
     }
 }
 

@@ -35,6 +35,9 @@ pub struct ActiveCampaign {
     pub due: i64,
     /// Some of the due recipients are retries (a claim looks for them first).
     pub retries: bool,
+    /// `due` is a whole batch (the campaign's `batch_size`, or `budget` if smaller): it may
+    /// have more due than one pass gives it.
+    pub more_due: bool,
     /// A tenant's stream of transactional messages (served before its campaigns).
     pub transactional: bool,
 }
@@ -75,6 +78,7 @@ pub async fn dispatchable(
                 coalesce(c.overflow_provider_id = ANY(b.open), false) AS "overflow_open!",
                 false AS "overflow_first!",
                 d.due AS "due!", d.retries > 0 AS "retries!",
+                d.due >= least(c.batch_size, $1::int8) AS "more_due!",
                 c.kind = 'messages' AS "transactional!"
          FROM campaigns c JOIN tenants t ON t.id = c.tenant_id
          -- The providers whose circuit breakers are open, read once: asked per campaign

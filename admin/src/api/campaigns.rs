@@ -267,6 +267,9 @@ pub struct NewCampaign {
     /// the length limit: 413).
     #[schema(schema_with = crate::api::openapi::rules::template)]
     pub template: String,
+    /// The most recipients one scheduler pass gives the campaign: how finely its sends are
+    /// interleaved with others', not a rate (its lane is topped up again as soon as workers
+    /// empty it).
     #[serde(default = "default_batch_size")]
     #[schema(minimum = 1, maximum = 100000, default = 1000)]
     pub batch_size: i32,

@@ -125,7 +125,8 @@ Then: `herald campaign upload ID FILE` (unless --segment) and `herald campaign s
         /// Owning tenant (operator key only)
         #[arg(long, value_name = "ID")]
         tenant: Option<Uuid>,
-        /// Most recipients released per scheduler tick [server default: 1000]
+        /// Most recipients one scheduler pass gives the campaign (its lane is topped up again
+        /// as soon as workers empty it, so this is not a rate) [server default: 1000]
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
         batch_size: Option<u32>,
         /// Share among this tenant's campaigns, 1–1000 [server default: 1]

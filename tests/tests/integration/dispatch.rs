@@ -553,3 +553,47 @@ async fn a_campaign_planned_for_more_than_it_has_left_still_completes() -> Resul
     assert_eq!((through, audience), (highest, highest));
     Ok(())
 }
+
+/// A campaign's `batch_size` is the most one pass of the scheduler gives it, not a rate: a
+/// lane whose campaign got a whole batch with more due is topped up as soon as its workers
+/// empty it. It used to wait for the next tick (a lane short of its budget looked out of
+/// work), so a campaign alone in its lane sent one batch a tick: 500 msg/s at the admin's
+/// default of 1,000 and 2 s ticks, whatever its workers could do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_alone_in_its_lane_is_not_held_to_a_batch_a_tick() -> Result<()> {
+    let env = TestEnv::new(&["--latency", "fixed:0"]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    // Twenty batches: twenty ticks (38 s at least) if each tick gave one.
+    let campaign = env
+        .campaign(
+            tenant,
+            provider,
+            "batches",
+            &numbers("+1555470", 2_000),
+            100,
+        )
+        .await?;
+    let _scheduler = env.scheduler(2_000, &[])?;
+    let _worker = env.worker(&[])?;
+    env.start(campaign).await?;
+    env.wait_completed(&[campaign], Duration::from_secs(90))
+        .await?;
+    assert_eq!(env.states(campaign).await?.get("sent"), Some(&2_000));
+    let stats = env.simulator_stats().await?;
+    assert_eq!(stats["requests"], 2_000, "{stats}");
+    // From its start to its last send, by the database's clock.
+    let took: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM max(r.sent_at) - c.started_at)::float8
+         FROM recipients r JOIN campaigns c ON c.id = r.campaign_id
+         WHERE c.id = $1 GROUP BY c.started_at",
+    )
+    .bind(campaign)
+    .fetch_one(&env.pool)
+    .await?;
+    assert!(
+        took < 12.0,
+        "2,000 recipients in batches of 100 took {took:.1} s: about a batch a tick"
+    );
+    Ok(())
+}
