@@ -11,6 +11,10 @@
 #   PREFETCH=2000     the worker's requests in flight per provider lane (default: the
 #                     worker's own default); the worker's peak RSS is printed with each run
 #   THREADS=1         each worker's runtime threads (default: one per CPU)
+#   BATCH_SIZE=1000   the campaign's batch_size (default 100000, the most the admin takes;
+#                     the admin's own default is 1000)
+#   MAX_BUDGET=20000  the scheduler's HERALD_SCHEDULER_MAX_BUDGET (default 50000 here; the
+#                     scheduler's own default is 20000)
 # Results go to stdout, with the CPU time each part of the system spent per message
 # (simulator, receiver, scheduler, worker, PostgreSQL, RabbitMQ); record them in
 # BENCHMARKS.md. Release build; everything on this machine.
@@ -35,6 +39,8 @@ run_one() {
   local spec="$latency" shown="$latency"
   case "$latency" in *:*) ;; *) spec="fixed:$latency" shown="$latency ms" ;; esac
   local worker_env=() label="$workers worker(s), prefetch ${PREFETCH:-default}, latency $shown"
+  [ -n "${BATCH_SIZE:-}" ] && label="$label, batch size $BATCH_SIZE"
+  [ -n "${MAX_BUDGET:-}" ] && label="$label, max budget $MAX_BUDGET"
   [ -n "${PREFETCH:-}" ] && worker_env+=(HERALD_WORKER_PREFETCH="$PREFETCH")
   if [ -n "${THREADS:-}" ]; then
     worker_env+=(HERALD_WORKER_THREADS="$THREADS")
@@ -49,7 +55,7 @@ run_one() {
     label="$label, receipts"
     wait_healthy http://127.0.0.1:8191
   fi
-  HERALD_SCHEDULER_MAX_BUDGET=50000 "$BIN/herald-scheduler" >"$LOGS/scheduler-$latency.log" 2>&1 & pids+=($!)
+  HERALD_SCHEDULER_MAX_BUDGET="${MAX_BUDGET:-50000}" "$BIN/herald-scheduler" >"$LOGS/scheduler-$latency.log" 2>&1 & pids+=($!)
   cpu+=(--cpu "scheduler=$!")
   for n in $(seq 1 "$workers"); do
     env "${worker_env[@]}" HERALD_OPS_LISTEN="127.0.0.1:$((9560 + n))" "$BIN/herald-worker" >"$LOGS/worker-$latency-$n.log" 2>&1 & pids+=($!)
@@ -58,7 +64,7 @@ run_one() {
   cpu+=(--cpu "worker=$(IFS=,; echo "${worker_pids[*]}")")
   wait_healthy "$HERALD_SIMULATOR_URL"
   # shellcheck disable=SC2046 # one word per argument
-  "$BIN/herald-demo" bench --recipients "$RECIPIENTS" --label "$label" "${cpu[@]}" $(service_cpu_parts)
+  "$BIN/herald-demo" bench --recipients "$RECIPIENTS" --batch-size "${BATCH_SIZE:-100000}" --label "$label" "${cpu[@]}" $(service_cpu_parts)
   stop_services
 }
 

@@ -77,6 +77,9 @@ enum Command {
         label: String,
         #[arg(long, default_value_t = 900)]
         timeout_secs: u64,
+        /// The campaign's `batch_size` (the admin's default is 1,000).
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(i32).range(1..=100_000))]
+        batch_size: i32,
         /// Also run, for another tenant, a large campaign through a second provider at this
         /// simulator URL (started just before the measured one, cancelled after it): the
         /// isolation benchmark's slow, failing neighbour.
@@ -156,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
             recipients,
             label,
             timeout_secs,
+            batch_size,
             neighbour_url,
             neighbour_in_flight,
             neighbour_timeout_ms,
@@ -171,7 +175,10 @@ async fn main() -> anyhow::Result<()> {
                 &pool,
                 &cli.simulator_url,
                 &cli.webhook_secret,
-                recipients,
+                BenchCampaign {
+                    recipients,
+                    batch_size,
+                },
                 &label,
                 Duration::from_secs(timeout_secs),
                 &cpu.parts,
@@ -415,7 +422,8 @@ async fn demo(
             provider,
             &format!("spring-sale-{}", i + 1),
             size,
-            5_000,
+            // The admin's default batch size.
+            1_000,
             i * 1_000_000,
         )
         .await?;
@@ -615,11 +623,20 @@ fn summary(
     }
 }
 
+/// The campaign a bench sends.
+struct BenchCampaign {
+    recipients: usize,
+    batch_size: i32,
+}
+
 async fn bench(
     pool: &PgPool,
     simulator_url: &str,
     webhook_secret: &str,
-    recipients: usize,
+    BenchCampaign {
+        recipients,
+        batch_size,
+    }: BenchCampaign,
     label: &str,
     timeout: Duration,
     cpu: &[cpu::Part],
@@ -627,7 +644,7 @@ async fn bench(
     let run = Utc::now().format("%H%M%S%3f").to_string();
     let provider = provider(pool, simulator_url, webhook_secret, &format!("bench-{run}")).await?;
     let tenant = catalog::create_tenant(pool, &format!("bench-{run}"), 1).await?;
-    let campaign = seed(pool, tenant, provider, "bench", recipients, 100_000, 0).await?;
+    let campaign = seed(pool, tenant, provider, "bench", recipients, batch_size, 0).await?;
     let started = Instant::now();
     let cpu_before = cpu::Snapshot::take(cpu);
     catalog::start_campaign(pool, campaign, None).await?;
