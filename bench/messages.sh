@@ -132,8 +132,8 @@ api -X POST "$ADMIN/api/v1/messages" -o /dev/null \
 sleep 3
 
 # A started campaign of tenant $1 named $2 with $3 recipients (numbers from prefix $4); prints
-# its id. Its batch size is the largest allowed, so that the lane, not the campaign's own
-# batch, limits it.
+# its id. Its batch size is the largest allowed, so that the fair plan, not the campaign's own
+# batch, sets how finely its sends interleave with the messages'.
 campaign() {
   local csv="$LOGS/messages-$2.csv" id
   python3 -c "

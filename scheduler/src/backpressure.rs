@@ -38,6 +38,10 @@ struct Window {
     published: u64,
     /// A publish used its whole budget: more work was waiting.
     budget_limited: bool,
+    /// A publish gave campaigns whole batches while they had more due: work was waiting
+    /// (the lane did not run out), but a bigger budget would not have published more (no
+    /// reason to probe upwards).
+    held: bool,
     /// The queue was seen empty between ticks (and topped up).
     ran_dry: bool,
     /// A publish found less work than its budget: the lane had nothing more due.
@@ -126,6 +130,7 @@ impl DrainEstimator {
             depth_at_start: depth,
             published: 0,
             budget_limited: false,
+            held: false,
             ran_dry: false,
             ran_out: false,
             last_top_up: None,
@@ -166,13 +171,14 @@ impl DrainEstimator {
     /// Records what was published after [`budget`](Self::budget) or
     /// [`top_up`](Self::top_up) returned `budget`. `held` says campaigns were given a whole
     /// batch (their `batch_size`, the most one pass gives a campaign) and have more due: a
-    /// publish short of its budget then did not run out of work, and the lane is as hungry as
-    /// one whose budget was used up.
+    /// publish short of its budget then did not run out of work (the workers' drain is still
+    /// measured), but neither did the budget hold it back (no probing upwards).
     pub fn published(&mut self, published: u32, budget: u32, held: bool) {
         if let Some(window) = self.window.as_mut() {
             window.published += u64::from(published);
             let short = published < budget;
-            window.budget_limited |= budget > 0 && (!short || held);
+            window.budget_limited |= budget > 0 && !short;
+            window.held |= budget > 0 && short && held;
             window.ran_out |= budget > 0 && short && !held;
         }
     }
@@ -273,6 +279,26 @@ mod tests {
             depth = (depth + u64::from(budget)).saturating_sub(capacity);
         }
         trace
+    }
+
+    #[test]
+    fn a_lane_held_to_its_campaigns_batches_is_not_probed_upwards() {
+        let mut est = estimator();
+        let mut budget = est.budget(0, TICK);
+        // Each tick its campaigns' batches come to 30 with more due, and the workers empty
+        // the lane before the next: what they drained is a lower bound, and a bigger budget
+        // would publish no more.
+        for _ in 0..20 {
+            est.published(30, budget, true);
+            budget = est.budget(0, TICK);
+        }
+        assert_eq!(budget, 100, "the floor, not a probe towards the ceiling");
+        // Topped up when it ran dry, its workers' drain is measured: the tick's batches and
+        // the top-up's, 60 in a tick.
+        est.published(30, budget, true);
+        let room = est.top_up(0, Instant::now());
+        est.published(30, room, true);
+        assert_eq!(est.budget(0, TICK), 60);
     }
 
     #[test]

@@ -20,7 +20,8 @@ pub enum PassKind {
 pub struct LaneState {
     /// An earlier pass has measured the lane.
     pub known: bool,
-    /// The lane used its whole budget and has run dry since ([`crate::lanes::Lanes::needs_top_up`]).
+    /// The lane used its whole budget, or gave campaigns whole batches while they had more
+    /// due, and has run dry since ([`crate::lanes::Lanes::needs_top_up`]).
     pub needs_top_up: bool,
     /// The lane's work is held back: no live worker could send to it.
     pub withheld: bool,

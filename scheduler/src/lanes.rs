@@ -111,20 +111,22 @@ impl Lanes {
         if let Some(lane) = self.lanes.get_mut(&provider) {
             lane.estimator.published(published, budget, held);
             lane.budget_limited = budget > 0 && (published >= budget || held);
-            lane.held = held;
+            // A lane whose budget was used up is hungry anyway, at the usual pace.
+            lane.held = held && published < budget;
             if let Some(pace) = lane.pace.as_mut() {
                 pace.tokens = (pace.tokens - f64::from(published)).max(0.0);
             }
         }
     }
 
-    /// At a tick: lanes with no due work this tick are not hungry, whatever their last
+    /// At a tick or a top-up: lanes with no due work now are not hungry, whatever their last
     /// publish was (their campaigns finished, paused, or their provider's breaker opened);
     /// left hungry, they would be polled for top-ups that publish nothing, for good.
     pub fn only_due(&mut self, due: &BTreeSet<Uuid>) {
         for (provider, lane) in &mut self.lanes {
             if !due.contains(provider) {
                 lane.budget_limited = false;
+                lane.held = false;
             }
         }
     }

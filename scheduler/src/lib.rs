@@ -1,5 +1,5 @@
 //! Herald's scheduler: every tick, one fair batch per active campaign into its provider's
-//! lane (dispatch queue).
+//! lane (dispatch queue), and more between ticks for lanes whose workers empty them.
 //!
 //! - [`leader`]: only one scheduler acts at a time (PostgreSQL advisory lock).
 //! - [`lanes`]: each provider's lane, budgeted apart; [`backpressure`]: how much to publish

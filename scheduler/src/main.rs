@@ -3,7 +3,8 @@ use herald_scheduler::config::SchedulerConfig;
 use tokio_util::sync::CancellationToken;
 
 /// Herald's scheduler: each tick it publishes one fair batch per running campaign into the
-/// dispatch queue. Run several for availability; one leads at a time.
+/// dispatch queue, and tops up between ticks the lanes workers empty. Run several for
+/// availability; one leads at a time.
 #[derive(Debug, Parser)]
 #[command(name = "herald-scheduler", version)]
 struct Cli {

@@ -137,11 +137,11 @@ impl Ticker {
         self.withheld.clear();
     }
 
-    /// Resolves when workers are starved: a lane's last publish used its whole budget (work
-    /// is waiting) and the lane has run dry since. Checked every
-    /// [`starvation_poll`](crate::backpressure::starvation_poll) of `tick` (more often while a
-    /// hungry lane is cold); pending forever when no lane is hungry, so an idle scheduler does
-    /// not poll the broker.
+    /// Resolves when workers are starved: a lane's last publish used its whole budget, or gave
+    /// campaigns whole batches while they had more due (work is waiting), and the lane has run
+    /// dry since. Checked every [`starvation_poll`](crate::backpressure::starvation_poll) of
+    /// `tick` (a cold or held lane at the quicker pace, the others at the usual one); pending
+    /// forever when no lane is hungry, so an idle scheduler does not poll the broker.
     ///
     /// Topping a lane up at once, rather than at the next tick, keeps fast workers fed
     /// between ticks and shortens a cold start, without ever filling it deeper than its
@@ -154,19 +154,33 @@ impl Ticker {
         if hungry.is_empty() && withheld.is_empty() {
             return std::future::pending().await;
         }
-        let quick = hungry
+        let quick: Vec<bool> = hungry
             .iter()
-            .any(|&provider| self.lanes.cold(provider) || self.lanes.held(provider));
-        let poll = crate::backpressure::starvation_poll(tick, quick);
+            .map(|&provider| self.lanes.cold(provider) || self.lanes.held(provider))
+            .collect();
+        let usual = crate::backpressure::starvation_poll(tick, false);
+        let poll = if quick.contains(&true) {
+            crate::backpressure::starvation_poll(tick, true)
+        } else {
+            usual
+        };
+        // The other lanes (and the withheld ones) are looked at on the usual polls only.
+        let every = (usual.as_millis() / poll.as_millis().max(1)).max(1);
+        let mut round: u128 = 0;
         loop {
             tokio::time::sleep(poll).await;
-            for &provider in &hungry {
+            round += 1;
+            let usual_round = round.is_multiple_of(every);
+            for (&provider, &quick) in hungry.iter().zip(&quick) {
                 // Empty or not is all that is asked: the batch size does not matter.
-                if matches!(self.publisher.lane_depth(provider, 1).await, Ok(0)) {
+                if (quick || usual_round)
+                    && matches!(self.publisher.lane_depth(provider, 1).await, Ok(0))
+                {
                     return;
                 }
             }
-            if !withheld.is_empty()
+            if usual_round
+                && !withheld.is_empty()
                 && store::providers::smallest_allowances(&self.pool, &withheld)
                     .await
                     .is_ok_and(|rows| rows.iter().any(|&(_, allowance)| allowance > 0))
@@ -295,20 +309,19 @@ impl Ticker {
             .copied()
             .filter(|&provider| !self.lanes.knows(provider))
             .collect();
-        // Rate limits are read once a tick (and for a wake, which may be a lane's first
-        // pass); top-ups (only of lanes a tick has seen) keep the lanes' paces.
-        if pass == Pass::Tick {
-            self.lanes.only_due(&involved);
-        }
-        // A withheld lane with nothing due any more is forgotten (a wake sees only its own
-        // lanes, so it cannot tell).
+        // A lane with nothing due any more is not hungry, nor a withheld one (a wake sees
+        // only its own lanes, so it cannot tell): left so, a lane whose campaigns paused or
+        // ran out during a top-up would be polled, and passed over, until the next tick.
         if matches!(pass, Pass::Tick | Pass::TopUp) {
+            self.lanes.only_due(&involved);
             self.withheld.retain(|provider| involved.contains(provider));
         }
         if pass == Pass::Tick {
             self.turns
                 .retain_lanes(|provider| primaries.contains_key(provider));
         }
+        // Rate limits are read once a tick (and for a wake, which may be a lane's first
+        // pass); top-ups (only of lanes a tick has seen) keep the lanes' paces.
         if matches!(pass, Pass::Tick | Pass::Wake(_)) {
             let ids: Vec<Uuid> = involved.iter().copied().collect();
             let paces: BTreeMap<Uuid, f64> = store::providers::provider_paces(pool, &ids)
@@ -470,7 +483,9 @@ impl Ticker {
                 provider,
                 u32::try_from(published).unwrap_or(u32::MAX),
                 budget,
-                held.contains(&provider),
+                // Not if nothing went out (every message refused): the lane would be polled
+                // and refilled at the quicker pace only to be refused again.
+                held.contains(&provider) && published > 0,
             );
             let rate = self.lanes.rate(provider);
             let lane = provider.to_string();

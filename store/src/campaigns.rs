@@ -59,7 +59,7 @@ pub async fn activate_due(pool: &PgPool) -> Result<Vec<(Uuid, Uuid)>, sqlx::Erro
 /// Running campaigns with due recipients, leaving out those inside their quiet hours, past
 /// their expiry, or whose providers' circuit breakers are all open. Due retries (and a
 /// stream's messages) are counted, a campaign's first attempts bounded from its row; both
-/// stop at the batch size or `budget` (the scheduler's most per tick), whichever is
+/// stop at the batch size or `budget` (the scheduler's most per pass), whichever is
 /// smaller, so a count costs at most that many index entries however large the campaign.
 /// A campaign whose bound overstates what it has left (see `recipients::claim`) may stay
 /// listed, and so running, until a claim is asked of it. With `through`, only
