@@ -3,8 +3,9 @@
 //! A deep queue is what makes a newcomer wait: its first message lands behind everything
 //! already queued. So the scheduler measures how fast the workers drain the queue and only
 //! tops it up to `drain rate × tick × depth_ticks`. When the queue ran dry while work was
-//! waiting, the workers may have been starved, so the estimate probes upwards (like TCP slow
-//! start) until the queue stops running dry.
+//! waiting for budget, the workers may have been starved, so the estimate probes upwards (like
+//! TCP slow start) until the queue stops running dry; work held back by campaigns' batch
+//! sizes is no reason to (a bigger budget would publish no more).
 //!
 //! The rate is measured only over whole ticks. Between ticks, the scheduler may top the
 //! queue up when it sees it empty ([`DrainEstimator::top_up`]): that keeps fast workers fed
@@ -22,7 +23,7 @@ pub struct Limits {
     pub depth_ticks: f64,
     /// Budget at start and the floor when nothing is known.
     pub min_budget: u32,
-    /// Never publish more than this in one tick.
+    /// Never publish more than this in one pass (a tick or a top-up).
     pub max_budget: u32,
 }
 
@@ -38,10 +39,6 @@ struct Window {
     published: u64,
     /// A publish used its whole budget: more work was waiting.
     budget_limited: bool,
-    /// A publish gave campaigns whole batches while they had more due: work was waiting
-    /// (the lane did not run out), but a bigger budget would not have published more (no
-    /// reason to probe upwards).
-    held: bool,
     /// The queue was seen empty between ticks (and topped up).
     ran_dry: bool,
     /// A publish found less work than its budget: the lane had nothing more due.
@@ -130,7 +127,6 @@ impl DrainEstimator {
             depth_at_start: depth,
             published: 0,
             budget_limited: false,
-            held: false,
             ran_dry: false,
             ran_out: false,
             last_top_up: None,
@@ -178,7 +174,6 @@ impl DrainEstimator {
             window.published += u64::from(published);
             let short = published < budget;
             window.budget_limited |= budget > 0 && !short;
-            window.held |= budget > 0 && short && held;
             window.ran_out |= budget > 0 && short && !held;
         }
     }
@@ -205,8 +200,8 @@ impl DrainEstimator {
 }
 
 /// How often the scheduler looks at hungry lanes between ticks to top them up
-/// ([`DrainEstimator::top_up`]): an eighth of a tick, or a fortieth when `quick`: while one
-/// of them is cold (nothing measured yet), or holds campaigns to their batch size
+/// ([`DrainEstimator::top_up`]): an eighth of a tick, or a fortieth for a `quick` lane: one
+/// that is cold (nothing measured yet), or holds campaigns to their batch size
 /// ([`crate::lanes::Lanes::held`]). At a cold start each top-up found drained within a quarter
 /// tick may double, so the poll sets how fast a new campaign reaches its workers' speed: at
 /// an eighth of a 2 s tick a lane of fast workers took about 0.7 s to go from the floor's 200

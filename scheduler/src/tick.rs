@@ -164,8 +164,9 @@ impl Ticker {
         } else {
             usual
         };
-        // The other lanes (and the withheld ones) are looked at on the usual polls only.
-        let every = (usual.as_millis() / poll.as_millis().max(1)).max(1);
+        // The other lanes (and the withheld ones) are looked at on the usual polls only (or
+        // a little sooner: `every` rounds down).
+        let every = usual.as_millis() / poll.as_millis();
         let mut round: u128 = 0;
         loop {
             tokio::time::sleep(poll).await;
