@@ -17,7 +17,8 @@ struct Lane {
     /// The last publish used the lane's whole budget, or gave campaigns whole batches while
     /// they had more due: more work was waiting for it.
     budget_limited: bool,
-    /// The last publish held campaigns to a batch while they had more due.
+    /// The last publish fell short of the budget only because it held campaigns to a batch
+    /// while they had more due (and published something).
     held: bool,
     /// For a rate-limited provider: releases into the lane follow its pace.
     pace: Option<Pace>,
@@ -109,6 +110,9 @@ impl Lanes {
     /// got whole batches and have more due (see [`DrainEstimator::published`]).
     pub fn published(&mut self, provider: Uuid, published: u32, budget: u32, held: bool) {
         if let Some(lane) = self.lanes.get_mut(&provider) {
+            // Not if nothing went out (every message refused): the lane would be polled and
+            // refilled at the quicker pace only to be refused again.
+            let held = held && published > 0;
             lane.estimator.published(published, budget, held);
             lane.budget_limited = budget > 0 && (published >= budget || held);
             // A lane whose budget was used up is hungry anyway, at the usual pace.

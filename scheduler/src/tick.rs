@@ -484,9 +484,7 @@ impl Ticker {
                 provider,
                 u32::try_from(published).unwrap_or(u32::MAX),
                 budget,
-                // Not if nothing went out (every message refused): the lane would be polled
-                // and refilled at the quicker pace only to be refused again.
-                held.contains(&provider) && published > 0,
+                held.contains(&provider),
             );
             let rate = self.lanes.rate(provider);
             let lane = provider.to_string();
