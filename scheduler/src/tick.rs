@@ -398,27 +398,13 @@ impl Ticker {
         let claiming = Instant::now();
         let mut batch = Batch::default();
         let mut spill = Spill::default();
-        // Primary lanes where a campaign got a whole batch and has more due.
-        let mut held: BTreeSet<Uuid> = BTreeSet::new();
         for (provider, lane_campaigns) in &primaries {
             let Some(&budget) = budgets.get(provider) else {
                 continue;
             };
             let before = batch.messages.len();
-            match self
-                .claim_plan(lane_campaigns, budget, *provider, Lane::Primary, &mut batch)
-                .await
-            {
-                Ok(true) => {
-                    held.insert(*provider);
-                }
-                Ok(false) => {}
-                Err(error) => {
-                    self.give_back(&batch, None);
-                    release_or_log(pool, &batch.claims).await;
-                    return Err(error);
-                }
-            }
+            self.claim_lane(lane_campaigns, budget, *provider, Lane::Primary, &mut batch)
+                .await?;
             let mut placed: BTreeMap<Uuid, i64> = BTreeMap::new();
             for message in &batch.messages[before..] {
                 *placed.entry(message.campaign_id).or_default() += 1;
@@ -438,14 +424,10 @@ impl Ticker {
             };
             let used = batch.lanes.iter().filter(|lane| *lane == provider).count();
             let left = routing::left_in_lane(budget, used);
-            if let Err(error) = self
-                .claim_plan(lane_campaigns, left, *provider, Lane::Overflow, &mut batch)
-                .await
-            {
-                self.give_back(&batch, None);
-                release_or_log(pool, &batch.claims).await;
-                return Err(error);
-            }
+            // A campaign failing over (its primary's breaker open) sends all its work here,
+            // so this lane may be held as a primary is.
+            self.claim_lane(lane_campaigns, left, *provider, Lane::Overflow, &mut batch)
+                .await?;
         }
 
         phase_done("claim", claiming);
@@ -484,7 +466,7 @@ impl Ticker {
                 provider,
                 u32::try_from(published).unwrap_or(u32::MAX),
                 budget,
-                held.contains(&provider),
+                batch.held.contains(&provider),
             );
             let rate = self.lanes.rate(provider);
             let lane = provider.to_string();
@@ -521,13 +503,31 @@ impl Ticker {
         }
     }
 
+    /// [`claim_plan`](Self::claim_plan); if it fails, everything `batch` claimed so far goes
+    /// back to pending (and to the campaigns' standings).
+    async fn claim_lane(
+        &mut self,
+        campaigns: &[ActiveCampaign],
+        budget: u32,
+        via: Uuid,
+        lane: Lane,
+        batch: &mut Batch,
+    ) -> Result<(), TickError> {
+        let claimed = self.claim_plan(campaigns, budget, via, lane, batch).await;
+        if claimed.is_err() {
+            self.give_back(batch, None);
+            release_or_log(&self.pool, &batch.claims).await;
+        }
+        claimed
+    }
+
     /// Plans the fair split of `budget` over `campaigns`, claims each campaign's share and
     /// appends the messages (to provider `via`'s lane) to `batch` in the plan's interleaved
     /// order. In a primary lane, where every campaign of the lane is planned, small shares
     /// become [`crate::turns`]; what spills into an overflow lane is planned as it is.
     ///
-    /// Answers whether a campaign was given, and found, a whole batch while it has more due:
-    /// then the lane is hungry even if the plan left some of its budget unused.
+    /// If a campaign was given, and found, a whole batch while it has more due, the lane is
+    /// hungry even if the plan left some of its budget unused: `batch.held` notes it.
     async fn claim_plan(
         &mut self,
         campaigns: &[ActiveCampaign],
@@ -535,7 +535,7 @@ impl Ticker {
         via: Uuid,
         lane: Lane,
         batch: &mut Batch,
-    ) -> Result<bool, TickError> {
+    ) -> Result<(), TickError> {
         let demands: Vec<Demand> = campaigns
             .iter()
             .map(|c| Demand {
@@ -605,6 +605,9 @@ impl Ticker {
             .any(|((c, &count), found)| {
                 c.more_due && i64::from(count) >= c.due && found.len() >= count as usize
             });
+        if held {
+            batch.held.insert(via);
+        }
 
         for &index in &order {
             let Some(mut row) = claimed[index].pop_front() else {
@@ -624,7 +627,7 @@ impl Ticker {
                 }
             }
         }
-        Ok(held)
+        Ok(())
     }
 }
 
@@ -654,6 +657,8 @@ struct Batch {
     /// Whether the message was charged to its campaign's standing ([`crate::turns`]):
     /// planned in a primary lane.
     charged: Vec<bool>,
+    /// Lanes in which a campaign was given, and found, a whole batch while it has more due.
+    held: BTreeSet<Uuid>,
 }
 
 fn build_message(
