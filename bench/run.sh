@@ -17,7 +17,10 @@
 #                     scheduler's own default is 20000)
 # Results go to stdout, with the CPU time each part of the system spent per message
 # (simulator, receiver, scheduler, worker, PostgreSQL, RabbitMQ); record them in
-# BENCHMARKS.md. Release build; everything on this machine.
+# BENCHMARKS.md. Before each run, RabbitMQ alone is measured (`herald-demo broker`: a
+# persistent message per recipient, up to 200,000, published with confirms into a lane and
+# consumed with an ack each, no Herald logic), and Herald's rate is also given as a fraction
+# of it. Release build; everything on this machine.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$ROOT"
@@ -64,7 +67,7 @@ run_one() {
   cpu+=(--cpu "worker=$(IFS=,; echo "${worker_pids[*]}")")
   wait_healthy "$HERALD_SIMULATOR_URL"
   # shellcheck disable=SC2046 # one word per argument
-  "$BIN/herald-demo" bench --recipients "$RECIPIENTS" --batch-size "${BATCH_SIZE:-100000}" --label "$label" "${cpu[@]}" $(service_cpu_parts)
+  "$BIN/herald-demo" bench --recipients "$RECIPIENTS" --batch-size "${BATCH_SIZE:-100000}" --broker-ceiling --label "$label" "${cpu[@]}" $(service_cpu_parts)
   stop_services
 }
 

@@ -15,6 +15,7 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+mod broker;
 mod cpu;
 mod many;
 
@@ -50,6 +51,14 @@ struct Cli {
         default_value = "simulator-webhook-secret"
     )]
     webhook_secret: String,
+    /// RabbitMQ URL of the running Herald (for `broker` and `bench --broker-ceiling`).
+    #[arg(
+        long,
+        env = "HERALD_AMQP_URL",
+        global = true,
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp_url: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -91,6 +100,27 @@ enum Command {
         /// The neighbour provider's timeout (ms).
         #[arg(long, default_value_t = 3_000)]
         neighbour_timeout_ms: i32,
+        /// First measure RabbitMQ alone (as `broker` does, with as many messages as
+        /// recipients, at most 200,000) and give Herald's rate as a fraction of it.
+        #[arg(long)]
+        broker_ceiling: bool,
+        #[command(flatten)]
+        cpu: cpu::Parts,
+    },
+    /// RabbitMQ's own ceiling, no Herald logic: persistent messages (a recipient's dispatch
+    /// each) published with confirms into a lane like Herald's and consumed with an ack each;
+    /// prints messages per second and the CPU the named parts spent.
+    Broker {
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+        messages: u32,
+        /// Publishes awaiting their confirm at most.
+        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        window: u32,
+        /// The consumer's prefetch.
+        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u16).range(1..))]
+        prefetch: u16,
+        #[arg(long, default_value = "broker")]
+        label: String,
         #[command(flatten)]
         cpu: cpu::Parts,
     },
@@ -136,15 +166,13 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let pool = herald_shared::db::connect(&cli.database_url, 4, &Default::default())
-        .await
-        .context("connecting to PostgreSQL")?;
     match cli.command {
         Command::Run {
             sizes,
             stagger_secs,
             timeout_secs,
         } => {
+            let pool = database(&cli.database_url).await?;
             demo(
                 &pool,
                 &cli.simulator_url,
@@ -163,15 +191,26 @@ async fn main() -> anyhow::Result<()> {
             neighbour_url,
             neighbour_in_flight,
             neighbour_timeout_ms,
+            broker_ceiling,
             cpu,
         } => {
+            let pool = database(&cli.database_url).await?;
+            let ceiling = if broker_ceiling {
+                let load = broker::Load {
+                    messages: u32::try_from(recipients.min(200_000)).unwrap_or(200_000),
+                    ..broker::Load::default()
+                };
+                Some(broker::measure(&cli.amqp_url, load, &label, &with_client(&cpu.parts)).await?)
+            } else {
+                None
+            };
             let neighbour = match neighbour_url {
                 Some(url) => Some(
                     start_neighbour(&pool, &url, neighbour_in_flight, neighbour_timeout_ms).await?,
                 ),
                 None => None,
             };
-            bench(
+            let rate = bench(
                 &pool,
                 &cli.simulator_url,
                 &cli.webhook_secret,
@@ -187,6 +226,29 @@ async fn main() -> anyhow::Result<()> {
             if let Some(campaign) = neighbour {
                 stop_neighbour(&pool, campaign).await?;
             }
+            if let Some(ceiling) = ceiling {
+                println!(
+                    "{label}: {:.0}% of RabbitMQ alone ({rate:.0} against {:.0} msg/s, a message \
+                     per recipient, measured just before)",
+                    100.0 * rate / ceiling,
+                    ceiling
+                );
+            }
+            Ok(())
+        }
+        Command::Broker {
+            messages,
+            window,
+            prefetch,
+            label,
+            cpu,
+        } => {
+            let load = broker::Load {
+                messages,
+                window: window as usize,
+                prefetch,
+            };
+            broker::measure(&cli.amqp_url, load, &label, &with_client(&cpu.parts)).await?;
             Ok(())
         }
         Command::Many {
@@ -198,6 +260,7 @@ async fn main() -> anyhow::Result<()> {
             timeout_secs,
             cpu,
         } => {
+            let pool = database(&cli.database_url).await?;
             let run = Utc::now().format("%H%M%S%3f").to_string();
             let provider = provider(
                 &pool,
@@ -227,6 +290,7 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             receiver_url,
         } => {
+            let pool = database(&cli.database_url).await?;
             receipts_bench(
                 &pool,
                 &cli.simulator_url,
@@ -640,7 +704,7 @@ async fn bench(
     label: &str,
     timeout: Duration,
     cpu: &[cpu::Part],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<f64> {
     let run = Utc::now().format("%H%M%S%3f").to_string();
     let provider = provider(pool, simulator_url, webhook_secret, &format!("bench-{run}")).await?;
     let tenant = catalog::create_tenant(pool, &format!("bench-{run}"), 1).await?;
@@ -685,13 +749,13 @@ async fn bench(
         .context("bench campaign vanished")?;
     // The provider's own count is the check that speed did not cost correctness.
     let stats = simulator_stats(simulator_url).await?;
+    let rate = row.counts.sent as f64 / total_secs.max(0.001);
     println!(
-        "{label}: {} sent, {} failed in {:.1} s: {:.0} msg/s end to end, {:.0} msg/s steady state; \
+        "{label}: {} sent, {} failed in {:.1} s: {rate:.0} msg/s end to end, {:.0} msg/s steady state; \
          provider saw {} requests, {} duplicates",
         row.counts.sent,
         row.counts.failed,
         total_secs,
-        row.counts.sent as f64 / total_secs.max(0.001),
         steady_rate,
         stats["requests"],
         stats["duplicates"],
@@ -705,7 +769,22 @@ async fn bench(
     if let Some(memory) = cpu::peak_memory(cpu) {
         println!("{label}: {memory}");
     }
-    Ok(())
+    Ok(rate)
+}
+
+async fn database(url: &str) -> anyhow::Result<PgPool> {
+    herald_shared::db::connect(url, 4, &Default::default())
+        .await
+        .context("connecting to PostgreSQL")
+}
+
+/// `parts` and this process (the broker's only client while it is measured alone).
+fn with_client(parts: &[cpu::Part]) -> Vec<cpu::Part> {
+    let mut parts = parts.to_vec();
+    if let Ok(me) = format!("client={}", std::process::id()).parse() {
+        parts.push(me);
+    }
+    parts
 }
 
 /// Starts the neighbour's campaign: far more recipients than it can send during the bench.

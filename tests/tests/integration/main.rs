@@ -4,6 +4,7 @@
 mod adapters;
 mod admin_api;
 mod admin_control;
+mod bench_tools;
 mod breaker;
 mod cli;
 mod config;

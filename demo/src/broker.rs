@@ -1,0 +1,196 @@
+//! RabbitMQ's own ceiling on this machine: persistent messages published with confirms into
+//! a lane like Herald's (a quorum queue behind the dispatch exchange) and consumed with an
+//! ack each, no Herald logic and no database. A bench runs it just before Herald's run, so
+//! Herald's rate can be read as a fraction of what the broker alone carries at that minute.
+//!
+//! Each message is one recipient's dispatch, encoded as the scheduler encodes it: the
+//! ceiling is a message per recipient. Herald carries several recipients to an AMQP message
+//! (`shared/src/queue/message.rs`), so its rate in recipients may exceed this one.
+
+use crate::cpu;
+use anyhow::{Context, bail};
+use futures::{StreamExt, TryStreamExt};
+use herald_shared::config::Tls;
+use herald_shared::domain::Channel;
+use herald_shared::queue::message::{self, DispatchMessage, FORMAT_VERSION};
+use herald_shared::queue::topology;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Confirmation, PublisherConfirm};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// How the broker is driven.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    /// Messages to carry.
+    pub messages: u32,
+    /// Publishes awaiting their confirm at most (the scheduler awaits a whole pass's
+    /// confirms together; a window keeps the publisher from running unboundedly ahead).
+    pub window: usize,
+    /// The consumer's prefetch.
+    pub prefetch: u16,
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Self {
+            messages: 100_000,
+            window: 1_000,
+            prefetch: 1_000,
+        }
+    }
+}
+
+/// Publishes and consumes `load.messages` through a fresh lane of the broker at `amqp_url`;
+/// prints one line for the rate and one for the CPU each of `parts` spent per message, and
+/// answers the rate (messages a second).
+pub async fn measure(
+    amqp_url: &str,
+    load: Load,
+    label: &str,
+    parts: &[cpu::Part],
+) -> anyhow::Result<f64> {
+    if load.messages == 0 || load.window == 0 || load.prefetch == 0 {
+        bail!("messages, window and prefetch must each be at least 1");
+    }
+    let tls = Tls::default();
+    let publishing = herald_shared::queue::connect(amqp_url, "herald-bench-publisher", &tls)
+        .await
+        .context("connecting to RabbitMQ")?;
+    let consuming = herald_shared::queue::connect(amqp_url, "herald-bench-consumer", &tls)
+        .await
+        .context("connecting to RabbitMQ")?;
+    let publisher = publishing.create_channel().await?;
+    publisher
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
+    topology::declare(&publisher).await?;
+    // A lane of a provider that does not exist: Herald's services never consume it.
+    let lane = Uuid::new_v4();
+    topology::declare_lane(&publisher, lane).await?;
+    let body = message::encode_batch(&[sample_dispatch(lane)]);
+
+    let consumer_channel = consuming.create_channel().await?;
+    consumer_channel
+        .basic_qos(load.prefetch, BasicQosOptions::default())
+        .await?;
+    let consumer = consumer_channel
+        .basic_consume(
+            topology::lane_queue(lane).as_str().into(),
+            "herald-bench".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let total = load.messages;
+    // Each delivery acked on its own (as a worker acks each message), the acks of the
+    // deliveries at hand sent together.
+    let prefetch = usize::from(load.prefetch);
+    let consume = tokio::spawn(async move {
+        let acked = consumer
+            .take(total as usize)
+            .map(|delivery| async move {
+                delivery?.ack(BasicAckOptions::default()).await?;
+                anyhow::Ok(())
+            })
+            .buffer_unordered(prefetch)
+            .try_fold(0u32, |acked, ()| async move { Ok(acked + 1) })
+            .await?;
+        if acked < total {
+            bail!("the consumer was cancelled after {acked} messages");
+        }
+        anyhow::Ok(())
+    });
+
+    let cpu_before = cpu::Snapshot::take(parts);
+    let started = Instant::now();
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..Default::default()
+    };
+    // Publishes in flight together, each until its confirm: the broker and lapin's I/O loop
+    // see many frames a wake-up, not one publish at a time.
+    let routing_key = topology::lane_routing_key(lane);
+    let (publisher, body) = (&publisher, &body);
+    futures::stream::iter(0..total)
+        .map(|_| {
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into());
+            let routing_key = routing_key.as_str();
+            async move {
+                let confirm = publisher
+                    .basic_publish(
+                        topology::DISPATCH_EXCHANGE.into(),
+                        routing_key.into(),
+                        options,
+                        body,
+                        properties,
+                    )
+                    .await?;
+                confirmed(confirm).await
+            }
+        })
+        .buffer_unordered(load.window)
+        .try_collect::<()>()
+        .await?;
+    tokio::time::timeout(Duration::from_secs(300), consume)
+        .await
+        .context("the consumer did not get every message within 300 s")???;
+    let secs = started.elapsed().as_secs_f64();
+    let cpu_after = cpu::Snapshot::take(parts);
+
+    publisher
+        .queue_delete(
+            topology::lane_queue(lane).as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await?;
+    let rate = f64::from(total) / secs;
+    println!(
+        "{label}: RabbitMQ alone: {total} messages of {} bytes to a lane (quorum queue), published \
+         with confirms ({} awaited at most) and consumed with an ack each (prefetch {}) in {secs:.1} s: \
+         {rate:.0} msg/s",
+        body.len(),
+        load.window,
+        load.prefetch,
+    );
+    if !parts.is_empty() {
+        println!(
+            "{label}: RabbitMQ alone: {}",
+            cpu_after.report(&cpu_before, i64::from(total))
+        );
+    }
+    Ok(rate)
+}
+
+/// Waits for a publish's confirm; anything but a plain ack ends the measurement.
+async fn confirmed(confirm: PublisherConfirm) -> anyhow::Result<()> {
+    match confirm.await? {
+        Confirmation::Ack(None) => Ok(()),
+        other => bail!("the broker did not take a message: {other:?}"),
+    }
+}
+
+/// One recipient's dispatch, as large as a typical SMS campaign's.
+fn sample_dispatch(provider_id: Uuid) -> DispatchMessage {
+    let mut variables = serde_json::Map::new();
+    variables.insert("first_name".into(), "Ada".into());
+    DispatchMessage {
+        v: FORMAT_VERSION,
+        recipient_id: 1_234_567,
+        seq: 1,
+        tenant_id: Uuid::new_v4(),
+        campaign_id: Uuid::new_v4(),
+        provider_id,
+        channel: Channel::Sms,
+        to: "+15550001234".into(),
+        body: "Hi Ada, your appointment is confirmed for tomorrow at 10:00. Reply STOP to opt out."
+            .into(),
+        expires_at: None,
+        variables,
+    }
+}
