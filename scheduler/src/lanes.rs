@@ -14,17 +14,42 @@ use uuid::Uuid;
 struct Lane {
     estimator: DrainEstimator,
     measured_at: Instant,
-    /// The last publish used the lane's whole budget, or gave campaigns whole batches while
-    /// they had more due: more work was waiting for it.
-    budget_limited: bool,
-    /// The last publish fell short of the budget only because it held campaigns to a batch
-    /// while they had more due (and published something).
-    held: bool,
+    /// What the last publish says of the work waiting for the lane.
+    hunger: Hunger,
     /// For a rate-limited provider: releases into the lane follow its pace.
     pace: Option<Pace>,
     /// The last budget was cut by the pace, not by the drain: the provider is at its rate
     /// limit, and what it cannot take may overflow.
     at_pace: bool,
+}
+
+/// What a lane's last publish says of the work waiting for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hunger {
+    /// It fell short of the budget with no campaign held to a batch: nothing more waits (or
+    /// the lane has nothing due now).
+    Fed,
+    /// It used the whole budget: more may wait.
+    BudgetUsed,
+    /// It fell short of the budget only because campaigns were held to a whole batch while
+    /// they had more due, and something went out.
+    Held,
+}
+
+impl Hunger {
+    /// After `published` of `budget` went out; `held`: campaigns got whole batches and have
+    /// more due.
+    fn after(published: u32, budget: u32, held: bool) -> Self {
+        if budget > 0 && published >= budget {
+            Self::BudgetUsed
+        // Not if nothing went out (every message refused): the lane would be polled and
+        // refilled at the quicker pace only to be refused again.
+        } else if held && published > 0 {
+            Self::Held
+        } else {
+            Self::Fed
+        }
+    }
 }
 
 /// A token bucket at the provider's pace. The drain estimate alone cannot see a rate limit:
@@ -57,8 +82,7 @@ impl Lanes {
         self.lanes.entry(provider).or_insert_with(|| Lane {
             estimator: DrainEstimator::new(limits),
             measured_at: Instant::now(),
-            budget_limited: false,
-            held: false,
+            hunger: Hunger::Fed,
             pace: None,
             at_pace: false,
         })
@@ -110,13 +134,9 @@ impl Lanes {
     /// got whole batches and have more due (see [`DrainEstimator::published`]).
     pub fn published(&mut self, provider: Uuid, published: u32, budget: u32, held: bool) {
         if let Some(lane) = self.lanes.get_mut(&provider) {
-            // Not if nothing went out (every message refused): the lane would be polled and
-            // refilled at the quicker pace only to be refused again.
-            let held = held && published > 0;
-            lane.estimator.published(published, budget, held);
-            lane.budget_limited = budget > 0 && (published >= budget || held);
-            // A lane whose budget was used up is hungry anyway, at the usual pace.
-            lane.held = held && published < budget;
+            lane.hunger = Hunger::after(published, budget, held);
+            lane.estimator
+                .published(published, budget, lane.hunger == Hunger::Held);
             if let Some(pace) = lane.pace.as_mut() {
                 pace.tokens = (pace.tokens - f64::from(published)).max(0.0);
             }
@@ -129,8 +149,7 @@ impl Lanes {
     pub fn only_due(&mut self, due: &BTreeSet<Uuid>) {
         for (provider, lane) in &mut self.lanes {
             if !due.contains(provider) {
-                lane.budget_limited = false;
-                lane.held = false;
+                lane.hunger = Hunger::Fed;
             }
         }
     }
@@ -143,7 +162,7 @@ impl Lanes {
         let mut hungry: Vec<Uuid> = self
             .lanes
             .iter()
-            .filter(|(_, lane)| lane.budget_limited)
+            .filter(|(_, lane)| lane.hunger != Hunger::Fed)
             .map(|(id, _)| *id)
             .collect();
         hungry.sort();
@@ -166,11 +185,15 @@ impl Lanes {
     /// such a lane holds about a batch per campaign, which fast workers empty well within
     /// the usual poll, so it is looked at as often as a cold one.
     pub fn held(&self, provider: Uuid) -> bool {
-        self.lanes.get(&provider).is_some_and(|l| l.held)
+        self.lanes
+            .get(&provider)
+            .is_some_and(|l| l.hunger == Hunger::Held)
     }
 
     pub fn needs_top_up(&self, provider: Uuid) -> bool {
-        self.lanes.get(&provider).is_some_and(|l| l.budget_limited)
+        self.lanes
+            .get(&provider)
+            .is_some_and(|l| l.hunger != Hunger::Fed)
     }
 
     /// Whether the lane's drain estimate is still zero: nothing measured of it yet (a cold
@@ -217,6 +240,18 @@ fn stale_after(tick: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_publish_short_of_its_budget_is_hungry_only_if_it_held_campaigns_to_a_batch() {
+        assert_eq!(Hunger::after(100, 100, false), Hunger::BudgetUsed);
+        // Its budget used up, a lane is hungry at the usual pace, held or not.
+        assert_eq!(Hunger::after(100, 100, true), Hunger::BudgetUsed);
+        assert_eq!(Hunger::after(40, 100, true), Hunger::Held);
+        assert_eq!(Hunger::after(40, 100, false), Hunger::Fed);
+        // Nothing went out (the broker refused it all), or nothing was allowed.
+        assert_eq!(Hunger::after(0, 100, true), Hunger::Fed);
+        assert_eq!(Hunger::after(0, 0, true), Hunger::Fed);
+    }
 
     fn lanes() -> Lanes {
         Lanes::new(Limits {
