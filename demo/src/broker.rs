@@ -18,7 +18,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Confirmation, PublisherConfirm};
+use lapin::{BasicProperties, Confirmation, Connection, PublisherConfirm};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -32,6 +32,9 @@ pub struct Load {
     pub window: usize,
     /// The consumer's prefetch.
     pub prefetch: u16,
+    /// The most the measurement may take (a broker that blocks publishers, say on a disk
+    /// alarm, would otherwise hold it for good).
+    pub timeout: Duration,
 }
 
 impl Default for Load {
@@ -40,13 +43,14 @@ impl Default for Load {
             messages: 100_000,
             window: 1_000,
             prefetch: 1_000,
+            timeout: Duration::from_secs(300),
         }
     }
 }
 
 /// Publishes and consumes `load.messages` through a fresh lane of the broker at `amqp_url`;
 /// prints one line for the rate and one for the CPU each of `parts` spent per message, and
-/// answers the rate (messages a second).
+/// answers the rate (messages a second). The lane is deleted afterwards, whatever happened.
 pub async fn measure(
     amqp_url: &str,
     load: Load,
@@ -54,7 +58,9 @@ pub async fn measure(
     parts: &[cpu::Part],
 ) -> anyhow::Result<f64> {
     if load.messages == 0 || load.window == 0 || load.prefetch == 0 {
-        bail!("messages, window and prefetch must each be at least 1");
+        bail!(
+            "the broker's measurement needs at least one message, a window and a prefetch of at least 1"
+        );
     }
     let tls = Tls::default();
     let publishing = herald_shared::queue::connect(amqp_url, "herald-bench-publisher", &tls)
@@ -63,13 +69,73 @@ pub async fn measure(
     let consuming = herald_shared::queue::connect(amqp_url, "herald-bench-consumer", &tls)
         .await
         .context("connecting to RabbitMQ")?;
+    // A lane of a provider that does not exist: Herald's services never consume it.
+    let lane = Uuid::new_v4();
+    let carried = tokio::time::timeout(
+        load.timeout,
+        carry(&publishing, &consuming, lane, load, parts),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(anyhow::anyhow!(
+            "RabbitMQ did not carry {} messages within {:?}",
+            load.messages,
+            load.timeout
+        ))
+    });
+    // On a channel of its own: the publisher's may be the one that failed.
+    let deleted = async {
+        publishing
+            .create_channel()
+            .await?
+            .queue_delete(
+                topology::lane_queue(lane).as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await
+    }
+    .await;
+    let _ = consuming.close(200, "measured".into()).await;
+    let _ = publishing.close(200, "measured".into()).await;
+    let Carried { secs, bytes, cpu } = carried?;
+    deleted.context("deleting the measured lane")?;
+    let total = load.messages;
+    let rate = f64::from(total) / secs;
+    println!(
+        "{label}: RabbitMQ alone: {total} messages of {bytes} bytes to a lane (quorum queue), published \
+         with confirms ({} awaited at most) and consumed with an ack each (prefetch {}) in {secs:.1} s: \
+         {rate:.0} msg/s",
+        load.window, load.prefetch,
+    );
+    if !parts.is_empty() {
+        println!("{label}: RabbitMQ alone: {cpu}");
+    }
+    Ok(rate)
+}
+
+/// What carrying the messages took.
+struct Carried {
+    secs: f64,
+    /// The size of each message.
+    bytes: usize,
+    /// The CPU each part spent meanwhile, per message.
+    cpu: String,
+}
+
+/// Declares `lane`, then publishes `load.messages` into it on `publishing` while a consumer
+/// on `consuming` acks them; timed from the first publish to the last ack.
+async fn carry(
+    publishing: &Connection,
+    consuming: &Connection,
+    lane: Uuid,
+    load: Load,
+    parts: &[cpu::Part],
+) -> anyhow::Result<Carried> {
     let publisher = publishing.create_channel().await?;
     publisher
         .confirm_select(lapin::options::ConfirmSelectOptions::default())
         .await?;
     topology::declare(&publisher).await?;
-    // A lane of a provider that does not exist: Herald's services never consume it.
-    let lane = Uuid::new_v4();
     topology::declare_lane(&publisher, lane).await?;
     let body = message::encode_batch(&[sample_dispatch(lane)]);
 
@@ -89,7 +155,7 @@ pub async fn measure(
     // Each delivery acked on its own (as a worker acks each message), the acks of the
     // deliveries at hand sent together.
     let prefetch = usize::from(load.prefetch);
-    let consume = tokio::spawn(async move {
+    let consume = async move {
         let acked = consumer
             .take(total as usize)
             .map(|delivery| async move {
@@ -103,7 +169,7 @@ pub async fn measure(
             bail!("the consumer was cancelled after {acked} messages");
         }
         anyhow::Ok(())
-    });
+    };
 
     let cpu_before = cpu::Snapshot::take(parts);
     let started = Instant::now();
@@ -115,7 +181,7 @@ pub async fn measure(
     // see many frames a wake-up, not one publish at a time.
     let routing_key = topology::lane_routing_key(lane);
     let (publisher, body) = (&publisher, &body);
-    futures::stream::iter(0..total)
+    let publish = futures::stream::iter(0..total)
         .map(|_| {
             let properties = BasicProperties::default()
                 .with_delivery_mode(2)
@@ -135,38 +201,15 @@ pub async fn measure(
             }
         })
         .buffer_unordered(load.window)
-        .try_collect::<()>()
-        .await?;
-    tokio::time::timeout(Duration::from_secs(300), consume)
-        .await
-        .context("the consumer did not get every message within 300 s")???;
+        .try_collect::<()>();
+    futures::try_join!(publish, consume)?;
     let secs = started.elapsed().as_secs_f64();
-    let cpu_after = cpu::Snapshot::take(parts);
-
-    publisher
-        .queue_delete(
-            topology::lane_queue(lane).as_str().into(),
-            QueueDeleteOptions::default(),
-        )
-        .await?;
-    let rate = f64::from(total) / secs;
-    println!(
-        "{label}: RabbitMQ alone: {total} messages of {} bytes to a lane (quorum queue), published \
-         with confirms ({} awaited at most) and consumed with an ack each (prefetch {}) in {secs:.1} s: \
-         {rate:.0} msg/s",
-        body.len(),
-        load.window,
-        load.prefetch,
-    );
-    if !parts.is_empty() {
-        println!(
-            "{label}: RabbitMQ alone: {}",
-            cpu_after.report(&cpu_before, i64::from(total))
-        );
-    }
-    Ok(rate)
+    Ok(Carried {
+        secs,
+        bytes: body.len(),
+        cpu: cpu::Snapshot::take(parts).report(&cpu_before, i64::from(total)),
+    })
 }
-
 /// Waits for a publish's confirm; anything but a plain ack ends the measurement.
 async fn confirmed(confirm: PublisherConfirm) -> anyhow::Result<()> {
     match confirm.await? {

@@ -119,6 +119,9 @@ enum Command {
         /// The consumer's prefetch.
         #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u16).range(1..))]
         prefetch: u16,
+        /// Give up (and delete the lane) after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
         #[arg(long, default_value = "broker")]
         label: String,
         #[command(flatten)]
@@ -194,6 +197,9 @@ async fn main() -> anyhow::Result<()> {
             broker_ceiling,
             cpu,
         } => {
+            if recipients == 0 {
+                bail!("--recipients must be at least 1");
+            }
             let pool = database(&cli.database_url).await?;
             let ceiling = if broker_ceiling {
                 let load = broker::Load {
@@ -223,13 +229,19 @@ async fn main() -> anyhow::Result<()> {
                 &cpu.parts,
             )
             .await?;
+            let beside_neighbour = neighbour.is_some();
             if let Some(campaign) = neighbour {
                 stop_neighbour(&pool, campaign).await?;
             }
             if let Some(ceiling) = ceiling {
+                let beside = if beside_neighbour {
+                    "; a neighbour's campaign ran beside Herald's"
+                } else {
+                    ""
+                };
                 println!(
                     "{label}: {:.0}% of RabbitMQ alone ({rate:.0} against {:.0} msg/s, a message \
-                     per recipient, measured just before)",
+                     per recipient, measured just before{beside})",
                     100.0 * rate / ceiling,
                     ceiling
                 );
@@ -240,6 +252,7 @@ async fn main() -> anyhow::Result<()> {
             messages,
             window,
             prefetch,
+            timeout_secs,
             label,
             cpu,
         } => {
@@ -247,6 +260,7 @@ async fn main() -> anyhow::Result<()> {
                 messages,
                 window: window as usize,
                 prefetch,
+                timeout: Duration::from_secs(timeout_secs),
             };
             broker::measure(&cli.amqp_url, load, &label, &with_client(&cpu.parts)).await?;
             Ok(())

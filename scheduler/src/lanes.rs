@@ -44,7 +44,7 @@ impl Hunger {
             Self::BudgetUsed
         // Not if nothing went out (every message refused): the lane would be polled and
         // refilled at the quicker pace only to be refused again.
-        } else if held && published > 0 {
+        } else if budget > 0 && held && published > 0 {
             Self::Held
         } else {
             Self::Fed
@@ -251,6 +251,7 @@ mod tests {
         // Nothing went out (the broker refused it all), or nothing was allowed.
         assert_eq!(Hunger::after(0, 100, true), Hunger::Fed);
         assert_eq!(Hunger::after(0, 0, true), Hunger::Fed);
+        assert_eq!(Hunger::after(5, 0, true), Hunger::Fed);
     }
 
     fn lanes() -> Lanes {

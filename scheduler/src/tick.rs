@@ -425,7 +425,7 @@ impl Ticker {
             let used = batch.lanes.iter().filter(|lane| *lane == provider).count();
             let left = routing::left_in_lane(budget, used);
             // A campaign failing over (its primary's breaker open) sends all its work here,
-            // so this lane may be held as a primary is.
+            // so it may hold this lane as a primary's campaigns do (`claim_plan`).
             self.claim_lane(lane_campaigns, left, *provider, Lane::Overflow, &mut batch)
                 .await?;
         }
@@ -503,8 +503,9 @@ impl Ticker {
         }
     }
 
-    /// [`claim_plan`](Self::claim_plan); if it fails, everything `batch` claimed so far goes
-    /// back to pending (and to the campaigns' standings).
+    /// [`claim_plan`](Self::claim_plan); if it fails, every claim `batch` holds goes back to
+    /// pending (and to the campaigns' standings). Rows the failing plan claimed but had not
+    /// added to `batch` yet are the sweeper's, as any claim whose message never went out.
     async fn claim_lane(
         &mut self,
         campaigns: &[ActiveCampaign],
@@ -527,7 +528,10 @@ impl Ticker {
     /// become [`crate::turns`]; what spills into an overflow lane is planned as it is.
     ///
     /// If a campaign was given, and found, a whole batch while it has more due, the lane is
-    /// hungry even if the plan left some of its budget unused: `batch.held` notes it.
+    /// hungry even if the plan left some of its budget unused: `batch.held` notes it. In an
+    /// overflow lane only a campaign failing over counts: what spills from a primary at its
+    /// rate limit is the primary's rest of a pass, and comes again with the primary's next
+    /// pass (its lane, its budget used, is hungry anyway).
     async fn claim_plan(
         &mut self,
         campaigns: &[ActiveCampaign],
@@ -603,7 +607,10 @@ impl Ticker {
             .zip(&counts)
             .zip(&claimed)
             .any(|((c, &count), found)| {
-                c.more_due && i64::from(count) >= c.due && found.len() >= count as usize
+                (lane == Lane::Primary || c.primary_open)
+                    && c.more_due
+                    && i64::from(count) >= c.due
+                    && found.len() >= count as usize
             });
         if held {
             batch.held.insert(via);

@@ -43,6 +43,22 @@ async fn the_broker_alone_carries_every_message_and_leaves_no_lane_behind() -> R
         "{queues:?}"
     );
 
+    // Cut short by its time limit (far more messages than a second carries): it fails,
+    // naming the limit, and still leaves no lane with its messages behind.
+    let cut = env.run_binary(
+        "herald-demo",
+        &["broker", "--messages", "1000000", "--timeout-secs", "1"],
+        &amqp,
+    )?;
+    let stderr = String::from_utf8_lossy(&cut.stderr);
+    assert!(!cut.status.success());
+    assert!(stderr.contains("within 1s"), "{stderr}");
+    let queues = env.queue_depths().await?;
+    assert!(
+        !queues.keys().any(|q| q.starts_with("herald.dispatch.")),
+        "{queues:?}"
+    );
+
     let refused = env.run_binary("herald-demo", &["broker", "--messages", "0"], &amqp)?;
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
