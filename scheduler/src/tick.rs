@@ -527,11 +527,8 @@ impl Ticker {
     /// order. In a primary lane, where every campaign of the lane is planned, small shares
     /// become [`crate::turns`]; what spills into an overflow lane is planned as it is.
     ///
-    /// If a campaign was given, and found, a whole batch while it has more due, the lane is
-    /// hungry even if the plan left some of its budget unused: `batch.held` notes it. In an
-    /// overflow lane only a campaign failing over counts: what spills from a primary at its
-    /// rate limit is the primary's rest of a pass, and comes again with the primary's next
-    /// pass (its lane, its budget used, is hungry anyway).
+    /// If a campaign held the lane to its batch ([`holds_lane`]), the lane is hungry even if
+    /// the plan left some of its budget unused: `batch.held` notes it.
     async fn claim_plan(
         &mut self,
         campaigns: &[ActiveCampaign],
@@ -606,12 +603,7 @@ impl Ticker {
             .iter()
             .zip(&counts)
             .zip(&claimed)
-            .any(|((c, &count), found)| {
-                (lane == Lane::Primary || c.primary_open)
-                    && c.more_due
-                    && i64::from(count) >= c.due
-                    && found.len() >= count as usize
-            });
+            .any(|((campaign, &given), found)| holds_lane(lane, campaign, given, found.len()));
         if held {
             batch.held.insert(via);
         }
@@ -636,6 +628,19 @@ impl Ticker {
         }
         Ok(())
     }
+}
+
+/// Whether `campaign`, given `given` of the lane's plan and found `found` recipients for
+/// them, held the lane to its batch: it was given, and found, its whole due count (which
+/// is capped at its `batch_size`) while it has more due. In an overflow lane only a
+/// campaign failing over (its primary's breaker open) counts: what spills from a primary at
+/// its rate limit is the rest of the primary's pass, and comes again with the primary's next
+/// pass (that lane, its budget used, is hungry anyway).
+fn holds_lane(lane: Lane, campaign: &ActiveCampaign, given: u32, found: usize) -> bool {
+    (lane == Lane::Primary || campaign.primary_open)
+        && campaign.more_due
+        && i64::from(given) >= campaign.due
+        && found >= given as usize
 }
 
 /// Makes the campaigns whose start has come running.
@@ -713,5 +718,35 @@ async fn release_or_log(pool: &PgPool, claims: &[(i64, i32)]) {
         Err(error) => {
             tracing::warn!(%error, count = claims.len(), "cannot release claims now; the sweeper will")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::tests::campaign;
+
+    #[test]
+    fn a_campaign_given_and_found_its_whole_batch_with_more_due_holds_its_lane() {
+        let mut more = campaign(1, 10, Some(30), 100);
+        more.more_due = true;
+        assert!(holds_lane(Lane::Primary, &more, 100, 100));
+        // Given less than its batch (the lane's budget ran out first), or found less.
+        assert!(!holds_lane(Lane::Primary, &more, 60, 60));
+        assert!(!holds_lane(Lane::Primary, &more, 100, 70));
+        // Its batch was all it had.
+        let last = campaign(2, 10, Some(30), 100);
+        assert!(!holds_lane(Lane::Primary, &last, 100, 100));
+    }
+
+    #[test]
+    fn only_a_campaign_failing_over_holds_an_overflow_lane() {
+        // Spilled from a primary at its pace: the rest of that primary's pass.
+        let mut spilled = campaign(1, 10, Some(30), 40);
+        spilled.more_due = true;
+        assert!(!holds_lane(Lane::Overflow, &spilled, 40, 40));
+        let mut failing_over = spilled.clone();
+        failing_over.primary_open = true;
+        assert!(holds_lane(Lane::Overflow, &failing_over, 40, 40));
     }
 }
