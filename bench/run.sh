@@ -6,7 +6,8 @@
 #   RECEIPTS=on       the simulator posts a `sent` and a `delivered` receipt for every message
 #                     to a running receiver (receipts at twice the send rate); `both` runs
 #                     without and with, alternately; default off
-#   RUNS=3            repeats each (latency, receipts) run
+#   RUNS=3            repeats each (latency, receipts) run, then prints each figure's
+#                     median per set-up (bench/medians.py)
 #   WORKERS=2         runs that many workers (default 1)
 #   PREFETCH=2000     the worker's requests in flight per provider lane (default: the
 #                     worker's own default); the worker's peak RSS is printed with each run
@@ -67,7 +68,7 @@ run_one() {
   cpu+=(--cpu "worker=$(IFS=,; echo "${worker_pids[*]}")")
   wait_healthy "$HERALD_SIMULATOR_URL"
   # shellcheck disable=SC2046 # one word per argument
-  "$BIN/herald-demo" bench --recipients "$RECIPIENTS" --batch-size "${BATCH_SIZE:-100000}" --broker-ceiling --label "$label" "${cpu[@]}" $(service_cpu_parts)
+  "$BIN/herald-demo" bench --recipients "$RECIPIENTS" --batch-size "${BATCH_SIZE:-100000}" --broker-ceiling --label "$label" "${cpu[@]}" $(service_cpu_parts) | tee -a "$results"
   stop_services
 }
 
@@ -77,9 +78,13 @@ case "${RECEIPTS:-off}" in
   both) modes="off on" ;;
   *) echo "RECEIPTS must be off, on or both" >&2; exit 2 ;;
 esac
+results="$LOGS/run-results.txt"
+: >"$results"
 echo "== Herald end-to-end benchmark: $RECIPIENTS recipients, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
 for latency in ${LATENCIES:-0 200}; do
   for _ in $(seq 1 "${RUNS:-1}"); do
     for mode in $modes; do run_one "$latency" "$mode"; done
   done
 done
+# Repeated runs: the median of each figure per set-up (the one to quote).
+if [ "${RUNS:-1}" -gt 1 ]; then python3 bench/medians.py <"$results"; fi
