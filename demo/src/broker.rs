@@ -37,13 +37,19 @@ pub struct Load {
     pub timeout: Duration,
 }
 
+/// The defaults, also `herald-demo broker`'s.
+pub const MESSAGES: u32 = 100_000;
+pub const WINDOW: u32 = 1_000;
+pub const PREFETCH: u16 = 1_000;
+pub const TIMEOUT_SECS: u64 = 300;
+
 impl Default for Load {
     fn default() -> Self {
         Self {
-            messages: 100_000,
-            window: 1_000,
-            prefetch: 1_000,
-            timeout: Duration::from_secs(300),
+            messages: MESSAGES,
+            window: WINDOW as usize,
+            prefetch: PREFETCH,
+            timeout: Duration::from_secs(TIMEOUT_SECS),
         }
     }
 }
@@ -210,6 +216,7 @@ async fn carry(
         cpu: cpu::Snapshot::take(parts).report(&cpu_before, i64::from(total)),
     })
 }
+
 /// Waits for a publish's confirm; anything but a plain ack ends the measurement.
 async fn confirmed(confirm: PublisherConfirm) -> anyhow::Result<()> {
     match confirm.await? {

@@ -111,16 +111,16 @@ enum Command {
     /// each) published with confirms into a lane like Herald's and consumed with an ack each;
     /// prints messages per second and the CPU the named parts spent.
     Broker {
-        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, default_value_t = broker::MESSAGES, value_parser = clap::value_parser!(u32).range(1..))]
         messages: u32,
         /// Publishes awaiting their confirm at most.
-        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        #[arg(long, default_value_t = broker::WINDOW, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         window: u32,
         /// The consumer's prefetch.
-        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u16).range(1..))]
+        #[arg(long, default_value_t = broker::PREFETCH, value_parser = clap::value_parser!(u16).range(1..))]
         prefetch: u16,
         /// Give up (and delete the lane) after this many seconds.
-        #[arg(long, default_value_t = 300)]
+        #[arg(long, default_value_t = broker::TIMEOUT_SECS)]
         timeout_secs: u64,
         #[arg(long, default_value = "broker")]
         label: String,
@@ -203,7 +203,7 @@ async fn main() -> anyhow::Result<()> {
             let pool = database(&cli.database_url).await?;
             let ceiling = if broker_ceiling {
                 let load = broker::Load {
-                    messages: u32::try_from(recipients.min(200_000)).unwrap_or(200_000),
+                    messages: u32::try_from(recipients).unwrap_or(u32::MAX).min(200_000),
                     ..broker::Load::default()
                 };
                 Some(broker::measure(&cli.amqp_url, load, &label, &with_client(&cpu.parts)).await?)

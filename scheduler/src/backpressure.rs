@@ -23,7 +23,7 @@ pub struct Limits {
     pub depth_ticks: f64,
     /// Budget at start and the floor when nothing is known.
     pub min_budget: u32,
-    /// Never publish more than this in one pass (a tick or a top-up).
+    /// Never publish more than this in one pass (a tick, a top-up or a wake).
     pub max_budget: u32,
 }
 
@@ -166,9 +166,10 @@ impl DrainEstimator {
 
     /// Records what was published after [`budget`](Self::budget) or
     /// [`top_up`](Self::top_up) returned `budget`. `held` says campaigns were given a whole
-    /// batch (their `batch_size`, the most one pass gives a campaign) and have more due: a
-    /// publish short of its budget then did not run out of work (the workers' drain is still
-    /// measured), but neither did the budget hold it back (no probing upwards).
+    /// batch (their `batch_size`, the most one pass gives a campaign) and have more due, and
+    /// something went out: a publish short of its budget then did not run out of work (the
+    /// workers' drain is still measured), but neither did the budget hold it back (no probing
+    /// upwards).
     pub fn published(&mut self, published: u32, budget: u32, held: bool) {
         if let Some(window) = self.window.as_mut() {
             window.published += u64::from(published);

@@ -25,7 +25,7 @@ pub struct SchedulerConfig {
     #[arg(long, env = "HERALD_SCHEDULER_MIN_BUDGET", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub min_budget: u32,
 
-    /// Most messages one pass (a tick, or a top-up between ticks) publishes into a lane.
+    /// Most messages one pass (a tick, a top-up between ticks, or a wake) publishes into a lane.
     #[arg(long, env = "HERALD_SCHEDULER_MAX_BUDGET", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_budget: u32,
 

@@ -43,7 +43,8 @@ impl Hunger {
         if budget > 0 && published >= budget {
             Self::BudgetUsed
         // Not if nothing went out (every message refused): the lane would be polled and
-        // refilled at the quicker pace only to be refused again.
+        // refilled at the quicker pace only to be refused again, and for the drain estimate
+        // such a pass ran out of work (nothing of the drain was measured).
         } else if budget > 0 && held && published > 0 {
             Self::Held
         } else {

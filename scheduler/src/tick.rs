@@ -425,7 +425,7 @@ impl Ticker {
             let used = batch.lanes.iter().filter(|lane| *lane == provider).count();
             let left = routing::left_in_lane(budget, used);
             // A campaign failing over (its primary's breaker open) sends all its work here,
-            // so it may hold this lane as a primary's campaigns do (`claim_plan`).
+            // so it may hold this lane as a primary's campaigns do ([`holds_lane`]).
             self.claim_lane(lane_campaigns, left, *provider, Lane::Overflow, &mut batch)
                 .await?;
         }
@@ -436,8 +436,7 @@ impl Ticker {
         let confirmed = match self.publisher.publish(&batch.messages, per_message).await {
             Ok(confirmed) => confirmed,
             Err(error) => {
-                self.give_back(&batch, None);
-                release_or_log(pool, &batch.claims).await;
+                self.abandon(&batch).await;
                 for (&provider, &budget) in &budgets {
                     self.lanes.published(provider, 0, budget, false);
                 }
@@ -503,9 +502,9 @@ impl Ticker {
         }
     }
 
-    /// [`claim_plan`](Self::claim_plan); if it fails, every claim `batch` holds goes back to
-    /// pending (and to the campaigns' standings). Rows the failing plan claimed but had not
-    /// added to `batch` yet are the sweeper's, as any claim whose message never went out.
+    /// [`claim_plan`](Self::claim_plan); if it fails, the pass is abandoned
+    /// ([`abandon`](Self::abandon)). Rows the failing plan claimed but had not added to
+    /// `batch` yet are the sweeper's, as any claim whose message never went out.
     async fn claim_lane(
         &mut self,
         campaigns: &[ActiveCampaign],
@@ -516,10 +515,16 @@ impl Ticker {
     ) -> Result<(), TickError> {
         let claimed = self.claim_plan(campaigns, budget, via, lane, batch).await;
         if claimed.is_err() {
-            self.give_back(batch, None);
-            release_or_log(&self.pool, &batch.claims).await;
+            self.abandon(batch).await;
         }
         claimed
+    }
+
+    /// A pass that cannot go on: every claim `batch` holds goes back to pending, and the
+    /// campaigns' standings get back what was charged for them.
+    async fn abandon(&mut self, batch: &Batch) {
+        self.give_back(batch, None);
+        release_or_log(&self.pool, &batch.claims).await;
     }
 
     /// Plans the fair split of `budget` over `campaigns`, claims each campaign's share and
