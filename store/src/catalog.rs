@@ -3,6 +3,7 @@
 //! Every write that makes one object is one transaction: a campaign whose recipients fail
 //! validation is not created at all.
 
+use crate::recipients::audience;
 use chrono::{DateTime, Utc};
 use herald_shared::domain::{CampaignStatus, Channel};
 use herald_shared::template;
@@ -162,21 +163,22 @@ pub async fn create_campaign(
     .await?;
 
     for chunk in recipients.chunks(INSERT_CHUNK) {
-        let addresses: Vec<&str> = chunk.iter().map(|r| r.address.as_str()).collect();
+        let addresses: Vec<String> = chunk.iter().map(|r| r.address.clone()).collect();
         let variables: Vec<Value> = chunk
             .iter()
             .map(|r| Value::Object(r.variables.clone()))
             .collect();
-        sqlx::query!(
-            "INSERT INTO recipients (campaign_id, address, variables)
-             SELECT $1, a, v FROM unnest($2::text[], $3::jsonb[]) AS u(a, v)
-             ON CONFLICT (campaign_id, address) WHERE NOT transactional DO NOTHING",
-            id,
-            &addresses as _,
-            &variables,
+        // The first of an address wins; ids follow the order given.
+        let mut qb = audience::start_adding(id);
+        qb.push(
+            "SELECT address, variables FROM (
+                 SELECT DISTINCT ON (a) a AS address, v AS variables, n FROM unnest(",
         )
-        .execute(&mut *tx)
-        .await?;
+        .push_bind(addresses)
+        .push("::text[], ")
+        .push_bind(variables)
+        .push("::jsonb[]) WITH ORDINALITY AS u(a, v, n) ORDER BY a, n) firsts ORDER BY n");
+        audience::finish_adding(qb, &mut tx).await?;
     }
     tx.commit().await?;
     Ok(id)

@@ -43,7 +43,9 @@
 //! statement's own text with `+`, which the macros accept, so each is still checked whole.
 //! Still checked only when they run: those built from the caller's filters (`QueryBuilder`)
 //! and [`progress::campaigns`], whose columns are the lists' (`progress::counts_columns!`);
-//! those on an upload's temporary table; a campaign's status changes (each `Transition`'s
+//! those adding recipients to a campaign (one statement's end in [`recipients::audience`],
+//! after each source's own query: an upload's temporary table, a segment's filter, the
+//! catalog's arrays); a campaign's status changes (each `Transition`'s
 //! statement is picked at run time); and the claim (its plan is made with each tick's arrays
 //! in hand, which the macros cannot ask for).
 //!

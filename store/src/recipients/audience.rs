@@ -1,5 +1,6 @@
-//! A campaign's audience as the admin sees it: adding recipients from an upload, and
-//! listing them. Neither changes a recipient's state: a new one starts `pending`.
+//! A campaign's audience: adding recipients (from an upload, a segment or the catalog's
+//! list, each address once), and listing them for the admin. Neither changes a recipient's
+//! state: a new one starts `pending`.
 
 use crate::keyset;
 use chrono::{DateTime, Utc};
@@ -9,19 +10,58 @@ use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+/// The end of every statement that adds recipients to a campaign, after the statement's
+/// own `WITH campaign AS (SELECT <id>::uuid AS id), wanted AS (<address, variables>, one
+/// row an address)`: an address already in the campaign is kept as it is, the others
+/// become `pending` recipients. Uniqueness lives in `campaign_addresses`, written once a
+/// recipient and never updated, not in an index of `recipients` that every send's two
+/// updates would have to enter (migration `20261207000001`). Ids are drawn in `wanted`'s
+/// order and the rows written in id order, so a campaign's first attempts (claimed by id
+/// range) are read in heap order.
+const ADD_WANTED: &str = "
+    , sequence AS (SELECT pg_get_serial_sequence('recipients', 'id')::regclass AS name)
+    , taken AS (
+        INSERT INTO campaign_addresses (campaign_id, address, recipient_id)
+        SELECT campaign.id, w.address, nextval(sequence.name)
+        FROM campaign, sequence, wanted w
+        ON CONFLICT (campaign_id, address) DO NOTHING
+        RETURNING address, recipient_id
+    )
+    INSERT INTO recipients (id, campaign_id, address, variables)
+    OVERRIDING SYSTEM VALUE
+    SELECT t.recipient_id, campaign.id, t.address, w.variables
+    FROM campaign, taken t JOIN wanted w USING (address)
+    ORDER BY t.recipient_id";
+
+/// Starts a statement adding recipients to `campaign` (see [`ADD_WANTED`]): the caller
+/// pushes the query producing `address, variables` (one row an address), then
+/// [`finish_adding`].
+pub(crate) fn start_adding(campaign: Uuid) -> QueryBuilder<Postgres> {
+    let mut qb = QueryBuilder::new("WITH campaign AS (SELECT ");
+    qb.push_bind(campaign)
+        .push("::uuid AS id), wanted AS MATERIALIZED (");
+    qb
+}
+
+/// Ends a statement begun with [`start_adding`] and runs it; returns how many were added.
+pub(crate) async fn finish_adding(
+    mut qb: QueryBuilder<Postgres>,
+    tx: &mut PgConnection,
+) -> Result<u64, sqlx::Error> {
+    qb.push(")").push(ADD_WANTED);
+    Ok(qb.build().execute(tx).await?.rows_affected())
+}
+
 /// Adds the staged upload ([`crate::uploads`]) to campaign `campaign`'s recipients, in the
 /// caller's transaction: the first row of an address wins, and addresses already in the
 /// campaign are kept as they are. Returns how many were added.
 pub async fn add_staged(tx: &mut PgConnection, campaign: Uuid) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "INSERT INTO recipients (campaign_id, address, variables)
-         SELECT DISTINCT ON (address) $1, address, fields FROM upload_rows ORDER BY address, n
-         ON CONFLICT (campaign_id, address) WHERE NOT transactional DO NOTHING",
-    )
-    .bind(campaign)
-    .execute(tx)
-    .await?
-    .rows_affected())
+    let mut qb = start_adding(campaign);
+    qb.push(
+        "SELECT DISTINCT ON (address) address, fields AS variables FROM upload_rows
+         ORDER BY address, n",
+    );
+    finish_adding(qb, tx).await
 }
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
@@ -52,19 +92,19 @@ pub async fn list(
     after: Option<String>,
     limit: i64,
 ) -> Result<Vec<Recipient>, sqlx::Error> {
-    // By address, along the unique (campaign_id, address) index of campaigns' audiences
-    // (its predicate is repeated so the planner may use it): the hot table keeps no index
+    // By address, along `campaign_addresses`' primary key: the hot table keeps no index
     // for listing alone (each would cost every send's update an entry).
     let mut qb = QueryBuilder::<Postgres>::new(
-        "SELECT id, address, variables, state, attempts, last_error, provider_message_id, sent_at,
-                delivery_status, delivery_error
-         FROM recipients WHERE NOT transactional AND campaign_id = ",
+        "SELECT r.id, a.address, r.variables, r.state, r.attempts, r.last_error,
+                r.provider_message_id, r.sent_at, r.delivery_status, r.delivery_error
+         FROM campaign_addresses a JOIN recipients r ON r.id = a.recipient_id
+         WHERE a.campaign_id = ",
     );
     qb.push_bind(campaign);
     if let Some(state) = state {
-        qb.push(" AND state = ").push_bind(state.to_owned());
+        qb.push(" AND r.state = ").push_bind(state.to_owned());
     }
-    keyset::push_exact(&mut qb, "address", address);
-    keyset::push_page(&mut qb, "address", after, limit);
+    keyset::push_exact(&mut qb, "a.address", address);
+    keyset::push_page(&mut qb, "a.address", after, limit);
     qb.build_query_as().fetch_all(pool).await
 }

@@ -4,6 +4,7 @@
 
 pub mod filter;
 
+use crate::recipients::audience;
 use crate::tenants::Scope;
 use chrono::{DateTime, Utc};
 use filter::Filter;
@@ -119,14 +120,11 @@ pub async fn materialize(
     tenant: Uuid,
     filter: &Filter,
 ) -> Result<u64, sqlx::Error> {
-    let mut qb = QueryBuilder::<Postgres>::new(
-        "INSERT INTO recipients (campaign_id, address, variables) SELECT ",
-    );
-    qb.push_bind(campaign)
-        .push(", c.address, c.attributes FROM contacts c WHERE c.tenant_id = ")
+    // A tenant's contacts name each address once.
+    let mut qb = audience::start_adding(campaign);
+    qb.push("SELECT c.address, c.attributes AS variables FROM contacts c WHERE c.tenant_id = ")
         .push_bind(tenant)
         .push(" AND ");
     filter.push_sql("c", &mut qb);
-    qb.push(" ON CONFLICT (campaign_id, address) WHERE NOT transactional DO NOTHING");
-    Ok(qb.build().execute(tx).await?.rows_affected())
+    audience::finish_adding(qb, tx).await
 }
