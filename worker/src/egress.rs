@@ -55,14 +55,15 @@ impl Egress {
 
     /// The client for `provider`'s request to `url`; a refusal if `provider` is a tenant's and
     /// `url` names an address it may not reach (addresses in URLs skip the resolver).
-    pub fn client(&self, provider: &Provider, url: &str) -> Result<&reqwest::Client, CallResult> {
+    pub fn client(
+        &self,
+        provider: &Provider,
+        url: &url::Url,
+    ) -> Result<&reqwest::Client, CallResult> {
         if !provider.restricted {
             return Ok(&self.open);
         }
-        let address = match url::Url::parse(url)
-            .ok()
-            .and_then(|u| u.host().map(|h| h.to_owned()))
-        {
+        let address = match url.host() {
             Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
             Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
             _ => None,

@@ -41,12 +41,22 @@ async fn call(egress: &Egress, provider: &Provider, message: &DispatchMessage) -
         // Settings are validated when loaded, so this is a bug rather than bad input.
         Err(reason) => return CallResult::Misconfigured { reason },
     };
-    let client = match egress.client(provider, &request.url) {
+    // Parsed once, for the egress check of a tenant's provider and the request alike (each
+    // parsed it again: a parse is a few percent of a worker's CPU at 0 ms, `perf`).
+    let url = match url::Url::parse(&request.url) {
+        Ok(url) => url,
+        Err(error) => {
+            return CallResult::Misconfigured {
+                reason: format!("cannot build the request: the URL is not valid: {error}"),
+            };
+        }
+    };
+    let client = match egress.client(provider, &url) {
         Ok(client) => client,
         Err(refused) => return refused,
     };
     let response = match client
-        .request(request.method, &request.url)
+        .request(request.method, url)
         .timeout(provider.timeout)
         .headers(headers)
         .body(request.body)

@@ -44,11 +44,13 @@ pub async fn look_up(
     let timeout = chrono::Duration::from_std(provider.timeout).unwrap_or_default();
     let window = (since - margin)..=(since + timeout + margin);
     let headers = provider_call::header_map(&request)?;
+    let url =
+        url::Url::parse(&request.url).map_err(|e| format!("the lookup's URL is not valid: {e}"))?;
     let client = egress
-        .client(provider, &request.url)
+        .client(provider, &url)
         .map_err(|_| "the provider's address may not be reached".to_owned())?;
     let response = client
-        .request(request.method, &request.url)
+        .request(request.method, url)
         .headers(headers)
         .timeout(provider.timeout)
         .send()
