@@ -168,16 +168,12 @@ pub async fn create_campaign(
             .iter()
             .map(|r| Value::Object(r.variables.clone()))
             .collect();
-        // The first of an address wins; ids follow the order given.
         let mut qb = audience::start_adding(id);
-        qb.push(
-            "SELECT address, variables FROM (
-                 SELECT DISTINCT ON (a) a AS address, v AS variables, n FROM unnest(",
-        )
-        .push_bind(addresses)
-        .push("::text[], ")
-        .push_bind(variables)
-        .push("::jsonb[]) WITH ORDINALITY AS u(a, v, n) ORDER BY a, n) firsts ORDER BY n");
+        qb.push("SELECT a AS address, v AS variables, n FROM unnest(")
+            .push_bind(addresses)
+            .push("::text[], ")
+            .push_bind(variables)
+            .push("::jsonb[]) WITH ORDINALITY AS u(a, v, n)");
         audience::finish_adding(qb, &mut tx).await?;
     }
     tx.commit().await?;

@@ -11,35 +11,38 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// The end of every statement that adds recipients to a campaign, after the statement's
-/// own `WITH campaign AS (SELECT <id>::uuid AS id), wanted AS (<address, variables>, one
-/// row an address)`: an address already in the campaign is kept as it is, the others
-/// become `pending` recipients. Uniqueness lives in `campaign_addresses`, written once a
-/// recipient and never updated, not in an index of `recipients` that every send's two
-/// updates would have to enter (migration `20261207000001`). Ids are drawn in `wanted`'s
-/// order and the rows written in id order, so a campaign's first attempts (claimed by id
-/// range) are read in heap order.
+/// own `WITH campaign AS (SELECT <id>::uuid AS id), wanted AS (<address, variables, n>)`:
+/// of the rows of an address the one with the lowest `n` wins, an address already in the
+/// campaign is kept as it is, and the others become `pending` recipients, their ids drawn
+/// in `n` order (as the rows are read, in practice: nothing promises it, and nothing
+/// depends on it) and the rows written in id order. Uniqueness lives in
+/// `campaign_addresses`, written once a recipient and never updated, not in an index of
+/// `recipients` that every send's updates would enter (migration `20261207000001`).
 const ADD_WANTED: &str = "
+    , firsts AS MATERIALIZED (
+        SELECT DISTINCT ON (address) address, variables, n FROM wanted ORDER BY address, n
+    )
     , sequence AS (SELECT pg_get_serial_sequence('recipients', 'id')::regclass AS name)
     , taken AS (
         INSERT INTO campaign_addresses (campaign_id, address, recipient_id)
-        SELECT campaign.id, w.address, nextval(sequence.name)
-        FROM campaign, sequence, wanted w
+        SELECT campaign.id, f.address, nextval(sequence.name)
+        FROM campaign, sequence, (SELECT address FROM firsts ORDER BY n) f
         ON CONFLICT (campaign_id, address) DO NOTHING
         RETURNING address, recipient_id
     )
     INSERT INTO recipients (id, campaign_id, address, variables)
     OVERRIDING SYSTEM VALUE
-    SELECT t.recipient_id, campaign.id, t.address, w.variables
-    FROM campaign, taken t JOIN wanted w USING (address)
+    SELECT t.recipient_id, campaign.id, t.address, f.variables
+    FROM campaign, taken t JOIN firsts f USING (address)
     ORDER BY t.recipient_id";
 
 /// Starts a statement adding recipients to `campaign` (see [`ADD_WANTED`]): the caller
-/// pushes the query producing `address, variables` (one row an address), then
-/// [`finish_adding`].
+/// pushes the query producing `address, variables, n`, then [`finish_adding`]. Shared as
+/// text, not checked at compile time: two of its sources cannot be (an upload's temporary
+/// table, a segment's filter).
 pub(crate) fn start_adding(campaign: Uuid) -> QueryBuilder<Postgres> {
     let mut qb = QueryBuilder::new("WITH campaign AS (SELECT ");
-    qb.push_bind(campaign)
-        .push("::uuid AS id), wanted AS MATERIALIZED (");
+    qb.push_bind(campaign).push("::uuid AS id), wanted AS (");
     qb
 }
 
@@ -57,10 +60,7 @@ pub(crate) async fn finish_adding(
 /// campaign are kept as they are. Returns how many were added.
 pub async fn add_staged(tx: &mut PgConnection, campaign: Uuid) -> Result<u64, sqlx::Error> {
     let mut qb = start_adding(campaign);
-    qb.push(
-        "SELECT DISTINCT ON (address) address, fields AS variables FROM upload_rows
-         ORDER BY address, n",
-    );
+    qb.push("SELECT address, fields AS variables, n FROM upload_rows");
     finish_adding(qb, tx).await
 }
 

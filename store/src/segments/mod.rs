@@ -120,9 +120,8 @@ pub async fn materialize(
     tenant: Uuid,
     filter: &Filter,
 ) -> Result<u64, sqlx::Error> {
-    // A tenant's contacts name each address once.
     let mut qb = audience::start_adding(campaign);
-    qb.push("SELECT c.address, c.attributes AS variables FROM contacts c WHERE c.tenant_id = ")
+    qb.push("SELECT c.address, c.attributes AS variables, c.id AS n FROM contacts c WHERE c.tenant_id = ")
         .push_bind(tenant)
         .push(" AND ");
     filter.push_sql("c", &mut qb);
