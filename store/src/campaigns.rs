@@ -101,11 +101,13 @@ pub async fn dispatchable(
                                                  ORDER BY r.next_attempt_at
                                                  LIMIT least(c.batch_size, $1::int8)) due_retries) AS retries,
                           -- A campaign's first attempts past its cursor: at most as many
-                          -- as there are ids up to its audience's highest (see the claim),
-                          -- read from its row; counting them cost an index probe and 20
-                          -- heap fetches a campaign, most of the measure with 10,000.
+                          -- as there are ids from there (or from its audience's lowest, if
+                          -- higher) up to its audience's highest (see the claim), read from
+                          -- its row; counting them cost an index probe and 20 heap fetches
+                          -- a campaign, most of the measure with 10,000.
                           CASE WHEN c.kind = 'campaign' THEN
-                              least(greatest(c.audience_through - c.claimed_through, 0),
+                              least(greatest(c.audience_through
+                                             - greatest(c.claimed_through, c.audience_from - 1), 0),
                                     c.batch_size, $1::int8)
                           ELSE
                           (SELECT count(*) FROM (SELECT 1 FROM recipients r

@@ -11,11 +11,12 @@
 //!   that was most of a tick). Such a recipient stays `pending` until its lease, and its
 //!   message carries its unchanged `dispatch_seq`: the lease takes a `pending` row only
 //!   while no attempt has been made, so of two messages for it only one is ever sent.
-//!   The tick plans a campaign's first attempts from its row (`audience_through`, the
-//!   highest id of its audience, less its cursor: a bound, as other audiences' ids may lie
-//!   between); a claim that finds fewer than it asked for has read all there are (as of its
-//!   snapshot: one made first again later moves the cursor back), and moves the cursor to
-//!   the bound.
+//!   The tick plans a campaign's first attempts from its row: the ids from past its cursor
+//!   (or from its audience's lowest, `audience_from`, if that is higher) up to its
+//!   audience's highest, `audience_through` (a bound, as other audiences' ids may lie
+//!   between); a claim that finds fewer than it asked for has read all there are (as of
+//!   its snapshot: one made first again later moves the cursor back), and moves the
+//!   cursor to the bound.
 //! - **Retries, and a transactional stream's messages, row by row** (`pending → queued`,
 //!   `dispatch_seq` bumped: the fencing token the message carries), `FOR UPDATE SKIP
 //!   LOCKED`. A stream gains rows while it runs, so a cursor could pass a message

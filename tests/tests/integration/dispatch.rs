@@ -511,8 +511,8 @@ async fn first_attempts_of_a_lost_range_claim_are_handed_out_again() -> Result<(
     Ok(())
 }
 
-/// A tick plans a campaign's first attempts from a bound (its audience's highest id less its
-/// cursor), which overstates them when recipients above the cursor were already attempted
+/// A tick plans a campaign's first attempts from a bound (the ids past its cursor up to its
+/// audience's highest), which overstates them when recipients above the cursor were already attempted
 /// (a cursor moved back, then its first attempts taken by earlier messages). The claim that
 /// finds fewer than it asked for moves the cursor past the whole audience: the campaign
 /// leaves the plan and completes, instead of being planned (and kept from completing) for
@@ -551,6 +551,54 @@ async fn a_campaign_planned_for_more_than_it_has_left_still_completes() -> Resul
         .fetch_one(&env.pool)
         .await?;
     assert_eq!((through, audience), (highest, highest));
+    Ok(())
+}
+
+/// A campaign never claimed yet is planned for the recipients it has: its bound runs from
+/// its audience's lowest id, not from 0. From 0 a small campaign looked as large as its
+/// highest id (up to its batch size: a whole batch for all but the first few), and with
+/// thousands of them the fair plan handed each pass's budget to campaigns that could not
+/// use it (BENCHMARKS.md 2026-12-12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_campaign_is_planned_for_the_recipients_it_has() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let first = env
+        .campaign(tenant, provider, "first", &numbers("+1555470", 50), 100)
+        .await?;
+    let second = env
+        .campaign(tenant, provider, "second", &numbers("+1555471", 10), 100)
+        .await?;
+    // Another audience's ids between two inserts of one campaign's recipients: still a
+    // bound, never less than what is there.
+    let third = env
+        .campaign(tenant, provider, "third", &numbers("+1555472", 5), 100)
+        .await?;
+    env.campaign(tenant, provider, "between", &numbers("+1555473", 7), 100)
+        .await?;
+    sqlx::query(
+        "INSERT INTO recipients (campaign_id, address, variables)
+         SELECT $1, a, '{\"first_name\": \"x\"}' FROM unnest($2::text[]) a",
+    )
+    .bind(third)
+    .bind(numbers("+1555474", 3))
+    .execute(&env.pool)
+    .await?;
+    for campaign in [first, second, third] {
+        env.start(campaign).await?;
+    }
+    herald_store::campaigns::activate_due(&env.pool).await?;
+    let due: std::collections::BTreeMap<Uuid, i64> =
+        herald_store::campaigns::dispatchable(&env.pool, 20_000, None)
+            .await?
+            .into_iter()
+            .map(|c| (c.id, c.due))
+            .collect();
+    assert_eq!(due.get(&first), Some(&50), "{due:?}");
+    assert_eq!(due.get(&second), Some(&10), "{due:?}");
+    // Five, the seven of "between", then three: fifteen ids for eight recipients.
+    assert_eq!(due.get(&third), Some(&15), "{due:?}");
     Ok(())
 }
 
