@@ -7,9 +7,10 @@
 -- its `batch_size` (1,000 by default): a small campaign looked as large as a whole batch
 -- (all but those whose ids came first). With 10,000 campaigns of 10 recipients the fair
 -- plan handed each pass's budget out as if each had 1,000 (the largest standings first),
--- the claims found 10 a campaign, and the passes claimed a third of their budgets or less:
--- 2,500–3,100 msg/s, where campaigns claimed in two turns of 5 (`HERALD_SCHEDULER_MIN_BATCH=5`,
--- whose second claims read an exact bound) sent 7,700–8,000 (BENCHMARKS.md 2026-12-12).
+-- the claims found 10 a campaign, and from the middle of a run the passes claimed a third
+-- of their budgets or less: 2,800–3,300 msg/s, where campaigns claimed in two turns of 5
+-- (`HERALD_SCHEDULER_MIN_BATCH=5`, whose second claims read an exact bound) sent
+-- 7,700–8,000 (BENCHMARKS.md 2026-12-12).
 --
 -- Now the bound starts at the audience's lowest id: `audience_through -
 -- greatest(claimed_through, audience_from - 1)`, exact when no other insert drew ids while

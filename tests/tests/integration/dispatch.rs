@@ -512,11 +512,11 @@ async fn first_attempts_of_a_lost_range_claim_are_handed_out_again() -> Result<(
 }
 
 /// A tick plans a campaign's first attempts from a bound (the ids past its cursor up to its
-/// audience's highest), which overstates them when recipients above the cursor were already attempted
-/// (a cursor moved back, then its first attempts taken by earlier messages). The claim that
-/// finds fewer than it asked for moves the cursor past the whole audience: the campaign
-/// leaves the plan and completes, instead of being planned (and kept from completing) for
-/// ever.
+/// audience's highest), which overstates them when recipients above the cursor were already
+/// attempted (a cursor moved back, then its first attempts taken by earlier messages). The
+/// claim that finds fewer than it asked for moves the cursor past the whole audience: the
+/// campaign leaves the plan and completes, instead of being planned (and kept from
+/// completing) for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_planned_for_more_than_it_has_left_still_completes() -> Result<()> {
     let env = TestEnv::new(&[]).await?;
