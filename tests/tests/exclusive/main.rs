@@ -2,6 +2,8 @@
 //! provider kept at its rate limit, a newcomer's first send within two ticks): a test binary of their own, because
 //! cargo runs test binaries one after another, so nothing else competes for this 2-core
 //! machine while they run. Within the binary they take turns too, through [`ALONE`].
+//! `scripts/test.sh` runs them on release binaries (`cargo test --release`), as Herald is
+//! deployed: a debug build's own stalls bunch requests into some 1-second windows.
 
 mod newcomer;
 mod overflow;
