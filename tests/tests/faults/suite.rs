@@ -60,9 +60,9 @@ impl Scenario {
         let provider = env.twilio_provider("twilio_sms").await?;
         // A fleet-wide cap below what three workers' prefetch would take: it binds. Ten
         // attempts, not five: every scenario expects every recipient sent, and with 5% errors
-        // and 1% timeouts a recipient failing five attempts in a row comes in about one run
-        // of sixty (CI, 2026-12-04: one failed after five 500s), a retry policy working as
-        // configured rather than a fault mishandled.
+        // and 1% timeouts (about 6% of attempts failing) a recipient failing five in a row
+        // comes in about one run of seventy (CI, 2026-12-04: one failed after five 500s), a
+        // retry policy working as configured rather than a fault mishandled.
         sqlx::query("UPDATE providers SET max_in_flight = $2, max_attempts = 10 WHERE id = $1")
             .bind(provider)
             .bind(MAX_IN_FLIGHT as i32)
