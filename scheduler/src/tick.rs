@@ -403,8 +403,16 @@ impl Ticker {
                 continue;
             };
             let before = batch.messages.len();
-            self.claim_lane(lane_campaigns, budget, *provider, Lane::Primary, &mut batch)
-                .await?;
+            let run = per_message(*provider);
+            self.claim_lane(
+                lane_campaigns,
+                budget,
+                *provider,
+                Lane::Primary,
+                run,
+                &mut batch,
+            )
+            .await?;
             let mut placed: BTreeMap<Uuid, i64> = BTreeMap::new();
             for message in &batch.messages[before..] {
                 *placed.entry(message.campaign_id).or_default() += 1;
@@ -426,8 +434,16 @@ impl Ticker {
             let left = routing::left_in_lane(budget, used);
             // A campaign failing over (its primary's breaker open) sends all its work here,
             // so it may hold this lane as a primary's campaigns do ([`holds_lane`]).
-            self.claim_lane(lane_campaigns, left, *provider, Lane::Overflow, &mut batch)
-                .await?;
+            let run = per_message(*provider);
+            self.claim_lane(
+                lane_campaigns,
+                left,
+                *provider,
+                Lane::Overflow,
+                run,
+                &mut batch,
+            )
+            .await?;
         }
 
         phase_done("claim", claiming);
@@ -511,9 +527,12 @@ impl Ticker {
         budget: u32,
         via: Uuid,
         lane: Lane,
+        run: usize,
         batch: &mut Batch,
     ) -> Result<(), TickError> {
-        let claimed = self.claim_plan(campaigns, budget, via, lane, batch).await;
+        let claimed = self
+            .claim_plan(campaigns, budget, via, lane, run, batch)
+            .await;
         if claimed.is_err() {
             self.abandon(batch).await;
         }
@@ -529,7 +548,8 @@ impl Ticker {
 
     /// Plans the fair split of `budget` over `campaigns`, claims each campaign's share and
     /// appends the messages (to provider `via`'s lane) to `batch` in the plan's interleaved
-    /// order. In a primary lane, where every campaign of the lane is planned, small shares
+    /// order, a campaign's recipients in runs of up to `run` (the lane's AMQP message). In a
+    /// primary lane, where every campaign of the lane is planned, small shares
     /// become [`crate::turns`]; what spills into an overflow lane is planned as it is.
     ///
     /// If a campaign held the lane to its batch ([`holds_lane`]), the lane is hungry even if
@@ -540,6 +560,7 @@ impl Ticker {
         budget: u32,
         via: Uuid,
         lane: Lane,
+        run: usize,
         batch: &mut Batch,
     ) -> Result<(), TickError> {
         let demands: Vec<Demand> = campaigns
@@ -557,7 +578,8 @@ impl Ticker {
         if lane == Lane::Primary {
             counts = self.turns.take(via, &demands, &counts, self.count);
         }
-        let order = fairness::order(&demands, &counts, self.count);
+        let run = u32::try_from(run).unwrap_or(u32::MAX);
+        let order = fairness::order(&demands, &counts, self.count, run);
 
         let wanted: Vec<claim::Wanted> = counts
             .iter()
