@@ -9,7 +9,8 @@
 //!   [`routing`]: which lane (primary or overflow) a campaign's work is claimed into;
 //!   [`commitments`]: which of the two goes first, by committed monthly volumes.
 //! - [`budget`]: how much each lane may take this pass; the claim itself is the store's
-//!   (`herald_store::recipients::claim`).
+//!   (`herald_store::recipients::claim`); [`carry`]: what a top-up between ticks plans from
+//!   (the last measure, less what was claimed since).
 //! - [`publish`]: publishing with confirms.
 //! - [`tick`]: one tick, end to end: it sweeps (lost claims back to `pending`, waiting
 //!   recipients of ended campaigns ended) before it dispatches.
@@ -22,6 +23,7 @@
 pub mod backlog;
 pub mod backpressure;
 pub mod budget;
+pub mod carry;
 pub mod commitments;
 pub mod config;
 pub mod counters;

@@ -4,6 +4,7 @@
 
 use crate::backpressure;
 use crate::budget::{self, Budget, LaneState, Measure, PassKind};
+use crate::carry::{self, Carried};
 use crate::commitments::{self, Commitment};
 use crate::fairness::{self, Demand};
 use crate::lanes::Lanes;
@@ -71,6 +72,9 @@ pub struct Ticker {
     turns: Turns,
     /// The leadership term ([`crate::leader::Leadership::term`]) the standings are from.
     term: u64,
+    /// What the next top-up plans from, if nothing since the last full measure asks for a
+    /// new one ([`crate::carry`]).
+    carried: Option<Carried>,
 }
 
 /// Whether a dispatch measures every lane (a tick), refills the hungry ones (a top-up), or
@@ -115,6 +119,7 @@ impl Ticker {
             withheld: BTreeSet::new(),
             turns: Turns::new(min_batch),
             term: 0,
+            carried: None,
         }
     }
 
@@ -125,6 +130,7 @@ impl Ticker {
     pub fn serve_term(&mut self, term: u64) {
         if term != self.term {
             self.turns.retain_lanes(|_| false);
+            self.carried = None;
             self.term = term;
         }
     }
@@ -135,6 +141,7 @@ impl Ticker {
     pub fn stand_down(&mut self) {
         self.lanes.only_due(&BTreeSet::new());
         self.withheld.clear();
+        self.carried = None;
     }
 
     /// Resolves when workers are starved: a lane's last publish used its whole budget, or gave
@@ -281,12 +288,28 @@ impl Ticker {
     async fn dispatch(&mut self, pass: Pass<'_>, report: &mut TickReport) -> Result<(), TickError> {
         let pool = &self.pool.clone();
         let measure = Instant::now();
-        let woken: Option<Vec<Uuid>> = match pass {
-            Pass::Wake(providers) => Some(providers.iter().copied().collect()),
-            Pass::Tick | Pass::TopUp => None,
+        // Carried to the next top-up only if this pass goes through (and is no wake).
+        let carried = self.carried.take();
+        let mut carry: Option<Carried> = None;
+        let mut campaigns = match pass {
+            Pass::Wake(providers) => {
+                let woken: Vec<Uuid> = providers.iter().copied().collect();
+                store::campaigns::dispatchable(pool, self.max_budget, Some(&woken)).await?
+            }
+            Pass::Tick | Pass::TopUp => {
+                let open = carry::open_breakers(store::pacing::open_breakers(pool).await?);
+                let next = match carried {
+                    Some(carried) if pass == Pass::TopUp && carried.fits(&open) => carried,
+                    _ => Carried::new(
+                        store::campaigns::dispatchable(pool, self.max_budget, None).await?,
+                        open,
+                    ),
+                };
+                let campaigns = next.campaigns().to_vec();
+                carry = Some(next);
+                campaigns
+            }
         };
-        let mut campaigns =
-            store::campaigns::dispatchable(pool, self.max_budget, woken.as_deref()).await?;
         report.campaigns = campaigns.len();
         if pass == Pass::Tick {
             report.due_campaigns = campaigns.iter().map(|c| c.id).collect();
@@ -496,6 +519,13 @@ impl Ticker {
         }
         report.published = batch.messages.len() - unconfirmed.len();
         report.unconfirmed = unconfirmed.len();
+        // What went back to pending is due again, which the carried counts would not show.
+        if let Some(mut next) = carry
+            && unconfirmed.is_empty()
+        {
+            next.after(&batch.asked);
+            self.carried = Some(next);
+        }
         phase_done("publish", publishing);
         Ok(())
     }
@@ -618,6 +648,16 @@ impl Ticker {
         for queue in claimed.iter().filter(|q| !q.is_empty()) {
             metrics::histogram!(metrics_names::BATCH_SIZE).record(queue.len() as f64);
         }
+        for w in &wanted {
+            let found = position
+                .get(&w.campaign_id)
+                .map_or(0, |&i| claimed[i].len());
+            batch.asked.add(
+                w.campaign_id,
+                u64::try_from(w.count).unwrap_or(0),
+                found as u64,
+            );
+        }
         if lane == Lane::Primary {
             for (index, &count) in counts.iter().enumerate() {
                 let short = count.saturating_sub(u32::try_from(claimed[index].len()).unwrap_or(0));
@@ -698,6 +738,8 @@ struct Batch {
     charged: Vec<bool>,
     /// Lanes in which a campaign was given, and found, a whole batch while it has more due.
     held: BTreeSet<Uuid>,
+    /// What the claims asked for and found, per campaign.
+    asked: carry::Claims,
 }
 
 fn build_message(

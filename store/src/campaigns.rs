@@ -272,8 +272,12 @@ pub async fn transition(
         .execute(&mut *tx)
         .await?;
     if changed.rows_affected() > 0 {
-        if transition == Transition::Resume {
-            wake_if_due(&mut tx, &[id]).await?;
+        match transition {
+            Transition::Resume => wake_if_due(&mut tx, &[id]).await?,
+            // What the scheduler planned from between ticks holds the campaign as due
+            // (`carry` in the scheduler): a wake makes it measure again, so it stops
+            // claiming work that the lease would only hold back.
+            Transition::Pause | Transition::Cancel => wake_stopped(&mut tx, id).await?,
         }
         tx.commit().await?;
         return Ok(None);
@@ -429,6 +433,20 @@ pub async fn wake_if_due(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sq
          ) due",
         herald_shared::wake::CHANNEL,
         ids,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Wakes the scheduler for the providers of campaign `id`, just paused or cancelled.
+async fn wake_stopped(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "SELECT pg_notify($1, v.p::text) FROM campaigns c
+         CROSS JOIN LATERAL (VALUES (c.provider_id), (c.overflow_provider_id)) v(p)
+         WHERE c.id = $2 AND v.p IS NOT NULL",
+        herald_shared::wake::CHANNEL,
+        id,
     )
     .execute(conn)
     .await?;

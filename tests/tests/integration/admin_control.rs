@@ -323,12 +323,23 @@ async fn starting_or_resuming_a_campaign_does_not_wait_for_the_next_tick() -> Re
     .map_err(|_| anyhow::anyhow!("the campaign did not get going"))?;
 
     s.action(&id, "pause").await?;
-    // What was queued is handed back and the in-flight requests finish; the scheduler's
-    // top-up after that finds nothing running.
+    // What was queued is handed back and the in-flight requests finish; the pause wakes
+    // the scheduler, whose top-ups after that find nothing running (planned from what the
+    // tick measured, they would claim the paused campaign's recipients until the next
+    // tick, for the lease to hold back).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let paused = s.requests(&id).await?;
+    let claimed = |metrics: &str| {
+        herald_tests::metric_sum(metrics, "herald_scheduler_claimed_total", &[]).unwrap_or(0.0)
+    };
+    let claimed_paused = claimed(&s.env.scrape(&scheduler).await?);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(s.requests(&id).await?, paused, "no sends while paused");
+    assert_eq!(
+        claimed(&s.env.scrape(&scheduler).await?),
+        claimed_paused,
+        "no claims while paused"
+    );
 
     let resumed = std::time::Instant::now();
     s.action(&id, "resume").await?;
