@@ -43,7 +43,7 @@ struct Window {
     ran_dry: bool,
     /// A publish found less work than its budget: the lane had nothing more due.
     ran_out: bool,
-    /// The last top-up: when, and how much it allowed.
+    /// The last top-up: when, and how much of what it allowed was published.
     last_top_up: Option<(Instant, u32)>,
 }
 
@@ -140,10 +140,11 @@ impl DrainEstimator {
     ///
     /// At a cold start (no drain measured yet), a queue found empty again soon after the last
     /// top-up (within a quarter tick) was drained faster than anything known: each such
-    /// top-up may be twice the last (slow start within the first tick). Found empty later
-    /// (still within that tick), it gets as much as the last again: the workers took all of
-    /// it within a tick, and falling back to the floor would start the probe over (seen:
-    /// 12,800 drained in 0.55 s, then 200, 400, … while the workers idled).
+    /// top-up may be twice the last (slow start within the first tick). Found empty later,
+    /// but within a tick of it, it gets as much as the last published again: the workers took
+    /// all of it within a tick, and falling back to the floor would start the probe over
+    /// (seen: 12,800 drained in 0.55 s, then 200, 400, … while the workers idled). Neither
+    /// once the lane ran out of work: what was published then says nothing of the workers.
     pub fn top_up(&mut self, depth: u64, now: Instant) -> u32 {
         let room = self.room(depth);
         let quick = self.limits.tick / 4;
@@ -156,11 +157,14 @@ impl DrainEstimator {
         // would fill the queue deeper than a newcomer can afford to wait behind.
         let cold = self.rate == 0.0;
         let room = match window.last_top_up {
-            Some((at, last)) if cold && depth == 0 => {
-                let grown = if now.saturating_duration_since(at) <= quick {
+            Some((at, last)) if cold && depth == 0 && !window.ran_out => {
+                let since = now.saturating_duration_since(at);
+                let grown = if since <= quick {
                     last.saturating_mul(2)
-                } else {
+                } else if since <= self.limits.tick {
                     last
+                } else {
+                    0
                 };
                 room.max(grown).min(self.limits.max_budget)
             }
@@ -179,6 +183,9 @@ impl DrainEstimator {
     pub fn published(&mut self, published: u32, budget: u32, held: bool) {
         if let Some(window) = self.window.as_mut() {
             window.published += u64::from(published);
+            if let Some((_, last)) = window.last_top_up.as_mut() {
+                *last = (*last).min(published);
+            }
             let short = published < budget;
             window.budget_limited |= budget > 0 && !short;
             window.ran_out |= budget > 0 && short && !held;
@@ -452,6 +459,33 @@ mod tests {
         // Not empty: what it holds comes off the room, as ever.
         est.published(800, 800, false);
         assert_eq!(est.top_up(50, at(900)), 100 - 50);
+    }
+
+    #[test]
+    fn a_cold_lane_keeps_its_last_top_up_only_within_a_tick_and_while_work_lasts() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut est = estimator();
+        est.budget(0, TICK);
+        est.published(100, 100, false);
+        assert_eq!(est.top_up(0, at(50)), 100);
+        est.published(100, 100, false);
+        assert_eq!(est.top_up(0, at(100)), 200);
+        est.published(200, 200, false);
+        // Found empty more than a tick later (a lane that only wakes serve keeps its
+        // window): the floor's room, not the last top-up again.
+        assert_eq!(est.top_up(0, at(1_200)), 100);
+
+        let mut est = estimator();
+        est.budget(0, TICK);
+        est.published(100, 100, false);
+        assert_eq!(est.top_up(0, at(50)), 100);
+        est.published(100, 100, false);
+        assert_eq!(est.top_up(0, at(100)), 200);
+        // Only 30 of the 200 went out: the lane ran out of work, and the next top-up is
+        // the floor's room, not twice what was allowed.
+        est.published(30, 200, false);
+        assert_eq!(est.top_up(0, at(150)), 100);
     }
 
     #[test]

@@ -10,8 +10,8 @@ pub enum PassKind {
     /// A top-up between ticks: the lanes that ran dry, and those withheld for want of a
     /// worker.
     TopUp,
-    /// A wake for newly accepted transactional messages or a campaign started now; `woken`:
-    /// this lane is one of theirs.
+    /// A wake for newly accepted transactional messages, a campaign started now, or one
+    /// paused or cancelled; `woken`: this lane is one of theirs.
     Wake { woken: bool },
 }
 

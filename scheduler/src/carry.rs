@@ -3,7 +3,8 @@
 //!
 //! Measuring is per campaign (a due count or bound each, `store::campaigns::dispatchable`),
 //! while a top-up refills one dry lane with a few hundred campaigns' worth: with 10,000
-//! running campaigns the measure was most of a top-up's work. Between two ticks nothing a
+//! running campaigns a top-up's measure took 34–66 ms, and 3–11 ms planned from what is
+//! carried (BENCHMARKS.md, 2026-12-14). Between two ticks (a tick measures again) nothing a
 //! top-up needs changes unseen except in ways that are safe to see late:
 //!
 //! - a campaign's first attempts are bounded from its row, and only this scheduler's claims
@@ -11,10 +12,14 @@
 //!   answer (a claim that finds fewer than it asked for has read all there are: nothing is
 //!   left until the next tick);
 //! - retries that come due, and cursors the sweeper rewinds, wait for the next tick;
-//! - a campaign paused, cancelled, expired or in its quiet hours meanwhile is held at its
-//!   lease as ever (`herald_may_send`), so what a top-up claims for it is never sent;
-//! - a campaign started, resumed or given a transactional message wakes the scheduler, and
-//!   a wake drops what is carried (the next top-up measures again);
+//! - a campaign started, resumed, paused or cancelled, a stream given a transactional
+//!   message or resumed by new credentials: each wakes the scheduler, and a wake drops what
+//!   is carried (the next top-up measures again);
+//! - a campaign that expires, enters its quiet hours or is paused by its provider's refusal
+//!   wakes nothing: until the next tick, what top-ups claim for it is held at its lease as
+//!   ever (`herald_may_send`: parked, its cursor moved back), never sent;
+//! - a voice campaign's due count is cut to its tenant's free lines when measured; lines
+//!   taken meanwhile make a worker defer the calls beyond them, as within any pass;
 //! - a circuit breaker that opens or closes changes which lanes a campaign's work goes to:
 //!   the set of open breakers is read at every top-up (one row per open breaker), and a
 //!   change means a full measure.

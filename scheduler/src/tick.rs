@@ -78,8 +78,8 @@ pub struct Ticker {
 }
 
 /// Whether a dispatch measures every lane (a tick), refills the hungry ones (a top-up), or
-/// refills the lanes of newly accepted transactional messages or campaigns started now (a
-/// wake).
+/// refills the lanes of newly accepted transactional messages, of campaigns started now, or
+/// of campaigns just paused or cancelled (a wake).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pass<'a> {
     Tick,
@@ -206,6 +206,9 @@ impl Ticker {
     #[tracing::instrument(name = "tick", skip_all, fields(tick = self.count))]
     pub async fn run(&mut self) -> Result<TickReport, TickError> {
         self.count += 1;
+        // A tick measures again; if its sweep fails, top-ups must not go on planning from an
+        // ever older measure.
+        self.carried = None;
         let pool = &self.pool.clone();
         let sweep = Instant::now();
         activate_due(pool).await?;
@@ -270,10 +273,14 @@ impl Ticker {
 
     /// For transactional messages just accepted, or campaigns just started, through
     /// `providers`: refills those lanes now, as a top-up would (the same claim, fair plan
-    /// and pace), so the work need not wait for the next tick.
+    /// and pace), so the work need not wait for the next tick. A campaign paused or
+    /// cancelled wakes its lanes too: what the top-ups planned from since the last measure
+    /// ([`crate::carry`]) is dropped, so the next top-up measures again.
     #[tracing::instrument(name = "wake", skip_all, fields(tick = self.count))]
     pub async fn wake(&mut self, providers: &BTreeSet<Uuid>) -> Result<TickReport, TickError> {
         let mut report = TickReport::default();
+        // Dropped before anything can fail: a wake may be a stop's.
+        self.carried = None;
         // A campaign started now wakes its lanes too: it is made running here, not a tick
         // later.
         activate_due(&self.pool).await?;

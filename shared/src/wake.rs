@@ -5,10 +5,11 @@
 //! when a campaign is started (or resumed) to send now, with its providers. The leading
 //! scheduler then makes due campaigns running and refills those providers' lanes at once,
 //! through the same claim, fair plan and pacing as a tick, instead of at the next tick. A
-//! campaign paused or cancelled notifies its providers too: a wake makes the scheduler
-//! measure its campaigns again, rather than plan its top-ups from what it measured at the
-//! tick. A notification lost to a dropped connection costs only that: the next tick
-//! dispatches the work (or measures again).
+//! campaign paused or cancelled notifies its providers too, and so do message streams
+//! resumed by new credentials: the scheduler plans its top-ups between ticks from what it
+//! last measured, and after a wake its next top-up measures every campaign again. A
+//! notification lost to a dropped connection costs only that: the next tick dispatches the
+//! work (and measures again).
 
 /// The PostgreSQL `LISTEN`/`NOTIFY` channel; the payload is a provider id.
 pub const CHANNEL: &str = "herald_wake";

@@ -206,19 +206,23 @@ pub async fn fold_counts(pool: &PgPool) -> Result<i64, sqlx::Error> {
 }
 
 /// Resumes the streams of transactional messages that provider `provider`'s refusal paused
-/// (they have no resume button of their own: new credentials resume them); returns how many.
+/// (they have no resume button of their own: new credentials resume them), and wakes the
+/// scheduler for them at the caller's commit, as a resumed campaign does; returns how many.
 pub async fn resume_message_streams(
     tx: &mut PgConnection,
     provider: Uuid,
 ) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query!(
+    let resumed = sqlx::query_scalar!(
         "UPDATE campaigns SET status = 'running', pause_reason = NULL
-         WHERE kind = 'messages' AND status = 'paused' AND (provider_id = $1 OR overflow_provider_id = $1)",
+         WHERE kind = 'messages' AND status = 'paused' AND (provider_id = $1 OR overflow_provider_id = $1)
+         RETURNING id",
         provider,
     )
-    .execute(tx)
-    .await?
-    .rows_affected())
+    .fetch_all(&mut *tx)
+    .await?;
+    // A stream has no start time, so `wake_if_due` would not wake for it.
+    wake_lanes(tx, &resumed).await?;
+    Ok(resumed.len() as u64)
 }
 
 // What the admin does with campaigns (its lists and progress are built in the admin, over
@@ -277,7 +281,7 @@ pub async fn transition(
             // What the scheduler planned from between ticks holds the campaign as due
             // (`carry` in the scheduler): a wake makes it measure again, so it stops
             // claiming work that the lease would only hold back.
-            Transition::Pause | Transition::Cancel => wake_stopped(&mut tx, id).await?,
+            Transition::Pause | Transition::Cancel => wake_lanes(&mut tx, &[id]).await?,
         }
         tx.commit().await?;
         return Ok(None);
@@ -439,14 +443,18 @@ pub async fn wake_if_due(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sq
     Ok(())
 }
 
-/// Wakes the scheduler for the providers of campaign `id`, just paused or cancelled.
-async fn wake_stopped(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+/// Wakes the scheduler (at the caller's commit) for the providers of campaigns `ids`, once
+/// per provider, whatever their status: for campaigns just paused or cancelled, and message
+/// streams just resumed.
+async fn wake_lanes(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "SELECT pg_notify($1, v.p::text) FROM campaigns c
-         CROSS JOIN LATERAL (VALUES (c.provider_id), (c.overflow_provider_id)) v(p)
-         WHERE c.id = $2 AND v.p IS NOT NULL",
+        "SELECT pg_notify($1, w.p::text) FROM (
+             SELECT DISTINCT v.p FROM campaigns c
+             CROSS JOIN LATERAL (VALUES (c.provider_id), (c.overflow_provider_id)) v(p)
+             WHERE c.id = ANY($2) AND v.p IS NOT NULL
+         ) w",
         herald_shared::wake::CHANNEL,
-        id,
+        ids,
     )
     .execute(conn)
     .await?;
