@@ -461,9 +461,8 @@ mod tests {
         assert_eq!(est.top_up(50, at(900)), 100 - 50);
     }
 
-    #[test]
-    fn a_cold_lane_keeps_its_last_top_up_only_within_a_tick_and_while_work_lasts() {
-        let start = Instant::now();
+    /// A cold lane whose last top-up, at 100 ms, allowed 200.
+    fn cold_lane_after_two_top_ups(start: Instant) -> DrainEstimator {
         let at = |ms: u64| start + Duration::from_millis(ms);
         let mut est = estimator();
         est.budget(0, TICK);
@@ -471,20 +470,23 @@ mod tests {
         assert_eq!(est.top_up(0, at(50)), 100);
         est.published(100, 100, false);
         assert_eq!(est.top_up(0, at(100)), 200);
+        est
+    }
+
+    #[test]
+    fn a_cold_lane_keeps_its_last_top_up_only_within_a_tick_and_while_work_lasts() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut est = cold_lane_after_two_top_ups(start);
         est.published(200, 200, false);
         // Found empty more than a tick later (a lane that only wakes serve keeps its
         // window): the floor's room, not the last top-up again.
         assert_eq!(est.top_up(0, at(1_200)), 100);
 
-        let mut est = estimator();
-        est.budget(0, TICK);
-        est.published(100, 100, false);
-        assert_eq!(est.top_up(0, at(50)), 100);
-        est.published(100, 100, false);
-        assert_eq!(est.top_up(0, at(100)), 200);
-        // Only 30 of the 200 went out: the lane ran out of work, and the next top-up is
-        // the floor's room, not twice what was allowed.
-        est.published(30, 200, false);
+        let mut est = cold_lane_after_two_top_ups(start);
+        // Only 150 of the 200 went out: the lane ran out of work, and the next top-up is
+        // the floor's room, not twice what was published.
+        est.published(150, 200, false);
         assert_eq!(est.top_up(0, at(150)), 100);
     }
 
