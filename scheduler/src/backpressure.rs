@@ -479,8 +479,8 @@ mod tests {
         let at = |ms: u64| start + Duration::from_millis(ms);
         let mut est = cold_lane_after_two_top_ups(start);
         est.published(200, 200, false);
-        // Found empty more than a tick later (a lane that only wakes serve keeps its
-        // window): the floor's room, not the last top-up again.
+        // Found empty more than a tick later (a lane served only by wakes: no tick measures
+        // it, so its window stays open): the floor's room, not the last top-up again.
         assert_eq!(est.top_up(0, at(1_200)), 100);
 
         let mut est = cold_lane_after_two_top_ups(start);

@@ -10,8 +10,9 @@ pub enum PassKind {
     /// A top-up between ticks: the lanes that ran dry, and those withheld for want of a
     /// worker.
     TopUp,
-    /// A wake for newly accepted transactional messages, a campaign started now, or one
-    /// paused or cancelled; `woken`: this lane is one of theirs.
+    /// A wake for newly accepted transactional messages, a campaign started now, one
+    /// paused or cancelled, or message streams resumed; `woken`: this lane is one of theirs
+    /// (a known one is topped up, whatever woke it).
     Wake { woken: bool },
 }
 

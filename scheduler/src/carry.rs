@@ -17,7 +17,8 @@
 //!   is carried (the next top-up measures again);
 //! - a campaign that expires, enters its quiet hours or is paused by its provider's refusal
 //!   wakes nothing: until the next tick, what top-ups claim for it is held at its lease as
-//!   ever (`herald_may_send`: parked, its cursor moved back), never sent;
+//!   ever (`herald_may_send`: parked, its cursor moved back, or ended `expired`), never
+//!   sent;
 //! - a voice campaign's due count is cut to its tenant's free lines when measured; lines
 //!   taken meanwhile make a worker defer the calls beyond them, as within any pass;
 //! - a circuit breaker that opens or closes changes which lanes a campaign's work goes to:

@@ -274,8 +274,9 @@ impl Ticker {
     /// For transactional messages just accepted, or campaigns just started, through
     /// `providers`: refills those lanes now, as a top-up would (the same claim, fair plan
     /// and pace), so the work need not wait for the next tick. A campaign paused or
-    /// cancelled wakes its lanes too: what the top-ups planned from since the last measure
-    /// ([`crate::carry`]) is dropped, so the next top-up measures again.
+    /// cancelled, or message streams resumed by new credentials, wake their lanes too: what
+    /// the top-ups planned from since the last measure ([`crate::carry`]) is dropped, so
+    /// the next top-up measures again.
     #[tracing::instrument(name = "wake", skip_all, fields(tick = self.count))]
     pub async fn wake(&mut self, providers: &BTreeSet<Uuid>) -> Result<TickReport, TickError> {
         let mut report = TickReport::default();

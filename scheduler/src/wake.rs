@@ -1,6 +1,7 @@
 //! Listening for the admin's wake-ups (`herald_shared::wake`): each names a provider whose
 //! lane has new work waiting (transactional messages, or a campaign started or resumed now),
-//! or one of whose campaigns was just paused or cancelled.
+//! or one of whose campaigns was just paused or cancelled, or whose message streams new
+//! credentials resumed.
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;

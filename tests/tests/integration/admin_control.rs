@@ -356,13 +356,13 @@ async fn starting_or_resuming_a_campaign_does_not_wait_for_the_next_tick() -> Re
     let counted = wait_until(Duration::from_secs(5), || async {
         s.env.scrape(&scheduler).await.is_ok_and(|metrics| {
             herald_tests::metric_sum(&metrics, "herald_scheduler_wakes_total", &[])
-                .is_some_and(|n| n >= 2.0)
+                .is_some_and(|n| n >= 3.0)
         })
     })
     .await;
     assert!(
         counted.is_ok(),
-        "the start and the resume each woke the scheduler"
+        "the start, the pause and the resume each woke the scheduler"
     );
     assert_eq!(s.env.simulator_stats().await?["duplicates"], 0);
     Ok(())
