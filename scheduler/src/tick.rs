@@ -656,15 +656,11 @@ impl Ticker {
         for queue in claimed.iter().filter(|q| !q.is_empty()) {
             metrics::histogram!(metrics_names::BATCH_SIZE).record(queue.len() as f64);
         }
-        for w in &wanted {
-            let found = position
-                .get(&w.campaign_id)
-                .map_or(0, |&i| claimed[i].len());
-            batch.asked.add(
-                w.campaign_id,
-                u64::try_from(w.count).unwrap_or(0),
-                found as u64,
-            );
+        for (index, &count) in counts.iter().enumerate().filter(|&(_, &count)| count > 0) {
+            let found = claimed[index].len() as u64;
+            batch
+                .asked
+                .add(campaigns[index].id, u64::from(count), found);
         }
         if lane == Lane::Primary {
             for (index, &count) in counts.iter().enumerate() {

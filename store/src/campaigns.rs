@@ -428,33 +428,33 @@ pub async fn schedule(
 /// go out at once rather than at the next tick; a campaign started for later, or paused,
 /// wakes nothing.
 pub async fn wake_if_due(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "SELECT pg_notify($1, due.p::text) FROM (
-             SELECT DISTINCT v.p FROM campaigns c
-             CROSS JOIN LATERAL (VALUES (c.provider_id), (c.overflow_provider_id)) v(p)
-             WHERE c.id = ANY($2) AND c.start_at <= now() AND c.status IN ('scheduled', 'running')
-               AND v.p IS NOT NULL
-         ) due",
-        herald_shared::wake::CHANNEL,
-        ids,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
+    notify_lanes(conn, ids, true).await
 }
 
 /// Wakes the scheduler (at the caller's commit) for the providers of campaigns `ids`, once
 /// per provider, whatever their status: for campaigns just paused or cancelled, and message
 /// streams just resumed.
 async fn wake_lanes(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    notify_lanes(conn, ids, false).await
+}
+
+/// Notifies the providers of campaigns `ids` (only of those that may start now if
+/// `only_due`), once per provider.
+async fn notify_lanes(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    only_due: bool,
+) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "SELECT pg_notify($1, w.p::text) FROM (
              SELECT DISTINCT v.p FROM campaigns c
              CROSS JOIN LATERAL (VALUES (c.provider_id), (c.overflow_provider_id)) v(p)
              WHERE c.id = ANY($2) AND v.p IS NOT NULL
+               AND (NOT $3 OR (c.start_at <= now() AND c.status IN ('scheduled', 'running')))
          ) w",
         herald_shared::wake::CHANNEL,
         ids,
+        only_due,
     )
     .execute(conn)
     .await?;
