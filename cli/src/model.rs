@@ -314,6 +314,7 @@ pub struct Recipient {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Contact {
     pub id: i64,
+    pub tenant_name: Option<String>,
     pub address: String,
     #[serde(default)]
     pub attributes: Value,

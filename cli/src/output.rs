@@ -792,6 +792,7 @@ pub fn contacts(list: &[Contact]) -> String {
     }
     let mut table = Table::new(&[
         ("ID", Align::Right),
+        ("TENANT", Align::Left),
         ("ADDRESS", Align::Left),
         ("CREATED", Align::Left),
         ("ATTRIBUTES", Align::Left),
@@ -799,6 +800,7 @@ pub fn contacts(list: &[Contact]) -> String {
     for c in list {
         table.row(vec![
             c.id.to_string(),
+            or_dash(c.tenant_name.as_deref()),
             c.address.clone(),
             format_time(c.created_at),
             compact_json(&c.attributes),

@@ -13,6 +13,8 @@ use uuid::Uuid;
 pub struct Contact {
     pub id: i64,
     pub tenant_id: Uuid,
+    /// The tenant's name, for an operator's listing across tenants.
+    pub tenant_name: String,
     pub address: String,
     #[schema(value_type = Object)]
     pub attributes: Value,
@@ -31,7 +33,9 @@ pub async fn list(
 ) -> Result<Vec<Contact>, sqlx::Error> {
     // Each condition is written only when given, so that it is an index bound in every plan.
     let mut qb = QueryBuilder::<Postgres>::new(
-        "SELECT id, tenant_id, address, attributes, created_at FROM contacts WHERE true",
+        "SELECT id, tenant_id, (SELECT t.name FROM tenants t WHERE t.id = contacts.tenant_id) AS tenant_name,
+                address, attributes, created_at
+         FROM contacts WHERE true",
     );
     if let Some(scope) = scope.tenant() {
         qb.push(" AND tenant_id = ").push_bind(scope);

@@ -1,5 +1,6 @@
 //! A campaign's recipients: the streamed, all-or-nothing upload and the listing.
 
+use super::QueryParams;
 use super::page::{self, Page};
 use crate::api::campaigns::ensure_visible;
 use crate::auth::Caller;
@@ -10,7 +11,7 @@ use crate::state::AppState;
 use crate::upload::Format;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use herald_shared::template;
 use herald_store as store;
@@ -118,7 +119,7 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
-    Query(query): Query<ListQuery>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Json<Page<Recipient>>, ApiError> {
     ensure_visible(&state.pool, caller, id).await?;
     if let Some(name) = &query.state

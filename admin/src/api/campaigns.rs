@@ -5,6 +5,7 @@
 //! status at their next statement (pause takes effect within a tick: the scheduler stops
 //! releasing and the workers hand back whatever is still in the queue).
 
+use super::QueryParams;
 use super::page::{self, Page};
 use super::{JsonBody, OptionalJsonBody};
 use crate::auth::Caller;
@@ -12,7 +13,7 @@ use crate::error::{ApiError, FieldError, from_constraint};
 use crate::state::AppState;
 use crate::{limits, validate};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Datelike, NaiveTime, Utc};
 use herald_shared::domain::{CampaignStatus, Channel};
@@ -463,7 +464,7 @@ type CampaignKey = (DateTime<Utc>, Uuid);
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<ListQuery>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Json<Page<Campaign>>, ApiError> {
     if let Some(status) = &query.status
         && status.parse::<CampaignStatus>().is_err()

@@ -1,5 +1,6 @@
 //! A tenant's contacts (the address book segments select from): streamed upsert and listing.
 
+use super::QueryParams;
 use super::page::{self, Page};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -9,7 +10,7 @@ use crate::state::AppState;
 use crate::upload::Format;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use herald_store as store;
 use herald_store::contacts::Contact;
@@ -40,7 +41,7 @@ pub struct ContactUploadResult {
 pub async fn upload(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<UploadQuery>,
+    QueryParams(query): QueryParams<UploadQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<ContactUploadResult>, ApiError> {
@@ -84,7 +85,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<ListQuery>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Json<Page<Contact>>, ApiError> {
     let limit = page::limit(query.limit)?;
     let after: Option<i64> = page::decode(query.cursor.as_deref())?;

@@ -16,6 +16,7 @@
 //! `Retry-After`.
 
 use super::JsonBody;
+use super::QueryParams;
 use super::campaigns::QuietHours;
 use super::page::{self, Page};
 use crate::auth::Caller;
@@ -23,7 +24,7 @@ use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
 use crate::{limits, phone, validate};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Datelike, NaiveTime, SubsecRound, Utc};
@@ -762,7 +763,7 @@ type MessageKey = (DateTime<Utc>, Uuid);
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<ListQuery>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Json<Page<Message>>, ApiError> {
     if let Some(name) = &query.state
         && name.parse::<RecipientState>().is_err()

@@ -22,7 +22,8 @@ use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::limits;
 use crate::state::AppState;
 use axum::Router;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::routing::{get, post, put};
 use serde::de::DeserializeOwned;
 
@@ -58,6 +59,35 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T
         json?;
         parse_json(&bytes).map(OptionalJsonBody)
     }
+}
+
+/// A query string (`?status=…&limit=…`) whose rejection (a `limit` that is no number, a
+/// `tenant_id` that is no UUID) is an [`ApiError`] naming the parameter, like a body's:
+/// axum's own `Query` answers 400 with the parameter named only in its message.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parse_query(parts.uri.query().unwrap_or("")).map(QueryParams)
+    }
+}
+
+fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let pairs = url::form_urlencoded::parse(query.as_bytes());
+    serde_path_to_error::deserialize(serde_urlencoded::Deserializer::new(pairs)).map_err(|error| {
+        let field = error.path().to_string();
+        let reason = error.into_inner().to_string();
+        // A query's values are flat, so serde names a bad one by its parameter; a
+        // missing one is reported at the root, with its name in the message.
+        let field = match (field.as_str(), missing_field(&reason)) {
+            (_, Some(name)) => name,
+            ("." | "", None) => "query".to_owned(),
+            (_, None) => field,
+        };
+        ApiError::fields("query parameter", vec![FieldError { field, reason }])
+    })
 }
 
 fn require_json(req: &Request) -> Result<(), ApiError> {
@@ -130,17 +160,21 @@ fn data_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError 
     let path = error.path().to_string();
     let reason = error.into_inner().to_string();
     // serde reports a missing field at its parent; the caller wants the field itself.
-    let missing = reason
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.split_once('`'))
-        .map(|(name, _)| name.to_owned());
-    let field = match (path.as_str(), missing) {
+    let field = match (path.as_str(), missing_field(&reason)) {
         ("." | "", Some(name)) => name,
         (parent, Some(name)) => format!("{parent}.{name}"),
         ("." | "", None) => "body".to_owned(),
         (_, None) => path,
     };
     ApiError::fields("request body", vec![FieldError { field, reason }])
+}
+
+/// The field serde's "missing field `…`" message names.
+fn missing_field(reason: &str) -> Option<String> {
+    reason
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name.to_owned())
 }
 
 pub fn router() -> Router<AppState> {
@@ -243,4 +277,47 @@ async fn json_errors(response: axum::response::Response) -> axum::response::Resp
         },
     };
     (status, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_query;
+    use crate::error::{ApiError, FieldError};
+    use serde::Deserialize;
+    use uuid::Uuid;
+
+    #[derive(Debug, Deserialize)]
+    struct Listing {
+        tenant_id: Option<Uuid>,
+        limit: Option<i64>,
+        format: String,
+    }
+
+    fn refused_field(query: &str) -> String {
+        match parse_query::<Listing>(query) {
+            Err(ApiError::Invalid { fields, .. }) => match fields.as_slice() {
+                [FieldError { field, .. }] => field.clone(),
+                other => panic!("{query}: one field expected, got {other:?}"),
+            },
+            other => panic!("{query}: refused expected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_query_value_of_the_wrong_type_names_its_parameter() {
+        assert_eq!(refused_field("format=csv&tenant_id=nope"), "tenant_id");
+        assert_eq!(refused_field("format=csv&limit=ten"), "limit");
+        assert_eq!(refused_field("limit=5"), "format", "a missing one");
+    }
+
+    #[test]
+    fn a_query_that_reads_is_taken_as_it_is() {
+        let id = Uuid::new_v4();
+        let listing: Listing = parse_query(&format!("format=csv&limit=7&tenant_id={id}"))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            (listing.tenant_id, listing.limit, listing.format.as_str()),
+            (Some(id), Some(7), "csv")
+        );
+    }
 }

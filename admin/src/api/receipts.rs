@@ -3,11 +3,12 @@
 //! few mean a provider reports on messages sent by something else with the same account;
 //! many mean receipts are not matched (say, a provider that does not echo the reference).
 
+use super::QueryParams;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use herald_store::receipts::{self, OrphanReceipt};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -28,7 +29,7 @@ pub struct OrphanQuery {
 pub async fn orphans(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<OrphanQuery>,
+    QueryParams(query): QueryParams<OrphanQuery>,
 ) -> Result<Json<Vec<OrphanReceipt>>, ApiError> {
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {

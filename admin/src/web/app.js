@@ -552,10 +552,9 @@ async function loadContacts() {
     if (gen !== state.contactsGen) return;
     const list = pageArrived(pages, page);
     if (list === null) { loadContacts(); return; }
-    const tenantName = (id) => (state.tenants.find((t) => t.id === id) || {}).name || shortId(id);
     $('#contact-list tbody').replaceChildren(...list.map((k) => {
       const tr = el('tr');
-      tr.append(el('td', 'mono', String(k.address ?? '')), el('td', '', tenantName(k.tenant_id)),
+      tr.append(el('td', 'mono', String(k.address ?? '')), el('td', '', k.tenant_name || shortId(k.tenant_id)),
         el('td', 'attributes mono', JSON.stringify(k.attributes || {})));
       return tr;
     }));

@@ -1121,5 +1121,36 @@ async fn lists_come_in_cursor_pages_and_filter_by_status_tenant_and_name() -> Re
     assert_eq!(field_of(&seen_by_b, "address"), ["+33600000009"]);
     let found = all_pages(admin, op, "/contacts?limit=2&address=%2B33600000002", 2).await?;
     assert_eq!(field_of(&found, "address"), ["+33600000002"]);
+    // Each contact names its tenant, for an operator's listing across tenants.
+    for contact in &everyone {
+        let tenant = contact["tenant_id"].as_str().unwrap_or_default();
+        let (status, tenant) = admin
+            .call(op, GET, &format!("/tenants/{tenant}"), None)
+            .await?;
+        assert_eq!(status, 200, "{tenant}");
+        assert!(contact["tenant_name"].is_string(), "{contact}");
+        assert_eq!(contact["tenant_name"], tenant["name"], "{contact}");
+    }
+
+    // Every list refuses a parameter it cannot read with a 422 naming it, whether the
+    // list's own checks or the query string's types caught it.
+    for (query, field) in [
+        ("/campaigns?tenant_id=nope".to_owned(), "tenant_id"),
+        ("/campaigns?limit=ten".to_owned(), "limit"),
+        (format!("{recipients}?state=lost"), "state"),
+        (format!("{recipients}?limit=0"), "limit"),
+        (format!("{recipients}?limit=-"), "limit"),
+        (format!("{recipients}?cursor=not-a-cursor"), "cursor"),
+        ("/contacts?tenant_id=nope".to_owned(), "tenant_id"),
+        ("/contacts?limit=1001".to_owned(), "limit"),
+        ("/contacts?cursor=not-a-cursor".to_owned(), "cursor"),
+    ] {
+        let (status, body) = admin.call(&w.key_a, GET, &query, None).await?;
+        assert_eq!(
+            (status, field_errors(&body)),
+            (422, vec![field.to_owned()]),
+            "{query}: {body}"
+        );
+    }
     Ok(())
 }

@@ -264,6 +264,25 @@ async fn a_script_drives_a_campaign_and_failures_exit_non_zero() -> Result<()> {
     let bad_limit = cli.run(&key, &["campaign", "list", "--limit", "0"])?;
     assert_eq!(bad_limit.status.code(), Some(2));
 
+    // An operator's contact list names each contact's tenant.
+    let contacts = dir.join("contacts.csv");
+    std::fs::write(&contacts, "address,plan\n+33600000042,gold\n")?;
+    let uploaded = cli.run(
+        &key,
+        &["contact", "upload", contacts.to_str().unwrap_or("")],
+    )?;
+    assert!(uploaded.status.success(), "{uploaded:?}");
+    let listed = cli.run(op, &["contact", "list", "--tenant", &tenant_id])?;
+    assert!(listed.status.success(), "{listed:?}");
+    let listed = String::from_utf8(listed.stdout)?;
+    assert!(
+        listed.lines().next().is_some_and(|h| h.contains("TENANT"))
+            && listed
+                .lines()
+                .any(|l| l.contains("+33600000042") && l.contains("acme")),
+        "the contact, with its tenant's name: {listed}"
+    );
+
     // A state that does not allow the action: exit 1 with the API's reason.
     let conflict = cli.run(&key, &["campaign", "pause", &campaign_id])?;
     assert_eq!(conflict.status.code(), Some(1));
