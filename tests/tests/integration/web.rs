@@ -280,6 +280,34 @@ async fn the_page_creates_starts_pauses_and_resumes_a_campaign() -> Result<()> {
         .to_owned();
     let _scheduler = env.scheduler(500, &[])?;
     let _worker = env.worker(&[("HERALD_WORKER_PREFETCH", "20")])?;
+    // A second tenant, for the operator's view of the lists: a draft campaign and a contact.
+    let (globex, globex_key, globex_provider) = admin
+        .tenant_with_provider("globex", &env.simulator_url)
+        .await?;
+    admin
+        .ok(
+            &globex_key,
+            reqwest::Method::POST,
+            "/campaigns",
+            Some(
+                json!({"name": "winter-sale", "provider_id": globex_provider,
+                        "channel": "sms", "template": "Hi"}),
+            ),
+        )
+        .await?;
+    let (status, body) = admin
+        .upload(
+            &globex_key,
+            "/contacts",
+            "text/csv",
+            "address\n+15559990009\n".to_owned(),
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "{body}");
+    let operator = Operator {
+        key: &admin.operator_key,
+        other_tenant: &globex,
+    };
 
     let browser = Browser::start(&env.http).await?;
     let file = browser.dir.join("recipients.csv");
@@ -294,6 +322,10 @@ async fn the_page_creates_starts_pauses_and_resumes_a_campaign() -> Result<()> {
         overflow: &backup,
     };
     let outcome = drive(&env, &page, &admin.url, &key, &providers, &file).await;
+    let outcome = match outcome {
+        Ok(()) => browse_as_operator(&page, &operator).await,
+        failed => failed,
+    };
     if outcome.is_err() {
         // What the page showed when it went wrong, next to the services' logs.
         if let Ok(png) = page.screenshot().await {
@@ -305,6 +337,12 @@ async fn the_page_creates_starts_pauses_and_resumes_a_campaign() -> Result<()> {
     }
     let _ = page.close().await;
     outcome
+}
+
+/// The operator's key, and the tenant other than acme it filters the lists by.
+struct Operator<'a> {
+    key: &'a str,
+    other_tenant: &'a str,
 }
 
 /// The providers the form offers: the one chosen, and the one chosen as overflow.
@@ -545,6 +583,79 @@ async fn drive(
     ensure_eq!(overflow, "backup");
     browse_lists(env, page, admin_url, key, &row).await?;
     eprintln!("web: the page's part took {:?}", started.elapsed());
+    Ok(())
+}
+
+/// An operator's key sees every tenant's campaigns and contacts, each row naming its
+/// tenant, and the tenant filters a tenant key is not offered narrow them to one.
+async fn browse_as_operator(page: &Client, operator: &Operator<'_>) -> Result<()> {
+    click(page, "#sign-out").await?;
+    type_into(page, "#api-key", operator.key).await?;
+    click(page, "#use-key").await?;
+    let tenant_of = |rows: &[Vec<String>], name: &str| {
+        rows.iter()
+            .filter(|r| r.iter().any(|cell| cell == name))
+            .count()
+    };
+    // Unfiltered, both tenants' campaigns (acme's 56 fill the first page of 50, newest
+    // first, so globex's older one is on a later page: the filter finds it).
+    wait_rows(page, "#campaigns", "every tenant's campaigns", |rows| {
+        if rows.len() == 50 && tenant_of(rows, "acme") == 50 {
+            Ok(())
+        } else {
+            Err(format!("{rows:?}"))
+        }
+    })
+    .await?;
+    let option = format!("#f-tenant option[value=\"{}\"]", operator.other_tenant);
+    poll(Duration::from_secs(10), "the tenant filter", || async {
+        let found = page.find_all(Locator::Css(&option)).await?;
+        Ok(if found.is_empty() {
+            Err("globex not offered".to_owned())
+        } else {
+            Ok(())
+        })
+    })
+    .await?;
+    page.find(Locator::Css("#f-tenant"))
+        .await?
+        .select_by_value(operator.other_tenant)
+        .await?;
+    wait_rows(
+        page,
+        "#campaigns",
+        "globex's campaigns only",
+        |rows| match rows {
+            [only] if only[0] == "winter-sale" && tenant_of(rows, "globex") == 1 => Ok(()),
+            _ => Err(format!("{rows:?}")),
+        },
+    )
+    .await?;
+
+    // Contacts: both tenants', then globex's only.
+    click(page, "#contacts summary").await?;
+    wait_rows(page, "#contact-list", "every tenant's contacts", |rows| {
+        if rows.len() == 3 && tenant_of(rows, "acme") == 2 && tenant_of(rows, "globex") == 1 {
+            Ok(())
+        } else {
+            Err(format!("{rows:?}"))
+        }
+    })
+    .await?;
+    page.find(Locator::Css("#k-tenant"))
+        .await?
+        .select_by_value(operator.other_tenant)
+        .await?;
+    wait_rows(
+        page,
+        "#contact-list",
+        "globex's contacts only",
+        |rows| match rows {
+            [only] if only[0] == "+15559990009" && only[1] == "globex" => Ok(()),
+            _ => Err(format!("{rows:?}")),
+        },
+    )
+    .await?;
     Ok(())
 }
 
