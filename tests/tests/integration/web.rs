@@ -389,24 +389,7 @@ async fn drive(
         .await?
         .send_keys("spring-sale")
         .await?;
-    let provider_css = format!("#c-provider option[value=\"{provider}\"]");
-    poll(
-        Duration::from_secs(10),
-        "the provider in the form",
-        || async {
-            let found = page.find_all(Locator::Css(&provider_css)).await?;
-            Ok(if found.is_empty() {
-                Err("not listed".to_owned())
-            } else {
-                Ok(())
-            })
-        },
-    )
-    .await?;
-    page.find(Locator::Css("#c-provider"))
-        .await?
-        .select_by_value(provider)
-        .await?;
+    choose_when_offered(page, "#c-provider", provider).await?;
     page.find(Locator::Css("#c-overflow"))
         .await?
         .select_by_value(providers.overflow)
@@ -607,20 +590,7 @@ async fn browse_as_operator(page: &Client, operator: &Operator<'_>) -> Result<()
         }
     })
     .await?;
-    let option = format!("#f-tenant option[value=\"{}\"]", operator.other_tenant);
-    poll(Duration::from_secs(10), "the tenant filter", || async {
-        let found = page.find_all(Locator::Css(&option)).await?;
-        Ok(if found.is_empty() {
-            Err("globex not offered".to_owned())
-        } else {
-            Ok(())
-        })
-    })
-    .await?;
-    page.find(Locator::Css("#f-tenant"))
-        .await?
-        .select_by_value(operator.other_tenant)
-        .await?;
+    choose_when_offered(page, "#f-tenant", operator.other_tenant).await?;
     wait_rows(
         page,
         "#campaigns",
@@ -695,6 +665,25 @@ async fn first_provider(http: &reqwest::Client, admin_url: &str, key: &str) -> R
         .json::<Value>()
         .await?[0]["id"]
         .clone())
+}
+
+/// Picks `value` in the `select` once the page offers it (its options come from the API).
+async fn choose_when_offered(page: &Client, select: &str, value: &str) -> Result<()> {
+    let option = format!("{select} option[value=\"{value}\"]");
+    poll(Duration::from_secs(10), &option, || async {
+        let found = page.find_all(Locator::Css(&option)).await?;
+        Ok(if found.is_empty() {
+            Err("not offered".to_owned())
+        } else {
+            Ok(())
+        })
+    })
+    .await?;
+    page.find(Locator::Css(select))
+        .await?
+        .select_by_value(value)
+        .await?;
+    Ok(())
 }
 
 async fn click(page: &Client, css: &str) -> Result<()> {
