@@ -16,7 +16,7 @@ pub const MAX_COLUMNS: usize = 100;
 /// Most bytes of one variable or attribute value, and of an address.
 pub const MAX_VALUE_BYTES: usize = 4 * 1024;
 /// Most characters of a message template (WhatsApp's text limit; a long SMS is far less).
-pub const MAX_TEMPLATE_CHARS: usize = 4_096;
+pub const MAX_TEMPLATE_CHARS: usize = herald_shared::template::MAX_TEXT_CHARS;
 
 /// Where in a JSON value something is wrong (`variables.first_name`, `items[2]`), and what.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -679,6 +679,9 @@ impl Ticker {
             batch.held.insert(via);
         }
 
+        let mut unrenderable = Vec::new();
+        // Per campaign: how many failed, and the first reason.
+        let mut failed: BTreeMap<Uuid, (usize, String)> = BTreeMap::new();
         for &index in &order {
             let Some(mut row) = claimed[index].pop_front() else {
                 continue;
@@ -692,11 +695,22 @@ impl Ticker {
                     batch.messages.push(message);
                 }
                 Err(reason) => {
-                    tracing::warn!(campaign_id = %campaign.id, recipient_id = row.id, %reason, "recipient cannot be dispatched");
-                    claim::fail_unrenderable(&self.pool, row.id, row.dispatch_seq, &reason).await?;
+                    failed
+                        .entry(campaign.id)
+                        .or_insert_with(|| (0, reason.clone()))
+                        .0 += 1;
+                    unrenderable.push(claim::Unrenderable {
+                        id: row.id,
+                        seq: row.dispatch_seq,
+                        error: reason,
+                    });
                 }
             }
         }
+        for (campaign_id, (count, reason)) in &failed {
+            tracing::warn!(%campaign_id, count, %reason, "recipients cannot be dispatched: failed");
+        }
+        claim::fail_unrenderable(&self.pool, &unrenderable).await?;
         Ok(())
     }
 }

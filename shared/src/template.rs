@@ -4,6 +4,12 @@
 
 use serde_json::{Map, Value};
 
+/// The most characters a rendered text may have: the longest any provider takes
+/// (WhatsApp's 4,096; an SMS stops at 1,600). Rendering stops there, so a short template
+/// that repeats a long variable cannot build a huge string: 800 placeholders of a 4 KiB
+/// variable would be 3 MB a recipient, in the admin's request or the scheduler's batch.
+pub const MAX_TEXT_CHARS: usize = 4_096;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     #[error("template refers to variable `{0}`, which the recipient does not have")]
@@ -12,6 +18,8 @@ pub enum TemplateError {
     Unclosed(usize),
     #[error("template has an empty or invalid variable name at byte {0}")]
     BadName(usize),
+    #[error("the text is longer than {0} characters once rendered")]
+    TooLong(usize),
 }
 
 /// The variable names a template refers to, in order of first use.
@@ -29,21 +37,35 @@ pub fn variables(template: &str) -> Result<Vec<String>, TemplateError> {
 }
 
 /// Renders `template` with `vars` (a JSON object; strings are inserted as is, other values
-/// in their JSON form).
+/// in their JSON form), up to [`MAX_TEXT_CHARS`].
 pub fn render(template: &str, vars: &Map<String, Value>) -> Result<String, TemplateError> {
-    let mut out = String::with_capacity(template.len() + 16);
-    walk(template, |piece| {
-        match piece {
-            Piece::Text(text) => out.push_str(text),
-            Piece::Var(name) => match vars.get(name) {
-                Some(Value::String(s)) => out.push_str(s),
-                Some(Value::Null) | None => {
-                    return Err(TemplateError::MissingVariable(name.to_owned()));
-                }
-                Some(other) => out.push_str(&other.to_string()),
-            },
+    render_within(template, vars, MAX_TEXT_CHARS)
+}
+
+/// [`render`], giving up with [`TemplateError::TooLong`] as soon as the text passes
+/// `max_chars`.
+pub fn render_within(
+    template: &str,
+    vars: &Map<String, Value>,
+    max_chars: usize,
+) -> Result<String, TemplateError> {
+    let mut out = String::with_capacity(template.len().min(max_chars) + 16);
+    let mut chars = 0;
+    let mut push = |out: &mut String, text: &str| {
+        chars += text.chars().count();
+        if chars > max_chars {
+            return Err(TemplateError::TooLong(max_chars));
         }
+        out.push_str(text);
         Ok(())
+    };
+    walk(template, |piece| match piece {
+        Piece::Text(text) => push(&mut out, text),
+        Piece::Var(name) => match vars.get(name) {
+            Some(Value::String(s)) => push(&mut out, s),
+            Some(Value::Null) | None => Err(TemplateError::MissingVariable(name.to_owned())),
+            Some(other) => push(&mut out, &other.to_string()),
+        },
     })?;
     Ok(out)
 }
@@ -110,6 +132,29 @@ mod tests {
         assert_eq!(
             render("Hi {{first_name}}", &vars(json!({"first_name": null}))),
             Err(TemplateError::MissingVariable("first_name".into()))
+        );
+    }
+
+    #[test]
+    fn rendering_stops_once_the_text_passes_its_limit() {
+        let long = "x".repeat(4 * 1024);
+        let v = vars(json!({"a": long, "n": 12345}));
+        let repeated = "{{a}}".repeat(800);
+        assert_eq!(
+            render(&repeated, &v),
+            Err(TemplateError::TooLong(MAX_TEXT_CHARS))
+        );
+        assert_eq!(render("{{a}}", &v).map(|t| t.len()), Ok(4 * 1024));
+        assert_eq!(render_within("ab{{n}}", &v, 7).as_deref(), Ok("ab12345"));
+        assert_eq!(
+            render_within("ab{{n}}", &v, 6),
+            Err(TemplateError::TooLong(6))
+        );
+        // Characters, not bytes: é is two bytes.
+        assert_eq!(render_within("éé", &v, 2).as_deref(), Ok("éé"));
+        assert_eq!(
+            render_within(&"t".repeat(10), &v, 9),
+            Err(TemplateError::TooLong(9))
         );
     }
 

@@ -431,6 +431,14 @@ async fn check(
             None
         }
         (Some(text), None) => Some(("text", text.clone())),
+        // The template's own length first: rendering a long one is work for nothing.
+        (None, Some(t)) if t.chars().count() > limits::MAX_TEMPLATE_CHARS => {
+            problems.push((
+                "template",
+                format!("is longer than {} characters", limits::MAX_TEMPLATE_CHARS),
+            ));
+            None
+        }
         (None, Some(t)) => match template::render(t, &item.variables) {
             Ok(text) => Some(("template", text)),
             Err(error) => {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 struct Setup {
-    _env: TestEnv,
+    env: TestEnv,
     admin: Admin,
     key: String,
     provider: String,
@@ -21,7 +21,7 @@ async fn setup(admin_env: &[(&str, &str)]) -> Result<Setup> {
         .tenant_with_provider("acme", &env.simulator_url)
         .await?;
     Ok(Setup {
-        _env: env,
+        env,
         admin,
         key,
         provider,
@@ -104,7 +104,7 @@ async fn stalled_uploads_cannot_starve_other_tenants() -> Result<()> {
     // Meanwhile another tenant works as usual.
     let (_, other_key, other_provider) = s
         .admin
-        .tenant_with_provider("bystander", &s._env.simulator_url)
+        .tenant_with_provider("bystander", &s.env.simulator_url)
         .await?;
     for _ in 0..5 {
         let started = Instant::now();
@@ -490,5 +490,91 @@ async fn every_answer_carries_the_security_headers() -> Result<()> {
         ensure!(header("referrer-policy") == "no-referrer", "{path}");
         ensure!(header("cache-control") == "no-store", "{path}");
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_repeating_a_long_variable_builds_no_huge_text() -> Result<()> {
+    let s = setup(&[]).await?;
+    // A message: 819 placeholders of a 250 KB variable would be 205 MB of text.
+    let peak_before = herald_tests::peak_memory(s.admin.pid())?;
+    let answer = s
+        .post(
+            "/messages",
+            json!({"to": "+15551230001", "channel": "sms", "provider_id": s.provider,
+                   "template": "{{a}}".repeat(819), "variables": {"a": "x".repeat(250_000)}}),
+        )
+        .await?;
+    refused(&answer, 422, "template")?;
+    let grew = herald_tests::peak_memory(s.admin.pid())?.saturating_sub(peak_before);
+    ensure!(
+        grew < 32 * 1024 * 1024,
+        "the admin's peak memory grew by {} MB rendering the message",
+        grew / (1024 * 1024)
+    );
+    // A template longer than the limit is refused before it is rendered at all.
+    let answer = s
+        .post(
+            "/messages",
+            json!({"to": "+15551230001", "channel": "sms", "provider_id": s.provider,
+                   "template": "{{a}}".repeat(150_000), "variables": {"a": "x"}}),
+        )
+        .await?;
+    refused(&answer, 422, "template")?;
+
+    // A campaign: 292 copies of a 4,000-character name a recipient (1.2 MB of text each).
+    // The scheduler fails each recipient once its text passes the limit, and sends nothing.
+    let campaign = s
+        .campaign(json!({"template": "{{first_name}}".repeat(292)}))
+        .await?;
+    let name = "y".repeat(4_000);
+    let mut csv = String::from("address,first_name\n");
+    for i in 0..20 {
+        csv.push_str(&format!("+1555000{i:04},{name}\n"));
+    }
+    let (status, body) = s
+        .upload(
+            &format!("/campaigns/{campaign}/recipients"),
+            "text/csv",
+            csv,
+        )
+        .await?;
+    ensure!(status == 200, "{body}");
+    s.admin
+        .ok(
+            &s.key,
+            Method::POST,
+            &format!("/campaigns/{campaign}/start"),
+            None,
+        )
+        .await?;
+    let _scheduler = s.env.scheduler(500, &[])?;
+    let _worker = s.env.worker(&[])?;
+    let id: uuid::Uuid = campaign.parse()?;
+    let failed = herald_tests::wait_until(Duration::from_secs(30), || async {
+        s.env
+            .states(id)
+            .await
+            .is_ok_and(|states| states.get("failed") == Some(&20))
+    })
+    .await;
+    let states = s.env.states(id).await?;
+    ensure!(failed.is_ok(), "every recipient failed: {states:?}");
+    let listed = s
+        .admin
+        .ok(
+            &s.key,
+            Method::GET,
+            &format!("/campaigns/{campaign}/recipients?state=failed&limit=1"),
+            None,
+        )
+        .await?;
+    let reason = listed["items"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default();
+    ensure!(
+        reason.contains("longer than 4096 characters once rendered"),
+        "the reason: {listed}"
+    );
     Ok(())
 }

@@ -85,10 +85,15 @@ fn variables(message: &DispatchMessage, callback: Option<&str>) -> Map<String, V
 
 /// Renders every string of the template. The template was validated when the provider was
 /// loaded (known variables only), so rendering cannot fail; a string that somehow does is
-/// sent as written rather than dropped.
+/// sent as written rather than dropped. A string may hold the whole text and more
+/// (`"{{body}} (from {{tenant_id}})"`), so its bound is a multiple of the text's: it only
+/// keeps a template repeating a variable from building a huge string.
 fn render(template: &Value, vars: &Map<String, Value>) -> Value {
+    const MAX_STRING_CHARS: usize = 4 * template::MAX_TEXT_CHARS;
     match template {
-        Value::String(s) => Value::String(template::render(s, vars).unwrap_or_else(|_| s.clone())),
+        Value::String(s) => Value::String(
+            template::render_within(s, vars, MAX_STRING_CHARS).unwrap_or_else(|_| s.clone()),
+        ),
         Value::Array(items) => Value::Array(items.iter().map(|v| render(v, vars)).collect()),
         Value::Object(map) => Value::Object(
             map.iter()
