@@ -6,6 +6,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Datelike, Utc};
 use herald_shared::batch::Batcher;
 use herald_shared::ops::metrics::{RECEIPTS, RECEIPTS_REFUSED};
 use herald_store::receipts::{self, Receipt};
@@ -69,6 +70,14 @@ pub fn clip(value: &str, max: usize) -> String {
         .collect()
 }
 
+/// Whether a provider's time for a receipt is one to keep. It is informational (statuses
+/// are ordered by rank, not time), and a signed body may carry any year chrono reads,
+/// thousands of years before what PostgreSQL stores: such a time is dropped, not the
+/// receipt.
+pub fn plausible(time: DateTime<Utc>) -> bool {
+    (2000..=9999).contains(&time.year())
+}
+
 /// Most receipts one statement stores.
 const MAX_BATCH: usize = 500;
 /// One statement at a time: receipts that come while it runs make the next batch. (Two at a
@@ -98,6 +107,21 @@ impl Intake {
                         );
                         vec![Ok(()); batch.len()]
                     }
+                    // A statement PostgreSQL refused (not an outage): one receipt it cannot
+                    // take must not fail the others in its batch, other tenants' among
+                    // them, so each is stored alone.
+                    Err(sqlx::Error::Database(error)) if batch.len() > 1 => {
+                        tracing::warn!(%error, count = batch.len(), "a batch of receipts refused; storing them one by one");
+                        let mut results = Vec::with_capacity(batch.len());
+                        for receipt in &batch {
+                            let alone = receipts::store(&pool, std::slice::from_ref(receipt)).await;
+                            if let Err(error) = &alone {
+                                tracing::warn!(%error, provider_id = %receipt.provider_id, "cannot store a receipt; answering 503");
+                            }
+                            results.push(alone.map(drop).map_err(drop));
+                        }
+                        results
+                    }
                     Err(error) => {
                         tracing::warn!(%error, count = batch.len(), "cannot store receipts; answering 503");
                         vec![Err(()); batch.len()]
@@ -110,7 +134,10 @@ impl Intake {
 
     /// Stores `receipts` durably (each in whatever batch it joins); `Err` if any could not
     /// be, so the provider sends them again (what was stored is then a duplicate).
-    pub async fn store(&self, receipts: Vec<Receipt>) -> Result<(), Refusal> {
+    pub async fn store(&self, mut receipts: Vec<Receipt>) -> Result<(), Refusal> {
+        for receipt in &mut receipts {
+            receipt.provider_time = receipt.provider_time.filter(|&t| plausible(t));
+        }
         let labels: Vec<(String, String)> = receipts
             .iter()
             .map(|r| (r.provider_id.to_string(), r.status.to_string()))
@@ -133,5 +160,22 @@ impl Intake {
             return Err(Refusal::Unavailable);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plausible;
+    use chrono::{DateTime, Utc};
+
+    #[test]
+    fn only_times_postgresql_stores_and_a_provider_could_mean_are_kept() {
+        let at = |text: &str| text.parse::<DateTime<Utc>>().unwrap();
+        assert!(plausible(at("2026-11-29T10:00:00Z")));
+        assert!(!plausible(at("-5000-01-01T00:00:00Z")));
+        assert!(!plausible(at("1970-01-01T00:00:00Z")));
+        assert!(!plausible(at("+12000-01-01T00:00:00Z")));
+        let whatsapp = DateTime::<Utc>::from_timestamp(-300_000_000_000, 0).unwrap();
+        assert!(!plausible(whatsapp));
     }
 }

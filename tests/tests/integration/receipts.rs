@@ -703,3 +703,32 @@ async fn a_provider_that_cannot_tell_fails_unknown_outcomes_when_its_policy_says
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_time_postgresql_cannot_store_is_dropped_not_the_receipt() -> Result<()> {
+    let mut env = TestEnv::new(&[]).await?;
+    env.receiver().await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    // Signed, so the provider's own: a year chrono reads but PostgreSQL cannot store, beside
+    // a plain one in the same body (and so in the same statement).
+    let body = json!([
+        {"id": "msg-odd", "status": "delivered", "timestamp": "-5000-01-01T00:00:00Z"},
+        {"id": "msg-even", "status": "delivered", "timestamp": "2026-11-29T10:00:00Z"}
+    ]);
+    assert_eq!(
+        post_generic(&env, provider, &body, SIMULATOR_WEBHOOK_SECRET).await?,
+        200
+    );
+    let stored: Vec<(String, Option<chrono::DateTime<chrono::Utc>>)> =
+        sqlx::query_as("SELECT message_id, provider_time FROM receipts ORDER BY message_id")
+            .fetch_all(&env.pool)
+            .await?;
+    assert_eq!(
+        stored,
+        vec![
+            ("msg-even".to_owned(), Some("2026-11-29T10:00:00Z".parse()?)),
+            ("msg-odd".to_owned(), None),
+        ]
+    );
+    Ok(())
+}
