@@ -192,6 +192,23 @@ impl IntoResponse for ApiError {
 }
 
 /// Maps PostgreSQL constraint violations a caller can cause to 4xx answers.
+/// The field a constraint guards, as the caller named it: PostgreSQL names a column's own
+/// constraints `<table>_<column>_fkey` and `<table>_<column>_check`.
+fn constrained_field(constraint: Option<&str>, table: Option<&str>, what: &str) -> String {
+    let Some(constraint) = constraint else {
+        return what.to_owned();
+    };
+    let column = table
+        .and_then(|table| constraint.strip_prefix(table))
+        .and_then(|rest| rest.strip_prefix('_'))
+        .and_then(|rest| {
+            rest.strip_suffix("_fkey")
+                .or_else(|| rest.strip_suffix("_check"))
+        })
+        .filter(|column| !column.is_empty());
+    column.unwrap_or(constraint).to_owned()
+}
+
 pub fn from_constraint(error: sqlx::Error, what: &str) -> ApiError {
     if let sqlx::Error::Database(db) = &error {
         match db.kind() {
@@ -200,13 +217,13 @@ pub fn from_constraint(error: sqlx::Error, what: &str) -> ApiError {
             }
             sqlx::error::ErrorKind::CheckViolation => {
                 return ApiError::field(
-                    db.constraint().unwrap_or(what),
+                    &constrained_field(db.constraint(), db.table(), what),
                     "value out of the allowed range",
                 );
             }
             sqlx::error::ErrorKind::ForeignKeyViolation => {
                 return ApiError::field(
-                    db.constraint().unwrap_or(what),
+                    &constrained_field(db.constraint(), db.table(), what),
                     "refers to an object that does not exist",
                 );
             }
@@ -214,4 +231,32 @@ pub fn from_constraint(error: sqlx::Error, what: &str) -> ApiError {
         }
     }
     ApiError::Db(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constrained_field;
+
+    #[test]
+    fn a_constraint_is_reported_as_the_field_it_guards() {
+        let field = |constraint, table| constrained_field(constraint, table, "provider");
+        assert_eq!(
+            field(Some("providers_tenant_id_fkey"), Some("providers")),
+            "tenant_id"
+        );
+        assert_eq!(
+            field(Some("campaigns_batch_size_check"), Some("campaigns")),
+            "batch_size"
+        );
+        // A constraint named otherwise keeps its name; none at all names the object.
+        assert_eq!(
+            field(Some("segment_owner"), Some("segments")),
+            "segment_owner"
+        );
+        assert_eq!(
+            field(Some("providers_fkey"), Some("providers")),
+            "providers_fkey"
+        );
+        assert_eq!(field(None, Some("providers")), "provider");
+    }
 }

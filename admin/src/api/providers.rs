@@ -249,8 +249,9 @@ fn check(body: &NewProvider) -> Vec<FieldError> {
     }
     if body
         .cost_per_message
-        // The column is numeric(12, 6): below a million, to the millionth.
-        .is_some_and(|cost| !(0.0..1_000_000.0).contains(&cost))
+        // The column is numeric(12, 6): below a million once rounded to the millionth
+        // (999999.9999999 would round up to a million, which it cannot hold).
+        .is_some_and(|cost| !(0.0..1_000_000.0).contains(&((cost * 1e6).round() / 1e6)))
     {
         bad(
             "cost_per_message",

@@ -259,6 +259,32 @@ async fn values_beyond_what_postgresql_stores_get_a_4xx() -> Result<()> {
         422,
         "cost_per_message",
     )?;
+    // Below a million, but a million once rounded to the column's millionths.
+    refused(
+        &s.post(
+            "/providers",
+            json!({"name": "p", "endpoint": "https://sms.example/send",
+                   "cost_per_message": 999_999.999_999_9}),
+        )
+        .await?,
+        422,
+        "cost_per_message",
+    )?;
+    // An operator naming a tenant that does not exist: the field, not the constraint.
+    let (status, body) = s
+        .admin
+        .call(
+            &s.admin.operator_key,
+            Method::POST,
+            "/providers",
+            Some(json!({"tenant_id": uuid::Uuid::new_v4(), "name": "p",
+                        "endpoint": "https://sms.example/send"})),
+        )
+        .await?;
+    ensure!(
+        status == 422 && body["error"]["fields"][0]["field"] == "tenant_id",
+        "{status} {body}"
+    );
     refused(
         &s.post(
             "/campaigns",
