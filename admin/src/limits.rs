@@ -132,13 +132,28 @@ impl RowScanner for Lines {
     }
 }
 
-/// CSV: a row is a record, which may span lines inside quotes.
+/// CSV: a row is a record, which may span lines inside quotes. Read as the parser reads it
+/// (csv-core's defaults): a record ends at `\n`, `\r` or `\r\n` outside quotes, empty lines
+/// are no records, and a `"` opens quotes only at the start of a field (`24" monitor` is
+/// text); inside quotes `""` is a quote.
 #[derive(Debug, Default)]
 pub struct CsvRecords {
     since: usize,
-    quoted: bool,
+    state: CsvState,
     /// Records ended, the header included.
     ended: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum CsvState {
+    /// At the start of a record: nothing of it read yet.
+    #[default]
+    RecordStart,
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A `"` inside quotes: the end of the quotes, or the first of `""`.
+    QuoteInQuoted,
 }
 
 impl RowScanner for CsvRecords {
@@ -147,17 +162,27 @@ impl RowScanner for CsvRecords {
     }
 
     fn feed(&mut self, bytes: &[u8]) -> bool {
+        use CsvState::*;
         for &b in bytes {
-            // `""` inside quotes toggles twice: still quoted, as it should be.
-            if b == b'"' {
-                self.quoted = !self.quoted;
-            }
-            self.since = if b == b'\n' && !self.quoted {
-                self.ended += 1;
-                0
-            } else {
-                self.since + 1
+            let ends_record = matches!(b, b'\n' | b'\r');
+            self.state = match (self.state, b) {
+                // Line ends with nothing before them (a blank line, the `\n` of `\r\n`).
+                (RecordStart, _) if ends_record => RecordStart,
+                (Quoted, b'"') => QuoteInQuoted,
+                (Quoted, _) => Quoted,
+                (QuoteInQuoted, b'"') => Quoted,
+                (RecordStart | FieldStart, b'"') => Quoted,
+                (_, _) if ends_record => {
+                    self.ended += 1;
+                    self.since = 0;
+                    RecordStart
+                }
+                (_, b',') => FieldStart,
+                _ => Unquoted,
             };
+            if self.state != RecordStart {
+                self.since += 1;
+            }
             if self.since > MAX_ROW_BYTES {
                 return false;
             }
@@ -278,6 +303,33 @@ mod tests {
         );
         assert!(fits(&mut Lines::default(), quoted.as_bytes(), 64));
         assert!(!fits(&mut CsvRecords::default(), quoted.as_bytes(), 64));
+    }
+
+    #[test]
+    fn csv_records_end_where_the_parser_ends_them() {
+        let row = "x".repeat(MAX_ROW_BYTES / 2);
+        // Rows ending in a lone `\r` (old Mac exports), or in `\r\n`, blank lines between.
+        for end in ["\r", "\r\n", "\n\n", "\r\n\r\n"] {
+            let text = format!("address,a{end}+1555,{row}{end}+1556,{row}{end}");
+            for chunk in [1, 7, 4096] {
+                let mut csv = CsvRecords::default();
+                assert!(fits(&mut csv, text.as_bytes(), chunk), "{end:?}");
+                assert_eq!(csv.row(), 3, "{end:?}: the header and two rows");
+            }
+        }
+        // A `"` inside an unquoted field is text, and opens no quotes.
+        let inch = format!("address,item\n+1555,24\" monitor\n+1556,{row}\n+1557,{row}\n");
+        assert!(fits(&mut CsvRecords::default(), inch.as_bytes(), 64));
+        // `""` inside quotes is a quote; the field goes on, and ends at its closing quote.
+        let escaped = format!("address,a\n+1555,\"say \"\"hi\"\"\n{row}\"\n+1556,{row}\n");
+        let mut csv = CsvRecords::default();
+        assert!(fits(&mut csv, escaped.as_bytes(), 5));
+        assert_eq!(csv.row(), 3);
+        // A quoted field still spans lines, and is bounded as one row.
+        let long = format!("address,a\n+1555,\"{row}\r\n{row}\n{row}\"\n");
+        let mut csv = CsvRecords::default();
+        assert!(!fits(&mut csv, long.as_bytes(), 64));
+        assert_eq!(csv.row(), 1, "the first data row");
     }
 
     #[test]

@@ -334,6 +334,30 @@ async fn values_beyond_what_postgresql_stores_get_a_4xx() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_is_bounded_row_by_row_as_the_parser_reads_it() -> Result<()> {
+    let s = setup(&[]).await?;
+    let campaign = s.campaign(json!({})).await?;
+    // 4,000 rows ending in a lone `\r` (an old Mac export: 100 KB, more than a row's limit
+    // if read as one line), and a `"` inside an unquoted field (text, not quotes).
+    let mut csv = String::from("address,first_name\r+15550000000,24\" monitor\r");
+    for i in 1..=4_000 {
+        csv.push_str(&format!("+1555{i:07},Name{i}\r"));
+    }
+    let (status, body) = s
+        .upload(
+            &format!("/campaigns/{campaign}/recipients"),
+            "text/csv",
+            csv,
+        )
+        .await?;
+    ensure!(
+        status == 200 && body["received"] == 4_001 && body["inserted"] == 4_001,
+        "{status} {body}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_input_gets_413_before_it_costs_memory() -> Result<()> {
     let s = setup(&[]).await?;
     let campaign = s.campaign(json!({})).await?;
