@@ -48,6 +48,12 @@ impl Setup {
             .await
     }
 
+    /// Uploads a CSV audience to `campaign`.
+    async fn audience(&self, campaign: &str, csv: String) -> Result<(u16, Value)> {
+        let path = format!("/campaigns/{campaign}/recipients");
+        self.upload(&path, "text/csv", csv).await
+    }
+
     async fn upload(
         &self,
         path: &str,
@@ -343,13 +349,7 @@ async fn a_csv_is_bounded_row_by_row_as_the_parser_reads_it() -> Result<()> {
     for i in 1..=4_000 {
         csv.push_str(&format!("+1555{i:07},Name{i}\r"));
     }
-    let (status, body) = s
-        .upload(
-            &format!("/campaigns/{campaign}/recipients"),
-            "text/csv",
-            csv,
-        )
-        .await?;
+    let (status, body) = s.audience(&campaign, csv).await?;
     ensure!(
         status == 200 && body["received"] == 4_001 && body["inserted"] == 4_001,
         "{status} {body}"
@@ -582,13 +582,7 @@ async fn a_template_repeating_a_long_variable_builds_no_huge_text() -> Result<()
     for i in 0..20 {
         csv.push_str(&format!("+1555000{i:04},{name}\n"));
     }
-    let (status, body) = s
-        .upload(
-            &format!("/campaigns/{campaign}/recipients"),
-            "text/csv",
-            csv,
-        )
-        .await?;
+    let (status, body) = s.audience(&campaign, csv).await?;
     ensure!(status == 200, "{body}");
     s.admin
         .ok(
