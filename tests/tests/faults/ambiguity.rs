@@ -68,6 +68,15 @@ async fn ambiguity_run(kills: usize) -> Result<()> {
     }
     env.wait_completed(&[campaign], Duration::from_secs(180))
         .await?;
+    // The simulator posts a `sent` and a `delivered` receipt for every message it took,
+    // including those whose answer it dropped: every recipient ends `delivered`.
+    let all = i64::try_from(total)?;
+    let delivered = herald_tests::wait_until(Duration::from_secs(60), || async {
+        env.deliveries(campaign)
+            .await
+            .is_ok_and(|d| d.get("delivered") == Some(&all))
+    })
+    .await;
     let summary = report(
         &env,
         campaign,
@@ -80,6 +89,7 @@ async fn ambiguity_run(kills: usize) -> Result<()> {
     .await?;
     let states = &summary["states"];
     assert_eq!(states["sent"], total, "{summary}");
+    assert!(delivered.is_ok(), "every recipient delivered: {summary}");
     assert_eq!(
         summary["simulator"]["second_messages"], 0,
         "no recipient got two messages: {summary}"

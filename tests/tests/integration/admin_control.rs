@@ -133,8 +133,8 @@ async fn pause_stops_sends_within_a_tick_and_resume_finishes_exactly_once() -> R
     let paused = s.action(&id, "pause").await?;
     assert_eq!(paused["status"], "paused");
     // Within a tick the scheduler stops releasing, the worker hands back what is queued, and
-    // what was in flight finishes.
-    tokio::time::sleep(Duration::from_millis(3 * TICK_MS)).await;
+    // what was in flight (100 ms requests) finishes: counted from a tick after the pause.
+    tokio::time::sleep(Duration::from_millis(TICK_MS)).await;
     let at_pause = s.requests(&id).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let later = s.requests(&id).await?;
@@ -152,8 +152,10 @@ async fn pause_stops_sends_within_a_tick_and_resume_finishes_exactly_once() -> R
 
     let resumed = s.action(&id, "resume").await?;
     assert_eq!(resumed["status"], "running");
+    // Within 60 s as a rule; a first attempt parked while its campaign's row was locked
+    // (its cursor not moved back then) waits for the stale-claim sweep, 60 s after its claim.
     let done = s
-        .wait_status(&id, "completed", Duration::from_secs(60))
+        .wait_status(&id, "completed", Duration::from_secs(120))
         .await?;
     assert_eq!(done["sent"], 3_000, "{done}");
     let stats = s.env.simulator_stats().await?;
