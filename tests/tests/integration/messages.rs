@@ -129,7 +129,7 @@ async fn a_message_is_sent_and_delivered_once_per_idempotency_key() -> Result<()
     );
 
     // Sent once, whatever was asked twice; a key seen after the send still replays.
-    let (status, _, late) = post(&admin, &key, Some("otp-4821"), body).await?;
+    let (status, _, late) = post(&admin, &key, Some("otp-4821"), body.clone()).await?;
     assert_eq!((status, late["id"].as_str()), (202, Some(id.as_str())));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stats = env.simulator_stats().await?;
@@ -150,6 +150,22 @@ async fn a_message_is_sent_and_delivered_once_per_idempotency_key() -> Result<()
     assert_eq!(theirs["items"], json!([]));
     let campaigns = admin.ok(&key, Method::GET, "/campaigns", None).await?;
     assert_eq!(campaigns["items"], json!([]), "{campaigns}");
+
+    // A day later the key is free: the same request is a new message.
+    sqlx::query("UPDATE messages SET created_at = now() - interval '24 hours 1 minute'")
+        .execute(&env.pool)
+        .await?;
+    let (status, _, next_day) = post(&admin, &key, Some("otp-4821"), body).await?;
+    assert_eq!(status, 202, "{next_day}");
+    assert_ne!(next_day["id"].as_str(), Some(id.as_str()), "{next_day}");
+    wait_message(
+        &admin,
+        &key,
+        next_day["id"].as_str().unwrap_or_default(),
+        "sent",
+        None,
+    )
+    .await?;
     Ok(())
 }
 
@@ -160,6 +176,23 @@ async fn a_batch_with_one_bad_message_accepts_none_and_names_it() -> Result<()> 
     let admin = env.admin().await?;
     let (_, key) = tenant(&admin, "acme", 100).await?;
     let item = |to: &str, text: &str| json!({"to": to, "channel": "sms", "provider_id": provider, "text": text});
+
+    // More than a batch's 1,000 is refused as a whole, naming the list.
+    let many: Vec<Value> = (0..1_001)
+        .map(|i| item(&format!("+1555124{i:04}"), "x"))
+        .collect();
+    let (status, refused) = admin
+        .call(
+            &key,
+            Method::POST,
+            "/messages/batch",
+            Some(json!({"messages": many})),
+        )
+        .await?;
+    assert!(
+        (400..500).contains(&status) && refused.to_string().contains("messages"),
+        "{status} {refused}"
+    );
 
     let bad = json!({"messages": [item("+15551230001", "one"), item("not a number", "two"),
                                   item("+15551230003", "three")]});
