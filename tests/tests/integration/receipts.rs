@@ -730,5 +730,23 @@ async fn a_receipt_time_postgresql_cannot_store_is_dropped_not_the_receipt() -> 
             ("msg-odd".to_owned(), None),
         ]
     );
+
+    // A receipt PostgreSQL refuses (here by a check this test's database alone has) fails
+    // only itself: the other, in the same body and so the same statement, is stored.
+    sqlx::query("ALTER TABLE receipts ADD CONSTRAINT no_poison CHECK (message_id <> 'poison')")
+        .execute(&env.pool)
+        .await?;
+    let body =
+        json!([{"id": "poison", "status": "delivered"}, {"id": "msg-fine", "status": "delivered"}]);
+    assert_eq!(
+        post_generic(&env, provider, &body, SIMULATOR_WEBHOOK_SECRET).await?,
+        503,
+        "the provider sends it again"
+    );
+    let fine: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM receipts WHERE message_id = 'msg-fine'")
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(fine, 1, "the other receipt is stored");
     Ok(())
 }
