@@ -99,6 +99,8 @@ fn is_blank(value: &Value) -> bool {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+// Read by `QueryParams`, which utoipa cannot place as it places axum's `Query`.
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only recipients in this state.
     #[param(schema_with = crate::api::openapi::rules::recipient_state)]

@@ -441,6 +441,8 @@ pub(crate) fn quiet_window(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+// Read by `QueryParams`, which utoipa cannot place as it places axum's `Query`.
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only campaigns in this status.
     #[param(schema_with = crate::api::openapi::rules::campaign_status)]

@@ -19,6 +19,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 #[derive(Debug, Deserialize, IntoParams)]
+// Read by `QueryParams`, which utoipa cannot place as it places axum's `Query`.
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     /// The tenant (operator keys only).
     pub tenant_id: Option<Uuid>,
@@ -68,6 +70,8 @@ pub async fn upload(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+// Read by `QueryParams`, which utoipa cannot place as it places axum's `Query`.
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this tenant's contacts (a tenant key sees only its own anyway).
     pub tenant_id: Option<Uuid>,

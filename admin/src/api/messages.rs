@@ -746,6 +746,8 @@ pub async fn show(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+// Read by `QueryParams`, which utoipa cannot place as it places axum's `Query`.
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only messages in this state.
     #[param(schema_with = crate::api::openapi::rules::recipient_state)]

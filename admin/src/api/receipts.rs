@@ -15,6 +15,8 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 #[derive(Debug, Deserialize, IntoParams)]
+// Read by `QueryParams`, which utoipa cannot place as it places axum's `Query`.
+#[into_params(parameter_in = Query)]
 pub struct OrphanQuery {
     /// Only this provider's.
     pub provider_id: Option<Uuid>,

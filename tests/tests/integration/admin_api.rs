@@ -223,6 +223,28 @@ async fn keys_scope_every_resource_to_its_tenant() -> Result<()> {
     ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
+    // Each list's filters and page parameters are in its query, as the server reads them.
+    for (path, method) in [
+        ("/campaigns", "get"),
+        ("/campaigns/{id}/recipients", "get"),
+        ("/contacts", "get"),
+        ("/contacts", "post"),
+        ("/messages", "get"),
+        ("/receipts/orphans", "get"),
+    ] {
+        let parameters = doc["paths"][path][method]["parameters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let misplaced: Vec<&Value> = parameters
+            .iter()
+            .filter(|p| p["in"] != "query" && !(p["in"] == "path" && p["name"] == "id"))
+            .collect();
+        assert!(
+            !parameters.is_empty() && misplaced.is_empty(),
+            "{method} {path}: {parameters:?}"
+        );
+    }
     Ok(())
 }
 
