@@ -191,7 +191,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Maps PostgreSQL constraint violations a caller can cause to 4xx answers.
 /// The field a constraint guards, as the caller named it: PostgreSQL names a column's own
 /// constraints `<table>_<column>_fkey` and `<table>_<column>_check`.
 fn constrained_field(constraint: Option<&str>, table: Option<&str>, what: &str) -> String {
@@ -209,6 +208,7 @@ fn constrained_field(constraint: Option<&str>, table: Option<&str>, what: &str) 
     column.unwrap_or(constraint).to_owned()
 }
 
+/// Maps PostgreSQL constraint violations a caller can cause to 4xx answers.
 pub fn from_constraint(error: sqlx::Error, what: &str) -> ApiError {
     if let sqlx::Error::Database(db) = &error {
         match db.kind() {

@@ -107,10 +107,16 @@ impl Intake {
                         );
                         vec![Ok(()); batch.len()]
                     }
-                    // A statement PostgreSQL refused (not an outage): one receipt it cannot
-                    // take must not fail the others in its batch, other tenants' among
-                    // them, so each is stored alone.
-                    Err(sqlx::Error::Database(error)) if batch.len() > 1 => {
+                    // A statement PostgreSQL refused for what it holds (not an outage, a
+                    // restart or a deadlock, which would fail each receipt alone as well and
+                    // only take 500 statements to say so): one receipt it cannot take must
+                    // not fail the others in its batch, other tenants' among them, so each
+                    // is stored alone.
+                    Err(error)
+                        if batch.len() > 1
+                            && matches!(error, sqlx::Error::Database(_))
+                            && !herald_shared::db::is_transient(&error) =>
+                    {
                         tracing::warn!(%error, count = batch.len(), "a batch of receipts refused; storing them one by one");
                         let mut results = Vec::with_capacity(batch.len());
                         for receipt in &batch {

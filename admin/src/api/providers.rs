@@ -247,12 +247,7 @@ fn check(body: &NewProvider) -> Vec<FieldError> {
             bad(field, format!("must be between {min} and {max}"));
         }
     }
-    if body
-        .cost_per_message
-        // The column is numeric(12, 6): below a million once rounded to the millionth
-        // (999999.9999999 would round up to a million, which it cannot hold).
-        .is_some_and(|cost| !(0.0..1_000_000.0).contains(&((cost * 1e6).round() / 1e6)))
-    {
+    if body.cost_per_message.is_some_and(|cost| !fits_column(cost)) {
         bad(
             "cost_per_message",
             "must be at least 0 and below 1000000".into(),
@@ -265,6 +260,15 @@ fn check(body: &NewProvider) -> Vec<FieldError> {
         );
     }
     fields
+}
+
+/// Whether the `numeric(12, 6)` column holds `cost`: PostgreSQL reads the bound float8 to
+/// 15 significant digits, then rounds to the millionth, so from 999999.9999995 on it would
+/// be a million. Every decimal of 15 digits has an f64 of its own, in order, so comparing
+/// the reading with the f64 of that bound is exact.
+fn fits_column(cost: f64) -> bool {
+    let read: f64 = format!("{cost:.14e}").parse().unwrap_or(cost);
+    (0.0..999_999.999_999_5).contains(&read)
 }
 
 #[utoipa::path(post, path = "/providers", tag = "providers", request_body = NewProvider,
@@ -424,6 +428,28 @@ mod tests {
         let mut fields: Vec<String> = check(&body(value)).into_iter().map(|f| f.field).collect();
         fields.sort();
         fields
+    }
+
+    #[test]
+    fn a_cost_fits_the_column_as_postgresql_reads_and_rounds_it() {
+        for fits in [
+            0.0,
+            0.05,
+            999_999.999_999,
+            999_999.999_999_4,
+            999_999.999_999_499,
+        ] {
+            assert!(fits_column(fits), "{fits}");
+        }
+        for refused in [
+            -0.000_001,
+            999_999.999_999_5,
+            999_999.999_999_499_7,
+            999_999.999_999_9,
+            1_000_000.0,
+        ] {
+            assert!(!fits_column(refused), "{refused}");
+        }
     }
 
     #[test]

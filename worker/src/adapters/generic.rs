@@ -85,15 +85,15 @@ fn variables(message: &DispatchMessage, callback: Option<&str>) -> Map<String, V
 
 /// Renders every string of the template. The template was validated when the provider was
 /// loaded (known variables only), so rendering cannot fail; a string that somehow does is
-/// sent as written rather than dropped. A string may hold the whole text and more
-/// (`"{{body}} (from {{tenant_id}})"`), so its bound is a multiple of the text's: it only
-/// keeps a template repeating a variable from building a huge string.
+/// sent as written rather than dropped. A string may wrap the whole text in much more of its
+/// own (an HTML body around `{{body}}`), so its bound is its own length and a few texts':
+/// enough for any use, and it keeps a string repeating a variable from building a huge one.
 fn render(template: &Value, vars: &Map<String, Value>) -> Value {
-    const MAX_STRING_CHARS: usize = 4 * template::MAX_TEXT_CHARS;
     match template {
-        Value::String(s) => Value::String(
-            template::render_within(s, vars, MAX_STRING_CHARS).unwrap_or_else(|_| s.clone()),
-        ),
+        Value::String(s) => {
+            let bound = s.chars().count() + 4 * template::MAX_TEXT_CHARS;
+            Value::String(template::render_within(s, vars, bound).unwrap_or_else(|_| s.clone()))
+        }
         Value::Array(items) => Value::Array(items.iter().map(|v| render(v, vars)).collect()),
         Value::Object(map) => Value::Object(
             map.iter()
@@ -226,6 +226,20 @@ mod tests {
                 .any(|h| h.name == "X-Api-Key" && h.sensitive)
         );
         assert_eq!(request.header("Authorization"), None);
+    }
+
+    #[test]
+    fn a_long_wrapper_around_the_text_still_renders() {
+        let wrapper = format!("<div>{}</div>{{{{body}}}}", "x".repeat(20_000));
+        let c = config(json!({"body_template": {"html": wrapper}}), json!({}));
+        let request = build(&c, &message(), None);
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        let html = body["html"].as_str().unwrap_or_default();
+        assert!(
+            html.ends_with("</div>Hi Ada & <Bob>, 100% \"ready\"?"),
+            "{}",
+            &html[html.len() - 60..]
+        );
     }
 
     #[test]
