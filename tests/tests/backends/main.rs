@@ -6,12 +6,34 @@
 use anyhow::{Context, Result, ensure};
 use herald_tests::services::{PrivatePostgres, RabbitNode};
 use herald_tests::tls::Certificates;
-use herald_tests::{Backends, TestEnv};
+use herald_tests::{Backends, Service, TestEnv};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await?
+}
+
+/// Each of `services` answers not ready, naming the failing `check`, within 5 s of `stopped`.
+async fn not_ready_within_5_s(
+    env: &TestEnv,
+    services: &[&Service],
+    stopped: Instant,
+    check: &str,
+) -> Result<()> {
+    for service in services {
+        let (body, when) = env
+            .wait_readiness(service, 503, Duration::from_secs(10))
+            .await?;
+        let after = when - stopped;
+        ensure!(
+            after <= Duration::from_secs(5),
+            "{} still ready {after:?} after the {check} stopped",
+            service.name
+        );
+        ensure!(body["checks"][check].is_string(), "{body}");
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,23 +65,71 @@ async fn readiness_follows_the_broker_and_says_standby() -> Result<()> {
 
     let stopped = Instant::now();
     tokio::task::block_in_place(|| node.stop())?;
-    for service in [&scheduler, &worker, &standby] {
-        let (body, when) = env
-            .wait_readiness(service, 503, Duration::from_secs(10))
-            .await?;
-        let after = when - stopped;
-        ensure!(
-            after <= Duration::from_secs(5),
-            "{} still ready {after:?} after the broker stopped",
-            service.name
-        );
-        ensure!(body["checks"]["broker"].is_string(), "{body}");
-    }
+    not_ready_within_5_s(&env, &[&scheduler, &worker, &standby], stopped, "broker").await?;
     tokio::task::block_in_place(|| node.start_again())?;
     for service in [&scheduler, &worker, &standby] {
         env.wait_readiness(service, 200, Duration::from_secs(30))
             .await?;
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_database_and_receipts_wait_for_it() -> Result<()> {
+    let pg = blocking(PrivatePostgres::start).await?;
+    let backends = Backends {
+        postgres: Some(pg.url("postgres")),
+        rabbitmq: None,
+    };
+    let mut env = TestEnv::with(backends, &[]).await?;
+    let receiver_url = env.receiver().await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let scheduler = env.scheduler(500, &[])?;
+    let worker = env.worker(&[])?;
+    let receiver = env.receiver_service().context("the receiver")?;
+    for service in [&scheduler, &worker, receiver] {
+        env.wait_readiness(service, 200, Duration::from_secs(30))
+            .await?;
+    }
+    // A receipt the provider signed, as the receiver's generic webhook takes it.
+    let post_receipt = |id: &'static str| {
+        let body = serde_json::json!({"id": id, "status": "delivered"}).to_string();
+        env.http
+            .post(format!("{receiver_url}/webhooks/http/{provider}"))
+            .header("content-type", "application/json")
+            .header(
+                "x-herald-signature",
+                herald_shared::signature::hub(
+                    herald_tests::SIMULATOR_WEBHOOK_SECRET,
+                    body.as_bytes(),
+                ),
+            )
+            .body(body)
+            .send()
+    };
+    ensure!(post_receipt("before").await?.status() == 200);
+
+    let stopped = Instant::now();
+    tokio::task::block_in_place(|| pg.stop("fast"))?;
+    not_ready_within_5_s(&env, &[&scheduler, &worker, receiver], stopped, "database").await?;
+    // The provider is told to send it again.
+    let answer = post_receipt("during").await?.status();
+    ensure!(
+        answer == 503,
+        "a receipt while PostgreSQL is away: {answer}"
+    );
+
+    tokio::task::block_in_place(|| pg.start_again())?;
+    for service in [&scheduler, &worker, receiver] {
+        env.wait_readiness(service, 200, Duration::from_secs(30))
+            .await?;
+    }
+    // Sent again, it is stored.
+    ensure!(post_receipt("during").await?.status() == 200);
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts")
+        .fetch_one(&env.pool)
+        .await?;
+    ensure!(stored == 2, "{stored} receipts stored");
     Ok(())
 }
 
