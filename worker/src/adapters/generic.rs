@@ -91,7 +91,8 @@ fn variables(message: &DispatchMessage, callback: Option<&str>) -> Map<String, V
 fn render(template: &Value, vars: &Map<String, Value>) -> Value {
     match template {
         Value::String(s) => {
-            let bound = s.chars().count() + 4 * template::MAX_TEXT_CHARS;
+            // Its length in bytes (at least its characters): no count on every message.
+            let bound = s.len() + 4 * template::MAX_TEXT_CHARS;
             Value::String(template::render_within(s, vars, bound).unwrap_or_else(|_| s.clone()))
         }
         Value::Array(items) => Value::Array(items.iter().map(|v| render(v, vars)).collect()),
