@@ -45,8 +45,9 @@ pub struct TickReport {
     pub unconfirmed: usize,
     pub requeued: u64,
     /// Campaigns whose cursor went back below first attempts claimed by range too long ago
-    /// (their message was lost).
-    pub rewound: u64,
+    /// (their message was lost), or below first attempts handed back (parked or not
+    /// published) whose cursor could not be moved then.
+    pub rewound: store::recipients::sweep::Rewound,
     /// Waiting recipients of expired or cancelled campaigns that were ended.
     pub ended: u64,
     /// Recipients whose unknown outcome's window passed (due again, after a lookup).
@@ -235,10 +236,16 @@ impl Ticker {
                 "recipients queued too long (their message was lost) returned to pending"
             );
         }
-        if report.rewound > 0 {
+        if report.rewound.lost > 0 {
             tracing::warn!(
-                campaigns = report.rewound,
+                campaigns = report.rewound.lost,
                 "first attempts claimed too long ago (their message was lost) handed out again"
+            );
+        }
+        if report.rewound.owed > 0 {
+            tracing::debug!(
+                campaigns = report.rewound.owed,
+                "first attempts handed back while their campaign was busy are due again"
             );
         }
         if report.unknown_due > 0 {

@@ -163,14 +163,14 @@ pub async fn release(pool: &PgPool, claims: &[(i64, i32)]) -> Result<u64, sqlx::
              WHERE r.id = ANY($1) AND r.id = c.id AND r.dispatch_seq = c.seq AND r.state = 'queued'
              RETURNING r.id
          ), waiting AS (
-             SELECT r.campaign_id, min(r.id) AS lowest, count(*) AS n
+             SELECT r.campaign_id, min(r.id) AS lowest, max(r.id) AS highest, count(*) AS n
              FROM recipients r JOIN c ON c.id = r.id AND c.seq = r.dispatch_seq
              WHERE r.id = ANY($1) AND r.state = 'pending' AND r.attempts = 0
              GROUP BY r.campaign_id
          ),
          -- Locked in id order, as by every statement that writes several campaign rows; one
-         -- held by someone else is left to the sweeper (`sweep::rewind_stale_first_claims`)
-         -- rather than waited for.
+         -- held by someone else is left to the sweeper's next pass rather than waited for:
+         -- recorded as a claim already stale (`sweep::rewind_stale_first_claims`).
          cursors AS MATERIALIZED (
              SELECT k.id FROM campaigns k
              WHERE k.id IN (SELECT campaign_id FROM waiting) AND k.kind = 'campaign'
@@ -181,6 +181,10 @@ pub async fn release(pool: &PgPool, claims: &[(i64, i32)]) -> Result<u64, sqlx::
              WHERE k.id = w.campaign_id AND k.id IN (SELECT id FROM cursors)
                AND k.claimed_through >= w.lowest
              RETURNING w.n
+         ), owed AS (
+             INSERT INTO first_claims (campaign_id, through, claimed_at)
+             SELECT campaign_id, highest, '-infinity' FROM waiting
+             WHERE campaign_id NOT IN (SELECT id FROM cursors)
          )
          SELECT ((SELECT count(*) FROM released) + (SELECT coalesce(sum(n), 0) FROM rewound))::int8 AS "released!""#,
         &ids,

@@ -146,14 +146,14 @@ pub async fn begin(
              WHERE r.id = p.id AND r.dispatch_seq = p.seq AND r.state = p.state AND p.state <> p.final_state
              RETURNING r.id
          ), unclaimed AS MATERIALIZED (
-             SELECT campaign_id, min(id) AS lowest FROM parkable
+             SELECT campaign_id, min(id) AS lowest, max(id) AS highest FROM parkable
              WHERE state = 'pending' AND final_state = 'pending' GROUP BY campaign_id
          ),
          -- Campaign rows locked in id order, as by every statement that writes several (the
          -- claim among them). One locked by someone else is skipped, not waited for (an
          -- upload to a campaign scheduled again holds its row as long as it streams, and
-         -- the lease must not wait on it): the sweeper moves that cursor back once the
-         -- claim is stale (`sweep::rewind_stale_first_claims`).
+         -- the lease must not wait on it; so does another lease parking the same
+         -- campaign's messages at the same moment, as when it is paused).
          cursors AS MATERIALIZED (
              SELECT c.id FROM campaigns c WHERE c.id IN (SELECT campaign_id FROM unclaimed)
              ORDER BY c.id FOR NO KEY UPDATE SKIP LOCKED
@@ -162,6 +162,15 @@ pub async fn begin(
              FROM unclaimed h
              WHERE c.id = h.campaign_id AND c.id IN (SELECT id FROM cursors)
                AND c.claimed_through >= h.lowest
+         ),
+         -- A skipped cursor is owed a move back: recorded as a claim already stale, so the
+         -- sweeper makes it at its next pass (`sweep::rewind_stale_first_claims`) rather
+         -- than a whole requeue window later, when a resumed campaign's parked recipients
+         -- would go out a minute behind the rest.
+         owed AS (
+             INSERT INTO first_claims (campaign_id, through, claimed_at)
+             SELECT campaign_id, highest, '-infinity' FROM unclaimed
+             WHERE campaign_id NOT IN (SELECT id FROM cursors)
          )
          SELECT id AS "id!", dispatch_seq AS "dispatch_seq!", attempts AS "attempts!",
                 outcome_unknown_at AS "outcome_unknown_at?", unknown_via AS "unknown_via?",

@@ -11,7 +11,7 @@
 //! | `queued` / range-claimed `pending` | `pending` / `cancelled` / `expired` | the worker's lease, parking a message whose campaign may not send (a range-claimed one back to waiting: its cursor moves back) | [`lease::begin`] |
 //! | `sending` (or a sweeper's guess) | `sent` / `failed` / `pending` / `unknown` / `expired` | the worker, after the provider's answer | [`record::record`] |
 //! | `queued` | `pending` | the sweeper, a claim whose message may be lost | [`sweep::requeue_stale_claims`] |
-//! | range-claimed `pending` | `pending` | the sweeper, a range claim whose message may be lost: its cursor moves back | [`sweep::rewind_stale_first_claims`] |
+//! | range-claimed `pending` | `pending` | the sweeper, a range claim whose message may be lost, or first attempts handed back whose campaign's row was busy then: its cursor moves back | [`sweep::rewind_stale_first_claims`] |
 //! | `sending` | `unknown` / `pending` / `failed` | the sweeper, a lease that ran out | [`sweep::recover_expired_leases`] |
 //! | `unknown` | `pending` | the sweeper, a provider's window passed without a receipt | [`sweep::retry_unknown_outcomes`] |
 //! | `pending` | `cancelled` / `expired` | the sweeper, a cancelled or expired campaign | [`sweep::end_waiting_recipients`] |

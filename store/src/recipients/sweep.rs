@@ -7,7 +7,8 @@
 //!   `pending`. If its old message still exists, the bumped `dispatch_seq` at the next claim
 //!   makes it stale, and workers drop it unsent. A campaign's first attempts claimed by
 //!   range (still `pending`) whose claim is that old move the campaign's cursor back below
-//!   them instead.
+//!   them instead; so do those a worker parked (a paused campaign's) whose cursor it could
+//!   not move then, at the next sweep.
 //! - A recipient `sending` past its lease lost its worker mid-call, maybe after the provider
 //!   took the request: it waits in `unknown` for a receipt, as if the answer had been lost
 //!   (`pending` or `failed` at once only for a provider whose policy is `retry`). The
@@ -43,25 +44,39 @@ pub async fn requeue_stale_claims(
     Ok(done.rows_affected())
 }
 
+/// Campaigns whose cursor a sweep moved back, by why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rewound {
+    /// A range claim too old with first attempts still waiting: its message was lost.
+    pub lost: u64,
+    /// A cursor a worker's lease or the scheduler's release could not move when it handed
+    /// first attempts back (someone else held the campaign's row), owed since.
+    pub owed: u64,
+}
+
 /// A campaign's range claims older than `requeue_after` whose first attempts are still
 /// waiting (their message may be lost, as with a stale `queued` row above): the campaign's
 /// cursor goes back below the lowest of them, so the next claims hand them out again (a
-/// message that was not lost after all then finds its recipient taken). Answers how many
-/// campaigns were rewound.
+/// message that was not lost after all then finds its recipient taken). A claim recorded
+/// at `-infinity` is a move back owed by a lease or release that found the campaign's row
+/// locked ([`super::lease::begin`], [`super::claim::release`]): stale at once, made at
+/// the next sweep.
 pub async fn rewind_stale_first_claims(
     pool: &PgPool,
     requeue_after: Duration,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query!(
-        "WITH stale AS MATERIALIZED (
-             SELECT campaign_id, max(through) AS through FROM first_claims
+) -> Result<Rewound, sqlx::Error> {
+    let rows = sqlx::query_scalar!(
+        r#"WITH stale AS MATERIALIZED (
+             SELECT campaign_id, max(through) AS through,
+                    bool_and(claimed_at = '-infinity') AS owed
+             FROM first_claims
              WHERE claimed_at < now() - make_interval(secs => $1)
              GROUP BY campaign_id
          ),
          -- The lowest first attempt each stale claim left waiting, if any (almost always
          -- none: its message was taken).
          lowest AS MATERIALIZED (
-             SELECT s.campaign_id, x.id
+             SELECT s.campaign_id, s.owed, x.id
              FROM stale s
              CROSS JOIN LATERAL (
                  SELECT id FROM recipients
@@ -90,12 +105,17 @@ pub async fn rewind_stale_first_claims(
          )
          UPDATE campaigns c SET claimed_through = l.id - 1
          FROM lowest l
-         WHERE c.id = l.campaign_id AND c.id IN (SELECT id FROM cursors) AND c.claimed_through >= l.id",
+         WHERE c.id = l.campaign_id AND c.id IN (SELECT id FROM cursors) AND c.claimed_through >= l.id
+         RETURNING l.owed AS "owed!""#,
         requeue_after.as_secs_f64(),
     )
-    .execute(pool)
+    .fetch_all(pool)
     .await?;
-    Ok(done.rows_affected())
+    let owed = rows.iter().filter(|&&owed| owed).count() as u64;
+    Ok(Rewound {
+        lost: rows.len() as u64 - owed,
+        owed,
+    })
 }
 
 pub async fn recover_expired_leases(pool: &PgPool) -> Result<u64, sqlx::Error> {

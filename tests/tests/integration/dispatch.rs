@@ -511,6 +511,97 @@ async fn first_attempts_of_a_lost_range_claim_are_handed_out_again() -> Result<(
     Ok(())
 }
 
+/// A worker parks the messages of a paused campaign, and a first attempt claimed by range
+/// goes back to waiting by its campaign's cursor moving back below it. When the campaign's
+/// row is held at that moment (another lease parking the same campaign's messages, an
+/// upload streaming), the move is owed, not dropped: the next sweep makes it, rather than
+/// the stale-claim sweep a requeue window (a minute) later, which left a resumed campaign's
+/// parked recipients a minute behind the rest. The scheduler's release of an unconfirmed
+/// publish owes its move the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_a_busy_campaign_kept_from_moving_back_is_moved_at_the_next_sweep() -> Result<()> {
+    use herald_store::recipients::{claim, sweep};
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, "busy", &numbers("+1555460", 20), 100)
+        .await?;
+    // Paused with every first attempt claimed by range, their messages in the queue.
+    let (lowest, highest): (i64, i64) = sqlx::query_as(
+        "UPDATE campaigns SET status = 'paused', started_at = now(),
+                claimed_through = (SELECT max(id) FROM recipients WHERE campaign_id = $1)
+         WHERE id = $1
+         RETURNING (SELECT min(id) FROM recipients WHERE campaign_id = $1), claimed_through",
+    )
+    .bind(campaign)
+    .fetch_one(&env.pool)
+    .await?;
+    let cursor = || async {
+        sqlx::query_scalar::<_, i64>("SELECT claimed_through FROM campaigns WHERE id = $1")
+            .bind(campaign)
+            .fetch_one(&env.pool)
+            .await
+    };
+    let owed = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM first_claims WHERE campaign_id = $1 AND claimed_at = '-infinity'",
+        )
+        .bind(campaign)
+        .fetch_one(&env.pool)
+        .await
+    };
+    let mut rows = dispatches(&env, campaign).await?;
+    rows.sort();
+    let hold = || async {
+        let mut busy = env.pool.begin().await?;
+        sqlx::query("SELECT 1 FROM campaigns WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(campaign)
+            .execute(&mut *busy)
+            .await?;
+        Ok::<_, sqlx::Error>(busy)
+    };
+    // Too long a requeue window to be what moves anything here.
+    let requeue_after = Duration::from_secs(600);
+
+    let busy = hold().await?;
+    let leased: Vec<Dispatch> = rows
+        .iter()
+        .map(|(id, seq, _)| Dispatch {
+            recipient_id: *id,
+            seq: *seq,
+            provider,
+        })
+        .collect();
+    let answers = lease::begin(&env.pool, &leased, Duration::from_secs(1)).await?;
+    busy.rollback().await?;
+    assert!(answers.iter().all(Option::is_none), "{answers:?}");
+    assert_eq!(cursor().await?, highest, "the held cursor was moved");
+    assert_eq!(owed().await?, 1, "the lease owes no move back");
+    let rewound = sweep::rewind_stale_first_claims(&env.pool, requeue_after).await?;
+    assert_eq!(rewound, sweep::Rewound { lost: 0, owed: 1 });
+    assert_eq!(cursor().await?, lowest - 1);
+    assert_eq!(owed().await?, 0, "a move made is still owed");
+    assert_eq!(env.states(campaign).await?.get("pending"), Some(&20));
+
+    // The scheduler's release of first attempts whose publish was not confirmed.
+    sqlx::query("UPDATE campaigns SET claimed_through = $2 WHERE id = $1")
+        .bind(campaign)
+        .bind(highest)
+        .execute(&env.pool)
+        .await?;
+    let busy = hold().await?;
+    let claims: Vec<(i64, i32)> = rows.iter().map(|(id, seq, _)| (*id, *seq)).collect();
+    claim::release(&env.pool, &claims[5..]).await?;
+    busy.rollback().await?;
+    assert_eq!(cursor().await?, highest);
+    let rewound = sweep::rewind_stale_first_claims(&env.pool, requeue_after).await?;
+    assert_eq!(rewound, sweep::Rewound { lost: 0, owed: 1 });
+    // Below the lowest first attempt waiting, not only the released ones'.
+    assert_eq!(cursor().await?, lowest - 1);
+    Ok(())
+}
+
 /// A tick plans a campaign's first attempts from a bound (the ids past its cursor up to its
 /// audience's highest), which overstates them when recipients above the cursor were already
 /// attempted (a cursor moved back, then its first attempts taken by earlier messages). The
