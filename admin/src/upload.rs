@@ -291,28 +291,39 @@ async fn read_ndjson<R>(reader: R, sender: mpsc::Sender<Item>, ended: Ended)
 where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
 {
-    let mut lines = tokio::io::BufReader::new(reader).lines();
+    // Read as bytes, not `lines()`: a line that is not UTF-8 is that row's error, as in a
+    // CSV, not the end of the upload with no row named.
+    let mut reader = tokio::io::BufReader::new(reader);
+    let mut line = Vec::new();
     let mut number = 0u64;
     loop {
-        let line = match lines.next_line().await {
-            Ok(Some(line)) => line,
-            Ok(None) => return,
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) => return,
+            Ok(_) => {}
             Err(error) => {
                 let _ = sender
                     .send(ended.item(format!("cannot read the body: {error}")))
                     .await;
                 return;
             }
-        };
-        if line.trim().is_empty() {
-            continue;
         }
-        number += 1;
-        if sender
-            .send(json_item(number, serde_json::from_str(&line)))
-            .await
-            .is_err()
-        {
+        let item = match std::str::from_utf8(&line) {
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => {
+                number += 1;
+                json_item(number, serde_json::from_str(text))
+            }
+            Err(_) => {
+                number += 1;
+                Item::Invalid(RowError {
+                    row: number,
+                    field: None,
+                    reason: "is not valid UTF-8".to_owned(),
+                })
+            }
+        };
+        if sender.send(item).await.is_err() {
             return;
         }
     }
@@ -364,7 +375,11 @@ mod tests {
     use super::*;
 
     async fn collect(body: &str, format: Format) -> Vec<Item> {
-        let mut receiver = rows(Body::from(body.to_owned()), format, Duration::from_secs(5));
+        collect_bytes(body.as_bytes(), format).await
+    }
+
+    async fn collect_bytes(body: &[u8], format: Format) -> Vec<Item> {
+        let mut receiver = rows(Body::from(body.to_vec()), format, Duration::from_secs(5));
         let mut items = Vec::new();
         while let Some(item) = receiver.recv().await {
             items.push(item);
@@ -412,6 +427,17 @@ mod tests {
         assert_eq!(items.len(), 3);
         assert!(matches!(&items[1], Item::Invalid(e) if e.row == 2));
         assert_eq!(row(&items[2]).address, "+1556");
+        // A line that is not UTF-8 is its row's error; the rows after it are read, and a
+        // last line without its newline too.
+        let items = collect_bytes(
+            b"{\"address\":\"+1555\"}\r\n{\"address\":\"+1\xff\"}\r\n{\"address\":\"+1557\"}",
+            Format::NdJson,
+        )
+        .await;
+        assert_eq!(items.len(), 3, "{items:?}");
+        assert!(matches!(&items[1], Item::Invalid(e) if e.row == 2 && e.reason.contains("UTF-8")));
+        assert_eq!(row(&items[0]).address, "+1555");
+        assert_eq!(row(&items[2]).address, "+1557");
 
         let items = collect(
             "[{\"address\":\"+1555\"}, {\"adress\":\"+1\"}, {\"address\":\"+1557\",\"attributes\":{\"ltv\":5}}]",
