@@ -170,7 +170,8 @@ pub async fn release(pool: &PgPool, claims: &[(i64, i32)]) -> Result<u64, sqlx::
          ),
          -- Locked in id order, as by every statement that writes several campaign rows; one
          -- held by someone else is left to the sweeper's next pass rather than waited for:
-         -- recorded as a claim already stale (`sweep::rewind_stale_first_claims`).
+         -- recorded as a move owed below the range released, unless its cursor is already
+         -- below it (`sweep::rewind_stale_first_claims`).
          cursors AS MATERIALIZED (
              SELECT k.id FROM campaigns k
              WHERE k.id IN (SELECT campaign_id FROM waiting) AND k.kind = 'campaign'
@@ -182,9 +183,11 @@ pub async fn release(pool: &PgPool, claims: &[(i64, i32)]) -> Result<u64, sqlx::
                AND k.claimed_through >= w.lowest
              RETURNING w.n
          ), owed AS (
-             INSERT INTO first_claims (campaign_id, through, claimed_at)
-             SELECT campaign_id, highest, '-infinity' FROM waiting
-             WHERE campaign_id NOT IN (SELECT id FROM cursors)
+             INSERT INTO first_claims (campaign_id, owed_from, through)
+             SELECT w.campaign_id, w.lowest, w.highest
+             FROM waiting w JOIN campaigns k ON k.id = w.campaign_id
+             WHERE w.campaign_id NOT IN (SELECT id FROM cursors) AND k.kind = 'campaign'
+               AND k.claimed_through >= w.lowest
          )
          SELECT ((SELECT count(*) FROM released) + (SELECT coalesce(sum(n), 0) FROM rewound))::int8 AS "released!""#,
         &ids,

@@ -152,8 +152,8 @@ pub async fn begin(
          -- Campaign rows locked in id order, as by every statement that writes several (the
          -- claim among them). One locked by someone else is skipped, not waited for (an
          -- upload to a campaign scheduled again holds its row as long as it streams, and
-         -- the lease must not wait on it; so does another lease parking the same
-         -- campaign's messages at the same moment, as when it is paused).
+         -- the lease must not wait on it; so may another lease parking the same campaign's
+         -- messages at the same moment, as when it is paused).
          cursors AS MATERIALIZED (
              SELECT c.id FROM campaigns c WHERE c.id IN (SELECT campaign_id FROM unclaimed)
              ORDER BY c.id FOR NO KEY UPDATE SKIP LOCKED
@@ -163,14 +163,16 @@ pub async fn begin(
              WHERE c.id = h.campaign_id AND c.id IN (SELECT id FROM cursors)
                AND c.claimed_through >= h.lowest
          ),
-         -- A skipped cursor is owed a move back: recorded as a claim already stale, so the
-         -- sweeper makes it at its next pass (`sweep::rewind_stale_first_claims`) rather
-         -- than a whole requeue window later, when a resumed campaign's parked recipients
-         -- would go out a minute behind the rest.
+         -- A skipped cursor is owed a move back below the range parked: recorded for the
+         -- sweeper's next pass (`sweep::rewind_stale_first_claims`) rather than left to
+         -- its stale-claim pass a requeue window later, when a resumed campaign's parked
+         -- recipients would go out a minute behind the rest. Not for a cursor already
+         -- below them (only claims move it forward, past what they publish).
          owed AS (
-             INSERT INTO first_claims (campaign_id, through, claimed_at)
-             SELECT campaign_id, highest, '-infinity' FROM unclaimed
-             WHERE campaign_id NOT IN (SELECT id FROM cursors)
+             INSERT INTO first_claims (campaign_id, owed_from, through)
+             SELECT h.campaign_id, h.lowest, h.highest
+             FROM unclaimed h JOIN campaigns c ON c.id = h.campaign_id
+             WHERE h.campaign_id NOT IN (SELECT id FROM cursors) AND c.claimed_through >= h.lowest
          )
          SELECT id AS "id!", dispatch_seq AS "dispatch_seq!", attempts AS "attempts!",
                 outcome_unknown_at AS "outcome_unknown_at?", unknown_via AS "unknown_via?",

@@ -7,8 +7,9 @@
 //!   `pending`. If its old message still exists, the bumped `dispatch_seq` at the next claim
 //!   makes it stale, and workers drop it unsent. A campaign's first attempts claimed by
 //!   range (still `pending`) whose claim is that old move the campaign's cursor back below
-//!   them instead; so do those a worker parked (a paused campaign's) whose cursor it could
-//!   not move then, at the next sweep.
+//!   them instead. So do first attempts a worker parked (a paused campaign's) or the
+//!   scheduler released whose campaign's row was held then: the move they owe is made at
+//!   the next sweep.
 //! - A recipient `sending` past its lease lost its worker mid-call, maybe after the provider
 //!   took the request: it waits in `unknown` for a receipt, as if the answer had been lost
 //!   (`pending` or `failed` at once only for a provider whose policy is `retry`). The
@@ -49,55 +50,66 @@ pub async fn requeue_stale_claims(
 pub struct Rewound {
     /// A range claim too old with first attempts still waiting: its message was lost.
     pub lost: u64,
-    /// A cursor a worker's lease or the scheduler's release could not move when it handed
-    /// first attempts back (someone else held the campaign's row), owed since.
+    /// Only first attempts a worker's lease parked or the scheduler's release handed back
+    /// while someone else held the campaign's row, owed a move back since.
     pub owed: u64,
 }
 
-/// A campaign's range claims older than `requeue_after` whose first attempts are still
-/// waiting (their message may be lost, as with a stale `queued` row above): the campaign's
-/// cursor goes back below the lowest of them, so the next claims hand them out again (a
-/// message that was not lost after all then finds its recipient taken). A claim recorded
-/// at `-infinity` is a move back owed by a lease or release that found the campaign's row
-/// locked ([`super::lease::begin`], [`super::claim::release`]): stale at once, made at
-/// the next sweep.
+/// Moves campaigns' cursors back below first attempts that wait where no claim looks:
+///
+/// - a range claim older than `requeue_after` whose first attempts are still waiting (its
+///   message may be lost, as with a stale `queued` row above);
+/// - a move back owed by a lease or release that found the campaign's row held
+///   ([`super::lease::begin`], [`super::claim::release`]), whatever its age: only below
+///   the range it handed back (earlier first attempts' messages may still be queued).
+///
+/// The next claims hand them out again (a message that was not lost after all then finds
+/// its recipient taken).
 pub async fn rewind_stale_first_claims(
     pool: &PgPool,
     requeue_after: Duration,
 ) -> Result<Rewound, sqlx::Error> {
     let rows = sqlx::query_scalar!(
         r#"WITH stale AS MATERIALIZED (
-             SELECT campaign_id, max(through) AS through,
-                    bool_and(claimed_at = '-infinity') AS owed
+             -- A campaign's stale range claims as one range: a running campaign has claims
+             -- of every tick, and one lookup each would be one per tick and campaign.
+             SELECT campaign_id, 0::int8 AS from_id, max(through) AS through, false AS owed
              FROM first_claims
-             WHERE claimed_at < now() - make_interval(secs => $1)
+             WHERE owed_from IS NULL AND claimed_at < now() - make_interval(secs => $1)
              GROUP BY campaign_id
+             UNION ALL
+             SELECT campaign_id, owed_from, through, true FROM first_claims
+             WHERE owed_from IS NOT NULL
          ),
-         -- The lowest first attempt each stale claim left waiting, if any (almost always
-         -- none: its message was taken).
-         lowest AS MATERIALIZED (
+         -- The lowest first attempt each left waiting, if any (for a range claim almost
+         -- always none: its message was taken).
+         found AS MATERIALIZED (
              SELECT s.campaign_id, s.owed, x.id
              FROM stale s
              CROSS JOIN LATERAL (
                  SELECT id FROM recipients
                  WHERE campaign_id = s.campaign_id AND state = 'pending' AND attempts = 0
-                   AND id <= s.through
+                   AND id BETWEEN s.from_id AND s.through
                  ORDER BY id LIMIT 1) x
+         ),
+         lowest AS MATERIALIZED (
+             SELECT campaign_id, min(id) AS id, bool_and(owed) AS owed FROM found
+             GROUP BY campaign_id
          ),
          -- Only campaigns to rewind are locked: in id order, as by every statement that
          -- writes several campaign rows; one held by someone else (an upload holds its
-         -- campaign's row as long as it streams) keeps its stale claims for a later sweep
-         -- rather than being waited for.
+         -- campaign's row as long as it streams) keeps its rows for a later sweep rather
+         -- than being waited for.
          cursors AS MATERIALIZED (
              SELECT c.id FROM campaigns c JOIN lowest l ON l.campaign_id = c.id
              WHERE c.claimed_through >= l.id
              ORDER BY c.id FOR NO KEY UPDATE OF c SKIP LOCKED
          ),
          -- A claim with nothing waiting is done with (no first attempt goes back to
-         -- waiting once made); so is a rewound one.
+         -- waiting once made); so is a rewound one, and one whose cursor is already below.
          swept AS (
              DELETE FROM first_claims
-             WHERE claimed_at < now() - make_interval(secs => $1)
+             WHERE (owed_from IS NOT NULL OR claimed_at < now() - make_interval(secs => $1))
                AND (campaign_id NOT IN (SELECT campaign_id FROM lowest)
                     OR campaign_id IN (SELECT id FROM cursors)
                     OR campaign_id IN (SELECT l.campaign_id FROM lowest l JOIN campaigns c

@@ -514,10 +514,11 @@ async fn first_attempts_of_a_lost_range_claim_are_handed_out_again() -> Result<(
 /// A worker parks the messages of a paused campaign, and a first attempt claimed by range
 /// goes back to waiting by its campaign's cursor moving back below it. When the campaign's
 /// row is held at that moment (another lease parking the same campaign's messages, an
-/// upload streaming), the move is owed, not dropped: the next sweep makes it, rather than
-/// the stale-claim sweep a requeue window (a minute) later, which left a resumed campaign's
-/// parked recipients a minute behind the rest. The scheduler's release of an unconfirmed
-/// publish owes its move the same way.
+/// upload streaming), the move is owed, not dropped: the next sweep makes it, below the
+/// range handed back only, rather than the stale-claim pass a requeue window (a minute)
+/// later, which left a resumed campaign's parked recipients a minute behind the rest. The
+/// scheduler's release of an unconfirmed publish owes its move the same way. The sweeper
+/// tells such moves from lost messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cursor_a_busy_campaign_kept_from_moving_back_is_moved_at_the_next_sweep() -> Result<()> {
     use herald_store::recipients::{claim, sweep};
@@ -527,32 +528,48 @@ async fn a_cursor_a_busy_campaign_kept_from_moving_back_is_moved_at_the_next_swe
     let campaign = env
         .campaign(tenant, provider, "busy", &numbers("+1555460", 20), 100)
         .await?;
-    // Paused with every first attempt claimed by range, their messages in the queue.
-    let (lowest, highest): (i64, i64) = sqlx::query_as(
-        "UPDATE campaigns SET status = 'paused', started_at = now(),
-                claimed_through = (SELECT max(id) FROM recipients WHERE campaign_id = $1)
-         WHERE id = $1
-         RETURNING (SELECT min(id) FROM recipients WHERE campaign_id = $1), claimed_through",
-    )
-    .bind(campaign)
-    .fetch_one(&env.pool)
-    .await?;
+    let mut rows = dispatches(&env, campaign).await?;
+    rows.sort();
+    let ids: Vec<i64> = rows.iter().map(|(id, _, _)| *id).collect();
+    let highest = ids[19];
+    // Paused with every first attempt claimed by range and none attempted yet: their
+    // messages are in the queue.
+    let claimed_all = || async {
+        sqlx::query(
+            "UPDATE campaigns SET status = 'paused', started_at = coalesce(started_at, now()),
+                    claimed_through = $2
+             WHERE id = $1",
+        )
+        .bind(campaign)
+        .bind(highest)
+        .execute(&env.pool)
+        .await
+    };
     let cursor = || async {
         sqlx::query_scalar::<_, i64>("SELECT claimed_through FROM campaigns WHERE id = $1")
             .bind(campaign)
             .fetch_one(&env.pool)
             .await
     };
-    let owed = || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM first_claims WHERE campaign_id = $1 AND claimed_at = '-infinity'",
+    let claims_left = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM first_claims WHERE campaign_id = $1")
+            .bind(campaign)
+            .fetch_one(&env.pool)
+            .await
+    };
+    // A range claim made two minutes ago, of ids below the audience's: nothing it claimed
+    // is waiting.
+    let pool = &env.pool;
+    let old_claim = |through: i64| async move {
+        sqlx::query(
+            "INSERT INTO first_claims (campaign_id, through, claimed_at)
+             VALUES ($1, $2, now() - interval '2 minutes')",
         )
         .bind(campaign)
-        .fetch_one(&env.pool)
+        .bind(through)
+        .execute(pool)
         .await
     };
-    let mut rows = dispatches(&env, campaign).await?;
-    rows.sort();
     let hold = || async {
         let mut busy = env.pool.begin().await?;
         sqlx::query("SELECT 1 FROM campaigns WHERE id = $1 FOR NO KEY UPDATE")
@@ -561,11 +578,15 @@ async fn a_cursor_a_busy_campaign_kept_from_moving_back_is_moved_at_the_next_swe
             .await?;
         Ok::<_, sqlx::Error>(busy)
     };
-    // Too long a requeue window to be what moves anything here.
-    let requeue_after = Duration::from_secs(600);
+    let requeue_after = Duration::from_secs(60);
+    let sweep = || sweep::rewind_stale_first_claims(&env.pool, requeue_after);
 
+    // A lease parks the 6th to 20th while the campaign's row is held; the first five's
+    // messages are still queued.
+    claimed_all().await?;
+    old_claim(ids[0] - 1).await?;
     let busy = hold().await?;
-    let leased: Vec<Dispatch> = rows
+    let leased: Vec<Dispatch> = rows[5..]
         .iter()
         .map(|(id, seq, _)| Dispatch {
             recipient_id: *id,
@@ -577,28 +598,44 @@ async fn a_cursor_a_busy_campaign_kept_from_moving_back_is_moved_at_the_next_swe
     busy.rollback().await?;
     assert!(answers.iter().all(Option::is_none), "{answers:?}");
     assert_eq!(cursor().await?, highest, "the held cursor was moved");
-    assert_eq!(owed().await?, 1, "the lease owes no move back");
-    let rewound = sweep::rewind_stale_first_claims(&env.pool, requeue_after).await?;
-    assert_eq!(rewound, sweep::Rewound { lost: 0, owed: 1 });
-    assert_eq!(cursor().await?, lowest - 1);
-    assert_eq!(owed().await?, 0, "a move made is still owed");
+    // Owed, beside an old range claim with nothing waiting: not a lost message.
+    assert_eq!(sweep().await?, sweep::Rewound { lost: 0, owed: 1 });
+    assert_eq!(
+        cursor().await?,
+        ids[5] - 1,
+        "not below the parked range only"
+    );
+    assert_eq!(claims_left().await?, 0, "a claim done with was kept");
     assert_eq!(env.states(campaign).await?.get("pending"), Some(&20));
 
-    // The scheduler's release of first attempts whose publish was not confirmed.
-    sqlx::query("UPDATE campaigns SET claimed_through = $2 WHERE id = $1")
-        .bind(campaign)
-        .bind(highest)
-        .execute(&env.pool)
-        .await?;
-    let busy = hold().await?;
+    // The scheduler's release of the 11th to 20th, whose publish was not confirmed.
+    claimed_all().await?;
     let claims: Vec<(i64, i32)> = rows.iter().map(|(id, seq, _)| (*id, *seq)).collect();
-    claim::release(&env.pool, &claims[5..]).await?;
+    let busy = hold().await?;
+    claim::release(&env.pool, &claims[10..]).await?;
     busy.rollback().await?;
     assert_eq!(cursor().await?, highest);
-    let rewound = sweep::rewind_stale_first_claims(&env.pool, requeue_after).await?;
-    assert_eq!(rewound, sweep::Rewound { lost: 0, owed: 1 });
-    // Below the lowest first attempt waiting, not only the released ones'.
-    assert_eq!(cursor().await?, lowest - 1);
+    assert_eq!(sweep().await?, sweep::Rewound { lost: 0, owed: 1 });
+    assert_eq!(cursor().await?, ids[10] - 1);
+
+    // A campaign still held when the sweeper comes keeps what it is owed for a later sweep.
+    claimed_all().await?;
+    let busy = hold().await?;
+    claim::release(&env.pool, &claims[15..]).await?;
+    assert_eq!(sweep().await?, sweep::Rewound::default());
+    busy.rollback().await?;
+    assert_eq!(claims_left().await?, 1, "an owed move not made was dropped");
+    assert_eq!(sweep().await?, sweep::Rewound { lost: 0, owed: 1 });
+    assert_eq!(cursor().await?, ids[15] - 1);
+
+    // An old range claim with first attempts waiting is a lost message, whatever is owed.
+    claimed_all().await?;
+    let busy = hold().await?;
+    claim::release(&env.pool, &claims[15..]).await?;
+    busy.rollback().await?;
+    old_claim(highest).await?;
+    assert_eq!(sweep().await?, sweep::Rewound { lost: 1, owed: 0 });
+    assert_eq!(cursor().await?, ids[0] - 1);
     Ok(())
 }
 

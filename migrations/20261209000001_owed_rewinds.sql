@@ -1,0 +1,17 @@
+-- A cursor move back owed, beside the range claims the sweeper judges by age.
+--
+-- A worker parks the first attempts of a campaign that may not send now (paused, in its
+-- quiet hours) by moving the campaign's `claimed_through` back below them, and the
+-- scheduler does the same for first attempts whose publish was not confirmed. Both skip a
+-- campaign row someone else holds rather than wait (another lease parking the same
+-- campaign's messages at that moment, an upload streaming to it), and the move was left to
+-- the sweeper's stale-claim pass: once the claim was a requeue window old (60 s by default),
+-- a resumed campaign's parked recipients went out a minute behind the rest (one pause test
+-- in six took 66 s instead of 24).
+--
+-- Now such a statement records the move it owes as a row of `first_claims` with the range
+-- it handed back (`owed_from` .. `through`), and the sweeper makes it at its next pass,
+-- whatever its age: the cursor goes back below the lowest first attempt still waiting in
+-- that range (not below every earlier one, whose messages may still be queued). Rows with
+-- no `owed_from` are range claims, as before, judged by age.
+ALTER TABLE first_claims ADD COLUMN owed_from bigint;
