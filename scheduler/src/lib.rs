@@ -131,6 +131,11 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
     let mut wakes = wake::listen(pool.clone());
     let (mut last_wake, mut wake_cost) = (std::time::Instant::now(), Duration::ZERO);
     loop {
+        // A pass in progress when SIGTERM came is finished; none starts after it (the select
+        // below picks among ready branches at random, a tick long due among them).
+        if shutdown.is_cancelled() {
+            break;
+        }
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = interval.tick() => {}

@@ -492,6 +492,23 @@ impl TestEnv {
             .collect())
     }
 
+    /// Waits until a live worker says it may send to `provider`'s lane: a scheduler
+    /// publishes nothing to a lane no live worker may send to.
+    pub async fn wait_live_worker(&self, provider: &str) -> Result<()> {
+        wait_until(Duration::from_secs(20), || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM workers WHERE seen_at >= now() - interval '6 seconds'
+                   AND (caps ->> $1)::int > 0",
+            )
+            .bind(provider)
+            .fetch_one(&self.pool)
+            .await
+            .is_ok_and(|n| n > 0)
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("no live worker for provider {provider}"))
+    }
+
     pub async fn campaign_status(&self, campaign: Uuid) -> Result<String> {
         Ok(
             sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1")

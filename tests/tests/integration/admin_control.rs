@@ -297,18 +297,7 @@ async fn starting_or_resuming_a_campaign_does_not_wait_for_the_next_tick() -> Re
     let scheduler = s.env.scheduler(20_000, &[])?;
     let _worker = s.env.worker(&[("HERALD_WORKER_PREFETCH", "20")])?;
     // Until a live worker says it may send to the lane, nothing is published to it.
-    wait_until(Duration::from_secs(20), || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM workers WHERE seen_at >= now() - interval '6 seconds'
-               AND (caps ->> $1)::int > 0",
-        )
-        .bind(&s.provider)
-        .fetch_one(&s.env.pool)
-        .await
-        .is_ok_and(|n| n > 0)
-    })
-    .await
-    .map_err(|_| anyhow::anyhow!("no live worker"))?;
+    s.env.wait_live_worker(&s.provider).await?;
     let within = Duration::from_secs(5);
 
     let started = std::time::Instant::now();

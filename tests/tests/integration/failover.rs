@@ -175,3 +175,112 @@ async fn a_standby_scheduler_takes_over_within_two_ticks_without_double_sends() 
     let _ = second.wait(Duration::from_millis(1)).await;
     Ok(())
 }
+
+/// SIGTERM in the middle of a tick: the scheduler carries the tick to its end (it claims and
+/// publishes what it planned), then exits 0 and releases leadership; what the tick published
+/// is sent with no scheduler left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_scheduler_finishes_its_tick_before_exiting() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let total = 50;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers("+1555960", total), 100)
+        .await?;
+    // A worker first: a scheduler publishes nothing into a lane no live worker may send to.
+    let _worker = env.worker(&[])?;
+    env.wait_live_worker(&provider.to_string()).await?;
+    // Started while no scheduler listens: its wake is lost, and the first tick takes it up.
+    env.start(campaign).await?;
+
+    // The campaign's row held: the tick's first statement (making it running) waits for it.
+    let mut hold = env.pool.begin().await?;
+    let holder: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *hold)
+        .await?;
+    sqlx::query("SELECT id FROM campaigns WHERE id = $1 FOR UPDATE")
+        .bind(campaign)
+        .fetch_one(&mut *hold)
+        .await?;
+
+    let mut scheduler = env.scheduler(500, &[])?;
+    wait_until(Duration::from_secs(15), || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT coalesce(query, '') FROM pg_stat_activity
+             WHERE $1 = ANY (pg_blocking_pids(pid)) AND query LIKE '%campaigns%'",
+        )
+        .bind(holder)
+        .fetch_all(&env.pool)
+        .await
+        .is_ok_and(|waiting| !waiting.is_empty())
+    })
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "the scheduler's tick never waited on the held campaign row; log:\n{}",
+            scheduler.log_text()
+        )
+    })?;
+    assert_eq!(leader_lock_holders(&env).await, 1, "the scheduler leads");
+
+    scheduler.terminate();
+    // Mid-tick: it does not exit while its tick cannot finish.
+    let early = scheduler.wait(Duration::from_secs(2)).await;
+    assert!(
+        early.is_none(),
+        "exited with its tick unfinished ({early:?}); log:\n{}",
+        scheduler.log_text()
+    );
+    assert!(
+        scheduler.log_text().contains("SIGTERM received"),
+        "the signal arrived during the tick; log:\n{}",
+        scheduler.log_text()
+    );
+    let requests = env.simulator_stats().await?["requests"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    assert_eq!(requests, 0, "nothing was dispatched before the SIGTERM");
+
+    let released = Instant::now();
+    hold.rollback().await?;
+    let status = scheduler
+        .wait(Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "the scheduler did not exit after its tick; log:\n{}",
+                scheduler.log_text()
+            )
+        });
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM exits 0; log:\n{}",
+        scheduler.log_text()
+    );
+    eprintln!("exited {:?} after its tick could go on", released.elapsed());
+    assert!(scheduler.log_text().contains("scheduler stopped"));
+    assert_eq!(leader_lock_holders(&env).await, 0, "leadership released");
+
+    // The tick went to its end after the SIGTERM: it made the campaign running, claimed its
+    // recipients and published them, so the worker sends every one with no scheduler left
+    // (a claim left unpublished would wait for a scheduler's stale-claim sweep).
+    assert_eq!(env.campaign_status(campaign).await?, "running");
+    let done = wait_until(Duration::from_secs(20), || async {
+        sent(&env).await == total as i64
+    })
+    .await;
+    let count = sent(&env).await;
+    anyhow::ensure!(
+        done.is_ok(),
+        "{count} of {total} sent: the terminated scheduler did not publish its tick's claim"
+    );
+    let stats = env.simulator_stats().await?;
+    assert_eq!(
+        stats["requests"], total,
+        "one request per recipient: {stats}"
+    );
+    assert_eq!(stats["duplicates"], 0, "{stats}");
+    Ok(())
+}
