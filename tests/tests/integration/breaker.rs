@@ -3,8 +3,10 @@
 //! all sent soon after it is back.
 
 use anyhow::Result;
-use herald_tests::{TestEnv, numbers};
+use herald_tests::{TestEnv, numbers, wait_until};
+use serde_json::json;
 use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_down_for_20_s_costs_no_attempt() -> Result<()> {
@@ -83,4 +85,117 @@ async fn a_provider_down_for_20_s_costs_no_attempt() -> Result<()> {
     .await?;
     assert_eq!(charged, (1, 1), "attempts charged: {stats}");
     Ok(())
+}
+
+const WA_TOKEN: &str = "EAAGexpired-t0ken";
+
+/// Whether a worker has opened `provider`'s breaker (told the fleet) within the last minute.
+async fn breaker_opened(env: &TestEnv, provider: Uuid) -> bool {
+    sqlx::query_scalar(
+        "SELECT coalesce(bool_or(open_until > now() - interval '1 minute'), false)
+         FROM provider_pacing WHERE provider_id = $1",
+    )
+    .bind(provider)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap_or(false)
+}
+
+/// Starts 30 campaigns of two recipients through `provider`, whose every answer is a refusal
+/// of the account, and checks that the refusals alone open its breaker, that the campaigns
+/// pause with the provider's answer (`reason` in it) and that nobody is failed.
+async fn refusals_open_the_breaker(env: &TestEnv, provider: Uuid, reason: &str) -> Result<()> {
+    let tenant = env.tenant("acme", 1).await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let worker = env.worker(&[])?;
+    let addresses = numbers("+1555800", 60);
+    let mut campaigns = Vec::new();
+    for (i, pair) in addresses.chunks(2).enumerate() {
+        campaigns.push(
+            env.campaign(tenant, provider, &format!("c{i}"), pair, 100)
+                .await?,
+        );
+    }
+    for &campaign in &campaigns {
+        env.start(campaign).await?;
+    }
+
+    let opened = wait_until(Duration::from_secs(15), || breaker_opened(env, provider)).await;
+    let stats = env.simulator_stats().await?;
+    assert!(
+        opened.is_ok(),
+        "refusals did not open the breaker: {stats}\nworker log:\n{}",
+        worker.log_text()
+    );
+    // Refusals and nothing else reached the simulator: they alone opened it.
+    let statuses: Vec<&str> = stats["by_status"]
+        .as_object()
+        .map(|by| by.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(statuses, ["401"], "{stats}");
+    assert!(
+        worker.log_text().contains("circuit breaker open"),
+        "the worker logged the breaker opening"
+    );
+
+    // What the refusals did besides: their campaigns paused with the provider's answer, and
+    // no recipient failed.
+    let pattern = format!("%{reason}%");
+    wait_until(Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM campaigns
+             WHERE id = ANY($1) AND status = 'paused' AND pause_reason LIKE $2",
+        )
+        .bind(&campaigns)
+        .bind(&pattern)
+        .fetch_one(&env.pool)
+        .await
+        .is_ok_and(|n| n > 0)
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no campaign paused with a reason naming {reason:?}"))?;
+    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM recipients WHERE state = 'failed'")
+        .fetch_one(&env.pool)
+        .await?;
+    assert_eq!(failed, 0, "a refused account failed recipients");
+    Ok(())
+}
+
+/// An expired Meta access token (Graph error 190, HTTP 401) counts against the breaker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_whatsapp_token_190_counts_against_the_breaker() -> Result<()> {
+    let env = TestEnv::new(&["--latency", "fixed:5"]).await?;
+    let provider: Uuid = sqlx::query_scalar(
+        "INSERT INTO providers (name, kind, endpoint, settings, credentials, timeout_ms,
+                                max_in_flight)
+         VALUES ('whatsapp', 'whatsapp', $1, $2, $3, 5000, 10000) RETURNING id",
+    )
+    .bind(&env.simulator_url)
+    .bind(json!({"phone_number_id": "106540352242922"}))
+    .bind(json!({"access_token": WA_TOKEN}))
+    .fetch_one(&env.pool)
+    .await?;
+    // Meta no longer takes the token: every request is answered 401 with
+    // {"error": {"code": 190, "type": "OAuthException", ...}} (simulator/src/apis.rs:761).
+    env.simulator_config(json!({"revoked_credential": WA_TOKEN}))
+        .await?;
+    refusals_open_the_breaker(&env, provider, "whatsapp 190").await
+}
+
+/// A generic provider's HTTP 401 counts against the breaker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generic_providers_401_counts_against_the_breaker() -> Result<()> {
+    // Every request refused 401: the simulator's fail-first, far more times than any key is
+    // tried (the generic API has no credential the simulator checks, so no revocation).
+    let env = TestEnv::new(&[
+        "--latency",
+        "fixed:5",
+        "--fail-first",
+        "1000",
+        "--fail-status",
+        "401",
+    ])
+    .await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    refusals_open_the_breaker(&env, provider, "HTTP 401").await
 }

@@ -37,6 +37,16 @@ async fn tally(
     Ok((env.states(campaign).await?, env.deliveries(campaign).await?))
 }
 
+/// Every call's final status freed its line.
+async fn assert_lines_freed(env: &TestEnv) -> Result<()> {
+    let live: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM recipients WHERE live_until IS NOT NULL")
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(live, 0, "every final status freed its line");
+    Ok(())
+}
+
 /// Waits until every recipient of `campaign` has a final delivery status.
 async fn wait_final_receipts(env: &TestEnv, campaign: Uuid, timeout: Duration) -> Result<()> {
     herald_tests::wait_until(timeout, || async {
@@ -582,12 +592,7 @@ async fn calls_never_exceed_their_lines() -> Result<()> {
         Some(&(calls as i64)),
         "{deliveries:?}"
     );
-    let live: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM recipients WHERE live_until IS NOT NULL")
-            .fetch_one(&env.pool)
-            .await?;
-    assert_eq!(live, 0, "every final status freed its line");
-    Ok(())
+    assert_lines_freed(&env).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -749,4 +754,90 @@ async fn a_receipt_time_postgresql_cannot_store_is_dropped_not_the_receipt() -> 
             .await?;
     assert_eq!(fine, 1, "the other receipt is stored");
     Ok(())
+}
+
+/// A tenant's cap on live calls holds across its campaigns and its providers, fleet-wide;
+/// another tenant's calls are not held to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_calls_never_exceed_its_own_cap() -> Result<()> {
+    let simulator = ["--call-duration-ms", "1500", "--receipt-delay", "fixed:20"];
+    let mut env = TestEnv::new(&simulator).await?;
+    env.receiver().await?;
+    // Two providers of the capped tenant, both at the main simulator and neither capped
+    // (`max_live_calls` NULL): the simulator counts the tenant's calls through both.
+    let first = env
+        .twilio_provider_at("voice one", "twilio_voice", &env.simulator_url)
+        .await?;
+    let second = env
+        .twilio_provider_at("voice two", "twilio_voice", &env.simulator_url)
+        .await?;
+    // The other tenant calls through a simulator of its own, so each simulator counts one
+    // tenant's calls.
+    let other_url = env.extra_simulator(&simulator).await?;
+    let other = env
+        .twilio_provider_at("voice other", "twilio_voice", &other_url)
+        .await?;
+    let uncapped: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM providers WHERE id = ANY($1) AND max_live_calls IS NULL",
+    )
+    .bind(vec![first, second, other])
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(uncapped, 3, "no provider caps its lines in this test");
+
+    let capped = env.tenant("capped", 1).await?;
+    sqlx::query("UPDATE tenants SET max_live_calls = 3 WHERE id = $1")
+        .bind(capped)
+        .execute(&env.pool)
+        .await?;
+    let free = env.tenant("free", 1).await?;
+    let a = env
+        .campaign(capped, first, "a", &numbers("+1555930", 6), 100)
+        .await?;
+    let b = env
+        .campaign(capped, second, "b", &numbers("+1555931", 6), 100)
+        .await?;
+    let c = env
+        .campaign(free, other, "c", &numbers("+1555932", 8), 100)
+        .await?;
+    let campaigns = [a, b, c];
+    sqlx::query("UPDATE campaigns SET channel = 'voice' WHERE id = ANY($1)")
+        .bind(campaigns.to_vec())
+        .execute(&env.pool)
+        .await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    // Two workers: the cap holds across the fleet, not per process.
+    let _w1 = env.worker(&[])?;
+    let _w2 = env.worker(&[])?;
+    for campaign in campaigns {
+        env.start(campaign).await?;
+    }
+    env.wait_completed(&campaigns, Duration::from_secs(60))
+        .await?;
+    for campaign in campaigns {
+        wait_final_receipts(&env, campaign, Duration::from_secs(20)).await?;
+    }
+
+    let stats = env.simulator_stats().await?;
+    let most = stats["max_calls_live"].as_i64().unwrap_or(-1);
+    assert!(
+        (1..=3).contains(&most),
+        "at most 3 of the capped tenant's calls live at once, across its two providers: {stats}"
+    );
+    assert_eq!(stats["accepted"], 12, "each call placed once: {stats}");
+    let others = env.simulator_stats_at(&other_url).await?;
+    let others_most = others["max_calls_live"].as_i64().unwrap_or(-1);
+    assert!(
+        others_most > 3,
+        "the uncapped tenant's calls were held to 3 (or never overlapped), so this test could \
+         not tell a tenant's cap from a global one: {others}"
+    );
+    assert_eq!(others["accepted"], 8, "{others}");
+
+    for (campaign, calls) in [(a, 6), (b, 6), (c, 8)] {
+        let (states, deliveries) = tally(&env, campaign).await?;
+        assert_eq!(states.get("sent"), Some(&calls), "{states:?}");
+        assert_eq!(deliveries.get("completed"), Some(&calls), "{deliveries:?}");
+    }
+    assert_lines_freed(&env).await
 }
