@@ -43,6 +43,39 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.as_str() == kind)
     }
 
+    /// Whether this kind of provider can carry `channel`'s messages; the reason if not. The
+    /// request is built from the kind alone: a Twilio Voice provider places a call whatever
+    /// the channel, a WhatsApp Cloud API one sends a WhatsApp message, and Twilio
+    /// Messaging texts (SMS, or WhatsApp and chat through Twilio's address prefixes). A
+    /// voice campaign through a messaging provider would text its script, and hold a line
+    /// for each text as if it were a call.
+    pub fn serves(self, channel: crate::domain::Channel) -> Result<(), String> {
+        use crate::domain::Channel;
+        let fits = match self {
+            Kind::Http => true,
+            Kind::TwilioVoice => channel == Channel::Voice,
+            Kind::WhatsApp => channel == Channel::Whatsapp,
+            Kind::TwilioSms => channel != Channel::Voice,
+        };
+        if fits {
+            return Ok(());
+        }
+        Err(match self {
+            Kind::TwilioVoice => {
+                "is a twilio_voice provider, which places calls: only for channel voice".into()
+            }
+            Kind::WhatsApp => {
+                "is a whatsapp provider, which sends WhatsApp messages: only for channel whatsapp"
+                    .into()
+            }
+            _ => format!(
+                "is a {} provider, which sends texts: not for channel {}",
+                self.as_str(),
+                channel.as_str()
+            ),
+        })
+    }
+
     /// The real API's base URL, used when a provider names no endpoint. A generic provider
     /// has none: its endpoint is the whole URL and is required.
     pub fn default_endpoint(self) -> Option<&'static str> {
@@ -1059,6 +1092,33 @@ impl Checker {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_kind_serves_the_channels_its_requests_carry() {
+        use crate::domain::Channel;
+        let all = [
+            Channel::Sms,
+            Channel::Whatsapp,
+            Channel::Voice,
+            Channel::Chat,
+        ];
+        let served = |kind: Kind| -> Vec<Channel> {
+            all.into_iter()
+                .filter(|&c| kind.serves(c).is_ok())
+                .collect()
+        };
+        assert_eq!(served(Kind::Http), all);
+        assert_eq!(served(Kind::TwilioVoice), [Channel::Voice]);
+        assert_eq!(served(Kind::WhatsApp), [Channel::Whatsapp]);
+        assert_eq!(
+            served(Kind::TwilioSms),
+            [Channel::Sms, Channel::Whatsapp, Channel::Chat]
+        );
+        let reason = Kind::TwilioSms.serves(Channel::Voice).unwrap_err();
+        assert!(reason.contains("not for channel voice"), "{reason}");
+        let reason = Kind::TwilioVoice.serves(Channel::Sms).unwrap_err();
+        assert!(reason.contains("only for channel voice"), "{reason}");
+    }
+
     use super::*;
     use serde_json::json;
 

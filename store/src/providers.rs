@@ -466,14 +466,19 @@ pub async fn replace_credentials(
     .await
 }
 
-/// Whether `tenant` may send through `provider`: its own, or an operator's shared one.
-pub async fn usable_by(pool: &PgPool, provider: Uuid, tenant: Uuid) -> Result<bool, sqlx::Error> {
+/// The kind of `provider` if `tenant` may send through it (its own, or an operator's shared
+/// one); `None` if it may not, or there is no such provider.
+pub async fn usable_by(
+    pool: &PgPool,
+    provider: Uuid,
+    tenant: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM providers WHERE id = $1 AND (tenant_id = $2 OR tenant_id IS NULL)) AS "exists!""#,
+        "SELECT kind FROM providers WHERE id = $1 AND (tenant_id = $2 OR tenant_id IS NULL)",
         provider,
         tenant,
     )
-    .fetch_one(pool)
+    .fetch_optional(pool)
     .await
 }
 

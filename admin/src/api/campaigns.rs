@@ -328,7 +328,8 @@ pub async fn create(
     if let Err(reason) = validate::name(&body.name) {
         bad("name", reason);
     }
-    if body.channel.parse::<Channel>().is_err() {
+    let channel = body.channel.parse::<Channel>().ok();
+    if channel.is_none() {
         bad(
             "channel",
             format!(
@@ -376,8 +377,10 @@ pub async fn create(
             format!("`{zone}` is not an IANA time zone"),
         );
     }
-    if !store::providers::usable_by(pool, body.provider_id, tenant).await? {
-        bad("provider_id", "no such provider".into());
+    if let Some(reason) =
+        super::provider_fit::misfit(pool, body.provider_id, tenant, channel).await?
+    {
+        bad("provider_id", reason);
     }
     if let Some(overflow) = body.overflow_provider_id {
         if overflow == body.provider_id {
@@ -385,8 +388,10 @@ pub async fn create(
                 "overflow_provider_id",
                 "must differ from provider_id".into(),
             );
-        } else if !store::providers::usable_by(pool, overflow, tenant).await? {
-            bad("overflow_provider_id", "no such provider".into());
+        } else if let Some(reason) =
+            super::provider_fit::misfit(pool, overflow, tenant, channel).await?
+        {
+            bad("overflow_provider_id", reason);
         }
     }
     if let Some(segment) = body.segment_id

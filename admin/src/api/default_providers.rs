@@ -104,10 +104,11 @@ pub async fn set(
     visible_tenant(&state.pool, caller, id).await?;
     let channel = channel(&name)?;
     let mut fields = Vec::new();
-    if !herald_store::providers::usable_by(&state.pool, body.provider_id, id).await? {
+    let misfit = |provider| super::provider_fit::misfit(&state.pool, provider, id, Some(channel));
+    if let Some(reason) = misfit(body.provider_id).await? {
         fields.push(FieldError {
             field: "provider_id".into(),
-            reason: "no such provider".into(),
+            reason,
         });
     }
     if let Some(overflow) = body.overflow_provider_id {
@@ -116,10 +117,10 @@ pub async fn set(
                 field: "overflow_provider_id".into(),
                 reason: "must differ from provider_id".into(),
             });
-        } else if !herald_store::providers::usable_by(&state.pool, overflow, id).await? {
+        } else if let Some(reason) = misfit(overflow).await? {
             fields.push(FieldError {
                 field: "overflow_provider_id".into(),
-                reason: "no such provider".into(),
+                reason,
             });
         }
     }

@@ -365,7 +365,8 @@ type Route = (Uuid, Option<Uuid>);
 struct Lookups {
     /// Per tenant, if it exists: its default region and time zone.
     tenants: HashMap<Uuid, Option<(Option<String>, String)>>,
-    providers: HashMap<(Uuid, Uuid), bool>,
+    /// Per provider and tenant, the provider's kind if the tenant may use it.
+    providers: HashMap<(Uuid, Uuid), Option<String>>,
     /// Per tenant and channel, its default provider and overflow.
     defaults: HashMap<(Uuid, String), Option<Route>>,
     zones: HashMap<String, bool>,
@@ -412,7 +413,8 @@ async fn check(
             String::new()
         }
     };
-    if item.channel.parse::<Channel>().is_err() {
+    let channel = item.channel.parse::<Channel>().ok();
+    if channel.is_none() {
         problems.push((
             "channel",
             format!(
@@ -531,10 +533,12 @@ async fn check(
             }
         }
     };
+    // A default provider is checked as a named one: one set before the kinds were
+    // checked against channels may not fit.
     if let Some(provider) = provider
-        && !usable(pool, lookups, provider, tenant).await?
+        && let Some(reason) = misfit(pool, lookups, provider, tenant, channel).await?
     {
-        problems.push(("provider_id", "no such provider".into()));
+        problems.push(("provider_id", reason));
     }
     if let (Some(provider), Some(overflow)) = (provider, overflow) {
         if overflow == provider {
@@ -542,8 +546,8 @@ async fn check(
                 "overflow_provider_id",
                 "must differ from provider_id".into(),
             ));
-        } else if !usable(pool, lookups, overflow, tenant).await? {
-            problems.push(("overflow_provider_id", "no such provider".into()));
+        } else if let Some(reason) = misfit(pool, lookups, overflow, tenant, channel).await? {
+            problems.push(("overflow_provider_id", reason));
         }
     }
     let Some(provider) = provider.filter(|_| problems.is_empty()) else {
@@ -572,18 +576,24 @@ async fn check(
     }))
 }
 
-async fn usable(
+/// Why `provider` cannot carry the message, if it cannot ([`super::provider_fit`]), its
+/// kind looked up once per batch.
+async fn misfit(
     pool: &PgPool,
     lookups: &mut Lookups,
     provider: Uuid,
     tenant: Uuid,
-) -> Result<bool, sqlx::Error> {
-    if let Some(&known) = lookups.providers.get(&(provider, tenant)) {
-        return Ok(known);
-    }
-    let ok = herald_store::providers::usable_by(pool, provider, tenant).await?;
-    lookups.providers.insert((provider, tenant), ok);
-    Ok(ok)
+    channel: Option<Channel>,
+) -> Result<Option<String>, sqlx::Error> {
+    let kind = match lookups.providers.get(&(provider, tenant)) {
+        Some(known) => known.clone(),
+        None => {
+            let kind = herald_store::providers::usable_by(pool, provider, tenant).await?;
+            lookups.providers.insert((provider, tenant), kind.clone());
+            kind
+        }
+    };
+    Ok(super::provider_fit::judge(kind.as_deref(), channel))
 }
 
 /// What makes two requests the same request: everything but the key itself.

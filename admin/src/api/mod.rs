@@ -12,6 +12,7 @@ pub mod keys;
 pub mod messages;
 mod openapi;
 pub mod page;
+mod provider_fit;
 mod provider_kinds;
 pub mod providers;
 pub mod receipts;

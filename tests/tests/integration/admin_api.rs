@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 const GET: Method = Method::GET;
 const POST: Method = Method::POST;
+const PUT: Method = Method::PUT;
 
 struct World {
     env: TestEnv,
@@ -770,6 +771,108 @@ async fn a_campaign_names_an_overflow_provider_of_its_own_tenant() -> Result<()>
     );
     let listed = admin.ok(&w.key_a, GET, "/campaigns", None).await?;
     assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
+    Ok(())
+}
+
+/// A provider's kind decides the request whatever the channel says (a Twilio Voice provider
+/// places a call, a WhatsApp Cloud API one sends a WhatsApp message): a campaign, a message
+/// or a tenant's default that binds a provider to a channel its requests do not carry is
+/// refused, naming the field, and nothing is written. A generic provider carries any.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_carries_only_the_channels_its_requests_can() -> Result<()> {
+    let w = world().await?;
+    let admin = &w.admin;
+    let twilio = |kind: &str| {
+        json!({"name": kind, "kind": kind, "endpoint": w.env.simulator_url,
+               "settings": {"from": "+15005550006"},
+               "credentials": {"account_sid": herald_tests::TWILIO_SID, "auth_token": "t0ken"}})
+    };
+    let mut ids = Vec::new();
+    for kind in ["twilio_voice", "twilio_sms"] {
+        let provider = admin
+            .ok(&w.key_a, POST, "/providers", Some(twilio(kind)))
+            .await?;
+        ids.push(provider["id"].as_str().unwrap_or_default().to_owned());
+    }
+    let (voice, texts) = (&ids[0], &ids[1]);
+    let campaign = |provider: &str, overflow: Option<&str>, channel: &str| {
+        json!({"name": "c", "provider_id": provider, "overflow_provider_id": overflow,
+               "channel": channel, "template": "Hi"})
+    };
+    for (body, field, reason) in [
+        (
+            campaign(voice, None, "sms"),
+            "provider_id",
+            "only for channel voice",
+        ),
+        (
+            campaign(texts, None, "voice"),
+            "provider_id",
+            "not for channel voice",
+        ),
+        (
+            campaign(voice, Some(texts), "voice"),
+            "overflow_provider_id",
+            "not for channel voice",
+        ),
+    ] {
+        let (status, answer) = admin.call(&w.key_a, POST, "/campaigns", Some(body)).await?;
+        assert_eq!(
+            (status, field_errors(&answer)),
+            (422, vec![field.to_owned()]),
+            "{answer}"
+        );
+        assert!(answer.to_string().contains(reason), "{answer}");
+    }
+    // What fits: calls through Twilio Voice, with a generic overflow; texts through Twilio
+    // Messaging, WhatsApp through Twilio included.
+    for body in [
+        campaign(voice, Some(&w.provider_a), "voice"),
+        campaign(texts, None, "sms"),
+        campaign(texts, None, "whatsapp"),
+    ] {
+        admin.ok(&w.key_a, POST, "/campaigns", Some(body)).await?;
+    }
+    let listed = admin.ok(&w.key_a, GET, "/campaigns", None).await?;
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(3),
+        "{listed}"
+    );
+
+    // A tenant's default for a channel, and a message.
+    let default = format!("/tenants/{}/default-providers/sms", w.tenant_a);
+    let (status, answer) = admin
+        .call(&w.key_a, PUT, &default, Some(json!({"provider_id": voice})))
+        .await?;
+    assert_eq!(
+        (status, field_errors(&answer)),
+        (422, vec!["provider_id".to_owned()]),
+        "{answer}"
+    );
+    let (status, answer) = admin
+        .call(
+            &w.key_a,
+            POST,
+            "/messages",
+            Some(
+                json!({"to": "+15551230001", "channel": "voice", "provider_id": texts,
+                        "text": "Your code is 1234"}),
+            ),
+        )
+        .await?;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer.to_string().contains("not for channel voice"),
+        "{answer}"
+    );
+    let messages: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM recipients r JOIN campaigns c
+                                            ON c.id = r.campaign_id WHERE c.kind = 'messages'",
+    )
+    .fetch_one(&w.env.pool)
+    .await?;
+    assert_eq!(messages, 0, "a refused message was written");
     Ok(())
 }
 
