@@ -106,11 +106,14 @@ pub trait RowScanner: Send {
     fn row(&self) -> u64;
 }
 
-/// NDJSON: a row is a line.
+/// NDJSON: a row is a line that holds more than JSON's whitespace (blank lines are no rows,
+/// as the parser reads them).
 #[derive(Debug, Default)]
 pub struct Lines {
     since: usize,
     ended: u64,
+    /// The line being read holds more than whitespace.
+    filled: bool,
 }
 
 impl RowScanner for Lines {
@@ -121,7 +124,10 @@ impl RowScanner for Lines {
     fn feed(&mut self, bytes: &[u8]) -> bool {
         for &b in bytes {
             if b == b'\n' {
-                self.ended += 1;
+                self.ended += u64::from(self.filled);
+                self.filled = false;
+            } else if !matches!(b, b' ' | b'\t' | b'\r') {
+                self.filled = true;
             }
             self.since = if b == b'\n' { 0 } else { self.since + 1 };
             if self.since > MAX_ROW_BYTES {

@@ -308,8 +308,13 @@ where
                 return;
             }
         }
-        let item = match std::str::from_utf8(&line) {
-            Ok(text) if text.trim().is_empty() => continue,
+        // A byte order mark some editors write first is no part of the first row.
+        let bytes = match line.strip_prefix(b"\xEF\xBB\xBF") {
+            Some(rest) if number == 0 => rest,
+            _ => &line[..],
+        };
+        let item = match std::str::from_utf8(bytes) {
+            Ok(text) if text.trim_ascii().is_empty() => continue,
             Ok(text) => {
                 number += 1;
                 json_item(number, serde_json::from_str(text))
@@ -438,6 +443,9 @@ mod tests {
         assert!(matches!(&items[1], Item::Invalid(e) if e.row == 2 && e.reason.contains("UTF-8")));
         assert_eq!(row(&items[0]).address, "+1555");
         assert_eq!(row(&items[2]).address, "+1557");
+        // A byte order mark before the first row is not part of it.
+        let items = collect_bytes(b"\xEF\xBB\xBF{\"address\":\"+1555\"}\n", Format::NdJson).await;
+        assert_eq!(row(&items[0]).address, "+1555");
 
         let items = collect(
             "[{\"address\":\"+1555\"}, {\"adress\":\"+1\"}, {\"address\":\"+1557\",\"attributes\":{\"ltv\":5}}]",
@@ -463,6 +471,11 @@ mod tests {
             (format!("address,a\n+1555,ok\n+1556,{long}\n"), Format::Csv),
             (
                 format!("{{\"address\":\"+1555\"}}\n{{\"address\":\"{long}\"}}\n"),
+                Format::NdJson,
+            ),
+            // Blank lines are no rows, for the bound as for the parser.
+            (
+                format!("{{\"address\":\"+1555\"}}\n\n \r\n{{\"address\":\"{long}\"}}\n"),
                 Format::NdJson,
             ),
             (
