@@ -141,7 +141,10 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
             _ = interval.tick() => {}
             Some(provider) = wakes.recv() => {
                 let gap = MIN_WAKE_GAP.max(wake_cost * 2);
-                tokio::time::sleep(gap.saturating_sub(last_wake.elapsed())).await;
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(gap.saturating_sub(last_wake.elapsed())) => {}
+                }
                 let mut woken = std::collections::BTreeSet::from([provider]);
                 while let Ok(more) = wakes.try_recv() {
                     woken.insert(more);
@@ -149,6 +152,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
                 let started = std::time::Instant::now();
                 let leads = lead(&mut leadership, &mut ticker).await;
                 if leads
+                    && !shutdown.is_cancelled()
                     && let Err(error) = ticker.wake(&woken).await
                 {
                     tracing::warn!(%error, "wake-up dispatch failed; the next tick retries");
@@ -160,6 +164,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
             () = ticker.starved(config.tick()) => {
                 let leads = lead(&mut leadership, &mut ticker).await;
                 if leads
+                    && !shutdown.is_cancelled()
                     && let Err(error) = ticker.top_up().await
                 {
                     tracing::warn!(%error, "top-up failed");
@@ -182,7 +187,9 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
         health.set_role(if leads { Role::Leader } else { Role::Standby });
         health.report("leadership", Ok(()));
         metrics::gauge!(metrics_names::LEADER).set(if leads { 1.0 } else { 0.0 });
-        if !leads {
+        // The broker check and leadership take up to seconds: a SIGTERM meanwhile starts
+        // no tick.
+        if !leads || shutdown.is_cancelled() {
             continue;
         }
         let started = std::time::Instant::now();

@@ -177,8 +177,9 @@ async fn a_standby_scheduler_takes_over_within_two_ticks_without_double_sends() 
 }
 
 /// SIGTERM in the middle of a tick: the scheduler carries the tick to its end (it claims and
-/// publishes what it planned), then exits 0 and releases leadership; what the tick published
-/// is sent with no scheduler left.
+/// publishes what it planned), starts no other pass (a campaign started after the SIGTERM
+/// stays scheduled), then exits 0 and releases leadership; what the tick published is sent
+/// with no scheduler left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminated_scheduler_finishes_its_tick_before_exiting() -> Result<()> {
     let env = TestEnv::new(&[]).await?;
@@ -187,6 +188,9 @@ async fn a_terminated_scheduler_finishes_its_tick_before_exiting() -> Result<()>
     let total = 50;
     let campaign = env
         .campaign(tenant, provider, "c", &numbers("+1555960", total), 100)
+        .await?;
+    let later = env
+        .campaign(tenant, provider, "later", &numbers("+1555961", 10), 100)
         .await?;
     // A worker first: a scheduler publishes nothing into a lane no live worker may send to.
     let _worker = env.worker(&[])?;
@@ -241,6 +245,9 @@ async fn a_terminated_scheduler_finishes_its_tick_before_exiting() -> Result<()>
         .as_u64()
         .unwrap_or(u64::MAX);
     assert_eq!(requests, 0, "nothing was dispatched before the SIGTERM");
+    // Due after the SIGTERM, with a wake: a tick or a wake-up after the one in progress
+    // would start it (the tick in progress read the campaigns before it was started).
+    env.start(later).await?;
 
     let released = Instant::now();
     hold.rollback().await?;
@@ -267,6 +274,12 @@ async fn a_terminated_scheduler_finishes_its_tick_before_exiting() -> Result<()>
     // recipients and published them, so the worker sends every one with no scheduler left
     // (a claim left unpublished would wait for a scheduler's stale-claim sweep).
     assert_eq!(env.campaign_status(campaign).await?, "running");
+    assert_eq!(
+        env.campaign_status(later).await?,
+        "scheduled",
+        "a pass started after the SIGTERM; log:\n{}",
+        scheduler.log_text()
+    );
     let done = wait_until(Duration::from_secs(20), || async {
         sent(&env).await == total as i64
     })
