@@ -534,11 +534,21 @@ async fn check(
         }
     };
     // A default provider is checked as a named one: one set before the kinds were
-    // checked against channels may not fit.
+    // checked against channels may not fit, and the answer says where it came from.
+    let defaulted = |named: bool, reason: String| {
+        if named {
+            reason
+        } else {
+            format!(
+                "the tenant's default for `{}` {reason} (PUT /tenants/{{id}}/default-providers/{{channel}})",
+                validate::clip(&item.channel)
+            )
+        }
+    };
     if let Some(provider) = provider
         && let Some(reason) = misfit(pool, lookups, provider, tenant, channel).await?
     {
-        problems.push(("provider_id", reason));
+        problems.push(("provider_id", defaulted(item.provider_id.is_some(), reason)));
     }
     if let (Some(provider), Some(overflow)) = (provider, overflow) {
         if overflow == provider {
@@ -547,7 +557,8 @@ async fn check(
                 "must differ from provider_id".into(),
             ));
         } else if let Some(reason) = misfit(pool, lookups, overflow, tenant, channel).await? {
-            problems.push(("overflow_provider_id", reason));
+            let named = item.overflow_provider_id.is_some();
+            problems.push(("overflow_provider_id", defaulted(named, reason)));
         }
     }
     let Some(provider) = provider.filter(|_| problems.is_empty()) else {

@@ -866,6 +866,33 @@ async fn a_provider_carries_only_the_channels_its_requests_can() -> Result<()> {
         answer.to_string().contains("not for channel voice"),
         "{answer}"
     );
+    // A default set before providers were checked against channels: the answer says so.
+    sqlx::query(
+        "INSERT INTO tenant_default_providers (tenant_id, channel, provider_id) VALUES ($1::uuid, 'sms', $2::uuid)",
+    )
+    .bind(&w.tenant_a)
+    .bind(voice)
+    .execute(&w.env.pool)
+    .await?;
+    let (status, answer) = admin
+        .call(
+            &w.key_a,
+            POST,
+            "/messages",
+            Some(json!({"to": "+15551230001", "channel": "sms", "text": "Your code is 1234"})),
+        )
+        .await?;
+    assert_eq!(
+        (status, field_errors(&answer)),
+        (422, vec!["provider_id".to_owned()]),
+        "{answer}"
+    );
+    assert!(
+        answer
+            .to_string()
+            .contains("the tenant's default for `sms` is a twilio_voice provider"),
+        "{answer}"
+    );
     let messages: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM recipients r JOIN campaigns c
                                             ON c.id = r.campaign_id WHERE c.kind = 'messages'",

@@ -104,7 +104,12 @@ async fn breaker_opened(env: &TestEnv, provider: Uuid) -> bool {
 /// Starts 30 campaigns of two recipients through `provider`, whose every answer is a refusal
 /// of the account, and checks that the refusals alone open its breaker, that the campaigns
 /// pause with the provider's answer (`reason` in it) and that nobody is failed.
-async fn refusals_open_the_breaker(env: &TestEnv, provider: Uuid, reason: &str) -> Result<()> {
+async fn refusals_open_the_breaker(
+    env: &TestEnv,
+    provider: Uuid,
+    channel: &str,
+    reason: &str,
+) -> Result<()> {
     let tenant = env.tenant("acme", 1).await?;
     let _scheduler = env.scheduler(250, &[])?;
     let worker = env.worker(&[])?;
@@ -116,6 +121,12 @@ async fn refusals_open_the_breaker(env: &TestEnv, provider: Uuid, reason: &str) 
                 .await?,
         );
     }
+    // The test helper's campaigns are SMS ones: the channel the provider carries.
+    sqlx::query("UPDATE campaigns SET channel = $2 WHERE id = ANY($1)")
+        .bind(&campaigns)
+        .bind(channel)
+        .execute(&env.pool)
+        .await?;
     for &campaign in &campaigns {
         env.start(campaign).await?;
     }
@@ -179,7 +190,7 @@ async fn an_expired_whatsapp_token_190_counts_against_the_breaker() -> Result<()
     // {"error": {"code": 190, "type": "OAuthException", ...}} (simulator/src/apis.rs:761).
     env.simulator_config(json!({"revoked_credential": WA_TOKEN}))
         .await?;
-    refusals_open_the_breaker(&env, provider, "whatsapp 190").await
+    refusals_open_the_breaker(&env, provider, "whatsapp", "whatsapp 190").await
 }
 
 /// A generic provider's HTTP 401 counts against the breaker.
@@ -197,5 +208,5 @@ async fn a_generic_providers_401_counts_against_the_breaker() -> Result<()> {
     ])
     .await?;
     let provider = env.create_provider(&env.provider()).await?;
-    refusals_open_the_breaker(&env, provider, "HTTP 401").await
+    refusals_open_the_breaker(&env, provider, "sms", "HTTP 401").await
 }
