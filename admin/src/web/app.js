@@ -17,7 +17,7 @@
  *                   renderRecipients() (filters: state, address), closeDetail()
  *   contacts ...... loadContacts() when the section is opened or its filters change
  *   messages ...... loadMessages() (transactional messages) when opened, filtered or refreshed
- *   create form ... loadFormOptions(), fillTenants(), fillProviders(), readForm(),
+ *   create form ... loadFormOptions(), fillTenants(), fillProviders() (carries()), readForm(),
  *                   submitCampaign() (create, then upload the file), showFormErrors()
  *   formatting .... formatEta(), formatMs(), formatRate(), formatTime(), shortId()
  *
@@ -672,14 +672,28 @@ function currentTenantId() {
   return state.tenants.length === 1 ? state.tenants[0].id : '';
 }
 
-// Providers of the chosen tenant.
+// Whether a provider of `kind` carries `channel`: its request is built from its kind alone
+// (the server's rule, which answers 422 otherwise).
+function carries(kind, channel) {
+  switch (kind) {
+    case 'twilio_voice': return channel === 'voice';
+    case 'whatsapp': return channel === 'whatsapp';
+    case 'twilio_sms': return channel !== 'voice';
+    default: return true;
+  }
+}
+
+// Providers of the chosen tenant that carry the chosen channel.
 function fillProviders() {
   const sel = $('#c-provider');
   const prev = sel.value;
   const tenant = currentTenantId();
-  const list = state.providers.filter((p) => !tenant || !p.tenant_id || p.tenant_id === tenant);
+  const channel = $('#c-channel').value;
+  const mine = state.providers.filter((p) => !tenant || !p.tenant_id || p.tenant_id === tenant);
+  const list = mine.filter((p) => carries(p.kind, channel));
   sel.replaceChildren(...list.map((p) => option(p.id, providerLabel(p))));
-  if (!list.length) sel.append(option('', state.providersError || 'No providers yet (POST /api/v1/providers)'));
+  const none = mine.length ? `No provider carries ${channel}` : 'No providers yet (POST /api/v1/providers)';
+  if (!list.length) sel.append(option('', state.providersError || none));
   if (list.some((p) => p.id === prev)) sel.value = prev;
   fillOverflow(list);
 }
@@ -862,6 +876,7 @@ function init() {
   $('#create-campaign').addEventListener('submit', submitCampaign);
   $('#c-tenant').addEventListener('change', fillProviders);
   $('#c-provider').addEventListener('change', fillProviders);
+  $('#c-channel').addEventListener('change', fillProviders);
   $('#c-reload').addEventListener('click', loadFormOptions);
   for (const form of ['#campaign-filters', '#recipient-filters', '#contact-filters', '#message-filters']) {
     $(form).addEventListener('submit', (ev) => ev.preventDefault()); // Enter in a search box

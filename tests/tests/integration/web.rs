@@ -278,6 +278,22 @@ async fn the_page_creates_starts_pauses_and_resumes_a_campaign() -> Result<()> {
         .as_str()
         .unwrap_or_default()
         .to_owned();
+    // One that places calls: offered for a voice campaign, not for an SMS one.
+    let calls = admin
+        .ok(
+            &key,
+            reqwest::Method::POST,
+            "/providers",
+            Some(
+                json!({"name": "calls", "kind": "twilio_voice", "endpoint": env.simulator_url,
+                        "settings": {"from": "+15005550006"},
+                        "credentials": {"account_sid": herald_tests::TWILIO_SID, "auth_token": "t0ken"}}),
+            ),
+        )
+        .await?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let _scheduler = env.scheduler(500, &[])?;
     let _worker = env.worker(&[("HERALD_WORKER_PREFETCH", "20")])?;
     // A second tenant, for the operator's view of the lists: a draft campaign and a contact.
@@ -320,6 +336,7 @@ async fn the_page_creates_starts_pauses_and_resumes_a_campaign() -> Result<()> {
     let providers = Providers {
         primary: &provider,
         overflow: &backup,
+        calls: &calls,
     };
     let outcome = drive(&env, &page, &admin.url, &key, &providers, &file).await;
     let outcome = match outcome {
@@ -349,6 +366,8 @@ struct Operator<'a> {
 struct Providers<'a> {
     primary: &'a str,
     overflow: &'a str,
+    /// A twilio_voice provider: offered for voice campaigns, not for SMS ones.
+    calls: &'a str,
 }
 
 async fn drive(
@@ -389,7 +408,25 @@ async fn drive(
         .await?
         .send_keys("spring-sale")
         .await?;
+    // The provider that places calls is offered for a voice campaign, not for an SMS one
+    // (generic providers are offered for both).
+    page.find(Locator::Css("#c-channel"))
+        .await?
+        .select_by_value("voice")
+        .await?;
+    choose_when_offered(page, "#c-provider", providers.calls).await?;
+    page.find(Locator::Css("#c-channel"))
+        .await?
+        .select_by_value("sms")
+        .await?;
     choose_when_offered(page, "#c-provider", provider).await?;
+    let calls_offered = format!("#c-provider option[value=\"{}\"]", providers.calls);
+    anyhow::ensure!(
+        page.find_all(Locator::Css(&calls_offered))
+            .await?
+            .is_empty(),
+        "the provider that places calls was offered for an SMS campaign"
+    );
     page.find(Locator::Css("#c-overflow"))
         .await?
         .select_by_value(providers.overflow)
