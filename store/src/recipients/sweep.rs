@@ -71,15 +71,15 @@ pub async fn rewind_stale_first_claims(
 ) -> Result<Rewound, sqlx::Error> {
     let rows = sqlx::query_scalar!(
         r#"WITH stale AS MATERIALIZED (
-             -- A campaign's stale range claims as one range: a running campaign has claims
-             -- of every tick, and one lookup each would be one per tick and campaign.
-             SELECT campaign_id, 0::int8 AS from_id, max(through) AS through, false AS owed
+             -- In one pass over the table (a row per campaign and tick: it has no index). A
+             -- campaign's stale range claims as one range: a running campaign has claims of
+             -- every tick, and one lookup each would be one per tick and campaign. Moves
+             -- owed, whatever their age, by the range each handed back.
+             SELECT campaign_id, coalesce(owed_from, 0) AS from_id,
+                    max(through) AS through, owed_from IS NOT NULL AS owed
              FROM first_claims
-             WHERE owed_from IS NULL AND claimed_at < now() - make_interval(secs => $1)
-             GROUP BY campaign_id
-             UNION ALL
-             SELECT campaign_id, owed_from, through, true FROM first_claims
-             WHERE owed_from IS NOT NULL
+             WHERE owed_from IS NOT NULL OR claimed_at < now() - make_interval(secs => $1)
+             GROUP BY campaign_id, owed_from
          ),
          -- The lowest first attempt each left waiting, if any (for a range claim almost
          -- always none: its message was taken).
