@@ -336,6 +336,7 @@ where
 
 fn read_json_array<R: std::io::Read>(reader: R, sender: mpsc::Sender<Item>, ended: Ended) {
     use serde::de::{Deserializer, SeqAccess, Visitor};
+    use std::io::Read;
 
     struct Rows<'a> {
         sender: &'a mpsc::Sender<Item>,
@@ -360,6 +361,26 @@ fn read_json_array<R: std::io::Read>(reader: R, sender: mpsc::Sender<Item>, ende
         }
     }
 
+    // serde_json reads a reader a byte at a time: buffered here, or every byte would be a
+    // trip through the bridge to the async body (five times slower for 200,000 rows).
+    let mut reader = std::io::BufReader::with_capacity(64 * 1024, reader);
+    // A byte order mark some editors write first is no part of the array. The first three
+    // bytes are read whatever chunks they come in; what is no mark is read again.
+    let mut head = [0u8; 3];
+    let mut filled = 0;
+    while filled < head.len() {
+        match reader.read(&mut head[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                let _ = sender.blocking_send(ended.item(format!("cannot read the body: {error}")));
+                return;
+            }
+        }
+    }
+    let kept = if head == *b"\xEF\xBB\xBF" { 0 } else { filled };
+    let reader = std::io::Read::chain(&head[..kept], reader);
     let mut deserializer = serde_json::Deserializer::from_reader(reader);
     let read = deserializer
         .deserialize_seq(Rows { sender: &sender })
@@ -455,6 +476,29 @@ mod tests {
         assert_eq!(items.len(), 3);
         assert!(matches!(&items[1], Item::Invalid(e) if e.row == 2));
         assert_eq!(row(&items[2]).fields["ltv"], 5);
+        // Nor is one before a JSON array.
+        let items =
+            collect_bytes(b"\xEF\xBB\xBF[{\"address\":\"+1555\"}]", Format::JsonArray).await;
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert_eq!(row(&items[0]).address, "+1555");
+        // However its bytes arrive; and an array of one-byte chunks is read whole.
+        for chunks in [
+            vec![&b"\xEF"[..], b"\xBB", b"\xBF[{\"address\":\"+1555\"}]"],
+            b"[{\"address\":\"+1555\"}]".chunks(1).collect(),
+        ] {
+            let chunks: Vec<Result<Bytes, std::io::Error>> = chunks
+                .into_iter()
+                .map(|chunk| Ok(Bytes::copy_from_slice(chunk)))
+                .collect();
+            let body = Body::from_stream(futures::stream::iter(chunks));
+            let mut receiver = rows(body, Format::JsonArray, Duration::from_secs(5));
+            let mut items = Vec::new();
+            while let Some(item) = receiver.recv().await {
+                items.push(item);
+            }
+            assert_eq!(items.len(), 1, "{items:?}");
+            assert_eq!(row(&items[0]).address, "+1555");
+        }
 
         let items = collect("[{\"address\":\"+1555\"}, {", Format::JsonArray).await;
         assert!(matches!(items.last(), Some(Item::Fatal(_))));
