@@ -107,14 +107,20 @@ pub trait RowScanner: Send {
 }
 
 /// NDJSON: a row is a line that holds more than JSON's whitespace (blank lines are no rows,
-/// as the parser reads them).
+/// as the parser reads them; nor is a byte order mark before the first line).
 #[derive(Debug, Default)]
 pub struct Lines {
     since: usize,
     ended: u64,
     /// The line being read holds more than whitespace.
     filled: bool,
+    /// Bytes read so far, up to a leading byte order mark's length.
+    head: usize,
+    /// The body does not start with a byte order mark.
+    unmarked: bool,
 }
+
+const BYTE_ORDER_MARK: &[u8; 3] = b"\xEF\xBB\xBF";
 
 impl RowScanner for Lines {
     fn row(&self) -> u64 {
@@ -123,10 +129,17 @@ impl RowScanner for Lines {
 
     fn feed(&mut self, bytes: &[u8]) -> bool {
         for &b in bytes {
+            let marks = self.head < BYTE_ORDER_MARK.len()
+                && !self.unmarked
+                && b == BYTE_ORDER_MARK[self.head];
+            if self.head < BYTE_ORDER_MARK.len() {
+                self.unmarked |= !marks;
+                self.head += 1;
+            }
             if b == b'\n' {
                 self.ended += u64::from(self.filled);
                 self.filled = false;
-            } else if !matches!(b, b' ' | b'\t' | b'\r') {
+            } else if !marks && !is_json_whitespace(b) {
                 self.filled = true;
             }
             self.since = if b == b'\n' { 0 } else { self.since + 1 };
@@ -136,6 +149,12 @@ impl RowScanner for Lines {
         }
         true
     }
+}
+
+/// JSON's whitespace (RFC 8259): what may stand between values, and all a blank NDJSON line
+/// holds.
+pub fn is_json_whitespace(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
 /// CSV: a row is a record, which may span lines inside quotes. Read as the parser reads it

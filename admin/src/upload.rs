@@ -296,6 +296,7 @@ where
     let mut reader = tokio::io::BufReader::new(reader);
     let mut line = Vec::new();
     let mut number = 0u64;
+    let mut first = true;
     loop {
         line.clear();
         match reader.read_until(b'\n', &mut line).await {
@@ -308,13 +309,18 @@ where
                 return;
             }
         }
-        // A byte order mark some editors write first is no part of the first row.
+        // A byte order mark some editors write first is no part of the first line.
         let bytes = match line.strip_prefix(b"\xEF\xBB\xBF") {
-            Some(rest) if number == 0 => rest,
+            Some(rest) if first => rest,
             _ => &line[..],
         };
+        first = false;
+        // Blank as the row bound reads it (`limits::Lines`): JSON's whitespace only, so a
+        // form feed is a row (and its error), not a line skipped.
+        if bytes.iter().all(|&b| limits::is_json_whitespace(b)) {
+            continue;
+        }
         let item = match std::str::from_utf8(bytes) {
-            Ok(text) if text.trim_ascii().is_empty() => continue,
             Ok(text) => {
                 number += 1;
                 json_item(number, serde_json::from_str(text))
@@ -534,6 +540,26 @@ mod tests {
                 items.last()
             );
         }
+        // The bound names the row the parser would: a line holding only a byte order mark is
+        // none, a line holding a form feed is one (not JSON's whitespace: row 2's error).
+        for (body, named) in [
+            (format!("\u{FEFF}\n{{\"address\":\"{long}\"}}\n"), "row 1 "),
+            (
+                format!("{{\"address\":\"+1555\"}}\n\x0C\n{{\"address\":\"{long}\"}}\n"),
+                "row 3 ",
+            ),
+        ] {
+            let items = collect(&body, Format::NdJson).await;
+            assert!(
+                matches!(items.last(), Some(Item::TooLarge(m)) if m.contains(named)),
+                "{named}: {items:?}"
+            );
+        }
+        let items = collect("{\"address\":\"+1555\"}\n\x0C\n", Format::NdJson).await;
+        assert!(
+            matches!(&items[1], Item::Invalid(e) if e.row == 2),
+            "{items:?}"
+        );
         let header: Vec<String> = (0..=limits::MAX_COLUMNS).map(|i| format!("c{i}")).collect();
         let items = collect(&format!("address,{}\n", header.join(",")), Format::Csv).await;
         assert!(matches!(items.last(), Some(Item::TooLarge(m)) if m.contains("columns")));

@@ -808,7 +808,13 @@ async fn release_or_log(pool: &PgPool, claims: &[(i64, i32)]) {
         return;
     }
     match claim::release(pool, claims).await {
-        Ok(released) => tracing::warn!(released, "unpublished claims returned to pending"),
+        // `released` leaves out first attempts whose busy campaign is owed its cursor move
+        // (made at the next sweep): the claims handed back are `count`.
+        Ok(released) => tracing::warn!(
+            released,
+            count = claims.len(),
+            "unpublished claims returned to pending"
+        ),
         Err(error) => {
             tracing::warn!(%error, count = claims.len(), "cannot release claims now; the sweeper will")
         }

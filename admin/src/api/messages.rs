@@ -539,8 +539,11 @@ async fn check(
         if named {
             reason
         } else {
+            // A reason is a predicate ("is a twilio_voice provider…") or a finding ("no such
+            // provider"); either reads after the default it is about.
+            let joint = if reason.starts_with("is ") { " " } else { ": " };
             format!(
-                "the tenant's default for `{}` {reason} (PUT /tenants/{{id}}/default-providers/{{channel}})",
+                "the tenant's default for `{}`{joint}{reason} (PUT /tenants/{{id}}/default-providers/{{channel}})",
                 validate::clip(&item.channel)
             )
         }

@@ -152,7 +152,8 @@ pub async fn claim(pool: &PgPool, plan: &[Wanted]) -> Result<Vec<Claimed>, sqlx:
 
 /// Hands claimed recipients back when their publish was not confirmed: a queued one to
 /// `pending` (only while it still holds the given dispatch), and a campaign's first attempts
-/// claimed by range by moving its cursor back below the lowest of them.
+/// claimed by range by moving its cursor back below the lowest of them. Counts what it
+/// handed back now; a busy campaign's cursor move is recorded as owed and not counted.
 pub async fn release(pool: &PgPool, claims: &[(i64, i32)]) -> Result<u64, sqlx::Error> {
     let (ids, seqs): (Vec<i64>, Vec<i32>) = claims.iter().copied().unzip();
     let done = sqlx::query_scalar!(

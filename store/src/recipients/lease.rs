@@ -172,7 +172,8 @@ pub async fn begin(
              INSERT INTO first_claims (campaign_id, owed_from, through)
              SELECT h.campaign_id, h.lowest, h.highest
              FROM unclaimed h JOIN campaigns c ON c.id = h.campaign_id
-             WHERE h.campaign_id NOT IN (SELECT id FROM cursors) AND c.claimed_through >= h.lowest
+             WHERE h.campaign_id NOT IN (SELECT id FROM cursors) AND c.kind = 'campaign'
+               AND c.claimed_through >= h.lowest
          )
          SELECT id AS "id!", dispatch_seq AS "dispatch_seq!", attempts AS "attempts!",
                 outcome_unknown_at AS "outcome_unknown_at?", unknown_via AS "unknown_via?",

@@ -121,7 +121,12 @@ async fn pause_stops_sends_within_a_tick_and_resume_finishes_exactly_once() -> R
     // 20 in flight at 100 ms: about 200 msg/s, so 3,000 recipients take ~15 s.
     let s = setup("fixed:100").await?;
     let id = s.campaign(3_000, json!({})).await?;
-    let _scheduler = s.env.scheduler(TICK_MS, &[])?;
+    // No requeue window within the test: a first attempt parked while its campaign's row was
+    // locked by another lease must be due again at the next sweep
+    // (`dispatch::a_cursor_a_busy_campaign…`), not a window after its claim (once 66 s).
+    let _scheduler = s
+        .env
+        .scheduler(TICK_MS, &[("HERALD_SCHEDULER_REQUEUE_AFTER_MS", "600000")])?;
     let _worker = s.env.worker(&[("HERALD_WORKER_PREFETCH", "20")])?;
     s.action(&id, "start").await?;
     wait_until(Duration::from_secs(20), || async {
@@ -152,9 +157,7 @@ async fn pause_stops_sends_within_a_tick_and_resume_finishes_exactly_once() -> R
 
     let resumed = s.action(&id, "resume").await?;
     assert_eq!(resumed["status"], "running");
-    // The whole test takes about 24 s. A first attempt parked while its campaign's row was locked by another
-    // lease is due again at the next sweep (`dispatch::a_cursor_a_busy_campaign…`), not a
-    // requeue window (60 s) after its claim, which once made this run 66 s.
+    // The whole test takes about 24 s.
     let done = s
         .wait_status(&id, "completed", Duration::from_secs(60))
         .await?;

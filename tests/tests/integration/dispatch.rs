@@ -628,6 +628,29 @@ async fn a_cursor_a_busy_campaign_kept_from_moving_back_is_moved_at_the_next_swe
     assert_eq!(sweep().await?, sweep::Rewound { lost: 0, owed: 1 });
     assert_eq!(cursor().await?, ids[15] - 1);
 
+    // A cursor already below what is handed back owes no move: claims only move it forward,
+    // past what they publish (a lease's parking and a release alike).
+    let below = || async {
+        sqlx::query("UPDATE campaigns SET claimed_through = $2 WHERE id = $1")
+            .bind(campaign)
+            .bind(ids[2])
+            .execute(&env.pool)
+            .await
+    };
+    claimed_all().await?;
+    below().await?;
+    let busy = hold().await?;
+    claim::release(&env.pool, &claims[10..]).await?;
+    let answers = lease::begin(&env.pool, &leased, Duration::from_secs(1)).await?;
+    busy.rollback().await?;
+    assert!(answers.iter().all(Option::is_none), "{answers:?}");
+    assert_eq!(
+        claims_left().await?,
+        0,
+        "a move owed by a cursor below the range"
+    );
+    assert_eq!(cursor().await?, ids[2]);
+
     // An old range claim with first attempts waiting is a lost message, whatever is owed.
     claimed_all().await?;
     let busy = hold().await?;
