@@ -85,6 +85,11 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
             // A provider API answers where it was asked; following a redirect could take a
             // request (and its credentials) anywhere, inside the network included.
             .redirect(reqwest::redirect::Policy::none())
+            // A provider's create request is no idempotent one: whether to send it again is
+            // Herald's decision (receipts, lookups), never the client's. reqwest's default
+            // policy would retry HTTP/2 refusals, and to be able to, copies every request's
+            // headers before sending it; with no retries allowed it keeps no copy.
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
     };
     let allowed = config.provider_allowed_networks.clone().unwrap_or_default();
