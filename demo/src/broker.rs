@@ -42,6 +42,8 @@ pub const MESSAGES: u32 = 100_000;
 pub const WINDOW: u32 = 1_000;
 pub const PREFETCH: u16 = 1_000;
 pub const TIMEOUT_SECS: u64 = 300;
+/// How long a connection's close may take once the measurement is over.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Default for Load {
     fn default() -> Self {
@@ -101,8 +103,14 @@ pub async fn measure(
             .await
     }
     .await;
-    let _ = consuming.close(200, "measured".into()).await;
-    let _ = publishing.close(200, "measured".into()).await;
+    // Bounded too: a publisher cut off by the time limit mid-stream once waited for ever on
+    // its connection's close (the process's exit closes it in any case).
+    let close = |connection: Connection| async move {
+        let closing = connection.close(200, "measured".into());
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
+    };
+    close(consuming).await;
+    close(publishing).await;
     let Carried { secs, bytes, cpu } = carried?;
     deleted.context("deleting the measured lane")?;
     let total = load.messages;

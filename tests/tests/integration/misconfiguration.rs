@@ -19,7 +19,10 @@ async fn a_refused_account_pauses_the_campaign_and_loses_no_recipient() -> Resul
     // A request of this 20 ms provider that times out is rightly charged an attempt (it may
     // have been taken): with the helper's 2 s timeout, a loaded machine (parallel tests)
     // charged 68 recipients so, and this test is about refusals, which must cost none.
-    sqlx::query("UPDATE providers SET timeout_ms = 30000 WHERE id = $1")
+    // Five requests in flight at most (250 msg/s): the rotation below must come while most
+    // recipients still wait, however loaded the machine (unbounded, the 3,000 were once all
+    // sent before it took effect).
+    sqlx::query("UPDATE providers SET timeout_ms = 30000, max_in_flight = 5 WHERE id = $1")
         .bind(provider)
         .execute(&env.pool)
         .await?;
