@@ -212,24 +212,38 @@ impl Ticker {
         self.carried = None;
         let pool = &self.pool.clone();
         let sweep = Instant::now();
-        activate_due(pool).await?;
+        // Side by side on the pool's connections, not one after another: each takes the
+        // recipients it changes SKIP LOCKED, and the campaigns one changes are no other's, so
+        // none waits on another; one after another, each round trip waited for a core on a
+        // loaded machine (with 10,000 running campaigns the eight took 46–56 ms a tick, of
+        // which PostgreSQL spent about 16 executing them; side by side 34–42 ms,
+        // BENCHMARKS.md 2026-12-17). Joined, not raced: each finishes, whichever failed.
+        use store::recipients::sweep;
+        let (activated, requeued, rewound, unknown_due, ended, expired, adopted, freed) = tokio::join!(
+            activate_due(pool),
+            sweep::requeue_stale_claims(pool, self.requeue_after),
+            sweep::rewind_stale_first_claims(pool, self.requeue_after),
+            sweep::retry_unknown_outcomes(pool),
+            sweep::end_waiting_recipients(pool),
+            sweep::expire_messages(pool),
+            receipts::adopt_parked(pool),
+            sweep::free_stale_lines(pool),
+        );
+        activated?;
+        freed?;
         let mut report = TickReport {
-            requeued: store::recipients::sweep::requeue_stale_claims(pool, self.requeue_after)
-                .await?,
-            rewound: store::recipients::sweep::rewind_stale_first_claims(pool, self.requeue_after)
-                .await?,
-            unknown_due: store::recipients::sweep::retry_unknown_outcomes(pool).await?,
-            ended: store::recipients::sweep::end_waiting_recipients(pool).await?
-                + store::recipients::sweep::expire_messages(pool).await?,
+            requeued: requeued?,
+            rewound: rewound?,
+            unknown_due: unknown_due?,
+            ended: ended? + expired?,
             ..Default::default()
         };
         // Housekeeping: a failure here is logged, not allowed to stop the tick's dispatch.
-        match receipts::adopt_parked(pool).await {
+        match adopted {
             Ok(0) => {}
             Ok(adopted) => tracing::info!(adopted, "parked receipts applied to their sends"),
             Err(error) => tracing::warn!(%error, "cannot adopt parked receipts now"),
         }
-        store::recipients::sweep::free_stale_lines(pool).await?;
         if report.requeued > 0 {
             tracing::warn!(
                 requeued = report.requeued,
@@ -360,25 +374,30 @@ impl Ticker {
                 .retain_lanes(|provider| primaries.contains_key(provider));
         }
         // Rate limits are read once a tick (and for a wake, which may be a lane's first
-        // pass); top-ups (only of lanes a tick has seen) keep the lanes' paces.
-        if matches!(pass, Pass::Tick | Pass::Wake(_)) {
-            let ids: Vec<Uuid> = involved.iter().copied().collect();
-            let paces: BTreeMap<Uuid, f64> = store::providers::provider_paces(pool, &ids)
-                .await?
-                .into_iter()
-                .collect();
+        // pass); top-ups (only of lanes a tick has seen) keep the lanes' paces. The lines
+        // free and the workers' allowances are read before anything is claimed: an error
+        // after the claims would strand them.
+        let ids: Vec<Uuid> = involved.iter().copied().collect();
+        let paced = async {
+            if matches!(pass, Pass::Tick | Pass::Wake(_)) {
+                store::providers::provider_paces(pool, &ids).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (paces, free_lines, allowances) = tokio::join!(
+            paced,
+            store::providers::free_lines(pool, &ids),
+            store::providers::smallest_allowances(pool, &ids),
+        );
+        if let Some(paces) = paces? {
+            let paces: BTreeMap<Uuid, f64> = paces.into_iter().collect();
             for &provider in &involved {
                 self.lanes.set_pace(provider, paces.get(&provider).copied());
             }
         }
-        let ids: Vec<Uuid> = involved.iter().copied().collect();
-        let free_lines: BTreeMap<Uuid, i64> = store::providers::free_lines(pool, &ids)
-            .await?
-            .into_iter()
-            .collect();
-        // Read before anything is claimed: an error after the claims would strand them.
-        let allowances: BTreeMap<Uuid, u32> = store::providers::smallest_allowances(pool, &ids)
-            .await?
+        let free_lines: BTreeMap<Uuid, i64> = free_lines?.into_iter().collect();
+        let allowances: BTreeMap<Uuid, u32> = allowances?
             .into_iter()
             .map(|(provider, allowance)| (provider, u32::try_from(allowance).unwrap_or(0)))
             .collect();
