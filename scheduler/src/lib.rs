@@ -12,8 +12,9 @@
 //!   (`herald_store::recipients::claim`); [`carry`]: what a top-up between ticks plans from
 //!   (the last measure, less what was claimed since).
 //! - [`publish`]: publishing with confirms.
-//! - [`tick`]: one tick, end to end: it sweeps (lost claims back to `pending`, waiting
-//!   recipients of ended campaigns ended) before it dispatches.
+//! - [`tick`]: one tick, end to end: it makes due campaigns running and [`sweep`]s (lost
+//!   claims back to `pending`, waiting recipients of ended campaigns ended) before it
+//!   dispatches.
 //! - [`housekeeping`]: beside the ticks, the leader recovers recipients whose lease ran out,
 //!   completes finished campaigns, folds the counters' ledger ([`counters`]), measures the
 //!   [`backlog`] (the work left per provider and tenant, the autoscaling metric) and keeps
@@ -33,6 +34,7 @@ pub mod lanes;
 pub mod leader;
 pub mod publish;
 pub mod routing;
+pub mod sweep;
 pub mod tick;
 pub mod turns;
 pub mod wake;

@@ -10,6 +10,7 @@ use crate::fairness::{self, Demand};
 use crate::lanes::Lanes;
 use crate::publish::{PublishError, Publisher};
 use crate::routing::{self, Routes, Spill};
+use crate::sweep::{self, Swept};
 use crate::turns::Turns;
 use herald_shared::domain::Channel;
 use herald_shared::ops::metrics as metrics_names;
@@ -17,7 +18,6 @@ use herald_shared::queue::message::{self, DispatchMessage, FORMAT_VERSION};
 use herald_shared::template;
 use herald_store as store;
 use herald_store::campaigns::ActiveCampaign;
-use herald_store::receipts;
 use herald_store::recipients::claim::{self, Claimed};
 use sqlx::PgPool;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -43,15 +43,8 @@ pub struct TickReport {
     pub due_campaigns: Vec<Uuid>,
     pub published: usize,
     pub unconfirmed: usize,
-    pub requeued: u64,
-    /// Campaigns whose cursor went back below first attempts claimed by range too long ago
-    /// (their message was lost), or below first attempts handed back (parked or not
-    /// published) whose cursor could not be moved then.
-    pub rewound: store::recipients::sweep::Rewound,
-    /// Waiting recipients of expired or cancelled campaigns that were ended.
-    pub ended: u64,
-    /// Recipients whose unknown outcome's window passed (due again, after a lookup).
-    pub unknown_due: u64,
+    /// What the tick's sweep did.
+    pub swept: Swept,
 }
 
 pub struct Ticker {
@@ -211,66 +204,25 @@ impl Ticker {
         // ever older measure.
         self.carried = None;
         let pool = &self.pool.clone();
-        let sweep = Instant::now();
-        // Side by side on the pool's connections, not one after another: each takes the
-        // recipients it changes SKIP LOCKED, and the campaigns one changes are no other's, so
-        // none waits on another; one after another, each round trip waited for a core on a
-        // loaded machine (with 10,000 running campaigns the eight took 46–56 ms a tick, of
-        // which PostgreSQL spent about 16 executing them; side by side 34–42 ms,
-        // BENCHMARKS.md 2026-12-17). Joined, not raced: each finishes, whichever failed.
-        use store::recipients::sweep;
-        let (activated, requeued, rewound, unknown_due, ended, expired, adopted, freed) = tokio::join!(
-            activate_due(pool),
-            sweep::requeue_stale_claims(pool, self.requeue_after),
-            sweep::rewind_stale_first_claims(pool, self.requeue_after),
-            sweep::retry_unknown_outcomes(pool),
-            sweep::end_waiting_recipients(pool),
-            sweep::expire_messages(pool),
-            receipts::adopt_parked(pool),
-            sweep::free_stale_lines(pool),
-        );
-        activated?;
-        freed?;
+        let started = Instant::now();
+        // Activating due campaigns goes beside the sweep's statements too (see
+        // `crate::sweep`): it writes scheduled campaigns, which they skip or leave alone.
+        let (activated, swept) =
+            tokio::join!(activate_due(pool), sweep::run(pool, self.requeue_after));
+        phase_done("sweep", started);
+        let swept = match (activated, swept) {
+            (Ok(()), swept) => swept?,
+            (Err(error), swept) => {
+                if let Err(also) = swept {
+                    tracing::warn!(error = %also, "the tick's sweep failed too");
+                }
+                return Err(error.into());
+            }
+        };
         let mut report = TickReport {
-            requeued: requeued?,
-            rewound: rewound?,
-            unknown_due: unknown_due?,
-            ended: ended? + expired?,
+            swept,
             ..Default::default()
         };
-        // Housekeeping: a failure here is logged, not allowed to stop the tick's dispatch.
-        match adopted {
-            Ok(0) => {}
-            Ok(adopted) => tracing::info!(adopted, "parked receipts applied to their sends"),
-            Err(error) => tracing::warn!(%error, "cannot adopt parked receipts now"),
-        }
-        if report.requeued > 0 {
-            tracing::warn!(
-                requeued = report.requeued,
-                "recipients queued too long (their message was lost) returned to pending"
-            );
-        }
-        if report.rewound.lost > 0 {
-            tracing::warn!(
-                campaigns = report.rewound.lost,
-                "first attempts claimed too long ago (their message was lost) handed out again"
-            );
-        }
-        if report.rewound.owed > 0 {
-            tracing::debug!(
-                campaigns = report.rewound.owed,
-                "first attempts handed back while their campaign was busy are due again"
-            );
-        }
-        if report.unknown_due > 0 {
-            tracing::info!(
-                due = report.unknown_due,
-                "no receipt within the window for unknown outcomes; due again after a lookup"
-            );
-        }
-
-        phase_done("sweep", sweep);
-
         self.dispatch(Pass::Tick, &mut report).await?;
 
         tracing::debug!(
