@@ -130,7 +130,10 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
 
     let mut interval = tokio::time::interval(config.tick());
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut wakes = wake::listen(pool.clone());
+    // On a connection of its own, not one of the pool's (see `db::listener_pool`).
+    let mut wakes = wake::listen(herald_shared::db::listener_pool(
+        herald_shared::db::options(database_url, &tls)?,
+    ));
     let (mut last_wake, mut wake_cost) = (std::time::Instant::now(), Duration::ZERO);
     loop {
         // A pass in progress when SIGTERM came is finished; none starts after it (the select

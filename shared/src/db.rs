@@ -53,6 +53,19 @@ pub async fn connect_with(
         .map_err(DbError::Connect)
 }
 
+/// A pool of one connection, opened when first asked for, for a listener: `LISTEN` holds its
+/// connection for as long as it listens, so taken from the pool the process's statements
+/// share it would leave them one connection fewer (and a pool of one, none). Connections
+/// here are never retired for age or idleness: the listener holds one until it is lost.
+pub fn listener_pool(options: PgConnectOptions) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_lazy_with(options)
+}
+
 /// Applies pending migrations. Idempotent, and safe to run from several processes at once
 /// (sqlx serialises them with an advisory lock).
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {

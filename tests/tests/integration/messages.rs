@@ -377,12 +377,24 @@ async fn the_quota_answers_429_until_the_backlog_drains_and_expired_messages_are
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accepted_message_does_not_wait_for_the_next_tick() -> Result<()> {
+    messages_go_out_between_ticks(&[]).await
+}
+
+/// The scheduler listens for wake-ups on a connection of its own: taken from its pool, the
+/// listener held a pool of one for ever, and neither a tick nor a wake could run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_with_a_pool_of_one_still_serves_wake_ups() -> Result<()> {
+    messages_go_out_between_ticks(&[("HERALD_DB_POOL_SIZE", "1")]).await
+}
+
+/// Three messages, each sent within 5 s of its acceptance, with ticks 20 s apart.
+async fn messages_go_out_between_ticks(scheduler_env: &[(&str, &str)]) -> Result<()> {
     let env = TestEnv::new(&["--latency", "fixed:0"]).await?;
     let provider = env.create_provider(&env.provider()).await?;
     let admin = env.admin().await?;
     let (_, key) = tenant(&admin, "acme", 100).await?;
     // Ticks 20 s apart: the first comes at once, the next long after this test is done.
-    let scheduler = env.scheduler(20_000, &[])?;
+    let scheduler = env.scheduler(20_000, scheduler_env)?;
     let _worker = env.worker(&[])?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
