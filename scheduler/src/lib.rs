@@ -81,8 +81,10 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
     .await?;
     let tls = config.connections.tls();
     let database_url = config.connections.database_url.expose();
+    // The pool's, the leadership lock's and the wake-up listener's connections alike.
+    let options = herald_shared::db::options(database_url, &tls)?;
     let pool =
-        herald_shared::db::connect(database_url, config.connections.db_pool_size, &tls).await?;
+        herald_shared::db::connect_with(options.clone(), config.connections.db_pool_size).await?;
     ops::watch_database(&health, pool.clone());
     let publisher = Publisher::new(
         config.connections.amqp_url.expose(),
@@ -103,7 +105,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
         Duration::from_millis(config.requeue_after_ms),
         config.min_batch,
     );
-    let mut leadership = Leadership::new(herald_shared::db::options(database_url, &tls)?);
+    let mut leadership = Leadership::new(options.clone());
     // Whether this scheduler leads, as its last leadership check said: the housekeeping
     // acts only then.
     let leading = leadership.shared();
@@ -131,9 +133,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
     let mut interval = tokio::time::interval(config.tick());
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // On a connection of its own, not one of the pool's (see `db::listener_pool`).
-    let mut wakes = wake::listen(herald_shared::db::listener_pool(
-        herald_shared::db::options(database_url, &tls)?,
-    ));
+    let mut wakes = wake::listen(herald_shared::db::listener_pool(options));
     let (mut last_wake, mut wake_cost) = (std::time::Instant::now(), Duration::ZERO);
     loop {
         // A pass in progress when SIGTERM came is finished; none starts after it (the select

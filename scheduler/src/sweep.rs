@@ -62,7 +62,7 @@ pub async fn run(pool: &PgPool, requeue_after: Duration) -> Result<Swept, sqlx::
 
 /// What a statement found, or nothing if it failed: the first failure is kept in `failed`,
 /// any later one logged here.
-fn keep<T: Default>(result: Result<T, sqlx::Error>, failed: &mut Option<sqlx::Error>) -> T {
+pub fn keep<T: Default>(result: Result<T, sqlx::Error>, failed: &mut Option<sqlx::Error>) -> T {
     result.unwrap_or_else(|error| {
         if failed.is_some() {
             tracing::warn!(%error, "a sweep statement failed too");

@@ -210,15 +210,13 @@ impl Ticker {
         let (activated, swept) =
             tokio::join!(activate_due(pool), sweep::run(pool, self.requeue_after));
         phase_done("sweep", started);
-        let swept = match (activated, swept) {
-            (Ok(()), swept) => swept?,
-            (Err(error), swept) => {
-                if let Err(also) = swept {
-                    tracing::warn!(error = %also, "the tick's sweep failed too");
-                }
-                return Err(error.into());
-            }
-        };
+        // The first failure ends the tick, once both are reported (see `sweep::keep`).
+        let mut failed = None;
+        sweep::keep(activated, &mut failed);
+        let swept = sweep::keep(swept, &mut failed);
+        if let Some(error) = failed {
+            return Err(error.into());
+        }
         let mut report = TickReport {
             swept,
             ..Default::default()
@@ -326,30 +324,25 @@ impl Ticker {
                 .retain_lanes(|provider| primaries.contains_key(provider));
         }
         // Rate limits are read once a tick (and for a wake, which may be a lane's first
-        // pass); top-ups (only of lanes a tick has seen) keep the lanes' paces. The lines
-        // free and the workers' allowances are read before anything is claimed: an error
-        // after the claims would strand them.
-        let ids: Vec<Uuid> = involved.iter().copied().collect();
-        let paced = async {
-            if matches!(pass, Pass::Tick | Pass::Wake(_)) {
-                store::providers::provider_paces(pool, &ids).await.map(Some)
-            } else {
-                Ok(None)
-            }
-        };
-        let (paces, free_lines, allowances) = tokio::join!(
-            paced,
-            store::providers::free_lines(pool, &ids),
-            store::providers::smallest_allowances(pool, &ids),
-        );
-        if let Some(paces) = paces? {
-            let paces: BTreeMap<Uuid, f64> = paces.into_iter().collect();
+        // pass); top-ups (only of lanes a tick has seen) keep the lanes' paces.
+        if matches!(pass, Pass::Tick | Pass::Wake(_)) {
+            let ids: Vec<Uuid> = involved.iter().copied().collect();
+            let paces: BTreeMap<Uuid, f64> = store::providers::provider_paces(pool, &ids)
+                .await?
+                .into_iter()
+                .collect();
             for &provider in &involved {
                 self.lanes.set_pace(provider, paces.get(&provider).copied());
             }
         }
-        let free_lines: BTreeMap<Uuid, i64> = free_lines?.into_iter().collect();
-        let allowances: BTreeMap<Uuid, u32> = allowances?
+        let ids: Vec<Uuid> = involved.iter().copied().collect();
+        let free_lines: BTreeMap<Uuid, i64> = store::providers::free_lines(pool, &ids)
+            .await?
+            .into_iter()
+            .collect();
+        // Read before anything is claimed: an error after the claims would strand them.
+        let allowances: BTreeMap<Uuid, u32> = store::providers::smallest_allowances(pool, &ids)
+            .await?
             .into_iter()
             .map(|(provider, allowance)| (provider, u32::try_from(allowance).unwrap_or(0)))
             .collect();
