@@ -13,6 +13,11 @@ pub use herald_store::recipients::record::Outcome;
 
 /// The outcome `decision` writes for the message `dispatch`, sent to `provider`.
 pub fn outcome(dispatch: Dispatch, provider: Uuid, decision: &Decision) -> Outcome {
+    // Found by a lookup: recorded at the provider whose request created it.
+    let provider = match decision {
+        Decision::Found { via, .. } => *via,
+        _ => provider,
+    };
     let row = |state, message_id: Option<&String>, error: Option<&str>, due_in| Outcome {
         dispatch,
         provider,
@@ -33,6 +38,10 @@ pub fn outcome(dispatch: Dispatch, provider: Uuid, decision: &Decision) -> Outco
     match decision {
         Decision::Sent {
             provider_message_id,
+        }
+        | Decision::Found {
+            provider_message_id,
+            ..
         } => row(
             RecipientState::Sent,
             provider_message_id.as_ref(),

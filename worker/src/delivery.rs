@@ -203,6 +203,9 @@ async fn process(
     drop(permit);
     match &decision {
         Decision::Sent { .. } => tracing::debug!(attempt, "sent"),
+        Decision::Found { via, .. } => {
+            tracing::info!(attempt, provider_id = %via, "an earlier request had sent it")
+        }
         Decision::Retry { error, delay } => {
             tracing::info!(attempt, %error, ?delay, "transient failure; will retry")
         }
@@ -231,6 +234,7 @@ async fn process(
     step("request", leased_at, answered);
     let label = decision.metric_label();
     let outcome = attempts::outcome(dispatch, message.provider_id, &decision);
+    let provider_id = outcome.provider;
     match ctx.record.call(outcome).await {
         Ok(()) => {
             step("outcome", answered, Instant::now());
@@ -238,7 +242,7 @@ async fn process(
             herald_shared::ops::metrics::message(
                 &message.tenant_id,
                 &message.campaign_id,
-                &message.provider_id,
+                &provider_id,
                 label,
             );
         }
@@ -408,10 +412,29 @@ async fn settle_unknown(
         ?verdict,
         "looked up an earlier request whose outcome was unknown"
     );
-    if let Verdict::Sent(provider_message_id) = verdict {
-        return Some(Decision::Sent {
-            provider_message_id: Some(provider_message_id),
-        });
+    match verdict {
+        Verdict::Sent(provider_message_id) => {
+            return Some(Decision::Found {
+                provider_message_id: Some(provider_message_id),
+                via: earlier.id,
+            });
+        }
+        Verdict::SentUnidentified { .. } => {
+            return Some(Decision::Found {
+                provider_message_id: None,
+                via: earlier.id,
+            });
+        }
+        Verdict::Ambiguous { candidates } => {
+            return Some(Decision::Failed {
+                error: format!(
+                    "an earlier request may have been sent: the provider holds {candidates} \
+                     messages to this address since then, none with this text, and which \
+                     (if any) is this one cannot be told; not sent again"
+                ),
+            });
+        }
+        Verdict::NotFound | Verdict::CannotTell => {}
     }
     if policy.unknown == UnknownOutcome::Fail {
         return Some(Decision::Failed {
@@ -436,7 +459,26 @@ async fn settle_unknown(
             delay: Duration::ZERO,
         });
     }
-    None
+    // Recorded before the new request, so that a lost answer to it (or this worker's death
+    // during it) is looked up where and when this request went, not the earlier one.
+    match herald_store::recipients::reconcile::rule_out_earlier_attempt(
+        &ctx.pool,
+        message.recipient_id,
+        message.seq,
+    )
+    .await
+    {
+        Ok(true) => None,
+        // The lease is no longer this dispatch's: this outcome will not land either.
+        Ok(false) => Some(Decision::Deferred {
+            error: "the lease was lost before sending again".into(),
+            delay: Duration::ZERO,
+        }),
+        Err(error) => Some(Decision::Deferred {
+            error: format!("cannot record the lookup's answer before sending again: {error}"),
+            delay: LOOKUP_RETRY,
+        }),
+    }
 }
 
 /// A rate-limited provider's request, made on a send slot: reserved only now, with the

@@ -87,9 +87,10 @@ impl OnTime {
         }));
         match task.await {
             Ok(result) => result,
-            Err(error) => Some(CallResult::Transient {
+            // The task may have died after its request was written: not a reason to send
+            // again blindly.
+            Err(error) => Some(CallResult::Unknown {
                 reason: format!("the paced request did not finish: {error}"),
-                retry_after: None,
             }),
         }
     }

@@ -3,6 +3,7 @@
 use herald_shared::backoff::RetryPolicy;
 use herald_shared::domain::UnknownOutcome;
 use std::time::Duration;
+use uuid::Uuid;
 
 /// A provider's policy for what comes back: retries, and what an unknown outcome means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +97,13 @@ pub enum Decision {
     Sent {
         provider_message_id: Option<String>,
     },
+    /// A lookup found the message an earlier request created, that request's answer lost:
+    /// sent through `via`, the provider that request went to (not always this dispatch's:
+    /// a retry may be routed to an overflow), which its counts and receipts are under.
+    Found {
+        provider_message_id: Option<String>,
+        via: Uuid,
+    },
     Retry {
         error: String,
         delay: Duration,
@@ -156,7 +164,9 @@ pub fn classify_status(status: u16) -> StatusClass {
         408 | 425 | 429 => StatusClass::Transient,
         400..=499 => StatusClass::Permanent,
         503 => StatusClass::Unavailable,
-        502 | 504 => StatusClass::Ambiguous,
+        // A POST that failed on the server (500) or behind a gateway (502, 504) may have
+        // had its effect: HTTP says nothing of a failed request's side effects.
+        500..=599 => StatusClass::Ambiguous,
         _ => StatusClass::Transient,
     }
 }
@@ -167,8 +177,9 @@ pub enum StatusClass {
     Transient,
     /// The provider says it cannot serve now: nothing was done.
     Unavailable,
-    /// A gateway in front of the provider lost its answer (502) or gave up waiting for it
-    /// (504): the provider may have taken the request.
+    /// The provider failed while handling the request (500 and the other 5xx but 503), or
+    /// a gateway in front of it lost its answer (502) or gave up waiting for it (504): the
+    /// provider may have taken the request.
     Ambiguous,
     Permanent,
 }
@@ -177,7 +188,7 @@ impl Decision {
     /// The `outcome` label of `herald_messages_total`.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Decision::Sent { .. } => "sent",
+            Decision::Sent { .. } | Decision::Found { .. } => "sent",
             Decision::Retry { .. } => "retried",
             Decision::Failed { .. } => "failed",
             Decision::Expired => "expired",
@@ -274,7 +285,8 @@ mod tests {
         assert_eq!(classify_status(200), StatusClass::Success);
         assert_eq!(classify_status(201), StatusClass::Success);
         assert_eq!(classify_status(429), StatusClass::Transient);
-        assert_eq!(classify_status(500), StatusClass::Transient);
+        assert_eq!(classify_status(500), StatusClass::Ambiguous);
+        assert_eq!(classify_status(599), StatusClass::Ambiguous);
         assert_eq!(classify_status(503), StatusClass::Unavailable);
         assert_eq!(classify_status(502), StatusClass::Ambiguous);
         assert_eq!(classify_status(504), StatusClass::Ambiguous);

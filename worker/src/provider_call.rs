@@ -90,7 +90,7 @@ async fn call(egress: &Egress, provider: &Provider, message: &DispatchMessage) -
         .and_then(|v| adapters::parse_retry_after(v, chrono::Utc::now()));
     // The status has come: it decides, even if the body is cut off (a 2xx without its body
     // still means the provider took the request, just without telling its id).
-    let body = match response.bytes().await {
+    let body = match read_body(response, ANSWER_LIMIT).await {
         Ok(body) => body,
         Err(error) => {
             tracing::debug!(status, error = %without_url(&error), "answer's body lost");
@@ -105,6 +105,27 @@ async fn call(egress: &Egress, provider: &Provider, message: &DispatchMessage) -
             body: &body,
         },
     )
+}
+
+/// The most of a send's answer read: an answer is a few hundred bytes of JSON, and with
+/// thousands of requests in flight a provider (a tenant's own endpoint) answering megabytes
+/// would take the worker's memory; what is past this is not read.
+pub const ANSWER_LIMIT: usize = 64 * 1024;
+
+/// A response's body, at most `limit` bytes of it (the rest is dropped with the connection).
+pub async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= limit {
+            break;
+        }
+    }
+    Ok(body)
 }
 
 /// What a request that got no answer means.

@@ -17,19 +17,31 @@ use std::time::Duration;
 pub enum Verdict {
     /// It created this message (its id): sent, nothing to resend.
     Sent(String),
+    /// Several messages with its text, none recorded by another recipient: it was sent,
+    /// but which of them is its own cannot be told (recorded without an id).
+    SentUnidentified { candidates: usize },
     /// No such message: the earlier request did not get through.
     NotFound,
+    /// Several messages to its address, none with its text (a provider may store a text
+    /// it re-encoded): whether one is its own cannot be told, so it is not sent again.
+    Ambiguous { candidates: usize },
     /// The provider's API has no lookup.
     CannotTell,
 }
+
+/// The most of a lookup's answer read: a page of 50 messages is tens of kilobytes. One cut
+/// off is not a list (the lookup fails, costing an attempt, never a resend).
+const LOOKUP_ANSWER_LIMIT: usize = 1024 * 1024;
 
 /// Slack for the provider's clock against the database's, either side of the window in which
 /// the earlier request could have created its message.
 const CLOCK_MARGIN: Duration = Duration::from_secs(60);
 
-/// Looks up `message` as sent by `provider` in the window of the attempt that began at
-/// `since` (its request was made then or within the provider's timeout after). `Err` when
-/// the lookup itself failed.
+/// Looks up `message` as sent by `provider` since the attempt that began at `since`. The
+/// window runs to now: that request may have started well after its lease was taken (after
+/// a wait for a send slot or a line), and a worker that died during a later attempt through
+/// the same provider leaves only the earliest unsettled attempt on the row. `Err` when the
+/// lookup itself failed.
 pub async fn look_up(
     egress: &crate::egress::Egress,
     pool: &PgPool,
@@ -41,8 +53,7 @@ pub async fn look_up(
         return Ok(Verdict::CannotTell);
     };
     let margin = chrono::Duration::from_std(CLOCK_MARGIN).unwrap_or_default();
-    let timeout = chrono::Duration::from_std(provider.timeout).unwrap_or_default();
-    let window = (since - margin)..=(since + timeout + margin);
+    let window = (since - margin)..=(Utc::now() + margin);
     let headers = provider_call::header_map(&request)?;
     let url =
         url::Url::parse(&request.url).map_err(|e| format!("the lookup's URL is not valid: {e}"))?;
@@ -57,8 +68,7 @@ pub async fn look_up(
         .await
         .map_err(|e| format!("lookup failed: {}", provider_call::without_url(&e)))?;
     let status = response.status().as_u16();
-    let body = response
-        .bytes()
+    let body = provider_call::read_body(response, LOOKUP_ANSWER_LIMIT)
         .await
         .map_err(|e| format!("lookup failed: {}", provider_call::without_url(&e)))?;
     let answer = Answer {
@@ -70,7 +80,7 @@ pub async fn look_up(
     let unclaimed = unclaimed(pool, message.recipient_id, candidates)
         .await
         .map_err(|e| format!("lookup failed: {e}"))?;
-    Ok(choose(&unclaimed).map_or(Verdict::NotFound, Verdict::Sent))
+    Ok(judge(&unclaimed))
 }
 
 /// The candidates no other recipient has recorded as its own send (the same text to the same
@@ -92,14 +102,23 @@ async fn unclaimed(
         .collect())
 }
 
-/// The recipient's message among `candidates`: the one with its text, or else the only one
-/// there is (a provider may store a text it re-encoded); none if that is still ambiguous.
-pub fn choose(candidates: &[Candidate]) -> Option<String> {
+/// What `candidates` (the provider's messages to the recipient's address in the window,
+/// none claimed by another recipient) say of its earlier request: the one with its text,
+/// or else the only one there is (a provider may store a text it re-encoded), is its own.
+/// Only none at all is `NotFound`: a message Herald cannot tell apart from its own is never
+/// a reason to send again.
+pub fn judge(candidates: &[Candidate]) -> Verdict {
     let same: Vec<&Candidate> = candidates.iter().filter(|c| c.same_text).collect();
     match (same.as_slice(), candidates) {
-        ([one], _) => Some(one.sid.clone()),
-        ([], [only]) => Some(only.sid.clone()),
-        _ => None,
+        (_, []) => Verdict::NotFound,
+        ([one], _) => Verdict::Sent(one.sid.clone()),
+        ([], [only]) => Verdict::Sent(only.sid.clone()),
+        ([], several) => Verdict::Ambiguous {
+            candidates: several.len(),
+        },
+        (same, _) => Verdict::SentUnidentified {
+            candidates: same.len(),
+        },
     }
 }
 
@@ -116,10 +135,23 @@ mod tests {
 
     #[test]
     fn the_message_with_the_text_or_the_only_one() {
-        assert_eq!(choose(&[]), None);
-        assert_eq!(choose(&[c("a", false), c("b", true)]), Some("b".into()));
-        assert_eq!(choose(&[c("a", false)]), Some("a".into()));
-        assert_eq!(choose(&[c("a", false), c("b", false)]), None);
-        assert_eq!(choose(&[c("a", true), c("b", true)]), None);
+        assert_eq!(judge(&[]), Verdict::NotFound);
+        assert_eq!(
+            judge(&[c("a", false), c("b", true)]),
+            Verdict::Sent("b".into())
+        );
+        assert_eq!(judge(&[c("a", false)]), Verdict::Sent("a".into()));
+    }
+
+    #[test]
+    fn messages_it_cannot_tell_apart_from_its_own_are_never_not_found() {
+        assert_eq!(
+            judge(&[c("a", false), c("b", false)]),
+            Verdict::Ambiguous { candidates: 2 }
+        );
+        assert_eq!(
+            judge(&[c("a", true), c("b", true), c("c", false)]),
+            Verdict::SentUnidentified { candidates: 2 }
+        );
     }
 }

@@ -141,6 +141,7 @@ fn common_properties() -> Value {
             "type": ["number", "null"], "minimum": 0, "exclusiveMaximum": 1_000_000
         },
         "unknown_outcome": {
+            "description": "What a request whose answer never came leads to; retry only for an http provider that honours Idempotency-Key.",
             "type": "string", "enum": ["await_receipt", "retry", "fail"], "default": "await_receipt"
         },
         "unknown_window_ms": whole(0, 86_400_000, 120_000),

@@ -253,11 +253,25 @@ fn check(body: &NewProvider) -> Vec<FieldError> {
             "must be at least 0 and below 1000000".into(),
         );
     }
-    if body.unknown_outcome.parse::<UnknownOutcome>().is_err() {
-        bad(
+    match body.unknown_outcome.parse::<UnknownOutcome>() {
+        Err(_) => bad(
             "unknown_outcome",
             "must be await_receipt, retry or fail".into(),
-        );
+        ),
+        // Only a generic API can honour the idempotency key a retry relies on: Twilio's and
+        // Meta's create a second message.
+        Ok(UnknownOutcome::Retry) if Kind::parse(&body.kind).is_some_and(|k| k != Kind::Http) => {
+            bad(
+                "unknown_outcome",
+                format!(
+                    "retry is only for an http provider that honours Idempotency-Key; {} takes \
+                     none, so a retry after a lost answer would send a second message: use \
+                     await_receipt or fail",
+                    body.kind
+                ),
+            )
+        }
+        Ok(_) => {}
     }
     fields
 }
@@ -483,6 +497,16 @@ mod tests {
             ]
         );
         assert_eq!(fields(json!({"name": "p", "kind": "smtp"})), ["kind"]);
+        // A retry after a lost answer only for an API that honours the idempotency key.
+        let twilio = |unknown: &str| {
+            fields(
+                json!({"name": "p", "kind": "twilio_sms", "unknown_outcome": unknown,
+                          "settings": {"from": "+15005550006"},
+                          "credentials": {"account_sid": format!("AC{}", "0".repeat(32)), "auth_token": "t"}}),
+            )
+        };
+        assert_eq!(twilio("retry"), ["unknown_outcome"]);
+        assert!(twilio("fail").is_empty(), "{:?}", twilio("fail"));
         assert_eq!(
             fields(json!({"name": "p", "endpoint": "https://sms.example/send",
                           "unknown_outcome": "guess", "unknown_window_ms": -1,

@@ -20,3 +20,27 @@ pub async fn taken_by_others(
     .fetch_all(pool)
     .await
 }
+
+/// Forgets the recipient's earlier attempt whose outcome was unknown, now that the lookup
+/// found it did not get through (or its provider's policy sends again without one), just
+/// before the new request: should that request's answer be lost too, or its worker die
+/// during it, the unknown outcome is then dated from the new attempt, at the provider it
+/// went to. Kept, the earlier one's minutes and provider would be searched again, and a
+/// message the new request created through another provider, or later than the earlier
+/// window, would not be found and would be sent a third time. Only while `seq`'s lease
+/// holds; answers whether it did.
+pub async fn rule_out_earlier_attempt(
+    pool: &PgPool,
+    recipient: i64,
+    seq: i32,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!(
+        "UPDATE recipients SET outcome_unknown_at = NULL, unknown_via = NULL, updated_at = now()
+         WHERE id = $1 AND dispatch_seq = $2 AND state = 'sending'",
+        recipient,
+        seq,
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

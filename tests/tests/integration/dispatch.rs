@@ -257,8 +257,9 @@ async fn two_messages_for_a_first_attempt_in_one_batch_send_once() -> Result<()>
 async fn a_first_attempt_already_made_is_not_sent_again_by_a_second_message() -> Result<()> {
     // Fewer than a circuit breaker needs to judge: every failure is a retry, none a deferral.
     const RECIPIENTS: i64 = 12;
-    // Every recipient's first request fails (500); its retry is a minute away.
-    let env = TestEnv::new(&["--fail-first", "1"]).await?;
+    // Every recipient's first request fails (408: not taken, so a retry, not an unknown
+    // outcome); its retry is a minute away.
+    let env = TestEnv::new(&["--fail-first", "1", "--fail-status", "408"]).await?;
     let mut slow_retries = env.provider();
     slow_retries.retry_base_ms = 60_000;
     slow_retries.retry_max_ms = 60_000;

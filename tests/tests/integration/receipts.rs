@@ -643,6 +643,131 @@ async fn without_a_receipt_the_lost_answers_message_is_looked_up_not_resent() ->
     Ok(())
 }
 
+/// P at the test's simulator (a window long enough for a test to move its campaign before
+/// it ends), Q at a simulator of its own started with `q_args` (a window of 500 ms), and a
+/// campaign of `recipients` numbers from `prefix` through P: (P, Q, Q's URL, campaign).
+async fn through_p_then_q(
+    env: &mut TestEnv,
+    q_args: &[&str],
+    prefix: &str,
+    recipients: usize,
+) -> Result<(Uuid, Uuid, String, Uuid)> {
+    let q_url = env.extra_simulator(q_args).await?;
+    let simulator = env.simulator_url.clone();
+    let p = env
+        .twilio_provider_at("p", "twilio_sms", &simulator)
+        .await?;
+    let q = env.twilio_provider_at("q", "twilio_sms", &q_url).await?;
+    for (provider, window) in [(p, 600_000), (q, 500)] {
+        sqlx::query("UPDATE providers SET unknown_window_ms = $2 WHERE id = $1")
+            .bind(provider)
+            .bind(window)
+            .execute(&env.pool)
+            .await?;
+    }
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, p, "c", &numbers(prefix, recipients), 100)
+        .await?;
+    Ok((p, q, q_url, campaign))
+}
+
+/// Starts `campaign` and waits until all its `recipients` are `unknown` at its provider;
+/// then moves it to `next` with those outcomes due at once, and waits for it to complete.
+async fn unknown_then_sent_through(
+    env: &TestEnv,
+    campaign: Uuid,
+    recipients: usize,
+    next: Uuid,
+) -> Result<()> {
+    env.start(campaign).await?;
+    let all_unknown = herald_tests::wait_until(Duration::from_secs(30), || async {
+        env.states(campaign)
+            .await
+            .is_ok_and(|s| s.get("unknown") == Some(&(recipients as i64)))
+    })
+    .await;
+    assert!(all_unknown.is_ok(), "{:?}", env.states(campaign).await?);
+    sqlx::query("UPDATE campaigns SET provider_id = $2 WHERE id = $1")
+        .bind(campaign)
+        .bind(next)
+        .execute(&env.pool)
+        .await?;
+    sqlx::query("UPDATE recipients SET next_attempt_at = now() WHERE campaign_id = $1")
+        .bind(campaign)
+        .execute(&env.pool)
+        .await?;
+    env.wait_completed(&[campaign], Duration::from_secs(60))
+        .await
+}
+
+/// Two lost answers in a row, through two providers: the first request (at P) created
+/// nothing, the second (at Q, after P's lookup found nothing) created a message whose answer
+/// was lost too. The next lookup must ask Q, where that request went, not P again: asking P
+/// finds nothing and sends a third message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_lost_answer_is_looked_up_where_that_request_went() -> Result<()> {
+    const RECIPIENTS: usize = 10; // fewer than P's breaker needs to judge
+    // P: every request held 50 ms, then 504 (a gateway's timeout: nothing created).
+    let mut env = TestEnv::new(&["--timeout-rate", "1", "--timeout-hold-ms", "50"]).await?;
+    // Q: every request creates its message and loses the answer.
+    let (_, q, q_url, campaign) =
+        through_p_then_q(&mut env, &["--lose-rate", "1"], "+1555940", RECIPIENTS).await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
+    // Then each is looked up at P (nothing there) and sent through Q, whose answer is lost.
+    unknown_then_sent_through(&env, campaign, RECIPIENTS, q).await?;
+
+    let states = env.states(campaign).await?;
+    assert_eq!(states.get("sent"), Some(&(RECIPIENTS as i64)), "{states:?}");
+    let at_p = env.simulator_stats().await?;
+    assert_eq!(at_p["requests"], RECIPIENTS, "P: each once: {at_p}");
+    let at_q = env.simulator_stats_at(&q_url).await?;
+    assert_eq!(
+        at_q["requests"], RECIPIENTS,
+        "Q: each once, found there after: {at_q}"
+    );
+    // Each recorded with the SID Q's list gave, at Q.
+    let found_at_q: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM recipients
+         WHERE campaign_id = $1 AND provider_message_id IS NOT NULL AND sent_via = $2",
+    )
+    .bind(campaign)
+    .bind(q)
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(found_at_q, RECIPIENTS as i64);
+    Ok(())
+}
+
+/// A lost answer's message found by the lookup at P, the provider its request went to,
+/// while the retry was routed to Q: it is P's send (its counts, its receipts), and Q is
+/// never called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_found_by_a_lookup_is_recorded_at_the_provider_that_sent_it() -> Result<()> {
+    const RECIPIENTS: usize = 10;
+    // P: every request creates its message and loses the answer.
+    let mut env = TestEnv::new(&["--lose-rate", "1"]).await?;
+    let (p, q, q_url, campaign) = through_p_then_q(&mut env, &[], "+1555950", RECIPIENTS).await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
+    unknown_then_sent_through(&env, campaign, RECIPIENTS, q).await?;
+
+    let at_p: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM recipients
+         WHERE campaign_id = $1 AND state = 'sent' AND sent_via = $2
+           AND provider_message_id IS NOT NULL",
+    )
+    .bind(campaign)
+    .bind(p)
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(at_p, RECIPIENTS as i64, "{:?}", env.states(campaign).await?);
+    let q_stats = env.simulator_stats_at(&q_url).await?;
+    assert_eq!(q_stats["requests"], 0, "{q_stats}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_that_cannot_tell_fails_unknown_outcomes_when_its_policy_says_so() -> Result<()>
 {

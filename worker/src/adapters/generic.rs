@@ -272,9 +272,11 @@ mod tests {
             interpret(&answer(503, "")),
             CallResult::Unavailable { .. }
         ));
+        // A server error may have had its effect: settled by a receipt or, for a provider
+        // that honours the idempotency key (`unknown_outcome = retry`), sent again at once.
         assert!(matches!(
             interpret(&answer(500, "")),
-            CallResult::Transient { .. }
+            CallResult::Unknown { .. }
         ));
         assert!(matches!(
             interpret(&answer(401, "")),

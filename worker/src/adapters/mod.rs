@@ -118,7 +118,8 @@ pub enum ErrorClass {
     Transient,
     /// The provider says it is down or overloaded: nothing was sent, no attempt charged.
     Unavailable,
-    /// A gateway lost the provider's answer (502, 504): it may have been sent.
+    /// The provider failed while handling the request, or a gateway lost its answer (500,
+    /// 502, 504 and the other 5xx but 503): it may have been sent.
     Ambiguous,
     /// The provider refuses our credentials or configuration: no recipient can succeed.
     Misconfigured,
@@ -284,15 +285,25 @@ pub fn clip(text: &str) -> String {
     clipped
 }
 
-/// `Retry-After` as seconds or as an HTTP date (RFC 9110 §10.2.3), relative to `now`.
+/// The longest `Retry-After` taken at its word. A provider's answer sets when a recipient
+/// is due again and, for a paced provider, when the whole fleet may next call it: a value
+/// of years (or one past what PostgreSQL's timestamps hold, which would fail the whole
+/// outcome statement) would stop it for good. A provider still unwilling after an hour
+/// says so again.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
+
+/// `Retry-After` as seconds or as an HTTP date (RFC 9110 §10.2.3), relative to `now`, at
+/// most [`MAX_RETRY_AFTER`].
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = DateTime::parse_from_rfc2822(value).ok()?;
-    // A date in the past means "now".
-    Some((at.with_timezone(&Utc) - now).to_std().unwrap_or_default())
+    let wait = if let Ok(seconds) = value.parse::<u64>() {
+        Duration::from_secs(seconds)
+    } else {
+        let at = DateTime::parse_from_rfc2822(value).ok()?;
+        // A date in the past means "now".
+        (at.with_timezone(&Utc) - now).to_std().unwrap_or_default()
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -349,6 +360,15 @@ pub(crate) mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
+        // Years, or past what a timestamp holds: an hour.
+        assert_eq!(
+            parse_retry_after("10000000000000", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now),
+            Some(MAX_RETRY_AFTER)
+        );
     }
 
     #[test]

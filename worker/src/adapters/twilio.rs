@@ -167,9 +167,11 @@ pub fn class(status: u16, code: Option<i64>) -> ErrorClass {
         (Some(21211 | 21614 | 21610), _) => ErrorClass::Permanent,
         // Service unavailable: nothing was done.
         (Some(20503), _) | (_, 503) => ErrorClass::Unavailable,
-        // A gateway in front of Twilio lost its answer: the message may exist.
-        (_, 502 | 504) => ErrorClass::Ambiguous,
-        (_, 500..) | (_, 408) => ErrorClass::Transient,
+        // Twilio failed while handling the request (20500 and other 5xx), or a gateway in
+        // front of it lost its answer (502, 504): the create API takes no idempotency key,
+        // so the message may exist and only a lookup can tell.
+        (_, 500..) => ErrorClass::Ambiguous,
+        (_, 408) => ErrorClass::Transient,
         _ => ErrorClass::Permanent,
     }
 }
@@ -643,7 +645,11 @@ mod tests {
             (400, Some(21610), ErrorClass::Permanent),
             (400, Some(21611), ErrorClass::Throttled),
             (429, None, ErrorClass::Throttled),
-            (500, Some(20500), ErrorClass::Transient),
+            // Twilio's internal error: the message may exist (a lookup tells).
+            (500, Some(20500), ErrorClass::Ambiguous),
+            (500, None, ErrorClass::Ambiguous),
+            (507, None, ErrorClass::Ambiguous),
+            (408, None, ErrorClass::Transient),
             (503, None, ErrorClass::Unavailable),
             (503, Some(20503), ErrorClass::Unavailable),
             (502, None, ErrorClass::Ambiguous),

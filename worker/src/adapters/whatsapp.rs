@@ -237,10 +237,12 @@ pub fn class(status: u16, code: Option<i64>) -> ErrorClass {
         (Some(131026 | 131047 | 131051 | 100), _) => ErrorClass::Permanent,
         // Service temporarily down or overloaded, account upgrade in progress: nothing sent.
         (Some(2 | 131057), _) | (_, 503) => ErrorClass::Unavailable,
-        // A gateway lost Meta's answer: the message may exist.
-        (_, 502 | 504) => ErrorClass::Ambiguous,
-        // Unknown API error, something went wrong.
-        (Some(1 | 131000), _) | (_, 500..) | (_, 408) => ErrorClass::Transient,
+        // Unknown API error; "something went wrong: message failed to send".
+        (Some(1 | 131000), _) | (_, 408) => ErrorClass::Transient,
+        // Any other 5xx: Meta failed while handling the request, or a gateway lost its
+        // answer (502, 504). The messages API takes no idempotency key, so the message may
+        // exist: its webhook may still tell.
+        (_, 500..) => ErrorClass::Ambiguous,
         _ => ErrorClass::Permanent,
     }
 }
@@ -470,6 +472,9 @@ mod tests {
             (400, Some(131051), ErrorClass::Permanent),
             (400, Some(100), ErrorClass::Permanent),
             (500, Some(131000), ErrorClass::Transient),
+            // A 5xx that names no error Meta documents: the message may exist.
+            (500, None, ErrorClass::Ambiguous),
+            (500, Some(999_999), ErrorClass::Ambiguous),
             (503, Some(2), ErrorClass::Unavailable),
             (400, Some(131057), ErrorClass::Unavailable),
             (400, Some(1), ErrorClass::Transient),
