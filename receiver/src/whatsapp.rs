@@ -85,7 +85,14 @@ pub fn statuses(provider_id: Uuid, body: &[u8]) -> Result<Vec<NumberedReceipt>, 
         if change.field != "messages" {
             continue;
         }
-        let number = change.value.metadata.and_then(|m| m.phone_number_id);
+        // Looked up among the providers: one PostgreSQL cannot take (a NUL, say) is the
+        // sender's error, not the database's.
+        let number = change
+            .value
+            .metadata
+            .and_then(|m| m.phone_number_id)
+            .map(|n| text("metadata.phone_number_id", &n, 64))
+            .transpose()?;
         for status in change.value.statuses {
             let Some(normalised) = DeliveryStatus::from_whatsapp(&status.status) else {
                 continue;
@@ -169,5 +176,14 @@ mod tests {
             {"field": "messages", "value": {"messages": [{"id": "wamid.in"}]}}]}]})
         .to_string();
         assert_eq!(statuses(Uuid::nil(), inbound.as_bytes()).unwrap(), []);
+        // A number PostgreSQL cannot look up is the sender's error (400), not a 503.
+        let nul = json!({"object": "whatsapp_business_account", "entry": [{"changes": [
+            {"field": "messages", "value": {"metadata": {"phone_number_id": "10\u{0}55"},
+             "statuses": [{"id": "wamid.A", "status": "sent"}]}}]}]})
+        .to_string();
+        assert!(matches!(
+            statuses(Uuid::nil(), nul.as_bytes()),
+            Err(Refusal::BadRequest(reason)) if reason.contains("metadata.phone_number_id")
+        ));
     }
 }

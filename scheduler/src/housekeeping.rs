@@ -123,21 +123,28 @@ fn step_done(step: &'static str, started: Instant) {
         .record(started.elapsed().as_secs_f64());
 }
 
-/// Reports receipts that never found their recipient, and prunes old ones.
+/// Reports receipts that never found their recipient, and prunes old ones (either also
+/// when the other failed).
 async fn keep_receipts(pool: &PgPool, keeping: ReceiptKeeping) -> Result<(), sqlx::Error> {
-    let orphans = receipts::orphan_parked(pool, keeping.orphan_after).await?;
-    if let Some(first) = orphans.first() {
+    let orphaned = receipts::orphan_parked(pool, keeping.orphan_after).await;
+    if let Ok(receipts::Orphaned {
+        count,
+        first: Some(first),
+    }) = &orphaned
+    {
         tracing::warn!(
-            count = orphans.len(),
+            count,
             provider_id = %first.provider_id,
             message_id = %first.message_id,
             status = %first.status,
             "receipts for messages Herald never recorded (see GET /api/v1/receipts/orphans)"
         );
     }
-    let pruned = receipts::prune(pool, keeping.retention).await?;
-    if pruned > 0 {
+    let pruned = receipts::prune(pool, keeping.retention).await;
+    if let Ok(pruned) = pruned
+        && pruned > 0
+    {
         tracing::info!(pruned, "old receipts deleted");
     }
-    Ok(())
+    orphaned.and(pruned).map(|_| ())
 }

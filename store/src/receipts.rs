@@ -107,6 +107,18 @@ macro_rules! query_applying_best {
 
 /// Stores and applies `receipts` in one statement: when it returns, they are durable.
 pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::Error> {
+    // In the unique index's order, as every statement that inserts several: two batches
+    // holding the same receipts in opposite orders (a provider's retries, two receivers)
+    // would otherwise each wait on the other's insert, and one would fail as a deadlock. The
+    // sort is stable, so the first of copies within the batch stays the one applied.
+    let mut receipts: Vec<&Receipt> = receipts.iter().collect();
+    receipts.sort_by(|a, b| {
+        (a.provider_id, a.message_id.as_str(), a.status.as_str()).cmp(&(
+            b.provider_id,
+            b.message_id.as_str(),
+            b.status.as_str(),
+        ))
+    });
     let providers: Vec<Uuid> = receipts.iter().map(|r| r.provider_id).collect();
     let message_ids: Vec<&str> = receipts.iter().map(|r| r.message_id.as_str()).collect();
     let ref_campaigns: Vec<Option<Uuid>> = receipts
@@ -236,9 +248,16 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
 /// Most parked receipts one sweep adopts.
 const ADOPT_LIMIT: i64 = 1_000;
 
+/// How far back the sweep looks for parked receipts to adopt. It catches receipts that
+/// raced the outcome statement recording their send (neither saw the other: seconds); a
+/// send recorded later adopts its parked receipts as it is recorded. Looking further back
+/// would walk every receipt still waiting for its message, each tick, however many a
+/// provider (or a tenant's own) posts for messages Herald never sent.
+const ADOPT_WITHIN: Duration = Duration::from_secs(600);
+
 /// Applies parked receipts whose message id a send has recorded since (the worker's outcome
-/// statement adopts them as it records; this catches the ones that raced it, and orphans
-/// whose send was recorded very late). Recipients another statement holds are skipped (and
+/// statement adopts them as it records; this catches the ones that raced it), among those
+/// received within [`ADOPT_WITHIN`]. Recipients another statement holds are skipped (and
 /// adopted at the next sweep), so this never waits on the worker or the receiver. Returns
 /// how many recipients changed.
 pub async fn adopt_parked(pool: &PgPool) -> Result<u64, sqlx::Error> {
@@ -251,7 +270,8 @@ pub async fn adopt_parked(pool: &PgPool) -> Result<u64, sqlx::Error> {
                  WHERE r.provider_message_id = p.message_id AND r.sent_via = p.provider_id
                  LIMIT 1 FOR UPDATE SKIP LOCKED
              ) r
-             WHERE p.recipient_id IS NULL
+             WHERE p.recipient_id IS NULL AND p.orphaned_at IS NULL
+               AND p.received_at > now() - make_interval(secs => $3)
              LIMIT $2
          ),
          adopted AS (
@@ -267,6 +287,7 @@ pub async fn adopt_parked(pool: &PgPool) -> Result<u64, sqlx::Error> {
                    FROM first_sends) AS "first_sends!""#,
         FINAL_RANK,
         ADOPT_LIMIT,
+        ADOPT_WITHIN.as_secs_f64(),
     )
     .fetch_one(pool)
     .await?;
@@ -284,36 +305,77 @@ pub struct Orphan {
     pub received_at: DateTime<Utc>,
 }
 
-/// Marks the receipts parked for longer than `after` as orphaned (reported once) and returns
-/// them.
-pub async fn orphan_parked(pool: &PgPool, after: Duration) -> Result<Vec<Orphan>, sqlx::Error> {
-    sqlx::query_as!(
-        Orphan,
-        "UPDATE receipts SET orphaned_at = now()
-         WHERE recipient_id IS NULL AND orphaned_at IS NULL
-           AND received_at < now() - make_interval(secs => $1)
-         RETURNING provider_id, message_id, status, received_at",
-        after.as_secs_f64(),
-    )
-    .fetch_all(pool)
-    .await
+/// Receipts newly found orphaned: how many, and one of them to show.
+#[derive(Debug, Clone)]
+pub struct Orphaned {
+    pub count: i64,
+    pub first: Option<Orphan>,
 }
 
-/// Most receipts one prune statement deletes, so a large backlog goes over a few ticks.
-const PRUNE_LIMIT: i64 = 50_000;
+/// Most receipts one statement marks orphaned (or prunes), so a large backlog goes over a
+/// few statements rather than one that holds its rows for long.
+const KEEP_BATCH: i64 = 50_000;
 
-/// Deletes receipts older than `retention`; returns how many.
-pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query!(
-        "DELETE FROM receipts WHERE id IN (
-             SELECT id FROM receipts WHERE received_at < now() - make_interval(secs => $1)
-             LIMIT $2)",
-        retention.as_secs_f64(),
-        PRUNE_LIMIT,
+/// Marks receipts parked for longer than `after` as orphaned (reported once), up to
+/// [`KEEP_BATCH`] of them.
+pub async fn orphan_parked(pool: &PgPool, after: Duration) -> Result<Orphaned, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"WITH orphaned AS (
+             UPDATE receipts SET orphaned_at = now()
+             WHERE id IN (SELECT id FROM receipts
+                          WHERE recipient_id IS NULL AND orphaned_at IS NULL
+                            AND received_at < now() - make_interval(secs => $1)
+                          LIMIT $2)
+             RETURNING provider_id, message_id, status, received_at
+         )
+         SELECT (SELECT count(*) FROM orphaned) AS "count!",
+                o.provider_id AS "provider_id?", o.message_id AS "message_id?",
+                o.status AS "status?", o.received_at AS "received_at?"
+         FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT * FROM orphaned LIMIT 1) o ON true"#,
+        after.as_secs_f64(),
+        KEEP_BATCH,
     )
-    .execute(pool)
+    .fetch_one(pool)
     .await?;
-    Ok(done.rows_affected())
+    let first = match (row.provider_id, row.message_id, row.status, row.received_at) {
+        (Some(provider_id), Some(message_id), Some(status), Some(received_at)) => Some(Orphan {
+            provider_id,
+            message_id,
+            status,
+            received_at,
+        }),
+        _ => None,
+    };
+    Ok(Orphaned {
+        count: row.count,
+        first,
+    })
+}
+
+/// The longest one [`prune`] deletes for: it runs beside the tick, in housekeeping.
+const PRUNE_BUDGET: Duration = Duration::from_secs(5);
+
+/// Deletes receipts older than `retention`, [`KEEP_BATCH`] at a time while batches come
+/// back full, for up to [`PRUNE_BUDGET`]; returns how many. One batch a round (a minute)
+/// deleted at most 833 a second: below what two receipts a message bring at 500 msg/s.
+pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
+    let started = std::time::Instant::now();
+    let mut pruned = 0;
+    loop {
+        let done = sqlx::query!(
+            "DELETE FROM receipts WHERE id IN (
+                 SELECT id FROM receipts WHERE received_at < now() - make_interval(secs => $1)
+                 LIMIT $2)",
+            retention.as_secs_f64(),
+            KEEP_BATCH,
+        )
+        .execute(pool)
+        .await?;
+        pruned += done.rows_affected();
+        if done.rows_affected() < KEEP_BATCH as u64 || started.elapsed() >= PRUNE_BUDGET {
+            return Ok(pruned);
+        }
+    }
 }
 
 /// A receipt that never found its message, as the admin lists it.
