@@ -21,6 +21,12 @@ async fn three_500s_then_success_is_sent_after_four_attempts_with_backoff() -> R
     provider.max_attempts = 5;
     provider.retry_base_ms = 400;
     let provider = env.create_provider(&provider).await?;
+    // A 500 may have been sent: retried at once only by a provider that honours the
+    // idempotency key (a generic one may); by default it would wait for a receipt.
+    sqlx::query("UPDATE providers SET unknown_outcome = 'retry' WHERE id = $1")
+        .bind(provider)
+        .execute(&env.pool)
+        .await?;
     let tenant = env.tenant("acme", 1).await?;
     let mut addresses = numbers("+1555400", 3);
     addresses.push("+19990000001".into());
