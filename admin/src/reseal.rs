@@ -12,8 +12,14 @@ use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResealError {
-    #[error("provider {id}: {error}")]
-    Open { id: Uuid, error: SealError },
+    /// Providers whose credentials no key opens were left as they were (the others were
+    /// resealed): the first of them, and how many more.
+    #[error("provider {id}: {error}{}", if *.more > 0 { format!(" (and {} more providers left as they were)", .more) } else { String::new() })]
+    Open {
+        id: Uuid,
+        error: SealError,
+        more: usize,
+    },
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -25,9 +31,13 @@ pub struct Resealed {
     pub resealed: usize,
 }
 
+/// Reseals every provider's credentials; one that no key opens is left as it is, and the
+/// others are resealed all the same (one bad row must not hold back a rotation), then
+/// reported as an error.
 pub async fn reseal(pool: &PgPool, keyring: &Keyring) -> Result<Resealed, ResealError> {
     let ids = providers::ids(pool).await?;
     let mut resealed = 0;
+    let mut unopened = Vec::new();
     for &id in &ids {
         let mut tx = pool.begin().await?;
         let Some(stored) = providers::lock_credentials(&mut tx, id).await? else {
@@ -36,9 +46,14 @@ pub async fn reseal(pool: &PgPool, keyring: &Keyring) -> Result<Resealed, Reseal
         if keyring.is_current(&stored) {
             continue;
         }
-        let opened = keyring
-            .open(id, &stored)
-            .map_err(|error| ResealError::Open { id, error })?;
+        let opened = match keyring.open(id, &stored) {
+            Ok(opened) => opened,
+            Err(error) => {
+                tracing::warn!(provider_id = %id, %error, "credentials left as they were");
+                unopened.push((id, error));
+                continue;
+            }
+        };
         let Value::Object(credentials) = opened else {
             continue;
         };
@@ -47,6 +62,10 @@ pub async fn reseal(pool: &PgPool, keyring: &Keyring) -> Result<Resealed, Reseal
         resealed += 1;
     }
     tracing::info!(providers = ids.len(), resealed, key = ?keyring.current_id(), "credentials resealed");
+    let more = unopened.len().saturating_sub(1);
+    if let Some((id, error)) = unopened.into_iter().next() {
+        return Err(ResealError::Open { id, error, more });
+    }
     Ok(Resealed {
         providers: ids.len(),
         resealed,

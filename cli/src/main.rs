@@ -146,10 +146,19 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
     if let Command::Probe { url } = &cli.command {
         return commands::probe::run(url).await;
     }
+    // A key read from a file keeps its line ending (`$(cat key.txt)` of a CRLF file): one
+    // that is still no header value is the user's to fix, not a server that cannot be
+    // reached.
     let key = cli
         .key
-        .filter(|k| !k.trim().is_empty())
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty())
         .ok_or_else(|| CliError::Input("no API key: pass --key or set HERALD_API_KEY".into()))?;
+    if reqwest::header::HeaderValue::from_str(&key).is_err() {
+        return Err(CliError::Input(
+            "the API key has characters no HTTP header takes (control characters?)".into(),
+        ));
+    }
     let ctx = Ctx {
         client: Client::new(cli.url, key)?,
         json: cli.json,

@@ -68,14 +68,26 @@ pub async fn upload(
         .map_err(|e| ApiError::field("template", e.to_string()))?;
 
     let received = staging::stage(&mut tx, body, format, state.upload_idle, region, |row| {
-        needed
+        if let Some(name) = needed
             .iter()
             .find(|name| row.fields.get(*name).is_none_or(is_blank))
-            .map(|name| RowError {
+        {
+            return Some(RowError {
                 row: row.number,
                 field: Some(name.clone()),
                 reason: format!("the template uses `{{{{{name}}}}}` but this row has no `{name}`"),
-            })
+            });
+        }
+        // Each value may be short and the text still too long for any provider: refused
+        // here, as a single message is, rather than failed when the scheduler renders it.
+        match template::render(&template_text, &row.fields) {
+            Err(error @ template::TemplateError::TooLong(_)) => Some(RowError {
+                row: row.number,
+                field: None,
+                reason: error.to_string(),
+            }),
+            _ => None,
+        }
     })
     .await?;
     // First occurrence of an address wins; addresses already in the campaign are kept.

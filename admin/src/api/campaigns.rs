@@ -648,7 +648,7 @@ async fn materialize_segment(
         return Err(ApiError::field(
             "template",
             format!(
-                "contacts of the segment lack a variable the template uses ({}), e.g. {}",
+                "contacts of the segment lack (or leave blank) a variable the template uses ({}), e.g. {}",
                 needed.join(", "),
                 lacking.join(", ")
             ),

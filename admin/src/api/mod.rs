@@ -97,7 +97,13 @@ fn require_json(req: &Request) -> Result<(), ApiError> {
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
-            let essence = v.split(';').next().unwrap_or("").trim();
+            // Media types are case-insensitive (RFC 9110 §8.3.1).
+            let essence = v
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             essence == "application/json" || essence.ends_with("+json")
         });
     if json {

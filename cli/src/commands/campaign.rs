@@ -67,6 +67,8 @@ pub enum RecipientState {
     Pending,
     Queued,
     Sending,
+    /// Its request may have been sent; waiting for a receipt or a lookup
+    Unknown,
     Sent,
     Failed,
     Cancelled,
@@ -79,6 +81,7 @@ impl RecipientState {
             Self::Pending => "pending",
             Self::Queued => "queued",
             Self::Sending => "sending",
+            Self::Unknown => "unknown",
             Self::Sent => "sent",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",

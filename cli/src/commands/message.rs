@@ -54,7 +54,7 @@ pub enum MessageCommand {
         #[arg(long, value_name = "TZ", requires = "quiet_hours")]
         time_zone: Option<String>,
         /// Sending again with the same key (within 24 h) sends nothing and shows the first
-        #[arg(long, value_name = "KEY")]
+        #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
         idempotency_key: Option<String>,
         /// Owning tenant (operator key only)
         #[arg(long, value_name = "ID")]
@@ -77,6 +77,16 @@ pub enum MessageCommand {
         #[command(flatten)]
         page: PageArgs,
     },
+}
+
+/// `--idempotency-key`: sent as a header, so printable ASCII (the admin's rule) rather
+/// than a request that cannot be built, reported as an unreachable server.
+fn parse_idempotency_key(text: &str) -> Result<String, String> {
+    if !text.is_empty() && text.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+        Ok(text.to_owned())
+    } else {
+        Err("expected printable ASCII".to_owned())
+    }
 }
 
 fn parse_var(text: &str) -> Result<(String, String), String> {

@@ -112,7 +112,7 @@ operator key creates a shared provider every tenant may use.")]
         rate_window_ms: Option<u32>,
         /// What one message costs through this provider (any currency), for the sends and
         /// cost per provider a campaign shows
-        #[arg(long, value_name = "AMOUNT")]
+        #[arg(long, value_name = "AMOUNT", value_parser = parse_cost)]
         cost_per_message: Option<f64>,
         /// What a request whose answer never came leads to [default: await-receipt]
         #[arg(long, value_enum)]
@@ -259,6 +259,15 @@ fn parse_setting(arg: &str) -> Result<(String, Value), String> {
     Ok((key.to_owned(), value))
 }
 
+/// `--cost-per-message`: a finite amount of at least 0 (`nan` and `inf` parse as numbers,
+/// and JSON would carry them as `null`: no cost at all).
+fn parse_cost(arg: &str) -> Result<f64, String> {
+    match arg.trim().parse::<f64>() {
+        Ok(cost) if cost.is_finite() && cost >= 0.0 => Ok(cost),
+        _ => Err(format!("expected an amount of at least 0, got `{arg}`")),
+    }
+}
+
 /// `--credentials`: inline JSON, or `@FILE`.
 fn read_credentials(arg: &str) -> Result<Value, CliError> {
     let (text, origin) = match arg.strip_prefix('@') {
@@ -284,6 +293,15 @@ fn parse_credentials(text: &str) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cost_is_a_finite_amount() {
+        assert_eq!(parse_cost("0.0075"), Ok(0.0075));
+        assert_eq!(parse_cost("0"), Ok(0.0));
+        for refused in ["nan", "inf", "-1", "-0.5", "abc", ""] {
+            assert!(parse_cost(refused).is_err(), "{refused}");
+        }
+    }
 
     #[test]
     fn credentials_are_a_json_object() {

@@ -94,7 +94,8 @@ pub async fn count(pool: &PgPool, tenant: Uuid, filter: &Filter) -> Result<i64, 
 }
 
 /// Up to five addresses of contacts `filter` picks that lack one of the attributes `needed`
-/// (the variables a template uses).
+/// (the variables a template uses), or hold it empty, blank or null (an upload refuses
+/// such a row: the message would read "Hi !", or fail once rendered).
 pub async fn lacking(
     tx: &mut PgConnection,
     tenant: Uuid,
@@ -105,9 +106,13 @@ pub async fn lacking(
         QueryBuilder::<Postgres>::new("SELECT c.address FROM contacts c WHERE c.tenant_id = ");
     qb.push_bind(tenant).push(" AND ");
     filter.push_sql("c", &mut qb);
-    qb.push(" AND NOT (c.attributes ?& ")
-        .push_bind(needed.to_vec())
-        .push(") LIMIT 5");
+    qb.push(
+        " AND EXISTS (SELECT 1 FROM unnest(",
+    )
+    .push_bind(needed.to_vec())
+    .push(
+        "::text[]) v WHERE btrim(coalesce(c.attributes ->> v, ''), E' \\t\\n\\r') = '') LIMIT 5",
+    );
     qb.build_query_scalar().fetch_all(tx).await
 }
 

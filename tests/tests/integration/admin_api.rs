@@ -582,20 +582,35 @@ async fn segments_filter_contacts_safely_and_become_the_audience() -> Result<()>
     // template variables; a template variable the contacts lack is a validation error.
     let mut body = json!({"name": "winback", "provider_id": w.provider_a, "channel": "sms",
                           "template": "Hi {{nickname}}", "segment_id": segment});
-    let lacking = admin
-        .ok(&w.key_a, POST, "/campaigns", Some(body.clone()))
-        .await?;
+    // Creates a campaign of `body` and starts it: refused, naming `what`.
+    let refused_start = async |body: &Value, what: &str| -> Result<()> {
+        let created = admin
+            .ok(&w.key_a, POST, "/campaigns", Some(body.clone()))
+            .await?;
+        let id = created["id"].as_str().unwrap_or("");
+        let (status, answer) = admin
+            .call(&w.key_a, POST, &format!("/campaigns/{id}/start"), None)
+            .await?;
+        assert_eq!(status, 422, "{answer}");
+        assert!(answer.to_string().contains(what), "{what}: {answer}");
+        Ok(())
+    };
+    refused_start(&body, "nickname").await?;
+    body["template"] = json!("Hi {{first_name}}, we miss you");
+    // A contact that has the attribute but leaves it blank lacks it too: no "Hi , …".
     let (status, answer) = admin
-        .call(
+        .upload(
             &w.key_a,
-            POST,
-            &format!("/campaigns/{}/start", lacking["id"].as_str().unwrap_or("")),
-            None,
+            "/contacts",
+            "text/csv",
+            "address,first_name,lifetime_value,last_purchase\n+33600000006, ,20000,2018-01-01\n",
         )
         .await?;
-    assert_eq!(status, 422, "{answer}");
-    assert!(answer.to_string().contains("nickname"), "{answer}");
-    body["template"] = json!("Hi {{first_name}}, we miss you");
+    assert_eq!(status, 200, "{answer}");
+    refused_start(&body, "+33600000006").await?;
+    sqlx::query("DELETE FROM contacts WHERE address = '+33600000006'")
+        .execute(&w.env.pool)
+        .await?;
     let campaign = admin.ok(&w.key_a, POST, "/campaigns", Some(body)).await?;
     let id = campaign["id"].as_str().unwrap_or_default();
     let started = admin
