@@ -59,7 +59,7 @@ pub fn receipts(provider_id: Uuid, body: &[u8]) -> Result<Vec<Receipt>, Refusal>
             })?;
             Ok(Receipt {
                 provider_id,
-                message_id: text("id", &item.id, 256)?,
+                message_id: text("id", item.id.trim(), 256)?,
                 reference: item.reference.as_deref().and_then(parse_reference),
                 seq: None,
                 status,

@@ -53,7 +53,7 @@ pub fn receipt(
     };
     Ok(Some(Receipt {
         provider_id,
-        message_id: text("MessageSid", message_id, 64)?,
+        message_id: text("MessageSid", message_id.trim(), 64)?,
         reference: reference.and_then(parse_reference),
         seq,
         status,

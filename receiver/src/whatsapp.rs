@@ -107,7 +107,7 @@ pub fn statuses(provider_id: Uuid, body: &[u8]) -> Result<Vec<NumberedReceipt>, 
                 phone_number_id: number.clone(),
                 receipt: Receipt {
                     provider_id,
-                    message_id: text("statuses[].id", &status.id, 256)?,
+                    message_id: text("statuses[].id", status.id.trim(), 256)?,
                     reference: status
                         .biz_opaque_callback_data
                         .as_deref()

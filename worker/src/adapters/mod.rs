@@ -246,11 +246,14 @@ pub fn interpret(config: &ProviderConfig, answer: &Answer<'_>) -> CallResult {
     }
 }
 
-/// A provider's message id as Herald keeps it: visible ASCII, at most 128 characters;
-/// anything else is no usable id.
+/// A provider's message id as Herald keeps it: trimmed, 1 to 256 characters, none of them
+/// a control character (PostgreSQL's text takes no NUL); anything else is no usable id. The
+/// receiver takes a receipt's id by the same rule, so the two meet: a generic provider's id
+/// the worker dropped (past 128 characters, or not ASCII, as it used to) left every receipt
+/// without a reference parked until it was an orphan.
 pub fn message_id(id: &str) -> Option<String> {
     let id = id.trim();
-    (!id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+    (!id.is_empty() && id.chars().count() <= 256 && !id.chars().any(char::is_control))
         .then(|| id.to_owned())
 }
 
@@ -414,7 +417,10 @@ pub(crate) mod tests {
             }
         );
         assert_eq!(message_id(" sim_1 ").as_deref(), Some("sim_1"));
-        assert_eq!(message_id(&"x".repeat(129)), None);
+        assert_eq!(message_id(&"x".repeat(256)), Some("x".repeat(256)));
+        assert_eq!(message_id(&"x".repeat(257)), None);
+        assert_eq!(message_id("msg é 1").as_deref(), Some("msg é 1"));
+        assert_eq!(message_id("a\u{0}b"), None);
     }
 
     #[test]
