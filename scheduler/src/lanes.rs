@@ -115,7 +115,7 @@ impl Lanes {
             // A new lane may start with its target depth's worth at once.
             (Some(per_second), None) => Some(Pace {
                 per_second,
-                tokens: per_second * limits.tick.as_secs_f64() * 2.0,
+                tokens: most_tokens(per_second, limits.tick),
                 refilled_at: Instant::now(),
             }),
         };
@@ -220,7 +220,7 @@ impl Lane {
             return budget;
         };
         let now = Instant::now();
-        let most = pace.per_second * tick.as_secs_f64() * 2.0;
+        let most = most_tokens(pace.per_second, tick);
         pace.tokens = (pace.tokens
             + pace.per_second
                 * now
@@ -232,6 +232,14 @@ impl Lane {
         self.at_pace = allowed < budget;
         budget.min(allowed)
     }
+}
+
+/// What a paced lane's bucket holds at most: two ticks' worth, and never less than one whole
+/// request. A pace slower than one request in two ticks (1,000 a day with 2 s ticks) would
+/// otherwise cap the bucket below one, and the lane would be given nothing, ever: its
+/// recipients would wait for good.
+fn most_tokens(per_second: f64, tick: Duration) -> f64 {
+    (per_second * tick.as_secs_f64() * 2.0).max(1.0)
 }
 
 fn stale_after(tick: Duration) -> Duration {
@@ -301,6 +309,21 @@ mod tests {
         lanes.set_pace(lane, None);
         assert!(lanes.budget(lane, 0) >= 100);
         assert!(!lanes.at_pace(lane), "no rate limit: never at its pace");
+    }
+
+    #[test]
+    fn a_pace_slower_than_a_request_in_two_ticks_still_sends() {
+        let lane = Uuid::from_u128(1);
+        let mut lanes = lanes();
+        // 1,000 a day: 0.0116 a second, 0.023 a two-tick bucket.
+        lanes.set_pace(lane, Some(1_000.0 / 86_400.0));
+        assert_eq!(lanes.budget(lane, 0), 1, "one request at first");
+        lanes.published(lane, 1, 1, false);
+        assert_eq!(
+            lanes.budget(lane, 0),
+            0,
+            "then none until the pace refills one"
+        );
     }
 
     #[test]

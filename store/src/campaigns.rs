@@ -45,10 +45,15 @@ pub struct ActiveCampaign {
 /// Makes `scheduled` campaigns whose start time has come `running`; returns their ids. A
 /// campaign started for later counts as started at its start time (one started now already
 /// has its `started_at`, from the start request).
+///
+/// One whose row someone holds is skipped, and made running at a later tick: an upload to a
+/// scheduled campaign holds its row for as long as it streams, and waiting for it here held
+/// up the tick, so every tenant's dispatch, until the upload ended.
 pub async fn activate_due(pool: &PgPool) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
     let rows = sqlx::query!(
         "UPDATE campaigns SET status = 'running', started_at = coalesce(started_at, start_at)
-         WHERE status = 'scheduled' AND start_at <= now()
+         WHERE id IN (SELECT id FROM campaigns WHERE status = 'scheduled' AND start_at <= now()
+                      ORDER BY id FOR NO KEY UPDATE SKIP LOCKED)
          RETURNING id, tenant_id",
     )
     .fetch_all(pool)

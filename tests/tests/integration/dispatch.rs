@@ -857,3 +857,43 @@ async fn first_to_last_send(env: &TestEnv, campaign: Uuid) -> Result<f64> {
     .fetch_one(&env.pool)
     .await?)
 }
+
+/// A campaign whose start has come while an upload holds its row (an upload to a scheduled
+/// campaign holds it for as long as it streams) is made running at a later tick: waiting
+/// for it held up the tick, and every other tenant's dispatch with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_campaign_held_by_an_upload_does_not_stall_the_tick() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let (a, b) = (env.tenant("acme", 1).await?, env.tenant("globex", 1).await?);
+    let held = env
+        .campaign(a, provider, "held", &numbers("+1555960", 10), 100)
+        .await?;
+    let other = env
+        .campaign(b, provider, "other", &numbers("+1555961", 10), 100)
+        .await?;
+    env.start(held).await?;
+    // Scheduled, its start come: due at the first tick.
+    sqlx::query("UPDATE campaigns SET status = 'scheduled', start_at = now() WHERE id = $1")
+        .bind(held)
+        .execute(&env.pool)
+        .await?;
+    env.start(other).await?;
+    let mut upload = env.pool.begin().await?;
+    sqlx::query("SELECT 1 FROM campaigns WHERE id = $1 FOR UPDATE")
+        .bind(held)
+        .execute(&mut *upload)
+        .await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
+    env.wait_completed(&[other], Duration::from_secs(20))
+        .await?;
+    let waiting: String = sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1")
+        .bind(held)
+        .fetch_one(&env.pool)
+        .await?;
+    assert_eq!(waiting, "scheduled", "not made running while held");
+    upload.rollback().await?;
+    env.wait_completed(&[held], Duration::from_secs(20)).await?;
+    Ok(())
+}
