@@ -122,7 +122,8 @@ enum DbClass {
     /// A value the checks let through but PostgreSQL refused (SQLSTATE class 22: out of
     /// range, invalid encoding): the caller's input, so a 4xx, never a 500.
     BadValue,
-    /// Cancelled by `statement_timeout` or a lock wait: the server is busy, try again.
+    /// Cancelled by `statement_timeout` or a lock wait, or rolled back as a deadlock's or a
+    /// serialization failure's victim (nothing written): the server is busy, try again.
     TooSlow,
     Other,
 }
@@ -131,7 +132,7 @@ fn db_class(error: &sqlx::Error) -> DbClass {
     match error {
         sqlx::Error::Database(db) => match db.code().as_deref() {
             Some(code) if code.starts_with("22") => DbClass::BadValue,
-            Some("57014" | "55P03" | "25P03") => DbClass::TooSlow,
+            Some("57014" | "55P03" | "25P03" | "40P01" | "40001") => DbClass::TooSlow,
             _ => DbClass::Other,
         },
         sqlx::Error::PoolTimedOut => DbClass::TooSlow,

@@ -139,6 +139,13 @@ const STREAM_BATCH: i32 = 10_000;
 
 /// The stream `key` names, made on first use.
 pub async fn stream(tx: &mut PgConnection, key: &StreamKey) -> Result<Stream, sqlx::Error> {
+    // Nearly every accept finds its stream running: read, not upserted. An upsert locks the
+    // row it meets even when it changes nothing, and a batch's streams, locked in the
+    // request's order, could wait in a cycle with a statement that locks campaign rows in
+    // id order (a worker pausing two of the tenant's streams at once): a deadlock.
+    if let Some((stream, true)) = find_stream(&mut *tx, key).await? {
+        return Ok(stream);
+    }
     sqlx::query!(
         "INSERT INTO campaigns (tenant_id, provider_id, overflow_provider_id, channel, name, template,
                                 status, kind, started_at, batch_size, time_zone, quiet_start,
@@ -170,8 +177,20 @@ pub async fn stream(tx: &mut PgConnection, key: &StreamKey) -> Result<Stream, sq
     )
     .execute(&mut *tx)
     .await?;
+    find_stream(tx, key)
+        .await?
+        .map(|(stream, _)| stream)
+        .ok_or(sqlx::Error::RowNotFound)
+}
+
+/// The stream `key` names, if there is one, and whether it is live (not ended).
+async fn find_stream(
+    tx: &mut PgConnection,
+    key: &StreamKey,
+) -> Result<Option<(Stream, bool)>, sqlx::Error> {
     let row = sqlx::query!(
-        r#"SELECT id, CASE WHEN status = 'paused' THEN coalesce(pause_reason, 'paused') END AS "held?"
+        r#"SELECT id, CASE WHEN status = 'paused' THEN coalesce(pause_reason, 'paused') END AS "held?",
+                  status NOT IN ('completed', 'cancelled') AS "live!"
          FROM campaigns
          WHERE kind = 'messages' AND tenant_id = $1 AND provider_id = $2 AND channel = $4
            AND overflow_provider_id IS NOT DISTINCT FROM $3 AND time_zone = $5
@@ -184,12 +203,17 @@ pub async fn stream(tx: &mut PgConnection, key: &StreamKey) -> Result<Stream, sq
         key.quiet.map(|q| q.0),
         key.quiet.map(|q| q.1),
     )
-    .fetch_one(tx)
+    .fetch_optional(tx)
     .await?;
-    Ok(Stream {
-        id: row.id,
-        held: row.held,
-    })
+    Ok(row.map(|row| {
+        (
+            Stream {
+                id: row.id,
+                held: row.held,
+            },
+            row.live,
+        )
+    }))
 }
 
 /// New messages of one tenant, column by column (the i-th of each is one message).
@@ -283,7 +307,11 @@ fn push_scope(qb: &mut QueryBuilder<Postgres>, scope: Scope) {
 }
 
 /// The messages `ids` that `scope` sees, as [`COLUMNS`].
-pub async fn fetch<M>(pool: &PgPool, scope: Scope, ids: &[Uuid]) -> Result<Vec<M>, sqlx::Error>
+pub async fn fetch<'c, M>(
+    db: impl sqlx::PgExecutor<'c>,
+    scope: Scope,
+    ids: &[Uuid],
+) -> Result<Vec<M>, sqlx::Error>
 where
     M: for<'r> FromRow<'r, PgRow> + Send + Unpin,
 {
@@ -299,7 +327,7 @@ where
          {JOINED} WHERE true"
     ));
     push_scope(&mut qb, scope);
-    qb.build_query_as().fetch_all(pool).await
+    qb.build_query_as().fetch_all(db).await
 }
 
 /// Which messages a listing shows, and where its page starts.

@@ -334,12 +334,10 @@ async fn accept(
             ids[*index] = Some(id);
         }
     }
-    tx.commit().await?;
-    if !fresh.is_empty() {
-        tracing::info!(tenant_id = %tenant, accepted = fresh.len(), "transactional messages accepted");
-    }
     let ids: Vec<Uuid> = ids.into_iter().flatten().collect();
-    // Replays answer what became of the first request's message.
+    // Replays answer what became of the first request's message: read before the commit,
+    // so that a read that fails cannot answer an error for messages already accepted (a
+    // client retrying would send the new ones twice).
     let earlier: Vec<Uuid> = ids
         .iter()
         .filter(|id| !stored.contains_key(id))
@@ -347,11 +345,15 @@ async fn accept(
         .collect();
     if !earlier.is_empty() {
         stored.extend(
-            messages::fetch::<Message>(pool, Scope::Tenant(tenant), &earlier)
+            messages::fetch::<Message>(&mut *tx, Scope::Tenant(tenant), &earlier)
                 .await?
                 .into_iter()
                 .map(|m| (m.id, m)),
         );
+    }
+    tx.commit().await?;
+    if !fresh.is_empty() {
+        tracing::info!(tenant_id = %tenant, accepted = fresh.len(), "transactional messages accepted");
     }
     let messages = ids.iter().filter_map(|id| stored.remove(id)).collect();
     Ok((messages, replayed))
@@ -422,6 +424,22 @@ async fn check(
                 validate::clip(&item.channel)
             ),
         ));
+    }
+    // Bounded as an upload's values are: they are stored with the message and travel in
+    // each of its dispatches.
+    if item.variables.len() > limits::MAX_COLUMNS {
+        problems.push((
+            "variables",
+            format!("at most {} variables", limits::MAX_COLUMNS),
+        ));
+    } else if let Some((name, problem)) = item
+        .variables
+        .iter()
+        .find_map(|(name, value)| limits::check_value(value).err().map(|p| (name, p)))
+    {
+        let (limits::ValueProblem::TooLarge(reason) | limits::ValueProblem::Invalid(reason)) =
+            problem;
+        problems.push(("variables", format!("`{}` {reason}", validate::clip(name))));
     }
     let text = match (&item.text, &item.template) {
         (Some(_), Some(_)) => {
@@ -636,6 +654,15 @@ async fn admit(tx: &mut PgConnection, tenant: Uuid, adding: usize) -> Result<(),
         return Err(ApiError::field(
             "messages",
             format!("holds more than the tenant's max_queued_messages ({quota})"),
+        ));
+    }
+    if let Some(cap) = daily_cap
+        && adding > i64::from(cap)
+    {
+        // No day would take it: not a reason to come back at midnight.
+        return Err(ApiError::field(
+            "messages",
+            format!("holds more than the tenant's max_messages_per_day ({cap})"),
         ));
     }
     if let Some(cap) = daily_cap

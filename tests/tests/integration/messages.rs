@@ -222,23 +222,34 @@ async fn a_batch_with_one_bad_message_accepts_none_and_names_it() -> Result<()> 
         "{refused}"
     );
 
+    // A good message and `second`, refused: the answer, whose first field error must be
+    // `second`'s `field`.
+    let refused_second = async |second: &Value, field: &str| -> Result<Value> {
+        let (status, refused) = admin
+            .call(
+                &key,
+                Method::POST,
+                "/messages/batch",
+                Some(json!({"messages": [item("+15551230001", "one"), second]})),
+            )
+            .await?;
+        assert_eq!(status, 422, "{refused}");
+        assert_eq!(
+            refused["error"]["fields"][0]["field"],
+            format!("messages[1].{field}")
+        );
+        Ok(refused)
+    };
     // A template with a variable it lacks is named too.
     let mut templated = item("+15551230002", "x");
     templated["text"] = Value::Null;
     templated["template"] = json!("Hi {{name}}");
-    let (status, refused) = admin
-        .call(
-            &key,
-            Method::POST,
-            "/messages/batch",
-            Some(json!({"messages": [item("+15551230001", "one"), templated.clone()]})),
-        )
-        .await?;
-    assert_eq!(status, 422, "{refused}");
-    assert_eq!(
-        refused["error"]["fields"][0]["field"],
-        "messages[1].template"
-    );
+    refused_second(&templated, "template").await?;
+    // Variables are bounded as an upload's values are (each stored and carried in every
+    // dispatch): one of 5,000 bytes is named.
+    templated["variables"] = json!({"name": "Ada", "notes": "n".repeat(5_000)});
+    let refused = refused_second(&templated, "variables").await?;
+    assert!(refused.to_string().contains("`notes`"), "{refused}");
 
     templated["variables"] = json!({"name": "Ada"});
     let good = json!({"messages": [item("+15551230001", "one"), templated,
@@ -308,6 +319,23 @@ async fn a_batch_with_one_bad_message_accepts_none_and_names_it() -> Result<()> 
     let (status, _, replay) =
         post(&admin, &capped_key, Some("k0"), item("+15551230001", "hi")).await?;
     assert_eq!(status, 202, "a replay is not a new message: {replay}");
+    // A batch larger than the cap fits no day: 422, not a 429 to come back at midnight.
+    let (status, refused) = admin
+        .call(
+            &capped_key,
+            Method::POST,
+            "/messages/batch",
+            Some(
+                json!({"messages": [item("+15551230001", "a"), item("+15551230002", "b"),
+                                     item("+15551230003", "c")]}),
+            ),
+        )
+        .await?;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused.to_string().contains("max_messages_per_day"),
+        "{refused}"
+    );
     Ok(())
 }
 
