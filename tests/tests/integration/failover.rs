@@ -195,10 +195,19 @@ async fn a_terminated_scheduler_finishes_its_tick_before_exiting() -> Result<()>
     // A worker first: a scheduler publishes nothing into a lane no live worker may send to.
     let _worker = env.worker(&[])?;
     env.wait_live_worker(&provider.to_string()).await?;
-    // Started while no scheduler listens: its wake is lost, and the first tick takes it up.
+    // Started, and made running, while no scheduler listens: its wake is lost, and the
+    // first tick takes it up.
     env.start(campaign).await?;
+    sqlx::query(
+        "UPDATE campaigns SET status = 'running', started_at = coalesce(started_at, start_at)
+         WHERE id = $1",
+    )
+    .bind(campaign)
+    .execute(&env.pool)
+    .await?;
 
-    // The campaign's row held: the tick's first statement (making it running) waits for it.
+    // The campaign's row held: the tick's claim, which locks the campaign's cursor, waits
+    // for it (activation would not: it skips a row someone holds).
     let mut hold = env.pool.begin().await?;
     let holder: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut *hold)
@@ -211,8 +220,9 @@ async fn a_terminated_scheduler_finishes_its_tick_before_exiting() -> Result<()>
     let mut scheduler = env.scheduler(500, &[])?;
     wait_until(Duration::from_secs(15), || async {
         sqlx::query_scalar::<_, String>(
+            // The claim, by the start of its text (what pg_stat_activity keeps of it).
             "SELECT coalesce(query, '') FROM pg_stat_activity
-             WHERE $1 = ANY (pg_blocking_pids(pid)) AND query LIKE '%campaigns%'",
+             WHERE $1 = ANY (pg_blocking_pids(pid)) AND query LIKE '%AS p(campaign_id, n, retries)%'",
         )
         .bind(holder)
         .fetch_all(&env.pool)
@@ -270,9 +280,9 @@ async fn a_terminated_scheduler_finishes_its_tick_before_exiting() -> Result<()>
     assert!(scheduler.log_text().contains("scheduler stopped"));
     assert_eq!(leader_lock_holders(&env).await, 0, "leadership released");
 
-    // The tick went to its end after the SIGTERM: it made the campaign running, claimed its
-    // recipients and published them, so the worker sends every one with no scheduler left
-    // (a claim left unpublished would wait for a scheduler's stale-claim sweep).
+    // The tick went to its end after the SIGTERM: it claimed the campaign's recipients and
+    // published them, so the worker sends every one with no scheduler left (a claim left
+    // unpublished would wait for a scheduler's stale-claim sweep).
     assert_eq!(env.campaign_status(campaign).await?, "running");
     assert_eq!(
         env.campaign_status(later).await?,
