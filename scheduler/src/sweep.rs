@@ -36,7 +36,7 @@ pub async fn run(pool: &PgPool, requeue_after: Duration) -> Result<Swept, sqlx::
         statements::retry_unknown_outcomes(pool),
         statements::end_waiting_recipients(pool),
         statements::expire_messages(pool),
-        receipts::adopt_parked(pool),
+        receipts::adopt_parked(pool, receipts::ADOPT_WITHIN),
         statements::free_stale_lines(pool),
     );
     let mut failed = None;

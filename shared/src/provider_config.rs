@@ -478,15 +478,7 @@ fn http(
 ) -> Option<ProviderConfig> {
     p.only("settings", settings, &["body_template", "headers"]);
     // Generic credentials were free-form before kinds existed: unknown keys are ignored so
-    // that older rows keep working. But for `sealed`: stored as given (without a credentials
-    // key), it would read as a sealed envelope, which no worker could open and which stops
-    // an operator's `herald-admin credentials reseal`.
-    if credentials.contains_key("sealed") {
-        p.bad(
-            "credentials.sealed",
-            "is reserved for credentials Herald sealed itself".into(),
-        );
-    }
+    // that older rows keep working (the admin refuses `sealed` among new ones).
     let bearer_token = match credentials.get("bearer_token") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if !s.is_empty() && header_value_ok(s) => Some(Secret::new(s)),
@@ -1152,14 +1144,6 @@ mod tests {
         assert_eq!(http.endpoint, "https://sms.example/send");
         assert_eq!(http.bearer_token, Some(Secret::new("tok")));
         assert!(http.body_template.is_none());
-        // But for the key that marks sealed credentials.
-        let forged = parse(
-            "http",
-            "https://sms.example/send",
-            &json!({}),
-            &json!({"sealed": "v1.deadbeef.AAAA"}),
-        );
-        assert_eq!(fields(forged), ["credentials.sealed"]);
     }
 
     #[test]

@@ -248,19 +248,21 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
 /// Most parked receipts one sweep adopts.
 const ADOPT_LIMIT: i64 = 1_000;
 
-/// How far back the sweep looks for parked receipts to adopt. It catches receipts that
-/// raced the outcome statement recording their send (neither saw the other: seconds); a
-/// send recorded later adopts its parked receipts as it is recorded. Looking further back
-/// would walk every receipt still waiting for its message, each tick, however many a
-/// provider (or a tenant's own) posts for messages Herald never sent.
-const ADOPT_WITHIN: Duration = Duration::from_secs(600);
+/// How far back the tick's sweep looks for parked receipts to adopt. It catches receipts
+/// that raced the outcome statement recording their send (neither saw the other: seconds);
+/// a send recorded later adopts its parked receipts as it is recorded. Looking further back
+/// each tick would walk every receipt still waiting for its message, however many a
+/// provider (or a tenant's own) posts for messages Herald never sent: housekeeping looks
+/// at all of them once before it calls them orphans.
+pub const ADOPT_WITHIN: Duration = Duration::from_secs(600);
 
 /// Applies parked receipts whose message id a send has recorded since (the worker's outcome
-/// statement adopts them as it records; this catches the ones that raced it), among those
-/// received within [`ADOPT_WITHIN`]. Recipients another statement holds are skipped (and
-/// adopted at the next sweep), so this never waits on the worker or the receiver. Returns
-/// how many recipients changed.
-pub async fn adopt_parked(pool: &PgPool) -> Result<u64, sqlx::Error> {
+/// statement adopts them as it records; this catches the ones that raced it, and those
+/// whose message id a sibling receipt with a reference recorded), among those received
+/// within `within` and not yet orphaned. Recipients another statement holds are skipped
+/// (and adopted at the next sweep), so this never waits on the worker or the receiver.
+/// Returns how many recipients changed.
+pub async fn adopt_parked(pool: &PgPool, within: Duration) -> Result<u64, sqlx::Error> {
     let adopted = query_applying_best!(
         "WITH candidates AS MATERIALIZED (
              SELECT p.id AS receipt_id, r.id AS recipient_id, p.provider_id, p.message_id,
@@ -287,7 +289,7 @@ pub async fn adopt_parked(pool: &PgPool) -> Result<u64, sqlx::Error> {
                    FROM first_sends) AS "first_sends!""#,
         FINAL_RANK,
         ADOPT_LIMIT,
-        ADOPT_WITHIN.as_secs_f64(),
+        within.as_secs_f64(),
     )
     .fetch_one(pool)
     .await?;

@@ -383,21 +383,52 @@ async fn settle_unknown(
         }
     };
     let policy = &earlier.policy;
+    // The provider to ask is known to be down: asking would fail and cost an attempt.
+    if let Some(until) = ctx.breakers.open_until(earlier.id) {
+        return Some(deferred(until));
+    }
     // The lookup may take the lease up to its end less the margin (`deadline` is the latest
     // start of a request that may last the provider's timeout); a new request is then made
     // only if there is still time for it (below).
     let looked_up = tokio::time::timeout_at(
         (deadline + current.timeout).into(),
-        reconcile::look_up(&ctx.egress, &ctx.pool, &earlier, message, unknown.since),
+        reconcile::look_up(
+            &ctx.egress,
+            &ctx.pool,
+            &earlier,
+            message,
+            unknown.since,
+            ctx.lease_grace,
+        ),
     )
     .await
-    .unwrap_or_else(|_| Err("the lookup did not answer in time".into()));
+    .unwrap_or_else(|_| {
+        Err(reconcile::LookupFailed {
+            reason: "the lookup did not answer in time".into(),
+            passing: true,
+        })
+    });
     let verdict = match looked_up {
         Ok(verdict) => verdict,
-        // Asking costs an attempt, so a lookup that keeps failing (revoked credentials, an
-        // endpoint without the list) ends the recipient rather than loop for ever.
-        Err(error) => {
-            let error = format!("cannot tell whether an earlier request was sent: {error}");
+        // A provider that did not answer, or answered that it is failing: the recipient
+        // waits, no attempt spent (a provider that is down costs no recipient).
+        Err(failed) if failed.passing => {
+            return Some(Decision::Deferred {
+                error: format!(
+                    "cannot tell yet whether an earlier request was sent: {}",
+                    failed.reason
+                ),
+                delay: LOOKUP_RETRY,
+            });
+        }
+        // Otherwise asking costs an attempt, so a lookup that keeps failing the same way
+        // (revoked credentials, an endpoint without the list) ends the recipient rather
+        // than loop for ever.
+        Err(failed) => {
+            let error = format!(
+                "cannot tell whether an earlier request was sent: {}",
+                failed.reason
+            );
             return Some(if policy.retry.allows_another(attempts) {
                 Decision::Retry {
                     error,
@@ -469,7 +500,9 @@ async fn settle_unknown(
     .await
     {
         Ok(true) => None,
-        // The lease is no longer this dispatch's: this outcome will not land either.
+        // The lease is no longer this dispatch's (a receipt settled the recipient meanwhile,
+        // or it was taken back): nothing is sent, and the wait is recorded only if the row is
+        // still this dispatch's.
         Ok(false) => Some(Decision::Deferred {
             error: "the lease was lost before sending again".into(),
             delay: Duration::ZERO,

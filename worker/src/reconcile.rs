@@ -37,49 +37,88 @@ const LOOKUP_ANSWER_LIMIT: usize = 1024 * 1024;
 /// the earlier request could have created its message.
 const CLOCK_MARGIN: Duration = Duration::from_secs(60);
 
-/// Looks up `message` as sent by `provider` since the attempt that began at `since`. The
-/// window runs to now: that request may have started well after its lease was taken (after
-/// a wait for a send slot or a line), and a worker that died during a later attempt through
-/// the same provider leaves only the earliest unsettled attempt on the row. `Err` when the
-/// lookup itself failed.
+/// Why a lookup gave no verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupFailed {
+    pub reason: String,
+    /// The failure says nothing about the recipient (no answer, a 5xx or 429, the database
+    /// out of reach): it waits, no attempt spent. One that would fail again the same way
+    /// (refused credentials, an endpoint without the list, an answer that is no list) costs
+    /// an attempt, so that it cannot loop for ever.
+    pub passing: bool,
+}
+
+impl LookupFailed {
+    fn passing(reason: String) -> Self {
+        Self {
+            reason,
+            passing: true,
+        }
+    }
+
+    fn lasting(reason: String) -> Self {
+        Self {
+            reason,
+            passing: false,
+        }
+    }
+}
+
+/// Looks up `message` as sent by `provider` in the attempt that began at `since`: its
+/// request started within `started_within` of then (the lease's grace: after a wait for a
+/// send slot or a line) and lasted at most the provider's timeout. The row holds the latest
+/// attempt that may have been sent (the worker rules an earlier one out before sending
+/// again), so the window ends there: searched to now, it would take other messages to the
+/// same number for this one's.
 pub async fn look_up(
     egress: &crate::egress::Egress,
     pool: &PgPool,
     provider: &Provider,
     message: &DispatchMessage,
     since: DateTime<Utc>,
-) -> Result<Verdict, String> {
+    started_within: Duration,
+) -> Result<Verdict, LookupFailed> {
     let Some(request) = adapters::lookup(&provider.config, message) else {
         return Ok(Verdict::CannotTell);
     };
     let margin = chrono::Duration::from_std(CLOCK_MARGIN).unwrap_or_default();
-    let window = (since - margin)..=(Utc::now() + margin);
-    let headers = provider_call::header_map(&request)?;
-    let url =
-        url::Url::parse(&request.url).map_err(|e| format!("the lookup's URL is not valid: {e}"))?;
-    let client = egress
-        .client(provider, &url)
-        .map_err(|_| "the provider's address may not be reached".to_owned())?;
+    let reach = chrono::Duration::from_std(started_within + provider.timeout).unwrap_or_default();
+    let window = (since - margin)..=(since + reach + margin);
+    let headers = provider_call::header_map(&request).map_err(LookupFailed::lasting)?;
+    let url = url::Url::parse(&request.url)
+        .map_err(|e| LookupFailed::lasting(format!("the lookup's URL is not valid: {e}")))?;
+    let client = egress.client(provider, &url).map_err(|_| {
+        LookupFailed::lasting("the provider's address may not be reached".to_owned())
+    })?;
+    let down = |e: reqwest::Error| {
+        LookupFailed::passing(format!("lookup failed: {}", provider_call::without_url(&e)))
+    };
     let response = client
         .request(request.method, url)
         .headers(headers)
         .timeout(provider.timeout)
         .send()
         .await
-        .map_err(|e| format!("lookup failed: {}", provider_call::without_url(&e)))?;
+        .map_err(down)?;
     let status = response.status().as_u16();
+    if status >= 500 || status == 429 {
+        return Err(LookupFailed::passing(format!(
+            "lookup failed: the provider answered HTTP {status}"
+        )));
+    }
     let body = provider_call::read_body(response, LOOKUP_ANSWER_LIMIT)
         .await
-        .map_err(|e| format!("lookup failed: {}", provider_call::without_url(&e)))?;
+        .map_err(down)?;
     let answer = Answer {
         status,
         retry_after: None,
         body: &body,
     };
-    let candidates = adapters::found_in_lookup(&provider.config, &answer, message, &window)?;
+    let candidates = adapters::found_in_lookup(&provider.config, &answer, message, &window)
+        .map_err(LookupFailed::lasting)?;
     let unclaimed = unclaimed(pool, message.recipient_id, candidates)
         .await
-        .map_err(|e| format!("lookup failed: {e}"))?;
+        .map_err(|e| LookupFailed::passing(format!("lookup failed: {e}")))?;
     Ok(judge(&unclaimed))
 }
 

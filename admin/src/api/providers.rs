@@ -183,6 +183,17 @@ pub async fn set_commitment(
     Ok(Json(seen_by(caller, provider)))
 }
 
+/// Credentials that hold `sealed` at their top: stored as given (without a credentials key),
+/// they would read as a sealed envelope no worker could open, and stop an operator's
+/// `herald-admin credentials reseal`. (A generic provider's credentials are otherwise
+/// free-form.)
+fn forged_seal(credentials: &serde_json::Map<String, Value>) -> Option<FieldError> {
+    credentials.contains_key("sealed").then(|| FieldError {
+        field: "credentials.sealed".to_owned(),
+        reason: "is reserved for credentials Herald sealed itself".to_owned(),
+    })
+}
+
 fn check(body: &NewProvider) -> Vec<FieldError> {
     let mut fields = Vec::new();
     let mut bad = |field: &str, reason: String| {
@@ -197,6 +208,9 @@ fn check(body: &NewProvider) -> Vec<FieldError> {
     let endpoint = endpoint(body);
     if endpoint.is_none() && Kind::parse(&body.kind).is_some() {
         bad("endpoint", "required".into());
+    }
+    if let Some(problem) = forged_seal(&body.credentials) {
+        bad(&problem.field, problem.reason);
     }
     let settings = Value::Object(body.settings.clone());
     let credentials = Value::Object(body.credentials.clone());
@@ -401,6 +415,9 @@ pub async fn rotate_credentials(
             ApiError::Forbidden("a shared provider's credentials are the operator's to change")
         })?;
     }
+    if let Some(problem) = forged_seal(&body.credentials) {
+        return Err(ApiError::fields("credentials", vec![problem]));
+    }
     // The same parser the workers use, so what is stored is what they can send with.
     let given = Value::Object(body.credentials);
     if let Err(problems) = provider_config::parse(&kind, &endpoint, &settings, &given) {
@@ -497,6 +514,12 @@ mod tests {
             ]
         );
         assert_eq!(fields(json!({"name": "p", "kind": "smtp"})), ["kind"]);
+        // Not even a generic provider's free-form credentials may pose as sealed ones.
+        assert_eq!(
+            fields(json!({"name": "p", "endpoint": "https://sms.example/send",
+                          "credentials": {"sealed": "v1.deadbeef.AAAA"}})),
+            ["credentials.sealed"]
+        );
         // A retry after a lost answer only for an API that honours the idempotency key.
         let twilio = |unknown: &str| {
             fields(

@@ -106,13 +106,9 @@ pub async fn lacking(
         QueryBuilder::<Postgres>::new("SELECT c.address FROM contacts c WHERE c.tenant_id = ");
     qb.push_bind(tenant).push(" AND ");
     filter.push_sql("c", &mut qb);
-    qb.push(
-        " AND EXISTS (SELECT 1 FROM unnest(",
-    )
-    .push_bind(needed.to_vec())
-    .push(
-        "::text[]) v WHERE btrim(coalesce(c.attributes ->> v, ''), E' \\t\\n\\r') = '') LIMIT 5",
-    );
+    qb.push(" AND EXISTS (SELECT 1 FROM unnest(")
+        .push_bind(needed.to_vec())
+        .push("::text[]) v WHERE coalesce(c.attributes ->> v, '') ~ '^[[:space:]]*$') LIMIT 5");
     qb.build_query_scalar().fetch_all(tx).await
 }
 

@@ -342,7 +342,11 @@ async fn a_receipt_parked_under_its_message_id_is_applied_when_the_send_is_recor
     .bind(provider)
     .execute(&env.pool)
     .await?;
-    assert_eq!(herald_store::receipts::adopt_parked(&env.pool).await?, 1);
+    assert_eq!(
+        herald_store::receipts::adopt_parked(&env.pool, herald_store::receipts::ADOPT_WITHIN)
+            .await?,
+        1
+    );
     let status: Option<String> =
         sqlx::query_scalar("SELECT delivery_status FROM recipients WHERE id = $1")
             .bind(other)
@@ -672,14 +676,17 @@ async fn through_p_then_q(
     Ok((p, q, q_url, campaign))
 }
 
-/// Starts `campaign` and waits until all its `recipients` are `unknown` at its provider;
-/// then moves it to `next` with those outcomes due at once, and waits for it to complete.
-async fn unknown_then_sent_through(
-    env: &TestEnv,
-    campaign: Uuid,
-    recipients: usize,
-    next: Uuid,
-) -> Result<()> {
+/// Makes every waiting recipient of `campaign` due now.
+async fn due_now(env: &TestEnv, campaign: Uuid) -> Result<()> {
+    sqlx::query("UPDATE recipients SET next_attempt_at = now() WHERE campaign_id = $1")
+        .bind(campaign)
+        .execute(&env.pool)
+        .await?;
+    Ok(())
+}
+
+/// Starts `campaign` and waits until all its `recipients` are `unknown`.
+async fn started_until_all_unknown(env: &TestEnv, campaign: Uuid, recipients: usize) -> Result<()> {
     env.start(campaign).await?;
     let all_unknown = herald_tests::wait_until(Duration::from_secs(30), || async {
         env.states(campaign)
@@ -688,15 +695,24 @@ async fn unknown_then_sent_through(
     })
     .await;
     assert!(all_unknown.is_ok(), "{:?}", env.states(campaign).await?);
+    Ok(())
+}
+
+/// Starts `campaign` and waits until all its `recipients` are `unknown` at its provider;
+/// then moves it to `next` with those outcomes due at once, and waits for it to complete.
+async fn unknown_then_sent_through(
+    env: &TestEnv,
+    campaign: Uuid,
+    recipients: usize,
+    next: Uuid,
+) -> Result<()> {
+    started_until_all_unknown(env, campaign, recipients).await?;
     sqlx::query("UPDATE campaigns SET provider_id = $2 WHERE id = $1")
         .bind(campaign)
         .bind(next)
         .execute(&env.pool)
         .await?;
-    sqlx::query("UPDATE recipients SET next_attempt_at = now() WHERE campaign_id = $1")
-        .bind(campaign)
-        .execute(&env.pool)
-        .await?;
+    due_now(env, campaign).await?;
     env.wait_completed(&[campaign], Duration::from_secs(60))
         .await
 }
@@ -765,6 +781,67 @@ async fn a_message_found_by_a_lookup_is_recorded_at_the_provider_that_sent_it() 
     assert_eq!(at_p, RECIPIENTS as i64, "{:?}", env.states(campaign).await?);
     let q_stats = env.simulator_stats_at(&q_url).await?;
     assert_eq!(q_stats["requests"], 0, "{q_stats}");
+    Ok(())
+}
+
+/// A lookup the provider does not answer says nothing about the recipient: it waits, no
+/// attempt spent, and is looked up again once the provider is back (counted, five such
+/// lookups failed a recipient of a provider that was down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_the_provider_does_not_answer_spends_no_attempt() -> Result<()> {
+    const RECIPIENTS: usize = 5;
+    // Every request creates its message and loses the answer.
+    let env = TestEnv::new(&["--lose-rate", "1"]).await?;
+    let provider = env.twilio_provider("twilio_sms").await?;
+    sqlx::query("UPDATE providers SET unknown_window_ms = 600000, max_attempts = 2 WHERE id = $1")
+        .bind(provider)
+        .execute(&env.pool)
+        .await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers("+1555970", RECIPIENTS), 100)
+        .await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
+    started_until_all_unknown(&env, campaign, RECIPIENTS).await?;
+
+    // The provider out of reach (a new revision: workers read it again), the outcomes due.
+    let set_endpoint = async |endpoint: &str| -> Result<()> {
+        sqlx::query("UPDATE providers SET endpoint = $2, revision = revision + 1 WHERE id = $1")
+            .bind(provider)
+            .bind(endpoint)
+            .execute(&env.pool)
+            .await?;
+        due_now(&env, campaign).await
+    };
+    set_endpoint("http://127.0.0.1:9").await?;
+    let waiting = herald_tests::wait_until(Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM recipients WHERE campaign_id = $1 AND state = 'pending'
+               AND last_error LIKE 'cannot tell yet whether an earlier request was sent%'",
+        )
+        .bind(campaign)
+        .fetch_one(&env.pool)
+        .await
+        .is_ok_and(|n| n == RECIPIENTS as i64)
+    })
+    .await;
+    assert!(waiting.is_ok(), "{:?}", env.states(campaign).await?);
+    let counted: Vec<i32> = sqlx::query_scalar(
+        "SELECT DISTINCT attempts - throttles FROM recipients WHERE campaign_id = $1",
+    )
+    .bind(campaign)
+    .fetch_all(&env.pool)
+    .await?;
+    assert_eq!(counted, [1], "the failed lookups were not counted");
+
+    // Back: looked up again, found, sent; never a second request.
+    set_endpoint(&env.simulator_url).await?;
+    env.wait_completed(&[campaign], Duration::from_secs(30))
+        .await?;
+    let states = env.states(campaign).await?;
+    assert_eq!(states.get("sent"), Some(&(RECIPIENTS as i64)), "{states:?}");
+    assert_eq!(env.simulator_stats().await?["requests"], RECIPIENTS);
     Ok(())
 }
 
