@@ -126,9 +126,9 @@ fn step_done(step: &'static str, started: Instant) {
 /// Reports receipts that never found their recipient, and prunes old ones (either also
 /// when the other failed).
 async fn keep_receipts(pool: &PgPool, keeping: ReceiptKeeping) -> Result<(), sqlx::Error> {
-    // Every receipt still waiting gets one look before it is called an orphan: the tick's
-    // sweep only looks at the last minutes of them.
-    // (Twice the orphaning age: the ones just past it are marked only below.)
+    // Every receipt still waiting gets one look before it is called an orphan (the tick's
+    // sweep only looks at the last minutes of them): back twice the orphaning age, since
+    // the ones just past it are marked only below.
     if let Err(error) = receipts::adopt_parked(pool, keeping.orphan_after * 2).await {
         tracing::warn!(%error, "cannot adopt parked receipts now");
     }

@@ -403,10 +403,9 @@ async fn settle_unknown(
     )
     .await
     .unwrap_or_else(|_| {
-        Err(reconcile::LookupFailed {
-            reason: "the lookup did not answer in time".into(),
-            passing: true,
-        })
+        Err(reconcile::LookupFailed::passing(
+            "the lookup did not answer in time".into(),
+        ))
     });
     let verdict = match looked_up {
         Ok(verdict) => verdict,
@@ -460,7 +459,7 @@ async fn settle_unknown(
             return Some(Decision::Failed {
                 error: format!(
                     "an earlier request may have been sent: the provider holds {candidates} \
-                     messages to this address since then, none with this text, and which \
+                     messages to this address from that attempt's minutes, none with this text, and which \
                      (if any) is this one cannot be told; not sent again"
                 ),
             });

@@ -49,7 +49,7 @@ pub struct LookupFailed {
 }
 
 impl LookupFailed {
-    fn passing(reason: String) -> Self {
+    pub fn passing(reason: String) -> Self {
         Self {
             reason,
             passing: true,

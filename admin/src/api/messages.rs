@@ -656,25 +656,23 @@ async fn admit(tx: &mut PgConnection, tenant: Uuid, adding: usize) -> Result<(),
             format!("holds more than the tenant's max_queued_messages ({quota})"),
         ));
     }
-    if let Some(cap) = daily_cap
-        && adding > i64::from(cap)
-    {
-        // No day would take it: not a reason to come back at midnight.
-        return Err(ApiError::field(
-            "messages",
-            format!("holds more than the tenant's max_messages_per_day ({cap})"),
-        ));
-    }
-    if let Some(cap) = daily_cap
-        && today + adding > i64::from(cap)
-    {
-        return Err(ApiError::Busy {
-            message: format!(
-                "this tenant has sent {today} of its {cap} messages for today (max_messages_per_day); \
+    if let Some(cap) = daily_cap {
+        if adding > i64::from(cap) {
+            // No day would take it: not a reason to come back at midnight.
+            return Err(ApiError::field(
+                "messages",
+                format!("holds more than the tenant's max_messages_per_day ({cap})"),
+            ));
+        }
+        if today + adding > i64::from(cap) {
+            return Err(ApiError::Busy {
+                message: format!(
+                    "this tenant has sent {today} of its {cap} messages for today (max_messages_per_day); \
                  nothing was accepted"
-            ),
-            retry_after: to_midnight.ceil().clamp(1.0, 86_400.0) as u32,
-        });
+                ),
+                retry_after: to_midnight.ceil().clamp(1.0, 86_400.0) as u32,
+            });
+        }
     }
     if waiting + adding <= i64::from(quota) {
         return Ok(());
