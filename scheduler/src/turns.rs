@@ -15,6 +15,10 @@
 //!
 //! A campaign with no standing (new) goes first, so a newcomer is served in its first pass;
 //! it then owes what it took beyond its share, and waits until the others have caught up.
+//! Only so many of a tenant's newcomers go first as fit in its tenant's share of the pass
+//! (at least one): the others start level (a standing of nothing owed) behind those who are
+//! owed, or a tenant starting campaigns faster than they finish would go before everyone
+//! else for as long as it kept starting them.
 //! A campaign that has nothing due for a while (its live lines full, only retries left,
 //! quiet hours, paused) keeps its standing, if it owes, for [`DEBT_PASSES`] passes, so
 //! coming back does not put it first again; what others owe it is forgiven when it leaves,
@@ -161,6 +165,33 @@ pub fn take_turns(
             let bump = each + i64::from(i64::try_from(k).unwrap_or(i64::MAX) < extra);
             standing[i] = standing[i].map(|s| s + bump);
         }
+    }
+    // A tenant's newcomers go first while their batches fit in the tenant's share (the
+    // first always does); the rest start level, behind those who are owed.
+    let mut tenant_share: HashMap<Uuid, i64> = HashMap::new();
+    for &i in &taking {
+        *tenant_share.entry(demands[i].tenant_id).or_insert(0) += i64::from(shares[i]);
+    }
+    let mut newcomers: Vec<usize> = taking
+        .iter()
+        .copied()
+        .filter(|&i| standing[i].is_none())
+        .collect();
+    newcomers.sort_by_key(|&i| tie[i]);
+    let mut ahead: HashMap<Uuid, i64> = HashMap::new();
+    for i in newcomers {
+        let taken = ahead.entry(demands[i].tenant_id).or_insert(0);
+        if *taken > 0
+            && *taken
+                >= tenant_share
+                    .get(&demands[i].tenant_id)
+                    .copied()
+                    .unwrap_or(0)
+        {
+            standing[i] = Some(0);
+            continue;
+        }
+        *taken += i64::from(demands[i].due).min(i64::from(shares[i].max(min_batch)));
     }
     let mut earned: Vec<i64> = vec![0; demands.len()];
     for &i in &taking {
@@ -335,6 +366,43 @@ mod tests {
         demands.push(demand(500, 500, 1000));
         let counts = turns.take(lane, &demands, &shares(&demands, 50, 7), 7);
         assert_eq!(counts[50], 10);
+    }
+
+    #[test]
+    fn a_tenant_starting_campaigns_faster_than_they_finish_does_not_go_before_everyone() {
+        // Tenant 1 has one long campaign; tenant 2 starts ten of a batch each every pass,
+        // more than the whole budget. Tenant 1 keeps about its half.
+        let lane = Uuid::from_u128(99);
+        let mut turns = Turns::new(10);
+        let mut live = vec![demand(1, 1, 1_000_000)];
+        let mut first_tenant = 0;
+        let passes = 50;
+        for pass in 0..passes {
+            live.extend((0..10).map(|k| demand(1_000 + pass as u128 * 10 + k, 2, 10)));
+            let counts = turns.take(lane, &live, &shares(&live, 100, pass), pass);
+            assert_eq!(
+                counts.iter().sum::<u32>(),
+                100,
+                "pass {pass} used its budget"
+            );
+            first_tenant += counts[0];
+            for (d, c) in live.iter_mut().zip(&counts) {
+                d.due -= c;
+            }
+            live.retain(|d| d.due > 0);
+        }
+        assert!(
+            first_tenant >= 45 * passes as u32,
+            "tenant 1 was served {first_tenant} of {}",
+            100 * passes
+        );
+        // And tenant 2's newcomers still go first up to its share: five of them a pass.
+        let mut turns = Turns::new(10);
+        let mut live = vec![demand(1, 1, 1_000_000)];
+        turns.take(lane, &live, &[100], 0);
+        live.extend((0..10).map(|k| demand(1_000 + k, 2, 10)));
+        let counts = turns.take(lane, &live, &shares(&live, 100, 1), 1);
+        assert_eq!(counts[1..].iter().filter(|&&n| n == 10).count(), 5);
     }
 
     #[test]
