@@ -91,6 +91,7 @@ impl OnTime {
             // again blindly.
             Err(error) => Some(CallResult::Unknown {
                 reason: format!("the paced request did not finish: {error}"),
+                retry_after: None,
             }),
         }
     }

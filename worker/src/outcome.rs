@@ -45,6 +45,9 @@ pub enum CallResult {
     /// [`UnknownOutcome`].
     Unknown {
         reason: String,
+        /// A 5xx's `Retry-After`: a provider whose policy is to retry is asked again no
+        /// sooner.
+        retry_after: Option<Duration>,
     },
     /// The provider refuses our credentials or configuration (HTTP 401, Twilio 20003,
     /// WhatsApp 190): no recipient can succeed until an operator fixes the provider, so the
@@ -84,7 +87,13 @@ impl CallResult {
                 reason: f(reason),
                 retry_after,
             },
-            CallResult::Unknown { reason } => CallResult::Unknown { reason: f(reason) },
+            CallResult::Unknown {
+                reason,
+                retry_after,
+            } => CallResult::Unknown {
+                reason: f(reason),
+                retry_after,
+            },
             CallResult::Misconfigured { reason } => CallResult::Misconfigured { reason: f(reason) },
             CallResult::Permanent { reason } => CallResult::Permanent { reason: f(reason) },
         }
@@ -227,7 +236,7 @@ pub fn decide(result: CallResult, attempts: u32, policy: &Policy, unit: f64) -> 
             error: reason,
             delay: retry.delay(1, unit).max(retry_after.unwrap_or_default()),
         },
-        CallResult::Unknown { reason } if policy.unknown != UnknownOutcome::Retry => {
+        CallResult::Unknown { reason, .. } if policy.unknown != UnknownOutcome::Retry => {
             Decision::Unknown {
                 error: reason,
                 window: policy.window,
@@ -237,7 +246,10 @@ pub fn decide(result: CallResult, attempts: u32, policy: &Policy, unit: f64) -> 
             reason,
             retry_after,
         } => transient(reason, retry_after, attempts, retry, unit),
-        CallResult::Unknown { reason } => transient(reason, None, attempts, retry, unit),
+        CallResult::Unknown {
+            reason,
+            retry_after,
+        } => transient(reason, retry_after, attempts, retry, unit),
     }
 }
 
@@ -392,6 +404,7 @@ mod tests {
     fn an_unknown_outcome_waits_for_a_receipt_unless_the_provider_deduplicates() {
         let lost = || CallResult::Unknown {
             reason: "no answer within 5s".into(),
+            retry_after: None,
         };
         assert_eq!(
             decide(lost(), 4, &policy(), 0.0),
@@ -420,6 +433,18 @@ mod tests {
             decide(lost(), 4, &retry, 0.0),
             Decision::Failed { .. }
         ));
+        // A 500 with a Retry-After, retried: no sooner than the provider asked.
+        let asked_to_wait = CallResult::Unknown {
+            reason: "HTTP 500".into(),
+            retry_after: Some(Duration::from_secs(90)),
+        };
+        assert_eq!(
+            decide(asked_to_wait, 1, &retry, 0.0),
+            Decision::Retry {
+                error: "HTTP 500".into(),
+                delay: Duration::from_secs(90)
+            }
+        );
     }
 
     #[test]

@@ -152,7 +152,10 @@ pub fn failed(error: &reqwest::Error, provider: &Provider) -> CallResult {
     } else {
         format!("connection lost before the answer: {}", without_url(error))
     };
-    CallResult::Unknown { reason }
+    CallResult::Unknown {
+        reason,
+        retry_after: None,
+    }
 }
 
 /// The request's headers for reqwest, secrets marked sensitive (kept out of its `Debug`).

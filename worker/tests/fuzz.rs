@@ -65,7 +65,7 @@ fn check(status: u16, result: &CallResult) {
         CallResult::Throttled { reason, .. }
         | CallResult::Transient { reason, .. }
         | CallResult::Unavailable { reason, .. }
-        | CallResult::Unknown { reason }
+        | CallResult::Unknown { reason, .. }
         | CallResult::Misconfigured { reason }
         | CallResult::Permanent { reason } => {
             assert!(

@@ -142,7 +142,10 @@ impl ErrorClass {
                 reason,
                 retry_after,
             },
-            ErrorClass::Ambiguous => CallResult::Unknown { reason },
+            ErrorClass::Ambiguous => CallResult::Unknown {
+                reason,
+                retry_after,
+            },
             ErrorClass::Misconfigured => CallResult::Misconfigured { reason },
             ErrorClass::Permanent => CallResult::Permanent { reason },
         }

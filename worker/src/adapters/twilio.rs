@@ -664,6 +664,7 @@ mod tests {
             interpret(&answer(502, "<html>bad gateway</html>")),
             CallResult::Unknown {
                 reason: "twilio HTTP 502: <html>bad gateway</html>".into(),
+                retry_after: None,
             }
         );
     }
