@@ -167,14 +167,20 @@ pub async fn complete_finished(
         // From the counters and their unfolded deltas (written in the same transactions as
         // the recipients' states), a few index entries per campaign: probing each
         // campaign's recipients took most of a second a tick with 10,000 running campaigns.
-        // A campaign cancelled meanwhile is re-read by the update, and stays cancelled.
+        // A campaign cancelled meanwhile is re-read by the lock, and stays cancelled. One
+        // whose row someone holds is skipped until a later round: an upload to a scheduled
+        // campaign holds its row for as long as it streams, and waiting for it held up the
+        // whole housekeeping round (and its receipts' adoption) until the upload ended.
         "UPDATE campaigns c SET status = 'completed', completed_at = now()
-         WHERE c.kind = 'campaign'
-           AND (c.status IN ('running', 'paused') OR (c.status = 'scheduled' AND c.expires_at <= now()))
-           AND c.id NOT IN (SELECT unnest($1::uuid[]))
-           AND NOT EXISTS (
-               SELECT 1 FROM campaign_bucket_counts k WHERE k.campaign_id = c.id
-               HAVING coalesce(sum(herald_unfinished(k.state, k.n, true)), 0) <> 0)
+         WHERE c.id IN (
+             SELECT f.id FROM campaigns f
+             WHERE f.kind = 'campaign'
+               AND (f.status IN ('running', 'paused') OR (f.status = 'scheduled' AND f.expires_at <= now()))
+               AND f.id NOT IN (SELECT unnest($1::uuid[]))
+               AND NOT EXISTS (
+                   SELECT 1 FROM campaign_bucket_counts k WHERE k.campaign_id = f.id
+                   HAVING coalesce(sum(herald_unfinished(k.state, k.n, true)), 0) <> 0)
+             ORDER BY f.id FOR NO KEY UPDATE OF f SKIP LOCKED)
          RETURNING c.id, c.tenant_id",
         due,
     )
