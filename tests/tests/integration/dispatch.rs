@@ -897,3 +897,39 @@ async fn a_due_campaign_held_by_an_upload_does_not_stall_the_tick() -> Result<()
     env.wait_completed(&[held], Duration::from_secs(20)).await?;
     Ok(())
 }
+
+/// Completion skips a campaign whose row an upload holds (an upload streams under its
+/// campaign's lock): other campaigns still complete meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_held_by_an_upload_does_not_hold_up_others_completing() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let (a, b) = (env.tenant("acme", 1).await?, env.tenant("globex", 1).await?);
+    let held = env
+        .campaign(a, provider, "held", &numbers("+1555962", 10), 100)
+        .await?;
+    let other = env
+        .campaign(b, provider, "other", &numbers("+1555963", 10), 100)
+        .await?;
+    // Scheduled for later and already past its expiry: completion's to close.
+    sqlx::query(
+        "UPDATE campaigns SET status = 'scheduled', start_at = now() + interval '1 hour',
+                              expires_at = now() - interval '1 minute' WHERE id = $1",
+    )
+    .bind(held)
+    .execute(&env.pool)
+    .await?;
+    env.start(other).await?;
+    let mut upload = env.pool.begin().await?;
+    sqlx::query("SELECT 1 FROM campaigns WHERE id = $1 FOR UPDATE")
+        .bind(held)
+        .execute(&mut *upload)
+        .await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
+    env.wait_completed(&[other], Duration::from_secs(20))
+        .await?;
+    upload.rollback().await?;
+    env.wait_completed(&[held], Duration::from_secs(20)).await?;
+    Ok(())
+}
