@@ -14,14 +14,15 @@ use std::path::PathBuf;
 pub struct Connections {
     /// PostgreSQL URL, with an explicit user, e.g. postgres://herald:herald@127.0.0.1:5432/herald
     /// (TLS: add ?sslmode=require, or verify-full to check the server's name and
-    /// certificate against the system's roots and HERALD_TLS_CA_FILE).
+    /// certificate against HERALD_TLS_CA_FILE and the public roots built in, Mozilla's: not
+    /// the system's store).
     #[arg(long, env = "HERALD_DATABASE_URL", hide_env_values = true, value_parser = parse_database_url)]
     pub database_url: SecretUrl,
 
     /// RabbitMQ URL; the path is the vhost (`%2f` for the default one); amqps:// for TLS,
     /// verified against the system's roots and HERALD_TLS_CA_FILE. A cluster: the URL of
     /// each node, separated by commas (a connection goes to the first that answers,
-    /// starting from a different one in each process).
+    /// starting from one drawn at random in each process).
     #[arg(
         long,
         env = "HERALD_AMQP_URL",

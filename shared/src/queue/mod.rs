@@ -12,8 +12,9 @@ use lapin::tcp::OwnedTLSConfig;
 use lapin::{Connection, ConnectionProperties, DefaultConnectionBuilder};
 
 /// The nodes of `urls` (one URL, or a cluster's, separated by commas), in the order this
-/// process tries them: each process starts from a different one, so a fleet spreads over
-/// the cluster, and moves on to the next when a node does not answer.
+/// process tries them: from one drawn at random, so a fleet spreads over the cluster (a
+/// process id would not: in a container every service is process 1), moving on to the next
+/// when a node does not answer.
 pub fn nodes(urls: &str) -> Vec<&str> {
     let all: Vec<&str> = urls
         .split(',')
@@ -23,7 +24,7 @@ pub fn nodes(urls: &str) -> Vec<&str> {
     if all.is_empty() {
         return all;
     }
-    let start = std::process::id() as usize % all.len();
+    let start = rand::random_range(0..all.len());
     all[start..].iter().chain(&all[..start]).copied().collect()
 }
 
@@ -45,8 +46,8 @@ pub async fn connect(urls: &str, service: &str, tls: &Tls) -> Result<Connection,
 
 /// One node's connection.
 pub async fn connect_node(url: &str, service: &str, tls: &Tls) -> Result<Connection, lapin::Error> {
-    let properties = ConnectionProperties::default()
-        .with_connection_name(format!("{service}@{}", std::process::id()).into());
+    let properties =
+        ConnectionProperties::default().with_connection_name(connection_name(service).into());
     let cert_chain = match &tls.ca_file {
         Some(path) => Some(std::fs::read_to_string(path)?),
         None => None,
@@ -62,16 +63,36 @@ pub async fn connect_node(url: &str, service: &str, tls: &Tls) -> Result<Connect
         .await
 }
 
+/// The service, its host (a pod's or container's name: `HOSTNAME`) and its process id: in
+/// containers the process id alone is 1 everywhere.
+fn connection_name(service: &str) -> String {
+    let pid = std::process::id();
+    match std::env::var("HOSTNAME") {
+        Ok(host) if !host.trim().is_empty() => format!("{service}@{}:{pid}", host.trim()),
+        _ => format!("{service}@{pid}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn every_node_is_tried_once_from_a_process_dependent_start() {
-        let mut tried = nodes("amqp://a, amqp://b,amqp://c");
-        assert_eq!(tried.len(), 3);
-        tried.sort();
-        assert_eq!(tried, ["amqp://a", "amqp://b", "amqp://c"]);
+    fn every_node_is_tried_once_from_a_random_start() {
+        let all = ["amqp://a", "amqp://b", "amqp://c"];
+        let mut firsts = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let tried = nodes("amqp://a, amqp://b,amqp://c");
+            // In the cluster's order, from wherever it starts.
+            let start = all.iter().position(|&n| n == tried[0]).unwrap();
+            let expected: Vec<&str> = all[start..].iter().chain(&all[..start]).copied().collect();
+            assert_eq!(tried, expected);
+            firsts.insert(tried[0]);
+        }
+        // Processes do not all start at the same node (200 draws: all three, but for a
+        // chance of about 1 in 10^35).
+        assert_eq!(firsts.len(), 3);
         assert_eq!(nodes("amqp://only"), ["amqp://only"]);
+        assert!(nodes(" , ").is_empty());
     }
 }
