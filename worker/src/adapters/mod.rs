@@ -218,14 +218,22 @@ pub fn found_in_lookup(
 }
 
 /// `callback` with the message's reference (and dispatch) added to its query, so a receipt
-/// names its recipient even when it arrives before the send's answer.
+/// names its recipient even when it arrives before the send's answer. Added before any
+/// fragment (Twilio's connection overrides, `#rc=3`, live there): a fragment is never sent.
 pub fn callback_with_reference(callback: &str, message: &DispatchMessage) -> String {
-    let separator = if callback.contains('?') { '&' } else { '?' };
+    let (base, fragment) = match callback.split_once('#') {
+        Some((base, fragment)) => (base, Some(fragment)),
+        None => (callback, None),
+    };
+    let separator = if base.contains('?') { '&' } else { '?' };
     let query = form_urlencoded::Serializer::new(String::new())
         .append_pair("ref", &message.idempotency_key())
         .append_pair("seq", &message.seq.to_string())
         .finish();
-    format!("{callback}{separator}{query}")
+    match fragment {
+        Some(fragment) => format!("{base}{separator}{query}#{fragment}"),
+        None => format!("{base}{separator}{query}"),
+    }
 }
 
 /// What the provider's answer means. Reasons are scrubbed of the provider's secrets, in
@@ -349,6 +357,27 @@ pub(crate) mod tests {
     #[test]
     fn the_key_is_what_the_tests_expect() {
         assert_eq!(message().idempotency_key(), KEY);
+    }
+
+    #[test]
+    fn the_reference_goes_in_the_query_before_any_fragment() {
+        let m = message();
+        assert_eq!(
+            callback_with_reference("https://r.example/cb", &m),
+            format!("https://r.example/cb?ref={KEY}&seq=3")
+        );
+        assert_eq!(
+            callback_with_reference("https://r.example/cb?t=1", &m),
+            format!("https://r.example/cb?t=1&ref={KEY}&seq=3")
+        );
+        assert_eq!(
+            callback_with_reference("https://r.example/cb?t=1#rc=3&rt=2000", &m),
+            format!("https://r.example/cb?t=1&ref={KEY}&seq=3#rc=3&rt=2000")
+        );
+        assert_eq!(
+            callback_with_reference("https://r.example/cb#rc=3", &m),
+            format!("https://r.example/cb?ref={KEY}&seq=3#rc=3")
+        );
     }
 
     #[test]
