@@ -234,8 +234,12 @@ for who in tenant operator; do
     --workers 2 \
     --request-timeout 10 \
     --no-color \
-    >"$LOGS/$who.log" 2>&1) || status=1
-  tail -n 40 "$LOGS/$who.log"
+    >"$LOGS/$who.log" 2>&1) && tail -n 40 "$LOGS/$who.log" || {
+    # A failure's request, answer and curl line come before the summary: print it all,
+    # since CI keeps only what is printed.
+    status=1
+    cat "$LOGS/$who.log"
+  }
 done
 [ "$status" = 0 ] || echo "error: the admin API does not match its OpenAPI document (logs in $LOGS)" >&2
 exit "$status"

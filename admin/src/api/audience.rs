@@ -111,6 +111,7 @@ fn is_blank(value: &Value) -> bool {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 // Read by `QueryParams`, which utoipa cannot place as it places axum's `Query`.
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {

@@ -446,6 +446,7 @@ pub(crate) fn quiet_window(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 // Read by `QueryParams`, which utoipa cannot place as it places axum's `Query`.
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {

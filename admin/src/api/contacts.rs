@@ -19,6 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 // Read by `QueryParams`, which utoipa cannot place as it places axum's `Query`.
 #[into_params(parameter_in = Query)]
 pub struct UploadQuery {
@@ -70,6 +71,7 @@ pub async fn upload(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 // Read by `QueryParams`, which utoipa cannot place as it places axum's `Query`.
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {

@@ -795,6 +795,7 @@ pub async fn show(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 // Read by `QueryParams`, which utoipa cannot place as it places axum's `Query`.
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {

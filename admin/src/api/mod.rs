@@ -63,8 +63,10 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T
 }
 
 /// A query string (`?status=…&limit=…`) whose rejection (a `limit` that is no number, a
-/// `tenant_id` that is no UUID) is an [`ApiError`] naming the parameter, like a body's:
-/// axum's own `Query` answers 400 with the parameter named only in its message.
+/// `tenant_id` that is no UUID, a parameter the endpoint does not take) is an [`ApiError`]
+/// naming the parameter, like a body's: axum's own `Query` answers 400 with the parameter
+/// named only in its message. The types it reads refuse unknown parameters, as bodies
+/// refuse unknown fields: a misspelt filter (`?stauts=sent`) would otherwise list everything.
 pub struct QueryParams<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
@@ -82,10 +84,11 @@ fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
         let reason = error.into_inner().to_string();
         // A query's values are flat, so serde names a bad one by its parameter; a
         // missing one is reported at the root, with its name in the message.
-        let field = match (field.as_str(), missing_field(&reason)) {
-            (_, Some(name)) => name,
-            ("." | "", None) => "query".to_owned(),
-            (_, None) => field,
+        let named = missing_field(&reason).or_else(|| unknown_field(&reason));
+        let field = match (field.as_str(), named) {
+            (_, Some(name)) if !name.is_empty() => name,
+            ("." | "", _) => "query".to_owned(),
+            (_, _) => field,
         };
         ApiError::fields("query parameter", vec![FieldError { field, reason }])
     })
@@ -174,6 +177,14 @@ fn data_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError 
         (_, None) => path,
     };
     ApiError::fields("request body", vec![FieldError { field, reason }])
+}
+
+/// The field serde's "unknown field `…`" message names.
+fn unknown_field(reason: &str) -> Option<String> {
+    reason
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name.to_owned())
 }
 
 /// The field serde's "missing field `…`" message names.
@@ -294,6 +305,7 @@ mod tests {
     use uuid::Uuid;
 
     #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct Listing {
         tenant_id: Option<Uuid>,
         limit: Option<i64>,
@@ -315,6 +327,8 @@ mod tests {
         assert_eq!(refused_field("format=csv&tenant_id=nope"), "tenant_id");
         assert_eq!(refused_field("format=csv&limit=ten"), "limit");
         assert_eq!(refused_field("limit=5"), "format", "a missing one");
+        assert_eq!(refused_field("format=csv&stauts=sent"), "stauts", "an unknown one");
+        assert_eq!(refused_field("format=csv&=null"), "query", "one without a name");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 // Read by `QueryParams`, which utoipa cannot place as it places axum's `Query`.
 #[into_params(parameter_in = Query)]
 pub struct OrphanQuery {
