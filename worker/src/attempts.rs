@@ -34,6 +34,7 @@ pub fn outcome(dispatch: Dispatch, provider: Uuid, decision: &Decision) -> Outco
             Decision::Halted { error } => Some(error.clone()),
             _ => None,
         },
+        answer_lost: matches!(decision, Decision::Resend { .. }),
     };
     match decision {
         Decision::Sent {
@@ -49,6 +50,7 @@ pub fn outcome(dispatch: Dispatch, provider: Uuid, decision: &Decision) -> Outco
             None,
         ),
         Decision::Retry { error, delay }
+        | Decision::Resend { error, delay }
         | Decision::Throttled { error, delay }
         | Decision::Deferred { error, delay } => {
             row(RecipientState::Pending, None, Some(error), Some(*delay))
@@ -115,8 +117,23 @@ mod tests {
         });
         assert!(!counted.uncounted);
         assert_eq!(
-            (counted.state, counted.due_in),
-            (RecipientState::Pending, Some(delay))
+            (counted.state, counted.due_in, counted.answer_lost),
+            (RecipientState::Pending, Some(delay), false)
+        );
+        // A lost answer at a provider that deduplicates: due again, counted, and kept as an
+        // attempt whose outcome is unknown.
+        let resent = of(Decision::Resend {
+            error: error(),
+            delay,
+        });
+        assert_eq!(
+            (
+                resent.state,
+                resent.due_in,
+                resent.uncounted,
+                resent.answer_lost
+            ),
+            (RecipientState::Pending, Some(delay), false, true)
         );
         for decision in [
             Decision::Throttled {

@@ -38,6 +38,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 /// What every delivery task shares.
 #[derive(Clone)]
@@ -176,7 +177,7 @@ async fn process(
     let _ = taken.send(Settle::Ack);
 
     let attempt = lease.attempts;
-    let decision = match ctx
+    let (decision, through) = match ctx
         .providers
         .get_at_least(message.provider_id, lease.provider_revision)
         .await
@@ -193,10 +194,11 @@ async fn process(
         }
         Err(error) => {
             // Without its provider's policy the attempt cannot be made; nothing was sent.
-            Decision::Deferred {
+            let decision = Decision::Deferred {
                 error: error.to_string(),
                 delay: Duration::from_secs(30),
-            }
+            };
+            (decision, message.provider_id)
         }
     };
     // The room is for the request; the outcome's write waits for its batch without it.
@@ -209,6 +211,13 @@ async fn process(
         Decision::Retry { error, delay } => {
             tracing::info!(attempt, %error, ?delay, "transient failure; will retry")
         }
+        Decision::Resend { error, delay } => tracing::info!(
+            attempt,
+            provider_id = %through,
+            %error,
+            ?delay,
+            "answer lost; will ask the same provider again with the same key"
+        ),
         Decision::Failed { error } => tracing::info!(attempt, %error, "failed"),
         Decision::Expired => tracing::info!(attempt, "campaign expired before sending"),
         Decision::Deferred { error, delay } => {
@@ -224,7 +233,7 @@ async fn process(
         ),
         Decision::Throttled { error, delay } => {
             tracing::info!(attempt, %error, ?delay, "provider throttled us; slowing it down");
-            if let Err(error) = ctx.pacer.throttled(message.provider_id, Some(*delay)).await {
+            if let Err(error) = ctx.pacer.throttled(through, Some(*delay)).await {
                 tracing::warn!(%error, "could not record the throttle");
             }
         }
@@ -233,7 +242,7 @@ async fn process(
     let answered = Instant::now();
     step("request", leased_at, answered);
     let label = decision.metric_label();
-    let outcome = attempts::outcome(dispatch, message.provider_id, &decision);
+    let outcome = attempts::outcome(dispatch, through, &decision);
     let provider_id = outcome.provider;
     match ctx.record.call(outcome).await {
         Ok(()) => {
@@ -261,14 +270,16 @@ fn step(step: &'static str, from: Instant, to: Instant) {
 
 /// The attempt, under the in-flight permit the caller holds: unless the campaign has
 /// expired meanwhile, an earlier request turns out to have been sent, the provider's breaker
-/// holds requests back or (a call) no line is free.
+/// holds requests back or (a call) no line is free. Answers the decision and the provider
+/// it concerns: the dispatch's, or the one an earlier request whose answer was lost went
+/// to, when only that one can be asked again (see [`settle_unknown`]).
 async fn attempt_send(
     ctx: &Context,
     provider: &Arc<Provider>,
     message: &DispatchMessage,
     lease: Begun,
     deadline: Instant,
-) -> Decision {
+) -> (Decision, Uuid) {
     // The lease checked the expiry; reading the provider's settings may have taken a while
     // since, so it is checked again at the last moment. (A send slot comes at most a few
     // seconds later.)
@@ -276,17 +287,32 @@ async fn attempt_send(
         .expires_at
         .is_some_and(|at| at <= chrono::Utc::now())
     {
-        return Decision::Expired;
+        return (Decision::Expired, provider.id);
     }
     if Instant::now() >= deadline {
-        return too_late();
+        return (too_late(), provider.id);
     }
-    if let Some(unknown) = lease.unknown
-        && let Some(settled) =
-            settle_unknown(ctx, provider, message, lease.attempts, unknown, deadline).await
-    {
-        return settled;
-    }
+    let through = match lease.unknown {
+        Some(unknown) => {
+            match settle_unknown(ctx, provider, message, lease.attempts, unknown, deadline).await {
+                Settled::Decided(decision) => return (decision, provider.id),
+                Settled::SendThrough(through) => through,
+            }
+        }
+        None => provider.clone(),
+    };
+    let decision = request(ctx, &through, message, lease, deadline).await;
+    (decision, through.id)
+}
+
+/// The request itself, through `provider`.
+async fn request(
+    ctx: &Context,
+    provider: &Arc<Provider>,
+    message: &DispatchMessage,
+    lease: Begun,
+    deadline: Instant,
+) -> Decision {
     let probe = match ctx.breakers.admit(provider.id) {
         Admission::Wait(until) => return deferred(until),
         admission => admission == Admission::Probe,
@@ -356,11 +382,21 @@ async fn attempt_send(
     }
 }
 
+/// What became of an earlier request whose answer was lost, for the attempt at hand.
+enum Settled {
+    /// Decided without a new request: sent after all, failed, or try again later.
+    Decided(Decision),
+    /// Send again now, through this provider.
+    SendThrough(Arc<Provider>),
+}
+
 /// An earlier request of this recipient may have been sent and no receipt said so within
-/// the provider's window. Asks the provider it went to (which may not be the one this
-/// dispatch goes to: an overflow) where it can tell, and applies that provider's policy.
-/// `Some` is the decision (sent after all, failed, or try again later), `None` means send
-/// again now.
+/// the provider's window (or its provider deduplicates and was asked again at once). Asks
+/// the provider it went to (which may not be the one this dispatch goes to: an overflow)
+/// where it can tell, and applies that provider's policy. A provider that deduplicates by
+/// key (`unknown_outcome = retry`) and cannot be asked is sent the request again itself,
+/// whichever lane this dispatch came through: only it knows the key, and another provider
+/// (a retry routed to the overflow while its breaker was open) would send a second message.
 async fn settle_unknown(
     ctx: &Context,
     current: &Arc<Provider>,
@@ -368,14 +404,14 @@ async fn settle_unknown(
     attempts: u32,
     unknown: UnknownAttempt,
     deadline: Instant,
-) -> Option<Decision> {
+) -> Settled {
     let earlier = if unknown.via == current.id {
         current.clone()
     } else {
         match ctx.providers.get(unknown.via).await {
             Ok(provider) => provider,
             Err(error) => {
-                return Some(Decision::Deferred {
+                return Settled::Decided(Decision::Deferred {
                     error: error.to_string(),
                     delay: LOOKUP_RETRY,
                 });
@@ -385,7 +421,7 @@ async fn settle_unknown(
     let policy = &earlier.policy;
     // The provider to ask is known to be down: asking would fail and cost an attempt.
     if let Some(until) = ctx.breakers.open_until(earlier.id) {
-        return Some(deferred(until));
+        return Settled::Decided(deferred(until));
     }
     // The lookup may take the lease up to its end less the margin (`deadline` is the latest
     // start of a request that may last the provider's timeout); a new request is then made
@@ -412,7 +448,7 @@ async fn settle_unknown(
         // A provider that did not answer, or answered that it is failing: the recipient
         // waits, no attempt spent (a provider that is down costs no recipient).
         Err(failed) if failed.passing => {
-            return Some(Decision::Deferred {
+            return Settled::Decided(Decision::Deferred {
                 error: format!(
                     "cannot tell yet whether an earlier request was sent: {}",
                     failed.reason
@@ -428,7 +464,7 @@ async fn settle_unknown(
                 "cannot tell whether an earlier request was sent: {}",
                 failed.reason
             );
-            return Some(if policy.retry.allows_another(attempts) {
+            return Settled::Decided(if policy.retry.allows_another(attempts) {
                 Decision::Retry {
                     error,
                     delay: policy.retry.delay(attempts, rand::random::<f64>()),
@@ -442,21 +478,22 @@ async fn settle_unknown(
         ?verdict,
         "looked up an earlier request whose outcome was unknown"
     );
+    let cannot_tell = verdict == Verdict::CannotTell;
     match verdict {
         Verdict::Sent(provider_message_id) => {
-            return Some(Decision::Found {
+            return Settled::Decided(Decision::Found {
                 provider_message_id: Some(provider_message_id),
                 via: earlier.id,
             });
         }
         Verdict::SentUnidentified { .. } => {
-            return Some(Decision::Found {
+            return Settled::Decided(Decision::Found {
                 provider_message_id: None,
                 via: earlier.id,
             });
         }
         Verdict::Ambiguous { candidates } => {
-            return Some(Decision::Failed {
+            return Settled::Decided(Decision::Failed {
                 error: format!(
                     "an earlier request may have been sent: the provider holds {candidates} \
                      messages to this address from that attempt's minutes, none with this text, and which \
@@ -466,15 +503,20 @@ async fn settle_unknown(
         }
         Verdict::NotFound | Verdict::CannotTell => {}
     }
+    let through = if cannot_tell && policy.unknown == UnknownOutcome::Retry {
+        earlier.clone()
+    } else {
+        current.clone()
+    };
     if policy.unknown == UnknownOutcome::Fail {
-        return Some(Decision::Failed {
+        return Settled::Decided(Decision::Failed {
             error: "an earlier request may have been sent and no receipt came within the \
                     provider's window; not sent again (unknown_outcome = fail)"
                 .into(),
         });
     }
     if attempts > policy.retry.max_attempts {
-        return Some(Decision::Failed {
+        return Settled::Decided(Decision::Failed {
             error: format!(
                 "the outcome of attempt {} is unknown and no attempts are left",
                 attempts - 1
@@ -484,7 +526,7 @@ async fn settle_unknown(
     // The lookup took time from the lease: a request started past this point could outlive
     // it, and the sweeper would judge the recipient while it is in flight.
     if Instant::now() >= deadline {
-        return Some(Decision::Deferred {
+        return Settled::Decided(Decision::Deferred {
             error: "the lookup took the time left to send".into(),
             delay: Duration::ZERO,
         });
@@ -498,15 +540,15 @@ async fn settle_unknown(
     )
     .await
     {
-        Ok(true) => None,
+        Ok(true) => Settled::SendThrough(through),
         // The lease is no longer this dispatch's (a receipt settled the recipient meanwhile,
         // or it was taken back): nothing is sent, and the wait is recorded only if the row is
         // still this dispatch's.
-        Ok(false) => Some(Decision::Deferred {
+        Ok(false) => Settled::Decided(Decision::Deferred {
             error: "the lease was lost before sending again".into(),
             delay: Duration::ZERO,
         }),
-        Err(error) => Some(Decision::Deferred {
+        Err(error) => Settled::Decided(Decision::Deferred {
             error: format!("cannot record the lookup's answer before sending again: {error}"),
             delay: LOOKUP_RETRY,
         }),

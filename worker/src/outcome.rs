@@ -117,6 +117,14 @@ pub enum Decision {
         error: String,
         delay: Duration,
     },
+    /// The answer was lost at a provider that deduplicates requests by their idempotency key
+    /// (`unknown_outcome = retry`): asked again after `delay`, and only through it, since
+    /// no other provider knows the key (see `delivery::settle_unknown`). Recorded as an
+    /// attempt whose outcome is unknown, at that provider.
+    Resend {
+        error: String,
+        delay: Duration,
+    },
     Failed {
         error: String,
     },
@@ -198,7 +206,7 @@ impl Decision {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Decision::Sent { .. } | Decision::Found { .. } => "sent",
-            Decision::Retry { .. } => "retried",
+            Decision::Retry { .. } | Decision::Resend { .. } => "retried",
             Decision::Failed { .. } => "failed",
             Decision::Expired => "expired",
             Decision::Throttled { .. } => "throttled",
@@ -249,7 +257,10 @@ pub fn decide(result: CallResult, attempts: u32, policy: &Policy, unit: f64) -> 
         CallResult::Unknown {
             reason,
             retry_after,
-        } => transient(reason, retry_after, attempts, retry, unit),
+        } => match transient(reason, retry_after, attempts, retry, unit) {
+            Decision::Retry { error, delay } => Decision::Resend { error, delay },
+            last => last,
+        },
     }
 }
 
@@ -427,7 +438,7 @@ mod tests {
         };
         assert!(matches!(
             decide(lost(), 1, &retry, 0.0),
-            Decision::Retry { .. }
+            Decision::Resend { .. }
         ));
         assert!(matches!(
             decide(lost(), 4, &retry, 0.0),
@@ -440,7 +451,7 @@ mod tests {
         };
         assert_eq!(
             decide(asked_to_wait, 1, &retry, 0.0),
-            Decision::Retry {
+            Decision::Resend {
                 error: "HTTP 500".into(),
                 delay: Duration::from_secs(90)
             }

@@ -327,8 +327,16 @@ mod tests {
         assert_eq!(refused_field("format=csv&tenant_id=nope"), "tenant_id");
         assert_eq!(refused_field("format=csv&limit=ten"), "limit");
         assert_eq!(refused_field("limit=5"), "format", "a missing one");
-        assert_eq!(refused_field("format=csv&stauts=sent"), "stauts", "an unknown one");
-        assert_eq!(refused_field("format=csv&=null"), "query", "one without a name");
+        assert_eq!(
+            refused_field("format=csv&stauts=sent"),
+            "stauts",
+            "an unknown one"
+        );
+        assert_eq!(
+            refused_field("format=csv&=null"),
+            "query",
+            "one without a name"
+        );
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub struct Outcome {
     pub uncounted: bool,
     /// The provider refused the account: the campaign is paused with this reason.
     pub halt: Option<String>,
+    /// The answer was lost, though the recipient is due again (`pending`) at once after
+    /// `due_in`: its provider deduplicates requests by key. The attempt is kept as one whose
+    /// outcome is unknown (when, and at which provider), so the next request goes there.
+    pub answer_lost: bool,
 }
 
 /// Records outcomes in one statement (and marks each campaign's first send).
@@ -51,12 +55,14 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
     let mut delays: Vec<Option<f64>> = Vec::with_capacity(outcomes.len());
     let mut throttles: Vec<i32> = Vec::with_capacity(outcomes.len());
     let mut pauses: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
+    let mut lost: Vec<bool> = Vec::with_capacity(outcomes.len());
     let providers: Vec<Uuid> = outcomes.iter().map(|o| o.provider).collect();
     for outcome in outcomes {
         ids.push(outcome.dispatch.recipient_id);
         seqs.push(outcome.dispatch.seq);
         throttles.push(i32::from(outcome.uncounted));
         pauses.push(outcome.halt.clone());
+        lost.push(outcome.answer_lost);
         states.push(outcome.state.as_str());
         message_ids.push(outcome.message_id.clone());
         errors.push(outcome.error.clone());
@@ -64,8 +70,8 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
     }
     let first_sends: Vec<Option<f64>> = sqlx::query_scalar!(
         "WITH o AS (
-             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[], $8::uuid[], $10::text[])
-                 AS o(id, seq, state, message_id, error, delay, throttled, provider, pause)
+             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[], $8::uuid[], $10::text[], $11::bool[])
+                 AS o(id, seq, state, message_id, error, delay, throttled, provider, pause, lost)
          ),
          -- As in `begin`: primary-key lookups the planner cannot reorder, and the state
          -- compared with the row as read, never with a constant.
@@ -103,9 +109,9 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
                  -- An unknown outcome is dated from when its attempt began: the lookup
                  -- before any resend searches from then (the outcome may be written long
                  -- after, once a database outage is over).
-                 outcome_unknown_at = CASE WHEN o.state = 'unknown' THEN coalesce(r.outcome_unknown_at, r.attempted_at, now())
+                 outcome_unknown_at = CASE WHEN o.state = 'unknown' OR o.lost THEN coalesce(r.outcome_unknown_at, r.attempted_at, now())
                                            WHEN o.state = 'pending' THEN r.outcome_unknown_at END,
-                 unknown_via = CASE WHEN o.state = 'unknown' THEN coalesce(r.unknown_via, o.provider)
+                 unknown_via = CASE WHEN o.state = 'unknown' OR o.lost THEN coalesce(r.unknown_via, o.provider)
                                     WHEN o.state = 'pending' THEN r.unknown_via END,
                  sent_at = CASE WHEN o.state = 'sent' THEN now() ELSE r.sent_at END,
                  sent_via = o.provider,
@@ -156,6 +162,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
         &providers,
         herald_shared::delivery::FINAL_RANK as _,
         &pauses as _,
+        &lost,
     )
     .fetch_all(pool)
     .await?;

@@ -12,8 +12,9 @@
 //!   the next sweep.
 //! - A recipient `sending` past its lease lost its worker mid-call, maybe after the provider
 //!   took the request: it waits in `unknown` for a receipt, as if the answer had been lost
-//!   (`pending` or `failed` at once only for a provider whose policy is `retry`). The
-//!   provider is the one the attempt went to (`sent_via`), not the campaign's primary.
+//!   (`pending` or `failed` at once only for a provider whose policy is `retry`, which is
+//!   then asked again itself). The provider is the one the attempt went to (`sent_via`),
+//!   not the campaign's primary.
 //! - A recipient `unknown` past its provider's window goes back to `pending`: the worker
 //!   that gets it looks the earlier request up (where the API can) before sending again.
 //! - A waiting recipient of a cancelled or expired campaign ends where `herald_held_state`
@@ -141,11 +142,12 @@ pub async fn recover_expired_leases(pool: &PgPool) -> Result<u64, sqlx::Error> {
                                     THEN now() + make_interval(secs => p.unknown_window_ms / 1000.0)
                                     ELSE now() END,
              -- Dated from when the attempt began, at the provider it went to: the lookup
-             -- before any resend searches there, from then.
-             outcome_unknown_at = CASE WHEN p.unknown_outcome <> 'retry'
-                                       THEN coalesce(r.outcome_unknown_at, r.attempted_at, now()) END,
-             unknown_via = CASE WHEN p.unknown_outcome <> 'retry'
-                                THEN coalesce(r.unknown_via, r.sent_via, c.provider_id) END,
+             -- before any resend searches there, from then; a provider that deduplicates
+             -- (`retry`) is asked again itself, since no other knows the request's key. An
+             -- earlier attempt not yet ruled out (its worker died between the lease and the
+             -- ruling) is kept: nothing was sent since.
+             outcome_unknown_at = coalesce(r.outcome_unknown_at, r.attempted_at, now()),
+             unknown_via = coalesce(r.unknown_via, r.sent_via, c.provider_id),
              lease_until = NULL, updated_at = now()
          FROM campaigns c, providers p
          -- By primary key, as an array: joined to the expired rows instead, the prepared

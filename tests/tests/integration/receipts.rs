@@ -784,6 +784,82 @@ async fn a_message_found_by_a_lookup_is_recorded_at_the_provider_that_sent_it() 
     Ok(())
 }
 
+/// A lost answer at a provider that deduplicates requests by key (`unknown_outcome =
+/// retry`) is asked again there, with the same key, even when the retry comes through
+/// another provider's lane (the overflow's, while the first one's breaker is open): that one
+/// knows nothing of the key, and sending through it sent each such recipient twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_at_a_deduplicating_provider_is_asked_again_there() -> Result<()> {
+    const RECIPIENTS: usize = 5; // fewer than P's breaker needs to judge
+    // P: takes every request and loses its answer; a repeated key replays the first answer.
+    let mut env = TestEnv::new(&["--lose-rate", "1", "--honour-idempotency-keys"]).await?;
+    let q_url = env.extra_simulator(&[]).await?;
+    let p = env.create_provider(&env.provider()).await?;
+    let mut at_q = env.provider();
+    at_q.name = "q".into();
+    at_q.endpoint = format!("{q_url}/v1/messages");
+    let q = env.create_provider(&at_q).await?;
+    // Asked again after ten minutes, unless made due sooner (below).
+    sqlx::query(
+        "UPDATE providers SET unknown_outcome = 'retry', max_attempts = 5,
+                              retry_base_ms = 600000, retry_max_ms = 600000 WHERE id = $1",
+    )
+    .bind(p)
+    .execute(&env.pool)
+    .await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, p, "c", &numbers("+1555980", RECIPIENTS), 100)
+        .await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
+    env.start(campaign).await?;
+    let all_waiting = herald_tests::wait_until(Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM recipients WHERE campaign_id = $1 AND state = 'pending'
+               AND attempts = 1",
+        )
+        .bind(campaign)
+        .fetch_one(&env.pool)
+        .await
+        .is_ok_and(|n| n == RECIPIENTS as i64)
+    })
+    .await;
+    assert!(all_waiting.is_ok(), "{:?}", env.states(campaign).await?);
+    // P answers again; the retries are routed to Q.
+    env.simulator_config(json!({"lose_rate": 0.0})).await?;
+    sqlx::query("UPDATE campaigns SET provider_id = $2 WHERE id = $1")
+        .bind(campaign)
+        .bind(q)
+        .execute(&env.pool)
+        .await?;
+    due_now(&env, campaign).await?;
+    env.wait_completed(&[campaign], Duration::from_secs(60))
+        .await?;
+
+    let sent_at_p: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM recipients WHERE campaign_id = $1 AND state = 'sent' AND sent_via = $2",
+    )
+    .bind(campaign)
+    .bind(p)
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(
+        sent_at_p,
+        RECIPIENTS as i64,
+        "{:?}",
+        env.states(campaign).await?
+    );
+    let q_stats = env.simulator_stats_at(&q_url).await?;
+    assert_eq!(q_stats["requests"], 0, "Q is never asked: {q_stats}");
+    // P was asked twice for each: it created each message once and replayed its answer.
+    let p_stats = env.simulator_stats().await?;
+    assert_eq!(p_stats["requests"], 2 * RECIPIENTS, "{p_stats}");
+    assert_eq!(p_stats["accepted"], RECIPIENTS, "{p_stats}");
+    assert_eq!(p_stats["duplicates"], RECIPIENTS, "{p_stats}");
+    Ok(())
+}
+
 /// A lookup the provider does not answer says nothing about the recipient: it waits, no
 /// attempt spent, and is looked up again once the provider is back (counted, five such
 /// lookups failed a recipient of a provider that was down).

@@ -119,3 +119,67 @@ async fn an_undecodable_message_lands_in_the_dead_letter_queue() -> Result<()> {
     );
     Ok(())
 }
+
+/// A lease that runs out keeps what is known of the attempt's request: the attempt it made
+/// (at a provider that deduplicates, `retry`: asked again there, since no other knows its
+/// key), or an earlier one whose answer was lost and that its worker had not yet ruled
+/// out (it died between the lease and the ruling, so nothing was sent since). Recovered
+/// with neither, the next attempt went anywhere with no lookup at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_runs_out_keeps_what_is_known_of_a_lost_answer() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let waits = env.twilio_provider("twilio_sms").await?;
+    let dedups = env.create_provider(&env.provider()).await?;
+    sqlx::query("UPDATE providers SET unknown_outcome = 'retry' WHERE id = $1")
+        .bind(dedups)
+        .execute(&env.pool)
+        .await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, waits, "c", &numbers("+1555990", 2), 100)
+        .await?;
+    let ids: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM recipients WHERE campaign_id = $1 ORDER BY id")
+            .bind(campaign)
+            .fetch_all(&env.pool)
+            .await?;
+    // Both were sent to `dedups` a minute ago under leases now run out; the first had an
+    // earlier attempt at `waits` whose answer was lost ten minutes ago.
+    sqlx::query(
+        "UPDATE recipients SET state = 'sending', attempts = 1, sent_via = $2,
+                attempted_at = now() - interval '1 minute', lease_until = now() - interval '1 second'
+         WHERE campaign_id = $1",
+    )
+    .bind(campaign)
+    .bind(dedups)
+    .execute(&env.pool)
+    .await?;
+    sqlx::query(
+        "UPDATE recipients SET attempts = 2, outcome_unknown_at = now() - interval '10 minutes',
+                unknown_via = $2 WHERE id = $1",
+    )
+    .bind(ids[0])
+    .bind(waits)
+    .execute(&env.pool)
+    .await?;
+    let recovered = herald_store::recipients::sweep::recover_expired_leases(&env.pool).await?;
+    assert_eq!(recovered, 2);
+    let rows: Vec<(String, Option<uuid::Uuid>, bool)> = sqlx::query_as(
+        "SELECT state, unknown_via,
+                CASE WHEN attempts = 2 THEN outcome_unknown_at < now() - interval '9 minutes'
+                     ELSE outcome_unknown_at = attempted_at END
+         FROM recipients WHERE campaign_id = $1 ORDER BY id",
+    )
+    .bind(campaign)
+    .fetch_all(&env.pool)
+    .await?;
+    assert_eq!(
+        rows,
+        vec![
+            // `dedups`' policy: due again at once, the earlier attempt looked up first.
+            ("pending".to_owned(), Some(waits), true),
+            ("pending".to_owned(), Some(dedups), true),
+        ]
+    );
+    Ok(())
+}
