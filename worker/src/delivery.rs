@@ -496,8 +496,8 @@ async fn settle_unknown(
             return Settled::Decided(Decision::Failed {
                 error: format!(
                     "an earlier request may have been sent: the provider holds {candidates} \
-                     messages to this address from that attempt's minutes, none with this text, and which \
-                     (if any) is this one cannot be told; not sent again"
+                     message(s) to this address from that attempt's minutes, none with this text, \
+                     and whether one is this one cannot be told; not sent again"
                 ),
             });
         }

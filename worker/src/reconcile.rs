@@ -22,8 +22,8 @@ pub enum Verdict {
     SentUnidentified { candidates: usize },
     /// No such message: the earlier request did not get through.
     NotFound,
-    /// Several messages to its address, none with its text (a provider may store a text
-    /// it re-encoded): whether one is its own cannot be told, so it is not sent again.
+    /// Messages to its address, none with its text (a provider may store a text it
+    /// re-encoded): whether one is its own cannot be told, so it is not sent again.
     Ambiguous { candidates: usize },
     /// The provider's API has no lookup.
     CannotTell,
@@ -142,18 +142,19 @@ async fn unclaimed(
 }
 
 /// What `candidates` (the provider's messages to the recipient's address in the window,
-/// none claimed by another recipient) say of its earlier request: the one with its text,
-/// or else the only one there is (a provider may store a text it re-encoded), is its own.
-/// Only none at all is `NotFound`: a message Herald cannot tell apart from its own is never
-/// a reason to send again.
+/// none claimed by another recipient) say of its earlier request: the one with its text is
+/// its own. Only none at all is `NotFound`: a message Herald cannot tell apart from its own
+/// is never a reason to send again. Nor is one with another text taken as its own, even
+/// alone (a provider may store a text it re-encoded): it may be another message to the same
+/// number (a one-time code sent again), and taking it would hide it from that message's own
+/// lookup, which would then find nothing and send it a second time.
 pub fn judge(candidates: &[Candidate]) -> Verdict {
     let same: Vec<&Candidate> = candidates.iter().filter(|c| c.same_text).collect();
     match (same.as_slice(), candidates) {
         (_, []) => Verdict::NotFound,
         ([one], _) => Verdict::Sent(one.sid.clone()),
-        ([], [only]) => Verdict::Sent(only.sid.clone()),
-        ([], several) => Verdict::Ambiguous {
-            candidates: several.len(),
+        ([], others) => Verdict::Ambiguous {
+            candidates: others.len(),
         },
         (same, _) => Verdict::SentUnidentified {
             candidates: same.len(),
@@ -173,13 +174,17 @@ mod tests {
     }
 
     #[test]
-    fn the_message_with_the_text_or_the_only_one() {
+    fn the_message_with_the_text_is_its_own() {
         assert_eq!(judge(&[]), Verdict::NotFound);
         assert_eq!(
             judge(&[c("a", false), c("b", true)]),
             Verdict::Sent("b".into())
         );
-        assert_eq!(judge(&[c("a", false)]), Verdict::Sent("a".into()));
+        // Another text, even alone, may be another message's.
+        assert_eq!(
+            judge(&[c("a", false)]),
+            Verdict::Ambiguous { candidates: 1 }
+        );
     }
 
     #[test]

@@ -203,6 +203,9 @@ pub fn interpret(answer: &Answer<'_>) -> CallResult {
     class(answer.status, code).into_result(reason, answer.retry_after)
 }
 
+/// How many messages (or calls) a lookup asks for: the newest, one page.
+const LOOKUP_PAGE: usize = 50;
+
 /// Twilio's list of the account's messages (or calls) to the recipient, newest first: how
 /// Herald finds out whether a request whose answer was lost created a message after all.
 /// `GET …/Messages.json?To=…&From=…&PageSize=50` (`DateSent` is a whole day, and a message
@@ -219,7 +222,7 @@ pub fn build_lookup(
     if let Some(from) = from {
         query.append_pair("From", from);
     }
-    query.append_pair("PageSize", "50");
+    query.append_pair("PageSize", &LOOKUP_PAGE.to_string());
     let url = format!(
         "{}/2010-04-01/Accounts/{}/{resource}?{}",
         account.base_url,
@@ -289,6 +292,28 @@ pub fn find_in_lookup(
     }
     let page: Page = serde_json::from_slice(answer.body)
         .map_err(|e| format!("lookup answer is not a list: {e}"))?;
+    let created = |item: &Listed| {
+        item.date_created
+            .as_deref()
+            .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
+            .map(|d| d.with_timezone(&Utc))
+    };
+    // A full page that begins after the attempt's minutes may not reach back to them (a
+    // busy number, or a lookup made days later): its earlier request may be on the next
+    // page, so finding nothing here says nothing. Never a reason to send again.
+    let listed = page.messages.len() + page.calls.len();
+    let oldest = page
+        .messages
+        .iter()
+        .chain(&page.calls)
+        .filter_map(created)
+        .min();
+    if listed >= LOOKUP_PAGE && oldest.is_none_or(|at| at > *window.start()) {
+        return Err(format!(
+            "the provider's newest {listed} messages to this address do not reach back to the \
+             attempt's minutes; whether it was sent cannot be told"
+        ));
+    }
     let calls = page.messages.is_empty();
     let to = if calls {
         message.to.clone()
@@ -300,13 +325,8 @@ pub fn find_in_lookup(
         .into_iter()
         .chain(page.calls)
         .filter(|item| {
-            let created = item
-                .date_created
-                .as_deref()
-                .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
-                .map(|d| d.with_timezone(&Utc));
             item.to.as_deref() == Some(to.as_str())
-                && created.is_some_and(|at| window.contains(&at))
+                && created(item).is_some_and(|at| window.contains(&at))
         })
         .filter_map(|item| {
             Some(Candidate {
@@ -585,6 +605,25 @@ mod tests {
                 same_text: true
             }])
         );
+        // A full page of later messages does not reach back to the attempt: no answer.
+        let later: Vec<Value> = (0..50)
+            .map(|i| {
+                item(
+                    &format!("SM{i}"),
+                    "later",
+                    "Thu, 30 Jul 2015 20:14:00 +0000",
+                )
+            })
+            .collect();
+        let full = find_in_lookup(&answer(200, &page(json!(later))), &message(), &window);
+        assert!(full.is_err_and(|e| e.contains("do not reach back")));
+        // One that does, or a page that is not full, answers.
+        let mut reaching = later.clone();
+        reaching[49] = item("SMolder", text, "Thu, 30 Jul 2015 20:11:00 +0000");
+        let reached = find_in_lookup(&answer(200, &page(json!(reaching))), &message(), &window);
+        assert_eq!(reached, Ok(vec![]));
+        let partial = find_in_lookup(&answer(200, &page(json!(later[..49]))), &message(), &window);
+        assert_eq!(partial, Ok(vec![]));
     }
 
     #[test]
