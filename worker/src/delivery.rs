@@ -280,18 +280,11 @@ async fn attempt_send(
     lease: Begun,
     deadline: Instant,
 ) -> (Decision, Uuid) {
-    // The lease checked the expiry; reading the provider's settings may have taken a while
-    // since, so it is checked again at the last moment. (A send slot comes at most a few
-    // seconds later.)
-    if message
-        .expires_at
-        .is_some_and(|at| at <= chrono::Utc::now())
-    {
-        return (Decision::Expired, provider.id);
-    }
     if Instant::now() >= deadline {
         return (too_late(), provider.id);
     }
+    // An earlier request that may have been sent is looked up first, expired or not: if it
+    // was sent, the recipient was sent, not expired.
     let through = match lease.unknown {
         Some(unknown) => {
             match settle_unknown(ctx, provider, message, lease.attempts, unknown, deadline).await {
@@ -301,6 +294,15 @@ async fn attempt_send(
         }
         None => provider.clone(),
     };
+    // The lease checked the expiry; reading the provider's settings (and a lookup) may have
+    // taken a while since, so it is checked again at the last moment. (A send slot comes
+    // at most a few seconds later.)
+    if message
+        .expires_at
+        .is_some_and(|at| at <= chrono::Utc::now())
+    {
+        return (Decision::Expired, through.id);
+    }
     let decision = request(ctx, &through, message, lease, deadline).await;
     (decision, through.id)
 }
