@@ -61,9 +61,12 @@ pub struct Stored {
 
 /// `sqlx::query!` of `$before`, the recipients' side of applying receipts, then `$after`:
 /// shared by both statements below, written once and checked in each. `$before` defines
-/// `best`, one row per recipient (its highest-ranked receipt in the batch, with the dispatch
-/// `seq` it names, if any), and opens the CTE `applied`; `$1` is the first rank that is
-/// final. This closes `applied` (the recipients changed) and defines `first_sends` (a
+/// `best`, one row per recipient (its highest-ranked receipt in the batch; with
+/// `final_seqs`, the dispatches final receipts of the batch name, and `final_any`, whether
+/// one names none), and opens the CTE `applied`; `$1` is the first rank that is final. A
+/// call's line is freed by a final receipt of the call that holds it, whichever receipt
+/// ranks highest: a late final receipt of an earlier call in the same batch must neither
+/// free it nor keep it held. This closes `applied` (the recipients changed) and defines `first_sends` (a
 /// campaign whose first send a receipt revealed).
 macro_rules! query_applying_best {
     ($before:literal, $after:literal $(, $arg:expr)* $(,)?) => {
@@ -80,13 +83,13 @@ macro_rules! query_applying_best {
              sent_via = CASE WHEN r.state = 'sent' THEN r.sent_via ELSE b.provider_id END,
              last_error = CASE WHEN r.state = 'sent' THEN r.last_error END,
              outcome_unknown_at = NULL, unknown_via = NULL, lease_until = NULL, queued_at = NULL,
-             live_until = CASE WHEN b.rank >= $1 AND (b.seq IS NULL OR b.seq = r.dispatch_seq)
+             live_until = CASE WHEN b.final_any OR r.dispatch_seq = ANY(b.final_seqs)
                                THEN NULL ELSE r.live_until END,
              updated_at = now()
          FROM best b
          WHERE r.id = b.recipient_id
            AND (r.state <> 'sent' OR b.rank > r.delivery_rank
-                OR (b.rank >= $1 AND r.live_until IS NOT NULL AND (b.seq IS NULL OR b.seq = r.dispatch_seq)))
+                OR (r.live_until IS NOT NULL AND (b.final_any OR r.dispatch_seq = ANY(b.final_seqs))))
          RETURNING r.id, r.campaign_id
      ),
      -- Locked in id order, as by every statement that writes several campaign rows.
@@ -203,7 +206,11 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
          best AS MATERIALIZED (
              SELECT b.* FROM (
                  SELECT DISTINCT ON (recipient_id) recipient_id, provider_id, message_id, status, rank,
-                        error_code, seq
+                        error_code,
+                        coalesce(array_agg(seq) FILTER (WHERE rank >= $1 AND seq IS NOT NULL)
+                                     OVER (PARTITION BY recipient_id), '{}') AS final_seqs,
+                        coalesce(bool_or(rank >= $1 AND seq IS NULL) OVER (PARTITION BY recipient_id),
+                                 false) AS final_any
                  FROM fresh WHERE recipient_id IS NOT NULL
                  ORDER BY recipient_id, rank DESC
              ) b CROSS JOIN LATERAL (SELECT 1 FROM recipients r WHERE r.id = b.recipient_id FOR UPDATE) locked
@@ -280,8 +287,12 @@ pub async fn adopt_parked(pool: &PgPool, within: Duration) -> Result<u64, sqlx::
              UPDATE receipts p SET recipient_id = c.recipient_id
              FROM candidates c WHERE p.id = c.receipt_id
          ),
+         -- Parked receipts name no dispatch: they were found by the message id the
+         -- recipient's current send recorded.
          best AS MATERIALIZED (
-             SELECT DISTINCT ON (recipient_id) * FROM candidates ORDER BY recipient_id, rank DESC
+             SELECT DISTINCT ON (recipient_id) *, '{}'::int[] AS final_seqs,
+                    bool_or(rank >= $1) OVER (PARTITION BY recipient_id) AS final_any
+             FROM candidates ORDER BY recipient_id, rank DESC
          ),
          applied AS (",
         r#") SELECT (SELECT count(*) FROM applied) AS "applied!",

@@ -464,6 +464,16 @@ impl TestEnv {
         Ok(catalog::start_campaign(&self.pool, campaign, None).await?)
     }
 
+    /// One campaign's recipients' ids, in order.
+    pub async fn recipient_ids(&self, campaign: Uuid) -> Result<Vec<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM recipients WHERE campaign_id = $1 ORDER BY id")
+                .bind(campaign)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     /// Recipient counts by state for one campaign.
     pub async fn states(&self, campaign: Uuid) -> Result<std::collections::BTreeMap<String, i64>> {
         let rows: Vec<(String, i64)> = sqlx::query_as(

@@ -1119,3 +1119,62 @@ async fn a_tenants_calls_never_exceed_its_own_cap() -> Result<()> {
     }
     assert_lines_freed(&env).await
 }
+
+/// A call's line is freed by a final status of the call that holds it, whichever receipt
+/// of a batch ranks highest: a late `completed` of an earlier call beside the live call's
+/// `busy` kept the line held until the sweeper's timeout (the batch's best receipt was the
+/// earlier call's), and beside its `ringing` it must not free it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_is_freed_by_its_own_calls_final_status_in_any_batch() -> Result<()> {
+    use herald_shared::delivery::DeliveryStatus;
+    use herald_store::receipts::Receipt;
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.twilio_provider("twilio_voice").await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers("+1555995", 2), 100)
+        .await?;
+    // Both on their second call (dispatch 2), each holding a line.
+    sqlx::query(
+        "UPDATE recipients SET state = 'sent', attempts = 2, dispatch_seq = 2, sent_via = $2,
+                provider_message_id = 'CA' || id || '-2', sent_at = now(),
+                live_until = now() + interval '1 hour'
+         WHERE campaign_id = $1",
+    )
+    .bind(campaign)
+    .bind(provider)
+    .execute(&env.pool)
+    .await?;
+    let ids = env.recipient_ids(campaign).await?;
+    let receipt = |id: i64, seq: i32, status: DeliveryStatus| Receipt {
+        provider_id: provider,
+        message_id: format!("CA{id}-{seq}"),
+        reference: Some((campaign, id)),
+        seq: Some(seq),
+        status,
+        raw_status: status.as_str().to_owned(),
+        error_code: None,
+        error_message: None,
+        provider_time: None,
+    };
+    herald_store::receipts::store(
+        &env.pool,
+        &[
+            // The first: its live call was busy; its earlier call's completion came late.
+            receipt(ids[0], 1, DeliveryStatus::Completed),
+            receipt(ids[0], 2, DeliveryStatus::Busy),
+            // The second: its live call rings.
+            receipt(ids[1], 1, DeliveryStatus::Completed),
+            receipt(ids[1], 2, DeliveryStatus::Ringing),
+        ],
+    )
+    .await?;
+    let held: Vec<bool> = sqlx::query_scalar(
+        "SELECT live_until IS NOT NULL FROM recipients WHERE campaign_id = $1 ORDER BY id",
+    )
+    .bind(campaign)
+    .fetch_all(&env.pool)
+    .await?;
+    assert_eq!(held, vec![false, true]);
+    Ok(())
+}

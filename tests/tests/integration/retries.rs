@@ -138,11 +138,7 @@ async fn a_lease_that_runs_out_keeps_what_is_known_of_a_lost_answer() -> Result<
     let campaign = env
         .campaign(tenant, waits, "c", &numbers("+1555990", 2), 100)
         .await?;
-    let ids: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM recipients WHERE campaign_id = $1 ORDER BY id")
-            .bind(campaign)
-            .fetch_all(&env.pool)
-            .await?;
+    let ids = env.recipient_ids(campaign).await?;
     // Both were sent to `dedups` a minute ago under leases now run out; the first had an
     // earlier attempt at `waits` whose answer was lost ten minutes ago.
     sqlx::query(
