@@ -12,6 +12,7 @@ use herald_shared::ops::metrics::{RECEIPTS, RECEIPTS_REFUSED};
 use herald_store::receipts::{self, Receipt};
 use serde_json::json;
 use sqlx::PgPool;
+use std::time::Duration;
 
 /// Why a webhook is not taken. Nothing is stored for any of these.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +86,11 @@ const MAX_BATCH: usize = 500;
 /// statements, and fewer receipts a second — measured 5,300 against 6,500 a second with 64
 /// in flight.)
 const DB_LANES: usize = 1;
+/// Longest a request waits for its receipts to be stored before it is answered 503 (they
+/// are still stored when their statement runs; the provider's retry is then a duplicate).
+/// Twilio gives up on a callback after 15 s, and a statement held up (a lock, a database
+/// that stopped answering) must not hold every provider's connections open with it.
+const STORE_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct Intake {
@@ -149,12 +155,13 @@ impl Intake {
             .map(|r| (r.provider_id.to_string(), r.status.to_string()))
             .collect();
         let calls = receipts.into_iter().map(|r| self.batcher.call(r));
+        let Ok(results) = tokio::time::timeout(STORE_WAIT, futures::future::join_all(calls)).await
+        else {
+            tracing::warn!(waited = ?STORE_WAIT, "receipts not stored in time; answering 503");
+            return Err(Refusal::Unavailable);
+        };
         let mut refused = false;
-        for (result, (provider, status)) in futures::future::join_all(calls)
-            .await
-            .into_iter()
-            .zip(labels)
-        {
+        for (result, (provider, status)) in results.into_iter().zip(labels) {
             if matches!(result, Ok(Ok(()))) {
                 metrics::counter!(RECEIPTS, "provider" => provider, "status" => status)
                     .increment(1);

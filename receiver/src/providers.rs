@@ -1,7 +1,10 @@
 //! The providers whose receipts this receiver checks: each one's owner and parsed
 //! configuration (the secrets its receipts are signed with), cached for a short while. Ids
 //! that name no provider are not remembered: anyone may send them, and the cache must not
-//! grow with them.
+//! grow with them. So reading an id not in the cache takes one of a few turns: a flood of
+//! made-up ids waits (and is answered 503) rather than taking the pool's connections from
+//! the statement that stores real receipts. A provider in the cache keeps its receipts
+//! flowing on what was last read while the database does not answer.
 
 use herald_shared::provider_config::{self, ProviderConfig};
 use herald_shared::sealed::Keyring;
@@ -10,11 +13,24 @@ use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 /// How long a provider's secrets are trusted before they are read again (a rotated token
 /// takes effect within this).
 const REFRESH: Duration = Duration::from_secs(30);
+/// Most reads of providers not in the cache at once.
+const UNCACHED_READS: usize = 2;
+/// How long such a read waits for its turn.
+const UNCACHED_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("too many providers not in the cache are being read at once")]
+    Busy,
+}
 /// A provider as the receiver knows it.
 #[derive(Debug)]
 pub struct Known {
@@ -32,6 +48,7 @@ pub struct Providers {
     /// Opens credentials sealed at rest.
     keyring: Keyring,
     cache: Arc<Mutex<Cache>>,
+    uncached: Arc<Semaphore>,
 }
 
 impl Providers {
@@ -40,18 +57,33 @@ impl Providers {
             pool,
             keyring,
             cache: Arc::default(),
+            uncached: Arc::new(Semaphore::new(UNCACHED_READS)),
         }
     }
 
     /// The provider; `None` if there is no such provider (or its stored configuration no
     /// longer parses, which the admin never lets happen).
-    pub async fn get(&self, id: Uuid) -> Result<Option<Arc<Known>>, sqlx::Error> {
-        if let Some((at, known)) = self.lock().get(&id).cloned()
+    pub async fn get(&self, id: Uuid) -> Result<Option<Arc<Known>>, ProviderError> {
+        let cached = self.lock().get(&id).cloned();
+        if let Some((at, known)) = &cached
             && at.elapsed() < REFRESH
         {
-            return Ok(Some(known));
+            return Ok(Some(known.clone()));
         }
-        let row = store::providers::webhook_row(&self.pool, id).await?;
+        let _turn = match cached {
+            Some(_) => None,
+            None => Some(self.turn().await?),
+        };
+        let row = match store::providers::webhook_row(&self.pool, id).await {
+            Ok(row) => row,
+            Err(error) => match cached {
+                Some((_, known)) => {
+                    tracing::warn!(provider_id = %id, %error, "cannot read the provider again; its receipts are checked as last read");
+                    return Ok(Some(known));
+                }
+                None => return Err(error.into()),
+            },
+        };
         let Some(known) = row.and_then(|row| parse(&self.keyring, &row)).map(Arc::new) else {
             self.lock().remove(&id);
             return Ok(None);
@@ -67,13 +99,23 @@ impl Providers {
         &self,
         phone_number_id: &str,
         tenant: Option<Uuid>,
-    ) -> Result<Vec<(Uuid, ProviderConfig)>, sqlx::Error> {
+    ) -> Result<Vec<(Uuid, ProviderConfig)>, ProviderError> {
+        // Named by a signed notification, but its numbers are not cached: a turn as well.
+        let _turn = self.turn().await?;
         let rows =
             store::providers::whatsapp_by_number(&self.pool, phone_number_id, tenant).await?;
         Ok(rows
             .iter()
             .filter_map(|row| parse(&self.keyring, row).map(|known| (row.id, known.config)))
             .collect())
+    }
+
+    /// A turn to read what the cache does not hold, waited for at most [`UNCACHED_WAIT`].
+    async fn turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ProviderError> {
+        match tokio::time::timeout(UNCACHED_WAIT, self.uncached.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ProviderError::Busy),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {

@@ -1178,3 +1178,45 @@ async fn a_line_is_freed_by_its_own_calls_final_status_in_any_batch() -> Result<
     assert_eq!(held, vec![false, true]);
     Ok(())
 }
+
+/// The receiver reads providers not in its cache a few at a time: ids anyone may make up
+/// wait for a turn, and are answered busy, instead of taking every connection of the pool
+/// from the statement that stores real receipts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_provider_ids_take_turns_at_the_database() -> Result<()> {
+    use herald_receiver::providers::{ProviderError, Providers};
+    let env = TestEnv::new(&[]).await?;
+    let providers = Providers::new(env.pool.clone(), Default::default());
+    // Every read of the providers table waits while this transaction holds it.
+    let mut hold = env.pool.begin().await?;
+    sqlx::query("LOCK TABLE providers IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *hold)
+        .await?;
+    let reads: Vec<_> = (0..3)
+        .map(|_| {
+            let providers = providers.clone();
+            tokio::spawn(async move { providers.get(Uuid::new_v4()).await })
+        })
+        .collect();
+    // Two turns wait at the database; the third waits for a turn, and gives up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock'
+           AND query LIKE '%FROM providers%'",
+    )
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(waiting, 2, "two reads at the database");
+    hold.rollback().await?;
+    let mut busy = 0;
+    for read in reads {
+        match read.await? {
+            Ok(None) => {}
+            Err(ProviderError::Busy) => busy += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(busy, 1);
+    Ok(())
+}
