@@ -37,8 +37,9 @@ pub struct Connections {
     #[arg(long, env = "HERALD_TLS_CA_FILE", value_parser = parse_ca_file)]
     pub tls_ca_file: Option<PathBuf>,
 
-    /// Maximum PostgreSQL connections in this process's pool (a scheduler holds two more of
-    /// its own: one for its leadership lock, one listening for wake-ups).
+    /// Maximum PostgreSQL connections in this process's pool (each process holds one more of
+    /// its own for its readiness check; a scheduler two more besides: one for its leadership
+    /// lock, one listening for wake-ups).
     #[arg(long, env = "HERALD_DB_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=200))]
     pub db_pool_size: u32,
 }

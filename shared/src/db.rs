@@ -53,10 +53,11 @@ pub async fn connect_with(
         .map_err(DbError::Connect)
 }
 
-/// A pool of one connection, opened when first asked for, for a listener: `LISTEN` holds its
-/// connection for as long as it listens, so taken from the pool the process's statements
-/// share it would leave them one connection fewer (and a pool of one, none). Connections
-/// here are never retired for age or idleness: the listener holds one until it is lost.
+/// A pool of one connection, opened when first asked for, for a listener (or a health
+/// check): `LISTEN` holds its connection for as long as it listens, so taken from the pool
+/// the process's statements share it would leave them one connection fewer (and a pool of
+/// one, none). Connections here are never retired for age or idleness: the listener holds
+/// one until it is lost.
 pub fn listener_pool(options: PgConnectOptions) -> PgPool {
     PgPoolOptions::new()
         .max_connections(1)

@@ -139,9 +139,13 @@ async fn ready(State(scrape): State<Scrape>) -> Response {
     (status, axum::Json(readiness)).into_response()
 }
 
-/// Keeps the `database` check current: a `SELECT 1` every second, failing after 2 s.
+/// Keeps the `database` check current: a `SELECT 1` every second, failing after 2 s, on a
+/// connection of its own to `pool`'s database. On one of the pool's, a busy service (the
+/// admin's streaming uploads hold most of its connections) read as a database that is down,
+/// and every replica left its Service at once.
 pub fn watch_database(health: &Health, pool: sqlx::PgPool) {
     let health = health.clone();
+    let pool = crate::db::listener_pool((*pool.connect_options()).clone());
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
