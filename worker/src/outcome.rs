@@ -257,9 +257,14 @@ pub fn decide(result: CallResult, attempts: u32, policy: &Policy, unit: f64) -> 
         CallResult::Unknown {
             reason,
             retry_after,
-        } => match transient(reason, retry_after, attempts, retry, unit) {
+        } => match transient(reason.clone(), retry_after, attempts, retry, unit) {
             Decision::Retry { error, delay } => Decision::Resend { error, delay },
-            last => last,
+            // Its last attempt may have been sent: not failed, but waiting for a receipt,
+            // and then failed by the lookup if none came (no attempt is left to resend).
+            _ => Decision::Unknown {
+                error: reason,
+                window: policy.window,
+            },
         },
     }
 }
@@ -440,9 +445,10 @@ mod tests {
             decide(lost(), 1, &retry, 0.0),
             Decision::Resend { .. }
         ));
+        // No attempt left: it may still have been sent, so it waits for a receipt.
         assert!(matches!(
             decide(lost(), 4, &retry, 0.0),
-            Decision::Failed { .. }
+            Decision::Unknown { .. }
         ));
         // A 500 with a Retry-After, retried: no sooner than the provider asked.
         let asked_to_wait = CallResult::Unknown {

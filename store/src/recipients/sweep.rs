@@ -12,9 +12,9 @@
 //!   the next sweep.
 //! - A recipient `sending` past its lease lost its worker mid-call, maybe after the provider
 //!   took the request: it waits in `unknown` for a receipt, as if the answer had been lost
-//!   (`pending` or `failed` at once only for a provider whose policy is `retry`, which is
-//!   then asked again itself). The provider is the one the attempt went to (`sent_via`),
-//!   not the campaign's primary.
+//!   (`pending` at once, while attempts are left, only for a provider whose policy is
+//!   `retry`, which is then asked again itself). The provider is the one the attempt went
+//!   to (`sent_via`), not the campaign's primary.
 //! - A recipient `unknown` past its provider's window goes back to `pending`: the worker
 //!   that gets it looks the earlier request up (where the API can) before sending again.
 //! - A waiting recipient of a cancelled or expired campaign ends where `herald_held_state`
@@ -134,11 +134,13 @@ pub async fn rewind_stale_first_claims(
 pub async fn recover_expired_leases(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let done = sqlx::query!(
         "UPDATE recipients r
-         SET state = CASE WHEN p.unknown_outcome <> 'retry' THEN 'unknown'
-                          WHEN r.attempts - r.throttles >= p.max_attempts THEN 'failed'
-                          ELSE 'pending' END,
+         -- A provider that deduplicates (`retry`) is asked again at once, while attempts
+         -- are left; its last one, which may have been sent, waits for a receipt (then
+         -- the lookup fails it, with no attempt left to resend).
+         SET state = CASE WHEN p.unknown_outcome <> 'retry' OR r.attempts - r.throttles >= p.max_attempts
+                          THEN 'unknown' ELSE 'pending' END,
              last_error = 'worker lease expired during attempt ' || r.attempts || ' (outcome unknown)',
-             next_attempt_at = CASE WHEN p.unknown_outcome <> 'retry'
+             next_attempt_at = CASE WHEN p.unknown_outcome <> 'retry' OR r.attempts - r.throttles >= p.max_attempts
                                     THEN now() + make_interval(secs => p.unknown_window_ms / 1000.0)
                                     ELSE now() END,
              -- Dated from when the attempt began, at the provider it went to: the lookup

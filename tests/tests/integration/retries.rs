@@ -136,7 +136,7 @@ async fn a_lease_that_runs_out_keeps_what_is_known_of_a_lost_answer() -> Result<
         .await?;
     let tenant = env.tenant("acme", 1).await?;
     let campaign = env
-        .campaign(tenant, waits, "c", &numbers("+1555990", 2), 100)
+        .campaign(tenant, waits, "c", &numbers("+1555990", 3), 100)
         .await?;
     let ids = env.recipient_ids(campaign).await?;
     // Both were sent to `dedups` a minute ago under leases now run out; the first had an
@@ -158,15 +158,22 @@ async fn a_lease_that_runs_out_keeps_what_is_known_of_a_lost_answer() -> Result<
     .bind(waits)
     .execute(&env.pool)
     .await?;
+    // The third was on its last attempt.
+    sqlx::query("UPDATE recipients r SET attempts = p.max_attempts FROM providers p WHERE r.id = $1 AND p.id = $2")
+        .bind(ids[2])
+        .bind(dedups)
+        .execute(&env.pool)
+        .await?;
     let recovered = herald_store::recipients::sweep::recover_expired_leases(&env.pool).await?;
-    assert_eq!(recovered, 2);
+    assert_eq!(recovered, 3);
     let rows: Vec<(String, Option<uuid::Uuid>, bool)> = sqlx::query_as(
         "SELECT state, unknown_via,
-                CASE WHEN attempts = 2 THEN outcome_unknown_at < now() - interval '9 minutes'
+                CASE WHEN id = $2 THEN outcome_unknown_at < now() - interval '9 minutes'
                      ELSE outcome_unknown_at = attempted_at END
          FROM recipients WHERE campaign_id = $1 ORDER BY id",
     )
     .bind(campaign)
+    .bind(ids[0])
     .fetch_all(&env.pool)
     .await?;
     assert_eq!(
@@ -175,6 +182,9 @@ async fn a_lease_that_runs_out_keeps_what_is_known_of_a_lost_answer() -> Result<
             // `dedups`' policy: due again at once, the earlier attempt looked up first.
             ("pending".to_owned(), Some(waits), true),
             ("pending".to_owned(), Some(dedups), true),
+            // No attempt left: not failed while it may have been sent, but waiting for a
+            // receipt.
+            ("unknown".to_owned(), Some(dedups), true),
         ]
     );
     Ok(())
