@@ -16,7 +16,7 @@ use herald_shared::queue::topology;
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -39,6 +39,8 @@ pub struct Publisher {
     /// newest last: the broker counts a lane's depth in messages, the budget is in
     /// recipients, and the lane (first in, first out) holds the newest of them.
     sizes: HashMap<Uuid, VecDeque<u16>>,
+    /// Lanes whose gauges this scheduler has set, zeroed when it stops leading.
+    shown: BTreeSet<Uuid>,
 }
 
 impl Publisher {
@@ -62,6 +64,7 @@ impl Publisher {
             channel: None,
             confirm_timeout,
             sizes: HashMap::new(),
+            shown: BTreeSet::new(),
         })
     }
 
@@ -100,6 +103,24 @@ impl Publisher {
         Ok(channel)
     }
 
+    /// Zeroes the gauges of every lane this scheduler measured (its depth, consumers, drain
+    /// rate and drain time): a scheduler that no longer leads stops measuring, and its last
+    /// values, exported for as long as it lives, would sit beside the new leader's (a
+    /// dashboard's `max by (lane)` shows them).
+    pub fn zero_lane_gauges(&mut self) {
+        for lane in std::mem::take(&mut self.shown) {
+            let lane = lane.to_string();
+            for name in [
+                metrics_names::LANE_QUEUE_DEPTH,
+                metrics_names::LANE_CONSUMERS,
+                metrics_names::LANE_DRAIN_RATE,
+                metrics_names::LANE_DRAIN,
+            ] {
+                metrics::gauge!(name, "lane" => lane.clone()).set(0.0);
+            }
+        }
+    }
+
     /// Dispatches ready in a provider's lane (declared first if it is new): the sizes of the
     /// newest messages this scheduler published to it, as many as are ready; any more (from
     /// before this scheduler started) count as `full` each, a full batch.
@@ -112,6 +133,7 @@ impl Publisher {
         let state = topology::declare_lane(&channel, provider_id)
             .await
             .inspect_err(|_| self.channel = None)?;
+        self.shown.insert(provider_id);
         let lane = provider_id.to_string();
         metrics::gauge!(metrics_names::LANE_QUEUE_DEPTH, "lane" => lane.clone())
             .set(f64::from(state.ready));

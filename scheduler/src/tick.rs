@@ -133,6 +133,7 @@ impl Ticker {
     /// [`starved`](Self::starved) waits for ever instead of polling the broker (at a cold
     /// lane's quicker pace, for good, had leadership gone during the lane's first tick).
     pub fn stand_down(&mut self) {
+        self.publisher.zero_lane_gauges();
         self.lanes.only_due(&BTreeSet::new());
         self.withheld.clear();
         self.carried = None;
