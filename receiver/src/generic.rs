@@ -21,13 +21,6 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum Body {
-    One(Item),
-    Many(Vec<Item>),
-}
-
-#[derive(Deserialize)]
 struct Item {
     id: String,
     status: String,
@@ -41,11 +34,15 @@ struct Item {
 pub const MAX_PER_REQUEST: usize = 1_000;
 
 pub fn receipts(provider_id: Uuid, body: &[u8]) -> Result<Vec<Receipt>, Refusal> {
-    let items = match serde_json::from_slice::<Body>(body) {
-        Ok(Body::One(item)) => vec![item],
-        Ok(Body::Many(items)) => items,
-        Err(e) => return Err(Refusal::BadRequest(format!("not a receipt: {e}"))),
+    // One receipt or a list of them, told apart by the first character (an untagged enum
+    // would answer "did not match any variant" whatever field was wrong).
+    let list = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let parsed = if list {
+        serde_json::from_slice::<Vec<Item>>(body)
+    } else {
+        serde_json::from_slice::<Item>(body).map(|item| vec![item])
     };
+    let items = parsed.map_err(|e| Refusal::BadRequest(format!("not a receipt: {e}")))?;
     if items.len() > MAX_PER_REQUEST {
         return Err(Refusal::BadRequest(format!(
             "at most {MAX_PER_REQUEST} receipts per request"
@@ -101,6 +98,7 @@ mod tests {
             br#"{"id":"m1","status":"teleported"}"#,
             br#"{"id":"","status":"sent"}"#,
             br#"{"id":"m1","status":"sent","timestamp":"yesterday"}"#,
+            br#"[{"id":"m1","status":"sent"},{"id":7,"status":"sent"}]"#,
         ] {
             assert!(
                 matches!(receipts(Uuid::nil(), bad), Err(Refusal::BadRequest(_))),
@@ -108,5 +106,16 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+        // The refusal says what was wrong, and where (not "did not match any variant").
+        let Err(Refusal::BadRequest(why)) = receipts(
+            Uuid::nil(),
+            br#"{"id":"m1","status":"sent","timestamp":"yesterday"}"#,
+        ) else {
+            panic!("refused expected")
+        };
+        assert!(
+            why.contains("invalid") && why.contains("column 50"),
+            "{why}"
+        );
     }
 }

@@ -51,13 +51,19 @@ pub fn receipt(
     let Some(status) = status else {
         return Ok(None);
     };
+    // Named as the callback named them: a call's or a message's.
+    let (sid_field, status_field) = if get("CallStatus").is_some() {
+        ("CallSid", "CallStatus")
+    } else {
+        ("MessageSid", "MessageStatus")
+    };
     Ok(Some(Receipt {
         provider_id,
-        message_id: text("MessageSid", message_id.trim(), 64)?,
+        message_id: text(sid_field, message_id.trim(), 64)?,
         reference: reference.and_then(parse_reference),
         seq,
         status,
-        raw_status: text("MessageStatus", raw_status, 64)?,
+        raw_status: text(status_field, raw_status, 64)?,
         error_code: get("ErrorCode").map(|c| clip(c, 32)),
         error_message: get("ErrorMessage")
             .or_else(|| get("ChannelStatusMessage"))
@@ -108,6 +114,20 @@ mod tests {
             receipt.provider_time.unwrap().to_rfc3339(),
             "2026-07-30T12:12:00+00:00"
         );
+    }
+
+    #[test]
+    fn a_bad_field_is_named_as_the_callback_named_it() {
+        let call = params(&[("CallSid", "CA\u{1}"), ("CallStatus", "completed")]);
+        let Err(Refusal::BadRequest(why)) = receipt(Uuid::nil(), &call, None, None) else {
+            panic!("refused expected")
+        };
+        assert!(why.starts_with("CallSid"), "{why}");
+        let message = params(&[("MessageSid", "SM\u{1}"), ("MessageStatus", "sent")]);
+        let Err(Refusal::BadRequest(why)) = receipt(Uuid::nil(), &message, None, None) else {
+            panic!("refused expected")
+        };
+        assert!(why.starts_with("MessageSid"), "{why}");
     }
 
     #[test]
