@@ -79,6 +79,9 @@ impl Providers {
             Err(error) => match cached {
                 Some((_, known)) => {
                     tracing::warn!(provider_id = %id, %error, "cannot read the provider again; its receipts are checked as last read");
+                    // Trusted for another while, so that each request does not wait on the
+                    // database first.
+                    self.lock().insert(id, (Instant::now(), known.clone()));
                     return Ok(Some(known));
                 }
                 None => return Err(error.into()),
@@ -100,8 +103,8 @@ impl Providers {
         phone_number_id: &str,
         tenant: Option<Uuid>,
     ) -> Result<Vec<(Uuid, ProviderConfig)>, ProviderError> {
-        // Named by a signed notification, but its numbers are not cached: a turn as well.
-        let _turn = self.turn().await?;
+        // Named by a notification whose signature was checked: no turn (a flood of made-up
+        // ids must not hold these up).
         let rows =
             store::providers::whatsapp_by_number(&self.pool, phone_number_id, tenant).await?;
         Ok(rows

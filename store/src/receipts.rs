@@ -66,7 +66,8 @@ pub struct Stored {
 /// one names none), and opens the CTE `applied`; `$1` is the first rank that is final. A
 /// call's line is freed by a final receipt of the call that holds it, whichever receipt
 /// ranks highest: a late final receipt of an earlier call in the same batch must neither
-/// free it nor keep it held. This closes `applied` (the recipients changed) and defines `first_sends` (a
+/// free it nor keep it held. A final receipt that names no dispatch (a generic provider's,
+/// a parked one) frees it, as it cannot be told from the live call's. This closes `applied` (the recipients changed) and defines `first_sends` (a
 /// campaign whose first send a receipt revealed).
 macro_rules! query_applying_best {
     ($before:literal, $after:literal $(, $arg:expr)* $(,)?) => {

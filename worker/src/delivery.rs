@@ -227,7 +227,7 @@ async fn process(
             tracing::info!(attempt, %error, ?window, "outcome unknown; waiting for a receipt")
         }
         Decision::Halted { error } => tracing::warn!(
-            provider_id = %message.provider_id,
+            provider_id = %through,
             %error,
             "the provider refused the account; pausing the campaign"
         ),
@@ -399,6 +399,9 @@ enum Settled {
 /// key (`unknown_outcome = retry`) and cannot be asked is sent the request again itself,
 /// whichever lane this dispatch came through: only it knows the key, and another provider
 /// (a retry routed to the overflow while its breaker was open) would send a second message.
+/// Its lost attempt is kept until an answer comes, so that a lease that runs out (the
+/// lease names this dispatch's provider) or a resend that does not get through still
+/// leads back to it.
 async fn settle_unknown(
     ctx: &Context,
     current: &Arc<Provider>,
@@ -505,11 +508,6 @@ async fn settle_unknown(
         }
         Verdict::NotFound | Verdict::CannotTell => {}
     }
-    let through = if cannot_tell && policy.unknown == UnknownOutcome::Retry {
-        earlier.clone()
-    } else {
-        current.clone()
-    };
     if policy.unknown == UnknownOutcome::Fail {
         return Settled::Decided(Decision::Failed {
             error: "an earlier request may have been sent and no receipt came within the \
@@ -533,6 +531,12 @@ async fn settle_unknown(
             delay: Duration::ZERO,
         });
     }
+    // Asked again with the same key, at the provider that knows it; the earlier attempt
+    // stays the one to ask again (not ruled out): a resend that does not get through (a 503,
+    // no line, a breaker) and is routed elsewhere later must still go there.
+    if cannot_tell && policy.unknown == UnknownOutcome::Retry {
+        return Settled::SendThrough(earlier);
+    }
     // Recorded before the new request, so that a lost answer to it (or this worker's death
     // during it) is looked up where and when this request went, not the earlier one.
     match herald_store::recipients::reconcile::rule_out_earlier_attempt(
@@ -542,7 +546,7 @@ async fn settle_unknown(
     )
     .await
     {
-        Ok(true) => Settled::SendThrough(through),
+        Ok(true) => Settled::SendThrough(current.clone()),
         // The lease is no longer this dispatch's (a receipt settled the recipient meanwhile,
         // or it was taken back): nothing is sent, and the wait is recorded only if the row is
         // still this dispatch's.

@@ -120,7 +120,8 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
                  delivery_updated_at = CASE WHEN k.rank > r.delivery_rank THEN now() ELSE r.delivery_updated_at END,
                  delivery_rank = greatest(r.delivery_rank, k.rank),
                  -- A call that was not placed holds no line, nor one whose final status came.
-                 live_until = CASE WHEN o.state IN ('sent', 'unknown') AND coalesce(k.rank, 0) < $9
+                 -- (A lost answer retried at once may be a live call too.)
+                 live_until = CASE WHEN (o.state IN ('sent', 'unknown') OR o.lost) AND coalesce(k.rank, 0) < $9
                                    THEN r.live_until END,
                  lease_until = NULL, queued_at = NULL, updated_at = now()
              FROM leased o LEFT JOIN parked k ON k.id = o.id

@@ -826,13 +826,30 @@ async fn a_lost_answer_at_a_deduplicating_provider_is_asked_again_there() -> Res
     })
     .await;
     assert!(all_waiting.is_ok(), "{:?}", env.states(campaign).await?);
-    // P answers again; the retries are routed to Q.
-    env.simulator_config(json!({"lose_rate": 0.0})).await?;
+    // P is down (503); the retries are routed to Q. Each is asked again at P, which does
+    // not take it: it must still go to P after that, not to Q.
+    env.simulator_config(json!({"lose_rate": 0.0, "outage": true}))
+        .await?;
     sqlx::query("UPDATE campaigns SET provider_id = $2 WHERE id = $1")
         .bind(campaign)
         .bind(q)
         .execute(&env.pool)
         .await?;
+    due_now(&env, campaign).await?;
+    let refused = herald_tests::wait_until(Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM recipients WHERE campaign_id = $1 AND state = 'pending'
+               AND last_error LIKE 'HTTP 503%'",
+        )
+        .bind(campaign)
+        .fetch_one(&env.pool)
+        .await
+        .is_ok_and(|n| n == RECIPIENTS as i64)
+    })
+    .await;
+    assert!(refused.is_ok(), "{:?}", env.states(campaign).await?);
+    // P answers again.
+    env.simulator_config(json!({"outage": false})).await?;
     due_now(&env, campaign).await?;
     env.wait_completed(&[campaign], Duration::from_secs(60))
         .await?;
@@ -852,9 +869,10 @@ async fn a_lost_answer_at_a_deduplicating_provider_is_asked_again_there() -> Res
     );
     let q_stats = env.simulator_stats_at(&q_url).await?;
     assert_eq!(q_stats["requests"], 0, "Q is never asked: {q_stats}");
-    // P was asked twice for each: it created each message once and replayed its answer.
+    // P was asked three times for each (lost, refused, replayed): it created each message
+    // once.
     let p_stats = env.simulator_stats().await?;
-    assert_eq!(p_stats["requests"], 2 * RECIPIENTS, "{p_stats}");
+    assert_eq!(p_stats["requests"], 3 * RECIPIENTS, "{p_stats}");
     assert_eq!(p_stats["accepted"], RECIPIENTS, "{p_stats}");
     assert_eq!(p_stats["duplicates"], RECIPIENTS, "{p_stats}");
     Ok(())
@@ -970,15 +988,23 @@ async fn a_provider_that_cannot_tell_fails_unknown_outcomes_when_its_policy_says
         reasons.iter().all(|r| r.contains("not sent again")),
         "{reasons:?}"
     );
-    // `retry` tried each twice at once (max_attempts), and gave up not knowing.
+    // `retry` tried each twice at once (max_attempts), waited for a receipt after the last
+    // (it may have been sent), and then gave up not knowing: a third lease, no request.
     let retry = env.states(created[1]).await?;
     assert_eq!(retry.get("failed"), Some(&5), "{retry:?}");
-    let attempts: Vec<i32> =
-        sqlx::query_scalar("SELECT DISTINCT attempts FROM recipients WHERE campaign_id = $1")
-            .bind(created[1])
-            .fetch_all(&env.pool)
-            .await?;
-    assert_eq!(attempts, [2]);
+    let attempts: Vec<(i32, String)> = sqlx::query_as(
+        "SELECT DISTINCT attempts, last_error FROM recipients WHERE campaign_id = $1",
+    )
+    .bind(created[1])
+    .fetch_all(&env.pool)
+    .await?;
+    assert_eq!(
+        attempts,
+        [(
+            3,
+            "the outcome of attempt 2 is unknown and no attempts are left".to_owned()
+        )]
+    );
     let stats = env.simulator_stats().await?;
     assert_eq!(
         stats["requests"], 15,
