@@ -698,6 +698,31 @@ async fn started_until_all_unknown(env: &TestEnv, campaign: Uuid, recipients: us
     Ok(())
 }
 
+/// Waits until all `recipients` of `campaign` wait again (`pending`) after an error that
+/// begins with `error`.
+async fn all_waiting_after(
+    env: &TestEnv,
+    campaign: Uuid,
+    recipients: usize,
+    error: &str,
+) -> Result<()> {
+    let pattern = format!("{error}%");
+    let all = herald_tests::wait_until(Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM recipients WHERE campaign_id = $1 AND state = 'pending'
+               AND last_error LIKE $2",
+        )
+        .bind(campaign)
+        .bind(&pattern)
+        .fetch_one(&env.pool)
+        .await
+        .is_ok_and(|n| n == recipients as i64)
+    })
+    .await;
+    assert!(all.is_ok(), "{:?}", env.states(campaign).await?);
+    Ok(())
+}
+
 /// Starts `campaign` and waits until all its `recipients` are `unknown` at its provider;
 /// then moves it to `next` with those outcomes due at once, and waits for it to complete.
 async fn unknown_then_sent_through(
@@ -836,18 +861,7 @@ async fn a_lost_answer_at_a_deduplicating_provider_is_asked_again_there() -> Res
         .execute(&env.pool)
         .await?;
     due_now(&env, campaign).await?;
-    let refused = herald_tests::wait_until(Duration::from_secs(30), || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM recipients WHERE campaign_id = $1 AND state = 'pending'
-               AND last_error LIKE 'HTTP 503%'",
-        )
-        .bind(campaign)
-        .fetch_one(&env.pool)
-        .await
-        .is_ok_and(|n| n == RECIPIENTS as i64)
-    })
-    .await;
-    assert!(refused.is_ok(), "{:?}", env.states(campaign).await?);
+    all_waiting_after(&env, campaign, RECIPIENTS, "HTTP 503").await?;
     // P answers again.
     env.simulator_config(json!({"outage": false})).await?;
     due_now(&env, campaign).await?;
@@ -909,18 +923,8 @@ async fn a_lookup_the_provider_does_not_answer_spends_no_attempt() -> Result<()>
         due_now(&env, campaign).await
     };
     set_endpoint("http://127.0.0.1:9").await?;
-    let waiting = herald_tests::wait_until(Duration::from_secs(30), || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM recipients WHERE campaign_id = $1 AND state = 'pending'
-               AND last_error LIKE 'cannot tell yet whether an earlier request was sent%'",
-        )
-        .bind(campaign)
-        .fetch_one(&env.pool)
-        .await
-        .is_ok_and(|n| n == RECIPIENTS as i64)
-    })
-    .await;
-    assert!(waiting.is_ok(), "{:?}", env.states(campaign).await?);
+    let waiting = "cannot tell yet whether an earlier request was sent";
+    all_waiting_after(&env, campaign, RECIPIENTS, waiting).await?;
     let counted: Vec<i32> = sqlx::query_scalar(
         "SELECT DISTINCT attempts - throttles FROM recipients WHERE campaign_id = $1",
     )
