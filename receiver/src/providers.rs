@@ -31,6 +31,7 @@ pub enum ProviderError {
     #[error("too many providers not in the cache are being read at once")]
     Busy,
 }
+
 /// A provider as the receiver knows it.
 #[derive(Debug)]
 pub struct Known {
@@ -102,7 +103,7 @@ impl Providers {
         &self,
         phone_number_id: &str,
         tenant: Option<Uuid>,
-    ) -> Result<Vec<(Uuid, ProviderConfig)>, ProviderError> {
+    ) -> Result<Vec<(Uuid, ProviderConfig)>, sqlx::Error> {
         // Named by a notification whose signature was checked: no turn (a flood of made-up
         // ids must not hold these up).
         let rows =

@@ -180,14 +180,10 @@ pub fn take_turns(
     newcomers.sort_by_key(|&i| tie[i]);
     let mut ahead: HashMap<Uuid, i64> = HashMap::new();
     for i in newcomers {
-        let taken = ahead.entry(demands[i].tenant_id).or_insert(0);
-        if *taken > 0
-            && *taken
-                >= tenant_share
-                    .get(&demands[i].tenant_id)
-                    .copied()
-                    .unwrap_or(0)
-        {
+        let tenant = demands[i].tenant_id;
+        let share = tenant_share.get(&tenant).copied().unwrap_or(0);
+        let taken = ahead.entry(tenant).or_insert(0);
+        if *taken > 0 && *taken >= share {
             standing[i] = Some(0);
             continue;
         }

@@ -12,7 +12,7 @@
 //! | `sending` (or a sweeper's guess) | `sent` / `failed` / `pending` / `unknown` / `expired` | the worker, after the provider's answer | [`record::record`] |
 //! | `queued` | `pending` | the sweeper, a claim whose message may be lost | [`sweep::requeue_stale_claims`] |
 //! | range-claimed `pending` | `pending` | the sweeper, a range claim whose message may be lost, or first attempts handed back whose campaign's row was busy then: its cursor moves back | [`sweep::rewind_stale_first_claims`] |
-//! | `sending` | `unknown` / `pending` / `failed` | the sweeper, a lease that ran out | [`sweep::recover_expired_leases`] |
+//! | `sending` | `unknown` / `pending` | the sweeper, a lease that ran out | [`sweep::recover_expired_leases`] |
 //! | `unknown` | `pending` | the sweeper, a provider's window passed without a receipt | [`sweep::retry_unknown_outcomes`] |
 //! | `sending` (unchanged) | | the worker, once its lookup ruled out an earlier attempt whose outcome was unknown, before it sends again: the next unknown outcome is this attempt's | [`reconcile::rule_out_earlier_attempt`] |
 //! | `pending` | `cancelled` / `expired` | the sweeper, a cancelled or expired campaign | [`sweep::end_waiting_recipients`] |

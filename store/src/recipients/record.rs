@@ -28,9 +28,9 @@ pub struct Outcome {
     pub uncounted: bool,
     /// The provider refused the account: the campaign is paused with this reason.
     pub halt: Option<String>,
-    /// The answer was lost, though the recipient is due again (`pending`) at once after
-    /// `due_in`: its provider deduplicates requests by key. The attempt is kept as one whose
-    /// outcome is unknown (when, and at which provider), so the next request goes there.
+    /// The answer was lost, though the recipient is due again (`pending`) after `due_in`: its
+    /// provider deduplicates requests by key. The attempt is kept as one whose outcome is
+    /// unknown (when, and at which provider), so that the next request goes there.
     pub answer_lost: bool,
 }
 

@@ -1211,6 +1211,8 @@ async fn lists_come_in_cursor_pages_and_filter_by_status_tenant_and_name() -> Re
         ("limit=0", "limit"),
         ("limit=1001", "limit"),
         ("status=finished", "status"),
+        // A parameter the list does not take (misspelt, it would list everything).
+        ("stauts=running", "stauts"),
     ] {
         let (status, body) = admin
             .call(op, GET, &format!("/campaigns?{query}"), None)

@@ -858,20 +858,41 @@ async fn first_to_last_send(env: &TestEnv, campaign: Uuid) -> Result<f64> {
     .await?)
 }
 
+/// Two tenants' campaigns of ten recipients each, `held` and `other`, their numbers from
+/// `prefixes`.
+async fn held_and_other(env: &TestEnv, prefixes: [&str; 2]) -> Result<(Uuid, Uuid)> {
+    let provider = env.create_provider(&env.provider()).await?;
+    let (a, b) = (env.tenant("acme", 1).await?, env.tenant("globex", 1).await?);
+    let held = env
+        .campaign(a, provider, "held", &numbers(prefixes[0], 10), 100)
+        .await?;
+    let other = env
+        .campaign(b, provider, "other", &numbers(prefixes[1], 10), 100)
+        .await?;
+    Ok((held, other))
+}
+
+/// Holds `campaign`'s row as an upload to it does while it streams, until the transaction
+/// returned ends.
+async fn hold_as_an_upload(
+    env: &TestEnv,
+    campaign: Uuid,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut upload = env.pool.begin().await?;
+    sqlx::query("SELECT 1 FROM campaigns WHERE id = $1 FOR UPDATE")
+        .bind(campaign)
+        .execute(&mut *upload)
+        .await?;
+    Ok(upload)
+}
+
 /// A campaign whose start has come while an upload holds its row (an upload to a scheduled
 /// campaign holds it for as long as it streams) is made running at a later tick: waiting
 /// for it held up the tick, and every other tenant's dispatch with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_due_campaign_held_by_an_upload_does_not_stall_the_tick() -> Result<()> {
     let env = TestEnv::new(&[]).await?;
-    let provider = env.create_provider(&env.provider()).await?;
-    let (a, b) = (env.tenant("acme", 1).await?, env.tenant("globex", 1).await?);
-    let held = env
-        .campaign(a, provider, "held", &numbers("+1555960", 10), 100)
-        .await?;
-    let other = env
-        .campaign(b, provider, "other", &numbers("+1555961", 10), 100)
-        .await?;
+    let (held, other) = held_and_other(&env, ["+1555960", "+1555961"]).await?;
     env.start(held).await?;
     // Scheduled, its start come: due at the first tick.
     sqlx::query("UPDATE campaigns SET status = 'scheduled', start_at = now() WHERE id = $1")
@@ -879,11 +900,7 @@ async fn a_due_campaign_held_by_an_upload_does_not_stall_the_tick() -> Result<()
         .execute(&env.pool)
         .await?;
     env.start(other).await?;
-    let mut upload = env.pool.begin().await?;
-    sqlx::query("SELECT 1 FROM campaigns WHERE id = $1 FOR UPDATE")
-        .bind(held)
-        .execute(&mut *upload)
-        .await?;
+    let upload = hold_as_an_upload(&env, held).await?;
     let _scheduler = env.scheduler(250, &[])?;
     let _worker = env.worker(&[])?;
     env.wait_completed(&[other], Duration::from_secs(20))
@@ -903,14 +920,7 @@ async fn a_due_campaign_held_by_an_upload_does_not_stall_the_tick() -> Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_held_by_an_upload_does_not_hold_up_others_completing() -> Result<()> {
     let env = TestEnv::new(&[]).await?;
-    let provider = env.create_provider(&env.provider()).await?;
-    let (a, b) = (env.tenant("acme", 1).await?, env.tenant("globex", 1).await?);
-    let held = env
-        .campaign(a, provider, "held", &numbers("+1555962", 10), 100)
-        .await?;
-    let other = env
-        .campaign(b, provider, "other", &numbers("+1555963", 10), 100)
-        .await?;
+    let (held, other) = held_and_other(&env, ["+1555962", "+1555963"]).await?;
     // Scheduled for later and already past its expiry: completion's to close.
     sqlx::query(
         "UPDATE campaigns SET status = 'scheduled', start_at = now() + interval '1 hour',
@@ -920,11 +930,7 @@ async fn a_campaign_held_by_an_upload_does_not_hold_up_others_completing() -> Re
     .execute(&env.pool)
     .await?;
     env.start(other).await?;
-    let mut upload = env.pool.begin().await?;
-    sqlx::query("SELECT 1 FROM campaigns WHERE id = $1 FOR UPDATE")
-        .bind(held)
-        .execute(&mut *upload)
-        .await?;
+    let upload = hold_as_an_upload(&env, held).await?;
     let _scheduler = env.scheduler(250, &[])?;
     let _worker = env.worker(&[])?;
     env.wait_completed(&[other], Duration::from_secs(20))
