@@ -872,18 +872,27 @@ async fn held_and_other(env: &TestEnv, prefixes: [&str; 2]) -> Result<(Uuid, Uui
     Ok((held, other))
 }
 
-/// Holds `campaign`'s row as an upload to it does while it streams, until the transaction
-/// returned ends.
-async fn hold_as_an_upload(
-    env: &TestEnv,
-    campaign: Uuid,
-) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+/// Starts `other` and runs a scheduler and a worker while `held`'s row is held as an upload
+/// to it holds it while it streams: `other` must complete meanwhile. Then lets go, and
+/// waits for `held` to complete too. Answers `held`'s status while it was held.
+async fn other_completes_while_held(env: &TestEnv, held: Uuid, other: Uuid) -> Result<String> {
+    env.start(other).await?;
     let mut upload = env.pool.begin().await?;
     sqlx::query("SELECT 1 FROM campaigns WHERE id = $1 FOR UPDATE")
-        .bind(campaign)
+        .bind(held)
         .execute(&mut *upload)
         .await?;
-    Ok(upload)
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
+    env.wait_completed(&[other], Duration::from_secs(20))
+        .await?;
+    let while_held: String = sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1")
+        .bind(held)
+        .fetch_one(&env.pool)
+        .await?;
+    upload.rollback().await?;
+    env.wait_completed(&[held], Duration::from_secs(20)).await?;
+    Ok(while_held)
 }
 
 /// A campaign whose start has come while an upload holds its row (an upload to a scheduled
@@ -899,19 +908,8 @@ async fn a_due_campaign_held_by_an_upload_does_not_stall_the_tick() -> Result<()
         .bind(held)
         .execute(&env.pool)
         .await?;
-    env.start(other).await?;
-    let upload = hold_as_an_upload(&env, held).await?;
-    let _scheduler = env.scheduler(250, &[])?;
-    let _worker = env.worker(&[])?;
-    env.wait_completed(&[other], Duration::from_secs(20))
-        .await?;
-    let waiting: String = sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1")
-        .bind(held)
-        .fetch_one(&env.pool)
-        .await?;
+    let waiting = other_completes_while_held(&env, held, other).await?;
     assert_eq!(waiting, "scheduled", "not made running while held");
-    upload.rollback().await?;
-    env.wait_completed(&[held], Duration::from_secs(20)).await?;
     Ok(())
 }
 
@@ -929,13 +927,6 @@ async fn a_campaign_held_by_an_upload_does_not_hold_up_others_completing() -> Re
     .bind(held)
     .execute(&env.pool)
     .await?;
-    env.start(other).await?;
-    let upload = hold_as_an_upload(&env, held).await?;
-    let _scheduler = env.scheduler(250, &[])?;
-    let _worker = env.worker(&[])?;
-    env.wait_completed(&[other], Duration::from_secs(20))
-        .await?;
-    upload.rollback().await?;
-    env.wait_completed(&[held], Duration::from_secs(20)).await?;
+    other_completes_while_held(&env, held, other).await?;
     Ok(())
 }
