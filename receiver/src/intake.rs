@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Datelike, Utc};
 use herald_shared::batch::Batcher;
-use herald_shared::ops::metrics::{RECEIPTS, RECEIPTS_REFUSED};
-use herald_store::receipts::{self, Receipt};
+use herald_shared::ops::metrics::{RECEIPTS, RECEIPTS_REFUSED, RECEIPTS_RESULTS};
+use herald_store::receipts::{self, Receipt, Stored};
 use serde_json::json;
 use sqlx::PgPool;
 use std::time::Duration;
@@ -92,6 +92,21 @@ const DB_LANES: usize = 1;
 /// that stopped answering) must not hold every provider's connections open with it.
 const STORE_WAIT: Duration = Duration::from_secs(10);
 
+/// What became of a statement's receipts: the metric operators watch for receipts that do
+/// not find their messages (parked, later orphaned) and for providers that send copies.
+fn count_results(stored: &Stored) {
+    let firsts = stored.received - stored.duplicates;
+    for (result, count) in [
+        ("matched", firsts - stored.parked),
+        ("parked", stored.parked),
+        ("duplicate", stored.duplicates),
+    ] {
+        if let Ok(count @ 1..) = u64::try_from(count) {
+            metrics::counter!(RECEIPTS_RESULTS, "result" => result).increment(count);
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Intake {
     batcher: Batcher<Receipt, Result<(), ()>>,
@@ -111,6 +126,7 @@ impl Intake {
                             applied = stored.applied,
                             "receipts stored"
                         );
+                        count_results(&stored);
                         vec![Ok(()); batch.len()]
                     }
                     // A statement PostgreSQL refused for what it holds (not an outage, a
@@ -127,8 +143,11 @@ impl Intake {
                         let mut results = Vec::with_capacity(batch.len());
                         for receipt in &batch {
                             let alone = receipts::store(&pool, std::slice::from_ref(receipt)).await;
-                            if let Err(error) = &alone {
-                                tracing::warn!(%error, provider_id = %receipt.provider_id, "cannot store a receipt; answering 503");
+                            match &alone {
+                                Ok(stored) => count_results(stored),
+                                Err(error) => {
+                                    tracing::warn!(%error, provider_id = %receipt.provider_id, "cannot store a receipt; answering 503")
+                                }
                             }
                             results.push(alone.map(drop).map_err(drop));
                         }

@@ -133,6 +133,10 @@ async fn keep_receipts(pool: &PgPool, keeping: ReceiptKeeping) -> Result<(), sql
         tracing::warn!(%error, "cannot adopt parked receipts now");
     }
     let orphaned = receipts::orphan_parked(pool, keeping.orphan_after).await;
+    if let Ok(found) = &orphaned {
+        metrics::counter!(metrics_names::RECEIPTS_ORPHANED)
+            .increment(u64::try_from(found.count).unwrap_or(0));
+    }
     if let Ok(receipts::Orphaned {
         count,
         first: Some(first),

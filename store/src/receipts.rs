@@ -319,7 +319,8 @@ pub struct Orphan {
     pub received_at: DateTime<Utc>,
 }
 
-/// Receipts newly found orphaned: how many, and one of them to show.
+/// Receipts newly found orphaned: how many (a provider's copies of one not counted), and
+/// one of them to show.
 #[derive(Debug, Clone)]
 pub struct Orphaned {
     pub count: i64,
@@ -340,12 +341,14 @@ pub async fn orphan_parked(pool: &PgPool, after: Duration) -> Result<Orphaned, s
                           WHERE recipient_id IS NULL AND orphaned_at IS NULL
                             AND received_at < now() - make_interval(secs => $1)
                           LIMIT $2)
-             RETURNING provider_id, message_id, status, received_at
+             RETURNING provider_id, message_id, status, received_at, duplicate
          )
-         SELECT (SELECT count(*) FROM orphaned) AS "count!",
+         -- A provider's copies of a receipt are marked with it, but neither counted nor shown.
+         SELECT (SELECT count(*) FROM orphaned WHERE NOT duplicate) AS "count!",
                 o.provider_id AS "provider_id?", o.message_id AS "message_id?",
                 o.status AS "status?", o.received_at AS "received_at?"
-         FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT * FROM orphaned LIMIT 1) o ON true"#,
+         FROM (SELECT 1) one
+         LEFT JOIN LATERAL (SELECT * FROM orphaned WHERE NOT duplicate LIMIT 1) o ON true"#,
         after.as_secs_f64(),
         KEEP_BATCH,
     )
@@ -407,7 +410,8 @@ pub struct OrphanReceipt {
 }
 
 /// The orphaned receipts of the providers `scope` owns (an operator: every provider's),
-/// only `provider`'s if given, newest first, at most `limit`.
+/// only `provider`'s if given, newest first, at most `limit`; a provider's copies of one are
+/// not listed.
 pub async fn orphans(
     pool: &PgPool,
     scope: crate::tenants::Scope,
@@ -419,7 +423,7 @@ pub async fn orphans(
         "SELECT x.provider_id, x.message_id, x.status, x.raw_status, x.error_code, x.received_at,
                 x.orphaned_at
          FROM receipts x JOIN providers p ON p.id = x.provider_id
-         WHERE x.orphaned_at IS NOT NULL AND x.recipient_id IS NULL
+         WHERE x.orphaned_at IS NOT NULL AND x.recipient_id IS NULL AND NOT x.duplicate
            AND ($1::uuid IS NULL OR p.tenant_id = $1)
            AND ($2::uuid IS NULL OR x.provider_id = $2)
          ORDER BY x.received_at DESC LIMIT $3",

@@ -856,13 +856,8 @@ impl Admin {
         ))
     }
 
-    /// Through the API: a tenant named `name`, a key for it, and a provider of that tenant
-    /// pointing at `simulator_url`. Returns (tenant id, tenant key, provider id).
-    pub async fn tenant_with_provider(
-        &self,
-        name: &str,
-        simulator_url: &str,
-    ) -> Result<(String, String, String)> {
+    /// Through the API: a tenant named `name` and a key for it. Returns (tenant id, key).
+    pub async fn tenant_with_key(&self, name: &str) -> Result<(String, String)> {
         let op = self.operator_key.clone();
         let text = |v: &Value, field: &str| v[field].as_str().unwrap_or_default().to_owned();
         let tenant = self
@@ -882,7 +877,18 @@ impl Admin {
                 Some(json!({"name": "tests"})),
             )
             .await?;
-        let key = text(&key, "key");
+        Ok((tenant_id, text(&key, "key")))
+    }
+
+    /// Through the API: a tenant named `name`, a key for it, and a provider of that tenant
+    /// pointing at `simulator_url`. Returns (tenant id, tenant key, provider id).
+    pub async fn tenant_with_provider(
+        &self,
+        name: &str,
+        simulator_url: &str,
+    ) -> Result<(String, String, String)> {
+        let text = |v: &Value, field: &str| v[field].as_str().unwrap_or_default().to_owned();
+        let (tenant_id, key) = self.tenant_with_key(name).await?;
         let provider = self
             .ok(
                 &key,

@@ -15,6 +15,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub const MESSAGES: &str = "herald_messages_total";
 /// Receipts stored, by `provider` and `status`.
 pub const RECEIPTS: &str = "herald_receipts_total";
+/// Receipts stored, by `result`: `matched` (its recipient found and the first copy of its
+/// status, applied), `parked` (no recipient yet: it waits for its send to be recorded, or
+/// becomes an orphan) and `duplicate` (a copy of one stored before, only kept).
+pub const RECEIPTS_RESULTS: &str = "herald_receipts_results_total";
+/// Receipts that matched no recipient for `HERALD_RECEIPT_ORPHAN_AFTER_MS` (the leader's
+/// housekeeping; copies not counted).
+pub const RECEIPTS_ORPHANED: &str = "herald_receipts_orphaned_total";
 /// Webhooks refused, by `reason` (unsigned, bad_signature, no_provider, malformed,
 /// not_stored).
 pub const RECEIPTS_REFUSED: &str = "herald_receipts_refused_total";
@@ -151,6 +158,16 @@ fn describe() {
         RECEIPTS,
         Unit::Count,
         "Delivery receipts stored, by provider and status"
+    );
+    describe_counter!(
+        RECEIPTS_RESULTS,
+        Unit::Count,
+        "Receipts stored, by result (matched, parked, duplicate)"
+    );
+    describe_counter!(
+        RECEIPTS_ORPHANED,
+        Unit::Count,
+        "Receipts that never matched a recipient (copies not counted)"
     );
     describe_counter!(
         RECEIPTS_REFUSED,

@@ -2,10 +2,11 @@
 //! their order, copies or timing; and what they settle: a request whose answer was lost is
 //! never sent again once a receipt says it went out.
 
+use anyhow::Context;
 use herald_shared::signature;
 use herald_tests::{
     Result, SIMULATOR_APP_SECRET, SIMULATOR_WEBHOOK_SECRET, TWILIO_SID, TWILIO_TOKEN, TestEnv,
-    numbers,
+    metric_sum, numbers,
 };
 use herald_worker::attempts::{Dispatch, outcome};
 use herald_worker::outcome::Decision;
@@ -1248,5 +1249,120 @@ async fn made_up_provider_ids_take_turns_at_the_database() -> Result<()> {
         }
     }
     assert_eq!(busy, 1);
+    Ok(())
+}
+
+/// A receipt for a message Herald never sent waits (parked), then is reported as an orphan:
+/// counted once however often the provider repeats it, and listed only to the tenant whose
+/// provider it came through (and to operators).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_that_never_finds_its_message_is_reported_as_an_orphan_to_its_tenant_only()
+-> Result<()> {
+    let mut env = TestEnv::new(&[]).await?;
+    env.receiver().await?;
+    let admin = env.admin().await?;
+    let op = admin.operator_key.clone();
+    let mut keys = Vec::new();
+    for name in ["owner", "other"] {
+        let (tenant, key) = admin.tenant_with_key(name).await?;
+        keys.push((tenant.parse::<Uuid>()?, key));
+    }
+    let mut owned = env.provider();
+    owned.tenant_id = Some(keys[0].0);
+    let provider = env.create_provider(&owned).await?;
+
+    let stray = json!({"id": "msg-nobody-sent", "status": "delivered"});
+    for _ in 0..2 {
+        assert_eq!(
+            post_generic(&env, provider, &stray, SIMULATOR_WEBHOOK_SECRET).await?,
+            200
+        );
+    }
+    let receiver = env
+        .scrape(env.receiver_service().context("receiver")?)
+        .await?;
+    for (result, count) in [("parked", 1.0), ("duplicate", 1.0)] {
+        assert_eq!(
+            metric_sum(
+                &receiver,
+                "herald_receipts_results_total",
+                &[("result", result)]
+            ),
+            Some(count),
+            "{result}"
+        );
+    }
+    assert_eq!(
+        metric_sum(
+            &receiver,
+            "herald_receipts_results_total",
+            &[("result", "matched")]
+        ),
+        None
+    );
+
+    // Housekeeping keeps receipts every 30 rounds of the tick: every 3 s here.
+    let scheduler = env.scheduler(100, &[("HERALD_RECEIPT_ORPHAN_AFTER_MS", "1000")])?;
+    let listed = |key: String, query: &'static str| {
+        let admin = &admin;
+        async move {
+            let (status, body) = admin
+                .call(
+                    &key,
+                    reqwest::Method::GET,
+                    &format!("/receipts/orphans{query}"),
+                    None,
+                )
+                .await?;
+            anyhow::ensure!(status == 200, "{status} {body}");
+            Ok::<_, anyhow::Error>(
+                body.as_array()
+                    .map(|rows| {
+                        rows.iter()
+                            .map(|row| row["message_id"].as_str().unwrap_or_default().to_owned())
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    let shown = herald_tests::wait_until(Duration::from_secs(20), || async {
+        listed(keys[0].1.clone(), "")
+            .await
+            .is_ok_and(|rows| !rows.is_empty())
+    })
+    .await;
+    assert!(shown.is_ok(), "never listed as an orphan");
+    assert_eq!(
+        listed(keys[0].1.clone(), "").await?,
+        ["msg-nobody-sent"],
+        "one row, not its copy"
+    );
+    assert_eq!(listed(op.clone(), "").await?, ["msg-nobody-sent"]);
+    assert!(
+        listed(keys[1].1.clone(), "").await?.is_empty(),
+        "another tenant sees none"
+    );
+    let elsewhere = format!("?provider_id={}", Uuid::new_v4());
+    let (status, body) = admin
+        .call(
+            &op,
+            reqwest::Method::GET,
+            &format!("/receipts/orphans{elsewhere}"),
+            None,
+        )
+        .await?;
+    assert_eq!((status, body), (200, json!([])), "filtered by provider");
+    // Counted just after its statement commits; later rounds find nothing new.
+    let counted = || async {
+        let text = env.scrape(&scheduler).await.unwrap_or_default();
+        metric_sum(&text, "herald_receipts_orphaned_total", &[])
+    };
+    let _ = herald_tests::wait_until(Duration::from_secs(5), || async {
+        counted().await.is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(counted().await, Some(1.0), "counted once, its copy not");
     Ok(())
 }
