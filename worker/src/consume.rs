@@ -66,6 +66,7 @@ pub async fn run(
     shutdown: &CancellationToken,
 ) {
     let mut backoff = BACKOFF_START;
+    let mut last_beat: Option<std::time::Instant> = None;
     loop {
         match session(&ctx, &settings, tracker, shutdown, &mut backoff).await {
             Ok(()) => break,
@@ -74,8 +75,19 @@ pub async fn run(
                 tracing::warn!(%error, retry_in = ?backoff, "broker connection lost; reconnecting")
             }
         }
+        // Deliveries of the lost session still make their requests: the fleet must not
+        // count this worker gone and share out its room meanwhile.
+        if last_beat.is_none_or(|at| at.elapsed() >= REFRESH) {
+            beat_in_use(&settings, &ctx.in_flight).await;
+            last_beat = Some(std::time::Instant::now());
+        }
         tokio::select! {
-            () = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => {
+                // Asked to stop while the broker is out of reach: the deliveries in hand
+                // need only the database and the providers to finish.
+                drain(&settings, &ctx.in_flight, tracker).await;
+                break;
+            }
             () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -142,7 +154,7 @@ async fn session(
                 for lane in lanes.values() {
                     let _ = lane.cancel().await;
                 }
-                wait_for_drain(tracker, settings.drain_timeout).await;
+                drain(settings, &ctx.in_flight, tracker).await;
                 let _ = connection.close(200, "worker shutting down".into()).await;
                 return Ok(());
             }
@@ -344,14 +356,44 @@ async fn open_lane(
     })
 }
 
-async fn wait_for_drain(tracker: &TaskTracker, timeout: Duration) {
+/// Takes no more work and waits, at most `settings.drain_timeout`, for the deliveries in
+/// hand to finish. Meanwhile the heartbeat goes on with only the requests still running
+/// (every cap set to nothing): the others take up this worker's room as it frees, never
+/// while it is still in use, and do not count it gone while its requests last.
+async fn drain(settings: &Settings<'_>, in_flight: &InFlight, tracker: &TaskTracker) {
     tracker.close();
-    let in_flight = tracker.len();
-    tracing::info!(in_flight, ?timeout, "draining in-flight deliveries");
-    if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
-        tracing::warn!(
-            left = tracker.len(),
-            "drain timeout; unfinished deliveries return to the queue"
-        );
+    for provider in in_flight.in_use_at_most().into_keys() {
+        in_flight.set(provider, 0);
+    }
+    let in_hand = tracker.len();
+    tracing::info!(in_flight = in_hand, timeout = ?settings.drain_timeout, "draining in-flight deliveries");
+    let deadline = tokio::time::sleep(settings.drain_timeout);
+    tokio::pin!(deadline);
+    let mut beats = tokio::time::interval(REFRESH);
+    loop {
+        tokio::select! {
+            () = tracker.wait() => return,
+            () = &mut deadline => {
+                tracing::warn!(
+                    left = tracker.len(),
+                    "drain timeout; unfinished deliveries return to the queue"
+                );
+                return;
+            }
+            _ = beats.tick() => beat_in_use(settings, in_flight).await,
+        }
+    }
+}
+
+/// Beats the heartbeat with what this worker may still have in flight, outside a session
+/// (which beats with its lanes): bounded like the session's, and a failure only logged.
+async fn beat_in_use(settings: &Settings<'_>, in_flight: &InFlight) {
+    let in_use = in_flight.in_use_at_most();
+    let name = worker_name();
+    let beat = fleet::heartbeat(&settings.pool, settings.id, &name, |_| (in_use, ()));
+    match tokio::time::timeout(REFRESH, beat).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "cannot beat the heartbeat now"),
+        Err(_) => tracing::debug!("no answer from the database for the heartbeat"),
     }
 }

@@ -307,3 +307,84 @@ async fn a_terminated_scheduler_finishes_its_tick_before_exiting() -> Result<()>
     assert_eq!(stats["duplicates"], 0, "{stats}");
     Ok(())
 }
+
+/// A worker whose broker is out of reach still holds requests in flight: it keeps beating
+/// the fleet's heartbeat with them (so the others do not share out its room while they
+/// last), and a SIGTERM then drains them as it would with the broker there: their outcomes
+/// are written before it exits, none left mid-send for the sweeper to guess at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_from_the_broker_keeps_its_place_and_drains_on_sigterm() -> Result<()> {
+    let mut env = TestEnv::new(&["--latency", "fixed:9000"]).await?;
+    let mut provider = env.provider();
+    provider.timeout_ms = 20_000;
+    let provider = env.create_provider(&provider).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers("+1555970", 100), 100)
+        .await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let proxy = herald_tests::proxy::Proxy::start("127.0.0.1:5672".parse()?).await?;
+    let direct = env.amqp_url.clone();
+    env.route(None, Some(proxy.url(&direct)));
+    let mut worker = env.worker(&[("HERALD_WORKER_PREFETCH", "40")])?;
+    env.start(campaign).await?;
+    let sending = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM recipients WHERE state = 'sending'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap_or(0)
+    };
+    wait_until(Duration::from_secs(20), || async { sending().await >= 20 })
+        .await
+        .map_err(|_| anyhow::anyhow!("no requests in flight"))?;
+    let in_flight = sending().await;
+
+    proxy.set(herald_tests::proxy::Mode::Down);
+    let cut = Instant::now();
+    wait_until(Duration::from_secs(5), || async {
+        worker.log_text().contains("broker connection lost")
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the worker never saw the broker go"))?;
+    // Past the fleet's 6 s: a worker not heard from for that long counts as gone.
+    tokio::time::sleep(Duration::from_secs(7).saturating_sub(cut.elapsed())).await;
+    let (fresh, held): (bool, i64) = sqlx::query_as(
+        "SELECT seen_at > now() - interval '6 seconds',
+                (SELECT coalesce(sum(value::int8), 0)::int8 FROM jsonb_each_text(caps))
+         FROM workers",
+    )
+    .fetch_one(&env.pool)
+    .await?;
+    assert!(fresh, "the heartbeat went on without the broker");
+    assert!(
+        held >= in_flight,
+        "it holds {held} of its {in_flight} requests"
+    );
+    assert!(
+        sending().await >= in_flight,
+        "its requests are still in flight"
+    );
+
+    worker.terminate();
+    let status = worker
+        .wait(Duration::from_secs(30))
+        .await
+        .expect("the worker exits after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", worker.log_text());
+    assert!(
+        worker.log_text().contains("draining"),
+        "{}",
+        worker.log_text()
+    );
+    assert_eq!(sending().await, 0, "outcomes written before it exited");
+    let states = env.states(campaign).await?;
+    assert!(
+        states.get("sent").is_some_and(|&n| n >= in_flight),
+        "{states:?}"
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM workers")
+        .fetch_one(&env.pool)
+        .await?;
+    assert_eq!(left, 0, "it left the fleet");
+    Ok(())
+}
