@@ -1,6 +1,6 @@
 //! The scheduler's settings, from flags or `HERALD_*` environment variables.
 
-use herald_shared::config::Connections;
+use herald_shared::config::{Broker, Connections};
 use herald_shared::ops::OpsConfig;
 use std::time::Duration;
 
@@ -8,6 +8,9 @@ use std::time::Duration;
 pub struct SchedulerConfig {
     #[command(flatten)]
     pub connections: Connections,
+
+    #[command(flatten)]
+    pub broker: Broker,
 
     #[command(flatten)]
     pub ops: OpsConfig,

@@ -87,7 +87,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
         herald_shared::db::connect_with(options.clone(), config.connections.db_pool_size).await?;
     ops::watch_database(&health, pool.clone());
     let publisher = Publisher::new(
-        config.connections.amqp_url.expose(),
+        config.broker.amqp_url.expose(),
         &tls,
         Duration::from_millis(config.confirm_timeout_ms),
     )?;

@@ -9,7 +9,7 @@ use clap::Parser;
 use secrecy::{ExposeSecret, SecretString};
 use std::path::PathBuf;
 
-/// Connection settings every service needs.
+/// The database connection every service needs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Connections {
     /// PostgreSQL URL, with an explicit user, e.g. postgres://herald:herald@127.0.0.1:5432/herald
@@ -19,6 +19,22 @@ pub struct Connections {
     #[arg(long, env = "HERALD_DATABASE_URL", hide_env_values = true, value_parser = parse_database_url)]
     pub database_url: SecretUrl,
 
+    /// A PEM file of CA certificates trusted, besides the system's, for TLS to PostgreSQL
+    /// and RabbitMQ (a managed service's private CA).
+    #[arg(long, env = "HERALD_TLS_CA_FILE", value_parser = parse_ca_file)]
+    pub tls_ca_file: Option<PathBuf>,
+
+    /// Maximum PostgreSQL connections in this process's pool (each process holds one more of
+    /// its own for its readiness check; a scheduler two more besides: one for its leadership
+    /// lock, one listening for wake-ups).
+    #[arg(long, env = "HERALD_DB_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=200))]
+    pub db_pool_size: u32,
+}
+
+/// The broker connection of the services that carry work (the scheduler and the workers;
+/// the admin and the receiver only use the database).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Broker {
     /// RabbitMQ URL; the path is the vhost (`%2f` for the default one); amqps:// for TLS,
     /// verified against the system's roots and HERALD_TLS_CA_FILE. A cluster: the URL of
     /// each node, separated by commas (a connection goes to the first that answers,
@@ -31,17 +47,6 @@ pub struct Connections {
         value_parser = parse_amqp_url
     )]
     pub amqp_url: SecretUrl,
-
-    /// A PEM file of CA certificates trusted, besides the system's, for TLS to PostgreSQL
-    /// and RabbitMQ (a managed service's private CA).
-    #[arg(long, env = "HERALD_TLS_CA_FILE", value_parser = parse_ca_file)]
-    pub tls_ca_file: Option<PathBuf>,
-
-    /// Maximum PostgreSQL connections in this process's pool (each process holds one more of
-    /// its own for its readiness check; a scheduler two more besides: one for its leadership
-    /// lock, one listening for wake-ups).
-    #[arg(long, env = "HERALD_DB_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=200))]
-    pub db_pool_size: u32,
 }
 
 impl Connections {

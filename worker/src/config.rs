@@ -1,6 +1,6 @@
 //! The worker's settings, from flags or `HERALD_*` environment variables.
 
-use herald_shared::config::{Connections, CredentialKeys};
+use herald_shared::config::{Broker, Connections, CredentialKeys};
 use herald_shared::ops::OpsConfig;
 use herald_shared::public_address::{Networks, parse_networks};
 use std::time::Duration;
@@ -9,6 +9,9 @@ use std::time::Duration;
 pub struct WorkerConfig {
     #[command(flatten)]
     pub connections: Connections,
+
+    #[command(flatten)]
+    pub broker: Broker,
 
     #[command(flatten)]
     pub ops: OpsConfig,

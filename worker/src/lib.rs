@@ -113,7 +113,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
 
     let tracker = TaskTracker::new();
     let settings = consume::Settings {
-        amqp_url: config.connections.amqp_url.expose(),
+        amqp_url: config.broker.amqp_url.expose(),
         pool: pool.clone(),
         id: uuid::Uuid::new_v4(),
         prefetch: config.prefetch,

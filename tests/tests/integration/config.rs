@@ -42,6 +42,17 @@ async fn bad_or_missing_settings_name_the_variable_and_exit_non_zero() -> Result
             &[("HERALD_DATABASE_URL", db), ("HERALD_AMQP_URL", "http://x")],
             "HERALD_AMQP_URL",
         ),
+        // Read by the tracing set-up rather than clap, and checked all the same.
+        (
+            "herald-worker",
+            &[("HERALD_DATABASE_URL", db), ("HERALD_LOG_FORMAT", "logfmt")],
+            "HERALD_LOG_FORMAT",
+        ),
+        (
+            "herald-receiver",
+            &[("HERALD_DATABASE_URL", db), ("HERALD_LOG", "herald=loud")],
+            "HERALD_LOG",
+        ),
     ];
     for (binary, vars, named) in cases {
         let output = env.run_binary(binary, &[], vars)?;
