@@ -36,6 +36,16 @@ pub fn variables(template: &str) -> Result<Vec<String>, TemplateError> {
     Ok(names)
 }
 
+/// Whether a variable's value is blank (null, or only whitespace): a template that uses it
+/// would send "Hi !", so the admin refuses such a value where the template uses it.
+pub fn is_blank(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(s) => s.trim().is_empty(),
+        _ => false,
+    }
+}
+
 /// Renders `template` with `vars` (a JSON object; strings are inserted as is, other values
 /// in their JSON form), up to [`MAX_TEXT_CHARS`].
 pub fn render(template: &str, vars: &Map<String, Value>) -> Result<String, TemplateError> {

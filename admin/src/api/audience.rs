@@ -17,7 +17,6 @@ use herald_shared::template;
 use herald_store as store;
 use herald_store::recipients::audience::Recipient;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -70,7 +69,8 @@ pub async fn upload(
     let received = staging::stage(&mut tx, body, format, state.upload_idle, region, |row| {
         if let Some(name) = needed
             .iter()
-            .find(|name| row.fields.get(*name).is_none_or(is_blank))
+            // An empty CSV cell is a missing variable.
+            .find(|name| row.fields.get(*name).is_none_or(template::is_blank))
         {
             return Some(RowError {
                 row: row.number,
@@ -99,15 +99,6 @@ pub async fn upload(
         inserted,
         duplicates: received - inserted,
     }))
-}
-
-/// An empty CSV cell is a missing variable: sending "Hi !" is exactly what the check is for.
-fn is_blank(value: &Value) -> bool {
-    match value {
-        Value::Null => true,
-        Value::String(s) => s.trim().is_empty(),
-        _ => false,
-    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

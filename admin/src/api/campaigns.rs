@@ -28,6 +28,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema, Clone, PartialEq, Eq)]
+// A misspelt `timezone` would otherwise keep the window in the tenant's zone.
+#[serde(deny_unknown_fields)]
 pub struct QuietHours {
     /// Local time the window opens, `HH:MM`.
     #[schema(schema_with = crate::api::openapi::rules::clock_time)]

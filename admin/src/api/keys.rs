@@ -96,6 +96,14 @@ pub async fn rotate(
             "the key is revoked; make a new one instead".into(),
         ));
     }
+    // Rotated already (it stops at the end of its grace): a second rotation, a retry whose
+    // first answer was lost say, would leave two keys that never stop where one was asked.
+    if let Some(stops) = old.revoked_at {
+        return Err(ApiError::Conflict(format!(
+            "the key was rotated already and stops at {}; rotate the key that replaced it",
+            stops.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )));
+    }
     let new = auth::generate(old.tenant_id);
     let new_id = keys::insert(&mut tx, old.tenant_id, &old.name, &new.prefix, &new.hash).await?;
     // A key already due to stop keeps its earlier end.

@@ -459,6 +459,23 @@ async fn check(
             ));
             None
         }
+        // A blank value sends "Hi !": refused as a campaign's upload refuses the row.
+        (None, Some(t))
+            if let Some(blank) = template::variables(t).ok().and_then(|names| {
+                names
+                    .into_iter()
+                    .find(|name| item.variables.get(name).is_some_and(template::is_blank))
+            }) =>
+        {
+            problems.push((
+                "variables",
+                format!(
+                    "`{}` is blank, and the template uses it",
+                    validate::clip(&blank)
+                ),
+            ));
+            None
+        }
         (None, Some(t)) => match template::render(t, &item.variables) {
             Ok(text) => Some(("template", text)),
             Err(error) => {

@@ -281,6 +281,12 @@ async fn invalid_requests_name_the_field_and_write_nothing() -> Result<()> {
             "quiet_hours.time_zone",
         ),
         (
+            // Misspelt, it would leave the window in the tenant's zone.
+            json!({"name": "c", "provider_id": w.provider_a, "channel": "sms", "template": "x",
+                "quiet_hours": {"start": "21:00", "end": "07:00", "timezone": "America/New_York"}}),
+            "quiet_hours.timezone",
+        ),
+        (
             json!({"name": "c", "provider_id": w.provider_a, "channel": "sms", "template": "x",
                 "expires_at": "2001-01-01T00:00:00Z"}),
             "expires_at",

@@ -123,6 +123,17 @@ async fn keys_are_revoked_and_rotated() -> Result<()> {
         200,
         "the old key works in its grace"
     );
+    // Rotated once: a second rotation (a retry whose answer was lost) makes no other key.
+    let (status, again) = admin
+        .call(
+            &acme_key,
+            Method::POST,
+            &format!("/keys/{acme_id}/rotate"),
+            Some(json!({"grace_seconds": 2})),
+        )
+        .await?;
+    assert_eq!(status, 409, "{again}");
+    assert!(again.to_string().contains("rotated already"), "{again}");
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(
         works(&acme_key).await?,

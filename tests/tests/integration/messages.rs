@@ -251,6 +251,11 @@ async fn a_batch_with_one_bad_message_accepts_none_and_names_it() -> Result<()> 
     let refused = refused_second(&templated, "variables").await?;
     assert!(refused.to_string().contains("`notes`"), "{refused}");
 
+    // A blank value would send "Hi ": refused as an upload's row is.
+    templated["variables"] = json!({"name": "  "});
+    let refused = refused_second(&templated, "variables").await?;
+    assert!(refused.to_string().contains("`name` is blank"), "{refused}");
+
     templated["variables"] = json!({"name": "Ada"});
     let good = json!({"messages": [item("+15551230001", "one"), templated,
                                    item("+1 555 123 0003", "three")]});
