@@ -4,7 +4,7 @@
 //! DNS record is switched afterwards still cannot lead inside the network.
 
 use ipnet::IpNet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// Networks (CIDR) besides the public internet that tenants' provider endpoints may reach.
 #[derive(Debug, Clone, Default)]
@@ -22,7 +22,9 @@ impl Networks {
 }
 
 /// Whether `ip` is an address on the public internet: not loopback, private, link-local,
-/// shared (CGNAT), documentation, benchmarking, multicast, reserved or unspecified.
+/// shared (CGNAT), documentation, benchmarking, multicast, reserved or unspecified; an IPv6
+/// address outside global unicast is not, and one that carries an IPv4 address is judged
+/// by that address.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -44,13 +46,28 @@ pub fn is_public(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+            let s = v6.segments();
+            let embedded = |high: u16, low: u16| {
+                let [a, b] = high.to_be_bytes();
+                let [c, d] = low.to_be_bytes();
+                IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+            };
+            // Addresses that carry an IPv4 address a translator or relay reaches for
+            // them: as public as that address (a NAT64 gateway would take
+            // 64:ff9b::a00:5 to 10.0.0.5).
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_public(embedded(s[6], s[7]));
+            }
+            if s[0] == 0x2002 {
+                return is_public(embedded(s[1], s[2]));
+            }
+            // Only global unicast (2000::/3) is the internet: outside it are loopback,
+            // unique and link-local, the old site-local and IPv4-compatible forms, local
+            // NAT64 prefixes and multicast. Within it, the protocol assignments of
+            // 2001::/23 (Teredo's tunnels among them) and documentation's 2001:db8::/32.
+            (s[0] & 0xe000) == 0x2000
+                && !(s[0] == 0x2001 && s[1] < 0x0200)
+                && !(s[0] == 0x2001 && s[1] == 0x0db8)
         }
     }
 }
@@ -88,10 +105,29 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "224.0.0.1",
+            // IPv4 inside IPv6: NAT64, 6to4, the IPv4-compatible form.
+            "64:ff9b::a00:5",
+            "64:ff9b::7f00:1",
+            "2002:a9fe:a9fe::1",
+            "::10.0.0.5",
+            // Local NAT64, site-local, Teredo, documentation, multicast.
+            "64:ff9b:1::808:808",
+            "fec0::1",
+            "2001:0:4136:e378::1",
+            "2001:db8::1",
+            "ff02::1",
         ] {
             assert!(!is_public(inside.parse().unwrap()), "{inside}");
         }
-        for public in ["8.8.8.8", "52.1.2.3", "2606:4700::1111"] {
+        for public in [
+            "8.8.8.8",
+            "52.1.2.3",
+            "2606:4700::1111",
+            "2a03:2880:f10c::1",
+            // A public IPv4 address through NAT64 or 6to4.
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }
