@@ -26,7 +26,7 @@ use crate::outcome::{self, CallResult, Decision};
 use crate::pacing::{self, Pacer, Reservation};
 use crate::provider_call;
 use crate::providers::{Provider, Providers};
-use crate::reconcile::{self, Verdict};
+use crate::reconcile::{self, Silence, Verdict};
 use futures::future::join_all;
 use herald_shared::batch::Batcher;
 use herald_shared::domain::UnknownOutcome;
@@ -522,6 +522,50 @@ async fn settle_unknown(
                 attempts - 1
             ),
         });
+    }
+    // A provider that cannot be asked has only its receipts to say what became of the
+    // request, and their silence means "not sent" only once they are heard of later
+    // messages: a receiver that was down, or a webhook the provider retries, would
+    // otherwise read as "not sent", and a second message go out.
+    if cannot_tell && policy.unknown == UnknownOutcome::AwaitReceipt {
+        let reported = herald_store::recipients::reconcile::reported_on_later(
+            &ctx.pool,
+            message.recipient_id,
+            earlier.id,
+            unknown.since,
+        )
+        .await;
+        let waited = (chrono::Utc::now() - unknown.since)
+            .to_std()
+            .unwrap_or_default();
+        match reported.map(|r| reconcile::after_silence(r, waited, policy.window)) {
+            Ok(Silence::SendAgain) => {}
+            Ok(Silence::Wait(delay)) => {
+                return Settled::Decided(Decision::Deferred {
+                    error: "no receipt for an earlier request, nor yet for any later message \
+                            of its provider: its receipts may be held up; not sent again \
+                            until they are heard"
+                        .into(),
+                    delay,
+                });
+            }
+            Ok(Silence::GiveUp) => {
+                return Settled::Decided(Decision::Failed {
+                    error: format!(
+                        "an earlier request may have been sent: its provider cannot be asked, \
+                         and its receipts were silent on every later message for {} windows; \
+                         not sent again",
+                        reconcile::SILENT_WINDOWS
+                    ),
+                });
+            }
+            Err(error) => {
+                return Settled::Decided(Decision::Deferred {
+                    error: format!("cannot read the provider's receipts now: {error}"),
+                    delay: LOOKUP_RETRY,
+                });
+            }
+        }
     }
     // The lookup took time from the lease: a request started past this point could outlive
     // it, and the sweeper would judge the recipient while it is in flight.

@@ -162,9 +162,67 @@ pub fn judge(candidates: &[Candidate]) -> Verdict {
     }
 }
 
+/// What the silence of a provider that cannot be looked up (`await_receipt`) says of a
+/// request whose answer was lost, once its window has passed without a receipt for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Silence {
+    /// The provider has reported on messages sent after that request, never on it: it did
+    /// not get through, and is sent again.
+    SendAgain,
+    /// No report on any later message yet: the provider's receipts may be held up (the
+    /// receiver down, a webhook the provider retries, one not configured), and their
+    /// silence says nothing. Asked again after this long, no attempt spent.
+    Wait(Duration),
+    /// As long as [`SILENT_WINDOWS`] windows without a word: not sent again.
+    GiveUp,
+}
+
+/// How many of its windows a provider's receipts may stay silent on every later message
+/// before a recipient whose request's answer was lost is failed rather than sent again.
+pub const SILENT_WINDOWS: u32 = 10;
+
+/// [`Silence`] for a request made `waited` ago at a provider whose window is `window`,
+/// given whether it has reported on a later message since.
+pub fn after_silence(reported_on_later: bool, waited: Duration, window: Duration) -> Silence {
+    if reported_on_later {
+        Silence::SendAgain
+    } else if waited >= window * SILENT_WINDOWS {
+        Silence::GiveUp
+    } else {
+        // Not past the give-up point by more than a step.
+        Silence::Wait(
+            window
+                .min(window * SILENT_WINDOWS - waited)
+                .max(Duration::from_secs(1)),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn silence_is_read_as_not_sent_only_once_later_messages_were_reported_on() {
+        let window = Duration::from_secs(120);
+        assert_eq!(
+            after_silence(true, window, window),
+            Silence::SendAgain,
+            "receipts flow, none for it"
+        );
+        assert_eq!(
+            after_silence(false, window, window),
+            Silence::Wait(window),
+            "receipts held up: no word either way"
+        );
+        assert_eq!(
+            after_silence(false, window * 10 - Duration::from_secs(30), window),
+            Silence::Wait(Duration::from_secs(30))
+        );
+        assert_eq!(after_silence(false, window * 10, window), Silence::GiveUp);
+        // Reported on later messages, however late: sent again.
+        assert_eq!(after_silence(true, window * 50, window), Silence::SendAgain);
+    }
 
     fn c(sid: &str, same_text: bool) -> Candidate {
         Candidate {

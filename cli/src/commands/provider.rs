@@ -37,7 +37,8 @@ impl Kind {
 /// What a request whose answer never came leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum UnknownOutcome {
-    /// Wait for a receipt; then look the message up where the API can, and retry
+    /// Wait for a receipt; then look the message up where the API can, and retry (where it
+    /// cannot: once receipts for later messages have come)
     AwaitReceipt,
     /// Retry at once (only for a provider that honours the idempotency key)
     Retry,

@@ -44,3 +44,26 @@ pub async fn rule_out_earlier_attempt(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Whether `provider` has reported (a receipt received after `since`) on a message, not
+/// `recipient`'s, whose attempt began after `since`: its receipts have caught up past a request made then. The
+/// only word a provider that cannot be looked up gives on a request whose answer was lost.
+pub async fn reported_on_later(
+    pool: &PgPool,
+    recipient: i64,
+    provider: uuid::Uuid,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (
+             SELECT 1 FROM receipts x JOIN recipients r ON r.id = x.recipient_id
+             WHERE x.provider_id = $1 AND x.received_at > $2
+               AND r.attempted_at > $2 AND r.sent_via = $1 AND r.id <> $3
+         ) AS "reported!""#,
+        provider,
+        since,
+        recipient,
+    )
+    .fetch_one(pool)
+    .await
+}

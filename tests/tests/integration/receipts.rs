@@ -1366,3 +1366,73 @@ async fn a_receipt_that_never_finds_its_message_is_reported_as_an_orphan_to_its_
     assert_eq!(counted().await, Some(1.0), "counted once, its copy not");
     Ok(())
 }
+
+/// A provider that cannot be looked up (a generic API, WhatsApp) and waits for receipts:
+/// after its window, a lost answer's silence is read as "not sent" only once the provider
+/// has reported on later messages. While it reports on none (its receipts held up, or
+/// nothing else sent), the recipient waits, no attempt spent, never sent again; once
+/// receipts for later messages come, it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_sent_again_only_once_its_provider_reports_on_later_messages() -> Result<()>
+{
+    const RECIPIENTS: usize = 5;
+    // Every request held past the provider's timeout, then a 504: nothing created.
+    let mut env = TestEnv::new(&["--timeout-rate", "1", "--timeout-hold-ms", "3000"]).await?;
+    env.receiver().await?;
+    let mut silent = env.provider();
+    silent.timeout_ms = 1_000;
+    // Ten windows (20 s) before a recipient is given up on: time for the later campaign.
+    silent.unknown_window_ms = 2_000;
+    silent.max_attempts = 3;
+    let provider = env.create_provider(&silent).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let first = env
+        .campaign(
+            tenant,
+            provider,
+            "first",
+            &numbers("+1555990", RECIPIENTS),
+            100,
+        )
+        .await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
+    env.start(first).await?;
+    all_waiting_after(&env, first, RECIPIENTS, "no receipt for an earlier request").await?;
+    // A few more windows: still waiting, asked once each, no attempt spent on the waits.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    all_waiting_after(&env, first, RECIPIENTS, "no receipt for an earlier request").await?;
+    assert_eq!(env.simulator_stats().await?["requests"], RECIPIENTS);
+    let counted: Vec<i32> = sqlx::query_scalar(
+        "SELECT DISTINCT attempts - throttles FROM recipients WHERE campaign_id = $1",
+    )
+    .bind(first)
+    .fetch_all(&env.pool)
+    .await?;
+    assert_eq!(counted, [1], "the waits were not counted");
+
+    // The provider answers again; a later campaign's messages are sent and reported on.
+    env.simulator_config(json!({"timeout_rate": 0.0})).await?;
+    let later = env
+        .campaign(
+            tenant,
+            provider,
+            "later",
+            &numbers("+1555991", RECIPIENTS),
+            100,
+        )
+        .await?;
+    env.start(later).await?;
+    env.wait_completed(&[first, later], Duration::from_secs(60))
+        .await?;
+    for campaign in [first, later] {
+        let states = env.states(campaign).await?;
+        assert_eq!(states.get("sent"), Some(&(RECIPIENTS as i64)), "{states:?}");
+    }
+    let stats = env.simulator_stats().await?;
+    // The first campaign's requests twice (held, then sent), the later one's once.
+    assert_eq!(stats["requests"], 3 * RECIPIENTS, "{stats}");
+    assert_eq!(stats["accepted"], 2 * RECIPIENTS, "{stats}");
+    assert_eq!(stats["duplicates"], 0, "{stats}");
+    Ok(())
+}
