@@ -238,6 +238,7 @@ pub struct Provider {
     pub settings: Value,
     pub has_credentials: bool,
     pub timeout_ms: i32,
+    /// Requests in flight to this provider at most, across the whole worker fleet.
     pub max_in_flight: i32,
     pub max_attempts: i32,
     pub retry_base_ms: i32,

@@ -40,8 +40,8 @@ pub struct WorkerConfig {
     /// Threads of the worker's async runtime. Default: one per CPU the worker may use (its
     /// CPU limit and affinity count). Replicas sharing a machine's CPUs without a limit each
     /// take all of them and contend: give each its share (on two cores shared with everything
-    /// else, two workers of one thread each sent 4–8% more at 0 ms and 14–16% more at 200 ms
-    /// than two of the default two threads; BENCHMARKS.md).
+    /// else, two workers of one thread each sent 5–7% more at 200 ms than two of the default
+    /// two threads, and as much within the noise at 0 ms; BENCHMARKS.md).
     #[arg(long, env = "HERALD_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 

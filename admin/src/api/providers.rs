@@ -43,6 +43,8 @@ pub struct NewProvider {
     pub credentials: Map<String, Value>,
     #[serde(default = "defaults::timeout_ms")]
     pub timeout_ms: i32,
+    /// Requests in flight to this provider at most, across the whole worker fleet (each
+    /// live worker takes its share).
     #[serde(default = "defaults::max_in_flight")]
     pub max_in_flight: i32,
     #[serde(default = "defaults::max_attempts")]

@@ -93,7 +93,8 @@ operator key creates a shared provider every tenant may use.")]
         /// Request timeout in milliseconds
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         timeout_ms: Option<u32>,
-        /// Requests one worker keeps in flight to this provider at most
+        /// Requests in flight to this provider at most, across the worker fleet (each live
+        /// worker takes its share)
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         max_in_flight: Option<u32>,
         /// Attempts in all (the first included) before a transient failure becomes final
