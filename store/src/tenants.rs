@@ -139,6 +139,10 @@ pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Option<Tenant>
 
 /// Whether PostgreSQL (which evaluates quiet hours) knows this IANA zone.
 pub async fn known_time_zone(pool: &PgPool, zone: &str) -> Result<bool, sqlx::Error> {
+    // The longest zone name is 32 characters; a longer text is no zone, and not sent.
+    if zone.len() > 64 {
+        return Ok(false);
+    }
     sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1) AS "exists!""#,
         zone,

@@ -296,7 +296,7 @@ fn one() -> i32 {
 }
 
 #[utoipa::path(post, path = "/campaigns", tag = "campaigns", request_body = NewCampaign,
-    responses((status = 201, body = Campaign), (status = 409, description = "One of the same name exists already", body = crate::error::ErrorBody)))]
+    responses((status = 201, body = Campaign), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -336,7 +336,7 @@ pub async fn create(
             "channel",
             format!(
                 "unknown channel `{}`; one of sms, whatsapp, voice, chat",
-                body.channel
+                validate::clip(&body.channel)
             ),
         );
     }
@@ -376,7 +376,7 @@ pub async fn create(
     if !store::tenants::known_time_zone(pool, &zone).await? {
         bad(
             "quiet_hours.time_zone",
-            format!("`{zone}` is not an IANA time zone"),
+            format!("`{}` is not an IANA time zone", validate::clip(&zone)),
         );
     }
     if let Some(reason) =

@@ -302,7 +302,7 @@ fn fits_column(cost: f64) -> bool {
 }
 
 #[utoipa::path(post, path = "/providers", tag = "providers", request_body = NewProvider,
-    responses((status = 201, body = Provider), (status = 409, description = "One of the same name exists already", body = crate::error::ErrorBody)))]
+    responses((status = 201, body = Provider), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,

@@ -111,7 +111,10 @@ pub async fn create(
     if !tenants::known_time_zone(&state.pool, &body.time_zone).await? {
         fields.push(FieldError {
             field: "time_zone".into(),
-            reason: format!("`{}` is not an IANA time zone", body.time_zone),
+            reason: format!(
+                "`{}` is not an IANA time zone",
+                validate::clip(&body.time_zone)
+            ),
         });
     }
     if !fields.is_empty() {

@@ -311,6 +311,21 @@ async fn invalid_requests_name_the_field_and_write_nothing() -> Result<()> {
             "{body} should name `{field}`: {answer}"
         );
     }
+    // A huge bad value is named, not echoed whole.
+    let long = "x".repeat(200_000);
+    for body in [
+        json!({"name": "c", "provider_id": w.provider_a, "channel": long, "template": "x"}),
+        json!({"name": "c", "provider_id": w.provider_a, "channel": "sms", "template": "x",
+               "quiet_hours": {"start": "21:00", "end": "07:00", "time_zone": long}}),
+    ] {
+        let (status, answer) = admin.call(&w.key_a, POST, "/campaigns", Some(body)).await?;
+        assert_eq!(status, 422);
+        assert!(
+            answer.to_string().len() < 2_000,
+            "{} bytes",
+            answer.to_string().len()
+        );
+    }
     // Names with SQL in them are just names.
     let evil = "x'); DROP TABLE campaigns; --";
     let created = admin
