@@ -77,7 +77,7 @@ pub struct NewMessage {
     pub quiet_hours: Option<QuietHours>,
     /// In a batch, this message's own idempotency key (for a single message, the
     /// `Idempotency-Key` header may carry it instead).
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(min_length = 1, max_length = 255, pattern = "^[ -~]+$")]
     pub idempotency_key: Option<String>,
 }
 
@@ -174,7 +174,7 @@ impl Checked {
     params(("Idempotency-Key" = Option<String>, Header, description = "Seen in the last 24 hours: the first request's message is returned and nothing is sent again; with another request: 422.")),
     responses((status = 202, description = "Committed; sent as soon as its lane has room", body = Message,
                 headers(("Idempotent-Replayed" = String, description = "`true` when the key was seen before"))),
-              (status = 429, description = "The tenant has `max_queued_messages` waiting", body = crate::error::ErrorBody)))]
+              (status = 429, description = "The tenant has `max_queued_messages` waiting, or sent `max_messages_per_day` today; `Retry-After` says when to try again", body = crate::error::ErrorBody)))]
 pub async fn send(
     State(state): State<AppState>,
     caller: Caller,
@@ -184,7 +184,14 @@ pub async fn send(
     if let Some(header) = headers.get("idempotency-key") {
         let key = header
             .to_str()
-            .map_err(|_| ApiError::field("Idempotency-Key", "must be printable ASCII"))?;
+            .ok()
+            .filter(|key| valid_key(key))
+            .ok_or_else(|| {
+                ApiError::field(
+                    "Idempotency-Key",
+                    format!("must be 1 to {MAX_KEY_LEN} printable ASCII characters"),
+                )
+            })?;
         match &body.idempotency_key {
             Some(given) if given != key => {
                 return Err(ApiError::field(
@@ -206,9 +213,17 @@ pub async fn send(
     Ok(response)
 }
 
+/// An idempotency key as the API takes it, from the body or the header: 1 to
+/// [`MAX_KEY_LEN`] printable ASCII characters.
+fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_KEY_LEN
+        && key.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+}
+
 #[utoipa::path(post, path = "/messages/batch", tag = "messages", request_body = NewMessages,
     responses((status = 202, description = "All committed", body = AcceptedMessages),
-              (status = 429, description = "The tenant has `max_queued_messages` waiting", body = crate::error::ErrorBody)))]
+              (status = 429, description = "The tenant has `max_queued_messages` waiting, or sent `max_messages_per_day` today; `Retry-After` says when to try again", body = crate::error::ErrorBody)))]
 pub async fn send_batch(
     State(state): State<AppState>,
     caller: Caller,
@@ -499,9 +514,7 @@ async fn check(
         problems.push(("expires_at", reason));
     }
     if let Some(key) = &item.idempotency_key
-        && (key.is_empty()
-            || key.len() > MAX_KEY_LEN
-            || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+        && !valid_key(key)
     {
         problems.push((
             "idempotency_key",

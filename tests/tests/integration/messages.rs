@@ -118,6 +118,11 @@ async fn a_message_is_sent_and_delivered_once_per_idempotency_key() -> Result<()
     let (status, _, refused) = post(&admin, &key, Some("otp-4821"), changed).await?;
     assert_eq!(status, 422, "{refused}");
     assert_eq!(refused["error"]["fields"][0]["field"], "idempotency_key");
+    // A header the API cannot take is named as the header.
+    let long = "k".repeat(300);
+    let (status, _, refused) = post(&admin, &key, Some(&long), body.clone()).await?;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["fields"][0]["field"], "Idempotency-Key");
 
     let sent = wait_message(&admin, &key, &id, "sent", Some("delivered")).await?;
     assert_eq!(sent["attempts"], 1, "{sent}");
