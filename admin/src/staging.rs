@@ -16,6 +16,10 @@ use std::time::Duration;
 
 /// Rows per INSERT into the staging table.
 const CHUNK: usize = 5_000;
+/// Rows waiting this long are written however few: a slow client's upload (rows of
+/// kilobytes over a thin link) would otherwise leave the transaction idle past the session's
+/// `idle_in_transaction_session_timeout`, and PostgreSQL would end it mid-upload.
+const FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// Row errors listed in a report (all are counted).
 const MAX_LISTED: usize = 100;
 
@@ -37,6 +41,7 @@ pub async fn stage(
     let mut listed: Vec<RowError> = Vec::new();
     let mut error_rows = 0u64;
     let mut received = 0u64;
+    let mut written_at = std::time::Instant::now();
     while let Some(item) = rows.recv().await {
         let error = match item {
             Item::Row(mut row) => {
@@ -56,8 +61,9 @@ pub async fn stage(
                     .or_else(|| check(&row));
                 if error.is_none() && error_rows == 0 {
                     chunk.push(row);
-                    if chunk.len() == CHUNK {
+                    if chunk.len() == CHUNK || written_at.elapsed() >= FLUSH_EVERY {
                         insert(tx, &mut chunk).await?;
+                        written_at = std::time::Instant::now();
                     }
                 }
                 error

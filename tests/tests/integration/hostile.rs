@@ -179,6 +179,39 @@ async fn stalled_uploads_cannot_starve_other_tenants() -> Result<()> {
     Ok(())
 }
 
+/// A slow client's upload that never goes quiet (a row a few hundred milliseconds apart,
+/// as rows of kilobytes over a thin link come) outlasts the session's idle-in-transaction
+/// limit (the upload's idle timeout plus 20 s) and is kept whole: rows are written at least
+/// every few seconds, not only by the five thousand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_steady_upload_is_not_cut_off() -> Result<()> {
+    const ROWS: u64 = 60;
+    let s = setup(&[("HERALD_ADMIN_UPLOAD_IDLE_TIMEOUT_MS", "1000")]).await?;
+    let campaign = s.campaign(json!({})).await?;
+    let head =
+        futures::stream::once(async { Ok::<_, std::io::Error>(b"address,first_name\n".to_vec()) });
+    // 24 s of rows: past the 21 s the session may stay idle in its transaction.
+    let rows = futures::StreamExt::then(futures::stream::iter(0..ROWS), |n| async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        Ok::<_, std::io::Error>(format!("+1555003{n:04},Ada\n").into_bytes())
+    });
+    let started = Instant::now();
+    let (status, body) = s
+        .upload(
+            &format!("/campaigns/{campaign}/recipients"),
+            "text/csv",
+            reqwest::Body::wrap_stream(futures::StreamExt::chain(head, rows)),
+        )
+        .await?;
+    ensure!(
+        started.elapsed() > Duration::from_secs(21),
+        "the upload took only {:?}",
+        started.elapsed()
+    );
+    ensure!(status == 200 && body["inserted"] == ROWS, "{status} {body}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nul_characters_get_a_4xx_naming_the_field() -> Result<()> {
     let s = setup(&[]).await?;
