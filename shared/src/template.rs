@@ -36,6 +36,24 @@ pub fn variables(template: &str) -> Result<Vec<String>, TemplateError> {
     Ok(names)
 }
 
+/// A template's shape, for judging its rendered length without rendering it: the characters
+/// of its fixed text, and how many times it uses each variable (in order of first use).
+pub fn shape(template: &str) -> Result<(usize, Vec<(String, usize)>), TemplateError> {
+    let mut fixed = 0;
+    let mut uses: Vec<(String, usize)> = Vec::new();
+    walk(template, |piece| {
+        match piece {
+            Piece::Text(text) => fixed += text.chars().count(),
+            Piece::Var(name) => match uses.iter_mut().find(|(n, _)| n == name) {
+                Some((_, count)) => *count += 1,
+                None => uses.push((name.to_owned(), 1)),
+            },
+        }
+        Ok(())
+    })?;
+    Ok((fixed, uses))
+}
+
 /// Whether a variable's value is blank (null, or only whitespace): a template that uses it
 /// would send "Hi !", so the admin refuses such a value where the template uses it.
 pub fn is_blank(value: &Value) -> bool {
@@ -120,6 +138,17 @@ mod tests {
 
     fn vars(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn a_shape_counts_fixed_text_and_each_variables_uses() {
+        assert_eq!(
+            shape("Hi {{ name }}, {{name}} and {{x}}!").unwrap(),
+            (11, vec![("name".to_owned(), 2), ("x".to_owned(), 1)])
+        );
+        let v = vars(json!({"name": "Ada", "x": 7}));
+        let rendered = render("Hi {{ name }}, {{name}} and {{x}}!", &v).unwrap();
+        assert_eq!(rendered.chars().count(), 11 + 2 * 3 + 1);
     }
 
     #[test]

@@ -657,6 +657,34 @@ async fn materialize_segment(
             ),
         ));
     }
+    // As an upload refuses a row whose text would be too long for any provider, rather than
+    // leave it to fail when the scheduler renders it.
+    let (fixed, uses) =
+        template::shape(template_text).map_err(|e| ApiError::field("template", e.to_string()))?;
+    let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let uses: Vec<(String, i64)> = uses
+        .into_iter()
+        .map(|(name, n)| (name, as_i64(n)))
+        .collect();
+    let too_long = store::segments::too_long(
+        &mut *tx,
+        tenant,
+        &filter,
+        as_i64(fixed),
+        &uses,
+        as_i64(template::MAX_TEXT_CHARS),
+    )
+    .await?;
+    if !too_long.is_empty() {
+        return Err(ApiError::field(
+            "template",
+            format!(
+                "the text would be longer than {} characters once rendered for contacts of the segment, e.g. {}",
+                template::MAX_TEXT_CHARS,
+                too_long.join(", ")
+            ),
+        ));
+    }
     let inserted = store::segments::materialize(&mut *tx, campaign, tenant, &filter).await?;
     tracing::info!(campaign_id = %campaign, %segment, inserted, "segment materialized");
     Ok(())

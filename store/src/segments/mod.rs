@@ -112,6 +112,40 @@ pub async fn lacking(
     qb.build_query_scalar().fetch_all(tx).await
 }
 
+/// Up to five addresses of the contacts `filter` picks whose attributes would render a
+/// template longer than `max` characters: `fixed` characters of its own, and each variable
+/// of `uses` as often as it is used (a string as it is, any other value in its JSON form).
+pub async fn too_long(
+    tx: &mut PgConnection,
+    tenant: Uuid,
+    filter: &Filter,
+    fixed: i64,
+    uses: &[(String, i64)],
+    max: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    let names: Vec<&str> = uses.iter().map(|(name, _)| name.as_str()).collect();
+    let counts: Vec<i64> = uses.iter().map(|&(_, n)| n).collect();
+    let mut qb =
+        QueryBuilder::<Postgres>::new("SELECT c.address FROM contacts c WHERE c.tenant_id = ");
+    qb.push_bind(tenant).push(" AND ");
+    filter.push_sql("c", &mut qb);
+    qb.push(" AND ")
+        .push_bind(fixed)
+        .push(
+            " + (SELECT coalesce(sum(u.n * char_length(CASE jsonb_typeof(c.attributes -> u.name)
+                   WHEN 'string' THEN c.attributes ->> u.name
+                   ELSE (c.attributes -> u.name)::text END)), 0)
+                 FROM unnest(",
+        )
+        .push_bind(names)
+        .push("::text[], ")
+        .push_bind(counts)
+        .push("::int8[]) u(name, n)) > ")
+        .push_bind(max)
+        .push(" LIMIT 5");
+    qb.build_query_scalar().fetch_all(tx).await
+}
+
 /// Copies the contacts `filter` picks into campaign `campaign`'s recipients, their attributes
 /// becoming its variables, in the caller's transaction; returns how many were added (an
 /// address already a recipient stays as it was).

@@ -632,6 +632,21 @@ async fn segments_filter_contacts_safely_and_become_the_audience() -> Result<()>
     sqlx::query("DELETE FROM contacts WHERE address = '+33600000006'")
         .execute(&w.env.pool)
         .await?;
+    // Nor one whose text would be too long for any provider once rendered (2 × 3,000).
+    let long_name = format!(
+        "address,first_name,lifetime_value,last_purchase\n+33600000007,{},20000,2018-01-01\n",
+        "N".repeat(3_000)
+    );
+    let (status, answer) = admin
+        .upload(&w.key_a, "/contacts", "text/csv", long_name)
+        .await?;
+    assert_eq!(status, 200, "{answer}");
+    let mut twice = body.clone();
+    twice["template"] = json!("Hi {{first_name}} {{first_name}}, we miss you");
+    refused_start(&twice, "+33600000007").await?;
+    sqlx::query("DELETE FROM contacts WHERE address = '+33600000007'")
+        .execute(&w.env.pool)
+        .await?;
     let campaign = admin.ok(&w.key_a, POST, "/campaigns", Some(body)).await?;
     let id = campaign["id"].as_str().unwrap_or_default();
     let started = admin
