@@ -370,6 +370,13 @@ pub async fn list(
 fn seen_by(caller: Caller, mut provider: Provider) -> Provider {
     if matches!(caller, Caller::Tenant(_)) && provider.tenant_id.is_none() {
         provider.endpoint = None;
+        // Settings that name hosts (callbacks, a voice call's instructions, a generic API's
+        // headers and body) say where the operator's services live as much as the endpoint.
+        if let Some(settings) = provider.settings.as_object_mut() {
+            for hidden in ["status_callback", "url", "headers", "body_template"] {
+                settings.remove(hidden);
+            }
+        }
         // All tenants' sends and the operator's contract: neither is one tenant's to see.
         provider.sent_this_month = None;
         provider.monthly_commitment = None;

@@ -510,7 +510,9 @@ async fn a_tenants_provider_cannot_point_inside_the_network() -> Result<()> {
             &op,
             Method::POST,
             "/providers",
-            Some(json!({"name": "gateway", "endpoint": format!("{}/v1/messages", env.simulator_url)})),
+            Some(json!({"name": "gateway", "endpoint": format!("{}/v1/messages", env.simulator_url),
+                        "settings": {"headers": {"X-Route": "internal.example"},
+                                     "body_template": {"to": "{{to}}", "via": "internal.example"}}})),
         )
         .await?;
     let id = shared["id"].as_str().unwrap_or_default();
@@ -518,6 +520,10 @@ async fn a_tenants_provider_cannot_point_inside_the_network() -> Result<()> {
         .ok(&key, Method::GET, &format!("/providers/{id}"), None)
         .await?;
     ensure!(seen["endpoint"].is_null(), "a tenant sees {seen}");
+    ensure!(
+        !seen.to_string().contains("internal.example"),
+        "a tenant sees the settings: {seen}"
+    );
     let listed = admin.ok(&key, Method::GET, "/providers", None).await?;
     ensure!(
         listed
