@@ -26,6 +26,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli: Cli = herald_shared::config::parse();
     herald_shared::telemetry::init("herald-scheduler");
+    herald_shared::shutdown::exit_on_panic("herald-scheduler");
     match cli.command.unwrap_or(Command::Run) {
         Command::Migrate => {
             let connections = &cli.config.connections;

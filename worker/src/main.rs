@@ -29,6 +29,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {
     herald_shared::telemetry::init("herald-worker");
+    herald_shared::shutdown::exit_on_panic("herald-worker");
     // Every request in flight holds a connection (2,000 per lane by default), past the soft
     // limit of 1,024 open files that systemd and some container runtimes set; past it new
     // requests would fail and trip the provider's breaker. The soft limit goes up to the hard.
