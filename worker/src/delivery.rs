@@ -58,6 +58,12 @@ pub struct Context {
     /// Cancelled when the worker begins to stop: deliveries still waiting for room go back
     /// to the queue.
     pub stopping: CancellationToken,
+    /// Outcomes answered but not yet written (as many as the worker's prefetch): an
+    /// outcome that finds none free keeps its room under the provider's cap until it does,
+    /// so that while the outcome statements fall behind (a contended or slow database)
+    /// no more leases are taken and requests made, rather than answered work piling up in
+    /// memory, to be lost with the process and looked up again after its leases run out.
+    pub unwritten: Arc<tokio::sync::Semaphore>,
 }
 
 /// Kept between the latest start of a request and the end of its lease's grace (half the
@@ -201,7 +207,9 @@ async fn process(
             (decision, message.provider_id)
         }
     };
-    // The room is for the request; the outcome's write waits for its batch without it.
+    // The room is for the request; the outcome's write waits for its batch without it, once
+    // it has its place among those waiting. The semaphore is never closed.
+    let writing = ctx.unwritten.clone().acquire_owned().await.ok();
     drop(permit);
     match &decision {
         Decision::Sent { .. } => tracing::debug!(attempt, "sent"),
@@ -259,6 +267,7 @@ async fn process(
         // judges when the lease runs out.
         Err(stopped) => tracing::warn!(%stopped, "the outcome cannot be written"),
     }
+    drop(writing);
 }
 
 /// Records how long a delivery spent in one step (see

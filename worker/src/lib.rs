@@ -109,6 +109,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         lease_grace,
         stopping: shutdown.clone(),
         egress: egress::Egress::build(http, allowed)?,
+        unwritten: std::sync::Arc::new(tokio::sync::Semaphore::new(usize::from(config.prefetch))),
     };
 
     let tracker = TaskTracker::new();

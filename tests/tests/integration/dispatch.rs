@@ -930,3 +930,73 @@ async fn a_campaign_held_by_an_upload_does_not_hold_up_others_completing() -> Re
     other_completes_while_held(&env, held, other).await?;
     Ok(())
 }
+
+/// While a worker's outcome statements cannot be written (here: the campaign's row held, which
+/// the first send's statement must update), it takes no more leases once as many outcomes
+/// as its prefetch wait: answered work does not pile up in memory while requests go on.
+/// Once the row is free, everything is written and sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_outcomes_cannot_be_written_stops_taking_leases() -> Result<()> {
+    const RECIPIENTS: i64 = 1_000;
+    const PREFETCH: i64 = 40;
+    let env = TestEnv::new(&["--latency", "fixed:500"]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(
+            tenant,
+            provider,
+            "c",
+            &numbers("+1555460", RECIPIENTS as usize),
+            1_000,
+        )
+        .await?;
+    let _worker = env.worker(&[("HERALD_WORKER_PREFETCH", "40")])?;
+    env.wait_live_worker(&provider.to_string()).await?;
+    // The whole campaign claimed in the first tick: later claims need no campaign row.
+    let _scheduler = env.scheduler(250, &[("HERALD_SCHEDULER_MIN_BUDGET", "1000")])?;
+    env.start(campaign).await?;
+    let sending = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM recipients WHERE campaign_id = $1 AND state = 'sending'",
+        )
+        .bind(campaign)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap_or(0)
+    };
+    herald_tests::wait_until(Duration::from_secs(20), || async { sending().await > 0 })
+        .await
+        .map_err(|_| anyhow::anyhow!("nothing leased"))?;
+    // Before the first answer (500 ms), the campaign's row is held: no outcome of it can be
+    // written until it is let go.
+    let mut held = env.pool.begin().await?;
+    sqlx::query("SELECT 1 FROM campaigns WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(campaign)
+        .execute(&mut *held)
+        .await?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let leased = sending().await;
+    let requests = env.simulator_stats().await?["requests"]
+        .as_i64()
+        .unwrap_or(0);
+    held.rollback().await?;
+    // At most a prefetch answered and waiting, and a prefetch in flight (at 80 msg/s,
+    // 480 would have been leased and sent in those 6 s).
+    assert!(
+        leased <= 2 * PREFETCH,
+        "{leased} leased while outcomes waited"
+    );
+    assert!(
+        requests <= 2 * PREFETCH,
+        "{requests} requests while outcomes waited"
+    );
+
+    env.wait_completed(&[campaign], Duration::from_secs(60))
+        .await?;
+    assert_eq!(env.states(campaign).await?.get("sent"), Some(&RECIPIENTS));
+    let stats = env.simulator_stats().await?;
+    assert_eq!(stats["requests"], RECIPIENTS, "{stats}");
+    assert_eq!(stats["duplicates"], 0, "{stats}");
+    Ok(())
+}
