@@ -63,7 +63,7 @@ pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Resul
         providers: providers::Providers::new(pool.clone(), config.credential_keys.keyring()),
         intake: intake::Intake::start(pool.clone()),
         public_url: public_url.into(),
-        pool: pool.clone(),
+        health: health.clone(),
     };
     let app = routes::router(state).layer(axum::middleware::from_fn(ops::http_metrics));
     axum::serve(listener, app)
