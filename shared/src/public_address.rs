@@ -55,19 +55,23 @@ pub fn is_public(ip: IpAddr) -> bool {
             // Addresses that carry an IPv4 address a translator or relay reaches for
             // them: as public as that address (a NAT64 gateway would take
             // 64:ff9b::a00:5 to 10.0.0.5).
-            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+            // The well-known NAT64 prefix and the local-use one (64:ff9b:1::/48), with its
+            // IPv4 address in the last 32 bits.
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[..3] == [0x64, 0xff9b, 1] {
                 return is_public(embedded(s[6], s[7]));
             }
             if s[0] == 0x2002 {
                 return is_public(embedded(s[1], s[2]));
             }
             // Only global unicast (2000::/3) is the internet: outside it are loopback,
-            // unique and link-local, the old site-local and IPv4-compatible forms, local
-            // NAT64 prefixes and multicast. Within it, the protocol assignments of
-            // 2001::/23 (Teredo's tunnels among them) and documentation's 2001:db8::/32.
+            // unique and link-local, the old site-local and IPv4-compatible forms, the rest
+            // of 64:ff9b::/16 and multicast. Within it, the protocol assignments of
+            // 2001::/23 (Teredo's tunnels among them) and documentation's 2001:db8::/32
+            // and 3fff::/20.
             (s[0] & 0xe000) == 0x2000
                 && !(s[0] == 0x2001 && s[1] < 0x0200)
                 && !(s[0] == 0x2001 && s[1] == 0x0db8)
+                && !(s[0] == 0x3fff && s[1] < 0x1000)
         }
     }
 }
@@ -110,8 +114,10 @@ mod tests {
             "64:ff9b::7f00:1",
             "2002:a9fe:a9fe::1",
             "::10.0.0.5",
-            // Local NAT64, site-local, Teredo, documentation, multicast.
-            "64:ff9b:1::808:808",
+            // Site-local, Teredo, documentation, multicast; a private address by local NAT64.
+            "64:ff9b:1::a00:5",
+            "3fff:1::1",
+            "3fff:fff::1",
             "fec0::1",
             "2001:0:4136:e378::1",
             "2001:db8::1",
@@ -124,8 +130,10 @@ mod tests {
             "52.1.2.3",
             "2606:4700::1111",
             "2a03:2880:f10c::1",
-            // A public IPv4 address through NAT64 or 6to4.
+            "3fff:1000::1",
+            // A public IPv4 address through NAT64 (well-known or local) or 6to4.
             "64:ff9b::808:808",
+            "64:ff9b:1::808:808",
             "2002:808:808::1",
         ] {
             assert!(is_public(public.parse().unwrap()), "{public}");

@@ -213,6 +213,14 @@ pub async fn send(
     Ok(response)
 }
 
+/// The first variable `template` uses whose value in `variables` is blank.
+fn blank_variable(template: &str, variables: &Map<String, Value>) -> Option<String> {
+    template::variables(template)
+        .ok()?
+        .into_iter()
+        .find(|name| variables.get(name).is_some_and(template::is_blank))
+}
+
 /// An idempotency key as the API takes it, from the body or the header: 1 to
 /// [`MAX_KEY_LEN`] printable ASCII characters.
 fn valid_key(key: &str) -> bool {
@@ -475,13 +483,8 @@ async fn check(
             None
         }
         // A blank value sends "Hi !": refused as a campaign's upload refuses the row.
-        (None, Some(t))
-            if let Some(blank) = template::variables(t).ok().and_then(|names| {
-                names
-                    .into_iter()
-                    .find(|name| item.variables.get(name).is_some_and(template::is_blank))
-            }) =>
-        {
+        (None, Some(t)) if blank_variable(t, &item.variables).is_some() => {
+            let blank = blank_variable(t, &item.variables).unwrap_or_default();
             problems.push((
                 "variables",
                 format!(
