@@ -115,7 +115,7 @@ text_enum!(
         /// Wait the provider's window for a receipt (which settles it as sent); without one,
         /// look the message up where the API allows it, then retry. Where it does not, retry
         /// only once the provider has reported on messages sent after the request (its
-        /// receipts are then known to flow), and fail after ten windows without.
+        /// receipts are then known to flow), and fail after ten windows without (half an hour at least).
         AwaitReceipt => "await_receipt",
         /// Wait the window likewise; without a receipt or a lookup that finds the message,
         /// fail the recipient rather than risk a second message.

@@ -251,7 +251,7 @@ pub struct Provider {
     /// What a request whose answer never came leads to: `await_receipt` (wait
     /// `unknown_window_ms` for a receipt, then look the message up where the API can and
     /// retry; where it cannot, retry once receipts for later messages have come, fail after
-    /// ten windows without), `retry` (at once: only for a provider that honours the idempotency key) or
+    /// ten windows without, half an hour at least), `retry` (at once: only for a provider that honours the idempotency key) or
     /// `fail` (after the window).
     pub unknown_outcome: String,
     pub unknown_window_ms: i32,

@@ -157,6 +157,25 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
                  AS i(provider_id, message_id, ref_campaign, ref_recipient, status,
                       raw_status, rank, error_code, error_message, provider_time, repeat, seq)
          ),
+         -- The providers' latest word on a message just sent (see the migration
+         -- `provider_send_reports`): a message's first events, dated by the provider, never
+         -- later than their arrival. Providers' rows in id order, as every statement that
+         -- writes several.
+         reported AS (
+             SELECT provider_id, least(max(provider_time), now()) AS until FROM i
+             WHERE rank <= $14 AND provider_time IS NOT NULL GROUP BY provider_id
+         ),
+         reporting AS MATERIALIZED (
+             SELECT p.id FROM providers p JOIN reported r ON r.provider_id = p.id
+             WHERE p.sends_reported_until IS NULL OR p.sends_reported_until < r.until
+             ORDER BY p.id FOR NO KEY UPDATE OF p
+         ),
+         reports AS (
+             UPDATE providers p SET sends_reported_until = r.until
+             FROM reported r
+             WHERE p.id = r.provider_id AND p.id IN (SELECT id FROM reporting)
+               AND (p.sends_reported_until IS NULL OR p.sends_reported_until < r.until)
+         ),
          -- Primary-key and index lookups the planner cannot reorder (OFFSET 0).
          m AS MATERIALIZED (
              SELECT i.*, coalesce(by_ref.id, by_id.id) AS recipient_id
@@ -237,6 +256,7 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
         &times as _,
         &repeats,
         &seqs as _,
+        DeliveryStatus::Sent.rank(),
     )
     .fetch_one(pool)
     .await?;

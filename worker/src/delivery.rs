@@ -539,9 +539,9 @@ async fn settle_unknown(
     if cannot_tell && policy.unknown == UnknownOutcome::AwaitReceipt {
         let reported = herald_store::recipients::reconcile::reported_on_later(
             &ctx.pool,
-            message.recipient_id,
             earlier.id,
             unknown.since,
+            reconcile::REPORT_MARGIN,
         )
         .await;
         let waited = (chrono::Utc::now() - unknown.since)
@@ -562,9 +562,11 @@ async fn settle_unknown(
                 return Settled::Decided(Decision::Failed {
                     error: format!(
                         "an earlier request may have been sent: its provider cannot be asked, \
-                         and its receipts were silent on every later message for {} windows; \
-                         not sent again",
-                        reconcile::SILENT_WINDOWS
+                         and its receipts were silent on every later message for {:?} \
+                         ({} windows, at least {} minutes); not sent again",
+                        waited,
+                        reconcile::SILENT_WINDOWS,
+                        reconcile::SILENT_AT_LEAST.as_secs() / 60
                     ),
                 });
             }

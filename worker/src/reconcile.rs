@@ -178,23 +178,26 @@ pub enum Silence {
 }
 
 /// How many of its windows a provider's receipts may stay silent on every later message
-/// before a recipient whose request's answer was lost is failed rather than sent again.
+/// before a recipient whose request's answer was lost is failed rather than sent again...
 pub const SILENT_WINDOWS: u32 = 10;
+/// ...and never less than this: a window of a few seconds (or none) would give up at once.
+pub const SILENT_AT_LEAST: Duration = Duration::from_secs(30 * 60);
+/// How much later than the lost request a message the provider reported on must have been
+/// sent (by the provider's clock) to count as later: its clock against the database's.
+pub const REPORT_MARGIN: Duration = Duration::from_secs(5);
 
 /// [`Silence`] for a request made `waited` ago at a provider whose window is `window`,
-/// given whether it has reported on a later message since.
+/// given whether it has reported on a later message since. Waiting is measured by the clock,
+/// not by checks: a recipient held back meanwhile (quiet hours) may find the time passed.
 pub fn after_silence(reported_on_later: bool, waited: Duration, window: Duration) -> Silence {
+    let give_up = (window * SILENT_WINDOWS).max(SILENT_AT_LEAST);
     if reported_on_later {
         Silence::SendAgain
-    } else if waited >= window * SILENT_WINDOWS {
+    } else if waited >= give_up {
         Silence::GiveUp
     } else {
         // Not past the give-up point by more than a step.
-        Silence::Wait(
-            window
-                .min(window * SILENT_WINDOWS - waited)
-                .max(Duration::from_secs(1)),
-        )
+        Silence::Wait(window.min(give_up - waited).max(Duration::from_secs(1)))
     }
 }
 
@@ -216,10 +219,21 @@ mod tests {
             "receipts held up: no word either way"
         );
         assert_eq!(
-            after_silence(false, window * 10 - Duration::from_secs(30), window),
+            after_silence(false, window * 15 - Duration::from_secs(30), window),
             Silence::Wait(Duration::from_secs(30))
         );
-        assert_eq!(after_silence(false, window * 10, window), Silence::GiveUp);
+        // Ten windows, but never under half an hour.
+        assert_eq!(
+            after_silence(false, window * 10, window),
+            Silence::Wait(window)
+        );
+        assert_eq!(after_silence(false, window * 15, window), Silence::GiveUp);
+        let hour = Duration::from_secs(3_600);
+        assert_eq!(after_silence(false, hour * 10, hour), Silence::GiveUp);
+        assert_eq!(
+            after_silence(false, Duration::from_secs(60), Duration::ZERO),
+            Silence::Wait(Duration::from_secs(1))
+        );
         // Reported on later messages, however late: sent again.
         assert_eq!(after_silence(true, window * 50, window), Silence::SendAgain);
     }

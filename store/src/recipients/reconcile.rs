@@ -45,25 +45,23 @@ pub async fn rule_out_earlier_attempt(
     Ok(done.rows_affected() == 1)
 }
 
-/// Whether `provider` has reported (a receipt received after `since`) on a message, not
-/// `recipient`'s, whose attempt began after `since`: its receipts have caught up past a request made then. The
-/// only word a provider that cannot be looked up gives on a request whose answer was lost.
+/// Whether `provider` has reported on a message it sent more than `margin` after `since`
+/// (a receipt among a message's first events, dated by the provider: see the migration
+/// `provider_send_reports`): its receipts have caught up past a request made then. The only
+/// word a provider that cannot be looked up gives on a request whose answer was lost.
 pub async fn reported_on_later(
     pool: &PgPool,
-    recipient: i64,
     provider: uuid::Uuid,
     since: chrono::DateTime<chrono::Utc>,
+    margin: std::time::Duration,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"SELECT EXISTS (
-             SELECT 1 FROM receipts x JOIN recipients r ON r.id = x.recipient_id
-             WHERE x.provider_id = $1 AND x.received_at > $2
-               AND r.attempted_at > $2 AND r.sent_via = $1 AND r.id <> $3
-         ) AS "reported!""#,
+    let after = since + chrono::Duration::from_std(margin).unwrap_or_default();
+    Ok(sqlx::query_scalar!(
+        "SELECT sends_reported_until FROM providers WHERE id = $1",
         provider,
-        since,
-        recipient,
     )
-    .fetch_one(pool)
-    .await
+    .fetch_optional(pool)
+    .await?
+    .flatten()
+    .is_some_and(|until| until > after))
 }

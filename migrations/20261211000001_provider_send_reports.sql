@@ -1,0 +1,12 @@
+-- When each provider last reported on a message it had just sent.
+--
+-- A provider whose API cannot be asked about a message (WhatsApp, a generic HTTP API) says
+-- what became of a request whose answer was lost only through its receipts. Their silence
+-- means "not sent" only once the provider is known to be reporting on messages sent after
+-- that request: a receiver that was down, or a webhook the provider retries, is silent too.
+-- The receiver keeps, per provider, the latest provider time of a receipt among a message's
+-- first events (queued, sending, sent, and a call's initiated and ringing: their time is the
+-- send's), no later than when it arrived; the worker compares it with the lost request's.
+-- One row a provider, so the question costs the worker a primary-key read, not a scan of
+-- the receipts since the request.
+ALTER TABLE providers ADD COLUMN sends_reported_until timestamptz;
