@@ -21,6 +21,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use sqlx::PgPool;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -66,25 +67,53 @@ pub async fn run(
     shutdown: &CancellationToken,
 ) {
     let mut backoff = BACKOFF_START;
-    let mut last_beat: Option<std::time::Instant> = None;
-    loop {
-        match session(&ctx, &settings, tracker, shutdown, &mut backoff).await {
+    let up = AtomicBool::new(false);
+    let connected = AtomicBool::new(false);
+    let mut place = Place::default();
+    'sessions: loop {
+        // While no session beats (connecting, or the broker out of reach), the deliveries of
+        // a lost one may still be making requests: this worker keeps its place in the fleet
+        // for them (`Place`), and a stop still drains them.
+        let ended = {
+            let attempt = session(
+                &ctx,
+                &settings,
+                tracker,
+                shutdown,
+                &mut backoff,
+                (&up, &connected),
+            );
+            tokio::pin!(attempt);
+            let mut beats = tokio::time::interval(REFRESH);
+            beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    ended = &mut attempt => break ended,
+                    _ = beats.tick(), if !up.load(Ordering::Acquire) => {
+                        place.keep(&settings, &ctx.in_flight).await;
+                    }
+                    () = shutdown.cancelled(), if !up.load(Ordering::Acquire) => {
+                        // Asked to stop with no session (it drains itself): the deliveries in
+                        // hand need only the database and the providers to finish.
+                        drain(&settings, &ctx.in_flight, tracker).await;
+                        break 'sessions;
+                    }
+                }
+            }
+        };
+        if connected.swap(false, Ordering::AcqRel) {
+            place.found();
+        }
+        match ended {
             Ok(()) => break,
             Err(error) => {
                 settings.health.report("broker", Err(error.to_string()));
-                tracing::warn!(%error, retry_in = ?backoff, "broker connection lost; reconnecting")
+                tracing::warn!(%error, retry_in = ?backoff, "broker connection lost; reconnecting");
+                place.lost();
             }
-        }
-        // Deliveries of the lost session still make their requests: the fleet must not
-        // count this worker gone and share out its room meanwhile.
-        if last_beat.is_none_or(|at| at.elapsed() >= REFRESH) {
-            beat_in_use(&settings, &ctx.in_flight).await;
-            last_beat = Some(std::time::Instant::now());
         }
         tokio::select! {
             () = shutdown.cancelled() => {
-                // Asked to stop while the broker is out of reach: the deliveries in hand
-                // need only the database and the providers to finish.
                 drain(&settings, &ctx.in_flight, tracker).await;
                 break;
             }
@@ -94,6 +123,69 @@ pub async fn run(
     }
     if let Err(error) = herald_store::fleet::leave(&settings.pool, settings.id).await {
         tracing::debug!(%error, "could not leave the fleet; the heartbeat will expire");
+    }
+}
+
+/// How long a worker that lost its broker keeps its caps, so that a blip finds it where it
+/// was; past this it gives them up (keeping only the requests still running), so that a
+/// worker that cannot reach the broker for long (a wrong vhost, an outage) does not hold
+/// its share of every provider's cap from the others.
+const HOLD_PLACE_FOR: Duration = Duration::from_secs(10);
+
+/// This worker's place in the fleet while no session beats for it.
+#[derive(Default)]
+struct Place {
+    /// When the last session was lost (`None`: none yet, or one is up).
+    lost_at: Option<std::time::Instant>,
+    /// The caps were given up after [`HOLD_PLACE_FOR`].
+    given_up: bool,
+    /// Its heartbeat row was removed: nothing left to keep.
+    left: bool,
+}
+
+impl Place {
+    fn lost(&mut self) {
+        self.lost_at.get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// Beats with what this worker may still have in flight, if anything: its caps while
+    /// a lost session may come back soon, then only what is still running; nothing at all
+    /// (its row removed) once nothing is. A worker that never had a session has no caps,
+    /// and never beats here.
+    async fn keep(&mut self, settings: &Settings<'_>, in_flight: &InFlight) {
+        let Some(lost_at) = self.lost_at else {
+            return;
+        };
+        if !self.given_up && lost_at.elapsed() >= HOLD_PLACE_FOR {
+            for provider in in_flight.in_use_at_most().into_keys() {
+                in_flight.set(provider, 0);
+            }
+            self.given_up = true;
+            tracing::info!(held_for = ?HOLD_PLACE_FOR, "no broker: giving up this worker's caps but for the requests still running");
+        }
+        if in_flight.in_use_at_most().values().any(|&n| n > 0) {
+            beat_in_use(&settings.pool, settings.id, in_flight).await;
+            self.left = false;
+        } else if !self.left {
+            if let Err(error) = herald_store::fleet::leave(&settings.pool, settings.id).await {
+                tracing::debug!(%error, "could not leave the fleet; the heartbeat will expire");
+            }
+            self.left = true;
+        }
+    }
+
+    /// A session was up since the last loss: it beat, and set the caps.
+    fn found(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// Marks the session down when it ends, however it ends.
+struct Down<'a>(&'a AtomicBool);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -132,11 +224,17 @@ async fn session(
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
     backoff: &mut Duration,
+    (up, connected): (&AtomicBool, &AtomicBool),
 ) -> Result<(), ConsumeError> {
     let connection = queue::connect(settings.amqp_url, "herald-worker", &settings.tls).await?;
     let control = connection.create_channel().await?;
     topology::declare(&control).await?;
     settings.health.report("broker", Ok(()));
+    // From here this session beats (and drains at a stop) itself; whatever way it ends,
+    // the caller takes over again.
+    up.store(true, Ordering::Release);
+    connected.store(true, Ordering::Release);
+    let _down = Down(up);
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<Ended>();
     let mut lanes: HashMap<Uuid, Lane> = HashMap::new();
     let mut generation = 0u64;
@@ -380,17 +478,21 @@ async fn drain(settings: &Settings<'_>, in_flight: &InFlight, tracker: &TaskTrac
                 );
                 return;
             }
-            _ = beats.tick() => beat_in_use(settings, in_flight).await,
+            // Beside the wait, not in it: a slow database must not hold the drain's end.
+            _ = beats.tick() => {
+                let (pool, id, in_flight) = (settings.pool.clone(), settings.id, in_flight.clone());
+                tokio::spawn(async move { beat_in_use(&pool, id, &in_flight).await });
+            }
         }
     }
 }
 
 /// Beats the heartbeat with what this worker may still have in flight, outside a session
 /// (which beats with its lanes): bounded like the session's, and a failure only logged.
-async fn beat_in_use(settings: &Settings<'_>, in_flight: &InFlight) {
+async fn beat_in_use(pool: &PgPool, id: Uuid, in_flight: &InFlight) {
     let in_use = in_flight.in_use_at_most();
     let name = worker_name();
-    let beat = fleet::heartbeat(&settings.pool, settings.id, &name, |_| (in_use, ()));
+    let beat = fleet::heartbeat(pool, id, &name, |_| (in_use, ()));
     match tokio::time::timeout(REFRESH, beat).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::debug!(%error, "cannot beat the heartbeat now"),

@@ -44,6 +44,12 @@ pub async fn connect(urls: &str, service: &str, tls: &Tls) -> Result<Connection,
     connect_node(last, service, tls).await
 }
 
+/// The longest one node may take to accept a connection (TCP, TLS and AMQP's handshake: a
+/// few milliseconds on a healthy network). A node behind a network that drops packets would
+/// otherwise hold the attempt for as long as the kernel retries (about two minutes), neither
+/// moving on to the next node nor letting the caller do anything meanwhile.
+pub const NODE_CONNECT_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One node's connection.
 pub async fn connect_node(url: &str, service: &str, tls: &Tls) -> Result<Connection, lapin::Error> {
     let properties =
@@ -52,15 +58,21 @@ pub async fn connect_node(url: &str, service: &str, tls: &Tls) -> Result<Connect
         Some(path) => Some(std::fs::read_to_string(path)?),
         None => None,
     };
-    DefaultConnectionBuilder::new()?
+    let builder = DefaultConnectionBuilder::new()?
         .with_uri_str(url.to_owned())
         .with_properties(properties)
         .with_tls_config(OwnedTLSConfig {
             identity: None,
             cert_chain,
-        })
-        .connect()
+        });
+    tokio::time::timeout(NODE_CONNECT_WITHIN, builder.connect())
         .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection within {NODE_CONNECT_WITHIN:?}"),
+            )
+        })?
 }
 
 /// The service, its host (a pod's or container's name: `HOSTNAME`) and its process id: in

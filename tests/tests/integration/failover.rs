@@ -314,17 +314,24 @@ async fn a_terminated_scheduler_finishes_its_tick_before_exiting() -> Result<()>
 /// are written before it exits, none left mid-send for the sweeper to guess at.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_cut_from_the_broker_keeps_its_place_and_drains_on_sigterm() -> Result<()> {
-    let mut env = TestEnv::new(&["--latency", "fixed:9000"]).await?;
+    // Requests last 15 s: all of them are still in flight at the checks below.
+    let mut env = TestEnv::new(&["--latency", "fixed:15000"]).await?;
     let mut provider = env.provider();
-    provider.timeout_ms = 20_000;
+    provider.timeout_ms = 30_000;
     let provider = env.create_provider(&provider).await?;
     let tenant = env.tenant("acme", 1).await?;
     let campaign = env
         .campaign(tenant, provider, "c", &numbers("+1555970", 100), 100)
         .await?;
     let _scheduler = env.scheduler(250, &[])?;
-    let proxy = herald_tests::proxy::Proxy::start("127.0.0.1:5672".parse()?).await?;
     let direct = env.amqp_url.clone();
+    let broker = url::Url::parse(&direct)?;
+    let upstream = format!(
+        "{}:{}",
+        broker.host_str().unwrap_or("127.0.0.1"),
+        broker.port().unwrap_or(5672)
+    );
+    let proxy = herald_tests::proxy::Proxy::start(upstream.parse()?).await?;
     env.route(None, Some(proxy.url(&direct)));
     let mut worker = env.worker(&[("HERALD_WORKER_PREFETCH", "40")])?;
     env.start(campaign).await?;
@@ -363,6 +370,18 @@ async fn a_worker_cut_from_the_broker_keeps_its_place_and_drains_on_sigterm() ->
     assert!(
         sending().await >= in_flight,
         "its requests are still in flight"
+    );
+    // A worker that never reached the broker has nothing in flight: it takes no place in
+    // the fleet (which would shrink every other worker's share).
+    let mut stranger = env.worker(&[("HERALD_WORKER_PREFETCH", "40")])?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM workers")
+        .fetch_one(&env.pool)
+        .await?;
+    stranger.kill();
+    assert_eq!(
+        rows, 1,
+        "a worker that never had a session joined the fleet"
     );
 
     worker.terminate();
