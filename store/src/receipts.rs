@@ -159,8 +159,9 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
          ),
          -- The providers' latest word on a message just sent (see the migration
          -- `provider_send_reports`): a message's first events, dated by the provider, never
-         -- later than their arrival. Providers' rows in id order, as every statement that
-         -- writes several.
+         -- later than their arrival. A row another statement holds is skipped, not waited
+         -- for (the value only grows: the next batch catches up), so receivers never queue
+         -- behind one another on a provider's row, nor wait on the admin's changes to it.
          reported AS (
              SELECT provider_id, least(max(provider_time), now()) AS until FROM i
              WHERE rank <= $14 AND provider_time IS NOT NULL GROUP BY provider_id
@@ -168,7 +169,7 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
          reporting AS MATERIALIZED (
              SELECT p.id FROM providers p JOIN reported r ON r.provider_id = p.id
              WHERE p.sends_reported_until IS NULL OR p.sends_reported_until < r.until
-             ORDER BY p.id FOR NO KEY UPDATE OF p
+             FOR NO KEY UPDATE OF p SKIP LOCKED
          ),
          reports AS (
              UPDATE providers p SET sends_reported_until = r.until

@@ -89,10 +89,17 @@ pub async fn run(
             loop {
                 tokio::select! {
                     ended = &mut attempt => break ended,
+                    // Checked again in each arm: the session may have come up in the same poll
+                    // (a stop is then the session's to drain; it stays cancelled for it).
                     _ = beats.tick(), if !up.load(Ordering::Acquire) => {
-                        place.keep(&settings, &ctx.in_flight).await;
+                        if !up.load(Ordering::Acquire) {
+                            place.keep(&settings, &ctx.in_flight).await;
+                        }
                     }
                     () = shutdown.cancelled(), if !up.load(Ordering::Acquire) => {
+                        if up.load(Ordering::Acquire) {
+                            continue;
+                        }
                         // Asked to stop with no session (it drains itself): the deliveries in
                         // hand need only the database and the providers to finish.
                         drain(&settings, &ctx.in_flight, tracker).await;
@@ -167,10 +174,18 @@ impl Place {
             beat_in_use(&settings.pool, settings.id, in_flight).await;
             self.left = false;
         } else if !self.left {
-            if let Err(error) = herald_store::fleet::leave(&settings.pool, settings.id).await {
-                tracing::debug!(%error, "could not leave the fleet; the heartbeat will expire");
+            // Bounded like a beat: this runs while neither the connection attempt nor a stop
+            // is watched.
+            match tokio::time::timeout(
+                REFRESH,
+                herald_store::fleet::leave(&settings.pool, settings.id),
+            )
+            .await
+            {
+                Ok(Ok(())) => self.left = true,
+                Ok(Err(error)) => tracing::debug!(%error, "could not leave the fleet now"),
+                Err(_) => tracing::debug!("no answer from the database to leave the fleet"),
             }
-            self.left = true;
         }
     }
 
@@ -233,7 +248,6 @@ async fn session(
     // From here this session beats (and drains at a stop) itself; whatever way it ends,
     // the caller takes over again.
     up.store(true, Ordering::Release);
-    connected.store(true, Ordering::Release);
     let _down = Down(up);
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<Ended>();
     let mut lanes: HashMap<Uuid, Lane> = HashMap::new();
@@ -275,6 +289,9 @@ async fn session(
                 let wanted = match refreshed {
                     Ok(wanted) => {
                         last_beat = beat_sent;
+                        // A session that beat: the place it held without a broker is its own
+                        // again (one that fails before its first beat keeps the hold's clock).
+                        connected.store(true, Ordering::Release);
                         wanted
                     }
                     Err(error) => {
@@ -468,23 +485,26 @@ async fn drain(settings: &Settings<'_>, in_flight: &InFlight, tracker: &TaskTrac
     let deadline = tokio::time::sleep(settings.drain_timeout);
     tokio::pin!(deadline);
     let mut beats = tokio::time::interval(REFRESH);
+    // Beside the wait, not in it (a slow database must not hold the drain's end), and
+    // stopped with it: a beat landing after the worker left would count it live again.
+    let mut beating = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
-            () = tracker.wait() => return,
+            () = tracker.wait() => break,
             () = &mut deadline => {
                 tracing::warn!(
                     left = tracker.len(),
                     "drain timeout; unfinished deliveries return to the queue"
                 );
-                return;
+                break;
             }
-            // Beside the wait, not in it: a slow database must not hold the drain's end.
             _ = beats.tick() => {
                 let (pool, id, in_flight) = (settings.pool.clone(), settings.id, in_flight.clone());
-                tokio::spawn(async move { beat_in_use(&pool, id, &in_flight).await });
+                beating.spawn(async move { beat_in_use(&pool, id, &in_flight).await });
             }
         }
     }
+    beating.shutdown().await;
 }
 
 /// Beats the heartbeat with what this worker may still have in flight, outside a session

@@ -537,11 +537,13 @@ async fn settle_unknown(
     // messages: a receiver that was down, or a webhook the provider retries, would
     // otherwise read as "not sent", and a second message go out.
     if cannot_tell && policy.unknown == UnknownOutcome::AwaitReceipt {
+        // `since` is when the attempt began: its request may have gone out as late as the
+        // lease allowed, and a message sent before it is no later message.
         let reported = herald_store::recipients::reconcile::reported_on_later(
             &ctx.pool,
             earlier.id,
             unknown.since,
-            reconcile::REPORT_MARGIN,
+            earlier.timeout + ctx.lease_grace + reconcile::REPORT_MARGIN,
         )
         .await;
         let waited = (chrono::Utc::now() - unknown.since)

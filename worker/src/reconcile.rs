@@ -182,8 +182,11 @@ pub enum Silence {
 pub const SILENT_WINDOWS: u32 = 10;
 /// ...and never less than this: a window of a few seconds (or none) would give up at once.
 pub const SILENT_AT_LEAST: Duration = Duration::from_secs(30 * 60);
-/// How much later than the lost request a message the provider reported on must have been
-/// sent (by the provider's clock) to count as later: its clock against the database's.
+/// The shortest wait between two looks at a silent provider's receipts.
+pub const SILENT_STEP: Duration = Duration::from_secs(10);
+/// How much later than the latest the lost request could have gone out a message the
+/// provider reported on must have been sent (by the provider's clock) to count as later: its
+/// clock against the database's.
 pub const REPORT_MARGIN: Duration = Duration::from_secs(5);
 
 /// [`Silence`] for a request made `waited` ago at a provider whose window is `window`,
@@ -196,8 +199,15 @@ pub fn after_silence(reported_on_later: bool, waited: Duration, window: Duration
     } else if waited >= give_up {
         Silence::GiveUp
     } else {
-        // Not past the give-up point by more than a step.
-        Silence::Wait(window.min(give_up - waited).max(Duration::from_secs(1)))
+        // A window at a time, never less than `SILENT_STEP` (a window of a few seconds
+        // would cycle the recipient through the scheduler and a worker every few seconds
+        // for half an hour), nor past the give-up point by more than a step.
+        Silence::Wait(
+            window
+                .max(SILENT_STEP)
+                .min(give_up - waited)
+                .max(Duration::from_secs(1)),
+        )
     }
 }
 
@@ -232,7 +242,7 @@ mod tests {
         assert_eq!(after_silence(false, hour * 10, hour), Silence::GiveUp);
         assert_eq!(
             after_silence(false, Duration::from_secs(60), Duration::ZERO),
-            Silence::Wait(Duration::from_secs(1))
+            Silence::Wait(SILENT_STEP)
         );
         // Reported on later messages, however late: sent again.
         assert_eq!(after_silence(true, window * 50, window), Silence::SendAgain);

@@ -1396,11 +1396,14 @@ async fn a_lost_answer_is_sent_again_only_once_its_provider_reports_on_later_mes
         )
         .await?;
     let _scheduler = env.scheduler(250, &[])?;
-    let _worker = env.worker(&[])?;
+    // A short lease grace: a later message is one sent past the lost request's latest start
+    // (its lease: the timeout and the grace) by 5 s.
+    let _worker = env.worker(&[("HERALD_WORKER_LEASE_GRACE_MS", "1000")])?;
     env.start(first).await?;
     all_waiting_after(&env, first, RECIPIENTS, "no receipt for an earlier request").await?;
-    // A few more windows: still waiting, asked once each, no attempt spent on the waits.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Past the 7 s after which a message counts as later, still waiting: asked once each,
+    // no attempt spent on the waits.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     all_waiting_after(&env, first, RECIPIENTS, "no receipt for an earlier request").await?;
     assert_eq!(env.simulator_stats().await?["requests"], RECIPIENTS);
     let counted: Vec<i32> = sqlx::query_scalar(
