@@ -164,9 +164,7 @@ impl Place {
             return;
         };
         if !self.given_up && lost_at.elapsed() >= HOLD_PLACE_FOR {
-            for provider in in_flight.in_use_at_most().into_keys() {
-                in_flight.set(provider, 0);
-            }
+            in_flight.give_up_all();
             self.given_up = true;
             tracing::info!(held_for = ?HOLD_PLACE_FOR, "no broker: giving up this worker's caps but for the requests still running");
         }
@@ -477,9 +475,7 @@ async fn open_lane(
 /// while it is still in use, and do not count it gone while its requests last.
 async fn drain(settings: &Settings<'_>, in_flight: &InFlight, tracker: &TaskTracker) {
     tracker.close();
-    for provider in in_flight.in_use_at_most().into_keys() {
-        in_flight.set(provider, 0);
-    }
+    in_flight.give_up_all();
     let in_hand = tracker.len();
     tracing::info!(in_flight = in_hand, timeout = ?settings.drain_timeout, "draining in-flight deliveries");
     let deadline = tokio::time::sleep(settings.drain_timeout);

@@ -536,49 +536,11 @@ async fn settle_unknown(
     // request, and their silence means "not sent" only once they are heard of later
     // messages: a receiver that was down, or a webhook the provider retries, would
     // otherwise read as "not sent", and a second message go out.
-    if cannot_tell && policy.unknown == UnknownOutcome::AwaitReceipt {
-        // `since` is when the attempt began: its request may have gone out as late as the
-        // lease allowed, and a message sent before it is no later message.
-        let reported = herald_store::recipients::reconcile::reported_on_later(
-            &ctx.pool,
-            earlier.id,
-            unknown.since,
-            earlier.timeout + ctx.lease_grace + reconcile::REPORT_MARGIN,
-        )
-        .await;
-        let waited = (chrono::Utc::now() - unknown.since)
-            .to_std()
-            .unwrap_or_default();
-        match reported.map(|r| reconcile::after_silence(r, waited, policy.window)) {
-            Ok(Silence::SendAgain) => {}
-            Ok(Silence::Wait(delay)) => {
-                return Settled::Decided(Decision::Deferred {
-                    error: "no receipt for an earlier request, nor yet for any later message \
-                            of its provider: its receipts may be held up; not sent again \
-                            until they are heard"
-                        .into(),
-                    delay,
-                });
-            }
-            Ok(Silence::GiveUp) => {
-                return Settled::Decided(Decision::Failed {
-                    error: format!(
-                        "an earlier request may have been sent: its provider cannot be asked, \
-                         and its receipts were silent on every later message for {:?} \
-                         ({} windows, at least {} minutes); not sent again",
-                        waited,
-                        reconcile::SILENT_WINDOWS,
-                        reconcile::SILENT_AT_LEAST.as_secs() / 60
-                    ),
-                });
-            }
-            Err(error) => {
-                return Settled::Decided(Decision::Deferred {
-                    error: format!("cannot read the provider's receipts now: {error}"),
-                    delay: LOOKUP_RETRY,
-                });
-            }
-        }
+    if cannot_tell
+        && policy.unknown == UnknownOutcome::AwaitReceipt
+        && let Some(waiting) = silence(ctx, &earlier, unknown).await
+    {
+        return waiting;
     }
     // The lookup took time from the lease: a request started past this point could outlive
     // it, and the sweeper would judge the recipient while it is in flight.
@@ -616,6 +578,53 @@ async fn settle_unknown(
             delay: LOOKUP_RETRY,
         }),
     }
+}
+
+/// What the receipts of `earlier`, a provider that cannot be asked, say of its request
+/// whose answer was lost (`unknown`): `None` to send again (it has reported on a later
+/// message, never on this one), else the recipient waits or is given up on. Their silence
+/// means "not sent" only once they are heard of later messages: a receiver that was down,
+/// or a webhook the provider retries, would otherwise read as "not sent", and a second
+/// message go out.
+async fn silence(ctx: &Context, earlier: &Provider, unknown: UnknownAttempt) -> Option<Settled> {
+    // `since` is when the attempt began: its request may have gone out as late as the
+    // lease allowed, and a message sent before it is no later message.
+    let reported = herald_store::recipients::reconcile::reported_on_later(
+        &ctx.pool,
+        earlier.id,
+        unknown.since,
+        earlier.timeout + ctx.lease_grace + reconcile::REPORT_MARGIN,
+    )
+    .await;
+    let waited = (chrono::Utc::now() - unknown.since)
+        .to_std()
+        .unwrap_or_default();
+    let decision =
+        match reported.map(|r| reconcile::after_silence(r, waited, earlier.policy.window)) {
+            Ok(Silence::SendAgain) => return None,
+            Ok(Silence::Wait(delay)) => Decision::Deferred {
+                error: "no receipt for an earlier request, nor yet for any later message \
+                    of its provider: its receipts may be held up; not sent again \
+                    until they are heard"
+                    .into(),
+                delay,
+            },
+            Ok(Silence::GiveUp) => Decision::Failed {
+                error: format!(
+                    "an earlier request may have been sent: its provider cannot be asked, \
+                 and its receipts were silent on every later message for {:?} \
+                 ({} windows, at least {} minutes); not sent again",
+                    waited,
+                    reconcile::SILENT_WINDOWS,
+                    reconcile::SILENT_AT_LEAST.as_secs() / 60
+                ),
+            },
+            Err(error) => Decision::Deferred {
+                error: format!("cannot read the provider's receipts now: {error}"),
+                delay: LOOKUP_RETRY,
+            },
+        };
+    Some(Settled::Decided(decision))
 }
 
 /// A rate-limited provider's request, made on a send slot: reserved only now, with the

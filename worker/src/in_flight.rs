@@ -95,6 +95,18 @@ impl InFlight {
         Permit { permit, owed }
     }
 
+    /// Sets every provider's cap to nothing: no request starts until a cap is set again, and
+    /// those running stay counted ([`in_use_at_most`](Self::in_use_at_most)) until they end.
+    pub fn give_up_all(&self) {
+        let providers: Vec<Uuid> = {
+            let caps = self.caps.lock().unwrap_or_else(PoisonError::into_inner);
+            caps.keys().copied().collect()
+        };
+        for provider in providers {
+            self.set(provider, 0);
+        }
+    }
+
     /// The cap now set for `provider`.
     pub fn size(&self, provider: Uuid) -> Option<u32> {
         let caps = self.caps.lock().unwrap_or_else(PoisonError::into_inner);
