@@ -661,18 +661,13 @@ async fn materialize_segment(
     // leave it to fail when the scheduler renders it.
     let (fixed, uses) =
         template::shape(template_text).map_err(|e| ApiError::field("template", e.to_string()))?;
-    let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-    let uses: Vec<(String, i64)> = uses
-        .into_iter()
-        .map(|(name, n)| (name, as_i64(n)))
-        .collect();
     let too_long = store::segments::too_long(
         &mut *tx,
         tenant,
         &filter,
-        as_i64(fixed),
+        fixed,
         &uses,
-        as_i64(template::MAX_TEXT_CHARS),
+        template::MAX_TEXT_CHARS,
     )
     .await?;
     if !too_long.is_empty() {

@@ -464,6 +464,11 @@ async fn check(
             problem;
         problems.push(("variables", format!("`{}` {reason}", validate::clip(name))));
     }
+    // A blank value sends "Hi !": refused as a campaign's upload refuses the row.
+    let blank = item
+        .template
+        .as_deref()
+        .and_then(|t| blank_variable(t, &item.variables));
     let text = match (&item.text, &item.template) {
         (Some(_), Some(_)) => {
             problems.push(("text", "give either text or template, not both".into()));
@@ -482,14 +487,12 @@ async fn check(
             ));
             None
         }
-        // A blank value sends "Hi !": refused as a campaign's upload refuses the row.
-        (None, Some(t)) if blank_variable(t, &item.variables).is_some() => {
-            let blank = blank_variable(t, &item.variables).unwrap_or_default();
+        (None, Some(_)) if blank.is_some() => {
             problems.push((
                 "variables",
                 format!(
                     "`{}` is blank, and the template uses it",
-                    validate::clip(&blank)
+                    validate::clip(blank.as_deref().unwrap_or_default())
                 ),
             ));
             None

@@ -119,18 +119,19 @@ pub async fn too_long(
     tx: &mut PgConnection,
     tenant: Uuid,
     filter: &Filter,
-    fixed: i64,
-    uses: &[(String, i64)],
-    max: i64,
+    fixed: usize,
+    uses: &[(String, usize)],
+    max: usize,
 ) -> Result<Vec<String>, sqlx::Error> {
+    let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
     let names: Vec<&str> = uses.iter().map(|(name, _)| name.as_str()).collect();
-    let counts: Vec<i64> = uses.iter().map(|&(_, n)| n).collect();
+    let counts: Vec<i64> = uses.iter().map(|&(_, n)| as_i64(n)).collect();
     let mut qb =
         QueryBuilder::<Postgres>::new("SELECT c.address FROM contacts c WHERE c.tenant_id = ");
     qb.push_bind(tenant).push(" AND ");
     filter.push_sql("c", &mut qb);
     qb.push(" AND ")
-        .push_bind(fixed)
+        .push_bind(as_i64(fixed))
         .push(
             " + (SELECT coalesce(sum(u.n * char_length(CASE jsonb_typeof(c.attributes -> u.name)
                    WHEN 'string' THEN c.attributes ->> u.name
@@ -141,7 +142,7 @@ pub async fn too_long(
         .push("::text[], ")
         .push_bind(counts)
         .push("::int8[]) u(name, n)) > ")
-        .push_bind(max)
+        .push_bind(as_i64(max))
         .push(" LIMIT 5");
     qb.build_query_scalar().fetch_all(tx).await
 }
