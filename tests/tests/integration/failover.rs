@@ -85,7 +85,12 @@ async fn killed_and_terminated_workers_lose_nothing() -> Result<()> {
         "work remained for a new worker"
     );
 
-    let _fresh = env.worker(&[])?;
+    // At this provider (no lookup), a request the killed worker may have made is sent again
+    // only once the provider reports on messages sent after it (start + 2 s timeout + 1 s
+    // grace + 5 s); the new worker keeps the same pace so that such messages exist. One at
+    // the default prefetch could finish the rest before that, and the killed worker's
+    // unanswered requests would rightly wait half an hour to be failed, not resent.
+    let _fresh = env.worker(&worker_env)?;
     env.wait_completed(&[campaign], Duration::from_secs(60))
         .await?;
     let states = env.states(campaign).await?;
