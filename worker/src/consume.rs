@@ -34,6 +34,12 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How often lanes and the heartbeat are refreshed.
 const REFRESH: Duration = Duration::from_secs(2);
+/// The longest a stopping worker waits for the broker to confirm its consumers' cancel, and
+/// then its connection's close. Over a connection that went silent without a reset (a cut
+/// network), each would wait until the broker's heartbeat is missed, a minute or more: the
+/// drain, started after the cancel, would be cut off by the grace period's SIGKILL with its
+/// outcomes unwritten.
+const BROKER_GOODBYE_WITHIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumeError {
@@ -260,12 +266,21 @@ async fn session(
         tokio::select! {
             () = shutdown.cancelled() => {
                 // Stop new deliveries; those in hand finish (those still waiting for room
-                // hand themselves back).
-                for lane in lanes.values() {
-                    let _ = lane.cancel().await;
+                // hand themselves back, and so would any the broker sent before an
+                // unconfirmed cancel reached it).
+                let cancels = futures::future::join_all(lanes.values().map(Lane::cancel));
+                if tokio::time::timeout(BROKER_GOODBYE_WITHIN, cancels).await.is_err() {
+                    tracing::warn!(
+                        within = ?BROKER_GOODBYE_WITHIN,
+                        "the broker did not confirm the consumers' cancel; draining anyway"
+                    );
                 }
                 drain(settings, &ctx.in_flight, tracker).await;
-                let _ = connection.close(200, "worker shutting down".into()).await;
+                let _ = tokio::time::timeout(
+                    BROKER_GOODBYE_WITHIN,
+                    connection.close(200, "worker shutting down".into()),
+                )
+                .await;
                 return Ok(());
             }
             _ = refresh.tick() => {

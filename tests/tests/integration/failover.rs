@@ -320,36 +320,14 @@ async fn a_terminated_scheduler_finishes_its_tick_before_exiting() -> Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_cut_from_the_broker_keeps_its_place_and_drains_on_sigterm() -> Result<()> {
     // Requests last 15 s: all of them are still in flight at the checks below.
-    let mut env = TestEnv::new(&["--latency", "fixed:15000"]).await?;
-    let mut provider = env.provider();
-    provider.timeout_ms = 30_000;
-    let provider = env.create_provider(&provider).await?;
-    let tenant = env.tenant("acme", 1).await?;
-    let campaign = env
-        .campaign(tenant, provider, "c", &numbers("+1555970", 100), 100)
-        .await?;
-    let _scheduler = env.scheduler(250, &[])?;
-    let direct = env.amqp_url.clone();
-    let broker = url::Url::parse(&direct)?;
-    let upstream = format!(
-        "{}:{}",
-        broker.host_str().unwrap_or("127.0.0.1"),
-        broker.port().unwrap_or(5672)
-    );
-    let proxy = herald_tests::proxy::Proxy::start(upstream.parse()?).await?;
-    env.route(None, Some(proxy.url(&direct)));
-    let mut worker = env.worker(&[("HERALD_WORKER_PREFETCH", "40")])?;
-    env.start(campaign).await?;
-    let sending = || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM recipients WHERE state = 'sending'")
-            .fetch_one(&env.pool)
-            .await
-            .unwrap_or(0)
-    };
-    wait_until(Duration::from_secs(20), || async { sending().await >= 20 })
-        .await
-        .map_err(|_| anyhow::anyhow!("no requests in flight"))?;
-    let in_flight = sending().await;
+    let Busy {
+        env,
+        proxy,
+        worker,
+        campaign,
+        in_flight,
+        _scheduler,
+    } = a_worker_behind_a_proxy_with_requests_in_flight(15_000).await?;
 
     proxy.set(herald_tests::proxy::Mode::Down);
     let cut = Instant::now();
@@ -373,7 +351,7 @@ async fn a_worker_cut_from_the_broker_keeps_its_place_and_drains_on_sigterm() ->
         "it holds {held} of its {in_flight} requests"
     );
     assert!(
-        sending().await >= in_flight,
+        sending(&env).await >= in_flight,
         "its requests are still in flight"
     );
     // A worker that never reached the broker has nothing in flight: it takes no place in
@@ -390,6 +368,91 @@ async fn a_worker_cut_from_the_broker_keeps_its_place_and_drains_on_sigterm() ->
     );
 
     worker.terminate();
+    exits_drained(&env, worker, campaign, in_flight).await?;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM workers")
+        .fetch_one(&env.pool)
+        .await?;
+    assert_eq!(left, 0, "it left the fleet");
+    Ok(())
+}
+
+/// A worker whose broker stops answering without closing the connection (a cut network)
+/// still drains on SIGTERM: it waits only briefly for the broker to confirm its consumers'
+/// cancel (the confirmation would come only when the broker's heartbeat is missed, a minute
+/// or more), so its requests' outcomes are written within the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_broker_goes_silent_drains_on_sigterm() -> Result<()> {
+    // Requests last 10 s: all of them are still in flight at the SIGTERM.
+    let Busy {
+        env,
+        proxy,
+        worker,
+        campaign,
+        in_flight,
+        _scheduler,
+    } = a_worker_behind_a_proxy_with_requests_in_flight(10_000).await?;
+
+    proxy.set(herald_tests::proxy::Mode::Cut);
+    let asked = Instant::now();
+    worker.terminate();
+    exits_drained(&env, worker, campaign, in_flight).await?;
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "drained once its requests were answered, not at the drain timeout: {:?}",
+        asked.elapsed()
+    );
+    Ok(())
+}
+
+/// A worker, its broker reached through a proxy, with at least 20 requests in flight to a
+/// provider answering in `latency_ms`.
+struct Busy {
+    env: TestEnv,
+    proxy: herald_tests::proxy::Proxy,
+    worker: herald_tests::Service,
+    campaign: uuid::Uuid,
+    in_flight: i64,
+    _scheduler: herald_tests::Service,
+}
+
+async fn a_worker_behind_a_proxy_with_requests_in_flight(latency_ms: u64) -> Result<Busy> {
+    let mut env = TestEnv::new(&["--latency", &format!("fixed:{latency_ms}")]).await?;
+    let mut provider = env.provider();
+    provider.timeout_ms = 30_000;
+    let provider = env.create_provider(&provider).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers("+1555970", 100), 100)
+        .await?;
+    let scheduler = env.scheduler(250, &[])?;
+    let proxy = route_broker_through_a_proxy(&mut env).await?;
+    let worker = env.worker(&[("HERALD_WORKER_PREFETCH", "40")])?;
+    env.start(campaign).await?;
+    wait_until(Duration::from_secs(20), || async {
+        sending(&env).await >= 20
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no requests in flight"))?;
+    let in_flight = sending(&env).await;
+    Ok(Busy {
+        env,
+        proxy,
+        worker,
+        campaign,
+        in_flight,
+        _scheduler: scheduler,
+    })
+}
+
+/// `worker`, sent SIGTERM, exits 0 within the orchestrators' grace period (45 s for 30 s
+/// of drain, docs/operations.md) after draining: the outcomes of its `in_flight` requests
+/// are written, none left mid-send.
+async fn exits_drained(
+    env: &TestEnv,
+    mut worker: herald_tests::Service,
+    campaign: uuid::Uuid,
+    in_flight: i64,
+) -> Result<()> {
     let status = worker
         .wait(Duration::from_secs(30))
         .await
@@ -400,15 +463,33 @@ async fn a_worker_cut_from_the_broker_keeps_its_place_and_drains_on_sigterm() ->
         "{}",
         worker.log_text()
     );
-    assert_eq!(sending().await, 0, "outcomes written before it exited");
+    assert_eq!(sending(env).await, 0, "outcomes written before it exited");
     let states = env.states(campaign).await?;
     assert!(
         states.get("sent").is_some_and(|&n| n >= in_flight),
         "{states:?}"
     );
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM workers")
-        .fetch_one(&env.pool)
-        .await?;
-    assert_eq!(left, 0, "it left the fleet");
     Ok(())
+}
+
+async fn sending(env: &TestEnv) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM recipients WHERE state = 'sending'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap_or(0)
+}
+
+/// Routes the processes `env` starts from now on to RabbitMQ through a proxy the test
+/// controls.
+async fn route_broker_through_a_proxy(env: &mut TestEnv) -> Result<herald_tests::proxy::Proxy> {
+    let direct = env.amqp_url.clone();
+    let broker = url::Url::parse(&direct)?;
+    let upstream = format!(
+        "{}:{}",
+        broker.host_str().unwrap_or("127.0.0.1"),
+        broker.port().unwrap_or(5672)
+    );
+    let proxy = herald_tests::proxy::Proxy::start(upstream.parse()?).await?;
+    env.route(None, Some(proxy.url(&direct)));
+    Ok(proxy)
 }
