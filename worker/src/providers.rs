@@ -30,7 +30,7 @@ pub struct Provider {
     /// Time between two requests across the whole fleet, when the provider has a rate limit.
     pub pacing: Option<Duration>,
     /// Where this provider posts receipts, for APIs that take a callback URL per request:
-    /// Twilio's `settings.status_callback`, else the receiver's URL for this provider.
+    /// The receiver's URL for this provider, else Twilio's `settings.status_callback`.
     pub callback_url: Option<String>,
     /// How long a call counts as live without its final status callback.
     pub live_call_hold: Duration,
@@ -82,30 +82,7 @@ impl Providers {
 
     /// Where `provider`'s receipts go, for the APIs that name a callback per request.
     fn callback_url(&self, id: Uuid, config: &ProviderConfig) -> Option<String> {
-        let receiver = |path: &str| {
-            self.receiver_url
-                .as_ref()
-                .map(|base| format!("{base}/webhooks/{path}/{id}"))
-        };
-        match config {
-            // Twilio signs its callbacks with the account's auth token: without it (an API
-            // key alone), the receiver could not trust them, so none are asked for.
-            ProviderConfig::TwilioSms(c) => c.status_callback.clone().or_else(|| {
-                c.account
-                    .auth_token
-                    .as_ref()
-                    .and_then(|_| receiver("twilio"))
-            }),
-            ProviderConfig::TwilioVoice(c) => c.status_callback.clone().or_else(|| {
-                c.account
-                    .auth_token
-                    .as_ref()
-                    .and_then(|_| receiver("twilio"))
-            }),
-            // Without a webhook secret, receipts could not be trusted: none are asked for.
-            ProviderConfig::Http(c) => c.webhook_secret.as_ref().and_then(|_| receiver("http")),
-            ProviderConfig::WhatsApp(_) => None,
-        }
+        callback_url(self.receiver_url.as_deref(), id, config)
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Arc<Provider>, ProviderError> {
@@ -173,5 +150,80 @@ impl Providers {
         });
         cache.insert(id, provider.clone());
         Ok(provider)
+    }
+}
+
+/// Where receipts of provider `id` go, for the APIs that name a callback per request: Herald's
+/// receiver when it runs and can trust them, else (Twilio) the provider's own
+/// `settings.status_callback`, whose receipts Herald never sees. The receiver comes first:
+/// a `status_callback` kept for the tenant's own logging must not cost Herald its receipts
+/// (no delivery status, and a call's line held until its timeout).
+fn callback_url(receiver_url: Option<&str>, id: Uuid, config: &ProviderConfig) -> Option<String> {
+    let receiver = |path: &str| receiver_url.map(|base| format!("{base}/webhooks/{path}/{id}"));
+    // Twilio signs its callbacks with the account's auth token: without it (an API key
+    // alone), the receiver could not trust them, so none are asked of it.
+    let twilio = |account: &provider_config::TwilioAccount, own: &Option<String>| {
+        account
+            .auth_token
+            .as_ref()
+            .and_then(|_| receiver("twilio"))
+            .or_else(|| own.clone())
+    };
+    match config {
+        ProviderConfig::TwilioSms(c) => twilio(&c.account, &c.status_callback),
+        ProviderConfig::TwilioVoice(c) => twilio(&c.account, &c.status_callback),
+        // Without a webhook secret, receipts could not be trusted: none are asked for.
+        ProviderConfig::Http(c) => c.webhook_secret.as_ref().and_then(|_| receiver("http")),
+        ProviderConfig::WhatsApp(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const SID: &str = "AC00000000000000000000000000000000";
+    const KEY: &str = "SK00000000000000000000000000000000";
+
+    fn twilio(settings: serde_json::Value, credentials: serde_json::Value) -> ProviderConfig {
+        provider_config::parse(
+            "twilio_sms",
+            "https://api.twilio.com",
+            &settings,
+            &credentials,
+        )
+        .expect("a valid provider")
+    }
+
+    #[test]
+    fn receipts_go_to_the_receiver_before_a_status_callback_of_the_providers_own() {
+        let id = Uuid::nil();
+        let own = json!({"from": "+15005550006", "status_callback": "https://logs.example/t"});
+        let token = json!({"account_sid": SID, "auth_token": "token"});
+        let receiver = Some("https://hooks.example");
+        assert_eq!(
+            callback_url(receiver, id, &twilio(own.clone(), token.clone())).as_deref(),
+            Some(format!("https://hooks.example/webhooks/twilio/{id}").as_str())
+        );
+        // No receiver: the provider's own, whose receipts Herald never sees.
+        assert_eq!(
+            callback_url(None, id, &twilio(own.clone(), token.clone())).as_deref(),
+            Some("https://logs.example/t")
+        );
+        // An API key alone: the receiver could not check Twilio's signatures.
+        let key_only = json!({"account_sid": SID, "api_key_sid": KEY, "api_key_secret": "s"});
+        assert_eq!(
+            callback_url(receiver, id, &twilio(own, key_only.clone())).as_deref(),
+            Some("https://logs.example/t")
+        );
+        assert_eq!(
+            callback_url(
+                receiver,
+                id,
+                &twilio(json!({"from": "+15005550006"}), key_only)
+            ),
+            None
+        );
     }
 }
