@@ -73,7 +73,18 @@ impl Providers {
         }
         let _turn = match cached {
             Some(_) => None,
-            None => Some(self.turn().await?),
+            None => {
+                let turn = self.turn().await?;
+                // Requests that waited together for one provider (a receiver just started)
+                // read it once: the first turn's read is in the cache now.
+                let fresh = self.lock().get(&id).cloned();
+                if let Some((at, known)) = fresh
+                    && at.elapsed() < REFRESH
+                {
+                    return Ok(Some(known));
+                }
+                Some(turn)
+            }
         };
         let row = match store::providers::webhook_row(&self.pool, id).await {
             Ok(row) => row,

@@ -15,9 +15,10 @@ use crate::twilio;
 use crate::whatsapp;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::{get, post};
+use herald_shared::ops::metrics::RECEIPTS_REFUSED;
 use herald_shared::provider_config::{ProviderConfig, ReceiptKey};
 use herald_shared::signature;
 use std::collections::HashMap;
@@ -34,6 +35,10 @@ pub struct AppState {
     pub public_url: Arc<str>,
 }
 
+/// The largest webhook body taken: Meta documents notifications of up to 3 MB, above axum's
+/// default of 2 MiB (a body refused is retried whole, and every status in it is lost).
+pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/webhooks/twilio/{provider}", post(twilio_status))
@@ -44,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/http/{provider}", post(generic_receipts))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
@@ -146,7 +152,7 @@ async fn whatsapp_status(
         return Err(Refusal::Forbidden("X-Hub-Signature-256 does not match"));
     }
     let mut receipts = Vec::new();
-    let mut numbers: HashMap<String, Uuid> = HashMap::new();
+    let mut numbers: HashMap<String, Option<Uuid>> = HashMap::new();
     for numbered in whatsapp::statuses(provider_id, &body)? {
         let mut receipt = numbered.receipt;
         if let Some(number) = numbered.phone_number_id
@@ -158,9 +164,18 @@ async fn whatsapp_status(
                 let sibling = app
                     .sibling(&number, known.tenant_id, app_secret.expose())
                     .await?;
-                numbers.insert(number.clone(), sibling.unwrap_or(provider_id));
+                numbers.insert(number.clone(), sibling);
             }
-            receipt.provider_id = numbers[&number];
+            let Some(sibling) = numbers[&number] else {
+                // None: no message of Herald's. Kept as this provider's, it would be listed
+                // among its tenant's orphans, and its events would count as this provider
+                // reporting on later messages, which decides when a lost answer here is
+                // sent again (`store::receipts::store`).
+                tracing::debug!(%provider_id, number, "status of a number no provider of this tenant has: dropped");
+                metrics::counter!(RECEIPTS_REFUSED, "reason" => "unknown_number").increment(1);
+                continue;
+            };
+            receipt.provider_id = sibling;
         }
         receipts.push(receipt);
     }

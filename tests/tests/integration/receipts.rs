@@ -553,6 +553,25 @@ async fn bad_signatures_and_malformed_receipts_change_nothing() -> Result<()> {
             .fetch_one(&env.pool)
             .await?;
     assert_eq!(owner, sibling);
+    // A number none of the tenant's providers has: no message of Herald's, answered (Meta
+    // would retry anything else) and dropped, not kept as the first provider's.
+    let unknown_number = notification
+        .replace("1055", "3099")
+        .replace("wamid.X", "wamid.Z");
+    let signature = signature::hub(SIMULATOR_APP_SECRET, unknown_number.as_bytes());
+    assert_eq!(post_meta(unknown_number, Some(signature)).await?, 200);
+    let kept: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM receipts WHERE message_id = 'wamid.Z'")
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(kept, 0, "a status of another number was kept");
+    // Meta's notifications may reach 3 MB: taken whole (axum's default limit is 2 MiB).
+    let large = notification.replace(
+        "\"metadata\"",
+        &format!("\"padding\": \"{}\", \"metadata\"", "x".repeat(3_000_000)),
+    );
+    let signature = signature::hub(SIMULATOR_APP_SECRET, large.as_bytes());
+    assert_eq!(post_meta(large, Some(signature)).await?, 200);
     Ok(())
 }
 
