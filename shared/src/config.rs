@@ -19,8 +19,9 @@ pub struct Connections {
     #[arg(long, env = "HERALD_DATABASE_URL", hide_env_values = true, value_parser = parse_database_url)]
     pub database_url: SecretUrl,
 
-    /// A PEM file of CA certificates trusted, besides the system's, for TLS to PostgreSQL
-    /// and RabbitMQ (a managed service's private CA).
+    /// A PEM file of CA certificates trusted for TLS to PostgreSQL and RabbitMQ (a managed
+    /// service's private CA), besides the public roots: RabbitMQ's from the system's store,
+    /// PostgreSQL's built in (Mozilla's).
     #[arg(long, env = "HERALD_TLS_CA_FILE", value_parser = parse_ca_file)]
     pub tls_ca_file: Option<PathBuf>,
 
