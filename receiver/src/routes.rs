@@ -18,7 +18,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::{get, post};
-use herald_shared::ops::metrics::RECEIPTS_REFUSED;
+use herald_shared::ops::metrics::RECEIPTS_RESULTS;
 use herald_shared::provider_config::{ProviderConfig, ReceiptKey};
 use herald_shared::signature;
 use std::collections::HashMap;
@@ -172,7 +172,7 @@ async fn whatsapp_status(
                 // reporting on later messages, which decides when a lost answer here is
                 // sent again (`store::receipts::store`).
                 tracing::debug!(%provider_id, number, "status of a number no provider of this tenant has: dropped");
-                metrics::counter!(RECEIPTS_REFUSED, "reason" => "unknown_number").increment(1);
+                metrics::counter!(RECEIPTS_RESULTS, "result" => "unknown_number").increment(1);
                 continue;
             };
             receipt.provider_id = sibling;

@@ -40,6 +40,11 @@ const REFRESH: Duration = Duration::from_secs(2);
 /// drain, started after the cancel, would be cut off by the grace period's SIGKILL with its
 /// outcomes unwritten.
 const BROKER_GOODBYE_WITHIN: Duration = Duration::from_secs(5);
+/// The longest the session waits for the broker to answer a call that resizes, opens or
+/// closes a lane. While it waits, the session's loop sees neither a stop nor its heartbeat;
+/// a broker gone silent ends the session instead, and the worker carries on without it
+/// (beating with what it has in flight, draining at a stop) until it reconnects.
+const BROKER_CALL_WITHIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumeError {
@@ -49,6 +54,17 @@ pub enum ConsumeError {
     Db(#[from] sqlx::Error),
     #[error("the broker ended the consumer of lane {0}")]
     ConsumerEnded(Uuid),
+    #[error("no answer from the broker within {BROKER_CALL_WITHIN:?}")]
+    Silent,
+}
+
+/// `call` to the broker, within [`BROKER_CALL_WITHIN`].
+async fn answered<T>(
+    call: impl Future<Output = Result<T, lapin::Error>>,
+) -> Result<T, ConsumeError> {
+    Ok(tokio::time::timeout(BROKER_CALL_WITHIN, call)
+        .await
+        .map_err(|_| ConsumeError::Silent)??)
 }
 
 /// Where and how to consume.
@@ -349,20 +365,20 @@ async fn session(
                     // acknowledgeable on it.
                     let channel = match lanes.remove(provider) {
                         Some(old) => {
-                            old.cancel().await?;
+                            answered(old.cancel()).await?;
                             Some(old.channel)
                         }
                         None => None,
                     };
                     generation += 1;
-                    let lane = open_lane(&connection, channel, *provider, prefetch, generation, ctx, tracker, &ended_tx).await?;
+                    let lane = answered(open_lane(&connection, channel, *provider, prefetch, generation, ctx, tracker, &ended_tx)).await?;
                     lanes.insert(*provider, lane);
                     tracing::info!(%provider, prefetch, "consuming lane");
                 }
                 let gone: Vec<Uuid> = lanes.keys().filter(|p| !wanted.contains_key(p)).copied().collect();
                 for provider in gone {
                     if let Some(lane) = lanes.remove(&provider) {
-                        lane.cancel().await?;
+                        answered(lane.cancel()).await?;
                         tracing::info!(%provider, "lane closed: provider removed");
                     }
                 }

@@ -15,9 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub const MESSAGES: &str = "herald_messages_total";
 /// Receipts stored, by `provider` and `status`.
 pub const RECEIPTS: &str = "herald_receipts_total";
-/// Receipts stored, by `result`: `matched` (its recipient found and the first copy of its
-/// status, applied), `parked` (no recipient yet: it waits for its send to be recorded, or
-/// becomes an orphan) and `duplicate` (a copy of one stored before, only kept).
+/// Receipts taken, by `result`: `matched` (its recipient found and the first copy of its
+/// status, applied if it ranks above what the recipient has), `parked` (no recipient yet: it
+/// waits for its send to be recorded, or becomes an orphan), `duplicate` (a copy of one
+/// stored before, only kept) and `unknown_number` (a WhatsApp status of a number none of the
+/// tenant's providers of that Meta app has: no message of Herald's, not stored).
 pub const RECEIPTS_RESULTS: &str = "herald_receipts_results_total";
 /// Receipts that matched no recipient for `HERALD_RECEIPT_ORPHAN_AFTER_MS` (the leader's
 /// housekeeping; copies not counted).
@@ -162,7 +164,7 @@ fn describe() {
     describe_counter!(
         RECEIPTS_RESULTS,
         Unit::Count,
-        "Receipts stored, by result (matched, parked, duplicate)"
+        "Receipts taken, by result (matched, parked, duplicate, unknown_number)"
     );
     describe_counter!(
         RECEIPTS_ORPHANED,

@@ -323,7 +323,7 @@ async fn a_worker_cut_from_the_broker_keeps_its_place_and_drains_on_sigterm() ->
     let Busy {
         env,
         proxy,
-        worker,
+        mut worker,
         campaign,
         in_flight,
         _scheduler,
@@ -368,7 +368,7 @@ async fn a_worker_cut_from_the_broker_keeps_its_place_and_drains_on_sigterm() ->
     );
 
     worker.terminate();
-    exits_drained(&env, worker, campaign, in_flight).await?;
+    exits_drained(&env, &mut worker, campaign, in_flight).await?;
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM workers")
         .fetch_one(&env.pool)
         .await?;
@@ -386,7 +386,7 @@ async fn a_worker_whose_broker_goes_silent_drains_on_sigterm() -> Result<()> {
     let Busy {
         env,
         proxy,
-        worker,
+        mut worker,
         campaign,
         in_flight,
         _scheduler,
@@ -395,11 +395,19 @@ async fn a_worker_whose_broker_goes_silent_drains_on_sigterm() -> Result<()> {
     proxy.set(herald_tests::proxy::Mode::Cut);
     let asked = Instant::now();
     worker.terminate();
-    exits_drained(&env, worker, campaign, in_flight).await?;
+    exits_drained(&env, &mut worker, campaign, in_flight).await?;
+    // 5 s for the cancel, what is left of the 10 s requests, 5 s for the close.
     assert!(
-        asked.elapsed() < Duration::from_secs(20),
+        asked.elapsed() < Duration::from_secs(25),
         "drained once its requests were answered, not at the drain timeout: {:?}",
         asked.elapsed()
+    );
+    assert!(
+        worker
+            .log_text()
+            .contains("did not confirm the consumers' cancel"),
+        "{}",
+        worker.log_text()
     );
     Ok(())
 }
@@ -449,7 +457,7 @@ async fn a_worker_behind_a_proxy_with_requests_in_flight(latency_ms: u64) -> Res
 /// are written, none left mid-send.
 async fn exits_drained(
     env: &TestEnv,
-    mut worker: herald_tests::Service,
+    worker: &mut herald_tests::Service,
     campaign: uuid::Uuid,
     in_flight: i64,
 ) -> Result<()> {
