@@ -17,8 +17,13 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 /// How long a provider's secrets are trusted before they are read again (a rotated token
-/// takes effect within this).
+/// takes effect within this, or at the first signature it makes, [`REREAD_AFTER`]).
 const REFRESH: Duration = Duration::from_secs(30);
+/// A cached provider whose secret refused a signature is read again if it was read longer
+/// ago than this: a secret rotated since takes effect at once, not within [`REFRESH`] (in
+/// which Twilio's callbacks, which it does not send again, would be lost), while a flood of
+/// forged signatures costs at most a read per provider this often.
+const REREAD_AFTER: Duration = Duration::from_secs(2);
 /// Most reads of providers not in the cache at once.
 const UNCACHED_READS: usize = 2;
 /// How long such a read waits for its turn.
@@ -99,6 +104,23 @@ impl Providers {
                 None => return Err(error.into()),
             },
         };
+        let Some(known) = row.and_then(|row| parse(&self.keyring, &row)).map(Arc::new) else {
+            self.lock().remove(&id);
+            return Ok(None);
+        };
+        self.lock().insert(id, (Instant::now(), known.clone()));
+        Ok(Some(known))
+    }
+
+    /// The provider as stored now, if the copy in the cache was read more than
+    /// [`REREAD_AFTER`] ago (its secret refused a signature: it may have been rotated since);
+    /// `None` if it was read since, or if it is gone.
+    pub async fn reread(&self, id: Uuid) -> Result<Option<Arc<Known>>, ProviderError> {
+        let read_at = self.lock().get(&id).map(|(at, _)| *at);
+        if read_at.is_none_or(|at| at.elapsed() < REREAD_AFTER) {
+            return Ok(None);
+        }
+        let row = store::providers::webhook_row(&self.pool, id).await?;
         let Some(known) = row.and_then(|row| parse(&self.keyring, &row)).map(Arc::new) else {
             self.lock().remove(&id);
             return Ok(None);

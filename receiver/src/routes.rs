@@ -67,6 +67,40 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// The provider named `id` whose secret `signed` accepts the request's signature (an
+    /// `Err` refuses it): the copy in the cache, else, on a signature it refuses, the
+    /// provider as stored now (see [`Providers::reread`]).
+    async fn signed_by(
+        &self,
+        id: &str,
+        signed: impl Fn(&Known) -> Result<(), Refusal>,
+    ) -> Result<(Uuid, Arc<Known>), Refusal> {
+        let (provider_id, known) = self.provider(id).await?;
+        let refusal = match signed(&known) {
+            Ok(()) => return Ok((provider_id, known)),
+            Err(refusal @ Refusal::Forbidden(_)) => refusal,
+            Err(other) => return Err(other),
+        };
+        match self.providers.reread(provider_id).await {
+            Ok(Some(fresh)) => {
+                signed(&fresh).inspect_err(|_| {
+                    tracing::warn!(%provider_id, "receipt with a bad signature refused");
+                })?;
+                Ok((provider_id, fresh))
+            }
+            Ok(None) => {
+                tracing::warn!(%provider_id, "receipt with a bad signature refused");
+                Err(refusal)
+            }
+            Err(error) => {
+                tracing::warn!(%provider_id, %error, "cannot read the provider again");
+                Err(refusal)
+            }
+        }
+    }
+}
+
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -78,19 +112,22 @@ async fn twilio_status(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, Refusal> {
-    let (provider_id, known) = app.provider(&provider).await?;
-    let Some(ReceiptKey::Twilio(token)) = known.config.receipts() else {
-        return Err(Refusal::NotFound);
-    };
-    let signature = header(&headers, "x-twilio-signature")
-        .ok_or(Refusal::Unauthorized("X-Twilio-Signature is missing"))?;
     let params = twilio::form(&body);
     let path = uri.path_and_query().map_or("", |p| p.as_str());
     let url = format!("{}{path}", app.public_url);
-    if !signature::verify_twilio(token.expose(), &url, &params, signature) {
-        tracing::warn!(%provider_id, "Twilio callback with a bad signature refused");
-        return Err(Refusal::Forbidden("X-Twilio-Signature does not match"));
-    }
+    let (provider_id, _) = app
+        .signed_by(&provider, |known| {
+            let Some(ReceiptKey::Twilio(token)) = known.config.receipts() else {
+                return Err(Refusal::NotFound);
+            };
+            let signature = header(&headers, "x-twilio-signature")
+                .ok_or(Refusal::Unauthorized("X-Twilio-Signature is missing"))?;
+            if !signature::verify_twilio(token.expose(), &url, &params, signature) {
+                return Err(Refusal::Forbidden("X-Twilio-Signature does not match"));
+            }
+            Ok(())
+        })
+        .await?;
     let query = |name: &str| {
         uri.query().and_then(|q| {
             form_urlencoded::parse(q.as_bytes())
@@ -139,18 +176,24 @@ async fn whatsapp_status(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, Refusal> {
-    let (provider_id, known) = app.provider(&provider).await?;
+    let (provider_id, known) = app
+        .signed_by(&provider, |known| {
+            let Some(ReceiptKey::Meta { app_secret, .. }) = known.config.receipts() else {
+                return Err(Refusal::NotFound);
+            };
+            let signature = header(&headers, "x-hub-signature-256")
+                .ok_or(Refusal::Unauthorized("X-Hub-Signature-256 is missing"))?;
+            if !signature::verify_hub(app_secret.expose(), &body, signature) {
+                return Err(Refusal::Forbidden("X-Hub-Signature-256 does not match"));
+            }
+            Ok(())
+        })
+        .await?;
     let (Some(ReceiptKey::Meta { app_secret, .. }), ProviderConfig::WhatsApp(whatsapp)) =
         (known.config.receipts(), &known.config)
     else {
         return Err(Refusal::NotFound);
     };
-    let signature = header(&headers, "x-hub-signature-256")
-        .ok_or(Refusal::Unauthorized("X-Hub-Signature-256 is missing"))?;
-    if !signature::verify_hub(app_secret.expose(), &body, signature) {
-        tracing::warn!(%provider_id, "WhatsApp notification with a bad signature refused");
-        return Err(Refusal::Forbidden("X-Hub-Signature-256 does not match"));
-    }
     let mut receipts = Vec::new();
     let mut numbers: HashMap<String, Option<Uuid>> = HashMap::new();
     for numbered in whatsapp::statuses(provider_id, &body)? {
@@ -211,16 +254,19 @@ async fn generic_receipts(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, Refusal> {
-    let (provider_id, known) = app.provider(&provider).await?;
-    let Some(ReceiptKey::Herald(secret)) = known.config.receipts() else {
-        return Err(Refusal::NotFound);
-    };
-    let signature = header(&headers, signature::HERALD_SIGNATURE_HEADER)
-        .ok_or(Refusal::Unauthorized("X-Herald-Signature is missing"))?;
-    if !signature::verify_hub(secret.expose(), &body, signature) {
-        tracing::warn!(%provider_id, "receipt with a bad signature refused");
-        return Err(Refusal::Forbidden("X-Herald-Signature does not match"));
-    }
+    let (provider_id, _) = app
+        .signed_by(&provider, |known| {
+            let Some(ReceiptKey::Herald(secret)) = known.config.receipts() else {
+                return Err(Refusal::NotFound);
+            };
+            let signature = header(&headers, signature::HERALD_SIGNATURE_HEADER)
+                .ok_or(Refusal::Unauthorized("X-Herald-Signature is missing"))?;
+            if !signature::verify_hub(secret.expose(), &body, signature) {
+                return Err(Refusal::Forbidden("X-Herald-Signature does not match"));
+            }
+            Ok(())
+        })
+        .await?;
     let receipts = generic::receipts(provider_id, &body)?;
     app.intake.store(receipts).await?;
     Ok(StatusCode::OK)

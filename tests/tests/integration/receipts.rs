@@ -575,6 +575,42 @@ async fn bad_signatures_and_malformed_receipts_change_nothing() -> Result<()> {
     Ok(())
 }
 
+/// A provider's webhook secret, rotated, signs its receipts at once (a receipt refused with
+/// the secret the receiver last read makes it read the provider again, at most every 2 s),
+/// not when the receiver's copy expires 30 s later: Twilio does not send a refused callback
+/// again. The old secret is refused from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_webhook_secret_is_taken_at_once() -> Result<()> {
+    let mut env = TestEnv::new(&[]).await?;
+    env.receiver().await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let receipt = |id: &str| json!({"id": id, "status": "delivered"});
+    assert_eq!(
+        post_generic(&env, provider, &receipt("m1"), SIMULATOR_WEBHOOK_SECRET).await?,
+        200,
+        "the receiver holds the provider as first read"
+    );
+    sqlx::query(
+        "UPDATE providers SET credentials = jsonb_set(credentials, '{webhook_secret}', '\"rotated\"')
+         WHERE id = $1",
+    )
+    .bind(provider)
+    .execute(&env.pool)
+    .await?;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        post_generic(&env, provider, &receipt("m2"), "rotated").await?,
+        200,
+        "the rotated secret was refused"
+    );
+    assert_eq!(
+        post_generic(&env, provider, &receipt("m3"), SIMULATOR_WEBHOOK_SECRET).await?,
+        403,
+        "the old secret still taken"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_never_exceed_their_lines() -> Result<()> {
     let mut env =
