@@ -391,6 +391,32 @@ fn twilio_list(
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Response {
+    // Twilio's limits are the account's, whatever the request: a list counts against the
+    // rate limit as a send does.
+    let throttled = {
+        let mut inner = app.lock();
+        let now_ms = app.now_ms();
+        let denied = inner.config.rate_limit.and_then(|rl| {
+            inner
+                .limiter
+                .try_acquire(now_ms, rl.window_ms, rl.limit)
+                .err()
+        });
+        inner.stats.lookup(denied.is_some());
+        denied
+    };
+    if let Some(denied) = throttled {
+        let mut response = json_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"code": 20429, "message": "Too Many Requests",
+                   "more_info": "https://www.twilio.com/docs/errors/20429", "status": 429})
+            .to_string(),
+        );
+        if let Ok(value) = denied.retry_after_secs().to_string().parse() {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
     let query: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .into_owned()
         .collect();

@@ -125,6 +125,7 @@ pub struct Stats {
     max_in_flight: u64,
     answers_lost: u64,
     receipts: ReceiptStats,
+    lookups: LookupStats,
     calls_live: u64,
     max_calls_live: u64,
     keys: HashMap<String, KeyState>,
@@ -143,6 +144,15 @@ pub struct ReceiptStats {
     pub retried: u64,
     /// Given up on after the last attempt.
     pub failed: u64,
+}
+
+/// Twilio's list endpoints (what Herald looks a lost answer up with).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LookupStats {
+    /// Answered with a list (or an error other than the rate limit's).
+    pub answered: u64,
+    /// Answered 429: over the rate limit, which lists share with sends.
+    pub throttled: u64,
 }
 
 /// The `/control/stats` document.
@@ -164,6 +174,7 @@ pub struct StatsReport<'a> {
     /// Requests taken whose answer was dropped (`lose_rate`).
     pub answers_lost: u64,
     pub receipts: ReceiptStats,
+    pub lookups: LookupStats,
     /// Calls from their acceptance to their final status callback, now and at most.
     pub calls_live: u64,
     pub max_calls_live: u64,
@@ -209,6 +220,14 @@ impl Stats {
 
     pub fn answer_lost(&mut self) {
         self.answers_lost += 1;
+    }
+
+    pub fn lookup(&mut self, throttled: bool) {
+        if throttled {
+            self.lookups.throttled += 1;
+        } else {
+            self.lookups.answered += 1;
+        }
     }
 
     pub fn receipt(&mut self, result: crate::receipts::ReceiptResult) {
@@ -258,6 +277,7 @@ impl Stats {
             max_in_flight: 0,
             answers_lost: 0,
             receipts: ReceiptStats::default(),
+            lookups: LookupStats::default(),
             calls_live: 0,
             max_calls_live: 0,
             keys: HashMap::new(),
@@ -454,6 +474,7 @@ impl Stats {
             max_in_flight: self.max_in_flight,
             answers_lost: self.answers_lost,
             receipts: self.receipts,
+            lookups: self.lookups,
             calls_live: self.calls_live,
             max_calls_live: self.max_calls_live,
             started_ms: self.started_ms,
@@ -544,6 +565,7 @@ mod tests {
                 "max_in_flight": 0,
                 "answers_lost": 0,
                 "receipts": {"accepted": 0, "refused": 0, "retried": 0, "failed": 0},
+                "lookups": {"answered": 0, "throttled": 0},
                 "calls_live": 0,
                 "max_calls_live": 0,
                 "started_ms": 1000

@@ -437,6 +437,21 @@ async fn settle_unknown(
     if let Some(until) = ctx.breakers.open_until(earlier.id) {
         return Settled::Decided(deferred(until));
     }
+    // A lookup is a request like a send, and a provider's rate limit counts both (Twilio's
+    // are the account's): it waits for a send slot of its own. Unpaced, the lookups of many
+    // lost answers whose window ended together went out at once, were refused 429 and
+    // crowded out the sends.
+    if let Some(spacing) = earlier.pacing {
+        let reservation = Reservation {
+            provider: earlier.id,
+            spacing,
+            until: deadline,
+        };
+        match tokio::time::timeout_at(deadline.into(), ctx.pacer.slot(reservation)).await {
+            Ok(Ok(slot)) if slot <= deadline => tokio::time::sleep_until(slot.into()).await,
+            _ => return Settled::Decided(too_late()),
+        }
+    }
     // The lookup may take the lease up to its end less the margin (`deadline` is the latest
     // start of a request that may last the provider's timeout); a new request is then made
     // only if there is still time for it (below).
@@ -462,6 +477,12 @@ async fn settle_unknown(
         // A provider that did not answer, or answered that it is failing: the recipient
         // waits, no attempt spent (a provider that is down costs no recipient).
         Err(failed) if failed.passing => {
+            if failed.throttled {
+                // As a send's 429 does: the fleet slows down to the provider.
+                if let Err(error) = ctx.pacer.throttled(earlier.id, None).await {
+                    tracing::warn!(%error, "could not record the throttle");
+                }
+            }
             return Settled::Decided(Decision::Deferred {
                 error: format!(
                     "cannot tell yet whether an earlier request was sent: {}",

@@ -46,6 +46,8 @@ pub struct LookupFailed {
     /// (refused credentials, an endpoint without the list, an answer that is no list) costs
     /// an attempt, so that it cannot loop for ever.
     pub passing: bool,
+    /// The provider answered 429: requests go to it faster than its rate limit allows.
+    pub throttled: bool,
 }
 
 impl LookupFailed {
@@ -53,6 +55,7 @@ impl LookupFailed {
         Self {
             reason,
             passing: true,
+            throttled: false,
         }
     }
 
@@ -60,6 +63,7 @@ impl LookupFailed {
         Self {
             reason,
             passing: false,
+            throttled: false,
         }
     }
 }
@@ -102,9 +106,12 @@ pub async fn look_up(
         .map_err(down)?;
     let status = response.status().as_u16();
     if status >= 500 || status == 429 {
-        return Err(LookupFailed::passing(format!(
-            "lookup failed: the provider answered HTTP {status}"
-        )));
+        return Err(LookupFailed {
+            throttled: status == 429,
+            ..LookupFailed::passing(format!(
+                "lookup failed: the provider answered HTTP {status}"
+            ))
+        });
     }
     let body = provider_call::read_body(response, LOOKUP_ANSWER_LIMIT)
         .await

@@ -865,6 +865,64 @@ async fn a_message_found_by_a_lookup_is_recorded_at_the_provider_that_sent_it() 
     Ok(())
 }
 
+/// Looking lost answers up keeps to the provider's rate limit, which counts lookups as it
+/// counts sends (Twilio's limits are the account's): lookups whose windows end together
+/// go out on send slots, not all at once (they were refused 429 and tried again 30 s later,
+/// crowding out the sends meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_keep_to_the_providers_rate_limit() -> Result<()> {
+    // Fewer than the circuit breaker needs to judge: every answer is lost.
+    const RECIPIENTS: usize = 19;
+    // Every request creates its message and loses the answer; 10 requests a second, lists
+    // included.
+    let env = TestEnv::new(&["--lose-rate", "1"]).await?;
+    env.simulator_config(json!({"rate_limit": "10/1s"})).await?;
+    let provider = env.twilio_provider("twilio_sms").await?;
+    // Paced below the simulator's limit; lost answers wait until the test makes them due.
+    sqlx::query(
+        "UPDATE providers SET rate_limit = 8, rate_window_ms = 1000, unknown_window_ms = 600000
+         WHERE id = $1",
+    )
+    .bind(provider)
+    .execute(&env.pool)
+    .await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers("+1555990", RECIPIENTS), 100)
+        .await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
+    env.start(campaign).await?;
+    let unknown = || async {
+        env.states(campaign)
+            .await
+            .is_ok_and(|s| s.get("unknown") == Some(&(RECIPIENTS as i64)))
+    };
+    if herald_tests::wait_until(Duration::from_secs(30), unknown)
+        .await
+        .is_err()
+    {
+        anyhow::bail!(
+            "the answers were not all lost: {:?}",
+            env.states(campaign).await?
+        );
+    }
+    // Past the sends' window at the simulator, every lookup is due at once.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    sqlx::query("UPDATE recipients SET next_attempt_at = now() WHERE campaign_id = $1")
+        .bind(campaign)
+        .execute(&env.pool)
+        .await?;
+    env.wait_completed(&[campaign], Duration::from_secs(30))
+        .await?;
+    let states = env.states(campaign).await?;
+    assert_eq!(states.get("sent"), Some(&(RECIPIENTS as i64)), "{states:?}");
+    let stats = env.simulator_stats().await?;
+    assert_eq!(stats["lookups"]["throttled"], 0, "{stats}");
+    assert_eq!(stats["accepted"], RECIPIENTS, "one message each: {stats}");
+    Ok(())
+}
+
 /// A lost answer at a provider that deduplicates requests by key (`unknown_outcome =
 /// retry`) is asked again there, with the same key, even when the retry comes through
 /// another provider's lane (the overflow's, while the first one's breaker is open): that one
