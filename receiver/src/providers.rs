@@ -54,6 +54,9 @@ pub struct Providers {
     /// Opens credentials sealed at rest.
     keyring: Keyring,
     cache: Arc<Mutex<Cache>>,
+    /// When each provider was last read again for a refused signature (see [`Self::reread`]):
+    /// only providers in the cache, so it grows with real ones alone.
+    rereads: Arc<Mutex<HashMap<Uuid, Instant>>>,
     uncached: Arc<Semaphore>,
 }
 
@@ -63,6 +66,7 @@ impl Providers {
             pool,
             keyring,
             cache: Arc::default(),
+            rereads: Arc::default(),
             uncached: Arc::new(Semaphore::new(UNCACHED_READS)),
         }
     }
@@ -112,13 +116,23 @@ impl Providers {
         Ok(Some(known))
     }
 
-    /// The provider as stored now, if the copy in the cache was read more than
-    /// [`REREAD_AFTER`] ago (its secret refused a signature: it may have been rotated since);
-    /// `None` if it was read since, or if it is gone.
+    /// The provider as stored now (its secret refused a signature: it may have been rotated
+    /// since), unless it was read again so within [`REREAD_AFTER`] (however that read ended:
+    /// the time is taken before it, so that requests refused together make one read);
+    /// `None` then, or if it is gone.
     pub async fn reread(&self, id: Uuid) -> Result<Option<Arc<Known>>, ProviderError> {
-        let read_at = self.lock().get(&id).map(|(at, _)| *at);
-        if read_at.is_none_or(|at| at.elapsed() < REREAD_AFTER) {
+        if !self.lock().contains_key(&id) {
             return Ok(None);
+        }
+        {
+            let mut rereads = self.rereads.lock().unwrap_or_else(PoisonError::into_inner);
+            if rereads
+                .get(&id)
+                .is_some_and(|at| at.elapsed() < REREAD_AFTER)
+            {
+                return Ok(None);
+            }
+            rereads.insert(id, Instant::now());
         }
         let row = store::providers::webhook_row(&self.pool, id).await?;
         let Some(known) = row.and_then(|row| parse(&self.keyring, &row)).map(Arc::new) else {

@@ -93,9 +93,10 @@ impl AppState {
                 tracing::warn!(%provider_id, "receipt with a bad signature refused");
                 Err(refusal)
             }
+            // Its secret may have been rotated: the provider is asked to send it again.
             Err(error) => {
                 tracing::warn!(%provider_id, %error, "cannot read the provider again");
-                Err(refusal)
+                Err(Refusal::Unavailable)
             }
         }
     }

@@ -441,16 +441,11 @@ async fn settle_unknown(
     // are the account's): it waits for a send slot of its own. Unpaced, the lookups of many
     // lost answers whose window ended together went out at once, were refused 429 and
     // crowded out the sends.
-    if let Some(spacing) = earlier.pacing {
-        let reservation = Reservation {
-            provider: earlier.id,
-            spacing,
-            until: deadline,
-        };
-        match tokio::time::timeout_at(deadline.into(), ctx.pacer.slot(reservation)).await {
-            Ok(Ok(slot)) if slot <= deadline => tokio::time::sleep_until(slot.into()).await,
-            _ => return Settled::Decided(too_late()),
-        }
+    if let Some(spacing) = earlier.pacing
+        && reconcile::can_look_up(&earlier, message)
+        && !on_a_lookup_slot(ctx, &earlier, spacing, deadline).await
+    {
+        return Settled::Decided(too_late());
     }
     // The lookup may take the lease up to its end less the margin (`deadline` is the latest
     // start of a request that may last the provider's timeout); a new request is then made
@@ -477,9 +472,9 @@ async fn settle_unknown(
         // A provider that did not answer, or answered that it is failing: the recipient
         // waits, no attempt spent (a provider that is down costs no recipient).
         Err(failed) if failed.passing => {
-            if failed.throttled {
+            if let Some(retry_after) = failed.throttled {
                 // As a send's 429 does: the fleet slows down to the provider.
-                if let Err(error) = ctx.pacer.throttled(earlier.id, None).await {
+                if let Err(error) = ctx.pacer.throttled(earlier.id, retry_after).await {
                     tracing::warn!(%error, "could not record the throttle");
                 }
             }
@@ -564,8 +559,17 @@ async fn settle_unknown(
         return waiting;
     }
     // The lookup took time from the lease: a request started past this point could outlive
-    // it, and the sweeper would judge the recipient while it is in flight.
+    // it, and the sweeper would judge the recipient while it is in flight. What it found is
+    // kept (below, as before a request), so that the next lease sends without asking again.
     if Instant::now() >= deadline {
+        if !(cannot_tell && policy.unknown == UnknownOutcome::Retry) {
+            let _ = herald_store::recipients::reconcile::rule_out_earlier_attempt(
+                &ctx.pool,
+                message.recipient_id,
+                message.seq,
+            )
+            .await;
+        }
         return Settled::Decided(Decision::Deferred {
             error: "the lookup took the time left to send".into(),
             delay: Duration::ZERO,
@@ -686,6 +690,33 @@ async fn on_a_slot(
         }
         slots("missed").increment(1);
         tracing::debug!("missed a send slot; taking another");
+    }
+}
+
+/// Waits for a send slot of `provider` for a lookup, as a send does in [`on_a_slot`] (a slot
+/// found already past is given up for another: used late, lookups would bunch up with the
+/// sends behind them); `false` if none comes before `deadline`.
+async fn on_a_lookup_slot(
+    ctx: &Context,
+    provider: &Provider,
+    spacing: Duration,
+    deadline: Instant,
+) -> bool {
+    let reservation = Reservation {
+        provider: provider.id,
+        spacing,
+        until: deadline,
+    };
+    loop {
+        let slot = match tokio::time::timeout_at(deadline.into(), ctx.pacer.slot(reservation)).await
+        {
+            Ok(Ok(slot)) if slot <= deadline => slot,
+            _ => return false,
+        };
+        if Instant::now() <= slot + crate::on_time::LATE {
+            tokio::time::sleep_until(slot.into()).await;
+            return true;
+        }
     }
 }
 

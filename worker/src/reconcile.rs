@@ -46,8 +46,9 @@ pub struct LookupFailed {
     /// (refused credentials, an endpoint without the list, an answer that is no list) costs
     /// an attempt, so that it cannot loop for ever.
     pub passing: bool,
-    /// The provider answered 429: requests go to it faster than its rate limit allows.
-    pub throttled: bool,
+    /// The provider answered 429 (requests go to it faster than its rate limit allows),
+    /// with its `Retry-After` if it said one.
+    pub throttled: Option<Option<Duration>>,
 }
 
 impl LookupFailed {
@@ -55,7 +56,7 @@ impl LookupFailed {
         Self {
             reason,
             passing: true,
-            throttled: false,
+            throttled: None,
         }
     }
 
@@ -63,9 +64,14 @@ impl LookupFailed {
         Self {
             reason,
             passing: false,
-            throttled: false,
+            throttled: None,
         }
     }
+}
+
+/// Whether `provider` can be asked about `message` ([`look_up`] makes a request).
+pub fn can_look_up(provider: &Provider, message: &DispatchMessage) -> bool {
+    adapters::lookup(&provider.config, message).is_some()
 }
 
 /// Looks up `message` as sent by `provider` in the attempt that began at `since`: its
@@ -106,8 +112,13 @@ pub async fn look_up(
         .map_err(down)?;
     let status = response.status().as_u16();
     if status >= 500 || status == 429 {
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| adapters::parse_retry_after(v, chrono::Utc::now()));
         return Err(LookupFailed {
-            throttled: status == 429,
+            throttled: (status == 429).then_some(retry_after),
             ..LookupFailed::passing(format!(
                 "lookup failed: the provider answered HTTP {status}"
             ))

@@ -866,19 +866,22 @@ async fn a_message_found_by_a_lookup_is_recorded_at_the_provider_that_sent_it() 
 }
 
 /// Looking lost answers up keeps to the provider's rate limit, which counts lookups as it
-/// counts sends (Twilio's limits are the account's): lookups whose windows end together
-/// go out on send slots, not all at once (they were refused 429 and tried again 30 s later,
-/// crowding out the sends meanwhile).
+/// counts sends (Twilio's limits are the account's): a recipient whose lookup finds nothing
+/// makes two requests, and unpaced lookups beside the paced sends went over the limit (a
+/// lookup refused 429 is tried again 30 s later).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_keep_to_the_providers_rate_limit() -> Result<()> {
-    // Fewer than the circuit breaker needs to judge: every answer is lost.
+    // Fewer than the circuit breaker needs to judge: every first request fails.
     const RECIPIENTS: usize = 19;
-    // Every request creates its message and loses the answer; 10 requests a second, lists
-    // included.
-    let env = TestEnv::new(&["--lose-rate", "1"]).await?;
-    env.simulator_config(json!({"rate_limit": "10/1s"})).await?;
+    // Every first request is answered 504 (not taken, but Herald cannot know): 10 requests
+    // a second at most, lists included.
+    let env = TestEnv::new(&[]).await?;
+    env.simulator_config(
+        json!({"rate_limit": "10/1s", "timeout_rate": 1.0, "timeout_hold_ms": 100}),
+    )
+    .await?;
     let provider = env.twilio_provider("twilio_sms").await?;
-    // Paced below the simulator's limit; lost answers wait until the test makes them due.
+    // Paced below the simulator's limit; unknown outcomes wait until the test makes them due.
     sqlx::query(
         "UPDATE providers SET rate_limit = 8, rate_window_ms = 1000, unknown_window_ms = 600000
          WHERE id = $1",
@@ -903,11 +906,13 @@ async fn lookups_keep_to_the_providers_rate_limit() -> Result<()> {
         .is_err()
     {
         anyhow::bail!(
-            "the answers were not all lost: {:?}",
+            "the outcomes are not all unknown: {:?}",
             env.states(campaign).await?
         );
     }
-    // Past the sends' window at the simulator, every lookup is due at once.
+    // The provider answers again; past the first requests' window at the simulator, every
+    // lookup (and the request after it) is due at once.
+    env.simulator_config(json!({"timeout_rate": 0.0})).await?;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     sqlx::query("UPDATE recipients SET next_attempt_at = now() WHERE campaign_id = $1")
         .bind(campaign)
@@ -919,6 +924,11 @@ async fn lookups_keep_to_the_providers_rate_limit() -> Result<()> {
     assert_eq!(states.get("sent"), Some(&(RECIPIENTS as i64)), "{states:?}");
     let stats = env.simulator_stats().await?;
     assert_eq!(stats["lookups"]["throttled"], 0, "{stats}");
+    assert_eq!(
+        stats["lookups"]["answered"], RECIPIENTS,
+        "one lookup each: {stats}"
+    );
+    assert_eq!(stats["by_status"].get("429"), None, "{stats}");
     assert_eq!(stats["accepted"], RECIPIENTS, "one message each: {stats}");
     Ok(())
 }
