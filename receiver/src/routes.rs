@@ -65,9 +65,7 @@ impl AppState {
             }
         }
     }
-}
 
-impl AppState {
     /// The provider named `id` whose secret `signed` accepts the request's signature (an
     /// `Err` refuses it): the copy in the cache, else, on a signature it refuses, the
     /// provider as stored now (see [`Providers::reread`]).

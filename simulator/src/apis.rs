@@ -500,9 +500,7 @@ pub fn twilio_list(
     if !authorized {
         return (
             StatusCode::UNAUTHORIZED,
-            json!({"code": 20003, "message": "Authenticate",
-                   "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401})
-            .to_string(),
+            twilio_error(401, 20003, "Authenticate"),
         );
     }
     let get = |name: &str| {
@@ -647,12 +645,24 @@ fn rfc2822(ms: u64) -> String {
         .to_string()
 }
 
+/// Twilio's error body.
+fn twilio_error(status: u16, code: i64, message: &str) -> String {
+    json!({"code": code, "message": message,
+           "more_info": format!("https://www.twilio.com/docs/errors/{code}"), "status": status})
+    .to_string()
+}
+
+/// Twilio's answer to a list request over the rate limit.
+pub fn twilio_list_throttled(retry_after_secs: u64) -> Answer {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        vec![(header::RETRY_AFTER, HeaderValue::from(retry_after_secs))],
+        twilio_error(429, 20429, "Too Many Requests"),
+    )
+}
+
 fn twilio_body(parsed: &Parsed, outcome: Outcome, id: Uuid, now_ms: u64) -> String {
-    let error = |status: u16, code: i64, message: &str| {
-        json!({"code": code, "message": message,
-               "more_info": format!("https://www.twilio.com/docs/errors/{code}"), "status": status})
-        .to_string()
-    };
+    let error = twilio_error;
     let to = to_shown(parsed);
     let status = outcome.status();
     match outcome {

@@ -406,15 +406,9 @@ fn twilio_list(
         denied
     };
     if let Some(denied) = throttled {
-        let mut response = json_response(
-            StatusCode::TOO_MANY_REQUESTS,
-            json!({"code": 20429, "message": "Too Many Requests",
-                   "more_info": "https://www.twilio.com/docs/errors/20429", "status": 429})
-            .to_string(),
-        );
-        if let Ok(value) = denied.retry_after_secs().to_string().parse() {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
+        let (status, extra, body) = apis::twilio_list_throttled(denied.retry_after_secs());
+        let mut response = json_response(status, body);
+        response.headers_mut().extend(extra);
         return response;
     }
     let query: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
