@@ -150,11 +150,16 @@ pub fn reference(campaign_id: Uuid, recipient_id: i64) -> String {
     format!("herald-{}-{}", campaign_id.simple(), recipient_id)
 }
 
-/// The campaign and recipient a [`reference`] names; `None` for anything else.
+/// The campaign and recipient a [`reference`] names; `None` for anything else, including
+/// spellings [`reference`] never writes (`-01`, `-+1`): a receipt names a recipient only in the
+/// one form Herald sent, so two texts never name the same recipient.
 pub fn parse_reference(text: &str) -> Option<(Uuid, i64)> {
     let rest = text.strip_prefix("herald-")?;
     let (campaign, recipient) = rest.split_once('-')?;
-    if campaign.len() != 32 {
+    if campaign.len() != 32
+        || recipient.starts_with('0')
+        || !recipient.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let recipient: i64 = recipient.parse().ok().filter(|&id| id > 0)?;
@@ -277,6 +282,9 @@ mod tests {
             "herald-00000000000000000000000000000007",
             "herald-00000000000000000000000000000007-x",
             "herald-00000000000000000000000000000007--4",
+            "herald-00000000000000000000000000000007-+4",
+            "herald-00000000000000000000000000000007-04",
+            "herald-00000000000000000000000000000007-0",
             "herald-0000000000000000000000000000007-42",
             "sim-00000000000000000000000000000007-42",
         ] {
