@@ -1,7 +1,7 @@
 //! Campaigns: what the scheduler reads and changes of them (which may be dispatched from now
 //! and how much of each is due, their start and completion, their progress counters' fold,
-//! the backlog), and what the admin does with them (create, start, pause, resume, cancel,
-//! list them with their progress, lock one for an upload).
+//! the backlog), what the admin does with them (create, start, pause, resume, cancel, list
+//! them with their progress, lock one for an upload), and whether they may still send.
 
 use crate::progress::{Counts, counts_columns, counts_join};
 use crate::tenants::Scope;
@@ -302,6 +302,20 @@ pub async fn transition(
         .fetch_one(pool)
         .await?;
     Ok(Some(status))
+}
+
+/// Which of `ids` may send now (`herald_may_send`: running, before its expiry, outside its
+/// quiet hours), the lease's own judgement, for a worker whose request waited since its
+/// lease (the worker's `recheck`).
+pub async fn may_send_now(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT id FROM campaigns
+         WHERE id = ANY($1)
+           AND herald_may_send(status, expires_at, quiet_start, quiet_end, time_zone, now())",
+        ids,
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// Whether campaign `id` exists and `scope` sees it. A tenant's stream of transactional

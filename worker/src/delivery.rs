@@ -26,6 +26,7 @@ use crate::outcome::{self, CallResult, Decision};
 use crate::pacing::{self, Pacer, Reservation};
 use crate::provider_call;
 use crate::providers::{Provider, Providers};
+use crate::recheck::{self, Recheck};
 use crate::reconcile::{self, Silence, Verdict};
 use futures::future::join_all;
 use herald_shared::batch::Batcher;
@@ -49,6 +50,7 @@ pub struct Context {
     pub providers: Providers,
     pub pacer: Pacer,
     pub on_time: OnTime,
+    pub recheck: Recheck,
     pub in_flight: InFlight,
     pub breakers: Breakers,
     /// The HTTP clients for provider requests (see [`crate::egress`]).
@@ -195,8 +197,11 @@ async fn process(
         // have run long before its answer came (a network that held the answer back): the
         // deadline counts from when the lease was asked for, which is earlier still.
         Ok(provider) => {
-            let deadline = roomed + send_window(ctx.lease_grace);
-            attempt_send(&ctx, &provider, &message, lease, deadline).await
+            let window = Window {
+                lease_asked: roomed,
+                deadline: roomed + send_window(ctx.lease_grace),
+            };
+            attempt_send(&ctx, &provider, &message, lease, window).await
         }
         Err(error) => {
             // Without its provider's policy the attempt cannot be made; nothing was sent.
@@ -277,6 +282,16 @@ fn step(step: &'static str, from: Instant, to: Instant) {
         .record(to.saturating_duration_since(from).as_secs_f64());
 }
 
+/// When a leased recipient's request may start.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    /// When the lease was asked for, before the database judged the campaign: a request
+    /// leaving well after it asks whether its campaign may still send ([`crate::recheck`]).
+    lease_asked: Instant,
+    /// The latest start, the end of the lease less a margin.
+    deadline: Instant,
+}
+
 /// The attempt, under the in-flight permit the caller holds: unless the campaign has
 /// expired meanwhile, an earlier request turns out to have been sent, the provider's breaker
 /// holds requests back or (a call) no line is free. Answers the decision and the provider
@@ -287,8 +302,9 @@ async fn attempt_send(
     provider: &Arc<Provider>,
     message: &DispatchMessage,
     lease: Begun,
-    deadline: Instant,
+    window: Window,
 ) -> (Decision, Uuid) {
+    let deadline = window.deadline;
     if Instant::now() >= deadline {
         return (too_late(), provider.id);
     }
@@ -312,7 +328,7 @@ async fn attempt_send(
     {
         return (Decision::Expired, through.id);
     }
-    let decision = request(ctx, &through, message, lease, deadline).await;
+    let decision = request(ctx, &through, message, lease, window).await;
     (decision, through.id)
 }
 
@@ -322,7 +338,7 @@ async fn request(
     provider: &Arc<Provider>,
     message: &DispatchMessage,
     lease: Begun,
-    deadline: Instant,
+    window: Window,
 ) -> Decision {
     let probe = match ctx.breakers.admit(provider.id) {
         Admission::Wait(until) => return deferred(until),
@@ -344,29 +360,19 @@ async fn request(
             };
         }
     }
-    let result = match provider.pacing {
-        // Taking a line, or the provider's settings read before, may have taken the time
-        // left (a database that stopped answering): a request started past the deadline
-        // could outlive the lease, and be sent again by another worker meanwhile.
-        None if Instant::now() >= deadline => {
+    let may_leave = match provider.pacing {
+        None => unpaced_may_leave(ctx, message, window).await,
+        Some(spacing) => on_a_slot(ctx, provider, message, spacing, window).await,
+    };
+    let result = match may_leave {
+        Ok(Leave::Now) => provider_call::send(&ctx.egress, provider, message).await,
+        Ok(Leave::Sent(result)) => result,
+        Err(instead) => {
             if probe {
                 ctx.breakers.probe_not_sent(provider.id);
             }
-            return too_late();
+            return instead;
         }
-        None => provider_call::send(&ctx.egress, provider, message).await,
-        Some(spacing) => match on_a_slot(ctx, provider, message, spacing, deadline).await {
-            Ok(result) => result,
-            Err(error) => {
-                if probe {
-                    ctx.breakers.probe_not_sent(provider.id);
-                }
-                return Decision::Deferred {
-                    error,
-                    delay: Duration::ZERO,
-                };
-            }
-        },
     };
     let health = result.health();
     ctx.breakers.record(provider.id, health, probe).await;
@@ -652,18 +658,81 @@ async fn silence(ctx: &Context, earlier: &Provider, unknown: UnknownAttempt) -> 
     Some(Settled::Decided(decision))
 }
 
+/// How a request that may be made leaves.
+enum Leave {
+    /// Now, from the caller.
+    Now,
+    /// Already made, on its send slot.
+    Sent(CallResult),
+}
+
+/// An unpaced request's last checks before it leaves; `Err` with what it gets instead.
+async fn unpaced_may_leave(
+    ctx: &Context,
+    message: &DispatchMessage,
+    window: Window,
+) -> Result<Leave, Decision> {
+    // Taking a line, or the provider's settings read before, may have taken the time left
+    // (a database that stopped answering): a request started past the deadline could
+    // outlive the lease, and be sent again by another worker meanwhile.
+    if Instant::now() >= window.deadline {
+        return Err(too_late());
+    }
+    if recheck::must_ask(window.lease_asked, Instant::now()) {
+        if let Some(instead) = ctx
+            .recheck
+            .ask(message.campaign_id, window.deadline)
+            .await
+            .instead()
+        {
+            return Err(instead);
+        }
+        if Instant::now() >= window.deadline {
+            return Err(too_late());
+        }
+    }
+    Ok(Leave::Now)
+}
+
 /// A rate-limited provider's request, made on a send slot: reserved only now, with the
 /// lease held, so that nothing but the wait stands between reservation and slot (reserved
 /// before the lease, slots were missed whenever the lease statement took longer than the
-/// pacer's lead time). The wait must end before `deadline`, the end of the lease less a
-/// margin; an error means nothing was sent.
+/// pacer's lead time). The slot must come before the window's deadline and the message's
+/// expiry; a request whose slot lies well after its lease asks just before the slot whether
+/// its campaign may still send. `Err` with what it gets instead; nothing was sent then.
 async fn on_a_slot(
     ctx: &Context,
     provider: &Arc<Provider>,
     message: &DispatchMessage,
     spacing: Duration,
-    deadline: Instant,
-) -> Result<CallResult, String> {
+    window: Window,
+) -> Result<Leave, Decision> {
+    // On the database's clock, which judges the expiry; a request may leave up to
+    // `on_time::LATE` after its slot.
+    let expiry = message.expires_at.map(|at| {
+        let local = ctx.pacer.local_instant(at);
+        local.checked_sub(crate::on_time::LATE).unwrap_or(local)
+    });
+    let by_expiry = expiry.is_some_and(|expiry| expiry < window.deadline);
+    let deadline = match expiry {
+        Some(expiry) if by_expiry => expiry,
+        _ => window.deadline,
+    };
+    let no_slot_in_time = || Decision::Deferred {
+        error: if by_expiry {
+            "no send slot before the expiry"
+        } else {
+            pacing::TOO_LATE
+        }
+        .into(),
+        // Due again once expired, for the sweeper to end it so: released again before
+        // then, it would find no slot either.
+        delay: if by_expiry {
+            deadline.saturating_duration_since(Instant::now())
+        } else {
+            Duration::ZERO
+        },
+    };
     let reservation = Reservation {
         provider: provider.id,
         spacing,
@@ -671,14 +740,30 @@ async fn on_a_slot(
     };
     loop {
         let slots = |result: &'static str| metrics::counter!(PACING_SLOTS, "provider" => provider.id.to_string(), "result" => result);
-        let slot = tokio::time::timeout_at(deadline.into(), ctx.pacer.slot(reservation))
-            .await
-            .map_err(|_| pacing::TOO_LATE.to_owned())
-            .flatten()
-            .inspect_err(|_| slots("late").increment(1))?;
-        if slot > deadline {
-            slots("late").increment(1);
-            return Err(pacing::TOO_LATE.into());
+        let slot = match tokio::time::timeout_at(deadline.into(), ctx.pacer.slot(reservation)).await
+        {
+            Ok(Ok(slot)) if slot <= deadline => slot,
+            Ok(Err(error)) if error != pacing::TOO_LATE => {
+                slots("late").increment(1);
+                return Err(Decision::Deferred {
+                    error,
+                    delay: Duration::ZERO,
+                });
+            }
+            _ => {
+                slots("late").increment(1);
+                return Err(no_slot_in_time());
+            }
+        };
+        if recheck::must_ask(window.lease_asked, slot) {
+            let ask_at = slot.checked_sub(recheck::ASK_BEFORE).unwrap_or(slot);
+            tokio::time::sleep_until(ask_at.into()).await;
+            let answer = ctx.recheck.ask(message.campaign_id, slot).await;
+            let unused = answer.slot_result();
+            if let Some(instead) = answer.instead() {
+                slots(unused).increment(1);
+                return Err(instead);
+            }
         }
         slots("reserved").increment(1);
         if let Some(result) = ctx
@@ -686,7 +771,7 @@ async fn on_a_slot(
             .send_at(slot, provider.clone(), message.clone())
             .await
         {
-            return Ok(result);
+            return Ok(Leave::Sent(result));
         }
         slots("missed").increment(1);
         tracing::debug!("missed a send slot; taking another");

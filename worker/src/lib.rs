@@ -32,6 +32,7 @@ pub mod outcome;
 pub mod pacing;
 pub mod provider_call;
 pub mod providers;
+pub mod recheck;
 pub mod reconcile;
 pub mod writes;
 
@@ -103,6 +104,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
             config.credential_keys.keyring(),
         ),
         pacer: pacing::Pacer::new(pool.clone()),
+        recheck: recheck::Recheck::new(pool.clone()),
         on_time: on_time::OnTime::start(http, allowed.clone())?,
         in_flight: in_flight::InFlight::default(),
         breakers: breaker::Breakers::new(pool.clone()),

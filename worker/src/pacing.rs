@@ -67,17 +67,38 @@ pub struct Reservation {
 pub struct Pacer {
     pool: PgPool,
     reserve: Batcher<Reservation, Result<Slot, String>>,
+    clock: Arc<Mutex<DbClock>>,
 }
 
 impl Pacer {
     pub fn new(pool: PgPool) -> Self {
         let db = pool.clone();
         let clock = Arc::new(Mutex::new(DbClock::default()));
-        let reserve = Batcher::spawn(MAX_BATCH, move |requests: Vec<Reservation>| {
-            let (db, clock) = (db.clone(), clock.clone());
-            async move { reserve_all(&db, &clock, &requests).await }
+        let reserve = Batcher::spawn(MAX_BATCH, {
+            let clock = clock.clone();
+            move |requests: Vec<Reservation>| {
+                let (db, clock) = (db.clone(), clock.clone());
+                async move { reserve_all(&db, &clock, &requests).await }
+            }
         });
-        Self { pool, reserve }
+        Self {
+            pool,
+            reserve,
+            clock,
+        }
+    }
+
+    /// The local instant of a time on the database's clock (a campaign's expiry, which the
+    /// database judges), as slots are placed; by the worker's own wall clock until the
+    /// first reservation has read the database's.
+    pub fn local_instant(&self, at: chrono::DateTime<chrono::Utc>) -> Instant {
+        let now = Instant::now();
+        let clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        if clock.uncertainty(now).is_none() {
+            let ahead = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+            return now + ahead;
+        }
+        clock.local(at.timestamp_micros() as f64 / 1e6, now)
     }
 
     /// A send slot within the horizon, waiting (without reserving) while there is none.

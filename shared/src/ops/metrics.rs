@@ -33,8 +33,11 @@ pub const PROVIDER_REQUEST_DURATION: &str = "herald_provider_request_duration_se
 pub const PROVIDER_IN_FLIGHT: &str = "herald_provider_in_flight";
 /// 1 while the provider's circuit breaker is open (requests held back), by `provider`.
 pub const BREAKER_OPEN: &str = "herald_breaker_open";
-/// Send slots of rate-limited providers, by `provider` and `result` (reserved; late: no
-/// slot before the lease's deadline; missed: the request could not start on its slot).
+/// Send slots of rate-limited providers, by `provider` and `result` (reserved: taken for a
+/// request; late: no slot before the lease's deadline or the expiry; missed: the request
+/// could not start on its slot; held_back: left unused, its campaign stopped sending while
+/// it waited; unchecked: left unused, whether its campaign may still send could not be told
+/// in time).
 pub const PACING_SLOTS: &str = "herald_pacing_slots_total";
 /// Recipients published into a provider's lane (confirmed), by `lane`.
 pub const LANE_PUBLISHED: &str = "herald_lane_published_total";
@@ -194,7 +197,7 @@ fn describe() {
     describe_counter!(
         PACING_SLOTS,
         Unit::Count,
-        "Send slots of rate-limited providers: reserved, late, missed"
+        "Send slots of rate-limited providers: reserved, late, missed, held_back, unchecked"
     );
     describe_counter!(
         LANE_PUBLISHED,

@@ -362,3 +362,123 @@ async fn starting_or_resuming_a_campaign_does_not_wait_for_the_next_tick() -> Re
     assert_eq!(s.env.simulator_stats().await?["duplicates"], 0);
     Ok(())
 }
+
+/// A request to a rate-limited provider may wait seconds after its lease for its send slot
+/// (a throttle's `Retry-After` moves every slot of the provider later, fleet-wide). What
+/// happens to its campaign meanwhile still holds: a pause or a cancel holds the request back
+/// (it asks just before its slot), and no slot is granted past the expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_cancel_or_expiry_holds_back_requests_waiting_for_a_send_slot() -> Result<()> {
+    const RECIPIENTS: i64 = 20;
+    let s = setup("fixed:0").await?;
+    let paused = s.campaign(RECIPIENTS as usize, json!({})).await?;
+    let cancelled = s.campaign(RECIPIENTS as usize, json!({})).await?;
+    let expiring = s.campaign(RECIPIENTS as usize, json!({})).await?;
+    let uuid = |id: &str| id.parse::<uuid::Uuid>();
+    let campaigns = [uuid(&paused)?, uuid(&cancelled)?, uuid(&expiring)?];
+    // Paced at 10 a second, and throttled as a Retry-After of 5 s would leave it: every
+    // request leased from now on would wait for a slot at least 5 s away, within its lease.
+    // The expiring campaign ends 3.5 s from now, before the first slot.
+    sqlx::query("UPDATE providers SET rate_limit = 10, rate_window_ms = 1000 WHERE id = $1::uuid")
+        .bind(&s.provider)
+        .execute(&s.env.pool)
+        .await?;
+    let _scheduler = s.env.scheduler(TICK_MS, &[])?;
+    let _worker = s.env.worker(&[])?;
+    s.env.wait_live_worker(&s.provider).await?;
+    sqlx::query(
+        "INSERT INTO provider_pacing (provider_id, next_at) VALUES ($1::uuid, clock_timestamp() + interval '5 seconds')
+         ON CONFLICT (provider_id) DO UPDATE SET next_at = excluded.next_at",
+    )
+    .bind(&s.provider)
+    .execute(&s.env.pool)
+    .await?;
+    sqlx::query("UPDATE campaigns SET expires_at = now() + interval '3.5 seconds' WHERE id = $1")
+        .bind(campaigns[2])
+        .execute(&s.env.pool)
+        .await?;
+    let first_slot = std::time::Instant::now() + Duration::from_secs(5);
+    for id in [&paused, &cancelled, &expiring] {
+        s.action(id, "start").await?;
+    }
+    // The paused and cancelled campaigns have requests leased and waiting for their slots.
+    let env = &s.env;
+    let sending = move |campaign: uuid::Uuid| async move {
+        env.states(campaign)
+            .await
+            .map_or(0, |states| states.get("sending").copied().unwrap_or(0))
+    };
+    let leased = || async {
+        let mut all = true;
+        for campaign in &campaigns[..2] {
+            all &= sending(*campaign).await > 0;
+        }
+        all
+    };
+    wait_until(Duration::from_secs(3), leased)
+        .await
+        .map_err(|_| anyhow::anyhow!("the campaigns' requests were not all leased in time"))?;
+    s.action(&paused, "pause").await?;
+    s.action(&cancelled, "cancel").await?;
+    anyhow::ensure!(
+        std::time::Instant::now() + Duration::from_millis(500) < first_slot,
+        "too slow to act before the first slot; the test proves nothing"
+    );
+
+    // The slots come and every waiting request has left or been handed back: nothing of
+    // the three campaigns was sent.
+    tokio::time::sleep_until(first_slot.into()).await;
+    let settled = || async {
+        let mut none = true;
+        for campaign in campaigns {
+            none &= sending(campaign).await == 0;
+        }
+        none
+    };
+    wait_until(Duration::from_secs(10), settled)
+        .await
+        .map_err(|_| anyhow::anyhow!("requests still waiting 10 s after their slots"))?;
+    for id in [&paused, &cancelled, &expiring] {
+        assert_eq!(
+            s.requests(id).await?,
+            0,
+            "campaign {id} sent after it stopped"
+        );
+    }
+    s.wait_status(&cancelled, "cancelled", Duration::from_secs(10))
+        .await?;
+    let expired = s
+        .wait_progress(&expiring, Duration::from_secs(20), |p| {
+            p["expired"] == RECIPIENTS
+        })
+        .await?;
+    assert_eq!(expired["sent"], 0, "{expired}");
+    // Its requests were leased before the expiry, and handed back for want of a slot.
+    let handed_back: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM recipients
+         WHERE campaign_id = $1 AND last_error = 'no send slot before the expiry'",
+    )
+    .bind(campaigns[2])
+    .fetch_one(&s.env.pool)
+    .await?;
+    assert!(
+        handed_back > 0,
+        "the expiring campaign's requests were never leased"
+    );
+
+    // The paused campaign's recipients were handed back whole: resumed, each is sent once.
+    s.action(&paused, "resume").await?;
+    let done = s
+        .wait_status(&paused, "completed", Duration::from_secs(30))
+        .await?;
+    assert_eq!(done["sent"], RECIPIENTS, "{done}");
+    assert_eq!(s.requests(&paused).await?, RECIPIENTS);
+    let cancelled_states = s.env.states(campaigns[1]).await?;
+    assert_eq!(
+        cancelled_states.get("cancelled"),
+        Some(&RECIPIENTS),
+        "{cancelled_states:?}"
+    );
+    assert_eq!(s.env.simulator_stats().await?["duplicates"], 0);
+    Ok(())
+}
