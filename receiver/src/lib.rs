@@ -13,6 +13,7 @@
 pub mod config;
 pub mod generic;
 pub mod intake;
+pub mod limits;
 pub mod providers;
 pub mod routes;
 pub mod twilio;
@@ -37,8 +38,6 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("server: {0}")]
-    Serve(std::io::Error),
 }
 
 /// Serves until `shutdown` is cancelled.
@@ -65,11 +64,9 @@ pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Resul
         public_url: public_url.into(),
         health: health.clone(),
     };
-    let app = routes::router(state).layer(axum::middleware::from_fn(ops::http_metrics));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .map_err(ServeError::Serve)?;
+    let app =
+        routes::router(state, config.limits()).layer(axum::middleware::from_fn(ops::http_metrics));
+    herald_shared::serve::serve(listener, app, config.head_timeout(), shutdown).await;
     pool.close().await;
     tracing::info!("receipt receiver stopped");
     Ok(())

@@ -10,6 +10,7 @@
 
 use crate::generic;
 use crate::intake::{Intake, Refusal};
+use crate::limits::{self, Limits};
 use crate::providers::{Known, Providers};
 use crate::twilio;
 use crate::whatsapp;
@@ -39,17 +40,21 @@ pub struct AppState {
 /// default of 2 MiB (a body refused is retried whole, and every status in it is lost).
 pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+pub fn router(state: AppState, limits: Limits) -> Router {
+    let webhooks = Router::new()
         .route("/webhooks/twilio/{provider}", post(twilio_status))
         .route(
             "/webhooks/whatsapp/{provider}",
             get(whatsapp_verify).post(whatsapp_status),
         )
         .route("/webhooks/http/{provider}", post(generic_receipts))
+        // The body is read whole before the handler (`limits`); this is the handler's own
+        // extractor's limit, kept equal.
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    Router::new()
+        .merge(limits::apply(webhooks, limits))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 

@@ -25,6 +25,7 @@ pub mod public_address;
 pub mod queue;
 pub mod rate_limit;
 pub mod sealed;
+pub mod serve;
 pub mod shutdown;
 pub mod signature;
 pub mod telemetry;

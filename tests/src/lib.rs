@@ -290,16 +290,19 @@ impl TestEnv {
     /// Starts the receipt receiver on a free port; returns its URL. The simulators are told
     /// where WhatsApp notifications go.
     pub async fn receiver(&mut self) -> Result<String> {
+        self.receiver_with(&[]).await
+    }
+
+    /// [`receiver`](Self::receiver) with settings of its own.
+    pub async fn receiver_with(&mut self, env: &[(&str, &str)]) -> Result<String> {
         let port = free_port()?;
         let url = format!("http://127.0.0.1:{port}");
-        let service = self.spawn(
-            "herald-receiver",
-            &[],
-            &[
-                ("HERALD_RECEIVER_LISTEN", format!("127.0.0.1:{port}")),
-                ("HERALD_RECEIVER_URL", url.clone()),
-            ],
-        )?;
+        let mut all = vec![
+            ("HERALD_RECEIVER_LISTEN", format!("127.0.0.1:{port}")),
+            ("HERALD_RECEIVER_URL", url.clone()),
+        ];
+        all.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        let service = self.spawn("herald-receiver", &[], &all)?;
         wait_healthy(&self.http, &url, "receiver").await?;
         self.receiver = Some(service);
         self.receiver_url = Some(url.clone());

@@ -91,6 +91,10 @@ pub const WORKER_DELIVERY_STEP: &str = "herald_worker_delivery_step_seconds";
 pub const HTTP_REQUESTS: &str = "herald_http_requests_total";
 /// HTTP requests' duration, by `route`.
 pub const HTTP_REQUEST_DURATION: &str = "herald_http_request_duration_seconds";
+/// HTTP requests refused before they were handled, by `reason`: `head_timeout` (the
+/// connection sent no complete request head in time and was closed), `body_timeout` (408),
+/// `busy` (503: as many requests as allowed were being handled).
+pub const HTTP_REFUSED: &str = "herald_http_refused_total";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -304,5 +308,10 @@ fn describe() {
         HTTP_REQUEST_DURATION,
         Unit::Seconds,
         "HTTP requests' duration, by route"
+    );
+    describe_counter!(
+        HTTP_REFUSED,
+        Unit::Count,
+        "HTTP requests refused before they were handled: head_timeout, body_timeout, busy"
     );
 }

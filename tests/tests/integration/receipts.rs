@@ -1562,3 +1562,138 @@ async fn a_lost_answer_is_sent_again_only_once_its_provider_reports_on_later_mes
     assert_eq!(stats["duplicates"], 0, "{stats}");
     Ok(())
 }
+
+/// Anyone can reach the receiver before a signature is checked, so nobody holds a part of
+/// it for long: a connection that says nothing, or trickles its request head, is closed; a
+/// body that does not come whole in time is answered 408, however it trickles; past the
+/// requests handled at once, the next is answered 503 with `Retry-After` at once, and the
+/// health check still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_or_slow_caller_cannot_hold_the_receiver() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut env = TestEnv::new(&[]).await?;
+    let receiver = env
+        .receiver_with(&[
+            ("HERALD_RECEIVER_HEAD_TIMEOUT_MS", "2000"),
+            ("HERALD_RECEIVER_BODY_TIMEOUT_MS", "2000"),
+            ("HERALD_RECEIVER_MAX_REQUESTS", "2"),
+        ])
+        .await?;
+    let address = receiver.trim_start_matches("http://").to_owned();
+    let path = format!("/webhooks/http/{}", Uuid::new_v4());
+    let open = |head: String| {
+        let address = address.clone();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(&address).await?;
+            stream.write_all(head.as_bytes()).await?;
+            Ok::<_, anyhow::Error>(stream)
+        }
+    };
+    // What the connection answers until it is closed, and how long after it was opened
+    // (`None` if it was still open after 10 s).
+    let until_closed = |mut stream: tokio::net::TcpStream, trickle: bool| async move {
+        let started = std::time::Instant::now();
+        let mut answer = Vec::new();
+        let read = async {
+            if trickle {
+                // A byte of body every 500 ms: each within any per-chunk timer.
+                while stream.write_all(b" ").await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let mut byte = [0u8; 1];
+                    let answered =
+                        tokio::time::timeout(Duration::from_millis(1), stream.peek(&mut byte));
+                    if let Ok(Ok(n)) = answered.await
+                        && n > 0
+                    {
+                        break;
+                    }
+                }
+            }
+            stream.read_to_end(&mut answer).await
+        };
+        let closed = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .ok()
+            .map(|_| started.elapsed());
+        (String::from_utf8_lossy(&answer).into_owned(), closed)
+    };
+
+    // Silent, and a head cut short: both closed once the head's time is up.
+    let silent = tokio::spawn(until_closed(open(String::new()).await?, false));
+    let cut_short = tokio::spawn(until_closed(
+        open(format!("POST {path} HTTP/1.1\r\nHost: x\r\n")).await?,
+        false,
+    ));
+    // Two bodies of which a byte comes every 500 ms take the receiver's two places.
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{"
+    );
+    let slow = [
+        tokio::spawn(until_closed(open(head.clone()).await?, true)),
+        tokio::spawn(until_closed(open(head).await?, true)),
+    ];
+    // A fresh connection for each request: none is reused after the receiver closed it.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
+    let busy = async {
+        loop {
+            let answer = http
+                .post(format!("{receiver}{path}"))
+                .body("{}")
+                .send()
+                .await?;
+            if answer.status() == 503 {
+                return Ok::<_, anyhow::Error>(answer);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let busy = tokio::time::timeout(Duration::from_millis(1_500), busy)
+        .await
+        .context("no 503 while two requests held both places")??;
+    assert_eq!(
+        busy.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let health = http.get(format!("{receiver}/healthz")).send().await?;
+    assert_eq!(health.status(), 200, "the health check is not shed");
+
+    for (what, handle) in [("silent", silent), ("cut short", cut_short)] {
+        let (answer, closed) = handle.await?;
+        let closed = closed.with_context(|| format!("{what}: still open after 10 s"))?;
+        assert!(
+            closed < Duration::from_secs(5),
+            "{what}: closed after {closed:?}"
+        );
+        assert!(!answer.starts_with("HTTP/1.1 2"), "{what}: {answer}");
+    }
+    for handle in slow {
+        let (answer, closed) = handle.await?;
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "a trickled body: {answer}"
+        );
+        assert!(
+            closed.is_some_and(|c| c < Duration::from_secs(5)),
+            "a trickled body's connection: {closed:?}"
+        );
+    }
+    // Their places are free again: the next request is handled (an unknown provider).
+    let after = http
+        .post(format!("{receiver}{path}"))
+        .body("{}")
+        .send()
+        .await?;
+    assert_eq!(after.status(), 404);
+    let service = env.receiver_service().context("the receiver runs")?;
+    let metrics = env.scrape(service).await?;
+    for (reason, least) in [("head_timeout", 2.0), ("body_timeout", 2.0), ("busy", 1.0)] {
+        let counted = metric_sum(&metrics, "herald_http_refused_total", &[("reason", reason)]);
+        assert!(counted.is_some_and(|n| n >= least), "{reason}: {counted:?}");
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! How much of the receiver one caller can hold. The receiver faces the internet, and
+//! anyone can reach it before a signature is checked. Only so many webhook requests are
+//! handled at once (each may hold a body of up to the body limit in memory); past them the
+//! next is answered 503 with `Retry-After` at once, so a flood queues nowhere. A request
+//! holds its place for a bounded time: its whole body must be in within a deadline of its
+//! head (408 after it), however it trickles, and its answer within another. Places are
+//! shared by every caller, so a determined flood can still crowd real webhooks out; it
+//! cannot hold a place, nor the memory behind it, for longer than those deadlines. The
+//! request head's own deadline is the listener's (`herald_shared::serve`).
+
+use crate::routes::BODY_LIMIT;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use herald_shared::ops::metrics::HTTP_REFUSED;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tower_http::timeout::TimeoutLayer;
+
+/// A handler that has not answered by then waits on something that is failing (the
+/// database): 503, which the providers that retry do.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The limits of one receiver.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A request's whole body must be in within this of its head.
+    pub body_timeout: Duration,
+    /// Requests handled at once.
+    pub max_requests: usize,
+}
+
+struct Room {
+    places: Semaphore,
+    body_timeout: Duration,
+}
+
+/// `routes` with the limits applied to each request they match (a path they do not match
+/// is answered 404 without taking a place).
+pub fn apply<S: Clone + Send + Sync + 'static>(routes: Router<S>, limits: Limits) -> Router<S> {
+    let room = Arc::new(Room {
+        places: Semaphore::new(limits.max_requests),
+        body_timeout: limits.body_timeout,
+    });
+    routes
+        .route_layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ANSWER_TIMEOUT,
+        ))
+        .route_layer(middleware::from_fn_with_state(room, admit))
+}
+
+/// Takes the request if there is a place for it and its body comes in time.
+async fn admit(State(room): State<Arc<Room>>, request: Request, next: Next) -> Response {
+    // The semaphore is never closed.
+    let Ok(_place) = room.places.try_acquire() else {
+        metrics::counter!(HTTP_REFUSED, "reason" => "busy").increment(1);
+        let mut busy = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests at once; try again shortly\n",
+        )
+            .into_response();
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return busy;
+    };
+    // Read whole here, against one deadline: a timer restarted by every chunk (as
+    // tower-http's body timeout is) would let a byte every few seconds hold the place.
+    let (parts, body) = request.into_parts();
+    let read = tokio::time::timeout(room.body_timeout, axum::body::to_bytes(body, BODY_LIMIT));
+    let bytes = match read.await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(error)) => {
+            let too_large = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                (StatusCode::PAYLOAD_TOO_LARGE, "the body is over 4 MiB\n").into_response()
+            } else {
+                (StatusCode::BAD_REQUEST, "the body could not be read\n").into_response()
+            };
+        }
+        Err(_) => {
+            metrics::counter!(HTTP_REFUSED, "reason" => "body_timeout").increment(1);
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not come in time\n",
+            )
+                .into_response();
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
