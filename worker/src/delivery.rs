@@ -709,13 +709,11 @@ async fn on_a_slot(
 ) -> Result<Leave, Decision> {
     // On the database's clock, which judges the expiry; a request may leave up to
     // `on_time::LATE` after its slot.
-    let expiry = message.expires_at.map(|at| {
-        let local = ctx.pacer.local_instant(at);
-        local.checked_sub(crate::on_time::LATE).unwrap_or(local)
-    });
-    let by_expiry = expiry.is_some_and(|expiry| expiry < window.deadline);
-    let deadline = match expiry {
-        Some(expiry) if by_expiry => expiry,
+    let expiry = message.expires_at.map(|at| ctx.pacer.local_instant(at));
+    let last_slot = expiry.map(|at| at.checked_sub(crate::on_time::LATE).unwrap_or(at));
+    let by_expiry = last_slot.is_some_and(|last| last < window.deadline);
+    let deadline = match last_slot {
+        Some(last) if by_expiry => last,
         _ => window.deadline,
     };
     let no_slot_in_time = || Decision::Deferred {
@@ -727,10 +725,9 @@ async fn on_a_slot(
         .into(),
         // Due again once expired, for the sweeper to end it so: released again before
         // then, it would find no slot either.
-        delay: if by_expiry {
-            deadline.saturating_duration_since(Instant::now())
-        } else {
-            Duration::ZERO
+        delay: match expiry {
+            Some(expiry) if by_expiry => expiry.saturating_duration_since(Instant::now()),
+            _ => Duration::ZERO,
         },
     };
     let reservation = Reservation {

@@ -91,7 +91,7 @@ pub const WORKER_DELIVERY_STEP: &str = "herald_worker_delivery_step_seconds";
 pub const HTTP_REQUESTS: &str = "herald_http_requests_total";
 /// HTTP requests' duration, by `route`.
 pub const HTTP_REQUEST_DURATION: &str = "herald_http_request_duration_seconds";
-/// HTTP requests refused before they were handled, by `reason`: `head_timeout` (the
+/// HTTP requests refused before they were handled, by `reason`: `head_timeout` (a new
 /// connection sent no complete request head in time and was closed), `body_timeout` (408),
 /// `busy` (503: as many requests as allowed were being handled).
 pub const HTTP_REFUSED: &str = "herald_http_refused_total";

@@ -572,6 +572,13 @@ async fn bad_signatures_and_malformed_receipts_change_nothing() -> Result<()> {
     );
     let signature = signature::hub(SIMULATOR_APP_SECRET, large.as_bytes());
     assert_eq!(post_meta(large, Some(signature)).await?, 200);
+    // One over 4 MiB is refused before it is read further.
+    let too_large = notification.replace(
+        "\"metadata\"",
+        &format!("\"padding\": \"{}\", \"metadata\"", "x".repeat(4 << 20)),
+    );
+    let signature = signature::hub(SIMULATOR_APP_SECRET, too_large.as_bytes());
+    assert_eq!(post_meta(too_large, Some(signature)).await?, 413);
     Ok(())
 }
 
@@ -1633,6 +1640,8 @@ async fn a_silent_or_slow_caller_cannot_hold_the_receiver() -> Result<()> {
         tokio::spawn(until_closed(open(head.clone()).await?, true)),
         tokio::spawn(until_closed(open(head).await?, true)),
     ];
+    // Both heads in (parsed at once), the two places are taken.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     // A fresh connection for each request: none is reused after the receiver closed it.
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
