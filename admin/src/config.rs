@@ -20,6 +20,13 @@ pub struct AdminConfig {
     #[arg(long, env = "HERALD_ADMIN_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// A connection that sends no complete request head for this long (ms) is closed, an
+    /// idle keep-alive connection too: a proxy in front must close its idle upstream
+    /// connections sooner (nginx's upstream keepalive and an AWS load balancer's idle
+    /// timeout are 60 s).
+    #[arg(long, env = "HERALD_ADMIN_HEAD_TIMEOUT_MS", default_value_t = 75_000, value_parser = clap::value_parser!(u64).range(1_000..=600_000))]
+    pub head_timeout_ms: u64,
+
     /// An upload whose body sends nothing for this long (ms) is ended (408) and its
     /// transaction rolled back.
     #[arg(long, env = "HERALD_ADMIN_UPLOAD_IDLE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1_000..=600_000))]

@@ -47,8 +47,6 @@ pub enum ServeError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("server: {0}")]
-    Serve(#[source] std::io::Error),
 }
 
 /// The whole application, given its state.
@@ -102,10 +100,8 @@ pub async fn serve(config: AdminConfig, shutdown: CancellationToken) -> Result<(
         },
     };
     let app = app(state).layer(axum::middleware::from_fn(ops::http_metrics));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .map_err(ServeError::Serve)?;
+    let head_timeout = std::time::Duration::from_millis(config.head_timeout_ms);
+    herald_shared::serve::serve(listener, app, head_timeout, shutdown).await;
     tracing::info!("admin server stopped");
     Ok(())
 }

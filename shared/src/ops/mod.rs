@@ -67,6 +67,10 @@ pub enum OpsError {
     },
 }
 
+/// How long an ops connection may take to send a request head, or stay idle: longer than
+/// the usual scrape and probe intervals, so their kept-alive connections are reused.
+const OPS_HEAD_TIMEOUT: Duration = Duration::from_secs(75);
+
 /// Installs the metrics recorder and starts the ops listener (unless `off`); returns the
 /// health the service's tasks report into, with `checks` failing until first reported.
 pub async fn start(
@@ -104,11 +108,14 @@ pub async fn start(
             process: std::sync::Arc::new(process),
             health: health.clone(),
         });
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            tracing::error!(%error, "the ops listener stopped");
-        }
-    });
+    // Lives as long as the process; with the head deadline the services' own listeners have,
+    // so a connection to it that says nothing is not kept for ever either.
+    tokio::spawn(crate::serve::serve(
+        listener,
+        app,
+        OPS_HEAD_TIMEOUT,
+        tokio_util::sync::CancellationToken::new(),
+    ));
     tracing::info!(%addr, "metrics at /metrics, health at /livez and /readyz");
     Ok(health)
 }

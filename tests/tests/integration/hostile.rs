@@ -680,3 +680,38 @@ async fn a_template_repeating_a_long_variable_builds_no_huge_text() -> Result<()
     );
     Ok(())
 }
+
+/// A connection that sends no request head, or trickles it, is closed once the head's
+/// deadline has passed: nobody holds the admin's sockets for as long as they like (the
+/// server used to set no such deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_no_request_head_in_time_is_closed() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup(&[("HERALD_ADMIN_HEAD_TIMEOUT_MS", "1000")]).await?;
+    let address = s.admin.url.trim_start_matches("http://").to_owned();
+    for head in ["", "GET /api/v1/campaigns HTTP/1.1\r\nHost: x\r\n"] {
+        let mut stream = tokio::net::TcpStream::connect(&address).await?;
+        stream.write_all(head.as_bytes()).await?;
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer));
+        ensure!(read.await.is_ok(), "{head:?}: still open after 10 s");
+        let closed = started.elapsed();
+        ensure!(
+            closed < Duration::from_secs(5),
+            "{head:?}: closed after {closed:?}"
+        );
+    }
+    // A request whose head comes in time is answered as usual (on a connection of its own:
+    // an idle one is closed after the same deadline).
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
+    let answer = fresh
+        .get(format!("{}/api/v1/campaigns", s.admin.url))
+        .bearer_auth(&s.key)
+        .send()
+        .await?;
+    ensure!(answer.status() == 200, "{}", answer.status());
+    Ok(())
+}
