@@ -709,25 +709,24 @@ async fn on_a_slot(
 ) -> Result<Leave, Decision> {
     // On the database's clock, which judges the expiry; a request may leave up to
     // `on_time::LATE` after its slot.
-    let expiry = message.expires_at.map(|at| ctx.pacer.local_instant(at));
-    let last_slot = expiry.map(|at| at.checked_sub(crate::on_time::LATE).unwrap_or(at));
-    let by_expiry = last_slot.is_some_and(|last| last < window.deadline);
-    let deadline = match last_slot {
-        Some(last) if by_expiry => last,
-        _ => window.deadline,
-    };
-    let no_slot_in_time = || Decision::Deferred {
-        error: if by_expiry {
-            "no send slot before the expiry"
-        } else {
-            pacing::TOO_LATE
-        }
-        .into(),
+    // The expiry, when it comes before the lease's deadline.
+    let expiry = message
+        .expires_at
+        .map(|at| ctx.pacer.local_instant(at))
+        .filter(|&at| at < window.deadline + crate::on_time::LATE);
+    let deadline = expiry.map_or(window.deadline, |at| {
+        at.checked_sub(crate::on_time::LATE).unwrap_or(at)
+    });
+    let no_slot_in_time = || match expiry {
         // Due again once expired, for the sweeper to end it so: released again before
         // then, it would find no slot either.
-        delay: match expiry {
-            Some(expiry) if by_expiry => expiry.saturating_duration_since(Instant::now()),
-            _ => Duration::ZERO,
+        Some(expiry) => Decision::Deferred {
+            error: "no send slot before the expiry".into(),
+            delay: expiry.saturating_duration_since(Instant::now()),
+        },
+        None => Decision::Deferred {
+            error: pacing::TOO_LATE.into(),
+            delay: Duration::ZERO,
         },
     };
     let reservation = Reservation {
