@@ -277,8 +277,8 @@ async fn postgres_down_70_s() -> Result<()> {
 }
 
 /// The RabbitMQ node SIGKILLed mid-run and started again 5 s later: quorum queues keep
-/// their messages, and requests reach the provider again within 3 s of the node being back
-/// (a worker's reconnect backoff reaches 1 s; 2.18 and 2.23 s were seen on CI).
+/// their messages, and requests reach the provider again within 4 s of the node being back
+/// (a worker's reconnect backoff reaches 1 s; 2.18, 2.23, 2.44 and 2.75 s were seen).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_killed_and_restarted() -> Result<()> {
     let _alone = ALONE.lock().await;
@@ -300,7 +300,7 @@ async fn broker_killed_and_restarted() -> Result<()> {
         .await?
         .assert_clean(0);
     assert!(
-        resumed < Duration::from_secs(3),
+        resumed < Duration::from_secs(4),
         "requests resumed {resumed:?} after the broker was back"
     );
     Ok(())
