@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Datelike, Utc};
 use herald_shared::batch::Batcher;
+use herald_shared::db::within;
 use herald_shared::ops::metrics::{RECEIPTS, RECEIPTS_REFUSED, RECEIPTS_RESULTS};
 use herald_store::receipts::{self, Receipt, Stored};
 use serde_json::json;
@@ -117,7 +118,9 @@ impl Intake {
         let batcher = Batcher::spawn_parallel(MAX_BATCH, DB_LANES, move |batch: Vec<Receipt>| {
             let pool = pool.clone();
             async move {
-                match receipts::store(&pool, &batch).await {
+                // Bounded: on a connection that leads nowhere (a failover), the lane's one
+                // statement would hold every later receipt for as long as TCP takes to notice.
+                match within(receipts::store(&pool, &batch)).await {
                     Ok(stored) => {
                         tracing::debug!(
                             received = stored.received,
@@ -142,7 +145,8 @@ impl Intake {
                         tracing::warn!(%error, count = batch.len(), "a batch of receipts refused; storing them one by one");
                         let mut results = Vec::with_capacity(batch.len());
                         for receipt in &batch {
-                            let alone = receipts::store(&pool, std::slice::from_ref(receipt)).await;
+                            let alone =
+                                within(receipts::store(&pool, std::slice::from_ref(receipt))).await;
                             match &alone {
                                 Ok(stored) => count_results(stored),
                                 Err(error) => {

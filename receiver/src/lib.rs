@@ -43,10 +43,15 @@ pub enum ServeError {
 /// Serves until `shutdown` is cancelled.
 pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
     let health = ops::start(&config.ops, DEFAULT_OPS_LISTEN, &["database"]).await?;
-    let pool = herald_shared::db::connect(
+    let deadline = config.connections.db_deadline();
+    herald_shared::db::set_deadline(deadline);
+    let options = herald_shared::db::options(
         config.connections.database_url.expose(),
-        config.connections.db_pool_size,
         &config.connections.tls(),
+    )?;
+    let pool = herald_shared::db::connect_with(
+        herald_shared::db::bounded_sessions(options, deadline),
+        config.connections.db_pool_size,
     )
     .await?;
     ops::watch_database(&health, pool.clone());

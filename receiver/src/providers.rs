@@ -6,6 +6,7 @@
 //! the statement that stores real receipts. A provider in the cache keeps its receipts
 //! flowing on what was last read while the database does not answer.
 
+use herald_shared::db::within;
 use herald_shared::provider_config::{self, ProviderConfig};
 use herald_shared::sealed::Keyring;
 use herald_store::{self as store, providers::WebhookRow};
@@ -95,7 +96,7 @@ impl Providers {
                 Some(turn)
             }
         };
-        let row = match store::providers::webhook_row(&self.pool, id).await {
+        let row = match within(store::providers::webhook_row(&self.pool, id)).await {
             Ok(row) => row,
             Err(error) => match cached {
                 Some((_, known)) => {
@@ -134,7 +135,7 @@ impl Providers {
             }
             rereads.insert(id, Instant::now());
         }
-        let row = store::providers::webhook_row(&self.pool, id).await?;
+        let row = within(store::providers::webhook_row(&self.pool, id)).await?;
         let Some(known) = row.and_then(|row| parse(&self.keyring, &row)).map(Arc::new) else {
             self.lock().remove(&id);
             return Ok(None);
@@ -153,8 +154,12 @@ impl Providers {
     ) -> Result<Vec<(Uuid, ProviderConfig)>, sqlx::Error> {
         // Named by a notification whose signature was checked: no turn (a flood of made-up
         // ids must not hold these up).
-        let rows =
-            store::providers::whatsapp_by_number(&self.pool, phone_number_id, tenant).await?;
+        let rows = within(store::providers::whatsapp_by_number(
+            &self.pool,
+            phone_number_id,
+            tenant,
+        ))
+        .await?;
         Ok(rows
             .iter()
             .filter_map(|row| parse(&self.keyring, row).map(|known| (row.id, known.config)))

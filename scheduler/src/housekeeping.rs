@@ -16,6 +16,7 @@
 
 use crate::backlog::Backlog;
 use crate::counters;
+use herald_shared::db::within;
 use herald_shared::ops::metrics as metrics_names;
 use herald_store as store;
 use herald_store::receipts;
@@ -64,7 +65,7 @@ pub async fn run(
             continue;
         }
         let started = Instant::now();
-        let recovered = store::recipients::sweep::recover_expired_leases(&pool).await;
+        let recovered = within(store::recipients::sweep::recover_expired_leases(&pool)).await;
         step_done("lease_recovery", started);
         match recovered {
             Ok(0) => {}
@@ -81,7 +82,7 @@ pub async fn run(
         // completion by a round.
         let due_campaigns = due.borrow().clone();
         let started = Instant::now();
-        let completed = store::campaigns::complete_finished(&pool, &due_campaigns).await;
+        let completed = within(store::campaigns::complete_finished(&pool, &due_campaigns)).await;
         step_done("completion", started);
         match completed {
             Ok(completed) => {
@@ -97,15 +98,15 @@ pub async fn run(
         }
         // A new leader folds and keeps at once (the ledger may have grown meanwhile).
         if round.is_multiple_of(counters::FOLD_EVERY_TICKS as u64)
-            && let Err(error) = counters::fold(&pool).await
+            && let Err(error) = within(counters::fold(&pool)).await
         {
             tracing::warn!(%error, "cannot fold the counter ledger now");
         }
-        if let Err(error) = backlog.measure(&pool).await {
+        if let Err(error) = within(backlog.measure(&pool)).await {
             tracing::warn!(%error, "cannot measure the backlog now");
         }
         if round.is_multiple_of(KEEP_EVERY_ROUNDS) && !shutdown.is_cancelled() {
-            if let Err(error) = store::campaigns::trim_send_rate(&pool).await {
+            if let Err(error) = within(store::campaigns::trim_send_rate(&pool)).await {
                 tracing::warn!(%error, "cannot trim the send-rate samples now");
             }
             if let Err(error) = keep_receipts(&pool, receipts).await {
@@ -129,10 +130,10 @@ async fn keep_receipts(pool: &PgPool, keeping: ReceiptKeeping) -> Result<(), sql
     // Every receipt still waiting gets one look before it is called an orphan (the tick's
     // sweep only looks at the last minutes of them): back twice the orphaning age, since
     // the ones just past it are marked only below.
-    if let Err(error) = receipts::adopt_parked(pool, keeping.orphan_after * 2).await {
+    if let Err(error) = within(receipts::adopt_parked(pool, keeping.orphan_after * 2)).await {
         tracing::warn!(%error, "cannot adopt parked receipts now");
     }
-    let orphaned = receipts::orphan_parked(pool, keeping.orphan_after).await;
+    let orphaned = within(receipts::orphan_parked(pool, keeping.orphan_after)).await;
     if let Ok(found) = &orphaned {
         metrics::counter!(metrics_names::RECEIPTS_ORPHANED)
             .increment(u64::try_from(found.count).unwrap_or(0));
@@ -150,7 +151,7 @@ async fn keep_receipts(pool: &PgPool, keeping: ReceiptKeeping) -> Result<(), sql
             "receipts for messages Herald never recorded (see GET /api/v1/receipts/orphans)"
         );
     }
-    let pruned = receipts::prune(pool, keeping.retention).await;
+    let pruned = within(receipts::prune(pool, keeping.retention)).await;
     if let Ok(pruned) = pruned
         && pruned > 0
     {

@@ -47,7 +47,7 @@ use leader::Leadership;
 use publish::Publisher;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tick::Ticker;
+use tick::{Pass, Ticker};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -79,10 +79,15 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
         &["database", "broker", "leadership"],
     )
     .await?;
+    let deadline = config.connections.db_deadline();
+    herald_shared::db::set_deadline(deadline);
     let tls = config.connections.tls();
     let database_url = config.connections.database_url.expose();
     // The pool's, the leadership lock's and the wake-up listener's connections alike.
-    let options = herald_shared::db::options(database_url, &tls)?;
+    let options = herald_shared::db::bounded_sessions(
+        herald_shared::db::options(database_url, &tls)?,
+        deadline,
+    );
     let pool =
         herald_shared::db::connect_with(options.clone(), config.connections.db_pool_size).await?;
     ops::watch_database(&health, pool.clone());
@@ -125,6 +130,9 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
         ))
     };
     let mut housekeeping = spawn_housekeeping();
+    // Long enough for every statement of a pass and for the broker's confirms of what it
+    // published, each within its own deadline.
+    let pass_within = deadline + Duration::from_millis(config.confirm_timeout_ms);
     tracing::info!(
         tick_ms = config.tick_ms,
         "scheduler started; contending for leadership"
@@ -158,7 +166,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
                 let leads = lead(&mut leadership, &mut ticker).await;
                 if leads
                     && !shutdown.is_cancelled()
-                    && let Err(error) = ticker.wake(&woken).await
+                    && let Err(error) = ticker.bounded(pass_within, Pass::Wake(&woken)).await
                 {
                     tracing::warn!(%error, "wake-up dispatch failed; the next tick retries");
                 }
@@ -170,7 +178,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
                 let leads = lead(&mut leadership, &mut ticker).await;
                 if leads
                     && !shutdown.is_cancelled()
-                    && let Err(error) = ticker.top_up().await
+                    && let Err(error) = ticker.bounded(pass_within, Pass::TopUp).await
                 {
                     tracing::warn!(%error, "top-up failed");
                 }
@@ -198,7 +206,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
             continue;
         }
         let started = std::time::Instant::now();
-        match ticker.run().await {
+        match ticker.bounded(pass_within, Pass::Tick).await {
             Ok(report) => {
                 due_campaigns.send_replace(report.due_campaigns);
             }

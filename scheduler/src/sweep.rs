@@ -2,6 +2,7 @@
 //! waiting or unknown forever (`herald_store::recipients::sweep`), adopting parked
 //! receipts, and freeing stale call lines.
 
+use herald_shared::db::within;
 use herald_store::receipts;
 use herald_store::recipients::sweep::{self as statements, Rewound};
 use sqlx::PgPool;
@@ -31,13 +32,13 @@ pub struct Swept {
 /// the others did is logged before the first failure is returned.
 pub async fn run(pool: &PgPool, requeue_after: Duration) -> Result<Swept, sqlx::Error> {
     let (requeued, rewound, unknown_due, ended, expired, adopted, freed) = tokio::join!(
-        statements::requeue_stale_claims(pool, requeue_after),
-        statements::rewind_stale_first_claims(pool, requeue_after),
-        statements::retry_unknown_outcomes(pool),
-        statements::end_waiting_recipients(pool),
-        statements::expire_messages(pool),
-        receipts::adopt_parked(pool, receipts::ADOPT_WITHIN),
-        statements::free_stale_lines(pool),
+        within(statements::requeue_stale_claims(pool, requeue_after)),
+        within(statements::rewind_stale_first_claims(pool, requeue_after)),
+        within(statements::retry_unknown_outcomes(pool)),
+        within(statements::end_waiting_recipients(pool)),
+        within(statements::expire_messages(pool)),
+        within(receipts::adopt_parked(pool, receipts::ADOPT_WITHIN)),
+        within(statements::free_stale_lines(pool)),
     );
     let mut failed = None;
     keep(freed, &mut failed);

@@ -12,6 +12,7 @@ use crate::publish::{PublishError, Publisher};
 use crate::routing::{self, Routes, Spill};
 use crate::sweep::{self, Swept};
 use crate::turns::Turns;
+use herald_shared::db::within;
 use herald_shared::domain::Channel;
 use herald_shared::ops::metrics as metrics_names;
 use herald_shared::queue::message::{self, DispatchMessage, FORMAT_VERSION};
@@ -30,6 +31,10 @@ pub enum TickError {
     Db(#[from] sqlx::Error),
     #[error(transparent)]
     Publish(#[from] PublishError),
+    /// The pass was given up: a connection that leads nowhere (a failover, a cut network)
+    /// would otherwise hold the scheduler for as long as the kernel takes to notice.
+    #[error("the pass was not done within {0:?}; given up")]
+    GivenUp(Duration),
 }
 
 /// What a tick did, for logs and tests.
@@ -75,7 +80,7 @@ pub struct Ticker {
 /// refills the lanes of newly accepted transactional messages, of campaigns started now, or
 /// of campaigns just paused or cancelled (a wake).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pass<'a> {
+pub enum Pass<'a> {
     Tick,
     TopUp,
     Wake(&'a BTreeSet<Uuid>),
@@ -127,6 +132,32 @@ impl Ticker {
             self.carried = None;
             self.term = term;
         }
+    }
+
+    /// Runs `pass`, given up after `within`: a statement on a connection that leads nowhere
+    /// (a failover, a cut network) is given up at the database deadline and fails the pass
+    /// as any error does, but a pass may wait on more than one thing. A pass given up
+    /// part-way leaves in memory what a failed one would have undone (campaigns charged
+    /// for claims it did not make, a plan for top-ups): dropped, as at a new term. The
+    /// claims it made are the stale-claim sweep's, as after a crash.
+    pub async fn bounded(
+        &mut self,
+        within: Duration,
+        pass: Pass<'_>,
+    ) -> Result<TickReport, TickError> {
+        let done = tokio::time::timeout(within, async {
+            match pass {
+                Pass::Tick => self.run().await,
+                Pass::TopUp => self.top_up().await,
+                Pass::Wake(providers) => self.wake(providers).await,
+            }
+        })
+        .await;
+        done.unwrap_or_else(|_| {
+            self.turns.retain_lanes(|_| false);
+            self.carried = None;
+            Err(TickError::GivenUp(within))
+        })
     }
 
     /// A standby publishes nothing: no lane is hungry or withheld for it, so
@@ -274,14 +305,19 @@ impl Ticker {
         let mut campaigns = match pass {
             Pass::Wake(providers) => {
                 let woken: Vec<Uuid> = providers.iter().copied().collect();
-                store::campaigns::dispatchable(pool, self.max_budget, Some(&woken)).await?
+                within(store::campaigns::dispatchable(
+                    pool,
+                    self.max_budget,
+                    Some(&woken),
+                ))
+                .await?
             }
             Pass::Tick | Pass::TopUp => {
-                let open = carry::open_breakers(store::pacing::open_breakers(pool).await?);
+                let open = carry::open_breakers(within(store::pacing::open_breakers(pool)).await?);
                 let next = match carried {
                     Some(carried) if pass == Pass::TopUp && carried.fits(&open) => carried,
                     _ => Carried::new(
-                        store::campaigns::dispatchable(pool, self.max_budget, None).await?,
+                        within(store::campaigns::dispatchable(pool, self.max_budget, None)).await?,
                         open,
                     ),
                 };
@@ -295,7 +331,7 @@ impl Ticker {
             report.due_campaigns = campaigns.iter().map(|c| c.id).collect();
         }
         if matches!(pass, Pass::Tick | Pass::Wake(_)) {
-            self.commitments = store::providers::commitments(pool)
+            self.commitments = within(store::providers::commitments(pool))
                 .await?
                 .into_iter()
                 .map(|row| (row.provider_id, Commitment::from(row)))
@@ -328,7 +364,7 @@ impl Ticker {
         // pass); top-ups (only of lanes a tick has seen) keep the lanes' paces.
         if matches!(pass, Pass::Tick | Pass::Wake(_)) {
             let ids: Vec<Uuid> = involved.iter().copied().collect();
-            let paces: BTreeMap<Uuid, f64> = store::providers::provider_paces(pool, &ids)
+            let paces: BTreeMap<Uuid, f64> = within(store::providers::provider_paces(pool, &ids))
                 .await?
                 .into_iter()
                 .collect();
@@ -337,16 +373,17 @@ impl Ticker {
             }
         }
         let ids: Vec<Uuid> = involved.iter().copied().collect();
-        let free_lines: BTreeMap<Uuid, i64> = store::providers::free_lines(pool, &ids)
+        let free_lines: BTreeMap<Uuid, i64> = within(store::providers::free_lines(pool, &ids))
             .await?
             .into_iter()
             .collect();
         // Read before anything is claimed: an error after the claims would strand them.
-        let allowances: BTreeMap<Uuid, u32> = store::providers::smallest_allowances(pool, &ids)
-            .await?
-            .into_iter()
-            .map(|(provider, allowance)| (provider, u32::try_from(allowance).unwrap_or(0)))
-            .collect();
+        let allowances: BTreeMap<Uuid, u32> =
+            within(store::providers::smallest_allowances(pool, &ids))
+                .await?
+                .into_iter()
+                .map(|(provider, allowance)| (provider, u32::try_from(allowance).unwrap_or(0)))
+                .collect();
         // Recipients per AMQP message in each lane (see `message::per_message`).
         let per_message =
             |provider: Uuid| message::per_message(allowances.get(&provider).copied().unwrap_or(0));
@@ -601,7 +638,7 @@ impl Ticker {
                 retries: campaigns[index].retries,
             })
             .collect();
-        let rows = match claim::claim(&self.pool, &wanted).await {
+        let rows = match within(claim::claim(&self.pool, &wanted)).await {
             Ok(rows) => rows,
             Err(error) => {
                 if lane == Lane::Primary {
@@ -682,7 +719,7 @@ impl Ticker {
         for (campaign_id, (count, reason)) in &failed {
             tracing::warn!(%campaign_id, count, %reason, "recipients cannot be dispatched: failed");
         }
-        claim::fail_unrenderable(&self.pool, &unrenderable).await?;
+        within(claim::fail_unrenderable(&self.pool, &unrenderable)).await?;
         Ok(())
     }
 }
@@ -702,7 +739,7 @@ fn holds_lane(lane: Lane, campaign: &ActiveCampaign, given: u32, found: usize) -
 
 /// Makes the campaigns whose start has come running.
 async fn activate_due(pool: &PgPool) -> Result<(), sqlx::Error> {
-    for (campaign_id, tenant_id) in store::campaigns::activate_due(pool).await? {
+    for (campaign_id, tenant_id) in within(store::campaigns::activate_due(pool)).await? {
         tracing::info!(%campaign_id, %tenant_id, "campaign started");
     }
     Ok(())
@@ -772,7 +809,7 @@ async fn release_or_log(pool: &PgPool, claims: &[(i64, i32)]) {
     if claims.is_empty() {
         return;
     }
-    match claim::release(pool, claims).await {
+    match within(claim::release(pool, claims)).await {
         // `released` leaves out first attempts whose busy campaign is owed its cursor move
         // (made at the next sweep): the claims handed back are `count`.
         Ok(released) => tracing::warn!(

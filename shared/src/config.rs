@@ -30,6 +30,17 @@ pub struct Connections {
     /// lock, one listening for wake-ups).
     #[arg(long, env = "HERALD_DB_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=200))]
     pub db_pool_size: u32,
+
+    /// How long (ms) a worker's write, a receiver's receipt statement or a scheduler's pass
+    /// of statements (plus the confirm timeout) waits for PostgreSQL's answer before it is
+    /// given up and tried again on a new connection; their sessions' `statement_timeout` is
+    /// four fifths of it (the admin does not use it). A failover to
+    /// another host, or a network cut that drops packets, leaves connections that never
+    /// answer and never fail: the kernel takes about 15 minutes to notice, and meanwhile a
+    /// process waiting on one would do nothing else. A connection taken from the pool, or
+    /// handed back to it, must also answer a ping within 2 s or it is closed.
+    #[arg(long, env = "HERALD_DB_DEADLINE_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1_000..=600_000))]
+    pub db_deadline_ms: u64,
 }
 
 /// The broker connection of the services that carry work (the scheduler and the workers;
@@ -51,6 +62,11 @@ pub struct Broker {
 }
 
 impl Connections {
+    /// See [`Connections::db_deadline_ms`].
+    pub fn db_deadline(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.db_deadline_ms)
+    }
+
     /// The TLS trust settings for both connections.
     pub fn tls(&self) -> Tls {
         Tls {

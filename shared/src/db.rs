@@ -1,9 +1,11 @@
 //! PostgreSQL: the pool and the migrations.
 
 use crate::config::Tls;
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
+use std::future::Future;
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,10 +37,34 @@ pub fn options(url: &str, tls: &Tls) -> Result<PgConnectOptions, DbError> {
     })
 }
 
+/// `options` with the session settings by which PostgreSQL ends, on its side, what a process
+/// gives up at its [`deadline`]: a statement still running is cancelled a fifth of the
+/// deadline before (so a write held up by a lock is rolled back, not committed after the
+/// process has moved on to its retry), a session left idle inside a transaction (its locks
+/// held by a process that is gone) is ended, and so is a connection whose answers go
+/// unacknowledged that long. For the services that carry work, not for migrations.
+pub fn bounded_sessions(options: PgConnectOptions, deadline: Duration) -> PgConnectOptions {
+    let ms = |d: Duration| format!("{}ms", d.as_millis());
+    options.options([
+        ("statement_timeout", ms(deadline * 4 / 5)),
+        ("idle_in_transaction_session_timeout", ms(deadline)),
+        ("tcp_user_timeout", ms(deadline)),
+    ])
+}
+
 /// Opens a pool; fails fast (5 s) if the database cannot be reached at start.
 pub async fn connect(url: &str, max_connections: u32, tls: &Tls) -> Result<PgPool, DbError> {
     connect_with(options(url, tls)?, max_connections).await
 }
+
+/// How long a connection may take to answer a ping when taken from the pool or handed back
+/// to it. sqlx pings at both: when taken, within the pool's 5 s wait for a connection
+/// (which then fails, rather than opening a new one); when handed back, with no deadline
+/// at all, so a connection that leads nowhere (a failover, a cut network), handed back by
+/// a statement given up at its [`deadline`], held its place in the pool until the kernel
+/// gave up on it (about 15 minutes). A connection handed back mid-statement answers once
+/// that statement ends.
+const CHECK_WITHIN: Duration = Duration::from_secs(2);
 
 /// [`connect`] with options of the caller's (session settings, say).
 pub async fn connect_with(
@@ -48,9 +74,65 @@ pub async fn connect_with(
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        // The same check as sqlx's own, under a deadline (below).
+        .test_before_acquire(false)
+        .before_acquire(|connection, _| Box::pin(answers_in_time(connection)))
+        // Before sqlx's own ping, which follows when this one answers: a second round trip
+        // each time a connection is handed back (no cost measured: BENCHMARKS.md).
+        .after_release(|connection, _| Box::pin(answers_in_time(connection)))
         .connect_with(options)
         .await
         .map_err(DbError::Connect)
+}
+
+/// Whether `connection` answers a ping within [`CHECK_WITHIN`]; an error (the pool then
+/// closes it without a goodbye) if not.
+async fn answers_in_time(connection: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
+    match tokio::time::timeout(CHECK_WITHIN, connection.ping()).await {
+        Ok(answered) => answered.map(|()| true),
+        Err(_) => Err(no_answer(CHECK_WITHIN)),
+    }
+}
+
+static DEADLINE: OnceLock<Duration> = OnceLock::new();
+
+/// The deadline [`within`] holds statements to when none was set.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Sets this process's [`deadline`] (`HERALD_DB_DEADLINE_MS`), once, at start; later calls
+/// change nothing.
+pub fn set_deadline(deadline: Duration) {
+    let _ = DEADLINE.set(deadline);
+}
+
+/// How long a write, or a pass of statements, waits for PostgreSQL's answer.
+pub fn deadline() -> Duration {
+    DEADLINE.get().copied().unwrap_or(DEFAULT_DEADLINE)
+}
+
+/// `work` (statements on the pool), given up after [`deadline`] with an I/O error (which
+/// [`is_transient`] takes for one that may pass: the next try takes a new connection, the
+/// pool having closed the one abandoned if it does not answer within [`CHECK_WITHIN`]).
+///
+/// A statement given up may still be carried out: [`bounded_sessions`] has PostgreSQL
+/// cancel it first when it is only slow, but one the network delivers late (a cut that
+/// heals) runs then, as one whose connection broke after its commit has run. A lease taken
+/// so is found taken by the retry: its recipient is judged like a lost answer (looked up or
+/// waited for, never sent twice).
+pub async fn within<T>(
+    work: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    let deadline = deadline();
+    tokio::time::timeout(deadline, work)
+        .await
+        .unwrap_or_else(|_| Err(no_answer(deadline)))
+}
+
+fn no_answer(waited: Duration) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("PostgreSQL did not answer within {waited:?}"),
+    ))
 }
 
 /// A pool of one connection, opened when first asked for, for a listener (or a health
@@ -62,6 +144,9 @@ pub fn listener_pool(options: PgConnectOptions) -> PgPool {
     PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .before_acquire(|connection, _| Box::pin(answers_in_time(connection)))
+        .after_release(|connection, _| Box::pin(answers_in_time(connection)))
         .max_lifetime(None)
         .idle_timeout(None)
         .connect_lazy_with(options)
@@ -87,13 +172,38 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception; 53: insufficient resources; 57P: operator
-            // intervention (shutdown, crash, not accepting connections yet); 40001/40P01:
-            // serialisation failure, deadlock; 55P03: lock not available.
+            // intervention (shutdown, crash, not accepting connections yet); 57014: a
+            // statement cancelled (by `bounded_sessions`' statement timeout, or an
+            // operator); 40001/40P01: serialisation failure, deadlock; 55P03: lock not
+            // available.
             code.starts_with("08")
                 || code.starts_with("53")
                 || code.starts_with("57P")
-                || matches!(code.as_ref(), "40001" | "40P01" | "55P03")
+                || matches!(code.as_ref(), "57014" | "40001" | "40P01" | "55P03")
         }),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_statement_that_never_answers_is_given_up_as_one_that_may_pass() {
+        let started = tokio::time::Instant::now();
+        let error = within(std::future::pending::<Result<(), sqlx::Error>>())
+            .await
+            .expect_err("never answered");
+        assert_eq!(started.elapsed(), deadline());
+        assert!(is_transient(&error), "{error}");
+        assert!(
+            error.to_string().contains("did not answer within"),
+            "{error}"
+        );
+        assert_eq!(
+            within(async { Ok::<_, sqlx::Error>(7) }).await.ok(),
+            Some(7)
+        );
     }
 }

@@ -212,7 +212,9 @@ impl Breakers {
             .saturating_duration_since(Instant::now())
             .as_secs_f64();
         tracing::warn!(%provider, cool_down_s = secs, "provider failing: circuit breaker open");
-        let told = store::pacing::open_breaker(&self.pool, provider, secs).await;
+        let told =
+            herald_shared::db::within(store::pacing::open_breaker(&self.pool, provider, secs))
+                .await;
         if let Err(error) = told {
             tracing::warn!(%error, "could not tell the fleet about the open breaker");
         }
@@ -228,7 +230,7 @@ impl Breakers {
 
     /// Follows breakers other workers opened (read every refresh).
     pub async fn sync(&self) -> Result<(), sqlx::Error> {
-        let open = store::pacing::open_breakers(&self.pool).await?;
+        let open = herald_shared::db::within(store::pacing::open_breakers(&self.pool)).await?;
         let now = Instant::now();
         for (provider, secs) in open {
             let until = now + Duration::from_secs_f64(secs.max(0.0));

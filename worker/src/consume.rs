@@ -150,7 +150,8 @@ pub async fn run(
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
-    if let Err(error) = herald_store::fleet::leave(&settings.pool, settings.id).await {
+    let left = herald_store::fleet::leave(&settings.pool, settings.id);
+    if let Err(error) = herald_shared::db::within(left).await {
         tracing::debug!(%error, "could not leave the fleet; the heartbeat will expire");
     }
 }

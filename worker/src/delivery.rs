@@ -569,10 +569,12 @@ async fn settle_unknown(
     // kept (below, as before a request), so that the next lease sends without asking again.
     if Instant::now() >= deadline {
         if !(cannot_tell && policy.unknown == UnknownOutcome::Retry) {
-            let _ = herald_store::recipients::reconcile::rule_out_earlier_attempt(
-                &ctx.pool,
-                message.recipient_id,
-                message.seq,
+            let _ = herald_shared::db::within(
+                herald_store::recipients::reconcile::rule_out_earlier_attempt(
+                    &ctx.pool,
+                    message.recipient_id,
+                    message.seq,
+                ),
             )
             .await;
         }
@@ -589,13 +591,14 @@ async fn settle_unknown(
     }
     // Recorded before the new request, so that a lost answer to it (or this worker's death
     // during it) is looked up where and when this request went, not the earlier one.
-    match herald_store::recipients::reconcile::rule_out_earlier_attempt(
-        &ctx.pool,
-        message.recipient_id,
-        message.seq,
-    )
-    .await
-    {
+    let ruled_out = herald_shared::db::within(
+        herald_store::recipients::reconcile::rule_out_earlier_attempt(
+            &ctx.pool,
+            message.recipient_id,
+            message.seq,
+        ),
+    );
+    match ruled_out.await {
         Ok(true) => Settled::SendThrough(current.clone()),
         // The lease is no longer this dispatch's (a receipt settled the recipient meanwhile,
         // or it was taken back): nothing is sent, and the wait is recorded only if the row is
@@ -620,13 +623,14 @@ async fn settle_unknown(
 async fn silence(ctx: &Context, earlier: &Provider, unknown: UnknownAttempt) -> Option<Settled> {
     // `since` is when the attempt began: its request may have gone out as late as the
     // lease allowed, and a message sent before it is no later message.
-    let reported = herald_store::recipients::reconcile::reported_on_later(
-        &ctx.pool,
-        earlier.id,
-        unknown.since,
-        earlier.timeout + ctx.lease_grace + reconcile::REPORT_MARGIN,
-    )
-    .await;
+    let reported =
+        herald_shared::db::within(herald_store::recipients::reconcile::reported_on_later(
+            &ctx.pool,
+            earlier.id,
+            unknown.since,
+            earlier.timeout + ctx.lease_grace + reconcile::REPORT_MARGIN,
+        ))
+        .await;
     let waited = (chrono::Utc::now() - unknown.since)
         .to_std()
         .unwrap_or_default();

@@ -62,10 +62,15 @@ pub enum StartError {
 /// Runs until `shutdown` is cancelled and in-flight work is drained (or the drain times out).
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), StartError> {
     let health = ops::start(&config.ops, DEFAULT_OPS_LISTEN, &["database", "broker"]).await?;
-    let pool = herald_shared::db::connect(
+    let deadline = config.connections.db_deadline();
+    herald_shared::db::set_deadline(deadline);
+    let options = herald_shared::db::options(
         config.connections.database_url.expose(),
-        config.connections.db_pool_size,
         &config.connections.tls(),
+    )?;
+    let pool = herald_shared::db::connect_with(
+        herald_shared::db::bounded_sessions(options, deadline),
+        config.connections.db_pool_size,
     )
     .await?;
     ops::watch_database(&health, pool.clone());

@@ -21,13 +21,13 @@ pub async fn take(
     provider: &Provider,
     message: &DispatchMessage,
 ) -> Result<bool, sqlx::Error> {
-    herald_store::providers::take_line(
+    herald_shared::db::within(herald_store::providers::take_line(
         pool,
         message.recipient_id,
         message.seq,
         provider.id,
         message.tenant_id,
         i32::try_from(provider.live_call_hold.as_millis()).unwrap_or(i32::MAX),
-    )
+    ))
     .await
 }

@@ -122,12 +122,12 @@ impl Pacer {
         provider: Uuid,
         retry_after: Option<Duration>,
     ) -> Result<(), sqlx::Error> {
-        store::pacing::throttled(
+        herald_shared::db::within(store::pacing::throttled(
             &self.pool,
             provider,
             retry_after.unwrap_or_default().as_secs_f64(),
             MAX_SLOWDOWN,
-        )
+        ))
         .await?;
         Ok(())
     }
@@ -153,7 +153,8 @@ async fn reserve_all(
         // Earliest deadlines first: they take the earliest slots.
         indices.sort_by_key(|&i| requests[i].until);
         let untils: Vec<Instant> = indices.iter().map(|&i| requests[i].until).collect();
-        match reserve(pool, clock, provider, spacing, &untils).await {
+        let reserved = herald_shared::db::within(reserve(pool, clock, provider, spacing, &untils));
+        match reserved.await {
             Ok(slots) => {
                 for (index, slot) in indices.into_iter().zip(slots) {
                     answers[index] = slot;

@@ -103,7 +103,7 @@ impl Providers {
         {
             return Ok(provider.clone());
         }
-        let row = store::providers::load(&self.pool, id)
+        let row = herald_shared::db::within(store::providers::load(&self.pool, id))
             .await?
             .ok_or(ProviderError::Unknown(id))?;
         let credentials = self

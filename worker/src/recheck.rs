@@ -86,7 +86,10 @@ impl Recheck {
                     .collect::<HashSet<_>>()
                     .into_iter()
                     .collect();
-                match herald_store::campaigns::may_send_now(&pool, &distinct).await {
+                // Bounded: one statement on a connection that leads nowhere (a failover)
+                // would hold every later question for as long as TCP takes to notice.
+                let asked = herald_store::campaigns::may_send_now(&pool, &distinct);
+                match herald_shared::db::within(asked).await {
                     Ok(may) => {
                         let may: HashSet<Uuid> = may.into_iter().collect();
                         campaigns.iter().map(|c| Ok(may.contains(c))).collect()

@@ -151,8 +151,10 @@ async fn unclaimed(
         return Ok(candidates);
     }
     let sids: Vec<&str> = candidates.iter().map(|c| c.sid.as_str()).collect();
-    let claimed =
-        herald_store::recipients::reconcile::taken_by_others(pool, recipient, &sids).await?;
+    let claimed = herald_shared::db::within(herald_store::recipients::reconcile::taken_by_others(
+        pool, recipient, &sids,
+    ))
+    .await?;
     Ok(candidates
         .into_iter()
         .filter(|c| !claimed.contains(&c.sid))

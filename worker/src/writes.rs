@@ -100,7 +100,9 @@ fn written(write: &'static str, started: Instant, recipients: usize) {
 }
 
 /// Runs a write until it commits, pausing (100 ms, doubling to 5 s) after each failure that
-/// may pass ([`herald_shared::db::is_transient`]); `Err` at once for any other.
+/// may pass ([`herald_shared::db::is_transient`]), a try with no answer within the
+/// database deadline among them (a connection that leads nowhere); `Err` at once for any
+/// other.
 async fn until_written<T, F, Fut>(what: &str, mut write: F) -> Result<T, ()>
 where
     F: FnMut() -> Fut,
@@ -109,7 +111,7 @@ where
     let mut pause = Duration::from_millis(100);
     let mut failing_since: Option<Instant> = None;
     loop {
-        match write().await {
+        match herald_shared::db::within(write()).await {
             Ok(done) => {
                 if let Some(since) = failing_since {
                     tracing::info!(what, after = ?since.elapsed(), "database writes resumed");
