@@ -4,7 +4,7 @@
 # failing provider, poison messages, a RabbitMQ cluster losing a node), each classifying every
 # recipient as sent once, lost, duplicated, unexpected or stuck. Runs on release binaries (the
 # runs are load) as root or with password-less sudo (it starts PostgreSQL clusters and
-# RabbitMQ nodes of its own); about 14 minutes on 2 cores, after the release build.
+# RabbitMQ nodes of its own); about 15 minutes on 2 cores, after the release build.
 #
 #   scripts/faults.sh             every scenario
 #   scripts/faults.sh broker      the scenarios whose name contains "broker"

@@ -7,7 +7,7 @@
 //! on services of the scenario's own ([`herald_tests::services`]); faults that cut one
 //! process off run through a [`Proxy`] in front of the machine's services.
 
-use crate::suite::{ALONE, RECIPIENTS, Scenario, stat};
+use crate::suite::{ALONE, BOUND, RECIPIENTS, Scenario, stat};
 use herald_shared::queue::topology;
 use herald_tests::proxy::{Mode, Proxy};
 use herald_tests::services::{PrivatePostgres, RabbitNode};
@@ -222,6 +222,72 @@ async fn worker_cut_from_postgres() -> Result<()> {
     let report = s.finish("worker cut from PostgreSQL").await?;
     report.assert_clean(0);
     report.assert_within_cap();
+    Ok(())
+}
+
+/// PostgreSQL failed over mid-run, as to another host that every process's kernel has not
+/// noticed: the connections open then lead nowhere (the old server's sessions end, locks and
+/// transactions with them; the processes' sockets stay open and never hear another byte, as
+/// until TCP gives up, about 15 minutes), while new connections get through. It strikes
+/// while statements are in flight. Every process
+/// gives a statement up after the database deadline (`HERALD_DB_DEADLINE_MS`, 15 s) and a
+/// connection that does not answer a ping within 2 s, and goes on with new ones: outcomes
+/// are written again within 40 s (15.9 and 16.1 s seen), every recipient is sent once, and
+/// the receiver takes every receipt in the end (its one statement lane held them all off
+/// for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_failed_over() -> Result<()> {
+    let _alone = ALONE.lock().await;
+    let mut env = TestEnv::new(&PROVIDER).await?;
+    let proxy = Proxy::start("127.0.0.1:5432".parse()?).await?;
+    let direct = env.database_url.clone();
+    // Every process of the scenario (the receiver, both schedulers, the three workers); the
+    // test's own pool stays direct.
+    env.route(Some(proxy.url(&direct)), None);
+    let s = Scenario::start(env).await?;
+    s.wait_progress(0.3).await?;
+    // Struck while the processes' writes wait at the server, so that statements are in
+    // flight when it strikes (an idle connection already fails sqlx's ping when next taken,
+    // if only after the pool's 5 s wait for a connection).
+    let mut hold = s.env.pool.begin().await?;
+    sqlx::query("LOCK TABLE recipients IN EXCLUSIVE MODE")
+        .execute(&mut *hold)
+        .await?;
+    sleep_ms(1_000).await;
+    proxy.fail_over();
+    hold.rollback().await?;
+    let struck = Instant::now();
+    let sent_then = s.sent().await;
+    let written = herald_tests::wait_until(Duration::from_secs(120), || async {
+        s.sent().await >= sent_then + 1_000
+    })
+    .await;
+    let resumed = struck.elapsed();
+    eprintln!("outcomes written again {resumed:?} after the failover");
+    assert!(
+        written.is_ok(),
+        "no outcome written for 120 s after the failover"
+    );
+    // The receiver takes receipts again too: in the end every one the provider posts (two a
+    // message) is accepted, those answered 503 meanwhile posted again.
+    let receipts = herald_tests::wait_until(BOUND, || async {
+        s.env.simulator_stats().await.is_ok_and(|stats| {
+            stats["receipts"]["accepted"].as_u64() == Some(2 * RECIPIENTS as u64)
+        })
+    })
+    .await;
+    let report = s.finish("PostgreSQL failed over").await?;
+    report.assert_clean(0);
+    report.assert_within_cap();
+    assert!(
+        resumed < Duration::from_secs(40),
+        "outcomes were written again only {resumed:?} after the failover"
+    );
+    assert!(
+        receipts.is_ok(),
+        "receipts were not all accepted: {}",
+        report.provider
+    );
     Ok(())
 }
 

@@ -501,3 +501,81 @@ async fn route_broker_through_a_proxy(env: &mut TestEnv) -> Result<herald_tests:
     env.route(None, Some(proxy.url(&direct)));
     Ok(proxy)
 }
+
+/// A worker's writes held up by a lock for longer than the database deadline (2 s here):
+/// PostgreSQL cancels each at its statement timeout (four fifths of the deadline) before the
+/// worker gives it up, and the worker tries again until the lock goes. Given up by the
+/// worker alone, a lease went on waiting at the server and was taken once the lock went,
+/// after the worker had moved on: its retry found the recipient taken, and the recipient
+/// waited out its lease and was judged like a lost answer (an attempt spent, no request
+/// ever made: without the statement timeout, 3 of 600 were still waiting 90 s later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_held_up_past_the_deadline_are_cancelled_not_taken_late() -> Result<()> {
+    // About 100 msg/s (20 in flight, 200 ms each): leases and outcomes are being written
+    // when the lock is taken.
+    let env = TestEnv::new(&["--latency", "fixed:200"]).await?;
+    let mut provider = env.provider();
+    provider.timeout_ms = 2_000;
+    provider.unknown_window_ms = 2_000;
+    let provider = env.create_provider(&provider).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let total = 600;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers("+1555910", total), 1_000)
+        .await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let worker = env.worker(&[
+        ("HERALD_DB_DEADLINE_MS", "2000"),
+        ("HERALD_WORKER_PREFETCH", "20"),
+        ("HERALD_WORKER_LEASE_GRACE_MS", "1000"),
+    ])?;
+    env.start(campaign).await?;
+    wait_until(Duration::from_secs(30), || async {
+        sent(&env).await >= 100
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no progress"))?;
+
+    let mut hold = env.pool.begin().await?;
+    sqlx::query("LOCK TABLE recipients IN EXCLUSIVE MODE")
+        .execute(&mut *hold)
+        .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    hold.rollback().await?;
+
+    let all_sent = wait_until(Duration::from_secs(90), || async {
+        sent(&env).await >= total as i64
+    })
+    .await;
+    let states = env.states(campaign).await?;
+    all_sent.map_err(|_| anyhow::anyhow!("not all sent: {:?}", states))?;
+    let log = worker.log_text();
+    assert!(
+        log.contains("canceling statement due to statement timeout"),
+        "the lock held a write up past its statement timeout\n{log}"
+    );
+    let (more_than_one, judged_lost): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE attempts - throttles <> 1),
+                count(*) FILTER (WHERE outcome_unknown_at IS NOT NULL)
+         FROM recipients WHERE campaign_id = $1",
+    )
+    .bind(campaign)
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(
+        (more_than_one, judged_lost),
+        (0, 0),
+        "recipients that took more than one attempt, or were judged like a lost answer"
+    );
+    let accepted = env.simulator_accepted().await?;
+    assert_eq!(
+        accepted.len(),
+        total,
+        "every recipient reached the provider"
+    );
+    assert!(
+        accepted.values().all(|&n| n == 1),
+        "a recipient was sent twice"
+    );
+    Ok(())
+}
