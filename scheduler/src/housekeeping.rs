@@ -16,7 +16,7 @@
 
 use crate::backlog::Backlog;
 use crate::counters;
-use herald_shared::db::within;
+use herald_shared::db::{within, within_for};
 use herald_shared::ops::metrics as metrics_names;
 use herald_store as store;
 use herald_store::receipts;
@@ -39,6 +39,14 @@ pub struct ReceiptKeeping {
 /// Receipts are kept, and send-rate samples trimmed, every this many rounds (a minute with
 /// the default 2 s tick): both only bound how much old data is kept.
 const KEEP_EVERY_ROUNDS: u64 = 30;
+
+/// How long the steps that take in one statement whatever piled up (the counter ledger's
+/// fold, the send-rate trim) may take: ten database deadlines. After a while with no
+/// leader (transactional messages and receipts go on adding to the ledger) one may take
+/// longer than a deadline, and given up at each round it would never get through.
+fn long_step() -> Duration {
+    herald_shared::db::deadline() * 10
+}
 
 /// Runs a round every `period` (the tick's) while `leading` says this scheduler leads,
 /// until `shutdown`. `due` holds the campaigns the last tick found recipients due in.
@@ -98,7 +106,7 @@ pub async fn run(
         }
         // A new leader folds and keeps at once (the ledger may have grown meanwhile).
         if round.is_multiple_of(counters::FOLD_EVERY_TICKS as u64)
-            && let Err(error) = within(counters::fold(&pool)).await
+            && let Err(error) = within_for(long_step(), counters::fold(&pool)).await
         {
             tracing::warn!(%error, "cannot fold the counter ledger now");
         }
@@ -106,7 +114,9 @@ pub async fn run(
             tracing::warn!(%error, "cannot measure the backlog now");
         }
         if round.is_multiple_of(KEEP_EVERY_ROUNDS) && !shutdown.is_cancelled() {
-            if let Err(error) = within(store::campaigns::trim_send_rate(&pool)).await {
+            if let Err(error) =
+                within_for(long_step(), store::campaigns::trim_send_rate(&pool)).await
+            {
                 tracing::warn!(%error, "cannot trim the send-rate samples now");
             }
             if let Err(error) = keep_receipts(&pool, receipts).await {

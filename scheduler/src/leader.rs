@@ -95,13 +95,17 @@ impl Leadership {
         store::leadership::try_lock(connection).await
     }
 
-    /// Releases the lock at shutdown so a standby need not wait for the connection to drop.
+    /// Releases the lock at shutdown so a standby need not wait for the connection to drop
+    /// (bounded: on a connection that leads nowhere, the shutdown would wait for TCP).
     pub async fn resign(&mut self) {
         if let Some(mut connection) = self.connection.take() {
-            if self.leading {
-                let _ = store::leadership::unlock(&mut connection).await;
-            }
-            let _ = connection.close().await;
+            let goodbye = async {
+                if self.leading {
+                    let _ = store::leadership::unlock(&mut connection).await;
+                }
+                let _ = connection.close().await;
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), goodbye).await;
         }
         self.leading = false;
         self.shared.store(false, Ordering::Relaxed);

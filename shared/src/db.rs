@@ -37,19 +37,34 @@ pub fn options(url: &str, tls: &Tls) -> Result<PgConnectOptions, DbError> {
     })
 }
 
-/// `options` with the session settings by which PostgreSQL ends, on its side, what a process
-/// gives up at its [`deadline`]: a statement still running is cancelled a fifth of the
-/// deadline before (so a write held up by a lock is rolled back, not committed after the
-/// process has moved on to its retry), a session left idle inside a transaction (its locks
-/// held by a process that is gone) is ended, and so is a connection whose answers go
-/// unacknowledged that long. For the services that carry work, not for migrations.
+/// `options` with the session settings by which PostgreSQL ends, on its side, the sessions
+/// of a process that is gone (cut off, or failed over from): one left idle inside a
+/// transaction (its locks held) after [`deadline`], one whose answers go unacknowledged that
+/// long, and an idle one (a scheduler's leadership lock) once TCP keepalives, from a
+/// deadline's silence on, go unanswered three times 5 s apart. For the services that carry
+/// work, not for migrations.
 pub fn bounded_sessions(options: PgConnectOptions, deadline: Duration) -> PgConnectOptions {
     let ms = |d: Duration| format!("{}ms", d.as_millis());
     options.options([
-        ("statement_timeout", ms(deadline * 4 / 5)),
         ("idle_in_transaction_session_timeout", ms(deadline)),
         ("tcp_user_timeout", ms(deadline)),
+        ("tcp_keepalives_idle", deadline.as_secs().max(1).to_string()),
+        ("tcp_keepalives_interval", "5".to_owned()),
+        ("tcp_keepalives_count", "3".to_owned()),
     ])
+}
+
+/// `options` whose statements PostgreSQL cancels a fifth of the [`deadline`] before the
+/// process gives them up: a write held up by a lock is then rolled back, not carried out
+/// after the process has moved on to its retry (a worker's lease taken so would be found
+/// taken by that retry, and its recipient judged like a lost answer). For the worker and
+/// the receiver, whose statements are short; not the scheduler's, whose housekeeping folds
+/// or trims what may have piled up while no scheduler led.
+pub fn cancel_late_statements(options: PgConnectOptions, deadline: Duration) -> PgConnectOptions {
+    options.options([(
+        "statement_timeout",
+        format!("{}ms", (deadline * 4 / 5).as_millis()),
+    )])
 }
 
 /// Opens a pool; fails fast (5 s) if the database cannot be reached at start.
@@ -110,19 +125,26 @@ pub fn deadline() -> Duration {
     DEADLINE.get().copied().unwrap_or(DEFAULT_DEADLINE)
 }
 
-/// `work` (statements on the pool), given up after [`deadline`] with an I/O error (which
+/// `work` (statements on the pool), given up after [`deadline`]; see [`within_for`].
+pub async fn within<T>(
+    work: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    within_for(deadline(), work).await
+}
+
+/// `work` (statements on the pool), given up after `deadline` with an I/O error (which
 /// [`is_transient`] takes for one that may pass: the next try takes a new connection, the
 /// pool having closed the one abandoned if it does not answer within [`CHECK_WITHIN`]).
 ///
-/// A statement given up may still be carried out: [`bounded_sessions`] has PostgreSQL
+/// A statement given up may still be carried out: [`cancel_late_statements`] has PostgreSQL
 /// cancel it first when it is only slow, but one the network delivers late (a cut that
 /// heals) runs then, as one whose connection broke after its commit has run. A lease taken
 /// so is found taken by the retry: its recipient is judged like a lost answer (looked up or
 /// waited for, never sent twice).
-pub async fn within<T>(
+pub async fn within_for<T>(
+    deadline: Duration,
     work: impl Future<Output = Result<T, sqlx::Error>>,
 ) -> Result<T, sqlx::Error> {
-    let deadline = deadline();
     tokio::time::timeout(deadline, work)
         .await
         .unwrap_or_else(|_| Err(no_answer(deadline)))
@@ -173,7 +195,7 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception; 53: insufficient resources; 57P: operator
             // intervention (shutdown, crash, not accepting connections yet); 57014: a
-            // statement cancelled (by `bounded_sessions`' statement timeout, or an
+            // statement cancelled (by `cancel_late_statements`' statement timeout, or an
             // operator); 40001/40P01: serialisation failure, deadlock; 55P03: lock not
             // available.
             code.starts_with("08")

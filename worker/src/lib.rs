@@ -69,7 +69,10 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         &config.connections.tls(),
     )?;
     let pool = herald_shared::db::connect_with(
-        herald_shared::db::bounded_sessions(options, deadline),
+        herald_shared::db::cancel_late_statements(
+            herald_shared::db::bounded_sessions(options, deadline),
+            deadline,
+        ),
         config.connections.db_pool_size,
     )
     .await?;
