@@ -140,8 +140,8 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
 
     let mut interval = tokio::time::interval(config.tick());
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // On a connection of its own, not one of the pool's (see `db::listener_pool`).
-    let mut wakes = wake::listen(herald_shared::db::listener_pool(options));
+    // On a connection of its own, not one of the pool's (see `wake::listen`).
+    let mut wakes = wake::listen(options);
     let (mut last_wake, mut wake_cost) = (std::time::Instant::now(), Duration::ZERO);
     loop {
         // A pass in progress when SIGTERM came is finished; none starts after it (the select

@@ -5,8 +5,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 use std::future::Future;
 use std::str::FromStr;
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -79,34 +79,81 @@ pub async fn connect(url: &str, max_connections: u32, tls: &Tls) -> Result<PgPoo
 /// a statement given up at its [`deadline`], held its place in the pool until the kernel
 /// gave up on it (about 15 minutes). A connection handed back mid-statement answers once
 /// that statement ends.
-const CHECK_WITHIN: Duration = Duration::from_secs(2);
+pub const CHECK_WITHIN: Duration = Duration::from_secs(2);
 
 /// [`connect`] with options of the caller's (session settings, say).
 pub async fn connect_with(
     options: PgConnectOptions,
     max_connections: u32,
 ) -> Result<PgPool, DbError> {
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        // The same check as sqlx's own, under a deadline (below).
-        .test_before_acquire(false)
-        .before_acquire(|connection, _| Box::pin(answers_in_time(connection)))
-        // Before sqlx's own ping, which follows when this one answers: a second round trip
-        // each time a connection is handed back (no cost measured: BENCHMARKS.md).
-        .after_release(|connection, _| Box::pin(answers_in_time(connection)))
+    Checks::default()
+        .on(PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5)))
         .connect_with(options)
         .await
         .map_err(DbError::Connect)
 }
 
-/// Whether `connection` answers a ping within [`CHECK_WITHIN`]; an error (the pool then
-/// closes it without a goodbye) if not.
-async fn answers_in_time(connection: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
-    match tokio::time::timeout(CHECK_WITHIN, connection.ping()).await {
-        Ok(answered) => answered.map(|()| true),
-        Err(_) => Err(no_answer(CHECK_WITHIN)),
+/// A pool's checks of its connections, when taken and when handed back: the same ping as
+/// sqlx's own, under [`CHECK_WITHIN`] (handed back, sqlx's own ping follows when this one
+/// answers: a second round trip, no cost measured, BENCHMARKS.md). After a failover every
+/// connection opened before it leads nowhere, and pinging each in turn would hold whoever
+/// takes them up 2 s a pooled connection; so once one goes unanswered, those opened before
+/// its ping are closed unpinged (a healthy one among them costs a reconnect).
+#[derive(Clone, Default)]
+struct Checks {
+    /// When the latest unanswered ping was sent.
+    unanswered_since: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Checks {
+    fn on(self, pool: PgPoolOptions) -> PgPoolOptions {
+        let released = self.clone();
+        pool.test_before_acquire(false)
+            .before_acquire(move |connection, meta| {
+                let checks = self.clone();
+                Box::pin(async move { checks.answers(connection, meta.age).await })
+            })
+            .after_release(move |connection, meta| {
+                let checks = released.clone();
+                Box::pin(async move { checks.answers(connection, meta.age).await })
+            })
     }
+
+    /// Whether `connection`, `age` old, answers a ping in time; an error (the pool then
+    /// closes it without a goodbye) if not, or if it is as old as one that did not.
+    async fn answers(
+        &self,
+        connection: &mut sqlx::PgConnection,
+        age: Duration,
+    ) -> Result<bool, sqlx::Error> {
+        let pinged = Instant::now();
+        if opened_before(pinged, age, *self.unanswered()) {
+            return Err(sqlx::Error::Io(std::io::Error::other(
+                "opened before one of its pool's connections went unanswered; closed unpinged",
+            )));
+        }
+        match tokio::time::timeout(CHECK_WITHIN, connection.ping()).await {
+            Ok(answered) => answered.map(|()| true),
+            Err(_) => {
+                let mut since = self.unanswered();
+                *since = Some(since.map_or(pinged, |earlier| earlier.max(pinged)));
+                Err(no_answer(CHECK_WITHIN))
+            }
+        }
+    }
+
+    fn unanswered(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.unanswered_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Whether a connection `age` old at `now` was opened before `unanswered_since`.
+fn opened_before(now: Instant, age: Duration, unanswered_since: Option<Instant>) -> bool {
+    unanswered_since.is_some_and(|since| now.checked_sub(age).is_some_and(|opened| opened < since))
 }
 
 static DEADLINE: OnceLock<Duration> = OnceLock::new();
@@ -150,7 +197,9 @@ pub async fn within_for<T>(
         .unwrap_or_else(|_| Err(no_answer(deadline)))
 }
 
-fn no_answer(waited: Duration) -> sqlx::Error {
+/// The error for a wait on PostgreSQL given up after `waited`: an I/O time-out, which
+/// [`is_transient`] takes for one that may pass.
+pub fn no_answer(waited: Duration) -> sqlx::Error {
     sqlx::Error::Io(std::io::Error::new(
         std::io::ErrorKind::TimedOut,
         format!("PostgreSQL did not answer within {waited:?}"),
@@ -163,14 +212,12 @@ fn no_answer(waited: Duration) -> sqlx::Error {
 /// one, none). Connections here are never retired for age or idleness: the listener holds
 /// one until it is lost.
 pub fn listener_pool(options: PgConnectOptions) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
-        .test_before_acquire(false)
-        .before_acquire(|connection, _| Box::pin(answers_in_time(connection)))
-        .after_release(|connection, _| Box::pin(answers_in_time(connection)))
-        .max_lifetime(None)
-        .idle_timeout(None)
+    Checks::default()
+        .on(PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .max_lifetime(None)
+            .idle_timeout(None))
         .connect_lazy_with(options)
 }
 
@@ -210,6 +257,18 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_opened_before_an_unanswered_ping_are_not_pinged_again() {
+        let now = Instant::now() + Duration::from_secs(600);
+        let unanswered = Some(now - Duration::from_secs(10));
+        // Opened a minute ago, before the ping that went unanswered 10 s ago.
+        assert!(opened_before(now, Duration::from_secs(60), unanswered));
+        // Opened since (on the server that took over).
+        assert!(!opened_before(now, Duration::from_secs(5), unanswered));
+        // No ping went unanswered.
+        assert!(!opened_before(now, Duration::from_secs(60), None));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_statement_that_never_answers_is_given_up_as_one_that_may_pass() {

@@ -490,16 +490,28 @@ async fn sending(env: &TestEnv) -> i64 {
 /// Routes the processes `env` starts from now on to RabbitMQ through a proxy the test
 /// controls.
 async fn route_broker_through_a_proxy(env: &mut TestEnv) -> Result<herald_tests::proxy::Proxy> {
-    let direct = env.amqp_url.clone();
-    let broker = url::Url::parse(&direct)?;
-    let upstream = format!(
-        "{}:{}",
-        broker.host_str().unwrap_or("127.0.0.1"),
-        broker.port().unwrap_or(5672)
-    );
-    let proxy = herald_tests::proxy::Proxy::start(upstream.parse()?).await?;
-    env.route(None, Some(proxy.url(&direct)));
+    let proxy = proxy_to(&env.amqp_url, 5672).await?;
+    env.route(None, Some(proxy.url(&env.amqp_url)));
     Ok(proxy)
+}
+
+/// Routes the processes `env` starts from now on to PostgreSQL through a proxy the test
+/// controls; the test's own pool stays direct.
+async fn route_database_through_a_proxy(env: &mut TestEnv) -> Result<herald_tests::proxy::Proxy> {
+    let proxy = proxy_to(&env.database_url, 5432).await?;
+    env.route(Some(proxy.url(&env.database_url)), None);
+    Ok(proxy)
+}
+
+/// A proxy to the service `url` names (`default_port` if it names none).
+async fn proxy_to(url: &str, default_port: u16) -> Result<herald_tests::proxy::Proxy> {
+    let url = url::Url::parse(url)?;
+    let host = url.host_str().unwrap_or("127.0.0.1");
+    let upstream = tokio::net::lookup_host((host, url.port().unwrap_or(default_port)))
+        .await?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{host} has no address"))?;
+    Ok(herald_tests::proxy::Proxy::start(upstream).await?)
 }
 
 /// A worker's writes held up by a lock for longer than the database deadline (2 s here):
@@ -576,6 +588,78 @@ async fn writes_held_up_past_the_deadline_are_cancelled_not_taken_late() -> Resu
     assert!(
         accepted.values().all(|&n| n == 1),
         "a recipient was sent twice"
+    );
+    Ok(())
+}
+
+/// A scheduler's wake-up listener only reads, so a failover (its connection leading nowhere,
+/// nothing telling it so) would stop wake-ups until TCP gave up, about 15 minutes, every
+/// start and transactional message waiting for a tick meanwhile. It pings its connection
+/// after a silence and listens again on a new one: a campaign started after the failover is
+/// sent at once, not at the next tick (30 s here; 25 s after its start without the pings).
+/// Nor does the pass it wakes ping each of the pool's stranded connections in turn, 2 s each
+/// (6.3 s after the start when it did).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_ups_are_heard_again_after_a_failover() -> Result<()> {
+    const TICK: Duration = Duration::from_secs(30);
+    let mut env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let before = env
+        .campaign(tenant, provider, "before", &numbers("+1555920", 10), 100)
+        .await?;
+    let after = env
+        .campaign(tenant, provider, "after", &numbers("+1555921", 10), 100)
+        .await?;
+    // The worker straight to the database: only the scheduler's connections fail over.
+    let _worker = env.worker(&[])?;
+    env.wait_live_worker(&provider.to_string()).await?;
+    let proxy = route_database_through_a_proxy(&mut env).await?;
+    let scheduler = env.scheduler(TICK.as_millis() as u64, &[])?;
+    wait_until(Duration::from_secs(10), || async {
+        leader_lock_holders(&env).await == 1
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no leader"))?;
+
+    let first_send = async |campaign| -> Result<Duration> {
+        let started = Instant::now();
+        env.start(campaign).await?;
+        wait_until(TICK, || async {
+            env.states(campaign)
+                .await
+                .is_ok_and(|states| states.contains_key("sent"))
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("nothing sent within a tick"))?;
+        Ok(started.elapsed())
+    };
+    // Heard while the connection leads somewhere.
+    let heard = first_send(before).await?;
+    assert!(
+        heard < Duration::from_secs(5),
+        "before the failover: {heard:?}"
+    );
+
+    proxy.fail_over();
+    // The next tick finds the leadership's connection lost (a check of 5 s) and steps down;
+    // a wake-up after it contends again on a new connection.
+    wait_until(TICK + Duration::from_secs(10), || async {
+        scheduler.log_text().contains("no longer the leader")
+    })
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "the failover went unnoticed; log:\n{}",
+            scheduler.log_text()
+        )
+    })?;
+    let heard = first_send(after).await?;
+    eprintln!("after the failover, the first send {heard:?} after the start");
+    assert!(
+        heard < Duration::from_secs(5),
+        "after the failover, sent {heard:?} after its start (a tick is {TICK:?}); log:\n{}",
+        scheduler.log_text()
     );
     Ok(())
 }
