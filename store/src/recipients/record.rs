@@ -73,10 +73,14 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
              SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[], $8::uuid[], $10::text[], $11::bool[])
                  AS o(id, seq, state, message_id, error, delay, throttled, provider, pause, lost)
          ),
-         -- As in `begin`: primary-key lookups the planner cannot reorder, and the state
-         -- compared with the row as read, never with a constant.
+         -- As in `begin`: primary-key lookups the planner cannot reorder. The row is locked
+         -- here, and the state it has then is the one judged: the update below does not
+         -- compare states again, since its scan sees the row as the statement's snapshot
+         -- had it. A sweeper that took the recipient back (`sending` to `unknown`) and
+         -- committed while this statement waited for the row would otherwise have its
+         -- guess kept, and what this worker learnt dropped.
          leased AS MATERIALIZED (
-             SELECT o.*, x.state AS was FROM o CROSS JOIN LATERAL (
+             SELECT o.* FROM o CROSS JOIN LATERAL (
                  SELECT r.state FROM recipients r WHERE r.id = o.id AND r.dispatch_seq = o.seq OFFSET 0 FOR UPDATE
              ) x
              WHERE x.state IN ('sending', 'unknown', 'pending')
@@ -125,7 +129,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
                                    THEN r.live_until END,
                  lease_until = NULL, queued_at = NULL, updated_at = now()
              FROM leased o LEFT JOIN parked k ON k.id = o.id
-             WHERE r.id = o.id AND r.dispatch_seq = o.seq AND r.state = o.was
+             WHERE r.id = o.id AND r.dispatch_seq = o.seq
              RETURNING r.campaign_id, r.state, o.pause
          ),
          -- Only the campaigns a send or a pause may change.

@@ -663,3 +663,83 @@ async fn wake_ups_are_heard_again_after_a_failover() -> Result<()> {
     );
     Ok(())
 }
+
+/// The sweeper takes back a recipient whose lease ran out while its worker's outcome could
+/// not be written (a lock, a slow database): the outcome, written after, still lands, since
+/// what the worker learnt is newer than the sweeper's guess. Written while the sweeper's
+/// change was being committed, it was dropped: the statement judged the state it read
+/// under lock (the sweeper's `unknown`) but updated only a row whose state its snapshot
+/// held the same (`sending`), so it updated none, and the recipient, sent, went on as a
+/// lost answer (at a provider without receipts, never sent and never settled). Here the
+/// test plays the sweeper, its change held open until the worker's outcome waits on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_written_as_the_sweeper_takes_its_recipient_back_still_lands() -> Result<()> {
+    let env = TestEnv::new(&["--latency", "fixed:1000"]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers("+1555930", 1), 100)
+        .await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let worker = env.worker(&[])?;
+    env.start(campaign).await?;
+    wait_until(Duration::from_secs(20), || async {
+        sending(&env).await == 1
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("never leased"))?;
+
+    let mut sweeper = env.pool.begin().await?;
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *sweeper)
+        .await?;
+    // What `recover_expired_leases` makes of it (its window an hour, so that nothing but
+    // the worker's outcome moves it on).
+    let taken = sqlx::query(
+        "UPDATE recipients SET state = 'unknown', lease_until = NULL,
+                outcome_unknown_at = attempted_at, unknown_via = sent_via,
+                next_attempt_at = now() + interval '1 hour',
+                last_error = 'worker lease expired during attempt 1 (outcome unknown)'
+         WHERE campaign_id = $1 AND state = 'sending'",
+    )
+    .bind(campaign)
+    .execute(&mut *sweeper)
+    .await?
+    .rows_affected();
+    assert_eq!(taken, 1, "the request was still in flight");
+    wait_until(Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE $1 = ANY (pg_blocking_pids(pid)) AND query LIKE '%AS o(id, seq, state%'",
+        )
+        .bind(pid)
+        .fetch_one(&env.pool)
+        .await
+        .is_ok_and(|waiting| waiting == 1)
+    })
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "the worker's outcome never waited on the sweeper's change; log:\n{}",
+            worker.log_text()
+        )
+    })?;
+    sweeper.commit().await?;
+
+    let settled = wait_until(Duration::from_secs(10), || async { sent(&env).await == 1 }).await;
+    let (state, message_id, unknown): (String, Option<String>, bool) = sqlx::query_as(
+        "SELECT state, provider_message_id, outcome_unknown_at IS NOT NULL
+         FROM recipients WHERE campaign_id = $1",
+    )
+    .bind(campaign)
+    .fetch_one(&env.pool)
+    .await?;
+    anyhow::ensure!(
+        settled.is_ok(),
+        "the worker's outcome was dropped: {state}, message id {message_id:?}"
+    );
+    assert!(message_id.is_some(), "the provider's message id is kept");
+    assert!(!unknown, "no longer taken for a lost answer");
+    assert_eq!(env.simulator_stats().await?["requests"], 1);
+    Ok(())
+}
