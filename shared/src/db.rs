@@ -99,8 +99,9 @@ pub async fn connect_with(
 /// sqlx's own, under [`CHECK_WITHIN`] (handed back, sqlx's own ping follows when this one
 /// answers: a second round trip, no cost measured, BENCHMARKS.md). After a failover every
 /// connection opened before it leads nowhere, and pinging each in turn would hold whoever
-/// takes them up 2 s a pooled connection; so once one goes unanswered, those opened before
-/// its ping are closed unpinged (a healthy one among them costs a reconnect).
+/// takes them up 2 s a pooled connection; so once an idle one goes unanswered when taken,
+/// those opened before its ping are closed unpinged (a healthy one among them costs a
+/// reconnect).
 #[derive(Clone, Default)]
 struct Checks {
     /// When the latest unanswered ping was sent.
@@ -113,20 +114,21 @@ impl Checks {
         pool.test_before_acquire(false)
             .before_acquire(move |connection, meta| {
                 let checks = self.clone();
-                Box::pin(async move { checks.answers(connection, meta.age).await })
+                Box::pin(async move { checks.answers(connection, meta.age, Idle::Yes).await })
             })
             .after_release(move |connection, meta| {
                 let checks = released.clone();
-                Box::pin(async move { checks.answers(connection, meta.age).await })
+                Box::pin(async move { checks.answers(connection, meta.age, Idle::No).await })
             })
     }
 
     /// Whether `connection`, `age` old, answers a ping in time; an error (the pool then
-    /// closes it without a goodbye) if not, or if it is as old as one that did not.
+    /// closes it without a goodbye) if not, or if it is as old as an idle one that did not.
     async fn answers(
         &self,
         connection: &mut sqlx::PgConnection,
         age: Duration,
+        idle: Idle,
     ) -> Result<bool, sqlx::Error> {
         let pinged = Instant::now();
         if opened_before(pinged, age, *self.unanswered()) {
@@ -137,8 +139,10 @@ impl Checks {
         match tokio::time::timeout(CHECK_WITHIN, connection.ping()).await {
             Ok(answered) => answered.map(|()| true),
             Err(_) => {
-                let mut since = self.unanswered();
-                *since = Some(since.map_or(pinged, |earlier| earlier.max(pinged)));
+                if idle == Idle::Yes {
+                    let mut since = self.unanswered();
+                    *since = Some(since.map_or(pinged, |earlier| earlier.max(pinged)));
+                }
                 Err(no_answer(CHECK_WITHIN))
             }
         }
@@ -149,6 +153,14 @@ impl Checks {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Whether a pinged connection was idle. One handed back mid-statement (its statement given
+/// up) answers only once that statement ends: its silence says nothing of the others.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Idle {
+    Yes,
+    No,
 }
 
 /// Whether a connection `age` old at `now` was opened before `unanswered_since`.

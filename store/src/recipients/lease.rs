@@ -119,8 +119,11 @@ pub async fn begin(
              WHERE herald_may_send(k.status, k.expires_at, k.quiet_start, k.quiet_end, k.time_zone, now())
          ),
          -- The state is compared with the row as read above, not with a constant, so no
-         -- partial index on state looks like a shortcut to the planner; the comparison is
-         -- re-checked against any newer version of the row, so a concurrent change wins.
+         -- partial index on state looks like a shortcut to the planner. The scan sees the
+         -- row as the statement's snapshot had it: a change committed while `current` waited
+         -- for the row (a claim's or a sweeper's) leaves it unleased, its message acked
+         -- unsent, and the recipient to whoever changed it (unlike an outcome, a lease
+         -- may be given up).
          begun AS (
              UPDATE recipients r
              SET state = 'sending', attempts = r.attempts + 1, updated_at = now(), sent_via = s.provider,

@@ -146,14 +146,16 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
              ORDER BY c.id FOR NO KEY UPDATE OF c
          )
          -- One update per campaign, for its first send and for a pause: two updates of one
-         -- row in a statement would keep only one of them.
+         -- row in a statement would keep only one of them. What applies is judged on the
+         -- row as `changing` locked it (the CASEs below see that version), not again here,
+         -- where the scan sees the statement's snapshot: a resume committed while this
+         -- statement waited for the row would otherwise drop the provider's halt.
          UPDATE campaigns c
          SET first_sent_at = CASE WHEN c.first_sent_at IS NULL AND t.sent THEN now() ELSE c.first_sent_at END,
              status = CASE WHEN t.pause IS NOT NULL AND c.status = 'running' THEN 'paused' ELSE c.status END,
              pause_reason = CASE WHEN t.pause IS NOT NULL AND c.status = 'running' THEN t.pause ELSE c.pause_reason END
          FROM touched t
          WHERE c.id = t.campaign_id AND c.id IN (SELECT id FROM changing)
-           AND ((c.first_sent_at IS NULL AND t.sent) OR (t.pause IS NOT NULL AND c.status = 'running'))
          -- now() is the statement's transaction's time: equal only for a first send set here.
          RETURNING CASE WHEN t.sent AND c.first_sent_at = now()
                         THEN extract(epoch FROM c.first_sent_at - c.started_at)::float8 END",
