@@ -43,20 +43,7 @@ pub enum ServeError {
 /// Serves until `shutdown` is cancelled.
 pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
     let health = ops::start(&config.ops, DEFAULT_OPS_LISTEN, &["database"]).await?;
-    let deadline = config.connections.db_deadline();
-    herald_shared::db::set_deadline(deadline);
-    let options = herald_shared::db::options(
-        config.connections.database_url.expose(),
-        &config.connections.tls(),
-    )?;
-    let pool = herald_shared::db::connect_with(
-        herald_shared::db::cancel_late_statements(
-            herald_shared::db::bounded_sessions(options, deadline),
-            deadline,
-        ),
-        config.connections.db_pool_size,
-    )
-    .await?;
+    let pool = herald_shared::db::connect_for_short_statements(&config.connections).await?;
     ops::watch_database(&health, pool.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

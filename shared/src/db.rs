@@ -1,6 +1,6 @@
 //! PostgreSQL: the pool and the migrations.
 
-use crate::config::Tls;
+use crate::config::{Connections, Tls};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 use std::future::Future;
@@ -65,6 +65,20 @@ pub fn cancel_late_statements(options: PgConnectOptions, deadline: Duration) -> 
         "statement_timeout",
         format!("{}ms", (deadline * 4 / 5).as_millis()),
     )])
+}
+
+/// The pool of a service whose statements are short (a worker, a receiver): this process's
+/// [`deadline`] set from `connections`, its sessions [bounded](bounded_sessions) by it, and
+/// their statements [cancelled](cancel_late_statements) a fifth before it.
+pub async fn connect_for_short_statements(connections: &Connections) -> Result<PgPool, DbError> {
+    let deadline = connections.db_deadline();
+    set_deadline(deadline);
+    let options = options(connections.database_url.expose(), &connections.tls())?;
+    connect_with(
+        cancel_late_statements(bounded_sessions(options, deadline), deadline),
+        connections.db_pool_size,
+    )
+    .await
 }
 
 /// Opens a pool; fails fast (5 s) if the database cannot be reached at start.

@@ -62,20 +62,7 @@ pub enum StartError {
 /// Runs until `shutdown` is cancelled and in-flight work is drained (or the drain times out).
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), StartError> {
     let health = ops::start(&config.ops, DEFAULT_OPS_LISTEN, &["database", "broker"]).await?;
-    let deadline = config.connections.db_deadline();
-    herald_shared::db::set_deadline(deadline);
-    let options = herald_shared::db::options(
-        config.connections.database_url.expose(),
-        &config.connections.tls(),
-    )?;
-    let pool = herald_shared::db::connect_with(
-        herald_shared::db::cancel_late_statements(
-            herald_shared::db::bounded_sessions(options, deadline),
-            deadline,
-        ),
-        config.connections.db_pool_size,
-    )
-    .await?;
+    let pool = herald_shared::db::connect_for_short_statements(&config.connections).await?;
     ops::watch_database(&health, pool.clone());
     {
         // Not ready from the first moment of the drain: no new work is sent this way.
