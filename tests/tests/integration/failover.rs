@@ -103,6 +103,20 @@ async fn killed_and_terminated_workers_lose_nothing() -> Result<()> {
     Ok(())
 }
 
+/// How many sessions wait on `holder` (a backend's pid) while running a statement that
+/// contains `statement` (found by its text: what pg_stat_activity keeps of it).
+async fn waiting_on(env: &TestEnv, holder: i32, statement: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE $1 = ANY (pg_blocking_pids(pid)) AND strpos(query, $2) > 0",
+    )
+    .bind(holder)
+    .bind(statement)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap_or(0)
+}
+
 /// How many sessions hold the leader's advisory lock. Only that key: workers take a
 /// transaction's advisory lock of their own at each heartbeat (`store::fleet`), which a count
 /// of every advisory lock caught now and then. pg_locks shows a 64-bit key as its high and
@@ -224,15 +238,7 @@ async fn a_terminated_scheduler_finishes_its_tick_before_exiting() -> Result<()>
 
     let mut scheduler = env.scheduler(500, &[])?;
     wait_until(Duration::from_secs(15), || async {
-        sqlx::query_scalar::<_, String>(
-            // The claim, by the start of its text (what pg_stat_activity keeps of it).
-            "SELECT coalesce(query, '') FROM pg_stat_activity
-             WHERE $1 = ANY (pg_blocking_pids(pid)) AND query LIKE '%AS p(campaign_id, n, retries)%'",
-        )
-        .bind(holder)
-        .fetch_all(&env.pool)
-        .await
-        .is_ok_and(|waiting| !waiting.is_empty())
+        waiting_on(&env, holder, "AS p(campaign_id, n, retries)").await >= 1
     })
     .await
     .map_err(|_| {
@@ -708,14 +714,7 @@ async fn an_outcome_written_as_the_sweeper_takes_its_recipient_back_still_lands(
     .rows_affected();
     assert_eq!(taken, 1, "the request was still in flight");
     wait_until(Duration::from_secs(10), || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE $1 = ANY (pg_blocking_pids(pid)) AND query LIKE '%AS o(id, seq, state%'",
-        )
-        .bind(pid)
-        .fetch_one(&env.pool)
-        .await
-        .is_ok_and(|waiting| waiting == 1)
+        waiting_on(&env, pid, "AS o(id, seq, state").await == 1
     })
     .await
     .map_err(|_| {
