@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use herald_shared::db::is_transient;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -92,7 +93,7 @@ impl ApiError {
             Self::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Db(error) => match db_class(error) {
                 DbClass::BadValue => StatusCode::UNPROCESSABLE_ENTITY,
-                DbClass::TooSlow => StatusCode::SERVICE_UNAVAILABLE,
+                DbClass::TooSlow | DbClass::Unreachable => StatusCode::SERVICE_UNAVAILABLE,
                 DbClass::Other => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }
@@ -125,6 +126,11 @@ enum DbClass {
     /// Cancelled by `statement_timeout` or a lock wait, or rolled back as a deadlock's or a
     /// serialization failure's victim (nothing written): the server is busy, try again.
     TooSlow,
+    /// The database could not be reached, broke the connection or is shutting down (down,
+    /// restarting, failing over, out of connections): an outage, not the request's fault;
+    /// try again. (A write whose commit was answered just as the connection broke was
+    /// made: transactional messages carry an idempotency key for that.)
+    Unreachable,
     Other,
 }
 
@@ -133,9 +139,11 @@ fn db_class(error: &sqlx::Error) -> DbClass {
         sqlx::Error::Database(db) => match db.code().as_deref() {
             Some(code) if code.starts_with("22") => DbClass::BadValue,
             Some("57014" | "55P03" | "25P03" | "40P01" | "40001") => DbClass::TooSlow,
+            _ if is_transient(error) => DbClass::Unreachable,
             _ => DbClass::Other,
         },
         sqlx::Error::PoolTimedOut => DbClass::TooSlow,
+        _ if is_transient(error) => DbClass::Unreachable,
         _ => DbClass::Other,
     }
 }
@@ -154,6 +162,10 @@ impl IntoResponse for ApiError {
                     tracing::warn!(%error, "a request ran out of time in the database");
                     "the server is busy; try again shortly".to_owned()
                 }
+                DbClass::Unreachable => {
+                    tracing::warn!(%error, "the database is out of reach");
+                    "the server cannot reach its database; try again shortly".to_owned()
+                }
                 DbClass::Other => {
                     tracing::error!(%error, "database error while serving a request");
                     "internal error".to_owned()
@@ -164,6 +176,7 @@ impl IntoResponse for ApiError {
         let retry_after = match &self {
             Self::Busy { retry_after, .. } => Some(*retry_after),
             Self::Db(error) if matches!(db_class(error), DbClass::TooSlow) => Some(1),
+            Self::Db(error) if matches!(db_class(error), DbClass::Unreachable) => Some(5),
             _ => None,
         };
         let (fields, rows, error_rows) = match self {
@@ -236,7 +249,35 @@ pub fn from_constraint(error: sqlx::Error, what: &str) -> ApiError {
 
 #[cfg(test)]
 mod tests {
-    use super::constrained_field;
+    use super::{ApiError, constrained_field};
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+
+    #[test]
+    fn a_database_out_of_reach_is_a_503_to_try_again_not_a_500() {
+        let answer = |error: sqlx::Error| {
+            let response = ApiError::Db(error).into_response();
+            let retry_after = response
+                .headers()
+                .get(axum::http::header::RETRY_AFTER)
+                .map(|v| v.to_str().unwrap_or_default().to_owned());
+            (response.status(), retry_after)
+        };
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(
+            answer(sqlx::Error::Io(reset)),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("5".to_owned()))
+        );
+        assert_eq!(
+            answer(sqlx::Error::PoolTimedOut),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("1".to_owned()))
+        );
+        // A bug stays one.
+        assert_eq!(
+            answer(sqlx::Error::RowNotFound),
+            (StatusCode::INTERNAL_SERVER_ERROR, None)
+        );
+    }
 
     #[test]
     fn a_constraint_is_reported_as_the_field_it_guards() {

@@ -809,6 +809,24 @@ impl Admin {
         self.service.log_text()
     }
 
+    /// `method path` under `/api/v1` with `key`, an optional JSON body: the whole response.
+    pub async fn send(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<reqwest::Response> {
+        let mut request = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.url))
+            .bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Ok(request.send().await?)
+    }
+
     /// `method path` under `/api/v1` with `key`, an optional JSON body; returns status and JSON.
     pub async fn call(
         &self,
@@ -817,14 +835,7 @@ impl Admin {
         path: &str,
         body: Option<Value>,
     ) -> Result<(u16, Value)> {
-        let mut request = self
-            .http
-            .request(method, format!("{}/api/v1{path}", self.url))
-            .bearer_auth(key);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await?;
+        let response = self.send(key, method, path, body).await?;
         let status = response.status().as_u16();
         let text = response.text().await?;
         let json = if text.is_empty() {

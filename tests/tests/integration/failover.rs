@@ -56,7 +56,12 @@ async fn killed_and_terminated_workers_lose_nothing() -> Result<()> {
     let status = terminated
         .wait(Duration::from_secs(35))
         .await
-        .expect("worker exits after SIGTERM");
+        .unwrap_or_else(|| {
+            panic!(
+                "worker exits after SIGTERM; log:\n{}",
+                terminated.log_text()
+            )
+        });
     assert_eq!(
         status.code(),
         Some(0),
@@ -470,7 +475,12 @@ async fn exits_drained(
     let status = worker
         .wait(Duration::from_secs(30))
         .await
-        .expect("the worker exits after SIGTERM");
+        .unwrap_or_else(|| {
+            panic!(
+                "the worker exits after SIGTERM; log:\n{}",
+                worker.log_text()
+            )
+        });
     assert_eq!(status.code(), Some(0), "{}", worker.log_text());
     assert!(
         worker.log_text().contains("draining"),
@@ -740,5 +750,68 @@ async fn an_outcome_written_as_the_sweeper_takes_its_recipient_back_still_lands(
     assert!(message_id.is_some(), "the provider's message id is kept");
     assert!(!unknown, "no longer taken for a lost answer");
     assert_eq!(env.simulator_stats().await?["requests"], 1);
+    Ok(())
+}
+
+/// While PostgreSQL is out of reach (down: connections refused; cut: nothing answers), the
+/// admin's API answers 503 with `Retry-After` (the caller's cue to try again), never a 500
+/// nor a wait longer than the database deadline, and it serves again once the database is
+/// back, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_answers_503_with_retry_after_while_postgresql_is_out_of_reach() -> Result<()> {
+    use herald_tests::proxy::Mode;
+    use reqwest::Method;
+    let mut env = TestEnv::new(&[]).await?;
+    let proxy = route_database_through_a_proxy(&mut env).await?;
+    let admin = env.admin().await?;
+    let key = admin.operator_key.clone();
+    let answer = async |method: Method, path: &str| -> Result<(u16, Option<String>, String)> {
+        let body = (method == Method::POST).then(|| serde_json::json!({"name": "acme"}));
+        let response = admin.send(&key, method, path, body).await?;
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let status = response.status().as_u16();
+        Ok((status, retry_after, response.text().await?))
+    };
+    for mode in [Mode::Down, Mode::Cut] {
+        let (status, _, text) = answer(Method::GET, "/tenants").await?;
+        assert_eq!(status, 200, "before {mode:?}: {text}");
+        proxy.set(mode);
+        for (method, path) in [(Method::GET, "/tenants"), (Method::POST, "/tenants")] {
+            let asked = Instant::now();
+            let (status, retry_after, text) = answer(method.clone(), path).await?;
+            let took = asked.elapsed();
+            eprintln!("{method} {path} with the database {mode:?}: {status} after {took:?}");
+            assert_eq!(
+                status,
+                503,
+                "{method} {path} with the database {mode:?}: {text}; log:\n{}",
+                admin.log_text()
+            );
+            assert!(
+                retry_after.is_some_and(|s| s.parse::<u32>().is_ok()),
+                "{method} {path} with the database {mode:?}: no Retry-After"
+            );
+            assert!(
+                !text.contains("5432") && !text.to_lowercase().contains("postgres"),
+                "the answer names the database: {text}"
+            );
+            assert!(
+                took < Duration::from_secs(10),
+                "{method} {path} with the database {mode:?} answered after {took:?}"
+            );
+        }
+        proxy.set(Mode::Open);
+        wait_until(Duration::from_secs(20), || async {
+            answer(Method::GET, "/tenants")
+                .await
+                .is_ok_and(|(status, _, _)| status == 200)
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("the admin did not serve again after {mode:?}"))?;
+    }
     Ok(())
 }
