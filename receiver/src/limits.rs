@@ -51,7 +51,21 @@ pub fn apply<S: Clone + Send + Sync + 'static>(routes: Router<S>, limits: Limits
             StatusCode::SERVICE_UNAVAILABLE,
             ANSWER_TIMEOUT,
         ))
+        .route_layer(middleware::map_response(retry_later))
         .route_layer(middleware::from_fn_with_state(room, admit))
+}
+
+/// Every 503 of a webhook that does not say when to come back (the answer timeout's, a
+/// receipt that could not be stored, a provider that could not be read) says 5 s: what
+/// failed (the database) is away for seconds, not for one.
+async fn retry_later(mut response: Response) -> Response {
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .entry(header::RETRY_AFTER)
+            .or_insert(HeaderValue::from_static("5"));
+    }
+    response
 }
 
 /// Takes the request if there is a place for it and its body comes in time.
@@ -94,4 +108,37 @@ async fn admit(State(room): State<Arc<Room>>, request: Request, next: Next) -> R
     };
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::post;
+    use tower::ServiceExt;
+
+    /// A handler held past the answer timeout (the database away) is answered 503 with
+    /// `Retry-After`, as every other 503 of the receiver is.
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_that_never_comes_is_a_503_that_says_when_to_come_back() {
+        let routes = Router::new().route(
+            "/webhooks/held",
+            post(|| async {
+                tokio::time::sleep(ANSWER_TIMEOUT * 2).await;
+                "stored"
+            }),
+        );
+        let limits = Limits {
+            body_timeout: Duration::from_secs(5),
+            max_requests: 4,
+        };
+        let request = Request::post("/webhooks/held")
+            .body(Body::from("{}"))
+            .unwrap_or_default();
+        let Ok(response) = apply(routes, limits).oneshot(request).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from_static("5"))
+        );
+    }
 }

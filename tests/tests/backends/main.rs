@@ -113,10 +113,16 @@ async fn readiness_follows_the_database_and_receipts_wait_for_it() -> Result<()>
     tokio::task::block_in_place(|| pg.stop("fast"))?;
     not_ready_within_5_s(&env, &[&scheduler, &worker, receiver], stopped, "database").await?;
     // The provider is told to send it again.
-    let answer = post_receipt("during").await?.status();
+    let answer = post_receipt("during").await?;
     ensure!(
-        answer == 503,
-        "a receipt while PostgreSQL is away: {answer}"
+        answer.status() == 503,
+        "a receipt while PostgreSQL is away: {}",
+        answer.status()
+    );
+    let retry_after = answer.headers().get(reqwest::header::RETRY_AFTER);
+    ensure!(
+        retry_after.is_some_and(|v| v.to_str().is_ok_and(|s| s.parse::<u32>().is_ok())),
+        "a receipt while PostgreSQL is away: Retry-After {retry_after:?}"
     );
 
     tokio::task::block_in_place(|| pg.start_again())?;
