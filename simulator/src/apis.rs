@@ -652,6 +652,14 @@ fn twilio_error(status: u16, code: i64, message: &str) -> String {
     .to_string()
 }
 
+/// Twilio's answer to a list request while it is down (`outage`).
+pub fn twilio_list_unavailable() -> (StatusCode, String) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        twilio_error(503, 20503, "Service Unavailable (simulated outage)"),
+    )
+}
+
 /// Twilio's answer to a list request over the rate limit.
 pub fn twilio_list_throttled(retry_after_secs: u64) -> Answer {
     (

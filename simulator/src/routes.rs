@@ -23,7 +23,7 @@ use crate::config::BehaviourConfig;
 use crate::rate_limit::SlidingLog;
 use crate::receipts::{self, Courier, ReceiptResult};
 use crate::server::Connection;
-use crate::stats::{Arrival, Clock, Stats};
+use crate::stats::{Arrival, Clock, LookupAnswer, Stats};
 
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -391,20 +391,33 @@ fn twilio_list(
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Response {
-    // Twilio's limits are the account's, whatever the request: a list counts against the
-    // rate limit as a send does.
-    let throttled = {
+    // A provider that is down answers nothing, its lists included. Twilio's limits are the
+    // account's, whatever the request: a list counts against the rate limit as a send does.
+    let (down, throttled) = {
         let mut inner = app.lock();
         let now_ms = app.now_ms();
-        let denied = inner.config.rate_limit.and_then(|rl| {
-            inner
-                .limiter
-                .try_acquire(now_ms, rl.window_ms, rl.limit)
-                .err()
+        let down = inner.config.outage;
+        let denied = (!down)
+            .then(|| {
+                inner.config.rate_limit.and_then(|rl| {
+                    inner
+                        .limiter
+                        .try_acquire(now_ms, rl.window_ms, rl.limit)
+                        .err()
+                })
+            })
+            .flatten();
+        inner.stats.lookup(match (down, &denied) {
+            (true, _) => LookupAnswer::Unavailable,
+            (false, Some(_)) => LookupAnswer::Throttled,
+            (false, None) => LookupAnswer::Listed,
         });
-        inner.stats.lookup(denied.is_some());
-        denied
+        (down, denied)
     };
+    if down {
+        let (status, body) = apis::twilio_list_unavailable();
+        return json_response(status, body);
+    }
     if let Some(denied) = throttled {
         let (status, extra, body) = apis::twilio_list_throttled(denied.retry_after_secs());
         let mut response = json_response(status, body);

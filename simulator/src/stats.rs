@@ -153,6 +153,16 @@ pub struct LookupStats {
     pub answered: u64,
     /// Answered 429: over the rate limit, which lists share with sends.
     pub throttled: u64,
+    /// Answered 503: the provider is down (`outage`), its lists with it.
+    pub unavailable: u64,
+}
+
+/// How a list request was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupAnswer {
+    Listed,
+    Throttled,
+    Unavailable,
 }
 
 /// The `/control/stats` document.
@@ -222,11 +232,11 @@ impl Stats {
         self.answers_lost += 1;
     }
 
-    pub fn lookup(&mut self, throttled: bool) {
-        if throttled {
-            self.lookups.throttled += 1;
-        } else {
-            self.lookups.answered += 1;
+    pub fn lookup(&mut self, answer: LookupAnswer) {
+        match answer {
+            LookupAnswer::Listed => self.lookups.answered += 1,
+            LookupAnswer::Throttled => self.lookups.throttled += 1,
+            LookupAnswer::Unavailable => self.lookups.unavailable += 1,
         }
     }
 
@@ -565,7 +575,7 @@ mod tests {
                 "max_in_flight": 0,
                 "answers_lost": 0,
                 "receipts": {"accepted": 0, "refused": 0, "retried": 0, "failed": 0},
-                "lookups": {"answered": 0, "throttled": 0},
+                "lookups": {"answered": 0, "throttled": 0, "unavailable": 0},
                 "calls_live": 0,
                 "max_calls_live": 0,
                 "started_ms": 1000

@@ -439,18 +439,35 @@ async fn settle_unknown(
         }
     };
     let policy = &earlier.policy;
-    // The provider to ask is known to be down: asking would fail and cost an attempt.
-    if let Some(until) = ctx.breakers.open_until(earlier.id) {
-        return Settled::Decided(deferred(until));
-    }
+    let asks = reconcile::can_look_up(&earlier, message);
+    // A lookup is a request like a send, and goes through the provider's breaker as one:
+    // it waits while the breaker is open, may be the probe of a half-open one, and what it
+    // gets (or does not) counts like a send's answer. Lookups alone (lost answers due
+    // together, at a provider that is down) so open the breaker rather than each wait for
+    // its own timeout. Where nothing is asked, a provider known to be down is not sent to
+    // again either.
+    let probe = if asks {
+        match ctx.breakers.admit(earlier.id) {
+            Admission::Wait(until) => return Settled::Decided(deferred(until)),
+            admission => admission == Admission::Probe,
+        }
+    } else {
+        if let Some(until) = ctx.breakers.open_until(earlier.id) {
+            return Settled::Decided(deferred(until));
+        }
+        false
+    };
     // A lookup is a request like a send, and a provider's rate limit counts both (Twilio's
     // are the account's): it waits for a send slot of its own. Unpaced, the lookups of many
     // lost answers whose window ended together went out at once, were refused 429 and
     // crowded out the sends.
     if let Some(spacing) = earlier.pacing
-        && reconcile::can_look_up(&earlier, message)
+        && asks
         && !on_a_lookup_slot(ctx, &earlier, spacing, deadline).await
     {
+        if probe {
+            ctx.breakers.probe_not_sent(earlier.id);
+        }
         return Settled::Decided(too_late());
     }
     // The lookup may take the lease up to its end less the margin (`deadline` is the latest
@@ -469,10 +486,23 @@ async fn settle_unknown(
     )
     .await
     .unwrap_or_else(|_| {
-        Err(reconcile::LookupFailed::passing(
+        Err(reconcile::LookupFailed::no_answer(
             "the lookup did not answer in time".into(),
         ))
     });
+    if asks {
+        let health = match &looked_up {
+            Ok(_) => Some(Health::Up),
+            Err(failed) => failed.health,
+        };
+        match health {
+            Some(health) => {
+                ctx.breakers.record(earlier.id, health, probe).await;
+            }
+            None if probe => ctx.breakers.probe_not_sent(earlier.id),
+            None => {}
+        }
+    }
     let verdict = match looked_up {
         Ok(verdict) => verdict,
         // A provider that did not answer, or answered that it is failing: the recipient

@@ -5,6 +5,7 @@
 //! second copy.
 
 use crate::adapters::{self, Answer, Candidate};
+use crate::breaker::Health;
 use crate::provider_call;
 use crate::providers::Provider;
 use chrono::{DateTime, Utc};
@@ -49,22 +50,40 @@ pub struct LookupFailed {
     /// The provider answered 429 (requests go to it faster than its rate limit allows),
     /// with its `Retry-After` if it said one.
     pub throttled: Option<Option<Duration>>,
+    /// What the lookup's request said of the provider, for its circuit breaker (as a
+    /// send's would); `None` if no request was made.
+    pub health: Option<Health>,
 }
 
 impl LookupFailed {
-    pub fn passing(reason: String) -> Self {
+    /// A request that got no answer (a timeout, a connection lost or refused): the
+    /// provider is failing, and the recipient waits.
+    pub fn no_answer(reason: String) -> Self {
         Self {
             reason,
             passing: true,
             throttled: None,
+            health: Some(Health::Failing),
         }
     }
 
-    fn lasting(reason: String) -> Self {
+    /// An answer that could not be used for now (the database out of reach for the check
+    /// that follows it): the provider is up, the recipient waits.
+    fn passing(reason: String) -> Self {
+        Self {
+            health: Some(Health::Up),
+            ..Self::no_answer(reason)
+        }
+    }
+
+    /// A failure that would come again: the provider's answer is no list (`health` up), or
+    /// no request could be made at all (`None`).
+    fn lasting(reason: String, health: Option<Health>) -> Self {
         Self {
             reason,
             passing: false,
             throttled: None,
+            health,
         }
     }
 }
@@ -94,14 +113,15 @@ pub async fn look_up(
     let margin = chrono::Duration::from_std(CLOCK_MARGIN).unwrap_or_default();
     let reach = chrono::Duration::from_std(started_within + provider.timeout).unwrap_or_default();
     let window = (since - margin)..=(since + reach + margin);
-    let headers = provider_call::header_map(&request).map_err(LookupFailed::lasting)?;
+    let not_made = |reason| LookupFailed::lasting(reason, None);
+    let headers = provider_call::header_map(&request).map_err(not_made)?;
     let url = url::Url::parse(&request.url)
-        .map_err(|e| LookupFailed::lasting(format!("the lookup's URL is not valid: {e}")))?;
-    let client = egress.client(provider, &url).map_err(|_| {
-        LookupFailed::lasting("the provider's address may not be reached".to_owned())
-    })?;
+        .map_err(|e| not_made(format!("the lookup's URL is not valid: {e}")))?;
+    let client = egress
+        .client(provider, &url)
+        .map_err(|_| not_made("the provider's address may not be reached".to_owned()))?;
     let down = |e: reqwest::Error| {
-        LookupFailed::passing(format!("lookup failed: {}", provider_call::without_url(&e)))
+        LookupFailed::no_answer(format!("lookup failed: {}", provider_call::without_url(&e)))
     };
     let response = client
         .request(request.method, url)
@@ -117,11 +137,14 @@ pub async fn look_up(
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| adapters::parse_retry_after(v, chrono::Utc::now()));
-        return Err(LookupFailed {
-            throttled: (status == 429).then_some(retry_after),
-            ..LookupFailed::passing(format!(
-                "lookup failed: the provider answered HTTP {status}"
-            ))
+        let reason = format!("lookup failed: the provider answered HTTP {status}");
+        return Err(if status == 429 {
+            LookupFailed {
+                throttled: Some(retry_after),
+                ..LookupFailed::passing(reason)
+            }
+        } else {
+            LookupFailed::no_answer(reason)
         });
     }
     let body = provider_call::read_body(response, LOOKUP_ANSWER_LIMIT)
@@ -132,8 +155,14 @@ pub async fn look_up(
         retry_after: None,
         body: &body,
     };
+    // Refused credentials count against the provider, as a send's refused account does.
+    let health = if matches!(status, 401 | 403) {
+        Health::Failing
+    } else {
+        Health::Up
+    };
     let candidates = adapters::found_in_lookup(&provider.config, &answer, message, &window)
-        .map_err(LookupFailed::lasting)?;
+        .map_err(|reason| LookupFailed::lasting(reason, Some(health)))?;
     let unclaimed = unclaimed(pool, message.recipient_id, candidates)
         .await
         .map_err(|e| LookupFailed::passing(format!("lookup failed: {e}")))?;

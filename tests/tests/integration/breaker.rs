@@ -210,3 +210,68 @@ async fn a_generic_providers_401_counts_against_the_breaker() -> Result<()> {
     let provider = env.create_provider(&env.provider()).await?;
     refusals_open_the_breaker(&env, provider, "sms", "HTTP 401").await
 }
+
+/// Looking lost answers up goes through the provider's breaker as sending does: lookups
+/// alone, at a provider that is down, open it (and tell the fleet), rather than each
+/// waiting out its own failure while the provider is asked again and again; once the
+/// provider is back, each recipient is looked up once and sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_at_a_provider_that_is_down_open_its_breaker() -> Result<()> {
+    // More than the breaker needs to judge (20 calls).
+    const RECIPIENTS: usize = 30;
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.twilio_provider("twilio_sms").await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers("+1555810", RECIPIENTS), 100)
+        .await?;
+    // Each recipient's first request went out a minute ago and its answer was lost; no
+    // receipt came within the window, so the next attempt looks it up first.
+    sqlx::query(
+        "UPDATE recipients SET attempts = 1, sent_via = $2, unknown_via = $2,
+                attempted_at = now() - interval '1 minute',
+                outcome_unknown_at = now() - interval '1 minute', next_attempt_at = now()
+         WHERE campaign_id = $1",
+    )
+    .bind(campaign)
+    .bind(provider)
+    .execute(&env.pool)
+    .await?;
+    env.simulator_config(json!({"outage": true})).await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let worker = env.worker(&[])?;
+    env.start(campaign).await?;
+
+    let opened = wait_until(Duration::from_secs(15), || breaker_opened(&env, provider))
+        .await
+        .is_ok();
+    let stats = env.simulator_stats().await?;
+    assert!(
+        opened,
+        "lookups failing at a provider that is down did not open its breaker; simulator: \
+         {stats}; worker log:\n{}",
+        worker.log_text()
+    );
+    assert_eq!(
+        stats["accepted"], 0,
+        "nothing is sent while lookups fail: {stats}"
+    );
+
+    env.simulator_config(json!({"outage": false})).await?;
+    // The failed lookups wait 30 s to be asked again: made due now.
+    sqlx::query("UPDATE recipients SET next_attempt_at = now() WHERE campaign_id = $1")
+        .bind(campaign)
+        .execute(&env.pool)
+        .await?;
+    env.wait_completed(&[campaign], Duration::from_secs(60))
+        .await?;
+    let states = env.states(campaign).await?;
+    assert_eq!(states.get("sent"), Some(&(RECIPIENTS as i64)), "{states:?}");
+    let stats = env.simulator_stats().await?;
+    assert_eq!(
+        stats["lookups"]["answered"], RECIPIENTS,
+        "one lookup each: {stats}"
+    );
+    assert_eq!(stats["accepted"], RECIPIENTS, "one message each: {stats}");
+    Ok(())
+}
