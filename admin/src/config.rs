@@ -28,7 +28,7 @@ pub struct AdminConfig {
     pub head_timeout_ms: u64,
 
     /// An upload whose body sends nothing for this long (ms) is ended (408) and its
-    /// transaction rolled back.
+    /// transaction rolled back; so is a JSON body that stops coming in (408).
     #[arg(long, env = "HERALD_ADMIN_UPLOAD_IDLE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1_000..=600_000))]
     pub upload_idle_timeout_ms: u64,
 
@@ -42,7 +42,8 @@ pub struct AdminConfig {
     pub max_uploads_per_tenant: u32,
 
     /// PostgreSQL's `statement_timeout` on the admin's connections (ms): no request's
-    /// statement holds a connection longer.
+    /// statement holds a connection longer. A request (uploads excepted) not answered
+    /// within this plus 10 s is answered 503 (its connection to PostgreSQL leads nowhere).
     #[arg(long, env = "HERALD_ADMIN_STATEMENT_TIMEOUT_MS", default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1_000..=3_600_000))]
     pub statement_timeout_ms: u64,
 

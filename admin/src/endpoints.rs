@@ -13,6 +13,43 @@ use std::time::Duration;
 /// How long the endpoint's name may take to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Why an endpoint is not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The endpoint itself is wrong (the caller's to fix): the reason.
+    Invalid(String),
+    /// Its host could not be resolved now (the name servers slow or failing): whether it is
+    /// allowed cannot be told; the caller may try again.
+    Unresolved(String),
+}
+
+impl From<&str> for Refusal {
+    fn from(reason: &str) -> Self {
+        Self::Invalid(reason.to_owned())
+    }
+}
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Self {
+        Self::Invalid(reason)
+    }
+}
+
+/// Whether a failed lookup says the name does not exist (the resolver answered so), as
+/// opposed to the resolver failing to answer (a temporary failure, a server failure). std
+/// reports the resolver's answer only as text (getaddrinfo's messages on glibc and musl).
+fn no_such_name(error: &std::io::Error) -> bool {
+    let text = error.to_string();
+    [
+        "Name or service not known",
+        "No address associated with hostname",
+        "Name does not resolve",
+        "nodename nor servname provided",
+    ]
+    .iter()
+    .any(|answer| text.contains(answer))
+}
+
 /// The operator's extra networks.
 #[derive(Debug, Clone, Default)]
 pub struct EndpointPolicy {
@@ -26,7 +63,7 @@ impl EndpointPolicy {
 
     /// Checks a tenant's endpoint: https, no credentials in it, and every address its host
     /// resolves to public (or in the operator's networks, where http is allowed too).
-    pub async fn check(&self, endpoint: &str) -> Result<(), String> {
+    pub async fn check(&self, endpoint: &str) -> Result<(), Refusal> {
         let url = url::Url::parse(endpoint).map_err(|e| format!("not a URL: {e}"))?;
         if !url.username().is_empty() || url.password().is_some() {
             return Err("must not carry a user or password: put secrets in `credentials`".into());
@@ -41,22 +78,28 @@ impl EndpointPolicy {
                 tokio::net::lookup_host((host.as_str(), port)),
             )
             .await
-            .map_err(|_| format!("`{host}` did not resolve in time"))?
-            .map_err(|_| format!("`{host}` does not resolve"))?
+            .map_err(|_| Refusal::Unresolved(format!("`{host}` did not resolve in time")))?
+            .map_err(|error| {
+                if no_such_name(&error) {
+                    Refusal::Invalid(format!("`{host}` does not resolve"))
+                } else {
+                    Refusal::Unresolved(format!("`{host}` could not be resolved now: {error}"))
+                }
+            })?
             .map(|socket| socket.ip())
             .collect(),
         };
         if addresses.is_empty() {
-            return Err(format!("`{host}` does not resolve"));
+            return Err(Refusal::Invalid(format!("`{host}` does not resolve")));
         }
         let all_allowed = addresses.iter().all(|ip| self.allows(*ip));
         if let Some(inside) = addresses
             .iter()
             .find(|ip| !is_public(**ip) && !self.allows(**ip))
         {
-            return Err(format!(
+            return Err(Refusal::Invalid(format!(
                 "`{host}` is {inside}, not a public address: providers of tenants reach the internet only"
-            ));
+            )));
         }
         if url.scheme() != "https" && !all_allowed {
             return Err("must be https".into());
@@ -82,12 +125,30 @@ mod tests {
             ("https://user:pass@8.8.8.8/send", "password"),
         ] {
             let error = strict.check(endpoint).await.unwrap_err();
-            assert!(error.contains(why), "{endpoint}: {error}");
+            assert!(
+                matches!(&error, Refusal::Invalid(reason) if reason.contains(why)),
+                "{endpoint}: {error:?}"
+            );
         }
         let loopback = EndpointPolicy {
             allowed: herald_shared::public_address::parse_networks("127.0.0.0/8, ::1/128").unwrap(),
         };
         assert!(loopback.check("http://127.0.0.1:9090/send").await.is_ok());
         assert!(loopback.check("http://169.254.169.254/").await.is_err());
+    }
+
+    #[test]
+    fn only_a_resolvers_answer_that_there_is_no_such_name_is_the_callers_mistake() {
+        let failed = |text: &str| {
+            std::io::Error::other(format!("failed to lookup address information: {text}"))
+        };
+        assert!(no_such_name(&failed("Name or service not known")));
+        assert!(no_such_name(&failed("No address associated with hostname")));
+        assert!(!no_such_name(&failed(
+            "Temporary failure in name resolution"
+        )));
+        assert!(!no_such_name(&failed(
+            "Non-recoverable failure in name resolution"
+        )));
     }
 }

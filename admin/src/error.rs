@@ -53,6 +53,10 @@ pub enum ApiError {
     /// The client stopped sending its body.
     #[error("{0}")]
     Timeout(String),
+    /// Something the request needs is out of reach for now (the database, the name
+    /// servers); try again.
+    #[error("{0}")]
+    Unavailable(String),
     /// Too many uploads at once, from this key or in all; try again after `retry_after` s.
     #[error("{message}")]
     Busy { message: String, retry_after: u32 },
@@ -90,6 +94,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Db(error) => match db_class(error) {
                 DbClass::BadValue => StatusCode::UNPROCESSABLE_ENTITY,
@@ -175,6 +180,7 @@ impl IntoResponse for ApiError {
         };
         let retry_after = match &self {
             Self::Busy { retry_after, .. } => Some(*retry_after),
+            Self::Unavailable(_) => Some(5),
             Self::Db(error) if matches!(db_class(error), DbClass::TooSlow) => Some(1),
             Self::Db(error) if matches!(db_class(error), DbClass::Unreachable) => Some(5),
             _ => None,

@@ -8,6 +8,7 @@
 //!   [`upload_slots`]: how many run at once; [`limits`]: what input may hold.
 //! - [`validate`]: single-value checks (E.164, names, times); [`endpoints`]: where tenants'
 //!   providers may point.
+//! - [`request_deadline`]: every request but an upload answered in bounded time.
 //! - [`web`]: the page.
 
 pub mod api;
@@ -17,6 +18,7 @@ pub mod endpoints;
 pub mod error;
 pub mod limits;
 pub mod phone;
+pub mod request_deadline;
 pub mod reseal;
 pub mod security_headers;
 pub mod staging;
@@ -51,8 +53,9 @@ pub enum ServeError {
 
 /// The whole application, given its state.
 pub fn app(state: AppState) -> Router {
+    let bounded = axum::middleware::from_fn_with_state(state.clone(), request_deadline::bound);
     let router = Router::new()
-        .nest("/api/v1", api::router())
+        .nest("/api/v1", api::router().route_layer(bounded))
         .merge(web::router())
         .route("/healthz", get(|| async { "ok" }));
     security_headers::apply(router).with_state(state)
@@ -64,10 +67,16 @@ pub async fn serve(config: AdminConfig, shutdown: CancellationToken) -> Result<(
     // A statement, or a transaction left idle (an upload whose client went quiet), never
     // holds a connection for long: the pool is shared by every tenant's requests.
     let idle_in_transaction = config.upload_idle_timeout_ms + 20_000;
-    let options = herald_shared::db::options(
-        config.connections.database_url.expose(),
-        &config.connections.tls(),
-    )?
+    // PostgreSQL ends, on its side, the sessions of an admin cut off from it (an upload's
+    // transaction and its locks among them) within about a database deadline and 15 s; on
+    // this side, a request waits at most its deadline (`request_deadline`).
+    let options = herald_shared::db::within_tcp_bounds(
+        herald_shared::db::options(
+            config.connections.database_url.expose(),
+            &config.connections.tls(),
+        )?,
+        config.connections.db_deadline(),
+    )
     .options([
         (
             "statement_timeout",
@@ -94,6 +103,9 @@ pub async fn serve(config: AdminConfig, shutdown: CancellationToken) -> Result<(
             config.max_uploads_per_tenant as usize,
         ),
         upload_idle: std::time::Duration::from_millis(config.upload_idle_timeout_ms),
+        request_deadline: request_deadline::for_statements(std::time::Duration::from_millis(
+            config.statement_timeout_ms,
+        )),
         keyring: config.credential_keys.keyring(),
         endpoints: endpoints::EndpointPolicy {
             allowed: config.provider_allowed_networks.clone().unwrap_or_default(),

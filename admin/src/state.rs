@@ -9,8 +9,11 @@ use std::time::Duration;
 pub struct AppState {
     pub pool: PgPool,
     pub uploads: UploadSlots,
-    /// How long an upload's body may send nothing before it is ended.
+    /// How long a request's body (an upload's, a JSON one) may send nothing before it is
+    /// ended.
     pub upload_idle: Duration,
+    /// How long any other request may take before it is answered 503 (`request_deadline`).
+    pub request_deadline: Duration,
     /// Where tenants' provider endpoints may point.
     pub endpoints: EndpointPolicy,
     /// Seals providers' credentials at rest.

@@ -34,7 +34,8 @@ pub struct Connections {
     /// How long (ms) a worker's write, a receiver's receipt statement or a scheduler's pass
     /// of statements (plus the confirm timeout) waits for PostgreSQL's answer before it is
     /// given up and tried again on a new connection; a worker's and a receiver's sessions
-    /// cancel a statement at four fifths of it (the admin does not use it). A failover to
+    /// cancel a statement at four fifths of it; PostgreSQL drops the session of any
+    /// service (the admin's too) whose side has gone quiet for it plus 15 s. A failover to
     /// another host, or a network cut that drops packets, leaves connections that never
     /// answer and never fail: the kernel takes about 15 minutes to notice, and meanwhile a
     /// process waiting on one would do nothing else. A connection taken from the pool, or

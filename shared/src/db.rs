@@ -44,10 +44,20 @@ pub fn options(url: &str, tls: &Tls) -> Result<PgConnectOptions, DbError> {
 /// deadline's silence on, go unanswered three times 5 s apart. For the services that carry
 /// work, not for migrations.
 pub fn bounded_sessions(options: PgConnectOptions, deadline: Duration) -> PgConnectOptions {
-    let ms = |d: Duration| format!("{}ms", d.as_millis());
+    within_tcp_bounds(options, deadline).options([(
+        "idle_in_transaction_session_timeout",
+        format!("{}ms", deadline.as_millis()),
+    )])
+}
+
+/// `options` with the settings by which PostgreSQL gives up, on its side, the connection of a
+/// client gone quiet: TCP keepalives from a `deadline`'s silence on, three 5 s apart, and
+/// answers unacknowledged for a `deadline` (`tcp_user_timeout`). The session, and any lock it
+/// holds, then ends within about a deadline and 15 s, not the kernel's 15 minutes or more.
+/// These are the server's settings; how long the client waits is the client's to bound.
+pub fn within_tcp_bounds(options: PgConnectOptions, deadline: Duration) -> PgConnectOptions {
     options.options([
-        ("idle_in_transaction_session_timeout", ms(deadline)),
-        ("tcp_user_timeout", ms(deadline)),
+        ("tcp_user_timeout", format!("{}ms", deadline.as_millis())),
         ("tcp_keepalives_idle", deadline.as_secs().max(1).to_string()),
         ("tcp_keepalives_interval", "5".to_owned()),
         ("tcp_keepalives_count", "3".to_owned()),

@@ -27,6 +27,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::routing::{get, post, put};
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 
 /// A JSON body whose rejection (malformed JSON, wrong field type, missing field) is an
 /// [`ApiError`] naming the problem, like every other error.
@@ -35,9 +36,9 @@ pub struct JsonBody<T>(pub T);
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, _state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         require_json(&req)?;
-        let bytes = read_body(req).await?;
+        let bytes = read_body(req, state.upload_idle).await?;
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -49,11 +50,11 @@ pub struct OptionalJsonBody<T>(pub T);
 impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, _state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         // No body needs no type; a type given must be JSON, body or not.
         let declared = req.headers().contains_key(axum::http::header::CONTENT_TYPE);
         let json = require_json(&req);
-        let bytes = read_body(req).await?;
+        let bytes = read_body(req, state.upload_idle).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) && (!declared || json.is_ok()) {
             return Ok(OptionalJsonBody(T::default()));
         }
@@ -118,15 +119,40 @@ fn require_json(req: &Request) -> Result<(), ApiError> {
     }
 }
 
-async fn read_body(req: Request) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(req.into_body(), limits::MAX_JSON_BODY)
-        .await
-        .map_err(|_| {
-            ApiError::TooLarge(format!(
-                "the body is larger than {} bytes (or could not be read)",
-                limits::MAX_JSON_BODY
-            ))
-        })
+/// The JSON body, whole: at most [`limits::MAX_JSON_BODY`] bytes, each part of it within the
+/// upload idle timeout of the one before (a client that stops sending, or dies mid-body,
+/// would otherwise hold its request, and a graceful stop, for ever).
+async fn read_body(req: Request, idle: Duration) -> Result<axum::body::Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let mut body = http_body_util::Limited::new(req.into_body(), limits::MAX_JSON_BODY);
+    let mut bytes = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(idle, body.frame())
+            .await
+            .map_err(|_| {
+                ApiError::Timeout(format!("the body sent nothing for {} ms", idle.as_millis()))
+            })?;
+        match frame {
+            None => return Ok(bytes.into()),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Some(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+                return Err(ApiError::TooLarge(format!(
+                    "the body is larger than {} bytes",
+                    limits::MAX_JSON_BODY
+                )));
+            }
+            Some(Err(error)) => {
+                return Err(ApiError::field(
+                    "body",
+                    format!("could not be read: {error}"),
+                ));
+            }
+        }
+    }
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

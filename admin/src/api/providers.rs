@@ -5,6 +5,7 @@
 
 use super::JsonBody;
 use crate::auth::Caller;
+use crate::endpoints::Refusal;
 use crate::error::{ApiError, FieldError, from_constraint};
 use crate::state::AppState;
 use crate::validate;
@@ -315,9 +316,14 @@ pub async fn create(
     // A tenant's own endpoint must be a public https one (the kinds' default API URLs are
     // the real providers' and need no check).
     if let (Caller::Tenant(_), Some(given)) = (caller, &body.endpoint)
-        && let Err(reason) = state.endpoints.check(given).await
+        && let Err(refusal) = state.endpoints.check(given).await
     {
-        return Err(ApiError::field("endpoint", reason));
+        return Err(match refusal {
+            Refusal::Invalid(reason) => ApiError::field("endpoint", reason),
+            Refusal::Unresolved(reason) => ApiError::Unavailable(format!(
+                "cannot check `endpoint` now: {reason}; try again shortly"
+            )),
+        });
     }
     let tenant = match caller {
         Caller::Tenant(id) => Some(id),

@@ -815,3 +815,65 @@ async fn the_admin_answers_503_with_retry_after_while_postgresql_is_out_of_reach
     }
     Ok(())
 }
+
+/// A request whose statement is on its way when the network to PostgreSQL is cut waits on
+/// a connection that will never answer (the kernel gives up on it after about 15 minutes):
+/// the admin answers it 503 with `Retry-After` at its deadline (its statement timeout plus
+/// 10 s), and serves again once the network is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_request_caught_by_a_cut_is_answered_503_at_its_deadline() -> Result<()> {
+    use herald_tests::proxy::Mode;
+    let mut env = TestEnv::new(&[]).await?;
+    let proxy = route_database_through_a_proxy(&mut env).await?;
+    // Its deadline: 2 s + 10 s.
+    let admin = env
+        .admin_with(&[("HERALD_ADMIN_STATEMENT_TIMEOUT_MS", "2000")])
+        .await?;
+    let list = || admin.send(&admin.operator_key, reqwest::Method::GET, "/tenants", None);
+    assert_eq!(list().await?.status(), 200);
+
+    // The tenants held, so that the request's statement waits on PostgreSQL's side; then
+    // the cut, before its statement timeout ends that wait.
+    let mut hold = env.pool.begin().await?;
+    let holder: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *hold)
+        .await?;
+    sqlx::query("LOCK TABLE tenants IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *hold)
+        .await?;
+    let asked = Instant::now();
+    let cut = async {
+        wait_until(Duration::from_secs(1), || async {
+            waiting_on(&env, holder, "FROM tenants").await >= 1
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("the request never reached PostgreSQL"))?;
+        proxy.set(Mode::Cut);
+        hold.commit().await?;
+        Ok::<_, anyhow::Error>(())
+    };
+    let (answer, cut) = tokio::join!(tokio::time::timeout(Duration::from_secs(40), list()), cut);
+    cut?;
+    let answer = answer.map_err(|_| {
+        anyhow::anyhow!(
+            "the request was not answered within 40 s; log:\n{}",
+            admin.log_text()
+        )
+    })??;
+    let took = asked.elapsed();
+    eprintln!("answered {} after {took:?}", answer.status());
+    assert_eq!(answer.status(), 503, "{}", admin.log_text());
+    assert!(answer.headers().contains_key(reqwest::header::RETRY_AFTER));
+    assert!(
+        took >= Duration::from_secs(11) && took < Duration::from_secs(15),
+        "answered after {took:?}, its deadline 12 s"
+    );
+
+    proxy.set(Mode::Open);
+    wait_until(Duration::from_secs(20), || async {
+        list().await.is_ok_and(|answer| answer.status() == 200)
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the admin did not serve again after the cut"))?;
+    Ok(())
+}

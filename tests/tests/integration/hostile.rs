@@ -717,3 +717,46 @@ async fn a_connection_that_sends_no_request_head_in_time_is_closed() -> Result<(
     ensure!(answer.status() == 200, "{}", answer.status());
     Ok(())
 }
+
+/// A JSON body that stops coming in (a client that stalls or dies mid-body, on purpose or
+/// not) is answered 408 once it has sent nothing for the idle timeout: it used to hold its
+/// request, and the admin's graceful stop, for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_body_that_stops_coming_in_is_answered_408() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup(&[("HERALD_ADMIN_UPLOAD_IDLE_TIMEOUT_MS", "1000")]).await?;
+    let address = s.admin.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await?;
+    let body = r#"{"name": "stalled", "time_zone": "UTC"}"#;
+    // Promises the whole body, sends half of it, then nothing.
+    let head = format!(
+        "POST /api/v1/tenants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        s.admin.operator_key,
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(&body.as_bytes()[..body.len() / 2]).await?;
+    let started = Instant::now();
+    let mut answer = [0u8; 512];
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut answer)).await;
+    let took = started.elapsed();
+    let Ok(read) = read else {
+        anyhow::bail!("no answer 20 s after the body stopped");
+    };
+    let answer = String::from_utf8_lossy(&answer[..read?]).into_owned();
+    ensure!(
+        answer.starts_with("HTTP/1.1 408"),
+        "a stalled JSON body answered: {answer}"
+    );
+    ensure!(
+        took < Duration::from_secs(5),
+        "answered {took:?} after the body stopped"
+    );
+    // Nothing of it was written.
+    let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE name = 'stalled'")
+        .fetch_one(&s.env.pool)
+        .await?;
+    ensure!(tenants == 0, "the stalled request created a tenant");
+    Ok(())
+}
