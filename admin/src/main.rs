@@ -1,6 +1,7 @@
 use clap::{Parser, Subcommand};
 use herald_admin::config::AdminConfig;
 use herald_shared::config::{Connections, CredentialKeys};
+use std::io::Write;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -84,11 +85,15 @@ async fn main() -> anyhow::Result<()> {
                 &connections.tls(),
             )
             .await?;
-            let (_, key) = herald_admin::auth::create_key(&pool, tenant, &name).await?;
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{key}");
-            }
+            let (id, key) = herald_admin::auth::create_key(&pool, tenant, &name).await?;
+            // The key is shown once, here: a stdout that cannot take it (a closed pipe) is
+            // said, with the key's id to revoke, not a panic.
+            writeln!(std::io::stdout().lock(), "{key}").map_err(|error| {
+                anyhow::anyhow!(
+                    "key {id} was created but could not be written out ({error}); revoke it \
+                     (POST /api/v1/keys/{id}/revoke) and create another"
+                )
+            })?;
         }
         Command::Credentials(Credentials::Reseal { connections, keys }) => {
             herald_shared::telemetry::init("herald-admin");
@@ -104,15 +109,16 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             let keyring = keys.keyring();
             let done = herald_admin::reseal::reseal(&pool, &keyring).await?;
-            #[allow(clippy::print_stdout)]
-            {
-                println!(
-                    "{} providers, {} resealed with key {}",
-                    done.providers,
-                    done.resealed,
-                    keyring.current_id().unwrap_or("-")
-                );
-            }
+            writeln!(
+                std::io::stdout().lock(),
+                "{} providers, {} resealed with key {}",
+                done.providers,
+                done.resealed,
+                keyring.current_id().unwrap_or("-")
+            )
+            .map_err(|error| {
+                anyhow::anyhow!("resealed, but the summary could not be written out: {error}")
+            })?;
         }
     }
     Ok(())
