@@ -3,12 +3,13 @@
 //! any tenant's.
 
 use super::JsonBody;
+use super::PathParams;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
 use crate::validate;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use herald_shared::domain::Channel;
@@ -83,7 +84,7 @@ fn channel(name: &str) -> Result<Channel, ApiError> {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    PathParams(id): PathParams<Uuid>,
 ) -> Result<Json<Vec<DefaultProvider>>, ApiError> {
     visible_tenant(&state.pool, caller, id).await?;
     let rows = tenants::default_providers(&state.pool, id).await?;
@@ -98,7 +99,7 @@ pub async fn list(
 pub async fn set(
     State(state): State<AppState>,
     caller: Caller,
-    Path(ChannelPath { id, channel: name }): Path<ChannelPath>,
+    PathParams(ChannelPath { id, channel: name }): PathParams<ChannelPath>,
     JsonBody(body): JsonBody<NewDefaultProvider>,
 ) -> Result<Json<DefaultProvider>, ApiError> {
     visible_tenant(&state.pool, caller, id).await?;
@@ -148,7 +149,7 @@ pub async fn set(
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,
-    Path(ChannelPath { id, channel: name }): Path<ChannelPath>,
+    PathParams(ChannelPath { id, channel: name }): PathParams<ChannelPath>,
 ) -> Result<StatusCode, ApiError> {
     visible_tenant(&state.pool, caller, id).await?;
     let channel = channel(&name)?;

@@ -16,6 +16,7 @@
 //! `Retry-After`.
 
 use super::JsonBody;
+use super::PathParams;
 use super::QueryParams;
 use super::campaigns::QuietHours;
 use super::page::{self, Page};
@@ -24,7 +25,7 @@ use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
 use crate::{limits, phone, validate};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Datelike, NaiveTime, SubsecRound, Utc};
@@ -820,7 +821,7 @@ fn accepted(c: &Checked, id: Uuid, created_at: DateTime<Utc>, held: Option<Strin
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    PathParams(id): PathParams<Uuid>,
 ) -> Result<Json<MessageDetail>, ApiError> {
     let message = messages::fetch::<Message>(&state.pool, caller.scope(), &[id])
         .await?

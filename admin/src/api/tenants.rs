@@ -1,13 +1,14 @@
 //! Tenants and their API keys. Creating either needs an operator key.
 
 use super::JsonBody;
+use super::PathParams;
 use crate::auth::{self, Caller};
 use crate::error::{ApiError, FieldError, from_constraint};
 use crate::phone;
 use crate::state::AppState;
 use crate::validate;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use herald_store::tenants::{self, Scope, Tenant, TenantSettings};
 use serde::{Deserialize, Serialize};
@@ -149,7 +150,7 @@ pub async fn list(
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    PathParams(id): PathParams<Uuid>,
 ) -> Result<Json<Tenant>, ApiError> {
     tenants::get(&state.pool, caller.scope(), id)
         .await?
@@ -177,7 +178,7 @@ pub struct CreatedKey {
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    PathParams(id): PathParams<Uuid>,
     JsonBody(body): JsonBody<NewKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     caller.require_operator()?;
