@@ -52,7 +52,12 @@ pub async fn lock(
         r#"SELECT extract(epoch FROM clock_timestamp())::float8 AS "db_now!",
                 extract(epoch FROM greatest(next_at, clock_timestamp() + make_interval(secs => $2)))::float8
                     AS "free_at!",
-                greatest(1.0, slowdown * power(0.8, extract(epoch FROM clock_timestamp() - updated_at)::float8))
+                -- The seconds since, within 0 (a clock stepped back) and 600 (×1e-58, past any
+                -- slowdown): 0.8 to the power of an hour's seconds is below the smallest
+                -- float8, which PostgreSQL refuses as an underflow, and a negative power
+                -- would blow the slowdown up.
+                greatest(1.0, slowdown * power(0.8, least(greatest(
+                    extract(epoch FROM clock_timestamp() - updated_at)::float8, 0.0), 600.0)))
                     AS "slowdown!"
          FROM provider_pacing WHERE provider_id = $1 FOR UPDATE"#,
         provider,

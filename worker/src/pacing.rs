@@ -190,6 +190,13 @@ async fn reserve(
         slowdown,
     } = store::pacing::lock(&mut tx, provider, LEAD.as_secs_f64()).await?;
     let answered = Instant::now();
+    // Bounded here too: a row written by hand (or by an older worker) must not overflow the
+    // spacing (`mul_f64` panics past `Duration::MAX`).
+    let slowdown = if slowdown.is_finite() {
+        slowdown.clamp(1.0, MAX_SLOWDOWN)
+    } else {
+        1.0
+    };
     let spacing = spacing.mul_f64(slowdown);
     // Deadlines on the database's clock, as if `db_now` were read as late as `answered`:
     // if anything, early.

@@ -1000,3 +1000,69 @@ async fn a_worker_whose_outcomes_cannot_be_written_stops_taking_leases() -> Resu
     assert_eq!(stats["duplicates"], 0, "{stats}");
     Ok(())
 }
+
+/// A paced provider whose pace last changed long ago (a night of quiet hours, a provider used
+/// once a day) sends again: its slowdown decays by ×0.8 a second since then, and past about
+/// 55 minutes that factor is below the smallest float PostgreSQL has, which it refused as an
+/// underflow, every reservation failing (the provider never sent again, nobody charged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_provider_whose_pace_last_changed_hours_ago_sends() -> Result<()> {
+    // Slowed down by a throttle two hours ago, not changed since.
+    paced_provider_sends_after("-2 hours").await
+}
+
+/// So does one whose pace last changed "in the future", as a database whose clock was stepped
+/// back (or a standby behind the primary's) reads it: the decay's negative power made the
+/// slowdown astronomical, and the worker's spacing overflowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_provider_whose_pace_changed_after_the_database_clock_sends() -> Result<()> {
+    paced_provider_sends_after("10 minutes").await
+}
+
+/// A campaign of 20 through a provider paced at 100 a second, its pacing row slowed down
+/// (×4) and last changed `changed` from now (an interval), is sent whole, and the row is
+/// sane after.
+async fn paced_provider_sends_after(changed: &str) -> Result<()> {
+    const RECIPIENTS: usize = 20;
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    sqlx::query("UPDATE providers SET rate_limit = 100, rate_window_ms = 1000 WHERE id = $1")
+        .bind(provider)
+        .execute(&env.pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO provider_pacing (provider_id, slowdown, throttled_at, updated_at, next_at)
+         VALUES ($1, 4.0, now() + $2::interval, now() + $2::interval, now() - interval '1 hour')",
+    )
+    .bind(provider)
+    .bind(changed)
+    .execute(&env.pool)
+    .await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers("+1555830", RECIPIENTS), 100)
+        .await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let worker = env.worker(&[])?;
+    env.start(campaign).await?;
+    if env
+        .wait_completed(&[campaign], Duration::from_secs(30))
+        .await
+        .is_err()
+    {
+        anyhow::bail!(
+            "not sent: {:?}; worker log:\n{}",
+            env.states(campaign).await?,
+            worker.log_text()
+        );
+    }
+    let states = env.states(campaign).await?;
+    assert_eq!(states.get("sent"), Some(&(RECIPIENTS as i64)), "{states:?}");
+    let slowdown: f64 =
+        sqlx::query_scalar("SELECT slowdown FROM provider_pacing WHERE provider_id = $1")
+            .bind(provider)
+            .fetch_one(&env.pool)
+            .await?;
+    assert!((1.0..=4.0).contains(&slowdown), "slowdown {slowdown}");
+    Ok(())
+}
