@@ -42,10 +42,17 @@ pub struct AdminConfig {
     pub max_uploads_per_tenant: u32,
 
     /// PostgreSQL's `statement_timeout` on the admin's connections (ms): no request's
-    /// statement holds a connection longer. A request (uploads excepted) not answered
-    /// within this plus 10 s is answered 503 (its connection to PostgreSQL leads nowhere).
+    /// statement holds a connection longer.
     #[arg(long, env = "HERALD_ADMIN_STATEMENT_TIMEOUT_MS", default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1_000..=3_600_000))]
     pub statement_timeout_ms: u64,
+
+    /// A request (uploads excepted) not answered within this (ms) is answered 503 with
+    /// Retry-After: a statement sent on a connection that leads nowhere (a failover to
+    /// another host, a network cut) would otherwise wait until the kernel gives up on it,
+    /// about 15 minutes. Keep it above what the longest request takes (starting a campaign
+    /// from a big segment runs two statements of up to the statement timeout each).
+    #[arg(long, env = "HERALD_ADMIN_REQUEST_TIMEOUT_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1_000..=3_600_000))]
+    pub request_timeout_ms: u64,
 
     /// Networks a tenant's provider endpoint may reach besides public addresses, comma-
     /// separated CIDRs (e.g. 10.20.0.0/16 for an internal gateway); http is allowed there.

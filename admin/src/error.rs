@@ -98,7 +98,9 @@ impl ApiError {
             Self::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Db(error) => match db_class(error) {
                 DbClass::BadValue => StatusCode::UNPROCESSABLE_ENTITY,
-                DbClass::TooSlow | DbClass::Unreachable => StatusCode::SERVICE_UNAVAILABLE,
+                DbClass::TooSlow | DbClass::Unreachable | DbClass::NoConnection => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 DbClass::Other => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }
@@ -136,6 +138,9 @@ enum DbClass {
     /// try again. (A write whose commit was answered just as the connection broke was
     /// made: transactional messages carry an idempotency key for that.)
     Unreachable,
+    /// No connection within the pool's wait (5 s): every one busy, or none can be opened
+    /// (sqlx keeps trying a refused connection until then).
+    NoConnection,
     Other,
 }
 
@@ -147,7 +152,7 @@ fn db_class(error: &sqlx::Error) -> DbClass {
             _ if is_transient(error) => DbClass::Unreachable,
             _ => DbClass::Other,
         },
-        sqlx::Error::PoolTimedOut => DbClass::TooSlow,
+        sqlx::Error::PoolTimedOut => DbClass::NoConnection,
         _ if is_transient(error) => DbClass::Unreachable,
         _ => DbClass::Other,
     }
@@ -171,6 +176,12 @@ impl IntoResponse for ApiError {
                     tracing::warn!(%error, "the database is out of reach");
                     "the server cannot reach its database; try again shortly".to_owned()
                 }
+                DbClass::NoConnection => {
+                    tracing::warn!(%error, "no database connection in time");
+                    "the server could not get a database connection in time (busy, or its \
+                     database out of reach); try again shortly"
+                        .to_owned()
+                }
                 DbClass::Other => {
                     tracing::error!(%error, "database error while serving a request");
                     "internal error".to_owned()
@@ -183,6 +194,7 @@ impl IntoResponse for ApiError {
             Self::Unavailable(_) => Some(5),
             Self::Db(error) if matches!(db_class(error), DbClass::TooSlow) => Some(1),
             Self::Db(error) if matches!(db_class(error), DbClass::Unreachable) => Some(5),
+            Self::Db(error) if matches!(db_class(error), DbClass::NoConnection) => Some(2),
             _ => None,
         };
         let (fields, rows, error_rows) = match self {
@@ -276,7 +288,7 @@ mod tests {
         );
         assert_eq!(
             answer(sqlx::Error::PoolTimedOut),
-            (StatusCode::SERVICE_UNAVAILABLE, Some("1".to_owned()))
+            (StatusCode::SERVICE_UNAVAILABLE, Some("2".to_owned()))
         );
         // A bug stays one.
         assert_eq!(

@@ -103,9 +103,7 @@ pub async fn serve(config: AdminConfig, shutdown: CancellationToken) -> Result<(
             config.max_uploads_per_tenant as usize,
         ),
         upload_idle: std::time::Duration::from_millis(config.upload_idle_timeout_ms),
-        request_deadline: request_deadline::for_statements(std::time::Duration::from_millis(
-            config.statement_timeout_ms,
-        )),
+        request_deadline: std::time::Duration::from_millis(config.request_timeout_ms),
         keyring: config.credential_keys.keyring(),
         endpoints: endpoints::EndpointPolicy {
             allowed: config.provider_allowed_networks.clone().unwrap_or_default(),

@@ -1,9 +1,11 @@
-//! Every request but an upload is answered within a deadline: its statement timeout plus a
-//! margin. A statement that is only slow ends at PostgreSQL's `statement_timeout` (503, try
-//! again); one sent on a connection that leads nowhere (a failover to another host, a
-//! network cut that drops packets) would otherwise hold its request until the kernel gives
-//! up on the connection, about 15 minutes. Uploads stream for as long as their client
-//! sends, each read bounded by the upload idle timeout instead.
+//! Every request but an upload is answered within a deadline (`HERALD_ADMIN_REQUEST_TIMEOUT_MS`).
+//! A statement that is only slow ends at PostgreSQL's `statement_timeout` (503, try again);
+//! one sent on a connection that leads nowhere (a failover to another host, a network cut
+//! that drops packets) would otherwise hold its request until the kernel gives up on the
+//! connection, about 15 minutes. Uploads stream for as long as their client sends, each
+//! read bounded by the upload idle timeout instead; their statements are bounded on
+//! PostgreSQL's side only (its statement timeout, and a cut-off session ended there), so
+//! an upload caught by a cut holds its slot until this side's kernel gives up.
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -11,16 +13,6 @@ use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use std::time::Duration;
-
-/// What the deadline allows beyond the statement timeout: a request runs a few statements,
-/// each well within it.
-pub const MARGIN: Duration = Duration::from_secs(10);
-
-/// The deadline of a request whose statements PostgreSQL cancels after `statement_timeout`.
-pub fn for_statements(statement_timeout: Duration) -> Duration {
-    statement_timeout + MARGIN
-}
 
 /// Whether `request` streams an upload (a campaign's audience, contacts).
 fn is_upload(method: &Method, path: &str) -> bool {
@@ -57,9 +49,5 @@ mod tests {
         assert!(!is_upload(&Method::GET, "/campaigns/x/recipients"));
         assert!(!is_upload(&Method::GET, "/contacts"));
         assert!(!is_upload(&Method::POST, "/campaigns"));
-        assert_eq!(
-            for_statements(Duration::from_secs(120)),
-            Duration::from_secs(130)
-        );
     }
 }

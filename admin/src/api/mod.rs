@@ -77,8 +77,12 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathPar
         use axum::response::IntoResponse;
         let error = match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => return Ok(PathParams(value)),
-            Err(PathRejection::FailedToDeserializePathParams(error)) => error.into_kind(),
-            // The route and the type disagree: a bug of ours, axum's 500.
+            // The route and the type disagree (a bug of ours): axum's 500 stands.
+            Err(PathRejection::FailedToDeserializePathParams(error))
+                if !error.status().is_server_error() =>
+            {
+                error.into_kind()
+            }
             Err(other) => return Err(other.into_response()),
         };
         let key = match &error {

@@ -108,6 +108,9 @@ async fn readiness_follows_the_database_and_receipts_wait_for_it() -> Result<()>
             .send()
     };
     ensure!(post_receipt("before").await?.status() == 200);
+    let admin = env.admin().await?;
+    let list_tenants = || admin.send(&admin.operator_key, reqwest::Method::GET, "/tenants", None);
+    ensure!(list_tenants().await?.status() == 200);
 
     let stopped = Instant::now();
     tokio::task::block_in_place(|| pg.stop("fast"))?;
@@ -124,6 +127,18 @@ async fn readiness_follows_the_database_and_receipts_wait_for_it() -> Result<()>
         retry_after.is_some_and(|v| v.to_str().is_ok_and(|s| s.parse::<u32>().is_ok())),
         "a receipt while PostgreSQL is away: Retry-After {retry_after:?}"
     );
+    // The admin's API says it is unavailable, not that it failed, within the pool's wait.
+    let asked = Instant::now();
+    let answer = list_tenants().await?;
+    let took = asked.elapsed();
+    ensure!(
+        answer.status() == 503
+            && answer.headers().contains_key(reqwest::header::RETRY_AFTER)
+            && took < Duration::from_secs(8),
+        "the admin with PostgreSQL stopped: {} after {took:?}; log:\n{}",
+        answer.status(),
+        admin.log_text()
+    );
 
     tokio::task::block_in_place(|| pg.start_again())?;
     for service in [&scheduler, &worker, receiver] {
@@ -132,6 +147,7 @@ async fn readiness_follows_the_database_and_receipts_wait_for_it() -> Result<()>
     }
     // Sent again, it is stored.
     ensure!(post_receipt("during").await?.status() == 200);
+    ensure!(list_tenants().await?.status() == 200, "the admin after");
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts")
         .fetch_one(&env.pool)
         .await?;
