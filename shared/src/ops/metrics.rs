@@ -37,7 +37,7 @@ pub const BREAKER_OPEN: &str = "herald_breaker_open";
 /// request; late: no slot before the lease's deadline or the expiry; missed: the request
 /// could not start on its slot; held_back: left unused, its campaign stopped sending while
 /// it waited; unchecked: left unused, whether its campaign may still send could not be told
-/// in time).
+/// in time; failed: the reservation itself failed, the database out of reach).
 pub const PACING_SLOTS: &str = "herald_pacing_slots_total";
 /// Recipients published into a provider's lane (confirmed), by `lane`.
 pub const LANE_PUBLISHED: &str = "herald_lane_published_total";
@@ -201,7 +201,7 @@ fn describe() {
     describe_counter!(
         PACING_SLOTS,
         Unit::Count,
-        "Send slots of rate-limited providers: reserved, late, missed, held_back, unchecked"
+        "Send slots of rate-limited providers: reserved, late, missed, held_back, unchecked, failed"
     );
     describe_counter!(
         LANE_PUBLISHED,
