@@ -100,6 +100,11 @@ pub async fn run(
             }
             Err(error) => tracing::warn!(%error, "cannot complete finished campaigns now"),
         }
+        match within(store::campaigns::settle_cancelled(&pool)).await {
+            Ok(0) => {}
+            Ok(settled) => tracing::debug!(settled, "cancelled campaigns settled"),
+            Err(error) => tracing::warn!(%error, "cannot settle cancelled campaigns now"),
+        }
         // Each step may wait on an unreachable database: a shutdown does not wait for all.
         if shutdown.is_cancelled() {
             return;

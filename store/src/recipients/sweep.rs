@@ -210,8 +210,11 @@ pub async fn end_waiting_recipients(pool: &PgPool) -> Result<u64, sqlx::Error> {
         "WITH ended AS (
              SELECT c.id, herald_held_state(c.status, c.expires_at, now()) AS final_state
              FROM campaigns c
-             -- Not a draft's: its recipients wait for its start, whatever its expiry.
-             WHERE c.status IN ('scheduled', 'running', 'paused', 'cancelled')
+             -- Not a draft's: its recipients wait for its start, whatever its expiry. Nor a
+             -- cancelled one's that is settled (nothing of it is left to end): the campaigns
+             -- not settled, as `campaigns_unsettled` holds them.
+             WHERE (c.status IN ('scheduled', 'running', 'paused')
+                    OR (c.status = 'cancelled' AND c.settled_at IS NULL))
                AND herald_held_state(c.status, c.expires_at, now()) <> 'pending'
          ), fresh AS (
              SELECT x.id FROM ended e CROSS JOIN LATERAL (

@@ -287,6 +287,18 @@ async fn cancel_ends_every_waiting_recipient() -> Result<()> {
         sent,
         "nothing sent after being cancelled"
     );
+    // Nothing of it left to end: settled, so the tick's sweep no longer looks at it.
+    wait_until(Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT settled_at IS NOT NULL FROM campaigns WHERE id = $1::uuid",
+        )
+        .bind(&id)
+        .fetch_one(&s.env.pool)
+        .await
+        .unwrap_or(false)
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the cancelled campaign was never settled"))?;
     Ok(())
 }
 
