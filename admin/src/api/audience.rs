@@ -1,6 +1,5 @@
 //! A campaign's recipients: the streamed, all-or-nothing upload and the listing.
 
-use super::PathParams;
 use super::QueryParams;
 use super::page::{self, Page};
 use crate::api::campaigns::ensure_visible;
@@ -12,7 +11,7 @@ use crate::state::AppState;
 use crate::upload::Format;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use herald_shared::template;
 use herald_store as store;
@@ -42,7 +41,7 @@ pub struct UploadResult {
 pub async fn upload(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    Path(id): Path<Uuid>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<UploadResult>, ApiError> {
@@ -125,7 +124,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    Path(id): Path<Uuid>,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Json<Page<Recipient>>, ApiError> {
     ensure_visible(&state.pool, caller, id).await?;

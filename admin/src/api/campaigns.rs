@@ -5,7 +5,6 @@
 //! status at their next statement (pause takes effect within a tick: the scheduler stops
 //! releasing and the workers hand back whatever is still in the queue).
 
-use super::PathParams;
 use super::QueryParams;
 use super::page::{self, Page};
 use super::{JsonBody, OptionalJsonBody};
@@ -14,7 +13,7 @@ use crate::error::{ApiError, FieldError, from_constraint};
 use crate::state::AppState;
 use crate::{limits, validate};
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Datelike, NaiveTime, Utc};
 use herald_shared::domain::{CampaignStatus, Channel};
@@ -515,7 +514,7 @@ pub async fn list(
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    Path(id): Path<Uuid>,
 ) -> Result<Json<Campaign>, ApiError> {
     Ok(Json(fetch_one(&state.pool, caller.scope(), id).await?))
 }
@@ -525,7 +524,7 @@ pub async fn show(
 pub async fn progress(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    Path(id): Path<Uuid>,
 ) -> Result<Json<Progress>, ApiError> {
     Ok(Json(
         fetch_one(&state.pool, caller.scope(), id).await?.progress,
@@ -537,7 +536,7 @@ pub async fn progress(
 pub async fn errors(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    Path(id): Path<Uuid>,
 ) -> Result<Json<Vec<ErrorCount>>, ApiError> {
     ensure_visible(&state.pool, caller, id).await?;
     Ok(Json(
@@ -584,7 +583,7 @@ pub struct StartRequest {
 pub async fn start(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    Path(id): Path<Uuid>,
     // Optional: `start` alone means "now, or at the campaign's start_at".
     OptionalJsonBody(request): OptionalJsonBody<StartRequest>,
 ) -> Result<Json<Campaign>, ApiError> {
@@ -691,7 +690,7 @@ async fn materialize_segment(
 pub async fn pause(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    Path(id): Path<Uuid>,
 ) -> Result<Json<Campaign>, ApiError> {
     transition(&state.pool, caller, id, "pause", Transition::Pause).await
 }
@@ -701,7 +700,7 @@ pub async fn pause(
 pub async fn resume(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    Path(id): Path<Uuid>,
 ) -> Result<Json<Campaign>, ApiError> {
     transition(&state.pool, caller, id, "resume", Transition::Resume).await
 }
@@ -711,7 +710,7 @@ pub async fn resume(
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    Path(id): Path<Uuid>,
 ) -> Result<Json<Campaign>, ApiError> {
     transition(&state.pool, caller, id, "cancel", Transition::Cancel).await
 }

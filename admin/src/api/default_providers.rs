@@ -3,13 +3,12 @@
 //! any tenant's.
 
 use super::JsonBody;
-use super::PathParams;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
 use crate::validate;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use herald_shared::domain::Channel;
@@ -84,7 +83,7 @@ fn channel(name: &str) -> Result<Channel, ApiError> {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    Path(id): Path<Uuid>,
 ) -> Result<Json<Vec<DefaultProvider>>, ApiError> {
     visible_tenant(&state.pool, caller, id).await?;
     let rows = tenants::default_providers(&state.pool, id).await?;
@@ -99,7 +98,7 @@ pub async fn list(
 pub async fn set(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(ChannelPath { id, channel: name }): PathParams<ChannelPath>,
+    Path(ChannelPath { id, channel: name }): Path<ChannelPath>,
     JsonBody(body): JsonBody<NewDefaultProvider>,
 ) -> Result<Json<DefaultProvider>, ApiError> {
     visible_tenant(&state.pool, caller, id).await?;
@@ -149,7 +148,7 @@ pub async fn set(
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(ChannelPath { id, channel: name }): PathParams<ChannelPath>,
+    Path(ChannelPath { id, channel: name }): Path<ChannelPath>,
 ) -> Result<StatusCode, ApiError> {
     visible_tenant(&state.pool, caller, id).await?;
     let channel = channel(&name)?;

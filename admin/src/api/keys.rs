@@ -8,12 +8,11 @@
 //! using it can be moved to the new one without a gap.
 
 use super::OptionalJsonBody;
-use super::PathParams;
 use crate::auth::{self, Caller};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use herald_store::keys::{self, Key};
 use serde::{Deserialize, Serialize};
@@ -59,7 +58,7 @@ pub async fn list(
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    Path(id): Path<Uuid>,
 ) -> Result<Json<Key>, ApiError> {
     let mut tx = state.pool.begin().await?;
     let key = manageable(&mut tx, caller, id).await?;
@@ -80,7 +79,7 @@ pub async fn revoke(
 pub async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    Path(id): Path<Uuid>,
     OptionalJsonBody(rotation): OptionalJsonBody<Rotation>,
 ) -> Result<(StatusCode, Json<Rotated>), ApiError> {
     // No body means no grace.

@@ -16,7 +16,6 @@
 //! `Retry-After`.
 
 use super::JsonBody;
-use super::PathParams;
 use super::QueryParams;
 use super::campaigns::QuietHours;
 use super::page::{self, Page};
@@ -25,7 +24,7 @@ use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
 use crate::{limits, phone, validate};
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Datelike, NaiveTime, SubsecRound, Utc};
@@ -821,7 +820,7 @@ fn accepted(c: &Checked, id: Uuid, created_at: DateTime<Utc>, held: Option<Strin
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    Path(id): Path<Uuid>,
 ) -> Result<Json<MessageDetail>, ApiError> {
     let message = messages::fetch::<Message>(&state.pool, caller.scope(), &[id])
         .await?

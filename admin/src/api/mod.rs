@@ -63,47 +63,6 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T
     }
 }
 
-/// A path's parameters (`/campaigns/{id}`) whose rejection (an `id` that is no UUID) is an
-/// [`ApiError`] naming the parameter, as a query's or a body's: axum's own `Path` answers
-/// 400 with the value in its message, and a lone value's parameter unnamed.
-pub struct PathParams<T>(pub T);
-
-impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathParams<T> {
-    type Rejection = axum::response::Response;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        use axum::extract::path::ErrorKind;
-        use axum::extract::rejection::PathRejection;
-        use axum::response::IntoResponse;
-        let error = match axum::extract::Path::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(value)) => return Ok(PathParams(value)),
-            // The route and the type disagree (a bug of ours): axum's 500 stands.
-            Err(PathRejection::FailedToDeserializePathParams(error))
-                if !error.status().is_server_error() =>
-            {
-                error.into_kind()
-            }
-            Err(other) => return Err(other.into_response()),
-        };
-        let key = match &error {
-            ErrorKind::ParseErrorAtKey { key, .. }
-            | ErrorKind::DeserializeError { key, .. }
-            | ErrorKind::InvalidUtf8InPathParam { key } => Some(key.clone()),
-            _ => None,
-        };
-        // A lone value is its route's one parameter.
-        let key = match key {
-            Some(key) => key,
-            None => axum::extract::RawPathParams::from_request_parts(parts, state)
-                .await
-                .ok()
-                .and_then(|params| params.iter().next().map(|(key, _)| key.to_owned()))
-                .unwrap_or_else(|| "path".to_owned()),
-        };
-        Err(ApiError::field(&key, error.to_string()).into_response())
-    }
-}
-
 /// A query string (`?status=…&limit=…`) whose rejection (a `limit` that is no number, a
 /// `tenant_id` that is no UUID, a parameter the endpoint does not take) is an [`ApiError`]
 /// naming the parameter, like a body's: axum's own `Query` answers 400 with the parameter

@@ -4,14 +4,13 @@
 //! workers use, so a provider the admin accepts is one the workers can call.
 
 use super::JsonBody;
-use super::PathParams;
 use crate::auth::Caller;
 use crate::endpoints::Refusal;
 use crate::error::{ApiError, FieldError, from_constraint};
 use crate::state::AppState;
 use crate::validate;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use herald_shared::domain::UnknownOutcome;
 use herald_shared::provider_config::{self, Kind};
@@ -162,7 +161,7 @@ fn endpoint(body: &NewProvider) -> Option<String> {
 pub async fn set_commitment(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    Path(id): Path<Uuid>,
     JsonBody(body): JsonBody<NewCommitment>,
 ) -> Result<Json<Provider>, ApiError> {
     if body
@@ -397,7 +396,7 @@ fn seen_by(caller: Caller, mut provider: Provider) -> Provider {
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    Path(id): Path<Uuid>,
 ) -> Result<Json<Provider>, ApiError> {
     providers::get(&state.pool, caller.scope(), id)
         .await?
@@ -414,7 +413,7 @@ pub async fn show(
 pub async fn rotate_credentials(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    Path(id): Path<Uuid>,
     JsonBody(body): JsonBody<NewCredentials>,
 ) -> Result<Json<Provider>, ApiError> {
     let mut tx = state.pool.begin().await?;

@@ -2,13 +2,12 @@
 //! saved and compiled to parameterized SQL whenever it is used.
 
 use super::JsonBody;
-use super::PathParams;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError, from_constraint};
 use crate::state::AppState;
 use crate::validate;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use herald_store::segments::filter::Filter;
 use herald_store::segments::{self, Segment};
@@ -78,7 +77,7 @@ async fn fetch(state: &AppState, caller: Caller, id: Uuid) -> Result<Segment, Ap
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    Path(id): Path<Uuid>,
 ) -> Result<Json<Segment>, ApiError> {
     Ok(Json(fetch(&state, caller, id).await?))
 }
@@ -93,7 +92,7 @@ pub struct SegmentCount {
 pub async fn count(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    Path(id): Path<Uuid>,
 ) -> Result<Json<SegmentCount>, ApiError> {
     let segment = fetch(&state, caller, id).await?;
     let filter =

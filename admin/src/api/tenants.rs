@@ -1,14 +1,13 @@
 //! Tenants and their API keys. Creating either needs an operator key.
 
 use super::JsonBody;
-use super::PathParams;
 use crate::auth::{self, Caller};
 use crate::error::{ApiError, FieldError, from_constraint};
 use crate::phone;
 use crate::state::AppState;
 use crate::validate;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use herald_store::tenants::{self, Scope, Tenant, TenantSettings};
 use serde::{Deserialize, Serialize};
@@ -150,7 +149,7 @@ pub async fn list(
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    Path(id): Path<Uuid>,
 ) -> Result<Json<Tenant>, ApiError> {
     tenants::get(&state.pool, caller.scope(), id)
         .await?
@@ -178,7 +177,7 @@ pub struct CreatedKey {
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    Path(id): Path<Uuid>,
     JsonBody(body): JsonBody<NewKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     caller.require_operator()?;

