@@ -100,7 +100,10 @@ pub async fn run(
             }
             Err(error) => tracing::warn!(%error, "cannot complete finished campaigns now"),
         }
-        match within(store::campaigns::settle_cancelled(&pool)).await {
+        let started = Instant::now();
+        let settled = within(store::campaigns::settle_cancelled(&pool)).await;
+        step_done("settling", started);
+        match settled {
             Ok(0) => {}
             Ok(settled) => tracing::debug!(settled, "cancelled campaigns settled"),
             Err(error) => tracing::warn!(%error, "cannot settle cancelled campaigns now"),

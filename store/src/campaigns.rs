@@ -193,17 +193,20 @@ pub async fn complete_finished(
 /// waiting) are settled: the tick's sweep for the waiting recipients of ended campaigns no
 /// longer looks at them (it looked at every campaign ever cancelled, every tick). Counted
 /// from the progress counters, as [`complete_finished`] does; a row someone holds is left
-/// to a later round.
+/// to a later round, and so are campaigns past the first 1,000 (those cancelled before
+/// this was kept take a few rounds, each statement short). Not a stream of transactional
+/// messages: a message accepted into it only key-share locks its row, and a stream is
+/// started again as it was.
 pub async fn settle_cancelled(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let done = sqlx::query!(
         "UPDATE campaigns c SET settled_at = now()
          WHERE c.id IN (
              SELECT f.id FROM campaigns f
-             WHERE f.status = 'cancelled' AND f.settled_at IS NULL
+             WHERE f.status = 'cancelled' AND f.settled_at IS NULL AND f.kind = 'campaign'
                AND NOT EXISTS (
                    SELECT 1 FROM campaign_bucket_counts k WHERE k.campaign_id = f.id
                    HAVING coalesce(sum(herald_unfinished(k.state, k.n, true)), 0) <> 0)
-             ORDER BY f.id FOR NO KEY UPDATE OF f SKIP LOCKED)",
+             ORDER BY f.id LIMIT 1000 FOR NO KEY UPDATE OF f SKIP LOCKED)",
     )
     .execute(pool)
     .await?;

@@ -774,10 +774,9 @@ async fn on_a_slot(
         {
             Ok(Ok(slot)) if slot <= deadline => slot,
             Ok(Err(error)) if error != pacing::TOO_LATE => {
-                // Not a busy provider but a failing reservation (the database): said, and
-                // counted apart, so that one that keeps failing is seen, not taken for pace.
+                // Not a busy provider but a failing reservation (the database, logged by the
+                // pacer once a batch): counted apart, not taken for pace.
                 slots("failed").increment(1);
-                tracing::warn!(%error, "could not reserve a send slot");
                 return Err(Decision::Deferred {
                     error,
                     delay: Duration::ZERO,

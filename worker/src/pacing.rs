@@ -161,6 +161,8 @@ async fn reserve_all(
                 }
             }
             Err(error) => {
+                // Said once for the batch here; each reservation is answered with it.
+                tracing::warn!(%provider, %error, reservations = indices.len(), "could not reserve send slots");
                 for index in indices {
                     answers[index] = Err(format!("reserving a send slot: {error}"));
                 }
