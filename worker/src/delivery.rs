@@ -103,7 +103,7 @@ pub async fn handle(ctx: Context, delivery: Delivery) {
         Ok(messages) => messages,
         Err(error) => {
             tracing::error!(%error, delivery_tag = delivery.delivery_tag, "undecodable message; dead-lettering it");
-            settle(delivery.reject(BasicRejectOptions { requeue: false }).await);
+            settle(delivery.reject(BasicRejectOptions { requeue: false })).await;
             return;
         }
     };
@@ -128,7 +128,7 @@ pub async fn handle(ctx: Context, delivery: Delivery) {
             .map(|taken| taken.unwrap_or(Settle::Hold))
             .max();
         match settled {
-            Some(Settle::Ack) | None => settle(delivery.ack(BasicAckOptions::default()).await),
+            Some(Settle::Ack) | None => settle(delivery.ack(BasicAckOptions::default())).await,
             Some(Settle::Requeue(why)) => requeue(delivery, &why).await,
             Some(Settle::Hold) => {}
         }
@@ -858,20 +858,28 @@ async fn requeue(delivery: Delivery, why: &str) {
     tracing::warn!(why, "returning delivery to the queue");
     // A short pause keeps a database outage from becoming a hot redelivery loop.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    settle(
-        delivery
-            .nack(BasicNackOptions {
-                requeue: true,
-                multiple: false,
-            })
-            .await,
-    );
+    settle(delivery.nack(BasicNackOptions {
+        requeue: true,
+        multiple: false,
+    }))
+    .await;
 }
 
-/// Acks on a channel that has since closed fail; the broker has requeued those deliveries,
-/// and their redelivery is recognised as finished work.
-fn settle(result: Result<bool, lapin::Error>) {
-    if let Err(error) = result {
-        tracing::debug!(%error, "could not settle delivery (channel closed?)");
+/// How long an ack, nack or reject may take to be handed to the connection. On a connection
+/// that died (a broker cut off), lapin may never answer one: a delivery that waited on it
+/// held its worker's drain to the drain timeout (seen once in CI).
+const SETTLE_WITHIN: Duration = Duration::from_secs(5);
+
+/// Acks on a channel that has since closed fail, or are never answered; the broker has
+/// requeued those deliveries (or will, with the connection), and their redelivery is
+/// recognised as finished work.
+async fn settle(settling: impl std::future::Future<Output = Result<bool, lapin::Error>>) {
+    match tokio::time::timeout(SETTLE_WITHIN, settling).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "could not settle delivery (channel closed?)"),
+        Err(_) => tracing::debug!(
+            waited = ?SETTLE_WITHIN,
+            "the connection did not take the delivery's settlement (lost?); it returns to the queue with it"
+        ),
     }
 }
