@@ -192,9 +192,12 @@ impl IntoResponse for ApiError {
         let retry_after = match &self {
             Self::Busy { retry_after, .. } => Some(*retry_after),
             Self::Unavailable(_) => Some(5),
-            Self::Db(error) if matches!(db_class(error), DbClass::TooSlow) => Some(1),
-            Self::Db(error) if matches!(db_class(error), DbClass::Unreachable) => Some(5),
-            Self::Db(error) if matches!(db_class(error), DbClass::NoConnection) => Some(2),
+            Self::Db(error) => match db_class(error) {
+                DbClass::TooSlow => Some(1),
+                DbClass::NoConnection => Some(2),
+                DbClass::Unreachable => Some(5),
+                DbClass::BadValue | DbClass::Other => None,
+            },
             _ => None,
         };
         let (fields, rows, error_rows) = match self {
