@@ -1,6 +1,7 @@
 //! The leader's housekeeping, beside its ticks rather than inside them: recovering the
 //! recipients whose lease ran out, completing finished campaigns, folding the counter
-//! ledger, measuring the backlog, trimming send-rate samples, and keeping receipts.
+//! ledger, measuring the backlog, trimming send-rate samples, keeping receipts, and moving
+//! providers' pacing times back after the database's clock stepped back.
 //!
 //! None of it decides what is dispatched, and with ten thousand running campaigns a fold
 //! takes most of a second and the completion check a tenth: run inside the tick, they made
@@ -107,6 +108,14 @@ pub async fn run(
             Ok(0) => {}
             Ok(settled) => tracing::debug!(settled, "cancelled campaigns settled"),
             Err(error) => tracing::warn!(%error, "cannot settle cancelled campaigns now"),
+        }
+        match within(store::pacing::rebase_after_clock_step(&pool)).await {
+            Ok(0) => {}
+            Ok(rebased) => tracing::warn!(
+                rebased,
+                "the database's clock stepped back: providers' pacing times moved back with it"
+            ),
+            Err(error) => tracing::warn!(%error, "cannot check the pacing rows' times now"),
         }
         // Each step may wait on an unreachable database: a shutdown does not wait for all.
         if shutdown.is_cancelled() {

@@ -4,7 +4,9 @@
 //! scheduler reads `open_until` to release nothing into an open lane.
 //!
 //! Times are the database's clock (`clock_timestamp()`, as unix seconds): the one clock the
-//! whole fleet shares.
+//! whole fleet shares. Should it step back, the row's times would lie ahead by the step: they
+//! are read through `herald_pacing_time` (migration `pacing_clock_steps`), which takes the
+//! step off, and every change of the row writes them back so.
 
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -50,7 +52,8 @@ pub async fn lock(
     sqlx::query_as!(
         Locked,
         r#"SELECT extract(epoch FROM clock_timestamp())::float8 AS "db_now!",
-                extract(epoch FROM greatest(next_at, clock_timestamp() + make_interval(secs => $2)))::float8
+                extract(epoch FROM greatest(herald_pacing_time(next_at, updated_at),
+                                            clock_timestamp() + make_interval(secs => $2)))::float8
                     AS "free_at!",
                 -- The seconds since, within 0 (a clock stepped back) and 600 (×1e-58, past any
                 -- slowdown): 0.8 to the power of an hour's seconds is below the smallest
@@ -67,7 +70,8 @@ pub async fn lock(
     .await
 }
 
-/// The next free time becomes `free_at + granted_secs`, and the decayed slowdown is kept.
+/// The next free time becomes `free_at + granted_secs`, and the decayed slowdown is kept (the
+/// row's other times as read, a clock's step back taken off).
 pub async fn advance(
     tx: &mut PgConnection,
     provider: Uuid,
@@ -78,6 +82,8 @@ pub async fn advance(
     sqlx::query!(
         "UPDATE provider_pacing
          SET next_at = to_timestamp($2) + make_interval(secs => $3),
+             open_until = herald_pacing_time(open_until, updated_at),
+             throttled_at = herald_pacing_time(throttled_at, updated_at),
              slowdown = $4, updated_at = clock_timestamp()
          WHERE provider_id = $1",
         provider,
@@ -103,9 +109,12 @@ pub async fn throttled(
         "INSERT INTO provider_pacing AS p (provider_id, next_at, slowdown, throttled_at)
          VALUES ($1, clock_timestamp() + make_interval(secs => $2), 2.0, clock_timestamp())
          ON CONFLICT (provider_id) DO UPDATE SET
-             slowdown = CASE WHEN p.throttled_at > clock_timestamp() - interval '1 second'
+             slowdown = CASE WHEN herald_pacing_time(p.throttled_at, p.updated_at)
+                                  > clock_timestamp() - interval '1 second'
                              THEN p.slowdown ELSE least(p.slowdown * 2, $3) END,
-             next_at = greatest(p.next_at, clock_timestamp() + make_interval(secs => $2)),
+             next_at = greatest(herald_pacing_time(p.next_at, p.updated_at),
+                                clock_timestamp() + make_interval(secs => $2)),
+             open_until = herald_pacing_time(p.open_until, p.updated_at),
              throttled_at = clock_timestamp(),
              updated_at = clock_timestamp()",
         provider,
@@ -124,7 +133,10 @@ pub async fn open_breaker(pool: &PgPool, provider: Uuid, secs: f64) -> Result<()
         "INSERT INTO provider_pacing AS p (provider_id, open_until)
          VALUES ($1, clock_timestamp() + make_interval(secs => $2))
          ON CONFLICT (provider_id) DO UPDATE SET
-             open_until = greatest(p.open_until, excluded.open_until), updated_at = clock_timestamp()",
+             open_until = greatest(herald_pacing_time(p.open_until, p.updated_at), excluded.open_until),
+             next_at = herald_pacing_time(p.next_at, p.updated_at),
+             throttled_at = herald_pacing_time(p.throttled_at, p.updated_at),
+             updated_at = clock_timestamp()",
         provider,
         secs,
     )
@@ -136,10 +148,32 @@ pub async fn open_breaker(pool: &PgPool, provider: Uuid, secs: f64) -> Result<()
 /// Every provider whose breaker is open somewhere in the fleet, with the seconds left.
 pub async fn open_breakers(pool: &PgPool) -> Result<Vec<(Uuid, f64)>, sqlx::Error> {
     let rows = sqlx::query!(
-        r#"SELECT provider_id, extract(epoch FROM open_until - clock_timestamp())::float8 AS "secs!"
-         FROM provider_pacing WHERE open_until > clock_timestamp()"#,
+        r#"SELECT provider_id, extract(epoch FROM o.open_until - clock_timestamp())::float8 AS "secs!"
+         FROM provider_pacing
+         CROSS JOIN LATERAL (SELECT herald_pacing_time(open_until, updated_at) AS open_until) o
+         WHERE o.open_until > clock_timestamp()"#,
     )
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(|r| (r.provider_id, r.secs)).collect())
+}
+
+/// Rewrites the times of every pacing row last changed "in the future", as a database whose
+/// clock stepped back reads it (see `herald_pacing_time`), on the clock as it now runs;
+/// answers how many. A row read but not changed meanwhile (an open breaker the scheduler
+/// reads every tick) keeps its times the step ahead, and as the clock runs no closer to
+/// them, until rewritten.
+pub async fn rebase_after_clock_step(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        // A step of less than a second is left to the next change of the row.
+        "UPDATE provider_pacing
+         SET next_at = herald_pacing_time(next_at, updated_at),
+             open_until = herald_pacing_time(open_until, updated_at),
+             throttled_at = herald_pacing_time(throttled_at, updated_at),
+             updated_at = clock_timestamp()
+         WHERE updated_at > clock_timestamp() + interval '1 second'",
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
 }

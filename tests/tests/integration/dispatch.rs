@@ -1008,7 +1008,8 @@ async fn a_worker_whose_outcomes_cannot_be_written_stops_taking_leases() -> Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paced_provider_whose_pace_last_changed_hours_ago_sends() -> Result<()> {
     // Slowed down by a throttle two hours ago, not changed since.
-    paced_provider_sends_after("-2 hours").await
+    let (env, provider) = paced_provider_sends(SLOWED_DOWN_AT, "-2 hours").await?;
+    slowed_down_at_most_as_much(&env, provider).await
 }
 
 /// So does one whose pace last changed "in the future", as a database whose clock was stepped
@@ -1016,13 +1017,61 @@ async fn a_paced_provider_whose_pace_last_changed_hours_ago_sends() -> Result<()
 /// slowdown astronomical, and the worker's spacing overflowed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paced_provider_whose_pace_changed_after_the_database_clock_sends() -> Result<()> {
-    paced_provider_sends_after("10 minutes").await
+    let (env, provider) = paced_provider_sends(SLOWED_DOWN_AT, "10 minutes").await?;
+    slowed_down_at_most_as_much(&env, provider).await
 }
 
-/// A campaign of 20 through a provider paced at 100 a second, its pacing row slowed down
-/// (×4) and last changed `changed` from now (an interval), is sent whole, and the row is
-/// sane after.
-async fn paced_provider_sends_after(changed: &str) -> Result<()> {
+/// A pacing row slowed down (×4) by a throttle `$2` from now (an interval), its next slot
+/// long free.
+const SLOWED_DOWN_AT: &str =
+    "INSERT INTO provider_pacing (provider_id, slowdown, throttled_at, updated_at, next_at)
+     VALUES ($1, 4.0, now() + $2::interval, now() + $2::interval, now() - interval '1 hour')";
+
+async fn slowed_down_at_most_as_much(env: &TestEnv, provider: Uuid) -> Result<()> {
+    let slowdown: f64 =
+        sqlx::query_scalar("SELECT slowdown FROM provider_pacing WHERE provider_id = $1")
+            .bind(provider)
+            .fetch_one(&env.pool)
+            .await?;
+    assert!((1.0..=4.0).contains(&slowdown), "slowdown {slowdown}");
+    Ok(())
+}
+
+/// A provider's pacing row written just before the database's clock stepped back an hour
+/// (a failover to a server whose clock is behind) holds times an hour ahead: its next free
+/// slot, its breaker's opening, its last throttle. Read as written, the scheduler released
+/// none of its recipients (breaker open fleet-wide) and the worker's send slots lay an hour
+/// out. The row's change time shows the step, which is taken off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_paced_just_before_the_database_clock_stepped_back_sends() -> Result<()> {
+    // As written a moment before the step: a breaker open for 5 s more, the next slot 2 s
+    // away, a throttle just now.
+    let (env, provider) = paced_provider_sends(
+        "INSERT INTO provider_pacing (provider_id, slowdown, updated_at, throttled_at, next_at, open_until)
+         VALUES ($1, 2.0, now() + $2::interval, now() + $2::interval,
+                 now() + $2::interval + interval '2 seconds', now() + $2::interval + interval '5 seconds')",
+        "1 hour",
+    )
+    .await?;
+    // Written back on the database's clock as it now runs.
+    let (ahead, open): (bool, bool) = sqlx::query_as(
+        "SELECT next_at > now() + interval '1 minute' OR throttled_at > now() + interval '1 minute',
+                open_until > now()
+         FROM provider_pacing WHERE provider_id = $1",
+    )
+    .bind(provider)
+    .fetch_one(&env.pool)
+    .await?;
+    assert!(
+        !ahead && !open,
+        "times still ahead: {ahead}, breaker open: {open}"
+    );
+    Ok(())
+}
+
+/// A campaign of 20 through a provider paced at 100 a second, its pacing row written by
+/// `pacing` (binding the provider and `at`, an interval), is sent whole within 30 s.
+async fn paced_provider_sends(pacing: &'static str, at: &str) -> Result<(TestEnv, Uuid)> {
     const RECIPIENTS: usize = 20;
     let env = TestEnv::new(&[]).await?;
     let provider = env.create_provider(&env.provider()).await?;
@@ -1030,19 +1079,16 @@ async fn paced_provider_sends_after(changed: &str) -> Result<()> {
         .bind(provider)
         .execute(&env.pool)
         .await?;
-    sqlx::query(
-        "INSERT INTO provider_pacing (provider_id, slowdown, throttled_at, updated_at, next_at)
-         VALUES ($1, 4.0, now() + $2::interval, now() + $2::interval, now() - interval '1 hour')",
-    )
-    .bind(provider)
-    .bind(changed)
-    .execute(&env.pool)
-    .await?;
+    sqlx::query(pacing)
+        .bind(provider)
+        .bind(at)
+        .execute(&env.pool)
+        .await?;
     let tenant = env.tenant("acme", 1).await?;
     let campaign = env
         .campaign(tenant, provider, "c", &numbers("+1555830", RECIPIENTS), 100)
         .await?;
-    let _scheduler = env.scheduler(250, &[])?;
+    let scheduler = env.scheduler(250, &[])?;
     let worker = env.worker(&[])?;
     env.start(campaign).await?;
     if env
@@ -1051,18 +1097,13 @@ async fn paced_provider_sends_after(changed: &str) -> Result<()> {
         .is_err()
     {
         anyhow::bail!(
-            "not sent: {:?}; worker log:\n{}",
+            "not sent: {:?}; scheduler log:\n{}\nworker log:\n{}",
             env.states(campaign).await?,
+            scheduler.log_text(),
             worker.log_text()
         );
     }
     let states = env.states(campaign).await?;
     assert_eq!(states.get("sent"), Some(&(RECIPIENTS as i64)), "{states:?}");
-    let slowdown: f64 =
-        sqlx::query_scalar("SELECT slowdown FROM provider_pacing WHERE provider_id = $1")
-            .bind(provider)
-            .fetch_one(&env.pool)
-            .await?;
-    assert!((1.0..=4.0).contains(&slowdown), "slowdown {slowdown}");
-    Ok(())
+    Ok((env, provider))
 }
