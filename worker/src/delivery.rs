@@ -653,42 +653,42 @@ async fn settle_unknown(
 async fn silence(ctx: &Context, earlier: &Provider, unknown: UnknownAttempt) -> Option<Settled> {
     // `since` is when the attempt began: its request may have gone out as late as the
     // lease allowed, and a message sent before it is no later message.
-    let reported =
-        herald_shared::db::within(herald_store::recipients::reconcile::reported_on_later(
-            &ctx.pool,
-            earlier.id,
-            unknown.since,
-            earlier.timeout + ctx.lease_grace + reconcile::REPORT_MARGIN,
-        ))
-        .await;
-    let waited = (chrono::Utc::now() - unknown.since)
-        .to_std()
-        .unwrap_or_default();
-    let decision =
-        match reported.map(|r| reconcile::after_silence(r, waited, earlier.policy.window)) {
-            Ok(Silence::SendAgain) => return None,
-            Ok(Silence::Wait(delay)) => Decision::Deferred {
-                error: "no receipt for an earlier request, nor yet for any later message \
+    let receipts = herald_shared::db::within(herald_store::recipients::reconcile::receipts_since(
+        &ctx.pool,
+        earlier.id,
+        unknown.since,
+        earlier.timeout + ctx.lease_grace + reconcile::REPORT_MARGIN,
+    ))
+    .await;
+    // Both the wait and `since` are the database's clock's: a worker's clock ahead of it
+    // would give up on the recipient early.
+    let waited = receipts.as_ref().map_or(Duration::ZERO, |r| r.waited);
+    let decision = match receipts
+        .map(|r| reconcile::after_silence(r.reported_on_later, r.waited, earlier.policy.window))
+    {
+        Ok(Silence::SendAgain) => return None,
+        Ok(Silence::Wait(delay)) => Decision::Deferred {
+            error: "no receipt for an earlier request, nor yet for any later message \
                     of its provider: its receipts may be held up; not sent again \
                     until they are heard"
-                    .into(),
-                delay,
-            },
-            Ok(Silence::GiveUp) => Decision::Failed {
-                error: format!(
-                    "an earlier request may have been sent: its provider cannot be asked, \
+                .into(),
+            delay,
+        },
+        Ok(Silence::GiveUp) => Decision::Failed {
+            error: format!(
+                "an earlier request may have been sent: its provider cannot be asked, \
                  and its receipts were silent on every later message for {:?} \
                  ({} windows, at least {} minutes); not sent again",
-                    waited,
-                    reconcile::SILENT_WINDOWS,
-                    reconcile::SILENT_AT_LEAST.as_secs() / 60
-                ),
-            },
-            Err(error) => Decision::Deferred {
-                error: format!("cannot read the provider's receipts now: {error}"),
-                delay: LOOKUP_RETRY,
-            },
-        };
+                waited,
+                reconcile::SILENT_WINDOWS,
+                reconcile::SILENT_AT_LEAST.as_secs() / 60
+            ),
+        },
+        Err(error) => Decision::Deferred {
+            error: format!("cannot read the provider's receipts now: {error}"),
+            delay: LOOKUP_RETRY,
+        },
+    };
     Some(Settled::Decided(decision))
 }
 

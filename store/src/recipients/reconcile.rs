@@ -45,23 +45,48 @@ pub async fn rule_out_earlier_attempt(
     Ok(done.rows_affected() == 1)
 }
 
-/// Whether `provider` has reported on a message it sent more than `margin` after `since`
-/// (a receipt among a message's first events, dated by the provider: see the migration
-/// `provider_send_reports`): its receipts have caught up past a request made then. The only
-/// word a provider that cannot be looked up gives on a request whose answer was lost.
-pub async fn reported_on_later(
+/// What a provider's receipts say of a request made at `since` whose answer was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiptsSince {
+    /// Whether the provider has reported on a message it sent more than the margin after
+    /// `since`: its receipts have caught up past a request made then.
+    pub reported_on_later: bool,
+    /// How long ago `since` was by the database's clock, the one that wrote it: a worker's
+    /// clock ahead of it would otherwise count minutes never waited, and give up early.
+    pub waited: std::time::Duration,
+}
+
+/// What `provider`'s receipts say of a request made at `since` (a receipt among a
+/// message's first events, dated by the provider: see the migration
+/// `provider_send_reports`): the only word a provider that cannot be looked up gives on a
+/// request whose answer was lost.
+pub async fn receipts_since(
     pool: &PgPool,
     provider: uuid::Uuid,
     since: chrono::DateTime<chrono::Utc>,
     margin: std::time::Duration,
-) -> Result<bool, sqlx::Error> {
+) -> Result<ReceiptsSince, sqlx::Error> {
     let after = since + chrono::Duration::from_std(margin).unwrap_or_default();
-    Ok(sqlx::query_scalar!(
-        "SELECT sends_reported_until FROM providers WHERE id = $1",
+    let row = sqlx::query!(
+        r#"SELECT coalesce(p.sends_reported_until > $2, false) AS "reported!",
+                extract(epoch FROM now() - $3::timestamptz)::float8 AS "waited_secs!"
+         FROM providers p WHERE p.id = $1"#,
         provider,
+        after,
+        since,
     )
     .fetch_optional(pool)
-    .await?
-    .flatten()
-    .is_some_and(|until| until > after))
+    .await?;
+    Ok(row.map_or(
+        ReceiptsSince {
+            reported_on_later: false,
+            waited: std::time::Duration::ZERO,
+        },
+        |row| ReceiptsSince {
+            reported_on_later: row.reported,
+            // A `since` ahead of the database's clock (it stepped back) has waited nothing.
+            waited: std::time::Duration::try_from_secs_f64(row.waited_secs.max(0.0))
+                .unwrap_or_default(),
+        },
+    ))
 }
