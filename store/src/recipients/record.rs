@@ -80,7 +80,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
          -- committed while this statement waited for the row would otherwise have its
          -- guess kept, and what this worker learnt dropped.
          leased AS MATERIALIZED (
-             SELECT o.* FROM o CROSS JOIN LATERAL (
+             SELECT o.*, x.state AS row_state FROM o CROSS JOIN LATERAL (
                  SELECT r.state FROM recipients r WHERE r.id = o.id AND r.dispatch_seq = o.seq OFFSET 0 FOR UPDATE
              ) x
              WHERE x.state IN ('sending', 'unknown', 'pending')
@@ -113,10 +113,18 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
                  -- An unknown outcome is dated from when its attempt began: the lookup
                  -- before any resend searches from then (the outcome may be written long
                  -- after, once a database outage is over).
+                 -- Due again knowing nothing went out (a refusal, a throttle, a request that
+                 -- never left): an earlier attempt not yet ruled out is kept, but not the
+                 -- sweeper's guess that this one may have been sent (dated from its start),
+                 -- made while this outcome could not be written. Kept, the next attempt
+                 -- would look for a message never created, and fail the recipient after. (An
+                 -- earlier attempt's date is never this one's start.)
                  outcome_unknown_at = CASE WHEN o.state = 'unknown' OR o.lost THEN coalesce(r.outcome_unknown_at, r.attempted_at, now())
-                                           WHEN o.state = 'pending' THEN r.outcome_unknown_at END,
+                                           WHEN o.state = 'pending' AND (o.row_state = 'sending'
+                                                OR r.outcome_unknown_at <> r.attempted_at) THEN r.outcome_unknown_at END,
                  unknown_via = CASE WHEN o.state = 'unknown' OR o.lost THEN coalesce(r.unknown_via, o.provider)
-                                    WHEN o.state = 'pending' THEN r.unknown_via END,
+                                    WHEN o.state = 'pending' AND (o.row_state = 'sending'
+                                         OR r.outcome_unknown_at <> r.attempted_at) THEN r.unknown_via END,
                  sent_at = CASE WHEN o.state = 'sent' THEN now() ELSE r.sent_at END,
                  sent_via = o.provider,
                  delivery_status = CASE WHEN k.rank > r.delivery_rank THEN k.status ELSE r.delivery_status END,

@@ -189,3 +189,81 @@ async fn a_lease_that_runs_out_keeps_what_is_known_of_a_lost_answer() -> Result<
     );
     Ok(())
 }
+
+/// A worker whose outcome could not be written before its lease ran out (a database stall)
+/// learnt that nothing went out: a throttle, a refusal, a request that never left. The
+/// sweeper meanwhile guessed the attempt may have been sent (`unknown`, dated from its
+/// start); the outcome replaces the guess, or the next attempt would look for a message
+/// never created (and, at a provider whose lost answers fail, fail the recipient). An
+/// earlier attempt not yet ruled out stays known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_that_nothing_went_out_replaces_the_sweepers_guess() -> Result<()> {
+    use herald_worker::attempts::{Dispatch, outcome};
+    use herald_worker::outcome::Decision;
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.twilio_provider("twilio_sms").await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers("+1555991", 2), 100)
+        .await?;
+    let ids = env.recipient_ids(campaign).await?;
+    sqlx::query(
+        "UPDATE recipients SET state = 'sending', dispatch_seq = 1, attempts = 1, sent_via = $2,
+                attempted_at = now() - interval '1 minute', lease_until = now() - interval '1 second'
+         WHERE campaign_id = $1",
+    )
+    .bind(campaign)
+    .bind(provider)
+    .execute(&env.pool)
+    .await?;
+    // The second had an earlier attempt whose answer was lost, not yet ruled out.
+    sqlx::query(
+        "UPDATE recipients SET attempts = 2, outcome_unknown_at = now() - interval '10 minutes',
+                unknown_via = $2 WHERE id = $1",
+    )
+    .bind(ids[1])
+    .bind(provider)
+    .execute(&env.pool)
+    .await?;
+    assert_eq!(
+        herald_store::recipients::sweep::recover_expired_leases(&env.pool).await?,
+        2
+    );
+    let outcomes: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let dispatch = Dispatch {
+                recipient_id: id,
+                seq: 1,
+                provider,
+            };
+            outcome(
+                dispatch,
+                provider,
+                &Decision::Deferred {
+                    error: "throttled".into(),
+                    delay: Duration::ZERO,
+                },
+            )
+        })
+        .collect();
+    herald_store::recipients::record::record(&env.pool, &outcomes).await?;
+    let rows: Vec<(String, String, Option<uuid::Uuid>)> = sqlx::query_as(
+        "SELECT state, CASE WHEN outcome_unknown_at IS NULL THEN 'none'
+                            WHEN outcome_unknown_at < now() - interval '9 minutes' THEN 'earlier'
+                            ELSE 'this attempt' END,
+                unknown_via
+         FROM recipients WHERE campaign_id = $1 ORDER BY id",
+    )
+    .bind(campaign)
+    .fetch_all(&env.pool)
+    .await?;
+    assert_eq!(
+        rows,
+        vec![
+            ("pending".to_owned(), "none".to_owned(), None),
+            ("pending".to_owned(), "earlier".to_owned(), Some(provider)),
+        ]
+    );
+    Ok(())
+}
