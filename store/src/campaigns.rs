@@ -434,8 +434,11 @@ pub struct Startable {
 pub async fn lock_for_start(tx: &mut PgConnection, id: Uuid) -> Result<Startable, sqlx::Error> {
     sqlx::query_as!(
         Startable,
+        // Not `FOR UPDATE`, which would also hold up every insert whose foreign key names
+        // the campaign (its delivery counters, from receipts of every tenant) while a big
+        // segment's audience is written.
         "SELECT status, tenant_id, template, segment_id, expires_at FROM campaigns
-         WHERE id = $1 FOR UPDATE",
+         WHERE id = $1 FOR NO KEY UPDATE",
         id,
     )
     .fetch_one(tx)
@@ -625,7 +628,10 @@ pub async fn lock_for_upload(tx: &mut PgConnection, id: Uuid) -> Result<Uploadab
         Uploadable,
         "SELECT c.status, c.template, t.default_region
          FROM campaigns c JOIN tenants t ON t.id = c.tenant_id
-         WHERE c.id = $1 FOR UPDATE OF c",
+         -- Not `FOR UPDATE`: that would also hold up, as long as the upload streams, every
+         -- insert whose foreign key names the campaign (its delivery counters, from
+         -- receipts of every tenant). A start still waits (it takes the same lock).
+         WHERE c.id = $1 FOR NO KEY UPDATE OF c",
         id,
     )
     .fetch_one(tx)

@@ -93,11 +93,15 @@ macro_rules! query_applying_best {
                 OR (r.live_until IS NOT NULL AND (b.final_any OR r.dispatch_seq = ANY(b.final_seqs))))
          RETURNING r.id, r.campaign_id
      ),
-     -- Locked in id order, as by every statement that writes several campaign rows.
+     -- Locked in id order, as by every statement that writes several campaign rows. One
+     -- held by someone else (an upload to a campaign scheduled again holds its row as long
+     -- as it streams) is skipped, not waited for: receipts of every tenant share the
+     -- receiver's statements, and one tenant's upload must not hold them up. Its first
+     -- send is then marked by its next outcome or receipt, a little late.
      first_sending AS MATERIALIZED (
          SELECT c.id FROM campaigns c
          WHERE c.first_sent_at IS NULL AND c.id IN (SELECT campaign_id FROM applied)
-         ORDER BY c.id FOR NO KEY UPDATE
+         ORDER BY c.id FOR NO KEY UPDATE SKIP LOCKED
      ),
      first_sends AS (
          UPDATE campaigns c SET first_sent_at = now()
@@ -181,10 +185,14 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
          m AS MATERIALIZED (
              SELECT i.*, coalesce(by_ref.id, by_id.id) AS recipient_id
              FROM i
+             -- A recipient named by the reference only once a request for it may have gone
+             -- out (`sent_via`, written by its lease): a reference anyone signing for the
+             -- provider can write would otherwise make a recipient never sent `sent`.
              LEFT JOIN LATERAL (
                  SELECT r.id FROM recipients r JOIN campaigns c ON c.id = r.campaign_id
                  WHERE r.id = i.ref_recipient AND r.campaign_id = i.ref_campaign
                    AND i.provider_id IN (c.provider_id, c.overflow_provider_id)
+                   AND r.sent_via IS NOT NULL
                  OFFSET 0
              ) by_ref ON true
              LEFT JOIN LATERAL (

@@ -258,6 +258,70 @@ async fn leased_recipient(env: &TestEnv, provider: Uuid, address: &str) -> Resul
     Ok((campaign, id))
 }
 
+/// Receipts of every tenant share the receiver's statements, so none may wait on a lock one
+/// tenant holds: an upload streaming into a campaign scheduled again holds its row as long
+/// as it streams. A receipt naming that campaign's recipient (its reference may be written
+/// by anyone signing for the provider) used to wait on it, and every receipt queued behind
+/// it with it, until the statement timed out (503). And a reference to a recipient never
+/// sent no longer makes it `sent`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_held_by_an_upload_holds_no_receipt_up() -> Result<()> {
+    let mut env = TestEnv::new(&[]).await?;
+    env.receiver().await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    // Leased, so its campaign has not marked a first send yet.
+    let (leased_campaign, leased) = leased_recipient(&env, provider, "+15557200011").await?;
+    let tenant = env.tenant("uploader", 1).await?;
+    let draft = env
+        .campaign(tenant, provider, "draft", &["+15557200012".to_owned()], 10)
+        .await?;
+    let unsent = env.recipient_ids(draft).await?[0];
+    // Two uploads streaming: each holds its campaign's row until its transaction ends.
+    let mut uploads = env.pool.begin().await?;
+    herald_store::campaigns::lock_for_upload(&mut uploads, leased_campaign).await?;
+    herald_store::campaigns::lock_for_upload(&mut uploads, draft).await?;
+
+    for (campaign, recipient, id) in [
+        (draft, unsent, "m-unsent"),
+        (leased_campaign, leased, "m-leased"),
+    ] {
+        let receipt = json!({
+            "id": id,
+            "status": "delivered",
+            "reference": format!("herald-{}-{recipient}", campaign.simple()),
+        });
+        let started = std::time::Instant::now();
+        let status = tokio::time::timeout(
+            Duration::from_secs(5),
+            post_generic(&env, provider, &receipt, SIMULATOR_WEBHOOK_SECRET),
+        )
+        .await
+        .with_context(|| format!("the receipt {id} was not answered in 5 s"))??;
+        assert_eq!(status, 200, "{id}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{id} answered after {:?}",
+            started.elapsed()
+        );
+    }
+    let states: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT state, delivery_status FROM recipients WHERE id = ANY($1) ORDER BY id",
+    )
+    .bind(vec![leased, unsent])
+    .fetch_all(&env.pool)
+    .await?;
+    assert_eq!(
+        states,
+        vec![
+            ("sent".to_owned(), Some("delivered".to_owned())),
+            // Never sent: its receipt is parked, not applied.
+            ("pending".to_owned(), None),
+        ]
+    );
+    uploads.rollback().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receipt_parked_under_its_message_id_is_applied_when_the_send_is_recorded() -> Result<()>
 {
