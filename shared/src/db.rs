@@ -221,9 +221,9 @@ pub async fn within<T>(
 ///
 /// A statement given up may still be carried out: [`cancel_late_statements`] has PostgreSQL
 /// cancel it first when it is only slow, but one the network delivers late (a cut that
-/// heals) runs then, as one whose connection broke after its commit has run. A lease taken
-/// so is found taken by the retry: its recipient is judged like a lost answer (looked up or
-/// waited for, never sent twice).
+/// heals) runs then, as one whose connection broke after its commit has run. The worker's
+/// lease and outcome statements carry a token of their delivery, so that a retry finds such
+/// a commit its own (the migration `lease_tokens`).
 pub async fn within_for<T>(
     deadline: Duration,
     work: impl Future<Output = Result<T, sqlx::Error>>,

@@ -83,11 +83,7 @@ mod tests {
     use super::*;
 
     fn dispatch() -> Dispatch {
-        Dispatch {
-            recipient_id: 7,
-            seq: 2,
-            provider: Uuid::nil(),
-        }
+        Dispatch::new(7, 2, Uuid::nil())
     }
 
     fn of(decision: Decision) -> Outcome {

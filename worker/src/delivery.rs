@@ -146,11 +146,7 @@ async fn process(
     redelivered: bool,
     taken: oneshot::Sender<Settle>,
 ) {
-    let dispatch = Dispatch {
-        recipient_id: message.recipient_id,
-        seq: message.seq,
-        provider: message.provider_id,
-    };
+    let dispatch = Dispatch::new(message.recipient_id, message.seq, message.provider_id);
     let received = Instant::now();
     // Room first: the recipient stays `queued` (and its message unacked) while it waits, so
     // a worker that dies meanwhile hands it on whole.

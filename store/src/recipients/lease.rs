@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// One message's claim on a recipient.
+/// One message's claim on a recipient, as one delivery of it carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Dispatch {
     pub recipient_id: i64,
@@ -41,6 +41,22 @@ pub struct Dispatch {
     /// The provider the message goes to (the campaign's primary or its overflow): its
     /// timeout sizes the lease.
     pub provider: Uuid,
+    /// Drawn for this delivery: its lease and its outcome carry it, so that a statement
+    /// tried again after its commit was lost finds its own work done (see the migration
+    /// `lease_tokens`). Another delivery of the same message has another.
+    pub token: Uuid,
+}
+
+impl Dispatch {
+    /// A delivery's dispatch, with a token of its own.
+    pub fn new(recipient_id: i64, seq: i32, provider: Uuid) -> Self {
+        Self {
+            recipient_id,
+            seq,
+            provider,
+            token: Uuid::new_v4(),
+        }
+    }
 }
 
 /// A lease this worker now holds.
@@ -68,8 +84,11 @@ pub struct UnknownAttempt {
 /// Begins attempts; answers, per dispatch, the lease if this worker now holds it, or `None`
 /// if the message must not be sent.
 ///
-/// Only a `queued` recipient, or a `pending` one with no attempt made, is leased. One still `sending` under an expired lease is the
-/// sweeper's to judge (its request may have been sent): its message is acked unsent.
+/// Only a `queued` recipient, or a `pending` one with no attempt made, is leased. One
+/// `sending` under this dispatch's own lease (this statement's earlier try committed, its
+/// answer lost) is leased again as it was, its lease renewed from now; one `sending` under
+/// another's is that worker's, or the sweeper's to judge once the lease runs out (its
+/// request may have been sent): its message is acked unsent.
 pub async fn begin(
     pool: &PgPool,
     dispatches: &[Dispatch],
@@ -85,14 +104,15 @@ pub async fn begin(
     let ids: Vec<i64> = sorted.iter().map(|d| d.recipient_id).collect();
     let seqs: Vec<i32> = sorted.iter().map(|d| d.seq).collect();
     let providers: Vec<Uuid> = sorted.iter().map(|d| d.provider).collect();
+    let tokens: Vec<Uuid> = sorted.iter().map(|d| d.token).collect();
     let rows = sqlx::query!(
-        r#"WITH m AS (SELECT * FROM unnest($1::bigint[], $2::int[], $4::uuid[]) AS m(id, seq, provider)),
+        r#"WITH m AS (SELECT * FROM unnest($1::bigint[], $2::int[], $4::uuid[], $5::uuid[]) AS m(id, seq, provider, token)),
          -- One primary-key lookup per message, whatever the statistics say (OFFSET 0 keeps
          -- the planner from merging it into a join that walks a campaign's index instead).
          current AS MATERIALIZED (
              SELECT x.* FROM m CROSS JOIN LATERAL (
                  SELECT r.id, r.dispatch_seq AS seq, r.state, r.attempts, r.campaign_id, m.provider,
-                        r.expires_at AS own_expiry
+                        r.expires_at AS own_expiry, m.token, r.lease_token = m.token AS own_lease
                  FROM recipients r WHERE r.id = m.id AND r.dispatch_seq = m.seq OFFSET 0 FOR UPDATE
              ) x
          ),
@@ -114,7 +134,7 @@ pub async fn begin(
          -- The lease covers the provider the message goes to: an overflow provider's
          -- timeout may be longer than the primary's.
          startable AS MATERIALIZED (
-             SELECT k.id, k.seq, k.state, k.attempts, k.provider, p.timeout_ms, p.revision
+             SELECT k.id, k.seq, k.state, k.attempts, k.provider, k.token, p.timeout_ms, p.revision
              FROM with_campaign k JOIN providers p ON p.id = k.provider
              WHERE herald_may_send(k.status, k.expires_at, k.quiet_start, k.quiet_end, k.time_zone, now())
          ),
@@ -127,12 +147,24 @@ pub async fn begin(
          begun AS (
              UPDATE recipients r
              SET state = 'sending', attempts = r.attempts + 1, updated_at = now(), sent_via = s.provider,
-                 attempted_at = now(),
+                 attempted_at = now(), lease_token = s.token,
                  lease_until = now() + make_interval(secs => s.timeout_ms / 1000.0 + $3::float8)
              FROM startable s
              WHERE r.id = s.id AND r.dispatch_seq = s.seq AND r.state = s.state AND r.attempts = s.attempts
              RETURNING r.id, r.dispatch_seq, r.attempts - r.throttles AS attempts,
                        r.outcome_unknown_at, r.unknown_via, s.revision
+         ),
+         -- This dispatch's own lease, taken by an earlier try of this statement whose answer
+         -- was lost: leased again as it was, renewed from now (the worker's deadline counts
+         -- from its first try, so it ends before the lease does).
+         relet AS (
+             UPDATE recipients r
+             SET lease_until = now() + make_interval(secs => p.timeout_ms / 1000.0 + $3::float8),
+                 updated_at = now()
+             FROM current k JOIN providers p ON p.id = k.provider
+             WHERE r.id = k.id AND r.dispatch_seq = k.seq AND k.state = 'sending' AND k.own_lease
+             RETURNING r.id, r.dispatch_seq, r.attempts - r.throttles AS attempts,
+                       r.outcome_unknown_at, r.unknown_via, p.revision
          ),
          parkable AS MATERIALIZED (
              SELECT k.id, k.seq, k.state, k.campaign_id,
@@ -181,11 +213,14 @@ pub async fn begin(
          SELECT id AS "id!", dispatch_seq AS "dispatch_seq!", attempts AS "attempts!",
                 outcome_unknown_at AS "outcome_unknown_at?", unknown_via AS "unknown_via?",
                 revision AS "revision!"
-         FROM begun"#,
+         FROM begun
+         UNION ALL
+         SELECT id, dispatch_seq, attempts, outcome_unknown_at, unknown_via, revision FROM relet"#,
         &ids,
         &seqs,
         lease_grace.as_secs_f64(),
         &providers,
+        &tokens,
     )
     .fetch_all(pool)
     .await?;

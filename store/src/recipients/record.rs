@@ -42,6 +42,10 @@ pub struct Outcome {
 /// than the sweeper's guess. Anything else means someone else owns the recipient now, or a
 /// receipt already settled it as sent: the outcome is ignored.
 ///
+/// Only the delivery that holds the lease records (its `token`), once: the outcome clears
+/// the token, so the same outcomes written again (their commit was lost in transit) change
+/// nothing the second time.
+///
 /// A send whose receipts arrived first, under a message id not yet recorded (parked), takes
 /// their status here. An outcome with a `halt` pauses its campaign, if it is running,
 /// with the provider's answer as the reason.
@@ -57,6 +61,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
     let mut pauses: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
     let mut lost: Vec<bool> = Vec::with_capacity(outcomes.len());
     let providers: Vec<Uuid> = outcomes.iter().map(|o| o.provider).collect();
+    let tokens: Vec<Uuid> = outcomes.iter().map(|o| o.dispatch.token).collect();
     for outcome in outcomes {
         ids.push(outcome.dispatch.recipient_id);
         seqs.push(outcome.dispatch.seq);
@@ -70,8 +75,8 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
     }
     let first_sends: Vec<Option<f64>> = sqlx::query_scalar!(
         "WITH o AS (
-             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[], $8::uuid[], $10::text[], $11::bool[])
-                 AS o(id, seq, state, message_id, error, delay, throttled, provider, pause, lost)
+             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[], $8::uuid[], $10::text[], $11::bool[], $12::uuid[])
+                 AS o(id, seq, state, message_id, error, delay, throttled, provider, pause, lost, token)
          ),
          -- As in `begin`: primary-key lookups the planner cannot reorder. The row is locked
          -- here, and the state it has then is the one judged: the update below does not
@@ -81,9 +86,9 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
          -- guess kept, and what this worker learnt dropped.
          leased AS MATERIALIZED (
              SELECT o.*, x.state AS row_state FROM o CROSS JOIN LATERAL (
-                 SELECT r.state FROM recipients r WHERE r.id = o.id AND r.dispatch_seq = o.seq OFFSET 0 FOR UPDATE
+                 SELECT r.state, r.lease_token FROM recipients r WHERE r.id = o.id AND r.dispatch_seq = o.seq OFFSET 0 FOR UPDATE
              ) x
-             WHERE x.state IN ('sending', 'unknown', 'pending')
+             WHERE x.state IN ('sending', 'unknown', 'pending') AND x.lease_token = o.token
          ),
          -- Receipts parked under this send's message id (served by a partial index that
          -- holds only parked receipts, so this costs next to nothing when there are none).
@@ -135,7 +140,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
                  -- (A lost answer retried at once may be a live call too.)
                  live_until = CASE WHEN (o.state IN ('sent', 'unknown') OR o.lost) AND coalesce(k.rank, 0) < $9
                                    THEN r.live_until END,
-                 lease_until = NULL, queued_at = NULL, updated_at = now()
+                 lease_until = NULL, lease_token = NULL, queued_at = NULL, updated_at = now()
              FROM leased o LEFT JOIN parked k ON k.id = o.id
              WHERE r.id = o.id AND r.dispatch_seq = o.seq
              RETURNING r.campaign_id, r.state, o.pause
@@ -178,6 +183,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
         herald_shared::delivery::FINAL_RANK as _,
         &pauses as _,
         &lost,
+        &tokens,
     )
     .fetch_all(pool)
     .await?;

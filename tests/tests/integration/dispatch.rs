@@ -440,11 +440,7 @@ async fn the_first_of_two_messages_for_a_first_attempt_takes_the_lease() -> Resu
         .execute(&env.pool)
         .await?;
     let (id, seq, _) = dispatches(&env, campaign).await?.remove(0);
-    let via = |provider| Dispatch {
-        recipient_id: id,
-        seq,
-        provider,
-    };
+    let via = |provider| Dispatch::new(id, seq, provider);
     let grace = Duration::from_secs(1);
     let answers = lease::begin(&env.pool, &[via(overflow), via(primary)], grace).await?;
     assert!(answers[0].is_some() && answers[1].is_none(), "{answers:?}");
@@ -589,11 +585,7 @@ async fn a_cursor_a_busy_campaign_kept_from_moving_back_is_moved_at_the_next_swe
     let busy = hold().await?;
     let leased: Vec<Dispatch> = rows[5..]
         .iter()
-        .map(|(id, seq, _)| Dispatch {
-            recipient_id: *id,
-            seq: *seq,
-            provider,
-        })
+        .map(|(id, seq, _)| Dispatch::new(*id, *seq, provider))
         .collect();
     let answers = lease::begin(&env.pool, &leased, Duration::from_secs(1)).await?;
     busy.rollback().await?;

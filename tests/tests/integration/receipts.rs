@@ -239,8 +239,11 @@ async fn post_generic(env: &TestEnv, provider: Uuid, body: &Value, secret: &str)
         .as_u16())
 }
 
+/// The lease token of [`leased_recipient`]'s lease.
+const LEASE_TOKEN: Uuid = Uuid::from_u128(0x1ea5e);
+
 /// A draft campaign of one recipient, leased as a worker would (`sending`, seq 1, via
-/// `provider`); returns (campaign, recipient).
+/// `provider`, [`LEASE_TOKEN`]); returns (campaign, recipient).
 async fn leased_recipient(env: &TestEnv, provider: Uuid, address: &str) -> Result<(Uuid, i64)> {
     let tenant = env.tenant(&format!("t-{address}"), 1).await?;
     let campaign = env
@@ -248,11 +251,12 @@ async fn leased_recipient(env: &TestEnv, provider: Uuid, address: &str) -> Resul
         .await?;
     let id: i64 = sqlx::query_scalar(
         "UPDATE recipients SET state = 'sending', dispatch_seq = 1, attempts = 1, sent_via = $2,
-                lease_until = now() + interval '1 minute'
+                lease_until = now() + interval '1 minute', lease_token = $3
          WHERE campaign_id = $1 RETURNING id",
     )
     .bind(campaign)
     .bind(provider)
+    .bind(LEASE_TOKEN)
     .fetch_one(&env.pool)
     .await?;
     Ok((campaign, id))
@@ -350,9 +354,8 @@ async fn a_receipt_parked_under_its_message_id_is_applied_when_the_send_is_recor
 
     // The worker records the send: the parked receipt is adopted in the same statement.
     let dispatch = Dispatch {
-        recipient_id: recipient,
-        seq: 1,
-        provider,
+        token: LEASE_TOKEN,
+        ..Dispatch::new(recipient, 1, provider)
     };
     herald_store::recipients::record::record(
         &env.pool,

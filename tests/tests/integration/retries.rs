@@ -5,6 +5,7 @@ use herald_tests::{Result, TestEnv, numbers};
 use lapin::options::ConfirmSelectOptions;
 use serde_json::Value;
 use std::time::Duration;
+use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_500s_then_success_is_sent_after_four_attempts_with_backoff() -> Result<()> {
@@ -207,13 +208,16 @@ async fn an_outcome_that_nothing_went_out_replaces_the_sweepers_guess() -> Resul
         .campaign(tenant, provider, "c", &numbers("+1555991", 2), 100)
         .await?;
     let ids = env.recipient_ids(campaign).await?;
+    let token = Uuid::new_v4();
     sqlx::query(
         "UPDATE recipients SET state = 'sending', dispatch_seq = 1, attempts = 1, sent_via = $2,
-                attempted_at = now() - interval '1 minute', lease_until = now() - interval '1 second'
+                attempted_at = now() - interval '1 minute', lease_until = now() - interval '1 second',
+                lease_token = $3
          WHERE campaign_id = $1",
     )
     .bind(campaign)
     .bind(provider)
+    .bind(token)
     .execute(&env.pool)
     .await?;
     // The second had an earlier attempt whose answer was lost, not yet ruled out.
@@ -233,9 +237,8 @@ async fn an_outcome_that_nothing_went_out_replaces_the_sweepers_guess() -> Resul
         .iter()
         .map(|&id| {
             let dispatch = Dispatch {
-                recipient_id: id,
-                seq: 1,
-                provider,
+                token,
+                ..Dispatch::new(id, 1, provider)
             };
             outcome(
                 dispatch,
@@ -265,5 +268,74 @@ async fn an_outcome_that_nothing_went_out_replaces_the_sweepers_guess() -> Resul
             ("pending".to_owned(), "earlier".to_owned(), Some(provider)),
         ]
     );
+    Ok(())
+}
+
+/// A lease or outcome statement whose commit the worker never heard of (its connection broke
+/// after the commit, or a statement given up at its deadline ran late) is tried again. The
+/// lease's retry finds the recipient under its own lease and the request is made (before:
+/// acked unsent, and the sweeper judged an attempt never made like a lost answer, failing
+/// the recipient unsent when no attempt was left); the outcome's retry changes nothing
+/// (before: a throttle was counted twice, giving an attempt back). Another delivery of the
+/// same message still finds the recipient taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_or_outcome_tried_again_after_its_commit_was_lost_holds_once() -> Result<()> {
+    use herald_store::recipients::{lease, record};
+    use herald_worker::attempts::{Dispatch, outcome};
+    use herald_worker::outcome::Decision;
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers("+1555992", 1), 100)
+        .await?;
+    sqlx::query("UPDATE campaigns SET status = 'running', started_at = now() WHERE id = $1")
+        .bind(campaign)
+        .execute(&env.pool)
+        .await?;
+    let id = env.recipient_ids(campaign).await?[0];
+    let seq: i32 = sqlx::query_scalar("SELECT dispatch_seq FROM recipients WHERE id = $1")
+        .bind(id)
+        .fetch_one(&env.pool)
+        .await?;
+    let dispatch = Dispatch::new(id, seq, provider);
+    let grace = Duration::from_secs(1);
+    let first = lease::begin(&env.pool, &[dispatch], grace).await?;
+    assert!(first[0].is_some(), "{first:?}");
+    let again = lease::begin(&env.pool, &[dispatch], grace).await?;
+    assert_eq!(again, first, "the retry finds its own lease");
+    let other = lease::begin(&env.pool, &[Dispatch::new(id, seq, provider)], grace).await?;
+    assert_eq!(
+        other,
+        vec![None],
+        "another delivery finds the recipient taken"
+    );
+
+    let row = || async {
+        sqlx::query_as::<_, (String, i32, i32, f64)>(
+            "SELECT state, attempts, throttles, extract(epoch FROM next_attempt_at)::float8
+             FROM recipients WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&env.pool)
+        .await
+    };
+    let throttled = outcome(
+        dispatch,
+        provider,
+        &Decision::Throttled {
+            error: "HTTP 429".into(),
+            delay: Duration::from_secs(60),
+        },
+    );
+    record::record(&env.pool, std::slice::from_ref(&throttled)).await?;
+    let recorded = row().await?;
+    assert_eq!(
+        (recorded.0.as_str(), recorded.1, recorded.2),
+        ("pending", 1, 1),
+        "one attempt, not counted"
+    );
+    record::record(&env.pool, std::slice::from_ref(&throttled)).await?;
+    assert_eq!(row().await?, recorded, "written again, changed nothing");
     Ok(())
 }
