@@ -343,7 +343,7 @@ async fn accept(
     let mut stored: HashMap<Uuid, Message> = HashMap::new();
     if !fresh.is_empty() {
         admit(&mut tx, tenant, fresh.len()).await?;
-        let new = store(&mut tx, &checked, &fresh).await?;
+        let new = store(&mut tx, &checked, &fresh, &field).await?;
         let new_ids: Vec<Uuid> = new.iter().map(|m| m.id).collect();
         stored.extend(new.into_iter().map(|m| (m.id, m)));
         // Delivered at commit: the scheduler dispatches them now rather than at its tick.
@@ -733,7 +733,7 @@ pub fn retry_after(excess: i64, per_second: f64) -> u32 {
 }
 
 /// Stores the `fresh` items of `checked`; answers them as they stand at commit, in the same
-/// order.
+/// order. `field` names a message's field in the request (for a refusal).
 ///
 /// One statement writes both rows of each message: a burst of 50,000 is 50 of them, and
 /// reading the batch back for the answer cost as much again (it is known here already).
@@ -741,13 +741,28 @@ async fn store(
     tx: &mut PgConnection,
     checked: &[Checked],
     fresh: &[usize],
+    field: &impl Fn(usize, &str) -> String,
 ) -> Result<Vec<Message>, ApiError> {
     let mut streams: HashMap<StreamKey, Stream> = HashMap::new();
     for &index in fresh {
         if let std::collections::hash_map::Entry::Vacant(entry) =
             streams.entry(checked[index].stream_key())
         {
-            let stream = messages::stream(&mut *tx, entry.key()).await?;
+            let Some(stream) = messages::stream(&mut *tx, entry.key()).await? else {
+                let max = messages::MAX_STREAMS_PER_TENANT;
+                return Err(ApiError::fields(
+                    "messages; none was accepted",
+                    vec![FieldError {
+                        field: field(checked[index].index, "quiet_hours"),
+                        reason: format!(
+                            "would open this tenant's stream number {}: its messages go out in \
+                             at most {max} streams, one for each combination of provider, \
+                             overflow provider, channel, quiet hours and time zone they use",
+                            max + 1
+                        ),
+                    }],
+                ));
+            };
             entry.insert(stream);
         }
     }

@@ -714,3 +714,65 @@ async fn an_overflow_behind_its_commitment_goes_first_while_both_have_room() -> 
     assert_eq!(via(second).await?, [(primary, 100)]);
     Ok(())
 }
+
+/// Each combination of provider, overflow, channel, quiet hours and zone that a tenant's
+/// messages use is a stream the scheduler looks at every tick: one tenant's messages with
+/// quiet hours a minute apart would slow every tenant's ticks. Past 1,000 streams a message
+/// that would open another is refused (422, naming its quiet hours, nothing of its batch
+/// stored); one that fits an existing stream is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_opens_at_most_a_thousand_streams() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let admin = env.admin().await?;
+    let (_, key) = tenant(&admin, "acme", 10_000).await?;
+    // Quiet from minute `i` of the day to the next.
+    let quiet = |i: u32| {
+        let hm = |m: u32| format!("{:02}:{:02}", m / 60, m % 60);
+        json!({"to": "+15551240001", "channel": "sms", "provider_id": provider, "text": "x",
+               "quiet_hours": {"start": hm(i), "end": hm(i + 1), "time_zone": "UTC"}})
+    };
+    let (status, answer) = admin
+        .call(
+            &key,
+            Method::POST,
+            "/messages/batch",
+            Some(json!({"messages": (0..1_000).map(quiet).collect::<Vec<_>>()})),
+        )
+        .await?;
+    assert_eq!(status, 202, "{answer}");
+    let streams = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM campaigns WHERE kind = 'messages'")
+            .fetch_one(&env.pool)
+            .await
+    };
+    assert_eq!(streams().await?, 1_000);
+
+    let (status, _, refused) = post(&admin, &key, None, quiet(1_000)).await?;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused_fields(&refused), ["quiet_hours"], "{refused}");
+    // In a batch, the message that would open it is named, and nothing is stored.
+    let (status, refused) = admin
+        .call(
+            &key,
+            Method::POST,
+            "/messages/batch",
+            Some(json!({"messages": [quiet(5), quiet(1_001)]})),
+        )
+        .await?;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(
+        refused_fields(&refused),
+        ["messages[1].quiet_hours"],
+        "{refused}"
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM recipients")
+        .fetch_one(&env.pool)
+        .await?;
+    assert_eq!(stored, 1_000, "nothing of the refused batch is stored");
+    assert_eq!(streams().await?, 1_000);
+
+    let (status, _, accepted) = post(&admin, &key, None, quiet(7)).await?;
+    assert_eq!(status, 202, "an existing stream takes more: {accepted}");
+    Ok(())
+}
