@@ -18,12 +18,17 @@ require_cargo() {
 }
 
 # Builds the release binaries a bench runs and sets BIN (where they are) and LOGS (where
-# the bench's services write, created).
+# the bench's services write, created). HERALD_BENCH_BIN names a directory of binaries
+# built before (another commit's, to compare two builds run by run) instead.
 build_bench_binaries() {
   warn_test_leftovers
-  cargo build --release --quiet --bin herald-scheduler --bin herald-worker --bin herald-receiver --bin herald-simulator --bin herald-demo
+  if [ -n "${HERALD_BENCH_BIN:-}" ]; then
+    BIN="$HERALD_BENCH_BIN"
+  else
+    cargo build --release --quiet --bin herald-scheduler --bin herald-worker --bin herald-receiver --bin herald-simulator --bin herald-demo
+    BIN="$CARGO_TARGET_DIR/release"
+  fi
   refuse_running_services
-  BIN="$CARGO_TARGET_DIR/release"
   LOGS="$ROOT/.demo/bench"
   mkdir -p "$LOGS"
 }
