@@ -1,7 +1,8 @@
 //! The leader's housekeeping, beside its ticks rather than inside them: recovering the
 //! recipients whose lease ran out, completing finished campaigns, folding the counter
-//! ledger, measuring the backlog, trimming send-rate samples, keeping receipts, and moving
-//! providers' pacing times back after the database's clock stepped back.
+//! ledger, measuring the backlog, trimming send-rate samples, keeping receipts, expiring
+//! transactional messages held a day by their provider's refusal, and moving providers'
+//! pacing times back after the database's clock stepped back.
 //!
 //! None of it decides what is dispatched, and with ten thousand running campaigns a fold
 //! takes most of a second and the completion check a tenth: run inside the tick, they made
@@ -138,6 +139,14 @@ pub async fn run(
             }
             if let Err(error) = keep_receipts(&pool, receipts).await {
                 tracing::warn!(%error, "cannot keep receipts now");
+            }
+            match within(store::recipients::sweep::expire_held_messages(&pool)).await {
+                Ok(0) => {}
+                Ok(expired) => tracing::warn!(
+                    expired,
+                    "transactional messages held a day in streams their providers refused: expired"
+                ),
+                Err(error) => tracing::warn!(%error, "cannot expire long-held messages now"),
             }
         }
         round += 1;

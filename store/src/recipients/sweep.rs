@@ -243,6 +243,49 @@ pub async fn end_waiting_recipients(pool: &PgPool) -> Result<u64, sqlx::Error> {
     Ok(done.rows_affected())
 }
 
+/// How long a transactional message may wait in a stream its provider's refusal paused
+/// before it ends `expired`: as long as its idempotency key is kept. A stream paused so
+/// starts again only when the provider's credentials change, and some refusals (a redirect,
+/// an endpoint inside the network) no new credentials mend: without an end, its messages
+/// would wait for ever, counted against the tenant's quota of waiting messages.
+pub const HELD_MESSAGE_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Ends, `expired`, the transactional messages accepted more than [`HELD_MESSAGE_MAX_AGE`]
+/// ago that still wait in a paused stream. Each stream's oldest waiting messages are
+/// looked at (ids grow with acceptance), at most [`SWEEP_LIMIT`] of each kind a call.
+pub async fn expire_held_messages(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "WITH held AS (
+             SELECT c.id FROM campaigns c WHERE c.kind = 'messages' AND c.status = 'paused'
+         ), oldest AS (
+             SELECT x.id FROM held h CROSS JOIN LATERAL (
+                 SELECT id FROM recipients
+                 WHERE campaign_id = h.id AND state = 'pending' AND attempts = 0
+                 ORDER BY id LIMIT $1) x
+             UNION ALL
+             SELECT x.id FROM held h CROSS JOIN LATERAL (
+                 SELECT id FROM recipients
+                 WHERE campaign_id = h.id AND state = 'pending' AND attempts > 0
+                 ORDER BY next_attempt_at LIMIT $1) x
+         ), due AS (
+             SELECT r.id FROM oldest o
+             JOIN messages m ON m.recipient_id = o.id
+             JOIN recipients r ON r.id = o.id
+             WHERE m.created_at < now() - make_interval(secs => $2)
+             FOR UPDATE OF r SKIP LOCKED
+         )
+         UPDATE recipients r
+         SET state = 'expired', queued_at = NULL, updated_at = now(),
+             last_error = 'held for a day in a stream its provider refused; not sent'
+         FROM due d WHERE r.id = d.id AND r.state = 'pending'",
+        SWEEP_LIMIT,
+        HELD_MESSAGE_MAX_AGE.as_secs_f64(),
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Transactional messages still waiting past their own expiry (a campaign's recipients
 /// expire with their campaign, above).
 pub async fn expire_messages(pool: &PgPool) -> Result<u64, sqlx::Error> {

@@ -776,3 +776,56 @@ async fn a_tenant_opens_at_most_a_thousand_streams() -> Result<()> {
     assert_eq!(status, 202, "an existing stream takes more: {accepted}");
     Ok(())
 }
+
+/// A stream its provider's refusal paused starts again only when the provider's credentials
+/// change, and some refusals no new credentials mend (a redirect, an endpoint inside the
+/// network): its messages waited for ever, counted against the tenant's quota. One held a
+/// day (as long as its idempotency key is kept) now ends `expired`, saying why; a younger
+/// one still waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_held_a_day_by_its_providers_refusal_expires() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let admin = env.admin().await?;
+    let (_, key) = tenant(&admin, "acme", 100).await?;
+    let message = |n: u32| {
+        json!({"to": format!("+1555125{n:04}"), "channel": "sms", "provider_id": provider,
+               "text": "your order shipped"})
+    };
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let (status, _, accepted) = post(&admin, &key, None, message(n)).await?;
+        assert_eq!(status, 202, "{accepted}");
+        ids.push(accepted["id"].as_str().unwrap_or_default().to_owned());
+    }
+    // Its provider refused the account (as the worker records it), and the first message
+    // was accepted a day and an hour ago.
+    sqlx::query(
+        "UPDATE campaigns SET status = 'paused', pause_reason = 'refused: HTTP 401'
+         WHERE kind = 'messages'",
+    )
+    .execute(&env.pool)
+    .await?;
+    sqlx::query("UPDATE messages SET created_at = now() - interval '25 hours' WHERE id = $1")
+        .bind(uuid::Uuid::parse_str(&ids[0])?)
+        .execute(&env.pool)
+        .await?;
+    // A new leader keeps at once.
+    let _scheduler = env.scheduler(250, &[])?;
+    let expired = wait_message(&admin, &key, &ids[0], "expired", None).await?;
+    assert!(
+        expired["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("held for a day")),
+        "{expired}"
+    );
+    let (status, young) = admin
+        .call(&key, Method::GET, &format!("/messages/{}", ids[1]), None)
+        .await?;
+    assert_eq!(
+        (status, young["state"].as_str()),
+        (200, Some("pending")),
+        "{young}"
+    );
+    Ok(())
+}
