@@ -620,18 +620,33 @@ pub struct Uploadable {
     pub template: String,
     /// Its tenant's default region for phone numbers.
     pub default_region: Option<String>,
+    /// Past its expiry: nothing added would ever be sent.
+    pub expired: bool,
 }
 
 /// Campaign `id`'s [`Uploadable`], locked until the caller's transaction ends.
 pub async fn lock_for_upload(tx: &mut PgConnection, id: Uuid) -> Result<Uploadable, sqlx::Error> {
     sqlx::query_as!(
         Uploadable,
-        "SELECT c.status, c.template, t.default_region
+        r#"SELECT c.status, c.template, t.default_region,
+                coalesce(c.expires_at <= clock_timestamp(), false) AS "expired!"
          FROM campaigns c JOIN tenants t ON t.id = c.tenant_id
          -- Not `FOR UPDATE`: that would also hold up, as long as the upload streams, every
          -- insert whose foreign key names the campaign (its delivery counters, from
          -- receipts of every tenant). A start still waits (it takes the same lock).
-         WHERE c.id = $1 FOR NO KEY UPDATE OF c",
+         WHERE c.id = $1 FOR NO KEY UPDATE OF c"#,
+        id,
+    )
+    .fetch_one(tx)
+    .await
+}
+
+/// Whether campaign `id` is past its expiry now (by the clock, not the transaction's start:
+/// an upload asks just before its commit, however long it streamed).
+pub async fn expired_now(tx: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT coalesce(expires_at <= clock_timestamp(), false) AS "expired!"
+         FROM campaigns WHERE id = $1"#,
         id,
     )
     .fetch_one(tx)

@@ -56,12 +56,19 @@ pub async fn upload(
         status,
         template: template_text,
         default_region: region,
+        expired,
     } = store::campaigns::lock_for_upload(&mut tx, id).await?;
     let region = region.as_deref().and_then(|r| phone::region(r).ok());
     if !matches!(status.as_str(), "draft" | "scheduled") {
         return Err(ApiError::Conflict(format!(
             "recipients can be added to draft or scheduled campaigns; this one is {status}"
         )));
+    }
+    // A scheduled campaign past its expiry is completed (never started): recipients added
+    // now would never be sent, and ones committed just as the scheduler completes it would
+    // be left waiting in a finished campaign. Asked again before the commit.
+    if status == "scheduled" && expired {
+        return Err(expired_refusal());
     }
     let needed = template::variables(&template_text)
         .map_err(|e| ApiError::field("template", e.to_string()))?;
@@ -92,6 +99,9 @@ pub async fn upload(
     .await?;
     // First occurrence of an address wins; addresses already in the campaign are kept.
     let inserted = store::recipients::audience::add_staged(&mut tx, id).await?;
+    if status == "scheduled" && store::campaigns::expired_now(&mut tx, id).await? {
+        return Err(expired_refusal());
+    }
     tx.commit().await?;
     tracing::info!(campaign_id = %id, received, inserted, "recipients uploaded");
     Ok(Json(UploadResult {
@@ -99,6 +109,14 @@ pub async fn upload(
         inserted,
         duplicates: received - inserted,
     }))
+}
+
+fn expired_refusal() -> ApiError {
+    ApiError::Conflict(
+        "this scheduled campaign is past its expiry: recipients added now would never be sent; \
+         nothing was added"
+            .into(),
+    )
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -1359,3 +1359,35 @@ async fn lists_come_in_cursor_pages_and_filter_by_status_tenant_and_name() -> Re
     }
     Ok(())
 }
+
+/// A scheduled campaign past its expiry is completed without starting: recipients added to
+/// it would never be sent (and ones committed just as the scheduler completes it were left
+/// waiting in a finished campaign). An upload to it is refused (409), nothing added; one to
+/// a scheduled campaign still ahead of its expiry is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_to_a_scheduled_campaign_past_its_expiry_is_refused() -> Result<()> {
+    let w = world().await?;
+    let csv = "address\n+33612345678\n";
+    let mut answers = Vec::new();
+    for expires_in in ["-1 minute", "1 day"] {
+        let campaign = draft(&w, "Hi").await?;
+        sqlx::query(
+            "UPDATE campaigns SET status = 'scheduled', start_at = now() + interval '1 hour',
+                    expires_at = now() + $2::interval WHERE id = $1::uuid",
+        )
+        .bind(&campaign)
+        .bind(expires_in)
+        .execute(&w.env.pool)
+        .await?;
+        let path = format!("/campaigns/{campaign}/recipients");
+        let (status, body) = w.admin.upload(&w.key_a, &path, "text/csv", csv).await?;
+        let stored: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM recipients WHERE campaign_id = $1::uuid")
+                .bind(&campaign)
+                .fetch_one(&w.env.pool)
+                .await?;
+        answers.push((status, stored, body.to_string().contains("past its expiry")));
+    }
+    assert_eq!(answers, [(409, 0, true), (200, 1, false)]);
+    Ok(())
+}
