@@ -110,6 +110,10 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Found already by `tenant_turns` (extensions are this server's, never the client's).
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(*caller);
+        }
         let secret = bearer(parts).ok_or(ApiError::Unauthorized)?;
         if !(secret.starts_with(OPERATOR_PREFIX) || secret.starts_with(TENANT_PREFIX)) {
             return Err(ApiError::Unauthorized);

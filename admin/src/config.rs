@@ -33,13 +33,21 @@ pub struct AdminConfig {
     pub upload_idle_timeout_ms: u64,
 
     /// Uploads running at once, in all (each holds a database connection while it streams).
-    /// Default: the pool's size less two, so other requests always find a connection.
+    /// Default, and most: the pool's size less two, so other requests always find a
+    /// connection (the admin refuses to start otherwise, as with a pool under 3).
     #[arg(long, env = "HERALD_ADMIN_MAX_UPLOADS", value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub max_uploads: Option<u32>,
 
     /// Uploads one tenant may run at once (operators count as one tenant); past it, 429.
     #[arg(long, env = "HERALD_ADMIN_MAX_UPLOADS_PER_TENANT", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub max_uploads_per_tenant: u32,
+
+    /// API requests of one tenant run at once (uploads among them); more wait their turn
+    /// without holding a database connection, within the request deadline. Default, and
+    /// most: the pool's size less two, halved, so that other tenants always find
+    /// connections. Operators' requests are not counted.
+    #[arg(long, env = "HERALD_ADMIN_MAX_REQUESTS_PER_TENANT", value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub max_requests_per_tenant: Option<u32>,
 
     /// PostgreSQL's `statement_timeout` on the admin's connections (ms): no request's
     /// statement holds a connection longer.
@@ -62,6 +70,38 @@ pub struct AdminConfig {
 }
 
 impl AdminConfig {
+    /// Settings each valid alone that do not fit together: uploads hold a connection each
+    /// while they stream, and other requests (every other tenant's) must still find two.
+    pub fn check(&self) -> Result<(), String> {
+        let pool = self.connections.db_pool_size;
+        if pool < 3 {
+            return Err(format!(
+                "HERALD_DB_POOL_SIZE ({pool}) must be at least 3 for the admin: uploads hold a \
+                 connection each while they stream, and other requests need two"
+            ));
+        }
+        match (self.max_uploads, self.max_requests_per_tenant) {
+            (Some(uploads), _) if uploads > pool - 2 => Err(format!(
+                "HERALD_ADMIN_MAX_UPLOADS ({uploads}) must leave two of HERALD_DB_POOL_SIZE's \
+                 {pool} connections to other requests: at most {}",
+                pool - 2
+            )),
+            (_, Some(requests)) if requests > pool - 2 => Err(format!(
+                "HERALD_ADMIN_MAX_REQUESTS_PER_TENANT ({requests}) must leave two of \
+                 HERALD_DB_POOL_SIZE's {pool} connections to other tenants: at most {}",
+                pool - 2
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn max_requests_per_tenant(&self) -> usize {
+        self.max_requests_per_tenant.map_or_else(
+            || (self.connections.db_pool_size.saturating_sub(2) / 2).max(1) as usize,
+            |n| n as usize,
+        )
+    }
+
     pub fn max_uploads(&self) -> usize {
         self.max_uploads.map_or_else(
             || self.connections.db_pool_size.saturating_sub(2).max(1) as usize,

@@ -23,6 +23,7 @@ pub mod reseal;
 pub mod security_headers;
 pub mod staging;
 pub mod state;
+pub mod tenant_turns;
 pub mod upload;
 pub mod upload_slots;
 pub mod validate;
@@ -54,8 +55,13 @@ pub enum ServeError {
 /// The whole application, given its state.
 pub fn app(state: AppState) -> Router {
     let bounded = axum::middleware::from_fn_with_state(state.clone(), request_deadline::bound);
+    // Inside the deadline: waiting for a turn counts against it.
+    let turns = axum::middleware::from_fn_with_state(state.clone(), tenant_turns::take_turn);
     let router = Router::new()
-        .nest("/api/v1", api::router().route_layer(bounded))
+        .nest(
+            "/api/v1",
+            api::router().route_layer(turns).route_layer(bounded),
+        )
         .merge(web::router())
         .route("/healthz", get(|| async { "ok" }));
     security_headers::apply(router).with_state(state)
@@ -102,6 +108,7 @@ pub async fn serve(config: AdminConfig, shutdown: CancellationToken) -> Result<(
             config.max_uploads(),
             config.max_uploads_per_tenant as usize,
         ),
+        turns: tenant_turns::TenantTurns::new(config.max_requests_per_tenant()),
         upload_idle: std::time::Duration::from_millis(config.upload_idle_timeout_ms),
         request_deadline: std::time::Duration::from_millis(config.request_timeout_ms),
         keyring: config.credential_keys.keyring(),

@@ -66,6 +66,11 @@ async fn main() -> anyhow::Result<()> {
     let cli: Cli = herald_shared::config::parse();
     match cli.command {
         Command::Serve(config) => {
+            if let Err(problem) = config.check() {
+                // As a setting clap refuses: a message naming the variables, exit 2.
+                eprintln!("error: {problem}");
+                std::process::exit(2);
+            }
             herald_shared::telemetry::init("herald-admin");
             let shutdown = CancellationToken::new();
             tokio::spawn(herald_shared::shutdown::on_signal(shutdown.clone()));
@@ -77,7 +82,9 @@ async fn main() -> anyhow::Result<()> {
             name,
             connections,
         }) => {
-            herald_admin::validate::name(&name)
+            // Trimmed, as the API stores a key's name.
+            let name = name.trim();
+            herald_admin::validate::name(name)
                 .map_err(|reason| anyhow::anyhow!("--name: {reason}"))?;
             let pool = herald_shared::db::connect(
                 connections.database_url.expose(),
@@ -85,7 +92,16 @@ async fn main() -> anyhow::Result<()> {
                 &connections.tls(),
             )
             .await?;
-            let (id, key) = herald_admin::auth::create_key(&pool, tenant, &name).await?;
+            let (id, key) = herald_admin::auth::create_key(&pool, tenant, name)
+                .await
+                .map_err(|error| match (&error, tenant) {
+                    (sqlx::Error::Database(db), Some(tenant))
+                        if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation =>
+                    {
+                        anyhow::anyhow!("--tenant: there is no tenant {tenant}")
+                    }
+                    _ => error.into(),
+                })?;
             // The key is shown once, here: a stdout that cannot take it (a closed pipe) is
             // said, with the key's id to revoke, not a panic.
             writeln!(std::io::stdout().lock(), "{key}").map_err(|error| {

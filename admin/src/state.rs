@@ -1,6 +1,7 @@
 //! What every request handler shares.
 
 use crate::endpoints::EndpointPolicy;
+use crate::tenant_turns::TenantTurns;
 use crate::upload_slots::UploadSlots;
 use sqlx::PgPool;
 use std::time::Duration;
@@ -9,6 +10,8 @@ use std::time::Duration;
 pub struct AppState {
     pub pool: PgPool,
     pub uploads: UploadSlots,
+    /// How many of one tenant's requests run at once.
+    pub turns: TenantTurns,
     /// How long a request's body (an upload's, a JSON one) may send nothing before it is
     /// ended.
     pub upload_idle: Duration,

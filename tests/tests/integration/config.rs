@@ -67,6 +67,57 @@ async fn bad_or_missing_settings_name_the_variable_and_exit_non_zero() -> Result
             "{stderr}"
         );
     }
+    // Settings valid alone that do not fit together: the admin's uploads may not take the
+    // connections every other request needs. (The database is out of reach: an admin that
+    // let them through would fail to connect, exit 1.)
+    let unreachable = "postgres://herald:x@127.0.0.1:1/herald";
+    type AdminCase<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let admin_cases: &[AdminCase] = &[
+        (
+            &[
+                ("HERALD_DB_POOL_SIZE", "8"),
+                ("HERALD_ADMIN_MAX_UPLOADS", "7"),
+            ],
+            &["HERALD_ADMIN_MAX_UPLOADS", "HERALD_DB_POOL_SIZE"],
+        ),
+        (&[("HERALD_DB_POOL_SIZE", "2")], &["HERALD_DB_POOL_SIZE"]),
+        (
+            &[("HERALD_ADMIN_MAX_REQUESTS_PER_TENANT", "7")],
+            &[
+                "HERALD_ADMIN_MAX_REQUESTS_PER_TENANT",
+                "HERALD_DB_POOL_SIZE",
+            ],
+        ),
+    ];
+    for (vars, named) in admin_cases {
+        let mut all = vec![
+            ("HERALD_DATABASE_URL", unreachable),
+            ("HERALD_ADMIN_LISTEN", "127.0.0.1:0"),
+        ];
+        all.extend(vars.iter().copied());
+        let output = env.run_binary("herald-admin", &["serve"], &all)?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{vars:?}: {stderr}");
+        for name in *named {
+            assert!(
+                stderr.contains(name),
+                "{vars:?} should name {name}: {stderr}"
+            );
+        }
+    }
+    // A key for a tenant that does not exist: said so, not a database's constraint.
+    let missing = uuid::Uuid::new_v4().to_string();
+    let output = env.run_binary(
+        "herald-admin",
+        &["keys", "create", "--tenant", &missing, "--name", "k"],
+        &[("HERALD_DATABASE_URL", db)],
+    )?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--tenant: there is no tenant") && !stderr.contains("constraint"),
+        "{stderr}"
+    );
     for binary in ["herald-worker", "herald-scheduler", "herald-simulator"] {
         let output = env.run_binary(binary, &["--help"], &[])?;
         assert!(output.status.success(), "{binary} --help");

@@ -48,6 +48,25 @@ impl Setup {
             .await
     }
 
+    /// Another tenant's (`key`'s) list of campaigns, `times` in a row, each answered 200
+    /// within 2 s.
+    async fn served_at_once(&self, key: &str, times: usize) -> Result<()> {
+        for _ in 0..times {
+            let started = Instant::now();
+            let (status, body) = self
+                .admin
+                .call(key, Method::GET, "/campaigns", None)
+                .await?;
+            ensure!(status == 200, "the other tenant got {status}: {body}");
+            ensure!(
+                started.elapsed() < Duration::from_secs(2),
+                "the other tenant waited {:?}",
+                started.elapsed()
+            );
+        }
+        Ok(())
+    }
+
     /// Uploads a CSV audience to `campaign`.
     async fn audience(&self, campaign: &str, csv: String) -> Result<(u16, Value)> {
         let path = format!("/campaigns/{campaign}/recipients");
@@ -112,19 +131,7 @@ async fn stalled_uploads_cannot_starve_other_tenants() -> Result<()> {
         .admin
         .tenant_with_provider("bystander", &s.env.simulator_url)
         .await?;
-    for _ in 0..5 {
-        let started = Instant::now();
-        let (status, body) = s
-            .admin
-            .call(&other_key, Method::GET, "/campaigns", None)
-            .await?;
-        ensure!(status == 200, "the other tenant got {status}: {body}");
-        ensure!(
-            started.elapsed() < Duration::from_secs(2),
-            "the other tenant waited {:?}",
-            started.elapsed()
-        );
-    }
+    s.served_at_once(&other_key, 5).await?;
     let other = s
         .admin
         .ok(
@@ -758,5 +765,55 @@ async fn a_json_body_that_stops_coming_in_is_answered_408() -> Result<()> {
         .fetch_one(&s.env.pool)
         .await?;
     ensure!(tenants == 0, "the stalled request created a tenant");
+    Ok(())
+}
+
+/// A request that waits in PostgreSQL (here on a campaign row an upload holds, as a `cancel`
+/// of that campaign does) keeps its database connection while it waits, up to the statement
+/// timeout: ten of one tenant's took the pool of eight, and another tenant's requests were
+/// refused (503) after the pool's five seconds. At most a few of one tenant's requests now
+/// run at once; the rest wait their turn holding no connection, and are answered once the
+/// row is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_waiting_requests_leave_the_pool_to_others() -> Result<()> {
+    let s = setup(&[]).await?;
+    let campaign = s.campaign(json!({})).await?;
+    // An upload holding the campaign's row, as a slow one does while it streams.
+    let mut upload = s.env.pool.begin().await?;
+    herald_store::campaigns::lock_for_upload(&mut upload, campaign.parse()?).await?;
+    let mut waiting = Vec::new();
+    for _ in 0..10 {
+        let (http, url, key) = (
+            s.admin.http.clone(),
+            format!("{}/api/v1/campaigns/{campaign}/cancel", s.admin.url),
+            s.key.clone(),
+        );
+        waiting.push(tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(key)
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (_, other_key, _) = s
+        .admin
+        .tenant_with_provider("bystander", &s.env.simulator_url)
+        .await?;
+    s.served_at_once(&other_key, 3).await?;
+    upload.rollback().await?;
+    // The waiting ones are answered: one cancels, the others find it cancelled.
+    let mut statuses = Vec::new();
+    for handle in waiting {
+        statuses.push(handle.await??);
+    }
+    statuses.sort_unstable();
+    ensure!(
+        statuses.first() == Some(&200) && statuses[1..].iter().all(|&s| s == 409),
+        "the waiting requests answered {statuses:?}"
+    );
     Ok(())
 }
