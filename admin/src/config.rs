@@ -42,10 +42,11 @@ pub struct AdminConfig {
     #[arg(long, env = "HERALD_ADMIN_MAX_UPLOADS_PER_TENANT", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub max_uploads_per_tenant: u32,
 
-    /// API requests of one tenant run at once (uploads among them); more wait their turn
-    /// without holding a database connection, within the request deadline. Default, and
-    /// most: the pool's size less two, halved, so that other tenants always find
-    /// connections. Operators' requests are not counted.
+    /// API requests of one tenant run at once (uploads aside: their own limits bound them);
+    /// more wait their turn without holding a database connection, within the request
+    /// deadline. Default: the pool's size less two, halved, so that other tenants always
+    /// find connections; at most the pool's size less two. Operators' requests are not
+    /// counted.
     #[arg(long, env = "HERALD_ADMIN_MAX_REQUESTS_PER_TENANT", value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub max_requests_per_tenant: Option<u32>,
 

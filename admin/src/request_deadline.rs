@@ -15,7 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 /// Whether `request` streams an upload (a campaign's audience, contacts).
-fn is_upload(method: &Method, path: &str) -> bool {
+pub fn is_upload(method: &Method, path: &str) -> bool {
     method == Method::POST && (path.ends_with("/recipients") || path.ends_with("/contacts"))
 }
 

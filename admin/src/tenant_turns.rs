@@ -6,14 +6,17 @@
 //! it waits, up to the statement timeout. Ten such requests of one tenant took the pool of
 //! eight, and every other tenant's requests were refused after the pool's five seconds
 //! (`hostile::one_tenants_waiting_requests_leave_the_pool_to_others`). Waiting for a turn
-//! is bounded by the request deadline (`request_deadline`, outside this layer); operators'
-//! requests take no turn.
+//! is bounded by the request deadline (`request_deadline`, outside this layer). Operators'
+//! requests take no turn, nor do uploads: they stream as long as their client sends, and
+//! their own slots bound them (`upload_slots`), so a big CSV does not hold a turn from the
+//! tenant's other requests (its one-time codes).
 
 use crate::auth::Caller;
+use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -48,17 +51,24 @@ impl TenantTurns {
 }
 
 /// Authenticates the request once (the handler's `Caller` reads what is found here) and
-/// runs a tenant's request in its turn. A request that does not authenticate goes on
-/// without a turn: its handler answers it.
+/// runs a tenant's request in its turn. A request without a known key goes on without a
+/// turn (its handler answers it: a route may need none); one whose key the database could
+/// not look up (down, busy) is answered here, not asked a second time.
 pub async fn take_turn(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
-    let caller = Caller::from_request_parts(&mut parts, &state).await.ok();
-    if let Some(caller) = caller {
-        parts.extensions.insert(caller);
-    }
+    let caller = match Caller::from_request_parts(&mut parts, &state).await {
+        Ok(caller) => {
+            parts.extensions.insert(caller);
+            Some(caller)
+        }
+        Err(ApiError::Unauthorized) => None,
+        Err(error) => return error.into_response(),
+    };
+    let upload = crate::request_deadline::is_upload(&parts.method, parts.uri.path());
     let request = Request::from_parts(parts, body);
     let _turn = match caller {
-        Some(Caller::Tenant(tenant)) => state.turns.turn(tenant).await,
+        Some(Caller::Tenant(tenant)) if !upload => state.turns.turn(tenant).await,
+        Some(Caller::Tenant(_)) => None,
         Some(Caller::Operator) | None => None,
     };
     next.run(request).await
