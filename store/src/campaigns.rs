@@ -279,7 +279,7 @@ impl Transition {
     fn statement(self) -> &'static str {
         match self {
             Transition::Pause => {
-                "UPDATE campaigns SET status = 'paused', pause_reason = NULL
+                "UPDATE campaigns SET status = 'paused', pause_reason = NULL, paused_at = now()
                  WHERE id = $1 AND status IN ('running', 'scheduled')"
             }
             Transition::Resume => {

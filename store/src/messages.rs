@@ -144,29 +144,27 @@ const STREAM_BATCH: i32 = 10_000;
 /// ticks.
 pub const MAX_STREAMS_PER_TENANT: i64 = 1_000;
 
-/// The stream `key` names, made on first use; `None` if that would make more than
-/// [`MAX_STREAMS_PER_TENANT`] of the tenant's (the caller holds the tenant's lock, so the
-/// count holds until it commits).
+/// The stream `key` names, made (or started again) on first use; `None` if that would make
+/// more than [`MAX_STREAMS_PER_TENANT`] of the tenant's live ones (the caller holds the
+/// tenant's lock, so the count holds until it commits).
 pub async fn stream(tx: &mut PgConnection, key: &StreamKey) -> Result<Option<Stream>, sqlx::Error> {
     // Nearly every accept finds its stream running: read, not upserted. An upsert locks the
     // row it meets even when it changes nothing, and a batch's streams, locked in the
     // request's order, could wait in a cycle with a statement that locks campaign rows in
     // id order (a worker pausing two of the tenant's streams at once): a deadlock.
-    match find_stream(&mut *tx, key).await? {
-        Some((stream, true)) => return Ok(Some(stream)),
-        // Ended: started again below, no new stream.
-        Some((_, false)) => {}
-        None => {
-            let streams = sqlx::query_scalar!(
-                r#"SELECT count(*) AS "n!" FROM campaigns WHERE tenant_id = $1 AND kind = 'messages'"#,
-                key.tenant,
-            )
-            .fetch_one(&mut *tx)
-            .await?;
-            if streams >= MAX_STREAMS_PER_TENANT {
-                return Ok(None);
-            }
-        }
+    if let Some((stream, true)) = find_stream(&mut *tx, key).await? {
+        return Ok(Some(stream));
+    }
+    // A new stream, or an ended one started again: one more the ticks look at.
+    let streams = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM campaigns
+         WHERE tenant_id = $1 AND kind = 'messages' AND status NOT IN ('completed', 'cancelled')"#,
+        key.tenant,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if streams >= MAX_STREAMS_PER_TENANT {
+        return Ok(None);
     }
     sqlx::query!(
         "INSERT INTO campaigns (tenant_id, provider_id, overflow_provider_id, channel, name, template,

@@ -166,7 +166,8 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
          UPDATE campaigns c
          SET first_sent_at = CASE WHEN c.first_sent_at IS NULL AND t.sent THEN now() ELSE c.first_sent_at END,
              status = CASE WHEN t.pause IS NOT NULL AND c.status = 'running' THEN 'paused' ELSE c.status END,
-             pause_reason = CASE WHEN t.pause IS NOT NULL AND c.status = 'running' THEN t.pause ELSE c.pause_reason END
+             pause_reason = CASE WHEN t.pause IS NOT NULL AND c.status = 'running' THEN t.pause ELSE c.pause_reason END,
+             paused_at = CASE WHEN t.pause IS NOT NULL AND c.status = 'running' THEN now() ELSE c.paused_at END
          FROM touched t
          WHERE c.id = t.campaign_id AND c.id IN (SELECT id FROM changing)
          -- now() is the statement's transaction's time: equal only for a first send set here.

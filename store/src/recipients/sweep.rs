@@ -250,13 +250,16 @@ pub async fn end_waiting_recipients(pool: &PgPool) -> Result<u64, sqlx::Error> {
 /// would wait for ever, counted against the tenant's quota of waiting messages.
 pub const HELD_MESSAGE_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Ends, `expired`, the transactional messages accepted more than [`HELD_MESSAGE_MAX_AGE`]
-/// ago that still wait in a paused stream. Each stream's oldest waiting messages are
-/// looked at (ids grow with acceptance), at most [`SWEEP_LIMIT`] of each kind a call.
+/// Ends, `expired`, the transactional messages that a paused stream has held for
+/// [`HELD_MESSAGE_MAX_AGE`] (since their acceptance or the pause, whichever came later).
+/// Each stream's oldest waiting messages are looked at (ids grow with acceptance), at most
+/// [`SWEEP_LIMIT`] in all a call.
 pub async fn expire_held_messages(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let done = sqlx::query!(
         "WITH held AS (
-             SELECT c.id FROM campaigns c WHERE c.kind = 'messages' AND c.status = 'paused'
+             SELECT c.id, c.paused_at FROM campaigns c
+             WHERE c.kind = 'messages' AND c.status = 'paused'
+               AND (c.paused_at IS NULL OR c.paused_at < now() - make_interval(secs => $2))
          ), oldest AS (
              SELECT x.id FROM held h CROSS JOIN LATERAL (
                  SELECT id FROM recipients
@@ -272,6 +275,7 @@ pub async fn expire_held_messages(pool: &PgPool) -> Result<u64, sqlx::Error> {
              JOIN messages m ON m.recipient_id = o.id
              JOIN recipients r ON r.id = o.id
              WHERE m.created_at < now() - make_interval(secs => $2)
+             LIMIT $1
              FOR UPDATE OF r SKIP LOCKED
          )
          UPDATE recipients r

@@ -780,8 +780,8 @@ async fn a_tenant_opens_at_most_a_thousand_streams() -> Result<()> {
 /// A stream its provider's refusal paused starts again only when the provider's credentials
 /// change, and some refusals no new credentials mend (a redirect, an endpoint inside the
 /// network): its messages waited for ever, counted against the tenant's quota. One held a
-/// day (as long as its idempotency key is kept) now ends `expired`, saying why; a younger
-/// one still waits.
+/// day (as long as its idempotency key is kept) now ends `expired`, saying why; one accepted
+/// a minute ago, or a day-old one in a stream paused a minute ago, still waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_held_a_day_by_its_providers_refusal_expires() -> Result<()> {
     let env = TestEnv::new(&[]).await?;
@@ -793,23 +793,33 @@ async fn a_message_held_a_day_by_its_providers_refusal_expires() -> Result<()> {
                "text": "your order shipped"})
     };
     let mut ids = Vec::new();
-    for n in 0..2 {
-        let (status, _, accepted) = post(&admin, &key, None, message(n)).await?;
+    for n in 0..3 {
+        let mut body = message(n);
+        if n == 2 {
+            // Another stream (quiet hours of its own).
+            body["quiet_hours"] = json!({"start": "03:00", "end": "04:00", "time_zone": "UTC"});
+        }
+        let (status, _, accepted) = post(&admin, &key, None, body).await?;
         assert_eq!(status, 202, "{accepted}");
         ids.push(accepted["id"].as_str().unwrap_or_default().to_owned());
     }
-    // Its provider refused the account (as the worker records it), and the first message
-    // was accepted a day and an hour ago.
+    // Their provider refused the account (as the worker records it): the first stream a
+    // day and an hour ago, the second a minute ago. The first and third messages were
+    // accepted a day and an hour ago.
     sqlx::query(
-        "UPDATE campaigns SET status = 'paused', pause_reason = 'refused: HTTP 401'
+        "UPDATE campaigns SET status = 'paused', pause_reason = 'refused: HTTP 401',
+                paused_at = now() - CASE WHEN quiet_start IS NULL THEN interval '25 hours'
+                                         ELSE interval '1 minute' END
          WHERE kind = 'messages'",
     )
     .execute(&env.pool)
     .await?;
-    sqlx::query("UPDATE messages SET created_at = now() - interval '25 hours' WHERE id = $1")
-        .bind(uuid::Uuid::parse_str(&ids[0])?)
-        .execute(&env.pool)
-        .await?;
+    for id in [&ids[0], &ids[2]] {
+        sqlx::query("UPDATE messages SET created_at = now() - interval '25 hours' WHERE id = $1")
+            .bind(uuid::Uuid::parse_str(id)?)
+            .execute(&env.pool)
+            .await?;
+    }
     // A new leader keeps at once.
     let _scheduler = env.scheduler(250, &[])?;
     let expired = wait_message(&admin, &key, &ids[0], "expired", None).await?;
@@ -819,13 +829,16 @@ async fn a_message_held_a_day_by_its_providers_refusal_expires() -> Result<()> {
             .is_some_and(|e| e.contains("held for a day")),
         "{expired}"
     );
-    let (status, young) = admin
-        .call(&key, Method::GET, &format!("/messages/{}", ids[1]), None)
-        .await?;
-    assert_eq!(
-        (status, young["state"].as_str()),
-        (200, Some("pending")),
-        "{young}"
-    );
+    // Accepted a minute ago; held a minute.
+    for id in &ids[1..] {
+        let (status, waiting) = admin
+            .call(&key, Method::GET, &format!("/messages/{id}"), None)
+            .await?;
+        assert_eq!(
+            (status, waiting["state"].as_str()),
+            (200, Some("pending")),
+            "{waiting}"
+        );
+    }
     Ok(())
 }
