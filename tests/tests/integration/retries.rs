@@ -151,14 +151,7 @@ async fn a_lease_that_runs_out_keeps_what_is_known_of_a_lost_answer() -> Result<
     .bind(dedups)
     .execute(&env.pool)
     .await?;
-    sqlx::query(
-        "UPDATE recipients SET attempts = 2, outcome_unknown_at = now() - interval '10 minutes',
-                unknown_via = $2 WHERE id = $1",
-    )
-    .bind(ids[0])
-    .bind(waits)
-    .execute(&env.pool)
-    .await?;
+    earlier_lost_attempt(&env, ids[0], waits).await?;
     // The third was on its last attempt.
     sqlx::query("UPDATE recipients r SET attempts = p.max_attempts FROM providers p WHERE r.id = $1 AND p.id = $2")
         .bind(ids[2])
@@ -221,14 +214,7 @@ async fn an_outcome_that_nothing_went_out_replaces_the_sweepers_guess() -> Resul
     .execute(&env.pool)
     .await?;
     // The second had an earlier attempt whose answer was lost, not yet ruled out.
-    sqlx::query(
-        "UPDATE recipients SET attempts = 2, outcome_unknown_at = now() - interval '10 minutes',
-                unknown_via = $2 WHERE id = $1",
-    )
-    .bind(ids[1])
-    .bind(provider)
-    .execute(&env.pool)
-    .await?;
+    earlier_lost_attempt(&env, ids[1], provider).await?;
     assert_eq!(
         herald_store::recipients::sweep::recover_expired_leases(&env.pool).await?,
         2
@@ -337,5 +323,19 @@ async fn a_lease_or_outcome_tried_again_after_its_commit_was_lost_holds_once() -
     );
     record::record(&env.pool, std::slice::from_ref(&throttled)).await?;
     assert_eq!(row().await?, recorded, "written again, changed nothing");
+    Ok(())
+}
+
+/// Gives recipient `id` (on its first attempt) an earlier attempt at `via`, ten minutes ago,
+/// whose answer was lost and that its worker had not yet ruled out.
+async fn earlier_lost_attempt(env: &TestEnv, id: i64, via: Uuid) -> Result<()> {
+    sqlx::query(
+        "UPDATE recipients SET attempts = 2, outcome_unknown_at = now() - interval '10 minutes',
+                unknown_via = $2 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(via)
+    .execute(&env.pool)
+    .await?;
     Ok(())
 }
