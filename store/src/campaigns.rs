@@ -248,7 +248,7 @@ pub async fn resume_message_streams(
     provider: Uuid,
 ) -> Result<u64, sqlx::Error> {
     let resumed = sqlx::query_scalar!(
-        "UPDATE campaigns SET status = 'running', pause_reason = NULL
+        "UPDATE campaigns SET status = 'running', pause_reason = NULL, resumed_at = now()
          WHERE kind = 'messages' AND status = 'paused' AND (provider_id = $1 OR overflow_provider_id = $1)
          RETURNING id",
         provider,
@@ -285,7 +285,7 @@ impl Transition {
             Transition::Resume => {
                 "UPDATE campaigns
                  SET status = CASE WHEN start_at > now() THEN 'scheduled' ELSE 'running' END,
-                     pause_reason = NULL,
+                     pause_reason = NULL, resumed_at = now(),
                      started_at = CASE WHEN start_at > now() THEN started_at ELSE coalesce(started_at, now()) END
                  WHERE id = $1 AND status = 'paused'"
             }

@@ -33,6 +33,9 @@ pub const SIMULATOR_WEBHOOK_SECRET: &str = "simulator-webhook-secret";
 pub const SIMULATOR_APP_SECRET: &str = "simulator-app-secret";
 /// The Twilio account of [`TestEnv::twilio_provider`]: the simulator signs its callbacks
 /// with the token the requests carry.
+/// The worker's default `HERALD_WORKER_MAX_DEFERRAL_S`, for tests that record outcomes
+/// themselves.
+pub const DAY: Duration = Duration::from_secs(86_400);
 pub const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
 pub const TWILIO_TOKEN: &str = "twilio-auth-t0ken";
 

@@ -46,7 +46,7 @@ use uuid::Uuid;
 pub struct Context {
     pub pool: sqlx::PgPool,
     pub begin: Batcher<Dispatch, Option<Begun>>,
-    pub record: Batcher<Outcome, ()>,
+    pub record: Batcher<Outcome, bool>,
     pub providers: Providers,
     pub pacer: Pacer,
     pub on_time: OnTime,
@@ -254,8 +254,17 @@ async fn process(
     let outcome = attempts::outcome(dispatch, through, &decision);
     let provider_id = outcome.provider;
     match ctx.record.call(outcome).await {
-        Ok(()) => {
+        Ok(gave_up) => {
             step("outcome", answered, Instant::now());
+            let label = if gave_up {
+                tracing::warn!(
+                    attempt,
+                    "put off longer than HERALD_WORKER_MAX_DEFERRAL_S with no attempt spent; failed"
+                );
+                "failed"
+            } else {
+                label
+            };
             // Counted once written: the counters agree with the database.
             herald_shared::ops::metrics::message(
                 &message.tenant_id,

@@ -92,7 +92,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     let ctx = Context {
         pool: pool.clone(),
         begin: writes::begin(pool.clone(), lease_grace),
-        record: writes::record(pool.clone()),
+        record: writes::record(pool.clone(), Duration::from_secs(config.max_deferral_s)),
         providers: Providers::new(
             pool.clone(),
             config.receiver_url.as_deref(),

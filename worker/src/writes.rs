@@ -51,8 +51,10 @@ pub fn begin(pool: PgPool, lease_grace: Duration) -> Batcher<Dispatch, Option<Be
     })
 }
 
-/// Outcomes of requests made; resolves once each is written (or given up on, logged).
-pub fn record(pool: PgPool) -> Batcher<Outcome, ()> {
+/// Outcomes of requests made; resolves once each is written (or given up on, logged), with
+/// whether the write ended the recipient `failed`, put off past `max_deferral` (see
+/// [`record::record`]).
+pub fn record(pool: PgPool, max_deferral: Duration) -> Batcher<Outcome, bool> {
     Batcher::spawn_lingering(
         MAX_BATCH,
         DB_LANES,
@@ -61,19 +63,26 @@ pub fn record(pool: PgPool) -> Batcher<Outcome, ()> {
             let pool = pool.clone();
             async move {
                 let started = Instant::now();
-                if until_written("record outcomes", || record::record(&pool, &outcomes))
-                    .await
-                    .is_ok()
+                if let Ok(gave_up) = until_written("record outcomes", || {
+                    record::record(&pool, &outcomes, max_deferral)
+                })
+                .await
                 {
                     written("outcome", started, outcomes.len());
-                    return vec![(); outcomes.len()];
+                    return outcomes
+                        .iter()
+                        .map(|o| gave_up.contains(&o.dispatch.recipient_id))
+                        .collect();
                 }
+                let mut given_up = Vec::with_capacity(outcomes.len());
                 for outcome in &outcomes {
                     let one = std::slice::from_ref(outcome);
-                    if until_written("record an outcome", || record::record(&pool, one))
-                        .await
-                        .is_err()
-                    {
+                    let written = until_written("record an outcome", || {
+                        record::record(&pool, one, max_deferral)
+                    })
+                    .await;
+                    given_up.push(written.as_ref().is_ok_and(|ids| !ids.is_empty()));
+                    if written.is_err() {
                         // Never sent again for this: the recipient stays `sending`, and once
                         // its lease runs out the sweeper judges it like a lost answer.
                         tracing::error!(
@@ -84,7 +93,7 @@ pub fn record(pool: PgPool) -> Batcher<Outcome, ()> {
                         );
                     }
                 }
-                vec![(); outcomes.len()]
+                given_up
             }
         },
     )

@@ -49,7 +49,16 @@ pub struct Outcome {
 /// A send whose receipts arrived first, under a message id not yet recorded (parked), takes
 /// their status here. An outcome with a `halt` pauses its campaign, if it is running,
 /// with the provider's answer as the reason.
-pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Error> {
+///
+/// A recipient put off without an attempt spent (`uncounted`, no `halt`) for longer than
+/// `max_deferral` (since the first such outcome in a row, or its campaign's last resume if
+/// later) ends `failed` instead: a provider that never takes it again would otherwise keep it,
+/// and its campaign, going for ever. Answers the ids of the recipients so given up.
+pub async fn record(
+    pool: &PgPool,
+    outcomes: &[Outcome],
+    max_deferral: Duration,
+) -> Result<Vec<i64>, sqlx::Error> {
     let outcomes = by_recipient(outcomes, |o| o.dispatch.recipient_id);
     let mut ids = Vec::with_capacity(outcomes.len());
     let mut seqs = Vec::with_capacity(outcomes.len());
@@ -73,7 +82,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
         errors.push(outcome.error.clone());
         delays.push(outcome.due_in.map(|d| d.as_secs_f64()));
     }
-    let first_sends: Vec<Option<f64>> = sqlx::query_scalar!(
+    let rows = sqlx::query!(
         "WITH o AS (
              SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[], $8::uuid[], $10::text[], $11::bool[], $12::uuid[])
                  AS o(id, seq, state, message_id, error, delay, throttled, provider, pause, lost, token)
@@ -84,9 +93,17 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
          -- had it. A sweeper that took the recipient back (`sending` to `unknown`) and
          -- committed while this statement waited for the row would otherwise have its
          -- guess kept, and what this worker learnt dropped.
+         -- `gave_up`: put off once more, past the deferral limit, counted from the first
+         -- deferral in a row or the campaign's last resume (a pause is no deferral).
          leased AS MATERIALIZED (
-             SELECT o.*, x.state AS row_state FROM o CROSS JOIN LATERAL (
-                 SELECT r.state, r.lease_token FROM recipients r WHERE r.id = o.id AND r.dispatch_seq = o.seq OFFSET 0 FOR UPDATE
+             SELECT o.*, x.state AS row_state,
+                    (o.throttled = 1 AND o.pause IS NULL
+                     AND x.deferred_since < now() - make_interval(secs => $13)
+                     AND NOT EXISTS (SELECT 1 FROM campaigns c WHERE c.id = x.campaign_id
+                                     AND c.resumed_at > now() - make_interval(secs => $13))) AS gave_up
+             FROM o CROSS JOIN LATERAL (
+                 SELECT r.state, r.lease_token, r.deferred_since, r.campaign_id FROM recipients r
+                 WHERE r.id = o.id AND r.dispatch_seq = o.seq OFFSET 0 FOR UPDATE
              ) x
              WHERE x.state IN ('sending', 'unknown', 'pending') AND x.lease_token = o.token
          ),
@@ -109,10 +126,16 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
          ),
          recorded AS (
              UPDATE recipients r
-             SET state = o.state,
+             SET state = CASE WHEN o.gave_up THEN 'failed' ELSE o.state END,
                  provider_message_id = coalesce(o.message_id, r.provider_message_id),
                  throttles = r.throttles + o.throttled,
-                 last_error = o.error,
+                 last_error = CASE WHEN o.gave_up
+                                   THEN 'put off longer than the deferral limit with no attempt spent; given up (last: '
+                                        || coalesce(o.error, 'no reason given') || ')'
+                                   ELSE o.error END,
+                 -- A halt starts no deferral: the operator's fix and resume end it.
+                 deferred_since = CASE WHEN o.throttled = 1 AND o.pause IS NULL
+                                       THEN coalesce(r.deferred_since, now()) END,
                  next_attempt_at = CASE WHEN o.delay IS NULL THEN r.next_attempt_at
                                         ELSE now() + make_interval(secs => o.delay) END,
                  -- An unknown outcome is dated from when its attempt began: the lookup
@@ -143,7 +166,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
                  lease_until = NULL, lease_token = NULL, queued_at = NULL, updated_at = now()
              FROM leased o LEFT JOIN parked k ON k.id = o.id
              WHERE r.id = o.id AND r.dispatch_seq = o.seq
-             RETURNING r.campaign_id, r.state, o.pause
+             RETURNING r.id, r.campaign_id, r.state, o.pause, o.gave_up
          ),
          -- Only the campaigns a send or a pause may change.
          touched AS (
@@ -157,12 +180,13 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
              SELECT c.id FROM campaigns c JOIN touched t ON t.campaign_id = c.id
              WHERE (c.first_sent_at IS NULL AND t.sent) OR (t.pause IS NOT NULL AND c.status = 'running')
              ORDER BY c.id FOR NO KEY UPDATE OF c
-         )
+         ),
          -- One update per campaign, for its first send and for a pause: two updates of one
          -- row in a statement would keep only one of them. What applies is judged on the
          -- row as `changing` locked it (the CASEs below see that version), not again here,
          -- where the scan sees the statement's snapshot: a resume committed while this
          -- statement waited for the row would otherwise drop the provider's halt.
+         firsts AS (
          UPDATE campaigns c
          SET first_sent_at = CASE WHEN c.first_sent_at IS NULL AND t.sent THEN now() ELSE c.first_sent_at END,
              status = CASE WHEN t.pause IS NOT NULL AND c.status = 'running' THEN 'paused' ELSE c.status END,
@@ -172,7 +196,11 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
          WHERE c.id = t.campaign_id AND c.id IN (SELECT id FROM changing)
          -- now() is the statement's transaction's time: equal only for a first send set here.
          RETURNING CASE WHEN t.sent AND c.first_sent_at = now()
-                        THEN extract(epoch FROM c.first_sent_at - c.started_at)::float8 END",
+                        THEN extract(epoch FROM c.first_sent_at - c.started_at)::float8 END AS first_send
+         )
+         SELECT first_send AS \"first_send?\", NULL::bigint AS \"gave_up?\" FROM firsts
+         UNION ALL
+         SELECT NULL::float8, id FROM recorded WHERE gave_up",
         &ids,
         &seqs,
         &states as _,
@@ -185,10 +213,11 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
         &pauses as _,
         &lost,
         &tokens,
+        max_deferral.as_secs_f64(),
     )
     .fetch_all(pool)
     .await?;
     // The statement that records a campaign's first send is the one place that knows it.
-    herald_shared::ops::metrics::first_sends(first_sends.into_iter().flatten());
-    Ok(())
+    herald_shared::ops::metrics::first_sends(rows.iter().filter_map(|r| r.first_send));
+    Ok(rows.iter().filter_map(|r| r.gave_up).collect())
 }

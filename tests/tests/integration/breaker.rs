@@ -275,3 +275,101 @@ async fn lookups_at_a_provider_that_is_down_open_its_breaker() -> Result<()> {
     assert_eq!(stats["accepted"], RECIPIENTS, "one message each: {stats}");
     Ok(())
 }
+
+/// A provider that never takes a recipient again (here: 503 to every request) does not keep
+/// it waiting for ever, its campaign running: put off longer than the worker's deferral limit
+/// with no attempt spent, it ends `failed` at its next deferral, and its campaign completes.
+/// Time a campaign spends paused is not counted: a recipient put off before the pause counts
+/// from the resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipient_put_off_past_the_deferral_limit_fails() -> Result<()> {
+    use herald_store::campaigns::{Transition, transition};
+    const LIMIT: Duration = Duration::from_secs(6);
+    let env = TestEnv::new(&["--latency", "fixed:5"]).await?;
+    let mut provider = env.provider();
+    provider.retry_base_ms = 200;
+    provider.retry_max_ms = 1_000;
+    let provider = env.create_provider(&provider).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let down = env
+        .campaign(tenant, provider, "down", &numbers("+1555410", 10), 1_000)
+        .await?;
+    let paused = env
+        .campaign(tenant, provider, "paused", &numbers("+1555420", 10), 1_000)
+        .await?;
+    env.simulator_config(json!({"outage": true})).await?;
+    let _scheduler = env.scheduler(500, &[])?;
+    let limit = LIMIT.as_secs().to_string();
+    let _worker = env.worker(&[("HERALD_WORKER_MAX_DEFERRAL_S", &limit)])?;
+    env.start(down).await?;
+    env.start(paused).await?;
+
+    // Every recipient of `paused` put off once; paused then, as if it had waited an hour
+    // before the pause, and resumed.
+    wait_until(Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT bool_and(deferred_since IS NOT NULL) FROM recipients WHERE campaign_id = $1",
+        )
+        .bind(paused)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap_or(false)
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the recipients were never put off"))?;
+    assert_eq!(
+        transition(&env.pool, paused, Transition::Pause).await?,
+        None
+    );
+    // What was in flight at the pause is recorded (or its lease runs out) before the clock
+    // is set back: a paused campaign's recipients are leased no more.
+    wait_until(Duration::from_secs(30), || async {
+        env.states(paused)
+            .await
+            .is_ok_and(|s| !s.contains_key("sending"))
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the paused campaign's work never settled"))?;
+    sqlx::query(
+        "UPDATE recipients SET deferred_since = deferred_since - interval '1 hour'
+         WHERE campaign_id = $1",
+    )
+    .bind(paused)
+    .execute(&env.pool)
+    .await?;
+    assert_eq!(
+        transition(&env.pool, paused, Transition::Resume).await?,
+        None
+    );
+
+    env.wait_completed(&[down, paused], Duration::from_secs(90))
+        .await?;
+    for campaign in [down, paused] {
+        let states = env.states(campaign).await?;
+        assert_eq!(states.get("failed"), Some(&10), "{states:?}");
+        // Failed for being put off, not for an attempt: none was spent.
+        let (charged, reason): (i32, bool) = sqlx::query_as(
+            "SELECT max(attempts - throttles), bool_and(last_error LIKE '%deferral limit%')
+             FROM recipients WHERE campaign_id = $1",
+        )
+        .bind(campaign)
+        .fetch_one(&env.pool)
+        .await?;
+        assert_eq!((charged, reason), (0, true));
+    }
+    // Those put off before the pause counted from the resume, not from an hour ago.
+    let soonest: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM min(r.updated_at) - c.resumed_at)::float8
+         FROM recipients r JOIN campaigns c ON c.id = r.campaign_id
+         WHERE r.campaign_id = $1 GROUP BY c.resumed_at",
+    )
+    .bind(paused)
+    .fetch_one(&env.pool)
+    .await?;
+    assert!(
+        soonest >= LIMIT.as_secs_f64(),
+        "a recipient failed {soonest:.1} s after the resume, within the limit"
+    );
+    assert_eq!(env.simulator_stats().await?["accepted"], 0);
+    Ok(())
+}

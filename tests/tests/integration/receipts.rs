@@ -366,6 +366,7 @@ async fn a_receipt_parked_under_its_message_id_is_applied_when_the_send_is_recor
                 provider_message_id: Some("msg-early".into()),
             },
         )],
+        herald_tests::DAY,
     )
     .await?;
     let row: (String, Option<String>, Option<i64>) = sqlx::query_as(

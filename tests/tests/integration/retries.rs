@@ -236,7 +236,7 @@ async fn an_outcome_that_nothing_went_out_replaces_the_sweepers_guess() -> Resul
             )
         })
         .collect();
-    herald_store::recipients::record::record(&env.pool, &outcomes).await?;
+    herald_store::recipients::record::record(&env.pool, &outcomes, herald_tests::DAY).await?;
     let rows: Vec<(String, String, Option<uuid::Uuid>)> = sqlx::query_as(
         "SELECT state, CASE WHEN outcome_unknown_at IS NULL THEN 'none'
                             WHEN outcome_unknown_at < now() - interval '9 minutes' THEN 'earlier'
@@ -314,14 +314,24 @@ async fn a_lease_or_outcome_tried_again_after_its_commit_was_lost_holds_once() -
             delay: Duration::from_secs(60),
         },
     );
-    record::record(&env.pool, std::slice::from_ref(&throttled)).await?;
+    record::record(
+        &env.pool,
+        std::slice::from_ref(&throttled),
+        herald_tests::DAY,
+    )
+    .await?;
     let recorded = row().await?;
     assert_eq!(
         (recorded.0.as_str(), recorded.1, recorded.2),
         ("pending", 1, 1),
         "one attempt, not counted"
     );
-    record::record(&env.pool, std::slice::from_ref(&throttled)).await?;
+    record::record(
+        &env.pool,
+        std::slice::from_ref(&throttled),
+        herald_tests::DAY,
+    )
+    .await?;
     assert_eq!(row().await?, recorded, "written again, changed nothing");
     Ok(())
 }
