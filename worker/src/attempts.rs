@@ -28,7 +28,15 @@ pub fn outcome(dispatch: Dispatch, provider: Uuid, decision: &Decision) -> Outco
         // Attempts that say nothing about the recipient are not counted against it.
         uncounted: matches!(
             decision,
-            Decision::Throttled { .. } | Decision::Deferred { .. } | Decision::Halted { .. }
+            Decision::Throttled { .. }
+                | Decision::Deferred { .. }
+                | Decision::Postponed { .. }
+                | Decision::Halted { .. }
+        ),
+        // The provider would not take it: toward the deferral limit.
+        put_off: matches!(
+            decision,
+            Decision::Throttled { .. } | Decision::Deferred { .. }
         ),
         halt: match decision {
             Decision::Halted { error } => Some(error.clone()),
@@ -52,7 +60,8 @@ pub fn outcome(dispatch: Dispatch, provider: Uuid, decision: &Decision) -> Outco
         Decision::Retry { error, delay }
         | Decision::Resend { error, delay }
         | Decision::Throttled { error, delay }
-        | Decision::Deferred { error, delay } => {
+        | Decision::Deferred { error, delay }
+        | Decision::Postponed { error, delay } => {
             row(RecipientState::Pending, None, Some(error), Some(*delay))
         }
         // Due again at once: its campaign is paused, so nothing claims it before resume.
@@ -140,12 +149,39 @@ mod tests {
                 error: error(),
                 delay,
             },
+            Decision::Postponed {
+                error: error(),
+                delay,
+            },
             Decision::Halted { error: error() },
         ] {
             let o = of(decision);
             assert!(o.uncounted, "{o:?}");
             assert_eq!(o.state, RecipientState::Pending);
         }
+        assert!(!counted.put_off && !resent.put_off);
+    }
+
+    #[test]
+    fn only_a_provider_that_would_not_take_it_counts_toward_the_deferral_limit() {
+        let delay = Duration::from_secs(1);
+        let error = || "e".to_owned();
+        let put_off = |decision| of(decision).put_off;
+        assert!(put_off(Decision::Throttled {
+            error: error(),
+            delay
+        }));
+        assert!(put_off(Decision::Deferred {
+            error: error(),
+            delay
+        }));
+        // Herald's own gate (quiet hours begun, no send slot in time) or a refused account:
+        // no provider refusing this recipient.
+        assert!(!put_off(Decision::Postponed {
+            error: error(),
+            delay
+        }));
+        assert!(!put_off(Decision::Halted { error: error() }));
     }
 
     #[test]

@@ -55,11 +55,12 @@ pub struct WorkerConfig {
     #[arg(long, env = "HERALD_WORKER_LEASE_GRACE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1_000..=3_600_000))]
     pub lease_grace_ms: u64,
 
-    /// How long (s) a recipient may be put off without an attempt spent (its provider
-    /// answering 503 or 429, its breaker open, a lookup that cannot be made) before it ends
-    /// `failed` at its next deferral. Time its campaign spends paused is not counted. A
-    /// provider that never takes a message again would otherwise keep its recipients waiting,
-    /// and their campaign running, for ever.
+    /// How long (s) a recipient's provider may put it off in a row, no attempt spent (503s,
+    /// 429s, its breaker open, lookups it does not answer), before it ends `failed` at its
+    /// next deferral. Herald's own holding back (quiet hours begun, no send slot in time)
+    /// does not count, nor time its campaign spends paused. A provider that never takes a
+    /// message again would otherwise keep its recipients waiting, and their campaign
+    /// running, for ever.
     #[arg(long, env = "HERALD_WORKER_MAX_DEFERRAL_S", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
     pub max_deferral_s: u64,
 

@@ -201,7 +201,7 @@ async fn process(
         }
         Err(error) => {
             // Without its provider's policy the attempt cannot be made; nothing was sent.
-            let decision = Decision::Deferred {
+            let decision = Decision::Postponed {
                 error: error.to_string(),
                 delay: Duration::from_secs(30),
             };
@@ -229,7 +229,7 @@ async fn process(
         ),
         Decision::Failed { error } => tracing::info!(attempt, %error, "failed"),
         Decision::Expired => tracing::info!(attempt, "campaign expired before sending"),
-        Decision::Deferred { error, delay } => {
+        Decision::Deferred { error, delay } | Decision::Postponed { error, delay } => {
             tracing::debug!(%error, ?delay, "recipient waits; no attempt spent")
         }
         Decision::Unknown { error, window } => {
@@ -359,7 +359,7 @@ async fn request(
                 Err(error) => format!("cannot take a line: {error}"),
                 _ => "every line of the provider or the tenant is busy".to_owned(),
             };
-            return Decision::Deferred {
+            return Decision::Postponed {
                 error,
                 delay: NO_LINE_DELAY,
             };
@@ -436,7 +436,7 @@ async fn settle_unknown(
         match ctx.providers.get(unknown.via).await {
             Ok(provider) => provider,
             Err(error) => {
-                return Settled::Decided(Decision::Deferred {
+                return Settled::Decided(Decision::Postponed {
                     error: error.to_string(),
                     delay: LOOKUP_RETRY,
                 });
@@ -613,7 +613,7 @@ async fn settle_unknown(
             )
             .await;
         }
-        return Settled::Decided(Decision::Deferred {
+        return Settled::Decided(Decision::Postponed {
             error: "the lookup took the time left to send".into(),
             delay: Duration::ZERO,
         });
@@ -638,11 +638,11 @@ async fn settle_unknown(
         // The lease is no longer this dispatch's (a receipt settled the recipient meanwhile,
         // or it was taken back): nothing is sent, and the wait is recorded only if the row is
         // still this dispatch's.
-        Ok(false) => Settled::Decided(Decision::Deferred {
+        Ok(false) => Settled::Decided(Decision::Postponed {
             error: "the lease was lost before sending again".into(),
             delay: Duration::ZERO,
         }),
-        Err(error) => Settled::Decided(Decision::Deferred {
+        Err(error) => Settled::Decided(Decision::Postponed {
             error: format!("cannot record the lookup's answer before sending again: {error}"),
             delay: LOOKUP_RETRY,
         }),
@@ -672,7 +672,7 @@ async fn silence(ctx: &Context, earlier: &Provider, unknown: UnknownAttempt) -> 
         .map(|r| reconcile::after_silence(r.reported_on_later, r.waited, earlier.policy.window))
     {
         Ok(Silence::SendAgain) => return None,
-        Ok(Silence::Wait(delay)) => Decision::Deferred {
+        Ok(Silence::Wait(delay)) => Decision::Postponed {
             error: "no receipt for an earlier request, nor yet for any later message \
                     of its provider: its receipts may be held up; not sent again \
                     until they are heard"
@@ -689,7 +689,7 @@ async fn silence(ctx: &Context, earlier: &Provider, unknown: UnknownAttempt) -> 
                 reconcile::SILENT_AT_LEAST.as_secs() / 60
             ),
         },
-        Err(error) => Decision::Deferred {
+        Err(error) => Decision::Postponed {
             error: format!("cannot read the provider's receipts now: {error}"),
             delay: LOOKUP_RETRY,
         },
@@ -759,11 +759,11 @@ async fn on_a_slot(
     let no_slot_in_time = || match expiry {
         // Due again once expired, for the sweeper to end it so: released again before
         // then, it would find no slot either.
-        Some(expiry) => Decision::Deferred {
+        Some(expiry) => Decision::Postponed {
             error: "no send slot before the expiry".into(),
             delay: expiry.saturating_duration_since(Instant::now()),
         },
-        None => Decision::Deferred {
+        None => Decision::Postponed {
             error: pacing::TOO_LATE.into(),
             delay: Duration::ZERO,
         },
@@ -782,7 +782,7 @@ async fn on_a_slot(
                 // Not a busy provider but a failing reservation (the database, logged by the
                 // pacer once a batch): counted apart, not taken for pace.
                 slots("failed").increment(1);
-                return Err(Decision::Deferred {
+                return Err(Decision::Postponed {
                     error,
                     delay: Duration::ZERO,
                 });
@@ -844,7 +844,7 @@ async fn on_a_lookup_slot(
 
 /// The lease's time to start a request ran out before it could start; nothing was sent.
 fn too_late() -> Decision {
-    Decision::Deferred {
+    Decision::Postponed {
         error: "the lease ran out before the request could start".into(),
         delay: Duration::ZERO,
     }

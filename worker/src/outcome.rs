@@ -137,10 +137,19 @@ pub enum Decision {
         delay: Duration,
     },
     /// Nothing was sent, through no fault of the recipient: the provider is down (its
-    /// circuit breaker is open, or it answered that it is unavailable), or no room, send
-    /// slot or live-call line came before the lease ran out. The recipient waits (for the
-    /// cool-down, if any) without spending an attempt.
+    /// circuit breaker is open, or it answered that it is unavailable) or cannot be asked
+    /// about an earlier request. The recipient waits (for the cool-down, if any) without
+    /// spending an attempt, up to the worker's deferral limit in a row.
     Deferred {
+        error: String,
+        delay: Duration,
+    },
+    /// Nothing was sent, and neither the provider nor the recipient is the reason: Herald's
+    /// own gate held the request back (no send slot or live-call line before the lease ran
+    /// out, its campaign stopped sending meanwhile, a lookup took the time, the database
+    /// did not answer). The recipient waits without spending an attempt; the wait does not
+    /// count toward the deferral limit (a night of quiet hours is no provider refusing).
+    Postponed {
         error: String,
         delay: Duration,
     },
@@ -210,7 +219,7 @@ impl Decision {
             Decision::Failed { .. } => "failed",
             Decision::Expired => "expired",
             Decision::Throttled { .. } => "throttled",
-            Decision::Deferred { .. } => "deferred",
+            Decision::Deferred { .. } | Decision::Postponed { .. } => "deferred",
             Decision::Unknown { .. } => "unknown",
             Decision::Halted { .. } => "halted",
         }

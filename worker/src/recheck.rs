@@ -54,7 +54,7 @@ impl Answer {
                 format!("cannot ask whether its campaign may still send: {error}")
             }
         };
-        Some(Decision::Deferred {
+        Some(Decision::Postponed {
             error,
             delay: Duration::ZERO,
         })
@@ -136,7 +136,7 @@ mod tests {
     fn a_request_not_allowed_to_leave_waits_with_no_attempt_spent() {
         assert_eq!(Answer::MaySend.instead(), None);
         for answer in [Answer::HeldBack, Answer::CannotTell("down".into())] {
-            let Some(Decision::Deferred { delay, .. }) = answer.instead() else {
+            let Some(Decision::Postponed { delay, .. }) = answer.instead() else {
                 panic!("deferred expected");
             };
             assert_eq!(delay, Duration::ZERO);

@@ -26,6 +26,10 @@ pub struct Outcome {
     /// The attempt said nothing about the recipient (throttled, deferred, halted): it is
     /// not counted against its attempts.
     pub uncounted: bool,
+    /// The provider would not take it (a 429, a 503, its breaker open, a lookup it did not
+    /// answer): uncounted, and toward the deferral limit. Other uncounted outcomes (Herald's
+    /// own gate held it back; a halt) neither start nor end a run of deferrals.
+    pub put_off: bool,
     /// The provider refused the account: the campaign is paused with this reason.
     pub halt: Option<String>,
     /// The answer was lost, though the recipient is due again (`pending`) after `due_in`: its
@@ -50,7 +54,7 @@ pub struct Outcome {
 /// their status here. An outcome with a `halt` pauses its campaign, if it is running,
 /// with the provider's answer as the reason.
 ///
-/// A recipient put off without an attempt spent (`uncounted`, no `halt`) for longer than
+/// A recipient put off by its provider (`put_off`) for longer than
 /// `max_deferral` (since the first such outcome in a row, or its campaign's last resume if
 /// later) ends `failed` instead: a provider that never takes it again would otherwise keep it,
 /// and its campaign, going for ever. Answers the ids of the recipients so given up.
@@ -69,6 +73,7 @@ pub async fn record(
     let mut throttles: Vec<i32> = Vec::with_capacity(outcomes.len());
     let mut pauses: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
     let mut lost: Vec<bool> = Vec::with_capacity(outcomes.len());
+    let mut put_off: Vec<bool> = Vec::with_capacity(outcomes.len());
     let providers: Vec<Uuid> = outcomes.iter().map(|o| o.provider).collect();
     let tokens: Vec<Uuid> = outcomes.iter().map(|o| o.dispatch.token).collect();
     for outcome in outcomes {
@@ -77,6 +82,7 @@ pub async fn record(
         throttles.push(i32::from(outcome.uncounted));
         pauses.push(outcome.halt.clone());
         lost.push(outcome.answer_lost);
+        put_off.push(outcome.put_off);
         states.push(outcome.state.as_str());
         message_ids.push(outcome.message_id.clone());
         errors.push(outcome.error.clone());
@@ -84,8 +90,8 @@ pub async fn record(
     }
     let rows = sqlx::query!(
         "WITH o AS (
-             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[], $8::uuid[], $10::text[], $11::bool[], $12::uuid[])
-                 AS o(id, seq, state, message_id, error, delay, throttled, provider, pause, lost, token)
+             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[], $8::uuid[], $10::text[], $11::bool[], $12::uuid[], $14::bool[])
+                 AS o(id, seq, state, message_id, error, delay, throttled, provider, pause, lost, token, put_off)
          ),
          -- As in `begin`: primary-key lookups the planner cannot reorder. The row is locked
          -- here, and the state it has then is the one judged: the update below does not
@@ -97,7 +103,7 @@ pub async fn record(
          -- deferral in a row or the campaign's last resume (a pause is no deferral).
          leased AS MATERIALIZED (
              SELECT o.*, x.state AS row_state,
-                    (o.throttled = 1 AND o.pause IS NULL
+                    (o.put_off
                      AND x.deferred_since < now() - make_interval(secs => $13)
                      AND NOT EXISTS (SELECT 1 FROM campaigns c WHERE c.id = x.campaign_id
                                      AND c.resumed_at > now() - make_interval(secs => $13))) AS gave_up
@@ -115,7 +121,9 @@ pub async fn record(
                  WHERE l.state = 'sent' AND l.message_id IS NOT NULL
                    AND p.provider_id = l.provider AND p.message_id = l.message_id
                    AND p.recipient_id IS NULL
-                 ORDER BY p.rank DESC LIMIT 1
+                 -- Of copies (one rank, one status), the first: a copy's error code may
+                 -- differ, and the first is the one a receipt not parked would have given.
+                 ORDER BY p.rank DESC, p.duplicate, p.id LIMIT 1
              ) p
          ),
          adopted AS (
@@ -133,9 +141,11 @@ pub async fn record(
                                    THEN 'put off longer than the deferral limit with no attempt spent; given up (last: '
                                         || coalesce(o.error, 'no reason given') || ')'
                                    ELSE o.error END,
-                 -- A halt starts no deferral: the operator's fix and resume end it.
-                 deferred_since = CASE WHEN o.throttled = 1 AND o.pause IS NULL
-                                       THEN coalesce(r.deferred_since, now()) END,
+                 -- Put off by the provider: a run of deferrals starts, or goes on. Held
+                 -- back by Herald's own gate (or halted), uncounted: the run is kept as it
+                 -- is. Judged: it ends.
+                 deferred_since = CASE WHEN o.put_off THEN coalesce(r.deferred_since, now())
+                                       WHEN o.throttled = 1 THEN r.deferred_since END,
                  next_attempt_at = CASE WHEN o.delay IS NULL THEN r.next_attempt_at
                                         ELSE now() + make_interval(secs => o.delay) END,
                  -- An unknown outcome is dated from when its attempt began: the lookup
@@ -214,6 +224,7 @@ pub async fn record(
         &lost,
         &tokens,
         max_deferral.as_secs_f64(),
+        &put_off,
     )
     .fetch_all(pool)
     .await?;

@@ -349,3 +349,75 @@ async fn earlier_lost_attempt(env: &TestEnv, id: i64, via: Uuid) -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// Only a provider putting a recipient off counts toward the deferral limit: Herald holding
+/// a request back itself (its campaign's quiet hours began while the request waited, no send
+/// slot in time) neither fails a recipient past the limit nor ends its run of deferrals, and
+/// a provider's next deferral past the limit fails it. Quiet hours held recipients back for
+/// a night, counted as deferrals, and a limit under a night failed them at their first 429
+/// of the morning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_providers_deferrals_count_toward_the_limit() -> Result<()> {
+    use herald_store::recipients::{lease, record};
+    use herald_worker::attempts::{Dispatch, outcome};
+    use herald_worker::outcome::Decision;
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers("+1555993", 1), 100)
+        .await?;
+    sqlx::query("UPDATE campaigns SET status = 'running', started_at = now() WHERE id = $1")
+        .bind(campaign)
+        .execute(&env.pool)
+        .await?;
+    let id = env.recipient_ids(campaign).await?[0];
+    // Put off by its provider since two days ago.
+    sqlx::query("UPDATE recipients SET deferred_since = now() - interval '2 days' WHERE id = $1")
+        .bind(id)
+        .execute(&env.pool)
+        .await?;
+    let env = &env;
+    let attempt = |decision: Decision| async move {
+        let seq: i32 = sqlx::query_scalar(
+            "UPDATE recipients SET dispatch_seq = dispatch_seq + 1, state = 'queued'
+             WHERE id = $1 RETURNING dispatch_seq",
+        )
+        .bind(id)
+        .fetch_one(&env.pool)
+        .await?;
+        let dispatch = Dispatch::new(id, seq, provider);
+        let leased = lease::begin(&env.pool, &[dispatch], Duration::from_secs(5)).await?;
+        anyhow::ensure!(leased[0].is_some(), "not leased: {leased:?}");
+        let done = outcome(dispatch, provider, &decision);
+        record::record(&env.pool, &[done], herald_tests::DAY).await?;
+        Ok::<_, anyhow::Error>(
+            sqlx::query_as::<_, (String, bool)>(
+                "SELECT state, deferred_since < now() - interval '1 day' FROM recipients WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&env.pool)
+            .await?,
+        )
+    };
+    let held_back = attempt(Decision::Postponed {
+        error: "its campaign stopped sending (quiet hours) while the request waited".into(),
+        delay: Duration::ZERO,
+    })
+    .await?;
+    assert_eq!(
+        held_back,
+        ("pending".into(), true),
+        "held back by Herald: not failed, the run of deferrals kept"
+    );
+    let put_off = attempt(Decision::Deferred {
+        error: "HTTP 503".into(),
+        delay: Duration::ZERO,
+    })
+    .await?;
+    assert_eq!(
+        put_off.0, "failed",
+        "put off by its provider past the limit"
+    );
+    Ok(())
+}
