@@ -5,12 +5,14 @@
 //! - [`routes`]: one endpoint per API, each naming the provider whose secret signs it;
 //! - [`twilio`], [`whatsapp`], [`generic`]: reading each API's receipts;
 //! - [`intake`]: why a webhook is refused, and the batched store behind each `2xx`;
+//! - [`fair_queue`]: receipts waiting for that store, taken in turns by owner;
 //! - [`providers`]: the providers' secrets, cached.
 //!
 //! Signatures are checked by `herald_shared::signature`; receipts are stored and applied to
 //! their recipients by `herald_store::receipts`.
 
 pub mod config;
+pub mod fair_queue;
 pub mod generic;
 pub mod intake;
 pub mod limits;

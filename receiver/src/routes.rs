@@ -9,7 +9,7 @@
 //!   last check: the ops listener's state, so that a flood of it costs the database nothing).
 
 use crate::generic;
-use crate::intake::{Intake, Refusal};
+use crate::intake::{Intake, Owner, Refusal};
 use crate::limits::{self, Limits};
 use crate::providers::{Known, Providers};
 use crate::twilio;
@@ -119,7 +119,7 @@ async fn twilio_status(
     let params = twilio::form(&body);
     let path = uri.path_and_query().map_or("", |p| p.as_str());
     let url = format!("{}{path}", app.public_url);
-    let (provider_id, _) = app
+    let (provider_id, known) = app
         .signed_by(&provider, |known| {
             let Some(ReceiptKey::Twilio(token)) = known.config.receipts() else {
                 return Err(Refusal::NotFound);
@@ -142,7 +142,8 @@ async fn twilio_status(
     let reference = query("ref");
     let seq = query("seq").and_then(|s| s.parse().ok());
     if let Some(receipt) = twilio::receipt(provider_id, &params, reference.as_deref(), seq)? {
-        app.intake.store(vec![receipt]).await?;
+        let owner = Owner::of(provider_id, known.tenant_id);
+        app.intake.store(owner, vec![receipt]).await?;
     }
     Ok(StatusCode::OK)
 }
@@ -226,7 +227,8 @@ async fn whatsapp_status(
         }
         receipts.push(receipt);
     }
-    app.intake.store(receipts).await?;
+    let owner = Owner::of(provider_id, known.tenant_id);
+    app.intake.store(owner, receipts).await?;
     Ok(StatusCode::OK)
 }
 
@@ -258,7 +260,7 @@ async fn generic_receipts(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, Refusal> {
-    let (provider_id, _) = app
+    let (provider_id, known) = app
         .signed_by(&provider, |known| {
             let Some(ReceiptKey::Herald(secret)) = known.config.receipts() else {
                 return Err(Refusal::NotFound);
@@ -272,7 +274,8 @@ async fn generic_receipts(
         })
         .await?;
     let receipts = generic::receipts(provider_id, &body)?;
-    app.intake.store(receipts).await?;
+    let owner = Owner::of(provider_id, known.tenant_id);
+    app.intake.store(owner, receipts).await?;
     Ok(StatusCode::OK)
 }
 

@@ -160,14 +160,26 @@ fn step_done(step: &'static str, started: Instant) {
         .record(started.elapsed().as_secs_f64());
 }
 
+/// Most adoption statements (of up to a thousand receipts each) a housekeeping round runs.
+const ADOPT_ROUNDS: usize = 5;
+
 /// Reports receipts that never found their recipient, and prunes old ones (either also
 /// when the other failed).
 async fn keep_receipts(pool: &PgPool, keeping: ReceiptKeeping) -> Result<(), sqlx::Error> {
-    // Every receipt still waiting gets one look before it is called an orphan (the tick's
-    // sweep only looks at the last minutes of them): back twice the orphaning age, since
-    // the ones just past it are marked only below.
-    if let Err(error) = within(receipts::adopt_parked(pool, keeping.orphan_after * 2)).await {
-        tracing::warn!(%error, "cannot adopt parked receipts now");
+    // Every receipt still waiting is looked at before any is called an orphan (the tick's
+    // sweep only looks at the last minutes of them), as far back as receipts are kept: one
+    // whose message a send recorded is never orphaned, so it waits here to be adopted,
+    // however long the scheduler was away. A round adopts a few thousand; a backlog bigger
+    // than that (hours of receipts raced past their sends) goes over the next rounds.
+    for _ in 0..ADOPT_ROUNDS {
+        match within(receipts::adopt_parked(pool, keeping.retention)).await {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cannot adopt parked receipts now");
+                break;
+            }
+        }
     }
     let orphaned = within(receipts::orphan_parked(pool, keeping.orphan_after)).await;
     if let Ok(found) = &orphaned {

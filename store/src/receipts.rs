@@ -303,7 +303,7 @@ pub async fn adopt_parked(pool: &PgPool, within: Duration) -> Result<u64, sqlx::
     let adopted = query_applying_best!(
         "WITH candidates AS MATERIALIZED (
              SELECT p.id AS receipt_id, r.id AS recipient_id, p.provider_id, p.message_id,
-                    p.status, p.rank, p.error_code, NULL::int AS seq
+                    p.status, p.rank, p.error_code, NULL::int AS seq, p.duplicate
              FROM receipts p CROSS JOIN LATERAL (
                  SELECT r.id FROM recipients r
                  WHERE r.provider_message_id = p.message_id AND r.sent_via = p.provider_id
@@ -322,7 +322,8 @@ pub async fn adopt_parked(pool: &PgPool, within: Duration) -> Result<u64, sqlx::
          best AS MATERIALIZED (
              SELECT DISTINCT ON (recipient_id) *, '{}'::int[] AS final_seqs,
                     bool_or(rank >= $1) OVER (PARTITION BY recipient_id) AS final_any
-             FROM candidates ORDER BY recipient_id, rank DESC
+             -- Of copies (one rank, one status), the first, as when they were stored.
+             FROM candidates ORDER BY recipient_id, rank DESC, duplicate, receipt_id
          ),
          applied AS (",
         r#") SELECT (SELECT count(*) FROM applied) AS "applied!",
@@ -361,14 +362,21 @@ pub struct Orphaned {
 const KEEP_BATCH: i64 = 50_000;
 
 /// Marks receipts parked for longer than `after` as orphaned (reported once), up to
-/// [`KEEP_BATCH`] of them.
+/// [`KEEP_BATCH`] of them; never one whose message a send has recorded (it is adoptable:
+/// [`adopt_parked`] takes it).
 pub async fn orphan_parked(pool: &PgPool, after: Duration) -> Result<Orphaned, sqlx::Error> {
     let row = sqlx::query!(
         r#"WITH orphaned AS (
              UPDATE receipts SET orphaned_at = now()
-             WHERE id IN (SELECT id FROM receipts
-                          WHERE recipient_id IS NULL AND orphaned_at IS NULL
-                            AND received_at < now() - make_interval(secs => $1)
+             WHERE id IN (SELECT p.id FROM receipts p
+                          WHERE p.recipient_id IS NULL AND p.orphaned_at IS NULL
+                            AND p.received_at < now() - make_interval(secs => $1)
+                            -- One whose message a send has recorded since is adopted, not
+                            -- orphaned, however late (a scheduler down for hours, more
+                            -- waiting than one adoption takes).
+                            AND NOT EXISTS (SELECT 1 FROM recipients r
+                                            WHERE r.provider_message_id = p.message_id
+                                              AND r.sent_via = p.provider_id)
                           LIMIT $2)
              RETURNING provider_id, message_id, status, received_at, duplicate
          )

@@ -1774,3 +1774,171 @@ async fn a_silent_or_slow_caller_cannot_hold_the_receiver() -> Result<()> {
     }
     Ok(())
 }
+
+/// A tenant posting 1,000-receipt bodies as fast as it likes, signed with its own provider's
+/// secret, does not hold up another owner's receipts: each statement's batch is shared out
+/// among the owners with receipts waiting, and an owner with too many waiting is answered
+/// 503 at once. In arrival order, every receipt of the other provider waited behind tens of
+/// thousands of the flood's, seconds (Twilio gives up on a callback after 15 s and does not
+/// send it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_flooding_its_own_webhook_holds_no_other_receipt_up() -> Result<()> {
+    let mut env = TestEnv::new(&[]).await?;
+    env.receiver().await?;
+    let flooder = env.tenant("flooder", 1).await?;
+    let mut own = env.provider();
+    own.name = "flooders-own".into();
+    own.tenant_id = Some(flooder);
+    let flooding = env.create_provider(&own).await?;
+    let other = env.create_provider(&env.provider()).await?;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<u16, u64>::new()));
+    let url = format!(
+        "{}/webhooks/http/{flooding}",
+        env.receiver_url.as_deref().unwrap_or_default()
+    );
+    let mut floods = Vec::new();
+    for connection in 0..64 {
+        let (http, url, stop, answers) =
+            (env.http.clone(), url.clone(), stop.clone(), answers.clone());
+        floods.push(tokio::spawn(async move {
+            let mut round = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let body = Value::Array(
+                    (0..1_000)
+                        .map(|i| json!({"id": format!("flood-{connection}-{round}-{i}"), "status": "delivered"}))
+                        .collect(),
+                )
+                .to_string();
+                round += 1;
+                let status = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header(
+                        "x-herald-signature",
+                        signature::hub(SIMULATOR_WEBHOOK_SECRET, body.as_bytes()),
+                    )
+                    .body(body)
+                    .send()
+                    .await
+                    .map_or(0, |r| r.status().as_u16());
+                *answers.lock().unwrap().entry(status).or_default() += 1;
+                if status == 503 {
+                    // As its Retry-After asks.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }));
+    }
+    // The flood under way, the other provider's receipts come one at a time.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut waits = Vec::new();
+    for i in 0..30 {
+        let body = json!({"id": format!("quiet-{i}"), "status": "delivered"});
+        let asked = std::time::Instant::now();
+        let status = post_generic(&env, other, &body, SIMULATOR_WEBHOOK_SECRET).await?;
+        waits.push((status, asked.elapsed()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for flood in floods {
+        flood.await?;
+    }
+    let answers = answers.lock().unwrap().clone();
+    assert!(
+        answers.get(&200).is_some_and(|&n| n > 0),
+        "the flood was stored too: {answers:?}"
+    );
+    assert!(waits.iter().all(|(status, _)| *status == 200), "{waits:?}");
+    let slowest = waits
+        .iter()
+        .map(|(_, wait)| *wait)
+        .max()
+        .unwrap_or_default();
+    assert!(
+        slowest < Duration::from_secs(1),
+        "the other provider's receipts waited up to {slowest:?} behind the flood ({answers:?})"
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts WHERE provider_id = $1")
+        .bind(other)
+        .fetch_one(&env.pool)
+        .await?;
+    assert_eq!(stored, 30);
+    Ok(())
+}
+
+/// Receipts that raced past their send (parked just before the worker's outcome recorded its
+/// message id, neither seeing the other) are adopted however late: after a scheduler that
+/// was away for hours, more of them than one adoption takes, or ones older than it looks
+/// back. They used to be orphaned for good once parked an hour, their recipient's delivery
+/// status never told. Of a provider's copies of a receipt, the first one's error code is
+/// the one applied, whichever copy the adoption reads first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_raced_past_their_send_are_adopted_however_late() -> Result<()> {
+    let mut env = TestEnv::new(&[]).await?;
+    env.receiver().await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let (_, recipient) = leased_recipient(&env, provider, "+15556170001").await?;
+    let failed = |code: &str| json!({"id": "msg-raced", "status": "failed", "error_code": code});
+    for body in [failed("30003"), failed("30005")] {
+        assert_eq!(
+            post_generic(&env, provider, &body, SIMULATOR_WEBHOOK_SECRET).await?,
+            200
+        );
+    }
+    // The send recorded as if by an outcome statement that ran beside the receipts' (it
+    // found nothing parked), and the receipts three hours old, the copy read first.
+    sqlx::query(
+        "UPDATE recipients SET state = 'sent', provider_message_id = 'msg-raced',
+                sent_at = now(), lease_until = NULL, lease_token = NULL
+         WHERE id = $1",
+    )
+    .bind(recipient)
+    .execute(&env.pool)
+    .await?;
+    let parked = sqlx::query_scalar::<_, i32>(
+        "UPDATE receipts SET received_at = now() - CASE WHEN duplicate THEN interval '4 hours'
+                                                          ELSE interval '3 hours' END
+         WHERE message_id = 'msg-raced' AND recipient_id IS NULL RETURNING 1",
+    )
+    .fetch_all(&env.pool)
+    .await?
+    .len();
+    assert_eq!(parked, 2, "both copies parked");
+
+    // Housekeeping keeps receipts every 30 rounds of the tick: every 3 s here.
+    let _scheduler = env.scheduler(100, &[("HERALD_RECEIPT_ORPHAN_AFTER_MS", "1000")])?;
+    herald_tests::wait_until(Duration::from_secs(20), || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT count(*) = 0 FROM receipts WHERE message_id = 'msg-raced'
+               AND recipient_id IS NULL AND orphaned_at IS NULL",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap_or(false)
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the receipts were neither adopted nor orphaned"))?;
+    let receipts: Vec<(Option<i64>, bool)> = sqlx::query_as(
+        "SELECT recipient_id, orphaned_at IS NOT NULL FROM receipts WHERE message_id = 'msg-raced'",
+    )
+    .fetch_all(&env.pool)
+    .await?;
+    assert_eq!(
+        receipts,
+        vec![(Some(recipient), false); 2],
+        "adopted, not orphaned"
+    );
+    let delivery: (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT delivery_status, delivery_error FROM recipients WHERE id = $1")
+            .bind(recipient)
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(
+        delivery,
+        (Some("failed".into()), Some("30003".into())),
+        "the first copy's code"
+    );
+    Ok(())
+}
