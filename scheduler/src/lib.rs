@@ -46,7 +46,7 @@ use lanes::Lanes;
 use leader::Leadership;
 use publish::Publisher;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tick::{Pass, Ticker};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -142,16 +142,45 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // On a connection of its own, not one of the pool's (see `wake::listen`).
     let mut wakes = wake::listen(options);
-    let (mut last_wake, mut wake_cost) = (std::time::Instant::now(), Duration::ZERO);
+    let (mut last_wake, mut wake_cost) = (Instant::now(), Duration::ZERO);
+    // The starvation poll's clock (see `Ticker::starving`): kept across passes and wake-ups.
+    let usual_poll = backpressure::starvation_poll(config.tick(), false);
+    let (mut last_poll, mut last_usual_poll) = (Instant::now(), Instant::now());
     loop {
-        // A pass in progress when SIGTERM came is finished; none starts after it (the select
-        // below picks among ready branches at random, a tick long due among them).
+        let poll = ticker.starvation_poll(config.tick());
+        if poll.is_none() {
+            // Nothing to poll: the first poll comes one period after a lane turns hungry.
+            (last_poll, last_usual_poll) = (Instant::now(), Instant::now());
+        }
+        // A pass in progress when SIGTERM came is finished; none starts after it.
         if shutdown.is_cancelled() {
             break;
         }
+        // In this order among ready branches: a tick long due, then a starvation poll that
+        // came round (at most one per poll period), then wake-ups, which may come as often
+        // as a tenant sends messages and must not keep the other lanes waiting.
         tokio::select! {
+            biased;
             () = shutdown.cancelled() => break,
             _ = interval.tick() => {}
+            () = tokio::time::sleep_until((last_poll + poll.unwrap_or_default()).into()), if poll.is_some() => {
+                last_poll = Instant::now();
+                let usual = last_usual_poll.elapsed() >= usual_poll;
+                if usual {
+                    last_usual_poll = last_poll;
+                }
+                if !ticker.starving(usual).await {
+                    continue;
+                }
+                let leads = lead(&mut leadership, &mut ticker).await;
+                if leads
+                    && !shutdown.is_cancelled()
+                    && let Err(error) = ticker.bounded(pass_within, Pass::TopUp).await
+                {
+                    tracing::warn!(%error, "top-up failed");
+                }
+                continue;
+            }
             Some(provider) = wakes.recv() => {
                 let gap = MIN_WAKE_GAP.max(wake_cost * 2);
                 tokio::select! {
@@ -162,7 +191,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
                 while let Ok(more) = wakes.try_recv() {
                     woken.insert(more);
                 }
-                let started = std::time::Instant::now();
+                let started = Instant::now();
                 let leads = lead(&mut leadership, &mut ticker).await;
                 if leads
                     && !shutdown.is_cancelled()
@@ -170,18 +199,8 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
                 {
                     tracing::warn!(%error, "wake-up dispatch failed; the next tick retries");
                 }
-                last_wake = std::time::Instant::now();
+                last_wake = Instant::now();
                 wake_cost = last_wake - started;
-                continue;
-            }
-            () = ticker.starved(config.tick()) => {
-                let leads = lead(&mut leadership, &mut ticker).await;
-                if leads
-                    && !shutdown.is_cancelled()
-                    && let Err(error) = ticker.bounded(pass_within, Pass::TopUp).await
-                {
-                    tracing::warn!(%error, "top-up failed");
-                }
                 continue;
             }
         }
@@ -205,7 +224,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
         if !leads || shutdown.is_cancelled() {
             continue;
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         match ticker.bounded(pass_within, Pass::Tick).await {
             Ok(report) => {
                 due_campaigns.send_replace(report.due_campaigns);

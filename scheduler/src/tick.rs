@@ -170,58 +170,47 @@ impl Ticker {
         self.carried = None;
     }
 
-    /// Resolves when workers are starved: a lane's last publish used its whole budget, or gave
-    /// campaigns whole batches while they had more due (work is waiting), and the lane has run
-    /// dry since. Checked every [`starvation_poll`](crate::backpressure::starvation_poll) of
-    /// `tick` (a cold or held lane at the quicker pace, the others at the usual one); pending
-    /// forever when no lane is hungry, so an idle scheduler does not poll the broker.
+    /// How often to look for starved workers now ([`Self::starving`]): every
+    /// [`starvation_poll`](crate::backpressure::starvation_poll) of `tick`, at the quicker
+    /// pace while a hungry lane is cold or held; `None` when no lane is hungry nor withheld,
+    /// so an idle scheduler does not poll the broker.
+    pub fn starvation_poll(&self, tick: Duration) -> Option<Duration> {
+        let hungry = self.lanes.hungry();
+        if hungry.is_empty() && self.withheld.is_empty() {
+            return None;
+        }
+        let quick = hungry
+            .iter()
+            .any(|&provider| self.lanes.cold(provider) || self.lanes.held(provider));
+        Some(crate::backpressure::starvation_poll(tick, quick))
+    }
+
+    /// One look for starved workers: whether a hungry lane (its last publish used its whole
+    /// budget, or gave campaigns whole batches while they had more due: work is waiting) has
+    /// run dry since, or a lane withheld for want of a worker got one. Cold and held lanes are
+    /// looked at every time; the others, and the withheld ones, only when `usual` (the usual
+    /// poll has come round).
     ///
     /// Topping a lane up at once, rather than at the next tick, keeps fast workers fed
     /// between ticks and shortens a cold start, without ever filling it deeper than its
-    /// target.
-    ///
-    /// Also resolves when a lane withheld for want of a worker gets one.
-    pub async fn starved(&mut self, tick: Duration) {
+    /// target. The caller keeps the poll's clock across everything else it does: restarted
+    /// at each wake-up, a poll never came round while a tenant's transactional messages woke
+    /// the scheduler more often than it, and every other lane waited for the next tick.
+    pub async fn starving(&mut self, usual: bool) -> bool {
         let hungry = self.lanes.hungry();
+        for provider in hungry {
+            let quick = self.lanes.cold(provider) || self.lanes.held(provider);
+            // Empty or not is all that is asked: the batch size does not matter.
+            if (quick || usual) && matches!(self.publisher.lane_depth(provider, 1).await, Ok(0)) {
+                return true;
+            }
+        }
         let withheld: Vec<Uuid> = self.withheld.iter().copied().collect();
-        if hungry.is_empty() && withheld.is_empty() {
-            return std::future::pending().await;
-        }
-        let quick: Vec<bool> = hungry
-            .iter()
-            .map(|&provider| self.lanes.cold(provider) || self.lanes.held(provider))
-            .collect();
-        let usual = crate::backpressure::starvation_poll(tick, false);
-        let poll = if quick.contains(&true) {
-            crate::backpressure::starvation_poll(tick, true)
-        } else {
-            usual
-        };
-        // The other lanes (and the withheld ones) are looked at on the usual polls only (or
-        // a little sooner: `every` rounds down).
-        let every = usual.as_millis() / poll.as_millis();
-        let mut round: u128 = 0;
-        loop {
-            tokio::time::sleep(poll).await;
-            round += 1;
-            let usual_round = round.is_multiple_of(every);
-            for (&provider, &quick) in hungry.iter().zip(&quick) {
-                // Empty or not is all that is asked: the batch size does not matter.
-                if (quick || usual_round)
-                    && matches!(self.publisher.lane_depth(provider, 1).await, Ok(0))
-                {
-                    return;
-                }
-            }
-            if usual_round
-                && !withheld.is_empty()
-                && store::providers::smallest_allowances(&self.pool, &withheld)
-                    .await
-                    .is_ok_and(|rows| rows.iter().any(|&(_, allowance)| allowance > 0))
-            {
-                return;
-            }
-        }
+        usual
+            && !withheld.is_empty()
+            && store::providers::smallest_allowances(&self.pool, &withheld)
+                .await
+                .is_ok_and(|rows| rows.iter().any(|&(_, allowance)| allowance > 0))
     }
 
     /// Whether the broker can be reached (the readiness check).

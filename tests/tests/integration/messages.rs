@@ -842,3 +842,64 @@ async fn a_message_held_a_day_by_its_providers_refusal_expires() -> Result<()> {
     }
     Ok(())
 }
+
+/// A tenant's steady transactional messages wake the scheduler for their own lane only, and
+/// do not stop it topping up the others between ticks: each wake-up restarted the poll for
+/// drained lanes, so while messages came more often than it, a campaign whose lane its batch
+/// size holds got one batch a tick (here 200 every 4 s: 80 s for its 4,000 recipients).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_messages_do_not_stop_other_lanes_being_topped_up() -> Result<()> {
+    let env = TestEnv::new(&["--latency", "fixed:0"]).await?;
+    let mut lane = env.provider();
+    lane.name = "campaigns".into();
+    let campaigns = env.create_provider(&lane).await?;
+    let messages = env.create_provider(&env.provider()).await?;
+    let admin = env.admin().await?;
+    let (_, key) = tenant(&admin, "acme", 100_000).await?;
+    let other = env.tenant("other", 1).await?;
+    let campaign = env
+        .campaign(
+            other,
+            campaigns,
+            "big",
+            &herald_tests::numbers("+1555770", 4_000),
+            200,
+        )
+        .await?;
+    let _scheduler = env.scheduler(4_000, &[])?;
+    let _worker = env.worker(&[])?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickle = {
+        let (http, url) = (admin.http.clone(), format!("{}/api/v1/messages", admin.url));
+        let (key, stop) = (key.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let body = json!({"to": format!("+1555771{:04}", n % 10_000), "channel": "sms",
+                                  "provider_id": messages, "text": "Your code is 4821"});
+                let _ = http.post(&url).bearer_auth(&key).json(&body).send().await;
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            n
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = std::time::Instant::now();
+    env.start(campaign).await?;
+    let done = env
+        .wait_completed(&[campaign], Duration::from_secs(40))
+        .await;
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let posted = trickle.await?;
+    done?;
+    assert!(posted > 50, "only {posted} messages posted");
+    assert!(
+        took < Duration::from_secs(20),
+        "4,000 recipients took {took:?} while messages kept waking the scheduler"
+    );
+    Ok(())
+}
