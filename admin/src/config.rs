@@ -42,6 +42,13 @@ pub struct AdminConfig {
     #[arg(long, env = "HERALD_ADMIN_MAX_UPLOADS_PER_TENANT", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub max_uploads_per_tenant: u32,
 
+    /// Campaigns one tenant may have scheduled, running or paused at once; starting another
+    /// is refused (409) until one ends. Each is one more campaign every scheduler tick looks
+    /// at: without a bound, one tenant starting tens of thousands of small campaigns would
+    /// slow every tenant's ticks. (Transactional streams are bounded apart, at 1,000.)
+    #[arg(long, env = "HERALD_ADMIN_MAX_ACTIVE_CAMPAIGNS_PER_TENANT", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_active_campaigns_per_tenant: u32,
+
     /// API requests of one tenant run at once (uploads aside: their own limits bound them);
     /// more wait their turn without holding a database connection, within the request
     /// deadline. Default: the pool's size less two, halved, so that other tenants always

@@ -21,4 +21,6 @@ pub struct AppState {
     pub endpoints: EndpointPolicy,
     /// Seals providers' credentials at rest.
     pub keyring: herald_shared::sealed::Keyring,
+    /// Most campaigns of one tenant scheduled, running or paused at once.
+    pub max_active_campaigns: i64,
 }

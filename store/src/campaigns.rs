@@ -445,6 +445,25 @@ pub async fn lock_for_start(tx: &mut PgConnection, id: Uuid) -> Result<Startable
     .await
 }
 
+/// Serializes one tenant's campaign starts until the caller's transaction ends, and answers
+/// how many of its campaigns are scheduled, running or paused: a count no concurrent start
+/// of the same tenant changes before the caller commits. Other tenants never wait.
+pub async fn lock_starts(tx: &mut PgConnection, tenant: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('herald.starts.' || $1::text, 0))",
+        tenant as _,
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM campaigns
+           WHERE tenant_id = $1 AND kind = 'campaign' AND status IN ('scheduled', 'running', 'paused')"#,
+        tenant,
+    )
+    .fetch_one(tx)
+    .await
+}
+
 /// Whether campaign `id` has any recipient.
 pub async fn has_recipients(tx: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar!(

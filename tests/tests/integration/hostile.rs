@@ -817,3 +817,104 @@ async fn one_tenants_waiting_requests_leave_the_pool_to_others() -> Result<()> {
     );
     Ok(())
 }
+
+/// Every campaign a tenant has scheduled, running or paused is one more every scheduler tick
+/// looks at: a tenant may have at most `HERALD_ADMIN_MAX_ACTIVE_CAMPAIGNS_PER_TENANT` at once
+/// (409 naming the setting past it), other tenants unaffected, and one ending makes room.
+/// Without a bound, one tenant starting tens of thousands of small campaigns slowed every
+/// tenant's ticks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_has_at_most_its_bound_of_active_campaigns() -> Result<()> {
+    let s = setup(&[("HERALD_ADMIN_MAX_ACTIVE_CAMPAIGNS_PER_TENANT", "3")]).await?;
+    let mut campaigns = Vec::new();
+    for n in 0..4 {
+        let id = s.campaign(json!({"name": format!("c{n}")})).await?;
+        let csv = format!("address,first_name\n+1555880{n:04},Ann\n");
+        ensure!(s.audience(&id, csv).await?.0 == 200, "audience of {id}");
+        campaigns.push(id);
+    }
+    // Three start: one later, one paused after; the fourth is refused.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    ensure!(
+        s.post(
+            &format!("/campaigns/{}/start", campaigns[0]),
+            json!({"start_at": later})
+        )
+        .await?
+        .0 == 200
+    );
+    for id in &campaigns[1..3] {
+        let started = s.post(&format!("/campaigns/{id}/start"), json!({})).await?;
+        ensure!(started.0 == 200, "{started:?}");
+    }
+    ensure!(
+        s.post(&format!("/campaigns/{}/pause", campaigns[2]), json!({}))
+            .await?
+            .0
+            == 200
+    );
+    let fourth = format!("/campaigns/{}/start", campaigns[3]);
+    refused(
+        &s.post(&fourth, json!({})).await?,
+        409,
+        "HERALD_ADMIN_MAX_ACTIVE_CAMPAIGNS_PER_TENANT",
+    )?;
+    let draft = s
+        .admin
+        .ok(
+            &s.key,
+            Method::GET,
+            &format!("/campaigns/{}", campaigns[3]),
+            None,
+        )
+        .await?;
+    ensure!(draft["status"] == "draft", "{draft}");
+    // Another tenant is not bound by it.
+    let (_, other, provider) = s
+        .admin
+        .tenant_with_provider("other", &s.env.simulator_url)
+        .await?;
+    let theirs = s
+        .admin
+        .ok(
+            &other,
+            Method::POST,
+            "/campaigns",
+            Some(
+                json!({"name": "theirs", "provider_id": provider, "channel": "sms",
+                        "template": "Hi {{first_name}}"}),
+            ),
+        )
+        .await?;
+    let theirs = theirs["id"].as_str().unwrap_or_default().to_owned();
+    let (status, body) = s
+        .admin
+        .upload(
+            &other,
+            &format!("/campaigns/{theirs}/recipients"),
+            "text/csv",
+            "address,first_name\n+15558890001,Bo\n".to_owned(),
+        )
+        .await?;
+    ensure!(status == 200, "{body}");
+    let (status, body) = s
+        .admin
+        .call(
+            &other,
+            Method::POST,
+            &format!("/campaigns/{theirs}/start"),
+            Some(json!({})),
+        )
+        .await?;
+    ensure!(status == 200, "the other tenant's start: {status} {body}");
+    // One ending (cancelled) makes room.
+    ensure!(
+        s.post(&format!("/campaigns/{}/cancel", campaigns[0]), json!({}))
+            .await?
+            .0
+            == 200
+    );
+    let started = s.post(&fourth, json!({})).await?;
+    ensure!(started.0 == 200, "{started:?}");
+    Ok(())
+}
