@@ -56,10 +56,12 @@ pub struct WorkerConfig {
     pub lease_grace_ms: u64,
 
     /// How long (s) a recipient's provider may put it off in a row, no attempt spent (503s,
-    /// 429s, its breaker open, lookups it does not answer), before it ends `failed` at its
-    /// next deferral. Herald's own holding back (quiet hours begun, no send slot in time)
-    /// does not count, nor time its campaign spends paused. A provider that never takes a
-    /// message again would otherwise keep its recipients waiting, and their campaign
+    /// 429s, its breaker open, lookups it does not answer, a provider that cannot be read),
+    /// before it ends `failed` at its next deferral. The run is timed from its first
+    /// deferral, quiet hours between included (keep this well above a night); Herald's own
+    /// holding back (quiet hours begun, no send slot in time) neither ends it nor counts as
+    /// a deferral, and time its campaign spends paused is not counted. A provider that never
+    /// takes a message again would otherwise keep its recipients waiting, and their campaign
     /// running, for ever.
     #[arg(long, env = "HERALD_WORKER_MAX_DEFERRAL_S", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
     pub max_deferral_s: u64,

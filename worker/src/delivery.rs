@@ -201,7 +201,9 @@ async fn process(
         }
         Err(error) => {
             // Without its provider's policy the attempt cannot be made; nothing was sent.
-            let decision = Decision::Postponed {
+            // Counted toward the deferral limit: a provider gone, or whose settings or
+            // credentials cannot be read, may never come back.
+            let decision = Decision::Deferred {
                 error: error.to_string(),
                 delay: Duration::from_secs(30),
             };
@@ -435,8 +437,9 @@ async fn settle_unknown(
     } else {
         match ctx.providers.get(unknown.via).await {
             Ok(provider) => provider,
+            // As above: toward the deferral limit.
             Err(error) => {
-                return Settled::Decided(Decision::Postponed {
+                return Settled::Decided(Decision::Deferred {
                     error: error.to_string(),
                     delay: LOOKUP_RETRY,
                 });

@@ -137,9 +137,10 @@ pub enum Decision {
         delay: Duration,
     },
     /// Nothing was sent, through no fault of the recipient: the provider is down (its
-    /// circuit breaker is open, or it answered that it is unavailable) or cannot be asked
-    /// about an earlier request. The recipient waits (for the cool-down, if any) without
-    /// spending an attempt, up to the worker's deferral limit in a row.
+    /// circuit breaker is open, or it answered that it is unavailable), cannot be asked
+    /// about an earlier request, or cannot be read (gone, its credentials unopenable). The
+    /// recipient waits (for the cool-down, if any) without spending an attempt, up to the
+    /// worker's deferral limit in a row.
     Deferred {
         error: String,
         delay: Duration,

@@ -137,7 +137,11 @@ pub async fn record(
              SET state = CASE WHEN o.gave_up THEN 'failed' ELSE o.state END,
                  provider_message_id = coalesce(o.message_id, r.provider_message_id),
                  throttles = r.throttles + o.throttled,
-                 last_error = CASE WHEN o.gave_up
+                 last_error = CASE WHEN o.gave_up AND r.outcome_unknown_at IS NOT NULL
+                                   THEN 'an earlier request may have been sent, and its provider could not be asked '
+                                        || 'for longer than the deferral limit; given up, not sent again (last: '
+                                        || coalesce(o.error, 'no reason given') || ')'
+                                   WHEN o.gave_up
                                    THEN 'put off longer than the deferral limit with no attempt spent; given up (last: '
                                         || coalesce(o.error, 'no reason given') || ')'
                                    ELSE o.error END,

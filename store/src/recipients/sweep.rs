@@ -150,6 +150,8 @@ pub async fn recover_expired_leases(pool: &PgPool) -> Result<u64, sqlx::Error> {
              -- ruling) is kept: nothing was sent since.
              outcome_unknown_at = coalesce(r.outcome_unknown_at, r.attempted_at, now()),
              unknown_via = coalesce(r.unknown_via, r.sent_via, c.provider_id),
+             -- An attempt was made (counted): a run of deferrals before it is over.
+             deferred_since = NULL,
              lease_until = NULL, updated_at = now()
          FROM campaigns c, providers p
          -- By primary key, as an array: joined to the expired rows instead, the prepared

@@ -421,3 +421,42 @@ async fn only_the_providers_deferrals_count_toward_the_limit() -> Result<()> {
     );
     Ok(())
 }
+
+/// A lease that ran out is an attempt made (it may have been sent): it ends the run of
+/// deferrals before it, as an outcome that judged the recipient does. Kept, the first lookup
+/// the provider did not answer after it failed at once a recipient put off for most of a
+/// day before the attempt, as "no attempt spent".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_ran_out_ends_the_run_of_deferrals() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers("+1555994", 1), 100)
+        .await?;
+    sqlx::query("UPDATE campaigns SET status = 'running', started_at = now() WHERE id = $1")
+        .bind(campaign)
+        .execute(&env.pool)
+        .await?;
+    let id = env.recipient_ids(campaign).await?[0];
+    sqlx::query(
+        "UPDATE recipients SET state = 'sending', attempts = 1, dispatch_seq = 1,
+                attempted_at = now() - interval '1 minute', sent_via = $2,
+                lease_until = now() - interval '1 second',
+                deferred_since = now() - interval '23 hours'
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(provider)
+    .execute(&env.pool)
+    .await?;
+    let recovered = herald_store::recipients::sweep::recover_expired_leases(&env.pool).await?;
+    assert_eq!(recovered, 1);
+    let (state, deferred): (String, bool) =
+        sqlx::query_as("SELECT state, deferred_since IS NOT NULL FROM recipients WHERE id = $1")
+            .bind(id)
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!((state.as_str(), deferred), ("unknown", false));
+    Ok(())
+}
