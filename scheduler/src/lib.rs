@@ -164,21 +164,23 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
             () = shutdown.cancelled() => break,
             _ = interval.tick() => {}
             () = tokio::time::sleep_until((last_poll + poll.unwrap_or_default()).into()), if poll.is_some() => {
-                last_poll = Instant::now();
                 let usual = last_usual_poll.elapsed() >= usual_poll;
                 if usual {
-                    last_usual_poll = last_poll;
+                    last_usual_poll = Instant::now();
                 }
-                if !ticker.starving(usual).await {
-                    continue;
+                if ticker.starving(usual).await {
+                    let leads = lead(&mut leadership, &mut ticker).await;
+                    if leads
+                        && !shutdown.is_cancelled()
+                        && let Err(error) = ticker.bounded(pass_within, Pass::TopUp).await
+                    {
+                        tracing::warn!(%error, "top-up failed");
+                    }
                 }
-                let leads = lead(&mut leadership, &mut ticker).await;
-                if leads
-                    && !shutdown.is_cancelled()
-                    && let Err(error) = ticker.bounded(pass_within, Pass::TopUp).await
-                {
-                    tracing::warn!(%error, "top-up failed");
-                }
+                // The next look a whole period after this one ended: a top-up that took
+                // longer than the period would otherwise find the next look due at once,
+                // every time, and wake-ups would wait for the tick.
+                last_poll = Instant::now();
                 continue;
             }
             Some(provider) = wakes.recv() => {
