@@ -24,28 +24,42 @@ pub struct FairQueue<K, T> {
     turns: VecDeque<K>,
     /// Most items one owner may have waiting.
     per_owner: usize,
+    /// Most items waiting in all, before owners are held to an equal part of it.
+    total: usize,
+    /// Items waiting, in all.
+    waiting: usize,
 }
 
 impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
-    pub fn new(per_owner: usize) -> Self {
+    pub fn new(per_owner: usize, total: usize) -> Self {
         Self {
             queues: HashMap::new(),
             turns: VecDeque::new(),
             per_owner,
+            total,
+            waiting: 0,
         }
     }
 
-    /// Queues all of `items` for `owner`, or none of them if that would put more than the
-    /// owner's bound waiting (a request is stored whole or refused whole).
+    /// Queues all of `items` for `owner`, or none of them (a request is stored whole or
+    /// refused whole) if that would put more than the owner's bound waiting, or, with the
+    /// total past its bound, more than an equal part of that bound (many owners each at
+    /// their own bound would otherwise hold memory without end, requests that gave up
+    /// waiting leaving their items behind; an owner with little waiting still gets in).
     pub fn push(
         &mut self,
         owner: K,
         items: impl ExactSizeIterator<Item = T>,
     ) -> Result<(), Crowded> {
         let waiting = self.queues.get(&owner).map_or(0, VecDeque::len);
-        if waiting + items.len() > self.per_owner {
+        let after = waiting + items.len();
+        let owners = self.turns.len() + usize::from(waiting == 0);
+        if after > self.per_owner
+            || (self.waiting + items.len() > self.total && after > self.total / owners.max(1))
+        {
             return Err(Crowded);
         }
+        self.waiting += items.len();
         if items.len() == 0 {
             return Ok(());
         }
@@ -70,6 +84,7 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
                 .get_mut(&owner)
                 .expect("an owner in turn has a queue");
             batch.extend(queue.drain(..share));
+            self.waiting -= share;
             if queue.is_empty() {
                 self.queues.remove(&owner);
             } else if share == 0 {
@@ -85,7 +100,7 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
 
     /// Items waiting, in all.
     pub fn len(&self) -> usize {
-        self.queues.values().map(VecDeque::len).sum()
+        self.waiting
     }
 
     pub fn is_empty(&self) -> bool {
@@ -142,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_flood_takes_no_more_than_its_share_of_a_batch() {
-        let mut q = FairQueue::new(100_000);
+        let mut q = FairQueue::new(100_000, 1_000_000);
         push(&mut q, 'f', 50_000).unwrap();
         push(&mut q, 't', 1).unwrap();
         push(&mut q, 'g', 300).unwrap();
@@ -164,7 +179,7 @@ mod tests {
 
     #[test]
     fn room_an_owner_leaves_goes_to_the_others() {
-        let mut q = FairQueue::new(10_000);
+        let mut q = FairQueue::new(10_000, 1_000_000);
         push(&mut q, 'a', 2).unwrap();
         push(&mut q, 'b', 1_000).unwrap();
         let batch = q.take(500);
@@ -177,7 +192,7 @@ mod tests {
 
     #[test]
     fn more_owners_than_room_are_served_in_turns_across_batches() {
-        let mut q = FairQueue::new(10);
+        let mut q = FairQueue::new(10, 1_000_000);
         for owner in ['a', 'b', 'c', 'd'] {
             push(&mut q, owner, 2).unwrap();
         }
@@ -202,8 +217,25 @@ mod tests {
     }
 
     #[test]
+    fn past_the_total_owners_are_held_to_an_equal_part_of_it() {
+        let mut q = FairQueue::new(5_000, 20_000);
+        for owner in ['a', 'b', 'c', 'd'] {
+            push(&mut q, owner, 5_000).unwrap();
+        }
+        assert_eq!(q.len(), 20_000);
+        // Full: an owner with little waiting gets in; one with its part waiting does not.
+        push(&mut q, 'e', 10).unwrap();
+        assert_eq!(push(&mut q, 'e', 4_000), Err(Crowded), "20,000 / 5 owners");
+        assert_eq!(push(&mut q, 'a', 1), Err(Crowded));
+        // Room made by a batch is room again.
+        assert_eq!(q.take(500).len(), 500);
+        push(&mut q, 'e', 400).unwrap();
+        assert_eq!(q.len(), 19_910);
+    }
+
+    #[test]
     fn an_owner_past_its_bound_is_refused_whole() {
-        let mut q = FairQueue::new(1_000);
+        let mut q = FairQueue::new(1_000, 1_000_000);
         push(&mut q, 'f', 999).unwrap();
         assert_eq!(push(&mut q, 'f', 2), Err(Crowded));
         assert_eq!(q.len(), 999, "nothing of the refused request was queued");

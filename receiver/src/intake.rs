@@ -141,6 +141,11 @@ impl Owner {
 /// the receiver's request places first.
 const MAX_WAITING_PER_OWNER: usize = 10 * MAX_BATCH;
 
+/// Most receipts waiting in all before each owner is held to an equal part of it: requests
+/// answered 503 at their deadline leave their receipts waiting, and many owners each at
+/// their own bound would otherwise hold the receiver's memory without end.
+const MAX_WAITING: usize = 100 * MAX_BATCH;
+
 type Answer = oneshot::Sender<Result<(), ()>>;
 
 /// Receipts waiting for their statement, and the store task's wake-up.
@@ -159,7 +164,7 @@ impl Intake {
     /// receipts shared out among the owners with receipts waiting.
     pub fn start(pool: PgPool) -> Self {
         let waiting = Arc::new(Waiting {
-            queue: Mutex::new(FairQueue::new(MAX_WAITING_PER_OWNER)),
+            queue: Mutex::new(FairQueue::new(MAX_WAITING_PER_OWNER, MAX_WAITING)),
             arrived: Notify::new(),
         });
         let task = waiting.clone();
