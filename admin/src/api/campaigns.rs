@@ -602,14 +602,6 @@ pub async fn start(
             "cannot start a campaign that is {status}"
         )));
     }
-    let active = store::campaigns::lock_starts(&mut tx, tenant).await?;
-    if active >= state.max_active_campaigns {
-        return Err(ApiError::Conflict(format!(
-            "the tenant has {active} campaigns scheduled, running or paused, the most it may \
-             have at once (HERALD_ADMIN_MAX_ACTIVE_CAMPAIGNS_PER_TENANT): start this one once \
-             one of them ends"
-        )));
-    }
     if expires_at.is_some_and(|e| e <= Utc::now()) {
         return Err(ApiError::field(
             "expires_at",
@@ -633,6 +625,16 @@ pub async fn start(
             "recipients",
             "the campaign has no recipients: upload some or give it a segment that matches contacts",
         ));
+    }
+    // Counted last, under the tenant's start lock held to the commit: a big segment's
+    // audience written above holds up none of the tenant's other starts.
+    let active = store::campaigns::lock_starts(&mut tx, tenant).await?;
+    if active >= state.max_active_campaigns {
+        return Err(ApiError::Conflict(format!(
+            "the tenant has {active} campaigns scheduled, running or paused, the most it may \
+             have at once (HERALD_ADMIN_MAX_ACTIVE_CAMPAIGNS_PER_TENANT): start this one once \
+             one of them ends"
+        )));
     }
     store::campaigns::schedule(&mut tx, id, request.start_at).await?;
     tx.commit().await?;
