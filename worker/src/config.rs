@@ -60,7 +60,7 @@ pub struct WorkerConfig {
     /// before it ends `failed` at its next deferral. The run is timed from its first
     /// deferral, quiet hours between included (keep this well above a night); Herald's own
     /// holding back (quiet hours begun, no send slot in time) neither ends it nor counts as
-    /// a deferral, and time its campaign spends paused is not counted. A provider that never
+    /// a deferral, and a resume of its campaign starts the run afresh. A provider that never
     /// takes a message again would otherwise keep its recipients waiting, and their campaign
     /// running, for ever.
     #[arg(long, env = "HERALD_WORKER_MAX_DEFERRAL_S", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=2_592_000))]

@@ -201,13 +201,7 @@ async fn process(
         }
         Err(error) => {
             // Without its provider's policy the attempt cannot be made; nothing was sent.
-            // Counted toward the deferral limit: a provider gone, or whose settings or
-            // credentials cannot be read, may never come back.
-            let decision = Decision::Deferred {
-                error: error.to_string(),
-                delay: Duration::from_secs(30),
-            };
-            (decision, message.provider_id)
+            (error.wait(Duration::from_secs(30)), message.provider_id)
         }
     };
     // The room is for the request; the outcome's write waits for its batch without it, once
@@ -437,12 +431,8 @@ async fn settle_unknown(
     } else {
         match ctx.providers.get(unknown.via).await {
             Ok(provider) => provider,
-            // As above: toward the deferral limit.
             Err(error) => {
-                return Settled::Decided(Decision::Deferred {
-                    error: error.to_string(),
-                    delay: LOOKUP_RETRY,
-                });
+                return Settled::Decided(error.wait(LOOKUP_RETRY));
             }
         }
     };

@@ -60,6 +60,21 @@ pub enum ProviderError {
     Db(#[from] sqlx::Error),
 }
 
+impl ProviderError {
+    /// What a recipient whose provider cannot be read gets: a provider gone, misconfigured
+    /// or whose credentials cannot be opened may never come back, so the wait counts toward
+    /// the deferral limit ([`Decision::Deferred`]); Herald's own database not answering is
+    /// no provider's refusal ([`Decision::Postponed`]).
+    pub fn wait(&self, delay: std::time::Duration) -> crate::outcome::Decision {
+        use crate::outcome::Decision;
+        let error = self.to_string();
+        match self {
+            ProviderError::Db(_) => Decision::Postponed { error, delay },
+            _ => Decision::Deferred { error, delay },
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Providers {
     pool: PgPool,
@@ -181,6 +196,20 @@ fn callback_url(receiver_url: Option<&str>, id: Uuid, config: &ProviderConfig) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_provider_that_cannot_be_read_counts_toward_the_deferral_limit_unless_the_database_failed()
+    {
+        use crate::outcome::Decision;
+        let delay = std::time::Duration::from_secs(1);
+        let gone = ProviderError::Unknown(Uuid::nil()).wait(delay);
+        assert!(matches!(gone, Decision::Deferred { .. }), "{gone:?}");
+        let database = ProviderError::Db(sqlx::Error::PoolTimedOut).wait(delay);
+        assert!(
+            matches!(database, Decision::Postponed { .. }),
+            "{database:?}"
+        );
+    }
     use serde_json::json;
 
     const SID: &str = "AC00000000000000000000000000000000";

@@ -100,15 +100,22 @@ pub async fn record(
          -- committed while this statement waited for the row would otherwise have its
          -- guess kept, and what this worker learnt dropped.
          -- `gave_up`: put off once more, past the deferral limit, counted from the first
-         -- deferral in a row or the campaign's last resume (a pause is no deferral).
+         -- deferral in a row or the campaign's last resume (a pause is no deferral). Only
+         -- while it may send: a recipient of a campaign cancelled or expired meanwhile (or a
+         -- message past its own expiry) is left to the sweeper, which ends it so.
          leased AS MATERIALIZED (
              SELECT o.*, x.state AS row_state,
                     (o.put_off
                      AND x.deferred_since < now() - make_interval(secs => $13)
-                     AND NOT EXISTS (SELECT 1 FROM campaigns c WHERE c.id = x.campaign_id
-                                     AND c.resumed_at > now() - make_interval(secs => $13))) AS gave_up
+                     AND (x.expires_at IS NULL OR x.expires_at > now())
+                     AND EXISTS (SELECT 1 FROM campaigns c WHERE c.id = x.campaign_id
+                                 AND c.status = 'running'
+                                 AND (c.expires_at IS NULL OR c.expires_at > now())
+                                 AND (c.resumed_at IS NULL
+                                      OR c.resumed_at <= now() - make_interval(secs => $13)))) AS gave_up
              FROM o CROSS JOIN LATERAL (
-                 SELECT r.state, r.lease_token, r.deferred_since, r.campaign_id FROM recipients r
+                 SELECT r.state, r.lease_token, r.deferred_since, r.campaign_id, r.expires_at
+                 FROM recipients r
                  WHERE r.id = o.id AND r.dispatch_seq = o.seq OFFSET 0 FOR UPDATE
              ) x
              WHERE x.state IN ('sending', 'unknown', 'pending') AND x.lease_token = o.token

@@ -378,7 +378,9 @@ async fn only_the_providers_deferrals_count_toward_the_limit() -> Result<()> {
         .execute(&env.pool)
         .await?;
     let env = &env;
-    let attempt = |decision: Decision| async move {
+    // An attempt leased while the campaign runs; `meanwhile` changes its campaign before the
+    // outcome is written.
+    let attempt = |decision: Decision, meanwhile: &'static str| async move {
         let seq: i32 = sqlx::query_scalar(
             "UPDATE recipients SET dispatch_seq = dispatch_seq + 1, state = 'queued'
              WHERE id = $1 RETURNING dispatch_seq",
@@ -389,6 +391,10 @@ async fn only_the_providers_deferrals_count_toward_the_limit() -> Result<()> {
         let dispatch = Dispatch::new(id, seq, provider);
         let leased = lease::begin(&env.pool, &[dispatch], Duration::from_secs(5)).await?;
         anyhow::ensure!(leased[0].is_some(), "not leased: {leased:?}");
+        sqlx::query(meanwhile)
+            .bind(campaign)
+            .execute(&env.pool)
+            .await?;
         let done = outcome(dispatch, provider, &decision);
         record::record(&env.pool, &[done], herald_tests::DAY).await?;
         Ok::<_, anyhow::Error>(
@@ -400,21 +406,36 @@ async fn only_the_providers_deferrals_count_toward_the_limit() -> Result<()> {
             .await?,
         )
     };
-    let held_back = attempt(Decision::Postponed {
-        error: "its campaign stopped sending (quiet hours) while the request waited".into(),
-        delay: Duration::ZERO,
-    })
+    const NOTHING: &str = "SELECT $1::uuid";
+    let held_back = attempt(
+        Decision::Postponed {
+            error: "its campaign stopped sending (quiet hours) while the request waited".into(),
+            delay: Duration::ZERO,
+        },
+        NOTHING,
+    )
     .await?;
     assert_eq!(
         held_back,
         ("pending".into(), true),
         "held back by Herald: not failed, the run of deferrals kept"
     );
-    let put_off = attempt(Decision::Deferred {
+    let put_off = || Decision::Deferred {
         error: "HTTP 503".into(),
         delay: Duration::ZERO,
-    })
+    };
+    // Its campaign expired while the request was out: left to the sweeper to end `expired`.
+    let expired = attempt(
+        put_off(),
+        "UPDATE campaigns SET expires_at = now() - interval '1 second' WHERE id = $1",
+    )
     .await?;
+    assert_eq!(expired.0, "pending", "not failed: its campaign expired");
+    sqlx::query("UPDATE campaigns SET expires_at = NULL WHERE id = $1")
+        .bind(campaign)
+        .execute(&env.pool)
+        .await?;
+    let put_off = attempt(put_off(), NOTHING).await?;
     assert_eq!(
         put_off.0, "failed",
         "put off by its provider past the limit"
