@@ -146,12 +146,15 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
     // The starvation poll's clock (see `Ticker::starving`): kept across passes and wake-ups.
     let usual_poll = backpressure::starvation_poll(config.tick(), false);
     let (mut last_poll, mut last_usual_poll) = (Instant::now(), Instant::now());
+    let mut polling = false;
     loop {
         let poll = ticker.starvation_poll(config.tick());
-        if poll.is_none() {
-            // Nothing to poll: the first poll comes one period after a lane turns hungry.
+        if poll.is_some() && !polling {
+            // The first look comes one period after a lane turns hungry (a pass that just
+            // published into it), not at once.
             (last_poll, last_usual_poll) = (Instant::now(), Instant::now());
         }
+        polling = poll.is_some();
         // A pass in progress when SIGTERM came is finished; none starts after it.
         if shutdown.is_cancelled() {
             break;
@@ -168,7 +171,12 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
                 if usual {
                     last_usual_poll = Instant::now();
                 }
-                if ticker.starving(usual).await {
+                // Bounded like the readiness check: a broker that stopped answering without
+                // closing the connection must not hold up ticks, wake-ups and SIGTERM.
+                if tokio::time::timeout(BROKER_CHECK, ticker.starving(usual))
+                    .await
+                    .unwrap_or(false)
+                {
                     let leads = lead(&mut leadership, &mut ticker).await;
                     if leads
                         && !shutdown.is_cancelled()
