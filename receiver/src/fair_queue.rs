@@ -54,8 +54,11 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         let waiting = self.queues.get(&owner).map_or(0, VecDeque::len);
         let after = waiting + items.len();
         let owners = self.turns.len() + usize::from(waiting == 0);
+        let waiting_after = self.waiting + items.len();
         if after > self.per_owner
-            || (self.waiting + items.len() > self.total && after > self.total / owners.max(1))
+            || (waiting_after > self.total && after > self.total / owners.max(1))
+            // Each newcomer's equal part adds to the total: twice it bounds them all.
+            || waiting_after > 2 * self.total
         {
             return Err(Crowded);
         }
@@ -218,12 +221,13 @@ mod tests {
 
     #[test]
     fn past_the_total_owners_are_held_to_an_equal_part_of_it() {
-        let mut q = FairQueue::new(5_000, 20_000);
+        let mut q = FairQueue::new(6_000, 20_000);
         for owner in ['a', 'b', 'c', 'd'] {
             push(&mut q, owner, 5_000).unwrap();
         }
         assert_eq!(q.len(), 20_000);
-        // Full: an owner with little waiting gets in; one with its part waiting does not.
+        // Full: an owner with little waiting gets in; one with its part waiting does not
+        // (under its own bound of 6,000 as each is).
         push(&mut q, 'e', 10).unwrap();
         assert_eq!(push(&mut q, 'e', 4_000), Err(Crowded), "20,000 / 5 owners");
         assert_eq!(push(&mut q, 'a', 1), Err(Crowded));
@@ -231,6 +235,12 @@ mod tests {
         assert_eq!(q.take(500).len(), 500);
         push(&mut q, 'e', 400).unwrap();
         assert_eq!(q.len(), 19_910);
+        // However many newcomers, never past twice the total.
+        let mut q = FairQueue::new(6_000, 1_000);
+        for owner in 0..100u32 {
+            let _ = q.push(owner, 0..100);
+        }
+        assert!(q.len() <= 2_000, "{}", q.len());
     }
 
     #[test]
