@@ -455,12 +455,17 @@ pub async fn lock_starts(tx: &mut PgConnection, tenant: Uuid) -> Result<i64, sql
     )
     .execute(&mut *tx)
     .await?;
+    active_campaigns(tx, tenant).await
+}
+
+/// How many of `tenant`'s campaigns are scheduled, running or paused.
+pub async fn active_campaigns(conn: &mut PgConnection, tenant: Uuid) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM campaigns
            WHERE tenant_id = $1 AND kind = 'campaign' AND status IN ('scheduled', 'running', 'paused')"#,
         tenant,
     )
-    .fetch_one(tx)
+    .fetch_one(conn)
     .await
 }
 

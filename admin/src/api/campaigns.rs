@@ -617,6 +617,12 @@ pub async fn start(
             ));
         }
     }
+    // A look first without the lock, so that a tenant at its bound is refused before a
+    // segment's audience is written (it is counted again, under the lock, last).
+    too_many_active(
+        store::campaigns::active_campaigns(&mut tx, tenant).await?,
+        state.max_active_campaigns,
+    )?;
     if let Some(segment) = segment {
         materialize_segment(&mut tx, id, tenant, segment, &template_text).await?;
     }
@@ -629,17 +635,24 @@ pub async fn start(
     // Counted last, under the tenant's start lock held to the commit: a big segment's
     // audience written above holds up none of the tenant's other starts.
     let active = store::campaigns::lock_starts(&mut tx, tenant).await?;
-    if active >= state.max_active_campaigns {
+    too_many_active(active, state.max_active_campaigns)?;
+    store::campaigns::schedule(&mut tx, id, request.start_at).await?;
+    tx.commit().await?;
+    tracing::info!(campaign_id = %id, tenant_id = %tenant, "campaign scheduled to start");
+    Ok(Json(fetch_one(pool, caller.scope(), id).await?))
+}
+
+/// The refusal of a start when the tenant already has `active` campaigns scheduled, running
+/// or paused, `max` or more.
+fn too_many_active(active: i64, max: i64) -> Result<(), ApiError> {
+    if active >= max {
         return Err(ApiError::Conflict(format!(
             "the tenant has {active} campaigns scheduled, running or paused, the most it may \
              have at once (HERALD_ADMIN_MAX_ACTIVE_CAMPAIGNS_PER_TENANT): start this one once \
              one of them ends"
         )));
     }
-    store::campaigns::schedule(&mut tx, id, request.start_at).await?;
-    tx.commit().await?;
-    tracing::info!(campaign_id = %id, tenant_id = %tenant, "campaign scheduled to start");
-    Ok(Json(fetch_one(pool, caller.scope(), id).await?))
+    Ok(())
 }
 
 /// Copies the segment's matching contacts into the campaign's recipients (inside the start
