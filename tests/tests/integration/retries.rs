@@ -257,6 +257,22 @@ async fn an_outcome_that_nothing_went_out_replaces_the_sweepers_guess() -> Resul
     Ok(())
 }
 
+/// A campaign of one recipient (its number from `prefix`) through a provider at this test's
+/// simulator, running as the scheduler makes it: (provider, campaign, recipient).
+async fn one_running_recipient(env: &TestEnv, prefix: &str) -> Result<(Uuid, Uuid, i64)> {
+    let provider = env.create_provider(&env.provider()).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers(prefix, 1), 100)
+        .await?;
+    sqlx::query("UPDATE campaigns SET status = 'running', started_at = now() WHERE id = $1")
+        .bind(campaign)
+        .execute(&env.pool)
+        .await?;
+    let id = env.recipient_ids(campaign).await?[0];
+    Ok((provider, campaign, id))
+}
+
 /// A lease or outcome statement whose commit the worker never heard of (its connection broke
 /// after the commit, or a statement given up at its deadline ran late) is tried again. The
 /// lease's retry finds the recipient under its own lease and the request is made (before:
@@ -270,16 +286,7 @@ async fn a_lease_or_outcome_tried_again_after_its_commit_was_lost_holds_once() -
     use herald_worker::attempts::{Dispatch, outcome};
     use herald_worker::outcome::Decision;
     let env = TestEnv::new(&[]).await?;
-    let provider = env.create_provider(&env.provider()).await?;
-    let tenant = env.tenant("acme", 1).await?;
-    let campaign = env
-        .campaign(tenant, provider, "c", &numbers("+1555992", 1), 100)
-        .await?;
-    sqlx::query("UPDATE campaigns SET status = 'running', started_at = now() WHERE id = $1")
-        .bind(campaign)
-        .execute(&env.pool)
-        .await?;
-    let id = env.recipient_ids(campaign).await?[0];
+    let (provider, _, id) = one_running_recipient(&env, "+1555992").await?;
     let seq: i32 = sqlx::query_scalar("SELECT dispatch_seq FROM recipients WHERE id = $1")
         .bind(id)
         .fetch_one(&env.pool)
@@ -362,16 +369,7 @@ async fn only_the_providers_deferrals_count_toward_the_limit() -> Result<()> {
     use herald_worker::attempts::{Dispatch, outcome};
     use herald_worker::outcome::Decision;
     let env = TestEnv::new(&[]).await?;
-    let provider = env.create_provider(&env.provider()).await?;
-    let tenant = env.tenant("acme", 1).await?;
-    let campaign = env
-        .campaign(tenant, provider, "c", &numbers("+1555993", 1), 100)
-        .await?;
-    sqlx::query("UPDATE campaigns SET status = 'running', started_at = now() WHERE id = $1")
-        .bind(campaign)
-        .execute(&env.pool)
-        .await?;
-    let id = env.recipient_ids(campaign).await?[0];
+    let (provider, campaign, id) = one_running_recipient(&env, "+1555993").await?;
     // Put off by its provider since two days ago.
     sqlx::query("UPDATE recipients SET deferred_since = now() - interval '2 days' WHERE id = $1")
         .bind(id)
@@ -450,16 +448,7 @@ async fn only_the_providers_deferrals_count_toward_the_limit() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_that_ran_out_ends_the_run_of_deferrals() -> Result<()> {
     let env = TestEnv::new(&[]).await?;
-    let provider = env.create_provider(&env.provider()).await?;
-    let tenant = env.tenant("acme", 1).await?;
-    let campaign = env
-        .campaign(tenant, provider, "c", &numbers("+1555994", 1), 100)
-        .await?;
-    sqlx::query("UPDATE campaigns SET status = 'running', started_at = now() WHERE id = $1")
-        .bind(campaign)
-        .execute(&env.pool)
-        .await?;
-    let id = env.recipient_ids(campaign).await?[0];
+    let (provider, _, id) = one_running_recipient(&env, "+1555994").await?;
     sqlx::query(
         "UPDATE recipients SET state = 'sending', attempts = 1, dispatch_seq = 1,
                 attempted_at = now() - interval '1 minute', sent_via = $2,
