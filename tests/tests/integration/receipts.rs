@@ -219,13 +219,26 @@ async fn a_receipt_that_arrives_before_the_answer_settles_the_recipient() -> Res
 
 /// Posts a generic receipt body signed with `secret` to the receiver.
 async fn post_generic(env: &TestEnv, provider: Uuid, body: &Value, secret: &str) -> Result<u16> {
-    let body = body.to_string();
-    let url = format!(
+    post_signed(
+        &env.http,
+        &generic_url(env, provider),
+        body.to_string(),
+        secret,
+    )
+    .await
+}
+
+/// The receiver's webhook URL for generic provider `provider`.
+fn generic_url(env: &TestEnv, provider: Uuid) -> String {
+    format!(
         "{}/webhooks/http/{provider}",
         env.receiver_url.as_deref().unwrap_or_default()
-    );
-    Ok(env
-        .http
+    )
+}
+
+/// Posts `body` to `url` signed as a generic provider's receipts are, with `secret`.
+async fn post_signed(http: &reqwest::Client, url: &str, body: String, secret: &str) -> Result<u16> {
+    Ok(http
         .post(url)
         .header("content-type", "application/json")
         .header(
@@ -1794,10 +1807,7 @@ async fn a_tenant_flooding_its_own_webhook_holds_no_other_receipt_up() -> Result
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let answers = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<u16, u64>::new()));
-    let url = format!(
-        "{}/webhooks/http/{flooding}",
-        env.receiver_url.as_deref().unwrap_or_default()
-    );
+    let url = generic_url(&env, flooding);
     let mut floods = Vec::new();
     for connection in 0..64 {
         let (http, url, stop, answers) =
@@ -1812,17 +1822,9 @@ async fn a_tenant_flooding_its_own_webhook_holds_no_other_receipt_up() -> Result
                 )
                 .to_string();
                 round += 1;
-                let status = http
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header(
-                        "x-herald-signature",
-                        signature::hub(SIMULATOR_WEBHOOK_SECRET, body.as_bytes()),
-                    )
-                    .body(body)
-                    .send()
+                let status = post_signed(&http, &url, body, SIMULATOR_WEBHOOK_SECRET)
                     .await
-                    .map_or(0, |r| r.status().as_u16());
+                    .unwrap_or(0);
                 *answers.lock().unwrap().entry(status).or_default() += 1;
                 if status == 503 {
                     // As its Retry-After asks.
