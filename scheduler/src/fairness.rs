@@ -61,19 +61,49 @@ fn urgent_first(demands: &[Demand], indices: &[usize]) -> [Vec<usize>; 2] {
     [urgent, rest]
 }
 
+/// The parts a recipient is cut into by [`exact_shares`]: fine enough that a million
+/// campaigns over a pass of one recipient each earn something.
+pub const PARTS: u64 = 1_000_000;
+
 /// Each demand's fair share of `budget`, indexed like the demands: water-filled across
 /// tenants by weight, then within each tenant to its urgent demands first and its campaigns
-/// (by weight) after.
+/// (by weight) after. Shares are whole recipients: the units left after an even split go to
+/// the first in `rotation`'s order, so with more demands than `budget` most get nothing in
+/// a pass; [`crate::turns`] keeps the fair split's fractions across passes from
+/// [`exact_shares`].
 pub fn shares(demands: &[Demand], budget: u32, rotation: usize) -> Vec<u32> {
+    split(demands, u64::from(budget), 1, rotation)
+        .into_iter()
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+        .collect()
+}
+
+/// The split of [`shares`] in millionths of a recipient ([`PARTS`]): a thousand tenants
+/// over a pass of 200 earn a fifth of a recipient each, where whole recipients give 800 of
+/// them nothing.
+pub fn exact_shares(demands: &[Demand], budget: u32, rotation: usize) -> Vec<u64> {
+    split(demands, u64::from(budget), PARTS, rotation)
+}
+
+/// [`shares`] in `parts` of a recipient. A demand is capped at the budget before it is
+/// scaled (no one can take more than all of it), so the scaled figures stay far within
+/// `u64`.
+fn split(demands: &[Demand], budget: u64, parts: u64, rotation: usize) -> Vec<u64> {
+    let whole = budget * parts;
+    let due = |i: usize| u64::from(demands[i].due).min(budget) * parts;
     let tenants = tenants(demands, rotation);
     let tenant_demand: Vec<u64> = tenants
         .iter()
-        .map(|(_, _, cs)| cs.iter().map(|&i| u64::from(demands[i].due)).sum())
+        .map(|(_, _, cs)| {
+            cs.iter()
+                .fold(0u64, |sum, &i| sum.saturating_add(due(i)))
+                .min(whole)
+        })
         .collect();
     let tenant_weight: Vec<u64> = tenants.iter().map(|(_, w, _)| *w).collect();
-    let tenant_share = water_fill(&tenant_demand, &tenant_weight, u64::from(budget));
+    let tenant_share = water_fill(&tenant_demand, &tenant_weight, whole);
 
-    let mut counts = vec![0u32; demands.len()];
+    let mut counts = vec![0u64; demands.len()];
     for ((_, _, campaigns), share) in tenants.iter().zip(&tenant_share) {
         // The urgent first, with the whole share; the campaigns split what they leave.
         let mut left = *share;
@@ -85,14 +115,14 @@ pub fn shares(demands: &[Demand], budget: u32, rotation: usize) -> Vec<u32> {
                 let shift = rotation % group.len();
                 group.rotate_left(shift);
             }
-            let due: Vec<u64> = group.iter().map(|&i| u64::from(demands[i].due)).collect();
+            let group_due: Vec<u64> = group.iter().map(|&i| due(i)).collect();
             let weights: Vec<u64> = group
                 .iter()
                 .map(|&i| u64::from(demands[i].campaign_weight.max(1)))
                 .collect();
-            let split = water_fill(&due, &weights, left);
+            let split = water_fill(&group_due, &weights, left);
             for (&i, &n) in group.iter().zip(&split) {
-                counts[i] = u32::try_from(n).unwrap_or(u32::MAX);
+                counts[i] = n;
                 left -= n;
             }
         }
@@ -265,6 +295,30 @@ mod tests {
         let split = water_fill(&[100, 100, 100], &[1, 1, 1], 100);
         assert_eq!(split.iter().sum::<u64>(), 100);
         assert!(split.iter().all(|&n| n == 33 || n == 34));
+    }
+
+    #[test]
+    fn exact_shares_keep_the_fractions_whole_recipients_round_away() {
+        // A thousand tenants over 200: whole recipients give 200 of them one and the rest
+        // nothing; exact shares give each its fifth.
+        let demands: Vec<Demand> = (0..1_000).map(|i| demand(i, i, 1, 1_000)).collect();
+        let whole = shares(&demands, 200, 0);
+        assert_eq!(whole.iter().filter(|&&n| n == 0).count(), 800);
+        let exact = exact_shares(&demands, 200, 0);
+        assert!(exact.iter().all(|&n| n == PARTS / 5), "{:?}", &exact[..5]);
+        // Nested by weight: tenant 2 (weight 2) gets two thirds of 1, split over its three
+        // campaigns; the sum is the budget, to the part.
+        let mut demands = vec![demand(1, 1, 1, 1_000)];
+        demands.extend((2..5).map(|c| demand(c, 2, 2, 1_000)));
+        let exact = exact_shares(&demands, 1, 0);
+        assert_eq!(exact.iter().sum::<u64>(), PARTS);
+        assert!(exact[0].abs_diff(PARTS / 3) <= 1);
+        assert!(exact[1..].iter().all(|&n| n.abs_diff(2 * PARTS / 9) <= 1));
+        // Dues far past the budget, many of them, do not overflow: each is capped at the
+        // budget before it is scaled.
+        let demands: Vec<Demand> = (0..10_000).map(|i| demand(i, 1, 1, u32::MAX)).collect();
+        let exact = exact_shares(&demands, u32::MAX, 0);
+        assert_eq!(exact.iter().sum::<u64>(), u64::from(u32::MAX) * PARTS);
     }
 
     #[test]

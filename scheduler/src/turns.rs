@@ -4,8 +4,13 @@
 //! Each campaign claimed costs the claim an index probe, row locks and counter rows,
 //! whatever it takes: with ten thousand running campaigns and a budget of eight thousand,
 //! every pass claimed about one recipient from each, and that overhead was most of the
-//! tick. So each campaign keeps a standing, per lane: the fair shares
-//! ([`crate::fairness::shares`]) it has been given minus what it was served. A pass hands
+//! tick. So each campaign keeps a standing, per lane: the fair shares it has been given
+//! minus what it was served, kept in millionths of a recipient
+//! ([`crate::fairness::exact_shares`]). Whole-recipient shares would not do: with more
+//! campaigns than a pass has recipients (a thousand tenants over 200) they give the units
+//! to a block of campaigns that moves one place a pass, and a campaign outside it earned
+//! nothing for up to 800 passes; with the fractions, each earns its fifth every pass, and
+//! every campaign is served within the 50 passes that a batch each takes. A pass hands
 //! its budget out in order of standing, largest first, in batches of at least the minimum
 //! (or all the campaign has due); a campaign whose turn has not come keeps what it earned.
 //! Whatever is left of the budget then goes to whoever has more due, in the same order, so
@@ -31,7 +36,7 @@
 //! leads again after others led starts its new term with none
 //! ([`crate::tick::Ticker::serve_term`]).
 
-use crate::fairness::Demand;
+use crate::fairness::{self, Demand, PARTS};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -104,7 +109,7 @@ impl Turns {
             .get_mut(&lane)
             .and_then(|kept| kept.campaigns.get_mut(&campaign))
         {
-            *standing += i64::from(n);
+            *standing += i64::from(n) * PARTS_I64;
         }
     }
 
@@ -114,9 +119,51 @@ impl Turns {
     }
 }
 
+/// A recipient's parts ([`PARTS`]), the unit of a standing.
+const PARTS_I64: i64 = PARTS as i64;
+
+/// What each of `taking` earns this pass, in parts of a recipient, indexed like the
+/// demands: the exact fair split of the pass ([`fairness::exact_shares`] of what `shares`
+/// add up to), not `shares`' whole recipients, which with more campaigns than the pass has
+/// recipients give most of them nothing, pass after pass, while a block of the others
+/// earns every unit. Scaled so that together they earn exactly the `left` recipients they
+/// are handed (the urgent keep their whole shares), so standings do not drift.
+fn earnings(
+    demands: &[Demand],
+    shares: &[u32],
+    taking: &[usize],
+    left: i64,
+    rotation: usize,
+) -> Vec<i64> {
+    let budget = shares.iter().map(|&n| u64::from(n)).sum::<u64>();
+    let exact =
+        fairness::exact_shares(demands, u32::try_from(budget).unwrap_or(u32::MAX), rotation);
+    let total: u128 = taking.iter().map(|&i| u128::from(exact[i])).sum();
+    let target = u128::try_from(left).unwrap_or(0) * u128::from(PARTS);
+    let mut earn = vec![0i64; demands.len()];
+    if total == 0 {
+        return earn;
+    }
+    let mut handed: u128 = 0;
+    for &i in taking {
+        let part = u128::from(exact[i]) * target / total;
+        earn[i] = i64::try_from(part).unwrap_or(i64::MAX);
+        handed += part;
+    }
+    // What the rounding down kept back (a part for fewer than each of them) goes one part
+    // each to the first.
+    for &i in taking
+        .iter()
+        .take(usize::try_from(target - handed).unwrap_or(0))
+    {
+        earn[i] += 1;
+    }
+    earn
+}
+
 /// The pure decision behind [`Turns::take`]: `standing[i]` is demand `i`'s standing before
-/// the pass (`None`: it has none yet) and after it (urgent demands keep `None`). Returns
-/// the counts, indexed like the demands.
+/// the pass (`None`: it has none yet) and after it (urgent demands keep `None`), in parts
+/// of a recipient ([`PARTS`]). Returns the counts, indexed like the demands.
 pub fn take_turns(
     demands: &[Demand],
     shares: &[u32],
@@ -189,9 +236,10 @@ pub fn take_turns(
         }
         *taken += i64::from(demands[i].due).min(i64::from(shares[i].max(min_batch)));
     }
+    let earn = earnings(demands, shares, &taking, left, rotation);
     let mut earned: Vec<i64> = vec![0; demands.len()];
     for &i in &taking {
-        earned[i] = standing[i].unwrap_or(0) + i64::from(shares[i]);
+        earned[i] = standing[i].unwrap_or(0) + earn[i];
         counts[i] = 0;
     }
     let mut queue = taking.clone();
@@ -200,10 +248,11 @@ pub fn take_turns(
         if left == 0 {
             break;
         }
-        let wanted = i64::from(demands[i].due).min(earned[i].max(i64::from(min_batch)));
+        let whole = earned[i].div_euclid(PARTS_I64);
+        let wanted = i64::from(demands[i].due).min(whole.max(i64::from(min_batch)));
         let n = wanted.min(left);
         counts[i] = u32::try_from(n).unwrap_or(0);
-        earned[i] -= n;
+        earned[i] -= n * PARTS_I64;
         left -= n;
     }
     // Standings need not add up to the budget (a small pass before a big one, a campaign
@@ -215,7 +264,7 @@ pub fn take_turns(
         }
         let n = (i64::from(demands[i].due) - i64::from(counts[i])).min(left);
         counts[i] += u32::try_from(n).unwrap_or(0);
-        earned[i] -= n;
+        earned[i] -= n * PARTS_I64;
         left -= n;
     }
     for &i in &taking {
@@ -227,7 +276,7 @@ pub fn take_turns(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fairness::shares;
+    use crate::fairness::{exact_shares, shares};
 
     fn demand(campaign: u128, tenant: u128, due: u32) -> Demand {
         Demand {
@@ -287,26 +336,34 @@ mod tests {
         assert!(total.iter().all(|&n| n == 10), "{total:?}");
     }
 
-    /// Passes of `budget` over `demands` with minimum batch `min_batch`: every pass uses its
-    /// budget, and no campaign's total strays more than a batch from its fair total.
-    fn check_lag(demands: &[Demand], budget: u32, min_batch: u32, passes: usize) {
+    /// Passes of `budget(pass)` over `demands` with minimum batch `min_batch`: every pass
+    /// uses its budget, and no campaign's total strays more than a batch from its fair total
+    /// (the sum of its exact shares, fractions of a recipient included).
+    fn check_lag(demands: &[Demand], budget: impl Fn(usize) -> u32, min_batch: u32, passes: usize) {
         let lane = Uuid::from_u128(99);
         let mut turns = Turns::new(min_batch);
-        let mut served = vec![0i64; demands.len()];
-        let mut fair = vec![0i64; demands.len()];
+        let mut served = vec![0i128; demands.len()];
+        let mut fair = vec![0i128; demands.len()];
         let mut worst = 0;
         for pass in 0..passes {
+            let budget = budget(pass);
             let share = shares(demands, budget, pass);
             let counts = turns.take(lane, demands, &share, pass);
-            assert_eq!(counts.iter().sum::<u32>(), budget);
+            assert_eq!(
+                counts.iter().sum::<u32>(),
+                budget,
+                "pass {pass} used its budget"
+            );
+            let exact = exact_shares(demands, budget, pass);
             for i in 0..demands.len() {
-                served[i] += i64::from(counts[i]);
-                fair[i] += i64::from(share[i]);
+                served[i] += i128::from(counts[i]) * i128::from(PARTS);
+                fair[i] += i128::from(exact[i]);
                 worst = worst.max((served[i] - fair[i]).abs());
             }
         }
+        let worst = worst as f64 / PARTS as f64;
         assert!(
-            worst <= i64::from(min_batch),
+            worst <= f64::from(min_batch),
             "a campaign strayed {worst} from its fair total"
         );
     }
@@ -322,33 +379,63 @@ mod tests {
                 1
             };
         }
-        check_lag(&demands, 53, 8, 200);
+        check_lag(&demands, |_| 53, 8, 200);
         // The many-campaign bench's shape: a thousand tenants of ten campaigns, a share of
         // less than one each.
         let demands: Vec<Demand> = (0..10_000).map(|i| demand(i, i / 10, 20)).collect();
-        check_lag(&demands, 8_000, 10, 30);
+        check_lag(&demands, |_| 8_000, 10, 30);
+        // A thousand tenants over a pass of 200: a fifth of a recipient each.
+        let demands: Vec<Demand> = (0..1_000).map(|i| demand(i, i, 1_000_000)).collect();
+        check_lag(&demands, |_| 200, 10, 300);
         // Campaign weights within tenants, and a budget that changes every pass.
         let mut demands: Vec<Demand> = (0..60).map(|i| demand(i, i % 4, 100_000)).collect();
         for (i, d) in demands.iter_mut().enumerate() {
             d.campaign_weight = 1 + (i as u32 % 3);
         }
+        check_lag(&demands, |pass| 20 + (pass as u32 * 37) % 90, 10, 300);
+    }
+
+    /// Passes of `budget` over `demands` (due never running out): the pass by which every
+    /// campaign had been served at least once.
+    fn passes_until_all_served(
+        demands: &[Demand],
+        budget: u32,
+        min_batch: u32,
+        most: usize,
+    ) -> usize {
         let lane = Uuid::from_u128(99);
-        let mut turns = Turns::new(10);
-        let (mut served, mut fair) = (vec![0i64; 60], vec![0i64; 60]);
-        for pass in 0..300 {
-            let budget = 20 + (pass as u32 * 37) % 90;
-            let share = shares(&demands, budget, pass);
-            let counts = turns.take(lane, &demands, &share, pass);
-            assert_eq!(counts.iter().sum::<u32>(), budget);
-            for i in 0..60 {
-                served[i] += i64::from(counts[i]);
-                fair[i] += i64::from(share[i]);
-                assert!(
-                    (served[i] - fair[i]).abs() <= 10,
-                    "pass {pass}, campaign {i}"
-                );
+        let mut turns = Turns::new(min_batch);
+        let mut served = vec![false; demands.len()];
+        for pass in 0..most {
+            let counts = turns.take(lane, demands, &shares(demands, budget, pass), pass);
+            for (s, &c) in served.iter_mut().zip(&counts) {
+                *s |= c > 0;
+            }
+            if served.iter().all(|&s| s) {
+                return pass + 1;
             }
         }
+        most
+    }
+
+    #[test]
+    fn far_more_tenants_than_a_pass_serves_each_get_their_turn_soon() {
+        // A thousand tenants over a pass of 200 in batches of 10: 20 campaigns a pass, so
+        // every one within 50 passes (the fair share of each is a fifth of a recipient; a
+        // share rounded to whole recipients is nothing for 800 of them every pass).
+        let demands: Vec<Demand> = (0..1_000).map(|i| demand(i, i, 1_000_000)).collect();
+        let passes = passes_until_all_served(&demands, 200, 10, 1_000);
+        assert!(
+            passes <= 50,
+            "the last campaign was first served in pass {passes}"
+        );
+        // Nested: 200 tenants of ten campaigns, a tenth of a recipient each a pass.
+        let demands: Vec<Demand> = (0..2_000).map(|i| demand(i, i / 10, 1_000_000)).collect();
+        let passes = passes_until_all_served(&demands, 200, 10, 1_000);
+        assert!(
+            passes <= 100,
+            "the last campaign was first served in pass {passes}"
+        );
     }
 
     #[test]
@@ -417,7 +504,7 @@ mod tests {
         let mut standing = [None, None, None];
         let counts = take_turns(&demands, &[2, 1, 1], &mut standing, 10, 0);
         assert_eq!(counts, vec![2, 2, 0]);
-        assert_eq!(standing, [None, Some(-1), Some(1)]);
+        assert_eq!(standing, [None, Some(-PARTS_I64), Some(PARTS_I64)]);
     }
 
     #[test]
@@ -505,18 +592,19 @@ mod tests {
     fn what_a_campaign_was_not_served_is_given_back() {
         let lane = Uuid::from_u128(99);
         let both = [demand(1, 1, 1000), demand(2, 2, 1000)];
+        // In whole recipients.
         let standing = |turns: &Turns, campaign: u128| {
-            turns.lanes[&lane].campaigns[&Uuid::from_u128(campaign)].0
+            turns.lanes[&lane].campaigns[&Uuid::from_u128(campaign)].0 as f64 / PARTS as f64
         };
         let mut charged = Turns::new(10);
         assert_eq!(charged.take(lane, &both, &[5, 5], 0), vec![10, 0]);
         // Served its batch, campaign 1 owes 5 and waits behind campaign 2, owed 5.
-        assert_eq!((standing(&charged, 1), standing(&charged, 2)), (-5, 5));
+        assert_eq!((standing(&charged, 1), standing(&charged, 2)), (-5.0, 5.0));
         // Its claim found nothing: the batch is given back and the two stand level again.
         let mut refunded = Turns::new(10);
         refunded.take(lane, &both, &[5, 5], 0);
         refunded.refund(lane, Uuid::from_u128(1), 10);
-        assert_eq!((standing(&refunded, 1), standing(&refunded, 2)), (5, 5));
+        assert_eq!((standing(&refunded, 1), standing(&refunded, 2)), (5.0, 5.0));
         // Nothing to give back to a campaign or lane without a standing.
         refunded.refund(lane, Uuid::from_u128(3), 10);
         refunded.refund(Uuid::from_u128(98), Uuid::from_u128(1), 10);
