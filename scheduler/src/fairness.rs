@@ -85,9 +85,9 @@ pub fn exact_shares(demands: &[Demand], budget: u32, rotation: usize) -> Vec<u64
     split(demands, u64::from(budget), PARTS, rotation)
 }
 
-/// [`shares`] in `parts` of a recipient. A demand is capped at the budget before it is
-/// scaled (no one can take more than all of it), so the scaled figures stay far within
-/// `u64`.
+/// [`shares`] in `parts` of a recipient. No demand can take more than the whole budget,
+/// so a demand, and a tenant's sum of them, is capped at it (the split is the same): a
+/// thousand campaigns of a tenant, each due billions, would otherwise add up past `u64`.
 fn split(demands: &[Demand], budget: u64, parts: u64, rotation: usize) -> Vec<u64> {
     let whole = budget * parts;
     let due = |i: usize| u64::from(demands[i].due).min(budget) * parts;
@@ -176,7 +176,9 @@ pub fn water_fill(demands: &[u64], weights: &[u64], budget: u64) -> Vec<u64> {
                 remaining -= demands[i] - alloc[i];
                 alloc[i] = demands[i];
             }
-            open.retain(|i| !satisfied.contains(i));
+            // Those satisfied now have all they asked; a scan of `satisfied` for each
+            // would be quadratic with thousands of small demands.
+            open.retain(|&i| alloc[i] < demands[i]);
             continue;
         }
         // Everyone wants more than its share: hand out the shares, then the remainder one
@@ -314,8 +316,7 @@ mod tests {
         assert_eq!(exact.iter().sum::<u64>(), PARTS);
         assert!(exact[0].abs_diff(PARTS / 3) <= 1);
         assert!(exact[1..].iter().all(|&n| n.abs_diff(2 * PARTS / 9) <= 1));
-        // Dues far past the budget, many of them, do not overflow: each is capped at the
-        // budget before it is scaled.
+        // One tenant's many dues, each far past the budget, do not overflow its sum.
         let demands: Vec<Demand> = (0..10_000).map(|i| demand(i, 1, 1, u32::MAX)).collect();
         let exact = exact_shares(&demands, u32::MAX, 0);
         assert_eq!(exact.iter().sum::<u64>(), u64::from(u32::MAX) * PARTS);

@@ -610,10 +610,11 @@ impl Ticker {
                 urgent: c.transactional,
             })
             .collect();
-        let mut counts = fairness::shares(&demands, budget, self.count);
-        if lane == Lane::Primary {
-            counts = self.turns.take(via, &demands, &counts, self.count);
-        }
+        let counts = if lane == Lane::Primary {
+            self.turns.take(via, &demands, budget, self.count)
+        } else {
+            fairness::shares(&demands, budget, self.count)
+        };
         let run = u32::try_from(run).unwrap_or(u32::MAX);
         let order = fairness::order(&demands, &counts, self.count, run);
 
