@@ -15,7 +15,9 @@
 //! fewer campaign rows and counter deltas (with 10,000 small campaigns, a fifth as many
 //! ledger rows and 13–16% less of PostgreSQL's CPU a message: BENCHMARKS.md, 2026-12-13).
 //! Within a tenant's share, its transactional messages (urgent demands) go first: they take
-//! from their own tenant's share, never from another tenant's.
+//! from their own tenant's share, never from another tenant's (in a primary lane,
+//! [`crate::turns`] hands out these shares over passes: a new stream's first message, or
+//! one a stream's standing saved up, can come before its share of that one pass).
 
 use std::collections::HashMap;
 use uuid::Uuid;
