@@ -19,8 +19,9 @@
 //!   wakes nothing: until the next tick, what top-ups claim for it is held at its lease as
 //!   ever (`herald_may_send`: parked, its cursor moved back, or ended `expired`), never
 //!   sent;
-//! - a voice campaign's due count is cut to its tenant's free lines when measured; lines
-//!   taken meanwhile make a worker defer the calls beyond them, as within any pass;
+//! - a voice campaign's due count is cut to its part of its tenant's free lines when
+//!   measured ([`crate::tenant_lines`]); lines taken meanwhile make a worker defer the
+//!   calls beyond them, as within any pass;
 //! - a circuit breaker that opens or closes changes which lanes a campaign's work goes to:
 //!   the set of open breakers is read at every top-up (one row per open breaker), and a
 //!   change means a full measure.

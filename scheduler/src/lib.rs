@@ -35,6 +35,7 @@ pub mod leader;
 pub mod publish;
 pub mod routing;
 pub mod sweep;
+pub mod tenant_lines;
 pub mod tick;
 pub mod turns;
 pub mod wake;

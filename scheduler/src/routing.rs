@@ -133,6 +133,7 @@ pub(crate) mod tests {
             retries: false,
             more_due: false,
             transactional: false,
+            tenant_free_lines: None,
         }
     }
 

@@ -11,6 +11,7 @@ use crate::lanes::Lanes;
 use crate::publish::{PublishError, Publisher};
 use crate::routing::{self, Routes, Spill};
 use crate::sweep::{self, Swept};
+use crate::tenant_lines;
 use crate::turns::Turns;
 use herald_shared::db::within;
 use herald_shared::domain::Channel;
@@ -294,21 +295,26 @@ impl Ticker {
         let mut campaigns = match pass {
             Pass::Wake(providers) => {
                 let woken: Vec<Uuid> = providers.iter().copied().collect();
-                within(store::campaigns::dispatchable(
+                let mut measured = within(store::campaigns::dispatchable(
                     pool,
                     self.max_budget,
                     Some(&woken),
                 ))
-                .await?
+                .await?;
+                tenant_lines::share(&mut measured, self.count);
+                measured
             }
             Pass::Tick | Pass::TopUp => {
                 let open = carry::open_breakers(within(store::pacing::open_breakers(pool)).await?);
                 let next = match carried {
                     Some(carried) if pass == Pass::TopUp && carried.fits(&open) => carried,
-                    _ => Carried::new(
-                        within(store::campaigns::dispatchable(pool, self.max_budget, None)).await?,
-                        open,
-                    ),
+                    _ => {
+                        let mut measured =
+                            within(store::campaigns::dispatchable(pool, self.max_budget, None))
+                                .await?;
+                        tenant_lines::share(&mut measured, self.count);
+                        Carried::new(measured, open)
+                    }
                 };
                 let campaigns = next.campaigns().to_vec();
                 carry = Some(next);

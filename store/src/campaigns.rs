@@ -40,6 +40,10 @@ pub struct ActiveCampaign {
     pub more_due: bool,
     /// A tenant's stream of transactional messages (served before its campaigns).
     pub transactional: bool,
+    /// For a voice campaign (or stream) of a tenant with a cap on live calls: the tenant's
+    /// lines free when measured. `due` is already cut to it, but each campaign's alone: the
+    /// scheduler shares it among the tenant's voice campaigns.
+    pub tenant_free_lines: Option<i64>,
 }
 
 /// Makes `scheduled` campaigns whose start time has come `running`; returns their ids. A
@@ -84,21 +88,23 @@ pub async fn dispatchable(
                 false AS "overflow_first!",
                 d.due AS "due!", d.retries > 0 AS "retries!",
                 d.due >= least(c.batch_size, $1::int8) AS "more_due!",
-                c.kind = 'messages' AS "transactional!"
+                c.kind = 'messages' AS "transactional!",
+                l.free AS tenant_free_lines
          FROM campaigns c JOIN tenants t ON t.id = c.tenant_id
          -- The providers whose circuit breakers are open, read once: asked per campaign,
          -- a third of the query's 100 ms with 10,000 campaigns.
          CROSS JOIN (SELECT array(SELECT provider_id FROM provider_pacing
                                   WHERE herald_pacing_time(open_until, updated_at) > now()) AS open) b
+         -- A tenant with a cap on live calls: no more calls than free lines.
          CROSS JOIN LATERAL (
-             SELECT least(c.batch_size,
-                          -- A tenant with a cap on live calls: no more calls than free lines.
-                          CASE WHEN c.channel = 'voice' AND t.max_live_calls IS NOT NULL THEN
-                              greatest(0, t.max_live_calls - (
-                                  SELECT count(*) FROM recipients r JOIN campaigns lc ON lc.id = r.campaign_id
-                                  WHERE r.live_until > now() AND lc.tenant_id = t.id))
-                          END,
-                          n.retries + n.fresh) AS due,
+             SELECT CASE WHEN c.channel = 'voice' AND t.max_live_calls IS NOT NULL THEN
+                        greatest(0, t.max_live_calls - (
+                            SELECT count(*) FROM recipients r JOIN campaigns lc ON lc.id = r.campaign_id
+                            WHERE r.live_until > now() AND lc.tenant_id = t.id))
+                    END AS free
+         ) l
+         CROSS JOIN LATERAL (
+             SELECT least(c.batch_size, l.free, n.retries + n.fresh) AS due,
                     n.retries
              FROM (SELECT (SELECT count(*) FROM (SELECT 1 FROM recipients r
                                                  WHERE r.campaign_id = c.id AND r.state = 'pending'

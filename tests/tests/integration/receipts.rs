@@ -1362,6 +1362,64 @@ async fn a_tenants_calls_never_exceed_its_own_cap() -> Result<()> {
     assert_lines_freed(&env).await
 }
 
+/// A tenant's free lines are shared among its voice campaigns when a pass is planned: each
+/// campaign's due count was cut to them alone, so ten campaigns over three lines were
+/// claimed up to thirty calls a pass, and the worker held all but three back, claim after
+/// claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_free_lines_are_shared_among_its_voice_campaigns() -> Result<()> {
+    let simulator = ["--call-duration-ms", "1000", "--receipt-delay", "fixed:20"];
+    let mut env = TestEnv::new(&simulator).await?;
+    env.receiver().await?;
+    let provider = env
+        .twilio_provider_at("voice", "twilio_voice", &env.simulator_url)
+        .await?;
+    let tenant = env.tenant("capped", 1).await?;
+    sqlx::query("UPDATE tenants SET max_live_calls = 3 WHERE id = $1")
+        .bind(tenant)
+        .execute(&env.pool)
+        .await?;
+    let mut campaigns = Vec::new();
+    for k in 0..10 {
+        let to = numbers(&format!("+155594{k}"), 3);
+        campaigns.push(
+            env.campaign(tenant, provider, &format!("c{k}"), &to, 100)
+                .await?,
+        );
+    }
+    sqlx::query("UPDATE campaigns SET channel = 'voice' WHERE id = ANY($1)")
+        .bind(&campaigns)
+        .execute(&env.pool)
+        .await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
+    for &campaign in &campaigns {
+        env.start(campaign).await?;
+    }
+    env.wait_completed(&campaigns, Duration::from_secs(90))
+        .await?;
+
+    let stats = env.simulator_stats().await?;
+    assert_eq!(stats["accepted"], 30, "each call placed once: {stats}");
+    let most = stats["max_calls_live"].as_i64().unwrap_or(-1);
+    assert!((1..=3).contains(&most), "{stats}");
+    // A call held back for want of a line waits again and is claimed again row by row,
+    // which moves its fencing token on (a first claim, by range, does not): with the lines
+    // shared, a few calls claimed while lines were being taken (3 in three runs); with each
+    // campaign cut to them alone, 130.
+    let claims: i64 = sqlx::query_scalar(
+        "SELECT sum(dispatch_seq)::int8 FROM recipients WHERE campaign_id = ANY($1)",
+    )
+    .bind(&campaigns)
+    .fetch_one(&env.pool)
+    .await?;
+    assert!(
+        claims <= 30,
+        "thirty calls over three lines were claimed again {claims} times"
+    );
+    Ok(())
+}
+
 /// A call's line is freed by a final status of the call that holds it, whichever receipt
 /// of a batch ranks highest: a late `completed` of an earlier call beside the live call's
 /// `busy` kept the line held until the sweeper's timeout (the batch's best receipt was the
