@@ -4,10 +4,13 @@
 //! count to its tenant's free lines, but each campaign's alone: fifty voice campaigns of a
 //! tenant with ten free lines were planned up to 500 calls a pass, and the workers held all
 //! but ten back for want of a line, lease after lease. Here the tenant's free lines are
-//! split among its voice campaigns: its transactional streams first, then its campaigns by
-//! weight (max-min fair, as a pass is), the lines left after an even split going round with
-//! the pass, so the same campaigns are not always the ones that get none. Lines taken
-//! between the measure and the call still make a worker hold a call back, as before.
+//! split among its voice campaigns: its transactional streams first, then its campaigns, a
+//! line each in an order that moves with the pass (so with fewer lines than campaigns the
+//! same ones are not always without), then the rest by weight, max-min. What is measured
+//! lasts until the next full measure. A wake measures only its lanes' campaigns, so it
+//! shares the tenant's lines among those alone, and calls claimed but not yet placed hold
+//! no line yet: either can plan a few calls more than there are lines, which a worker then
+//! holds back, as before.
 
 use crate::fairness::water_fill;
 use herald_store::campaigns::ActiveCampaign;
@@ -16,8 +19,10 @@ use uuid::Uuid;
 
 /// Shares each capped tenant's free lines among its voice campaigns in `campaigns` (those
 /// with `tenant_free_lines`), cutting their due counts to their parts; a campaign left with
-/// nothing due is dropped, and one cut is no longer a whole batch (`more_due`): lines, not
-/// its batch size, hold it back. `rotation` moves the odd lines round from pass to pass.
+/// nothing due is dropped. None of them is a whole batch any more (`more_due`): lines, not
+/// batch sizes, hold them back, and what was measured must last until the next measure
+/// (a whole batch is planned again at every top-up). `rotation` moves the odd lines round
+/// from pass to pass.
 pub fn share(campaigns: &mut Vec<ActiveCampaign>, rotation: usize) {
     let mut tenants: BTreeMap<Uuid, (i64, Vec<usize>)> = BTreeMap::new();
     for (i, c) in campaigns.iter().enumerate() {
@@ -52,13 +57,13 @@ pub fn share(campaigns: &mut Vec<ActiveCampaign>, rotation: usize) {
                         .max(1)
                 })
                 .collect();
-            let split = water_fill(&due, &weights, left);
+            let split = split_lines(&due, &weights, left);
             for (&i, (&n, &asked)) in group.iter().zip(split.iter().zip(&due)) {
                 left -= n;
+                let c = &mut campaigns[i];
+                c.more_due = false;
                 if n < asked {
-                    let c = &mut campaigns[i];
                     c.due = i64::try_from(n).unwrap_or(i64::MAX);
-                    c.more_due = false;
                     cut = true;
                 }
             }
@@ -67,6 +72,27 @@ pub fn share(campaigns: &mut Vec<ActiveCampaign>, rotation: usize) {
     if cut {
         campaigns.retain(|c| c.due > 0);
     }
+}
+
+/// `lines` over campaigns due `due` (in the pass's order) of weights `weights`: a line each
+/// first, in order (so with fewer lines than campaigns they go round with the order, and a
+/// light campaign is not always the one without: weighted, the odd lines would go to the
+/// heaviest every pass), then what is left by weight, max-min.
+fn split_lines(due: &[u64], weights: &[u64], lines: u64) -> Vec<u64> {
+    let mut left = lines;
+    let mut split: Vec<u64> = due
+        .iter()
+        .map(|&d| {
+            let one = d.min(1).min(left);
+            left -= one;
+            one
+        })
+        .collect();
+    let rest: Vec<u64> = due.iter().zip(&split).map(|(&d, &s)| d - s).collect();
+    for (s, more) in split.iter_mut().zip(water_fill(&rest, weights, left)) {
+        *s += more;
+    }
+    split
 }
 
 #[cfg(test)]
@@ -109,10 +135,32 @@ mod tests {
         heavy.campaign_weight = 2;
         let mut campaigns = vec![call(1, 1, 2, Some(9)), heavy, call(3, 1, 10, Some(9))];
         share(&mut campaigns, 0);
-        // The small one has its 2; the other 7 go 2:1 (5 and 2, the odd one by weight).
+        // A line each, then the small one has its 2 and the other 5 go 2:1 (3 and 2
+        // more, the odd one by weight).
         assert_eq!(dues(&campaigns), vec![(1, 2), (2, 5), (3, 2)]);
-        // Within its part, a campaign keeps being a whole batch.
-        assert!(campaigns[0].more_due);
+        // None of them is a whole batch: lines hold them back.
+        assert!(campaigns.iter().all(|c| !c.more_due));
+    }
+
+    #[test]
+    fn a_light_campaign_gets_its_turn_at_the_lines() {
+        // Two lines over weights 2, 2 and 1: by weight alone the odd lines always went to
+        // the heavy two. A line each, in the pass's order, goes round.
+        let mut served = [0; 3];
+        for pass in 0..6 {
+            let mut campaigns: Vec<ActiveCampaign> = (1..=3)
+                .map(|n| {
+                    let mut c = call(n, 1, 5, Some(2));
+                    c.campaign_weight = if n == 3 { 1 } else { 2 };
+                    c
+                })
+                .collect();
+            share(&mut campaigns, pass);
+            for c in &campaigns {
+                served[c.id.as_u128() as usize - 1] += c.due;
+            }
+        }
+        assert_eq!(served, [4, 4, 4]);
     }
 
     #[test]

@@ -102,6 +102,8 @@ pub async fn dispatchable(
                             SELECT count(*) FROM recipients r JOIN campaigns lc ON lc.id = r.campaign_id
                             WHERE r.live_until > now() AND lc.tenant_id = t.id))
                     END AS free
+             -- Counted once: unfenced, the planner folds it into both of its uses.
+             OFFSET 0
          ) l
          CROSS JOIN LATERAL (
              SELECT least(c.batch_size, l.free, n.retries + n.fresh) AS due,

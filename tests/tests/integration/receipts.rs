@@ -1391,11 +1391,13 @@ async fn a_tenants_free_lines_are_shared_among_its_voice_campaigns() -> Result<(
         .bind(&campaigns)
         .execute(&env.pool)
         .await?;
-    let _scheduler = env.scheduler(250, &[])?;
-    let _worker = env.worker(&[])?;
+    // Started before the scheduler runs, so that ten wakes do not each plan the lines
+    // again before the first calls take them.
     for &campaign in &campaigns {
         env.start(campaign).await?;
     }
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
     env.wait_completed(&campaigns, Duration::from_secs(90))
         .await?;
 
