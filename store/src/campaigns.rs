@@ -89,25 +89,15 @@ pub async fn dispatchable(
                 d.due AS "due!", d.retries > 0 AS "retries!",
                 d.due >= least(c.batch_size, $1::int8) AS "more_due!",
                 c.kind = 'messages' AS "transactional!",
-                l.free AS tenant_free_lines
+                d.free AS tenant_free_lines
          FROM campaigns c JOIN tenants t ON t.id = c.tenant_id
          -- The providers whose circuit breakers are open, read once: asked per campaign,
          -- a third of the query's 100 ms with 10,000 campaigns.
          CROSS JOIN (SELECT array(SELECT provider_id FROM provider_pacing
                                   WHERE herald_pacing_time(open_until, updated_at) > now()) AS open) b
-         -- A tenant with a cap on live calls: no more calls than free lines.
          CROSS JOIN LATERAL (
-             SELECT CASE WHEN c.channel = 'voice' AND t.max_live_calls IS NOT NULL THEN
-                        greatest(0, t.max_live_calls - (
-                            SELECT count(*) FROM recipients r JOIN campaigns lc ON lc.id = r.campaign_id
-                            WHERE r.live_until > now() AND lc.tenant_id = t.id))
-                    END AS free
-             -- Counted once: unfenced, the planner folds it into both of its uses.
-             OFFSET 0
-         ) l
-         CROSS JOIN LATERAL (
-             SELECT least(c.batch_size, l.free, n.retries + n.fresh) AS due,
-                    n.retries
+             SELECT least(c.batch_size, n.free, n.retries + n.fresh) AS due,
+                    n.retries, n.free
              FROM (SELECT (SELECT count(*) FROM (SELECT 1 FROM recipients r
                                                  WHERE r.campaign_id = c.id AND r.state = 'pending'
                                                    AND r.attempts > 0 AND r.next_attempt_at <= now()
@@ -133,7 +123,15 @@ pub async fn dispatchable(
                                                  -- campaigns); sorted, only the index pays.
                                                  ORDER BY r.id
                                                  LIMIT least(c.batch_size, $1::int8)) fresh)
-                          END AS fresh
+                          END AS fresh,
+                          -- A tenant with a cap on live calls: no more calls than free
+                          -- lines (returned too: the scheduler shares them among the
+                          -- tenant's voice campaigns).
+                          CASE WHEN c.channel = 'voice' AND t.max_live_calls IS NOT NULL THEN
+                              greatest(0, t.max_live_calls - (
+                                  SELECT count(*) FROM recipients r JOIN campaigns lc ON lc.id = r.campaign_id
+                                  WHERE r.live_until > now() AND lc.tenant_id = t.id))
+                          END AS free
                    OFFSET 0) n
              -- Counted once per campaign: without the fence the planner repeats the counts
              -- for the `due > 0` filter (with 10,000 campaigns, 40,000 index scans a tick).
