@@ -24,16 +24,20 @@ const FLUSH_EVERY: Duration = Duration::from_secs(5);
 const MAX_LISTED: usize = 100;
 
 /// Streams `body` into `upload_rows (n, address, fields)` on `tx`, each address in E.164
-/// (read with `region` when written without a country code). `check` adds caller-specific
-/// row errors (e.g. missing template variables). Returns how many rows were received.
+/// (read with `region` when written without a country code). With `cell_numbers`, a CSV's
+/// cells that are numbers ([`upload::number_in_cell`]) are staged as numbers. `check` adds
+/// caller-specific row errors (e.g. missing template variables). Returns how many rows
+/// were received.
 pub async fn stage(
     tx: &mut PgConnection,
     body: Body,
     format: Format,
     idle: Duration,
     region: Option<phonenumber::country::Id>,
+    cell_numbers: bool,
     check: impl Fn(&Row) -> Option<RowError>,
 ) -> Result<u64, ApiError> {
+    let cell_numbers = cell_numbers && format == Format::Csv;
     herald_store::uploads::create(&mut *tx).await?;
 
     let mut rows = upload::rows(body, format, idle);
@@ -46,6 +50,13 @@ pub async fn stage(
         let error = match item {
             Item::Row(mut row) => {
                 received += 1;
+                if cell_numbers {
+                    for value in row.fields.values_mut() {
+                        if let Some(number) = value.as_str().and_then(upload::number_in_cell) {
+                            *value = Value::Number(number);
+                        }
+                    }
+                }
                 let error = values(&row)?
                     .or_else(|| match phone::normalize(&row.address, region) {
                         Ok(number) => {

@@ -81,6 +81,26 @@ pub enum Item {
     Stalled,
 }
 
+/// A CSV cell (all text) that is a number, as a contact's attribute holds it so that segment
+/// filters compare it numerically: a decimal (`42`, `-3`, `19.9`) that JSON writes back as the
+/// same text. One it would not (`007`, `19.90`, `-0`, or more digits than a double holds)
+/// stays text, so that a postcode or an account number is never rewritten, nor renders in a
+/// message otherwise than as uploaded; and no number stored is one the services cannot read
+/// back (PostgreSQL's `numeric` holds 400 digits, a double does not).
+pub fn number_in_cell(text: &str) -> Option<serde_json::Number> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let decimal = match unsigned.split_once('.') {
+        Some((whole, fraction)) => digits(whole) && digits(fraction),
+        None => digits(unsigned),
+    };
+    if !decimal {
+        return None;
+    }
+    let number: serde_json::Number = text.parse().ok()?;
+    (number.to_string() == text).then_some(number)
+}
+
 /// Why the body stopped, when it was the guard that stopped it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
@@ -423,6 +443,46 @@ mod tests {
         match item {
             Item::Row(row) => row,
             other => panic!("expected a row, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cells_are_numbers_only_when_they_read_back_the_same() {
+        for number in [
+            "42",
+            "-3",
+            "0",
+            "19.9",
+            "1.0",
+            "0.30000000000000004",
+            "18446744073709551615",
+        ] {
+            assert_eq!(
+                number_in_cell(number).map(|n| n.to_string()).as_deref(),
+                Some(number),
+                "{number}"
+            );
+        }
+        let past_a_double = format!("1{}", "0".repeat(400));
+        for text in [
+            "007",
+            "02134",
+            "19.90",
+            "-0",
+            "1e5",
+            "+1",
+            ".5",
+            "5.",
+            "1.2.3",
+            "",
+            "-",
+            " 42",
+            "123456789012345678901234567890",
+            "0.1000000000000000055511151231257827",
+            past_a_double.as_str(),
+            "n/a",
+        ] {
+            assert_eq!(number_in_cell(text), None, "{text}");
         }
     }
 

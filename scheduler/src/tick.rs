@@ -771,7 +771,8 @@ fn build_message(
     row: &mut Claimed,
 ) -> Result<DispatchMessage, String> {
     let channel: Channel = campaign.channel.parse().map_err(|e| format!("{e}"))?;
-    let body = template::render(&campaign.template, &row.variables).map_err(|e| e.to_string())?;
+    let variables = row.read_variables()?;
+    let body = template::render(&campaign.template, &variables).map_err(|e| e.to_string())?;
     Ok(DispatchMessage {
         v: FORMAT_VERSION,
         recipient_id: row.id,
@@ -788,7 +789,7 @@ fn build_message(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         },
-        variables: std::mem::take(&mut row.variables.0),
+        variables,
     })
 }
 

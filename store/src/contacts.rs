@@ -50,29 +50,17 @@ pub async fn list(
 
 /// Moves the staged upload (`crate::uploads`) into tenant `tenant`'s contacts, in the
 /// caller's transaction: the last row of an address wins, and its attributes are merged
-/// into an existing contact's. With `numbers_from_text` (a CSV's cells are all text), a cell
-/// that reads as a number is stored as one, so that segment filters compare it numerically.
-/// Returns (new contacts, updated ones).
-pub async fn upsert_staged(
-    tx: &mut PgConnection,
-    tenant: Uuid,
-    numbers_from_text: bool,
-) -> Result<(u64, u64), sqlx::Error> {
+/// into an existing contact's. Returns (new contacts, updated ones).
+pub async fn upsert_staged(tx: &mut PgConnection, tenant: Uuid) -> Result<(u64, u64), sqlx::Error> {
     let inserted: Vec<bool> = sqlx::query_scalar(
         "INSERT INTO contacts AS c (tenant_id, address, attributes)
-         SELECT DISTINCT ON (address) $1, address,
-                coalesce((SELECT jsonb_object_agg(key,
-                              CASE WHEN $2 AND jsonb_typeof(value) = 'string'
-                                        AND value #>> '{}' ~ '^-?[0-9]+(\\.[0-9]+)?$'
-                                   THEN to_jsonb((value #>> '{}')::numeric) ELSE value END)
-                          FROM jsonb_each(fields)), '{}'::jsonb)
+         SELECT DISTINCT ON (address) $1, address, fields
          FROM upload_rows ORDER BY address, n DESC
          ON CONFLICT (tenant_id, address)
          DO UPDATE SET attributes = c.attributes || excluded.attributes, updated_at = now()
          RETURNING (xmax = 0)",
     )
     .bind(tenant)
-    .bind(numbers_from_text)
     .fetch_all(tx)
     .await?;
     let new = inserted.iter().filter(|&&fresh| fresh).count() as u64;

@@ -73,29 +73,39 @@ pub async fn upload(
     let needed = template::variables(&template_text)
         .map_err(|e| ApiError::field("template", e.to_string()))?;
 
-    let received = staging::stage(&mut tx, body, format, state.upload_idle, region, |row| {
-        if let Some(name) = needed
-            .iter()
-            // An empty CSV cell is a missing variable.
-            .find(|name| row.fields.get(*name).is_none_or(template::is_blank))
-        {
-            return Some(RowError {
-                row: row.number,
-                field: Some(name.clone()),
-                reason: format!("the template uses `{{{{{name}}}}}` but this row has no `{name}`"),
-            });
-        }
-        // Each value may be short and the text still too long for any provider: refused
-        // here, as a single message is, rather than failed when the scheduler renders it.
-        match template::render(&template_text, &row.fields) {
-            Err(error @ template::TemplateError::TooLong(_)) => Some(RowError {
-                row: row.number,
-                field: None,
-                reason: error.to_string(),
-            }),
-            _ => None,
-        }
-    })
+    let received = staging::stage(
+        &mut tx,
+        body,
+        format,
+        state.upload_idle,
+        region,
+        false,
+        |row| {
+            if let Some(name) = needed
+                .iter()
+                // An empty CSV cell is a missing variable.
+                .find(|name| row.fields.get(*name).is_none_or(template::is_blank))
+            {
+                return Some(RowError {
+                    row: row.number,
+                    field: Some(name.clone()),
+                    reason: format!(
+                        "the template uses `{{{{{name}}}}}` but this row has no `{name}`"
+                    ),
+                });
+            }
+            // Each value may be short and the text still too long for any provider: refused
+            // here, as a single message is, rather than failed when the scheduler renders it.
+            match template::render(&template_text, &row.fields) {
+                Err(error @ template::TemplateError::TooLong(_)) => Some(RowError {
+                    row: row.number,
+                    field: None,
+                    reason: error.to_string(),
+                }),
+                _ => None,
+            }
+        },
+    )
     .await?;
     // First occurrence of an address wins; addresses already in the campaign are kept.
     let inserted = store::recipients::audience::add_staged(&mut tx, id).await?;

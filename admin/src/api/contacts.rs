@@ -35,7 +35,7 @@ pub struct ContactUploadResult {
 }
 
 #[utoipa::path(post, path = "/contacts", tag = "contacts", params(UploadQuery),
-    request_body(description = "CSV with an `address` (or `phone`) column, other columns becoming attributes (numbers stay numbers); NDJSON or a JSON array of {address, attributes}. Rows are checked one by one: an invalid row is named in the 422's `rows` and nothing is imported.",
+    request_body(description = "CSV with an `address` (or `phone`) column, other columns becoming attributes (a number a JSON number unless JSON would write it otherwise, as 007 or 19.90); NDJSON or a JSON array of {address, attributes}. Rows are checked one by one: an invalid row is named in the 422's `rows` and nothing is imported.",
         content((String = "text/csv"), (String = "application/x-ndjson"),
                 (Vec<crate::upload::JsonRow> = "application/json"))),
     responses((status = 200, body = ContactUploadResult), (status = 408, body = crate::error::ErrorBody),
@@ -57,10 +57,17 @@ pub async fn upload(
         return Err(ApiError::field("tenant_id", "no such tenant"));
     };
     let region = region.as_deref().and_then(|r| phone::region(r).ok());
-    let received =
-        staging::stage(&mut tx, body, format, state.upload_idle, region, |_| None).await?;
-    let (new, updated) =
-        store::contacts::upsert_staged(&mut tx, tenant, format == Format::Csv).await?;
+    let received = staging::stage(
+        &mut tx,
+        body,
+        format,
+        state.upload_idle,
+        region,
+        true,
+        |_| None,
+    )
+    .await?;
+    let (new, updated) = store::contacts::upsert_staged(&mut tx, tenant).await?;
     tx.commit().await?;
     tracing::info!(tenant_id = %tenant, received, inserted = new, "contacts uploaded");
     Ok(Json(ContactUploadResult {

@@ -15,7 +15,8 @@ pub enum ContactCommand {
     /// Upload contacts (upsert by address), streamed; all rows or none
     #[command(
         after_help = "Same formats as `herald campaign upload`; in CSV every column other than `address`
-becomes an attribute (numbers stay numbers). The format comes from the extension (.csv,
+becomes an attribute (a number becomes a JSON number unless JSON would write it
+otherwise: 007 and 19.90 stay text). The format comes from the extension (.csv,
 .ndjson/.jsonl, .json) unless --format is given; `-` reads stdin as CSV.
 
 Example:

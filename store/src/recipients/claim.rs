@@ -34,9 +34,22 @@ pub struct Claimed {
     pub id: i64,
     pub dispatch_seq: i32,
     pub address: String,
-    pub variables: sqlx::types::Json<Map<String, Value>>,
+    /// As PostgreSQL writes the JSON object: read by the caller, row by row, so that one
+    /// row it cannot read (see [`Claimed::read_variables`]) fails that recipient alone, not the
+    /// claim of every campaign in the lane.
+    pub variables: String,
     /// A transactional message's own expiry.
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl Claimed {
+    /// The recipient's variables, or why they cannot be read (a number past a double's
+    /// range, which PostgreSQL's `numeric` holds: no upload stores one, but a row is not
+    /// trusted to be as the admin wrote it).
+    pub fn read_variables(&self) -> Result<Map<String, Value>, String> {
+        serde_json::from_str(&self.variables)
+            .map_err(|e| format!("the recipient's variables cannot be read: {e}"))
+    }
 }
 
 /// What a claim asks of one campaign.
@@ -93,7 +106,7 @@ pub async fn claim(pool: &PgPool, plan: &[Wanted]) -> Result<Vec<Claimed>, sqlx:
              SELECT picked.*
              FROM cursors k JOIN first_wanted w USING (campaign_id)
              CROSS JOIN LATERAL (
-                 SELECT campaign_id, id, dispatch_seq, address, variables, expires_at FROM recipients
+                 SELECT campaign_id, id, dispatch_seq, address, variables::text AS variables, expires_at FROM recipients
                  WHERE campaign_id = k.campaign_id AND state = 'pending' AND attempts = 0
                    AND id > k.claimed_through
                  ORDER BY id LIMIT w.n) picked
@@ -135,7 +148,7 @@ pub async fn claim(pool: &PgPool, plan: &[Wanted]) -> Result<Vec<Claimed>, sqlx:
              UPDATE recipients r
              SET state = 'queued', dispatch_seq = r.dispatch_seq + 1, queued_at = now(), updated_at = now()
              WHERE r.id = ANY (ARRAY(SELECT id FROM retries UNION ALL SELECT id FROM fresh))
-             RETURNING r.campaign_id, r.id, r.dispatch_seq, r.address, r.variables, r.expires_at
+             RETURNING r.campaign_id, r.id, r.dispatch_seq, r.address, r.variables::text AS variables, r.expires_at
          )
          SELECT * FROM queued
          UNION ALL

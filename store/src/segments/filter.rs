@@ -48,7 +48,8 @@
 //!
 //! - **number**: matches when the attribute is a JSON number and the comparison holds, exactly
 //!   (decimals are not rounded). An attribute holding anything else, such as the string
-//!   `"42"`, never matches.
+//!   `"42"`, never matches. A CSV upload of contacts stores a cell as a number when JSON
+//!   writes that number back the same (`42`, `19.9`): `007` and `19.90` stay strings.
 //! - **string**: compares the attribute as text (alphabetically for `<` and `>`). `address`
 //!   can only be compared with strings.
 //! - **boolean**: only `=` and `!=`; matches an attribute that is set and is (or is not)

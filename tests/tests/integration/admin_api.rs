@@ -690,6 +690,47 @@ async fn segments_filter_contacts_safely_and_become_the_audience() -> Result<()>
     Ok(())
 }
 
+/// A CSV cell becomes a number only when it reads back the same: a postcode keeps its
+/// leading zero, a price its trailing one, and a number of 401 digits (which PostgreSQL's
+/// `numeric` would hold, and no service could read back: every listing of the tenant's
+/// contacts answered 500) stays the text it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_cells_become_numbers_only_when_they_read_back_the_same() -> Result<()> {
+    let w = world().await?;
+    let admin = &w.admin;
+    let huge = format!("1{}", "0".repeat(400));
+    let contacts =
+        format!("address,zip,price,visits,score,huge\n+33600000001,02134,19.90,42,-3.5,{huge}\n");
+    let uploaded = admin
+        .upload(&w.key_a, "/contacts", "text/csv", contacts)
+        .await?;
+    assert_eq!(
+        uploaded,
+        (200, json!({"received": 1, "inserted": 1, "updated": 0}))
+    );
+    let listed = admin.ok(&w.key_a, GET, "/contacts", None).await?;
+    let attributes = &listed["items"][0]["attributes"];
+    assert_eq!(
+        attributes,
+        &json!({"zip": "02134", "price": "19.90", "visits": 42, "score": -3.5, "huge": huge})
+    );
+    // Numbers still compare as numbers.
+    let segment = admin
+        .ok(
+            &w.key_a,
+            POST,
+            "/segments",
+            Some(json!({"name": "regulars", "filter": "visits > 40 and score < 0"})),
+        )
+        .await?;
+    let id = segment["id"].as_str().unwrap_or_default();
+    let count = admin
+        .ok(&w.key_a, GET, &format!("/segments/{id}/count"), None)
+        .await?;
+    assert_eq!(count["contacts"], 1);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_row_upload_streams_and_progress_stays_fast() -> Result<()> {
     let w = world().await?;

@@ -661,6 +661,50 @@ async fn a_cursor_a_busy_campaign_kept_from_moving_back_is_moved_at_the_next_swe
 /// claim that finds fewer than it asked for moves the cursor past the whole audience: the
 /// campaign leaves the plan and completes, instead of being planned (and kept from
 /// completing) for ever.
+/// A recipient whose stored variables no service can read back (a number past a double's
+/// range, which PostgreSQL's `numeric` holds) fails alone. The claim read every campaign of
+/// a lane in one statement, and one such row failed it: no campaign of any tenant in the
+/// lane sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipient_whose_variables_cannot_be_read_fails_alone() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let (a, b) = (env.tenant("acme", 1).await?, env.tenant("globex", 1).await?);
+    let poisoned = env
+        .campaign(a, provider, "poisoned", &numbers("+1555470", 10), 100)
+        .await?;
+    let other = env
+        .campaign(b, provider, "other", &numbers("+1555471", 10), 100)
+        .await?;
+    sqlx::query(
+        "UPDATE recipients SET variables = jsonb_build_object('n', ('1' || repeat('0', 400))::numeric)
+         WHERE id = (SELECT min(id) FROM recipients WHERE campaign_id = $1)",
+    )
+    .bind(poisoned)
+    .execute(&env.pool)
+    .await?;
+    let _scheduler = env.scheduler(300, &[])?;
+    let _worker = env.worker(&[])?;
+    env.start(poisoned).await?;
+    env.start(other).await?;
+    env.wait_completed(&[poisoned, other], Duration::from_secs(30))
+        .await?;
+    let states = env.states(poisoned).await?;
+    assert_eq!(
+        (states.get("sent"), states.get("failed")),
+        (Some(&9), Some(&1))
+    );
+    assert_eq!(env.states(other).await?.get("sent"), Some(&10));
+    let error: String = sqlx::query_scalar(
+        "SELECT last_error FROM recipients WHERE campaign_id = $1 AND state = 'failed'",
+    )
+    .bind(poisoned)
+    .fetch_one(&env.pool)
+    .await?;
+    assert!(error.contains("cannot be read"), "{error}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_planned_for_more_than_it_has_left_still_completes() -> Result<()> {
     let env = TestEnv::new(&[]).await?;
