@@ -28,37 +28,61 @@ pub struct Flaw {
 /// The first string or key holding a NUL character, or number PostgreSQL cannot store, in
 /// `value` (whose own path is `path`; empty for a whole body).
 pub fn flaw(value: &Value, path: &str) -> Option<Flaw> {
-    let at = |key: &str| {
-        if path.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{path}.{key}")
+    // The path is kept as steps and written out only for the flaw found: written at every
+    // step, a megabyte body of one long key over a long array copied the key for each
+    // element (hundreds of gigabytes, tens of seconds of a runtime thread).
+    let mut steps = Vec::new();
+    let reason = find_flaw(value, &mut steps)?;
+    let mut written = path.to_owned();
+    for step in steps {
+        match step {
+            Step::Key(key) if written.is_empty() => written.push_str(key),
+            Step::Key(key) => {
+                written.push('.');
+                written.push_str(key);
+            }
+            Step::Index(i) => written = format!("{}[{i}]", path_or_body(&written)),
         }
-    };
+    }
+    Some(Flaw {
+        path: path_or_body(&written),
+        reason: reason.into(),
+    })
+}
+
+/// One step into a JSON value: an object's key or an array's index.
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// What [`flaw`] finds, `steps` leading to it (the steps taken so far on the way in).
+fn find_flaw<'a>(value: &'a Value, steps: &mut Vec<Step<'a>>) -> Option<&'static str> {
     match value {
-        Value::String(s) if s.contains('\0') => Some(Flaw {
-            path: path_or_body(path),
-            reason: "must not contain a NUL character".into(),
-        }),
+        Value::String(s) if s.contains('\0') => Some("must not contain a NUL character"),
         // PostgreSQL's numeric holds far more than an f64; what JSON gives beyond an f64
         // (1e400) is the only out-of-range case.
-        Value::Number(n) if !n.as_f64().is_some_and(f64::is_finite) => Some(Flaw {
-            path: path_or_body(path),
-            reason: "is a number out of range".into(),
+        Value::Number(n) if !n.as_f64().is_some_and(f64::is_finite) => {
+            Some("is a number out of range")
+        }
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+            steps.push(Step::Index(i));
+            let found = find_flaw(item, steps);
+            if found.is_none() {
+                steps.pop();
+            }
+            found
         }),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, item)| flaw(item, &format!("{}[{i}]", path_or_body(path)))),
         Value::Object(map) => map.iter().find_map(|(key, item)| {
             if key.contains('\0') {
-                Some(Flaw {
-                    path: path_or_body(path),
-                    reason: "has a key with a NUL character".into(),
-                })
-            } else {
-                flaw(item, &at(key))
+                return Some("has a key with a NUL character");
             }
+            steps.push(Step::Key(key));
+            let found = find_flaw(item, steps);
+            if found.is_none() {
+                steps.pop();
+            }
+            found
         }),
         _ => None,
     }
