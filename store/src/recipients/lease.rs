@@ -26,7 +26,6 @@
 //! reorder (a lateral primary-key lookup behind `OFFSET 0`), which hold in the generic plan
 //! of the statement prepared once per connection too.
 
-use super::by_recipient;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -81,6 +80,22 @@ pub struct UnknownAttempt {
     pub via: Uuid,
 }
 
+/// `dispatches` in recipient order (see the module's note on locks), each dispatch once.
+/// Two messages for one first attempt claimed by range carry the same dispatch (a cursor
+/// moved back while the first was queued), maybe through different lanes: only the first
+/// of them asks for the lease (the row would take one provider's timeout, `sent_via` and
+/// lease token from whichever the update met first, and the token would not be the one
+/// its worker holds); the others are answered `None` by [`begin`]. Sorted by dispatch, not
+/// recipient alone: a stale message of the recipient between two copies would otherwise
+/// keep both.
+fn one_per_dispatch(dispatches: &[Dispatch]) -> Vec<&Dispatch> {
+    let mut sorted: Vec<&Dispatch> = dispatches.iter().collect();
+    // Stable: of equal dispatches the first stays.
+    sorted.sort_by_key(|d| (d.recipient_id, d.seq));
+    sorted.dedup_by_key(|d| (d.recipient_id, d.seq));
+    sorted
+}
+
 /// Begins attempts; answers, per dispatch, the lease if this worker now holds it, or `None`
 /// if the message must not be sent.
 ///
@@ -94,13 +109,7 @@ pub async fn begin(
     dispatches: &[Dispatch],
     lease_grace: Duration,
 ) -> Result<Vec<Option<Begun>>, sqlx::Error> {
-    // Two messages for one first attempt claimed by range carry the same dispatch (a cursor
-    // moved back while the first was queued), maybe through different lanes: only the first
-    // of them asks for the lease (the row would take one provider's timeout and `sent_via`,
-    // whichever the update met first); the others are answered `None` below.
-    let mut sorted = by_recipient(dispatches, |d| d.recipient_id);
-    // The sort is stable: of equal dispatches the first stays.
-    sorted.dedup_by_key(|d| (d.recipient_id, d.seq));
+    let sorted = one_per_dispatch(dispatches);
     let ids: Vec<i64> = sorted.iter().map(|d| d.recipient_id).collect();
     let seqs: Vec<i32> = sorted.iter().map(|d| d.seq).collect();
     let providers: Vec<Uuid> = sorted.iter().map(|d| d.provider).collect();
@@ -243,4 +252,23 @@ pub async fn begin(
         // Taken, not copied: the row's one lease goes to the first message for it only.
         .map(|d| begun.remove(&(d.recipient_id, d.seq)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_dispatch_asks_once_its_first_message_kept() {
+        let provider = Uuid::new_v4();
+        let first = Dispatch::new(7, 3, provider);
+        let stale = Dispatch::new(7, 2, provider);
+        let copy = Dispatch::new(7, 3, provider);
+        let other = Dispatch::new(5, 1, provider);
+        let messages = [first, stale, copy, other];
+        let asked = one_per_dispatch(&messages);
+        // Recipients in id order; the copy behind the stale message dropped, the first kept.
+        let tokens: Vec<Uuid> = asked.iter().map(|d| d.token).collect();
+        assert_eq!(tokens, vec![other.token, stale.token, first.token]);
+    }
 }
