@@ -63,6 +63,24 @@ impl SchedulerConfig {
     pub fn tick(&self) -> Duration {
         Duration::from_millis(self.tick_ms)
     }
+
+    /// Settings that work together, but wastefully: a pass may wait up to the database
+    /// deadline and then for the broker's confirms of what it published, and a claim the
+    /// sweeper takes back sooner, its message still on its way, is dispatched a second time
+    /// (the later copy is dropped by the lease: nothing is sent twice, but a send slot is
+    /// wasted and a retry bounced unsent). Tests shorten the wait on purpose, so this is a
+    /// warning, not a refusal.
+    pub fn warning(&self) -> Option<String> {
+        let pass = self.connections.db_deadline_ms + self.confirm_timeout_ms;
+        (self.requeue_after_ms <= pass).then(|| {
+            format!(
+                "HERALD_SCHEDULER_REQUEUE_AFTER_MS ({}) is not more than HERALD_DB_DEADLINE_MS \
+                 plus HERALD_SCHEDULER_CONFIRM_TIMEOUT_MS ({pass}): claims a slow pass is still \
+                 publishing may be dispatched twice (the second copy is dropped unsent)",
+                self.requeue_after_ms
+            )
+        })
+    }
 }
 
 fn parse_depth_ticks(value: &str) -> Result<f64, String> {
@@ -73,4 +91,41 @@ fn parse_depth_ticks(value: &str) -> Result<f64, String> {
         return Err("must be between 0.1 and 10".into());
     }
     Ok(ticks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: SchedulerConfig,
+    }
+
+    fn config(args: &[&str]) -> SchedulerConfig {
+        let url = ["scheduler", "--database-url", "postgres://h@localhost/h"];
+        Cli::try_parse_from(url.iter().chain(args))
+            .expect("valid settings")
+            .config
+    }
+
+    #[test]
+    fn a_requeue_within_a_pass_is_warned_of() {
+        assert_eq!(config(&[]).warning(), None, "the defaults fit");
+        let short = config(&["--requeue-after-ms", "5000"]).warning();
+        assert!(short.is_some_and(
+            |w| w.contains("HERALD_SCHEDULER_REQUEUE_AFTER_MS (5000)") && w.contains("(25000)")
+        ),);
+        let fitted = [
+            "--requeue-after-ms",
+            "5000",
+            "--db-deadline-ms",
+            "2000",
+            "--confirm-timeout-ms",
+            "2000",
+        ];
+        assert_eq!(config(&fitted).warning(), None);
+    }
 }

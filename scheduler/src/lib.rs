@@ -80,6 +80,9 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
         &["database", "broker", "leadership"],
     )
     .await?;
+    if let Some(warning) = config.warning() {
+        tracing::warn!("{warning}");
+    }
     let deadline = config.connections.db_deadline();
     herald_shared::db::set_deadline(deadline);
     let tls = config.connections.tls();

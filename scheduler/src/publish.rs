@@ -103,6 +103,14 @@ impl Publisher {
         Ok(channel)
     }
 
+    /// Forgets the sizes of the messages this process published: at a new term, others led
+    /// meanwhile and published their own, which a lane's depth must count as full batches,
+    /// not as this process's old ones (a lane of twenty-recipient messages read as holding
+    /// one each would be filled twenty times past a tick).
+    pub fn forget_sizes(&mut self) {
+        self.sizes.clear();
+    }
+
     /// Zeroes the gauges of every lane this scheduler measured (its depth, consumers, drain
     /// rate and drain time): a scheduler that no longer leads stops measuring, and its last
     /// values, exported for as long as it lives, would sit beside the new leader's (a

@@ -130,6 +130,7 @@ impl Ticker {
     pub fn serve_term(&mut self, term: u64) {
         if term != self.term {
             self.turns.retain_lanes(|_| false);
+            self.publisher.forget_sizes();
             self.carried = None;
             self.term = term;
         }
