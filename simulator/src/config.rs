@@ -366,6 +366,10 @@ pub struct BehaviourConfig {
     /// The provider has moved: every message request is answered 307 with a `Location`
     /// under this base URL, and nothing is sent.
     pub redirect_to: Option<String>,
+    /// Every message request is taken (sent, with its receipts) and answered `303 See
+    /// Other` to the message's resource: a provider behind a layer that turns a POST's
+    /// answer into a redirect, which a client that follows no redirect never reads.
+    pub see_other: bool,
 }
 
 fn redacted<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -417,6 +421,7 @@ impl Default for BehaviourConfig {
             revoked_credential: None,
             twilio_auth_token: None,
             redirect_to: None,
+            see_other: false,
         }
     }
 }
@@ -463,6 +468,11 @@ impl BehaviourConfig {
                 }
                 "receipt_shuffle" => {
                     next.receipt_shuffle = value
+                        .as_bool()
+                        .ok_or(f(ConfigError::JsonType("true or false")))?;
+                }
+                "see_other" => {
+                    next.see_other = value
                         .as_bool()
                         .ok_or(f(ConfigError::JsonType("true or false")))?;
                 }
@@ -751,7 +761,8 @@ mod tests {
                 "webhook_secret": "simulator-webhook-secret",
                 "revoked_credential": null,
                 "twilio_auth_token": null,
-                "redirect_to": null
+                "redirect_to": null,
+                "see_other": false
             })
         );
         // Credentials the provider checks are never shown.

@@ -184,6 +184,8 @@ impl Args {
             revoked_credential: None,
             twilio_auth_token: self.twilio_auth_token.clone(),
             redirect_to: None,
+            // Set at run time (PUT /control/config), as a provider's answers change.
+            see_other: false,
         }
     }
 }

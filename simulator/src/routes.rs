@@ -314,6 +314,10 @@ async fn serve(
         return std::future::pending().await;
     }
 
+    if config.see_other && sends {
+        let location = format!("{}/{id}", uri.path().trim_end_matches(".json"));
+        return (StatusCode::SEE_OTHER, [(header::LOCATION, location)], "").into_response();
+    }
     let (status, extra, body) = apis::respond(&parsed, decision.outcome, id, app.clock.now_ms());
     let mut response = json_response(status, body);
     response.headers_mut().extend(extra);

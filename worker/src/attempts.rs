@@ -39,10 +39,17 @@ pub fn outcome(dispatch: Dispatch, provider: Uuid, decision: &Decision) -> Outco
             Decision::Throttled { .. } | Decision::Deferred { .. }
         ),
         halt: match decision {
-            Decision::Halted { error } => Some(error.clone()),
+            Decision::Halted { error, .. } => Some(error.clone()),
             _ => None,
         },
-        answer_lost: matches!(decision, Decision::Resend { .. }),
+        answer_lost: matches!(
+            decision,
+            Decision::Resend { .. }
+                | Decision::Halted {
+                    maybe_sent: true,
+                    ..
+                }
+        ),
     };
     match decision {
         Decision::Sent {
@@ -65,7 +72,7 @@ pub fn outcome(dispatch: Dispatch, provider: Uuid, decision: &Decision) -> Outco
             row(RecipientState::Pending, None, Some(error), Some(*delay))
         }
         // Due again at once: its campaign is paused, so nothing claims it before resume.
-        Decision::Halted { error } => row(
+        Decision::Halted { error, .. } => row(
             RecipientState::Pending,
             None,
             Some(error),
@@ -153,7 +160,10 @@ mod tests {
                 error: error(),
                 delay,
             },
-            Decision::Halted { error: error() },
+            Decision::Halted {
+                error: error(),
+                maybe_sent: false,
+            },
         ] {
             let o = of(decision);
             assert!(o.uncounted, "{o:?}");
@@ -181,16 +191,35 @@ mod tests {
             error: error(),
             delay
         }));
-        assert!(!put_off(Decision::Halted { error: error() }));
+        assert!(!put_off(Decision::Halted {
+            error: error(),
+            maybe_sent: true,
+        }));
     }
 
     #[test]
     fn a_halt_pauses_the_campaign_and_leaves_the_recipient_due() {
         let o = of(Decision::Halted {
             error: "account suspended".into(),
+            maybe_sent: false,
         });
         assert_eq!(o.halt.as_deref(), Some("account suspended"));
         assert_eq!(o.due_in, Some(Duration::ZERO));
+        assert!(!o.answer_lost);
+        // A request the provider answered with a redirect may have been taken: looked up
+        // before it is sent again.
+        let redirected = of(Decision::Halted {
+            error: "HTTP 303".into(),
+            maybe_sent: true,
+        });
+        assert_eq!(
+            (
+                redirected.halt.as_deref(),
+                redirected.uncounted,
+                redirected.answer_lost
+            ),
+            (Some("HTTP 303"), true, true)
+        );
     }
 
     #[test]

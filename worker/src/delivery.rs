@@ -231,7 +231,7 @@ async fn process(
         Decision::Unknown { error, window } => {
             tracing::info!(attempt, %error, ?window, "outcome unknown; waiting for a receipt")
         }
-        Decision::Halted { error } => tracing::warn!(
+        Decision::Halted { error, .. } => tracing::warn!(
             provider_id = %through,
             %error,
             "the provider refused the account; pausing the campaign"
@@ -386,7 +386,9 @@ async fn request(
             if health == Health::Failing
                 && !matches!(
                     result,
-                    CallResult::Unknown { .. } | CallResult::Misconfigured { .. }
+                    CallResult::Unknown { .. }
+                        | CallResult::Misconfigured { .. }
+                        | CallResult::Redirected { .. }
                 ) =>
         {
             deferred(until)

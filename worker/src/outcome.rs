@@ -55,6 +55,15 @@ pub enum CallResult {
     Misconfigured {
         reason: String,
     },
+    /// A redirect Herald does not follow (see `egress`) that may come after the request was
+    /// taken: 303 See Other answers a POST the server processed, and 301 and 302 do in the
+    /// Post/Redirect/Get pattern (307 and 308, which ask for the same request elsewhere, are
+    /// [`Misconfigured`](Self::Misconfigured)). The campaign stops as for a refused account,
+    /// and the request's outcome is unknown: the recipient is looked up before it is sent
+    /// again.
+    Redirected {
+        reason: String,
+    },
     /// Any other 4xx: this request will never succeed.
     Permanent {
         reason: String,
@@ -95,6 +104,7 @@ impl CallResult {
                 retry_after,
             },
             CallResult::Misconfigured { reason } => CallResult::Misconfigured { reason: f(reason) },
+            CallResult::Redirected { reason } => CallResult::Redirected { reason: f(reason) },
             CallResult::Permanent { reason } => CallResult::Permanent { reason: f(reason) },
         }
     }
@@ -163,9 +173,11 @@ pub enum Decision {
     /// The provider refused the account, not the recipient (its credentials, its sender):
     /// every recipient would fail the same way. The campaign is paused with `error` as the
     /// reason and the recipient waits, no attempt spent, for an operator to fix the provider
-    /// and resume it.
+    /// and resume it. `maybe_sent`: the request may have been taken all the same (a
+    /// [`CallResult::Redirected`]), so it is recorded as an attempt whose outcome is unknown.
     Halted {
         error: String,
+        maybe_sent: bool,
     },
 }
 
@@ -178,7 +190,8 @@ impl CallResult {
             CallResult::Transient { .. }
             | CallResult::Unavailable { .. }
             | CallResult::Unknown { .. }
-            | CallResult::Misconfigured { .. } => crate::breaker::Health::Failing,
+            | CallResult::Misconfigured { .. }
+            | CallResult::Redirected { .. } => crate::breaker::Health::Failing,
             _ => crate::breaker::Health::Up,
         }
     }
@@ -238,7 +251,14 @@ pub fn decide(result: CallResult, attempts: u32, policy: &Policy, unit: f64) -> 
             provider_message_id,
         },
         CallResult::Permanent { reason } => Decision::Failed { error: reason },
-        CallResult::Misconfigured { reason } => Decision::Halted { error: reason },
+        CallResult::Misconfigured { reason } => Decision::Halted {
+            error: reason,
+            maybe_sent: false,
+        },
+        CallResult::Redirected { reason } => Decision::Halted {
+            error: reason,
+            maybe_sent: true,
+        },
         CallResult::Throttled {
             reason,
             retry_after,
@@ -396,11 +416,24 @@ mod tests {
             assert_eq!(
                 decide(refused(), attempt, &policy(), 0.0),
                 Decision::Halted {
-                    error: "twilio 20003 (HTTP 401): Authenticate".into()
+                    error: "twilio 20003 (HTTP 401): Authenticate".into(),
+                    maybe_sent: false,
                 }
             );
         }
         assert_eq!(refused().health(), crate::breaker::Health::Failing);
+        // A redirect that may follow a request taken: halted too, its outcome unknown.
+        let see_other = CallResult::Redirected {
+            reason: "HTTP 303".into(),
+        };
+        assert_eq!(see_other.health(), crate::breaker::Health::Failing);
+        assert_eq!(
+            decide(see_other, 1, &policy(), 0.0),
+            Decision::Halted {
+                error: "HTTP 303".into(),
+                maybe_sent: true,
+            }
+        );
         assert_eq!(
             CallResult::Permanent {
                 reason: "twilio 21211".into()

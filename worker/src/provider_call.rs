@@ -76,11 +76,15 @@ async fn call(egress: &Egress, provider: &Provider, message: &DispatchMessage) -
             .and_then(|v| url::Url::parse(v).ok())
             .and_then(|u| u.host_str().map(str::to_owned))
             .unwrap_or_else(|| "elsewhere".to_owned());
-        return CallResult::Misconfigured {
-            reason: format!(
-                "the provider answered a redirect (HTTP {status} to {to}); Herald does not \
-                 follow redirects: give the provider the URL its API answers at"
-            ),
+        let reason = format!(
+            "the provider answered a redirect (HTTP {status} to {to}); Herald does not \
+             follow redirects: give the provider the URL its API answers at"
+        );
+        // 307 and 308 ask for the same request elsewhere: nothing was taken here.
+        return if matches!(status, 307 | 308) {
+            CallResult::Misconfigured { reason }
+        } else {
+            CallResult::Redirected { reason }
         };
     }
     let retry_after = response

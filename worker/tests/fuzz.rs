@@ -67,6 +67,7 @@ fn check(status: u16, result: &CallResult) {
         | CallResult::Unavailable { reason, .. }
         | CallResult::Unknown { reason, .. }
         | CallResult::Misconfigured { reason }
+        | CallResult::Redirected { reason }
         | CallResult::Permanent { reason } => {
             assert!(
                 !(200..300).contains(&status),

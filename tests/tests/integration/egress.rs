@@ -1,7 +1,8 @@
 //! Where provider requests may go, checked by the workers on every request (not only by the
 //! admin when the endpoint was given): a tenant's provider whose name resolves inside the
 //! network is never connected to, and no provider's redirect is followed. Either pauses the
-//! campaign with the reason, and nothing is sent.
+//! campaign with the reason; nothing is sent elsewhere, and a request the provider may have
+//! taken before its redirect is not sent again blindly.
 
 use anyhow::Result;
 use herald_tests::{TestEnv, numbers, wait_until};
@@ -109,5 +110,58 @@ async fn a_providers_redirect_is_not_followed() -> Result<()> {
         json!(0),
         "the redirect was followed"
     );
+    Ok(())
+}
+
+/// A provider that takes each request and answers 303 See Other (a POST processed, pointing
+/// at its result): paused as at any redirect, but each request so answered may have made a
+/// message. Once the provider answers plainly again and the campaign is resumed, each is
+/// looked up before it is sent again: no recipient gets two. (Recorded as a refusal, due
+/// again with nothing unknown, each was sent a second time.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_answered_by_a_redirect_are_looked_up_before_they_are_sent_again() -> Result<()> {
+    let env = TestEnv::new(&["--latency", "fixed:20"]).await?;
+    let admin = env.admin().await?;
+    env.simulator_config(json!({"see_other": true})).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let provider = env.twilio_provider("twilio_sms").await?;
+    let campaign = env
+        .campaign(tenant, provider, "see-other", &numbers("+1555840", 50), 100)
+        .await?;
+    let _scheduler = env.scheduler(200, &[])?;
+    let _worker = env.worker(&[])?;
+    env.start(campaign).await?;
+    let reason = wait_paused(&env, campaign).await?;
+    assert!(
+        reason.contains("redirect") && reason.contains("303"),
+        "{reason}"
+    );
+    wait_until(Duration::from_secs(20), || async {
+        env.states(campaign)
+            .await
+            .is_ok_and(|s| !s.contains_key("queued") && !s.contains_key("sending"))
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("messages still in flight 20 s after the pause"))?;
+    let taken = env.simulator_stats().await?["accepted"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(taken > 0, "no request was taken before the pause");
+
+    env.simulator_config(json!({"see_other": false})).await?;
+    admin
+        .ok(
+            &admin.operator_key,
+            reqwest::Method::POST,
+            &format!("/campaigns/{campaign}/resume"),
+            None,
+        )
+        .await?;
+    env.wait_completed(&[campaign], Duration::from_secs(60))
+        .await?;
+    assert_eq!(env.states(campaign).await?.get("sent"), Some(&50));
+    let stats = env.simulator_stats().await?;
+    assert_eq!(stats["duplicates"], 0, "{stats}");
+    assert_eq!(stats["accepted"], 50, "{stats}");
     Ok(())
 }
