@@ -141,7 +141,12 @@ pub async fn begin(
              WHERE k.state = 'queued' OR (k.state = 'pending' AND k.attempts = 0)
          ),
          -- The lease covers the provider the message goes to: an overflow provider's
-         -- timeout may be longer than the primary's.
+         -- timeout may be longer than the primary's. And the provider an earlier attempt
+         -- whose outcome is unknown went to (`lease_for`): the worker may look it up there,
+         -- or send again through it alone (one that deduplicates by its key), whatever
+         -- lane the message came by; a request outliving the lease would race the
+         -- sweeper's judgement and the next dispatch's request. (Read only for such a
+         -- recipient: a CASE evaluates the branch it takes.)
          startable AS MATERIALIZED (
              SELECT k.id, k.seq, k.state, k.attempts, k.provider, k.token, p.timeout_ms, p.revision
              FROM with_campaign k JOIN providers p ON p.id = k.provider
@@ -157,7 +162,8 @@ pub async fn begin(
              UPDATE recipients r
              SET state = 'sending', attempts = r.attempts + 1, updated_at = now(), sent_via = s.provider,
                  attempted_at = now(), lease_token = s.token,
-                 lease_until = now() + make_interval(secs => s.timeout_ms / 1000.0 + $3::float8)
+                 lease_until = now() + make_interval(secs => CASE WHEN r.unknown_via IS NULL THEN s.timeout_ms
+                                                   ELSE greatest(s.timeout_ms, (SELECT u.timeout_ms FROM providers u WHERE u.id = r.unknown_via)) END / 1000.0 + $3::float8)
              FROM startable s
              WHERE r.id = s.id AND r.dispatch_seq = s.seq AND r.state = s.state AND r.attempts = s.attempts
              RETURNING r.id, r.dispatch_seq, r.attempts - r.throttles AS attempts,
@@ -168,7 +174,8 @@ pub async fn begin(
          -- from its first try, so it ends before the lease does).
          relet AS (
              UPDATE recipients r
-             SET lease_until = now() + make_interval(secs => p.timeout_ms / 1000.0 + $3::float8),
+             SET lease_until = now() + make_interval(secs => CASE WHEN r.unknown_via IS NULL THEN p.timeout_ms
+                                                   ELSE greatest(p.timeout_ms, (SELECT u.timeout_ms FROM providers u WHERE u.id = r.unknown_via)) END / 1000.0 + $3::float8),
                  updated_at = now()
              FROM current k JOIN providers p ON p.id = k.provider
              WHERE r.id = k.id AND r.dispatch_seq = k.seq AND k.state = 'sending' AND k.own_lease

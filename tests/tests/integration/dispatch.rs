@@ -459,6 +459,61 @@ async fn the_first_of_two_messages_for_a_first_attempt_takes_the_lease() -> Resu
     Ok(())
 }
 
+/// A retry through an overflow whose earlier attempt's outcome is unknown at the primary
+/// may be looked up there, or sent again through it alone: its lease covers the primary's
+/// longer timeout too. Sized by the overflow's alone, a request through the primary could
+/// outlive the lease, and the sweeper hand the recipient to another worker while it was
+/// still open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_covers_the_provider_of_an_earlier_unknown_outcome() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let primary = env.create_provider(&env.provider()).await?;
+    let mut overflow = env.provider();
+    overflow.name = "overflow".into();
+    overflow.timeout_ms = 1_000;
+    let overflow = env.create_provider(&overflow).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, primary, "unknown", &numbers("+1555445", 2), 10)
+        .await?;
+    sqlx::query("UPDATE campaigns SET status = 'running', started_at = now() WHERE id = $1")
+        .bind(campaign)
+        .execute(&env.pool)
+        .await?;
+    let rows = dispatches(&env, campaign).await?;
+    // Both retries queued; the first's earlier attempt went to the primary, answer lost.
+    sqlx::query(
+        "UPDATE recipients SET state = 'queued', attempts = 1,
+                outcome_unknown_at = CASE WHEN id = $2 THEN now() - interval '1 minute' END,
+                unknown_via = CASE WHEN id = $2 THEN $3::uuid END
+         WHERE campaign_id = $1",
+    )
+    .bind(campaign)
+    .bind(rows[0].0)
+    .bind(primary)
+    .execute(&env.pool)
+    .await?;
+    let leased: Vec<Dispatch> = rows
+        .iter()
+        .map(|(id, seq, _)| Dispatch::new(*id, *seq, overflow))
+        .collect();
+    let answers = lease::begin(&env.pool, &leased, Duration::from_secs(1)).await?;
+    assert!(answers.iter().all(Option::is_some), "{answers:?}");
+    let lease_s = |id: i64| {
+        sqlx::query_scalar::<_, f64>(
+            "SELECT extract(epoch FROM lease_until - attempted_at)::float8 FROM recipients WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&env.pool)
+    };
+    // The primary's 5 s and the grace for the one it may be sent through; the overflow's
+    // 1 s for the other.
+    let (unknown, plain) = (lease_s(rows[0].0).await?, lease_s(rows[1].0).await?);
+    assert!((5.5..6.5).contains(&unknown), "lease of {unknown} s");
+    assert!((1.5..2.5).contains(&plain), "lease of {plain} s");
+    Ok(())
+}
+
 /// A range claim whose message was lost (the scheduler died between claim and publish, or
 /// the broker lost it) leaves first attempts `pending` below the campaign's cursor, where no
 /// claim looks: once the claim is older than `HERALD_SCHEDULER_REQUEUE_AFTER_MS` the sweeper
