@@ -203,14 +203,18 @@ pub fn found_in_lookup(
     };
     let secrets = config.secrets();
     found
-        .map(|candidates| {
+        .and_then(|candidates| {
+            // An id Herald cannot store may be the message sought: no answer, as for any
+            // listed message that cannot be judged.
             candidates
                 .into_iter()
-                .filter_map(|c| {
-                    Some(Candidate {
-                        sid: message_id(&c.sid)?,
-                        ..c
-                    })
+                .map(|c| match message_id(&c.sid) {
+                    Some(sid) => Ok(Candidate { sid, ..c }),
+                    None => Err(format!(
+                        "the provider listed a message id Herald cannot store ({}); whether \
+                         it was sent cannot be told",
+                        clip(&c.sid)
+                    )),
                 })
                 .collect()
         })

@@ -320,21 +320,37 @@ pub fn find_in_lookup(
     } else {
         message_address(message)
     };
-    Ok(page
-        .messages
-        .into_iter()
-        .chain(page.calls)
-        .filter(|item| {
-            item.to.as_deref() == Some(to.as_str())
-                && created(item).is_some_and(|at| window.contains(&at))
-        })
-        .filter_map(|item| {
-            Some(Candidate {
-                same_text: calls || item.body.as_deref() == Some(message.body.as_str()),
-                sid: item.sid?,
-            })
-        })
-        .collect())
+    // A listed message to this address that cannot be judged (no creation date Herald can
+    // read, or no id) may be the one sought: skipped, it would read as "not sent", and the
+    // recipient would be sent again. It makes the lookup answer nothing instead.
+    let mut found = Vec::new();
+    for item in page.messages.into_iter().chain(page.calls) {
+        if item.to.as_deref() != Some(to.as_str()) {
+            continue;
+        }
+        let Some(at) = created(&item) else {
+            return Err(format!(
+                "the provider listed a message to this address whose creation date cannot be \
+                 read ({}); whether it was sent cannot be told",
+                clip(item.date_created.as_deref().unwrap_or("none"))
+            ));
+        };
+        if !window.contains(&at) {
+            continue;
+        }
+        let Some(sid) = item.sid else {
+            return Err(
+                "the provider listed a message to this address without its id; whether \
+                        it was sent cannot be told"
+                    .to_owned(),
+            );
+        };
+        found.push(Candidate {
+            same_text: calls || item.body.as_deref() == Some(message.body.as_str()),
+            sid,
+        });
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -624,6 +640,20 @@ mod tests {
         assert_eq!(reached, Ok(vec![]));
         let partial = find_in_lookup(&answer(200, &page(json!(later[..49]))), &message(), &window);
         assert_eq!(partial, Ok(vec![]));
+        // A message to this address that cannot be judged answers nothing, not "not sent".
+        let undated = page(json!([item("SMours", text, "yesterday")]));
+        let undated = find_in_lookup(&answer(200, &undated), &message(), &window);
+        assert!(undated.is_err_and(|e| e.contains("cannot be told")));
+        let nameless = page(json!([{"to": "+15551234567", "body": text,
+                                    "date_created": "Thu, 30 Jul 2015 20:12:31 +0000"}]));
+        let nameless = find_in_lookup(&answer(200, &nameless), &message(), &window);
+        assert!(nameless.is_err_and(|e| e.contains("cannot be told")));
+        // One to another address is not this recipient's, whatever it holds.
+        let elsewhere = page(json!([{"to": "+15550000000", "date_created": "soon"}]));
+        assert_eq!(
+            find_in_lookup(&answer(200, &elsewhere), &message(), &window),
+            Ok(vec![])
+        );
     }
 
     #[test]
