@@ -34,7 +34,10 @@
 //! one away when it comes back, while its tenant owes its share): a tenant starting one
 //! small campaign after another does not go first with each.
 //! Urgent demands (transactional messages) go before the campaigns, each with what it has
-//! earned in whole recipients (a new stream at least one), and earn as the campaigns do:
+//! earned in whole recipients (a new stream at least one, while what its tenant's streams
+//! take and owe fits in their share of the pass, as for newcomer campaigns: a tenant
+//! sending on a thousand streams in turn, each new again after a quiet pass, would
+//! otherwise take every pass), and earn as the campaigns do:
 //! a stream whose share is a fifth of a recipient sends one every five passes. A stream
 //! that goes quiet owing less than a recipient is forgiven it, so a message after a quiet
 //! spell goes at once. A pass with no budget changes no standing.
@@ -269,14 +272,32 @@ pub fn take_turns(
         earned[i] = standing[i].unwrap_or(0) + i64::try_from(exact[i]).unwrap_or(i64::MAX);
     }
     urgent.sort_by_key(|&i| (standing[i].is_some(), std::cmp::Reverse(earned[i]), tie[i]));
+    // A new stream's one message goes before its turn only while its tenant's streams, with
+    // what they owe, fit in their share of the pass, as a tenant's newcomer campaigns do:
+    // streams forgiven what they owe when they go quiet come back new, and a tenant sending
+    // on a thousand streams in turn would otherwise take every pass.
+    let mut room: HashMap<Uuid, i64> = HashMap::new();
+    let mut used: HashMap<Uuid, i64> = HashMap::new();
     for &i in &urgent {
-        let least = i64::from(standing[i].is_none());
+        let tenant = demands[i].tenant_id;
+        *room.entry(tenant).or_insert(0) += i64::try_from(exact[i]).unwrap_or(i64::MAX);
+        *used.entry(tenant).or_insert(0) += standing[i].map_or(0, |s| (-s).max(0));
+    }
+    for &i in &urgent {
+        let tenant = demands[i].tenant_id;
+        let used = used.entry(tenant).or_insert(0);
+        let new = standing[i].is_none();
+        let fits = *used == 0 || *used < room.get(&tenant).copied().unwrap_or(0);
+        let least = i64::from(new && fits);
         let whole = earned[i].div_euclid(PARTS_I64).max(least);
         let n = i64::from(demands[i].due).min(whole).min(left).max(0);
         counts[i] = u32::try_from(n).unwrap_or(0);
         earned[i] -= n * PARTS_I64;
         left -= n;
         standing[i] = Some(earned[i]);
+        if new {
+            *used = used.saturating_add(n * PARTS_I64);
+        }
     }
 
     let taking: Vec<usize> = (0..demands.len())
@@ -719,6 +740,35 @@ mod tests {
         assert!(
             others >= 200 * passes as u32 * 95 / 100,
             "the other tenants were served {others} of {}",
+            200 * passes
+        );
+    }
+
+    #[test]
+    fn a_tenant_sending_on_many_streams_in_turn_does_not_take_every_pass() {
+        // Tenant 1 sends one message every other pass on each of 1,000 streams (500 due a
+        // pass); tenant 2 has a long campaign. Each tenant's fair part is half of each pass.
+        // When each stream back from a quiet pass went first as new, tenant 1 took them all.
+        let lane = Uuid::from_u128(99);
+        let mut turns = Turns::new(10);
+        let mut campaign_served = 0u32;
+        let passes = 200;
+        for pass in 0..passes {
+            let mut demands: Vec<Demand> = (0..1_000u128)
+                .filter(|s| (s + pass as u128).is_multiple_of(2))
+                .map(|s| Demand {
+                    urgent: true,
+                    ..demand(10_000 + s, 1, 1)
+                })
+                .collect();
+            demands.push(demand(1, 2, 1_000_000));
+            let counts = turns.take(lane, &demands, 200, pass);
+            assert_eq!(counts.iter().sum::<u32>(), 200, "pass {pass}");
+            campaign_served += counts.last().copied().unwrap_or(0);
+        }
+        assert!(
+            campaign_served >= 200 * passes as u32 * 48 / 100,
+            "the campaign was served {campaign_served} of {}",
             200 * passes
         );
     }
