@@ -12,7 +12,7 @@ use crate::publish::{PublishError, Publisher};
 use crate::routing::{self, Routes, Spill};
 use crate::sweep::{self, Swept};
 use crate::tenant_lines;
-use crate::turns::Turns;
+use crate::turns::{Turns, TurnsLane};
 use herald_shared::db::within;
 use herald_shared::domain::Channel;
 use herald_shared::ops::metrics as metrics_names;
@@ -353,8 +353,13 @@ impl Ticker {
             self.withheld.retain(|provider| involved.contains(provider));
         }
         if pass == Pass::Tick {
-            self.turns
-                .retain_lanes(|provider| primaries.contains_key(provider));
+            self.turns.retain_lanes(|lane| {
+                if lane.overflow {
+                    involved.contains(&lane.provider)
+                } else {
+                    primaries.contains_key(&lane.provider)
+                }
+            });
         }
         // Rate limits are read once a tick (and for a wake, which may be a lane's first
         // pass); top-ups (only of lanes a tick has seen) keep the lanes' paces.
@@ -544,15 +549,15 @@ impl Ticker {
     }
 
     /// Gives back to the campaigns' standings ([`crate::turns`]) the messages of `batch`
-    /// that were charged to them and go back to pending: all of them, or with `confirmed`,
-    /// those the broker did not confirm.
+    /// that go back to pending: all of them, or with `confirmed`, those the broker did not
+    /// confirm.
     fn give_back(&mut self, batch: &Batch, confirmed: Option<&[bool]>) {
-        let mut unserved: BTreeMap<(Uuid, Uuid), u32> = BTreeMap::new();
+        let mut unserved: BTreeMap<(TurnsLane, Uuid), u32> = BTreeMap::new();
         for (i, message) in batch.messages.iter().enumerate() {
             let published = confirmed.is_some_and(|c| c.get(i).copied().unwrap_or(false));
-            if batch.charged[i] && !published {
+            if !published {
                 *unserved
-                    .entry((batch.lanes[i], message.campaign_id))
+                    .entry((batch.planned[i], message.campaign_id))
                     .or_default() += 1;
             }
         }
@@ -591,9 +596,9 @@ impl Ticker {
 
     /// Plans the fair split of `budget` over `campaigns`, claims each campaign's share and
     /// appends the messages (to provider `via`'s lane) to `batch` in the plan's interleaved
-    /// order, a campaign's recipients in runs of up to `run` (the lane's AMQP message). In a
-    /// primary lane, where every campaign of the lane is planned, small shares
-    /// become [`crate::turns`]; what spills into an overflow lane is planned as it is.
+    /// order, a campaign's recipients in runs of up to `run` (the lane's AMQP message).
+    /// Small shares become [`crate::turns`], with standings of the primary lane or of the
+    /// overflow lane (what spilled into it).
     ///
     /// If a campaign held the lane to its batch ([`holds_lane`]), the lane is hungry even if
     /// the plan left some of its budget unused: `batch.held` notes it.
@@ -617,11 +622,11 @@ impl Ticker {
                 urgent: c.transactional,
             })
             .collect();
-        let counts = if lane == Lane::Primary {
-            self.turns.take(via, &demands, budget, self.count)
-        } else {
-            fairness::shares(&demands, budget, self.count)
+        let planned = match lane {
+            Lane::Primary => TurnsLane::primary(via),
+            Lane::Overflow => TurnsLane::overflow(via),
         };
+        let counts = self.turns.take(planned, &demands, budget, self.count);
         let run = u32::try_from(run).unwrap_or(u32::MAX);
         let order = fairness::order(&demands, &counts, self.count, run);
 
@@ -638,11 +643,9 @@ impl Ticker {
         let rows = match within(claim::claim(&self.pool, &wanted)).await {
             Ok(rows) => rows,
             Err(error) => {
-                if lane == Lane::Primary {
-                    for w in &wanted {
-                        self.turns
-                            .refund(via, w.campaign_id, u32::try_from(w.count).unwrap_or(0));
-                    }
+                for w in &wanted {
+                    self.turns
+                        .refund(planned, w.campaign_id, u32::try_from(w.count).unwrap_or(0));
                 }
                 return Err(error.into());
             }
@@ -668,12 +671,10 @@ impl Ticker {
                 .asked
                 .add(campaigns[index].id, u64::from(count), found);
         }
-        if lane == Lane::Primary {
-            for (index, &count) in counts.iter().enumerate() {
-                let short = count.saturating_sub(u32::try_from(claimed[index].len()).unwrap_or(0));
-                if short > 0 {
-                    self.turns.refund(via, campaigns[index].id, short);
-                }
+        for (index, &count) in counts.iter().enumerate() {
+            let short = count.saturating_sub(u32::try_from(claimed[index].len()).unwrap_or(0));
+            if short > 0 {
+                self.turns.refund(planned, campaigns[index].id, short);
             }
         }
         let held = campaigns
@@ -697,7 +698,7 @@ impl Ticker {
                 Ok(message) => {
                     batch.claims.push((row.id, row.dispatch_seq));
                     batch.lanes.push(via);
-                    batch.charged.push(lane == Lane::Primary);
+                    batch.planned.push(planned);
                     batch.messages.push(message);
                 }
                 Err(reason) => {
@@ -757,9 +758,9 @@ struct Batch {
     messages: Vec<DispatchMessage>,
     claims: Vec<(i64, i32)>,
     lanes: Vec<Uuid>,
-    /// Whether the message was charged to its campaign's standing ([`crate::turns`]):
-    /// planned in a primary lane.
-    charged: Vec<bool>,
+    /// The standings ([`crate::turns`]) the message was charged to: its lane's, as a
+    /// primary or as an overflow.
+    planned: Vec<TurnsLane>,
     /// Lanes in which a campaign was given, and found, a whole batch while it has more due.
     held: BTreeSet<Uuid>,
     /// What the claims asked for and found, per campaign.

@@ -41,8 +41,11 @@
 //! a stream whose share is a fifth of a recipient sends one every five passes. A stream
 //! that goes quiet owing less than a recipient is forgiven it, so a message after a quiet
 //! spell goes at once. A pass with no budget changes no standing.
-//! What spills from a saturated primary into an overflow lane is planned there by plain
-//! fair shares, and the primary's standings do not count it. A campaign is charged for
+//! What spills from a saturated primary (or fails over from one whose breaker is open)
+//! into an overflow lane takes turns there too, with standings of the overflow's own
+//! ([`TurnsLane`]): planned by whole shares, a thousand tenants failing over to a pass of
+//! 200 were served in a block that moved one tenant a tick (the last after 27 minutes).
+//! The primary's standings do not count what it spilled. A campaign is charged for
 //! what it was served: what its claim did not find, or what could not be published, is
 //! given back ([`Turns::refund`]). Standings are this process's memory: a scheduler that
 //! leads again after others led starts its new term with none
@@ -62,7 +65,33 @@ pub const DEBT_PASSES: u64 = 1_000;
 #[derive(Debug, Default)]
 pub struct Turns {
     min_batch: u32,
-    lanes: HashMap<Uuid, LaneStandings>,
+    lanes: HashMap<TurnsLane, LaneStandings>,
+}
+
+/// Whose standings a plan uses: a provider's lane as its campaigns' primary, or as the
+/// overflow other primaries spill into. One provider may be both (the primary of some
+/// campaigns, the overflow of others), and each plan would read the other's campaigns as
+/// gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TurnsLane {
+    pub provider: Uuid,
+    pub overflow: bool,
+}
+
+impl TurnsLane {
+    pub fn primary(provider: Uuid) -> Self {
+        Self {
+            provider,
+            overflow: false,
+        }
+    }
+
+    pub fn overflow(provider: Uuid) -> Self {
+        Self {
+            provider,
+            overflow: true,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -97,7 +126,7 @@ impl Turns {
     /// newcomer: [`inherit_debts`]).
     pub fn take(
         &mut self,
-        lane: Uuid,
+        lane: TurnsLane,
         demands: &[Demand],
         budget: u32,
         rotation: usize,
@@ -141,7 +170,7 @@ impl Turns {
     /// back to pending. A turn spent on nothing would otherwise send the campaign to the
     /// back of the line. A campaign with no standing in the lane (not planned there by
     /// turns) is left alone.
-    pub fn refund(&mut self, lane: Uuid, campaign: Uuid, n: u32) {
+    pub fn refund(&mut self, lane: TurnsLane, campaign: Uuid, n: u32) {
         if let Some(kept) = self
             .lanes
             .get_mut(&lane)
@@ -152,7 +181,7 @@ impl Turns {
     }
 
     /// Forgets the lanes for which `keep` is false (no campaign of theirs has work due).
-    pub fn retain_lanes(&mut self, keep: impl Fn(&Uuid) -> bool) {
+    pub fn retain_lanes(&mut self, keep: impl Fn(&TurnsLane) -> bool) {
         self.lanes.retain(|lane, _| keep(lane));
     }
 }
@@ -412,7 +441,7 @@ mod tests {
     /// Runs `passes` passes of `budget` over `demands` (whose due never runs out) and
     /// returns what each demand was served in all, checking every pass hands out its budget.
     fn run(demands: &[Demand], budget: u32, passes: usize, min_batch: u32) -> Vec<u32> {
-        let lane = Uuid::from_u128(99);
+        let lane = TurnsLane::primary(Uuid::from_u128(99));
         let mut turns = Turns::new(min_batch);
         let mut total = vec![0u32; demands.len()];
         for pass in 0..passes {
@@ -433,7 +462,7 @@ mod tests {
     fn shares_of_a_full_batch_or_more_are_left_as_they_are() {
         let demands = [demand(1, 1, 1000), demand(2, 2, 1000), demand(3, 2, 1000)];
         let mut turns = Turns::new(10);
-        let lane = Uuid::from_u128(99);
+        let lane = TurnsLane::primary(Uuid::from_u128(99));
         for pass in 0..5 {
             let fair = shares(&demands, 600, pass);
             assert_eq!(turns.take(lane, &demands, 600, pass), fair);
@@ -444,7 +473,7 @@ mod tests {
     fn small_shares_become_turns_at_full_batches() {
         // A hundred tenants with a share of one each, a minimum batch of ten.
         let demands: Vec<Demand> = (0..100).map(|i| demand(i, i, 1000)).collect();
-        let lane = Uuid::from_u128(99);
+        let lane = TurnsLane::primary(Uuid::from_u128(99));
         let mut turns = Turns::new(10);
         let first = turns.take(lane, &demands, 100, 0);
         // Ten campaigns are served, ten each.
@@ -459,7 +488,7 @@ mod tests {
     /// uses its budget, and no campaign's total strays more than a batch from its fair total
     /// (the sum of its exact shares, fractions of a recipient included).
     fn check_lag(demands: &[Demand], budget: impl Fn(usize) -> u32, min_batch: u32, passes: usize) {
-        let lane = Uuid::from_u128(99);
+        let lane = TurnsLane::primary(Uuid::from_u128(99));
         let mut turns = Turns::new(min_batch);
         let mut served = vec![0i128; demands.len()];
         let mut fair = vec![0i128; demands.len()];
@@ -521,7 +550,7 @@ mod tests {
         min_batch: u32,
         most: usize,
     ) -> usize {
-        let lane = Uuid::from_u128(99);
+        let lane = TurnsLane::primary(Uuid::from_u128(99));
         let mut turns = Turns::new(min_batch);
         let mut served = vec![false; demands.len()];
         for pass in 0..most {
@@ -559,7 +588,7 @@ mod tests {
     #[test]
     fn a_newcomer_is_served_in_its_first_pass() {
         let mut demands: Vec<Demand> = (0..50).map(|i| demand(i, i, 1000)).collect();
-        let lane = Uuid::from_u128(99);
+        let lane = TurnsLane::primary(Uuid::from_u128(99));
         let mut turns = Turns::new(10);
         for pass in 0..7 {
             turns.take(lane, &demands, 50, pass);
@@ -573,7 +602,7 @@ mod tests {
     fn a_tenant_starting_campaigns_faster_than_they_finish_does_not_go_before_everyone() {
         // Tenant 1 has one long campaign; tenant 2 starts ten of a batch each every pass,
         // more than the whole budget. Tenant 1 keeps about its half.
-        let lane = Uuid::from_u128(99);
+        let lane = TurnsLane::primary(Uuid::from_u128(99));
         let mut turns = Turns::new(10);
         let mut live = vec![demand(1, 1, 1_000_000)];
         let mut first_tenant = 0;
@@ -628,7 +657,7 @@ mod tests {
         assert_eq!(standing.map(whole), [Some(0.33), Some(-1.5), Some(1.5)]);
         // With a share of a recipient or more a pass, it is served every pass.
         let mut turns = Turns::new(10);
-        let lane = Uuid::from_u128(99);
+        let lane = TurnsLane::primary(Uuid::from_u128(99));
         for pass in 0..20 {
             assert!(turns.take(lane, &demands, 6, pass)[0] >= 1, "pass {pass}");
         }
@@ -640,7 +669,7 @@ mod tests {
         // also send transactional messages without pause. Each stream's share is a fifth
         // of a recipient: it sends one every five passes (whole-recipient shares left each
         // waiting 400 to 800 passes).
-        let lane = Uuid::from_u128(99);
+        let lane = TurnsLane::primary(Uuid::from_u128(99));
         let mut demands: Vec<Demand> = (0..1_000).map(|i| demand(i, i, 1_000_000)).collect();
         for t in 0..50 {
             let mut stream = demand(10_000 + t, t, 1_000_000);
@@ -686,7 +715,7 @@ mod tests {
     fn a_streams_message_after_a_quiet_spell_or_a_pass_without_budget_goes_at_once() {
         // A thousand tenants with a long campaign each over a pass of 200: a stream's share
         // is a fifth of a recipient.
-        let lane = Uuid::from_u128(99);
+        let lane = TurnsLane::primary(Uuid::from_u128(99));
         let mut turns = Turns::new(10);
         let campaigns: Vec<Demand> = (0..1_000).map(|i| demand(i, i, 1_000_000)).collect();
         for pass in 0..5 {
@@ -712,7 +741,7 @@ mod tests {
         // A thousand tenants with a long campaign each over a pass of 200; thirty of them
         // also start a campaign of one batch every pass. Those thirty's fair part is 3%;
         // when each newcomer went first they took nearly every pass.
-        let lane = Uuid::from_u128(99);
+        let lane = TurnsLane::primary(Uuid::from_u128(99));
         let mut turns = Turns::new(10);
         let mut live: Vec<Demand> = (0..1_000).map(|i| demand(i, i, 1_000_000)).collect();
         let mut others = 0u32;
@@ -749,7 +778,7 @@ mod tests {
         // Tenant 1 sends one message every other pass on each of 1,000 streams (500 due a
         // pass); tenant 2 has a long campaign. Each tenant's fair part is half of each pass.
         // When each stream back from a quiet pass went first as new, tenant 1 took them all.
-        let lane = Uuid::from_u128(99);
+        let lane = TurnsLane::primary(Uuid::from_u128(99));
         let mut turns = Turns::new(10);
         let mut campaign_served = 0u32;
         let passes = 200;
@@ -774,8 +803,29 @@ mod tests {
     }
 
     #[test]
+    fn a_providers_lanes_as_primary_and_as_overflow_keep_their_own_standings() {
+        let provider = Uuid::from_u128(99);
+        let mut turns = Turns::new(10);
+        let own = [demand(1, 1, 100), demand(2, 2, 100)];
+        // A small pass: campaign 1 takes it and owes; campaign 2 is owed.
+        assert_eq!(
+            turns.take(TurnsLane::primary(provider), &own, 6, 0),
+            vec![6, 0]
+        );
+        // Tenant 1's campaign failing over into this provider, as its overflow: shared
+        // standings would read 1 and 2 as gone (2's due forgotten, 1's debt passed on).
+        let spilled = [demand(3, 1, 100)];
+        turns.take(TurnsLane::overflow(provider), &spilled, 10, 0);
+        // Campaign 2, owed, goes first.
+        assert_eq!(
+            turns.take(TurnsLane::primary(provider), &own, 6, 0),
+            vec![0, 6]
+        );
+    }
+
+    #[test]
     fn a_pass_is_never_short_while_work_is_due() {
-        let lane = Uuid::from_u128(99);
+        let lane = TurnsLane::primary(Uuid::from_u128(99));
         let mut turns = Turns::new(10);
         let both = [demand(1, 1, 100), demand(2, 2, 100)];
         // A small top-up: one campaign takes it, and owes for it.
@@ -791,7 +841,7 @@ mod tests {
 
     #[test]
     fn what_leavers_were_owed_does_not_circle_among_those_left() {
-        let lane = Uuid::from_u128(99);
+        let lane = TurnsLane::primary(Uuid::from_u128(99));
         let mut turns = Turns::new(10);
         let six: Vec<Demand> = (0..6).map(|i| demand(i, i, 1000)).collect();
         // A top-up of 3 each: two campaigns take it in batches; the other four are owed.
@@ -814,7 +864,7 @@ mod tests {
 
     #[test]
     fn a_campaign_back_from_a_pause_does_not_go_first_again() {
-        let lane = Uuid::from_u128(99);
+        let lane = TurnsLane::primary(Uuid::from_u128(99));
         let mut turns = Turns::new(10);
         let demands: Vec<Demand> = (0..20).map(|i| demand(i, i, 1000)).collect();
         // Campaign 0 goes first as a newcomer, and owes for it.
@@ -838,7 +888,7 @@ mod tests {
 
     #[test]
     fn a_campaign_with_nothing_due_loses_what_it_was_owed() {
-        let lane = Uuid::from_u128(99);
+        let lane = TurnsLane::primary(Uuid::from_u128(99));
         let mut turns = Turns::new(10);
         let both = [demand(1, 1, 1000), demand(2, 2, 1000)];
         // Campaign 1 takes the whole budget (it owes 1); campaign 2 is owed 1.
@@ -855,7 +905,7 @@ mod tests {
 
     #[test]
     fn what_a_campaign_was_not_served_is_given_back() {
-        let lane = Uuid::from_u128(99);
+        let lane = TurnsLane::primary(Uuid::from_u128(99));
         let both = [demand(1, 1, 1000), demand(2, 2, 1000)];
         // In whole recipients.
         let standing = |turns: &Turns, campaign: u128| {
@@ -872,7 +922,11 @@ mod tests {
         assert_eq!((standing(&refunded, 1), standing(&refunded, 2)), (5.0, 5.0));
         // Nothing to give back to a campaign or lane without a standing.
         refunded.refund(lane, Uuid::from_u128(3), 10);
-        refunded.refund(Uuid::from_u128(98), Uuid::from_u128(1), 10);
+        refunded.refund(
+            TurnsLane::primary(Uuid::from_u128(98)),
+            Uuid::from_u128(1),
+            10,
+        );
         assert_eq!(refunded.lanes[&lane].campaigns.len(), 2);
         assert_eq!(refunded.lanes.len(), 1);
     }

@@ -143,3 +143,70 @@ async fn many_campaigns_take_turns_at_full_batches() -> Result<()> {
     );
     Ok(())
 }
+
+/// Thirty tenants' campaigns failing over (their primary's breaker open) to an overflow
+/// lane of ten a pass take turns there, as in a primary lane: every one of them is served
+/// within the first sixty sends. Planned by whole shares, the overflow served a block of
+/// ten tenants that moved one place a tick (with a thousand tenants over passes of 200, the
+/// last was first served 27 minutes into the outage).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaigns_failing_over_take_turns_in_the_overflow_lane() -> Result<()> {
+    const TENANTS: usize = 30;
+    let env = TestEnv::new(&["--latency", "fixed:0"]).await?;
+    let mut down = env.provider();
+    down.name = "down".into();
+    let primary = env.create_provider(&down).await?;
+    let overflow = env.create_provider(&env.provider()).await?;
+    let mut campaigns = Vec::new();
+    for t in 0..TENANTS {
+        let tenant = env.tenant(&format!("tenant-{t}"), 1).await?;
+        let prefix = format!("+1555{:03}", 600 + t);
+        campaigns.push(
+            env.campaign(tenant, primary, "failover", &numbers(&prefix, 20), 100)
+                .await?,
+        );
+    }
+    sqlx::query("UPDATE campaigns SET overflow_provider_id = $1")
+        .bind(overflow)
+        .execute(&env.pool)
+        .await?;
+    // The fleet's breaker for the primary, open for longer than the test.
+    sqlx::query("INSERT INTO provider_pacing (provider_id, open_until) VALUES ($1, now() + interval '1 hour')")
+        .bind(primary)
+        .execute(&env.pool)
+        .await?;
+    // Passes of ten, a recipient at a time, and ticks rare enough that a plan by whole
+    // shares would keep its block for the whole run.
+    let _scheduler = env.scheduler(
+        10_000,
+        &[
+            ("HERALD_SCHEDULER_MIN_BUDGET", "10"),
+            ("HERALD_SCHEDULER_MAX_BUDGET", "10"),
+            ("HERALD_SCHEDULER_MIN_BATCH", "1"),
+        ],
+    )?;
+    let _worker = env.worker(&[])?;
+    for &campaign in &campaigns {
+        env.start(campaign).await?;
+    }
+    let sent = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM recipients WHERE state = 'sent'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap_or(0)
+    };
+    herald_tests::wait_until(Duration::from_secs(60), || async { sent().await >= 60 })
+        .await
+        .map_err(|_| anyhow::anyhow!("fewer than 60 sent in 60 s"))?;
+    let served: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT campaign_id) FROM (
+             SELECT campaign_id FROM recipients WHERE state = 'sent' ORDER BY sent_at, id LIMIT 60) first",
+    )
+    .fetch_one(&env.pool)
+    .await?;
+    assert!(
+        served >= 25,
+        "{served} of {TENANTS} campaigns among the first 60 sends"
+    );
+    Ok(())
+}
