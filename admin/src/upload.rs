@@ -294,6 +294,16 @@ pub struct JsonRow {
 
 fn json_item(number: u64, parsed: Result<JsonRow, serde_json::Error>) -> Item {
     match parsed {
+        // As many as a CSV's columns may hold beside the address.
+        Ok(row) if row.variables.len() >= limits::MAX_COLUMNS => Item::Invalid(RowError {
+            row: number,
+            field: Some("variables".to_owned()),
+            reason: format!(
+                "has {} values; at most {}",
+                row.variables.len(),
+                limits::MAX_COLUMNS - 1
+            ),
+        }),
         Ok(row) => Item::Row(Row {
             number,
             address: row.address,

@@ -48,21 +48,45 @@ pub async fn list(
     qb.build_query_as().fetch_all(pool).await
 }
 
+/// What moving an upload into the contacts did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upserted {
+    pub inserted: u64,
+    pub updated: u64,
+    /// A contact that now holds more than the most attributes asked for (they merge
+    /// across uploads): the caller refuses the upload, rolling it back.
+    pub overfull: Option<String>,
+}
+
 /// Moves the staged upload (`crate::uploads`) into tenant `tenant`'s contacts, in the
 /// caller's transaction: the last row of an address wins, and its attributes are merged
-/// into an existing contact's. Returns (new contacts, updated ones).
-pub async fn upsert_staged(tx: &mut PgConnection, tenant: Uuid) -> Result<(u64, u64), sqlx::Error> {
-    let inserted: Vec<bool> = sqlx::query_scalar(
-        "INSERT INTO contacts AS c (tenant_id, address, attributes)
-         SELECT DISTINCT ON (address) $1, address, fields
-         FROM upload_rows ORDER BY address, n DESC
-         ON CONFLICT (tenant_id, address)
-         DO UPDATE SET attributes = c.attributes || excluded.attributes, updated_at = now()
-         RETURNING (xmax = 0)",
+/// into an existing contact's. Names a contact left with more than `max_attributes`.
+pub async fn upsert_staged(
+    tx: &mut PgConnection,
+    tenant: Uuid,
+    max_attributes: i64,
+) -> Result<Upserted, sqlx::Error> {
+    let (inserted, updated, overfull): (i64, i64, Option<String>) = sqlx::query_as(
+        "WITH up AS (
+             INSERT INTO contacts AS c (tenant_id, address, attributes)
+             SELECT DISTINCT ON (address) $1, address, fields
+             FROM upload_rows ORDER BY address, n DESC
+             ON CONFLICT (tenant_id, address)
+             DO UPDATE SET attributes = c.attributes || excluded.attributes, updated_at = now()
+             RETURNING (xmax = 0) AS fresh, address, attributes
+         )
+         SELECT count(*) FILTER (WHERE fresh), count(*) FILTER (WHERE NOT fresh),
+                (SELECT address FROM up
+                 WHERE (SELECT count(*) FROM jsonb_object_keys(attributes)) > $2 LIMIT 1)
+         FROM up",
     )
     .bind(tenant)
-    .fetch_all(tx)
+    .bind(max_attributes)
+    .fetch_one(tx)
     .await?;
-    let new = inserted.iter().filter(|&&fresh| fresh).count() as u64;
-    Ok((new, inserted.len() as u64 - new))
+    Ok(Upserted {
+        inserted: u64::try_from(inserted).unwrap_or(0),
+        updated: u64::try_from(updated).unwrap_or(0),
+        overfull,
+    })
 }

@@ -67,7 +67,19 @@ pub async fn upload(
         |_| None,
     )
     .await?;
-    let (new, updated) = store::contacts::upsert_staged(&mut tx, tenant).await?;
+    // As many as a CSV's columns may hold beside the address, whatever the uploads merged.
+    let most = i64::try_from(crate::limits::MAX_COLUMNS - 1).unwrap_or(i64::MAX);
+    let upserted = store::contacts::upsert_staged(&mut tx, tenant, most).await?;
+    if let Some(address) = upserted.overfull {
+        return Err(ApiError::field(
+            "attributes",
+            format!(
+                "contact {address} would hold more than {most} attributes (an upload's merge \
+                 into those it has); nothing was imported"
+            ),
+        ));
+    }
+    let (new, updated) = (upserted.inserted, upserted.updated);
     tx.commit().await?;
     tracing::info!(tenant_id = %tenant, received, inserted = new, "contacts uploaded");
     Ok(Json(ContactUploadResult {

@@ -731,6 +731,45 @@ async fn csv_cells_become_numbers_only_when_they_read_back_the_same() -> Result<
     Ok(())
 }
 
+/// A contact holds at most as many attributes as a CSV has columns beside the address:
+/// a JSON row with more is that row's error, and uploads whose attributes merge past it
+/// are refused whole. Unbounded, they grew with every upload and were copied into every
+/// recipient and message of a segment's campaigns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_attributes_are_bounded_across_uploads() -> Result<()> {
+    let w = world().await?;
+    let admin = &w.admin;
+    let row = |keys: std::ops::Range<usize>| {
+        let attributes: serde_json::Map<String, Value> =
+            keys.map(|k| (format!("k{k}"), json!(k))).collect();
+        format!(
+            "{}\n",
+            json!({"address": "+33600000001", "attributes": attributes})
+        )
+    };
+    let (status, body) = admin
+        .upload(&w.key_a, "/contacts", "application/x-ndjson", row(0..100))
+        .await?;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["rows"][0]["field"], "variables", "{body}");
+    let (status, body) = admin
+        .upload(&w.key_a, "/contacts", "application/x-ndjson", row(0..60))
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    // Sixty more keys: a contact of 120.
+    let (status, body) = admin
+        .upload(&w.key_a, "/contacts", "application/x-ndjson", row(60..120))
+        .await?;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["fields"][0]["field"], "attributes", "{body}");
+    let listed = admin.ok(&w.key_a, GET, "/contacts", None).await?;
+    let kept = listed["items"][0]["attributes"]
+        .as_object()
+        .map(|a| a.len());
+    assert_eq!(kept, Some(60), "nothing of the refused upload was kept");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_row_upload_streams_and_progress_stays_fast() -> Result<()> {
     let w = world().await?;
