@@ -6,7 +6,8 @@
 //! - [`twilio`], [`whatsapp`], [`generic`]: reading each API's receipts;
 //! - [`intake`]: why a webhook is refused, and the batched store behind each `2xx`;
 //! - [`fair_queue`]: receipts waiting for that store, taken in turns by owner;
-//! - [`providers`]: the providers' secrets, cached.
+//! - [`providers`]: the providers' secrets, cached;
+//! - [`refusals`]: webhooks refused that their providers may have meant, recorded.
 //!
 //! Signatures are checked by `herald_shared::signature`; receipts are stored and applied to
 //! their recipients by `herald_store::receipts`.
@@ -17,6 +18,7 @@ pub mod generic;
 pub mod intake;
 pub mod limits;
 pub mod providers;
+pub mod refusals;
 pub mod routes;
 pub mod twilio;
 pub mod whatsapp;
@@ -55,15 +57,24 @@ pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Resul
         })?;
     let public_url = config.public_url();
     tracing::info!(listen = %config.listen, %public_url, "receipt receiver listening");
+    let refusals = refusals::Refusals::default();
+    let writing = tokio::spawn(refusals::keep_writing(
+        refusals.clone(),
+        pool.clone(),
+        shutdown.clone(),
+    ));
     let state = routes::AppState {
         providers: providers::Providers::new(pool.clone(), config.credential_keys.keyring()),
         intake: intake::Intake::start(pool.clone()),
         public_url: public_url.into(),
         health: health.clone(),
+        refusals,
     };
     let app =
         routes::router(state, config.limits()).layer(axum::middleware::from_fn(ops::http_metrics));
     herald_shared::serve::serve(listener, app, config.head_timeout(), shutdown).await;
+    // Its last write, of what the last requests refused.
+    let _ = writing.await;
     pool.close().await;
     tracing::info!("receipt receiver stopped");
     Ok(())

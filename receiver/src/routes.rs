@@ -5,6 +5,9 @@
 //! - `GET /webhooks/whatsapp/{provider}`: Meta's subscription check;
 //!   `POST /webhooks/whatsapp/{provider}`: WhatsApp status notifications;
 //! - `POST /webhooks/http/{provider}`: a generic provider's receipts;
+//!
+//! Each receipt webhook refused that its provider may have meant is noted
+//! ([`crate::refusals`]).
 //! - `GET /healthz` (the process answers), `GET /readyz` (and reached PostgreSQL at its
 //!   last check: the ops listener's state, so that a flood of it costs the database nothing).
 
@@ -12,6 +15,7 @@ use crate::generic;
 use crate::intake::{Intake, Owner, Refusal};
 use crate::limits::{self, Limits};
 use crate::providers::{Known, Providers};
+use crate::refusals::{self, Refusals};
 use crate::twilio;
 use crate::whatsapp;
 use axum::Router;
@@ -34,6 +38,8 @@ pub struct AppState {
     pub intake: Intake,
     /// What providers call this receiver (no trailing slash): Twilio signs the full URL.
     pub public_url: Arc<str>,
+    /// Webhooks refused that their providers may have meant, to be recorded.
+    pub refusals: Refusals,
 }
 
 /// The largest webhook body taken: Meta documents notifications of up to 3 MB, above axum's
@@ -51,8 +57,12 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         // The body is read whole before the handler (`limits`); this is the handler's own
         // extractor's limit, kept equal.
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    // Outside the limits, to see their refusals too.
+    let webhooks = limits::apply(webhooks, limits).route_layer(
+        axum::middleware::from_fn_with_state(state.refusals.clone(), refusals::watch),
+    );
     Router::new()
-        .merge(limits::apply(webhooks, limits))
+        .merge(webhooks)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .with_state(state)

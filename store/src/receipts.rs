@@ -361,6 +361,25 @@ pub struct Orphaned {
 /// few statements rather than one that holds its rows for long.
 const KEEP_BATCH: i64 = 50_000;
 
+/// Records that a receiver refused a webhook of each of `providers` at the matching time
+/// of `at` (see the migration `receipts_refused`): the latest is kept.
+pub async fn note_refused(
+    pool: &PgPool,
+    providers: &[Uuid],
+    at: &[DateTime<Utc>],
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE providers p SET receipts_refused_at = greatest(p.receipts_refused_at, r.at)
+         FROM unnest($1::uuid[], $2::timestamptz[]) AS r(id, at)
+         WHERE p.id = r.id",
+        providers,
+        at,
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Marks receipts parked for longer than `after` as orphaned (reported once), up to
 /// [`KEEP_BATCH`] of them; never one whose message a send has recorded (it is adoptable:
 /// [`adopt_parked`] takes it).

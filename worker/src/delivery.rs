@@ -663,22 +663,28 @@ async fn silence(ctx: &Context, earlier: &Provider, unknown: UnknownAttempt) -> 
     // Both the wait and `since` are the database's clock's: a worker's clock ahead of it
     // would give up on the recipient early.
     let waited = receipts.as_ref().map_or(Duration::ZERO, |r| r.waited);
-    let decision = match receipts
-        .map(|r| reconcile::after_silence(r.reported_on_later, r.waited, earlier.policy.window))
-    {
+    let decision = match receipts.map(|r| {
+        reconcile::after_silence(
+            r.reported_on_later,
+            r.refused_since,
+            r.waited,
+            earlier.policy.window,
+        )
+    }) {
         Ok(Silence::SendAgain) => return None,
         Ok(Silence::Wait(delay)) => Decision::Postponed {
-            error: "no receipt for an earlier request, nor yet for any later message \
-                    of its provider: its receipts may be held up; not sent again \
-                    until they are heard"
+            error: "no receipt for an earlier request, and its provider's receipts may be \
+                    held up (none yet for any later message, or one of its webhooks refused \
+                    since, which it sends again); not sent again until they are heard"
                 .into(),
             delay,
         },
         Ok(Silence::GiveUp) => Decision::Failed {
             error: format!(
                 "an earlier request may have been sent: its provider cannot be asked, \
-                 and its receipts were silent on every later message for {:?} \
-                 ({} windows, at least {} minutes); not sent again",
+                 and for {:?} ({} windows, at least {} minutes) its receipts said nothing \
+                 that rules it out (none for any later message, or one of its webhooks \
+                 refused since the request); not sent again",
                 waited,
                 reconcile::SILENT_WINDOWS,
                 reconcile::SILENT_AT_LEAST.as_secs() / 60

@@ -215,12 +215,14 @@ pub fn judge(candidates: &[Candidate]) -> Verdict {
 /// request whose answer was lost, once its window has passed without a receipt for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Silence {
-    /// The provider has reported on messages sent after that request, never on it: it did
-    /// not get through, and is sent again.
+    /// The provider has reported on messages sent after that request, never on it, and no
+    /// webhook of its was refused since: it did not get through, and is sent again.
     SendAgain,
-    /// No report on any later message yet: the provider's receipts may be held up (the
-    /// receiver down, a webhook the provider retries, one not configured), and their
-    /// silence says nothing. Asked again after this long, no attempt spent.
+    /// No report on any later message yet, or a webhook of the provider's refused since the
+    /// request (which it sends again later, and which may hold its receipt): the provider's
+    /// receipts may be held up (the receiver down or refusing, a webhook the provider
+    /// retries, one not configured), and their silence says nothing. Asked again after this
+    /// long, no attempt spent.
     Wait(Duration),
     /// As long as [`SILENT_WINDOWS`] windows without a word: not sent again.
     GiveUp,
@@ -239,11 +241,17 @@ pub const SILENT_STEP: Duration = Duration::from_secs(10);
 pub const REPORT_MARGIN: Duration = Duration::from_secs(5);
 
 /// [`Silence`] for a request made `waited` ago at a provider whose window is `window`,
-/// given whether it has reported on a later message since. Waiting is measured by the clock,
-/// not by checks: a recipient held back meanwhile (quiet hours) may find the time passed.
-pub fn after_silence(reported_on_later: bool, waited: Duration, window: Duration) -> Silence {
+/// given whether it has reported on a later message since, and whether a webhook of its
+/// was refused since. Waiting is measured by the clock, not by checks: a recipient held
+/// back meanwhile (quiet hours) may find the time passed.
+pub fn after_silence(
+    reported_on_later: bool,
+    refused_since: bool,
+    waited: Duration,
+    window: Duration,
+) -> Silence {
     let give_up = (window * SILENT_WINDOWS).max(SILENT_AT_LEAST);
-    if reported_on_later {
+    if reported_on_later && !refused_since {
         Silence::SendAgain
     } else if waited >= give_up {
         Silence::GiveUp
@@ -268,33 +276,52 @@ mod tests {
     fn silence_is_read_as_not_sent_only_once_later_messages_were_reported_on() {
         let window = Duration::from_secs(120);
         assert_eq!(
-            after_silence(true, window, window),
+            after_silence(true, false, window, window),
             Silence::SendAgain,
             "receipts flow, none for it"
         );
         assert_eq!(
-            after_silence(false, window, window),
+            after_silence(false, false, window, window),
             Silence::Wait(window),
             "receipts held up: no word either way"
         );
         assert_eq!(
-            after_silence(false, window * 15 - Duration::from_secs(30), window),
+            after_silence(false, false, window * 15 - Duration::from_secs(30), window),
             Silence::Wait(Duration::from_secs(30))
         );
         // Ten windows, but never under half an hour.
         assert_eq!(
-            after_silence(false, window * 10, window),
+            after_silence(false, false, window * 10, window),
             Silence::Wait(window)
         );
-        assert_eq!(after_silence(false, window * 15, window), Silence::GiveUp);
-        let hour = Duration::from_secs(3_600);
-        assert_eq!(after_silence(false, hour * 10, hour), Silence::GiveUp);
         assert_eq!(
-            after_silence(false, Duration::from_secs(60), Duration::ZERO),
+            after_silence(false, false, window * 15, window),
+            Silence::GiveUp
+        );
+        let hour = Duration::from_secs(3_600);
+        assert_eq!(
+            after_silence(false, false, hour * 10, hour),
+            Silence::GiveUp
+        );
+        assert_eq!(
+            after_silence(false, false, Duration::from_secs(60), Duration::ZERO),
             Silence::Wait(SILENT_STEP)
         );
         // Reported on later messages, however late: sent again.
-        assert_eq!(after_silence(true, window * 50, window), Silence::SendAgain);
+        assert_eq!(
+            after_silence(true, false, window * 50, window),
+            Silence::SendAgain
+        );
+        // Unless a webhook of the provider's was refused since the request: it may have
+        // held the receipt, which comes when the provider sends it again.
+        assert_eq!(
+            after_silence(true, true, window, window),
+            Silence::Wait(window)
+        );
+        assert_eq!(
+            after_silence(true, true, window * 15, window),
+            Silence::GiveUp
+        );
     }
 
     fn c(sid: &str, same_text: bool) -> Candidate {

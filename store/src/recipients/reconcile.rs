@@ -45,12 +45,20 @@ pub async fn rule_out_earlier_attempt(
     Ok(done.rows_affected() == 1)
 }
 
+/// How much earlier than a request a refused webhook counts as possibly its (the
+/// receiver's clock against the database's).
+const REFUSAL_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a provider's receipts say of a request made at `since` whose answer was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReceiptsSince {
     /// Whether the provider has reported on a message it sent more than the margin after
     /// `since`: its receipts have caught up past a request made then.
     pub reported_on_later: bool,
+    /// Whether a receiver refused one of its webhooks (less the margin) since `since`: that
+    /// webhook, which the provider sends again later, may have held the request's receipt
+    /// (see the migration `receipts_refused`).
+    pub refused_since: bool,
     /// How long ago `since` was by the database's clock, the one that wrote it: a worker's
     /// clock ahead of it would otherwise count minutes never waited, and give up early.
     pub waited: std::time::Duration,
@@ -69,21 +77,26 @@ pub async fn receipts_since(
     let after = since + chrono::Duration::from_std(margin).unwrap_or_default();
     let row = sqlx::query!(
         r#"SELECT coalesce(p.sends_reported_until > $2, false) AS "reported!",
+                coalesce(p.receipts_refused_at > $4, false) AS "refused!",
                 extract(epoch FROM now() - $3::timestamptz)::float8 AS "waited_secs!"
          FROM providers p WHERE p.id = $1"#,
         provider,
         after,
         since,
+        // The receiver's clock against the database's, as for a report's.
+        since - chrono::Duration::from_std(REFUSAL_MARGIN).unwrap_or_default(),
     )
     .fetch_optional(pool)
     .await?;
     Ok(row.map_or(
         ReceiptsSince {
             reported_on_later: false,
+            refused_since: false,
             waited: std::time::Duration::ZERO,
         },
         |row| ReceiptsSince {
             reported_on_later: row.reported,
+            refused_since: row.refused,
             // A `since` ahead of the database's clock (it stepped back) has waited nothing.
             waited: std::time::Duration::try_from_secs_f64(row.waited_secs.max(0.0))
                 .unwrap_or_default(),

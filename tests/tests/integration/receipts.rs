@@ -1638,21 +1638,18 @@ async fn a_receipt_that_never_finds_its_message_is_reported_as_an_orphan_to_its_
     Ok(())
 }
 
-/// A provider that cannot be looked up (a generic API, WhatsApp) and waits for receipts:
-/// after its window, a lost answer's silence is read as "not sent" only once the provider
-/// has reported on later messages. While it reports on none (its receipts held up, or
-/// nothing else sent), the recipient waits, no attempt spent, never sent again; once
-/// receipts for later messages come, it is.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_answer_is_sent_again_only_once_its_provider_reports_on_later_messages() -> Result<()>
-{
-    const RECIPIENTS: usize = 5;
-    // Every request held past the provider's timeout, then a 504: nothing created.
-    let mut env = TestEnv::new(&["--timeout-rate", "1", "--timeout-hold-ms", "3000"]).await?;
+/// Five recipients of a provider that cannot be looked up (a generic API) and waits for
+/// receipts, each request's answer lost (held past the timeout, then a 504: nothing
+/// created), all waiting for word of later messages; with the scheduler and a worker whose
+/// lease grace is short (a later message is one sent past a lost request's latest start, its
+/// lease: the timeout and the grace, by 5 s). Returns the provider, its tenant, the campaign
+/// and the services.
+async fn answers_lost_at_a_silent_provider(
+    env: &mut TestEnv,
+) -> Result<(Uuid, Uuid, Uuid, [herald_tests::Service; 2])> {
     env.receiver().await?;
     let mut silent = env.provider();
     silent.timeout_ms = 1_000;
-    // Ten windows (20 s) before a recipient is given up on: time for the later campaign.
     silent.unknown_window_ms = 2_000;
     silent.max_attempts = 3;
     let provider = env.create_provider(&silent).await?;
@@ -1662,16 +1659,53 @@ async fn a_lost_answer_is_sent_again_only_once_its_provider_reports_on_later_mes
             tenant,
             provider,
             "first",
-            &numbers("+1555990", RECIPIENTS),
+            &numbers("+1555990", SILENT_RECIPIENTS),
             100,
         )
         .await?;
-    let _scheduler = env.scheduler(250, &[])?;
-    // A short lease grace: a later message is one sent past the lost request's latest start
-    // (its lease: the timeout and the grace) by 5 s.
-    let _worker = env.worker(&[("HERALD_WORKER_LEASE_GRACE_MS", "1000")])?;
+    let scheduler = env.scheduler(250, &[])?;
+    let worker = env.worker(&[("HERALD_WORKER_LEASE_GRACE_MS", "1000")])?;
     env.start(first).await?;
-    all_waiting_after(&env, first, RECIPIENTS, "no receipt for an earlier request").await?;
+    all_waiting_after(
+        env,
+        first,
+        SILENT_RECIPIENTS,
+        "no receipt for an earlier request",
+    )
+    .await?;
+    Ok((provider, tenant, first, [scheduler, worker]))
+}
+
+const SILENT_RECIPIENTS: usize = 5;
+
+/// The silent provider of [`answers_lost_at_a_silent_provider`] answers again, and a later
+/// campaign of its tenant's starts there (its messages sent and reported on).
+async fn later_messages(env: &TestEnv, tenant: Uuid, provider: Uuid) -> Result<Uuid> {
+    env.simulator_config(json!({"timeout_rate": 0.0})).await?;
+    let later = env
+        .campaign(
+            tenant,
+            provider,
+            "later",
+            &numbers("+1555991", SILENT_RECIPIENTS),
+            100,
+        )
+        .await?;
+    env.start(later).await?;
+    Ok(later)
+}
+
+/// A provider that cannot be looked up (a generic API, WhatsApp) and waits for receipts:
+/// after its window, a lost answer's silence is read as "not sent" only once the provider
+/// has reported on later messages. While it reports on none (its receipts held up, or
+/// nothing else sent), the recipient waits, no attempt spent, never sent again; once
+/// receipts for later messages come, it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_sent_again_only_once_its_provider_reports_on_later_messages() -> Result<()>
+{
+    const RECIPIENTS: usize = SILENT_RECIPIENTS;
+    let mut env = TestEnv::new(&["--timeout-rate", "1", "--timeout-hold-ms", "3000"]).await?;
+    let (provider, tenant, first, _services) = answers_lost_at_a_silent_provider(&mut env).await?;
     // Past the 7 s after which a message counts as later, still waiting: asked once each,
     // no attempt spent on the waits.
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -1686,17 +1720,7 @@ async fn a_lost_answer_is_sent_again_only_once_its_provider_reports_on_later_mes
     assert_eq!(counted, [1], "the waits were not counted");
 
     // The provider answers again; a later campaign's messages are sent and reported on.
-    env.simulator_config(json!({"timeout_rate": 0.0})).await?;
-    let later = env
-        .campaign(
-            tenant,
-            provider,
-            "later",
-            &numbers("+1555991", RECIPIENTS),
-            100,
-        )
-        .await?;
-    env.start(later).await?;
+    let later = later_messages(&env, tenant, provider).await?;
     env.wait_completed(&[first, later], Duration::from_secs(60))
         .await?;
     for campaign in [first, later] {
@@ -1708,6 +1732,58 @@ async fn a_lost_answer_is_sent_again_only_once_its_provider_reports_on_later_mes
     assert_eq!(stats["requests"], 3 * RECIPIENTS, "{stats}");
     assert_eq!(stats["accepted"], 2 * RECIPIENTS, "{stats}");
     assert_eq!(stats["duplicates"], 0, "{stats}");
+    Ok(())
+}
+
+/// As above, but a webhook of the provider's was refused after the lost requests (here a
+/// signed body the receiver cannot read; as well a 503 when it has no room or no
+/// database): the provider sends it again later, and it may hold a lost request's receipt.
+/// Receipts for later messages then prove nothing of the lost ones, which keep waiting
+/// (and are given up on, not sent again, if their receipts never come). Read as before, each
+/// was sent a second time within seconds of the later messages' receipts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_not_sent_again_while_a_refused_webhook_may_hold_its_receipt() -> Result<()>
+{
+    const RECIPIENTS: usize = SILENT_RECIPIENTS;
+    let mut env = TestEnv::new(&["--timeout-rate", "1", "--timeout-hold-ms", "3000"]).await?;
+    let (provider, tenant, first, _services) = answers_lost_at_a_silent_provider(&mut env).await?;
+    // Past the 7 s after which a message counts as later.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let refused = post_signed(
+        &reqwest::Client::new(),
+        &generic_url(&env, provider),
+        "{\"receipts\": [{\"message_id\": ".to_owned(),
+        SIMULATOR_WEBHOOK_SECRET,
+    )
+    .await?;
+    assert_eq!(refused, 400);
+    // The refusal is written within a second or so.
+    herald_tests::wait_until(Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT receipts_refused_at IS NOT NULL FROM providers WHERE id = $1",
+        )
+        .bind(provider)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap_or(false)
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the refusal was not recorded"))?;
+
+    let later = later_messages(&env, tenant, provider).await?;
+    env.wait_completed(&[later], Duration::from_secs(60))
+        .await?;
+    // Two looks at the receipts after theirs came (each 10 s apart): none sent again.
+    let resent = herald_tests::wait_until(Duration::from_secs(25), || async {
+        env.states(first)
+            .await
+            .is_ok_and(|s| s.get("sent").copied().unwrap_or(0) > 0)
+    })
+    .await;
+    assert!(resent.is_err(), "{:?}", env.states(first).await?);
+    all_waiting_after(&env, first, RECIPIENTS, "no receipt for an earlier request").await?;
+    let stats = env.simulator_stats().await?;
+    assert_eq!(stats["requests"], 2 * RECIPIENTS, "{stats}");
     Ok(())
 }
 

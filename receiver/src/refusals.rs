@@ -1,0 +1,138 @@
+//! Webhooks refused that their provider may have meant: a 5xx (no room, the database
+//! away, no answer in time) or a body refused whole (400, 408, 413). The provider sends each
+//! again later, and until it does, what it held is unknown. A recipient whose request's
+//! answer was lost, at a provider that cannot be asked about a message, is sent again only
+//! once the provider's receipts speak of later messages and never of it
+//! (`herald_store::recipients::reconcile::receipts_since`): a refused webhook may have held
+//! its receipt, so refusals are recorded per provider, and such a recipient waits instead.
+//!
+//! Recorded in memory as they happen (a refusal may come from a database that is away) and
+//! written once a second, the latest per provider, until the write goes through.
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// How often refusals are written.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// The latest refusal per provider not yet written.
+#[derive(Debug, Clone, Default)]
+pub struct Refusals(Arc<Mutex<HashMap<Uuid, DateTime<Utc>>>>);
+
+impl Refusals {
+    pub fn note(&self, provider: Uuid, at: DateTime<Utc>) {
+        let mut pending = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let latest = pending.entry(provider).or_insert(at);
+        *latest = (*latest).max(at);
+    }
+
+    fn take(&self) -> HashMap<Uuid, DateTime<Utc>> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Writes what is pending; kept for the next try if the write fails.
+    pub async fn flush(&self, pool: &PgPool) {
+        let taken = self.take();
+        if taken.is_empty() {
+            return;
+        }
+        let (providers, times): (Vec<Uuid>, Vec<DateTime<Utc>>) = taken.iter().unzip();
+        let written = herald_shared::db::within(herald_store::receipts::note_refused(
+            pool, &providers, &times,
+        ))
+        .await;
+        if let Err(error) = written {
+            tracing::warn!(%error, providers = taken.len(), "cannot record refused webhooks yet");
+            for (provider, at) in taken {
+                self.note(provider, at);
+            }
+        }
+    }
+}
+
+/// Writes refusals until `shutdown`, and once more then.
+pub async fn keep_writing(refusals: Refusals, pool: PgPool, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(FLUSH_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => refusals.flush(&pool).await,
+            () = shutdown.cancelled() => {
+                refusals.flush(&pool).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Whether a webhook answered `status` was refused after its provider may have meant it.
+/// A missing or wrong signature (401, 403) or an unknown provider (404) is no provider's.
+pub fn refused(status: StatusCode) -> bool {
+    status.is_server_error()
+        || matches!(
+            status,
+            StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE
+        )
+}
+
+/// The provider a webhook's path names (`/webhooks/{api}/{provider}`).
+fn provider_in(path: &str) -> Option<Uuid> {
+    let mut parts = path.strip_prefix("/webhooks/")?.split('/');
+    let (_api, provider) = (parts.next()?, parts.next()?);
+    Uuid::try_parse(provider).ok()
+}
+
+/// Notes each receipt webhook (a `POST`) refused, by the provider its path names.
+pub async fn watch(State(refusals): State<Refusals>, request: Request, next: Next) -> Response {
+    let provider = (request.method() == Method::POST)
+        .then(|| provider_in(request.uri().path()))
+        .flatten();
+    let response = next.run(request).await;
+    if let Some(provider) = provider
+        && refused(response.status())
+    {
+        refusals.note(provider, Utc::now());
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_a_provider_may_have_meant_are_told_by_status_and_path() {
+        let id = Uuid::from_u128(7);
+        assert_eq!(provider_in(&format!("/webhooks/whatsapp/{id}")), Some(id));
+        assert_eq!(provider_in(&format!("/webhooks/http/{id}/")), Some(id));
+        assert_eq!(provider_in("/webhooks/whatsapp/not-a-provider"), None);
+        assert_eq!(provider_in("/healthz"), None);
+        for status in [503, 500, 400, 408, 413] {
+            assert!(refused(StatusCode::from_u16(status).unwrap()), "{status}");
+        }
+        for status in [200, 401, 403, 404] {
+            assert!(!refused(StatusCode::from_u16(status).unwrap()), "{status}");
+        }
+    }
+
+    #[test]
+    fn the_latest_refusal_of_each_provider_is_kept() {
+        let refusals = Refusals::default();
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let at = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap();
+        refusals.note(a, at(20));
+        refusals.note(a, at(10));
+        refusals.note(b, at(5));
+        let taken = refusals.take();
+        assert_eq!((taken[&a], taken[&b]), (at(20), at(5)));
+        assert!(refusals.take().is_empty());
+    }
+}
