@@ -233,7 +233,7 @@ where
                     | ErrorKind::InvalidValue
             );
             let error = error.format(&mut command);
-            let mut message = error.render().to_string();
+            let mut message = without_secret(&error, &command);
             if explain {
                 // The arguments of the command and of its subcommands (`herald-admin serve`).
                 fn all_arguments(command: &clap::Command) -> Vec<&clap::Arg> {
@@ -273,6 +273,38 @@ where
     }
 }
 
+/// `error`'s message, with the value it refuses hidden when that value is a secret (an
+/// argument whose environment value `--help` hides: a URL with its password, a sealing key):
+/// clap's message quotes the value, and a malformed one (a password with a `#` in it) would
+/// otherwise go, whole, into the logs.
+fn without_secret(error: &clap::Error, command: &clap::Command) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let message = error.render().to_string();
+    let (Some(ContextValue::String(argument)), Some(ContextValue::String(value))) = (
+        error.get(ContextKind::InvalidArg),
+        error.get(ContextKind::InvalidValue),
+    ) else {
+        return message;
+    };
+    fn all_arguments(command: &clap::Command) -> Vec<&clap::Arg> {
+        command
+            .get_arguments()
+            .chain(command.get_subcommands().flat_map(all_arguments))
+            .collect()
+    }
+    let secret = all_arguments(command).into_iter().any(|arg| {
+        arg.is_hide_env_values_set()
+            && arg
+                .get_long()
+                .is_some_and(|long| argument.starts_with(&format!("--{long}")))
+    });
+    if secret && !value.is_empty() {
+        message.replace(value.as_str(), "<hidden>")
+    } else {
+        message
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +322,44 @@ mod tests {
         assert!(parse_amqp_url("amqp://guest:guest@127.0.0.1:5672/%2f").is_ok());
         assert!(parse_amqp_url("amqp://a:5672/%2f, amqp://b:5673/%2f").is_ok());
         assert!(parse_amqp_url("amqp://a:5672/%2f,http://b").is_err());
+    }
+
+    #[test]
+    fn a_malformed_secret_is_not_quoted_in_the_error() {
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            connections: Connections,
+            #[command(flatten)]
+            keys: CredentialKeys,
+        }
+        let refused = |args: &[&str]| {
+            let command = <Cli as clap::CommandFactory>::command();
+            let error = command
+                .clone()
+                .try_get_matches_from(args)
+                .expect_err("refused");
+            without_secret(&error, &command)
+        };
+        let bad_port = refused(&["x", "--database-url", "postgres://herald:hunter2@db:port/h"]);
+        assert!(!bad_port.contains("hunter2"), "{bad_port}");
+        assert!(
+            bad_port.contains("--database-url") && bad_port.contains("not a PostgreSQL URL"),
+            "{bad_port}"
+        );
+        let url = "postgres://herald:pw@db/h";
+        let bad_key = refused(&[
+            "x",
+            "--database-url",
+            url,
+            "--credentials-key",
+            "s3cr3t-k3y",
+        ]);
+        assert!(!bad_key.contains("s3cr3t-k3y"), "{bad_key}");
+        assert!(bad_key.contains("--credentials-key"), "{bad_key}");
+        // Other values are quoted, as clap does.
+        let pool = refused(&["x", "--database-url", url, "--db-pool-size", "lots"]);
+        assert!(pool.contains("lots"), "{pool}");
     }
 
     #[test]
