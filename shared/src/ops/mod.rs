@@ -146,13 +146,21 @@ async fn ready(State(scrape): State<Scrape>) -> Response {
     (status, axum::Json(readiness)).into_response()
 }
 
-/// Keeps the `database` check current: a `SELECT 1` every second, failing after 2 s, on a
-/// connection of its own to `pool`'s database. On one of the pool's, a busy service (the
-/// admin's streaming uploads hold most of its connections) read as a database that is down,
-/// and every replica left its Service at once.
+/// Keeps the `database` check current: a read of the schema's migrations every second,
+/// failing after 2 s, on a connection of its own to `pool`'s database. On one of the
+/// pool's, a busy service (the admin's streaming uploads hold most of its connections) read
+/// as a database that is down, and every replica left its Service at once. A database
+/// without this build's migrations fails the check too: a service started before the
+/// migrate step (or after an upgrade that skipped it) would otherwise be ready, and fail
+/// every statement that needs what they add.
 pub fn watch_database(health: &Health, pool: sqlx::PgPool) {
     let health = health.clone();
     let pool = crate::db::listener_pool((*pool.connect_options()).clone());
+    let needed = crate::db::MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -160,19 +168,45 @@ pub fn watch_database(health: &Health, pool: sqlx::PgPool) {
             every.tick().await;
             let result = tokio::time::timeout(
                 Duration::from_secs(2),
-                sqlx::query("SELECT 1").execute(&pool),
+                sqlx::query_scalar::<_, Option<i64>>(
+                    "SELECT max(version) FROM _sqlx_migrations WHERE success",
+                )
+                .fetch_one(&pool),
             )
             .await;
             health.report(
                 "database",
                 match result {
-                    Ok(Ok(_)) => Ok(()),
+                    Ok(Ok(applied)) => schema_state(applied, needed),
+                    Ok(Err(error)) if is_undefined_table(&error) => schema_state(None, needed),
                     Ok(Err(error)) => Err(error.to_string()),
                     Err(_) => Err("no answer within 2 s".into()),
                 },
             );
         }
     });
+}
+
+/// Whether a schema whose latest migration is `applied` has what a build needing `needed`
+/// reads and writes. A later one (an upgrade's new replicas migrated it) still has.
+fn schema_state(applied: Option<i64>, needed: i64) -> Result<(), String> {
+    match applied {
+        Some(version) if version >= needed => Ok(()),
+        Some(version) => Err(format!(
+            "the database schema is at migration {version}, this build needs {needed}: \
+             apply the migrations (`herald-scheduler migrate`)"
+        )),
+        None => Err("the database has no schema: apply the migrations \
+                     (`herald-scheduler migrate`)"
+            .into()),
+    }
+}
+
+fn is_undefined_table(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "42P01")
 }
 
 /// An axum middleware counting requests and their duration by route (the matched path
@@ -194,6 +228,18 @@ pub async fn http_metrics(request: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_schema_behind_the_build_is_not_ready() {
+        assert_eq!(schema_state(Some(20), 20), Ok(()));
+        assert_eq!(
+            schema_state(Some(21), 20),
+            Ok(()),
+            "migrated by a newer build"
+        );
+        assert!(schema_state(Some(19), 20).is_err_and(|e| e.contains("migrate")));
+        assert!(schema_state(None, 20).is_err_and(|e| e.contains("no schema")));
+    }
 
     #[test]
     fn listen_is_an_address_or_off() {

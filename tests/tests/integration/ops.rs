@@ -289,3 +289,44 @@ async fn a_draining_worker_is_not_ready() -> Result<()> {
     );
     Ok(())
 }
+
+/// A service whose database lacks this build's latest migration is not ready, and says
+/// what to do; once the migrations are applied, it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_is_not_ready_on_a_schema_behind_its_build() -> Result<()> {
+    let mut env = TestEnv::new(&[]).await?;
+    let latest: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(&env.pool)
+        .await?;
+    // As if the migrate step had not run since the previous release (its schema change
+    // left in place: the check reads what was applied).
+    let forgotten: (i64, String, Vec<u8>, i64) = sqlx::query_as(
+        "DELETE FROM _sqlx_migrations WHERE version = $1
+         RETURNING version, description, checksum, execution_time",
+    )
+    .bind(latest)
+    .fetch_one(&env.pool)
+    .await?;
+    env.receiver().await?;
+    let receiver = env.receiver_service().expect("the receiver");
+    let said = wait_until(Duration::from_secs(10), || async {
+        env.readiness(receiver)
+            .await
+            .is_ok_and(|(status, body)| status == 503 && body.to_string().contains("migrate"))
+    })
+    .await;
+    ensure!(said.is_ok(), "{:?}", env.readiness(receiver).await);
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES ($1, $2, true, $3, $4)",
+    )
+    .bind(forgotten.0)
+    .bind(forgotten.1)
+    .bind(forgotten.2)
+    .bind(forgotten.3)
+    .execute(&env.pool)
+    .await?;
+    env.wait_readiness(receiver, 200, Duration::from_secs(10))
+        .await?;
+    Ok(())
+}
