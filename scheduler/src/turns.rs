@@ -34,10 +34,10 @@
 //! one away when it comes back, while its tenant owes its share): a tenant starting one
 //! small campaign after another does not go first with each.
 //! Urgent demands (transactional messages) go before the campaigns, each with what it has
-//! earned in whole recipients (a new stream at least one, while what its tenant's streams
-//! take and owe fits in their share of the pass, as for newcomer campaigns: a tenant
-//! sending on a thousand streams in turn, each new again after a quiet pass, would
-//! otherwise take every pass), and earn as the campaigns do:
+//! earned in whole recipients (a new stream at least one, while what its tenant's new
+//! streams take in the pass fits in their share of it, the first always: a tenant sending
+//! on a thousand streams in turn, each new again after a quiet pass, would otherwise take
+//! every pass), and earn as the campaigns do:
 //! a stream whose share is a fifth of a recipient sends one every five passes. A stream
 //! that goes quiet owing less than a recipient is forgiven it, so a message after a quiet
 //! spell goes at once. A pass with no budget changes no standing.
@@ -301,16 +301,17 @@ pub fn take_turns(
         earned[i] = standing[i].unwrap_or(0) + i64::try_from(exact[i]).unwrap_or(i64::MAX);
     }
     urgent.sort_by_key(|&i| (standing[i].is_some(), std::cmp::Reverse(earned[i]), tie[i]));
-    // A new stream's one message goes before its turn only while its tenant's streams, with
-    // what they owe, fit in their share of the pass, as a tenant's newcomer campaigns do:
+    // A new stream's one message goes before its turn only while what its tenant's new
+    // streams take this pass fits in the share of its streams (the first always goes):
     // streams forgiven what they owe when they go quiet come back new, and a tenant sending
-    // on a thousand streams in turn would otherwise take every pass.
+    // on a thousand streams in turn would otherwise take every pass. What the tenant's
+    // other streams owe does not hold a new one back: a first message on a second stream
+    // would wait for its sibling's debt (nine passes at a fifth of a recipient a pass).
     let mut room: HashMap<Uuid, i64> = HashMap::new();
     let mut used: HashMap<Uuid, i64> = HashMap::new();
     for &i in &urgent {
-        let tenant = demands[i].tenant_id;
-        *room.entry(tenant).or_insert(0) += i64::try_from(exact[i]).unwrap_or(i64::MAX);
-        *used.entry(tenant).or_insert(0) += standing[i].map_or(0, |s| (-s).max(0));
+        *room.entry(demands[i].tenant_id).or_insert(0) +=
+            i64::try_from(exact[i]).unwrap_or(i64::MAX);
     }
     for &i in &urgent {
         let tenant = demands[i].tenant_id;
@@ -800,6 +801,28 @@ mod tests {
             "the campaign was served {campaign_served} of {}",
             200 * passes
         );
+    }
+
+    #[test]
+    fn a_first_message_on_a_tenants_second_stream_goes_at_once() {
+        // A thousand tenants with a campaign each over a pass of 200 (a fifth of a recipient
+        // each). Tenant 0's first stream starts at pass 50 with messages to come (it went
+        // first, and owes); its second stream's first message comes a pass later.
+        let lane = TurnsLane::primary(Uuid::from_u128(99));
+        let mut turns = Turns::new(10);
+        let mut demands: Vec<Demand> = (0..1_000).map(|i| demand(i, i, 1_000_000)).collect();
+        let stream = |id: u128| Demand {
+            urgent: true,
+            ..demand(id, 0, 1_000)
+        };
+        for pass in 0..50 {
+            turns.take(lane, &demands, 200, pass);
+        }
+        demands.push(stream(5_000));
+        assert_eq!(turns.take(lane, &demands, 200, 50)[1_000], 1);
+        demands.push(stream(5_001));
+        let counts = turns.take(lane, &demands, 200, 51);
+        assert_eq!(counts[1_001], 1, "the second stream's first message waited");
     }
 
     #[test]
