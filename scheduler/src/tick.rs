@@ -353,13 +353,9 @@ impl Ticker {
             self.withheld.retain(|provider| involved.contains(provider));
         }
         if pass == Pass::Tick {
-            self.turns.retain_lanes(|lane| {
-                if lane.overflow {
-                    involved.contains(&lane.provider)
-                } else {
-                    primaries.contains_key(&lane.provider)
-                }
-            });
+            // Overflow lanes' standings are judged once the tick knows what spills (below).
+            self.turns
+                .retain_lanes(|lane| lane.overflow || primaries.contains_key(&lane.provider));
         }
         // Rate limits are read once a tick (and for a wake, which may be a lane's first
         // pass); top-ups (only of lanes a tick has seen) keep the lanes' paces.
@@ -467,6 +463,13 @@ impl Ticker {
             );
         }
         spill.open_primaries(&campaigns);
+        if pass == Pass::Tick {
+            // An overflow nothing spills into at a tick forgets its standings, as a primary
+            // with nothing due does: kept while any campaign merely names it, one outage's
+            // debts would weigh on the next, days later.
+            self.turns
+                .retain_lanes(|lane| !lane.overflow || spill.lanes.contains_key(&lane.provider));
+        }
         for (provider, lane_campaigns) in &spill.lanes {
             let Some(&budget) = budgets.get(provider) else {
                 continue;
