@@ -58,10 +58,11 @@ pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Resul
     let public_url = config.public_url();
     tracing::info!(listen = %config.listen, %public_url, "receipt receiver listening");
     let refusals = refusals::Refusals::default();
+    let stop_writing = CancellationToken::new();
     let writing = tokio::spawn(refusals::keep_writing(
         refusals.clone(),
         pool.clone(),
-        shutdown.clone(),
+        stop_writing.clone(),
     ));
     let state = routes::AppState {
         providers: providers::Providers::new(pool.clone(), config.credential_keys.keyring()),
@@ -74,6 +75,7 @@ pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Resul
         routes::router(state, config.limits()).layer(axum::middleware::from_fn(ops::http_metrics));
     herald_shared::serve::serve(listener, app, config.head_timeout(), shutdown).await;
     // Its last write, of what the last requests refused.
+    stop_writing.cancel();
     let _ = writing.await;
     pool.close().await;
     tracing::info!("receipt receiver stopped");

@@ -23,6 +23,10 @@ use uuid::Uuid;
 
 /// How often refusals are written.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// The most providers held unwritten: refusals come before any signature is checked, so a
+/// flood naming made-up providers while the database is away must not grow this for ever.
+/// Past it, new providers' refusals are dropped (those held are still kept current).
+const MAX_PENDING: usize = 10_000;
 
 /// The latest refusal per provider not yet written.
 #[derive(Debug, Clone, Default)]
@@ -31,8 +35,11 @@ pub struct Refusals(Arc<Mutex<HashMap<Uuid, DateTime<Utc>>>>);
 impl Refusals {
     pub fn note(&self, provider: Uuid, at: DateTime<Utc>) {
         let mut pending = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let latest = pending.entry(provider).or_insert(at);
-        *latest = (*latest).max(at);
+        if let Some(latest) = pending.get_mut(&provider) {
+            *latest = (*latest).max(at);
+        } else if pending.len() < MAX_PENDING {
+            pending.insert(provider, at);
+        }
     }
 
     fn take(&self) -> HashMap<Uuid, DateTime<Utc>> {
@@ -59,13 +66,14 @@ impl Refusals {
     }
 }
 
-/// Writes refusals until `shutdown`, and once more then.
-pub async fn keep_writing(refusals: Refusals, pool: PgPool, shutdown: CancellationToken) {
+/// Writes refusals until `stop`, and once more then (cancelled once the server has
+/// answered its last request, so that what those refused is written too).
+pub async fn keep_writing(refusals: Refusals, pool: PgPool, stop: CancellationToken) {
     let mut every = tokio::time::interval(FLUSH_EVERY);
     loop {
         tokio::select! {
             _ = every.tick() => refusals.flush(&pool).await,
-            () = shutdown.cancelled() => {
+            () = stop.cancelled() => {
                 refusals.flush(&pool).await;
                 return;
             }
@@ -134,5 +142,13 @@ mod tests {
         let taken = refusals.take();
         assert_eq!((taken[&a], taken[&b]), (at(20), at(5)));
         assert!(refusals.take().is_empty());
+        // Bounded: past the most held, new providers are dropped; those held kept current.
+        for i in 0..MAX_PENDING as u128 + 10 {
+            refusals.note(Uuid::from_u128(1_000 + i), at(1));
+        }
+        refusals.note(Uuid::from_u128(1_000), at(9));
+        let taken = refusals.take();
+        assert_eq!(taken.len(), MAX_PENDING);
+        assert_eq!(taken[&Uuid::from_u128(1_000)], at(9));
     }
 }

@@ -5,11 +5,11 @@
 //! - `GET /webhooks/whatsapp/{provider}`: Meta's subscription check;
 //!   `POST /webhooks/whatsapp/{provider}`: WhatsApp status notifications;
 //! - `POST /webhooks/http/{provider}`: a generic provider's receipts;
+//! - `GET /healthz` (the process answers), `GET /readyz` (and reached PostgreSQL at its
+//!   last check: the ops listener's state, so that a flood of it costs the database nothing).
 //!
 //! Each receipt webhook refused that its provider may have meant is noted
 //! ([`crate::refusals`]).
-//! - `GET /healthz` (the process answers), `GET /readyz` (and reached PostgreSQL at its
-//!   last check: the ops listener's state, so that a flood of it costs the database nothing).
 
 use crate::generic;
 use crate::intake::{Intake, Owner, Refusal};

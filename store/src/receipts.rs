@@ -362,16 +362,34 @@ pub struct Orphaned {
 const KEEP_BATCH: i64 = 50_000;
 
 /// Records that a receiver refused a webhook of each of `providers` at the matching time
-/// of `at` (see the migration `receipts_refused`): the latest is kept.
+/// of `at` (see the migration `receipts_refused`): the latest is kept. A WhatsApp
+/// provider's refusal counts for its owner's other WhatsApp providers too: a Meta app
+/// posts the statuses of all its numbers to one of them, and the receiver hands each to
+/// its number's provider (which app a provider's sealed secret belongs to cannot be read
+/// here, so all of the owner's count: more recipients wait, none is sent twice).
 pub async fn note_refused(
     pool: &PgPool,
     providers: &[Uuid],
     at: &[DateTime<Utc>],
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "UPDATE providers p SET receipts_refused_at = greatest(p.receipts_refused_at, r.at)
-         FROM unnest($1::uuid[], $2::timestamptz[]) AS r(id, at)
-         WHERE p.id = r.id",
+        "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) AS r(id, at)),
+         targets AS (
+             SELECT p.id, max(r.at) AS at
+             FROM r JOIN providers named ON named.id = r.id
+             JOIN providers p ON p.id = named.id
+                              OR (named.kind = 'whatsapp' AND p.kind = 'whatsapp'
+                                  AND p.tenant_id IS NOT DISTINCT FROM named.tenant_id)
+             GROUP BY p.id
+         ),
+         -- Locked in id order: two receivers' writes never wait on each other in a cycle.
+         locked AS MATERIALIZED (
+             SELECT id FROM providers WHERE id IN (SELECT id FROM targets)
+             ORDER BY id FOR NO KEY UPDATE
+         )
+         UPDATE providers p SET receipts_refused_at = greatest(p.receipts_refused_at, t.at)
+         FROM targets t
+         WHERE p.id = t.id AND p.id IN (SELECT id FROM locked)",
         providers,
         at,
     )

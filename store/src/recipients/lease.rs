@@ -141,12 +141,12 @@ pub async fn begin(
              WHERE k.state = 'queued' OR (k.state = 'pending' AND k.attempts = 0)
          ),
          -- The lease covers the provider the message goes to: an overflow provider's
-         -- timeout may be longer than the primary's. And the provider an earlier attempt
-         -- whose outcome is unknown went to (`lease_for`): the worker may look it up there,
-         -- or send again through it alone (one that deduplicates by its key), whatever
-         -- lane the message came by; a request outliving the lease would race the
-         -- sweeper's judgement and the next dispatch's request. (Read only for such a
-         -- recipient: a CASE evaluates the branch it takes.)
+         -- timeout may be longer than the primary's. And, in `begun` and `relet`, the
+         -- provider an earlier attempt whose outcome is unknown went to (`unknown_via`):
+         -- the worker may look it up there, or send again through it alone (one that
+         -- deduplicates by its key), whatever lane the message came by; a request
+         -- outliving the lease would race the sweeper's judgement and the next dispatch's
+         -- request. (Read only for such a recipient: a CASE evaluates the branch it takes.)
          startable AS MATERIALIZED (
              SELECT k.id, k.seq, k.state, k.attempts, k.provider, k.token, p.timeout_ms, p.revision
              FROM with_campaign k JOIN providers p ON p.id = k.provider

@@ -49,15 +49,23 @@ pub async fn rule_out_earlier_attempt(
 /// receiver's clock against the database's).
 const REFUSAL_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long after its last refusal a provider is taken to have sent its refused webhooks
+/// again (Meta retries at once, then less and less often; a receiver refusing all along
+/// keeps the refusal recent): past it, a refusal no longer keeps a lost answer waiting. A
+/// refusal that lasted for ever would fail every lost answer at the provider, however its
+/// receipts flowed since, and anyone who knows a provider's webhook URL can have a request
+/// refused before any signature is checked (too large, too slow, too many at once).
+pub const REFUSAL_RETRIED_WITHIN: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// What a provider's receipts say of a request made at `since` whose answer was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReceiptsSince {
     /// Whether the provider has reported on a message it sent more than the margin after
     /// `since`: its receipts have caught up past a request made then.
     pub reported_on_later: bool,
-    /// Whether a receiver refused one of its webhooks (less the margin) since `since`: that
-    /// webhook, which the provider sends again later, may have held the request's receipt
-    /// (see the migration `receipts_refused`).
+    /// Whether a receiver refused one of its webhooks (less the margin) since `since`, within
+    /// [`REFUSAL_RETRIED_WITHIN`]: that webhook, which the provider sends again later, may
+    /// have held the request's receipt (see the migration `receipts_refused`).
     pub refused_since: bool,
     /// How long ago `since` was by the database's clock, the one that wrote it: a worker's
     /// clock ahead of it would otherwise count minutes never waited, and give up early.
@@ -77,7 +85,8 @@ pub async fn receipts_since(
     let after = since + chrono::Duration::from_std(margin).unwrap_or_default();
     let row = sqlx::query!(
         r#"SELECT coalesce(p.sends_reported_until > $2, false) AS "reported!",
-                coalesce(p.receipts_refused_at > $4, false) AS "refused!",
+                coalesce(p.receipts_refused_at > $4
+                         AND p.receipts_refused_at > now() - make_interval(secs => $5), false) AS "refused!",
                 extract(epoch FROM now() - $3::timestamptz)::float8 AS "waited_secs!"
          FROM providers p WHERE p.id = $1"#,
         provider,
@@ -85,6 +94,7 @@ pub async fn receipts_since(
         since,
         // The receiver's clock against the database's, as for a report's.
         since - chrono::Duration::from_std(REFUSAL_MARGIN).unwrap_or_default(),
+        REFUSAL_RETRIED_WITHIN.as_secs_f64(),
     )
     .fetch_optional(pool)
     .await?;
