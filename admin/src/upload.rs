@@ -98,7 +98,10 @@ pub fn number_in_cell(text: &str) -> Option<serde_json::Number> {
         return None;
     }
     let number: serde_json::Number = text.parse().ok()?;
-    (number.to_string() == text).then_some(number)
+    // `-0.0` reads back the same, but PostgreSQL's numeric has no negative zero: it would
+    // be stored, and render, as `0.0`.
+    let negative_zero = text.starts_with('-') && number.as_f64() == Some(0.0);
+    (number.to_string() == text && !negative_zero).then_some(number)
 }
 
 /// Why the body stopped, when it was the guard that stopped it.
@@ -299,7 +302,7 @@ fn json_item(number: u64, parsed: Result<JsonRow, serde_json::Error>) -> Item {
             row: number,
             field: Some("variables".to_owned()),
             reason: format!(
-                "has {} values; at most {}",
+                "has {} values (variables or attributes); at most {}",
                 row.variables.len(),
                 limits::MAX_COLUMNS - 1
             ),
@@ -479,6 +482,7 @@ mod tests {
             "02134",
             "19.90",
             "-0",
+            "-0.0",
             "1e5",
             "+1",
             ".5",

@@ -710,12 +710,6 @@ async fn a_cursor_a_busy_campaign_kept_from_moving_back_is_moved_at_the_next_swe
     Ok(())
 }
 
-/// A tick plans a campaign's first attempts from a bound (the ids past its cursor up to its
-/// audience's highest), which overstates them when recipients above the cursor were already
-/// attempted (a cursor moved back, then its first attempts taken by earlier messages). The
-/// claim that finds fewer than it asked for moves the cursor past the whole audience: the
-/// campaign leaves the plan and completes, instead of being planned (and kept from
-/// completing) for ever.
 /// A recipient whose stored variables no service can read back (a number past a double's
 /// range, which PostgreSQL's `numeric` holds) fails alone. The claim read every campaign of
 /// a lane in one statement, and one such row failed it: no campaign of any tenant in the
@@ -760,6 +754,12 @@ async fn a_recipient_whose_variables_cannot_be_read_fails_alone() -> Result<()> 
     Ok(())
 }
 
+/// A tick plans a campaign's first attempts from a bound (the ids past its cursor up to its
+/// audience's highest), which overstates them when recipients above the cursor were already
+/// attempted (a cursor moved back, then its first attempts taken by earlier messages). The
+/// claim that finds fewer than it asked for moves the cursor past the whole audience: the
+/// campaign leaves the plan and completes, instead of being planned (and kept from
+/// completing) for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_planned_for_more_than_it_has_left_still_completes() -> Result<()> {
     let env = TestEnv::new(&[]).await?;
