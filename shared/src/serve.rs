@@ -23,10 +23,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+/// How long, after `shutdown`, the requests in progress may take to finish: within an
+/// orchestrator's grace period (Kubernetes' 30 s less a 5 s pre-stop pause in the
+/// manifests; compose's 30 s), so that the process exits on its own rather than being
+/// killed. An admin request may be allowed longer (`HERALD_ADMIN_REQUEST_TIMEOUT_MS`, an
+/// upload as long as it streams): cut here, its transaction rolls back, as at a kill.
+pub const DRAIN_WITHIN: Duration = Duration::from_secs(20);
+
 /// Serves `app` on `listener` until `shutdown` is cancelled; then stops accepting, lets each
 /// connection finish the request it is answering (its keep-alive ended) and returns once
-/// all have. A connection whose next request head is not in within `head_timeout` is
-/// closed.
+/// all have, or after [`DRAIN_WITHIN`]. A connection whose next request head is not in
+/// within `head_timeout` is closed.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -97,5 +104,13 @@ pub async fn serve(
     // answer is given.
     drop(listener);
     connections.close();
-    connections.wait().await;
+    if tokio::time::timeout(DRAIN_WITHIN, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = connections.len(),
+            "requests still in progress after the drain: cut short"
+        );
+    }
 }
