@@ -32,6 +32,12 @@ pub struct AdminConfig {
     #[arg(long, env = "HERALD_ADMIN_UPLOAD_IDLE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1_000..=600_000))]
     pub upload_idle_timeout_ms: u64,
 
+    /// The longest an upload may take in all (ms): past it, it is ended (408) and its
+    /// transaction rolled back, however steadily its rows come. Each upload holds a slot,
+    /// a database connection and its campaign's row while it streams.
+    #[arg(long, env = "HERALD_ADMIN_UPLOAD_TIMEOUT_MS", default_value_t = 3_600_000, value_parser = clap::value_parser!(u64).range(10_000..=86_400_000))]
+    pub upload_timeout_ms: u64,
+
     /// Uploads running at once, in all (each holds a database connection while it streams).
     /// Default, and most: the pool's size less two, so other requests always find a
     /// connection (the admin refuses to start otherwise, as with a pool under 3).

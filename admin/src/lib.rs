@@ -110,6 +110,7 @@ pub async fn serve(config: AdminConfig, shutdown: CancellationToken) -> Result<(
         ),
         turns: tenant_turns::TenantTurns::new(config.max_requests_per_tenant()),
         upload_idle: std::time::Duration::from_millis(config.upload_idle_timeout_ms),
+        upload_within: std::time::Duration::from_millis(config.upload_timeout_ms),
         request_deadline: std::time::Duration::from_millis(config.request_timeout_ms),
         keyring: config.credential_keys.keyring(),
         max_active_campaigns: i64::from(config.max_active_campaigns_per_tenant),

@@ -23,6 +23,22 @@ const FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// Row errors listed in a report (all are counted).
 const MAX_LISTED: usize = 100;
 
+/// How long an upload may take: without a byte, and in all.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub idle: Duration,
+    pub within: Duration,
+}
+
+impl Timing {
+    pub fn of(state: &crate::state::AppState) -> Self {
+        Self {
+            idle: state.upload_idle,
+            within: state.upload_within,
+        }
+    }
+}
+
 /// Streams `body` into `upload_rows (n, address, fields)` on `tx`, each address in E.164
 /// (read with `region` when written without a country code). With `cell_numbers`, a CSV's
 /// cells that are numbers ([`upload::number_in_cell`]) are staged as numbers. `check` adds
@@ -32,12 +48,16 @@ pub async fn stage(
     tx: &mut PgConnection,
     body: Body,
     format: Format,
-    idle: Duration,
+    timing: Timing,
     region: Option<phonenumber::country::Id>,
     cell_numbers: bool,
     check: impl Fn(&Row) -> Option<RowError>,
 ) -> Result<u64, ApiError> {
     let cell_numbers = cell_numbers && format == Format::Csv;
+    let idle = timing.idle;
+    // Rows that keep coming, however slowly, would otherwise hold the upload's slot, its
+    // connection and its campaign's row for as long as the client likes.
+    let deadline = tokio::time::Instant::now() + timing.within;
     herald_store::uploads::create(&mut *tx).await?;
 
     let mut rows = upload::rows(body, format, idle);
@@ -46,7 +66,17 @@ pub async fn stage(
     let mut error_rows = 0u64;
     let mut received = 0u64;
     let mut written_at = std::time::Instant::now();
-    while let Some(item) = rows.recv().await {
+    loop {
+        let item = match tokio::time::timeout_at(deadline, rows.recv()).await {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            Err(_) => {
+                return Err(ApiError::Timeout(format!(
+                    "the upload took longer than {} s in all; nothing was imported",
+                    timing.within.as_secs()
+                )));
+            }
+        };
         let error = match item {
             Item::Row(mut row) => {
                 received += 1;

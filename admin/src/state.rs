@@ -15,6 +15,8 @@ pub struct AppState {
     /// How long a request's body (an upload's, a JSON one) may send nothing before it is
     /// ended.
     pub upload_idle: Duration,
+    /// The longest an upload may take in all.
+    pub upload_within: Duration,
     /// How long any other request may take before it is answered 503 (`request_deadline`).
     pub request_deadline: Duration,
     /// Where tenants' provider endpoints may point.

@@ -61,7 +61,7 @@ pub async fn upload(
         &mut tx,
         body,
         format,
-        state.upload_idle,
+        staging::Timing::of(&state),
         region,
         true,
         |_| None,

@@ -1471,3 +1471,50 @@ async fn an_upload_to_a_scheduled_campaign_past_its_expiry_is_refused() -> Resul
     assert_eq!(answers, [(409, 0, true), (200, 1, false)]);
     Ok(())
 }
+
+/// An upload whose rows keep coming, each within the idle timeout, ends once it has taken
+/// `HERALD_ADMIN_UPLOAD_TIMEOUT_MS` in all (408, nothing imported): it held its upload slot,
+/// a database connection and its campaign's row for as long as its client liked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_ends_once_it_has_taken_its_time_in_all() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let admin = env
+        .admin_with(&[("HERALD_ADMIN_UPLOAD_TIMEOUT_MS", "10000")])
+        .await?;
+    let tenant = env.tenant("acme", 1).await?;
+    // A row a second for a minute.
+    let rows = futures::stream::unfold(0u32, |i| async move {
+        if i > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        let text = if i == 0 {
+            "address,first_name\n".to_owned()
+        } else {
+            format!("+1555{i:07},R\n")
+        };
+        (i <= 60).then_some((Ok::<_, std::io::Error>(text), i + 1))
+    });
+    let started = std::time::Instant::now();
+    let answer = admin
+        .upload(
+            &admin.operator_key,
+            &format!("/contacts?tenant_id={tenant}"),
+            "text/csv",
+            reqwest::Body::wrap_stream(rows),
+        )
+        .await;
+    let took = started.elapsed();
+    // The answer may come while the client still sends, which may then fail to send.
+    if let Ok((status, body)) = &answer {
+        assert_eq!(*status, 408, "{body}");
+    }
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "ended after {took:?}: {answer:?}"
+    );
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM contacts")
+        .fetch_one(&env.pool)
+        .await?;
+    assert_eq!(kept, 0, "nothing was imported");
+    Ok(())
+}
