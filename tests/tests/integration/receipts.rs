@@ -2080,3 +2080,65 @@ async fn receipts_raced_past_their_send_are_adopted_however_late() -> Result<()>
     );
     Ok(())
 }
+
+/// What a provider's receipts say of a lost answer (`receipts_since`), against its record
+/// of refused webhooks: a refusal since the request, of the last 15 minutes, holds it back;
+/// one before the request, or older than that (the provider has sent it again by then), does
+/// not. A WhatsApp provider's refusal counts for its owner's other WhatsApp providers (one
+/// app posts all its numbers' statuses to one of them), not for another owner's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_webhooks_hold_back_resends_for_a_while_and_for_the_owners_numbers() -> Result<()> {
+    use herald_store::recipients::reconcile::receipts_since;
+    let env = TestEnv::new(&[]).await?;
+    let (acme, globex) = (env.tenant("acme", 1).await?, env.tenant("globex", 1).await?);
+    let whatsapp = |tenant: Uuid, name: &'static str| {
+        sqlx::query_scalar::<_, Uuid>(
+            "INSERT INTO providers (tenant_id, name, kind, endpoint, timeout_ms, max_in_flight)
+             VALUES ($1, $2, 'whatsapp', 'https://graph.facebook.com', 2000, 100) RETURNING id",
+        )
+        .bind(tenant)
+        .bind(name)
+        .fetch_one(&env.pool)
+    };
+    let (first, second, theirs) = (
+        whatsapp(acme, "number-1").await?,
+        whatsapp(acme, "number-2").await?,
+        whatsapp(globex, "other-app").await?,
+    );
+    // Receipts flow: each provider has reported on messages sent up to now.
+    sqlx::query("UPDATE providers SET sends_reported_until = now()")
+        .execute(&env.pool)
+        .await?;
+    let minutes_ago =
+        |m: i64| chrono::Utc::now() - chrono::Duration::try_minutes(m).unwrap_or_default();
+    let margin = Duration::from_secs(5);
+    let asked = |provider: Uuid, since_minutes: i64| {
+        receipts_since(&env.pool, provider, minutes_ago(since_minutes), margin)
+    };
+    let lost = asked(first, 20).await?;
+    assert!(lost.reported_on_later && !lost.refused_since, "{lost:?}");
+
+    herald_store::receipts::note_refused(&env.pool, &[first], &[minutes_ago(10)]).await?;
+    // Refused 10 minutes ago: after a request of 20 minutes ago, within 15 minutes.
+    assert!(asked(first, 20).await?.refused_since);
+    assert!(
+        asked(second, 20).await?.refused_since,
+        "the owner's other number"
+    );
+    assert!(
+        !asked(theirs, 20).await?.refused_since,
+        "another owner's provider"
+    );
+    // Before a request of 5 minutes ago: not its receipt.
+    assert!(!asked(first, 5).await?.refused_since);
+
+    // The latest is kept: an older refusal noted later changes nothing.
+    herald_store::receipts::note_refused(&env.pool, &[first], &[minutes_ago(30)]).await?;
+    assert!(asked(first, 20).await?.refused_since);
+    // Sixteen minutes on, the provider has sent the refused webhook again.
+    sqlx::query("UPDATE providers SET receipts_refused_at = now() - interval '16 minutes'")
+        .execute(&env.pool)
+        .await?;
+    assert!(!asked(first, 20).await?.refused_since);
+    Ok(())
+}
