@@ -234,7 +234,7 @@ async fn process(
         Decision::Halted { error, .. } => tracing::warn!(
             provider_id = %through,
             %error,
-            "the provider refused the account; pausing the campaign"
+            "the provider refused the account or answered a redirect; pausing the campaign"
         ),
         Decision::Throttled { error, delay } => {
             tracing::info!(attempt, %error, ?delay, "provider throttled us; slowing it down");

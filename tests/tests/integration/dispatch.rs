@@ -419,13 +419,13 @@ async fn confirming_channel(env: &TestEnv) -> Result<(lapin::Connection, lapin::
     Ok((connection, channel))
 }
 
-/// Two messages for one first attempt through different lanes (a cursor moved back between
-/// them, and the second claim spilled to the overflow) in one lease statement: the first
-/// takes the lease, with its own provider's timeout and `sent_via`; the second, and any
-/// later one, finds the recipient taken.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_first_of_two_messages_for_a_first_attempt_takes_the_lease() -> Result<()> {
-    let env = TestEnv::new(&[]).await?;
+/// A provider of 5 s, an overflow of 1 s, and a running campaign of `n` recipients (numbers
+/// from `prefix`) of the first, never dispatched: (primary, overflow, campaign).
+async fn running_with_a_quick_overflow(
+    env: &TestEnv,
+    prefix: &str,
+    n: usize,
+) -> Result<(Uuid, Uuid, Uuid)> {
     let primary = env.create_provider(&env.provider()).await?;
     let mut overflow = env.provider();
     overflow.name = "overflow".into();
@@ -433,12 +433,23 @@ async fn the_first_of_two_messages_for_a_first_attempt_takes_the_lease() -> Resu
     let overflow = env.create_provider(&overflow).await?;
     let tenant = env.tenant("acme", 1).await?;
     let campaign = env
-        .campaign(tenant, primary, "lanes", &numbers("+1555440", 1), 10)
+        .campaign(tenant, primary, "lanes", &numbers(prefix, n), 10)
         .await?;
     sqlx::query("UPDATE campaigns SET status = 'running', started_at = now() WHERE id = $1")
         .bind(campaign)
         .execute(&env.pool)
         .await?;
+    Ok((primary, overflow, campaign))
+}
+
+/// Two messages for one first attempt through different lanes (a cursor moved back between
+/// them, and the second claim spilled to the overflow) in one lease statement: the first
+/// takes the lease, with its own provider's timeout and `sent_via`; the second, and any
+/// later one, finds the recipient taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_of_two_messages_for_a_first_attempt_takes_the_lease() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let (primary, overflow, campaign) = running_with_a_quick_overflow(&env, "+1555440", 1).await?;
     let (id, seq, _) = dispatches(&env, campaign).await?.remove(0);
     let via = |provider| Dispatch::new(id, seq, provider);
     let grace = Duration::from_secs(1);
@@ -467,19 +478,7 @@ async fn the_first_of_two_messages_for_a_first_attempt_takes_the_lease() -> Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_covers_the_provider_of_an_earlier_unknown_outcome() -> Result<()> {
     let env = TestEnv::new(&[]).await?;
-    let primary = env.create_provider(&env.provider()).await?;
-    let mut overflow = env.provider();
-    overflow.name = "overflow".into();
-    overflow.timeout_ms = 1_000;
-    let overflow = env.create_provider(&overflow).await?;
-    let tenant = env.tenant("acme", 1).await?;
-    let campaign = env
-        .campaign(tenant, primary, "unknown", &numbers("+1555445", 2), 10)
-        .await?;
-    sqlx::query("UPDATE campaigns SET status = 'running', started_at = now() WHERE id = $1")
-        .bind(campaign)
-        .execute(&env.pool)
-        .await?;
+    let (primary, overflow, campaign) = running_with_a_quick_overflow(&env, "+1555445", 2).await?;
     let rows = dispatches(&env, campaign).await?;
     // Both retries queued; the first's earlier attempt went to the primary, answer lost.
     sqlx::query(
