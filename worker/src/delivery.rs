@@ -584,6 +584,20 @@ async fn settle_unknown(
             ),
         });
     }
+    // A request asked again under its key long after (a campaign paused over a weekend)
+    // would meet a provider that may have forgotten the key, and be sent as a new message.
+    if cannot_tell
+        && policy.unknown == UnknownOutcome::Retry
+        && !reconcile::key_still_kept(unknown.since, chrono::Utc::now())
+    {
+        return Settled::Decided(Decision::Failed {
+            error: format!(
+                "an earlier request may have been sent (at {}), too long ago for its provider \
+                 to be trusted to still know its idempotency key; not sent again",
+                unknown.since.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+        });
+    }
     // A provider that cannot be asked has only its receipts to say what became of the
     // request, and their silence means "not sent" only once they are heard of later
     // messages: a receiver that was down, or a webhook the provider retries, would

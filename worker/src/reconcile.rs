@@ -38,6 +38,18 @@ const LOOKUP_ANSWER_LIMIT: usize = 1024 * 1024;
 /// the earlier request could have created its message.
 const CLOCK_MARGIN: Duration = Duration::from_secs(60);
 
+/// How long a provider that deduplicates requests by their idempotency key
+/// (`unknown_outcome = retry`) is trusted to remember one. APIs that honour a key keep it
+/// about a day (Stripe's are removed once at least 24 hours old); asked again after that,
+/// the provider may take the key for a new request and send a second message. An hour
+/// under the day leaves room for clocks apart.
+pub const KEY_KEPT: chrono::TimeDelta = chrono::TimeDelta::hours(23);
+
+/// Whether a request made at `since` may still be asked again under its key at `now`.
+pub fn key_still_kept(since: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    now - since < KEY_KEPT
+}
+
 /// Why a lookup gave no verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LookupFailed {
@@ -271,6 +283,20 @@ pub fn after_silence(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_is_trusted_for_less_than_a_day() {
+        let since = DateTime::parse_from_rfc3339("2026-12-04T17:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let after = |hours: i64, minutes: i64| {
+            since + chrono::TimeDelta::hours(hours) + chrono::TimeDelta::minutes(minutes)
+        };
+        assert!(key_still_kept(since, after(0, 0)));
+        assert!(key_still_kept(since, after(22, 59)));
+        assert!(!key_still_kept(since, after(23, 0)));
+        assert!(!key_still_kept(since, after(64, 0)), "over a weekend");
+    }
 
     #[test]
     fn silence_is_read_as_not_sent_only_once_later_messages_were_reported_on() {

@@ -829,6 +829,19 @@ async fn due_now(env: &TestEnv, campaign: Uuid) -> Result<()> {
     Ok(())
 }
 
+/// Makes `provider` one that deduplicates by key (`unknown_outcome = retry`), whose lost
+/// answers are asked again after ten minutes, unless made due sooner (`due_now`).
+async fn deduplicating_in_ten_minutes(env: &TestEnv, provider: Uuid) -> Result<()> {
+    sqlx::query(
+        "UPDATE providers SET unknown_outcome = 'retry', max_attempts = 5,
+                              retry_base_ms = 600000, retry_max_ms = 600000 WHERE id = $1",
+    )
+    .bind(provider)
+    .execute(&env.pool)
+    .await?;
+    Ok(())
+}
+
 /// Starts `campaign` and waits until all its `recipients` are `unknown`.
 async fn started_until_all_unknown(env: &TestEnv, campaign: Uuid, recipients: usize) -> Result<()> {
     env.start(campaign).await?;
@@ -1036,14 +1049,7 @@ async fn a_lost_answer_at_a_deduplicating_provider_is_asked_again_there() -> Res
     at_q.name = "q".into();
     at_q.endpoint = format!("{q_url}/v1/messages");
     let q = env.create_provider(&at_q).await?;
-    // Asked again after ten minutes, unless made due sooner (below).
-    sqlx::query(
-        "UPDATE providers SET unknown_outcome = 'retry', max_attempts = 5,
-                              retry_base_ms = 600000, retry_max_ms = 600000 WHERE id = $1",
-    )
-    .bind(p)
-    .execute(&env.pool)
-    .await?;
+    deduplicating_in_ten_minutes(&env, p).await?;
     let tenant = env.tenant("acme", 1).await?;
     let campaign = env
         .campaign(tenant, p, "c", &numbers("+1555980", RECIPIENTS), 100)
@@ -1101,6 +1107,70 @@ async fn a_lost_answer_at_a_deduplicating_provider_is_asked_again_there() -> Res
     assert_eq!(p_stats["requests"], 3 * RECIPIENTS, "{p_stats}");
     assert_eq!(p_stats["accepted"], RECIPIENTS, "{p_stats}");
     assert_eq!(p_stats["duplicates"], RECIPIENTS, "{p_stats}");
+    Ok(())
+}
+
+/// A provider that deduplicates by key remembers a key for about a day: a lost answer asked
+/// again later (its campaign paused over a weekend) would meet a provider that took the key
+/// for a new request. Such a recipient is failed, never asked again; a recent one is asked
+/// again under its key as before. Asked regardless, the old ones were sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_not_asked_again_once_its_key_may_be_forgotten() -> Result<()> {
+    const RECIPIENTS: usize = 4;
+    let env = TestEnv::new(&["--lose-rate", "1", "--honour-idempotency-keys"]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    deduplicating_in_ten_minutes(&env, provider).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers("+1555981", RECIPIENTS), 100)
+        .await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
+    env.start(campaign).await?;
+    all_waiting_after(&env, campaign, RECIPIENTS, "").await?;
+    let ids = env.recipient_ids(campaign).await?;
+    env.simulator_config(json!({"lose_rate": 0.0})).await?;
+    // The first two lost their answers a day and an hour ago; all are due now.
+    sqlx::query(
+        "UPDATE recipients SET next_attempt_at = now(),
+                outcome_unknown_at = CASE WHEN id = ANY($2)
+                                          THEN outcome_unknown_at - interval '25 hours'
+                                          ELSE outcome_unknown_at END
+         WHERE campaign_id = $1 AND outcome_unknown_at IS NOT NULL",
+    )
+    .bind(campaign)
+    .bind(&ids[..2])
+    .execute(&env.pool)
+    .await?;
+    env.wait_completed(&[campaign], Duration::from_secs(60))
+        .await?;
+
+    let rows: Vec<(String, i32)> =
+        sqlx::query_as("SELECT state, attempts FROM recipients WHERE campaign_id = $1 ORDER BY id")
+            .bind(campaign)
+            .fetch_all(&env.pool)
+            .await?;
+    let states: Vec<&str> = rows.iter().map(|(state, _)| state.as_str()).collect();
+    assert_eq!(states, ["failed", "failed", "sent", "sent"], "{rows:?}");
+    // One request each, and the recent ones' replayed under their keys: the provider
+    // created each message once.
+    let stats = env.simulator_stats().await?;
+    assert_eq!(stats["requests"], RECIPIENTS + 2, "{stats}");
+    assert_eq!(stats["accepted"], RECIPIENTS, "{stats}");
+    let errors: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT last_error FROM recipients WHERE id = ANY($1) ORDER BY id")
+            .bind(&ids[..2])
+            .fetch_all(&env.pool)
+            .await?;
+    for error in errors {
+        assert!(
+            error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("idempotency key"),
+            "{error:?}"
+        );
+    }
     Ok(())
 }
 
