@@ -126,6 +126,8 @@ fn main() -> ExitCode {
         Err(error) => {
             let (code, message) = report(&error);
             if let Some(message) = message {
+                // An error may quote what a tenant wrote (a template the server refused).
+                let message = output::terminal_safe(&message);
                 let _ = std::io::stderr().lock().write_all(message.as_bytes());
             }
             ExitCode::from(code)

@@ -187,9 +187,7 @@ pub struct Campaign {
     pub quiet_hours: Option<QuietHours>,
     pub segment_id: Option<Uuid>,
     pub created_at: Option<Timestamp>,
-    pub started_at: Option<Timestamp>,
-    pub first_sent_at: Option<Timestamp>,
-    pub completed_at: Option<Timestamp>,
+    /// When it started, first sent and completed: in here.
     pub progress: Option<Progress>,
     /// Sends and their cost per provider that carried them.
     #[serde(default)]

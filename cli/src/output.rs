@@ -3,10 +3,12 @@
 //! writing it out is `main`'s job.
 #![allow(clippy::print_stdout)]
 
+use std::borrow::Cow;
 use std::fmt::Display;
 
 use chrono::SecondsFormat;
 use serde_json::Value;
+use unicode_width::UnicodeWidthStr;
 
 use crate::client::ApiError;
 use crate::model::{
@@ -45,7 +47,9 @@ impl Table {
     }
 
     pub fn render(&self) -> String {
-        let width = |s: &str| s.chars().count();
+        // Cells a terminal gives the text: two for a CJK character or an emoji, none for a
+        // combining mark.
+        let width = |s: &str| UnicodeWidthStr::width(s);
         let mut widths: Vec<usize> = self.columns.iter().map(|(h, _)| width(h)).collect();
         for row in &self.rows {
             for (i, cell) in row.iter().enumerate().take(widths.len()) {
@@ -80,6 +84,30 @@ impl Table {
         }
         out
     }
+}
+
+/// `text` as the terminal should show it: control characters other than newlines and tabs,
+/// and the marks that reorder text, written out (`\u{1b}`) rather than run. Templates,
+/// message texts and filters are written by tenants, and an escape sequence among them
+/// would act on the operator's terminal (set its title, write its clipboard, rewrite the
+/// lines above) instead of being read.
+pub fn terminal_safe(text: &str) -> Cow<'_, str> {
+    let acts = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(acts) {
+        return Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if acts(c) {
+            shown.extend(c.escape_unicode());
+        } else {
+            shown.push(c);
+        }
+    }
+    Cow::Owned(shown)
 }
 
 /// `key: value` lines with the values aligned; a multi-line value continues under itself.
@@ -553,6 +581,7 @@ pub fn campaign(c: &Campaign) -> String {
             )
         },
     );
+    let at = |time: fn(&Progress) -> Option<Timestamp>| c.progress.as_ref().and_then(time);
     key_values(&[
         ("id", c.id.to_string()),
         ("name", c.name.clone()),
@@ -569,9 +598,9 @@ pub fn campaign(c: &Campaign) -> String {
         ("start at", format_time(c.start_at)),
         ("expires at", format_time(c.expires_at)),
         ("created", format_time(c.created_at)),
-        ("started", format_time(c.started_at)),
-        ("first sent", format_time(c.first_sent_at)),
-        ("completed", format_time(c.completed_at)),
+        ("started", format_time(at(|p| p.started_at))),
+        ("first sent", format_time(at(|p| p.first_sent_at))),
+        ("completed", format_time(at(|p| p.completed_at))),
         ("progress", progress),
         ("sent via", sent_via(&c.by_provider)),
     ])
@@ -948,6 +977,31 @@ mod tests {
     }
 
     #[test]
+    fn text_that_would_act_on_the_terminal_is_shown_instead() {
+        assert_eq!(
+            terminal_safe("Hi {{name}},\n\tsee you"),
+            "Hi {{name}},\n\tsee you"
+        );
+        assert_eq!(
+            terminal_safe("a\u{1b}]52;c;aGk=\u{7}b\r\u{9b}2K"),
+            "a\\u{1b}]52;c;aGk=\\u{7}b\\u{d}\\u{9b}2K"
+        );
+        assert_eq!(terminal_safe("x\u{202e}cod.exe"), "x\\u{202e}cod.exe");
+        assert_eq!(terminal_safe("東京セール 🎉"), "東京セール 🎉");
+    }
+
+    #[test]
+    fn wide_characters_keep_the_columns_aligned() {
+        let mut table = Table::new(&[("NAME", Align::Left), ("SENT", Align::Right)]);
+        table.row(vec!["東京セール".into(), "1".into()]);
+        table.row(vec!["promo".into(), "22".into()]);
+        assert_eq!(
+            table.render(),
+            "NAME        SENT\n東京セール     1\npromo         22\n"
+        );
+    }
+
+    #[test]
     fn key_values_align_and_continue_multiline_values() {
         assert_eq!(
             key_values(&[
@@ -1093,6 +1147,42 @@ mod tests {
             watch_message(&paused),
             "paused · paused by Herald: twilio 20003 (HTTP 401): Authenticate · 512/s · 100 failed"
         );
+    }
+
+    #[test]
+    fn a_campaign_shows_when_it_started_first_sent_and_completed() {
+        // As the API answers: the times are the progress's.
+        let campaign: Campaign = serde_json::from_value(serde_json::json!({
+            "id": "7d3c8a2e-0000-4000-8000-000000000001", "name": "spring", "status": "completed",
+            "progress": {"status": "completed", "total": 2, "pending": 0, "queued": 0,
+                         "sending": 0, "unknown": 0, "sent": 2, "failed": 0, "cancelled": 0,
+                         "expired": 0, "live_calls": 0, "send_rate": 0.0,
+                         "delivery": {"delivered": 0, "undelivered": 0, "read": 0},
+                         "started_at": "2026-12-06T10:00:00Z",
+                         "first_sent_at": "2026-12-06T10:00:01Z",
+                         "completed_at": "2026-12-06T10:00:05Z"}
+        }))
+        .unwrap();
+        let shown = self::campaign(&campaign);
+        assert_eq!(
+            campaign_detail_times(&shown),
+            [
+                "started:            2026-12-06T10:00:00Z",
+                "first sent:         2026-12-06T10:00:01Z",
+                "completed:          2026-12-06T10:00:05Z"
+            ]
+        );
+    }
+
+    fn campaign_detail_times(shown: &str) -> Vec<&str> {
+        shown
+            .lines()
+            .filter(|l| {
+                ["started:", "first sent:", "completed:"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .collect()
     }
 
     fn refused(body: ErrorBody) -> ApiError {

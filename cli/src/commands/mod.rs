@@ -64,9 +64,10 @@ impl Ctx {
 }
 
 /// Writes to stdout without `println!`'s panic when the reader has gone (`| head`).
+/// What tenants wrote is shown, never run by the terminal (`output::terminal_safe`).
 pub fn write_stdout(text: &str) -> Result<(), CliError> {
     let mut out = io::stdout().lock();
-    out.write_all(text.as_bytes())?;
+    out.write_all(output::terminal_safe(text).as_bytes())?;
     out.flush()?;
     Ok(())
 }
@@ -131,7 +132,7 @@ pub async fn show_pages<T: DeserializeOwned>(
 
 /// A remark for the person at the terminal, kept off stdout so pipes see only the result.
 pub fn note(text: &str) {
-    let _ = writeln!(io::stderr().lock(), "{text}");
+    let _ = writeln!(io::stderr().lock(), "{}", output::terminal_safe(text));
 }
 
 /// An upload body for `file` (`-` for stdin) with its format and the bar counting its bytes.
