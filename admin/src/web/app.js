@@ -380,10 +380,23 @@ function onListClick(ev) {
 
 /* ---------- actions ---------- */
 
+function cancelQuestion(name, progress) {
+  const waiting = progress
+    ? ['pending', 'queued'].reduce((n, k) => n + (Number(progress[k]) || 0), 0)
+    : null;
+  const what = waiting === null
+    ? 'Its recipients still waiting'
+    : `Its ${waiting.toLocaleString()} recipient${waiting === 1 ? '' : 's'} still waiting`;
+  return `Cancel campaign “${name}”? ${what} will never be sent; this cannot be undone.`;
+}
+
 async function runAction(id, action) {
   const row = state.rows.get(id);
   const buttons = row ? [...row.querySelectorAll('.actions button')] : [];
-  const name = (state.campaigns.get(id) || {}).name || id;
+  const campaign = state.campaigns.get(id) || {};
+  const name = campaign.name || id;
+  // Cancelling cannot be undone, and its button sits beside Pause.
+  if (action === 'cancel' && !confirm(cancelQuestion(name, campaign.progress))) return;
   buttons.forEach((b) => { b.disabled = true; });
   try {
     const c = await api('POST', `/campaigns/${enc(id)}/${action}`, { json: {} });
@@ -866,6 +879,13 @@ function init() {
     ev.preventDefault();
     const key = $('#api-key').value.trim();
     if (!key) { showKeyForm('Enter an API key.'); return; }
+    // A key is printable ASCII. Anything else (a zero-width space copied with it) no HTTP
+    // header can carry: the browser would refuse every request, read here as the server
+    // being out of reach.
+    if (!/^[\x21-\x7e]+$/.test(key)) {
+      showKeyForm('That key holds a space or a character no key has (an invisible one copied with it?). Paste the key alone.');
+      return;
+    }
     sessionStorage.setItem(KEY_STORAGE, key);
     signIn();
   });

@@ -396,11 +396,24 @@ async fn drive(
         message.contains("not accepted"),
         "no word on the refused link: {message:?}"
     );
-    // Signing in is the form's job.
-    page.find(Locator::Css("#api-key"))
+    // Signing in is the form's job. A key pasted with an invisible character, which no
+    // HTTP header carries, is refused by the form (it read as the server being out of
+    // reach, for ever).
+    let key_box = page.find(Locator::Css("#api-key")).await?;
+    key_box.send_keys(&format!("{key}\u{200b}")).await?;
+    page.find(Locator::Css("#use-key")).await?.click().await?;
+    let message = page
+        .find(Locator::Css("#key-message"))
         .await?
-        .send_keys(key)
+        .text()
         .await?;
+    anyhow::ensure!(
+        message.contains("Paste the key alone"),
+        "no word on the key's stray character: {message:?}"
+    );
+    let key_box = page.find(Locator::Css("#api-key")).await?;
+    key_box.clear().await?;
+    key_box.send_keys(key).await?;
     page.find(Locator::Css("#use-key")).await?.click().await?;
 
     // The create form, as a person fills it.
@@ -565,6 +578,19 @@ async fn drive(
         bar_later < RECIPIENTS as i64,
         "nothing left to resume: {bar_later}"
     );
+    ensure_eq!(row.status().await?, "paused");
+    // Cancel, beside Pause and final, asks first: declined, nothing changes.
+    row.click("cancel").await?;
+    let asked = poll(Duration::from_secs(10), "the question to cancel", || async {
+        Ok(page.get_alert_text().await.map_err(|e| e.to_string()))
+    })
+    .await?;
+    anyhow::ensure!(
+        asked.contains("spring-sale") && asked.contains("cannot be undone"),
+        "{asked:?}"
+    );
+    page.dismiss_alert().await?;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     ensure_eq!(row.status().await?, "paused");
 
     // Resume: it finishes, every recipient sent exactly once.
