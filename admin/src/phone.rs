@@ -37,6 +37,23 @@ pub fn regions() -> Vec<String> {
         .collect()
 }
 
+/// What a list's address filter `text` may be stored as: itself, and, when it reads as a
+/// phone number with its country code (`+33 6 12 34 56 78`, `0033612345678`), that number
+/// in E.164 as uploads store it. A filter is not an upload: text that is no phone number
+/// (another channel's address) is looked for as written, not refused. Empty: no filter.
+pub fn filter_forms(text: Option<&str>) -> Vec<String> {
+    let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Vec::new();
+    };
+    let mut forms = vec![text.to_owned()];
+    if let Ok(number) = normalize(text, None)
+        && number != text
+    {
+        forms.push(number);
+    }
+    forms
+}
+
 /// `text` in E.164, or why it is not a phone number. Numbers without a country code are
 /// read as numbers of `region`, and refused without one.
 pub fn normalize(text: &str, region: Option<Id>) -> Result<String, String> {
@@ -141,6 +158,20 @@ mod tests {
 
     fn fr() -> Option<Id> {
         Some(Id::FR)
+    }
+
+    #[test]
+    fn a_filter_finds_a_number_however_it_is_written() {
+        assert_eq!(
+            filter_forms(Some(" +33 6 12 34 56 78 ")),
+            ["+33 6 12 34 56 78", "+33612345678"]
+        );
+        assert_eq!(filter_forms(Some("+33612345678")), ["+33612345678"]);
+        // Not a phone number: looked for as written, never refused.
+        assert_eq!(filter_forms(Some("user@example.com")), ["user@example.com"]);
+        assert_eq!(filter_forms(Some("0612345678")), ["0612345678"]);
+        assert!(filter_forms(Some("  ")).is_empty());
+        assert!(filter_forms(None).is_empty());
     }
 
     #[test]

@@ -21,13 +21,13 @@ pub struct Contact {
     pub created_at: DateTime<Utc>,
 }
 
-/// A page of the contacts `scope` sees, by id after `after`: of one tenant, or with one
-/// address (E.164), when asked.
+/// A page of the contacts `scope` sees, by id after `after`: of one tenant, or with one of
+/// `addresses` (the ways one address may be stored), when asked.
 pub async fn list(
     pool: &PgPool,
     scope: Scope,
     tenant: Option<Uuid>,
-    address: Option<&str>,
+    addresses: &[String],
     after: Option<i64>,
     limit: i64,
 ) -> Result<Vec<Contact>, sqlx::Error> {
@@ -43,7 +43,7 @@ pub async fn list(
     if let Some(tenant) = tenant {
         qb.push(" AND tenant_id = ").push_bind(tenant);
     }
-    keyset::push_exact(&mut qb, "address", address);
+    keyset::push_any_of(&mut qb, "address", addresses);
     keyset::push_page(&mut qb, "id", after, limit);
     qb.build_query_as().fetch_all(pool).await
 }

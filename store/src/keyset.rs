@@ -4,11 +4,12 @@
 
 use sqlx::{Postgres, QueryBuilder};
 
-/// Appends ` AND column = value` when `value` has text (trimmed); an empty filter is none.
-pub(crate) fn push_exact(qb: &mut QueryBuilder<Postgres>, column: &str, value: Option<&str>) {
-    if let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) {
-        qb.push(format_args!(" AND {column} = "))
-            .push_bind(value.to_owned());
+/// Appends ` AND column = ANY(values)` when there are values; none is no filter.
+pub(crate) fn push_any_of(qb: &mut QueryBuilder<Postgres>, column: &str, values: &[String]) {
+    if !values.is_empty() {
+        qb.push(format_args!(" AND {column} = ANY("))
+            .push_bind(values.to_vec())
+            .push(")");
     }
 }
 

@@ -137,8 +137,8 @@ pub struct ListQuery {
     /// Only recipients in this state.
     #[param(schema_with = crate::api::openapi::rules::recipient_state)]
     pub state: Option<String>,
-    /// Only the recipient with this address, exactly as stored (phone numbers in E.164,
-    /// `+33612345678`).
+    /// Only the recipient with this address: as stored, or a phone number with its country
+    /// code as people write it (`+33 6 12 34 56 78` finds `+33612345678`).
     pub address: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -175,7 +175,7 @@ pub async fn list(
         &state.pool,
         id,
         query.state.as_deref(),
-        query.address.as_deref(),
+        &crate::phone::filter_forms(query.address.as_deref()),
         after,
         page::fetch_limit(limit),
     )

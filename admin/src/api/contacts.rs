@@ -96,7 +96,8 @@ pub async fn upload(
 pub struct ListQuery {
     /// Only this tenant's contacts (a tenant key sees only its own anyway).
     pub tenant_id: Option<Uuid>,
-    /// Only the contact with this address, exactly as stored (phone numbers in E.164).
+    /// Only the contact with this address: as stored, or a phone number with its country
+    /// code as people write it (`+33 6 12 34 56 78` finds `+33612345678`).
     pub address: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -118,7 +119,7 @@ pub async fn list(
         &state.pool,
         caller.scope(),
         query.tenant_id,
-        query.address.as_deref(),
+        &crate::phone::filter_forms(query.address.as_deref()),
         after,
         page::fetch_limit(limit),
     )

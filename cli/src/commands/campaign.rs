@@ -238,7 +238,7 @@ Examples:
         id: Uuid,
         #[arg(long, value_enum)]
         state: Option<RecipientState>,
-        /// Only the recipient with this address, as stored (phone numbers in E.164)
+        /// Only the recipient with this address (a phone number with its country code, in any spelling)
         #[arg(long)]
         address: Option<String>,
         #[command(flatten)]

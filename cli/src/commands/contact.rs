@@ -41,7 +41,7 @@ Example:
         /// Only this tenant's contacts (operator key)
         #[arg(long, value_name = "ID")]
         tenant: Option<Uuid>,
-        /// Only the contact with this address, as stored (phone numbers in E.164)
+        /// Only the contact with this address (a phone number with its country code, in any spelling)
         #[arg(long)]
         address: Option<String>,
         #[command(flatten)]

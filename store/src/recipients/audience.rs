@@ -83,12 +83,12 @@ pub struct Recipient {
 }
 
 /// A page of campaign `campaign`'s recipients by address after `after`: in one state, or
-/// with one address, when asked.
+/// with one of `addresses` (the ways one address may be stored), when asked.
 pub async fn list(
     pool: &PgPool,
     campaign: Uuid,
     state: Option<&str>,
-    address: Option<&str>,
+    addresses: &[String],
     after: Option<String>,
     limit: i64,
 ) -> Result<Vec<Recipient>, sqlx::Error> {
@@ -104,7 +104,7 @@ pub async fn list(
     if let Some(state) = state {
         qb.push(" AND r.state = ").push_bind(state.to_owned());
     }
-    keyset::push_exact(&mut qb, "a.address", address);
+    keyset::push_any_of(&mut qb, "a.address", addresses);
     keyset::push_page(&mut qb, "a.address", after, limit);
     qb.build_query_as().fetch_all(pool).await
 }

@@ -1376,6 +1376,15 @@ async fn lists_come_in_cursor_pages_and_filter_by_status_tenant_and_name() -> Re
     )
     .await?;
     assert_eq!(field_of(&one, "address"), ["+33612345673"]);
+    // As a person writes the number: the same recipient.
+    let written = all_pages(
+        admin,
+        &w.key_a,
+        &format!("{recipients}?limit=5&address=%2B33%206%2012%2034%2056%2073"),
+        5,
+    )
+    .await?;
+    assert_eq!(field_of(&written, "address"), ["+33612345673"]);
     let (status, _) = admin.call(&w.key_b, GET, &recipients, None).await?;
     assert_eq!(status, 404, "B cannot list A's recipients");
 
@@ -1406,6 +1415,14 @@ async fn lists_come_in_cursor_pages_and_filter_by_status_tenant_and_name() -> Re
     assert_eq!(field_of(&seen_by_b, "address"), ["+33600000009"]);
     let found = all_pages(admin, op, "/contacts?limit=2&address=%2B33600000002", 2).await?;
     assert_eq!(field_of(&found, "address"), ["+33600000002"]);
+    let written = all_pages(
+        admin,
+        op,
+        "/contacts?limit=2&address=0033%206%2000%2000%2000%2002",
+        2,
+    )
+    .await?;
+    assert_eq!(field_of(&written, "address"), ["+33600000002"]);
     // Each contact names its tenant, for an operator's listing across tenants.
     for contact in &everyone {
         let tenant = contact["tenant_id"].as_str().unwrap_or_default();

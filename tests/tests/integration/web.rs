@@ -581,9 +581,11 @@ async fn drive(
     ensure_eq!(row.status().await?, "paused");
     // Cancel, beside Pause and final, asks first: declined, nothing changes.
     row.click("cancel").await?;
-    let asked = poll(Duration::from_secs(10), "the question to cancel", || async {
-        Ok(page.get_alert_text().await.map_err(|e| e.to_string()))
-    })
+    let asked = poll(
+        Duration::from_secs(10),
+        "the question to cancel",
+        || async { Ok(page.get_alert_text().await.map_err(|e| e.to_string())) },
+    )
     .await?;
     anyhow::ensure!(
         asked.contains("spring-sale") && asked.contains("cannot be undone"),
