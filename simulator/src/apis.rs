@@ -495,8 +495,11 @@ pub fn twilio_list(
     query: &[(String, String)],
     listed: impl Iterator<Item = Listed>,
 ) -> (StatusCode, String) {
-    let authorized = basic_auth(headers)
-        .is_some_and(|(user, password)| user == account_sid && !password.is_empty());
+    // As for a send: the account and its auth token, or one of its API keys and the key's
+    // secret (Twilio takes either for any REST call).
+    let authorized = basic_auth(headers).is_some_and(|(user, password)| {
+        (user == account_sid || is_api_key_sid(&user)) && !password.is_empty()
+    });
     if !authorized {
         return (
             StatusCode::UNAUTHORIZED,
@@ -874,6 +877,19 @@ mod tests {
         assert_eq!(body["sid"], "SM00000000000000000000000000000005");
         assert_eq!(body["status"], "queued");
         assert_eq!(body["date_created"], "Thu, 01 Jan 1970 00:00:00 +0000");
+    }
+
+    #[test]
+    fn twilio_lists_for_the_account_or_one_of_its_api_keys() {
+        let list = |auth: &str| {
+            let h = headers(&[("authorization", auth)]);
+            twilio_list(false, SID, &h, &[], std::iter::empty()).0
+        };
+        assert_eq!(list(&basic(SID, "tok")), StatusCode::OK);
+        let key = format!("SK{}", "0123456789abcdef".repeat(2));
+        assert_eq!(list(&basic(&key, "secret")), StatusCode::OK);
+        assert_eq!(list(&basic(&key, "")), StatusCode::UNAUTHORIZED);
+        assert_eq!(list(&basic("ACother", "tok")), StatusCode::UNAUTHORIZED);
     }
 
     #[test]
