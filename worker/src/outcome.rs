@@ -28,6 +28,14 @@ pub enum CallResult {
         reason: String,
         retry_after: Option<Duration>,
     },
+    /// The provider will not send to this recipient again so soon (WhatsApp 131056, its
+    /// limit on messages from one business number to one user): nothing was sent and
+    /// nothing is wrong with the provider, whose other recipients go on at its pace. The
+    /// recipient is put off, as by a provider's deferral.
+    RecipientBusy {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
     /// An error answer (500, 408, …): the same request may succeed later.
     Transient {
         reason: String,
@@ -79,6 +87,13 @@ impl CallResult {
                 reason,
                 retry_after,
             } => CallResult::Throttled {
+                reason: f(reason),
+                retry_after,
+            },
+            CallResult::RecipientBusy {
+                reason,
+                retry_after,
+            } => CallResult::RecipientBusy {
                 reason: f(reason),
                 retry_after,
             },
@@ -240,6 +255,11 @@ impl Decision {
     }
 }
 
+/// How long a recipient the provider will not send to again so soon waits, without a
+/// `Retry-After`: WhatsApp allows one message from a business number to a user about every
+/// 6 seconds.
+const PAIR_PAUSE: Duration = Duration::from_secs(6);
+
 /// Decides the recipient's next state after its `attempts`-th attempt. `unit` is a random
 /// number in `[0, 1)` for the backoff's jitter.
 pub fn decide(result: CallResult, attempts: u32, policy: &Policy, unit: f64) -> Decision {
@@ -266,6 +286,13 @@ pub fn decide(result: CallResult, attempts: u32, policy: &Policy, unit: f64) -> 
             error: reason,
             // Without a Retry-After, the first backoff step is a reasonable pause.
             delay: retry_after.unwrap_or_else(|| retry.delay(1, unit)),
+        },
+        CallResult::RecipientBusy {
+            reason,
+            retry_after,
+        } => Decision::Deferred {
+            error: reason,
+            delay: retry_after.unwrap_or(PAIR_PAUSE).max(retry.delay(1, unit)),
         },
         CallResult::Unavailable {
             reason,
@@ -384,6 +411,26 @@ mod tests {
                 delay: Duration::from_secs(3)
             }
         );
+    }
+
+    #[test]
+    fn a_recipient_the_provider_will_not_take_again_so_soon_is_put_off() {
+        let busy = |retry_after| CallResult::RecipientBusy {
+            reason: "whatsapp 131056 (HTTP 400): pair rate limit hit".into(),
+            retry_after,
+        };
+        // On its last attempt too, and the provider's health is not in question.
+        assert!(busy(None).health() == crate::breaker::Health::Up);
+        let Decision::Deferred { delay, .. } = decide(busy(None), 4, &policy(), 0.0) else {
+            panic!("not put off")
+        };
+        assert!(delay >= Duration::from_secs(6), "{delay:?}");
+        let Decision::Deferred { delay, .. } =
+            decide(busy(Some(Duration::from_secs(30))), 1, &policy(), 0.0)
+        else {
+            panic!("not put off")
+        };
+        assert!(delay >= Duration::from_secs(30), "{delay:?}");
     }
 
     #[test]

@@ -63,6 +63,7 @@ fn check(status: u16, result: &CallResult) {
             )
         }
         CallResult::Throttled { reason, .. }
+        | CallResult::RecipientBusy { reason, .. }
         | CallResult::Transient { reason, .. }
         | CallResult::Unavailable { reason, .. }
         | CallResult::Unknown { reason, .. }

@@ -114,6 +114,9 @@ pub struct Answer<'a> {
 pub enum ErrorClass {
     /// The provider asks to slow down; nothing is wrong with the recipient.
     Throttled,
+    /// The provider will not send to this recipient again so soon (WhatsApp's pair rate
+    /// limit): the recipient waits; the provider's pace and health are not at issue.
+    RecipientBusy,
     /// The same request may succeed later.
     Transient,
     /// The provider says it is down or overloaded: nothing was sent, no attempt charged.
@@ -131,6 +134,10 @@ impl ErrorClass {
     pub fn into_result(self, reason: String, retry_after: Option<Duration>) -> CallResult {
         match self {
             ErrorClass::Throttled => CallResult::Throttled {
+                reason,
+                retry_after,
+            },
+            ErrorClass::RecipientBusy => CallResult::RecipientBusy {
                 reason,
                 retry_after,
             },

@@ -228,9 +228,13 @@ struct ErrorData {
 /// How the Cloud API's error codes are treated (see the provider reference).
 pub fn class(status: u16, code: Option<i64>) -> ErrorClass {
     match (code, status) {
-        // Throughput limit, pair rate limit, spam rate limit, WABA and app call-rate limits:
-        // the provider (or the pair) needs a slower pace, the recipient is not at fault.
-        (Some(130429 | 131056 | 131048 | 80007 | 4), _) | (_, 429) => ErrorClass::Throttled,
+        // The pair rate limit: too many messages from this number to this one user. Only
+        // the recipient waits; slowing the whole number down for it would hold back every
+        // other recipient on it (overlapping campaigns to one user would collapse it).
+        (Some(131056), _) => ErrorClass::RecipientBusy,
+        // Throughput limit, spam rate limit, WABA and app call-rate limits: the provider
+        // needs a slower pace, the recipient is not at fault.
+        (Some(130429 | 131048 | 80007 | 4), _) | (_, 429) => ErrorClass::Throttled,
         // Access token expired or invalid.
         (Some(190), _) | (_, 401) => ErrorClass::Misconfigured,
         // Undeliverable, re-engagement window closed, unsupported type, invalid parameter.
@@ -463,7 +467,8 @@ mod tests {
             }
         );
         let cases = [
-            (400, Some(131056), ErrorClass::Throttled),
+            (400, Some(131056), ErrorClass::RecipientBusy),
+            (429, Some(131056), ErrorClass::RecipientBusy),
             (400, Some(80007), ErrorClass::Throttled),
             (400, Some(4), ErrorClass::Throttled),
             (401, Some(190), ErrorClass::Misconfigured),
