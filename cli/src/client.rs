@@ -379,6 +379,14 @@ impl Client {
         self.get(&["messages", &id.to_string()], &[]).await
     }
 
+    pub async fn cancel_message(&self, id: Uuid) -> Result<Reply<Message>, ApiError> {
+        self.post(
+            &["messages", &id.to_string(), "cancel"],
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
     pub async fn list_messages(
         &self,
         filters: &Filters,

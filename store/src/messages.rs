@@ -290,6 +290,56 @@ pub async fn insert(
     .await
 }
 
+/// What [`cancel`] did to a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancelled {
+    /// It waited (`pending`, or `queued`: its dispatch, already published, is acked unsent
+    /// by the worker's lease, which takes only a `queued` row) and is `cancelled` now, or
+    /// was already.
+    Now,
+    /// It was past waiting, in this state: in flight (`sending`, `unknown`) or final.
+    TooLate(String),
+}
+
+/// Cancels message `id`, if `scope` sees it (`None` if not) and it still waits.
+pub async fn cancel(
+    pool: &PgPool,
+    scope: Scope,
+    id: Uuid,
+) -> Result<Option<Cancelled>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // The row is locked first: a claim (→ `queued`) or a lease (→ `sending`) taking it
+    // meanwhile is waited for, and the state read is the one the update sees.
+    let Some(state) = sqlx::query_scalar!(
+        "SELECT r.state FROM messages m JOIN recipients r ON r.id = m.recipient_id
+         WHERE m.id = $1 AND ($2::uuid IS NULL OR m.tenant_id = $2)
+         FOR NO KEY UPDATE OF r",
+        id,
+        scope.tenant(),
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let done = match state.as_str() {
+        "cancelled" => Cancelled::Now,
+        "pending" | "queued" => {
+            sqlx::query!(
+                "UPDATE recipients SET state = 'cancelled', queued_at = NULL, updated_at = now()
+                 WHERE id = (SELECT recipient_id FROM messages WHERE id = $1)",
+                id,
+            )
+            .execute(&mut *tx)
+            .await?;
+            Cancelled::Now
+        }
+        _ => Cancelled::TooLate(state),
+    };
+    tx.commit().await?;
+    Ok(Some(done))
+}
+
 /// Wakes the scheduler for these providers' lanes at the caller's commit, so it dispatches
 /// what was just accepted rather than at its next tick (`herald_shared::wake`).
 pub async fn wake(tx: &mut PgConnection, providers: &[Uuid]) -> Result<(), sqlx::Error> {

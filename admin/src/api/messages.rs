@@ -845,6 +845,35 @@ pub async fn show(
     Ok(Json(MessageDetail { message, receipts }))
 }
 
+/// Withdraws a message that still waits (`pending`, `queued`): it ends `cancelled` and is
+/// never sent. Cancelling one already cancelled changes nothing; one in flight (`sending`,
+/// `unknown`) or final is a `409` naming its state.
+#[utoipa::path(post, path = "/messages/{id}/cancel", tag = "messages",
+    params(("id" = Uuid, Path, description = "The message's id")),
+    responses((status = 200, body = Message), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Message>, ApiError> {
+    match messages::cancel(&state.pool, caller.scope(), id).await? {
+        None => return Err(ApiError::NotFound("message")),
+        Some(messages::Cancelled::TooLate(state)) => {
+            return Err(ApiError::Conflict(format!(
+                "the message is `{state}`: only a message still waiting (pending, queued) can \
+                 be cancelled"
+            )));
+        }
+        Some(messages::Cancelled::Now) => {}
+    }
+    messages::fetch::<Message>(&state.pool, caller.scope(), &[id])
+        .await?
+        .pop()
+        .map(Json)
+        .ok_or(ApiError::NotFound("message"))
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 // Read by `QueryParams`, which utoipa cannot place as it places axum's `Query`.

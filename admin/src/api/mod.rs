@@ -264,6 +264,7 @@ pub fn router() -> Router<AppState> {
         .route("/messages", post(messages::send).get(messages::list))
         .route("/messages/batch", post(messages::send_batch))
         .route("/messages/{id}", get(messages::show))
+        .route("/messages/{id}/cancel", post(messages::cancel))
         .route("/receipts/orphans", get(receipts::orphans))
         .fallback(|| async { ApiError::NotFound("resource") })
         .layer(axum::middleware::from_fn(refuse_nul_in_query))

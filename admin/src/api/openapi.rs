@@ -59,7 +59,7 @@ pub fn document_json() -> serde_json::Value {
         audience::upload, audience::list,
         contacts::upload, contacts::list,
         segments::create, segments::list, segments::show, segments::count,
-        messages::send, messages::send_batch, messages::show, messages::list,
+        messages::send, messages::send_batch, messages::show, messages::list, messages::cancel,
         receipts::orphans,
     ),
     components(schemas(ErrorBody, FieldError, RowError))

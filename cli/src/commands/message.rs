@@ -65,6 +65,12 @@ pub enum MessageCommand {
         /// Message id
         id: Uuid,
     },
+    /// Withdraw a message still waiting (pending or queued): it is never sent. One in
+    /// flight or finished cannot be (exit 1, naming its state)
+    Cancel {
+        /// Message id
+        id: Uuid,
+    },
     /// List messages, newest first
     List {
         /// Only messages in this state (pending, queued, sending, unknown, sent, failed,
@@ -138,6 +144,10 @@ pub async fn run(ctx: &Ctx, command: MessageCommand) -> Result<(), CliError> {
         }
         MessageCommand::Show { id } => {
             let reply = ctx.client.get_message(id).await?;
+            ctx.show(&reply, output::message)
+        }
+        MessageCommand::Cancel { id } => {
+            let reply = ctx.client.cancel_message(id).await?;
             ctx.show(&reply, output::message)
         }
         MessageCommand::List { state, since, page } => {

@@ -196,6 +196,11 @@ async fn a_script_drives_a_campaign_and_failures_exit_non_zero() -> Result<()> {
     })
     .await;
     assert!(shown.is_ok(), "herald message show reports it sent");
+    // Sent: past cancelling, which says so and exits 1.
+    let too_late = cli.run(&key, &["message", "cancel", &id(&message)])?;
+    assert_eq!(too_late.status.code(), Some(1));
+    let said = String::from_utf8(too_late.stderr)?;
+    assert!(said.contains("`sent`"), "{said}");
     let listed = cli.json(&key, &["message", "list", "--state", "sent"])?;
     assert_eq!(
         listed["items"].as_array().map(Vec::len),

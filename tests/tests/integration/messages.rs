@@ -174,6 +174,93 @@ async fn a_message_is_sent_and_delivered_once_per_idempotency_key() -> Result<()
     Ok(())
 }
 
+/// A message still waiting is withdrawn by its tenant: `pending` (not yet claimed) or
+/// `queued` (its dispatch already published), it ends `cancelled` and the provider never
+/// sees it. One sent is past cancelling (409 naming its state); another tenant's is not
+/// found. There was no way to withdraw a message once accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_message_is_cancelled_and_never_sent() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let admin = env.admin().await?;
+    let (_, key) = tenant(&admin, "acme", 100).await?;
+    let (_, other_key) = tenant(&admin, "globex", 100).await?;
+    let message =
+        |to: &str| json!({"to": to, "channel": "sms", "provider_id": provider, "text": "hi"});
+    let cancel = |key: &str, id: &str| {
+        let path = format!("/messages/{id}/cancel");
+        let key = key.to_owned();
+        let admin = &admin;
+        async move { admin.call(&key, Method::POST, &path, Some(json!({}))).await }
+    };
+
+    // Pending: no scheduler has claimed it.
+    let (status, _, pending) = post(&admin, &key, None, message("+15551230001")).await?;
+    assert_eq!(status, 202, "{pending}");
+    let pending = pending["id"].as_str().unwrap_or_default().to_owned();
+    let (status, _) = cancel(&other_key, &pending).await?;
+    assert_eq!(status, 404, "another tenant's message is not found");
+    let (status, cancelled) = cancel(&key, &pending).await?;
+    assert_eq!(
+        (status, cancelled["state"].as_str()),
+        (200, Some("cancelled")),
+        "{cancelled}"
+    );
+
+    // One sent: past cancelling.
+    let _scheduler = env.scheduler(250, &[])?;
+    let mut worker = env.worker(&[])?;
+    let (status, _, sent) = post(&admin, &key, None, message("+15551230003")).await?;
+    assert_eq!(status, 202, "{sent}");
+    let sent = sent["id"].as_str().unwrap_or_default().to_owned();
+    wait_message(&admin, &key, &sent, "sent", None).await?;
+    let (status, refused) = cancel(&key, &sent).await?;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`sent`"),
+        "{refused}"
+    );
+
+    // Queued: claimed and published into the lane while no worker takes it.
+    worker.kill();
+    let (status, _, queued) = post(&admin, &key, None, message("+15551230002")).await?;
+    assert_eq!(status, 202, "{queued}");
+    let queued = queued["id"].as_str().unwrap_or_default().to_owned();
+    wait_message(&admin, &key, &queued, "queued", None).await?;
+    let (status, cancelled) = cancel(&key, &queued).await?;
+    assert_eq!(
+        (status, cancelled["state"].as_str()),
+        (200, Some("cancelled")),
+        "{cancelled}"
+    );
+    let (status, again) = cancel(&key, &queued).await?;
+    assert_eq!(
+        (status, again["state"].as_str()),
+        (200, Some("cancelled")),
+        "{again}"
+    );
+    // A worker takes the published dispatch and acks it unsent; the message after it in
+    // the lane is sent.
+    let _worker = env.worker(&[])?;
+    let (status, _, after) = post(&admin, &key, None, message("+15551230004")).await?;
+    assert_eq!(status, 202, "{after}");
+    let after = after["id"].as_str().unwrap_or_default().to_owned();
+    wait_message(&admin, &key, &after, "sent", None).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = env.simulator_stats().await?;
+    assert_eq!(
+        stats["requests"], 2,
+        "only the messages not cancelled: {stats}"
+    );
+    for id in [&pending, &queued] {
+        wait_message(&admin, &key, id, "cancelled", None).await?;
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_with_one_bad_message_accepts_none_and_names_it() -> Result<()> {
     let env = TestEnv::new(&[]).await?;
