@@ -13,12 +13,14 @@ use herald_shared::ops::metrics::{RECEIPTS, RECEIPTS_REFUSED, RECEIPTS_RESULTS};
 use herald_store::receipts::{self, Receipt, Stored};
 use serde_json::json;
 use sqlx::PgPool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
-/// Why a webhook is not taken. Nothing is stored for any of these.
+/// Why a webhook is not taken. Nothing is stored for any of these, but for receipts kept
+/// while the database is away ([`Refusal::Unavailable`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// 401: no signature.
@@ -29,7 +31,8 @@ pub enum Refusal {
     NotFound,
     /// 400: the body is not what the provider's API sends.
     BadRequest(String),
-    /// 503: the receipt could not be stored; the provider will retry.
+    /// 503: the receipt could not be stored (yet: one that came while the database was
+    /// away is kept and stored once it is back); the provider will retry.
     Unavailable,
     /// 503: its owner has too many receipts waiting to be stored (see
     /// [`MAX_WAITING_PER_OWNER`]); nothing of the request was stored.
@@ -152,7 +155,16 @@ type Answer = oneshot::Sender<Result<(), ()>>;
 struct Waiting {
     queue: Mutex<FairQueue<Owner, (Receipt, Answer)>>,
     arrived: Notify,
+    /// The last statement found the database away (down, restarting, out of reach): the
+    /// store task is trying its batch again, and receipts arriving meanwhile are kept for
+    /// it but answered 503 at once.
+    away: AtomicBool,
 }
+
+/// The first pause before a batch the database was away for is tried again, doubled each
+/// time up to [`AWAY_PAUSE_MAX`].
+const AWAY_PAUSE: Duration = Duration::from_millis(250);
+const AWAY_PAUSE_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Intake {
@@ -166,6 +178,7 @@ impl Intake {
         let waiting = Arc::new(Waiting {
             queue: Mutex::new(FairQueue::new(MAX_WAITING_PER_OWNER, MAX_WAITING)),
             arrived: Notify::new(),
+            away: AtomicBool::new(false),
         });
         let task = waiting.clone();
         tokio::spawn(async move {
@@ -176,7 +189,21 @@ impl Intake {
                     continue;
                 }
                 let (batch, answers): (Vec<Receipt>, Vec<Answer>) = jobs.into_iter().unzip();
-                let results = store_batch(&pool, &batch).await;
+                // While the database is away the batch is kept and tried again, its requests
+                // answered 503 at their deadline meanwhile: a provider that sends a webhook
+                // only once (Twilio's status callbacks) would otherwise lose its receipts to
+                // any outage, a restart or a failover. The receipts waiting stay within the
+                // queue's bounds; past them, webhooks are refused whole.
+                let mut pause = AWAY_PAUSE;
+                let results = loop {
+                    if let Some(results) = store_batch(&pool, &batch).await {
+                        task.away.store(false, Ordering::Relaxed);
+                        break results;
+                    }
+                    task.away.store(true, Ordering::Relaxed);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(AWAY_PAUSE_MAX);
+                };
                 for (answer, result) in answers.into_iter().zip(results) {
                     // The request may have been answered 503 at its deadline meanwhile.
                     let _ = answer.send(result);
@@ -213,6 +240,11 @@ impl Intake {
             return Err(Refusal::Crowded);
         }
         self.waiting.arrived.notify_one();
+        if self.waiting.away.load(Ordering::Relaxed) {
+            // Kept, and stored once the database is back; a provider that sends the
+            // webhook again meanwhile makes a duplicate, recognised as one.
+            return Err(Refusal::Unavailable);
+        }
         let Ok(results) =
             tokio::time::timeout(STORE_WAIT, futures::future::join_all(answers)).await
         else {
@@ -242,8 +274,9 @@ impl Waiting {
     }
 }
 
-/// Stores one batch: an answer per receipt.
-async fn store_batch(pool: &PgPool, batch: &[Receipt]) -> Vec<Result<(), ()>> {
+/// Stores one batch: an answer per receipt, or `None` if the database was away (the same
+/// statement may pass later: see `is_transient`).
+async fn store_batch(pool: &PgPool, batch: &[Receipt]) -> Option<Vec<Result<(), ()>>> {
     // Bounded: on a connection that leads nowhere (a failover), the one statement would
     // hold every later receipt for as long as TCP takes to notice.
     match within(receipts::store(pool, batch)).await {
@@ -256,7 +289,7 @@ async fn store_batch(pool: &PgPool, batch: &[Receipt]) -> Vec<Result<(), ()>> {
                 "receipts stored"
             );
             count_results(&stored);
-            vec![Ok(()); batch.len()]
+            Some(vec![Ok(()); batch.len()])
         }
         // A statement PostgreSQL refused for what it holds (not an outage, a restart or a
         // deadlock, which would fail each receipt alone as well and only take 500
@@ -279,11 +312,15 @@ async fn store_batch(pool: &PgPool, batch: &[Receipt]) -> Vec<Result<(), ()>> {
                 }
                 results.push(alone.map(drop).map_err(drop));
             }
-            results
+            Some(results)
+        }
+        Err(error) if herald_shared::db::is_transient(&error) => {
+            tracing::warn!(%error, count = batch.len(), "cannot store receipts now; keeping them to try again");
+            None
         }
         Err(error) => {
             tracing::warn!(%error, count = batch.len(), "cannot store receipts; answering 503");
-            vec![Err(()); batch.len()]
+            Some(vec![Err(()); batch.len()])
         }
     }
 }
