@@ -292,11 +292,33 @@ pub fn render(sent: &Sent, planned: &Planned, sequence: usize, now_ms: u64) -> O
 /// Receipts posted at once, at most: a receiver that is slow makes receipts queue here
 /// rather than opening ever more connections.
 const POSTS_IN_FLIGHT: usize = 256;
-/// How long a receipt that is not answered 2xx is posted again (backing off from 200 ms to
-/// 5 s between tries), as providers do: Meta retries for hours, Twilio per its settings.
-/// Long enough to outlast the fault suite's outages.
+/// How long a receipt that is not answered 2xx is posted again by Meta and generic
+/// providers (backing off from 200 ms to 5 s between tries): Meta retries for hours; this is
+/// long enough to outlast the fault suite's outages.
 const RETRY_FOR: Duration = Duration::from_secs(180);
 const RETRY_PAUSE_MAX: Duration = Duration::from_secs(5);
+/// Twilio, by its documented defaults (a callback URL's connection overrides `#rc=1`,
+/// `#rp=ct`, `#tt=15000`), posts a status callback again only when the connection failed,
+/// once, within 15 s in all: an HTTP answer, a 503 too, ends it.
+const TWILIO_RETRIES: u32 = 1;
+const TWILIO_TOTAL: Duration = Duration::from_secs(15);
+
+/// Whether a receipt's post is tried again after its `tries`-th try, `elapsed` after the
+/// first, the next `pause` away: `answered` if an HTTP answer came (not 2xx, not 4xx),
+/// else the connection failed.
+fn tries_again(
+    twilio: bool,
+    answered: bool,
+    tries: u32,
+    elapsed: Duration,
+    pause: Duration,
+) -> bool {
+    if twilio {
+        !answered && tries <= TWILIO_RETRIES && elapsed + pause < TWILIO_TOTAL
+    } else {
+        elapsed + pause < RETRY_FOR
+    }
+}
 
 /// Sends receipts in the background.
 #[derive(Clone)]
@@ -388,9 +410,12 @@ impl Courier {
         let Ok(_slot) = self.posts.acquire().await else {
             return;
         };
+        let twilio = matches!(sent.destination, Some(Destination::Twilio { .. }));
         let mut pause = Duration::from_millis(200);
         let started = tokio::time::Instant::now();
+        let mut tries = 0;
         loop {
+            tries += 1;
             let answer = self
                 .http
                 .post(&url)
@@ -409,7 +434,7 @@ impl Courier {
                     app.receipt_posted(ReceiptResult::Refused);
                     return;
                 }
-                Ok(_) | Err(_) if started.elapsed() + pause < RETRY_FOR => {
+                answer if tries_again(twilio, answer.is_ok(), tries, started.elapsed(), pause) => {
                     app.receipt_posted(ReceiptResult::Retried);
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(RETRY_PAUSE_MAX);
@@ -440,6 +465,19 @@ pub fn receipt_draws<R: Rng + ?Sized>(rng: &mut R) -> [f64; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn twilio_posts_a_callback_again_only_after_a_failed_connection_once() {
+        let ms = Duration::from_millis;
+        // A 503 (or any answer) ends it; a failed connection is tried once more, within 15 s.
+        assert!(!tries_again(true, true, 1, ms(0), ms(200)));
+        assert!(tries_again(true, false, 1, ms(0), ms(200)));
+        assert!(!tries_again(true, false, 2, ms(300), ms(400)));
+        assert!(!tries_again(true, false, 1, ms(14_900), ms(200)));
+        // Meta and generic providers try again for as long as RETRY_FOR.
+        assert!(tries_again(false, true, 5, ms(60_000), ms(5_000)));
+        assert!(!tries_again(false, true, 50, RETRY_FOR, ms(5_000)));
+    }
     use crate::config::Latency;
 
     fn sent(api: Api) -> Sent {

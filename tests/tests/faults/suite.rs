@@ -179,6 +179,26 @@ impl Scenario {
         })
     }
 
+    /// Every receipt the provider posted (two a message) is stored in the end, once each:
+    /// those answered 503 while the database was away too, which the simulator, as Twilio,
+    /// does not post again (the receiver keeps them until it can store them).
+    pub async fn assert_receipts_stored(&self) {
+        let stored = || {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM receipts WHERE NOT duplicate")
+                .fetch_one(&self.env.pool)
+        };
+        let all = herald_tests::wait_until(BOUND, || async {
+            stored().await.is_ok_and(|n| n == 2 * RECIPIENTS as i64)
+        })
+        .await;
+        assert!(
+            all.is_ok(),
+            "{:?} receipts stored of {}",
+            stored().await,
+            2 * RECIPIENTS
+        );
+    }
+
     /// Waits (within [`BOUND`]) for every recipient to be final, classifies each, prints the
     /// counts and returns them with the provider's statistics.
     pub async fn finish(self, name: &str) -> Result<Report> {
