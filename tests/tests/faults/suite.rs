@@ -201,7 +201,15 @@ impl Scenario {
 
     /// Waits (within [`BOUND`]) for every recipient to be final, classifies each, prints the
     /// counts and returns them with the provider's statistics.
-    pub async fn finish(self, name: &str) -> Result<Report> {
+    pub async fn finish(mut self, name: &str) -> Result<Report> {
+        // Every process the scenario did not stop itself is still running: none was
+        // restarted by hand, none died of the fault.
+        let mut exited = Vec::new();
+        for service in self.workers.iter_mut().chain(self.schedulers.iter_mut()) {
+            if let Some(status) = service.wait(Duration::from_millis(1)).await {
+                exited.push(format!("{} ({status})", service.name));
+            }
+        }
         let env = &self.env;
         let final_in_time = herald_tests::wait_until(BOUND, || async {
             env.states(self.campaign).await.is_ok_and(|states| {
@@ -222,6 +230,8 @@ impl Scenario {
         let stats = env.simulator_stats().await?;
         let provider = serde_json::json!({
             "requests": stats["requests"], "accepted": stats["accepted"],
+            "duplicates": stats["duplicates"],
+            "lookups": stats["lookups"]["answered"],
             "by_status": stats["by_status"], "answers_lost": stats["answers_lost"],
             "max_in_flight": stats["max_in_flight"],
             "receipts": stats["receipts"]["accepted"],
@@ -232,9 +242,14 @@ impl Scenario {
             "final_within_bound": final_in_time,
             "counts": counts,
             "provider": provider,
+            "exited": exited,
         });
         eprintln!("FAULT-SUITE {line}");
-        Ok(Report { counts, provider })
+        Ok(Report {
+            counts,
+            provider,
+            exited,
+        })
     }
 }
 
@@ -243,11 +258,23 @@ impl Scenario {
 pub struct Report {
     pub counts: Counts,
     pub provider: Value,
+    /// The workers and schedulers no longer running at the end.
+    pub exited: Vec<String>,
 }
 
 impl Report {
+    /// Every recipient sent once, by the recipients' count and by the provider's total (a
+    /// message sent without the recipient's key, or under another's, would be counted by
+    /// neither recipient); nothing dead-lettered but `poisoned`; every process still up.
     pub fn assert_clean(&self, poisoned: i64) {
         self.counts.assert_clean(poisoned);
+        let taken = stat(&self.provider, "accepted") + stat(&self.provider, "duplicates");
+        assert_eq!(
+            taken, RECIPIENTS as i64,
+            "messages the provider took in all: {}",
+            self.provider
+        );
+        assert!(self.exited.is_empty(), "exited: {:?}", self.exited);
     }
 
     /// The fleet never had more requests in flight than the provider's cap. (Only where
