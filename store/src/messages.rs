@@ -74,7 +74,7 @@ pub struct Admission {
     pub per_second: f64,
     /// Its `max_messages_per_day`, if the operator set one.
     pub daily_cap: Option<i32>,
-    /// Its messages accepted since its midnight (counted only with a cap).
+    /// Its messages accepted since its midnight.
     pub today: i64,
     /// Seconds until its next midnight.
     pub to_midnight: f64,
@@ -92,17 +92,14 @@ pub async fn admission(tx: &mut PgConnection, tenant: Uuid) -> Result<Admission,
                  WHERE c.tenant_id = t.id AND c.kind = 'messages'
                    AND s.second >= date_trunc('second', now()) - interval '10 seconds') AS "per_second!",
                 t.max_messages_per_day AS daily_cap,
-                -- Only counted for a tenant with a cap (an index range of today's messages).
-                CASE WHEN t.max_messages_per_day IS NOT NULL THEN
-                    (SELECT count(*) FROM messages m
-                     WHERE m.tenant_id = t.id AND m.created_at >= d.midnight)
-                ELSE 0 END AS "today!",
+                coalesce((SELECT md.accepted FROM tenant_message_days md
+                          WHERE md.tenant_id = t.id
+                            AND md.day = (now() AT TIME ZONE t.time_zone)::date), 0) AS "today!",
                 extract(epoch FROM d.next_midnight - now())::float8 AS "to_midnight!"
          FROM tenants t
          CROSS JOIN LATERAL (
              -- Days are counted in the tenant's zone: a day there may last 23 or 25 hours.
-             SELECT date_trunc('day', now() AT TIME ZONE t.time_zone) AT TIME ZONE t.time_zone AS midnight,
-                    (date_trunc('day', now() AT TIME ZONE t.time_zone) + interval '1 day')
+             SELECT (date_trunc('day', now() AT TIME ZONE t.time_zone) + interval '1 day')
                         AT TIME ZONE t.time_zone AS next_midnight
          ) d
          WHERE t.id = $1"#,
@@ -275,6 +272,17 @@ pub async fn insert(
              INSERT INTO messages (id, tenant_id, recipient_id, idempotency_key, request_hash)
              SELECT id, $8, recipient_id, idempotency_key, request_hash FROM i
              RETURNING created_at
+         ), today AS (
+             SELECT (now() AT TIME ZONE t.time_zone)::date AS day FROM tenants t WHERE t.id = $8
+         ), counted AS (
+             -- The day's count the daily cap is judged on (the caller holds the tenant's lock).
+             INSERT INTO tenant_message_days (tenant_id, day, accepted)
+             SELECT $8, today.day, (SELECT count(*) FROM i) FROM today
+             ON CONFLICT (tenant_id, day)
+                DO UPDATE SET accepted = tenant_message_days.accepted + EXCLUDED.accepted
+         ), pruned AS (
+             DELETE FROM tenant_message_days md USING today
+             WHERE md.tenant_id = $8 AND md.day < today.day - 1
          )
          SELECT coalesce(max(created_at), now()) AS "created_at!" FROM messages_added"#,
         &new.ids,

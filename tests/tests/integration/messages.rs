@@ -433,6 +433,29 @@ async fn a_batch_with_one_bad_message_accepts_none_and_names_it() -> Result<()> 
         refused.to_string().contains("max_messages_per_day"),
         "{refused}"
     );
+    // The day's count is a row per tenant and day, not a count of the day's messages at
+    // every accept: today's moved back to yesterday, a message is taken again, and a day
+    // older than yesterday is pruned.
+    let capped_id: uuid::Uuid = capped["id"].as_str().unwrap_or_default().parse()?;
+    sqlx::query("UPDATE tenant_message_days SET day = day - 1 WHERE tenant_id = $1")
+        .bind(capped_id)
+        .execute(&env.pool)
+        .await?;
+    sqlx::query("INSERT INTO tenant_message_days VALUES ($1, current_date - 10, 7)")
+        .bind(capped_id)
+        .execute(&env.pool)
+        .await?;
+    let (status, _, body) =
+        post(&admin, &capped_key, Some("k3"), item("+15551230001", "hi")).await?;
+    assert_eq!(status, 202, "{body}");
+    let days: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT day - (now() AT TIME ZONE 'Asia/Kolkata')::date, accepted
+         FROM tenant_message_days WHERE tenant_id = $1 ORDER BY day",
+    )
+    .bind(capped_id)
+    .fetch_all(&env.pool)
+    .await?;
+    assert_eq!(days, [(-1, 2), (0, 1)]);
     Ok(())
 }
 
