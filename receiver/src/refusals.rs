@@ -7,7 +7,9 @@
 //! its receipt, so refusals are recorded per provider, and such a recipient waits instead.
 //!
 //! Recorded in memory as they happen (a refusal may come from a database that is away) and
-//! written once a second, the latest per provider, until the write goes through.
+//! written once a second, the latest per provider, until the write goes through. A
+//! receiver's start counts as a refusal of every such provider: while none listened,
+//! webhooks went unanswered, and only the providers know which.
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
@@ -77,6 +79,27 @@ pub async fn keep_writing(refusals: Refusals, pool: PgPool, stop: CancellationTo
                 refusals.flush(&pool).await;
                 return;
             }
+        }
+    }
+}
+
+/// Records this receiver's start as a refusal of every provider that cannot be asked about
+/// a message (see `herald_store::receipts::note_receiver_started`), trying again each
+/// second until it is written (the database may be away as the receiver starts) or `stop`.
+pub async fn note_start(pool: PgPool, stop: CancellationToken) {
+    loop {
+        match herald_store::receipts::note_receiver_started(&pool).await {
+            Ok(providers) => {
+                tracing::info!(providers, "this start recorded as a refusal of receipts");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot record this start yet; trying again");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(FLUSH_EVERY) => {}
+            () = stop.cancelled() => return,
         }
     }
 }

@@ -398,6 +398,26 @@ pub async fn note_refused(
     Ok(())
 }
 
+/// Records a receiver's start as a refusal, now, of every provider whose lost answers only
+/// its receipts can settle (WhatsApp, generic HTTP: no lookup). While no receiver listened
+/// (a restart, a crash, a deployment), webhooks were refused or never answered, and the
+/// providers send them again later: until then, receipts of later messages say nothing of
+/// a lost request's, exactly as after a refusal the receiver saw.
+pub async fn note_receiver_started(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        // Locked in id order, as `note_refused` locks them.
+        "WITH locked AS MATERIALIZED (
+             SELECT id FROM providers WHERE kind IN ('whatsapp', 'http')
+             ORDER BY id FOR NO KEY UPDATE
+         )
+         UPDATE providers p SET receipts_refused_at = greatest(p.receipts_refused_at, now())
+         WHERE p.id IN (SELECT id FROM locked)",
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Marks receipts parked for longer than `after` as orphaned (reported once), up to
 /// [`KEEP_BATCH`] of them; never one whose message a send has recorded (it is adoptable:
 /// [`adopt_parked`] takes it).

@@ -312,6 +312,30 @@ impl TestEnv {
         Ok(url)
     }
 
+    /// SIGKILLs the receiver and starts it again at the same address, as a crash and a
+    /// supervisor's restart would.
+    pub async fn restart_receiver(&mut self) -> Result<()> {
+        let url = self
+            .receiver_url
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("no receiver to restart"))?;
+        if let Some(mut old) = self.receiver.take() {
+            old.kill();
+        }
+        let listen = url.trim_start_matches("http://").to_owned();
+        let service = self.spawn(
+            "herald-receiver",
+            &[],
+            &[
+                ("HERALD_RECEIVER_LISTEN", listen),
+                ("HERALD_RECEIVER_URL", url.clone()),
+            ],
+        )?;
+        wait_healthy(&self.http, &url, "receiver").await?;
+        self.receiver = Some(service);
+        Ok(())
+    }
+
     /// The receiver's process, once started.
     pub fn receiver_service(&self) -> Option<&Service> {
         self.receiver.as_ref()

@@ -1814,7 +1814,6 @@ async fn a_lost_answer_is_sent_again_only_once_its_provider_reports_on_later_mes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_answer_is_not_sent_again_while_a_refused_webhook_may_hold_its_receipt() -> Result<()>
 {
-    const RECIPIENTS: usize = SILENT_RECIPIENTS;
     let mut env = TestEnv::new(&["--timeout-rate", "1", "--timeout-hold-ms", "3000"]).await?;
     let (provider, tenant, first, _services) = answers_lost_at_a_silent_provider(&mut env).await?;
     // Past the 7 s after which a message counts as later.
@@ -1827,7 +1826,18 @@ async fn a_lost_answer_is_not_sent_again_while_a_refused_webhook_may_hold_its_re
     )
     .await?;
     assert_eq!(refused, 400);
-    // The refusal is written within a second or so.
+    not_sent_again_after_later_receipts(&env, provider, tenant, first).await
+}
+
+/// Once `provider`'s refusal is recorded (within a second or so), a later campaign of
+/// `tenant`'s is sent and reported on there; the lost requests of `first` still wait,
+/// none sent again.
+async fn not_sent_again_after_later_receipts(
+    env: &TestEnv,
+    provider: Uuid,
+    tenant: Uuid,
+    first: Uuid,
+) -> Result<()> {
     herald_tests::wait_until(Duration::from_secs(10), || async {
         sqlx::query_scalar::<_, bool>(
             "SELECT receipts_refused_at IS NOT NULL FROM providers WHERE id = $1",
@@ -1839,8 +1849,7 @@ async fn a_lost_answer_is_not_sent_again_while_a_refused_webhook_may_hold_its_re
     })
     .await
     .map_err(|_| anyhow::anyhow!("the refusal was not recorded"))?;
-
-    let later = later_messages(&env, tenant, provider).await?;
+    let later = later_messages(env, tenant, provider).await?;
     env.wait_completed(&[later], Duration::from_secs(60))
         .await?;
     // Two looks at the receipts after theirs came (each 10 s apart): none sent again.
@@ -1851,10 +1860,31 @@ async fn a_lost_answer_is_not_sent_again_while_a_refused_webhook_may_hold_its_re
     })
     .await;
     assert!(resent.is_err(), "{:?}", env.states(first).await?);
-    all_waiting_after(&env, first, RECIPIENTS, "no receipt for an earlier request").await?;
+    all_waiting_after(
+        env,
+        first,
+        SILENT_RECIPIENTS,
+        "no receipt for an earlier request",
+    )
+    .await?;
     let stats = env.simulator_stats().await?;
-    assert_eq!(stats["requests"], 2 * RECIPIENTS, "{stats}");
+    assert_eq!(stats["requests"], 2 * SILENT_RECIPIENTS, "{stats}");
     Ok(())
+}
+
+/// As above, but no webhook was refused: the receiver was down a moment (killed, started
+/// again) after the lost requests. While none listened the provider's webhooks went
+/// unanswered, and it sends them again later; a receiver's start so counts as a refusal of
+/// every provider that cannot be asked. Read as before, each lost request was sent a second
+/// time once receipts of later messages came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_not_sent_again_after_the_receiver_was_down() -> Result<()> {
+    let mut env = TestEnv::new(&["--timeout-rate", "1", "--timeout-hold-ms", "3000"]).await?;
+    let (provider, tenant, first, _services) = answers_lost_at_a_silent_provider(&mut env).await?;
+    // Past the 7 s after which a message counts as later.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    env.restart_receiver().await?;
+    not_sent_again_after_later_receipts(&env, provider, tenant, first).await
 }
 
 /// Anyone can reach the receiver before a signature is checked, so nobody holds a part of
