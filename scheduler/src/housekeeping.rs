@@ -148,6 +148,11 @@ pub async fn run(
                 ),
                 Err(error) => tracing::warn!(%error, "cannot expire long-held messages now"),
             }
+            match within(store::messages::retire_idle_streams(&pool)).await {
+                Ok(0) => {}
+                Ok(retired) => tracing::debug!(retired, "idle message streams ended"),
+                Err(error) => tracing::warn!(%error, "cannot end idle message streams now"),
+            }
         }
         round += 1;
     }

@@ -178,9 +178,9 @@ pub async fn stream(tx: &mut PgConnection, key: &StreamKey) -> Result<Option<Str
                       coalesce(overflow_provider_id, '00000000-0000-0000-0000-000000000000'),
                       coalesce(quiet_start, '00:00'), coalesce(quiet_end, '00:00'), time_zone)
             WHERE kind = 'messages'
-         -- A stream is never meant to end; one that did (a scheduler older than streams
-         -- completing it) would swallow every message accepted into it: it runs again.
-         DO UPDATE SET status = 'running', completed_at = NULL
+         -- An ended stream (idle, `retire_idle_streams`) runs again for the message that
+         -- needs it: one left ended would swallow every message accepted into it.
+         DO UPDATE SET status = 'running', completed_at = NULL, started_at = now()
             WHERE campaigns.status IN ('completed', 'cancelled')",
         key.tenant,
         key.provider,
@@ -198,6 +198,69 @@ pub async fn stream(tx: &mut PgConnection, key: &StreamKey) -> Result<Option<Str
         .await?
         .map(|(stream, _)| Some(stream))
         .ok_or(sqlx::Error::RowNotFound)
+}
+
+/// How long a stream must have had nothing to send, and sent nothing (the send-rate
+/// samples kept: 10 minutes), since it started before it is ended.
+const STREAM_IDLE: &str = "10 minutes";
+
+/// Ends (`completed`) up to 1,000 running streams that have nothing left to send and have
+/// sent nothing for [`STREAM_IDLE`]; returns how many. Each running stream is a campaign
+/// every tick looks at, and counts toward its tenant's [`MAX_STREAMS_PER_TENANT`]: left
+/// running, every combination of terms a tenant ever used would cost every tick for good,
+/// and a tenant past a thousand of them over its life could open no new one. The next
+/// message on the same terms starts it again ([`stream`]).
+///
+/// A message is accepted into a stream under its tenant's lock ([`lock_tenant`]), having
+/// found the stream running. The locks are taken first, and streams whose tenant is busy
+/// are left for a later round; what is left to send is then read afresh: every accept that
+/// committed before is seen, and every later one finds the stream ended and starts it again.
+pub async fn retire_idle_streams(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let idle = format!(
+        "c.kind = 'messages' AND c.status = 'running'
+         AND c.started_at < now() - interval '{STREAM_IDLE}'
+         AND NOT EXISTS (SELECT 1 FROM campaign_send_seconds s WHERE s.campaign_id = c.id)
+         AND coalesce((SELECT sum(herald_unfinished(k.state, k.n, true))
+                       FROM campaign_bucket_counts k WHERE k.campaign_id = c.id), 0) = 0"
+    );
+    let mut tx = pool.begin().await?;
+    let candidates: Vec<(Uuid, Uuid)> = QueryBuilder::<Postgres>::new(format!(
+        "SELECT c.id, c.tenant_id FROM campaigns c WHERE {idle} ORDER BY c.id LIMIT 1000"
+    ))
+    .build_query_as()
+    .fetch_all(&mut *tx)
+    .await?;
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    let tenants: Vec<Uuid> = candidates.iter().map(|&(_, tenant)| tenant).collect();
+    let locked: Vec<Uuid> = sqlx::query_scalar!(
+        r#"SELECT t AS "t!" FROM (SELECT DISTINCT unnest($1::uuid[]) AS t) d
+         WHERE pg_try_advisory_xact_lock(hashtextextended('herald.messages.' || t::text, 0))"#,
+        &tenants,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let streams: Vec<Uuid> = candidates
+        .iter()
+        .filter(|(_, tenant)| locked.contains(tenant))
+        .map(|&(id, _)| id)
+        .collect();
+    // Rows in id order, busy ones skipped, as the statements that lock several campaigns
+    // take them.
+    let mut qb = QueryBuilder::<Postgres>::new(
+        "WITH chosen AS MATERIALIZED (
+             SELECT c.id FROM campaigns c WHERE c.id = ANY(",
+    );
+    qb.push_bind(streams).push(format!(
+        ") AND {idle} ORDER BY c.id FOR NO KEY UPDATE SKIP LOCKED
+         )
+         UPDATE campaigns SET status = 'completed', completed_at = now()
+         WHERE id IN (SELECT id FROM chosen)"
+    ));
+    let done = qb.build().execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(done.rows_affected())
 }
 
 /// The stream `key` names, if there is one, and whether it is live (not ended).

@@ -261,6 +261,82 @@ async fn a_waiting_message_is_cancelled_and_never_sent() -> Result<()> {
     Ok(())
 }
 
+/// A stream with nothing left to send that has sent nothing for 10 minutes is ended, so it
+/// costs no tick and counts no more toward its tenant's thousand; the next message on its
+/// terms starts it again and is sent. One with a message still waiting, or whose tenant is
+/// accepting a message at that moment, is left running. Streams never ended before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stream_ends_and_starts_again_for_the_next_message() -> Result<()> {
+    use herald_store::messages::retire_idle_streams;
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let admin = env.admin().await?;
+    let (tenant, key) = tenant(&admin, "acme", 100).await?;
+    let tenant: uuid::Uuid = tenant.parse()?;
+    let message = |channel: &str| json!({"to": "+15551230001", "channel": channel, "provider_id": provider, "text": "hi"});
+    let stream_of = |channel: &'static str| {
+        let pool = env.pool.clone();
+        async move {
+            sqlx::query_as::<_, (uuid::Uuid, String)>(
+                "SELECT id, status FROM campaigns WHERE kind = 'messages' AND channel = $1",
+            )
+            .bind(channel)
+            .fetch_one(&pool)
+            .await
+        }
+    };
+    // Two streams started 11 minutes ago: the sms one's message sent (no sends in the
+    // samples kept since), the chat one's still waiting (no scheduler yet).
+    let (status, _, sent) = post(&admin, &key, None, message("sms")).await?;
+    assert_eq!(status, 202, "{sent}");
+    let (status, _, waiting) = post(&admin, &key, None, message("chat")).await?;
+    assert_eq!(status, 202, "{waiting}");
+    sqlx::query(
+        "UPDATE recipients SET state = 'sent', sent_at = now() WHERE id =
+             (SELECT recipient_id FROM messages WHERE id = $1)",
+    )
+    .bind(
+        sent["id"]
+            .as_str()
+            .unwrap_or_default()
+            .parse::<uuid::Uuid>()?,
+    )
+    .execute(&env.pool)
+    .await?;
+    sqlx::query("SELECT herald_fold_counts()")
+        .execute(&env.pool)
+        .await?;
+    sqlx::query("DELETE FROM campaign_sends_per_second")
+        .execute(&env.pool)
+        .await?;
+    sqlx::query("UPDATE campaigns SET started_at = now() - interval '11 minutes'")
+        .execute(&env.pool)
+        .await?;
+
+    // The tenant accepting a message meanwhile: nothing is ended.
+    let mut accepting = env.pool.begin().await?;
+    herald_store::messages::lock_tenant(&mut accepting, tenant).await?;
+    assert_eq!(retire_idle_streams(&env.pool).await?, 0);
+    accepting.rollback().await?;
+    // Then the idle one is; the one with a message waiting is not.
+    assert_eq!(retire_idle_streams(&env.pool).await?, 1);
+    let (sms, status) = stream_of("sms").await?;
+    assert_eq!(status, "completed");
+    assert_eq!(stream_of("chat").await?.1, "running");
+
+    // The next message on the sms stream's terms starts it again, and is sent.
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
+    let (status, _, next) = post(&admin, &key, None, message("sms")).await?;
+    assert_eq!(status, 202, "{next}");
+    let next = next["id"].as_str().unwrap_or_default().to_owned();
+    wait_message(&admin, &key, &next, "sent", None).await?;
+    assert_eq!(stream_of("sms").await?, (sms, "running".to_owned()));
+    // Just started again: not idle.
+    assert_eq!(retire_idle_streams(&env.pool).await?, 0);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_with_one_bad_message_accepts_none_and_names_it() -> Result<()> {
     let env = TestEnv::new(&[]).await?;
