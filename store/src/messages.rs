@@ -370,9 +370,13 @@ pub enum Cancelled {
     Now,
     /// It was past waiting, in this state: in flight (`sending`, `unknown`) or final.
     TooLate(String),
+    /// It waits, but an earlier request for it may have been sent (its answer was lost):
+    /// withdrawn, it could still reach the recipient, and its receipt turn it `sent`.
+    MaybeSent,
 }
 
-/// Cancels message `id`, if `scope` sees it (`None` if not) and it still waits.
+/// Cancels message `id`, if `scope` sees it (`None` if not), it still waits and no earlier
+/// request for it may have been sent.
 pub async fn cancel(
     pool: &PgPool,
     scope: Scope,
@@ -381,10 +385,11 @@ pub async fn cancel(
     let mut tx = pool.begin().await?;
     // The row is locked first: a claim (→ `queued`) or a lease (→ `sending`) taking it
     // meanwhile is waited for, and the state read is the one the update sees.
-    let Some(state) = sqlx::query_scalar!(
-        "SELECT r.state FROM messages m JOIN recipients r ON r.id = m.recipient_id
+    let Some(row) = sqlx::query!(
+        r#"SELECT r.state, r.outcome_unknown_at IS NOT NULL AS "maybe_sent!"
+         FROM messages m JOIN recipients r ON r.id = m.recipient_id
          WHERE m.id = $1 AND ($2::uuid IS NULL OR m.tenant_id = $2)
-         FOR NO KEY UPDATE OF r",
+         FOR NO KEY UPDATE OF r"#,
         id,
         scope.tenant(),
     )
@@ -393,8 +398,10 @@ pub async fn cancel(
     else {
         return Ok(None);
     };
+    let state = row.state;
     let done = match state.as_str() {
         "cancelled" => Cancelled::Now,
+        "pending" | "queued" if row.maybe_sent => Cancelled::MaybeSent,
         "pending" | "queued" => {
             sqlx::query!(
                 "UPDATE recipients SET state = 'cancelled', queued_at = NULL, updated_at = now()

@@ -847,7 +847,8 @@ pub async fn show(
 
 /// Withdraws a message that still waits (`pending`, `queued`): it ends `cancelled` and is
 /// never sent. Cancelling one already cancelled changes nothing; one in flight (`sending`,
-/// `unknown`) or final is a `409` naming its state.
+/// `unknown`) or final is a `409` naming its state, and so is one waiting after a request
+/// whose answer was lost (it may have been sent).
 #[utoipa::path(post, path = "/messages/{id}/cancel", tag = "messages",
     params(("id" = Uuid, Path, description = "The message's id")),
     responses((status = 200, body = Message), (status = 404, body = crate::error::ErrorBody),
@@ -864,6 +865,13 @@ pub async fn cancel(
                 "the message is `{state}`: only a message still waiting (pending, queued) can \
                  be cancelled"
             )));
+        }
+        Some(messages::Cancelled::MaybeSent) => {
+            return Err(ApiError::Conflict(
+                "an earlier request for the message may have been sent (its answer was lost): \
+                 it cannot be withdrawn"
+                    .into(),
+            ));
         }
         Some(messages::Cancelled::Now) => {}
     }

@@ -17,7 +17,7 @@
 //! | `sending` (unchanged) | | the worker, once its lookup ruled out an earlier attempt whose outcome was unknown, before it sends again: the next unknown outcome is this attempt's | [`reconcile::rule_out_earlier_attempt`] |
 //! | `pending` | `cancelled` / `expired` | the sweeper, a cancelled or expired campaign | [`sweep::end_waiting_recipients`] |
 //! | `pending` | `expired` | the sweeper, a transactional message past its own expiry | [`sweep::expire_messages`] |
-//! | `pending` / `queued` | `cancelled` | the admin, a transactional message its tenant withdrew (a `queued` one's dispatch is then acked unsent by the lease) | [`crate::messages::cancel`] |
+//! | `pending` / `queued` | `cancelled` | the admin, a transactional message its tenant withdrew, no earlier request of which may have been sent (a `queued` one's dispatch is then acked unsent by the lease) | [`crate::messages::cancel`] |
 //!
 //! Receipts (in `herald_store::receipts`) change a recipient's delivery status and settle
 //! an `unknown` outcome as `sent`. Terminal states (`sent`, `failed`, `cancelled`,

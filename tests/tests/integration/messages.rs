@@ -207,6 +207,32 @@ async fn a_waiting_message_is_cancelled_and_never_sent() -> Result<()> {
         "{cancelled}"
     );
 
+    // Waiting again after a request whose answer was lost: it may have been sent.
+    let (status, _, lost) = post(&admin, &key, None, message("+15551230005")).await?;
+    assert_eq!(status, 202, "{lost}");
+    let lost = lost["id"].as_str().unwrap_or_default().to_owned();
+    sqlx::query(
+        "UPDATE recipients SET attempts = 1, outcome_unknown_at = now() - interval '1 minute'
+         WHERE id = (SELECT recipient_id FROM messages WHERE id = $1::uuid)",
+    )
+    .bind(&lost)
+    .execute(&env.pool)
+    .await?;
+    let (status, refused) = cancel(&key, &lost).await?;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused.to_string().contains("may have been sent"),
+        "{refused}"
+    );
+    // (Out of the way of the counts below.)
+    sqlx::query(
+        "UPDATE recipients SET state = 'failed'
+         WHERE id = (SELECT recipient_id FROM messages WHERE id = $1::uuid)",
+    )
+    .bind(&lost)
+    .execute(&env.pool)
+    .await?;
+
     // One sent: past cancelling.
     let _scheduler = env.scheduler(250, &[])?;
     let mut worker = env.worker(&[])?;
