@@ -92,17 +92,24 @@ impl Table {
 /// would act on the operator's terminal (set its title, write its clipboard, rewrite the
 /// lines above) instead of being read.
 pub fn terminal_safe(text: &str) -> Cow<'_, str> {
-    let acts = |c: char| {
-        (c.is_control() && c != '\n' && c != '\t')
-            || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
+    written_out(text, |c, shown| shown.extend(c.escape_unicode()))
+}
+
+/// Whether a terminal would act on `c` rather than show it.
+fn acts(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with each character a terminal would act on written by `write`.
+fn written_out(text: &str, write: impl Fn(char, &mut String)) -> Cow<'_, str> {
     if !text.chars().any(acts) {
         return Cow::Borrowed(text);
     }
     let mut shown = String::with_capacity(text.len() + 16);
     for c in text.chars() {
         if acts(c) {
-            shown.extend(c.escape_unicode());
+            write(c, &mut shown);
         } else {
             shown.push(c);
         }
@@ -207,7 +214,14 @@ fn percent(part: i64, total: i64) -> String {
 }
 
 pub fn pretty_json(value: &Value) -> String {
-    let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    // serde_json leaves DEL, the C1 controls and the marks that reorder text as they are;
+    // written as JSON escapes (they only occur inside strings, all in the BMP) the output is
+    // still the same JSON, and inert on a terminal.
+    let mut text = written_out(&text, |c, shown| {
+        shown.push_str(&format!("\\u{:04x}", u32::from(c)));
+    })
+    .into_owned();
     text.push('\n');
     text
 }
@@ -988,6 +1002,16 @@ mod tests {
         );
         assert_eq!(terminal_safe("x\u{202e}cod.exe"), "x\\u{202e}cod.exe");
         assert_eq!(terminal_safe("東京セール 🎉"), "東京セール 🎉");
+    }
+
+    #[test]
+    fn json_output_stays_json_and_inert() {
+        let value = serde_json::json!({"text": "\u{5e9}\u{200f}\u{7f}\u{9b}2K\u{1b}]0;x"});
+        let shown = pretty_json(&value);
+        assert!(!shown.chars().any(acts), "{shown:?}");
+        assert_eq!(serde_json::from_str::<Value>(&shown).unwrap(), value);
+        // What the terminal gets is what was printed.
+        assert_eq!(terminal_safe(&shown), shown);
     }
 
     #[test]
