@@ -216,8 +216,20 @@ impl Intake {
     /// Stores `receipts` durably (each in whatever batch it joins), `owner`'s (see
     /// [`Owner`]); `Err` if any could not be, so the provider sends them again (what was
     /// stored is then a duplicate), or if `owner` has too many waiting already (nothing of
-    /// these is stored then).
-    pub async fn store(&self, owner: Owner, mut receipts: Vec<Receipt>) -> Result<(), Refusal> {
+    /// these is stored then). While the database is away, receipts of a provider that
+    /// sends a refused webhook again (`sent_again`: Meta, generic providers) are refused
+    /// at once and not kept: each of its resends would otherwise add another copy, and the
+    /// copies would crowd out the owner's receipts that no provider sends again (Twilio's),
+    /// which are kept.
+    pub async fn store(
+        &self,
+        owner: Owner,
+        mut receipts: Vec<Receipt>,
+        sent_again: bool,
+    ) -> Result<(), Refusal> {
+        if sent_again && self.waiting.away.load(Ordering::Relaxed) {
+            return Err(Refusal::Unavailable);
+        }
         for receipt in &mut receipts {
             receipt.provider_time = receipt.provider_time.filter(|&t| plausible(t));
         }
@@ -241,8 +253,7 @@ impl Intake {
         }
         self.waiting.arrived.notify_one();
         if self.waiting.away.load(Ordering::Relaxed) {
-            // Kept, and stored once the database is back; a provider that sends the
-            // webhook again meanwhile makes a duplicate, recognised as one.
+            // Kept, and stored once the database is back.
             return Err(Refusal::Unavailable);
         }
         let Ok(results) =

@@ -153,7 +153,8 @@ async fn twilio_status(
     let seq = query("seq").and_then(|s| s.parse().ok());
     if let Some(receipt) = twilio::receipt(provider_id, &params, reference.as_deref(), seq)? {
         let owner = Owner::of(provider_id, known.tenant_id);
-        app.intake.store(owner, vec![receipt]).await?;
+        // Twilio sends a status callback once (a failed connection aside).
+        app.intake.store(owner, vec![receipt], false).await?;
     }
     Ok(StatusCode::OK)
 }
@@ -238,7 +239,7 @@ async fn whatsapp_status(
         receipts.push(receipt);
     }
     let owner = Owner::of(provider_id, known.tenant_id);
-    app.intake.store(owner, receipts).await?;
+    app.intake.store(owner, receipts, true).await?;
     Ok(StatusCode::OK)
 }
 
@@ -285,7 +286,7 @@ async fn generic_receipts(
         .await?;
     let receipts = generic::receipts(provider_id, &body)?;
     let owner = Owner::of(provider_id, known.tenant_id);
-    app.intake.store(owner, receipts).await?;
+    app.intake.store(owner, receipts, true).await?;
     Ok(StatusCode::OK)
 }
 
