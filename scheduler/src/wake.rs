@@ -45,6 +45,7 @@ async fn relay(pool: &PgPool, sender: &mpsc::Sender<Uuid>) -> Result<(), sqlx::E
     tokio::time::timeout(CHECK_WITHIN, listener.listen(herald_shared::wake::CHANNEL))
         .await
         .map_err(|_| no_answer(CHECK_WITHIN))??;
+    tracing::info!("listening for wake-ups");
     loop {
         let notification = match tokio::time::timeout(PING_AFTER_SILENCE, listener.recv()).await {
             Ok(notification) => notification?,

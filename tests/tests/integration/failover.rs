@@ -637,6 +637,13 @@ async fn wake_ups_are_heard_again_after_a_failover() -> Result<()> {
     })
     .await
     .map_err(|_| anyhow::anyhow!("no leader"))?;
+    // Not before it listens: a start it could not hear yet would wait for the tick (as once
+    // on a loaded machine, 30 s).
+    wait_until(Duration::from_secs(10), || async {
+        scheduler.log_text().contains("listening for wake-ups")
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the scheduler does not listen for wake-ups"))?;
 
     let first_send = async |campaign| -> Result<Duration> {
         let started = Instant::now();
