@@ -117,7 +117,9 @@ pub async fn keep_alive(pool: PgPool, stop: CancellationToken) {
         let others = herald_store::receipts::other_receiver_alive_since(&pool, me, since).await;
         let noted = match others {
             Ok(true) => Ok(None),
-            Ok(false) => herald_store::receipts::note_receiver_started(&pool)
+            // Dated at the start, the end of the gap: a request made after it lost nothing
+            // to the gap (dated when judged, it would hold back every answer lost since).
+            Ok(false) => herald_store::receipts::note_receiver_started(&pool, since)
                 .await
                 .map(Some),
             Err(error) => Err(error),

@@ -431,21 +431,30 @@ pub async fn other_receiver_alive_since(
     .await
 }
 
-/// Records a receiver's start as a refusal, now, of every provider whose lost answers only
+/// Records a receiver's start (`started`, by the database's clock) as a refusal of every
+/// provider whose lost answers only
 /// its receipts can settle (WhatsApp, generic HTTP: no lookup). While no receiver listened
 /// (a restart, a crash, a deployment), webhooks were refused or never answered, and the
 /// providers send them again later: until then, receipts of later messages say nothing of
 /// a lost request's, exactly as after a refusal the receiver saw. The caller has found no
 /// other receiver alive across the start.
-pub async fn note_receiver_started(pool: &PgPool) -> Result<u64, sqlx::Error> {
+pub async fn note_receiver_started(
+    pool: &PgPool,
+    started: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
     let done = sqlx::query!(
         // Locked in id order, as `note_refused` locks them.
         "WITH locked AS MATERIALIZED (
              SELECT id FROM providers WHERE kind IN ('whatsapp', 'http')
              ORDER BY id FOR NO KEY UPDATE
          )
-         UPDATE providers p SET receipts_refused_at = greatest(p.receipts_refused_at, now())
+         UPDATE providers p SET receipts_refused_at = greatest(p.receipts_refused_at, $1)
          WHERE p.id IN (SELECT id FROM locked)",
+        // Read with the margin a receiver's clock gets (`receipts_since`), though this is the
+        // database's: less it, a request counts as made before the start exactly when it was.
+        started
+            - chrono::Duration::from_std(crate::recipients::reconcile::REFUSAL_MARGIN)
+                .unwrap_or_default(),
     )
     .execute(pool)
     .await?;

@@ -47,7 +47,7 @@ pub async fn rule_out_earlier_attempt(
 
 /// How much earlier than a request a refused webhook counts as possibly its (the
 /// receiver's clock against the database's).
-const REFUSAL_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const REFUSAL_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long after its last refusal a provider is taken to have sent its refused webhooks
 /// again (Meta retries at once, then less and less often; a receiver refusing all along
