@@ -59,7 +59,7 @@ pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Resul
     tracing::info!(listen = %config.listen, %public_url, "receipt receiver listening");
     let refusals = refusals::Refusals::default();
     let stop_writing = CancellationToken::new();
-    tokio::spawn(refusals::keep_alive(pool.clone(), stop_writing.clone()));
+    tokio::spawn(refusals::note_start(pool.clone(), stop_writing.clone()));
     let writing = tokio::spawn(refusals::keep_writing(
         refusals.clone(),
         pool.clone(),

@@ -8,9 +8,8 @@
 //!
 //! Recorded in memory as they happen (a refusal may come from a database that is away) and
 //! written once a second, the latest per provider, until the write goes through. A
-//! receiver's start with no other receiver alive across it counts as a refusal of every
-//! such provider: while none listened, webhooks went unanswered, and only the providers
-//! know which.
+//! receiver's start counts as a refusal of every such provider: while none listened,
+//! webhooks went unanswered, and only the providers know which.
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
@@ -84,59 +83,21 @@ pub async fn keep_writing(refusals: Refusals, pool: PgPool, stop: CancellationTo
     }
 }
 
-/// How often a receiver says it is alive (`receiver_heartbeats`).
-const HEARTBEAT: Duration = Duration::from_secs(5);
-
-/// Says this receiver is alive every [`HEARTBEAT`] until `stop`, and once the others have
-/// had two heartbeats' time to be heard of after its start, records the start as a
-/// refusal of every provider that cannot be asked about a message
-/// (`herald_store::receipts::note_receiver_started`), unless another receiver was alive
-/// across it: then webhooks were answered meanwhile. (A start with the database away is
-/// judged once the database is back.)
-pub async fn keep_alive(pool: PgPool, stop: CancellationToken) {
-    let me = Uuid::new_v4();
-    let mut started: Option<DateTime<Utc>> = None;
-    let mut judged = false;
-    let mut every = tokio::time::interval(HEARTBEAT);
+/// Records this receiver's start as a refusal of every provider that cannot be asked about
+/// a message (see `herald_store::receipts::note_receiver_started`), trying again each
+/// second until it is written (the database may be away as the receiver starts) or `stop`.
+pub async fn note_start(pool: PgPool, stop: CancellationToken) {
     loop {
+        match herald_store::receipts::note_receiver_started(&pool).await {
+            Ok(providers) => {
+                tracing::info!(providers, "this start recorded as a refusal of receipts");
+                return;
+            }
+            Err(error) => tracing::warn!(%error, "cannot record this start yet; trying again"),
+        }
         tokio::select! {
-            _ = every.tick() => {}
+            () = tokio::time::sleep(FLUSH_EVERY) => {}
             () = stop.cancelled() => return,
-        }
-        let now = match herald_store::receipts::receiver_alive(&pool, me).await {
-            Ok(now) => now,
-            Err(error) => {
-                tracing::warn!(%error, "cannot record that this receiver is alive now");
-                continue;
-            }
-        };
-        let since = *started.get_or_insert(now);
-        if judged || now - since < chrono::TimeDelta::from_std(2 * HEARTBEAT).unwrap_or_default() {
-            continue;
-        }
-        let others = herald_store::receipts::other_receiver_alive_since(&pool, me, since).await;
-        let noted = match others {
-            Ok(true) => Ok(None),
-            // Dated at the start, the end of the gap: a request made after it lost nothing
-            // to the gap (dated when judged, it would hold back every answer lost since).
-            Ok(false) => herald_store::receipts::note_receiver_started(&pool, since)
-                .await
-                .map(Some),
-            Err(error) => Err(error),
-        };
-        match noted {
-            Ok(None) => {
-                judged = true;
-                tracing::info!("another receiver answered webhooks across this start");
-            }
-            Ok(Some(providers)) => {
-                judged = true;
-                tracing::info!(
-                    providers,
-                    "no receiver answered webhooks before this start: recorded as a refusal"
-                );
-            }
-            Err(error) => tracing::warn!(%error, "cannot judge this start yet; trying again"),
         }
     }
 }

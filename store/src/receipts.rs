@@ -398,63 +398,26 @@ pub async fn note_refused(
     Ok(())
 }
 
-/// Records that receiver `id` is alive, now (by the database's clock, returned), and
-/// forgets receivers not heard of for an hour.
-pub async fn receiver_alive(pool: &PgPool, id: Uuid) -> Result<DateTime<Utc>, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"WITH forgotten AS (
-             DELETE FROM receiver_heartbeats
-             WHERE alive_at < now() - interval '1 hour' AND id <> $1
-         )
-         INSERT INTO receiver_heartbeats (id, alive_at) VALUES ($1, now())
-         ON CONFLICT (id) DO UPDATE SET alive_at = excluded.alive_at
-         RETURNING alive_at AS "alive_at!""#,
-        id,
-    )
-    .fetch_one(pool)
-    .await
-}
-
-/// Whether a receiver other than `id` was heard of at or after `since`.
-pub async fn other_receiver_alive_since(
-    pool: &PgPool,
-    id: Uuid,
-    since: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM receiver_heartbeats WHERE id <> $1 AND alive_at >= $2)
-               AS "alive!""#,
-        id,
-        since,
-    )
-    .fetch_one(pool)
-    .await
-}
-
-/// Records a receiver's start (`started`, by the database's clock) as a refusal of every
-/// provider whose lost answers only
+/// Records a receiver's start, now, as a refusal of every provider whose lost answers only
 /// its receipts can settle (WhatsApp, generic HTTP: no lookup). While no receiver listened
 /// (a restart, a crash, a deployment), webhooks were refused or never answered, and the
 /// providers send them again later: until then, receipts of later messages say nothing of
-/// a lost request's, exactly as after a refusal the receiver saw. The caller has found no
-/// other receiver alive across the start.
-pub async fn note_receiver_started(
-    pool: &PgPool,
-    started: DateTime<Utc>,
-) -> Result<u64, sqlx::Error> {
+/// a lost request's, exactly as after a refusal the receiver saw. Every start counts, one
+/// beside other receivers too (whether they answered meanwhile cannot be told for sure):
+/// more lost answers wait, none is sent twice.
+pub async fn note_receiver_started(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let done = sqlx::query!(
-        // Locked in id order, as `note_refused` locks them.
+        // Locked in id order, as `note_refused` locks them. Dated with the margin a
+        // receiver's clock gets taken off (`receipts_since`), though this is the database's:
+        // a request counts as made before the start exactly when it was.
         "WITH locked AS MATERIALIZED (
              SELECT id FROM providers WHERE kind IN ('whatsapp', 'http')
              ORDER BY id FOR NO KEY UPDATE
          )
-         UPDATE providers p SET receipts_refused_at = greatest(p.receipts_refused_at, $1)
+         UPDATE providers p
+         SET receipts_refused_at = greatest(p.receipts_refused_at, now() - make_interval(secs => $1))
          WHERE p.id IN (SELECT id FROM locked)",
-        // Read with the margin a receiver's clock gets (`receipts_since`), though this is the
-        // database's: less it, a request counts as made before the start exactly when it was.
-        started
-            - chrono::Duration::from_std(crate::recipients::reconcile::REFUSAL_MARGIN)
-                .unwrap_or_default(),
+        crate::recipients::reconcile::REFUSAL_MARGIN.as_secs_f64(),
     )
     .execute(pool)
     .await?;
