@@ -156,8 +156,8 @@ struct Waiting {
     queue: Mutex<FairQueue<Owner, (Receipt, Answer)>>,
     arrived: Notify,
     /// The last statement found the database away (down, restarting, out of reach): the
-    /// store task is trying its batch again, and receipts arriving meanwhile are kept for
-    /// it but answered 503 at once.
+    /// store task is trying its batch again, and receipts arriving meanwhile are answered
+    /// 503 at once, kept for it only if their provider does not send them again (Twilio).
     away: AtomicBool,
 }
 
