@@ -37,6 +37,14 @@ pub struct WorkerConfig {
     #[arg(long, env = "HERALD_WORKER_PREFETCH", default_value_t = 2000, value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub prefetch: u16,
 
+    /// How long (ms) a new connection to a provider may take (TCP and TLS) before the
+    /// request counts as not sent (retried, the provider's breaker told). Past a provider's
+    /// own timeout a request counts as possibly sent, so a connection that hangs at a
+    /// provider whose timeout is shorter than this is treated as a lost answer (looked up,
+    /// or waited on for its receipt).
+    #[arg(long, env = "HERALD_WORKER_CONNECT_TIMEOUT_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub connect_timeout_ms: u64,
+
     /// Threads of the worker's async runtime. Default: one per CPU the worker may use (its
     /// CPU limit and affinity count). Replicas sharing a machine's CPUs without a limit each
     /// take all of them and contend: give each its share (on two cores shared with everything

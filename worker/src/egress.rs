@@ -13,6 +13,7 @@ use herald_shared::public_address::Networks;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The HTTP clients provider requests leave through.
 #[derive(Clone)]
@@ -32,6 +33,31 @@ pub struct Egress {
 pub struct InsideAddress {
     host: String,
     address: IpAddr,
+}
+
+/// The builder of every client provider requests leave through, keeping up to
+/// `idle_per_host` connections to a provider open between requests.
+pub fn client_builder(idle_per_host: usize, connect_timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(idle_per_host)
+        .tcp_nodelay(true)
+        // A connection still being made sent nothing: failing it as a connection error
+        // (not sent) rather than at the request's timeout (possibly sent) spares the
+        // lookups, or the wait for a receipt that never comes, of a provider whose host
+        // drops connection attempts.
+        .connect_timeout(connect_timeout)
+        // A proxy from the environment (`HTTPS_PROXY`) would resolve the provider's name
+        // itself, past the check of a tenant's provider's addresses.
+        .no_proxy()
+        // A provider API answers where it was asked; following a redirect could take a
+        // request (and its credentials) anywhere, inside the network included.
+        .redirect(reqwest::redirect::Policy::none())
+        // A provider's create request is no idempotent one: whether to send it again is
+        // Herald's decision (receipts, lookups), never the client's. reqwest's default
+        // policy would retry HTTP/2 refusals, and to be able to, copies every request's
+        // headers before sending it; with no retries allowed it keeps no copy.
+        .retry(reqwest::retry::never().max_retries_per_request(0))
+        .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
 }
 
 impl Egress {
@@ -142,5 +168,32 @@ mod tests {
             ),
         };
         assert!(loopback.resolve("localhost".parse().unwrap()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_hangs_fails_as_not_made_before_the_requests_timeout() {
+        // A peer that takes the TCP connection and never answers the TLS handshake: the
+        // request's bytes were never sent.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                open.push(stream);
+            }
+        });
+        let client = client_builder(1, Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let error = client
+            .post(format!("https://127.0.0.1:{port}/send"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(error.is_connect(), "{error:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        held.abort();
     }
 }

@@ -74,20 +74,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     }
     let lease_grace = Duration::from_millis(config.lease_grace_ms);
 
-    let http = || {
-        reqwest::Client::builder()
-            .pool_max_idle_per_host(usize::from(config.prefetch))
-            .tcp_nodelay(true)
-            // A provider API answers where it was asked; following a redirect could take a
-            // request (and its credentials) anywhere, inside the network included.
-            .redirect(reqwest::redirect::Policy::none())
-            // A provider's create request is no idempotent one: whether to send it again is
-            // Herald's decision (receipts, lookups), never the client's. reqwest's default
-            // policy would retry HTTP/2 refusals, and to be able to, copies every request's
-            // headers before sending it; with no retries allowed it keeps no copy.
-            .retry(reqwest::retry::never().max_retries_per_request(0))
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-    };
+    let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
+    let http = || egress::client_builder(usize::from(config.prefetch), connect_timeout);
     let allowed = config.provider_allowed_networks.clone().unwrap_or_default();
     let ctx = Context {
         pool: pool.clone(),

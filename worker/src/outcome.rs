@@ -221,7 +221,8 @@ pub fn classify_status(status: u16) -> StatusClass {
         503 => StatusClass::Unavailable,
         // A POST that failed on the server (500) or behind a gateway (502, 504) may have
         // had its effect: HTTP says nothing of a failed request's side effects.
-        500..=599 => StatusClass::Ambiguous,
+        // And a status outside HTTP's classes (600 and up) says nothing of what was done.
+        500.. => StatusClass::Ambiguous,
         _ => StatusClass::Transient,
     }
 }
@@ -372,6 +373,8 @@ mod tests {
         assert_eq!(classify_status(429), StatusClass::Transient);
         assert_eq!(classify_status(500), StatusClass::Ambiguous);
         assert_eq!(classify_status(599), StatusClass::Ambiguous);
+        assert_eq!(classify_status(600), StatusClass::Ambiguous);
+        assert_eq!(classify_status(999), StatusClass::Ambiguous);
         assert_eq!(classify_status(503), StatusClass::Unavailable);
         assert_eq!(classify_status(502), StatusClass::Ambiguous);
         assert_eq!(classify_status(504), StatusClass::Ambiguous);

@@ -252,12 +252,27 @@ pub fn callback_with_reference(callback: &str, message: &DispatchMessage) -> Str
 /// printable (PostgreSQL refuses a NUL, and a provider, perhaps a tenant's own endpoint,
 /// must not be able to make an outcome unwritable).
 pub fn interpret(config: &ProviderConfig, answer: &Answer<'_>) -> CallResult {
+    let secrets = config.secrets();
+    // Scrubbed before an adapter reads it: an adapter clips what it quotes, and a secret
+    // the clip cut in two would keep its first part past the scrub of the reason.
+    let scrubbed;
+    let answer = if secrets
+        .iter()
+        .any(|s| scrubbed_secret(s) && answer.body.windows(s.len()).any(|w| w == s.as_bytes()))
+    {
+        scrubbed = scrub(String::from_utf8_lossy(answer.body).into_owned(), &secrets);
+        &Answer {
+            body: scrubbed.as_bytes(),
+            ..*answer
+        }
+    } else {
+        answer
+    };
     let result = match config {
         ProviderConfig::Http(_) => generic::interpret(answer),
         ProviderConfig::TwilioSms(_) | ProviderConfig::TwilioVoice(_) => twilio::interpret(answer),
         ProviderConfig::WhatsApp(_) => whatsapp::interpret(answer),
     };
-    let secrets = config.secrets();
     match result.map_reason(|reason| printable(&scrub(reason, &secrets))) {
         CallResult::Accepted {
             provider_message_id,
@@ -286,12 +301,17 @@ pub fn printable(text: &str) -> String {
         .collect()
 }
 
+/// Whether `scrub` replaces `secret`: very short secrets would blank out ordinary words;
+/// no real credential is that short.
+fn scrubbed_secret(secret: &str) -> bool {
+    secret.len() >= 4
+}
+
 /// Replaces every occurrence of a secret in `text`.
 pub fn scrub(text: String, secrets: &[&str]) -> String {
     secrets
         .iter()
-        // Very short secrets would blank out ordinary words; no real credential is that short.
-        .filter(|s| s.len() >= 4)
+        .filter(|s| scrubbed_secret(s))
         .fold(text, |text, secret| {
             if text.contains(secret) {
                 text.replace(secret, "<redacted>")
@@ -434,6 +454,30 @@ pub(crate) mod tests {
         let shown = format!("{request:?}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
         assert!(shown.contains("application/json"));
+    }
+
+    #[test]
+    fn a_secret_echoed_where_an_error_text_is_clipped_leaves_no_part_of_it() {
+        let token = "t0k3n-secret-value";
+        let config = herald_shared::provider_config::parse(
+            "twilio_sms",
+            "http://127.0.0.1:9",
+            &serde_json::json!({"from": "+15005550006"}),
+            &serde_json::json!({"account_sid": format!("AC{}", "0".repeat(32)), "auth_token": token}),
+        )
+        .unwrap();
+        // The token straddles the clip: scrubbed after it, its first part was kept.
+        let message = format!("{}{token} was refused", "x".repeat(ERROR_TEXT_LIMIT - 5));
+        let body = serde_json::json!({"code": 21211, "message": message}).to_string();
+        let result = interpret(&config, &tests::answer(400, &body));
+        let CallResult::Permanent { reason } = result else {
+            panic!("{result:?}");
+        };
+        assert!(!reason.contains(&token[..5]), "{reason}");
+        assert!(
+            reason.starts_with("twilio 21211 (HTTP 400): xxx"),
+            "{reason}"
+        );
     }
 
     #[test]

@@ -161,8 +161,12 @@ pub fn class(status: u16, code: Option<i64>) -> ErrorClass {
     match (code, status) {
         // Too many concurrent requests; the sender's queue holds more than 10 h of messages.
         (Some(20429 | 21611), _) | (_, 429) => ErrorClass::Throttled,
-        // Authentication failed: the account's credentials are wrong.
-        (Some(20003), _) | (_, 401) => ErrorClass::Misconfigured,
+        // Authentication failed: the account's credentials are wrong. Or the account's
+        // setup is: no such account or resource at this base URL (20404), a `From` that is
+        // not a valid or message-capable number of the account (21212, 21606, 21659).
+        // Every recipient would be refused alike: the campaign stops rather than its
+        // audience failing.
+        (Some(20003 | 20404 | 21212 | 21606 | 21659), _) | (_, 401) => ErrorClass::Misconfigured,
         // Invalid number, not a mobile number, unsubscribed (STOP).
         (Some(21211 | 21614 | 21610), _) => ErrorClass::Permanent,
         // Service unavailable: nothing was done.
@@ -723,7 +727,10 @@ mod tests {
             (503, Some(20503), ErrorClass::Unavailable),
             (502, None, ErrorClass::Ambiguous),
             (504, None, ErrorClass::Ambiguous),
-            (404, Some(20404), ErrorClass::Permanent),
+            (404, Some(20404), ErrorClass::Misconfigured),
+            (400, Some(21212), ErrorClass::Misconfigured),
+            (400, Some(21606), ErrorClass::Misconfigured),
+            (400, Some(21659), ErrorClass::Misconfigured),
             (400, Some(21602), ErrorClass::Permanent),
         ];
         for (status, code, expected) in cases {

@@ -204,29 +204,41 @@ struct SentMessage {
     id: String,
 }
 
-#[derive(Deserialize)]
-struct ErrorEnvelope {
-    error: GraphError,
-}
-
-#[derive(Deserialize)]
+/// The Graph API's error object, read field by field: one field of an unexpected type (an
+/// `error_data` that is a string, as older answers have it) must not cost the code that
+/// decides what the answer means.
 struct GraphError {
     code: Option<i64>,
     message: Option<String>,
-    error_data: Option<ErrorData>,
-    /// Refines `code` (190's 463: the token expired; 460: the password changed).
+    details: Option<String>,
+    /// Refines `code` (190's 463: the token expired; 460: the password changed; 100's 33:
+    /// no such object).
     error_subcode: Option<i64>,
     /// What Meta's support asks for to trace the request.
     fbtrace_id: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct ErrorData {
-    details: Option<String>,
+impl GraphError {
+    fn read(body: &[u8]) -> Option<Self> {
+        let value = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+        let error = value.get("error").filter(|e| e.is_object())?;
+        let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
+        Some(Self {
+            code: error.get("code").and_then(serde_json::Value::as_i64),
+            message: text(error.get("message")),
+            details: text(error.get("error_data").and_then(|d| d.get("details")))
+                .or_else(|| text(error.get("error_data"))),
+            error_subcode: error
+                .get("error_subcode")
+                .and_then(serde_json::Value::as_i64),
+            fbtrace_id: text(error.get("fbtrace_id")),
+        })
+    }
 }
 
-/// How the Cloud API's error codes are treated (see the provider reference).
-pub fn class(status: u16, code: Option<i64>) -> ErrorClass {
+/// How the Cloud API's error codes are treated (see the provider reference); `subcode`
+/// refines `code`.
+pub fn class(status: u16, code: Option<i64>, subcode: Option<i64>) -> ErrorClass {
     match (code, status) {
         // The pair rate limit: too many messages from this number to this one user. Only
         // the recipient waits; slowing the whole number down for it would hold back every
@@ -235,14 +247,23 @@ pub fn class(status: u16, code: Option<i64>) -> ErrorClass {
         // Throughput limit, spam rate limit, WABA and app call-rate limits: the provider
         // needs a slower pace, the recipient is not at fault.
         (Some(130429 | 131048 | 80007 | 4), _) | (_, 429) => ErrorClass::Throttled,
-        // Access token expired or invalid.
-        (Some(190), _) | (_, 401) => ErrorClass::Misconfigured,
+        // Access token expired or invalid; or the account or its setup refused, for every
+        // recipient alike: permission denied (10, 200-299), no such phone number id
+        // (100 with subcode 33), account locked (131031), payment (131042), blocked for a
+        // policy (368), number not registered (133010), the template missing, paused,
+        // disabled or not matching its parameters' count (132000, 132001, 132007, 132015,
+        // 132016). The campaign stops rather than its audience failing.
+        (Some(190 | 10 | 200..=299 | 131031 | 131042 | 368 | 133010), _)
+        | (Some(132000 | 132001 | 132007 | 132015 | 132016), _)
+        | (_, 401) => ErrorClass::Misconfigured,
+        (Some(100), _) if subcode == Some(33) => ErrorClass::Misconfigured,
         // Undeliverable, re-engagement window closed, unsupported type, invalid parameter.
         (Some(131026 | 131047 | 131051 | 100), _) => ErrorClass::Permanent,
         // Service temporarily down or overloaded, account upgrade in progress: nothing sent.
         (Some(2 | 131057), _) | (_, 503) => ErrorClass::Unavailable,
-        // Unknown API error; "something went wrong: message failed to send".
-        (Some(1 | 131000), _) | (_, 408) => ErrorClass::Transient,
+        // Unknown API error; "something went wrong: message failed to send". Not on a
+        // 5xx: Meta failed while handling the request, and it may have been sent.
+        (Some(1 | 131000), ..500) | (_, 408) => ErrorClass::Transient,
         // Any other 5xx: Meta failed while handling the request, or a gateway lost its
         // answer (502, 504). The messages API takes no idempotency key, so the message may
         // exist: its webhook may still tell.
@@ -261,14 +282,13 @@ pub fn interpret(answer: &Answer<'_>) -> CallResult {
             provider_message_id: id,
         };
     }
-    let error = serde_json::from_slice::<ErrorEnvelope>(answer.body)
-        .ok()
-        .map(|e| e.error);
+    let error = GraphError::read(answer.body);
     let code = error.as_ref().and_then(|e| e.code);
+    let subcode = error.as_ref().and_then(|e| e.error_subcode);
     let reason = match error {
         Some(error) => {
             let mut text = error.message.unwrap_or_default();
-            if let Some(details) = error.error_data.and_then(|d| d.details) {
+            if let Some(details) = error.details {
                 text = format!("{text} ({details})");
             }
             let subcode = error
@@ -299,7 +319,7 @@ pub fn interpret(answer: &Answer<'_>) -> CallResult {
             clip(&String::from_utf8_lossy(answer.body))
         ),
     };
-    class(answer.status, code).into_result(reason, answer.retry_after)
+    class(answer.status, code, subcode).into_result(reason, answer.retry_after)
 }
 
 #[cfg(test)]
@@ -433,6 +453,25 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_error_field_of_an_unexpected_type_does_not_cost_the_code() {
+        // `error_data` as a string (older answers), a numeric trace id: the code still
+        // decides (a pair rate limit, not a permanent failure).
+        let body = json!({"error": {"message": "Pair rate limit hit", "code": 131056,
+            "error_data": "(#131056) too many messages to this user", "fbtrace_id": 12345}});
+        assert!(matches!(
+            interpret(&answer(400, &body.to_string())),
+            CallResult::RecipientBusy { .. }
+        ));
+        // The phone number id named no object: the provider's setup, not the recipient.
+        let missing = json!({"error": {"message": "Unsupported post request. Object with ID \
+            '106540352242922' does not exist", "code": 100, "error_subcode": 33}});
+        assert!(matches!(
+            interpret(&answer(400, &missing.to_string())),
+            CallResult::Misconfigured { .. }
+        ));
+    }
+
     fn error(code: i64, message: &str) -> String {
         json!({"error": {"message": message, "type": "OAuthException", "code": code,
                          "error_data": {"messaging_product": "whatsapp", "details": "more"},
@@ -476,7 +515,9 @@ mod tests {
             (400, Some(131047), ErrorClass::Permanent),
             (400, Some(131051), ErrorClass::Permanent),
             (400, Some(100), ErrorClass::Permanent),
-            (500, Some(131000), ErrorClass::Transient),
+            (400, Some(131000), ErrorClass::Transient),
+            (500, Some(131000), ErrorClass::Ambiguous),
+            (500, Some(1), ErrorClass::Ambiguous),
             // A 5xx that names no error Meta documents: the message may exist.
             (500, None, ErrorClass::Ambiguous),
             (500, Some(999_999), ErrorClass::Ambiguous),
@@ -484,10 +525,24 @@ mod tests {
             (400, Some(131057), ErrorClass::Unavailable),
             (400, Some(1), ErrorClass::Transient),
             (502, None, ErrorClass::Ambiguous),
-            (403, Some(10), ErrorClass::Permanent),
+            (403, Some(10), ErrorClass::Misconfigured),
+            (403, Some(200), ErrorClass::Misconfigured),
+            (400, Some(131031), ErrorClass::Misconfigured),
+            (400, Some(131042), ErrorClass::Misconfigured),
+            (400, Some(368), ErrorClass::Misconfigured),
+            (400, Some(132001), ErrorClass::Misconfigured),
+            (400, Some(132015), ErrorClass::Misconfigured),
+            // A parameter's text too long is this recipient's.
+            (400, Some(132005), ErrorClass::Permanent),
         ];
         for (status, code, expected) in cases {
-            assert_eq!(class(status, code), expected, "{status} {code:?}");
+            assert_eq!(class(status, code, None), expected, "{status} {code:?}");
         }
+        // 100 is an invalid parameter, unless the object (the phone number id) is missing.
+        assert_eq!(class(400, Some(100), Some(33)), ErrorClass::Misconfigured);
+        assert_eq!(
+            class(400, Some(100), Some(2_494_010)),
+            ErrorClass::Permanent
+        );
     }
 }
