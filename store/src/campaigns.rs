@@ -475,10 +475,13 @@ pub async fn active_campaigns(conn: &mut PgConnection, tenant: Uuid) -> Result<i
     .await
 }
 
-/// Whether campaign `id` has any recipient.
+/// Whether campaign `id` has any recipient. Asked of its addresses, written with each
+/// recipient: every index of recipients by campaign is partial (by state), so the same
+/// question of recipients scanned the whole table, every tenant's rows, for an empty
+/// campaign.
 pub async fn has_recipients(tx: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign_id = $1) AS "exists!""#,
+        r#"SELECT EXISTS (SELECT 1 FROM campaign_addresses WHERE campaign_id = $1) AS "exists!""#,
         id,
     )
     .fetch_one(tx)

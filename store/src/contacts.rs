@@ -58,14 +58,39 @@ pub struct Upserted {
     pub overfull: Option<String>,
 }
 
+/// Holds tenant `tenant`'s contacts still to the end of the caller's transaction, for a
+/// segment's audience to be checked and copied from one state of them: the checks
+/// (a template's variables present, its text not too long) and the copy are statements of
+/// their own, each seeing what was committed when it began, and an upload committed
+/// between them put contacts the checks never saw (a blank name: "Hi !") into the
+/// audience. Writes of contacts ([`upsert_staged`], the only one) wait for it, and it for
+/// them.
+pub async fn hold_still(tx: &mut PgConnection, tenant: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('herald.contacts.' || $1::text, 0))",
+        tenant as _,
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// Moves the staged upload (`crate::uploads`) into tenant `tenant`'s contacts, in the
 /// caller's transaction: the last row of an address wins, and its attributes are merged
 /// into an existing contact's. Names a contact left with more than `max_attributes`.
+/// Waits for a segment's audience being copied from the tenant's contacts
+/// ([`hold_still`]); uploads do not wait for each other.
 pub async fn upsert_staged(
     tx: &mut PgConnection,
     tenant: Uuid,
     max_attributes: i64,
 ) -> Result<Upserted, sqlx::Error> {
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock_shared(hashtextextended('herald.contacts.' || $1::text, 0))",
+        tenant as _,
+    )
+    .execute(&mut *tx)
+    .await?;
     let (inserted, updated, overfull): (i64, i64, Option<String>) = sqlx::query_as(
         "WITH up AS (
              INSERT INTO contacts AS c (tenant_id, address, attributes)

@@ -665,6 +665,8 @@ async fn materialize_segment(
     template_text: &str,
 ) -> Result<(), ApiError> {
     let filter_text = store::segments::filter_text(&mut *tx, segment).await?;
+    // Checked and copied from one state of the contacts: an upload of the tenant's waits.
+    store::contacts::hold_still(&mut *tx, tenant).await?;
     let filter = Filter::parse(&filter_text)
         .map_err(|e| ApiError::field("segment_id", format!("the segment's filter: {e}")))?;
     let needed = template::variables(template_text)

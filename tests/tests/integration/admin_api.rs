@@ -1535,3 +1535,65 @@ async fn an_upload_ends_once_it_has_taken_its_time_in_all() -> Result<()> {
     assert_eq!(kept, 0, "nothing was imported");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_start_checks_and_copies_one_state_of_the_contacts() -> Result<()> {
+    let w = world().await?;
+    let admin = &w.admin;
+    admin
+        .upload(
+            &w.key_a,
+            "/contacts",
+            "text/csv",
+            "address,first_name,plan\n+33600000001,Ann,gold\n",
+        )
+        .await?;
+    let segment = admin
+        .ok(
+            &w.key_a,
+            POST,
+            "/segments",
+            Some(json!({"name": "gold", "filter": "plan = 'gold'"})),
+        )
+        .await?;
+    let campaign = admin
+        .ok(
+            &w.key_a,
+            POST,
+            "/campaigns",
+            Some(
+                json!({"name": "gold", "provider_id": w.provider_a, "channel": "sms",
+                        "template": "Hi {{first_name}}!", "segment_id": segment["id"]}),
+            ),
+        )
+        .await?;
+    let id = campaign["id"].as_str().unwrap_or_default().to_owned();
+    // An upload of the tenant's contacts, at its last statement: it blanks Ann's name and
+    // adds a gold contact without one.
+    let tenant: uuid::Uuid = w.tenant_a.parse()?;
+    let mut upload = w.env.pool.begin().await?;
+    herald_store::uploads::create(&mut upload).await?;
+    sqlx::query(
+        r#"INSERT INTO upload_rows VALUES (1, '+33600000001', '{"first_name": ""}'),
+                                          (2, '+33600000002', '{"plan": "gold"}')"#,
+    )
+    .execute(&mut *upload)
+    .await?;
+    herald_store::contacts::upsert_staged(&mut upload, tenant, 100).await?;
+    // The start meanwhile waits for it, and then sees what it wrote: before, it checked
+    // the contacts as they were and copied them as the upload left them ("Hi !").
+    let path = format!("/campaigns/{id}/start");
+    let start = admin.call(&w.key_a, POST, &path, None);
+    tokio::pin!(start);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_secs(1), &mut start)
+            .await
+            .is_err(),
+        "the start did not wait for the upload"
+    );
+    upload.commit().await?;
+    let (status, answer) = start.await?;
+    assert_eq!(status, 422, "{answer}");
+    assert!(answer.to_string().contains("+33600000001"), "{answer}");
+    Ok(())
+}
