@@ -14,8 +14,12 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use std::time::Duration;
 
-/// Rows per INSERT into the staging table.
+/// Rows per INSERT into the staging table, at most.
 const CHUNK: usize = 5_000;
+/// Bytes of rows (about: [`approx_bytes`]) per INSERT, at most: 5,000 rows of the largest
+/// size an upload takes (64 KiB) held over 300 MiB, twice over while encoded, a gigabyte
+/// of the admin's memory for one upload.
+const CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// Rows waiting this long are written however few: a slow client's upload (rows of
 /// kilobytes over a thin link) would otherwise leave the transaction idle past the session's
 /// `idle_in_transaction_session_timeout`, and PostgreSQL would end it mid-upload.
@@ -62,6 +66,7 @@ pub async fn stage(
 
     let mut rows = upload::rows(body, format, idle);
     let mut chunk: Vec<Row> = Vec::with_capacity(CHUNK);
+    let mut chunk_bytes = 0usize;
     let mut listed: Vec<RowError> = Vec::new();
     let mut error_rows = 0u64;
     let mut received = 0u64;
@@ -101,9 +106,14 @@ pub async fn stage(
                     })
                     .or_else(|| check(&row));
                 if error.is_none() && error_rows == 0 {
+                    chunk_bytes += approx_bytes(&row);
                     chunk.push(row);
-                    if chunk.len() == CHUNK || written_at.elapsed() >= FLUSH_EVERY {
+                    if chunk.len() == CHUNK
+                        || chunk_bytes >= CHUNK_BYTES
+                        || written_at.elapsed() >= FLUSH_EVERY
+                    {
                         insert(tx, &mut chunk).await?;
+                        chunk_bytes = 0;
                         written_at = std::time::Instant::now();
                     }
                 }
@@ -182,20 +192,61 @@ fn values(row: &Row) -> Result<Option<RowError>, ApiError> {
     Ok(None)
 }
 
+/// About how much memory `row`'s text takes: its address, names and values.
+fn approx_bytes(row: &Row) -> usize {
+    fn value(v: &Value) -> usize {
+        match v {
+            Value::String(s) => s.len(),
+            Value::Array(items) => items.iter().map(value).sum::<usize>() + 8,
+            Value::Object(map) => map.iter().map(|(k, v)| k.len() + value(v)).sum::<usize>() + 8,
+            _ => 8,
+        }
+    }
+    row.address.len()
+        + row
+            .fields
+            .iter()
+            .map(|(k, v)| k.len() + value(v))
+            .sum::<usize>()
+}
+
 async fn insert(tx: &mut PgConnection, chunk: &mut Vec<Row>) -> Result<(), sqlx::Error> {
     if chunk.is_empty() {
         return Ok(());
     }
-    let numbers: Vec<i64> = chunk
-        .iter()
-        .map(|r| i64::try_from(r.number).unwrap_or(i64::MAX))
-        .collect();
-    let addresses: Vec<&str> = chunk.iter().map(|r| r.address.as_str()).collect();
-    let fields: Vec<Value> = chunk
-        .iter()
-        .map(|r| Value::Object(r.fields.clone()))
-        .collect();
+    // Moved out, not copied: the chunk is the largest thing an upload holds.
+    let rows = std::mem::take(chunk);
+    let mut numbers = Vec::with_capacity(rows.len());
+    let mut addresses = Vec::with_capacity(rows.len());
+    let mut fields = Vec::with_capacity(rows.len());
+    for row in rows {
+        numbers.push(i64::try_from(row.number).unwrap_or(i64::MAX));
+        addresses.push(row.address);
+        fields.push(Value::Object(row.fields));
+    }
+    let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
     herald_store::uploads::append(&mut *tx, &numbers, &addresses, &fields).await?;
-    chunk.clear();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_of_the_largest_rows_is_written_at_a_few_mebibytes() {
+        let mut fields = serde_json::Map::new();
+        for i in 0..16 {
+            fields.insert(format!("field_{i}"), Value::String("x".repeat(4_000)));
+        }
+        let row = Row {
+            number: 1,
+            address: "+33600000001".into(),
+            fields,
+        };
+        let bytes = approx_bytes(&row);
+        assert!((64_000..70_000).contains(&bytes), "{bytes}");
+        // Written every 66 rows or so, not every 5,000 (over 300 MiB).
+        assert!(CHUNK_BYTES / bytes < 70);
+    }
 }
