@@ -55,9 +55,11 @@ pub fn is_public(ip: IpAddr) -> bool {
             // Addresses that carry an IPv4 address a translator or relay reaches for
             // them: as public as that address (a NAT64 gateway would take
             // 64:ff9b::a00:5 to 10.0.0.5).
-            // The well-known NAT64 prefix and the local-use one (64:ff9b:1::/48), with its
-            // IPv4 address in the last 32 bits.
-            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[..3] == [0x64, 0xff9b, 1] {
+            // The well-known NAT64 prefix, with its IPv4 address in the last 32 bits. Not
+            // the local-use one (64:ff9b:1::/48): where its IPv4 address sits depends on the
+            // prefix length the operator's translator uses (RFC 6052: /48 to /96), so it is
+            // not public (below) unless the operator allows it.
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
                 return is_public(embedded(s[6], s[7]));
             }
             if s[0] == 0x2002 {
@@ -116,6 +118,10 @@ mod tests {
             "::10.0.0.5",
             // Site-local, Teredo, documentation, multicast; a private address by local NAT64.
             "64:ff9b:1::a00:5",
+            // Local-use NAT64 whatever it embeds: a /48 translator takes this one to
+            // 10.0.0.5 (its IPv4 address after the prefix), not to the 8.8.8.8 at its end.
+            "64:ff9b:1:a00:0:500:808:808",
+            "64:ff9b:1::808:808",
             "3fff:1::1",
             "3fff:fff::1",
             "fec0::1",
@@ -131,9 +137,8 @@ mod tests {
             "2606:4700::1111",
             "2a03:2880:f10c::1",
             "3fff:1000::1",
-            // A public IPv4 address through NAT64 (well-known or local) or 6to4.
+            // A public IPv4 address through NAT64 (well-known) or 6to4.
             "64:ff9b::808:808",
-            "64:ff9b:1::808:808",
             "2002:808:808::1",
         ] {
             assert!(is_public(public.parse().unwrap()), "{public}");

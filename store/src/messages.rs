@@ -224,8 +224,12 @@ pub async fn retire_idle_streams(pool: &PgPool) -> Result<u64, sqlx::Error> {
                        FROM campaign_bucket_counts k WHERE k.campaign_id = c.id), 0) = 0"
     );
     let mut tx = pool.begin().await?;
+    // From a place that moves every round (a random id, wrapping around): in id order
+    // from the first, a tenant accepting without pause, whose idle streams came first,
+    // would have every round try the same thousand and retire none.
     let candidates: Vec<(Uuid, Uuid)> = QueryBuilder::<Postgres>::new(format!(
-        "SELECT c.id, c.tenant_id FROM campaigns c WHERE {idle} ORDER BY c.id LIMIT 1000"
+        "SELECT c.id, c.tenant_id FROM campaigns c, (SELECT gen_random_uuid() AS at) r
+         WHERE {idle} ORDER BY c.id < r.at, c.id LIMIT 1000"
     ))
     .build_query_as()
     .fetch_all(&mut *tx)

@@ -285,8 +285,11 @@ pub fn decide(result: CallResult, attempts: u32, policy: &Policy, unit: f64) -> 
             retry_after,
         } => Decision::Throttled {
             error: reason,
-            // Without a Retry-After, the first backoff step is a reasonable pause.
-            delay: retry_after.unwrap_or_else(|| retry.delay(1, unit)),
+            // Without a Retry-After (or with one of 0: a throttled request asked again at
+            // once is throttled again), the first backoff step is a reasonable pause.
+            delay: retry_after
+                .filter(|d| !d.is_zero())
+                .unwrap_or_else(|| retry.delay(1, unit)),
         },
         CallResult::RecipientBusy {
             reason,
@@ -454,6 +457,13 @@ mod tests {
             decide(throttled(None), 4, &policy(), 0.0),
             Decision::Throttled { .. }
         ));
+        // "Retry-After: 0" is no pause at all: the first backoff step, as without one.
+        let Decision::Throttled { delay, .. } =
+            decide(throttled(Some(Duration::ZERO)), 1, &policy(), 0.0)
+        else {
+            panic!("not throttled");
+        };
+        assert!(delay > Duration::ZERO);
     }
 
     #[test]

@@ -239,7 +239,14 @@ fn check(body: &NewProvider) -> Vec<FieldError> {
         ("retry_max_ms", body.retry_max_ms, 1, 86_400_000),
         ("rate_limit", body.rate_limit.unwrap_or(1), 1, 1_000_000),
         ("rate_window_ms", body.rate_window_ms, 1, 86_400_000),
-        ("unknown_window_ms", body.unknown_window_ms, 0, 86_400_000),
+        // A lost answer looked up or judged at once would find a message the provider
+        // has not listed yet, or receipts not yet sent, and read "not sent": a second send.
+        (
+            "unknown_window_ms",
+            body.unknown_window_ms,
+            1_000,
+            86_400_000,
+        ),
         (
             "max_live_calls",
             body.max_live_calls.unwrap_or(1),
@@ -545,6 +552,12 @@ mod tests {
         };
         assert_eq!(twilio("retry"), ["unknown_outcome"]);
         assert!(twilio("fail").is_empty(), "{:?}", twilio("fail"));
+        // A lost answer judged at once (0 ms) would read a message not listed yet as not sent.
+        assert_eq!(
+            fields(json!({"name": "p", "endpoint": "https://sms.example/send",
+                          "unknown_window_ms": 0})),
+            ["unknown_window_ms"]
+        );
         assert_eq!(
             fields(json!({"name": "p", "endpoint": "https://sms.example/send",
                           "unknown_outcome": "guess", "unknown_window_ms": -1,

@@ -120,7 +120,7 @@ operator key creates a shared provider every tenant may use.")]
         #[arg(long, value_enum)]
         unknown_outcome: Option<UnknownOutcome>,
         /// How long such a request waits for a receipt, in milliseconds [default: 120000]
-        #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(0..=86_400_000))]
+        #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(1_000..=86_400_000))]
         unknown_window_ms: Option<u32>,
         /// Calls live at once through this provider, fleet-wide (default: no cap)
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]

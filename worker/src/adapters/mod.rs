@@ -344,9 +344,11 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let wait = if let Ok(seconds) = value.parse::<u64>() {
         Duration::from_secs(seconds)
     } else {
-        let at = DateTime::parse_from_rfc2822(value).ok()?;
+        // The IMF-fixdate, and the obsolete RFC 850 and asctime forms a recipient must
+        // still read.
+        let at: DateTime<Utc> = httpdate::parse_http_date(value).ok()?.into();
         // A date in the past means "now".
-        (at.with_timezone(&Utc) - now).to_std().unwrap_or_default()
+        (at - now).to_std().unwrap_or_default()
     };
     Some(wait.min(MAX_RETRY_AFTER))
 }
@@ -424,6 +426,14 @@ pub(crate) mod tests {
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
             Some(Duration::ZERO)
+        );
+        assert_eq!(
+            parse_retry_after("Wednesday, 21-Oct-15 07:28:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Wed Oct 21 07:28:30 2015", now),
+            Some(Duration::from_secs(30))
         );
         assert_eq!(parse_retry_after("soon", now), None);
         // Years, or past what a timestamp holds: an hour.
