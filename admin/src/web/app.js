@@ -603,9 +603,19 @@ async function loadMessages() {
       const status = el('span', `status status-${m.state}`, String(m.state ?? ''));
       const stateCell = el('td');
       stateCell.append(status);
+      const actions = el('td', 'actions');
+      // Only a message still waiting can be withdrawn (the API says why not otherwise:
+      // in flight, final, or waiting after a lost answer, when it may have been sent).
+      if (m.state === 'pending' || m.state === 'queued') {
+        const cancel = el('button', 'action-cancel', 'Cancel');
+        cancel.type = 'button';
+        cancel.setAttribute('aria-label', `Cancel the message to ${m.to ?? ''}`);
+        cancel.addEventListener('click', () => cancelMessage(m, cancel));
+        actions.append(cancel);
+      }
       tr.append(el('td', 'mono', String(m.to ?? '')), stateCell,
         el('td', '', m.delivery_status || '–'), el('td', '', formatTime(m.created_at)),
-        el('td', 'attributes', String(m.text ?? '')));
+        el('td', 'attributes', String(m.text ?? '')), actions);
       tr.title = m.last_error ? `Last error: ${m.last_error}` : `Message ${m.id}`;
       return tr;
     }));
@@ -617,6 +627,18 @@ async function loadMessages() {
     $('#messages-error').textContent = `Could not load the messages: ${e.message}`;
     $('#messages-error').hidden = false;
   }
+}
+
+async function cancelMessage(m, button) {
+  if (!confirm(`Cancel the message to ${m.to ?? m.id}? It will never be sent; this cannot be undone.`)) return;
+  button.disabled = true;
+  try {
+    await api('POST', `/messages/${enc(m.id)}/cancel`, { json: {} });
+    notice(`Message to ${m.to ?? m.id} cancelled.`, 'ok');
+  } catch (e) {
+    if (e.status !== 401) notice(`Could not cancel the message to ${m.to ?? m.id}: ${e.message}`, 'error');
+  }
+  loadMessages();
 }
 
 function messageFiltersChanged() {

@@ -956,5 +956,90 @@ async fn browse_lists(
     .await?;
     ensure_eq!(rows[0][0], "+15559990003");
     ensure_eq!(rows[0][4], "Your code is 4821");
+
+    // One held by its quiet hours (now, in UTC) waits: the page cancels it, after asking.
+    let now = chrono::Utc::now();
+    let clock = |t: chrono::DateTime<chrono::Utc>| t.format("%H:%M").to_string();
+    let held: Value = http
+        .post(format!("{admin_url}/api/v1/messages"))
+        .bearer_auth(key)
+        .json(
+            &json!({"to": "+15559990004", "channel": "sms", "provider_id": provider,
+                      "text": "See you at 9",
+                      "quiet_hours": {"start": clock(now - chrono::Duration::hours(1)),
+                                      "end": clock(now + chrono::Duration::hours(1)),
+                                      "time_zone": "UTC"}}),
+        )
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let held_id = held["messages"][0]["id"]
+        .as_str()
+        .or_else(|| held["id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    poll(
+        Duration::from_secs(30),
+        "the held message, waiting",
+        || async {
+            click(page, "#m-reload").await?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let rows = table_rows(page, "#message-list").await?;
+            Ok(
+                if rows
+                    .iter()
+                    .any(|r| r[0] == "+15559990004" && r[1] == "pending")
+                {
+                    Ok(())
+                } else {
+                    Err(format!("{rows:?}"))
+                },
+            )
+        },
+    )
+    .await?;
+    click(page, "#message-list button.action-cancel").await?;
+    let asked = poll(
+        Duration::from_secs(10),
+        "the question to cancel",
+        || async { Ok(page.get_alert_text().await.map_err(|e| e.to_string())) },
+    )
+    .await?;
+    anyhow::ensure!(asked.contains("+15559990004"), "{asked:?}");
+    page.accept_alert().await?;
+    poll(
+        Duration::from_secs(10),
+        "the message, cancelled",
+        || async {
+            let rows = table_rows(page, "#message-list").await?;
+            Ok(
+                if rows
+                    .iter()
+                    .any(|r| r[0] == "+15559990004" && r[1] == "cancelled")
+                {
+                    Ok(())
+                } else {
+                    Err(format!("{rows:?}"))
+                },
+            )
+        },
+    )
+    .await?;
+    let state: Value = http
+        .get(format!("{admin_url}/api/v1/messages/{held_id}"))
+        .bearer_auth(key)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    ensure_eq!(
+        state["message"]["state"]
+            .as_str()
+            .or(state["state"].as_str()),
+        Some("cancelled")
+    );
     Ok(())
 }
