@@ -184,12 +184,14 @@ impl Turns {
             .filter(|(id, k)| k.urgent && !streams.contains(id))
             .map(|(id, _)| *id)
             .collect();
+        let mut gone: HashMap<Uuid, Quieted> = HashMap::new();
         for id in quiet {
-            if let Some(k) = kept.campaigns.remove(&id)
-                && k.standing < 0
-            {
-                owe_quietly(&mut kept.quiet_debts, &k);
+            if let Some(k) = kept.campaigns.remove(&id) {
+                gone.entry(k.tenant).or_default().add(&k);
             }
+        }
+        for (tenant, quieted) in gone {
+            owe_quietly(&mut kept.quiet_debts, tenant, quieted);
         }
         reclaim_quiet_debts(demands, &mut standing, &mut kept.quiet_debts, pass);
         let (counts, exact) = plan_turns(demands, budget, &mut standing, self.min_batch, rotation);
@@ -237,31 +239,68 @@ impl Turns {
 /// A recipient's parts ([`PARTS`]), the unit of a standing.
 const PARTS_I64: i64 = PARTS as i64;
 
-/// Adds what the quiet stream `k` owes to its tenant's quiet debt.
-fn owe_quietly(debts: &mut HashMap<Uuid, QuietDebt>, k: &Kept) {
-    let owed = -k.standing;
-    debts
-        .entry(k.tenant)
-        .and_modify(|debt| {
-            if k.seen >= debt.seen {
-                // Paid off from its latest pass: what the older part was paid meanwhile
-                // is counted first.
-                debt.owed = debt.left_at(k.seen + 1).max(0);
-                debt.rate = k.share;
-                debt.seen = k.seen;
-            }
-            debt.owed = debt.owed.saturating_add(owed);
-        })
-        .or_insert(QuietDebt {
-            owed,
-            rate: k.share,
-            seen: k.seen,
-        });
+/// What a tenant's streams that went quiet in one pass leave: what they owe, less what
+/// they were owed (held back from going first, a stream earns its share); paid off at the
+/// shares of those last seen latest.
+#[derive(Debug, Default)]
+struct Quieted {
+    owed: i64,
+    rate: i64,
+    seen: u64,
 }
 
-/// A tenant whose streams went quiet owing, and that has a stream with work due again,
-/// takes up what is left of the debt (what the passes it was away have not paid off): on
-/// its first new stream (which then does not go first), or else on its first stream.
+impl Quieted {
+    fn add(&mut self, k: &Kept) {
+        self.owed = self.owed.saturating_sub(k.standing);
+        if k.seen > self.seen {
+            self.rate = k.share;
+            self.seen = k.seen;
+        } else if k.seen == self.seen {
+            self.rate = self.rate.saturating_add(k.share);
+        }
+    }
+}
+
+/// Settles what a tenant's streams left when they went quiet with its quiet debt: what
+/// they were owed pays it off (never beyond: a tenant banks nothing while away), what
+/// they owed adds to it. Forgetting what quiet streams were owed while keeping what they
+/// owed starved a tenant sending on many streams, each back new after a quiet pass.
+fn owe_quietly(debts: &mut HashMap<Uuid, QuietDebt>, tenant: Uuid, quieted: Quieted) {
+    match debts.get_mut(&tenant) {
+        Some(debt) => {
+            if quieted.seen > debt.seen {
+                // Paid off from its latest pass: what the older part was paid meanwhile
+                // is counted first.
+                debt.owed = debt.left_at(quieted.seen + 1).max(0);
+                debt.rate = quieted.rate;
+                debt.seen = quieted.seen;
+            }
+            debt.owed = debt.owed.saturating_add(quieted.owed);
+            if debt.owed <= 0 {
+                debts.remove(&tenant);
+            }
+        }
+        None if quieted.owed > 0 => {
+            debts.insert(
+                tenant,
+                QuietDebt {
+                    owed: quieted.owed,
+                    rate: quieted.rate,
+                    seen: quieted.seen,
+                },
+            );
+        }
+        None => {}
+    }
+}
+
+/// A tenant whose streams went quiet owing, and that has a new stream with work due (one
+/// back from quiet included), puts what is left of the debt (what the passes its streams
+/// were all quiet have not paid off) on the first such stream, which then does not go
+/// first; returns what each tenant took up. A stream that kept sending is never handed
+/// its siblings' debts: with each sibling back from quiet going first, it starved behind
+/// them. While a tenant has streams with work due but none new, its debt waits, not paid
+/// off meanwhile (its streams earn its share).
 /// Forgiving a quiet stream's debt of less than a recipient sent its next message at once,
 /// before its turn: tenants sending now and then, many of them together, took a lane from
 /// a campaign (in a simulation, 0.06% of it for a fair 1.96%). One quiet long enough to
@@ -271,31 +310,42 @@ fn reclaim_quiet_debts(
     standing: &mut [Option<i64>],
     debts: &mut HashMap<Uuid, QuietDebt>,
     pass: u64,
-) {
+) -> HashMap<Uuid, i64> {
+    let mut taken = HashMap::new();
     if debts.is_empty() {
-        return;
+        return taken;
     }
-    let mut heir: HashMap<Uuid, usize> = HashMap::new();
+    let mut heir: HashMap<Uuid, Option<usize>> = HashMap::new();
     for (i, d) in demands.iter().enumerate() {
         if !d.urgent || d.due == 0 || !debts.contains_key(&d.tenant_id) {
             continue;
         }
-        heir.entry(d.tenant_id)
-            .and_modify(|h| {
-                if standing[*h].is_some() && standing[i].is_none() {
-                    *h = i;
-                }
-            })
-            .or_insert(i);
+        let first = heir.entry(d.tenant_id).or_insert(None);
+        if first.is_none() && standing[i].is_none() {
+            *first = Some(i);
+        }
     }
-    for (tenant, i) in heir {
-        if let Some(debt) = debts.remove(&tenant) {
-            let left = debt.left_at(pass);
-            if left > 0 {
-                standing[i] = Some(standing[i].unwrap_or(0) - left);
+    for (tenant, first) in heir {
+        let Some(debt) = debts.get_mut(&tenant) else {
+            continue;
+        };
+        let left = debt.left_at(pass);
+        match first {
+            Some(i) => {
+                debts.remove(&tenant);
+                if left > 0 {
+                    standing[i] = Some(-left);
+                    taken.insert(tenant, left);
+                }
+            }
+            None => {
+                debt.owed = left;
+                debt.seen = pass;
             }
         }
     }
+    debts.retain(|_, debt| debt.owed > 0);
+    taken
 }
 
 /// The debts of a tenant's campaigns that left owing (served as newcomers before their
@@ -424,14 +474,18 @@ fn plan_turns(
     // A new stream's one message goes before its turn only while what its tenant's new
     // streams take this pass fits in the share of its streams (the first always goes):
     // streams forgiven what they owe when they go quiet come back new, and a tenant sending
-    // on a thousand streams in turn would otherwise take every pass. What the tenant's
-    // other streams owe does not hold a new one back: a first message on a second stream
-    // would wait for its sibling's debt (nine passes at a fifth of a recipient a pass).
+    // on a thousand streams in turn would otherwise take every pass. What its streams owe
+    // (those still sending, and the debts of quiet ones a new stream took up) counts as
+    // taken: a tenant starting streams faster than they finish took half of every pass,
+    // each new one going first while its older ones paid. A first message on a second
+    // stream waits while the first owes more than the tenant's share of the pass (as a
+    // campaign's newcomer does).
     let mut room: HashMap<Uuid, i64> = HashMap::new();
     let mut used: HashMap<Uuid, i64> = HashMap::new();
     for &i in &urgent {
-        *room.entry(demands[i].tenant_id).or_insert(0) +=
-            i64::try_from(exact[i]).unwrap_or(i64::MAX);
+        let tenant = demands[i].tenant_id;
+        *room.entry(tenant).or_insert(0) += i64::try_from(exact[i]).unwrap_or(i64::MAX);
+        *used.entry(tenant).or_insert(0) += standing[i].map_or(0, |s| (-s).max(0));
     }
     for &i in &urgent {
         let tenant = demands[i].tenant_id;
@@ -978,26 +1032,107 @@ mod tests {
         );
     }
 
+    /// Passes of a lane of 200 among a thousand tenants with a long campaign each (a
+    /// fifth of a recipient a pass each), tenant 0 also sending on streams: `streams(pass)`
+    /// lists the ids of its streams a message comes to in that pass. Returns what each of
+    /// its streams sent, by id, and what all of them did.
+    fn stream_tenant(
+        passes: usize,
+        streams: impl Fn(usize) -> Vec<u128>,
+    ) -> (HashMap<u128, u32>, u32) {
+        let lane = TurnsLane::primary(Uuid::from_u128(99));
+        let mut turns = Turns::new(10);
+        let campaigns: Vec<Demand> = (0..1_000).map(|i| demand(i, i, 1_000_000)).collect();
+        let mut waiting: HashMap<u128, u32> = HashMap::new();
+        let mut sent: HashMap<u128, u32> = HashMap::new();
+        for pass in 0..passes {
+            for id in streams(pass) {
+                *waiting.entry(id).or_insert(0) += 1;
+            }
+            let mut demands = campaigns.clone();
+            let mut ids: Vec<u128> = waiting
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.sort_unstable();
+            demands.extend(ids.iter().map(|&id| Demand {
+                urgent: true,
+                ..demand(id, 0, waiting[&id])
+            }));
+            let counts = turns.take(lane, &demands, 200, pass);
+            assert_eq!(counts.iter().sum::<u32>(), 200, "pass {pass}");
+            for (id, n) in ids.iter().zip(&counts[1_000..]) {
+                *waiting.get_mut(id).unwrap() -= n;
+                *sent.entry(*id).or_insert(0) += n;
+            }
+        }
+        let total = sent.values().sum();
+        (sent, total)
+    }
+
     #[test]
-    fn a_first_message_on_a_tenants_second_stream_goes_at_once() {
+    fn a_busy_stream_is_not_starved_by_its_tenants_occasional_ones() {
+        // Stream 1 always has messages; stream 2 gets one every other pass. Handed its
+        // quiet sibling's debts while the sibling came back first each time, stream 1 sent
+        // 1 message in 400 passes.
+        let (sent, total) = stream_tenant(400, |pass| {
+            let mut ids = vec![10_001];
+            if pass % 2 == 0 {
+                ids.push(10_002);
+            }
+            ids
+        });
+        assert!(sent[&10_001] >= 20, "the busy stream sent {sent:?}");
+        // The tenant's fair part: a fifth of each pass, 80 (it took 200 before).
+        assert!(total <= 100, "the tenant sent {total}");
+    }
+
+    #[test]
+    fn a_tenant_sending_on_two_streams_a_pass_in_turn_takes_its_share() {
+        // Two messages a pass, each on the next of 20 streams in turn: ten times the
+        // tenant's share of a fifth of a recipient a pass, so its messages wait. When the
+        // first stream back from quiet took its tenant's debts up and the second went first,
+        // the tenant took half of every pass.
+        let (_, total) = stream_tenant(600, |pass| {
+            let pass = pass as u128;
+            vec![20_000 + (2 * pass) % 20, 20_001 + (2 * pass) % 20]
+        });
+        assert!(
+            (100..=150).contains(&total),
+            "the tenant sent {total} in 600 passes"
+        );
+    }
+
+    #[test]
+    fn a_second_stream_waits_while_its_tenant_owes_and_another_tenants_first_goes_at_once() {
         // A thousand tenants with a campaign each over a pass of 200 (a fifth of a recipient
         // each). Tenant 0's first stream starts at pass 50 with messages to come (it went
-        // first, and owes); its second stream's first message comes a pass later.
+        // first, and owes); its second stream's first message comes a pass later, when
+        // tenant 1's first does.
         let lane = TurnsLane::primary(Uuid::from_u128(99));
         let mut turns = Turns::new(10);
         let mut demands: Vec<Demand> = (0..1_000).map(|i| demand(i, i, 1_000_000)).collect();
-        let stream = |id: u128| Demand {
+        let stream = |id: u128, tenant: u128| Demand {
             urgent: true,
-            ..demand(id, 0, 1_000)
+            ..demand(id, tenant, 1_000)
         };
         for pass in 0..50 {
             turns.take(lane, &demands, 200, pass);
         }
-        demands.push(stream(5_000));
+        demands.push(stream(5_000, 0));
         assert_eq!(turns.take(lane, &demands, 200, 50)[1_000], 1);
-        demands.push(stream(5_001));
+        demands.push(stream(5_001, 0));
+        demands.push(stream(6_000, 1));
         let counts = turns.take(lane, &demands, 200, 51);
-        assert_eq!(counts[1_001], 1, "the second stream's first message waited");
+        assert_eq!(counts[1_002], 1, "another tenant's first message waited");
+        // Went first, it would have had the tenant take two in two passes, ten times its
+        // share; it waits its turn instead, within the passes its tenant's share takes.
+        assert_eq!(counts[1_001], 0, "the second stream went before its turn");
+        let waited = (52..100)
+            .position(|pass| turns.take(lane, &demands, 200, pass)[1_001] > 0)
+            .expect("the second stream was never served");
+        assert!(waited <= 12, "the second stream waited {waited} passes");
     }
 
     #[test]

@@ -64,10 +64,10 @@ pub struct Upserted {
 /// their own, each seeing what was committed when it began, and an upload committed
 /// between them put contacts the checks never saw (a blank name: "Hi !") into the
 /// audience. Writes of contacts ([`upsert_staged`], the only one) wait for it, and it for
-/// them.
+/// them; starts do not wait for each other.
 pub async fn hold_still(tx: &mut PgConnection, tenant: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "SELECT pg_advisory_xact_lock(hashtextextended('herald.contacts.' || $1::text, 0))",
+        "SELECT pg_advisory_xact_lock_shared(hashtextextended('herald.contacts.' || $1::text, 0))",
         tenant as _,
     )
     .execute(tx)
@@ -79,14 +79,15 @@ pub async fn hold_still(tx: &mut PgConnection, tenant: Uuid) -> Result<(), sqlx:
 /// caller's transaction: the last row of an address wins, and its attributes are merged
 /// into an existing contact's. Names a contact left with more than `max_attributes`.
 /// Waits for a segment's audience being copied from the tenant's contacts
-/// ([`hold_still`]); uploads do not wait for each other.
+/// ([`hold_still`]), and for another upload's last statement (held from here to the
+/// commit: the upload's rows are written by then, this is the short part).
 pub async fn upsert_staged(
     tx: &mut PgConnection,
     tenant: Uuid,
     max_attributes: i64,
 ) -> Result<Upserted, sqlx::Error> {
     sqlx::query!(
-        "SELECT pg_advisory_xact_lock_shared(hashtextextended('herald.contacts.' || $1::text, 0))",
+        "SELECT pg_advisory_xact_lock(hashtextextended('herald.contacts.' || $1::text, 0))",
         tenant as _,
     )
     .execute(&mut *tx)

@@ -253,27 +253,12 @@ pub fn callback_with_reference(callback: &str, message: &DispatchMessage) -> Str
 /// must not be able to make an outcome unwritable).
 pub fn interpret(config: &ProviderConfig, answer: &Answer<'_>) -> CallResult {
     let secrets = config.secrets();
-    // Scrubbed before an adapter reads it: an adapter clips what it quotes, and a secret
-    // the clip cut in two would keep its first part past the scrub of the reason.
-    let scrubbed;
-    let answer = if secrets
-        .iter()
-        .any(|s| scrubbed_secret(s) && answer.body.windows(s.len()).any(|w| w == s.as_bytes()))
-    {
-        scrubbed = scrub(String::from_utf8_lossy(answer.body).into_owned(), &secrets);
-        &Answer {
-            body: scrubbed.as_bytes(),
-            ..*answer
-        }
-    } else {
-        answer
-    };
     let result = match config {
         ProviderConfig::Http(_) => generic::interpret(answer),
         ProviderConfig::TwilioSms(_) | ProviderConfig::TwilioVoice(_) => twilio::interpret(answer),
         ProviderConfig::WhatsApp(_) => whatsapp::interpret(answer),
     };
-    match result.map_reason(|reason| printable(&scrub(reason, &secrets))) {
+    match result.map_reason(|reason| printable(&scrub_cut(scrub(reason, &secrets), &secrets))) {
         CallResult::Accepted {
             provider_message_id,
         } => CallResult::Accepted {
@@ -305,6 +290,42 @@ pub fn printable(text: &str) -> String {
 /// no real credential is that short.
 fn scrubbed_secret(secret: &str) -> bool {
     secret.len() >= 4
+}
+
+/// Replaces what is left of a secret an adapter's clip ([`clip`]) cut in two: its first
+/// part (four bytes or more) just before the clip's mark. The scrub of the whole reason
+/// misses it, and an adapter reads the answer as it came (a secret as short as a word must
+/// not change what a code or an id is read from).
+fn scrub_cut(text: String, secrets: &[&str]) -> String {
+    if !text.contains('…') {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find('…') {
+        let before = &rest[..at];
+        let cut = secrets
+            .iter()
+            .filter(|s| scrubbed_secret(s))
+            .filter_map(|secret| {
+                secret
+                    .char_indices()
+                    .map(|(i, _)| i)
+                    .filter(|&i| i >= 4)
+                    .rev()
+                    .find(|&i| before.ends_with(&secret[..i]))
+            })
+            .max()
+            .unwrap_or(0);
+        out.push_str(&before[..before.len() - cut]);
+        if cut > 0 {
+            out.push_str("<redacted>");
+        }
+        out.push('…');
+        rest = &rest[at + '…'.len_utf8()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Replaces every occurrence of a secret in `text`.

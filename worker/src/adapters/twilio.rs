@@ -163,10 +163,11 @@ pub fn class(status: u16, code: Option<i64>) -> ErrorClass {
         (Some(20429 | 21611), _) | (_, 429) => ErrorClass::Throttled,
         // Authentication failed: the account's credentials are wrong. Or the account's
         // setup is: no such account or resource at this base URL (20404), a `From` that is
-        // not a valid or message-capable number of the account (21212, 21606, 21659).
-        // Every recipient would be refused alike: the campaign stops rather than its
-        // audience failing.
-        (Some(20003 | 20404 | 21212 | 21606 | 21659), _) | (_, 401) => ErrorClass::Misconfigured,
+        // not a valid number (21212). Every recipient would be refused alike: the campaign
+        // stops rather than its audience failing. Not 21606 and 21659 (a `From` that cannot
+        // send to this destination: a short code to another country), which depend on the
+        // recipient: a campaign paused for one would be paused again at every resume.
+        (Some(20003 | 20404 | 21212), _) | (_, 401) => ErrorClass::Misconfigured,
         // Invalid number, not a mobile number, unsubscribed (STOP).
         (Some(21211 | 21614 | 21610), _) => ErrorClass::Permanent,
         // Service unavailable: nothing was done.
@@ -729,8 +730,8 @@ mod tests {
             (504, None, ErrorClass::Ambiguous),
             (404, Some(20404), ErrorClass::Misconfigured),
             (400, Some(21212), ErrorClass::Misconfigured),
-            (400, Some(21606), ErrorClass::Misconfigured),
-            (400, Some(21659), ErrorClass::Misconfigured),
+            (400, Some(21606), ErrorClass::Permanent),
+            (400, Some(21659), ErrorClass::Permanent),
             (400, Some(21602), ErrorClass::Permanent),
         ];
         for (status, code, expected) in cases {

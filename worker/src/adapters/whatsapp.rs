@@ -250,11 +250,13 @@ pub fn class(status: u16, code: Option<i64>, subcode: Option<i64>) -> ErrorClass
         // Access token expired or invalid; or the account or its setup refused, for every
         // recipient alike: permission denied (10, 200-299), no such phone number id
         // (100 with subcode 33), account locked (131031), payment (131042), blocked for a
-        // policy (368), number not registered (133010), the template missing, paused,
-        // disabled or not matching its parameters' count (132000, 132001, 132007, 132015,
-        // 132016). The campaign stops rather than its audience failing.
+        // policy (368), number not registered (133010), the template missing, paused or
+        // disabled (132001, 132015, 132016). The campaign stops rather than its audience
+        // failing. Not 132000 or 132007 (parameters not matching, their text against a
+        // policy): parameters are rendered per recipient, and a campaign paused for one
+        // would be paused again at every resume.
         (Some(190 | 10 | 200..=299 | 131031 | 131042 | 368 | 133010), _)
-        | (Some(132000 | 132001 | 132007 | 132015 | 132016), _)
+        | (Some(132001 | 132015 | 132016), _)
         | (_, 401) => ErrorClass::Misconfigured,
         (Some(100), _) if subcode == Some(33) => ErrorClass::Misconfigured,
         // Undeliverable, re-engagement window closed, unsupported type, invalid parameter.
@@ -532,8 +534,9 @@ mod tests {
             (400, Some(368), ErrorClass::Misconfigured),
             (400, Some(132001), ErrorClass::Misconfigured),
             (400, Some(132015), ErrorClass::Misconfigured),
-            // A parameter's text too long is this recipient's.
+            // A parameter's text too long, or not matching, is this recipient's.
             (400, Some(132005), ErrorClass::Permanent),
+            (400, Some(132000), ErrorClass::Permanent),
         ];
         for (status, code, expected) in cases {
             assert_eq!(class(status, code, None), expected, "{status} {code:?}");
