@@ -34,15 +34,16 @@
 //! one away when it comes back, while its tenant owes its share): a tenant starting one
 //! small campaign after another does not go first with each.
 //! Urgent demands (transactional messages) go before the campaigns, each with what it has
-//! earned in whole recipients (a new stream at least one, while what its tenant's new
-//! streams take in the pass fits in their share of it, the first always: a tenant sending
-//! on a thousand streams in turn, each new again after a quiet pass, would otherwise take
-//! every pass), and earn as the campaigns do:
-//! a stream whose share is a fifth of a recipient sends one every five passes. A stream
-//! that goes quiet owing leaves its debt to its tenant, paid off while the tenant's streams
-//! are quiet at the share the stream last earned ([`reclaim_quiet_debts`]): a message after
-//! a quiet spell long enough to have paid for the last goes at once, one sooner waits for
-//! the rest of its turn. A pass with no budget changes no standing.
+//! earned in whole recipients (a new stream at least one, while what its tenant's streams
+//! owe and its new ones take in the pass fits in their share of it, the first always if
+//! they owe nothing: a tenant sending on a thousand streams in turn, each new again after
+//! a quiet pass, would otherwise take every pass), and earn as the campaigns do:
+//! a stream whose share is a fifth of a recipient sends one every five passes. A tenant's
+//! streams owe together: what streams leave when they go quiet (what they owed, less what
+//! they were owed) is their tenant's, paid off while all its streams are quiet, at the
+//! shares they last earned, and taken up by its next new stream ([`reclaim_quiet_debts`]):
+//! a message after a quiet spell long enough to have paid for the last goes at once, one
+//! sooner waits for the rest of its turn. A pass with no budget changes no standing.
 //! What spills from a saturated primary (or fails over from one whose breaker is open)
 //! into an overflow lane takes turns there too, with standings of the overflow's own
 //! ([`TurnsLane`]): planned by whole shares, a thousand tenants failing over to a pass of
@@ -297,10 +298,10 @@ fn owe_quietly(debts: &mut HashMap<Uuid, QuietDebt>, tenant: Uuid, quieted: Quie
 /// A tenant whose streams went quiet owing, and that has a new stream with work due (one
 /// back from quiet included), puts what is left of the debt (what the passes its streams
 /// were all quiet have not paid off) on the first such stream, which then does not go
-/// first; returns what each tenant took up. A stream that kept sending is never handed
-/// its siblings' debts: with each sibling back from quiet going first, it starved behind
-/// them. While a tenant has streams with work due but none new, its debt waits, not paid
-/// off meanwhile (its streams earn its share).
+/// first (nor do its other new ones, while the tenant owes its share: [`plan_turns`]). A
+/// stream that kept sending is never handed its siblings' debts: with each sibling back
+/// from quiet going first, it starved behind them. While a tenant has streams with work
+/// due but none new, its debt waits, not paid off meanwhile (its streams earn its share).
 /// Forgiving a quiet stream's debt of less than a recipient sent its next message at once,
 /// before its turn: tenants sending now and then, many of them together, took a lane from
 /// a campaign (in a simulation, 0.06% of it for a fair 1.96%). One quiet long enough to
@@ -310,10 +311,9 @@ fn reclaim_quiet_debts(
     standing: &mut [Option<i64>],
     debts: &mut HashMap<Uuid, QuietDebt>,
     pass: u64,
-) -> HashMap<Uuid, i64> {
-    let mut taken = HashMap::new();
+) {
     if debts.is_empty() {
-        return taken;
+        return;
     }
     let mut heir: HashMap<Uuid, Option<usize>> = HashMap::new();
     for (i, d) in demands.iter().enumerate() {
@@ -335,7 +335,6 @@ fn reclaim_quiet_debts(
                 debts.remove(&tenant);
                 if left > 0 {
                     standing[i] = Some(-left);
-                    taken.insert(tenant, left);
                 }
             }
             None => {
@@ -345,7 +344,6 @@ fn reclaim_quiet_debts(
         }
     }
     debts.retain(|_, debt| debt.owed > 0);
-    taken
 }
 
 /// The debts of a tenant's campaigns that left owing (served as newcomers before their
@@ -471,15 +469,15 @@ fn plan_turns(
         earned[i] = standing[i].unwrap_or(0) + i64::try_from(exact[i]).unwrap_or(i64::MAX);
     }
     urgent.sort_by_key(|&i| (standing[i].is_some(), std::cmp::Reverse(earned[i]), tie[i]));
-    // A new stream's one message goes before its turn only while what its tenant's new
-    // streams take this pass fits in the share of its streams (the first always goes):
-    // streams forgiven what they owe when they go quiet come back new, and a tenant sending
-    // on a thousand streams in turn would otherwise take every pass. What its streams owe
-    // (those still sending, and the debts of quiet ones a new stream took up) counts as
-    // taken: a tenant starting streams faster than they finish took half of every pass,
-    // each new one going first while its older ones paid. A first message on a second
-    // stream waits while the first owes more than the tenant's share of the pass (as a
-    // campaign's newcomer does).
+    // A new stream's one message goes before its turn only while what its tenant's streams
+    // owe and its new ones take this pass fits in the share of its streams (the first
+    // always goes if they owe nothing): streams back from quiet are new, and a tenant
+    // sending on a thousand streams in turn would otherwise take every pass. What its
+    // streams owe (those still sending, and the debts of quiet ones a new stream took up)
+    // counts as taken: a tenant starting streams faster than they finish took half of
+    // every pass, each new one going first while its older ones paid. A first message on
+    // a second stream waits while the first owes more than the tenant's share of the pass
+    // (as a campaign's newcomer does).
     let mut room: HashMap<Uuid, i64> = HashMap::new();
     let mut used: HashMap<Uuid, i64> = HashMap::new();
     for &i in &urgent {
