@@ -23,7 +23,7 @@ pub struct NewSegment {
     #[schema(schema_with = crate::api::openapi::rules::name)]
     pub name: String,
     /// In the filter language (API.md), e.g.
-    /// `lifetime_value > 10000 and last_purchase < 365 days ago`.
+    /// `lifetime_value > 10000 and last_purchase > 365 days ago`.
     #[schema(min_length = 1)]
     pub filter: String,
 }

@@ -11,7 +11,7 @@ use crate::output;
 pub enum SegmentCommand {
     /// Save a filter over contact attributes
     #[command(after_help = "Example:
-  herald segment create big-spenders --filter 'lifetime_value > 10000 and last_purchase < 365 days ago'")]
+  herald segment create big-spenders --filter 'lifetime_value > 10000 and last_purchase > 365 days ago'")]
     Create {
         /// Segment name
         name: String,

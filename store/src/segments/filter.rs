@@ -1601,10 +1601,10 @@ mod tests {
     #[test]
     fn example_from_docs() {
         assert_eq!(
-            sql("lifetime_value > 10000 and last_purchase < 365 days ago"),
+            sql("lifetime_value > 10000 and last_purchase > 365 days ago"),
             "(coalesce((CASE WHEN jsonb_typeof(c.attributes -> $1) = 'number' \
              THEN (c.attributes ->> $2)::numeric > $3::numeric ELSE false END), false) \
-             AND coalesce((herald_try_timestamptz((c.attributes ->> $4)) < \
+             AND coalesce((herald_try_timestamptz((c.attributes ->> $4)) > \
              (now() - make_interval(days => $5))), false))"
         );
     }
