@@ -167,11 +167,18 @@ pub fn class(status: u16, code: Option<i64>) -> ErrorClass {
         // stops rather than its audience failing. Not 21606 and 21659 (a `From` that cannot
         // send to this destination: a short code to another country), which depend on the
         // recipient: a campaign paused for one would be paused again at every resume.
-        (Some(20003 | 20404 | 21212), _) | (_, 401) => ErrorClass::Misconfigured,
+        // So is an account that is not active (20005), test credentials (20008), a
+        // `StatusCallback` Twilio refuses (21609), or a 403 naming no code (a proxy's or a
+        // firewall's refusal of every request alike).
+        (Some(20003 | 20005 | 20008 | 20404 | 21212 | 21609), _) | (_, 401) | (None, 403) => {
+            ErrorClass::Misconfigured
+        }
         // Invalid number, not a mobile number, unsubscribed (STOP).
         (Some(21211 | 21614 | 21610), _) => ErrorClass::Permanent,
-        // Service unavailable: nothing was done.
-        (Some(20503), _) | (_, 503) => ErrorClass::Unavailable,
+        // Service unavailable: nothing was done. 20503 on another 5xx (a gateway's 504) may
+        // come after the message was taken: ambiguous, below.
+        (Some(20503), status) if status < 500 || status == 503 => ErrorClass::Unavailable,
+        (_, 503) => ErrorClass::Unavailable,
         // Twilio failed while handling the request (20500 and other 5xx), or a gateway in
         // front of it lost its answer (502, 504): the create API takes no idempotency key,
         // so the message may exist and only a lookup can tell.
@@ -726,6 +733,12 @@ mod tests {
             (408, None, ErrorClass::Transient),
             (503, None, ErrorClass::Unavailable),
             (503, Some(20503), ErrorClass::Unavailable),
+            (504, Some(20503), ErrorClass::Ambiguous),
+            (500, Some(20503), ErrorClass::Ambiguous),
+            (403, None, ErrorClass::Misconfigured),
+            (403, Some(20005), ErrorClass::Misconfigured),
+            (401, Some(20008), ErrorClass::Misconfigured),
+            (400, Some(21609), ErrorClass::Misconfigured),
             (502, None, ErrorClass::Ambiguous),
             (504, None, ErrorClass::Ambiguous),
             (404, Some(20404), ErrorClass::Misconfigured),

@@ -262,7 +262,10 @@ pub fn class(status: u16, code: Option<i64>, subcode: Option<i64>) -> ErrorClass
         // Undeliverable, re-engagement window closed, unsupported type, invalid parameter.
         (Some(131026 | 131047 | 131051 | 100), _) => ErrorClass::Permanent,
         // Service temporarily down or overloaded, account upgrade in progress: nothing sent.
-        (Some(2 | 131057), _) | (_, 503) => ErrorClass::Unavailable,
+        // Only on a 503 or a 4xx: code 2 also comes on a 500 or a gateway's 504 raised after
+        // the message was taken, and resending it at once would send it twice.
+        (Some(2 | 131057), status) if status < 500 || status == 503 => ErrorClass::Unavailable,
+        (_, 503) => ErrorClass::Unavailable,
         // Unknown API error; "something went wrong: message failed to send". Not on a
         // 5xx: Meta failed while handling the request, and it may have been sent.
         (Some(1 | 131000), ..500) | (_, 408) => ErrorClass::Transient,
@@ -524,6 +527,10 @@ mod tests {
             (500, None, ErrorClass::Ambiguous),
             (500, Some(999_999), ErrorClass::Ambiguous),
             (503, Some(2), ErrorClass::Unavailable),
+            // Code 2 on another 5xx: Meta (or its gateway) may have taken the message.
+            (500, Some(2), ErrorClass::Ambiguous),
+            (504, Some(2), ErrorClass::Ambiguous),
+            (500, Some(131057), ErrorClass::Ambiguous),
             (400, Some(131057), ErrorClass::Unavailable),
             (400, Some(1), ErrorClass::Transient),
             (502, None, ErrorClass::Ambiguous),
