@@ -524,7 +524,9 @@ function renderDetail(c, errors) {
   state.detailErrors = json;
   $('#detail-errors tbody').replaceChildren(...errors.map((e) => {
     const tr = el('tr');
-    tr.append(el('td', 'reason', String(e.reason ?? '')), el('td', 'num', num(e.count)));
+    const reason = el('td', 'reason', String(e.reason ?? ''));
+    if (e.example && e.example !== e.reason) setAttr(reason, 'title', `e.g. ${e.example}`);
+    tr.append(reason, el('td', 'num', num(e.count)));
     return tr;
   }));
   $('#detail-errors').hidden = !errors.length;

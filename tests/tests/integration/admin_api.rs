@@ -1597,3 +1597,80 @@ async fn a_segment_start_checks_and_copies_one_state_of_the_contacts() -> Result
     assert!(answer.to_string().contains("+33600000001"), "{answer}");
     Ok(())
 }
+
+/// A campaign's failure reasons group one cause into one row whatever differs per recipient
+/// (Twilio's 21211 names the number, Meta's answers carry a trace id each), list the
+/// commonest 50 and count the rest in a last row: before, 60 invalid numbers were 50 rows
+/// of 1 and the other 10 were not shown at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_reasons_group_one_cause_and_count_every_recipient() -> Result<()> {
+    let w = world().await?;
+    let campaign = draft(&w, "Hi").await?;
+    let csv: String = std::iter::once("address".to_owned())
+        .chain((0..200).map(|i| format!("+3361234{i:04}")))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (status, body) = w
+        .admin
+        .upload(
+            &w.key_a,
+            &format!("/campaigns/{campaign}/recipients"),
+            "text/csv",
+            csv,
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    // Failures as the worker records them (the statement under test only reads them): 60
+    // invalid numbers, 40 of Meta's with a trace id each, and 60 one-off reasons.
+    let id: uuid::Uuid = campaign.parse()?;
+    sqlx::query(
+        "WITH numbered AS (
+             SELECT id, row_number() OVER (ORDER BY id) AS n FROM recipients WHERE campaign_id = $1)
+         UPDATE recipients r SET state = 'failed', last_error = CASE
+             WHEN m.n <= 60 THEN 'twilio 21211 (HTTP 400): The ''To'' number +3361234' || lpad(m.n::text, 4, '0') || ' is not a valid phone number.'
+             WHEN m.n <= 100 THEN 'whatsapp 131026 (HTTP 400): Message Undeliverable [fbtrace_id A' || md5(m.n::text) || ']'
+             WHEN m.n <= 160 THEN 'HTTP 400: reason number ' || m.n
+             END
+         FROM numbered m WHERE r.id = m.id AND m.n <= 160",
+    )
+    .bind(id)
+    .execute(&w.env.pool)
+    .await?;
+
+    let errors = w
+        .admin
+        .ok(
+            &w.key_a,
+            GET,
+            &format!("/campaigns/{campaign}/errors"),
+            None,
+        )
+        .await?;
+    let rows = errors.as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 51, "50 reasons and the rest: {errors}");
+    assert_eq!(
+        rows[0]["reason"],
+        "twilio 21211 (HTTP 400): The 'To' number … is not a valid phone number."
+    );
+    assert_eq!(rows[0]["count"], 60);
+    assert!(
+        rows[0]["example"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("twilio 21211 (HTTP 400): The 'To' number +3361234")),
+        "{}",
+        rows[0]
+    );
+    assert_eq!(
+        (&rows[1]["reason"], &rows[1]["count"]),
+        (
+            &json!("whatsapp 131026 (HTTP 400): Message Undeliverable"),
+            &json!(40)
+        )
+    );
+    assert_eq!(rows[50]["reason"], "(12 other reasons)");
+    assert_eq!(rows[50]["count"], 12);
+    assert_eq!(rows[50]["example"], Value::Null);
+    let total: i64 = rows.iter().filter_map(|r| r["count"].as_i64()).sum();
+    assert_eq!(total, 160, "every failed recipient counted once");
+    Ok(())
+}
