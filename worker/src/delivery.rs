@@ -680,7 +680,7 @@ async fn silence(ctx: &Context, earlier: &Provider, unknown: UnknownAttempt) -> 
     let decision = match receipts.map(|r| {
         reconcile::after_silence(
             r.reported_on_later,
-            r.refused_since,
+            r.refused_since || r.parked_since,
             r.waited,
             earlier.policy.window,
         )
@@ -688,8 +688,9 @@ async fn silence(ctx: &Context, earlier: &Provider, unknown: UnknownAttempt) -> 
         Ok(Silence::SendAgain) => return None,
         Ok(Silence::Wait(delay)) => Decision::Postponed {
             error: "no receipt for an earlier request, and its provider's receipts may be \
-                    held up (none yet for any later message, or one of its webhooks refused \
-                    since, which it sends again); not sent again until they are heard"
+                    held up (none yet for any later message, one of its webhooks refused \
+                    since, which it sends again, or one of its receipts since matching no \
+                    message Herald knows); not sent again until they are heard"
                 .into(),
             delay,
         },
@@ -697,8 +698,9 @@ async fn silence(ctx: &Context, earlier: &Provider, unknown: UnknownAttempt) -> 
             error: format!(
                 "an earlier request may have been sent: its provider cannot be asked, \
                  and for {:?} ({} windows, at least {} minutes) its receipts said nothing \
-                 that rules it out (none for any later message, or one of its webhooks \
-                 refused since the request); not sent again",
+                 that rules it out (none for any later message, one of its webhooks \
+                 refused since the request, or one of its receipts since matching no message \
+                 Herald knows); not sent again",
                 waited,
                 reconcile::SILENT_WINDOWS,
                 reconcile::SILENT_AT_LEAST.as_secs() / 60

@@ -1829,6 +1829,34 @@ async fn a_lost_answer_is_not_sent_again_while_a_refused_webhook_may_hold_its_re
     not_sent_again_after_later_receipts(&env, provider, tenant, first).await
 }
 
+/// As above, but no webhook was refused: the provider posted a receipt, after the lost
+/// requests, that names only its own message id (a provider whose receipts carry no
+/// reference), an id no send of Herald's recorded: it may be a lost request's (whose answer,
+/// with that id, never came). It stays parked, and receipts for later messages prove
+/// nothing of the lost ones. Read as before, each was sent a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_not_sent_again_while_a_receipt_of_its_providers_matches_nothing()
+-> Result<()> {
+    let mut env = TestEnv::new(&["--timeout-rate", "1", "--timeout-hold-ms", "3000"]).await?;
+    let (provider, tenant, first, _services) = answers_lost_at_a_silent_provider(&mut env).await?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let unmatched = json!({"id": "msg-of-a-lost-answer", "status": "sent"});
+    assert_eq!(
+        post_generic(&env, provider, &unmatched, SIMULATOR_WEBHOOK_SECRET).await?,
+        200
+    );
+    let refused: bool =
+        sqlx::query_scalar("SELECT receipts_refused_at IS NOT NULL FROM providers WHERE id = $1")
+            .bind(provider)
+            .fetch_one(&env.pool)
+            .await?;
+    assert!(
+        !refused,
+        "nothing refused: the parked receipt alone holds them"
+    );
+    not_sent_again_once_later_messages_are_reported(&env, provider, tenant, first).await
+}
+
 /// Once `provider`'s refusal is recorded (within a second or so), a later campaign of
 /// `tenant`'s is sent and reported on there; the lost requests of `first` still wait,
 /// none sent again.
@@ -1849,6 +1877,17 @@ async fn not_sent_again_after_later_receipts(
     })
     .await
     .map_err(|_| anyhow::anyhow!("the refusal was not recorded"))?;
+    not_sent_again_once_later_messages_are_reported(env, provider, tenant, first).await
+}
+
+/// A later campaign of `tenant`'s is sent and reported on at `provider`; the lost requests
+/// of `first` still wait, none sent again.
+async fn not_sent_again_once_later_messages_are_reported(
+    env: &TestEnv,
+    provider: Uuid,
+    tenant: Uuid,
+    first: Uuid,
+) -> Result<()> {
     let later = later_messages(env, tenant, provider).await?;
     env.wait_completed(&[later], Duration::from_secs(60))
         .await?;
