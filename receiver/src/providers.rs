@@ -49,6 +49,13 @@ pub struct Known {
 /// When each provider was read, and what it is.
 type Cache = HashMap<Uuid, (Instant, Arc<Known>)>;
 
+/// The WhatsApp providers of one phone number, with their configurations.
+pub type Siblings = Vec<(Uuid, ProviderConfig)>;
+
+/// When the providers of an owner's phone number were read, and which they are (only
+/// numbers some provider has).
+type SiblingCache = HashMap<(Option<Uuid>, String), (Instant, Siblings)>;
+
 #[derive(Clone)]
 pub struct Providers {
     pool: PgPool,
@@ -59,6 +66,7 @@ pub struct Providers {
     /// only providers in the cache, so it grows with real ones alone.
     rereads: Arc<Mutex<HashMap<Uuid, Instant>>>,
     uncached: Arc<Semaphore>,
+    siblings: Arc<Mutex<SiblingCache>>,
 }
 
 impl Providers {
@@ -69,6 +77,7 @@ impl Providers {
             cache: Arc::default(),
             rereads: Arc::default(),
             uncached: Arc::new(Semaphore::new(UNCACHED_READS)),
+            siblings: Arc::default(),
         }
     }
 
@@ -147,23 +156,56 @@ impl Providers {
     /// WhatsApp providers of `tenant` (`None`: the operator's) for the phone number
     /// `phone_number_id`: one Meta app (one webhook URL) may serve several numbers, each a
     /// provider of its own.
+    ///
+    /// A number found is remembered for [`REFRESH`], so a real sibling's statuses cost no
+    /// read. A number not found is not (anyone holding an app's secret, a tenant for its
+    /// own provider, may name any number), and reading it takes one of the few turns: a
+    /// notification signed by a tenant and naming thousands of made-up numbers once held a
+    /// connection of the pool for each in turn, and a few such held every tenant's receipts
+    /// up.
+    ///
+    /// Callers look in [`Self::remembered_by_number`] first, and read again if none there
+    /// fits (a secret rotated since).
     pub async fn whatsapp_by_number(
         &self,
         phone_number_id: &str,
         tenant: Option<Uuid>,
-    ) -> Result<Vec<(Uuid, ProviderConfig)>, sqlx::Error> {
-        // Named by a notification whose signature was checked: no turn (a flood of made-up
-        // ids must not hold these up).
+    ) -> Result<Siblings, ProviderError> {
+        let key = (tenant, phone_number_id.to_owned());
+        let _turn = self.turn().await?;
         let rows = within(store::providers::whatsapp_by_number(
             &self.pool,
             phone_number_id,
             tenant,
         ))
         .await?;
-        Ok(rows
+        let found: Siblings = rows
             .iter()
             .filter_map(|row| parse(&self.keyring, row).map(|known| (row.id, known.config)))
-            .collect())
+            .collect();
+        let mut siblings = self.siblings();
+        if found.is_empty() {
+            siblings.remove(&key);
+        } else {
+            siblings.insert(key, (Instant::now(), found.clone()));
+        }
+        Ok(found)
+    }
+
+    /// The providers of `tenant`'s number `phone_number_id` as read within [`REFRESH`].
+    pub fn remembered_by_number(
+        &self,
+        phone_number_id: &str,
+        tenant: Option<Uuid>,
+    ) -> Option<Siblings> {
+        self.siblings()
+            .get(&(tenant, phone_number_id.to_owned()))
+            .filter(|(at, _)| at.elapsed() < REFRESH)
+            .map(|(_, found)| found.clone())
+    }
+
+    fn siblings(&self) -> std::sync::MutexGuard<'_, SiblingCache> {
+        self.siblings.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A turn to read what the cache does not hold, waited for at most [`UNCACHED_WAIT`].

@@ -14,7 +14,7 @@
 use crate::generic;
 use crate::intake::{Intake, Owner, Refusal};
 use crate::limits::{self, Limits};
-use crate::providers::{Known, Providers};
+use crate::providers::{Known, Providers, Siblings};
 use crate::refusals::{self, Refusals};
 use crate::twilio;
 use crate::whatsapp;
@@ -186,6 +186,12 @@ async fn whatsapp_verify(
     Ok(challenge.clone())
 }
 
+/// The most other numbers of its Meta app a notification's statuses are looked up for.
+/// Meta sends a number's statuses in notifications of their own or a few together; anyone
+/// holding the app's secret (a tenant, for its own provider) can sign one naming thousands,
+/// each a database read, and statuses past this many are dropped (and counted) instead.
+const MAX_OTHER_NUMBERS: usize = 8;
+
 async fn whatsapp_status(
     State(app): State<AppState>,
     Path(provider): Path<String>,
@@ -220,6 +226,11 @@ async fn whatsapp_status(
             // Another number of the same Meta app: its own provider, if the same tenant
             // has one signed by this app's secret.
             if !numbers.contains_key(&number) {
+                if numbers.len() >= MAX_OTHER_NUMBERS {
+                    metrics::counter!(RECEIPTS_RESULTS, "result" => "numbers_past_limit")
+                        .increment(1);
+                    continue;
+                }
                 let sibling = app
                     .sibling(&number, known.tenant_id, app_secret.expose())
                     .await?;
@@ -252,16 +263,27 @@ impl AppState {
         tenant: Option<Uuid>,
         app_secret: &str,
     ) -> Result<Option<Uuid>, Refusal> {
+        let signed_alike = |candidates: Siblings| {
+            candidates.into_iter().find_map(|(id, config)| {
+                matches!(config.receipts(), Some(ReceiptKey::Meta { app_secret: secret, .. })
+                    if signature::same_secret(secret.expose(), app_secret))
+                .then_some(id)
+            })
+        };
+        // Read again if none remembered fits: the app's secret may have been rotated since.
+        if let Some(id) = self
+            .providers
+            .remembered_by_number(number, tenant)
+            .and_then(signed_alike)
+        {
+            return Ok(Some(id));
+        }
         let candidates = self
             .providers
             .whatsapp_by_number(number, tenant)
             .await
             .map_err(|_| Refusal::Unavailable)?;
-        Ok(candidates.into_iter().find_map(|(id, config)| {
-            matches!(config.receipts(), Some(ReceiptKey::Meta { app_secret: secret, .. })
-                if signature::same_secret(secret.expose(), app_secret))
-            .then_some(id)
-        }))
+        Ok(signed_alike(candidates))
     }
 }
 

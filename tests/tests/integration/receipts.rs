@@ -646,6 +646,38 @@ async fn bad_signatures_and_malformed_receipts_change_nothing() -> Result<()> {
             .fetch_one(&env.pool)
             .await?;
     assert_eq!(kept, 0, "a status of another number was kept");
+    // A notification naming many numbers (anyone holding the app's secret can sign one):
+    // looked up for eight of them, the rest dropped and counted; each number was a
+    // database read in turn, and a few such notifications held every tenant's receipts up.
+    let change = |number: &str, wamid: &str| {
+        json!({"field": "messages", "value": {"metadata": {"phone_number_id": number},
+               "statuses": [{"id": wamid, "status": "read", "timestamp": "1785000000"}]}})
+    };
+    let changes: Vec<Value> = std::iter::once(change("2077", "wamid.W"))
+        .chain((0..20).map(|i| change(&format!("40{i:02}"), &format!("wamid.N{i}"))))
+        .collect();
+    let many_numbers = json!({"object": "whatsapp_business_account",
+                              "entry": [{"changes": changes}]})
+    .to_string();
+    let signature = signature::hub(SIMULATOR_APP_SECRET, many_numbers.as_bytes());
+    assert_eq!(post_meta(many_numbers, Some(signature)).await?, 200);
+    let owner: Uuid =
+        sqlx::query_scalar("SELECT provider_id FROM receipts WHERE message_id = 'wamid.W'")
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(owner, sibling, "the sibling's status is kept");
+    let metrics = env
+        .scrape(env.receiver_service().context("the receiver runs")?)
+        .await?;
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "herald_receipts_results_total",
+            &[("result", "numbers_past_limit")]
+        ),
+        Some(13.0),
+        "past the sibling and seven more numbers"
+    );
     // Meta's notifications may reach 3 MB: taken whole (axum's default limit is 2 MiB).
     let large = notification.replace(
         "\"metadata\"",
