@@ -95,8 +95,9 @@ impl Leadership {
         store::leadership::try_lock(connection).await
     }
 
-    /// Releases the lock at shutdown so a standby need not wait for the connection to drop
-    /// (bounded: on a connection that leads nowhere, the shutdown would wait for TCP).
+    /// Releases the lock (at shutdown, or when this process cannot publish) so a standby
+    /// need not wait for the connection to drop (bounded: on a connection that leads
+    /// nowhere, this would wait for TCP).
     pub async fn resign(&mut self) {
         if let Some(mut connection) = self.connection.take() {
             let goodbye = async {

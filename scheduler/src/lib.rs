@@ -58,8 +58,20 @@ const DEFAULT_OPS_LISTEN: std::net::SocketAddr = herald_shared::ops::loopback(94
 /// duration: a burst of messages costs a few passes, not one each, and wakes take at most a
 /// third of the scheduler's time however many campaigns each one reads.
 const MIN_WAKE_GAP: Duration = Duration::from_millis(50);
+/// The least time between two wake-up passes after one that took `cost`: twice that (see
+/// [`MIN_WAKE_GAP`]), but never more than half a tick. The wait holds ticks up too, and a
+/// wake-up pass slowed to its bound (25 s, a database that hung) made the next wait 50 s,
+/// with no tick, top-up or leadership check on any lane meanwhile.
+fn wake_gap(cost: Duration, tick: Duration) -> Duration {
+    MIN_WAKE_GAP.max(cost.saturating_mul(2)).min(tick / 2)
+}
+
 /// How long the broker may take to answer the readiness check.
 const BROKER_CHECK: Duration = Duration::from_secs(2);
+/// After this many failed broker checks in a row (one a tick) a leader steps down, and a
+/// standby stops contending until a check passes: a scheduler that cannot publish would
+/// otherwise hold the lock, and every tick fail, while a standby that can waits for ever.
+const STEP_DOWN_AFTER_BROKER_CHECKS: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -147,6 +159,8 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
     // On a connection of its own, not one of the pool's (see `wake::listen`).
     let mut wakes = wake::listen(options);
     let (mut last_wake, mut wake_cost) = (Instant::now(), Duration::ZERO);
+    // Failed broker checks in a row (see `STEP_DOWN_AFTER_BROKER_CHECKS`).
+    let mut broker_failures = 0_u32;
     // The starvation poll's clock (see `Ticker::starving`): kept across passes and wake-ups.
     let usual_poll = backpressure::starvation_poll(config.tick(), false);
     let (mut last_poll, mut last_usual_poll) = (Instant::now(), Instant::now());
@@ -181,7 +195,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
                     .await
                     .unwrap_or(false)
                 {
-                    let leads = lead(&mut leadership, &mut ticker).await;
+                    let leads = lead(&mut leadership, &mut ticker, broker_failures).await;
                     if leads
                         && !shutdown.is_cancelled()
                         && let Err(error) = ticker.bounded(pass_within, Pass::TopUp).await
@@ -196,7 +210,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
                 continue;
             }
             Some(provider) = wakes.recv() => {
-                let gap = MIN_WAKE_GAP.max(wake_cost * 2);
+                let gap = wake_gap(wake_cost, config.tick());
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(gap.saturating_sub(last_wake.elapsed())) => {}
@@ -206,7 +220,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
                     woken.insert(more);
                 }
                 let started = Instant::now();
-                let leads = lead(&mut leadership, &mut ticker).await;
+                let leads = lead(&mut leadership, &mut ticker, broker_failures).await;
                 if leads
                     && !shutdown.is_cancelled()
                     && let Err(error) = ticker.bounded(pass_within, Pass::Wake(&woken)).await
@@ -221,6 +235,11 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
         // Leader or standby, a scheduler that cannot reach the broker is not ready: a
         // standby could not take over.
         let broker = tokio::time::timeout(BROKER_CHECK, ticker.check_broker()).await;
+        broker_failures = if matches!(broker, Ok(Ok(()))) {
+            0
+        } else {
+            broker_failures.saturating_add(1)
+        };
         health.report(
             "broker",
             match broker {
@@ -229,7 +248,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
                 Err(_) => Err(format!("no answer within {BROKER_CHECK:?}")),
             },
         );
-        let leads = lead(&mut leadership, &mut ticker).await;
+        let leads = lead(&mut leadership, &mut ticker, broker_failures).await;
         health.set_role(if leads { Role::Leader } else { Role::Standby });
         health.report("leadership", Ok(()));
         metrics::gauge!(metrics_names::LEADER).set(if leads { 1.0 } else { 0.0 });
@@ -266,8 +285,21 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
 }
 
 /// Confirms or contends for leadership, and when this process leads, tells the ticker
-/// which term its passes run in.
-async fn lead(leadership: &mut Leadership, ticker: &mut Ticker) -> bool {
+/// which term its passes run in. Not once the broker has failed `broker_failures` checks
+/// in a row: then a leader resigns (a standby that can publish takes over) and a standby
+/// does not contend.
+async fn lead(leadership: &mut Leadership, ticker: &mut Ticker, broker_failures: u32) -> bool {
+    if broker_failures >= STEP_DOWN_AFTER_BROKER_CHECKS {
+        if leadership.is_leader() {
+            tracing::warn!(
+                broker_failures,
+                "cannot reach the broker; stepping down so that a scheduler that can leads"
+            );
+            leadership.resign().await;
+        }
+        ticker.stand_down();
+        return false;
+    }
     let leads = leadership.refresh().await;
     if leads {
         ticker.serve_term(leadership.term());
@@ -275,4 +307,28 @@ async fn lead(leadership: &mut Leadership, ticker: &mut Ticker) -> bool {
         ticker.stand_down();
     }
     leads
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_wake_up_holds_the_next_for_at_most_half_a_tick() {
+        let tick = Duration::from_secs(2);
+        assert_eq!(wake_gap(Duration::ZERO, tick), MIN_WAKE_GAP);
+        assert_eq!(
+            wake_gap(Duration::from_millis(100), tick),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            wake_gap(Duration::from_secs(25), tick),
+            Duration::from_secs(1)
+        );
+        // A tick shorter than the least gap: the tick wins, wake-ups never wait past it.
+        assert_eq!(
+            wake_gap(Duration::ZERO, Duration::from_millis(60)),
+            Duration::from_millis(30)
+        );
+    }
 }

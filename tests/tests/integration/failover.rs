@@ -883,3 +883,43 @@ async fn an_admin_request_caught_by_a_cut_is_answered_503_at_its_deadline() -> R
     .map_err(|_| anyhow::anyhow!("the admin did not serve again after the cut"))?;
     Ok(())
 }
+
+/// A leader that cannot reach the broker (here a URL where none listens; as well a route
+/// to it lost while its database session lives) steps down after three failed checks, and
+/// stops contending, so a standby that can publish leads. Before, it kept the lock for as
+/// long as its database session lived, every tick failing, and nothing was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_reach_the_broker_leaves_the_lead_to_one_that_can() -> Result<()> {
+    const TICK_MS: u64 = 500;
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, "c", &numbers("+1555951", 200), 100)
+        .await?;
+    let cut_off = env.scheduler(TICK_MS, &[("HERALD_AMQP_URL", "amqp://127.0.0.1:1/%2f")])?;
+    wait_until(Duration::from_secs(10), || async {
+        leader_lock_holders(&env).await == 1
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no leader"))?;
+    assert!(cut_off.log_text().contains("became the leader"));
+    let able = env.scheduler(TICK_MS, &[])?;
+    let _worker = env.worker(&[])?;
+    env.start(campaign).await?;
+    env.wait_completed(&[campaign], Duration::from_secs(30))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}; the cut-off scheduler:\n{}", cut_off.log_text()))?;
+    assert!(able.log_text().contains("became the leader"));
+    assert!(
+        cut_off
+            .log_text()
+            .contains("cannot reach the broker; stepping down")
+    );
+    assert!(
+        cut_off.log_text().matches("became the leader").count() == 1,
+        "the cut-off scheduler did not contend again"
+    );
+    assert_eq!(env.simulator_stats().await?["duplicates"], 0);
+    Ok(())
+}
