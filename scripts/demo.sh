@@ -53,7 +53,7 @@ echo "==> simulator (200 ms latency), receipt receiver, scheduler, two workers a
 echo
 echo "    Admin web page: http://127.0.0.1:$ADMIN_PORT/ (sign in with the operator key)"
 echo "    Operator key:   $OPERATOR_KEY"
-echo "    CLI:            HERALD_API_KEY=$OPERATOR_KEY $BIN/herald campaign list"
+echo "    CLI:            HERALD_ADMIN_URL=http://127.0.0.1:$ADMIN_PORT HERALD_API_KEY=$OPERATOR_KEY $BIN/herald campaign list"
 echo "    Metrics:        http://127.0.0.1:9410/metrics (scheduler), :9411 and :9421 (workers),"
 echo "                    :9412 (receiver), :9413 (admin); health at /livez and /readyz on each"
 echo

@@ -16,8 +16,10 @@ use crate::model::{
 };
 
 /// Bounds a hung server rather than a slow action: starting a segment campaign materializes
-/// its whole audience within the request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// its whole audience within the request. Longer than the server's own deadline
+/// (`HERALD_ADMIN_REQUEST_TIMEOUT_MS`, 300 s by default), whose 503 says more than a
+/// timeout here would.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(310);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Progress polls are cheap on the server; a slow one is better retried than waited for.
 const POLL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,6 +31,18 @@ pub enum ApiError {
     Refused { status: u16, body: ErrorBody },
     #[error("cannot reach the admin server at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    /// A request that changes something reached the server (or may have), and its answer
+    /// never came whole: whether it was carried out cannot be told here.
+    #[error(
+        "no answer from the admin server at {url} to the {method} ({reason}); it may have been \
+         carried out: look (list or show) before repeating it (a message sent with \
+         --idempotency-key is safe to send again)"
+    )]
+    NoAnswer {
+        url: String,
+        method: String,
+        reason: String,
+    },
     /// A 5xx.
     #[error("the admin server failed (HTTP {status}): {message}")]
     Server { status: u16, message: String },
@@ -43,7 +57,10 @@ impl ApiError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Refused { .. } => 1,
-            Self::Unreachable { .. } | Self::Server { .. } | Self::UnexpectedResponse(_) => 3,
+            Self::Unreachable { .. }
+            | Self::NoAnswer { .. }
+            | Self::Server { .. }
+            | Self::UnexpectedResponse(_) => 3,
         }
     }
 
@@ -461,9 +478,15 @@ impl Client {
         if let Some(timeout) = timeout {
             request = request.timeout(timeout);
         }
-        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
+        let request = request.build().map_err(|e| self.unreachable(&e))?;
+        let method = request.method().clone();
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| self.lost(&e, &method))?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
+        let bytes = response.bytes().await.map_err(|e| self.lost(&e, &method))?;
         classify(status, &bytes).map(Reply::new)
     }
 
@@ -473,6 +496,27 @@ impl Client {
             reason: error_chain(error),
         }
     }
+
+    /// `error` of a `method` request: unreachable if nothing was sent (no connection) or
+    /// the request only reads, else no answer (it may have been carried out).
+    fn lost(&self, error: &reqwest::Error, method: &reqwest::Method) -> ApiError {
+        if error.is_connect() || !changes_something(method) {
+            return self.unreachable(error);
+        }
+        ApiError::NoAnswer {
+            url: self.base.to_string(),
+            method: method.to_string(),
+            reason: error_chain(error),
+        }
+    }
+}
+
+/// Whether a request of `method` may change something on the server.
+fn changes_something(method: &reqwest::Method) -> bool {
+    !matches!(
+        *method,
+        reqwest::Method::GET | reqwest::Method::HEAD | reqwest::Method::OPTIONS
+    )
 }
 
 /// `base` + `/api/v1/` + `segments`, keeping any path prefix `base` has.
@@ -577,6 +621,36 @@ fn error_chain(error: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A server that takes each request and closes the connection without an answer.
+    async fn hangs_up() -> Url {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buffer = [0_u8; 4096];
+                let _ = socket.read(&mut buffer).await;
+            }
+        });
+        Url::parse(&format!("http://{address}")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_change_without_an_answer_may_have_been_carried_out() {
+        let client = Client::new(hangs_up().await, "k".into()).unwrap();
+        let error = client.pause_campaign(Uuid::nil()).await.unwrap_err();
+        assert!(
+            matches!(&error, ApiError::NoAnswer { method, .. } if method == "POST"),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("may have been carried out"));
+        assert_eq!(error.exit_code(), 3);
+        assert!(!error.is_transient(), "not repeated on its own");
+        // A read only cannot have changed anything: the server could not be reached.
+        let error = client.list_tenants().await.unwrap_err();
+        assert!(matches!(error, ApiError::Unreachable { .. }), "{error:?}");
+    }
 
     #[test]
     fn urls_keep_the_base_path_and_encode_queries() {

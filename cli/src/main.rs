@@ -263,6 +263,37 @@ mod tests {
     }
 
     #[test]
+    fn message_flags_are_checked_like_campaigns() {
+        let err =
+            Cli::try_parse_from(["herald", "message", "list", "--state", "sentt"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("possible values"), "{err}");
+        let err =
+            Cli::try_parse_from(["herald", "message", "list", "--since", "yesterday"]).unwrap_err();
+        assert!(
+            err.to_string().contains("like 2026-11-22T10:00:00Z"),
+            "{err}"
+        );
+        // As `campaign create` spells it; `--overflow` still works.
+        for flag in ["--overflow-provider", "--overflow"] {
+            Cli::try_parse_from([
+                "herald",
+                "message",
+                "send",
+                "--to",
+                "+15550000001",
+                "--channel",
+                "sms",
+                "--text",
+                "hi",
+                flag,
+                "7d3c8a2e-0000-4000-8000-000000000001",
+            ])
+            .unwrap();
+        }
+    }
+
+    #[test]
     fn exit_codes_follow_the_kind_of_failure() {
         let code = |e: CliError| report(&anyhow::Error::new(e)).0;
         let refused = client::ApiError::Refused {

@@ -278,6 +278,11 @@ impl Progress {
     pub fn is_final(&self) -> bool {
         matches!(self.status.as_str(), "completed" | "cancelled")
     }
+
+    /// Not started: it will not move until someone starts it.
+    pub fn is_draft(&self) -> bool {
+        self.status == "draft"
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -596,10 +596,16 @@ pub fn campaign(c: &Campaign) -> String {
         },
     );
     let at = |time: fn(&Progress) -> Option<Timestamp>| c.progress.as_ref().and_then(time);
+    let mut status = c.status.clone();
+    if let Some(why) = c.progress.as_ref().and_then(|p| p.pause_reason.as_deref()) {
+        status.push_str(&format!(
+            " by Herald: {why} (fix the provider, then resume)"
+        ));
+    }
     key_values(&[
         ("id", c.id.to_string()),
         ("name", c.name.clone()),
-        ("status", c.status.clone()),
+        ("status", status),
         ("tenant", or_dash(c.tenant_id)),
         ("provider", or_dash(c.provider_id)),
         ("overflow provider", or_dash(c.overflow_provider_id)),
@@ -1195,6 +1201,24 @@ mod tests {
                 "first sent:         2026-12-06T10:00:01Z",
                 "completed:          2026-12-06T10:00:05Z"
             ]
+        );
+    }
+
+    #[test]
+    fn a_campaign_herald_paused_shows_why_in_its_details() {
+        let campaign: Campaign = serde_json::from_value(serde_json::json!({
+            "id": "7d3c8a2e-0000-4000-8000-000000000001", "name": "spring", "status": "paused",
+            "progress": {"status": "paused", "total": 2,
+                         "pause_reason": "twilio 20003 (HTTP 401): Authenticate"}
+        }))
+        .unwrap();
+        let shown = self::campaign(&campaign);
+        assert!(
+            shown.contains(
+                "status:             paused by Herald: twilio 20003 (HTTP 401): Authenticate \
+                 (fix the provider, then resume)\n"
+            ),
+            "{shown}"
         );
     }
 

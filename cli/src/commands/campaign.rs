@@ -417,6 +417,14 @@ async fn poll_until_final(
                 if progress.is_final() {
                     return Ok(reply);
                 }
+                if progress.is_draft() {
+                    // Nothing happens to a draft until someone starts it: watching it would
+                    // wait for ever (`… start && … progress --watch` in a script, start failed).
+                    return Err(CliError::Input(format!(
+                        "campaign {id} is a draft: nothing is sent until it is started \
+                         (herald campaign start {id})"
+                    )));
+                }
             }
             Err(error) if error.is_transient() && failures < WATCH_MAX_FAILURES => {
                 failures += 1;
@@ -427,7 +435,7 @@ async fn poll_until_final(
     }
 }
 
-fn parse_time(s: &str) -> Result<DateTime<FixedOffset>, String> {
+pub fn parse_time(s: &str) -> Result<DateTime<FixedOffset>, String> {
     DateTime::parse_from_rfc3339(s.trim()).map_err(|e| {
         format!("{e}: expected RFC 3339, like 2026-11-22T10:00:00Z or 2026-11-22T11:00:00+01:00")
     })

@@ -5,7 +5,9 @@ use clap::Subcommand;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::campaign::{Channel, QuietWindow, parse_quiet_hours, quiet_hours_body};
+use super::campaign::{
+    Channel, QuietWindow, RecipientState, parse_quiet_hours, parse_time, quiet_hours_body,
+};
 use super::{CliError, Ctx, PageArgs, show_pages};
 use crate::client::Filters;
 use crate::model::NewMessage;
@@ -29,7 +31,11 @@ pub enum MessageCommand {
         #[arg(long, value_name = "ID")]
         provider: Option<Uuid>,
         /// Provider that takes what `--provider` has no room for
-        #[arg(long, value_name = "ID")]
+        #[arg(
+            long = "overflow-provider",
+            visible_alias = "overflow",
+            value_name = "ID"
+        )]
         overflow: Option<Uuid>,
         /// The message text
         #[arg(
@@ -45,7 +51,7 @@ pub enum MessageCommand {
         #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var, requires = "template")]
         vars: Vec<(String, String)>,
         /// Not sent after this time (RFC 3339)
-        #[arg(long, value_name = "TIME")]
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
         expires_at: Option<DateTime<FixedOffset>>,
         /// Not sent inside this daily window, e.g. 21:00-07:00 (leave out for one-time codes)
         #[arg(long, value_name = "HH:MM-HH:MM", value_parser = parse_quiet_hours)]
@@ -73,12 +79,11 @@ pub enum MessageCommand {
     },
     /// List messages, newest first
     List {
-        /// Only messages in this state (pending, queued, sending, unknown, sent, failed,
-        /// cancelled, expired)
-        #[arg(long)]
-        state: Option<String>,
+        /// Only messages in this state
+        #[arg(long, value_enum)]
+        state: Option<RecipientState>,
         /// Only messages accepted at or after this time (RFC 3339)
-        #[arg(long, value_name = "TIME")]
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
         since: Option<DateTime<FixedOffset>>,
         #[command(flatten)]
         page: PageArgs,
@@ -153,7 +158,7 @@ pub async fn run(ctx: &Ctx, command: MessageCommand) -> Result<(), CliError> {
         MessageCommand::List { state, since, page } => {
             let mut filters: Filters = Vec::new();
             if let Some(state) = state {
-                filters.push(("state", state));
+                filters.push(("state", state.as_str().to_owned()));
             }
             if let Some(since) = since {
                 filters.push(("since", since.to_rfc3339()));

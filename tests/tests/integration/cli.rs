@@ -145,6 +145,13 @@ async fn a_script_drives_a_campaign_and_failures_exit_non_zero() -> Result<()> {
         .bind(&campaign_id)
         .execute(&env.pool)
         .await?;
+    // Watching a draft (a script whose `start` failed) ends at once, saying why: it waited
+    // for ever.
+    let draft = cli.run(&key, &["campaign", "progress", &campaign_id, "--watch"])?;
+    assert_eq!(draft.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&draft.stderr);
+    assert!(stderr.contains("is a draft"), "{stderr}");
+
     let _scheduler = env.scheduler(500, &[])?;
     let _worker = env.worker(&[])?;
     let started = cli.json(&key, &["campaign", "start", &campaign_id])?;
