@@ -165,8 +165,13 @@ async fn messages_and_calls_match_twilios_document() {
             credentials.clone(),
         );
         let sms_message = message(Channel::Sms);
+        let expiring = DispatchMessage {
+            expires_at: Some(chrono::Utc::now() + chrono::TimeDelta::minutes(10)),
+            ..message(Channel::Sms)
+        };
         for (what, provider, m) in [
             ("an SMS from a number", &sms, &sms_message),
+            ("an SMS that expires (ValidityPeriod)", &sms, &expiring),
             ("an SMS through a messaging service", &service, &sms_message),
             ("a WhatsApp message", &whatsapp, &message(Channel::Whatsapp)),
             (

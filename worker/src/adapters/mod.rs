@@ -170,7 +170,12 @@ pub fn build(
 ) -> Result<HttpRequest, CallResult> {
     match config {
         ProviderConfig::Http(c) => Ok(generic::build(c, message, callback)),
-        ProviderConfig::TwilioSms(c) => Ok(twilio::build_message(c, message, callback)),
+        ProviderConfig::TwilioSms(c) => Ok(twilio::build_message(
+            c,
+            message,
+            callback,
+            chrono::Utc::now(),
+        )),
         ProviderConfig::TwilioVoice(c) => twilio::build_call(c, message, callback),
         ProviderConfig::WhatsApp(c) => whatsapp::build(c, message),
     }

@@ -19,11 +19,25 @@ use std::ops::RangeInclusive;
 /// Twilio ignores `Twiml` longer than this (4,000 characters).
 pub const TWIML_LIMIT: usize = 4_000;
 
-/// `POST …/Messages.json`: To, From and/or MessagingServiceSid, Body, StatusCallback.
+/// The longest `ValidityPeriod` Twilio takes (and its default): 10 hours, in seconds.
+pub const MAX_VALIDITY_S: i64 = 36_000;
+
+/// `ValidityPeriod` for a message that expires at `expires_at`, sent at `now`: Twilio
+/// accepts a message at once and sends it when the sender's queue gets to it (a long code
+/// sends one a second), so a campaign's expiry checked at Herald's request alone would let
+/// a long queue send it hours late. Twilio drops what is still queued past this (reported
+/// `failed`, 30001). At least a second (Twilio's least), at most its 10 hours.
+pub fn validity_period(expires_at: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
+    (expires_at - now).num_seconds().clamp(1, MAX_VALIDITY_S)
+}
+
+/// `POST …/Messages.json`: To, From and/or MessagingServiceSid, Body, StatusCallback, and
+/// `ValidityPeriod` when the message expires ([`validity_period`]).
 pub fn build_message(
     config: &TwilioSmsConfig,
     message: &DispatchMessage,
     callback: Option<&str>,
+    now: DateTime<Utc>,
 ) -> HttpRequest {
     let mut form = vec![("To", message_address(message))];
     if let Some(from) = &config.from {
@@ -35,6 +49,12 @@ pub fn build_message(
     form.push(("Body", message.body.clone()));
     if let Some(callback) = callback {
         form.push(("StatusCallback", callback_with_reference(callback, message)));
+    }
+    if let Some(expires_at) = message.expires_at {
+        form.push((
+            "ValidityPeriod",
+            validity_period(expires_at, now).to_string(),
+        ));
     }
     request(&config.account, "Messages.json", &form, message)
 }
@@ -417,11 +437,38 @@ mod tests {
     }
 
     #[test]
+    fn a_message_that_expires_is_dropped_from_twilios_queue_by_then() {
+        let now = DateTime::parse_from_rfc3339("2026-12-06T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let expiring = DispatchMessage {
+            expires_at: Some(now + chrono::TimeDelta::seconds(600)),
+            ..message()
+        };
+        let request = build_message(&sms(json!({"from": "+15005550006"})), &expiring, None, now);
+        let body = String::from_utf8(request.body).unwrap();
+        assert!(body.ends_with("&ValidityPeriod=600"), "{body}");
+        // Without an expiry Twilio's default (10 hours) stands.
+        let request = build_message(&sms(json!({"from": "+15005550006"})), &message(), None, now);
+        assert!(
+            !String::from_utf8(request.body)
+                .unwrap()
+                .contains("ValidityPeriod")
+        );
+        assert_eq!(
+            validity_period(now + chrono::TimeDelta::days(3), now),
+            MAX_VALIDITY_S
+        );
+        assert_eq!(validity_period(now - chrono::TimeDelta::seconds(5), now), 1);
+    }
+
+    #[test]
     fn a_message_is_form_encoded_with_basic_auth() {
         let request = build_message(
             &sms(json!({"from": "+15005550006", "messaging_service_sid": MG})),
             &message(),
             Some("https://hooks.example/twilio?x=1"),
+            Utc::now(),
         );
         assert_eq!(request.method, reqwest::Method::POST);
         assert_eq!(
@@ -470,7 +517,7 @@ mod tests {
         else {
             panic!("an API key without an auth token is enough to send")
         };
-        let request = build_message(&keyed, &message(), None);
+        let request = build_message(&keyed, &message(), None, Utc::now());
         // The account stays in the path; the key and its secret are the Basic credentials.
         assert_eq!(
             request.url,
@@ -524,7 +571,12 @@ mod tests {
     fn whatsapp_through_twilio_gets_the_channel_prefix() {
         let mut m = message();
         m.channel = Channel::Whatsapp;
-        let request = build_message(&sms(json!({"from": "whatsapp:+15005550006"})), &m, None);
+        let request = build_message(
+            &sms(json!({"from": "whatsapp:+15005550006"})),
+            &m,
+            None,
+            Utc::now(),
+        );
         let body = String::from_utf8(request.body).unwrap();
         assert!(
             body.starts_with("To=whatsapp%3A%2B15551234567&From=whatsapp%3A%2B15005550006&Body="),
