@@ -297,6 +297,9 @@ struct Page {
     messages: Vec<Listed>,
     #[serde(default)]
     calls: Vec<Listed>,
+    /// Set when Twilio holds more (older) items than this page.
+    #[serde(default)]
+    next_page_uri: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -340,7 +343,10 @@ pub fn find_in_lookup(
         .chain(&page.calls)
         .filter_map(created)
         .min();
-    if listed >= LOOKUP_PAGE && oldest.is_none_or(|at| at > *window.start()) {
+    // Full, or Twilio saying there is more (whatever the page holds): either way older
+    // items exist.
+    let more = listed >= LOOKUP_PAGE || page.next_page_uri.is_some();
+    if more && oldest.is_none_or(|at| at > *window.start()) {
         return Err(format!(
             "the provider's newest {listed} messages to this address do not reach back to the \
              attempt's minutes; whether it was sent cannot be told"
@@ -704,6 +710,11 @@ mod tests {
         assert_eq!(reached, Ok(vec![]));
         let partial = find_in_lookup(&answer(200, &page(json!(later[..49]))), &message(), &window);
         assert_eq!(partial, Ok(vec![]));
+        // Unless Twilio says more are listed: a short page with a next page is no answer.
+        let mut short = serde_json::from_str::<Value>(&page(json!(later[..10]))).unwrap();
+        short["next_page_uri"] = json!("/2010-04-01/Accounts/AC1/Messages.json?Page=1");
+        let short = find_in_lookup(&answer(200, &short.to_string()), &message(), &window);
+        assert!(short.is_err_and(|e| e.contains("do not reach back")));
         // A message to this address that cannot be judged answers nothing, not "not sent".
         let undated = page(json!([item("SMours", text, "yesterday")]));
         let undated = find_in_lookup(&answer(200, &undated), &message(), &window);
