@@ -417,6 +417,9 @@ pub fn parse(
             );
             let account = twilio_account(&mut p, base_url.as_deref(), credentials);
             let from = p.text("settings.from", settings.get("from"), 64);
+            if let Some(Err(why)) = from.as_deref().map(|f| twilio_sender(f, false)) {
+                p.bad("settings.from", why.into());
+            }
             let service = p.sid(
                 "settings.messaging_service_sid",
                 settings.get("messaging_service_sid"),
@@ -446,6 +449,9 @@ pub fn parse(
             p.only("settings", settings, &["from", "url", "status_callback"]);
             let account = twilio_account(&mut p, base_url.as_deref(), credentials);
             let from = p.required_text("settings.from", settings.get("from"), 64);
+            if let Some(Err(why)) = from.as_deref().map(|f| twilio_sender(f, true)) {
+                p.bad("settings.from", why.into());
+            }
             let url = p.opt_url("settings.url", settings);
             let status_callback = p.opt_url("settings.status_callback", settings);
             account.zip(from).map(|(account, from)| {
@@ -1090,6 +1096,46 @@ impl Checker {
     }
 }
 
+/// Whether `from` is a sender Twilio takes, written as Twilio writes it back: the lookup of
+/// a lost answer lists messages by `From` and compares exactly, so a number written
+/// otherwise (`+1 555 …`, no `+`) would find nothing there and the message be sent again.
+/// Messages: E.164 (`+15551234567`), `whatsapp:` and E.164, a short code (3 to 8 digits)
+/// or an alphanumeric sender ID (up to 11 letters, digits and spaces, a letter among them).
+/// Calls: E.164, or `client:` and an identity.
+fn twilio_sender(from: &str, voice: bool) -> Result<(), &'static str> {
+    let e164 = |n: &str| {
+        n.strip_prefix('+').is_some_and(|digits| {
+            (2..=15).contains(&digits.len())
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && !digits.starts_with('0')
+        })
+    };
+    if voice {
+        let client = from
+            .strip_prefix("client:")
+            .is_some_and(|id| !id.is_empty() && !id.contains(char::is_whitespace));
+        return if e164(from) || client {
+            Ok(())
+        } else {
+            Err("must be a number in E.164, like +15551234567 (or client:identity)")
+        };
+    }
+    let short_code = (3..=8).contains(&from.len()) && from.bytes().all(|b| b.is_ascii_digit());
+    let alphanumeric = (1..=11).contains(&from.len())
+        && from.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ')
+        && from.bytes().any(|b| b.is_ascii_alphabetic());
+    let whatsapp = from.strip_prefix("whatsapp:").is_some_and(e164);
+    if e164(from) || whatsapp || short_code || alphanumeric {
+        Ok(())
+    } else {
+        Err(
+            "must be a number in E.164 like +15551234567, whatsapp: and such a number, a short \
+             code (3 to 8 digits) or an alphanumeric sender ID (up to 11 letters, digits and \
+             spaces)",
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -1344,5 +1390,38 @@ mod tests {
                 "body": ["{{a}}"], "body_parameter": true}))),
             ["settings.template.body_parameter"]
         );
+    }
+
+    #[test]
+    fn twilio_senders_are_written_as_twilio_writes_them() {
+        for ok in [
+            "+15005550006",
+            "whatsapp:+15005550006",
+            "12345",
+            "Herald Co",
+        ] {
+            assert_eq!(twilio_sender(ok, false), Ok(()), "{ok}");
+        }
+        for bad in [
+            "+1 500 555 0006",
+            "15005550006123456",
+            "whatsapp:15005550006",
+            "+0123",
+            "Herald & Co",
+            "a-very-long-sender",
+        ] {
+            assert!(twilio_sender(bad, false).is_err(), "{bad}");
+        }
+        assert_eq!(twilio_sender("+15005550006", true), Ok(()));
+        assert_eq!(twilio_sender("client:alice", true), Ok(()));
+        assert!(twilio_sender("Herald", true).is_err());
+        let problems = parse(
+            "twilio_sms",
+            "https://api.twilio.com",
+            &json!({"from": "+1 500 555 0006"}),
+            &json!({"account_sid": format!("AC{}", "0".repeat(32)), "auth_token": "t"}),
+        )
+        .unwrap_err();
+        assert_eq!(problems.0[0].field, "settings.from");
     }
 }
