@@ -231,6 +231,16 @@ fn check(body: &NewProvider) -> Vec<FieldError> {
             }
         }
     }
+    let voice = match Kind::parse(&body.kind) {
+        Some(Kind::TwilioSms) => Some(false),
+        Some(Kind::TwilioVoice) => Some(true),
+        _ => None,
+    };
+    if let (Some(voice), Some(Value::String(from))) = (voice, body.settings.get("from"))
+        && let Err(reason) = provider_config::twilio_sender(from, voice)
+    {
+        bad("settings.from", reason.into());
+    }
     let ranges = [
         ("timeout_ms", body.timeout_ms, 10, 300_000),
         ("max_in_flight", body.max_in_flight, 1, 100_000),

@@ -346,6 +346,23 @@ async fn invalid_requests_name_the_field_and_write_nothing() -> Result<()> {
         )
         .await?;
     assert_eq!(status, 422);
+    // A Twilio sender written otherwise than Twilio writes it back: a lost answer's lookup,
+    // which lists by `From` exactly, would find nothing and send it again.
+    let (status, body) = admin
+        .call(
+            &w.key_a,
+            POST,
+            "/providers",
+            Some(json!({"name": "t", "kind": "twilio_sms",
+                        "settings": {"from": "+1 500 555 0006"},
+                        "credentials": {"account_sid": format!("AC{}", "0".repeat(32)), "auth_token": "t"}})),
+        )
+        .await?;
+    assert_eq!(
+        (status, field_errors(&body)),
+        (422, vec!["settings.from".to_owned()]),
+        "{body}"
+    );
     let (status, body) = admin
         .call(
             &w.admin.operator_key,
