@@ -166,6 +166,9 @@ impl Providers {
     ///
     /// Callers look in [`Self::remembered_by_number`] first, and read again if none there
     /// fits (a secret rotated since).
+    ///
+    /// On a database error or no turn in time, the caller may fall back on what was
+    /// remembered, however old.
     pub async fn whatsapp_by_number(
         &self,
         phone_number_id: &str,
@@ -183,6 +186,8 @@ impl Providers {
             .iter()
             .filter_map(|row| parse(&self.keyring, row).map(|known| (row.id, known.config)))
             .collect();
+        // A number no provider has any more (deleted, or a secret rotated away) is
+        // forgotten; the cache grows with real providers' numbers alone.
         let mut siblings = self.siblings();
         if found.is_empty() {
             siblings.remove(&key);
@@ -192,15 +197,17 @@ impl Providers {
         Ok(found)
     }
 
-    /// The providers of `tenant`'s number `phone_number_id` as read within [`REFRESH`].
+    /// The providers of `tenant`'s number `phone_number_id` as read within [`REFRESH`]
+    /// (`stale`: whenever they were read).
     pub fn remembered_by_number(
         &self,
         phone_number_id: &str,
         tenant: Option<Uuid>,
+        stale: bool,
     ) -> Option<Siblings> {
         self.siblings()
             .get(&(tenant, phone_number_id.to_owned()))
-            .filter(|(at, _)| at.elapsed() < REFRESH)
+            .filter(|(at, _)| stale || at.elapsed() < REFRESH)
             .map(|(_, found)| found.clone())
     }
 

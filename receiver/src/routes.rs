@@ -186,11 +186,21 @@ async fn whatsapp_verify(
     Ok(challenge.clone())
 }
 
-/// The most other numbers of its Meta app a notification's statuses are looked up for.
-/// Meta sends a number's statuses in notifications of their own or a few together; anyone
-/// holding the app's secret (a tenant, for its own provider) can sign one naming thousands,
-/// each a database read, and statuses past this many are dropped (and counted) instead.
-const MAX_OTHER_NUMBERS: usize = 8;
+/// The most other numbers of its Meta app a notification's statuses are read from the
+/// database for (numbers remembered cost no read). Meta sends a number's statuses in
+/// notifications of their own or a few together; anyone holding the app's secret (a tenant,
+/// for its own provider) can sign one naming thousands, each a read, and statuses of the
+/// numbers past this many are dropped (and counted) instead.
+const MAX_NUMBERS_READ: usize = 8;
+
+/// The one of `candidates` whose receipts are signed with `app_secret`.
+fn signed_alike(candidates: Siblings, app_secret: &str) -> Option<Uuid> {
+    candidates.into_iter().find_map(|(id, config)| {
+        matches!(config.receipts(), Some(ReceiptKey::Meta { app_secret: secret, .. })
+            if signature::same_secret(secret.expose(), app_secret))
+        .then_some(id)
+    })
+}
 
 async fn whatsapp_status(
     State(app): State<AppState>,
@@ -218,6 +228,7 @@ async fn whatsapp_status(
     };
     let mut receipts = Vec::new();
     let mut numbers: HashMap<String, Option<Uuid>> = HashMap::new();
+    let mut reads = 0;
     for numbered in whatsapp::statuses(provider_id, &body)? {
         let mut receipt = numbered.receipt;
         if let Some(number) = numbered.phone_number_id
@@ -226,14 +237,25 @@ async fn whatsapp_status(
             // Another number of the same Meta app: its own provider, if the same tenant
             // has one signed by this app's secret.
             if !numbers.contains_key(&number) {
-                if numbers.len() >= MAX_OTHER_NUMBERS {
-                    metrics::counter!(RECEIPTS_RESULTS, "result" => "numbers_past_limit")
-                        .increment(1);
-                    continue;
-                }
-                let sibling = app
-                    .sibling(&number, known.tenant_id, app_secret.expose())
-                    .await?;
+                let remembered =
+                    app.remembered_sibling(&number, known.tenant_id, app_secret.expose());
+                let sibling = match remembered {
+                    Some(sibling) => Some(sibling),
+                    None if reads >= MAX_NUMBERS_READ => {
+                        // Dropped unread, answered 200 (Meta would send the same again):
+                        // one may be a lost request's status, so the owner's numbers count
+                        // it as a refused webhook, and their lost answers wait.
+                        metrics::counter!(RECEIPTS_RESULTS, "result" => "numbers_past_limit")
+                            .increment(1);
+                        app.refusals.note(provider_id, chrono::Utc::now());
+                        continue;
+                    }
+                    None => {
+                        reads += 1;
+                        app.sibling(&number, known.tenant_id, app_secret.expose())
+                            .await?
+                    }
+                };
                 numbers.insert(number.clone(), sibling);
             }
             let Some(sibling) = numbers[&number] else {
@@ -257,33 +279,38 @@ async fn whatsapp_status(
 impl AppState {
     /// The WhatsApp provider of phone number `number`, of the same owner (`tenant`, or the
     /// operator), whose app secret is `app_secret`.
+    /// The provider of `tenant`'s WhatsApp number `number` signed by `app_secret`, as
+    /// remembered (no read).
+    fn remembered_sibling(
+        &self,
+        number: &str,
+        tenant: Option<Uuid>,
+        app_secret: &str,
+    ) -> Option<Uuid> {
+        self.providers
+            .remembered_by_number(number, tenant, false)
+            .and_then(|found| signed_alike(found, app_secret))
+    }
+
+    /// As [`Self::remembered_sibling`], read from the database (the secret may have been
+    /// rotated since it was remembered). When no read can be had at once (others' reads of
+    /// unknown numbers take the turns), what was remembered, however old, rather than a
+    /// refusal.
     async fn sibling(
         &self,
         number: &str,
         tenant: Option<Uuid>,
         app_secret: &str,
     ) -> Result<Option<Uuid>, Refusal> {
-        let signed_alike = |candidates: Siblings| {
-            candidates.into_iter().find_map(|(id, config)| {
-                matches!(config.receipts(), Some(ReceiptKey::Meta { app_secret: secret, .. })
-                    if signature::same_secret(secret.expose(), app_secret))
-                .then_some(id)
-            })
-        };
-        // Read again if none remembered fits: the app's secret may have been rotated since.
-        if let Some(id) = self
-            .providers
-            .remembered_by_number(number, tenant)
-            .and_then(signed_alike)
-        {
-            return Ok(Some(id));
+        match self.providers.whatsapp_by_number(number, tenant).await {
+            Ok(found) => Ok(signed_alike(found, app_secret)),
+            Err(_) => self
+                .providers
+                .remembered_by_number(number, tenant, true)
+                .and_then(|found| signed_alike(found, app_secret))
+                .map(Some)
+                .ok_or(Refusal::Unavailable),
         }
-        let candidates = self
-            .providers
-            .whatsapp_by_number(number, tenant)
-            .await
-            .map_err(|_| Refusal::Unavailable)?;
-        Ok(signed_alike(candidates))
     }
 }
 

@@ -364,8 +364,9 @@ pub async fn visible(pool: &PgPool, scope: Scope, id: Uuid) -> Result<bool, sqlx
 /// A reason campaign recipients failed for, and how many did.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorCount {
-    /// The reason, with what differs from one recipient to the next left out (numbers of
-    /// seven digits or more, such as the recipient's own in Twilio's 21211, become `…`;
+    /// The reason, with what differs from one recipient to the next left out (phone
+    /// numbers, `+` and seven digits or more, such as the recipient's own in Twilio's
+    /// 21211, and runs of nine digits or more become `…`, not Meta's seven-digit subcodes;
     /// Meta's `fbtrace_id` is dropped), so that one cause is one row.
     pub reason: String,
     pub count: i64,
@@ -393,7 +394,7 @@ pub async fn failure_reasons(pool: &PgPool, id: Uuid) -> Result<Vec<ErrorCount>,
              GROUP BY 1
          ),
          kinds AS (
-             SELECT regexp_replace(split_part(reason, ' [fbtrace_id ', 1), '\+?\d{7,}', '…', 'g') AS reason,
+             SELECT regexp_replace(split_part(reason, ' [fbtrace_id ', 1), '\+\d{7,}|\d{9,}', '…', 'g') AS reason,
                     sum(n)::int8 AS n, min(reason) AS example
              FROM exact GROUP BY 1
          ),

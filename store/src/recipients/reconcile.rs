@@ -68,10 +68,13 @@ pub struct ReceiptsSince {
     /// have held the request's receipt (see the migration `receipts_refused`).
     pub refused_since: bool,
     /// Whether a receipt of its received since `since` (less the margin) is still parked,
-    /// matching no message Herald knows: it may be the lost request's own (a provider whose
-    /// receipts carry only its message id, which the lost answer held), and later messages'
-    /// receipts then prove nothing of it. One that raced its send's outcome is taken up
-    /// within seconds; one parked past the orphan age no longer counts.
+    /// matching no message Herald knows: it may be the lost request's own (a generic
+    /// provider whose receipts carry only its message id, which the lost answer held), and
+    /// later messages' receipts then prove nothing of it. One that raced its send's outcome
+    /// is taken up within seconds; one parked past the orphan age no longer counts. Only
+    /// generic providers': WhatsApp's echo Herald's reference on every status
+    /// (`biz_opaque_callback_data`), so the request's own would have found it, and one
+    /// parked there is another sender's (a number shared with another tool).
     pub parked_since: bool,
     /// How long ago `since` was by the database's clock, the one that wrote it: a worker's
     /// clock ahead of it would otherwise count minutes never waited, and give up early.
@@ -93,9 +96,10 @@ pub async fn receipts_since(
         r#"SELECT coalesce(p.sends_reported_until > $2, false) AS "reported!",
                 coalesce(p.receipts_refused_at > $4
                          AND p.receipts_refused_at > now() - make_interval(secs => $5), false) AS "refused!",
-                EXISTS (SELECT 1 FROM receipts k
-                        WHERE k.provider_id = p.id AND k.recipient_id IS NULL
-                          AND k.orphaned_at IS NULL AND k.received_at > $4) AS "parked!",
+                p.kind = 'http' AND EXISTS (
+                    SELECT 1 FROM receipts k
+                    WHERE k.provider_id = p.id AND k.recipient_id IS NULL
+                      AND k.orphaned_at IS NULL AND k.received_at > $4) AS "parked!",
                 extract(epoch FROM now() - $3::timestamptz)::float8 AS "waited_secs!"
          FROM providers p WHERE p.id = $1"#,
         provider,

@@ -647,8 +647,10 @@ async fn bad_signatures_and_malformed_receipts_change_nothing() -> Result<()> {
             .await?;
     assert_eq!(kept, 0, "a status of another number was kept");
     // A notification naming many numbers (anyone holding the app's secret can sign one):
-    // looked up for eight of them, the rest dropped and counted; each number was a
-    // database read in turn, and a few such notifications held every tenant's receipts up.
+    // eight read from the database (the sibling, remembered, costs none), the rest dropped
+    // and counted, and a refusal recorded (one may have held a lost request's status); each
+    // number was a read in turn, and a few such notifications held every tenant's receipts
+    // up.
     let change = |number: &str, wamid: &str| {
         json!({"field": "messages", "value": {"metadata": {"phone_number_id": number},
                "statuses": [{"id": wamid, "status": "read", "timestamp": "1785000000"}]}})
@@ -659,6 +661,17 @@ async fn bad_signatures_and_malformed_receipts_change_nothing() -> Result<()> {
     let many_numbers = json!({"object": "whatsapp_business_account",
                               "entry": [{"changes": changes}]})
     .to_string();
+    let refused_at = || async {
+        sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+            "SELECT receipts_refused_at FROM providers WHERE id = $1",
+        )
+        .bind(whatsapp)
+        .fetch_one(&env.pool)
+        .await
+        .ok()
+        .flatten()
+    };
+    let refused_before = refused_at().await;
     let signature = signature::hub(SIMULATOR_APP_SECRET, many_numbers.as_bytes());
     assert_eq!(post_meta(many_numbers, Some(signature)).await?, 200);
     let owner: Uuid =
@@ -675,9 +688,14 @@ async fn bad_signatures_and_malformed_receipts_change_nothing() -> Result<()> {
             "herald_receipts_results_total",
             &[("result", "numbers_past_limit")]
         ),
-        Some(13.0),
-        "past the sibling and seven more numbers"
+        Some(12.0),
+        "past eight numbers read"
     );
+    herald_tests::wait_until(Duration::from_secs(10), || async {
+        refused_at().await > refused_before
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the dropped statuses were not counted as a refusal"))?;
     // Meta's notifications may reach 3 MB: taken whole (axum's default limit is 2 MiB).
     let large = notification.replace(
         "\"metadata\"",
