@@ -597,7 +597,10 @@ pub fn campaign(c: &Campaign) -> String {
     );
     let at = |time: fn(&Progress) -> Option<Timestamp>| c.progress.as_ref().and_then(time);
     let mut status = c.status.clone();
-    if let Some(why) = c.progress.as_ref().and_then(|p| p.pause_reason.as_deref()) {
+    // Kept after a cancel too: only a campaign still paused is paused for it.
+    if let Some(why) = c.progress.as_ref().and_then(|p| p.pause_reason.as_deref())
+        && c.status == "paused"
+    {
         status.push_str(&format!(
             " by Herald: {why} (fix the provider, then resume)"
         ));
@@ -1220,6 +1223,14 @@ mod tests {
             ),
             "{shown}"
         );
+        // Cancelled since: the reason is kept, but it is no longer why.
+        let cancelled: Campaign = serde_json::from_value(serde_json::json!({
+            "id": "7d3c8a2e-0000-4000-8000-000000000001", "name": "spring", "status": "cancelled",
+            "progress": {"status": "cancelled", "total": 2,
+                         "pause_reason": "twilio 20003 (HTTP 401): Authenticate"}
+        }))
+        .unwrap();
+        assert!(self::campaign(&cancelled).contains("status:             cancelled\n"));
     }
 
     fn campaign_detail_times(shown: &str) -> Vec<&str> {

@@ -69,9 +69,22 @@ fn wake_gap(cost: Duration, tick: Duration) -> Duration {
 /// How long the broker may take to answer the readiness check.
 const BROKER_CHECK: Duration = Duration::from_secs(2);
 /// After this many failed broker checks in a row (one a tick) a leader steps down, and a
-/// standby stops contending until a check passes: a scheduler that cannot publish would
-/// otherwise hold the lock, and every tick fail, while a standby that can waits for ever.
+/// standby stops contending: a scheduler that cannot publish would otherwise hold the lock,
+/// and every tick fail, while a standby that can waits for ever...
 const STEP_DOWN_AFTER_BROKER_CHECKS: u32 = 3;
+/// ...for this many checks, then contends again for as many as it took to step down, and so
+/// on until a check passes: when no scheduler reaches the broker (it is down), one still
+/// leads a part of the time, and the housekeeping that needs only the database (leases,
+/// completions, the counters' folds, expiry of messages) goes on, if by fits.
+const STAND_ASIDE_BROKER_CHECKS: u32 = 10;
+
+/// Whether a scheduler whose broker checks failed `failures` times in a row stands aside.
+fn stands_aside(failures: u32) -> bool {
+    failures >= STEP_DOWN_AFTER_BROKER_CHECKS
+        && (failures - STEP_DOWN_AFTER_BROKER_CHECKS)
+            % (STAND_ASIDE_BROKER_CHECKS + STEP_DOWN_AFTER_BROKER_CHECKS)
+            < STAND_ASIDE_BROKER_CHECKS
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -285,11 +298,11 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
 }
 
 /// Confirms or contends for leadership, and when this process leads, tells the ticker
-/// which term its passes run in. Not once the broker has failed `broker_failures` checks
-/// in a row: then a leader resigns (a standby that can publish takes over) and a standby
-/// does not contend.
+/// which term its passes run in. Not while the broker's failed checks in a row
+/// (`broker_failures`) say to stand aside ([`stands_aside`]): then a leader resigns (a
+/// standby that can publish takes over) and a standby does not contend.
 async fn lead(leadership: &mut Leadership, ticker: &mut Ticker, broker_failures: u32) -> bool {
-    if broker_failures >= STEP_DOWN_AFTER_BROKER_CHECKS {
+    if stands_aside(broker_failures) {
         if leadership.is_leader() {
             tracing::warn!(
                 broker_failures,
@@ -312,6 +325,19 @@ async fn lead(leadership: &mut Leadership, ticker: &mut Ticker, broker_failures:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scheduler_cut_off_from_the_broker_stands_aside_then_contends_again_by_turns() {
+        let aside: Vec<bool> = (0..30).map(stands_aside).collect();
+        // Two failed checks are a blip; from the third, ten checks aside, then three
+        // contending, and again.
+        let expected: Vec<bool> = (0..30)
+            .map(|n| (3..13).contains(&n) || (16..26).contains(&n) || n >= 29)
+            .collect();
+        assert_eq!(aside, expected);
+        assert!(!stands_aside(0));
+        stands_aside(u32::MAX);
+    }
 
     #[test]
     fn a_slow_wake_up_holds_the_next_for_at_most_half_a_tick() {

@@ -46,7 +46,7 @@ const UPLOAD_TYPES = {
 
 const state = {
   session: 0, rows: new Map(), campaigns: new Map(),
-  listTimer: 0, listBusy: false, listAgain: false, listFailing: false,
+  listTimer: 0, listBusy: false, listAgain: false, listFailing: false, actionsDone: 0,
   detailId: null, shownId: null, detailGen: 0, detailTimer: 0, detailErrors: '',
   tenants: [], providers: [], providersError: '', retryDraft: null, noticeTimer: 0,
   campaignPages: newPager(), recipientPages: newPager(), recipientsShown: '',
@@ -275,10 +275,14 @@ async function pollCampaigns() {
     const pages = state.campaignPages;
     const query = () => pageQuery(campaignFilters(), pages, CAMPAIGNS_PER_PAGE);
     const asked = query();
+    const actionsBefore = state.actionsDone;
     const page = await api('GET', `/campaigns${asked}`);
     if (gen !== state.session) return;
     // The filters or the page changed while this was on its way: it answers another question.
-    const list = asked === query() ? pageArrived(pages, page) : null;
+    // An action that ended meanwhile may be missing from it: drawn, its row would show the
+    // old status's buttons until the next refresh.
+    const current = asked === query() && actionsBefore === state.actionsDone;
+    const list = current ? pageArrived(pages, page) : null;
     if (list === null) {
       state.listAgain = true; // read the page now shown at once
     } else {
@@ -380,6 +384,14 @@ function onListClick(ev) {
 
 /* ---------- actions ---------- */
 
+function startQuestion(name, progress) {
+  const total = progress ? Number(progress.total) || 0 : null;
+  const who = total === null
+    ? 'Its recipients'
+    : `Its ${total.toLocaleString()} recipient${total === 1 ? '' : 's'}`;
+  return `Start campaign “${name}”? ${who} will be sent to, from its start time if it has one.`;
+}
+
 function cancelQuestion(name, progress) {
   const waiting = progress
     ? ['pending', 'queued'].reduce((n, k) => n + (Number(progress[k]) || 0), 0)
@@ -395,8 +407,10 @@ async function runAction(id, action) {
   const buttons = row ? [...row.querySelectorAll('.actions button')] : [];
   const campaign = state.campaigns.get(id) || {};
   const name = campaign.name || id;
-  // Cancelling cannot be undone, and its button sits beside Pause.
+  // Cancelling cannot be undone, and its button sits beside Pause; starting sends to
+  // everyone, at one click from the list.
   if (action === 'cancel' && !confirm(cancelQuestion(name, campaign.progress))) return;
+  if (action === 'start' && !confirm(startQuestion(name, campaign.progress))) return;
   buttons.forEach((b) => { b.disabled = true; });
   try {
     const c = await api('POST', `/campaigns/${enc(id)}/${action}`, { json: {} });
@@ -407,6 +421,7 @@ async function runAction(id, action) {
     if (e.status !== 401) notice(`Could not ${action} campaign “${name}”: ${e.message}`, 'error');
   } finally {
     buttons.forEach((b) => { b.disabled = false; });
+    state.actionsDone += 1;
   }
   refreshCampaigns();
   if (state.detailId === id) refreshDetail();

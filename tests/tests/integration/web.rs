@@ -536,8 +536,27 @@ async fn drive(
         )
     };
 
-    // Start: it runs, and the bar moves.
+    // Start asks first, naming how many it sends to: declined, nothing changes; accepted,
+    // it runs, and the bar moves.
     row.click("start").await?;
+    let asked = poll(Duration::from_secs(10), "the question to start", || async {
+        Ok(page.get_alert_text().await.map_err(|e| e.to_string()))
+    })
+    .await?;
+    anyhow::ensure!(
+        asked.contains("spring-sale") && asked.contains("recipients will be sent to"),
+        "{asked:?}"
+    );
+    page.dismiss_alert().await?;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    ensure_eq!(row.status().await?, "draft");
+    ensure_eq!(requests().await?, 0);
+    row.click("start").await?;
+    poll(Duration::from_secs(10), "the question to start", || async {
+        Ok(page.get_alert_text().await.map_err(|e| e.to_string()))
+    })
+    .await?;
+    page.accept_alert().await?;
     row.wait_status("running", Duration::from_secs(15)).await?;
     let first = poll(Duration::from_secs(20), "the bar to move", || async {
         let value = row.progress().await?;
