@@ -312,6 +312,12 @@ pub struct Recipient {
     pub attempts: i64,
     pub last_error: Option<String>,
     pub sent_at: Option<Timestamp>,
+    /// The provider's latest word on it (its receipts).
+    #[serde(default)]
+    pub delivery_status: Option<String>,
+    /// The provider's error code with a failed or undelivered status.
+    #[serde(default)]
+    pub delivery_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

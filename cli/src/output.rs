@@ -820,15 +820,22 @@ pub fn recipients(list: &[Recipient]) -> String {
         ("STATE", Align::Left),
         ("ATTEMPTS", Align::Right),
         ("SENT", Align::Left),
+        ("DELIVERY", Align::Left),
         ("LAST ERROR", Align::Left),
     ]);
     for r in list {
+        let delivery = match (&r.delivery_status, &r.delivery_error) {
+            (Some(status), Some(code)) => format!("{status} ({code})"),
+            (Some(status), None) => status.clone(),
+            (None, _) => "-".to_owned(),
+        };
         table.row(vec![
             r.id.to_string(),
             r.address.clone(),
             r.state.clone(),
             r.attempts.to_string(),
             format_time(r.sent_at),
+            delivery,
             or_dash(r.last_error.as_deref()),
         ]);
     }
@@ -1321,6 +1328,22 @@ mod tests {
         };
         assert_eq!(quiet_hours(Some(&q)), "21:00-07:30 (Europe/Paris)");
         assert_eq!(quiet_hours(None), "-");
+    }
+
+    #[test]
+    fn recipients_show_what_their_provider_last_said() {
+        let list: Vec<Recipient> = serde_json::from_value(serde_json::json!([
+            {"id": 1, "address": "+15550000001", "state": "sent", "attempts": 1,
+             "delivery_status": "undelivered", "delivery_error": "30003"},
+            {"id": 2, "address": "+15550000002", "state": "pending", "attempts": 0}
+        ]))
+        .unwrap();
+        let shown = recipients(&list);
+        assert!(
+            shown.lines().next().unwrap().contains("DELIVERY"),
+            "{shown}"
+        );
+        assert!(shown.contains("undelivered (30003)"), "{shown}");
     }
 
     #[test]

@@ -137,6 +137,10 @@ pub struct ListQuery {
     /// Only recipients in this state.
     #[param(schema_with = crate::api::openapi::rules::recipient_state)]
     pub state: Option<String>,
+    /// Only recipients whose provider's latest word is this delivery status (`undelivered`,
+    /// `failed`: the ones sent that never arrived).
+    #[param(schema_with = crate::api::openapi::rules::delivery_status)]
+    pub delivery: Option<String>,
     /// Only the recipient with this address: as stored, or a phone number with its country
     /// code as people write it (`+33 6 12 34 56 78` finds `+33612345678`).
     pub address: Option<String>,
@@ -166,6 +170,16 @@ pub async fn list(
             format!("unknown state `{}`", crate::validate::clip(name)),
         ));
     }
+    if let Some(name) = &query.delivery
+        && name
+            .parse::<herald_shared::delivery::DeliveryStatus>()
+            .is_err()
+    {
+        return Err(ApiError::field(
+            "delivery",
+            format!("unknown delivery status `{}`", crate::validate::clip(name)),
+        ));
+    }
     let limit = page::limit(query.limit)?;
     let after: Option<String> = page::decode(query.cursor.as_deref())?;
     if after.as_deref().is_some_and(|a| a.contains('\0')) {
@@ -174,7 +188,10 @@ pub async fn list(
     let rows = store::recipients::audience::list(
         &state.pool,
         id,
-        query.state.as_deref(),
+        store::recipients::audience::Filter {
+            state: query.state.as_deref(),
+            delivery: query.delivery.as_deref(),
+        },
         &crate::phone::filter_forms(query.address.as_deref()),
         after,
         page::fetch_limit(limit),

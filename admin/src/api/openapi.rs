@@ -313,6 +313,15 @@ pub mod rules {
     pub fn recipient_state() -> Object {
         herald_store::recipients::state_schema()
     }
+
+    /// A provider's word on a message or call, as receipts record it.
+    pub fn delivery_status() -> Object {
+        one_of(
+            herald_shared::delivery::DeliveryStatus::ALL
+                .iter()
+                .map(|d| d.as_str().to_owned()),
+        )
+    }
 }
 
 #[cfg(test)]

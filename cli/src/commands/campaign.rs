@@ -238,6 +238,12 @@ Examples:
         id: Uuid,
         #[arg(long, value_enum)]
         state: Option<RecipientState>,
+        /// Only recipients whose provider last said this, e.g. `undelivered` or `failed`:
+        /// the ones sent that never arrived (Twilio's spelling: queued, sending, sent,
+        /// undelivered, partially_delivered, delivered, read, initiated, ringing,
+        /// in-progress, no-answer, busy, completed, failed, canceled)
+        #[arg(long, value_name = "STATUS")]
+        delivery: Option<String>,
         /// Only the recipient with this address (a phone number with its country code, in any spelling)
         #[arg(long)]
         address: Option<String>,
@@ -339,11 +345,13 @@ pub async fn run(ctx: &Ctx, command: CampaignCommand) -> Result<(), CliError> {
         CampaignCommand::Recipients {
             id,
             state,
+            delivery,
             address,
             page,
         } => {
             let mut filters = Filters::new();
             filters.extend(state.map(|s| ("state", s.as_str().to_owned())));
+            filters.extend(delivery.map(|d| ("delivery", d)));
             filters.extend(address.map(|a| ("address", a)));
             show_pages(
                 ctx,

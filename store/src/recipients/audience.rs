@@ -82,12 +82,21 @@ pub struct Recipient {
     pub delivery_error: Option<String>,
 }
 
-/// A page of campaign `campaign`'s recipients by address after `after`: in one state, or
-/// with one of `addresses` (the ways one address may be stored), when asked.
+/// Which of a campaign's recipients a list holds (each only when asked).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Filter<'a> {
+    /// In this state.
+    pub state: Option<&'a str>,
+    /// With this latest delivery status.
+    pub delivery: Option<&'a str>,
+}
+
+/// A page of campaign `campaign`'s recipients by address after `after`: those `filter`
+/// keeps, with one of `addresses` (the ways one address may be stored) when asked.
 pub async fn list(
     pool: &PgPool,
     campaign: Uuid,
-    state: Option<&str>,
+    filter: Filter<'_>,
     addresses: &[String],
     after: Option<String>,
     limit: i64,
@@ -101,8 +110,12 @@ pub async fn list(
          WHERE a.campaign_id = ",
     );
     qb.push_bind(campaign);
-    if let Some(state) = state {
+    if let Some(state) = filter.state {
         qb.push(" AND r.state = ").push_bind(state.to_owned());
+    }
+    if let Some(delivery) = filter.delivery {
+        qb.push(" AND r.delivery_status = ")
+            .push_bind(delivery.to_owned());
     }
     keyset::push_any_of(&mut qb, "a.address", addresses);
     keyset::push_page(&mut qb, "a.address", after, limit);

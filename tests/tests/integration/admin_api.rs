@@ -1620,7 +1620,7 @@ async fn a_segment_start_checks_and_copies_one_state_of_the_contacts() -> Result
 /// commonest 50 and count the rest in a last row: before, 60 invalid numbers were 50 rows
 /// of 1 and the other 10 were not shown at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failure_reasons_group_one_cause_and_count_every_recipient() -> Result<()> {
+async fn failure_reasons_group_one_cause_and_undelivered_recipients_are_found() -> Result<()> {
     let w = world().await?;
     let campaign = draft(&w, "Hi").await?;
     let csv: String = std::iter::once("address".to_owned())
@@ -1689,5 +1689,40 @@ async fn failure_reasons_group_one_cause_and_count_every_recipient() -> Result<(
     assert_eq!(rows[50]["example"], Value::Null);
     let total: i64 = rows.iter().filter_map(|r| r["count"].as_i64()).sum();
     assert_eq!(total, 160, "every failed recipient counted once");
+
+    // Sent, never arrived: found by their delivery status.
+    sqlx::query(
+        "UPDATE recipients SET state = 'sent', delivery_status = 'undelivered', delivery_error = '30003'
+         WHERE id IN (SELECT id FROM recipients WHERE campaign_id = $1 AND state = 'pending'
+                      ORDER BY id LIMIT 7)",
+    )
+    .bind(id)
+    .execute(&w.env.pool)
+    .await?;
+    let undelivered = w
+        .admin
+        .ok(
+            &w.key_a,
+            GET,
+            &format!("/campaigns/{campaign}/recipients?delivery=undelivered"),
+            None,
+        )
+        .await?;
+    let items = undelivered["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 7, "{undelivered}");
+    assert!(items.iter().all(|r| r["delivery_error"] == "30003"));
+    let (status, body) = w
+        .admin
+        .call(
+            &w.key_a,
+            GET,
+            &format!("/campaigns/{campaign}/recipients?delivery=lost"),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        (status, field_errors(&body)),
+        (422, vec!["delivery".to_owned()])
+    );
     Ok(())
 }
