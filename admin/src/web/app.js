@@ -143,6 +143,9 @@ function signIn() {
   $('#sign-out').hidden = false;
   pollCampaigns();
   loadFormOptions();
+  // A shared or reloaded link to a campaign opens it (a 404 closes it again, saying so).
+  const linked = /^#campaign-([0-9a-f-]{36})$/i.exec(window.location.hash);
+  if (linked) openDetail(linked[1]);
 }
 
 function signOut(message) {
@@ -446,11 +449,14 @@ function openDetail(id) {
   }
   $('#detail').hidden = false;
   $('#detail').scrollIntoView({ block: 'nearest' });
+  // The address names the campaign shown, so it can be shared or reloaded.
+  if (window.location.hash !== `#campaign-${id}`) history.replaceState(null, '', `#campaign-${id}`);
   refreshDetail();
 }
 
 function closeDetail() {
   state.detailId = null;
+  if (window.location.hash) history.replaceState(null, '', window.location.pathname + window.location.search);
   state.detailGen++;
   clearTimeout(state.detailTimer);
   $('#detail').hidden = true;

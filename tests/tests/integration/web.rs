@@ -646,6 +646,22 @@ async fn drive(
     )
     .await?;
     ensure_eq!(sent_via, format!("sim {RECIPIENTS}"));
+    // The address names the campaign shown: reloaded (or shared), it opens it again.
+    let url = page.current_url().await?;
+    anyhow::ensure!(
+        url.fragment() == Some(format!("campaign-{id}").as_str()),
+        "{url}"
+    );
+    page.refresh().await?;
+    poll(Duration::from_secs(15), "the linked campaign", || async {
+        let text = page.find(Locator::Css("#d-sent-via")).await?.text().await?;
+        Ok(if text.starts_with("sim ") {
+            Ok(text)
+        } else {
+            Err(text)
+        })
+    })
+    .await?;
     let overflow = page.find(Locator::Css("#d-overflow")).await?.text().await?;
     ensure_eq!(overflow, "backup");
     browse_lists(env, page, admin_url, key, &row).await?;
