@@ -566,6 +566,18 @@ pub fn respond(parsed: &Parsed, outcome: Outcome, id: Uuid, now_ms: u64) -> Answ
     (status, extra, body)
 }
 
+/// The answer to a request taken (the message sent) whose provider failed all the same: a
+/// 500, with Twilio's 20500, Meta's code 2 ("service temporarily unavailable", which Meta
+/// also answers on a 503, when nothing was sent) or a generic error.
+pub fn respond_failed_after_send(parsed: &Parsed, id: Uuid) -> Answer {
+    let body = match parsed.api {
+        Api::Generic => generic_body(parsed, Outcome::ServerError, id),
+        Api::TwilioMessages | Api::TwilioCalls => twilio_body(parsed, Outcome::ServerError, id, 0),
+        Api::WhatsApp => whatsapp_body(parsed, Outcome::Unavailable, id),
+    };
+    (StatusCode::INTERNAL_SERVER_ERROR, Vec::new(), body)
+}
+
 /// The HTTP status `api` answers `outcome` with: Twilio creates resources (201).
 pub fn status(api: Api, outcome: Outcome) -> StatusCode {
     match (api, outcome) {

@@ -109,6 +109,8 @@ pub struct Decision {
     pub delay: Duration,
     /// The request is taken, but its answer is lost (`lose_rate`): the connection drops.
     pub answer_lost: bool,
+    /// The request is taken, and answered a 5xx all the same (`fail_after_send_rate`).
+    pub failed_after_send: bool,
 }
 
 /// `^\+[1-9]\d{1,14}$`
@@ -157,13 +159,18 @@ pub fn decide(
         Outcome::Timeout => Duration::from_millis(cfg.timeout_hold_ms),
         _ => sample_latency(&cfg.latency, draws.latency),
     };
-    // A success's draw is past the error and timeout bands; the next band loses its answer.
-    let answer_lost = matches!(outcome, Outcome::Accepted | Outcome::Duplicate)
-        && draws.outcome < cfg.error_rate + cfg.timeout_rate + cfg.lose_rate;
+    // A success's draw is past the error and timeout bands; the next band loses its answer,
+    // the one after answers a 5xx.
+    let taken = matches!(outcome, Outcome::Accepted | Outcome::Duplicate);
+    let lost_until = cfg.error_rate + cfg.timeout_rate + cfg.lose_rate;
+    let answer_lost = taken && draws.outcome < lost_until;
+    let failed_after_send =
+        taken && !answer_lost && draws.outcome < lost_until + cfg.fail_after_send_rate;
     Decision {
         outcome,
         delay,
         answer_lost,
+        failed_after_send,
     }
 }
 
@@ -442,6 +449,16 @@ mod tests {
         assert!(d(0.2).answer_lost);
         assert!(d(0.499).answer_lost);
         assert!(!d(0.5).answer_lost);
+        let failing = BehaviourConfig {
+            fail_after_send_rate: 0.2,
+            ..cfg
+        };
+        let d = |u| decide(&failing, &r, &mut SlidingLog::new(), &at(u));
+        assert!(!d(0.499).failed_after_send, "lost, not failed");
+        assert_eq!(d(0.5).outcome, Outcome::Accepted);
+        assert!(d(0.5).failed_after_send);
+        assert!(d(0.699).failed_after_send);
+        assert!(!d(0.7).failed_after_send);
     }
 
     #[test]

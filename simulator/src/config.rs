@@ -28,7 +28,7 @@ pub enum ConfigError {
     LatencyValue(&'static str),
     #[error("expected a number between 0.0 and 1.0")]
     Rate,
-    #[error("error_rate + timeout_rate + lose_rate must not exceed 1.0")]
+    #[error("error_rate + timeout_rate + lose_rate + fail_after_send_rate must not exceed 1.0")]
     RateSum,
     #[error("expected an http:// or https:// URL (or null)")]
     Url,
@@ -320,6 +320,10 @@ pub struct BehaviourConfig {
     /// Fraction of requests accepted (sent, with their receipts) whose answer is lost: the
     /// connection is dropped after the latency, without a response.
     pub lose_rate: f64,
+    /// Fraction of requests accepted (sent, with their receipts) that are answered a 5xx all
+    /// the same, as a provider that failed after taking the message, or a gateway before it,
+    /// does: Twilio's 20500 on a 500, Meta's code 2 on a 500, a generic 500.
+    pub fail_after_send_rate: f64,
     /// The provider is down: every request is answered 503 (its API's "unavailable").
     pub outage: bool,
     #[serde(serialize_with = "display_opt")]
@@ -402,6 +406,7 @@ impl Default for BehaviourConfig {
             timeout_rate: 0.0,
             timeout_hold_ms: 60_000,
             lose_rate: 0.0,
+            fail_after_send_rate: 0.0,
             outage: false,
             rate_limit: None,
             fail_first: 0,
@@ -429,7 +434,9 @@ impl Default for BehaviourConfig {
 impl BehaviourConfig {
     /// Checks the constraints that involve more than one field.
     pub fn validate(&self) -> Result<(), FieldError> {
-        if self.error_rate + self.timeout_rate + self.lose_rate > 1.0 + 1e-9 {
+        if self.error_rate + self.timeout_rate + self.lose_rate + self.fail_after_send_rate
+            > 1.0 + 1e-9
+        {
             return Err(FieldError::new("timeout_rate", ConfigError::RateSum));
         }
         Ok(())
@@ -449,6 +456,9 @@ impl BehaviourConfig {
                 "error_rate" => next.error_rate = json_rate(value).map_err(f)?,
                 "timeout_rate" => next.timeout_rate = json_rate(value).map_err(f)?,
                 "lose_rate" => next.lose_rate = json_rate(value).map_err(f)?,
+                "fail_after_send_rate" => {
+                    next.fail_after_send_rate = json_rate(value).map_err(f)?
+                }
                 "receipt_duplicate_rate" => {
                     next.receipt_duplicate_rate = json_rate(value).map_err(f)?
                 }
@@ -561,9 +571,14 @@ impl BehaviourConfig {
         }
         next.validate().map_err(|mut e| {
             // Blame a rate the caller actually changed.
-            if let Some(changed) = ["timeout_rate", "lose_rate", "error_rate"]
-                .into_iter()
-                .find(|rate| patch.contains_key(*rate))
+            if let Some(changed) = [
+                "timeout_rate",
+                "lose_rate",
+                "fail_after_send_rate",
+                "error_rate",
+            ]
+            .into_iter()
+            .find(|rate| patch.contains_key(*rate))
             {
                 e.field = changed.to_owned();
             }
@@ -743,6 +758,7 @@ mod tests {
                 "timeout_rate": 0.0,
                 "timeout_hold_ms": 60000,
                 "lose_rate": 0.0,
+                "fail_after_send_rate": 0.0,
                 "outage": false,
                 "rate_limit": "100/1s",
                 "fail_first": 0,

@@ -90,6 +90,13 @@ struct Args {
           value_parser = config::parse_rate)]
     lose_rate: f64,
 
+    /// Fraction of requests (0.0-1.0) accepted (sent, receipts and all) that are answered a
+    /// 5xx all the same (Twilio 20500, Meta's code 2, a generic 500), as a provider that
+    /// failed after taking the message does.
+    #[arg(long, env = "HERALD_SIMULATOR_FAIL_AFTER_SEND_RATE", default_value = "0",
+          value_parser = config::parse_rate)]
+    fail_after_send_rate: f64,
+
     /// Start down: every request answered 503 until `PUT /control/config {"outage": false}`.
     #[arg(long, env = "HERALD_SIMULATOR_OUTAGE")]
     outage: bool,
@@ -168,6 +175,7 @@ impl Args {
             fail_status: self.fail_status,
             reject_prefix: self.reject_prefix.clone(),
             lose_rate: self.lose_rate,
+            fail_after_send_rate: self.fail_after_send_rate,
             outage: self.outage,
             honour_idempotency_keys: self.honour_idempotency_keys,
             receipt_delay: self.receipt_delay,

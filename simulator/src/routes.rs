@@ -314,6 +314,13 @@ async fn serve(
         return std::future::pending().await;
     }
 
+    if decision.failed_after_send {
+        // Taken and sent (its receipts come), answered as a failure all the same.
+        let (status, extra, body) = apis::respond_failed_after_send(&parsed, id);
+        let mut response = json_response(status, body);
+        response.headers_mut().extend(extra);
+        return response;
+    }
     if config.see_other && sends {
         let location = format!("{}/{id}", uri.path().trim_end_matches(".json"));
         return (StatusCode::SEE_OTHER, [(header::LOCATION, location)], "").into_response();

@@ -340,3 +340,43 @@ async fn generic_providers_render_their_body_template_and_extra_headers() -> Res
     );
     Ok(())
 }
+
+/// Meta answers code 2 ("service temporarily unavailable") on a 503, when nothing was sent,
+/// but also on a 500 raised after the message was taken (the simulator's
+/// `--fail-after-send-rate`): there the message exists, and only its webhook can say so.
+/// Each recipient waits for it (`unknown`), asked once; read as "nothing sent", each was
+/// sent again at once, and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whatsapp_5xx_after_the_message_was_taken_is_not_sent_again() -> Result<()> {
+    let env = TestEnv::new(&["--fail-after-send-rate", "1"]).await?;
+    let provider = provider(
+        &env,
+        "whatsapp",
+        &env.simulator_url,
+        json!({"phone_number_id": "106540352242922"}),
+        json!({"access_token": WA_TOKEN}),
+    )
+    .await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let addresses: Vec<String> = (1..=3).map(|i| format!("+1555600001{i}")).collect();
+    let campaign = env
+        .campaign(tenant, provider, "taken", &addresses, 100)
+        .await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
+    env.start(campaign).await?;
+    herald_tests::wait_until(Duration::from_secs(20), || async {
+        env.states(campaign)
+            .await
+            .is_ok_and(|s| s.get("unknown") == Some(&3))
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the recipients are not all waiting for a webhook"))?;
+    // Well past the retry delays (100 ms and up): still waiting, asked once each.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(env.states(campaign).await?.get("unknown"), Some(&3));
+    let stats = env.simulator_stats().await?;
+    assert_eq!(stats["requests"], 3, "{stats}");
+    assert_eq!(stats["duplicates"], 0, "{stats}");
+    Ok(())
+}
