@@ -241,6 +241,13 @@ async fn whatsapp_status(
                     app.remembered_sibling(&number, known.tenant_id, app_secret.expose());
                 let sibling = match remembered {
                     Some(sibling) => Some(sibling),
+                    // Past the reads, one remembered from longer ago still routes its status.
+                    None if reads >= MAX_NUMBERS_READ
+                        && let Some(stale) =
+                            app.stale_sibling(&number, known.tenant_id, app_secret.expose()) =>
+                    {
+                        Some(stale)
+                    }
                     None if reads >= MAX_NUMBERS_READ => {
                         // Dropped unread, answered 200 (Meta would send the same again):
                         // one may be a lost request's status, so the owner's numbers count
@@ -292,6 +299,13 @@ impl AppState {
             .and_then(|found| signed_alike(found, app_secret))
     }
 
+    /// As [`Self::remembered_sibling`], however long ago it was read.
+    fn stale_sibling(&self, number: &str, tenant: Option<Uuid>, app_secret: &str) -> Option<Uuid> {
+        self.providers
+            .remembered_by_number(number, tenant, true)
+            .and_then(|found| signed_alike(found, app_secret))
+    }
+
     /// As [`Self::remembered_sibling`], read from the database (the secret may have been
     /// rotated since it was remembered). When no read can be had at once (others' reads of
     /// unknown numbers take the turns), what was remembered, however old, rather than a
@@ -305,9 +319,7 @@ impl AppState {
         match self.providers.whatsapp_by_number(number, tenant).await {
             Ok(found) => Ok(signed_alike(found, app_secret)),
             Err(_) => self
-                .providers
-                .remembered_by_number(number, tenant, true)
-                .and_then(|found| signed_alike(found, app_secret))
+                .stale_sibling(number, tenant, app_secret)
                 .map(Some)
                 .ok_or(Refusal::Unavailable),
         }

@@ -233,7 +233,7 @@ async fn main() -> anyhow::Result<()> {
         Args::command()
             .error(
                 ErrorKind::ArgumentConflict,
-                "--error-rate + --timeout-rate + --lose-rate must not exceed 1.0",
+                "--error-rate + --timeout-rate + --lose-rate + --fail-after-send-rate must not exceed 1.0",
             )
             .exit();
     }

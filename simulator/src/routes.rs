@@ -270,7 +270,11 @@ async fn serve(
             &arrival,
             key.map(str::to_owned),
             decision.outcome,
-            apis::status(parsed.api, decision.outcome).as_u16(),
+            if decision.failed_after_send {
+                500
+            } else {
+                apis::status(parsed.api, decision.outcome).as_u16()
+            },
             new_message_id,
         );
         if let (Some(key), Some(detail)) = (key, detail) {

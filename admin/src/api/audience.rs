@@ -137,8 +137,8 @@ pub struct ListQuery {
     /// Only recipients in this state.
     #[param(schema_with = crate::api::openapi::rules::recipient_state)]
     pub state: Option<String>,
-    /// Only recipients whose provider's latest word is this delivery status (`undelivered`,
-    /// `failed`: the ones sent that never arrived).
+    /// Only recipients whose receipts went as far as this delivery status (the furthest
+    /// they reported: `undelivered`, `failed` are the ones sent that never arrived).
     #[param(schema_with = crate::api::openapi::rules::delivery_status)]
     pub delivery: Option<String>,
     /// Only the recipient with this address: as stored, or a phone number with its country
@@ -170,16 +170,20 @@ pub async fn list(
             format!("unknown state `{}`", crate::validate::clip(name)),
         ));
     }
-    if let Some(name) = &query.delivery
-        && name
-            .parse::<herald_shared::delivery::DeliveryStatus>()
-            .is_err()
-    {
-        return Err(ApiError::field(
-            "delivery",
-            format!("unknown delivery status `{}`", crate::validate::clip(name)),
-        ));
-    }
+    // As stored: `accepted` is Twilio's other word for `queued`.
+    let delivery = match &query.delivery {
+        None => None,
+        Some(name) => Some(
+            name.parse::<herald_shared::delivery::DeliveryStatus>()
+                .map_err(|_| {
+                    ApiError::field(
+                        "delivery",
+                        format!("unknown delivery status `{}`", crate::validate::clip(name)),
+                    )
+                })?
+                .as_str(),
+        ),
+    };
     let limit = page::limit(query.limit)?;
     let after: Option<String> = page::decode(query.cursor.as_deref())?;
     if after.as_deref().is_some_and(|a| a.contains('\0')) {
@@ -190,7 +194,7 @@ pub async fn list(
         id,
         store::recipients::audience::Filter {
             state: query.state.as_deref(),
-            delivery: query.delivery.as_deref(),
+            delivery,
         },
         &crate::phone::filter_forms(query.address.as_deref()),
         after,

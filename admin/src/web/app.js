@@ -143,9 +143,14 @@ function signIn() {
   $('#sign-out').hidden = false;
   pollCampaigns();
   loadFormOptions();
-  // A shared or reloaded link to a campaign opens it (a 404 closes it again, saying so).
-  const linked = /^#campaign-([0-9a-f-]{36})$/i.exec(window.location.hash);
-  if (linked) openDetail(linked[1]);
+  openLinked();
+}
+
+// A shared or reloaded link to a campaign (`#campaign-<id>`) opens it; one that names no
+// campaign this key sees closes again, saying so.
+function openLinked() {
+  const linked = /^#campaign-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/.exec(window.location.hash.toLowerCase());
+  if (linked && linked[1] !== state.detailId) openDetail(linked[1]);
 }
 
 function signOut(message) {
@@ -354,7 +359,9 @@ function updateRow(tr, c) {
   setText(cells.channel, c.channel || '');
   setText(cells.status, status);
   setAttr(cells.status, 'class', `status status-${status}`);
-  setAttr(cells.status, 'title', p.pause_reason ? `Paused by Herald: ${p.pause_reason}` : status);
+  // The reason is kept after a cancel: it says why only while the campaign is paused.
+  const pausedBy = status === 'paused' ? p.pause_reason : null;
+  setAttr(cells.status, 'title', pausedBy ? `Paused by Herald: ${pausedBy}` : status);
   setAttr(cells.bar, 'max', total);
   setAttr(cells.bar, 'value', finished(p));
   setAttr(cells.bar, 'aria-label', `${finished(p)} of ${total} finished`);
@@ -514,8 +521,9 @@ function renderDetail(c, errors) {
   setText($('#d-status'), status);
   setAttr($('#d-status'), 'class', `status status-${status}`);
   const why = $('#d-pause-reason');
-  why.hidden = !p.pause_reason;
-  setText(why, p.pause_reason ? `Paused by Herald: ${p.pause_reason}. Fix the provider, then resume.` : '');
+  const pausedBy = status === 'paused' ? p.pause_reason : null;
+  why.hidden = !pausedBy;
+  setText(why, pausedBy ? `Paused by Herald: ${pausedBy}. Fix the provider, then resume.` : '');
   setText($('#d-channel'), c.channel || '—');
   setText($('#d-provider'), provider ? provider.name : shortId(c.provider_id));
   const overflow = state.providers.find((x) => x.id === c.overflow_provider_id);
@@ -935,6 +943,8 @@ function init() {
     signIn();
   });
   $('#sign-out').addEventListener('click', (ev) => { ev.preventDefault(); signOut('Signed out.'); });
+  // Another campaign's link pasted into the address bar of an open page.
+  window.addEventListener('hashchange', () => { if (!$('#app').hidden) openLinked(); });
   $('#campaigns tbody').addEventListener('click', onListClick);
   $('#detail-close').addEventListener('click', closeDetail);
   document.addEventListener('keydown', (ev) => { if (ev.key === 'Escape' && state.detailId) closeDetail(); });
