@@ -285,9 +285,7 @@ async fn whatsapp_status(
 
 impl AppState {
     /// The WhatsApp provider of phone number `number`, of the same owner (`tenant`, or the
-    /// operator), whose app secret is `app_secret`.
-    /// The provider of `tenant`'s WhatsApp number `number` signed by `app_secret`, as
-    /// remembered (no read).
+    /// operator), whose app secret is `app_secret`, as remembered (no read).
     fn remembered_sibling(
         &self,
         number: &str,

@@ -224,7 +224,8 @@ Examples:
         #[arg(long)]
         watch: bool,
     },
-    /// Failed recipients grouped by their last error, most frequent first
+    /// Failed recipients grouped by their last error, most frequent first: one cause one row
+    /// (the recipient's own number left out), 50 at most and a row counting the rest
     Errors {
         /// Campaign id
         id: Uuid,
