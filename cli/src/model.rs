@@ -312,7 +312,7 @@ pub struct Recipient {
     pub attempts: i64,
     pub last_error: Option<String>,
     pub sent_at: Option<Timestamp>,
-    /// The provider's latest word on it (its receipts).
+    /// The furthest its receipts went (by rank, not arrival).
     #[serde(default)]
     pub delivery_status: Option<String>,
     /// The provider's error code with a failed or undelivered status.

@@ -76,7 +76,8 @@ pub struct Recipient {
     pub last_error: Option<String>,
     pub provider_message_id: Option<String>,
     pub sent_at: Option<DateTime<Utc>>,
-    /// The provider's latest word on the message (its receipts), e.g. `delivered`.
+    /// The furthest word its receipts gave on the message (by rank, not arrival: a late
+    /// `sent` does not undo `delivered`), e.g. `delivered`.
     pub delivery_status: Option<String>,
     /// The provider's error code with a failed or undelivered status.
     pub delivery_error: Option<String>,
