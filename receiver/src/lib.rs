@@ -46,7 +46,12 @@ pub enum ServeError {
 
 /// Serves until `shutdown` is cancelled.
 pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let health = ops::start(&config.ops, DEFAULT_OPS_LISTEN, &["database"]).await?;
+    let health = ops::start(
+        &config.ops,
+        DEFAULT_OPS_LISTEN,
+        &["database", refusals::START_RECORDED],
+    )
+    .await?;
     let pool = herald_shared::db::connect_for_short_statements(&config.connections).await?;
     ops::watch_database(&health, pool.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -59,7 +64,11 @@ pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Resul
     tracing::info!(listen = %config.listen, %public_url, "receipt receiver listening");
     let refusals = refusals::Refusals::default();
     let stop_writing = CancellationToken::new();
-    tokio::spawn(refusals::note_start(pool.clone(), stop_writing.clone()));
+    tokio::spawn(refusals::note_start(
+        pool.clone(),
+        health.clone(),
+        stop_writing.clone(),
+    ));
     let writing = tokio::spawn(refusals::keep_writing(
         refusals.clone(),
         pool.clone(),

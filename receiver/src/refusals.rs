@@ -16,12 +16,16 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
+use herald_shared::ops::health::Health;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+/// The readiness check that passes once this start is recorded as a refusal.
+pub const START_RECORDED: &str = "start recorded";
 
 /// How often refusals are written.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -86,14 +90,20 @@ pub async fn keep_writing(refusals: Refusals, pool: PgPool, stop: CancellationTo
 /// Records this receiver's start as a refusal of every provider that cannot be asked about
 /// a message (see `herald_store::receipts::note_receiver_started`), trying again each
 /// second until it is written (the database may be away as the receiver starts) or `stop`.
-pub async fn note_start(pool: PgPool, stop: CancellationToken) {
+/// Until then the receiver is not ready ([`START_RECORDED`]): a provider created meanwhile
+/// would take the late write for a refusal after its first requests.
+pub async fn note_start(pool: PgPool, health: Health, stop: CancellationToken) {
     loop {
         match herald_store::receipts::note_receiver_started(&pool).await {
             Ok(providers) => {
                 tracing::info!(providers, "this start recorded as a refusal of receipts");
+                health.report(START_RECORDED, Ok(()));
                 return;
             }
-            Err(error) => tracing::warn!(%error, "cannot record this start yet; trying again"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot record this start yet; trying again");
+                health.report(START_RECORDED, Err(format!("not recorded yet: {error}")));
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(FLUSH_EVERY) => {}

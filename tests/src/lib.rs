@@ -306,7 +306,7 @@ impl TestEnv {
         ];
         all.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
         let service = self.spawn("herald-receiver", &[], &all)?;
-        wait_healthy(&self.http, &url, "receiver").await?;
+        wait_ready(&self.http, &url, "receiver").await?;
         self.receiver = Some(service);
         self.receiver_url = Some(url.clone());
         Ok(url)
@@ -331,7 +331,7 @@ impl TestEnv {
                 ("HERALD_RECEIVER_URL", url.clone()),
             ],
         )?;
-        wait_healthy(&self.http, &url, "receiver").await?;
+        wait_ready(&self.http, &url, "receiver").await?;
         self.receiver = Some(service);
         Ok(())
     }
@@ -962,8 +962,18 @@ impl Admin {
 }
 
 /// Waits (10 s at most) until `{base}/healthz` answers 2xx.
+/// Waits until the receiver at `base` is ready: it reaches the database and its start is
+/// recorded as a refusal (so that a provider created after this sees no refusal of its own).
+async fn wait_ready(http: &reqwest::Client, base: &str, what: &str) -> Result<()> {
+    wait_at(http, &format!("{base}/readyz"), what).await
+}
+
 async fn wait_healthy(http: &reqwest::Client, base: &str, what: &str) -> Result<()> {
-    let health = format!("{base}/healthz");
+    wait_at(http, &format!("{base}/healthz"), what).await
+}
+
+async fn wait_at(http: &reqwest::Client, health: &str, what: &str) -> Result<()> {
+    let health = health.to_owned();
     wait_until(Duration::from_secs(10), || {
         let (http, health) = (http.clone(), health.clone());
         async move {

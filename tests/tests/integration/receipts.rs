@@ -1899,6 +1899,8 @@ async fn a_lost_answer_is_not_sent_again_while_a_receipt_of_its_providers_matche
         post_generic(&env, provider, &unmatched, SIMULATOR_WEBHOOK_SECRET).await?,
         200
     );
+    // Past two of the receiver's writes of refusals (once a second).
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     let refused: bool =
         sqlx::query_scalar("SELECT receipts_refused_at IS NOT NULL FROM providers WHERE id = $1")
             .bind(provider)

@@ -803,13 +803,19 @@ async fn browse_lists(
     key: &str,
     finished: &Row<'_>,
 ) -> Result<()> {
-    // Rows name their tenant.
-    let tenant = text_of(page, &format!("{} .tenant", finished.selector)).await?;
-    ensure_eq!(
-        tenant.as_deref(),
-        Some("acme"),
-        "the tenant's name in the list"
-    );
+    // Rows name their tenant (the list is drawn again after the reload: waited for).
+    let cell = format!("{} .tenant", finished.selector);
+    poll(
+        Duration::from_secs(15),
+        "the tenant's name in the list",
+        || async {
+            Ok(match text_of(page, &cell).await? {
+                Some(name) if name == "acme" => Ok(()),
+                other => Err(format!("{other:?}")),
+            })
+        },
+    )
+    .await?;
 
     // The detail panel lists the campaign's recipients, 20 to a page, by address.
     let first = wait_rows(page, "#recipients", "the recipients' first page", |rows| {
