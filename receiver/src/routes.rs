@@ -229,7 +229,16 @@ async fn whatsapp_status(
     let mut receipts = Vec::new();
     let mut numbers: HashMap<String, Option<Uuid>> = HashMap::new();
     let mut reads = 0;
-    for numbered in whatsapp::statuses(provider_id, &body)? {
+    let statuses = whatsapp::statuses(provider_id, &body)?;
+    if statuses.unreadable > 0 {
+        // Answered 200 all the same (Meta would send the same again, unreadable again), but
+        // one may be a lost request's status: its owner's lost answers wait, as after a
+        // refused webhook.
+        metrics::counter!(RECEIPTS_RESULTS, "result" => "unreadable")
+            .increment(statuses.unreadable as u64);
+        app.refusals.note(provider_id, chrono::Utc::now());
+    }
+    for numbered in statuses.read {
         let mut receipt = numbered.receipt;
         if let Some(number) = numbered.phone_number_id
             && number != whatsapp.phone_number_id

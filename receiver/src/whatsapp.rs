@@ -34,9 +34,10 @@ struct Change {
 
 #[derive(Deserialize)]
 struct Value {
-    metadata: Option<Metadata>,
+    metadata: Option<serde_json::Value>,
+    /// Each read on its own: one Herald cannot read must not cost the others.
     #[serde(default)]
-    statuses: Vec<Status>,
+    statuses: Vec<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -48,7 +49,8 @@ struct Metadata {
 struct Status {
     id: String,
     status: String,
-    timestamp: Option<String>,
+    /// Seconds since the epoch; Meta writes them as a string.
+    timestamp: Option<serde_json::Value>,
     biz_opaque_callback_data: Option<String>,
     #[serde(default)]
     errors: Vec<Error>,
@@ -68,10 +70,21 @@ pub struct NumberedReceipt {
     pub receipt: Receipt,
 }
 
+/// What a notification said: the statuses read, and how many could not be.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Statuses {
+    pub read: Vec<NumberedReceipt>,
+    /// Statuses (or a change's whole list, under a number that cannot be read) left out as
+    /// unreadable. Refusing the notification for them would refuse the others with them:
+    /// Meta would send the same again for days, and every time the same would fail.
+    pub unreadable: usize,
+}
+
 /// The statuses of a notification, their provider provisionally `provider_id` (the one the
 /// webhook URL names). Statuses Herald does not track (`deleted`, …) and other fields
-/// (inbound messages) are left out.
-pub fn statuses(provider_id: Uuid, body: &[u8]) -> Result<Vec<NumberedReceipt>, Refusal> {
+/// (inbound messages) are left out; so are statuses it cannot read, counted. A document that
+/// is no WhatsApp notification at all is refused.
+pub fn statuses(provider_id: Uuid, body: &[u8]) -> Result<Statuses, Refusal> {
     let notification: Notification = serde_json::from_slice(body)
         .map_err(|e| Refusal::BadRequest(format!("not a WhatsApp notification: {e}")))?;
     if notification.object != "whatsapp_business_account" {
@@ -80,56 +93,90 @@ pub fn statuses(provider_id: Uuid, body: &[u8]) -> Result<Vec<NumberedReceipt>, 
             clip(&notification.object, 64)
         )));
     }
-    let mut out = Vec::new();
+    let mut out = Statuses::default();
     for change in notification.entry.into_iter().flat_map(|e| e.changes) {
         if change.field != "messages" {
             continue;
         }
-        // Looked up among the providers: one PostgreSQL cannot take (a NUL, say) is the
-        // sender's error, not the database's.
-        let number = change
-            .value
-            .metadata
-            .and_then(|m| m.phone_number_id)
-            .map(|n| text("metadata.phone_number_id", &n, 64))
-            .transpose()?;
-        for status in change.value.statuses {
-            let Some(normalised) = DeliveryStatus::from_whatsapp(&status.status) else {
+        let number = match change.value.metadata.map(number_of).transpose() {
+            Ok(number) => number.flatten(),
+            Err(reason) => {
+                tracing::warn!(%provider_id, reason, "a change's number cannot be read: its statuses left out");
+                out.unreadable += change.value.statuses.len();
                 continue;
-            };
-            let error = status.errors.into_iter().next();
-            let provider_time = status
-                .timestamp
-                .as_deref()
-                .and_then(|t| t.parse::<i64>().ok())
-                .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0));
-            out.push(NumberedReceipt {
-                phone_number_id: number.clone(),
-                receipt: Receipt {
-                    provider_id,
-                    message_id: text("statuses[].id", status.id.trim(), 256)?,
-                    reference: status
-                        .biz_opaque_callback_data
-                        .as_deref()
-                        .and_then(parse_reference),
-                    seq: None,
-                    status: normalised,
-                    raw_status: text("statuses[].status", &status.status, 64)?,
-                    error_code: error.as_ref().and_then(|e| {
-                        e.code.as_ref().map(|c| match c {
-                            serde_json::Value::String(s) => clip(s, 32),
-                            other => clip(&other.to_string(), 32),
-                        })
-                    }),
-                    error_message: error
-                        .and_then(|e| e.message.or(e.title))
-                        .map(|m| clip(&m, 500)),
-                    provider_time,
-                },
-            });
+            }
+        };
+        for status in change.value.statuses {
+            match receipt(provider_id, status) {
+                Ok(Some(receipt)) => out.read.push(NumberedReceipt {
+                    phone_number_id: number.clone(),
+                    receipt,
+                }),
+                Ok(None) => {}
+                Err(reason) => {
+                    tracing::warn!(%provider_id, reason, "a status cannot be read: left out");
+                    out.unreadable += 1;
+                }
+            }
         }
     }
     Ok(out)
+}
+
+/// A change's `metadata.phone_number_id`: looked up among the providers, so one PostgreSQL
+/// cannot take (a NUL, say) is unreadable, not the database's error.
+fn number_of(metadata: serde_json::Value) -> Result<Option<String>, String> {
+    let metadata: Metadata =
+        serde_json::from_value(metadata).map_err(|e| format!("metadata: {e}"))?;
+    metadata
+        .phone_number_id
+        .map(|n| readable("metadata.phone_number_id", &n, 64))
+        .transpose()
+}
+
+/// [`text`]'s check, its reason kept.
+fn readable(field: &str, value: &str, max: usize) -> Result<String, String> {
+    text(field, value, max).map_err(|refusal| match refusal {
+        Refusal::BadRequest(why) => why,
+        _ => format!("{field} cannot be read"),
+    })
+}
+
+/// One status as a receipt; `None` for a status Herald does not track.
+fn receipt(provider_id: Uuid, status: serde_json::Value) -> Result<Option<Receipt>, String> {
+    let status: Status = serde_json::from_value(status).map_err(|e| format!("statuses[]: {e}"))?;
+    let Some(normalised) = DeliveryStatus::from_whatsapp(&status.status) else {
+        return Ok(None);
+    };
+    let error = status.errors.into_iter().next();
+    let provider_time = status
+        .timestamp
+        .and_then(|t| match t {
+            serde_json::Value::String(s) => s.parse::<i64>().ok(),
+            other => other.as_i64(),
+        })
+        .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0));
+    Ok(Some(Receipt {
+        provider_id,
+        message_id: readable("statuses[].id", status.id.trim(), 256)?,
+        reference: status
+            .biz_opaque_callback_data
+            .as_deref()
+            .and_then(parse_reference),
+        seq: None,
+        status: normalised,
+        raw_status: readable("statuses[].status", &status.status, 64)?,
+        error_code: error.as_ref().and_then(|e| {
+            e.code.as_ref().map(|c| match c {
+                serde_json::Value::String(s) => clip(s, 32),
+                other => clip(&other.to_string(), 32),
+            })
+        }),
+        error_message: error
+            .and_then(|e| e.message.or(e.title))
+            .map(|m| clip(&m, 500)),
+        provider_time,
+    }))
 }
 
 #[cfg(test)]
@@ -155,7 +202,11 @@ mod tests {
                 ]}}]}]
         })
         .to_string();
-        let got = statuses(Uuid::nil(), body.as_bytes()).unwrap();
+        let Statuses {
+            read: got,
+            unreadable,
+        } = statuses(Uuid::nil(), body.as_bytes()).unwrap();
+        assert_eq!(unreadable, 0);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].phone_number_id.as_deref(), Some("1055"));
         assert_eq!(got[0].receipt.status, DeliveryStatus::Read);
@@ -175,15 +226,40 @@ mod tests {
         let inbound = json!({"object": "whatsapp_business_account", "entry": [{"changes": [
             {"field": "messages", "value": {"messages": [{"id": "wamid.in"}]}}]}]})
         .to_string();
-        assert_eq!(statuses(Uuid::nil(), inbound.as_bytes()).unwrap(), []);
-        // A number PostgreSQL cannot look up is the sender's error (400), not a 503.
-        let nul = json!({"object": "whatsapp_business_account", "entry": [{"changes": [
+        assert_eq!(
+            statuses(Uuid::nil(), inbound.as_bytes()).unwrap(),
+            Statuses::default()
+        );
+    }
+
+    /// One status Herald cannot read (no id, an id PostgreSQL cannot take, a number with a
+    /// NUL) is left out and counted; the rest of the notification is read. Refused whole,
+    /// Meta would send it again for days, failing each time, the good statuses with it.
+    #[test]
+    fn an_unreadable_status_costs_only_itself() {
+        let body = json!({"object": "whatsapp_business_account", "entry": [{"changes": [
+            {"field": "messages", "value": {"metadata": {"phone_number_id": "1055"},
+             "statuses": [
+                {"status": "sent"},
+                {"id": "wamid.\u{0}", "status": "sent"},
+                {"id": "wamid.A", "status": "delivered", "timestamp": 17},
+                {"id": "wamid.B", "status": "delivered"}
+             ]}},
             {"field": "messages", "value": {"metadata": {"phone_number_id": "10\u{0}55"},
-             "statuses": [{"id": "wamid.A", "status": "sent"}]}}]}]})
+             "statuses": [{"id": "wamid.C", "status": "sent"}]}}]}]})
         .to_string();
-        assert!(matches!(
-            statuses(Uuid::nil(), nul.as_bytes()),
-            Err(Refusal::BadRequest(reason)) if reason.contains("metadata.phone_number_id")
-        ));
+        let got = statuses(Uuid::nil(), body.as_bytes()).unwrap();
+        // wamid.A's timestamp is a number, not Meta's string: read all the same.
+        let ids: Vec<_> = got
+            .read
+            .iter()
+            .map(|r| r.receipt.message_id.as_str())
+            .collect();
+        assert_eq!(ids, ["wamid.A", "wamid.B"]);
+        assert_eq!(got.unreadable, 3);
+        assert_eq!(
+            got.read[0].receipt.provider_time,
+            DateTime::<Utc>::from_timestamp(17, 0)
+        );
     }
 }

@@ -131,7 +131,7 @@ proptest! {
     fn fuzz_whatsapp_notifications(body in body(json_words())) {
         match whatsapp::statuses(Uuid::nil(), &body) {
             Ok(statuses) => {
-                for status in statuses {
+                for status in statuses.read {
                     prop_assert!(!status.receipt.message_id.is_empty());
                 }
             }

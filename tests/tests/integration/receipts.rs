@@ -671,6 +671,25 @@ async fn bad_signatures_and_malformed_receipts_change_nothing() -> Result<()> {
         .ok()
         .flatten()
     };
+    // Statuses dropped as `result`, `count` of them so far, and a refusal of the provider
+    // noted since `posted_at`.
+    let (refused_at, env) = (&refused_at, &env);
+    let counted_as_refused = |result: &'static str, count: f64, posted_at| async move {
+        let metrics = env
+            .scrape(env.receiver_service().context("the receiver runs")?)
+            .await?;
+        let counted = metric_sum(
+            &metrics,
+            "herald_receipts_results_total",
+            &[("result", result)],
+        );
+        anyhow::ensure!(counted == Some(count), "{result}: {counted:?}");
+        herald_tests::wait_until(Duration::from_secs(10), || async {
+            refused_at().await.is_some_and(|at| at >= posted_at)
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("{result}: not counted as a refusal"))
+    };
     // Earlier refusals of this test's are noted before this (and written within a second,
     // with their own times): only one noted from now on counts.
     let posted_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
@@ -683,23 +702,30 @@ async fn bad_signatures_and_malformed_receipts_change_nothing() -> Result<()> {
             .fetch_one(&env.pool)
             .await?;
     assert_eq!(owner, sibling, "the sibling's status is kept");
-    let metrics = env
-        .scrape(env.receiver_service().context("the receiver runs")?)
+    // Past eight numbers read.
+    counted_as_refused("numbers_past_limit", 12.0, posted_at).await?;
+    // A status Herald cannot read (no id) costs only itself: the others are stored and the
+    // notification answered 200 (refused, Meta would send it again for days, each time
+    // refused), and it counts as a refusal (it may have been a lost request's).
+    let one_unreadable = json!({"object": "whatsapp_business_account", "entry": [{"changes": [
+        {"field": "messages", "value": {"metadata": {"phone_number_id": "1055"},
+         "statuses": [{"status": "read", "timestamp": "1785000000"},
+                      {"id": "wamid.V", "status": "read", "timestamp": "1785000000"}]}}]}]})
+    .to_string();
+    let posted_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&env.pool)
         .await?;
+    let signature = signature::hub(SIMULATOR_APP_SECRET, one_unreadable.as_bytes());
+    assert_eq!(post_meta(one_unreadable, Some(signature)).await?, 200);
+    let kept: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM receipts WHERE message_id = 'wamid.V'")
+            .fetch_one(&env.pool)
+            .await?;
     assert_eq!(
-        metric_sum(
-            &metrics,
-            "herald_receipts_results_total",
-            &[("result", "numbers_past_limit")]
-        ),
-        Some(12.0),
-        "past eight numbers read"
+        kept, 1,
+        "the readable status beside an unreadable one is kept"
     );
-    herald_tests::wait_until(Duration::from_secs(10), || async {
-        refused_at().await.is_some_and(|at| at >= posted_at)
-    })
-    .await
-    .map_err(|_| anyhow::anyhow!("the dropped statuses were not counted as a refusal"))?;
+    counted_as_refused("unreadable", 1.0, posted_at).await?;
     // Meta's notifications may reach 3 MB: taken whole (axum's default limit is 2 MiB).
     let large = notification.replace(
         "\"metadata\"",
