@@ -30,6 +30,8 @@ const EXIT_USAGE: u8 = 2;
 /// Heading of the options every subcommand takes, so they stand apart from its own.
 const GLOBAL: &str = "Global options";
 
+/// `progress --watch`: `--timeout` passed, or `--exit-status` and not every recipient sent.
+const EXIT_NOT_DONE: u8 = 4;
 /// Ctrl-C, as shells report a process ended by SIGINT.
 const EXIT_INTERRUPTED: u8 = 130;
 
@@ -46,7 +48,8 @@ const EXIT_INTERRUPTED: u8 = 130;
   herald --json campaign show $CAMPAIGN | jq .progress
 
 Exit codes: 0 success, 1 the API refused the request (4xx), 2 usage or input error,
-3 server unreachable or failing (network, 5xx), 130 interrupted."
+3 server unreachable or failing (network, 5xx), 4 `progress --watch` ended by --timeout
+or --exit-status, 130 interrupted."
 )]
 struct Cli {
     /// Admin server URL
@@ -187,6 +190,7 @@ fn report(error: &anyhow::Error) -> (u8, Option<String>) {
         CliError::Api(api) => (api.exit_code(), Some(output::render_error(api))),
         CliError::Input(message) => (EXIT_USAGE, Some(format!("error: {message}\n"))),
         CliError::Interrupted => (EXIT_INTERRUPTED, None),
+        CliError::NotDone(message) => (EXIT_NOT_DONE, Some(format!("{message}\n"))),
         CliError::Unhealthy(_) => (EXIT_REFUSED, Some(format!("{error}\n"))),
         // The reader went away (`herald … | head`): that is how pipes end, not a failure.
         CliError::Output(e) if e.kind() == ErrorKind::BrokenPipe => (0, None),
@@ -313,6 +317,7 @@ mod tests {
         assert_eq!(code(CliError::Api(server)), 3);
         assert_eq!(code(CliError::Input("bad".into())), 2);
         assert_eq!(code(CliError::Interrupted), 130);
+        assert_eq!(code(CliError::NotDone("still running".into())), 4);
         let pipe = std::io::Error::from(ErrorKind::BrokenPipe);
         assert_eq!(
             report(&anyhow::Error::new(CliError::Output(pipe))),

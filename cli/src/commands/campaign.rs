@@ -216,13 +216,27 @@ Examples:
         id: Uuid,
     },
     /// Counts by state, send rate, ETA and time to first send
-    #[command(after_help = "Example:\n  herald campaign progress $CAMPAIGN --watch")]
+    #[command(
+        after_help = "Examples:\n  herald campaign progress $CAMPAIGN --watch\n  \
+                      herald campaign progress $CAMPAIGN --watch --timeout 3600 --exit-status \
+                      || alert \"campaign $CAMPAIGN did not all go out\"\n\n\
+                      Exit codes as for every command, and 4: --timeout passed first, or \
+                      --exit-status and not every recipient was sent."
+    )]
     Progress {
         /// Campaign id
         id: Uuid,
         /// Show a live progress bar until the campaign completes or is cancelled (Ctrl-C stops)
         #[arg(long)]
         watch: bool,
+        /// With --watch: give up after this many seconds, print the progress so far and
+        /// exit 4 (the campaign goes on)
+        #[arg(long, value_name = "SECONDS", requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: Option<u64>,
+        /// With --watch: exit 4 unless the campaign completed with every recipient sent (it
+        /// was cancelled, or some failed or expired)
+        #[arg(long, requires = "watch")]
+        exit_status: bool,
     },
     /// Failed recipients grouped by their last error, most frequent first: one cause one row
     /// (the recipient's own number left out), 50 at most and a row counting the rest
@@ -334,11 +348,32 @@ pub async fn run(ctx: &Ctx, command: CampaignCommand) -> Result<(), CliError> {
             let reply = ctx.client.cancel_campaign(id).await?;
             ctx.show(&reply, output::campaign_status)
         }
-        CampaignCommand::Progress { id, watch: false } => {
+        CampaignCommand::Progress {
+            id, watch: false, ..
+        } => {
             let reply = ctx.client.campaign_progress(id).await?;
             ctx.show(&reply, output::progress)
         }
-        CampaignCommand::Progress { id, watch: true } => watch(ctx, id).await,
+        CampaignCommand::Progress {
+            id,
+            watch: true,
+            timeout,
+            exit_status,
+        } => {
+            let progress = watch(ctx, id, timeout.map(Duration::from_secs)).await?;
+            match progress {
+                Watched::Final(progress) if exit_status => match not_all_sent(&progress) {
+                    Some(why) => Err(CliError::NotDone(format!("campaign {id} {why}"))),
+                    None => Ok(()),
+                },
+                Watched::Final(_) => Ok(()),
+                Watched::TimedOut(progress, after) => Err(CliError::NotDone(format!(
+                    "campaign {id} is still {} after {}s (--timeout): it goes on",
+                    progress.status,
+                    after.as_secs()
+                ))),
+            }
+        }
         CampaignCommand::Errors { id } => {
             let reply = ctx.client.campaign_errors(id).await?;
             ctx.show(&reply, |list| output::error_counts(list))
@@ -373,9 +408,33 @@ pub fn quiet_hours_body(window: QuietWindow, time_zone: Option<String>) -> Quiet
     }
 }
 
-/// Polls progress into a bar on stderr until the campaign is final, then prints the final
-/// report like `progress` without `--watch` does.
-async fn watch(ctx: &Ctx, id: Uuid) -> Result<(), CliError> {
+/// How a watch ended.
+enum Watched {
+    Final(Progress),
+    /// `--timeout` passed first: the progress last seen.
+    TimedOut(Progress, Duration),
+}
+
+/// Why `--exit-status` fails a finished campaign: not every recipient was sent.
+fn not_all_sent(progress: &Progress) -> Option<String> {
+    if progress.status != "completed" {
+        return Some(format!("ended {}", progress.status));
+    }
+    let missed = [
+        ("failed", progress.failed),
+        ("expired", progress.expired),
+        ("cancelled", progress.cancelled),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(what, n)| format!("{n} {what}"))
+    .collect::<Vec<_>>();
+    (!missed.is_empty()).then(|| format!("completed with {}", missed.join(" and ")))
+}
+
+/// Polls progress into a bar on stderr until the campaign is final (or `timeout` passes),
+/// then prints the report like `progress` without `--watch` does.
+async fn watch(ctx: &Ctx, id: Uuid, timeout: Option<Duration>) -> Result<Watched, CliError> {
     let bar = ProgressBar::new(0);
     if let Ok(style) = ProgressStyle::with_template(
         "{spinner} [{elapsed_precise}] [{bar:40}] {human_pos}/{human_len} ({percent}%) {msg}",
@@ -390,14 +449,24 @@ async fn watch(ctx: &Ctx, id: Uuid) -> Result<(), CliError> {
             std::future::pending::<()>().await;
         }
     };
+    let deadline = timeout.map(|after| tokio::time::Instant::now() + after);
     let outcome = tokio::select! {
-        result = poll_until_final(ctx, id, &bar) => result,
+        result = poll_until_final(ctx, id, &bar, deadline) => result,
         () = interrupted => Err(CliError::Interrupted),
     };
     match outcome {
-        Ok(reply) => {
-            bar.finish();
-            ctx.show(&reply, output::progress)
+        Ok((reply, timed_out)) => {
+            if timed_out {
+                bar.abandon();
+            } else {
+                bar.finish();
+            }
+            ctx.show(&reply, output::progress)?;
+            let progress = reply.parse()?;
+            Ok(match timeout {
+                Some(after) if timed_out => Watched::TimedOut(progress, after),
+                _ => Watched::Final(progress),
+            })
         }
         Err(error) => {
             bar.abandon();
@@ -406,17 +475,36 @@ async fn watch(ctx: &Ctx, id: Uuid) -> Result<(), CliError> {
     }
 }
 
+/// Polls until the campaign is final (its answer, `false`), or past `deadline` (the answer
+/// last seen, `true`; the next one if none was seen yet).
 async fn poll_until_final(
     ctx: &Ctx,
     id: Uuid,
     bar: &ProgressBar,
-) -> Result<Reply<Progress>, CliError> {
+    deadline: Option<tokio::time::Instant>,
+) -> Result<(Reply<Progress>, bool), CliError> {
     let mut ticker = tokio::time::interval(WATCH_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures = 0;
+    let mut last = None;
+    let passed = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(passed);
     loop {
-        ticker.tick().await;
-        match ctx.client.campaign_progress(id).await {
+        let polled = tokio::select! {
+            polled = async {
+                ticker.tick().await;
+                ctx.client.campaign_progress(id).await
+            } => polled,
+            () = &mut passed, if last.is_some() => {
+                return Ok((last.take().expect("checked: some"), true));
+            }
+        };
+        match polled {
             Ok(reply) => {
                 failures = 0;
                 let progress = reply.parse()?;
@@ -424,7 +512,7 @@ async fn poll_until_final(
                 bar.set_position(progress.finished().max(0).unsigned_abs());
                 bar.set_message(output::watch_message(&progress));
                 if progress.is_final() {
-                    return Ok(reply);
+                    return Ok((reply, false));
                 }
                 if progress.is_draft() {
                     // Nothing happens to a draft until someone starts it: watching it would
@@ -434,6 +522,10 @@ async fn poll_until_final(
                          (herald campaign start {id})"
                     )));
                 }
+                if deadline.is_some_and(|at| tokio::time::Instant::now() >= at) {
+                    return Ok((reply, true));
+                }
+                last = Some(reply);
             }
             Err(error) if error.is_transient() && failures < WATCH_MAX_FAILURES => {
                 failures += 1;
@@ -479,6 +571,27 @@ pub fn parse_quiet_hours(s: &str) -> Result<QuietWindow, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_status_fails_a_campaign_unless_every_recipient_was_sent() {
+        let ended = |status: &str, failed, expired| Progress {
+            status: status.into(),
+            total: 10,
+            sent: 10 - failed - expired,
+            failed,
+            expired,
+            ..Progress::default()
+        };
+        assert_eq!(not_all_sent(&ended("completed", 0, 0)), None);
+        assert_eq!(
+            not_all_sent(&ended("completed", 2, 1)).as_deref(),
+            Some("completed with 2 failed and 1 expired")
+        );
+        assert_eq!(
+            not_all_sent(&ended("cancelled", 0, 0)).as_deref(),
+            Some("ended cancelled")
+        );
+    }
 
     fn hm(h: u32, m: u32) -> NaiveTime {
         NaiveTime::from_hms_opt(h, m, 0).unwrap()

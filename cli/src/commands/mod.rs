@@ -33,6 +33,10 @@ pub enum CliError {
     /// `herald probe`: the service is not healthy (or not there).
     #[error("unhealthy: {0}")]
     Unhealthy(String),
+    /// `progress --watch`: `--timeout` passed first, or `--exit-status` and not every
+    /// recipient was sent.
+    #[error("{0}")]
+    NotDone(String),
     /// Ctrl-C during `--watch`.
     #[error("interrupted")]
     Interrupted,

@@ -152,16 +152,45 @@ async fn a_script_drives_a_campaign_and_failures_exit_non_zero() -> Result<()> {
     let stderr = String::from_utf8_lossy(&draft.stderr);
     assert!(stderr.contains("is a draft"), "{stderr}");
 
+    let started = cli.json(&key, &["campaign", "start", &campaign_id])?;
+    assert_eq!(started["status"], "scheduled", "{started}");
+    // No scheduler yet: it does not move, and --timeout ends the watch (exit 4), saying so
+    // and printing the progress seen.
+    let waited = cli.run(
+        &key,
+        &[
+            "--json",
+            "campaign",
+            "progress",
+            &campaign_id,
+            "--watch",
+            "--timeout",
+            "2",
+        ],
+    )?;
+    assert_eq!(waited.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&waited.stderr);
+    assert!(stderr.contains("still scheduled after 2s"), "{stderr}");
+    let seen: serde_json::Value = serde_json::from_slice(&waited.stdout)?;
+    assert_eq!(seen["status"], "scheduled", "{seen}");
+
     let _scheduler = env.scheduler(500, &[])?;
     let _worker = env.worker(&[])?;
-    let started = cli.json(&key, &["campaign", "start", &campaign_id])?;
-    // Scheduled to start now: a tick may already have made it running.
-    assert!(
-        started["status"] == "scheduled" || started["status"] == "running",
-        "{started}"
-    );
-    // --watch returns once the campaign is completed.
-    let watched = cli.json(&key, &["campaign", "progress", &campaign_id, "--watch"])?;
+    // --watch returns once the campaign is completed; with --exit-status, 0 as every
+    // recipient was sent.
+    let watched = cli.run(
+        &key,
+        &[
+            "--json",
+            "campaign",
+            "progress",
+            &campaign_id,
+            "--watch",
+            "--exit-status",
+        ],
+    )?;
+    assert_eq!(watched.status.code(), Some(0), "{watched:?}");
+    let watched: serde_json::Value = serde_json::from_slice(&watched.stdout)?;
     assert_eq!(watched["status"], "completed", "{watched}");
     assert_eq!(watched["sent"], 300);
 
