@@ -30,8 +30,10 @@ pub async fn lock_tenant(tx: &mut PgConnection, tenant: Uuid) -> Result<(), sqlx
     Ok(())
 }
 
-/// The messages of the last 24 hours that used `keys`, with their requests' hashes, by key.
-/// Older uses of the same keys are released first.
+/// The messages that hold `keys`, with their requests' hashes, by key. A key is held 24
+/// hours, and after that until its message is finished: released while the message still
+/// waits (a day's backlog, a provider's refusal holding it), a retry would send it a second
+/// time. Uses of the same keys past that are released first.
 pub async fn earlier_requests(
     tx: &mut PgConnection,
     tenant: Uuid,
@@ -40,22 +42,46 @@ pub async fn earlier_requests(
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
+    // What `held_keys` reads as held, negated.
     sqlx::query!(
-        "UPDATE messages SET idempotency_key = NULL
-         WHERE tenant_id = $1 AND idempotency_key = ANY($2) AND created_at <= now() - interval '24 hours'",
+        "UPDATE messages m SET idempotency_key = NULL
+         WHERE m.tenant_id = $1 AND m.idempotency_key = ANY($2)
+           AND m.created_at <= now() - interval '24 hours'
+           AND EXISTS (SELECT 1 FROM recipients r
+                       WHERE r.id = m.recipient_id
+                         AND r.state IN ('sent', 'failed', 'cancelled', 'expired'))",
         tenant,
         keys,
     )
     .execute(&mut *tx)
     .await?;
+    held_keys(tx, tenant, keys).await
+}
+
+/// As [`earlier_requests`], read without the tenant's lock and releasing nothing: which
+/// requests of `keys` are replays is known before they are checked, so that a retry
+/// replays its message whatever changed since (a default provider removed, the tenant's
+/// region), as the first answer said.
+pub async fn held_keys(
+    db: impl sqlx::PgExecutor<'_>,
+    tenant: Uuid,
+    keys: &[String],
+) -> Result<HashMap<String, (Uuid, Vec<u8>)>, sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
     let rows = sqlx::query!(
         // Matched by `= ANY`, so never NULL.
-        r#"SELECT idempotency_key AS "idempotency_key!", id, request_hash FROM messages
-           WHERE tenant_id = $1 AND idempotency_key = ANY($2)"#,
+        r#"SELECT m.idempotency_key AS "idempotency_key!", m.id, m.request_hash FROM messages m
+           WHERE m.tenant_id = $1 AND m.idempotency_key = ANY($2)
+             AND (m.created_at > now() - interval '24 hours'
+                  OR NOT EXISTS (SELECT 1 FROM recipients r
+                                 WHERE r.id = m.recipient_id
+                                   AND r.state IN ('sent', 'failed', 'cancelled', 'expired')))"#,
         tenant,
         keys,
     )
-    .fetch_all(tx)
+    .fetch_all(db)
     .await?;
     Ok(rows
         .into_iter()
@@ -336,8 +362,12 @@ pub async fn insert(
              OVERRIDING SYSTEM VALUE
              SELECT recipient_id, campaign_id, address, variables, true, expires_at FROM i
          ), messages_added AS (
-             INSERT INTO messages (id, tenant_id, recipient_id, idempotency_key, request_hash)
-             SELECT id, $8, recipient_id, idempotency_key, request_hash FROM i
+             -- Dated when this statement began (after the tenant's lock), not when its
+             -- transaction did: one that waited behind a large batch would otherwise date
+             -- its messages before that batch's, and a client polling with `since` past
+             -- the batch would never see them.
+             INSERT INTO messages (id, tenant_id, recipient_id, idempotency_key, request_hash, created_at)
+             SELECT id, $8, recipient_id, idempotency_key, request_hash, statement_timestamp() FROM i
              RETURNING created_at
          ), today AS (
              SELECT (now() AT TIME ZONE t.time_zone)::date AS day FROM tenants t WHERE t.id = $8

@@ -8,9 +8,10 @@
 //! tenant's stream before that tenant's campaigns, within the tenant's share only.
 //!
 //! A message is answered `202` only once it is committed; the commit wakes the scheduler,
-//! which dispatches it at once rather than at its next tick (`herald_shared::wake`). An `Idempotency-Key` (or a batch
-//! item's `idempotency_key`) seen in the last 24 hours returns the first request's message
-//! and sends nothing; the same key with another request is refused (422). A tenant may have
+//! which dispatches it at once rather than at its next tick (`herald_shared::wake`). An
+//! `Idempotency-Key` (or a batch item's `idempotency_key`) seen in the last 24 hours, or
+//! later while its message is not finished, returns the first request's message and sends
+//! nothing; the same key with another request is refused (422). A tenant may have
 //! at most `max_queued_messages` messages accepted and not yet finished, and at most
 //! `max_messages_per_day` (if the operator set one) a day; past either the answer is 429 with
 //! `Retry-After`.
@@ -171,7 +172,7 @@ impl Checked {
 }
 
 #[utoipa::path(post, path = "/messages", tag = "messages", request_body = NewMessage,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Seen in the last 24 hours: the first request's message is returned and nothing is sent again; with another request: 422.")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Seen in the last 24 hours, or later while its message is not finished: the first request's message is returned and nothing is sent again; with another request: 422.")),
     responses((status = 202, description = "Committed; sent as soon as its lane has room", body = Message,
                 headers(("Idempotent-Replayed" = String, description = "`true` when the key was seen before"))),
               (status = 429, description = "The tenant has `max_queued_messages` waiting, or sent `max_messages_per_day` today; `Retry-After` says when to try again", body = crate::error::ErrorBody)))]
@@ -270,10 +271,35 @@ async fn accept(
             format!("{prefix}[{index}].{name}")
         }
     };
+    let count = items.len();
     let mut checked = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
     let mut lookups = Lookups::default();
+    // Replays are known first and not checked again: a retry answers the message its key
+    // was given, as the first answer said, whatever changed since (today's checks could
+    // refuse it: the tenant's default provider removed, its region changed).
+    let held = held_keys(pool, caller, &items).await?;
+    let mut replays: Vec<Replay> = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
+        if let Ok(tenant) = caller.owning_tenant(item.tenant_id)
+            && let Some(key) = &item.idempotency_key
+            && let Some((_, hash)) = held.get(&(tenant, key.clone()))
+        {
+            if *hash == request_hash(tenant, &item) {
+                replays.push(Replay {
+                    index,
+                    tenant,
+                    key: key.clone(),
+                    hash: hash.clone(),
+                });
+            } else {
+                errors.push(FieldError {
+                    field: field(index, "idempotency_key"),
+                    reason: KEY_HELD.into(),
+                });
+            }
+            continue;
+        }
         match check(pool, caller, item, &mut lookups).await? {
             Ok(message) => checked.push(Checked { index, ..message }),
             Err(problems) => errors.extend(problems.into_iter().map(|(name, reason)| FieldError {
@@ -282,23 +308,34 @@ async fn accept(
             })),
         }
     }
-    if let Some(first) = checked.first().map(|c| c.tenant) {
-        for message in &checked {
-            if message.tenant != first {
+    // Every item, checked or a replay, in the request's order: (index, tenant, key).
+    let mut all: Vec<(usize, Uuid, Option<&str>)> = checked
+        .iter()
+        .map(|c| (c.index, c.tenant, c.key.as_deref()))
+        .chain(
+            replays
+                .iter()
+                .map(|r| (r.index, r.tenant, Some(r.key.as_str()))),
+        )
+        .collect();
+    all.sort_unstable_by_key(|(index, ..)| *index);
+    if let Some(&(_, first, _)) = all.first() {
+        for &(index, tenant, _) in &all {
+            if tenant != first {
                 errors.push(FieldError {
-                    field: field(message.index, "tenant_id"),
+                    field: field(index, "tenant_id"),
                     reason: "a batch holds one tenant's messages".into(),
                 });
             }
         }
     }
     let mut seen: HashMap<&str, usize> = HashMap::new();
-    for message in &checked {
-        if let Some(key) = message.key.as_deref()
-            && seen.insert(key, message.index).is_some()
+    for &(index, _, key) in &all {
+        if let Some(key) = key
+            && seen.insert(key, index).is_some()
         {
             errors.push(FieldError {
-                field: field(message.index, "idempotency_key"),
+                field: field(index, "idempotency_key"),
                 reason: "repeats an earlier message's key in this batch".into(),
             });
         }
@@ -306,22 +343,41 @@ async fn accept(
     if !errors.is_empty() {
         return Err(ApiError::fields("messages; none was accepted", errors));
     }
-    let Some(tenant) = checked.first().map(|c| c.tenant) else {
+    let Some(&(_, tenant, _)) = all.first() else {
         return Ok((Vec::new(), false));
     };
 
     let mut tx = pool.begin().await?;
     messages::lock_tenant(&mut tx, tenant).await?;
-    let keys: Vec<String> = checked.iter().filter_map(|c| c.key.clone()).collect();
+    let keys: Vec<String> = all
+        .iter()
+        .filter_map(|(_, _, key)| key.map(str::to_owned))
+        .collect();
     let earlier = messages::earlier_requests(&mut tx, tenant, &keys).await?;
-    // Per item: the earlier message it replays, if any.
-    let mut ids: Vec<Option<Uuid>> = vec![None; checked.len()];
-    for (position, message) in checked.iter().enumerate() {
+    // Per item of the request: the message it replays, if any.
+    let mut ids: Vec<Option<Uuid>> = vec![None; count];
+    for replay in &replays {
+        match earlier.get(&replay.key) {
+            Some((id, hash)) if *hash == replay.hash => ids[replay.index] = Some(*id),
+            Some(_) => errors.push(FieldError {
+                field: field(replay.index, "idempotency_key"),
+                reason: KEY_HELD.into(),
+            }),
+            // Released since it was read (its message finished, its day just passed): the
+            // request is new now, and must be checked as one.
+            None => {
+                return Err(ApiError::Unavailable(
+                    "an idempotency key was released as this request came: send it again".into(),
+                ));
+            }
+        }
+    }
+    for message in &checked {
         match message.key.as_ref().and_then(|key| earlier.get(key)) {
-            Some((id, hash)) if *hash == message.hash => ids[position] = Some(*id),
+            Some((id, hash)) if *hash == message.hash => ids[message.index] = Some(*id),
             Some(_) => errors.push(FieldError {
                 field: field(message.index, "idempotency_key"),
-                reason: "was used in the last 24 hours with another request".into(),
+                reason: KEY_HELD.into(),
             }),
             // A new message (not a replay, whose expiry may have passed since): its expiry
             // must still be ahead.
@@ -338,7 +394,10 @@ async fn accept(
         return Err(ApiError::fields("messages; none was accepted", errors));
     }
     let replayed = ids.iter().any(Option::is_some);
-    let fresh: Vec<usize> = (0..checked.len()).filter(|&i| ids[i].is_none()).collect();
+    // Positions in `checked` of the messages to store.
+    let fresh: Vec<usize> = (0..checked.len())
+        .filter(|&i| ids[checked[i].index].is_none())
+        .collect();
     // What the fresh messages are at commit, known without reading them back.
     let mut stored: HashMap<Uuid, Message> = HashMap::new();
     if !fresh.is_empty() {
@@ -353,8 +412,8 @@ async fn accept(
             .flat_map(|&i| std::iter::once(checked[i].provider).chain(checked[i].overflow))
             .collect();
         messages::wake(&mut tx, &providers).await?;
-        for (index, id) in fresh.iter().zip(new_ids) {
-            ids[*index] = Some(id);
+        for (&position, id) in fresh.iter().zip(new_ids) {
+            ids[checked[position].index] = Some(id);
         }
     }
     let ids: Vec<Uuid> = ids.into_iter().flatten().collect();
@@ -380,6 +439,43 @@ async fn accept(
     }
     let messages = ids.iter().filter_map(|id| stored.remove(id)).collect();
     Ok((messages, replayed))
+}
+
+/// A held key's request again, answered with its message.
+struct Replay {
+    /// Its place in the request.
+    index: usize,
+    tenant: Uuid,
+    key: String,
+    hash: Vec<u8>,
+}
+
+/// Why a key another request holds is refused.
+const KEY_HELD: &str = "is held by another request (a key is held 24 hours, and until \
+                        its message is finished)";
+
+/// The keys `items` name that their tenants hold, with their messages and requests'
+/// hashes, by tenant and key.
+async fn held_keys(
+    pool: &PgPool,
+    caller: Caller,
+    items: &[NewMessage],
+) -> Result<HashMap<(Uuid, String), (Uuid, Vec<u8>)>, ApiError> {
+    let mut by_tenant: HashMap<Uuid, Vec<String>> = HashMap::new();
+    for item in items {
+        if let Ok(tenant) = caller.owning_tenant(item.tenant_id)
+            && let Some(key) = item.idempotency_key.as_ref().filter(|k| valid_key(k))
+        {
+            by_tenant.entry(tenant).or_default().push(key.clone());
+        }
+    }
+    let mut held = HashMap::new();
+    for (tenant, keys) in by_tenant {
+        for (key, found) in messages::held_keys(pool, tenant, &keys).await? {
+            held.insert((tenant, key), found);
+        }
+    }
+    Ok(held)
 }
 
 /// A provider and its optional overflow.
@@ -622,9 +718,8 @@ async fn check(
         return Ok(Err(problems));
     };
     let text = text.map(|(_, text)| text).unwrap_or_default();
-    // Two spellings of one number are one request.
-    let mut item = item;
-    item.to.clone_from(&address);
+    // The request as it came: a retry sends the same, whatever the tenant's settings (its
+    // region, which reads the number) are by then.
     let hash = request_hash(tenant, &item);
     let mut variables = item.variables;
     variables.insert("text".into(), Value::String(text));
