@@ -225,7 +225,8 @@ impl Drop for Down<'_> {
     }
 }
 
-/// One lane being consumed.
+/// One lane being consumed, or idle (prefetch 0: no consumer) with its channel kept for
+/// the deliveries it had in hand.
 struct Lane {
     channel: Channel,
     consumer_tag: String,
@@ -235,6 +236,19 @@ struct Lane {
 }
 
 impl Lane {
+    fn idle(channel: Channel, generation: u64) -> Self {
+        Self {
+            channel,
+            consumer_tag: String::new(),
+            prefetch: 0,
+            generation,
+        }
+    }
+
+    fn consuming(&self) -> bool {
+        self.prefetch > 0
+    }
+
     /// Stops new deliveries; those in hand finish on the same channel.
     async fn cancel(&self) -> Result<(), lapin::Error> {
         self.channel
@@ -260,9 +274,44 @@ async fn session(
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
     backoff: &mut Duration,
-    (up, connected): (&AtomicBool, &AtomicBool),
+    flags: (&AtomicBool, &AtomicBool),
 ) -> Result<(), ConsumeError> {
     let connection = queue::connect(settings.amqp_url, "herald-worker", &settings.tls).await?;
+    let ended = consume_on(
+        &connection,
+        ctx,
+        settings,
+        tracker,
+        shutdown,
+        backoff,
+        flags,
+    )
+    .await;
+    if ended.is_err() {
+        // However it ended (one lane's consumer, a broker call unanswered), the connection
+        // is closed: dropped, it lives on (lapin's consumers hold it), and the other lanes'
+        // consumers would go on taking deliveries beside the next session's, never resized,
+        // never cancelled at a stop. Deliveries in hand are handed back with it; their
+        // recipients' leases fence any that come again.
+        let _ = tokio::time::timeout(
+            BROKER_GOODBYE_WITHIN,
+            connection.close(200, "worker session ended; reconnecting".into()),
+        )
+        .await;
+    }
+    ended
+}
+
+/// [`session`]'s work on its `connection`.
+async fn consume_on(
+    connection: &Connection,
+    ctx: &Context,
+    settings: &Settings<'_>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+    backoff: &mut Duration,
+    (up, connected): (&AtomicBool, &AtomicBool),
+) -> Result<(), ConsumeError> {
     let control = connection.create_channel().await?;
     topology::declare(&control).await?;
     settings.health.report("broker", Ok(()));
@@ -285,7 +334,9 @@ async fn session(
                 // Stop new deliveries; those in hand finish (those still waiting for room
                 // hand themselves back, and so would any the broker sent before an
                 // unconfirmed cancel reached it).
-                let cancels = futures::future::join_all(lanes.values().map(Lane::cancel));
+                let cancels = futures::future::join_all(
+                    lanes.values().filter(|lane| lane.consuming()).map(Lane::cancel),
+                );
                 if tokio::time::timeout(BROKER_GOODBYE_WITHIN, cancels).await.is_err() {
                     tracing::warn!(
                         within = ?BROKER_GOODBYE_WITHIN,
@@ -354,32 +405,48 @@ async fn session(
                     },
                 );
                 for (provider, &(allowed, basis)) in &wanted {
-                    ctx.in_flight.set(*provider, allowed);
-                    // A lane takes deliveries even at a cap of zero: they wait, not yet
-                    // leased, for the cap to grow.
-                    let prefetch = fleet::prefetch(allowed, basis);
+                    // A lane at a cap of zero (a fleet-wide cap smaller than the fleet, or a
+                    // newcomer's first beats) is not consumed: its deliveries are other
+                    // workers' to send. Those in hand waiting for room are handed back as
+                    // the cap drops (after the consumer's cancel, so that they go elsewhere).
+                    let prefetch = if allowed == 0 { 0 } else { fleet::prefetch(allowed, basis) };
                     let current = lanes.get(provider).map(|lane| lane.prefetch);
-                    if current == Some(prefetch) {
+                    if current == Some(prefetch) || (current.is_none() && prefetch == 0) {
+                        ctx.in_flight.set(*provider, allowed);
                         continue;
                     }
-                    // A resized lane keeps its channel: deliveries in hand stay
+                    // A resized or idled lane keeps its channel: deliveries in hand stay
                     // acknowledgeable on it.
                     let channel = match lanes.remove(provider) {
                         Some(old) => {
-                            answered(old.cancel()).await?;
+                            if old.consuming() {
+                                answered(old.cancel()).await?;
+                            }
                             Some(old.channel)
                         }
                         None => None,
                     };
+                    ctx.in_flight.set(*provider, allowed);
                     generation += 1;
-                    let lane = answered(open_lane(&connection, channel, *provider, prefetch, generation, ctx, tracker, &ended_tx)).await?;
+                    let lane = match channel {
+                        Some(channel) if prefetch == 0 => {
+                            tracing::info!(%provider, "lane idle: no room for it on this worker");
+                            Lane::idle(channel, generation)
+                        }
+                        channel => {
+                            let lane = answered(open_lane(connection, channel, *provider, prefetch, generation, ctx, tracker, &ended_tx)).await?;
+                            tracing::info!(%provider, prefetch, "consuming lane");
+                            lane
+                        }
+                    };
                     lanes.insert(*provider, lane);
-                    tracing::info!(%provider, prefetch, "consuming lane");
                 }
                 let gone: Vec<Uuid> = lanes.keys().filter(|p| !wanted.contains_key(p)).copied().collect();
                 for provider in gone {
                     if let Some(lane) = lanes.remove(&provider) {
-                        answered(lane.cancel()).await?;
+                        if lane.consuming() {
+                            answered(lane.cancel()).await?;
+                        }
                         tracing::info!(%provider, "lane closed: provider removed");
                     }
                 }

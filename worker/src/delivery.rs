@@ -157,7 +157,14 @@ async fn process(
             let _ = taken.send(Settle::Requeue("the worker is stopping".into()));
             return;
         }
-        permit = ctx.in_flight.acquire(message.provider_id) => permit,
+        permit = ctx.in_flight.acquire(message.provider_id) => match permit {
+            Some(permit) => permit,
+            // No room here for as long as this worker's cap stays at zero: another worker's.
+            None => {
+                let _ = taken.send(Settle::Requeue("no room on this worker: its cap is zero".into()));
+                return;
+            }
+        },
     };
     let roomed = Instant::now();
     step("room", received, roomed);

@@ -111,8 +111,7 @@ pub fn batch_basis(own: u32, smallest_other: Option<u32>) -> u32 {
 /// behind more of the lane (with a cap binding, about a quarter of the provider's latency,
 /// and a few batches more: BENCHMARKS.md). Messages smaller than a full batch (a pass's
 /// last, a trickle of transactional messages) fill less of it: it is a bound, not a target.
-/// At least one, so a lane at a cap of zero still takes deliveries (they wait, not yet
-/// leased, for the cap to grow).
+/// At least one (a lane at a cap of zero is not consumed at all: `consume`).
 pub fn prefetch(allowed: u32, basis: u32) -> u16 {
     let per = u32::try_from(per_message(basis)).unwrap_or(1);
     u16::try_from(allowed.div_ceil(per).div_ceil(4).saturating_add(1)).unwrap_or(u16::MAX)

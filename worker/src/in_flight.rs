@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 #[derive(Clone, Default)]
@@ -24,6 +24,8 @@ struct Cap {
     /// Permits still to be taken out of circulation after a shrink: requests in flight
     /// that, as they finish, do not hand their room back.
     owed: Arc<AtomicU32>,
+    /// Told when the cap drops to zero: those waiting for room give up.
+    zeroed: Arc<Notify>,
 }
 
 impl Cap {
@@ -32,6 +34,7 @@ impl Cap {
             semaphore: Arc::new(Semaphore::new(size as usize)),
             size,
             owed: Arc::default(),
+            zeroed: Arc::default(),
         }
     }
 }
@@ -80,19 +83,38 @@ impl InFlight {
             cap.owed.fetch_add(owed as u32, Ordering::AcqRel);
         }
         cap.size = size;
+        if size == 0 {
+            cap.zeroed.notify_waiters();
+        }
     }
 
     /// Waits for room to send one request to `provider`. A provider whose cap was never
-    /// set gets a cap of one.
-    pub async fn acquire(&self, provider: Uuid) -> Permit {
+    /// set gets a cap of one. `None` while the cap is zero, or once it drops to zero: a
+    /// worker left no room for a provider (the fleet's cap is smaller than the fleet, or a
+    /// stop) hands its deliveries on rather than hold them for as long as that lasts (the
+    /// broker takes a delivery held 30 minutes back by closing its channel).
+    pub async fn acquire(&self, provider: Uuid) -> Option<Permit> {
+        let zeroed;
         let (semaphore, owed) = {
             let mut caps = self.caps.lock().unwrap_or_else(PoisonError::into_inner);
             let cap = caps.entry(provider).or_insert_with(|| Cap::new(1));
+            if cap.size == 0 {
+                return None;
+            }
+            zeroed = cap.zeroed.clone();
             (cap.semaphore.clone(), cap.owed.clone())
         };
-        // The semaphore is never closed, so acquiring cannot fail.
-        let permit = semaphore.acquire_owned().await.ok();
-        Permit { permit, owed }
+        let mut dropped_to_zero = std::pin::pin!(zeroed.notified());
+        // Listening before the cap is looked at again: a drop to zero from here on is seen.
+        dropped_to_zero.as_mut().enable();
+        if self.size(provider) == Some(0) {
+            return None;
+        }
+        tokio::select! {
+            // The semaphore is never closed, so acquiring cannot fail.
+            permit = semaphore.acquire_owned() => Some(Permit { permit: permit.ok(), owed }),
+            () = dropped_to_zero => None,
+        }
     }
 
     /// Sets every provider's cap to nothing: no request starts until a cap is set again, and
@@ -138,6 +160,7 @@ mod tests {
         let provider = Uuid::from_u128(1);
         caps.set(provider, 3);
         let held: Vec<_> = futures::future::join_all((0..3).map(|_| caps.acquire(provider))).await;
+        assert!(held.iter().all(Option::is_some));
         caps.set(provider, 1);
         // Two of the three must come back before anyone may start: the cap is now one.
         drop(held);
@@ -178,8 +201,29 @@ mod tests {
         assert_eq!(caps.in_use_at_most()[&provider], 1);
         caps.set(provider, 0);
         assert_eq!(caps.in_use_at_most()[&provider], 0);
-        let none = tokio::time::timeout(Duration::from_millis(20), caps.acquire(provider)).await;
-        assert!(none.is_err(), "a cap of zero admits nothing");
+        assert!(
+            caps.acquire(provider).await.is_none(),
+            "a cap of zero admits nothing"
+        );
+    }
+
+    /// Those waiting for room when the cap drops to zero give up (their deliveries go to
+    /// another worker), rather than wait for as long as it stays there.
+    #[tokio::test]
+    async fn those_waiting_give_up_when_the_cap_drops_to_zero() {
+        let caps = InFlight::default();
+        let provider = Uuid::from_u128(1);
+        caps.set(provider, 1);
+        let held = caps.acquire(provider).await;
+        assert!(held.is_some());
+        let waiting = tokio::spawn({
+            let caps = caps.clone();
+            async move { caps.acquire(provider).await.is_some() }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        caps.set(provider, 0);
+        let got = tokio::time::timeout(Duration::from_secs(1), waiting).await;
+        assert!(matches!(got, Ok(Ok(false))), "{got:?}");
     }
 
     #[tokio::test]
@@ -190,6 +234,6 @@ mod tests {
         let _first = caps.acquire(provider).await;
         caps.set(provider, 2);
         let second = tokio::time::timeout(Duration::from_millis(50), caps.acquire(provider)).await;
-        assert!(second.is_ok());
+        assert!(matches!(second, Ok(Some(_))));
     }
 }

@@ -64,6 +64,9 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     let health = ops::start(&config.ops, DEFAULT_OPS_LISTEN, &["database", "broker"]).await?;
     let pool = herald_shared::db::connect_for_short_statements(&config.connections).await?;
     ops::watch_database(&health, pool.clone());
+    if !ops::database_first_passes(&health, &shutdown).await {
+        return Ok(());
+    }
     {
         // Not ready from the first moment of the drain: no new work is sent this way.
         let (health, shutdown) = (health.clone(), shutdown.clone());

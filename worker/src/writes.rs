@@ -4,9 +4,11 @@
 //!
 //! Both wait out an outage, however long: a lease holds its delivery meanwhile (a delivery
 //! handed back while the database is away would only come back at once, again and again,
-//! until the queue's delivery limit dead-letters it), and an outcome keeps what this worker
-//! learnt from the provider, which the sweeper could only guess. A write that fails for any other reason is tried
-//! again one by one, so that one bad row holds up nothing else.
+//! until the queue's delivery limit dead-letters it; past the broker's consumer timeout, 30
+//! minutes by default, the broker takes it back itself, closing its channel, and the worker
+//! reconnects), and an outcome keeps what this worker learnt from the provider, which the
+//! sweeper could only guess. A write that fails for any other reason is tried again one by
+//! one, so that one bad row holds up nothing else.
 
 use crate::attempts::{Begun, Dispatch, Outcome};
 use herald_shared::batch::Batcher;
@@ -43,9 +45,21 @@ pub fn begin(pool: PgPool, lease_grace: Duration) -> Batcher<Dispatch, Option<Be
                     written("lease", started, dispatches.len());
                     begun
                 }
-                // Acked unsent: the recipient stays claimed and the sweeper dispatches it
-                // again (a stale claim: a new message, a new attempt at writing).
-                Err(()) => vec![None; dispatches.len()],
+                // One by one, so that one bad row holds up nothing else; one that fails
+                // alone is acked unsent: the recipient stays claimed and the sweeper
+                // dispatches it again (a stale claim: a new message, a new attempt).
+                Err(()) => {
+                    let mut begun = Vec::with_capacity(dispatches.len());
+                    for dispatch in &dispatches {
+                        let one = std::slice::from_ref(dispatch);
+                        let leased = until_written("begin an attempt", || {
+                            lease::begin(&pool, one, lease_grace)
+                        })
+                        .await;
+                        begun.push(leased.ok().and_then(|mut one| one.pop().flatten()));
+                    }
+                    begun
+                }
             }
         }
     })

@@ -197,11 +197,21 @@ pub async fn record(
          ),
          -- Locked in id order, as by every statement that writes several campaign rows (the
          -- scheduler's claim among them), so two never wait on each other in a cycle.
-         changing AS MATERIALIZED (
+         pausing AS MATERIALIZED (
              SELECT c.id FROM campaigns c JOIN touched t ON t.campaign_id = c.id
-             WHERE (c.first_sent_at IS NULL AND t.sent) OR (t.pause IS NOT NULL AND c.status = 'running')
+             WHERE t.pause IS NOT NULL AND c.status = 'running'
              ORDER BY c.id FOR NO KEY UPDATE OF c
          ),
+         -- A first send alone does not wait for its row: an upload into a campaign resumed
+         -- to `scheduled` holds it for as long as it streams, and waiting would hold every
+         -- tenant's outcomes of this batch (and the recipients' leases) behind it. The next
+         -- send's outcome dates it, as a receipt leaves it to the next outcome.
+         first_only AS MATERIALIZED (
+             SELECT c.id FROM campaigns c JOIN touched t ON t.campaign_id = c.id
+             WHERE c.first_sent_at IS NULL AND t.sent AND c.id NOT IN (SELECT id FROM pausing)
+             ORDER BY c.id FOR NO KEY UPDATE OF c SKIP LOCKED
+         ),
+         changing AS (SELECT id FROM pausing UNION ALL SELECT id FROM first_only),
          -- One update per campaign, for its first send and for a pause: two updates of one
          -- row in a statement would keep only one of them. What applies is judged on the
          -- row as `changing` locked it (the CASEs below see that version), not again here,

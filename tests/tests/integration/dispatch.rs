@@ -396,6 +396,55 @@ pub(crate) async fn publish_to_lane(
     Ok(())
 }
 
+/// A worker whose consumer of one lane ends (its queue deleted here; as well the broker's
+/// consumer timeout, a cancel) starts a new session and closes the old one's connection:
+/// dropped, it lived on, and its consumers of the other lanes went on taking deliveries
+/// beside the new session's, never resized, never cancelled at a stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_session_that_ends_leaves_no_consumer_behind() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let first = env.create_provider(&env.provider()).await?;
+    let mut second = env.provider();
+    second.name = "second".into();
+    let second = env.create_provider(&second).await?;
+    let _worker = env.worker(&[])?;
+    let connection = env.amqp().await?;
+    let count = |provider: Uuid| {
+        let connection = &connection;
+        async move {
+            // A channel each: a passive declare of a queue that is not there closes it.
+            let channel = connection.create_channel().await.ok()?;
+            consumers(&channel, &topology::lane_queue(provider)).await
+        }
+    };
+    herald_tests::wait_until(Duration::from_secs(20), || async {
+        count(first).await == Some(1) && count(second).await == Some(1)
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the worker did not consume both lanes"))?;
+    connection
+        .create_channel()
+        .await?
+        .queue_delete(
+            topology::lane_queue(first).as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await?;
+    // The session ends, and the next one declares the lane again and consumes it.
+    herald_tests::wait_until(Duration::from_secs(30), || async {
+        count(first).await == Some(1)
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the deleted lane was not consumed again"))?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        count(second).await,
+        Some(1),
+        "the ended session's consumer of the other lane lives on"
+    );
+    Ok(())
+}
+
 /// How many consumers `lane` has, if it exists.
 async fn consumers(channel: &lapin::Channel, lane: &str) -> Option<u32> {
     let passive = QueueDeclareOptions {
@@ -1021,10 +1070,10 @@ async fn a_campaign_held_by_an_upload_does_not_hold_up_others_completing() -> Re
     Ok(())
 }
 
-/// While a worker's outcome statements cannot be written (here: the campaign's row held, which
-/// the first send's statement must update), it takes no more leases once as many outcomes
-/// as its prefetch wait: answered work does not pile up in memory while requests go on.
-/// Once the row is free, everything is written and sent once.
+/// While a worker's outcome statements cannot be written (here: the rows of the recipients
+/// in flight held, which their outcomes must update), it takes no more leases once as many
+/// outcomes as its prefetch wait: answered work does not pile up in memory while requests
+/// go on. Once the rows are free, everything is written and sent once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_whose_outcomes_cannot_be_written_stops_taking_leases() -> Result<()> {
     const RECIPIENTS: i64 = 1_000;
@@ -1055,16 +1104,21 @@ async fn a_worker_whose_outcomes_cannot_be_written_stops_taking_leases() -> Resu
         .await
         .unwrap_or(0)
     };
-    herald_tests::wait_until(Duration::from_secs(20), || async { sending().await > 0 })
-        .await
-        .map_err(|_| anyhow::anyhow!("nothing leased"))?;
-    // Before the first answer (1.5 s), the campaign's row is held: no outcome of it can be
-    // written until it is let go.
+    // A prefetch leased: no more until answers come (1.5 s).
+    herald_tests::wait_until(Duration::from_secs(20), || async {
+        sending().await >= PREFETCH
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("not a prefetch leased"))?;
+    // Before their answers, their rows are held: no outcome of theirs can be written until
+    // they are let go.
     let mut held = env.pool.begin().await?;
-    sqlx::query("SELECT 1 FROM campaigns WHERE id = $1 FOR NO KEY UPDATE")
-        .bind(campaign)
-        .execute(&mut *held)
-        .await?;
+    sqlx::query(
+        "SELECT 1 FROM recipients WHERE campaign_id = $1 AND state = 'sending' FOR NO KEY UPDATE",
+    )
+    .bind(campaign)
+    .execute(&mut *held)
+    .await?;
     tokio::time::sleep(Duration::from_secs(8)).await;
     let leased = sending().await;
     let requests = env.simulator_stats().await?["requests"]
