@@ -88,9 +88,16 @@ impl Leadership {
             return Ok(false);
         };
         if self.leading {
-            // The lock is ours as long as this session lives.
-            store::leadership::still_held(connection).await?;
-            return Ok(true);
+            if store::leadership::still_held(connection).await? {
+                return Ok(true);
+            }
+            tracing::error!(
+                "the leadership lock is not this scheduler's session's any more (is \
+                 HERALD_DATABASE_URL a pooler in transaction mode? the scheduler needs a \
+                 session of its own); stepping down"
+            );
+            self.connection = None;
+            return Ok(false);
         }
         store::leadership::try_lock(connection).await
     }

@@ -120,6 +120,9 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
     let pool =
         herald_shared::db::connect_with(options.clone(), config.connections.db_pool_size).await?;
     ops::watch_database(&health, pool.clone());
+    if !ops::database_first_passes(&health, &shutdown).await {
+        return Ok(());
+    }
     let publisher = Publisher::new(
         config.broker.amqp_url.expose(),
         &tls,

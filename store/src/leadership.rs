@@ -14,13 +14,23 @@ pub async fn try_lock(connection: &mut PgConnection) -> Result<bool, sqlx::Error
         .await
 }
 
-/// A round trip on the session holding the lock: an error means the session, and so the
-/// lock, may be gone.
-pub async fn still_held(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query_scalar!(r#"SELECT 1 AS "alive!""#)
-        .fetch_one(connection)
-        .await?;
-    Ok(())
+/// Whether the session on `connection` still holds the lock: an error means the session,
+/// and so the lock, may be gone. Asked of PostgreSQL, not assumed from the session living:
+/// behind a pooler in transaction mode (which the scheduler must not use) each statement
+/// may run on another server session, and a round trip alone would say nothing.
+pub async fn still_held(connection: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        // A 64-bit advisory key shows in pg_locks as its high and low halves.
+        r#"SELECT EXISTS (
+               SELECT 1 FROM pg_locks
+               WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+                 AND objsubid = 1
+                 AND classid = ($1::int8 >> 32)::oid
+                 AND objid = ($1::int8 & 4294967295)::oid) AS "held!""#,
+        LOCK_KEY,
+    )
+    .fetch_one(connection)
+    .await
 }
 
 /// Releases the lock, so a standby need not wait for the connection to drop.

@@ -298,6 +298,16 @@ impl TestEnv {
 
     /// [`receiver`](Self::receiver) with settings of its own.
     pub async fn receiver_with(&mut self, env: &[(&str, &str)]) -> Result<String> {
+        self.start_receiver(env, true).await
+    }
+
+    /// Starts the receiver and waits only until it answers, ready or not (a test of its
+    /// readiness).
+    pub async fn receiver_answering(&mut self) -> Result<String> {
+        self.start_receiver(&[], false).await
+    }
+
+    async fn start_receiver(&mut self, env: &[(&str, &str)], ready: bool) -> Result<String> {
         let port = free_port()?;
         let url = format!("http://127.0.0.1:{port}");
         let mut all = vec![
@@ -306,7 +316,11 @@ impl TestEnv {
         ];
         all.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
         let service = self.spawn("herald-receiver", &[], &all)?;
-        wait_ready(&self.http, &url, "receiver").await?;
+        if ready {
+            wait_ready(&self.http, &url, "receiver").await?;
+        } else {
+            wait_healthy(&self.http, &url, "receiver").await?;
+        }
         self.receiver = Some(service);
         self.receiver_url = Some(url.clone());
         Ok(url)

@@ -107,6 +107,11 @@ impl Health {
     pub fn readiness(&self) -> Readiness {
         self.with(|state| readiness(&state.checks, state.draining, state.role))
     }
+
+    /// Why `check` fails now (`None`: it passes, or is no check of this process's).
+    pub fn failing(&self, check: &str) -> Option<String> {
+        self.with(|state| state.checks.get(check).cloned().flatten())
+    }
 }
 
 #[cfg(test)]

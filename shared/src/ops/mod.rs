@@ -187,6 +187,35 @@ pub fn watch_database(health: &Health, pool: sqlx::PgPool) {
     });
 }
 
+/// Waits until the `database` check ([`watch_database`]) first passes; `false` if
+/// `shutdown` came first. A worker or scheduler started before the migrate step (a rollout
+/// applied before its migration Job, a scale-up in that window) would otherwise work on a
+/// schema behind its build: being not ready takes no work away from them (workers have no
+/// Service, a scheduler leads regardless), and their failing writes would cost recipients
+/// attempts. Later outages are each statement's to ride out.
+pub async fn database_first_passes(
+    health: &Health,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> bool {
+    let mut said = None;
+    loop {
+        let Some(why) = health.failing("database") else {
+            if said.is_some() {
+                tracing::info!("the database is ready: starting work");
+            }
+            return true;
+        };
+        if said.as_ref() != Some(&why) {
+            tracing::warn!(reason = %why, "waiting for the database before any work");
+            said = Some(why);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            () = shutdown.cancelled() => return false,
+        }
+    }
+}
+
 /// Whether a schema whose latest migration is `applied` has what a build needing `needed`
 /// reads and writes. A later one (an upgrade's new replicas migrated it) still has.
 fn schema_state(applied: Option<i64>, needed: i64) -> Result<(), String> {

@@ -141,6 +141,30 @@ async fn leader_lock_holders(env: &TestEnv) -> i64 {
     .unwrap_or(0)
 }
 
+/// The leader's check asks PostgreSQL whether its session holds the lock, not only whether
+/// the session answers: behind a pooler in transaction mode another server session would
+/// answer, and two schedulers could lead unnoticed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leaders_check_asks_whether_its_session_holds_the_lock() -> Result<()> {
+    use herald_store::leadership;
+    use sqlx::Connection;
+    let env = TestEnv::new(&[]).await?;
+    let mut leader = sqlx::PgConnection::connect(&env.database_url).await?;
+    let mut other = sqlx::PgConnection::connect(&env.database_url).await?;
+    assert!(leadership::try_lock(&mut leader).await?);
+    assert!(leadership::still_held(&mut leader).await?);
+    assert!(
+        !leadership::still_held(&mut other).await?,
+        "a session without the lock"
+    );
+    leadership::unlock(&mut leader).await?;
+    assert!(
+        !leadership::still_held(&mut leader).await?,
+        "a session that let it go"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_scheduler_takes_over_within_two_ticks_without_double_sends() -> Result<()> {
     const TICK_MS: u64 = 1000;

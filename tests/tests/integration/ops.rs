@@ -307,7 +307,7 @@ async fn a_service_is_not_ready_on_a_schema_behind_its_build() -> Result<()> {
     .bind(latest)
     .fetch_one(&env.pool)
     .await?;
-    env.receiver().await?;
+    env.receiver_answering().await?;
     let receiver = env.receiver_service().expect("the receiver");
     let said = wait_until(Duration::from_secs(10), || async {
         env.readiness(receiver)
@@ -316,6 +316,21 @@ async fn a_service_is_not_ready_on_a_schema_behind_its_build() -> Result<()> {
     })
     .await;
     ensure!(said.is_ok(), "{:?}", env.readiness(receiver).await);
+    // A worker started meanwhile does no work (it would write to a schema behind its
+    // build): it does not even join the fleet until the schema is brought up to date.
+    let _worker = env.worker(&[])?;
+    let workers = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM workers")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap_or(-1)
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        workers().await,
+        0,
+        "a worker joined on a schema behind its build"
+    );
     sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
          VALUES ($1, $2, true, $3, $4)",
@@ -328,5 +343,8 @@ async fn a_service_is_not_ready_on_a_schema_behind_its_build() -> Result<()> {
     .await?;
     env.wait_readiness(receiver, 200, Duration::from_secs(10))
         .await?;
+    wait_until(Duration::from_secs(10), || async { workers().await == 1 })
+        .await
+        .map_err(|_| anyhow::anyhow!("the worker did not start work once the schema was"))?;
     Ok(())
 }
