@@ -78,7 +78,11 @@ impl Health {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+        let mut state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = f(&mut state);
+        let ready = readiness(&state.checks, state.draining, state.role).ready;
+        metrics::gauge!(super::metrics::READY).set(if ready { 1.0 } else { 0.0 });
+        result
     }
 
     /// Reports a check: `Ok` passes, `Err` says why it fails.

@@ -95,6 +95,9 @@ pub const HTTP_REQUEST_DURATION: &str = "herald_http_request_duration_seconds";
 /// connection sent no complete request head in time and was closed), `body_timeout` (408),
 /// `busy` (503: as many requests as allowed were being handled).
 pub const HTTP_REFUSED: &str = "herald_http_refused_total";
+/// 1 while the process answers `/readyz` 200 (a standby scheduler included), 0 otherwise:
+/// what an alert on readiness reads (Prometheus scrapes `/metrics`, not `/readyz`).
+pub const READY: &str = "herald_ready";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -171,7 +174,7 @@ fn describe() {
     describe_counter!(
         RECEIPTS_RESULTS,
         Unit::Count,
-        "Receipts taken, by result (matched, parked, duplicate, unknown_number)"
+        "Receipts taken, by result (matched, parked, duplicate, unknown_number, numbers_past_limit, unreadable)"
     );
     describe_counter!(
         RECEIPTS_ORPHANED,
@@ -192,6 +195,11 @@ fn describe() {
         PROVIDER_IN_FLIGHT,
         Unit::Count,
         "Provider requests in flight in this worker"
+    );
+    describe_gauge!(
+        READY,
+        Unit::Count,
+        "1 while /readyz answers 200 (its checks pass and the process is not draining)"
     );
     describe_gauge!(
         BREAKER_OPEN,

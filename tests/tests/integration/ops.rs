@@ -316,6 +316,8 @@ async fn a_service_is_not_ready_on_a_schema_behind_its_build() -> Result<()> {
     })
     .await;
     ensure!(said.is_ok(), "{:?}", env.readiness(receiver).await);
+    // What an alert reads (Prometheus scrapes /metrics, not /readyz).
+    assert_eq!(ready_gauge(&env).await, Some(0.0));
     // A worker started meanwhile does no work (it would write to a schema behind its
     // build): it does not even join the fleet until the schema is brought up to date.
     let _worker = env.worker(&[])?;
@@ -343,8 +345,15 @@ async fn a_service_is_not_ready_on_a_schema_behind_its_build() -> Result<()> {
     .await?;
     env.wait_readiness(receiver, 200, Duration::from_secs(10))
         .await?;
+    assert_eq!(ready_gauge(&env).await, Some(1.0));
     wait_until(Duration::from_secs(10), || async { workers().await == 1 })
         .await
         .map_err(|_| anyhow::anyhow!("the worker did not start work once the schema was"))?;
     Ok(())
+}
+
+/// The receiver's `herald_ready` gauge.
+async fn ready_gauge(env: &TestEnv) -> Option<f64> {
+    let scraped = env.scrape(env.receiver_service()?).await.ok()?;
+    metric_sum(&scraped, "herald_ready", &[])
 }
