@@ -6,7 +6,8 @@
 //!   `POST /webhooks/whatsapp/{provider}`: WhatsApp status notifications;
 //! - `POST /webhooks/http/{provider}`: a generic provider's receipts;
 //! - `GET /healthz` (the process answers), `GET /readyz` (and reached PostgreSQL at its
-//!   last check: the ops listener's state, so that a flood of it costs the database nothing).
+//!   last check, and recorded its start as a refusal: the ops listener's state, so that a
+//!   flood of it costs the database nothing).
 //!
 //! Each receipt webhook refused that its provider may have meant is noted
 //! ([`crate::refusals`]).

@@ -19,6 +19,8 @@ pub struct Leadership {
     shared: Arc<AtomicBool>,
     /// How many times this process has become the leader ([`term`](Self::term)).
     terms: u64,
+    /// This process, as its session's mark names it (`store::leadership::try_lock`).
+    id: uuid::Uuid,
 }
 
 impl Leadership {
@@ -29,6 +31,7 @@ impl Leadership {
             leading: false,
             shared: Arc::default(),
             terms: 0,
+            id: uuid::Uuid::new_v4(),
         }
     }
 
@@ -88,18 +91,20 @@ impl Leadership {
             return Ok(false);
         };
         if self.leading {
-            if store::leadership::still_held(connection).await? {
+            if store::leadership::still_held(connection, self.id).await? {
                 return Ok(true);
             }
             tracing::error!(
-                "the leadership lock is not this scheduler's session's any more (is \
+                "the leadership lock is not this scheduler's session's alone any more (is \
                  HERALD_DATABASE_URL a pooler in transaction mode? the scheduler needs a \
                  session of its own); stepping down"
             );
+            // Let go of what this session may still hold, before leaving it.
+            let _ = store::leadership::unlock(connection).await;
             self.connection = None;
             return Ok(false);
         }
-        store::leadership::try_lock(connection).await
+        store::leadership::try_lock(connection, self.id).await
     }
 
     /// Releases the lock (at shutdown, or when this process cannot publish) so a standby

@@ -975,13 +975,14 @@ impl Admin {
     }
 }
 
-/// Waits (10 s at most) until `{base}/healthz` answers 2xx.
-/// Waits until the receiver at `base` is ready: it reaches the database and its start is
-/// recorded as a refusal (so that a provider created after this sees no refusal of its own).
+/// Waits (10 s at most) until the receiver at `base` is ready: it reaches the database and
+/// its start is recorded as a refusal (so that a provider created after this sees no
+/// refusal of its own).
 async fn wait_ready(http: &reqwest::Client, base: &str, what: &str) -> Result<()> {
     wait_at(http, &format!("{base}/readyz"), what).await
 }
 
+/// Waits (10 s at most) until `{base}/healthz` answers 2xx.
 async fn wait_healthy(http: &reqwest::Client, base: &str, what: &str) -> Result<()> {
     wait_at(http, &format!("{base}/healthz"), what).await
 }

@@ -411,8 +411,13 @@ async fn consume_on(
                     // the cap drops (after the consumer's cancel, so that they go elsewhere).
                     let prefetch = if allowed == 0 { 0 } else { fleet::prefetch(allowed, basis) };
                     let current = lanes.get(provider).map(|lane| lane.prefetch);
-                    if current == Some(prefetch) || (current.is_none() && prefetch == 0) {
+                    let set_cap = || if allowed == 0 {
+                        ctx.in_flight.idle(*provider);
+                    } else {
                         ctx.in_flight.set(*provider, allowed);
+                    };
+                    if current == Some(prefetch) || (current.is_none() && prefetch == 0) {
+                        set_cap();
                         continue;
                     }
                     // A resized or idled lane keeps its channel: deliveries in hand stay
@@ -426,7 +431,7 @@ async fn consume_on(
                         }
                         None => None,
                     };
-                    ctx.in_flight.set(*provider, allowed);
+                    set_cap();
                     generation += 1;
                     let lane = match channel {
                         Some(channel) if prefetch == 0 => {
@@ -525,9 +530,10 @@ async fn open_lane(
     tracker: &TaskTracker,
     ended: &mpsc::UnboundedSender<Ended>,
 ) -> Result<Lane, lapin::Error> {
+    // An idle lane's channel may have closed meanwhile, nothing consuming it to say so.
     let channel = match channel {
-        Some(channel) => channel,
-        None => connection.create_channel().await?,
+        Some(channel) if channel.status().connected() => channel,
+        _ => connection.create_channel().await?,
     };
     channel
         .basic_qos(prefetch, BasicQosOptions::default())

@@ -89,8 +89,8 @@ const LOOKUP_RETRY: Duration = Duration::from_secs(30);
 enum Settle {
     /// Leased (this worker, or the sweeper, answers for it now) or not current: acked.
     Ack,
-    /// Back to the queue (the worker is stopping before its lease was taken): nacked with
-    /// requeue. Its dispatches already leased are acked unsent when it comes back (each
+    /// Back to the queue (the worker is stopping before its lease was taken, or its cap for
+    /// the provider was idled: `InFlight::idle`): nacked with requeue. Its dispatches already leased are acked unsent when it comes back (each
     /// hand-back counts towards the queue's delivery limit, like any redelivery).
     Requeue(String),
     /// Left unacked (a dispatch ended without saying how): it goes back to the queue with
@@ -161,7 +161,7 @@ async fn process(
             Some(permit) => permit,
             // No room here for as long as this worker's cap stays at zero: another worker's.
             None => {
-                let _ = taken.send(Settle::Requeue("no room on this worker: its cap is zero".into()));
+                let _ = taken.send(Settle::Requeue("no room on this worker: its cap is idle".into()));
                 return;
             }
         },

@@ -24,8 +24,12 @@ struct Cap {
     /// Permits still to be taken out of circulation after a shrink: requests in flight
     /// that, as they finish, do not hand their room back.
     owed: Arc<AtomicU32>,
-    /// Told when the cap drops to zero: those waiting for room give up.
-    zeroed: Arc<Notify>,
+    /// Set by [`InFlight::idle`] (no room here for as long as the fleet's cap says so), and
+    /// cleared when the cap grows again: those waiting for room give up, and those who
+    /// come ask no more.
+    idle: bool,
+    /// Told when the cap is idled.
+    idled: Arc<Notify>,
 }
 
 impl Cap {
@@ -34,7 +38,8 @@ impl Cap {
             semaphore: Arc::new(Semaphore::new(size as usize)),
             size,
             owed: Arc::default(),
-            zeroed: Arc::default(),
+            idle: false,
+            idled: Arc::default(),
         }
     }
 }
@@ -58,10 +63,15 @@ impl Drop for Permit {
 }
 
 impl InFlight {
-    /// Sets this worker's cap for `provider` to `size` (0: no request until it grows).
+    /// Sets this worker's cap for `provider` to `size` (0: no request until it grows; those
+    /// waiting for room go on waiting, as through a database outage, when a delivery handed
+    /// back would only come back at once, again and again, until its delivery limit).
     pub fn set(&self, provider: Uuid, size: u32) {
         let mut caps = self.caps.lock().unwrap_or_else(PoisonError::into_inner);
         let cap = caps.entry(provider).or_insert_with(|| Cap::new(size));
+        if size > 0 {
+            cap.idle = false;
+        }
         if size > cap.size {
             // Growing first cancels what a shrink still owed, then adds room.
             // One atomic update: a permit dropped meanwhile may pay off some of the debt,
@@ -83,38 +93,51 @@ impl InFlight {
             cap.owed.fetch_add(owed as u32, Ordering::AcqRel);
         }
         cap.size = size;
-        if size == 0 {
-            cap.zeroed.notify_waiters();
+    }
+
+    /// Sets the cap for `provider` to zero for as long as the fleet leaves this worker no
+    /// room for it (its lane is not consumed meanwhile): those waiting for room give up, so
+    /// that their deliveries go to a worker with room rather than wait until the broker's
+    /// consumer timeout takes them back (30 minutes, closing the channel).
+    pub fn idle(&self, provider: Uuid) {
+        self.set(provider, 0);
+        let mut caps = self.caps.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(cap) = caps.get_mut(&provider) {
+            cap.idle = true;
+            cap.idled.notify_waiters();
         }
     }
 
     /// Waits for room to send one request to `provider`. A provider whose cap was never
-    /// set gets a cap of one. `None` while the cap is zero, or once it drops to zero: a
-    /// worker left no room for a provider (the fleet's cap is smaller than the fleet, or a
-    /// stop) hands its deliveries on rather than hold them for as long as that lasts (the
-    /// broker takes a delivery held 30 minutes back by closing its channel).
+    /// set gets a cap of one. `None` while the cap is idle, or once it is idled
+    /// ([`idle`](Self::idle)): the delivery is another worker's to send.
     pub async fn acquire(&self, provider: Uuid) -> Option<Permit> {
-        let zeroed;
+        let idled;
         let (semaphore, owed) = {
             let mut caps = self.caps.lock().unwrap_or_else(PoisonError::into_inner);
             let cap = caps.entry(provider).or_insert_with(|| Cap::new(1));
-            if cap.size == 0 {
+            if cap.idle {
                 return None;
             }
-            zeroed = cap.zeroed.clone();
+            idled = cap.idled.clone();
             (cap.semaphore.clone(), cap.owed.clone())
         };
-        let mut dropped_to_zero = std::pin::pin!(zeroed.notified());
-        // Listening before the cap is looked at again: a drop to zero from here on is seen.
-        dropped_to_zero.as_mut().enable();
-        if self.size(provider) == Some(0) {
+        let mut made_idle = std::pin::pin!(idled.notified());
+        // Listening before the cap is looked at again: idled from here on is seen.
+        made_idle.as_mut().enable();
+        if self.is_idle(provider) {
             return None;
         }
         tokio::select! {
             // The semaphore is never closed, so acquiring cannot fail.
             permit = semaphore.acquire_owned() => Some(Permit { permit: permit.ok(), owed }),
-            () = dropped_to_zero => None,
+            () = made_idle => None,
         }
+    }
+
+    fn is_idle(&self, provider: Uuid) -> bool {
+        let caps = self.caps.lock().unwrap_or_else(PoisonError::into_inner);
+        caps.get(&provider).is_some_and(|cap| cap.idle)
     }
 
     /// Sets every provider's cap to nothing: no request starts until a cap is set again, and
@@ -201,16 +224,16 @@ mod tests {
         assert_eq!(caps.in_use_at_most()[&provider], 1);
         caps.set(provider, 0);
         assert_eq!(caps.in_use_at_most()[&provider], 0);
-        assert!(
-            caps.acquire(provider).await.is_none(),
-            "a cap of zero admits nothing"
-        );
+        let none = tokio::time::timeout(Duration::from_millis(20), caps.acquire(provider)).await;
+        assert!(none.is_err(), "a cap of zero admits nothing");
     }
 
-    /// Those waiting for room when the cap drops to zero give up (their deliveries go to
-    /// another worker), rather than wait for as long as it stays there.
+    /// A cap set to zero (a database outage's give-up) keeps those waiting waiting: handed
+    /// back, their deliveries would come back at once, again and again. An idled one (the
+    /// fleet leaves this worker no room) lets them go to another worker, and those who come
+    /// after are turned away at once; grown again, it admits.
     #[tokio::test]
-    async fn those_waiting_give_up_when_the_cap_drops_to_zero() {
+    async fn those_waiting_give_up_only_when_the_cap_is_idled() {
         let caps = InFlight::default();
         let provider = Uuid::from_u128(1);
         caps.set(provider, 1);
@@ -222,8 +245,18 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         caps.set(provider, 0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !waiting.is_finished(),
+            "gave up at a cap merely set to zero"
+        );
+        caps.idle(provider);
         let got = tokio::time::timeout(Duration::from_secs(1), waiting).await;
         assert!(matches!(got, Ok(Ok(false))), "{got:?}");
+        assert!(caps.acquire(provider).await.is_none());
+        drop(held);
+        caps.set(provider, 1);
+        assert!(caps.acquire(provider).await.is_some());
     }
 
     #[tokio::test]

@@ -156,6 +156,9 @@ struct Checked {
     zone: String,
     key: Option<String>,
     hash: Vec<u8>,
+    /// The request's hash with `to` as stored, as keys held from before 2026-12-07 were
+    /// hashed: their retries still match.
+    hash_as_stored: Vec<u8>,
 }
 
 impl Checked {
@@ -284,22 +287,18 @@ async fn accept(
         if let Ok(tenant) = caller.owning_tenant(item.tenant_id)
             && let Some(key) = &item.idempotency_key
             && let Some((_, hash)) = held.get(&(tenant, key.clone()))
+            && *hash == request_hash(tenant, &item)
         {
-            if *hash == request_hash(tenant, &item) {
-                replays.push(Replay {
-                    index,
-                    tenant,
-                    key: key.clone(),
-                    hash: hash.clone(),
-                });
-            } else {
-                errors.push(FieldError {
-                    field: field(index, "idempotency_key"),
-                    reason: KEY_HELD.into(),
-                });
-            }
+            replays.push(Replay {
+                index,
+                tenant,
+                key: key.clone(),
+                hash: hash.clone(),
+            });
             continue;
         }
+        // Not a replay as it came: a new request, another one under a held key, or one
+        // hashed as keys were before (checked, then compared both ways).
         match check(pool, caller, item, &mut lookups).await? {
             Ok(message) => checked.push(Checked { index, ..message }),
             Err(problems) => errors.extend(problems.into_iter().map(|(name, reason)| FieldError {
@@ -374,7 +373,9 @@ async fn accept(
     }
     for message in &checked {
         match message.key.as_ref().and_then(|key| earlier.get(key)) {
-            Some((id, hash)) if *hash == message.hash => ids[message.index] = Some(*id),
+            Some((id, hash)) if *hash == message.hash || *hash == message.hash_as_stored => {
+                ids[message.index] = Some(*id)
+            }
             Some(_) => errors.push(FieldError {
                 field: field(message.index, "idempotency_key"),
                 reason: KEY_HELD.into(),
@@ -721,6 +722,11 @@ async fn check(
     // The request as it came: a retry sends the same, whatever the tenant's settings (its
     // region, which reads the number) are by then.
     let hash = request_hash(tenant, &item);
+    let hash_as_stored = {
+        let mut stored = item.clone();
+        stored.to.clone_from(&address);
+        request_hash(tenant, &stored)
+    };
     let mut variables = item.variables;
     variables.insert("text".into(), Value::String(text));
     Ok(Ok(Checked {
@@ -736,6 +742,7 @@ async fn check(
         zone,
         key: item.idempotency_key,
         hash,
+        hash_as_stored,
     }))
 }
 

@@ -149,17 +149,27 @@ async fn the_leaders_check_asks_whether_its_session_holds_the_lock() -> Result<(
     use herald_store::leadership;
     use sqlx::Connection;
     let env = TestEnv::new(&[]).await?;
+    let (me, another) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     let mut leader = sqlx::PgConnection::connect(&env.database_url).await?;
     let mut other = sqlx::PgConnection::connect(&env.database_url).await?;
-    assert!(leadership::try_lock(&mut leader).await?);
-    assert!(leadership::still_held(&mut leader).await?);
+    assert!(leadership::try_lock(&mut leader, me).await?);
+    assert!(leadership::still_held(&mut leader, me).await?);
     assert!(
-        !leadership::still_held(&mut other).await?,
+        !leadership::still_held(&mut other, me).await?,
         "a session without the lock"
     );
+    assert!(!leadership::try_lock(&mut other, another).await?);
+    // Another scheduler's statement on the same server session (a pooler in transaction
+    // mode) takes the re-entrant lock too: the first sees it is not alone.
+    assert!(leadership::try_lock(&mut leader, another).await?);
+    assert!(
+        !leadership::still_held(&mut leader, me).await?,
+        "two leaders"
+    );
+    leadership::unlock(&mut leader).await?;
     leadership::unlock(&mut leader).await?;
     assert!(
-        !leadership::still_held(&mut leader).await?,
+        !leadership::still_held(&mut leader, another).await?,
         "a session that let it go"
     );
     Ok(())

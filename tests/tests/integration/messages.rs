@@ -174,10 +174,6 @@ async fn a_message_is_sent_and_delivered_once_per_idempotency_key() -> Result<()
     Ok(())
 }
 
-/// A message still waiting is withdrawn by its tenant: `pending` (not yet claimed) or
-/// `queued` (its dispatch already published), it ends `cancelled` and the provider never
-/// sees it. One sent is past cancelling (409 naming its state); another tenant's is not
-/// found. There was no way to withdraw a message once accepted.
 /// A key is held 24 hours, and after that for as long as its message is not finished:
 /// released while the message still waited (a day's backlog, a provider's refusal holding
 /// it), a retry sent it a second time. Once finished and past the day, it is released.
@@ -222,6 +218,10 @@ async fn a_key_is_held_while_its_message_waits_however_old() -> Result<()> {
     Ok(())
 }
 
+/// A message still waiting is withdrawn by its tenant: `pending` (not yet claimed) or
+/// `queued` (its dispatch already published), it ends `cancelled` and the provider never
+/// sees it. One sent is past cancelling (409 naming its state); another tenant's is not
+/// found. There was no way to withdraw a message once accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_message_is_cancelled_and_never_sent() -> Result<()> {
     let env = TestEnv::new(&[]).await?;
