@@ -32,7 +32,8 @@ pub async fn try_lock(connection: &mut PgConnection, leader: Uuid) -> Result<boo
 pub async fn still_held(connection: &mut PgConnection, leader: Uuid) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar!(
         // A 64-bit advisory key shows in pg_locks as its high and low halves.
-        r#"SELECT current_setting('herald.leader', true) = $2::text AND EXISTS (
+        // A session never marked (NULL) is not this leader's.
+        r#"SELECT coalesce(current_setting('herald.leader', true) = $2::text, false) AND EXISTS (
                SELECT 1 FROM pg_locks
                WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
                  AND objsubid = 1

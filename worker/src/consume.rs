@@ -404,14 +404,16 @@ async fn consume_on(
                         Err("the connection is closed".into())
                     },
                 );
-                for (provider, &(allowed, basis)) in &wanted {
-                    // A lane at a cap of zero (a fleet-wide cap smaller than the fleet, or a
-                    // newcomer's first beats) is not consumed: its deliveries are other
-                    // workers' to send. Those in hand waiting for room are handed back as
-                    // the cap drops (after the consumer's cancel, so that they go elsewhere).
+                for (provider, &Wanted { allowed, basis, room }) in &wanted {
+                    // A lane at a cap of zero is not consumed: its deliveries are other
+                    // workers' to send. With no room for it here at all (a fleet-wide cap
+                    // smaller than the fleet, a newcomer's first beats), those in hand
+                    // waiting for room are handed back (after the consumer's cancel, so that
+                    // they go elsewhere); with growth only withheld (just after an outage,
+                    // a fleet still changing), they wait, as they did through the outage.
                     let prefetch = if allowed == 0 { 0 } else { fleet::prefetch(allowed, basis) };
                     let current = lanes.get(provider).map(|lane| lane.prefetch);
-                    let set_cap = || if allowed == 0 {
+                    let set_cap = || if allowed == 0 && !room {
                         ctx.in_flight.idle(*provider);
                     } else {
                         ctx.in_flight.set(*provider, allowed);
@@ -435,7 +437,7 @@ async fn consume_on(
                     generation += 1;
                     let lane = match channel {
                         Some(channel) if prefetch == 0 => {
-                            tracing::info!(%provider, "lane idle: no room for it on this worker");
+                            tracing::info!(%provider, room, "lane idle: this worker's cap there is zero for now");
                             Lane::idle(channel, generation)
                         }
                         channel => {
@@ -452,6 +454,8 @@ async fn consume_on(
                         if lane.consuming() {
                             answered(lane.cancel()).await?;
                         }
+                        // Those waiting for room there (held through an outage) go.
+                        ctx.in_flight.idle(provider);
                         tracing::info!(%provider, "lane closed: provider removed");
                     }
                 }
@@ -470,17 +474,29 @@ async fn consume_on(
     }
 }
 
+/// What this worker takes of one provider's lane ([`wanted_lanes`]).
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    /// Its cap on requests in flight there.
+    allowed: u32,
+    /// The allowance the scheduler cuts the lane's batches for.
+    basis: u32,
+    /// Whether the fleet leaves it any room there ([`fleet::has_room`]).
+    room: bool,
+}
+
 /// The lanes this worker should consume now, with this worker's cap on requests in flight
 /// to each (see [`fleet`]) and the allowance the scheduler cuts the lane's batches for.
 async fn wanted_lanes(
     settings: &Settings<'_>,
     in_flight: &InFlight,
     steadiness: &mut fleet::Steadiness,
-) -> Result<HashMap<Uuid, (u32, u32)>, sqlx::Error> {
+) -> Result<HashMap<Uuid, Wanted>, sqlx::Error> {
     let caps = herald_store::providers::in_flight_caps(&settings.pool).await?;
     let in_use = in_flight.in_use_at_most();
     fleet::heartbeat(&settings.pool, settings.id, &worker_name(), |view| {
         let may_grow = steadiness.beat(view.live, std::time::Instant::now(), REFRESH);
+        let mut room: HashMap<Uuid, bool> = HashMap::new();
         let wanted: HashMap<Uuid, u32> = caps
             .iter()
             .map(|&(id, cap)| {
@@ -488,6 +504,7 @@ async fn wanted_lanes(
                 let share = fleet::share(cap, view.live, settings.prefetch);
                 let others = view.others.get(&id).copied().unwrap_or(0);
                 let current = in_flight.size(id).unwrap_or(0);
+                room.insert(id, fleet::has_room(share, cap, others));
                 (id, fleet::allowed(share, cap, others, current, may_grow))
             })
             .collect();
@@ -501,7 +518,15 @@ async fn wanted_lanes(
             .map(|(id, &n)| {
                 let own = published.get(id).copied().unwrap_or(n);
                 let basis = fleet::batch_basis(own, view.smallest_other.get(id).copied());
-                (*id, (n, basis))
+                let room = room.get(id).copied().unwrap_or(true);
+                (
+                    *id,
+                    Wanted {
+                        allowed: n,
+                        basis,
+                        room,
+                    },
+                )
             })
             .collect();
         (published, lanes)

@@ -90,6 +90,14 @@ pub fn allowed(share: u16, cap: u32, others: u32, current: u32, may_grow: bool) 
     }
 }
 
+/// Whether the fleet leaves this worker any room for a provider (its fair share within what
+/// the others hold), growth withheld or not: with none, its lane is idle and deliveries
+/// waiting for room there go to another worker; with some but growth withheld (after an
+/// outage, a fleet still changing), they wait.
+pub fn has_room(share: u16, cap: u32, others: u32) -> bool {
+    u32::from(share).min(cap.saturating_sub(others)) > 0
+}
+
 /// The allowance the scheduler cuts a lane's batches for: the smallest among the live
 /// workers that may send to it ([`per_message`] of it), this one's `own` (as published)
 /// included; 0 if none may.
@@ -139,6 +147,15 @@ impl Steadiness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_is_told_apart_from_growth_withheld() {
+        // Two workers, a cap of one: the one holding it leaves the other none.
+        assert!(!has_room(share(1, 2, 300), 1, 1));
+        // Room, but growth withheld (just after an outage): allowed nothing for now.
+        assert!(has_room(share(10, 2, 300), 10, 5));
+        assert_eq!(allowed(share(10, 2, 300), 10, 5, 0, false), 0);
+    }
 
     #[test]
     fn the_view_sums_the_others_caps_and_keeps_their_smallest_nonzero_one() {
