@@ -27,6 +27,9 @@ pub struct Flaw {
 
 /// The first string or key holding a NUL character, or number PostgreSQL cannot store, in
 /// `value` (whose own path is `path`; empty for a whole body).
+/// The largest magnitude a JSON number stored in PostgreSQL may have ([`flaw`]).
+const MAX_NUMBER: f64 = 1e300;
+
 pub fn flaw(value: &Value, path: &str) -> Option<Flaw> {
     // The path is kept as steps and written out only for the flaw found: written at every
     // step, a megabyte body of one long key over a long array copied the key for each
@@ -60,10 +63,15 @@ enum Step<'a> {
 fn find_flaw<'a>(value: &'a Value, steps: &mut Vec<Step<'a>>) -> Option<&'static str> {
     match value {
         Value::String(s) if s.contains('\0') => Some("must not contain a NUL character"),
-        // PostgreSQL's numeric holds far more than an f64; what JSON gives beyond an f64
-        // (1e400) is the only out-of-range case.
-        Value::Number(n) if !n.as_f64().is_some_and(f64::is_finite) => {
-            Some("is a number out of range")
+        // PostgreSQL's numeric holds far more than an f64, but writes a number back without
+        // its exponent: past about 1e300 (its f64 neighbours to the largest), serde_json
+        // cannot read those digits back, and the row could never be read again.
+        Value::Number(n)
+            if !n
+                .as_f64()
+                .is_some_and(|f| f.is_finite() && f.abs() <= MAX_NUMBER) =>
+        {
+            Some("is a number out of range (at most ±1e300)")
         }
         Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
             steps.push(Step::Index(i));
@@ -293,6 +301,20 @@ impl RowScanner for JsonElements {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// PostgreSQL keeps a JSON number exactly and writes it back without an exponent:
+    /// -1.7976931348623157e308 (an f64, so taken) came back as 309 digits, which serde_json
+    /// reads as out of range, and every list of that table answered 500 from then on.
+    #[test]
+    fn numbers_are_refused_unless_they_read_back_as_postgresql_writes_them() {
+        let as_written_back = |digits: usize| format!("-17976931348623157{}", "0".repeat(digits));
+        assert!(serde_json::from_str::<Value>(&as_written_back(292)).is_err());
+        let largest = format!("-1{}", "0".repeat(300));
+        assert!(serde_json::from_str::<Value>(&largest).is_ok());
+        assert!(flaw(&json!({"x": -1.7976931348623157e308}), "").is_some());
+        assert!(flaw(&json!({"x": 1.0e300}), "").is_none());
+        assert!(flaw(&json!({"x": 1.0e301}), "").is_some());
+    }
 
     #[test]
     fn nul_characters_and_huge_numbers_are_found_with_their_path() {
