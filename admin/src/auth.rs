@@ -4,12 +4,17 @@
 //! for high-entropy secrets; stretching is for passwords). An operator key sees every tenant;
 //! a tenant key sees only its own tenant, and every query it makes is scoped by
 //! [`Caller::scope`], so another tenant's ids look exactly like ids that do not exist.
+//!
+//! A key's [`Access`] bounds it further: a `send` key (a tenant's service that sends
+//! transactional messages) reaches only the messages API. That is checked here, once, by the
+//! route the request matched, before any handler runs: a route added later is closed to
+//! such keys until it is listed in [`SEND_ROUTES`].
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
-use herald_store::keys;
+use herald_store::keys::{self, Access};
 use herald_store::tenants::Scope;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -17,6 +22,25 @@ use uuid::Uuid;
 
 const OPERATOR_PREFIX: &str = "hk_op_";
 const TENANT_PREFIX: &str = "hk_tn_";
+
+/// The routes (as matched, under [`crate::api::BASE`]) a `send` key may call.
+pub(crate) const SEND_ROUTES: &[&str] = &[
+    "/openapi.json",
+    "/messages",
+    "/messages/batch",
+    "/messages/{id}",
+    "/messages/{id}/cancel",
+];
+
+/// Whether a key of `access` may call the route matched as `route` (`None`: none matched).
+fn may_call(access: Access, route: Option<&str>) -> bool {
+    match access {
+        Access::Full => true,
+        Access::Send => route
+            .and_then(|route| route.strip_prefix(crate::api::BASE))
+            .is_some_and(|route| SEND_ROUTES.contains(&route)),
+    }
+}
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,15 +105,25 @@ pub fn hash(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
 
-/// Stores a new key for `tenant` (operator key when `None`); returns its id and secret.
+/// Stores a new key for `tenant` (operator key when `None`, always [`Access::Full`]);
+/// returns its id and secret.
 pub async fn create_key(
     pool: &PgPool,
     tenant: Option<Uuid>,
+    access: Access,
     name: &str,
 ) -> Result<(Uuid, String), sqlx::Error> {
     let key = generate(tenant);
     let mut connection = pool.acquire().await?;
-    let id = keys::insert(&mut connection, tenant, name, &key.prefix, &key.hash).await?;
+    let id = keys::insert(
+        &mut connection,
+        tenant,
+        access,
+        name,
+        &key.prefix,
+        &key.hash,
+    )
+    .await?;
     Ok((id, key.secret))
 }
 
@@ -118,11 +152,19 @@ impl FromRequestParts<AppState> for Caller {
         if !(secret.starts_with(OPERATOR_PREFIX) || secret.starts_with(TENANT_PREFIX)) {
             return Err(ApiError::Unauthorized);
         }
-        match keys::holder(&state.pool, &hash(secret)).await? {
-            None => Err(ApiError::Unauthorized),
-            Some(None) => Ok(Caller::Operator),
-            Some(Some(tenant)) => Ok(Caller::Tenant(tenant)),
+        let Some(holder) = keys::holder(&state.pool, &hash(secret)).await? else {
+            return Err(ApiError::Unauthorized);
+        };
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str);
+        if !may_call(holder.access, route) {
+            return Err(ApiError::Forbidden(
+                "this key may only send, read and cancel messages (its access is `send`)",
+            ));
         }
+        Ok(holder.tenant_id.map_or(Caller::Operator, Caller::Tenant))
     }
 }
 
@@ -144,6 +186,30 @@ mod tests {
                 .any(|w| a.secret.as_bytes().starts_with(w))
         );
         assert!(a.secret.starts_with(&a.prefix) && a.prefix.len() < 16);
+    }
+
+    #[test]
+    fn a_send_key_reaches_the_messages_api_only() {
+        let route = |path: &str| Some(format!("{}{path}", crate::api::BASE));
+        for path in SEND_ROUTES {
+            assert!(may_call(Access::Send, route(path).as_deref()), "{path}");
+        }
+        for path in [
+            "/keys",
+            "/keys/{id}/rotate",
+            "/tenants/{id}/keys",
+            "/campaigns",
+            "/contacts",
+            "/providers/{id}/credentials",
+            "/receipts/orphans",
+            "/messagesx",
+        ] {
+            assert!(!may_call(Access::Send, route(path).as_deref()), "{path}");
+            assert!(may_call(Access::Full, route(path).as_deref()), "{path}");
+        }
+        // Outside the API, or nothing matched: closed.
+        assert!(!may_call(Access::Send, Some("/messages")));
+        assert!(!may_call(Access::Send, None));
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub fn app(state: AppState) -> Router {
     let turns = axum::middleware::from_fn_with_state(state.clone(), tenant_turns::take_turn);
     let router = Router::new()
         .nest(
-            "/api/v1",
+            api::BASE,
             api::router().route_layer(turns).route_layer(bounded),
         )
         .merge(web::router())

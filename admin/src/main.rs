@@ -53,12 +53,31 @@ enum Keys {
         /// A key for this tenant only.
         #[arg(long)]
         tenant: Option<Uuid>,
+        /// What a tenant's key may do: `full`, or `send` (only the messages API: send, read
+        /// and cancel messages). Operator keys are always full.
+        #[arg(long, value_enum, default_value_t = KeyAccess::Full)]
+        access: KeyAccess,
         /// A label to tell keys apart.
         #[arg(long)]
         name: String,
         #[command(flatten)]
         connections: Connections,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum KeyAccess {
+    Full,
+    Send,
+}
+
+impl From<KeyAccess> for herald_store::keys::Access {
+    fn from(access: KeyAccess) -> Self {
+        match access {
+            KeyAccess::Full => Self::Full,
+            KeyAccess::Send => Self::Send,
+        }
+    }
 }
 
 #[tokio::main]
@@ -79,9 +98,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys(Keys::Create {
             operator: _,
             tenant,
+            access,
             name,
             connections,
         }) => {
+            anyhow::ensure!(
+                tenant.is_some() || access == KeyAccess::Full,
+                "--access send: only a tenant's key may be limited (give --tenant)"
+            );
             // Trimmed, as the API stores a key's name.
             let name = name.trim();
             herald_admin::validate::name(name)
@@ -92,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
                 &connections.tls(),
             )
             .await?;
-            let (id, key) = herald_admin::auth::create_key(&pool, tenant, name)
+            let (id, key) = herald_admin::auth::create_key(&pool, tenant, access.into(), name)
                 .await
                 .map_err(|error| match (&error, tenant) {
                     (sqlx::Error::Database(db), Some(tenant))

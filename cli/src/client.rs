@@ -186,8 +186,13 @@ impl Client {
             .await
     }
 
-    pub async fn create_tenant_key(&self, id: Uuid, name: &str) -> Result<Reply<NewKey>, ApiError> {
-        let body = serde_json::json!({ "name": name });
+    pub async fn create_tenant_key(
+        &self,
+        id: Uuid,
+        name: &str,
+        access: &str,
+    ) -> Result<Reply<NewKey>, ApiError> {
+        let body = serde_json::json!({ "name": name, "access": access });
         self.post(&["tenants", &id.to_string(), "keys"], &body)
             .await
     }

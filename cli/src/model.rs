@@ -59,6 +59,9 @@ pub struct Key {
     pub name: String,
     #[serde(default)]
     pub prefix: String,
+    /// `full` or `send` (absent from an older server: full).
+    #[serde(default)]
+    pub access: Option<String>,
     pub created_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
     #[serde(default)]

@@ -357,6 +357,7 @@ pub fn keys(list: &[Key]) -> String {
         ("ID", Align::Left),
         ("TENANT", Align::Left),
         ("NAME", Align::Left),
+        ("ACCESS", Align::Left),
         ("PREFIX", Align::Left),
         ("CREATED", Align::Left),
         ("STATE", Align::Left),
@@ -367,6 +368,7 @@ pub fn keys(list: &[Key]) -> String {
             k.tenant_id
                 .map_or_else(|| "operator".to_owned(), |t| t.to_string()),
             k.name.clone(),
+            k.access.clone().unwrap_or_else(|| "full".to_owned()),
             k.prefix.clone(),
             format_time(k.created_at),
             key_state(k),

@@ -3,10 +3,32 @@
 
 use crate::tenants::Scope;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+/// What a key may do.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type,
+)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum Access {
+    /// Everything its holder may: an operator's every tenant, a tenant's all of its own.
+    #[default]
+    Full,
+    /// Only the transactional messages API: send, read and cancel its tenant's messages.
+    Send,
+}
+
+/// Who holds a key that is accepted now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holder {
+    /// `None`: an operator.
+    pub tenant_id: Option<Uuid>,
+    pub access: Access,
+}
 
 /// A key as listed: never its secret, only the first characters that tell keys apart.
 #[derive(Debug, Serialize, ToSchema)]
@@ -15,6 +37,8 @@ pub struct Key {
     /// `null`: an operator key.
     pub tenant_id: Option<Uuid>,
     pub name: String,
+    /// What the key may do (a rotation keeps it).
+    pub access: Access,
     /// The secret's first characters (`hk_tn_1a2b3c`), as shown when it was made.
     pub prefix: String,
     pub created_at: DateTime<Utc>,
@@ -31,7 +55,7 @@ macro_rules! query_key {
         sqlx::query_as!(
             Key,
             $before
-                + r#"id, tenant_id, name, prefix, created_at, revoked_at,
+                + r#"id, tenant_id, name, access AS "access: Access", prefix, created_at, revoked_at,
                      (revoked_at IS NULL OR revoked_at > now()) AS "active!""#
                 + $after
             $(, $arg)*
@@ -39,29 +63,34 @@ macro_rules! query_key {
     };
 }
 
-/// Whose key has this hash, if it is accepted now: `Some(None)` an operator's, `Some(Some(t))`
-/// tenant `t`'s. A rotated key is accepted until the end of its grace period.
-pub async fn holder(pool: &PgPool, hash: &[u8]) -> Result<Option<Option<Uuid>>, sqlx::Error> {
-    sqlx::query_scalar!(
-        "SELECT tenant_id FROM api_keys
-         WHERE key_hash = $1 AND (revoked_at IS NULL OR revoked_at > now())",
+/// Who holds the key with this hash, if it is accepted now. A rotated key is accepted until
+/// the end of its grace period.
+pub async fn holder(pool: &PgPool, hash: &[u8]) -> Result<Option<Holder>, sqlx::Error> {
+    sqlx::query_as!(
+        Holder,
+        r#"SELECT tenant_id, access AS "access: Access" FROM api_keys
+           WHERE key_hash = $1 AND (revoked_at IS NULL OR revoked_at > now())"#,
         hash,
     )
     .fetch_optional(pool)
     .await
 }
 
-/// Stores a key of `tenant` (an operator's when `None`); returns its id.
+/// Stores a key of `tenant` (an operator's when `None`, which must be [`Access::Full`]);
+/// returns its id.
 pub async fn insert(
     connection: &mut PgConnection,
     tenant: Option<Uuid>,
+    access: Access,
     name: &str,
     prefix: &str,
     hash: &[u8],
 ) -> Result<Uuid, sqlx::Error> {
     sqlx::query_scalar!(
-        "INSERT INTO api_keys (tenant_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4) RETURNING id",
+        "INSERT INTO api_keys (tenant_id, access, name, prefix, key_hash)
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
         tenant,
+        access as _,
         name,
         prefix,
         hash,

@@ -1,8 +1,8 @@
 //! API keys after they are made: list, revoke, rotate. (Keys are made per tenant, see
 //! [`super::tenants::create_key`].)
 //!
-//! A tenant key manages its own tenant's keys; an operator key manages every key, and is the
-//! only one that may touch operator keys. A key another caller may not manage looks like a
+//! A tenant key manages its own tenant's keys (a `send` key none: it reaches the messages API
+//! only); an operator key manages every key, and is the only one that may touch operator keys. A key another caller may not manage looks like a
 //! key that does not exist. Rotation makes the new key and revokes the old one in one
 //! transaction; the old one may be kept working for a grace period, so that the services
 //! using it can be moved to the new one without a gap.
@@ -105,7 +105,15 @@ pub async fn rotate(
         )));
     }
     let new = auth::generate(old.tenant_id);
-    let new_id = keys::insert(&mut tx, old.tenant_id, &old.name, &new.prefix, &new.hash).await?;
+    let new_id = keys::insert(
+        &mut tx,
+        old.tenant_id,
+        old.access,
+        &old.name,
+        &new.prefix,
+        &new.hash,
+    )
+    .await?;
     // A key already due to stop keeps its earlier end.
     let replaced = keys::end(&mut tx, id, rotation.grace_seconds as f64).await?;
     tx.commit().await?;

@@ -221,6 +221,9 @@ fn missing_field(reason: &str) -> Option<String> {
         .map(|(name, _)| name.to_owned())
 }
 
+/// Where [`router`] is served.
+pub const BASE: &str = "/api/v1";
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/openapi.json", get(openapi::document))

@@ -97,6 +97,8 @@ struct OperationShape {
     has_query: bool,
     names_a_resource: bool,
     has_body: bool,
+    /// Outside what a `send` key may call.
+    closed_to_send_keys: bool,
 }
 
 const SHARED: &[Shared] = &[
@@ -113,6 +115,13 @@ const SHARED: &[Shared] = &[
         description: "No `Authorization: Bearer` key, or one that is unknown, revoked or past \
                       its rotation's grace.",
         applies: |_| true,
+    },
+    Shared {
+        status: "403",
+        name: "Forbidden",
+        description: "The key may not do this: a key of access `send` reaches only the \
+                      messages API (some operations also say they need an operator key).",
+        applies: |op| op.closed_to_send_keys,
     },
     Shared {
         status: "404",
@@ -193,6 +202,7 @@ impl utoipa::Modify for SharedResponses {
         );
         for (path, item) in openapi.paths.paths.iter_mut() {
             let names_a_resource = path.contains('{');
+            let closed_to_send_keys = !crate::auth::SEND_ROUTES.contains(&path.as_str());
             for operation in [
                 item.get.as_mut(),
                 item.post.as_mut(),
@@ -203,14 +213,18 @@ impl utoipa::Modify for SharedResponses {
             .into_iter()
             .flatten()
             {
-                let shape = shape(operation, names_a_resource);
+                let shape = shape(operation, names_a_resource, closed_to_send_keys);
                 add_shared(&mut operation.responses, &shape);
             }
         }
     }
 }
 
-fn shape(operation: &Operation, names_a_resource: bool) -> OperationShape {
+fn shape(
+    operation: &Operation,
+    names_a_resource: bool,
+    closed_to_send_keys: bool,
+) -> OperationShape {
     use utoipa::openapi::path::ParameterIn;
     let parameters = operation.parameters.as_deref().unwrap_or_default();
     OperationShape {
@@ -220,6 +234,7 @@ fn shape(operation: &Operation, names_a_resource: bool) -> OperationShape {
             .any(|p| matches!(p.parameter_in, ParameterIn::Query)),
         names_a_resource,
         has_body: operation.request_body.is_some(),
+        closed_to_send_keys,
     }
 }
 
@@ -357,7 +372,10 @@ mod tests {
     fn shared_errors_follow_the_operations_shape() {
         let doc = ApiDoc::openapi();
         // No parameters, no body: only the key and the database can fail it.
-        assert_eq!(statuses(&doc, "/keys", "get"), ["200", "401", "503"]);
+        assert_eq!(statuses(&doc, "/keys", "get"), ["200", "401", "403", "503"]);
+        // Open to a `send` key: no 403 of that kind.
+        assert_eq!(statuses(&doc, "/messages", "get")[..2], ["200", "400"]);
+        assert!(!statuses(&doc, "/messages", "get").contains(&"403".to_owned()));
         // An id in the path: malformed (400) or not visible (404).
         let show = statuses(&doc, "/campaigns/{id}", "get");
         assert!(show.contains(&"400".to_owned()) && show.contains(&"404".to_owned()));

@@ -1,4 +1,6 @@
-//! Tenants and their API keys. Creating either needs an operator key.
+//! Tenants and their API keys. Creating a tenant needs an operator key; a tenant's keys are
+//! made by an operator or by one of the tenant's own `full` keys (which could make one by
+//! rotating itself anyway).
 
 use super::JsonBody;
 use crate::auth::{self, Caller};
@@ -9,7 +11,8 @@ use crate::validate;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use herald_store::tenants::{self, Scope, Tenant, TenantSettings};
+use herald_store::keys::Access;
+use herald_store::tenants::{self, Tenant, TenantSettings};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -162,6 +165,10 @@ pub async fn show(
 pub struct NewKey {
     #[schema(schema_with = crate::api::openapi::rules::name)]
     pub name: String,
+    /// `full` (the default): everything of the tenant; `send`: only the messages API (send,
+    /// read and cancel messages), for a service that sends transactional messages.
+    #[serde(default)]
+    pub access: Access,
 }
 
 /// A key, shown once.
@@ -169,29 +176,36 @@ pub struct NewKey {
 pub struct CreatedKey {
     pub id: Uuid,
     pub name: String,
+    pub access: Access,
     pub key: String,
 }
 
 #[utoipa::path(post, path = "/tenants/{id}/keys", tag = "tenants", request_body = NewKey,
-    responses((status = 201, body = CreatedKey), (status = 403, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = CreatedKey), (status = 403, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
     JsonBody(body): JsonBody<NewKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
-    caller.require_operator()?;
     validate::name(&body.name).map_err(|reason| ApiError::field("name", reason))?;
-    if tenants::get(&state.pool, Scope::All, id).await?.is_none() {
+    // Another tenant's id looks like one that does not exist.
+    if tenants::get(&state.pool, caller.scope(), id)
+        .await?
+        .is_none()
+    {
         return Err(ApiError::NotFound("tenant"));
     }
-    let (key_id, key) = auth::create_key(&state.pool, Some(id), body.name.trim()).await?;
-    tracing::info!(tenant_id = %id, key_id = %key_id, "tenant key created");
+    let name = body.name.trim();
+    let (key_id, key) = auth::create_key(&state.pool, Some(id), body.access, name).await?;
+    tracing::info!(tenant_id = %id, key_id = %key_id, access = ?body.access, "tenant key created");
     Ok((
         StatusCode::CREATED,
         Json(CreatedKey {
             id: key_id,
-            name: body.name,
+            name: name.to_owned(),
+            access: body.access,
             key,
         }),
     ))

@@ -1,12 +1,30 @@
-//! `herald tenant …` (operator key).
+//! `herald tenant …` (operator key; a tenant's `full` key for its own tenant's keys).
 
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
 use uuid::Uuid;
 
 use super::campaign::Channel;
 use super::{CliError, Ctx, note};
 use crate::model::NewTenant;
 use crate::output;
+
+/// What a tenant's key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Access {
+    /// Everything of the tenant: campaigns, contacts, providers, keys, messages
+    Full,
+    /// Only the messages API: send, read and cancel messages
+    Send,
+}
+
+impl Access {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Send => "send",
+        }
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
@@ -46,13 +64,18 @@ pub enum TenantCommand {
         id: Uuid,
     },
     /// Create an API key for a tenant and print it (it is shown only this once)
-    #[command(after_help = "Example:\n  TENANT_KEY=$(herald tenant key \"$TENANT_ID\" --name ci)")]
+    #[command(
+        after_help = "Examples:\n  TENANT_KEY=$(herald tenant key \"$TENANT_ID\" --name ci)\n  SEND_KEY=$(herald tenant key \"$TENANT_ID\" --name checkout --access send)   # for a service that sends"
+    )]
     Key {
         /// Tenant id
         tenant_id: Uuid,
         /// A label to tell keys apart
         #[arg(long)]
         name: String,
+        /// What the key may do
+        #[arg(long, value_enum, default_value_t = Access::Full)]
+        access: Access,
     },
     /// Set, show or remove the provider a tenant's messages of a channel use when they name
     /// none
@@ -108,15 +131,24 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
             let reply = ctx.client.get_tenant(id).await?;
             ctx.show(&reply, output::tenant)
         }
-        TenantCommand::Key { tenant_id, name } => {
-            let reply = ctx.client.create_tenant_key(tenant_id, &name).await?;
+        TenantCommand::Key {
+            tenant_id,
+            name,
+            access,
+        } => {
+            let reply = ctx
+                .client
+                .create_tenant_key(tenant_id, &name, access.as_str())
+                .await?;
             ctx.show(&reply, output::new_key)?;
             if !ctx.json
                 && let Ok(key) = reply.parse()
             {
                 note(&format!(
-                    "created key `{}` ({}) for tenant {tenant_id}; store it now, it cannot be shown again",
-                    key.name, key.id
+                    "created key `{}` ({}, access {}) for tenant {tenant_id}; store it now, it cannot be shown again",
+                    key.name,
+                    key.id,
+                    access.as_str()
                 ));
             }
             Ok(())

@@ -169,3 +169,189 @@ async fn keys_are_revoked_and_rotated() -> Result<()> {
     );
     Ok(())
 }
+
+/// A `send` key (a tenant's service that sends transactional messages) reaches the messages
+/// API and nothing else: not the tenant's campaigns, contacts or providers, not its keys (it
+/// cannot rotate itself into a full key), and its rotation keeps it a `send` key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_key_reaches_only_the_messages_api() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let admin = env.admin().await?;
+    let (acme, acme_key, provider) = admin
+        .tenant_with_provider("acme", &env.simulator_url)
+        .await?;
+    let (_, globex_key, _) = admin
+        .tenant_with_provider("globex", &env.simulator_url)
+        .await?;
+
+    // A tenant's full key makes keys for its own tenant, and for no other.
+    let made = admin
+        .ok(
+            &acme_key,
+            Method::POST,
+            &format!("/tenants/{acme}/keys"),
+            Some(json!({"name": "checkout", "access": "send"})),
+        )
+        .await?;
+    assert_eq!(made["access"], "send", "{made}");
+    let send_key = made["key"].as_str().unwrap_or_default().to_owned();
+    let send_id = made["id"].as_str().unwrap_or_default().to_owned();
+    let (status, body) = admin
+        .call(
+            &globex_key,
+            Method::POST,
+            &format!("/tenants/{acme}/keys"),
+            Some(json!({"name": "intruder"})),
+        )
+        .await?;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = admin
+        .call(
+            &acme_key,
+            Method::POST,
+            &format!("/tenants/{acme}/keys"),
+            Some(json!({"name": "x", "access": "admin"})),
+        )
+        .await?;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["fields"][0]["field"], "access", "{body}");
+
+    // The messages API: send, read, list, cancel (no scheduler runs: the message waits).
+    let sent = admin
+        .ok(
+            &send_key,
+            Method::POST,
+            "/messages",
+            Some(
+                json!({"to": "+15551230001", "channel": "sms", "provider_id": provider,
+                        "text": "Your code is 4821"}),
+            ),
+        )
+        .await?;
+    let message = sent["id"].as_str().unwrap_or_default().to_owned();
+    admin
+        .ok(
+            &send_key,
+            Method::GET,
+            &format!("/messages/{message}"),
+            None,
+        )
+        .await?;
+    admin.ok(&send_key, Method::GET, "/messages", None).await?;
+    admin
+        .ok(&send_key, Method::GET, "/openapi.json", None)
+        .await?;
+    admin
+        .ok(
+            &send_key,
+            Method::POST,
+            &format!("/messages/{message}/cancel"),
+            None,
+        )
+        .await?;
+
+    // Nothing else, however it asks.
+    for (method, path, body) in [
+        (Method::GET, "/campaigns".to_owned(), None),
+        (
+            Method::POST,
+            "/campaigns".to_owned(),
+            Some(json!({"name": "x"})),
+        ),
+        (Method::GET, "/contacts".to_owned(), None),
+        (Method::GET, "/providers".to_owned(), None),
+        (Method::GET, format!("/providers/{provider}"), None),
+        (Method::GET, "/tenants".to_owned(), None),
+        (Method::GET, "/keys".to_owned(), None),
+        (Method::POST, format!("/keys/{send_id}/rotate"), None),
+        (
+            Method::POST,
+            format!("/tenants/{acme}/keys"),
+            Some(json!({"name": "escalated"})),
+        ),
+        (Method::GET, "/receipts/orphans".to_owned(), None),
+    ] {
+        let (status, answer) = admin.call(&send_key, method.clone(), &path, body).await?;
+        assert_eq!(status, 403, "{method} {path}: {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("send")),
+            "{method} {path}: {answer}"
+        );
+    }
+
+    // Listed with its access; rotated by a full key, it stays a send key.
+    let listed = admin.ok(&acme_key, Method::GET, "/keys", None).await?;
+    let listed = listed.as_array().cloned().unwrap_or_default();
+    assert!(
+        listed
+            .iter()
+            .any(|k| k["id"] == json!(send_id) && k["access"] == "send"),
+        "{listed:?}"
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|k| k["name"] == "tests" && k["access"] == "full"),
+        "{listed:?}"
+    );
+    let rotated = admin
+        .ok(
+            &acme_key,
+            Method::POST,
+            &format!("/keys/{send_id}/rotate"),
+            None,
+        )
+        .await?;
+    let rotated_key = rotated["key"].as_str().unwrap_or_default().to_owned();
+    let (status, _) = admin
+        .call(&rotated_key, Method::GET, "/campaigns", None)
+        .await?;
+    assert_eq!(status, 403);
+    admin
+        .ok(&rotated_key, Method::GET, "/messages", None)
+        .await?;
+
+    // The CLI makes one; a send key's refusal is said, exit 1.
+    let cli = |key: &str, args: &[&str]| {
+        let mut all = vec!["--url", admin.url.as_str(), "--key", key];
+        all.extend_from_slice(args);
+        env.run_binary("herald", &all, &[])
+    };
+    let out = cli(
+        &admin.operator_key,
+        &["tenant", "key", &acme, "--name", "svc", "--access", "send"],
+    )?;
+    assert!(out.status.success(), "{out:?}");
+    let cli_key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let out = cli(&cli_key, &["campaign", "list"])?;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("access is `send`"),
+        "{out:?}"
+    );
+    let out = cli(&acme_key, &["key", "list"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ACCESS") && text.contains("send"), "{text}");
+    // An operator key is never limited.
+    let out = env.run_binary(
+        "herald-admin",
+        &[
+            "keys",
+            "create",
+            "--operator",
+            "--name",
+            "o",
+            "--access",
+            "send",
+        ],
+        &[("HERALD_DATABASE_URL", env.database_url.as_str())],
+    )?;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--access send"),
+        "{out:?}"
+    );
+    Ok(())
+}
