@@ -192,14 +192,26 @@ pub fn is_json_whitespace(b: u8) -> bool {
 /// CSV: a row is a record, which may span lines inside quotes. Read as the parser reads it
 /// (csv-core's defaults): a record ends at `\n`, `\r` or `\r\n` outside quotes, empty lines
 /// are no records, and a `"` opens quotes only at the start of a field (`24" monitor` is
-/// text); inside quotes `""` is a quote.
+/// text); inside quotes `""` is a quote. A byte order mark that starts the body is no text
+/// (the parser drops it, given the body's first three bytes in its first read: see
+/// [`CSV_FIRST_READ`]), so a `"` after it opens quotes: read as text, a quoted header
+/// fed short lines for ever would never be cut.
 #[derive(Debug, Default)]
 pub struct CsvRecords {
     since: usize,
     state: CsvState,
     /// Records ended, the header included.
     ended: u64,
+    /// Bytes of the body read so far, up to the length of a byte order mark.
+    head: usize,
+    /// The body's first bytes are not a byte order mark.
+    unmarked: bool,
 }
+
+/// The fewest bytes the CSV parser's first read must be given (unless the body is shorter):
+/// csv-core drops a byte order mark only when the mark is whole in it, and a first read of
+/// the mark alone, once dropped, leaves it nothing, which it takes for the end of the body.
+pub const CSV_FIRST_READ: usize = BYTE_ORDER_MARK.len() + 1;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum CsvState {
@@ -221,6 +233,19 @@ impl RowScanner for CsvRecords {
     fn feed(&mut self, bytes: &[u8]) -> bool {
         use CsvState::*;
         for &b in bytes {
+            if self.head < BYTE_ORDER_MARK.len() && !self.unmarked {
+                if b == BYTE_ORDER_MARK[self.head] {
+                    self.head += 1;
+                    continue;
+                }
+                // Not a mark after all: the bytes taken for one are text (none of them ends
+                // a record or opens quotes).
+                self.unmarked = true;
+                if self.head > 0 {
+                    self.state = Unquoted;
+                    self.since += self.head;
+                }
+            }
             let ends_record = matches!(b, b'\n' | b'\r');
             self.state = match (self.state, b) {
                 // Line ends with nothing before them (a blank line, the `\n` of `\r\n`).
@@ -401,6 +426,34 @@ mod tests {
         let mut csv = CsvRecords::default();
         assert!(!fits(&mut csv, long.as_bytes(), 64));
         assert_eq!(csv.row(), 1, "the first data row");
+    }
+
+    #[test]
+    fn a_byte_order_mark_starts_no_text() {
+        let row = "x".repeat(MAX_ROW_BYTES / 2);
+        // After a mark, a `"` opens quotes, as the parser reads it: short lines inside them
+        // are one record, cut at the limit.
+        let quoted = format!("\u{feff}\"{}", "a\n".repeat(MAX_ROW_BYTES));
+        for chunk in [1, 2, 3, 4096] {
+            let mut csv = CsvRecords::default();
+            assert!(
+                !fits(&mut csv, quoted.as_bytes(), chunk),
+                "chunks of {chunk}"
+            );
+            assert_eq!(csv.row(), 0, "the header");
+        }
+        // A marked body reads as the unmarked one.
+        let text = format!("\u{feff}address,a\n+1555,{row}\n+1556,{row}\n");
+        let mut csv = CsvRecords::default();
+        assert!(fits(&mut csv, text.as_bytes(), 1));
+        assert_eq!(csv.row(), 3);
+        // Half a mark is text: the `"` after it is text too, and lines end records.
+        let mut half = vec![0xEF, 0xBB, b'"'];
+        half.extend_from_slice("a\n".repeat(MAX_ROW_BYTES).as_bytes());
+        assert!(fits(&mut CsvRecords::default(), &half, 7));
+        // A second mark is text (the parser drops one).
+        let twice = format!("\u{feff}\u{feff}\"{}", "a\n".repeat(MAX_ROW_BYTES));
+        assert!(fits(&mut CsvRecords::default(), twice.as_bytes(), 5));
     }
 
     #[test]

@@ -128,7 +128,20 @@ pub fn rows(body: Body, format: Format, idle: Duration) -> mpsc::Receiver<Item> 
         Format::NdJson => Box::new(limits::Lines::default()),
         Format::JsonArray => Box::new(limits::JsonElements::default()),
     };
-    let reader = StreamReader::new(guarded(body, scanner, idle, stop.clone()));
+    // The parser's first read is given a byte order mark whole, so that it drops one exactly
+    // when the scanner does.
+    let first_read = match format {
+        Format::Csv => limits::CSV_FIRST_READ,
+        Format::NdJson | Format::JsonArray => 0,
+    };
+    let guard = Guard {
+        scanner,
+        idle,
+        stop: stop.clone(),
+        first_read,
+        reader_gone: sender.clone(),
+    };
+    let reader = StreamReader::new(guarded(body, guard));
     let ended = Ended { stop };
     match format {
         Format::Csv => {
@@ -147,18 +160,30 @@ pub fn rows(body: Body, format: Format, idle: Duration) -> mpsc::Receiver<Item> 
     receiver
 }
 
-/// The body's bytes, cut off (with an error the parser sees as a failed read) at the first
-/// row past the limit or the first silence longer than `idle`.
-fn guarded(
-    body: Body,
+/// How [`guarded`] watches a body.
+struct Guard {
     scanner: Box<dyn RowScanner>,
+    /// The longest silence taken.
     idle: Duration,
     stop: StopCell,
+    /// The first chunk handed on holds at least this many bytes (unless the body is shorter).
+    first_read: usize,
+    /// Closed once the upload stops reading rows (it ended, or its request was given up):
+    /// the body is then read no further, whatever state the parser is in.
+    reader_gone: mpsc::Sender<Item>,
+}
+
+/// The body's bytes, cut off (with an error the parser sees as a failed read) at the first
+/// row past the limit, the first silence longer than the guard's `idle`, or once nobody
+/// reads the rows.
+fn guarded(
+    body: Body,
+    guard: Guard,
 ) -> Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send>> {
     let chunks = body.into_data_stream().map_err(std::io::Error::other);
     Box::pin(futures::stream::unfold(
-        (chunks, scanner, stop, false),
-        move |(mut chunks, mut scanner, stop, done)| async move {
+        (chunks, guard, false),
+        move |(mut chunks, mut guard, done)| async move {
             if done {
                 return None;
             }
@@ -166,15 +191,39 @@ fn guarded(
                 *stop.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
                 std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{why:?}"))
             };
-            let next = match tokio::time::timeout(idle, chunks.next()).await {
-                Err(_) => Err(cut(Stop::Stalled, &stop)),
-                Ok(None) => return None,
-                Ok(Some(Err(error))) => Err(error),
-                Ok(Some(Ok(bytes))) if scanner.feed(&bytes) => Ok(bytes),
-                Ok(Some(Ok(_))) => Err(cut(Stop::TooLarge(scanner.row()), &stop)),
+            let mut held = Vec::new();
+            let mut ended = false;
+            let next = loop {
+                let chunk = tokio::select! {
+                    () = guard.reader_gone.closed() => break Err(std::io::Error::other("nobody reads the rows")),
+                    chunk = tokio::time::timeout(guard.idle, chunks.next()) => chunk,
+                };
+                match chunk {
+                    Err(_) => break Err(cut(Stop::Stalled, &guard.stop)),
+                    Ok(None) if held.is_empty() => return None,
+                    Ok(None) => {
+                        ended = true;
+                        break Ok(Bytes::from(held));
+                    }
+                    Ok(Some(Err(error))) => break Err(error),
+                    Ok(Some(Ok(bytes))) if guard.scanner.feed(&bytes) => {
+                        if held.is_empty() && bytes.len() >= guard.first_read {
+                            break Ok(bytes);
+                        }
+                        held.extend_from_slice(&bytes);
+                        if held.len() >= guard.first_read {
+                            break Ok(Bytes::from(held));
+                        }
+                    }
+                    Ok(Some(Ok(_))) => {
+                        break Err(cut(Stop::TooLarge(guard.scanner.row()), &guard.stop));
+                    }
+                }
             };
-            let done = next.is_err();
-            Some((next, (chunks, scanner, stop, done)))
+            // Only the first chunk is held for its length.
+            guard.first_read = 0;
+            let done = next.is_err() || ended;
+            Some((next, (chunks, guard, done)))
         },
     ))
 }
@@ -514,6 +563,55 @@ mod tests {
         assert_eq!(row(&items[0]).address, "+33612345678");
         assert_eq!(row(&items[1]).fields["first_name"], "Bob");
         assert_eq!(row(&items[1]).number, 2);
+    }
+
+    fn chunked(chunks: Vec<Vec<u8>>) -> Body {
+        Body::from_stream(futures::stream::iter(
+            chunks.into_iter().map(Ok::<_, std::convert::Infallible>),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_byte_order_mark_is_dropped_however_the_body_arrives() {
+        let text = "\u{feff}address,first_name\n+33612345678,Ada\n";
+        // One byte a chunk: the parser drops a mark only if its first read holds it whole.
+        let bytes: Vec<Vec<u8>> = text.bytes().map(|b| vec![b]).collect();
+        let mut receiver = rows(chunked(bytes), Format::Csv, Duration::from_secs(5));
+        let first = receiver.recv().await.expect("a row");
+        assert_eq!(row(&first).address, "+33612345678");
+        assert_eq!(row(&first).fields["first_name"], "Ada");
+        // A mark then a quote opens a quoted header, bounded like any row: short lines
+        // inside it are no rows of their own to the guard.
+        let mut body = "\u{feff}\"".as_bytes().to_vec();
+        body.extend_from_slice("a\n".repeat(limits::MAX_ROW_BYTES).as_bytes());
+        let items = collect_bytes(&body, Format::Csv).await;
+        assert!(
+            matches!(&items[..], [Item::TooLarge(m)] if m.contains("header")),
+            "{items:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_body_is_read_no_further_once_nobody_reads_the_rows() {
+        let (dropped, told) = tokio::sync::oneshot::channel::<()>();
+        // A header, then silence (within the idle limit): the parser waits for more.
+        let body = futures::stream::once(async {
+            Ok::<_, std::convert::Infallible>(b"address\n".to_vec())
+        })
+        .chain(futures::stream::pending())
+        .map(move |chunk| {
+            let _alive = &dropped;
+            chunk
+        });
+        let receiver = rows(
+            Body::from_stream(body),
+            Format::Csv,
+            Duration::from_secs(60),
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(receiver);
+        let gone = tokio::time::timeout(Duration::from_secs(5), told).await;
+        assert!(gone.is_ok(), "the body was still held");
     }
 
     #[tokio::test]
