@@ -53,8 +53,8 @@ pub async fn list(
 pub struct Upserted {
     pub inserted: u64,
     pub updated: u64,
-    /// A contact that now holds more than the most attributes asked for (they merge
-    /// across uploads): the caller refuses the upload, rolling it back.
+    /// A contact that now holds more attributes, or longer ones, than asked for (they
+    /// merge across uploads): the caller refuses the upload, rolling it back.
     pub overfull: Option<String>,
 }
 
@@ -77,7 +77,10 @@ pub async fn hold_still(tx: &mut PgConnection, tenant: Uuid) -> Result<(), sqlx:
 
 /// Moves the staged upload (`crate::uploads`) into tenant `tenant`'s contacts, in the
 /// caller's transaction: the last row of an address wins, and its attributes are merged
-/// into an existing contact's. Names a contact left with more than `max_attributes`.
+/// into an existing contact's. Names a contact left with more than `max_attributes`, or
+/// with attributes longer than `max_bytes` as JSON text (an upload's row is bounded, but
+/// merges are not: uploads of other keys each would grow a contact, and every list or
+/// segment start that reads it, without end).
 /// Waits for a segment's audience being copied from the tenant's contacts
 /// ([`hold_still`]), and for another upload's last statement (held from here to the
 /// commit: the upload's rows are written by then, this is the short part).
@@ -85,6 +88,7 @@ pub async fn upsert_staged(
     tx: &mut PgConnection,
     tenant: Uuid,
     max_attributes: i64,
+    max_bytes: i64,
 ) -> Result<Upserted, sqlx::Error> {
     sqlx::query!(
         "SELECT pg_advisory_xact_lock(hashtextextended('herald.contacts.' || $1::text, 0))",
@@ -103,11 +107,14 @@ pub async fn upsert_staged(
          )
          SELECT count(*) FILTER (WHERE fresh), count(*) FILTER (WHERE NOT fresh),
                 (SELECT address FROM up
-                 WHERE (SELECT count(*) FROM jsonb_object_keys(attributes)) > $2 LIMIT 1)
+                 WHERE (SELECT count(*) FROM jsonb_object_keys(attributes)) > $2
+                    OR octet_length(attributes::text) > $3
+                 LIMIT 1)
          FROM up",
     )
     .bind(tenant)
     .bind(max_attributes)
+    .bind(max_bytes)
     .fetch_one(tx)
     .await?;
     Ok(Upserted {

@@ -67,15 +67,18 @@ pub async fn upload(
         |_| None,
     )
     .await?;
-    // As many as a CSV's columns may hold beside the address, whatever the uploads merged.
+    // As many as a CSV's columns may hold beside the address, and as long as one of its
+    // rows, whatever the uploads merged.
     let most = i64::try_from(crate::limits::MAX_COLUMNS - 1).unwrap_or(i64::MAX);
-    let upserted = store::contacts::upsert_staged(&mut tx, tenant, most).await?;
+    let bytes = i64::try_from(crate::limits::MAX_ROW_BYTES).unwrap_or(i64::MAX);
+    let upserted = store::contacts::upsert_staged(&mut tx, tenant, most, bytes).await?;
     if let Some(address) = upserted.overfull {
         return Err(ApiError::field(
             "attributes",
             format!(
-                "contact {address} would hold more than {most} attributes (an upload's merge \
-                 into those it has); nothing was imported"
+                "contact {address} would hold more than {most} attributes, or more than \
+                 {bytes} bytes of them (an upload's merge into those it has); nothing was \
+                 imported"
             ),
         ));
     }

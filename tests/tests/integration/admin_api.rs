@@ -784,6 +784,27 @@ async fn contacts_attributes_are_bounded_across_uploads() -> Result<()> {
         .as_object()
         .map(|a| a.len());
     assert_eq!(kept, Some(60), "nothing of the refused upload was kept");
+
+    // Nor do they grow past a row's bytes: two uploads of ten 4,000-byte values each.
+    let long = |keys: std::ops::Range<usize>| {
+        let attributes: serde_json::Map<String, Value> = keys
+            .map(|k| (format!("long{k}"), json!("v".repeat(4_000))))
+            .collect();
+        format!(
+            "{}\n",
+            json!({"address": "+33600000002", "attributes": attributes})
+        )
+    };
+    let (status, body) = admin
+        .upload(&w.key_a, "/contacts", "application/x-ndjson", long(0..10))
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = admin
+        .upload(&w.key_a, "/contacts", "application/x-ndjson", long(10..20))
+        .await?;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["fields"][0]["field"], "attributes", "{body}");
+    assert!(body.to_string().contains("bytes"), "{body}");
     Ok(())
 }
 
@@ -1596,7 +1617,7 @@ async fn a_segment_start_checks_and_copies_one_state_of_the_contacts() -> Result
     )
     .execute(&mut *upload)
     .await?;
-    herald_store::contacts::upsert_staged(&mut upload, tenant, 100).await?;
+    herald_store::contacts::upsert_staged(&mut upload, tenant, 100, 65_536).await?;
     // The start meanwhile waits for it, and then sees what it wrote: before, it checked
     // the contacts as they were and copied them as the upload left them ("Hi !").
     let path = format!("/campaigns/{id}/start");
