@@ -169,29 +169,48 @@ pub async fn complete_finished(
     pool: &PgPool,
     due: &[Uuid],
 ) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
-    let rows = sqlx::query!(
-        // From the counters and their unfolded deltas (written in the same transactions as
-        // the recipients' states), a few index entries per campaign: probing each
-        // campaign's recipients took most of a second a tick with 10,000 running campaigns.
-        // A campaign cancelled meanwhile is re-read by the lock, and stays cancelled. One
-        // whose row someone holds is skipped until a later round: an upload to a scheduled
-        // campaign holds its row for as long as it streams, and waiting for it held up the
-        // whole housekeeping round (and its receipts' adoption) until the upload ended.
-        "UPDATE campaigns c SET status = 'completed', completed_at = now()
-         WHERE c.id IN (
-             SELECT f.id FROM campaigns f
-             WHERE f.kind = 'campaign'
-               AND (f.status IN ('running', 'paused') OR (f.status = 'scheduled' AND f.expires_at <= now()))
-               AND f.id NOT IN (SELECT unnest($1::uuid[]))
-               AND NOT EXISTS (
-                   SELECT 1 FROM campaign_bucket_counts k WHERE k.campaign_id = f.id
-                   HAVING coalesce(sum(herald_unfinished(k.state, k.n, true)), 0) <> 0)
-             ORDER BY f.id FOR NO KEY UPDATE OF f SKIP LOCKED)
-         RETURNING c.id, c.tenant_id",
+    let mut tx = pool.begin().await?;
+    // From the counters and their unfolded deltas (written in the same transactions as the
+    // recipients' states), a few index entries per campaign: probing each campaign's
+    // recipients took most of a second a tick with 10,000 running campaigns. One whose row
+    // someone holds is skipped until a later round: an upload to a scheduled campaign holds
+    // its row for as long as it streams, and waiting for it held up the whole housekeeping
+    // round (and its receipts' adoption) until the upload ended.
+    let finished = sqlx::query_scalar!(
+        "SELECT f.id FROM campaigns f
+         WHERE f.kind = 'campaign'
+           AND (f.status IN ('running', 'paused') OR (f.status = 'scheduled' AND f.expires_at <= now()))
+           AND f.id NOT IN (SELECT unnest($1::uuid[]))
+           AND NOT EXISTS (
+               SELECT 1 FROM campaign_bucket_counts k WHERE k.campaign_id = f.id
+               HAVING coalesce(sum(herald_unfinished(k.state, k.n, true)), 0) <> 0)
+         ORDER BY f.id FOR NO KEY UPDATE OF f SKIP LOCKED",
         due,
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    if finished.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Counted again, by a statement of its own: the one above read the counters as they
+    // were when it began, and an upload that committed between then and its lock (taken
+    // from the upload once it let go) had added recipients it did not see; completed on
+    // that count, the campaign would have kept them waiting for ever. Holding the rows now,
+    // this sees every recipient their holders committed. A campaign cancelled meanwhile was
+    // re-read by the lock, and stays cancelled.
+    let rows = sqlx::query!(
+        "UPDATE campaigns c SET status = 'completed', completed_at = now()
+         WHERE c.id = ANY($1)
+           AND (c.status IN ('running', 'paused') OR (c.status = 'scheduled' AND c.expires_at <= now()))
+           AND NOT EXISTS (
+               SELECT 1 FROM campaign_bucket_counts k WHERE k.campaign_id = c.id
+               HAVING coalesce(sum(herald_unfinished(k.state, k.n, true)), 0) <> 0)
+         RETURNING c.id, c.tenant_id",
+        &finished,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
     Ok(rows.into_iter().map(|r| (r.id, r.tenant_id)).collect())
 }
 
