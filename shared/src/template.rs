@@ -64,6 +64,40 @@ pub fn is_blank(value: &Value) -> bool {
     }
 }
 
+/// The characters Rust's `str::trim` takes for whitespace (Unicode's `White_Space`), as
+/// ranges: [`blank_pattern`] is made from them, so PostgreSQL judges a blank value as
+/// [`is_blank`] does.
+const WHITESPACE: &[(char, char)] = &[
+    ('\u{9}', '\u{d}'),
+    ('\u{20}', '\u{20}'),
+    ('\u{85}', '\u{85}'),
+    ('\u{a0}', '\u{a0}'),
+    ('\u{1680}', '\u{1680}'),
+    ('\u{2000}', '\u{200a}'),
+    ('\u{2028}', '\u{2029}'),
+    ('\u{202f}', '\u{202f}'),
+    ('\u{205f}', '\u{205f}'),
+    ('\u{3000}', '\u{3000}'),
+];
+
+/// A PostgreSQL regular expression matching the text of a blank string value, as
+/// [`is_blank`] judges one (`[[:space:]]` depends on the server's locale, and in the C
+/// locale a no-break space is no space: "Hi\u{a0}!" went out).
+pub fn blank_pattern() -> String {
+    let class: String = WHITESPACE
+        .iter()
+        .map(|&(from, to)| {
+            let escape = |c: char| format!("\\u{:04x}", u32::from(c));
+            if from == to {
+                escape(from)
+            } else {
+                format!("{}-{}", escape(from), escape(to))
+            }
+        })
+        .collect();
+    format!("^[{class}]*$")
+}
+
 /// Renders `template` with `vars` (a JSON object; strings are inserted as is, other values
 /// in their JSON form), up to [`MAX_TEXT_CHARS`].
 pub fn render(template: &str, vars: &Map<String, Value>) -> Result<String, TemplateError> {
@@ -135,6 +169,24 @@ fn walk<'a>(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_sql_blank_pattern_holds_what_trim_takes_for_whitespace() {
+        let listed = |c: char| {
+            WHITESPACE
+                .iter()
+                .any(|&(from, to)| (from..=to).contains(&c))
+        };
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            assert_eq!(listed(c), c.is_whitespace(), "U+{:04X}", u32::from(c));
+        }
+        let pattern = blank_pattern();
+        assert!(pattern.starts_with("^[\\u0009-\\u000d\\u0020"), "{pattern}");
+        assert!(
+            pattern.contains("\\u00a0") && pattern.ends_with("\\u3000]*$"),
+            "{pattern}"
+        );
+    }
 
     fn vars(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap()

@@ -108,7 +108,9 @@ pub async fn lacking(
     filter.push_sql("c", &mut qb);
     qb.push(" AND EXISTS (SELECT 1 FROM unnest(")
         .push_bind(needed.to_vec())
-        .push("::text[]) v WHERE coalesce(c.attributes ->> v, '') ~ '^[[:space:]]*$') LIMIT 5");
+        .push("::text[]) v WHERE coalesce(c.attributes ->> v, '') ~ ")
+        .push_bind(herald_shared::template::blank_pattern())
+        .push(") LIMIT 5");
     qb.build_query_scalar().fetch_all(tx).await
 }
 

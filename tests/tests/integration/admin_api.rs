@@ -649,6 +649,24 @@ async fn segments_filter_contacts_safely_and_become_the_audience() -> Result<()>
     sqlx::query("DELETE FROM contacts WHERE address = '+33600000006'")
         .execute(&w.env.pool)
         .await?;
+    // Blank as an upload of the campaign's own audience judges it: a no-break space, say,
+    // which PostgreSQL's C locale takes for no space (sent through JSON: a CSV's cells are
+    // trimmed).
+    let contact = json!({"address": "+33600000008", "attributes": {
+        "first_name": "\u{a0}", "lifetime_value": 20000, "last_purchase": "2018-01-01"}});
+    let (status, answer) = admin
+        .upload(
+            &w.key_a,
+            "/contacts",
+            "application/x-ndjson",
+            format!("{contact}\n"),
+        )
+        .await?;
+    assert_eq!(status, 200, "{answer}");
+    refused_start(&body, "+33600000008").await?;
+    sqlx::query("DELETE FROM contacts WHERE address = '+33600000008'")
+        .execute(&w.env.pool)
+        .await?;
     // Nor one whose text would be too long for any provider once rendered (2 × 3,000).
     let long_name = format!(
         "address,first_name,lifetime_value,last_purchase\n+33600000007,{},20000,2018-01-01\n",
