@@ -190,7 +190,9 @@ pub async fn begin(
          ),
          parked AS (
              UPDATE recipients r
-             SET state = p.final_state, queued_at = NULL, updated_at = now()
+             SET state = p.final_state, queued_at = NULL, updated_at = now(),
+                 last_error = CASE WHEN p.final_state = 'pending' THEN r.last_error
+                                   ELSE herald_ended_unsent_error(r.outcome_unknown_at, r.last_error) END
              FROM parkable p
              -- A first attempt claimed by range that goes back to waiting is not written:
              -- its campaign's cursor moves back below it instead (`rewound`).

@@ -201,7 +201,9 @@ pub async fn free_stale_lines(pool: &PgPool) -> Result<u64, sqlx::Error> {
 /// Ends the waiting recipients (`pending`, first attempts or retries) of campaigns that
 /// are past their expiry (→ `expired`) or cancelled (→ `cancelled`), a campaign's first
 /// attempts claimed by range among them. Recipients `queued` are ended by the worker that
-/// receives their message; those in flight finish.
+/// receives their message; those in flight finish. One an earlier request of which may
+/// have been sent says so in its error (`herald_ended_unsent_error`), as every statement
+/// ending a recipient unsent does.
 pub async fn end_waiting_recipients(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let done = sqlx::query!(
         // Each ended campaign's waiting recipients through the two indexes that hold only
@@ -233,7 +235,8 @@ pub async fn end_waiting_recipients(pool: &PgPool) -> Result<u64, sqlx::Error> {
              LIMIT greatest(0, $1 - (SELECT count(*) FROM fresh))
          )
          UPDATE recipients r
-         SET state = e.final_state, queued_at = NULL, updated_at = now()
+         SET state = e.final_state, queued_at = NULL, updated_at = now(),
+             last_error = herald_ended_unsent_error(r.outcome_unknown_at, r.last_error)
          FROM ended e
          -- By primary key, as in the claim.
          WHERE r.id = ANY (ARRAY(SELECT id FROM fresh UNION ALL SELECT id FROM retries))
@@ -282,7 +285,10 @@ pub async fn expire_held_messages(pool: &PgPool) -> Result<u64, sqlx::Error> {
          )
          UPDATE recipients r
          SET state = 'expired', queued_at = NULL, updated_at = now(),
-             last_error = 'held for a day in a stream its provider refused; not sent'
+             last_error = CASE WHEN r.outcome_unknown_at IS NULL
+                               THEN 'held for a day in a stream its provider refused; not sent'
+                               ELSE herald_ended_unsent_error(r.outcome_unknown_at,
+                                        'held for a day in a stream its provider refused') END
          FROM due d WHERE r.id = d.id AND r.state = 'pending'",
         SWEEP_LIMIT,
         HELD_MESSAGE_MAX_AGE.as_secs_f64(),
@@ -296,7 +302,8 @@ pub async fn expire_held_messages(pool: &PgPool) -> Result<u64, sqlx::Error> {
 /// expire with their campaign, above).
 pub async fn expire_messages(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let done = sqlx::query!(
-        "UPDATE recipients r SET state = 'expired', updated_at = now()
+        "UPDATE recipients r SET state = 'expired', updated_at = now(),
+             last_error = herald_ended_unsent_error(r.outcome_unknown_at, r.last_error)
          FROM (SELECT id FROM recipients
                WHERE state = 'pending' AND expires_at <= now()
                LIMIT $1 FOR UPDATE SKIP LOCKED) w

@@ -494,3 +494,41 @@ async fn a_pause_cancel_or_expiry_holds_back_requests_waiting_for_a_send_slot() 
     assert_eq!(s.env.simulator_stats().await?["duplicates"], 0);
     Ok(())
 }
+
+/// A recipient ended unsent (its campaign cancelled) while an earlier request of it may have
+/// been sent, its answer lost, says so: `cancelled` alone reads as "never sent".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipient_ended_after_a_lost_answer_says_it_may_have_been_sent() -> Result<()> {
+    let s = setup("fixed:0").await?;
+    let id = s.campaign(3, json!({})).await?;
+    // No scheduler nor worker: the recipients wait, one as after a lost answer.
+    s.action(&id, "start").await?;
+    sqlx::query(
+        "UPDATE recipients SET attempts = 1, outcome_unknown_at = now() - interval '1 minute',
+                next_attempt_at = now(), last_error = 'timed out'
+         WHERE id = (SELECT min(id) FROM recipients WHERE campaign_id = $1::uuid)",
+    )
+    .bind(&id)
+    .execute(&s.env.pool)
+    .await?;
+    s.action(&id, "cancel").await?;
+    herald_store::recipients::sweep::end_waiting_recipients(&s.env.pool).await?;
+    let ended: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT state, last_error FROM recipients WHERE campaign_id = $1::uuid ORDER BY id",
+    )
+    .bind(&id)
+    .fetch_all(&s.env.pool)
+    .await?;
+    assert_eq!(ended.len(), 3);
+    assert!(
+        ended.iter().all(|(state, _)| state == "cancelled"),
+        "{ended:?}"
+    );
+    let said = ended[0].1.as_deref().unwrap_or_default();
+    assert!(
+        said.contains("may have reached the recipient") && said.contains("(last: timed out)"),
+        "{said}"
+    );
+    assert_eq!(ended[1].1, None, "one never tried says nothing");
+    Ok(())
+}
