@@ -21,13 +21,17 @@
  *                   submitCampaign() (create, then upload the file), showFormErrors()
  *   formatting .... formatEta(), formatMs(), formatRate(), formatTime(), shortId()
  *
- * Polls chain setTimeouts, so requests never overlap; state.session / state.detailGen are
- * bumped on sign-out or panel change, and answers that arrive later are dropped.
+ * Polls chain setTimeouts, and a refresh asked for while one is on its way runs after it,
+ * so requests never overlap; state.session / state.detailGen are bumped on sign-out or
+ * panel change, and answers that arrive later are dropped. A hidden tab asks nothing; a
+ * finished campaign's panel is asked again every SETTLED_MS only (receipts still come).
+ * A key of access `send` (403 on the campaigns) is shown the messages only.
  */
 
 const API = '/api/v1';
 const KEY_STORAGE = 'herald.apiKey';
 const REFRESH_MS = 1000;
+const SETTLED_MS = 10000; // a completed or cancelled campaign's panel
 const CAMPAIGNS_PER_PAGE = 50;
 const RECIPIENTS_PER_PAGE = 20;
 const CONTACTS_PER_PAGE = 25;
@@ -48,6 +52,7 @@ const state = {
   session: 0, rows: new Map(), campaigns: new Map(),
   listTimer: 0, listBusy: false, listAgain: false, listFailing: false, actionsDone: 0,
   detailId: null, shownId: null, detailGen: 0, detailTimer: 0, detailErrors: '',
+  detailBusy: false, detailAgain: false, detailFailed: null, sendOnly: false,
   tenants: [], providers: [], providersError: '', retryDraft: null, noticeTimer: 0,
   campaignPages: newPager(), recipientPages: newPager(), recipientsShown: '',
   contactPages: newPager(), contactsGen: 0, typing: new Map(),
@@ -86,6 +91,14 @@ function notice(message, kind = 'info') {
 }
 
 /* ---------- api ---------- */
+
+// What went wrong, in the API's words: a field's error says which and why (its message
+// alone only names the field: "invalid `recipients`").
+function describe(e) {
+  const fields = (e && e.fields) || [];
+  if (!fields.length) return (e && e.message) || 'Request failed';
+  return fields.map((f) => (f.field ? `${f.field}: ${f.reason}` : String(f.reason ?? ''))).join('; ');
+}
 
 class ApiError extends Error {
   constructor(status, message, detail) {
@@ -174,6 +187,11 @@ function signOut(message) {
   $('#messages').open = false;
   $('#message-list tbody').replaceChildren();
   $('#campaigns tbody').replaceChildren();
+  showSendOnly(false);
+  // Nothing of the last key's form is left for the next (a name, a file, a status).
+  $('#create-campaign').reset();
+  setFormStatus('');
+  showFormErrors(null);
   $('#app').hidden = true;
   $('#sign-out').hidden = true;
   notice('');
@@ -187,6 +205,18 @@ function showKeyForm(message) {
   msg.hidden = !message;
   $('#api-key').value = '';
   $('#api-key').focus();
+}
+
+// A key of access `send` reaches the messages API only (403 on everything else): the page
+// shows it the messages, and stops asking for what it may not see.
+function showSendOnly(on) {
+  state.sendOnly = on;
+  for (const sel of ['#list-section', '#create-section', '#contacts-section']) $(sel).hidden = on;
+  if (!on) return;
+  clearTimeout(state.listTimer);
+  closeDetail();
+  notice('This key has access “send”: it may send, read and cancel messages only, so only the messages are shown.', 'info');
+  if (!$('#messages').open) $('#messages').open = true; // its toggle loads them
 }
 
 /* ---------- cursor pages ---------- */
@@ -239,6 +269,7 @@ function showPager(p, prefix) {
 // A page arrived: remember where the next one starts. A page emptied under us (its items
 // finished or were filtered away) steps back, so the list never strands on a blank page.
 function pageArrived(p, page) {
+  p.moved = 0;
   const items = page && Array.isArray(page.items) ? page.items : [];
   p.next = (page && page.next_cursor) || null;
   if (!items.length && p.index) { pagerBack(p); return null; }
@@ -248,8 +279,17 @@ function pageArrived(p, page) {
 // The Older/Newer (Next/Previous) buttons of the list `prefix`: move, then `reload` it.
 function turnPage(p, prefix, forward, reload) {
   if (!(forward ? pagerForward(p) : pagerBack(p))) return;
+  p.moved = forward ? 1 : -1;
   showPager(p, prefix);
   reload();
+}
+
+// The page moved to could not be read: back to the one still shown.
+function undoTurn(p, prefix) {
+  if (p.moved > 0) pagerBack(p);
+  else if (p.moved < 0) pagerForward(p);
+  p.moved = 0;
+  showPager(p, prefix);
 }
 
 // Runs `fn` once typing in the search box `box` pauses.
@@ -277,6 +317,10 @@ function refreshCampaigns() {
 async function pollCampaigns() {
   const gen = state.session;
   clearTimeout(state.listTimer);
+  if (document.hidden && !state.listAgain) { // asked again once the tab is shown
+    state.listTimer = setTimeout(pollCampaigns, REFRESH_MS);
+    return;
+  }
   state.listBusy = true;
   state.listAgain = false;
   try {
@@ -301,8 +345,9 @@ async function pollCampaigns() {
     state.listFailing = false;
   } catch (e) {
     if (gen !== state.session || e.status === 401) return;
+    if (e.status === 403) { state.listBusy = false; showSendOnly(true); return; }
     state.listFailing = true;
-    notice(`Could not refresh the campaigns: ${e.message} (retrying)`, 'error');
+    notice(`Could not refresh the campaigns: ${describe(e)} (retrying)`, 'error');
   } finally {
     if (gen === state.session) state.listBusy = false;
   }
@@ -394,8 +439,11 @@ function onListClick(ev) {
 
 /* ---------- actions ---------- */
 
-function startQuestion(name, progress) {
+function startQuestion(name, progress, segment) {
+  // A segment's audience is drawn from its contacts at the start: none are counted before.
+  if (segment) return `Start campaign “${name}”? The contacts its segment picks will be sent to, from its start time if it has one.`;
   const total = progress ? Number(progress.total) || 0 : null;
+  if (total === 0) return `Start campaign “${name}”? It has no recipients yet: the start will be refused until some are uploaded.`;
   const who = total === null
     ? 'Its recipients'
     : `Its ${total.toLocaleString()} recipient${total === 1 ? '' : 's'}`;
@@ -420,7 +468,7 @@ async function runAction(id, action) {
   // Cancelling cannot be undone, and its button sits beside Pause; starting sends to
   // everyone, at one click from the list.
   if (action === 'cancel' && !confirm(cancelQuestion(name, campaign.progress))) return;
-  if (action === 'start' && !confirm(startQuestion(name, campaign.progress))) return;
+  if (action === 'start' && !confirm(startQuestion(name, campaign.progress, campaign.segment_id))) return;
   buttons.forEach((b) => { b.disabled = true; });
   try {
     const c = await api('POST', `/campaigns/${enc(id)}/${action}`, { json: {} });
@@ -428,7 +476,7 @@ async function runAction(id, action) {
     const done = ACTIONS.find((a) => a[0] === action)[3];
     notice(`Campaign “${name}” ${done}${c && c.status && c.status !== done ? ` (now ${c.status})` : ''}.`, 'ok');
   } catch (e) {
-    if (e.status !== 401) notice(`Could not ${action} campaign “${name}”: ${e.message}`, 'error');
+    if (e.status !== 401) notice(`Could not ${action} campaign “${name}”: ${describe(e)}`, 'error');
   } finally {
     buttons.forEach((b) => { b.disabled = false; });
     state.actionsDone += 1;
@@ -442,6 +490,7 @@ async function runAction(id, action) {
 function openDetail(id) {
   state.detailId = id;
   state.detailErrors = '';
+  state.detailFailed = null;
   for (const [rid, tr] of state.rows) tr.classList.toggle('selected', rid === id);
   setText($('#detail-title'), (state.campaigns.get(id) || {}).name || 'Campaign');
   $('#detail-error').hidden = true;
@@ -471,25 +520,39 @@ function closeDetail() {
 }
 
 function refreshDetail() {
-  state.detailGen++; // drops the answer of a poll still in flight
+  state.detailGen++; // drops the answer of a poll still in flight, which then asks again
   pollDetail();
 }
 
 async function pollDetail() {
-  const gen = state.detailGen;
-  const id = state.detailId;
   clearTimeout(state.detailTimer);
+  const id = state.detailId;
   if (!id) return;
+  if (state.detailBusy) { state.detailAgain = true; return; }
+  state.detailBusy = true;
+  state.detailAgain = false;
+  const gen = state.detailGen;
+  let delay = REFRESH_MS;
   let again = false;
   try {
+    if (document.hidden) return; // asked again once the tab is shown
     const pages = state.recipientPages;
     const filters = { state: $('#r-state').value, address: $('#r-address').value.trim() };
-    const [c, errors, recipients] = await Promise.all([
-      api('GET', `/campaigns/${enc(id)}`), api('GET', `/campaigns/${enc(id)}/errors`),
+    const [c, recipients] = await Promise.all([
+      api('GET', `/campaigns/${enc(id)}`),
       api('GET', `/campaigns/${enc(id)}/recipients${pageQuery(filters, pages, RECIPIENTS_PER_PAGE)}`),
     ]);
     if (gen !== state.detailGen) return;
-    renderDetail(c || {}, Array.isArray(errors) ? errors : []);
+    // The failures grouped by reason read every failed recipient: asked again only when
+    // their number moved.
+    const failed = num(((c && c.progress) || {}).failed);
+    let errors = null;
+    if (state.detailFailed !== `${id}:${failed}`) {
+      errors = await api('GET', `/campaigns/${enc(id)}/errors`);
+      if (gen !== state.detailGen) return;
+      state.detailFailed = `${id}:${failed}`;
+    }
+    renderDetail(c || {}, Array.isArray(errors) ? errors : null);
     const list = pageArrived(pages, recipients);
     if (list === null) {
       again = true;
@@ -498,17 +561,24 @@ async function pollDetail() {
       showPager(pages, 'recipients');
     }
     $('#detail-error').hidden = true;
+    if (['completed', 'cancelled'].includes((c && c.status) || '')) delay = SETTLED_MS;
   } catch (e) {
-    if (gen !== state.detailGen || e.status === 401) return;
-    if (e.status === 404) {
+    if (gen !== state.detailGen) return;
+    if (e.status === 401) { delay = null; return; }
+    if (e.status === 404 || e.status === 403) {
       closeDetail();
-      notice('That campaign no longer exists (or is not visible to this key).', 'error');
+      notice(e.status === 404 ? 'That campaign no longer exists (or is not visible to this key).' : describe(e), 'error');
       return;
     }
-    $('#detail-error').textContent = `Could not refresh: ${e.message}`;
+    undoTurn(state.recipientPages, 'recipients');
+    $('#detail-error').textContent = `Could not refresh: ${describe(e)}`;
     $('#detail-error').hidden = false;
+  } finally {
+    state.detailBusy = false;
+    // Another question was asked meanwhile (a filter, a page, an action): answered now.
+    if (gen !== state.detailGen || state.detailAgain) again = true;
+    if (state.detailId && delay !== null) state.detailTimer = setTimeout(pollDetail, again ? 0 : delay);
   }
-  if (gen === state.detailGen) state.detailTimer = setTimeout(pollDetail, again ? 0 : REFRESH_MS);
 }
 
 function renderDetail(c, errors) {
@@ -548,6 +618,7 @@ function renderDetail(c, errors) {
   const q = c.quiet_hours;
   setText($('#d-quiet'), q && q.start ? `${q.start}–${q.end}${q.time_zone ? ` (${q.time_zone})` : ''}` : 'none');
   setTime('#d-completed', p.completed_at || c.completed_at, '—');
+  if (errors === null) return; // not asked again: unchanged
   const json = JSON.stringify(errors);
   if (json === state.detailErrors) return; // errors table unchanged
   state.detailErrors = json;
@@ -607,7 +678,8 @@ async function loadContacts() {
     showPager(pages, 'contacts');
   } catch (e) {
     if (gen !== state.contactsGen || e.status === 401) return;
-    $('#contacts-error').textContent = `Could not load the contacts: ${e.message}`;
+    undoTurn(pages, 'contacts');
+    $('#contacts-error').textContent = `Could not load the contacts: ${describe(e)}`;
     $('#contacts-error').hidden = false;
   }
 }
@@ -655,7 +727,8 @@ async function loadMessages() {
     showPager(pages, 'messages');
   } catch (e) {
     if (gen !== state.messagesGen || e.status === 401) return;
-    $('#messages-error').textContent = `Could not load the messages: ${e.message}`;
+    undoTurn(pages, 'messages');
+    $('#messages-error').textContent = `Could not load the messages: ${describe(e)}`;
     $('#messages-error').hidden = false;
   }
 }
@@ -667,7 +740,7 @@ async function cancelMessage(m, button) {
     await api('POST', `/messages/${enc(m.id)}/cancel`, { json: {} });
     notice(`Message to ${m.to ?? m.id} cancelled.`, 'ok');
   } catch (e) {
-    if (e.status !== 401) notice(`Could not cancel the message to ${m.to ?? m.id}: ${e.message}`, 'error');
+    if (e.status !== 401) notice(`Could not cancel the message to ${m.to ?? m.id}: ${describe(e)}`, 'error');
   }
   loadMessages();
 }
@@ -700,10 +773,11 @@ async function loadFormOptions() {
   const gen = state.session;
   const [tenants, providers] = await Promise.allSettled([api('GET', '/tenants'), api('GET', '/providers')]);
   if (gen !== state.session) return;
-  fillTenants(tenants.status === 'fulfilled' && Array.isArray(tenants.value) ? tenants.value : null);
+  fillTenants(tenants.status === 'fulfilled' && Array.isArray(tenants.value) ? tenants.value : null,
+    tenants.status === 'rejected' ? `Could not load tenants: ${describe(tenants.reason)} (Reload tenants & providers)` : '');
   const ok = providers.status === 'fulfilled';
   state.providers = ok && Array.isArray(providers.value) ? providers.value : [];
-  state.providersError = ok ? '' : `Could not load providers: ${providers.reason.message}`;
+  state.providersError = ok ? '' : `Could not load providers: ${describe(providers.reason)}`;
   fillProviders();
 }
 
@@ -713,15 +787,18 @@ function option(value, text) {
   return o;
 }
 
-// Shown unless the key sees exactly one tenant (a tenant key). list === null: unreadable.
-function fillTenants(list) {
+// Shown unless the key sees exactly one tenant (a tenant key). list === null: unreadable,
+// and `error` says why: the field stays, saying so (hidden, an operator's form would only
+// answer "tenant_id: required" with no field to fix).
+function fillTenants(list, error) {
   state.tenants = list || [];
   const sel = $('#c-tenant');
   const prev = sel.value;
   sel.replaceChildren(...state.tenants.map((t) => option(t.id, `${t.name} (${shortId(t.id)})`)));
   if (list && !list.length) sel.append(option('', 'No tenants yet (POST /api/v1/tenants)'));
+  if (!list && error) sel.append(option('', error));
   if (state.tenants.some((t) => t.id === prev)) sel.value = prev;
-  $('#c-tenant-field').hidden = !list || list.length === 1;
+  $('#c-tenant-field').hidden = list ? list.length === 1 : !error;
   // The list filters offer the same tenants (an operator's key; a tenant key sees only its own).
   for (const id of ['#f-tenant', '#k-tenant']) {
     const filter = $(id);
@@ -800,6 +877,12 @@ function readForm() {
   body.batch_size = batch.value.trim() === '' ? 1000 : Number(batch.value);
   if (batch.validity.badInput || !Number.isInteger(body.batch_size) || body.batch_size < 1) {
     bad('batch_size', 'must be a whole number ≥ 1');
+  }
+  // A date or time typed in part reads as empty (its `badInput` says so): left out, the
+  // campaign would start at once, or never expire.
+  for (const [sel, key] of [['#c-start', 'start_at'], ['#c-expires', 'expires_at'],
+    ['#c-quiet-start', 'quiet hours'], ['#c-quiet-end', 'quiet hours']]) {
+    if ($(sel).validity.badInput) bad(key, 'not complete: give the whole date and time, or clear it');
   }
   for (const [sel, key] of [['#c-start', 'start_at'], ['#c-expires', 'expires_at']]) {
     if (!val(sel)) continue;

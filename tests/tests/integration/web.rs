@@ -259,9 +259,21 @@ async fn the_page_creates_starts_pauses_and_resumes_a_campaign() -> Result<()> {
     // 20 in flight at 100 ms: about 200 msg/s, so 3,000 recipients take ~15 s.
     let env = TestEnv::new(&["--latency", "fixed:100"]).await?;
     let admin = env.admin().await?;
-    let (_, key, provider) = admin
+    let (acme, key, provider) = admin
         .tenant_with_provider("acme", &env.simulator_url)
         .await?;
+    // A key of acme's service that sends: the page shows it the messages only.
+    let send_key = admin
+        .ok(
+            &key,
+            reqwest::Method::POST,
+            &format!("/tenants/{acme}/keys"),
+            Some(json!({"name": "checkout", "access": "send"})),
+        )
+        .await?["key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     // An overflow provider to pick in the form. The primary has no rate limit, so it carries
     // everything.
     let backup = admin
@@ -341,6 +353,10 @@ async fn the_page_creates_starts_pauses_and_resumes_a_campaign() -> Result<()> {
     let outcome = drive(&env, &page, &admin.url, &key, &providers, &file).await;
     let outcome = match outcome {
         Ok(()) => browse_as_operator(&page, &operator).await,
+        failed => failed,
+    };
+    let outcome = match outcome {
+        Ok(()) => browse_with_send_key(&page, &send_key).await,
         failed => failed,
     };
     if outcome.is_err() {
@@ -723,6 +739,38 @@ async fn browse_as_operator(page: &Client, operator: &Operator<'_>) -> Result<()
     )
     .await?;
     Ok(())
+}
+
+/// A key of access `send`: the page shows the messages only, says why, and asks for nothing
+/// else (its campaigns would answer 403 every second).
+async fn browse_with_send_key(page: &Client, key: &str) -> Result<()> {
+    click(page, "#sign-out").await?;
+    type_into(page, "#api-key", key).await?;
+    click(page, "#use-key").await?;
+    poll(
+        Duration::from_secs(10),
+        "the messages only, and why",
+        || async {
+            let said = text_of(page, "#notice").await?.unwrap_or_default();
+            let shown = |css: &'static str| async move {
+                page.find(Locator::Css(css)).await?.is_displayed().await
+            };
+            let campaigns = shown("#list-section").await?;
+            let form = shown("#create-section").await?;
+            let messages = shown("#message-list").await?;
+            let error = shown("#messages-error").await?;
+            Ok(
+                if said.contains("access “send”") && !campaigns && !form && messages && !error {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "notice {said:?}, campaigns {campaigns}, form {form}, messages {messages}, error {error}"
+                    ))
+                },
+            )
+        },
+    )
+    .await
 }
 
 /// The texts of the cells of `table`'s rows, row by row.
