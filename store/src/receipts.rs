@@ -161,13 +161,52 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
                  AS i(provider_id, message_id, ref_campaign, ref_recipient, status,
                       raw_status, rank, error_code, error_message, provider_time, repeat, seq)
          ),
+         -- Primary-key and index lookups the planner cannot reorder (OFFSET 0).
+         m AS MATERIALIZED (
+             SELECT coalesce(by_ref.sibling, i.provider_id) AS provider_id, i.message_id,
+                    i.ref_campaign, i.ref_recipient, i.status, i.raw_status, i.rank,
+                    i.error_code, i.error_message, i.provider_time, i.repeat, i.seq,
+                    coalesce(by_ref.id, by_id.id) AS recipient_id
+             FROM i
+             -- A recipient named by the reference only once a request for it may have gone
+             -- out (`sent_via`, written by its lease): a reference anyone signing for the
+             -- provider can write would otherwise make a recipient never sent `sent`.
+             -- Received as one of the campaign's providers; or as a WhatsApp provider of
+             -- the same owner and phone number as the one that sent it (`sibling`: a
+             -- number's statuses all reach the one URL its Meta app posts to, whichever of
+             -- the providers of that number, one per template, sent the message), and
+             -- then kept as the sender's.
+             LEFT JOIN LATERAL (
+                 SELECT r.id,
+                        CASE WHEN i.provider_id IN (c.provider_id, c.overflow_provider_id) THEN NULL
+                             ELSE r.sent_via END AS sibling
+                 FROM recipients r JOIN campaigns c ON c.id = r.campaign_id
+                 WHERE r.id = i.ref_recipient AND r.campaign_id = i.ref_campaign
+                   AND r.sent_via IS NOT NULL
+                   AND (i.provider_id IN (c.provider_id, c.overflow_provider_id)
+                        OR (r.sent_via IN (c.provider_id, c.overflow_provider_id)
+                            AND EXISTS (
+                                SELECT 1 FROM providers got JOIN providers sent ON sent.id = r.sent_via
+                                WHERE got.id = i.provider_id
+                                  AND got.kind = 'whatsapp' AND sent.kind = 'whatsapp'
+                                  AND got.tenant_id IS NOT DISTINCT FROM sent.tenant_id
+                                  AND got.settings ->> 'phone_number_id' = sent.settings ->> 'phone_number_id')))
+                 OFFSET 0
+             ) by_ref ON true
+             LEFT JOIN LATERAL (
+                 SELECT r.id FROM recipients r
+                 WHERE i.ref_recipient IS NULL AND r.provider_message_id = i.message_id
+                   AND r.sent_via = i.provider_id
+                 LIMIT 1
+             ) by_id ON true
+         ),
          -- The providers' latest word on a message just sent (see the migration
          -- `provider_send_reports`): a message's first events, dated by the provider, never
          -- later than their arrival. A row another statement holds is skipped, not waited
          -- for (the value only grows: the next batch catches up), so receivers never queue
          -- behind one another on a provider's row, nor wait on the admin's changes to it.
          reported AS (
-             SELECT provider_id, least(max(provider_time), now()) AS until FROM i
+             SELECT provider_id, least(max(provider_time), now()) AS until FROM m
              WHERE rank <= $14 AND provider_time IS NOT NULL GROUP BY provider_id
          ),
          reporting AS MATERIALIZED (
@@ -180,27 +219,6 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
              FROM reported r
              WHERE p.id = r.provider_id AND p.id IN (SELECT id FROM reporting)
                AND (p.sends_reported_until IS NULL OR p.sends_reported_until < r.until)
-         ),
-         -- Primary-key and index lookups the planner cannot reorder (OFFSET 0).
-         m AS MATERIALIZED (
-             SELECT i.*, coalesce(by_ref.id, by_id.id) AS recipient_id
-             FROM i
-             -- A recipient named by the reference only once a request for it may have gone
-             -- out (`sent_via`, written by its lease): a reference anyone signing for the
-             -- provider can write would otherwise make a recipient never sent `sent`.
-             LEFT JOIN LATERAL (
-                 SELECT r.id FROM recipients r JOIN campaigns c ON c.id = r.campaign_id
-                 WHERE r.id = i.ref_recipient AND r.campaign_id = i.ref_campaign
-                   AND i.provider_id IN (c.provider_id, c.overflow_provider_id)
-                   AND r.sent_via IS NOT NULL
-                 OFFSET 0
-             ) by_ref ON true
-             LEFT JOIN LATERAL (
-                 SELECT r.id FROM recipients r
-                 WHERE i.ref_recipient IS NULL AND r.provider_message_id = i.message_id
-                   AND r.sent_via = i.provider_id
-                 LIMIT 1
-             ) by_id ON true
          ),
          -- The first of each (provider, message, status) is applied; a copy (of one stored
          -- before, by whichever statement, or earlier in this batch) is only kept.

@@ -2363,3 +2363,89 @@ async fn refused_webhooks_hold_back_resends_for_a_while_and_for_the_owners_numbe
     assert!(!asked(first, 20).await?.refused_since);
     Ok(())
 }
+
+/// Two WhatsApp providers of one tenant on one phone number (one a template: a provider
+/// holds one), one Meta app posting every status of the number to the first one's URL: a
+/// status of a message the second sent settles it, kept as the second's. It was kept as the
+/// first's, matched no recipient (the first is not the campaign's provider), stayed parked
+/// and was orphaned: the recipient never delivered, its lost answers never settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whatsapp_status_reaches_the_provider_of_its_number_that_sent_it() -> Result<()> {
+    let mut env = TestEnv::new(&[]).await?;
+    let receiver = env.receiver().await?;
+    let credentials = json!({"access_token": "EAAG", "app_secret": SIMULATOR_APP_SECRET});
+    let first = provider(
+        &env,
+        "whatsapp",
+        json!({"phone_number_id": "5055"}),
+        credentials.clone(),
+    )
+    .await?;
+    let second = provider(
+        &env,
+        "whatsapp",
+        json!({"phone_number_id": "5055",
+               "template": {"name": "order_update", "language": "en"}}),
+        credentials,
+    )
+    .await?;
+    // A third on another number of the same app: not a sibling of this number's.
+    let elsewhere = provider(
+        &env,
+        "whatsapp",
+        json!({"phone_number_id": "6066"}),
+        json!({"access_token": "EAAG", "app_secret": SIMULATOR_APP_SECRET}),
+    )
+    .await?;
+    let (campaign, recipient) = leased_recipient(&env, second, "+15557400001").await?;
+    let (other_campaign, other_recipient) =
+        leased_recipient(&env, elsewhere, "+15557400002").await?;
+    let status = |campaign: Uuid, recipient: i64, wamid: &str| {
+        json!({"object": "whatsapp_business_account", "entry": [{"changes": [
+            {"field": "messages", "value": {"metadata": {"phone_number_id": "5055"},
+             "statuses": [{"id": wamid, "status": "delivered", "timestamp": "1785000000",
+                           "recipient_id": "15557400001",
+                           "biz_opaque_callback_data": format!("herald-{}-{recipient}", campaign.simple())}]}}]}]})
+        .to_string()
+    };
+    let post = |body: String| {
+        let signature = signature::hub(SIMULATOR_APP_SECRET, body.as_bytes());
+        env.http
+            .post(format!("{receiver}/webhooks/whatsapp/{first}"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", signature)
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        post(status(campaign, recipient, "wamid.S1"))
+            .await?
+            .status(),
+        200
+    );
+    let settled: (String, Option<String>) =
+        sqlx::query_as("SELECT state, delivery_status FROM recipients WHERE id = $1")
+            .bind(recipient)
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(settled, ("sent".into(), Some("delivered".into())));
+    let kept_as: Uuid =
+        sqlx::query_scalar("SELECT provider_id FROM receipts WHERE message_id = 'wamid.S1'")
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(kept_as, second, "kept as the provider that sent it");
+    // A status of this number naming a message another number's provider sent is no
+    // sibling's: it settles nothing.
+    assert_eq!(
+        post(status(other_campaign, other_recipient, "wamid.S2"))
+            .await?
+            .status(),
+        200
+    );
+    let untouched: String = sqlx::query_scalar("SELECT state FROM recipients WHERE id = $1")
+        .bind(other_recipient)
+        .fetch_one(&env.pool)
+        .await?;
+    assert_eq!(untouched, "sending");
+    Ok(())
+}
