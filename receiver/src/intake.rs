@@ -31,6 +31,9 @@ pub enum Refusal {
     NotFound,
     /// 400: the body is not what the provider's API sends.
     BadRequest(String),
+    /// 413: larger than any webhook of the provider's API (read before any signature is
+    /// checked: not noted as the provider's refusal).
+    TooLarge(&'static str),
     /// 503: the receipt could not be stored (yet: one that came while the database was
     /// away is kept and stored once it is back); the provider will retry.
     Unavailable,
@@ -50,6 +53,11 @@ impl IntoResponse for Refusal {
                 "no such provider".to_owned(),
             ),
             Refusal::BadRequest(why) => (StatusCode::BAD_REQUEST, "malformed", why),
+            Refusal::TooLarge(why) => {
+                metrics::counter!(RECEIPTS_REFUSED, "reason" => "too_large").increment(1);
+                let response = (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({ "error": why })));
+                return crate::refusals::no_provider_sends(response.into_response());
+            }
             Refusal::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_stored",

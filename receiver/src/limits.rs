@@ -91,11 +91,12 @@ async fn admit(State(room): State<Arc<Room>>, request: Request, next: Next) -> R
         Ok(Err(error)) => {
             let too_large = std::error::Error::source(&error)
                 .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            return if too_large {
+            // Larger than any provider's webhook, or no HTTP body at all.
+            return crate::refusals::no_provider_sends(if too_large {
                 (StatusCode::PAYLOAD_TOO_LARGE, "the body is over 4 MiB\n").into_response()
             } else {
                 (StatusCode::BAD_REQUEST, "the body could not be read\n").into_response()
-            };
+            });
         }
         Err(_) => {
             metrics::counter!(HTTP_REFUSED, "reason" => "body_timeout").increment(1);

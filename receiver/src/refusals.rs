@@ -122,6 +122,24 @@ pub fn refused(status: StatusCode) -> bool {
         )
 }
 
+/// Marks a refusal of a body no provider sends (one that cannot be read as HTTP, or larger
+/// than any of their webhooks): anyone may post one naming any provider, before any
+/// signature is checked, so it is not noted as the provider's (a request a minute would
+/// otherwise hold every lost answer of that provider back for as long as it went on).
+#[derive(Debug, Clone, Copy)]
+pub struct NoProviderSends;
+
+/// Marks `response` as [`NoProviderSends`].
+pub fn no_provider_sends(mut response: Response) -> Response {
+    response.extensions_mut().insert(NoProviderSends);
+    response
+}
+
+/// Whether `response` refused a webhook its provider may have meant.
+fn noted(response: &Response) -> bool {
+    refused(response.status()) && response.extensions().get::<NoProviderSends>().is_none()
+}
+
 /// The provider a webhook's path names (`/webhooks/{api}/{provider}`).
 fn provider_in(path: &str) -> Option<Uuid> {
     let mut parts = path.strip_prefix("/webhooks/")?.split('/');
@@ -136,7 +154,7 @@ pub async fn watch(State(refusals): State<Refusals>, request: Request, next: Nex
         .flatten();
     let response = next.run(request).await;
     if let Some(provider) = provider
-        && refused(response.status())
+        && noted(&response)
     {
         refusals.note(provider, Utc::now());
     }
@@ -160,6 +178,20 @@ mod tests {
         for status in [200, 401, 403, 404] {
             assert!(!refused(StatusCode::from_u16(status).unwrap()), "{status}");
         }
+    }
+
+    #[test]
+    fn a_body_no_provider_sends_is_noted_for_none() {
+        let refusal = |status: u16| {
+            Response::builder()
+                .status(status)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        assert!(noted(&refusal(400)));
+        assert!(!noted(&no_provider_sends(refusal(400))));
+        assert!(!noted(&no_provider_sends(refusal(413))));
+        assert!(!noted(&refusal(200)));
     }
 
     #[test]

@@ -127,7 +127,7 @@ async fn twilio_status(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, Refusal> {
-    let params = twilio::form(&body);
+    let params = twilio::form(&body)?;
     let path = uri.path_and_query().map_or("", |p| p.as_str());
     let url = format!("{}{path}", app.public_url);
     let (provider_id, known) = app

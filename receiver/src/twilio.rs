@@ -11,9 +11,21 @@ use herald_shared::queue::message::parse_reference;
 use herald_store::receipts::Receipt;
 use uuid::Uuid;
 
-/// The form's fields, in order (repeated names kept: they are all signed).
-pub fn form(body: &[u8]) -> Vec<(String, String)> {
-    form_urlencoded::parse(body).into_owned().collect()
+/// The largest status callback taken: Twilio's are a few kilobytes (some thirty fields).
+/// The form is read, and checked against every URL its signature may cover, before anyone
+/// is known to have sent it: a body of 4 MiB of `a&a&…` made two million fields, a few
+/// hundred megabytes a request.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The form's fields, in order (repeated names kept: they are all signed), if it is no
+/// larger than [`MAX_BODY`].
+pub fn form(body: &[u8]) -> Result<Vec<(String, String)>, Refusal> {
+    if body.len() > MAX_BODY {
+        return Err(Refusal::TooLarge(
+            "a Twilio status callback is a few kilobytes",
+        ));
+    }
+    Ok(form_urlencoded::parse(body).into_owned().collect())
 }
 
 /// The receipt a callback carries; `Ok(None)` for a status Herald does not track (an

@@ -2449,3 +2449,54 @@ async fn a_whatsapp_status_reaches_the_provider_of_its_number_that_sent_it() -> 
     assert_eq!(untouched, "sending");
     Ok(())
 }
+
+/// A body no provider sends (larger than any of their webhooks) is refused before any
+/// signature is checked, and noted as no provider's refusal: anyone may post one naming any
+/// provider, and each noted held the provider's lost answers back. A Twilio callback is
+/// read only up to 64 KiB: 4 MiB of `a&a&…` made two million fields before the signature
+/// was checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_no_provider_sends_is_refused_unread_and_noted_for_none() -> Result<()> {
+    let mut env = TestEnv::new(&[]).await?;
+    let receiver = env.receiver().await?;
+    let sms = env.twilio_provider("twilio_sms").await?;
+    let whatsapp = provider(
+        &env,
+        "whatsapp",
+        json!({"phone_number_id": "7077"}),
+        json!({"access_token": "EAAG", "app_secret": SIMULATOR_APP_SECRET}),
+    )
+    .await?;
+    let flood = "a&".repeat(40 * 1024);
+    let answer = env
+        .http
+        .post(format!("{receiver}/webhooks/twilio/{sms}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", "forged")
+        .body(flood)
+        .send()
+        .await?;
+    assert_eq!(answer.status(), 413);
+    let huge = vec![b' '; 4 * 1024 * 1024 + 1];
+    let answer = env
+        .http
+        .post(format!("{receiver}/webhooks/whatsapp/{whatsapp}"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await?;
+    assert_eq!(answer.status(), 413);
+    // Past two of the receiver's writes of refusals (once a second).
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let noted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM providers WHERE id = ANY($1) AND receipts_refused_at IS NOT NULL",
+    )
+    .bind(vec![sms, whatsapp])
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(
+        noted, 0,
+        "a body no provider sends was noted as its refusal"
+    );
+    Ok(())
+}
