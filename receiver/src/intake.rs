@@ -13,7 +13,7 @@ use herald_shared::ops::metrics::{RECEIPTS, RECEIPTS_REFUSED, RECEIPTS_RESULTS};
 use herald_store::receipts::{self, Receipt, Stored};
 use serde_json::json;
 use sqlx::PgPool;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
@@ -167,6 +167,8 @@ struct Waiting {
     /// store task is trying its batch again, and receipts arriving meanwhile are answered
     /// 503 at once, kept for it only if their provider does not send them again (Twilio).
     away: AtomicBool,
+    /// Receipts of the batch the store task is storing (taken from the queue).
+    storing: AtomicUsize,
 }
 
 /// The first pause before a batch the database was away for is tried again, doubled each
@@ -187,11 +189,17 @@ impl Intake {
             queue: Mutex::new(FairQueue::new(MAX_WAITING_PER_OWNER, MAX_WAITING)),
             arrived: Notify::new(),
             away: AtomicBool::new(false),
+            storing: AtomicUsize::new(0),
         });
         let task = waiting.clone();
         tokio::spawn(async move {
             loop {
-                let jobs = task.lock().take(MAX_BATCH);
+                let jobs = {
+                    let mut queue = task.lock();
+                    let jobs = queue.take(MAX_BATCH);
+                    task.storing.store(jobs.len(), Ordering::Relaxed);
+                    jobs
+                };
                 if jobs.is_empty() {
                     task.arrived.notified().await;
                     continue;
@@ -216,6 +224,7 @@ impl Intake {
                     // The request may have been answered 503 at its deadline meanwhile.
                     let _ = answer.send(result);
                 }
+                task.storing.store(0, Ordering::Relaxed);
             }
         });
         Self { waiting }
@@ -283,6 +292,23 @@ impl Intake {
             return Err(Refusal::Unavailable);
         }
         Ok(())
+    }
+}
+
+impl Intake {
+    /// Waits, `within` at most, until every receipt taken is stored: those kept while the
+    /// database was away (Twilio's, whose webhooks are answered 503 then but never sent
+    /// again) would otherwise be lost with the process at a stop. Answers how many were
+    /// still waiting.
+    pub async fn drain(&self, within: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = self.waiting.lock().len() + self.waiting.storing.load(Ordering::Relaxed);
+            if left == 0 || tokio::time::Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

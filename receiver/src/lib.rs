@@ -31,6 +31,11 @@ use tokio_util::sync::CancellationToken;
 /// Where metrics and health are served unless `HERALD_OPS_LISTEN` says otherwise.
 const DEFAULT_OPS_LISTEN: std::net::SocketAddr = herald_shared::ops::loopback(9412);
 
+/// How long a stop waits for the receipts still to be stored (see [`intake::Intake::drain`]),
+/// after the last requests are answered (within their 10 s deadline): the manifests give
+/// the receiver 30 s to stop.
+const DRAIN_AT_STOP: std::time::Duration = std::time::Duration::from_secs(20);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
@@ -74,9 +79,10 @@ pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Resul
         pool.clone(),
         stop_writing.clone(),
     ));
+    let intake = intake::Intake::start(pool.clone());
     let state = routes::AppState {
         providers: providers::Providers::new(pool.clone(), config.credential_keys.keyring()),
-        intake: intake::Intake::start(pool.clone()),
+        intake: intake.clone(),
         public_url: public_url.into(),
         health: health.clone(),
         refusals,
@@ -84,6 +90,15 @@ pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Resul
     let app =
         routes::router(state, config.limits()).layer(axum::middleware::from_fn(ops::http_metrics));
     herald_shared::serve::serve(listener, app, config.head_timeout(), shutdown).await;
+    // Receipts kept while the database was away are stored before the pool closes, for as
+    // long as the stop's grace allows.
+    let left = intake.drain(DRAIN_AT_STOP).await;
+    if left > 0 {
+        tracing::error!(
+            left,
+            "receipts not stored before the stop: the database stayed away"
+        );
+    }
     // Its last write, of what the last requests refused.
     stop_writing.cancel();
     let _ = writing.await;

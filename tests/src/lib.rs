@@ -355,6 +355,11 @@ impl TestEnv {
         self.receiver.as_ref()
     }
 
+    /// The receiver, to stop it and wait for it.
+    pub fn receiver_service_mut(&mut self) -> Option<&mut Service> {
+        self.receiver.as_mut()
+    }
+
     /// The receiver's process id, once started.
     pub fn receiver_pid(&self) -> Option<u32> {
         self.receiver.as_ref().map(Service::pid)

@@ -164,6 +164,75 @@ async fn readiness_follows_the_database_and_receipts_wait_for_it() -> Result<()>
     Ok(())
 }
 
+/// A receipt kept while the database was away (a Twilio callback, which is never sent
+/// again, answered 503) is stored at a stop, once the database is back within the stop's
+/// grace: the receiver used to close its pool and drop it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_kept_while_the_database_is_away_is_stored_at_a_stop() -> Result<()> {
+    let pg = blocking(PrivatePostgres::start).await?;
+    let backends = Backends {
+        postgres: Some(pg.url("postgres")),
+        rabbitmq: None,
+    };
+    let mut env = TestEnv::with(backends, &[]).await?;
+    let receiver_url = env.receiver().await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let receiver = env.receiver_service().context("the receiver")?;
+    env.wait_readiness(receiver, 200, Duration::from_secs(30))
+        .await?;
+    let post_receipt = |id: &'static str| {
+        let body = serde_json::json!({"id": id, "status": "delivered"}).to_string();
+        env.http
+            .post(format!("{receiver_url}/webhooks/http/{provider}"))
+            .header("content-type", "application/json")
+            .header(
+                "x-herald-signature",
+                herald_shared::signature::hub(
+                    herald_tests::SIMULATOR_WEBHOOK_SECRET,
+                    body.as_bytes(),
+                ),
+            )
+            .body(body)
+            .send()
+    };
+    // One before, so that the receiver knows the provider (it cannot read it while the
+    // database is away).
+    ensure!(post_receipt("before").await?.status() == 200);
+
+    let stopped = Instant::now();
+    tokio::task::block_in_place(|| pg.stop("fast"))?;
+    not_ready_within_5_s(&env, &[receiver], stopped, "database").await?;
+    // The first receipt after the database went away is kept, and tried again.
+    let answer = post_receipt("kept").await?;
+    ensure!(answer.status() == 503, "{}", answer.status());
+    receiver.terminate();
+    // Still there seven seconds later (past the 5 s its last write of refusals waits for a
+    // connection): waiting for the database, to store what it kept.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let receiver = env.receiver_service_mut().context("the receiver")?;
+    ensure!(
+        receiver.wait(Duration::ZERO).await.is_none(),
+        "the receiver stopped with a receipt unstored"
+    );
+    tokio::task::block_in_place(|| pg.start_again())?;
+    let exited = receiver.wait(Duration::from_secs(30)).await;
+    ensure!(
+        exited.is_some_and(|status| status.success()),
+        "the receiver's stop: {exited:?}"
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts WHERE message_id = 'kept'")
+        .fetch_one(&env.pool)
+        .await?;
+    ensure!(
+        stored == 1,
+        "the receipt kept was lost at the stop; the receiver's log:\n{}",
+        env.receiver_service()
+            .map(Service::log_text)
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_over_tls_is_verified_against_the_ca_file() -> Result<()> {
     let certs = Arc::new(blocking(Certificates::generate).await?);
