@@ -10,6 +10,27 @@ use herald_tests::{Backends, Service, TestEnv};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A receipt (`delivered`) of message `id` that the generic `provider` signed, posted to the
+/// receiver's webhook at `receiver_url`.
+async fn post_generic_receipt(
+    env: &TestEnv,
+    receiver_url: &str,
+    provider: uuid::Uuid,
+    id: &str,
+) -> reqwest::Result<reqwest::Response> {
+    let body = serde_json::json!({"id": id, "status": "delivered"}).to_string();
+    env.http
+        .post(format!("{receiver_url}/webhooks/http/{provider}"))
+        .header("content-type", "application/json")
+        .header(
+            "x-herald-signature",
+            herald_shared::signature::hub(herald_tests::SIMULATOR_WEBHOOK_SECRET, body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await?
 }
@@ -92,21 +113,7 @@ async fn readiness_follows_the_database_and_receipts_wait_for_it() -> Result<()>
             .await?;
     }
     // A receipt the provider signed, as the receiver's generic webhook takes it.
-    let post_receipt = |id: &'static str| {
-        let body = serde_json::json!({"id": id, "status": "delivered"}).to_string();
-        env.http
-            .post(format!("{receiver_url}/webhooks/http/{provider}"))
-            .header("content-type", "application/json")
-            .header(
-                "x-herald-signature",
-                herald_shared::signature::hub(
-                    herald_tests::SIMULATOR_WEBHOOK_SECRET,
-                    body.as_bytes(),
-                ),
-            )
-            .body(body)
-            .send()
-    };
+    let post_receipt = |id: &'static str| post_generic_receipt(&env, &receiver_url, provider, id);
     ensure!(post_receipt("before").await?.status() == 200);
     let admin = env.admin().await?;
     let list_tenants = || admin.send(&admin.operator_key, reqwest::Method::GET, "/tenants", None);
@@ -180,21 +187,7 @@ async fn a_receipt_kept_while_the_database_is_away_is_stored_at_a_stop() -> Resu
     let receiver = env.receiver_service().context("the receiver")?;
     env.wait_readiness(receiver, 200, Duration::from_secs(30))
         .await?;
-    let post_receipt = |id: &'static str| {
-        let body = serde_json::json!({"id": id, "status": "delivered"}).to_string();
-        env.http
-            .post(format!("{receiver_url}/webhooks/http/{provider}"))
-            .header("content-type", "application/json")
-            .header(
-                "x-herald-signature",
-                herald_shared::signature::hub(
-                    herald_tests::SIMULATOR_WEBHOOK_SECRET,
-                    body.as_bytes(),
-                ),
-            )
-            .body(body)
-            .send()
-    };
+    let post_receipt = |id: &'static str| post_generic_receipt(&env, &receiver_url, provider, id);
     // One before, so that the receiver knows the provider (it cannot read it while the
     // database is away).
     ensure!(post_receipt("before").await?.status() == 200);
