@@ -192,7 +192,12 @@ impl Client {
         name: &str,
         access: &str,
     ) -> Result<Reply<NewKey>, ApiError> {
-        let body = serde_json::json!({ "name": name, "access": access });
+        // Only when it is not the default: a server from before keys had an access refuses
+        // the field.
+        let mut body = serde_json::json!({ "name": name });
+        if access != "full" {
+            body["access"] = access.into();
+        }
         self.post(&["tenants", &id.to_string(), "keys"], &body)
             .await
     }

@@ -169,6 +169,10 @@ struct Waiting {
     away: AtomicBool,
     /// Receipts of the batch the store task is storing (taken from the queue).
     storing: AtomicUsize,
+    /// The receiver is stopping ([`Intake::drain`]): a batch the database was away for is
+    /// tried again at once, then every [`AWAY_PAUSE`], not after a pause grown long.
+    stopping: AtomicBool,
+    hurry: Notify,
 }
 
 /// The first pause before a batch the database was away for is tried again, doubled each
@@ -190,6 +194,8 @@ impl Intake {
             arrived: Notify::new(),
             away: AtomicBool::new(false),
             storing: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            hurry: Notify::new(),
         });
         let task = waiting.clone();
         tokio::spawn(async move {
@@ -217,8 +223,15 @@ impl Intake {
                         break results;
                     }
                     task.away.store(true, Ordering::Relaxed);
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(AWAY_PAUSE_MAX);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = task.hurry.notified() => {}
+                    }
+                    pause = if task.stopping.load(Ordering::Relaxed) {
+                        AWAY_PAUSE
+                    } else {
+                        (pause * 2).min(AWAY_PAUSE_MAX)
+                    };
                 };
                 for (answer, result) in answers.into_iter().zip(results) {
                     // The request may have been answered 503 at its deadline meanwhile.
@@ -302,6 +315,8 @@ impl Intake {
     /// still waiting.
     pub async fn drain(&self, within: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + within;
+        self.waiting.stopping.store(true, Ordering::Relaxed);
+        self.waiting.hurry.notify_waiters();
         loop {
             let left = self.waiting.lock().len() + self.waiting.storing.load(Ordering::Relaxed);
             if left == 0 || tokio::time::Instant::now() >= deadline {

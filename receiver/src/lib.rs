@@ -31,9 +31,10 @@ use tokio_util::sync::CancellationToken;
 /// Where metrics and health are served unless `HERALD_OPS_LISTEN` says otherwise.
 const DEFAULT_OPS_LISTEN: std::net::SocketAddr = herald_shared::ops::loopback(9412);
 
-/// How long a stop waits for the receipts still to be stored (see [`intake::Intake::drain`]),
-/// after the last requests are answered (within their 10 s deadline): the manifests give
-/// the receiver 30 s to stop.
+/// How long after the signal to stop a stop may wait for the receipts still to be stored
+/// (see [`intake::Intake::drain`]), the last requests' answers (within their 10 s deadline)
+/// included: the manifests give the receiver 30 s to stop, 5 of them before the signal
+/// (preStop), and its last write of refusals takes a few more.
 const DRAIN_AT_STOP: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[derive(Debug, thiserror::Error)]
@@ -89,10 +90,28 @@ pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Resul
     };
     let app =
         routes::router(state, config.limits()).layer(axum::middleware::from_fn(ops::http_metrics));
+    let signalled = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            tokio::time::Instant::now()
+        }
+    });
+    let stopping = shutdown.clone();
     herald_shared::serve::serve(listener, app, config.head_timeout(), shutdown).await;
     // Receipts kept while the database was away are stored before the pool closes, for as
     // long as the stop's grace allows.
-    let left = intake.drain(DRAIN_AT_STOP).await;
+    let signalled = if stopping.is_cancelled() {
+        signalled
+            .await
+            .unwrap_or_else(|_| tokio::time::Instant::now())
+    } else {
+        signalled.abort();
+        tokio::time::Instant::now()
+    };
+    let left = intake
+        .drain(DRAIN_AT_STOP.saturating_sub(signalled.elapsed()))
+        .await;
     if left > 0 {
         tracing::error!(
             left,

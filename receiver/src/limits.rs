@@ -68,6 +68,17 @@ async fn retry_later(mut response: Response) -> Response {
     response
 }
 
+/// The largest body a webhook at `path` may have: Twilio's status callbacks are forms of
+/// a few kilobytes ([`crate::twilio::MAX_BODY`]), read as such, not as Meta's notifications
+/// of up to 3 MB.
+fn body_limit(path: &str) -> usize {
+    if path.starts_with("/webhooks/twilio/") {
+        crate::twilio::MAX_BODY
+    } else {
+        BODY_LIMIT
+    }
+}
+
 /// Takes the request if there is a place for it and its body comes in time.
 async fn admit(State(room): State<Arc<Room>>, request: Request, next: Next) -> Response {
     // The semaphore is never closed.
@@ -85,18 +96,26 @@ async fn admit(State(room): State<Arc<Room>>, request: Request, next: Next) -> R
     // Read whole here, against one deadline: a timer restarted by every chunk (as
     // tower-http's body timeout is) would let a byte every few seconds hold the place.
     let (parts, body) = request.into_parts();
-    let read = tokio::time::timeout(room.body_timeout, axum::body::to_bytes(body, BODY_LIMIT));
+    let limit = body_limit(parts.uri.path());
+    let read = tokio::time::timeout(room.body_timeout, axum::body::to_bytes(body, limit));
     let bytes = match read.await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(error)) => {
             let too_large = std::error::Error::source(&error)
                 .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            // Larger than any provider's webhook, or no HTTP body at all.
-            return crate::refusals::no_provider_sends(if too_large {
-                (StatusCode::PAYLOAD_TOO_LARGE, "the body is over 4 MiB\n").into_response()
+            return if too_large {
+                // Larger than any webhook of the provider's API.
+                crate::refusals::no_provider_sends(
+                    (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("the body is over {limit} bytes\n"),
+                    )
+                        .into_response(),
+                )
             } else {
+                // A body cut off (its connection lost): a provider's, maybe, sent again.
                 (StatusCode::BAD_REQUEST, "the body could not be read\n").into_response()
-            });
+            };
         }
         Err(_) => {
             metrics::counter!(HTTP_REFUSED, "reason" => "body_timeout").increment(1);
@@ -114,6 +133,17 @@ async fn admit(State(room): State<Arc<Room>>, request: Request, next: Next) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_twilio_callback_is_read_as_a_form_of_a_few_kilobytes() {
+        let id = "3fa85f64-5717-4562-b3fc-2c963f66afa6";
+        assert_eq!(
+            body_limit(&format!("/webhooks/twilio/{id}")),
+            crate::twilio::MAX_BODY
+        );
+        assert_eq!(body_limit(&format!("/webhooks/whatsapp/{id}")), BODY_LIMIT);
+        assert_eq!(body_limit(&format!("/webhooks/http/{id}")), BODY_LIMIT);
+    }
     use axum::routing::post;
     use tower::ServiceExt;
 

@@ -122,10 +122,10 @@ pub fn refused(status: StatusCode) -> bool {
         )
 }
 
-/// Marks a refusal of a body no provider sends (one that cannot be read as HTTP, or larger
-/// than any of their webhooks): anyone may post one naming any provider, before any
-/// signature is checked, so it is not noted as the provider's (a request a minute would
-/// otherwise hold every lost answer of that provider back for as long as it went on).
+/// Marks a refusal of a body no provider sends (larger than any webhook of its API): anyone
+/// may post one naming any provider, before any signature is checked, so it is not noted as
+/// the provider's (each would hold every lost answer of that provider back 15 minutes). A
+/// body cut off, or one that came too slowly, may have been a provider's, and is noted.
 #[derive(Debug, Clone, Copy)]
 pub struct NoProviderSends;
 

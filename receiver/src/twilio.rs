@@ -11,10 +11,10 @@ use herald_shared::queue::message::parse_reference;
 use herald_store::receipts::Receipt;
 use uuid::Uuid;
 
-/// The largest status callback taken: Twilio's are a few kilobytes (some thirty fields).
-/// The form is read, and checked against every URL its signature may cover, before anyone
-/// is known to have sent it: a body of 4 MiB of `a&a&…` made two million fields, a few
-/// hundred megabytes a request.
+/// The largest status callback taken (read, and parsed): Twilio's are a few kilobytes (some
+/// thirty fields). The form is parsed, and checked against every URL its signature may
+/// cover, before anyone is known to have sent it: a body of 4 MiB of `a&a&…` made two
+/// million fields, a few hundred megabytes a request.
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// The form's fields, in order (repeated names kept: they are all signed), if it is no

@@ -77,10 +77,11 @@ pub async fn hold_still(tx: &mut PgConnection, tenant: Uuid) -> Result<(), sqlx:
 
 /// Moves the staged upload (`crate::uploads`) into tenant `tenant`'s contacts, in the
 /// caller's transaction: the last row of an address wins, and its attributes are merged
-/// into an existing contact's. Names a contact left with more than `max_attributes`, or
-/// with attributes longer than `max_bytes` as JSON text (an upload's row is bounded, but
-/// merges are not: uploads of other keys each would grow a contact, and every list or
-/// segment start that reads it, without end).
+/// into an existing contact's. Names a contact left with more than `max_attributes`, or one
+/// a merge left with attributes longer than `max_bytes` as JSON text (an upload's row is
+/// bounded, but merges are not: uploads of other keys each would grow a contact, and every
+/// list or segment start that reads it, without end; a new contact is as long as its row
+/// and the header's names make it).
 /// Waits for a segment's audience being copied from the tenant's contacts
 /// ([`hold_still`]), and for another upload's last statement (held from here to the
 /// commit: the upload's rows are written by then, this is the short part).
@@ -108,7 +109,7 @@ pub async fn upsert_staged(
          SELECT count(*) FILTER (WHERE fresh), count(*) FILTER (WHERE NOT fresh),
                 (SELECT address FROM up
                  WHERE (SELECT count(*) FROM jsonb_object_keys(attributes)) > $2
-                    OR octet_length(attributes::text) > $3
+                    OR (NOT fresh AND octet_length(attributes::text) > $3)
                  LIMIT 1)
          FROM up",
     )

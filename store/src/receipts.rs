@@ -157,15 +157,15 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
         "WITH i AS (
              SELECT * FROM unnest($2::uuid[], $3::text[], $4::uuid[], $5::bigint[], $6::text[],
                                   $7::text[], $8::int2[], $9::text[], $10::text[], $11::timestamptz[],
-                                  $12::bool[], $13::int[])
+                                  $12::bool[], $13::int[]) WITH ORDINALITY
                  AS i(provider_id, message_id, ref_campaign, ref_recipient, status,
-                      raw_status, rank, error_code, error_message, provider_time, repeat, seq)
+                      raw_status, rank, error_code, error_message, provider_time, repeat, seq, ord)
          ),
          -- Primary-key and index lookups the planner cannot reorder (OFFSET 0).
-         m AS MATERIALIZED (
+         found AS MATERIALIZED (
              SELECT coalesce(by_ref.sibling, i.provider_id) AS provider_id, i.message_id,
                     i.ref_campaign, i.ref_recipient, i.status, i.raw_status, i.rank,
-                    i.error_code, i.error_message, i.provider_time, i.repeat, i.seq,
+                    i.error_code, i.error_message, i.provider_time, i.repeat, i.seq, i.ord,
                     coalesce(by_ref.id, by_id.id) AS recipient_id
              FROM i
              -- A recipient named by the reference only once a request for it may have gone
@@ -200,6 +200,15 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
                  LIMIT 1
              ) by_id ON true
          ),
+         -- Copies within the batch told apart again under the provider each is kept as (a
+         -- sibling's status and the sender's own are copies of one another), and the rows in
+         -- the unique index's order again, for the inserts below.
+         m AS MATERIALIZED (
+             SELECT f.*, f.repeat OR row_number() OVER (PARTITION BY f.provider_id, f.message_id, f.status
+                                                         ORDER BY f.ord) > 1 AS copy
+             FROM found f
+             ORDER BY f.provider_id, f.message_id, f.status, f.ord
+         ),
          -- The providers' latest word on a message just sent (see the migration
          -- `provider_send_reports`): a message's first events, dated by the provider, never
          -- later than their arrival. A row another statement holds is skipped, not waited
@@ -227,7 +236,7 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
                                    error_code, error_message, provider_time)
              SELECT provider_id, message_id, recipient_id, status, raw_status, rank,
                     error_code, error_message, provider_time
-             FROM m WHERE NOT m.repeat
+             FROM m WHERE NOT m.copy ORDER BY provider_id, message_id, status
              ON CONFLICT (provider_id, message_id, status) WHERE NOT duplicate DO NOTHING
              RETURNING provider_id, message_id, recipient_id, status, rank, error_code
          ),
@@ -235,7 +244,7 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
          fresh AS (
              SELECT f.*, m.seq FROM firsts f
              JOIN m ON m.provider_id = f.provider_id AND m.message_id = f.message_id
-                   AND m.status = f.status AND NOT m.repeat
+                   AND m.status = f.status AND NOT m.copy
          ),
          copies AS (
              INSERT INTO receipts (provider_id, message_id, recipient_id, status, raw_status, rank,
@@ -243,7 +252,7 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
              SELECT m.provider_id, m.message_id, m.recipient_id, m.status, m.raw_status, m.rank,
                     m.error_code, m.error_message, m.provider_time, true
              FROM m
-             WHERE m.repeat OR NOT EXISTS (
+             WHERE m.copy OR NOT EXISTS (
                  SELECT 1 FROM firsts f WHERE f.provider_id = m.provider_id
                    AND f.message_id = m.message_id AND f.status = m.status)
              RETURNING recipient_id

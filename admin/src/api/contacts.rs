@@ -67,10 +67,11 @@ pub async fn upload(
         |_| None,
     )
     .await?;
-    // As many as a CSV's columns may hold beside the address, and as long as one of its
-    // rows, whatever the uploads merged.
+    // As many as a CSV's columns may hold beside the address, and, merged, as long as one
+    // row can make a new contact (the header's names and the row's values), whatever the
+    // uploads merged.
     let most = i64::try_from(crate::limits::MAX_COLUMNS - 1).unwrap_or(i64::MAX);
-    let bytes = i64::try_from(crate::limits::MAX_ROW_BYTES).unwrap_or(i64::MAX);
+    let bytes = i64::try_from(2 * crate::limits::MAX_ROW_BYTES).unwrap_or(i64::MAX);
     let upserted = store::contacts::upsert_staged(&mut tx, tenant, most, bytes).await?;
     if let Some(address) = upserted.overfull {
         return Err(ApiError::field(

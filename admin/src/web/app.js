@@ -269,7 +269,7 @@ function showPager(p, prefix) {
 // A page arrived: remember where the next one starts. A page emptied under us (its items
 // finished or were filtered away) steps back, so the list never strands on a blank page.
 function pageArrived(p, page) {
-  p.moved = 0;
+  p.before = null;
   const items = page && Array.isArray(page.items) ? page.items : [];
   p.next = (page && page.next_cursor) || null;
   if (!items.length && p.index) { pagerBack(p); return null; }
@@ -278,17 +278,18 @@ function pageArrived(p, page) {
 
 // The Older/Newer (Next/Previous) buttons of the list `prefix`: move, then `reload` it.
 function turnPage(p, prefix, forward, reload) {
+  const before = { cursors: p.cursors, index: p.index, next: p.next };
   if (!(forward ? pagerForward(p) : pagerBack(p))) return;
-  p.moved = forward ? 1 : -1;
+  p.before = before;
   showPager(p, prefix);
   reload();
 }
 
-// The page moved to could not be read: back to the one still shown.
+// The page moved to could not be read: back to the one still shown, as it was.
 function undoTurn(p, prefix) {
-  if (p.moved > 0) pagerBack(p);
-  else if (p.moved < 0) pagerForward(p);
-  p.moved = 0;
+  if (!p.before) return;
+  Object.assign(p, p.before);
+  p.before = null;
   showPager(p, prefix);
 }
 
@@ -862,7 +863,8 @@ function readForm() {
   const fields = [];
   const bad = (field, reason) => fields.push({ field, reason });
   const tenant = currentTenantId();
-  if (!$('#c-tenant-field').hidden && !tenant) bad('tenant', 'choose a tenant');
+  // (None to choose when the tenants could not be read: the server says what it needs.)
+  if (!$('#c-tenant-field').hidden && !tenant && state.tenants.length) bad('tenant', 'choose a tenant');
   const body = {
     name: val('#c-name'), provider_id: val('#c-provider'), channel: val('#c-channel'),
     template: $('#c-template').value,

@@ -2450,7 +2450,7 @@ async fn a_whatsapp_status_reaches_the_provider_of_its_number_that_sent_it() -> 
     Ok(())
 }
 
-/// A body no provider sends (larger than any of their webhooks) is refused before any
+/// A body no provider sends (larger than any webhook of its API) is refused before any
 /// signature is checked, and noted as no provider's refusal: anyone may post one naming any
 /// provider, and each noted held the provider's lost answers back. A Twilio callback is
 /// read only up to 64 KiB: 4 MiB of `a&a&…` made two million fields before the signature
