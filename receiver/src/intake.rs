@@ -223,15 +223,16 @@ impl Intake {
                         break results;
                     }
                     task.away.store(true, Ordering::Relaxed);
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
-                        () = task.hurry.notified() => {}
-                    }
-                    pause = if task.stopping.load(Ordering::Relaxed) {
+                    let wait = if task.stopping.load(Ordering::Relaxed) {
                         AWAY_PAUSE
                     } else {
-                        (pause * 2).min(AWAY_PAUSE_MAX)
+                        pause
                     };
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = task.hurry.notified() => {}
+                    }
+                    pause = (pause * 2).min(AWAY_PAUSE_MAX);
                 };
                 for (answer, result) in answers.into_iter().zip(results) {
                     // The request may have been answered 503 at its deadline meanwhile.
@@ -309,14 +310,21 @@ impl Intake {
 }
 
 impl Intake {
+    /// The receiver is stopping: a batch the database was away for is tried again at once
+    /// (or as soon as its attempt in progress ends), then every [`AWAY_PAUSE`].
+    pub fn stopping(&self) {
+        self.waiting.stopping.store(true, Ordering::Relaxed);
+        // A permit kept if the store task is not waiting now: its next pause ends at once.
+        self.waiting.hurry.notify_one();
+    }
+
     /// Waits, `within` at most, until every receipt taken is stored: those kept while the
     /// database was away (Twilio's, whose webhooks are answered 503 then but never sent
     /// again) would otherwise be lost with the process at a stop. Answers how many were
     /// still waiting.
     pub async fn drain(&self, within: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + within;
-        self.waiting.stopping.store(true, Ordering::Relaxed);
-        self.waiting.hurry.notify_waiters();
+        self.stopping();
         loop {
             let left = self.waiting.lock().len() + self.waiting.storing.load(Ordering::Relaxed);
             if left == 0 || tokio::time::Instant::now() >= deadline {

@@ -90,10 +90,13 @@ pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Resul
     };
     let app =
         routes::router(state, config.limits()).layer(axum::middleware::from_fn(ops::http_metrics));
+    // From the signal on, receipts kept while the database was away are tried every
+    // 250 ms, while the last requests are answered too.
     let signalled = tokio::spawn({
-        let shutdown = shutdown.clone();
+        let (shutdown, intake) = (shutdown.clone(), intake.clone());
         async move {
             shutdown.cancelled().await;
+            intake.stopping();
             tokio::time::Instant::now()
         }
     });

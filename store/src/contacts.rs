@@ -109,7 +109,14 @@ pub async fn upsert_staged(
          SELECT count(*) FILTER (WHERE fresh), count(*) FILTER (WHERE NOT fresh),
                 (SELECT address FROM up
                  WHERE (SELECT count(*) FROM jsonb_object_keys(attributes)) > $2
-                    OR (NOT fresh AND octet_length(attributes::text) > $3)
+                    -- Merged past the bound, and past what its row alone made it (a row
+                    -- may make a contact past it, as JSON text: an upload of the same
+                    -- again is taken). Read only for a contact past the bound.
+                    OR CASE WHEN NOT fresh AND octet_length(attributes::text) > $3
+                            THEN octet_length(attributes::text) > greatest($3, (
+                                SELECT octet_length(u.fields::text) FROM upload_rows u
+                                WHERE u.address = up.address ORDER BY u.n DESC LIMIT 1))
+                            ELSE false END
                  LIMIT 1)
          FROM up",
     )

@@ -204,8 +204,8 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
          -- sibling's status and the sender's own are copies of one another), and the rows in
          -- the unique index's order again, for the inserts below.
          m AS MATERIALIZED (
-             SELECT f.*, f.repeat OR row_number() OVER (PARTITION BY f.provider_id, f.message_id, f.status
-                                                         ORDER BY f.ord) > 1 AS copy
+             SELECT f.*, row_number() OVER (PARTITION BY f.provider_id, f.message_id, f.status
+                                            ORDER BY f.ord) > 1 AS copy
              FROM found f
              ORDER BY f.provider_id, f.message_id, f.status, f.ord
          ),

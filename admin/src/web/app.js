@@ -222,14 +222,16 @@ function showSendOnly(on) {
 /* ---------- cursor pages ---------- */
 
 // cursors[i] starts page i (null: the first page); `next` is what the shown page handed out.
+// `before`: the pager as it was before a turn whose page has not come yet (undoTurn).
 function newPager() {
-  return { cursors: [null], index: 0, next: null };
+  return { cursors: [null], index: 0, next: null, before: null };
 }
 
 function pagerReset(p) {
   p.cursors = [null];
   p.index = 0;
   p.next = null;
+  p.before = null;
 }
 
 // `next` is unknown until the new page arrives: a second click meanwhile does nothing.
