@@ -833,7 +833,7 @@ async fn contacts_attributes_are_bounded_across_uploads() -> Result<()> {
     let escaped = format!(
         "address,{}\n+33600000003,{}\n",
         names.join(","),
-        vec![value.as_str(); 8].join(",")
+        [value.as_str(); 8].join(",")
     );
     for _ in 0..2 {
         let (status, body) = admin
