@@ -146,26 +146,20 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
         .map(|r| r.error_message.as_deref())
         .collect();
     let times: Vec<Option<DateTime<Utc>>> = receipts.iter().map(|r| r.provider_time).collect();
-    // Copies within the batch are told apart here; copies of stored ones by the unique index.
-    let mut seen = std::collections::HashSet::with_capacity(receipts.len());
-    let repeats: Vec<bool> = receipts
-        .iter()
-        .map(|r| !seen.insert((r.provider_id, r.message_id.as_str(), r.status)))
-        .collect();
     let seqs: Vec<Option<i32>> = receipts.iter().map(|r| r.seq).collect();
     let stored = query_applying_best!(
         "WITH i AS (
              SELECT * FROM unnest($2::uuid[], $3::text[], $4::uuid[], $5::bigint[], $6::text[],
                                   $7::text[], $8::int2[], $9::text[], $10::text[], $11::timestamptz[],
-                                  $12::bool[], $13::int[]) WITH ORDINALITY
+                                  $12::int[]) WITH ORDINALITY
                  AS i(provider_id, message_id, ref_campaign, ref_recipient, status,
-                      raw_status, rank, error_code, error_message, provider_time, repeat, seq, ord)
+                      raw_status, rank, error_code, error_message, provider_time, seq, ord)
          ),
          -- Primary-key and index lookups the planner cannot reorder (OFFSET 0).
          found AS MATERIALIZED (
              SELECT coalesce(by_ref.sibling, i.provider_id) AS provider_id, i.message_id,
                     i.ref_campaign, i.ref_recipient, i.status, i.raw_status, i.rank,
-                    i.error_code, i.error_message, i.provider_time, i.repeat, i.seq, i.ord,
+                    i.error_code, i.error_message, i.provider_time, i.seq, i.ord,
                     coalesce(by_ref.id, by_id.id) AS recipient_id
              FROM i
              -- A recipient named by the reference only once a request for it may have gone
@@ -200,9 +194,9 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
                  LIMIT 1
              ) by_id ON true
          ),
-         -- Copies within the batch told apart again under the provider each is kept as (a
-         -- sibling's status and the sender's own are copies of one another), and the rows in
-         -- the unique index's order again, for the inserts below.
+         -- Copies within the batch told apart (of stored ones: by the unique index), under
+         -- the provider each is kept as (a sibling's status and the sender's own are copies
+         -- of one another), and the rows in the unique index's order, for the inserts below.
          m AS MATERIALIZED (
              SELECT f.*, row_number() OVER (PARTITION BY f.provider_id, f.message_id, f.status
                                             ORDER BY f.ord) > 1 AS copy
@@ -216,7 +210,7 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
          -- behind one another on a provider's row, nor wait on the admin's changes to it.
          reported AS (
              SELECT provider_id, least(max(provider_time), now()) AS until FROM m
-             WHERE rank <= $14 AND provider_time IS NOT NULL GROUP BY provider_id
+             WHERE rank <= $13 AND provider_time IS NOT NULL GROUP BY provider_id
          ),
          reporting AS MATERIALIZED (
              SELECT p.id FROM providers p JOIN reported r ON r.provider_id = p.id
@@ -290,7 +284,6 @@ pub async fn store(pool: &PgPool, receipts: &[Receipt]) -> Result<Stored, sqlx::
         &codes as _,
         &messages as _,
         &times as _,
-        &repeats,
         &seqs as _,
         DeliveryStatus::Sent.rank(),
     )
