@@ -43,10 +43,21 @@ pub async fn reseal(pool: &PgPool, keyring: &Keyring) -> Result<Resealed, Reseal
         let Some(stored) = providers::lock_credentials(&mut tx, id).await? else {
             continue;
         };
-        if keyring.is_current(&stored) {
+        // The credentials a rotation replaced are resealed too: the old key, once dropped,
+        // would no longer open them, and receipts signed with them would be refused. Those
+        // whose grace is over are dropped.
+        let previous = stored.previous_credentials.as_ref();
+        if keyring.is_current(&stored.credentials)
+            && previous.is_none_or(|p| keyring.is_current(p))
+            && !stored.expired_previous
+        {
             continue;
         }
-        let opened = match keyring.open(id, &stored) {
+        let opened = keyring.open(id, &stored.credentials).and_then(|current| {
+            let previous = previous.map(|p| keyring.open(id, p)).transpose()?;
+            Ok((current, previous))
+        });
+        let (current, previous) = match opened {
             Ok(opened) => opened,
             Err(error) => {
                 tracing::warn!(provider_id = %id, %error, "credentials left as they were");
@@ -54,10 +65,21 @@ pub async fn reseal(pool: &PgPool, keyring: &Keyring) -> Result<Resealed, Reseal
                 continue;
             }
         };
-        let Value::Object(credentials) = opened else {
+        let Value::Object(credentials) = current else {
             continue;
         };
-        providers::reseal_credentials(&mut tx, id, &keyring.seal(id, &credentials)).await?;
+        let resealed_credentials = providers::StoredCredentials {
+            credentials: keyring.seal(id, &credentials),
+            expired_previous: false,
+            // Anything but an object (never written) is kept as it was.
+            previous_credentials: previous.zip(stored.previous_credentials).map(
+                |(opened, stored)| match opened {
+                    Value::Object(previous) => keyring.seal(id, &previous),
+                    _ => stored,
+                },
+            ),
+        };
+        providers::reseal_credentials(&mut tx, id, &resealed_credentials).await?;
         tx.commit().await?;
         resealed += 1;
     }

@@ -226,8 +226,12 @@ impl Client {
         &self,
         id: Uuid,
         credentials: &Value,
+        grace_seconds: Option<u64>,
     ) -> Result<Reply<Provider>, ApiError> {
-        let body = serde_json::json!({ "credentials": credentials });
+        let mut body = serde_json::json!({ "credentials": credentials });
+        if let Some(grace) = grace_seconds {
+            body["grace_seconds"] = grace.into();
+        }
         let url = self.url(&["providers", &id.to_string(), "credentials"], &[]);
         self.send(self.http.put(url).json(&body), Some(REQUEST_TIMEOUT))
             .await

@@ -110,6 +110,9 @@ pub struct Provider {
     #[serde(default)]
     pub sent_this_month: Option<i64>,
     pub commitment_due_by_now: Option<i64>,
+    /// Receipts signed with the credentials last replaced are taken until then.
+    #[serde(default)]
+    pub previous_credentials_until: Option<Timestamp>,
     pub created_at: Option<Timestamp>,
 }
 

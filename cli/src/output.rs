@@ -445,6 +445,10 @@ pub fn provider(p: &Provider) -> String {
         ("kind", p.kind.clone()),
         ("endpoint", endpoint(p)),
         ("credentials", yes_no(p.has_credentials)),
+        (
+            "replaced credentials' receipts taken until",
+            format_time(p.previous_credentials_until),
+        ),
         ("timeout", ms(p.timeout_ms)),
         ("max in flight", or_dash(p.max_in_flight)),
         ("max attempts", or_dash(p.max_attempts)),

@@ -26,6 +26,13 @@ pub struct ReceiverConfig {
     #[arg(long, env = "HERALD_RECEIVER_URL", value_parser = herald_shared::config::parse_public_url)]
     pub public_url: Option<String>,
 
+    /// URLs this receiver was reached at before `HERALD_RECEIVER_URL` changed,
+    /// comma-separated: Twilio signs a callback with the URL its request gave, so callbacks
+    /// of messages sent before the change (they come for days) are checked against these
+    /// too, while the old address still reaches this receiver.
+    #[arg(long, env = "HERALD_RECEIVER_PREVIOUS_URLS", value_delimiter = ',', value_parser = |url: &str| herald_shared::config::parse_public_url(url.trim()))]
+    pub previous_urls: Vec<String>,
+
     /// A connection that sends no complete request head for this long (ms) is closed. The
     /// same deadline closes a keep-alive connection left idle that long: a proxy in front
     /// must close its idle upstream connections sooner (nginx's upstream keepalive and an

@@ -85,6 +85,7 @@ pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Resul
         providers: providers::Providers::new(pool.clone(), config.credential_keys.keyring()),
         intake: intake.clone(),
         public_url: public_url.into(),
+        previous_urls: config.previous_urls.clone().into(),
         health: health.clone(),
         refusals,
     };

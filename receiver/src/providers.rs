@@ -6,6 +6,7 @@
 //! the statement that stores real receipts. A provider in the cache keeps its receipts
 //! flowing on what was last read while the database does not answer.
 
+use chrono::{DateTime, Utc};
 use herald_shared::db::within;
 use herald_shared::provider_config::{self, ProviderConfig};
 use herald_shared::sealed::Keyring;
@@ -39,18 +40,52 @@ pub enum ProviderError {
 }
 
 /// A provider as the receiver knows it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Known {
     /// `None`: an operator's provider.
     pub tenant_id: Option<Uuid>,
     pub config: ProviderConfig,
+    /// The configuration its last rotation replaced, and until when receipts signed with
+    /// its secret are still taken.
+    pub previous: Option<(ProviderConfig, DateTime<Utc>)>,
+}
+
+/// Which of a provider's configurations holds the secret that signed a receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signer {
+    /// The one in use.
+    Current,
+    /// The one its last rotation replaced, within the rotation's grace.
+    Replaced,
+}
+
+impl Known {
+    /// The configurations whose secrets may sign this provider's receipts now: the one in
+    /// use, then the one its last rotation replaced, while its grace lasts.
+    pub fn signing(&self) -> impl Iterator<Item = (Signer, &ProviderConfig)> {
+        let now = Utc::now();
+        std::iter::once((Signer::Current, &self.config)).chain(
+            self.previous
+                .iter()
+                .filter(move |(_, until)| *until > now)
+                .map(|(config, _)| (Signer::Replaced, config)),
+        )
+    }
+
+    /// The configuration `signer` names (the one in use if it names none).
+    pub fn signed_by(&self, signer: Signer) -> &ProviderConfig {
+        match (signer, &self.previous) {
+            (Signer::Replaced, Some((config, _))) => config,
+            _ => &self.config,
+        }
+    }
 }
 
 /// When each provider was read, and what it is.
 type Cache = HashMap<Uuid, (Instant, Arc<Known>)>;
 
-/// The WhatsApp providers of one phone number, with their configurations.
-pub type Siblings = Vec<(Uuid, ProviderConfig)>;
+/// The WhatsApp providers of one phone number.
+pub type Siblings = Vec<(Uuid, Known)>;
 
 /// When the providers of an owner's phone number were read, and which they are (only
 /// numbers some provider has).
@@ -184,7 +219,7 @@ impl Providers {
         .await?;
         let found: Siblings = rows
             .iter()
-            .filter_map(|row| parse(&self.keyring, row).map(|known| (row.id, known.config)))
+            .filter_map(|row| parse(&self.keyring, row).map(|known| (row.id, known)))
             .collect();
         // A number no provider has any more (deleted, or a secret rotated away) is
         // forgotten; the cache grows with real providers' numbers alone.
@@ -229,20 +264,40 @@ impl Providers {
 }
 
 fn parse(keyring: &Keyring, row: &WebhookRow) -> Option<Known> {
-    let credentials = match keyring.open(row.id, &row.credentials) {
+    let config = parse_config(keyring, row, &row.credentials, "")?;
+    // The replaced credentials are only a second chance: without them, receipts signed
+    // with the ones in use still pass.
+    let previous = row
+        .previous_credentials
+        .as_ref()
+        .zip(row.previous_credentials_until)
+        .and_then(|(stored, until)| {
+            parse_config(keyring, row, stored, "replaced ").map(|config| (config, until))
+        });
+    Some(Known {
+        tenant_id: row.tenant_id,
+        config,
+        previous,
+    })
+}
+
+fn parse_config(
+    keyring: &Keyring,
+    row: &WebhookRow,
+    stored: &serde_json::Value,
+    which: &str,
+) -> Option<ProviderConfig> {
+    let credentials = match keyring.open(row.id, stored) {
         Ok(credentials) => credentials,
         Err(error) => {
-            tracing::warn!(provider_id = %row.id, %error, "provider's credentials cannot be opened; its receipts are refused");
+            tracing::warn!(provider_id = %row.id, %error, "provider's {which}credentials cannot be opened; receipts signed with them are refused");
             return None;
         }
     };
     match provider_config::parse(&row.kind, &row.endpoint, &row.settings, &credentials) {
-        Ok(config) => Some(Known {
-            tenant_id: row.tenant_id,
-            config,
-        }),
+        Ok(config) => Some(config),
         Err(problems) => {
-            tracing::warn!(provider_id = %row.id, %problems, "provider's configuration does not parse; its receipts are refused");
+            tracing::warn!(provider_id = %row.id, %problems, "provider's configuration with its {which}credentials does not parse; receipts signed with them are refused");
             None
         }
     }

@@ -15,7 +15,7 @@
 use crate::generic;
 use crate::intake::{Intake, Owner, Refusal};
 use crate::limits::{self, Limits};
-use crate::providers::{Known, Providers, Siblings};
+use crate::providers::{Known, Providers, Siblings, Signer};
 use crate::refusals::{self, Refusals};
 use crate::twilio;
 use crate::whatsapp;
@@ -39,6 +39,8 @@ pub struct AppState {
     pub intake: Intake,
     /// What providers call this receiver (no trailing slash): Twilio signs the full URL.
     pub public_url: Arc<str>,
+    /// What they called it before (`HERALD_RECEIVER_PREVIOUS_URLS`), no trailing slash.
+    pub previous_urls: Arc<[String]>,
     /// Webhooks refused that their providers may have meant, to be recorded.
     pub refusals: Refusals,
 }
@@ -82,26 +84,26 @@ impl AppState {
         }
     }
 
-    /// The provider named `id` whose secret `signed` accepts the request's signature (an
-    /// `Err` refuses it): the copy in the cache, else, on a signature it refuses, the
-    /// provider as stored now (see [`Providers::reread`]).
+    /// The provider named `id` one of whose secrets `signed` accepts the request's
+    /// signature (an `Err` refuses it), and which: the copy in the cache, else, on a
+    /// signature it refuses, the provider as stored now (see [`Providers::reread`]).
     async fn signed_by(
         &self,
         id: &str,
-        signed: impl Fn(&Known) -> Result<(), Refusal>,
-    ) -> Result<(Uuid, Arc<Known>), Refusal> {
+        signed: impl Fn(&ProviderConfig) -> Result<(), Refusal>,
+    ) -> Result<(Uuid, Arc<Known>, Signer), Refusal> {
         let (provider_id, known) = self.provider(id).await?;
-        let refusal = match signed(&known) {
-            Ok(()) => return Ok((provider_id, known)),
+        let refusal = match signer(&known, &signed) {
+            Ok(signer) => return Ok((provider_id, known, signer)),
             Err(refusal @ Refusal::Forbidden(_)) => refusal,
             Err(other) => return Err(other),
         };
         match self.providers.reread(provider_id).await {
             Ok(Some(fresh)) => {
-                signed(&fresh).inspect_err(|_| {
+                let signer = signer(&fresh, &signed).inspect_err(|_| {
                     tracing::warn!(%provider_id, "receipt with a bad signature refused");
                 })?;
-                Ok((provider_id, fresh))
+                Ok((provider_id, fresh, signer))
             }
             Ok(None) => {
                 tracing::warn!(%provider_id, "receipt with a bad signature refused");
@@ -114,6 +116,24 @@ impl AppState {
             }
         }
     }
+}
+
+/// Which of `known`'s secrets `signed` accepts: the one in use, else the one its last
+/// rotation replaced, while its grace lasts; the refusal of the one in use if neither.
+fn signer(
+    known: &Known,
+    signed: impl Fn(&ProviderConfig) -> Result<(), Refusal>,
+) -> Result<Signer, Refusal> {
+    let mut first_refusal = None;
+    for (signer, config) in known.signing() {
+        match signed(config) {
+            Ok(()) => return Ok(signer),
+            Err(refusal) => {
+                first_refusal.get_or_insert(refusal);
+            }
+        }
+    }
+    Err(first_refusal.unwrap_or(Refusal::NotFound))
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -129,15 +149,23 @@ async fn twilio_status(
 ) -> Result<StatusCode, Refusal> {
     let params = twilio::form(&body)?;
     let path = uri.path_and_query().map_or("", |p| p.as_str());
-    let url = format!("{}{path}", app.public_url);
-    let (provider_id, known) = app
-        .signed_by(&provider, |known| {
-            let Some(ReceiptKey::Twilio(token)) = known.config.receipts() else {
+    // Callbacks of requests made before the receiver's URL changed are signed with the URL
+    // they were given then.
+    let urls: Vec<String> = std::iter::once(&*app.public_url)
+        .chain(app.previous_urls.iter().map(String::as_str))
+        .map(|base| format!("{base}{path}"))
+        .collect();
+    let (provider_id, known, _) = app
+        .signed_by(&provider, |config| {
+            let Some(ReceiptKey::Twilio(token)) = config.receipts() else {
                 return Err(Refusal::NotFound);
             };
             let signature = header(&headers, "x-twilio-signature")
                 .ok_or(Refusal::Unauthorized("X-Twilio-Signature is missing"))?;
-            if !signature::verify_twilio(token.expose(), &url, &params, signature) {
+            if !urls
+                .iter()
+                .any(|url| signature::verify_twilio(token.expose(), url, &params, signature))
+            {
                 return Err(Refusal::Forbidden("X-Twilio-Signature does not match"));
             }
             Ok(())
@@ -166,7 +194,7 @@ async fn whatsapp_verify(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<String, Refusal> {
     let (_, known) = app.provider(&provider).await?;
-    let Some(ReceiptKey::Meta { verify_token, .. }) = known.config.receipts() else {
+    let Some(ReceiptKey::Meta { .. }) = known.config.receipts() else {
         return Err(Refusal::NotFound);
     };
     let field = |name: &str| {
@@ -179,8 +207,11 @@ async fn whatsapp_verify(
         field("hub.verify_token")?,
         field("hub.challenge")?,
     );
-    let matches =
-        verify_token.is_some_and(|expected| signature::same_secret(expected.expose(), token));
+    // The replaced verify token too: a subscription check may be on its way when it changes.
+    let matches = known.signing().any(|(_, config)| {
+        matches!(config.receipts(), Some(ReceiptKey::Meta { verify_token: Some(expected), .. })
+            if signature::same_secret(expected.expose(), token))
+    });
     if mode != "subscribe" || !matches {
         return Err(Refusal::Forbidden("hub.verify_token does not match"));
     }
@@ -194,13 +225,25 @@ async fn whatsapp_verify(
 /// numbers past this many are dropped (and counted) instead.
 const MAX_NUMBERS_READ: usize = 8;
 
-/// The one of `candidates` whose receipts are signed with `app_secret`.
+/// The one of `candidates` whose receipts are signed with `app_secret`: by the secret in
+/// use, else by the one its last rotation replaced, while its grace lasts (one app's
+/// providers are rotated one after another; a provider moved to another app within its
+/// grace gives way to the one that uses the secret now).
 fn signed_alike(candidates: Siblings, app_secret: &str) -> Option<Uuid> {
-    candidates.into_iter().find_map(|(id, config)| {
+    let signs = |config: &ProviderConfig| {
         matches!(config.receipts(), Some(ReceiptKey::Meta { app_secret: secret, .. })
             if signature::same_secret(secret.expose(), app_secret))
-        .then_some(id)
-    })
+    };
+    [Signer::Current, Signer::Replaced]
+        .into_iter()
+        .find_map(|wanted| {
+            candidates.iter().find_map(|(id, known)| {
+                known
+                    .signing()
+                    .any(|(signer, config)| signer == wanted && signs(config))
+                    .then_some(*id)
+            })
+        })
 }
 
 async fn whatsapp_status(
@@ -209,9 +252,9 @@ async fn whatsapp_status(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, Refusal> {
-    let (provider_id, known) = app
-        .signed_by(&provider, |known| {
-            let Some(ReceiptKey::Meta { app_secret, .. }) = known.config.receipts() else {
+    let (provider_id, known, signer) = app
+        .signed_by(&provider, |config| {
+            let Some(ReceiptKey::Meta { app_secret, .. }) = config.receipts() else {
                 return Err(Refusal::NotFound);
             };
             let signature = header(&headers, "x-hub-signature-256")
@@ -222,8 +265,9 @@ async fn whatsapp_status(
             Ok(())
         })
         .await?;
+    // The secret that signed it finds the numbers' providers of the same app.
     let (Some(ReceiptKey::Meta { app_secret, .. }), ProviderConfig::WhatsApp(whatsapp)) =
-        (known.config.receipts(), &known.config)
+        (known.signed_by(signer).receipts(), &known.config)
     else {
         return Err(Refusal::NotFound);
     };
@@ -340,9 +384,9 @@ async fn generic_receipts(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, Refusal> {
-    let (provider_id, known) = app
-        .signed_by(&provider, |known| {
-            let Some(ReceiptKey::Herald(secret)) = known.config.receipts() else {
+    let (provider_id, known, _) = app
+        .signed_by(&provider, |config| {
+            let Some(ReceiptKey::Herald(secret)) = config.receipts() else {
                 return Err(Refusal::NotFound);
             };
             let signature = header(&headers, signature::HERALD_SIGNATURE_HEADER)

@@ -186,16 +186,33 @@ pub struct WebhookRow {
     pub endpoint: String,
     pub settings: serde_json::Value,
     pub credentials: serde_json::Value,
+    /// The credentials the last rotation replaced (sealed), while receipts signed with them
+    /// are still taken; `None` after that.
+    pub previous_credentials: Option<serde_json::Value>,
+    pub previous_credentials_until: Option<DateTime<Utc>>,
+}
+
+/// [`WebhookRow`]s of the providers `$where` picks (the replaced credentials only while
+/// their grace lasts).
+macro_rules! query_webhook_row {
+    ($where:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            WebhookRow,
+            "SELECT id, tenant_id, kind, endpoint, settings, credentials,
+                    CASE WHEN previous_credentials_until > now() THEN previous_credentials END
+                        AS previous_credentials,
+                    CASE WHEN previous_credentials_until > now()
+                         THEN previous_credentials_until END AS previous_credentials_until
+             FROM providers "
+                + $where
+            $(, $arg)*
+        )
+    };
 }
 
 /// Provider `id` as the receiver reads it, if it exists.
 pub async fn webhook_row(pool: &PgPool, id: Uuid) -> Result<Option<WebhookRow>, sqlx::Error> {
-    sqlx::query_as!(
-        WebhookRow,
-        "SELECT id, tenant_id, kind, endpoint, settings, credentials FROM providers
-         WHERE id = $1",
-        id,
-    )
+    query_webhook_row!("WHERE id = $1", id)
     .fetch_optional(pool)
     .await
 }
@@ -207,10 +224,8 @@ pub async fn whatsapp_by_number(
     phone_number_id: &str,
     tenant: Option<Uuid>,
 ) -> Result<Vec<WebhookRow>, sqlx::Error> {
-    sqlx::query_as!(
-        WebhookRow,
-        "SELECT id, tenant_id, kind, endpoint, settings, credentials FROM providers
-         WHERE kind = 'whatsapp' AND settings->>'phone_number_id' = $1
+    query_webhook_row!(
+        "WHERE kind = 'whatsapp' AND settings->>'phone_number_id' = $1
            AND tenant_id IS NOT DISTINCT FROM $2",
         phone_number_id,
         tenant,
@@ -271,6 +286,9 @@ pub struct Provider {
     /// What an even pace through the month asks of the commitment by now; `null`: no
     /// commitment.
     pub commitment_due_by_now: Option<i64>,
+    /// Receipts signed with the credentials the last rotation replaced are taken until then
+    /// (the rotation's `grace_seconds`); `null`: none are.
+    pub previous_credentials_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -296,6 +314,8 @@ macro_rules! query_provider {
                      (SELECT round(c.monthly_commitment * c.month_elapsed)::int8
                       FROM provider_commitments c
                       WHERE c.provider_id = providers.id) AS commitment_due_by_now,
+                     CASE WHEN previous_credentials_until > now() THEN previous_credentials_until END
+                         AS previous_credentials_until,
                      created_at"#
                 + $after
             $(, $arg)*
@@ -451,18 +471,31 @@ pub async fn lock_shape(
 }
 
 /// Replaces provider `id`'s credentials (sealed) and bumps its revision, which tells the
-/// workers their cached copy is stale.
+/// workers their cached copy is stale. Receipts signed with the credentials replaced are
+/// still taken for `grace_seconds` (none at 0: a leaked secret), those replaced before them
+/// no longer; `None` keeps the ones replaced before as they are (the same credentials
+/// again).
 pub async fn replace_credentials(
     tx: &mut PgConnection,
     id: Uuid,
     sealed: &serde_json::Value,
+    grace_seconds: Option<i32>,
 ) -> Result<Provider, sqlx::Error> {
+    // None replaced when there were none (`{}`).
     query_provider!(
-        "UPDATE providers SET credentials = $2, revision = revision + 1
+        "UPDATE providers SET credentials = $2, revision = revision + 1,
+                previous_credentials =
+                    CASE WHEN $3::int4 IS NULL THEN previous_credentials
+                         WHEN $3 > 0 AND credentials <> '{}'::jsonb THEN credentials END,
+                previous_credentials_until =
+                    CASE WHEN $3::int4 IS NULL THEN previous_credentials_until
+                         WHEN $3 > 0 AND credentials <> '{}'::jsonb
+                         THEN now() + make_interval(secs => $3) END
          WHERE id = $1 RETURNING ",
         "",
         id,
         sealed,
+        grace_seconds,
     )
     .fetch_one(tx)
     .await
@@ -491,13 +524,29 @@ pub async fn ids(pool: &PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
         .await
 }
 
-/// Provider `id`'s stored (sealed) credentials, locked until the caller's transaction ends.
+/// A provider's stored (sealed) credentials: the ones in use, and the ones its last rotation
+/// replaced while their receipts are still taken.
+#[derive(Debug, Clone)]
+pub struct StoredCredentials {
+    pub credentials: serde_json::Value,
+    /// `None` once their grace is over.
+    pub previous_credentials: Option<serde_json::Value>,
+    /// Replaced credentials whose grace is over are still stored (to be dropped).
+    pub expired_previous: bool,
+}
+
+/// Provider `id`'s stored credentials, locked until the caller's transaction ends.
 pub async fn lock_credentials(
     tx: &mut PgConnection,
     id: Uuid,
-) -> Result<Option<serde_json::Value>, sqlx::Error> {
-    sqlx::query_scalar!(
-        "SELECT credentials FROM providers WHERE id = $1 FOR UPDATE",
+) -> Result<Option<StoredCredentials>, sqlx::Error> {
+    sqlx::query_as!(
+        StoredCredentials,
+        r#"SELECT credentials,
+                  CASE WHEN previous_credentials_until > now() THEN previous_credentials END
+                      AS previous_credentials,
+                  coalesce(previous_credentials_until <= now(), false) AS "expired_previous!"
+           FROM providers WHERE id = $1 FOR UPDATE"#,
         id,
     )
     .fetch_optional(tx)
@@ -506,15 +555,20 @@ pub async fn lock_credentials(
 
 /// Stores provider `id`'s credentials sealed anew (under the current key). They are the
 /// same credentials, so the revision stays: the workers' opened copies are still right.
+/// The replaced ones keep their time; `None` drops them.
 pub async fn reseal_credentials(
     tx: &mut PgConnection,
     id: Uuid,
-    sealed: &serde_json::Value,
+    sealed: &StoredCredentials,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "UPDATE providers SET credentials = $2 WHERE id = $1",
+        "UPDATE providers SET credentials = $2, previous_credentials = $3,
+                previous_credentials_until = CASE WHEN $3::jsonb IS NOT NULL
+                                                  THEN previous_credentials_until END
+         WHERE id = $1",
         id,
-        sealed,
+        sealed.credentials,
+        sealed.previous_credentials,
     )
     .execute(tx)
     .await?;

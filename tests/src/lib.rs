@@ -350,6 +350,49 @@ impl TestEnv {
         Ok(())
     }
 
+    /// Posts a Twilio status callback (`delivered`, message `sid`) for `provider` to the
+    /// running receiver, signed with `auth_token` as Twilio would for a request that gave
+    /// `signed_base` (the receiver's URL then; `None`: its URL now) as the callback's base;
+    /// returns the answer's status.
+    pub async fn post_twilio_callback(
+        &self,
+        provider: Uuid,
+        signed_base: Option<&str>,
+        auth_token: &str,
+        sid: &str,
+    ) -> Result<u16> {
+        let receiver = self
+            .receiver_url
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("no receiver runs"))?;
+        let path = format!("/webhooks/twilio/{provider}?seq=1");
+        let params: Vec<(String, String)> = [
+            ("MessageSid", sid),
+            ("MessageStatus", "delivered"),
+            ("AccountSid", TWILIO_SID),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let signed_url = format!("{}{path}", signed_base.unwrap_or(receiver));
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&params)
+            .finish();
+        Ok(self
+            .http
+            .post(format!("{receiver}{path}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header(
+                "x-twilio-signature",
+                herald_shared::signature::twilio(auth_token, &signed_url, &params),
+            )
+            .body(body)
+            .send()
+            .await?
+            .status()
+            .as_u16())
+    }
+
     /// The receiver's process, once started.
     pub fn receiver_service(&self) -> Option<&Service> {
         self.receiver.as_ref()

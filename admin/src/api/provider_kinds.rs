@@ -111,7 +111,14 @@ fn new_credentials() -> Value {
                 "description": "Secrets of the provider's kind, replacing all of the old ones \
                                 (see API.md); write-only.",
                 "anyOf": [http_credentials(), twilio_credentials(), whatsapp_credentials()],
-            }
+            },
+            "grace_seconds": {
+                "description": "How long receipts signed with the credentials replaced still \
+                                pass: 0 (a leaked secret) to a week; a day by default. The \
+                                same credentials again keep the grace of those replaced before.",
+                "type": "integer", "format": "int32", "minimum": 0, "maximum": 604800,
+                "default": 86400,
+            },
         }
     })
 }

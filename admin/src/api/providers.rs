@@ -102,11 +102,30 @@ pub struct NewCredentials {
     /// Secrets, per kind (see API.md); write-only.
     #[schema(value_type = Object)]
     pub credentials: Map<String, Value>,
+    /// How long receipts signed with the credentials replaced are still taken, 0 (at once: a
+    /// leaked secret) to 604800 (a week); default a day. A provider's own rotation signs
+    /// with the old secret for a while after Herald has the new one (Twilio, until the
+    /// secondary auth token is promoted), and a callback refused is not sent again. Only
+    /// the last credentials replaced are kept.
+    #[serde(default = "default_credentials_grace")]
+    #[schema(minimum = 0, maximum = 604800, default = 86400)]
+    pub grace_seconds: i64,
+}
+
+/// Receipts signed with replaced credentials are taken a day by default.
+pub const DEFAULT_CREDENTIALS_GRACE_SECONDS: i64 = 86_400;
+
+fn default_credentials_grace() -> i64 {
+    DEFAULT_CREDENTIALS_GRACE_SECONDS
 }
 
 impl std::fmt::Debug for NewCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("NewCredentials { credentials: <redacted> }")
+        write!(
+            f,
+            "NewCredentials {{ credentials: <redacted>, grace_seconds: {} }}",
+            self.grace_seconds
+        )
     }
 }
 
@@ -404,6 +423,8 @@ fn seen_by(caller: Caller, mut provider: Provider) -> Provider {
         provider.sent_this_month = None;
         provider.monthly_commitment = None;
         provider.commitment_due_by_now = None;
+        // When the operator rotated its credentials is not a tenant's to see either.
+        provider.previous_credentials_until = None;
     }
     provider
 }
@@ -450,6 +471,16 @@ pub async fn rotate_credentials(
     if let Some(problem) = forged_seal(&body.credentials) {
         return Err(ApiError::fields("credentials", vec![problem]));
     }
+    let max_grace = super::keys::MAX_GRACE_SECONDS;
+    let grace_seconds = i32::try_from(body.grace_seconds)
+        .ok()
+        .filter(|g| (0..=max_grace).contains(&i64::from(*g)))
+        .ok_or_else(|| {
+            ApiError::field(
+                "grace_seconds",
+                format!("must be between 0 and {max_grace}"),
+            )
+        })?;
     // The same parser the workers use, so what is stored is what they can send with.
     let given = Value::Object(body.credentials);
     if let Err(problems) = provider_config::parse(&kind, &endpoint, &settings, &given) {
@@ -469,12 +500,23 @@ pub async fn rotate_credentials(
     let sealed = state
         .keyring
         .seal(id, given.as_object().unwrap_or(&Map::new()));
-    let provider = providers::replace_credentials(&mut tx, id, &sealed).await?;
+    // The same credentials again, a retry whose answer was lost say, must not make them
+    // "the replaced ones" too: the ones replaced before, which the provider may still be
+    // signing with, would be refused. Their grace is kept, unless ended (0).
+    let stored = providers::lock_credentials(&mut tx, id).await?;
+    let same = stored.is_some_and(|stored| {
+        state
+            .keyring
+            .open(id, &stored.credentials)
+            .is_ok_and(|opened| opened == given)
+    });
+    let grace = (!same || grace_seconds == 0).then_some(grace_seconds);
+    let provider = providers::replace_credentials(&mut tx, id, &sealed, grace).await?;
     // Streams of transactional messages paused by this provider's refusal (bad credentials)
     // have no resume button of their own: new credentials resume them.
     let resumed = store::campaigns::resume_message_streams(&mut tx, id).await?;
     tx.commit().await?;
-    tracing::info!(provider_id = %id, resumed_message_streams = resumed, "provider credentials rotated");
+    tracing::info!(provider_id = %id, resumed_message_streams = resumed, grace_seconds, "provider credentials rotated");
     Ok(Json(seen_by(caller, provider)))
 }
 

@@ -142,9 +142,10 @@ operator key creates a shared provider every tenant may use.")]
         id: Uuid,
     },
     /// Replace a provider's credentials (all of them); workers use the new ones from their
-    /// next request. Resume any campaign Herald paused because the old ones were refused.
+    /// next request, and receipts signed with the old ones are still taken for --grace.
+    /// Resume any campaign Herald paused because the old ones were refused.
     #[command(
-        after_help = "Example:\n  herald provider rotate-credentials 5f0c… --credentials @new-creds.json\n  herald campaign resume 9a1b…"
+        after_help = "Examples:\n  herald provider rotate-credentials 5f0c… --credentials @new-creds.json\n  herald campaign resume 9a1b…\n  herald provider rotate-credentials 5f0c… --credentials @new-creds.json --grace 0   # the old token leaked"
     )]
     RotateCredentials {
         /// Provider id
@@ -152,6 +153,12 @@ operator key creates a shared provider every tenant may use.")]
         /// The new credentials: inline JSON or @FILE (kept out of shell history)
         #[arg(long, value_name = "JSON|@FILE")]
         credentials: String,
+        /// Seconds receipts signed with the old credentials are still taken, up to 604800 (a
+        /// week): a provider may sign with the old secret for a while (Twilio, until the
+        /// secondary auth token is promoted). 0 for a leaked secret
+        #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_GRACE_SECONDS,
+              value_parser = clap::value_parser!(u64).range(0..=604_800))]
+        grace: u64,
     },
     /// Set (or with --none remove) a provider's committed monthly volume
     #[command(after_help = "Example:\n  herald provider commitment 5f0c… --per-month 1000000")]
@@ -167,6 +174,9 @@ operator key creates a shared provider every tenant may use.")]
         none: bool,
     },
 }
+
+/// The admin's default grace for receipts signed with replaced credentials: a day.
+const DEFAULT_GRACE_SECONDS: u64 = 86_400;
 
 pub async fn run(ctx: &Ctx, command: ProviderCommand) -> Result<(), CliError> {
     match command {
@@ -224,11 +234,17 @@ pub async fn run(ctx: &Ctx, command: ProviderCommand) -> Result<(), CliError> {
             let reply = ctx.client.get_provider(id).await?;
             ctx.show(&reply, output::provider)
         }
-        ProviderCommand::RotateCredentials { id, credentials } => {
+        ProviderCommand::RotateCredentials {
+            id,
+            credentials,
+            grace,
+        } => {
             let credentials = read_credentials(&credentials)?;
+            // The server's default is not sent: an older server knows no such field.
+            let grace = (grace != DEFAULT_GRACE_SECONDS).then_some(grace);
             let reply = ctx
                 .client
-                .rotate_provider_credentials(id, &credentials)
+                .rotate_provider_credentials(id, &credentials, grace)
                 .await?;
             ctx.show(&reply, output::provider)
         }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 const TOKEN: &str = "s3aled-auth-t0ken";
+const NEW_TOKEN: &str = "r0tated-auth-t0ken";
 
 fn key(byte: u8) -> String {
     STANDARD.encode([byte; 32])
@@ -48,7 +49,7 @@ async fn send(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_are_sealed_at_rest_and_rotate_with_the_key() -> Result<()> {
-    let env = TestEnv::new(&[]).await?;
+    let mut env = TestEnv::new(&[]).await?;
     let (old, new) = (key(1), key(2));
     let admin = env
         .admin_with(&[("HERALD_CREDENTIALS_KEY", old.as_str())])
@@ -97,16 +98,39 @@ async fn credentials_are_sealed_at_rest_and_rotate_with_the_key() -> Result<()> 
         "{seen}"
     );
 
-    // Rotation: reseal with the new key (the old one still opens what it sealed)...
-    let reseal = |env_vars: &[(&str, &str)]| {
+    // The provider's own token rotated: the one replaced still signs receipts for a day,
+    // sealed as the one in use is.
+    admin
+        .ok(
+            &admin.operator_key,
+            Method::PUT,
+            &format!("/providers/{id}/credentials"),
+            Some(json!({"credentials": {"account_sid": TWILIO_SID, "auth_token": NEW_TOKEN}})),
+        )
+        .await?;
+    let previous: String =
+        sqlx::query_scalar("SELECT previous_credentials::text FROM providers WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&env.pool)
+            .await?;
+    assert!(
+        !previous.contains(TOKEN) && previous.contains("\"sealed\""),
+        "{previous}"
+    );
+
+    // Key rotation: reseal with the new key (the old one still opens what it sealed)...
+    let reseal = |env: &TestEnv, env_vars: &[(&str, &str)]| {
         let mut all = vec![("HERALD_DATABASE_URL", env.database_url.as_str())];
         all.extend_from_slice(env_vars);
         env.run_binary("herald-admin", &["credentials", "reseal"], &all)
     };
-    let out = reseal(&[
-        ("HERALD_CREDENTIALS_KEY", new.as_str()),
-        ("HERALD_CREDENTIALS_OLD_KEYS", old.as_str()),
-    ])?;
+    let out = reseal(
+        &env,
+        &[
+            ("HERALD_CREDENTIALS_KEY", new.as_str()),
+            ("HERALD_CREDENTIALS_OLD_KEYS", old.as_str()),
+        ],
+    )?;
     assert!(out.status.success(), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stdout).starts_with("1 providers, 1 resealed"),
@@ -126,7 +150,20 @@ async fn credentials_are_sealed_at_rest_and_rotate_with_the_key() -> Result<()> 
     )
     .await?;
     assert_eq!(states.get("sent"), Some(&20), "{states:?}");
-    let out = reseal(&[("HERALD_CREDENTIALS_KEY", old.as_str())])?;
+    // The replaced token's seal moved too: a receiver with the new key alone takes receipts
+    // signed with either token.
+    env.receiver_with(&[("HERALD_CREDENTIALS_KEY", new.as_str())])
+        .await?;
+    let provider_id: uuid::Uuid = id.parse()?;
+    for (token, sid) in [(NEW_TOKEN, "SM1"), (TOKEN, "SM2")] {
+        assert_eq!(
+            env.post_twilio_callback(provider_id, None, token, sid)
+                .await?,
+            200,
+            "a receipt signed with {token} refused"
+        );
+    }
+    let out = reseal(&env, &[("HERALD_CREDENTIALS_KEY", old.as_str())])?;
     assert!(
         !out.status.success(),
         "resealed without the key that sealed them"
@@ -136,7 +173,7 @@ async fn credentials_are_sealed_at_rest_and_rotate_with_the_key() -> Result<()> 
         "{out:?}"
     );
     // A bad key is refused at start, naming the variable.
-    let out = reseal(&[("HERALD_CREDENTIALS_KEY", "short")])?;
+    let out = reseal(&env, &[("HERALD_CREDENTIALS_KEY", "short")])?;
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("HERALD_CREDENTIALS_KEY"),

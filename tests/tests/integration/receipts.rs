@@ -779,6 +779,151 @@ async fn a_rotated_webhook_secret_is_taken_at_once() -> Result<()> {
     Ok(())
 }
 
+/// A provider's credentials rotated at Herald before the provider stops signing with the
+/// old ones (Twilio signs with the primary auth token until the secondary is promoted, and
+/// does not send a refused callback again) keep its receipts coming: those signed with the
+/// replaced token are taken for the rotation's grace, a day by default, and at once no
+/// longer after a rotation with no grace (a leaked token). Callbacks of requests made before
+/// the receiver's URL changed pass as the URLs it had before are named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_signed_with_replaced_credentials_or_an_old_url_pass_for_a_while() -> Result<()> {
+    let mut env = TestEnv::new(&[]).await?;
+    let old_url = "https://hooks-before.example.com/herald";
+    env.receiver_with(&[("HERALD_RECEIVER_PREVIOUS_URLS", old_url)])
+        .await?;
+    let admin = env.admin().await?;
+    let sms = env.twilio_provider("twilio_sms").await?;
+    assert_eq!(
+        env.post_twilio_callback(sms, None, TWILIO_TOKEN, "SM1")
+            .await?,
+        200,
+        "the receiver holds the provider as first read"
+    );
+    let path = format!("/providers/{sms}/credentials");
+    let rotate = |credentials: Value| {
+        admin.call(
+            &admin.operator_key,
+            reqwest::Method::PUT,
+            &path,
+            Some(credentials),
+        )
+    };
+    let token = |token: &str| json!({"account_sid": TWILIO_SID, "auth_token": token});
+    for bad in [json!(-1), json!(604_801), json!("1")] {
+        let (status, body) =
+            rotate(json!({"credentials": token("n3w"), "grace_seconds": bad})).await?;
+        assert_eq!(status, 422, "{bad}: {body}");
+        assert!(body.to_string().contains("grace_seconds"), "{body}");
+    }
+    let (status, rotated) = rotate(json!({"credentials": token("n3w")})).await?;
+    assert_eq!(status, 200, "{rotated}");
+    let until: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(rotated["previous_credentials_until"].clone())
+            .with_context(|| format!("{rotated}"))?;
+    let grace = until - chrono::Utc::now();
+    assert!(
+        grace > chrono::TimeDelta::hours(23) && grace <= chrono::TimeDelta::hours(24),
+        "a day by default: {rotated}"
+    );
+
+    assert_eq!(
+        env.post_twilio_callback(sms, None, "n3w", "SM2").await?,
+        200,
+        "the new token refused"
+    );
+    assert_eq!(
+        env.post_twilio_callback(sms, None, TWILIO_TOKEN, "SM3")
+            .await?,
+        200,
+        "the replaced token refused within its grace"
+    );
+    assert_eq!(
+        env.post_twilio_callback(sms, Some(old_url), "n3w", "SM4")
+            .await?,
+        200,
+        "a callback signed for the receiver's previous URL refused"
+    );
+    assert_eq!(
+        env.post_twilio_callback(sms, Some("https://elsewhere.example.com"), "n3w", "SM5")
+            .await?,
+        403,
+        "a callback signed for a URL the receiver never had taken"
+    );
+    assert_eq!(
+        env.post_twilio_callback(sms, None, "n0t-a-t0ken", "SM6")
+            .await?,
+        403
+    );
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM receipts WHERE provider_id = $1 AND message_id IN ('SM3', 'SM4')",
+    )
+    .bind(sms)
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(stored, 2, "the receipts taken are stored");
+
+    // The same credentials again (a retry whose answer was lost) keep the replaced ones,
+    // which Twilio may still be signing with, and their grace.
+    let (status, again) = rotate(json!({"credentials": token("n3w")})).await?;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        again["previous_credentials_until"], rotated["previous_credentials_until"],
+        "{again}"
+    );
+    let replaced: Option<String> = sqlx::query_scalar(
+        "SELECT previous_credentials->>'auth_token' FROM providers WHERE id = $1",
+    )
+    .bind(sms)
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(replaced.as_deref(), Some(TWILIO_TOKEN));
+
+    // A short grace ends: the token replaced is refused after it, and the one replaced
+    // before goes at the rotation.
+    let (status, rotated) =
+        rotate(json!({"credentials": token("n3w3r"), "grace_seconds": 5})).await?;
+    assert_eq!(status, 200, "{rotated}");
+    // A refused signature reads the provider again at most every 2 s.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    assert_eq!(
+        env.post_twilio_callback(sms, None, "n3w3r", "SM7").await?,
+        200
+    );
+    let within = env.post_twilio_callback(sms, None, "n3w", "SM8").await?;
+    let before = env
+        .post_twilio_callback(sms, None, TWILIO_TOKEN, "SM9")
+        .await?;
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    let after = env.post_twilio_callback(sms, None, "n3w", "SM10").await?;
+    assert_eq!(
+        (within, before, after),
+        (200, 403, 403),
+        "the replaced token within and after its grace, the one before"
+    );
+
+    // A leaked token: the rotation takes no grace.
+    let (status, rotated) =
+        rotate(json!({"credentials": token("n3w3st"), "grace_seconds": 0})).await?;
+    assert_eq!(status, 200, "{rotated}");
+    assert_eq!(
+        rotated["previous_credentials_until"],
+        Value::Null,
+        "{rotated}"
+    );
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    assert_eq!(
+        env.post_twilio_callback(sms, None, "n3w3st", "SM11")
+            .await?,
+        200
+    );
+    assert_eq!(
+        env.post_twilio_callback(sms, None, "n3w3r", "SM12").await?,
+        403,
+        "the leaked token taken after a rotation with no grace"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_never_exceed_their_lines() -> Result<()> {
     let mut env =
