@@ -301,6 +301,17 @@ pub enum Transition {
 }
 
 impl Transition {
+    /// Whether a campaign that is `status` is where this transition would take it already:
+    /// the same action again (a retry whose answer was lost, two operators at once) changes
+    /// nothing and is no error.
+    pub fn reached(self, status: &str) -> bool {
+        match self {
+            Transition::Pause => status == "paused",
+            Transition::Resume => matches!(status, "running" | "scheduled"),
+            Transition::Cancel => status == "cancelled",
+        }
+    }
+
     fn statement(self) -> &'static str {
         match self {
             Transition::Pause => {

@@ -213,8 +213,8 @@ macro_rules! query_webhook_row {
 /// Provider `id` as the receiver reads it, if it exists.
 pub async fn webhook_row(pool: &PgPool, id: Uuid) -> Result<Option<WebhookRow>, sqlx::Error> {
     query_webhook_row!("WHERE id = $1", id)
-    .fetch_optional(pool)
-    .await
+        .fetch_optional(pool)
+        .await
 }
 
 /// The WhatsApp providers of `tenant` (`None`: the operator's) for the phone number

@@ -562,12 +562,18 @@ async fn transition(
     change: Transition,
 ) -> Result<Json<Campaign>, ApiError> {
     ensure_visible(pool, caller, id).await?;
-    if let Some(status) = store::campaigns::transition(pool, id, change).await? {
-        return Err(ApiError::Conflict(format!(
-            "cannot {action} a campaign that is {status}"
-        )));
+    match store::campaigns::transition(pool, id, change).await? {
+        None => tracing::info!(campaign_id = %id, action, "campaign status changed"),
+        // Answered as the first time was: a retry must not read as a failure.
+        Some(status) if change.reached(&status) => {
+            tracing::debug!(campaign_id = %id, action, %status, "campaign status already so");
+        }
+        Some(status) => {
+            return Err(ApiError::Conflict(format!(
+                "cannot {action} a campaign that is {status}"
+            )));
+        }
     }
-    tracing::info!(campaign_id = %id, action, "campaign status changed");
     Ok(Json(fetch_one(pool, caller.scope(), id).await?))
 }
 

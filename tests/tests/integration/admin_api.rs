@@ -529,6 +529,28 @@ async fn invalid_requests_name_the_field_and_write_nothing() -> Result<()> {
         )
         .await?;
     assert_eq!(cancelled["status"], "cancelled");
+    // The same action again (a retry whose answer was lost) is no error; another that the
+    // status does not allow still is.
+    let again = admin
+        .ok(
+            &w.key_a,
+            POST,
+            &format!("/campaigns/{campaign}/cancel"),
+            None,
+        )
+        .await?;
+    assert_eq!(again["status"], "cancelled");
+    for action in ["pause", "resume"] {
+        let (status, body) = admin
+            .call(
+                &w.key_a,
+                POST,
+                &format!("/campaigns/{campaign}/{action}"),
+                None,
+            )
+            .await?;
+        assert_eq!(status, 409, "{action}: {body}");
+    }
     Ok(())
 }
 

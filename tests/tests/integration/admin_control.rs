@@ -137,6 +137,9 @@ async fn pause_stops_sends_within_a_tick_and_resume_finishes_exactly_once() -> R
 
     let paused = s.action(&id, "pause").await?;
     assert_eq!(paused["status"], "paused");
+    // A retried pause (its answer lost) is answered as the first was.
+    let again = s.action(&id, "pause").await?;
+    assert_eq!(again["status"], "paused", "{again}");
     // Within a tick the scheduler stops releasing, the worker hands back what is queued, and
     // what was in flight (100 ms requests) finishes: counted from a tick after the pause.
     tokio::time::sleep(Duration::from_millis(TICK_MS)).await;
@@ -157,6 +160,8 @@ async fn pause_stops_sends_within_a_tick_and_resume_finishes_exactly_once() -> R
 
     let resumed = s.action(&id, "resume").await?;
     assert_eq!(resumed["status"], "running");
+    let again = s.action(&id, "resume").await?;
+    assert_eq!(again["status"], "running", "{again}");
     // The whole test takes about 24 s.
     let done = s
         .wait_status(&id, "completed", Duration::from_secs(60))
