@@ -531,16 +531,7 @@ async fn invalid_requests_name_the_field_and_write_nothing() -> Result<()> {
     assert_eq!(cancelled["status"], "cancelled");
     // The same action again (a retry whose answer was lost) is no error; another that the
     // status does not allow still is.
-    let again = admin
-        .ok(
-            &w.key_a,
-            POST,
-            &format!("/campaigns/{campaign}/cancel"),
-            None,
-        )
-        .await?;
-    assert_eq!(again["status"], "cancelled");
-    for action in ["pause", "resume"] {
+    for (action, expected) in [("cancel", 200), ("pause", 409), ("resume", 409)] {
         let (status, body) = admin
             .call(
                 &w.key_a,
@@ -549,7 +540,10 @@ async fn invalid_requests_name_the_field_and_write_nothing() -> Result<()> {
                 None,
             )
             .await?;
-        assert_eq!(status, 409, "{action}: {body}");
+        assert_eq!(status, expected, "{action}: {body}");
+        if status == 200 {
+            assert_eq!(body["status"], "cancelled", "{body}");
+        }
     }
     Ok(())
 }
