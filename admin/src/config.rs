@@ -55,6 +55,11 @@ pub struct AdminConfig {
     #[arg(long, env = "HERALD_ADMIN_MAX_ACTIVE_CAMPAIGNS_PER_TENANT", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_active_campaigns_per_tenant: u32,
 
+    /// Segments one tenant may keep; making another is refused (409) until one is deleted.
+    /// Bounds what listing them holds in memory and answers.
+    #[arg(long, env = "HERALD_ADMIN_MAX_SEGMENTS_PER_TENANT", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_segments_per_tenant: u32,
+
     /// API requests of one tenant run at once (uploads aside: their own limits bound them);
     /// more wait their turn without holding a database connection, within the request
     /// deadline. Default: the pool's size less two, halved, so that other tenants always

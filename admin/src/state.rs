@@ -25,4 +25,6 @@ pub struct AppState {
     pub keyring: herald_shared::sealed::Keyring,
     /// Most campaigns of one tenant scheduled, running or paused at once.
     pub max_active_campaigns: i64,
+    /// Most segments one tenant keeps.
+    pub max_segments: i64,
 }

@@ -379,6 +379,13 @@ impl Client {
         self.post(&["segments"], segment).await
     }
 
+    /// Deletes segment `id` (answered 204, no body).
+    pub async fn delete_segment(&self, id: Uuid) -> Result<Reply<Value>, ApiError> {
+        let url = self.url(&["segments", &id.to_string()], &[]);
+        self.send(self.http.delete(url), Some(REQUEST_TIMEOUT))
+            .await
+    }
+
     pub async fn list_segments(&self) -> Result<Reply<Vec<Segment>>, ApiError> {
         self.get(&["segments"], &[]).await
     }

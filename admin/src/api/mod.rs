@@ -262,7 +262,10 @@ pub fn router() -> Router<AppState> {
         )
         .route("/contacts", post(contacts::upload).get(contacts::list))
         .route("/segments", post(segments::create).get(segments::list))
-        .route("/segments/{id}", get(segments::show))
+        .route(
+            "/segments/{id}",
+            get(segments::show).delete(segments::delete),
+        )
         .route("/segments/{id}/count", get(segments::count))
         .route("/messages", post(messages::send).get(messages::list))
         .route("/messages/batch", post(messages::send_batch))

@@ -58,7 +58,7 @@ pub fn document_json() -> serde_json::Value {
         campaigns::progress, campaigns::errors,
         audience::upload, audience::list,
         contacts::upload, contacts::list,
-        segments::create, segments::list, segments::show, segments::count,
+        segments::create, segments::list, segments::show, segments::delete, segments::count,
         messages::send, messages::send_batch, messages::show, messages::list, messages::cancel,
         receipts::orphans,
     ),

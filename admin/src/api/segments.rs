@@ -10,7 +10,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use herald_store::segments::filter::Filter;
-use herald_store::segments::{self, Segment};
+use herald_store::segments::{self, Deleted, Segment};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -29,7 +29,7 @@ pub struct NewSegment {
 }
 
 #[utoipa::path(post, path = "/segments", tag = "segments", request_body = NewSegment,
-    responses((status = 201, body = Segment), (status = 409, description = "One of the same name exists already", body = crate::error::ErrorBody)))]
+    responses((status = 201, body = Segment), (status = 409, description = "One of the same name exists already, or the tenant keeps as many segments as it may", body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -52,10 +52,43 @@ pub async fn create(
     if !fields.is_empty() {
         return Err(ApiError::fields("segment", fields));
     }
-    let segment = segments::create(&state.pool, tenant, body.name.trim(), &body.filter)
+    let max = state.max_segments;
+    let segment = segments::create(&state.pool, tenant, body.name.trim(), &body.filter, max)
         .await
-        .map_err(|e| from_constraint(e, "segment"))?;
+        .map_err(|e| from_constraint(e, "segment"))?
+        .ok_or_else(|| {
+            ApiError::Conflict(format!(
+                "the tenant keeps {max} segments, the most it may \
+                 (HERALD_ADMIN_MAX_SEGMENTS_PER_TENANT): delete one it no longer needs first"
+            ))
+        })?;
     Ok((StatusCode::CREATED, Json(segment)))
+}
+
+#[utoipa::path(delete, path = "/segments/{id}", tag = "segments",
+    params(("id" = Uuid, Path, description = "The segment's id")),
+    responses((status = 204, description = "Deleted"), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, description = "A draft campaign waits to be started with it", body = crate::error::ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    match segments::delete(&state.pool, caller.scope(), id).await? {
+        Deleted::Gone => {
+            tracing::info!(segment_id = %id, "segment deleted");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Deleted::NotFound => Err(ApiError::NotFound("segment")),
+        Deleted::InUse(drafts) => {
+            let drafts: Vec<String> = drafts.iter().map(Uuid::to_string).collect();
+            Err(ApiError::Conflict(format!(
+                "draft campaigns wait to be started with this segment ({}): start or \
+                 cancel them first",
+                drafts.join(", ")
+            )))
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/segments", tag = "segments", responses((status = 200, body = Vec<Segment>)))]

@@ -34,6 +34,12 @@ pub enum SegmentCommand {
         /// Segment id
         id: Uuid,
     },
+    /// Delete a segment no draft campaign waits to be started with (campaigns started with
+    /// it keep their recipients)
+    Delete {
+        /// Segment id
+        id: Uuid,
+    },
 }
 
 pub async fn run(ctx: &Ctx, command: SegmentCommand) -> Result<(), CliError> {
@@ -62,6 +68,10 @@ pub async fn run(ctx: &Ctx, command: SegmentCommand) -> Result<(), CliError> {
         SegmentCommand::Count { id } => {
             let reply = ctx.client.segment_count(id).await?;
             ctx.show(&reply, output::segment_count)
+        }
+        SegmentCommand::Delete { id } => {
+            let reply = ctx.client.delete_segment(id).await?;
+            ctx.show(&reply, |_| format!("segment {id} deleted\n"))
         }
     }
 }

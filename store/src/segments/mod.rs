@@ -22,14 +22,34 @@ pub struct Segment {
     pub created_at: DateTime<Utc>,
 }
 
-/// Creates a segment of `tenant`; a name already taken is the unique constraint's error.
+/// Creates a segment of `tenant`, unless it has `max` already (`None`); a name already
+/// taken is the unique constraint's error. The tenant's segments are counted under a lock
+/// of the tenant's own, held to the commit, so that requests at once cannot pass the bound
+/// together.
 pub async fn create(
     pool: &PgPool,
     tenant: Uuid,
     name: &str,
     filter: &str,
-) -> Result<Segment, sqlx::Error> {
-    sqlx::query_as!(
+    max: i64,
+) -> Result<Option<Segment>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('herald.segments.' || $1::text, 0))",
+        tenant as _,
+    )
+    .execute(&mut *tx)
+    .await?;
+    let kept = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM segments WHERE tenant_id = $1"#,
+        tenant,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if kept >= max {
+        return Ok(None);
+    }
+    let segment = sqlx::query_as!(
         Segment,
         "INSERT INTO segments (tenant_id, name, filter) VALUES ($1, $2, $3)
          RETURNING id, tenant_id, name, filter, created_at",
@@ -37,8 +57,52 @@ pub async fn create(
         name,
         filter,
     )
-    .fetch_one(pool)
-    .await
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(segment))
+}
+
+/// What [`delete`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deleted {
+    Gone,
+    /// No such segment in the scope.
+    NotFound,
+    /// Draft campaigns (up to five of them) wait to be started with it: kept.
+    InUse(Vec<Uuid>),
+}
+
+/// Deletes segment `id` if `scope` sees it and no draft campaign waits to be started with
+/// it; a started campaign that had it keeps `segment_id` null. Its row is held first: a
+/// campaign made with it meanwhile waits (its reference's check), then finds it gone.
+pub async fn delete(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Deleted, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let found = sqlx::query_scalar!(
+        "SELECT id FROM segments WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)
+         FOR UPDATE",
+        id,
+        scope as _,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if found.is_none() {
+        return Ok(Deleted::NotFound);
+    }
+    let drafts = sqlx::query_scalar!(
+        "SELECT id FROM campaigns WHERE segment_id = $1 AND status = 'draft' ORDER BY id LIMIT 5",
+        id,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if !drafts.is_empty() {
+        return Ok(Deleted::InUse(drafts));
+    }
+    sqlx::query!("DELETE FROM segments WHERE id = $1", id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Deleted::Gone)
 }
 
 /// The segments in `scope`, by name.

@@ -745,6 +745,86 @@ async fn segments_filter_contacts_safely_and_become_the_audience() -> Result<()>
 /// leading zero, a price its trailing one, and a number of 401 digits (which PostgreSQL's
 /// `numeric` would hold, and no service could read back: every listing of the tenant's
 /// contacts answered 500) stays the text it was.
+/// A tenant keeps at most `HERALD_ADMIN_MAX_SEGMENTS_PER_TENANT` segments (409 naming it
+/// past that, other tenants unaffected), and deletes one no draft campaign waits to be
+/// started with; a campaign that had it keeps its recipients and `segment_id` null.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_are_bounded_per_tenant_and_deleted_once_no_draft_waits_for_them() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let admin = env
+        .admin_with(&[("HERALD_ADMIN_MAX_SEGMENTS_PER_TENANT", "2")])
+        .await?;
+    let (_, key_a, provider) = admin.tenant_with_provider("a", &env.simulator_url).await?;
+    let (_, key_b) = admin.tenant_with_key("b").await?;
+    async fn segment(admin: &Admin, key: &str, name: &str) -> Result<(u16, Value)> {
+        let body = json!({"name": name, "filter": "plan = 'gold'"});
+        admin.call(key, POST, "/segments", Some(body)).await
+    }
+    let id = |v: &Value| v["id"].as_str().unwrap_or_default().to_owned();
+    let (status, first) = segment(&admin, &key_a, "first").await?;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(segment(&admin, &key_a, "second").await?.0, 201);
+    let (status, body) = segment(&admin, &key_a, "third").await?;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.to_string()
+            .contains("HERALD_ADMIN_MAX_SEGMENTS_PER_TENANT"),
+        "{body}"
+    );
+    assert_eq!(
+        segment(&admin, &key_b, "theirs").await?.0,
+        201,
+        "another tenant's bound"
+    );
+
+    let path = format!("/segments/{}", id(&first));
+    assert_eq!(
+        admin.call(&key_b, Method::DELETE, &path, None).await?.0,
+        404,
+        "another tenant's segment"
+    );
+    let draft = admin
+        .ok(
+            &key_a,
+            POST,
+            "/campaigns",
+            Some(
+                json!({"name": "c", "provider_id": provider, "channel": "sms",
+                        "template": "Hi", "segment_id": id(&first)}),
+            ),
+        )
+        .await?;
+    let (status, body) = admin.call(&key_a, Method::DELETE, &path, None).await?;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.to_string().contains(&id(&draft)),
+        "names the draft: {body}"
+    );
+    admin
+        .ok(
+            &key_a,
+            POST,
+            &format!("/campaigns/{}/cancel", id(&draft)),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        admin.call(&key_a, Method::DELETE, &path, None).await?.0,
+        204
+    );
+    assert_eq!(admin.call(&key_a, GET, &path, None).await?.0, 404);
+    assert_eq!(
+        admin.call(&key_a, Method::DELETE, &path, None).await?.0,
+        404
+    );
+    let campaign = admin
+        .ok(&key_a, GET, &format!("/campaigns/{}", id(&draft)), None)
+        .await?;
+    assert_eq!(campaign["segment_id"], Value::Null, "{campaign}");
+    assert_eq!(segment(&admin, &key_a, "third").await?.0, 201, "room again");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csv_cells_become_numbers_only_when_they_read_back_the_same() -> Result<()> {
     let w = world().await?;

@@ -380,6 +380,46 @@ async fn providers_of_each_kind_and_an_overflow_campaign() -> Result<()> {
     assert_eq!(twilio["has_credentials"], true, "{twilio}");
     assert_eq!(twilio["cost_per_message"], 0.0079, "{twilio}");
     assert!(!twilio.to_string().contains("s3cr3t"), "{twilio}");
+    // Its token rotated: receipts signed with the old one still pass for a day by default,
+    // not at all with --grace 0 (a leaked token).
+    let rotate = |grace: &str| {
+        cli.json(
+            &key,
+            &[
+                "provider",
+                "rotate-credentials",
+                &id(&twilio),
+                "--credentials",
+                r#"{"account_sid": "AC0123456789abcdef0123456789abcdef", "auth_token": "n3w"}"#,
+                "--grace",
+                grace,
+            ],
+        )
+    };
+    let rotated = rotate("86400")?;
+    assert!(
+        rotated["previous_credentials_until"].is_string(),
+        "{rotated}"
+    );
+    let rotated = rotate("0")?;
+    assert_eq!(
+        rotated["previous_credentials_until"],
+        Value::Null,
+        "{rotated}"
+    );
+    // A segment made, then deleted; a second delete finds none (exit 1).
+    let segment = cli.json(
+        &key,
+        &["segment", "create", "gold", "--filter", "plan = 'gold'"],
+    )?;
+    let deleted = cli.run(&key, &["segment", "delete", &id(&segment)])?;
+    assert!(deleted.status.success(), "{deleted:?}");
+    assert!(
+        String::from_utf8_lossy(&deleted.stdout).contains("deleted"),
+        "{deleted:?}"
+    );
+    let again = cli.run(&key, &["segment", "delete", &id(&segment)])?;
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
 
     // A WhatsApp provider without its phone number id: exit 1, the field named.
     let refused = cli.run(
