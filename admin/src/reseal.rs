@@ -53,11 +53,7 @@ pub async fn reseal(pool: &PgPool, keyring: &Keyring) -> Result<Resealed, Reseal
         {
             continue;
         }
-        let opened = keyring.open(id, &stored.credentials).and_then(|current| {
-            let previous = previous.map(|p| keyring.open(id, p)).transpose()?;
-            Ok((current, previous))
-        });
-        let (current, previous) = match opened {
+        let current = match keyring.open(id, &stored.credentials) {
             Ok(opened) => opened,
             Err(error) => {
                 tracing::warn!(provider_id = %id, %error, "credentials left as they were");
@@ -65,6 +61,16 @@ pub async fn reseal(pool: &PgPool, keyring: &Keyring) -> Result<Resealed, Reseal
                 continue;
             }
         };
+        // Replaced credentials no key opens are of no use to the receiver either: dropped,
+        // rather than holding back the reseal of the ones in use.
+        let previous = previous.and_then(|p| {
+            keyring
+                .open(id, p)
+                .inspect_err(|error| {
+                    tracing::warn!(provider_id = %id, %error, "replaced credentials no key opens: dropped");
+                })
+                .ok()
+        });
         let Value::Object(credentials) = current else {
             continue;
         };

@@ -503,14 +503,15 @@ pub async fn rotate_credentials(
     // The same credentials again, a retry whose answer was lost say, must not make them
     // "the replaced ones" too: the ones replaced before, which the provider may still be
     // signing with, would be refused. Their grace is kept, unless ended (0).
+    // Credentials no key opens (a key lost: the case a rotation recovers from) are not kept:
+    // nothing could check a signature with them, and a reseal would stumble on them.
     let stored = providers::lock_credentials(&mut tx, id).await?;
-    let same = stored.is_some_and(|stored| {
-        state
-            .keyring
-            .open(id, &stored.credentials)
-            .is_ok_and(|opened| opened == given)
-    });
-    let grace = (!same || grace_seconds == 0).then_some(grace_seconds);
+    let opened = stored.map(|stored| state.keyring.open(id, &stored.credentials));
+    let grace = match opened {
+        Some(Ok(opened)) if opened == given && grace_seconds > 0 => None,
+        Some(Err(_)) => Some(0),
+        _ => Some(grace_seconds),
+    };
     let provider = providers::replace_credentials(&mut tx, id, &sealed, grace).await?;
     // Streams of transactional messages paused by this provider's refusal (bad credentials)
     // have no resume button of their own: new credentials resume them.

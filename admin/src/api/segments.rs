@@ -80,12 +80,13 @@ pub async fn delete(
             Ok(StatusCode::NO_CONTENT)
         }
         Deleted::NotFound => Err(ApiError::NotFound("segment")),
-        Deleted::InUse(drafts) => {
+        Deleted::InUse(drafts, more) => {
             let drafts: Vec<String> = drafts.iter().map(Uuid::to_string).collect();
             Err(ApiError::Conflict(format!(
-                "draft campaigns wait to be started with this segment ({}): start or \
+                "draft campaigns wait to be started with this segment ({}{}): start or \
                  cancel them first",
-                drafts.join(", ")
+                drafts.join(", "),
+                if more { ", and more" } else { "" }
             )))
         }
     }

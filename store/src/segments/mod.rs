@@ -69,8 +69,9 @@ pub enum Deleted {
     Gone,
     /// No such segment in the scope.
     NotFound,
-    /// Draft campaigns (up to five of them) wait to be started with it: kept.
-    InUse(Vec<Uuid>),
+    /// Draft campaigns wait to be started with it: kept. The first five, and whether
+    /// there are more.
+    InUse(Vec<Uuid>, bool),
 }
 
 /// Deletes segment `id` if `scope` sees it and no draft campaign waits to be started with
@@ -90,13 +91,14 @@ pub async fn delete(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Deleted, sq
         return Ok(Deleted::NotFound);
     }
     let drafts = sqlx::query_scalar!(
-        "SELECT id FROM campaigns WHERE segment_id = $1 AND status = 'draft' ORDER BY id LIMIT 5",
+        "SELECT id FROM campaigns WHERE segment_id = $1 AND status = 'draft' ORDER BY id LIMIT 6",
         id,
     )
     .fetch_all(&mut *tx)
     .await?;
     if !drafts.is_empty() {
-        return Ok(Deleted::InUse(drafts));
+        let more = drafts.len() > 5;
+        return Ok(Deleted::InUse(drafts.into_iter().take(5).collect(), more));
     }
     sqlx::query!("DELETE FROM segments WHERE id = $1", id)
         .execute(&mut *tx)

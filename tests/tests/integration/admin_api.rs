@@ -741,10 +741,6 @@ async fn segments_filter_contacts_safely_and_become_the_audience() -> Result<()>
     Ok(())
 }
 
-/// A CSV cell becomes a number only when it reads back the same: a postcode keeps its
-/// leading zero, a price its trailing one, and a number of 401 digits (which PostgreSQL's
-/// `numeric` would hold, and no service could read back: every listing of the tenant's
-/// contacts answered 500) stays the text it was.
 /// A tenant keeps at most `HERALD_ADMIN_MAX_SEGMENTS_PER_TENANT` segments (409 naming it
 /// past that, other tenants unaffected), and deletes one no draft campaign waits to be
 /// started with; a campaign that had it keeps its recipients and `segment_id` null.
@@ -822,9 +818,63 @@ async fn segments_are_bounded_per_tenant_and_deleted_once_no_draft_waits_for_the
         .await?;
     assert_eq!(campaign["segment_id"], Value::Null, "{campaign}");
     assert_eq!(segment(&admin, &key_a, "third").await?.0, 201, "room again");
+
+    // A campaign started with a segment keeps its audience when the segment goes.
+    let uploaded = admin
+        .upload(
+            &key_a,
+            "/contacts",
+            "text/csv",
+            "address,plan\n+33600000001,gold\n+33600000002,gold\n+33600000003,silver\n",
+        )
+        .await?;
+    assert_eq!(uploaded.0, 200, "{uploaded:?}");
+    let segments = admin.ok(&key_a, GET, "/segments", None).await?;
+    let second = segments
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["name"] == "second"))
+        .map(id)
+        .unwrap_or_default();
+    let started = admin
+        .ok(
+            &key_a,
+            POST,
+            "/campaigns",
+            Some(
+                json!({"name": "s", "provider_id": provider, "channel": "sms",
+                        "template": "Hi", "segment_id": second}),
+            ),
+        )
+        .await?;
+    let campaign_path = format!("/campaigns/{}", id(&started));
+    let started = admin
+        .ok(&key_a, POST, &format!("{campaign_path}/start"), None)
+        .await?;
+    assert_eq!(started["progress"]["total"], 2, "{started}");
+    assert_eq!(
+        admin
+            .call(&key_a, Method::DELETE, &format!("/segments/{second}"), None)
+            .await?
+            .0,
+        204
+    );
+    let kept = admin.ok(&key_a, GET, &campaign_path, None).await?;
+    assert_eq!(
+        (
+            &kept["status"],
+            &kept["progress"]["total"],
+            &kept["segment_id"]
+        ),
+        (&json!("scheduled"), &json!(2), &Value::Null),
+        "{kept}"
+    );
     Ok(())
 }
 
+/// A CSV cell becomes a number only when it reads back the same: a postcode keeps its
+/// leading zero, a price its trailing one, and a number of 401 digits (which PostgreSQL's
+/// `numeric` would hold, and no service could read back: every listing of the tenant's
+/// contacts answered 500) stays the text it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csv_cells_become_numbers_only_when_they_read_back_the_same() -> Result<()> {
     let w = world().await?;

@@ -382,7 +382,10 @@ async fn providers_of_each_kind_and_an_overflow_campaign() -> Result<()> {
     assert!(!twilio.to_string().contains("s3cr3t"), "{twilio}");
     // Its token rotated: receipts signed with the old one still pass for a day by default,
     // not at all with --grace 0 (a leaked token).
-    let rotate = |grace: &str| {
+    let rotate = |token: &str, grace: &str| {
+        let credentials = format!(
+            r#"{{"account_sid": "AC0123456789abcdef0123456789abcdef", "auth_token": "{token}"}}"#
+        );
         cli.json(
             &key,
             &[
@@ -390,18 +393,18 @@ async fn providers_of_each_kind_and_an_overflow_campaign() -> Result<()> {
                 "rotate-credentials",
                 &id(&twilio),
                 "--credentials",
-                r#"{"account_sid": "AC0123456789abcdef0123456789abcdef", "auth_token": "n3w"}"#,
+                &credentials,
                 "--grace",
                 grace,
             ],
         )
     };
-    let rotated = rotate("86400")?;
+    let rotated = rotate("n3w", "86400")?;
     assert!(
         rotated["previous_credentials_until"].is_string(),
         "{rotated}"
     );
-    let rotated = rotate("0")?;
+    let rotated = rotate("n3w3r", "0")?;
     assert_eq!(
         rotated["previous_credentials_until"],
         Value::Null,

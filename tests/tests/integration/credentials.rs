@@ -179,5 +179,28 @@ async fn credentials_are_sealed_at_rest_and_rotate_with_the_key() -> Result<()> 
         String::from_utf8_lossy(&out.stderr).contains("HERALD_CREDENTIALS_KEY"),
         "{out:?}"
     );
+
+    // Every key lost: new credentials, sealed with a new key, replace the ones no key opens,
+    // which are not kept (nothing could check a signature with them), and a reseal with the
+    // new key alone has nothing left to stumble on.
+    let lost = key(3);
+    let admin = env
+        .admin_with(&[("HERALD_CREDENTIALS_KEY", lost.as_str())])
+        .await?;
+    let rotated = admin
+        .ok(
+            &admin.operator_key,
+            Method::PUT,
+            &format!("/providers/{id}/credentials"),
+            Some(json!({"credentials": {"account_sid": TWILIO_SID, "auth_token": TOKEN}})),
+        )
+        .await?;
+    assert_eq!(
+        rotated["previous_credentials_until"],
+        Value::Null,
+        "{rotated}"
+    );
+    let out = reseal(&env, &[("HERALD_CREDENTIALS_KEY", lost.as_str())])?;
+    assert!(out.status.success(), "{out:?}");
     Ok(())
 }
