@@ -119,6 +119,14 @@ include-path = "/tenants"
 include-method = "POST"
 parameters = { "body.time_zone" = { dictionary = "zone" } }
 
+# A tenant's changes: a time zone PostgreSQL knows (the coverage phase, which does not draw
+# from dictionaries, sends only invalid data), and the tenant made above half the time.
+[[operations]]
+include-path-regex = "^/tenants/[^/]+$"
+include-method = "PATCH"
+parameters = { "path.id" = { dictionary = "tenant", probability = 0.5 }, "body.time_zone" = { dictionary = "zone" } }
+phases = { coverage = { generation = { mode = "negative" } } }
+
 # Operations whose valid bodies name existing objects or use the filter language: the
 # coverage phase (which does not draw from dictionaries) sends them only invalid data; the
 # fuzzing phase sends both.

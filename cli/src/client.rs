@@ -145,6 +145,17 @@ impl Client {
         self.get(&["tenants"], &[]).await
     }
 
+    /// Changes the settings `changes` names (a JSON object; `null` removes one).
+    pub async fn update_tenant(
+        &self,
+        id: Uuid,
+        changes: &Value,
+    ) -> Result<Reply<Tenant>, ApiError> {
+        let url = self.url(&["tenants", &id.to_string()], &[]);
+        self.send(self.http.patch(url).json(changes), Some(REQUEST_TIMEOUT))
+            .await
+    }
+
     pub async fn get_tenant(&self, id: Uuid) -> Result<Reply<Tenant>, ApiError> {
         self.get(&["tenants", &id.to_string()], &[]).await
     }

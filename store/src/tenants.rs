@@ -114,6 +114,54 @@ pub async fn create(pool: &PgPool, tenant: &TenantSettings<'_>) -> Result<Tenant
     .await
 }
 
+/// Changes to a tenant's settings, validated by the caller: `None` keeps a setting as it
+/// is; of those a tenant may be without, `Some(None)` removes it.
+#[derive(Debug, Clone, Default)]
+pub struct TenantChanges<'a> {
+    pub name: Option<&'a str>,
+    pub weight: Option<i32>,
+    pub time_zone: Option<&'a str>,
+    pub max_live_calls: Option<Option<i32>>,
+    pub default_region: Option<Option<&'a str>>,
+    pub max_queued_messages: Option<i32>,
+    pub max_messages_per_day: Option<Option<i32>>,
+}
+
+/// Applies `changes` to tenant `id`; `None` if there is no such tenant. A name already
+/// taken is the unique constraint's error. The scheduler's next tick weighs the tenant anew;
+/// the next message accepted meets the new quotas.
+pub async fn update(
+    pool: &PgPool,
+    id: Uuid,
+    changes: &TenantChanges<'_>,
+) -> Result<Option<Tenant>, sqlx::Error> {
+    query_tenant!(
+        "UPDATE tenants
+         SET name = coalesce($2, name), weight = coalesce($3, weight),
+             time_zone = coalesce($4, time_zone),
+             max_live_calls = CASE WHEN $5 THEN $6 ELSE max_live_calls END,
+             default_region = CASE WHEN $7 THEN $8 ELSE default_region END,
+             max_queued_messages = coalesce($9, max_queued_messages),
+             max_messages_per_day = CASE WHEN $10 THEN $11 ELSE max_messages_per_day END
+         WHERE id = $1
+         RETURNING ",
+        "",
+        id,
+        changes.name,
+        changes.weight,
+        changes.time_zone,
+        changes.max_live_calls.is_some(),
+        changes.max_live_calls.flatten(),
+        changes.default_region.is_some(),
+        changes.default_region.flatten(),
+        changes.max_queued_messages,
+        changes.max_messages_per_day.is_some(),
+        changes.max_messages_per_day.flatten(),
+    )
+    .fetch_optional(pool)
+    .await
+}
+
 /// The tenants in `scope`, by name.
 pub async fn list(pool: &PgPool, scope: Scope) -> Result<Vec<Tenant>, sqlx::Error> {
     query_tenant!(

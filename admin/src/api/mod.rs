@@ -228,7 +228,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/openapi.json", get(openapi::document))
         .route("/tenants", post(tenants::create).get(tenants::list))
-        .route("/tenants/{id}", get(tenants::show))
+        .route("/tenants/{id}", get(tenants::show).patch(tenants::update))
         .route("/tenants/{id}/keys", post(tenants::create_key))
         .route(
             "/tenants/{id}/default-providers",

@@ -48,7 +48,7 @@ pub fn document_json() -> serde_json::Value {
     modifiers(&BearerAuth, &SharedResponses),
     security(("api_key" = [])),
     paths(
-        tenants::create, tenants::list, tenants::show, tenants::create_key,
+        tenants::create, tenants::list, tenants::show, tenants::update, tenants::create_key,
         default_providers::list, default_providers::set, default_providers::remove,
         keys::list, keys::revoke, keys::rotate,
         providers::create, providers::list, providers::show, providers::rotate_credentials,

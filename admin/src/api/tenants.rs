@@ -12,7 +12,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use herald_store::keys::Access;
-use herald_store::tenants::{self, Tenant, TenantSettings};
+use herald_store::tenants::{self, Tenant, TenantChanges, TenantSettings};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -68,58 +68,16 @@ pub async fn create(
     JsonBody(body): JsonBody<NewTenant>,
 ) -> Result<(StatusCode, Json<Tenant>), ApiError> {
     caller.require_operator()?;
-    let mut fields = Vec::new();
-    if let Err(reason) = validate::name(&body.name) {
-        fields.push(FieldError {
-            field: "name".into(),
-            reason,
-        });
-    }
-    if !(1..=1000).contains(&body.weight) {
-        fields.push(FieldError {
-            field: "weight".into(),
-            reason: "must be between 1 and 1000".into(),
-        });
-    }
-    if body
-        .max_live_calls
-        .is_some_and(|n| !(1..=100_000).contains(&n))
-    {
-        fields.push(FieldError {
-            field: "max_live_calls".into(),
-            reason: "must be between 1 and 100000".into(),
-        });
-    }
-    if !(1..=10_000_000).contains(&body.max_queued_messages) {
-        fields.push(FieldError {
-            field: "max_queued_messages".into(),
-            reason: "must be between 1 and 10000000".into(),
-        });
-    }
-    if body
-        .max_messages_per_day
-        .is_some_and(|n| !(1..=100_000_000).contains(&n))
-    {
-        fields.push(FieldError {
-            field: "max_messages_per_day".into(),
-            reason: "must be between 1 and 100000000".into(),
-        });
-    }
-    if let Some(Err(reason)) = body.default_region.as_deref().map(phone::region) {
-        fields.push(FieldError {
-            field: "default_region".into(),
-            reason,
-        });
-    }
-    if !tenants::known_time_zone(&state.pool, &body.time_zone).await? {
-        fields.push(FieldError {
-            field: "time_zone".into(),
-            reason: format!(
-                "`{}` is not an IANA time zone",
-                validate::clip(&body.time_zone)
-            ),
-        });
-    }
+    let given = TenantChanges {
+        name: Some(&body.name),
+        weight: Some(body.weight),
+        time_zone: Some(&body.time_zone),
+        max_live_calls: Some(body.max_live_calls),
+        default_region: Some(body.default_region.as_deref()),
+        max_queued_messages: Some(body.max_queued_messages),
+        max_messages_per_day: Some(body.max_messages_per_day),
+    };
+    let fields = problems(&state, &given).await?;
     if !fields.is_empty() {
         return Err(ApiError::fields("tenant", fields));
     }
@@ -137,6 +95,130 @@ pub async fn create(
         .map_err(|e| from_constraint(e, "tenant"))?;
     tracing::info!(tenant_id = %tenant.id, "tenant created");
     Ok((StatusCode::CREATED, Json(tenant)))
+}
+
+/// What is wrong with the settings `given` (those not given are not looked at).
+async fn problems(
+    state: &AppState,
+    given: &TenantChanges<'_>,
+) -> Result<Vec<FieldError>, ApiError> {
+    let mut fields = Vec::new();
+    let mut bad = |field: &str, reason: String| {
+        fields.push(FieldError {
+            field: field.into(),
+            reason,
+        })
+    };
+    let outside = |value: Option<i32>, low: i32, high: i32| {
+        value
+            .filter(|v| !(low..=high).contains(v))
+            .map(|_| format!("must be between {low} and {high}"))
+    };
+    if let Some(Err(reason)) = given.name.map(validate::name) {
+        bad("name", reason);
+    }
+    if let Some(reason) = outside(given.weight, 1, 1000) {
+        bad("weight", reason);
+    }
+    if let Some(reason) = outside(given.max_live_calls.flatten(), 1, 100_000) {
+        bad("max_live_calls", reason);
+    }
+    if let Some(reason) = outside(given.max_queued_messages, 1, 10_000_000) {
+        bad("max_queued_messages", reason);
+    }
+    if let Some(reason) = outside(given.max_messages_per_day.flatten(), 1, 100_000_000) {
+        bad("max_messages_per_day", reason);
+    }
+    if let Some(Err(reason)) = given.default_region.flatten().map(phone::region) {
+        bad("default_region", reason);
+    }
+    if let Some(zone) = given.time_zone
+        && !tenants::known_time_zone(&state.pool, zone).await?
+    {
+        bad(
+            "time_zone",
+            format!("`{}` is not an IANA time zone", validate::clip(zone)),
+        );
+    }
+    Ok(fields)
+}
+
+/// Changes to a tenant's settings: each field given replaces it; `null` removes one a
+/// tenant may be without (`max_live_calls`, `default_region`, `max_messages_per_day`).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantUpdate {
+    #[serde(default, deserialize_with = "given")]
+    #[schema(schema_with = crate::api::openapi::rules::name)]
+    pub name: Option<String>,
+    /// Share of dispatch capacity relative to other tenants (1–1000), from the next tick.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = i32, minimum = 1, maximum = 1000)]
+    pub weight: Option<i32>,
+    /// IANA time zone (one PostgreSQL knows).
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = String, example = "Europe/Paris")]
+    pub time_zone: Option<String>,
+    /// Calls this tenant may have live at once (1–100000; `null`: no cap).
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 100000)]
+    pub max_live_calls: Option<Option<i32>>,
+    /// Region of numbers uploaded without a country code (`null`: none).
+    #[serde(default, deserialize_with = "given")]
+    #[schema(schema_with = crate::api::openapi::rules::optional_region)]
+    pub default_region: Option<Option<String>>,
+    /// Transactional messages accepted and not yet finished at once (1–10000000).
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = i32, minimum = 1, maximum = 10000000)]
+    pub max_queued_messages: Option<i32>,
+    /// Transactional messages a day (1–100000000; `null`: no cap).
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 100000000)]
+    pub max_messages_per_day: Option<Option<i32>>,
+}
+
+/// A field given: `null` is `Some(None)` where the setting may be absent, and refused where
+/// it may not; one left out stays `None`.
+fn given<'de, T, D>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+#[utoipa::path(patch, path = "/tenants/{id}", tag = "tenants", request_body = TenantUpdate,
+    params(("id" = Uuid, Path, description = "The tenant's id")),
+    responses((status = 200, body = Tenant), (status = 403, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 409, description = "Another tenant has the name", body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    JsonBody(body): JsonBody<TenantUpdate>,
+) -> Result<Json<Tenant>, ApiError> {
+    caller.require_operator()?;
+    let changes = TenantChanges {
+        name: body.name.as_deref().map(str::trim),
+        weight: body.weight,
+        time_zone: body.time_zone.as_deref(),
+        max_live_calls: body.max_live_calls,
+        default_region: body.default_region.as_ref().map(Option::as_deref),
+        max_queued_messages: body.max_queued_messages,
+        max_messages_per_day: body.max_messages_per_day,
+    };
+    let fields = problems(&state, &changes).await?;
+    if !fields.is_empty() {
+        return Err(ApiError::fields("tenant", fields));
+    }
+    let tenant = tenants::update(&state.pool, id, &changes)
+        .await
+        .map_err(|e| from_constraint(e, "tenant"))?
+        .ok_or(ApiError::NotFound("tenant"))?;
+    tracing::info!(tenant_id = %id, ?changes, "tenant changed");
+    Ok(Json(tenant))
 }
 
 #[utoipa::path(get, path = "/tenants", tag = "tenants", responses((status = 200, body = Vec<Tenant>)))]

@@ -26,6 +26,60 @@ impl Access {
     }
 }
 
+/// `herald tenant update`'s settings: only those given change.
+#[derive(Debug, clap::Args)]
+pub struct TenantChanges {
+    /// Tenant id
+    id: Uuid,
+    /// A new name (unique)
+    #[arg(long)]
+    name: Option<String>,
+    /// Share of dispatch capacity relative to other tenants, 1–1000
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    weight: Option<u32>,
+    /// IANA zone for the quiet hours of its campaigns and its day
+    #[arg(long, value_name = "TZ")]
+    time_zone: Option<String>,
+    /// Calls it may have live at once, 1–100000, or `none`
+    #[arg(long, value_name = "N|none", value_parser = count_or_none(100_000))]
+    max_live_calls: Option<OrNone<u32>>,
+    /// Region of uploaded numbers written without a country code, or `none`
+    #[arg(long, value_name = "CC|none", value_parser = text_or_none)]
+    default_region: Option<OrNone<String>>,
+    /// Transactional messages accepted and not yet sent at once, 1–10000000
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    max_queued_messages: Option<u32>,
+    /// Transactional messages it may send a day, 1–100000000, or `none`
+    #[arg(long, value_name = "N|none", value_parser = count_or_none(100_000_000))]
+    max_messages_per_day: Option<OrNone<u32>>,
+}
+
+impl TenantChanges {
+    /// The body of the change: the settings given, `null` for those given as `none`.
+    fn body(self) -> serde_json::Map<String, serde_json::Value> {
+        let mut changes = serde_json::Map::new();
+        let mut set = |field: &str, value: Option<serde_json::Value>| {
+            if let Some(value) = value {
+                changes.insert(field.to_owned(), value);
+            }
+        };
+        set("name", self.name.map(Into::into));
+        set("weight", self.weight.map(Into::into));
+        set("time_zone", self.time_zone.map(Into::into));
+        set("max_live_calls", self.max_live_calls.map(|v| v.0.into()));
+        set("default_region", self.default_region.map(|v| v.0.into()));
+        set(
+            "max_queued_messages",
+            self.max_queued_messages.map(Into::into),
+        );
+        set(
+            "max_messages_per_day",
+            self.max_messages_per_day.map(|v| v.0.into()),
+        );
+        changes
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
     /// Create a tenant (operator key)
@@ -56,6 +110,11 @@ pub enum TenantCommand {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
         max_messages_per_day: Option<u32>,
     },
+    /// Change a tenant's settings (operator key): only those given change
+    #[command(after_help = "Examples:
+  herald tenant update $TENANT_ID --weight 5                      # its share from the next tick
+  herald tenant update $TENANT_ID --max-messages-per-day none     # no daily cap")]
+    Update(TenantChanges),
     /// List tenants (a tenant key sees only its own)
     List,
     /// Show one tenant
@@ -123,6 +182,17 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
             let reply = ctx.client.create_tenant(&body).await?;
             ctx.show(&reply, output::tenant)
         }
+        TenantCommand::Update(changes) => {
+            let id = changes.id;
+            let changes = changes.body();
+            if changes.is_empty() {
+                return Err(CliError::Input(
+                    "nothing to change: give at least one setting (see --help)".into(),
+                ));
+            }
+            let reply = ctx.client.update_tenant(id, &changes.into()).await?;
+            ctx.show(&reply, output::tenant)
+        }
         TenantCommand::List => {
             let reply = ctx.client.list_tenants().await?;
             ctx.show(&reply, |list| output::tenants(list))
@@ -183,4 +253,24 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
             }
         },
     }
+}
+
+/// A setting's new value, or `none` (`OrNone(None)`): it is removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrNone<T>(pub Option<T>);
+
+/// `none`, or a whole number from 1 to `max`.
+fn count_or_none(max: u32) -> impl Fn(&str) -> Result<OrNone<u32>, String> + Clone {
+    move |arg| match arg {
+        "none" => Ok(OrNone(None)),
+        _ => match arg.parse::<u32>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(OrNone(Some(n))),
+            _ => Err(format!("expected `none` or a number from 1 to {max}")),
+        },
+    }
+}
+
+/// `none`, or the text given.
+fn text_or_none(arg: &str) -> Result<OrNone<String>, String> {
+    Ok(OrNone((arg != "none").then(|| arg.to_owned())))
 }

@@ -249,6 +249,80 @@ async fn keys_scope_every_resource_to_its_tenant() -> Result<()> {
     Ok(())
 }
 
+/// An operator changes a tenant's settings (only those given; `null` removes one it may be
+/// without), checked as at its creation; a tenant's key cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_is_changed_by_an_operator_and_checked_as_at_creation() -> Result<()> {
+    let w = world().await?;
+    let (admin, op) = (&w.admin, &w.admin.operator_key);
+    let path = format!("/tenants/{}", w.tenant_a);
+    let patch = |key: &str, body: Value| {
+        let (key, path) = (key.to_owned(), path.clone());
+        async move { admin.call(&key, Method::PATCH, &path, Some(body)).await }
+    };
+    assert_eq!(patch(&w.key_a, json!({"weight": 2})).await?.0, 403);
+    let unknown = format!("/tenants/{}", uuid::Uuid::new_v4());
+    assert_eq!(
+        admin
+            .call(op, Method::PATCH, &unknown, Some(json!({"weight": 2})))
+            .await?
+            .0,
+        404
+    );
+    let (status, body) = patch(
+        op,
+        json!({"weight": 0, "max_live_calls": 0, "default_region": "XX",
+               "time_zone": "Mars/Olympus"}),
+    )
+    .await?;
+    assert_eq!(
+        (status, field_errors(&body)),
+        (
+            422,
+            vec![
+                "weight".to_owned(),
+                "max_live_calls".to_owned(),
+                "default_region".to_owned(),
+                "time_zone".to_owned()
+            ]
+        ),
+        "{body}"
+    );
+    for refused in [
+        json!({"name": null}),
+        json!({"weight": null}),
+        json!({"nope": 1}),
+    ] {
+        assert_eq!(patch(op, refused.clone()).await?.0, 422, "{refused}");
+    }
+    assert_eq!(
+        patch(op, json!({"name": "tenant-b"})).await?.0,
+        409,
+        "another tenant's name"
+    );
+    let (status, changed) = patch(op, json!({"weight": 7, "default_region": "FR"})).await?;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(
+        (
+            &changed["weight"],
+            &changed["default_region"],
+            &changed["name"]
+        ),
+        (&json!(7), &json!("FR"), &json!("tenant-a")),
+        "{changed}"
+    );
+    let (status, changed) = patch(op, json!({"default_region": null})).await?;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["default_region"], Value::Null, "{changed}");
+    let stored: (i32, Option<String>) =
+        sqlx::query_as("SELECT weight, default_region FROM tenants WHERE id = $1::uuid")
+            .bind(&w.tenant_a)
+            .fetch_one(&w.env.pool)
+            .await?;
+    assert_eq!(stored, (7, None));
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_requests_name_the_field_and_write_nothing() -> Result<()> {
     let w = world().await?;

@@ -54,6 +54,23 @@ async fn a_script_drives_a_campaign_and_failures_exit_non_zero() -> Result<()> {
         &["tenant", "create", "acme", "--time-zone", "Europe/Paris"],
     )?;
     let tenant_id = id(&tenant);
+    let changed = cli.json(
+        op,
+        &[
+            "tenant",
+            "update",
+            &tenant_id,
+            "--weight",
+            "3",
+            "--max-messages-per-day",
+            "none",
+        ],
+    )?;
+    assert_eq!(
+        (&changed["weight"], &changed["time_zone"]),
+        (&serde_json::json!(3), &serde_json::json!("Europe/Paris")),
+        "{changed}"
+    );
     let key_out = cli.run(op, &["tenant", "key", &tenant_id, "--name", "ci"])?;
     assert!(key_out.status.success());
     let key = String::from_utf8(key_out.stdout)?.trim().to_owned();

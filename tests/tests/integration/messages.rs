@@ -602,6 +602,36 @@ async fn a_batch_with_one_bad_message_accepts_none_and_names_it() -> Result<()> 
     .fetch_all(&env.pool)
     .await?;
     assert_eq!(days, [(-1, 2), (0, 1)]);
+
+    // The operator changes the cap: the next message meets the new one.
+    let tenant_path = format!("/tenants/{capped_id}");
+    let change = |cap: Value| {
+        admin.call(
+            &admin.operator_key,
+            Method::PATCH,
+            &tenant_path,
+            Some(json!({"max_messages_per_day": cap})),
+        )
+    };
+    let (status, changed) = change(json!(1)).await?;
+    assert_eq!(
+        (
+            status,
+            &changed["max_messages_per_day"],
+            &changed["time_zone"]
+        ),
+        (200, &json!(1), &json!("Asia/Kolkata")),
+        "only what is given changes: {changed}"
+    );
+    let (status, _, refused) =
+        post(&admin, &capped_key, Some("k4"), item("+15551230001", "hi")).await?;
+    assert_eq!(status, 429, "{refused}");
+    let (status, changed) = change(Value::Null).await?;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["max_messages_per_day"], Value::Null, "{changed}");
+    let (status, _, body) =
+        post(&admin, &capped_key, Some("k4"), item("+15551230001", "hi")).await?;
+    assert_eq!(status, 202, "no cap any more: {body}");
     Ok(())
 }
 
