@@ -129,13 +129,28 @@ pub struct TenantChanges<'a> {
 
 /// Applies `changes` to tenant `id`; `None` if there is no such tenant. A name already
 /// taken is the unique constraint's error. The scheduler's next tick weighs the tenant anew;
-/// the next message accepted meets the new quotas.
+/// the next message accepted meets the new quotas. Its messages' accepts wait meanwhile
+/// (`messages::lock_tenant`), so that none is judged on one day's count and counted in
+/// another's. A new time zone carries the day's count over to its own day (the tenant's
+/// messages since its old midnight), and nothing else: its day may have begun earlier or
+/// later, and no count of an old day must come back as a new one's.
 pub async fn update(
     pool: &PgPool,
     id: Uuid,
     changes: &TenantChanges<'_>,
 ) -> Result<Option<Tenant>, sqlx::Error> {
-    query_tenant!(
+    let mut tx = pool.begin().await?;
+    crate::messages::lock_tenant(&mut tx, id).await?;
+    let Some(old_zone) = sqlx::query_scalar!(
+        "SELECT time_zone FROM tenants WHERE id = $1 FOR NO KEY UPDATE",
+        id,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let tenant = query_tenant!(
         "UPDATE tenants
          SET name = coalesce($2, name), weight = coalesce($3, weight),
              time_zone = coalesce($4, time_zone),
@@ -158,8 +173,34 @@ pub async fn update(
         changes.max_messages_per_day.is_some(),
         changes.max_messages_per_day.flatten(),
     )
-    .fetch_optional(pool)
-    .await
+    .fetch_one(&mut *tx)
+    .await?;
+    if tenant.time_zone != old_zone {
+        let today = sqlx::query_scalar!(
+            "DELETE FROM tenant_message_days
+             WHERE tenant_id = $1 AND day = (now() AT TIME ZONE $2)::date RETURNING accepted",
+            id,
+            old_zone,
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query!("DELETE FROM tenant_message_days WHERE tenant_id = $1", id)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(accepted) = today {
+            sqlx::query!(
+                "INSERT INTO tenant_message_days (tenant_id, day, accepted)
+                 VALUES ($1, (now() AT TIME ZONE $2)::date, $3)",
+                id,
+                tenant.time_zone,
+                accepted,
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(Some(tenant))
 }
 
 /// The tenants in `scope`, by name.

@@ -200,8 +200,9 @@ pub async fn update(
     JsonBody(body): JsonBody<TenantUpdate>,
 ) -> Result<Json<Tenant>, ApiError> {
     caller.require_operator()?;
-    let changes = TenantChanges {
-        name: body.name.as_deref().map(str::trim),
+    // The name is checked as given, as at creation, and stored trimmed.
+    let mut changes = TenantChanges {
+        name: body.name.as_deref(),
         weight: body.weight,
         time_zone: body.time_zone.as_deref(),
         max_live_calls: body.max_live_calls,
@@ -213,6 +214,7 @@ pub async fn update(
     if !fields.is_empty() {
         return Err(ApiError::fields("tenant", fields));
     }
+    changes.name = changes.name.map(str::trim);
     let tenant = tenants::update(&state.pool, id, &changes)
         .await
         .map_err(|e| from_constraint(e, "tenant"))?

@@ -37,7 +37,8 @@ pub struct TenantChanges {
     /// Share of dispatch capacity relative to other tenants, 1–1000
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     weight: Option<u32>,
-    /// IANA zone for the quiet hours of its campaigns and its day
+    /// IANA zone of its day, and of the quiet hours of campaigns and messages made from now
+    /// on (the day's message count carries over)
     #[arg(long, value_name = "TZ")]
     time_zone: Option<String>,
     /// Calls it may have live at once, 1–100000, or `none`

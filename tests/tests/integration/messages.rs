@@ -632,6 +632,35 @@ async fn a_batch_with_one_bad_message_accepts_none_and_names_it() -> Result<()> 
     let (status, _, body) =
         post(&admin, &capped_key, Some("k4"), item("+15551230001", "hi")).await?;
     assert_eq!(status, 202, "no cap any more: {body}");
+    // A new time zone carries the day's count over to its own day, and drops the others
+    // (a count of an old day must not come back as the new zone's today).
+    let today: i64 = sqlx::query_scalar(
+        "SELECT accepted FROM tenant_message_days
+         WHERE tenant_id = $1 AND day = (now() AT TIME ZONE 'Asia/Kolkata')::date",
+    )
+    .bind(capped_id)
+    .fetch_one(&env.pool)
+    .await?;
+    let (status, changed) = admin
+        .call(
+            &admin.operator_key,
+            Method::PATCH,
+            &tenant_path,
+            Some(json!({"time_zone": "Pacific/Kiritimati", "max_messages_per_day": today})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{changed}");
+    let days: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT day - (now() AT TIME ZONE 'Pacific/Kiritimati')::date, accepted
+         FROM tenant_message_days WHERE tenant_id = $1 ORDER BY day",
+    )
+    .bind(capped_id)
+    .fetch_all(&env.pool)
+    .await?;
+    assert_eq!(days, [(0, today)]);
+    let (status, _, refused) =
+        post(&admin, &capped_key, Some("k5"), item("+15551230001", "hi")).await?;
+    assert_eq!(status, 429, "the day's count carried over: {refused}");
     Ok(())
 }
 
