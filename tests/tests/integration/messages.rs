@@ -594,14 +594,17 @@ async fn a_batch_with_one_bad_message_accepts_none_and_names_it() -> Result<()> 
     let (status, _, body) =
         post(&admin, &capped_key, Some("k3"), item("+15551230001", "hi")).await?;
     assert_eq!(status, 202, "{body}");
-    let days: Vec<(i32, i64)> = sqlx::query_as(
-        "SELECT day - (now() AT TIME ZONE 'Asia/Kolkata')::date, accepted
-         FROM tenant_message_days WHERE tenant_id = $1 ORDER BY day",
-    )
-    .bind(capped_id)
-    .fetch_all(&env.pool)
-    .await?;
-    assert_eq!(days, [(-1, 2), (0, 1)]);
+    // The tenant's counted days, as days from today in `zone`.
+    let days = |zone: &'static str| {
+        sqlx::query_as::<_, (i32, i64)>(
+            "SELECT day - (now() AT TIME ZONE $2)::date, accepted
+             FROM tenant_message_days WHERE tenant_id = $1 ORDER BY day",
+        )
+        .bind(capped_id)
+        .bind(zone)
+        .fetch_all(&env.pool)
+    };
+    assert_eq!(days("Asia/Kolkata").await?, [(-1, 2), (0, 1)]);
 
     // The operator changes the cap: the next message meets the new one.
     let tenant_path = format!("/tenants/{capped_id}");
@@ -650,14 +653,7 @@ async fn a_batch_with_one_bad_message_accepts_none_and_names_it() -> Result<()> 
         )
         .await?;
     assert_eq!(status, 200, "{changed}");
-    let days: Vec<(i32, i64)> = sqlx::query_as(
-        "SELECT day - (now() AT TIME ZONE 'Pacific/Kiritimati')::date, accepted
-         FROM tenant_message_days WHERE tenant_id = $1 ORDER BY day",
-    )
-    .bind(capped_id)
-    .fetch_all(&env.pool)
-    .await?;
-    assert_eq!(days, [(0, today)]);
+    assert_eq!(days("Pacific/Kiritimati").await?, [(0, today)]);
     let (status, _, refused) =
         post(&admin, &capped_key, Some("k5"), item("+15551230001", "hi")).await?;
     assert_eq!(status, 429, "the day's count carried over: {refused}");
