@@ -626,6 +626,8 @@ fn generic_body(parsed: &Parsed, outcome: Outcome, id: Uuid) -> String {
             let message = match why {
                 InvalidNumber::NotE164 => format!("{to:?} is not an E.164 phone number"),
                 InvalidNumber::Rejected => format!("{to:?} is not a reachable number"),
+                // Only Twilio's Messages API keeps opt-outs (`Request::keeps_opt_outs`).
+                InvalidNumber::OptedOut => format!("{to:?} opted out"),
             };
             error("invalid_number", &message)
         }
@@ -709,6 +711,9 @@ fn twilio_body(parsed: &Parsed, outcome: Outcome, id: Uuid, now_ms: u64) -> Stri
                 21614,
                 &format!("'To' number {to} is not a valid mobile number"),
             )
+        }
+        Outcome::InvalidNumber(InvalidNumber::OptedOut) => {
+            error(400, 21610, "Attempt to send to unsubscribed recipient")
         }
         Outcome::InvalidNumber(InvalidNumber::Rejected) => error(
             400,
@@ -813,7 +818,7 @@ fn whatsapp_body(parsed: &Parsed, outcome: Outcome, id: Uuid) -> String {
         ),
         // The real API usually reports this asynchronously (statuses[].errors); answering
         // it at once keeps the simulator stateless.
-        Outcome::InvalidNumber(InvalidNumber::Rejected) => error(
+        Outcome::InvalidNumber(InvalidNumber::Rejected | InvalidNumber::OptedOut) => error(
             131026,
             "Message Undeliverable.",
             "Message could not be delivered to the recipient",

@@ -52,6 +52,10 @@ pub struct Request<'a> {
     /// Whether the request carried the credentials its API requires (always true for the
     /// generic API, which has none).
     pub authorized: bool,
+    /// Whether its API refuses numbers that opted out (Twilio's Messages API keeps the
+    /// STOP replies its senders received; WhatsApp reports its opt-outs later, and a
+    /// generic provider keeps none).
+    pub keeps_opt_outs: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +64,8 @@ pub enum InvalidNumber {
     NotE164,
     /// Starts with the configured reject prefix.
     Rejected,
+    /// Starts with the configured opted-out prefix, at an API that keeps opt-outs.
+    OptedOut,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,6 +231,14 @@ fn early_outcome(cfg: &BehaviourConfig, req: &Request<'_>) -> Option<Outcome> {
     {
         return Some(Outcome::InvalidNumber(InvalidNumber::Rejected));
     }
+    if req.keeps_opt_outs
+        && cfg
+            .opted_out_prefix
+            .as_deref()
+            .is_some_and(|p| to.starts_with(p))
+    {
+        return Some(Outcome::InvalidNumber(InvalidNumber::OptedOut));
+    }
     if let Some(key) = req.key
         && key.prior_requests < u64::from(cfg.fail_first)
     {
@@ -253,6 +267,7 @@ mod tests {
             key: None,
             arrived_ms: 10_000,
             authorized: true,
+            keeps_opt_outs: false,
         }
     }
 
@@ -321,6 +336,35 @@ mod tests {
             Outcome::InvalidNumber(InvalidNumber::Rejected)
         );
         assert_eq!(Outcome::BadRequest.status(), 400);
+    }
+
+    #[test]
+    fn an_opted_out_number_is_refused_only_where_the_api_keeps_opt_outs() {
+        let cfg = BehaviourConfig {
+            opted_out_prefix: Some("+1998".to_owned()),
+            ..Default::default()
+        };
+        let twilio = Request {
+            keeps_opt_outs: true,
+            ..req("+19985550000")
+        };
+        assert_eq!(
+            decide_once(&cfg, &twilio, &NO_LUCK),
+            Outcome::InvalidNumber(InvalidNumber::OptedOut)
+        );
+        let other_number = Request {
+            keeps_opt_outs: true,
+            ..req("+15555550000")
+        };
+        assert_eq!(
+            decide_once(&cfg, &other_number, &NO_LUCK),
+            Outcome::Accepted
+        );
+        // A generic provider never heard the STOP: it sends.
+        assert_eq!(
+            decide_once(&cfg, &req("+19985550000"), &NO_LUCK),
+            Outcome::Accepted
+        );
     }
 
     #[test]

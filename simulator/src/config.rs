@@ -331,6 +331,9 @@ pub struct BehaviourConfig {
     pub fail_first: u32,
     pub fail_status: u16,
     pub reject_prefix: Option<String>,
+    /// Numbers that replied STOP to the Twilio sender: Twilio's Messages API refuses them
+    /// (21610); other APIs send to them.
+    pub opted_out_prefix: Option<String>,
     /// Replay the first answer to a repeated idempotency key instead of sending a second
     /// message (the generic API's contract, if the provider offers it; Twilio and Meta
     /// do not, so it is off by default).
@@ -412,6 +415,7 @@ impl Default for BehaviourConfig {
             fail_first: 0,
             fail_status: 500,
             reject_prefix: None,
+            opted_out_prefix: None,
             honour_idempotency_keys: false,
             receipt_delay: Latency::Fixed(50.0),
             receipt_shuffle: false,
@@ -561,6 +565,13 @@ impl BehaviourConfig {
                 }
                 "reject_prefix" => {
                     next.reject_prefix = match value {
+                        Value::Null => None,
+                        Value::String(s) => parse_reject_prefix(s).map_err(f)?,
+                        _ => return Err(f(ConfigError::JsonType("a string or null"))),
+                    }
+                }
+                "opted_out_prefix" => {
+                    next.opted_out_prefix = match value {
                         Value::Null => None,
                         Value::String(s) => parse_reject_prefix(s).map_err(f)?,
                         _ => return Err(f(ConfigError::JsonType("a string or null"))),
@@ -764,6 +775,7 @@ mod tests {
                 "fail_first": 0,
                 "fail_status": 500,
                 "reject_prefix": null,
+                "opted_out_prefix": null,
                 "honour_idempotency_keys": false,
                 "receipt_delay": "fixed:50",
                 "receipt_shuffle": false,
@@ -812,9 +824,11 @@ mod tests {
                 "error_rate": 0.1,
                 "fail_first": 3,
                 "fail_status": 503,
-                "reject_prefix": null
+                "reject_prefix": null,
+                "opted_out_prefix": "+1998"
             })))
             .unwrap();
+        assert_eq!(next.opted_out_prefix.as_deref(), Some("+1998"));
         assert_eq!(next.latency, Latency::Exp { mean: 5.0 });
         assert_eq!(next.error_rate, 0.1);
         assert_eq!(next.fail_first, 3);

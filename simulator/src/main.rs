@@ -84,6 +84,12 @@ struct Args {
           value_parser = config::parse_reject_prefix)]
     reject_prefix: MaybePrefix,
 
+    /// Numbers starting with this prefix replied STOP: Twilio's Messages API answers them
+    /// 400 with code 21610 (other APIs send to them). "none" disables it.
+    #[arg(long, env = "HERALD_SIMULATOR_OPTED_OUT_PREFIX", default_value = "none",
+          value_parser = config::parse_reject_prefix)]
+    opted_out_prefix: MaybePrefix,
+
     /// Fraction of requests (0.0-1.0) accepted (sent, receipts and all) whose answer is
     /// lost: the connection is dropped after the latency, without a response.
     #[arg(long, env = "HERALD_SIMULATOR_LOSE_RATE", default_value = "0",
@@ -174,6 +180,7 @@ impl Args {
             fail_first: self.fail_first,
             fail_status: self.fail_status,
             reject_prefix: self.reject_prefix.clone(),
+            opted_out_prefix: self.opted_out_prefix.clone(),
             lose_rate: self.lose_rate,
             fail_after_send_rate: self.fail_after_send_rate,
             outage: self.outage,
@@ -252,6 +259,7 @@ async fn main() -> anyhow::Result<()> {
         fail_first = behaviour.fail_first,
         fail_status = behaviour.fail_status,
         reject_prefix = behaviour.reject_prefix.as_deref().unwrap_or("none"),
+        opted_out_prefix = behaviour.opted_out_prefix.as_deref().unwrap_or("none"),
         "provider simulator listening"
     );
 

@@ -259,6 +259,7 @@ async fn serve(
             key: key.map(|k| inner.stats.key_history(k)),
             arrived_ms,
             authorized: parsed.authorized && !revoked,
+            keeps_opt_outs: parsed.api == crate::apis::Api::TwilioMessages,
         };
         let decision = behaviour::decide(&inner.config, &request, &mut inner.limiter, &draws);
         let arrival = Arrival {
