@@ -15,6 +15,16 @@ pub fn name(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A channel's name, as the API writes it.
+pub fn channel(value: &str) -> Result<herald_shared::domain::Channel, String> {
+    value.parse().map_err(|_| {
+        format!(
+            "unknown channel `{}`; one of sms, whatsapp, voice, chat",
+            clip(value)
+        )
+    })
+}
+
 /// A wall-clock time `HH:MM` (24 h).
 pub fn clock_time(value: &str) -> Result<chrono::NaiveTime, String> {
     // Exactly two digits each, as the API's document says (chrono alone would take `9:00`).

@@ -11,8 +11,9 @@ use uuid::Uuid;
 
 use crate::model::{
     Campaign, Contact, DefaultProvider, ErrorBody, ErrorCount, Key, Message, NewCampaign, NewKey,
-    NewMessage, NewProvider, NewSegment, NewTenant, Page, Progress, Provider, Recipient,
-    RotatedKey, Segment, SegmentCount, Tenant, UploadSummary,
+    NewMessage, NewProvider, NewSegment, NewSuppressions, NewTenant, Page, Progress, Provider,
+    Recipient, RotatedKey, Segment, SegmentCount, Suppression, SuppressionsAdded, Tenant,
+    UploadSummary,
 };
 
 /// Bounds a hung server rather than a slow action: starting a segment campaign materializes
@@ -384,6 +385,28 @@ impl Client {
         at: &PageAt,
     ) -> Result<Reply<Page<Contact>>, ApiError> {
         self.page(&["contacts"], filters, at).await
+    }
+
+    pub async fn add_suppressions(
+        &self,
+        body: &NewSuppressions,
+    ) -> Result<Reply<SuppressionsAdded>, ApiError> {
+        self.post(&["suppressions"], body).await
+    }
+
+    pub async fn list_suppressions(
+        &self,
+        filters: &Filters,
+        at: &PageAt,
+    ) -> Result<Reply<Page<Suppression>>, ApiError> {
+        self.page(&["suppressions"], filters, at).await
+    }
+
+    /// Removes suppression `id` (answered 204, no body).
+    pub async fn remove_suppression(&self, id: i64) -> Result<Reply<Value>, ApiError> {
+        let url = self.url(&["suppressions", &id.to_string()], &[]);
+        self.send(self.http.delete(url), Some(REQUEST_TIMEOUT))
+            .await
     }
 
     pub async fn create_segment(&self, segment: &NewSegment) -> Result<Reply<Segment>, ApiError> {

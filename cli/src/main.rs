@@ -20,6 +20,7 @@ use commands::key::KeyCommand;
 use commands::message::MessageCommand;
 use commands::provider::ProviderCommand;
 use commands::segment::SegmentCommand;
+use commands::suppression::SuppressionCommand;
 use commands::tenant::TenantCommand;
 use commands::{CliError, Ctx};
 
@@ -39,7 +40,7 @@ const EXIT_INTERRUPTED: u8 = 130;
 #[command(
     name = "herald",
     version,
-    about = "Manage Herald tenants, providers, campaigns, messages, contacts and segments",
+    about = "Manage Herald tenants, providers, campaigns, messages, contacts, segments and suppression lists",
     propagate_version = true,
     after_help = "Examples:
   export HERALD_ADMIN_URL=http://127.0.0.1:8080 HERALD_API_KEY=…
@@ -105,6 +106,9 @@ enum Command {
     /// Saved contact filters, usable as a campaign's audience
     #[command(subcommand)]
     Segment(SegmentCommand),
+    /// Addresses a tenant's messages must not reach on a channel (opt-outs)
+    #[command(subcommand)]
+    Suppression(SuppressionCommand),
     /// Check a Herald service's health endpoint: exit 0 if it answers 2xx within 2 s, 1
     /// otherwise (container healthchecks; needs no API key)
     Probe {
@@ -176,6 +180,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Contact(command) => commands::contact::run(&ctx, command).await,
         Command::Message(command) => commands::message::run(&ctx, command).await,
         Command::Segment(command) => commands::segment::run(&ctx, command).await,
+        Command::Suppression(command) => commands::suppression::run(&ctx, command).await,
         Command::Probe { .. } => unreachable!("answered above"),
     }
 }

@@ -354,6 +354,35 @@ pub struct NewSegment {
     pub filter: String,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct NewSuppressions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<Uuid>,
+    pub channel: String,
+    pub addresses: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SuppressionsAdded {
+    pub received: i64,
+    pub added: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Suppression {
+    pub id: i64,
+    pub tenant_id: Option<Uuid>,
+    #[serde(default)]
+    pub channel: String,
+    pub address: String,
+    #[serde(default)]
+    pub source: String,
+    pub reason: Option<String>,
+    pub created_at: Option<Timestamp>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct SegmentCount {
     pub contacts: i64,

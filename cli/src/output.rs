@@ -13,8 +13,8 @@ use unicode_width::UnicodeWidthStr;
 use crate::client::ApiError;
 use crate::model::{
     Campaign, Contact, DefaultProvider, ErrorBody, ErrorCount, Key, Message, NewKey, Progress,
-    Provider, ProviderSends, QuietHours, Recipient, RotatedKey, Segment, SegmentCount, Tenant,
-    Timestamp, UploadSummary,
+    Provider, ProviderSends, QuietHours, Recipient, RotatedKey, Segment, SegmentCount, Suppression,
+    SuppressionsAdded, Tenant, Timestamp, UploadSummary,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -907,6 +907,41 @@ pub fn segment(s: &Segment) -> String {
 
 pub fn segment_count(c: &SegmentCount) -> String {
     key_values(&[("contacts", format_count(c.contacts))])
+}
+
+pub fn suppressions_added(s: &SuppressionsAdded) -> String {
+    key_values(&[
+        ("received", format_count(s.received)),
+        ("added", format_count(s.added)),
+    ])
+}
+
+pub fn suppressions(list: &[Suppression]) -> String {
+    if list.is_empty() {
+        return "no suppressions\n".to_owned();
+    }
+    let mut table = Table::new(&[
+        ("ID", Align::Right),
+        ("TENANT", Align::Left),
+        ("CHANNEL", Align::Left),
+        ("ADDRESS", Align::Left),
+        ("SOURCE", Align::Left),
+        ("CREATED", Align::Left),
+        ("REASON", Align::Left),
+    ]);
+    for s in list {
+        table.row(vec![
+            s.id.to_string(),
+            s.tenant_id
+                .map_or_else(|| "-".to_owned(), |t| t.to_string()),
+            s.channel.clone(),
+            s.address.clone(),
+            s.source.clone(),
+            format_time(s.created_at),
+            or_dash(s.reason.as_deref()),
+        ]);
+    }
+    table.render()
 }
 
 // ---------------------------------------------------------------------------------------------

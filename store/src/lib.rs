@@ -68,5 +68,6 @@ pub mod providers;
 pub mod receipts;
 pub mod recipients;
 pub mod segments;
+pub mod suppressions;
 pub mod tenants;
 pub mod uploads;

@@ -42,6 +42,7 @@ pub fn outcome(dispatch: Dispatch, provider: Uuid, decision: &Decision) -> Outco
             Decision::Halted { error, .. } => Some(error.clone()),
             _ => None,
         },
+        opted_out: matches!(decision, Decision::OptedOut { .. }),
         answer_lost: matches!(
             decision,
             Decision::Resend { .. }
@@ -78,7 +79,9 @@ pub fn outcome(dispatch: Dispatch, provider: Uuid, decision: &Decision) -> Outco
             Some(error),
             Some(Duration::ZERO),
         ),
-        Decision::Failed { error } => row(RecipientState::Failed, None, Some(error), None),
+        Decision::Failed { error } | Decision::OptedOut { error } => {
+            row(RecipientState::Failed, None, Some(error), None)
+        }
         Decision::Expired => row(
             RecipientState::Expired,
             None,

@@ -171,7 +171,7 @@ async fn process(
     let lease = match ctx.begin.call(dispatch).await {
         Ok(Some(lease)) => lease,
         Ok(None) => {
-            // Finished, re-dispatched, paused or cancelled: never a second send.
+            // Finished, re-dispatched, paused, cancelled or suppressed: never a second send.
             tracing::debug!(redelivered, "message no longer current; acked unsent");
             let _ = taken.send(Settle::Ack);
             return;
@@ -231,6 +231,11 @@ async fn process(
             "answer lost; will ask the same provider again with the same key"
         ),
         Decision::Failed { error } => tracing::info!(attempt, %error, "failed"),
+        Decision::OptedOut { error } => tracing::info!(
+            attempt,
+            %error,
+            "failed: the recipient opted out; its address goes on the suppression list"
+        ),
         Decision::Expired => tracing::info!(attempt, "campaign expired before sending"),
         Decision::Deferred { error, delay } | Decision::Postponed { error, delay } => {
             tracing::debug!(%error, ?delay, "recipient waits; no attempt spent")

@@ -76,6 +76,12 @@ pub enum CallResult {
     Permanent {
         reason: String,
     },
+    /// The provider will not send to this recipient because it opted out (Twilio 21610, a
+    /// STOP reply): permanent, and true of every later message to it on this channel,
+    /// whichever provider would carry it.
+    OptedOut {
+        reason: String,
+    },
 }
 
 impl CallResult {
@@ -121,6 +127,7 @@ impl CallResult {
             CallResult::Misconfigured { reason } => CallResult::Misconfigured { reason: f(reason) },
             CallResult::Redirected { reason } => CallResult::Redirected { reason: f(reason) },
             CallResult::Permanent { reason } => CallResult::Permanent { reason: f(reason) },
+            CallResult::OptedOut { reason } => CallResult::OptedOut { reason: f(reason) },
         }
     }
 }
@@ -151,6 +158,11 @@ pub enum Decision {
         delay: Duration,
     },
     Failed {
+        error: String,
+    },
+    /// Failed because the recipient opted out: its address goes on the tenant's suppression
+    /// list for the channel, which every later message's lease reads.
+    OptedOut {
         error: String,
     },
     /// The campaign expired before the provider call could be made: never sent late.
@@ -246,7 +258,7 @@ impl Decision {
         match self {
             Decision::Sent { .. } | Decision::Found { .. } => "sent",
             Decision::Retry { .. } | Decision::Resend { .. } => "retried",
-            Decision::Failed { .. } => "failed",
+            Decision::Failed { .. } | Decision::OptedOut { .. } => "failed",
             Decision::Expired => "expired",
             Decision::Throttled { .. } => "throttled",
             Decision::Deferred { .. } | Decision::Postponed { .. } => "deferred",
@@ -272,6 +284,7 @@ pub fn decide(result: CallResult, attempts: u32, policy: &Policy, unit: f64) -> 
             provider_message_id,
         },
         CallResult::Permanent { reason } => Decision::Failed { error: reason },
+        CallResult::OptedOut { reason } => Decision::OptedOut { error: reason },
         CallResult::Misconfigured { reason } => Decision::Halted {
             error: reason,
             maybe_sent: false,

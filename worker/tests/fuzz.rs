@@ -69,7 +69,8 @@ fn check(status: u16, result: &CallResult) {
         | CallResult::Unknown { reason, .. }
         | CallResult::Misconfigured { reason }
         | CallResult::Redirected { reason }
-        | CallResult::Permanent { reason } => {
+        | CallResult::Permanent { reason }
+        | CallResult::OptedOut { reason } => {
             assert!(
                 !(200..300).contains(&status),
                 "{status} refused: {result:?}"

@@ -16,7 +16,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Datelike, NaiveTime, Utc};
-use herald_shared::domain::{CampaignStatus, Channel};
+use herald_shared::domain::CampaignStatus;
 use herald_shared::template;
 use herald_store as store;
 use herald_store::campaigns::{ErrorCount, Transition};
@@ -330,16 +330,9 @@ pub async fn create(
     if let Err(reason) = validate::name(&body.name) {
         bad("name", reason);
     }
-    let channel = body.channel.parse::<Channel>().ok();
-    if channel.is_none() {
-        bad(
-            "channel",
-            format!(
-                "unknown channel `{}`; one of sms, whatsapp, voice, chat",
-                validate::clip(&body.channel)
-            ),
-        );
-    }
+    let channel = validate::channel(&body.channel)
+        .map_err(|reason| bad("channel", reason))
+        .ok();
     if body.template.trim().is_empty() {
         bad("template", "must not be empty".into());
     } else if let Err(error) = template::variables(&body.template) {

@@ -67,15 +67,7 @@ async fn visible_tenant(pool: &PgPool, caller: Caller, id: Uuid) -> Result<(), A
 }
 
 fn channel(name: &str) -> Result<Channel, ApiError> {
-    name.parse::<Channel>().map_err(|_| {
-        ApiError::field(
-            "channel",
-            format!(
-                "unknown channel `{}`; one of sms, whatsapp, voice, chat",
-                validate::clip(name)
-            ),
-        )
-    })
+    validate::channel(name).map_err(|reason| ApiError::field("channel", reason))
 }
 
 #[utoipa::path(get, path = "/tenants/{id}/default-providers", tag = "tenants",

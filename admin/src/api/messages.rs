@@ -535,16 +535,9 @@ async fn check(
             String::new()
         }
     };
-    let channel = item.channel.parse::<Channel>().ok();
-    if channel.is_none() {
-        problems.push((
-            "channel",
-            format!(
-                "unknown channel `{}`; one of sms, whatsapp, voice, chat",
-                validate::clip(&item.channel)
-            ),
-        ));
-    }
+    let channel = validate::channel(&item.channel)
+        .map_err(|reason| problems.push(("channel", reason)))
+        .ok();
     // Bounded as an upload's values are: they are stored with the message and travel in
     // each of its dispatches.
     if item.variables.len() > limits::MAX_COLUMNS {

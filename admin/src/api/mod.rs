@@ -17,6 +17,7 @@ mod provider_kinds;
 pub mod providers;
 pub mod receipts;
 pub mod segments;
+pub mod suppressions;
 pub mod tenants;
 
 use crate::error::{ApiError, ErrorBody, FieldError};
@@ -271,6 +272,14 @@ pub fn router() -> Router<AppState> {
         .route("/messages/batch", post(messages::send_batch))
         .route("/messages/{id}", get(messages::show))
         .route("/messages/{id}/cancel", post(messages::cancel))
+        .route(
+            "/suppressions",
+            post(suppressions::add).get(suppressions::list),
+        )
+        .route(
+            "/suppressions/{id}",
+            axum::routing::delete(suppressions::remove),
+        )
         .route("/receipts/orphans", get(receipts::orphans))
         .fallback(|| async { ApiError::NotFound("resource") })
         .layer(axum::middleware::from_fn(refuse_nul_in_query))

@@ -9,7 +9,7 @@
 
 use super::{
     audience, campaigns, contacts, default_providers, keys, messages, providers, receipts,
-    segments, tenants,
+    segments, suppressions, tenants,
 };
 use crate::error::{ErrorBody, FieldError, RowError};
 use utoipa::OpenApi;
@@ -60,6 +60,7 @@ pub fn document_json() -> serde_json::Value {
         contacts::upload, contacts::list,
         segments::create, segments::list, segments::show, segments::delete, segments::count,
         messages::send, messages::send_batch, messages::show, messages::list, messages::cancel,
+        suppressions::add, suppressions::list, suppressions::remove,
         receipts::orphans,
     ),
     components(schemas(ErrorBody, FieldError, RowError))

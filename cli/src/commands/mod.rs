@@ -7,6 +7,7 @@ pub mod message;
 pub mod probe;
 pub mod provider;
 pub mod segment;
+pub mod suppression;
 pub mod tenant;
 
 use std::io::{self, Write};

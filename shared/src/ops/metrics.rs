@@ -11,7 +11,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Messages by outcome: labels `tenant`, `provider`, `outcome` (sent, failed, retried,
-/// throttled, deferred, expired, unknown), and `campaign` where enabled.
+/// throttled, deferred, expired, unknown, suppressed: failed unsent at the lease, its address
+/// on the tenant's suppression list), and `campaign` where enabled.
 pub const MESSAGES: &str = "herald_messages_total";
 /// Receipts stored, by `provider` and `status`.
 pub const RECEIPTS: &str = "herald_receipts_total";
@@ -164,7 +165,7 @@ fn describe() {
     describe_counter!(
         MESSAGES,
         Unit::Count,
-        "Messages by outcome (sent, failed, retried, throttled, deferred, expired, unknown)"
+        "Messages by outcome (sent, failed, retried, throttled, deferred, expired, unknown, suppressed)"
     );
     describe_counter!(
         RECEIPTS,

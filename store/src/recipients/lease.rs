@@ -10,13 +10,15 @@
 //! for a later start is `scheduled` again), back to `pending` (the scheduler releases it
 //! again later, with no attempt spent; a first attempt claimed by range stays `pending` and
 //! its campaign's cursor moves back below it); a cancelled one's to `cancelled`; one past its
-//! expiry to `expired`. So a message
+//! expiry to `expired`. One whose address is on its tenant's suppression list for the
+//! channel (the `suppressions` migration) ends `failed`, no attempt spent. So a message
 //! already in the queue when a campaign is paused, reaches its quiet hours or expires is
 //! never sent.
 //!
 //! A first attempt claimed by range goes `pending → sending` here. Neither state has a
 //! counter bucket of its own (both are a campaign's unfinished recipients), so a lease
-//! appends nothing to the counter ledger.
+//! appends nothing to the counter ledger (a message it ends, parked as `cancelled` or
+//! `expired` or failed for the suppression list, does, by the counters' trigger).
 //!
 //! This statement and [`super::record`]'s must look recipients up by primary key, and the
 //! planner does not always see it: a generic plan is blind to the array's size (it guesses
@@ -80,6 +82,10 @@ pub struct UnknownAttempt {
     pub via: Uuid,
 }
 
+/// Why a recipient whose address is on its tenant's suppression list ended unsent.
+pub const SUPPRESSED: &str =
+    "not sent: the address is on the tenant's suppression list for this channel (it opted out)";
+
 /// `dispatches` in recipient order (see the module's note on locks), each dispatch once.
 /// Two messages for one first attempt claimed by range carry the same dispatch (a cursor
 /// moved back while the first was queued), maybe through different lanes: only the first
@@ -120,7 +126,7 @@ pub async fn begin(
          -- the planner from merging it into a join that walks a campaign's index instead).
          current AS MATERIALIZED (
              SELECT x.* FROM m CROSS JOIN LATERAL (
-                 SELECT r.id, r.dispatch_seq AS seq, r.state, r.attempts, r.campaign_id, m.provider,
+                 SELECT r.id, r.dispatch_seq AS seq, r.state, r.attempts, r.campaign_id, r.address, m.provider,
                         r.expires_at AS own_expiry, m.token, r.lease_token = m.token AS own_lease
                  FROM recipients r WHERE r.id = m.id AND r.dispatch_seq = m.seq OFFSET 0 FOR UPDATE
              ) x
@@ -130,10 +136,14 @@ pub async fn begin(
          -- campaign (`campaigns_active`) once per message, seen after ten thousand started.
          with_campaign AS MATERIALIZED (
              -- A transactional message's own expiry counts beside its stream's (LEAST skips NULLs).
+             -- An address on its tenant's suppression list for the channel is not sent to:
+             -- the one gate every send passes, whatever provider it would go to.
              SELECT k.*, c.status, least(c.expires_at, k.own_expiry) AS expires_at,
-                    c.quiet_start, c.quiet_end, c.time_zone
+                    c.quiet_start, c.quiet_end, c.time_zone, c.tenant_id,
+                    EXISTS (SELECT 1 FROM suppressions s WHERE s.tenant_id = c.tenant_id
+                            AND s.channel = c.channel AND s.address = k.address) AS suppressed
              FROM current k CROSS JOIN LATERAL (
-                 SELECT c.status, c.expires_at, c.quiet_start, c.quiet_end, c.time_zone
+                 SELECT c.status, c.expires_at, c.quiet_start, c.quiet_end, c.time_zone, c.tenant_id, c.channel
                  FROM campaigns c WHERE c.id = k.campaign_id OFFSET 0
              ) c
              -- Queued by a row claim, or a first attempt claimed by range (no attempt made
@@ -151,6 +161,7 @@ pub async fn begin(
              SELECT k.id, k.seq, k.state, k.attempts, k.provider, k.token, p.timeout_ms, p.revision
              FROM with_campaign k JOIN providers p ON p.id = k.provider
              WHERE herald_may_send(k.status, k.expires_at, k.quiet_start, k.quiet_end, k.time_zone, now())
+               AND NOT k.suppressed
          ),
          -- The state is compared with the row as read above, not with a constant, so no
          -- partial index on state looks like a shortcut to the planner. The scan sees the
@@ -182,22 +193,29 @@ pub async fn begin(
              RETURNING r.id, r.dispatch_seq, r.attempts - r.throttles AS attempts,
                        r.outcome_unknown_at, r.unknown_via, p.revision
          ),
+         -- A suppressed address fails only where it would be sent now: held back (a pause,
+         -- quiet hours) it waits like the others, and the list is read again when it is
+         -- released (an opt-out may be withdrawn meanwhile); cancelled or expired, it ends so.
          parkable AS MATERIALIZED (
-             SELECT k.id, k.seq, k.state, k.campaign_id,
-                    herald_held_state(k.status, k.expires_at, now()) AS final_state
+             SELECT k.id, k.seq, k.state, k.campaign_id, k.tenant_id, k.provider,
+                    CASE WHEN herald_may_send(k.status, k.expires_at, k.quiet_start, k.quiet_end, k.time_zone, now())
+                         THEN 'failed' ELSE herald_held_state(k.status, k.expires_at, now()) END AS final_state
              FROM with_campaign k
-             WHERE NOT herald_may_send(k.status, k.expires_at, k.quiet_start, k.quiet_end, k.time_zone, now())
+             WHERE k.suppressed
+                OR NOT herald_may_send(k.status, k.expires_at, k.quiet_start, k.quiet_end, k.time_zone, now())
          ),
          parked AS (
              UPDATE recipients r
              SET state = p.final_state, queued_at = NULL, updated_at = now(),
                  last_error = CASE WHEN p.final_state = 'pending' THEN r.last_error
+                                   WHEN p.final_state = 'failed'
+                                   THEN herald_ended_unsent_error(r.outcome_unknown_at, $6)
                                    ELSE herald_ended_unsent_error(r.outcome_unknown_at, r.last_error) END
              FROM parkable p
              -- A first attempt claimed by range that goes back to waiting is not written:
              -- its campaign's cursor moves back below it instead (`rewound`).
              WHERE r.id = p.id AND r.dispatch_seq = p.seq AND r.state = p.state AND p.state <> p.final_state
-             RETURNING r.id
+             RETURNING r.id, r.state
          ), unclaimed AS MATERIALIZED (
              SELECT campaign_id, min(id) AS lowest, max(id) AS highest FROM parkable
              WHERE state = 'pending' AND final_state = 'pending' GROUP BY campaign_id
@@ -230,18 +248,36 @@ pub async fn begin(
          )
          SELECT id AS "id!", dispatch_seq AS "dispatch_seq!", attempts AS "attempts!",
                 outcome_unknown_at AS "outcome_unknown_at?", unknown_via AS "unknown_via?",
-                revision AS "revision!"
+                revision AS "revision!", NULL::uuid AS "suppressed_tenant?",
+                NULL::uuid AS "suppressed_campaign?", NULL::uuid AS "suppressed_provider?"
          FROM begun
          UNION ALL
-         SELECT id, dispatch_seq, attempts, outcome_unknown_at, unknown_via, revision FROM relet"#,
+         SELECT id, dispatch_seq, attempts, outcome_unknown_at, unknown_via, revision, NULL, NULL, NULL FROM relet
+         UNION ALL
+         -- Failed here for the suppression list: counted as outcomes are, once written.
+         SELECT p.id, p.seq, 0, NULL, NULL, 0, p.tenant_id, p.campaign_id, p.provider
+         FROM parkable p JOIN parked d ON d.id = p.id WHERE d.state = 'failed'"#,
         &ids,
         &seqs,
         lease_grace.as_secs_f64(),
         &providers,
         &tokens,
+        SUPPRESSED,
     )
     .fetch_all(pool)
     .await?;
+    let (suppressed, rows): (Vec<_>, Vec<_>) = rows
+        .into_iter()
+        .partition(|row| row.suppressed_campaign.is_some());
+    for row in suppressed {
+        if let (Some(tenant), Some(campaign), Some(provider)) = (
+            row.suppressed_tenant,
+            row.suppressed_campaign,
+            row.suppressed_provider,
+        ) {
+            herald_shared::ops::metrics::message(&tenant, &campaign, &provider, "suppressed");
+        }
+    }
     let mut begun: HashMap<(i64, i32), Begun> = rows
         .into_iter()
         .map(|row| {

@@ -9,6 +9,8 @@
 //! | `queued` / range-claimed `pending` | `failed` | the scheduler, when the message cannot be rendered | [`claim::fail_unrenderable`] |
 //! | `queued` / `pending` with no attempt made | `sending` | the worker's lease, if the campaign may send now | [`lease::begin`] |
 //! | `queued` / range-claimed `pending` | `pending` / `cancelled` / `expired` | the worker's lease, parking a message whose campaign may not send (a range-claimed one back to waiting: its cursor moves back) | [`lease::begin`] |
+//! | `queued` / `pending` with no attempt made | `failed` | the worker's lease, a message whose campaign may send now to an address on its tenant's suppression list for the channel (no attempt spent) | [`lease::begin`] |
+//! | `sending` | `failed`, and its address onto the suppression list | the worker, a provider's refusal because the recipient opted out (Twilio 21610) | [`record::record`] |
 //! | `sending` (or a sweeper's guess) | `sent` / `failed` / `pending` / `unknown` / `expired` | the worker, after the provider's answer (`failed` too for one put off, no attempt spent, past the deferral limit) | [`record::record`] |
 //! | `queued` | `pending` | the sweeper, a claim whose message may be lost | [`sweep::requeue_stale_claims`] |
 //! | range-claimed `pending` | `pending` | the sweeper, a range claim whose message may be lost, or first attempts handed back whose campaign's row was busy then: its cursor moves back | [`sweep::rewind_stale_first_claims`] |

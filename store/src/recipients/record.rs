@@ -36,6 +36,10 @@ pub struct Outcome {
     /// provider deduplicates requests by key. The attempt is kept as one whose outcome is
     /// unknown (when, and at which provider), so that the next request goes there.
     pub answer_lost: bool,
+    /// The provider refused it because the recipient opted out (Twilio 21610): its address
+    /// goes on the tenant's suppression list for the channel, so that no later message
+    /// reaches it through any provider.
+    pub opted_out: bool,
 }
 
 /// Records outcomes in one statement (and marks each campaign's first send).
@@ -58,6 +62,9 @@ pub struct Outcome {
 /// `max_deferral` (since the first such outcome in a row, or its campaign's last resume if
 /// later) ends `failed` instead: a provider that never takes it again would otherwise keep it,
 /// and its campaign, going for ever. Answers the ids of the recipients so given up.
+///
+/// An outcome `opted_out` puts its address on its tenant's suppression list for its
+/// campaign's channel, in the same statement (kept if it is there already).
 pub async fn record(
     pool: &PgPool,
     outcomes: &[Outcome],
@@ -74,6 +81,7 @@ pub async fn record(
     let mut pauses: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
     let mut lost: Vec<bool> = Vec::with_capacity(outcomes.len());
     let mut put_off: Vec<bool> = Vec::with_capacity(outcomes.len());
+    let mut opted_out: Vec<bool> = Vec::with_capacity(outcomes.len());
     let providers: Vec<Uuid> = outcomes.iter().map(|o| o.provider).collect();
     let tokens: Vec<Uuid> = outcomes.iter().map(|o| o.dispatch.token).collect();
     for outcome in outcomes {
@@ -83,6 +91,7 @@ pub async fn record(
         pauses.push(outcome.halt.clone());
         lost.push(outcome.answer_lost);
         put_off.push(outcome.put_off);
+        opted_out.push(outcome.opted_out);
         states.push(outcome.state.as_str());
         message_ids.push(outcome.message_id.clone());
         errors.push(outcome.error.clone());
@@ -90,8 +99,8 @@ pub async fn record(
     }
     let rows = sqlx::query!(
         "WITH o AS (
-             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[], $8::uuid[], $10::text[], $11::bool[], $12::uuid[], $14::bool[])
-                 AS o(id, seq, state, message_id, error, delay, throttled, provider, pause, lost, token, put_off)
+             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int[], $8::uuid[], $10::text[], $11::bool[], $12::uuid[], $14::bool[], $15::bool[])
+                 AS o(id, seq, state, message_id, error, delay, throttled, provider, pause, lost, token, put_off, opted_out)
          ),
          -- As in `begin`: primary-key lookups the planner cannot reorder. The row is locked
          -- here, and the state it has then is the one judged: the update below does not
@@ -187,7 +196,19 @@ pub async fn record(
                  lease_until = NULL, lease_token = NULL, queued_at = NULL, updated_at = now()
              FROM leased o LEFT JOIN parked k ON k.id = o.id
              WHERE r.id = o.id AND r.dispatch_seq = o.seq
-             RETURNING r.id, r.campaign_id, r.state, o.pause, o.gave_up
+             RETURNING r.id, r.campaign_id, r.state, r.address, o.pause, o.gave_up, o.opted_out, o.error
+         ),
+         -- Two outcomes of one batch may name one address (two campaigns of a tenant): the
+         -- second finds the first's row and is skipped.
+         suppressed AS (
+             INSERT INTO suppressions (tenant_id, channel, address, source, reason)
+             SELECT c.tenant_id, c.channel, d.address, 'provider', left(d.error, 500)
+             FROM recorded d JOIN campaigns c ON c.id = d.campaign_id
+             WHERE d.opted_out
+             -- In key order, as the admin's additions are: two statements inserting the
+             -- same addresses never wait on each other in a cycle.
+             ORDER BY c.tenant_id, c.channel, d.address
+             ON CONFLICT (tenant_id, channel, address) DO NOTHING
          ),
          -- Only the campaigns a send or a pause may change.
          touched AS (
@@ -246,6 +267,7 @@ pub async fn record(
         &tokens,
         max_deferral.as_secs_f64(),
         &put_off,
+        &opted_out,
     )
     .fetch_all(pool)
     .await?;

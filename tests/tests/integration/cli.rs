@@ -441,6 +441,43 @@ async fn providers_of_each_kind_and_an_overflow_campaign() -> Result<()> {
     let again = cli.run(&key, &["segment", "delete", &id(&segment)])?;
     assert_eq!(again.status.code(), Some(1), "{again:?}");
 
+    // Opt-outs added (numbers as people write them), listed as a table, taken off; a bad
+    // number exits 1 naming it.
+    let added = cli.json(
+        &key,
+        &[
+            "suppression",
+            "add",
+            "--channel",
+            "sms",
+            "--reason",
+            "by email",
+            "+1 555 000 0009",
+        ],
+    )?;
+    assert_eq!(added["added"], 1, "{added}");
+    let refused = cli.run(&key, &["suppression", "add", "--channel", "sms", "12"])?;
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("addresses[0]"),
+        "{refused:?}"
+    );
+    let table = cli.run(&key, &["suppression", "list", "--channel", "sms"])?;
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(
+        table.contains("+15550000009") && table.contains("by email") && table.contains("tenant"),
+        "{table}"
+    );
+    let listed = cli.json(&key, &["suppression", "list", "--address", "+15550000009"])?;
+    let entry = listed["items"][0]["id"]
+        .as_i64()
+        .unwrap_or_default()
+        .to_string();
+    let removed = cli.run(&key, &["suppression", "remove", &entry])?;
+    assert!(removed.status.success(), "{removed:?}");
+    let again = cli.run(&key, &["suppression", "remove", &entry])?;
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+
     // A WhatsApp provider without its phone number id: exit 1, the field named.
     let refused = cli.run(
         &key,

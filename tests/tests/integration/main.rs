@@ -23,4 +23,5 @@ mod ops;
 mod receipts;
 mod retries;
 mod send_rules;
+mod suppressions;
 mod web;

@@ -128,6 +128,8 @@ pub enum ErrorClass {
     Misconfigured,
     /// This request will never succeed.
     Permanent,
+    /// The recipient opted out: no message to it will succeed on this channel.
+    OptedOut,
 }
 
 impl ErrorClass {
@@ -155,6 +157,7 @@ impl ErrorClass {
             },
             ErrorClass::Misconfigured => CallResult::Misconfigured { reason },
             ErrorClass::Permanent => CallResult::Permanent { reason },
+            ErrorClass::OptedOut => CallResult::OptedOut { reason },
         }
     }
 }

@@ -193,8 +193,10 @@ pub fn class(status: u16, code: Option<i64>) -> ErrorClass {
         (Some(20003 | 20005 | 20008 | 20404 | 21212 | 21609), _) | (_, 401) | (None, 403) => {
             ErrorClass::Misconfigured
         }
-        // Invalid number, not a mobile number, unsubscribed (STOP).
-        (Some(21211 | 21614 | 21610), _) => ErrorClass::Permanent,
+        // Invalid number, not a mobile number.
+        (Some(21211 | 21614), _) => ErrorClass::Permanent,
+        // The recipient replied STOP to this sender: refused until it replies START.
+        (Some(21610), _) => ErrorClass::OptedOut,
         // Service unavailable: nothing was done. 20503 on another 5xx (a gateway's 504) may
         // come after the message was taken: ambiguous, below.
         (Some(20503), status) if status < 500 || status == 503 => ErrorClass::Unavailable,
@@ -786,7 +788,7 @@ mod tests {
             (401, Some(20003), ErrorClass::Misconfigured),
             (401, None, ErrorClass::Misconfigured),
             (400, Some(21614), ErrorClass::Permanent),
-            (400, Some(21610), ErrorClass::Permanent),
+            (400, Some(21610), ErrorClass::OptedOut),
             (400, Some(21611), ErrorClass::Throttled),
             (429, None, ErrorClass::Throttled),
             // Twilio's internal error: the message may exist (a lookup tells).
