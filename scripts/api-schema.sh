@@ -189,6 +189,19 @@ include-method = "POST"
 phases = { coverage = { generation = { mode = "negative" } } }
 checks = { positive_data_acceptance = { expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"] } }
 
+# A suppression list's numbers are checked as messages' are, against their country's plan.
+[[operations]]
+include-path = "/suppressions"
+include-method = "POST"
+parameters = { "body.tenant_id" = { dictionary = "tenant" } }
+phases = { coverage = { generation = { mode = "negative" } } }
+checks = { positive_data_acceptance = { expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"] } }
+
+[[operations]]
+include-path = "/suppressions"
+include-method = "GET"
+checks = { positive_data_acceptance = { expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"] } }
+
 # A tenant's default provider per channel names a tenant and providers by id.
 [[operations]]
 include-path-regex = "^/tenants/[^/]+/default-providers/[^/]+$"

@@ -190,11 +190,7 @@ impl Client {
         tenant: Uuid,
         channel: &str,
     ) -> Result<Reply<Value>, ApiError> {
-        let url = self.url(
-            &["tenants", &tenant.to_string(), "default-providers", channel],
-            &[],
-        );
-        self.send(self.http.delete(url), Some(REQUEST_TIMEOUT))
+        self.delete(&["tenants", &tenant.to_string(), "default-providers", channel])
             .await
     }
 
@@ -387,6 +383,11 @@ impl Client {
         self.page(&["contacts"], filters, at).await
     }
 
+    /// Deletes contact `id` (answered 204, no body).
+    pub async fn delete_contact(&self, id: i64) -> Result<Reply<Value>, ApiError> {
+        self.delete(&["contacts", &id.to_string()]).await
+    }
+
     pub async fn add_suppressions(
         &self,
         body: &NewSuppressions,
@@ -404,9 +405,7 @@ impl Client {
 
     /// Removes suppression `id` (answered 204, no body).
     pub async fn remove_suppression(&self, id: i64) -> Result<Reply<Value>, ApiError> {
-        let url = self.url(&["suppressions", &id.to_string()], &[]);
-        self.send(self.http.delete(url), Some(REQUEST_TIMEOUT))
-            .await
+        self.delete(&["suppressions", &id.to_string()]).await
     }
 
     pub async fn create_segment(&self, segment: &NewSegment) -> Result<Reply<Segment>, ApiError> {
@@ -415,9 +414,7 @@ impl Client {
 
     /// Deletes segment `id` (answered 204, no body).
     pub async fn delete_segment(&self, id: Uuid) -> Result<Reply<Value>, ApiError> {
-        let url = self.url(&["segments", &id.to_string()], &[]);
-        self.send(self.http.delete(url), Some(REQUEST_TIMEOUT))
-            .await
+        self.delete(&["segments", &id.to_string()]).await
     }
 
     pub async fn list_segments(&self) -> Result<Reply<Vec<Segment>>, ApiError> {
@@ -495,6 +492,13 @@ impl Client {
     ) -> Result<Reply<T>, ApiError> {
         let url = self.url(segments, query);
         self.send(self.http.get(url), Some(REQUEST_TIMEOUT)).await
+    }
+
+    /// A DELETE, answered 204 with no body.
+    async fn delete(&self, segments: &[&str]) -> Result<Reply<Value>, ApiError> {
+        let url = self.url(segments, &[]);
+        self.send(self.http.delete(url), Some(REQUEST_TIMEOUT))
+            .await
     }
 
     async fn post<T: DeserializeOwned, B: Serialize + ?Sized>(

@@ -63,7 +63,7 @@ pub struct Upserted {
 /// (a template's variables present, its text not too long) and the copy are statements of
 /// their own, each seeing what was committed when it began, and an upload committed
 /// between them put contacts the checks never saw (a blank name: "Hi !") into the
-/// audience. Writes of contacts ([`upsert_staged`], the only one) wait for it, and it for
+/// audience. Writes of contacts ([`upsert_staged`], [`delete`]) wait for it, and it for
 /// them; starts do not wait for each other.
 pub async fn hold_still(tx: &mut PgConnection, tenant: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!(
@@ -73,6 +73,43 @@ pub async fn hold_still(tx: &mut PgConnection, tenant: Uuid) -> Result<(), sqlx:
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// Holds tenant `tenant`'s contacts for a write, to the end of the caller's transaction:
+/// waits for the segment starts holding them still ([`hold_still`]) and for other writes.
+async fn hold_for_write(tx: &mut PgConnection, tenant: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('herald.contacts.' || $1::text, 0))",
+        tenant as _,
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Deletes contact `id`, if `scope` sees it (a person who asked to be forgotten, or who left):
+/// no segment picks it any more. Campaigns started before keep it among their recipients,
+/// as they keep every other. Waits, as an upload does, for a segment's audience being copied
+/// ([`hold_still`]), so that the copy and its checks see it both or neither. Answers whether
+/// it was there.
+pub async fn delete(pool: &PgPool, scope: Scope, id: i64) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let tenant = sqlx::query_scalar!(
+        "SELECT tenant_id FROM contacts WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)",
+        id,
+        scope as _,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(tenant) = tenant else {
+        return Ok(false);
+    };
+    hold_for_write(&mut tx, tenant).await?;
+    let deleted = sqlx::query!("DELETE FROM contacts WHERE id = $1", id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(deleted.rows_affected() > 0)
 }
 
 /// Moves the staged upload (`crate::uploads`) into tenant `tenant`'s contacts, in the
@@ -91,12 +128,7 @@ pub async fn upsert_staged(
     max_attributes: i64,
     max_bytes: i64,
 ) -> Result<Upserted, sqlx::Error> {
-    sqlx::query!(
-        "SELECT pg_advisory_xact_lock(hashtextextended('herald.contacts.' || $1::text, 0))",
-        tenant as _,
-    )
-    .execute(&mut *tx)
-    .await?;
+    hold_for_write(tx, tenant).await?;
     let (inserted, updated, overfull): (i64, i64, Option<String>) = sqlx::query_as(
         "WITH up AS (
              INSERT INTO contacts AS c (tenant_id, address, attributes)

@@ -10,8 +10,9 @@ use crate::state::AppState;
 use crate::upload::Format;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use axum::http::StatusCode;
 use herald_store as store;
 use herald_store::contacts::Contact;
 use serde::{Deserialize, Serialize};
@@ -129,4 +130,20 @@ pub async fn list(
     )
     .await?;
     Ok(Json(Page::of(rows, limit, |c: &Contact| c.id)))
+}
+
+#[utoipa::path(delete, path = "/contacts/{id}", tag = "contacts",
+    params(("id" = i64, Path, description = "The contact's id")),
+    responses((status = 204, description = "Deleted: no segment picks it any more"),
+              (status = 404, body = crate::error::ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    if !store::contacts::delete(&state.pool, caller.scope(), id).await? {
+        return Err(ApiError::NotFound("contact"));
+    }
+    tracing::info!(contact_id = id, "contact deleted");
+    Ok(StatusCode::NO_CONTENT)
 }

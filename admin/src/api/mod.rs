@@ -262,6 +262,7 @@ pub fn router() -> Router<AppState> {
             post(audience::upload).get(audience::list),
         )
         .route("/contacts", post(contacts::upload).get(contacts::list))
+        .route("/contacts/{id}", axum::routing::delete(contacts::delete))
         .route("/segments", post(segments::create).get(segments::list))
         .route(
             "/segments/{id}",

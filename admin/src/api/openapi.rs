@@ -57,7 +57,7 @@ pub fn document_json() -> serde_json::Value {
         campaigns::start, campaigns::pause, campaigns::resume, campaigns::cancel,
         campaigns::progress, campaigns::errors,
         audience::upload, audience::list,
-        contacts::upload, contacts::list,
+        contacts::upload, contacts::list, contacts::delete,
         segments::create, segments::list, segments::show, segments::delete, segments::count,
         messages::send, messages::send_batch, messages::show, messages::list, messages::cancel,
         suppressions::add, suppressions::list, suppressions::remove,

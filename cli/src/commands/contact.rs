@@ -47,6 +47,13 @@ Example:
         #[command(flatten)]
         page: PageArgs,
     },
+    /// Delete a contact (segments no longer pick it; campaigns started before keep it)
+    #[command(after_help = "Example:
+  herald contact delete $(herald --json contact list --address +33612345678 | jq '.items[0].id')")]
+    Delete {
+        /// The contact's id (see `herald contact list`)
+        id: i64,
+    },
 }
 
 pub async fn run(ctx: &Ctx, command: ContactCommand) -> Result<(), CliError> {
@@ -79,6 +86,10 @@ pub async fn run(ctx: &Ctx, command: ContactCommand) -> Result<(), CliError> {
                 output::contacts,
             )
             .await
+        }
+        ContactCommand::Delete { id } => {
+            let reply = ctx.client.delete_contact(id).await?;
+            ctx.show(&reply, |_| format!("contact {id} deleted\n"))
         }
     }
 }

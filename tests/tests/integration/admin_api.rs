@@ -2003,3 +2003,62 @@ async fn failure_reasons_group_one_cause_and_undelivered_recipients_are_found() 
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_is_deleted_by_its_tenant_and_no_segment_picks_it_any_more() -> Result<()> {
+    let w = world().await?;
+    let admin = &w.admin;
+    let contacts = "address,plan\n+33600000001,gold\n+33600000002,gold\n";
+    let uploaded = admin
+        .upload(&w.key_a, "/contacts", "text/csv", contacts)
+        .await?;
+    assert_eq!(uploaded.0, 200, "{uploaded:?}");
+    let segment = admin
+        .ok(
+            &w.key_a,
+            POST,
+            "/segments",
+            Some(json!({"name": "gold", "filter": "plan = 'gold'"})),
+        )
+        .await?;
+    let count_path = format!("/segments/{}/count", segment["id"].as_str().unwrap_or(""));
+    let count = admin.ok(&w.key_a, GET, &count_path, None).await?;
+    assert_eq!(count["contacts"], 2);
+    let listed = admin
+        .ok(&w.key_a, GET, "/contacts?address=%2B33600000001", None)
+        .await?;
+    let id = listed["items"][0]["id"].as_i64().unwrap_or_default();
+    let path = format!("/contacts/{id}");
+
+    // Another tenant's key finds no such contact; its owner deletes it once.
+    let (status, _) = admin.call(&w.key_b, Method::DELETE, &path, None).await?;
+    assert_eq!(status, 404);
+    let (status, body) = admin.call(&w.key_a, Method::DELETE, &path, None).await?;
+    assert_eq!(status, 204, "{body}");
+    let (status, _) = admin.call(&w.key_a, Method::DELETE, &path, None).await?;
+    assert_eq!(status, 404);
+    let (status, body) = admin
+        .call(&w.key_a, Method::DELETE, "/contacts/not-a-number", None)
+        .await?;
+    assert_eq!(status, 400, "{body}");
+
+    let count = admin.ok(&w.key_a, GET, &count_path, None).await?;
+    assert_eq!(count["contacts"], 1);
+    let listed = admin.ok(&w.key_a, GET, "/contacts", None).await?;
+    let addresses: Vec<&str> = listed["items"]
+        .as_array()
+        .map(|items| items.iter().filter_map(|c| c["address"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(addresses, ["+33600000002"]);
+    // An upload of the same address makes it a contact again, anew.
+    let again = admin
+        .upload(
+            &w.key_a,
+            "/contacts",
+            "text/csv",
+            "address,plan\n+33600000001,gold\n",
+        )
+        .await?;
+    assert_eq!(again.1["inserted"], 1, "{again:?}");
+    Ok(())
+}

@@ -340,6 +340,16 @@ async fn a_script_drives_a_campaign_and_failures_exit_non_zero() -> Result<()> {
                 .any(|l| l.contains("+33600000042") && l.contains("acme")),
         "the contact, with its tenant's name: {listed}"
     );
+    // Deleted by id, once; a second delete finds none (exit 1).
+    let found = cli.json(&key, &["contact", "list", "--address", "+33600000042"])?;
+    let contact = found["items"][0]["id"]
+        .as_i64()
+        .unwrap_or_default()
+        .to_string();
+    let deleted = cli.run(&key, &["contact", "delete", &contact])?;
+    assert!(deleted.status.success(), "{deleted:?}");
+    let again = cli.run(&key, &["contact", "delete", &contact])?;
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
 
     // A state that does not allow the action: exit 1 with the API's reason.
     let conflict = cli.run(&key, &["campaign", "pause", &campaign_id])?;
