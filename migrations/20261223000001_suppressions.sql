@@ -11,9 +11,10 @@ CREATE TABLE suppressions (
     channel     text NOT NULL CHECK (channel IN ('sms', 'whatsapp', 'voice', 'chat')),
     -- As recipients store it (E.164 for a phone number), so the lease compares it as is.
     address     text NOT NULL,
-    -- `provider`: recorded by a worker from a provider's refusal; `tenant`: added through
-    -- the admin.
-    source      text NOT NULL CHECK (source IN ('provider', 'tenant')),
+    -- `provider`: recorded by a worker from a provider's refusal; `recipient`: the
+    -- recipient's STOP, an inbound message the receiver took (its START removes the entries
+    -- but the tenant's); `tenant`: added through the admin.
+    source      text NOT NULL CHECK (source IN ('provider', 'recipient', 'tenant')),
     reason      text CHECK (length(reason) <= 500),
     created_at  timestamptz NOT NULL DEFAULT now(),
     -- The lease's lookup, one per message.

@@ -88,6 +88,7 @@ pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Resul
         previous_urls: config.previous_urls.clone().into(),
         health: health.clone(),
         refusals,
+        pool: pool.clone(),
     };
     let app =
         routes::router(state, config.limits()).layer(axum::middleware::from_fn(ops::http_metrics));

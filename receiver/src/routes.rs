@@ -24,9 +24,11 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::{get, post};
+use herald_shared::db::within;
 use herald_shared::ops::metrics::RECEIPTS_RESULTS;
 use herald_shared::provider_config::{ProviderConfig, ReceiptKey};
 use herald_shared::signature;
+use herald_store as store;
 use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -43,6 +45,9 @@ pub struct AppState {
     pub previous_urls: Arc<[String]>,
     /// Webhooks refused that their providers may have meant, to be recorded.
     pub refusals: Refusals,
+    /// For the suppression lists inbound STOPs and STARTs change (rare: one statement each,
+    /// not through the receipts' queue).
+    pub pool: sqlx::PgPool,
 }
 
 /// The largest webhook body taken: Meta documents notifications of up to 3 MB, above axum's
@@ -180,12 +185,55 @@ async fn twilio_status(
     };
     let reference = query("ref");
     let seq = query("seq").and_then(|s| s.parse().ok());
+    if let Some(consent) = twilio::consent(&params) {
+        record_consent(&app, provider_id, known.tenant_id, consent).await?;
+    }
     if let Some(receipt) = twilio::receipt(provider_id, &params, reference.as_deref(), seq)? {
         let owner = Owner::of(provider_id, known.tenant_id);
         // Twilio sends a status callback once (a failed connection aside).
         app.intake.store(owner, vec![receipt], false).await?;
     }
     Ok(StatusCode::OK)
+}
+
+/// An inbound STOP or START to a tenant's own Twilio number, on its suppression list for
+/// SMS. A shared provider's number sends for several tenants, and which of them the
+/// recipient meant cannot be told: Twilio's own refusal (21610) puts it on the list of each
+/// tenant that sends to it next.
+async fn record_consent(
+    app: &AppState,
+    provider_id: Uuid,
+    tenant: Option<Uuid>,
+    consent: twilio::Consent,
+) -> Result<(), Refusal> {
+    let Some(tenant) = tenant else {
+        tracing::info!(%provider_id, "an opt-out or opt-in to a shared provider's number; left to the provider's own refusal");
+        return Ok(());
+    };
+    let sms = herald_shared::domain::Channel::Sms;
+    let changed = match &consent {
+        twilio::Consent::OptedOut { address, keyword } => {
+            let reason = format!("the recipient replied {keyword}");
+            within(store::suppressions::opted_out(
+                &app.pool, tenant, sms, address, &reason,
+            ))
+            .await
+        }
+        twilio::Consent::OptedIn { address } => {
+            within(store::suppressions::opted_in(
+                &app.pool, tenant, sms, address,
+            ))
+            .await
+        }
+    }
+    .map_err(|error| {
+        tracing::warn!(%provider_id, %error, "cannot record an opt-out or opt-in; answering 503");
+        Refusal::Unavailable
+    })?;
+    // The number itself stays out of the log, as recipients' addresses do.
+    let opted_out = matches!(consent, twilio::Consent::OptedOut { .. });
+    tracing::info!(%provider_id, tenant_id = %tenant, opted_out, changed, "a recipient's STOP or START recorded");
+    Ok(())
 }
 
 async fn whatsapp_verify(

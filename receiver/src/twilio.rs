@@ -36,13 +36,7 @@ pub fn receipt(
     reference: Option<&str>,
     seq: Option<i32>,
 ) -> Result<Option<Receipt>, Refusal> {
-    let get = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
-    };
+    let get = |name: &str| field(params, name);
     let missing = |field: &str| Refusal::BadRequest(format!("{field} is required"));
     let (message_id, raw_status, status, provider_time) = if let Some(raw) = get("CallStatus") {
         let sid = get("CallSid").ok_or_else(|| missing("CallSid"))?;
@@ -84,6 +78,70 @@ pub fn receipt(
     }))
 }
 
+/// The first field called `name`, spaces around it trimmed, if it is not empty.
+fn field<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// What an inbound message says of its sender's consent to SMS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Consent {
+    /// Replied STOP (or another opt-out keyword): Twilio refuses it from now on.
+    OptedOut { address: String, keyword: String },
+    /// Replied START (or another opt-in keyword): Twilio sends to it again.
+    OptedIn { address: String },
+}
+
+/// Twilio's default opt-out and opt-in keywords, honoured on every long code and toll-free
+/// number: a message that is one of them alone (case and surrounding spaces aside).
+const OPT_OUT_KEYWORDS: &[&str] = &[
+    "STOP",
+    "STOPALL",
+    "UNSUBSCRIBE",
+    "CANCEL",
+    "END",
+    "QUIT",
+    "REVOKE",
+    "OPTOUT",
+];
+const OPT_IN_KEYWORDS: &[&str] = &["START", "YES", "UNSTOP"];
+
+/// The consent an inbound SMS (a number's "a message comes in" webhook pointed at the
+/// receiver) changes, if any. `OptOutType` is Twilio's own word where Advanced Opt-Out
+/// runs (its keywords may be the sender's own, in any language); otherwise the body is
+/// read as Twilio's default keywords are. A WhatsApp message (`From: whatsapp:+…`) says
+/// nothing of SMS.
+pub fn consent(params: &[(String, String)]) -> Option<Consent> {
+    let get = |name: &str| field(params, name);
+    let status = get("SmsStatus").or_else(|| get("MessageStatus"))?;
+    let from = get("From")?;
+    // E.164, as recipients are stored: a short code or a WhatsApp sender is no SMS recipient.
+    let e164 = from
+        .strip_prefix('+')
+        .is_some_and(|d| (2..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()));
+    if status != "received" || !e164 {
+        return None;
+    }
+    let address = from.to_owned();
+    let word = get("OptOutType")
+        .or_else(|| get("Body"))?
+        .to_ascii_uppercase();
+    if OPT_OUT_KEYWORDS.contains(&word.as_str()) {
+        Some(Consent::OptedOut {
+            address,
+            keyword: clip(&word, 32),
+        })
+    } else if OPT_IN_KEYWORDS.contains(&word.as_str()) {
+        Some(Consent::OptedIn { address })
+    } else {
+        None
+    }
+}
+
 /// The carrier's DLR done date, `YYMMDDhhmm` (UTC).
 fn dlr_done_date(text: &str) -> Option<DateTime<Utc>> {
     NaiveDateTime::parse_from_str(&format!("{text}00"), "%y%m%d%H%M%S")
@@ -103,6 +161,52 @@ mod tests {
     }
 
     const REF: &str = "herald-00000000000000000000000000000007-42";
+
+    #[test]
+    fn an_inbound_stop_or_start_changes_consent_and_nothing_else_does() {
+        let inbound = |body: &str, opt_out_type: Option<&str>| {
+            let mut p = params(&[
+                ("MessageSid", "SM9"),
+                ("SmsStatus", "received"),
+                ("From", "+15551230001"),
+                ("To", "+15005550006"),
+                ("Body", body),
+            ]);
+            if let Some(kind) = opt_out_type {
+                p.push(("OptOutType".into(), kind.into()));
+            }
+            consent(&p)
+        };
+        let stopped = Some(Consent::OptedOut {
+            address: "+15551230001".into(),
+            keyword: "STOP".into(),
+        });
+        assert_eq!(inbound(" stop ", None), stopped);
+        // A sender's own keyword, which Advanced Opt-Out names for what it is.
+        assert_eq!(inbound("ARRET", Some("STOP")), stopped);
+        assert_eq!(
+            inbound("Unstop", None),
+            Some(Consent::OptedIn {
+                address: "+15551230001".into()
+            })
+        );
+        assert_eq!(inbound("please stop texting me", None), None);
+        assert_eq!(inbound("HELP", Some("HELP")), None);
+        // A status callback, or a WhatsApp message, is no consent.
+        let status = params(&[
+            ("MessageSid", "SM9"),
+            ("MessageStatus", "delivered"),
+            ("From", "+15005550006"),
+            ("Body", "STOP"),
+        ]);
+        assert_eq!(consent(&status), None);
+        let whatsapp = params(&[
+            ("SmsStatus", "received"),
+            ("From", "whatsapp:+15551230001"),
+            ("Body", "STOP"),
+        ]);
+        assert_eq!(consent(&whatsapp), None);
+    }
 
     #[test]
     fn a_message_callback() {

@@ -87,9 +87,9 @@ async fn hold_for_write(tx: &mut PgConnection, tenant: Uuid) -> Result<(), sqlx:
     Ok(())
 }
 
-/// Deletes contact `id`, if `scope` sees it (a person who asked to be forgotten, or who left):
-/// no segment picks it any more. Campaigns started before keep it among their recipients,
-/// as they keep every other. Waits, as an upload does, for a segment's audience being copied
+/// Deletes contact `id`, if `scope` sees it (a person who left the address book): no segment
+/// picks it any more. Campaigns started before keep it among their recipients (their copies
+/// of its address and attributes are not erased). Waits, as an upload does, for a segment's audience being copied
 /// ([`hold_still`]), so that the copy and its checks see it both or neither. Answers whether
 /// it was there.
 pub async fn delete(pool: &PgPool, scope: Scope, id: i64) -> Result<bool, sqlx::Error> {

@@ -20,7 +20,8 @@ pub struct Suppression {
     pub channel: String,
     pub address: String,
     /// `provider`: a provider refused a send because the recipient opted out (Twilio
-    /// 21610); `tenant`: added through the admin.
+    /// 21610); `recipient`: the recipient replied STOP (an inbound message the receiver
+    /// took); `tenant`: added through the admin.
     pub source: String,
     /// The provider's refusal, or the note the tenant gave.
     pub reason: Option<String>,
@@ -87,6 +88,50 @@ pub async fn remove(pool: &PgPool, scope: Scope, id: i64) -> Result<bool, sqlx::
         "DELETE FROM suppressions WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)",
         id,
         scope as _,
+    )
+    .execute(pool)
+    .await?;
+    Ok(removed.rows_affected() > 0)
+}
+
+/// The recipient replied STOP (an inbound message the receiver took): `address` goes on
+/// tenant `tenant`'s list for `channel`, unless it is there. Answers whether it was added.
+pub async fn opted_out(
+    pool: &PgPool,
+    tenant: Uuid,
+    channel: Channel,
+    address: &str,
+    reason: &str,
+) -> Result<bool, sqlx::Error> {
+    let added = sqlx::query!(
+        "INSERT INTO suppressions (tenant_id, channel, address, source, reason)
+         VALUES ($1, $2, $3, 'recipient', $4)
+         ON CONFLICT (tenant_id, channel, address) DO NOTHING",
+        tenant,
+        channel.as_str(),
+        address,
+        reason,
+    )
+    .execute(pool)
+    .await?;
+    Ok(added.rows_affected() > 0)
+}
+
+/// The recipient replied START: its entry on tenant `tenant`'s list for `channel` goes, if
+/// the recipient's own word or a provider's refusal put it there. One the tenant added (a
+/// request made elsewhere) stays: the tenant takes it off. Answers whether one went.
+pub async fn opted_in(
+    pool: &PgPool,
+    tenant: Uuid,
+    channel: Channel,
+    address: &str,
+) -> Result<bool, sqlx::Error> {
+    let removed = sqlx::query!(
+        "DELETE FROM suppressions
+         WHERE tenant_id = $1 AND channel = $2 AND address = $3 AND source <> 'tenant'",
+        tenant,
+        channel.as_str(),
+        address,
     )
     .execute(pool)
     .await?;

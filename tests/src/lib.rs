@@ -361,19 +361,34 @@ impl TestEnv {
         auth_token: &str,
         sid: &str,
     ) -> Result<u16> {
+        let params = [
+            ("MessageSid", sid),
+            ("MessageStatus", "delivered"),
+            ("AccountSid", TWILIO_SID),
+        ];
+        self.post_twilio_form(provider, signed_base, auth_token, &params)
+            .await
+    }
+
+    /// Posts the form `params` to `provider`'s Twilio webhook on the running receiver, signed
+    /// with `auth_token` over `signed_base` (`None`: the receiver's URL now) as Twilio signs;
+    /// returns the answer's status.
+    pub async fn post_twilio_form(
+        &self,
+        provider: Uuid,
+        signed_base: Option<&str>,
+        auth_token: &str,
+        params: &[(&str, &str)],
+    ) -> Result<u16> {
         let receiver = self
             .receiver_url
             .as_deref()
             .ok_or_else(|| anyhow::anyhow!("no receiver runs"))?;
         let path = format!("/webhooks/twilio/{provider}?seq=1");
-        let params: Vec<(String, String)> = [
-            ("MessageSid", sid),
-            ("MessageStatus", "delivered"),
-            ("AccountSid", TWILIO_SID),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+        let params: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let signed_url = format!("{}{path}", signed_base.unwrap_or(receiver));
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(&params)

@@ -325,3 +325,84 @@ async fn a_tenant_keeps_its_own_list_and_a_message_to_a_listed_address_is_not_se
     assert_eq!(sent["state"], "sent", "{sent}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipients_stop_and_start_to_a_tenants_twilio_number_change_its_list() -> Result<()> {
+    let mut env = TestEnv::new(&[]).await?;
+    env.receiver().await?;
+    let admin = env.admin().await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let own = env
+        .twilio_provider_at("own", "twilio_sms", &env.simulator_url)
+        .await?;
+    sqlx::query("UPDATE providers SET tenant_id = $1 WHERE id = $2")
+        .bind(tenant)
+        .bind(own)
+        .execute(&env.pool)
+        .await?;
+    let shared = env.twilio_provider("twilio_sms").await?;
+    let token = herald_tests::TWILIO_TOKEN;
+    let inbound = |from: &'static str, body: &'static str| {
+        [
+            ("MessageSid", "SM00000000000000000000000000000001"),
+            ("SmsStatus", "received"),
+            ("From", from),
+            ("To", "+15005550006"),
+            ("Body", body),
+            ("AccountSid", herald_tests::TWILIO_SID),
+        ]
+    };
+
+    // A STOP to the tenant's own number: on its list for SMS, the recipient's own word.
+    let status = env
+        .post_twilio_form(own, None, token, &inbound("+15550000003", "Stop"))
+        .await?;
+    assert_eq!(status, 200);
+    let list = listed(&admin, tenant).await?;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(
+        (
+            &list[0]["channel"],
+            &list[0]["address"],
+            &list[0]["source"],
+            &list[0]["reason"]
+        ),
+        (
+            &json!("sms"),
+            &json!("+15550000003"),
+            &json!("recipient"),
+            &json!("the recipient replied STOP")
+        )
+    );
+    // Unsigned, it changes nothing.
+    let forged = env
+        .post_twilio_form(own, None, "not-the-token", &inbound("+15550000004", "STOP"))
+        .await?;
+    assert_eq!(forged, 403);
+    // A shared number's STOP names no tenant: left to Twilio's own refusal.
+    let status = env
+        .post_twilio_form(shared, None, token, &inbound("+15550000005", "STOP"))
+        .await?;
+    assert_eq!(status, 200);
+    assert_eq!(listed(&admin, tenant).await?.len(), 1);
+
+    // START takes the recipient's own entry off, not one the tenant added.
+    admin
+        .ok(
+            &admin.operator_key,
+            Method::POST,
+            "/suppressions",
+            Some(json!({"tenant_id": tenant, "channel": "sms", "addresses": ["+15550000006"]})),
+        )
+        .await?;
+    for from in ["+15550000003", "+15550000006"] {
+        let status = env
+            .post_twilio_form(own, None, token, &inbound(from, "START"))
+            .await?;
+        assert_eq!(status, 200);
+    }
+    let left: Vec<Value> = listed(&admin, tenant).await?;
+    let addresses: Vec<&Value> = left.iter().map(|s| &s["address"]).collect();
+    assert_eq!(addresses, [&json!("+15550000006")], "{left:?}");
+    Ok(())
+}
