@@ -127,15 +127,30 @@ pub fn consent(params: &[(String, String)]) -> Option<Consent> {
         return None;
     }
     let address = from.to_owned();
-    let word = get("OptOutType")
-        .or_else(|| get("Body"))?
-        .to_ascii_uppercase();
-    if OPT_OUT_KEYWORDS.contains(&word.as_str()) {
-        Some(Consent::OptedOut {
+    let named = get("OptOutType").map(str::to_ascii_uppercase);
+    // "Stop." and "stop!" are a STOP as people type it.
+    let body = get("Body").map(|b| b.trim_end_matches(['.', '!']).trim().to_ascii_uppercase());
+    let opted_out = |word: &Option<String>| {
+        word.as_deref()
+            .filter(|w| OPT_OUT_KEYWORDS.contains(w))
+            .map(str::to_owned)
+    };
+    // An opt-out is read from the body too (listing one too many is the safe side); an
+    // opt-in, through a Messaging Service, only as Twilio names it: the service's opt-in
+    // keywords are its own (one that dropped YES, which "reply YES to confirm" asks for,
+    // still refuses the number after a YES).
+    if let Some(keyword) = opted_out(&named).or_else(|| opted_out(&body)) {
+        return Some(Consent::OptedOut {
             address,
-            keyword: clip(&word, 32),
-        })
-    } else if OPT_IN_KEYWORDS.contains(&word.as_str()) {
+            keyword: clip(&keyword, 32),
+        });
+    }
+    let opt_in = |word: &Option<String>| {
+        word.as_deref()
+            .is_some_and(|w| OPT_IN_KEYWORDS.contains(&w))
+    };
+    let service = get("MessagingServiceSid").is_some();
+    if opt_in(&named) || (named.is_none() && !service && opt_in(&body)) {
         Some(Consent::OptedIn { address })
     } else {
         None
@@ -190,7 +205,29 @@ mod tests {
                 address: "+15551230001".into()
             })
         );
+        assert_eq!(inbound("Stop.", None), stopped);
         assert_eq!(inbound("please stop texting me", None), None);
+        // Through a Messaging Service, an opt-in is Twilio's to name.
+        let through_service = |body: &str, opt_out_type: Option<&str>| {
+            let mut p = params(&[
+                ("SmsStatus", "received"),
+                ("From", "+15551230001"),
+                ("MessagingServiceSid", "MG1"),
+                ("Body", body),
+            ]);
+            if let Some(kind) = opt_out_type {
+                p.push(("OptOutType".into(), kind.into()));
+            }
+            consent(&p)
+        };
+        assert_eq!(through_service("YES", None), None);
+        assert_eq!(
+            through_service("YES", Some("START")),
+            Some(Consent::OptedIn {
+                address: "+15551230001".into()
+            })
+        );
+        assert_eq!(through_service("stop", None), stopped);
         assert_eq!(inbound("HELP", Some("HELP")), None);
         // A status callback, or a WhatsApp message, is no consent.
         let status = params(&[

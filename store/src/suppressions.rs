@@ -55,9 +55,10 @@ pub async fn list(
     qb.build_query_as().fetch_all(pool).await
 }
 
-/// Puts `addresses` (as recipients store them) on tenant `tenant`'s list for `channel`,
-/// those there already kept as they are (a provider's record says more than a later
-/// addition would). Answers how many were new.
+/// Puts `addresses` (as recipients store them) on tenant `tenant`'s list for `channel`, held
+/// by the tenant: one a STOP or a provider's refusal listed becomes the tenant's (a START
+/// would otherwise take off what the tenant asked for), its reason kept unless another is
+/// given; one the tenant held already stays as it is. Answers how many it did not hold.
 pub async fn add(
     pool: &PgPool,
     tenant: Uuid,
@@ -70,7 +71,9 @@ pub async fn add(
          SELECT $1, $2, a, 'tenant', $4 FROM unnest($3::text[]) AS a
          -- In key order, as a worker's opt-outs are: never waiting on each other in a cycle.
          ORDER BY a
-         ON CONFLICT (tenant_id, channel, address) DO NOTHING",
+         ON CONFLICT (tenant_id, channel, address) DO UPDATE
+         SET source = 'tenant', reason = coalesce(excluded.reason, suppressions.reason)
+         WHERE suppressions.source <> 'tenant'",
         tenant,
         channel.as_str(),
         addresses,

@@ -1,6 +1,7 @@
 //! A tenant's suppression list: the addresses its messages must not reach on a channel,
 //! whichever provider would carry them (the worker's lease refuses them; a provider's
-//! opt-out refusal, Twilio 21610, adds to the list by itself).
+//! opt-out refusal, Twilio 21610, and a recipient's STOP to a tenant's own Twilio number
+//! add to the list by themselves).
 
 use super::page::{self, Page};
 use super::{JsonBody, QueryParams};
@@ -43,7 +44,8 @@ pub struct NewSuppressions {
 pub struct SuppressionsAdded {
     /// Addresses in the request (one written twice counts once).
     pub received: u64,
-    /// Addresses new to the list; the others were on it already and are kept as they were.
+    /// Addresses the tenant now holds that it did not: new ones, and ones a STOP or a
+    /// provider's refusal listed (a START no longer takes them off). Those it held stay.
     pub added: u64,
 }
 

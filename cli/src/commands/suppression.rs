@@ -14,8 +14,10 @@ pub enum SuppressionCommand {
     /// Put addresses on the suppression list: no message reaches them on this channel,
     /// through any provider, until they are removed
     #[command(
-        after_help = "Addresses a provider refused because the recipient opted out (Twilio 21610,
-a STOP reply) are added by Herald itself. Up to 1,000 addresses a call.
+        after_help = "Addresses a provider refused because the recipient opted out (Twilio 21610),
+and STOP replies to a tenant's own Twilio number that sends its incoming messages to the
+receiver, are added by Herald itself; a START takes those off, not the ones added here (an
+address added here is the tenant's from then on). Up to 1,000 addresses a call.
 
 Example:
   herald suppression add --channel sms --reason 'asked by email' +15551230001 +15551230002"

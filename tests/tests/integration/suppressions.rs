@@ -384,25 +384,44 @@ async fn a_recipients_stop_and_start_to_a_tenants_twilio_number_change_its_list(
         .post_twilio_form(shared, None, token, &inbound("+15550000005", "STOP"))
         .await?;
     assert_eq!(status, 200);
-    assert_eq!(listed(&admin, tenant).await?.len(), 1);
+    let everywhere: i64 = sqlx::query_scalar("SELECT count(*) FROM suppressions")
+        .fetch_one(&env.pool)
+        .await?;
+    assert_eq!(everywhere, 1);
 
-    // START takes the recipient's own entry off, not one the tenant added.
-    admin
+    // START takes the recipient's own entry off, not one the tenant holds: added by it, or
+    // listed by a STOP first and added by the tenant after (it holds it from then on).
+    let status = env
+        .post_twilio_form(own, None, token, &inbound("+15550000007", "STOP"))
+        .await?;
+    assert_eq!(status, 200);
+    let added = admin
         .ok(
             &admin.operator_key,
             Method::POST,
             "/suppressions",
-            Some(json!({"tenant_id": tenant, "channel": "sms", "addresses": ["+15550000006"]})),
+            Some(json!({"tenant_id": tenant, "channel": "sms",
+                        "addresses": ["+15550000006", "+15550000007"]})),
         )
         .await?;
-    for from in ["+15550000003", "+15550000006"] {
+    assert_eq!(added["added"], 2, "{added}");
+    for from in ["+15550000003", "+15550000006", "+15550000007"] {
         let status = env
             .post_twilio_form(own, None, token, &inbound(from, "START"))
             .await?;
         assert_eq!(status, 200);
     }
     let left: Vec<Value> = listed(&admin, tenant).await?;
-    let addresses: Vec<&Value> = left.iter().map(|s| &s["address"]).collect();
-    assert_eq!(addresses, [&json!("+15550000006")], "{left:?}");
+    let mut kept: Vec<(&Value, &Value)> =
+        left.iter().map(|s| (&s["address"], &s["source"])).collect();
+    kept.sort_by_key(|(address, _)| address.as_str());
+    assert_eq!(
+        kept,
+        [
+            (&json!("+15550000006"), &json!("tenant")),
+            (&json!("+15550000007"), &json!("tenant"))
+        ],
+        "{left:?}"
+    );
     Ok(())
 }
