@@ -1038,6 +1038,14 @@ impl Admin {
     }
 }
 
+/// The fields an API error (a 422) names, in order.
+pub fn refused_fields(answer: &Value) -> Vec<&str> {
+    answer["error"]["fields"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|e| e["field"].as_str()).collect())
+        .unwrap_or_default()
+}
+
 /// Waits (10 s at most) until the receiver at `base` is ready: it reaches the database and
 /// its start is recorded as a refusal (so that a provider created after this sees no
 /// refusal of its own).

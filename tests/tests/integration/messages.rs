@@ -2,7 +2,7 @@
 //! pipeline as campaigns, once per idempotency key, all or nothing in a batch, and held back
 //! by the tenant's quota with a `Retry-After`.
 
-use herald_tests::{Admin, Result, TestEnv};
+use herald_tests::{Admin, Result, TestEnv, refused_fields};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -53,14 +53,6 @@ async fn post(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     Ok((status, retry_after, response.json().await?))
-}
-
-/// The fields a 422 names, in order.
-fn refused_fields(answer: &Value) -> Vec<&str> {
-    answer["error"]["fields"]
-        .as_array()
-        .map(|f| f.iter().filter_map(|e| e["field"].as_str()).collect())
-        .unwrap_or_default()
 }
 
 /// Waits until message `id` is in `state` (and, if given, has `delivery`); returns it.

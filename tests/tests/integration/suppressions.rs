@@ -1,7 +1,7 @@
 //! Suppression lists: an address that opted out (a provider's refusal, or the tenant's
 //! word) gets nothing more on that channel, through any provider, until it is taken off.
 
-use herald_tests::{Admin, Result, TestEnv};
+use herald_tests::{Admin, Result, TestEnv, refused_fields};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -162,14 +162,6 @@ async fn settled(admin: &Admin, key: &str, id: &str) -> Result<Value> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// The fields a 422 names, in order.
-fn refused_fields(answer: &Value) -> Vec<&str> {
-    answer["error"]["fields"]
-        .as_array()
-        .map(|f| f.iter().filter_map(|e| e["field"].as_str()).collect())
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
