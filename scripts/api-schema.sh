@@ -164,6 +164,14 @@ include-path = "/segments"
 include-method = "POST"
 parameters = { "body.tenant_id" = { dictionary = "tenant" }, "body.filter" = { dictionary = "filter" } }
 
+# A tenant's webhook: a public endpoint (a generated host name would be looked up), for
+# the tenant made above half the time.
+[[operations]]
+include-path-regex = "^/tenants/[^/]+/webhook$"
+include-method = "PUT"
+parameters = { "path.id" = { dictionary = "tenant", probability = 0.5 }, "body.url" = { dictionary = "endpoint" } }
+phases = { coverage = { generation = { mode = "negative" } } }
+
 [[operations]]
 include-path = "/providers"
 include-method = "POST"

@@ -1,4 +1,5 @@
-//! Where a tenant's provider may send Herald's workers: public https endpoints only.
+//! Where a tenant's provider or status webhook may send Herald's workers: public https
+//! endpoints only.
 //!
 //! A tenant key could otherwise point a provider at `127.0.0.1`, the cloud's metadata
 //! service (`169.254.169.254`) or anything else inside the network, and read parts of the
@@ -66,7 +67,10 @@ impl EndpointPolicy {
     pub async fn check(&self, endpoint: &str) -> Result<(), Refusal> {
         let url = url::Url::parse(endpoint).map_err(|e| format!("not a URL: {e}"))?;
         if !url.username().is_empty() || url.password().is_some() {
-            return Err("must not carry a user or password: put secrets in `credentials`".into());
+            return Err(
+                "must not carry a user or password (a provider's secrets go in its `credentials`)"
+                    .into(),
+            );
         }
         let host = url.host_str().ok_or("must name a host")?.to_owned();
         let port = url.port_or_known_default().ok_or("must have a port")?;
@@ -98,7 +102,7 @@ impl EndpointPolicy {
             .find(|ip| !is_public(**ip) && !self.allows(**ip))
         {
             return Err(Refusal::Invalid(format!(
-                "`{host}` is {inside}, not a public address: providers of tenants reach the internet only"
+                "`{host}` is {inside}, not a public address: tenants' providers and webhooks reach the internet only"
             )));
         }
         if url.scheme() != "https" && !all_allowed {

@@ -151,9 +151,11 @@ async fn main() -> anyhow::Result<()> {
             let done = herald_admin::reseal::reseal(&pool, &keyring).await?;
             writeln!(
                 std::io::stdout().lock(),
-                "{} providers, {} resealed with key {}",
+                "{} providers, {} resealed; {} webhook secrets, {} resealed; with key {}",
                 done.providers,
                 done.resealed,
+                done.webhooks,
+                done.webhooks_resealed,
                 keyring.current_id().unwrap_or("-")
             )
             .map_err(|error| {

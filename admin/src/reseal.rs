@@ -1,22 +1,21 @@
-//! `herald-admin credentials reseal`: seals every provider's stored credentials with the
-//! current `HERALD_CREDENTIALS_KEY`, the step of a key rotation between "new key set, old key
+//! `herald-admin credentials reseal`: seals every provider's stored credentials, and every
+//! tenant's webhook secret, with the current `HERALD_CREDENTIALS_KEY`, the step of a key rotation between "new key set, old key
 //! kept as HERALD_CREDENTIALS_OLD_KEYS" and "old key dropped" (and how credentials stored
 //! before any key get sealed). Safe to run again, and beside running services: each provider
-//! is rewritten in a transaction of its own, and every process opens both keys meanwhile.
+//! (each secret) is rewritten in a transaction of its own, and every process opens both keys meanwhile.
 
 use herald_shared::sealed::{Keyring, SealError};
-use herald_store::providers;
+use herald_store::{providers, webhooks};
 use serde_json::Value;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResealError {
-    /// Providers whose credentials no key opens were left as they were (the others were
-    /// resealed): the first of them, and how many more.
-    #[error("provider {id}: {error}{}", if *.more > 0 { format!(" (and {} more providers left as they were)", .more) } else { String::new() })]
+    /// Providers' credentials (or webhook secrets) no key opens were left as they were (the
+    /// others were resealed): the first of them, and how many more.
+    #[error("{what}: {error}{}", if *.more > 0 { format!(" (and {} more left as they were)", .more) } else { String::new() })]
     Open {
-        id: Uuid,
+        what: String,
         error: SealError,
         more: usize,
     },
@@ -24,11 +23,13 @@ pub enum ResealError {
     Db(#[from] sqlx::Error),
 }
 
-/// How many providers were looked at, and how many of them rewritten.
+/// How many providers (webhook secrets) were looked at, and how many of them rewritten.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resealed {
     pub providers: usize,
     pub resealed: usize,
+    pub webhooks: usize,
+    pub webhooks_resealed: usize,
 }
 
 /// Reseals every provider's credentials; one that no key opens is left as it is, and the
@@ -57,7 +58,7 @@ pub async fn reseal(pool: &PgPool, keyring: &Keyring) -> Result<Resealed, Reseal
             Ok(opened) => opened,
             Err(error) => {
                 tracing::warn!(provider_id = %id, %error, "credentials left as they were");
-                unopened.push((id, error));
+                unopened.push((format!("provider {id}"), error));
                 continue;
             }
         };
@@ -89,13 +90,39 @@ pub async fn reseal(pool: &PgPool, keyring: &Keyring) -> Result<Resealed, Reseal
         tx.commit().await?;
         resealed += 1;
     }
-    tracing::info!(providers = ids.len(), resealed, key = ?keyring.current_id(), "credentials resealed");
+    let tenants = webhooks::tenants(pool).await?;
+    let mut webhooks_resealed = 0;
+    for &tenant in &tenants {
+        let mut tx = pool.begin().await?;
+        let Some(stored) = webhooks::lock_secret(&mut tx, tenant).await? else {
+            continue;
+        };
+        if keyring.is_current(&stored) {
+            continue;
+        }
+        match keyring.open(tenant, &stored) {
+            Ok(Value::Object(secret)) => {
+                webhooks::reseal_secret(&mut tx, tenant, &keyring.seal(tenant, &secret)).await?;
+                tx.commit().await?;
+                webhooks_resealed += 1;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(tenant_id = %tenant, %error, "webhook secret left as it was (set the webhook again for a new one)");
+                unopened.push((format!("the webhook secret of tenant {tenant}"), error));
+            }
+        }
+    }
+    tracing::info!(providers = ids.len(), resealed, webhooks = tenants.len(), webhooks_resealed,
+        key = ?keyring.current_id(), "credentials resealed");
     let more = unopened.len().saturating_sub(1);
-    if let Some((id, error)) = unopened.into_iter().next() {
-        return Err(ResealError::Open { id, error, more });
+    if let Some((what, error)) = unopened.into_iter().next() {
+        return Err(ResealError::Open { what, error, more });
     }
     Ok(Resealed {
         providers: ids.len(),
         resealed,
+        webhooks: tenants.len(),
+        webhooks_resealed,
     })
 }

@@ -13,7 +13,7 @@ use crate::model::{
     Campaign, Contact, DefaultProvider, ErrorBody, ErrorCount, Key, Message, NewCampaign, NewKey,
     NewMessage, NewProvider, NewSegment, NewSuppressions, NewTenant, Page, Progress, Provider,
     Recipient, RotatedKey, Segment, SegmentCount, Suppression, SuppressionsAdded, Tenant,
-    UploadSummary,
+    UploadSummary, Webhook,
 };
 
 /// Bounds a hung server rather than a slow action: starting a segment campaign materializes
@@ -191,6 +191,23 @@ impl Client {
         channel: &str,
     ) -> Result<Reply<Value>, ApiError> {
         self.delete(&["tenants", &tenant.to_string(), "default-providers", channel])
+            .await
+    }
+
+    pub async fn set_webhook(&self, tenant: Uuid, url: &str) -> Result<Reply<Webhook>, ApiError> {
+        let body = serde_json::json!({ "url": url });
+        let url = self.url(&["tenants", &tenant.to_string(), "webhook"], &[]);
+        self.send(self.http.put(url).json(&body), Some(REQUEST_TIMEOUT))
+            .await
+    }
+
+    pub async fn get_webhook(&self, tenant: Uuid) -> Result<Reply<Webhook>, ApiError> {
+        self.get(&["tenants", &tenant.to_string(), "webhook"], &[])
+            .await
+    }
+
+    pub async fn remove_webhook(&self, tenant: Uuid) -> Result<Reply<Value>, ApiError> {
+        self.delete(&["tenants", &tenant.to_string(), "webhook"])
             .await
     }
 

@@ -480,6 +480,19 @@ pub struct MessageReceipt {
     pub duplicate: bool,
 }
 
+/// A tenant's status webhook (`/tenants/{id}/webhook`); `secret` only in the answer that
+/// set it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Webhook {
+    pub tenant_id: Uuid,
+    pub url: Option<String>,
+    pub updated_at: Option<Timestamp>,
+    pub waiting: i64,
+    pub oldest_waiting_at: Option<Timestamp>,
+    pub last_failure: Option<String>,
+    pub secret: Option<String>,
+}
+
 /// A tenant's default provider for a channel (`/tenants/{id}/default-providers`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct DefaultProvider {

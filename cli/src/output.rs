@@ -14,7 +14,7 @@ use crate::client::ApiError;
 use crate::model::{
     Campaign, Contact, DefaultProvider, ErrorBody, ErrorCount, Key, Message, NewKey, Progress,
     Provider, ProviderSends, QuietHours, Recipient, RotatedKey, Segment, SegmentCount, Suppression,
-    SuppressionsAdded, Tenant, Timestamp, UploadSummary,
+    SuppressionsAdded, Tenant, Timestamp, UploadSummary, Webhook,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -507,6 +507,33 @@ fn commitment(p: &Provider) -> String {
         ),
         None => format!("{monthly} a month: {sent} sent"),
     }
+}
+
+pub fn webhook(w: &Webhook) -> String {
+    let Some(url) = &w.url else {
+        return format!(
+            "tenant {} has no webhook: its messages' status events are not posted\n",
+            w.tenant_id
+        );
+    };
+    key_values(&[
+        ("tenant", w.tenant_id.to_string()),
+        ("url", url.clone()),
+        ("set", or_dash(w.updated_at.map(|t| t.to_rfc3339()))),
+        (
+            "waiting",
+            if w.waiting >= 100_000 {
+                "at least 100000 events".to_owned()
+            } else {
+                format!("{} events", w.waiting)
+            },
+        ),
+        (
+            "oldest waiting",
+            or_dash(w.oldest_waiting_at.map(|t| t.to_rfc3339())),
+        ),
+        ("last failure", or_dash(w.last_failure.clone())),
+    ])
 }
 
 pub fn default_providers(list: &[DefaultProvider]) -> String {

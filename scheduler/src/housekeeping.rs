@@ -1,6 +1,7 @@
 //! The leader's housekeeping, beside its ticks rather than inside them: recovering the
 //! recipients whose lease ran out, completing finished campaigns, folding the counter
-//! ledger, measuring the backlog, trimming send-rate samples, keeping receipts, expiring
+//! ledger, measuring the backlog, trimming send-rate samples, keeping receipts (and pruning
+//! status events as old), expiring
 //! transactional messages held a day by their provider's refusal, and moving providers'
 //! pacing times back after the database's clock stepped back.
 //!
@@ -41,6 +42,9 @@ pub struct ReceiptKeeping {
 /// Receipts are kept, and send-rate samples trimmed, every this many rounds (a minute with
 /// the default 2 s tick): both only bound how much old data is kept.
 const KEEP_EVERY_ROUNDS: u64 = 30;
+
+/// Most old status events one round deletes.
+const PRUNE_BATCH: i64 = 50_000;
 
 /// How long the steps that take in one statement whatever piled up (the counter ledger's
 /// fold, the send-rate trim) may take: ten database deadlines. After a while with no
@@ -147,6 +151,20 @@ pub async fn run(
                     "transactional messages held a day in streams their providers refused: expired"
                 ),
                 Err(error) => tracing::warn!(%error, "cannot expire long-held messages now"),
+            }
+            // Kept as long as receipts are; a round deletes at most a batch, so a backlog
+            // (the first round after a long stop) is worked off over rounds, not in one
+            // statement past the deadline.
+            match within(store::webhooks::prune(
+                &pool,
+                receipts.retention,
+                PRUNE_BATCH,
+            ))
+            .await
+            {
+                Ok(0) => {}
+                Ok(pruned) => tracing::debug!(pruned, "old status events deleted"),
+                Err(error) => tracing::warn!(%error, "cannot delete old status events now"),
             }
             match within(store::messages::retire_idle_streams(&pool)).await {
                 Ok(0) => {}

@@ -9,7 +9,8 @@
 //!   one statement.
 //! - [`template`]: rendering a message template with a recipient's variables.
 //! - [`delivery`]: receipts' statuses and their ranking; [`signature`]: how providers sign
-//!   the webhooks that carry them (storing and applying receipts is `herald_store`'s).
+//!   the webhooks that carry them (storing and applying receipts is `herald_store`'s), and
+//!   how Herald signs the [`status_event`]s it posts to tenants' webhooks.
 //! - [`provider_config`]: provider kinds and their typed, validated settings and credentials.
 //! - [`wake`]: the notification that dispatches a transactional message before the next tick.
 
@@ -28,6 +29,7 @@ pub mod sealed;
 pub mod serve;
 pub mod shutdown;
 pub mod signature;
+pub mod status_event;
 pub mod telemetry;
 pub mod template;
 pub mod wake;

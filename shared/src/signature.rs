@@ -7,6 +7,10 @@
 //!   `sha256=` and the lower-case hex HMAC-SHA256 of the raw body, keyed with the app secret
 //!   (or the provider's webhook secret).
 //!
+//! - Herald's status events posted to a tenant's webhook (`Herald-Signature`):
+//!   `t=<unix seconds>,v1=<lower-case hex HMAC-SHA256 of "<t>.<raw body>">`, keyed with the
+//!   webhook's secret; the time signed lets the tenant refuse an old event replayed.
+//!
 //! Comparisons are constant-time. The provider simulator signs with the same functions; the
 //! tests check them against Twilio's and Meta's published examples.
 
@@ -101,6 +105,51 @@ pub fn verify_hub(secret: &str, body: &[u8], header: &str) -> bool {
     mac.verify_slice(&given).is_ok()
 }
 
+/// The header Herald's status events carry.
+pub const EVENT_SIGNATURE_HEADER: &str = "herald-signature";
+
+/// Herald's signature of a status event's `body` posted at `timestamp` (unix seconds).
+pub fn event(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
+}
+
+/// Whether `header` signs `body` with `secret` at a time within `tolerance_s` of `now` (unix
+/// seconds): what a tenant's endpoint checks (any `v1` of several, as after a change of
+/// secret, may match).
+pub fn verify_event(secret: &str, body: &[u8], header: &str, now: i64, tolerance_s: i64) -> bool {
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", t)) => timestamp = t.parse::<i64>().ok(),
+            Some(("v1", v)) => signatures.extend(hex::decode(v).ok()),
+            _ => {}
+        }
+    }
+    let Some(timestamp) = timestamp else {
+        return false;
+    };
+    if (now - timestamp).abs() > tolerance_s {
+        return false;
+    }
+    signatures.iter().any(|given| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+            .expect("HMAC accepts keys of any length");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        mac.verify_slice(given).is_ok()
+    })
+}
+
 /// Whether two secrets are equal, in time that does not depend on where they differ (for a
 /// token a provider echoes, like Meta's verify token).
 pub fn same_secret(a: &str, b: &str) -> bool {
@@ -114,6 +163,33 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_event_verifies_with_its_secret_and_time_only() {
+        let body = br#"{"id":1,"type":"message.status"}"#;
+        let header = event("whsec_a", 1_700_000_000, body);
+        assert!(header.starts_with("t=1700000000,v1="), "{header}");
+        assert!(verify_event("whsec_a", body, &header, 1_700_000_100, 300));
+        // Another secret, another body, too old, no time: refused.
+        assert!(!verify_event("whsec_b", body, &header, 1_700_000_100, 300));
+        assert!(!verify_event("whsec_a", b"{}", &header, 1_700_000_100, 300));
+        assert!(!verify_event("whsec_a", body, &header, 1_700_000_400, 300));
+        let unsigned_time = header.replacen("t=1700000000,", "", 1);
+        assert!(!verify_event(
+            "whsec_a",
+            body,
+            &unsigned_time,
+            1_700_000_000,
+            300
+        ));
+        // The time is signed: moving it forward breaks the signature.
+        let moved = header.replacen("t=1700000000", "t=1700000099", 1);
+        assert!(!verify_event("whsec_a", body, &moved, 1_700_000_100, 300));
+        // One of two signatures matching is enough.
+        let other = event("whsec_old", 1_700_000_000, body);
+        let both = format!("{header},{}", other.split_once(',').unwrap().1);
+        assert!(verify_event("whsec_old", body, &both, 1_700_000_000, 300));
+    }
 
     /// Twilio's published example (twilio-python's request validator tests).
     const TOKEN: &str = "12345";

@@ -26,6 +26,8 @@
 //!   table uploads stream into.
 //! - [`fleet`]: the workers' heartbeats and the caps each may have in flight.
 //! - [`leadership`]: the advisory lock that makes one scheduler the leader.
+//! - [`webhooks`]: tenants' status webhooks and the events of their transactional messages
+//!   posted to them.
 //!
 //! Two decisions the recipients' transitions share live in the schema as SQL functions, so
 //! each is written once however many statements ask it: `herald_may_send` (may a
@@ -71,3 +73,4 @@ pub mod segments;
 pub mod suppressions;
 pub mod tenants;
 pub mod uploads;
+pub mod webhooks;

@@ -23,6 +23,7 @@ pub use anyhow::Result;
 
 pub mod proxy;
 pub mod services;
+pub mod status_sink;
 pub mod tls;
 
 const DB_HOST: &str = "herald:herald@127.0.0.1:5432";

@@ -19,9 +19,9 @@ pub struct WorkerConfig {
     #[command(flatten)]
     pub credential_keys: CredentialKeys,
 
-    /// Networks a tenant's provider may reach besides public addresses, comma-separated
-    /// CIDRs, checked on every connection (the admin's setting of the same name checks the
-    /// endpoint when it is given). Default: none. Operators' shared providers are not
+    /// Networks a tenant's provider, and a tenant's status webhook, may reach besides public
+    /// addresses, comma-separated CIDRs, checked on every connection (the admin's setting of
+    /// the same name checks the endpoint when it is given). Default: none. Operators' shared providers are not
     /// restricted.
     #[arg(long, env = "HERALD_PROVIDER_ALLOWED_NETWORKS", value_parser = parse_networks)]
     pub provider_allowed_networks: Option<Networks>,

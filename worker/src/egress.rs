@@ -25,10 +25,10 @@ pub struct Egress {
     allowed: Arc<Networks>,
 }
 
-/// Why a tenant's provider was not connected to.
+/// Why a tenant's provider or webhook was not connected to.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "`{host}` is {address}, not a public address: providers of tenants reach the internet only"
+    "`{host}` is {address}, not a public address: tenants' providers and webhooks reach the internet only"
 )]
 pub struct InsideAddress {
     host: String,
@@ -89,18 +89,24 @@ impl Egress {
         if !provider.restricted {
             return Ok(&self.open);
         }
+        self.for_tenant(url)
+            .map_err(|inside| CallResult::Misconfigured {
+                reason: inside.to_string(),
+            })
+    }
+
+    /// The client for a request to `url` that a tenant chose (its provider's, its webhook's);
+    /// a refusal if `url` names an address tenants may not reach.
+    pub fn for_tenant(&self, url: &url::Url) -> Result<&reqwest::Client, InsideAddress> {
         let address = match url.host() {
             Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
             Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
             _ => None,
         };
         match address {
-            Some(address) if !self.allowed.reachable(address) => Err(CallResult::Misconfigured {
-                reason: InsideAddress {
-                    host: address.to_string(),
-                    address,
-                }
-                .to_string(),
+            Some(address) if !self.allowed.reachable(address) => Err(InsideAddress {
+                host: address.to_string(),
+                address,
             }),
             _ => Ok(&self.restricted),
         }

@@ -16,6 +16,8 @@
 //! - [`pacing`]: fleet-wide rate limits, and [`on_time`]: the paced requests' own thread;
 //!   [`in_flight`]: per-provider in-flight caps;
 //!   [`breaker`]: circuit breakers for failing providers.
+//! - [`webhooks`]: posting transactional messages' status events to their tenants'
+//!   webhooks.
 
 pub mod adapters;
 pub mod attempts;
@@ -34,6 +36,7 @@ pub mod provider_call;
 pub mod providers;
 pub mod recheck;
 pub mod reconcile;
+pub mod webhooks;
 pub mod writes;
 
 use config::WorkerConfig;
@@ -101,6 +104,12 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     };
 
     let tracker = TaskTracker::new();
+    tracker.spawn(webhooks::run(
+        pool.clone(),
+        ctx.egress.clone(),
+        config.credential_keys.keyring(),
+        shutdown.clone(),
+    ));
     let settings = consume::Settings {
         amqp_url: config.broker.amqp_url.expose(),
         pool: pool.clone(),

@@ -19,6 +19,7 @@ pub mod receipts;
 pub mod segments;
 pub mod suppressions;
 pub mod tenants;
+pub mod webhooks;
 
 use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::limits;
@@ -238,6 +239,12 @@ pub fn router() -> Router<AppState> {
         .route(
             "/tenants/{id}/default-providers/{channel}",
             put(default_providers::set).delete(default_providers::remove),
+        )
+        .route(
+            "/tenants/{id}/webhook",
+            put(webhooks::set)
+                .get(webhooks::show)
+                .delete(webhooks::remove),
         )
         .route("/keys", get(keys::list))
         .route("/keys/{id}/revoke", post(keys::revoke))

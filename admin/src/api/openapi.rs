@@ -9,7 +9,7 @@
 
 use super::{
     audience, campaigns, contacts, default_providers, keys, messages, providers, receipts,
-    segments, suppressions, tenants,
+    segments, suppressions, tenants, webhooks,
 };
 use crate::error::{ErrorBody, FieldError, RowError};
 use utoipa::OpenApi;
@@ -50,6 +50,7 @@ pub fn document_json() -> serde_json::Value {
     paths(
         tenants::create, tenants::list, tenants::show, tenants::update, tenants::create_key,
         default_providers::list, default_providers::set, default_providers::remove,
+        webhooks::set, webhooks::show, webhooks::remove,
         keys::list, keys::revoke, keys::rotate,
         providers::create, providers::list, providers::show, providers::rotate_credentials,
         providers::set_commitment,

@@ -158,6 +158,22 @@ pub enum TenantCommand {
         #[arg(long, requires = "channel", conflicts_with = "provider")]
         remove: bool,
     },
+    /// Set, show or remove the URL a tenant's transactional messages' status events are
+    /// posted to (setting it prints a new signing secret, shown once)
+    #[command(after_help = "Examples:
+  herald tenant webhook $TENANT_ID --set https://hooks.example.com/herald   # prints the secret
+  herald tenant webhook $TENANT_ID                                          # its URL and backlog
+  herald tenant webhook $TENANT_ID --remove")]
+    Webhook {
+        /// Tenant id
+        tenant_id: Uuid,
+        /// Where to post events (https, a public address)
+        #[arg(long = "set", value_name = "URL")]
+        set: Option<String>,
+        /// Remove the webhook, and the events still waiting for it
+        #[arg(long, conflicts_with = "set")]
+        remove: bool,
+    },
 }
 
 pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
@@ -253,6 +269,39 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
                 ctx.show(&reply, |list| output::default_providers(list))
             }
         },
+        TenantCommand::Webhook {
+            tenant_id,
+            set: Some(url),
+            ..
+        } => {
+            let reply = ctx.client.set_webhook(tenant_id, &url).await?;
+            // The secret alone on stdout, as a new key is, so that it can be captured.
+            ctx.show(&reply, |w| {
+                format!("{}\n", w.secret.clone().unwrap_or_default())
+            })?;
+            if !ctx.json
+                && let Ok(webhook) = reply.parse()
+            {
+                note(&format!(
+                    "status events of tenant {tenant_id} go to {}, signed with this secret; store it now, it cannot be shown again",
+                    webhook.url.unwrap_or_default()
+                ));
+            }
+            Ok(())
+        }
+        TenantCommand::Webhook {
+            tenant_id,
+            remove: true,
+            ..
+        } => {
+            ctx.client.remove_webhook(tenant_id).await?;
+            note(&format!("the webhook of tenant {tenant_id} is removed"));
+            Ok(())
+        }
+        TenantCommand::Webhook { tenant_id, .. } => {
+            let reply = ctx.client.get_webhook(tenant_id).await?;
+            ctx.show(&reply, output::webhook)
+        }
     }
 }
 

@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// throttled, deferred, expired, unknown, suppressed: failed unsent at the lease, its address
 /// on the tenant's suppression list), and `campaign` where enabled.
 pub const MESSAGES: &str = "herald_messages_total";
+/// Status events posted to tenants' webhooks, by `outcome`: `delivered` (answered 2xx),
+/// `failed` (to be posted again), `abandoned` (failed for a day, no more tries).
+pub const WEBHOOK_POSTS: &str = "herald_webhook_posts_total";
 /// Receipts stored, by `provider` and `status`.
 pub const RECEIPTS: &str = "herald_receipts_total";
 /// Receipts taken, by `result`: `matched` (its recipient found and the first copy of its
@@ -166,6 +169,11 @@ fn describe() {
         MESSAGES,
         Unit::Count,
         "Messages by outcome (sent, failed, retried, throttled, deferred, expired, unknown, suppressed)"
+    );
+    describe_counter!(
+        WEBHOOK_POSTS,
+        Unit::Count,
+        "Status events posted to tenants' webhooks, by outcome (delivered, failed, abandoned)"
     );
     describe_counter!(
         RECEIPTS,

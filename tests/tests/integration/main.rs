@@ -25,3 +25,4 @@ mod retries;
 mod send_rules;
 mod suppressions;
 mod web;
+mod webhooks;

@@ -1,0 +1,39 @@
+//! What Herald posts to a tenant's status webhook when one of its transactional messages
+//! changes: the JSON body (signed in the `Herald-Signature` header, see
+//! [`crate::signature::event`]). Workers write it; tenants' endpoints (and the tests) read it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The `type` of every event so far.
+pub const MESSAGE_STATUS: &str = "message.status";
+
+/// One change of one message. Events are posted at least once (a post whose answer was lost
+/// is posted again: the same `id`), and not necessarily in the order they happened: an
+/// endpoint keeps, per message, what the event with the latest `occurred_at` says (or, for
+/// the delivery status, the furthest one: `delivered` after `sent`, `read` after `delivered`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusEvent {
+    /// Unique per event, the same in every post of it.
+    pub id: i64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub occurred_at: DateTime<Utc>,
+    pub message: MessageStatus,
+}
+
+/// The message as the change left it (what `GET /api/v1/messages/{id}` said then).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageStatus {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    /// `sent`, `failed`, `expired` and `cancelled` are final; `unknown`: its request's answer
+    /// was lost (a receipt or a lookup will tell); a delivery status changes with any state.
+    pub state: String,
+    /// The provider's latest word from its receipts: `delivered`, `read`, `undelivered`…
+    pub delivery_status: Option<String>,
+    /// Why it failed (its last error), or the provider's error with an `undelivered` status.
+    pub error: Option<String>,
+    pub provider_message_id: Option<String>,
+}
