@@ -94,24 +94,35 @@ pub async fn reseal(pool: &PgPool, keyring: &Keyring) -> Result<Resealed, Reseal
     let mut webhooks_resealed = 0;
     for &tenant in &tenants {
         let mut tx = pool.begin().await?;
-        let Some(stored) = webhooks::lock_secret(&mut tx, tenant).await? else {
+        let Some((stored, previous)) = webhooks::lock_secrets(&mut tx, tenant).await? else {
             continue;
         };
-        if keyring.is_current(&stored) {
+        if keyring.is_current(&stored) && previous.as_ref().is_none_or(|p| keyring.is_current(p)) {
             continue;
         }
-        match keyring.open(tenant, &stored) {
-            Ok(Value::Object(secret)) => {
-                webhooks::reseal_secret(&mut tx, tenant, &keyring.seal(tenant, &secret)).await?;
-                tx.commit().await?;
-                webhooks_resealed += 1;
-            }
-            Ok(_) => {}
+        let secret = match keyring.open(tenant, &stored) {
+            Ok(Value::Object(secret)) => secret,
+            Ok(_) => continue,
             Err(error) => {
-                tracing::warn!(tenant_id = %tenant, %error, "webhook secret left as it was (set the webhook again for a new one)");
+                tracing::warn!(tenant_id = %tenant, %error, "webhook secret left as it was (set the webhook again with a new secret)");
                 unopened.push((format!("the webhook secret of tenant {tenant}"), error));
+                continue;
             }
-        }
+        };
+        // A replaced secret no key opens signs nothing any more: dropped.
+        let previous = previous.and_then(|p| match keyring.open(tenant, &p) {
+            Ok(Value::Object(previous)) => Some(keyring.seal(tenant, &previous)),
+            _ => None,
+        });
+        webhooks::reseal_secrets(
+            &mut tx,
+            tenant,
+            &keyring.seal(tenant, &secret),
+            previous.as_ref(),
+        )
+        .await?;
+        tx.commit().await?;
+        webhooks_resealed += 1;
     }
     tracing::info!(providers = ids.len(), resealed, webhooks = tenants.len(), webhooks_resealed,
         key = ?keyring.current_id(), "credentials resealed");

@@ -194,8 +194,14 @@ impl Client {
             .await
     }
 
-    pub async fn set_webhook(&self, tenant: Uuid, url: &str) -> Result<Reply<Webhook>, ApiError> {
-        let body = serde_json::json!({ "url": url });
+    pub async fn set_webhook(
+        &self,
+        tenant: Uuid,
+        url: &str,
+        rotate_secret: bool,
+        grace_seconds: i64,
+    ) -> Result<Reply<Webhook>, ApiError> {
+        let body = serde_json::json!({ "url": url, "rotate_secret": rotate_secret, "grace_seconds": grace_seconds });
         let url = self.url(&["tenants", &tenant.to_string(), "webhook"], &[]);
         self.send(self.http.put(url).json(&body), Some(REQUEST_TIMEOUT))
             .await

@@ -487,9 +487,13 @@ pub struct Webhook {
     pub tenant_id: Uuid,
     pub url: Option<String>,
     pub updated_at: Option<Timestamp>,
+    pub previous_secret_until: Option<Timestamp>,
     pub waiting: i64,
     pub oldest_waiting_at: Option<Timestamp>,
     pub last_failure: Option<String>,
+    pub last_failed_at: Option<Timestamp>,
+    pub abandoned: i64,
+    pub last_abandoned_at: Option<Timestamp>,
     pub secret: Option<String>,
 }
 

@@ -516,23 +516,25 @@ pub fn webhook(w: &Webhook) -> String {
             w.tenant_id
         );
     };
+    let counted = |n: i64| {
+        if n >= 100_000 {
+            "at least 100000 events".to_owned()
+        } else {
+            format!("{n} events")
+        }
+    };
+    let when = |t: Option<Timestamp>| or_dash(t.map(|t| t.to_rfc3339()));
     key_values(&[
         ("tenant", w.tenant_id.to_string()),
         ("url", url.clone()),
-        ("set", or_dash(w.updated_at.map(|t| t.to_rfc3339()))),
-        (
-            "waiting",
-            if w.waiting >= 100_000 {
-                "at least 100000 events".to_owned()
-            } else {
-                format!("{} events", w.waiting)
-            },
-        ),
-        (
-            "oldest waiting",
-            or_dash(w.oldest_waiting_at.map(|t| t.to_rfc3339())),
-        ),
+        ("set", when(w.updated_at)),
+        ("old secret signs until", when(w.previous_secret_until)),
+        ("waiting", counted(w.waiting)),
+        ("oldest waiting", when(w.oldest_waiting_at)),
         ("last failure", or_dash(w.last_failure.clone())),
+        ("last failed", when(w.last_failed_at)),
+        ("given up", counted(w.abandoned)),
+        ("last given up", when(w.last_abandoned_at)),
     ])
 }
 

@@ -43,9 +43,6 @@ pub struct ReceiptKeeping {
 /// the default 2 s tick): both only bound how much old data is kept.
 const KEEP_EVERY_ROUNDS: u64 = 30;
 
-/// Most old status events one round deletes.
-const PRUNE_BATCH: i64 = 50_000;
-
 /// How long the steps that take in one statement whatever piled up (the counter ledger's
 /// fold, the send-rate trim) may take: ten database deadlines. After a while with no
 /// leader (transactional messages and receipts go on adding to the ledger) one may take
@@ -152,14 +149,12 @@ pub async fn run(
                 ),
                 Err(error) => tracing::warn!(%error, "cannot expire long-held messages now"),
             }
-            // Kept as long as receipts are; a round deletes at most a batch, so a backlog
-            // (the first round after a long stop) is worked off over rounds, not in one
-            // statement past the deadline.
-            match within(store::webhooks::prune(
-                &pool,
-                receipts.retention,
-                PRUNE_BATCH,
-            ))
+            // Kept as long as receipts are, and pruned the same way (a batch at a time for a
+            // few seconds at most).
+            match within_for(
+                long_step(),
+                store::webhooks::prune(&pool, receipts.retention),
+            )
             .await
             {
                 Ok(0) => {}

@@ -108,23 +108,30 @@ pub fn verify_hub(secret: &str, body: &[u8], header: &str) -> bool {
 /// The header Herald's status events carry.
 pub const EVENT_SIGNATURE_HEADER: &str = "herald-signature";
 
-/// Herald's signature of a status event's `body` posted at `timestamp` (unix seconds).
-pub fn event(secret: &str, timestamp: i64, body: &[u8]) -> String {
+/// Herald's signature of a status event's `body` posted at `timestamp` (unix seconds), with
+/// each of `secrets` (the webhook's, and the one it replaced while that still signs).
+pub fn event(secrets: &[&str], timestamp: i64, body: &[u8]) -> String {
+    let mut header = format!("t={timestamp}");
+    for secret in secrets {
+        header.push_str(",v1=");
+        header.push_str(&hex::encode(event_mac(secret, timestamp, body)));
+    }
+    header
+}
+
+fn event_mac(secret: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!(
-        "t={timestamp},v1={}",
-        hex::encode(mac.finalize().into_bytes())
-    )
+    mac.finalize().into_bytes().to_vec()
 }
 
 /// Whether `header` signs `body` with `secret` at a time within `tolerance_s` of `now` (unix
-/// seconds): what a tenant's endpoint checks (any `v1` of several, as after a change of
-/// secret, may match).
-pub fn verify_event(secret: &str, body: &[u8], header: &str, now: i64, tolerance_s: i64) -> bool {
+/// seconds): what a tenant's endpoint checks (any one `v1` matching is enough: during a
+/// change of secret each post carries one of each).
+pub fn verify_event(secret: &str, body: &[u8], header: &str, now: i64, tolerance_s: u64) -> bool {
     let mut timestamp = None;
     let mut signatures = Vec::new();
     for part in header.split(',') {
@@ -137,17 +144,13 @@ pub fn verify_event(secret: &str, body: &[u8], header: &str, now: i64, tolerance
     let Some(timestamp) = timestamp else {
         return false;
     };
-    if (now - timestamp).abs() > tolerance_s {
+    if now.abs_diff(timestamp) > tolerance_s {
         return false;
     }
-    signatures.iter().any(|given| {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-            .expect("HMAC accepts keys of any length");
-        mac.update(timestamp.to_string().as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        mac.verify_slice(given).is_ok()
-    })
+    let expected = event_mac(secret, timestamp, body);
+    signatures
+        .iter()
+        .any(|given| constant_time_eq(&expected, given))
 }
 
 /// Whether two secrets are equal, in time that does not depend on where they differ (for a
@@ -166,9 +169,13 @@ mod tests {
 
     #[test]
     fn a_status_event_verifies_with_its_secret_and_time_only() {
-        let body = br#"{"id":1,"type":"message.status"}"#;
-        let header = event("whsec_a", 1_700_000_000, body);
-        assert!(header.starts_with("t=1700000000,v1="), "{header}");
+        let body = br#"{"id":1}"#;
+        // A known answer (Python: hmac.new(b"whsec_test", b'1700000000.{"id":1}', sha256)).
+        assert_eq!(
+            event(&["whsec_test"], 1_700_000_000, body),
+            "t=1700000000,v1=2f441ba4b3b2d50d28a9ab9d9fd8880376ecd1eb5d0435401553f5d8d0a5dcf8"
+        );
+        let header = event(&["whsec_a"], 1_700_000_000, body);
         assert!(verify_event("whsec_a", body, &header, 1_700_000_100, 300));
         // Another secret, another body, too old, no time: refused.
         assert!(!verify_event("whsec_b", body, &header, 1_700_000_100, 300));
@@ -185,10 +192,14 @@ mod tests {
         // The time is signed: moving it forward breaks the signature.
         let moved = header.replacen("t=1700000000", "t=1700000099", 1);
         assert!(!verify_event("whsec_a", body, &moved, 1_700_000_100, 300));
-        // One of two signatures matching is enough.
-        let other = event("whsec_old", 1_700_000_000, body);
-        let both = format!("{header},{}", other.split_once(',').unwrap().1);
+        // No overflow on a time at the ends of the range.
+        let extreme = format!("t={},v1=00", i64::MIN);
+        assert!(!verify_event("whsec_a", body, &extreme, i64::MAX, 300));
+        // During a change of secret each post is signed with both: either verifies.
+        let both = event(&["whsec_new", "whsec_old"], 1_700_000_000, body);
+        assert!(verify_event("whsec_new", body, &both, 1_700_000_000, 300));
         assert!(verify_event("whsec_old", body, &both, 1_700_000_000, 300));
+        assert!(!verify_event("whsec_b", body, &both, 1_700_000_000, 300));
     }
 
     /// Twilio's published example (twilio-python's request validator tests).

@@ -23,17 +23,21 @@ pub struct StatusEvent {
     pub message: MessageStatus,
 }
 
-/// The message as the change left it (what `GET /api/v1/messages/{id}` said then).
+/// The message as the change left it (the fields `GET /api/v1/messages/{id}` gave then).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageStatus {
     pub id: Uuid,
     pub tenant_id: Uuid,
-    /// `sent`, `failed`, `expired` and `cancelled` are final; `unknown`: its request's answer
-    /// was lost (a receipt or a lookup will tell); a delivery status changes with any state.
+    /// `sent`, `failed`, `expired`, `cancelled`, or `unknown` (its request's answer was lost:
+    /// a receipt or a lookup will tell). None is a promise that nothing follows: a receipt
+    /// that comes after `failed`, `expired` or `cancelled` (an earlier request's, whose answer
+    /// was lost) turns the message `sent`.
     pub state: String,
     /// The provider's latest word from its receipts: `delivered`, `read`, `undelivered`…
     pub delivery_status: Option<String>,
-    /// Why it failed (its last error), or the provider's error with an `undelivered` status.
-    pub error: Option<String>,
+    /// Why the latest attempt failed (as the message's `last_error`).
+    pub last_error: Option<String>,
+    /// The provider's error with its delivery status (`undelivered`, say).
+    pub delivery_error: Option<String>,
     pub provider_message_id: Option<String>,
 }

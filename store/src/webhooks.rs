@@ -16,38 +16,69 @@ pub struct Webhook {
     pub url: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    /// Events not yet delivered (counted up to [`WAITING_COUNTED`]).
+    /// Until when the secret the last rotation replaced still signs events too.
+    pub previous_secret_until: Option<DateTime<Utc>>,
+    /// Events not yet delivered (counted up to [`COUNTED`]).
     pub waiting: i64,
-    /// When the oldest of them happened.
+    /// When the oldest of those counted happened.
     pub oldest_waiting_at: Option<DateTime<Utc>>,
-    /// Why the latest failed post of a waiting event failed.
+    /// Why the latest failed post of a waiting event failed, and when.
     pub last_failure: Option<String>,
+    pub last_failed_at: Option<DateTime<Utc>>,
+    /// Events given up (a day old and still not delivered), counted up to [`COUNTED`], and
+    /// the latest time one was.
+    pub abandoned: i64,
+    pub last_abandoned_at: Option<DateTime<Utc>>,
 }
 
-/// The most waiting events a webhook's summary counts: past that it says "at least".
-pub const WAITING_COUNTED: i64 = 100_000;
+/// The most events of one kind a webhook's summary counts: past that it says "at least".
+pub const COUNTED: i64 = 100_000;
 
-/// Sets tenant `tenant`'s webhook (a new one, or a new URL and secret for the one it had).
-/// Events still waiting go to the new URL, signed with the new secret.
-pub async fn set(
+/// Sets tenant `tenant`'s webhook with a new secret (sealed): a new webhook, or a new URL
+/// and secret for the one it had, whose secret then still signs events beside the new one
+/// for `grace` (none if zero). Events still waiting go to the new URL.
+pub async fn set_with_secret(
     pool: &PgPool,
     tenant: Uuid,
     url: &str,
     sealed_secret: &Value,
+    grace: Duration,
 ) -> Result<Webhook, sqlx::Error> {
     sqlx::query!(
         "INSERT INTO tenant_webhooks (tenant_id, url, secret) VALUES ($1, $2, $3)
          ON CONFLICT (tenant_id) DO UPDATE
-         SET url = excluded.url, secret = excluded.secret, updated_at = now()",
+         SET url = excluded.url, secret = excluded.secret, updated_at = now(),
+             previous_secret = CASE WHEN $4::float8 > 0 THEN tenant_webhooks.secret END,
+             previous_secret_until = CASE WHEN $4::float8 > 0
+                                          THEN now() + make_interval(secs => $4) END",
         tenant,
         url,
         sealed_secret,
+        grace.as_secs_f64(),
     )
     .execute(pool)
     .await?;
-    get(pool, tenant)
-        .await?
-        .ok_or_else(|| sqlx::Error::RowNotFound)
+    get(pool, tenant).await?.ok_or(sqlx::Error::RowNotFound)
+}
+
+/// Moves tenant `tenant`'s webhook to `url`, its secret kept; `None` if it has none.
+pub async fn set_url(
+    pool: &PgPool,
+    tenant: Uuid,
+    url: &str,
+) -> Result<Option<Webhook>, sqlx::Error> {
+    let moved = sqlx::query!(
+        "UPDATE tenant_webhooks SET url = $2, updated_at = now() WHERE tenant_id = $1",
+        tenant,
+        url,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if moved == 0 {
+        return Ok(None);
+    }
+    get(pool, tenant).await
 }
 
 /// Tenant `tenant`'s webhook, if it has one.
@@ -55,22 +86,31 @@ pub async fn get(pool: &PgPool, tenant: Uuid) -> Result<Option<Webhook>, sqlx::E
     sqlx::query_as!(
         Webhook,
         r#"SELECT w.tenant_id, w.url, w.created_at, w.updated_at,
+                  CASE WHEN w.previous_secret_until > now() THEN w.previous_secret_until END
+                      AS previous_secret_until,
                   waiting.n AS "waiting!", waiting.oldest AS oldest_waiting_at,
-                  (SELECT e.last_failure FROM message_events e
-                   WHERE e.tenant_id = w.tenant_id AND e.delivered_at IS NULL
-                     AND e.abandoned_at IS NULL AND e.last_failure IS NOT NULL
-                   ORDER BY e.next_at DESC LIMIT 1) AS last_failure
+                  waiting.last_failure, waiting.last_failed_at,
+                  abandoned.n AS "abandoned!", abandoned.latest AS last_abandoned_at
            FROM tenant_webhooks w
            CROSS JOIN LATERAL (
-               SELECT count(*) AS n, min(occurred_at) AS oldest FROM (
-                   SELECT e.occurred_at FROM message_events e
-                   WHERE e.tenant_id = w.tenant_id AND e.delivered_at IS NULL
-                     AND e.abandoned_at IS NULL
-                   LIMIT $2) x
+               SELECT count(*) AS n, min(x.occurred_at) AS oldest,
+                      (array_agg(x.last_failure ORDER BY x.failed_at DESC NULLS LAST))[1]
+                          AS last_failure,
+                      max(x.failed_at) AS last_failed_at
+               FROM (SELECT e.occurred_at, e.last_failure, e.failed_at FROM message_events e
+                     WHERE e.tenant_id = w.tenant_id AND e.delivered_at IS NULL
+                       AND e.abandoned_at IS NULL
+                     LIMIT $2) x
            ) waiting
+           CROSS JOIN LATERAL (
+               SELECT count(*) AS n, max(y.abandoned_at) AS latest
+               FROM (SELECT e.abandoned_at FROM message_events e
+                     WHERE e.tenant_id = w.tenant_id AND e.abandoned_at IS NOT NULL
+                     LIMIT $2) y
+           ) abandoned
            WHERE w.tenant_id = $1"#,
         tenant,
-        WAITING_COUNTED,
+        COUNTED,
     )
     .fetch_optional(pool)
     .await
@@ -102,14 +142,17 @@ pub struct DueEvent {
     pub message_id: Uuid,
     pub state: String,
     pub delivery_status: Option<String>,
-    pub error: Option<String>,
+    pub last_error: Option<String>,
+    pub delivery_error: Option<String>,
     pub provider_message_id: Option<String>,
     pub occurred_at: DateTime<Utc>,
-    /// Posts tried, this one included.
+    /// Posts taken, this one included: the token its outcome is settled with.
     pub attempts: i32,
     pub url: String,
-    /// The tenant's secret as stored (sealed).
+    /// The tenant's secret as stored (sealed), and the one it replaced while that still
+    /// signs too.
     pub secret: Value,
+    pub previous_secret: Option<Value>,
 }
 
 /// Takes up to `limit` due events, oldest due first, at most `per_tenant` of each tenant
@@ -123,14 +166,15 @@ pub async fn take_due(
     hold: Duration,
 ) -> Result<Vec<DueEvent>, sqlx::Error> {
     let (busy, counts): (Vec<Uuid>, Vec<i32>) = in_flight.iter().copied().unzip();
-    let hold_ms = i64::try_from(hold.as_millis()).unwrap_or(i64::MAX);
     // Driven by the tenants with a webhook (a few index probes each) rather than by the
     // oldest events, so a tenant with a flood of them, or an endpoint that keeps failing,
-    // takes at most its few places in each round and the others' events still go.
+    // takes at most its few places in each round and the others' events still go. Only the
+    // events taken are locked (picked first without locks, then locked, skipping any another
+    // worker took meanwhile), so two workers' rounds do not starve each other.
     sqlx::query_as!(
         DueEvent,
-        r#"WITH picked AS (
-               SELECT e.id, w.url, w.secret
+        r#"WITH candidates AS MATERIALIZED (
+               SELECT e.id
                FROM tenant_webhooks w
                LEFT JOIN unnest($1::uuid[], $2::int4[]) AS b(tenant_id, in_flight)
                       ON b.tenant_id = w.tenant_id
@@ -140,76 +184,113 @@ pub async fn take_due(
                      AND e.abandoned_at IS NULL AND e.next_at <= now()
                    ORDER BY e.next_at
                    LIMIT greatest($3 - coalesce(b.in_flight, 0), 0)
-                   FOR UPDATE OF e SKIP LOCKED
                ) e
                ORDER BY e.next_at
                LIMIT $4
+           ), taken AS MATERIALIZED (
+               SELECT e.id FROM message_events e
+               WHERE e.id IN (SELECT id FROM candidates)
+                 AND e.delivered_at IS NULL AND e.abandoned_at IS NULL AND e.next_at <= now()
+               ORDER BY e.id
+               FOR UPDATE SKIP LOCKED
            )
            UPDATE message_events e
-           SET attempts = e.attempts + 1, next_at = now() + $5 * interval '1 millisecond'
-           FROM picked WHERE e.id = picked.id
-           RETURNING e.id, e.tenant_id, e.message_id, e.state, e.delivery_status, e.error,
-                     e.provider_message_id, e.occurred_at, e.attempts,
-                     picked.url AS "url!", picked.secret AS "secret!""#,
+           SET attempts = e.attempts + 1, next_at = now() + make_interval(secs => $5)
+           FROM taken, tenant_webhooks w
+           WHERE e.id = taken.id AND w.tenant_id = e.tenant_id
+           RETURNING e.id, e.tenant_id, e.message_id, e.state, e.delivery_status, e.last_error,
+                     e.delivery_error, e.provider_message_id, e.occurred_at, e.attempts,
+                     w.url, w.secret,
+                     CASE WHEN w.previous_secret_until > now() THEN w.previous_secret END
+                         AS previous_secret"#,
         &busy,
         &counts,
         per_tenant,
         limit,
-        hold_ms as f64,
+        hold.as_secs_f64(),
     )
     .fetch_all(pool)
     .await
 }
 
-/// Event `id` was delivered.
-pub async fn delivered(pool: &PgPool, id: i64) -> Result<(), sqlx::Error> {
+/// How a post of a taken event went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settlement {
+    pub id: i64,
+    /// The event's `attempts` when taken: a settlement of an earlier take changes nothing.
+    pub attempts: i32,
+    /// `None`: delivered. Else why not, and when to try again (`None`: given up).
+    pub failure: Option<(String, Option<Duration>)>,
+}
+
+/// Records how the posts of `settled` went, in one statement.
+pub async fn settle(pool: &PgPool, settled: &[Settlement]) -> Result<(), sqlx::Error> {
+    if settled.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(settled.len());
+    let mut attempts = Vec::with_capacity(settled.len());
+    let mut failures: Vec<Option<String>> = Vec::with_capacity(settled.len());
+    let mut retries: Vec<Option<f64>> = Vec::with_capacity(settled.len());
+    for s in settled {
+        ids.push(s.id);
+        attempts.push(s.attempts);
+        failures.push(s.failure.as_ref().map(|(why, _)| why.clone()));
+        retries.push(
+            s.failure
+                .as_ref()
+                .and_then(|(_, retry)| retry.map(|d| d.as_secs_f64())),
+        );
+    }
     sqlx::query!(
-        "UPDATE message_events SET delivered_at = now(), last_failure = NULL WHERE id = $1",
-        id
+        "UPDATE message_events e
+         SET delivered_at = CASE WHEN s.failure IS NULL THEN now() END,
+             last_failure = coalesce(s.failure, e.last_failure),
+             failed_at = CASE WHEN s.failure IS NULL THEN e.failed_at ELSE now() END,
+             next_at = CASE WHEN s.retry_s IS NULL THEN e.next_at
+                            ELSE now() + make_interval(secs => s.retry_s) END,
+             abandoned_at = CASE WHEN s.failure IS NOT NULL AND s.retry_s IS NULL
+                                 THEN now() END
+         FROM unnest($1::int8[], $2::int4[], $3::text[], $4::float8[])
+              AS s(id, attempts, failure, retry_s)
+         WHERE e.id = s.id AND e.attempts = s.attempts
+           AND e.delivered_at IS NULL AND e.abandoned_at IS NULL",
+        &ids,
+        &attempts,
+        &failures as _,
+        &retries as _,
     )
     .execute(pool)
     .await?;
     Ok(())
 }
 
-/// Event `id`'s post failed (`failure`): tried again after `retry_in`, or given up.
-pub async fn failed(
-    pool: &PgPool,
-    id: i64,
-    failure: &str,
-    retry_in: Option<Duration>,
-) -> Result<(), sqlx::Error> {
-    let retry_ms = retry_in.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX) as f64);
-    sqlx::query!(
-        "UPDATE message_events
-         SET last_failure = $2,
-             next_at = CASE WHEN $3::float8 IS NULL THEN next_at
-                            ELSE now() + $3 * interval '1 millisecond' END,
-             abandoned_at = CASE WHEN $3::float8 IS NULL THEN now() END
-         WHERE id = $1",
-        id,
-        failure,
-        retry_ms,
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
-}
+/// The longest one [`prune`] deletes for: it runs beside the tick, in housekeeping.
+const PRUNE_BUDGET: Duration = Duration::from_secs(5);
+/// Events one statement of [`prune`] deletes at most.
+const PRUNE_BATCH: i64 = 10_000;
 
-/// Deletes up to `batch` events that happened more than `retention` ago; how many.
-pub async fn prune(pool: &PgPool, retention: Duration, batch: i64) -> Result<u64, sqlx::Error> {
-    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX) as f64;
-    Ok(sqlx::query!(
-        "DELETE FROM message_events WHERE id IN (
-             SELECT id FROM message_events
-             WHERE occurred_at < now() - $1 * interval '1 millisecond'
-             LIMIT $2)",
-        retention_ms,
-        batch,
-    )
-    .execute(pool)
-    .await?
-    .rows_affected())
+/// Deletes events that happened more than `retention` ago, a batch at a time while batches
+/// come back full, for up to [`PRUNE_BUDGET`]; returns how many.
+pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
+    let started = std::time::Instant::now();
+    let mut pruned = 0;
+    loop {
+        let done = sqlx::query!(
+            "DELETE FROM message_events WHERE id IN (
+                 SELECT id FROM message_events
+                 WHERE occurred_at < now() - make_interval(secs => $1)
+                 LIMIT $2)",
+            retention.as_secs_f64(),
+            PRUNE_BATCH,
+        )
+        .execute(pool)
+        .await?;
+        pruned += done.rows_affected();
+        if done.rows_affected() < PRUNE_BATCH as u64 || started.elapsed() >= PRUNE_BUDGET {
+            return Ok(pruned);
+        }
+    }
 }
 
 /// The tenants with a webhook (for resealing their secrets).
@@ -219,29 +300,40 @@ pub async fn tenants(pool: &PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
         .await
 }
 
-/// Tenant `tenant`'s secret as stored, locked until `tx` ends (for resealing it).
-pub async fn lock_secret(
+/// Tenant `tenant`'s secrets as stored (the one in use, and the one it replaced while that
+/// still signs), locked until `tx` ends (for resealing them).
+pub async fn lock_secrets(
     tx: &mut PgConnection,
     tenant: Uuid,
-) -> Result<Option<Value>, sqlx::Error> {
-    sqlx::query_scalar!(
-        "SELECT secret FROM tenant_webhooks WHERE tenant_id = $1 FOR UPDATE",
+) -> Result<Option<(Value, Option<Value>)>, sqlx::Error> {
+    Ok(sqlx::query!(
+        "SELECT secret, CASE WHEN previous_secret_until > now() THEN previous_secret END
+                    AS previous_secret
+         FROM tenant_webhooks WHERE tenant_id = $1 FOR UPDATE",
         tenant
     )
     .fetch_optional(tx)
-    .await
+    .await?
+    .map(|row| (row.secret, row.previous_secret)))
 }
 
-/// Stores tenant `tenant`'s secret sealed anew (the same secret).
-pub async fn reseal_secret(
+/// Stores tenant `tenant`'s secrets sealed anew (the same secrets; a replaced one that no
+/// longer signs, or that no key opens, dropped).
+pub async fn reseal_secrets(
     tx: &mut PgConnection,
     tenant: Uuid,
     sealed: &Value,
+    previous: Option<&Value>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "UPDATE tenant_webhooks SET secret = $2 WHERE tenant_id = $1",
+        "UPDATE tenant_webhooks
+         SET secret = $2, previous_secret = $3,
+             previous_secret_until = CASE WHEN $3::jsonb IS NULL THEN NULL
+                                          ELSE previous_secret_until END
+         WHERE tenant_id = $1",
         tenant,
-        sealed
+        sealed,
+        previous,
     )
     .execute(tx)
     .await?;

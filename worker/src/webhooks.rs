@@ -3,15 +3,18 @@
 //! Every worker takes due events from the store (`herald_store::webhooks`: an outbox the
 //! database fills in the transaction that changed each message), posts each signed with its
 //! tenant's secret, and marks it delivered on a 2xx answer; any other answer, or none within
-//! [`TIMEOUT`], posts it again later ([`RETRIES`]: for about a day, then it is abandoned).
-//! At least once: a worker that dies mid-post leaves the event to be taken again after
-//! [`HOLD`], and an endpoint whose answer was lost gets the same event (the same `id`) again.
+//! [`TIMEOUT`], posts it again later ([`RETRIES`]) until the event is [`GIVE_UP_AFTER`] old,
+//! then it is abandoned. At least once: a worker that dies mid-post leaves the event to be
+//! taken again after [`HOLD`], and an endpoint whose answer was lost gets the same event (the
+//! same `id`) again. Outcomes are written a round's worth at a time, each fenced by the
+//! attempt it settles, so a late one changes nothing once another worker took the event.
 //!
 //! One tenant's endpoint cannot hold back another's: a worker posts at most [`PER_TENANT`]
 //! events of a tenant at once, out of [`IN_FLIGHT`], and each round takes the oldest due
 //! events of every tenant with a webhook, a few each. Webhook URLs are the tenant's: they
 //! leave through the client that reaches only public addresses and the operator's allowed
-//! networks, as tenants' providers do, and no redirect is followed.
+//! networks, as tenants' providers do, no redirect is followed, and no error logged or
+//! stored names the URL (it may carry the tenant's own token).
 
 use crate::egress::Egress;
 use herald_shared::backoff::RetryPolicy;
@@ -20,7 +23,8 @@ use herald_shared::ops::metrics as metrics_names;
 use herald_shared::sealed::Keyring;
 use herald_shared::signature;
 use herald_shared::status_event::{self, MessageStatus, StatusEvent};
-use herald_store::webhooks::{self, DueEvent};
+use herald_store::webhooks::{self, DueEvent, Settlement};
+use serde_json::Value;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -38,26 +42,40 @@ pub const PER_TENANT: i32 = 8;
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a taken event is this worker's before another may take it (past [`TIMEOUT`]).
 pub const HOLD: Duration = Duration::from_secs(60);
-/// How often a worker looks for due events when the last look found fewer than it had room for.
-const POLL: Duration = Duration::from_secs(1);
+/// How old an event may get while its posts fail before it is given up.
+pub const GIVE_UP_AFTER: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+/// How often a worker looks for due events when the last look found none.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How soon it looks again when the last look found some: a tenant's events go as fast as
+/// its endpoint answers (up to [`PER_TENANT`] a look), not [`PER_TENANT`] a second.
+const BUSY_POLL: Duration = Duration::from_millis(20);
 /// The most of an endpoint's answer read (it is only logged).
 const ANSWER_KEPT: usize = 200;
 
-/// When a failed post is tried again: after 1–2 s, doubling up to an hour, 30 posts in all
-/// (about a day), then the event is abandoned.
+/// When a failed post is tried again: after 1–2 s, doubling up to an hour (a post an hour
+/// once the event is about 40 minutes old), until [`GIVE_UP_AFTER`].
 pub const RETRIES: RetryPolicy = RetryPolicy {
-    max_attempts: 30,
+    max_attempts: u32::MAX,
     base: Duration::from_secs(2),
     cap: Duration::from_secs(3600),
 };
 
-/// Posts due events until `shutdown` (events in flight then are posted again by whichever
-/// worker takes them after [`HOLD`]).
+/// Posts due events until `shutdown`, then lets the posts in flight finish (within
+/// [`TIMEOUT`]) and records them.
 pub async fn run(pool: PgPool, egress: Egress, keyring: Keyring, shutdown: CancellationToken) {
-    let mut posts: JoinSet<Uuid> = JoinSet::new();
+    let mut posts: JoinSet<Settlement> = JoinSet::new();
+    let mut tenants: HashMap<tokio::task::Id, Uuid> = HashMap::new();
     let mut per_tenant: HashMap<Uuid, i32> = HashMap::new();
+    let mut settled: Vec<Settlement> = Vec::new();
     let mut next_look = Instant::now();
     loop {
+        if !settled.is_empty() {
+            if let Err(error) = within(webhooks::settle(&pool, &settled)).await {
+                // Posted again after the hold: at least once.
+                tracing::warn!(%error, events = settled.len(), "cannot record status events' posts now");
+            }
+            settled.clear();
+        }
         if posts.len() < IN_FLIGHT && Instant::now() >= next_look {
             let room = IN_FLIGHT - posts.len();
             let busy: Vec<(Uuid, i32)> = per_tenant.iter().map(|(t, n)| (*t, *n)).collect();
@@ -69,49 +87,73 @@ pub async fn run(pool: PgPool, egress: Egress, keyring: Keyring, shutdown: Cance
                 HOLD,
             ))
             .await;
-            let found = match taken {
-                Ok(events) => events,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot take status events now");
-                    Vec::new()
-                }
-            };
-            next_look = if found.len() == room {
-                Instant::now()
-            } else {
-                Instant::now() + POLL
-            };
+            let found = taken.unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot take status events now");
+                Vec::new()
+            });
+            next_look = Instant::now()
+                + if found.is_empty() {
+                    IDLE_POLL
+                } else {
+                    BUSY_POLL
+                };
             for event in found {
-                *per_tenant.entry(event.tenant_id).or_default() += 1;
-                let (pool, egress, keyring) = (pool.clone(), egress.clone(), keyring.clone());
-                let span = tracing::info_span!("status_event", tenant_id = %event.tenant_id,
+                let tenant = event.tenant_id;
+                *per_tenant.entry(tenant).or_default() += 1;
+                let (egress, keyring) = (egress.clone(), keyring.clone());
+                let span = tracing::info_span!("status_event", tenant_id = %tenant,
                     message_id = %event.message_id, event_id = event.id, attempt = event.attempts);
-                posts.spawn(
-                    async move {
-                        let tenant = event.tenant_id;
-                        post(&pool, &egress, &keyring, event).await;
-                        tenant
-                    }
-                    .instrument(span),
-                );
+                let task = posts
+                    .spawn(async move { post(&egress, &keyring, event).await }.instrument(span));
+                tenants.insert(task.id(), tenant);
             }
         }
         tokio::select! {
-            () = shutdown.cancelled() => {
-                posts.shutdown().await;
-                return;
-            }
-            Some(done) = posts.join_next() => {
-                if let Ok(tenant) = done
-                    && let Some(n) = per_tenant.get_mut(&tenant)
-                {
-                    *n -= 1;
-                    if *n <= 0 {
-                        per_tenant.remove(&tenant);
-                    }
-                }
+            () = shutdown.cancelled() => break,
+            Some(done) = posts.join_next_with_id() => {
+                finished(done, &mut tenants, &mut per_tenant, &mut settled);
             }
             () = tokio::time::sleep_until(next_look), if posts.len() < IN_FLIGHT => {}
+        }
+    }
+    // Posts in flight may have reached their endpoints: let them end, so that their events
+    // are not posted again by the next worker after the hold.
+    let drained = tokio::time::timeout(TIMEOUT + Duration::from_secs(1), async {
+        while let Some(done) = posts.join_next_with_id().await {
+            finished(done, &mut tenants, &mut per_tenant, &mut settled);
+        }
+    })
+    .await;
+    if drained.is_err() {
+        posts.shutdown().await;
+    }
+    if let Err(error) = within(webhooks::settle(&pool, &settled)).await {
+        tracing::warn!(%error, events = settled.len(), "cannot record status events' posts now");
+    }
+}
+
+/// A post ended (or its task did): its tenant has a place free, and its outcome waits to be
+/// written.
+fn finished(
+    done: Result<(tokio::task::Id, Settlement), tokio::task::JoinError>,
+    tenants: &mut HashMap<tokio::task::Id, Uuid>,
+    per_tenant: &mut HashMap<Uuid, i32>,
+    settled: &mut Vec<Settlement>,
+) {
+    let id = match done {
+        Ok((id, settlement)) => {
+            settled.push(settlement);
+            id
+        }
+        // Its event is taken again after the hold.
+        Err(error) => error.id(),
+    };
+    if let Some(tenant) = tenants.remove(&id)
+        && let Some(n) = per_tenant.get_mut(&tenant)
+    {
+        *n -= 1;
+        if *n <= 0 {
+            per_tenant.remove(&tenant);
         }
     }
 }
@@ -127,52 +169,78 @@ pub fn body(event: &DueEvent) -> Vec<u8> {
             tenant_id: event.tenant_id,
             state: event.state.clone(),
             delivery_status: event.delivery_status.clone(),
-            error: event.error.clone(),
+            last_error: event.last_error.clone(),
+            delivery_error: event.delivery_error.clone(),
             provider_message_id: event.provider_message_id.clone(),
         },
     };
     serde_json::to_vec(&payload).unwrap_or_default()
 }
 
-/// Posts `event` once and records how it went.
-async fn post(pool: &PgPool, egress: &Egress, keyring: &Keyring, event: DueEvent) {
+/// Whether an event that happened at `occurred_at` and whose `attempts`-th post just failed
+/// is posted again, and when: `None` once it is [`GIVE_UP_AFTER`] old.
+pub fn retry_in(
+    occurred_at: chrono::DateTime<chrono::Utc>,
+    attempts: i32,
+    now: chrono::DateTime<chrono::Utc>,
+    unit: f64,
+) -> Option<Duration> {
+    (now - occurred_at < GIVE_UP_AFTER)
+        .then(|| RETRIES.delay(u32::try_from(attempts).unwrap_or(1), unit))
+}
+
+/// Posts `event` once; how it went.
+async fn post(egress: &Egress, keyring: &Keyring, event: DueEvent) -> Settlement {
     let failure = match attempt(egress, keyring, &event).await {
         Ok(()) => {
             metrics::counter!(metrics_names::WEBHOOK_POSTS, "outcome" => "delivered").increment(1);
-            if let Err(error) = within(webhooks::delivered(pool, event.id)).await {
-                // Posted again after the hold: at least once.
-                tracing::warn!(%error, "status event delivered, not recorded");
-            }
-            return;
+            None
         }
-        Err(failure) => failure,
+        Err(failure) => {
+            let retry = retry_in(
+                event.occurred_at,
+                event.attempts,
+                chrono::Utc::now(),
+                rand::random::<f64>(),
+            );
+            let outcome = if retry.is_some() {
+                "failed"
+            } else {
+                "abandoned"
+            };
+            metrics::counter!(metrics_names::WEBHOOK_POSTS, "outcome" => outcome).increment(1);
+            tracing::info!(%failure, outcome, "status event not delivered");
+            Some((failure, retry))
+        }
     };
-    let attempts = u32::try_from(event.attempts).unwrap_or(u32::MAX);
-    let retry_in = RETRIES
-        .allows_another(attempts)
-        .then(|| RETRIES.delay(attempts, rand::random::<f64>()));
-    let outcome = if retry_in.is_some() {
-        "failed"
-    } else {
-        "abandoned"
-    };
-    metrics::counter!(metrics_names::WEBHOOK_POSTS, "outcome" => outcome).increment(1);
-    tracing::info!(%failure, outcome, "status event not delivered");
-    if let Err(error) = within(webhooks::failed(pool, event.id, &failure, retry_in)).await {
-        tracing::warn!(%error, "status event's failure not recorded");
+    Settlement {
+        id: event.id,
+        attempts: event.attempts,
+        failure,
     }
+}
+
+/// A sealed secret's text.
+fn secret(keyring: &Keyring, tenant: Uuid, stored: &Value) -> Result<String, String> {
+    keyring
+        .open(tenant, stored)
+        .map_err(|error| format!("the webhook's secret cannot be opened: {error}"))?
+        .get("secret")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| "the webhook's secret is missing".to_owned())
 }
 
 /// One post of `event`: `Err` says why it did not count as delivered.
 async fn attempt(egress: &Egress, keyring: &Keyring, event: &DueEvent) -> Result<(), String> {
-    let secret = keyring
-        .open(event.tenant_id, &event.secret)
-        .map_err(|error| format!("the webhook's secret cannot be opened: {error}"))?;
-    let secret = secret
-        .get("secret")
-        .and_then(|s| s.as_str())
-        .ok_or("the webhook's secret is missing")?
-        .to_owned();
+    let mut secrets = vec![secret(keyring, event.tenant_id, &event.secret)?];
+    // The replaced secret signs too while it may; one no key opens any more is left out.
+    if let Some(previous) = &event.previous_secret
+        && let Ok(previous) = secret(keyring, event.tenant_id, previous)
+    {
+        secrets.push(previous);
+    }
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
     let url = url::Url::parse(&event.url).map_err(|error| format!("not a URL: {error}"))?;
     let client = egress
         .for_tenant(&url)
@@ -185,19 +253,21 @@ async fn attempt(egress: &Egress, keyring: &Keyring, event: &DueEvent) -> Result
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(
             signature::EVENT_SIGNATURE_HEADER,
-            signature::event(&secret, timestamp, &body),
+            signature::event(&secrets, timestamp, &body),
         )
         .body(body)
         .send()
         .await
         .map_err(|error| {
             crate::egress::refusal(&error).unwrap_or_else(|| {
+                // Never the error's own text: it names the URL.
+                let cause = crate::provider_call::without_url(&error);
                 if error.is_timeout() {
                     format!("no answer within {} s", TIMEOUT.as_secs())
                 } else if error.is_connect() {
-                    format!("cannot connect: {error}")
+                    format!("cannot connect: {cause}")
                 } else {
-                    format!("request failed: {error}")
+                    format!("request failed: {cause}")
                 }
             })
         })?;
@@ -216,4 +286,23 @@ async fn attempt(egress: &Egress, keyring: &Keyring, event: &DueEvent) -> Result
     kept.truncate(ANSWER_KEPT);
     let text = String::from_utf8_lossy(&kept);
     Err(format!("answered {status}: {}", text.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeDelta, Utc};
+
+    #[test]
+    fn a_failed_post_is_tried_again_sooner_first_and_given_up_after_a_day() {
+        let now = Utc::now();
+        let first = retry_in(now, 1, now, 0.0).unwrap();
+        assert_eq!(first, Duration::from_secs(1));
+        assert!(retry_in(now, 1, now, 0.999).unwrap() < Duration::from_secs(2));
+        // Capped at an hour, however many posts failed.
+        let late = retry_in(now - TimeDelta::hours(20), 40, now, 0.999).unwrap();
+        assert!(late <= Duration::from_secs(3600), "{late:?}");
+        // A day old: given up.
+        assert_eq!(retry_in(now - TimeDelta::hours(24), 3, now, 0.5), None);
+    }
 }

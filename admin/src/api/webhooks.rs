@@ -1,7 +1,9 @@
 //! A tenant's status webhook: the URL Herald posts its transactional messages' changes to
 //! (`herald_shared::status_event`), signed with a secret shown once. A tenant key sets its
-//! own tenant's; an operator key any tenant's. Each `PUT` issues a new secret: the events
-//! still waiting go to the URL it names, signed with it.
+//! own tenant's; an operator key any tenant's. The first `PUT` issues the secret; later ones
+//! move the URL and keep it, unless asked for a new one, when the secret replaced still
+//! signs beside it for a grace period (so the endpoint can change over without refusing a
+//! post). Events still waiting go to the URL last set.
 
 use super::JsonBody;
 use crate::auth::Caller;
@@ -13,7 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use herald_store::tenants;
-use herald_store::webhooks::{self, WAITING_COUNTED};
+use herald_store::webhooks::{self, COUNTED};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -29,6 +31,19 @@ pub struct NewWebhook {
     /// networks, where http is taken too), no user or password in it.
     #[schema(max_length = 2000)]
     pub url: String,
+    /// Issue a new secret (the first `PUT` always does).
+    #[serde(default)]
+    pub rotate_secret: bool,
+    /// With `rotate_secret`: how long the secret replaced still signs beside the new one
+    /// (each post then carries two `v1=`), 0 (at once: a leaked secret) to 604800 (a week);
+    /// default a day.
+    #[serde(default = "default_grace")]
+    #[schema(minimum = 0, maximum = 604800, default = 86400)]
+    pub grace_seconds: i64,
+}
+
+fn default_grace() -> i64 {
+    super::providers::DEFAULT_CREDENTIALS_GRACE_SECONDS
 }
 
 /// A tenant's webhook (`url` null: none set, its messages' events are not posted).
@@ -38,13 +53,20 @@ pub struct Webhook {
     pub url: Option<String>,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// Until when the secret the last rotation replaced still signs beside the new one.
+    pub previous_secret_until: Option<DateTime<Utc>>,
     /// Events not yet delivered (counted up to 100,000).
     pub waiting: i64,
-    /// When the oldest of them happened: how far behind the endpoint is.
+    /// When the oldest of those counted happened: how far behind the endpoint is.
     pub oldest_waiting_at: Option<DateTime<Utc>>,
     /// Why the latest failed post of a waiting event failed (its answer's status and start,
-    /// or no answer).
+    /// or no answer), and when.
     pub last_failure: Option<String>,
+    pub last_failed_at: Option<DateTime<Utc>>,
+    /// Events given up (still failing a day after they happened), counted up to 100,000,
+    /// and when the latest was.
+    pub abandoned: i64,
+    pub last_abandoned_at: Option<DateTime<Utc>>,
 }
 
 impl From<webhooks::Webhook> for Webhook {
@@ -54,21 +76,26 @@ impl From<webhooks::Webhook> for Webhook {
             url: Some(row.url),
             created_at: Some(row.created_at),
             updated_at: Some(row.updated_at),
-            waiting: row.waiting.min(WAITING_COUNTED),
+            previous_secret_until: row.previous_secret_until,
+            waiting: row.waiting.min(COUNTED),
             oldest_waiting_at: row.oldest_waiting_at,
             last_failure: row.last_failure,
+            last_failed_at: row.last_failed_at,
+            abandoned: row.abandoned.min(COUNTED),
+            last_abandoned_at: row.last_abandoned_at,
         }
     }
 }
 
-/// A webhook just set, with its signing secret: shown this once.
+/// A webhook just set, with its new signing secret if one was issued: shown this once.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookSet {
     #[serde(flatten)]
     pub webhook: Webhook,
     /// The key of each event's `Herald-Signature` (`t=<unix seconds>,v1=<hex HMAC-SHA256 of
-    /// "<t>.<body>">`); store it now, it cannot be shown again.
-    pub secret: String,
+    /// "<t>.<body>">`), if this request issued one; store it now, it cannot be shown again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 /// The tenant `id` as `caller` may see it, or 404.
@@ -86,7 +113,7 @@ async fn visible_tenant(state: &AppState, caller: Caller, id: Uuid) -> Result<()
 #[utoipa::path(put, path = "/tenants/{id}/webhook", tag = "tenants",
     request_body = NewWebhook,
     params(("id" = Uuid, Path, description = "The tenant's id")),
-    responses((status = 200, body = WebhookSet, description = "Set, with a new secret"),
+    responses((status = 200, body = WebhookSet, description = "Set (with the new secret, if one was issued)"),
               (status = 404, body = crate::error::ErrorBody),
               (status = 422, body = crate::error::ErrorBody),
               (status = 503, body = crate::error::ErrorBody, description = "The URL's host could not be resolved now")))]
@@ -126,15 +153,32 @@ pub async fn set(
             format!("must be at most {MAX_URL} characters"),
         ));
     }
+    let max_grace = super::keys::MAX_GRACE_SECONDS;
+    if !(0..=max_grace).contains(&body.grace_seconds) {
+        return Err(ApiError::field(
+            "grace_seconds",
+            format!("must be between 0 and {max_grace}"),
+        ));
+    }
+    if !body.rotate_secret
+        && let Some(row) = webhooks::set_url(&state.pool, id, &url).await?
+    {
+        tracing::info!(tenant_id = %id, "status webhook moved");
+        return Ok(Json(WebhookSet {
+            webhook: row.into(),
+            secret: None,
+        }));
+    }
     let secret = format!("whsec_{}", hex::encode(rand::random::<[u8; 32]>()));
     let mut stored = Map::new();
     stored.insert("secret".into(), Value::String(secret.clone()));
     let sealed = state.keyring.seal(id, &stored);
-    let row = webhooks::set(&state.pool, id, &url, &sealed).await?;
-    tracing::info!(tenant_id = %id, "status webhook set");
+    let grace = std::time::Duration::from_secs(body.grace_seconds.unsigned_abs());
+    let row = webhooks::set_with_secret(&state.pool, id, &url, &sealed, grace).await?;
+    tracing::info!(tenant_id = %id, grace_seconds = body.grace_seconds, "status webhook set, with a new secret");
     Ok(Json(WebhookSet {
         webhook: row.into(),
-        secret,
+        secret: Some(secret),
     }))
 }
 
@@ -154,9 +198,13 @@ pub async fn show(
             url: None,
             created_at: None,
             updated_at: None,
+            previous_secret_until: None,
             waiting: 0,
             oldest_waiting_at: None,
             last_failure: None,
+            last_failed_at: None,
+            abandoned: 0,
+            last_abandoned_at: None,
         },
         Webhook::from,
     )))

@@ -162,14 +162,24 @@ pub enum TenantCommand {
     /// posted to (setting it prints a new signing secret, shown once)
     #[command(after_help = "Examples:
   herald tenant webhook $TENANT_ID --set https://hooks.example.com/herald   # prints the secret
+  herald tenant webhook $TENANT_ID --set https://hooks.example.com/herald --rotate-secret
   herald tenant webhook $TENANT_ID                                          # its URL and backlog
   herald tenant webhook $TENANT_ID --remove")]
     Webhook {
         /// Tenant id
         tenant_id: Uuid,
-        /// Where to post events (https, a public address)
+        /// Where to post events (https, a public address); the first time, prints the
+        /// signing secret
         #[arg(long = "set", value_name = "URL")]
         set: Option<String>,
+        /// With --set: issue a new secret (printed); the one replaced still signs beside it
+        /// for --grace-seconds
+        #[arg(long, requires = "set")]
+        rotate_secret: bool,
+        /// How long a replaced secret still signs, 0–604800
+        #[arg(long, value_name = "S", default_value_t = 86_400, requires = "rotate_secret",
+              value_parser = clap::value_parser!(i64).range(0..=604_800))]
+        grace_seconds: i64,
         /// Remove the webhook, and the events still waiting for it
         #[arg(long, conflicts_with = "set")]
         remove: bool,
@@ -272,19 +282,25 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
         TenantCommand::Webhook {
             tenant_id,
             set: Some(url),
+            rotate_secret,
+            grace_seconds,
             ..
         } => {
-            let reply = ctx.client.set_webhook(tenant_id, &url).await?;
+            let reply = ctx
+                .client
+                .set_webhook(tenant_id, &url, rotate_secret, grace_seconds)
+                .await?;
+            let parsed = reply.parse()?;
+            let Some(secret) = parsed.secret.clone() else {
+                // The secret kept: what the webhook is now.
+                return ctx.show(&reply, output::webhook);
+            };
             // The secret alone on stdout, as a new key is, so that it can be captured.
-            ctx.show(&reply, |w| {
-                format!("{}\n", w.secret.clone().unwrap_or_default())
-            })?;
-            if !ctx.json
-                && let Ok(webhook) = reply.parse()
-            {
+            ctx.show(&reply, |_| format!("{secret}\n"))?;
+            if !ctx.json {
                 note(&format!(
                     "status events of tenant {tenant_id} go to {}, signed with this secret; store it now, it cannot be shown again",
-                    webhook.url.unwrap_or_default()
+                    parsed.url.unwrap_or_default()
                 ));
             }
             Ok(())

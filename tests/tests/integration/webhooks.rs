@@ -4,50 +4,55 @@
 use herald_shared::signature;
 use herald_shared::status_event::StatusEvent;
 use herald_tests::status_sink::StatusSink;
-use herald_tests::{Result, TestEnv, refused_fields};
+use herald_tests::{Admin, Result, TestEnv, refused_fields};
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// Sends one message from the tenant of `key`; its id.
+/// Sends one message from the tenant of `key` (with `extra` fields); its id.
 async fn send(
-    admin: &herald_tests::Admin,
+    admin: &Admin,
     key: &str,
     provider: uuid::Uuid,
     to: &str,
+    extra: Value,
 ) -> Result<String> {
-    let message = admin
-        .ok(
-            key,
-            Method::POST,
-            "/messages",
-            Some(json!({"to": to, "channel": "sms", "provider_id": provider, "text": "Your code is 4821"})),
-        )
-        .await?;
+    let mut body = json!({"to": to, "channel": "sms", "provider_id": provider,
+                          "text": "Your code is 4821"});
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    let message = admin.ok(key, Method::POST, "/messages", Some(body)).await?;
     Ok(message["id"].as_str().unwrap_or_default().to_owned())
 }
 
-/// Waits until `sink` was answered 200 for an event of message `id` saying `state` and
-/// `delivery`; every event received so far.
+/// The events `sink` took (answered 200) of message `id`, each once, by event id.
+fn taken(sink: &StatusSink, id: &str) -> Result<BTreeMap<i64, StatusEvent>> {
+    let mut events = BTreeMap::new();
+    for post in sink.posts().iter().filter(|p| p.answered == 200) {
+        let event = post.event()?;
+        if event.message.id.to_string() == id {
+            events.insert(event.id, event);
+        }
+    }
+    Ok(events)
+}
+
+/// Waits until `sink` took an event of message `id` saying `state` and `delivery`.
 async fn wait_for(
     sink: &StatusSink,
     id: &str,
     state: &str,
     delivery: Option<&str>,
-) -> Result<Vec<StatusEvent>> {
+) -> Result<BTreeMap<i64, StatusEvent>> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let events: Vec<StatusEvent> = sink
-            .posts()
-            .iter()
-            .filter(|p| p.answered == 200)
-            .map(|p| p.event())
-            .collect::<Result<_>>()?;
-        if events.iter().any(|e| {
-            e.message.id.to_string() == id
-                && e.message.state == state
-                && e.message.delivery_status.as_deref() == delivery
-        }) {
+        let events = taken(sink, id)?;
+        if events
+            .values()
+            .any(|e| e.message.state == state && e.message.delivery_status.as_deref() == delivery)
+        {
             return Ok(events);
         }
         anyhow::ensure!(
@@ -57,6 +62,14 @@ async fn wait_for(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Quiet hours around now (UTC): a message that keeps them waits.
+fn quiet_now() -> Value {
+    let now = chrono::Utc::now();
+    let at = |t: chrono::DateTime<chrono::Utc>| t.format("%H:%M").to_string();
+    json!({"quiet_hours": {"start": at(now - chrono::TimeDelta::hours(1)),
+                           "end": at(now + chrono::TimeDelta::hours(2)), "time_zone": "UTC"}})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,6 +84,7 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
     let admin = env.admin_with(&sealing).await?;
     let (acme, key) = admin.tenant_with_key("acme").await?;
     let (globex, other_key) = admin.tenant_with_key("globex").await?;
+    let webhook = format!("/tenants/{acme}/webhook");
     // The first post is answered 500: posted again.
     let sink = StatusSink::start(1).await?;
     let other_sink = StatusSink::start(0).await?;
@@ -83,12 +97,7 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
         "",
     ] {
         let (status, body) = admin
-            .call(
-                &key,
-                Method::PUT,
-                &format!("/tenants/{acme}/webhook"),
-                Some(json!({ "url": url })),
-            )
+            .call(&key, Method::PUT, &webhook, Some(json!({ "url": url })))
             .await?;
         assert_eq!(
             (status, refused_fields(&body)),
@@ -96,30 +105,47 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
             "{url}: {body}"
         );
     }
-    // Another tenant's webhook is out of sight.
-    let (status, _) = admin
-        .call(
-            &other_key,
-            Method::PUT,
-            &format!("/tenants/{acme}/webhook"),
-            Some(json!({ "url": other_sink.url })),
+    // Another tenant's webhook is out of sight, and a key that may only send cannot set it.
+    for method in [Method::PUT, Method::GET, Method::DELETE] {
+        let (status, _) = admin
+            .call(
+                &other_key,
+                method.clone(),
+                &webhook,
+                Some(json!({ "url": other_sink.url })),
+            )
+            .await?;
+        assert_eq!(status, 404, "{method}");
+    }
+    let send_key = admin
+        .ok(
+            &key,
+            Method::POST,
+            &format!("/tenants/{acme}/keys"),
+            Some(json!({"name": "otp", "access": "send"})),
         )
         .await?;
-    assert_eq!(status, 404);
+    let (status, _) = admin
+        .call(
+            send_key["key"].as_str().unwrap_or_default(),
+            Method::PUT,
+            &webhook,
+            Some(json!({ "url": sink.url })),
+        )
+        .await?;
+    assert_eq!(status, 403);
 
     let set = admin
         .ok(
             &key,
             Method::PUT,
-            &format!("/tenants/{acme}/webhook"),
+            &webhook,
             Some(json!({ "url": sink.url })),
         )
         .await?;
     let secret = set["secret"].as_str().unwrap_or_default().to_owned();
     assert!(secret.starts_with("whsec_") && secret.len() > 40, "{set}");
-    let shown = admin
-        .ok(&key, Method::GET, &format!("/tenants/{acme}/webhook"), None)
-        .await?;
+    let shown = admin.ok(&key, Method::GET, &webhook, None).await?;
     assert_eq!(
         (&shown["url"], &shown["waiting"]),
         (&json!(sink.url), &json!(0))
@@ -132,10 +158,10 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
             .fetch_one(&env.pool)
             .await?;
     assert!(!stored.contains(&secret[6..]), "{stored}");
-    // The other tenant's endpoint is its own; its messages go there only.
+    // The other tenant's endpoint is its own (set by the operator); its messages go there only.
     admin
         .ok(
-            &other_key,
+            &admin.operator_key,
             Method::PUT,
             &format!("/tenants/{globex}/webhook"),
             Some(json!({ "url": other_sink.url })),
@@ -144,19 +170,50 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
 
     let _scheduler = env.scheduler(250, &[])?;
     let worker = env.worker(&sealing)?;
-    let id = send(&admin, &key, provider, "+15551230001").await?;
-    let other_id = send(&admin, &other_key, provider, "+15551230002").await?;
+    let id = send(&admin, &key, provider, "+15551230001", json!({})).await?;
+    let other_id = send(&admin, &other_key, provider, "+15551230002", json!({})).await?;
+    // A message held by its quiet hours, withdrawn: its only change is `cancelled`.
+    let held = send(&admin, &key, provider, "+15551230004", quiet_now()).await?;
+    admin
+        .ok(
+            &key,
+            Method::POST,
+            &format!("/messages/{held}/cancel"),
+            None,
+        )
+        .await?;
 
-    // Sent, then delivered (the provider's receipt): both told, each signed with the secret
-    // at a current time.
+    // Sent, then delivered (the provider's receipts): each change once, the delivery status
+    // only ever further, each signed with the secret at a current time.
     let events = wait_for(&sink, &id, "sent", Some("delivered")).await?;
-    let sent = events
-        .iter()
-        .find(|e| e.message.state == "sent")
-        .ok_or_else(|| anyhow::anyhow!("no event of the send: {events:?}"))?;
-    assert_eq!(sent.kind, "message.status");
-    assert_eq!(sent.message.tenant_id.to_string(), acme);
-    assert!(sent.message.provider_message_id.is_some(), "{sent:?}");
+    let changes: Vec<(String, Option<String>)> = events
+        .values()
+        .map(|e| (e.message.state.clone(), e.message.delivery_status.clone()))
+        .collect();
+    let rank = |d: &Option<String>| match d.as_deref() {
+        None => 0,
+        Some("sent") => 1,
+        _ => 2,
+    };
+    assert!(
+        changes
+            .windows(2)
+            .all(|w| w[0] != w[1] && rank(&w[0].1) <= rank(&w[1].1)),
+        "{changes:?}"
+    );
+    assert!(
+        changes.iter().all(|(state, _)| state == "sent"),
+        "{changes:?}"
+    );
+    let first = events.values().next().map(|e| e.message.clone());
+    assert!(
+        first.is_some_and(|m| m.provider_message_id.is_some()
+            && m.tenant_id.to_string() == acme
+            && m.last_error.is_none()),
+        "{events:?}"
+    );
+    let cancelled = wait_for(&sink, &held, "cancelled", None).await?;
+    assert_eq!(cancelled.len(), 1, "{cancelled:?}");
     let now = chrono::Utc::now().timestamp();
     for post in sink.posts() {
         let header = post.signature.clone().unwrap_or_default();
@@ -173,22 +230,26 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
         ));
     }
     // The post answered 500 comes again (within its first backoff, 1-2 s), the same event.
-    let first = sink.posts()[0].clone();
-    assert_eq!(first.answered, 500);
-    let first = first.event()?;
+    let refused = sink.posts()[0].clone();
+    assert_eq!(refused.answered, 500);
+    let refused = refused.event()?;
     let deadline = Instant::now() + Duration::from_secs(15);
     while !sink
         .posts()
         .iter()
-        .any(|p| p.answered == 200 && p.event().is_ok_and(|e| e == first))
+        .any(|p| p.answered == 200 && p.event().is_ok_and(|e| e == refused))
     {
         anyhow::ensure!(Instant::now() < deadline, "{:?}", sink.posts());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Only its own messages: the other tenant's went to the other endpoint.
+    let own = [id.as_str(), held.as_str()];
     assert!(
-        events.iter().all(|e| e.message.id.to_string() == id),
-        "{events:?}"
+        sink.posts().iter().all(|p| p
+            .event()
+            .is_ok_and(|e| own.contains(&e.message.id.to_string().as_str()))),
+        "{:?}",
+        sink.posts()
     );
     wait_for(&other_sink, &other_id, "sent", Some("delivered")).await?;
     assert!(other_sink.posts().iter().all(|p| {
@@ -204,11 +265,62 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
         )
     };
     assert_eq!(posted("failed"), Some(1.0), "{metrics}");
-    assert!(posted("delivered").is_some_and(|n| n >= 2.0), "{metrics}");
-    let shown = admin
-        .ok(&key, Method::GET, &format!("/tenants/{acme}/webhook"), None)
+    assert!(posted("delivered").is_some_and(|n| n >= 3.0), "{metrics}");
+    // Everything posted (events of later receipts may still be on their way a moment).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let shown = loop {
+        let shown = admin.ok(&key, Method::GET, &webhook, None).await?;
+        if shown["waiting"] == 0 {
+            break shown;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{shown}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        shown["last_failure"].is_null() && shown["abandoned"] == 0,
+        "{shown}"
+    );
+
+    // A new secret: the one replaced signs beside it for its grace, so an endpoint that has
+    // either takes the next event.
+    let rotated = admin
+        .ok(
+            &key,
+            Method::PUT,
+            &webhook,
+            Some(json!({ "url": sink.url, "rotate_secret": true, "grace_seconds": 600 })),
+        )
         .await?;
-    assert_eq!(shown["waiting"], 0, "{shown}");
+    let new_secret = rotated["secret"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        new_secret.starts_with("whsec_") && new_secret != secret,
+        "{rotated}"
+    );
+    assert!(rotated["previous_secret_until"].is_string(), "{rotated}");
+    let next = send(&admin, &key, provider, "+15551230005", json!({})).await?;
+    let events = wait_for(&sink, &next, "sent", Some("delivered")).await?;
+    let now = chrono::Utc::now().timestamp();
+    for post in sink.posts().iter().filter(|p| {
+        p.event()
+            .is_ok_and(|e| events.contains_key(&e.id) && e.message.id.to_string() == next)
+    }) {
+        let header = post.signature.clone().unwrap_or_default();
+        for secret in [&secret, &new_secret] {
+            assert!(signature::verify_event(
+                secret, &post.body, &header, now, 300
+            ));
+        }
+    }
+    // The URL alone changed: the secret is kept, none shown.
+    let moved = admin
+        .ok(
+            &key,
+            Method::PUT,
+            &webhook,
+            Some(json!({ "url": sink.url })),
+        )
+        .await?;
+    assert!(moved.get("secret").is_none(), "{moved}");
 
     // The CLI shows it, and refuses a URL inside naming the field (exit 1).
     let cli = |args: &[&str]| {
@@ -238,25 +350,16 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
     );
 
     // Removed: the next message is sent and nobody is told.
-    let (status, _) = admin
-        .call(
-            &key,
-            Method::DELETE,
-            &format!("/tenants/{acme}/webhook"),
-            None,
-        )
-        .await?;
+    let (status, _) = admin.call(&key, Method::DELETE, &webhook, None).await?;
     assert_eq!(status, 204);
-    let none = admin
-        .ok(&key, Method::GET, &format!("/tenants/{acme}/webhook"), None)
-        .await?;
+    let none = admin.ok(&key, Method::GET, &webhook, None).await?;
     assert_eq!(
         (&none["url"], &none["waiting"]),
         (&json!(null), &json!(0)),
         "{none}"
     );
     let before = sink.posts().len();
-    let later = send(&admin, &key, provider, "+15551230003").await?;
+    let later = send(&admin, &key, provider, "+15551230003", json!({})).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, message) = admin
@@ -270,13 +373,11 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(sink.posts().len(), before, "{:?}", sink.posts());
-    let made: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM message_events e JOIN messages m ON m.id = e.message_id
-         WHERE m.id = $1::uuid",
-    )
-    .bind(&later)
-    .fetch_one(&env.pool)
-    .await?;
+    let made: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM message_events WHERE message_id = $1::uuid")
+            .bind(&later)
+            .fetch_one(&env.pool)
+            .await?;
     assert_eq!(made, 0);
 
     // Set again through the CLI: the new secret alone on stdout.
@@ -286,9 +387,7 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
         set.status.success() && printed.trim().starts_with("whsec_"),
         "{set:?}"
     );
-    let shown = admin
-        .ok(&key, Method::GET, &format!("/tenants/{acme}/webhook"), None)
-        .await?;
+    let shown = admin.ok(&key, Method::GET, &webhook, None).await?;
     assert_eq!(shown["url"], json!(other_sink.url));
     Ok(())
 }
