@@ -201,7 +201,11 @@ impl Client {
         rotate_secret: bool,
         grace_seconds: i64,
     ) -> Result<Reply<Webhook>, ApiError> {
-        let body = serde_json::json!({ "url": url, "rotate_secret": rotate_secret, "grace_seconds": grace_seconds });
+        let body = if rotate_secret {
+            serde_json::json!({ "url": url, "rotate_secret": true, "grace_seconds": grace_seconds })
+        } else {
+            serde_json::json!({ "url": url })
+        };
         let url = self.url(&["tenants", &tenant.to_string(), "webhook"], &[]);
         self.send(self.http.put(url).json(&body), Some(REQUEST_TIMEOUT))
             .await

@@ -34,9 +34,35 @@ pub struct Webhook {
 /// The most events of one kind a webhook's summary counts: past that it says "at least".
 pub const COUNTED: i64 = 100_000;
 
+/// Gives tenant `tenant` a webhook at `url` with its first secret (sealed); `None` if it has
+/// one already (which is left as it is).
+pub async fn create(
+    pool: &PgPool,
+    tenant: Uuid,
+    url: &str,
+    sealed_secret: &Value,
+) -> Result<Option<Webhook>, sqlx::Error> {
+    let created = sqlx::query!(
+        "INSERT INTO tenant_webhooks (tenant_id, url, secret) VALUES ($1, $2, $3)
+         ON CONFLICT (tenant_id) DO NOTHING",
+        tenant,
+        url,
+        sealed_secret,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if created == 0 {
+        return Ok(None);
+    }
+    get(pool, tenant).await
+}
+
 /// Sets tenant `tenant`'s webhook with a new secret (sealed): a new webhook, or a new URL
 /// and secret for the one it had, whose secret then still signs events beside the new one
-/// for `grace` (none if zero). Events still waiting go to the new URL.
+/// for `grace` (none if zero). A rotation within the last one's grace keeps the secret that
+/// one replaced signing instead (the endpoint may not have taken the one in between: a
+/// rotation retried after its answer was lost, say). Events still waiting go to the new URL.
 pub async fn set_with_secret(
     pool: &PgPool,
     tenant: Uuid,
@@ -48,7 +74,11 @@ pub async fn set_with_secret(
         "INSERT INTO tenant_webhooks (tenant_id, url, secret) VALUES ($1, $2, $3)
          ON CONFLICT (tenant_id) DO UPDATE
          SET url = excluded.url, secret = excluded.secret, updated_at = now(),
-             previous_secret = CASE WHEN $4::float8 > 0 THEN tenant_webhooks.secret END,
+             previous_secret = CASE
+                 WHEN $4::float8 <= 0 THEN NULL
+                 WHEN tenant_webhooks.previous_secret_until > now()
+                     THEN tenant_webhooks.previous_secret
+                 ELSE tenant_webhooks.secret END,
              previous_secret_until = CASE WHEN $4::float8 > 0
                                           THEN now() + make_interval(secs => $4) END",
         tenant,
@@ -89,19 +119,26 @@ pub async fn get(pool: &PgPool, tenant: Uuid) -> Result<Option<Webhook>, sqlx::E
                   CASE WHEN w.previous_secret_until > now() THEN w.previous_secret_until END
                       AS previous_secret_until,
                   waiting.n AS "waiting!", waiting.oldest AS oldest_waiting_at,
-                  waiting.last_failure, waiting.last_failed_at,
+                  failure.last_failure, failure.failed_at AS last_failed_at,
                   abandoned.n AS "abandoned!", abandoned.latest AS last_abandoned_at
            FROM tenant_webhooks w
            CROSS JOIN LATERAL (
-               SELECT count(*) AS n, min(x.occurred_at) AS oldest,
-                      (array_agg(x.last_failure ORDER BY x.failed_at DESC NULLS LAST))[1]
-                          AS last_failure,
-                      max(x.failed_at) AS last_failed_at
-               FROM (SELECT e.occurred_at, e.last_failure, e.failed_at FROM message_events e
+               SELECT count(*) AS n, min(x.occurred_at) AS oldest
+               FROM (SELECT e.occurred_at FROM message_events e
                      WHERE e.tenant_id = w.tenant_id AND e.delivered_at IS NULL
                        AND e.abandoned_at IS NULL
                      LIMIT $2) x
            ) waiting
+           LEFT JOIN LATERAL (
+               -- The latest failure among the waiting events counted (a top-1 sort).
+               SELECT x.last_failure, x.failed_at
+               FROM (SELECT e.last_failure, e.failed_at FROM message_events e
+                     WHERE e.tenant_id = w.tenant_id AND e.delivered_at IS NULL
+                       AND e.abandoned_at IS NULL
+                     LIMIT $2) x
+               WHERE x.failed_at IS NOT NULL
+               ORDER BY x.failed_at DESC LIMIT 1
+           ) failure ON true
            CROSS JOIN LATERAL (
                SELECT count(*) AS n, max(y.abandoned_at) AS latest
                FROM (SELECT e.abandoned_at FROM message_events e
@@ -166,25 +203,37 @@ pub async fn take_due(
     hold: Duration,
 ) -> Result<Vec<DueEvent>, sqlx::Error> {
     let (busy, counts): (Vec<Uuid>, Vec<i32>) = in_flight.iter().copied().unzip();
-    // Driven by the tenants with a webhook (a few index probes each) rather than by the
-    // oldest events, so a tenant with a flood of them, or an endpoint that keeps failing,
-    // takes at most its few places in each round and the others' events still go. Only the
-    // events taken are locked (picked first without locks, then locked, skipping any another
-    // worker took meanwhile), so two workers' rounds do not starve each other.
+    // Driven by the tenants with events waiting (found by a skip scan of the waiting events'
+    // index: one probe per such tenant, not per tenant with a webhook), a few of each, so a
+    // tenant with a flood of them, or an endpoint that keeps failing, takes at most its few
+    // places in each round and the others' events still go. Only the events taken are
+    // locked (picked first without locks, then locked, skipping any another worker took
+    // meanwhile), so two workers' rounds do not starve each other.
     sqlx::query_as!(
         DueEvent,
-        r#"WITH candidates AS MATERIALIZED (
+        r#"WITH RECURSIVE waiting_tenants(tenant_id) AS (
+               (SELECT e.tenant_id FROM message_events e
+                WHERE e.delivered_at IS NULL AND e.abandoned_at IS NULL
+                ORDER BY e.tenant_id LIMIT 1)
+               UNION ALL
+               SELECT (SELECT e.tenant_id FROM message_events e
+                       WHERE e.tenant_id > t.tenant_id AND e.delivered_at IS NULL
+                         AND e.abandoned_at IS NULL
+                       ORDER BY e.tenant_id LIMIT 1)
+               FROM waiting_tenants t WHERE t.tenant_id IS NOT NULL
+           ), candidates AS MATERIALIZED (
                SELECT e.id
-               FROM tenant_webhooks w
+               FROM waiting_tenants t
                LEFT JOIN unnest($1::uuid[], $2::int4[]) AS b(tenant_id, in_flight)
-                      ON b.tenant_id = w.tenant_id
+                      ON b.tenant_id = t.tenant_id
                CROSS JOIN LATERAL (
                    SELECT e.id, e.next_at FROM message_events e
-                   WHERE e.tenant_id = w.tenant_id AND e.delivered_at IS NULL
+                   WHERE e.tenant_id = t.tenant_id AND e.delivered_at IS NULL
                      AND e.abandoned_at IS NULL AND e.next_at <= now()
                    ORDER BY e.next_at
                    LIMIT greatest($3 - coalesce(b.in_flight, 0), 0)
                ) e
+               WHERE t.tenant_id IS NOT NULL
                ORDER BY e.next_at
                LIMIT $4
            ), taken AS MATERIALIZED (

@@ -1,5 +1,6 @@
 //! A tenant's own endpoint for status events: a real HTTP server on loopback that answers
-//! the first `failing` posts 500 and the others 200, and keeps every post it got.
+//! the first `failing` posts 500 (with a NUL and a terminal escape in the answer, which
+//! Herald must still be able to record) and the others 200, and keeps every post it got.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -70,9 +71,13 @@ impl Drop for StatusSink {
     }
 }
 
-async fn take(State(kept): State<Arc<Mutex<Kept>>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn take(
+    State(kept): State<Arc<Mutex<Kept>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
     let Ok(mut kept) = kept.lock() else {
-        return StatusCode::INTERNAL_SERVER_ERROR;
+        return (StatusCode::INTERNAL_SERVER_ERROR, "");
     };
     let answered = if kept.failing > 0 {
         kept.failing -= 1;
@@ -88,5 +93,10 @@ async fn take(State(kept): State<Arc<Mutex<Kept>>>, headers: HeaderMap, body: By
         body,
         answered: answered.as_u16(),
     });
-    answered
+    let text = if answered.is_success() {
+        ""
+    } else {
+        "down\0 \x1b[31mfor maintenance"
+    };
+    (answered, text)
 }

@@ -108,6 +108,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         pool.clone(),
         ctx.egress.clone(),
         config.credential_keys.keyring(),
+        config.drain_timeout(),
         shutdown.clone(),
     ));
     let settings = consume::Settings {

@@ -52,8 +52,9 @@ const BUSY_POLL: Duration = Duration::from_millis(20);
 /// The most of an endpoint's answer read (it is only logged).
 const ANSWER_KEPT: usize = 200;
 
-/// When a failed post is tried again: after 1–2 s, doubling up to an hour (a post an hour
-/// once the event is about 40 minutes old), until [`GIVE_UP_AFTER`].
+/// When a failed post is tried again: after 1–2 s, doubling (with jitter) up to an hour (a
+/// post every 30 to 60 minutes once the event is about an hour old), until
+/// [`GIVE_UP_AFTER`].
 pub const RETRIES: RetryPolicy = RetryPolicy {
     max_attempts: u32::MAX,
     base: Duration::from_secs(2),
@@ -61,20 +62,22 @@ pub const RETRIES: RetryPolicy = RetryPolicy {
 };
 
 /// Posts due events until `shutdown`, then lets the posts in flight finish (within
-/// [`TIMEOUT`]) and records them.
-pub async fn run(pool: PgPool, egress: Egress, keyring: Keyring, shutdown: CancellationToken) {
+/// [`TIMEOUT`], and the worker's `drain` time) and records them.
+pub async fn run(
+    pool: PgPool,
+    egress: Egress,
+    keyring: Keyring,
+    drain: Duration,
+    shutdown: CancellationToken,
+) {
     let mut posts: JoinSet<Settlement> = JoinSet::new();
     let mut tenants: HashMap<tokio::task::Id, Uuid> = HashMap::new();
     let mut per_tenant: HashMap<Uuid, i32> = HashMap::new();
     let mut settled: Vec<Settlement> = Vec::new();
     let mut next_look = Instant::now();
-    loop {
+    while !shutdown.is_cancelled() {
         if !settled.is_empty() {
-            if let Err(error) = within(webhooks::settle(&pool, &settled)).await {
-                // Posted again after the hold: at least once.
-                tracing::warn!(%error, events = settled.len(), "cannot record status events' posts now");
-            }
-            settled.clear();
+            record(&pool, &mut settled).await;
         }
         if posts.len() < IN_FLIGHT && Instant::now() >= next_look {
             let room = IN_FLIGHT - posts.len();
@@ -109,16 +112,24 @@ pub async fn run(pool: PgPool, egress: Egress, keyring: Keyring, shutdown: Cance
             }
         }
         tokio::select! {
+            biased;
             () = shutdown.cancelled() => break,
             Some(done) = posts.join_next_with_id() => {
                 finished(done, &mut tenants, &mut per_tenant, &mut settled);
+                // Every post ended by now, recorded in one statement.
+                while let Some(done) = posts.try_join_next_with_id() {
+                    finished(done, &mut tenants, &mut per_tenant, &mut settled);
+                }
+                // A place came free: its tenant's next events (they were left at the last
+                // look, at its cap) go soon, not after an idle second.
+                next_look = next_look.min(Instant::now() + BUSY_POLL);
             }
             () = tokio::time::sleep_until(next_look), if posts.len() < IN_FLIGHT => {}
         }
     }
     // Posts in flight may have reached their endpoints: let them end, so that their events
     // are not posted again by the next worker after the hold.
-    let drained = tokio::time::timeout(TIMEOUT + Duration::from_secs(1), async {
+    let drained = tokio::time::timeout(drain.min(TIMEOUT + Duration::from_secs(1)), async {
         while let Some(done) = posts.join_next_with_id().await {
             finished(done, &mut tenants, &mut per_tenant, &mut settled);
         }
@@ -127,9 +138,16 @@ pub async fn run(pool: PgPool, egress: Egress, keyring: Keyring, shutdown: Cance
     if drained.is_err() {
         posts.shutdown().await;
     }
-    if let Err(error) = within(webhooks::settle(&pool, &settled)).await {
+    record(&pool, &mut settled).await;
+}
+
+/// Writes the outcomes `settled` holds, and forgets them (one not written is posted again
+/// after the hold: at least once).
+async fn record(pool: &PgPool, settled: &mut Vec<Settlement>) {
+    if let Err(error) = within(webhooks::settle(pool, settled)).await {
         tracing::warn!(%error, events = settled.len(), "cannot record status events' posts now");
     }
+    settled.clear();
 }
 
 /// A post ended (or its task did): its tenant has a place free, and its outcome waits to be
@@ -284,7 +302,9 @@ async fn attempt(egress: &Egress, keyring: &Keyring, event: &DueEvent) -> Result
         kept.extend_from_slice(&chunk);
     }
     kept.truncate(ANSWER_KEPT);
-    let text = String::from_utf8_lossy(&kept);
+    // Stored and shown: no NUL (PostgreSQL's text cannot hold one, and the outcome would go
+    // unwritten) and no terminal escapes.
+    let text = crate::adapters::printable(&String::from_utf8_lossy(&kept));
     Err(format!("answered {status}: {}", text.trim()))
 }
 

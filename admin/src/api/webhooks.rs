@@ -34,16 +34,12 @@ pub struct NewWebhook {
     /// Issue a new secret (the first `PUT` always does).
     #[serde(default)]
     pub rotate_secret: bool,
-    /// With `rotate_secret`: how long the secret replaced still signs beside the new one
-    /// (each post then carries two `v1=`), 0 (at once: a leaked secret) to 604800 (a week);
-    /// default a day.
-    #[serde(default = "default_grace")]
+    /// Only with `rotate_secret`: how long the secret replaced still signs beside the new
+    /// one (each post then carries two `v1=`), 0 (at once: a leaked secret) to 604800 (a
+    /// week); default a day. A rotation within the last one's grace keeps the secret that
+    /// one replaced signing instead.
     #[schema(minimum = 0, maximum = 604800, default = 86400)]
-    pub grace_seconds: i64,
-}
-
-fn default_grace() -> i64 {
-    super::providers::DEFAULT_CREDENTIALS_GRACE_SECONDS
+    pub grace_seconds: Option<i64>,
 }
 
 /// A tenant's webhook (`url` null: none set, its messages' events are not posted).
@@ -115,6 +111,7 @@ async fn visible_tenant(state: &AppState, caller: Caller, id: Uuid) -> Result<()
     params(("id" = Uuid, Path, description = "The tenant's id")),
     responses((status = 200, body = WebhookSet, description = "Set (with the new secret, if one was issued)"),
               (status = 404, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody, description = "The webhook was removed while this request set it"),
               (status = 422, body = crate::error::ErrorBody),
               (status = 503, body = crate::error::ErrorBody, description = "The URL's host could not be resolved now")))]
 pub async fn set(
@@ -124,6 +121,23 @@ pub async fn set(
     JsonBody(body): JsonBody<NewWebhook>,
 ) -> Result<Json<WebhookSet>, ApiError> {
     visible_tenant(&state, caller, id).await?;
+    // Checked before the URL, whose check may wait on the name servers.
+    let max_grace = super::keys::MAX_GRACE_SECONDS;
+    let grace_seconds = match body.grace_seconds {
+        Some(_) if !body.rotate_secret => {
+            return Err(ApiError::field(
+                "grace_seconds",
+                "only with rotate_secret: a secret kept replaces none",
+            ));
+        }
+        Some(grace) if !(0..=max_grace).contains(&grace) => {
+            return Err(ApiError::field(
+                "grace_seconds",
+                format!("must be between 0 and {max_grace}"),
+            ));
+        }
+        given => given.unwrap_or(super::providers::DEFAULT_CREDENTIALS_GRACE_SECONDS),
+    };
     let url = body.url.trim();
     if url.is_empty() {
         return Err(ApiError::field("url", "must not be empty"));
@@ -153,32 +167,35 @@ pub async fn set(
             format!("must be at most {MAX_URL} characters"),
         ));
     }
-    let max_grace = super::keys::MAX_GRACE_SECONDS;
-    if !(0..=max_grace).contains(&body.grace_seconds) {
-        return Err(ApiError::field(
-            "grace_seconds",
-            format!("must be between 0 and {max_grace}"),
-        ));
-    }
-    if !body.rotate_secret
-        && let Some(row) = webhooks::set_url(&state.pool, id, &url).await?
-    {
-        tracing::info!(tenant_id = %id, "status webhook moved");
-        return Ok(Json(WebhookSet {
-            webhook: row.into(),
-            secret: None,
-        }));
-    }
     let secret = format!("whsec_{}", hex::encode(rand::random::<[u8; 32]>()));
     let mut stored = Map::new();
     stored.insert("secret".into(), Value::String(secret.clone()));
     let sealed = state.keyring.seal(id, &stored);
-    let grace = std::time::Duration::from_secs(body.grace_seconds.unsigned_abs());
-    let row = webhooks::set_with_secret(&state.pool, id, &url, &sealed, grace).await?;
-    tracing::info!(tenant_id = %id, grace_seconds = body.grace_seconds, "status webhook set, with a new secret");
+    if body.rotate_secret {
+        let grace = std::time::Duration::from_secs(grace_seconds.unsigned_abs());
+        let row = webhooks::set_with_secret(&state.pool, id, &url, &sealed, grace).await?;
+        tracing::info!(tenant_id = %id, grace_seconds, "status webhook set, with a new secret");
+        return Ok(Json(WebhookSet {
+            webhook: row.into(),
+            secret: Some(secret),
+        }));
+    }
+    // The first secret only where there was no webhook: of two first requests at once, one
+    // makes it and the other moves its URL, so no secret handed out is replaced unsaid.
+    if let Some(row) = webhooks::create(&state.pool, id, &url, &sealed).await? {
+        tracing::info!(tenant_id = %id, "status webhook set");
+        return Ok(Json(WebhookSet {
+            webhook: row.into(),
+            secret: Some(secret),
+        }));
+    }
+    let row = webhooks::set_url(&state.pool, id, &url)
+        .await?
+        .ok_or_else(|| ApiError::Conflict("the webhook was removed meanwhile; try again".into()))?;
+    tracing::info!(tenant_id = %id, "status webhook moved");
     Ok(Json(WebhookSet {
         webhook: row.into(),
-        secret: Some(secret),
+        secret: None,
     }))
 }
 

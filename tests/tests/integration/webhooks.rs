@@ -105,6 +105,20 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
             "{url}: {body}"
         );
     }
+    // A grace for a secret replaced, where none is.
+    let (status, body) = admin
+        .call(
+            &key,
+            Method::PUT,
+            &webhook,
+            Some(json!({ "url": sink.url, "grace_seconds": 60 })),
+        )
+        .await?;
+    assert_eq!(
+        (status, refused_fields(&body)),
+        (422, vec!["grace_seconds"]),
+        "{body}"
+    );
     // Another tenant's webhook is out of sight, and a key that may only send cannot set it.
     for method in [Method::PUT, Method::GET, Method::DELETE] {
         let (status, _) = admin
