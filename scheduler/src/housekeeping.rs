@@ -161,6 +161,13 @@ pub async fn run(
                 Ok(pruned) => tracing::debug!(pruned, "old status events deleted"),
                 Err(error) => tracing::warn!(%error, "cannot delete old status events now"),
             }
+            match within(store::webhooks::drop_unowned(&pool, 10_000)).await {
+                Ok(0) => {}
+                Ok(dropped) => {
+                    tracing::debug!(dropped, "status events of removed webhooks deleted")
+                }
+                Err(error) => tracing::warn!(%error, "cannot delete removed webhooks' events now"),
+            }
             match within(store::messages::retire_idle_streams(&pool)).await {
                 Ok(0) => {}
                 Ok(retired) => tracing::debug!(retired, "idle message streams ended"),

@@ -224,16 +224,19 @@ pub async fn take_due(
            ), candidates AS MATERIALIZED (
                SELECT e.id
                FROM waiting_tenants t
+               JOIN tenant_webhooks w ON w.tenant_id = t.tenant_id
                LEFT JOIN unnest($1::uuid[], $2::int4[]) AS b(tenant_id, in_flight)
                       ON b.tenant_id = t.tenant_id
                CROSS JOIN LATERAL (
+                   -- Not an event written for a webhook removed since (by a transaction
+                   -- that committed after the removal's cleanup): housekeeping drops those.
                    SELECT e.id, e.next_at FROM message_events e
                    WHERE e.tenant_id = t.tenant_id AND e.delivered_at IS NULL
                      AND e.abandoned_at IS NULL AND e.next_at <= now()
+                     AND e.occurred_at >= w.created_at
                    ORDER BY e.next_at
                    LIMIT greatest($3 - coalesce(b.in_flight, 0), 0)
                ) e
-               WHERE t.tenant_id IS NOT NULL
                ORDER BY e.next_at
                LIMIT $4
            ), taken AS MATERIALIZED (
@@ -312,6 +315,24 @@ pub async fn settle(pool: &PgPool, settled: &[Settlement]) -> Result<(), sqlx::E
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Deletes up to `batch` waiting events of no webhook: written by a transaction that
+/// committed after the removal of its tenant's webhook had dropped the others (the trigger
+/// reads the webhook without a lock), and so never taken. Returns how many.
+pub async fn drop_unowned(pool: &PgPool, batch: i64) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query!(
+        "DELETE FROM message_events WHERE id IN (
+             SELECT e.id FROM message_events e
+             LEFT JOIN tenant_webhooks w ON w.tenant_id = e.tenant_id
+             WHERE e.delivered_at IS NULL AND e.abandoned_at IS NULL
+               AND (w.tenant_id IS NULL OR e.occurred_at < w.created_at)
+             LIMIT $1)",
+        batch,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
 }
 
 /// The longest one [`prune`] deletes for: it runs beside the tick, in housekeeping.

@@ -11,7 +11,7 @@
 //!
 //! One tenant's endpoint cannot hold back another's: a worker posts at most [`PER_TENANT`]
 //! events of a tenant at once, out of [`IN_FLIGHT`], and each round takes the oldest due
-//! events of every tenant with a webhook, a few each. Webhook URLs are the tenant's: they
+//! events of every tenant with events waiting, a few each. Webhook URLs are the tenant's: they
 //! leave through the client that reaches only public addresses and the operator's allowed
 //! networks, as tenants' providers do, no redirect is followed, and no error logged or
 //! stored names the URL (it may carry the tenant's own token).
@@ -128,7 +128,9 @@ pub async fn run(
         }
     }
     // Posts in flight may have reached their endpoints: let them end, so that their events
-    // are not posted again by the next worker after the hold.
+    // are not posted again by the next worker after the hold; and their outcomes written,
+    // all within the worker's drain (its pool closes after).
+    let deadline = Instant::now() + drain;
     let drained = tokio::time::timeout(drain.min(TIMEOUT + Duration::from_secs(1)), async {
         while let Some(done) = posts.join_next_with_id().await {
             finished(done, &mut tenants, &mut per_tenant, &mut settled);
@@ -138,7 +140,14 @@ pub async fn run(
     if drained.is_err() {
         posts.shutdown().await;
     }
-    record(&pool, &mut settled).await;
+    if tokio::time::timeout_at(deadline, record(&pool, &mut settled))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the drain ended before status events' posts were recorded: they are posted again"
+        );
+    }
 }
 
 /// Writes the outcomes `settled` holds, and forgets them (one not written is posted again

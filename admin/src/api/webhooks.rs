@@ -112,8 +112,7 @@ async fn visible_tenant(state: &AppState, caller: Caller, id: Uuid) -> Result<()
     responses((status = 200, body = WebhookSet, description = "Set (with the new secret, if one was issued)"),
               (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody, description = "The webhook was removed while this request set it"),
-              (status = 422, body = crate::error::ErrorBody),
-              (status = 503, body = crate::error::ErrorBody, description = "The URL's host could not be resolved now")))]
+              (status = 422, body = crate::error::ErrorBody)))]
 pub async fn set(
     State(state): State<AppState>,
     caller: Caller,

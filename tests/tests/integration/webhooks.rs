@@ -290,10 +290,23 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
         anyhow::ensure!(Instant::now() < deadline, "{shown}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    assert_eq!(shown["abandoned"], 0, "{shown}");
+    // The refused post's answer is on record, made printable (the endpoint's NUL and escape
+    // would have left the outcome unwritable), and the second post delivered it.
+    let (failure, attempts, delivered): (Option<String>, i32, bool) = sqlx::query_as(
+        "SELECT last_failure, attempts, delivered_at IS NOT NULL FROM message_events WHERE id = $1",
+    )
+    .bind(refused.id)
+    .fetch_one(&env.pool)
+    .await?;
+    let failure = failure.unwrap_or_default();
     assert!(
-        shown["last_failure"].is_null() && shown["abandoned"] == 0,
-        "{shown}"
+        failure.starts_with("answered 500")
+            && failure.contains("for maintenance")
+            && !failure.contains(['\0', '\x1b']),
+        "{failure:?}"
     );
+    assert_eq!((attempts, delivered), (2, true));
 
     // A new secret: the one replaced signs beside it for its grace, so an endpoint that has
     // either takes the next event.
@@ -350,11 +363,24 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
         all.extend_from_slice(args);
         env.run_binary("herald", &all, &[])
     };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while admin.ok(&key, Method::GET, &webhook, None).await?["waiting"] != 0 {
+        anyhow::ensure!(Instant::now() < deadline, "events still waiting");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let shown = cli(&[])?;
     let text = String::from_utf8_lossy(&shown.stdout);
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{key}:")))
+            .map(|l| l[key.len() + 1..].trim().to_owned())
+    };
+    assert!(shown.status.success(), "{shown:?}");
+    assert_eq!(line("url").as_deref(), Some(sink.url.as_str()), "{text}");
+    assert_eq!(line("waiting").as_deref(), Some("0 events"), "{text}");
     assert!(
-        shown.status.success() && text.contains(&sink.url) && text.contains("0 events"),
-        "{shown:?}"
+        line("old secret signs until").is_some_and(|l| l != "-"),
+        "{text}"
     );
     let refused = cli(&["--set", "http://169.254.169.254/"])?;
     assert_eq!(refused.status.code(), Some(1), "{refused:?}");
@@ -394,6 +420,19 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
             .await?;
     assert_eq!(made, 0);
 
+    // An event of a message whose transaction committed after the removal's cleanup (the
+    // trigger read the webhook before): never posted, to the old URL or a new one, and
+    // dropped by the housekeeping.
+    let raced: i64 = sqlx::query_scalar(
+        "INSERT INTO message_events (tenant_id, message_id, state, occurred_at)
+         VALUES ($1::uuid, $2::uuid, 'sent', now() - interval '1 second') RETURNING id",
+    )
+    .bind(&acme)
+    .bind(&later)
+    .fetch_one(&env.pool)
+    .await?;
+    let posted_before = other_sink.posts().len();
+
     // Set again through the CLI: the new secret alone on stdout.
     let set = cli(&["--set", &other_sink.url])?;
     let printed = String::from_utf8_lossy(&set.stdout);
@@ -403,5 +442,27 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
     );
     let shown = admin.ok(&key, Method::GET, &webhook, None).await?;
     assert_eq!(shown["url"], json!(other_sink.url));
+    // The scheduler keeps house every 30 ticks (7.5 s here).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM message_events WHERE id = $1")
+            .bind(raced)
+            .fetch_one(&env.pool)
+            .await?;
+        if left == 0 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the raced event was never dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        other_sink.posts().len(),
+        posted_before,
+        "{:?}",
+        other_sink.posts()
+    );
     Ok(())
 }
