@@ -4,7 +4,7 @@
 use herald_shared::signature;
 use herald_shared::status_event::StatusEvent;
 use herald_tests::status_sink::StatusSink;
-use herald_tests::{Admin, Result, TestEnv, refused_fields};
+use herald_tests::{Admin, Result, TestEnv, refused_fields, wait_until};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -62,6 +62,19 @@ async fn wait_for(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Waits until every event of the tenant's webhook is delivered.
+async fn all_posted(admin: &Admin, key: &str, webhook: &str) -> Result<()> {
+    let done = wait_until(Duration::from_secs(15), || async {
+        admin
+            .ok(key, Method::GET, webhook, None)
+            .await
+            .is_ok_and(|shown| shown["waiting"] == 0)
+    })
+    .await;
+    anyhow::ensure!(done.is_ok(), "events of {webhook} still waiting");
+    Ok(())
 }
 
 /// Quiet hours around now (UTC): a message that keeps them waits.
@@ -247,15 +260,13 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
     let refused = sink.posts()[0].clone();
     assert_eq!(refused.answered, 500);
     let refused = refused.event()?;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !sink
-        .posts()
-        .iter()
-        .any(|p| p.answered == 200 && p.event().is_ok_and(|e| e == refused))
-    {
-        anyhow::ensure!(Instant::now() < deadline, "{:?}", sink.posts());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let posted_again = wait_until(Duration::from_secs(15), || async {
+        sink.posts()
+            .iter()
+            .any(|p| p.answered == 200 && p.event().is_ok_and(|e| e == refused))
+    })
+    .await;
+    assert!(posted_again.is_ok(), "{:?}", sink.posts());
     // Only its own messages: the other tenant's went to the other endpoint.
     let own = [id.as_str(), held.as_str()];
     assert!(
@@ -281,15 +292,8 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
     assert_eq!(posted("failed"), Some(1.0), "{metrics}");
     assert!(posted("delivered").is_some_and(|n| n >= 3.0), "{metrics}");
     // Everything posted (events of later receipts may still be on their way a moment).
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let shown = loop {
-        let shown = admin.ok(&key, Method::GET, &webhook, None).await?;
-        if shown["waiting"] == 0 {
-            break shown;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "{shown}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    all_posted(&admin, &key, &webhook).await?;
+    let shown = admin.ok(&key, Method::GET, &webhook, None).await?;
     assert_eq!(shown["abandoned"], 0, "{shown}");
     // The refused post's answer is on record, made printable (the endpoint's NUL and escape
     // would have left the outcome unwritable), and the second post delivered it.
@@ -363,11 +367,7 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
         all.extend_from_slice(args);
         env.run_binary("herald", &all, &[])
     };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while admin.ok(&key, Method::GET, &webhook, None).await?["waiting"] != 0 {
-        anyhow::ensure!(Instant::now() < deadline, "events still waiting");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    all_posted(&admin, &key, &webhook).await?;
     let shown = cli(&[])?;
     let text = String::from_utf8_lossy(&shown.stdout);
     let line = |key: &str| {
@@ -400,17 +400,14 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
     );
     let before = sink.posts().len();
     let later = send(&admin, &key, provider, "+15551230003", json!({})).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, message) = admin
+    let delivered = wait_until(Duration::from_secs(30), || async {
+        admin
             .call(&key, Method::GET, &format!("/messages/{later}"), None)
-            .await?;
-        if message["delivery_status"] == "delivered" {
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "{message}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            .await
+            .is_ok_and(|(_, message)| message["delivery_status"] == "delivered")
+    })
+    .await;
+    assert!(delivered.is_ok(), "message {later} never delivered");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(sink.posts().len(), before, "{:?}", sink.posts());
     let made: i64 =
@@ -443,21 +440,15 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
     let shown = admin.ok(&key, Method::GET, &webhook, None).await?;
     assert_eq!(shown["url"], json!(other_sink.url));
     // The scheduler keeps house every 30 ticks (7.5 s here).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM message_events WHERE id = $1")
+    let dropped = wait_until(Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM message_events WHERE id = $1")
             .bind(raced)
             .fetch_one(&env.pool)
-            .await?;
-        if left == 0 {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the raced event was never dropped"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+            .await
+            .is_ok_and(|left| left == 0)
+    })
+    .await;
+    assert!(dropped.is_ok(), "the raced event was never dropped");
     assert_eq!(
         other_sink.posts().len(),
         posted_before,
