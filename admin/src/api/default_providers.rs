@@ -14,7 +14,6 @@ use chrono::{DateTime, Utc};
 use herald_shared::domain::Channel;
 use herald_store::tenants::{self, DefaultProviderRow};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -57,15 +56,6 @@ pub struct ChannelPath {
     pub channel: String,
 }
 
-/// The tenant `id` as `caller` may see it, or 404.
-async fn visible_tenant(pool: &PgPool, caller: Caller, id: Uuid) -> Result<(), ApiError> {
-    if tenants::get(pool, caller.scope(), id).await?.is_some() {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound("tenant"))
-    }
-}
-
 fn channel(name: &str) -> Result<Channel, ApiError> {
     validate::channel(name).map_err(|reason| ApiError::field("channel", reason))
 }
@@ -77,7 +67,7 @@ pub async fn list(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Vec<DefaultProvider>>, ApiError> {
-    visible_tenant(&state.pool, caller, id).await?;
+    super::tenants::visible(&state.pool, caller, id).await?;
     let rows = tenants::default_providers(&state.pool, id).await?;
     Ok(Json(rows.into_iter().map(DefaultProvider::from).collect()))
 }
@@ -93,7 +83,7 @@ pub async fn set(
     Path(ChannelPath { id, channel: name }): Path<ChannelPath>,
     JsonBody(body): JsonBody<NewDefaultProvider>,
 ) -> Result<Json<DefaultProvider>, ApiError> {
-    visible_tenant(&state.pool, caller, id).await?;
+    super::tenants::visible(&state.pool, caller, id).await?;
     let channel = channel(&name)?;
     let mut fields = Vec::new();
     let misfit = |provider| super::provider_fit::misfit(&state.pool, provider, id, Some(channel));
@@ -142,7 +132,7 @@ pub async fn remove(
     caller: Caller,
     Path(ChannelPath { id, channel: name }): Path<ChannelPath>,
 ) -> Result<StatusCode, ApiError> {
-    visible_tenant(&state.pool, caller, id).await?;
+    super::tenants::visible(&state.pool, caller, id).await?;
     let channel = channel(&name)?;
     tenants::remove_default_provider(&state.pool, id, channel.as_str()).await?;
     Ok(StatusCode::NO_CONTENT)

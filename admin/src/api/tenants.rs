@@ -264,6 +264,17 @@ pub struct CreatedKey {
     pub key: String,
 }
 
+/// Tenant `id` as `caller` may see it, or 404: another tenant's id looks like one that does
+/// not exist (for the operations on a tenant's own settings: keys, default providers, its
+/// webhook).
+pub(super) async fn visible(pool: &sqlx::PgPool, caller: Caller, id: Uuid) -> Result<(), ApiError> {
+    if tenants::get(pool, caller.scope(), id).await?.is_some() {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound("tenant"))
+    }
+}
+
 #[utoipa::path(post, path = "/tenants/{id}/keys", tag = "tenants", request_body = NewKey,
     responses((status = 201, body = CreatedKey), (status = 403, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
@@ -274,13 +285,7 @@ pub async fn create_key(
     JsonBody(body): JsonBody<NewKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     validate::name(&body.name).map_err(|reason| ApiError::field("name", reason))?;
-    // Another tenant's id looks like one that does not exist.
-    if tenants::get(&state.pool, caller.scope(), id)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::NotFound("tenant"));
-    }
+    visible(&state.pool, caller, id).await?;
     let name = body.name.trim();
     let (key_id, key) = auth::create_key(&state.pool, Some(id), body.access, name).await?;
     tracing::info!(tenant_id = %id, key_id = %key_id, access = ?body.access, "tenant key created");

@@ -14,7 +14,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use herald_store::tenants;
 use herald_store::webhooks::{self, COUNTED};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -94,18 +93,6 @@ pub struct WebhookSet {
     pub secret: Option<String>,
 }
 
-/// The tenant `id` as `caller` may see it, or 404.
-async fn visible_tenant(state: &AppState, caller: Caller, id: Uuid) -> Result<(), ApiError> {
-    if tenants::get(&state.pool, caller.scope(), id)
-        .await?
-        .is_some()
-    {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound("tenant"))
-    }
-}
-
 #[utoipa::path(put, path = "/tenants/{id}/webhook", tag = "tenants",
     request_body = NewWebhook,
     params(("id" = Uuid, Path, description = "The tenant's id")),
@@ -119,7 +106,7 @@ pub async fn set(
     Path(id): Path<Uuid>,
     JsonBody(body): JsonBody<NewWebhook>,
 ) -> Result<Json<WebhookSet>, ApiError> {
-    visible_tenant(&state, caller, id).await?;
+    super::tenants::visible(&state.pool, caller, id).await?;
     // Checked before the URL, whose check may wait on the name servers.
     let max_grace = super::keys::MAX_GRACE_SECONDS;
     let grace_seconds = match body.grace_seconds {
@@ -207,7 +194,7 @@ pub async fn show(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Webhook>, ApiError> {
-    visible_tenant(&state, caller, id).await?;
+    super::tenants::visible(&state.pool, caller, id).await?;
     Ok(Json(webhooks::get(&state.pool, id).await?.map_or(
         Webhook {
             tenant_id: id,
@@ -235,7 +222,7 @@ pub async fn remove(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    visible_tenant(&state, caller, id).await?;
+    super::tenants::visible(&state.pool, caller, id).await?;
     if webhooks::remove(&state.pool, id).await? {
         tracing::info!(tenant_id = %id, "status webhook removed");
     }
