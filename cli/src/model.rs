@@ -494,6 +494,8 @@ pub struct Webhook {
     pub last_failed_at: Option<Timestamp>,
     pub abandoned: i64,
     pub last_abandoned_at: Option<Timestamp>,
+    pub failing_since: Option<Timestamp>,
+    pub resume_at: Option<Timestamp>,
     pub secret: Option<String>,
 }
 

@@ -528,6 +528,8 @@ pub fn webhook(w: &Webhook) -> String {
         ("tenant", w.tenant_id.to_string()),
         ("url", url.clone()),
         ("set", when(w.updated_at)),
+        ("failing since", when(w.failing_since)),
+        ("next post", when(w.resume_at)),
         ("old secret signs until", when(w.previous_secret_until)),
         ("waiting", counted(w.waiting)),
         ("oldest waiting", when(w.oldest_waiting_at)),

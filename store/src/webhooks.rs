@@ -29,6 +29,10 @@ pub struct Webhook {
     /// the latest time one was.
     pub abandoned: i64,
     pub last_abandoned_at: Option<DateTime<Utc>>,
+    /// Since when every post to the endpoint has failed (`None`: it answers).
+    pub failing_since: Option<DateTime<Utc>>,
+    /// While it fails: when it is next posted to (events wait until then).
+    pub resume_at: Option<DateTime<Utc>>,
 }
 
 /// The most events of one kind a webhook's summary counts: past that it says "at least".
@@ -62,7 +66,8 @@ pub async fn create(
 /// and secret for the one it had, whose secret then still signs events beside the new one
 /// for `grace` (none if zero). A rotation within the last one's grace keeps the secret that
 /// one replaced signing instead (the endpoint may not have taken the one in between: a
-/// rotation retried after its answer was lost, say). Events still waiting go to the new URL.
+/// rotation retried after its answer was lost, say). Events still waiting go to the new URL,
+/// at once even if the endpoint was failing.
 pub async fn set_with_secret(
     pool: &PgPool,
     tenant: Uuid,
@@ -74,6 +79,7 @@ pub async fn set_with_secret(
         "INSERT INTO tenant_webhooks (tenant_id, url, secret) VALUES ($1, $2, $3)
          ON CONFLICT (tenant_id) DO UPDATE
          SET url = excluded.url, secret = excluded.secret, updated_at = now(),
+             failing_since = NULL, resume_at = NULL,
              previous_secret = CASE
                  WHEN $4::float8 <= 0 THEN NULL
                  WHEN tenant_webhooks.previous_secret_until > now()
@@ -91,14 +97,18 @@ pub async fn set_with_secret(
     get(pool, tenant).await?.ok_or(sqlx::Error::RowNotFound)
 }
 
-/// Moves tenant `tenant`'s webhook to `url`, its secret kept; `None` if it has none.
+/// Moves tenant `tenant`'s webhook to `url`, its secret kept; `None` if it has none. Its
+/// endpoint's failing, if it was, is forgotten: waiting events go at once (the same URL set
+/// again is how a tenant has a mended endpoint tried now).
 pub async fn set_url(
     pool: &PgPool,
     tenant: Uuid,
     url: &str,
 ) -> Result<Option<Webhook>, sqlx::Error> {
     let moved = sqlx::query!(
-        "UPDATE tenant_webhooks SET url = $2, updated_at = now() WHERE tenant_id = $1",
+        "UPDATE tenant_webhooks
+         SET url = $2, updated_at = now(), failing_since = NULL, resume_at = NULL
+         WHERE tenant_id = $1",
         tenant,
         url,
     )
@@ -120,7 +130,9 @@ pub async fn get(pool: &PgPool, tenant: Uuid) -> Result<Option<Webhook>, sqlx::E
                       AS previous_secret_until,
                   waiting.n AS "waiting!", waiting.oldest AS oldest_waiting_at,
                   failure.last_failure, failure.failed_at AS last_failed_at,
-                  abandoned.n AS "abandoned!", abandoned.latest AS last_abandoned_at
+                  abandoned.n AS "abandoned!", abandoned.latest AS last_abandoned_at,
+                  w.failing_since, CASE WHEN w.failing_since IS NOT NULL
+                                        THEN greatest(w.resume_at, now()) END AS resume_at
            FROM tenant_webhooks w
            CROSS JOIN LATERAL (
                SELECT count(*) AS n, min(x.occurred_at) AS oldest
@@ -195,12 +207,17 @@ pub struct DueEvent {
 /// Takes up to `limit` due events, oldest due first, at most `per_tenant` of each tenant
 /// less what this worker has in flight for it (`in_flight`: tenants and counts), and holds
 /// them for `hold` (a worker that dies posting leaves them to be taken again then).
+///
+/// A tenant whose endpoint is failing ([`settle`]) gets nothing until its `resume_at`, then
+/// one post (a probe), and its `resume_at` moves `probe_hold` on meanwhile, so the other
+/// workers do not probe it too while it may take its whole timeout to fail again.
 pub async fn take_due(
     pool: &PgPool,
     limit: i64,
     per_tenant: i32,
     in_flight: &[(Uuid, i32)],
     hold: Duration,
+    probe_hold: Duration,
 ) -> Result<Vec<DueEvent>, sqlx::Error> {
     let (busy, counts): (Vec<Uuid>, Vec<i32>) = in_flight.iter().copied().unzip();
     // Driven by the tenants with events waiting (found by a skip scan of the waiting events'
@@ -225,6 +242,7 @@ pub async fn take_due(
                SELECT e.id
                FROM waiting_tenants t
                JOIN tenant_webhooks w ON w.tenant_id = t.tenant_id
+                                     AND (w.resume_at IS NULL OR w.resume_at <= now())
                LEFT JOIN unnest($1::uuid[], $2::int4[]) AS b(tenant_id, in_flight)
                       ON b.tenant_id = t.tenant_id
                CROSS JOIN LATERAL (
@@ -235,7 +253,8 @@ pub async fn take_due(
                      AND e.abandoned_at IS NULL AND e.next_at <= now()
                      AND e.occurred_at >= w.created_at
                    ORDER BY e.next_at
-                   LIMIT greatest($3 - coalesce(b.in_flight, 0), 0)
+                   LIMIT greatest(CASE WHEN w.failing_since IS NULL THEN $3 ELSE 1 END
+                                  - coalesce(b.in_flight, 0), 0)
                ) e
                ORDER BY e.next_at
                LIMIT $4
@@ -245,21 +264,38 @@ pub async fn take_due(
                  AND e.delivered_at IS NULL AND e.abandoned_at IS NULL AND e.next_at <= now()
                ORDER BY e.id
                FOR UPDATE SKIP LOCKED
+           ), posted AS (
+               UPDATE message_events e
+               SET attempts = e.attempts + 1, next_at = now() + make_interval(secs => $5)
+               FROM taken, tenant_webhooks w
+               WHERE e.id = taken.id AND w.tenant_id = e.tenant_id
+               RETURNING e.id, e.tenant_id, e.message_id, e.state, e.delivery_status,
+                         e.last_error, e.delivery_error, e.provider_message_id, e.occurred_at,
+                         e.attempts, w.url, w.secret, w.failing_since,
+                         CASE WHEN w.previous_secret_until > now() THEN w.previous_secret END
+                             AS previous_secret
+           ), probing AS (
+               -- Only failing endpoints' rows are written (a healthy one's posts cost no
+               -- write here), and one already locked is left: a hold is advisory, and
+               -- waiting for a lock could deadlock two workers' rounds.
+               UPDATE tenant_webhooks w
+               SET resume_at = now() + make_interval(secs => $6)
+               WHERE w.tenant_id IN (SELECT l.tenant_id FROM tenant_webhooks l
+                                     WHERE l.tenant_id IN (SELECT p.tenant_id FROM posted p
+                                                           WHERE p.failing_since IS NOT NULL)
+                                     FOR UPDATE SKIP LOCKED)
            )
-           UPDATE message_events e
-           SET attempts = e.attempts + 1, next_at = now() + make_interval(secs => $5)
-           FROM taken, tenant_webhooks w
-           WHERE e.id = taken.id AND w.tenant_id = e.tenant_id
-           RETURNING e.id, e.tenant_id, e.message_id, e.state, e.delivery_status, e.last_error,
-                     e.delivery_error, e.provider_message_id, e.occurred_at, e.attempts,
-                     w.url, w.secret,
-                     CASE WHEN w.previous_secret_until > now() THEN w.previous_secret END
-                         AS previous_secret"#,
+           SELECT id AS "id!", tenant_id AS "tenant_id!", message_id AS "message_id!",
+                  state AS "state!", delivery_status, last_error, delivery_error,
+                  provider_message_id, occurred_at AS "occurred_at!", attempts AS "attempts!",
+                  url AS "url!", secret AS "secret!", previous_secret
+           FROM posted"#,
         &busy,
         &counts,
         per_tenant,
         limit,
         hold.as_secs_f64(),
+        probe_hold.as_secs_f64(),
     )
     .fetch_all(pool)
     .await
@@ -275,8 +311,15 @@ pub struct Settlement {
     pub failure: Option<(String, Option<Duration>)>,
 }
 
-/// Records how the posts of `settled` went, in one statement.
-pub async fn settle(pool: &PgPool, settled: &[Settlement]) -> Result<(), sqlx::Error> {
+/// Records how the posts of `settled` went, in one statement, and what they say of each
+/// tenant's endpoint: one answered 2xx ends its failing; posts that all failed start it
+/// (`failing_since`), or go on with it, and hold its events back until `resume_at`: as long
+/// again as it has been failing, between `pause.0` and `pause.1`.
+pub async fn settle(
+    pool: &PgPool,
+    settled: &[Settlement],
+    pause: (Duration, Duration),
+) -> Result<(), sqlx::Error> {
     if settled.is_empty() {
         return Ok(());
     }
@@ -295,22 +338,44 @@ pub async fn settle(pool: &PgPool, settled: &[Settlement]) -> Result<(), sqlx::E
         );
     }
     sqlx::query!(
-        "UPDATE message_events e
-         SET delivered_at = CASE WHEN s.failure IS NULL THEN now() END,
-             last_failure = coalesce(s.failure, e.last_failure),
-             failed_at = CASE WHEN s.failure IS NULL THEN e.failed_at ELSE now() END,
-             next_at = CASE WHEN s.retry_s IS NULL THEN e.next_at
-                            ELSE now() + make_interval(secs => s.retry_s) END,
-             abandoned_at = CASE WHEN s.failure IS NOT NULL AND s.retry_s IS NULL
-                                 THEN now() END
-         FROM unnest($1::int8[], $2::int4[], $3::text[], $4::float8[])
-              AS s(id, attempts, failure, retry_s)
-         WHERE e.id = s.id AND e.attempts = s.attempts
-           AND e.delivered_at IS NULL AND e.abandoned_at IS NULL",
+        "WITH settled AS (
+             UPDATE message_events e
+             SET delivered_at = CASE WHEN s.failure IS NULL THEN now() END,
+                 last_failure = coalesce(s.failure, e.last_failure),
+                 failed_at = CASE WHEN s.failure IS NULL THEN e.failed_at ELSE now() END,
+                 next_at = CASE WHEN s.retry_s IS NULL THEN e.next_at
+                                ELSE now() + make_interval(secs => s.retry_s) END,
+                 abandoned_at = CASE WHEN s.failure IS NOT NULL AND s.retry_s IS NULL
+                                     THEN now() END
+             FROM unnest($1::int8[], $2::int4[], $3::text[], $4::float8[])
+                  AS s(id, attempts, failure, retry_s)
+             WHERE e.id = s.id AND e.attempts = s.attempts
+               AND e.delivered_at IS NULL AND e.abandoned_at IS NULL
+             RETURNING e.tenant_id, s.failure IS NULL AS delivered
+         ), endpoints AS (
+             SELECT tenant_id, bool_or(delivered) AS answered FROM settled GROUP BY tenant_id
+         ), changed AS (
+             -- A healthy endpoint's successes write nothing here; a row another statement
+             -- holds is left (advisory, and no deadlock between two workers' outcomes).
+             SELECT w.tenant_id, x.answered FROM tenant_webhooks w
+             JOIN endpoints x ON x.tenant_id = w.tenant_id
+             WHERE NOT x.answered OR w.failing_since IS NOT NULL
+             FOR UPDATE OF w SKIP LOCKED
+         )
+         UPDATE tenant_webhooks w
+         SET failing_since = CASE WHEN c.answered THEN NULL
+                                  ELSE coalesce(w.failing_since, now()) END,
+             resume_at = CASE WHEN c.answered THEN NULL
+                              ELSE now() + least(greatest(now() - coalesce(w.failing_since, now()),
+                                                          make_interval(secs => $5)),
+                                                 make_interval(secs => $6)) END
+         FROM changed c WHERE w.tenant_id = c.tenant_id",
         &ids,
         &attempts,
         &failures as _,
         &retries as _,
+        pause.0.as_secs_f64(),
+        pause.1.as_secs_f64(),
     )
     .execute(pool)
     .await?;
@@ -328,6 +393,34 @@ pub async fn drop_unowned(pool: &PgPool, batch: i64) -> Result<u64, sqlx::Error>
              WHERE e.delivered_at IS NULL AND e.abandoned_at IS NULL
                AND (w.tenant_id IS NULL OR e.occurred_at < w.created_at)
              LIMIT $1)",
+        batch,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// Gives up up to `batch` events still waiting `older_than` after they happened and due,
+/// without a post (an endpoint held back while failing may not be posted to for minutes,
+/// and otherwise an event is given up only when a post of it fails); returns how many. Rows
+/// another statement holds are left to the next call.
+pub async fn abandon_stale(
+    pool: &PgPool,
+    older_than: Duration,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query!(
+        "UPDATE message_events e
+         SET abandoned_at = now()
+         WHERE e.id IN (
+             -- Not one a worker holds (taken: due again only after the hold).
+             SELECT id FROM message_events
+             WHERE delivered_at IS NULL AND abandoned_at IS NULL
+               AND occurred_at < now() - make_interval(secs => $1) AND next_at <= now()
+             ORDER BY occurred_at
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED)",
+        older_than.as_secs_f64(),
         batch,
     )
     .execute(pool)

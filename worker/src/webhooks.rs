@@ -11,7 +11,10 @@
 //!
 //! One tenant's endpoint cannot hold back another's: a worker posts at most [`PER_TENANT`]
 //! events of a tenant at once, out of [`IN_FLIGHT`], and each round takes the oldest due
-//! events of every tenant with events waiting, a few each. Webhook URLs are the tenant's: they
+//! events of every tenant with events waiting, a few each. An endpoint whose posts all fail
+//! is probed, not flooded: its events wait ([`ENDPOINT_PAUSE`], growing with how long it
+//! has been failing), then one post goes, until one is answered 2xx; a dead endpoint costs
+//! the fleet a post now and then, not a place per waiting event. Webhook URLs are the tenant's: they
 //! leave through the client that reaches only public addresses and the operator's allowed
 //! networks, as tenants' providers do, no redirect is followed, and no error logged or
 //! stored names the URL (it may carry the tenant's own token).
@@ -51,6 +54,16 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 const BUSY_POLL: Duration = Duration::from_millis(20);
 /// The most of an endpoint's answer read (it is only logged).
 const ANSWER_KEPT: usize = 200;
+/// How long a failing endpoint's events wait before the next post to it (a probe): as long
+/// again as it has been failing, at least the first and at most the second.
+pub const ENDPOINT_PAUSE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
+/// How long a probe keeps the other workers from probing the same endpoint: past
+/// [`TIMEOUT`], so that one probe at a time is in flight unless its worker died.
+const PROBE_HOLD: Duration = Duration::from_secs(15);
+/// How often a worker gives up the events a day old that are still waiting.
+const STALE_LOOK: Duration = Duration::from_secs(10);
+/// Events one statement gives up at most.
+const STALE_BATCH: i64 = 10_000;
 
 /// When a failed post is tried again: after 1–2 s, doubling (with jitter) up to an hour (a
 /// post every 30 to 60 minutes once the event is about an hour old), until
@@ -75,9 +88,14 @@ pub async fn run(
     let mut per_tenant: HashMap<Uuid, i32> = HashMap::new();
     let mut settled: Vec<Settlement> = Vec::new();
     let mut next_look = Instant::now();
+    let mut next_stale_look = Instant::now();
     while !shutdown.is_cancelled() {
         if !settled.is_empty() {
             record(&pool, &mut settled).await;
+        }
+        if Instant::now() >= next_stale_look {
+            next_stale_look = Instant::now() + STALE_LOOK;
+            give_up_stale(&pool).await;
         }
         if posts.len() < IN_FLIGHT && Instant::now() >= next_look {
             let room = IN_FLIGHT - posts.len();
@@ -88,6 +106,7 @@ pub async fn run(
                 PER_TENANT,
                 &busy,
                 HOLD,
+                PROBE_HOLD,
             ))
             .await;
             let found = taken.unwrap_or_else(|error| {
@@ -150,10 +169,39 @@ pub async fn run(
     }
 }
 
+/// Gives up the events still waiting [`GIVE_UP_AFTER`] after they happened (a batch at a
+/// time while batches come back full, for a second at most).
+async fn give_up_stale(pool: &PgPool) {
+    let started = Instant::now();
+    loop {
+        let given_up = within(webhooks::abandon_stale(
+            pool,
+            GIVE_UP_AFTER.to_std().unwrap_or(Duration::MAX),
+            STALE_BATCH,
+        ))
+        .await;
+        match given_up {
+            Ok(0) => return,
+            Ok(n) => {
+                metrics::counter!(metrics_names::WEBHOOK_POSTS, "outcome" => "abandoned")
+                    .increment(n);
+                tracing::info!(events = n, "status events a day old given up unposted");
+                if n < STALE_BATCH as u64 || started.elapsed() >= Duration::from_secs(1) {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot give up stale status events now");
+                return;
+            }
+        }
+    }
+}
+
 /// Writes the outcomes `settled` holds, and forgets them (one not written is posted again
 /// after the hold: at least once).
 async fn record(pool: &PgPool, settled: &mut Vec<Settlement>) {
-    if let Err(error) = within(webhooks::settle(pool, settled)).await {
+    if let Err(error) = within(webhooks::settle(pool, settled, ENDPOINT_PAUSE)).await {
         tracing::warn!(%error, events = settled.len(), "cannot record status events' posts now");
     }
     settled.clear();

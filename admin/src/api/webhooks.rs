@@ -58,10 +58,17 @@ pub struct Webhook {
     /// or no answer), and when.
     pub last_failure: Option<String>,
     pub last_failed_at: Option<DateTime<Utc>>,
-    /// Events given up (still failing a day after they happened), counted up to 100,000,
+    /// Events given up (not delivered a day after they happened), counted up to 100,000,
     /// and when the latest was.
     pub abandoned: i64,
     pub last_abandoned_at: Option<DateTime<Utc>>,
+    /// Since when every post to the endpoint has failed; `null` while it answers. Its events
+    /// then wait, and one post at a time goes to it, at `resume_at`, until one is answered
+    /// 2xx. A `PUT` (of the same URL too) has it tried at once.
+    pub failing_since: Option<DateTime<Utc>>,
+    /// While the endpoint fails: when it is posted to next (after as long again as it has
+    /// been failing, 1 s to 5 min).
+    pub resume_at: Option<DateTime<Utc>>,
 }
 
 impl From<webhooks::Webhook> for Webhook {
@@ -78,6 +85,8 @@ impl From<webhooks::Webhook> for Webhook {
             last_failed_at: row.last_failed_at,
             abandoned: row.abandoned.min(COUNTED),
             last_abandoned_at: row.last_abandoned_at,
+            failing_since: row.failing_since,
+            resume_at: row.resume_at,
         }
     }
 }
@@ -208,6 +217,8 @@ pub async fn show(
             last_failed_at: None,
             abandoned: 0,
             last_abandoned_at: None,
+            failing_since: None,
+            resume_at: None,
         },
         Webhook::from,
     )))

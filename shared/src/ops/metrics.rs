@@ -173,7 +173,7 @@ fn describe() {
     describe_counter!(
         WEBHOOK_POSTS,
         Unit::Count,
-        "Status events posted to tenants' webhooks, by outcome (delivered, failed, abandoned)"
+        "Status events posted to tenants' webhooks, by outcome (delivered, failed, abandoned: given up a day old)"
     );
     describe_counter!(
         RECEIPTS,

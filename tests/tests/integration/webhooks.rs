@@ -457,3 +457,170 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_endpoint_is_probed_not_flooded_and_its_events_go_at_once_when_mended()
+-> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let admin = env.admin().await?;
+    let (acme, key) = admin.tenant_with_key("acme").await?;
+    let (globex, other_key) = admin.tenant_with_key("globex").await?;
+    let webhook = format!("/tenants/{acme}/webhook");
+    // Down for as long as the test runs: every post answered 500.
+    let down = StatusSink::start(usize::MAX).await?;
+    let other_sink = StatusSink::start(0).await?;
+    admin
+        .ok(
+            &key,
+            Method::PUT,
+            &webhook,
+            Some(json!({ "url": down.url })),
+        )
+        .await?;
+    admin
+        .ok(
+            &other_key,
+            Method::PUT,
+            &format!("/tenants/{globex}/webhook"),
+            Some(json!({ "url": other_sink.url })),
+        )
+        .await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let worker = env.worker(&[])?;
+
+    let batch = |to: &str, n: usize| {
+        let messages: Vec<Value> = (0..n)
+            .map(|i| {
+                json!({"to": format!("{to}{i:02}"), "channel": "sms",
+                            "provider_id": provider, "text": "Your code is 4821"})
+            })
+            .collect();
+        json!({ "messages": messages })
+    };
+    admin
+        .ok(
+            &key,
+            Method::POST,
+            "/messages/batch",
+            Some(batch("+155512300", 30)),
+        )
+        .await?;
+    // Every message sent, each with its event waiting, and the endpoint known to be failing.
+    let failing = wait_until(Duration::from_secs(30), || async {
+        admin
+            .ok(&key, Method::GET, &webhook, None)
+            .await
+            .is_ok_and(|shown| shown["waiting"] == 30 && shown["failing_since"].is_string())
+    })
+    .await;
+    let shown = admin.ok(&key, Method::GET, &webhook, None).await?;
+    assert!(failing.is_ok(), "{shown}");
+    assert!(
+        shown["resume_at"].is_string()
+            && shown["last_failure"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("answered 500")),
+        "{shown}"
+    );
+    // Another tenant's events go meanwhile, each once.
+    admin
+        .ok(
+            &other_key,
+            Method::POST,
+            "/messages/batch",
+            Some(batch("+155512310", 5)),
+        )
+        .await?;
+    let heard = wait_until(Duration::from_secs(15), || async {
+        other_sink.posts().len() >= 5
+    })
+    .await;
+    assert!(heard.is_ok(), "{:?}", other_sink.posts());
+    let ids: std::collections::BTreeSet<i64> = other_sink
+        .posts()
+        .iter()
+        .filter_map(|p| p.event().ok().map(|e| e.id))
+        .collect();
+    assert_eq!(ids.len(), 5, "{:?}", other_sink.posts());
+
+    // Probed, not flooded: a first round of at most 8 posts, then one now and then (after
+    // 1 s, 2 s, 4 s… of failing: at least one in 8 s while it has failed for less), where
+    // each of the 30 events would have been posted again within 1–2 s of its own failure.
+    let before = down.posts().len();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let probes = down.posts().len() - before;
+    assert!(
+        (1..=5).contains(&probes) && down.posts().len() <= 8 + 7,
+        "{probes} probes, {} posts in all",
+        down.posts().len()
+    );
+
+    // Events a day old still waiting are given up, posted or not (the worker looks every
+    // 10 s). Made older, with the webhook (events older than it are a removed one's).
+    for statement in [
+        "UPDATE tenant_webhooks SET created_at = now() - interval '26 hours'
+         WHERE tenant_id = $1::uuid",
+        "UPDATE message_events SET occurred_at = now() - interval '25 hours'
+         WHERE id IN (SELECT id FROM message_events WHERE tenant_id = $1::uuid
+                      ORDER BY id LIMIT 10)",
+    ] {
+        sqlx::query(statement)
+            .bind(&acme)
+            .execute(&env.pool)
+            .await?;
+    }
+    let given_up = wait_until(Duration::from_secs(30), || async {
+        admin
+            .ok(&key, Method::GET, &webhook, None)
+            .await
+            .is_ok_and(|shown| shown["abandoned"] == 10 && shown["waiting"] == 20)
+    })
+    .await;
+    assert!(
+        given_up.is_ok(),
+        "{}",
+        admin.ok(&key, Method::GET, &webhook, None).await?
+    );
+    let metrics = env.scrape(&worker).await?;
+    assert_eq!(
+        herald_tests::metric_sum(
+            &metrics,
+            "herald_webhook_posts_total",
+            &[("outcome", "abandoned")]
+        ),
+        Some(10.0),
+        "{metrics}"
+    );
+
+    // Mended (a new URL): no longer failing, and the 20 events left go at once, not when the
+    // failing endpoint's next probe would have been.
+    let mended = StatusSink::start(0).await?;
+    let moved = admin
+        .ok(
+            &key,
+            Method::PUT,
+            &webhook,
+            Some(json!({ "url": mended.url })),
+        )
+        .await?;
+    assert_eq!(
+        (&moved["failing_since"], &moved["resume_at"]),
+        (&Value::Null, &Value::Null),
+        "{moved}"
+    );
+    all_posted(&admin, &key, &webhook).await?;
+    let delivered: std::collections::BTreeSet<i64> = mended
+        .posts()
+        .iter()
+        .filter_map(|p| p.event().ok().map(|e| e.id))
+        .collect();
+    assert_eq!(delivered.len(), 20, "{:?}", mended.posts());
+    let shown = admin.ok(&key, Method::GET, &webhook, None).await?;
+    assert_eq!(
+        (&shown["failing_since"], &shown["abandoned"]),
+        (&Value::Null, &json!(10)),
+        "{shown}"
+    );
+    Ok(())
+}

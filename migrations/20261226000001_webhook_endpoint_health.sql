@@ -1,0 +1,14 @@
+-- An endpoint that keeps failing is probed, not flooded: after a round of posts that all
+-- failed, a tenant's events wait until `resume_at`, then go one post at a time (per worker)
+-- until one is answered 2xx. The wait grows with how long the endpoint has been failing
+-- (`failing_since`), so a dead endpoint costs workers a post now and then, and the other
+-- tenants' events keep their places. A success, or a new URL, ends it.
+ALTER TABLE tenant_webhooks
+    ADD COLUMN failing_since timestamptz,
+    ADD COLUMN resume_at     timestamptz;
+
+-- Events still waiting a day after they happened are given up without a post (an endpoint
+-- held back may not be posted to for minutes at a time): found by age among the waiting
+-- ones only, not among the delivered ones kept for the retention.
+CREATE INDEX message_events_waiting_since ON message_events (occurred_at)
+    WHERE delivered_at IS NULL AND abandoned_at IS NULL;
