@@ -202,6 +202,12 @@ pub struct DueEvent {
     /// signs too.
     pub secret: Value,
     pub previous_secret: Option<Value>,
+    /// The webhook's `updated_at` when taken: what this post says of its endpoint is
+    /// recorded only while the webhook is still the one posted to (not after a `PUT`).
+    pub webhook_version: DateTime<Utc>,
+    /// A probe of an endpoint that was failing: spaced by the endpoint's pause, not by the
+    /// event's own retries.
+    pub probe: bool,
 }
 
 /// Takes up to `limit` due events, oldest due first, at most `per_tenant` of each tenant
@@ -242,7 +248,8 @@ pub async fn take_due(
                SELECT e.id
                FROM waiting_tenants t
                JOIN tenant_webhooks w ON w.tenant_id = t.tenant_id
-                                     AND (w.resume_at IS NULL OR w.resume_at <= now())
+                                     AND (w.failing_since IS NULL OR w.resume_at IS NULL
+                                          OR w.resume_at <= now())
                LEFT JOIN unnest($1::uuid[], $2::int4[]) AS b(tenant_id, in_flight)
                       ON b.tenant_id = t.tenant_id
                CROSS JOIN LATERAL (
@@ -271,24 +278,29 @@ pub async fn take_due(
                WHERE e.id = taken.id AND w.tenant_id = e.tenant_id
                RETURNING e.id, e.tenant_id, e.message_id, e.state, e.delivery_status,
                          e.last_error, e.delivery_error, e.provider_message_id, e.occurred_at,
-                         e.attempts, w.url, w.secret, w.failing_since,
+                         e.attempts, w.url, w.secret, w.updated_at AS webhook_version,
+                         w.failing_since IS NOT NULL AS probe,
                          CASE WHEN w.previous_secret_until > now() THEN w.previous_secret END
                              AS previous_secret
            ), probing AS (
                -- Only failing endpoints' rows are written (a healthy one's posts cost no
                -- write here), and one already locked is left: a hold is advisory, and
-               -- waiting for a lock could deadlock two workers' rounds.
+               -- waiting for a lock could deadlock two workers' rounds. Checked again on
+               -- the row as it is now: not one a PUT or a success has just cleared, and no
+               -- longer pause a settlement has set meanwhile cut short.
                UPDATE tenant_webhooks w
-               SET resume_at = now() + make_interval(secs => $6)
+               SET resume_at = greatest(w.resume_at, now() + make_interval(secs => $6))
                WHERE w.tenant_id IN (SELECT l.tenant_id FROM tenant_webhooks l
                                      WHERE l.tenant_id IN (SELECT p.tenant_id FROM posted p
-                                                           WHERE p.failing_since IS NOT NULL)
+                                                           WHERE p.probe)
+                                       AND l.failing_since IS NOT NULL
                                      FOR UPDATE SKIP LOCKED)
            )
            SELECT id AS "id!", tenant_id AS "tenant_id!", message_id AS "message_id!",
                   state AS "state!", delivery_status, last_error, delivery_error,
                   provider_message_id, occurred_at AS "occurred_at!", attempts AS "attempts!",
-                  url AS "url!", secret AS "secret!", previous_secret
+                  url AS "url!", secret AS "secret!", previous_secret,
+                  webhook_version AS "webhook_version!", probe AS "probe!"
            FROM posted"#,
         &busy,
         &counts,
@@ -309,12 +321,31 @@ pub struct Settlement {
     pub attempts: i32,
     /// `None`: delivered. Else why not, and when to try again (`None`: given up).
     pub failure: Option<(String, Option<Duration>)>,
+    /// What the post says of the endpoint.
+    pub endpoint: Endpoint,
+    /// The event's [`DueEvent::webhook_version`] and [`DueEvent::probe`].
+    pub webhook_version: DateTime<Utc>,
+    pub probe: bool,
+}
+
+/// What a post says of its endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// It answered as a working endpoint does: a 2xx, or a refusal of this event (a 4xx
+    /// but 408 and 429), which is the event's to retry, not a reason to hold the others.
+    Up,
+    /// No answer, a 5xx, a 408 or a 429: its events wait while it is probed.
+    Down,
+    /// Nothing is known of it (the post was never made: Herald's own side failed).
+    Unknown,
 }
 
 /// Records how the posts of `settled` went, in one statement, and what they say of each
-/// tenant's endpoint: one answered 2xx ends its failing; posts that all failed start it
+/// tenant's endpoint ([`Endpoint`]): one `Up` ends its failing; `Down` ones alone start it
 /// (`failing_since`), or go on with it, and hold its events back until `resume_at`: as long
-/// again as it has been failing, between `pause.0` and `pause.1`.
+/// again as it has been failing, between `pause.0` and `pause.1` (a probe's failure sets the
+/// pause; others only lengthen it, so that a late failure of an earlier post does not let a
+/// second probe go while one is in flight). Only posts to the webhook as it still is count.
 pub async fn settle(
     pool: &PgPool,
     settled: &[Settlement],
@@ -327,9 +358,20 @@ pub async fn settle(
     let mut attempts = Vec::with_capacity(settled.len());
     let mut failures: Vec<Option<String>> = Vec::with_capacity(settled.len());
     let mut retries: Vec<Option<f64>> = Vec::with_capacity(settled.len());
+    // Per post: true up, false down, NULL unknown.
+    let mut up: Vec<Option<bool>> = Vec::with_capacity(settled.len());
+    let mut versions = Vec::with_capacity(settled.len());
+    let mut probes = Vec::with_capacity(settled.len());
     for s in settled {
         ids.push(s.id);
         attempts.push(s.attempts);
+        up.push(match s.endpoint {
+            Endpoint::Up => Some(true),
+            Endpoint::Down => Some(false),
+            Endpoint::Unknown => None,
+        });
+        versions.push(s.webhook_version);
+        probes.push(s.probe);
         failures.push(s.failure.as_ref().map(|(why, _)| why.clone()));
         retries.push(
             s.failure
@@ -347,33 +389,42 @@ pub async fn settle(
                                 ELSE now() + make_interval(secs => s.retry_s) END,
                  abandoned_at = CASE WHEN s.failure IS NOT NULL AND s.retry_s IS NULL
                                      THEN now() END
-             FROM unnest($1::int8[], $2::int4[], $3::text[], $4::float8[])
-                  AS s(id, attempts, failure, retry_s)
+             FROM unnest($1::int8[], $2::int4[], $3::text[], $4::float8[], $5::bool[],
+                         $6::timestamptz[], $7::bool[])
+                  AS s(id, attempts, failure, retry_s, up, version, probe)
              WHERE e.id = s.id AND e.attempts = s.attempts
                AND e.delivered_at IS NULL AND e.abandoned_at IS NULL
-             RETURNING e.tenant_id, s.failure IS NULL AS delivered
+             RETURNING e.tenant_id, s.up, s.version, s.probe
          ), endpoints AS (
-             SELECT tenant_id, bool_or(delivered) AS answered FROM settled GROUP BY tenant_id
+             SELECT tenant_id, version, bool_or(up) AS up, bool_or(probe) AS probed
+             FROM settled WHERE up IS NOT NULL GROUP BY tenant_id, version
          ), changed AS (
              -- A healthy endpoint's successes write nothing here; a row another statement
              -- holds is left (advisory, and no deadlock between two workers' outcomes).
-             SELECT w.tenant_id, x.answered FROM tenant_webhooks w
-             JOIN endpoints x ON x.tenant_id = w.tenant_id
-             WHERE NOT x.answered OR w.failing_since IS NOT NULL
+             SELECT w.tenant_id, x.up, x.probed FROM tenant_webhooks w
+             JOIN endpoints x ON x.tenant_id = w.tenant_id AND x.version = w.updated_at
+             WHERE NOT x.up OR w.failing_since IS NOT NULL
              FOR UPDATE OF w SKIP LOCKED
          )
          UPDATE tenant_webhooks w
-         SET failing_since = CASE WHEN c.answered THEN NULL
+         SET failing_since = CASE WHEN c.up THEN NULL
                                   ELSE coalesce(w.failing_since, now()) END,
-             resume_at = CASE WHEN c.answered THEN NULL
-                              ELSE now() + least(greatest(now() - coalesce(w.failing_since, now()),
-                                                          make_interval(secs => $5)),
-                                                 make_interval(secs => $6)) END
+             resume_at = CASE
+                 WHEN c.up THEN NULL
+                 ELSE (SELECT CASE WHEN c.probed OR w.resume_at IS NULL THEN pause
+                                   ELSE greatest(w.resume_at, pause) END
+                       FROM (SELECT now() + least(greatest(now() - coalesce(w.failing_since, now()),
+                                                           make_interval(secs => $8)),
+                                                  make_interval(secs => $9)) AS pause) p)
+             END
          FROM changed c WHERE w.tenant_id = c.tenant_id",
         &ids,
         &attempts,
         &failures as _,
         &retries as _,
+        &up as _,
+        &versions,
+        &probes,
         pause.0.as_secs_f64(),
         pause.1.as_secs_f64(),
     )

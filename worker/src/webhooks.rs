@@ -26,7 +26,7 @@ use herald_shared::ops::metrics as metrics_names;
 use herald_shared::sealed::Keyring;
 use herald_shared::signature;
 use herald_shared::status_event::{self, MessageStatus, StatusEvent};
-use herald_store::webhooks::{self, DueEvent, Settlement};
+use herald_store::webhooks::{self, DueEvent, Endpoint, Settlement};
 use serde_json::Value;
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -264,17 +264,35 @@ pub fn retry_in(
         .then(|| RETRIES.delay(u32::try_from(attempts).unwrap_or(1), unit))
 }
 
+/// What an endpoint's answer says of it: up when it answered as a working endpoint does
+/// (a 2xx, or a refusal of this one event, which the event's own retries deal with), down
+/// when it is failing or asks Herald to slow down (5xx, 408, 429).
+pub fn endpoint_by_answer(status: reqwest::StatusCode) -> Endpoint {
+    if status.is_server_error()
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+    {
+        Endpoint::Down
+    } else {
+        Endpoint::Up
+    }
+}
+
 /// Posts `event` once; how it went.
 async fn post(egress: &Egress, keyring: &Keyring, event: DueEvent) -> Settlement {
-    let failure = match attempt(egress, keyring, &event).await {
+    let (failure, endpoint) = match attempt(egress, keyring, &event).await {
         Ok(()) => {
             metrics::counter!(metrics_names::WEBHOOK_POSTS, "outcome" => "delivered").increment(1);
-            None
+            (None, Endpoint::Up)
         }
-        Err(failure) => {
+        Err((failure, endpoint)) => {
+            // A probe's event goes back among the others soon: the endpoint's pause spaces
+            // the posts to it, and the event's own retries would otherwise grow through an
+            // outage it was never posted in but as a probe.
+            let attempts = if event.probe { 1 } else { event.attempts };
             let retry = retry_in(
                 event.occurred_at,
-                event.attempts,
+                attempts,
                 chrono::Utc::now(),
                 rand::random::<f64>(),
             );
@@ -285,13 +303,16 @@ async fn post(egress: &Egress, keyring: &Keyring, event: DueEvent) -> Settlement
             };
             metrics::counter!(metrics_names::WEBHOOK_POSTS, "outcome" => outcome).increment(1);
             tracing::info!(%failure, outcome, "status event not delivered");
-            Some((failure, retry))
+            (Some((failure, retry)), endpoint)
         }
     };
     Settlement {
         id: event.id,
         attempts: event.attempts,
         failure,
+        endpoint,
+        webhook_version: event.webhook_version,
+        probe: event.probe,
     }
 }
 
@@ -306,9 +327,16 @@ fn secret(keyring: &Keyring, tenant: Uuid, stored: &Value) -> Result<String, Str
         .ok_or_else(|| "the webhook's secret is missing".to_owned())
 }
 
-/// One post of `event`: `Err` says why it did not count as delivered.
-async fn attempt(egress: &Egress, keyring: &Keyring, event: &DueEvent) -> Result<(), String> {
-    let mut secrets = vec![secret(keyring, event.tenant_id, &event.secret)?];
+/// One post of `event`: `Err` says why it did not count as delivered, and what that says of
+/// the endpoint.
+async fn attempt(
+    egress: &Egress,
+    keyring: &Keyring,
+    event: &DueEvent,
+) -> Result<(), (String, Endpoint)> {
+    // Herald's own side failed, before any post: nothing learnt of the endpoint.
+    let unknown = |why: String| (why, Endpoint::Unknown);
+    let mut secrets = vec![secret(keyring, event.tenant_id, &event.secret).map_err(unknown)?];
     // The replaced secret signs too while it may; one no key opens any more is left out.
     if let Some(previous) = &event.previous_secret
         && let Ok(previous) = secret(keyring, event.tenant_id, previous)
@@ -316,10 +344,11 @@ async fn attempt(egress: &Egress, keyring: &Keyring, event: &DueEvent) -> Result
         secrets.push(previous);
     }
     let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-    let url = url::Url::parse(&event.url).map_err(|error| format!("not a URL: {error}"))?;
+    let url =
+        url::Url::parse(&event.url).map_err(|error| unknown(format!("not a URL: {error}")))?;
     let client = egress
         .for_tenant(&url)
-        .map_err(|inside| inside.to_string())?;
+        .map_err(|inside| unknown(inside.to_string()))?;
     let body = body(event);
     let timestamp = chrono::Utc::now().timestamp();
     let answer = client
@@ -334,17 +363,20 @@ async fn attempt(egress: &Egress, keyring: &Keyring, event: &DueEvent) -> Result
         .send()
         .await
         .map_err(|error| {
-            crate::egress::refusal(&error).unwrap_or_else(|| {
-                // Never the error's own text: it names the URL.
-                let cause = crate::provider_call::without_url(&error);
-                if error.is_timeout() {
-                    format!("no answer within {} s", TIMEOUT.as_secs())
-                } else if error.is_connect() {
-                    format!("cannot connect: {cause}")
-                } else {
-                    format!("request failed: {cause}")
-                }
-            })
+            // An address the egress policy refuses is Herald's refusal, not the endpoint's.
+            if let Some(refused) = crate::egress::refusal(&error) {
+                return unknown(refused);
+            }
+            // Never the error's own text: it names the URL.
+            let cause = crate::provider_call::without_url(&error);
+            let why = if error.is_timeout() {
+                format!("no answer within {} s", TIMEOUT.as_secs())
+            } else if error.is_connect() {
+                format!("cannot connect: {cause}")
+            } else {
+                format!("request failed: {cause}")
+            };
+            (why, Endpoint::Down)
         })?;
     let status = answer.status();
     if status.is_success() {
@@ -362,7 +394,10 @@ async fn attempt(egress: &Egress, keyring: &Keyring, event: &DueEvent) -> Result
     // Stored and shown: no NUL (PostgreSQL's text cannot hold one, and the outcome would go
     // unwritten) and no terminal escapes.
     let text = crate::adapters::printable(&String::from_utf8_lossy(&kept));
-    Err(format!("answered {status}: {}", text.trim()))
+    Err((
+        format!("answered {status}: {}", text.trim()),
+        endpoint_by_answer(status),
+    ))
 }
 
 #[cfg(test)]
@@ -381,5 +416,30 @@ mod tests {
         assert!(late <= Duration::from_secs(3600), "{late:?}");
         // A day old: given up.
         assert_eq!(retry_in(now - TimeDelta::hours(24), 3, now, 0.5), None);
+    }
+
+    #[test]
+    fn an_endpoint_is_down_when_it_fails_or_asks_to_slow_down_not_when_it_refuses_one_event() {
+        use reqwest::StatusCode;
+        for status in [
+            StatusCode::OK,
+            StatusCode::NO_CONTENT,
+            StatusCode::BAD_REQUEST,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::NOT_FOUND,
+            StatusCode::GONE,
+            StatusCode::FOUND,
+        ] {
+            assert_eq!(endpoint_by_answer(status), Endpoint::Up, "{status}");
+        }
+        for status in [
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::BAD_GATEWAY,
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::REQUEST_TIMEOUT,
+            StatusCode::TOO_MANY_REQUESTS,
+        ] {
+            assert_eq!(endpoint_by_answer(status), Endpoint::Down, "{status}");
+        }
     }
 }
