@@ -15,8 +15,14 @@
  *   actions ....... runAction(): POST /campaigns/{id}/{start|pause|resume|cancel}
  *   detail ........ openDetail(), pollDetail() every 1 s -> renderDetail() and
  *                   renderRecipients() (filters: state, address), closeDetail()
+ *   sections ...... loadSection(): a collapsible section's paged list (contacts, messages,
+ *                   suppressions), read when opened and when its filters change
  *   contacts ...... loadContacts() when the section is opened or its filters change
  *   messages ...... loadMessages() (transactional messages) when opened, filtered or refreshed
+ *   suppressions .. loadSuppressions() when opened or filtered; addSuppressions(),
+ *                   removeSuppression()
+ *   webhook ....... loadWebhook() (one tenant's: an operator picks it) when opened;
+ *                   setWebhook() (the secret shown once), removeWebhook()
  *   create form ... loadFormOptions(), fillTenants(), fillProviders() (carries()), readForm(),
  *                   submitCampaign() (create, then upload the file), showFormErrors()
  *   formatting .... formatEta(), formatMs(), formatRate(), formatTime(), shortId()
@@ -36,6 +42,7 @@ const CAMPAIGNS_PER_PAGE = 50;
 const RECIPIENTS_PER_PAGE = 20;
 const CONTACTS_PER_PAGE = 25;
 const MESSAGES_PER_PAGE = 25;
+const SUPPRESSIONS_PER_PAGE = 25;
 const TYPING_MS = 300; // a search box is read once typing pauses
 const ACTIONS = [ // [action, label, statuses that allow it, past tense]
   ['start', 'Start', ['draft'], 'started'],
@@ -57,6 +64,7 @@ const state = {
   campaignPages: newPager(), recipientPages: newPager(), recipientsShown: '',
   contactPages: newPager(), contactsGen: 0, typing: new Map(),
   messagePages: newPager(), messagesGen: 0,
+  suppressionPages: newPager(), suppressionsGen: 0, webhookGen: 0,
 };
 
 /* ---------- helpers ---------- */
@@ -174,10 +182,12 @@ function signOut(message) {
   state.rows.clear();
   state.retryDraft = null;
   // The next key may see other tenants: its lists start unfiltered, on their first page.
-  for (const sel of ['#f-status', '#f-tenant', '#f-name', '#k-tenant', '#k-address', '#m-state']) $(sel).value = '';
+  for (const sel of ['#f-status', '#f-tenant', '#f-name', '#k-tenant', '#k-address', '#m-state',
+    '#s-tenant', '#s-channel', '#s-address', '#w-new-url', '#sa-addresses', '#sa-reason']) $(sel).value = '';
   pagerReset(state.campaignPages);
   pagerReset(state.contactPages);
   pagerReset(state.messagePages);
+  pagerReset(state.suppressionPages);
   for (const timer of state.typing.values()) clearTimeout(timer);
   state.typing.clear();
   state.contactsGen++; // drops a contacts answer still on its way
@@ -186,6 +196,13 @@ function signOut(message) {
   state.messagesGen++;
   $('#messages').open = false;
   $('#message-list tbody').replaceChildren();
+  state.suppressionsGen++;
+  $('#suppressions').open = false;
+  $('#suppression-list tbody').replaceChildren();
+  state.webhookGen++;
+  $('#webhook').open = false;
+  hideSecret();
+  for (const sel of ['#w-status', '#sa-status']) setStatus($(sel), '');
   $('#campaigns tbody').replaceChildren();
   showSendOnly(false);
   // Nothing of the last key's form is left for the next (a name, a file, a status).
@@ -211,7 +228,7 @@ function showKeyForm(message) {
 // shows it the messages, and stops asking for what it may not see.
 function showSendOnly(on) {
   state.sendOnly = on;
-  for (const sel of ['#list-section', '#create-section', '#contacts-section']) $(sel).hidden = on;
+  for (const sel of ['#list-section', '#create-section', '#contacts-section', '#suppressions-section', '#webhook-section']) $(sel).hidden = on;
   if (!on) return;
   clearTimeout(state.listTimer);
   closeDetail();
@@ -658,33 +675,46 @@ function recipientFiltersChanged() {
 }
 
 
+/* ---------- paged sections ---------- */
+
+// A collapsible section's list (contacts, messages, suppressions): read page by page while
+// it is open, answers to an earlier request dropped (state[spec.gen]), `#<name>-empty`,
+// `#<name>-error` and the `<name>` pager kept in step.
+async function loadSection(spec) {
+  if (!$(`#${spec.name}`).open) return;
+  const gen = ++state[spec.gen];
+  const pages = spec.pages;
+  try {
+    const page = await api('GET', `${spec.path}${pageQuery(spec.filters(), pages, spec.perPage)}`);
+    if (gen !== state[spec.gen]) return;
+    const list = pageArrived(pages, page);
+    if (list === null) { loadSection(spec); return; }
+    $(`${spec.table} tbody`).replaceChildren(...list.map(spec.row));
+    $(`#${spec.name}-empty`).hidden = list.length > 0;
+    $(`#${spec.name}-error`).hidden = true;
+    showPager(pages, spec.name);
+  } catch (e) {
+    if (gen !== state[spec.gen] || e.status === 401) return;
+    undoTurn(pages, spec.name);
+    $(`#${spec.name}-error`).textContent = `Could not load the ${spec.noun}: ${describe(e)}`;
+    $(`#${spec.name}-error`).hidden = false;
+  }
+}
+
 /* ---------- contacts ---------- */
 
-async function loadContacts() {
-  if (!$('#contacts').open) return;
-  const gen = ++state.contactsGen;
-  const pages = state.contactPages;
-  const filters = { tenant_id: $('#k-tenant').value, address: $('#k-address').value.trim() };
-  try {
-    const page = await api('GET', `/contacts${pageQuery(filters, pages, CONTACTS_PER_PAGE)}`);
-    if (gen !== state.contactsGen) return;
-    const list = pageArrived(pages, page);
-    if (list === null) { loadContacts(); return; }
-    $('#contact-list tbody').replaceChildren(...list.map((k) => {
+function loadContacts() {
+  return loadSection({
+    name: 'contacts', table: '#contact-list', pages: state.contactPages, gen: 'contactsGen',
+    path: '/contacts', perPage: CONTACTS_PER_PAGE, noun: 'contacts',
+    filters: () => ({ tenant_id: $('#k-tenant').value, address: $('#k-address').value.trim() }),
+    row: (k) => {
       const tr = el('tr');
       tr.append(el('td', 'mono', String(k.address ?? '')), el('td', '', k.tenant_name || shortId(k.tenant_id)),
         el('td', 'attributes mono', JSON.stringify(k.attributes || {})));
       return tr;
-    }));
-    $('#contacts-empty').hidden = list.length > 0;
-    $('#contacts-error').hidden = true;
-    showPager(pages, 'contacts');
-  } catch (e) {
-    if (gen !== state.contactsGen || e.status === 401) return;
-    undoTurn(pages, 'contacts');
-    $('#contacts-error').textContent = `Could not load the contacts: ${describe(e)}`;
-    $('#contacts-error').hidden = false;
-  }
+    },
+  });
 }
 
 function contactFiltersChanged() {
@@ -694,17 +724,12 @@ function contactFiltersChanged() {
 
 /* ---------- messages ---------- */
 
-async function loadMessages() {
-  if (!$('#messages').open) return;
-  const gen = ++state.messagesGen;
-  const pages = state.messagePages;
-  const filters = { state: $('#m-state').value };
-  try {
-    const page = await api('GET', `/messages${pageQuery(filters, pages, MESSAGES_PER_PAGE)}`);
-    if (gen !== state.messagesGen) return;
-    const list = pageArrived(pages, page);
-    if (list === null) { loadMessages(); return; }
-    $('#message-list tbody').replaceChildren(...list.map((m) => {
+function loadMessages() {
+  return loadSection({
+    name: 'messages', table: '#message-list', pages: state.messagePages, gen: 'messagesGen',
+    path: '/messages', perPage: MESSAGES_PER_PAGE, noun: 'messages',
+    filters: () => ({ state: $('#m-state').value }),
+    row: (m) => {
       const tr = el('tr');
       const status = el('span', `status status-${m.state}`, String(m.state ?? ''));
       const stateCell = el('td');
@@ -724,16 +749,8 @@ async function loadMessages() {
         el('td', 'attributes', String(m.text ?? '')), actions);
       tr.title = m.last_error ? `Last error: ${m.last_error}` : `Message ${m.id}`;
       return tr;
-    }));
-    $('#messages-empty').hidden = list.length > 0;
-    $('#messages-error').hidden = true;
-    showPager(pages, 'messages');
-  } catch (e) {
-    if (gen !== state.messagesGen || e.status === 401) return;
-    undoTurn(pages, 'messages');
-    $('#messages-error').textContent = `Could not load the messages: ${describe(e)}`;
-    $('#messages-error').hidden = false;
-  }
+    },
+  });
 }
 
 async function cancelMessage(m, button) {
@@ -751,6 +768,175 @@ async function cancelMessage(m, button) {
 function messageFiltersChanged() {
   pagerReset(state.messagePages);
   loadMessages();
+}
+
+/* ---------- suppressions ---------- */
+
+function suppressionTenant() {
+  return $('#s-tenant-field').hidden ? '' : $('#s-tenant').value;
+}
+
+function loadSuppressions() {
+  const names = () => new Map(state.tenants.map((t) => [t.id, t.name]));
+  return loadSection({
+    name: 'suppressions', table: '#suppression-list', pages: state.suppressionPages, gen: 'suppressionsGen',
+    path: '/suppressions', perPage: SUPPRESSIONS_PER_PAGE, noun: 'suppressions',
+    filters: () => ({ tenant_id: suppressionTenant(), channel: $('#s-channel').value, address: $('#s-address').value.trim() }),
+    row: (x) => {
+      const tr = el('tr');
+      const actions = el('td', 'actions');
+      const remove = el('button', 'action-remove', 'Remove');
+      remove.type = 'button';
+      remove.setAttribute('aria-label', `Take ${x.address ?? ''} off the ${x.channel ?? ''} list`);
+      remove.addEventListener('click', () => removeSuppression(x, remove));
+      actions.append(remove);
+      tr.append(el('td', 'mono', String(x.address ?? '')), el('td', '', String(x.channel ?? '')),
+        el('td', '', names().get(x.tenant_id) || shortId(x.tenant_id)), el('td', '', String(x.source ?? '')),
+        el('td', 'attributes', x.reason || '–'), el('td', '', formatTime(x.created_at)), actions);
+      return tr;
+    },
+  });
+}
+
+async function removeSuppression(x, button) {
+  if (!confirm(`Take ${x.address} off the ${x.channel} list? Its next message will be sent.`)) return;
+  button.disabled = true;
+  try {
+    await api('DELETE', `/suppressions/${enc(x.id)}`);
+    notice(`${x.address} taken off the ${x.channel} list.`, 'ok');
+  } catch (e) {
+    if (e.status !== 401) notice(`Could not take ${x.address} off the list: ${describe(e)}`, 'error');
+  }
+  loadSuppressions();
+}
+
+async function addSuppressions(ev) {
+  ev.preventDefault();
+  const status = $('#sa-status');
+  const addresses = $('#sa-addresses').value.split(/[\n,;]+/).map((a) => a.trim()).filter(Boolean);
+  if (!addresses.length) { setStatus(status, 'Enter at least one address.', 'warn'); return; }
+  if (!$('#s-tenant-field').hidden && !$('#s-tenant').value) {
+    setStatus(status, 'Choose the tenant whose list this is (Tenant, above).', 'warn');
+    return;
+  }
+  const body = { channel: $('#sa-channel').value, addresses };
+  const reason = $('#sa-reason').value.trim();
+  if (reason) body.reason = reason;
+  if (suppressionTenant()) body.tenant_id = suppressionTenant();
+  $('#sa-submit').disabled = true;
+  try {
+    const added = await api('POST', '/suppressions', { json: body });
+    setStatus(status, `${num(added.added)} of ${num(added.received)} added (the others were listed already).`, 'ok');
+    $('#sa-addresses').value = '';
+    loadSuppressions();
+  } catch (e) {
+    if (e.status !== 401) setStatus(status, `Not added: ${describe(e)}`, 'warn');
+  } finally {
+    $('#sa-submit').disabled = false;
+  }
+}
+
+function suppressionFiltersChanged() {
+  pagerReset(state.suppressionPages);
+  loadSuppressions();
+}
+
+function setStatus(node, text, kind) {
+  node.textContent = text;
+  node.className = `form-status${kind ? ` form-status-${kind}` : ''}`;
+}
+
+/* ---------- status webhook ---------- */
+
+function webhookTenant() {
+  if (!$('#w-tenant-field').hidden) return $('#w-tenant').value;
+  return state.tenants.length === 1 ? state.tenants[0].id : '';
+}
+
+async function loadWebhook() {
+  if (!$('#webhook').open) return;
+  const gen = ++state.webhookGen;
+  const tenant = webhookTenant();
+  if (!tenant) {
+    $('#webhook-error').textContent = 'No tenant to show: create one first (POST /api/v1/tenants).';
+    $('#webhook-error').hidden = false;
+    return;
+  }
+  try {
+    const w = await api('GET', `/tenants/${enc(tenant)}/webhook`);
+    if (gen !== state.webhookGen) return;
+    showWebhook(w);
+    $('#webhook-error').hidden = true;
+  } catch (e) {
+    if (gen !== state.webhookGen || e.status === 401) return;
+    $('#webhook-error').textContent = `Could not load the webhook: ${describe(e)}`;
+    $('#webhook-error').hidden = false;
+  }
+}
+
+function showWebhook(w) {
+  const counted = (n) => (num(n) >= 100000 ? 'at least 100000' : String(num(n)));
+  const when = (iso) => (iso ? formatTime(iso) : '–');
+  setText($('#w-url'), w.url || 'none: the tenant\'s messages are not posted');
+  setText($('#w-set'), when(w.updated_at));
+  setText($('#w-failing'), w.failing_since ? formatTime(w.failing_since) : 'no');
+  setText($('#w-resume'), w.failing_since ? when(w.resume_at) : 'as events come');
+  setText($('#w-waiting'), counted(w.waiting));
+  setText($('#w-oldest'), when(w.oldest_waiting_at));
+  setText($('#w-last-failure'), w.last_failure ? `${w.last_failure} (${formatTime(w.last_failed_at)})` : '–');
+  setText($('#w-abandoned'), counted(w.abandoned));
+  $('#webhook-state').classList.toggle('failing', Boolean(w.failing_since));
+  $('#w-rotate').hidden = !w.url;
+  $('#w-remove').hidden = !w.url;
+  if (w.url && document.activeElement !== $('#w-new-url') && !$('#w-new-url').value) $('#w-new-url').value = w.url;
+}
+
+async function setWebhook(rotate) {
+  const tenant = webhookTenant();
+  const status = $('#w-status');
+  const url = $('#w-new-url').value.trim();
+  if (!tenant) { setStatus(status, 'Choose a tenant first.', 'warn'); return; }
+  if (rotate && !confirm('Issue a new secret? The one it replaces still signs beside it for a day, so the endpoint can change over.')) return;
+  const body = { url };
+  if (rotate) body.rotate_secret = true;
+  hideSecret();
+  try {
+    const w = await api('PUT', `/tenants/${enc(tenant)}/webhook`, { json: body });
+    showWebhook(w);
+    if (w.secret) {
+      $('#w-secret').textContent = w.secret;
+      $('#w-secret-box').hidden = false;
+    }
+    setStatus(status, w.secret ? 'Saved, with a new secret (below).' : 'Saved.', 'ok');
+  } catch (e) {
+    if (e.status !== 401) setStatus(status, `Not saved: ${describe(e)}`, 'warn');
+  }
+}
+
+async function removeWebhook() {
+  const tenant = webhookTenant();
+  if (!tenant || !confirm('Remove the webhook? Events still waiting are dropped, and none are posted until one is set again.')) return;
+  try {
+    await api('DELETE', `/tenants/${enc(tenant)}/webhook`);
+    $('#w-new-url').value = '';
+    hideSecret();
+    setStatus($('#w-status'), 'Removed.', 'ok');
+  } catch (e) {
+    if (e.status !== 401) setStatus($('#w-status'), `Not removed: ${describe(e)}`, 'warn');
+  }
+  loadWebhook();
+}
+
+function hideSecret() {
+  $('#w-secret').textContent = '';
+  $('#w-secret-box').hidden = true;
+}
+
+function webhookTenantChanged() {
+  $('#w-new-url').value = '';
+  hideSecret();
+  setStatus($('#w-status'), '');
+  loadWebhook();
 }
 
 // Sends, cost and delivery per provider: "twilio-eu 9612 (75.93, 98.2% delivered) · backup 388 (19.40)".
@@ -803,7 +989,7 @@ function fillTenants(list, error) {
   if (state.tenants.some((t) => t.id === prev)) sel.value = prev;
   $('#c-tenant-field').hidden = list ? list.length === 1 : !error;
   // The list filters offer the same tenants (an operator's key; a tenant key sees only its own).
-  for (const id of ['#f-tenant', '#k-tenant']) {
+  for (const id of ['#f-tenant', '#k-tenant', '#s-tenant']) {
     const filter = $(id);
     const chosen = filter.value;
     filter.replaceChildren(option('', 'All tenants'), ...state.tenants.map((t) => option(t.id, t.name)));
@@ -811,6 +997,15 @@ function fillTenants(list, error) {
   }
   $('#f-tenant-field').hidden = $('#c-tenant-field').hidden;
   $('#k-tenant-field').hidden = $('#c-tenant-field').hidden;
+  $('#s-tenant-field').hidden = $('#c-tenant-field').hidden;
+  $('#sa-tenant-note').hidden = $('#c-tenant-field').hidden;
+  // A webhook is one tenant's: an operator picks which.
+  const hook = $('#w-tenant');
+  const hooked = hook.value;
+  hook.replaceChildren(...state.tenants.map((t) => option(t.id, t.name)));
+  if (state.tenants.some((t) => t.id === hooked)) hook.value = hooked;
+  $('#w-tenant-field').hidden = $('#c-tenant-field').hidden;
+  if ($('#webhook').open && hook.value !== hooked) webhookTenantChanged();
 }
 
 function currentTenantId() {
@@ -1040,7 +1235,8 @@ function init() {
   $('#c-provider').addEventListener('change', fillProviders);
   $('#c-channel').addEventListener('change', fillProviders);
   $('#c-reload').addEventListener('click', loadFormOptions);
-  for (const form of ['#campaign-filters', '#recipient-filters', '#contact-filters', '#message-filters']) {
+  for (const form of ['#campaign-filters', '#recipient-filters', '#contact-filters', '#message-filters',
+    '#suppression-filters', '#webhook-tenant-form']) {
     $(form).addEventListener('submit', (ev) => ev.preventDefault()); // Enter in a search box
   }
   $('#f-status').addEventListener('change', filtersChanged);
@@ -1062,6 +1258,18 @@ function init() {
   $('#m-reload').addEventListener('click', loadMessages);
   $('#messages-next').addEventListener('click', () => turnPage(state.messagePages, 'messages', true, loadMessages));
   $('#messages-prev').addEventListener('click', () => turnPage(state.messagePages, 'messages', false, loadMessages));
+  $('#suppressions').addEventListener('toggle', loadSuppressions);
+  $('#s-tenant').addEventListener('change', suppressionFiltersChanged);
+  $('#s-channel').addEventListener('change', suppressionFiltersChanged);
+  $('#s-address').addEventListener('input', () => afterTyping('suppressions', suppressionFiltersChanged));
+  $('#suppressions-next').addEventListener('click', () => turnPage(state.suppressionPages, 'suppressions', true, loadSuppressions));
+  $('#suppressions-prev').addEventListener('click', () => turnPage(state.suppressionPages, 'suppressions', false, loadSuppressions));
+  $('#suppression-add').addEventListener('submit', addSuppressions);
+  $('#webhook').addEventListener('toggle', loadWebhook);
+  $('#w-tenant').addEventListener('change', webhookTenantChanged);
+  $('#webhook-form').addEventListener('submit', (ev) => { ev.preventDefault(); setWebhook(false); });
+  $('#w-rotate').addEventListener('click', () => setWebhook(true));
+  $('#w-remove').addEventListener('click', removeWebhook);
   if (typeof Intl.supportedValuesOf === 'function') { // time zone suggestions, offline
     $('#time-zones').append(...Intl.supportedValuesOf('timeZone').map((z) => option(z, '')));
   }

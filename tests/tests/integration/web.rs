@@ -1128,3 +1128,207 @@ async fn browse_lists(
     );
     Ok(())
 }
+
+/// A tenant's suppression list and status webhook on the page: listed, added to and taken
+/// from; the webhook set (its secret shown once) and seen failing; an operator's view of
+/// another tenant's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_keeps_a_tenants_suppressions_and_shows_its_webhook_failing() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let admin = env.admin().await?;
+    let (acme, key, provider) = admin
+        .tenant_with_provider("acme", &env.simulator_url)
+        .await?;
+    let (globex, globex_key) = admin.tenant_with_key("globex").await?;
+    admin
+        .ok(
+            &globex_key,
+            reqwest::Method::POST,
+            "/suppressions",
+            Some(json!({"channel": "sms", "addresses": ["+15557770001"]})),
+        )
+        .await?;
+    let _scheduler = env.scheduler(250, &[])?;
+    let _worker = env.worker(&[])?;
+    let down = herald_tests::status_sink::StatusSink::start(usize::MAX).await?;
+
+    let browser = Browser::start(&env.http).await?;
+    let page = browser.session().await?;
+    let outcome = async {
+        page.goto(&admin.url).await?;
+        type_into(&page, "#api-key", &key).await?;
+        click(&page, "#use-key").await?;
+
+        // Suppressions: none yet; two added through the form, shown with their reason; one
+        // taken off again after the question.
+        click(&page, "#suppressions summary").await?;
+        poll(Duration::from_secs(10), "an empty list", || async {
+            let empty = page
+                .find(Locator::Css("#suppressions-empty"))
+                .await?
+                .is_displayed()
+                .await?;
+            Ok(if empty {
+                Ok(())
+            } else {
+                Err("not empty".to_owned())
+            })
+        })
+        .await?;
+        type_into(&page, "#sa-addresses", "+15557770002\n+1 555 777 0003").await?;
+        type_into(&page, "#sa-reason", "asked by phone").await?;
+        click(&page, "#sa-submit").await?;
+        poll(Duration::from_secs(10), "the form's word", || async {
+            let said = text_of(&page, "#sa-status").await?.unwrap_or_default();
+            Ok(if said.starts_with("2 of 2 added") {
+                Ok(())
+            } else {
+                Err(said)
+            })
+        })
+        .await?;
+        let rows = wait_rows(&page, "#suppression-list", "the two added", |rows| {
+            if rows.len() == 2
+                && rows
+                    .iter()
+                    .all(|r| r[1] == "sms" && r[2] == "acme" && r[4] == "asked by phone")
+            {
+                Ok(())
+            } else {
+                Err(format!("{rows:?}"))
+            }
+        })
+        .await?;
+        ensure_eq!(
+            rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>(),
+            vec!["+15557770002".to_owned(), "+15557770003".to_owned()]
+        );
+        click(&page, "#suppression-list button.action-remove").await?;
+        let asked = poll(Duration::from_secs(10), "the question", || async {
+            Ok(page.get_alert_text().await.map_err(|e| e.to_string()))
+        })
+        .await?;
+        anyhow::ensure!(asked.contains("+15557770002"), "{asked:?}");
+        page.accept_alert().await?;
+        wait_rows(&page, "#suppression-list", "one left", |rows| match rows {
+            [only] if only[0] == "+15557770003" => Ok(()),
+            _ => Err(format!("{rows:?}")),
+        })
+        .await?;
+        // A mistake is named, and nothing added.
+        type_into(&page, "#sa-addresses", "not a number").await?;
+        click(&page, "#sa-submit").await?;
+        poll(Duration::from_secs(10), "the refusal", || async {
+            let said = text_of(&page, "#sa-status").await?.unwrap_or_default();
+            Ok(if said.contains("addresses[0]") {
+                Ok(())
+            } else {
+                Err(said)
+            })
+        })
+        .await?;
+
+        // The webhook: none; set (its secret shown once); failing once a message's event is
+        // refused, as the API says.
+        click(&page, "#webhook summary").await?;
+        poll(Duration::from_secs(10), "no webhook", || async {
+            let url = text_of(&page, "#w-url").await?.unwrap_or_default();
+            Ok(if url.starts_with("none") {
+                Ok(())
+            } else {
+                Err(url)
+            })
+        })
+        .await?;
+        type_into(&page, "#w-new-url", &down.url).await?;
+        click(&page, "#w-save").await?;
+        let secret = poll(Duration::from_secs(10), "the secret", || async {
+            let secret = text_of(&page, "#w-secret").await?.unwrap_or_default();
+            Ok(if secret.starts_with("whsec_") {
+                Ok(secret)
+            } else {
+                Err(secret)
+            })
+        })
+        .await?;
+        let stored = admin
+            .ok(
+                &key,
+                reqwest::Method::GET,
+                &format!("/tenants/{acme}/webhook"),
+                None,
+            )
+            .await?;
+        ensure_eq!(stored["url"], json!(down.url));
+        anyhow::ensure!(
+            stored.get("secret").is_none() && secret.len() > 40,
+            "{stored}"
+        );
+        admin
+            .ok(
+                &key,
+                reqwest::Method::POST,
+                "/messages",
+                Some(
+                    json!({"to": "+15557770009", "channel": "sms", "provider_id": provider,
+                            "text": "Your code is 4821"}),
+                ),
+            )
+            .await?;
+        // The section shows what it read when opened: closed and opened again until failing.
+        poll(Duration::from_secs(30), "the webhook failing", || async {
+            click(&page, "#webhook summary").await?;
+            click(&page, "#webhook summary").await?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let failing = text_of(&page, "#w-failing").await?.unwrap_or_default();
+            let failure = text_of(&page, "#w-last-failure").await?.unwrap_or_default();
+            Ok(
+                if failing != "no" && !failing.is_empty() && failure.contains("answered 500") {
+                    Ok(())
+                } else {
+                    Err(format!("{failing:?} {failure:?}"))
+                },
+            )
+        })
+        .await?;
+
+        // The operator: every tenant's suppressions, then globex's; acme's webhook, chosen.
+        click(&page, "#sign-out").await?;
+        type_into(&page, "#api-key", &admin.operator_key).await?;
+        click(&page, "#use-key").await?;
+        click(&page, "#suppressions summary").await?;
+        wait_rows(&page, "#suppression-list", "every tenant's", |rows| {
+            if rows.len() == 2 {
+                Ok(())
+            } else {
+                Err(format!("{rows:?}"))
+            }
+        })
+        .await?;
+        choose_when_offered(&page, "#s-tenant", &globex).await?;
+        wait_rows(&page, "#suppression-list", "globex's", |rows| match rows {
+            [only] if only[0] == "+15557770001" && only[2] == "globex" => Ok(()),
+            _ => Err(format!("{rows:?}")),
+        })
+        .await?;
+        click(&page, "#webhook summary").await?;
+        choose_when_offered(&page, "#w-tenant", &acme).await?;
+        poll(Duration::from_secs(10), "acme's webhook", || async {
+            let url = text_of(&page, "#w-url").await?.unwrap_or_default();
+            Ok(if url == down.url { Ok(()) } else { Err(url) })
+        })
+        .await?;
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if outcome.is_err()
+        && let Ok(png) = page.screenshot().await
+    {
+        let shot = log_dir()?.join(format!("{}-web-lists-failure.png", env.name));
+        if std::fs::write(&shot, png).is_ok() {
+            eprintln!("screenshot of the page: {}", shot.display());
+        }
+    }
+    let _ = page.close().await;
+    outcome
+}
