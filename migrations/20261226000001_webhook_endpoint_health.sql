@@ -12,3 +12,7 @@ ALTER TABLE tenant_webhooks
 -- ones only, not among the delivered ones kept for the retention.
 CREATE INDEX message_events_waiting_since ON message_events (occurred_at)
     WHERE delivered_at IS NULL AND abandoned_at IS NULL;
+
+-- What an event is called in its posts: random, so that a tenant learns nothing from its
+-- events' ids (the row's own id counts every tenant's events).
+ALTER TABLE message_events ADD COLUMN public_id uuid NOT NULL DEFAULT gen_random_uuid();

@@ -15,8 +15,9 @@ pub const MESSAGE_STATUS: &str = "message.status";
 /// the delivery status, the furthest one: `delivered` after `sent`, `read` after `delivered`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusEvent {
-    /// Unique per event, the same in every post of it.
-    pub id: i64,
+    /// Unique per event, the same in every post of it (random: it says nothing of other
+    /// events).
+    pub id: Uuid,
     #[serde(rename = "type")]
     pub kind: String,
     pub occurred_at: DateTime<Utc>,

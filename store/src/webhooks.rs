@@ -187,6 +187,8 @@ pub async fn remove(pool: &PgPool, tenant: Uuid) -> Result<bool, sqlx::Error> {
 #[derive(Debug, Clone)]
 pub struct DueEvent {
     pub id: i64,
+    /// The event's id in its posts.
+    pub public_id: Uuid,
     pub tenant_id: Uuid,
     pub message_id: Uuid,
     pub state: String,
@@ -276,7 +278,7 @@ pub async fn take_due(
                SET attempts = e.attempts + 1, next_at = now() + make_interval(secs => $5)
                FROM taken, tenant_webhooks w
                WHERE e.id = taken.id AND w.tenant_id = e.tenant_id
-               RETURNING e.id, e.tenant_id, e.message_id, e.state, e.delivery_status,
+               RETURNING e.id, e.public_id, e.tenant_id, e.message_id, e.state, e.delivery_status,
                          e.last_error, e.delivery_error, e.provider_message_id, e.occurred_at,
                          e.attempts, w.url, w.secret, w.updated_at AS webhook_version,
                          w.failing_since IS NOT NULL AS probe,
@@ -296,7 +298,7 @@ pub async fn take_due(
                                        AND l.failing_since IS NOT NULL
                                      FOR UPDATE SKIP LOCKED)
            )
-           SELECT id AS "id!", tenant_id AS "tenant_id!", message_id AS "message_id!",
+           SELECT id AS "id!", public_id AS "public_id!", tenant_id AS "tenant_id!", message_id AS "message_id!",
                   state AS "state!", delivery_status, last_error, delivery_error,
                   provider_message_id, occurred_at AS "occurred_at!", attempts AS "attempts!",
                   url AS "url!", secret AS "secret!", previous_secret,

@@ -52,8 +52,10 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How soon it looks again when the last look found some: a tenant's events go as fast as
 /// its endpoint answers (up to [`PER_TENANT`] a look), not [`PER_TENANT`] a second.
 const BUSY_POLL: Duration = Duration::from_millis(20);
-/// The most of an endpoint's answer read (it is only logged).
+/// The most of an endpoint's refusal read (it is only logged and shown).
 const ANSWER_KEPT: usize = 200;
+/// The most of an endpoint's 2xx answer read (and dropped) before its connection is reused.
+const ANSWER_DRAINED: usize = 64 * 1024;
 /// How long a failing endpoint's events wait before the next post to it (a probe): as long
 /// again as it has been failing, at least the first and at most the second.
 pub const ENDPOINT_PAUSE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
@@ -124,7 +126,7 @@ pub async fn run(
                 *per_tenant.entry(tenant).or_default() += 1;
                 let (egress, keyring) = (egress.clone(), keyring.clone());
                 let span = tracing::info_span!("status_event", tenant_id = %tenant,
-                    message_id = %event.message_id, event_id = event.id, attempt = event.attempts);
+                    message_id = %event.message_id, event_id = %event.public_id, attempt = event.attempts);
                 let task = posts
                     .spawn(async move { post(&egress, &keyring, event).await }.instrument(span));
                 tenants.insert(task.id(), tenant);
@@ -236,7 +238,7 @@ fn finished(
 /// The body of `event`'s post.
 pub fn body(event: &DueEvent) -> Vec<u8> {
     let payload = StatusEvent {
-        id: event.id,
+        id: event.public_id,
         kind: status_event::MESSAGE_STATUS.to_owned(),
         occurred_at: event.occurred_at,
         message: MessageStatus {
@@ -379,12 +381,20 @@ async fn attempt(
             (why, Endpoint::Down)
         })?;
     let status = answer.status();
+    let mut answer = answer;
     if status.is_success() {
+        // Read to its end (a short one, as endpoints answer), so that its connection can
+        // carry the next post rather than be closed; only so much of a long one.
+        let mut read = 0;
+        while read < ANSWER_DRAINED
+            && let Ok(Some(chunk)) = answer.chunk().await
+        {
+            read += chunk.len();
+        }
         return Ok(());
     }
     // Only the start is kept: an endpoint's answer could be any size.
     let mut kept = Vec::new();
-    let mut answer = answer;
     while kept.len() < ANSWER_KEPT
         && let Ok(Some(chunk)) = answer.chunk().await
     {

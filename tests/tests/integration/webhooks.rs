@@ -27,13 +27,17 @@ async fn send(
     Ok(message["id"].as_str().unwrap_or_default().to_owned())
 }
 
-/// The events `sink` took (answered 200) of message `id`, each once, by event id.
-fn taken(sink: &StatusSink, id: &str) -> Result<BTreeMap<i64, StatusEvent>> {
+/// When an event happened, and which it is: the order events are kept in.
+type EventKey = (chrono::DateTime<chrono::Utc>, uuid::Uuid);
+
+/// The events `sink` took (answered 200) of message `id`, each once, in the order they
+/// happened.
+fn taken(sink: &StatusSink, id: &str) -> Result<BTreeMap<EventKey, StatusEvent>> {
     let mut events = BTreeMap::new();
     for post in sink.posts().iter().filter(|p| p.answered == 200) {
         let event = post.event()?;
         if event.message.id.to_string() == id {
-            events.insert(event.id, event);
+            events.insert((event.occurred_at, event.id), event);
         }
     }
     Ok(events)
@@ -45,7 +49,7 @@ async fn wait_for(
     id: &str,
     state: &str,
     delivery: Option<&str>,
-) -> Result<BTreeMap<i64, StatusEvent>> {
+) -> Result<BTreeMap<EventKey, StatusEvent>> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let events = taken(sink, id)?;
@@ -298,7 +302,8 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
     // The refused post's answer is on record, made printable (the endpoint's NUL and escape
     // would have left the outcome unwritable), and the second post delivered it.
     let (failure, attempts, delivered): (Option<String>, i32, bool) = sqlx::query_as(
-        "SELECT last_failure, attempts, delivered_at IS NOT NULL FROM message_events WHERE id = $1",
+        "SELECT last_failure, attempts, delivered_at IS NOT NULL FROM message_events
+         WHERE public_id = $1",
     )
     .bind(refused.id)
     .fetch_one(&env.pool)
@@ -332,8 +337,9 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
     let events = wait_for(&sink, &next, "sent", Some("delivered")).await?;
     let now = chrono::Utc::now().timestamp();
     for post in sink.posts().iter().filter(|p| {
-        p.event()
-            .is_ok_and(|e| events.contains_key(&e.id) && e.message.id.to_string() == next)
+        p.event().is_ok_and(|e| {
+            events.values().any(|x| x.id == e.id) && e.message.id.to_string() == next
+        })
     }) {
         let header = post.signature.clone().unwrap_or_default();
         for secret in [&secret, &new_secret] {
@@ -537,7 +543,7 @@ async fn a_failing_endpoint_is_probed_not_flooded_and_its_events_go_at_once_when
     })
     .await;
     assert!(heard.is_ok(), "{:?}", other_sink.posts());
-    let ids: std::collections::BTreeSet<i64> = other_sink
+    let ids: std::collections::BTreeSet<uuid::Uuid> = other_sink
         .posts()
         .iter()
         .filter_map(|p| p.event().ok().map(|e| e.id))
@@ -625,7 +631,7 @@ async fn a_failing_endpoint_is_probed_not_flooded_and_its_events_go_at_once_when
         "{moved}"
     );
     all_posted(&admin, &key, &webhook).await?;
-    let delivered: std::collections::BTreeSet<i64> = mended
+    let delivered: std::collections::BTreeSet<uuid::Uuid> = mended
         .posts()
         .iter()
         .filter_map(|p| p.event().ok().map(|e| e.id))
