@@ -201,8 +201,10 @@ function signOut(message) {
   $('#suppression-list tbody').replaceChildren();
   state.webhookGen++;
   $('#webhook').open = false;
-  hideSecret();
-  for (const sel of ['#w-status', '#sa-status']) setStatus($(sel), '');
+  clearWebhook();
+  setStatus($('#sa-status'), '');
+  state.tenants = [];
+  state.tenantsLoaded = false;
   $('#campaigns tbody').replaceChildren();
   showSendOnly(false);
   // Nothing of the last key's form is left for the next (a name, a file, a status).
@@ -772,8 +774,15 @@ function messageFiltersChanged() {
 
 /* ---------- suppressions ---------- */
 
+// The list's tenant filter (none: every tenant the key sees).
 function suppressionTenant() {
   return $('#s-tenant-field').hidden ? '' : $('#s-tenant').value;
+}
+
+// The tenant whose list an addition goes to: the one chosen, or the only one the key sees.
+function suppressionOwner() {
+  if (!$('#s-tenant-field').hidden) return $('#s-tenant').value;
+  return state.tenants.length === 1 ? state.tenants[0].id : '';
 }
 
 function loadSuppressions() {
@@ -787,7 +796,7 @@ function loadSuppressions() {
       const actions = el('td', 'actions');
       const remove = el('button', 'action-remove', 'Remove');
       remove.type = 'button';
-      remove.setAttribute('aria-label', `Take ${x.address ?? ''} off the ${x.channel ?? ''} list`);
+      remove.setAttribute('aria-label', `Remove ${x.address ?? ''} from the ${x.channel ?? ''} list`);
       remove.addEventListener('click', () => removeSuppression(x, remove));
       actions.append(remove);
       tr.append(el('td', 'mono', String(x.address ?? '')), el('td', '', String(x.channel ?? '')),
@@ -815,22 +824,24 @@ async function addSuppressions(ev) {
   const status = $('#sa-status');
   const addresses = $('#sa-addresses').value.split(/[\n,;]+/).map((a) => a.trim()).filter(Boolean);
   if (!addresses.length) { setStatus(status, 'Enter at least one address.', 'warn'); return; }
-  if (!$('#s-tenant-field').hidden && !$('#s-tenant').value) {
+  const owner = suppressionOwner();
+  if (!owner) {
     setStatus(status, 'Choose the tenant whose list this is (Tenant, above).', 'warn');
     return;
   }
-  const body = { channel: $('#sa-channel').value, addresses };
+  const body = { tenant_id: owner, channel: $('#sa-channel').value, addresses };
   const reason = $('#sa-reason').value.trim();
   if (reason) body.reason = reason;
-  if (suppressionTenant()) body.tenant_id = suppressionTenant();
+  const session = state.session;
   $('#sa-submit').disabled = true;
   try {
     const added = await api('POST', '/suppressions', { json: body });
+    if (session !== state.session) return;
     setStatus(status, `${num(added.added)} of ${num(added.received)} added (the others were listed already).`, 'ok');
     $('#sa-addresses').value = '';
     loadSuppressions();
   } catch (e) {
-    if (e.status !== 401) setStatus(status, `Not added: ${describe(e)}`, 'warn');
+    if (session === state.session && e.status !== 401) setStatus(status, `Not added: ${describe(e)}`, 'warn');
   } finally {
     $('#sa-submit').disabled = false;
   }
@@ -853,22 +864,35 @@ function webhookTenant() {
   return state.tenants.length === 1 ? state.tenants[0].id : '';
 }
 
+// Every answer below is dropped if the key or the tenant changed while it came (webhookGen,
+// bumped by each request and by a change): a tenant's secret or state is never shown under
+// another's, nor left for the next key.
+function webhookTurn() {
+  const gen = ++state.webhookGen;
+  const session = state.session;
+  return () => gen === state.webhookGen && session === state.session;
+}
+
 async function loadWebhook() {
   if (!$('#webhook').open) return;
-  const gen = ++state.webhookGen;
+  const current = webhookTurn();
   const tenant = webhookTenant();
   if (!tenant) {
-    $('#webhook-error').textContent = 'No tenant to show: create one first (POST /api/v1/tenants).';
+    clearWebhook();
+    $('#webhook-error').textContent = state.tenantsLoaded
+      ? 'No tenant to show: create one first (POST /api/v1/tenants).'
+      : 'The tenants could not be read yet: try again in a moment.';
     $('#webhook-error').hidden = false;
     return;
   }
   try {
     const w = await api('GET', `/tenants/${enc(tenant)}/webhook`);
-    if (gen !== state.webhookGen) return;
+    if (!current()) return;
     showWebhook(w);
     $('#webhook-error').hidden = true;
   } catch (e) {
-    if (gen !== state.webhookGen || e.status === 401) return;
+    if (!current() || e.status === 401) return;
+    clearWebhook();
     $('#webhook-error').textContent = `Could not load the webhook: ${describe(e)}`;
     $('#webhook-error').hidden = false;
   }
@@ -891,6 +915,22 @@ function showWebhook(w) {
   if (w.url && document.activeElement !== $('#w-new-url') && !$('#w-new-url').value) $('#w-new-url').value = w.url;
 }
 
+// Nothing of a tenant's webhook left on the page (another tenant's or key's comes next).
+function clearWebhook() {
+  for (const dd of document.querySelectorAll('#webhook-state dd')) dd.textContent = '';
+  $('#webhook-state').classList.remove('failing');
+  $('#webhook-error').hidden = true;
+  $('#w-rotate').hidden = true;
+  $('#w-remove').hidden = true;
+  $('#w-new-url').value = '';
+  hideSecret();
+  setStatus($('#w-status'), '');
+}
+
+function webhookBusy(on) {
+  for (const sel of ['#w-save', '#w-rotate', '#w-remove']) $(sel).disabled = on;
+}
+
 async function setWebhook(rotate) {
   const tenant = webhookTenant();
   const status = $('#w-status');
@@ -900,8 +940,11 @@ async function setWebhook(rotate) {
   const body = { url };
   if (rotate) body.rotate_secret = true;
   hideSecret();
+  const current = webhookTurn();
+  webhookBusy(true);
   try {
     const w = await api('PUT', `/tenants/${enc(tenant)}/webhook`, { json: body });
+    if (!current()) return;
     showWebhook(w);
     if (w.secret) {
       $('#w-secret').textContent = w.secret;
@@ -909,20 +952,27 @@ async function setWebhook(rotate) {
     }
     setStatus(status, w.secret ? 'Saved, with a new secret (below).' : 'Saved.', 'ok');
   } catch (e) {
-    if (e.status !== 401) setStatus(status, `Not saved: ${describe(e)}`, 'warn');
+    if (current() && e.status !== 401) setStatus(status, `Not saved: ${describe(e)}`, 'warn');
+  } finally {
+    webhookBusy(false);
   }
 }
 
 async function removeWebhook() {
   const tenant = webhookTenant();
   if (!tenant || !confirm('Remove the webhook? Events still waiting are dropped, and none are posted until one is set again.')) return;
+  const current = webhookTurn();
+  webhookBusy(true);
   try {
     await api('DELETE', `/tenants/${enc(tenant)}/webhook`);
-    $('#w-new-url').value = '';
-    hideSecret();
+    if (!current()) return;
+    clearWebhook();
     setStatus($('#w-status'), 'Removed.', 'ok');
   } catch (e) {
+    if (!current()) return;
     if (e.status !== 401) setStatus($('#w-status'), `Not removed: ${describe(e)}`, 'warn');
+  } finally {
+    webhookBusy(false);
   }
   loadWebhook();
 }
@@ -933,9 +983,7 @@ function hideSecret() {
 }
 
 function webhookTenantChanged() {
-  $('#w-new-url').value = '';
-  hideSecret();
-  setStatus($('#w-status'), '');
+  clearWebhook();
   loadWebhook();
 }
 
@@ -981,6 +1029,7 @@ function option(value, text) {
 // answer "tenant_id: required" with no field to fix).
 function fillTenants(list, error) {
   state.tenants = list || [];
+  state.tenantsLoaded = Boolean(list);
   const sel = $('#c-tenant');
   const prev = sel.value;
   sel.replaceChildren(...state.tenants.map((t) => option(t.id, `${t.name} (${shortId(t.id)})`)));
@@ -1004,6 +1053,7 @@ function fillTenants(list, error) {
   const hooked = hook.value;
   hook.replaceChildren(...state.tenants.map((t) => option(t.id, t.name)));
   if (state.tenants.some((t) => t.id === hooked)) hook.value = hooked;
+  $('#webhook-tenant-form').hidden = $('#c-tenant-field').hidden;
   $('#w-tenant-field').hidden = $('#c-tenant-field').hidden;
   if ($('#webhook').open && hook.value !== hooked) webhookTenantChanged();
 }
@@ -1270,6 +1320,7 @@ function init() {
   $('#webhook-form').addEventListener('submit', (ev) => { ev.preventDefault(); setWebhook(false); });
   $('#w-rotate').addEventListener('click', () => setWebhook(true));
   $('#w-remove').addEventListener('click', removeWebhook);
+  $('#w-reload').addEventListener('click', loadWebhook);
   if (typeof Intl.supportedValuesOf === 'function') { // time zone suggestions, offline
     $('#time-zones').append(...Intl.supportedValuesOf('timeZone').map((z) => option(z, '')));
   }
