@@ -1187,14 +1187,13 @@ async fn the_page_keeps_a_tenants_suppressions_and_shows_its_webhook_failing() -
         type_into(&page, "#sa-addresses", "+15557770002\n+1 555 777 0003").await?;
         type_into(&page, "#sa-reason", "asked by phone").await?;
         click(&page, "#sa-submit").await?;
-        poll(Duration::from_secs(10), "the form's word", || async {
-            let said = text_of(&page, "#sa-status").await?.unwrap_or_default();
-            Ok(if said.starts_with("2 of 2 added") {
-                Ok(())
-            } else {
-                Err(said)
-            })
-        })
+        wait_text(
+            &page,
+            "#sa-status",
+            "the form's word",
+            Duration::from_secs(10),
+            |said| said.starts_with("2 of 2 added"),
+        )
         .await?;
         let rows = wait_rows(&page, "#suppression-list", "the two added", |rows| {
             if rows.len() == 2
@@ -1227,14 +1226,13 @@ async fn the_page_keeps_a_tenants_suppressions_and_shows_its_webhook_failing() -
         // A mistake is named, and nothing added (of the good address beside it either).
         type_into(&page, "#sa-addresses", "+15557770004\nnot a number").await?;
         click(&page, "#sa-submit").await?;
-        poll(Duration::from_secs(10), "the refusal", || async {
-            let said = text_of(&page, "#sa-status").await?.unwrap_or_default();
-            Ok(if said.contains("addresses[1]") {
-                Ok(())
-            } else {
-                Err(said)
-            })
-        })
+        wait_text(
+            &page,
+            "#sa-status",
+            "the refusal",
+            Duration::from_secs(10),
+            |said| said.contains("addresses[1]"),
+        )
         .await?;
         let listed = admin
             .ok(&key, reqwest::Method::GET, "/suppressions", None)
@@ -1248,25 +1246,23 @@ async fn the_page_keeps_a_tenants_suppressions_and_shows_its_webhook_failing() -
         // The webhook: none; set (its secret shown once); failing once a message's event is
         // refused, as the API says.
         click(&page, "#webhook summary").await?;
-        poll(Duration::from_secs(10), "no webhook", || async {
-            let url = text_of(&page, "#w-url").await?.unwrap_or_default();
-            Ok(if url.starts_with("none") {
-                Ok(())
-            } else {
-                Err(url)
-            })
-        })
+        wait_text(
+            &page,
+            "#w-url",
+            "no webhook",
+            Duration::from_secs(10),
+            |url| url.starts_with("none"),
+        )
         .await?;
         type_into(&page, "#w-new-url", &down.url).await?;
         click(&page, "#w-save").await?;
-        let secret = poll(Duration::from_secs(10), "the secret", || async {
-            let secret = text_of(&page, "#w-secret").await?.unwrap_or_default();
-            Ok(if secret.starts_with("whsec_") {
-                Ok(secret)
-            } else {
-                Err(secret)
-            })
-        })
+        let secret = wait_text(
+            &page,
+            "#w-secret",
+            "the secret",
+            Duration::from_secs(10),
+            |secret| secret.starts_with("whsec_"),
+        )
         .await?;
         let stored = admin
             .ok(
@@ -1341,24 +1337,22 @@ async fn the_page_keeps_a_tenants_suppressions_and_shows_its_webhook_failing() -
         .await?;
         click(&page, "#webhook summary").await?;
         choose_when_offered(&page, "#w-tenant", &globex).await?;
-        poll(
-            Duration::from_secs(10),
+        wait_text(
+            &page,
+            "#w-url",
             "globex's webhook: none",
-            || async {
-                let url = text_of(&page, "#w-url").await?.unwrap_or_default();
-                Ok(if url.starts_with("none") {
-                    Ok(())
-                } else {
-                    Err(url)
-                })
-            },
+            Duration::from_secs(10),
+            |url| url.starts_with("none"),
         )
         .await?;
         choose_when_offered(&page, "#w-tenant", &acme).await?;
-        poll(Duration::from_secs(10), "acme's webhook", || async {
-            let url = text_of(&page, "#w-url").await?.unwrap_or_default();
-            Ok(if url == down.url { Ok(()) } else { Err(url) })
-        })
+        wait_text(
+            &page,
+            "#w-url",
+            "acme's webhook",
+            Duration::from_secs(10),
+            |url| url == down.url,
+        )
         .await?;
         Ok::<_, anyhow::Error>(())
     }
@@ -1373,4 +1367,19 @@ async fn the_page_keeps_a_tenants_suppressions_and_shows_its_webhook_failing() -
     }
     let _ = page.close().await;
     outcome
+}
+
+/// Waits until the text of the first element matching `css` satisfies `check`; that text.
+async fn wait_text(
+    page: &Client,
+    css: &str,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&str) -> bool,
+) -> Result<String> {
+    poll(timeout, what, || async {
+        let text = text_of(page, css).await?.unwrap_or_default();
+        Ok(if check(&text) { Ok(text) } else { Err(text) })
+    })
+    .await
 }
