@@ -7,10 +7,15 @@ ALTER TABLE tenant_webhooks
     ADD COLUMN failing_since timestamptz,
     ADD COLUMN resume_at     timestamptz;
 
--- Events still waiting a day after they happened are given up without a post (an endpoint
--- held back may not be posted to for minutes at a time): found by age among the waiting
--- ones only, not among the delivered ones kept for the retention.
-CREATE INDEX message_events_waiting_since ON message_events (occurred_at)
+-- Events given up can be posted again on the tenant's word (`POST …/webhook/recover`): a
+-- day more from then.
+ALTER TABLE message_events ADD COLUMN recovered_at timestamptz;
+
+-- Events still waiting a day after they happened (or were recovered) are given up without a
+-- post (an endpoint held back may not be posted to for minutes at a time): found by age
+-- among the waiting ones only, not among the delivered ones kept for the retention.
+CREATE INDEX message_events_waiting_since
+    ON message_events ((coalesce(recovered_at, occurred_at)))
     WHERE delivered_at IS NULL AND abandoned_at IS NULL;
 
 -- What an event is called in its posts: random, so that a tenant learns nothing from its

@@ -216,6 +216,17 @@ impl Client {
             .await
     }
 
+    pub async fn recover_webhook_events(
+        &self,
+        tenant: Uuid,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Reply<Value>, ApiError> {
+        let url = self.url(&["tenants", &tenant.to_string(), "webhook", "recover"], &[]);
+        let body = serde_json::json!({ "since": since });
+        self.send(self.http.post(url).json(&body), Some(REQUEST_TIMEOUT))
+            .await
+    }
+
     pub async fn remove_webhook(&self, tenant: Uuid) -> Result<Reply<Value>, ApiError> {
         self.delete(&["tenants", &tenant.to_string(), "webhook"])
             .await

@@ -197,6 +197,8 @@ pub struct DueEvent {
     pub delivery_error: Option<String>,
     pub provider_message_id: Option<String>,
     pub occurred_at: DateTime<Utc>,
+    /// What its age is counted from (when it happened, or was last recovered).
+    pub aged_from: DateTime<Utc>,
     /// Posts taken, this one included: the token its outcome is settled with.
     pub attempts: i32,
     pub url: String,
@@ -280,6 +282,7 @@ pub async fn take_due(
                WHERE e.id = taken.id AND w.tenant_id = e.tenant_id
                RETURNING e.id, e.public_id, e.tenant_id, e.message_id, e.state, e.delivery_status,
                          e.last_error, e.delivery_error, e.provider_message_id, e.occurred_at,
+                         coalesce(e.recovered_at, e.occurred_at) AS aged_from,
                          e.attempts, w.url, w.secret, w.updated_at AS webhook_version,
                          w.failing_since IS NOT NULL AS probe,
                          CASE WHEN w.previous_secret_until > now() THEN w.previous_secret END
@@ -300,7 +303,8 @@ pub async fn take_due(
            )
            SELECT id AS "id!", public_id AS "public_id!", tenant_id AS "tenant_id!", message_id AS "message_id!",
                   state AS "state!", delivery_status, last_error, delivery_error,
-                  provider_message_id, occurred_at AS "occurred_at!", attempts AS "attempts!",
+                  provider_message_id, occurred_at AS "occurred_at!", aged_from AS "aged_from!",
+                  attempts AS "attempts!",
                   url AS "url!", secret AS "secret!", previous_secret,
                   webhook_version AS "webhook_version!", probe AS "probe!"
            FROM posted"#,
@@ -469,8 +473,9 @@ pub async fn abandon_stale(
              -- Not one a worker holds (taken: due again only after the hold).
              SELECT id FROM message_events
              WHERE delivered_at IS NULL AND abandoned_at IS NULL
-               AND occurred_at < now() - make_interval(secs => $1) AND next_at <= now()
-             ORDER BY occurred_at
+               AND coalesce(recovered_at, occurred_at) < now() - make_interval(secs => $1)
+               AND next_at <= now()
+             ORDER BY coalesce(recovered_at, occurred_at)
              LIMIT $2
              FOR UPDATE SKIP LOCKED)",
         older_than.as_secs_f64(),
@@ -479,6 +484,39 @@ pub async fn abandon_stale(
     .execute(pool)
     .await?
     .rows_affected())
+}
+
+/// Posts again tenant `tenant`'s events given up that happened at `since` or later (and
+/// while its webhook was the one it has now): waiting again at once, given up again a day
+/// from now if still not delivered. Returns how many; `None` if it has no webhook.
+pub async fn recover(
+    pool: &PgPool,
+    tenant: Uuid,
+    since: DateTime<Utc>,
+) -> Result<Option<u64>, sqlx::Error> {
+    let has = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM tenant_webhooks WHERE tenant_id = $1) AS "has!""#,
+        tenant
+    )
+    .fetch_one(pool)
+    .await?;
+    if !has {
+        return Ok(None);
+    }
+    Ok(Some(
+        sqlx::query!(
+            "UPDATE message_events e
+         SET abandoned_at = NULL, recovered_at = now(), next_at = now()
+         FROM tenant_webhooks w
+         WHERE w.tenant_id = $1 AND e.tenant_id = $1 AND e.abandoned_at IS NOT NULL
+           AND e.occurred_at >= greatest($2, w.created_at)",
+            tenant,
+            since,
+        )
+        .execute(pool)
+        .await?
+        .rows_affected(),
+    ))
 }
 
 /// The longest one [`prune`] deletes for: it runs beside the tick, in housekeeping.

@@ -254,7 +254,8 @@ pub fn body(event: &DueEvent) -> Vec<u8> {
     serde_json::to_vec(&payload).unwrap_or_default()
 }
 
-/// Whether an event that happened at `occurred_at` and whose `attempts`-th post just failed
+/// Whether an event that happened (or was recovered) at `occurred_at` and whose `attempts`-th
+/// post just failed
 /// is posted again, and when: `None` once it is [`GIVE_UP_AFTER`] old.
 pub fn retry_in(
     occurred_at: chrono::DateTime<chrono::Utc>,
@@ -293,7 +294,7 @@ async fn post(egress: &Egress, keyring: &Keyring, event: DueEvent) -> Settlement
             // outage it was never posted in but as a probe.
             let attempts = if event.probe { 1 } else { event.attempts };
             let retry = retry_in(
-                event.occurred_at,
+                event.aged_from,
                 attempts,
                 chrono::Utc::now(),
                 rand::random::<f64>(),

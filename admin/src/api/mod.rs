@@ -246,6 +246,7 @@ pub fn router() -> Router<AppState> {
                 .get(webhooks::show)
                 .delete(webhooks::remove),
         )
+        .route("/tenants/{id}/webhook/recover", post(webhooks::recover))
         .route("/keys", get(keys::list))
         .route("/keys/{id}/revoke", post(keys::revoke))
         .route("/keys/{id}/rotate", post(keys::rotate))

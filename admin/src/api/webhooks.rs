@@ -224,6 +224,47 @@ pub async fn show(
     )))
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recover {
+    /// Events given up that happened at this time or later are posted again (not in the
+    /// future; events are kept as long as receipts).
+    pub since: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Recovered {
+    /// Events given up that wait to be posted again now.
+    pub recovered: u64,
+}
+
+#[utoipa::path(post, path = "/tenants/{id}/webhook/recover", tag = "tenants",
+    request_body = Recover,
+    params(("id" = Uuid, Path, description = "The tenant's id")),
+    responses((status = 200, body = Recovered, description = "The events given up since then wait to be posted again, for another day"),
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody, description = "The tenant has no webhook"),
+              (status = 422, body = crate::error::ErrorBody)))]
+pub async fn recover(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    JsonBody(body): JsonBody<Recover>,
+) -> Result<Json<Recovered>, ApiError> {
+    super::tenants::visible(&state.pool, caller, id).await?;
+    crate::validate::timestamp(body.since).map_err(|reason| ApiError::field("since", reason))?;
+    if body.since > Utc::now() {
+        return Err(ApiError::field("since", "must not be in the future"));
+    }
+    let recovered = webhooks::recover(&state.pool, id, body.since)
+        .await?
+        .ok_or_else(|| {
+            ApiError::Conflict("the tenant has no webhook: set one first (PUT …/webhook)".into())
+        })?;
+    tracing::info!(tenant_id = %id, recovered, "status events given up, posted again");
+    Ok(Json(Recovered { recovered }))
+}
+
 #[utoipa::path(delete, path = "/tenants/{id}/webhook", tag = "tenants",
     params(("id" = Uuid, Path, description = "The tenant's id")),
     responses((status = 204, description = "Removed, with the events still waiting (or there was none)"),

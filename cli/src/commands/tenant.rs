@@ -164,7 +164,8 @@ pub enum TenantCommand {
   herald tenant webhook $TENANT_ID --set https://hooks.example.com/herald   # prints the secret
   herald tenant webhook $TENANT_ID --set https://hooks.example.com/herald --rotate-secret
   herald tenant webhook $TENANT_ID                                          # its URL and backlog
-  herald tenant webhook $TENANT_ID --remove")]
+  herald tenant webhook $TENANT_ID --remove
+  herald tenant webhook $TENANT_ID --recover-since 2026-12-01T00:00:00Z    # post again what was given up")]
     Webhook {
         /// Tenant id
         tenant_id: Uuid,
@@ -183,6 +184,10 @@ pub enum TenantCommand {
         /// Remove the webhook, and the events still waiting for it
         #[arg(long, conflicts_with = "set")]
         remove: bool,
+        /// Post again the events given up that happened since then (RFC 3339)
+        #[arg(long, value_name = "RFC3339", value_parser = super::campaign::parse_time,
+              conflicts_with_all = ["set", "remove"])]
+        recover_since: Option<chrono::DateTime<chrono::FixedOffset>>,
     },
 }
 
@@ -304,6 +309,22 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
                 ));
             }
             Ok(())
+        }
+        TenantCommand::Webhook {
+            tenant_id,
+            recover_since: Some(since),
+            ..
+        } => {
+            let reply = ctx
+                .client
+                .recover_webhook_events(tenant_id, since.with_timezone(&chrono::Utc))
+                .await?;
+            ctx.show(&reply, |recovered| {
+                format!(
+                    "{} events given up are posted again (given up again a day from now if still not delivered)\n",
+                    recovered["recovered"].as_u64().unwrap_or(0)
+                )
+            })
         }
         TenantCommand::Webhook {
             tenant_id,

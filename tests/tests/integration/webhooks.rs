@@ -643,5 +643,67 @@ async fn a_failing_endpoint_is_probed_not_flooded_and_its_events_go_at_once_when
         (&Value::Null, &json!(10)),
         "{shown}"
     );
+
+    // The events given up, recovered (through the CLI): posted to the mended endpoint too,
+    // for another day. A time to come is refused, naming the field.
+    let recover = format!("{webhook}/recover");
+    let (status, body) = admin
+        .call(
+            &key,
+            Method::POST,
+            &recover,
+            Some(json!({"since": chrono::Utc::now() + chrono::TimeDelta::hours(1)})),
+        )
+        .await?;
+    assert_eq!(
+        (status, refused_fields(&body)),
+        (422, vec!["since"]),
+        "{body}"
+    );
+    let since = (chrono::Utc::now() - chrono::TimeDelta::days(2)).to_rfc3339();
+    let recovered = env.run_binary(
+        "herald",
+        &[
+            "--url",
+            admin.url.as_str(),
+            "--key",
+            key.as_str(),
+            "tenant",
+            "webhook",
+            acme.as_str(),
+            "--recover-since",
+            since.as_str(),
+        ],
+        &[],
+    )?;
+    let said = String::from_utf8_lossy(&recovered.stdout);
+    assert!(
+        recovered.status.success() && said.starts_with("10 events given up are posted again"),
+        "{recovered:?}"
+    );
+    let all = wait_until(Duration::from_secs(15), || async {
+        mended
+            .posts()
+            .iter()
+            .filter_map(|p| p.event().ok().map(|e| e.id))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            == 30
+    })
+    .await;
+    assert!(all.is_ok(), "{} posts", mended.posts().len());
+    all_posted(&admin, &key, &webhook).await?;
+    let shown = admin.ok(&key, Method::GET, &webhook, None).await?;
+    assert_eq!(shown["abandoned"], 0, "{shown}");
+    // Nothing more to recover.
+    let again = admin
+        .ok(
+            &key,
+            Method::POST,
+            &recover,
+            Some(json!({ "since": since })),
+        )
+        .await?;
+    assert_eq!(again["recovered"], 0, "{again}");
     Ok(())
 }
