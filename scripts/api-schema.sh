@@ -171,8 +171,17 @@ include-path-regex = "^/tenants/[^/]+/webhook$"
 include-method = "PUT"
 parameters = { "path.id" = { dictionary = "tenant", probability = 0.5 }, "body.url" = { dictionary = "endpoint" } }
 phases = { coverage = { generation = { mode = "negative" } } }
-# `grace_seconds` is taken only with `rotate_secret` (422 naming it), which JSON Schema can
+# grace_seconds is taken only with rotate_secret (422 naming it), which JSON Schema can
 # say only awkwardly; a PUT beside a DELETE of the same webhook may find it gone (409).
+checks = { positive_data_acceptance = { expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"] } }
+
+# Recovering a tenant's events given up: for the tenant made above half the time; since must
+# not be in the future (422, which JSON Schema cannot say), and a tenant without a webhook
+# has none to recover (409).
+[[operations]]
+include-path-regex = "^/tenants/[^/]+/webhook/recover$"
+include-method = "POST"
+parameters = { "path.id" = { dictionary = "tenant", probability = 0.5 } }
 checks = { positive_data_acceptance = { expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"] } }
 
 [[operations]]
