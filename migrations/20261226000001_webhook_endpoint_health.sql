@@ -8,8 +8,10 @@ ALTER TABLE tenant_webhooks
     ADD COLUMN resume_at     timestamptz;
 
 -- Events given up can be posted again on the tenant's word (`POST …/webhook/recover`): a
--- day more from then.
-ALTER TABLE message_events ADD COLUMN recovered_at timestamptz;
+-- day more from then, retried as a new event is (`retry_base`: the posts before it).
+ALTER TABLE message_events
+    ADD COLUMN recovered_at timestamptz,
+    ADD COLUMN retry_base   integer NOT NULL DEFAULT 0;
 
 -- Events still waiting a day after they happened (or were recovered) are given up without a
 -- post (an endpoint held back may not be posted to for minutes at a time): found by age
@@ -19,5 +21,8 @@ CREATE INDEX message_events_waiting_since
     WHERE delivered_at IS NULL AND abandoned_at IS NULL;
 
 -- What an event is called in its posts: random, so that a tenant learns nothing from its
--- events' ids (the row's own id counts every tenant's events).
-ALTER TABLE message_events ADD COLUMN public_id uuid NOT NULL DEFAULT gen_random_uuid();
+-- events' ids (the row's own id counts every tenant's events). Added without a default and
+-- given one after, so that no row is rewritten (a volatile default would rewrite the table
+-- under its lock); rows from before get theirs when next taken.
+ALTER TABLE message_events ADD COLUMN public_id uuid;
+ALTER TABLE message_events ALTER COLUMN public_id SET DEFAULT gen_random_uuid();

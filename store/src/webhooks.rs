@@ -20,7 +20,7 @@ pub struct Webhook {
     pub previous_secret_until: Option<DateTime<Utc>>,
     /// Events not yet delivered (counted up to [`COUNTED`]).
     pub waiting: i64,
-    /// When the oldest of those counted happened.
+    /// When the oldest of those counted happened (or was recovered).
     pub oldest_waiting_at: Option<DateTime<Utc>>,
     /// Why the latest failed post of a waiting event failed, and when.
     pub last_failure: Option<String>,
@@ -135,8 +135,9 @@ pub async fn get(pool: &PgPool, tenant: Uuid) -> Result<Option<Webhook>, sqlx::E
                                         THEN greatest(w.resume_at, now()) END AS resume_at
            FROM tenant_webhooks w
            CROSS JOIN LATERAL (
-               SELECT count(*) AS n, min(x.occurred_at) AS oldest
-               FROM (SELECT e.occurred_at FROM message_events e
+               SELECT count(*) AS n, min(x.since) AS oldest
+               FROM (SELECT coalesce(e.recovered_at, e.occurred_at) AS since
+                     FROM message_events e
                      WHERE e.tenant_id = w.tenant_id AND e.delivered_at IS NULL
                        AND e.abandoned_at IS NULL
                      LIMIT $2) x
@@ -201,6 +202,8 @@ pub struct DueEvent {
     pub aged_from: DateTime<Utc>,
     /// Posts taken, this one included: the token its outcome is settled with.
     pub attempts: i32,
+    /// Of those, the posts since it was last recovered (what its retries are spaced by).
+    pub tries: i32,
     pub url: String,
     /// The tenant's secret as stored (sealed), and the one it replaced while that still
     /// signs too.
@@ -277,12 +280,14 @@ pub async fn take_due(
                FOR UPDATE SKIP LOCKED
            ), posted AS (
                UPDATE message_events e
-               SET attempts = e.attempts + 1, next_at = now() + make_interval(secs => $5)
+               SET attempts = e.attempts + 1, next_at = now() + make_interval(secs => $5),
+                   public_id = coalesce(e.public_id, gen_random_uuid())
                FROM taken, tenant_webhooks w
                WHERE e.id = taken.id AND w.tenant_id = e.tenant_id
                RETURNING e.id, e.public_id, e.tenant_id, e.message_id, e.state, e.delivery_status,
                          e.last_error, e.delivery_error, e.provider_message_id, e.occurred_at,
                          coalesce(e.recovered_at, e.occurred_at) AS aged_from,
+                         e.attempts - e.retry_base AS tries,
                          e.attempts, w.url, w.secret, w.updated_at AS webhook_version,
                          w.failing_since IS NOT NULL AS probe,
                          CASE WHEN w.previous_secret_until > now() THEN w.previous_secret END
@@ -304,7 +309,7 @@ pub async fn take_due(
            SELECT id AS "id!", public_id AS "public_id!", tenant_id AS "tenant_id!", message_id AS "message_id!",
                   state AS "state!", delivery_status, last_error, delivery_error,
                   provider_message_id, occurred_at AS "occurred_at!", aged_from AS "aged_from!",
-                  attempts AS "attempts!",
+                  attempts AS "attempts!", tries AS "tries!",
                   url AS "url!", secret AS "secret!", previous_secret,
                   webhook_version AS "webhook_version!", probe AS "probe!"
            FROM posted"#,
@@ -486,9 +491,15 @@ pub async fn abandon_stale(
     .rows_affected())
 }
 
-/// Posts again tenant `tenant`'s events given up that happened at `since` or later (and
-/// while its webhook was the one it has now): waiting again at once, given up again a day
-/// from now if still not delivered. Returns how many; `None` if it has no webhook.
+/// The most events one [`recover`] brings back (one statement within the admin's statement
+/// timeout); the caller asks again for more.
+pub const RECOVER_BATCH: i64 = 50_000;
+
+/// Posts again up to [`RECOVER_BATCH`] of tenant `tenant`'s events given up that happened at
+/// `since` or later (and since its webhook was set), oldest first: waiting again at once,
+/// their failures forgotten, retried as new events are (a post of an earlier take, settled
+/// late, changes nothing), and given up again a day from now if still not delivered.
+/// Returns how many; `None` if the tenant has no webhook.
 pub async fn recover(
     pool: &PgPool,
     tenant: Uuid,
@@ -506,12 +517,20 @@ pub async fn recover(
     Ok(Some(
         sqlx::query!(
             "UPDATE message_events e
-         SET abandoned_at = NULL, recovered_at = now(), next_at = now()
-         FROM tenant_webhooks w
-         WHERE w.tenant_id = $1 AND e.tenant_id = $1 AND e.abandoned_at IS NOT NULL
-           AND e.occurred_at >= greatest($2, w.created_at)",
+             SET abandoned_at = NULL, recovered_at = now(), next_at = now(),
+                 attempts = e.attempts + 1, retry_base = e.attempts + 1,
+                 last_failure = NULL, failed_at = NULL
+             WHERE e.id IN (
+                 SELECT x.id FROM message_events x
+                 JOIN tenant_webhooks w ON w.tenant_id = x.tenant_id
+                 WHERE x.tenant_id = $1 AND x.abandoned_at IS NOT NULL
+                   AND x.occurred_at >= greatest($2, w.created_at)
+                 ORDER BY x.occurred_at
+                 LIMIT $3
+                 FOR UPDATE OF x SKIP LOCKED)",
             tenant,
             since,
+            RECOVER_BATCH,
         )
         .execute(pool)
         .await?
@@ -524,8 +543,8 @@ const PRUNE_BUDGET: Duration = Duration::from_secs(5);
 /// Events one statement of [`prune`] deletes at most.
 const PRUNE_BATCH: i64 = 10_000;
 
-/// Deletes events that happened more than `retention` ago, a batch at a time while batches
-/// come back full, for up to [`PRUNE_BUDGET`]; returns how many.
+/// Deletes events that happened (and were recovered, if they were) more than `retention`
+/// ago, a batch at a time while batches come back full, for up to [`PRUNE_BUDGET`]; returns how many.
 pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
     let started = std::time::Instant::now();
     let mut pruned = 0;
@@ -534,6 +553,8 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Erro
             "DELETE FROM message_events WHERE id IN (
                  SELECT id FROM message_events
                  WHERE occurred_at < now() - make_interval(secs => $1)
+                   -- One recovered is kept as long again from its recovery.
+                   AND (recovered_at IS NULL OR recovered_at < now() - make_interval(secs => $1))
                  LIMIT $2)",
             retention.as_secs_f64(),
             PRUNE_BATCH,

@@ -292,7 +292,7 @@ async fn post(egress: &Egress, keyring: &Keyring, event: DueEvent) -> Settlement
             // A probe's event goes back among the others soon: the endpoint's pause spaces
             // the posts to it, and the event's own retries would otherwise grow through an
             // outage it was never posted in but as a probe.
-            let attempts = if event.probe { 1 } else { event.attempts };
+            let attempts = if event.probe { 1 } else { event.tries };
             let retry = retry_in(
                 event.aged_from,
                 attempts,

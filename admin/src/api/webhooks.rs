@@ -52,14 +52,15 @@ pub struct Webhook {
     pub previous_secret_until: Option<DateTime<Utc>>,
     /// Events not yet delivered (counted up to 100,000).
     pub waiting: i64,
-    /// When the oldest of those counted happened: how far behind the endpoint is.
+    /// When the oldest of those counted happened (or was recovered): how far behind the
+    /// endpoint is.
     pub oldest_waiting_at: Option<DateTime<Utc>>,
     /// Why the latest failed post of a waiting event failed (its answer's status and start,
     /// or no answer), and when.
     pub last_failure: Option<String>,
     pub last_failed_at: Option<DateTime<Utc>>,
-    /// Events given up (not delivered a day after they happened), counted up to 100,000,
-    /// and when the latest was.
+    /// Events given up (not delivered a day after they happened, or after their recovery),
+    /// counted up to 100,000, and when the latest was.
     pub abandoned: i64,
     pub last_abandoned_at: Option<DateTime<Utc>>,
     /// Since when every post to the endpoint has failed; `null` while it answers. Its events
@@ -234,8 +235,11 @@ pub struct Recover {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Recovered {
-    /// Events given up that wait to be posted again now.
+    /// Events given up that wait to be posted again now (at most 50,000 a request, oldest
+    /// first).
     pub recovered: u64,
+    /// More events given up since then are left: ask again.
+    pub more: bool,
 }
 
 #[utoipa::path(post, path = "/tenants/{id}/webhook/recover", tag = "tenants",
@@ -262,7 +266,10 @@ pub async fn recover(
             ApiError::Conflict("the tenant has no webhook: set one first (PUT …/webhook)".into())
         })?;
     tracing::info!(tenant_id = %id, recovered, "status events given up, posted again");
-    Ok(Json(Recovered { recovered }))
+    Ok(Json(Recovered {
+        recovered,
+        more: recovered >= webhooks::RECOVER_BATCH.unsigned_abs(),
+    }))
 }
 
 #[utoipa::path(delete, path = "/tenants/{id}/webhook", tag = "tenants",

@@ -159,7 +159,8 @@ pub enum TenantCommand {
         remove: bool,
     },
     /// Set, show or remove the URL a tenant's transactional messages' status events are
-    /// posted to (setting it prints a new signing secret, shown once)
+    /// posted to (setting it prints a new signing secret, shown once), or post again the
+    /// events given up
     #[command(after_help = "Examples:
   herald tenant webhook $TENANT_ID --set https://hooks.example.com/herald   # prints the secret
   herald tenant webhook $TENANT_ID --set https://hooks.example.com/herald --rotate-secret
@@ -320,8 +321,13 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
                 .recover_webhook_events(tenant_id, since.with_timezone(&chrono::Utc))
                 .await?;
             ctx.show(&reply, |recovered| {
+                let more = if recovered["more"].as_bool() == Some(true) {
+                    "; more are left: run this again"
+                } else {
+                    ""
+                };
                 format!(
-                    "{} events given up are posted again (given up again a day from now if still not delivered)\n",
+                    "{} events given up are posted again (given up again a day from now if still not delivered){more}\n",
                     recovered["recovered"].as_u64().unwrap_or(0)
                 )
             })
