@@ -1,8 +1,9 @@
--- An endpoint that keeps failing is probed, not flooded: after a round of posts that all
--- failed, a tenant's events wait until `resume_at`, then go one post at a time (per worker)
--- until one is answered 2xx. The wait grows with how long the endpoint has been failing
+-- An endpoint that keeps failing is probed, not flooded: after a round of posts answered
+-- only 5xx, 408 or 429, or not at all, a tenant's events wait until `resume_at`, then one
+-- post goes at a time in the fleet (`take_due`'s probe hold) until the endpoint answers as
+-- a working one does. The wait grows with how long the endpoint has been failing
 -- (`failing_since`), so a dead endpoint costs workers a post now and then, and the other
--- tenants' events keep their places. A success, or a new URL, ends it.
+-- tenants' events keep their places. Any other answer, or a `PUT` of the webhook, ends it.
 ALTER TABLE tenant_webhooks
     ADD COLUMN failing_since timestamptz,
     ADD COLUMN resume_at     timestamptz;
@@ -16,7 +17,8 @@ ALTER TABLE message_events
 -- Events still waiting a day after they happened (or were recovered) are given up without a
 -- post (an endpoint held back may not be posted to for minutes at a time): found by age
 -- among the waiting ones only, not among the delivered ones kept for the retention.
-CREATE INDEX message_events_waiting_since
+-- (IF NOT EXISTS: a deployment with a large table may build it CONCURRENTLY beforehand.)
+CREATE INDEX IF NOT EXISTS message_events_waiting_since
     ON message_events ((coalesce(recovered_at, occurred_at)))
     WHERE delivered_at IS NULL AND abandoned_at IS NULL;
 

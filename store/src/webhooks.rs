@@ -25,11 +25,12 @@ pub struct Webhook {
     /// Why the latest failed post of a waiting event failed, and when.
     pub last_failure: Option<String>,
     pub last_failed_at: Option<DateTime<Utc>>,
-    /// Events given up (a day old and still not delivered), counted up to [`COUNTED`], and
-    /// the latest time one was.
+    /// Events given up (still not delivered a day after they happened or were recovered,
+    /// posted or not), counted up to [`COUNTED`], and the latest time one was.
     pub abandoned: i64,
     pub last_abandoned_at: Option<DateTime<Utc>>,
-    /// Since when every post to the endpoint has failed (`None`: it answers).
+    /// Since when the endpoint has answered only 5xx, 408 or 429, or not at all (`None`: it
+    /// answers as a working one does).
     pub failing_since: Option<DateTime<Utc>>,
     /// While it fails: when it is next posted to (events wait until then).
     pub resume_at: Option<DateTime<Utc>>,
@@ -235,8 +236,9 @@ pub async fn take_due(
     let (busy, counts): (Vec<Uuid>, Vec<i32>) = in_flight.iter().copied().unzip();
     // Driven by the tenants with events waiting (found by a skip scan of the waiting events'
     // index: one probe per such tenant, not per tenant with a webhook), a few of each, so a
-    // tenant with a flood of them, or an endpoint that keeps failing, takes at most its few
-    // places in each round and the others' events still go. Only the events taken are
+    // tenant with a flood of them takes at most its few places in each round (an endpoint
+    // that keeps failing, none until its `resume_at`, then one) and the others' events still
+    // go. Only the events taken are
     // locked (picked first without locks, then locked, skipping any another worker took
     // meanwhile), so two workers' rounds do not starve each other.
     sqlx::query_as!(
@@ -462,7 +464,8 @@ pub async fn drop_unowned(pool: &PgPool, batch: i64) -> Result<u64, sqlx::Error>
     .rows_affected())
 }
 
-/// Gives up up to `batch` events still waiting `older_than` after they happened and due,
+/// Gives up up to `batch` events still waiting `older_than` after they happened (or were
+/// recovered) and due,
 /// without a post (an endpoint held back while failing may not be posted to for minutes,
 /// and otherwise an event is given up only when a post of it fails); returns how many. Rows
 /// another statement holds are left to the next call.

@@ -3,19 +3,21 @@
 //! Every worker takes due events from the store (`herald_store::webhooks`: an outbox the
 //! database fills in the transaction that changed each message), posts each signed with its
 //! tenant's secret, and marks it delivered on a 2xx answer; any other answer, or none within
-//! [`TIMEOUT`], posts it again later ([`RETRIES`]) until the event is [`GIVE_UP_AFTER`] old,
-//! then it is abandoned. At least once: a worker that dies mid-post leaves the event to be
+//! [`TIMEOUT`], posts it again later ([`RETRIES`]) until the event is [`GIVE_UP_AFTER`] old
+//! (from when it happened, or was recovered: `POST …/webhook/recover`), then it is abandoned,
+//! posted or not. At least once: a worker that dies mid-post leaves the event to be
 //! taken again after [`HOLD`], and an endpoint whose answer was lost gets the same event (the
 //! same `id`) again. Outcomes are written a round's worth at a time, each fenced by the
 //! attempt it settles, so a late one changes nothing once another worker took the event.
 //!
 //! One tenant's endpoint cannot hold back another's: a worker posts at most [`PER_TENANT`]
 //! events of a tenant at once, out of [`IN_FLIGHT`], and each round takes the oldest due
-//! events of every tenant with events waiting, a few each. An endpoint whose posts all fail
-//! is probed, not flooded: its events wait ([`ENDPOINT_PAUSE`], growing with how long it
-//! has been failing), then one post goes, until one is answered 2xx; a dead endpoint costs
-//! the fleet a post now and then, not a place per waiting event. Webhook URLs are the tenant's: they
-//! leave through the client that reaches only public addresses and the operator's allowed
+//! events of every tenant with events waiting, a few each. An endpoint whose posts are
+//! answered only 5xx, 408 or 429, or not at all, is probed, not flooded: its events wait
+//! ([`ENDPOINT_PAUSE`], growing with how long it has been failing), then one post goes, until
+//! it answers as a working endpoint does ([`endpoint_by_answer`]); a dead endpoint costs the
+//! fleet a post now and then, not a place per waiting event. Webhook URLs are the tenant's:
+//! they leave through the client that reaches only public addresses and the operator's allowed
 //! networks, as tenants' providers do, no redirect is followed, and no error logged or
 //! stored names the URL (it may carry the tenant's own token).
 
@@ -171,8 +173,8 @@ pub async fn run(
     }
 }
 
-/// Gives up the events still waiting [`GIVE_UP_AFTER`] after they happened (a batch at a
-/// time while batches come back full, for a second at most).
+/// Gives up the events still waiting [`GIVE_UP_AFTER`] after they happened or were recovered
+/// (a batch at a time while batches come back full, for a second at most).
 async fn give_up_stale(pool: &PgPool) {
     let started = Instant::now();
     loop {
@@ -254,16 +256,16 @@ pub fn body(event: &DueEvent) -> Vec<u8> {
     serde_json::to_vec(&payload).unwrap_or_default()
 }
 
-/// Whether an event that happened (or was recovered) at `occurred_at` and whose `attempts`-th
-/// post just failed
-/// is posted again, and when: `None` once it is [`GIVE_UP_AFTER`] old.
+/// Whether an event whose age counts from `aged_from` (when it happened, or was recovered)
+/// and whose `attempts`-th post just failed is posted again, and when: `None` once it is
+/// [`GIVE_UP_AFTER`] old.
 pub fn retry_in(
-    occurred_at: chrono::DateTime<chrono::Utc>,
+    aged_from: chrono::DateTime<chrono::Utc>,
     attempts: i32,
     now: chrono::DateTime<chrono::Utc>,
     unit: f64,
 ) -> Option<Duration> {
-    (now - occurred_at < GIVE_UP_AFTER)
+    (now - aged_from < GIVE_UP_AFTER)
         .then(|| RETRIES.delay(u32::try_from(attempts).unwrap_or(1), unit))
 }
 

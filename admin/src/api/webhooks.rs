@@ -63,9 +63,10 @@ pub struct Webhook {
     /// counted up to 100,000, and when the latest was.
     pub abandoned: i64,
     pub last_abandoned_at: Option<DateTime<Utc>>,
-    /// Since when every post to the endpoint has failed; `null` while it answers. Its events
-    /// then wait, and one post at a time goes to it, at `resume_at`, until one is answered
-    /// 2xx. A `PUT` (of the same URL too) has it tried at once.
+    /// Since when the endpoint has answered only 5xx, 408 or 429, or not at all; `null`
+    /// while it answers as a working one does. Its events then wait, and one post at a time
+    /// goes to it, at `resume_at`, until any other answer. A `PUT` (of the same URL too) has
+    /// it tried at once.
     pub failing_since: Option<DateTime<Utc>>,
     /// While the endpoint fails: when it is posted to next (after as long again as it has
     /// been failing, 1 s to 5 min).

@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// on the tenant's suppression list), and `campaign` where enabled.
 pub const MESSAGES: &str = "herald_messages_total";
 /// Status events posted to tenants' webhooks, by `outcome`: `delivered` (answered 2xx),
-/// `failed` (to be posted again), `abandoned` (failed for a day, no more tries).
+/// `failed` (to be posted again), `abandoned` (not delivered a day after it happened or was
+/// recovered, posted or not: no more tries unless recovered again).
 pub const WEBHOOK_POSTS: &str = "herald_webhook_posts_total";
 /// Receipts stored, by `provider` and `status`.
 pub const RECEIPTS: &str = "herald_receipts_total";

@@ -298,7 +298,12 @@ async fn a_tenants_endpoint_hears_each_change_of_its_own_messages_signed_and_aga
     // Everything posted (events of later receipts may still be on their way a moment).
     all_posted(&admin, &key, &webhook).await?;
     let shown = admin.ok(&key, Method::GET, &webhook, None).await?;
-    assert_eq!(shown["abandoned"], 0, "{shown}");
+    // The endpoint answered again: not failing, nothing held back, nothing given up.
+    assert_eq!(
+        (&shown["abandoned"], &shown["failing_since"]),
+        (&json!(0), &Value::Null),
+        "{shown}"
+    );
     // The refused post's answer is on record, made printable (the endpoint's NUL and escape
     // would have left the outcome unwritable), and the second post delivered it.
     let (failure, attempts, delivered): (Option<String>, i32, bool) = sqlx::query_as(
@@ -580,7 +585,7 @@ async fn a_failing_endpoint_is_probed_not_flooded_and_its_events_go_at_once_when
     // Events a day old still waiting are given up, posted or not (the worker looks every
     // 10 s). Made older, with the webhook (events older than it are a removed one's).
     for statement in [
-        "UPDATE tenant_webhooks SET created_at = now() - interval '26 hours'
+        "UPDATE tenant_webhooks SET created_at = now() - interval '4 days'
          WHERE tenant_id = $1::uuid",
         "UPDATE message_events SET occurred_at = now() - interval '25 hours'
          WHERE id IN (SELECT id FROM message_events WHERE tenant_id = $1::uuid
@@ -717,7 +722,7 @@ async fn a_failing_endpoint_is_probed_not_flooded_and_its_events_go_at_once_when
         (&Value::Null, &json!(2)),
         "{shown}"
     );
-    // Nothing more to recover since then; the older two still can be.
+    // Nothing more to recover since then; the older two still can be, and then go too.
     let again = admin
         .ok(
             &key,
@@ -731,5 +736,26 @@ async fn a_failing_endpoint_is_probed_not_flooded_and_its_events_go_at_once_when
         (&json!(0), &json!(false)),
         "{again}"
     );
+    let older = (chrono::Utc::now() - chrono::TimeDelta::days(4)).to_rfc3339();
+    let again = admin
+        .ok(
+            &key,
+            Method::POST,
+            &recover,
+            Some(json!({ "since": older })),
+        )
+        .await?;
+    assert_eq!(again["recovered"], 2, "{again}");
+    let all = wait_until(Duration::from_secs(15), || async {
+        mended
+            .posts()
+            .iter()
+            .filter_map(|p| p.event().ok().map(|e| e.id))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            == 30
+    })
+    .await;
+    assert!(all.is_ok(), "{:?}", mended.posts());
     Ok(())
 }
