@@ -22,7 +22,8 @@
  *   suppressions .. loadSuppressions() when opened or filtered; addSuppressions(),
  *                   removeSuppression()
  *   webhook ....... loadWebhook() (one tenant's: an operator picks it) when opened;
- *                   setWebhook() (the secret shown once), removeWebhook()
+ *                   setWebhook() (the secret shown once), removeWebhook(),
+ *                   recoverWebhookEvents()
  *   create form ... loadFormOptions(), fillTenants(), fillProviders() (carries()), readForm(),
  *                   submitCampaign() (create, then upload the file), showFormErrors()
  *   formatting .... formatEta(), formatMs(), formatRate(), formatTime(), shortId()
@@ -912,12 +913,15 @@ function showWebhook(w) {
   $('#webhook-state').classList.toggle('failing', Boolean(w.failing_since));
   $('#w-rotate').hidden = !w.url;
   $('#w-remove').hidden = !w.url;
+  $('#w-recover').hidden = !w.url || !num(w.abandoned);
   if (w.url && document.activeElement !== $('#w-new-url') && !$('#w-new-url').value) $('#w-new-url').value = w.url;
 }
 
 // Nothing of a tenant's webhook left on the page (another tenant's or key's comes next).
 function clearWebhook() {
-  for (const dd of document.querySelectorAll('#webhook-state dd')) dd.textContent = '';
+  for (const sel of ['#w-url', '#w-set', '#w-failing', '#w-resume', '#w-waiting', '#w-oldest',
+    '#w-last-failure', '#w-abandoned']) $(sel).textContent = '';
+  $('#w-recover').hidden = true;
   $('#webhook-state').classList.remove('failing');
   $('#webhook-error').hidden = true;
   $('#w-rotate').hidden = true;
@@ -928,7 +932,31 @@ function clearWebhook() {
 }
 
 function webhookBusy(on) {
-  for (const sel of ['#w-save', '#w-rotate', '#w-remove']) $(sel).disabled = on;
+  for (const sel of ['#w-save', '#w-rotate', '#w-remove', '#w-recover']) $(sel).disabled = on;
+}
+
+// Every event given up that is still kept goes again (the API takes 50,000 a request).
+async function recoverWebhookEvents() {
+  const tenant = webhookTenant();
+  if (!tenant || !confirm('Post again every event given up (kept as long as receipts)? They are given up again a day from now if still not delivered.')) return;
+  const current = webhookTurn();
+  webhookBusy(true);
+  let recovered = 0;
+  try {
+    for (let round = 0; round < 100; round++) {
+      const r = await api('POST', `/tenants/${enc(tenant)}/webhook/recover`, { json: { since: '2000-01-01T00:00:00Z' } });
+      if (!current()) return;
+      recovered += num(r.recovered);
+      if (!r.more) break;
+    }
+    setStatus($('#w-status'), `${recovered} ${recovered === 1 ? 'event' : 'events'} given up posted again.`, 'ok');
+  } catch (e) {
+    if (!current()) return;
+    if (e.status !== 401) setStatus($('#w-status'), `Not posted again: ${describe(e)}`, 'warn');
+  } finally {
+    webhookBusy(false);
+  }
+  loadWebhook();
 }
 
 async function setWebhook(rotate) {
@@ -1321,6 +1349,7 @@ function init() {
   $('#w-rotate').addEventListener('click', () => setWebhook(true));
   $('#w-remove').addEventListener('click', removeWebhook);
   $('#w-reload').addEventListener('click', loadWebhook);
+  $('#w-recover').addEventListener('click', recoverWebhookEvents);
   if (typeof Intl.supportedValuesOf === 'function') { // time zone suggestions, offline
     $('#time-zones').append(...Intl.supportedValuesOf('timeZone').map((z) => option(z, '')));
   }

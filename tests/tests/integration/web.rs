@@ -1304,6 +1304,58 @@ async fn the_page_keeps_a_tenants_suppressions_and_shows_its_webhook_failing() -
         })
         .await?;
 
+        // Its events given up once a day old (made so, with the webhook: the worker looks
+        // every 10 s), then posted again from the page.
+        for statement in [
+            "UPDATE tenant_webhooks SET created_at = now() - interval '2 days'
+             WHERE tenant_id = $1::uuid",
+            "UPDATE message_events SET occurred_at = now() - interval '25 hours'
+             WHERE tenant_id = $1::uuid",
+        ] {
+            sqlx::query(statement)
+                .bind(&acme)
+                .execute(&env.pool)
+                .await?;
+        }
+        let given_up = poll(Duration::from_secs(30), "events given up", || async {
+            click(&page, "#w-reload").await?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let shown = text_of(&page, "#w-abandoned").await?.unwrap_or_default();
+            let offered = page
+                .find(Locator::Css("#w-recover"))
+                .await?
+                .is_displayed()
+                .await?;
+            Ok(match shown.parse::<u32>() {
+                Ok(n) if n > 0 && offered => Ok(n),
+                _ => Err(format!("{shown:?}, offered {offered}")),
+            })
+        })
+        .await?;
+        click(&page, "#w-recover").await?;
+        poll(Duration::from_secs(10), "the question", || async {
+            Ok(page.get_alert_text().await.map_err(|e| e.to_string()))
+        })
+        .await?;
+        page.accept_alert().await?;
+        let noun = if given_up == 1 { "event" } else { "events" };
+        wait_text(
+            &page,
+            "#w-status",
+            "the events posted again",
+            Duration::from_secs(10),
+            |said| said.starts_with(&format!("{given_up} {noun} given up posted again")),
+        )
+        .await?;
+        wait_text(
+            &page,
+            "#w-abandoned",
+            "none given up",
+            Duration::from_secs(10),
+            |shown| shown == "0",
+        )
+        .await?;
+
         // Signed out: nothing of acme's webhook is left on the page, its secret least of all.
         click(&page, "#sign-out").await?;
         let left: Value = page
