@@ -63,6 +63,14 @@ impl StatusSink {
             .map(|k| k.posts.clone())
             .unwrap_or_default()
     }
+
+    /// The ids of the events posted so far (each once, however often it was posted).
+    pub fn event_ids(&self) -> std::collections::BTreeSet<uuid::Uuid> {
+        self.posts()
+            .iter()
+            .filter_map(|p| p.event().ok().map(|e| e.id))
+            .collect()
+    }
 }
 
 impl Drop for StatusSink {

@@ -548,11 +548,7 @@ async fn a_failing_endpoint_is_probed_not_flooded_and_its_events_go_at_once_when
     })
     .await;
     assert!(heard.is_ok(), "{:?}", other_sink.posts());
-    let ids: std::collections::BTreeSet<uuid::Uuid> = other_sink
-        .posts()
-        .iter()
-        .filter_map(|p| p.event().ok().map(|e| e.id))
-        .collect();
+    let ids = other_sink.event_ids();
     assert_eq!(ids.len(), 5, "{:?}", other_sink.posts());
 
     // Probed, not flooded: a first round of at most 8 posts, then one at each `resume_at`
@@ -710,11 +706,7 @@ async fn a_failing_endpoint_is_probed_not_flooded_and_its_events_go_at_once_when
         "{moved}"
     );
     all_posted(&admin, &key, &webhook).await?;
-    let delivered: std::collections::BTreeSet<uuid::Uuid> = mended
-        .posts()
-        .iter()
-        .filter_map(|p| p.event().ok().map(|e| e.id))
-        .collect();
+    let delivered = mended.event_ids();
     assert_eq!(delivered.len(), 28, "{:?}", mended.posts());
     let shown = admin.ok(&key, Method::GET, &webhook, None).await?;
     assert_eq!(
@@ -747,13 +739,7 @@ async fn a_failing_endpoint_is_probed_not_flooded_and_its_events_go_at_once_when
         .await?;
     assert_eq!(again["recovered"], 2, "{again}");
     let all = wait_until(Duration::from_secs(15), || async {
-        mended
-            .posts()
-            .iter()
-            .filter_map(|p| p.event().ok().map(|e| e.id))
-            .collect::<std::collections::BTreeSet<_>>()
-            .len()
-            == 30
+        mended.event_ids().len() == 30
     })
     .await;
     assert!(all.is_ok(), "{:?}", mended.posts());
