@@ -1,7 +1,8 @@
 //! Taking receipts in: why a webhook is refused, and the batched, durable store behind the
 //! `2xx`. A provider retries a webhook that is not answered `2xx`, so a receipt is answered
 //! only once it is committed, and every answer is fast: receipts arriving together are
-//! stored (and applied to their recipients) in one statement.
+//! stored (and applied to their recipients) in one statement. Recipients' STOP and START
+//! (Twilio's inbound messages, sent once as its status callbacks are) go the same way.
 
 use crate::fair_queue::{Crowded, FairQueue};
 use axum::Json;
@@ -9,8 +10,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Datelike, Utc};
 use herald_shared::db::within;
-use herald_shared::ops::metrics::{RECEIPTS, RECEIPTS_REFUSED, RECEIPTS_RESULTS};
-use herald_store::receipts::{self, Receipt, Stored};
+use herald_shared::ops::metrics::{CONSENTS, RECEIPTS, RECEIPTS_REFUSED, RECEIPTS_RESULTS};
+use herald_store::receipts::{self, Receipt};
+use herald_store::suppressions::{self, Consent, ConsentsRecorded};
 use serde_json::json;
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -116,7 +118,14 @@ const STORE_WAIT: Duration = Duration::from_secs(10);
 
 /// What became of a statement's receipts: the metric operators watch for receipts that do
 /// not find their messages (parked, later orphaned) and for providers that send copies.
-fn count_results(stored: &Stored) {
+fn count_results(stored: &receipts::Stored) {
+    tracing::debug!(
+        received = stored.received,
+        duplicates = stored.duplicates,
+        parked = stored.parked,
+        applied = stored.applied,
+        "receipts stored"
+    );
     let firsts = stored.received - stored.duplicates;
     for (result, count) in [
         ("matched", firsts - stored.parked),
@@ -159,9 +168,17 @@ const MAX_WAITING: usize = 100 * MAX_BATCH;
 
 type Answer = oneshot::Sender<Result<(), ()>>;
 
-/// Receipts waiting for their statement, and the store task's wake-up.
+/// What a webhook brings to be stored.
+enum Input {
+    Receipt(Receipt),
+    /// A recipient's STOP or START: lost to an outage, a STOP would leave the recipient
+    /// messaged through every other provider, a START refused until the tenant noticed.
+    Consent(Consent),
+}
+
+/// Receipts and consents waiting for their statements, and the store task's wake-up.
 struct Waiting {
-    queue: Mutex<FairQueue<Owner, (Receipt, Answer)>>,
+    queue: Mutex<FairQueue<Owner, (Input, Answer)>>,
     arrived: Notify,
     /// The last statement found the database away (down, restarting, out of reach): the
     /// store task is trying its batch again, and receipts arriving meanwhile are answered
@@ -210,17 +227,38 @@ impl Intake {
                     task.arrived.notified().await;
                     continue;
                 }
-                let (batch, answers): (Vec<Receipt>, Vec<Answer>) = jobs.into_iter().unzip();
+                let (mut receipts, mut consents) = (Vec::new(), Vec::new());
+                let mut answers = (Vec::new(), Vec::new());
+                for (input, answer) in jobs {
+                    match input {
+                        Input::Receipt(receipt) => {
+                            receipts.push(receipt);
+                            answers.0.push(answer);
+                        }
+                        Input::Consent(consent) => {
+                            consents.push(consent);
+                            answers.1.push(answer);
+                        }
+                    }
+                }
                 // While the database is away the batch is kept and tried again, its requests
                 // answered 503 at their deadline meanwhile: a provider that sends a webhook
-                // only once (Twilio's status callbacks) would otherwise lose its receipts to
-                // any outage, a restart or a failover. The receipts waiting stay within the
-                // queue's bounds; past them, webhooks are refused whole.
+                // only once (Twilio's status callbacks and inbound messages) would otherwise
+                // lose them to any outage, a restart or a failover. What waits stays within
+                // the queue's bounds; past them, webhooks are refused whole. Each statement
+                // that passed is not run again (a receipt stored twice is a duplicate).
                 let mut pause = AWAY_PAUSE;
+                let (mut stored, mut recorded) = (None, None);
                 let results = loop {
-                    if let Some(results) = store_batch(&pool, &batch).await {
+                    if stored.is_none() {
+                        stored = store_batch(&pool, &receipts).await;
+                    }
+                    if recorded.is_none() {
+                        recorded = store_batch(&pool, &consents).await;
+                    }
+                    if let (Some(stored), Some(recorded)) = (&mut stored, &mut recorded) {
                         task.away.store(false, Ordering::Relaxed);
-                        break results;
+                        break [std::mem::take(stored), std::mem::take(recorded)];
                     }
                     task.away.store(true, Ordering::Relaxed);
                     let wait = if task.stopping.load(Ordering::Relaxed) {
@@ -234,7 +272,9 @@ impl Intake {
                     }
                     pause = (pause * 2).min(AWAY_PAUSE_MAX);
                 };
-                for (answer, result) in answers.into_iter().zip(results) {
+                let [stored, recorded] = results;
+                let answered = answers.0.into_iter().zip(stored);
+                for (answer, result) in answered.chain(answers.1.into_iter().zip(recorded)) {
                     // The request may have been answered 503 at its deadline meanwhile.
                     let _ = answer.send(result);
                 }
@@ -268,17 +308,45 @@ impl Intake {
             .iter()
             .map(|r| (r.provider_id.to_string(), r.status.to_string()))
             .collect();
-        let (jobs, answers): (Vec<(Receipt, Answer)>, Vec<_>) = receipts
+        let stored = self
+            .take_in(owner, receipts.into_iter().map(Input::Receipt).collect())
+            .await?;
+        for (stored, (provider, status)) in stored.iter().zip(labels) {
+            if *stored {
+                metrics::counter!(RECEIPTS, "provider" => provider, "status" => status)
+                    .increment(1);
+            }
+        }
+        if stored.contains(&false) {
+            return Err(Refusal::Unavailable);
+        }
+        Ok(())
+    }
+
+    /// Records a recipient's STOP or START durably, in the order it came among its owner's:
+    /// kept while the database is away, as a Twilio receipt is (`Err` then, as for one
+    /// that could not be recorded: Twilio does not send an inbound message again, but it
+    /// tries the number's fallback URL, if any, and its log shows the failure).
+    pub async fn record_consent(&self, owner: Owner, consent: Consent) -> Result<(), Refusal> {
+        match self.take_in(owner, vec![Input::Consent(consent)]).await? {
+            recorded if recorded.contains(&false) => Err(Refusal::Unavailable),
+            _ => Ok(()),
+        }
+    }
+
+    /// Queues `inputs` for the store task and waits for them: whether each was stored.
+    async fn take_in(&self, owner: Owner, inputs: Vec<Input>) -> Result<Vec<bool>, Refusal> {
+        let (jobs, answers): (Vec<(Input, Answer)>, Vec<_>) = inputs
             .into_iter()
-            .map(|receipt| {
+            .map(|input| {
                 let (answer, answered) = oneshot::channel();
-                ((receipt, answer), answered)
+                ((input, answer), answered)
             })
             .unzip();
         if self.waiting.lock().push(owner, jobs.into_iter()) == Err(Crowded) {
             tracing::warn!(
                 ?owner,
-                "too many of this owner's receipts waiting; answering 503"
+                "too many of this owner's webhooks waiting; answering 503"
             );
             return Err(Refusal::Crowded);
         }
@@ -290,22 +358,13 @@ impl Intake {
         let Ok(results) =
             tokio::time::timeout(STORE_WAIT, futures::future::join_all(answers)).await
         else {
-            tracing::warn!(waited = ?STORE_WAIT, "receipts not stored in time; answering 503");
+            tracing::warn!(waited = ?STORE_WAIT, "webhooks not stored in time; answering 503");
             return Err(Refusal::Unavailable);
         };
-        let mut refused = false;
-        for (result, (provider, status)) in results.into_iter().zip(labels) {
-            if matches!(result, Ok(Ok(()))) {
-                metrics::counter!(RECEIPTS, "provider" => provider, "status" => status)
-                    .increment(1);
-            } else {
-                refused = true;
-            }
-        }
-        if refused {
-            return Err(Refusal::Unavailable);
-        }
-        Ok(())
+        Ok(results
+            .into_iter()
+            .map(|result| matches!(result, Ok(Ok(()))))
+            .collect())
     }
 }
 
@@ -336,46 +395,71 @@ impl Intake {
 }
 
 impl Waiting {
-    fn lock(&self) -> std::sync::MutexGuard<'_, FairQueue<Owner, (Receipt, Answer)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FairQueue<Owner, (Input, Answer)>> {
         // The queue is left whole by every operation, even one that panicked.
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// Stores one batch: an answer per receipt, or `None` if the database was away (the same
-/// statement may pass later: see `is_transient`).
-async fn store_batch(pool: &PgPool, batch: &[Receipt]) -> Option<Vec<Result<(), ()>>> {
+/// What the store task stores in one statement a batch.
+trait Stored: Sized {
+    type Done;
+    async fn store(pool: &PgPool, batch: &[Self]) -> Result<Self::Done, sqlx::Error>;
+    /// Counts what a statement stored.
+    fn count(batch: &[Self], done: &Self::Done);
+}
+
+impl Stored for Receipt {
+    type Done = receipts::Stored;
+    async fn store(pool: &PgPool, batch: &[Self]) -> Result<Self::Done, sqlx::Error> {
+        receipts::store(pool, batch).await
+    }
+    fn count(_: &[Self], done: &Self::Done) {
+        count_results(done);
+    }
+}
+
+impl Stored for Consent {
+    type Done = ConsentsRecorded;
+    async fn store(pool: &PgPool, batch: &[Self]) -> Result<Self::Done, sqlx::Error> {
+        suppressions::record_consents(pool, batch).await
+    }
+    fn count(batch: &[Self], done: &Self::Done) {
+        count_consents(batch, done);
+    }
+}
+
+/// Stores one batch in one statement: an answer per item, or `None` if the database was
+/// away (the same statement may pass later: see `is_transient`). An empty batch is stored
+/// at once.
+async fn store_batch<T: Stored>(pool: &PgPool, batch: &[T]) -> Option<Vec<Result<(), ()>>> {
+    if batch.is_empty() {
+        return Some(Vec::new());
+    }
     // Bounded: on a connection that leads nowhere (a failover), the one statement would
-    // hold every later receipt for as long as TCP takes to notice.
-    match within(receipts::store(pool, batch)).await {
-        Ok(stored) => {
-            tracing::debug!(
-                received = stored.received,
-                duplicates = stored.duplicates,
-                parked = stored.parked,
-                applied = stored.applied,
-                "receipts stored"
-            );
-            count_results(&stored);
+    // hold every later webhook for as long as TCP takes to notice.
+    match within(T::store(pool, batch)).await {
+        Ok(done) => {
+            T::count(batch, &done);
             Some(vec![Ok(()); batch.len()])
         }
         // A statement PostgreSQL refused for what it holds (not an outage, a restart or a
-        // deadlock, which would fail each receipt alone as well and only take 500
-        // statements to say so): one receipt it cannot take must not fail the others in its
-        // batch, other tenants' among them, so each is stored alone.
+        // deadlock, which would fail each item alone as well and only take 500 statements
+        // to say so): one item it cannot take must not fail the others in its batch, other
+        // tenants' among them, so each is stored alone.
         Err(error)
             if batch.len() > 1
                 && matches!(error, sqlx::Error::Database(_))
                 && !herald_shared::db::is_transient(&error) =>
         {
-            tracing::warn!(%error, count = batch.len(), "a batch of receipts refused; storing them one by one");
+            tracing::warn!(%error, count = batch.len(), "a batch refused; storing its items one by one");
             let mut results = Vec::with_capacity(batch.len());
-            for receipt in batch {
-                let alone = within(receipts::store(pool, std::slice::from_ref(receipt))).await;
+            for item in batch.chunks(1) {
+                let alone = within(T::store(pool, item)).await;
                 match &alone {
-                    Ok(stored) => count_results(stored),
+                    Ok(done) => T::count(item, done),
                     Err(error) => {
-                        tracing::warn!(%error, provider_id = %receipt.provider_id, "cannot store a receipt; answering 503")
+                        tracing::warn!(%error, "cannot store a webhook's item; answering 503")
                     }
                 }
                 results.push(alone.map(drop).map_err(drop));
@@ -383,12 +467,30 @@ async fn store_batch(pool: &PgPool, batch: &[Receipt]) -> Option<Vec<Result<(), 
             Some(results)
         }
         Err(error) if herald_shared::db::is_transient(&error) => {
-            tracing::warn!(%error, count = batch.len(), "cannot store receipts now; keeping them to try again");
+            tracing::warn!(%error, count = batch.len(), "cannot store webhooks now; keeping them to try again");
             None
         }
         Err(error) => {
-            tracing::warn!(%error, count = batch.len(), "cannot store receipts; answering 503");
+            tracing::warn!(%error, count = batch.len(), "cannot store webhooks; answering 503");
             Some(vec![Err(()); batch.len()])
         }
+    }
+}
+
+/// Logs and counts a statement's STOPs and STARTs recorded.
+fn count_consents(batch: &[Consent], recorded: &ConsentsRecorded) {
+    tracing::info!(
+        count = batch.len(),
+        listed = recorded.listed,
+        taken_off = recorded.taken_off,
+        "recipients' STOP or START recorded"
+    );
+    for consent in batch {
+        let said = if consent.opted_out.is_some() {
+            "stop"
+        } else {
+            "start"
+        };
+        metrics::counter!(CONSENTS, "said" => said).increment(1);
     }
 }

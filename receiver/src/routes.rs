@@ -24,7 +24,6 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::{get, post};
-use herald_shared::db::within;
 use herald_shared::ops::metrics::RECEIPTS_RESULTS;
 use herald_shared::provider_config::{ProviderConfig, ReceiptKey};
 use herald_shared::signature;
@@ -210,30 +209,34 @@ async fn record_consent(
         tracing::info!(%provider_id, "an opt-out or opt-in to a shared provider's number; left to the provider's own refusal");
         return Ok(());
     };
-    let sms = herald_shared::domain::Channel::Sms;
-    let changed = match &consent {
+    let (address, opted_out) = match consent {
         twilio::Consent::OptedOut { address, keyword } => {
-            let reason = format!("the recipient replied {keyword}");
-            within(store::suppressions::opted_out(
-                &app.pool, tenant, sms, address, &reason,
-            ))
-            .await
+            (address, Some(format!("the recipient replied {keyword}")))
         }
-        twilio::Consent::OptedIn { address } => {
-            within(store::suppressions::opted_in(
-                &app.pool, tenant, sms, address,
-            ))
-            .await
+        twilio::Consent::OptedIn { address } => (address, None),
+    };
+    // The number itself stays out of the log, as recipients' addresses do.
+    let stop = opted_out.is_some();
+    let consent = store::suppressions::Consent {
+        tenant_id: tenant,
+        channel: herald_shared::domain::Channel::Sms,
+        address,
+        opted_out,
+    };
+    match app
+        .intake
+        .record_consent(Owner::Tenant(tenant), consent)
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(%provider_id, tenant_id = %tenant, stop, "a recipient's STOP or START recorded");
+            Ok(())
+        }
+        Err(refusal) => {
+            tracing::warn!(%provider_id, tenant_id = %tenant, stop, ?refusal, "a recipient's STOP or START not recorded yet (kept if the database is away); answering 503");
+            Err(refusal)
         }
     }
-    .map_err(|error| {
-        tracing::warn!(%provider_id, %error, "cannot record an opt-out or opt-in; answering 503");
-        Refusal::Unavailable
-    })?;
-    // The number itself stays out of the log, as recipients' addresses do.
-    let opted_out = matches!(consent, twilio::Consent::OptedOut { .. });
-    tracing::info!(%provider_id, tenant_id = %tenant, opted_out, changed, "a recipient's STOP or START recorded");
-    Ok(())
 }
 
 async fn whatsapp_verify(

@@ -97,46 +97,70 @@ pub async fn remove(pool: &PgPool, scope: Scope, id: i64) -> Result<bool, sqlx::
     Ok(removed.rows_affected() > 0)
 }
 
-/// The recipient replied STOP (an inbound message the receiver took): `address` goes on
-/// tenant `tenant`'s list for `channel`, unless it is there. Answers whether it was added.
-pub async fn opted_out(
-    pool: &PgPool,
-    tenant: Uuid,
-    channel: Channel,
-    address: &str,
-    reason: &str,
-) -> Result<bool, sqlx::Error> {
-    let added = sqlx::query!(
-        "INSERT INTO suppressions (tenant_id, channel, address, source, reason)
-         VALUES ($1, $2, $3, 'recipient', $4)
-         ON CONFLICT (tenant_id, channel, address) DO NOTHING",
-        tenant,
-        channel.as_str(),
-        address,
-        reason,
-    )
-    .execute(pool)
-    .await?;
-    Ok(added.rows_affected() > 0)
+/// A recipient's word on its consent to one tenant's messages on a channel: an inbound
+/// STOP or START the receiver took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consent {
+    pub tenant_id: Uuid,
+    pub channel: Channel,
+    pub address: String,
+    /// `Some(reason)` for a STOP: the address goes on the list, unless it is there.
+    /// `None` for a START: its entry goes, if the recipient's own word or a provider's
+    /// refusal put it there; one the tenant added (a request made elsewhere) stays, the
+    /// tenant takes it off.
+    pub opted_out: Option<String>,
 }
 
-/// The recipient replied START: its entry on tenant `tenant`'s list for `channel` goes, if
-/// the recipient's own word or a provider's refusal put it there. One the tenant added (a
-/// request made elsewhere) stays: the tenant takes it off. Answers whether one went.
-pub async fn opted_in(
+/// What a batch of consents changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsentsRecorded {
+    pub listed: u64,
+    pub taken_off: u64,
+}
+
+/// Records `consents`, in one statement, as if one after another in their order: the last
+/// of each recipient's decides whether it is listed (a STOP then a START leaves it off, a
+/// START then a STOP on), so a batch of consents kept through an outage ends as the
+/// recipients last said.
+pub async fn record_consents(
     pool: &PgPool,
-    tenant: Uuid,
-    channel: Channel,
-    address: &str,
-) -> Result<bool, sqlx::Error> {
-    let removed = sqlx::query!(
-        "DELETE FROM suppressions
-         WHERE tenant_id = $1 AND channel = $2 AND address = $3 AND source <> 'tenant'",
-        tenant,
-        channel.as_str(),
-        address,
+    consents: &[Consent],
+) -> Result<ConsentsRecorded, sqlx::Error> {
+    let tenants: Vec<Uuid> = consents.iter().map(|c| c.tenant_id).collect();
+    let channels: Vec<&str> = consents.iter().map(|c| c.channel.as_str()).collect();
+    let addresses: Vec<&str> = consents.iter().map(|c| c.address.as_str()).collect();
+    let reasons: Vec<Option<String>> = consents.iter().map(|c| c.opted_out.clone()).collect();
+    let recorded = sqlx::query!(
+        r#"WITH said AS (
+               SELECT DISTINCT ON (tenant_id, channel, address)
+                      tenant_id, channel, address, reason
+               FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[])
+                    WITH ORDINALITY AS c (tenant_id, channel, address, reason, n)
+               ORDER BY tenant_id, channel, address, n DESC
+           ), listed AS (
+               INSERT INTO suppressions (tenant_id, channel, address, source, reason)
+               SELECT tenant_id, channel, address, 'recipient', reason
+               FROM said WHERE reason IS NOT NULL
+               ON CONFLICT (tenant_id, channel, address) DO NOTHING
+               RETURNING 1
+           ), taken_off AS (
+               DELETE FROM suppressions s USING said
+               WHERE said.reason IS NULL AND s.tenant_id = said.tenant_id
+                 AND s.channel = said.channel AND s.address = said.address
+                 AND s.source <> 'tenant'
+               RETURNING 1
+           )
+           SELECT (SELECT count(*) FROM listed) AS "listed!",
+                  (SELECT count(*) FROM taken_off) AS "taken_off!""#,
+        &tenants,
+        &channels as &[&str],
+        &addresses as &[&str],
+        &reasons as &[Option<String>],
     )
-    .execute(pool)
+    .fetch_one(pool)
     .await?;
-    Ok(removed.rows_affected() > 0)
+    Ok(ConsentsRecorded {
+        listed: u64::try_from(recorded.listed).unwrap_or_default(),
+        taken_off: u64::try_from(recorded.taken_off).unwrap_or_default(),
+    })
 }

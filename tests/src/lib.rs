@@ -527,6 +527,21 @@ impl TestEnv {
         .await?)
     }
 
+    /// A Twilio SMS number of `tenant`'s own (a provider it owns) at this test's simulator:
+    /// its recipients' STOP and START, posted as [`twilio_inbound`], change the tenant's
+    /// suppression list.
+    pub async fn tenants_twilio_number(&self, tenant: Uuid) -> Result<Uuid> {
+        let own = self
+            .twilio_provider_at("own", "twilio_sms", &self.simulator_url)
+            .await?;
+        sqlx::query("UPDATE providers SET tenant_id = $1 WHERE id = $2")
+            .bind(tenant)
+            .bind(own)
+            .execute(&self.pool)
+            .await?;
+        Ok(own)
+    }
+
     pub async fn create_provider(&self, provider: &NewProvider) -> Result<Uuid> {
         Ok(catalog::create_provider(&self.pool, provider).await?)
     }
@@ -832,6 +847,19 @@ pub(crate) fn free_port() -> Result<u16> {
 
 /// The sum of metric `name`'s samples in Prometheus text `text` whose labels include every
 /// `name="value"` of `labels`; `None` when no sample matches.
+/// An inbound SMS from `from` saying `body`, as Twilio posts it to a number's "a message
+/// comes in" webhook (sign it with [`TestEnv::post_twilio_form`]).
+pub fn twilio_inbound<'a>(from: &'a str, body: &'a str) -> [(&'a str, &'a str); 6] {
+    [
+        ("MessageSid", "SM00000000000000000000000000000001"),
+        ("SmsStatus", "received"),
+        ("From", from),
+        ("To", "+15005550006"),
+        ("Body", body),
+        ("AccountSid", TWILIO_SID),
+    ]
+}
+
 pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let mut total = None;
     for line in text.lines().filter(|l| !l.starts_with('#')) {

@@ -32,6 +32,9 @@ pub const RECEIPTS_ORPHANED: &str = "herald_receipts_orphaned_total";
 /// Webhooks refused, by `reason` (unsigned, bad_signature, no_provider, malformed,
 /// not_stored).
 pub const RECEIPTS_REFUSED: &str = "herald_receipts_refused_total";
+/// Recipients' STOP and START recorded (inbound messages to a tenant's own Twilio number),
+/// by `said` (stop, start).
+pub const CONSENTS: &str = "herald_consents_total";
 /// Provider requests' duration, by `provider`.
 pub const PROVIDER_REQUEST_DURATION: &str = "herald_provider_request_duration_seconds";
 /// Provider requests in flight in this worker, by `provider`.
@@ -195,6 +198,11 @@ fn describe() {
         RECEIPTS_REFUSED,
         Unit::Count,
         "Receipts refused (bad signature, malformed body)"
+    );
+    describe_counter!(
+        CONSENTS,
+        Unit::Count,
+        "Recipients' STOP and START recorded on their tenant's suppression list, by said (stop, start)"
     );
     describe_histogram!(
         PROVIDER_REQUEST_DURATION,

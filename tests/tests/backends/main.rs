@@ -226,6 +226,84 @@ async fn a_receipt_kept_while_the_database_is_away_is_stored_at_a_stop() -> Resu
     Ok(())
 }
 
+/// Recipients' STOP and START to a tenant's own Twilio number while PostgreSQL is away are
+/// kept, answered 503 (Twilio does not send an inbound message again), and recorded in the
+/// order they came once it is back: a STOP lost to an outage left the recipient messaged
+/// through every other provider, a START lost left it refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stops_and_starts_while_the_database_is_away_are_recorded_in_order_once_back() -> Result<()>
+{
+    let pg = blocking(PrivatePostgres::start).await?;
+    let backends = Backends {
+        postgres: Some(pg.url("postgres")),
+        rabbitmq: None,
+    };
+    let mut env = TestEnv::with(backends, &[]).await?;
+    env.receiver().await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let own = env.tenants_twilio_number(tenant).await?;
+    let receiver = env.receiver_service().context("the receiver")?;
+    env.wait_readiness(receiver, 200, Duration::from_secs(30))
+        .await?;
+    let inbound = async |from: &str, body: &str| {
+        let params = herald_tests::twilio_inbound(from, body);
+        env.post_twilio_form(own, None, herald_tests::TWILIO_TOKEN, &params)
+            .await
+    };
+    // One before, so that the receiver knows the provider (it cannot read it while the
+    // database is away).
+    ensure!(inbound("+15550000001", "START").await? == 200);
+
+    let stopped = Instant::now();
+    tokio::task::block_in_place(|| pg.stop("fast"))?;
+    not_ready_within_5_s(&env, &[receiver], stopped, "database").await?;
+    // A STOP; a STOP then a START; a START then a STOP: applied in another order, or lost,
+    // the list would say otherwise.
+    for (from, body) in [
+        ("+15550000002", "STOP"),
+        ("+15550000003", "STOP"),
+        ("+15550000003", "START"),
+        ("+15550000004", "START"),
+        ("+15550000004", "STOP"),
+    ] {
+        let status = inbound(from, body).await?;
+        ensure!(status == 503, "{body} from {from} while away: {status}");
+    }
+    tokio::task::block_in_place(|| pg.start_again())?;
+    env.wait_readiness(receiver, 200, Duration::from_secs(30))
+        .await?;
+    let listed = || {
+        sqlx::query_scalar::<_, String>(
+            "SELECT address FROM suppressions WHERE tenant_id = $1 ORDER BY address",
+        )
+        .bind(tenant)
+        .fetch_all(&env.pool)
+    };
+    let recorded = herald_tests::wait_until(Duration::from_secs(20), || async {
+        listed().await.is_ok_and(|list| !list.is_empty())
+    })
+    .await;
+    ensure!(
+        recorded.is_ok(),
+        "nothing recorded; the receiver's log:\n{}",
+        receiver.log_text()
+    );
+    ensure!(
+        listed().await? == ["+15550000002", "+15550000004"],
+        "{:?}",
+        listed().await?
+    );
+    let metrics = env.scrape(receiver).await?;
+    let said =
+        |word| herald_tests::metric_sum(&metrics, "herald_consents_total", &[("said", word)]);
+    ensure!(
+        (said("stop"), said("start")) == (Some(3.0), Some(3.0)),
+        "{:?}",
+        (said("stop"), said("start"))
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_over_tls_is_verified_against_the_ca_file() -> Result<()> {
     let certs = Arc::new(blocking(Certificates::generate).await?);

@@ -324,26 +324,10 @@ async fn a_recipients_stop_and_start_to_a_tenants_twilio_number_change_its_list(
     env.receiver().await?;
     let admin = env.admin().await?;
     let tenant = env.tenant("acme", 1).await?;
-    let own = env
-        .twilio_provider_at("own", "twilio_sms", &env.simulator_url)
-        .await?;
-    sqlx::query("UPDATE providers SET tenant_id = $1 WHERE id = $2")
-        .bind(tenant)
-        .bind(own)
-        .execute(&env.pool)
-        .await?;
+    let own = env.tenants_twilio_number(tenant).await?;
     let shared = env.twilio_provider("twilio_sms").await?;
     let token = herald_tests::TWILIO_TOKEN;
-    let inbound = |from: &'static str, body: &'static str| {
-        [
-            ("MessageSid", "SM00000000000000000000000000000001"),
-            ("SmsStatus", "received"),
-            ("From", from),
-            ("To", "+15005550006"),
-            ("Body", body),
-            ("AccountSid", herald_tests::TWILIO_SID),
-        ]
-    };
+    let inbound = herald_tests::twilio_inbound;
 
     // A STOP to the tenant's own number: on its list for SMS, the recipient's own word.
     let status = env
