@@ -9,6 +9,7 @@
 //! - [`validate`]: single-value checks (E.164, names, times); [`endpoints`]: where tenants'
 //!   providers may point.
 //! - [`request_deadline`]: every request but an upload answered in bounded time.
+//! - [`idempotency`]: a create sent again with its key answers what the first one made.
 //! - [`web`]: the page.
 
 pub mod api;
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod config;
 pub mod endpoints;
 pub mod error;
+pub mod idempotency;
 pub mod limits;
 pub mod phone;
 pub mod request_deadline;

@@ -36,8 +36,8 @@ pub enum ApiError {
     /// never came whole: whether it was carried out cannot be told here.
     #[error(
         "no answer from the admin server at {url} to the {method} ({reason}); it may have been \
-         carried out: look (list or show) before repeating it (a message sent with \
-         --idempotency-key is safe to send again)"
+         carried out: look (list or show) before repeating it (a message sent or a campaign \
+         created with --idempotency-key is safe to send again)"
     )]
     NoAnswer {
         url: String,
@@ -311,11 +311,17 @@ impl Client {
 
     // --- campaigns ---
 
+    /// Creates a draft; the same `idempotency_key` again returns the first campaign.
     pub async fn create_campaign(
         &self,
         campaign: &NewCampaign,
+        idempotency_key: Option<&str>,
     ) -> Result<Reply<Campaign>, ApiError> {
-        self.post(&["campaigns"], campaign).await
+        let mut request = self.http.post(self.url(&["campaigns"], &[])).json(campaign);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        self.send(request, Some(REQUEST_TIMEOUT)).await
     }
 
     pub async fn list_campaigns(

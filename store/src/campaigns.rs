@@ -462,16 +462,23 @@ pub struct NewCampaignRow<'a> {
     pub quiet: Option<(chrono::NaiveTime, chrono::NaiveTime)>,
     pub time_zone: &'a str,
     pub segment_id: Option<Uuid>,
+    /// The client's idempotency key and its request's hash ([`held_key`]).
+    pub idempotency: Option<(&'a str, &'a [u8])>,
 }
 
-/// Creates a draft campaign; returns its id. A name already taken is the unique
-/// constraint's error.
+/// The unique index a second campaign under a key held refuses with: the first request's
+/// campaign is then the answer.
+pub const IDEMPOTENCY_INDEX: &str = "campaigns_idempotency";
+
+/// Creates a draft campaign; returns its id. A key held already is [`IDEMPOTENCY_INDEX`]'s
+/// error.
 pub async fn create(pool: &PgPool, c: &NewCampaignRow<'_>) -> Result<Uuid, sqlx::Error> {
     sqlx::query_scalar!(
         "INSERT INTO campaigns (tenant_id, provider_id, name, channel, template, batch_size, weight,
                                 start_at, expires_at, quiet_start, quiet_end, time_zone, segment_id,
-                                overflow_provider_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+                                overflow_provider_id, idempotency_key, request_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+         RETURNING id",
         c.tenant_id,
         c.provider_id,
         c.name,
@@ -486,9 +493,37 @@ pub async fn create(pool: &PgPool, c: &NewCampaignRow<'_>) -> Result<Uuid, sqlx:
         c.time_zone,
         c.segment_id,
         c.overflow_provider_id,
+        c.idempotency.map(|(key, _)| key),
+        c.idempotency.map(|(_, hash)| hash),
     )
     .fetch_one(pool)
     .await
+}
+
+/// The campaign tenant `tenant` created under idempotency key `key` in the last 24 hours,
+/// with its request's hash. A key is held that long, as a message's is: a use of it older
+/// than that is released here, so that the key may make a new campaign.
+pub async fn held_key(
+    pool: &PgPool,
+    tenant: Uuid,
+    key: &str,
+) -> Result<Option<(Uuid, Vec<u8>)>, sqlx::Error> {
+    let held = sqlx::query!(
+        // One snapshot: the release and the read see the same rows.
+        r#"WITH released AS (
+               UPDATE campaigns SET idempotency_key = NULL, request_hash = NULL
+               WHERE tenant_id = $1 AND idempotency_key = $2
+                 AND created_at <= now() - interval '24 hours'
+           )
+           SELECT id, request_hash AS "request_hash!" FROM campaigns
+           WHERE tenant_id = $1 AND idempotency_key = $2
+             AND created_at > now() - interval '24 hours'"#,
+        tenant,
+        key,
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(held.map(|row| (row.id, row.request_hash)))
 }
 
 /// What starting a campaign checks, read with the campaign locked until the transaction ends.

@@ -10,11 +10,13 @@ use super::page::{self, Page};
 use super::{JsonBody, OptionalJsonBody};
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError, from_constraint};
+use crate::idempotency;
 use crate::state::AppState;
 use crate::{limits, validate};
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Datelike, NaiveTime, Utc};
 use herald_shared::domain::CampaignStatus;
 use herald_shared::template;
@@ -252,7 +254,7 @@ async fn fetch_one(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Campaign, Ap
     campaigns.pop().ok_or(ApiError::NotFound("campaign"))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCampaign {
     /// Operators only (required for them); ignored for tenant keys.
@@ -296,14 +298,27 @@ fn one() -> i32 {
 }
 
 #[utoipa::path(post, path = "/campaigns", tag = "campaigns", request_body = NewCampaign,
-    responses((status = 201, body = Campaign), (status = 422, body = crate::error::ErrorBody)))]
+    params(("Idempotency-Key" = Option<String>, Header, description = "Seen with this tenant's create in the last 24 hours: that request's campaign is answered (as it is now) and no other is made; with another request: 422.")),
+    responses((status = 201, body = Campaign,
+                headers(("Idempotent-Replayed" = String, description = "`true` when the key was seen before"))),
+              (status = 422, body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<NewCampaign>,
-) -> Result<(StatusCode, Json<Campaign>), ApiError> {
+) -> Result<Response, ApiError> {
+    let key = idempotency::from_header(&headers)?;
     let tenant = caller.owning_tenant(body.tenant_id)?;
     let pool = &state.pool;
+    let hash = idempotency::request_hash(tenant, &body);
+    // A replay answers the first request's campaign, checked then, whatever today's checks
+    // would say (its provider since retired, say).
+    if let Some(key) = &key
+        && let Some(campaign) = replay(pool, caller, tenant, key, &hash).await?
+    {
+        return Ok(campaign);
+    }
     let tenant_zone = store::tenants::time_zone(pool, tenant).await?;
     let Some(tenant_zone) = tenant_zone else {
         return Err(ApiError::field("tenant_id", "no such tenant"));
@@ -412,15 +427,62 @@ pub async fn create(
         quiet,
         time_zone: &zone,
         segment_id: body.segment_id,
+        idempotency: key.as_deref().map(|key| (key, hash.as_slice())),
     };
-    let id = store::campaigns::create(pool, &row)
-        .await
-        .map_err(|e| from_constraint(e, "campaign"))?;
+    let id = match store::campaigns::create(pool, &row).await {
+        Ok(id) => id,
+        // The same key's first request committed since this one looked: its campaign.
+        Err(sqlx::Error::Database(db))
+            if db.constraint() == Some(store::campaigns::IDEMPOTENCY_INDEX) =>
+        {
+            let replayed = match &key {
+                Some(key) => replay(pool, caller, tenant, key, &hash).await?,
+                None => None,
+            };
+            return replayed.ok_or_else(|| {
+                ApiError::Conflict(
+                    "the idempotency key was released as this request came: send it again".into(),
+                )
+            });
+        }
+        Err(error) => return Err(from_constraint(error, "campaign")),
+    };
     tracing::info!(campaign_id = %id, tenant_id = %tenant, "campaign created");
     Ok((
         StatusCode::CREATED,
         Json(fetch_one(pool, caller.scope(), id).await?),
-    ))
+    )
+        .into_response())
+}
+
+/// The answer to a create under idempotency key `key` that tenant `tenant` used in the last
+/// 24 hours: its campaign, marked replayed, if the request is the same (`hash`); refused
+/// naming the key if it is another. `None` if the key is not held.
+async fn replay(
+    pool: &PgPool,
+    caller: Caller,
+    tenant: Uuid,
+    key: &str,
+    hash: &[u8],
+) -> Result<Option<Response>, ApiError> {
+    let Some((id, held_hash)) = store::campaigns::held_key(pool, tenant, key).await? else {
+        return Ok(None);
+    };
+    if held_hash != hash {
+        return Err(ApiError::field(
+            "Idempotency-Key",
+            "was used in the last 24 hours with another request",
+        ));
+    }
+    let mut response = (
+        StatusCode::CREATED,
+        Json(fetch_one(pool, caller.scope(), id).await?),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(idempotency::REPLAYED, HeaderValue::from_static("true"));
+    Ok(Some(response))
 }
 
 /// A daily quiet window's opening and closing times, or what is wrong with them, by field.

@@ -22,6 +22,7 @@ use super::campaigns::QuietHours;
 use super::page::{self, Page};
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
+use crate::idempotency::{self, valid_key};
 use crate::state::AppState;
 use crate::{limits, phone, validate};
 use axum::Json;
@@ -43,8 +44,6 @@ use uuid::Uuid;
 
 /// Most messages one batch request may carry.
 pub const MAX_BATCH: usize = 1_000;
-/// Longest idempotency key accepted.
-const MAX_KEY_LEN: usize = 255;
 
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -185,25 +184,15 @@ pub async fn send(
     headers: HeaderMap,
     JsonBody(mut body): JsonBody<NewMessage>,
 ) -> Result<Response, ApiError> {
-    if let Some(header) = headers.get("idempotency-key") {
-        let key = header
-            .to_str()
-            .ok()
-            .filter(|key| valid_key(key))
-            .ok_or_else(|| {
-                ApiError::field(
-                    "Idempotency-Key",
-                    format!("must be 1 to {MAX_KEY_LEN} printable ASCII characters"),
-                )
-            })?;
+    if let Some(key) = idempotency::from_header(&headers)? {
         match &body.idempotency_key {
-            Some(given) if given != key => {
+            Some(given) if *given != key => {
                 return Err(ApiError::field(
                     "idempotency_key",
                     "differs from the Idempotency-Key header",
                 ));
             }
-            _ => body.idempotency_key = Some(key.to_owned()),
+            _ => body.idempotency_key = Some(key),
         }
     }
     let (mut messages, replayed) = accept(&state.pool, caller, vec![body], "").await?;
@@ -212,7 +201,7 @@ pub async fn send(
     if replayed {
         response
             .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            .insert(idempotency::REPLAYED, HeaderValue::from_static("true"));
     }
     Ok(response)
 }
@@ -225,14 +214,6 @@ fn blank_variable(template: &str, variables: &Map<String, Value>) -> Option<Stri
         .find(|name| variables.get(name).is_some_and(template::is_blank))
 }
 
-/// An idempotency key as the API takes it, from the body or the header: 1 to
-/// [`MAX_KEY_LEN`] printable ASCII characters.
-fn valid_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= MAX_KEY_LEN
-        && key.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
-}
-
 #[utoipa::path(post, path = "/messages/batch", tag = "messages", request_body = NewMessages,
     responses((status = 202, description = "All committed", body = AcceptedMessages),
               (status = 429, description = "The tenant has `max_queued_messages` waiting, or sent `max_messages_per_day` today; `Retry-After` says when to try again", body = crate::error::ErrorBody)))]
@@ -243,7 +224,7 @@ pub async fn send_batch(
     JsonBody(body): JsonBody<NewMessages>,
 ) -> Result<(StatusCode, Json<AcceptedMessages>), ApiError> {
     // Ignored, it would let a retried batch send twice.
-    if headers.contains_key("idempotency-key") {
+    if headers.contains_key(idempotency::HEADER) {
         return Err(ApiError::field(
             "Idempotency-Key",
             "a batch takes each message's own idempotency_key instead",
@@ -612,10 +593,7 @@ async fn check(
     if let Some(key) = &item.idempotency_key
         && !valid_key(key)
     {
-        problems.push((
-            "idempotency_key",
-            format!("must be 1 to {MAX_KEY_LEN} printable ASCII characters"),
-        ));
+        problems.push(("idempotency_key", idempotency::KEY_RULE.to_owned()));
     }
     let mut quiet = None;
     let mut zone = tenant_zone;

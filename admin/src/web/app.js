@@ -61,7 +61,7 @@ const state = {
   listTimer: 0, listBusy: false, listAgain: false, listFailing: false, actionsDone: 0,
   detailId: null, shownId: null, detailGen: 0, detailTimer: 0, detailErrors: '',
   detailBusy: false, detailAgain: false, detailFailed: null, sendOnly: false,
-  tenants: [], providers: [], providersError: '', retryDraft: null, noticeTimer: 0,
+  tenants: [], providers: [], providersError: '', retryDraft: null, createKey: null, noticeTimer: 0,
   campaignPages: newPager(), recipientPages: newPager(), recipientsShown: '',
   contactPages: newPager(), contactsGen: 0, typing: new Map(),
   messagePages: newPager(), messagesGen: 0,
@@ -120,10 +120,11 @@ class ApiError extends Error {
   }
 }
 
-// api('GET', '/campaigns'); api('POST', path, {json}) or api('POST', path, {body, type}).
-async function api(method, path, { json, body, type } = {}) {
+// api('GET', '/campaigns'); api('POST', path, {json}) or api('POST', path, {body, type});
+// `headers` adds to the request's own.
+async function api(method, path, { json, body, type, headers: extra = {} } = {}) {
   const gen = state.session;
-  const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY_STORAGE) || ''}` };
+  const headers = { ...extra, Authorization: `Bearer ${sessionStorage.getItem(KEY_STORAGE) || ''}` };
   if (json !== undefined) { body = JSON.stringify(json); type = 'application/json'; }
   if (type) headers['Content-Type'] = type;
   let res;
@@ -182,6 +183,7 @@ function signOut(message) {
   closeDetail();
   state.rows.clear();
   state.retryDraft = null;
+  state.createKey = null;
   // The next key may see other tenants: its lists start unfiltered, on their first page.
   for (const sel of ['#f-status', '#f-tenant', '#f-name', '#k-tenant', '#k-address', '#m-state',
     '#s-tenant', '#s-channel', '#s-address', '#w-new-url', '#sa-addresses', '#sa-reason']) $(sel).value = '';
@@ -1199,7 +1201,14 @@ async function submitCampaign(ev) {
       campaign = retry.campaign; // the upload was rejected: send the new file to that draft
     } else {
       setFormStatus('Creating the campaign…');
-      campaign = await api('POST', '/campaigns', { json: body });
+      // The same form sent again after a create whose answer was lost (a network error, a
+      // 503) goes under the same key: the draft that create may have made is answered, no
+      // second one is made.
+      const key = state.createKey && state.createKey.bodyJson === bodyJson
+        ? state.createKey.key : idempotencyKey();
+      state.createKey = { bodyJson, key };
+      campaign = await api('POST', '/campaigns', { json: body, headers: { 'Idempotency-Key': key } });
+      state.createKey = null;
       state.retryDraft = null;
       refreshCampaigns();
     }
@@ -1228,6 +1237,13 @@ async function submitCampaign(ev) {
   } finally {
     $('#c-submit').disabled = false;
   }
+}
+
+// 128 random bits in hex (crypto.randomUUID needs a secure context, which a page served
+// over plain HTTP beyond localhost is not).
+function idempotencyKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
 function setFormStatus(text, kind = 'info') {

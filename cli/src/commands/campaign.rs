@@ -8,7 +8,7 @@ use clap::{Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use uuid::Uuid;
 
-use super::{CliError, Ctx, PageArgs, open_upload, show_pages};
+use super::{CliError, Ctx, PageArgs, open_upload, parse_idempotency_key, show_pages};
 use crate::client::{Filters, Reply};
 use crate::model::{NewCampaign, Progress, QuietHours};
 use crate::output;
@@ -150,6 +150,10 @@ Then: `herald campaign upload ID FILE` (unless --segment) and `herald campaign s
         /// Take the audience from this segment's contacts at start
         #[arg(long, value_name = "ID")]
         segment: Option<Uuid>,
+        /// Creating again with the same key (within 24 h) makes no second campaign and shows
+        /// the first (safe to repeat after a lost answer)
+        #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
+        idempotency_key: Option<String>,
     },
     /// List campaigns, newest first
     #[command(after_help = "Examples:
@@ -283,6 +287,7 @@ pub async fn run(ctx: &Ctx, command: CampaignCommand) -> Result<(), CliError> {
             quiet_hours,
             time_zone,
             segment,
+            idempotency_key,
         } => {
             let body = NewCampaign {
                 tenant_id: tenant,
@@ -298,7 +303,10 @@ pub async fn run(ctx: &Ctx, command: CampaignCommand) -> Result<(), CliError> {
                 quiet_hours: quiet_hours.map(|w| quiet_hours_body(w, time_zone)),
                 segment_id: segment,
             };
-            let reply = ctx.client.create_campaign(&body).await?;
+            let reply = ctx
+                .client
+                .create_campaign(&body, idempotency_key.as_deref())
+                .await?;
             ctx.show(&reply, output::campaign)
         }
         CampaignCommand::List {

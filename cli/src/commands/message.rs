@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::campaign::{
     Channel, QuietWindow, RecipientState, parse_quiet_hours, parse_time, quiet_hours_body,
 };
-use super::{CliError, Ctx, PageArgs, show_pages};
+use super::{CliError, Ctx, PageArgs, parse_idempotency_key, show_pages};
 use crate::client::Filters;
 use crate::model::NewMessage;
 use crate::output;
@@ -88,16 +88,6 @@ pub enum MessageCommand {
         #[command(flatten)]
         page: PageArgs,
     },
-}
-
-/// `--idempotency-key`: sent as a header, so printable ASCII (the admin's rule) rather
-/// than a request that cannot be built, reported as an unreachable server.
-fn parse_idempotency_key(text: &str) -> Result<String, String> {
-    if !text.is_empty() && text.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
-        Ok(text.to_owned())
-    } else {
-        Err("expected printable ASCII".to_owned())
-    }
 }
 
 fn parse_var(text: &str) -> Result<(String, String), String> {

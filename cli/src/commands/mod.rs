@@ -70,6 +70,16 @@ impl Ctx {
 
 /// Writes to stdout without `println!`'s panic when the reader has gone (`| head`).
 /// What tenants wrote is shown, never run by the terminal (`output::terminal_safe`).
+/// `--idempotency-key`: sent as a header, so printable ASCII (the admin's rule) rather
+/// than a request that cannot be built, reported as an unreachable server.
+pub fn parse_idempotency_key(text: &str) -> Result<String, String> {
+    if !text.is_empty() && text.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+        Ok(text.to_owned())
+    } else {
+        Err("expected printable ASCII".to_owned())
+    }
+}
+
 pub fn write_stdout(text: &str) -> Result<(), CliError> {
     let mut out = io::stdout().lock();
     out.write_all(output::terminal_safe(text).as_bytes())?;

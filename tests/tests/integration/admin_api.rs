@@ -2062,3 +2062,153 @@ async fn a_contact_is_deleted_by_its_tenant_and_no_segment_picks_it_any_more() -
     assert_eq!(again.1["inserted"], 1, "{again:?}");
     Ok(())
 }
+
+/// A create sent again under its `Idempotency-Key` (its answer lost, say) answers the
+/// campaign the first one made, marked replayed, and makes no second draft: sent again at
+/// once, or by several at the same moment, by an operator naming the tenant or by the
+/// tenant's own key. The key with another request is refused naming it; another tenant's
+/// use of the same key is its own; a key is held 24 hours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_created_again_under_its_idempotency_key_is_the_first_one() -> Result<()> {
+    let w = world().await?;
+    let admin = &w.admin;
+    let create =
+        async |api_key: &str, idempotency: &str, body: &Value| -> Result<(u16, bool, Value)> {
+            let response = admin
+                .http
+                .post(format!("{}/api/v1/campaigns", admin.url))
+                .bearer_auth(api_key)
+                .header("Idempotency-Key", idempotency)
+                .json(body)
+                .send()
+                .await?;
+            let status = response.status().as_u16();
+            let replayed = response
+                .headers()
+                .get("idempotent-replayed")
+                .is_some_and(|v| v == "true");
+            Ok((status, replayed, response.json().await?))
+        };
+    let body = json!({"name": "spring", "provider_id": w.provider_a, "channel": "sms",
+                      "template": "Hi {{first_name}}"});
+    let count = async |tenant: &str| -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM campaigns WHERE tenant_id = $1::uuid AND kind = 'campaign'",
+        )
+        .bind(tenant)
+        .fetch_one(&w.env.pool)
+        .await?)
+    };
+
+    let (status, replayed, first) = create(&w.key_a, "spring-1", &body).await?;
+    assert_eq!((status, replayed), (201, false), "{first}");
+    let (status, replayed, again) = create(&w.key_a, "spring-1", &body).await?;
+    assert_eq!((status, replayed), (201, true), "{again}");
+    assert_eq!(again["id"], first["id"]);
+    // The operator's request names the tenant: the same request.
+    let mut named = body.clone();
+    named["tenant_id"] = json!(w.tenant_a);
+    let (status, replayed, by_operator) = create(&admin.operator_key, "spring-1", &named).await?;
+    assert_eq!((status, replayed), (201, true), "{by_operator}");
+    assert_eq!(by_operator["id"], first["id"]);
+    assert_eq!(count(&w.tenant_a).await?, 1);
+
+    // Another request under the key: refused, naming it, nothing made.
+    let mut other = body.clone();
+    other["name"] = json!("autumn");
+    let (status, _, refused) = create(&w.key_a, "spring-1", &other).await?;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(field_errors(&refused), vec!["Idempotency-Key"]);
+    let (status, _, refused) = create(&w.key_a, &"k".repeat(256), &body).await?;
+    assert_eq!(
+        (status, field_errors(&refused)),
+        (422, vec!["Idempotency-Key".to_owned()])
+    );
+    assert_eq!(count(&w.tenant_a).await?, 1);
+
+    // Sent by several at once under a new key: one campaign, every answer naming it. They
+    // are held at their first look for the key until all have come, so that none sees
+    // another's campaign there and each tries to make its own.
+    let mut hold = w.env.pool.begin().await?;
+    sqlx::query("LOCK TABLE campaigns IN SHARE MODE")
+        .execute(&mut *hold)
+        .await?;
+    let release = async {
+        herald_tests::wait_until(std::time::Duration::from_secs(10), || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'
+                   AND query LIKE '%idempotency_key%'",
+            )
+            .fetch_one(&w.env.pool)
+            .await
+            .is_ok_and(|n| n == 4)
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("the creates did not all wait for the key"))?;
+        hold.rollback().await?;
+        Ok::<_, anyhow::Error>(())
+    };
+    let (answers, released) = tokio::join!(
+        // The operator's: a tenant's requests take turns, a few at a time.
+        futures::future::join_all((0..4).map(|_| create(&admin.operator_key, "spring-2", &named))),
+        release
+    );
+    released?;
+    let mut ids = std::collections::HashSet::new();
+    let mut made = 0;
+    for answer in answers {
+        let (status, replayed, campaign) = answer?;
+        assert_eq!(status, 201, "{campaign}");
+        made += usize::from(!replayed);
+        ids.insert(campaign["id"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!((ids.len(), made), (1, 1), "{ids:?}");
+    assert_eq!(count(&w.tenant_a).await?, 2);
+
+    // Tenant B's key "spring-1" is its own.
+    let provider_b = admin
+        .ok(
+            &w.key_b,
+            POST,
+            "/providers",
+            Some(
+                json!({"name": "b's", "endpoint": format!("{}/v1/messages", w.env.simulator_url)}),
+            ),
+        )
+        .await?;
+    let mut b_body = body.clone();
+    b_body["provider_id"] = provider_b["id"].clone();
+    let (status, replayed, b_campaign) = create(&w.key_b, "spring-1", &b_body).await?;
+    assert_eq!((status, replayed), (201, false), "{b_campaign}");
+    assert_ne!(b_campaign["id"], first["id"]);
+
+    // A day later the key is free again: a new campaign.
+    sqlx::query(
+        "UPDATE campaigns SET created_at = now() - interval '25 hours' WHERE id = $1::uuid",
+    )
+    .bind(first["id"].as_str())
+    .execute(&w.env.pool)
+    .await?;
+    let (status, replayed, later) = create(&w.key_a, "spring-1", &other).await?;
+    assert_eq!((status, replayed), (201, false), "{later}");
+    assert_ne!(later["id"], first["id"]);
+    assert_eq!(count(&w.tenant_a).await?, 3);
+
+    // An upload sent again adds nobody twice.
+    let path = format!(
+        "/campaigns/{}/recipients",
+        first["id"].as_str().unwrap_or_default()
+    );
+    let csv = "address,first_name\n+15550000001,Ann\n+15550000002,Bob\n".to_owned();
+    let mut inserted = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = admin
+            .upload(&w.key_a, &path, "text/csv", csv.clone())
+            .await?;
+        assert_eq!(status, 200, "{body}");
+        inserted.push((body["inserted"].clone(), body["duplicates"].clone()));
+    }
+    assert_eq!(inserted, [(json!(2), json!(0)), (json!(0), json!(2))]);
+    Ok(())
+}

@@ -96,24 +96,26 @@ async fn a_script_drives_a_campaign_and_failures_exit_non_zero() -> Result<()> {
         ),
         (Some(1000), Some(1000))
     );
-    let campaign = cli.json(
-        &key,
-        &[
-            "campaign",
-            "create",
-            "spring",
-            "--provider",
-            &id(&provider),
-            "--channel",
-            "sms",
-            "--template",
-            "Hi {{first_name}}",
-            "--quiet-hours",
-            "21:00-07:00",
-        ],
-    )?;
+    let create = [
+        "campaign",
+        "create",
+        "spring",
+        "--provider",
+        &id(&provider),
+        "--channel",
+        "sms",
+        "--template",
+        "Hi {{first_name}}",
+        "--quiet-hours",
+        "21:00-07:00",
+        "--idempotency-key",
+        "spring-1",
+    ];
+    let campaign = cli.json(&key, &create)?;
     let campaign_id = id(&campaign);
     assert_eq!(campaign["quiet_hours"]["time_zone"], "Europe/Paris");
+    // Created again under its key (after a lost answer, say): the same draft, no other.
+    assert_eq!(id(&cli.json(&key, &create)?), campaign_id);
 
     let dir = std::env::temp_dir().join(format!("herald-cli-{}", env.name));
     std::fs::create_dir_all(&dir)?;
