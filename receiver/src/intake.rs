@@ -21,8 +21,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
-/// Why a webhook is not taken. Nothing is stored for any of these, but for receipts kept
-/// while the database is away ([`Refusal::Unavailable`]).
+/// Why a webhook is not taken. Nothing is stored for any of these, but for receipts and
+/// consents kept while the database is away ([`Refusal::Unavailable`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// 401: no signature.
@@ -36,10 +36,10 @@ pub enum Refusal {
     /// 413: larger than any webhook of the provider's API (read before any signature is
     /// checked: not noted as the provider's refusal).
     TooLarge(&'static str),
-    /// 503: the receipt could not be stored (yet: one that came while the database was
-    /// away is kept and stored once it is back); the provider will retry.
+    /// 503: the webhook could not be stored (yet: one that came while the database was
+    /// away is kept and stored once it is back); the provider may retry.
     Unavailable,
-    /// 503: its owner has too many receipts waiting to be stored (see
+    /// 503: its owner has too many webhooks waiting to be stored (see
     /// [`MAX_WAITING_PER_OWNER`]); nothing of the request was stored.
     Crowded,
 }
@@ -63,12 +63,12 @@ impl IntoResponse for Refusal {
             Refusal::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_stored",
-                "cannot store receipts now; retry later".to_owned(),
+                "cannot store webhooks now; retry later".to_owned(),
             ),
             Refusal::Crowded => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "crowded",
-                "too many of this owner's receipts are waiting to be stored; retry later"
+                "too many of this owner's webhooks are waiting to be stored; retry later"
                     .to_owned(),
             ),
         };
@@ -138,12 +138,16 @@ fn count_results(stored: &receipts::Stored) {
     }
 }
 
-/// Whose receipts share a turn of the store: a tenant's providers together (a tenant could
-/// otherwise take a turn per provider it creates), or one operator's provider.
+/// Whose webhooks share a turn of the store: a tenant's providers' receipts together (a
+/// tenant could otherwise take a turn per provider it creates), one operator's provider's,
+/// or a tenant's recipients' STOP and START (kept apart from its receipts: a campaign's
+/// callbacks kept through a long outage must not fill the bound that its recipients'
+/// STOPs, never sent again either, need).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Owner {
     Tenant(Uuid),
     Operator(Uuid),
+    Consents(Uuid),
 }
 
 impl Owner {
@@ -184,7 +188,7 @@ struct Waiting {
     /// store task is trying its batch again, and receipts arriving meanwhile are answered
     /// 503 at once, kept for it only if their provider does not send them again (Twilio).
     away: AtomicBool,
-    /// Receipts of the batch the store task is storing (taken from the queue).
+    /// Receipts and consents of the batch the store task is storing (taken from the queue).
     storing: AtomicUsize,
     /// The receiver is stopping ([`Intake::drain`]): a batch the database was away for is
     /// tried again at once, then every [`AWAY_PAUSE`], not after a pause grown long.
@@ -203,8 +207,8 @@ pub struct Intake {
 }
 
 impl Intake {
-    /// Starts the store task: one statement at a time, each taking up to [`MAX_BATCH`]
-    /// receipts shared out among the owners with receipts waiting.
+    /// Starts the store task: one batch at a time, each taking up to [`MAX_BATCH`] receipts
+    /// and consents shared out among the owners with some waiting.
     pub fn start(pool: PgPool) -> Self {
         let waiting = Arc::new(Waiting {
             queue: Mutex::new(FairQueue::new(MAX_WAITING_PER_OWNER, MAX_WAITING)),
@@ -227,39 +231,24 @@ impl Intake {
                     task.arrived.notified().await;
                     continue;
                 }
-                let (mut receipts, mut consents) = (Vec::new(), Vec::new());
-                let mut answers = (Vec::new(), Vec::new());
+                let mut receipts = Pending::default();
+                let mut consents = Pending::default();
                 for (input, answer) in jobs {
                     match input {
-                        Input::Receipt(receipt) => {
-                            receipts.push(receipt);
-                            answers.0.push(answer);
-                        }
-                        Input::Consent(consent) => {
-                            consents.push(consent);
-                            answers.1.push(answer);
-                        }
+                        Input::Receipt(receipt) => receipts.push(receipt, answer),
+                        Input::Consent(consent) => consents.push(consent, answer),
                     }
                 }
                 // While the database is away the batch is kept and tried again, its requests
                 // answered 503 at their deadline meanwhile: a provider that sends a webhook
                 // only once (Twilio's status callbacks and inbound messages) would otherwise
                 // lose them to any outage, a restart or a failover. What waits stays within
-                // the queue's bounds; past them, webhooks are refused whole. Each statement
-                // that passed is not run again (a receipt stored twice is a duplicate).
+                // the queue's bounds; past them, webhooks are refused whole. Each part is
+                // answered once stored, and not stored again (a receipt stored twice is a
+                // duplicate); the second is not tried while the first finds the database
+                // away.
                 let mut pause = AWAY_PAUSE;
-                let (mut stored, mut recorded) = (None, None);
-                let results = loop {
-                    if stored.is_none() {
-                        stored = store_batch(&pool, &receipts).await;
-                    }
-                    if recorded.is_none() {
-                        recorded = store_batch(&pool, &consents).await;
-                    }
-                    if let (Some(stored), Some(recorded)) = (&mut stored, &mut recorded) {
-                        task.away.store(false, Ordering::Relaxed);
-                        break [std::mem::take(stored), std::mem::take(recorded)];
-                    }
+                while !(receipts.store(&pool).await && consents.store(&pool).await) {
                     task.away.store(true, Ordering::Relaxed);
                     let wait = if task.stopping.load(Ordering::Relaxed) {
                         AWAY_PAUSE
@@ -271,13 +260,8 @@ impl Intake {
                         () = task.hurry.notified() => {}
                     }
                     pause = (pause * 2).min(AWAY_PAUSE_MAX);
-                };
-                let [stored, recorded] = results;
-                let answered = answers.0.into_iter().zip(stored);
-                for (answer, result) in answered.chain(answers.1.into_iter().zip(recorded)) {
-                    // The request may have been answered 503 at its deadline meanwhile.
-                    let _ = answer.send(result);
                 }
+                task.away.store(false, Ordering::Relaxed);
                 task.storing.store(0, Ordering::Relaxed);
             }
         });
@@ -429,9 +413,49 @@ impl Stored for Consent {
     }
 }
 
+/// Items of one kind taken for a statement, and their requests' answers until sent.
+struct Pending<T> {
+    items: Vec<T>,
+    answers: Option<Vec<Answer>>,
+}
+
+impl<T> Default for Pending<T> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            answers: Some(Vec::new()),
+        }
+    }
+}
+
+impl<T: Stored> Pending<T> {
+    fn push(&mut self, item: T, answer: Answer) {
+        self.items.push(item);
+        self.answers.get_or_insert_default().push(answer);
+    }
+
+    /// Stores the items and answers their requests, unless done already: `false` if the
+    /// database was away (tried again later).
+    async fn store(&mut self, pool: &PgPool) -> bool {
+        let Some(answers) = self.answers.take() else {
+            return true;
+        };
+        let Some(results) = store_batch(pool, &self.items).await else {
+            self.answers = Some(answers);
+            return false;
+        };
+        for (answer, result) in answers.into_iter().zip(results) {
+            // The request may have been answered 503 at its deadline meanwhile.
+            let _ = answer.send(result);
+        }
+        true
+    }
+}
+
 /// Stores one batch in one statement: an answer per item, or `None` if the database was
-/// away (the same statement may pass later: see `is_transient`). An empty batch is stored
-/// at once.
+/// away (the same statement may pass later: see `is_transient`), then or while storing
+/// the items one by one (each may be stored again then: a receipt as a duplicate, a
+/// consent to no effect). An empty batch is stored at once.
 async fn store_batch<T: Stored>(pool: &PgPool, batch: &[T]) -> Option<Vec<Result<(), ()>>> {
     if batch.is_empty() {
         return Some(Vec::new());
@@ -458,6 +482,10 @@ async fn store_batch<T: Stored>(pool: &PgPool, batch: &[T]) -> Option<Vec<Result
                 let alone = within(T::store(pool, item)).await;
                 match &alone {
                     Ok(done) => T::count(item, done),
+                    Err(error) if herald_shared::db::is_transient(error) => {
+                        tracing::warn!(%error, count = batch.len(), "cannot store webhooks now; keeping them to try again");
+                        return None;
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "cannot store a webhook's item; answering 503")
                     }
@@ -479,7 +507,7 @@ async fn store_batch<T: Stored>(pool: &PgPool, batch: &[T]) -> Option<Vec<Result
 
 /// Logs and counts a statement's STOPs and STARTs recorded.
 fn count_consents(batch: &[Consent], recorded: &ConsentsRecorded) {
-    tracing::info!(
+    tracing::debug!(
         count = batch.len(),
         listed = recorded.listed,
         taken_off = recorded.taken_off,

@@ -120,7 +120,7 @@ pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Resul
     if left > 0 {
         tracing::error!(
             left,
-            "receipts not stored before the stop: the database stayed away"
+            "receipts or recipients' STOP and START not stored before the stop: the database stayed away"
         );
     }
     // Its last write, of what the last requests refused.

@@ -222,10 +222,11 @@ async fn record_consent(
         channel: herald_shared::domain::Channel::Sms,
         address,
         opted_out,
+        said_at: chrono::Utc::now(),
     };
     match app
         .intake
-        .record_consent(Owner::Tenant(tenant), consent)
+        .record_consent(Owner::Consents(tenant), consent)
         .await
     {
         Ok(()) => {
@@ -233,7 +234,7 @@ async fn record_consent(
             Ok(())
         }
         Err(refusal) => {
-            tracing::warn!(%provider_id, tenant_id = %tenant, stop, ?refusal, "a recipient's STOP or START not recorded yet (kept if the database is away); answering 503");
+            tracing::warn!(%provider_id, tenant_id = %tenant, stop, ?refusal, "a recipient's STOP or START not recorded now; answering 503");
             Err(refusal)
         }
     }

@@ -109,6 +109,8 @@ pub struct Consent {
     /// refusal put it there; one the tenant added (a request made elsewhere) stays, the
     /// tenant takes it off.
     pub opted_out: Option<String>,
+    /// When the receiver took it: of two words of one recipient, the later one holds.
+    pub said_at: DateTime<Utc>,
 }
 
 /// What a batch of consents changed.
@@ -118,10 +120,12 @@ pub struct ConsentsRecorded {
     pub taken_off: u64,
 }
 
-/// Records `consents`, in one statement, as if one after another in their order: the last
-/// of each recipient's decides whether it is listed (a STOP then a START leaves it off, a
-/// START then a STOP on), so a batch of consents kept through an outage ends as the
-/// recipients last said.
+/// Records `consents` in one statement: of each recipient's, the latest (by `said_at`)
+/// holds, and only if it is later than the word recorded before (the `consents`
+/// migration says why), so words arriving out of order, or twice, end as the recipient
+/// last said. Whether the address is listed comes out as if each word were applied in
+/// turn; an entry already there when a STOP holds stays as it was (its source, reason
+/// and date), even after an earlier START of the same batch.
 pub async fn record_consents(
     pool: &PgPool,
     consents: &[Consent],
@@ -130,24 +134,40 @@ pub async fn record_consents(
     let channels: Vec<&str> = consents.iter().map(|c| c.channel.as_str()).collect();
     let addresses: Vec<&str> = consents.iter().map(|c| c.address.as_str()).collect();
     let reasons: Vec<Option<String>> = consents.iter().map(|c| c.opted_out.clone()).collect();
+    let said_at: Vec<DateTime<Utc>> = consents.iter().map(|c| c.said_at).collect();
     let recorded = sqlx::query!(
+        // Rows are written and locked in key order, as the worker's refusals are, so that
+        // two statements never wait for each other.
         r#"WITH said AS (
                SELECT DISTINCT ON (tenant_id, channel, address)
-                      tenant_id, channel, address, reason
-               FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[])
-                    WITH ORDINALITY AS c (tenant_id, channel, address, reason, n)
-               ORDER BY tenant_id, channel, address, n DESC
+                      tenant_id, channel, address, reason, said_at
+               FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+                    WITH ORDINALITY AS c (tenant_id, channel, address, reason, said_at, n)
+               ORDER BY tenant_id, channel, address, said_at DESC, n DESC
+           ), newest AS (
+               INSERT INTO consents (tenant_id, channel, address, said_at, opted_out)
+               SELECT tenant_id, channel, address, said_at, reason IS NOT NULL FROM said
+               ORDER BY tenant_id, channel, address
+               ON CONFLICT (tenant_id, channel, address) DO UPDATE
+                   SET said_at = excluded.said_at, opted_out = excluded.opted_out
+                   WHERE consents.said_at < excluded.said_at
+               RETURNING tenant_id, channel, address
+           ), holds AS (
+               SELECT said.* FROM said JOIN newest USING (tenant_id, channel, address)
            ), listed AS (
                INSERT INTO suppressions (tenant_id, channel, address, source, reason)
                SELECT tenant_id, channel, address, 'recipient', reason
-               FROM said WHERE reason IS NOT NULL
+               FROM holds WHERE reason IS NOT NULL
+               ORDER BY tenant_id, channel, address
                ON CONFLICT (tenant_id, channel, address) DO NOTHING
                RETURNING 1
+           ), going AS (
+               SELECT s.id FROM suppressions s JOIN holds h USING (tenant_id, channel, address)
+               WHERE h.reason IS NULL AND s.source <> 'tenant'
+               ORDER BY s.tenant_id, s.channel, s.address
+               FOR UPDATE OF s
            ), taken_off AS (
-               DELETE FROM suppressions s USING said
-               WHERE said.reason IS NULL AND s.tenant_id = said.tenant_id
-                 AND s.channel = said.channel AND s.address = said.address
-                 AND s.source <> 'tenant'
+               DELETE FROM suppressions WHERE id IN (SELECT id FROM going)
                RETURNING 1
            )
            SELECT (SELECT count(*) FROM listed) AS "listed!",
@@ -156,6 +176,7 @@ pub async fn record_consents(
         &channels as &[&str],
         &addresses as &[&str],
         &reasons as &[Option<String>],
+        &said_at,
     )
     .fetch_one(pool)
     .await?;

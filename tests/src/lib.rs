@@ -845,8 +845,6 @@ pub(crate) fn free_port() -> Result<u16> {
     anyhow::bail!("no free port between 10000 and 32000")
 }
 
-/// The sum of metric `name`'s samples in Prometheus text `text` whose labels include every
-/// `name="value"` of `labels`; `None` when no sample matches.
 /// An inbound SMS from `from` saying `body`, as Twilio posts it to a number's "a message
 /// comes in" webhook (sign it with [`TestEnv::post_twilio_form`]).
 pub fn twilio_inbound<'a>(from: &'a str, body: &'a str) -> [(&'a str, &'a str); 6] {
@@ -860,6 +858,8 @@ pub fn twilio_inbound<'a>(from: &'a str, body: &'a str) -> [(&'a str, &'a str); 
     ]
 }
 
+/// The sum of metric `name`'s samples in Prometheus text `text` whose labels include every
+/// `name="value"` of `labels`; `None` when no sample matches.
 pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let mut total = None;
     for line in text.lines().filter(|l| !l.starts_with('#')) {

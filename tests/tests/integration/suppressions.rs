@@ -401,3 +401,64 @@ async fn a_recipients_stop_and_start_to_a_tenants_twilio_number_change_its_list(
     );
     Ok(())
 }
+
+/// Recipients' words arrive out of order (kept through an outage by two receivers, or a
+/// statement committed after a later one) or twice: the latest said holds, whatever came
+/// last, and a word older than the one recorded changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipients_latest_word_holds_whatever_order_its_words_arrive_in() -> Result<()> {
+    use herald_shared::domain::Channel;
+    use herald_store::suppressions::{Consent, record_consents};
+    let env = TestEnv::new(&[]).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let at = |seconds: i64| chrono::Utc::now() - chrono::Duration::seconds(100 - seconds);
+    let word = |address: &str, stop: bool, seconds: i64| Consent {
+        tenant_id: tenant,
+        channel: Channel::Sms,
+        address: address.to_owned(),
+        opted_out: stop.then(|| "the recipient replied STOP".to_owned()),
+        said_at: at(seconds),
+    };
+    let listed = async || -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT address FROM suppressions WHERE tenant_id = $1 ORDER BY address",
+        )
+        .bind(tenant)
+        .fetch_all(&env.pool)
+        .await?)
+    };
+    let (a, b, c) = ("+15550000001", "+15550000002", "+15550000003");
+
+    // A's START (at 20 s) arrives before its earlier STOP (at 10 s): not listed. B's STOP
+    // then START come in one batch the other way round: the START (later) holds.
+    let recorded = record_consents(&env.pool, &[word(a, false, 20), word(b, false, 30)]).await?;
+    assert_eq!((recorded.listed, recorded.taken_off), (0, 0));
+    let recorded = record_consents(&env.pool, &[word(a, true, 10)]).await?;
+    assert_eq!(recorded.listed, 0, "an older STOP listed the address");
+    let recorded = record_consents(&env.pool, &[word(b, false, 30), word(b, true, 25)]).await?;
+    assert_eq!(recorded.listed, 0);
+    assert!(listed().await?.is_empty());
+
+    // A later STOP holds, and again is nothing new; C's STOP, START and STOP in one batch,
+    // out of order: the last said (a STOP) holds.
+    let recorded = record_consents(
+        &env.pool,
+        &[
+            word(a, true, 40),
+            word(c, true, 60),
+            word(c, true, 40),
+            word(c, false, 50),
+        ],
+    )
+    .await?;
+    assert_eq!(recorded.listed, 2);
+    let recorded = record_consents(&env.pool, &[word(a, true, 40)]).await?;
+    assert_eq!(recorded.listed, 0);
+    assert_eq!(listed().await?, [a, c]);
+    // A's START later takes it off; its STOP sent again from before changes nothing.
+    let recorded = record_consents(&env.pool, &[word(a, false, 70)]).await?;
+    assert_eq!(recorded.taken_off, 1);
+    record_consents(&env.pool, &[word(a, true, 40)]).await?;
+    assert_eq!(listed().await?, [c]);
+    Ok(())
+}
