@@ -45,15 +45,19 @@ pub fn from_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         .transpose()
 }
 
-/// What makes two creates of `tenant`'s the same request: its body as it came, whoever
-/// named the tenant (an operator's `tenant_id`, or a tenant's own key).
+/// What makes two creates of `tenant`'s the same request: its body as read (defaults
+/// filled in), whoever named the tenant (an operator's `tenant_id`, or a tenant's own key).
+/// Fields left out (`null`) are not part of it, so that a field added to the body later
+/// does not make a retry across the upgrade another request. (serde_json's maps are
+/// sorted by key: the same body always serializes alike.)
 pub fn request_hash(tenant: Uuid, body: &impl Serialize) -> Vec<u8> {
-    // Serializing plain data cannot fail.
-    let mut body = serde_json::to_value(body).unwrap_or_default();
-    if let Some(fields) = body.as_object_mut() {
-        fields.insert("tenant_id".into(), serde_json::json!(tenant));
-    }
-    Sha256::digest(body.to_string()).to_vec()
+    let Ok(serde_json::Value::Object(mut fields)) = serde_json::to_value(body) else {
+        // Plain data always serializes; were it ever not to, the request matches no other.
+        return Uuid::new_v4().as_bytes().to_vec();
+    };
+    fields.retain(|_, value| !value.is_null());
+    fields.insert("tenant_id".into(), serde_json::json!(tenant));
+    Sha256::digest(serde_json::Value::Object(fields).to_string()).to_vec()
 }
 
 #[cfg(test)]
@@ -78,6 +82,11 @@ mod tests {
         let named = json!({"tenant_id": tenant, "name": "spring"});
         let unnamed = json!({"tenant_id": null, "name": "spring"});
         assert_eq!(request_hash(tenant, &named), request_hash(tenant, &unnamed));
+        // A field the body did not have before, left out.
+        assert_eq!(
+            request_hash(tenant, &json!({"name": "spring", "added_later": null})),
+            request_hash(tenant, &unnamed)
+        );
         assert_ne!(
             request_hash(tenant, &named),
             request_hash(tenant, &json!({"tenant_id": tenant, "name": "autumn"}))

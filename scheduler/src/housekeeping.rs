@@ -168,6 +168,11 @@ pub async fn run(
                 }
                 Err(error) => tracing::warn!(%error, "cannot delete removed webhooks' events now"),
             }
+            match within(store::campaigns::release_keys(&pool, 10_000)).await {
+                Ok(0) => {}
+                Ok(released) => tracing::debug!(released, "campaigns' idempotency keys released"),
+                Err(error) => tracing::warn!(%error, "cannot release old idempotency keys now"),
+            }
             match within(store::messages::retire_idle_streams(&pool)).await {
                 Ok(0) => {}
                 Ok(retired) => tracing::debug!(retired, "idle message streams ended"),

@@ -2,12 +2,15 @@
 
 - The run never revokes or rotates the key it runs with: a request that would is pointed at
   a spare key instead (revoking its own key would turn the rest of the run into 401s).
+- A campaign's Idempotency-Key that the schema allows is made unique: a short key drawn
+  twice with two bodies is refused (422), as documented, which a valid request must not be.
 - The stateful phase follows ids from one answer into the next request's path; a null one (a
   shared provider's `tenant_id`) would be sent as `/tenants/None`. It is sent as an id that
   names nothing instead: the document promises a 404 for that, and a 400 for what is sent.
 """
 
 import os
+import uuid
 
 import schemathesis
 
@@ -44,3 +47,13 @@ def before_call(context, case, **kwargs):
             params[name] = NOTHING
     if case.path.startswith("/keys/") and params.get("id") in OWN_KEYS:
         params["id"] = SPARE_KEY
+    headers = case.headers or {}
+    key = headers.get("Idempotency-Key")
+    if (
+        case.method.upper() == "POST"
+        and case.path == "/campaigns"
+        and isinstance(key, str)
+        and 1 <= len(key) <= 255
+        and all(" " <= c <= "~" for c in key)
+    ):
+        headers["Idempotency-Key"] = f"{key[:200]}-{uuid.uuid4()}"

@@ -466,19 +466,19 @@ pub struct NewCampaignRow<'a> {
     pub idempotency: Option<(&'a str, &'a [u8])>,
 }
 
-/// The unique index a second campaign under a key held refuses with: the first request's
+/// The constraint a second campaign under a key held is refused by: the first request's
 /// campaign is then the answer.
-pub const IDEMPOTENCY_INDEX: &str = "campaigns_idempotency";
+pub const IDEMPOTENCY_KEY: &str = "campaign_idempotency_pkey";
 
-/// Creates a draft campaign; returns its id. A key held already is [`IDEMPOTENCY_INDEX`]'s
-/// error.
+/// Creates a draft campaign, with its idempotency key if it has one; returns its id. A key
+/// held already is [`IDEMPOTENCY_KEY`]'s error, and nothing is made.
 pub async fn create(pool: &PgPool, c: &NewCampaignRow<'_>) -> Result<Uuid, sqlx::Error> {
-    sqlx::query_scalar!(
+    let mut tx = pool.begin().await?;
+    let id = sqlx::query_scalar!(
         "INSERT INTO campaigns (tenant_id, provider_id, name, channel, template, batch_size, weight,
                                 start_at, expires_at, quiet_start, quiet_end, time_zone, segment_id,
-                                overflow_provider_id, idempotency_key, request_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-         RETURNING id",
+                                overflow_provider_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
         c.tenant_id,
         c.provider_id,
         c.name,
@@ -493,37 +493,63 @@ pub async fn create(pool: &PgPool, c: &NewCampaignRow<'_>) -> Result<Uuid, sqlx:
         c.time_zone,
         c.segment_id,
         c.overflow_provider_id,
-        c.idempotency.map(|(key, _)| key),
-        c.idempotency.map(|(_, hash)| hash),
     )
-    .fetch_one(pool)
-    .await
+    .fetch_one(&mut *tx)
+    .await?;
+    if let Some((key, hash)) = c.idempotency {
+        sqlx::query!(
+            "INSERT INTO campaign_idempotency (tenant_id, key, campaign_id, request_hash)
+             VALUES ($1, $2, $3, $4)",
+            c.tenant_id,
+            key,
+            id,
+            hash,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(id)
 }
 
 /// The campaign tenant `tenant` created under idempotency key `key` in the last 24 hours,
-/// with its request's hash. A key is held that long, as a message's is: a use of it older
-/// than that is released here, so that the key may make a new campaign.
+/// with its request's hash. A key is held that long (not, as a message's, for as long as
+/// its message waits: a create sent again makes only a draft), and a use of it older than
+/// that is released here, so that the key may make a new campaign before the
+/// housekeeping ([`release_keys`]) comes to it.
 pub async fn held_key(
     pool: &PgPool,
     tenant: Uuid,
     key: &str,
 ) -> Result<Option<(Uuid, Vec<u8>)>, sqlx::Error> {
     let held = sqlx::query!(
-        // One snapshot: the release and the read see the same rows.
-        r#"WITH released AS (
-               UPDATE campaigns SET idempotency_key = NULL, request_hash = NULL
-               WHERE tenant_id = $1 AND idempotency_key = $2
-                 AND created_at <= now() - interval '24 hours'
-           )
-           SELECT id, request_hash AS "request_hash!" FROM campaigns
-           WHERE tenant_id = $1 AND idempotency_key = $2
-             AND created_at > now() - interval '24 hours'"#,
+        // One round trip: the release and the read never match the same row.
+        "WITH released AS (
+             DELETE FROM campaign_idempotency
+             WHERE tenant_id = $1 AND key = $2 AND created_at <= now() - interval '24 hours'
+         )
+         SELECT campaign_id, request_hash FROM campaign_idempotency
+         WHERE tenant_id = $1 AND key = $2 AND created_at > now() - interval '24 hours'",
         tenant,
         key,
     )
     .fetch_optional(pool)
     .await?;
-    Ok(held.map(|row| (row.id, row.request_hash)))
+    Ok(held.map(|row| (row.campaign_id, row.request_hash)))
+}
+
+/// Releases up to `batch` idempotency keys past their 24 hours; answers how many.
+pub async fn release_keys(pool: &PgPool, batch: i64) -> Result<u64, sqlx::Error> {
+    let released = sqlx::query!(
+        "DELETE FROM campaign_idempotency WHERE (tenant_id, key) IN (
+             SELECT tenant_id, key FROM campaign_idempotency
+             WHERE created_at <= now() - interval '24 hours'
+             ORDER BY created_at LIMIT $1)",
+        batch,
+    )
+    .execute(pool)
+    .await?;
+    Ok(released.rows_affected())
 }
 
 /// What starting a campaign checks, read with the campaign locked until the transaction ends.

@@ -298,9 +298,11 @@ fn one() -> i32 {
 }
 
 #[utoipa::path(post, path = "/campaigns", tag = "campaigns", request_body = NewCampaign,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Seen with this tenant's create in the last 24 hours: that request's campaign is answered (as it is now) and no other is made; with another request: 422.")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[ -~]+$",
+            description = "Seen with this tenant's create in the last 24 hours: that request's campaign is answered (as it is now) and no other is made; with another request: 422.")),
     responses((status = 201, body = Campaign,
                 headers(("Idempotent-Replayed" = String, description = "`true` when the key was seen before"))),
+              (status = 409, description = "The key's day ended as this request came: send it again", body = crate::error::ErrorBody),
               (status = 422, body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -433,7 +435,7 @@ pub async fn create(
         Ok(id) => id,
         // The same key's first request committed since this one looked: its campaign.
         Err(sqlx::Error::Database(db))
-            if db.constraint() == Some(store::campaigns::IDEMPOTENCY_INDEX) =>
+            if db.constraint() == Some(store::campaigns::IDEMPOTENCY_KEY) =>
         {
             let replayed = match &key {
                 Some(key) => replay(pool, caller, tenant, key, &hash).await?,

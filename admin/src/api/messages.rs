@@ -174,7 +174,7 @@ impl Checked {
 }
 
 #[utoipa::path(post, path = "/messages", tag = "messages", request_body = NewMessage,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Seen in the last 24 hours, or later while its message is not finished: the first request's message is returned and nothing is sent again; with another request: 422.")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[ -~]+$", description = "Seen in the last 24 hours, or later while its message is not finished: the first request's message is returned and nothing is sent again; with another request: 422.")),
     responses((status = 202, description = "Committed; sent as soon as its lane has room", body = Message,
                 headers(("Idempotent-Replayed" = String, description = "`true` when the key was seen before"))),
               (status = 429, description = "The tenant has `max_queued_messages` waiting, or sent `max_messages_per_day` today; `Retry-After` says when to try again", body = crate::error::ErrorBody)))]

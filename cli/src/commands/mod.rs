@@ -68,8 +68,6 @@ impl Ctx {
     }
 }
 
-/// Writes to stdout without `println!`'s panic when the reader has gone (`| head`).
-/// What tenants wrote is shown, never run by the terminal (`output::terminal_safe`).
 /// `--idempotency-key`: sent as a header, so printable ASCII (the admin's rule) rather
 /// than a request that cannot be built, reported as an unreachable server.
 pub fn parse_idempotency_key(text: &str) -> Result<String, String> {
@@ -80,6 +78,8 @@ pub fn parse_idempotency_key(text: &str) -> Result<String, String> {
     }
 }
 
+/// Writes to stdout without `println!`'s panic when the reader has gone (`| head`).
+/// What tenants wrote is shown, never run by the terminal (`output::terminal_safe`).
 pub fn write_stdout(text: &str) -> Result<(), CliError> {
     let mut out = io::stdout().lock();
     out.write_all(output::terminal_safe(text).as_bytes())?;

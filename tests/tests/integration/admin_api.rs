@@ -2130,7 +2130,7 @@ async fn a_campaign_created_again_under_its_idempotency_key_is_the_first_one() -
     // are held at their first look for the key until all have come, so that none sees
     // another's campaign there and each tries to make its own.
     let mut hold = w.env.pool.begin().await?;
-    sqlx::query("LOCK TABLE campaigns IN SHARE MODE")
+    sqlx::query("LOCK TABLE campaign_idempotency IN SHARE MODE")
         .execute(&mut *hold)
         .await?;
     let release = async {
@@ -2138,7 +2138,7 @@ async fn a_campaign_created_again_under_its_idempotency_key_is_the_first_one() -
             sqlx::query_scalar::<_, i64>(
                 "SELECT count(*) FROM pg_stat_activity
                  WHERE datname = current_database() AND wait_event_type = 'Lock'
-                   AND query LIKE '%idempotency_key%'",
+                   AND query LIKE '%FROM campaign_idempotency%'",
             )
             .fetch_one(&w.env.pool)
             .await
@@ -2184,16 +2184,27 @@ async fn a_campaign_created_again_under_its_idempotency_key_is_the_first_one() -
     assert_ne!(b_campaign["id"], first["id"]);
 
     // A day later the key is free again: a new campaign.
-    sqlx::query(
-        "UPDATE campaigns SET created_at = now() - interval '25 hours' WHERE id = $1::uuid",
-    )
-    .bind(first["id"].as_str())
-    .execute(&w.env.pool)
-    .await?;
+    let a_day_ago = |key: &'static str| {
+        sqlx::query(
+            "UPDATE campaign_idempotency SET created_at = now() - interval '25 hours'
+             WHERE key = $1 AND tenant_id = $2::uuid",
+        )
+        .bind(key)
+        .bind(&w.tenant_a)
+        .execute(&w.env.pool)
+    };
+    a_day_ago("spring-1").await?;
     let (status, replayed, later) = create(&w.key_a, "spring-1", &other).await?;
     assert_eq!((status, replayed), (201, false), "{later}");
     assert_ne!(later["id"], first["id"]);
     assert_eq!(count(&w.tenant_a).await?, 3);
+    // The leader's housekeeping releases keys past their day (spring-2 here; spring-1 was
+    // released above, and taken again).
+    a_day_ago("spring-2").await?;
+    assert_eq!(
+        herald_store::campaigns::release_keys(&w.env.pool, 100).await?,
+        1
+    );
 
     // An upload sent again adds nobody twice.
     let path = format!(
