@@ -227,6 +227,15 @@ impl Client {
             .await
     }
 
+    /// Queues a `webhook.test` event for the tenant's webhook.
+    pub async fn test_webhook(&self, tenant: Uuid) -> Result<Reply<Value>, ApiError> {
+        self.post(
+            &["tenants", &tenant.to_string(), "webhook", "test"],
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
     pub async fn remove_webhook(&self, tenant: Uuid) -> Result<Reply<Value>, ApiError> {
         self.delete(&["tenants", &tenant.to_string(), "webhook"])
             .await

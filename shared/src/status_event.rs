@@ -6,8 +6,22 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// The `type` of every event so far.
+/// The `type` of a message's change ([`StatusEvent`]).
 pub const MESSAGE_STATUS: &str = "message.status";
+/// The `type` of a test event ([`TestEvent`]), posted when the tenant asks for one.
+pub const WEBHOOK_TEST: &str = "webhook.test";
+
+/// A test event: signed and posted as status events are, so that a tenant can check its
+/// endpoint (reached, the signature checked, answered `2xx`) before any message changes.
+/// An endpoint should take events of a `type` it does not know and leave them be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestEvent {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub occurred_at: DateTime<Utc>,
+    pub tenant_id: Uuid,
+}
 
 /// One change of one message. Events are posted at least once (a post whose answer was lost
 /// is posted again: the same `id`), and not necessarily in the order they happened: an

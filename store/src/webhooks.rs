@@ -191,8 +191,10 @@ pub struct DueEvent {
     pub id: i64,
     /// The event's id in its posts.
     pub public_id: Uuid,
+    /// `message.status`, or `webhook.test` (which names no message).
+    pub kind: String,
     pub tenant_id: Uuid,
-    pub message_id: Uuid,
+    pub message_id: Option<Uuid>,
     pub state: String,
     pub delivery_status: Option<String>,
     pub last_error: Option<String>,
@@ -286,7 +288,8 @@ pub async fn take_due(
                    public_id = coalesce(e.public_id, gen_random_uuid())
                FROM taken, tenant_webhooks w
                WHERE e.id = taken.id AND w.tenant_id = e.tenant_id
-               RETURNING e.id, e.public_id, e.tenant_id, e.message_id, e.state, e.delivery_status,
+               RETURNING e.id, e.public_id, e.kind, e.tenant_id, e.message_id, e.state,
+                         e.delivery_status,
                          e.last_error, e.delivery_error, e.provider_message_id, e.occurred_at,
                          coalesce(e.recovered_at, e.occurred_at) AS aged_from,
                          e.attempts - e.retry_base AS tries,
@@ -308,7 +311,8 @@ pub async fn take_due(
                                        AND l.failing_since IS NOT NULL
                                      FOR UPDATE SKIP LOCKED)
            )
-           SELECT id AS "id!", public_id AS "public_id!", tenant_id AS "tenant_id!", message_id AS "message_id!",
+           SELECT id AS "id!", public_id AS "public_id!", kind AS "kind!", tenant_id AS "tenant_id!",
+                  message_id,
                   state AS "state!", delivery_status, last_error, delivery_error,
                   provider_message_id, occurred_at AS "occurred_at!", aged_from AS "aged_from!",
                   attempts AS "attempts!", tries AS "tries!",
@@ -569,6 +573,23 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Erro
             return Ok(pruned);
         }
     }
+}
+
+/// Queues a test event for tenant `tenant`'s webhook, posted as its status events are;
+/// answers the event's id and time, or `None` if the tenant has no webhook.
+pub async fn send_test(
+    pool: &PgPool,
+    tenant: Uuid,
+) -> Result<Option<(Uuid, DateTime<Utc>)>, sqlx::Error> {
+    let queued = sqlx::query!(
+        r#"INSERT INTO message_events (tenant_id, kind, state)
+           SELECT tenant_id, 'webhook.test', 'test' FROM tenant_webhooks WHERE tenant_id = $1
+           RETURNING public_id AS "public_id!", occurred_at"#,
+        tenant,
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(queued.map(|row| (row.public_id, row.occurred_at)))
 }
 
 /// The tenants with a webhook (for resealing their secrets).

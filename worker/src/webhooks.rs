@@ -27,7 +27,7 @@ use herald_shared::db::within;
 use herald_shared::ops::metrics as metrics_names;
 use herald_shared::sealed::Keyring;
 use herald_shared::signature;
-use herald_shared::status_event::{self, MessageStatus, StatusEvent};
+use herald_shared::status_event::{self, MessageStatus, StatusEvent, TestEvent};
 use herald_store::webhooks::{self, DueEvent, Endpoint, Settlement};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -128,7 +128,8 @@ pub async fn run(
                 *per_tenant.entry(tenant).or_default() += 1;
                 let (egress, keyring) = (egress.clone(), keyring.clone());
                 let span = tracing::info_span!("status_event", tenant_id = %tenant,
-                    message_id = %event.message_id, event_id = %event.public_id, attempt = event.attempts);
+                    message_id = event.message_id.map(tracing::field::display),
+                    kind = %event.kind, event_id = %event.public_id, attempt = event.attempts);
                 let task = posts
                     .spawn(async move { post(&egress, &keyring, event).await }.instrument(span));
                 tenants.insert(task.id(), tenant);
@@ -239,12 +240,24 @@ fn finished(
 
 /// The body of `event`'s post.
 pub fn body(event: &DueEvent) -> Vec<u8> {
+    let Some(message_id) = event
+        .message_id
+        .filter(|_| event.kind != status_event::WEBHOOK_TEST)
+    else {
+        let payload = TestEvent {
+            id: event.public_id,
+            kind: status_event::WEBHOOK_TEST.to_owned(),
+            occurred_at: event.occurred_at,
+            tenant_id: event.tenant_id,
+        };
+        return serde_json::to_vec(&payload).unwrap_or_default();
+    };
     let payload = StatusEvent {
         id: event.public_id,
         kind: status_event::MESSAGE_STATUS.to_owned(),
         occurred_at: event.occurred_at,
         message: MessageStatus {
-            id: event.message_id,
+            id: message_id,
             tenant_id: event.tenant_id,
             state: event.state.clone(),
             delivery_status: event.delivery_status.clone(),

@@ -247,6 +247,7 @@ pub fn router() -> Router<AppState> {
                 .delete(webhooks::remove),
         )
         .route("/tenants/{id}/webhook/recover", post(webhooks::recover))
+        .route("/tenants/{id}/webhook/test", post(webhooks::test))
         .route("/keys", get(keys::list))
         .route("/keys/{id}/revoke", post(keys::revoke))
         .route("/keys/{id}/rotate", post(keys::rotate))

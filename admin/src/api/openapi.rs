@@ -50,7 +50,7 @@ pub fn document_json() -> serde_json::Value {
     paths(
         tenants::create, tenants::list, tenants::show, tenants::update, tenants::create_key,
         default_providers::list, default_providers::set, default_providers::remove,
-        webhooks::set, webhooks::show, webhooks::remove, webhooks::recover,
+        webhooks::set, webhooks::show, webhooks::remove, webhooks::recover, webhooks::test,
         keys::list, keys::revoke, keys::rotate,
         providers::create, providers::list, providers::show, providers::rotate_credentials,
         providers::set_commitment,

@@ -273,6 +273,42 @@ pub async fn recover(
     }))
 }
 
+/// A test event queued.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestQueued {
+    /// The event's id, as its post will carry it.
+    pub id: Uuid,
+    /// `webhook.test`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub occurred_at: DateTime<Utc>,
+}
+
+#[utoipa::path(post, path = "/tenants/{id}/webhook/test", tag = "tenants",
+    params(("id" = Uuid, Path, description = "The tenant's id")),
+    responses((status = 202, body = TestQueued, description = "A `webhook.test` event waits to be posted, signed and retried as status events are; the webhook's summary shows how its post went"),
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody, description = "The tenant has no webhook")))]
+pub async fn test(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<(StatusCode, Json<TestQueued>), ApiError> {
+    super::tenants::visible(&state.pool, caller, id).await?;
+    let (event, occurred_at) = webhooks::send_test(&state.pool, id).await?.ok_or_else(|| {
+        ApiError::Conflict("the tenant has no webhook: set one first (PUT …/webhook)".into())
+    })?;
+    tracing::info!(tenant_id = %id, event_id = %event, "test event queued");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(TestQueued {
+            id: event,
+            kind: herald_shared::status_event::WEBHOOK_TEST,
+            occurred_at,
+        }),
+    ))
+}
+
 #[utoipa::path(delete, path = "/tenants/{id}/webhook", tag = "tenants",
     params(("id" = Uuid, Path, description = "The tenant's id")),
     responses((status = 204, description = "Removed, with the events still waiting (or there was none)"),

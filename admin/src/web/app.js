@@ -23,7 +23,7 @@
  *                   removeSuppression()
  *   webhook ....... loadWebhook() (one tenant's: an operator picks it) when opened;
  *                   setWebhook() (the secret shown once), removeWebhook(),
- *                   recoverWebhookEvents()
+ *                   recoverWebhookEvents(), testWebhook()
  *   create form ... loadFormOptions(), fillTenants(), fillProviders() (carries()), readForm(),
  *                   submitCampaign() (create, then upload the file), showFormErrors()
  *   formatting .... formatEta(), formatMs(), formatRate(), formatTime(), shortId()
@@ -915,6 +915,7 @@ function showWebhook(w) {
   $('#webhook-state').classList.toggle('failing', Boolean(w.failing_since));
   $('#w-rotate').hidden = !w.url;
   $('#w-remove').hidden = !w.url;
+  $('#w-test').hidden = !w.url;
   $('#w-recover').hidden = !w.url || !num(w.abandoned);
   if (w.url && document.activeElement !== $('#w-new-url') && !$('#w-new-url').value) $('#w-new-url').value = w.url;
 }
@@ -928,13 +929,14 @@ function clearWebhook() {
   $('#webhook-error').hidden = true;
   $('#w-rotate').hidden = true;
   $('#w-remove').hidden = true;
+  $('#w-test').hidden = true;
   $('#w-new-url').value = '';
   hideSecret();
   setStatus($('#w-status'), '');
 }
 
 function webhookBusy(on) {
-  for (const sel of ['#w-save', '#w-rotate', '#w-remove', '#w-recover']) $(sel).disabled = on;
+  for (const sel of ['#w-save', '#w-rotate', '#w-remove', '#w-recover', '#w-test']) $(sel).disabled = on;
 }
 
 // Every event given up that is still kept goes again (the API takes 50,000 a request).
@@ -955,6 +957,25 @@ async function recoverWebhookEvents() {
   } catch (e) {
     if (!current()) return;
     if (e.status !== 401) setStatus($('#w-status'), `Not posted again: ${describe(e)}`, 'warn');
+  } finally {
+    webhookBusy(false);
+  }
+  loadWebhook();
+}
+
+// A `webhook.test` event, posted as status events are; the summary then shows how it went.
+async function testWebhook() {
+  const tenant = webhookTenant();
+  if (!tenant) return;
+  const current = webhookTurn();
+  webhookBusy(true);
+  try {
+    const queued = await api('POST', `/tenants/${enc(tenant)}/webhook/test`);
+    if (!current()) return;
+    setStatus($('#w-status'), `Test event ${shortId(queued.id)} queued: it is posted within seconds (Refresh shows how it went).`, 'ok');
+  } catch (e) {
+    if (!current()) return;
+    if (e.status !== 401) setStatus($('#w-status'), `No test event: ${describe(e)}`, 'warn');
   } finally {
     webhookBusy(false);
   }
@@ -1366,6 +1387,7 @@ function init() {
   $('#w-remove').addEventListener('click', removeWebhook);
   $('#w-reload').addEventListener('click', loadWebhook);
   $('#w-recover').addEventListener('click', recoverWebhookEvents);
+  $('#w-test').addEventListener('click', testWebhook);
   if (typeof Intl.supportedValuesOf === 'function') { // time zone suggestions, offline
     $('#time-zones').append(...Intl.supportedValuesOf('timeZone').map((z) => option(z, '')));
   }

@@ -166,7 +166,8 @@ pub enum TenantCommand {
   herald tenant webhook $TENANT_ID --set https://hooks.example.com/herald --rotate-secret
   herald tenant webhook $TENANT_ID                                          # its URL and backlog
   herald tenant webhook $TENANT_ID --remove
-  herald tenant webhook $TENANT_ID --recover-since 2026-12-01T00:00:00Z    # post again what was given up")]
+  herald tenant webhook $TENANT_ID --recover-since 2026-12-01T00:00:00Z    # post again what was given up
+  herald tenant webhook $TENANT_ID --test                                   # post a test event")]
     Webhook {
         /// Tenant id
         tenant_id: Uuid,
@@ -189,6 +190,10 @@ pub enum TenantCommand {
         #[arg(long, value_name = "RFC3339", value_parser = super::campaign::parse_time,
               conflicts_with_all = ["set", "remove"])]
         recover_since: Option<chrono::DateTime<chrono::FixedOffset>>,
+        /// Post a test event (`webhook.test`), signed and retried as status events are: the
+        /// webhook's summary then shows how its post went
+        #[arg(long, conflicts_with_all = ["set", "remove", "recover_since"])]
+        test: bool,
     },
 }
 
@@ -329,6 +334,19 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
                 format!(
                     "{} events given up are posted again (given up again a day from now if still not delivered){more}\n",
                     recovered["recovered"].as_u64().unwrap_or(0)
+                )
+            })
+        }
+        TenantCommand::Webhook {
+            tenant_id,
+            test: true,
+            ..
+        } => {
+            let reply = ctx.client.test_webhook(tenant_id).await?;
+            ctx.show(&reply, |queued| {
+                format!(
+                    "test event {} queued: it is posted within seconds (see `herald tenant webhook {tenant_id}` for how it went)\n",
+                    queued["id"].as_str().unwrap_or_default()
                 )
             })
         }

@@ -1355,6 +1355,24 @@ async fn the_page_keeps_a_tenants_suppressions_and_shows_its_webhook_failing() -
             |shown| shown == "0",
         )
         .await?;
+        // A test event, asked for from the page: queued for acme's webhook.
+        click(&page, "#w-test").await?;
+        wait_text(
+            &page,
+            "#w-status",
+            "the test event queued",
+            Duration::from_secs(10),
+            |said| said.starts_with("Test event ") && said.contains("queued"),
+        )
+        .await?;
+        let tests: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM message_events
+             WHERE tenant_id = $1::uuid AND kind = 'webhook.test'",
+        )
+        .bind(&acme)
+        .fetch_one(&env.pool)
+        .await?;
+        ensure_eq!(tests, 1);
 
         // Signed out: nothing of acme's webhook is left on the page, its secret least of all.
         click(&page, "#sign-out").await?;

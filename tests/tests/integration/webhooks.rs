@@ -745,3 +745,63 @@ async fn a_failing_endpoint_is_probed_not_flooded_and_its_events_go_at_once_when
     assert!(all.is_ok(), "{:?}", mended.posts());
     Ok(())
 }
+
+/// A tenant checks its endpoint before any message of its changes: `POST …/webhook/test`
+/// queues a `webhook.test` event, posted and signed as status events are (retried after a
+/// failure, as they are); a tenant without a webhook is told to set one, and another
+/// tenant's webhook is out of sight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_event_is_posted_signed_as_status_events_are() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let admin = env.admin().await?;
+    let (acme, key) = admin.tenant_with_key("acme").await?;
+    let (_, other_key) = admin.tenant_with_key("globex").await?;
+    let test = format!("/tenants/{acme}/webhook/test");
+    let (status, body) = admin.call(&key, Method::POST, &test, None).await?;
+    assert_eq!(status, 409, "no webhook yet: {body}");
+    // The first post is answered 500: posted again.
+    let sink = StatusSink::start(1).await?;
+    let set = admin
+        .ok(
+            &key,
+            Method::PUT,
+            &format!("/tenants/{acme}/webhook"),
+            Some(json!({ "url": sink.url })),
+        )
+        .await?;
+    let secret = set["secret"].as_str().unwrap_or_default().to_owned();
+    let (status, _) = admin.call(&other_key, Method::POST, &test, None).await?;
+    assert_eq!(status, 404, "another tenant's webhook");
+
+    let _worker = env.worker(&[])?;
+    let (status, queued) = admin.call(&key, Method::POST, &test, None).await?;
+    assert_eq!(status, 202, "{queued}");
+    assert_eq!(queued["type"], "webhook.test");
+    let delivered = wait_until(Duration::from_secs(20), || async {
+        sink.posts().iter().any(|p| p.answered == 200)
+    })
+    .await;
+    let posts = sink.posts();
+    assert!(delivered.is_ok(), "{posts:?}");
+    assert!(posts.len() >= 2 && posts[0].answered == 500, "{posts:?}");
+    let now = chrono::Utc::now().timestamp();
+    for post in &posts {
+        let event: Value = serde_json::from_slice(&post.body)?;
+        assert_eq!(
+            (&event["id"], &event["type"], &event["tenant_id"]),
+            (&queued["id"], &json!("webhook.test"), &json!(acme)),
+            "{event}"
+        );
+        assert!(event.get("message").is_none(), "{event}");
+        let header = post.signature.clone().unwrap_or_default();
+        assert!(
+            signature::verify_event(&secret, &post.body, &header, now, 300),
+            "{post:?}"
+        );
+    }
+    let shown = admin
+        .ok(&key, Method::GET, &format!("/tenants/{acme}/webhook"), None)
+        .await?;
+    assert_eq!(shown["waiting"], 0, "{shown}");
+    Ok(())
+}
