@@ -512,13 +512,7 @@ pub async fn recover(
     tenant: Uuid,
     since: DateTime<Utc>,
 ) -> Result<Option<u64>, sqlx::Error> {
-    let has = sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM tenant_webhooks WHERE tenant_id = $1) AS "has!""#,
-        tenant
-    )
-    .fetch_one(pool)
-    .await?;
-    if !has {
+    if !has_webhook(pool, tenant).await? {
         return Ok(None);
     }
     Ok(Some(
@@ -531,6 +525,8 @@ pub async fn recover(
                  SELECT x.id FROM message_events x
                  JOIN tenant_webhooks w ON w.tenant_id = x.tenant_id
                  WHERE x.tenant_id = $1 AND x.abandoned_at IS NOT NULL
+                   -- A test event given up is not asked for again: the tenant asks anew.
+                   AND x.kind = 'message.status'
                    AND x.occurred_at >= greatest($2, w.created_at)
                  ORDER BY x.occurred_at
                  LIMIT $3
@@ -575,21 +571,58 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Erro
     }
 }
 
-/// Queues a test event for tenant `tenant`'s webhook, posted as its status events are;
-/// answers the event's id and time, or `None` if the tenant has no webhook.
+async fn has_webhook(pool: &PgPool, tenant: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM tenant_webhooks WHERE tenant_id = $1) AS "has!""#,
+        tenant
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// What asking for a test event did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TestEvent {
+    /// Queued: the event's id and time.
+    Queued(Uuid, DateTime<Utc>),
+    /// One was asked for less than `every` ago: none queued.
+    TooSoon,
+    /// The tenant has no webhook.
+    NoWebhook,
+}
+
+/// Queues a test event for tenant `tenant`'s webhook, posted as its status events are, at
+/// most one each `every`.
 pub async fn send_test(
     pool: &PgPool,
     tenant: Uuid,
-) -> Result<Option<(Uuid, DateTime<Utc>)>, sqlx::Error> {
+    every: Duration,
+) -> Result<TestEvent, sqlx::Error> {
+    // The update's row lock orders two requests at once: the second reads the first's
+    // `tested_at` again and queues nothing.
     let queued = sqlx::query!(
-        r#"INSERT INTO message_events (tenant_id, kind, state)
-           SELECT tenant_id, 'webhook.test', 'test' FROM tenant_webhooks WHERE tenant_id = $1
+        r#"WITH allowed AS (
+               UPDATE tenant_webhooks SET tested_at = now()
+               WHERE tenant_id = $1
+                 AND (tested_at IS NULL OR tested_at <= now() - make_interval(secs => $2))
+               RETURNING tenant_id
+           )
+           INSERT INTO message_events (tenant_id, kind, state)
+           SELECT tenant_id, 'webhook.test', 'test' FROM allowed
            RETURNING public_id AS "public_id!", occurred_at"#,
         tenant,
+        every.as_secs_f64(),
     )
     .fetch_optional(pool)
     .await?;
-    Ok(queued.map(|row| (row.public_id, row.occurred_at)))
+    if let Some(row) = queued {
+        return Ok(TestEvent::Queued(row.public_id, row.occurred_at));
+    }
+    Ok(if has_webhook(pool, tenant).await? {
+        TestEvent::TooSoon
+    } else {
+        TestEvent::NoWebhook
+    })
 }
 
 /// The tenants with a webhook (for resealing their secrets).

@@ -284,20 +284,39 @@ pub struct TestQueued {
     pub occurred_at: DateTime<Utc>,
 }
 
+/// At most one test event a webhook in this long: asking cannot flood an endpoint (a third
+/// party's, say) nor the outbox.
+const TEST_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[utoipa::path(post, path = "/tenants/{id}/webhook/test", tag = "tenants",
     params(("id" = Uuid, Path, description = "The tenant's id")),
-    responses((status = 202, body = TestQueued, description = "A `webhook.test` event waits to be posted, signed and retried as status events are; the webhook's summary shows how its post went"),
+    responses((status = 202, body = TestQueued, description = "A `webhook.test` event waits to be posted after the events already due (while the endpoint is failing, at its next post), signed and retried as status events are; the webhook's `waiting` drops once it is delivered, and a failed post shows as its `last_failure`"),
               (status = 404, body = crate::error::ErrorBody),
-              (status = 409, body = crate::error::ErrorBody, description = "The tenant has no webhook")))]
+              (status = 409, body = crate::error::ErrorBody, description = "The tenant has no webhook"),
+              (status = 429, body = crate::error::ErrorBody, description = "A test event was asked for less than 10 s ago; `Retry-After` says when to ask again")))]
 pub async fn test(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<(StatusCode, Json<TestQueued>), ApiError> {
     super::tenants::visible(&state.pool, caller, id).await?;
-    let (event, occurred_at) = webhooks::send_test(&state.pool, id).await?.ok_or_else(|| {
-        ApiError::Conflict("the tenant has no webhook: set one first (PUT …/webhook)".into())
-    })?;
+    let (event, occurred_at) = match webhooks::send_test(&state.pool, id, TEST_EVERY).await? {
+        webhooks::TestEvent::Queued(event, at) => (event, at),
+        webhooks::TestEvent::TooSoon => {
+            return Err(ApiError::Busy {
+                message: format!(
+                    "a test event was asked for less than {} s ago: ask again then",
+                    TEST_EVERY.as_secs()
+                ),
+                retry_after: TEST_EVERY.as_secs() as u32,
+            });
+        }
+        webhooks::TestEvent::NoWebhook => {
+            return Err(ApiError::Conflict(
+                "the tenant has no webhook: set one first (PUT …/webhook)".into(),
+            ));
+        }
+    };
     tracing::info!(tenant_id = %id, event_id = %event, "test event queued");
     Ok((
         StatusCode::ACCEPTED,

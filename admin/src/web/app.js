@@ -972,7 +972,8 @@ async function testWebhook() {
   try {
     const queued = await api('POST', `/tenants/${enc(tenant)}/webhook/test`);
     if (!current()) return;
-    setStatus($('#w-status'), `Test event ${shortId(queued.id)} queued: it is posted within seconds (Refresh shows how it went).`, 'ok');
+    setStatus($('#w-status'), `Test event ${shortId(queued.id)} queued: it goes after the events already due `
+      + '(while the endpoint is failing, at its next post). Refresh: it waits until delivered; a failed post shows as the last failure.', 'ok');
   } catch (e) {
     if (!current()) return;
     if (e.status !== 401) setStatus($('#w-status'), `No test event: ${describe(e)}`, 'warn');

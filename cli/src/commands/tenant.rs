@@ -159,8 +159,8 @@ pub enum TenantCommand {
         remove: bool,
     },
     /// Set, show or remove the URL a tenant's transactional messages' status events are
-    /// posted to (setting it prints a new signing secret, shown once), or post again the
-    /// events given up
+    /// posted to (setting it prints a new signing secret, shown once), post again the
+    /// events given up, or post a test event
     #[command(after_help = "Examples:
   herald tenant webhook $TENANT_ID --set https://hooks.example.com/herald   # prints the secret
   herald tenant webhook $TENANT_ID --set https://hooks.example.com/herald --rotate-secret
@@ -190,8 +190,9 @@ pub enum TenantCommand {
         #[arg(long, value_name = "RFC3339", value_parser = super::campaign::parse_time,
               conflicts_with_all = ["set", "remove"])]
         recover_since: Option<chrono::DateTime<chrono::FixedOffset>>,
-        /// Post a test event (`webhook.test`), signed and retried as status events are: the
-        /// webhook's summary then shows how its post went
+        /// Post a test event (`webhook.test`), signed and retried as status events are (one
+        /// each 10 s): the webhook's summary shows it waiting until delivered, and a failed
+        /// post as its last failure
         #[arg(long, conflicts_with_all = ["set", "remove", "recover_since"])]
         test: bool,
     },
@@ -345,7 +346,7 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
             let reply = ctx.client.test_webhook(tenant_id).await?;
             ctx.show(&reply, |queued| {
                 format!(
-                    "test event {} queued: it is posted within seconds (see `herald tenant webhook {tenant_id}` for how it went)\n",
+                    "test event {} queued: it is posted after the events already due (while the endpoint is failing, at its next post); `herald tenant webhook {tenant_id}` shows it waiting until delivered, and a failed post as the last failure\n",
                     queued["id"].as_str().unwrap_or_default()
                 )
             })

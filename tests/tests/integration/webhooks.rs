@@ -799,9 +799,38 @@ async fn a_test_event_is_posted_signed_as_status_events_are() -> Result<()> {
             "{post:?}"
         );
     }
-    let shown = admin
-        .ok(&key, Method::GET, &format!("/tenants/{acme}/webhook"), None)
+    all_posted(&admin, &key, &format!("/tenants/{acme}/webhook")).await?;
+
+    // One each 10 s: asked again at once, 429 with Retry-After, nothing queued.
+    let (status, body) = admin.call(&key, Method::POST, &test, None).await?;
+    assert_eq!(status, 429, "{body}");
+    // Through the CLI, once the interval is over (made so).
+    sqlx::query("UPDATE tenant_webhooks SET tested_at = now() - interval '1 minute'")
+        .execute(&env.pool)
         .await?;
-    assert_eq!(shown["waiting"], 0, "{shown}");
+    let queued = env.run_binary(
+        "herald",
+        &[
+            "--url",
+            &admin.url,
+            "--key",
+            key.as_str(),
+            "tenant",
+            "webhook",
+            acme.as_str(),
+            "--test",
+        ],
+        &[],
+    )?;
+    let said = String::from_utf8_lossy(&queued.stdout);
+    assert!(
+        queued.status.success() && said.starts_with("test event "),
+        "{queued:?}"
+    );
+    let tests: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM message_events WHERE kind = 'webhook.test'")
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(tests, 2);
     Ok(())
 }
