@@ -184,6 +184,14 @@ include-method = "POST"
 parameters = { "path.id" = { dictionary = "tenant", probability = 0.5 } }
 checks = { positive_data_acceptance = { expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"] } }
 
+# A test event: for the tenant made above half the time; one without a webhook has none to
+# post to (409), and one asked for within 10 s of the last is refused (429).
+[[operations]]
+include-path-regex = "^/tenants/[^/]+/webhook/test$"
+include-method = "POST"
+parameters = { "path.id" = { dictionary = "tenant", probability = 0.5 } }
+checks = { positive_data_acceptance = { expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"] } }
+
 [[operations]]
 include-path = "/providers"
 include-method = "POST"
@@ -252,6 +260,13 @@ include-path-regex = "^/campaigns/[^/]+/recipients$"
 include-method = "GET"
 parameters = { "query.cursor" = { dictionary = "recipients_cursor" } }
 checks = { positive_data_acceptance = { expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"] } }
+
+# A tenant's webhook summary: after a DELETE it answers 200 with a null url (the tenant has
+# none), as documented, not 404.
+[[operations]]
+include-path-regex = "^/tenants/[^/]+/webhook$"
+include-method = "GET"
+checks = { use_after_free = { enabled = false } }
 
 [[operations]]
 include-path = "/contacts"
