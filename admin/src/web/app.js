@@ -37,6 +37,10 @@
 
 const API = '/api/v1';
 const KEY_STORAGE = 'herald.apiKey';
+// The last create's body and idempotency key while its answer is not known (kept across a
+// reload of the page, as the key is, so that sending the same form again makes no second
+// draft).
+const CREATE_STORAGE = 'herald.createKey';
 const REFRESH_MS = 1000;
 const SETTLED_MS = 10000; // a completed or cancelled campaign's panel
 const CAMPAIGNS_PER_PAGE = 50;
@@ -61,7 +65,7 @@ const state = {
   listTimer: 0, listBusy: false, listAgain: false, listFailing: false, actionsDone: 0,
   detailId: null, shownId: null, detailGen: 0, detailTimer: 0, detailErrors: '',
   detailBusy: false, detailAgain: false, detailFailed: null, sendOnly: false,
-  tenants: [], providers: [], providersError: '', retryDraft: null, createKey: null, noticeTimer: 0,
+  tenants: [], providers: [], providersError: '', retryDraft: null, noticeTimer: 0,
   campaignPages: newPager(), recipientPages: newPager(), recipientsShown: '',
   contactPages: newPager(), contactsGen: 0, typing: new Map(),
   messagePages: newPager(), messagesGen: 0,
@@ -183,7 +187,7 @@ function signOut(message) {
   closeDetail();
   state.rows.clear();
   state.retryDraft = null;
-  state.createKey = null;
+  sessionStorage.removeItem(CREATE_STORAGE);
   // The next key may see other tenants: its lists start unfiltered, on their first page.
   for (const sel of ['#f-status', '#f-tenant', '#f-name', '#k-tenant', '#k-address', '#m-state',
     '#s-tenant', '#s-channel', '#s-address', '#w-new-url', '#sa-addresses', '#sa-reason']) $(sel).value = '';
@@ -973,7 +977,8 @@ async function testWebhook() {
     const queued = await api('POST', `/tenants/${enc(tenant)}/webhook/test`);
     if (!current()) return;
     setStatus($('#w-status'), `Test event ${shortId(queued.id)} queued: it goes after the events already due `
-      + '(while the endpoint is failing, at its next post). Refresh: it waits until delivered; a failed post shows as the last failure.', 'ok');
+      + '(while the endpoint is failing, after one probe of each event due before it, or at once when it answers again). '
+      + 'Refresh: it waits until delivered; a failed post shows as the last failure.', 'ok');
   } catch (e) {
     if (!current()) return;
     if (e.status !== 401) setStatus($('#w-status'), `No test event: ${describe(e)}`, 'warn');
@@ -1226,11 +1231,13 @@ async function submitCampaign(ev) {
       // The same form sent again after a create whose answer was lost (a network error, a
       // 503) goes under the same key: the draft that create may have made is answered, no
       // second one is made.
-      const key = state.createKey && state.createKey.bodyJson === bodyJson
-        ? state.createKey.key : idempotencyKey();
-      state.createKey = { bodyJson, key };
+      let last = null;
+      try { last = JSON.parse(sessionStorage.getItem(CREATE_STORAGE) || 'null'); } catch (e) { /* none */ }
+      const key = last && last.bodyJson === bodyJson && typeof last.key === 'string'
+        ? last.key : idempotencyKey();
+      sessionStorage.setItem(CREATE_STORAGE, JSON.stringify({ bodyJson, key }));
       campaign = await api('POST', '/campaigns', { json: body, headers: { 'Idempotency-Key': key } });
-      state.createKey = null;
+      sessionStorage.removeItem(CREATE_STORAGE);
       state.retryDraft = null;
       refreshCampaigns();
     }

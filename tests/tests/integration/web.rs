@@ -1453,3 +1453,79 @@ async fn wait_text(
     })
     .await
 }
+
+/// A create whose answer was lost (the network dropped it after the admin made the draft)
+/// is sent again when the same form is submitted again, even after a reload of the page,
+/// under the same idempotency key: one campaign, not two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_sent_again_after_a_lost_answer_makes_one_campaign() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let admin = env.admin().await?;
+    let (acme, key, provider) = admin
+        .tenant_with_provider("acme", &env.simulator_url)
+        .await?;
+    let browser = Browser::start(&env.http).await?;
+    let page = browser.session().await?;
+    let fill = async || -> Result<()> {
+        type_into(&page, "#c-name", "lost-answer").await?;
+        page.find(Locator::Css("#c-channel"))
+            .await?
+            .select_by_value("sms")
+            .await?;
+        choose_when_offered(&page, "#c-provider", &provider).await?;
+        type_into(&page, "#c-template", "Hi").await?;
+        Ok(())
+    };
+    let outcome = async {
+        page.goto(&admin.url).await?;
+        type_into(&page, "#api-key", &key).await?;
+        click(&page, "#use-key").await?;
+        fill().await?;
+        // The create reaches the admin, which makes the draft; its answer is lost on the way
+        // back, as a dropped connection loses it.
+        page.execute(
+            "const sent = window.fetch;
+             window.fetch = async (url, init) => {
+                 const answer = await sent(url, init);
+                 if (init && init.method === 'POST' && String(url).endsWith('/campaigns')) {
+                     throw new TypeError('the connection was reset');
+                 }
+                 return answer;
+             };",
+            vec![],
+        )
+        .await?;
+        click(&page, "#c-submit").await?;
+        wait_text(
+            &page,
+            "#form-errors",
+            "the lost answer reported",
+            Duration::from_secs(10),
+            |errors| errors.contains("Network error"),
+        )
+        .await?;
+        // The page reloaded (its network mended), the same form sent again.
+        page.refresh().await?;
+        fill().await?;
+        click(&page, "#c-submit").await?;
+        wait_text(
+            &page,
+            "#form-status",
+            "the campaign created",
+            Duration::from_secs(10),
+            |said| said.starts_with("Campaign created"),
+        )
+        .await?;
+        let made: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM campaigns WHERE tenant_id = $1::uuid AND name = 'lost-answer'",
+        )
+        .bind(&acme)
+        .fetch_one(&env.pool)
+        .await?;
+        ensure_eq!(made, 1);
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let _ = page.close().await;
+    outcome
+}
