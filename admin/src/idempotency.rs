@@ -1,7 +1,7 @@
 //! Idempotency keys: a client that lost an answer (a timeout, a dropped connection) sends
 //! its create again with the same key, and gets the object the first request made instead
-//! of a second one. Messages hold their keys in `messages`, campaigns in `campaigns`; the
-//! rules for a key are the same for both.
+//! of a second one. Messages hold their keys in `messages`, campaigns in
+//! `campaign_idempotency`; the rules for a key are the same for both.
 
 use crate::error::ApiError;
 use axum::http::HeaderMap;

@@ -1,4 +1,5 @@
-//! Receipts waiting for their statement, kept per owner and taken in turns.
+//! Receipts (and recipients' STOP and START) waiting for their statement, kept per owner and
+//! taken in turns.
 //!
 //! Every tenant's receipts share the receiver's one store statement. Taken in arrival order,
 //! a tenant posting 1,000-receipt bodies as fast as it likes (signed with its own provider's

@@ -162,7 +162,8 @@ impl Owner {
 /// many connections) are refused at once with 503: the provider sends them again, and its
 /// requests hold no place while others wait. A provider that posts receipts one at a time
 /// (Twilio, which does not send one again) never comes near it: its requests are bounded by
-/// the receiver's request places first.
+/// the receiver's request places first. A tenant's recipients' STOP and START have a bound of
+/// their own ([`Owner::Consents`]).
 const MAX_WAITING_PER_OWNER: usize = 10 * MAX_BATCH;
 
 /// Most receipts waiting in all before each owner is held to an equal part of it: requests
@@ -186,7 +187,8 @@ struct Waiting {
     arrived: Notify,
     /// The last statement found the database away (down, restarting, out of reach): the
     /// store task is trying its batch again, and receipts arriving meanwhile are answered
-    /// 503 at once, kept for it only if their provider does not send them again (Twilio).
+    /// 503 at once, kept for it only if their provider does not send them again (Twilio's,
+    /// and recipients' STOP and START).
     away: AtomicBool,
     /// Receipts and consents of the batch the store task is storing (taken from the queue).
     storing: AtomicUsize,
@@ -361,9 +363,9 @@ impl Intake {
         self.waiting.hurry.notify_one();
     }
 
-    /// Waits, `within` at most, until every receipt taken is stored: those kept while the
-    /// database was away (Twilio's, whose webhooks are answered 503 then but never sent
-    /// again) would otherwise be lost with the process at a stop. Answers how many were
+    /// Waits, `within` at most, until every receipt and consent taken is stored: those kept
+    /// while the database was away (Twilio's, whose webhooks are answered 503 then but never
+    /// sent again) would otherwise be lost with the process at a stop. Answers how many were
     /// still waiting.
     pub async fn drain(&self, within: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + within;

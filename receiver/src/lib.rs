@@ -5,7 +5,8 @@
 //! - [`routes`]: one endpoint per API, each naming the provider whose secret signs it;
 //! - [`twilio`], [`whatsapp`], [`generic`]: reading each API's receipts;
 //! - [`intake`]: why a webhook is refused, and the batched store behind each `2xx`;
-//! - [`fair_queue`]: receipts waiting for that store, taken in turns by owner;
+//! - [`fair_queue`]: receipts (and recipients' STOP and START) waiting for that store,
+//!   taken in turns by owner;
 //! - [`providers`]: the providers' secrets, cached;
 //! - [`refusals`]: webhooks refused that their providers may have meant, recorded.
 //!

@@ -1,7 +1,8 @@
 //! The webhook endpoints, one per API, each naming the Herald provider whose secret signs
 //! its receipts:
 //!
-//! - `POST /webhooks/twilio/{provider}`: Twilio message and call status callbacks;
+//! - `POST /webhooks/twilio/{provider}`: Twilio message and call status callbacks, and a
+//!   tenant's own number's inbound messages (their STOP and START);
 //! - `GET /webhooks/whatsapp/{provider}`: Meta's subscription check;
 //!   `POST /webhooks/whatsapp/{provider}`: WhatsApp status notifications;
 //! - `POST /webhooks/http/{provider}`: a generic provider's receipts;

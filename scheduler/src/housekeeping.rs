@@ -2,8 +2,9 @@
 //! recipients whose lease ran out, completing finished campaigns, folding the counter
 //! ledger, measuring the backlog, trimming send-rate samples, keeping receipts (and pruning
 //! status events as old), expiring
-//! transactional messages held a day by their provider's refusal, and moving providers'
-//! pacing times back after the database's clock stepped back.
+//! transactional messages held a day by their provider's refusal, releasing campaigns'
+//! idempotency keys past their day, forgetting recipients' STOP and START a week old, and
+//! moving providers' pacing times back after the database's clock stepped back.
 //!
 //! None of it decides what is dispatched, and with ten thousand running campaigns a fold
 //! takes most of a second and the completion check a tenth: run inside the tick, they made
@@ -31,6 +32,10 @@ use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+/// How long a recipient's last STOP or START is remembered, beside the list it decided: far
+/// longer than any word can reach the database late (kept by a receiver through an outage).
+const CONSENTS_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The scheduler's housekeeping of receipts.
 #[derive(Debug, Clone, Copy)]
@@ -167,6 +172,19 @@ pub async fn run(
                     tracing::debug!(dropped, "status events of removed webhooks deleted")
                 }
                 Err(error) => tracing::warn!(%error, "cannot delete removed webhooks' events now"),
+            }
+            match within(store::suppressions::forget_consents(
+                &pool,
+                CONSENTS_KEPT,
+                10_000,
+            ))
+            .await
+            {
+                Ok(0) => {}
+                Ok(forgotten) => {
+                    tracing::debug!(forgotten, "recipients' old STOP and START forgotten")
+                }
+                Err(error) => tracing::warn!(%error, "cannot forget old STOP and START now"),
             }
             match within(store::campaigns::release_keys(&pool, 10_000)).await {
                 Ok(0) => {}

@@ -1,7 +1,8 @@
 //! Tenants' suppression lists: the addresses a tenant's messages must not reach on a
 //! channel (the `suppressions` migration says why). The worker's lease reads them
 //! (`recipients::lease`); a provider's opt-out refusal adds to them (`recipients::record`);
-//! the admin lists, adds and removes them here.
+//! the receiver records recipients' STOP and START ([`record_consents`]); the admin lists,
+//! adds and removes them here.
 
 use crate::keyset;
 use crate::tenants::Scope;
@@ -111,6 +112,27 @@ pub struct Consent {
     pub opted_out: Option<String>,
     /// When the receiver took it: of two words of one recipient, the later one holds.
     pub said_at: DateTime<Utc>,
+}
+
+/// Forgets up to `batch` recipients' last words recorded more than `kept` ago: a word can
+/// reach the database late only by as long as a receiver keeps it through an outage
+/// (minutes, hours at worst), and the list keeps what the words decided. Answers how many.
+pub async fn forget_consents(
+    pool: &PgPool,
+    kept: std::time::Duration,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    let forgotten = sqlx::query!(
+        "DELETE FROM consents WHERE (tenant_id, channel, address) IN (
+             SELECT tenant_id, channel, address FROM consents
+             WHERE said_at < now() - make_interval(secs => $1)
+             LIMIT $2)",
+        kept.as_secs_f64(),
+        batch,
+    )
+    .execute(pool)
+    .await?;
+    Ok(forgotten.rows_affected())
 }
 
 /// What a batch of consents changed.

@@ -1,7 +1,8 @@
 //! Tenants' status webhooks and the events posted to them (the `status_webhooks` migration
-//! says how events are made: by a trigger, in the transaction that changed the message).
-//! The admin sets, shows and removes a webhook; workers take due events, post them and
-//! settle them; the scheduler's housekeeping prunes old ones.
+//! says how events are made: by a trigger, in the transaction that changed the message; a
+//! test event, when the tenant asks for one). The admin sets, shows and removes a webhook;
+//! workers take due events, post them and settle them; the scheduler's housekeeping prunes
+//! old ones.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -154,9 +155,11 @@ pub async fn get(pool: &PgPool, tenant: Uuid) -> Result<Option<Webhook>, sqlx::E
                ORDER BY x.failed_at DESC LIMIT 1
            ) failure ON true
            CROSS JOIN LATERAL (
+               -- Status events only: a test event given up is not recovered.
                SELECT count(*) AS n, max(y.abandoned_at) AS latest
                FROM (SELECT e.abandoned_at FROM message_events e
                      WHERE e.tenant_id = w.tenant_id AND e.abandoned_at IS NOT NULL
+                       AND e.kind = 'message.status'
                      LIMIT $2) y
            ) abandoned
            WHERE w.tenant_id = $1"#,
@@ -582,11 +585,11 @@ async fn has_webhook(pool: &PgPool, tenant: Uuid) -> Result<bool, sqlx::Error> {
 
 /// What asking for a test event did.
 #[derive(Debug, Clone, PartialEq)]
-pub enum TestEvent {
+pub enum TestAsked {
     /// Queued: the event's id and time.
     Queued(Uuid, DateTime<Utc>),
-    /// One was asked for less than `every` ago: none queued.
-    TooSoon,
+    /// One was asked for less than `every` ago: none queued; ask again in this long.
+    TooSoon(Duration),
     /// The tenant has no webhook.
     NoWebhook,
 }
@@ -597,7 +600,7 @@ pub async fn send_test(
     pool: &PgPool,
     tenant: Uuid,
     every: Duration,
-) -> Result<TestEvent, sqlx::Error> {
+) -> Result<TestAsked, sqlx::Error> {
     // The update's row lock orders two requests at once: the second reads the first's
     // `tested_at` again and queues nothing.
     let queued = sqlx::query!(
@@ -616,12 +619,22 @@ pub async fn send_test(
     .fetch_optional(pool)
     .await?;
     if let Some(row) = queued {
-        return Ok(TestEvent::Queued(row.public_id, row.occurred_at));
+        return Ok(TestAsked::Queued(row.public_id, row.occurred_at));
     }
-    Ok(if has_webhook(pool, tenant).await? {
-        TestEvent::TooSoon
-    } else {
-        TestEvent::NoWebhook
+    let left = sqlx::query_scalar!(
+        r#"SELECT extract(epoch FROM tested_at + make_interval(secs => $2) - now())::float8
+               AS "left!"
+           FROM tenant_webhooks WHERE tenant_id = $1"#,
+        tenant,
+        every.as_secs_f64(),
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(match left {
+        Some(left) => TestAsked::TooSoon(Duration::from_secs_f64(
+            left.clamp(0.0, every.as_secs_f64()),
+        )),
+        None => TestAsked::NoWebhook,
     })
 }
 

@@ -290,7 +290,7 @@ const TEST_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[utoipa::path(post, path = "/tenants/{id}/webhook/test", tag = "tenants",
     params(("id" = Uuid, Path, description = "The tenant's id")),
-    responses((status = 202, body = TestQueued, description = "A `webhook.test` event waits to be posted after the events already due (while the endpoint is failing, at its next post), signed and retried as status events are; the webhook's `waiting` drops once it is delivered, and a failed post shows as its `last_failure`"),
+    responses((status = 202, body = TestQueued, description = "A `webhook.test` event waits to be posted after the events already due (while the endpoint is failing, after one probe of each event due before it, or at once when it answers again), signed and retried as status events are; the webhook's `waiting` drops once it is delivered, and a failed post shows as its `last_failure`"),
               (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody, description = "The tenant has no webhook"),
               (status = 429, body = crate::error::ErrorBody, description = "A test event was asked for less than 10 s ago; `Retry-After` says when to ask again")))]
@@ -301,17 +301,18 @@ pub async fn test(
 ) -> Result<(StatusCode, Json<TestQueued>), ApiError> {
     super::tenants::visible(&state.pool, caller, id).await?;
     let (event, occurred_at) = match webhooks::send_test(&state.pool, id, TEST_EVERY).await? {
-        webhooks::TestEvent::Queued(event, at) => (event, at),
-        webhooks::TestEvent::TooSoon => {
+        webhooks::TestAsked::Queued(event, at) => (event, at),
+        webhooks::TestAsked::TooSoon(left) => {
             return Err(ApiError::Busy {
                 message: format!(
                     "a test event was asked for less than {} s ago: ask again then",
                     TEST_EVERY.as_secs()
                 ),
-                retry_after: TEST_EVERY.as_secs() as u32,
+                // Whole seconds, rounded up: asked again then, it is taken.
+                retry_after: (left.as_secs_f64().ceil() as u32).max(1),
             });
         }
-        webhooks::TestEvent::NoWebhook => {
+        webhooks::TestAsked::NoWebhook => {
             return Err(ApiError::Conflict(
                 "the tenant has no webhook: set one first (PUT …/webhook)".into(),
             ));

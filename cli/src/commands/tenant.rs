@@ -346,7 +346,7 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
             let reply = ctx.client.test_webhook(tenant_id).await?;
             ctx.show(&reply, |queued| {
                 format!(
-                    "test event {} queued: it is posted after the events already due (while the endpoint is failing, at its next post); `herald tenant webhook {tenant_id}` shows it waiting until delivered, and a failed post as the last failure\n",
+                    "test event {} queued: it is posted after the events already due (while the endpoint is failing, after one probe of each event due before it, or at once when it answers again); `herald tenant webhook {tenant_id}` shows it waiting until delivered, and a failed post as the last failure\n",
                     queued["id"].as_str().unwrap_or_default()
                 )
             })

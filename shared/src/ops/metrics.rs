@@ -202,7 +202,7 @@ fn describe() {
     describe_counter!(
         CONSENTS,
         Unit::Count,
-        "Recipients' STOP and START recorded on their tenant's suppression list, by said (stop, start)"
+        "Recipients' STOP and START recorded, by said (stop, start); one older than the recipient's last recorded changes nothing"
     );
     describe_histogram!(
         PROVIDER_REQUEST_DURATION,

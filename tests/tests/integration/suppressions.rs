@@ -460,5 +460,17 @@ async fn a_recipients_latest_word_holds_whatever_order_its_words_arrive_in() -> 
     assert_eq!(recorded.taken_off, 1);
     record_consents(&env.pool, &[word(a, true, 40)]).await?;
     assert_eq!(listed().await?, [c]);
+
+    // A week on, a word is forgotten; the list keeps what it decided.
+    sqlx::query("UPDATE consents SET said_at = now() - interval '8 days' WHERE address = $1")
+        .bind(c)
+        .execute(&env.pool)
+        .await?;
+    let week = Duration::from_secs(7 * 24 * 3600);
+    assert_eq!(
+        herald_store::suppressions::forget_consents(&env.pool, week, 100).await?,
+        1
+    );
+    assert_eq!(listed().await?, [c]);
     Ok(())
 }
