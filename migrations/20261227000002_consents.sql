@@ -12,3 +12,6 @@ CREATE TABLE consents (
     opted_out   boolean NOT NULL,
     PRIMARY KEY (tenant_id, channel, address)
 );
+
+-- The scheduler's housekeeping forgets words a week old, by age.
+CREATE INDEX consents_said ON consents (said_at);

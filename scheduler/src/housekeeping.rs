@@ -33,10 +33,6 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// How long a recipient's last STOP or START is remembered, beside the list it decided: far
-/// longer than any word can reach the database late (kept by a receiver through an outage).
-const CONSENTS_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
-
 /// The scheduler's housekeeping of receipts.
 #[derive(Debug, Clone, Copy)]
 pub struct ReceiptKeeping {
@@ -173,13 +169,7 @@ pub async fn run(
                 }
                 Err(error) => tracing::warn!(%error, "cannot delete removed webhooks' events now"),
             }
-            match within(store::suppressions::forget_consents(
-                &pool,
-                CONSENTS_KEPT,
-                10_000,
-            ))
-            .await
-            {
+            match within(store::suppressions::forget_consents(&pool, 10_000)).await {
                 Ok(0) => {}
                 Ok(forgotten) => {
                     tracing::debug!(forgotten, "recipients' old STOP and START forgotten")

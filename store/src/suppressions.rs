@@ -114,20 +114,23 @@ pub struct Consent {
     pub said_at: DateTime<Utc>,
 }
 
-/// Forgets up to `batch` recipients' last words recorded more than `kept` ago: a word can
-/// reach the database late only by as long as a receiver keeps it through an outage
-/// (minutes, hours at worst), and the list keeps what the words decided. Answers how many.
-pub async fn forget_consents(
-    pool: &PgPool,
-    kept: std::time::Duration,
-    batch: i64,
-) -> Result<u64, sqlx::Error> {
+/// How long a recipient's last word is remembered ([`forget_consents`]): far longer than a
+/// word can reach the database late (kept by a receiver through an outage). A START older
+/// than this is not applied ([`record_consents`]): the later word it would undo may be
+/// forgotten already. (A STOP that old still is: listing one too many is the safe side.)
+pub const CONSENTS_KEPT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Forgets up to `batch` recipients' last words recorded more than [`CONSENTS_KEPT`] ago;
+/// the list keeps what they decided. Answers how many.
+pub async fn forget_consents(pool: &PgPool, batch: i64) -> Result<u64, sqlx::Error> {
     let forgotten = sqlx::query!(
+        // The age again on the row deleted: a word recorded on it meanwhile keeps it.
         "DELETE FROM consents WHERE (tenant_id, channel, address) IN (
              SELECT tenant_id, channel, address FROM consents
              WHERE said_at < now() - make_interval(secs => $1)
-             LIMIT $2)",
-        kept.as_secs_f64(),
+             LIMIT $2)
+           AND said_at < now() - make_interval(secs => $1)",
+        CONSENTS_KEPT.as_secs_f64(),
         batch,
     )
     .execute(pool)
@@ -165,6 +168,7 @@ pub async fn record_consents(
                       tenant_id, channel, address, reason, said_at
                FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
                     WITH ORDINALITY AS c (tenant_id, channel, address, reason, said_at, n)
+               WHERE reason IS NOT NULL OR said_at >= now() - make_interval(secs => $6)
                ORDER BY tenant_id, channel, address, said_at DESC, n DESC
            ), newest AS (
                INSERT INTO consents (tenant_id, channel, address, said_at, opted_out)
@@ -199,6 +203,7 @@ pub async fn record_consents(
         &addresses as &[&str],
         &reasons as &[Option<String>],
         &said_at,
+        CONSENTS_KEPT.as_secs_f64(),
     )
     .fetch_one(pool)
     .await?;

@@ -622,8 +622,9 @@ pub async fn send_test(
         return Ok(TestAsked::Queued(row.public_id, row.occurred_at));
     }
     let left = sqlx::query_scalar!(
-        r#"SELECT extract(epoch FROM tested_at + make_interval(secs => $2) - now())::float8
-               AS "left!"
+        // A webhook set since the first statement has no `tested_at`: nothing left to wait.
+        r#"SELECT coalesce(extract(epoch FROM tested_at + make_interval(secs => $2) - now()),
+                           0)::float8 AS "left!"
            FROM tenant_webhooks WHERE tenant_id = $1"#,
         tenant,
         every.as_secs_f64(),

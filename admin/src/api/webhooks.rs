@@ -304,11 +304,12 @@ pub async fn test(
         webhooks::TestAsked::Queued(event, at) => (event, at),
         webhooks::TestAsked::TooSoon(left) => {
             return Err(ApiError::Busy {
-                message: format!(
-                    "a test event was asked for less than {} s ago: ask again then",
-                    TEST_EVERY.as_secs()
-                ),
                 // Whole seconds, rounded up: asked again then, it is taken.
+                message: format!(
+                    "one test event each {} s: ask again in {} s",
+                    TEST_EVERY.as_secs(),
+                    (left.as_secs_f64().ceil() as u32).max(1)
+                ),
                 retry_after: (left.as_secs_f64().ceil() as u32).max(1),
             });
         }

@@ -1401,6 +1401,7 @@ function init() {
   }
   if (refuseKeyInUrl()) {
     sessionStorage.removeItem(KEY_STORAGE);
+    sessionStorage.removeItem(CREATE_STORAGE);
     showKeyForm('Keys in links are not accepted (they stay in browser history). Enter the key here.');
   } else if (sessionStorage.getItem(KEY_STORAGE)) signIn(); else showKeyForm('');
 }

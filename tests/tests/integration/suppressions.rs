@@ -461,16 +461,39 @@ async fn a_recipients_latest_word_holds_whatever_order_its_words_arrive_in() -> 
     record_consents(&env.pool, &[word(a, true, 40)]).await?;
     assert_eq!(listed().await?, [c]);
 
+    // A START older than a word is remembered is not applied (the later word it would undo
+    // may be forgotten); a STOP that old still is.
+    let weeks_ago = chrono::Utc::now() - chrono::Duration::days(8);
+    let late = |stop: bool| Consent {
+        said_at: weeks_ago,
+        ..word(c, stop, 0)
+    };
+    let recorded = record_consents(&env.pool, &[late(false)]).await?;
+    assert_eq!(
+        recorded.taken_off, 0,
+        "a START a week late took the address off"
+    );
+    let d = "+15550000004";
+    let recorded = record_consents(
+        &env.pool,
+        &[Consent {
+            address: d.into(),
+            ..late(true)
+        }],
+    )
+    .await?;
+    assert_eq!(recorded.listed, 1);
+    assert_eq!(listed().await?, [c, d]);
+
     // A week on, a word is forgotten; the list keeps what it decided.
     sqlx::query("UPDATE consents SET said_at = now() - interval '8 days' WHERE address = $1")
         .bind(c)
         .execute(&env.pool)
         .await?;
-    let week = Duration::from_secs(7 * 24 * 3600);
     assert_eq!(
-        herald_store::suppressions::forget_consents(&env.pool, week, 100).await?,
-        1
+        herald_store::suppressions::forget_consents(&env.pool, 100).await?,
+        2
     );
-    assert_eq!(listed().await?, [c]);
+    assert_eq!(listed().await?, [c, d]);
     Ok(())
 }
