@@ -303,14 +303,14 @@ pub async fn test(
     let (event, occurred_at) = match webhooks::send_test(&state.pool, id, TEST_EVERY).await? {
         webhooks::TestAsked::Queued(event, at) => (event, at),
         webhooks::TestAsked::TooSoon(left) => {
+            // Whole seconds, rounded up: asked again then, it is taken.
+            let wait = (left.as_secs_f64().ceil() as u32).max(1);
             return Err(ApiError::Busy {
-                // Whole seconds, rounded up: asked again then, it is taken.
                 message: format!(
-                    "one test event each {} s: ask again in {} s",
-                    TEST_EVERY.as_secs(),
-                    (left.as_secs_f64().ceil() as u32).max(1)
+                    "one test event each {} s: ask again in {wait} s",
+                    TEST_EVERY.as_secs()
                 ),
-                retry_after: (left.as_secs_f64().ceil() as u32).max(1),
+                retry_after: wait,
             });
         }
         webhooks::TestAsked::NoWebhook => {

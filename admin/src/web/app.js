@@ -943,49 +943,52 @@ function webhookBusy(on) {
   for (const sel of ['#w-save', '#w-rotate', '#w-remove', '#w-recover', '#w-test']) $(sel).disabled = on;
 }
 
-// Every event given up that is still kept goes again (the API takes 50,000 a request).
-async function recoverWebhookEvents() {
-  const tenant = webhookTenant();
-  if (!tenant || !confirm('Post again every event given up (kept as long as receipts)? They are given up again a day from now if still not delivered.')) return;
+// One action on the chosen tenant's webhook: its buttons held while `run` (given that
+// tenant and whether the page still shows it) asks the API; its answer or `failed`'s words
+// in the status line; the summary read again after.
+async function webhookAction(tenant, failed, run) {
   const current = webhookTurn();
   webhookBusy(true);
-  let recovered = 0;
   try {
-    for (let round = 0; round < 100; round++) {
-      const r = await api('POST', `/tenants/${enc(tenant)}/webhook/recover`, { json: { since: '2000-01-01T00:00:00Z' } });
-      if (!current()) return;
-      recovered += num(r.recovered);
-      if (!r.more) break;
-    }
-    setStatus($('#w-status'), `${recovered} ${recovered === 1 ? 'event' : 'events'} given up posted again.`, 'ok');
+    const said = await run(tenant, current);
+    if (!current()) return;
+    setStatus($('#w-status'), said, 'ok');
   } catch (e) {
     if (!current()) return;
-    if (e.status !== 401) setStatus($('#w-status'), `Not posted again: ${describe(e)}`, 'warn');
+    if (e.status !== 401) setStatus($('#w-status'), `${failed}: ${describe(e)}`, 'warn');
   } finally {
     webhookBusy(false);
   }
   loadWebhook();
 }
 
-// A `webhook.test` event, posted as status events are; the summary then shows how it went.
+// Every event given up that is still kept goes again (the API takes 50,000 a request).
+async function recoverWebhookEvents() {
+  const tenant = webhookTenant();
+  if (!tenant || !confirm('Post again every event given up (kept as long as receipts)? They are given up again a day from now if still not delivered.')) return;
+  await webhookAction(tenant, 'Not posted again', async (t, current) => {
+    let recovered = 0;
+    for (let round = 0; round < 100; round++) {
+      const r = await api('POST', `/tenants/${enc(t)}/webhook/recover`, { json: { since: '2000-01-01T00:00:00Z' } });
+      if (!current()) return '';
+      recovered += num(r.recovered);
+      if (!r.more) break;
+    }
+    return `${recovered} ${recovered === 1 ? 'event' : 'events'} given up posted again.`;
+  });
+}
+
+// A `webhook.test` event, posted as status events are: the summary's backlog drops once it
+// is delivered, and a failed post shows as its last failure.
 async function testWebhook() {
   const tenant = webhookTenant();
   if (!tenant) return;
-  const current = webhookTurn();
-  webhookBusy(true);
-  try {
-    const queued = await api('POST', `/tenants/${enc(tenant)}/webhook/test`);
-    if (!current()) return;
-    setStatus($('#w-status'), `Test event ${shortId(queued.id)} queued: it goes after the events already due `
+  await webhookAction(tenant, 'No test event', async (t) => {
+    const queued = await api('POST', `/tenants/${enc(t)}/webhook/test`);
+    return `Test event ${shortId(queued.id)} queued: it goes after the events already due `
       + '(while the endpoint is failing, after one probe of each event due before it, or at once when it answers again). '
-      + 'Refresh: it waits until delivered; a failed post shows as the last failure.', 'ok');
-  } catch (e) {
-    if (!current()) return;
-    if (e.status !== 401) setStatus($('#w-status'), `No test event: ${describe(e)}`, 'warn');
-  } finally {
-    webhookBusy(false);
-  }
-  loadWebhook();
+      + 'Refresh: it waits until delivered; a failed post shows as the last failure.';
+  });
 }
 
 async function setWebhook(rotate) {
