@@ -9,6 +9,7 @@ pub mod topology;
 
 use crate::config::Tls;
 use lapin::tcp::OwnedTLSConfig;
+use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties, DefaultConnectionBuilder};
 
 /// The nodes of `urls` (one URL, or a cluster's, separated by commas), in the order this
@@ -50,6 +51,13 @@ pub async fn connect(urls: &str, service: &str, tls: &Tls) -> Result<Connection,
 /// moving on to the next node nor letting the caller do anything meanwhile.
 pub const NODE_CONNECT_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The largest AMQP frame Herald offers the broker, unless a node's URL names its own
+/// (`?frame_max=`). lapin keeps two ring buffers of 32 frames a connection, zero-filled as the
+/// connection opens, so RabbitMQ's 128 KiB frames would hold 8 MiB resident on every
+/// connection; 16 KiB holds 1 MiB. A message larger than a frame (a batch of many recipients)
+/// travels in several, at 8 bytes of framing each.
+pub const FRAME_MAX: u32 = 16 * 1024;
+
 /// One node's connection.
 pub async fn connect_node(url: &str, service: &str, tls: &Tls) -> Result<Connection, lapin::Error> {
     let properties =
@@ -58,8 +66,10 @@ pub async fn connect_node(url: &str, service: &str, tls: &Tls) -> Result<Connect
         Some(path) => Some(std::fs::read_to_string(path)?),
         None => None,
     };
+    let uri = node_uri(url)
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
     let builder = DefaultConnectionBuilder::new()?
-        .with_uri_str(url.to_owned())
+        .with_uri(uri)
         .with_properties(properties)
         .with_tls_config(OwnedTLSConfig {
             identity: None,
@@ -75,6 +85,13 @@ pub async fn connect_node(url: &str, service: &str, tls: &Tls) -> Result<Connect
         })?
 }
 
+/// A node's URL as Herald connects to it: with [`FRAME_MAX`] unless it names a `frame_max`.
+fn node_uri(url: &str) -> Result<AMQPUri, String> {
+    let mut uri: AMQPUri = url.parse()?;
+    uri.query.frame_max.get_or_insert(FRAME_MAX);
+    Ok(uri)
+}
+
 /// The service, its host (a pod's or container's name: `HOSTNAME`) and its process id: in
 /// containers the process id alone is 1 everywhere.
 fn connection_name(service: &str) -> String {
@@ -88,6 +105,16 @@ fn connection_name(service: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_are_small_unless_the_url_says_otherwise() {
+        let uri = node_uri("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
+        assert_eq!(uri.query.frame_max, Some(FRAME_MAX));
+        let uri = node_uri("amqps://h:5671/v?frame_max=131072&heartbeat=30").unwrap();
+        assert_eq!(uri.query.frame_max, Some(131_072));
+        assert_eq!(uri.query.heartbeat, Some(30));
+        assert!(node_uri("http://not-amqp").is_err());
+    }
 
     #[test]
     fn every_node_is_tried_once_from_a_random_start() {
