@@ -13,7 +13,7 @@ use crate::model::{
     Campaign, Contact, DefaultProvider, ErrorBody, ErrorCount, Key, Message, NewCampaign, NewKey,
     NewMessage, NewProvider, NewSegment, NewSuppressions, NewTenant, Page, Progress, Provider,
     Recipient, RotatedKey, Segment, SegmentCount, Suppression, SuppressionsAdded, Tenant,
-    UploadSummary, Webhook,
+    UploadSummary, Webhook, WebhookEvent,
 };
 
 /// Bounds a hung server rather than a slow action: starting a segment campaign materializes
@@ -225,6 +225,20 @@ impl Client {
         let body = serde_json::json!({ "since": since });
         self.send(self.http.post(url).json(&body), Some(REQUEST_TIMEOUT))
             .await
+    }
+
+    pub async fn list_webhook_events(
+        &self,
+        tenant: Uuid,
+        filters: &Filters,
+        at: &PageAt,
+    ) -> Result<Reply<Page<WebhookEvent>>, ApiError> {
+        self.page(
+            &["tenants", &tenant.to_string(), "webhook", "events"],
+            filters,
+            at,
+        )
+        .await
     }
 
     /// Queues a `webhook.test` event for the tenant's webhook.

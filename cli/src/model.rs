@@ -499,6 +499,30 @@ pub struct Webhook {
     pub secret: Option<String>,
 }
 
+/// One of a tenant's webhook events (`/tenants/{id}/webhook/events`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookEvent {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub occurred_at: Timestamp,
+    pub message: Option<EventMessage>,
+    pub delivery: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<Timestamp>,
+    pub delivered_at: Option<Timestamp>,
+    pub abandoned_at: Option<Timestamp>,
+    pub last_failure: Option<String>,
+}
+
+/// The message a status event names, as the event left it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventMessage {
+    pub id: Uuid,
+    pub state: String,
+    pub delivery_status: Option<String>,
+}
+
 /// A tenant's default provider for a channel (`/tenants/{id}/default-providers`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct DefaultProvider {

@@ -14,7 +14,7 @@ use crate::client::ApiError;
 use crate::model::{
     Campaign, Contact, DefaultProvider, ErrorBody, ErrorCount, Key, Message, NewKey, Progress,
     Provider, ProviderSends, QuietHours, Recipient, RotatedKey, Segment, SegmentCount, Suppression,
-    SuppressionsAdded, Tenant, Timestamp, UploadSummary, Webhook,
+    SuppressionsAdded, Tenant, Timestamp, UploadSummary, Webhook, WebhookEvent,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -538,6 +538,43 @@ pub fn webhook(w: &Webhook) -> String {
         ("given up", counted(w.abandoned)),
         ("last given up", when(w.last_abandoned_at)),
     ])
+}
+
+pub fn webhook_events(list: &[WebhookEvent]) -> String {
+    if list.is_empty() {
+        return "no webhook events\n".to_owned();
+    }
+    let mut table = Table::new(&[
+        ("ID", Align::Left),
+        ("TYPE", Align::Left),
+        ("OCCURRED", Align::Left),
+        ("MESSAGE", Align::Left),
+        ("STATE", Align::Left),
+        ("DELIVERY", Align::Left),
+        ("POSTS", Align::Right),
+        ("SINCE", Align::Left),
+        ("LAST FAILURE", Align::Left),
+    ]);
+    for e in list {
+        // When it was delivered or given up, or (waiting) when it is next posted.
+        let since = e.delivered_at.or(e.abandoned_at).or(e.next_attempt_at);
+        let state = e.message.as_ref().map(|m| match &m.delivery_status {
+            Some(status) => format!("{} ({status})", m.state),
+            None => m.state.clone(),
+        });
+        table.row(vec![
+            e.id.to_string(),
+            e.kind.clone(),
+            format_time(Some(e.occurred_at)),
+            or_dash(e.message.as_ref().map(|m| m.id)),
+            or_dash(state),
+            e.delivery.clone(),
+            e.attempts.to_string(),
+            format_time(since),
+            or_dash(e.last_failure.as_deref()),
+        ]);
+    }
+    table.render()
 }
 
 pub fn default_providers(list: &[DefaultProvider]) -> String {

@@ -188,6 +188,108 @@ pub async fn remove(pool: &PgPool, tenant: Uuid) -> Result<bool, sqlx::Error> {
     Ok(removed > 0)
 }
 
+/// Where an event's posting stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Not delivered yet: due, or waiting for its next try (one may be in flight).
+    Waiting,
+    /// An endpoint answered a post of it 2xx.
+    Delivered,
+    /// Given up: not delivered a day after it happened (or was recovered).
+    Abandoned,
+}
+
+impl Delivery {
+    pub const ALL: [Delivery; 3] = [Self::Waiting, Self::Delivered, Self::Abandoned];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Delivered => "delivered",
+            Self::Abandoned => "abandoned",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == text)
+    }
+
+    /// The condition on `message_events e` that holds of events where this one stands.
+    fn condition(self) -> &'static str {
+        match self {
+            Self::Waiting => " AND e.delivered_at IS NULL AND e.abandoned_at IS NULL",
+            Self::Delivered => " AND e.delivered_at IS NOT NULL",
+            Self::Abandoned => " AND e.abandoned_at IS NOT NULL",
+        }
+    }
+}
+
+/// One event of a tenant's as its list shows it: what was (or is to be) posted, and how
+/// its posts went.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ListedEvent {
+    /// The event's id in its posts.
+    pub public_id: Uuid,
+    pub kind: String,
+    pub occurred_at: DateTime<Utc>,
+    pub message_id: Option<Uuid>,
+    pub state: String,
+    pub delivery_status: Option<String>,
+    pub last_error: Option<String>,
+    pub delivery_error: Option<String>,
+    pub provider_message_id: Option<String>,
+    /// Posts taken, one in flight included.
+    pub attempts: i32,
+    /// While waiting: when it is next due (an endpoint that is failing may hold it longer).
+    pub next_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub abandoned_at: Option<DateTime<Utc>>,
+    pub recovered_at: Option<DateTime<Utc>>,
+    pub last_failure: Option<String>,
+    pub failed_at: Option<DateTime<Utc>>,
+}
+
+/// Where a list of events goes on from: the last one shown (events are listed newest first).
+pub type EventKey = (DateTime<Utc>, Uuid);
+
+/// Up to `limit` of tenant `tenant`'s events (kept as long as receipts are), newest first,
+/// after `after`, of one `kind` and standing at `delivery` if given.
+pub async fn list_events(
+    pool: &PgPool,
+    tenant: Uuid,
+    delivery: Option<Delivery>,
+    kind: Option<&str>,
+    after: Option<EventKey>,
+    limit: i64,
+) -> Result<Vec<ListedEvent>, sqlx::Error> {
+    // Read backwards through `message_events_listed`; each condition is written only when
+    // given, so that the cursor is an index bound in every plan.
+    let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+        "SELECT e.public_id, e.kind, e.occurred_at, e.message_id, e.state, e.delivery_status,
+                e.last_error, e.delivery_error, e.provider_message_id, e.attempts, e.next_at,
+                e.delivered_at, e.abandoned_at, e.recovered_at, e.last_failure, e.failed_at
+         FROM message_events e
+         WHERE e.public_id IS NOT NULL AND e.tenant_id = ",
+    );
+    qb.push_bind(tenant);
+    if let Some(delivery) = delivery {
+        qb.push(delivery.condition());
+    }
+    if let Some(kind) = kind {
+        qb.push(" AND e.kind = ").push_bind(kind.to_owned());
+    }
+    if let Some((at, id)) = after {
+        qb.push(" AND (e.occurred_at, e.public_id) < (")
+            .push_bind(at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    qb.push(" ORDER BY e.occurred_at DESC, e.public_id DESC LIMIT ")
+        .push_bind(limit);
+    qb.build_query_as().fetch_all(pool).await
+}
+
 /// An event taken to be posted, with where and how to sign it.
 #[derive(Debug, Clone)]
 pub struct DueEvent {

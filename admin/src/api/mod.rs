@@ -248,6 +248,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/tenants/{id}/webhook/recover", post(webhooks::recover))
         .route("/tenants/{id}/webhook/test", post(webhooks::test))
+        .route("/tenants/{id}/webhook/events", get(webhooks::events))
         .route("/keys", get(keys::list))
         .route("/keys/{id}/revoke", post(keys::revoke))
         .route("/keys/{id}/rotate", post(keys::rotate))

@@ -51,6 +51,7 @@ pub fn document_json() -> serde_json::Value {
         tenants::create, tenants::list, tenants::show, tenants::update, tenants::create_key,
         default_providers::list, default_providers::set, default_providers::remove,
         webhooks::set, webhooks::show, webhooks::remove, webhooks::recover, webhooks::test,
+        webhooks::events,
         keys::list, keys::revoke, keys::rotate,
         providers::create, providers::list, providers::show, providers::rotate_credentials,
         providers::set_commitment,
@@ -324,6 +325,20 @@ pub mod rules {
 
     pub fn campaign_status() -> Object {
         one_of(CampaignStatus::ALL.iter().map(|c| c.as_str().to_owned()))
+    }
+
+    /// Where a webhook event's posting stands.
+    pub fn event_delivery() -> Object {
+        one_of(
+            herald_store::webhooks::Delivery::ALL
+                .iter()
+                .map(|d| d.as_str().to_owned()),
+        )
+    }
+
+    /// The types of event a webhook is posted.
+    pub fn event_type() -> Object {
+        one_of(crate::api::webhooks::EVENT_TYPES.map(str::to_owned))
     }
 
     /// The store's, which its recipient rows use too.

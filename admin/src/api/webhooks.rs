@@ -5,19 +5,21 @@
 //! signs beside it for a grace period (so the endpoint can change over without refusing a
 //! post). Events still waiting go to the URL last set.
 
-use super::JsonBody;
+use super::page::{self, Page};
+use super::{JsonBody, QueryParams};
 use crate::auth::Caller;
 use crate::endpoints::Refusal;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::validate;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use herald_store::webhooks::{self, COUNTED};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 /// Longest webhook URL taken.
@@ -290,7 +292,7 @@ const TEST_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[utoipa::path(post, path = "/tenants/{id}/webhook/test", tag = "tenants",
     params(("id" = Uuid, Path, description = "The tenant's id")),
-    responses((status = 202, body = TestQueued, description = "A `webhook.test` event waits to be posted after the events already due (while the endpoint is failing, after one probe of each event due before it, or at once when it answers again), signed and retried as status events are; the webhook's `waiting` drops once it is delivered, and a failed post shows as its `last_failure`"),
+    responses((status = 202, body = TestQueued, description = "A `webhook.test` event waits to be posted after the events already due (while the endpoint is failing, after one probe of each event due before it, or at once when it answers again), signed and retried as status events are; `GET …/webhook/events?type=webhook.test` shows how its posts go"),
               (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody, description = "The tenant has no webhook"),
               (status = 429, body = crate::error::ErrorBody, description = "A test event was asked for less than 10 s ago; `Retry-After` says when to ask again")))]
@@ -328,6 +330,166 @@ pub async fn test(
             occurred_at,
         }),
     ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+// Read by `QueryParams`, which utoipa cannot place as it places axum's `Query`.
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Only events standing here: `waiting` (not delivered yet), `delivered` or `abandoned`
+    /// (given up).
+    #[param(schema_with = crate::api::openapi::rules::event_delivery)]
+    pub delivery: Option<String>,
+    /// Only events of this type.
+    #[serde(rename = "type")]
+    #[param(rename = "type", schema_with = crate::api::openapi::rules::event_type)]
+    pub kind: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+}
+
+/// One event of the tenant's webhook, and how its posts went.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookEvent {
+    /// The event's id, as its posts carry it.
+    pub id: Uuid,
+    /// `message.status` or `webhook.test`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub occurred_at: DateTime<Utc>,
+    /// The message as the change left it (the post's `message`); `null` for a test event.
+    pub message: Option<EventMessage>,
+    /// `waiting` (not delivered yet), `delivered` or `abandoned` (given up).
+    pub delivery: &'static str,
+    /// Posts made (one may be in flight).
+    pub attempts: i32,
+    /// While waiting: when it is next posted (later while the endpoint is failing: see
+    /// the webhook's `resume_at`).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub abandoned_at: Option<DateTime<Utc>>,
+    /// When it was last posted again on the tenant's word (`…/webhook/recover`).
+    pub recovered_at: Option<DateTime<Utc>>,
+    /// Why its latest failed post failed (the answer's status and start, or no answer),
+    /// and when.
+    pub last_failure: Option<String>,
+    pub last_failed_at: Option<DateTime<Utc>>,
+}
+
+/// The message of a status event: what the post said of it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventMessage {
+    pub id: Uuid,
+    pub state: String,
+    pub delivery_status: Option<String>,
+    pub last_error: Option<String>,
+    pub delivery_error: Option<String>,
+    pub provider_message_id: Option<String>,
+}
+
+impl From<webhooks::ListedEvent> for WebhookEvent {
+    fn from(row: webhooks::ListedEvent) -> Self {
+        let delivery = if row.delivered_at.is_some() {
+            webhooks::Delivery::Delivered
+        } else if row.abandoned_at.is_some() {
+            webhooks::Delivery::Abandoned
+        } else {
+            webhooks::Delivery::Waiting
+        };
+        let message = row.message_id.map(|id| EventMessage {
+            id,
+            state: row.state,
+            delivery_status: row.delivery_status,
+            last_error: row.last_error,
+            delivery_error: row.delivery_error,
+            provider_message_id: row.provider_message_id,
+        });
+        Self {
+            id: row.public_id,
+            kind: row.kind,
+            occurred_at: row.occurred_at,
+            message,
+            delivery: delivery.as_str(),
+            attempts: row.attempts,
+            next_attempt_at: (delivery == webhooks::Delivery::Waiting).then_some(row.next_at),
+            delivered_at: row.delivered_at,
+            abandoned_at: row.abandoned_at,
+            recovered_at: row.recovered_at,
+            last_failure: row.last_failure,
+            last_failed_at: row.failed_at,
+        }
+    }
+}
+
+/// The types of event a webhook is posted.
+pub const EVENT_TYPES: [&str; 2] = [
+    herald_shared::status_event::MESSAGE_STATUS,
+    herald_shared::status_event::WEBHOOK_TEST,
+];
+
+#[utoipa::path(get, path = "/tenants/{id}/webhook/events", tag = "tenants",
+    params(("id" = Uuid, Path, description = "The tenant's id"), EventsQuery),
+    responses((status = 200, body = Page<WebhookEvent>, description = "The tenant's webhook events, newest first (kept as long as receipts are), with how their posts went"),
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)))]
+pub async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    QueryParams(query): QueryParams<EventsQuery>,
+) -> Result<Json<Page<WebhookEvent>>, ApiError> {
+    super::tenants::visible(&state.pool, caller, id).await?;
+    let delivery = query
+        .delivery
+        .as_deref()
+        .map(|d| {
+            webhooks::Delivery::parse(d).ok_or_else(|| {
+                ApiError::field(
+                    "delivery",
+                    format!(
+                        "unknown delivery `{}`: waiting, delivered or abandoned",
+                        validate::clip(d)
+                    ),
+                )
+            })
+        })
+        .transpose()?;
+    if let Some(kind) = query.kind.as_deref()
+        && !EVENT_TYPES.contains(&kind)
+    {
+        return Err(ApiError::field(
+            "type",
+            format!(
+                "unknown type `{}`: {}",
+                validate::clip(kind),
+                EVENT_TYPES.join(" or ")
+            ),
+        ));
+    }
+    let limit = page::limit(query.limit)?;
+    let after: Option<webhooks::EventKey> = page::decode(query.cursor.as_deref())?;
+    // A time chrono reads but PostgreSQL cannot store is refused here, naming the cursor.
+    if after.is_some_and(|(at, _)| !(1..=9999).contains(&at.year())) {
+        return Err(page::forged());
+    }
+    let rows = webhooks::list_events(
+        &state.pool,
+        id,
+        delivery,
+        query.kind.as_deref(),
+        after,
+        page::fetch_limit(limit),
+    )
+    .await?;
+    Ok(Json(Page::of(
+        rows.into_iter().map(WebhookEvent::from).collect(),
+        limit,
+        |e| (e.occurred_at, e.id),
+    )))
 }
 
 #[utoipa::path(delete, path = "/tenants/{id}/webhook", tag = "tenants",

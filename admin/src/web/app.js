@@ -23,7 +23,8 @@
  *                   removeSuppression()
  *   webhook ....... loadWebhook() (one tenant's: an operator picks it) when opened;
  *                   setWebhook() (the secret shown once), removeWebhook(),
- *                   recoverWebhookEvents(), testWebhook()
+ *                   recoverWebhookEvents(), testWebhook(); its events (a paged
+ *                   section of its own) loadWebhookEvents() when opened or filtered
  *   create form ... loadFormOptions(), fillTenants(), fillProviders() (carries()), readForm(),
  *                   submitCampaign() (create, then upload the file), showFormErrors()
  *   formatting .... formatEta(), formatMs(), formatRate(), formatTime(), shortId()
@@ -48,6 +49,7 @@ const RECIPIENTS_PER_PAGE = 20;
 const CONTACTS_PER_PAGE = 25;
 const MESSAGES_PER_PAGE = 25;
 const SUPPRESSIONS_PER_PAGE = 25;
+const WEBHOOK_EVENTS_PER_PAGE = 20;
 const TYPING_MS = 300; // a search box is read once typing pauses
 const ACTIONS = [ // [action, label, statuses that allow it, past tense]
   ['start', 'Start', ['draft'], 'started'],
@@ -70,6 +72,7 @@ const state = {
   contactPages: newPager(), contactsGen: 0, typing: new Map(),
   messagePages: newPager(), messagesGen: 0,
   suppressionPages: newPager(), suppressionsGen: 0, webhookGen: 0,
+  webhookEventPages: newPager(), webhookEventsGen: 0,
 };
 
 /* ---------- helpers ---------- */
@@ -190,7 +193,7 @@ function signOut(message) {
   sessionStorage.removeItem(CREATE_STORAGE);
   // The next key may see other tenants: its lists start unfiltered, on their first page.
   for (const sel of ['#f-status', '#f-tenant', '#f-name', '#k-tenant', '#k-address', '#m-state',
-    '#s-tenant', '#s-channel', '#s-address', '#w-new-url', '#sa-addresses', '#sa-reason']) $(sel).value = '';
+    '#s-tenant', '#s-channel', '#s-address', '#w-new-url', '#sa-addresses', '#sa-reason', '#we-delivery']) $(sel).value = '';
   pagerReset(state.campaignPages);
   pagerReset(state.contactPages);
   pagerReset(state.messagePages);
@@ -208,6 +211,7 @@ function signOut(message) {
   $('#suppression-list tbody').replaceChildren();
   state.webhookGen++;
   $('#webhook').open = false;
+  $('#webhook-events').open = false;
   clearWebhook();
   setStatus($('#sa-status'), '');
   state.tenants = [];
@@ -897,6 +901,7 @@ async function loadWebhook() {
     if (!current()) return;
     showWebhook(w);
     $('#webhook-error').hidden = true;
+    loadWebhookEvents();
   } catch (e) {
     if (!current() || e.status === 401) return;
     clearWebhook();
@@ -937,6 +942,7 @@ function clearWebhook() {
   $('#w-new-url').value = '';
   hideSecret();
   setStatus($('#w-status'), '');
+  clearWebhookEvents();
 }
 
 function webhookBusy(on) {
@@ -978,8 +984,7 @@ async function recoverWebhookEvents() {
   });
 }
 
-// A `webhook.test` event, posted as status events are: the summary's backlog drops once it
-// is delivered, and a failed post shows as its last failure.
+// A `webhook.test` event, posted as status events are: the events below show its posts.
 async function testWebhook() {
   const tenant = webhookTenant();
   if (!tenant) return;
@@ -987,7 +992,7 @@ async function testWebhook() {
     const queued = await api('POST', `/tenants/${enc(t)}/webhook/test`);
     return `Test event ${shortId(queued.id)} queued: it goes after the events already due `
       + '(while the endpoint is failing, after one probe of each event due before it, or at once when it answers again). '
-      + 'Refresh: it waits until delivered; a failed post shows as the last failure.';
+      + 'Refresh: its posts show under Events.';
   });
 }
 
@@ -1045,6 +1050,47 @@ function hideSecret() {
 function webhookTenantChanged() {
   clearWebhook();
   loadWebhook();
+}
+
+// The chosen tenant's events, newest first: what was posted, and how its posts went.
+function loadWebhookEvents() {
+  const tenant = webhookTenant();
+  if (!tenant) { clearWebhookEvents(); return undefined; }
+  const delivery = { waiting: 'waiting', delivered: 'delivered', abandoned: 'given up' };
+  return loadSection({
+    name: 'webhook-events', table: '#webhook-event-list', pages: state.webhookEventPages, gen: 'webhookEventsGen',
+    path: `/tenants/${enc(tenant)}/webhook/events`, perPage: WEBHOOK_EVENTS_PER_PAGE, noun: 'events',
+    filters: () => ({ delivery: $('#we-delivery').value }),
+    row: (e) => {
+      const tr = el('tr');
+      const m = e.message;
+      const message = m ? `${shortId(m.id)} ${m.state}${m.delivery_status ? ` (${m.delivery_status})` : ''}` : '–';
+      // When it was delivered or given up; while waiting, when it is next posted.
+      const when = e.delivered_at || e.abandoned_at;
+      const at = when ? ` ${formatTime(when)}` : (e.next_attempt_at ? ` (next ${formatTime(e.next_attempt_at)})` : '');
+      const stands = el('td', '', `${delivery[e.delivery] || String(e.delivery ?? '')}${at}`);
+      tr.append(el('td', 'mono', String(e.type ?? '')), el('td', '', formatTime(e.occurred_at)),
+        el('td', 'mono', message), stands, el('td', 'num', String(num(e.attempts))),
+        el('td', 'attributes', e.last_failure || '–'));
+      tr.title = `Event ${e.id}`;
+      return tr;
+    },
+  });
+}
+
+// Nothing of a tenant's events left (another tenant's or key's come next); its first page next.
+function clearWebhookEvents() {
+  state.webhookEventsGen++;
+  pagerReset(state.webhookEventPages);
+  $('#webhook-event-list tbody').replaceChildren();
+  $('#webhook-events-empty').hidden = true;
+  $('#webhook-events-error').hidden = true;
+  $('#webhook-events-pager').hidden = true;
+}
+
+function webhookEventFiltersChanged() {
+  pagerReset(state.webhookEventPages);
+  loadWebhookEvents();
 }
 
 // Sends, cost and delivery per provider: "twilio-eu 9612 (75.93, 98.2% delivered) · backup 388 (19.40)".
@@ -1362,7 +1408,7 @@ function init() {
   $('#c-channel').addEventListener('change', fillProviders);
   $('#c-reload').addEventListener('click', loadFormOptions);
   for (const form of ['#campaign-filters', '#recipient-filters', '#contact-filters', '#message-filters',
-    '#suppression-filters', '#webhook-tenant-form']) {
+    '#suppression-filters', '#webhook-tenant-form', '#webhook-event-filters']) {
     $(form).addEventListener('submit', (ev) => ev.preventDefault()); // Enter in a search box
   }
   $('#f-status').addEventListener('change', filtersChanged);
@@ -1399,6 +1445,10 @@ function init() {
   $('#w-reload').addEventListener('click', loadWebhook);
   $('#w-recover').addEventListener('click', recoverWebhookEvents);
   $('#w-test').addEventListener('click', testWebhook);
+  $('#webhook-events').addEventListener('toggle', loadWebhookEvents);
+  $('#we-delivery').addEventListener('change', webhookEventFiltersChanged);
+  $('#webhook-events-next').addEventListener('click', () => turnPage(state.webhookEventPages, 'webhook-events', true, loadWebhookEvents));
+  $('#webhook-events-prev').addEventListener('click', () => turnPage(state.webhookEventPages, 'webhook-events', false, loadWebhookEvents));
   if (typeof Intl.supportedValuesOf === 'function') { // time zone suggestions, offline
     $('#time-zones').append(...Intl.supportedValuesOf('timeZone').map((z) => option(z, '')));
   }

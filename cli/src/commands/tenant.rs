@@ -4,7 +4,8 @@ use clap::{Subcommand, ValueEnum};
 use uuid::Uuid;
 
 use super::campaign::Channel;
-use super::{CliError, Ctx, note};
+use super::{CliError, Ctx, PageArgs, note, show_pages};
+use crate::client::Filters;
 use crate::model::NewTenant;
 use crate::output;
 
@@ -191,11 +192,48 @@ pub enum TenantCommand {
               conflicts_with_all = ["set", "remove"])]
         recover_since: Option<chrono::DateTime<chrono::FixedOffset>>,
         /// Post a test event (`webhook.test`), signed and retried as status events are (one
-        /// each 10 s): the webhook's summary shows it waiting until delivered, and a failed
-        /// post as its last failure
+        /// each 10 s): `herald tenant webhook-events` shows how its posts go
         #[arg(long, conflicts_with_all = ["set", "remove", "recover_since"])]
         test: bool,
     },
+    /// List a tenant's webhook events, newest first, with how their posts went (kept as
+    /// long as receipts are)
+    #[command(after_help = "Examples:
+  herald tenant webhook-events $TENANT_ID
+  herald tenant webhook-events $TENANT_ID --delivery abandoned --all
+  herald tenant webhook-events $TENANT_ID --type webhook.test --limit 1   # the last test event")]
+    WebhookEvents {
+        /// Tenant id
+        tenant_id: Uuid,
+        /// Only events standing here
+        #[arg(long, value_enum)]
+        delivery: Option<EventDelivery>,
+        /// Only events of this type
+        #[arg(long = "type", value_name = "TYPE", value_parser = ["message.status", "webhook.test"])]
+        kind: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+}
+
+/// Where a webhook event's posting stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventDelivery {
+    /// Not delivered yet
+    Waiting,
+    Delivered,
+    /// Given up: not delivered within a day
+    Abandoned,
+}
+
+impl EventDelivery {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Delivered => "delivered",
+            Self::Abandoned => "abandoned",
+        }
+    }
 }
 
 pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
@@ -346,7 +384,7 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
             let reply = ctx.client.test_webhook(tenant_id).await?;
             ctx.show(&reply, |queued| {
                 format!(
-                    "test event {} queued: it is posted after the events already due (while the endpoint is failing, after one probe of each event due before it, or at once when it answers again); `herald tenant webhook {tenant_id}` shows it waiting until delivered, and a failed post as the last failure\n",
+                    "test event {} queued: it is posted after the events already due (while the endpoint is failing, after one probe of each event due before it, or at once when it answers again); `herald tenant webhook-events {tenant_id} --type webhook.test` shows how its posts go\n",
                     queued["id"].as_str().unwrap_or_default()
                 )
             })
@@ -363,6 +401,27 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
         TenantCommand::Webhook { tenant_id, .. } => {
             let reply = ctx.client.get_webhook(tenant_id).await?;
             ctx.show(&reply, output::webhook)
+        }
+        TenantCommand::WebhookEvents {
+            tenant_id,
+            delivery,
+            kind,
+            page,
+        } => {
+            let mut filters = Filters::new();
+            filters.extend(delivery.map(|d| ("delivery", d.as_str().to_owned())));
+            filters.extend(kind.map(|k| ("type", k)));
+            show_pages(
+                ctx,
+                page,
+                async |at| {
+                    ctx.client
+                        .list_webhook_events(tenant_id, &filters, at)
+                        .await
+                },
+                output::webhook_events,
+            )
+            .await
         }
     }
 }

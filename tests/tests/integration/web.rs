@@ -1373,6 +1373,55 @@ async fn the_page_keeps_a_tenants_suppressions_and_shows_its_webhook_failing() -
         .fetch_one(&env.pool)
         .await?;
         ensure_eq!(tests, 1);
+        // Its events, newest first: the test event waiting (the endpoint still fails), the
+        // message's recovered and waiting again (its failures forgotten), with the posts
+        // made before; filtered to those delivered, none.
+        click(&page, "#webhook-events summary").await?;
+        let events = wait_rows(
+            &page,
+            "#webhook-event-list",
+            "acme's events",
+            |rows| match rows.first() {
+                Some(first)
+                    if first[0] == "webhook.test"
+                        && first[3].starts_with("waiting")
+                        && rows.len() > 1
+                        && rows[1..].iter().all(|r| {
+                            r[0] == "message.status"
+                                && r[3].starts_with("waiting")
+                                && r[4].parse::<u32>().is_ok_and(|posts| posts > 0)
+                        }) =>
+                {
+                    Ok(())
+                }
+                _ => Err(format!("{rows:?}")),
+            },
+        )
+        .await?;
+        page.find(Locator::Css("#we-delivery"))
+            .await?
+            .select_by_value("delivered")
+            .await?;
+        wait_text(
+            &page,
+            "#webhook-events-empty",
+            "no event delivered",
+            Duration::from_secs(10),
+            |said| said == "No events match.",
+        )
+        .await?;
+        page.find(Locator::Css("#we-delivery"))
+            .await?
+            .select_by_value("waiting")
+            .await?;
+        wait_rows(&page, "#webhook-event-list", "the events waiting", |rows| {
+            if rows.len() == events.len() {
+                Ok(())
+            } else {
+                Err(format!("{rows:?}"))
+            }
+        })
+        .await?;
 
         // Signed out: nothing of acme's webhook is left on the page, its secret least of all.
         click(&page, "#sign-out").await?;
@@ -1380,11 +1429,12 @@ async fn the_page_keeps_a_tenants_suppressions_and_shows_its_webhook_failing() -
             .execute(
                 "return [document.querySelector('#w-secret').textContent,
                          document.querySelector('#w-url').textContent,
-                         document.querySelector('#w-secret-box').hidden];",
+                         document.querySelector('#w-secret-box').hidden,
+                         document.querySelectorAll('#webhook-event-list tbody tr').length];",
                 vec![],
             )
             .await?;
-        ensure_eq!(left, json!(["", "", true]));
+        ensure_eq!(left, json!(["", "", true, 0]));
 
         // The operator: every tenant's suppressions, then globex's; each tenant's webhook,
         // chosen.
@@ -1415,6 +1465,15 @@ async fn the_page_keeps_a_tenants_suppressions_and_shows_its_webhook_failing() -
             |url| url.starts_with("none"),
         )
         .await?;
+        click(&page, "#webhook-events summary").await?;
+        wait_text(
+            &page,
+            "#webhook-events-empty",
+            "globex's events: none",
+            Duration::from_secs(10),
+            |said| said == "No events match.",
+        )
+        .await?;
         choose_when_offered(&page, "#w-tenant", &acme).await?;
         wait_text(
             &page,
@@ -1422,6 +1481,19 @@ async fn the_page_keeps_a_tenants_suppressions_and_shows_its_webhook_failing() -
             "acme's webhook",
             Duration::from_secs(10),
             |url| url == down.url,
+        )
+        .await?;
+        wait_rows(
+            &page,
+            "#webhook-event-list",
+            "acme's events again",
+            |rows| {
+                if rows.len() == events.len() && rows[0][0] == "webhook.test" {
+                    Ok(())
+                } else {
+                    Err(format!("{rows:?}"))
+                }
+            },
         )
         .await?;
         Ok::<_, anyhow::Error>(())

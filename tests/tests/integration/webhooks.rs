@@ -31,10 +31,14 @@ async fn send(
 type EventKey = (chrono::DateTime<chrono::Utc>, uuid::Uuid);
 
 /// The events `sink` took (answered 200) of message `id`, each once, in the order they
-/// happened.
+/// happened (test events, which name no message, left out).
 fn taken(sink: &StatusSink, id: &str) -> Result<BTreeMap<EventKey, StatusEvent>> {
     let mut events = BTreeMap::new();
     for post in sink.posts().iter().filter(|p| p.answered == 200) {
+        let kind = serde_json::from_slice::<Value>(&post.body)?["type"].clone();
+        if kind == "webhook.test" {
+            continue;
+        }
         let event = post.event()?;
         if event.message.id.to_string() == id {
             events.insert((event.occurred_at, event.id), event);
@@ -840,5 +844,235 @@ async fn a_test_event_is_posted_signed_as_status_events_are() -> Result<()> {
             .fetch_one(&env.pool)
             .await?;
     assert_eq!(tests, 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_webhook_events_are_listed_newest_first_with_how_their_posts_went() -> Result<()>
+{
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let admin = env.admin().await?;
+    let (acme, key) = admin.tenant_with_key("acme").await?;
+    let (globex, other_key) = admin.tenant_with_key("globex").await?;
+    let webhook = format!("/tenants/{acme}/webhook");
+    let events = format!("{webhook}/events");
+    let list = async |key: &str, query: &str| -> Result<Vec<Value>> {
+        let page = admin
+            .ok(key, Method::GET, &format!("{events}{query}"), None)
+            .await?;
+        Ok(page["items"].as_array().cloned().unwrap_or_default())
+    };
+    let ids = |items: &[Value]| -> Vec<String> {
+        items
+            .iter()
+            .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let (status, body) = admin.call(&key, Method::GET, &events, None).await?;
+    assert_eq!((status, body["items"].clone()), (200, json!([])), "{body}");
+
+    // The first post is answered 500, so the first event (a test event) is posted twice.
+    let sink = StatusSink::start(1).await?;
+    let other_sink = StatusSink::start(0).await?;
+    for (tenant, key, sink) in [(&acme, &key, &sink), (&globex, &other_key, &other_sink)] {
+        admin
+            .ok(
+                key,
+                Method::PUT,
+                &format!("/tenants/{tenant}/webhook"),
+                Some(json!({ "url": sink.url })),
+            )
+            .await?;
+    }
+    let _scheduler = env.scheduler(250, &[])?;
+    let worker = env.worker(&[])?;
+    let test = format!("{webhook}/test");
+    let first_test = admin.ok(&key, Method::POST, &test, None).await?;
+    all_posted(&admin, &key, &webhook).await?;
+    let message = send(&admin, &key, provider, "+15551230001", json!({})).await?;
+    send(&admin, &other_key, provider, "+15551230002", json!({})).await?;
+    wait_for(&sink, &message, "sent", None).await?;
+    all_posted(&admin, &key, &webhook).await?;
+    // One left waiting: no worker to post it.
+    drop(worker);
+    sqlx::query("UPDATE tenant_webhooks SET tested_at = NULL")
+        .execute(&env.pool)
+        .await?;
+    let last_test = admin.ok(&key, Method::POST, &test, None).await?;
+
+    let all = list(&key, "").await?;
+    assert_eq!(all.len(), 3, "{all:#?}");
+    let (waiting, sent, tested) = (&all[0], &all[1], &all[2]);
+    assert_eq!(
+        (&waiting["id"], &waiting["type"], &waiting["delivery"]),
+        (&last_test["id"], &json!("webhook.test"), &json!("waiting")),
+        "newest first: {all:#?}"
+    );
+    assert!(
+        waiting["attempts"] == 0
+            && waiting["message"].is_null()
+            && waiting["next_attempt_at"].is_string()
+            && waiting["delivered_at"].is_null(),
+        "{waiting}"
+    );
+    assert_eq!(
+        (&sent["type"], &sent["delivery"], &sent["attempts"]),
+        (&json!("message.status"), &json!("delivered"), &json!(1)),
+        "{sent}"
+    );
+    assert_eq!(
+        (&sent["message"]["id"], &sent["message"]["state"]),
+        (&json!(message), &json!("sent")),
+        "{sent}"
+    );
+    assert!(
+        sent["delivered_at"].is_string() && sent["next_attempt_at"].is_null(),
+        "{sent}"
+    );
+    // The id the list shows is the one the posts carried.
+    let posted: Vec<String> = sink
+        .posts()
+        .iter()
+        .filter_map(|p| Some(p.event().ok()?.id.to_string()))
+        .collect();
+    assert!(
+        posted.contains(&sent["id"].as_str().unwrap_or_default().to_owned()),
+        "{posted:?}"
+    );
+    assert_eq!(
+        (&tested["id"], &tested["delivery"], &tested["attempts"]),
+        (&first_test["id"], &json!("delivered"), &json!(2)),
+        "{tested}"
+    );
+    assert!(
+        tested["last_failure"]
+            .as_str()
+            .is_some_and(|f| f.contains("500")),
+        "the failure before it went: {tested}"
+    );
+
+    // Filtered, each filter alone and together.
+    assert_eq!(ids(&list(&key, "?delivery=waiting").await?), ids(&all[..1]));
+    assert_eq!(
+        ids(&list(&key, "?delivery=delivered").await?),
+        ids(&all[1..])
+    );
+    assert_eq!(
+        ids(&list(&key, "?type=webhook.test").await?),
+        vec![ids(&all)[0].clone(), ids(&all)[2].clone()]
+    );
+    assert_eq!(
+        ids(&list(&key, "?type=webhook.test&delivery=delivered").await?),
+        ids(&all[2..])
+    );
+    // Given up (as the housekeeping does a day on): listed as such.
+    sqlx::query("UPDATE message_events SET abandoned_at = now() WHERE public_id = $1")
+        .bind(uuid::Uuid::parse_str(
+            last_test["id"].as_str().unwrap_or_default(),
+        )?)
+        .execute(&env.pool)
+        .await?;
+    let abandoned = list(&key, "?delivery=abandoned").await?;
+    assert_eq!(ids(&abandoned), ids(&all[..1]));
+    assert!(
+        abandoned[0]["abandoned_at"].is_string() && abandoned[0]["next_attempt_at"].is_null(),
+        "{abandoned:#?}"
+    );
+    assert!(list(&key, "?delivery=waiting").await?.is_empty());
+
+    // A page at a time: each event once, in the same order; also when they happened at the
+    // same time (then by id, descending).
+    let walk = async || -> Result<Vec<String>> {
+        let mut walked = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let query = match &cursor {
+                Some(c) => format!("?limit=1&cursor={c}"),
+                None => "?limit=1".to_owned(),
+            };
+            let page = admin
+                .ok(&key, Method::GET, &format!("{events}{query}"), None)
+                .await?;
+            walked.extend(ids(page["items"].as_array().map_or(&[][..], |v| v)));
+            cursor = page["next_cursor"].as_str().map(str::to_owned);
+            if cursor.is_none() || walked.len() > 3 {
+                return Ok(walked);
+            }
+        }
+    };
+    assert_eq!(walk().await?, ids(&all));
+    sqlx::query("UPDATE message_events SET occurred_at = now() WHERE tenant_id = $1")
+        .bind(uuid::Uuid::parse_str(&acme)?)
+        .execute(&env.pool)
+        .await?;
+    let mut by_id = ids(&all);
+    by_id.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(ids(&list(&key, "").await?), by_id);
+    assert_eq!(walk().await?, by_id);
+
+    // Only its own: the other tenant's key sees none of it, the operator's all of it; the
+    // other tenant's list holds only its own message's event.
+    let (status, _) = admin.call(&other_key, Method::GET, &events, None).await?;
+    assert_eq!(status, 404);
+    assert_eq!(ids(&list(&admin.operator_key, "").await?), by_id);
+    let theirs = admin
+        .ok(
+            &other_key,
+            Method::GET,
+            &format!("/tenants/{globex}/webhook/events"),
+            None,
+        )
+        .await?;
+    let theirs = theirs["items"].as_array().cloned().unwrap_or_default();
+    assert!(
+        theirs.len() == 1 && theirs[0]["message"]["id"] != json!(message),
+        "{theirs:#?}"
+    );
+    // Bad filters and cursors name themselves.
+    for (query, field) in [
+        ("?delivery=lost", "delivery"),
+        ("?type=message.sent", "type"),
+        ("?cursor=bm90LWEta2V5", "cursor"),
+        ("?limit=0", "limit"),
+        ("?status=sent", "status"),
+    ] {
+        let (status, body) = admin
+            .call(&key, Method::GET, &format!("{events}{query}"), None)
+            .await?;
+        assert_eq!(
+            (status, refused_fields(&body)),
+            (422, vec![field]),
+            "{query}: {body}"
+        );
+    }
+
+    // Through the CLI.
+    let out = env.run_binary(
+        "herald",
+        &[
+            "--url",
+            &admin.url,
+            "--key",
+            key.as_str(),
+            "tenant",
+            "webhook-events",
+            acme.as_str(),
+            "--type",
+            "webhook.test",
+            "--delivery",
+            "abandoned",
+        ],
+        &[],
+    )?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let rows: Vec<&str> = said.lines().skip(1).collect();
+    assert!(
+        rows.len() == 1
+            && rows[0].contains(last_test["id"].as_str().unwrap_or("?"))
+            && rows[0].contains("abandoned"),
+        "{said}"
+    );
     Ok(())
 }
