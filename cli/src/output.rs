@@ -552,12 +552,16 @@ pub fn webhook_events(list: &[WebhookEvent]) -> String {
         ("STATE", Align::Left),
         ("DELIVERY", Align::Left),
         ("POSTS", Align::Right),
-        ("SINCE", Align::Left),
+        ("AT", Align::Left),
         ("LAST FAILURE", Align::Left),
     ]);
     for e in list {
-        // When it was delivered or given up, or (waiting) when it is next posted.
-        let since = e.delivered_at.or(e.abandoned_at).or(e.next_attempt_at);
+        // When it was delivered or given up; while waiting, not posted before then.
+        let at = match (e.delivered_at.or(e.abandoned_at), e.next_attempt_at) {
+            (Some(at), _) => format_time(Some(at)),
+            (None, Some(next)) => format!("next {}", format_time(Some(next))),
+            (None, None) => "-".to_owned(),
+        };
         let state = e.message.as_ref().map(|m| match &m.delivery_status {
             Some(status) => format!("{} ({status})", m.state),
             None => m.state.clone(),
@@ -570,7 +574,7 @@ pub fn webhook_events(list: &[WebhookEvent]) -> String {
             or_dash(state),
             e.delivery.clone(),
             e.attempts.to_string(),
-            format_time(since),
+            at,
             or_dash(e.last_failure.as_deref()),
         ]);
     }

@@ -238,13 +238,15 @@ pub struct ListedEvent {
     pub last_error: Option<String>,
     pub delivery_error: Option<String>,
     pub provider_message_id: Option<String>,
-    /// Posts taken, one in flight included.
+    /// Posts since it happened or was last recovered, one in flight included.
     pub attempts: i32,
-    /// While waiting: when it is next due (an endpoint that is failing may hold it longer).
+    /// While waiting: not posted before then (while a post is in flight, when it may be
+    /// taken again; while the endpoint is failing, its next probe at the earliest).
     pub next_at: DateTime<Utc>,
     pub delivered_at: Option<DateTime<Utc>>,
     pub abandoned_at: Option<DateTime<Utc>>,
     pub recovered_at: Option<DateTime<Utc>>,
+    /// The latest failed post since it happened or was last recovered, and when.
     pub last_failure: Option<String>,
     pub failed_at: Option<DateTime<Utc>>,
 }
@@ -266,9 +268,13 @@ pub async fn list_events(
     // given, so that the cursor is an index bound in every plan.
     let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
         "SELECT e.public_id, e.kind, e.occurred_at, e.message_id, e.state, e.delivery_status,
-                e.last_error, e.delivery_error, e.provider_message_id, e.attempts, e.next_at,
+                e.last_error, e.delivery_error, e.provider_message_id,
+                e.attempts - e.retry_base AS attempts,
+                CASE WHEN w.failing_since IS NOT NULL THEN greatest(e.next_at, w.resume_at)
+                     ELSE e.next_at END AS next_at,
                 e.delivered_at, e.abandoned_at, e.recovered_at, e.last_failure, e.failed_at
          FROM message_events e
+         LEFT JOIN tenant_webhooks w ON w.tenant_id = e.tenant_id
          WHERE e.public_id IS NOT NULL AND e.tenant_id = ",
     );
     qb.push_bind(tenant);

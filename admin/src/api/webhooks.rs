@@ -365,17 +365,17 @@ pub struct WebhookEvent {
     pub message: Option<EventMessage>,
     /// `waiting` (not delivered yet), `delivered` or `abandoned` (given up).
     pub delivery: &'static str,
-    /// Posts made (one may be in flight).
+    /// Posts since it happened or was last recovered (one may be in flight).
     pub attempts: i32,
-    /// While waiting: when it is next posted (later while the endpoint is failing: see
-    /// the webhook's `resume_at`).
+    /// While waiting: not posted before then (while the endpoint is failing, its next
+    /// probe; while a post is in flight, when it may be taken again).
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub delivered_at: Option<DateTime<Utc>>,
     pub abandoned_at: Option<DateTime<Utc>>,
     /// When it was last posted again on the tenant's word (`…/webhook/recover`).
     pub recovered_at: Option<DateTime<Utc>>,
-    /// Why its latest failed post failed (the answer's status and start, or no answer),
-    /// and when.
+    /// Why its latest failed post since it happened or was last recovered failed (the
+    /// answer's status and start, or no answer), and when.
     pub last_failure: Option<String>,
     pub last_failed_at: Option<DateTime<Utc>>,
 }

@@ -980,6 +980,46 @@ async fn a_tenants_webhook_events_are_listed_newest_first_with_how_their_posts_w
         "{abandoned:#?}"
     );
     assert!(list(&key, "?delivery=waiting").await?.is_empty());
+    // The message's event given up too, then recovered: waiting again, its posts and
+    // failures counted from the recovery; while the endpoint fails, not posted before its
+    // next probe.
+    sqlx::query(
+        "UPDATE message_events SET delivered_at = NULL, abandoned_at = now(),
+                last_failure = 'answered 500', failed_at = now()
+         WHERE public_id = $1",
+    )
+    .bind(uuid::Uuid::parse_str(
+        sent["id"].as_str().unwrap_or_default(),
+    )?)
+    .execute(&env.pool)
+    .await?;
+    admin
+        .ok(
+            &key,
+            Method::POST,
+            &format!("{webhook}/recover"),
+            Some(json!({"since": "2000-01-01T00:00:00Z"})),
+        )
+        .await?;
+    let probe_at = chrono::Utc::now() + chrono::TimeDelta::hours(1);
+    sqlx::query(
+        "UPDATE tenant_webhooks SET failing_since = now(), resume_at = $2 WHERE tenant_id = $1",
+    )
+    .bind(uuid::Uuid::parse_str(&acme)?)
+    .bind(probe_at)
+    .execute(&env.pool)
+    .await?;
+    let recovered = list(&key, "?delivery=waiting").await?;
+    assert_eq!(ids(&recovered), ids(&all[1..2]), "{recovered:#?}");
+    let next: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(recovered[0]["next_attempt_at"].clone())?;
+    assert!(
+        recovered[0]["attempts"] == 0
+            && recovered[0]["last_failure"].is_null()
+            && recovered[0]["recovered_at"].is_string()
+            && (next - probe_at).num_milliseconds().abs() < 1,
+        "{recovered:#?}"
+    );
 
     // A page at a time: each event once, in the same order; also when they happened at the
     // same time (then by id, descending).
@@ -1034,6 +1074,11 @@ async fn a_tenants_webhook_events_are_listed_newest_first_with_how_their_posts_w
         ("?delivery=lost", "delivery"),
         ("?type=message.sent", "type"),
         ("?cursor=bm90LWEta2V5", "cursor"),
+        // A key of a time no event can have (the year 0).
+        (
+            "?cursor=WyIwMDAwLTAxLTAxVDAwOjAwOjAwWiIsIjAwMDAwMDAwLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMCJd",
+            "cursor",
+        ),
         ("?limit=0", "limit"),
         ("?status=sent", "status"),
     ] {
