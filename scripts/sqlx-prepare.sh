@@ -25,10 +25,13 @@ cleanup() {
 trap cleanup EXIT
 $SUDO su postgres -c "psql -qAt -c 'CREATE DATABASE $name OWNER herald'" >/dev/null
 url="postgres://herald:herald@127.0.0.1:5432/$name?sslmode=disable"
-# Applied with psql, each in a transaction as sqlx's migrator does: building the binary that
-# migrates would need this very data.
+# Applied with psql, each in a transaction as sqlx's migrator does (but one that begins
+# `-- no-transaction`, as sqlx's does): building the binary that migrates would need this
+# very data.
 for migration in migrations/*.sql; do
-  psql "$url" -q -v ON_ERROR_STOP=1 --single-transaction -f "$migration" >/dev/null
+  one=(--single-transaction)
+  head -n 1 "$migration" | grep -q '^-- no-transaction' && one=()
+  psql "$url" -q -v ON_ERROR_STOP=1 "${one[@]}" -f "$migration" >/dev/null
 done
 
 # Touched so that cargo compiles the store again, expanding every statement's macro against

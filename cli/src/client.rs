@@ -324,8 +324,18 @@ impl Client {
             .await
     }
 
-    pub async fn list_providers(&self) -> Result<Reply<Vec<Provider>>, ApiError> {
-        self.get(&["providers"], &[]).await
+    pub async fn list_providers(&self, retired: bool) -> Result<Reply<Vec<Provider>>, ApiError> {
+        let query: &[(&str, String)] = if retired {
+            &[("retired", "true".to_owned())]
+        } else {
+            &[]
+        };
+        self.get(&["providers"], query).await
+    }
+
+    /// Retires provider `id` (`DELETE /providers/{id}`): what it is now.
+    pub async fn retire_provider(&self, id: Uuid) -> Result<Reply<Provider>, ApiError> {
+        self.delete(&["providers", &id.to_string()]).await
     }
 
     pub async fn get_provider(&self, id: Uuid) -> Result<Reply<Provider>, ApiError> {
@@ -562,7 +572,7 @@ impl Client {
     }
 
     /// A DELETE, answered 204 with no body.
-    async fn delete(&self, segments: &[&str]) -> Result<Reply<Value>, ApiError> {
+    async fn delete<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<Reply<T>, ApiError> {
         let url = self.url(segments, &[]);
         self.send(self.http.delete(url), Some(REQUEST_TIMEOUT))
             .await

@@ -114,6 +114,9 @@ pub struct Provider {
     #[serde(default)]
     pub previous_credentials_until: Option<Timestamp>,
     pub created_at: Option<Timestamp>,
+    /// When it was retired: nothing new may name it.
+    #[serde(default)]
+    pub retired_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Serialize)]

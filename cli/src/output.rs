@@ -418,6 +418,7 @@ pub fn providers(list: &[Provider]) -> String {
         ("TENANT", Align::Left),
         ("CREDENTIALS", Align::Left),
         ("ENDPOINT", Align::Left),
+        ("RETIRED", Align::Left),
     ]);
     for p in list {
         table.row(vec![
@@ -426,6 +427,7 @@ pub fn providers(list: &[Provider]) -> String {
             provider_owner(p),
             yes_no(p.has_credentials),
             endpoint(p),
+            format_time(p.retired_at),
         ]);
     }
     table.render()
@@ -445,6 +447,7 @@ pub fn provider(p: &Provider) -> String {
         ("kind", p.kind.clone()),
         ("endpoint", endpoint(p)),
         ("credentials", yes_no(p.has_credentials)),
+        ("retired", format_time(p.retired_at)),
         (
             "replaced credentials' receipts taken until",
             format_time(p.previous_credentials_until),

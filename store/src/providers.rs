@@ -290,6 +290,9 @@ pub struct Provider {
     /// (the rotation's `grace_seconds`); `null`: none are.
     pub previous_credentials_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// When it was retired (`DELETE /providers/{id}`): nothing new may name it; `null`: in
+    /// use.
+    pub retired_at: Option<DateTime<Utc>>,
 }
 
 /// `sqlx::query_as!` into [`Provider`]: the statement is `$before`, [`Provider`]'s columns,
@@ -316,7 +319,7 @@ macro_rules! query_provider {
                       WHERE c.provider_id = providers.id) AS commitment_due_by_now,
                      CASE WHEN previous_credentials_until > now() THEN previous_credentials_until END
                          AS previous_credentials_until,
-                     created_at"#
+                     created_at, retired_at"#
                 + $after
             $(, $arg)*
         )
@@ -386,13 +389,20 @@ pub async fn create(pool: &PgPool, p: &NewProviderRow<'_>) -> Result<Provider, s
     .await
 }
 
-/// The providers `scope` sees, by name.
-pub async fn list(pool: &PgPool, scope: Scope) -> Result<Vec<Provider>, sqlx::Error> {
+/// The providers `scope` sees, by name; the retired ones too if `retired`.
+pub async fn list(
+    pool: &PgPool,
+    scope: Scope,
+    retired: bool,
+) -> Result<Vec<Provider>, sqlx::Error> {
     query_provider!(
         "SELECT ",
         " FROM providers
-         WHERE $1::uuid IS NULL OR tenant_id = $1 OR tenant_id IS NULL ORDER BY name",
+         WHERE ($1::uuid IS NULL OR tenant_id = $1 OR tenant_id IS NULL)
+           AND ($2 OR retired_at IS NULL)
+         ORDER BY name",
         scope as _,
+        retired,
     )
     .fetch_all(pool)
     .await
@@ -501,20 +511,107 @@ pub async fn replace_credentials(
     .await
 }
 
-/// The kind of `provider` if `tenant` may send through it (its own, or an operator's shared
-/// one); `None` if it may not, or there is no such provider.
+/// A provider a tenant may name (its own, or an operator's shared one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usable {
+    pub kind: String,
+    /// Retired: nothing new may name it.
+    pub retired: bool,
+}
+
+/// `provider` if `tenant` may name it; `None` if it may not, or there is no such provider.
 pub async fn usable_by(
     pool: &PgPool,
     provider: Uuid,
     tenant: Uuid,
-) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar!(
-        "SELECT kind FROM providers WHERE id = $1 AND (tenant_id = $2 OR tenant_id IS NULL)",
+) -> Result<Option<Usable>, sqlx::Error> {
+    sqlx::query_as!(
+        Usable,
+        r#"SELECT kind, retired_at IS NOT NULL AS "retired!" FROM providers
+           WHERE id = $1 AND (tenant_id = $2 OR tenant_id IS NULL)"#,
         provider,
         tenant,
     )
     .fetch_optional(pool)
     .await
+}
+
+/// What retiring a provider did.
+#[derive(Debug)]
+pub enum Retired {
+    /// Retired now, or before.
+    Done(Box<Provider>),
+    /// Still named by what is not finished: the first such use found, in words.
+    InUse(String),
+    /// No such provider that the scope sees.
+    NotFound,
+    /// A shared provider, and the scope a tenant's.
+    Shared,
+}
+
+/// Retires provider `id`, if nothing unfinished names it: a tenant's default, a campaign not
+/// completed or cancelled, or a stream with messages not yet final (lost answers among them).
+pub async fn retire(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Retired, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // The row lock first, then the checks in statements of their own: each reads what was
+    // committed when it began, so a campaign or message that named the provider and was
+    // committed before the lock was granted is seen. (One that checks the provider after
+    // this commits sees it retired; one that checked it just before and commits after is
+    // still sent, as the provider is kept.)
+    let owner = sqlx::query_scalar!(
+        "SELECT tenant_id FROM providers
+         WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2 OR tenant_id IS NULL)
+         FOR UPDATE",
+        id,
+        scope as _,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(owner) = owner else {
+        return Ok(Retired::NotFound);
+    };
+    if owner.is_none() && scope.tenant().is_some() {
+        return Ok(Retired::Shared);
+    }
+    let default = sqlx::query_scalar!(
+        r#"SELECT 'the default ' || channel || ' provider of tenant ' || tenant_id AS "use!"
+           FROM tenant_default_providers
+           WHERE provider_id = $1 OR overflow_provider_id = $1
+           ORDER BY tenant_id, channel LIMIT 1"#,
+        id,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(default) = default {
+        return Ok(Retired::InUse(default));
+    }
+    let campaign = sqlx::query_scalar!(
+        r#"SELECT CASE WHEN c.kind = 'messages'
+                       THEN 'transactional messages of tenant ' || c.tenant_id || ' not yet final'
+                       ELSE 'campaign ' || c.id || ' (' || c.status || ')' END AS "use!"
+           FROM campaigns c
+           WHERE (c.provider_id = $1 OR c.overflow_provider_id = $1)
+             AND c.status NOT IN ('completed', 'cancelled')
+             AND (c.kind = 'campaign'
+                  OR (SELECT coalesce(sum(herald_unfinished(k.state, k.n, true)), 0)
+                      FROM campaign_bucket_counts k WHERE k.campaign_id = c.id) > 0)
+           ORDER BY c.created_at LIMIT 1"#,
+        id,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(campaign) = campaign {
+        return Ok(Retired::InUse(campaign));
+    }
+    let provider = query_provider!(
+        "UPDATE providers SET retired_at = coalesce(retired_at, now()) WHERE id = $1 RETURNING ",
+        "",
+        id,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Retired::Done(Box::new(provider)))
 }
 
 /// Every provider's id, in order (what resealing the credentials walks).

@@ -468,8 +468,8 @@ type Route = (Uuid, Option<Uuid>);
 struct Lookups {
     /// Per tenant, if it exists: its default region and time zone.
     tenants: HashMap<Uuid, Option<(Option<String>, String)>>,
-    /// Per provider and tenant, the provider's kind if the tenant may use it.
-    providers: HashMap<(Uuid, Uuid), Option<String>>,
+    /// Per provider and tenant, the provider if the tenant may use it.
+    providers: HashMap<(Uuid, Uuid), Option<herald_store::providers::Usable>>,
     /// Per tenant and channel, its default provider and overflow.
     defaults: HashMap<(Uuid, String), Option<Route>>,
     zones: HashMap<String, bool>,
@@ -726,15 +726,15 @@ async fn misfit(
     tenant: Uuid,
     channel: Option<Channel>,
 ) -> Result<Option<String>, sqlx::Error> {
-    let kind = match lookups.providers.get(&(provider, tenant)) {
+    let usable = match lookups.providers.get(&(provider, tenant)) {
         Some(known) => known.clone(),
         None => {
-            let kind = herald_store::providers::usable_by(pool, provider, tenant).await?;
-            lookups.providers.insert((provider, tenant), kind.clone());
-            kind
+            let usable = herald_store::providers::usable_by(pool, provider, tenant).await?;
+            lookups.providers.insert((provider, tenant), usable.clone());
+            usable
         }
     };
-    Ok(super::provider_fit::judge(kind.as_deref(), channel))
+    Ok(super::provider_fit::judge(usable.as_ref(), channel))
 }
 
 /// What makes two requests the same request: everything but the key itself.

@@ -253,7 +253,10 @@ pub fn router() -> Router<AppState> {
         .route("/keys/{id}/revoke", post(keys::revoke))
         .route("/keys/{id}/rotate", post(keys::rotate))
         .route("/providers", post(providers::create).get(providers::list))
-        .route("/providers/{id}", get(providers::show))
+        .route(
+            "/providers/{id}",
+            get(providers::show).delete(providers::retire),
+        )
         .route(
             "/providers/{id}/credentials",
             put(providers::rotate_credentials),

@@ -5,6 +5,7 @@
 
 use herald_shared::domain::Channel;
 use herald_shared::provider_config::Kind;
+use herald_store::providers::Usable;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -16,16 +17,19 @@ pub async fn misfit(
     tenant: Uuid,
     channel: Option<Channel>,
 ) -> Result<Option<String>, sqlx::Error> {
-    let kind = herald_store::providers::usable_by(pool, provider, tenant).await?;
-    Ok(judge(kind.as_deref(), channel))
+    let usable = herald_store::providers::usable_by(pool, provider, tenant).await?;
+    Ok(judge(usable.as_ref(), channel))
 }
 
-/// The decision, given the provider's kind if the tenant may use it.
-pub fn judge(kind: Option<&str>, channel: Option<Channel>) -> Option<String> {
-    let Some(kind) = kind else {
+/// The decision, given the provider if the tenant may use it.
+pub fn judge(usable: Option<&Usable>, channel: Option<Channel>) -> Option<String> {
+    let Some(usable) = usable else {
         return Some("no such provider".into());
     };
-    let (Some(kind), Some(channel)) = (Kind::parse(kind), channel) else {
+    if usable.retired {
+        return Some("the provider is retired: choose another".into());
+    }
+    let (Some(kind), Some(channel)) = (Kind::parse(&usable.kind), channel) else {
         return None;
     };
     kind.serves(channel).err()
@@ -35,15 +39,30 @@ pub fn judge(kind: Option<&str>, channel: Option<Channel>) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn usable(kind: &str) -> Usable {
+        Usable {
+            kind: kind.to_owned(),
+            retired: false,
+        }
+    }
+
     #[test]
     fn a_provider_fits_when_usable_and_its_kind_serves_the_channel() {
         assert_eq!(
             judge(None, Some(Channel::Sms)).as_deref(),
             Some("no such provider")
         );
-        assert_eq!(judge(Some("twilio_sms"), Some(Channel::Sms)), None);
-        assert!(judge(Some("twilio_sms"), Some(Channel::Voice)).is_some());
+        assert_eq!(judge(Some(&usable("twilio_sms")), Some(Channel::Sms)), None);
+        assert!(judge(Some(&usable("twilio_sms")), Some(Channel::Voice)).is_some());
         // A channel that did not parse is its own field's error.
-        assert_eq!(judge(Some("twilio_voice"), None), None);
+        assert_eq!(judge(Some(&usable("twilio_voice")), None), None);
+        let retired = Usable {
+            retired: true,
+            ..usable("twilio_sms")
+        };
+        assert!(
+            judge(Some(&retired), Some(Channel::Sms)).is_some_and(|why| why.contains("retired"))
+        );
+        assert!(judge(Some(&retired), None).is_some());
     }
 }

@@ -3,7 +3,7 @@
 //! credentials are validated by `herald_shared::provider_config`, the same parser the
 //! workers use, so a provider the admin accepts is one the workers can call.
 
-use super::JsonBody;
+use super::{JsonBody, QueryParams};
 use crate::auth::Caller;
 use crate::endpoints::Refusal;
 use crate::error::{ApiError, FieldError, from_constraint};
@@ -18,7 +18,7 @@ use herald_store as store;
 use herald_store::providers::{self, ApiShape, NewProviderRow, Provider};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 // Debug is written by hand below so that credentials never reach a log line.
@@ -397,12 +397,24 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(provider)))
 }
 
-#[utoipa::path(get, path = "/providers", tag = "providers", responses((status = 200, body = Vec<Provider>)))]
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+// Read by `QueryParams`, which utoipa cannot place as it places axum's `Query`.
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Also the retired ones (default: only those in use).
+    pub retired: Option<bool>,
+}
+
+#[utoipa::path(get, path = "/providers", tag = "providers", params(ListQuery),
+    responses((status = 200, body = Vec<Provider>), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Json<Vec<Provider>>, ApiError> {
-    let providers = providers::list(&state.pool, caller.scope()).await?;
+    let retired = query.retired.unwrap_or(false);
+    let providers = providers::list(&state.pool, caller.scope(), retired).await?;
     Ok(Json(
         providers.into_iter().map(|p| seen_by(caller, p)).collect(),
     ))
@@ -440,6 +452,32 @@ pub async fn show(
         .await?
         .map(|p| Json(seen_by(caller, p)))
         .ok_or(ApiError::NotFound("provider"))
+}
+
+#[utoipa::path(delete, path = "/providers/{id}", tag = "providers",
+    params(("id" = Uuid, Path, description = "The provider's id")),
+    responses((status = 200, body = Provider, description = "Retired (or it was): no new campaign, message or default may name it, and lists leave it out; it is kept, with its credentials, for what it sent (receipts, lookups of lost answers, progress)"),
+              (status = 403, body = crate::error::ErrorBody, description = "A shared provider, and a tenant's key"),
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody, description = "Still named by a tenant's default, a campaign not completed or cancelled, or transactional messages not yet final: the message says which")))]
+pub async fn retire(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Provider>, ApiError> {
+    match providers::retire(&state.pool, caller.scope(), id).await? {
+        providers::Retired::Done(provider) => {
+            tracing::info!(provider_id = %id, "provider retired");
+            Ok(Json(seen_by(caller, *provider)))
+        }
+        providers::Retired::InUse(by) => Err(ApiError::Conflict(format!(
+            "the provider is still in use by {by}: change or finish that first"
+        ))),
+        providers::Retired::NotFound => Err(ApiError::NotFound("provider")),
+        providers::Retired::Shared => Err(ApiError::Forbidden(
+            "a shared provider is the operator's to retire",
+        )),
+    }
 }
 
 #[utoipa::path(put, path = "/providers/{id}/credentials", tag = "providers",

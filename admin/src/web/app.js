@@ -1114,7 +1114,8 @@ function setTime(sel, iso, fallback) {
 
 async function loadFormOptions() {
   const gen = state.session;
-  const [tenants, providers] = await Promise.allSettled([api('GET', '/tenants'), api('GET', '/providers')]);
+  // The retired ones too: their campaigns still name them (only the form leaves them out).
+  const [tenants, providers] = await Promise.allSettled([api('GET', '/tenants'), api('GET', '/providers?retired=true')]);
   if (gen !== state.session) return;
   fillTenants(tenants.status === 'fulfilled' && Array.isArray(tenants.value) ? tenants.value : null,
     tenants.status === 'rejected' ? `Could not load tenants: ${describe(tenants.reason)} (Reload tenants & providers)` : '');
@@ -1186,7 +1187,7 @@ function fillProviders() {
   const prev = sel.value;
   const tenant = currentTenantId();
   const channel = $('#c-channel').value;
-  const mine = state.providers.filter((p) => !tenant || !p.tenant_id || p.tenant_id === tenant);
+  const mine = state.providers.filter((p) => !p.retired_at && (!tenant || !p.tenant_id || p.tenant_id === tenant));
   const list = mine.filter((p) => carries(p.kind, channel));
   sel.replaceChildren(...list.map((p) => option(p.id, providerLabel(p))));
   const none = mine.length ? `No provider carries ${channel}` : 'No providers yet (POST /api/v1/providers)';

@@ -134,8 +134,12 @@ operator key creates a shared provider every tenant may use.")]
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=2_000_000_000))]
         monthly_commitment: Option<u32>,
     },
-    /// List providers
-    List,
+    /// List providers (those in use; --retired for the retired ones too)
+    List {
+        /// Also the retired providers
+        #[arg(long)]
+        retired: bool,
+    },
     /// Show one provider (credentials are never shown)
     Show {
         /// Provider id
@@ -159,6 +163,15 @@ operator key creates a shared provider every tenant may use.")]
         #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_GRACE_SECONDS,
               value_parser = clap::value_parser!(u64).range(0..=604_800))]
         grace: u64,
+    },
+    /// Retire a provider: no new campaign, message or tenant default may name it, and lists
+    /// leave it out; it is kept, with its credentials, for what it sent (late receipts,
+    /// lookups of lost answers). Refused while a default, a campaign not completed or
+    /// cancelled, or messages not yet final name it
+    #[command(after_help = "Example:\n  herald provider retire 5f0c…")]
+    Retire {
+        /// Provider id
+        id: Uuid,
     },
     /// Set (or with --none remove) a provider's committed monthly volume
     #[command(after_help = "Example:\n  herald provider commitment 5f0c… --per-month 1000000")]
@@ -226,12 +239,16 @@ pub async fn run(ctx: &Ctx, command: ProviderCommand) -> Result<(), CliError> {
             let reply = ctx.client.create_provider(&body).await?;
             ctx.show(&reply, output::provider)
         }
-        ProviderCommand::List => {
-            let reply = ctx.client.list_providers().await?;
+        ProviderCommand::List { retired } => {
+            let reply = ctx.client.list_providers(retired).await?;
             ctx.show(&reply, |list| output::providers(list))
         }
         ProviderCommand::Show { id } => {
             let reply = ctx.client.get_provider(id).await?;
+            ctx.show(&reply, output::provider)
+        }
+        ProviderCommand::Retire { id } => {
+            let reply = ctx.client.retire_provider(id).await?;
             ctx.show(&reply, output::provider)
         }
         ProviderCommand::RotateCredentials {

@@ -2223,3 +2223,186 @@ async fn a_campaign_created_again_under_its_idempotency_key_is_the_first_one() -
     assert_eq!(inserted, [(json!(2), json!(0)), (json!(0), json!(2))]);
     Ok(())
 }
+
+/// A provider is retired once nothing unfinished names it: then nothing new may, lists leave
+/// it out, and it is still shown (with when it was retired) to whoever sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_is_retired_once_nothing_unfinished_names_it() -> Result<()> {
+    let w = world().await?;
+    let (admin, op) = (&w.admin, w.admin.operator_key.as_str());
+    let provider = format!("/providers/{}", w.provider_a);
+    let retire = async |key: &str, path: &str| admin.call(key, Method::DELETE, path, None).await;
+    let listed = async |key: &str, query: &str| -> Result<Vec<String>> {
+        let list = admin
+            .ok(key, GET, &format!("/providers{query}"), None)
+            .await?;
+        Ok(list
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .map(|p| p["id"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default())
+    };
+
+    // Named by the tenant's default: refused, saying so.
+    let default = format!("/tenants/{}/default-providers/sms", w.tenant_a);
+    admin
+        .ok(
+            &w.key_a,
+            PUT,
+            &default,
+            Some(json!({"provider_id": w.provider_a})),
+        )
+        .await?;
+    let (status, body) = retire(&w.key_a, &provider).await?;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.to_string().contains("default sms provider"), "{body}");
+    admin.ok(&w.key_a, Method::DELETE, &default, None).await?;
+    // Named by a draft: refused, naming it; cancelled, it is retired.
+    let campaign = draft(&w, "Hi {{first_name}}").await?;
+    let (status, body) = retire(&w.key_a, &provider).await?;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.to_string().contains(&campaign), "{body}");
+    // Another tenant's key: as if it did not exist.
+    let (status, _) = retire(&w.key_b, &provider).await?;
+    assert_eq!(status, 404);
+    admin
+        .ok(
+            &w.key_a,
+            POST,
+            &format!("/campaigns/{campaign}/cancel"),
+            Some(json!({})),
+        )
+        .await?;
+    let retired = admin.ok(&w.key_a, Method::DELETE, &provider, None).await?;
+    assert!(retired["retired_at"].is_string(), "{retired}");
+    // Again: the same, retired when it first was.
+    let again = admin.ok(&w.key_a, Method::DELETE, &provider, None).await?;
+    assert_eq!(again["retired_at"], retired["retired_at"]);
+    let shown = admin.ok(&w.key_a, GET, &provider, None).await?;
+    assert_eq!(shown["retired_at"], retired["retired_at"]);
+    assert!(!listed(&w.key_a, "").await?.contains(&w.provider_a));
+    assert!(
+        listed(&w.key_a, "?retired=true")
+            .await?
+            .contains(&w.provider_a)
+    );
+    assert!(
+        !listed(&w.key_b, "?retired=true")
+            .await?
+            .contains(&w.provider_a)
+    );
+
+    // Nothing new names it: a campaign, a default, a message; each refusal names the field.
+    let (status, body) = admin
+        .call(
+            &w.key_a,
+            POST,
+            "/campaigns",
+            Some(
+                json!({"name": "c", "provider_id": w.provider_a, "channel": "sms",
+                        "template": "Hi"}),
+            ),
+        )
+        .await?;
+    assert_eq!(
+        (status, field_errors(&body)),
+        (422, vec!["provider_id".to_owned()]),
+        "{body}"
+    );
+    assert!(body.to_string().contains("retired"), "{body}");
+    let (status, body) = admin
+        .call(
+            &w.key_a,
+            PUT,
+            &default,
+            Some(json!({"provider_id": w.provider_a})),
+        )
+        .await?;
+    assert_eq!(
+        (status, field_errors(&body)),
+        (422, vec!["provider_id".to_owned()]),
+        "{body}"
+    );
+    let (status, body) = admin
+        .call(
+            &w.key_a,
+            POST,
+            "/messages",
+            Some(
+                json!({"to": "+15551230001", "channel": "sms", "provider_id": w.provider_a,
+                        "text": "Your code is 1234"}),
+            ),
+        )
+        .await?;
+    assert_eq!(
+        (status, field_errors(&body)),
+        (422, vec!["provider_id".to_owned()]),
+        "{body}"
+    );
+
+    // A shared provider: the operator's to retire; while a tenant's messages through it are
+    // not final (no pipeline runs here: they wait), refused.
+    let shared = admin
+        .ok(
+            op,
+            POST,
+            "/providers",
+            Some(json!({"name": "shared", "endpoint": format!("{}/v1/messages", w.env.simulator_url)})),
+        )
+        .await?;
+    let shared = format!("/providers/{}", shared["id"].as_str().unwrap_or_default());
+    admin
+        .ok(
+            &w.key_a,
+            POST,
+            "/messages",
+            Some(json!({"to": "+15551230001", "channel": "sms",
+                        "provider_id": shared.trim_start_matches("/providers/"),
+                        "text": "Your code is 1234"})),
+        )
+        .await?;
+    let (status, body) = retire(&w.key_a, &shared).await?;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = retire(op, &shared).await?;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.to_string().contains("transactional messages"),
+        "{body}"
+    );
+
+    // Through the CLI: a provider of its own, retired, then listed only with --retired.
+    let spare = admin
+        .ok(
+            &w.key_a,
+            POST,
+            "/providers",
+            Some(json!({"name": "spare", "endpoint": format!("{}/v1/messages", w.env.simulator_url)})),
+        )
+        .await?;
+    let spare = spare["id"].as_str().unwrap_or_default().to_owned();
+    let cli = |args: &[&str]| -> Result<String> {
+        let mut all = vec![
+            "--url",
+            admin.url.as_str(),
+            "--key",
+            w.key_a.as_str(),
+            "provider",
+        ];
+        all.extend_from_slice(args);
+        let out = w.env.run_binary("herald", &all, &[])?;
+        anyhow::ensure!(out.status.success(), "{args:?}: {out:?}");
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let said = cli(&["retire", &spare])?;
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("retired") && !l.ends_with('-')),
+        "{said}"
+    );
+    assert!(!cli(&["list"])?.contains(&spare));
+    assert!(cli(&["list", "--retired"])?.contains(&spare));
+    Ok(())
+}
