@@ -333,7 +333,7 @@ impl Client {
         self.get(&["providers"], query).await
     }
 
-    /// Retires provider `id` (`DELETE /providers/{id}`): what it is now.
+    /// Retires provider `id` (`DELETE /providers/{id}`, answered 200 with the provider).
     pub async fn retire_provider(&self, id: Uuid) -> Result<Reply<Provider>, ApiError> {
         self.delete(&["providers", &id.to_string()]).await
     }
@@ -571,7 +571,7 @@ impl Client {
         self.send(self.http.get(url), Some(REQUEST_TIMEOUT)).await
     }
 
-    /// A DELETE, answered 204 with no body.
+    /// A DELETE: most are answered 204 with no body, a retirement with what it retired.
     async fn delete<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<Reply<T>, ApiError> {
         let url = self.url(segments, &[]);
         self.send(self.http.delete(url), Some(REQUEST_TIMEOUT))

@@ -422,8 +422,8 @@ pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Option<Provide
 }
 
 /// The owner of provider `id` (`Some(None)`: shared), if `scope` sees it.
-pub async fn owner(
-    pool: &PgPool,
+pub async fn owner<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     scope: Scope,
     id: Uuid,
 ) -> Result<Option<Option<Uuid>>, sqlx::Error> {
@@ -433,7 +433,7 @@ pub async fn owner(
         id,
         scope as _,
     )
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
 }
 
@@ -549,8 +549,7 @@ pub enum Retired {
     Shared,
 }
 
-/// Retires provider `id`, if nothing unfinished names it: a tenant's default, a campaign not
-/// completed or cancelled, or a stream with messages not yet final (lost answers among them).
+/// Retires provider `id`, if nothing unfinished names it ([`first_unfinished_use`]).
 pub async fn retire(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Retired, sqlx::Error> {
     let mut tx = pool.begin().await?;
     // The row lock first, then the checks in statements of their own: each reads what was
@@ -558,50 +557,22 @@ pub async fn retire(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Retired, sq
     // committed before the lock was granted is seen. (One that checks the provider after
     // this commits sees it retired; one that checked it just before and commits after is
     // still sent, as the provider is kept.)
-    let owner = sqlx::query_scalar!(
-        "SELECT tenant_id FROM providers
-         WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2 OR tenant_id IS NULL)
-         FOR UPDATE",
-        id,
-        scope as _,
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(owner) = owner else {
-        return Ok(Retired::NotFound);
-    };
-    if owner.is_none() && scope.tenant().is_some() {
-        return Ok(Retired::Shared);
+    // A tenant's key is refused a shared provider before any lock is taken.
+    match owner(&mut *tx, scope, id).await? {
+        None => return Ok(Retired::NotFound),
+        Some(None) if scope.tenant().is_some() => return Ok(Retired::Shared),
+        Some(_) => {}
     }
-    let default = sqlx::query_scalar!(
-        r#"SELECT 'the default ' || channel || ' provider of tenant ' || tenant_id AS "use!"
-           FROM tenant_default_providers
-           WHERE provider_id = $1 OR overflow_provider_id = $1
-           ORDER BY tenant_id, channel LIMIT 1"#,
+    let retired = sqlx::query_scalar!(
+        r#"SELECT retired_at IS NOT NULL AS "retired!" FROM providers WHERE id = $1 FOR UPDATE"#,
         id,
     )
-    .fetch_optional(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
-    if let Some(default) = default {
-        return Ok(Retired::InUse(default));
-    }
-    let campaign = sqlx::query_scalar!(
-        r#"SELECT CASE WHEN c.kind = 'messages'
-                       THEN 'transactional messages of tenant ' || c.tenant_id || ' not yet final'
-                       ELSE 'campaign ' || c.id || ' (' || c.status || ')' END AS "use!"
-           FROM campaigns c
-           WHERE (c.provider_id = $1 OR c.overflow_provider_id = $1)
-             AND c.status NOT IN ('completed', 'cancelled')
-             AND (c.kind = 'campaign'
-                  OR (SELECT coalesce(sum(herald_unfinished(k.state, k.n, true)), 0)
-                      FROM campaign_bucket_counts k WHERE k.campaign_id = c.id) > 0)
-           ORDER BY c.created_at LIMIT 1"#,
-        id,
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(campaign) = campaign {
-        return Ok(Retired::InUse(campaign));
+    // Retired before: the same answer, whatever names it since (a campaign or message that
+    // checked it just before).
+    if !retired && let Some(by) = first_unfinished_use(&mut tx, id).await? {
+        return Ok(Retired::InUse(by));
     }
     let provider = query_provider!(
         "UPDATE providers SET retired_at = coalesce(retired_at, now()) WHERE id = $1 RETURNING ",
@@ -612,6 +583,53 @@ pub async fn retire(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Retired, sq
     .await?;
     tx.commit().await?;
     Ok(Retired::Done(Box::new(provider)))
+}
+
+/// The first unfinished thing that names provider `id`, in words: a tenant's default, a
+/// campaign not completed (or cancelled with recipients still settling), a stream with
+/// messages not yet final.
+async fn first_unfinished_use(
+    tx: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    let default = sqlx::query_scalar!(
+        r#"SELECT 'the default ' || channel || ' provider of tenant ' || tenant_id AS "use!"
+           FROM tenant_default_providers
+           WHERE provider_id = $1 OR overflow_provider_id = $1
+           ORDER BY tenant_id, channel LIMIT 1"#,
+        id,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if default.is_some() {
+        return Ok(default);
+    }
+    sqlx::query_scalar!(
+        r#"SELECT CASE WHEN c.kind = 'messages'
+                       THEN 'transactional messages of tenant ' || c.tenant_id || ' not yet final'
+                       ELSE 'campaign ' || c.id || ' (' || c.status || ')' END AS "use!"
+           FROM campaigns c
+           WHERE (c.provider_id = $1 OR c.overflow_provider_id = $1)
+             AND CASE
+                 WHEN c.status = 'completed' THEN false
+                 -- Cancelled: while requests are in flight or lost answers still settle.
+                 WHEN c.status = 'cancelled' THEN
+                     c.settled_at IS NULL
+                     AND (EXISTS (SELECT 1 FROM recipients r
+                                  WHERE r.campaign_id = c.id AND r.state = 'sending')
+                          OR (SELECT coalesce(sum(k.n), 0) FROM campaign_bucket_counts k
+                              WHERE k.campaign_id = c.id AND k.state = 'unknown') > 0)
+                 -- A stream: while messages are not final (lost answers among them).
+                 WHEN c.kind = 'messages' THEN
+                     (SELECT coalesce(sum(herald_unfinished(k.state, k.n, true)), 0)
+                      FROM campaign_bucket_counts k WHERE k.campaign_id = c.id) > 0
+                 ELSE true
+             END
+           ORDER BY c.created_at LIMIT 1"#,
+        id,
+    )
+    .fetch_optional(&mut *tx)
+    .await
 }
 
 /// Every provider's id, in order (what resealing the credentials walks).

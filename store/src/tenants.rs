@@ -292,18 +292,26 @@ pub async fn default_providers(
     .await
 }
 
-/// Sets (or replaces) tenant `tenant`'s default provider for `channel`.
+/// Sets (or replaces) tenant `tenant`'s default provider for `channel`; `None` if the
+/// provider or the overflow is retired (checked by the caller before, and here again under
+/// a lock a retirement waits for, so that no default names a provider retired meanwhile).
 pub async fn set_default_provider(
     pool: &PgPool,
     tenant: Uuid,
     channel: &str,
     provider: Uuid,
     overflow: Option<Uuid>,
-) -> Result<DefaultProviderRow, sqlx::Error> {
+) -> Result<Option<DefaultProviderRow>, sqlx::Error> {
+    // `FOR KEY SHARE` waits for a retirement's `FOR UPDATE`; the row is then read again as
+    // committed, and a provider retired meanwhile is not counted.
     sqlx::query_as!(
         DefaultProviderRow,
         "INSERT INTO tenant_default_providers (tenant_id, channel, provider_id, overflow_provider_id)
-         VALUES ($1, $2, $3, $4)
+         SELECT $1, $2, $3, $4
+         WHERE (SELECT count(*) FROM (SELECT 1 FROM providers p
+                                      WHERE p.id IN ($3, $4) AND p.retired_at IS NULL
+                                      FOR KEY SHARE) x)
+               = CASE WHEN $4::uuid IS NULL THEN 1 ELSE 2 END
          ON CONFLICT (tenant_id, channel) DO UPDATE
             SET provider_id = excluded.provider_id,
                 overflow_provider_id = excluded.overflow_provider_id, updated_at = now()
@@ -313,7 +321,7 @@ pub async fn set_default_provider(
         provider,
         overflow,
     )
-    .fetch_one(pool)
+    .fetch_optional(pool)
     .await
 }
 

@@ -109,16 +109,21 @@ pub async fn set(
     if !fields.is_empty() {
         return Err(ApiError::fields("default provider", fields));
     }
-    let row = DefaultProvider::from(
-        tenants::set_default_provider(
-            &state.pool,
-            id,
-            channel.as_str(),
-            body.provider_id,
-            body.overflow_provider_id,
+    let row = tenants::set_default_provider(
+        &state.pool,
+        id,
+        channel.as_str(),
+        body.provider_id,
+        body.overflow_provider_id,
+    )
+    .await?
+    .map(DefaultProvider::from)
+    .ok_or_else(|| {
+        ApiError::field(
+            "provider_id",
+            "the provider or its overflow was retired meanwhile: choose another",
         )
-        .await?,
-    );
+    })?;
     tracing::info!(tenant_id = %id, channel = %row.channel, provider_id = %row.provider_id, "default provider set");
     Ok(Json(row))
 }

@@ -1190,7 +1190,9 @@ function fillProviders() {
   const mine = state.providers.filter((p) => !p.retired_at && (!tenant || !p.tenant_id || p.tenant_id === tenant));
   const list = mine.filter((p) => carries(p.kind, channel));
   sel.replaceChildren(...list.map((p) => option(p.id, providerLabel(p))));
-  const none = mine.length ? `No provider carries ${channel}` : 'No providers yet (POST /api/v1/providers)';
+  const retiredOnly = !mine.length && state.providers.some((p) => p.retired_at);
+  const none = mine.length ? `No provider carries ${channel}`
+    : (retiredOnly ? 'Every provider is retired (POST /api/v1/providers)' : 'No providers yet (POST /api/v1/providers)');
   if (!list.length) sel.append(option('', state.providersError || none));
   if (list.some((p) => p.id === prev)) sel.value = prev;
   fillOverflow(list);

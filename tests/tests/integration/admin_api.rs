@@ -2260,6 +2260,26 @@ async fn a_provider_is_retired_once_nothing_unfinished_names_it() -> Result<()> 
     assert_eq!(status, 409, "{body}");
     assert!(body.to_string().contains("default sms provider"), "{body}");
     admin.ok(&w.key_a, Method::DELETE, &default, None).await?;
+    // Named as a default's overflow: refused too.
+    let other = admin
+        .ok(
+            &w.key_a,
+            POST,
+            "/providers",
+            Some(json!({"name": "other", "endpoint": format!("{}/v1/messages", w.env.simulator_url)})),
+        )
+        .await?;
+    admin
+        .ok(
+            &w.key_a,
+            PUT,
+            &default,
+            Some(json!({"provider_id": other["id"], "overflow_provider_id": w.provider_a})),
+        )
+        .await?;
+    let (status, body) = retire(&w.key_a, &provider).await?;
+    assert_eq!(status, 409, "{body}");
+    admin.ok(&w.key_a, Method::DELETE, &default, None).await?;
     // Named by a draft: refused, naming it; cancelled, it is retired.
     let campaign = draft(&w, "Hi {{first_name}}").await?;
     let (status, body) = retire(&w.key_a, &provider).await?;
@@ -2372,6 +2392,22 @@ async fn a_provider_is_retired_once_nothing_unfinished_names_it() -> Result<()> 
         body.to_string().contains("transactional messages"),
         "{body}"
     );
+    // The message cancelled (final): nothing unfinished names it.
+    let waiting = admin.ok(&w.key_a, GET, "/messages", None).await?;
+    let message = waiting["items"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    admin
+        .ok(
+            &w.key_a,
+            POST,
+            &format!("/messages/{message}/cancel"),
+            Some(json!({})),
+        )
+        .await?;
+    let retired = admin.ok(op, Method::DELETE, &shared, None).await?;
+    assert!(retired["retired_at"].is_string(), "{retired}");
 
     // Through the CLI: a provider of its own, retired, then listed only with --retired.
     let spare = admin
