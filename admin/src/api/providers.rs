@@ -459,7 +459,7 @@ pub async fn show(
     responses((status = 200, body = Provider, description = "Retired (or it was): no new campaign, message or default may name it, and lists leave it out; it is kept, with its credentials, for what it sent (receipts, lookups of lost answers, progress)"),
               (status = 403, body = crate::error::ErrorBody, description = "A shared provider, and a tenant's key"),
               (status = 404, body = crate::error::ErrorBody),
-              (status = 409, body = crate::error::ErrorBody, description = "Still named by a tenant's default, a campaign not completed or cancelled, or transactional messages not yet final: the message says which")))]
+              (status = 409, body = crate::error::ErrorBody, description = "Still named by a tenant's default, a campaign not completed (a cancelled one until its requests in flight and lost answers settle), or transactional messages not yet final: the message says which")))]
 pub async fn retire(
     State(state): State<AppState>,
     caller: Caller,

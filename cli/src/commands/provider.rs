@@ -166,8 +166,9 @@ operator key creates a shared provider every tenant may use.")]
     },
     /// Retire a provider: no new campaign, message or tenant default may name it, and lists
     /// leave it out; it is kept, with its credentials, for what it sent (late receipts,
-    /// lookups of lost answers). Refused while a default, a campaign not completed or
-    /// cancelled, or messages not yet final name it
+    /// lookups of lost answers). Refused while a default, a campaign not completed (a
+    /// cancelled one until its requests in flight and lost answers settle), or messages not
+    /// yet final name it
     #[command(after_help = "Example:\n  herald provider retire 5f0c…")]
     Retire {
         /// Provider id
