@@ -552,17 +552,18 @@ pub enum Retired {
 /// Retires provider `id`, if nothing unfinished names it ([`first_unfinished_use`]).
 pub async fn retire(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Retired, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    // The row lock first, then the checks in statements of their own: each reads what was
-    // committed when it began, so a campaign or message that named the provider and was
-    // committed before the lock was granted is seen. (One that checks the provider after
-    // this commits sees it retired; one that checked it just before and commits after is
-    // still sent, as the provider is kept.)
     // A tenant's key is refused a shared provider before any lock is taken.
     match owner(&mut *tx, scope, id).await? {
         None => return Ok(Retired::NotFound),
         Some(None) if scope.tenant().is_some() => return Ok(Retired::Shared),
         Some(_) => {}
     }
+    // The row lock first, then the checks in statements of their own: each reads what was
+    // committed when it began, so a campaign or message that named the provider and was
+    // committed before the lock was granted is seen. A default set meanwhile waits for this
+    // lock and then finds the provider retired (`tenants::set_default_provider`); a campaign
+    // or message that checked the provider just before and commits after is still sent, as
+    // the provider is kept.
     let retired = sqlx::query_scalar!(
         r#"SELECT retired_at IS NOT NULL AS "retired!" FROM providers WHERE id = $1 FOR UPDATE"#,
         id,
