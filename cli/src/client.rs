@@ -10,10 +10,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::model::{
-    Campaign, Contact, DefaultProvider, ErrorBody, ErrorCount, Key, Message, NewCampaign, NewKey,
-    NewMessage, NewProvider, NewSegment, NewSuppressions, NewTenant, Page, Progress, Provider,
-    Recipient, RotatedKey, Segment, SegmentCount, Suppression, SuppressionsAdded, Tenant,
-    UploadSummary, Webhook, WebhookEvent,
+    Campaign, Contact, DefaultProvider, Erasure, ErrorBody, ErrorCount, Key, Message, NewCampaign,
+    NewErasure, NewKey, NewMessage, NewProvider, NewSegment, NewSuppressions, NewTenant, Page,
+    Progress, Provider, Recipient, RotatedKey, Segment, SegmentCount, Suppression,
+    SuppressionsAdded, Tenant, UploadSummary, Webhook, WebhookEvent,
 };
 
 /// Bounds a hung server rather than a slow action: starting a segment campaign materializes
@@ -463,6 +463,10 @@ impl Client {
     /// Deletes contact `id` (answered 204, no body).
     pub async fn delete_contact(&self, id: i64) -> Result<Reply<Value>, ApiError> {
         self.delete(&["contacts", &id.to_string()]).await
+    }
+
+    pub async fn erase(&self, body: &NewErasure) -> Result<Reply<Erasure>, ApiError> {
+        self.post(&["erasures"], body).await
     }
 
     pub async fn add_suppressions(

@@ -358,6 +358,23 @@ pub struct NewSegment {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct NewErasure {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<Uuid>,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Erasure {
+    pub address: String,
+    pub contacts: i64,
+    pub messages: i64,
+    pub cancelled: i64,
+    pub in_flight: i64,
+    pub suppressions_kept: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct NewSuppressions {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant_id: Option<Uuid>,

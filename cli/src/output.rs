@@ -12,9 +12,9 @@ use unicode_width::UnicodeWidthStr;
 
 use crate::client::ApiError;
 use crate::model::{
-    Campaign, Contact, DefaultProvider, ErrorBody, ErrorCount, Key, Message, NewKey, Progress,
-    Provider, ProviderSends, QuietHours, Recipient, RotatedKey, Segment, SegmentCount, Suppression,
-    SuppressionsAdded, Tenant, Timestamp, UploadSummary, Webhook, WebhookEvent,
+    Campaign, Contact, DefaultProvider, Erasure, ErrorBody, ErrorCount, Key, Message, NewKey,
+    Progress, Provider, ProviderSends, QuietHours, Recipient, RotatedKey, Segment, SegmentCount,
+    Suppression, SuppressionsAdded, Tenant, Timestamp, UploadSummary, Webhook, WebhookEvent,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -982,6 +982,24 @@ pub fn segment(s: &Segment) -> String {
 
 pub fn segment_count(c: &SegmentCount) -> String {
     key_values(&[("contacts", format_count(c.contacts))])
+}
+
+pub fn erasure(e: &Erasure) -> String {
+    let mut text = key_values(&[
+        ("address", e.address.clone()),
+        ("contacts deleted", format_count(e.contacts)),
+        ("messages found", format_count(e.messages)),
+        ("cancelled unsent", format_count(e.cancelled)),
+        ("in flight", format_count(e.in_flight)),
+        ("suppressions kept", format_count(e.suppressions_kept)),
+    ]);
+    if e.in_flight > 0 {
+        text.push_str(
+            "messages in flight are never sent again, and are erased once they have ended \
+             (run this again to see how many are left)\n",
+        );
+    }
+    text
 }
 
 pub fn suppressions_added(s: &SuppressionsAdded) -> String {

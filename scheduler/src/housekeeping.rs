@@ -2,7 +2,8 @@
 //! recipients whose lease ran out, completing finished campaigns, folding the counter
 //! ledger, measuring the backlog, trimming send-rate samples, keeping receipts (and pruning
 //! status events as old), expiring
-//! transactional messages held a day by their provider's refusal, releasing campaigns'
+//! transactional messages held a day by their provider's refusal, erasing messages that were
+//! in flight when their address was erased, releasing campaigns'
 //! idempotency keys past their day, forgetting recipients' STOP and START a week old, and
 //! moving providers' pacing times back after the database's clock stepped back.
 //!
@@ -43,6 +44,10 @@ pub struct ReceiptKeeping {
 /// Receipts are kept, and send-rate samples trimmed, every this many rounds (a minute with
 /// the default 2 s tick): both only bound how much old data is kept.
 const KEEP_EVERY_ROUNDS: u64 = 30;
+
+/// Erasures a round looks at: each waits for a few messages in flight, and those end
+/// within their providers' windows.
+const ERASURES_A_ROUND: i64 = 100;
 
 /// How long the steps that take in one statement whatever piled up (the counter ledger's
 /// fold, the send-rate trim) may take: ten database deadlines. After a while with no
@@ -111,6 +116,17 @@ pub async fn run(
             Ok(0) => {}
             Ok(settled) => tracing::debug!(settled, "cancelled campaigns settled"),
             Err(error) => tracing::warn!(%error, "cannot settle cancelled campaigns now"),
+        }
+        // Every round: a message in flight when its address was erased keeps it only until
+        // it has ended.
+        match within(store::erasures::finish(&pool, ERASURES_A_ROUND)).await {
+            Ok(store::erasures::Finished { erased: 0, done: 0 }) => {}
+            Ok(finished) => tracing::info!(
+                erased = finished.erased,
+                done = finished.done,
+                "messages in flight at their address's erasure erased once ended"
+            ),
+            Err(error) => tracing::warn!(%error, "cannot finish erasures now"),
         }
         match within(store::pacing::rebase_after_clock_step(&pool)).await {
             Ok(0) => {}

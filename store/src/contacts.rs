@@ -77,7 +77,7 @@ pub async fn hold_still(tx: &mut PgConnection, tenant: Uuid) -> Result<(), sqlx:
 
 /// Holds tenant `tenant`'s contacts for a write, to the end of the caller's transaction:
 /// waits for the segment starts holding them still ([`hold_still`]) and for other writes.
-async fn hold_for_write(tx: &mut PgConnection, tenant: Uuid) -> Result<(), sqlx::Error> {
+pub(crate) async fn hold_for_write(tx: &mut PgConnection, tenant: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "SELECT pg_advisory_xact_lock(hashtextextended('herald.contacts.' || $1::text, 0))",
         tenant as _,

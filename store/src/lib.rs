@@ -26,6 +26,7 @@
 //!   table uploads stream into.
 //! - [`fleet`]: the workers' heartbeats and the caps each may have in flight.
 //! - [`leadership`]: the advisory lock that makes one scheduler the leader.
+//! - [`erasures`]: erasing an address at its tenant's request.
 //! - [`webhooks`]: tenants' status webhooks and the events of their transactional messages
 //!   posted to them.
 //!
@@ -59,6 +60,7 @@
 pub mod campaigns;
 pub mod catalog;
 pub mod contacts;
+pub mod erasures;
 pub mod fleet;
 pub mod keys;
 mod keyset;

@@ -366,8 +366,8 @@ pub async fn insert(
              -- transaction did: one that waited behind a large batch would otherwise date
              -- its messages before that batch's, and a client polling with `since` past
              -- the batch would never see them.
-             INSERT INTO messages (id, tenant_id, recipient_id, idempotency_key, request_hash, created_at)
-             SELECT id, $8, recipient_id, idempotency_key, request_hash, statement_timestamp() FROM i
+             INSERT INTO messages (id, tenant_id, recipient_id, address, idempotency_key, request_hash, created_at)
+             SELECT id, $8, recipient_id, address, idempotency_key, request_hash, statement_timestamp() FROM i
              RETURNING created_at
          ), today AS (
              SELECT (now() AT TIME ZONE t.time_zone)::date AS day FROM tenants t WHERE t.id = $8

@@ -4,7 +4,6 @@ use super::QueryParams;
 use super::page::{self, Page};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::phone;
 use crate::staging;
 use crate::state::AppState;
 use crate::upload::Format;
@@ -53,11 +52,7 @@ pub async fn upload(
     let tenant = caller.owning_tenant(query.tenant_id)?;
     let _slot = state.uploads.take(caller.scope().tenant())?;
     let mut tx = state.pool.begin().await?;
-    let region = store::tenants::default_region(&mut tx, tenant).await?;
-    let Some(region) = region else {
-        return Err(ApiError::field("tenant_id", "no such tenant"));
-    };
-    let region = region.as_deref().and_then(|r| phone::region(r).ok());
+    let region = super::tenants::phone_region(&mut tx, tenant).await?;
     let received = staging::stage(
         &mut tx,
         body,

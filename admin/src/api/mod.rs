@@ -8,6 +8,7 @@ pub mod audience;
 pub mod campaigns;
 pub mod contacts;
 pub mod default_providers;
+pub mod erasures;
 pub mod keys;
 pub mod messages;
 mod openapi;
@@ -294,6 +295,7 @@ pub fn router() -> Router<AppState> {
             "/suppressions/{id}",
             axum::routing::delete(suppressions::remove),
         )
+        .route("/erasures", post(erasures::erase))
         .route("/receipts/orphans", get(receipts::orphans))
         .fallback(|| async { ApiError::NotFound("resource") })
         .layer(axum::middleware::from_fn(refuse_nul_in_query))

@@ -8,8 +8,8 @@
 //! the running server with schemathesis.
 
 use super::{
-    audience, campaigns, contacts, default_providers, keys, messages, providers, receipts,
-    segments, suppressions, tenants, webhooks,
+    audience, campaigns, contacts, default_providers, erasures, keys, messages, providers,
+    receipts, segments, suppressions, tenants, webhooks,
 };
 use crate::error::{ErrorBody, FieldError, RowError};
 use utoipa::OpenApi;
@@ -64,6 +64,7 @@ pub fn document_json() -> serde_json::Value {
         segments::create, segments::list, segments::show, segments::delete, segments::count,
         messages::send, messages::send_batch, messages::show, messages::list, messages::cancel,
         suppressions::add, suppressions::list, suppressions::remove,
+        erasures::erase,
         receipts::orphans,
     ),
     components(schemas(ErrorBody, FieldError, RowError))

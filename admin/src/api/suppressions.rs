@@ -57,13 +57,7 @@ pub async fn add(
     JsonBody(body): JsonBody<NewSuppressions>,
 ) -> Result<Json<SuppressionsAdded>, ApiError> {
     let tenant = caller.owning_tenant(body.tenant_id)?;
-    let mut conn = state.pool.acquire().await?;
-    let region = store::tenants::default_region(&mut conn, tenant).await?;
-    drop(conn);
-    let Some(region) = region else {
-        return Err(ApiError::field("tenant_id", "no such tenant"));
-    };
-    let region = region.as_deref().and_then(|r| phone::region(r).ok());
+    let region = super::tenants::phone_region(&mut *state.pool.acquire().await?, tenant).await?;
     let mut fields = Vec::new();
     let channel = validate::channel(&body.channel)
         .map_err(|reason| {

@@ -299,3 +299,16 @@ pub async fn create_key(
         }),
     ))
 }
+
+/// The region tenant `tenant`'s phone numbers written without a country code are read in
+/// (none: such numbers are refused), read on `conn`; `422` naming `tenant_id` when there is
+/// no such tenant.
+pub(crate) async fn phone_region(
+    conn: &mut sqlx::PgConnection,
+    tenant: Uuid,
+) -> Result<Option<phonenumber::country::Id>, ApiError> {
+    let Some(region) = tenants::default_region(conn, tenant).await? else {
+        return Err(ApiError::field("tenant_id", "no such tenant"));
+    };
+    Ok(region.as_deref().and_then(|r| phone::region(r).ok()))
+}

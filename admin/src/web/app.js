@@ -17,7 +17,7 @@
  *                   renderRecipients() (filters: state, address), closeDetail()
  *   sections ...... loadSection(): a collapsible section's paged list (contacts, messages,
  *                   suppressions), read when opened and when its filters change
- *   contacts ...... loadContacts() when the section is opened or its filters change
+ *   contacts ...... loadContacts() when the section is opened or its filters change; eraseAddress()
  *   messages ...... loadMessages() (transactional messages) when opened, filtered or refreshed
  *   suppressions .. loadSuppressions() when opened or filtered; addSuppressions(),
  *                   removeSuppression()
@@ -723,11 +723,33 @@ function loadContacts() {
     filters: () => ({ tenant_id: $('#k-tenant').value, address: $('#k-address').value.trim() }),
     row: (k) => {
       const tr = el('tr');
+      const actions = el('td', 'actions');
+      const erase = el('button', 'action-erase', 'Erase');
+      erase.type = 'button';
+      erase.setAttribute('aria-label', `Erase ${k.address ?? ''} from everything its tenant keeps`);
+      erase.addEventListener('click', () => eraseAddress(k, erase));
+      actions.append(erase);
       tr.append(el('td', 'mono', String(k.address ?? '')), el('td', '', k.tenant_name || shortId(k.tenant_id)),
-        el('td', 'attributes mono', JSON.stringify(k.attributes || {})));
+        el('td', 'attributes mono', JSON.stringify(k.attributes || {})), actions);
       return tr;
     },
   });
+}
+
+// A person asking to be forgotten: the contact and every copy of its address in its
+// tenant's campaigns and messages (POST /erasures).
+async function eraseAddress(k, button) {
+  if (!confirm(`Erase ${k.address} from everything its tenant keeps? The contact is deleted, messages still waiting to it are cancelled, and sent ones lose the address and their variables. Its opt-outs stay. This cannot be undone.`)) return;
+  button.disabled = true;
+  try {
+    const done = await api('POST', '/erasures', { json: { tenant_id: k.tenant_id, address: k.address } });
+    const flying = done.in_flight > 0
+      ? ` ${num(done.in_flight)} in flight will never be sent again, and are erased once they end.` : '';
+    notice(`${k.address} erased: ${num(done.messages)} messages (${num(done.cancelled)} cancelled unsent).${flying}`, 'ok');
+  } catch (e) {
+    if (e.status !== 401) notice(`Could not erase ${k.address}: ${describe(e)}`, 'error');
+  }
+  loadContacts();
 }
 
 function contactFiltersChanged() {

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::{CliError, Ctx, PageArgs, open_upload, show_pages};
 use crate::client::Filters;
+use crate::model::NewErasure;
 use crate::output;
 use crate::upload::Format;
 
@@ -47,12 +48,33 @@ Example:
         #[command(flatten)]
         page: PageArgs,
     },
-    /// Delete a contact (segments no longer pick it; campaigns started before keep it)
+    /// Delete a contact (segments no longer pick it; campaigns started before keep it: `erase`
+    /// takes those copies too)
     #[command(after_help = "Example:
   herald contact delete $(herald --json contact list --address +33612345678 | jq '.items[0].id')")]
     Delete {
         /// The contact's id (see `herald contact list`)
         id: i64,
+    },
+    /// Erase an address from the tenant's data (a person asking to be forgotten): its
+    /// contact, and its copies in every campaign and message
+    #[command(
+        after_help = "The contact and the recipient's recorded STOP/START are deleted; messages to the address
+still waiting end `cancelled` unsent; messages that have ended keep their state, counts and
+receipts but lose the address, their variables and the address inside their errors.
+Messages in flight (a request made, its outcome not yet known) are never sent again and are
+erased by the scheduler once they have ended: run this again to see how many are left. The
+suppression list keeps the address's opt-outs (see `herald suppression list --address`).
+
+Example:
+  herald contact erase +33612345678"
+    )]
+    Erase {
+        /// A phone number, with its country code (or in the tenant's default region)
+        address: String,
+        /// Owning tenant (operator key only)
+        #[arg(long, value_name = "ID")]
+        tenant: Option<Uuid>,
     },
 }
 
@@ -86,6 +108,14 @@ pub async fn run(ctx: &Ctx, command: ContactCommand) -> Result<(), CliError> {
                 output::contacts,
             )
             .await
+        }
+        ContactCommand::Erase { address, tenant } => {
+            let body = NewErasure {
+                tenant_id: tenant,
+                address,
+            };
+            let reply = ctx.client.erase(&body).await?;
+            ctx.show(&reply, output::erasure)
         }
         ContactCommand::Delete { id } => {
             let reply = ctx.client.delete_contact(id).await?;

@@ -12,6 +12,7 @@ mod counters;
 mod credentials;
 mod dispatch;
 mod egress;
+mod erasures;
 mod failover;
 mod fairness;
 mod hostile;
