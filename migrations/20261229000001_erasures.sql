@@ -1,10 +1,14 @@
 -- A person's erasure (`POST /api/v1/erasures`, `store::erasures`): a tenant asked Herald to
--- forget an address (a data subject's request to be forgotten). Its contacts and recorded
--- STOP/START go; every message to it that was still waiting ends `cancelled` unsent; every
+-- forget an address (a data subject's request to be forgotten). Its contact and a recorded
+-- START go; every message to it that was still waiting ends `cancelled` unsent; every
 -- finished one keeps its state, counts and receipts but loses its address, variables (a
--- campaign's copy of the contact's attributes, a transactional message's text) and the
--- address inside its error texts. The suppression list keeps an opt-out (so that it still
--- holds; the tenant may take it off).
+-- campaign's copy of the contact's attributes, a transactional message's text), the
+-- address inside its error texts and its request's hash. The suppression list keeps an
+-- opt-out, and `consents` a STOP (so that it still holds; the tenant may take it off).
+--
+-- A message in flight is stopped by its own `expires_at`, now set on a campaign's
+-- recipient too (until now only transactional messages had one): the lease, the retry
+-- claim, the lookup before a resend and the sweeper's expiry already honour it.
 --
 -- Transactional messages are found by address here: a column written once, when the
 -- message is accepted, and never updated (as `campaign_addresses` is for campaigns), rather

@@ -119,7 +119,10 @@ pub async fn run(
         }
         // Every round: a message in flight when its address was erased keeps it only until
         // it has ended.
-        match within(store::erasures::finish(&pool, ERASURES_A_ROUND)).await {
+        let started = Instant::now();
+        let finished = within(store::erasures::finish(&pool, ERASURES_A_ROUND)).await;
+        step_done("erasures", started);
+        match finished {
             Ok(store::erasures::Finished { erased: 0, done: 0 }) => {}
             Ok(finished) => tracing::info!(
                 erased = finished.erased,

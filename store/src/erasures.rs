@@ -1,7 +1,7 @@
 //! Erasing an address at its tenant's request (a person asking to be forgotten; the
 //! `erasures` migration says what goes and what stays).
 //!
-//! [`erase`] does at once all it can: the contact and the recorded STOP/START go, messages
+//! [`erase`] does at once all it can: the contact and a recorded START go, messages
 //! still waiting end `cancelled` unsent, and every message that has ended loses its address,
 //! variables and the address inside its error texts. A message in flight (`sending`, or
 //! `unknown`: its answer was lost) is neither stopped nor erased yet: its request may be on
@@ -56,8 +56,11 @@ pub async fn erase(pool: &PgPool, tenant: Uuid, address: &str) -> Result<Erased,
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    // A STOP's row stays, as its suppression does: it keeps an older START that arrives
+    // late (a receiver kept it through an outage) from taking the opt-out off. A START's
+    // goes; an older STOP arriving late can then only list the address again.
     sqlx::query!(
-        "DELETE FROM consents WHERE tenant_id = $1 AND address = $2",
+        "DELETE FROM consents WHERE tenant_id = $1 AND address = $2 AND NOT opted_out",
         tenant,
         address,
     )
@@ -149,23 +152,25 @@ pub async fn finish(pool: &PgPool, limit: i64) -> Result<Finished, sqlx::Error> 
     let mut ids: Vec<i64> = erasures.iter().flat_map(|e| e.waiting.clone()).collect();
     ids.sort_unstable();
     ids.dedup();
-    lock(&mut tx, &ids).await?;
-    let erased = scrub(&mut tx, &ids).await?;
-    let unfinished: std::collections::HashSet<i64> = sqlx::query_scalar!(
+    // Only those that have ended are locked (a final state never changes again): the ones
+    // still in flight are their workers' and the sweeper's, and an outcome written for one
+    // must not wait for this round.
+    let ended: Vec<i64> = sqlx::query_scalar!(
         "SELECT id FROM recipients
-         WHERE id = ANY($1) AND state NOT IN ('sent', 'failed', 'cancelled', 'expired')",
+         WHERE id = ANY($1) AND state IN ('sent', 'failed', 'cancelled', 'expired')",
         &ids,
     )
     .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
+    .await?;
+    lock(&mut tx, &ended).await?;
+    let erased = scrub(&mut tx, &ended).await?;
+    let ended: std::collections::HashSet<i64> = ended.into_iter().collect();
     let mut done = 0;
     for erasure in erasures {
         let left: Vec<i64> = erasure
             .waiting
             .into_iter()
-            .filter(|id| unfinished.contains(id))
+            .filter(|id| !ended.contains(id))
             .collect();
         if left.is_empty() {
             sqlx::query!("DELETE FROM erasures WHERE id = $1", erasure.id)
@@ -213,7 +218,9 @@ async fn scrub(tx: &mut PgConnection, ids: &[i64]) -> Result<u64, sqlx::Error> {
              FROM gone g
              WHERE NOT g.transactional AND ca.campaign_id = g.campaign_id AND ca.address = g.address
          ), accepted AS (
-             UPDATE messages m SET address = NULL
+             -- The request's hash covered the number and the text: the same request sent
+             -- again under its idempotency key is then refused, not replayed (nor sent).
+             UPDATE messages m SET address = NULL, request_hash = ''::bytea
              FROM gone g WHERE g.transactional AND m.recipient_id = g.id
          )
          -- Providers write a number in their errors with its + or without it.

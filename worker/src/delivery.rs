@@ -657,8 +657,9 @@ async fn settle_unknown(
     match ruled_out.await {
         Ok(true) => Settled::SendThrough(current.clone()),
         // The lease is no longer this dispatch's (a receipt settled the recipient meanwhile,
-        // or it was taken back): nothing is sent, and the wait is recorded only if the row is
-        // still this dispatch's.
+        // or it was taken back), or the message's own expiry passed (its address erased):
+        // nothing is sent, and the wait is recorded only if the row is still this
+        // dispatch's (the retry it becomes ends `expired`).
         Ok(false) => Settled::Decided(Decision::Postponed {
             error: "the lease was lost before sending again".into(),
             delay: Duration::ZERO,

@@ -59,12 +59,13 @@ Example:
     /// Erase an address from the tenant's data (a person asking to be forgotten): its
     /// contact, and its copies in every campaign and message
     #[command(
-        after_help = "The contact and the recipient's recorded STOP/START are deleted; messages to the address
-still waiting end `cancelled` unsent; messages that have ended keep their state, counts and
-receipts but lose the address, their variables and the address inside their errors.
-Messages in flight (a request made, its outcome not yet known) are never sent again and are
-erased by the scheduler once they have ended: run this again to see how many are left. The
-suppression list keeps the address's opt-outs (see `herald suppression list --address`).
+        after_help = "The contact and a recorded START are deleted; messages to the address still waiting end
+`cancelled` unsent; messages that have ended keep their state, counts and receipts but lose
+the address, their variables and the number inside their errors. Messages in flight (a
+request leased, its outcome not yet known) are not sent again and are erased by the
+scheduler once they have ended: run this again to see how many are left. The suppression
+list keeps the address's opt-outs (see `herald suppression list --address`). What is not
+reached (webhook events, receipts, dead letters) is listed in admin/API.md.
 
 Example:
   herald contact erase +33612345678"

@@ -71,7 +71,9 @@ pub const COUNTER_DELTAS_FOLDED: &str = "herald_scheduler_counter_deltas_folded_
 /// How long each fold of the counter ledger took.
 pub const COUNTER_FOLD_DURATION: &str = "herald_scheduler_counter_fold_duration_seconds";
 /// Duration of the leader's housekeeping steps beside the ticks, by `step`:
-/// `lease_recovery` (recipients whose lease ran out) and `completion` (finished campaigns).
+/// `lease_recovery` (recipients whose lease ran out), `completion` (finished campaigns),
+/// `settling` (cancelled campaigns with nothing left to end) and `erasures` (messages in
+/// flight at their address's erasure, erased once ended).
 pub const HOUSEKEEPING_DURATION: &str = "herald_scheduler_housekeeping_duration_seconds";
 /// Lanes topped up at once for newly accepted transactional messages (the fast path).
 pub const WAKES: &str = "herald_scheduler_wakes_total";

@@ -16,8 +16,9 @@ use uuid::Uuid;
 /// campaign is kept as it is, and the others become `pending` recipients, their ids drawn
 /// in `n` order (as the rows are read, in practice: nothing promises it, and nothing
 /// depends on it) and the rows written in id order. Uniqueness lives in
-/// `campaign_addresses`, written once a recipient and never updated, not in an index of
-/// `recipients` that every send's updates would enter (migration `20261207000001`).
+/// `campaign_addresses`, written once a recipient and updated only by an erasure of its
+/// address (`erased:<recipient id>`), not in an index of `recipients` that every send's
+/// updates would enter (migration `20261207000001`).
 const ADD_WANTED: &str = "
     , firsts AS MATERIALIZED (
         SELECT DISTINCT ON (address) address, variables, n FROM wanted ORDER BY address, n

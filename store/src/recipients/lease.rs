@@ -182,7 +182,8 @@ pub async fn begin(
          ),
          -- This dispatch's own lease, taken by an earlier try of this statement whose answer
          -- was lost: leased again as it was, renewed from now (the worker's deadline counts
-         -- from its first try, so it ends before the lease does).
+         -- from its first try, so it ends before the lease does). Not past the message's own
+         -- expiry (an erasure of its address sets it): the lease then runs out unused.
          relet AS (
              UPDATE recipients r
              SET lease_until = now() + make_interval(secs => CASE WHEN r.unknown_via IS NULL THEN p.timeout_ms
@@ -190,6 +191,7 @@ pub async fn begin(
                  updated_at = now()
              FROM current k JOIN providers p ON p.id = k.provider
              WHERE r.id = k.id AND r.dispatch_seq = k.seq AND k.state = 'sending' AND k.own_lease
+               AND (k.own_expiry IS NULL OR k.own_expiry > now())
              RETURNING r.id, r.dispatch_seq, r.attempts - r.throttles AS attempts,
                        r.outcome_unknown_at, r.unknown_via, p.revision
          ),

@@ -18,8 +18,9 @@
 //! | `unknown` | `pending` | the sweeper, a provider's window passed without a receipt | [`sweep::retry_unknown_outcomes`] |
 //! | `sending` (unchanged) | | the worker, once its lookup ruled out an earlier attempt whose outcome was unknown, before it sends again: the next unknown outcome is this attempt's | [`reconcile::rule_out_earlier_attempt`] |
 //! | `pending` | `cancelled` / `expired` | the sweeper, a cancelled or expired campaign | [`sweep::end_waiting_recipients`] |
-//! | `pending` | `expired` | the sweeper, a transactional message past its own expiry | [`sweep::expire_messages`] |
+//! | `pending` | `expired` | the sweeper, a transactional message past its own expiry, or a recipient whose address was erased while it was in flight | [`sweep::expire_messages`] |
 //! | `pending` / `queued` | `cancelled` | the admin, a transactional message its tenant withdrew, no earlier request of which may have been sent (a `queued` one's dispatch is then acked unsent by the lease) | [`crate::messages::cancel`] |
+//! | `pending` / `queued` (range-claimed too) | `cancelled` | the admin, a recipient or message whose address its tenant erased (a dispatch already published is acked unsent by the lease); one `sending` or `unknown` gets its own expiry set to now instead, so that it is never sent again | [`crate::erasures::erase`] |
 //!
 //! Receipts (in `herald_store::receipts`) change a recipient's delivery status and settle
 //! an `unknown` outcome as `sent`. Terminal states (`sent`, `failed`, `cancelled`,

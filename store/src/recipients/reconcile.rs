@@ -28,7 +28,8 @@ pub async fn taken_by_others(
 /// went to. Kept, the earlier one's minutes and provider would be searched again, and a
 /// message the new request created through another provider, or later than the earlier
 /// window, would not be found and would be sent a third time. Only while `seq`'s lease
-/// holds; answers whether it did.
+/// holds and the message's own expiry has not passed (an erasure of its address sets it to
+/// the erasure's time, so that no request is made again); answers whether it did.
 pub async fn rule_out_earlier_attempt(
     pool: &PgPool,
     recipient: i64,
@@ -36,7 +37,8 @@ pub async fn rule_out_earlier_attempt(
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query!(
         "UPDATE recipients SET outcome_unknown_at = NULL, unknown_via = NULL, updated_at = now()
-         WHERE id = $1 AND dispatch_seq = $2 AND state = 'sending'",
+         WHERE id = $1 AND dispatch_seq = $2 AND state = 'sending'
+           AND (expires_at IS NULL OR expires_at > now())",
         recipient,
         seq,
     )

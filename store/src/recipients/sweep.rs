@@ -298,8 +298,9 @@ pub async fn expire_held_messages(pool: &PgPool) -> Result<u64, sqlx::Error> {
     Ok(done.rows_affected())
 }
 
-/// Transactional messages still waiting past their own expiry (a campaign's recipients
-/// expire with their campaign, above).
+/// Recipients still waiting past their own expiry: transactional messages, and recipients
+/// whose address was erased while they were in flight (a campaign's others expire with
+/// their campaign, above).
 pub async fn expire_messages(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let done = sqlx::query!(
         "UPDATE recipients r SET state = 'expired', updated_at = now(),

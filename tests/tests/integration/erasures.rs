@@ -60,6 +60,28 @@ async fn count(env: &TestEnv, sql: &'static str, tenant: Uuid) -> Result<i64> {
         .await?)
 }
 
+/// A recipient's last word to `tenant` on `channel`, as the receiver records a STOP
+/// (`opted_out`) or a START.
+async fn word(
+    env: &TestEnv,
+    tenant: Uuid,
+    channel: &str,
+    address: &str,
+    opted_out: bool,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO consents (tenant_id, channel, address, said_at, opted_out)
+         VALUES ($1, $2, $3, now(), $4)",
+    )
+    .bind(tenant)
+    .bind(channel)
+    .bind(address)
+    .bind(opted_out)
+    .execute(&env.pool)
+    .await?;
+    Ok(())
+}
+
 /// Messages the simulator sent for recipient `id` of `campaign`, all attempts together.
 async fn sends(env: &TestEnv, campaign: Uuid, id: i64) -> Result<u64> {
     let key = format!("herald-{}-{id}", campaign.simple());
@@ -81,11 +103,11 @@ async fn an_erased_address_leaves_every_copy_and_nothing_in_flight_is_sent_again
     let (other, _) = admin.tenant_with_key("globex").await?;
     let other: Uuid = other.parse()?;
     let provider = env.create_provider(&env.provider()).await?;
-    // Its answers are lost (below): the outcome waits 3 s for a receipt that never comes,
-    // then the recipient would be sent again.
+    // Its answers are lost (below): the outcome waits 8 s (time enough to erase it under
+    // load) for a receipt that never comes, then the recipient would be sent again.
     let mut lossy = env.provider();
     lossy.name = "lossy".into();
-    lossy.unknown_window_ms = 3_000;
+    lossy.unknown_window_ms = 8_000;
     lossy.retry_base_ms = 100;
     lossy.retry_max_ms = 200;
     let lossy = env.create_provider(&lossy).await?;
@@ -100,15 +122,10 @@ async fn an_erased_address_leaves_every_copy_and_nothing_in_flight_is_sent_again
         .bind(address)
         .execute(&env.pool)
         .await?;
-        sqlx::query(
-            "INSERT INTO consents (tenant_id, channel, address, said_at, opted_out)
-             VALUES ($1, 'sms', $2, now(), false)",
-        )
-        .bind(owner)
-        .bind(address)
-        .execute(&env.pool)
-        .await?;
+        word(&env, owner, "sms", address, false).await?;
     }
+    // A STOP on WhatsApp: its opt-out, and the word that keeps an older START arriving
+    // late from taking it off, stay.
     admin
         .ok(
             &key,
@@ -117,6 +134,7 @@ async fn an_erased_address_leaves_every_copy_and_nothing_in_flight_is_sent_again
             Some(json!({"channel": "whatsapp", "addresses": [ERASED]})),
         )
         .await?;
+    word(&env, tenant, "whatsapp", ERASED, true).await?;
 
     // Sent: a campaign of both addresses, another tenant's to the same one, and a
     // transactional message.
@@ -185,6 +203,11 @@ async fn an_erased_address_leaves_every_copy_and_nothing_in_flight_is_sent_again
         (row.address.as_str(), &row.variables, row.state.as_str()),
         ("erased", &json!({}), "sent")
     );
+    let hash: Vec<u8> = sqlx::query_scalar("SELECT request_hash FROM messages WHERE id = $1")
+        .bind(message_id.parse::<Uuid>()?)
+        .fetch_one(&env.pool)
+        .await?;
+    assert!(hash.is_empty(), "the request's hash covered the number");
     let shown = admin
         .ok(&key, Method::GET, &format!("/messages/{message_id}"), None)
         .await?;
@@ -217,8 +240,12 @@ async fn an_erased_address_leaves_every_copy_and_nothing_in_flight_is_sent_again
             0,
         ),
         (
-            "SELECT count(*) FROM consents WHERE tenant_id = $1 AND address = $2",
+            "SELECT count(*) FROM consents WHERE tenant_id = $1 AND address = $2 AND NOT opted_out",
             0,
+        ),
+        (
+            "SELECT count(*) FROM consents WHERE tenant_id = $1 AND address = $2 AND opted_out",
+            1,
         ),
         (
             "SELECT count(*) FROM suppressions WHERE tenant_id = $1 AND address = $2",
@@ -340,5 +367,58 @@ async fn an_erased_address_leaves_every_copy_and_nothing_in_flight_is_sent_again
         (&erased["contacts"], &erased["messages"]),
         (&json!(1), &json!(1))
     );
+    Ok(())
+}
+
+/// A worker holding a recipient while it looks an earlier attempt up (its answer was lost)
+/// finds, once the lookup rules that attempt out, that it may not send again if the address
+/// was erased meanwhile; nor does the lease statement's retry (its answer lost) lease it
+/// again. A recipient of another address in the same state may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipient_erased_while_its_worker_holds_it_is_not_sent_again() -> Result<()> {
+    use herald_store::recipients::{lease, reconcile};
+    let env = TestEnv::new(&[]).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let both = [ERASED.to_owned(), KEPT.to_owned()];
+    let campaign = env.campaign(tenant, provider, "c", &both, 10).await?;
+    let erased = recipient_of(&env, campaign, ERASED).await?;
+    let kept = recipient_of(&env, campaign, KEPT).await?;
+    let token = Uuid::new_v4();
+    // As a worker leaves them after its lease: `sending` under its token, the earlier
+    // attempt's outcome unknown.
+    sqlx::query(
+        "UPDATE recipients SET state = 'sending', dispatch_seq = 1, attempts = 2,
+             lease_token = $2, lease_until = now() + interval '1 minute', sent_via = $3,
+             outcome_unknown_at = now() - interval '1 minute', unknown_via = $3
+         WHERE campaign_id = $1",
+    )
+    .bind(campaign)
+    .bind(token)
+    .bind(provider)
+    .execute(&env.pool)
+    .await?;
+    let done = herald_store::erasures::erase(&env.pool, tenant, ERASED).await?;
+    assert_eq!((done.messages, done.in_flight), (1, 1), "{done:?}");
+
+    let dispatch = |recipient_id| lease::Dispatch {
+        recipient_id,
+        seq: 1,
+        provider,
+        token,
+    };
+    let leased = lease::begin(
+        &env.pool,
+        &[dispatch(erased), dispatch(kept)],
+        Duration::from_secs(5),
+    )
+    .await?;
+    assert_eq!(
+        (leased[0].is_some(), leased[1].is_some()),
+        (false, true),
+        "{leased:?}"
+    );
+    assert!(!reconcile::rule_out_earlier_attempt(&env.pool, erased, 1).await?);
+    assert!(reconcile::rule_out_earlier_attempt(&env.pool, kept, 1).await?);
     Ok(())
 }
