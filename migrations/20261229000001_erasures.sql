@@ -22,9 +22,10 @@ ALTER TABLE messages ADD COLUMN IF NOT EXISTS address text;
 UPDATE messages m SET address = r.address FROM recipients r
 WHERE r.id = m.recipient_id AND m.address IS NULL;
 
--- An erasure's lookup. (IF NOT EXISTS: a deployment with many messages may build it CONCURRENTLY beforehand,
--- after the column is added.)
-CREATE INDEX IF NOT EXISTS messages_address ON messages (tenant_id, address)
+-- An erasure's lookup, and the list of messages to one address (`GET /messages?to=`), an
+-- operator's of every tenant too. (IF NOT EXISTS: a deployment with many messages may
+-- build it CONCURRENTLY beforehand, after the column is added.)
+CREATE INDEX IF NOT EXISTS messages_address ON messages (address, tenant_id)
     WHERE address IS NOT NULL;
 
 -- Erasures still waiting for messages that were in flight when they were asked (`sending`,

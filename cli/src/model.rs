@@ -516,6 +516,10 @@ pub struct Webhook {
     pub last_abandoned_at: Option<Timestamp>,
     pub failing_since: Option<Timestamp>,
     pub resume_at: Option<Timestamp>,
+    #[serde(default)]
+    pub disabled_at: Option<Timestamp>,
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
     pub secret: Option<String>,
 }
 

@@ -531,6 +531,17 @@ pub fn webhook(w: &Webhook) -> String {
         ("tenant", w.tenant_id.to_string()),
         ("url", url.clone()),
         ("set", when(w.updated_at)),
+        (
+            "disabled",
+            match (&w.disabled_at, &w.disabled_reason) {
+                (Some(at), why) => format!(
+                    "since {} ({}): set it again to enable it",
+                    at.to_rfc3339(),
+                    why.as_deref().unwrap_or("answered 410 Gone")
+                ),
+                (None, _) => "no".to_owned(),
+            },
+        ),
         ("failing since", when(w.failing_since)),
         ("next post", when(w.resume_at)),
         ("old secret signs until", when(w.previous_secret_until)),

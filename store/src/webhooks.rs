@@ -35,6 +35,10 @@ pub struct Webhook {
     pub failing_since: Option<DateTime<Utc>>,
     /// While it fails: when it is next posted to (events wait until then).
     pub resume_at: Option<DateTime<Utc>>,
+    /// Since when it is disabled, and why: its endpoint answered 410 Gone. Nothing is posted
+    /// to it, nor written for it, until it is set again.
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub disabled_reason: Option<String>,
 }
 
 /// The most events of one kind a webhook's summary counts: past that it says "at least".
@@ -81,7 +85,7 @@ pub async fn set_with_secret(
         "INSERT INTO tenant_webhooks (tenant_id, url, secret) VALUES ($1, $2, $3)
          ON CONFLICT (tenant_id) DO UPDATE
          SET url = excluded.url, secret = excluded.secret, updated_at = now(),
-             failing_since = NULL, resume_at = NULL,
+             failing_since = NULL, resume_at = NULL, disabled_at = NULL, disabled_reason = NULL,
              previous_secret = CASE
                  WHEN $4::float8 <= 0 THEN NULL
                  WHEN tenant_webhooks.previous_secret_until > now()
@@ -109,7 +113,8 @@ pub async fn set_url(
 ) -> Result<Option<Webhook>, sqlx::Error> {
     let moved = sqlx::query!(
         "UPDATE tenant_webhooks
-         SET url = $2, updated_at = now(), failing_since = NULL, resume_at = NULL
+         SET url = $2, updated_at = now(), failing_since = NULL, resume_at = NULL,
+             disabled_at = NULL, disabled_reason = NULL
          WHERE tenant_id = $1",
         tenant,
         url,
@@ -134,7 +139,8 @@ pub async fn get(pool: &PgPool, tenant: Uuid) -> Result<Option<Webhook>, sqlx::E
                   failure.last_failure, failure.failed_at AS last_failed_at,
                   abandoned.n AS "abandoned!", abandoned.latest AS last_abandoned_at,
                   w.failing_since, CASE WHEN w.failing_since IS NOT NULL
-                                        THEN greatest(w.resume_at, now()) END AS resume_at
+                                        THEN greatest(w.resume_at, now()) END AS resume_at,
+                  w.disabled_at, w.disabled_reason
            FROM tenant_webhooks w
            CROSS JOIN LATERAL (
                SELECT count(*) AS n, min(x.since) AS oldest
@@ -369,7 +375,7 @@ pub async fn take_due(
            ), candidates AS MATERIALIZED (
                SELECT e.id
                FROM waiting_tenants t
-               JOIN tenant_webhooks w ON w.tenant_id = t.tenant_id
+               JOIN tenant_webhooks w ON w.tenant_id = t.tenant_id AND w.disabled_at IS NULL
                                      AND (w.failing_since IS NULL OR w.resume_at IS NULL
                                           OR w.resume_at <= now())
                LEFT JOIN unnest($1::uuid[], $2::int4[]) AS b(tenant_id, in_flight)
@@ -464,12 +470,15 @@ pub enum Endpoint {
     Up,
     /// No answer, a 5xx, a 408 or a 429: its events wait while it is probed.
     Down,
+    /// A 410: it has gone for good, and its webhook is disabled (the `webhook_gone`
+    /// migration).
+    Gone,
     /// Nothing is known of it (the post was never made: Herald's own side failed).
     Unknown,
 }
 
 /// Records how the posts of `settled` went, in one statement, and what they say of each
-/// tenant's endpoint ([`Endpoint`]): one `Up` ends its failing; `Down` ones alone start it
+/// tenant's endpoint ([`Endpoint`]): one `Gone` disables its webhook; one `Up` ends its failing; `Down` ones alone start it
 /// (`failing_since`), or go on with it, and hold its events back until `resume_at`: as long
 /// again as it has been failing, between `pause.0` and `pause.1` (a probe's failure sets the
 /// pause; others only lengthen it, so that a late failure of an earlier post does not let a
@@ -486,8 +495,9 @@ pub async fn settle(
     let mut attempts = Vec::with_capacity(settled.len());
     let mut failures: Vec<Option<String>> = Vec::with_capacity(settled.len());
     let mut retries: Vec<Option<f64>> = Vec::with_capacity(settled.len());
-    // Per post: true up, false down, NULL unknown.
+    // Per post: true up, false down (or gone), NULL unknown.
     let mut up: Vec<Option<bool>> = Vec::with_capacity(settled.len());
+    let mut gone = Vec::with_capacity(settled.len());
     let mut versions = Vec::with_capacity(settled.len());
     let mut probes = Vec::with_capacity(settled.len());
     for s in settled {
@@ -495,9 +505,10 @@ pub async fn settle(
         attempts.push(s.attempts);
         up.push(match s.endpoint {
             Endpoint::Up => Some(true),
-            Endpoint::Down => Some(false),
+            Endpoint::Down | Endpoint::Gone => Some(false),
             Endpoint::Unknown => None,
         });
+        gone.push(s.endpoint == Endpoint::Gone);
         versions.push(s.webhook_version);
         probes.push(s.probe);
         failures.push(s.failure.as_ref().map(|(why, _)| why.clone()));
@@ -518,24 +529,30 @@ pub async fn settle(
                  abandoned_at = CASE WHEN s.failure IS NOT NULL AND s.retry_s IS NULL
                                      THEN now() END
              FROM unnest($1::int8[], $2::int4[], $3::text[], $4::float8[], $5::bool[],
-                         $6::timestamptz[], $7::bool[])
-                  AS s(id, attempts, failure, retry_s, up, version, probe)
+                         $6::timestamptz[], $7::bool[], $10::bool[])
+                  AS s(id, attempts, failure, retry_s, up, version, probe, gone)
              WHERE e.id = s.id AND e.attempts = s.attempts
                AND e.delivered_at IS NULL AND e.abandoned_at IS NULL
-             RETURNING e.tenant_id, s.up, s.version, s.probe
+             RETURNING e.tenant_id, s.up, s.version, s.probe, s.gone, s.failure
          ), endpoints AS (
-             SELECT tenant_id, version, bool_or(up) AS up, bool_or(probe) AS probed
+             SELECT tenant_id, version, bool_or(up) AS up, bool_or(probe) AS probed,
+                    bool_or(gone) AS gone, max(failure) FILTER (WHERE gone) AS gone_why
              FROM settled WHERE up IS NOT NULL GROUP BY tenant_id, version
          ), changed AS (
              -- A healthy endpoint's successes write nothing here; a row another statement
-             -- holds is left (advisory, and no deadlock between two workers' outcomes).
-             SELECT w.tenant_id, x.up, x.probed FROM tenant_webhooks w
+             -- holds is left (advisory, and no deadlock between two workers' outcomes: a
+             -- 410 left so is answered again by the next post).
+             SELECT w.tenant_id, x.up, x.probed, x.gone, x.gone_why FROM tenant_webhooks w
              JOIN endpoints x ON x.tenant_id = w.tenant_id AND x.version = w.updated_at
-             WHERE NOT x.up OR w.failing_since IS NOT NULL
+             WHERE NOT x.up OR w.failing_since IS NOT NULL OR x.gone
              FOR UPDATE OF w SKIP LOCKED
          )
          UPDATE tenant_webhooks w
-         SET failing_since = CASE WHEN c.up THEN NULL
+         SET disabled_at = CASE WHEN c.gone THEN coalesce(w.disabled_at, now())
+                                ELSE w.disabled_at END,
+             disabled_reason = CASE WHEN c.gone THEN coalesce(w.disabled_reason, c.gone_why)
+                                    ELSE w.disabled_reason END,
+             failing_since = CASE WHEN c.up THEN NULL
                                   ELSE coalesce(w.failing_since, now()) END,
              resume_at = CASE
                  WHEN c.up THEN NULL
@@ -555,6 +572,7 @@ pub async fn settle(
         &probes,
         pause.0.as_secs_f64(),
         pause.1.as_secs_f64(),
+        &gone,
     )
     .execute(pool)
     .await?;
@@ -700,6 +718,8 @@ pub enum TestAsked {
     TooSoon(Duration),
     /// The tenant has no webhook.
     NoWebhook,
+    /// Its webhook is disabled (its endpoint answered 410 Gone): set it again first.
+    Disabled,
 }
 
 /// Queues a test event for tenant `tenant`'s webhook, posted as its status events are, at
@@ -714,7 +734,7 @@ pub async fn send_test(
     let queued = sqlx::query!(
         r#"WITH allowed AS (
                UPDATE tenant_webhooks SET tested_at = now()
-               WHERE tenant_id = $1
+               WHERE tenant_id = $1 AND disabled_at IS NULL
                  AND (tested_at IS NULL OR tested_at <= now() - make_interval(secs => $2))
                RETURNING tenant_id
            )
@@ -729,10 +749,11 @@ pub async fn send_test(
     if let Some(row) = queued {
         return Ok(TestAsked::Queued(row.public_id, row.occurred_at));
     }
-    let left = sqlx::query_scalar!(
+    let left = sqlx::query!(
         // A webhook set since the first statement has no `tested_at`: nothing left to wait.
         r#"SELECT coalesce(extract(epoch FROM tested_at + make_interval(secs => $2) - now()),
-                           0)::float8 AS "left!"
+                           0)::float8 AS "left!",
+                  disabled_at IS NOT NULL AS "disabled!"
            FROM tenant_webhooks WHERE tenant_id = $1"#,
         tenant,
         every.as_secs_f64(),
@@ -740,8 +761,9 @@ pub async fn send_test(
     .fetch_optional(pool)
     .await?;
     Ok(match left {
-        Some(left) => TestAsked::TooSoon(Duration::from_secs_f64(
-            left.clamp(0.0, every.as_secs_f64()),
+        Some(row) if row.disabled => TestAsked::Disabled,
+        Some(row) => TestAsked::TooSoon(Duration::from_secs_f64(
+            row.left.clamp(0.0, every.as_secs_f64()),
         )),
         None => TestAsked::NoWebhook,
     })

@@ -1,6 +1,7 @@
 //! A tenant's own endpoint for status events: a real HTTP server on loopback that answers
-//! the first `failing` posts 500 (with a NUL and a terminal escape in the answer, which
-//! Herald must still be able to record) and the others 200, and keeps every post it got.
+//! the first `failing` posts 500 (or another status; with a NUL and a terminal escape in the
+//! answer, which Herald must still be able to record) and the others 200, and keeps every
+//! post it got.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -29,6 +30,8 @@ impl Post {
 struct Kept {
     posts: Vec<Post>,
     failing: usize,
+    /// What the failing posts are answered.
+    failure: StatusCode,
 }
 
 /// The endpoint, served until dropped.
@@ -41,9 +44,15 @@ pub struct StatusSink {
 impl StatusSink {
     /// Serves on a free loopback port; the first `failing` posts are answered 500.
     pub async fn start(failing: usize) -> crate::Result<Self> {
+        Self::start_answering(failing, StatusCode::INTERNAL_SERVER_ERROR).await
+    }
+
+    /// Serves on a free loopback port; the first `failing` posts are answered `failure`.
+    pub async fn start_answering(failing: usize, failure: StatusCode) -> crate::Result<Self> {
         let kept = Arc::new(Mutex::new(Kept {
             posts: Vec::new(),
             failing,
+            failure,
         }));
         let app = Router::new()
             .route("/events", post(take))
@@ -89,7 +98,7 @@ async fn take(
     };
     let answered = if kept.failing > 0 {
         kept.failing -= 1;
-        StatusCode::INTERNAL_SERVER_ERROR
+        kept.failure
     } else {
         StatusCode::OK
     };

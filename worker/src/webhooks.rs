@@ -290,9 +290,12 @@ pub fn retry_in(
 
 /// What an endpoint's answer says of it: up when it answered as a working endpoint does
 /// (a 2xx, or a refusal of this one event, which the event's own retries deal with), down
-/// when it is failing or asks Herald to slow down (5xx, 408, 429).
+/// when it is failing or asks Herald to slow down (5xx, 408, 429), gone when it says it is
+/// for good (410: its webhook is disabled until the tenant sets it again).
 pub fn endpoint_by_answer(status: reqwest::StatusCode) -> Endpoint {
-    if status.is_server_error()
+    if status == reqwest::StatusCode::GONE {
+        Endpoint::Gone
+    } else if status.is_server_error()
         || status == reqwest::StatusCode::REQUEST_TIMEOUT
         || status == reqwest::StatusCode::TOO_MANY_REQUESTS
     {
@@ -451,7 +454,7 @@ mod tests {
     }
 
     #[test]
-    fn an_endpoint_is_down_when_it_fails_or_asks_to_slow_down_not_when_it_refuses_one_event() {
+    fn an_endpoint_is_down_when_it_fails_or_asks_to_slow_down_gone_when_it_says_so() {
         use reqwest::StatusCode;
         for status in [
             StatusCode::OK,
@@ -459,11 +462,11 @@ mod tests {
             StatusCode::BAD_REQUEST,
             StatusCode::UNAUTHORIZED,
             StatusCode::NOT_FOUND,
-            StatusCode::GONE,
             StatusCode::FOUND,
         ] {
             assert_eq!(endpoint_by_answer(status), Endpoint::Up, "{status}");
         }
+        assert_eq!(endpoint_by_answer(StatusCode::GONE), Endpoint::Gone);
         for status in [
             StatusCode::INTERNAL_SERVER_ERROR,
             StatusCode::BAD_GATEWAY,

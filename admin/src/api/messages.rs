@@ -969,6 +969,9 @@ pub struct ListQuery {
     pub until: Option<DateTime<Utc>>,
     /// Only this tenant's messages (a tenant key sees only its own anyway).
     pub tenant_id: Option<Uuid>,
+    /// Only messages to this address: as stored, or a phone number with its country code as
+    /// people write it (`+33 6 12 34 56 78` finds `+33612345678`).
+    pub to: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// At most this many (default 100).
@@ -1004,9 +1007,11 @@ pub async fn list(
     if after.is_some_and(|(at, _)| !(1..=9999).contains(&at.year())) {
         return Err(page::forged());
     }
+    let to = crate::phone::filter_forms(query.to.as_deref());
     let filter = messages::ListFilter {
         tenant: query.tenant_id,
         state: query.state.as_deref(),
+        to: &to,
         since: query.since,
         until: query.until,
         after,

@@ -73,6 +73,12 @@ pub struct Webhook {
     /// While the endpoint fails: when it is posted to next (after as long again as it has
     /// been failing, 1 s to 5 min).
     pub resume_at: Option<DateTime<Utc>>,
+    /// Since when the webhook is disabled, because its endpoint answered `410 Gone` (gone for
+    /// good): nothing is posted to it, and no event is written for it, until it is set again
+    /// (`PUT`, the same URL too); events already waiting then go. `null` while enabled.
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// The answer that disabled it (its status and start).
+    pub disabled_reason: Option<String>,
 }
 
 impl From<webhooks::Webhook> for Webhook {
@@ -91,6 +97,8 @@ impl From<webhooks::Webhook> for Webhook {
             last_abandoned_at: row.last_abandoned_at,
             failing_since: row.failing_since,
             resume_at: row.resume_at,
+            disabled_at: row.disabled_at,
+            disabled_reason: row.disabled_reason,
         }
     }
 }
@@ -223,6 +231,8 @@ pub async fn show(
             last_abandoned_at: None,
             failing_since: None,
             resume_at: None,
+            disabled_at: None,
+            disabled_reason: None,
         },
         Webhook::from,
     )))
@@ -294,7 +304,7 @@ const TEST_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
     params(("id" = Uuid, Path, description = "The tenant's id")),
     responses((status = 202, body = TestQueued, description = "A `webhook.test` event waits to be posted after the events already due (while the endpoint is failing, after one probe of each event due before it, or at once when it answers again), signed and retried as status events are; `GET …/webhook/events?type=webhook.test` shows how its posts go"),
               (status = 404, body = crate::error::ErrorBody),
-              (status = 409, body = crate::error::ErrorBody, description = "The tenant has no webhook"),
+              (status = 409, body = crate::error::ErrorBody, description = "The tenant has no webhook, or it is disabled (its endpoint answered 410 Gone)"),
               (status = 429, body = crate::error::ErrorBody, description = "A test event was asked for less than 10 s ago; `Retry-After` says when to ask again")))]
 pub async fn test(
     State(state): State<AppState>,
@@ -318,6 +328,13 @@ pub async fn test(
         webhooks::TestAsked::NoWebhook => {
             return Err(ApiError::Conflict(
                 "the tenant has no webhook: set one first (PUT …/webhook)".into(),
+            ));
+        }
+        webhooks::TestAsked::Disabled => {
+            return Err(ApiError::Conflict(
+                "the webhook is disabled (its endpoint answered 410 Gone): set it again first \
+                 (PUT …/webhook, the same URL too)"
+                    .into(),
             ));
         }
     };

@@ -192,7 +192,7 @@ function signOut(message) {
   state.retryDraft = null;
   sessionStorage.removeItem(CREATE_STORAGE);
   // The next key may see other tenants: its lists start unfiltered, on their first page.
-  for (const sel of ['#f-status', '#f-tenant', '#f-name', '#k-tenant', '#k-address', '#m-state',
+  for (const sel of ['#f-status', '#f-tenant', '#f-name', '#k-tenant', '#k-address', '#m-state', '#m-to',
     '#s-tenant', '#s-channel', '#s-address', '#w-new-url', '#sa-addresses', '#sa-reason', '#we-delivery']) $(sel).value = '';
   pagerReset(state.campaignPages);
   pagerReset(state.contactPages);
@@ -763,7 +763,7 @@ function loadMessages() {
   return loadSection({
     name: 'messages', table: '#message-list', pages: state.messagePages, gen: 'messagesGen',
     path: '/messages', perPage: MESSAGES_PER_PAGE, noun: 'messages',
-    filters: () => ({ state: $('#m-state').value }),
+    filters: () => ({ state: $('#m-state').value, to: $('#m-to').value.trim() }),
     row: (m) => {
       const tr = el('tr');
       const status = el('span', `status status-${m.state}`, String(m.state ?? ''));
@@ -937,23 +937,27 @@ function showWebhook(w) {
   const when = (iso) => (iso ? formatTime(iso) : '–');
   setText($('#w-url'), w.url || 'none: the tenant\'s messages are not posted');
   setText($('#w-set'), when(w.updated_at));
+  // Gone for good by its own word (410): nothing is posted until it is set again.
+  setText($('#w-disabled'), w.disabled_at
+    ? `since ${formatTime(w.disabled_at)}: ${w.disabled_reason || 'answered 410 Gone'}. Set it again (below) to enable it.`
+    : 'no');
   setText($('#w-failing'), w.failing_since ? formatTime(w.failing_since) : 'no');
   setText($('#w-resume'), w.failing_since ? when(w.resume_at) : 'as events come');
   setText($('#w-waiting'), counted(w.waiting));
   setText($('#w-oldest'), when(w.oldest_waiting_at));
   setText($('#w-last-failure'), w.last_failure ? `${w.last_failure} (${formatTime(w.last_failed_at)})` : '–');
   setText($('#w-abandoned'), counted(w.abandoned));
-  $('#webhook-state').classList.toggle('failing', Boolean(w.failing_since));
+  $('#webhook-state').classList.toggle('failing', Boolean(w.failing_since || w.disabled_at));
   $('#w-rotate').hidden = !w.url;
   $('#w-remove').hidden = !w.url;
-  $('#w-test').hidden = !w.url;
+  $('#w-test').hidden = !w.url || Boolean(w.disabled_at);
   $('#w-recover').hidden = !w.url || !num(w.abandoned);
   if (w.url && document.activeElement !== $('#w-new-url') && !$('#w-new-url').value) $('#w-new-url').value = w.url;
 }
 
 // Nothing of a tenant's webhook left on the page (another tenant's or key's comes next).
 function clearWebhook() {
-  for (const sel of ['#w-url', '#w-set', '#w-failing', '#w-resume', '#w-waiting', '#w-oldest',
+  for (const sel of ['#w-url', '#w-set', '#w-disabled', '#w-failing', '#w-resume', '#w-waiting', '#w-oldest',
     '#w-last-failure', '#w-abandoned']) $(sel).textContent = '';
   $('#w-recover').hidden = true;
   $('#webhook-state').classList.remove('failing');
@@ -1452,6 +1456,7 @@ function init() {
   $('#contacts-prev').addEventListener('click', () => turnPage(state.contactPages, 'contacts', false, loadContacts));
   $('#messages').addEventListener('toggle', loadMessages);
   $('#m-state').addEventListener('change', messageFiltersChanged);
+  $('#m-to').addEventListener('input', () => afterTyping('messages', messageFiltersChanged));
   $('#m-reload').addEventListener('click', loadMessages);
   $('#messages-next').addEventListener('click', () => turnPage(state.messagePages, 'messages', true, loadMessages));
   $('#messages-prev').addEventListener('click', () => turnPage(state.messagePages, 'messages', false, loadMessages));

@@ -78,10 +78,16 @@ pub enum MessageCommand {
         id: Uuid,
     },
     /// List messages, newest first
+    #[command(after_help = "Examples:
+  herald message list --to +15551230001        # what was sent to one number
+  herald message list --state failed --since 2026-12-01T00:00:00Z")]
     List {
         /// Only messages in this state
         #[arg(long, value_enum)]
         state: Option<RecipientState>,
+        /// Only messages to this address (a phone number with its country code, in any spelling)
+        #[arg(long, value_name = "ADDRESS")]
+        to: Option<String>,
         /// Only messages accepted at or after this time (RFC 3339)
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
         since: Option<DateTime<FixedOffset>>,
@@ -145,11 +151,17 @@ pub async fn run(ctx: &Ctx, command: MessageCommand) -> Result<(), CliError> {
             let reply = ctx.client.cancel_message(id).await?;
             ctx.show(&reply, output::message)
         }
-        MessageCommand::List { state, since, page } => {
+        MessageCommand::List {
+            state,
+            to,
+            since,
+            page,
+        } => {
             let mut filters: Filters = Vec::new();
             if let Some(state) = state {
                 filters.push(("state", state.as_str().to_owned()));
             }
+            filters.extend(to.map(|to| ("to", to)));
             if let Some(since) = since {
                 filters.push(("since", since.to_rfc3339()));
             }

@@ -176,6 +176,24 @@ async fn an_erased_address_leaves_every_copy_and_nothing_in_flight_is_sent_again
     })
     .await?;
 
+    // Listed by the number it went to, in any spelling.
+    let to = |key: &str| {
+        let key = key.to_owned();
+        let admin = &admin;
+        async move {
+            let page = admin
+                .ok(
+                    &key,
+                    Method::GET,
+                    "/messages?to=%2B1%20555%20000%200001",
+                    None,
+                )
+                .await?;
+            anyhow::Ok(page["items"].as_array().map_or(0, Vec::len))
+        }
+    };
+    assert_eq!(to(&key).await?, 1);
+    assert_eq!(to(&op).await?, 1);
     let sent_row = recipient_of(&env, sent, ERASED).await?;
     let draft_row = recipient_of(&env, draft, ERASED).await?;
     let erased = admin
@@ -214,6 +232,11 @@ async fn an_erased_address_leaves_every_copy_and_nothing_in_flight_is_sent_again
     assert_eq!(
         (&shown["to"], &shown["text"]),
         (&json!("erased"), &Value::Null)
+    );
+    assert_eq!(
+        to(&key).await?,
+        0,
+        "an erased message is not found by its number"
     );
     // What waited is cancelled, unsent.
     let row = recipient(&env, draft_row).await?;

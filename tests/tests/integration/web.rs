@@ -1154,6 +1154,18 @@ async fn browse_lists(
             .or(state["state"].as_str()),
         Some("cancelled")
     );
+    // Those to one number, written as people write it.
+    type_into(page, "#m-to", "+1 555 999 0003").await?;
+    wait_rows(
+        page,
+        "#message-list",
+        "the messages to one number",
+        |rows| match rows {
+            [only] if only[0] == "+15559990003" => Ok(()),
+            _ => Err(format!("{rows:?}")),
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -1322,6 +1334,42 @@ async fn the_page_keeps_a_tenants_suppressions_and_shows_its_webhook_failing() -
             )
         })
         .await?;
+        ensure_eq!(
+            text_of(&page, "#w-disabled").await?.unwrap_or_default(),
+            "no"
+        );
+        // Disabled, as an endpoint's 410 Gone leaves it (made so): the page says why and
+        // offers no test; enabled again for what follows.
+        let disable = |on: bool| {
+            sqlx::query(
+                "UPDATE tenant_webhooks
+                 SET disabled_at = CASE WHEN $2 THEN now() END,
+                     disabled_reason = CASE WHEN $2 THEN 'answered 410 Gone: unsubscribed' END
+                 WHERE tenant_id = $1::uuid",
+            )
+            .bind(&acme)
+            .bind(on)
+            .execute(&env.pool)
+        };
+        disable(true).await?;
+        click(&page, "#w-reload").await?;
+        wait_text(
+            &page,
+            "#w-disabled",
+            "the webhook disabled",
+            Duration::from_secs(10),
+            |text| text.contains("answered 410 Gone: unsubscribed"),
+        )
+        .await?;
+        anyhow::ensure!(
+            !page
+                .find(Locator::Css("#w-test"))
+                .await?
+                .is_displayed()
+                .await?,
+            "no test for a disabled webhook"
+        );
+        disable(false).await?;
 
         // Its events given up once a day old (made so, with the webhook: the worker looks
         // every 10 s), then posted again from the page.

@@ -1121,3 +1121,81 @@ async fn a_tenants_webhook_events_are_listed_newest_first_with_how_their_posts_w
     );
     Ok(())
 }
+
+/// An endpoint that answers `410 Gone` has gone for good: its webhook is disabled, nothing
+/// more is posted to it nor written for it, a test event is refused, and setting it again
+/// (the same URL) enables it: the event that was waiting then goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_answers_gone_disables_its_webhook_until_it_is_set_again() -> Result<()> {
+    let env = TestEnv::new(&["--latency", "fixed:0"]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let admin = env.admin().await?;
+    let (acme, key) = admin.tenant_with_key("acme").await?;
+    let acme: uuid::Uuid = acme.parse()?;
+    let webhook = format!("/tenants/{acme}/webhook");
+    // Its first post is answered 410, the others 200.
+    let sink = StatusSink::start_answering(1, reqwest::StatusCode::GONE).await?;
+    let url = json!({ "url": sink.url });
+    admin
+        .ok(&key, Method::PUT, &webhook, Some(url.clone()))
+        .await?;
+    let _scheduler = env.scheduler(200, &[])?;
+    let _worker = env.worker(&[])?;
+
+    let first = send(&admin, &key, provider, "+15551230001", json!({})).await?;
+    let disabled = wait_until(Duration::from_secs(20), || async {
+        admin
+            .ok(&key, Method::GET, &webhook, None)
+            .await
+            .is_ok_and(|w| w["disabled_at"].is_string())
+    })
+    .await;
+    anyhow::ensure!(disabled.is_ok(), "the webhook was never disabled");
+    let shown = admin.ok(&key, Method::GET, &webhook, None).await?;
+    assert!(
+        shown["disabled_reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("answered 410 Gone")),
+        "{shown}"
+    );
+    assert_eq!(shown["waiting"], 1, "the gone post's event waits: {shown}");
+    let events = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM message_events WHERE tenant_id = $1")
+            .bind(acme)
+            .fetch_one(&env.pool)
+            .await
+    };
+    let written = events().await?;
+
+    // Another message's changes are not written for it, nor posted; a test is refused.
+    let second = send(&admin, &key, provider, "+15551230002", json!({})).await?;
+    let sent = wait_until(Duration::from_secs(20), || async {
+        admin
+            .ok(&key, Method::GET, &format!("/messages/{second}"), None)
+            .await
+            .is_ok_and(|m| m["state"] == "sent")
+    })
+    .await;
+    anyhow::ensure!(sent.is_ok(), "the second message was never sent");
+    assert_eq!(events().await?, written);
+    let (status, _) = admin
+        .call(&key, Method::POST, &format!("{webhook}/test"), None)
+        .await?;
+    assert_eq!(status, 409);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sink.posts().iter().map(|p| p.answered).collect::<Vec<_>>(),
+        [410],
+        "nothing more is posted to it"
+    );
+
+    // Set again, at the same URL: enabled, and the event that waited goes.
+    let set = admin.ok(&key, Method::PUT, &webhook, Some(url)).await?;
+    assert_eq!(
+        (&set["disabled_at"], &set["disabled_reason"]),
+        (&Value::Null, &Value::Null)
+    );
+    wait_for(&sink, &first, "sent", None).await?;
+    assert!(taken(&sink, &second)?.is_empty());
+    Ok(())
+}
