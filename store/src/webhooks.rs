@@ -138,7 +138,7 @@ pub async fn get(pool: &PgPool, tenant: Uuid) -> Result<Option<Webhook>, sqlx::E
                   waiting.n AS "waiting!", waiting.oldest AS oldest_waiting_at,
                   failure.last_failure, failure.failed_at AS last_failed_at,
                   abandoned.n AS "abandoned!", abandoned.latest AS last_abandoned_at,
-                  w.failing_since, CASE WHEN w.failing_since IS NOT NULL
+                  w.failing_since, CASE WHEN w.failing_since IS NOT NULL AND w.disabled_at IS NULL
                                         THEN greatest(w.resume_at, now()) END AS resume_at,
                   w.disabled_at, w.disabled_reason
            FROM tenant_webhooks w
@@ -276,7 +276,9 @@ pub async fn list_events(
         "SELECT e.public_id, e.kind, e.occurred_at, e.message_id, e.state, e.delivery_status,
                 e.last_error, e.delivery_error, e.provider_message_id,
                 e.attempts - e.retry_base AS attempts,
-                CASE WHEN w.failing_since IS NOT NULL THEN greatest(e.next_at, w.resume_at)
+                -- None is posted while the webhook is disabled: no next post to show.
+                CASE WHEN w.disabled_at IS NOT NULL THEN NULL
+                     WHEN w.failing_since IS NOT NULL THEN greatest(e.next_at, w.resume_at)
                      ELSE e.next_at END AS next_at,
                 e.delivered_at, e.abandoned_at, e.recovered_at, e.last_failure, e.failed_at
          FROM message_events e
@@ -483,13 +485,14 @@ pub enum Endpoint {
 /// again as it has been failing, between `pause.0` and `pause.1` (a probe's failure sets the
 /// pause; others only lengthen it, so that a late failure of an earlier post does not let a
 /// second probe go while one is in flight). Only posts to the webhook as it still is count.
+/// Answers the tenants whose webhook this disabled.
 pub async fn settle(
     pool: &PgPool,
     settled: &[Settlement],
     pause: (Duration, Duration),
-) -> Result<(), sqlx::Error> {
+) -> Result<Vec<Uuid>, sqlx::Error> {
     if settled.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut ids = Vec::with_capacity(settled.len());
     let mut attempts = Vec::with_capacity(settled.len());
@@ -518,7 +521,7 @@ pub async fn settle(
                 .and_then(|(_, retry)| retry.map(|d| d.as_secs_f64())),
         );
     }
-    sqlx::query!(
+    let rows = sqlx::query!(
         "WITH settled AS (
              UPDATE message_events e
              SET delivered_at = CASE WHEN s.failure IS NULL THEN now() END,
@@ -542,7 +545,9 @@ pub async fn settle(
              -- A healthy endpoint's successes write nothing here; a row another statement
              -- holds is left (advisory, and no deadlock between two workers' outcomes: a
              -- 410 left so is answered again by the next post).
-             SELECT w.tenant_id, x.up, x.probed, x.gone, x.gone_why FROM tenant_webhooks w
+             SELECT w.tenant_id, x.up, x.probed, x.gone, x.gone_why,
+                    w.disabled_at IS NULL AS enabled
+             FROM tenant_webhooks w
              JOIN endpoints x ON x.tenant_id = w.tenant_id AND x.version = w.updated_at
              WHERE NOT x.up OR w.failing_since IS NOT NULL OR x.gone
              FOR UPDATE OF w SKIP LOCKED
@@ -552,17 +557,20 @@ pub async fn settle(
                                 ELSE w.disabled_at END,
              disabled_reason = CASE WHEN c.gone THEN coalesce(w.disabled_reason, c.gone_why)
                                     ELSE w.disabled_reason END,
-             failing_since = CASE WHEN c.up THEN NULL
+             -- Gone is no failing: nothing is posted to it, and set again it starts afresh.
+             failing_since = CASE WHEN c.up THEN NULL WHEN c.gone THEN w.failing_since
                                   ELSE coalesce(w.failing_since, now()) END,
              resume_at = CASE
                  WHEN c.up THEN NULL
+                 WHEN c.gone THEN w.resume_at
                  ELSE (SELECT CASE WHEN c.probed OR w.resume_at IS NULL THEN pause
                                    ELSE greatest(w.resume_at, pause) END
                        FROM (SELECT now() + least(greatest(now() - coalesce(w.failing_since, now()),
                                                            make_interval(secs => $8)),
                                                   make_interval(secs => $9)) AS pause) p)
              END
-         FROM changed c WHERE w.tenant_id = c.tenant_id",
+         FROM changed c WHERE w.tenant_id = c.tenant_id
+         RETURNING w.tenant_id, c.gone AND c.enabled AS \"disabled!\"",
         &ids,
         &attempts,
         &failures as _,
@@ -574,9 +582,13 @@ pub async fn settle(
         pause.1.as_secs_f64(),
         &gone,
     )
-    .execute(pool)
+    .fetch_all(pool)
     .await?;
-    Ok(())
+    Ok(rows
+        .into_iter()
+        .filter(|row| row.disabled)
+        .map(|row| row.tenant_id)
+        .collect())
 }
 
 /// Deletes up to `batch` waiting events of no webhook: written by a transaction that

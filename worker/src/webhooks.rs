@@ -206,8 +206,19 @@ async fn give_up_stale(pool: &PgPool) {
 /// Writes the outcomes `settled` holds, and forgets them (one not written is posted again
 /// after the hold: at least once).
 async fn record(pool: &PgPool, settled: &mut Vec<Settlement>) {
-    if let Err(error) = within(webhooks::settle(pool, settled, ENDPOINT_PAUSE)).await {
-        tracing::warn!(%error, events = settled.len(), "cannot record status events' posts now");
+    match within(webhooks::settle(pool, settled, ENDPOINT_PAUSE)).await {
+        Ok(disabled) => {
+            for tenant_id in disabled {
+                tracing::warn!(
+                    %tenant_id,
+                    "status webhook disabled: its endpoint answered 410 Gone; \
+                     nothing is posted to it until it is set again"
+                );
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, events = settled.len(), "cannot record status events' posts now");
+        }
     }
     settled.clear();
 }

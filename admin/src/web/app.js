@@ -951,7 +951,7 @@ function showWebhook(w) {
   $('#w-rotate').hidden = !w.url;
   $('#w-remove').hidden = !w.url;
   $('#w-test').hidden = !w.url || Boolean(w.disabled_at);
-  $('#w-recover').hidden = !w.url || !num(w.abandoned);
+  $('#w-recover').hidden = !w.url || !num(w.abandoned) || Boolean(w.disabled_at);
   if (w.url && document.activeElement !== $('#w-new-url') && !$('#w-new-url').value) $('#w-new-url').value = w.url;
 }
 

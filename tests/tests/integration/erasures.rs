@@ -162,21 +162,7 @@ async fn an_erased_address_leaves_every_copy_and_nothing_in_flight_is_sent_again
         .fetch_one(&env.pool)
         .await?;
     wait_for(&env, message_row, "the message sent", |r| r.state == "sent").await?;
-    // Waiting: a draft of both.
-    let draft = env.campaign(tenant, provider, "draft", &both, 10).await?;
-    // In flight: its answer lost, the outcome unknown until a receipt or its window.
-    env.simulator_config(json!({"lose_rate": 1.0})).await?;
-    let unsure = env
-        .campaign(tenant, lossy, "unsure", &[ERASED.to_owned()], 10)
-        .await?;
-    let unsure_row = recipient_of(&env, unsure, ERASED).await?;
-    env.start(unsure).await?;
-    wait_for(&env, unsure_row, "the lossy send unknown", |r| {
-        r.state == "unknown"
-    })
-    .await?;
-
-    // Listed by the number it went to, in any spelling.
+    // Listed by the number it went to, written as people write it.
     let to = |key: &str| {
         let key = key.to_owned();
         let admin = &admin;
@@ -194,6 +180,20 @@ async fn an_erased_address_leaves_every_copy_and_nothing_in_flight_is_sent_again
     };
     assert_eq!(to(&key).await?, 1);
     assert_eq!(to(&op).await?, 1);
+    // Waiting: a draft of both.
+    let draft = env.campaign(tenant, provider, "draft", &both, 10).await?;
+    // In flight: its answer lost, the outcome unknown until a receipt or its window.
+    env.simulator_config(json!({"lose_rate": 1.0})).await?;
+    let unsure = env
+        .campaign(tenant, lossy, "unsure", &[ERASED.to_owned()], 10)
+        .await?;
+    let unsure_row = recipient_of(&env, unsure, ERASED).await?;
+    env.start(unsure).await?;
+    wait_for(&env, unsure_row, "the lossy send unknown", |r| {
+        r.state == "unknown"
+    })
+    .await?;
+
     let sent_row = recipient_of(&env, sent, ERASED).await?;
     let draft_row = recipient_of(&env, draft, ERASED).await?;
     let erased = admin

@@ -1159,6 +1159,12 @@ async fn an_endpoint_that_answers_gone_disables_its_webhook_until_it_is_set_agai
         "{shown}"
     );
     assert_eq!(shown["waiting"], 1, "the gone post's event waits: {shown}");
+    // Gone is no failing: no next post is promised.
+    assert_eq!(
+        (&shown["failing_since"], &shown["resume_at"]),
+        (&Value::Null, &Value::Null),
+        "{shown}"
+    );
     let events = || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM message_events WHERE tenant_id = $1")
             .bind(acme)
@@ -1197,5 +1203,8 @@ async fn an_endpoint_that_answers_gone_disables_its_webhook_until_it_is_set_agai
     );
     wait_for(&sink, &first, "sent", None).await?;
     assert!(taken(&sink, &second)?.is_empty());
+    // And the next message's changes are written and posted again.
+    let third = send(&admin, &key, provider, "+15551230003", json!({})).await?;
+    wait_for(&sink, &third, "sent", None).await?;
     Ok(())
 }
