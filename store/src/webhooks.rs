@@ -480,7 +480,8 @@ pub enum Endpoint {
 }
 
 /// Records how the posts of `settled` went, in one statement, and what they say of each
-/// tenant's endpoint ([`Endpoint`]): one `Gone` disables its webhook; one `Up` ends its failing; `Down` ones alone start it
+/// tenant's endpoint ([`Endpoint`]): one `Gone` disables its webhook (its failing, if any,
+/// left as it was); one `Up` ends its failing; `Down` ones alone start it
 /// (`failing_since`), or go on with it, and hold its events back until `resume_at`: as long
 /// again as it has been failing, between `pause.0` and `pause.1` (a probe's failure sets the
 /// pause; others only lengthen it, so that a late failure of an earlier post does not let a
