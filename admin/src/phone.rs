@@ -38,20 +38,36 @@ pub fn regions() -> Vec<String> {
 }
 
 /// What a list's address filter `text` may be stored as: itself, and, when it reads as a
-/// phone number with its country code (`+33 6 12 34 56 78`, `0033612345678`), that number
-/// in E.164 as uploads store it. A filter is not an upload: text that is no phone number
-/// (another channel's address) is looked for as written, not refused. Empty: no filter.
-pub fn filter_forms(text: Option<&str>) -> Vec<String> {
+/// phone number, that number in E.164 as uploads store it: with its country code
+/// (`+33 6 12 34 56 78`, `0033612345678`) as written, without one (`06 12 34 56 78`) as a
+/// number of each of `regions` (the default regions of the tenants the list shows, as
+/// their uploads read it). A filter is not an upload: text that is no phone number (another
+/// channel's address) is looked for as written, not refused. Empty: no filter.
+pub fn filter_forms(text: Option<&str>, regions: &[Id]) -> Vec<String> {
     let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
         return Vec::new();
     };
     let mut forms = vec![text.to_owned()];
-    if let Ok(number) = normalize(text, None)
-        && number != text
-    {
-        forms.push(number);
+    let readings = match normalize(text, None) {
+        Ok(number) => vec![number],
+        Err(_) => regions
+            .iter()
+            .filter_map(|region| normalize(text, Some(*region)).ok())
+            .collect(),
+    };
+    for number in readings {
+        if !forms.contains(&number) {
+            forms.push(number);
+        }
     }
     forms
+}
+
+/// Whether [`filter_forms`] would read `text` differently with tenants' regions: it is
+/// there and has no country code (so a caller looks the regions up only then).
+pub fn filter_wants_regions(text: Option<&str>) -> bool {
+    text.map(str::trim)
+        .is_some_and(|t| !t.is_empty() && normalize(t, None).is_err())
 }
 
 /// `text` in E.164, or why it is not a phone number. Numbers without a country code are
@@ -163,15 +179,40 @@ mod tests {
     #[test]
     fn a_filter_finds_a_number_however_it_is_written() {
         assert_eq!(
-            filter_forms(Some(" +33 6 12 34 56 78 ")),
+            filter_forms(Some(" +33 6 12 34 56 78 "), &[]),
             ["+33 6 12 34 56 78", "+33612345678"]
         );
-        assert_eq!(filter_forms(Some("+33612345678")), ["+33612345678"]);
+        assert_eq!(filter_forms(Some("+33612345678"), &[]), ["+33612345678"]);
         // Not a phone number: looked for as written, never refused.
-        assert_eq!(filter_forms(Some("user@example.com")), ["user@example.com"]);
-        assert_eq!(filter_forms(Some("0612345678")), ["0612345678"]);
-        assert!(filter_forms(Some("  ")).is_empty());
-        assert!(filter_forms(None).is_empty());
+        assert_eq!(
+            filter_forms(Some("user@example.com"), &[Id::FR]),
+            ["user@example.com"]
+        );
+        assert_eq!(filter_forms(Some("0612345678"), &[]), ["0612345678"]);
+        assert!(filter_forms(Some("  "), &[Id::FR]).is_empty());
+        assert!(filter_forms(None, &[]).is_empty());
+    }
+
+    #[test]
+    fn a_filter_without_a_country_code_is_read_in_the_tenants_regions() {
+        assert_eq!(
+            filter_forms(Some("06 12 34 56 78"), &[Id::FR]),
+            ["06 12 34 56 78", "+33612345678"]
+        );
+        // One reading a region that can read it, none twice.
+        assert_eq!(
+            filter_forms(Some("(555) 123-4567"), &[Id::US, Id::FR, Id::CA]),
+            ["(555) 123-4567", "+15551234567"]
+        );
+        // A country code wins over every region.
+        assert_eq!(
+            filter_forms(Some("+44 20 7946 0958"), &[Id::FR]),
+            ["+44 20 7946 0958", "+442079460958"]
+        );
+        assert!(filter_wants_regions(Some(" 06 12 34 56 78 ")));
+        assert!(!filter_wants_regions(Some("+33612345678")));
+        assert!(!filter_wants_regions(Some(" ")));
+        assert!(!filter_wants_regions(None));
     }
 
     #[test]

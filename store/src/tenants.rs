@@ -359,6 +359,29 @@ pub async fn default_region(
         .await
 }
 
+/// The default regions of the tenants a list may show, each once: those in `scope`,
+/// narrowed to `tenant` and to campaign `campaign`'s tenant when given (an operator's list
+/// across tenants reads a number in each of theirs).
+pub async fn regions(
+    pool: &PgPool,
+    scope: Scope,
+    tenant: Option<Uuid>,
+    campaign: Option<Uuid>,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT DISTINCT default_region AS "region!" FROM tenants
+           WHERE default_region IS NOT NULL
+             AND ($1::uuid IS NULL OR id = $1)
+             AND ($2::uuid IS NULL OR id = $2)
+             AND ($3::uuid IS NULL OR id = (SELECT tenant_id FROM campaigns WHERE id = $3))"#,
+        scope.tenant(),
+        tenant,
+        campaign,
+    )
+    .fetch_all(pool)
+    .await
+}
+
 /// Tenant `id`'s default region for phone numbers (if it has one) and its time zone, if
 /// the tenant exists.
 pub async fn region_and_zone(

@@ -141,8 +141,9 @@ pub struct ListQuery {
     /// they reported: `undelivered`, `failed` are the ones sent that never arrived).
     #[param(schema_with = crate::api::openapi::rules::delivery_status)]
     pub delivery: Option<String>,
-    /// Only the recipient with this address: as stored, or a phone number with its country
-    /// code as people write it (`+33 6 12 34 56 78` finds `+33612345678`).
+    /// Only the recipient with this address: as stored, or a phone number as people write
+    /// it (`+33 6 12 34 56 78` finds `+33612345678`; without its country code, read in the
+    /// default region of the campaign's tenant, as its upload was).
     pub address: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -189,6 +190,14 @@ pub async fn list(
     if after.as_deref().is_some_and(|a| a.contains('\0')) {
         return Err(page::forged());
     }
+    let address = super::tenants::address_forms(
+        &state.pool,
+        caller.scope(),
+        None,
+        Some(id),
+        query.address.as_deref(),
+    )
+    .await?;
     let rows = store::recipients::audience::list(
         &state.pool,
         id,
@@ -196,7 +205,7 @@ pub async fn list(
             state: query.state.as_deref(),
             delivery,
         },
-        &crate::phone::filter_forms(query.address.as_deref()),
+        &address,
         after,
         page::fetch_limit(limit),
     )

@@ -96,8 +96,9 @@ pub async fn upload(
 pub struct ListQuery {
     /// Only this tenant's contacts (a tenant key sees only its own anyway).
     pub tenant_id: Option<Uuid>,
-    /// Only the contact with this address: as stored, or a phone number with its country
-    /// code as people write it (`+33 6 12 34 56 78` finds `+33612345678`).
+    /// Only the contact with this address: as stored, or a phone number as people write it
+    /// (`+33 6 12 34 56 78` finds `+33612345678`; without its country code, read in the
+    /// default region of the tenants listed, as their uploads are).
     pub address: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -115,11 +116,19 @@ pub async fn list(
 ) -> Result<Json<Page<Contact>>, ApiError> {
     let limit = page::limit(query.limit)?;
     let after: Option<i64> = page::decode(query.cursor.as_deref())?;
+    let address = super::tenants::address_forms(
+        &state.pool,
+        caller.scope(),
+        query.tenant_id,
+        None,
+        query.address.as_deref(),
+    )
+    .await?;
     let rows = store::contacts::list(
         &state.pool,
         caller.scope(),
         query.tenant_id,
-        &crate::phone::filter_forms(query.address.as_deref()),
+        &address,
         after,
         page::fetch_limit(limit),
     )

@@ -969,8 +969,9 @@ pub struct ListQuery {
     pub until: Option<DateTime<Utc>>,
     /// Only this tenant's messages (a tenant key sees only its own anyway).
     pub tenant_id: Option<Uuid>,
-    /// Only messages to this address: as stored, or a phone number with its country code as
-    /// people write it (`+33 6 12 34 56 78` finds `+33612345678`).
+    /// Only messages to this address: as stored, or a phone number as people write it
+    /// (`+33 6 12 34 56 78` finds `+33612345678`; without its country code, read in the
+    /// default region of the tenants listed, as their uploads are).
     pub to: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -1007,7 +1008,14 @@ pub async fn list(
     if after.is_some_and(|(at, _)| !(1..=9999).contains(&at.year())) {
         return Err(page::forged());
     }
-    let to = crate::phone::filter_forms(query.to.as_deref());
+    let to = super::tenants::address_forms(
+        &state.pool,
+        caller.scope(),
+        query.tenant_id,
+        None,
+        query.to.as_deref(),
+    )
+    .await?;
     let filter = messages::ListFilter {
         tenant: query.tenant_id,
         state: query.state.as_deref(),

@@ -124,8 +124,9 @@ pub struct ListQuery {
     /// Only this channel's.
     #[param(schema_with = crate::api::openapi::rules::channel)]
     pub channel: Option<String>,
-    /// Only this address: as stored, or a phone number with its country code as people
-    /// write it (`+33 6 12 34 56 78` finds `+33612345678`).
+    /// Only this address: as stored, or a phone number as people write it (`+33 6 12 34
+    /// 56 78` finds `+33612345678`; without its country code, read in the default region
+    /// of the tenants listed, as their uploads are).
     pub address: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -149,12 +150,20 @@ pub async fn list(
         .map(validate::channel)
         .transpose()
         .map_err(|reason| ApiError::field("channel", reason))?;
+    let address = super::tenants::address_forms(
+        &state.pool,
+        caller.scope(),
+        query.tenant_id,
+        None,
+        query.address.as_deref(),
+    )
+    .await?;
     let rows = store::suppressions::list(
         &state.pool,
         caller.scope(),
         query.tenant_id,
         channel,
-        &phone::filter_forms(query.address.as_deref()),
+        &address,
         after,
         page::fetch_limit(limit),
     )

@@ -12,7 +12,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use herald_store::keys::Access;
-use herald_store::tenants::{self, Tenant, TenantChanges, TenantSettings};
+use herald_store::tenants::{self, Scope, Tenant, TenantChanges, TenantSettings};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -298,6 +298,28 @@ pub async fn create_key(
             key,
         }),
     ))
+}
+
+/// What a list's address filter `text` may be stored as ([`phone::filter_forms`]), a
+/// number without its country code read in the regions of the tenants the list shows
+/// (`scope`, narrowed to `tenant` or campaign `campaign`'s tenant), looked up only then.
+pub(crate) async fn address_forms(
+    pool: &sqlx::PgPool,
+    scope: Scope,
+    tenant: Option<Uuid>,
+    campaign: Option<Uuid>,
+    text: Option<&str>,
+) -> Result<Vec<String>, ApiError> {
+    let regions = if phone::filter_wants_regions(text) {
+        tenants::regions(pool, scope, tenant, campaign)
+            .await?
+            .iter()
+            .filter_map(|r| phone::region(r).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(phone::filter_forms(text, &regions))
 }
 
 /// The region tenant `tenant`'s phone numbers written without a country code are read in

@@ -263,7 +263,7 @@ Examples:
         /// in-progress, no-answer, busy, completed, failed, canceled)
         #[arg(long, value_name = "STATUS")]
         delivery: Option<String>,
-        /// Only the recipient with this address (a phone number with its country code, in any spelling)
+        /// Only the recipient with this address (a phone number in any spelling; without its country code, in the tenant's default region)
         #[arg(long)]
         address: Option<String>,
         #[command(flatten)]

@@ -42,7 +42,7 @@ Example:
         /// Only this tenant's contacts (operator key)
         #[arg(long, value_name = "ID")]
         tenant: Option<Uuid>,
-        /// Only the contact with this address (a phone number with its country code, in any spelling)
+        /// Only the contact with this address (a phone number in any spelling; without its country code, in the tenant's default region)
         #[arg(long)]
         address: Option<String>,
         #[command(flatten)]

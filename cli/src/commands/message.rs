@@ -85,7 +85,7 @@ pub enum MessageCommand {
         /// Only messages in this state
         #[arg(long, value_enum)]
         state: Option<RecipientState>,
-        /// Only messages to this address (a phone number with its country code, in any spelling)
+        /// Only messages to this address (a phone number in any spelling; without its country code, in the tenant's default region)
         #[arg(long, value_name = "ADDRESS")]
         to: Option<String>,
         /// Only messages accepted at or after this time (RFC 3339)

@@ -45,7 +45,7 @@ Example:
         tenant: Option<Uuid>,
         #[arg(long, value_enum)]
         channel: Option<Channel>,
-        /// Only this address (a phone number with its country code, in any spelling)
+        /// Only this address (a phone number in any spelling; without its country code, in the tenant's default region)
         #[arg(long)]
         address: Option<String>,
         #[command(flatten)]

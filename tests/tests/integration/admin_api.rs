@@ -1717,6 +1717,42 @@ async fn lists_come_in_cursor_pages_and_filter_by_status_tenant_and_name() -> Re
     )
     .await?;
     assert_eq!(field_of(&written, "address"), ["+33600000002"]);
+    // A number without its country code is read in the default region of the tenants
+    // listed, as their uploads read it: A's (France), not B's (none).
+    let (status, body) = admin
+        .call(
+            op,
+            Method::PATCH,
+            &format!("/tenants/{}", w.tenant_a),
+            Some(json!({"default_region": "FR"})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let national = "address=06%2000%2000%2000%2002";
+    for (who, key) in [("A", w.key_a.as_str()), ("the operator", op)] {
+        let found = all_pages(admin, key, &format!("/contacts?limit=2&{national}"), 2).await?;
+        assert_eq!(field_of(&found, "address"), ["+33600000002"], "{who}");
+    }
+    let b_national = "address=06%2000%2000%2000%2009";
+    for (who, key, query) in [
+        ("B", w.key_b.as_str(), b_national.to_owned()),
+        (
+            "the operator, of B",
+            op,
+            format!("tenant_id={}&{b_national}", w.tenant_b),
+        ),
+    ] {
+        let found = all_pages(admin, key, &format!("/contacts?limit=2&{query}"), 2).await?;
+        assert!(found.is_empty(), "{who}: B has no region: {found:?}");
+    }
+    let national = all_pages(
+        admin,
+        &w.key_a,
+        &format!("{recipients}?limit=5&address=06%2012%2034%2056%2073"),
+        5,
+    )
+    .await?;
+    assert_eq!(field_of(&national, "address"), ["+33612345673"]);
     // Each contact names its tenant, for an operator's listing across tenants.
     for contact in &everyone {
         let tenant = contact["tenant_id"].as_str().unwrap_or_default();
