@@ -72,7 +72,7 @@ const state = {
   contactPages: newPager(), contactsGen: 0, typing: new Map(),
   messagePages: newPager(), messagesGen: 0,
   suppressionPages: newPager(), suppressionsGen: 0, webhookGen: 0,
-  webhookEventPages: newPager(), webhookEventsGen: 0,
+  webhookEventPages: newPager(), webhookEventsGen: 0, formGen: 0,
 };
 
 /* ---------- helpers ---------- */
@@ -131,7 +131,10 @@ class ApiError extends Error {
 // `headers` adds to the request's own.
 async function api(method, path, { json, body, type, headers: extra = {} } = {}) {
   const gen = state.session;
-  const headers = { ...extra, Authorization: `Bearer ${sessionStorage.getItem(KEY_STORAGE) || ''}` };
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  // Signed out meanwhile (an action's answer came after it, and reloads): nothing to ask.
+  if (!key) throw new ApiError(401, 'Not signed in.');
+  const headers = { ...extra, Authorization: `Bearer ${key}` };
   if (json !== undefined) { body = JSON.stringify(json); type = 'application/json'; }
   if (type) headers['Content-Type'] = type;
   let res;
@@ -214,8 +217,13 @@ function signOut(message) {
   $('#webhook-events').open = false;
   clearWebhook();
   setStatus($('#sa-status'), '');
-  state.tenants = [];
-  state.tenantsLoaded = false;
+  // The last key's tenants and providers leave every select too: the page shows at once
+  // at the next sign-in, before that key's lists arrive.
+  state.formGen++;
+  fillTenants(null, '');
+  state.providers = [];
+  state.providersError = '';
+  fillProviders();
   $('#campaigns tbody').replaceChildren();
   showSendOnly(false);
   // Nothing of the last key's form is left for the next (a name, a file, a status).
@@ -379,6 +387,7 @@ async function pollCampaigns() {
   } catch (e) {
     if (gen !== state.session || e.status === 401) return;
     if (e.status === 403) { state.listBusy = false; showSendOnly(true); return; }
+    undoTurn(state.campaignPages, 'campaigns');
     state.listFailing = true;
     notice(`Could not refresh the campaigns: ${describe(e)} (retrying)`, 'error');
   } finally {
@@ -503,12 +512,15 @@ async function runAction(id, action) {
   if (action === 'cancel' && !confirm(cancelQuestion(name, campaign.progress))) return;
   if (action === 'start' && !confirm(startQuestion(name, campaign.progress, campaign.segment_id))) return;
   buttons.forEach((b) => { b.disabled = true; });
+  const session = state.session;
   try {
     const c = await api('POST', `/campaigns/${enc(id)}/${action}`, { json: {} });
+    if (session !== state.session) return; // signed out meanwhile: nothing of it is shown
     if (c && c.progress && row && row.isConnected) updateRow(row, c);
     const done = ACTIONS.find((a) => a[0] === action)[3];
     notice(`Campaign “${name}” ${done}${c && c.status && c.status !== done ? ` (now ${c.status})` : ''}.`, 'ok');
   } catch (e) {
+    if (session !== state.session) return;
     if (e.status !== 401) notice(`Could not ${action} campaign “${name}”: ${describe(e)}`, 'error');
   } finally {
     buttons.forEach((b) => { b.disabled = false; });
@@ -741,12 +753,15 @@ function loadContacts() {
 async function eraseAddress(k, button) {
   if (!confirm(`Erase ${k.address} from everything its tenant keeps? The contact is deleted, messages still waiting to it are cancelled, and sent ones lose the address and their variables. Its opt-outs stay. This cannot be undone.`)) return;
   button.disabled = true;
+  const session = state.session;
   try {
     const done = await api('POST', '/erasures', { json: { tenant_id: k.tenant_id, address: k.address } });
+    if (session !== state.session) return;
     const flying = done.in_flight > 0
       ? ` ${num(done.in_flight)} in flight will never be sent again, and are erased once they end.` : '';
     notice(`${k.address} erased: ${num(done.messages)} messages (${num(done.cancelled)} cancelled unsent).${flying}`, 'ok');
   } catch (e) {
+    if (session !== state.session) return;
     if (e.status !== 401) notice(`Could not erase ${k.address}: ${describe(e)}`, 'error');
   }
   loadContacts();
@@ -791,10 +806,13 @@ function loadMessages() {
 async function cancelMessage(m, button) {
   if (!confirm(`Cancel the message to ${m.to ?? m.id}? It will never be sent; this cannot be undone.`)) return;
   button.disabled = true;
+  const session = state.session;
   try {
     await api('POST', `/messages/${enc(m.id)}/cancel`, { json: {} });
+    if (session !== state.session) return;
     notice(`Message to ${m.to ?? m.id} cancelled.`, 'ok');
   } catch (e) {
+    if (session !== state.session) return;
     if (e.status !== 401) notice(`Could not cancel the message to ${m.to ?? m.id}: ${describe(e)}`, 'error');
   }
   loadMessages();
@@ -843,10 +861,13 @@ function loadSuppressions() {
 async function removeSuppression(x, button) {
   if (!confirm(`Take ${x.address} off the ${x.channel} list? Its next message will be sent.`)) return;
   button.disabled = true;
+  const session = state.session;
   try {
     await api('DELETE', `/suppressions/${enc(x.id)}`);
+    if (session !== state.session) return;
     notice(`${x.address} taken off the ${x.channel} list.`, 'ok');
   } catch (e) {
+    if (session !== state.session) return;
     if (e.status !== 401) notice(`Could not take ${x.address} off the list: ${describe(e)}`, 'error');
   }
   loadSuppressions();
@@ -926,7 +947,8 @@ async function loadWebhook() {
     loadWebhookEvents();
   } catch (e) {
     if (!current() || e.status === 401) return;
-    clearWebhook();
+    // The same tenant's new secret, shown this once, stays until it is copied.
+    clearWebhook({ keepSecret: true });
     $('#webhook-error').textContent = `Could not load the webhook: ${describe(e)}`;
     $('#webhook-error').hidden = false;
   }
@@ -956,7 +978,7 @@ function showWebhook(w) {
 }
 
 // Nothing of a tenant's webhook left on the page (another tenant's or key's comes next).
-function clearWebhook() {
+function clearWebhook({ keepSecret = false } = {}) {
   for (const sel of ['#w-url', '#w-set', '#w-disabled', '#w-failing', '#w-resume', '#w-waiting', '#w-oldest',
     '#w-last-failure', '#w-abandoned']) $(sel).textContent = '';
   $('#w-recover').hidden = true;
@@ -966,7 +988,7 @@ function clearWebhook() {
   $('#w-remove').hidden = true;
   $('#w-test').hidden = true;
   $('#w-new-url').value = '';
-  hideSecret();
+  if (!keepSecret) hideSecret();
   setStatus($('#w-status'), '');
   clearWebhookEvents();
 }
@@ -1139,10 +1161,10 @@ function setTime(sel, iso, fallback) {
 /* ---------- create form ---------- */
 
 async function loadFormOptions() {
-  const gen = state.session;
+  const gen = ++state.formGen; // two reloads in a row: the later's answer is the one kept
   // The retired ones too: their campaigns still name them (only the form leaves them out).
   const [tenants, providers] = await Promise.allSettled([api('GET', '/tenants'), api('GET', '/providers?retired=true')]);
-  if (gen !== state.session) return;
+  if (gen !== state.formGen) return;
   fillTenants(tenants.status === 'fulfilled' && Array.isArray(tenants.value) ? tenants.value : null,
     tenants.status === 'rejected' ? `Could not load tenants: ${describe(tenants.reason)} (Reload tenants & providers)` : '');
   const ok = providers.status === 'fulfilled';
@@ -1171,11 +1193,14 @@ function fillTenants(list, error) {
   if (state.tenants.some((t) => t.id === prev)) sel.value = prev;
   $('#c-tenant-field').hidden = list ? list.length === 1 : !error;
   // The list filters offer the same tenants (an operator's key; a tenant key sees only its own).
-  for (const id of ['#f-tenant', '#k-tenant', '#s-tenant']) {
+  // A chosen tenant that is gone leaves its filter on all tenants, and the list is read again.
+  for (const [id, changed] of [['#f-tenant', filtersChanged], ['#k-tenant', contactFiltersChanged],
+    ['#s-tenant', suppressionFiltersChanged]]) {
     const filter = $(id);
     const chosen = filter.value;
     filter.replaceChildren(option('', 'All tenants'), ...state.tenants.map((t) => option(t.id, t.name)));
     if (state.tenants.some((t) => t.id === chosen)) filter.value = chosen;
+    else if (chosen && list) changed();
   }
   $('#f-tenant-field').hidden = $('#c-tenant-field').hidden;
   $('#k-tenant-field').hidden = $('#c-tenant-field').hidden;

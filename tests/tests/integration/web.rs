@@ -754,6 +754,20 @@ async fn browse_as_operator(page: &Client, operator: &Operator<'_>) -> Result<()
 /// else (its campaigns would answer 403 every second).
 async fn browse_with_send_key(page: &Client, key: &str) -> Result<()> {
     click(page, "#sign-out").await?;
+    // The operator's tenants and providers leave every select with it: the page shows at
+    // once at the next sign-in, before the next key's own lists arrive.
+    let left = page
+        .execute(
+            "return [...document.querySelectorAll('select option')]
+                 .map((o) => o.textContent)
+                 .filter((t) => /acme|globex|sim /.test(t));",
+            vec![],
+        )
+        .await?;
+    anyhow::ensure!(
+        left.as_array().is_some_and(Vec::is_empty),
+        "the last key's tenants or providers are still offered: {left}"
+    );
     type_into(page, "#api-key", key).await?;
     click(page, "#use-key").await?;
     poll(
