@@ -55,6 +55,14 @@ pub struct AdminConfig {
     #[arg(long, env = "HERALD_ADMIN_MAX_ACTIVE_CAMPAIGNS_PER_TENANT", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_active_campaigns_per_tenant: u32,
 
+    /// Providers one tenant may have in use (not retired); creating another is refused (409)
+    /// until one is retired. Each is a lane every worker consumes (a channel and a consumer
+    /// on its broker connection, whose channels are bounded: RabbitMQ's `channel_max`,
+    /// 2,047 by default), so one tenant may not add them without bound. Operators' shared
+    /// providers are not counted.
+    #[arg(long, env = "HERALD_ADMIN_MAX_PROVIDERS_PER_TENANT", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_providers_per_tenant: u32,
+
     /// Segments one tenant may keep; making another is refused (409) until one is deleted.
     /// Bounds what listing them holds in memory and answers.
     #[arg(long, env = "HERALD_ADMIN_MAX_SEGMENTS_PER_TENANT", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]

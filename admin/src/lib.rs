@@ -117,6 +117,7 @@ pub async fn serve(config: AdminConfig, shutdown: CancellationToken) -> Result<(
         keyring: config.credential_keys.keyring(),
         max_active_campaigns: i64::from(config.max_active_campaigns_per_tenant),
         max_segments: i64::from(config.max_segments_per_tenant),
+        max_providers: i64::from(config.max_providers_per_tenant),
         endpoints: endpoints::EndpointPolicy {
             allowed: config.provider_allowed_networks.clone().unwrap_or_default(),
         },

@@ -27,4 +27,6 @@ pub struct AppState {
     pub max_active_campaigns: i64,
     /// Most segments one tenant keeps.
     pub max_segments: i64,
+    /// Providers one tenant may have in use (`HERALD_ADMIN_MAX_PROVIDERS_PER_TENANT`).
+    pub max_providers: i64,
 }

@@ -143,11 +143,20 @@ pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<ProviderRow>, sqlx::
     .await
 }
 
-/// Every provider's fleet-wide cap on requests in flight.
+/// The fleet-wide cap on requests in flight of every provider a worker consumes the lane
+/// of: those in use, and retired ones while something unfinished still names them (a
+/// campaign or message that checked the provider just before its retirement, lost answers
+/// still settling). Retired ones with nothing left cost no worker a channel.
 pub async fn in_flight_caps(pool: &PgPool) -> Result<Vec<(Uuid, i32)>, sqlx::Error> {
-    let rows = sqlx::query!("SELECT id, max_in_flight FROM providers")
-        .fetch_all(pool)
-        .await?;
+    let rows = sqlx::query!(
+        "SELECT p.id, p.max_in_flight FROM providers p
+         WHERE p.retired_at IS NULL
+            OR EXISTS (SELECT 1 FROM campaigns c
+                       WHERE (c.provider_id = p.id OR c.overflow_provider_id = p.id)
+                         AND herald_campaign_unfinished(c))"
+    )
+    .fetch_all(pool)
+    .await?;
     Ok(rows.into_iter().map(|r| (r.id, r.max_in_flight)).collect())
 }
 
@@ -353,8 +362,35 @@ pub struct NewProviderRow<'a> {
 }
 
 /// Creates a provider; a name already taken is the unique constraint's error.
-pub async fn create(pool: &PgPool, p: &NewProviderRow<'_>) -> Result<Provider, sqlx::Error> {
-    query_provider!(
+/// Creates a provider, unless it is a tenant's and the tenant has `max` in use already
+/// (`None`). Each provider in use is a lane every worker consumes (a channel and a consumer
+/// on each worker's connection), so one tenant may not add them without bound. Counted
+/// under a lock of the tenant's own, held to the commit, so that requests at once cannot
+/// pass the bound together.
+pub async fn create(
+    pool: &PgPool,
+    p: &NewProviderRow<'_>,
+    max: i64,
+) -> Result<Option<Provider>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if let Some(tenant) = p.tenant_id {
+        sqlx::query!(
+            "SELECT pg_advisory_xact_lock(hashtextextended('herald.providers.' || $1::text, 0))",
+            tenant as _,
+        )
+        .execute(&mut *tx)
+        .await?;
+        let kept = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM providers WHERE tenant_id = $1 AND retired_at IS NULL"#,
+            tenant,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if kept >= max {
+            return Ok(None);
+        }
+    }
+    let provider = query_provider!(
         "INSERT INTO providers (tenant_id, name, kind, endpoint, settings, credentials, timeout_ms,
                                 max_in_flight, max_attempts, retry_base_ms, retry_max_ms,
                                 rate_limit, rate_window_ms, cost_per_message, unknown_outcome,
@@ -385,8 +421,10 @@ pub async fn create(pool: &PgPool, p: &NewProviderRow<'_>) -> Result<Provider, s
         p.id,
         p.monthly_commitment,
     )
-    .fetch_one(pool)
-    .await
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(provider))
 }
 
 /// The providers `scope` sees, by name; the retired ones too if `retired`.
@@ -611,21 +649,7 @@ async fn first_unfinished_use(
                        ELSE 'campaign ' || c.id || ' (' || c.status || ')' END AS "use!"
            FROM campaigns c
            WHERE (c.provider_id = $1 OR c.overflow_provider_id = $1)
-             AND CASE
-                 WHEN c.status = 'completed' THEN false
-                 -- Cancelled: while requests are in flight or lost answers still settle.
-                 WHEN c.status = 'cancelled' THEN
-                     c.settled_at IS NULL
-                     AND (EXISTS (SELECT 1 FROM recipients r
-                                  WHERE r.campaign_id = c.id AND r.state = 'sending')
-                          OR (SELECT coalesce(sum(k.n), 0) FROM campaign_bucket_counts k
-                              WHERE k.campaign_id = c.id AND k.state = 'unknown') > 0)
-                 -- A stream: while messages are not final (lost answers among them).
-                 WHEN c.kind = 'messages' THEN
-                     (SELECT coalesce(sum(herald_unfinished(k.state, k.n, true)), 0)
-                      FROM campaign_bucket_counts k WHERE k.campaign_id = c.id) > 0
-                 ELSE true
-             END
+             AND herald_campaign_unfinished(c)
            ORDER BY c.created_at LIMIT 1"#,
         id,
     )

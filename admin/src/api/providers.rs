@@ -339,7 +339,8 @@ fn fits_column(cost: f64) -> bool {
 }
 
 #[utoipa::path(post, path = "/providers", tag = "providers", request_body = NewProvider,
-    responses((status = 201, body = Provider), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = Provider), (status = 422, body = crate::error::ErrorBody),
+              (status = 409, description = "The tenant has the most providers in use it may", body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -390,9 +391,16 @@ pub async fn create(
         live_call_timeout_ms: body.live_call_timeout_ms,
         monthly_commitment: body.monthly_commitment,
     };
-    let provider = providers::create(&state.pool, &row)
+    let max = state.max_providers;
+    let provider = providers::create(&state.pool, &row, max)
         .await
-        .map_err(|e| from_constraint(e, "provider"))?;
+        .map_err(|e| from_constraint(e, "provider"))?
+        .ok_or_else(|| {
+            ApiError::Conflict(format!(
+                "the tenant has {max} providers in use, the most it may \
+                 (HERALD_ADMIN_MAX_PROVIDERS_PER_TENANT): retire one it no longer needs first"
+            ))
+        })?;
     tracing::info!(provider_id = %provider.id, tenant_id = ?tenant, "provider created");
     Ok((StatusCode::CREATED, Json(provider)))
 }

@@ -815,6 +815,58 @@ async fn segments_filter_contacts_safely_and_become_the_audience() -> Result<()>
     Ok(())
 }
 
+/// A tenant has at most `HERALD_ADMIN_MAX_PROVIDERS_PER_TENANT` providers in use (each is
+/// a lane every worker consumes): 409 naming the setting past that, whether the tenant or
+/// the operator creates it, other tenants and the operator's shared providers unaffected;
+/// a retired one makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_in_use_are_bounded_per_tenant() -> Result<()> {
+    let env = TestEnv::new(&[]).await?;
+    let admin = env
+        .admin_with(&[("HERALD_ADMIN_MAX_PROVIDERS_PER_TENANT", "2")])
+        .await?;
+    let op = admin.operator_key.as_str();
+    let (tenant_a, key_a, first) = admin.tenant_with_provider("a", &env.simulator_url).await?;
+    let (_, key_b) = admin.tenant_with_key("b").await?;
+    let endpoint = format!("{}/v1/messages", env.simulator_url);
+    let create =
+        async |key: &str, body: Value| admin.call(key, POST, "/providers", Some(body)).await;
+    let (status, body) = create(&key_a, json!({"name": "second", "endpoint": endpoint})).await?;
+    assert_eq!(status, 201, "{body}");
+    for (who, key, body) in [
+        (
+            "the tenant",
+            key_a.as_str(),
+            json!({"name": "third", "endpoint": endpoint}),
+        ),
+        (
+            "the operator, for the tenant",
+            op,
+            json!({"name": "third", "endpoint": endpoint, "tenant_id": tenant_a}),
+        ),
+    ] {
+        let (status, body) = create(key, body).await?;
+        assert_eq!(status, 409, "{who}: {body}");
+        assert!(
+            body.to_string()
+                .contains("HERALD_ADMIN_MAX_PROVIDERS_PER_TENANT"),
+            "{who}: {body}"
+        );
+    }
+    let (status, body) = create(&key_b, json!({"name": "theirs", "endpoint": endpoint})).await?;
+    assert_eq!(status, 201, "another tenant's bound: {body}");
+    for name in ["shared-1", "shared-2", "shared-3"] {
+        let (status, body) = create(op, json!({"name": name, "endpoint": endpoint})).await?;
+        assert_eq!(status, 201, "shared providers are not counted: {body}");
+    }
+    admin
+        .ok(&key_a, Method::DELETE, &format!("/providers/{first}"), None)
+        .await?;
+    let (status, body) = create(&key_a, json!({"name": "third", "endpoint": endpoint})).await?;
+    assert_eq!(status, 201, "a retired provider makes room: {body}");
+    Ok(())
+}
+
 /// A tenant keeps at most `HERALD_ADMIN_MAX_SEGMENTS_PER_TENANT` segments (409 naming it
 /// past that, other tenants unaffected), and deletes one no draft campaign waits to be
 /// started with; a campaign that had it keeps its recipients and `segment_id` null.

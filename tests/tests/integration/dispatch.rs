@@ -119,6 +119,71 @@ async fn redelivered_finished_work_is_acked_without_a_provider_call() -> Result<
     Ok(())
 }
 
+/// A worker consumes the lanes of providers in use, and a retired provider's only while
+/// something unfinished names it (a campaign that checked it just before its retirement,
+/// the race the retirement leaves open): that campaign is still sent, then its lane goes,
+/// as does at once the lane of a retired provider nothing names. Each lane is a channel
+/// and a consumer on every worker's connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_provider_keeps_its_lane_only_while_something_unfinished_names_it() -> Result<()>
+{
+    let env = TestEnv::new(&[]).await?;
+    let provider = env.create_provider(&env.provider()).await?;
+    let idle = env.create_provider(&env.provider()).await?;
+    let tenant = env.tenant("acme", 1).await?;
+    let campaign = env
+        .campaign(tenant, provider, "late", &numbers("+1555500", 50), 50)
+        .await?;
+    let _worker = env.worker(&[])?;
+    // The providers whose lanes the worker says (in its heartbeat) it takes.
+    let lanes = || async {
+        let caps: Vec<serde_json::Value> = sqlx::query_scalar("SELECT caps FROM workers")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap_or_default();
+        caps.iter()
+            .filter_map(serde_json::Value::as_object)
+            .flat_map(|caps| caps.keys().cloned())
+            .collect::<std::collections::HashSet<String>>()
+    };
+    let (provider_id, idle_id) = (provider.to_string(), idle.to_string());
+    let both = herald_tests::wait_until(Duration::from_secs(15), || async {
+        let lanes = lanes().await;
+        lanes.contains(&provider_id) && lanes.contains(&idle_id)
+    })
+    .await;
+    assert!(both.is_ok(), "lanes before: {:?}", lanes().await);
+
+    sqlx::query("UPDATE providers SET retired_at = now() WHERE id = ANY($1)")
+        .bind(vec![provider, idle])
+        .execute(&env.pool)
+        .await?;
+    let idle_gone = herald_tests::wait_until(Duration::from_secs(15), || async {
+        !lanes().await.contains(&idle_id)
+    })
+    .await;
+    assert!(
+        idle_gone.is_ok(),
+        "a retired provider nothing names keeps its lane"
+    );
+    assert!(
+        lanes().await.contains(&provider_id),
+        "a retired provider a campaign still names lost its lane"
+    );
+
+    let _scheduler = env.scheduler(300, &[])?;
+    env.start(campaign).await?;
+    env.wait_completed(&[campaign], Duration::from_secs(30))
+        .await?;
+    assert_eq!(env.states(campaign).await?.get("sent"), Some(&50));
+    let gone = herald_tests::wait_until(Duration::from_secs(15), || async {
+        !lanes().await.contains(&provider_id)
+    })
+    .await;
+    assert!(gone.is_ok(), "the lane stayed once its campaign completed");
+    Ok(())
+}
+
 /// A lane no live worker may send to gets nothing (its batches would be cut for nobody):
 /// the recipients wait in PostgreSQL, and the lane is filled as soon as a worker joins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
