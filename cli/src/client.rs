@@ -27,9 +27,14 @@ const POLL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// A 4xx: the server understood and said no. Nothing was written.
-    #[error("{}", refused_message(*.status, .body))]
-    Refused { status: u16, body: ErrorBody },
+    /// A 4xx: the server understood and said no. Nothing was written. `retry_after`: the
+    /// seconds its `Retry-After` asked to wait (a 429's quota or busy slots).
+    #[error("{}{}", refused_message(*.status, .body), retry_hint(*.retry_after))]
+    Refused {
+        status: u16,
+        body: ErrorBody,
+        retry_after: Option<u64>,
+    },
     #[error("cannot reach the admin server at {url}: {reason}")]
     Unreachable { url: String, reason: String },
     /// A request that changes something reached the server (or may have), and its answer
@@ -45,8 +50,12 @@ pub enum ApiError {
         reason: String,
     },
     /// A 5xx.
-    #[error("the admin server failed (HTTP {status}): {message}")]
-    Server { status: u16, message: String },
+    #[error("the admin server failed (HTTP {status}): {message}{}", retry_hint(*.retry_after))]
+    Server {
+        status: u16,
+        message: String,
+        retry_after: Option<u64>,
+    },
     /// A success status whose body is not the JSON the API documents.
     #[error("unexpected response from the admin server: {0}")]
     UnexpectedResponse(String),
@@ -54,9 +63,10 @@ pub enum ApiError {
 
 impl ApiError {
     /// The process exit code for this error: 1 when the API refused, 3 when it could not
-    /// answer properly (network, 5xx, garbage).
+    /// answer properly (network, 5xx, garbage) or asked to try again later (429).
     pub fn exit_code(&self) -> u8 {
         match self {
+            Self::Refused { status: 429, .. } => 3,
             Self::Refused { .. } => 1,
             Self::Unreachable { .. }
             | Self::NoAnswer { .. }
@@ -67,14 +77,22 @@ impl ApiError {
 
     /// Whether trying the same request again later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unreachable { .. } | Self::Server { .. })
+        matches!(
+            self,
+            Self::Unreachable { .. } | Self::Server { .. } | Self::Refused { status: 429, .. }
+        )
     }
 }
 
+fn retry_hint(retry_after: Option<u64>) -> String {
+    retry_after.map_or_else(String::new, |s| format!(" — try again in {s} s"))
+}
+
 fn refused_message(status: u16, body: &ErrorBody) -> String {
+    // A 403's own message says what access it needs (an operator's key, a tenant's `full`
+    // key rather than a `send` one, the operator for a shared provider).
     let hint = match status {
         401 => " — check --key / HERALD_API_KEY",
-        403 => " — this needs an operator key",
         _ => "",
     };
     format!("{} (HTTP {status}){hint}", body.message)
@@ -626,8 +644,14 @@ impl Client {
             .await
             .map_err(|e| self.lost(&e, &method))?;
         let status = response.status();
+        // Seconds only (what Herald sends); an HTTP date is left unsaid.
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         let bytes = response.bytes().await.map_err(|e| self.lost(&e, &method))?;
-        classify(status, &bytes).map(Reply::new)
+        classify(status, retry_after, &bytes).map(Reply::new)
     }
 
     fn unreachable(&self, error: &reqwest::Error) -> ApiError {
@@ -675,7 +699,7 @@ fn api_url(base: &Url, segments: &[&str], query: &[(&str, String)]) -> Url {
 }
 
 /// Turns a status and body into the reply JSON or the API's error.
-fn classify(status: StatusCode, bytes: &[u8]) -> Result<Value, ApiError> {
+fn classify(status: StatusCode, retry_after: Option<u64>, bytes: &[u8]) -> Result<Value, ApiError> {
     if status.is_success() {
         // Some endpoints may answer 204/empty; treat that as JSON null rather than an error.
         if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -692,11 +716,13 @@ fn classify(status: StatusCode, bytes: &[u8]) -> Result<Value, ApiError> {
         Err(ApiError::Refused {
             status: status.as_u16(),
             body,
+            retry_after,
         })
     } else {
         Err(ApiError::Server {
             status: status.as_u16(),
             message: body.message,
+            retry_after,
         })
     }
 }
@@ -816,8 +842,8 @@ mod tests {
             "fields": [{"field": "template", "reason": "bad"}],
             "rows": [{"row": 3, "field": "address", "reason": "not E.164"}, {"row": 9, "reason": "not JSON"}],
             "error_rows": 7}}"#;
-        let err = classify(StatusCode::UNPROCESSABLE_ENTITY, body).unwrap_err();
-        let ApiError::Refused { status, body } = &err else {
+        let err = classify(StatusCode::UNPROCESSABLE_ENTITY, None, body).unwrap_err();
+        let ApiError::Refused { status, body, .. } = &err else {
             panic!("{err:?}")
         };
         assert_eq!(*status, 422);
@@ -831,9 +857,9 @@ mod tests {
 
     #[test]
     fn errors_that_are_not_api_json_still_have_a_message() {
-        let err = classify(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>").unwrap_err();
+        let err = classify(StatusCode::BAD_GATEWAY, None, b"<html>bad gateway</html>").unwrap_err();
         assert!(
-            matches!(&err, ApiError::Server { status: 502, message } if message == "<html>bad gateway</html>")
+            matches!(&err, ApiError::Server { status: 502, message, .. } if message == "<html>bad gateway</html>")
         );
         assert_eq!(err.exit_code(), 3);
 
@@ -848,9 +874,30 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_to_try_later_says_when_and_exits_as_transient() {
+        let body = br#"{"error": {"status": 429, "message": "the tenant's daily quota is used"}}"#;
+        let err = classify(StatusCode::TOO_MANY_REQUESTS, Some(3600), body).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the tenant's daily quota is used (HTTP 429) — try again in 3600 s"
+        );
+        assert_eq!(err.exit_code(), 3);
+        assert!(err.is_transient());
+        let err = classify(StatusCode::CONFLICT, None, body).unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert!(!err.is_transient());
+        let err = classify(StatusCode::SERVICE_UNAVAILABLE, Some(1), b"busy").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the admin server failed (HTTP 503): busy — try again in 1 s"
+        );
+    }
+
+    #[test]
     fn auth_refusals_carry_a_hint() {
         let err = classify(
             StatusCode::UNAUTHORIZED,
+            None,
             br#"{"error": {"status": 401, "message": "unknown key"}}"#,
         )
         .unwrap_err();
@@ -863,11 +910,14 @@ mod tests {
     #[test]
     fn success_bodies_must_be_json() {
         assert_eq!(
-            classify(StatusCode::OK, br#"{"contacts": 3}"#).unwrap(),
+            classify(StatusCode::OK, None, br#"{"contacts": 3}"#).unwrap(),
             serde_json::json!({"contacts": 3})
         );
-        assert_eq!(classify(StatusCode::NO_CONTENT, b"").unwrap(), Value::Null);
-        let err = classify(StatusCode::OK, b"hello").unwrap_err();
+        assert_eq!(
+            classify(StatusCode::NO_CONTENT, None, b"").unwrap(),
+            Value::Null
+        );
+        let err = classify(StatusCode::OK, None, b"hello").unwrap_err();
         assert!(matches!(err, ApiError::UnexpectedResponse(_)));
         assert_eq!(err.exit_code(), 3);
     }

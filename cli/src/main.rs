@@ -49,8 +49,8 @@ const EXIT_INTERRUPTED: u8 = 130;
   herald --json campaign show $CAMPAIGN | jq .progress
 
 Exit codes: 0 success, 1 the API refused the request (4xx), 2 usage or input error,
-3 server unreachable or failing (network, 5xx), 4 `progress --watch` ended by --timeout
-or --exit-status, 130 interrupted."
+3 server unreachable, failing or asking to try again later (network, 5xx, 429), 4
+`progress --watch` ended by --timeout or --exit-status, 130 interrupted."
 )]
 struct Cli {
     /// Admin server URL
@@ -85,13 +85,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Tenants and their API keys (operator key)
+    /// Tenants: create and change them (operator key); a tenant's own keys, status webhook
+    /// and default providers (its own full key too)
     #[command(subcommand)]
     Tenant(TenantCommand),
     /// API keys: list, revoke, rotate
     #[command(subcommand)]
     Key(KeyCommand),
-    /// HTTP providers that messages are sent through
+    /// Providers that messages are sent through (Twilio SMS or voice, WhatsApp, HTTP)
     #[command(subcommand)]
     Provider(ProviderCommand),
     /// Campaigns: create, upload the audience, start, follow
@@ -308,6 +309,7 @@ mod tests {
         let refused = client::ApiError::Refused {
             status: 409,
             body: model::ErrorBody::default(),
+            retry_after: None,
         };
         assert_eq!(code(CliError::Api(refused)), 1);
         let unreachable = client::ApiError::Unreachable {
@@ -318,6 +320,7 @@ mod tests {
         let server = client::ApiError::Server {
             status: 503,
             message: "down".into(),
+            retry_after: None,
         };
         assert_eq!(code(CliError::Api(server)), 3);
         assert_eq!(code(CliError::Input("bad".into())), 2);

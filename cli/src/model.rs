@@ -462,6 +462,7 @@ pub struct NewMessage {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Message {
     pub id: Uuid,
+    pub tenant_id: Option<Uuid>,
     #[serde(default)]
     pub to: String,
     #[serde(default)]

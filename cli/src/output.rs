@@ -526,7 +526,7 @@ pub fn webhook(w: &Webhook) -> String {
             format!("{n} events")
         }
     };
-    let when = |t: Option<Timestamp>| or_dash(t.map(|t| t.to_rfc3339()));
+    let when = format_time;
     key_values(&[
         ("tenant", w.tenant_id.to_string()),
         ("url", url.clone()),
@@ -771,7 +771,8 @@ pub fn campaign_status(c: &Campaign) -> String {
 
 pub fn progress(p: &Progress) -> String {
     let mut out = key_values(&[("status", p.status.clone())]);
-    if let Some(reason) = &p.pause_reason {
+    // Kept once a campaign Herald paused is cancelled: no advice to resume it then.
+    if let Some(reason) = p.pause_reason.as_ref().filter(|_| p.status == "paused") {
         out.push_str(&key_values(&[(
             "paused because",
             format!("{reason} (fix the provider, then resume)"),
@@ -856,7 +857,7 @@ fn eta(p: &Progress) -> String {
 /// The text beside the `--watch` progress bar.
 pub fn watch_message(p: &Progress) -> String {
     let mut parts = vec![p.status.clone()];
-    if let Some(reason) = &p.pause_reason {
+    if let Some(reason) = p.pause_reason.as_ref().filter(|_| p.status == "paused") {
         parts.push(format!("paused by Herald: {reason}"));
     }
     if !p.is_final() {
@@ -1055,23 +1056,33 @@ pub fn messages(list: &[Message]) -> String {
     if list.is_empty() {
         return "no messages\n".to_owned();
     }
-    let mut table = Table::new(&[
-        ("ID", Align::Left),
+    // An operator's list across tenants says whose each message is.
+    let tenants = list.iter().any(|m| m.tenant_id != list[0].tenant_id);
+    let mut columns = vec![("ID", Align::Left)];
+    if tenants {
+        columns.push(("TENANT", Align::Left));
+    }
+    columns.extend([
         ("TO", Align::Left),
         ("CHANNEL", Align::Left),
         ("STATE", Align::Left),
         ("DELIVERY", Align::Left),
         ("CREATED", Align::Left),
     ]);
+    let mut table = Table::new(&columns);
     for m in list {
-        table.row(vec![
-            m.id.to_string(),
+        let mut row = vec![m.id.to_string()];
+        if tenants {
+            row.push(or_dash(m.tenant_id));
+        }
+        row.extend([
             m.to.clone(),
             m.channel.clone(),
             m.state.clone(),
             or_dash(m.delivery_status.as_deref()),
             format_time(m.created_at),
         ]);
+        table.row(row);
     }
     table.render()
 }
@@ -1313,6 +1324,25 @@ mod tests {
     }
 
     #[test]
+    fn messages_of_several_tenants_say_whose_each_is() {
+        let message = |tenant: &str| -> Message {
+            serde_json::from_value(serde_json::json!({
+                "id": "7d3c8a2e-0000-4000-8000-000000000001", "tenant_id": tenant,
+                "to": "+15551230001", "channel": "sms", "state": "sent"}))
+            .unwrap()
+        };
+        let a = "7d3c8a2e-0000-4000-8000-00000000000a";
+        let b = "7d3c8a2e-0000-4000-8000-00000000000b";
+        let one = messages(&[message(a), message(a)]);
+        assert!(!one.contains("TENANT") && !one.contains(a), "{one}");
+        let two = messages(&[message(a), message(b)]);
+        assert!(
+            two.starts_with("ID") && two.contains("TENANT") && two.contains(b),
+            "{two}"
+        );
+    }
+
+    #[test]
     fn a_campaign_herald_paused_says_why() {
         let paused = Progress {
             status: "paused".into(),
@@ -1331,6 +1361,21 @@ mod tests {
         assert_eq!(
             watch_message(&paused),
             "paused · paused by Herald: twilio 20003 (HTTP 401): Authenticate · 512/s · 100 failed"
+        );
+        // Cancelled since, it keeps its reason: no advice to resume it.
+        let cancelled = Progress {
+            status: "cancelled".into(),
+            ..paused
+        };
+        assert!(
+            !progress(&cancelled).contains("paused"),
+            "{}",
+            progress(&cancelled)
+        );
+        assert!(
+            !watch_message(&cancelled).contains("paused"),
+            "{}",
+            watch_message(&cancelled)
         );
     }
 
@@ -1397,7 +1442,11 @@ mod tests {
     }
 
     fn refused(body: ErrorBody) -> ApiError {
-        ApiError::Refused { status: 422, body }
+        ApiError::Refused {
+            status: 422,
+            body,
+            retry_after: None,
+        }
     }
 
     #[test]

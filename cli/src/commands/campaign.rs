@@ -257,8 +257,9 @@ Examples:
         id: Uuid,
         #[arg(long, value_enum)]
         state: Option<RecipientState>,
-        /// Only recipients whose provider last said this, e.g. `undelivered` or `failed`:
-        /// the ones sent that never arrived (Twilio's spelling: queued, sending, sent,
+        /// Only recipients whose receipts went this far (the furthest status reported, which a
+        /// late or out-of-order receipt does not undo), e.g. `undelivered` or `failed`: the
+        /// ones sent that never arrived (Twilio's spelling: queued, sending, sent,
         /// undelivered, partially_delivered, delivered, read, initiated, ringing,
         /// in-progress, no-answer, busy, completed, failed, canceled)
         #[arg(long, value_name = "STATUS")]

@@ -80,7 +80,8 @@ pub enum MessageCommand {
     /// List messages, newest first
     #[command(after_help = "Examples:
   herald message list --to +15551230001        # what was sent to one number
-  herald message list --state failed --since 2026-12-01T00:00:00Z")]
+  herald message list --state failed --since 2026-12-01T00:00:00Z --until 2026-12-02T00:00:00Z
+  herald message list --tenant $TENANT_ID          # an operator's look at one tenant's")]
     List {
         /// Only messages in this state
         #[arg(long, value_enum)]
@@ -91,6 +92,12 @@ pub enum MessageCommand {
         /// Only messages accepted at or after this time (RFC 3339)
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
         since: Option<DateTime<FixedOffset>>,
+        /// Only messages accepted before this time (RFC 3339)
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        until: Option<DateTime<FixedOffset>>,
+        /// Only this tenant's messages (operator key; a tenant key sees only its own)
+        #[arg(long, value_name = "ID")]
+        tenant: Option<Uuid>,
         #[command(flatten)]
         page: PageArgs,
     },
@@ -155,6 +162,8 @@ pub async fn run(ctx: &Ctx, command: MessageCommand) -> Result<(), CliError> {
             state,
             to,
             since,
+            until,
+            tenant,
             page,
         } => {
             let mut filters: Filters = Vec::new();
@@ -165,6 +174,10 @@ pub async fn run(ctx: &Ctx, command: MessageCommand) -> Result<(), CliError> {
             if let Some(since) = since {
                 filters.push(("since", since.to_rfc3339()));
             }
+            if let Some(until) = until {
+                filters.push(("until", until.to_rfc3339()));
+            }
+            filters.extend(tenant.map(|t| ("tenant_id", t.to_string())));
             show_pages(
                 ctx,
                 page,

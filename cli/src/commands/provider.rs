@@ -68,7 +68,8 @@ pub enum ProviderCommand {
   herald provider create shared-sms --endpoint https://sms.example/send --timeout-ms 5000 --max-in-flight 200
 
 Settings and credentials per kind are listed in admin/API.md (Providers). Without --tenant an
-operator key creates a shared provider every tenant may use.")]
+operator key creates a shared provider every tenant may use. A tenant has at most
+HERALD_ADMIN_MAX_PROVIDERS_PER_TENANT (20) providers in use: retire one to make room.")]
     Create {
         /// Provider name
         name: String,
@@ -90,21 +91,22 @@ operator key creates a shared provider every tenant may use.")]
         /// out of shell history). Never shown again.
         #[arg(long, value_name = "JSON|@FILE")]
         credentials: Option<String>,
-        /// Request timeout in milliseconds
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        /// Request timeout in milliseconds, 10–300000 [default: 10000]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(10..=300_000))]
         timeout_ms: Option<u32>,
         /// Requests in flight to this provider at most, across the worker fleet (each live
-        /// worker takes its share)
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        /// worker takes its share), 1–100000 [default: 100]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
         max_in_flight: Option<u32>,
-        /// Attempts in all (the first included) before a transient failure becomes final
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        /// Attempts in all (the first included) before a transient failure becomes final,
+        /// 1–100 [default: 5]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
         max_attempts: Option<u32>,
-        /// First retry delay in milliseconds (doubles up to --retry-max-ms)
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        /// First retry delay in milliseconds (doubles up to --retry-max-ms) [default: 1000]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=86_400_000))]
         retry_base_ms: Option<u32>,
-        /// Longest retry delay in milliseconds
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        /// Longest retry delay in milliseconds [default: 300000]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=86_400_000))]
         retry_max_ms: Option<u32>,
         /// Requests allowed per --rate-window-ms across all workers (default: no limit)
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]

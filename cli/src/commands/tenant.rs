@@ -48,7 +48,7 @@ pub struct TenantChanges {
     /// Region of uploaded numbers written without a country code, or `none`
     #[arg(long, value_name = "CC|none", value_parser = text_or_none)]
     default_region: Option<OrNone<String>>,
-    /// Transactional messages accepted and not yet sent at once, 1–10000000
+    /// Transactional messages accepted and not yet finished at once, 1–10000000
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     max_queued_messages: Option<u32>,
     /// Transactional messages it may send a day, 1–100000000, or `none`
@@ -94,7 +94,8 @@ pub enum TenantCommand {
         /// Share of dispatch capacity relative to other tenants, 1–1000 [server default: 1]
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
         weight: Option<u32>,
-        /// IANA zone for the quiet hours of its campaigns [server default: UTC]
+        /// IANA zone of its day (what --max-messages-per-day counts) and of the quiet hours
+        /// of its campaigns and messages [server default: UTC]
         #[arg(long, value_name = "TZ")]
         time_zone: Option<String>,
         /// Calls the tenant may have live at once across its providers (default: no cap)
@@ -104,7 +105,7 @@ pub enum TenantCommand {
         /// `06 12 34 56 78` is then +33612345678 [default: none, numbers need their +code]
         #[arg(long, value_name = "CC")]
         default_region: Option<String>,
-        /// Transactional messages accepted and not yet sent at once; past it sends are
+        /// Transactional messages accepted and not yet finished at once; past it sends are
         /// refused with 429 [server default: 10000]
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
         max_queued_messages: Option<u32>,
@@ -160,10 +161,11 @@ pub enum TenantCommand {
         remove: bool,
     },
     /// Set, show or remove the URL a tenant's transactional messages' status events are
-    /// posted to (setting it prints a new signing secret, shown once), post again the
-    /// events given up, or post a test event
+    /// posted to (setting it the first time, or with --rotate-secret, prints a new signing
+    /// secret, shown once; otherwise the webhook's state), post again the events given up,
+    /// or post a test event
     #[command(after_help = "Examples:
-  herald tenant webhook $TENANT_ID --set https://hooks.example.com/herald   # prints the secret
+  herald tenant webhook $TENANT_ID --set https://hooks.example.com/herald   # the first time: prints the secret
   herald tenant webhook $TENANT_ID --set https://hooks.example.com/herald --rotate-secret
   herald tenant webhook $TENANT_ID                                          # its URL and backlog
   herald tenant webhook $TENANT_ID --remove
@@ -173,7 +175,8 @@ pub enum TenantCommand {
         /// Tenant id
         tenant_id: Uuid,
         /// Where to post events (https, a public address); the first time, prints the
-        /// signing secret
+        /// signing secret. Set again (the same URL too), a webhook disabled after its
+        /// endpoint answered `410 Gone` is enabled, and a failing endpoint is tried at once
         #[arg(long = "set", value_name = "URL")]
         set: Option<String>,
         /// With --set: issue a new secret (printed); the one replaced still signs beside it
@@ -192,7 +195,8 @@ pub enum TenantCommand {
               conflicts_with_all = ["set", "remove"])]
         recover_since: Option<chrono::DateTime<chrono::FixedOffset>>,
         /// Post a test event (`webhook.test`), signed and retried as status events are (one
-        /// each 10 s): `herald tenant webhook-events` shows how its posts go
+        /// each 10 s; refused while the webhook is disabled): `herald tenant
+        /// webhook-events` shows how its posts go
         #[arg(long, conflicts_with_all = ["set", "remove", "recover_since"])]
         test: bool,
     },
@@ -394,9 +398,10 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
             remove: true,
             ..
         } => {
-            ctx.client.remove_webhook(tenant_id).await?;
-            note(&format!("the webhook of tenant {tenant_id} is removed"));
-            Ok(())
+            let reply = ctx.client.remove_webhook(tenant_id).await?;
+            ctx.show(&reply, |_| {
+                format!("the webhook of tenant {tenant_id} is removed\n")
+            })
         }
         TenantCommand::Webhook { tenant_id, .. } => {
             let reply = ctx.client.get_webhook(tenant_id).await?;
