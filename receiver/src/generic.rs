@@ -33,43 +33,73 @@ struct Item {
 /// Most receipts one request may carry.
 pub const MAX_PER_REQUEST: usize = 1_000;
 
-pub fn receipts(provider_id: Uuid, body: &[u8]) -> Result<Vec<Receipt>, Refusal> {
+/// What a request's body held.
+#[derive(Debug, Default)]
+pub struct Read {
+    pub receipts: Vec<Receipt>,
+    /// Receipts in the list that could not be read (a field missing or of the wrong type,
+    /// a status Herald does not know, an empty id), skipped. Refusing the request for them
+    /// would refuse the others with it, for good: the provider sends the same body again.
+    pub unreadable: usize,
+}
+
+/// The receipts of `body`; a body that is no receipt or list of them at all, or a list
+/// longer than [`MAX_PER_REQUEST`], is refused.
+pub fn receipts(provider_id: Uuid, body: &[u8]) -> Result<Read, Refusal> {
     // One receipt or a list of them, told apart by the first character (an untagged enum
     // would answer "did not match any variant" whatever field was wrong).
     let list = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-    let parsed = if list {
-        serde_json::from_slice::<Vec<Item>>(body)
+    let items = if list {
+        serde_json::from_slice::<Vec<serde_json::Value>>(body)
+            .map_err(|e| Refusal::BadRequest(format!("not a list of receipts: {e}")))?
     } else {
-        serde_json::from_slice::<Item>(body).map(|item| vec![item])
+        // A single receipt that cannot be read is refused, saying why: there is nothing
+        // else in the request to keep.
+        let item = serde_json::from_slice::<Item>(body)
+            .map_err(|e| Refusal::BadRequest(format!("not a receipt: {e}")))?;
+        let receipt = receipt(provider_id, item)?;
+        return Ok(Read {
+            receipts: vec![receipt],
+            unreadable: 0,
+        });
     };
-    let items = parsed.map_err(|e| Refusal::BadRequest(format!("not a receipt: {e}")))?;
     if items.len() > MAX_PER_REQUEST {
         return Err(Refusal::BadRequest(format!(
             "at most {MAX_PER_REQUEST} receipts per request"
         )));
     }
-    items
-        .into_iter()
-        .map(|item| {
-            let status = item.status.parse::<DeliveryStatus>().map_err(|e| {
-                Refusal::BadRequest(format!("status: {}", clip(&e.to_string(), 100)))
-            })?;
-            Ok(Receipt {
-                provider_id,
-                message_id: text("id", item.id.trim(), 256)?,
-                reference: item.reference.as_deref().and_then(parse_reference),
-                seq: None,
-                status,
-                raw_status: item.status,
-                error_code: item.error_code.map(|c| match c {
-                    serde_json::Value::String(s) => clip(&s, 32),
-                    other => clip(&other.to_string(), 32),
-                }),
-                error_message: item.error_message.map(|m| clip(&m, 500)),
-                provider_time: item.timestamp,
-            })
-        })
-        .collect()
+    let mut read = Read::default();
+    for item in items {
+        match serde_json::from_value::<Item>(item)
+            .ok()
+            .and_then(|item| receipt(provider_id, item).ok())
+        {
+            Some(receipt) => read.receipts.push(receipt),
+            None => read.unreadable += 1,
+        }
+    }
+    Ok(read)
+}
+
+fn receipt(provider_id: Uuid, item: Item) -> Result<Receipt, Refusal> {
+    let status = item
+        .status
+        .parse::<DeliveryStatus>()
+        .map_err(|e| Refusal::BadRequest(format!("status: {}", clip(&e.to_string(), 100))))?;
+    Ok(Receipt {
+        provider_id,
+        message_id: text("id", item.id.trim(), 256)?,
+        reference: item.reference.as_deref().and_then(parse_reference),
+        seq: None,
+        status,
+        raw_status: item.status,
+        error_code: item.error_code.map(|c| match c {
+            serde_json::Value::String(s) => clip(&s, 32),
+            other => clip(&other.to_string(), 32),
+        }),
+        error_message: item.error_message.map(|m| clip(&m, 500)),
+        provider_time: item.timestamp,
+    })
 }
 
 #[cfg(test)]
@@ -79,15 +109,30 @@ mod tests {
     #[test]
     fn one_or_many() {
         let one = br#"{"id":"m1","status":"delivered","reference":"herald-00000000000000000000000000000007-42","error_code":7}"#;
-        let got = receipts(Uuid::nil(), one).unwrap();
+        let got = receipts(Uuid::nil(), one).unwrap().receipts;
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].status, DeliveryStatus::Delivered);
         assert_eq!(got[0].reference, Some((Uuid::from_u128(7), 42)));
         assert_eq!(got[0].error_code.as_deref(), Some("7"));
         let many = br#"[{"id":"m1","status":"sent"},{"id":"m2","status":"accepted","timestamp":"2026-11-29T10:00:00Z"}]"#;
-        let got = receipts(Uuid::nil(), many).unwrap();
+        let got = receipts(Uuid::nil(), many).unwrap().receipts;
         assert_eq!(got[1].status, DeliveryStatus::Queued);
         assert!(got[1].provider_time.is_some());
+    }
+
+    #[test]
+    fn an_unreadable_receipt_in_a_list_costs_only_itself() {
+        let body = br#"[{"id":"m1","status":"sent"},{"id":7,"status":"sent"},
+            {"id":"m3","status":"teleported"},{"id":"","status":"sent"},
+            {"id":"m5","status":"sent","timestamp":"yesterday"},"nothing",
+            {"id":"m7","status":"delivered"}]"#;
+        let read = receipts(Uuid::nil(), body).unwrap();
+        let ids: Vec<&str> = read
+            .receipts
+            .iter()
+            .map(|r| r.message_id.as_str())
+            .collect();
+        assert_eq!((ids, read.unreadable), (vec!["m1", "m7"], 5));
     }
 
     #[test]
@@ -98,7 +143,8 @@ mod tests {
             br#"{"id":"m1","status":"teleported"}"#,
             br#"{"id":"","status":"sent"}"#,
             br#"{"id":"m1","status":"sent","timestamp":"yesterday"}"#,
-            br#"[{"id":"m1","status":"sent"},{"id":7,"status":"sent"}]"#,
+            br#"[{"id":"m1","status":"sent"}"#,
+            br#"{"receipts": []}"#,
         ] {
             assert!(
                 matches!(receipts(Uuid::nil(), bad), Err(Refusal::BadRequest(_))),

@@ -82,8 +82,27 @@ pub async fn serve(config: ReceiverConfig, shutdown: CancellationToken) -> Resul
         stop_writing.clone(),
     ));
     let intake = intake::Intake::start(pool.clone());
+    let providers = providers::Providers::new(pool.clone(), config.credential_keys.keyring());
+    // A provider changed (a secret rotated) is forgotten at once, on a connection of its own.
+    let changes = herald_shared::db::bounded_sessions(
+        herald_shared::db::options(
+            config.connections.database_url.expose(),
+            &config.connections.tls(),
+        )?,
+        config.connections.db_deadline(),
+    );
+    let mut changes =
+        herald_shared::listen::listen(changes, &herald_shared::provider_changes::LISTEN);
+    tokio::spawn({
+        let providers = providers.clone();
+        async move {
+            while let Some(id) = changes.recv().await {
+                providers.forget(id);
+            }
+        }
+    });
     let state = routes::AppState {
-        providers: providers::Providers::new(pool.clone(), config.credential_keys.keyring()),
+        providers,
         intake: intake.clone(),
         public_url: public_url.into(),
         previous_urls: config.previous_urls.clone().into(),

@@ -84,6 +84,9 @@ impl Known {
 /// When each provider was read, and what it is.
 type Cache = HashMap<Uuid, (Instant, Arc<Known>)>;
 
+/// When a provider was last read again, locked while it is being read.
+type Reread = Arc<tokio::sync::Mutex<Option<Instant>>>;
+
 /// The WhatsApp providers of one phone number.
 pub type Siblings = Vec<(Uuid, Known)>;
 
@@ -97,9 +100,10 @@ pub struct Providers {
     /// Opens credentials sealed at rest.
     keyring: Keyring,
     cache: Arc<Mutex<Cache>>,
-    /// When each provider was last read again for a refused signature (see [`Self::reread`]):
-    /// only providers in the cache, so it grows with real ones alone.
-    rereads: Arc<Mutex<HashMap<Uuid, Instant>>>,
+    /// When each provider was last read again for a refused signature (see [`Self::reread`]),
+    /// behind a lock held through the read: only providers in the cache, so it grows with
+    /// real ones alone.
+    rereads: Arc<Mutex<HashMap<Uuid, Reread>>>,
     uncached: Arc<Semaphore>,
     siblings: Arc<Mutex<SiblingCache>>,
 }
@@ -161,24 +165,41 @@ impl Providers {
         Ok(Some(known))
     }
 
+    /// Forgets provider `id`, which changed (`herald_shared::provider_changes`): its next
+    /// request reads it as it is now.
+    pub fn forget(&self, id: Uuid) {
+        self.lock().remove(&id);
+        self.rereads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        self.siblings()
+            .retain(|_, (_, siblings)| !siblings.iter().any(|(sibling, _)| *sibling == id));
+        tracing::debug!(provider_id = %id, "provider changed: read again at its next request");
+    }
+
     /// The provider as stored now (its secret refused a signature: it may have been rotated
-    /// since), unless it was read again so within [`REREAD_AFTER`] (however that read ended:
-    /// the time is taken before it, so that requests refused together make one read);
-    /// `None` then, or if it is gone.
+    /// since); `None` if it is gone. Read at most once per [`REREAD_AFTER`]: requests
+    /// refused together wait for the one read (however it ends: the time is taken before
+    /// it) and get what it found, so that callbacks signed with a secret just rotated, which
+    /// come together, are all checked against it, while a flood of forged signatures costs
+    /// one read per provider that often.
     pub async fn reread(&self, id: Uuid) -> Result<Option<Arc<Known>>, ProviderError> {
         if !self.lock().contains_key(&id) {
             return Ok(None);
         }
-        {
-            let mut rereads = self.rereads.lock().unwrap_or_else(PoisonError::into_inner);
-            if rereads
-                .get(&id)
-                .is_some_and(|at| at.elapsed() < REREAD_AFTER)
-            {
-                return Ok(None);
-            }
-            rereads.insert(id, Instant::now());
+        let slot = self
+            .rereads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(id)
+            .or_default()
+            .clone();
+        let mut last = slot.lock().await;
+        if last.is_some_and(|at| at.elapsed() < REREAD_AFTER) {
+            return Ok(self.lock().get(&id).map(|(_, known)| known.clone()));
         }
+        *last = Some(Instant::now());
         let row = within(store::providers::webhook_row(&self.pool, id)).await?;
         let Some(known) = row.and_then(|row| parse(&self.keyring, &row)).map(Arc::new) else {
             self.lock().remove(&id);

@@ -98,9 +98,10 @@ impl AppState {
         signed: impl Fn(&ProviderConfig) -> Result<(), Refusal>,
     ) -> Result<(Uuid, Arc<Known>, Signer), Refusal> {
         let (provider_id, known) = self.provider(id).await?;
+        // Refused, or no secret of this kind: either may have changed since it was read.
         let refusal = match signer(&known, &signed) {
             Ok(signer) => return Ok((provider_id, known, signer)),
-            Err(refusal @ Refusal::Forbidden(_)) => refusal,
+            Err(refusal @ (Refusal::Forbidden(_) | Refusal::NotFound)) => refusal,
             Err(other) => return Err(other),
         };
         match self.providers.reread(provider_id).await {
@@ -450,9 +451,17 @@ async fn generic_receipts(
             Ok(())
         })
         .await?;
-    let receipts = generic::receipts(provider_id, &body)?;
+    let read = generic::receipts(provider_id, &body)?;
+    if read.unreadable > 0 {
+        // As WhatsApp's: the others are kept, and one may be a lost request's status (its
+        // owner's lost answers wait, as after a refused webhook).
+        tracing::warn!(%provider_id, unreadable = read.unreadable, "receipts in a list that cannot be read; skipped");
+        metrics::counter!(RECEIPTS_RESULTS, "result" => "unreadable")
+            .increment(read.unreadable as u64);
+        app.refusals.note(provider_id, chrono::Utc::now());
+    }
     let owner = Owner::of(provider_id, known.tenant_id);
-    app.intake.store(owner, receipts, true).await?;
+    app.intake.store(owner, read.receipts, true).await?;
     Ok(StatusCode::OK)
 }
 

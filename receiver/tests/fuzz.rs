@@ -149,8 +149,8 @@ proptest! {
     #[test]
     fn fuzz_generic_receipts(body in body(json_words())) {
         match generic::receipts(Uuid::nil(), &body) {
-            Ok(receipts) => {
-                for receipt in receipts {
+            Ok(read) => {
+                for receipt in read.receipts {
                     prop_assert!(!receipt.message_id.is_empty());
                 }
             }

@@ -19,7 +19,8 @@
 //!   completes finished campaigns, folds the counters' ledger ([`counters`]), measures the
 //!   [`backlog`] (the work left per provider and tenant, the autoscaling metric) and keeps
 //!   receipts.
-//! - [`wake`]: transactional messages dispatched at once, between ticks.
+//! - wake-ups (`herald_shared::wake`, heard by `herald_shared::listen`): transactional
+//!   messages dispatched at once, between ticks.
 
 pub mod backlog;
 pub mod backpressure;
@@ -38,7 +39,6 @@ pub mod sweep;
 pub mod tenant_lines;
 pub mod tick;
 pub mod turns;
-pub mod wake;
 
 use backpressure::Limits;
 use config::SchedulerConfig;
@@ -172,8 +172,10 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> Result
 
     let mut interval = tokio::time::interval(config.tick());
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // On a connection of its own, not one of the pool's (see `wake::listen`).
-    let mut wakes = wake::listen(options);
+    // Each names a provider whose lane has new work waiting (transactional messages, or a
+    // campaign started or resumed now), or one of whose campaigns was just paused or
+    // cancelled, or whose message streams new credentials resumed.
+    let mut wakes = herald_shared::listen::listen(options, &herald_shared::wake::LISTEN);
     let (mut last_wake, mut wake_cost) = (Instant::now(), Duration::ZERO);
     // Failed broker checks in a row (see `STEP_DOWN_AFTER_BROKER_CHECKS`).
     let mut broker_failures = 0_u32;

@@ -13,3 +13,10 @@
 
 /// The PostgreSQL `LISTEN`/`NOTIFY` channel; the payload is a provider id.
 pub const CHANNEL: &str = "herald_wake";
+
+/// How the leading scheduler listens to it.
+pub const LISTEN: crate::listen::Channel = crate::listen::Channel {
+    name: CHANNEL,
+    listening: "listening for wake-ups",
+    unavailable: "wake-ups unavailable for now; ticks still dispatch everything",
+};
