@@ -3,8 +3,8 @@
 -- providers is written here once, for that and for the retirement's own check.
 --
 -- Unfinished: a campaign not completed; a cancelled one while requests are in flight or
--- lost answers still settle; a stream while its messages are not final (lost answers
--- among them).
+-- lost answers still settle (not once settled: `settled_at`); a stream while its messages
+-- are not final (lost answers among them).
 CREATE FUNCTION herald_campaign_unfinished(c campaigns) RETURNS boolean
 LANGUAGE sql STABLE AS $$
     SELECT CASE
@@ -23,7 +23,10 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- A retired provider's uses, looked up by every worker's refresh (every 2 s) and by each
--- retirement, without reading every campaign.
-CREATE INDEX campaigns_provider ON campaigns (provider_id);
-CREATE INDEX campaigns_overflow_provider ON campaigns (overflow_provider_id)
-    WHERE overflow_provider_id IS NOT NULL;
+-- retirement: among the campaigns that may be unfinished only (the function answers false
+-- for the others), so neither reads a provider's whole history of campaigns. Callers
+-- repeat this predicate beside the function's call, for the planner to take these.
+CREATE INDEX campaigns_provider_unfinished ON campaigns (provider_id)
+    WHERE status <> 'completed' AND settled_at IS NULL;
+CREATE INDEX campaigns_overflow_provider_unfinished ON campaigns (overflow_provider_id)
+    WHERE overflow_provider_id IS NOT NULL AND status <> 'completed' AND settled_at IS NULL;

@@ -50,8 +50,9 @@ pub fn receipts(provider_id: Uuid, body: &[u8]) -> Result<Read, Refusal> {
     // would answer "did not match any variant" whatever field was wrong).
     let list = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let items = if list {
-        serde_json::from_slice::<Vec<serde_json::Value>>(body)
+        serde_json::from_slice::<Bounded>(body)
             .map_err(|e| Refusal::BadRequest(format!("not a list of receipts: {e}")))?
+            .0
     } else {
         // A single receipt that cannot be read is refused, saying why: there is nothing
         // else in the request to keep.
@@ -63,22 +64,58 @@ pub fn receipts(provider_id: Uuid, body: &[u8]) -> Result<Read, Refusal> {
             unreadable: 0,
         });
     };
-    if items.len() > MAX_PER_REQUEST {
-        return Err(Refusal::BadRequest(format!(
-            "at most {MAX_PER_REQUEST} receipts per request"
-        )));
-    }
     let mut read = Read::default();
     for item in items {
-        match serde_json::from_value::<Item>(item)
-            .ok()
-            .and_then(|item| receipt(provider_id, item).ok())
-        {
+        match item.and_then(|item| receipt(provider_id, item).ok()) {
             Some(receipt) => read.receipts.push(receipt),
             None => read.unreadable += 1,
         }
     }
     Ok(read)
+}
+
+/// A list's items, each read as a receipt or not (`None`), refused past
+/// [`MAX_PER_REQUEST`] as it is read: a body of millions of small values is never held
+/// whole, as a `Vec<Value>` of it would be (tens of bytes a value).
+struct Bounded(Vec<Option<Item>>);
+
+impl<'de> Deserialize<'de> for Bounded {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Items;
+        impl<'de> serde::de::Visitor<'de> for Items {
+            type Value = Bounded;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "a list of at most {MAX_PER_REQUEST} receipts")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Bounded, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Lenient>()? {
+                    if items.len() == MAX_PER_REQUEST {
+                        return Err(serde::de::Error::custom(format!(
+                            "at most {MAX_PER_REQUEST} receipts per request"
+                        )));
+                    }
+                    items.push(match item {
+                        Lenient::Item(item) => Some(item),
+                        Lenient::Other(_) => None,
+                    });
+                }
+                Ok(Bounded(items))
+            }
+        }
+        deserializer.deserialize_seq(Items)
+    }
+}
+
+/// A list's item: a receipt, or anything else (skipped, counted unreadable).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Lenient {
+    Item(Item),
+    Other(serde::de::IgnoredAny),
 }
 
 fn receipt(provider_id: Uuid, item: Item) -> Result<Receipt, Refusal> {
@@ -133,6 +170,18 @@ mod tests {
             .map(|r| r.message_id.as_str())
             .collect();
         assert_eq!((ids, read.unreadable), (vec!["m1", "m7"], 5));
+    }
+
+    #[test]
+    fn a_list_is_refused_past_its_bound_as_it_is_read() {
+        let most: Vec<String> = (0..MAX_PER_REQUEST).map(|_| "0".to_owned()).collect();
+        let read = receipts(Uuid::nil(), format!("[{}]", most.join(",")).as_bytes()).unwrap();
+        assert_eq!((read.receipts.len(), read.unreadable), (0, MAX_PER_REQUEST));
+        let past = format!("[{},0]", most.join(","));
+        let Err(Refusal::BadRequest(why)) = receipts(Uuid::nil(), past.as_bytes()) else {
+            panic!("refused expected")
+        };
+        assert!(why.contains("at most 1000 receipts"), "{why}");
     }
 
     #[test]

@@ -165,10 +165,21 @@ impl Providers {
         Ok(Some(known))
     }
 
-    /// Forgets provider `id`, which changed (`herald_shared::provider_changes`): its next
-    /// request reads it as it is now.
+    /// Provider `id` changed (`herald_shared::provider_changes`): its next request reads it
+    /// as it is now. Its copy is kept, as read too long ago: that read takes none of the
+    /// turns of providers not in the cache (a burst of callbacks after a rotation would
+    /// wait for them with a flood of made-up ids, and be answered 503), and while the
+    /// database does not answer the copy still checks its callbacks.
     pub fn forget(&self, id: Uuid) {
-        self.lock().remove(&id);
+        {
+            let mut cache = self.lock();
+            match (Instant::now().checked_sub(REFRESH), cache.get_mut(&id)) {
+                (Some(long_ago), Some((read_at, _))) => *read_at = long_ago,
+                _ => {
+                    cache.remove(&id);
+                }
+            }
+        }
         self.rereads
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -183,11 +194,15 @@ impl Providers {
     /// refused together wait for the one read (however it ends: the time is taken before
     /// it) and get what it found, so that callbacks signed with a secret just rotated, which
     /// come together, are all checked against it, while a flood of forged signatures costs
-    /// one read per provider that often.
+    /// one read per provider that often. A request that waited through a read begun after
+    /// it came takes that read's copy, however long the read took (one slower than
+    /// [`REREAD_AFTER`] is not made again by each request waiting for it).
     pub async fn reread(&self, id: Uuid) -> Result<Option<Arc<Known>>, ProviderError> {
         if !self.lock().contains_key(&id) {
-            return Ok(None);
+            // Dropped meanwhile (gone, or just read as gone): as any provider not cached.
+            return self.get(id).await;
         }
+        let arrived = Instant::now();
         let slot = self
             .rereads
             .lock()
@@ -196,7 +211,7 @@ impl Providers {
             .or_default()
             .clone();
         let mut last = slot.lock().await;
-        if last.is_some_and(|at| at.elapsed() < REREAD_AFTER) {
+        if last.is_some_and(|at| at >= arrived || at.elapsed() < REREAD_AFTER) {
             return Ok(self.lock().get(&id).map(|(_, known)| known.clone()));
         }
         *last = Some(Instant::now());

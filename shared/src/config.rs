@@ -27,7 +27,8 @@ pub struct Connections {
 
     /// Maximum PostgreSQL connections in this process's pool (each process holds one more of
     /// its own for its readiness check; a scheduler two more besides: one for its leadership
-    /// lock, one listening for wake-ups).
+    /// lock, one listening for wake-ups; a receiver one more, listening for providers
+    /// changed).
     #[arg(long, env = "HERALD_DB_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=200))]
     pub db_pool_size: u32,
 

@@ -153,6 +153,7 @@ pub async fn in_flight_caps(pool: &PgPool) -> Result<Vec<(Uuid, i32)>, sqlx::Err
          WHERE p.retired_at IS NULL
             OR EXISTS (SELECT 1 FROM campaigns c
                        WHERE (c.provider_id = p.id OR c.overflow_provider_id = p.id)
+                         AND c.status <> 'completed' AND c.settled_at IS NULL
                          AND herald_campaign_unfinished(c))"
     )
     .fetch_all(pool)
@@ -649,6 +650,8 @@ async fn first_unfinished_use(
                        ELSE 'campaign ' || c.id || ' (' || c.status || ')' END AS "use!"
            FROM campaigns c
            WHERE (c.provider_id = $1 OR c.overflow_provider_id = $1)
+             -- The partial indexes' predicate (the function is false outside it).
+             AND c.status <> 'completed' AND c.settled_at IS NULL
              AND herald_campaign_unfinished(c)
            ORDER BY c.created_at LIMIT 1"#,
         id,
